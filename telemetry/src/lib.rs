@@ -1,0 +1,31 @@
+//! The SCCR contract: identifiers, topics, the metric catalogue, payload codecs and
+//! validation. Everything that crosses a process boundary is parsed here, once, into
+//! newtypes; no other crate handles raw device ids, metric names or timestamps.
+//!
+//! This crate does no I/O.
+
+pub mod codec;
+pub mod ids;
+pub mod metric;
+pub mod senml;
+pub mod time;
+pub mod topic;
+pub mod validate;
+
+pub use codec::{decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format, ReadingError, RejectedReading, TimeField};
+pub use ids::{DeviceId, IdError, Seq, SegmentId};
+pub use metric::{MetricId, MetricSpec, UnknownMetric};
+pub use time::{EventTime, TimeError};
+pub use topic::{Topic, TopicError, TopicKind};
+pub use validate::{ValidationConfig, ValidationError, Validator};
+
+/// One measurement: the unit of everything downstream of decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device: DeviceId,
+    pub metric: MetricId,
+    pub time: EventTime,
+    pub value: f64,
+    /// The device's message counter of the message that carried this reading, if any.
+    pub seq: Option<Seq>,
+}
