@@ -1,1 +1,287 @@
+//! SCCR storage: schema migrations, the batch writer, history queries.
+//!
+//! Two backends with the same semantics behind [`Store`]: PostgreSQL (production) and
+//! SQLite (the embedded store of `sccr demo`). The invariants kept here:
+//! - **Dedupe**: `readings` has the key (device, metric, time); a replayed reading inserts
+//!   nothing.
+//! - **Exact rollups**: a batch's rollup partials are computed, inside the batch's
+//!   transaction, from the rows that insert actually added, and merged into `rollup_1m`
+//!   (count/sum/min/max added, last-by-time kept). Replays therefore change no rollup.
+//! - **One transaction per batch**: readings, rollups, latest values, new devices and dead
+//!   letters of a batch commit together or not at all; the writer hands back the batch's
+//!   tickets (MQTT acks) only after the commit.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+mod postgres;
+pub mod rollup;
+mod sqlite;
+pub mod writer;
+
+use std::time::Duration;
+
+use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is neither postgres:// nor sqlite:")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration { version: i64, name: &'static str, source: sqlx::Error },
+    #[error("row holds an invalid {what}: {value:?}")]
+    Corrupt { what: &'static str, value: String },
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed (connection lost, database
+    /// restarting, lock timeout) as opposed to a bug or bad data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => {
+                    let code = db.code().unwrap_or_default();
+                    // PostgreSQL: connection exceptions, insufficient resources, operator
+                    // intervention (restart), serialization/deadlock. SQLite: busy/locked.
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57")
+                        || code == "40001"
+                        || code == "40P01"
+                        || code == "5"
+                        || code == "6"
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// A message or reading that was refused, kept for operators with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub received_at: EventTime,
+    pub topic: String,
+    pub device: Option<DeviceId>,
+    /// Stable reason code (`bad_json`, `out_of_range`, …).
+    pub reason: String,
+    /// Human-readable detail naming what was wrong.
+    pub detail: String,
+    /// The payload, truncated to [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes.
+    pub payload: Vec<u8>,
+    pub payload_size: usize,
+}
+
+/// How much of a refused payload is kept.
+pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 4096;
+
+impl DeadLetter {
+    pub fn new(topic: &str, device: Option<DeviceId>, reason: &str, detail: String, payload: &[u8]) -> Self {
+        Self {
+            received_at: EventTime::now(),
+            topic: topic.chars().take(256).collect(),
+            device,
+            reason: reason.to_owned(),
+            detail,
+            payload: payload[..payload.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec(),
+            payload_size: payload.len(),
+        }
+    }
+}
+
+/// Everything one transaction writes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Devices to register if they are not known yet.
+    pub new_devices: Vec<DeviceId>,
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub inserted: u64,
+    /// Readings already stored (replays, redeliveries).
+    pub duplicates: u64,
+    pub dead_letters: u64,
+}
+
+/// A device as registered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub kind: Option<String>,
+    pub segment: Option<SegmentId>,
+    pub registered_at: EventTime,
+}
+
+/// The last value of one (device, metric).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LatestValue {
+    pub device: DeviceId,
+    pub metric: MetricId,
+    pub time: EventTime,
+    pub value: f64,
+}
+
+/// Resolution of a history query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Raw,
+    Minute,
+}
+
+impl Resolution {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(Resolution::Raw),
+            "1m" => Some(Resolution::Minute),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub device: DeviceId,
+    pub metric: MetricId,
+    /// Inclusive.
+    pub from: EventTime,
+    /// Exclusive.
+    pub to: EventTime,
+    pub resolution: Resolution,
+    pub limit: usize,
+}
+
+/// One point of history: a raw reading (count 1) or a bucket's aggregate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistoryPoint {
+    pub time: EventTime,
+    pub count: i64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The store: one of the two backends.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Postgres($s) => $e,
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Connect by URL: `postgres://…` / `postgresql://…` or `sqlite:PATH` / `sqlite::memory:`.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url, options).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.chars().take(64).collect()))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Apply pending migrations; safe to call from several processes at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Write one batch in one transaction.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        dispatch!(self, s => s.write_batch(batch).await)
+    }
+
+    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.upsert_segments(segments).await)
+    }
+
+    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
+        dispatch!(self, s => s.segments().await)
+    }
+
+    /// Register devices (or update their kind and segment).
+    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.upsert_devices(devices).await)
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        dispatch!(self, s => s.devices().await)
+    }
+
+    /// Latest values, optionally of one device and/or one metric.
+    pub async fn latest(&self, device: Option<&DeviceId>, metric: Option<MetricId>) -> Result<Vec<LatestValue>, StoreError> {
+        dispatch!(self, s => s.latest(device, metric).await)
+    }
+
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
+        dispatch!(self, s => s.history(q).await)
+    }
+
+    /// Newest dead letters first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        dispatch!(self, s => s.dead_letters(limit).await)
+    }
+
+    /// Cheap liveness probe of the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+pub(crate) fn parse_device(s: String) -> Result<DeviceId, StoreError> {
+    DeviceId::parse(&s).map_err(|_| StoreError::Corrupt { what: "device id", value: s })
+}
+
+pub(crate) fn parse_metric(s: String) -> Result<MetricId, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt { what: "metric", value: s })
+}
+
+pub(crate) fn parse_segment(s: String) -> Result<SegmentId, StoreError> {
+    SegmentId::parse(&s).map_err(|_| StoreError::Corrupt { what: "segment id", value: s })
+}
+
+#[cfg(test)]
+mod tests;

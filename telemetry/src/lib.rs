@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod ids;
 pub mod metric;
+pub mod segment;
 pub mod senml;
 pub mod time;
 pub mod topic;
@@ -14,6 +15,7 @@ pub mod validate;
 
 pub use codec::{decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format, ReadingError, RejectedReading, TimeField};
 pub use ids::{DeviceId, IdError, Seq, SegmentId};
+pub use segment::{RoadSegment, SegmentError};
 pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use time::{EventTime, TimeError};
 pub use topic::{Topic, TopicError, TopicKind};

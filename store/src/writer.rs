@@ -1,0 +1,150 @@
+//! The batch writer: collects write items from a bounded queue into batches, flushing on
+//! size (in readings) or age, whichever comes first; writes each batch in one transaction;
+//! retries transient failures with backoff; and only then hands the items' tickets (for
+//! ingest, the MQTT acks) to the `committed` channel. A ticket is never released for a
+//! batch that did not commit.
+//!
+//! Shutdown: when the input channel closes, the writer flushes what it holds and returns.
+//! If the database stays down past `shutdown_grace`, the unflushed tickets are dropped
+//! without being committed, so the broker redelivers their messages to the next process.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use telemetry::{DeviceId, Reading};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::{Batch, DeadLetter, Store};
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Flush when a batch holds this many readings.
+    pub max_batch_readings: usize,
+    /// Flush when the oldest item of a batch is this old.
+    pub max_batch_age: Duration,
+    /// Longest pause between retries of a failing batch.
+    pub max_retry_backoff: Duration,
+    /// How long a final flush keeps retrying at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_readings: 5_000,
+            max_batch_age: Duration::from_millis(50),
+            max_retry_backoff: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One unit of work: the readings and dead letters of one MQTT message, and its ticket.
+#[derive(Debug)]
+pub struct WriteItem<T> {
+    pub readings: Vec<Reading>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub new_devices: Vec<DeviceId>,
+    pub ticket: T,
+}
+
+/// Counters of the writer, read by `/metrics` and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterMetrics {
+    pub batches: AtomicU64,
+    pub readings_inserted: AtomicU64,
+    pub readings_duplicate: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub last_batch_readings: AtomicU64,
+    pub last_flush_micros: AtomicU64,
+}
+
+/// Run until `input` closes. Committed tickets go to `committed` in commit order.
+pub async fn run_writer<T: Send + 'static>(
+    store: Store,
+    config: WriterConfig,
+    mut input: mpsc::Receiver<WriteItem<T>>,
+    committed: mpsc::Sender<Vec<T>>,
+    metrics: Arc<WriterMetrics>,
+) {
+    let mut batch = Batch::default();
+    let mut tickets: Vec<T> = Vec::new();
+    loop {
+        // Wait for the first item of the next batch.
+        let Some(first) = input.recv().await else { break };
+        let deadline = Instant::now() + config.max_batch_age;
+        add(&mut batch, &mut tickets, first);
+        let mut closed = false;
+        while batch.readings.len() < config.max_batch_readings {
+            tokio::select! {
+                item = input.recv() => match item {
+                    Some(item) => add(&mut batch, &mut tickets, item),
+                    None => { closed = true; break; }
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let give_up = if closed { Some(Instant::now() + config.shutdown_grace) } else { None };
+        if !flush(&store, &config, &mut batch, &mut tickets, &committed, &metrics, give_up).await {
+            return;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn add<T>(batch: &mut Batch, tickets: &mut Vec<T>, item: WriteItem<T>) {
+    batch.readings.extend(item.readings);
+    batch.dead_letters.extend(item.dead_letters);
+    batch.new_devices.extend(item.new_devices);
+    tickets.push(item.ticket);
+}
+
+/// Write the batch, retrying until it commits (or `give_up` passes). Returns false when the
+/// writer should stop: the batch was abandoned or nobody listens for committed tickets.
+async fn flush<T>(
+    store: &Store,
+    config: &WriterConfig,
+    batch: &mut Batch,
+    tickets: &mut Vec<T>,
+    committed: &mpsc::Sender<Vec<T>>,
+    metrics: &WriterMetrics,
+    give_up: Option<Instant>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = Instant::now();
+        match store.write_batch(batch).await {
+            Ok(outcome) => {
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.readings_inserted.fetch_add(outcome.inserted, Ordering::Relaxed);
+                metrics.readings_duplicate.fetch_add(outcome.duplicates, Ordering::Relaxed);
+                metrics.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
+                metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
+                metrics.last_flush_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                *batch = Batch::default();
+                return committed.send(std::mem::take(tickets)).await.is_ok();
+            }
+            Err(e) => {
+                metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+                if give_up.is_some_and(|g| Instant::now() + backoff > g) {
+                    tracing::error!(error = %e, readings = batch.readings.len(), "abandoning batch at shutdown; its messages stay unacknowledged");
+                    return false;
+                }
+                if e.is_transient() {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "batch write failed; retrying");
+                } else {
+                    // Not expected to heal by itself, but dropping the batch would lose
+                    // acknowledged-to-be data: keep retrying, loudly, and let operators act.
+                    tracing::error!(error = %e, retry_in = ?backoff, "batch write failed with a non-transient error; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.max_retry_backoff);
+            }
+        }
+    }
+}
