@@ -4,6 +4,7 @@
 //!
 //! This crate does no I/O.
 
+pub mod aggregate;
 pub mod codec;
 pub mod ids;
 pub mod metric;
@@ -13,6 +14,7 @@ pub mod time;
 pub mod topic;
 pub mod validate;
 
+pub use aggregate::Partial;
 pub use codec::{decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format, ReadingError, RejectedReading, TimeField};
 pub use ids::{DeviceId, IdError, Seq, SegmentId};
 pub use segment::{RoadSegment, SegmentError};

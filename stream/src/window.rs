@@ -1,0 +1,162 @@
+//! Tumbling windows per (device, metric) on event time.
+//!
+//! Each device has its own watermark: its newest event time minus the watermark delay, so
+//! one device's skewed clock cannot make every other device late. A window closes (and is
+//! emitted) when its end passes the device's watermark, or, for devices that went quiet,
+//! when the wall clock passes its end plus the delay ([`Windows::tick`]). A closed window is
+//! kept for the allowed lateness: a late reading within it updates the window and re-emits
+//! it with a higher revision; a reading later than that is counted in `too_late` (it is
+//! still stored raw, and the store's rollups include it).
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+
+use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
+
+use crate::config::StreamConfig;
+
+/// An emitted window: its first emission has revision 0, each late correction one more.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WindowResult {
+    pub device: DeviceId,
+    pub metric: MetricId,
+    pub start: EventTime,
+    pub end: EventTime,
+    pub aggregate: Partial,
+    pub revision: u32,
+}
+
+#[derive(Debug)]
+struct Window {
+    aggregate: Partial,
+    /// `None` while open; the revision last emitted once closed.
+    emitted: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+struct DeviceWindows {
+    max_event_time: Option<EventTime>,
+    /// Keyed by (window start, metric).
+    windows: BTreeMap<(EventTime, MetricId), Window>,
+}
+
+/// What happened to one reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Added to an open window.
+    Open,
+    /// Added to a closed window still within the allowed lateness; re-emitted.
+    Late,
+    /// Past the allowed lateness: not windowed.
+    TooLate,
+}
+
+#[derive(Debug)]
+pub struct Windows {
+    size: i64,
+    delay: i64,
+    lateness: i64,
+    devices: HashMap<DeviceId, DeviceWindows>,
+    pub too_late: u64,
+}
+
+impl Windows {
+    pub fn new(config: &StreamConfig) -> Self {
+        Self {
+            size: (config.window.as_millis() as i64).max(1),
+            delay: config.watermark_delay.as_millis() as i64,
+            lateness: config.allowed_lateness.as_millis() as i64,
+            devices: HashMap::new(),
+            too_late: 0,
+        }
+    }
+
+    /// Windows currently held (open or awaiting late data).
+    pub fn len(&self) -> usize {
+        self.devices.values().map(|d| d.windows.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add one reading; closed or corrected windows are appended to `out`.
+    pub fn add(&mut self, r: &Reading, out: &mut Vec<WindowResult>) -> Admission {
+        let (size, delay, lateness) = (self.size, self.delay, self.lateness);
+        let dev = self.devices.entry(r.device.clone()).or_default();
+        let watermark_before = dev.max_event_time.map(|t| t.millis() - delay);
+        let start = r.time.floor(size);
+        let end = start.millis() + size;
+        let admission = match watermark_before {
+            Some(wm) if end + lateness <= wm => Admission::TooLate,
+            Some(wm) if end <= wm => Admission::Late,
+            _ => Admission::Open,
+        };
+        if admission == Admission::TooLate {
+            self.too_late += 1;
+            return admission;
+        }
+        let p = Partial::of(r.time, r.value);
+        let w = match dev.windows.entry((start, r.metric)) {
+            Entry::Vacant(v) => v.insert(Window { aggregate: p, emitted: None }),
+            Entry::Occupied(o) => {
+                let w = o.into_mut();
+                w.aggregate.merge(&p);
+                w
+            }
+        };
+        if let Some(rev) = w.emitted {
+            // A correction of a window that was already emitted.
+            let rev = rev + 1;
+            w.emitted = Some(rev);
+            out.push(result(&r.device, r.metric, start, size, w.aggregate, rev));
+        }
+        if dev.max_event_time.is_none_or(|m| r.time > m) {
+            dev.max_event_time = Some(r.time);
+            let wm = r.time.millis() - delay;
+            close(&r.device, dev, size, lateness, wm, out);
+        }
+        admission
+    }
+
+    /// Close windows by wall clock for devices that stopped sending.
+    pub fn tick(&mut self, now: EventTime, out: &mut Vec<WindowResult>) {
+        let wm = now.millis() - self.delay;
+        for (device, dev) in &mut self.devices {
+            close(device, dev, self.size, self.lateness, wm, out);
+        }
+        self.devices.retain(|_, d| !d.windows.is_empty() || d.max_event_time.is_some_and(|t| t.millis() > wm - self.lateness));
+    }
+
+    /// Emit every open window (shutdown).
+    pub fn flush(&mut self, out: &mut Vec<WindowResult>) {
+        for (device, dev) in &mut self.devices {
+            for (&(start, metric), w) in &dev.windows {
+                if w.emitted.is_none() {
+                    out.push(result(device, metric, start, self.size, w.aggregate, 0));
+                }
+            }
+        }
+        self.devices.clear();
+    }
+}
+
+fn result(device: &DeviceId, metric: MetricId, start: EventTime, size: i64, aggregate: Partial, revision: u32) -> WindowResult {
+    WindowResult { device: device.clone(), metric, start, end: EventTime(start.millis() + size), aggregate, revision }
+}
+
+fn close(device: &DeviceId, dev: &mut DeviceWindows, size: i64, lateness: i64, wm: i64, out: &mut Vec<WindowResult>) {
+    for (&(start, metric), w) in dev.windows.iter_mut() {
+        if start.millis() + size > wm {
+            break; // ordered by start: the rest are still open
+        }
+        if w.emitted.is_none() {
+            w.emitted = Some(0);
+            out.push(result(device, metric, start, size, w.aggregate, 0));
+        }
+    }
+    dev.windows.retain(|&(start, _), _| start.millis() + size + lateness > wm);
+}
+
+#[cfg(test)]
+mod tests;
