@@ -1,1 +1,21 @@
+//! Ingest: the MQTT side of the pipeline.
+//!
+//! Subscribes to device telemetry with an MQTT 5 shared subscription and a persistent
+//! session; decodes and validates each message ([`process`], pure); sends its readings and
+//! dead letters to the store's batch writer through a bounded queue; and acknowledges the
+//! MQTT packet only when the writer reports that the batch holding it committed
+//! ([`AckToken`]). A crash before the commit leaves the packet unacknowledged, so the broker
+//! redelivers it; the store's dedupe key makes the replay harmless.
+//!
+//! The queue is bounded twice: in messages (the channel) and in readings (a semaphore whose
+//! permits travel with each message until its commit), so memory stays bounded however
+//! large messages are. When the queue is full, ingest stops reading from the broker, and
+//! the broker's in-flight window (MQTT receive maximum) stops sending.
 
+pub mod config;
+pub mod process;
+pub mod service;
+
+pub use config::{IngestConfig, UnknownDevicePolicy};
+pub use process::{process_publish, Processed};
+pub use service::{run_ingest, AckToken, IngestMetrics, IngestHandles};

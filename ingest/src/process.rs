@@ -1,0 +1,136 @@
+//! Turning one MQTT publish into readings and dead letters. Pure: no I/O, no clock reads.
+
+use std::collections::HashSet;
+
+use store::DeadLetter;
+use telemetry::{DeviceId, EventTime, Reading, Topic, TopicKind, Validator};
+
+use crate::config::UnknownDevicePolicy;
+
+/// The outcome of one message.
+#[derive(Debug, Default, PartialEq)]
+pub struct Processed {
+    pub readings: Vec<Reading>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// A device seen for the first time (auto-registration).
+    pub new_device: Option<DeviceId>,
+}
+
+/// Decode, validate and classify one telemetry message received at `now`.
+pub fn process_publish(
+    topic: &str,
+    payload: &[u8],
+    now: EventTime,
+    validator: &Validator,
+    known: &HashSet<DeviceId>,
+    policy: UnknownDevicePolicy,
+) -> Processed {
+    let mut out = Processed::default();
+    let letter = |device: Option<DeviceId>, reason: &str, detail: String| {
+        let mut d = DeadLetter::new(topic, device, reason, detail, payload);
+        d.received_at = now;
+        d
+    };
+    let parsed = match Topic::parse(topic) {
+        Ok(t) => t,
+        Err(e) => {
+            out.dead_letters.push(letter(None, "bad_topic", e.to_string()));
+            return out;
+        }
+    };
+    if parsed.kind != TopicKind::Telemetry {
+        out.dead_letters.push(letter(Some(parsed.device), "wrong_topic", format!("ingest takes telemetry, not {}", parsed.kind.suffix())));
+        return out;
+    }
+    let device = parsed.device;
+    if !known.contains(&device) {
+        match policy {
+            UnknownDevicePolicy::Reject => {
+                out.dead_letters.push(letter(Some(device.clone()), "unknown_device", format!("device {device} is not registered")));
+                return out;
+            }
+            UnknownDevicePolicy::AutoRegister => out.new_device = Some(device.clone()),
+        }
+    }
+    match validator.check(payload, &device, now) {
+        Err(e) => out.dead_letters.push(letter(Some(device), e.code(), e.to_string())),
+        Ok(decoded) => {
+            for rejected in decoded.rejected {
+                out.dead_letters.push(letter(
+                    Some(device.clone()),
+                    rejected.error.code(),
+                    format!("reading {}: {}", rejected.index, rejected.error),
+                ));
+            }
+            out.readings = decoded.readings;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use telemetry::{MetricId, ValidationConfig};
+
+    use super::*;
+
+    const NOW: EventTime = EventTime(1_763_892_000_000);
+
+    fn known() -> HashSet<DeviceId> {
+        [DeviceId::parse("loop-1").unwrap()].into()
+    }
+
+    fn run(topic: &str, payload: &[u8], policy: UnknownDevicePolicy) -> Processed {
+        process_publish(topic, payload, NOW, &Validator::new(ValidationConfig::default()), &known(), policy)
+    }
+
+    #[test]
+    fn good_message_gives_readings() {
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            br#"{"seq":1,"ts":1763892000000,"readings":[{"m":"speed_kmh","v":40}]}"#,
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(p.readings.len(), 1);
+        assert_eq!(p.readings[0].metric, MetricId::SpeedKmh);
+        assert!(p.dead_letters.is_empty());
+        assert_eq!(p.new_device, None);
+    }
+
+    #[test]
+    fn partly_bad_message_keeps_the_good_readings() {
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            br#"{"ts":1763892000000,"readings":[{"m":"speed_kmh","v":400},{"m":"vehicle_count","v":3}]}"#,
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(p.readings.len(), 1);
+        assert_eq!(p.dead_letters.len(), 1);
+        assert_eq!(p.dead_letters[0].reason, "out_of_range");
+        assert_eq!(p.dead_letters[0].detail, "reading 0: speed_kmh value 400 is outside 0..=250");
+        assert_eq!(p.dead_letters[0].received_at, NOW);
+    }
+
+    #[test]
+    fn malformed_message_is_one_dead_letter() {
+        let p = run("sccr/v1/devices/loop-1/telemetry", b"{not json", UnknownDevicePolicy::Reject);
+        assert!(p.readings.is_empty());
+        assert_eq!(p.dead_letters.len(), 1);
+        assert_eq!(p.dead_letters[0].reason, "bad_json");
+        assert_eq!(p.dead_letters[0].payload, b"{not json");
+    }
+
+    #[test]
+    fn bad_topics_and_unknown_devices() {
+        let p = run("sccr/v1/devices/Bad/telemetry", b"{}", UnknownDevicePolicy::Reject);
+        assert_eq!(p.dead_letters[0].reason, "bad_topic");
+        assert_eq!(p.dead_letters[0].device, None);
+        let body = br#"{"ts":1763892000000,"readings":[{"m":"speed_kmh","v":40}]}"#;
+        let p = run("sccr/v1/devices/new-1/telemetry", body, UnknownDevicePolicy::Reject);
+        assert_eq!(p.dead_letters[0].reason, "unknown_device");
+        assert!(p.readings.is_empty());
+        let p = run("sccr/v1/devices/new-1/telemetry", body, UnknownDevicePolicy::AutoRegister);
+        assert_eq!(p.new_device, Some(DeviceId::parse("new-1").unwrap()));
+        assert_eq!(p.readings.len(), 1);
+    }
+}

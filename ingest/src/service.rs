@@ -1,0 +1,246 @@
+//! The ingest driver: the MQTT event loop, the hand-off to the writer, and the acker.
+//!
+//! Staged shutdown: on the shutdown signal ingest stops taking publishes (those that
+//! arrive stay unacknowledged and are redelivered to the next session), drops its side of
+//! the writer queue so the writer flushes and commits what it holds, keeps polling the
+//! connection while the acker sends the last acknowledgements, then disconnects.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use store::WriteItem;
+use telemetry::{DeviceId, EventTime, Reading, TopicKind, Validator};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::IngestConfig;
+use crate::process::process_publish;
+
+/// Proof that a message is pending durable commit. Handing it back to the acker after the
+/// commit acknowledges the MQTT packet; dropping it releases the message's share of the
+/// reading budget without acknowledging anything.
+#[derive(Debug)]
+pub struct AckToken {
+    pkid: u16,
+    qos: QoS,
+    generation: u64,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// Counters of ingest, read by `/metrics` and benchmarks.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    pub messages: AtomicU64,
+    pub readings: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub acks: AtomicU64,
+    /// Acks not sent because the connection they belonged to is gone (the broker redelivers).
+    pub stale_acks: AtomicU64,
+    pub connections: AtomicU64,
+    pub connection_errors: AtomicU64,
+    /// Readings not shown live because the stream queue was full (they are still stored).
+    pub live_dropped: AtomicU64,
+    pub dead_letters_by_reason: Mutex<BTreeMap<String, u64>>,
+}
+
+impl IngestMetrics {
+    fn count_dead_letter(&self, reason: &str) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(reason.to_owned()).or_default() += 1;
+    }
+}
+
+pub struct IngestHandles {
+    pub ingest: JoinHandle<()>,
+    pub acker: JoinHandle<()>,
+}
+
+fn mqtt_options(config: &IngestConfig) -> MqttOptions {
+    let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    opts.set_keep_alive(config.keep_alive)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX)))
+        .set_receive_maximum(Some(config.receive_maximum))
+        .set_max_packet_size(Some(config.max_packet_size))
+        .set_manual_acks(true)
+        // Acks are the only requests we queue; one slot per in-flight message means the
+        // acker can never block on a full request channel.
+        .set_request_channel_capacity(usize::from(config.receive_maximum) + 64);
+    if let (Some(u), Some(p)) = (&config.username, &config.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    opts
+}
+
+/// Start ingest. `committed` receives the tickets of committed batches from the writer.
+pub fn run_ingest(
+    config: IngestConfig,
+    writer: mpsc::Sender<WriteItem<AckToken>>,
+    live: mpsc::Sender<Vec<Reading>>,
+    committed: mpsc::Receiver<Vec<AckToken>>,
+    known: HashSet<DeviceId>,
+    metrics: Arc<IngestMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> IngestHandles {
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
+    let generation = Arc::new(AtomicU64::new(0));
+    let (acks_done_tx, acks_done_rx) = oneshot::channel();
+    let acker = tokio::spawn(run_acker(client.clone(), committed, generation.clone(), metrics.clone(), acks_done_tx));
+    let ingest = tokio::spawn(
+        Driver {
+            budget: Arc::new(Semaphore::new(config.max_pending_readings.max(1))),
+            validator: Validator::new(config.validation.clone()),
+            config,
+            client,
+            writer: Some(writer),
+            live,
+            known,
+            metrics,
+            generation,
+        }
+        .run(eventloop, shutdown, acks_done_rx),
+    );
+    IngestHandles { ingest, acker }
+}
+
+struct Driver {
+    config: IngestConfig,
+    client: AsyncClient,
+    validator: Validator,
+    budget: Arc<Semaphore>,
+    writer: Option<mpsc::Sender<WriteItem<AckToken>>>,
+    live: mpsc::Sender<Vec<Reading>>,
+    known: HashSet<DeviceId>,
+    metrics: Arc<IngestMetrics>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Driver {
+    async fn run(mut self, mut eventloop: rumqttc::v5::EventLoop, mut shutdown: watch::Receiver<bool>, mut acks_done: oneshot::Receiver<()>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut draining = false;
+        loop {
+            let event = tokio::select! {
+                changed = shutdown.changed(), if !draining => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!("ingest: shutdown requested; draining");
+                        draining = true;
+                        self.writer = None; // the writer flushes, commits, and hands back tickets
+                    }
+                    continue;
+                }
+                _ = &mut acks_done, if draining => break,
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    // Tokens of earlier connections must not ack: packet ids are per connection.
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                    self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(session_present = ack.session_present, "ingest: connected to broker");
+                    if !ack.session_present {
+                        let filter = TopicKind::Telemetry.shared_filter(&self.config.group);
+                        if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                            tracing::error!(error = %e, "ingest: cannot queue subscription");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if !draining {
+                        self.handle(publish).await;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    tracing::info!(codes = ?ack.return_codes, "ingest: subscribed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff, "ingest: broker connection failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = &mut acks_done, if draining => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = self.client.disconnect().await;
+        // Let the event loop write the DISCONNECT (bounded: the broker may be gone).
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        tracing::info!("ingest: stopped");
+    }
+
+    async fn handle(&mut self, publish: Publish) {
+        let Some(writer) = self.writer.clone() else { return };
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let processed = process_publish(
+            &topic,
+            &publish.payload,
+            EventTime::now(),
+            &self.validator,
+            &self.known,
+            self.config.unknown_devices,
+        );
+        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.readings.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
+        for d in &processed.dead_letters {
+            self.metrics.count_dead_letter(&d.reason);
+            tracing::debug!(topic = %d.topic, reason = %d.reason, detail = %d.detail, "dead letter");
+        }
+        let cost = processed.readings.len().clamp(1, self.config.max_pending_readings.max(1));
+        let Ok(permit) = self.budget.clone().acquire_many_owned(cost as u32).await else { return };
+        let token = AckToken { pkid: publish.pkid, qos: publish.qos, generation: self.generation.load(Ordering::SeqCst), _budget: permit };
+        let new_devices: Vec<DeviceId> = processed.new_device.into_iter().collect();
+        for d in &new_devices {
+            self.known.insert(d.clone());
+        }
+        if !processed.readings.is_empty() && self.live.try_send(processed.readings.clone()).is_err() {
+            self.metrics.live_dropped.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
+        }
+        let item = WriteItem { readings: processed.readings, dead_letters: processed.dead_letters, new_devices, ticket: token };
+        if writer.send(item).await.is_err() {
+            tracing::warn!("ingest: writer is gone; message left unacknowledged");
+        }
+    }
+}
+
+async fn run_acker(
+    client: AsyncClient,
+    mut committed: mpsc::Receiver<Vec<AckToken>>,
+    generation: Arc<AtomicU64>,
+    metrics: Arc<IngestMetrics>,
+    done: oneshot::Sender<()>,
+) {
+    while let Some(tokens) = committed.recv().await {
+        for t in tokens {
+            if t.generation != generation.load(Ordering::SeqCst) {
+                metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut stub = Publish::new("", t.qos, Vec::new(), None);
+            stub.pkid = t.pkid;
+            if client.ack(&stub).await.is_err() {
+                metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            metrics.acks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = done.send(());
+}
