@@ -1,0 +1,66 @@
+//! Query-string parsing that names the parameter at fault and refuses unknown ones.
+
+use std::collections::BTreeMap;
+
+use telemetry::{DeviceId, EventTime, MetricId};
+
+use crate::error::ApiError;
+
+pub struct Params {
+    map: BTreeMap<String, String>,
+}
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+            .map_err(|e| ApiError::bad_param("query", format!("query string is malformed: {e}")))?;
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            if map.contains_key(&k) {
+                return Err(ApiError::bad_param(&k, format!("parameter {k:?} is given more than once")));
+            }
+            map.insert(k, v);
+        }
+        Ok(Self { map })
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.map.remove(name)
+    }
+
+    pub fn required(&mut self, name: &str) -> Result<String, ApiError> {
+        self.take(name).ok_or_else(|| ApiError::bad_param(name, format!("parameter {name:?} is required")))
+    }
+
+    /// Fail on any parameter not taken.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.map.into_keys().next() {
+            None => Ok(()),
+            Some(k) => Err(ApiError::bad_param(&k, format!("unknown parameter {:?}", k.chars().take(64).collect::<String>()))),
+        }
+    }
+}
+
+pub fn device(name: &str, v: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(v).map_err(|e| ApiError::bad_param(name, e.to_string()))
+}
+
+pub fn metric(name: &str, v: &str) -> Result<MetricId, ApiError> {
+    v.parse().map_err(|e: telemetry::UnknownMetric| ApiError::bad_param(name, e.to_string()))
+}
+
+/// Unix milliseconds or RFC 3339.
+pub fn time(name: &str, v: &str) -> Result<EventTime, ApiError> {
+    let parsed = match v.parse::<i64>() {
+        Ok(ms) => EventTime::from_millis(ms),
+        Err(_) => EventTime::parse_rfc3339(v),
+    };
+    parsed.map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
+}
+
+pub fn limit(name: &str, v: &str, max: usize) -> Result<usize, ApiError> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_param(name, format!("{name} must be a whole number in 1..={max}"))),
+    }
+}
