@@ -1,0 +1,207 @@
+//! Fleet simulation: many devices published over a few MQTT 5 connections (as a gateway
+//! would), QoS 1, each device on its own topic with its own message counter. A message
+//! counts as delivered only when the broker's PUBACK arrives (`publish()` returning only
+//! means it was queued). Devices are spread evenly in time over the reporting interval.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use telemetry::{encode_compact, CompactMessage, CompactReading, EventTime, TimeField, Topic};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::fleet::{DeviceKind, SimDevice};
+use crate::profile::{air_readings, local_clock, traffic_demand, traffic_readings};
+
+#[derive(Debug, Clone)]
+pub struct SimulateConfig {
+    pub host: String,
+    pub port: u16,
+    /// Client id prefix; connection `i` uses `{prefix}-{i}`.
+    pub client_prefix: String,
+    pub connections: usize,
+    /// Each device reports once per interval.
+    pub interval: Duration,
+    /// Stop after this many messages per device (None: until shutdown).
+    pub messages_per_device: Option<u64>,
+    pub seed: u64,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_prefix: "sccr-sim".into(),
+            connections: 4,
+            interval: Duration::from_secs(5),
+            messages_per_device: None,
+            seed: 42,
+        }
+    }
+}
+
+/// Counts shared by the connections while they run.
+#[derive(Debug, Default)]
+pub struct SimulationCounters {
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+    pub readings: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimulationReport {
+    pub published: u64,
+    pub acked: u64,
+    pub readings: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+}
+
+impl SimulationReport {
+    pub fn messages_per_second(&self) -> f64 {
+        self.acked as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Run the fleet until `shutdown` turns true (or every device sent its quota), then wait up
+/// to `drain` for outstanding PUBACKs.
+pub async fn run_simulation(
+    config: SimulateConfig,
+    devices: Vec<SimDevice>,
+    counters: Arc<SimulationCounters>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) -> SimulationReport {
+    let started = Instant::now();
+    let conns = config.connections.clamp(1, devices.len().max(1));
+    let mut groups: Vec<Vec<SimDevice>> = vec![Vec::new(); conns];
+    for (i, d) in devices.into_iter().enumerate() {
+        groups[i % conns].push(d);
+    }
+    let mut tasks = Vec::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        tasks.push(tokio::spawn(run_connection(config.clone(), i, group, counters.clone(), shutdown.clone(), drain)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    SimulationReport {
+        published: counters.published.load(Ordering::Relaxed),
+        acked: counters.acked.load(Ordering::Relaxed),
+        readings: counters.readings.load(Ordering::Relaxed),
+        errors: counters.errors.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn message(device: &SimDevice, seq: u64, now: EventTime, interval_s: f64, rng: &mut SmallRng) -> (CompactMessage, usize) {
+    let (hour, weekend) = local_clock(now);
+    let demand = traffic_demand(hour, weekend) * device.demand_factor;
+    let noise = rng.random_range(-1.0..=1.0);
+    let values = match device.kind {
+        DeviceKind::TrafficLoop => traffic_readings(&device.segment, demand, interval_s, noise),
+        DeviceKind::AirQuality => air_readings(demand, hour, noise),
+    };
+    let n = values.len();
+    let readings = values.into_iter().map(|(m, v)| CompactReading { m, v, t: None }).collect();
+    (CompactMessage { seq: Some(seq), ts: Some(TimeField::Millis(now.millis())), readings }, n)
+}
+
+async fn run_connection(
+    config: SimulateConfig,
+    index: usize,
+    devices: Vec<SimDevice>,
+    counters: Arc<SimulationCounters>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut opts = MqttOptions::new(format!("{}-{index}", config.client_prefix), config.host.clone(), config.port);
+    opts.set_keep_alive(Duration::from_secs(30)).set_clean_start(true).set_request_channel_capacity(1_000);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let poll_counters = counters.clone();
+    let poll_in_flight = in_flight.clone();
+    let (stop_poll_tx, mut stop_poll) = watch::channel(false);
+    let poller = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = stop_poll.changed() => break,
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        poll_counters.acked.fetch_add(1, Ordering::Relaxed);
+                        poll_in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+                    Ok(_) => {}
+                    Err(e) => {
+                        poll_counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "simulator connection {index} failed; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    });
+
+    let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_add(index as u64));
+    let topics: Vec<String> = devices.iter().map(|d| Topic::telemetry(&d.id)).collect();
+    let n = devices.len() as u128;
+    let interval_ns = config.interval.as_nanos().max(1);
+    let quota = config.messages_per_device.map(|m| u128::from(m) * n);
+    let started = Instant::now();
+    let mut sent: u128 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'run: loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        // Publishes due by now: devices are spread evenly over each interval.
+        let mut due = started.elapsed().as_nanos() * n / interval_ns + 1;
+        if let Some(q) = quota {
+            due = due.min(q);
+        }
+        while sent < due {
+            let i = (sent % n) as usize;
+            let seq = (sent / n) as u64 + 1;
+            let (msg, readings) = message(&devices[i], seq, EventTime::now(), config.interval.as_secs_f64(), &mut rng);
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, encode_compact(&msg)).await.is_err() {
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                break 'run;
+            }
+            counters.published.fetch_add(1, Ordering::Relaxed);
+            counters.readings.fetch_add(readings as u64, Ordering::Relaxed);
+            sent += 1;
+        }
+        if quota.is_some_and(|q| sent >= q) {
+            break;
+        }
+    }
+    // Wait for the broker to acknowledge what was published.
+    let deadline = Instant::now() + drain;
+    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = client.disconnect().await;
+    let _ = stop_poll_tx.send(true);
+    let _ = poller.await;
+}
