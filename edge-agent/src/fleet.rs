@@ -36,7 +36,7 @@ pub fn plan_fleet(segments: &[RoadSegment], n: usize) -> Vec<SimDevice> {
             let seg = &segments[s];
             let k = per_segment[s];
             per_segment[s] += 1;
-            let kind = if (i / segments.len()) % 4 == 3 { DeviceKind::AirQuality } else { DeviceKind::TrafficLoop };
+            let kind = if i % 4 == 3 { DeviceKind::AirQuality } else { DeviceKind::TrafficLoop };
             let prefix = match kind {
                 DeviceKind::TrafficLoop => "loop",
                 DeviceKind::AirQuality => "aq",

@@ -1,1 +1,125 @@
-fn main(){}
+//! `sccr`: the SCCR server binary and composition root.
+
+mod config;
+mod demo;
+mod pipeline;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG};
+
+#[derive(Parser)]
+#[command(name = "sccr", version, about = "Smart City Control Room backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process, no external service: embedded broker, SQLite, a simulated fleet.
+    Demo {
+        /// HTTP port of the API.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the embedded MQTT broker.
+        #[arg(long, default_value_t = 11883)]
+        mqtt_port: u16,
+        /// Simulated devices.
+        #[arg(long, default_value_t = 60)]
+        devices: usize,
+        /// Reporting interval of each simulated device.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Where the demo keeps its SQLite database.
+        #[arg(long, default_value = "sccr-demo-data")]
+        data_dir: PathBuf,
+    },
+    /// Run against an external broker and database.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (with environment overrides) and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a commented default configuration file.
+    GenerateConfig,
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Demo { port, mqtt_port, devices, interval, data_dir } => {
+            anyhow::ensure!(devices > 0, "--devices must be at least 1");
+            anyhow::ensure!(!interval.is_zero(), "--interval must be positive");
+            demo::run(demo::DemoOptions { http_port: port, mqtt_port, devices, interval, data_dir }).await
+        }
+        Command::Serve { config } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let running = pipeline::start(&config, store).await?;
+            println!("sccr serving on http://{}", running.api_addr);
+            shutdown_signal().await;
+            tracing::info!("shutdown requested; draining");
+            running.shutdown().await;
+            Ok(())
+        }
+        Command::Migrate { config } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            load(Some(&config))?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::GenerateConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! `sccr` configuration: one TOML file, overridden by `SCCR_<SECTION>__<KEY>` environment
+//! variables, unknown keys refused, every invalid value reported at once with its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"50ms\" or \"7d\": {e}")))
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mqtt: MqttSection,
+    pub database: DatabaseSection,
+    pub api: ApiSection,
+    pub ingest: IngestSection,
+    pub writer: WriterSection,
+    pub stream: StreamSection,
+    pub segments: SegmentsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub group: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub session_expiry: Duration,
+    pub receive_maximum: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDevices {
+    AutoRegister,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    pub max_payload_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub max_future_skew: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_past_age: Duration,
+    pub unknown_devices: UnknownDevices,
+    pub max_pending_readings: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterSection {
+    pub max_batch_readings: usize,
+    #[serde(deserialize_with = "duration")]
+    pub max_batch_age: Duration,
+    pub queue_messages: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub watermark_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub allowed_lateness: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsSection {
+    /// GeoJSON file of road segments loaded into an empty store; absent: the Florence seed.
+    pub seed: Option<PathBuf>,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "sccr-ingest-1".into(),
+            group: "sccr-ingest".into(),
+            username: None,
+            password: None,
+            keep_alive: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(7 * 24 * 3600),
+            receive_maximum: 1000,
+        }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self { url: "postgres://postgres@127.0.0.1:5432/sccr".into(), max_connections: 8 }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_future_skew: Duration::from_secs(600),
+            max_past_age: Duration::from_secs(7 * 24 * 3600),
+            unknown_devices: UnknownDevices::AutoRegister,
+            max_pending_readings: 50_000,
+        }
+    }
+}
+
+impl Default for WriterSection {
+    fn default() -> Self {
+        Self { max_batch_readings: 5_000, max_batch_age: Duration::from_millis(50), queue_messages: 10_000 }
+    }
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self { window: Duration::from_secs(60), watermark_delay: Duration::from_secs(5), allowed_lateness: Duration::from_secs(60) }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSection::default(),
+            database: DatabaseSection::default(),
+            api: ApiSection::default(),
+            ingest: IngestSection::default(),
+            writer: WriterSection::default(),
+            stream: StreamSection::default(),
+            segments: SegmentsSection::default(),
+        }
+    }
+}
+
+/// A configuration that could not be used; lists every problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Read `path` (or start from defaults), apply `SCCR_…` overrides from `env`, validate.
+    pub fn load(path: Option<&std::path::Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, env)
+    }
+
+    pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (var, value) in env {
+            let Some(path) = var.strip_prefix("SCCR_") else { continue };
+            let Some((section, key)) = path.split_once("__") else {
+                return Err(ConfigError::Env { var, message: "expected SCCR_<SECTION>__<KEY>, e.g. SCCR_DATABASE__URL".into() });
+            };
+            let section = section.to_ascii_lowercase();
+            let key = key.to_ascii_lowercase();
+            // A value that reads as TOML (numbers, booleans) is taken as such; anything else is a string.
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(key, parsed);
+                }
+                _ => return Err(ConfigError::Env { var, message: format!("[{section}] is not a section") }),
+            }
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                errors.push(msg.to_owned());
+            }
+        };
+        check(!self.mqtt.host.is_empty(), "mqtt.host must not be empty");
+        check(self.mqtt.port != 0, "mqtt.port must not be 0");
+        check(!self.mqtt.client_id.is_empty(), "mqtt.client_id must not be empty");
+        check(
+            !self.mqtt.group.is_empty() && !self.mqtt.group.contains(['/', '+', '#']),
+            "mqtt.group must be non-empty without '/', '+' or '#'",
+        );
+        check(self.mqtt.username.is_some() == self.mqtt.password.is_some(), "mqtt.username and mqtt.password go together");
+        check(self.mqtt.keep_alive >= Duration::from_secs(5), "mqtt.keep_alive must be at least 5s");
+        check(self.mqtt.receive_maximum > 0, "mqtt.receive_maximum must be at least 1");
+        check(
+            ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| self.database.url.starts_with(p)),
+            "database.url must start with postgres://, postgresql:// or sqlite:",
+        );
+        check(self.database.max_connections > 0, "database.max_connections must be at least 1");
+        check(self.api.listen.parse::<SocketAddr>().is_ok(), "api.listen must be an address like 127.0.0.1:8080");
+        check(self.ingest.max_payload_bytes >= 64, "ingest.max_payload_bytes must be at least 64");
+        check(self.ingest.max_pending_readings > 0, "ingest.max_pending_readings must be at least 1");
+        check(self.writer.max_batch_readings > 0, "writer.max_batch_readings must be at least 1");
+        check(!self.writer.max_batch_age.is_zero(), "writer.max_batch_age must be positive");
+        check(self.writer.queue_messages > 0, "writer.queue_messages must be at least 1");
+        check(self.stream.window >= Duration::from_secs(1), "stream.window must be at least 1s");
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+/// The commented default file printed by `sccr generate-config`.
+pub const DEFAULT_CONFIG: &str = r#"# SCCR configuration. Every key is optional; shown here with its default.
+# Any key can be overridden from the environment as SCCR_<SECTION>__<KEY>,
+# e.g. SCCR_DATABASE__URL=postgres://sccr@db/sccr.
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+# Stable across restarts: the broker keeps this client's session and queues for it.
+client_id = "sccr-ingest-1"
+# Shared-subscription group; ingest processes in one group split the load.
+group = "sccr-ingest"
+# username = "sccr-ingest"
+# password = "..."
+keep_alive = "30s"
+session_expiry = "7d"
+# Messages the broker may have in flight to ingest before our acknowledgements.
+receive_maximum = 1000
+
+[database]
+# postgres://user@host:port/db, or sqlite:path/to/file.db
+url = "postgres://postgres@127.0.0.1:5432/sccr"
+max_connections = 8
+
+[api]
+listen = "127.0.0.1:8080"
+
+[ingest]
+max_payload_bytes = 65536
+max_future_skew = "10m"
+max_past_age = "7d"
+# auto_register: devices are registered on first telemetry; reject: dead-letter them.
+unknown_devices = "auto_register"
+# Readings allowed between the broker and the durable commit (backpressure bound).
+max_pending_readings = 50000
+
+[writer]
+# A batch is written when it holds this many readings, or when it is this old.
+max_batch_readings = 5000
+max_batch_age = "50ms"
+queue_messages = 10000
+
+[stream]
+window = "1m"
+watermark_delay = "5s"
+allowed_lateness = "1m"
+
+[segments]
+# GeoJSON road segments loaded into an empty store (default: the Florence seed set).
+# seed = "deploy/seed/florence-segments.geojson"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn generated_file_is_the_default() {
+        assert_eq!(Config::from_toml(DEFAULT_CONFIG, []).unwrap(), Config::default());
+        assert_eq!(Config::from_toml("", []).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let c = Config::from_toml(
+            "[mqtt]\nport = 1884\n",
+            env(&[("SCCR_DATABASE__URL", "sqlite:x.db"), ("SCCR_MQTT__PORT", "2000"), ("SCCR_WRITER__MAX_BATCH_AGE", "10ms"), ("PATH", "/bin")]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "sqlite:x.db");
+        assert_eq!(c.mqtt.port, 2000);
+        assert_eq!(c.writer.max_batch_age, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::from_toml("[mqtt]\nhots = \"x\"\n", []).unwrap_err().to_string();
+        assert!(e.contains("hots"), "{e}");
+        let e = Config::from_toml("[stream]\nwindow = \"soon\"\n", []).unwrap_err().to_string();
+        assert!(e.contains("soon") && e.contains("duration"), "{e}");
+        let e = Config::from_toml("[nope]\n", []).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = Config::from_toml("", env(&[("SCCR_DATABASE_URL", "x")])).unwrap_err().to_string();
+        assert!(e.contains("SCCR_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let e = Config::from_toml(
+            "[mqtt]\nport = 0\ngroup = \"a/b\"\n[database]\nurl = \"mysql://x\"\n[api]\nlisten = \"everywhere\"\n",
+            [],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        assert_eq!(list.len(), 4, "{list:?}");
+        assert!(list.iter().any(|m| m.starts_with("mqtt.port")));
+        assert!(list.iter().any(|m| m.starts_with("mqtt.group")));
+        assert!(list.iter().any(|m| m.starts_with("database.url")));
+        assert!(list.iter().any(|m| m.starts_with("api.listen")));
+    }
+}
