@@ -85,6 +85,8 @@ pub async fn shutdown_signal() {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into()),
         )

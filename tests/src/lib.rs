@@ -170,3 +170,173 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// A running `sccr serve` child process, killed on drop.
+pub struct Sccr {
+    pub api_port: u16,
+    child: Option<Child>,
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Sccr {
+    /// Start `sccr serve` against `broker_port` and `db_url`, configured through the
+    /// environment; `extra` adds or replaces `SCCR_…` variables.
+    pub fn serve(broker_port: u16, db_url: &str, log_dir: &Path, extra: &[(&str, &str)]) -> Result<Self> {
+        let api_port = free_port();
+        let mut env = vec![
+            ("SCCR_MQTT__PORT".to_string(), broker_port.to_string()),
+            ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
+            ("SCCR_API__LISTEN".to_string(), format!("127.0.0.1:{api_port}")),
+            ("SCCR_MQTT__CLIENT_ID".to_string(), format!("sccr-test-{api_port}")),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(workspace_bin("sccr")?)
+            .arg("serve")
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start sccr serve")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Start again with the same configuration (same MQTT client id: the session resumes).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// SIGKILL: no drain, no flush, no acks.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns whether it exited with success.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(mut c) = self.child.take() else { bail!("not running") };
+        let status = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st.success());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("sccr did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the API answers `/healthz`.
+    pub async fn wait_healthy(&self) {
+        let port = self.api_port;
+        wait_for("sccr /healthz", Duration::from_secs(30), || async move {
+            http_get(port, "/healthz").await.ok().filter(|(status, _)| *status == 200).map(|_| ())
+        })
+        .await;
+    }
+}
+
+impl Drop for Sccr {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1).context("no status")?.parse()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Publish with a real MQTT 5 client at QoS 1 and wait for every PUBACK.
+pub async fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let total = messages.len();
+    let publisher = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+        }
+        Ok::<_, rumqttc::v5::ClientError>(client)
+    });
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked < total {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll()).await.context("publishing timed out")?;
+        if let Event::Incoming(Packet::PubAck(_)) = event.context("publisher connection")? {
+            acked += 1;
+        }
+    }
+    let client = publisher.await??;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// Compact telemetry payload with `readings` as (metric, value), all at `ts_ms`.
+pub fn compact(seq: u64, ts_ms: i64, readings: &[(&str, f64)]) -> Vec<u8> {
+    let rs: Vec<serde_json::Value> = readings.iter().map(|(m, v)| serde_json::json!({"m": m, "v": v})).collect();
+    serde_json::to_vec(&serde_json::json!({"seq": seq, "ts": ts_ms, "readings": rs})).expect("json")
+}
+
+pub fn telemetry_topic(device: &str) -> String {
+    format!("sccr/v1/devices/{device}/telemetry")
+}
+
+/// A recent minute boundary (an hour ago), so readings pass the skew checks.
+pub fn recent_base_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    (now - 3_600_000) / 60_000 * 60_000
+}
+
+/// Publish probe readings until one is stored: proves ingest is connected and subscribed
+/// (its persistent session exists from then on).
+pub async fn wait_pipeline_ready(broker_port: u16, pool: &sqlx::PgPool) {
+    let mut n = 0u64;
+    wait_for("a probe reading to be stored", Duration::from_secs(30), || {
+        n += 1;
+        let seq = n;
+        async move {
+            let payload = compact(seq, recent_base_ms() + seq as i64, &[("battery_v", 12.0)]);
+            publish_all(broker_port, &format!("probe-{seq}"), vec![(telemetry_topic("probe"), payload)]).await.ok()?;
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = 'probe'").fetch_one(pool).await.ok()?;
+            (stored > 0).then_some(())
+        }
+    })
+    .await;
+}
