@@ -203,6 +203,9 @@ impl Sccr {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(workspace_bin("sccr")?)
             .arg("serve")
+            // Only this test's settings: nothing SCCR_… from the suite's own environment.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.env.iter().cloned())
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(log.try_clone()?)
