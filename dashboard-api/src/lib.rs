@@ -37,4 +37,5 @@ pub fn app(state: AppState) -> Router {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -69,6 +69,7 @@ pub fn process_publish(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::{MetricId, ValidationConfig};
 

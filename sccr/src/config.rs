@@ -12,7 +12,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"50ms\" or \"7d\": {e}")))
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttSection,
@@ -148,20 +148,6 @@ impl Default for WriterSection {
 impl Default for StreamSection {
     fn default() -> Self {
         Self { window: Duration::from_secs(60), watermark_delay: Duration::from_secs(5), allowed_lateness: Duration::from_secs(60) }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            mqtt: MqttSection::default(),
-            database: DatabaseSection::default(),
-            api: ApiSection::default(),
-            ingest: IngestSection::default(),
-            writer: WriterSection::default(),
-            stream: StreamSection::default(),
-            segments: SegmentsSection::default(),
-        }
     }
 }
 
@@ -305,6 +291,7 @@ allowed_lateness = "1m"
 "#;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

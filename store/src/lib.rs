@@ -284,4 +284,5 @@ pub(crate) fn parse_segment(s: String) -> Result<SegmentId, StoreError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

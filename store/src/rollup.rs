@@ -19,6 +19,7 @@ pub fn partials<'a>(readings: impl IntoIterator<Item = &'a Reading>, bucket_ms: 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 

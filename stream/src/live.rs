@@ -131,6 +131,7 @@ impl LiveHub {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

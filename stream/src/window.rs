@@ -159,4 +159,5 @@ fn close(device: &DeviceId, dev: &mut DeviceWindows, size: i64, lateness: i64, w
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -282,4 +282,5 @@ pub fn encode_compact(msg: &CompactMessage) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

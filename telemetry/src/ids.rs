@@ -109,6 +109,7 @@ impl<'de> serde::Deserialize<'de> for SegmentId {
 pub struct Seq(pub u64);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

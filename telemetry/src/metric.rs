@@ -123,6 +123,7 @@ impl<'de> serde::Deserialize<'de> for MetricId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

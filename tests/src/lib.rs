@@ -231,6 +231,7 @@ impl Sccr {
     }
 
     /// SIGTERM, then wait for the process to exit; returns whether it exited with success.
+    #[allow(clippy::disallowed_methods)] // a synchronous wait on a child process
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
         let Some(mut c) = self.child.take() else { bail!("not running") };
         let status = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
