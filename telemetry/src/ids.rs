@@ -35,73 +35,54 @@ fn check(kind: &'static str, s: &str, extra: &[u8]) -> Result<(), IdError> {
     Ok(())
 }
 
-/// A field device: `[a-z0-9][a-z0-9._-]{0,63}` (SPEC §3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(String);
+/// An identifier newtype that exists only if it passed `parse`.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $extra:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl DeviceId {
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        check("device", s, b"._-")?;
-        Ok(Self(s.to_owned()))
-    }
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                check($kind, s, $extra)?;
+                Ok(Self(s.to_owned()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+id_type!(
+    /// A field device: `[a-z0-9][a-z0-9._-]{0,63}` (SPEC §3).
+    DeviceId, "device", b"._-"
+);
 
-impl serde::Serialize for DeviceId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DeviceId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A road segment of the Road Cadastre: `[a-z0-9][a-z0-9-]{0,63}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SegmentId(String);
-
-impl SegmentId {
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        check("segment", s, b"-")?;
-        Ok(Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SegmentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl serde::Serialize for SegmentId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for SegmentId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+id_type!(
+    /// A road segment of the Road Cadastre: `[a-z0-9][a-z0-9-]{0,63}`.
+    SegmentId, "segment", b"-"
+);
 
 /// A device's monotonic message counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
