@@ -6,6 +6,11 @@
 //! - [`simulate`]: publishes a fleet's telemetry over MQTT 5 with QoS 1 and counts what the
 //!   broker acknowledged.
 
+pub mod agent;
+pub mod buffer;
+pub mod commands;
+pub mod config;
+pub mod drivers;
 pub mod fleet;
 pub mod profile;
 pub mod simulate;

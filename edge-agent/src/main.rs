@@ -1,11 +1,15 @@
-//! `edge-agent`: the field binary. `edge-agent simulate --devices N` runs a simulated fleet
-//! on the Florence road network against an MQTT broker.
+//! `edge-agent`: the field binary. `edge-agent run --config FILE` runs the devices of one
+//! cabinet or gateway with store-and-forward; `edge-agent simulate --devices N` runs a
+//! simulated fleet on the Florence road network against an MQTT broker.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use edge_agent::agent::{run_agent, AgentOptions, AgentStats};
+use edge_agent::buffer::DiskBuffer;
+use edge_agent::config::AgentFile;
 use edge_agent::simulate::SimulationCounters;
 use edge_agent::{plan_fleet, run_simulation, SimulateConfig};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
@@ -19,6 +23,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the devices of a configuration file, buffering every message on disk until the
+    /// broker acknowledges it.
+    Run {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Write a JSON snapshot of the agent's counters here twice a second.
+        #[arg(long)]
+        stats_file: Option<std::path::PathBuf>,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Publish telemetry of a simulated fleet (traffic loops and air-quality stations).
     Simulate {
         /// Number of simulated devices.
@@ -48,6 +66,53 @@ enum Command {
     },
 }
 
+fn load(path: &std::path::Path) -> Result<(AgentFile, Vec<edge_agent::config::DeviceSpec>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = AgentFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let segments = parse_geojson(FLORENCE_SEED)?;
+    let devices = file
+        .build(&segments)
+        .map_err(|errors| anyhow::anyhow!("{}: invalid configuration:\n  - {}", path.display(), errors.join("\n  - ")))?;
+    Ok((file, devices))
+}
+
+async fn run(path: &std::path::Path, stats_file: Option<std::path::PathBuf>) -> Result<()> {
+    let (file, devices) = load(path)?;
+    let buffer = DiskBuffer::open(file.buffer_config().map_err(anyhow::Error::msg)?)?;
+    let pending = buffer.stats();
+    tracing::info!(devices = devices.len(), buffered = pending.records, "edge agent starting");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let options = AgentOptions {
+        agent_id: telemetry::DeviceId::parse(&file.agent.id)?,
+        mqtt: file.mqtt.clone(),
+        stats_file,
+        firmware: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    run_agent(options, devices, buffer, stop_rx, Arc::new(AgentStats::default())).await?;
+    tracing::info!("edge agent stopped; unacknowledged messages stay buffered on disk");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -56,6 +121,12 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
+        Command::Run { config, stats_file } => run(&config, stats_file).await,
+        Command::CheckConfig { config } => {
+            load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
         Command::Simulate { devices, broker, connections, interval, duration, messages_per_device, segments, client_id } => {
             let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
             let port: u16 = port.parse().context("--broker port must be a number")?;
@@ -87,11 +158,9 @@ async fn main() -> Result<()> {
             tokio::spawn(async move {
                 match duration {
                     Some(d) => {
-                        tokio::select! { _ = tokio::time::sleep(d) => {}, _ = tokio::signal::ctrl_c() => {} }
+                        tokio::select! { _ = tokio::time::sleep(d) => {}, () = shutdown_signal() => {} }
                     }
-                    None => {
-                        let _ = tokio::signal::ctrl_c().await;
-                    }
+                    None => shutdown_signal().await,
                 }
                 let _ = stop_tx.send(true);
             });

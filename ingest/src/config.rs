@@ -4,6 +4,19 @@ use std::time::Duration;
 
 use telemetry::ValidationConfig;
 
+/// How ingest subscribes to telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionMode {
+    /// A plain persistent subscription: one ingest process per broker. Survives broker
+    /// restarts on Mosquitto 2.0, which restores plain subscriptions from persistence.
+    Exclusive,
+    /// An MQTT 5 shared subscription (`$share/{group}/…`): ingest processes in one group
+    /// split the load. Needs a broker that persists shared subscriptions across its own
+    /// restarts (EMQX, HiveMQ); Mosquitto 2.0.11 does not, and drops telemetry that arrives
+    /// after its restart until ingest subscribes again.
+    Shared,
+}
+
 /// What to do with telemetry from a device that is not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownDevicePolicy {
@@ -19,7 +32,8 @@ pub struct IngestConfig {
     pub port: u16,
     /// MQTT client id; must be stable across restarts so the persistent session resumes.
     pub client_id: String,
-    /// Shared-subscription group: ingest processes in one group split the load.
+    pub subscription: SubscriptionMode,
+    /// Shared-subscription group (with `SubscriptionMode::Shared`).
     pub group: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -43,6 +57,7 @@ impl Default for IngestConfig {
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: "sccr-ingest-1".into(),
+            subscription: SubscriptionMode::Exclusive,
             group: "sccr-ingest".into(),
             username: None,
             password: None,

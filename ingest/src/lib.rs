@@ -1,7 +1,7 @@
 //! Ingest: the MQTT side of the pipeline.
 //!
-//! Subscribes to device telemetry with an MQTT 5 shared subscription and a persistent
-//! session; decodes and validates each message ([`process`], pure); sends its readings and
+//! Subscribes to device telemetry over MQTT 5 with a persistent session (a plain
+//! subscription, or a shared one to split the load across ingest processes); decodes and validates each message ([`process`], pure); sends its readings and
 //! dead letters to the store's batch writer through a bounded queue; and acknowledges the
 //! MQTT packet only when the writer reports that the batch holding it committed
 //! ([`AckToken`]). A crash before the commit leaves the packet unacknowledged, so the broker
@@ -16,6 +16,6 @@ pub mod config;
 pub mod process;
 pub mod service;
 
-pub use config::{IngestConfig, UnknownDevicePolicy};
+pub use config::{IngestConfig, SubscriptionMode, UnknownDevicePolicy};
 pub use process::{process_publish, Processed};
 pub use service::{run_ingest, AckToken, IngestMetrics, IngestHandles};

@@ -18,7 +18,7 @@ use telemetry::{DeviceId, EventTime, Reading, TopicKind, Validator};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, SubscriptionMode};
 use crate::process::process_publish;
 
 /// Proof that a message is pending durable commit. Handing it back to the acker after the
@@ -145,11 +145,15 @@ impl Driver {
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     tracing::info!(session_present = ack.session_present, "ingest: connected to broker");
-                    if !ack.session_present {
-                        let filter = TopicKind::Telemetry.shared_filter(&self.config.group);
-                        if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                            tracing::error!(error = %e, "ingest: cannot queue subscription");
-                        }
+                    // Subscribe on every connection, even when the session was resumed:
+                    // re-subscribing is idempotent, and a broker may restore a session
+                    // without its subscriptions (Mosquitto 2.0 does so for shared ones).
+                    let filter = match self.config.subscription {
+                        SubscriptionMode::Exclusive => TopicKind::Telemetry.filter(),
+                        SubscriptionMode::Shared => TopicKind::Telemetry.shared_filter(&self.config.group),
+                    };
+                    if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, "ingest: cannot queue subscription");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {

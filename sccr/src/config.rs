@@ -30,6 +30,7 @@ pub struct MqttSection {
     pub host: String,
     pub port: u16,
     pub client_id: String,
+    pub subscription: Subscription,
     pub group: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -51,6 +52,13 @@ pub struct DatabaseSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    Exclusive,
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +113,7 @@ impl Default for MqttSection {
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: "sccr-ingest-1".into(),
+            subscription: Subscription::Exclusive,
             group: "sccr-ingest".into(),
             username: None,
             password: None,
@@ -248,7 +257,12 @@ host = "127.0.0.1"
 port = 1883
 # Stable across restarts: the broker keeps this client's session and queues for it.
 client_id = "sccr-ingest-1"
-# Shared-subscription group; ingest processes in one group split the load.
+# "exclusive": one ingest process per broker, with a plain persistent subscription.
+# "shared": ingest processes of one group split the load ($share/<group>/...). Use it only
+# on a broker that keeps shared subscriptions across its own restarts (EMQX, HiveMQ):
+# Mosquitto 2.0.11 does not, and would drop telemetry after a restart until ingest
+# subscribes again.
+subscription = "exclusive"
 group = "sccr-ingest"
 # username = "sccr-ingest"
 # password = "..."

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ingest::{run_ingest, IngestConfig, IngestMetrics, UnknownDevicePolicy};
+use ingest::{run_ingest, IngestConfig, IngestMetrics, SubscriptionMode, UnknownDevicePolicy};
 use store::{run_writer, Store, StoreOptions, WriterConfig, WriterMetrics};
 use stream::{run_stream, LiveHub, LiveValue, StreamConfig, StreamMetrics};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
@@ -18,7 +18,7 @@ use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, UnknownDevices};
+use crate::config::{Config, Subscription, UnknownDevices};
 
 pub struct Running {
     pub api_addr: std::net::SocketAddr,
@@ -80,6 +80,10 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
         client_id: config.mqtt.client_id.clone(),
+        subscription: match config.mqtt.subscription {
+            Subscription::Exclusive => SubscriptionMode::Exclusive,
+            Subscription::Shared => SubscriptionMode::Shared,
+        },
         group: config.mqtt.group.clone(),
         username: config.mqtt.username.clone(),
         password: config.mqtt.password.clone(),

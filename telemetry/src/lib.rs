@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod codec;
+pub mod command;
 pub mod ids;
 pub mod metric;
 pub mod segment;

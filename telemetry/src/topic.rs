@@ -66,6 +66,14 @@ impl Topic {
         format!("{PREFIX}{device}/status")
     }
 
+    pub fn commands(device: &DeviceId) -> String {
+        format!("{PREFIX}{device}/commands")
+    }
+
+    pub fn command_ack(device: &DeviceId) -> String {
+        format!("{PREFIX}{device}/commands/ack")
+    }
+
     pub fn parse(topic: &str) -> Result<Self, TopicError> {
         let rest = topic.strip_prefix(PREFIX).ok_or(TopicError::WrongPrefix)?;
         let (id, suffix) = rest.split_once('/').ok_or(TopicError::MissingDevice)?;

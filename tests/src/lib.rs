@@ -88,7 +88,8 @@ async fn sweep(conn: &mut sqlx::PgConnection) {
 /// A Mosquitto broker on a free loopback port, with `deploy/mosquitto/sccr.conf`.
 pub struct Broker {
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
+    conf: PathBuf,
     _dir: TempDir,
 }
 
@@ -97,19 +98,50 @@ impl Broker {
         let dir = TempDir::new("mosquitto")?;
         let port = free_port();
         let base = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr.conf"))?;
+        let data = dir.path.join("data");
+        std::fs::create_dir_all(&data)?;
+        // Mosquitto started as root drops to its own user; let it write its persistence file.
+        let _ = Command::new("chmod").arg("0777").arg(&dir.path).arg(&data).status();
         let conf = dir.path.join("mosquitto.conf");
-        std::fs::write(&conf, format!("{base}\nlistener {port} 127.0.0.1\n"))?;
+        std::fs::write(&conf, format!("{base}\npersistence_location {}/\nlistener {port} 127.0.0.1\n", data.display()))?;
+        let mut broker = Self { port, child: None, conf, _dir: dir };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
         let bin = which("mosquitto").context("mosquitto not installed (apt-get install mosquitto)")?;
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("start mosquitto")?;
-        let broker = Self { port, child, _dir: dir };
-        broker.wait_listening().await?;
-        Ok(broker)
+        self.child = Some(child);
+        self.wait_listening().await
+    }
+
+    /// Stop the broker the way an operator would (SIGTERM: it saves its sessions).
+    #[allow(clippy::disallowed_methods)] // a synchronous wait on a child process
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut c) = self.child.take() else { return Ok(()) };
+        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while c.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("mosquitto did not stop within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Start again on the same port with the same configuration and persistence file.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn().await
     }
 
     async fn wait_listening(&self) -> Result<()> {
@@ -126,8 +158,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -343,4 +377,59 @@ pub async fn wait_pipeline_ready(broker_port: u16, pool: &sqlx::PgPool) {
         }
     })
     .await;
+}
+
+/// A running `edge-agent run` child process, killed on drop.
+pub struct EdgeAgent {
+    child: Option<Child>,
+    pub stats: PathBuf,
+    pub log: PathBuf,
+}
+
+impl EdgeAgent {
+    pub fn run(config: &Path, dir: &Path, tag: &str) -> Result<Self> {
+        let stats = dir.join(format!("agent-{tag}.stats.json"));
+        let log = dir.join(format!("agent-{tag}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(workspace_bin("edge-agent")?)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--stats-file")
+            .arg(&stats)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start edge-agent")?;
+        Ok(Self { child: Some(child), stats, log })
+    }
+
+    /// The agent's latest counters (see `edge-agent run --stats-file`).
+    pub fn read_stats(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(&self.stats).ok()?).ok()
+    }
+
+    pub fn stat(&self, key: &str) -> Option<i64> {
+        self.read_stats()?.get(key)?.as_i64()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for EdgeAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -255,3 +255,25 @@ async fn sigterm_drains_and_flushes_before_exit() {
     assert!(sccr.log_text().contains("SCCR stopped cleanly"));
     assert!(stored > 0, "nothing was flushed at shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingest_processes_on_a_shared_subscription_store_everything_once() {
+    let e = env().await;
+    let shared = [("SCCR_MQTT__SUBSCRIPTION", "shared")];
+    let a = Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &shared).expect("sccr a");
+    a.wait_healthy().await;
+    let b = Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &shared).expect("sccr b");
+    b.wait_healthy().await;
+    wait_pipeline_ready(e.broker.port, &e.pool).await;
+    wait_for("both ingest processes subscribed", Duration::from_secs(30), || async {
+        (a.log_text().contains("ingest: subscribed") && b.log_text().contains("ingest: subscribed")).then_some(())
+    })
+    .await;
+    publish_all(e.broker.port, "pub-shared", workload(10, 100, recent_base_ms())).await.expect("publish");
+    wait_for("all readings stored", Duration::from_secs(60), || async {
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 2_000).then_some(())
+    })
+    .await;
+    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, 2_000);
+    assert_rollups_match_raw(&e.pool).await;
+}

@@ -1,0 +1,123 @@
+#![allow(clippy::unwrap_used)]
+//! The field agent against the real core: a real Mosquitto, PostgreSQL and `sccr serve`.
+//! A broker outage and a SIGKILL of the agent while it buffers lose nothing and store
+//! nothing twice.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sccr_tests::{recent_base_ms, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb};
+use sqlx::PgPool;
+
+async fn count(pool: &PgPool, device: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = $1").bind(device).fetch_one(pool).await.unwrap_or(-1)
+}
+
+async fn rollup_count(pool: &PgPool, device: &str) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(count), 0)::int8 FROM rollup_1m WHERE device = $1")
+        .bind(device)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
+}
+
+/// A CSV of `n` speed readings `spacing_ms` apart, an hour ago (original timestamps).
+fn replay_file(dir: &Path, n: usize, spacing_ms: i64) -> std::path::PathBuf {
+    let base = recent_base_ms();
+    let mut csv = String::from("time,metric,value\n");
+    for i in 0..n {
+        csv.push_str(&format!("{},speed_kmh,{}\n", base + i as i64 * spacing_ms, 20 + i % 40));
+    }
+    let path = dir.join(format!("replay-{n}.csv"));
+    std::fs::write(&path, csv).expect("write replay");
+    path
+}
+
+fn agent_config(dir: &Path, port: u16, device: Option<(&str, &Path)>) -> std::path::PathBuf {
+    let mut text = format!(
+        "[agent]\nid = \"cabinet-test\"\n[mqtt]\nport = {port}\nmax_backoff = \"500ms\"\n[buffer]\ndir = \"{}\"\nsegment_bytes = 4096\n",
+        dir.join("buffer").display()
+    );
+    if let Some((id, file)) = device {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"{id}\"\ndriver = \"replay\"\nfile = \"{}\"\ntimestamps = \"original\"\ninterval = \"100ms\"\n",
+            file.display()
+        ));
+    }
+    let path = dir.join(format!("agent-{}.toml", if device.is_some() { "with-devices" } else { "no-devices" }));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_while_measuring_loses_and_duplicates_nothing() {
+    let dir = TempDir::new("edge-outage").unwrap();
+    let mut broker = Broker::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[]).unwrap();
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+
+    // 120 readings over 6 s of replay.
+    let file = replay_file(&dir.path, 120, 50);
+    let agent = EdgeAgent::run(&agent_config(&dir.path, broker.port, Some(("replay-a", &file))), &dir.path, "a").unwrap();
+    wait_for("the agent's first readings to be stored", Duration::from_secs(30), || async {
+        (count(&pool, "replay-a").await >= 5).then_some(())
+    })
+    .await;
+    broker.stop().unwrap();
+    let acked_at_stop = agent.stat("acked").unwrap_or(0);
+    // The agent keeps measuring into its buffer while the broker is away.
+    wait_for("the agent to buffer while disconnected", Duration::from_secs(30), || async {
+        let s = agent.read_stats()?;
+        let buffered = s["messages_buffered"].as_i64()?;
+        (s["connected"] == false && buffered >= acked_at_stop + 10).then_some(())
+    })
+    .await;
+    broker.restart().await.unwrap();
+    wait_for("every replayed reading stored", Duration::from_secs(60), || async {
+        let s = agent.read_stats()?;
+        (s["replays_finished"] == 1 && s["buffer_records"] == 0 && count(&pool, "replay-a").await >= 120).then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "replay-a").await, 120, "agent log:\n{}", agent.log_text());
+    assert_eq!(rollup_count(&pool, "replay-a").await, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_while_buffering_loses_nothing_after_restart() {
+    let dir = TempDir::new("edge-kill").unwrap();
+    let mut broker = Broker::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[]).unwrap();
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+    broker.stop().unwrap();
+
+    // With the broker down, the agent can only buffer. 80 readings over 0.8 s.
+    let file = replay_file(&dir.path, 80, 10);
+    let mut agent = EdgeAgent::run(&agent_config(&dir.path, broker.port, Some(("replay-k", &file))), &dir.path, "k1").unwrap();
+    wait_for("the whole replay to be buffered", Duration::from_secs(30), || async {
+        let s = agent.read_stats()?;
+        (s["replays_finished"] == 1 && s["buffer_records"].as_i64()? >= 1 && s["acked"] == 0).then_some(())
+    })
+    .await;
+    let buffered = agent.stat("buffer_records").unwrap();
+    agent.kill(); // SIGKILL: no flush, no goodbye
+
+    // The restarted agent has no devices: only its disk buffer can deliver the readings.
+    let agent2 = EdgeAgent::run(&agent_config(&dir.path, broker.port, None), &dir.path, "k2").unwrap();
+    wait_for("the restarted agent to find its buffer", Duration::from_secs(30), || async {
+        (agent2.stat("buffer_records")? == buffered).then_some(())
+    })
+    .await;
+    broker.restart().await.unwrap();
+    wait_for("every buffered reading stored", Duration::from_secs(60), || async {
+        (count(&pool, "replay-k").await >= 80 && agent2.stat("buffer_records")? == 0).then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "replay-k").await, 80, "agent log:\n{}", agent2.log_text());
+    assert_eq!(rollup_count(&pool, "replay-k").await, 80);
+}
