@@ -433,3 +433,63 @@ impl Drop for EdgeAgent {
         self.kill();
     }
 }
+
+/// An MQTT 5 client for tests: subscribes to `filters` and collects what arrives.
+pub struct MqttProbe {
+    pub client: rumqttc::v5::AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttProbe {
+    pub async fn connect(port: u16, client_id: &str, filters: &[&str]) -> Result<Self> {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).await?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if tx.send((topic, p.payload.to_vec(), p.retain)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self { client, rx, task })
+    }
+
+    /// The next message on `topic` whose payload satisfies `pred`, within `timeout`.
+    pub async fn expect(&mut self, topic: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.rx.recv()).await;
+            let Ok(Some((t, payload, _))) = next else { panic!("no matching message on {topic} within {timeout:?}") };
+            if t == topic {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
+        self.client.publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await?;
+        Ok(())
+    }
+}
+
+impl Drop for MqttProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

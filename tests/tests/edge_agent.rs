@@ -121,3 +121,70 @@ async fn agent_killed_while_buffering_loses_nothing_after_restart() {
     assert_eq!(count(&pool, "replay-k").await, 80, "agent log:\n{}", agent2.log_text());
     assert_eq!(rollup_count(&pool, "replay-k").await, 80);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_and_status_follows_the_agent() {
+    use sccr_tests::MqttProbe;
+    let dir = TempDir::new("edge-cmd").unwrap();
+    let broker = Broker::start().await.unwrap();
+    let config = dir.path.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"cabinet-cmd\"\n[mqtt]\nport = {}\n[buffer]\ndir = \"{}\"\n\
+             [[devices]]\nid = \"tl-1\"\ndriver = \"traffic_light\"\nphases = [30, 30]\ninterval = \"1s\"\n\
+             [[devices]]\nid = \"park-1\"\ndriver = \"parking\"\ncapacity = 50\n",
+            broker.port,
+            dir.path.join("buffer").display()
+        ),
+    )
+    .unwrap();
+    let mut probe = MqttProbe::connect(
+        broker.port,
+        "probe-cmd",
+        &["sccr/v1/devices/+/status", "sccr/v1/devices/+/commands/ack", "sccr/v1/devices/tl-1/telemetry"],
+    )
+    .await
+    .unwrap();
+    let mut agent = EdgeAgent::run(&config, &dir.path, "cmd").unwrap();
+    let online = |v: &serde_json::Value| v["state"] == "online";
+    probe.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), online).await;
+    probe.expect("sccr/v1/devices/tl-1/status", Duration::from_secs(20), online).await;
+    // The traffic light reports its plan's cycle.
+    probe.expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
+        v["readings"].as_array().is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 60.0))
+    })
+    .await;
+
+    let cases = [
+        ("tl-1", r#"{"id":"c1","name":"ping"}"#, "ok", "pong"),
+        ("tl-1", r#"{"id":"c2","name":"set_plan","args":{"phases":[50,5,30,5]}}"#, "ok", "cycle 90 s"),
+        ("tl-1", r#"{"id":"c3","name":"set_plan","args":{"phases":[]}}"#, "rejected", "phases"),
+        ("tl-1", r#"{"id":"c4","name":"self_destruct"}"#, "rejected", "unknown command"),
+        ("tl-1", r#"{"id":"c5","name":"ping","expires_at":1000}"#, "rejected", "expired"),
+        ("park-1", r#"{"id":"c6","name":"set_plan","args":{"phases":[10]}}"#, "rejected", "traffic lights"),
+        ("park-1", r#"{"id":"c7","name":"set_interval","args":{"interval":"2s"}}"#, "ok", "interval 2s"),
+        ("park-1", r#"{"id":"c8","name":"reboot"}"#, "ok", "rebooting"),
+        ("park-1", r#"{"id":"c9","name":42}"#, "rejected", "not valid"),
+    ];
+    for (device, command, result, detail) in cases {
+        probe.publish(&format!("sccr/v1/devices/{device}/commands"), command).await.unwrap();
+        let id: serde_json::Value = serde_json::from_str(command).unwrap();
+        let ack = probe
+            .expect(&format!("sccr/v1/devices/{device}/commands/ack"), Duration::from_secs(20), |v| v["id"] == id["id"])
+            .await;
+        assert_eq!(ack["result"], result, "{command}: {ack}");
+        assert!(ack["detail"].as_str().unwrap_or("").contains(detail), "{command}: {ack}");
+    }
+    // The new plan is in force.
+    probe.expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
+        v["readings"].as_array().is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 90.0))
+    })
+    .await;
+
+    // SIGKILL: the broker publishes the Last Will, retained, so late subscribers see it too.
+    agent.kill();
+    probe.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| v["state"] == "offline").await;
+    let mut late = MqttProbe::connect(broker.port, "probe-late", &["sccr/v1/devices/cabinet-cmd/status"]).await.unwrap();
+    late.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| v["state"] == "offline").await;
+}
