@@ -95,6 +95,11 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start() -> Result<Self> {
+        Self::start_with("").await
+    }
+
+    /// Start with extra configuration lines appended (e.g. a TLS listener).
+    pub async fn start_with(extra: &str) -> Result<Self> {
         let dir = TempDir::new("mosquitto")?;
         let port = free_port();
         let base = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr.conf"))?;
@@ -103,7 +108,7 @@ impl Broker {
         // Mosquitto started as root drops to its own user; let it write its persistence file.
         let _ = Command::new("chmod").arg("0777").arg(&dir.path).arg(&data).status();
         let conf = dir.path.join("mosquitto.conf");
-        std::fs::write(&conf, format!("{base}\npersistence_location {}/\nlistener {port} 127.0.0.1\n", data.display()))?;
+        std::fs::write(&conf, format!("{base}\npersistence_location {}/\nlistener {port} 127.0.0.1\n{extra}\n", data.display()))?;
         let mut broker = Self { port, child: None, conf, _dir: dir };
         broker.spawn().await?;
         Ok(broker)
@@ -491,5 +496,41 @@ impl MqttProbe {
 impl Drop for MqttProbe {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A throwaway certificate authority with a server certificate for 127.0.0.1 and one
+/// client certificate, made with the `openssl` command.
+pub struct TestPki {
+    pub dir: TempDir,
+}
+
+impl TestPki {
+    pub fn create(client_cn: &str) -> Result<Self> {
+        let dir = TempDir::new("pki")?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl").args(args).current_dir(&dir.path).output().context("run openssl")?;
+            if !out.status.success() {
+                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sccr-test-ca"])?;
+        std::fs::write(dir.path.join("server.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")?;
+        std::fs::write(dir.path.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
+        for (name, cn) in [("server", "127.0.0.1"), ("client", client_cn)] {
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")])?;
+            run(&[
+                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext"),
+            ])?;
+        }
+        // Mosquitto drops to its own user when started as root: let it read the files.
+        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&dir.path).status();
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path.join(file)
     }
 }

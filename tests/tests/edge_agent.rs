@@ -188,3 +188,54 @@ async fn commands_are_answered_and_status_follows_the_agent() {
     let mut late = MqttProbe::connect(broker.port, "probe-late", &["sccr/v1/devices/cabinet-cmd/status"]).await.unwrap();
     late.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| v["state"] == "offline").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_connects_over_tls_with_a_client_certificate() {
+    use sccr_tests::{free_port, MqttProbe, TestPki};
+    let dir = TempDir::new("edge-tls").unwrap();
+    let pki = TestPki::create("cabinet-tls").unwrap();
+    let tls_port = free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+        pki.path("ca.pem").display(),
+        pki.path("server.pem").display(),
+        pki.path("server.key").display(),
+    ))
+    .await
+    .unwrap();
+    let mut probe = MqttProbe::connect(broker.port, "probe-tls", &["sccr/v1/devices/+/status", "sccr/v1/devices/+/telemetry"]).await.unwrap();
+    let write_config = |name: &str, id: &str, client_cert: bool| {
+        let mut text = format!(
+            "[agent]\nid = \"{id}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n",
+            pki.path("ca.pem").display()
+        );
+        if client_cert {
+            text.push_str(&format!("client_cert = \"{}\"\nclient_key = \"{}\"\n", pki.path("client.pem").display(), pki.path("client.key").display()));
+        }
+        text.push_str(&format!(
+            "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-{id}\"\ndriver = \"air_quality\"\ninterval = \"1s\"\n",
+            dir.path.join(format!("buffer-{id}")).display()
+        ));
+        let path = dir.path.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // Without a client certificate the broker refuses the agent: it keeps buffering.
+    let refused = EdgeAgent::run(&write_config("nocert.toml", "cabinet-nocert", false), &dir.path, "nocert").unwrap();
+    let agent = EdgeAgent::run(&write_config("tls.toml", "cabinet-tls", true), &dir.path, "tls").unwrap();
+    probe.expect("sccr/v1/devices/cabinet-tls/status", Duration::from_secs(30), |v| v["state"] == "online").await;
+    probe
+        .expect("sccr/v1/devices/aq-cabinet-tls/telemetry", Duration::from_secs(30), |v| v["readings"].as_array().is_some_and(|r| r.len() == 6))
+        .await;
+    wait_for("the agent's readings to be acknowledged over TLS", Duration::from_secs(30), || async {
+        (agent.stat("acked")? >= 2).then_some(())
+    })
+    .await;
+    wait_for("the refused agent to buffer", Duration::from_secs(30), || async {
+        (refused.stat("messages_buffered")? >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(refused.stat("acked"), Some(0));
+    assert_eq!(refused.stat("connections"), Some(0));
+}
