@@ -78,6 +78,9 @@ fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
         .set_clean_start(false)
         .set_session_expiry_interval(Some(7 * 24 * 3600))
         .set_request_channel_capacity(WINDOW * 4 + 256)
+        // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
+        // slots); our window is far smaller, and a field device has little memory.
+        .set_outgoing_inflight_upper_limit(WINDOW as u16 + 16)
         .set_last_will(LastWill::new(Topic::status(&o.agent_id), status_payload("offline", &o.firmware), QoS::AtLeastOnce, true, None));
     if let (Some(u), Some(p)) = (&m.username, &m.password) {
         opts.set_credentials(u.clone(), p.clone());

@@ -69,6 +69,9 @@ fn mqtt_options(config: &IngestConfig) -> MqttOptions {
         .set_receive_maximum(Some(config.receive_maximum))
         .set_max_packet_size(Some(config.max_packet_size))
         .set_manual_acks(true)
+        // Ingest publishes nothing; rumqttc would otherwise preallocate an outgoing in-flight
+        // table sized by the broker's receive maximum (up to 65,535 slots).
+        .set_outgoing_inflight_upper_limit(16)
         // Acks are the only requests we queue; one slot per in-flight message means the
         // acker can never block on a full request channel.
         .set_request_channel_capacity(usize::from(config.receive_maximum) + 64);
