@@ -16,11 +16,16 @@ use stream::LiveHub;
 
 pub use error::ApiError;
 
+/// Renders the Prometheus text exposition of the running process's counters.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub hub: Arc<LiveHub>,
+    /// Counters of the pipeline stages running in this process, if any.
+    pub metrics: Option<MetricsRenderer>,
 }
 
 /// The whole API.
@@ -28,6 +33,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
         .route("/api/v1/devices", get(routes::devices))
         .route("/api/v1/latest", get(routes::latest))
         .route("/api/v1/history", get(routes::history))

@@ -24,6 +24,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({"status": "ready", "store": state.store.backend()})))
 }
 
+/// Prometheus text exposition: the pipeline's counters and the live hub's size.
+pub async fn metrics(State(state): State<AppState>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let mut text = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
+    text.push_str(&format!(
+        "# HELP sccr_live_values Current (device, metric) values held for live subscribers.\n# TYPE sccr_live_values gauge\nsccr_live_values {}\n",
+        state.hub.len()
+    ));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }

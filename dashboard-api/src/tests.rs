@@ -27,7 +27,7 @@ async fn state() -> AppState {
         .write_batch(&Batch { readings, new_devices: vec![DeviceId::parse("loop-1").unwrap()], ..Batch::default() })
         .await
         .unwrap();
-    AppState { store, hub: LiveHub::new(64) }
+    AppState { store, hub: LiveHub::new(64), metrics: Some(std::sync::Arc::new(|| "sccr_test_total 7\n".to_string())) }
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -49,6 +49,10 @@ async fn devices_latest_and_health() {
     assert_eq!(body["values"][0]["time"], T0 + 119_000);
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.1["store"], "sqlite");
+    let resp = app(s.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("sccr_test_total 7\n") && text.contains("sccr_live_values 0\n"), "{text}");
 }
 
 #[tokio::test]

@@ -59,6 +59,8 @@ impl IngestMetrics {
 pub struct IngestHandles {
     pub ingest: JoinHandle<()>,
     pub acker: JoinHandle<()>,
+    /// The reading budget: permits in use are readings between the broker and the commit.
+    pub budget: Arc<Semaphore>,
 }
 
 fn mqtt_options(config: &IngestConfig) -> MqttOptions {
@@ -95,9 +97,10 @@ pub fn run_ingest(
     let generation = Arc::new(AtomicU64::new(0));
     let (acks_done_tx, acks_done_rx) = oneshot::channel();
     let acker = tokio::spawn(run_acker(client.clone(), committed, generation.clone(), metrics.clone(), acks_done_tx));
+    let budget = Arc::new(Semaphore::new(config.max_pending_readings.max(1)));
     let ingest = tokio::spawn(
         Driver {
-            budget: Arc::new(Semaphore::new(config.max_pending_readings.max(1))),
+            budget: budget.clone(),
             validator: Validator::new(config.validation.clone()),
             config,
             client,
@@ -109,7 +112,7 @@ pub fn run_ingest(
         }
         .run(eventloop, shutdown, acks_done_rx),
     );
-    IngestHandles { ingest, acker }
+    IngestHandles { ingest, acker, budget }
 }
 
 struct Driver {

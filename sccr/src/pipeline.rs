@@ -102,13 +102,22 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         },
         ..IngestConfig::default()
     };
+    // Weak handles: the metrics must not keep the queues open at shutdown.
+    let queues = QueueProbes { writer: writer_tx.downgrade(), live: live_tx.downgrade() };
+    let max_pending = config.ingest.max_pending_readings.max(1);
     let ingest = run_ingest(ingest_config, writer_tx, live_tx, committed_rx, known, ingest_metrics.clone(), shutdown_rx);
+    let render = {
+        let (i, w, s, budget) = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), ingest.budget.clone());
+        Arc::new(move || {
+            render_metrics(&i, &w, &s, &queues, max_pending.saturating_sub(budget.available_permits()))
+        }) as dashboard_api::MetricsRenderer
+    };
 
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone() });
+    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone(), metrics: Some(render) });
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -148,4 +157,49 @@ impl Running {
         self.store.close().await;
         tracing::info!("SCCR stopped cleanly");
     }
+}
+
+struct QueueProbes {
+    writer: mpsc::WeakSender<store::WriteItem<ingest::AckToken>>,
+    live: mpsc::WeakSender<Vec<telemetry::Reading>>,
+}
+
+fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
+    weak.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())
+}
+
+/// Prometheus text exposition of the pipeline's counters and queue depths.
+fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, q: &QueueProbes, pending_readings: usize) -> String {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    };
+    metric("sccr_ingest_messages_total", "counter", "MQTT messages taken by ingest.", i.messages.load(Relaxed) as f64);
+    metric("sccr_ingest_readings_total", "counter", "Valid readings decoded.", i.readings.load(Relaxed) as f64);
+    metric("sccr_ingest_acks_total", "counter", "MQTT acknowledgements sent after commit.", i.acks.load(Relaxed) as f64);
+    metric("sccr_ingest_stale_acks_total", "counter", "Acks skipped because their connection was gone.", i.stale_acks.load(Relaxed) as f64);
+    metric("sccr_ingest_connections_total", "counter", "Connections to the broker.", i.connections.load(Relaxed) as f64);
+    metric("sccr_ingest_connection_errors_total", "counter", "Broker connection failures.", i.connection_errors.load(Relaxed) as f64);
+    metric("sccr_ingest_live_dropped_total", "counter", "Readings not shown live because the stream queue was full.", i.live_dropped.load(Relaxed) as f64);
+    metric("sccr_ingest_pending_readings", "gauge", "Readings between the broker and the durable commit.", pending_readings as f64);
+    metric("sccr_writer_queue_depth", "gauge", "Messages waiting for the batch writer.", depth(&q.writer) as f64);
+    metric("sccr_stream_queue_depth", "gauge", "Reading batches waiting for the stream core.", depth(&q.live) as f64);
+    metric("sccr_writer_batches_total", "counter", "Committed batches.", w.batches.load(Relaxed) as f64);
+    metric("sccr_writer_readings_inserted_total", "counter", "Readings inserted.", w.readings_inserted.load(Relaxed) as f64);
+    metric("sccr_writer_readings_duplicate_total", "counter", "Readings already stored (replays).", w.readings_duplicate.load(Relaxed) as f64);
+    metric("sccr_writer_dead_letters_total", "counter", "Dead letters stored.", w.dead_letters.load(Relaxed) as f64);
+    metric("sccr_writer_errors_total", "counter", "Failed batch writes (retried).", w.write_errors.load(Relaxed) as f64);
+    metric("sccr_writer_last_batch_readings", "gauge", "Readings in the last committed batch.", w.last_batch_readings.load(Relaxed) as f64);
+    metric("sccr_writer_last_flush_seconds", "gauge", "Duration of the last batch write.", w.last_flush_micros.load(Relaxed) as f64 / 1e6);
+    metric("sccr_stream_readings_total", "counter", "Readings applied to live state and windows.", s.readings.load(Relaxed) as f64);
+    metric("sccr_stream_windows_total", "counter", "Windows emitted (including corrections).", s.windows_emitted.load(Relaxed) as f64);
+    metric("sccr_stream_too_late_total", "counter", "Readings later than the allowed lateness.", s.too_late.load(Relaxed) as f64);
+    let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
+    let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
+    for (reason, n) in reasons.iter() {
+        let _ = writeln!(out, "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} {n}");
+    }
+    out
 }

@@ -188,6 +188,16 @@ async fn malformed_payload_is_dead_lettered_and_the_pipeline_goes_on() {
     let values: Vec<f64> =
         sqlx::query_scalar("SELECT value FROM readings WHERE device = 'loop-1' ORDER BY time").fetch_all(&e.pool).await.expect("values");
     assert_eq!(values, vec![30.0, 31.0, 33.0]);
+    let (status, metrics) = sccr_tests::http_get(sccr.api_port, "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "sccr_ingest_dead_letters_total{reason=\"bad_json\"} 1",
+        "sccr_ingest_dead_letters_total{reason=\"unknown_metric\"} 1",
+        "sccr_ingest_dead_letters_total{reason=\"out_of_range\"} 1",
+        "sccr_ingest_dead_letters_total{reason=\"unknown_format\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
