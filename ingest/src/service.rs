@@ -230,6 +230,12 @@ impl Driver {
     }
 }
 
+/// Sends the acks of committed messages. It must never block: the event loop that writes
+/// the acks is polled by the ingest driver, which itself may be waiting for the writer, and
+/// the writer for us. So the reading budget is released at commit (the readings are durable
+/// then), and acks that do not fit in the client's request channel wait here and are
+/// retried. That queue is bounded by the broker's in-flight window (receive maximum): only
+/// messages the broker has sent and we have not acknowledged can be in it.
 async fn run_acker(
     client: AsyncClient,
     mut committed: mpsc::Receiver<Vec<AckToken>>,
@@ -237,19 +243,54 @@ async fn run_acker(
     metrics: Arc<IngestMetrics>,
     done: oneshot::Sender<()>,
 ) {
-    while let Some(tokens) = committed.recv().await {
-        for t in tokens {
-            if t.generation != generation.load(Ordering::SeqCst) {
+    let mut waiting: std::collections::VecDeque<(u16, QoS, u64)> = std::collections::VecDeque::new();
+    let mut open = true;
+    // A request channel that stays full this long means the event loop is gone.
+    let mut full_since: Option<tokio::time::Instant> = None;
+    while open || !waiting.is_empty() {
+        if waiting.is_empty() {
+            match committed.recv().await {
+                Some(tokens) => waiting.extend(tokens.into_iter().map(|t| (t.pkid, t.qos, t.generation))),
+                None => open = false,
+            }
+        } else if open {
+            // Take newly committed batches without waiting, then retry the queue shortly.
+            tokio::select! {
+                batch = committed.recv() => match batch {
+                    Some(tokens) => waiting.extend(tokens.into_iter().map(|t| (t.pkid, t.qos, t.generation))),
+                    None => open = false,
+                },
+                () = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The tokens' budget permits were dropped above: the readings are committed.
+        while let Some(&(pkid, qos, gen)) = waiting.front() {
+            if gen != generation.load(Ordering::SeqCst) {
                 metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
+                waiting.pop_front();
                 continue;
             }
-            let mut stub = Publish::new("", t.qos, Vec::new(), None);
-            stub.pkid = t.pkid;
-            if client.ack(&stub).await.is_err() {
-                metrics.stale_acks.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let mut stub = Publish::new("", qos, Vec::new(), None);
+            stub.pkid = pkid;
+            match client.try_ack(&stub) {
+                Ok(()) => {
+                    metrics.acks.fetch_add(1, Ordering::Relaxed);
+                    waiting.pop_front();
+                    full_since = None;
+                }
+                Err(_) if full_since.is_none_or(|t| t.elapsed() < Duration::from_secs(30)) => {
+                    full_since.get_or_insert_with(tokio::time::Instant::now);
+                    break; // the channel is full: retry shortly
+                }
+                Err(_) => {
+                    // The event loop is gone: the broker redelivers these to the next session.
+                    tracing::error!(pending = waiting.len(), "ingest: acks cannot be sent; giving up on them");
+                    metrics.stale_acks.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+                    waiting.clear();
+                }
             }
-            metrics.acks.fetch_add(1, Ordering::Relaxed);
         }
     }
     let _ = done.send(());

@@ -127,6 +127,10 @@ impl Broker {
         self.wait_listening().await
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stop the broker the way an operator would (SIGTERM: it saves its sessions).
     #[allow(clippy::disallowed_methods)] // a synchronous wait on a child process
     pub fn stop(&mut self) -> Result<()> {
@@ -198,16 +202,19 @@ pub fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Path of a workspace binary built next to the test executable (target/<profile>/NAME).
+/// Path of a workspace binary of the same build profile as the running executable: beside
+/// it (benchmarks in target/<profile>/) or one level up (tests in target/<profile>/deps/).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe.parent().and_then(Path::parent).context("test binary has no target dir")?;
-    let bin = profile_dir.join(name);
-    if !bin.is_file() {
-        bail!("{} is not built; run the suite with scripts/test.sh (it builds the binaries first)", bin.display());
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidates = [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(bin) => Ok(bin.clone()),
+        None => bail!(
+            "{name} is not built next to {}; run the suite with scripts/test.sh (it builds the binaries first)",
+            exe.display()
+        ),
     }
-    Ok(bin)
 }
 
 /// A running `sccr serve` child process, killed on drop.
@@ -253,6 +260,10 @@ impl Sccr {
             .context("start sccr serve")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Start again with the same configuration (same MQTT client id: the session resumes).

@@ -287,3 +287,27 @@ async fn two_ingest_processes_on_a_shared_subscription_store_everything_once() {
     assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, 2_000);
     assert_rollups_match_raw(&e.pool).await;
 }
+
+/// With queues far smaller than the broker's in-flight window, every link of the cycle
+/// broker → ingest → writer → acker → broker is full at once; the pipeline must keep
+/// flowing (the acker never blocks) and store everything exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_queues_under_a_burst_neither_stall_nor_lose() {
+    let e = env().await;
+    let tiny = [
+        ("SCCR_INGEST__MAX_PENDING_READINGS", "20"),
+        ("SCCR_WRITER__QUEUE_MESSAGES", "2"),
+        ("SCCR_WRITER__MAX_BATCH_READINGS", "10"),
+        ("SCCR_MQTT__RECEIVE_MAXIMUM", "500"),
+    ];
+    let sccr = Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &tiny).expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(e.broker.port, &e.pool).await;
+    publish_all(e.broker.port, "pub-burst", workload(20, 150, recent_base_ms())).await.expect("publish");
+    wait_for("the burst to be stored", Duration::from_secs(90), || async {
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 6_000).then_some(())
+    })
+    .await;
+    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, 6_000);
+    assert_rollups_match_raw(&e.pool).await;
+}
