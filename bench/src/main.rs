@@ -105,7 +105,8 @@ fn cpu_split(a: &CpuSnapshot, b: &CpuSnapshot) -> Value {
 }
 
 fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
+    // Adding 0.0 turns a -0.0 into 0.0.
+    (v * 100.0).round() / 100.0 + 0.0
 }
 
 fn fleet(n: usize) -> Result<Vec<edge_agent::SimDevice>> {
@@ -458,7 +459,12 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
 
 async fn machine() -> Value {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = metric_value(&meminfo.replace(':', ""), "MemTotal") / 1024.0 / 1024.0;
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0);
+    let mem_gib = mem_kib / 1024.0 / 1024.0;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()

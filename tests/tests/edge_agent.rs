@@ -21,6 +21,18 @@ async fn rollup_count(pool: &PgPool, device: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// A broker, a database and `sccr serve`, ready to store telemetry.
+async fn core(tag: &str) -> (TempDir, Broker, TestDb, PgPool, Sccr) {
+    let dir = TempDir::new(tag).unwrap();
+    let broker = Broker::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[]).unwrap();
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+    (dir, broker, db, pool, sccr)
+}
+
 /// A CSV of `n` speed readings `spacing_ms` apart, an hour ago (original timestamps).
 fn replay_file(dir: &Path, n: usize, spacing_ms: i64) -> std::path::PathBuf {
     let base = recent_base_ms();
@@ -51,13 +63,7 @@ fn agent_config(dir: &Path, port: u16, device: Option<(&str, &Path)>) -> std::pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_while_measuring_loses_and_duplicates_nothing() {
-    let dir = TempDir::new("edge-outage").unwrap();
-    let mut broker = Broker::start().await.unwrap();
-    let db = TestDb::create().await.unwrap();
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[]).unwrap();
-    sccr.wait_healthy().await;
-    wait_pipeline_ready(broker.port, &pool).await;
+    let (dir, mut broker, _db, pool, _sccr) = core("edge-outage").await;
 
     // 120 readings over 6 s of replay.
     let file = replay_file(&dir.path, 120, 50);
@@ -87,13 +93,7 @@ async fn broker_outage_while_measuring_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_while_buffering_loses_nothing_after_restart() {
-    let dir = TempDir::new("edge-kill").unwrap();
-    let mut broker = Broker::start().await.unwrap();
-    let db = TestDb::create().await.unwrap();
-    let pool = PgPool::connect(&db.url).await.unwrap();
-    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[]).unwrap();
-    sccr.wait_healthy().await;
-    wait_pipeline_ready(broker.port, &pool).await;
+    let (dir, mut broker, _db, pool, _sccr) = core("edge-kill").await;
     broker.stop().unwrap();
 
     // With the broker down, the agent can only buffer. 80 readings over 0.8 s.
