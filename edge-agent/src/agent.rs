@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
@@ -54,6 +54,8 @@ pub struct AgentStats {
     pub published: AtomicU64,
     pub acked: AtomicU64,
     pub commands: AtomicU64,
+    /// PUBACKs that refused a message (kept buffered and sent again on the next connection).
+    pub refused: AtomicU64,
     pub connections: AtomicU64,
     pub connected: AtomicBool,
 }
@@ -202,23 +204,47 @@ impl Agent {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Outcome, AgentError> {
         let mut link = Link::default();
+        // The event loop is polled by its own task: a poll future dropped by `select!` in
+        // the middle of writing could lose a packet that rumqttc already counts in flight.
+        let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
+        let poller = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if events_tx.send(event).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let outcome = self.drive(client, &mut link, &mut events, tick, stats_tick, shutdown).await;
+        if matches!(outcome, Ok(Outcome::Shutdown)) && link.connected {
+            self.go_offline(client, &mut events).await;
+        }
+        poller.abort();
+        outcome
+    }
+
+    async fn drive(
+        &mut self,
+        client: &AsyncClient,
+        link: &mut Link,
+        events: &mut tokio::sync::mpsc::Receiver<Result<Event, rumqttc::v5::ConnectionError>>,
+        tick: &mut tokio::time::Interval,
+        stats_tick: &mut tokio::time::Interval,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, AgentError> {
         loop {
             tokio::select! {
-                _ = shutdown.changed() => {
-                    if link.connected {
-                        self.go_offline(client, &mut eventloop).await;
-                    }
-                    return Ok(Outcome::Shutdown);
-                }
+                _ = shutdown.changed() => return Ok(Outcome::Shutdown),
                 _ = tick.tick() => self.measure()?,
                 _ = stats_tick.tick() => self.write_stats(),
-                event = eventloop.poll() => match event {
+                event = events.recv() => match event.unwrap_or(Err(rumqttc::v5::ConnectionError::RequestsDone)) {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         link.connected = true;
                         self.stats.connected.store(true, Ordering::Relaxed);
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("connected to the broker");
-                        self.announce(client, &mut link);
+                        self.announce(client, link);
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(record) = link.requested.pop_front() {
@@ -227,12 +253,21 @@ impl Agent {
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some(Some(id)) = link.by_pkid.remove(&ack.pkid) {
-                            self.buffer.ack(id)?;
-                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
                             link.in_flight = link.in_flight.saturating_sub(1);
+                            // Only a PUBACK that accepts the message releases its record. A
+                            // refusal (quota exceeded, not authorized, …) keeps it on disk; it
+                            // is sent again on the next connection, while the other records
+                            // go on flowing (no head-of-line blocking).
+                            if matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                                self.buffer.ack(id)?;
+                                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(reason = ?ack.reason, %id, "broker refused a message; keeping it buffered");
+                            }
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_command(client, &mut link, &p),
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_command(client, link, &p),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "broker connection lost; buffering");
@@ -241,7 +276,7 @@ impl Agent {
                 },
             }
             if link.connected {
-                self.publish_unsent(client, &mut link)?;
+                self.publish_unsent(client, link)?;
             }
         }
     }
@@ -287,7 +322,8 @@ impl Agent {
                     continue;
                 };
                 if client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec()).is_err() {
-                    // The request queue is full: the rest is sent after a rewind.
+                    // The request queue is full: hand this record and the rest out again later.
+                    self.buffer.unsend_from(id);
                     return Ok(());
                 }
                 link.requested.push_back(Some(id));
@@ -349,7 +385,11 @@ impl Agent {
 
     /// Graceful stop: retained offline status (the Last Will only fires on a lost
     /// connection), then DISCONNECT, waiting briefly for the outstanding PUBACKs.
-    async fn go_offline(&mut self, client: &AsyncClient, eventloop: &mut EventLoop) {
+    async fn go_offline(
+        &mut self,
+        client: &AsyncClient,
+        events: &mut tokio::sync::mpsc::Receiver<Result<Event, rumqttc::v5::ConnectionError>>,
+    ) {
         let fw = self.opts.firmware.clone();
         let mut ids = vec![self.opts.agent_id.clone()];
         ids.extend(self.devices.iter().map(|d| d.spec.id.clone()).filter(|id| *id != self.opts.agent_id));
@@ -358,10 +398,9 @@ impl Agent {
         }
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    _ => {}
+            while let Some(event) = events.recv().await {
+                if matches!(event, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
+                    break;
                 }
             }
         })
@@ -378,6 +417,7 @@ impl Agent {
             "published": s.published.load(Ordering::Relaxed),
             "acked": s.acked.load(Ordering::Relaxed),
             "commands": s.commands.load(Ordering::Relaxed),
+            "refused": s.refused.load(Ordering::Relaxed),
             "connections": s.connections.load(Ordering::Relaxed),
             "buffer_records": b.records,
             "buffer_bytes": b.bytes,

@@ -441,6 +441,12 @@ impl DiskBuffer {
 
     /// Connection lost: every unacked record becomes unsent again (will be handed out again
     /// in order).
+    /// Hand out `id` and the records after it again (they were handed out but could not be
+    /// sent, e.g. because the client's request queue was full).
+    pub fn unsend_from(&mut self, id: RecordId) {
+        self.cursor = self.cursor.min(id.0);
+    }
+
     pub fn rewind(&mut self) {
         self.cursor = 0;
     }

@@ -163,8 +163,10 @@ impl Driver {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if !draining {
-                        self.handle(publish).await;
+                    if !draining && !self.handle(publish, &mut shutdown).await {
+                        tracing::info!("ingest: shutdown requested while the pipeline was full; draining");
+                        draining = true;
+                        self.writer = None;
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -172,6 +174,9 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    // Acks queued from now on belong to a dead connection: rumqttc would send
+                    // them on the next one, where their packet ids may name other messages.
+                    self.generation.fetch_add(1, Ordering::SeqCst);
                     self.metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_in = ?backoff, "ingest: broker connection failed");
                     tokio::select! {
@@ -196,8 +201,10 @@ impl Driver {
         tracing::info!("ingest: stopped");
     }
 
-    async fn handle(&mut self, publish: Publish) {
-        let Some(writer) = self.writer.clone() else { return };
+    /// Process one publish. Returns false if shutdown was requested while waiting for room
+    /// in the pipeline (the message is then left unacknowledged for the next session).
+    async fn handle(&mut self, publish: Publish, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let Some(writer) = self.writer.clone() else { return true };
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let processed = process_publish(
             &topic,
@@ -214,7 +221,17 @@ impl Driver {
             tracing::debug!(topic = %d.topic, reason = %d.reason, detail = %d.detail, "dead letter");
         }
         let cost = processed.readings.len().clamp(1, self.config.max_pending_readings.max(1));
-        let Ok(permit) = self.budget.clone().acquire_many_owned(cost as u32).await else { return };
+        let stop = async {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
+        let permit = tokio::select! {
+            permit = self.budget.clone().acquire_many_owned(cost as u32) => match permit {
+                Ok(p) => p,
+                Err(_) => return true,
+            },
+            () = &mut stop => return false,
+        };
         let token = AckToken { pkid: publish.pkid, qos: publish.qos, generation: self.generation.load(Ordering::SeqCst), _budget: permit };
         let new_devices: Vec<DeviceId> = processed.new_device.into_iter().collect();
         for d in &new_devices {
@@ -224,8 +241,14 @@ impl Driver {
             self.metrics.live_dropped.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
         }
         let item = WriteItem { readings: processed.readings, dead_letters: processed.dead_letters, new_devices, ticket: token };
-        if writer.send(item).await.is_err() {
-            tracing::warn!("ingest: writer is gone; message left unacknowledged");
+        tokio::select! {
+            sent = writer.send(item) => {
+                if sent.is_err() {
+                    tracing::warn!("ingest: writer is gone; message left unacknowledged");
+                }
+                true
+            }
+            () = &mut stop => false,
         }
     }
 }

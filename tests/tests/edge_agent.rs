@@ -239,3 +239,35 @@ async fn agent_connects_over_tls_with_a_client_certificate() {
     assert_eq!(refused.stat("acked"), Some(0));
     assert_eq!(refused.stat("connections"), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_messages_stay_buffered_without_blocking_the_others() {
+    let dir = TempDir::new("edge-acl").unwrap();
+    let acl = dir.path.join("acl");
+    // Anonymous clients may use the cabinet's and aq-ok's topics only.
+    std::fs::write(&acl, "topic readwrite sccr/v1/devices/cabinet-acl/#\ntopic readwrite sccr/v1/devices/aq-ok/#\n").unwrap();
+    let _ = std::process::Command::new("chmod").arg("a+rx").arg(&dir.path).status();
+    let broker = Broker::start_with(&format!("acl_file {}\n", acl.display())).await.unwrap();
+    let config = dir.path.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"cabinet-acl\"\n[mqtt]\nport = {}\n[buffer]\ndir = \"{}\"\n\
+             [[devices]]\nid = \"aq-denied\"\ndriver = \"air_quality\"\ninterval = \"200ms\"\n\
+             [[devices]]\nid = \"aq-ok\"\ndriver = \"air_quality\"\ninterval = \"200ms\"\n",
+            broker.port,
+            dir.path.join("buffer").display()
+        ),
+    )
+    .unwrap();
+    let agent = EdgeAgent::run(&config, &dir.path, "acl").unwrap();
+    wait_for("accepted and refused messages", Duration::from_secs(30), || async {
+        let s = agent.read_stats()?;
+        (s["acked"].as_i64()? >= 5 && s["refused"].as_i64()? >= 5).then_some(())
+    })
+    .await;
+    let s = agent.read_stats().unwrap();
+    // The refused ones are still on disk; the connection was never dropped over them.
+    assert!(s["buffer_records"].as_i64().unwrap() >= 5, "{s}");
+    assert_eq!(s["connections"], 1, "{s}");
+}

@@ -868,3 +868,25 @@ proptest! {
         prop_assert_eq!(b.next_unsent(usize::MAX).unwrap(), expected);
     }
 }
+
+#[test]
+fn unsend_from_hands_out_the_unsent_tail_again() {
+    let d = TestDir::new("unsend");
+    let mut b = DiskBuffer::open(d.config(1 << 20, BIG, FsyncPolicy::Never)).unwrap();
+    for i in 0..5 {
+        b.append(&payload(i, 10)).unwrap();
+    }
+    assert_eq!(ids(&b.next_unsent(4).unwrap()), [0, 1, 2, 3]);
+    // Records 2 and 3 could not be sent: they come out again, followed by the rest.
+    b.unsend_from(RecordId(2));
+    assert_eq!(ids(&b.next_unsent(10).unwrap()), [2, 3, 4]);
+    b.unsend_from(RecordId(4));
+    assert_eq!(ids(&b.next_unsent(10).unwrap()), [4]);
+    // It never moves the cursor forward: the earlier point wins.
+    b.unsend_from(RecordId(1));
+    b.unsend_from(RecordId(3));
+    assert_eq!(ids(&b.next_unsent(10).unwrap()), [1, 2, 3, 4]);
+    b.ack(RecordId(0)).unwrap();
+    b.unsend_from(RecordId(0));
+    assert_eq!(ids(&b.next_unsent(10).unwrap()), [1, 2, 3, 4], "acked records never come back");
+}
