@@ -79,7 +79,6 @@ fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
     opts.set_keep_alive(m.keep_alive)
         .set_clean_start(false)
         .set_session_expiry_interval(Some(7 * 24 * 3600))
-        .set_request_channel_capacity(WINDOW * 4 + 256)
         // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
         // slots); our window is far smaller, and a field device has little memory.
         .set_outgoing_inflight_upper_limit(WINDOW as u16 + 16)
@@ -156,6 +155,7 @@ pub async fn run_agent(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
+        // Request channel: the publish window plus statuses, subscriptions and command acks.
         let (client, eventloop) = AsyncClient::new(mqtt_options(&agent.opts)?, WINDOW * 4 + 256);
         agent.buffer.rewind();
         let outcome = agent.connection(&client, eventloop, &mut tick, &mut stats_tick, &mut shutdown).await?;

@@ -129,7 +129,6 @@ async fn run_connection(
     let mut opts = MqttOptions::new(format!("{}-{index}", config.client_prefix), config.host.clone(), config.port);
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_start(true)
-        .set_request_channel_capacity(1_000)
         // Bounds the in-flight window and rumqttc's preallocated in-flight table.
         .set_outgoing_inflight_upper_limit(1_000);
     let (client, mut eventloop) = AsyncClient::new(opts, 1_000);

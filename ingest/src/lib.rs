@@ -1,8 +1,9 @@
 //! Ingest: the MQTT side of the pipeline.
 //!
 //! Subscribes to device telemetry over MQTT 5 with a persistent session (a plain
-//! subscription, or a shared one to split the load across ingest processes); decodes and validates each message ([`process`], pure); sends its readings and
-//! dead letters to the store's batch writer through a bounded queue; and acknowledges the
+//! subscription, or a shared one to split the load across ingest processes); decodes and
+//! validates each message ([`process`], pure); sends its readings and dead letters to the
+//! store's batch writer through a bounded queue; and acknowledges the
 //! MQTT packet only when the writer reports that the batch holding it committed
 //! ([`AckToken`]). A crash before the commit leaves the packet unacknowledged, so the broker
 //! redelivers it; the store's dedupe key makes the replay harmless.

@@ -73,10 +73,7 @@ fn mqtt_options(config: &IngestConfig) -> MqttOptions {
         .set_manual_acks(true)
         // Ingest publishes nothing; rumqttc would otherwise preallocate an outgoing in-flight
         // table sized by the broker's receive maximum (up to 65,535 slots).
-        .set_outgoing_inflight_upper_limit(16)
-        // Acks are the only requests we queue; one slot per in-flight message means the
-        // acker can never block on a full request channel.
-        .set_request_channel_capacity(usize::from(config.receive_maximum) + 64);
+        .set_outgoing_inflight_upper_limit(16);
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -93,6 +90,8 @@ pub fn run_ingest(
     metrics: Arc<IngestMetrics>,
     shutdown: watch::Receiver<bool>,
 ) -> IngestHandles {
+    // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
+    // unused) carries acks: room for one per message the broker may have in flight to us.
     let (client, eventloop) = AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
     let generation = Arc::new(AtomicU64::new(0));
     let (acks_done_tx, acks_done_rx) = oneshot::channel();
