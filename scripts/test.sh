@@ -5,15 +5,20 @@
 # (the local server on 127.0.0.1:5432, or a throwaway cluster started here and removed at
 # exit; see scripts/postgres.sh), then runs every test with cargo-nextest (or cargo test
 # where nextest is absent). Mosquitto must be installed; tests start their own brokers on
-# free ports with deploy/mosquitto/sccr.conf.
+# free ports with deploy/mosquitto/sccr.conf. Where node and npm are present, a TimescaleDB
+# (PGlite build, scripts/timescaledb.sh) is started for the store's TimescaleDB tests;
+# elsewhere those tests say loudly that they were skipped (and fail under CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/postgres.sh
+. scripts/timescaledb.sh
 
 cargo build --workspace --bins --locked
-trap 'sccr_stop_postgres' EXIT
+trap 'sccr_stop_postgres; sccr_stop_timescaledb' EXIT
 sccr_ensure_postgres
 echo "PostgreSQL for tests: $SCCR_TEST_PG_URL"
+sccr_start_timescaledb
+echo "TimescaleDB for tests: ${SCCR_TEST_TIMESCALEDB_URL:-none (skipped)}"
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked "$@"

@@ -7,11 +7,14 @@
 //!    readings/s with ack-after-durable, queue depths, and CPU by process.
 //! 3. Latency: publish to websocket delta at half the sustained rate.
 //! 4. The naive baseline (`bench/baselines/python_bridge.py`), fed the same way.
-//! 5. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
+//! 5. The store: writer with rollups against raw COPY, history query latency (store_bench).
+//! 6. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
 //!    100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
+
+mod store_bench;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -525,6 +528,18 @@ fn markdown(r: &Value) -> String {
         "| naive Python bridge, same load | {} readings/s | SCCR | {} | SCCR ≥ 10× |\n",
         f(&r["baseline"]["readings_per_s"]), f(&r["ratios"]["sccr_vs_baseline"])
     ));
+    let s = &r["store"];
+    out.push_str(&format!(
+        "| store writer with 1m/1h/1d rollups (binary COPY + rollup log + merger) | {} rows/s (batch p50 {} ms) | binary `COPY` into `readings` {} rows/s | {} | ≥ 0.7 |\n",
+        f(&s["writer"]["rows_per_s"]), f(&s["writer"]["batch_p50_ms"]), f(&s["copy_limit_rows_per_s"]), f(&s["writer_vs_limit"])
+    ));
+    let h = &s["history"];
+    for (name, key) in [("one segment", "segment_30d_hourly"), ("whole city", "city_30d_hourly")] {
+        out.push_str(&format!(
+            "| history, 30 days hourly, {name}, over {} raw readings | p50 {} ms, p95 {} ms ({} points, {} readings) | | | < 50 ms |\n",
+            f(&h["raw_readings"]), f(&h[key]["p50_ms"]), f(&h[key]["p95_ms"]), f(&h[key]["points"]), f(&h[key]["readings_covered"])
+        ));
+    }
     if let Some(rows) = r["scaling"].as_array() {
         for s in rows {
             out.push_str(&format!(
@@ -567,6 +582,9 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 4 naive baseline ({} s)", plan.baseline_secs);
     let base = baseline(offered, plan.baseline_secs).await?;
     eprintln!("{base}");
+    eprintln!("== 5 store");
+    let store = store_bench::run(plan.quick).await?;
+    eprintln!("{store}");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 5 scaling");
@@ -590,6 +608,7 @@ async fn run(quick: bool) -> Result<()> {
         "end_to_end": e2e,
         "latency": lat,
         "baseline": base,
+        "store": store,
         "scaling": scaling,
         "ratios": {
             "end_to_end_vs_limit": round2(e2e_rate / lower.max(1.0)),

@@ -30,6 +30,9 @@ impl ApiError {
 
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
+        if let store::StoreError::InvalidQuery { param, message } = e {
+            return ApiError::bad_param(param, message);
+        }
         tracing::error!(error = %e, "store error in API");
         if e.is_transient() {
             ApiError::unavailable("the database is unavailable; retry shortly")

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use telemetry::{DeviceId, EventTime, MetricId};
+use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 
 use crate::error::ApiError;
 
@@ -43,6 +43,10 @@ impl Params {
 
 pub fn device(name: &str, v: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(v).map_err(|e| ApiError::bad_param(name, e.to_string()))
+}
+
+pub fn segment(name: &str, v: &str) -> Result<SegmentId, ApiError> {
+    SegmentId::parse(v).map_err(|e| ApiError::bad_param(name, e.to_string()))
 }
 
 pub fn metric(name: &str, v: &str) -> Result<MetricId, ApiError> {

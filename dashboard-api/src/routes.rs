@@ -3,7 +3,7 @@
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde_json::{json, Value};
-use store::{HistoryQuery, Resolution};
+use store::{GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 use telemetry::EventTime;
 
 use crate::error::ApiError;
@@ -14,6 +14,8 @@ use crate::AppState;
 pub const MAX_HISTORY_POINTS: usize = 100_000;
 const DEFAULT_HISTORY_POINTS: usize = 10_000;
 const DEFAULT_SPAN_MS: i64 = 3_600_000;
+/// Points an automatic step aims at: about one per pixel column of a wall chart.
+const DEFAULT_AUTO_POINTS: usize = 1_000;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -53,9 +55,57 @@ pub async fn latest(State(state): State<AppState>, RawQuery(raw): RawQuery) -> R
     Ok(Json(json!({ "values": values })))
 }
 
+/// Which figure of a bucket the `v` of each point carries.
+#[derive(Debug, Clone, Copy)]
+enum Aggregate {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+    Last,
+}
+
+impl Aggregate {
+    fn parse(v: &str) -> Result<Self, ApiError> {
+        Ok(match v {
+            "avg" => Aggregate::Avg,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "sum" => Aggregate::Sum,
+            "count" => Aggregate::Count,
+            "last" => Aggregate::Last,
+            _ => return Err(ApiError::bad_param("agg", "agg must be one of avg, min, max, sum, count, last")),
+        })
+    }
+
+    fn of(self, p: &HistoryPoint) -> f64 {
+        match self {
+            Aggregate::Avg => p.avg(),
+            Aggregate::Min => p.min,
+            Aggregate::Max => p.max,
+            Aggregate::Sum => p.sum,
+            Aggregate::Count => p.count as f64,
+            Aggregate::Last => p.last,
+        }
+    }
+}
+
+/// History of one device, the devices of one segment (`segment=`), or the whole city
+/// (neither), at the resolution the span calls for (`step=auto`, the default, with
+/// `max_points`), at a stored level (`resolution=raw|1m|1h|1d`) or in buckets of a given
+/// width (`step=15m`); `agg` picks the figure in `v`; `fill=null|previous` adds the empty
+/// buckets.
 pub async fn history(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
-    let device = params::device("device", &p.required("device")?)?;
+    let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
+    let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
+    let subject = match (device, segment) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_param("segment", "give device or segment, not both")),
+        (Some(d), None) => HistorySubject::Device(d),
+        (None, Some(s)) => HistorySubject::Segment(s),
+        (None, None) => HistorySubject::City,
+    };
     let metric = params::metric("metric", &p.required("metric")?)?;
     let to = p.take("to").map(|v| params::time("to", &v)).transpose()?.unwrap_or_else(EventTime::now);
     let from = p
@@ -63,34 +113,59 @@ pub async fn history(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         .map(|v| params::time("from", &v))
         .transpose()?
         .unwrap_or(EventTime(to.millis().saturating_sub(DEFAULT_SPAN_MS).max(0)));
-    let resolution = match p.take("resolution") {
-        None => Resolution::Raw,
-        Some(v) => Resolution::parse(&v).ok_or_else(|| ApiError::bad_param("resolution", "resolution must be raw or 1m"))?,
+    let max_points = p.take("max_points").map(|v| params::limit("max_points", &v, MAX_HISTORY_POINTS)).transpose()?;
+    let step = match (p.take("step"), p.take("resolution")) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_param("resolution", "give step or resolution, not both")),
+        (None, Some(r)) => match Resolution::parse(&r) {
+            Some(Resolution::Raw) => Step::Raw,
+            Some(level) => Step::Fixed(std::time::Duration::from_millis(level.bucket_ms().unwrap_or(60_000) as u64)),
+            None => return Err(ApiError::bad_param("resolution", "resolution must be raw, 1m, 1h or 1d")),
+        },
+        (Some(s), None) if s == "raw" => Step::Raw,
+        (None, None) => Step::Auto { max_points: max_points.unwrap_or(DEFAULT_AUTO_POINTS) },
+        (Some(s), None) if s == "auto" => Step::Auto { max_points: max_points.unwrap_or(DEFAULT_AUTO_POINTS) },
+        (Some(s), None) => Step::Fixed(
+            humantime::parse_duration(&s)
+                .map_err(|e| ApiError::bad_param("step", format!("step must be auto, raw or a duration such as 15m: {e}")))?,
+        ),
     };
+    let fill = match p.take("fill") {
+        None => GapFill::None,
+        Some(v) => GapFill::parse(&v).ok_or_else(|| ApiError::bad_param("fill", "fill must be none, null or previous"))?,
+    };
+    let agg = p.take("agg").map(|v| Aggregate::parse(&v)).transpose()?.unwrap_or(Aggregate::Avg);
     let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_HISTORY_POINTS)).transpose()?.unwrap_or(DEFAULT_HISTORY_POINTS);
     p.finish()?;
     if from >= to {
         return Err(ApiError::bad_param("from", "from must be before to"));
     }
-    let q = HistoryQuery { device, metric, from, to, resolution, limit };
-    let points = state.store.history(&q).await?;
-    let points: Vec<Value> = match resolution {
-        Resolution::Raw => points.iter().map(|p| json!({"t": p.time, "v": p.last})).collect(),
-        Resolution::Minute => points
+    let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
+    let history = state.store.history(&q).await?;
+    let points: Vec<Value> = match history.step_ms {
+        None => history.points.iter().map(|p| json!({"t": p.time, "v": p.last})).collect(),
+        Some(_) => history
+            .points
             .iter()
             .map(|p| {
                 json!({
-                    "t": p.time, "count": p.count, "sum": p.sum, "min": p.min, "max": p.max, "last": p.last,
-                    "avg": if p.count > 0 { p.sum / p.count as f64 } else { 0.0 },
+                    "t": p.time, "v": agg.of(p), "count": p.count, "sum": p.sum, "min": p.min, "max": p.max,
+                    "last": p.last, "avg": p.avg(),
                 })
             })
             .collect(),
     };
+    let (device, segment) = match &q.subject {
+        HistorySubject::Device(d) => (Some(d.as_str()), None),
+        HistorySubject::Segment(s) => (None, Some(s.as_str())),
+        HistorySubject::City => (None, None),
+    };
     Ok(Json(json!({
-        "device": q.device,
+        "device": device,
+        "segment": segment,
         "metric": q.metric,
         "unit": q.metric.spec().unit,
-        "resolution": match resolution { Resolution::Raw => "raw", Resolution::Minute => "1m" },
+        "resolution": history.resolution,
+        "step_ms": history.step_ms,
         "from": q.from,
         "to": q.to,
         "points": points,

@@ -59,6 +59,7 @@ async fn devices_latest_and_health() {
 async fn history_raw_and_minute() {
     let s = state().await;
     let (st, body) = get(&s, &format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={}&to={}", T0, T0 + 3_000)).await;
+    assert_eq!(body["resolution"], "raw", "a short span is answered with raw readings: {body}");
     assert_eq!(st, StatusCode::OK, "{body}");
     let vs: Vec<f64> = body["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
     assert_eq!(vs, vec![0.0, 1.0, 2.0]);
@@ -80,7 +81,15 @@ async fn history_raw_and_minute() {
 async fn bad_parameters_get_json_errors_naming_them() {
     let s = state().await;
     let cases = [
-        ("/api/v1/history?metric=speed_kmh", "device"),
+        ("/api/v1/history?device=loop-1", "metric"),
+        ("/api/v1/history?device=loop-1&segment=viale-x&metric=speed_kmh", "segment"),
+        ("/api/v1/history?segment=Bad!&metric=speed_kmh", "segment"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&step=5s", "step"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&step=soon", "step"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&step=1m&resolution=1h", "resolution"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&fill=zero", "fill"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&agg=median", "agg"),
+        ("/api/v1/history?device=loop-1&metric=speed_kmh&max_points=0", "max_points"),
         ("/api/v1/history?device=Bad!&metric=speed_kmh", "device"),
         ("/api/v1/history?device=loop-1&metric=warp", "metric"),
         ("/api/v1/history?device=loop-1&metric=speed_kmh&from=yesterday", "from"),

@@ -17,6 +17,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub struct Config {
     pub mqtt: MqttSection,
     pub database: DatabaseSection,
+    pub retention: RetentionSection,
     pub api: ApiSection,
     pub ingest: IngestSection,
     pub writer: WriterSection,
@@ -41,11 +42,58 @@ pub struct MqttSection {
     pub receive_maximum: u16,
 }
 
+/// A retention period, or "forever".
+fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "forever" {
+        return Ok(None);
+    }
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is neither \"forever\" nor a duration like \"90d\": {e}")))
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
     pub url: String,
     pub max_connections: u32,
+    pub timescaledb: store::TimescaleMode,
+    pub write_method: store::WriteMethod,
+    pub reset_sessions: bool,
+    pub partitions_ahead_days: u32,
+    #[serde(deserialize_with = "duration")]
+    pub rollup_merge_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub maintenance_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    #[serde(deserialize_with = "retention")]
+    pub raw: Option<Duration>,
+    #[serde(deserialize_with = "retention")]
+    pub rollup_1m: Option<Duration>,
+    #[serde(deserialize_with = "retention")]
+    pub rollup_1h: Option<Duration>,
+    #[serde(deserialize_with = "retention")]
+    pub rollup_1d: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    pub compress_after: Duration,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        let r = store::Retention::default();
+        Self {
+            raw: r.raw,
+            rollup_1m: r.rollup_1m,
+            rollup_1h: r.rollup_1h,
+            rollup_1d: r.rollup_1d,
+            compress_after: store::StoreOptions::default().compress_after,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,7 +174,16 @@ impl Default for MqttSection {
 
 impl Default for DatabaseSection {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432/sccr".into(), max_connections: 8 }
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/sccr".into(),
+            max_connections: 8,
+            timescaledb: store::TimescaleMode::Auto,
+            write_method: store::WriteMethod::Copy,
+            reset_sessions: false,
+            partitions_ahead_days: 3,
+            rollup_merge_interval: Duration::from_millis(500),
+            maintenance_interval: Duration::from_secs(3_600),
+        }
     }
 }
 
@@ -232,6 +289,16 @@ impl Config {
             "database.url must start with postgres://, postgresql:// or sqlite:",
         );
         check(self.database.max_connections > 0, "database.max_connections must be at least 1");
+        check(!self.database.rollup_merge_interval.is_zero(), "database.rollup_merge_interval must be positive");
+        check(self.database.maintenance_interval >= Duration::from_secs(1), "database.maintenance_interval must be at least 1s");
+        let r = &self.retention;
+        check(r.raw.is_none_or(|d| d >= Duration::from_secs(86_400)), "retention.raw must be at least 1d (partitions are days)");
+        check(
+            r.rollup_1m.is_none_or(|d| d >= Duration::from_secs(86_400))
+                && r.rollup_1h.is_none_or(|d| d >= Duration::from_secs(86_400))
+                && r.rollup_1d.is_none_or(|d| d >= Duration::from_secs(86_400)),
+            "retention.rollup_1m, rollup_1h and rollup_1d must be at least 1d",
+        );
         check(self.api.listen.parse::<SocketAddr>().is_ok(), "api.listen must be an address like 127.0.0.1:8080");
         check(self.ingest.max_payload_bytes >= 64, "ingest.max_payload_bytes must be at least 64");
         check(self.ingest.max_pending_readings > 0, "ingest.max_pending_readings must be at least 1");
@@ -275,6 +342,31 @@ receive_maximum = 1000
 # postgres://user@host:port/db, or sqlite:path/to/file.db
 url = "postgres://postgres@127.0.0.1:5432/sccr"
 max_connections = 8
+# TimescaleDB: "auto" uses the extension where the server offers it, "require" refuses to
+# start without it, "off" uses native partitions. Decided once, when the time-series
+# tables are first created.
+timescaledb = "auto"
+# "copy": binary COPY (batches that hold an already stored reading fall back to unnest);
+# "unnest": INSERT from arrays, for servers without COPY FROM STDIN.
+write_method = "copy"
+# Reset session state on each new connection (single-session servers such as PGlite).
+reset_sessions = false
+# Daily partitions of readings created ahead (native partitions only).
+partitions_ahead_days = 3
+# How often the rollup log is folded into the 1m/1h/1d rollups and latest values.
+rollup_merge_interval = "500ms"
+# How often partitions are created ahead and retention is enforced.
+maintenance_interval = "1h"
+
+[retention]
+# How long each level is kept: a duration, or "forever". TimescaleDB applies them as
+# retention policies; otherwise maintenance drops raw partitions and deletes old rollups.
+raw = "90days"
+rollup_1m = "400days"
+rollup_1h = "3650days"
+rollup_1d = "forever"
+# TimescaleDB only: readings and minute rollups older than this are compressed.
+compress_after = "7days"
 
 [api]
 listen = "127.0.0.1:8080"

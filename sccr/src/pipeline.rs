@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ingest::{run_ingest, IngestConfig, IngestMetrics, SubscriptionMode, UnknownDevicePolicy};
-use store::{run_writer, Store, StoreOptions, WriterConfig, WriterMetrics};
+use store::{
+    run_maintenance, run_rollup_merger, run_writer, MergerConfig, MergerMetrics, Store, StoreOptions, WriterConfig, WriterMetrics,
+};
 use stream::{run_stream, LiveHub, LiveValue, StreamConfig, StreamMetrics};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::ValidationConfig;
@@ -33,7 +35,18 @@ pub struct Running {
 }
 
 pub async fn open_store(config: &Config) -> Result<Store> {
-    let options = StoreOptions { max_connections: config.database.max_connections, ..StoreOptions::default() };
+    let db = &config.database;
+    let r = &config.retention;
+    let options = StoreOptions {
+        max_connections: db.max_connections,
+        timescaledb: db.timescaledb,
+        write_method: db.write_method,
+        reset_sessions: db.reset_sessions,
+        partitions_ahead_days: db.partitions_ahead_days,
+        retention: store::Retention { raw: r.raw, rollup_1m: r.rollup_1m, rollup_1h: r.rollup_1h, rollup_1d: r.rollup_1d },
+        compress_after: r.compress_after,
+        ..StoreOptions::default()
+    };
     let store = Store::connect(&config.database.url, &options).await.context("connecting to the database (database.url)")?;
     store.migrate().await.context("applying migrations")?;
     if store.segments().await?.is_empty() {
@@ -76,6 +89,14 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         ..StreamConfig::default()
     };
     let stream = tokio::spawn(run_stream(stream_config, hub.clone(), live_rx, stream_metrics.clone()));
+    let merger_metrics = Arc::new(MergerMetrics::default());
+    let merger = tokio::spawn(run_rollup_merger(
+        store.clone(),
+        MergerConfig { interval: config.database.rollup_merge_interval, ..MergerConfig::default() },
+        shutdown_rx.clone(),
+        merger_metrics.clone(),
+    ));
+    let maintenance = tokio::spawn(run_maintenance(store.clone(), config.database.maintenance_interval, shutdown_rx.clone()));
     let ingest_config = IngestConfig {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
@@ -107,9 +128,10 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let max_pending = config.ingest.max_pending_readings.max(1);
     let ingest = run_ingest(ingest_config, writer_tx, live_tx, committed_rx, known, ingest_metrics.clone(), shutdown_rx);
     let render = {
-        let (i, w, s, budget) = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), ingest.budget.clone());
+        let (i, w, s, m, budget) =
+            (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), merger_metrics.clone(), ingest.budget.clone());
         Arc::new(move || {
-            render_metrics(&i, &w, &s, &queues, max_pending.saturating_sub(budget.available_permits()))
+            render_metrics(&i, &w, &s, &m, &queues, max_pending.saturating_sub(budget.available_permits()))
         }) as dashboard_api::MetricsRenderer
     };
 
@@ -137,7 +159,15 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         writer_metrics,
         stream_metrics,
         shutdown: shutdown_tx,
-        tasks: vec![("ingest", ingest.ingest), ("acker", ingest.acker), ("writer", writer), ("stream", stream)],
+        // The merger and maintenance stop after the writer's last commit.
+        tasks: vec![
+            ("ingest", ingest.ingest),
+            ("acker", ingest.acker),
+            ("writer", writer),
+            ("stream", stream),
+            ("rollup merger", merger),
+            ("maintenance", maintenance),
+        ],
         api,
         api_stop,
     })
@@ -169,7 +199,7 @@ fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
 }
 
 /// Prometheus text exposition of the pipeline's counters and queue depths.
-fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, q: &QueueProbes, pending_readings: usize) -> String {
+fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &MergerMetrics, q: &QueueProbes, pending_readings: usize) -> String {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(4096);
@@ -193,6 +223,11 @@ fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, q: &Q
     metric("sccr_writer_errors_total", "counter", "Failed batch writes (retried).", w.write_errors.load(Relaxed) as f64);
     metric("sccr_writer_last_batch_readings", "gauge", "Readings in the last committed batch.", w.last_batch_readings.load(Relaxed) as f64);
     metric("sccr_writer_last_flush_seconds", "gauge", "Duration of the last batch write.", w.last_flush_micros.load(Relaxed) as f64 / 1e6);
+    metric("sccr_rollup_merges_total", "counter", "Runs of the rollup merger.", m.merges.load(Relaxed) as f64);
+    metric("sccr_rollup_log_rows_merged_total", "counter", "Rollup log rows folded into rollups.", m.pending_merged.load(Relaxed) as f64);
+    metric("sccr_rollup_rows_written_total", "counter", "Rollup rows upserted (all levels).", m.rollup_rows.load(Relaxed) as f64);
+    metric("sccr_rollup_merge_errors_total", "counter", "Failed rollup merges (retried).", m.errors.load(Relaxed) as f64);
+    metric("sccr_rollup_last_merge_seconds", "gauge", "Duration of the last rollup merge.", m.last_merge_micros.load(Relaxed) as f64 / 1e6);
     metric("sccr_stream_readings_total", "counter", "Readings applied to live state and windows.", s.readings.load(Relaxed) as f64);
     metric("sccr_stream_windows_total", "counter", "Windows emitted (including corrections).", s.windows_emitted.load(Relaxed) as f64);
     metric("sccr_stream_too_late_total", "counter", "Readings later than the allowed lateness.", s.too_late.load(Relaxed) as f64);

@@ -1,10 +1,14 @@
 //! The store contract: behaviour every backend must show, run against each of them (SQLite
-//! in this crate's tests, PostgreSQL in the workspace's integration tests). Each function
-//! expects a freshly migrated, empty store.
+//! in this crate's tests; PostgreSQL with native partitions, with each write method, and
+//! TimescaleDB in the workspace's integration tests). Each function expects a freshly
+//! migrated store and uses its own devices and metrics, so they can share one database.
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq};
+use std::time::Duration;
 
-use crate::{Batch, DeadLetter, DeviceRecord, HistoryQuery, Resolution, Store};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq, SegmentId};
+
+use crate::history::{DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::{Batch, DeadLetter, DeviceRecord, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, StorageMode, Step, Store};
 
 const T0: i64 = 1_763_892_000_000; // 2025-11-23T10:00:00Z, a minute boundary
 
@@ -20,18 +24,26 @@ fn batch(readings: Vec<Reading>) -> Batch {
     Batch { readings, ..Batch::default() }
 }
 
-async fn minute(store: &Store, d: &str, m: MetricId) -> Vec<crate::HistoryPoint> {
-    store
-        .history(&HistoryQuery {
-            device: dev(d),
-            metric: m,
-            from: EventTime(0),
-            to: EventTime(T0 * 2),
-            resolution: Resolution::Minute,
-            limit: 10_000,
-        })
-        .await
-        .expect("history")
+async fn write(store: &Store, readings: Vec<Reading>) -> crate::BatchOutcome {
+    let out = store.write_batch(&batch(readings)).await.expect("write batch");
+    store.merge_all_rollups().await.expect("merge rollups");
+    out
+}
+
+/// The points of one device at one stored level over all of the test's time.
+async fn level(store: &Store, d: &str, m: MetricId, r: Resolution) -> Vec<HistoryPoint> {
+    let step = match r.bucket_ms() {
+        Some(ms) => Step::Fixed(Duration::from_millis(ms as u64)),
+        None => Step::Raw,
+    };
+    let q = HistoryQuery::device(dev(d), m, EventTime(T0 - 30 * DAY_MS), EventTime(T0 + 30 * DAY_MS), step);
+    let h = store.history(&q).await.expect("history");
+    assert_eq!(h.resolution, r);
+    h.points
+}
+
+fn summary(p: &HistoryPoint) -> (i64, f64, f64, f64, f64) {
+    (p.count, p.sum, p.min, p.max, p.last)
 }
 
 /// Run every contract check in turn.
@@ -40,8 +52,11 @@ pub async fn run_all(store: &Store) {
     rollups_are_exact_across_batches_and_late_readings(store).await;
     latest_is_newest_by_event_time(store).await;
     history_filters_and_limits(store).await;
+    automatic_resolution_and_subjects_agree_with_a_recount(store).await;
+    gaps_are_filled_on_request(store).await;
     dead_letters_and_devices_are_kept(store).await;
     segments_round_trip(store).await;
+    retention_drops_old_readings_and_rollups(store).await;
 }
 
 pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
@@ -52,47 +67,57 @@ pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
     ]);
     let first = store.write_batch(&b).await.expect("write");
     assert_eq!((first.inserted, first.duplicates), (2, 1));
-    let before = minute(store, "c1", MetricId::SpeedKmh).await;
-    let again = store.write_batch(&b).await.expect("replay");
+    store.merge_all_rollups().await.expect("merge");
+    for r in Resolution::ROLLUPS {
+        let before = level(store, "c1", MetricId::SpeedKmh, r).await;
+        assert_eq!(before.len(), 1, "{r:?}");
+        assert_eq!(summary(&before[0]), (2, 90.0, 40.0, 50.0, 50.0), "{r:?}");
+    }
+    let again = write(store, b.readings.clone()).await;
     assert_eq!((again.inserted, again.duplicates), (0, 3));
-    assert_eq!(minute(store, "c1", MetricId::SpeedKmh).await, before);
-    assert_eq!(before.len(), 1);
-    assert_eq!((before[0].count, before[0].sum, before[0].last), (2, 90.0, 50.0));
+    for r in Resolution::ROLLUPS {
+        let after = level(store, "c1", MetricId::SpeedKmh, r).await;
+        assert_eq!(after.iter().map(summary).collect::<Vec<_>>(), vec![(2, 90.0, 40.0, 50.0, 50.0)], "{r:?}");
+    }
+    assert_eq!(level(store, "c1", MetricId::SpeedKmh, Resolution::Raw).await.len(), 2);
 }
 
 pub async fn rollups_are_exact_across_batches_and_late_readings(store: &Store) {
-    // Three batches over two minutes; the third carries a late reading for minute one that
-    // is older than that minute's last value.
-    store
-        .write_batch(&batch(vec![reading("c2", MetricId::VehicleCount, T0 + 10_000, 5.0)]))
-        .await
-        .expect("b1");
-    store
-        .write_batch(&batch(vec![
-            reading("c2", MetricId::VehicleCount, T0 + 50_000, 9.0),
-            reading("c2", MetricId::VehicleCount, T0 + 70_000, 3.0),
-        ]))
-        .await
-        .expect("b2");
-    store
-        .write_batch(&batch(vec![
-            reading("c2", MetricId::VehicleCount, T0 + 20_000, 1.0),
-            reading("c2", MetricId::VehicleCount, T0 + 10_000, 5.0), // replay
-        ]))
-        .await
-        .expect("b3");
-    let pts = minute(store, "c2", MetricId::VehicleCount).await;
-    assert_eq!(pts.len(), 2);
-    assert_eq!(pts[0].time, EventTime(T0));
-    assert_eq!((pts[0].count, pts[0].sum, pts[0].min, pts[0].max, pts[0].last), (3, 15.0, 1.0, 9.0, 9.0));
-    assert_eq!(pts[1].time, EventTime(T0 + 60_000));
-    assert_eq!((pts[1].count, pts[1].sum, pts[1].min, pts[1].max, pts[1].last), (1, 3.0, 3.0, 3.0, 3.0));
+    // Batches over two minutes and two days; later ones carry late readings older than
+    // the last value of buckets already merged, and a replay.
+    let vc = MetricId::VehicleCount;
+    write(store, vec![reading("c2", vc, T0 + 10_000, 5.0)]).await;
+    // Two batches between merges: the log folds them together.
+    store.write_batch(&batch(vec![reading("c2", vc, T0 + 50_000, 9.0), reading("c2", vc, T0 + 70_000, 3.0)])).await.expect("b2");
+    store.write_batch(&batch(vec![reading("c2", vc, T0 + DAY_MS, 4.0)])).await.expect("b3");
+    store.merge_all_rollups().await.expect("merge");
+    write(store, vec![reading("c2", vc, T0 + 20_000, 1.0), reading("c2", vc, T0 + 10_000, 5.0) /* replay */]).await;
+    write(store, vec![reading("c2", vc, T0 - HOUR_MS + 1, 2.0) /* late, an hour earlier */]).await;
+
+    let m = level(store, "c2", vc, Resolution::Minute).await;
+    let got: Vec<_> = m.iter().map(|p| (p.time.millis() - T0, summary(p))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (-HOUR_MS, (1, 2.0, 2.0, 2.0, 2.0)),
+            (0, (3, 15.0, 1.0, 9.0, 9.0)),
+            (MINUTE_MS, (1, 3.0, 3.0, 3.0, 3.0)),
+            (DAY_MS, (1, 4.0, 4.0, 4.0, 4.0)),
+        ]
+    );
+    let h = level(store, "c2", vc, Resolution::Hour).await;
+    let got: Vec<_> = h.iter().map(|p| (p.time.millis() - T0, summary(p))).collect();
+    assert_eq!(got, vec![(-HOUR_MS, (1, 2.0, 2.0, 2.0, 2.0)), (0, (4, 18.0, 1.0, 9.0, 3.0)), (DAY_MS, (1, 4.0, 4.0, 4.0, 4.0))]);
+    let d = level(store, "c2", vc, Resolution::Day).await;
+    let day0 = T0 - T0 % DAY_MS;
+    let got: Vec<_> = d.iter().map(|p| (p.time.millis() - day0, summary(p))).collect();
+    assert_eq!(got, vec![(0, (5, 20.0, 1.0, 9.0, 3.0)), (DAY_MS, (1, 4.0, 4.0, 4.0, 4.0))]);
 }
 
 pub async fn latest_is_newest_by_event_time(store: &Store) {
-    store.write_batch(&batch(vec![reading("c3", MetricId::No2Ugm3, T0 + 5_000, 30.0)])).await.expect("w");
-    store.write_batch(&batch(vec![reading("c3", MetricId::No2Ugm3, T0 + 1_000, 99.0)])).await.expect("late");
-    store.write_batch(&batch(vec![reading("c3", MetricId::Pm10Ugm3, T0, 12.0)])).await.expect("w");
+    write(store, vec![reading("c3", MetricId::No2Ugm3, T0 + 5_000, 30.0)]).await;
+    write(store, vec![reading("c3", MetricId::No2Ugm3, T0 + 1_000, 99.0)]).await;
+    write(store, vec![reading("c3", MetricId::Pm10Ugm3, T0, 12.0)]).await;
     let l = store.latest(Some(&dev("c3")), Some(MetricId::No2Ugm3)).await.expect("latest");
     assert_eq!(l.len(), 1);
     assert_eq!((l[0].time, l[0].value), (EventTime(T0 + 5_000), 30.0));
@@ -104,23 +129,119 @@ pub async fn latest_is_newest_by_event_time(store: &Store) {
 
 pub async fn history_filters_and_limits(store: &Store) {
     let rs: Vec<_> = (0..10).map(|i| reading("c4", MetricId::OccupancyPct, T0 + i * 1_000, i as f64)).collect();
-    store.write_batch(&batch(rs)).await.expect("w");
+    write(store, rs).await;
     let q = HistoryQuery {
-        device: dev("c4"),
-        metric: MetricId::OccupancyPct,
-        from: EventTime(T0 + 2_000),
-        to: EventTime(T0 + 8_000),
-        resolution: Resolution::Raw,
         limit: 100,
+        ..HistoryQuery::device(dev("c4"), MetricId::OccupancyPct, EventTime(T0 + 2_000), EventTime(T0 + 8_000), Step::Raw)
     };
-    let pts = store.history(&q).await.expect("h");
+    let pts = store.history(&q).await.expect("h").points;
     let values: Vec<f64> = pts.iter().map(|p| p.last).collect();
     assert_eq!(values, vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
     assert!(pts.iter().all(|p| p.count == 1));
     let limited = store.history(&HistoryQuery { limit: 2, ..q.clone() }).await.expect("h");
-    assert_eq!(limited.len(), 2);
-    let other = store.history(&HistoryQuery { metric: MetricId::SpeedKmh, ..q }).await.expect("h");
-    assert!(other.is_empty());
+    assert_eq!(limited.points.len(), 2);
+    let other = store.history(&HistoryQuery { metric: MetricId::SpeedKmh, ..q.clone() }).await.expect("h");
+    assert!(other.points.is_empty());
+    // A bad query is refused with the parameter named.
+    let bad = store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(45)), ..q }).await;
+    assert!(matches!(bad, Err(crate::StoreError::InvalidQuery { param: "step", .. })), "{bad:?}");
+}
+
+/// Three days of readings every ten minutes from three devices, two of them on one
+/// segment: every automatic level, and the segment and city views, equal a recount of
+/// the raw readings.
+pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Store) {
+    let m = MetricId::HumidityPct;
+    let seg = store.segments().await.expect("segments");
+    if seg.is_empty() {
+        store.upsert_segments(&telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED).expect("seed")).await.expect("seed");
+    }
+    let seg: SegmentId = store.segments().await.expect("segments")[0].id.clone();
+    let devices = [("h1", Some(seg.clone())), ("h2", Some(seg.clone())), ("h3", None)];
+    let records: Vec<DeviceRecord> = devices
+        .iter()
+        .map(|(d, s)| DeviceRecord { id: dev(d), kind: Some("air_quality".into()), segment: s.clone(), registered_at: EventTime(T0) })
+        .collect();
+    store.upsert_devices(&records).await.expect("devices");
+    let start = T0 - T0 % DAY_MS;
+    let mut all = Vec::new();
+    for (i, (d, _)) in devices.iter().enumerate() {
+        for k in 0..(3 * 24 * 6) {
+            // Values that differ per device and step, integers so sums are exact.
+            all.push(reading(d, m, start + k * 10 * MINUTE_MS + i as i64 * 1_000, ((k * 7 + i as i64 * 13) % 90) as f64));
+        }
+    }
+    // Several batches out of time order.
+    all.reverse();
+    for chunk in all.chunks(250) {
+        store.write_batch(&batch(chunk.to_vec())).await.expect("write");
+    }
+    store.merge_all_rollups().await.expect("merge");
+
+    let recount = |subject: &[&str], step: i64| -> Vec<(i64, i64, f64, f64, f64, f64)> {
+        let mut buckets: std::collections::BTreeMap<i64, telemetry::Partial> = std::collections::BTreeMap::new();
+        for r in all.iter().filter(|r| subject.contains(&r.device.as_str())) {
+            let b = r.time.millis() - r.time.millis() % step;
+            let p = telemetry::Partial::of(r.time, r.value);
+            buckets.entry(b).and_modify(|a| a.merge(&p)).or_insert(p);
+        }
+        buckets.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect()
+    };
+    let view = |h: &crate::History| -> Vec<(i64, i64, f64, f64, f64, f64)> {
+        h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect()
+    };
+    let span = |from: i64, to: i64, subject: HistorySubject, max_points: usize| HistoryQuery {
+        subject,
+        metric: m,
+        from: EventTime(from),
+        to: EventTime(to),
+        step: Step::Auto { max_points },
+        fill: GapFill::None,
+        limit: 100_000,
+    };
+    // 30 days around the data, hourly.
+    let month = span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Device(dev("h1")), 1_000);
+    let h = store.history(&month).await.expect("month");
+    assert_eq!((h.resolution, h.step_ms), (Resolution::Hour, Some(HOUR_MS)));
+    assert_eq!(view(&h), recount(&["h1"], HOUR_MS));
+    // Six hours: minutes.
+    let q = span(start + HOUR_MS, start + 7 * HOUR_MS, HistorySubject::Device(dev("h2")), 1_000);
+    let h = store.history(&q).await.expect("hours");
+    assert_eq!(h.resolution, Resolution::Minute);
+    let want: Vec<_> = recount(&["h2"], MINUTE_MS).into_iter().filter(|p| p.0 >= start + HOUR_MS && p.0 < start + 7 * HOUR_MS).collect();
+    assert_eq!(view(&h), want);
+    // A year: days.
+    let h = store.history(&span(start - 300 * DAY_MS, start + 65 * DAY_MS, HistorySubject::Device(dev("h3")), 1_000)).await.expect("year");
+    assert_eq!(h.resolution, Resolution::Day);
+    assert_eq!(view(&h), recount(&["h3"], DAY_MS));
+    // Ten minutes: raw readings.
+    let h = store.history(&span(start, start + 10 * MINUTE_MS, HistorySubject::Device(dev("h1")), 1_000)).await.expect("raw");
+    assert_eq!((h.resolution, h.points.len()), (Resolution::Raw, 1));
+    // The segment combines its two devices; the city all three.
+    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg), 1_000)).await.expect("segment");
+    assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
+    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::City, 1_000)).await.expect("city");
+    assert_eq!(view(&h), recount(&["h1", "h2", "h3"], HOUR_MS));
+    // An explicit step of three hours reads hours and folds them.
+    let h = store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(3 * 3_600)), ..month }).await.expect("3h");
+    assert_eq!((h.resolution, h.step_ms), (Resolution::Hour, Some(3 * HOUR_MS)));
+    assert_eq!(view(&h), recount(&["h1"], 3 * HOUR_MS));
+}
+
+pub async fn gaps_are_filled_on_request(store: &Store) {
+    let m = MetricId::TemperatureC;
+    write(store, vec![reading("g1", m, T0 + MINUTE_MS, 10.0), reading("g1", m, T0 + 4 * MINUTE_MS + 5, 13.0)]).await;
+    let q = HistoryQuery {
+        fill: GapFill::Previous,
+        ..HistoryQuery::device(dev("g1"), m, EventTime(T0), EventTime(T0 + 6 * MINUTE_MS), Step::Fixed(Duration::from_secs(60)))
+    };
+    let h = store.history(&q).await.expect("filled");
+    let counts: Vec<i64> = h.points.iter().map(|p| p.count).collect();
+    assert_eq!(counts, vec![0, 1, 0, 0, 1, 0]);
+    let lasts: Vec<String> = h.points.iter().map(|p| p.last.to_string()).collect();
+    assert_eq!(lasts, vec!["NaN", "10", "10", "10", "13", "13"]);
+    let h = store.history(&HistoryQuery { fill: GapFill::None, ..q }).await.expect("unfilled");
+    assert_eq!(h.points.len(), 2);
 }
 
 pub async fn dead_letters_and_devices_are_kept(store: &Store) {
@@ -164,4 +285,31 @@ pub async fn segments_round_trip(store: &Store) {
     store.upsert_devices(std::slice::from_ref(&d)).await.expect("devices");
     let got = store.devices().await.expect("devices");
     assert_eq!(got.iter().find(|x| x.id == d.id), Some(&d));
+}
+
+/// Readings past the raw retention disappear; younger ones and their rollups stay.
+/// TimescaleDB enforces retention with its own jobs (tested where it runs).
+pub async fn retention_drops_old_readings_and_rollups(store: &Store) {
+    if store.storage_mode() == StorageMode::TimescaleDb {
+        return;
+    }
+    let m = MetricId::BatteryV;
+    let old = T0 - 200 * DAY_MS;
+    write(store, vec![reading("r1", m, old, 3.1), reading("r1", m, T0, 3.3)]).await;
+    assert_eq!(level(store, "r1", m, Resolution::Raw).await.len(), 1, "the old reading is outside the test window");
+    let q = |from: i64| HistoryQuery::device(dev("r1"), m, EventTime(from), EventTime(T0 + 1), Step::Raw);
+    assert_eq!(store.history(&q(old)).await.expect("h").points.len(), 2);
+    // Default retention: raw 90 days, 1m 400 days. As of T0 + 1 day, the old reading goes.
+    let report = store.maintain(EventTime(T0 + DAY_MS)).await.expect("maintain");
+    let raw = store.history(&q(old)).await.expect("h").points;
+    assert_eq!(raw.iter().map(|p| p.last).collect::<Vec<_>>(), vec![3.3]);
+    if store.storage_mode() == StorageMode::Native {
+        assert!(report.partitions_dropped.iter().any(|p| p == "readings_p20250507"), "{report:?}");
+        assert!(!report.partitions_dropped.iter().any(|p| p == "readings_p20251123"), "{report:?}");
+    }
+    // The minute rollup of the old reading is younger than its 400-day retention: kept.
+    let minute = HistoryQuery::device(dev("r1"), m, EventTime(old), EventTime(old + HOUR_MS), Step::Fixed(Duration::from_secs(60)));
+    assert_eq!(store.history(&minute).await.expect("h").points.len(), 1);
+    // Maintenance is repeatable.
+    store.maintain(EventTime(T0 + DAY_MS)).await.expect("maintain again");
 }

@@ -13,6 +13,9 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod history;
+pub mod maintenance;
+pub mod pgcopy;
 mod postgres;
 pub mod rollup;
 mod sqlite;
@@ -24,6 +27,8 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
+pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,10 @@ pub enum StoreError {
     Migration { version: i64, name: &'static str, source: sqlx::Error },
     #[error("row holds an invalid {what}: {value:?}")]
     Corrupt { what: &'static str, value: String },
+    #[error("invalid query parameter `{param}`: {message}")]
+    InvalidQuery { param: &'static str, message: String },
+    #[error("TimescaleDB is required by `timescaledb = \"require\"` but the extension is not available: {0}")]
+    TimescaleUnavailable(String),
 }
 
 impl StoreError {
@@ -132,57 +141,109 @@ pub struct LatestValue {
     pub value: f64,
 }
 
-/// Resolution of a history query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    Raw,
-    Minute,
-}
-
-impl Resolution {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "raw" => Some(Resolution::Raw),
-            "1m" => Some(Resolution::Minute),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistoryQuery {
-    pub device: DeviceId,
-    pub metric: MetricId,
-    /// Inclusive.
-    pub from: EventTime,
-    /// Exclusive.
-    pub to: EventTime,
-    pub resolution: Resolution,
-    pub limit: usize,
-}
-
-/// One point of history: a raw reading (count 1) or a bucket's aggregate.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct HistoryPoint {
-    pub time: EventTime,
-    pub count: i64,
-    pub sum: f64,
-    pub min: f64,
-    pub max: f64,
-    pub last: f64,
-}
-
-/// Connection settings.
+/// Connection and layout settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// Whether PostgreSQL should use TimescaleDB (decided once, by the migration that
+    /// lays out the time-series tables).
+    pub timescaledb: TimescaleMode,
+    /// How readings reach PostgreSQL.
+    pub write_method: WriteMethod,
+    /// Reset session state on every new connection (`ROLLBACK; DISCARD ALL`): for
+    /// single-session servers such as PGlite, where a pooled connection is a shared session.
+    pub reset_sessions: bool,
+    pub retention: Retention,
+    /// Age after which TimescaleDB compresses readings and minute rollups.
+    pub compress_after: Duration,
+    /// Daily partitions of `readings` created ahead of time (native PostgreSQL).
+    pub partitions_ahead_days: u32,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            timescaledb: TimescaleMode::Auto,
+            write_method: WriteMethod::Copy,
+            reset_sessions: false,
+            retention: Retention::default(),
+            compress_after: Duration::from_secs(7 * 86_400),
+            partitions_ahead_days: 3,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMode {
+    /// Use the extension when the server has it.
+    Auto,
+    /// Fail to migrate without it.
+    Require,
+    /// Native partitioning even where the extension exists.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMethod {
+    /// Binary `COPY` into `readings`; a batch that holds an already stored reading falls
+    /// back to `Unnest` for that batch.
+    Copy,
+    /// `INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING` (servers without COPY).
+    Unnest,
+}
+
+/// How long each level is kept; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw: Option<Duration>,
+    pub rollup_1m: Option<Duration>,
+    pub rollup_1h: Option<Duration>,
+    pub rollup_1d: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Self {
+            raw: Some(Duration::from_secs(90 * DAY)),
+            rollup_1m: Some(Duration::from_secs(400 * DAY)),
+            rollup_1h: Some(Duration::from_secs(10 * 365 * DAY)),
+            rollup_1d: None,
+        }
+    }
+}
+
+/// How PostgreSQL holds the time series (SQLite is always `Embedded`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    /// Daily native partitions; rollups maintained by the rollup merger.
+    Native,
+    /// Hypertables; hourly and daily rollups are continuous aggregates.
+    TimescaleDb,
+    Embedded,
+}
+
+/// What one run of the rollup merger folded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// Rows of the rollup log consumed.
+    pub pending: u64,
+    /// Rollup rows written (all levels).
+    pub rollup_rows: u64,
+}
+
+/// What one maintenance pass changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub partitions_created: Vec<String>,
+    pub partitions_dropped: Vec<String>,
+    pub rollup_rows_deleted: u64,
 }
 
 /// The store: one of the two backends.
@@ -252,8 +313,55 @@ impl Store {
         dispatch!(self, s => s.latest(device, metric).await)
     }
 
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
-        dispatch!(self, s => s.history(q).await)
+    /// History at the level and step the query plans (see [`history::plan`]).
+    pub async fn history(&self, q: &HistoryQuery) -> Result<History, StoreError> {
+        let plan = history::plan(q)?;
+        let points = dispatch!(self, s => s.history(q, plan).await)?;
+        let points = match plan.step_ms {
+            Some(step) => history::fill_gaps(points, q.from, q.to, step, q.fill, q.limit),
+            None => points,
+        };
+        Ok(History { resolution: plan.source, step_ms: plan.step_ms, points })
+    }
+
+    /// Fold the rollup log into the rollup tables and `latest`, at most `limit` log rows
+    /// in one transaction. Readings are counted in rollups once this has run after their
+    /// batch committed (SQLite merges inside the batch, so this is a no-op there).
+    pub async fn merge_rollups(&self, limit: usize) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.merge_rollups(limit).await)
+    }
+
+    /// Merge until the rollup log is empty.
+    pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
+        let mut total = MergeOutcome::default();
+        loop {
+            let m = self.merge_rollups(100_000).await?;
+            total.pending += m.pending;
+            total.rollup_rows += m.rollup_rows;
+            if m.pending == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Create partitions ahead and enforce retention, as of `now`.
+    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
+        dispatch!(self, s => s.maintain(now).await)
+    }
+
+    /// Run TimescaleDB's policy jobs now (see [`PgStore::run_timescale_jobs`]); 0 elsewhere.
+    pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
+        match self {
+            Store::Postgres(s) if s.storage_mode() == StorageMode::TimescaleDb => s.run_timescale_jobs().await,
+            _ => Ok(0),
+        }
+    }
+
+    pub fn storage_mode(&self) -> StorageMode {
+        match self {
+            Store::Postgres(s) => s.storage_mode(),
+            Store::Sqlite(_) => StorageMode::Embedded,
+        }
     }
 
     /// Newest dead letters first.

@@ -2,19 +2,43 @@
 //! through `unnest` arrays with `ON CONFLICT DO NOTHING … RETURNING`, and the rows that
 //! were really inserted feed the rollup and latest-value upserts in the same statement.
 
+use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row};
 use telemetry::{EventTime, MetricId, RoadSegment};
 use time::OffsetDateTime;
 
+use crate::history::{HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, MINUTE_MS};
+use crate::pgcopy::CopyEncoder;
+use crate::rollup::partials;
+
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, HistoryPoint, HistoryQuery,
-    LatestValue, Resolution, StoreError, StoreOptions,
+    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, LatestValue, MaintenanceReport,
+    MergeOutcome, StorageMode, StoreError, StoreOptions, TimescaleMode, WriteMethod,
 };
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "foundation", include_str!("../migrations/postgres/0001_foundation.sql"))];
+/// A migration's SQL: the same everywhere, or one text per storage mode.
+enum MigrationSql {
+    Common(&'static str),
+    PerMode { native: &'static str, timescale: &'static str },
+}
+
+const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
+    (1, "foundation", MigrationSql::Common(include_str!("../migrations/postgres/0001_foundation.sql"))),
+    (2, "rollup log", MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql"))),
+    (
+        3,
+        "time series",
+        MigrationSql::PerMode {
+            native: include_str!("../migrations/postgres/native/0003_timeseries.sql"),
+            timescale: include_str!("../migrations/postgres/timescale/0003_timeseries.sql"),
+        },
+    ),
+];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x5CC2_0001;
@@ -22,8 +46,15 @@ const MIGRATION_LOCK: i64 = 0x5CC2_0001;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The storage mode recorded by the migrations (0 until migrated).
+    mode: Arc<AtomicU8>,
+    /// Days whose `readings` partition is known to exist.
+    partitions: Arc<Mutex<HashSet<i64>>>,
+    options: StoreOptions,
 }
 
+/// The fallback write: readings through `unnest` arrays, skipping stored ones, and the
+/// per-minute partials of the rows really inserted logged for the rollup merger.
 const INSERT_BATCH: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int8[])
@@ -33,33 +64,78 @@ WITH input AS (
     SELECT time, device, metric, value, seq FROM input
     ON CONFLICT (device, metric, time) DO NOTHING
     RETURNING time, device, metric, value
-), agg AS (
-    SELECT date_trunc('minute', time) AS bucket, device, metric,
-           count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
-           (array_agg(value ORDER BY time DESC, value DESC))[1] AS last_value, max(time) AS last_time
+), logged AS (
+    INSERT INTO rollup_pending (bucket, device, metric, count, sum, min, max, last_value, last_time)
+    SELECT date_trunc('minute', time), device, metric, count(*), sum(value), min(value), max(value),
+           (array_agg(value ORDER BY time DESC, value DESC))[1], max(time)
     FROM ins GROUP BY 1, 2, 3
-), roll AS (
-    INSERT INTO rollup_1m AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
-    SELECT bucket, device, metric, count, sum, min, max, last_value, last_time FROM agg
-    ORDER BY device, metric, bucket
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM logged) AS logged
+"#;
+
+/// The rollup merger's statement: take up to $1 rows of the log, fold them per level and
+/// merge them into each level's table, and move `latest` forward. `{levels}` is replaced
+/// by the levels this storage mode maintains itself.
+const MERGE_HEAD: &str = r#"
+WITH moved AS (
+    DELETE FROM rollup_pending WHERE ctid = ANY(ARRAY(SELECT ctid FROM rollup_pending LIMIT $1))
+    RETURNING bucket, device, metric, count, sum, min, max, last_value, last_time
+), m AS (
+    SELECT bucket, device, metric, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+           (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last_value, max(last_time) AS last_time
+    FROM moved GROUP BY 1, 2, 3
+), lat AS (
+    INSERT INTO latest AS l (device, metric, time, value)
+    SELECT DISTINCT ON (device, metric) device, metric, last_time, last_value FROM m
+    ORDER BY device, metric, last_time DESC, last_value DESC
+    ON CONFLICT (device, metric) DO UPDATE SET time = excluded.time, value = excluded.value
+        WHERE excluded.time > l.time OR (excluded.time = l.time AND excluded.value > l.value)
+    RETURNING 1
+)"#;
+
+/// One level of the merge: `{src}` is the finer level's CTE, `{name}` this level's.
+const MERGE_LEVEL: &str = r#", {name} AS (
+    SELECT date_trunc('{unit}', bucket) AS bucket, device, metric, sum(count)::int8 AS count, sum(sum) AS sum,
+           min(min) AS min, max(max) AS max,
+           (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last_value, max(last_time) AS last_time
+    FROM {src} GROUP BY 1, 2, 3
+), {name}_w AS (
+    INSERT INTO {table} AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
+    SELECT * FROM {name} ORDER BY device, metric, bucket
     ON CONFLICT (device, metric, bucket) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
         min = least(r.min, excluded.min),
         max = greatest(r.max, excluded.max),
-        last_value = CASE WHEN excluded.last_time >= r.last_time THEN excluded.last_value ELSE r.last_value END,
+        last_value = CASE WHEN excluded.last_time > r.last_time
+                            OR (excluded.last_time = r.last_time AND excluded.last_value > r.last_value)
+                          THEN excluded.last_value ELSE r.last_value END,
         last_time = greatest(r.last_time, excluded.last_time)
     RETURNING 1
-), lat AS (
-    INSERT INTO latest AS l (device, metric, time, value)
-    SELECT DISTINCT ON (device, metric) device, metric, time, value FROM ins
-    ORDER BY device, metric, time DESC
-    ON CONFLICT (device, metric) DO UPDATE SET time = excluded.time, value = excluded.value
-        WHERE excluded.time >= l.time
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM roll) AS rollups, (SELECT count(*) FROM lat) AS latest
-"#;
+)"#;
+
+fn merge_statement(levels: &[Resolution]) -> String {
+    let mut sql = MERGE_HEAD.to_owned();
+    let mut counts = Vec::new();
+    let mut src = "m";
+    for &level in levels {
+        let (name, unit) = match level {
+            Resolution::Minute => ("l1m", "minute"),
+            Resolution::Hour => ("l1h", "hour"),
+            Resolution::Day => ("l1d", "day"),
+            Resolution::Raw => continue,
+        };
+        sql.push_str(&MERGE_LEVEL.replace("{name}", name).replace("{unit}", unit).replace("{src}", src).replace("{table}", level.table()));
+        counts.push(format!("(SELECT count(*) FROM {name}_w)"));
+        src = name;
+    }
+    sql.push_str(&format!(
+        "\nSELECT (SELECT count(*) FROM moved) AS pending, ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
+        if counts.is_empty() { "0".to_owned() } else { counts.join(" + ") }
+    ));
+    sql
+}
 
 fn ts(t: EventTime) -> OffsetDateTime {
     t.to_offset_date_time()
@@ -69,19 +145,83 @@ fn et(t: OffsetDateTime) -> EventTime {
     EventTime::from_offset_date_time(t)
 }
 
+/// Days since the Unix epoch of an event time (UTC).
+fn day_of(t: EventTime) -> i64 {
+    t.millis().div_euclid(crate::history::DAY_MS)
+}
+
+fn date_of_day(day: i64) -> Result<time::Date, StoreError> {
+    // 2,440,588 is the Julian day number of 1970-01-01.
+    i32::try_from(day + 2_440_588)
+        .ok()
+        .and_then(|j| time::Date::from_julian_day(j).ok())
+        .ok_or(StoreError::InvalidQuery { param: "time", message: format!("day {day} is out of range") })
+}
+
+fn is_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+const MODE_NATIVE: u8 = 1;
+const MODE_TIMESCALE: u8 = 2;
+
 impl PgStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)?.options([("TimeZone", "UTC")]);
+        let reset = options.reset_sessions;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if reset {
+                        // One statement each: DISCARD ALL refuses to run in a (implicit)
+                        // transaction block, and resets search_path on PGlite.
+                        for sql in ["ROLLBACK", "DISCARD ALL", "SET search_path TO public", "SET client_min_messages = warning"] {
+                            conn.execute(sql).await?;
+                        }
+                    }
+                    // Rollup buckets are UTC days and hours whatever the server's default.
+                    conn.execute("SET TimeZone = 'UTC'").await?;
+                    Ok(())
+                })
+            })
             .connect_with(connect)
             .await?;
-        Ok(Self { pool })
+        let store = Self {
+            pool,
+            mode: Arc::new(AtomicU8::new(0)),
+            partitions: Arc::new(Mutex::new(HashSet::new())),
+            options: options.clone(),
+        };
+        store.load_mode().await?;
+        Ok(store)
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn storage_mode(&self) -> StorageMode {
+        match self.mode.load(Ordering::Relaxed) {
+            MODE_TIMESCALE => StorageMode::TimescaleDb,
+            _ => StorageMode::Native,
+        }
+    }
+
+    async fn load_mode(&self) -> Result<(), StoreError> {
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text").fetch_one(&self.pool).await?;
+        if exists.is_none() {
+            return Ok(());
+        }
+        let mode: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'").fetch_optional(&self.pool).await?;
+        let code = match mode.as_deref() {
+            Some("timescaledb") => MODE_TIMESCALE,
+            Some(_) => MODE_NATIVE,
+            None => 0,
+        };
+        self.mode.store(code, Ordering::Relaxed);
+        Ok(())
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -89,24 +229,123 @@ impl PgStore {
         // A session-level lock held for the whole run: two processes starting together
         // would otherwise race even on `CREATE TABLE IF NOT EXISTS`.
         sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
-        let result = apply_migrations(&mut conn).await;
+        let result = apply_migrations(&mut conn, &self.options).await;
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await;
         if unlocked.is_err() {
             // The lock dies with the session; make sure the session dies too.
             conn.detach();
+        } else {
+            drop(conn);
         }
-        result
+        result?;
+        self.load_mode().await?;
+        if self.storage_mode() == StorageMode::TimescaleDb {
+            self.apply_timescale_policies().await?;
+        }
+        Ok(())
+    }
+
+    /// Make sure the daily partitions holding these days exist (native mode).
+    async fn ensure_partitions(&self, days: impl IntoIterator<Item = i64>) -> Result<Vec<String>, StoreError> {
+        let missing: Vec<i64> = {
+            let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m: Vec<i64> = days.into_iter().filter(|d| !known.contains(d)).collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        let mut created = Vec::new();
+        for day in missing {
+            let date = date_of_day(day)?;
+            let new: bool = sqlx::query_scalar("SELECT sccr_ensure_readings_partition($1)").bind(date).fetch_one(&self.pool).await?;
+            if new {
+                created.push(partition_name(day)?);
+            }
+            self.partitions.lock().unwrap_or_else(|p| p.into_inner()).insert(day);
+        }
+        Ok(created)
     }
 
     pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if !batch.new_devices.is_empty() {
-            let ids: Vec<&str> = batch.new_devices.iter().map(|d| d.as_str()).collect();
-            sqlx::query("INSERT INTO devices (id) SELECT * FROM unnest($1::text[]) ON CONFLICT (id) DO NOTHING")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+        if self.storage_mode() == StorageMode::Native && !batch.readings.is_empty() {
+            self.ensure_partitions(batch.readings.iter().map(|r| day_of(r.time))).await?;
         }
+        let result = match self.options.write_method {
+            WriteMethod::Copy => match self.write_copy(batch).await {
+                // The batch holds a reading stored before (a redelivery): only the
+                // conflict-skipping path can write it.
+                Err(StoreError::Db(e)) if is_code(&e, "23505") => self.write_unnest(batch).await,
+                other => other,
+            },
+            WriteMethod::Unnest => self.write_unnest(batch).await,
+        };
+        match result {
+            // A partition vanished under us (dropped by retention in another process):
+            // forget what we knew and create it again.
+            Err(StoreError::Db(e)) if is_code(&e, "23514") => {
+                self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                Err(StoreError::Db(e))
+            }
+            other => other,
+        }
+    }
+
+    /// Binary COPY of the batch's distinct readings straight into `readings`, and of their
+    /// per-minute partials into the rollup log. Fails with a unique violation when any
+    /// reading was stored before.
+    async fn write_copy(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        let mut seen = HashSet::with_capacity(batch.readings.len());
+        let unique: Vec<&telemetry::Reading> = batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
+        let mut tx = self.pool.begin().await?;
+        register_devices(&mut tx, batch).await?;
+        if !unique.is_empty() {
+            let mut enc = CopyEncoder::with_capacity(unique.len() * 72);
+            for r in &unique {
+                enc.row(5);
+                enc.timestamptz(r.time);
+                enc.text(r.device.as_str());
+                enc.text(r.metric.as_str());
+                enc.f64(r.value);
+                match r.seq {
+                    Some(s) => enc.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
+                    None => enc.null(),
+                }
+            }
+            copy_in(&mut tx, "COPY readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)", enc.finish()).await?;
+            let parts = partials(unique.iter().copied(), MINUTE_MS);
+            let mut enc = CopyEncoder::with_capacity(parts.len() * 96);
+            for ((device, metric, bucket), p) in &parts {
+                enc.row(9);
+                enc.timestamptz(*bucket);
+                enc.text(device.as_str());
+                enc.text(metric.as_str());
+                enc.i64(p.count);
+                enc.f64(p.sum);
+                enc.f64(p.min);
+                enc.f64(p.max);
+                enc.f64(p.last_value);
+                enc.timestamptz(p.last_time);
+            }
+            copy_in(
+                &mut tx,
+                "COPY rollup_pending (bucket, device, metric, count, sum, min, max, last_value, last_time) FROM STDIN (FORMAT binary)",
+                enc.finish(),
+            )
+            .await?;
+        }
+        let outcome = BatchOutcome {
+            inserted: unique.len() as u64,
+            duplicates: (batch.readings.len() - unique.len()) as u64,
+            dead_letters: batch.dead_letters.len() as u64,
+        };
+        insert_dead_letters(&mut tx, &batch.dead_letters).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn write_unnest(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        register_devices(&mut tx, batch).await?;
         let mut outcome = BatchOutcome::default();
         if !batch.readings.is_empty() {
             let n = batch.readings.len();
@@ -131,12 +370,132 @@ impl PgStore {
             outcome.inserted = inserted as u64;
             outcome.duplicates = n as u64 - outcome.inserted;
         }
-        if !batch.dead_letters.is_empty() {
-            insert_dead_letters(&mut tx, &batch.dead_letters).await?;
-            outcome.dead_letters = batch.dead_letters.len() as u64;
-        }
+        insert_dead_letters(&mut tx, &batch.dead_letters).await?;
+        outcome.dead_letters = batch.dead_letters.len() as u64;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub async fn merge_rollups(&self, limit: usize) -> Result<MergeOutcome, StoreError> {
+        let levels: &[Resolution] = match self.storage_mode() {
+            // Hourly and daily levels are continuous aggregates over rollup_1m.
+            StorageMode::TimescaleDb => &[Resolution::Minute],
+            _ => &[Resolution::Minute, Resolution::Hour, Resolution::Day],
+        };
+        let row = sqlx::query(&merge_statement(levels)).bind(limit as i64).fetch_one(&self.pool).await?;
+        Ok(MergeOutcome { pending: row.try_get::<i64, _>("pending")? as u64, rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64 })
+    }
+
+    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
+        let mut report = MaintenanceReport::default();
+        if self.storage_mode() == StorageMode::TimescaleDb {
+            // Retention, compression and aggregate refreshes are TimescaleDB jobs.
+            return Ok(report);
+        }
+        let today = day_of(now);
+        report.partitions_created = self.ensure_partitions(today..=today + i64::from(self.options.partitions_ahead_days)).await?;
+        if let Some(raw) = self.options.retention.raw {
+            // A partition goes once its whole day is older than the retention.
+            let cutoff_day = day_of(EventTime(now.millis() - raw.as_millis() as i64));
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'readings'::regclass ORDER BY 1",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            for name in names {
+                let Some(day) = partition_day(&name) else { continue };
+                if day < cutoff_day {
+                    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{name}\"")).execute(&self.pool).await?;
+                    self.partitions.lock().unwrap_or_else(|p| p.into_inner()).remove(&day);
+                    report.partitions_dropped.push(name);
+                }
+            }
+        }
+        let r = self.options.retention;
+        for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
+            let Some(keep) = keep else { continue };
+            let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
+            let done = sqlx::query(&format!("DELETE FROM {} WHERE bucket < $1", level.table())).bind(ts(cutoff)).execute(&self.pool).await?;
+            report.rollup_rows_deleted += done.rows_affected();
+        }
+        Ok(report)
+    }
+
+    /// (Re)apply the retention policies from the options (TimescaleDB mode), so that a
+    /// changed configuration takes effect at the next start.
+    async fn apply_timescale_policies(&self) -> Result<(), StoreError> {
+        let r = self.options.retention;
+        for (table, keep) in [("readings", r.raw), ("rollup_1m", r.rollup_1m), ("rollup_1h", r.rollup_1h), ("rollup_1d", r.rollup_1d)] {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT remove_retention_policy($1::regclass, if_exists => true)").bind(table).execute(&mut *tx).await?;
+            if let Some(keep) = keep {
+                sqlx::query("SELECT add_retention_policy($1::regclass, drop_after => make_interval(secs => $2))")
+                    .bind(table)
+                    .bind(keep.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Run every TimescaleDB policy job now, aggregate refreshes finest first. Where jobs
+    /// have no background workers (PGlite) this is how they run; elsewhere it is a way to
+    /// apply a change at once.
+    pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
+        let jobs: Vec<i32> = sqlx::query_scalar(
+            "SELECT job_id FROM timescaledb_information.jobs
+             WHERE hypertable_name IS NOT NULL
+             ORDER BY CASE proc_name WHEN 'policy_refresh_continuous_aggregate' THEN 0 ELSE 1 END,
+                      CASE hypertable_name WHEN 'rollup_1h' THEN 0 ELSE 1 END, job_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for &job in &jobs {
+            sqlx::query("CALL run_job($1)").bind(job).execute(&self.pool).await?;
+        }
+        Ok(jobs.len())
+    }
+
+    pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
+        let (filter, subject): (&str, Option<&str>) = match &q.subject {
+            HistorySubject::Device(d) => ("AND device = $5", Some(d.as_str())),
+            HistorySubject::Segment(s) => ("AND device IN (SELECT id FROM devices WHERE segment_id = $5)", Some(s.as_str())),
+            HistorySubject::City => ("AND $5::text IS NULL", None),
+        };
+        let sql = match plan.step_ms {
+            None => format!(
+                "SELECT time AS t, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
+                 WHERE metric = $1 AND time >= $2 AND time < $3 {filter} ORDER BY time, device LIMIT $4"
+            ),
+            Some(_) => format!(
+                "SELECT date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch') AS t, sum(count)::int8 AS count, sum(sum) AS sum,
+                        min(min) AS min, max(max) AS max, (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last
+                 FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
+                 GROUP BY 1 ORDER BY 1 LIMIT $4",
+                table = plan.source.table()
+            ),
+        };
+        let mut query = sqlx::query(&sql).bind(q.metric.as_str()).bind(ts(q.from)).bind(ts(q.to)).bind(q.limit as i64);
+        query = query.bind(subject);
+        if let Some(step) = plan.step_ms {
+            query = query.bind(step as f64 / 1_000.0);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(HistoryPoint {
+                    time: et(row.try_get("t")?),
+                    count: row.try_get("count")?,
+                    sum: row.try_get("sum")?,
+                    min: row.try_get("min")?,
+                    max: row.try_get("max")?,
+                    last: row.try_get("last")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
@@ -244,39 +603,6 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
-        let sql = match q.resolution {
-            Resolution::Raw => {
-                "SELECT time, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
-                 WHERE device = $1 AND metric = $2 AND time >= $3 AND time < $4 ORDER BY time LIMIT $5"
-            }
-            Resolution::Minute => {
-                "SELECT bucket AS time, count, sum, min, max, last_value AS last FROM rollup_1m
-                 WHERE device = $1 AND metric = $2 AND bucket >= $3 AND bucket < $4 ORDER BY bucket LIMIT $5"
-            }
-        };
-        let rows = sqlx::query(sql)
-            .bind(q.device.as_str())
-            .bind(q.metric.as_str())
-            .bind(ts(q.from))
-            .bind(ts(q.to))
-            .bind(q.limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(HistoryPoint {
-                    time: et(row.try_get("time")?),
-                    count: row.try_get("count")?,
-                    sum: row.try_get("sum")?,
-                    min: row.try_get("min")?,
-                    max: row.try_get("max")?,
-                    last: row.try_get("last")?,
-                })
-            })
-            .collect()
-    }
-
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = sqlx::query(
             "SELECT received_at, topic, device, reason, detail, payload, payload_size FROM dead_letters ORDER BY id DESC LIMIT $1",
@@ -309,13 +635,14 @@ impl PgStore {
     }
 }
 
-async fn apply_migrations(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+async fn apply_migrations(conn: &mut sqlx::PgConnection, options: &StoreOptions) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS sccr_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .execute(&mut *conn)
     .await?;
-    for &(version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in MIGRATIONS {
+        let (version, name) = (*version, *name);
         let done: Option<i64> = sqlx::query_scalar("SELECT version FROM sccr_migrations WHERE version = $1")
             .bind(version)
             .fetch_optional(&mut *conn)
@@ -323,20 +650,126 @@ async fn apply_migrations(conn: &mut sqlx::PgConnection) -> Result<(), StoreErro
         if done.is_some() {
             continue;
         }
+        let (text, mode) = match sql {
+            MigrationSql::Common(text) => (text.to_string(), None),
+            MigrationSql::PerMode { native, timescale: ts_sql } => {
+                if use_timescale(conn, options.timescaledb).await? {
+                    (timescale_sql(ts_sql, options), Some("timescaledb"))
+                } else {
+                    (native.to_string(), Some("native"))
+                }
+            }
+        };
         let mut tx = conn.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version, name, source })?;
+        sqlx::raw_sql(&text).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version, name, source })?;
+        if let Some(mode) = mode {
+            sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('storage', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .bind(mode)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT INTO sccr_migrations (version, name) VALUES ($1, $2)")
             .bind(version)
             .bind(name)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        tracing::info!(version, name, "applied migration");
+        tracing::info!(version, name, mode, "applied migration");
     }
     Ok(())
 }
 
+/// A PostgreSQL interval literal.
+fn interval(d: std::time::Duration) -> String {
+    format!("'{} seconds'", d.as_secs())
+}
+
+/// The TimescaleDB layout with the configured periods. The refresh windows of the
+/// continuous aggregates reach back over the raw retention but must stay inside
+/// rollup_1m's (refreshing a range whose source rows were dropped would erase it).
+fn timescale_sql(text: &str, options: &StoreOptions) -> String {
+    const YEAR: u64 = 365 * 86_400;
+    let r = options.retention;
+    let rollup = r.rollup_1m.unwrap_or(std::time::Duration::from_secs(100 * YEAR));
+    let raw = r.raw.unwrap_or(rollup).min(rollup.saturating_sub(std::time::Duration::from_secs(3 * 86_400)));
+    text.replace("{raw_retention}", &interval(raw)).replace("{compress_after}", &interval(options.compress_after))
+}
+
+/// Decide (once, when the time-series layout is created) whether to use TimescaleDB.
+async fn use_timescale(conn: &mut sqlx::PgConnection, mode: TimescaleMode) -> Result<bool, StoreError> {
+    if mode == TimescaleMode::Off {
+        return Ok(false);
+    }
+    let installed: Option<String> = sqlx::query_scalar("SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    if installed.is_some() {
+        return Ok(true);
+    }
+    let available: Option<String> = sqlx::query_scalar("SELECT name::text FROM pg_available_extensions WHERE name = 'timescaledb'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let created = match available {
+        Some(_) => sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb").execute(&mut *conn).await.map(|_| ()),
+        None => Err(sqlx::Error::RowNotFound),
+    };
+    match (created, mode) {
+        (Ok(()), _) => Ok(true),
+        (Err(e), TimescaleMode::Require) => Err(StoreError::TimescaleUnavailable(match e {
+            sqlx::Error::RowNotFound => "the server does not offer it (pg_available_extensions)".into(),
+            e => e.to_string(),
+        })),
+        (Err(e), _) => {
+            if !matches!(e, sqlx::Error::RowNotFound) {
+                tracing::warn!(error = %e, "TimescaleDB is installed but could not be enabled; using native partitions");
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn partition_name(day: i64) -> Result<String, StoreError> {
+    let d = date_of_day(day)?;
+    Ok(format!("readings_p{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()))
+}
+
+/// The day a partition named by [`partition_name`] holds.
+fn partition_day(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("readings_p")?;
+    if digits.len() != 8 {
+        return None;
+    }
+    let (y, m, d) = (digits[..4].parse().ok()?, digits[4..6].parse::<u8>().ok()?, digits[6..].parse().ok()?);
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
+    Some(i64::from(date.to_julian_day()) - 2_440_588)
+}
+
+async fn register_devices(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<(), StoreError> {
+    if batch.new_devices.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = batch.new_devices.iter().map(|d| d.as_str()).collect();
+    sqlx::query("INSERT INTO devices (id) SELECT * FROM unnest($1::text[]) ON CONFLICT (id) DO NOTHING")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn copy_in(tx: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) -> Result<u64, StoreError> {
+    let mut copy = tx.copy_in_raw(statement).await?;
+    if let Err(e) = copy.send(data).await {
+        // Abort the COPY so the connection is usable again; the transaction rolls back.
+        let _ = copy.abort("write failed").await;
+        return Err(e.into());
+    }
+    Ok(copy.finish().await?)
+}
+
 async fn insert_dead_letters(tx: &mut sqlx::PgConnection, letters: &[DeadLetter]) -> Result<(), StoreError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
     let received: Vec<OffsetDateTime> = letters.iter().map(|d| ts(d.received_at)).collect();
     let topics: Vec<&str> = letters.iter().map(|d| d.topic.as_str()).collect();
     let devices: Vec<Option<&str>> = letters.iter().map(|d| d.device.as_ref().map(|x| x.as_str())).collect();

@@ -7,21 +7,24 @@ use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row};
-use telemetry::{DeviceId, EventTime, MetricId, RoadSegment};
+use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
 
+use crate::history::{fold, HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, SourceRow};
 use crate::rollup::partials;
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, HistoryPoint, HistoryQuery,
-    LatestValue, Resolution, StoreError, StoreOptions,
+    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, LatestValue, MaintenanceReport,
+    MergeOutcome, Retention, StoreError, StoreOptions,
 };
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql"))];
-
-const MINUTE_MS: i64 = 60_000;
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql")),
+    (2, "time series", include_str!("../migrations/sqlite/0002_timeseries.sql")),
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    retention: Retention,
 }
 
 impl SqliteStore {
@@ -39,7 +42,7 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, retention: options.retention })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -99,29 +102,34 @@ impl SqliteStore {
                 inserted.push(r);
             }
         }
-        for ((device, metric, bucket), p) in partials(inserted.iter().copied(), MINUTE_MS) {
-            sqlx::query(
-                "INSERT INTO rollup_1m AS r (bucket_ms, device, metric, count, sum, min, max, last_value, last_time_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (device, metric, bucket_ms) DO UPDATE SET
-                   count = r.count + excluded.count,
-                   sum = r.sum + excluded.sum,
-                   min = min(r.min, excluded.min),
-                   max = max(r.max, excluded.max),
-                   last_value = CASE WHEN excluded.last_time_ms >= r.last_time_ms THEN excluded.last_value ELSE r.last_value END,
-                   last_time_ms = max(r.last_time_ms, excluded.last_time_ms)",
-            )
-            .bind(bucket.millis())
-            .bind(device.as_str())
-            .bind(metric.as_str())
-            .bind(p.count)
-            .bind(p.sum)
-            .bind(p.min)
-            .bind(p.max)
-            .bind(p.last_value)
-            .bind(p.last_time.millis())
-            .execute(&mut *tx)
-            .await?;
+        for level in Resolution::ROLLUPS {
+            let (width, table) = (level.bucket_ms().unwrap_or(i64::MAX), level.table());
+            for ((device, metric, bucket), p) in partials(inserted.iter().copied(), width) {
+                sqlx::query(&format!(
+                    "INSERT INTO {table} AS r (bucket_ms, device, metric, count, sum, min, max, last_value, last_time_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (device, metric, bucket_ms) DO UPDATE SET
+                       count = r.count + excluded.count,
+                       sum = r.sum + excluded.sum,
+                       min = min(r.min, excluded.min),
+                       max = max(r.max, excluded.max),
+                       last_value = CASE WHEN excluded.last_time_ms > r.last_time_ms
+                                           OR (excluded.last_time_ms = r.last_time_ms AND excluded.last_value > r.last_value)
+                                         THEN excluded.last_value ELSE r.last_value END,
+                       last_time_ms = max(r.last_time_ms, excluded.last_time_ms)"
+                ))
+                .bind(bucket.millis())
+                .bind(device.as_str())
+                .bind(metric.as_str())
+                .bind(p.count)
+                .bind(p.sum)
+                .bind(p.min)
+                .bind(p.max)
+                .bind(p.last_value)
+                .bind(p.last_time.millis())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         // One bucket spanning all time: the newest inserted value per (device, metric).
         for ((device, metric, _), p) in partials(inserted.iter().copied(), i64::MAX) {
@@ -264,37 +272,82 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
-        let sql = match q.resolution {
-            Resolution::Raw => {
-                "SELECT time_ms AS time, 1 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
-                 WHERE device = ? AND metric = ? AND time_ms >= ? AND time_ms < ? ORDER BY time_ms LIMIT ?"
-            }
-            Resolution::Minute => {
-                "SELECT bucket_ms AS time, count, sum, min, max, last_value AS last FROM rollup_1m
-                 WHERE device = ? AND metric = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms LIMIT ?"
-            }
+    pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
+        let (filter, subject): (&str, Option<&str>) = match &q.subject {
+            HistorySubject::Device(d) => ("AND device = ?5", Some(d.as_str())),
+            HistorySubject::Segment(s) => ("AND device IN (SELECT id FROM devices WHERE segment_id = ?5)", Some(s.as_str())),
+            HistorySubject::City => ("AND ?5 IS NULL", None),
         };
-        let rows = sqlx::query(sql)
-            .bind(q.device.as_str())
+        let Some(step) = plan.step_ms else {
+            let sql = format!(
+                "SELECT time_ms, value FROM readings WHERE metric = ?1 AND time_ms >= ?2 AND time_ms < ?3 {filter}
+                 ORDER BY time_ms, device LIMIT ?4"
+            );
+            let rows = sqlx::query(&sql).bind(q.metric.as_str()).bind(q.from.millis()).bind(q.to.millis()).bind(q.limit as i64).bind(subject).fetch_all(&self.pool).await?;
+            return rows
+                .into_iter()
+                .map(|row| {
+                    let v: f64 = row.try_get("value")?;
+                    Ok(HistoryPoint { time: EventTime(row.try_get("time_ms")?), count: 1, sum: v, min: v, max: v, last: v })
+                })
+                .collect();
+        };
+        // The rows of the source level are folded into the step here rather than in SQL:
+        // SQLite has no aggregate for "value at the latest time" next to min and max.
+        let sql = format!(
+            "SELECT bucket_ms, count, sum, min, max, last_value, last_time_ms FROM {table}
+             WHERE metric = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 {filter}",
+            table = plan.source.table()
+        );
+        // ?4 (the limit) applies after folding; it is bound so that ?5 keeps its place.
+        let rows = sqlx::query(&sql)
             .bind(q.metric.as_str())
             .bind(q.from.millis())
             .bind(q.to.millis())
             .bind(q.limit as i64)
+            .bind(subject)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
+        let source = rows
+            .into_iter()
             .map(|row| {
-                Ok(HistoryPoint {
-                    time: EventTime(row.try_get("time")?),
-                    count: row.try_get("count")?,
-                    sum: row.try_get("sum")?,
-                    min: row.try_get("min")?,
-                    max: row.try_get("max")?,
-                    last: row.try_get("last")?,
+                Ok(SourceRow {
+                    bucket: EventTime(row.try_get("bucket_ms")?),
+                    partial: Partial {
+                        count: row.try_get("count")?,
+                        sum: row.try_get("sum")?,
+                        min: row.try_get("min")?,
+                        max: row.try_get("max")?,
+                        last_value: row.try_get("last_value")?,
+                        last_time: EventTime(row.try_get("last_time_ms")?),
+                    },
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut points = fold(source, step);
+        points.truncate(q.limit);
+        Ok(points)
+    }
+
+    /// Rollups are merged inside each batch's transaction: nothing is ever pending.
+    pub async fn merge_rollups(&self, _limit: usize) -> Result<MergeOutcome, StoreError> {
+        Ok(MergeOutcome::default())
+    }
+
+    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
+        let mut report = MaintenanceReport::default();
+        let r = self.retention;
+        if let Some(raw) = r.raw {
+            let cutoff = now.millis() - raw.as_millis() as i64;
+            sqlx::query("DELETE FROM readings WHERE time_ms < ?").bind(cutoff).execute(&self.pool).await?;
+        }
+        for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
+            let Some(keep) = keep else { continue };
+            let cutoff = now.millis() - keep.as_millis() as i64;
+            let done = sqlx::query(&format!("DELETE FROM {} WHERE bucket_ms < ?", level.table())).bind(cutoff).execute(&self.pool).await?;
+            report.rollup_rows_deleted += done.rows_affected();
+        }
+        Ok(report)
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {

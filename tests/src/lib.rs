@@ -42,7 +42,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The admin URL of the PostgreSQL server tests use: `SCCR_TEST_PG_URL` (set by
 /// `scripts/test.sh` when it started a throwaway cluster) or the local server.
-fn admin_url() -> String {
+pub fn admin_url() -> String {
     std::env::var("SCCR_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
@@ -543,5 +543,33 @@ impl TestPki {
 
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.path.join(file)
+    }
+}
+
+/// Wait until the rollup merger has folded the whole rollup log (readings committed by
+/// the writer are counted in rollup_1m/1h/1d and `latest` only after that).
+pub async fn wait_rollups_merged(pool: &sqlx::PgPool) {
+    wait_for("the rollup log to be merged", Duration::from_secs(30), || async {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM rollup_pending").fetch_one(pool).await.ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
+/// Every rollup level must equal a recount from the raw rows, bucket by bucket.
+pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
+    wait_rollups_merged(pool).await;
+    for (table, unit) in [("rollup_1m", "minute"), ("rollup_1h", "hour"), ("rollup_1d", "day")] {
+        let sql = format!(
+            "WITH raw AS (
+                SELECT device, metric, date_trunc('{unit}', time) AS bucket, count(*) AS n, sum(value) AS s, min(value) AS lo,
+                       max(value) AS hi, (array_agg(value ORDER BY time DESC))[1] AS last
+                FROM readings GROUP BY 1, 2, 3)
+             SELECT count(*) FROM raw FULL JOIN {table} r USING (device, metric, bucket)
+             WHERE raw.n IS DISTINCT FROM r.count OR raw.s IS DISTINCT FROM r.sum OR raw.lo IS DISTINCT FROM r.min
+                OR raw.hi IS DISTINCT FROM r.max OR raw.last IS DISTINCT FROM r.last_value"
+        );
+        let mismatches: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or(-1);
+        assert_eq!(mismatches, 0, "{table} differs from a recount of readings");
     }
 }

@@ -14,6 +14,7 @@ async fn count(pool: &PgPool, device: &str) -> i64 {
 }
 
 async fn rollup_count(pool: &PgPool, device: &str) -> i64 {
+    sccr_tests::wait_rollups_merged(pool).await;
     sqlx::query_scalar("SELECT coalesce(sum(count), 0)::int8 FROM rollup_1m WHERE device = $1")
         .bind(device)
         .fetch_one(pool)

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sccr_tests::{compact, publish_all, recent_base_ms, telemetry_topic, wait_for, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{assert_rollups_match_raw, compact, publish_all, recent_base_ms, telemetry_topic, wait_for, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
 use sqlx::PgPool;
 
 struct Env {
@@ -48,22 +48,6 @@ fn workload(devices: usize, per_device: usize, base: i64) -> Vec<(String, Vec<u8
     out
 }
 
-/// Rollups must equal a recount from the raw rows, bucket by bucket.
-async fn assert_rollups_match_raw(pool: &PgPool) {
-    let mismatches: i64 = count(
-        pool,
-        "WITH raw AS (
-            SELECT device, metric, date_trunc('minute', time) AS bucket, count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi,
-                   (array_agg(value ORDER BY time DESC))[1] AS last
-            FROM readings GROUP BY 1, 2, 3)
-         SELECT count(*) FROM raw FULL JOIN rollup_1m r USING (device, metric, bucket)
-         WHERE raw.n IS DISTINCT FROM r.count OR raw.s IS DISTINCT FROM r.sum OR raw.lo IS DISTINCT FROM r.min
-            OR raw.hi IS DISTINCT FROM r.max OR raw.last IS DISTINCT FROM r.last_value",
-    )
-    .await;
-    assert_eq!(mismatches, 0, "rollup_1m differs from a recount of readings");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_readings_are_stored_exactly_once_with_exact_rollups() {
     let e = env().await;
@@ -90,6 +74,7 @@ async fn published_readings_are_stored_exactly_once_with_exact_rollups() {
     assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, expected);
 
     // Exact rollup of one device and metric, computed here from what was sent.
+    sccr_tests::wait_rollups_merged(&e.pool).await;
     let rows: Vec<(i64, f64, f64, f64, f64)> = sqlx::query_as(
         "SELECT count, sum, min, max, last_value FROM rollup_1m WHERE device = 'loop-3' AND metric = 'speed_kmh' ORDER BY bucket",
     )
@@ -231,6 +216,7 @@ async fn killed_ingest_loses_and_duplicates_nothing() {
     let per_key_max: i64 = count(&e.pool, "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM readings GROUP BY device, metric, time) x").await;
     assert_eq!(per_key_max, 1);
     assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, expected);
+    sccr_tests::wait_rollups_merged(&e.pool).await;
     assert_eq!(count(&e.pool, "SELECT coalesce(sum(count), 0)::int8 FROM rollup_1m WHERE device LIKE 'loop-%'").await, expected);
     assert_rollups_match_raw(&e.pool).await;
     assert!(sccr.log_text().contains("session_present=true"), "ingest did not resume its session:\n{}", sccr.log_text());

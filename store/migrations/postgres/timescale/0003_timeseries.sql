@@ -5,9 +5,9 @@
 -- Placeholders substituted by the store from the application config, each a quoted
 -- PostgreSQL interval literal such as '90 days':
 --   {raw_retention}     how long raw readings are kept
---   {rollup_retention}  how long rollup_1m / rollup_1h / rollup_1d are kept
 --   {compress_after}    age after which readings and rollup_1m are compressed
--- Assumed: compress_after < raw_retention < rollup_retention.
+-- Assumed: compress_after < raw_retention < the retention of rollup_1m (checked by the
+-- store before it substitutes them).
 --
 -- Verified against TimescaleDB 2.23 (tests/pglite) with '7 days' / '30 days' /
 -- '365 days'. Everything here is transaction-safe: the continuous aggregates are created
@@ -51,14 +51,14 @@ GROUP BY 1, device, metric
 WITH NO DATA;
 
 -- Retention drops only whole chunks, and a cagg's chunks default to 10x its source's
--- (70 days for both here): keep them smaller so {rollup_retention} is honoured closely.
+-- (70 days for both here): keep them smaller so the rollup retention is honoured closely.
 SELECT set_chunk_time_interval('rollup_1h', INTERVAL '30 days');
 SELECT set_chunk_time_interval('rollup_1d', INTERVAL '90 days');
 
 -- Refresh windows reach back over the whole raw retention: a late reading accepted
 -- today may change any minute still in readings, and a refresh only re-aggregates the
 -- invalidated ranges inside its window, so a wide window costs nothing when nothing
--- changed. They must stay younger than rollup_retention: refreshing a range whose
+-- changed. They must stay younger than rollup_1m's retention: refreshing a range whose
 -- source chunks were dropped would erase its aggregates. end_offset keeps the still
 -- open bucket out of the materialization (real-time aggregation covers it).
 -- History bulk-loaded older than these windows never reaches the aggregates by itself:
@@ -74,7 +74,7 @@ SELECT add_continuous_aggregate_policy('rollup_1d',
     schedule_interval => INTERVAL '1 hour');
 
 -- Columnstore compression past {compress_after}, for readings and rollup_1m (the
--- latter is kept for {rollup_retention}, so it ends up the larger of the two).
+-- latter is kept for the rollup retention, so it ends up the larger of the two).
 -- segmentby device, metric: every history query filters on them; orderby time: ranges
 -- within a segment. The `timescaledb.compress` / add_compression_policy spelling is
 -- used on purpose: every TimescaleDB 2.x accepts it (2.18+ maps it to the columnstore).
@@ -94,9 +94,7 @@ ALTER TABLE rollup_1m SET (
 );
 SELECT add_compression_policy('rollup_1m', compress_after => INTERVAL {compress_after});
 
--- Retention drops whole chunks older than the configured age. rollup_1h and rollup_1d
--- are views here: nothing but these policies may delete from them.
-SELECT add_retention_policy('readings', drop_after => INTERVAL {raw_retention});
-SELECT add_retention_policy('rollup_1m', drop_after => INTERVAL {rollup_retention});
-SELECT add_retention_policy('rollup_1h', drop_after => INTERVAL {rollup_retention});
-SELECT add_retention_policy('rollup_1d', drop_after => INTERVAL {rollup_retention});
+-- Retention policies (drop whole chunks older than the configured age of each level)
+-- are applied by the store at every start from its configuration, so that changing the
+-- configuration changes them. rollup_1h and rollup_1d are views here: nothing but those
+-- policies may delete from them.

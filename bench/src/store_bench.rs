@@ -1,0 +1,271 @@
+//! Store benchmark (issue: time-series store), in one run:
+//! - the limit: binary `COPY` of readings into a freshly migrated store's own `readings`
+//!   table (partitioned by day, with its key), nothing else;
+//! - our writer: `Store::write_batch` (binary COPY of readings + the rollup log) with the
+//!   rollup merger running beside it as in `sccr serve`, until every rollup level holds
+//!   every reading; rows/s from the first write to the last merge;
+//! - history latency: a 30-day hourly query for one road segment and for the whole city,
+//!   answered from the hourly rollups, over a dataset of raw readings kept in its own
+//!   database between runs (`sccr_bench_history`: built once, by server-side
+//!   `generate_series` and rollups aggregated from those rows in SQL).
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use sccr_tests::TestDb;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use store::pgcopy::CopyEncoder;
+use store::{Batch, GapFill, HistoryQuery, HistorySubject, MergerConfig, MergerMetrics, Step, Store, StoreOptions, TimescaleMode};
+use telemetry::{DeviceId, EventTime, MetricId, Reading};
+
+const METRICS: [MetricId; 4] = [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct, MetricId::HeadwayS];
+
+/// `rows` readings of 10,000 devices × 4 metrics every 5 s, in time order, in 5,000-row
+/// batches: what ingest hands the writer under load.
+fn workload(rows: usize) -> Vec<Vec<Reading>> {
+    let devices: Vec<DeviceId> = (0..10_000).map(|d| DeviceId::parse(&format!("sb-{d}")).unwrap_or_else(|_| unreachable!())).collect();
+    let base = EventTime::now().millis() - 3_600_000;
+    let all: Vec<Reading> = (0..rows)
+        .map(|i| {
+            let (step, rest) = (i / 40_000, i % 40_000);
+            Reading {
+                device: devices[rest / 4].clone(),
+                metric: METRICS[rest % 4],
+                time: EventTime(base + step as i64 * 5_000 + (rest / 4 % 1000) as i64),
+                value: ((i * 7) % 113) as f64,
+                seq: Some(telemetry::Seq(step as u64)),
+            }
+        })
+        .collect();
+    all.chunks(5_000).map(<[Reading]>::to_vec).collect()
+}
+
+async fn fresh_store() -> Result<(TestDb, Store)> {
+    let db = TestDb::create().await?;
+    let store = Store::connect(&db.url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+    store.migrate().await?;
+    Ok((db, store))
+}
+
+async fn copy_limit(batches: &[Vec<Reading>]) -> Result<f64> {
+    let (db, store) = fresh_store().await?;
+    // Partitions exist before the clock starts, as they do for the writer (created ahead).
+    store.write_batch(&Batch { readings: batches[0][..1].to_vec(), ..Batch::default() }).await?;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query("TRUNCATE readings").execute(&mut conn).await?;
+    let started = Instant::now();
+    let mut rows = 0usize;
+    for b in batches {
+        let mut enc = CopyEncoder::with_capacity(b.len() * 72);
+        for r in b {
+            enc.row(5);
+            enc.timestamptz(r.time);
+            enc.text(r.device.as_str());
+            enc.text(r.metric.as_str());
+            enc.f64(r.value);
+            enc.i64(r.seq.map_or(0, |s| s.0 as i64));
+        }
+        let mut tx = conn.begin().await?;
+        let mut copy = tx.copy_in_raw("COPY readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)").await?;
+        copy.send(enc.finish()).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+        rows += b.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(rows as f64 / secs)
+}
+
+async fn writer(batches: &[Vec<Reading>]) -> Result<Value> {
+    let (_db, store) = fresh_store().await?;
+    store.write_batch(&Batch { readings: batches[0][..1].to_vec(), ..Batch::default() }).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = std::sync::Arc::new(MergerMetrics::default());
+    let merger = tokio::spawn(store::run_rollup_merger(store.clone(), MergerConfig::default(), stop_rx, metrics.clone()));
+    let started = Instant::now();
+    let mut rows = 0u64;
+    let mut batch_ms = Vec::new();
+    for b in &batches[1..] {
+        let t = Instant::now();
+        rows += store.write_batch(&Batch { readings: b.clone(), ..Batch::default() }).await?.inserted;
+        batch_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let written = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    merger.await?;
+    store.merge_all_rollups().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let rolled: i64 = match &store {
+        Store::Postgres(pg) => sqlx::query_scalar("SELECT sum(count)::int8 FROM rollup_1h").fetch_one(pg.pool()).await?,
+        Store::Sqlite(_) => 0,
+    };
+    if rolled as u64 != rows + 1 {
+        bail!("rollup_1h counts {rolled} readings, {} were written", rows + 1);
+    }
+    batch_ms.sort_by(f64::total_cmp);
+    store.close().await;
+    Ok(json!({
+        "rows": rows,
+        "rows_per_s": (rows as f64 / secs).round(),
+        "write_only_rows_per_s": (rows as f64 / written).round(),
+        "batch_p50_ms": super::round2(batch_ms[batch_ms.len() / 2]),
+        "batch_p99_ms": super::round2(batch_ms[batch_ms.len() * 99 / 100]),
+        "merges": metrics.merges.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}
+
+/// The history dataset: `devices` loop stations on the seed segments, vehicle_count and
+/// speed_kmh every 10 s for `days` days ending at the start of today (UTC).
+async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(Store, i64)> {
+    let admin = sccr_tests::admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+    let url = format!("{base}/{db_name}");
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1").bind(db_name).fetch_optional(&mut conn).await?;
+    let end = EventTime::now().millis() / 86_400_000 * 86_400_000;
+    let want_rows = devices as i64 * 2 * 8_640 * days;
+    if exists.is_some() {
+        let store = Store::connect(&url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+        let Store::Postgres(pg) = &store else { bail!("postgres expected") };
+        let marker: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'bench_dataset'").fetch_optional(pg.pool()).await?;
+        if let Some(m) = marker.and_then(|m| m.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))) {
+            if m.0.parse::<i64>().ok() == Some(want_rows) {
+                eprintln!("   reusing {db_name} ({want_rows} readings)");
+                return Ok((store, m.1.parse().unwrap_or(end)));
+            }
+        }
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut conn).await?;
+    }
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut conn).await?;
+    let store = Store::connect(&url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+    store.migrate().await?;
+    let segments = telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED)?;
+    store.upsert_segments(&segments).await?;
+    let records: Vec<store::DeviceRecord> = (0..devices)
+        .map(|d| store::DeviceRecord {
+            id: DeviceId::parse(&format!("hist-{d}")).unwrap_or_else(|_| unreachable!()),
+            kind: Some("traffic_loop".into()),
+            segment: Some(segments[d % segments.len()].id.clone()),
+            registered_at: EventTime(end - days * 86_400_000),
+        })
+        .collect();
+    store.upsert_devices(&records).await?;
+    let Store::Postgres(pg) = &store else { bail!("postgres expected") };
+    let started = Instant::now();
+    for day in 0..days {
+        let from = EventTime(end - (days - day) * 86_400_000);
+        // Creates the day's partition.
+        store
+            .write_batch(&Batch {
+                readings: vec![Reading { device: records[0].id.clone(), metric: MetricId::HeadwayS, time: from, value: 1.0, seq: None }],
+                ..Batch::default()
+            })
+            .await?;
+        sqlx::query(
+            "INSERT INTO readings (time, device, metric, value, seq)
+             SELECT t, 'hist-' || d, m, CASE m WHEN 'speed_kmh' THEN 20 + (d * 7 + extract(epoch FROM t)::int8 / 10) % 40
+                                              ELSE (d + extract(epoch FROM t)::int8 / 10) % 12 END, NULL
+             FROM generate_series($1::timestamptz, $1::timestamptz + interval '1 day' - interval '10 seconds', interval '10 seconds') t,
+                  generate_series(0, $2 - 1) d, unnest(ARRAY['vehicle_count', 'speed_kmh']) m",
+        )
+        .bind(from.to_offset_date_time())
+        .bind(devices as i32)
+        .execute(pg.pool())
+        .await?;
+        eprintln!("   day {}/{days} loaded ({:.0} s)", day + 1, started.elapsed().as_secs_f64());
+    }
+    sqlx::query("DELETE FROM readings WHERE metric = 'headway_s'").execute(pg.pool()).await?;
+    sqlx::query("TRUNCATE rollup_pending, rollup_1m, rollup_1h, rollup_1d").execute(pg.pool()).await?;
+    for (table, unit, src) in [("rollup_1m", "minute", "readings"), ("rollup_1h", "hour", "rollup_1m"), ("rollup_1d", "day", "rollup_1h")] {
+        let cols = if src == "readings" {
+            "count(*), sum(value), min(value), max(value), (array_agg(value ORDER BY time DESC))[1], max(time)"
+        } else {
+            "sum(count), sum(sum), min(min), max(max), (array_agg(last_value ORDER BY last_time DESC))[1], max(last_time)"
+        };
+        let time = if src == "readings" { "time" } else { "bucket" };
+        sqlx::query(&format!(
+            "INSERT INTO {table} (bucket, device, metric, count, sum, min, max, last_value, last_time)
+             SELECT date_trunc('{unit}', {time}), device, metric, {cols} FROM {src} GROUP BY 1, 2, 3"
+        ))
+        .execute(pg.pool())
+        .await?;
+        eprintln!("   {table} built ({:.0} s)", started.elapsed().as_secs_f64());
+    }
+    sqlx::query("VACUUM ANALYZE").execute(pg.pool()).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(pg.pool()).await?;
+    if n != want_rows {
+        bail!("dataset holds {n} readings, expected {want_rows}");
+    }
+    sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('bench_dataset', $1)").bind(format!("{want_rows}:{end}")).execute(pg.pool()).await?;
+    Ok((store, end))
+}
+
+async fn query_latency(store: &Store, subject: HistorySubject, end: i64, runs: usize) -> Result<Value> {
+    let q = HistoryQuery {
+        subject,
+        metric: MetricId::SpeedKmh,
+        from: EventTime(end - 30 * 86_400_000),
+        to: EventTime(end),
+        step: Step::Auto { max_points: 1_000 },
+        fill: GapFill::None,
+        limit: 100_000,
+    };
+    let first = store.history(&q).await?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let h = store.history(&q).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if h.points.len() != first.points.len() {
+            bail!("history answers changed between runs");
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "resolution": first.resolution,
+        "points": first.points.len(),
+        "readings_covered": first.points.iter().map(|p| p.count).sum::<i64>(),
+        "p50_ms": super::round2(ms[ms.len() / 2]),
+        "p95_ms": super::round2(ms[ms.len() * 95 / 100]),
+    }))
+}
+
+pub async fn run(quick: bool) -> Result<Value> {
+    let rows = if quick { 100_000 } else { 2_000_000 };
+    let batches = workload(rows);
+    eprintln!("   COPY limit ({rows} rows)");
+    let limit = copy_limit(&batches).await?;
+    eprintln!("   writer with rollups ({rows} rows)");
+    let w = writer(&batches).await?;
+    let (db, devices, days) = if quick { ("sccr_bench_history_quick", 20, 3) } else { ("sccr_bench_history", 100, 30) };
+    eprintln!("   history dataset ({devices} devices, {days} days)");
+    let t = Instant::now();
+    let (store, end) = history_dataset(db, devices, days).await?;
+    let setup_s = t.elapsed().as_secs();
+    let raw: i64 = match &store {
+        Store::Postgres(pg) => sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(pg.pool()).await?,
+        Store::Sqlite(_) => 0,
+    };
+    // The dataset puts device d on segment d mod 37: the first segment holds 3 of 100.
+    let Some(seg) = store.segments().await?.into_iter().next().map(|s| s.id) else { bail!("no segments") };
+    let runs = if quick { 5 } else { 30 };
+    let one = query_latency(&store, HistorySubject::Segment(seg.clone()), end, runs).await?;
+    let city = query_latency(&store, HistorySubject::City, end, runs).await?;
+    store.close().await;
+    let wr = w["rows_per_s"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "copy_limit_rows_per_s": limit.round(),
+        "writer": w,
+        "writer_vs_limit": super::round2(wr / limit.max(1.0)),
+        "history": {
+            "raw_readings": raw,
+            "dataset_setup_s": setup_s,
+            "segment": seg.as_str(),
+            "segment_30d_hourly": one,
+            "city_30d_hourly": city,
+        },
+    }))
+}

@@ -1,0 +1,379 @@
+//! History queries: which rollup level answers a query, how its rows are folded into the
+//! requested step, and gap filling. Planning and folding are pure and shared by every
+//! backend, so all of them give the same answer to the same query.
+
+use std::time::Duration;
+
+use telemetry::{DeviceId, EventTime, MetricId, Partial, SegmentId};
+
+use crate::StoreError;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// A stored level of detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Resolution {
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "1m")]
+    Minute,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "1d")]
+    Day,
+}
+
+impl Resolution {
+    pub const ROLLUPS: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(Resolution::Raw),
+            "1m" => Some(Resolution::Minute),
+            "1h" => Some(Resolution::Hour),
+            "1d" => Some(Resolution::Day),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Raw => "raw",
+            Resolution::Minute => "1m",
+            Resolution::Hour => "1h",
+            Resolution::Day => "1d",
+        }
+    }
+
+    /// Bucket width in milliseconds; `None` for raw readings.
+    pub fn bucket_ms(self) -> Option<i64> {
+        match self {
+            Resolution::Raw => None,
+            Resolution::Minute => Some(MINUTE_MS),
+            Resolution::Hour => Some(HOUR_MS),
+            Resolution::Day => Some(DAY_MS),
+        }
+    }
+
+    /// The table holding this level.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Resolution::Raw => "readings",
+            Resolution::Minute => "rollup_1m",
+            Resolution::Hour => "rollup_1h",
+            Resolution::Day => "rollup_1d",
+        }
+    }
+}
+
+/// Whose history.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistorySubject {
+    Device(DeviceId),
+    /// The devices linked to the segment when the query runs, combined.
+    Segment(SegmentId),
+    /// Every device, combined.
+    City,
+}
+
+/// How points are spaced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// The finest level that returns at most `max_points` points over the span.
+    Auto { max_points: usize },
+    /// Raw readings, one point each.
+    Raw,
+    /// Buckets of this width, aligned to the Unix epoch; a whole number of minutes.
+    Fixed(Duration),
+}
+
+/// What an empty bucket looks like when gaps are filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GapFill {
+    /// Empty buckets are left out.
+    #[default]
+    None,
+    /// Empty buckets appear with count 0 and no values (NaN, serialised as `null`).
+    Null,
+    /// Empty buckets appear with count 0 and the previous bucket's last value.
+    Previous,
+}
+
+impl GapFill {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(GapFill::None),
+            "null" => Some(GapFill::Null),
+            "previous" => Some(GapFill::Previous),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub subject: HistorySubject,
+    pub metric: MetricId,
+    /// Inclusive.
+    pub from: EventTime,
+    /// Exclusive.
+    pub to: EventTime,
+    pub step: Step,
+    pub fill: GapFill,
+    /// Most points returned.
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    pub fn device(device: DeviceId, metric: MetricId, from: EventTime, to: EventTime, step: Step) -> Self {
+        Self { subject: HistorySubject::Device(device), metric, from, to, step, fill: GapFill::None, limit: 100_000 }
+    }
+}
+
+/// One point of history: a raw reading (count 1) or a bucket's aggregate. `time` is the
+/// reading's time or the bucket's start. A filled gap has count 0.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct HistoryPoint {
+    pub time: EventTime,
+    pub count: i64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+}
+
+impl HistoryPoint {
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The answer: the level read, the step of the points (none for raw) and the points.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct History {
+    pub resolution: Resolution,
+    pub step_ms: Option<i64>,
+    pub points: Vec<HistoryPoint>,
+}
+
+/// The level to read and the bucket width to fold it into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub source: Resolution,
+    /// `None` for raw readings.
+    pub step_ms: Option<i64>,
+}
+
+/// Raw readings are chosen automatically only while the span holds at most this many
+/// points at one reading per second, the fastest rate a field device reports.
+const RAW_POINTS_PER_MS: i64 = 1_000;
+
+/// Ceiling division of positive numbers (`i64::div_ceil` is not stable).
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
+/// Choose the level and step for a query, or say what is wrong with it.
+pub fn plan(q: &HistoryQuery) -> Result<Plan, StoreError> {
+    if q.to <= q.from {
+        return Err(StoreError::InvalidQuery { param: "to", message: "`to` must be after `from`".into() });
+    }
+    let span = q.to.millis() - q.from.millis();
+    match q.step {
+        Step::Raw => Ok(Plan { source: Resolution::Raw, step_ms: None }),
+        Step::Fixed(step) => {
+            let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+            if step_ms < MINUTE_MS || step_ms % MINUTE_MS != 0 {
+                return Err(StoreError::InvalidQuery {
+                    param: "step",
+                    message: format!("step must be a whole number of minutes, got {}", humantime::format_duration(step)),
+                });
+            }
+            let points = ceil_div(span, step_ms);
+            if points > q.limit as i64 {
+                return Err(StoreError::InvalidQuery {
+                    param: "step",
+                    message: format!("a step of {} gives {points} points over this span, more than the limit of {}", humantime::format_duration(step), q.limit),
+                });
+            }
+            // The coarsest stored level whose buckets tile the step exactly.
+            let source = if step_ms % DAY_MS == 0 {
+                Resolution::Day
+            } else if step_ms % HOUR_MS == 0 {
+                Resolution::Hour
+            } else {
+                Resolution::Minute
+            };
+            Ok(Plan { source, step_ms: Some(step_ms) })
+        }
+        Step::Auto { max_points } => {
+            let max_points = (max_points.max(1)).min(q.limit) as i64;
+            if span <= max_points * RAW_POINTS_PER_MS {
+                return Ok(Plan { source: Resolution::Raw, step_ms: None });
+            }
+            for level in Resolution::ROLLUPS {
+                let width = level.bucket_ms().unwrap_or(DAY_MS);
+                if ceil_div(span, width) <= max_points {
+                    return Ok(Plan { source: level, step_ms: Some(width) });
+                }
+            }
+            // Longer than max_points days: whole days per point.
+            let days = ceil_div(ceil_div(span, DAY_MS), max_points);
+            Ok(Plan { source: Resolution::Day, step_ms: Some(days * DAY_MS) })
+        }
+    }
+}
+
+/// One row of a rollup level as stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceRow {
+    pub bucket: EventTime,
+    pub partial: Partial,
+}
+
+/// Fold rows (any order, any devices) into epoch-aligned buckets of `step_ms`, sorted.
+pub fn fold(rows: impl IntoIterator<Item = SourceRow>, step_ms: i64) -> Vec<HistoryPoint> {
+    let mut buckets: std::collections::BTreeMap<i64, Partial> = std::collections::BTreeMap::new();
+    for r in rows {
+        let b = r.bucket.millis().div_euclid(step_ms) * step_ms;
+        buckets.entry(b).and_modify(|p| p.merge(&r.partial)).or_insert(r.partial);
+    }
+    buckets.into_iter().map(|(t, p)| point(EventTime(t), &p)).collect()
+}
+
+pub(crate) fn point(time: EventTime, p: &Partial) -> HistoryPoint {
+    HistoryPoint { time, count: p.count, sum: p.sum, min: p.min, max: p.max, last: p.last_value }
+}
+
+/// Insert the empty buckets of `[from, to)` between the points, as `fill` says.
+pub fn fill_gaps(points: Vec<HistoryPoint>, from: EventTime, to: EventTime, step_ms: i64, fill: GapFill, limit: usize) -> Vec<HistoryPoint> {
+    if fill == GapFill::None {
+        return points;
+    }
+    let first = from.millis().div_euclid(step_ms) * step_ms;
+    let mut out = Vec::with_capacity(points.len());
+    let mut given = points.into_iter().peekable();
+    let mut previous: Option<f64> = None;
+    let mut t = first;
+    while t < to.millis() && out.len() < limit {
+        match given.peek() {
+            Some(p) if p.time.millis() == t => {
+                let p = given.next().unwrap_or_else(|| unreachable!());
+                previous = Some(p.last);
+                out.push(p);
+            }
+            _ => {
+                let v = match fill {
+                    GapFill::Previous => previous.unwrap_or(f64::NAN),
+                    _ => f64::NAN,
+                };
+                out.push(HistoryPoint { time: EventTime(t), count: 0, sum: 0.0, min: v, max: v, last: v });
+            }
+        }
+        t += step_ms;
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn q(span_ms: i64, step: Step) -> HistoryQuery {
+        HistoryQuery {
+            subject: HistorySubject::City,
+            metric: MetricId::SpeedKmh,
+            from: EventTime(1_000 * DAY_MS),
+            to: EventTime(1_000 * DAY_MS + span_ms),
+            step,
+            fill: GapFill::None,
+            limit: 100_000,
+        }
+    }
+
+    #[test]
+    fn auto_picks_the_finest_level_within_max_points() {
+        let auto = Step::Auto { max_points: 1_000 };
+        assert_eq!(plan(&q(10 * MINUTE_MS, auto)).unwrap().source, Resolution::Raw);
+        assert_eq!(plan(&q(6 * HOUR_MS, auto)).unwrap(), Plan { source: Resolution::Minute, step_ms: Some(MINUTE_MS) });
+        assert_eq!(plan(&q(30 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Hour, step_ms: Some(HOUR_MS) });
+        assert_eq!(plan(&q(365 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Day, step_ms: Some(DAY_MS) });
+        assert_eq!(plan(&q(3_650 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Day, step_ms: Some(4 * DAY_MS) });
+    }
+
+    #[test]
+    fn fixed_steps_read_the_coarsest_level_that_tiles_them() {
+        let fixed = |s| plan(&q(30 * DAY_MS, Step::Fixed(Duration::from_secs(s)))).unwrap();
+        assert_eq!(fixed(900).source, Resolution::Minute);
+        assert_eq!(fixed(7_200).source, Resolution::Hour);
+        assert_eq!(fixed(90 * 60).source, Resolution::Minute);
+        assert_eq!(fixed(2 * 86_400), Plan { source: Resolution::Day, step_ms: Some(2 * DAY_MS) });
+    }
+
+    #[test]
+    fn bad_steps_and_spans_name_the_parameter() {
+        let err = |query: &HistoryQuery| match plan(query) {
+            Err(StoreError::InvalidQuery { param, .. }) => param,
+            other => panic!("expected an invalid query, got {other:?}"),
+        };
+        assert_eq!(err(&q(HOUR_MS, Step::Fixed(Duration::from_secs(90)))), "step");
+        assert_eq!(err(&q(HOUR_MS, Step::Fixed(Duration::from_secs(10)))), "step");
+        assert_eq!(err(&HistoryQuery { limit: 10, ..q(DAY_MS, Step::Fixed(Duration::from_secs(60))) }), "step");
+        assert_eq!(err(&q(0, Step::Raw)), "to");
+    }
+
+    #[test]
+    fn gaps_are_filled_with_nothing_or_the_previous_value() {
+        let p = |t: i64, v: f64| HistoryPoint { time: EventTime(t * MINUTE_MS), count: 1, sum: v, min: v, max: v, last: v };
+        let pts = vec![p(1, 5.0), p(3, 7.0)];
+        let null = fill_gaps(pts.clone(), EventTime(0), EventTime(5 * MINUTE_MS), MINUTE_MS, GapFill::Null, 100);
+        assert_eq!(null.iter().map(|x| x.count).collect::<Vec<_>>(), vec![0, 1, 0, 1, 0]);
+        assert!(null[0].last.is_nan() && null[2].last.is_nan());
+        let prev = fill_gaps(pts, EventTime(0), EventTime(5 * MINUTE_MS), MINUTE_MS, GapFill::Previous, 100);
+        let lasts: Vec<String> = prev.iter().map(|x| format!("{}", x.last)).collect();
+        assert_eq!(lasts, vec!["NaN", "5", "5", "7", "7"]);
+        assert_eq!(serde_json::to_value(null[0]).unwrap()["last"], serde_json::Value::Null);
+    }
+
+    proptest! {
+        /// Folding any rows at any level into a coarser step equals folding the raw
+        /// readings straight into that step.
+        #[test]
+        fn folding_rollups_equals_folding_readings(
+            readings in prop::collection::vec((0i64..3 * DAY_MS, -500i32..500), 1..300),
+            step_hours in 1i64..30,
+        ) {
+            let step = step_hours * HOUR_MS;
+            let raw: Vec<SourceRow> = readings.iter().map(|&(t, v)| SourceRow { bucket: EventTime(t), partial: Partial::of(EventTime(t), f64::from(v)) }).collect();
+            let minutes: Vec<SourceRow> = fold(raw.clone(), MINUTE_MS).into_iter().map(|p| SourceRow {
+                bucket: p.time,
+                partial: Partial { count: p.count, sum: p.sum, min: p.min, max: p.max, last_value: p.last, last_time: EventTime(0) },
+            }).collect();
+            let direct = fold(raw, step);
+            let via = fold(minutes, step);
+            prop_assert_eq!(direct.len(), via.len());
+            for (a, b) in direct.iter().zip(&via) {
+                prop_assert_eq!((a.time, a.count, a.sum, a.min, a.max), (b.time, b.count, b.sum, b.min, b.max));
+            }
+        }
+
+        /// Auto planning never exceeds max_points buckets.
+        #[test]
+        fn auto_plans_stay_within_max_points(span in 1i64..20 * 365 * DAY_MS, max_points in 1usize..5_000) {
+            let p = plan(&q(span, Step::Auto { max_points })).unwrap();
+            match p.step_ms {
+                None => prop_assert!(span <= max_points as i64 * 1_000),
+                Some(step) => prop_assert!(ceil_div(span, step) <= max_points as i64),
+            }
+        }
+    }
+}

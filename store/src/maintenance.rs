@@ -1,0 +1,91 @@
+//! Background drivers of the store: the rollup merger (folds the rollup log into the
+//! rollup tables and `latest`) and maintenance (partitions ahead, retention). Both are
+//! safe to run in several processes at once: the merger consumes each log row exactly once
+//! (the row is deleted in the transaction that merges it), and partition creation is
+//! serialised in the database.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use telemetry::EventTime;
+use tokio::sync::watch;
+
+use crate::Store;
+
+#[derive(Debug, Clone)]
+pub struct MergerConfig {
+    /// Pause between merges while the log is empty or small.
+    pub interval: Duration,
+    /// Log rows folded per transaction.
+    pub batch_rows: usize,
+}
+
+impl Default for MergerConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_millis(500), batch_rows: 200_000 }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MergerMetrics {
+    pub merges: AtomicU64,
+    pub pending_merged: AtomicU64,
+    pub rollup_rows: AtomicU64,
+    pub errors: AtomicU64,
+    pub last_merge_micros: AtomicU64,
+}
+
+/// Merge until `shutdown` turns true, then merge what is left once more (best effort:
+/// whatever stays in the log is merged by the next process).
+pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown: watch::Receiver<bool>, metrics: Arc<MergerMetrics>) {
+    loop {
+        let started = tokio::time::Instant::now();
+        let full = match store.merge_rollups(config.batch_rows).await {
+            Ok(m) => {
+                metrics.merges.fetch_add(1, Ordering::Relaxed);
+                metrics.pending_merged.fetch_add(m.pending, Ordering::Relaxed);
+                metrics.rollup_rows.fetch_add(m.rollup_rows, Ordering::Relaxed);
+                metrics.last_merge_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                m.pending as usize >= config.batch_rows
+            }
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "rollup merge failed; the log is kept and merged later");
+                false
+            }
+        };
+        if *shutdown.borrow() {
+            break;
+        }
+        if full {
+            // A backlog: keep going without waiting.
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    if let Err(e) = store.merge_all_rollups().await {
+        tracing::warn!(error = %e, "final rollup merge failed; the next start merges the log");
+    }
+}
+
+/// Create partitions ahead and enforce retention now and every `interval`.
+pub async fn run_maintenance(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.maintain(EventTime::now()).await {
+            Ok(r) => {
+                if !r.partitions_created.is_empty() || !r.partitions_dropped.is_empty() || r.rollup_rows_deleted > 0 {
+                    tracing::info!(created = ?r.partitions_created, dropped = ?r.partitions_dropped, rollup_rows_deleted = r.rollup_rows_deleted, "store maintenance");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "store maintenance failed; retrying at the next interval"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
