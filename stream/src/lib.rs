@@ -6,7 +6,10 @@
 //! or I/O.
 
 pub mod config;
+pub mod duration_serde;
 pub mod live;
+pub mod los;
+pub mod segment_state;
 pub mod service;
 pub mod window;
 
