@@ -5,6 +5,7 @@
 //! [`service`] only moves readings in and events out, so the logic is tested without time
 //! or I/O.
 
+pub mod alert;
 pub mod config;
 pub mod duration_serde;
 pub mod live;
