@@ -338,10 +338,10 @@ impl Arrivals {
         Some(i64::from(gaps[gaps.len() / 2]))
     }
 
-    /// After a restart: silence is measured from the restart, not across the downtime.
-    pub fn restart_at(&mut self, now: EventTime) {
+    /// After a restart: the downtime does not count as the device's silence.
+    pub fn shift_by_downtime(&mut self, downtime_ms: i64) {
         if let Some(last) = self.last.as_mut() {
-            *last = (*last).max(now);
+            *last = EventTime(last.millis().saturating_add(downtime_ms.max(0)));
         }
     }
 }

@@ -876,10 +876,12 @@ impl AlertEngine {
         }
     }
 
-    /// Restore exported state. Call after `set_rules` (and `set_devices`): state of rules
-    /// that no longer exist is dropped and their open alerts are cleared. Silence is
-    /// measured from `now` (the restart), not across the downtime.
+    /// Restore exported state at `now`. Call after `set_rules` (and `set_devices`): state
+    /// of rules that no longer exist is dropped and their open alerts are cleared. The
+    /// downtime (`now` − the exported clock) is not counted as any device's silence: every
+    /// last arrival moves forward by it.
     pub fn restore_state(&mut self, state: AlertEngineState, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let downtime = state.clock.map_or(0, |c| now.millis() - c.millis());
         let now = self.advance(state.clock.map_or(now, |c| c.max(now)));
         let index: HashMap<RuleId, u16> = self.rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i as u16)).collect();
         let book = &mut self.book;
@@ -913,7 +915,7 @@ impl AlertEngine {
         for record in state.devices {
             let slot = self.devices.entry(record.device.clone()).or_default();
             slot.arrivals = record.arrivals;
-            slot.arrivals.restart_at(now);
+            slot.arrivals.shift_by_downtime(downtime);
             slot.evaluators.clear();
             slot.offline.clear();
             for c in record.conditions {
