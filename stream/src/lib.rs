@@ -1,16 +1,32 @@
 //! The stream core: live state per (device, metric), tumbling windows on event time with a
-//! watermark, and the live hub that fans state changes out to dashboards.
+//! watermark, road-segment traffic state with its Level of Service, alert rules and their
+//! lifecycle, and the live hub that fans state changes out to dashboards.
 //!
-//! Window and state logic is synchronous and pure ([`window`], [`live`]); the async task in
+//! All logic is synchronous and pure; time is always passed in, nothing reads a clock or
+//! does I/O: [`window`] (device windows), [`segment_state`] (segment windows fed by the
+//! device windows), [`los`] (A–F grades), [`alert`] (rules, evaluators, lifecycle, storm
+//! protection, behind [`AlertEngine`]), [`live`] (state and fan-out). The async task in
 //! [`service`] only moves readings in and events out, so the logic is tested without time
 //! or I/O.
+//!
+//! Data flow inside the stream task: reading → `Windows::add` → `WindowResult`s →
+//! `SegmentWindows::on_window` → `SegmentEvent`s; reading → `AlertEngine::on_reading`;
+//! `SegmentState` → `AlertEngine::on_segment_state`; each second `Windows::tick`,
+//! `SegmentWindows::tick`, `AlertEngine::tick` with the same `now`.
 
+pub mod alert;
 pub mod config;
+pub mod duration_serde;
 pub mod live;
+pub mod los;
+pub mod segment_state;
 pub mod service;
 pub mod window;
 
+pub use alert::{Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig, AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject};
 pub use config::StreamConfig;
 pub use live::{LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
+pub use los::LevelOfService;
+pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 pub use service::{run_stream, StreamMetrics};
-pub use window::{WindowResult, Windows};
+pub use window::{Admission, WindowResult, Windows};

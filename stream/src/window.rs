@@ -7,6 +7,14 @@
 //! kept for the allowed lateness: a late reading within it updates the window and re-emits
 //! it with a higher revision; a reading later than that is counted in `too_late` (it is
 //! still stored raw, and the store's rollups include it).
+//!
+//! Invariant: every emission of a (device, metric, window) carries the aggregate of *all*
+//! readings admitted to it so far, so a consumer replaces by key and revision. To keep it,
+//! a window dropped by the wall clock is sealed: once `tick(now)` has passed
+//! `end + delay + lateness`, readings for that window are too late even when the device's
+//! own watermark would still admit them (a device clock lagging the wall clock by more than
+//! delay + lateness, or a replayed backlog). Without the seal such a reading would open a
+//! fresh window and re-emit a revision 0 holding only itself.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +65,8 @@ pub struct Windows {
     delay: i64,
     lateness: i64,
     devices: HashMap<DeviceId, DeviceWindows>,
+    /// Windows ending at or before this were dropped by the wall clock (`tick`): sealed.
+    sealed_end: i64,
     pub too_late: u64,
 }
 
@@ -67,6 +77,7 @@ impl Windows {
             delay: config.watermark_delay.as_millis() as i64,
             lateness: config.allowed_lateness.as_millis() as i64,
             devices: HashMap::new(),
+            sealed_end: i64::MIN,
             too_late: 0,
         }
     }
@@ -88,6 +99,7 @@ impl Windows {
         let start = r.time.floor(size);
         let end = start.millis() + size;
         let admission = match watermark_before {
+            _ if end <= self.sealed_end => Admission::TooLate,
             Some(wm) if end + lateness <= wm => Admission::TooLate,
             Some(wm) if end <= wm => Admission::Late,
             _ => Admission::Open,
@@ -122,6 +134,7 @@ impl Windows {
     /// Close windows by wall clock for devices that stopped sending.
     pub fn tick(&mut self, now: EventTime, out: &mut Vec<WindowResult>) {
         let wm = now.millis() - self.delay;
+        self.sealed_end = self.sealed_end.max(wm - self.lateness);
         for (device, dev) in &mut self.devices {
             close(device, dev, self.size, self.lateness, wm, out);
         }

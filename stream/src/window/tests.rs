@@ -100,6 +100,27 @@ fn tick_closes_windows_of_quiet_devices_and_flush_emits_the_rest() {
     assert!(w.is_empty());
 }
 
+#[test]
+fn a_device_lagging_the_wall_clock_past_the_lateness_is_too_late_not_re_windowed() {
+    let mut w = Windows::new(&config(5, 10));
+    let mut out = Vec::new();
+    // The device's clock lags: its readings for [T0, T0+60s) keep coming after the wall
+    // clock sealed that window.
+    w.add(&reading("lag", T0 + 1_000, 1.0), &mut out);
+    w.tick(EventTime(T0 + 75_000), &mut out); // closes at end + delay, drops at + lateness
+    assert_eq!(out.len(), 1);
+    assert_eq!(w.add(&reading("lag", T0 + 2_000, 2.0), &mut out), Admission::TooLate);
+    assert_eq!(out.len(), 1, "no second revision 0 holding only the late reading");
+    assert_eq!(w.too_late, 1);
+    // Within the lateness it is a correction with the whole aggregate.
+    let mut w = Windows::new(&config(5, 10));
+    let mut out = Vec::new();
+    w.add(&reading("lag", T0 + 1_000, 1.0), &mut out);
+    w.tick(EventTime(T0 + 74_999), &mut out);
+    assert_eq!(w.add(&reading("lag", T0 + 2_000, 2.0), &mut out), Admission::Open);
+    assert_eq!((out[1].revision, out[1].aggregate.count), (1, 2));
+}
+
 proptest! {
     /// Readings out of order by less than the watermark delay are never late, and the
     /// emitted windows equal a brute-force aggregation of all readings.

@@ -1,0 +1,377 @@
+//! Condition evaluators: one small state machine per rule kind and subject, turning
+//! samples into raise/clear edges ([`Step`]). They know nothing of alerts, lifecycle or
+//! storms; the engine maps edges to alerts.
+//!
+//! Shared semantics, per (rule, subject):
+//! - **Event time, in order.** Samples are evaluated in the subject's own event time; a
+//!   sample not newer than the last evaluated one (out of order, or a duplicate of the same
+//!   time) is [`Step::Stale`] and changes nothing. So replays, duplicates and reordering
+//!   cannot fake a duration, and a device's skewed clock only affects its own conditions.
+//!   Consequence: after a device clock jumps back, its readings are ignored for duration
+//!   logic until its clock passes the newest time seen (bounded by ingest's future-skew
+//!   limit, 10 min by default).
+//! - **`for` (hold).** A condition raises at the first sample at which it has held
+//!   continuously for at least `for`: every evaluated sample from `since` up to this one
+//!   tripped, and `this − since ≥ for`. A gap without samples does not break a run (no data
+//!   is not evidence of recovery; the offline rule watches silence).
+//! - **Hysteresis.** Once raised, a condition clears at the first sample back past the
+//!   clear level; samples between the clear level and the trip level keep it raised. Before
+//!   it raises, such samples break the run. Clearing needs no duration: the clear level
+//!   already damps flapping, and an operator should see recovery at once.
+//! - Each evaluator raises at most once until it clears, so edges alternate
+//!   raise, clear, raise, … starting with a raise.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use telemetry::EventTime;
+
+use super::rule::{Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule, ThresholdRule};
+use crate::segment_state::SegmentState;
+
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What one sample did to a condition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// Not newer than the last evaluated sample: ignored.
+    Stale,
+    /// Evaluated; no edge.
+    Quiet,
+    /// The condition began at `since` and has now held long enough.
+    Raise { since: EventTime, value: f64 },
+    Clear { value: f64 },
+}
+
+/// Where a sample stands against a condition with hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Past the trip level.
+    Trips,
+    /// Between the clear and the trip level.
+    Neutral,
+    /// Back past the clear level.
+    Clears,
+}
+
+/// "Held continuously for a duration" with hysteresis; the core of most evaluators.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HoldTimer {
+    last: Option<EventTime>,
+    since: Option<EventTime>,
+    raised: bool,
+}
+
+impl HoldTimer {
+    pub fn is_raised(&self) -> bool {
+        self.raised
+    }
+
+    /// Evaluate a sample ordered by `order`, whose tripping run would begin at `begins` and
+    /// has held until `ends` (all three are the reading time for readings; a window's start
+    /// and end for segment states).
+    pub fn step(&mut self, order: EventTime, begins: EventTime, ends: EventTime, level: Level, hold_ms: i64, value: f64) -> Step {
+        if self.last.is_some_and(|l| order <= l) {
+            return Step::Stale;
+        }
+        self.last = Some(order);
+        if self.raised {
+            if level == Level::Clears {
+                self.raised = false;
+                self.since = None;
+                return Step::Clear { value };
+            }
+            return Step::Quiet;
+        }
+        if level != Level::Trips {
+            self.since = None;
+            return Step::Quiet;
+        }
+        let since = *self.since.get_or_insert(begins);
+        if ends.millis().saturating_sub(since.millis()) >= hold_ms {
+            self.raised = true;
+            Step::Raise { since, value }
+        } else {
+            Step::Quiet
+        }
+    }
+}
+
+impl ThresholdRule {
+    pub fn level(&self, v: f64) -> Level {
+        match self.direction {
+            Direction::Above if v > self.level => Level::Trips,
+            Direction::Above if v <= self.clear => Level::Clears,
+            Direction::Below if v < self.level => Level::Trips,
+            Direction::Below if v >= self.clear => Level::Clears,
+            _ => Level::Neutral,
+        }
+    }
+}
+
+/// Threshold with `for` and hysteresis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdState {
+    timer: HoldTimer,
+}
+
+impl ThresholdState {
+    pub fn on_sample(&mut self, rule: &ThresholdRule, t: EventTime, v: f64) -> Step {
+        self.timer.step(t, t, t, rule.level(v), millis(rule.hold), v)
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.timer.is_raised()
+    }
+}
+
+/// Stuck sensor. A run starts at a reading; later readings within ± epsilon of the run's
+/// *first* value extend it. The condition holds once the run has at least `readings`
+/// readings and spans at least `for` (each defaults to no constraint); a reading outside the
+/// band ends the run, clears a raised condition and starts a new run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlatlineState {
+    last: Option<EventTime>,
+    run_start: Option<EventTime>,
+    run_value: f64,
+    run_len: u32,
+    raised: bool,
+}
+
+impl FlatlineState {
+    pub fn on_sample(&mut self, rule: &FlatlineRule, t: EventTime, v: f64) -> Step {
+        if self.last.is_some_and(|l| t <= l) {
+            return Step::Stale;
+        }
+        self.last = Some(t);
+        let start = match self.run_start {
+            Some(start) if (v - self.run_value).abs() <= rule.epsilon => {
+                self.run_len = self.run_len.saturating_add(1);
+                start
+            }
+            _ => {
+                let was_raised = std::mem::take(&mut self.raised);
+                self.run_start = Some(t);
+                self.run_value = v;
+                self.run_len = 1;
+                if was_raised {
+                    return Step::Clear { value: v };
+                }
+                t
+            }
+        };
+        if !self.raised && self.run_len >= rule.readings && t.millis() - start.millis() >= millis(rule.hold) {
+            self.raised = true;
+            return Step::Raise { since: start, value: v };
+        }
+        Step::Quiet
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised
+    }
+}
+
+/// |Δvalue/Δt| between consecutive evaluated readings, per minute, above a limit for `for`.
+/// The run of a fast change begins at the earlier reading of the first fast pair; a pair
+/// within the limit clears. The value reported is the rate per minute.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateOfChangeState {
+    prev: Option<(EventTime, f64)>,
+    timer: HoldTimer,
+}
+
+impl RateOfChangeState {
+    pub fn on_sample(&mut self, rule: &RateOfChangeRule, t: EventTime, v: f64) -> Step {
+        let Some((pt, pv)) = self.prev else {
+            self.prev = Some((t, v));
+            return Step::Quiet;
+        };
+        if t <= pt {
+            return Step::Stale;
+        }
+        self.prev = Some((t, v));
+        let per_minute = (v - pv).abs() / (t.millis() - pt.millis()) as f64 * 60_000.0;
+        let level = if per_minute > rule.max_per_minute { Level::Trips } else { Level::Clears };
+        self.timer.step(t, pt, t, level, millis(rule.hold), per_minute)
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.timer.is_raised()
+    }
+}
+
+/// Sub-periods of a running mean.
+pub const MEAN_BUCKETS: usize = 24;
+/// Sub-periods that must hold data before a mean is judged: 75 %, the Air Quality
+/// Directive's minimum data capture for an aggregated value.
+pub const MEAN_MIN_BUCKETS: usize = 18;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct MeanBucket {
+    index: i64,
+    sum: f64,
+    count: u32,
+}
+
+/// Running mean over the trailing averaging period, kept in [`MEAN_BUCKETS`] sub-periods
+/// (so the window slides in steps of 1/24 of the period, with fixed memory). Trips when the
+/// mean is above the limit and at least [`MEAN_MIN_BUCKETS`] sub-periods hold data; clears
+/// when it is back at or below the clear level. The value reported is the mean.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeanLimitState {
+    buckets: [MeanBucket; MEAN_BUCKETS],
+    timer: HoldTimer,
+    last: Option<EventTime>,
+}
+
+impl MeanLimitState {
+    pub fn on_sample(&mut self, rule: &MeanLimitRule, t: EventTime, v: f64) -> Step {
+        if self.last.is_some_and(|l| t <= l) {
+            return Step::Stale;
+        }
+        self.last = Some(t);
+        let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
+        let index = t.millis().div_euclid(width);
+        let slot = &mut self.buckets[index.rem_euclid(MEAN_BUCKETS as i64) as usize];
+        if slot.index != index || slot.count == 0 {
+            *slot = MeanBucket { index, sum: 0.0, count: 0 };
+        }
+        slot.sum += v;
+        slot.count += 1;
+        let (mut sum, mut count, mut covered) = (0.0, 0u64, 0usize);
+        for b in &self.buckets {
+            if b.count > 0 && b.index > index - MEAN_BUCKETS as i64 {
+                sum += b.sum;
+                count += u64::from(b.count);
+                covered += 1;
+            }
+        }
+        let mean = sum / count as f64;
+        let level = if mean > rule.limit && covered >= MEAN_MIN_BUCKETS {
+            Level::Trips
+        } else if mean <= rule.clear {
+            Level::Clears
+        } else {
+            Level::Neutral
+        };
+        self.timer.step(t, t, t, level, 0, mean)
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.timer.is_raised()
+    }
+}
+
+/// A segment's LOS at or worse than a grade for `for`, evaluated per window: the run
+/// begins at the start of its first bad window and has held until the end of the latest.
+/// Windows without a LOS are skipped; a correction (higher revision) of a window already
+/// evaluated is stale, like any sample not newer than the last. The value is the speed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LosState {
+    timer: HoldTimer,
+}
+
+impl LosState {
+    pub fn on_state(&mut self, rule: &LosRule, s: &SegmentState) -> Step {
+        let (Some(los), Some(speed)) = (s.los, s.speed_kmh) else {
+            return Step::Quiet;
+        };
+        let level = if los >= rule.at_or_worse { Level::Trips } else { Level::Clears };
+        self.timer.step(s.start, s.start, s.end, level, millis(rule.hold), speed)
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.timer.is_raised()
+    }
+}
+
+/// Inter-arrival gaps remembered to learn a device's interval.
+const GAPS: usize = 8;
+/// Gaps needed before a learned interval is trusted.
+const MIN_GAPS: u8 = 3;
+
+/// A device's arrivals on the processing clock: last arrival, its Last Will, and the
+/// interval learned as the median of its last 8 positive inter-arrival gaps (readings that
+/// arrive together in one message or batch share one arrival and add no gap).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Arrivals {
+    pub last: Option<EventTime>,
+    pub last_will_at: Option<EventTime>,
+    gaps_ms: [u32; GAPS],
+    gap_count: u8,
+    next: u8,
+}
+
+impl Arrivals {
+    /// Something arrived from the device (a reading, or an `online` status).
+    pub fn record(&mut self, now: EventTime) {
+        self.last_will_at = None;
+        match self.last {
+            Some(last) if now > last => {
+                let gap = u32::try_from(now.millis() - last.millis()).unwrap_or(u32::MAX);
+                self.gaps_ms[usize::from(self.next)] = gap;
+                self.next = (self.next + 1) % GAPS as u8;
+                self.gap_count = (self.gap_count + 1).min(GAPS as u8);
+                self.last = Some(now);
+            }
+            Some(_) => {}
+            None => self.last = Some(now),
+        }
+    }
+
+    /// The device's Last Will (`offline` status) arrived.
+    pub fn last_will(&mut self, now: EventTime) {
+        self.last_will_at.get_or_insert(now);
+    }
+
+    /// Median of the remembered gaps, once there are enough.
+    pub fn learned_interval_ms(&self) -> Option<i64> {
+        if self.gap_count < MIN_GAPS {
+            return None;
+        }
+        let mut gaps = self.gaps_ms;
+        let gaps = &mut gaps[..usize::from(self.gap_count)];
+        gaps.sort_unstable();
+        Some(i64::from(gaps[gaps.len() / 2]))
+    }
+
+    /// After a restart: the downtime does not count as the device's silence.
+    pub fn shift_by_downtime(&mut self, downtime_ms: i64) {
+        if let Some(last) = self.last.as_mut() {
+            *last = EventTime(last.millis().saturating_add(downtime_ms.max(0)));
+        }
+    }
+}
+
+impl OfflineRule {
+    /// Is the device offline at `now`? `Some((since, silence in s))` if so; `since` is the
+    /// Last Will's arrival, or the last arrival for silence. The expected
+    /// interval is the rule's, else the device's registered one, else the learned one;
+    /// without any, only the Last Will counts. Silence must exceed both
+    /// `silence_factor × interval` and `min_silence`.
+    pub fn offline_at(&self, arrivals: &Arrivals, registered: Option<Duration>, now: EventTime) -> Option<(EventTime, f64)> {
+        let silence = |since: EventTime| (now.millis() - since.millis()).max(0) as f64 / 1_000.0;
+        if self.last_will {
+            if let Some(at) = arrivals.last_will_at {
+                return Some((at, arrivals.last.map_or(0.0, silence)));
+            }
+        }
+        let interval = self.interval.or(registered).map(millis).or_else(|| arrivals.learned_interval_ms())?;
+        let last = arrivals.last?;
+        let limit = ((interval as f64 * self.silence_factor) as i64).max(millis(self.min_silence));
+        (now.millis() - last.millis() > limit).then(|| (last, silence(last)))
+    }
+}
+
+/// Raised flag of one (offline rule, device).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OfflineState {
+    pub raised: bool,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

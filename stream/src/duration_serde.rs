@@ -1,0 +1,65 @@
+//! `std::time::Duration` as a humantime string in serde (`"90s"`, `"1h 30m"`), so config
+//! files and rule definitions never carry bare `*_ms` numbers. Use with
+//! `#[serde(with = "crate::duration_serde")]`; [`option`] does the same for
+//! `Option<Duration>`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration such as \"90s\" or \"5m\": {e}")))
+}
+
+/// `Option<Duration>`: absent or a humantime string.
+pub mod option {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Holder {
+        #[serde(with = "super")]
+        every: Duration,
+        #[serde(default, with = "super::option")]
+        grace: Option<Duration>,
+    }
+
+    #[test]
+    fn durations_round_trip_as_humantime_strings() {
+        let h = Holder { every: Duration::from_secs(90), grace: Some(Duration::from_millis(1500)) };
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(json, r#"{"every":"1m 30s","grace":"1s 500ms"}"#);
+        assert_eq!(serde_json::from_str::<Holder>(&json).unwrap(), h);
+        let h: Holder = serde_json::from_str(r#"{"every":"5m"}"#).unwrap();
+        assert_eq!(h, Holder { every: Duration::from_secs(300), grace: None });
+    }
+
+    #[test]
+    fn a_bare_number_is_refused_with_an_example() {
+        let err = serde_json::from_str::<Holder>(r#"{"every":"300"}"#).unwrap_err().to_string();
+        assert!(err.contains("\"90s\""), "{err}");
+    }
+}
