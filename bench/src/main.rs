@@ -627,17 +627,30 @@ async fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--store`: only the store benchmark, printed as JSON (for working on the store).
+async fn store_only(quick: bool) -> Result<()> {
+    let report = store_bench::run(quick).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut quick = false;
+    let mut store = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--store" => store = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store or nothing"),
         }
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(quick))
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if store {
+        return rt.block_on(store_only(quick));
+    }
+    rt.block_on(run(quick))
 }

@@ -34,11 +34,17 @@ BEGIN
     IF to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format(
-        'CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (%L)',
-        part,
-        (day::timestamp AT TIME ZONE 'UTC'),
-        ((day + 1)::timestamp AT TIME ZONE 'UTC'));
+    -- The lock does not refresh this session's catalog cache, so the check above may miss
+    -- a partition another session just created: that is not an error.
+    BEGIN
+        EXECUTE format(
+            'CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (%L)',
+            part,
+            (day::timestamp AT TIME ZONE 'UTC'),
+            ((day + 1)::timestamp AT TIME ZONE 'UTC'));
+    EXCEPTION WHEN duplicate_table THEN
+        RETURN false;
+    END;
     RETURN true;
 END
 $$;
