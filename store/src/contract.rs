@@ -8,7 +8,11 @@ use std::time::Duration;
 use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq, SegmentId};
 
 use crate::history::{DAY_MS, HOUR_MS, MINUTE_MS};
-use crate::{Batch, DeadLetter, DeviceRecord, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, StorageMode, Step, Store};
+use crate::{
+    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Batch, Clearance, DeadLetter,
+    DeviceRecord, GapFill, HistoryPoint, HistoryQuery, HistorySubject, NewAlert, RaiseOutcome, Resolution, Severity, StorageMode, Step,
+    Store, StoreError, SubjectKind,
+};
 
 const T0: i64 = 1_763_892_000_000; // 2025-11-23T10:00:00Z, a minute boundary
 
@@ -57,6 +61,10 @@ pub async fn run_all(store: &Store) {
     dead_letters_and_devices_are_kept(store).await;
     segments_round_trip(store).await;
     retention_drops_old_readings_and_rollups(store).await;
+    alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store).await;
+    automatic_clear_by_key_leaves_other_keys_open(store).await;
+    alert_listing_filters_and_pages_by_cursor(store).await;
+    stream_state_round_trips_and_is_overwritten(store).await;
 }
 
 pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
@@ -312,4 +320,210 @@ pub async fn retention_drops_old_readings_and_rollups(store: &Store) {
     assert_eq!(store.history(&minute).await.expect("h").points.len(), 1);
     // Maintenance is repeatable.
     store.maintain(EventTime(T0 + DAY_MS)).await.expect("maintain again");
+}
+
+fn seg(s: &str) -> SegmentId {
+    SegmentId::parse(s).expect("valid test segment")
+}
+
+fn new_alert(rule: &str, subject: AlertSubject, severity: Severity, raised_at: i64) -> NewAlert {
+    NewAlert {
+        rule: rule.to_owned(),
+        subject,
+        kind: AlertKind::Single,
+        severity,
+        message: format!("{rule} at {raised_at}"),
+        value: Some(87.5),
+        since: EventTime(raised_at - 60_000),
+        raised_at: EventTime(raised_at),
+        members: 1,
+    }
+}
+
+async fn raise(store: &Store, alert: &NewAlert) -> AlertRecord {
+    match store.raise_alert(alert).await.expect("raise") {
+        RaiseOutcome::Raised(record) => *record,
+        other => panic!("{} on {} should open a new alert, got {other:?}", alert.rule, alert.subject),
+    }
+}
+
+/// (from, to, by, note, at offset from T0) of an alert's events.
+async fn moves(store: &Store, id: i64) -> Vec<(Option<AlertState>, AlertState, Option<String>, Option<String>, i64)> {
+    let events: Vec<AlertEventRecord> = store.alert_events(id).await.expect("events");
+    assert!(events.iter().all(|e| e.alert == id));
+    events.into_iter().map(|e| (e.from, e.to, e.by, e.note, e.at.millis() - T0)).collect()
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+/// raise → duplicate raise refused → acknowledge with a note → illegal moves refused →
+/// manual clear → the same key raised again opens a new alert; every move an event.
+pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store: &Store) {
+    use AlertState::*;
+    let subject = AlertSubject::Device(dev("al-1"));
+    let first = new_alert("contract.lifecycle", subject.clone(), Severity::Critical, T0);
+    let raised = raise(store, &first).await;
+    assert_eq!(
+        raised,
+        AlertRecord {
+            id: raised.id,
+            rule: "contract.lifecycle".into(),
+            subject: subject.clone(),
+            kind: AlertKind::Single,
+            severity: Severity::Critical,
+            state: Raised,
+            message: format!("contract.lifecycle at {T0}"),
+            value: Some(87.5),
+            since: EventTime(T0 - 60_000),
+            raised_at: EventTime(T0),
+            acknowledged: None,
+            cleared: None,
+            members: 1,
+        }
+    );
+    let id = raised.id;
+    assert_eq!(store.alert(id).await.expect("alert"), Some(raised.clone()));
+
+    let again = NewAlert { raised_at: EventTime(T0 + 5_000), message: "again".into(), ..first.clone() };
+    assert_eq!(store.raise_alert(&again).await.expect("raise again"), RaiseOutcome::AlreadyOpen(id));
+    assert_eq!(store.alert(id).await.expect("alert"), Some(raised.clone()), "a refused raise changes nothing");
+
+    let acked = store.acknowledge_alert(id, "ops-anna", Some("crew dispatched"), EventTime(T0 + 60_000)).await.expect("ack");
+    assert_eq!(acked.state, Acknowledged);
+    assert_eq!(acked.acknowledged, Some(Acknowledgement { by: "ops-anna".into(), note: some("crew dispatched"), at: EventTime(T0 + 60_000) }));
+    assert_eq!(acked.cleared, None);
+    assert_eq!(store.alert(id).await.expect("alert"), Some(acked.clone()));
+
+    let refused = store.acknowledge_alert(id, "ops-marco", None, EventTime(T0 + 61_000)).await;
+    assert!(matches!(refused, Err(StoreError::AlertTransition { id: i, from: Acknowledged, to: Acknowledged }) if i == id), "{refused:?}");
+    assert_eq!(store.raise_alert(&again).await.expect("raise while acknowledged"), RaiseOutcome::AlreadyOpen(id));
+    let nameless = store.acknowledge_alert(id, " ", None, EventTime(T0 + 61_000)).await;
+    assert!(matches!(nameless, Err(StoreError::InvalidQuery { param: "by", .. })), "{nameless:?}");
+
+    let cleared = store.clear_alert(id, Some("ops-marco"), Some("sensor replaced"), EventTime(T0 + 120_000)).await.expect("clear");
+    assert_eq!(cleared.state, Cleared);
+    assert_eq!(cleared.acknowledged, acked.acknowledged, "the acknowledgement is kept");
+    assert_eq!(cleared.cleared, Some(Clearance { by: some("ops-marco"), note: some("sensor replaced"), at: EventTime(T0 + 120_000) }));
+
+    for (result, to) in [
+        (store.acknowledge_alert(id, "ops-anna", None, EventTime(T0 + 130_000)).await, Acknowledged),
+        (store.clear_alert(id, None, None, EventTime(T0 + 130_000)).await, Cleared),
+    ] {
+        assert!(matches!(result, Err(StoreError::AlertTransition { id: i, from: Cleared, to: t }) if i == id && t == to), "{result:?}");
+    }
+    assert_eq!(store.alert(id).await.expect("alert"), Some(cleared.clone()), "refused moves change nothing");
+    assert_eq!(
+        moves(store, id).await,
+        vec![
+            (None, Raised, None, None, 0),
+            (Some(Raised), Acknowledged, some("ops-anna"), some("crew dispatched"), 60_000),
+            (Some(Acknowledged), Cleared, some("ops-marco"), some("sensor replaced"), 120_000),
+        ]
+    );
+
+    let missing = store.acknowledge_alert(i64::MAX, "ops-anna", None, EventTime(T0)).await;
+    assert!(matches!(missing, Err(StoreError::AlertNotFound(i64::MAX))), "{missing:?}");
+    let missing = store.clear_alert(i64::MAX, None, None, EventTime(T0)).await;
+    assert!(matches!(missing, Err(StoreError::AlertNotFound(i64::MAX))), "{missing:?}");
+    assert_eq!(store.alert(i64::MAX).await.expect("alert"), None);
+
+    // The condition comes back: a new alert, with its own history.
+    let reopened = raise(store, &NewAlert { raised_at: EventTime(T0 + 180_000), ..first }).await;
+    assert_ne!(reopened.id, id);
+    assert_eq!((reopened.state, reopened.acknowledged.clone(), reopened.cleared.clone()), (Raised, None, None));
+    assert_eq!(moves(store, reopened.id).await, vec![(None, Raised, None, None, 180_000)]);
+    assert_eq!(store.alert(id).await.expect("alert").map(|a| a.state), Some(Cleared));
+}
+
+/// The stream clears by key when a condition ends: only that key's open alert moves, with
+/// no operator; grouped alerts keep their member count.
+pub async fn automatic_clear_by_key_leaves_other_keys_open(store: &Store) {
+    let rule = "contract.auto-clear";
+    let on_segment = AlertSubject::Segment(seg("ac-seg-1"));
+    let segment_alert = raise(store, &NewAlert { kind: AlertKind::SegmentGroup, members: 3, ..new_alert(rule, on_segment.clone(), Severity::Warning, T0) }).await;
+    let rule_alert = raise(store, &NewAlert { kind: AlertKind::RateLimitOverflow, ..new_alert(rule, AlertSubject::Rule, Severity::Warning, T0) }).await;
+    assert_eq!((segment_alert.members, segment_alert.kind, rule_alert.subject.clone()), (3, AlertKind::SegmentGroup, AlertSubject::Rule));
+
+    store.update_alert_members(segment_alert.id, 7).await.expect("members");
+    assert_eq!(store.alert(segment_alert.id).await.expect("alert").map(|a| a.members), Some(7));
+    assert!(matches!(store.update_alert_members(i64::MAX, 1).await, Err(StoreError::AlertNotFound(i64::MAX))));
+
+    let cleared = store.clear_open_alert(rule, &on_segment, EventTime(T0 + 90_000)).await.expect("auto clear");
+    let cleared = cleared.expect("the open alert of the key");
+    assert_eq!((cleared.id, cleared.state, cleared.members), (segment_alert.id, AlertState::Cleared, 7));
+    assert_eq!(cleared.cleared, Some(Clearance { by: None, note: None, at: EventTime(T0 + 90_000) }));
+    assert_eq!(
+        moves(store, segment_alert.id).await,
+        vec![(None, AlertState::Raised, None, None, 0), (Some(AlertState::Raised), AlertState::Cleared, None, None, 90_000)]
+    );
+    assert_eq!(store.alert(rule_alert.id).await.expect("alert"), Some(rule_alert.clone()), "another key of the rule stays open");
+    assert_eq!(store.clear_open_alert(rule, &on_segment, EventTime(T0 + 95_000)).await.expect("nothing open"), None);
+    assert_eq!(moves(store, segment_alert.id).await.len(), 2);
+}
+
+/// Listing: each filter alone and combined, newest first with ties by id, and cursor pages
+/// that neither skip nor repeat.
+pub async fn alert_listing_filters_and_pages_by_cursor(store: &Store) {
+    // A time range no other check raises in, so the listing sees only these alerts.
+    let base = T0 + 400 * DAY_MS;
+    let (a, b) = ("contract.list-a", "contract.list-b");
+    let d1 = AlertSubject::Device(dev("ls-1"));
+    let a1 = raise(store, &new_alert(a, d1.clone(), Severity::Warning, base + 1_000)).await.id;
+    let a2 = raise(store, &new_alert(a, AlertSubject::Device(dev("ls-2")), Severity::Critical, base + 2_000)).await.id;
+    let a3 = raise(store, &new_alert(b, AlertSubject::Segment(seg("ls-seg")), Severity::Info, base + 3_000)).await.id;
+    // Raised at the same instant as a3: the later id lists first.
+    let a4 = raise(store, &new_alert(b, d1.clone(), Severity::Critical, base + 3_000)).await.id;
+    let a5 = raise(store, &new_alert(a, AlertSubject::Rule, Severity::Warning, base + 5_000)).await.id;
+    store.acknowledge_alert(a2, "ops-anna", None, EventTime(base + 6_000)).await.expect("ack");
+    store.clear_alert(a1, None, None, EventTime(base + 7_000)).await.expect("clear");
+
+    let window = AlertFilter { raised_from: Some(EventTime(base)), raised_to: Some(EventTime(base + DAY_MS)), ..AlertFilter::default() };
+    let ids = |f: AlertFilter| async move { store.alerts(&f).await.expect("alerts").into_iter().map(|a| a.id).collect::<Vec<_>>() };
+    assert_eq!(ids(window.clone()).await, vec![a5, a4, a3, a2, a1]);
+    assert_eq!(ids(AlertFilter { states: AlertState::OPEN.to_vec(), ..window.clone() }).await, vec![a5, a4, a3, a2]);
+    assert_eq!(ids(AlertFilter { states: AlertFilter::open().states, rule: Some(a.into()), ..window.clone() }).await, vec![a5, a2]);
+    assert_eq!(ids(AlertFilter { states: vec![AlertState::Cleared], ..window.clone() }).await, vec![a1]);
+    assert_eq!(ids(AlertFilter { states: vec![AlertState::Acknowledged], ..window.clone() }).await, vec![a2]);
+    assert_eq!(ids(AlertFilter { severities: vec![Severity::Critical], ..window.clone() }).await, vec![a4, a2]);
+    assert_eq!(ids(AlertFilter { severities: vec![Severity::Info, Severity::Warning], ..window.clone() }).await, vec![a5, a3, a1]);
+    assert_eq!(ids(AlertFilter { rule: Some(a.into()), ..window.clone() }).await, vec![a5, a2, a1]);
+    assert_eq!(ids(AlertFilter { subject_kind: Some(SubjectKind::Device), ..window.clone() }).await, vec![a4, a2, a1]);
+    assert_eq!(ids(AlertFilter { subject_kind: Some(SubjectKind::Rule), ..window.clone() }).await, vec![a5]);
+    assert_eq!(ids(AlertFilter { subject: Some(d1.clone()), ..window.clone() }).await, vec![a4, a1]);
+    assert_eq!(ids(AlertFilter { subject: Some(d1), rule: Some(b.into()), ..AlertFilter::default() }).await, vec![a4]);
+    let range = AlertFilter { raised_from: Some(EventTime(base + 2_000)), raised_to: Some(EventTime(base + 5_000)), ..AlertFilter::default() };
+    assert_eq!(ids(range).await, vec![a4, a3, a2]);
+
+    // Pages of two, each starting after the last id of the one before.
+    let page = |before_id: Option<i64>| AlertFilter { before_id, limit: 2, ..window.clone() };
+    assert_eq!(ids(page(None)).await, vec![a5, a4]);
+    assert_eq!(ids(page(Some(a4))).await, vec![a3, a2]);
+    assert_eq!(ids(page(Some(a2))).await, vec![a1]);
+    assert_eq!(ids(page(Some(a1))).await, Vec::<i64>::new());
+    assert_eq!(ids(AlertFilter { states: AlertFilter::open().states, before_id: Some(a5), limit: 1, ..window.clone() }).await, vec![a4]);
+    assert_eq!(ids(AlertFilter { limit: 0, ..window }).await, Vec::<i64>::new());
+
+    // What the list returns is the whole record.
+    let listed = store.alerts(&AlertFilter { rule: Some(b.into()), ..AlertFilter::default() }).await.expect("alerts");
+    assert_eq!(listed.first(), store.alert(a4).await.expect("alert").as_ref());
+}
+
+pub async fn stream_state_round_trips_and_is_overwritten(store: &Store) {
+    let key = "contract.alert_engine";
+    assert_eq!(store.load_stream_state(key).await.expect("load"), None);
+    let first = serde_json::json!({
+        "next_alert_id": 42,
+        "clock": T0,
+        "open_alerts": [{ "id": 7, "key": { "rule": "no2-high", "subject": { "device": "aq-3" } }, "value": 231.25, "note": null }],
+        "counters": { "raised": 18_446_744_073_709_551_615u64, "ratio": 0.1 },
+        "name": "città \"centro\"",
+    });
+    store.save_stream_state(key, &first).await.expect("save");
+    assert_eq!(store.load_stream_state(key).await.expect("load"), Some(first));
+    let second = serde_json::json!({ "next_alert_id": 43, "open_alerts": [] });
+    store.save_stream_state(key, &second).await.expect("overwrite");
+    assert_eq!(store.load_stream_state(key).await.expect("load"), Some(second));
+    assert_eq!(store.load_stream_state("contract.other").await.expect("load"), None);
 }

@@ -1,4 +1,4 @@
-//! SCCR storage: schema migrations, the batch writer, history queries.
+//! SCCR storage: schema migrations, the batch writer, history queries, alerts.
 //!
 //! Two backends with the same semantics behind [`Store`]: PostgreSQL (production) and
 //! SQLite (the embedded store of `sccr demo`). The invariants kept here:
@@ -10,7 +10,17 @@
 //! - **One transaction per batch**: readings, rollups, latest values, new devices and dead
 //!   letters of a batch commit together or not at all; the writer hands back the batch's
 //!   tickets (MQTT acks) only after the commit.
+//! - **One open alert per key**: at most one alert per (rule, subject) is raised or
+//!   acknowledged, enforced by the partial unique index `alerts_one_open_per_key` (`WHERE
+//!   state <> 'cleared'`) rather than by a check in code, so concurrent raises from several
+//!   tasks or replicas open exactly one alert and the others get
+//!   [`RaiseOutcome::AlreadyOpen`] with its id.
+//! - **Every alert transition is an event**: the raise, the acknowledgement and the clear
+//!   each write their `alert_events` row (who, when, from, to, note) in the same transaction
+//!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
+//!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
+pub mod alert;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod history;
@@ -25,6 +35,10 @@ use std::time::Duration;
 
 use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
+pub use alert::{
+    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
+    Severity, SubjectKind,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
@@ -45,6 +59,10 @@ pub enum StoreError {
     InvalidQuery { param: &'static str, message: String },
     #[error("TimescaleDB is required by `timescaledb = \"require\"` but the extension is not available: {0}")]
     TimescaleUnavailable(String),
+    #[error("alert {0} does not exist")]
+    AlertNotFound(i64),
+    #[error("alert {id} is {from} and cannot become {to}")]
+    AlertTransition { id: i64, from: AlertState, to: AlertState },
 }
 
 impl StoreError {
@@ -367,6 +385,73 @@ impl Store {
     /// Newest dead letters first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         dispatch!(self, s => s.dead_letters(limit).await)
+    }
+
+    /// Open an alert with its `raised` event, unless one for the same (rule, subject) is
+    /// open already: then nothing is written and the open alert's id comes back.
+    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<RaiseOutcome, StoreError> {
+        dispatch!(self, s => s.raise_alert(alert).await)
+    }
+
+    /// An operator acknowledges a raised alert.
+    pub async fn acknowledge_alert(&self, id: i64, by: &str, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+        if by.trim().is_empty() {
+            return Err(StoreError::InvalidQuery { param: "by", message: "an acknowledgement needs the operator's name".into() });
+        }
+        dispatch!(self, s => s.move_alert(id, AlertState::Acknowledged, Some(by), note, at).await)
+    }
+
+    /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
+    /// stream because the condition ended.
+    pub async fn clear_alert(&self, id: i64, by: Option<&str>, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+        if by.is_some_and(|b| b.trim().is_empty()) {
+            return Err(StoreError::InvalidQuery { param: "by", message: "a manual clear needs the operator's name".into() });
+        }
+        dispatch!(self, s => s.move_alert(id, AlertState::Cleared, by, note, at).await)
+    }
+
+    /// Clear automatically the open alert of (rule, subject), if there is one: the stream
+    /// knows its conditions by key, not by alert id (after a restart, say).
+    pub async fn clear_open_alert(&self, rule: &str, subject: &AlertSubject, at: EventTime) -> Result<Option<AlertRecord>, StoreError> {
+        // An operator may clear the alert between the look-up and the move: look again.
+        for _ in 0..3 {
+            let Some(id) = dispatch!(self, s => s.open_alert_id(rule, subject).await)? else {
+                return Ok(None);
+            };
+            match self.clear_alert(id, None, None, at).await {
+                Err(StoreError::AlertTransition { .. }) => continue,
+                other => return other.map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Set how many subjects a grouped alert holds.
+    pub async fn update_alert_members(&self, id: i64, members: u32) -> Result<(), StoreError> {
+        dispatch!(self, s => s.update_alert_members(id, members).await)
+    }
+
+    /// Alerts matching the filter, newest first (see [`AlertFilter`]).
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        dispatch!(self, s => s.alerts(filter).await)
+    }
+
+    pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
+        dispatch!(self, s => s.alert(id).await)
+    }
+
+    /// The lifecycle of one alert, oldest move first.
+    pub async fn alert_events(&self, id: i64) -> Result<Vec<AlertEventRecord>, StoreError> {
+        dispatch!(self, s => s.alert_events(id).await)
+    }
+
+    /// Keep (replace) the stream's exported state under `key`.
+    pub async fn save_stream_state(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        dispatch!(self, s => s.save_stream_state(key, value).await)
+    }
+
+    pub async fn load_stream_state(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        dispatch!(self, s => s.load_stream_state(key).await)
     }
 
     /// Cheap liveness probe of the database.

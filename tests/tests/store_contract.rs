@@ -2,10 +2,15 @@
 //! TimescaleDB where `scripts/timescaledb.sh` started one (the SQLite run is in `store`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sccr_tests::TestDb;
-use store::{Batch, Resolution, Step, StorageMode, Store, StoreOptions, TimescaleMode, WriteMethod};
+use store::{
+    AlertFilter, AlertKind, AlertState, AlertSubject, Batch, NewAlert, RaiseOutcome, Resolution, Severity, Step, StorageMode, Store,
+    StoreOptions, TimescaleMode, WriteMethod,
+};
 use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
+use tokio::sync::Barrier;
 
 fn native(write_method: WriteMethod) -> StoreOptions {
     StoreOptions { timescaledb: TimescaleMode::Off, write_method, ..StoreOptions::default() }
@@ -53,6 +58,7 @@ async fn timescaledb_meets_the_store_contract() {
         "DROP MATERIALIZED VIEW IF EXISTS rollup_1d CASCADE; DROP MATERIALIZED VIEW IF EXISTS rollup_1h CASCADE;
          DROP TABLE IF EXISTS readings CASCADE; DROP TABLE IF EXISTS rollup_1m CASCADE;
          DROP TABLE IF EXISTS rollup_pending, latest, dead_letters, devices, road_segments, sccr_settings, sccr_migrations CASCADE;
+         DROP TABLE IF EXISTS alert_events, alerts, stream_state CASCADE;
          DROP FUNCTION IF EXISTS sccr_ensure_readings_partition(date)",
     )
     .execute(pg.pool())
@@ -160,6 +166,66 @@ async fn concurrent_writers_and_mergers_keep_rollups_exact() {
         let want: Vec<_> = want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect();
         assert_eq!(got, want, "{level:?}");
     }
+}
+
+/// Sixteen raises of one condition at the same moment from two replicas (two stores, two
+/// pools): the partial unique index lets exactly one open the alert; the others get its id
+/// and write nothing, not even an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_raises_open_one_alert() {
+    const RAISES: usize = 16;
+    let db = TestDb::create().await.expect("test database");
+    let replicas = [
+        Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect"),
+        Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect"),
+    ];
+    replicas[0].migrate().await.expect("migrate");
+    // Open every pooled connection now, so that no raise waits for a connection to be set up
+    // while the others race.
+    for store in &replicas {
+        let Store::Postgres(pg) = store else { unreachable!("a postgres URL") };
+        let held = futures_util::future::try_join_all((0..RAISES / 2).map(|_| pg.pool().acquire())).await.expect("connections");
+        drop(held);
+    }
+    let alert = NewAlert {
+        rule: "no2-high".into(),
+        subject: AlertSubject::Device(DeviceId::parse("aq-race").expect("id")),
+        kind: AlertKind::Single,
+        severity: Severity::Critical,
+        message: "NO2 above 200 µg/m³ for 1h".into(),
+        value: Some(231.0),
+        since: EventTime(1_763_892_000_000),
+        raised_at: EventTime(1_763_895_600_000),
+        members: 1,
+    };
+    let barrier = Arc::new(Barrier::new(RAISES));
+    let tasks: Vec<_> = (0..RAISES)
+        .map(|i| {
+            let (store, barrier, alert) = (replicas[i % 2].clone(), barrier.clone(), alert.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.raise_alert(&alert).await.expect("raise")
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("raise task"));
+    }
+    let raised: Vec<i64> = outcomes.iter().filter_map(|o| if let RaiseOutcome::Raised(a) = o { Some(a.id) } else { None }).collect();
+    assert_eq!(raised.len(), 1, "exactly one raise opens the alert: {outcomes:?}");
+    let id = raised[0];
+    assert_eq!(outcomes.iter().filter(|o| **o == RaiseOutcome::AlreadyOpen(id)).count(), RAISES - 1, "{outcomes:?}");
+
+    let open = replicas[1].alerts(&AlertFilter::open()).await.expect("open alerts");
+    assert_eq!(open.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(), vec![(id, AlertState::Raised)]);
+    let Store::Postgres(pg) = &replicas[0] else { unreachable!("a postgres URL") };
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(pg.pool()).await.expect("count");
+    let raise_events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alert_events WHERE to_state = 'raised'").fetch_one(pg.pool()).await.expect("count");
+    assert_eq!((rows, raise_events), (1, 1));
+    let events = replicas[0].alert_events(id).await.expect("events");
+    assert_eq!(events.iter().map(|e| (e.alert, e.from, e.to)).collect::<Vec<_>>(), vec![(id, None, AlertState::Raised)]);
 }
 
 async fn check_levels(store: &Store, dev: &DeviceId, start: i64, now: i64, all: &[Reading]) {

@@ -1,0 +1,367 @@
+//! Alerts as the store keeps them: one row per alert in `alerts`, one row per lifecycle
+//! move in `alert_events`, and the stream's exported state in `stream_state`.
+//!
+//! These are the store's own plain types; the stream crate has its richer `Alert` and the
+//! composition root maps one onto the other. The invariants the backends keep:
+//! - **One open alert per key**: at most one alert per (rule, subject) is not `cleared`,
+//!   enforced by the partial unique index `alerts_one_open_per_key`, so two tasks or two
+//!   replicas raising the same condition at once open one alert; the other gets
+//!   [`RaiseOutcome::AlreadyOpen`].
+//! - **Every move is an event**: the raise, the acknowledgement and the clear each write
+//!   their `alert_events` row in the same transaction as the change to `alerts`.
+//! - **Only legal moves**: raised → acknowledged → cleared, or raised → cleared. A move from
+//!   any other state changes nothing and fails with [`StoreError::AlertTransition`].
+
+use std::fmt;
+
+use telemetry::{DeviceId, EventTime, SegmentId};
+
+use crate::{parse_device, parse_segment, StoreError};
+
+/// Where an alert stands in its lifecycle. `Cleared` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Raised,
+    Acknowledged,
+    Cleared,
+}
+
+impl AlertState {
+    pub const OPEN: [AlertState; 2] = [AlertState::Raised, AlertState::Acknowledged];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Acknowledged => "acknowledged",
+            Self::Cleared => "cleared",
+        }
+    }
+
+    pub fn is_open(self) -> bool {
+        self != Self::Cleared
+    }
+
+    /// Whether the lifecycle allows moving from `self` to `to`.
+    pub fn can_move_to(self, to: AlertState) -> bool {
+        matches!(
+            (self, to),
+            (Self::Raised, Self::Acknowledged) | (Self::Raised, Self::Cleared) | (Self::Acknowledged, Self::Cleared)
+        )
+    }
+
+    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "raised" => Ok(Self::Raised),
+            "acknowledged" => Ok(Self::Acknowledged),
+            "cleared" => Ok(Self::Cleared),
+            _ => Err(StoreError::Corrupt { what: "alert state", value: s }),
+        }
+    }
+}
+
+impl fmt::Display for AlertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "info" => Ok(Self::Info),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            _ => Err(StoreError::Corrupt { what: "alert severity", value: s }),
+        }
+    }
+}
+
+/// What an alert stands for: one condition of one subject, or raises folded together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    Single,
+    /// Devices of one segment raising one rule, folded into an alert about the segment.
+    SegmentGroup,
+    /// Raises a rule's rate limit turned away, folded into an alert about the rule.
+    RateLimitOverflow,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::SegmentGroup => "segment_group",
+            Self::RateLimitOverflow => "rate_limit_overflow",
+        }
+    }
+
+    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "single" => Ok(Self::Single),
+            "segment_group" => Ok(Self::SegmentGroup),
+            "rate_limit_overflow" => Ok(Self::RateLimitOverflow),
+            _ => Err(StoreError::Corrupt { what: "alert kind", value: s }),
+        }
+    }
+}
+
+/// The kind of thing an alert is about (`alerts.subject_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectKind {
+    Device,
+    Segment,
+    Rule,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Segment => "segment",
+            Self::Rule => "rule",
+        }
+    }
+}
+
+/// What an alert is about. Stored as (`subject_kind`, `subject`), `subject` being the
+/// device or segment id, and `''` for an alert about the rule as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSubject {
+    Device(DeviceId),
+    Segment(SegmentId),
+    Rule,
+}
+
+impl AlertSubject {
+    pub fn kind(&self) -> SubjectKind {
+        match self {
+            Self::Device(_) => SubjectKind::Device,
+            Self::Segment(_) => SubjectKind::Segment,
+            Self::Rule => SubjectKind::Rule,
+        }
+    }
+
+    /// The `subject` column.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Device(d) => d.as_str(),
+            Self::Segment(s) => s.as_str(),
+            Self::Rule => "",
+        }
+    }
+
+    pub(crate) fn from_columns(kind: String, subject: String) -> Result<Self, StoreError> {
+        match kind.as_str() {
+            "device" => parse_device(subject).map(Self::Device),
+            "segment" => parse_segment(subject).map(Self::Segment),
+            "rule" if subject.is_empty() => Ok(Self::Rule),
+            _ => Err(StoreError::Corrupt { what: "alert subject", value: format!("{kind} {subject:?}") }),
+        }
+    }
+}
+
+impl fmt::Display for AlertSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Device(d) => write!(f, "device {d}"),
+            Self::Segment(s) => write!(f, "segment {s}"),
+            Self::Rule => f.write_str("rule"),
+        }
+    }
+}
+
+/// An alert to open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert {
+    /// The rule's id.
+    pub rule: String,
+    pub subject: AlertSubject,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub message: String,
+    /// The value that raised it, where there is one.
+    pub value: Option<f64>,
+    /// When the condition began (the subject's event time).
+    pub since: EventTime,
+    /// When the stream raised it.
+    pub raised_at: EventTime,
+    /// Subjects folded into it (1 for a single alert).
+    pub members: u32,
+}
+
+/// Who acknowledged an alert, when, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub note: Option<String>,
+    pub at: EventTime,
+}
+
+/// How an alert was cleared.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Clearance {
+    /// The operator; `None` when the stream cleared it because the condition ended.
+    pub by: Option<String>,
+    pub note: Option<String>,
+    pub at: EventTime,
+}
+
+/// One stored alert.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub rule: String,
+    pub subject: AlertSubject,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub message: String,
+    pub value: Option<f64>,
+    pub since: EventTime,
+    pub raised_at: EventTime,
+    pub acknowledged: Option<Acknowledgement>,
+    pub cleared: Option<Clearance>,
+    pub members: u32,
+}
+
+/// One lifecycle move of an alert (`alert_events`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlertEventRecord {
+    pub id: i64,
+    pub alert: i64,
+    /// `None` for the raise.
+    pub from: Option<AlertState>,
+    pub to: AlertState,
+    /// The operator; `None` for moves the stream made.
+    pub by: Option<String>,
+    pub note: Option<String>,
+    pub at: EventTime,
+}
+
+/// What [`crate::Store::raise_alert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RaiseOutcome {
+    /// A new alert was opened, with its `raised` event.
+    Raised(Box<AlertRecord>),
+    /// An alert for the same (rule, subject) is open already: nothing was written.
+    AlreadyOpen(i64),
+}
+
+/// Which alerts to list. Every set field narrows the list; results are newest first
+/// (by `raised_at`, then id) and paged by cursor: pass the id of the last alert of a page
+/// as `before_id` to get the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertFilter {
+    /// Any of these states; empty for all.
+    pub states: Vec<AlertState>,
+    /// Any of these severities; empty for all.
+    pub severities: Vec<Severity>,
+    pub subject_kind: Option<SubjectKind>,
+    pub subject: Option<AlertSubject>,
+    pub rule: Option<String>,
+    /// Raised at or after.
+    pub raised_from: Option<EventTime>,
+    /// Raised before.
+    pub raised_to: Option<EventTime>,
+    /// Only alerts that come after this one in the listing order. A cursor naming no
+    /// alert yields an empty page.
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+impl AlertFilter {
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    /// Alerts not cleared yet (raised or acknowledged).
+    pub fn open() -> Self {
+        Self { states: AlertState::OPEN.to_vec(), ..Self::default() }
+    }
+}
+
+impl Default for AlertFilter {
+    fn default() -> Self {
+        Self {
+            states: Vec::new(),
+            severities: Vec::new(),
+            subject_kind: None,
+            subject: None,
+            rule: None,
+            raised_from: None,
+            raised_to: None,
+            before_id: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// The columns of an `alerts` row, read by either backend, with times in milliseconds.
+pub(crate) struct AlertColumns {
+    pub id: i64,
+    pub rule: String,
+    pub subject_kind: String,
+    pub subject: String,
+    pub kind: String,
+    pub severity: String,
+    pub state: String,
+    pub message: String,
+    pub value: Option<f64>,
+    pub since: EventTime,
+    pub raised_at: EventTime,
+    pub acknowledged_at: Option<EventTime>,
+    pub acknowledged_by: Option<String>,
+    pub ack_note: Option<String>,
+    pub cleared_at: Option<EventTime>,
+    pub cleared_by: Option<String>,
+    pub clear_note: Option<String>,
+    pub members: i64,
+}
+
+impl AlertColumns {
+    pub fn into_record(self) -> Result<AlertRecord, StoreError> {
+        let acknowledged = match (self.acknowledged_at, self.acknowledged_by) {
+            (Some(at), Some(by)) => Some(Acknowledgement { by, note: self.ack_note, at }),
+            _ => None,
+        };
+        Ok(AlertRecord {
+            id: self.id,
+            rule: self.rule,
+            subject: AlertSubject::from_columns(self.subject_kind, self.subject)?,
+            kind: AlertKind::parse(self.kind)?,
+            severity: Severity::parse(self.severity)?,
+            state: AlertState::parse(self.state)?,
+            message: self.message,
+            value: self.value,
+            since: self.since,
+            raised_at: self.raised_at,
+            acknowledged,
+            cleared: self.cleared_at.map(|at| Clearance { by: self.cleared_by, note: self.clear_note, at }),
+            members: u32::try_from(self.members).map_err(|_| StoreError::Corrupt { what: "alert members", value: self.members.to_string() })?,
+        })
+    }
+}
+
+/// The refusal of a move from the state an alert is in.
+pub(crate) fn refuse(id: i64, from: AlertState, to: AlertState) -> StoreError {
+    StoreError::AlertTransition { id, from, to }
+}
