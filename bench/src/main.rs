@@ -530,7 +530,7 @@ fn markdown(r: &Value) -> String {
     ));
     let s = &r["store"];
     out.push_str(&format!(
-        "| store writer with 1m/1h/1d rollups (binary COPY + rollup log + merger) | {} rows/s (batch p50 {} ms) | binary `COPY` into `readings` {} rows/s | {} | ≥ 0.7 |\n",
+        "| store writer with 1m/1h/1d rollups (binary COPY + rollup merger) | {} rows/s (batch p50 {} ms) | binary `COPY` into `readings` {} rows/s | {} | ≥ 0.7 |\n",
         f(&s["writer"]["rows_per_s"]), f(&s["writer"]["batch_p50_ms"]), f(&s["copy_limit_rows_per_s"]), f(&s["writer_vs_limit"])
     ));
     let h = &s["history"];

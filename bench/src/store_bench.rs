@@ -1,7 +1,7 @@
 //! Store benchmark (issue: time-series store), in one run:
 //! - the limit: binary `COPY` of readings into a freshly migrated store's own `readings`
 //!   table (partitioned by day, with its key), nothing else;
-//! - our writer: `Store::write_batch` (binary COPY of readings + the rollup log) with the
+//! - our writer: `Store::write_batch` (binary COPY of readings tagged with their batch) with the
 //!   rollup merger running beside it as in `sccr serve`, until every rollup level holds
 //!   every reading; rows/s from the first write to the last merge;
 //! - history latency: a 30-day hourly query for one road segment and for the whole city,
@@ -129,7 +129,7 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
     if exists.is_some() {
         let store = Store::connect(&url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
         let Store::Postgres(pg) = &store else { bail!("postgres expected") };
-        let marker: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'bench_dataset'").fetch_optional(pg.pool()).await?;
+        let marker: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'bench_dataset_v2'").fetch_optional(pg.pool()).await?;
         if let Some(m) = marker.and_then(|m| m.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))) {
             if m.0.parse::<i64>().ok() == Some(want_rows) {
                 eprintln!("   reusing {db_name} ({want_rows} readings)");
@@ -199,7 +199,7 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
     if n != want_rows {
         bail!("dataset holds {n} readings, expected {want_rows}");
     }
-    sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('bench_dataset', $1)").bind(format!("{want_rows}:{end}")).execute(pg.pool()).await?;
+    sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('bench_dataset_v2', $1)").bind(format!("{want_rows}:{end}")).execute(pg.pool()).await?;
     Ok((store, end))
 }
 

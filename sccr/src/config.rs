@@ -353,7 +353,7 @@ write_method = "copy"
 reset_sessions = false
 # Daily partitions of readings created ahead (native partitions only).
 partitions_ahead_days = 3
-# How often the rollup log is folded into the 1m/1h/1d rollups and latest values.
+# How often committed readings are folded into the 1m/1h/1d rollups and latest values.
 rollup_merge_interval = "500ms"
 # How often partitions are created ahead and retention is enforced.
 maintenance_interval = "1h"

@@ -224,7 +224,8 @@ fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &M
     metric("sccr_writer_last_batch_readings", "gauge", "Readings in the last committed batch.", w.last_batch_readings.load(Relaxed) as f64);
     metric("sccr_writer_last_flush_seconds", "gauge", "Duration of the last batch write.", w.last_flush_micros.load(Relaxed) as f64 / 1e6);
     metric("sccr_rollup_merges_total", "counter", "Runs of the rollup merger.", m.merges.load(Relaxed) as f64);
-    metric("sccr_rollup_log_rows_merged_total", "counter", "Rollup log rows folded into rollups.", m.pending_merged.load(Relaxed) as f64);
+    metric("sccr_rollup_batches_merged_total", "counter", "Committed batches folded into rollups.", m.batches_merged.load(Relaxed) as f64);
+    metric("sccr_rollup_readings_merged_total", "counter", "Readings folded into rollups.", m.readings_merged.load(Relaxed) as f64);
     metric("sccr_rollup_rows_written_total", "counter", "Rollup rows upserted (all levels).", m.rollup_rows.load(Relaxed) as f64);
     metric("sccr_rollup_merge_errors_total", "counter", "Failed rollup merges (retried).", m.errors.load(Relaxed) as f64);
     metric("sccr_rollup_last_merge_seconds", "gauge", "Duration of the last rollup merge.", m.last_merge_micros.load(Relaxed) as f64 / 1e6);

@@ -4,11 +4,16 @@
 //! SQLite (the embedded store of `sccr demo`). The invariants kept here:
 //! - **Dedupe**: `readings` has the key (device, metric, time); a replayed reading inserts
 //!   nothing.
-//! - **Exact rollups**: a batch's rollup partials are computed, inside the batch's
-//!   transaction, from the rows that insert actually added, and merged into `rollup_1m`
-//!   (count/sum/min/max added, last-by-time kept). Replays therefore change no rollup.
-//! - **One transaction per batch**: readings, rollups, latest values, new devices and dead
-//!   letters of a batch commit together or not at all; the writer hands back the batch's
+//! - **Exact rollups**: on PostgreSQL every inserted reading carries the id of the batch
+//!   that inserted it, and the batch is registered in `rollup_pending` in the same
+//!   transaction; the rollup merger ([`maintenance`]) deletes committed batches from
+//!   `rollup_pending` and merges their readings into `rollup_1m/1h/1d` (count/sum/min/max
+//!   added, last-by-time kept) and `latest` in one transaction, so each reading is counted
+//!   once even with several mergers. A replayed reading is not inserted and carries no
+//!   batch. SQLite merges every level inside the batch's transaction.
+//! - **One transaction per batch**: readings, the batch's `rollup_pending` row (SQLite:
+//!   its rollups and latest values), new devices and dead letters of a batch commit
+//!   together or not at all; the writer hands back the batch's
 //!   tickets (MQTT acks) only after the commit.
 //! - **One open alert per key**: at most one alert per (rule, subject) is raised or
 //!   acknowledged, enforced by the partial unique index `alerts_one_open_per_key` (`WHERE
@@ -250,8 +255,10 @@ pub enum StorageMode {
 /// What one run of the rollup merger folded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeOutcome {
-    /// Rows of the rollup log consumed.
-    pub pending: u64,
+    /// Committed batches taken off `rollup_pending`.
+    pub batches: u64,
+    /// Readings of those batches folded into the rollups.
+    pub readings: u64,
     /// Rollup rows written (all levels).
     pub rollup_rows: u64,
 }
@@ -342,21 +349,22 @@ impl Store {
         Ok(History { resolution: plan.source, step_ms: plan.step_ms, points })
     }
 
-    /// Fold the rollup log into the rollup tables and `latest`, at most `limit` log rows
-    /// in one transaction. Readings are counted in rollups once this has run after their
-    /// batch committed (SQLite merges inside the batch, so this is a no-op there).
-    pub async fn merge_rollups(&self, limit: usize) -> Result<MergeOutcome, StoreError> {
-        dispatch!(self, s => s.merge_rollups(limit).await)
+    /// Fold the readings of up to `max_batches` committed batches into the rollup tables
+    /// and `latest`, in one transaction. Readings are counted in rollups once this has run
+    /// after their batch committed (SQLite merges inside the batch: a no-op there).
+    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.merge_rollups(max_batches).await)
     }
 
-    /// Merge until the rollup log is empty.
+    /// Merge until no committed batch is pending.
     pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
         let mut total = MergeOutcome::default();
         loop {
-            let m = self.merge_rollups(100_000).await?;
-            total.pending += m.pending;
+            let m = self.merge_rollups(200).await?;
+            total.batches += m.batches;
+            total.readings += m.readings;
             total.rollup_rows += m.rollup_rows;
-            if m.pending == 0 {
+            if m.batches == 0 {
                 return Ok(total);
             }
         }

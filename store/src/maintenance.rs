@@ -1,7 +1,7 @@
-//! Background drivers of the store: the rollup merger (folds the rollup log into the
-//! rollup tables and `latest`) and maintenance (partitions ahead, retention). Both are
-//! safe to run in several processes at once: the merger consumes each log row exactly once
-//! (the row is deleted in the transaction that merges it), and partition creation is
+//! Background drivers of the store: the rollup merger (folds the readings of committed
+//! batches into the rollup tables and `latest`) and maintenance (partitions ahead, retention). Both are
+//! safe to run in several processes at once: the merger consumes each committed batch exactly
+//! once (its `rollup_pending` row is deleted in the transaction that merges it), and partition creation is
 //! serialised in the database.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,20 +17,22 @@ use crate::Store;
 pub struct MergerConfig {
     /// Pause between merges while the log is empty or small.
     pub interval: Duration,
-    /// Log rows folded per transaction.
-    pub batch_rows: usize,
+    /// Committed batches folded per transaction (a batch holds up to the writer's
+    /// `max_batch_readings`).
+    pub max_batches: usize,
 }
 
 impl Default for MergerConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_millis(500), batch_rows: 200_000 }
+        Self { interval: Duration::from_millis(500), max_batches: 200 }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct MergerMetrics {
     pub merges: AtomicU64,
-    pub pending_merged: AtomicU64,
+    pub batches_merged: AtomicU64,
+    pub readings_merged: AtomicU64,
     pub rollup_rows: AtomicU64,
     pub errors: AtomicU64,
     pub last_merge_micros: AtomicU64,
@@ -41,13 +43,14 @@ pub struct MergerMetrics {
 pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown: watch::Receiver<bool>, metrics: Arc<MergerMetrics>) {
     loop {
         let started = tokio::time::Instant::now();
-        let full = match store.merge_rollups(config.batch_rows).await {
+        let full = match store.merge_rollups(config.max_batches).await {
             Ok(m) => {
                 metrics.merges.fetch_add(1, Ordering::Relaxed);
-                metrics.pending_merged.fetch_add(m.pending, Ordering::Relaxed);
+                metrics.batches_merged.fetch_add(m.batches, Ordering::Relaxed);
+                metrics.readings_merged.fetch_add(m.readings, Ordering::Relaxed);
                 metrics.rollup_rows.fetch_add(m.rollup_rows, Ordering::Relaxed);
                 metrics.last_merge_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                m.pending as usize >= config.batch_rows
+                m.batches as usize >= config.max_batches
             }
             Err(e) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);

@@ -12,9 +12,8 @@ use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
 use telemetry::{EventTime, MetricId, RoadSegment};
 use time::OffsetDateTime;
 
-use crate::history::{HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, MINUTE_MS};
+use crate::history::{HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution};
 use crate::pgcopy::CopyEncoder;
-use crate::rollup::partials;
 
 use crate::alert::{refuse, AlertColumns};
 use crate::{
@@ -31,7 +30,7 @@ enum MigrationSql {
 
 const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (1, "foundation", MigrationSql::Common(include_str!("../migrations/postgres/0001_foundation.sql"))),
-    (2, "rollup log", MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql"))),
+    (2, "rollup batches", MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql"))),
     (
         3,
         "time series",
@@ -56,42 +55,49 @@ pub struct PgStore {
     options: StoreOptions,
 }
 
-/// The fallback write: readings through `unnest` arrays, skipping stored ones, and the
-/// per-minute partials of the rows really inserted logged for the rollup merger.
+/// "Last by time" in SQL: `(max(ARRAY[epoch seconds, value]))[2]`. Arrays compare
+/// element by element, so the maximum is the latest time and, on equal times, the larger
+/// value (the tie rule of `telemetry::Partial::merge`). Unlike `array_agg(… ORDER BY …)`
+/// it needs no sort, so grouping stays a hash aggregate. Epoch seconds with microseconds
+/// are exact in a float8 for any time this system stores.
+///
+/// The fallback write: readings through `unnest` arrays, skipping stored ones; the rows
+/// really inserted carry the batch id ($6), so only they reach the rollups.
 const INSERT_BATCH: &str = r#"
-WITH input AS (
-    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int8[])
-        AS t(time, device, metric, value, seq)
-), ins AS (
-    INSERT INTO readings (time, device, metric, value, seq)
-    SELECT time, device, metric, value, seq FROM input
+WITH ins AS (
+    INSERT INTO readings (time, device, metric, value, seq, batch)
+    SELECT time, device, metric, value, seq, $6
+    FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int8[]) AS t(time, device, metric, value, seq)
     ON CONFLICT (device, metric, time) DO NOTHING
-    RETURNING time, device, metric, value
-), logged AS (
-    INSERT INTO rollup_pending (bucket, device, metric, count, sum, min, max, last_value, last_time)
-    SELECT date_trunc('minute', time), device, metric, count(*), sum(value), min(value), max(value),
-           (array_agg(value ORDER BY time DESC, value DESC))[1], max(time)
-    FROM ins GROUP BY 1, 2, 3
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM logged) AS logged
+SELECT count(*) AS inserted FROM ins
 "#;
 
-/// The rollup merger's statement: take up to $1 rows of the log, fold them per level and
-/// merge them into each level's table, and move `latest` forward. `{levels}` is replaced
-/// by the levels this storage mode maintains itself.
+/// Registers a batch for the rollup merger, in the batch's transaction.
+const REGISTER_BATCH: &str =
+    "INSERT INTO rollup_pending (batch, min_time, max_time) VALUES (nextval('readings_batch_seq'), $1, $2) RETURNING batch";
+
+/// The rollup merger's statement: take up to $1 committed batches off `rollup_pending`,
+/// fold their readings per level, merge them into each level's table, and move `latest`
+/// forward. The levels are appended by [`merge_statement`].
 const MERGE_HEAD: &str = r#"
-WITH moved AS (
-    DELETE FROM rollup_pending WHERE ctid = ANY(ARRAY(SELECT ctid FROM rollup_pending LIMIT $1))
-    RETURNING bucket, device, metric, count, sum, min, max, last_value, last_time
+WITH b AS (
+    DELETE FROM rollup_pending WHERE batch IN (SELECT batch FROM rollup_pending ORDER BY batch LIMIT $1)
+    RETURNING batch, min_time, max_time
+), r AS (
+    SELECT time, device, metric, value FROM readings
+    WHERE batch = ANY(ARRAY(SELECT batch FROM b))
+      AND time >= (SELECT min(min_time) FROM b) AND time <= (SELECT max(max_time) FROM b)
 ), m AS (
-    SELECT bucket, device, metric, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-           (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last_value, max(last_time) AS last_time
-    FROM moved GROUP BY 1, 2, 3
+    SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
+           min(value) AS min, max(value) AS max,
+           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last_value, max(time) AS last_time
+    FROM r GROUP BY 1, 2, 3
 ), lat AS (
     INSERT INTO latest AS l (device, metric, time, value)
-    SELECT DISTINCT ON (device, metric) device, metric, last_time, last_value FROM m
-    ORDER BY device, metric, last_time DESC, last_value DESC
+    SELECT device, metric, max(last_time), (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] FROM m
+    GROUP BY device, metric
     ON CONFLICT (device, metric) DO UPDATE SET time = excluded.time, value = excluded.value
         WHERE excluded.time > l.time OR (excluded.time = l.time AND excluded.value > l.value)
     RETURNING 1
@@ -101,7 +107,7 @@ WITH moved AS (
 const MERGE_LEVEL: &str = r#", {name} AS (
     SELECT date_trunc('{unit}', bucket) AS bucket, device, metric, sum(count)::int8 AS count, sum(sum) AS sum,
            min(min) AS min, max(max) AS max,
-           (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last_value, max(last_time) AS last_time
+           (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last_value, max(last_time) AS last_time
     FROM {src} GROUP BY 1, 2, 3
 ), {name}_w AS (
     INSERT INTO {table} AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
@@ -134,7 +140,8 @@ fn merge_statement(levels: &[Resolution]) -> String {
         src = name;
     }
     sql.push_str(&format!(
-        "\nSELECT (SELECT count(*) FROM moved) AS pending, ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
+        "\nSELECT (SELECT count(*) FROM b) AS batches, (SELECT count(*) FROM r) AS readings, ({})::int8 AS rollup_rows, \
+         (SELECT count(*) FROM lat) AS latest",
         if counts.is_empty() { "0".to_owned() } else { counts.join(" + ") }
     ));
     sql
@@ -293,18 +300,17 @@ impl PgStore {
         }
     }
 
-    /// Binary COPY of the batch's distinct readings straight into `readings`, and of their
-    /// per-minute partials into the rollup log. Fails with a unique violation when any
-    /// reading was stored before.
+    /// Binary COPY of the batch's distinct readings, tagged with the batch's id, straight
+    /// into `readings`. Fails with a unique violation when any reading was stored before.
     async fn write_copy(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         let mut seen = HashSet::with_capacity(batch.readings.len());
         let unique: Vec<&telemetry::Reading> = batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
-        if !unique.is_empty() {
-            let mut enc = CopyEncoder::with_capacity(unique.len() * 72);
+        if let Some(id) = register_batch(&mut tx, batch).await? {
+            let mut enc = CopyEncoder::with_capacity(unique.len() * 80);
             for r in &unique {
-                enc.row(5);
+                enc.row(6);
                 enc.timestamptz(r.time);
                 enc.text(r.device.as_str());
                 enc.text(r.metric.as_str());
@@ -313,28 +319,9 @@ impl PgStore {
                     Some(s) => enc.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
                     None => enc.null(),
                 }
+                enc.i64(id);
             }
-            copy_in(&mut tx, "COPY readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)", enc.finish()).await?;
-            let parts = partials(unique.iter().copied(), MINUTE_MS);
-            let mut enc = CopyEncoder::with_capacity(parts.len() * 96);
-            for ((device, metric, bucket), p) in &parts {
-                enc.row(9);
-                enc.timestamptz(*bucket);
-                enc.text(device.as_str());
-                enc.text(metric.as_str());
-                enc.i64(p.count);
-                enc.f64(p.sum);
-                enc.f64(p.min);
-                enc.f64(p.max);
-                enc.f64(p.last_value);
-                enc.timestamptz(p.last_time);
-            }
-            copy_in(
-                &mut tx,
-                "COPY rollup_pending (bucket, device, metric, count, sum, min, max, last_value, last_time) FROM STDIN (FORMAT binary)",
-                enc.finish(),
-            )
-            .await?;
+            copy_in(&mut tx, "COPY readings (time, device, metric, value, seq, batch) FROM STDIN (FORMAT binary)", enc.finish()).await?;
         }
         let outcome = BatchOutcome {
             inserted: unique.len() as u64,
@@ -350,7 +337,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
         let mut outcome = BatchOutcome::default();
-        if !batch.readings.is_empty() {
+        if let Some(id) = register_batch(&mut tx, batch).await? {
             let n = batch.readings.len();
             let (mut times, mut devices, mut metrics, mut values, mut seqs) =
                 (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -367,6 +354,7 @@ impl PgStore {
                 .bind(&metrics)
                 .bind(&values)
                 .bind(&seqs)
+                .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
             let inserted: i64 = row.try_get("inserted")?;
@@ -379,14 +367,18 @@ impl PgStore {
         Ok(outcome)
     }
 
-    pub async fn merge_rollups(&self, limit: usize) -> Result<MergeOutcome, StoreError> {
+    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
         let levels: &[Resolution] = match self.storage_mode() {
             // Hourly and daily levels are continuous aggregates over rollup_1m.
             StorageMode::TimescaleDb => &[Resolution::Minute],
             _ => &[Resolution::Minute, Resolution::Hour, Resolution::Day],
         };
-        let row = sqlx::query(&merge_statement(levels)).bind(limit as i64).fetch_one(&self.pool).await?;
-        Ok(MergeOutcome { pending: row.try_get::<i64, _>("pending")? as u64, rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64 })
+        let row = sqlx::query(&merge_statement(levels)).bind(max_batches as i64).fetch_one(&self.pool).await?;
+        Ok(MergeOutcome {
+            batches: row.try_get::<i64, _>("batches")? as u64,
+            readings: row.try_get::<i64, _>("readings")? as u64,
+            rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64,
+        })
     }
 
     pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
@@ -473,9 +465,16 @@ impl PgStore {
                 "SELECT time AS t, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
                  WHERE metric = $1 AND time >= $2 AND time < $3 {filter} ORDER BY time, device LIMIT $4"
             ),
+            Some(step) if Some(step) == plan.source.bucket_ms() => format!(
+                "SELECT bucket AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                        (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
+                 FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
+                 GROUP BY 1 ORDER BY 1 LIMIT $4",
+                table = plan.source.table()
+            ),
             Some(_) => format!(
                 "SELECT date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch') AS t, sum(count)::int8 AS count, sum(sum) AS sum,
-                        min(min) AS min, max(max) AS max, (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1] AS last
+                        min(min) AS min, max(max) AS max, (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
                  FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
                  GROUP BY 1 ORDER BY 1 LIMIT $4",
                 table = plan.source.table()
@@ -483,7 +482,7 @@ impl PgStore {
         };
         let mut query = sqlx::query(&sql).bind(q.metric.as_str()).bind(ts(q.from)).bind(ts(q.to)).bind(q.limit as i64);
         query = query.bind(subject);
-        if let Some(step) = plan.step_ms {
+        if let Some(step) = plan.step_ms.filter(|&s| Some(s) != plan.source.bucket_ms()) {
             query = query.bind(step as f64 / 1_000.0);
         }
         let rows = query.fetch_all(&self.pool).await?;
@@ -757,6 +756,14 @@ async fn register_devices(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// Give a batch with readings its id and register it for the rollup merger.
+async fn register_batch(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<Option<i64>, StoreError> {
+    let (Some(min), Some(max)) = (batch.readings.iter().map(|r| r.time).min(), batch.readings.iter().map(|r| r.time).max()) else {
+        return Ok(None);
+    };
+    Ok(Some(sqlx::query_scalar(REGISTER_BATCH).bind(ts(min)).bind(ts(max)).fetch_one(&mut *tx).await?))
 }
 
 async fn copy_in(tx: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) -> Result<u64, StoreError> {

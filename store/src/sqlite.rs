@@ -333,7 +333,7 @@ impl SqliteStore {
     }
 
     /// Rollups are merged inside each batch's transaction: nothing is ever pending.
-    pub async fn merge_rollups(&self, _limit: usize) -> Result<MergeOutcome, StoreError> {
+    pub async fn merge_rollups(&self, _max_batches: usize) -> Result<MergeOutcome, StoreError> {
         Ok(MergeOutcome::default())
     }
 

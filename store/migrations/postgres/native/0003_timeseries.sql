@@ -4,9 +4,9 @@
 -- partition before it writes into it (sccr_ensure_readings_partition), maintenance creates
 -- them a few days ahead and enforces retention by dropping whole partitions, which costs
 -- no vacuum and no index bloat. Hourly and daily rollups are tables maintained by the
--- application: the writer logs each batch's per-minute partials in `rollup_pending` inside
--- the batch's transaction, and the rollup merger folds the log into rollup_1m/1h/1d and
--- `latest` (INSERT … ON CONFLICT DO UPDATE combining count/sum/min/max and last by time).
+-- application: the rollup merger folds the readings of committed batches (migration 2)
+-- into rollup_1m/1h/1d and `latest` (INSERT … ON CONFLICT DO UPDATE combining
+-- count/sum/min/max and last by time).
 
 ALTER TABLE readings RENAME TO readings_0001;
 ALTER TABLE readings_0001 RENAME CONSTRAINT readings_pkey TO readings_0001_pkey;
@@ -17,8 +17,12 @@ CREATE TABLE readings (
     metric text NOT NULL,
     value  double precision NOT NULL,
     seq    bigint,
+    batch  bigint,
     PRIMARY KEY (device, metric, time)
 ) PARTITION BY RANGE (time);
+-- The merger finds a batch's readings by it; batch ids only grow, so inserts append to
+-- the right edge of each partition's index.
+CREATE INDEX readings_batch ON readings (batch);
 
 -- Creates the partition holding `day` (UTC) if it is missing. Serialised by an advisory
 -- transaction lock so that writers of several processes may call it at once.
@@ -51,7 +55,7 @@ $$;
 
 SELECT sccr_ensure_readings_partition(d::date)
 FROM (SELECT DISTINCT (time AT TIME ZONE 'UTC')::date AS d FROM readings_0001) days;
-INSERT INTO readings SELECT time, device, metric, value, seq FROM readings_0001;
+INSERT INTO readings SELECT time, device, metric, value, seq, batch FROM readings_0001;
 DROP TABLE readings_0001;
 
 CREATE TABLE rollup_1h (LIKE rollup_1m INCLUDING ALL);
@@ -62,9 +66,9 @@ CREATE INDEX rollup_1d_metric_bucket ON rollup_1d (metric, bucket);
 
 INSERT INTO rollup_1h (bucket, device, metric, count, sum, min, max, last_value, last_time)
 SELECT date_trunc('hour', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', device, metric, sum(count), sum(sum), min(min), max(max),
-       (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1], max(last_time)
+       (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2], max(last_time)
 FROM rollup_1m GROUP BY 1, 2, 3;
 INSERT INTO rollup_1d (bucket, device, metric, count, sum, min, max, last_value, last_time)
 SELECT date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', device, metric, sum(count), sum(sum), min(min), max(max),
-       (array_agg(last_value ORDER BY last_time DESC, last_value DESC))[1], max(last_time)
+       (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2], max(last_time)
 FROM rollup_1h GROUP BY 1, 2, 3;

@@ -18,6 +18,8 @@
 -- chunk indexes stay hot for the writer's dedupe lookups), and retention drops whole
 -- chunks, so day-sized chunks make retention exact to the day.
 SELECT create_hypertable('readings', by_range('time', INTERVAL '1 day'), migrate_data => true);
+-- The rollup merger finds the readings of a batch by it (migration 2).
+CREATE INDEX readings_batch ON readings (batch);
 
 -- rollup_1m stays written by the application (merged partials, ON CONFLICT DO UPDATE),
 -- exactly as on plain PostgreSQL. It becomes a hypertable only so that rollup_1h can be
