@@ -226,10 +226,17 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     let h = store.history(&span(start, start + 10 * MINUTE_MS, HistorySubject::Device(dev("h1")), 1_000)).await.expect("raw");
     assert_eq!((h.resolution, h.points.len()), (Resolution::Raw, 1));
     // The segment combines its two devices; the city all three.
-    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg), 1_000)).await.expect("segment");
+    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg.clone()), 1_000)).await.expect("segment");
     assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
     let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::City, 1_000)).await.expect("city");
     assert_eq!(view(&h), recount(&["h1", "h2", "h3"], HOUR_MS));
+    // Hourly and daily segment history keeps the links of when the readings came in: moving
+    // a device to another segment afterwards does not move its past.
+    let moved = DeviceRecord { segment: None, ..records[1].clone() };
+    store.upsert_devices(std::slice::from_ref(&moved)).await.expect("relink");
+    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg.clone()), 1_000)).await.expect("segment");
+    assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
+    store.upsert_devices(std::slice::from_ref(&records[1])).await.expect("link back");
     // An explicit step of three hours reads hours and folds them.
     let h = store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(3 * 3_600)), ..month }).await.expect("3h");
     assert_eq!((h.resolution, h.step_ms), (Resolution::Hour, Some(3 * HOUR_MS)));

@@ -57,6 +57,15 @@ impl Resolution {
         }
     }
 
+    /// The table holding this level per road segment, where there is one (hours and days).
+    pub(crate) fn segment_table(self) -> Option<&'static str> {
+        match self {
+            Resolution::Hour => Some("segment_rollup_1h"),
+            Resolution::Day => Some("segment_rollup_1d"),
+            _ => None,
+        }
+    }
+
     /// The table holding this level.
     pub(crate) fn table(self) -> &'static str {
         match self {

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         },
     ),
     (4, "alerts", MigrationSql::Common(include_str!("../migrations/postgres/0004_alerts.sql"))),
+    (5, "segment rollups", MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql"))),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -92,27 +93,28 @@ WITH b AS (
 ), m AS (
     SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
            min(value) AS min, max(value) AS max,
-           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last_value, max(time) AS last_time
+           (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
     FROM r GROUP BY 1, 2, 3
 ), lat AS (
     INSERT INTO latest AS l (device, metric, time, value)
-    SELECT device, metric, max(last_time), (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] FROM m
+    SELECT device, metric, max(last_time), (max(ARRAY[date_part('epoch', last_time), last_value]))[2] FROM m
     GROUP BY device, metric
     ON CONFLICT (device, metric) DO UPDATE SET time = excluded.time, value = excluded.value
         WHERE excluded.time > l.time OR (excluded.time = l.time AND excluded.value > l.value)
     RETURNING 1
 )"#;
 
-/// One level of the merge: `{src}` is the finer level's CTE, `{name}` this level's.
+/// One level of the merge: `{src}` is the finer level's CTE, `{name}` this level's,
+/// `{key}` the column rows are kept per (`device`, or `segment` for segment rollups).
 const MERGE_LEVEL: &str = r#", {name} AS (
-    SELECT date_trunc('{unit}', bucket) AS bucket, device, metric, sum(count)::int8 AS count, sum(sum) AS sum,
+    SELECT date_trunc('{unit}', bucket) AS bucket, {key}, metric, sum(count)::int8 AS count, sum(sum) AS sum,
            min(min) AS min, max(max) AS max,
-           (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last_value, max(last_time) AS last_time
+           (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last_value, max(last_time) AS last_time
     FROM {src} GROUP BY 1, 2, 3
 ), {name}_w AS (
-    INSERT INTO {table} AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
-    SELECT * FROM {name} ORDER BY device, metric, bucket
-    ON CONFLICT (device, metric, bucket) DO UPDATE SET
+    INSERT INTO {table} AS r (bucket, {key}, metric, count, sum, min, max, last_value, last_time)
+    SELECT * FROM {name} ORDER BY {key}, metric, bucket
+    ON CONFLICT ({key}, metric, bucket) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
         min = least(r.min, excluded.min),
@@ -124,25 +126,39 @@ const MERGE_LEVEL: &str = r#", {name} AS (
     RETURNING 1
 )"#;
 
+/// The minute partials with the segment each device is linked to now ('' for none).
+const SEGMENT_SOURCE: &str = r#", sm AS (
+    SELECT m.bucket, coalesce(d.segment_id, '') AS segment, m.metric, m.count, m.sum, m.min, m.max, m.last_value, m.last_time
+    FROM m LEFT JOIN devices d ON d.id = m.device
+)"#;
+
+/// The merge statement for the device levels this storage mode maintains itself, plus the
+/// segment levels (always maintained here).
 fn merge_statement(levels: &[Resolution]) -> String {
     let mut sql = MERGE_HEAD.to_owned();
     let mut counts = Vec::new();
+    let mut level = |sql: &mut String, name: &str, unit: &str, key: &str, src: &str, table: &str| {
+        sql.push_str(&MERGE_LEVEL.replace("{name}", name).replace("{unit}", unit).replace("{key}", key).replace("{src}", src).replace("{table}", table));
+        counts.push(format!("(SELECT count(*) FROM {name}_w)"));
+    };
     let mut src = "m";
-    for &level in levels {
-        let (name, unit) = match level {
+    for &l in levels {
+        let (name, unit) = match l {
             Resolution::Minute => ("l1m", "minute"),
             Resolution::Hour => ("l1h", "hour"),
             Resolution::Day => ("l1d", "day"),
             Resolution::Raw => continue,
         };
-        sql.push_str(&MERGE_LEVEL.replace("{name}", name).replace("{unit}", unit).replace("{src}", src).replace("{table}", level.table()));
-        counts.push(format!("(SELECT count(*) FROM {name}_w)"));
+        level(&mut sql, name, unit, "device", src, l.table());
         src = name;
     }
+    sql.push_str(SEGMENT_SOURCE);
+    level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h");
+    level(&mut sql, "s1d", "day", "segment", "s1h", "segment_rollup_1d");
     sql.push_str(&format!(
         "\nSELECT (SELECT count(*) FROM b) AS batches, (SELECT count(*) FROM r) AS readings, ({})::int8 AS rollup_rows, \
          (SELECT count(*) FROM lat) AS latest",
-        if counts.is_empty() { "0".to_owned() } else { counts.join(" + ") }
+        counts.join(" + ")
     ));
     sql
 }
@@ -373,7 +389,12 @@ impl PgStore {
             StorageMode::TimescaleDb => &[Resolution::Minute],
             _ => &[Resolution::Minute, Resolution::Hour, Resolution::Day],
         };
-        let row = sqlx::query(&merge_statement(levels)).bind(max_batches as i64).fetch_one(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        // A merge lost in a crash is rolled back whole (its batches stay pending and are
+        // merged again), so it need not wait for its commit to reach the disk.
+        tx.execute("SET LOCAL synchronous_commit = off").await?;
+        let row = sqlx::query(&merge_statement(levels)).bind(max_batches as i64).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
         Ok(MergeOutcome {
             batches: row.try_get::<i64, _>("batches")? as u64,
             readings: row.try_get::<i64, _>("readings")? as u64,
@@ -383,8 +404,16 @@ impl PgStore {
 
     pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
         let mut report = MaintenanceReport::default();
+        let r = self.options.retention;
+        // Segment rollups are plain tables in every mode.
+        for (level, keep) in [(Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
+            let (Some(keep), Some(table)) = (keep, level.segment_table()) else { continue };
+            let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1")).bind(ts(cutoff)).execute(&self.pool).await?;
+            report.rollup_rows_deleted += done.rows_affected();
+        }
         if self.storage_mode() == StorageMode::TimescaleDb {
-            // Retention, compression and aggregate refreshes are TimescaleDB jobs.
+            // Retention, compression and aggregate refreshes of the rest are TimescaleDB jobs.
             return Ok(report);
         }
         let today = day_of(now);
@@ -407,7 +436,6 @@ impl PgStore {
                 }
             }
         }
-        let r = self.options.retention;
         for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
             let Some(keep) = keep else { continue };
             let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
@@ -455,11 +483,14 @@ impl PgStore {
     }
 
     pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
-        let (filter, subject): (&str, Option<&str>) = match &q.subject {
-            HistorySubject::Device(d) => ("AND device = $5", Some(d.as_str())),
-            HistorySubject::Segment(s) => ("AND device IN (SELECT id FROM devices WHERE segment_id = $5)", Some(s.as_str())),
-            HistorySubject::City => ("AND $5::text IS NULL", None),
+        let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+        let (filter, subject): (&str, Option<&str>) = match (&q.subject, by_segment) {
+            (HistorySubject::Device(d), _) => ("AND device = $5", Some(d.as_str())),
+            (HistorySubject::Segment(s), Some(_)) => ("AND segment = $5", Some(s.as_str())),
+            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = $5)", Some(s.as_str())),
+            (HistorySubject::City, _) => ("AND $5::text IS NULL", None),
         };
+        let table = by_segment.unwrap_or(plan.source.table());
         let sql = match plan.step_ms {
             None => format!(
                 "SELECT time AS t, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
@@ -467,17 +498,15 @@ impl PgStore {
             ),
             Some(step) if Some(step) == plan.source.bucket_ms() => format!(
                 "SELECT bucket AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                        (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
+                        (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
                  FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
-                 GROUP BY 1 ORDER BY 1 LIMIT $4",
-                table = plan.source.table()
+                 GROUP BY 1 ORDER BY 1 LIMIT $4"
             ),
             Some(_) => format!(
                 "SELECT date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch') AS t, sum(count)::int8 AS count, sum(sum) AS sum,
-                        min(min) AS min, max(max) AS max, (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
+                        min(min) AS min, max(max) AS max, (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
                  FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
-                 GROUP BY 1 ORDER BY 1 LIMIT $4",
-                table = plan.source.table()
+                 GROUP BY 1 ORDER BY 1 LIMIT $4"
             ),
         };
         let mut query = sqlx::query(&sql).bind(q.metric.as_str()).bind(ts(q.from)).bind(ts(q.to)).bind(q.limit as i64);

@@ -3,6 +3,7 @@
 //! Times are stored as Unix milliseconds. The database runs in WAL mode with
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -22,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql")),
     (2, "time series", include_str!("../migrations/sqlite/0002_timeseries.sql")),
     (3, "alerts", include_str!("../migrations/sqlite/0003_alerts.sql")),
+    (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -105,33 +107,21 @@ impl SqliteStore {
                 inserted.push(r);
             }
         }
+        let segments = if inserted.is_empty() { HashMap::new() } else { device_segments(&mut tx).await? };
         for level in Resolution::ROLLUPS {
-            let (width, table) = (level.bucket_ms().unwrap_or(i64::MAX), level.table());
+            let width = level.bucket_ms().unwrap_or(i64::MAX);
             for ((device, metric, bucket), p) in partials(inserted.iter().copied(), width) {
-                sqlx::query(&format!(
-                    "INSERT INTO {table} AS r (bucket_ms, device, metric, count, sum, min, max, last_value, last_time_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (device, metric, bucket_ms) DO UPDATE SET
-                       count = r.count + excluded.count,
-                       sum = r.sum + excluded.sum,
-                       min = min(r.min, excluded.min),
-                       max = max(r.max, excluded.max),
-                       last_value = CASE WHEN excluded.last_time_ms > r.last_time_ms
-                                           OR (excluded.last_time_ms = r.last_time_ms AND excluded.last_value > r.last_value)
-                                         THEN excluded.last_value ELSE r.last_value END,
-                       last_time_ms = max(r.last_time_ms, excluded.last_time_ms)"
-                ))
-                .bind(bucket.millis())
-                .bind(device.as_str())
-                .bind(metric.as_str())
-                .bind(p.count)
-                .bind(p.sum)
-                .bind(p.min)
-                .bind(p.max)
-                .bind(p.last_value)
-                .bind(p.last_time.millis())
-                .execute(&mut *tx)
-                .await?;
+                merge_rollup_row(&mut tx, level.table(), "device", device.as_str(), metric, bucket, &p).await?;
+            }
+            let Some(table) = level.segment_table() else { continue };
+            let mut per_segment: BTreeMap<(&str, MetricId, EventTime), Partial> = BTreeMap::new();
+            for r in &inserted {
+                let seg = segments.get(r.device.as_str()).map_or("", String::as_str);
+                let p = Partial::of(r.time, r.value);
+                per_segment.entry((seg, r.metric, r.time.floor(width))).and_modify(|a| a.merge(&p)).or_insert(p);
+            }
+            for ((segment, metric, bucket), p) in per_segment {
+                merge_rollup_row(&mut tx, table, "segment", segment, metric, bucket, &p).await?;
             }
         }
         // One bucket spanning all time: the newest inserted value per (device, metric).
@@ -276,10 +266,12 @@ impl SqliteStore {
     }
 
     pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
-        let (filter, subject): (&str, Option<&str>) = match &q.subject {
-            HistorySubject::Device(d) => ("AND device = ?5", Some(d.as_str())),
-            HistorySubject::Segment(s) => ("AND device IN (SELECT id FROM devices WHERE segment_id = ?5)", Some(s.as_str())),
-            HistorySubject::City => ("AND ?5 IS NULL", None),
+        let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+        let (filter, subject): (&str, Option<&str>) = match (&q.subject, by_segment) {
+            (HistorySubject::Device(d), _) => ("AND device = ?5", Some(d.as_str())),
+            (HistorySubject::Segment(s), Some(_)) => ("AND segment = ?5", Some(s.as_str())),
+            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = ?5)", Some(s.as_str())),
+            (HistorySubject::City, _) => ("AND ?5 IS NULL", None),
         };
         let Some(step) = plan.step_ms else {
             let sql = format!(
@@ -300,7 +292,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT bucket_ms, count, sum, min, max, last_value, last_time_ms FROM {table}
              WHERE metric = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 {filter}",
-            table = plan.source.table()
+            table = by_segment.unwrap_or(plan.source.table())
         );
         // ?4 (the limit) applies after folding; it is bound so that ?5 keeps its place.
         let rows = sqlx::query(&sql)
@@ -347,8 +339,10 @@ impl SqliteStore {
         for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
             let Some(keep) = keep else { continue };
             let cutoff = now.millis() - keep.as_millis() as i64;
-            let done = sqlx::query(&format!("DELETE FROM {} WHERE bucket_ms < ?", level.table())).bind(cutoff).execute(&self.pool).await?;
-            report.rollup_rows_deleted += done.rows_affected();
+            for table in [Some(level.table()), level.segment_table()].into_iter().flatten() {
+                let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket_ms < ?")).bind(cutoff).execute(&self.pool).await?;
+                report.rollup_rows_deleted += done.rows_affected();
+            }
         }
         Ok(report)
     }
@@ -599,4 +593,48 @@ async fn open_alert_id(conn: &mut sqlx::SqliteConnection, rule: &str, subject: &
         .bind(subject.id())
         .fetch_optional(&mut *conn)
         .await?)
+}
+
+/// Device → segment links of every device with one.
+async fn device_segments(tx: &mut sqlx::SqliteConnection) -> Result<HashMap<String, String>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, segment_id FROM devices WHERE segment_id IS NOT NULL").fetch_all(&mut *tx).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Merge one partial into a rollup row keyed by (`key`, metric, bucket).
+async fn merge_rollup_row(
+    tx: &mut sqlx::SqliteConnection,
+    table: &str,
+    key: &str,
+    id: &str,
+    metric: MetricId,
+    bucket: EventTime,
+    p: &Partial,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO {table} AS r (bucket_ms, {key}, metric, count, sum, min, max, last_value, last_time_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT ({key}, metric, bucket_ms) DO UPDATE SET
+           count = r.count + excluded.count,
+           sum = r.sum + excluded.sum,
+           min = min(r.min, excluded.min),
+           max = max(r.max, excluded.max),
+           last_value = CASE WHEN excluded.last_time_ms > r.last_time_ms
+                               OR (excluded.last_time_ms = r.last_time_ms AND excluded.last_value > r.last_value)
+                             THEN excluded.last_value ELSE r.last_value END,
+           last_time_ms = max(r.last_time_ms, excluded.last_time_ms)"
+    ))
+    .bind(bucket.millis())
+    .bind(id)
+    .bind(metric.as_str())
+    .bind(p.count)
+    .bind(p.sum)
+    .bind(p.min)
+    .bind(p.max)
+    .bind(p.last_value)
+    .bind(p.last_time.millis())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
