@@ -43,14 +43,9 @@ struct Env {
     dir: TempDir,
 }
 
-/// A broker, a database holding one segment with two linked loop detectors.
-async fn env(tag: &str) -> Env {
-    let broker = Broker::start().await.expect("mosquitto");
-    let db = TestDb::create().await.expect("database");
-    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
-    store.migrate().await.expect("migrate");
-    let segment = RoadSegment {
-        id: SegmentId::parse(SEGMENT).unwrap(),
+fn test_segment(id: &str) -> RoadSegment {
+    RoadSegment {
+        id: SegmentId::parse(id).unwrap(),
         name: "Via di prova".into(),
         kind: "urban".into(),
         coordinates: vec![[11.2460, 43.7810], [11.2520, 43.7800]],
@@ -59,12 +54,21 @@ async fn env(tag: &str) -> Env {
         speed_limit_kmh: 50.0,
         free_flow_kmh: 50.0,
         capacity_vph: 1_800.0,
-    };
-    store.upsert_segments(&[segment]).await.expect("segment");
-    let devices: Vec<DeviceRecord> = DEVICES
-        .iter()
-        .map(|d| DeviceRecord { id: DeviceId::parse(d).unwrap(), kind: Some("traffic_loop".into()), segment: Some(SegmentId::parse(SEGMENT).unwrap()), registered_at: EventTime::now() })
-        .collect();
+    }
+}
+
+fn loop_on(device: &str, segment: &str) -> DeviceRecord {
+    DeviceRecord { id: DeviceId::parse(device).unwrap(), kind: Some("traffic_loop".into()), segment: Some(SegmentId::parse(segment).unwrap()), registered_at: EventTime::now() }
+}
+
+/// A broker, a database holding one segment with two linked loop detectors.
+async fn env(tag: &str) -> Env {
+    let broker = Broker::start().await.expect("mosquitto");
+    let db = TestDb::create().await.expect("database");
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
+    store.migrate().await.expect("migrate");
+    store.upsert_segments(&[test_segment(SEGMENT)]).await.expect("segment");
+    let devices: Vec<DeviceRecord> = DEVICES.iter().map(|d| loop_on(d, SEGMENT)).collect();
     store.upsert_devices(&devices).await.expect("devices");
     store.close().await;
     let pool = PgPool::connect(&db.url).await.expect("pool");
@@ -90,8 +94,12 @@ async fn get_json(port: u16, path: &str) -> Option<Value> {
 
 /// The live properties of the test segment from `GET /api/v1/segments`.
 async fn segment_properties(port: u16) -> Option<Value> {
+    properties_of(port, SEGMENT).await
+}
+
+async fn properties_of(port: u16, segment: &str) -> Option<Value> {
     let fc = get_json(port, "/api/v1/segments").await?;
-    fc["features"].as_array()?.iter().find(|f| f["id"] == SEGMENT).map(|f| f["properties"].clone())
+    fc["features"].as_array()?.iter().find(|f| f["id"] == segment).map(|f| f["properties"].clone())
 }
 
 /// Publish `speed` to the broker on `mqtt` every 300 ms until `done` holds, or fail after
@@ -259,4 +267,122 @@ async fn an_open_alert_and_its_condition_survive_a_restart() {
     // fresh engine would have raised again and found the alert open in the store).
     assert!(metrics.contains("sccr_alerts_stored_raised_total 0\n"), "{metrics}");
     assert!(metrics.contains("sccr_alerts_stored_already_open_total 0\n"), "{metrics}");
+}
+
+const OFFLINE_CONFIG: &str = r#"
+[alerts]
+air_quality_defaults = false
+
+[[alerts.rules]]
+id = "device-offline"
+severity = "warning"
+scope = { devices = ["loop-alert-a"] }
+offline = { last_will = true, min_silence = "1h" }
+"#;
+
+/// A device connection with the field agent's Last Will; returns the client and the task
+/// polling its event loop (aborting the task drops the connection without DISCONNECT).
+async fn device_with_last_will(port: u16, device: &str) -> (rumqttc::v5::AsyncClient, tokio::task::JoinHandle<()>) {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let status = format!("sccr/v1/devices/{device}/status");
+    let mut opts = MqttOptions::new(format!("agent-{device}"), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30)).set_last_will(LastWill::new(status.clone(), br#"{"state":"offline"}"#.to_vec(), QoS::AtLeastOnce, true, None));
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    client.publish(status, QoS::AtLeastOnce, true, br#"{"state":"online","fw":"1.2.0"}"#.to_vec()).await.expect("queue online");
+    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut acked = Some(acked_tx);
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::PubAck(_)) = event {
+                if let Some(tx) = acked.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), acked_rx).await.expect("online status acknowledged").expect("event loop alive");
+    (client, task)
+}
+
+async fn metric_value(port: u16, name: &str) -> Option<f64> {
+    let (_, text) = http_get(port, "/metrics").await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_it() {
+    let e = env("alerts-offline").await;
+    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, OFFLINE_CONFIG, &[]).expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(e.broker.port, &e.pool).await;
+    let port = sccr.api_port;
+    let device = DEVICES[0];
+
+    let (_client, connection) = device_with_last_will(e.broker.port, device).await;
+    sccr_tests::wait_for("the online status to reach the stream", Duration::from_secs(20), || async {
+        metric_value(port, "sccr_stream_statuses_total").await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    let open = |port| async move {
+        get_json(port, &format!("/api/v1/alerts?state=open&device={device}")).await.and_then(|v| v["alerts"].as_array().cloned()).unwrap_or_default()
+    };
+    assert!(open(port).await.is_empty(), "online: no alert");
+
+    // The connection drops without DISCONNECT: the broker publishes the Last Will.
+    connection.abort();
+    let alerts = sccr_tests::wait_for("the offline alert", Duration::from_secs(30), || async {
+        let a = open(port).await;
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!((alerts[0]["rule"].as_str(), alerts[0]["severity"].as_str()), (Some("device-offline"), Some("warning")));
+    assert_eq!(alerts[0]["subject"]["device"], device);
+    let id = alerts[0]["id"].as_i64().unwrap();
+
+    // The device reconnects and says it is online again: the alert clears by itself.
+    let (_client, _connection) = device_with_last_will(e.broker.port, device).await;
+    sccr_tests::wait_for("the automatic clear", Duration::from_secs(30), || async {
+        get_json(port, &format!("/api/v1/alerts/{id}")).await.filter(|v| v["alert"]["state"] == "cleared")
+    })
+    .await;
+    let history = events(&e.pool, id).await;
+    assert_eq!(history.iter().map(|h| (h.1.as_str(), h.2.clone())).collect::<Vec<_>>(), vec![("raised", None), ("cleared", None)]);
+
+    // A status payload that is not one becomes a dead letter; the pipeline goes on.
+    sccr_tests::publish_all(e.broker.port, "bad-status", vec![(format!("sccr/v1/devices/{device}/status"), b"online!".to_vec())]).await.expect("publish");
+    let reason: String = sccr_tests::wait_for("the dead letter", Duration::from_secs(20), || async {
+        sqlx::query_scalar("SELECT reason FROM dead_letters WHERE topic LIKE '%/status' LIMIT 1").fetch_optional(&e.pool).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(reason, "bad_status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_linked_to_another_segment_at_runtime_counts_there() {
+    let e = env("alerts-links").await;
+    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[("SCCR_STREAM__REGISTRY_REFRESH", "1s")]).expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(e.broker.port, &e.pool).await;
+    let port = sccr.api_port;
+    let mut seq = 0;
+    drive_until(e.broker.port, &mut seq, 45.0, "both detectors on the first segment", Duration::from_secs(30), || async {
+        segment_properties(port).await.filter(|p| p["detectors"] == 2)
+    })
+    .await;
+
+    // An operator moves the second detector to a new segment, in the store only.
+    let store = Store::connect(&e.db.url, &StoreOptions::default()).await.expect("store");
+    store.upsert_segments(&[test_segment("via-test-nuova")]).await.expect("segment");
+    store.upsert_devices(&[loop_on(DEVICES[1], "via-test-nuova")]).await.expect("relink");
+    store.close().await;
+
+    drive_until(e.broker.port, &mut seq, 45.0, "one detector on each segment", Duration::from_secs(30), || async {
+        let new = properties_of(port, "via-test-nuova").await.filter(|p| p["detectors"] == 1 && p["los"] == "A")?;
+        let old = segment_properties(port).await.filter(|p| p["detectors"] == 1)?;
+        Some((old, new))
+    })
+    .await;
 }
