@@ -294,6 +294,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_alert_that_gains_members_is_updated_in_the_store_and_live() {
+        let mut s = sink().await;
+        let mut a = engine_alert(4, stream::AlertState::Raised);
+        a.kind = AlertKind::SegmentGroup;
+        a.members = 1;
+        s.apply(&transition(&a, None, stream::AlertState::Raised, 2_000)).await.unwrap();
+        a.members = 5;
+        s.apply(&AlertSinkItem::Output(AlertOutput::Updated { alert: a.clone() })).await.unwrap();
+        let id = s.ids.get(AlertId(4)).unwrap();
+        let stored = s.store.alert(id).await.unwrap().unwrap();
+        assert_eq!((stored.members, stored.kind), (5, store::AlertKind::SegmentGroup));
+        assert_eq!(s.hub.open_alerts()[0].members, 5);
+        assert_eq!(s.metrics.updated.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
     async fn checkpoints_are_saved_under_the_process_key() {
         let s = sink().await;
         let mut s = s;

@@ -23,7 +23,7 @@ use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentI
 use crate::alert::{Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus, LifecycleError, RuleSet};
 use crate::config::StreamConfig;
 use crate::segment_state::{SegmentEvent, SegmentState, SegmentWindows};
-use crate::window::{Admission, WindowResult, Windows};
+use crate::window::{WindowResult, Windows};
 
 /// What one call emitted.
 #[derive(Debug, Default, PartialEq)]
@@ -83,17 +83,14 @@ impl StreamCore {
         self.engine.set_rules(rules, now, &mut out.alerts);
     }
 
-    /// Readings that arrived together at `now`.
-    pub fn on_readings(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) -> u64 {
-        let mut too_late = 0;
+    /// Readings that arrived together at `now`. (Readings past the allowed lateness are
+    /// counted in [`StreamCore::too_late`]; the store still has them.)
+    pub fn on_readings(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) {
         for r in readings {
-            if self.windows.add(r, &mut self.window_buf) == Admission::TooLate {
-                too_late += 1;
-            }
+            self.windows.add(r, &mut self.window_buf);
             self.engine.on_reading(r, now, &mut out.alerts);
         }
         self.route_windows(now, out);
-        too_late
     }
 
     /// A device status message.
