@@ -8,13 +8,16 @@
 //! 3. Latency: publish to websocket delta at half the sustained rate.
 //! 4. The naive baseline (`bench/baselines/python_bridge.py`), fed the same way.
 //! 5. The store: writer with rollups against raw COPY, history query latency (store_bench).
-//! 6. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
+//! 6. The stream core: readings/s through windows, segment windows and the alert engine on
+//!    one thread, 10,000 devices and 50 rules (stream_bench).
+//! 7. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
 //!    100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
 
 mod store_bench;
+mod stream_bench;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -540,6 +543,11 @@ fn markdown(r: &Value) -> String {
             f(&h["raw_readings"]), f(&h[key]["p50_ms"]), f(&h[key]["p95_ms"]), f(&h[key]["points"]), f(&h[key]["readings_covered"])
         ));
     }
+    let st = &r["stream"];
+    out.push_str(&format!(
+        "| stream core on one thread: device windows + segment windows/LOS + alert engine, {} devices, {} rules | {} readings/s ({} readings in {} s) | goal {} | {} | > 1M readings/s |\n",
+        f(&st["devices"]), f(&st["rules"]), f(&st["readings_per_s"]), f(&st["readings"]), f(&st["seconds"]), f(&st["goal_readings_per_s"]), f(&st["vs_goal"])
+    ));
     if let Some(rows) = r["scaling"].as_array() {
         for s in rows {
             out.push_str(&format!(
@@ -585,6 +593,9 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 5 store");
     let store = store_bench::run(plan.quick).await?;
     eprintln!("{store}");
+    eprintln!("== 6 stream core");
+    let stream_core = stream_bench::run(plan.quick).await?;
+    eprintln!("{stream_core}");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 5 scaling");
@@ -609,6 +620,7 @@ async fn run(quick: bool) -> Result<()> {
         "latency": lat,
         "baseline": base,
         "store": store,
+        "stream": stream_core,
         "scaling": scaling,
         "ratios": {
             "end_to_end_vs_limit": round2(e2e_rate / lower.max(1.0)),
@@ -627,6 +639,13 @@ async fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--stream`: only the stream core benchmark, printed as JSON.
+async fn stream_only(quick: bool) -> Result<()> {
+    let report = stream_bench::run(quick).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// `--store`: only the store benchmark, printed as JSON (for working on the store).
 async fn store_only(quick: bool) -> Result<()> {
     let report = store_bench::run(quick).await?;
@@ -637,20 +656,25 @@ async fn store_only(quick: bool) -> Result<()> {
 fn main() -> Result<()> {
     let mut quick = false;
     let mut store = false;
+    let mut stream = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--store" => store = true,
+            "--stream" => stream = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --stream]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --stream or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if store {
         return rt.block_on(store_only(quick));
+    }
+    if stream {
+        return rt.block_on(stream_only(quick));
     }
     rt.block_on(run(quick))
 }

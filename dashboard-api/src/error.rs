@@ -12,26 +12,42 @@ pub struct ApiError {
     pub message: String,
     /// The query parameter or field at fault, when there is one.
     pub param: Option<String>,
+    /// Every problem found, each with its key path (`errors: [{path, message}]` in the
+    /// body), for documents validated as a whole such as alert rules.
+    pub errors: Vec<(String, String)>,
 }
 
 impl ApiError {
     pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_parameter", message: message.into(), param: Some(param.to_owned()) }
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_parameter", message: message.into(), param: Some(param.to_owned()), errors: Vec::new() }
+    }
+
+    /// A request body field that is missing or invalid.
+    pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        Self { code: "bad_field", ..Self::bad_param(field, message) }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), param: None }
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), param: None, errors: Vec::new() }
+    }
+
+    /// The resource is in a state that does not allow the request (an illegal transition).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), param: None, errors: Vec::new() }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into(), param: None }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into(), param: None, errors: Vec::new() }
     }
 }
 
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
-        if let store::StoreError::InvalidQuery { param, message } = e {
-            return ApiError::bad_param(param, message);
+        match e {
+            store::StoreError::InvalidQuery { param, message } => return ApiError::bad_param(param, message),
+            store::StoreError::AlertNotFound(id) => return ApiError::not_found(format!("alert {id} does not exist")),
+            store::StoreError::AlertTransition { .. } => return ApiError::conflict(e.to_string()),
+            _ => {}
         }
         tracing::error!(error = %e, "store error in API");
         if e.is_transient() {
@@ -42,6 +58,7 @@ impl From<store::StoreError> for ApiError {
                 code: "internal",
                 message: "internal error; see the server log".into(),
                 param: None,
+                errors: Vec::new(),
             }
         }
     }
@@ -49,9 +66,11 @@ impl From<store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code, "message": self.message, "param": self.param }
-        });
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message, "param": self.param });
+        if !self.errors.is_empty() {
+            error["errors"] = self.errors.iter().map(|(path, message)| serde_json::json!({"path": path, "message": message})).collect();
+        }
+        let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

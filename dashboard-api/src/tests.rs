@@ -27,7 +27,7 @@ async fn state() -> AppState {
         .write_batch(&Batch { readings, new_devices: vec![DeviceId::parse("loop-1").unwrap()], ..Batch::default() })
         .await
         .unwrap();
-    AppState { store, hub: LiveHub::new(64), metrics: Some(std::sync::Arc::new(|| "sccr_test_total 7\n".to_string())) }
+    AppState { store, hub: LiveHub::new(64), metrics: Some(std::sync::Arc::new(|| "sccr_test_total 7\n".to_string())), alerts: None }
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -205,4 +205,266 @@ async fn a_client_that_falls_behind_gets_a_fresh_snapshot() {
         }
     }
     assert!(saw_resync);
+}
+
+// ---- alerts, rules, segments ----
+
+use stream::{AlertRulesConfig, OperatorAction, StreamCommand};
+
+use crate::alerts::StoredRules;
+use crate::AlertControl;
+
+/// A state with an alert control whose command queue the test reads.
+async fn state_with_engine() -> (AppState, mpsc::Receiver<StreamCommand>) {
+    let mut s = state().await;
+    let (tx, rx) = mpsc::channel(8);
+    let rules = StoredRules { rules: AlertRulesConfig::default(), file: AlertRulesConfig::default() };
+    s.alerts = Some(AlertControl { commands: tx, rules: std::sync::Arc::new(tokio::sync::Mutex::new(rules)) });
+    (s, rx)
+}
+
+async fn send(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(Body::from(body.to_owned())).unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn raise(state: &AppState, segment: &str, at: i64) -> i64 {
+    let alert = store::NewAlert {
+        rule: "congestion".into(),
+        subject: store::AlertSubject::Segment(telemetry::SegmentId::parse(segment).unwrap()),
+        kind: store::AlertKind::Single,
+        severity: store::Severity::Critical,
+        message: "LOS E or worse".into(),
+        value: Some(12.5),
+        since: EventTime(at),
+        raised_at: EventTime(at),
+        members: 1,
+    };
+    match state.store.raise_alert(&alert).await.unwrap() {
+        store::RaiseOutcome::Raised(r) => r.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn alerts_are_listed_filtered_and_paged() {
+    let s = state().await;
+    let a = raise(&s, "viale-strozzi", T0).await;
+    let b = raise(&s, "lungarno-acciaiuoli", T0 + 1_000).await;
+    let (st, body) = get(&s, "/api/v1/alerts?state=open").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let ids: Vec<i64> = body["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![b, a], "newest first");
+    assert_eq!(body["alerts"][0]["subject"]["segment"], "lungarno-acciaiuoli");
+    assert_eq!(body["alerts"][0]["severity"], "critical");
+    assert_eq!(body["alerts"][0]["state"], "raised");
+    let (_, page) = get(&s, "/api/v1/alerts?limit=1").await;
+    assert_eq!(page["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next"], b);
+    let (_, page2) = get(&s, &format!("/api/v1/alerts?limit=1&before={b}")).await;
+    assert_eq!(page2["alerts"][0]["id"], a);
+    let (_, seg) = get(&s, "/api/v1/alerts?segment=viale-strozzi&severity=critical,warning&rule=congestion").await;
+    assert_eq!(seg["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(seg["alerts"][0]["id"], a);
+    let (_, none) = get(&s, "/api/v1/alerts?state=cleared").await;
+    assert!(none["alerts"].as_array().unwrap().is_empty());
+    for (uri, param) in [("/api/v1/alerts?state=asleep", "state"), ("/api/v1/alerts?severity=loud", "severity"), ("/api/v1/alerts?before=x", "before"), ("/api/v1/alerts?limit=0", "limit"), ("/api/v1/alerts?colour=red", "colour")] {
+        let (st, body) = get(&s, uri).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(body["error"]["param"], param, "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn acknowledge_and_clear_update_the_store_the_hub_and_the_engine() {
+    let (s, mut commands) = state_with_engine().await;
+    let id = raise(&s, "viale-strozzi", T0).await;
+    let (st, body) = send(&s, "POST", &format!("/api/v1/alerts/{id}/ack"), r#"{"by":"ada","note":"crew on the way"}"#).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["alert"]["state"], "acknowledged");
+    assert_eq!(body["alert"]["acknowledged"]["by"], "ada");
+    assert_eq!(s.hub.open_alerts()[0].state, stream::AlertState::Acknowledged, "pushed live");
+    let Some(StreamCommand::Operator { action: OperatorAction::Acknowledge, key, by, note, .. }) = commands.try_recv().ok() else { panic!("no command") };
+    assert_eq!((key.rule.as_str(), key.subject.to_string(), by.as_str(), note.as_deref()), ("congestion", "segment viale-strozzi".to_owned(), "ada", Some("crew on the way")));
+
+    let (st, body) = send(&s, "POST", &format!("/api/v1/alerts/{id}/ack"), r#"{"by":"bob"}"#).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert!(commands.try_recv().is_err(), "a refused move is not mirrored");
+
+    let (st, body) = send(&s, "POST", &format!("/api/v1/alerts/{id}/clear"), r#"{"by":"ada","note":"cleared on site"}"#).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["alert"]["cleared"]["by"], "ada");
+    assert!(matches!(commands.try_recv(), Ok(StreamCommand::Operator { action: OperatorAction::Clear, .. })));
+    assert!(s.hub.open_alerts().is_empty());
+    assert_eq!(send(&s, "POST", &format!("/api/v1/alerts/{id}/clear"), r#"{"by":"ada"}"#).await.0, StatusCode::CONFLICT);
+
+    let (st, detail) = get(&s, &format!("/api/v1/alerts/{id}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let events: Vec<(Value, Value, Value)> = detail["events"].as_array().unwrap().iter().map(|e| (e["to"].clone(), e["by"].clone(), e["note"].clone())).collect();
+    assert_eq!(
+        events,
+        vec![
+            (Value::from("raised"), Value::Null, Value::Null),
+            (Value::from("acknowledged"), Value::from("ada"), Value::from("crew on the way")),
+            (Value::from("cleared"), Value::from("ada"), Value::from("cleared on site")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn operator_moves_refuse_unknown_ids_and_bad_bodies() {
+    let s = state().await;
+    let id = raise(&s, "viale-strozzi", T0).await;
+    let (st, body) = send(&s, "POST", "/api/v1/alerts/999/ack", r#"{"by":"ada"}"#).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(get(&s, "/api/v1/alerts/999").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&s, "POST", "/api/v1/alerts/999/clear", r#"{"by":"ada"}"#).await.0, StatusCode::NOT_FOUND);
+    for (body, field) in [("{}", "by"), (r#"{"by":"  "}"#, "by"), (r#"{"by":7}"#, "by"), ("not json", "body"), (r#"{"by":"ada","colour":"red"}"#, "body"), (r#"{"by":"ada","note":5}"#, "note")] {
+        let (st, resp) = send(&s, "POST", &format!("/api/v1/alerts/{id}/ack"), body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(resp["error"]["param"], field, "{body}: {resp}");
+    }
+    assert_eq!(send(&s, "POST", "/api/v1/alerts/abc/ack", r#"{"by":"ada"}"#).await.1["error"]["param"], "id");
+    assert_eq!(get(&s, &format!("/api/v1/alerts/{id}")).await.1["alert"]["state"], "raised", "nothing moved");
+}
+
+#[tokio::test]
+async fn alert_rules_are_read_and_replaced_with_every_error_named() {
+    let (s, mut commands) = state_with_engine().await;
+    let (st, body) = get(&s, "/api/v1/alert-rules").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["rules"]["air_quality_defaults"], true);
+    assert_eq!(body["effective_rules"], 5);
+
+    let bad = r#"{"rules":[{"id":"Bad Id","severity":"info","threshold":{"metric":"warp","above":1}}]}"#;
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_rules");
+    let paths: Vec<&str> = body["error"]["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"rules[0].id") && paths.contains(&"rules[0].threshold.metric"), "{paths:?}");
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", r#"{"rules":[{"id":"x","severity":"info","threshold":{"metric":"speed_kmh","abov":1}}]}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["param"].as_str().unwrap().starts_with("rules[0].threshold"), "{body}");
+
+    let good = r#"{"air_quality_defaults":false,"rules":[{"id":"congestion","severity":"critical","scope":{"segments":["viale-strozzi"]},"los":{"at_or_worse":"E","for":"5m"}}]}"#;
+    let engine = tokio::spawn(async move {
+        match commands.recv().await {
+            Some(StreamCommand::SetRules { rules, done }) => {
+                let _ = done.send(());
+                rules.rules.iter().map(|r| r.id.to_string()).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", good).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(engine.await.unwrap(), vec!["congestion"]);
+    assert_eq!(get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"][0]["id"], "congestion");
+    let saved: StoredRules = serde_json::from_value(s.store.load_stream_state(crate::RULES_STATE_KEY).await.unwrap().unwrap()).unwrap();
+    assert_eq!(saved.rules.rules.len(), 1);
+    assert_eq!(saved.file, AlertRulesConfig::default(), "the file's section it replaced is kept with it");
+}
+
+#[tokio::test]
+async fn rules_need_a_running_engine() {
+    let s = state().await;
+    assert_eq!(get(&s, "/api/v1/alert-rules").await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+fn segment_state(seg: &str, start: i64, speed: f64, los: stream::LevelOfService) -> stream::SegmentState {
+    stream::SegmentState {
+        segment: telemetry::SegmentId::parse(seg).unwrap(),
+        start: EventTime(start),
+        end: EventTime(start + 60_000),
+        flow_vph: Some(720.0),
+        speed_kmh: Some(speed),
+        occupancy_pct: Some(31.0),
+        los: Some(los),
+        detectors: 2,
+        revision: 0,
+    }
+}
+
+#[tokio::test]
+async fn segments_are_geojson_with_their_live_state() {
+    let s = state().await;
+    let seg = telemetry::RoadSegment {
+        id: telemetry::SegmentId::parse("viale-strozzi").unwrap(),
+        name: "Viale Filippo Strozzi".into(),
+        kind: "ring".into(),
+        coordinates: vec![[11.246, 43.781], [11.252, 43.780]],
+        length_m: 520.0,
+        lanes: 3,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 45.0,
+        capacity_vph: 2700.0,
+    };
+    let mut quiet = seg.clone();
+    quiet.id = telemetry::SegmentId::parse("lungarno-corsini").unwrap();
+    s.store.upsert_segments(&[seg, quiet]).await.unwrap();
+    s.hub.publish_segments(vec![segment_state("viale-strozzi", T0, 15.0, stream::LevelOfService::E)]);
+    let (st, body) = get(&s, "/api/v1/segments").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["type"], "FeatureCollection");
+    let features = body["features"].as_array().unwrap();
+    let strozzi = features.iter().find(|f| f["id"] == "viale-strozzi").unwrap();
+    assert_eq!(strozzi["geometry"]["type"], "LineString");
+    assert_eq!(strozzi["geometry"]["coordinates"][0][0], 11.246);
+    let p = &strozzi["properties"];
+    assert_eq!((p["los"].as_str(), p["speed_kmh"].as_f64(), p["flow_vph"].as_f64(), p["occupancy_pct"].as_f64()), (Some("E"), Some(15.0), Some(720.0), Some(31.0)));
+    assert_eq!(p["window"]["start"], T0);
+    assert_eq!(p["free_flow_kmh"], 45.0);
+    let corsini = features.iter().find(|f| f["id"] == "lungarno-corsini").unwrap();
+    assert!(corsini["properties"]["los"].is_null() && corsini["properties"]["window"].is_null());
+}
+
+#[tokio::test]
+async fn segment_and_alert_frames_follow_the_subscription() {
+    let s = state().await;
+    let hub = s.hub.clone();
+    hub.publish_segments(vec![segment_state("viale-strozzi", T0, 40.0, stream::LevelOfService::A), segment_state("lungarno-corsini", T0, 40.0, stream::LevelOfService::A)]);
+    let id = raise(&s, "viale-strozzi", T0).await;
+    let open = s.store.alert(id).await.unwrap().unwrap();
+    hub.publish_alert(crate::alerts::live_alert(&open));
+    let (tx, mut rx) = session(hub.clone());
+    tx.send(Ok(r#"{"type":"subscribe","values":false,"segments":["viale-strozzi"],"alerts":true}"#.into())).await.unwrap();
+    let snap = next_json(&mut rx).await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(snap["segments"][0]["segment"], "viale-strozzi");
+    assert_eq!(snap["alerts"][0]["id"], id);
+    assert!(snap["values"].as_array().unwrap().is_empty());
+
+    hub.apply(&[reading("a", T0, 1.0)]); // values are off
+    hub.publish_segments(vec![segment_state("lungarno-corsini", T0 + 60_000, 9.0, stream::LevelOfService::F)]); // not subscribed
+    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 60_000, 12.0, stream::LevelOfService::E)]);
+    let f = next_json(&mut rx).await;
+    assert_eq!(f["type"], "segment", "{f}");
+    assert_eq!(f["segment"]["segment"], "viale-strozzi");
+    assert_eq!(f["segment"]["los"], "E");
+    let acked = s.store.acknowledge_alert(id, "ada", None, EventTime(T0 + 1)).await.unwrap();
+    hub.publish_alert(crate::alerts::live_alert(&acked));
+    let f = next_json(&mut rx).await;
+    assert_eq!(f["type"], "alert");
+    assert_eq!(f["alert"]["state"], "acknowledged");
+    assert_eq!(f["alert"]["acknowledged"]["by"], "ada");
+
+    tx.send(Ok(r#"{"type":"unsubscribe"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut rx).await["type"], "unsubscribed");
+    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 120_000, 40.0, stream::LevelOfService::A)]);
+    tx.send(Ok(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut rx).await["type"], "pong", "nothing after unsubscribe");
+
+    // The original protocol (no segments, no alerts) gets neither.
+    let (tx, mut rx) = session(hub.clone());
+    tx.send(Ok(r#"{"type":"subscribe"}"#.into())).await.unwrap();
+    let snap = next_json(&mut rx).await;
+    assert!(snap.get("segments").is_none() && snap.get("alerts").is_none(), "{snap}");
+    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 180_000, 40.0, stream::LevelOfService::A)]);
+    tx.send(Ok(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_json(&mut rx).await["type"], "pong");
 }

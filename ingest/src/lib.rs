@@ -18,5 +18,5 @@ pub mod process;
 pub mod service;
 
 pub use config::{IngestConfig, SubscriptionMode, UnknownDevicePolicy};
-pub use process::{process_publish, Processed};
-pub use service::{run_ingest, AckToken, IngestMetrics, IngestHandles};
+pub use process::{process_publish, process_status, Processed};
+pub use service::{run_ingest, AckToken, IngestHandles, IngestMetrics, IngestQueues};

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use store::DeadLetter;
-use telemetry::{DeviceId, EventTime, Reading, Topic, TopicKind, Validator};
+use telemetry::{decode_status, DeviceId, EventTime, Reading, StatusEvent, Topic, TopicKind, Validator};
 
 use crate::config::UnknownDevicePolicy;
 
@@ -66,6 +66,29 @@ pub fn process_publish(
         }
     }
     out
+}
+
+/// Decode one status message (`sccr/v1/devices/{id}/status`) received at `now`; a bad one
+/// becomes a dead letter with its reason (`bad_topic`, `bad_status`, `bad_timestamp`).
+pub fn process_status(topic: &str, payload: &[u8], retained: bool, now: EventTime) -> Result<StatusEvent, Box<DeadLetter>> {
+    let letter = |device: Option<DeviceId>, reason: &str, detail: String| {
+        let mut d = DeadLetter::new(topic, device, reason, detail, payload);
+        d.received_at = now;
+        Box::new(d)
+    };
+    let parsed = Topic::parse(topic).map_err(|e| letter(None, "bad_topic", e.to_string()))?;
+    if parsed.kind != TopicKind::Status {
+        return Err(letter(Some(parsed.device), "wrong_topic", format!("expected a status topic, not {}", parsed.kind.suffix())));
+    }
+    match decode_status(payload) {
+        Ok(m) => Ok(StatusEvent { device: parsed.device, state: m.state, received_at: now, retained }),
+        Err(e) => Err(letter(Some(parsed.device), e.code(), e.to_string())),
+    }
+}
+
+/// What a topic carries, if it is one ingest takes.
+pub fn topic_kind(topic: &str) -> Option<TopicKind> {
+    Topic::parse(topic).ok().map(|t| t.kind)
 }
 
 #[cfg(test)]
@@ -133,5 +156,17 @@ mod tests {
         let p = run("sccr/v1/devices/new-1/telemetry", body, UnknownDevicePolicy::AutoRegister);
         assert_eq!(p.new_device, Some(DeviceId::parse("new-1").unwrap()));
         assert_eq!(p.readings.len(), 1);
+    }
+
+    #[test]
+    fn status_messages_become_events_and_bad_ones_dead_letters() {
+        let ev = process_status("sccr/v1/devices/loop-1/status", br#"{"state":"offline"}"#, true, NOW).unwrap();
+        assert_eq!(ev, StatusEvent { device: DeviceId::parse("loop-1").unwrap(), state: telemetry::DeviceState::Offline, received_at: NOW, retained: true });
+        let bad = process_status("sccr/v1/devices/loop-1/status", b"offline", false, NOW).unwrap_err();
+        assert_eq!((bad.reason.as_str(), bad.device.as_ref().map(|d| d.as_str())), ("bad_status", Some("loop-1")));
+        assert_eq!(bad.payload, b"offline");
+        let wrong = process_status("sccr/v1/devices/loop-1/telemetry", br#"{"state":"online"}"#, false, NOW).unwrap_err();
+        assert_eq!(wrong.reason, "wrong_topic");
+        assert_eq!(process_status("elsewhere/x", b"{}", false, NOW).unwrap_err().reason, "bad_topic");
     }
 }

@@ -1,5 +1,14 @@
 //! The ingest driver: the MQTT event loop, the hand-off to the writer, and the acker.
 //!
+//! Telemetry and device status topics are subscribed. A status message (retained by the
+//! broker, and the devices' Last Will) is decoded and handed to the stream on its bounded
+//! status queue; it is then acknowledged through the same path as telemetry (an empty
+//! write item whose ticket the writer hands back), so its PUBACK never precedes the
+//! hand-off. Acking once the stream has it, rather than once something is durable, is
+//! enough: the broker keeps the last status of every device retained, and the alert
+//! engine's checkpoints carry what it made of it. A bad status payload becomes a dead
+//! letter like bad telemetry.
+//!
 //! Staged shutdown: on the shutdown signal ingest stops taking publishes (those that
 //! arrive stay unacknowledged and are redelivered to the next session), drops its side of
 //! the writer queue so the writer flushes and commits what it holds, keeps polling the
@@ -14,12 +23,12 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use store::WriteItem;
-use telemetry::{DeviceId, EventTime, Reading, TopicKind, Validator};
+use telemetry::{DeviceId, EventTime, Reading, StatusEvent, TopicKind, Validator};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{IngestConfig, SubscriptionMode};
-use crate::process::process_publish;
+use crate::process::{process_publish, process_status, topic_kind, Processed};
 
 /// Proof that a message is pending durable commit. Handing it back to the acker after the
 /// commit acknowledges the MQTT packet; dropping it releases the message's share of the
@@ -45,6 +54,8 @@ pub struct IngestMetrics {
     pub connection_errors: AtomicU64,
     /// Readings not shown live because the stream queue was full (they are still stored).
     pub live_dropped: AtomicU64,
+    /// Device status messages handed to the stream.
+    pub statuses: AtomicU64,
     pub dead_letters_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -80,16 +91,21 @@ fn mqtt_options(config: &IngestConfig) -> MqttOptions {
     opts
 }
 
-/// Start ingest. `committed` receives the tickets of committed batches from the writer.
-pub fn run_ingest(
-    config: IngestConfig,
-    writer: mpsc::Sender<WriteItem<AckToken>>,
-    live: mpsc::Sender<Vec<Reading>>,
-    committed: mpsc::Receiver<Vec<AckToken>>,
-    known: HashSet<DeviceId>,
-    metrics: Arc<IngestMetrics>,
-    shutdown: watch::Receiver<bool>,
-) -> IngestHandles {
+/// The queues ingest feeds and reads.
+pub struct IngestQueues {
+    /// Messages to store (readings, dead letters) with their ack tickets.
+    pub writer: mpsc::Sender<WriteItem<AckToken>>,
+    /// Readings for the stream (`try_send`: the live view may drop, the store does not).
+    pub live: mpsc::Sender<Vec<Reading>>,
+    /// Device status messages for the stream.
+    pub statuses: mpsc::Sender<StatusEvent>,
+    /// Tickets of committed batches, from the writer.
+    pub committed: mpsc::Receiver<Vec<AckToken>>,
+}
+
+/// Start ingest.
+pub fn run_ingest(config: IngestConfig, queues: IngestQueues, known: HashSet<DeviceId>, metrics: Arc<IngestMetrics>, shutdown: watch::Receiver<bool>) -> IngestHandles {
+    let IngestQueues { writer, live, statuses, committed } = queues;
     // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
     // unused) carries acks: room for one per message the broker may have in flight to us.
     let (client, eventloop) = AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
@@ -105,6 +121,7 @@ pub fn run_ingest(
             client,
             writer: Some(writer),
             live,
+            statuses,
             known,
             metrics,
             generation,
@@ -121,6 +138,7 @@ struct Driver {
     budget: Arc<Semaphore>,
     writer: Option<mpsc::Sender<WriteItem<AckToken>>>,
     live: mpsc::Sender<Vec<Reading>>,
+    statuses: mpsc::Sender<StatusEvent>,
     known: HashSet<DeviceId>,
     metrics: Arc<IngestMetrics>,
     generation: Arc<AtomicU64>,
@@ -153,12 +171,14 @@ impl Driver {
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
-                    let filter = match self.config.subscription {
-                        SubscriptionMode::Exclusive => TopicKind::Telemetry.filter(),
-                        SubscriptionMode::Shared => TopicKind::Telemetry.shared_filter(&self.config.group),
-                    };
-                    if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "ingest: cannot queue subscription");
+                    for kind in [TopicKind::Telemetry, TopicKind::Status] {
+                        let filter = match self.config.subscription {
+                            SubscriptionMode::Exclusive => kind.filter(),
+                            SubscriptionMode::Shared => kind.shared_filter(&self.config.group),
+                        };
+                        if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                            tracing::error!(error = %e, "ingest: cannot queue subscription");
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -205,14 +225,28 @@ impl Driver {
     async fn handle(&mut self, publish: Publish, shutdown: &mut watch::Receiver<bool>) -> bool {
         let Some(writer) = self.writer.clone() else { return true };
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let processed = process_publish(
-            &topic,
-            &publish.payload,
-            EventTime::now(),
-            &self.validator,
-            &self.known,
-            self.config.unknown_devices,
-        );
+        let stop = async {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        tokio::pin!(stop);
+        let processed = if topic_kind(&topic) == Some(TopicKind::Status) {
+            match process_status(&topic, &publish.payload, publish.retain, EventTime::now()) {
+                Ok(event) => {
+                    tokio::select! {
+                        sent = self.statuses.send(event) => {
+                            if sent.is_ok() {
+                                self.metrics.statuses.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        () = &mut stop => return false,
+                    }
+                    Processed::default()
+                }
+                Err(letter) => Processed { dead_letters: vec![*letter], ..Processed::default() },
+            }
+        } else {
+            process_publish(&topic, &publish.payload, EventTime::now(), &self.validator, &self.known, self.config.unknown_devices)
+        };
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.readings.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
         for d in &processed.dead_letters {
@@ -220,10 +254,6 @@ impl Driver {
             tracing::debug!(topic = %d.topic, reason = %d.reason, detail = %d.detail, "dead letter");
         }
         let cost = processed.readings.len().clamp(1, self.config.max_pending_readings.max(1));
-        let stop = async {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        tokio::pin!(stop);
         let permit = tokio::select! {
             permit = self.budget.clone().acquire_many_owned(cost as u32) => match permit {
                 Ok(p) => p,

@@ -23,6 +23,8 @@ pub struct Config {
     pub writer: WriterSection,
     pub stream: StreamSection,
     pub segments: SegmentsSection,
+    /// The alert rules (the stream's rules document; see `stream::alert::rule`).
+    pub alerts: stream::AlertRulesConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -146,6 +148,12 @@ pub struct StreamSection {
     pub watermark_delay: Duration,
     #[serde(deserialize_with = "duration")]
     pub allowed_lateness: Duration,
+    /// How often the alert engine's state (open alerts, timers) is saved to the store.
+    #[serde(deserialize_with = "duration")]
+    pub state_save_interval: Duration,
+    /// How often segments and device→segment links are re-read from the store.
+    #[serde(deserialize_with = "duration")]
+    pub registry_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -213,7 +221,13 @@ impl Default for WriterSection {
 
 impl Default for StreamSection {
     fn default() -> Self {
-        Self { window: Duration::from_secs(60), watermark_delay: Duration::from_secs(5), allowed_lateness: Duration::from_secs(60) }
+        Self {
+            window: Duration::from_secs(60),
+            watermark_delay: Duration::from_secs(5),
+            allowed_lateness: Duration::from_secs(60),
+            state_save_interval: Duration::from_secs(30),
+            registry_refresh: Duration::from_secs(30),
+        }
     }
 }
 
@@ -262,7 +276,14 @@ impl Config {
                 _ => return Err(ConfigError::Env { var, message: format!("[{section}] is not a section") }),
             }
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." || path.is_empty() {
+                ConfigError::Parse(e.inner().to_string())
+            } else {
+                ConfigError::Parse(format!("{path}: {}", e.inner()))
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -306,6 +327,11 @@ impl Config {
         check(!self.writer.max_batch_age.is_zero(), "writer.max_batch_age must be positive");
         check(self.writer.queue_messages > 0, "writer.queue_messages must be at least 1");
         check(self.stream.window >= Duration::from_secs(1), "stream.window must be at least 1s");
+        check(self.stream.state_save_interval >= Duration::from_secs(1), "stream.state_save_interval must be at least 1s");
+        check(self.stream.registry_refresh >= Duration::from_secs(1), "stream.registry_refresh must be at least 1s");
+        if let Err(rule_errors) = self.alerts.validate() {
+            errors.extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -390,10 +416,57 @@ queue_messages = 10000
 window = "1m"
 watermark_delay = "5s"
 allowed_lateness = "1m"
+# How often the alert engine's state (open alerts and their timers) is saved to the
+# store; it is also saved at shutdown and restored at start.
+state_save_interval = "30s"
+# How often road segments and device-to-segment links are re-read from the store.
+registry_refresh = "30s"
 
 [segments]
 # GeoJSON road segments loaded into an empty store (default: the Florence seed set).
 # seed = "deploy/seed/florence-segments.geojson"
+
+[alerts]
+# The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).
+air_quality_defaults = true
+
+[alerts.storm]
+# New alerts per rule per minute (and burst); further raises fold into one overflow alert.
+raises_per_minute = 10
+# More than this many devices of one segment raising one rule within group_window fold
+# into one alert about the segment (0 turns grouping off).
+group_over_devices = 3
+group_window = "1m"
+
+# Rules, one [[alerts.rules]] table each, with exactly one kind table: threshold, offline,
+# flatline, rate_of_change, los or air_quality. Examples:
+#
+# [[alerts.rules]]
+# id = "congestion"
+# severity = "critical"                      # info, warning, critical
+# scope = { segments = ["viale-strozzi"] }   # or { devices = [...] }, { kind = "traffic_loop" }
+# los = { at_or_worse = "E", for = "5m" }
+#
+# [[alerts.rules]]
+# id = "device-offline"
+# severity = "warning"
+# offline = { silence_factor = 3.0, min_silence = "1m", last_will = true }
+#
+# [[alerts.rules]]
+# id = "no2-high"
+# severity = "warning"
+# scope = { kind = "air_quality" }
+# threshold = { metric = "no2_ugm3", above = 200.0, clear = 180.0, for = "10m" }
+#
+# [[alerts.rules]]
+# id = "stuck-speed"
+# severity = "info"
+# flatline = { metric = "speed_kmh", epsilon = 0.01, readings = 30 }
+#
+# [[alerts.rules]]
+# id = "speed-collapse"
+# severity = "warning"
+# rate_of_change = { metric = "speed_kmh", max_per_minute = 40.0, for = "1m" }
 "#;
 
 #[cfg(test)]
@@ -433,6 +506,26 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = Config::from_toml("", env(&[("SCCR_DATABASE_URL", "x")])).unwrap_err().to_string();
         assert!(e.contains("SCCR_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn alert_rules_are_read_and_their_errors_named_under_alerts() {
+        let c = Config::from_toml(
+            "[alerts]\nair_quality_defaults = false\n[[alerts.rules]]\nid = \"congestion\"\nseverity = \"critical\"\nlos = { at_or_worse = \"E\", for = \"0s\" }\n",
+            [],
+        )
+        .unwrap();
+        let rules = c.alerts.validate().unwrap();
+        assert_eq!(rules.rules.len(), 1);
+        assert_eq!(rules.rules[0].id.as_str(), "congestion");
+        let e = Config::from_toml("[[alerts.rules]]\nid = \"BAD ID\"\nseverity = \"info\"\nthreshold = { metric = \"nope\", above = 1.0 }\n", []).unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].id:")), "{list:?}");
+        assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].threshold.metric:")), "{list:?}");
+        let e = Config::from_toml("[[alerts.rules]]\nid = \"x\"\nseverity = \"info\"\nthreshold = { metric = \"speed_kmh\", abov = 1.0 }\n", []).unwrap_err().to_string();
+        assert!(e.contains("alerts.rules") && e.contains("abov"), "{e}");
+        let c = Config::from_toml("", env(&[("SCCR_ALERTS__AIR_QUALITY_DEFAULTS", "false")])).unwrap();
+        assert!(!c.alerts.air_quality_defaults);
     }
 
     #[test]

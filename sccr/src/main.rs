@@ -1,5 +1,6 @@
 //! `sccr`: the SCCR server binary and composition root.
 
+mod alert_sink;
 mod config;
 mod demo;
 mod pipeline;

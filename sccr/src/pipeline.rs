@@ -1,25 +1,41 @@
-//! Wiring of the server roles into one process: ingest → writer → (acks) and
-//! ingest → stream → live hub → API. No logic beyond wiring lives here.
+//! Wiring of the server roles into one process: ingest → writer → (acks);
+//! ingest (readings, device statuses) → stream → live hub → API; stream → alert sink →
+//! store → live hub; API → stream (operator actions, rule changes); store → stream (the
+//! registry of segments and device links, re-read every `stream.registry_refresh`). No
+//! logic beyond wiring lives here.
+//!
+//! At start the alert engine gets its rules (the admin API's saved document while the
+//! file's `[alerts]` is unchanged, else the file's), the registry, and its saved state
+//! (open alerts, timers); the restored alerts are then brought in line with the store,
+//! where operators may have moved them after the last save ([`crate::alert_sink::reconcile`]).
 //!
 //! Shutdown is staged: ingest stops taking messages and drops its side of the writer queue;
 //! the writer commits what it holds and hands back the tickets; the acker acknowledges them;
-//! ingest disconnects; the stream sees its queue close and flushes its windows; the API
-//! stops last.
+//! ingest disconnects; the stream sees its queue close, flushes its windows and queues a
+//! last checkpoint; the alert sink stores everything queued and stops; the API stops last.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use ingest::{run_ingest, IngestConfig, IngestMetrics, SubscriptionMode, UnknownDevicePolicy};
+use anyhow::{anyhow, Context, Result};
+use dashboard_api::alerts::live_alert;
+use dashboard_api::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
+use ingest::{run_ingest, IngestConfig, IngestMetrics, IngestQueues, SubscriptionMode, UnknownDevicePolicy};
 use store::{
-    run_maintenance, run_rollup_merger, run_writer, MergerConfig, MergerMetrics, Store, StoreOptions, WriterConfig, WriterMetrics,
+    run_maintenance, run_rollup_merger, run_writer, AlertFilter, MergerConfig, MergerMetrics, Store, StoreError, StoreOptions, WriterConfig,
+    WriterMetrics,
 };
-use stream::{run_stream, LiveHub, LiveValue, StreamConfig, StreamMetrics};
+use stream::{
+    run_stream, AlertEngineState, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue, Registry, StreamCommand, StreamConfig, StreamCore,
+    StreamMetrics, StreamQueues, StreamServiceConfig,
+};
+use telemetry::EventTime;
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::alert_sink::{reconcile, state_key, AlertIds, AlertSink, AlertSinkMetrics};
 use crate::config::{Config, Subscription, UnknownDevices};
 
 pub struct Running {
@@ -61,20 +77,88 @@ pub async fn open_store(config: &Config) -> Result<Store> {
     Ok(store)
 }
 
+/// Segments and device links as the store holds them.
+async fn load_registry(store: &Store) -> Result<Registry, StoreError> {
+    let segments = store.segments().await?;
+    let devices = store
+        .devices()
+        .await?
+        .into_iter()
+        .map(|d| DeviceProfile { id: d.id, kind: d.kind, segment: d.segment, interval: None })
+        .collect();
+    Ok(Registry { segments, devices })
+}
+
+/// Re-read the registry every `every` and hand changes to the stream.
+async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time::Duration, commands: mpsc::Sender<StreamCommand>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match load_registry(&store).await {
+            Ok(registry) if registry != last => {
+                last = registry.clone();
+                if commands.send(StreamCommand::Registry(registry)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot re-read segments and device links; keeping the previous ones"),
+        }
+    }
+}
+
 pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let hub = LiveHub::new(16_384);
     let latest = store.latest(None, None).await?;
     hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
     let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
+    let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
+    hub.seed_alerts(store_open.iter().map(live_alert));
+
+    // The alert engine: rules, registry, saved state, reconciled with the store.
+    let saved_rules = store.load_stream_state(RULES_STATE_KEY).await?.and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
+    let (rules_doc, source) = StoredRules::choose(saved_rules, &config.alerts);
+    if source == RulesSource::Api {
+        tracing::info!("alert rules: those set through the admin API (the config file's [alerts] is unchanged since)");
+    }
+    let rule_set = rules_doc.rules.validate().map_err(|e| anyhow!("alerts: {e}"))?;
+    let stream_config = StreamConfig {
+        window: config.stream.window,
+        watermark_delay: config.stream.watermark_delay,
+        allowed_lateness: config.stream.allowed_lateness,
+        ..StreamConfig::default()
+    };
+    let mut core = StreamCore::new(&stream_config, rule_set);
+    let now = EventTime::now();
+    let mut boot = Emitted::default();
+    let registry = load_registry(&store).await?;
+    core.set_registry(registry.clone(), now, &mut boot);
+    let engine_key = state_key(&config.mqtt.client_id);
+    if let Some(saved) = store.load_stream_state(&engine_key).await? {
+        match serde_json::from_value::<AlertEngineState>(saved) {
+            Ok(state) => {
+                core.restore_state(state, now, &mut boot);
+                tracing::info!(open_alerts = core.open_alerts().count(), "alert engine state restored");
+            }
+            Err(e) => tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh"),
+        }
+    }
+    reconcile(&mut core, &store_open, now);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (writer_tx, writer_rx) = mpsc::channel(config.writer.queue_messages);
     let (committed_tx, committed_rx) = mpsc::channel(1024);
     let (live_tx, live_rx) = mpsc::channel(8_192);
+    let (status_tx, status_rx) = mpsc::channel(1_024);
+    let (command_tx, command_rx) = mpsc::channel(256);
+    let (sink_tx, sink_rx) = mpsc::channel(4_096);
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let writer_metrics = Arc::new(WriterMetrics::default());
     let stream_metrics = Arc::new(StreamMetrics::default());
+    let alert_metrics = Arc::new(AlertSinkMetrics::default());
 
     let writer_config = WriterConfig {
         max_batch_readings: config.writer.max_batch_readings,
@@ -82,13 +166,16 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         ..WriterConfig::default()
     };
     let writer = tokio::spawn(run_writer(store.clone(), writer_config, writer_rx, committed_tx, writer_metrics.clone()));
-    let stream_config = StreamConfig {
-        window: config.stream.window,
-        watermark_delay: config.stream.watermark_delay,
-        allowed_lateness: config.stream.allowed_lateness,
-        ..StreamConfig::default()
-    };
-    let stream = tokio::spawn(run_stream(stream_config, hub.clone(), live_rx, stream_metrics.clone()));
+    let sink = AlertSink { store: store.clone(), hub: hub.clone(), state_key: engine_key, metrics: alert_metrics.clone(), ids: AlertIds::default() };
+    let sink = tokio::spawn(sink.run(sink_rx));
+    // What restoring changed (alerts of rules that no longer exist, cleared) is stored first.
+    for output in boot.alerts {
+        let _ = sink_tx.send(AlertSinkItem::Output(output)).await;
+    }
+    let queues = StreamQueues { readings: live_rx, statuses: status_rx, commands: command_rx, alerts: sink_tx };
+    let service = StreamServiceConfig { checkpoint_interval: config.stream.state_save_interval };
+    let stream = tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
+    let registry = tokio::spawn(run_registry_refresh(store.clone(), registry, config.stream.registry_refresh, command_tx.clone(), shutdown_rx.clone()));
     let merger_metrics = Arc::new(MergerMetrics::default());
     let merger = tokio::spawn(run_rollup_merger(
         store.clone(),
@@ -126,20 +213,22 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     // Weak handles: the metrics must not keep the queues open at shutdown.
     let queues = QueueProbes { writer: writer_tx.downgrade(), live: live_tx.downgrade() };
     let max_pending = config.ingest.max_pending_readings.max(1);
-    let ingest = run_ingest(ingest_config, writer_tx, live_tx, committed_rx, known, ingest_metrics.clone(), shutdown_rx);
+    let ingest_queues = IngestQueues { writer: writer_tx, live: live_tx, statuses: status_tx, committed: committed_rx };
+    let ingest = run_ingest(ingest_config, ingest_queues, known, ingest_metrics.clone(), shutdown_rx);
     let render = {
-        let (i, w, s, m, budget) =
-            (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), merger_metrics.clone(), ingest.budget.clone());
+        let (i, w, s, m, a, budget) =
+            (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), merger_metrics.clone(), alert_metrics.clone(), ingest.budget.clone());
         Arc::new(move || {
-            render_metrics(&i, &w, &s, &m, &queues, max_pending.saturating_sub(budget.available_permits()))
+            render_metrics(&i, &w, &s, &m, &a, &queues, max_pending.saturating_sub(budget.available_permits()))
         }) as dashboard_api::MetricsRenderer
     };
+    let control = AlertControl { commands: command_tx, rules: Arc::new(tokio::sync::Mutex::new(rules_doc)) };
 
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone(), metrics: Some(render) });
+    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone(), metrics: Some(render), alerts: Some(control) });
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -165,8 +254,10 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
             ("acker", ingest.acker),
             ("writer", writer),
             ("stream", stream),
+            ("alert sink", sink),
             ("rollup merger", merger),
             ("maintenance", maintenance),
+            ("registry refresh", registry),
         ],
         api,
         api_stop,
@@ -199,7 +290,7 @@ fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
 }
 
 /// Prometheus text exposition of the pipeline's counters and queue depths.
-fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &MergerMetrics, q: &QueueProbes, pending_readings: usize) -> String {
+fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &MergerMetrics, a: &AlertSinkMetrics, q: &QueueProbes, pending_readings: usize) -> String {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(4096);
@@ -232,6 +323,23 @@ fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &M
     metric("sccr_stream_readings_total", "counter", "Readings applied to live state and windows.", s.readings.load(Relaxed) as f64);
     metric("sccr_stream_windows_total", "counter", "Windows emitted (including corrections).", s.windows_emitted.load(Relaxed) as f64);
     metric("sccr_stream_too_late_total", "counter", "Readings later than the allowed lateness.", s.too_late.load(Relaxed) as f64);
+    metric("sccr_stream_segment_windows_total", "counter", "Segment windows emitted (including corrections).", s.segment_windows.load(Relaxed) as f64);
+    metric("sccr_stream_los_changes_total", "counter", "Changes of a segment's current Level of Service.", s.los_changes.load(Relaxed) as f64);
+    metric("sccr_stream_statuses_total", "counter", "Device status messages evaluated.", s.statuses.load(Relaxed) as f64);
+    metric("sccr_ingest_statuses_total", "counter", "Device status messages handed to the stream.", i.statuses.load(Relaxed) as f64);
+    metric("sccr_alerts_raised_total", "counter", "Alerts the engine raised.", s.alerts_raised.load(Relaxed) as f64);
+    metric("sccr_alerts_cleared_total", "counter", "Alerts the engine cleared (automatically or mirrored).", s.alerts_cleared.load(Relaxed) as f64);
+    metric("sccr_alerts_suppressed_total", "counter", "Raises the rate limit folded into an overflow alert.", s.alerts_suppressed.load(Relaxed) as f64);
+    metric("sccr_alerts_duplicate_raises_total", "counter", "Raises of a condition whose alert was open.", s.alerts_duplicate.load(Relaxed) as f64);
+    metric("sccr_alerts_operator_actions_total", "counter", "Operator acknowledgements and clears mirrored into the engine.", s.operator_actions.load(Relaxed) as f64);
+    metric("sccr_alerts_stored_raised_total", "counter", "Alerts opened in the store.", a.raised.load(Relaxed) as f64);
+    metric("sccr_alerts_stored_already_open_total", "counter", "Raises that found their alert already open in the store.", a.already_open.load(Relaxed) as f64);
+    metric("sccr_alerts_stored_acknowledged_total", "counter", "Acknowledgements the engine stored.", a.acknowledged.load(Relaxed) as f64);
+    metric("sccr_alerts_stored_cleared_total", "counter", "Automatic clears stored.", a.cleared.load(Relaxed) as f64);
+    metric("sccr_alerts_stored_updated_total", "counter", "Group and overflow alerts whose members changed.", a.updated.load(Relaxed) as f64);
+    metric("sccr_alerts_store_refused_total", "counter", "Moves the store refused because an operator moved the alert first.", a.refused.load(Relaxed) as f64);
+    metric("sccr_alerts_store_errors_total", "counter", "Alert changes that could not be stored.", a.errors.load(Relaxed) as f64);
+    metric("sccr_stream_state_saves_total", "counter", "Alert engine state checkpoints saved.", a.state_saves.load(Relaxed) as f64);
     let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
     let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
     for (reason, n) in reasons.iter() {

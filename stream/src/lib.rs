@@ -9,10 +9,13 @@
 //! [`service`] only moves readings in and events out, so the logic is tested without time
 //! or I/O.
 //!
-//! Data flow inside the stream task: reading → `Windows::add` → `WindowResult`s →
-//! `SegmentWindows::on_window` → `SegmentEvent`s; reading → `AlertEngine::on_reading`;
-//! `SegmentState` → `AlertEngine::on_segment_state`; each second `Windows::tick`,
-//! `SegmentWindows::tick`, `AlertEngine::tick` with the same `now`.
+//! Data flow inside the stream task, all behind [`StreamCore`]: reading → `Windows::add` →
+//! `WindowResult`s → `SegmentWindows::on_window` → `SegmentEvent`s; reading →
+//! `AlertEngine::on_reading`; status → `AlertEngine::on_status`; `SegmentState` →
+//! `AlertEngine::on_segment_state`; each second `Windows::tick`, `SegmentWindows::tick`,
+//! `AlertEngine::tick` with the same `now`. [`service::run_stream`] publishes values,
+//! windows and segment states to the [`LiveHub`] and hands alert outputs and engine
+//! checkpoints, in order, to the alert sink that stores them.
 
 pub mod alert;
 pub mod config;
@@ -21,12 +24,14 @@ pub mod live;
 pub mod los;
 pub mod segment_state;
 pub mod service;
+pub mod stream_core;
 pub mod window;
 
 pub use alert::{Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig, AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject};
 pub use config::StreamConfig;
-pub use live::{LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
+pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
 pub use los::LevelOfService;
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
-pub use service::{run_stream, StreamMetrics};
+pub use service::{run_stream, AlertSinkItem, StreamCommand, StreamMetrics, StreamQueues, StreamServiceConfig};
+pub use stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 pub use window::{Admission, WindowResult, Windows};

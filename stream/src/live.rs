@@ -1,14 +1,24 @@
-//! Live state and its fan-out. [`LiveHub`] holds the last value per (device, metric) and
-//! broadcasts every change as a [`LiveEvent`] on a bounded channel. A subscriber that falls
-//! behind loses events (the channel never grows) and is told so by the receiver's `Lagged`
-//! error; it then takes a fresh [`LiveHub::snapshot`] instead of being disconnected.
+//! Live state and its fan-out. [`LiveHub`] holds the last value per (device, metric), the
+//! newest traffic state per road segment and the open alerts, and broadcasts every change as
+//! a [`LiveEvent`] on a bounded channel. A subscriber that falls behind loses events (the
+//! channel never grows) and is told so by the receiver's `Lagged` error; it then takes a
+//! fresh snapshot ([`LiveHub::snapshot`], [`LiveHub::segment_states`],
+//! [`LiveHub::open_alerts`]) instead of being disconnected.
+//!
+//! Alerts reach the hub as [`LiveAlert`]s, the stored alert (store ids, as the REST API
+//! shows them) *after* the store took the change: the hub never shows an alert the
+//! database does not have. A change older than the one held (a raise arriving after its
+//! acknowledgement, say) is ignored, so the held state only moves forward along the
+//! lifecycle.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
 use tokio::sync::broadcast;
 
+use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
+use crate::segment_state::SegmentState;
 use crate::window::WindowResult;
 
 /// The current value of one (device, metric).
@@ -20,52 +30,196 @@ pub struct LiveValue {
     pub value: f64,
 }
 
+/// How an alert was cleared: by an operator (`by`), or by the stream (`by` = `None`)
+/// because its condition ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Clearance {
+    pub by: Option<String>,
+    pub note: Option<String>,
+    pub at: EventTime,
+}
+
+/// An alert as stored (its `id` is the store's) and as the wall shows it. Serialises like
+/// the REST API's alert objects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LiveAlert {
+    pub id: i64,
+    pub rule: String,
+    pub subject: Subject,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub message: String,
+    pub value: Option<f64>,
+    pub since: EventTime,
+    pub raised_at: EventTime,
+    pub acknowledged: Option<Acknowledgement>,
+    pub cleared: Option<Clearance>,
+    pub members: u32,
+}
+
+impl LiveAlert {
+    /// The segment the alert is about, if any.
+    pub fn segment(&self) -> Option<&SegmentId> {
+        match &self.subject {
+            Subject::Segment(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// How far along the lifecycle a state is; the hub never moves an alert back.
+fn rank(state: AlertState) -> u8 {
+    match state {
+        AlertState::Raised => 0,
+        AlertState::Acknowledged => 1,
+        AlertState::Cleared => 2,
+    }
+}
+
 /// A change pushed to live subscribers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveEvent {
     Value(LiveValue),
     Window(WindowResult),
+    /// A segment window was emitted or corrected.
+    Segment(SegmentState),
+    /// An alert was raised, acknowledged, cleared, or gained or lost members.
+    Alert(LiveAlert),
 }
 
-impl LiveEvent {
-    pub fn device(&self) -> &DeviceId {
-        match self {
-            LiveEvent::Value(v) => &v.device,
-            LiveEvent::Window(w) => &w.device,
-        }
-    }
-
-    pub fn metric(&self) -> MetricId {
-        match self {
-            LiveEvent::Value(v) => v.metric,
-            LiveEvent::Window(w) => w.metric,
-        }
-    }
-}
-
-/// Which devices and metrics a subscriber wants; an empty set means all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a subscriber wants: values and windows of `devices` × `metrics` (an empty set means
+/// all) when `values` is on; segment states of `segments` (`None`: none; an empty set: all);
+/// alert changes when `alerts` is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionFilter {
+    pub values: bool,
     pub devices: BTreeSet<DeviceId>,
     pub metrics: BTreeSet<MetricId>,
+    pub segments: Option<BTreeSet<SegmentId>>,
+    pub alerts: bool,
+}
+
+impl Default for SubscriptionFilter {
+    /// Every value and window; no segments, no alerts (the original protocol).
+    fn default() -> Self {
+        Self { values: true, devices: BTreeSet::new(), metrics: BTreeSet::new(), segments: None, alerts: false }
+    }
 }
 
 impl SubscriptionFilter {
     pub fn matches(&self, device: &DeviceId, metric: MetricId) -> bool {
-        (self.devices.is_empty() || self.devices.contains(device)) && (self.metrics.is_empty() || self.metrics.contains(&metric))
+        self.values
+            && (self.devices.is_empty() || self.devices.contains(device))
+            && (self.metrics.is_empty() || self.metrics.contains(&metric))
     }
+
+    pub fn matches_segment(&self, segment: &SegmentId) -> bool {
+        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment))
+    }
+
+    pub fn matches_event(&self, event: &LiveEvent) -> bool {
+        match event {
+            LiveEvent::Value(v) => self.matches(&v.device, v.metric),
+            LiveEvent::Window(w) => self.matches(&w.device, w.metric),
+            LiveEvent::Segment(s) => self.matches_segment(&s.segment),
+            LiveEvent::Alert(_) => self.alerts,
+        }
+    }
+}
+
+/// Cleared alert ids remembered so a late, older change cannot reopen them in the hub.
+const REMEMBERED_CLEARED: usize = 4_096;
+
+#[derive(Debug, Default)]
+struct AlertBoard {
+    open: BTreeMap<i64, LiveAlert>,
+    cleared: VecDeque<i64>,
 }
 
 #[derive(Debug)]
 pub struct LiveHub {
     values: RwLock<HashMap<(DeviceId, MetricId), (EventTime, f64)>>,
+    segments: RwLock<HashMap<SegmentId, SegmentState>>,
+    alerts: RwLock<AlertBoard>,
     tx: broadcast::Sender<Arc<LiveEvent>>,
 }
 
 impl LiveHub {
     pub fn new(buffer: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), tx })
+        Arc::new(Self { values: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
+    }
+
+    /// Seed the open alerts (from the store at start) without broadcasting.
+    pub fn seed_alerts(&self, alerts: impl IntoIterator<Item = LiveAlert>) {
+        let mut board = self.alerts.write().unwrap_or_else(|e| e.into_inner());
+        for a in alerts.into_iter().filter(|a| a.state.is_open()) {
+            board.open.insert(a.id, a);
+        }
+    }
+
+    /// Take a stored alert change and broadcast it, unless it is older than what the hub
+    /// holds (see the module doc). Returns whether it was taken.
+    pub fn publish_alert(&self, alert: LiveAlert) -> bool {
+        {
+            let mut board = self.alerts.write().unwrap_or_else(|e| e.into_inner());
+            if board.cleared.contains(&alert.id) {
+                return false;
+            }
+            if board.open.get(&alert.id).is_some_and(|held| rank(held.state) > rank(alert.state)) {
+                return false;
+            }
+            if alert.state.is_open() {
+                board.open.insert(alert.id, alert.clone());
+            } else {
+                board.open.remove(&alert.id);
+                if board.cleared.len() == REMEMBERED_CLEARED {
+                    board.cleared.pop_front();
+                }
+                board.cleared.push_back(alert.id);
+            }
+        }
+        let _ = self.tx.send(Arc::new(LiveEvent::Alert(alert)));
+        true
+    }
+
+    /// Open alerts, oldest id first.
+    pub fn open_alerts(&self) -> Vec<LiveAlert> {
+        self.alerts.read().unwrap_or_else(|e| e.into_inner()).open.values().cloned().collect()
+    }
+
+    /// Take segment windows: each becomes the segment's state unless the hub holds a newer
+    /// window of it (a correction of an older window is still broadcast).
+    pub fn publish_segments(&self, states: Vec<SegmentState>) {
+        if states.is_empty() {
+            return;
+        }
+        {
+            let mut map = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            for s in &states {
+                let newer = map.get(&s.segment).is_none_or(|held| (s.start, s.revision) >= (held.start, held.revision));
+                if newer {
+                    map.insert(s.segment.clone(), s.clone());
+                }
+            }
+        }
+        for s in states {
+            let _ = self.tx.send(Arc::new(LiveEvent::Segment(s)));
+        }
+    }
+
+    /// The current state of the segments the filter selects, by segment id.
+    pub fn segment_states(&self, filter: &SubscriptionFilter) -> Vec<SegmentState> {
+        let map = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SegmentState> = map.values().filter(|s| filter.matches_segment(&s.segment)).cloned().collect();
+        out.sort_by(|a, b| a.segment.cmp(&b.segment));
+        out
+    }
+
+    /// The current state of one segment.
+    pub fn segment_state(&self, segment: &SegmentId) -> Option<SegmentState> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).get(segment).cloned()
     }
 
     /// Seed state (e.g. from the store's latest values at start) without broadcasting.
@@ -148,7 +302,9 @@ mod tests {
         assert_eq!(snap.iter().map(|v| (v.device.as_str(), v.value)).collect::<Vec<_>>(), vec![("a", 20.0), ("b", 5.0)]);
         let mut got = Vec::new();
         while let Ok(e) = rx.try_recv() {
-            got.push(e.device().to_string());
+            if let LiveEvent::Value(v) = &*e {
+                got.push(v.device.to_string());
+            }
         }
         assert_eq!(got, vec!["a", "b"]);
     }
@@ -157,12 +313,88 @@ mod tests {
     fn snapshot_honours_the_filter() {
         let hub = LiveHub::new(16);
         hub.apply(&[r("a", 1, 1.0), r("b", 1, 2.0)]);
-        let filter = SubscriptionFilter { devices: [DeviceId::parse("b").unwrap()].into(), metrics: BTreeSet::new() };
+        let filter = SubscriptionFilter { devices: [DeviceId::parse("b").unwrap()].into(), ..SubscriptionFilter::default() };
         let snap = hub.snapshot(&filter);
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].value, 2.0);
-        let none = SubscriptionFilter { devices: BTreeSet::new(), metrics: [MetricId::No2Ugm3].into() };
+        let none = SubscriptionFilter { metrics: [MetricId::No2Ugm3].into(), ..SubscriptionFilter::default() };
         assert!(hub.snapshot(&none).is_empty());
+    }
+
+    fn seg_state(seg: &str, start: i64, revision: u32, speed: f64) -> SegmentState {
+        SegmentState {
+            segment: SegmentId::parse(seg).unwrap(),
+            start: EventTime(start),
+            end: EventTime(start + 60_000),
+            flow_vph: None,
+            speed_kmh: Some(speed),
+            occupancy_pct: None,
+            los: None,
+            detectors: 1,
+            revision,
+        }
+    }
+
+    fn alert(id: i64, state: AlertState) -> LiveAlert {
+        LiveAlert {
+            id,
+            rule: "los".into(),
+            subject: Subject::Segment(SegmentId::parse("s1").unwrap()),
+            kind: AlertKind::Single,
+            severity: Severity::Critical,
+            state,
+            message: String::new(),
+            value: Some(10.0),
+            since: EventTime(0),
+            raised_at: EventTime(0),
+            acknowledged: None,
+            cleared: None,
+            members: 1,
+        }
+    }
+
+    #[test]
+    fn a_segment_keeps_its_newest_window_and_every_change_is_broadcast() {
+        let hub = LiveHub::new(16);
+        let mut rx = hub.subscribe();
+        hub.publish_segments(vec![seg_state("s1", 60_000, 0, 30.0), seg_state("s1", 0, 1, 10.0), seg_state("s2", 0, 0, 5.0)]);
+        hub.publish_segments(vec![seg_state("s1", 60_000, 1, 31.0)]);
+        let all = SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() };
+        let held: Vec<(String, i64, Option<f64>)> = hub.segment_states(&all).iter().map(|s| (s.segment.to_string(), s.start.millis(), s.speed_kmh)).collect();
+        assert_eq!(held, vec![("s1".into(), 60_000, Some(31.0)), ("s2".into(), 0, Some(5.0))]);
+        let only_s2 = SubscriptionFilter { segments: Some([SegmentId::parse("s2").unwrap()].into()), ..SubscriptionFilter::default() };
+        assert_eq!(hub.segment_states(&only_s2).len(), 1);
+        assert!(hub.segment_states(&SubscriptionFilter::default()).is_empty(), "no segments unless asked for");
+        let mut n = 0;
+        while let Ok(e) = rx.try_recv() {
+            assert!(matches!(&*e, LiveEvent::Segment(_)));
+            n += 1;
+        }
+        assert_eq!(n, 4);
+    }
+
+    #[test]
+    fn alerts_only_move_forward_and_cleared_ones_leave_the_board() {
+        let hub = LiveHub::new(16);
+        assert!(hub.publish_alert(alert(1, AlertState::Raised)));
+        assert!(hub.publish_alert(alert(2, AlertState::Raised)));
+        assert!(hub.publish_alert(alert(1, AlertState::Acknowledged)));
+        assert!(!hub.publish_alert(alert(1, AlertState::Raised)), "a late raise does not undo the acknowledgement");
+        assert_eq!(hub.open_alerts().iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(), vec![(1, AlertState::Acknowledged), (2, AlertState::Raised)]);
+        assert!(hub.publish_alert(alert(2, AlertState::Cleared)));
+        assert!(!hub.publish_alert(alert(2, AlertState::Raised)), "a cleared alert is not reopened");
+        assert_eq!(hub.open_alerts().len(), 1);
+    }
+
+    #[test]
+    fn the_filter_selects_event_kinds() {
+        let value = LiveEvent::Value(LiveValue { device: DeviceId::parse("a").unwrap(), metric: MetricId::SpeedKmh, time: EventTime(0), value: 1.0 });
+        let segment = LiveEvent::Segment(seg_state("s1", 0, 0, 1.0));
+        let alert = LiveEvent::Alert(alert(1, AlertState::Raised));
+        let default = SubscriptionFilter::default();
+        assert!(default.matches_event(&value) && !default.matches_event(&segment) && !default.matches_event(&alert));
+        let walls = SubscriptionFilter { values: false, segments: Some(BTreeSet::new()), alerts: true, ..SubscriptionFilter::default() };
+        assert!(!walls.matches_event(&value) && walls.matches_event(&segment) && walls.matches_event(&alert));
     }
 
     #[test]

@@ -1,17 +1,27 @@
-//! The stream task: takes batches of validated readings from a bounded queue, updates live
-//! state and windows, closes windows of quiet devices every second, and flushes every
-//! window when the queue closes (shutdown).
+//! The stream task: a thin async driver around [`StreamCore`]. It takes batches of
+//! validated readings and device status messages from bounded queues, operator actions,
+//! rule changes and registry refreshes from a bounded command queue, ticks the core every
+//! second on the wall clock, and moves what the core emits: values, windows and segment
+//! states to the [`LiveHub`], alert outputs and periodic checkpoints of the alert engine's
+//! state to the alert sink (a bounded queue; the sink persists them in order).
+//!
+//! Order on the sink queue is the invariant that makes restarts safe: a checkpoint is
+//! queued after every alert output that preceded it, and the sink stores them in order,
+//! so a saved engine state never holds an alert the store has not been asked to open.
+//!
+//! Shutdown: when the readings queue closes, every pending window is flushed, a last
+//! checkpoint is queued, and the sink queue is closed (the sink drains it and stops).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use telemetry::{EventTime, Reading};
-use tokio::sync::mpsc;
+use telemetry::{EventTime, Reading, StatusEvent};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::StreamConfig;
+use crate::alert::{AlertEngineState, AlertKey, AlertOutput, RuleSet};
+use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 use crate::live::LiveHub;
-use crate::window::Windows;
 
 /// Counters of the stream task.
 #[derive(Debug, Default)]
@@ -19,35 +29,220 @@ pub struct StreamMetrics {
     pub readings: AtomicU64,
     pub windows_emitted: AtomicU64,
     pub too_late: AtomicU64,
+    pub segment_windows: AtomicU64,
+    pub los_changes: AtomicU64,
+    pub statuses: AtomicU64,
+    /// Mirrors of the alert engine's counters.
+    pub alerts_raised: AtomicU64,
+    pub alerts_cleared: AtomicU64,
+    pub alerts_suppressed: AtomicU64,
+    pub alerts_duplicate: AtomicU64,
+    /// Operator actions mirrored into the engine.
+    pub operator_actions: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub registry_updates: AtomicU64,
 }
 
-pub async fn run_stream(config: StreamConfig, hub: Arc<LiveHub>, mut input: mpsc::Receiver<Vec<Reading>>, metrics: Arc<StreamMetrics>) {
-    let mut windows = Windows::new(&config);
+/// What the stream sends the alert sink, in order.
+// Outputs are the common item and travel by value; the rare checkpoint is boxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertSinkItem {
+    Output(AlertOutput),
+    /// The engine's exported state, to save once everything before it is stored.
+    Checkpoint(Box<AlertEngineState>),
+}
+
+/// Requests to the stream task.
+#[derive(Debug)]
+pub enum StreamCommand {
+    /// The registry changed (or was re-read): segments, links, device profiles.
+    Registry(Registry),
+    /// Mirror an operator's action the store has already taken.
+    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime },
+    /// Replace the alert rules; `done` is answered once the engine runs them.
+    SetRules { rules: RuleSet, done: oneshot::Sender<()> },
+}
+
+/// The driver's own settings.
+#[derive(Debug, Clone)]
+pub struct StreamServiceConfig {
+    /// How often the alert engine's state is checkpointed.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for StreamServiceConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval: Duration::from_secs(30) }
+    }
+}
+
+/// The queues of the stream task.
+pub struct StreamQueues {
+    pub readings: mpsc::Receiver<Vec<Reading>>,
+    pub statuses: mpsc::Receiver<StatusEvent>,
+    pub commands: mpsc::Receiver<StreamCommand>,
+    pub alerts: mpsc::Sender<AlertSinkItem>,
+}
+
+struct Driver {
+    core: StreamCore,
+    hub: Arc<LiveHub>,
+    alerts: mpsc::Sender<AlertSinkItem>,
+    metrics: Arc<StreamMetrics>,
+}
+
+impl Driver {
+    /// Publish and queue what the core emitted.
+    async fn emit(&mut self, out: &mut Emitted) {
+        let m = &self.metrics;
+        if !out.windows.is_empty() {
+            m.windows_emitted.fetch_add(out.windows.len() as u64, Ordering::Relaxed);
+            self.hub.publish_windows(std::mem::take(&mut out.windows));
+        }
+        if !out.segments.is_empty() {
+            m.segment_windows.fetch_add(out.segments.len() as u64, Ordering::Relaxed);
+            self.hub.publish_segments(std::mem::take(&mut out.segments));
+        }
+        m.los_changes.fetch_add(std::mem::take(&mut out.los_changes), Ordering::Relaxed);
+        for output in out.alerts.drain(..) {
+            if self.alerts.send(AlertSinkItem::Output(output)).await.is_err() {
+                tracing::error!("stream: the alert sink is gone; alert changes are not stored");
+            }
+        }
+        let c = self.core.engine().counters();
+        m.alerts_raised.store(c.raised, Ordering::Relaxed);
+        m.alerts_cleared.store(c.cleared, Ordering::Relaxed);
+        m.alerts_suppressed.store(c.suppressed_raises, Ordering::Relaxed);
+        m.alerts_duplicate.store(c.duplicate_raises, Ordering::Relaxed);
+        m.too_late.store(self.core.too_late(), Ordering::Relaxed);
+    }
+
+    async fn checkpoint(&mut self) {
+        let state = Box::new(self.core.export_state());
+        if self.alerts.send(AlertSinkItem::Checkpoint(state)).await.is_ok() {
+            self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn command(&mut self, command: StreamCommand, out: &mut Emitted) {
+        let now = EventTime::now();
+        match command {
+            StreamCommand::Registry(registry) => {
+                self.metrics.registry_updates.fetch_add(1, Ordering::Relaxed);
+                self.core.set_registry(registry, now, out);
+            }
+            StreamCommand::Operator { action, key, by, note, at } => match self.core.operator(action, &key, &by, note, at) {
+                Ok(true) => {
+                    self.metrics.operator_actions.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => tracing::debug!(%key, ?action, "operator action on an alert the engine no longer holds open"),
+                Err(e) => tracing::debug!(%key, error = %e, "operator action already reflected in the engine"),
+            },
+            StreamCommand::SetRules { rules, done } => {
+                self.core.set_rules(rules, now, out);
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Run until the readings queue closes (see the module doc for shutdown).
+pub async fn run_stream(core: StreamCore, config: StreamServiceConfig, hub: Arc<LiveHub>, queues: StreamQueues, metrics: Arc<StreamMetrics>) {
+    let StreamQueues { mut readings, mut statuses, mut commands, alerts } = queues;
+    let mut driver = Driver { core, hub, alerts, metrics };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut out = Vec::new();
+    let mut checkpoint = tokio::time::interval(config.checkpoint_interval.max(Duration::from_millis(100)));
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checkpoint.tick().await; // the first tick is immediate; the state was just loaded
+    let (mut statuses_open, mut commands_open) = (true, true);
+    let mut out = Emitted::default();
     loop {
         tokio::select! {
-            batch = input.recv() => match batch {
-                Some(readings) => {
-                    hub.apply(&readings);
-                    for r in &readings {
-                        windows.add(r, &mut out);
-                    }
-                    metrics.readings.fetch_add(readings.len() as u64, Ordering::Relaxed);
+            batch = readings.recv() => match batch {
+                Some(batch) => {
+                    driver.hub.apply(&batch);
+                    driver.core.on_readings(&batch, EventTime::now(), &mut out);
+                    driver.metrics.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 None => break,
             },
-            _ = tick.tick() => windows.tick(EventTime::now(), &mut out),
+            status = statuses.recv(), if statuses_open => match status {
+                Some(status) => {
+                    driver.metrics.statuses.fetch_add(1, Ordering::Relaxed);
+                    driver.core.on_status(&status, &mut out);
+                }
+                None => statuses_open = false,
+            },
+            command = commands.recv(), if commands_open => match command {
+                Some(command) => driver.command(command, &mut out),
+                None => commands_open = false,
+            },
+            _ = tick.tick() => driver.core.tick(EventTime::now(), &mut out),
+            _ = checkpoint.tick() => driver.checkpoint().await,
         }
-        if !out.is_empty() {
-            metrics.windows_emitted.fetch_add(out.len() as u64, Ordering::Relaxed);
-            hub.publish_windows(std::mem::take(&mut out));
-        }
-        metrics.too_late.store(windows.too_late, Ordering::Relaxed);
+        driver.emit(&mut out).await;
     }
-    windows.flush(&mut out);
-    metrics.windows_emitted.fetch_add(out.len() as u64, Ordering::Relaxed);
-    hub.publish_windows(out);
-    tracing::info!("stream drained; windows flushed");
+    driver.core.flush(EventTime::now(), &mut out);
+    driver.emit(&mut out).await;
+    driver.checkpoint().await;
+    tracing::info!("stream drained; windows flushed; alert state checkpointed");
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use telemetry::{DeviceId, DeviceState, MetricId};
+
+    use super::*;
+    use crate::alert::AlertRulesConfig;
+    use crate::config::StreamConfig;
+
+    fn rules() -> RuleSet {
+        toml::from_str::<AlertRulesConfig>("air_quality_defaults = false\n[[rules]]\nid = \"offline\"\nseverity = \"warning\"\noffline = {}\n").unwrap().validate().unwrap()
+    }
+
+    struct Harness {
+        readings: mpsc::Sender<Vec<Reading>>,
+        statuses: mpsc::Sender<StatusEvent>,
+        _commands: mpsc::Sender<StreamCommand>,
+        sink: mpsc::Receiver<AlertSinkItem>,
+        task: tokio::task::JoinHandle<()>,
+        hub: Arc<LiveHub>,
+    }
+
+    fn start() -> Harness {
+        let (readings, r_rx) = mpsc::channel(8);
+        let (statuses, s_rx) = mpsc::channel(8);
+        let (commands, c_rx) = mpsc::channel(8);
+        let (sink_tx, sink) = mpsc::channel(4);
+        let hub = LiveHub::new(64);
+        let core = StreamCore::new(&StreamConfig::default(), rules());
+        let queues = StreamQueues { readings: r_rx, statuses: s_rx, commands: c_rx, alerts: sink_tx };
+        let task = tokio::spawn(run_stream(core, StreamServiceConfig { checkpoint_interval: Duration::from_secs(3600) }, hub.clone(), queues, Arc::new(StreamMetrics::default())));
+        Harness { readings, statuses, _commands: commands, sink, task, hub }
+    }
+
+    #[tokio::test]
+    async fn a_last_will_reaches_the_sink_and_shutdown_ends_with_a_checkpoint() {
+        let mut h = start();
+        let dev = DeviceId::parse("loop-a").unwrap();
+        h.statuses.send(StatusEvent { device: dev.clone(), state: DeviceState::Offline, received_at: EventTime::now(), retained: false }).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
+        let AlertSinkItem::Output(AlertOutput::Transition { alert, .. }) = first else { panic!("{first:?}") };
+        assert_eq!(alert.key.rule.as_str(), "offline");
+        h.readings.send(vec![Reading { device: dev, metric: MetricId::SpeedKmh, time: EventTime::now(), value: 40.0, seq: None }]).await.unwrap();
+        let cleared = tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
+        assert!(matches!(cleared, AlertSinkItem::Output(AlertOutput::Transition { ref transition, .. }) if !transition.to.is_open()), "{cleared:?}");
+        assert_eq!(h.hub.len(), 1, "the value went live");
+        drop(h.readings);
+        let mut last = None;
+        while let Some(item) = h.sink.recv().await {
+            last = Some(item);
+        }
+        let Some(AlertSinkItem::Checkpoint(state)) = last else { panic!("the last item is a checkpoint: {last:?}") };
+        assert!(state.open_alerts.is_empty());
+        h.task.await.unwrap();
+    }
 }

@@ -223,6 +223,7 @@ pub struct Sccr {
     child: Option<Child>,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    config: Option<PathBuf>,
 }
 
 impl Sccr {
@@ -240,15 +241,40 @@ impl Sccr {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env };
+        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config: None };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Like [`Sccr::serve`], with a configuration file holding `toml` (for what the
+    /// environment cannot express, such as alert rules); the environment still overrides it.
+    pub fn serve_with_config(broker_port: u16, db_url: &str, log_dir: &Path, toml: &str, extra: &[(&str, &str)]) -> Result<Self> {
+        let api_port = free_port();
+        let path = log_dir.join(format!("sccr-{api_port}.toml"));
+        std::fs::write(&path, toml)?;
+        let mut env = vec![
+            ("SCCR_MQTT__PORT".to_string(), broker_port.to_string()),
+            ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
+            ("SCCR_API__LISTEN".to_string(), format!("127.0.0.1:{api_port}")),
+            ("SCCR_MQTT__CLIENT_ID".to_string(), format!("sccr-test-{api_port}")),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config: Some(path) };
         s.spawn()?;
         Ok(s)
     }
 
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(workspace_bin("sccr")?)
-            .arg("serve")
+        let mut command = Command::new(workspace_bin("sccr")?);
+        command.arg("serve");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             // Only this test's settings: nothing SCCR_… from the suite's own environment.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -326,6 +352,24 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1).context("no status")?.parse()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 request with a JSON body on loopback: (status, body).
+pub async fn http_send(port: u16, method: &str, path: &str, json: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        json.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(json.as_bytes()).await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();

@@ -1,0 +1,397 @@
+//! Alerts over REST, the alert rules admin API, and the mapping between the stream's alerts
+//! and the store's.
+//!
+//! The store is the authority on alerts: an operator's acknowledgement or clear is applied
+//! to the store first (which refuses unknown ids with 404 and illegal moves with 409), then
+//! pushed to live subscribers, then mirrored into the running alert engine through the
+//! stream's bounded command queue ([`AlertControl`]), so the engine neither stores the move
+//! twice nor re-raises what an operator cleared.
+//!
+//! Alert rules: `GET /api/v1/alert-rules` returns the document in force,
+//! `PUT /api/v1/alert-rules` replaces it (validated as a whole; every error with its key
+//! path). A replaced document is saved in the store (`stream_state`, key
+//! [`RULES_STATE_KEY`]) together with the config file's `[alerts]` section it replaced, and
+//! is used at the next start as long as the file's section is unchanged; once the file is
+//! edited, the file wins again ([`StoredRules::choose`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::{AlertFilter, AlertRecord, AlertState as StoreState, AlertSubject, NewAlert, Severity as StoreSeverity};
+use stream::alert::{AlertKind, RuleId};
+use stream::{Alert, AlertKey, AlertRulesConfig, AlertState, Clearance, LiveAlert, OperatorAction, Severity, StreamCommand, Subject};
+use telemetry::EventTime;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::AppState;
+
+/// The `stream_state` key of the rules set through the admin API.
+pub const RULES_STATE_KEY: &str = "alert_rules";
+/// Most alerts one list request returns.
+pub const MAX_ALERTS: usize = 1_000;
+
+/// The alert rules in force and where they came from, as saved in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRules {
+    /// The document in force.
+    pub rules: AlertRulesConfig,
+    /// The config file's `[alerts]` section when `rules` replaced it.
+    pub file: AlertRulesConfig,
+}
+
+/// Which document [`StoredRules::choose`] picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulesSource {
+    /// The config file's `[alerts]` section.
+    File,
+    /// Rules set through the admin API, the file unchanged since.
+    Api,
+}
+
+impl StoredRules {
+    /// The rules to run at start: those saved through the admin API while the file's
+    /// section is the one they replaced, else the file's.
+    pub fn choose(stored: Option<StoredRules>, file: &AlertRulesConfig) -> (StoredRules, RulesSource) {
+        match stored {
+            Some(s) if &s.file == file && s.rules.validate().is_ok() => (s, RulesSource::Api),
+            _ => (StoredRules { rules: file.clone(), file: file.clone() }, RulesSource::File),
+        }
+    }
+}
+
+/// The handle of the running alert engine.
+#[derive(Clone)]
+pub struct AlertControl {
+    pub commands: mpsc::Sender<StreamCommand>,
+    /// The rules in force; the lock also serialises rule changes.
+    pub rules: Arc<Mutex<StoredRules>>,
+}
+
+// ---- mapping between the stream's alerts and the store's ----
+
+pub fn store_subject(s: &Subject) -> AlertSubject {
+    match s {
+        Subject::Device(d) => AlertSubject::Device(d.clone()),
+        Subject::Segment(s) => AlertSubject::Segment(s.clone()),
+        Subject::Rule => AlertSubject::Rule,
+    }
+}
+
+pub fn stream_subject(s: &AlertSubject) -> Subject {
+    match s {
+        AlertSubject::Device(d) => Subject::Device(d.clone()),
+        AlertSubject::Segment(s) => Subject::Segment(s.clone()),
+        AlertSubject::Rule => Subject::Rule,
+    }
+}
+
+fn store_severity(s: Severity) -> StoreSeverity {
+    match s {
+        Severity::Info => StoreSeverity::Info,
+        Severity::Warning => StoreSeverity::Warning,
+        Severity::Critical => StoreSeverity::Critical,
+    }
+}
+
+fn stream_severity(s: StoreSeverity) -> Severity {
+    match s {
+        StoreSeverity::Info => Severity::Info,
+        StoreSeverity::Warning => Severity::Warning,
+        StoreSeverity::Critical => Severity::Critical,
+    }
+}
+
+fn stream_state(s: StoreState) -> AlertState {
+    match s {
+        StoreState::Raised => AlertState::Raised,
+        StoreState::Acknowledged => AlertState::Acknowledged,
+        StoreState::Cleared => AlertState::Cleared,
+    }
+}
+
+/// The row to open for an alert the engine raised.
+pub fn new_alert(a: &Alert) -> NewAlert {
+    NewAlert {
+        rule: a.key.rule.as_str().to_owned(),
+        subject: store_subject(&a.key.subject),
+        kind: match a.kind {
+            AlertKind::Single => store::AlertKind::Single,
+            AlertKind::SegmentGroup => store::AlertKind::SegmentGroup,
+            AlertKind::RateLimitOverflow => store::AlertKind::RateLimitOverflow,
+        },
+        severity: store_severity(a.severity),
+        message: a.message.clone(),
+        value: a.value.is_finite().then_some(a.value),
+        since: a.since,
+        raised_at: a.raised_at,
+        members: a.members.max(1),
+    }
+}
+
+/// A stored alert as live subscribers and the REST API show it.
+pub fn live_alert(r: &AlertRecord) -> LiveAlert {
+    LiveAlert {
+        id: r.id,
+        rule: r.rule.clone(),
+        subject: stream_subject(&r.subject),
+        kind: match r.kind {
+            store::AlertKind::Single => AlertKind::Single,
+            store::AlertKind::SegmentGroup => AlertKind::SegmentGroup,
+            store::AlertKind::RateLimitOverflow => AlertKind::RateLimitOverflow,
+        },
+        severity: stream_severity(r.severity),
+        state: stream_state(r.state),
+        message: r.message.clone(),
+        value: r.value,
+        since: r.since,
+        raised_at: r.raised_at,
+        acknowledged: r.acknowledged.as_ref().map(|a| stream::alert::Acknowledgement { by: a.by.clone(), note: a.note.clone(), at: a.at }),
+        cleared: r.cleared.as_ref().map(|c| Clearance { by: c.by.clone(), note: c.note.clone(), at: c.at }),
+        members: r.members,
+    }
+}
+
+/// The engine's key of a stored alert (`None` for a rule id the engine cannot hold).
+pub fn alert_key(r: &AlertRecord) -> Option<AlertKey> {
+    Some(AlertKey { rule: RuleId::parse(&r.rule).ok()?, subject: stream_subject(&r.subject) })
+}
+
+// ---- REST ----
+
+fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
+    Ok(match v {
+        "open" => StoreState::OPEN.to_vec(),
+        "raised" => vec![StoreState::Raised],
+        "acknowledged" => vec![StoreState::Acknowledged],
+        "cleared" => vec![StoreState::Cleared],
+        _ => return Err(ApiError::bad_param("state", "state must be open, raised, acknowledged or cleared")),
+    })
+}
+
+fn severities(v: &str) -> Result<Vec<StoreSeverity>, ApiError> {
+    v.split(',')
+        .map(|s| match s.trim() {
+            "info" => Ok(StoreSeverity::Info),
+            "warning" => Ok(StoreSeverity::Warning),
+            "critical" => Ok(StoreSeverity::Critical),
+            _ => Err(ApiError::bad_param("severity", "severity must be info, warning or critical (comma-separated for several)")),
+        })
+        .collect()
+}
+
+/// `GET /api/v1/alerts`: newest first; filters `state`, `severity`, `segment`, `device`,
+/// `rule`; paging by `before` (the `next` of the previous page) and `limit`.
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let mut p = Params::parse(raw.as_deref())?;
+    let mut filter = AlertFilter::default();
+    if let Some(v) = p.take("state") {
+        filter.states = states(&v)?;
+    }
+    if let Some(v) = p.take("severity") {
+        filter.severities = severities(&v)?;
+    }
+    let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
+    let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
+    filter.subject = match (device, segment) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_param("segment", "give device or segment, not both")),
+        (Some(d), None) => Some(AlertSubject::Device(d)),
+        (None, Some(s)) => Some(AlertSubject::Segment(s)),
+        (None, None) => None,
+    };
+    filter.subject_kind = filter.subject.as_ref().map(AlertSubject::kind);
+    filter.rule = p.take("rule");
+    filter.before_id = p
+        .take("before")
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_param("before", "before must be an alert id (the `next` of the previous page)")))
+        .transpose()?;
+    filter.limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_ALERTS)).transpose()?.unwrap_or(AlertFilter::DEFAULT_LIMIT);
+    p.finish()?;
+    let alerts = state.store.alerts(&filter).await?;
+    let next = (alerts.len() == filter.limit).then(|| alerts.last().map(|a| a.id)).flatten();
+    let alerts: Vec<LiveAlert> = alerts.iter().map(live_alert).collect();
+    Ok(Json(json!({ "alerts": alerts, "next": next })))
+}
+
+fn alert_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().map_err(|_| ApiError::bad_param("id", "an alert id is a whole number"))
+}
+
+/// `GET /api/v1/alerts/{id}`: the alert with its lifecycle events, oldest first.
+pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let Some(record) = state.store.alert(id).await? else {
+        return Err(ApiError::not_found(format!("alert {id} does not exist")));
+    };
+    let events = state.store.alert_events(id).await?;
+    Ok(Json(json!({ "alert": live_alert(&record), "events": events })))
+}
+
+/// The body of an acknowledgement or a clear.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorBody {
+    by: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Longest operator name and note kept.
+const MAX_BY: usize = 128;
+const MAX_NOTE: usize = 2_000;
+
+fn operator_body(body: &Bytes) -> Result<(String, Option<String>), ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: OperatorBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "by" || path == "note" { path } else { "body".to_owned() };
+        ApiError::bad_field(&field, format!("the body must be JSON {{\"by\": \"<operator>\", \"note\": \"…\"}}: {}", e.inner()))
+    })?;
+    let by = parsed.by.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()).ok_or_else(|| ApiError::bad_field("by", "by (the operator's name) is required"))?;
+    if by.chars().count() > MAX_BY {
+        return Err(ApiError::bad_field("by", format!("by is longer than {MAX_BY} characters")));
+    }
+    let note = parsed.note.filter(|n| !n.trim().is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
+        return Err(ApiError::bad_field("note", format!("note is longer than {MAX_NOTE} characters")));
+    }
+    Ok((by, note))
+}
+
+async fn operator_move(state: AppState, id: String, body: Bytes, action: OperatorAction) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let (by, note) = operator_body(&body)?;
+    let at = EventTime::now();
+    let record = match action {
+        OperatorAction::Acknowledge => state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?,
+        OperatorAction::Clear => state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?,
+    };
+    let live = live_alert(&record);
+    state.hub.publish_alert(live.clone());
+    if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
+        let command = StreamCommand::Operator { action, key, by, note, at };
+        if control.commands.send(command).await.is_err() {
+            tracing::warn!(id, "the stream task is gone; the alert engine does not see this operator action");
+        }
+    }
+    Ok(Json(json!({ "alert": live })))
+}
+
+/// `POST /api/v1/alerts/{id}/ack` with `{"by": "...", "note": "..."}`.
+pub async fn acknowledge(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    operator_move(state, id, body, OperatorAction::Acknowledge).await
+}
+
+/// `POST /api/v1/alerts/{id}/clear` with `{"by": "...", "note": "..."}`.
+pub async fn clear(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    operator_move(state, id, body, OperatorAction::Clear).await
+}
+
+fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
+    state.alerts.as_ref().ok_or_else(|| ApiError::unavailable("no alert engine runs in this process"))
+}
+
+/// `GET /api/v1/alert-rules`: the rules document in force.
+pub async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stored = control(&state)?.rules.lock().await.clone();
+    let effective = stored.rules.effective_definitions().len();
+    Ok(Json(json!({ "rules": stored.rules, "effective_rules": effective })))
+}
+
+/// `PUT /api/v1/alert-rules`: replace the rules document (JSON of the `[alerts]` section).
+pub async fn put_rules(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let control = control(&state)?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        ApiError { errors: vec![(path.clone(), message.clone())], code: "invalid_rules", ..ApiError::bad_field(&path, message) }
+    })?;
+    let rules = doc.validate().map_err(|errors| {
+        let first = errors.0.first().map(|e| e.path.clone()).unwrap_or_default();
+        ApiError {
+            code: "invalid_rules",
+            errors: errors.0.iter().map(|e| (e.path.clone(), e.message.clone())).collect(),
+            ..ApiError::bad_field(&first, errors.to_string())
+        }
+    })?;
+    let mut current = control.rules.lock().await;
+    let next = StoredRules { rules: doc, file: current.file.clone() };
+    let value = serde_json::to_value(&next).map_err(|e| ApiError::bad_field("body", e.to_string()))?;
+    state.store.save_stream_state(RULES_STATE_KEY, &value).await?;
+    let (done, applied) = oneshot::channel();
+    if control.commands.send(StreamCommand::SetRules { rules, done }).await.is_err() || applied.await.is_err() {
+        return Err(ApiError::unavailable("the stream task is gone; the rules are saved and apply at the next start"));
+    }
+    *current = next;
+    let effective = current.rules.effective_definitions().len();
+    Ok(Json(json!({ "rules": current.rules, "effective_rules": effective })))
+}
+
+/// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the road segments, each with its
+/// live traffic state (that of its newest emitted window) in `properties`.
+pub async fn segments(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    Params::parse(raw.as_deref())?.finish()?;
+    let segments = state.store.segments().await?;
+    let features: Vec<Value> = segments
+        .iter()
+        .map(|s| {
+            let live = state.hub.segment_state(&s.id);
+            json!({
+                "type": "Feature",
+                "id": s.id,
+                "geometry": { "type": "LineString", "coordinates": s.coordinates },
+                "properties": {
+                    "id": s.id,
+                    "name": s.name,
+                    "kind": s.kind,
+                    "length_m": s.length_m,
+                    "lanes": s.lanes,
+                    "speed_limit_kmh": s.speed_limit_kmh,
+                    "free_flow_kmh": s.free_flow_kmh,
+                    "capacity_vph": s.capacity_vph,
+                    "flow_vph": live.as_ref().and_then(|l| l.flow_vph),
+                    "speed_kmh": live.as_ref().and_then(|l| l.speed_kmh),
+                    "occupancy_pct": live.as_ref().and_then(|l| l.occupancy_pct),
+                    "los": live.as_ref().and_then(|l| l.los),
+                    "detectors": live.as_ref().map(|l| l.detectors),
+                    "window": live.as_ref().map(|l| json!({"start": l.start, "end": l.end, "revision": l.revision})),
+                }
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "type": "FeatureCollection", "features": features })))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_rules_win_only_while_the_file_is_unchanged() {
+        let file = AlertRulesConfig::default();
+        let api = AlertRulesConfig { air_quality_defaults: false, ..AlertRulesConfig::default() };
+        let stored = StoredRules { rules: api.clone(), file: file.clone() };
+        assert_eq!(StoredRules::choose(Some(stored.clone()), &file), (stored.clone(), RulesSource::Api));
+        let mut edited = file.clone();
+        edited.storm.raises_per_minute = 5;
+        let (chosen, source) = StoredRules::choose(Some(stored), &edited);
+        assert_eq!((chosen.rules, source), (edited.clone(), RulesSource::File));
+        assert_eq!(StoredRules::choose(None, &edited).1, RulesSource::File);
+    }
+
+    #[test]
+    fn subjects_map_both_ways() {
+        let d = Subject::Device(telemetry::DeviceId::parse("loop-1").unwrap());
+        let s = Subject::Segment(telemetry::SegmentId::parse("viale-strozzi").unwrap());
+        for subject in [d, s, Subject::Rule] {
+            assert_eq!(stream_subject(&store_subject(&subject)), subject);
+        }
+    }
+}
