@@ -218,7 +218,7 @@ impl Driver {
         let stamped = |v: Vec<(MetricId, f64)>| v.into_iter().map(|(m, x)| (m, x, now)).collect();
         match self {
             Driver::TrafficLoop { segment, demand_factor } => {
-                stamped(traffic_readings(segment, traffic_demand(hour, weekend) * *demand_factor, interval_s, noise))
+                stamped(traffic_readings(segment, traffic_demand(hour, weekend) * *demand_factor, interval_s, noise, rng.random()))
             }
             Driver::AirQuality => stamped(air_readings(traffic_demand(hour, weekend), hour, noise)),
             Driver::Parking { capacity } => {

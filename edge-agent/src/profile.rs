@@ -33,14 +33,17 @@ pub fn traffic_demand(hour: f64, weekend: bool) -> f64 {
 }
 
 /// Readings of a traffic loop over one reporting interval. `noise` in [-1, 1].
-pub fn traffic_readings(seg: &RoadSegment, demand: f64, interval_s: f64, noise: f64) -> Vec<(MetricId, f64)> {
+/// `noise` in [-1, 1]; `dither` uniform in [0, 1): the vehicle count is rounded up with
+/// probability equal to its fraction, so counts average to the flow (plain rounding would
+/// report no vehicle at all whenever fewer than half a vehicle passes per interval).
+pub fn traffic_readings(seg: &RoadSegment, demand: f64, interval_s: f64, noise: f64, dither: f64) -> Vec<(MetricId, f64)> {
     let x = (demand * (1.0 + 0.1 * noise)).clamp(0.0, 1.1);
     let flow_vph = x * seg.capacity_vph;
     let speed = (seg.free_flow_kmh * (1.0 - 0.75 * x.min(1.0).powi(3)) * (1.0 + 0.04 * noise)).clamp(3.0, seg.speed_limit_kmh * 1.2);
     let lanes = f64::from(seg.lanes.max(1));
     let per_lane = flow_vph / lanes;
     let occupancy = (per_lane / speed * 0.6).clamp(0.0, 100.0);
-    let count = (flow_vph * interval_s / 3600.0).round();
+    let count = (flow_vph * interval_s / 3600.0 + dither.clamp(0.0, 0.999_999)).floor();
     let headway = if per_lane > 1.0 { (3600.0 / per_lane).min(3600.0) } else { 3600.0 };
     vec![
         (MetricId::VehicleCount, count),
@@ -102,16 +105,27 @@ mod tests {
     }
 
     #[test]
+    fn counts_average_to_the_flow_even_below_one_vehicle_per_interval() {
+        let seg = &parse_geojson(FLORENCE_SEED).unwrap()[0];
+        for (demand, interval_s) in [(0.05, 1.0), (0.3, 5.0), (0.9, 60.0)] {
+            let expected = demand * seg.capacity_vph * interval_s / 3600.0;
+            let n = 1_000;
+            let mean = (0..n).map(|i| traffic_readings(seg, demand, interval_s, 0.0, (f64::from(i) + 0.5) / f64::from(n))[0].1).sum::<f64>() / f64::from(n);
+            assert!((mean - expected).abs() < 0.01, "demand {demand}, {interval_s} s: mean {mean}, expected {expected}");
+        }
+    }
+
+    #[test]
     fn congestion_lowers_speed_and_every_value_is_valid() {
         let seg = &parse_geojson(FLORENCE_SEED).unwrap()[0];
         let v = Validator::new(ValidationConfig::default());
-        let speed = |d| traffic_readings(seg, d, 60.0, 0.0)[1].1;
+        let speed = |d| traffic_readings(seg, d, 60.0, 0.0, 0.5)[1].1;
         assert!(speed(1.0) < 0.4 * seg.free_flow_kmh);
         assert!(speed(0.1) > 0.95 * seg.free_flow_kmh);
         for d in [0.0, 0.3, 0.7, 1.1] {
             for noise in [-1.0, 0.0, 1.0] {
                 for h in [0.0, 8.5, 15.0, 23.9] {
-                    let mut all = traffic_readings(seg, d, 1.0, noise);
+                    let mut all = traffic_readings(seg, d, 1.0, noise, 0.99);
                     all.extend(air_readings(d, h, noise));
                     for (m, value) in all {
                         let r = telemetry::Reading {

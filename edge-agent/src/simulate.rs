@@ -110,7 +110,7 @@ fn message(device: &SimDevice, seq: u64, now: EventTime, interval_s: f64, rng: &
     let demand = traffic_demand(hour, weekend) * device.demand_factor;
     let noise = rng.random_range(-1.0..=1.0);
     let values = match device.kind {
-        DeviceKind::TrafficLoop => traffic_readings(&device.segment, demand, interval_s, noise),
+        DeviceKind::TrafficLoop => traffic_readings(&device.segment, demand, interval_s, noise, rng.random()),
         DeviceKind::AirQuality => air_readings(demand, hour, noise),
     };
     let n = values.len();
