@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
@@ -384,16 +384,19 @@ impl PgStore {
     }
 
     pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
-        let levels: &[Resolution] = match self.storage_mode() {
-            // Hourly and daily levels are continuous aggregates over rollup_1m.
-            StorageMode::TimescaleDb => &[Resolution::Minute],
-            _ => &[Resolution::Minute, Resolution::Hour, Resolution::Day],
+        // Built once per storage mode: under TimescaleDB the hourly and daily levels are
+        // continuous aggregates over rollup_1m.
+        static NATIVE: LazyLock<String> = LazyLock::new(|| merge_statement(&[Resolution::Minute, Resolution::Hour, Resolution::Day]));
+        static TIMESCALE: LazyLock<String> = LazyLock::new(|| merge_statement(&[Resolution::Minute]));
+        let statement: &str = match self.storage_mode() {
+            StorageMode::TimescaleDb => &TIMESCALE,
+            _ => &NATIVE,
         };
         let mut tx = self.pool.begin().await?;
         // A merge lost in a crash is rolled back whole (its batches stay pending and are
         // merged again), so it need not wait for its commit to reach the disk.
         tx.execute("SET LOCAL synchronous_commit = off").await?;
-        let row = sqlx::query(&merge_statement(levels)).bind(max_batches as i64).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(statement).bind(max_batches as i64).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(MergeOutcome {
             batches: row.try_get::<i64, _>("batches")? as u64,
@@ -496,18 +499,17 @@ impl PgStore {
                 "SELECT time AS t, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
                  WHERE metric = $1 AND time >= $2 AND time < $3 {filter} ORDER BY time, device LIMIT $4"
             ),
-            Some(step) if Some(step) == plan.source.bucket_ms() => format!(
-                "SELECT bucket AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                        (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
-                 FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
-                 GROUP BY 1 ORDER BY 1 LIMIT $4"
-            ),
-            Some(_) => format!(
-                "SELECT date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch') AS t, sum(count)::int8 AS count, sum(sum) AS sum,
-                        min(min) AS min, max(max) AS max, (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
-                 FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
-                 GROUP BY 1 ORDER BY 1 LIMIT $4"
-            ),
+            Some(step) => {
+                // Buckets as stored when the step is the level's width; otherwise binned.
+                let rebin = Some(step) != plan.source.bucket_ms();
+                let t = if rebin { "date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch')" } else { "bucket" };
+                format!(
+                    "SELECT {t} AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                            (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
+                     FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
+                     GROUP BY 1 ORDER BY 1 LIMIT $4"
+                )
+            }
         };
         let mut query = sqlx::query(&sql).bind(q.metric.as_str()).bind(ts(q.from)).bind(ts(q.to)).bind(q.limit as i64);
         query = query.bind(subject);

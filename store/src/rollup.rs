@@ -9,11 +9,19 @@ pub type RollupKey = (DeviceId, MetricId, EventTime);
 
 /// Partials per (device, metric, bucket start) of `bucket_ms`-wide buckets.
 pub fn partials<'a>(readings: impl IntoIterator<Item = &'a Reading>, bucket_ms: i64) -> BTreeMap<RollupKey, Partial> {
-    let mut out: BTreeMap<RollupKey, Partial> = BTreeMap::new();
+    partials_by(readings, bucket_ms, |r| r.device.clone())
+}
+
+/// Partials per (`key` of the reading, metric, bucket start), e.g. per road segment.
+pub fn partials_by<'a, K: Ord>(
+    readings: impl IntoIterator<Item = &'a Reading>,
+    bucket_ms: i64,
+    key: impl Fn(&Reading) -> K,
+) -> BTreeMap<(K, MetricId, EventTime), Partial> {
+    let mut out = BTreeMap::new();
     for r in readings {
-        let key = (r.device.clone(), r.metric, r.time.floor(bucket_ms));
         let p = Partial::of(r.time, r.value);
-        out.entry(key).and_modify(|acc| acc.merge(&p)).or_insert(p);
+        out.entry((key(r), r.metric, r.time.floor(bucket_ms))).and_modify(|acc: &mut Partial| acc.merge(&p)).or_insert(p);
     }
     out
 }

@@ -3,7 +3,7 @@
 //! Times are stored as Unix milliseconds. The database runs in WAL mode with
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -12,7 +12,7 @@ use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
 
 use crate::history::{fold, HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, SourceRow};
 use crate::alert::{refuse, AlertColumns};
-use crate::rollup::partials;
+use crate::rollup::{partials, partials_by};
 use crate::{AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome};
 use crate::{
     parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, LatestValue, MaintenanceReport,
@@ -114,12 +114,7 @@ impl SqliteStore {
                 merge_rollup_row(&mut tx, level.table(), "device", device.as_str(), metric, bucket, &p).await?;
             }
             let Some(table) = level.segment_table() else { continue };
-            let mut per_segment: BTreeMap<(&str, MetricId, EventTime), Partial> = BTreeMap::new();
-            for r in &inserted {
-                let seg = segments.get(r.device.as_str()).map_or("", String::as_str);
-                let p = Partial::of(r.time, r.value);
-                per_segment.entry((seg, r.metric, r.time.floor(width))).and_modify(|a| a.merge(&p)).or_insert(p);
-            }
+            let per_segment = partials_by(inserted.iter().copied(), width, |r| segments.get(r.device.as_str()).map_or("", String::as_str));
             for ((segment, metric, bucket), p) in per_segment {
                 merge_rollup_row(&mut tx, table, "segment", segment, metric, bucket, &p).await?;
             }

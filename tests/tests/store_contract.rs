@@ -147,11 +147,6 @@ async fn concurrent_writers_and_mergers_keep_rollups_exact() {
     a.merge_all_rollups().await.expect("final merge");
 
     for (level, width) in [(Resolution::Minute, 60_000i64), (Resolution::Hour, 3_600_000), (Resolution::Day, 86_400_000)] {
-        let mut want: BTreeMap<i64, Partial> = BTreeMap::new();
-        for r in &readings {
-            let p = Partial::of(r.time, r.value);
-            want.entry(r.time.millis() / width * width).and_modify(|a| a.merge(&p)).or_insert(p);
-        }
         let q = store::HistoryQuery {
             subject: store::HistorySubject::City,
             metric: MetricId::SpeedKmh,
@@ -163,9 +158,7 @@ async fn concurrent_writers_and_mergers_keep_rollups_exact() {
         };
         let got = a.history(&q).await.expect("history");
         assert_eq!(got.resolution, level);
-        let got: Vec<_> = got.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect();
-        let want: Vec<_> = want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect();
-        assert_eq!(got, want, "{level:?}");
+        assert_eq!(buckets(&got), recount(&readings, width), "{level:?}");
     }
 }
 
@@ -232,11 +225,6 @@ async fn concurrent_raises_open_one_alert() {
 async fn check_levels(store: &Store, dev: &DeviceId, start: i64, now: i64, all: &[Reading]) {
     const HOUR: i64 = 3_600_000;
     for (width, level) in [(HOUR, Resolution::Hour), (24 * HOUR, Resolution::Day)] {
-        let mut want: BTreeMap<i64, Partial> = BTreeMap::new();
-        for r in all {
-            let p = Partial::of(r.time, r.value);
-            want.entry(r.time.millis() / width * width).and_modify(|a| a.merge(&p)).or_insert(p);
-        }
         let q = store::HistoryQuery::device(
             dev.clone(),
             MetricId::O3Ugm3,
@@ -246,8 +234,23 @@ async fn check_levels(store: &Store, dev: &DeviceId, start: i64, now: i64, all: 
         );
         let h = store.history(&q).await.expect("history");
         assert_eq!(h.resolution, level);
-        let got: Vec<_> = h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect();
-        let want: Vec<_> = want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect();
-        assert_eq!(got, want, "{level:?}");
+        assert_eq!(buckets(&h), recount(all, width), "{level:?}");
     }
+}
+
+type Bucket = (i64, i64, f64, f64, f64, f64);
+
+/// (start, count, sum, min, max, last) of each bucket of `width` ms, from the readings.
+fn recount(readings: &[Reading], width: i64) -> Vec<Bucket> {
+    let mut want: BTreeMap<i64, Partial> = BTreeMap::new();
+    for r in readings {
+        let p = Partial::of(r.time, r.value);
+        want.entry(r.time.millis() / width * width).and_modify(|a| a.merge(&p)).or_insert(p);
+    }
+    want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect()
+}
+
+/// The same figures of a history answer.
+fn buckets(h: &store::History) -> Vec<Bucket> {
+    h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect()
 }
