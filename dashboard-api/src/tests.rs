@@ -10,6 +10,7 @@ use tower::ServiceExt;
 use crate::{app, live, AppState};
 
 mod access;
+mod live_protocol;
 
 const T0: i64 = 1_763_892_000_000;
 
@@ -135,12 +136,21 @@ fn reading(dev: &str, t: i64, v: f64) -> Reading {
 }
 
 async fn next_json(rx: &mut mpsc::Receiver<String>) -> Value {
-    let text = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("a frame in time").expect("open");
-    serde_json::from_str(&text).unwrap()
+    loop {
+        let text = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("a frame in time").expect("open");
+        if text != live::PING_MARK {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
 }
 
 /// Drive a session over channels: (client → server sender, server → client receiver).
 fn session(hub: std::sync::Arc<LiveHub>) -> (mpsc::Sender<Result<String, ()>>, mpsc::Receiver<String>) {
+    session_with(live::Session::new(hub))
+}
+
+/// Like [`session`] with a given session context (store, timers).
+fn session_with(ctx: live::Session) -> (mpsc::Sender<Result<String, ()>>, mpsc::Receiver<String>) {
     let (in_tx, in_rx) = mpsc::channel::<Result<String, ()>>(16);
     let (out_tx, out_rx) = mpsc::channel::<String>(1024);
     let sink = futures_util::sink::unfold(out_tx, |tx, frame: String| async move {
@@ -148,7 +158,7 @@ fn session(hub: std::sync::Arc<LiveHub>) -> (mpsc::Sender<Result<String, ()>>, m
         Ok::<_, ()>(tx)
     });
     let stream = tokio_stream_from(in_rx);
-    tokio::spawn(live::run_session(hub, Box::pin(sink), stream));
+    tokio::spawn(live::run_session(ctx, Box::pin(sink), stream));
     (in_tx, out_rx)
 }
 

@@ -98,12 +98,24 @@ pub struct SubscriptionFilter {
     pub metrics: BTreeSet<MetricId>,
     pub segments: Option<BTreeSet<SegmentId>>,
     pub alerts: bool,
+    /// Devices and segments taken out again by an `unsubscribe` naming them (an empty
+    /// `devices`/`segments` set means "all", so removing keys needs its own set).
+    pub excluded_devices: BTreeSet<DeviceId>,
+    pub excluded_segments: BTreeSet<SegmentId>,
 }
 
 impl Default for SubscriptionFilter {
     /// Every value and window; no segments, no alerts (the original protocol).
     fn default() -> Self {
-        Self { values: true, devices: BTreeSet::new(), metrics: BTreeSet::new(), segments: None, alerts: false }
+        Self {
+            values: true,
+            devices: BTreeSet::new(),
+            metrics: BTreeSet::new(),
+            segments: None,
+            alerts: false,
+            excluded_devices: BTreeSet::new(),
+            excluded_segments: BTreeSet::new(),
+        }
     }
 }
 
@@ -112,10 +124,44 @@ impl SubscriptionFilter {
         self.values
             && (self.devices.is_empty() || self.devices.contains(device))
             && (self.metrics.is_empty() || self.metrics.contains(&metric))
+            && !self.excluded_devices.contains(device)
     }
 
     pub fn matches_segment(&self, segment: &SegmentId) -> bool {
-        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment))
+        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment)) && !self.excluded_segments.contains(segment)
+    }
+
+    /// Take devices out of the subscription.
+    pub fn remove_devices(&mut self, devices: impl IntoIterator<Item = DeviceId>) {
+        for d in devices {
+            if self.devices.is_empty() {
+                self.excluded_devices.insert(d);
+            } else {
+                self.devices.remove(&d);
+                if self.devices.is_empty() {
+                    // The last listed device went: nothing is left, not "all".
+                    self.values = false;
+                }
+            }
+        }
+    }
+
+    /// Take segments out of the subscription.
+    pub fn remove_segments(&mut self, segments: impl IntoIterator<Item = SegmentId>) {
+        for seg in segments {
+            match &mut self.segments {
+                Some(set) if !set.is_empty() => {
+                    set.remove(&seg);
+                    if set.is_empty() {
+                        self.segments = None;
+                    }
+                }
+                Some(_) => {
+                    self.excluded_segments.insert(seg);
+                }
+                None => {}
+            }
+        }
     }
 
     pub fn matches_event(&self, event: &LiveEvent) -> bool {
@@ -161,12 +207,13 @@ pub struct LiveHub {
     segments: RwLock<HashMap<SegmentId, SegmentState>>,
     alerts: RwLock<AlertBoard>,
     tx: broadcast::Sender<Arc<LiveEvent>>,
+    readings: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
     pub fn new(buffer: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), presence: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
+        Arc::new(Self { values: RwLock::new(HashMap::new()), presence: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx, readings: Default::default() })
     }
 
     /// Seed the open alerts (from the store at start) without broadcasting.
@@ -281,6 +328,7 @@ impl LiveHub {
 
     /// Apply readings; broadcast those that are newer than the value held.
     pub fn apply(&self, readings: &[Reading]) {
+        self.readings.fetch_add(readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let now = EventTime::now().millis();
         {
             let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
@@ -332,6 +380,16 @@ impl LiveHub {
             .collect();
         out.sort_by(|a, b| (&a.device, a.metric).cmp(&(&b.device, b.metric)));
         out
+    }
+
+    /// Readings applied since start (for rates).
+    pub fn readings_applied(&self) -> u64 {
+        self.readings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every segment's current state.
+    pub fn all_segment_states(&self) -> Vec<SegmentState> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
