@@ -2,15 +2,15 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+
+use axum::Json;
 use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::AuditEntry;
 use telemetry::EventTime;
 
-use crate::auth::{self, guard, Principal, Role, ADMINS, READERS};
+use crate::auth::{self, Principal, Role};
 use crate::error::ApiError;
 use crate::params::{self, Params};
 use crate::AppState;
@@ -18,14 +18,6 @@ use crate::AppState;
 const MAX_NAME: usize = 128;
 const DEFAULT_AUDIT_PAGE: usize = 100;
 const MAX_AUDIT_PAGE: usize = 1_000;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/me", guard(READERS, get(me)))
-        .route("/api/v1/tokens", guard(ADMINS, get(list_tokens).post(create_token)))
-        .route("/api/v1/tokens/{id}", guard(ADMINS, delete(revoke_token)))
-        .route("/api/v1/audit", guard(ADMINS, get(audit_log)))
-}
 
 /// Record a privileged action; a failure to record is logged, not returned (the action
 /// itself already happened).
@@ -37,11 +29,11 @@ pub async fn audit(state: &AppState, who: &Principal, action: &str, target: &str
 }
 
 /// `GET /api/v1/me`: the caller's name and role.
-async fn me(who: Principal) -> Json<Value> {
+pub(crate) async fn me(who: Principal) -> Json<Value> {
     Json(json!({ "name": who.name, "role": who.role, "token_id": who.token_id }))
 }
 
-async fn list_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list_tokens(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     Params::parse(raw.as_deref())?.finish()?;
     Ok(Json(json!({ "tokens": state.store.tokens().await? })))
 }
@@ -69,7 +61,7 @@ pub(crate) fn role_field(field: &str, v: &str) -> Result<Role, ApiError> {
 }
 
 /// `POST /api/v1/tokens` `{"name", "role"}`: a new token, shown once.
-async fn create_token(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub(crate) async fn create_token(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewToken = json_body(&body, r#"{"name": "...", "role": "operator"}"#)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
@@ -84,7 +76,7 @@ async fn create_token(State(state): State<AppState>, who: Principal, body: Bytes
 
 /// `DELETE /api/v1/tokens/{id}`: revoke a token (effective within the cache TTL everywhere,
 /// at once in this process).
-async fn revoke_token(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn revoke_token(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::bad_param("id", "a token id is a whole number"))?;
     let Some(record) = state.store.revoke_token(id, EventTime::now()).await? else {
         return Err(ApiError::not_found(format!("token {id} does not exist")));
@@ -95,7 +87,7 @@ async fn revoke_token(State(state): State<AppState>, who: Principal, Path(id): P
 }
 
 /// `GET /api/v1/audit?limit=&cursor=`: newest first; `next_cursor` pages on.
-async fn audit_log(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn audit_log(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_AUDIT_PAGE)).transpose()?.unwrap_or(DEFAULT_AUDIT_PAGE);
     let before = p

@@ -6,8 +6,8 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use axum::Json;
 use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +15,7 @@ use store::{DeviceDetail, DeviceFilter, DeviceUpdate};
 use telemetry::{DeviceId, EventTime, SegmentId};
 
 use crate::access::{audit, json_body};
-use crate::auth::{guard, Principal, ADMINS, READERS};
+use crate::auth::Principal;
 use crate::credentials;
 use crate::error::ApiError;
 use crate::params::{self, Params};
@@ -24,13 +24,6 @@ use crate::AppState;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1_000;
 const MAX_KIND: usize = 64;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/devices", guard(READERS, get(list)).merge(guard(ADMINS, post(register))))
-        .route("/api/v1/devices/{id}", guard(READERS, get(one)).merge(guard(ADMINS, axum::routing::patch(update).delete(decommission))))
-        .route("/api/v1/devices/{id}/credentials", guard(ADMINS, post(rotate)))
-}
 
 fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
     json!({
@@ -46,7 +39,7 @@ fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
 
 /// `GET /api/v1/devices?kind=&segment=&decommissioned=true&limit=&cursor=`: devices in id
 /// order; `next_cursor` (absent on the last page) continues the listing.
-async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let kind = p.take("kind");
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
@@ -72,7 +65,7 @@ fn device_id(v: &str) -> Result<DeviceId, ApiError> {
 }
 
 /// `GET /api/v1/devices/{id}`: the device and its latest values.
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let Some(device) = state.store.device(&id).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
@@ -118,7 +111,7 @@ fn mqtt_credentials(id: &DeviceId, password: &str) -> Value {
 
 /// `POST /api/v1/devices` `{"id", "kind"?, "segment"?}`: register a device; the answer
 /// holds its MQTT password, shown once.
-async fn register(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub(crate) async fn register(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: Registration = json_body(&body, r#"{"id": "loop-12", "kind": "traffic_loop", "segment": "viale-..."}"#)?;
     let id = DeviceId::parse(&req.id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
     let kind = kind_field(req.kind)?;
@@ -131,7 +124,7 @@ async fn register(State(state): State<AppState>, who: Principal, body: Bytes) ->
 }
 
 /// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?}`: a field given as `null` is emptied.
-async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let fields: serde_json::Map<String, Value> = json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
     let mut update = DeviceUpdate::default();
@@ -155,7 +148,7 @@ async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<St
 }
 
 /// `DELETE /api/v1/devices/{id}`: decommission (history kept, credentials removed).
-async fn decommission(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn decommission(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let Some(device) = state.store.decommission_device(&id, EventTime::now()).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
@@ -165,7 +158,7 @@ async fn decommission(State(state): State<AppState>, who: Principal, Path(id): P
 }
 
 /// `POST /api/v1/devices/{id}/credentials`: a new MQTT password, shown once.
-async fn rotate(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn rotate(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let password = credentials::generate_password()?;
     let hash = credentials::hash_password(&password)?;

@@ -48,7 +48,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -59,6 +62,7 @@ use stream::{LevelOfService, LiveEvent, LiveHub, Severity, SubscriptionFilter};
 use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+use crate::error::ApiError;
 use crate::http_metrics::HttpMetrics;
 use crate::AppState;
 
@@ -105,7 +109,14 @@ impl Session {
     }
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let message = format!("this is the live websocket: connect with a websocket client ({})", rejection.body_text());
+            return ApiError { status: StatusCode::UPGRADE_REQUIRED, code: "upgrade_required", message, param: None, errors: Vec::new() }.into_response();
+        }
+    };
     let session = Session { hub: state.hub, http: state.http, store: Some(state.store), config: SessionConfig::default() };
     ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve_socket(session, socket))
 }

@@ -9,31 +9,6 @@ use tower::ServiceExt;
 use super::{get, send, send_as, state, ADA, ADMIN, DEVICE, PLANNER};
 use crate::app;
 
-/// Every route and the roles it admits. A route missing here is a route nobody checked.
-const MATRIX: &[(&str, &str, &[&str])] = &[
-    ("GET", "/api/v1/me", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/latest", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/history?metric=speed_kmh", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/segments", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/alerts", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/alerts/1", &["admin", "operator", "planner"]),
-    ("POST", "/api/v1/alerts/1/ack", &["admin", "operator"]),
-    ("POST", "/api/v1/alerts/1/clear", &["admin", "operator"]),
-    ("GET", "/api/v1/alert-rules", &["admin", "operator", "planner"]),
-    ("PUT", "/api/v1/alert-rules", &["admin"]),
-    ("GET", "/api/v1/live", &["admin", "operator", "planner"]),
-    ("GET", "/api/v1/devices", &["admin", "operator", "planner"]),
-    ("POST", "/api/v1/devices", &["admin"]),
-    ("GET", "/api/v1/devices/loop-1", &["admin", "operator", "planner"]),
-    ("PATCH", "/api/v1/devices/loop-1", &["admin"]),
-    ("DELETE", "/api/v1/devices/loop-9", &["admin"]),
-    ("POST", "/api/v1/devices/loop-1/credentials", &["admin"]),
-    ("GET", "/api/v1/tokens", &["admin"]),
-    ("POST", "/api/v1/tokens", &["admin"]),
-    ("DELETE", "/api/v1/tokens/999", &["admin"]),
-    ("GET", "/api/v1/audit", &["admin"]),
-];
-
 fn token_of(role: &str) -> &'static str {
     match role {
         "admin" => ADMIN,
@@ -54,10 +29,34 @@ async fn status(s: &crate::AppState, method: &str, uri: &str, token: Option<&str
     (st, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// The roles of some operations, spelled out here so a change to the table is a visible
+/// change to this test too.
+const EXPECTED: &[(&str, &str, &[&str])] = &[
+    ("GET", "/api/v1/history", &["admin", "operator", "planner"]),
+    ("GET", "/api/v1/live", &["admin", "operator", "planner"]),
+    ("POST", "/api/v1/alerts/{id}/ack", &["admin", "operator"]),
+    ("PUT", "/api/v1/alert-rules", &["admin"]),
+    ("POST", "/api/v1/devices", &["admin"]),
+    ("POST", "/api/v1/tokens", &["admin"]),
+    ("GET", "/metrics", &[]),
+];
+
 #[tokio::test]
 async fn every_route_refuses_no_token_and_the_wrong_role() {
     let s = state().await;
-    for (method, uri, allowed) in MATRIX {
+    let ops = crate::operations();
+    for (method, path, roles) in EXPECTED {
+        let op = ops.iter().find(|o| o.method == *method && o.path == *path).unwrap_or_else(|| panic!("{method} {path} is not in the table"));
+        assert_eq!(op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(), *roles, "{method} {path}");
+    }
+    assert!(ops.iter().all(|o| !o.roles.contains(&crate::auth::Role::Device)), "the device role uses no REST route");
+    let guarded: Vec<_> = ops.iter().filter(|o| !o.roles.is_empty()).collect();
+    assert!(guarded.len() >= 21, "{}", guarded.len());
+    for op in guarded {
+        let (method, uri) = (op.method, op.example_path("999"));
+        let allowed: Vec<&str> = op.roles.iter().map(|r| r.as_str()).collect();
+        let uri = if op.params.iter().any(|p| p.required && p.at == crate::openapi::In::Query) { format!("{uri}?metric=speed_kmh") } else { uri };
+        let uri = uri.as_str();
         let (st, body) = status(&s, method, uri, None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {uri} without a token");
         assert_eq!(body["error"]["code"], "unauthorized");
@@ -231,4 +230,39 @@ async fn bad_requests_are_counted_by_route_and_status() {
     };
     assert!(text.contains("sccr_http_requests_total{route=\"/api/v1/history\",method=\"GET\",status=\"400\"} 2"), "{text}");
     assert!(text.contains("sccr_http_request_duration_seconds_count{route=\"/api/v1/history\",method=\"GET\"} 2"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_page_describe_every_operation() {
+    let s = state().await;
+    let resp = app(s.clone()).oneshot(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "public");
+    let doc: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap()).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ops = crate::operations();
+    for op in &ops {
+        let o = &doc["paths"][op.path][op.method.to_lowercase()];
+        assert!(o.is_object(), "{} {} missing", op.method, op.path);
+        // Every {param} of the path is declared.
+        for seg in op.path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(['{', '}']);
+            assert!(o["parameters"].as_array().unwrap().iter().any(|p| p["name"] == name && p["in"] == "path"), "{} {name}", op.path);
+        }
+        if !op.roles.is_empty() {
+            assert!(o["responses"]["401"].is_object() && o["responses"]["403"].is_object(), "{}", op.path);
+        }
+    }
+    let counted: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(counted, ops.len(), "one document entry per operation, no more");
+    let resp = app(s).oneshot(Request::get("/api/v1/docs").body(Body::empty()).unwrap()).await.unwrap();
+    let page = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec()).unwrap();
+    assert!(ops.iter().all(|o| page.contains(&format!("<code>{}</code>", o.path))));
+}
+
+#[tokio::test]
+async fn the_live_route_without_an_upgrade_says_so_in_json() {
+    let s = state().await;
+    let (st, body) = get(&s, "/api/v1/live").await;
+    assert_eq!(st, StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(body["error"]["code"], "upgrade_required");
 }
