@@ -253,6 +253,9 @@ fn operator_note(body: &Bytes) -> Result<Option<String>, ApiError> {
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
         return Err(ApiError::bad_field("note", format!("note is longer than {MAX_NOTE} characters")));
     }
+    if note.as_ref().is_some_and(|n| n.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))) {
+        return Err(ApiError::bad_field("note", "note must not contain control characters other than line breaks and tabs"));
+    }
     Ok(note)
 }
 

@@ -61,8 +61,10 @@ pub fn operations() -> Vec<Op> {
     let limit = |max: usize| json!({"type": "integer", "minimum": 1, "maximum": max});
     let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
     let alert_id = || json!({"type": "integer", "minimum": 1});
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": "string", "maxLength": 2000}}});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
     let alert_one = || object_with(&["alert"]);
+    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
+    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database answers", get(routes::readyz))
@@ -75,7 +77,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+                "properties": {"name": {"type": "string", "pattern": "^\\S(.{0,126}\\S)?$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
             .ok(201, object_with(&["id", "name", "role", "token"])),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
             .path_param("id", integer(), "Token id")
@@ -93,7 +95,7 @@ pub fn operations() -> Vec<Op> {
             .ok(200, object_with(&["devices"])),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
-                "properties": {"id": device_id(), "kind": {"type": ["string", "null"]}, "segment": {"type": ["string", "null"]}}}))
+                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null()}}))
             .ok(201, object_with(&["device", "mqtt"]))
             .error(409, "The device is already registered with credentials"),
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
@@ -102,7 +104,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind or road segment (null empties)", axum::routing::patch(devices::update))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
-                "properties": {"kind": {"type": ["string", "null"]}, "segment": {"type": ["string", "null"]}}}))
+                "properties": {"kind": kind(), "segment": segment_id_or_null()}}))
             .ok(200, object_with(&["device"])),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
             .path_param("id", device_id(), "Device id")

@@ -234,6 +234,7 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     state.metrics = Some(render);
     state.alerts = Some(control);
+    state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
     let router = dashboard_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {

@@ -266,3 +266,14 @@ async fn the_live_route_without_an_upgrade_says_so_in_json() {
     assert_eq!(st, StatusCode::UPGRADE_REQUIRED);
     assert_eq!(body["error"]["code"], "upgrade_required");
 }
+
+#[tokio::test]
+async fn control_characters_are_refused_before_the_database_sees_them() {
+    let s = state().await;
+    let (st, body) = send(&s, "POST", "/api/v1/tokens", "{\"name\":\"a\\u0000b\",\"role\":\"planner\"}").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
+    let (st, body) = get(&s, "/api/v1/alerts?rule=a%00b").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("rule")));
+    let (st, body) = send(&s, "POST", "/api/v1/alerts/1/ack", "{\"note\":\"x\\u0000\"}").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("note")));
+}
