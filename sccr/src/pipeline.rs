@@ -110,7 +110,7 @@ async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time
 }
 
 pub async fn start(config: &Config, store: Store) -> Result<Running> {
-    let hub = LiveHub::new(16_384);
+    let hub = LiveHub::new(1_024);
     let latest = store.latest(None, None).await?;
     hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
     let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
