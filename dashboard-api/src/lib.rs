@@ -7,6 +7,7 @@ pub mod access;
 pub mod alerts;
 pub mod auth;
 pub mod credentials;
+pub mod dead_letters;
 pub mod devices;
 pub mod error;
 pub mod http_metrics;
@@ -160,6 +161,14 @@ pub fn operations() -> Vec<Op> {
             .body(json!({"type": "object"}))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
+            .query("reason", string(), "Only this reason code")
+            .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
+            .query("cursor", string(), "next_cursor of the previous page")
+            .ok(200, object_with(&["dead_letters"])),
+        Op::new("GET", "/api/v1/dead-letters/reasons", ADMINS, "ingest", "Dead letters counted by reason", get(dead_letters::reasons))
+            .query("since", time(), "Only those received since")
+            .ok(200, object_with(&["reasons"])),
         Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (protocol in the crate docs of dashboard_api::live)", get(live::upgrade))
             .query("access_token", string(), "The token, for browsers (which cannot set headers on a websocket)")
             .ok(101, json!({}))
