@@ -121,6 +121,7 @@ pub fn operations() -> Vec<Op> {
             .required_query("metric", string(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city)")
             .query("segment", string(), "A road segment")
+            .query("bbox", string(), "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
             .query("from", time(), "Start (default: an hour before to)")
             .query("to", time(), "End (default: now)")
             .query("step", string(), "auto (default), raw, or a bucket width such as 15m")
