@@ -31,6 +31,9 @@ pub use error::ApiError;
 /// Renders the Prometheus text exposition of the running process's counters.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Reports whether each dependency of this process is reachable now.
+pub type Readiness = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -44,6 +47,8 @@ pub struct AppState {
     pub alerts: Option<AlertControl>,
     /// Token validation (cache, failure limiter).
     pub auth: auth::Auth,
+    /// Dependencies besides the store that `/readyz` reports (name, up), e.g. the broker.
+    pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
 }
@@ -51,7 +56,7 @@ pub struct AppState {
 impl AppState {
     /// State with no pipeline metrics and no alert engine in this process.
     pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
-        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), http: Arc::default() }
+        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), readiness: None, http: Arc::default() }
     }
 }
 
@@ -68,9 +73,9 @@ pub fn operations() -> Vec<Op> {
     let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
-        Op::new("GET", "/readyz", &[], "health", "Ready: the database answers", get(routes::readyz))
+        Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
             .ok(200, object_with(&["status"]))
-            .error(503, "The database is unreachable"),
+            .error(503, "The database or the broker is unreachable"),
         Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
         Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
         Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),

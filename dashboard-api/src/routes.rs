@@ -23,7 +23,15 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|_| ApiError::unavailable("database unreachable"))?;
-    Ok(Json(json!({"status": "ready", "store": state.store.backend()})))
+    let deps = state.readiness.as_ref().map(|r| r()).unwrap_or_default();
+    if let Some((name, _)) = deps.iter().find(|(_, up)| !up) {
+        return Err(ApiError::unavailable(format!("{name} unreachable")));
+    }
+    let mut body = json!({"status": "ready", "store": state.store.backend()});
+    for (name, up) in deps {
+        body[name] = json!(up);
+    }
+    Ok(Json(body))
 }
 
 /// Prometheus text exposition: the pipeline's counters and the live hub's size.
