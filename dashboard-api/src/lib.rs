@@ -167,6 +167,19 @@ pub fn operations() -> Vec<Op> {
             .body(json!({"type": "object"}))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rule"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
+            .path_param("id", string(), "Rule id")
+            .body(json!({"type": "object"}))
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
             .query("reason", string(), "Only this reason code")
             .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
