@@ -8,6 +8,7 @@ pub mod error;
 pub mod live;
 mod params;
 pub mod routes;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -51,6 +52,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}/clear", post(alerts::clear))
         .route("/api/v1/alert-rules", get(alerts::rules).put(alerts::put_rules))
         .route("/api/v1/live", get(live::upgrade))
+        .merge(web::router())
         .fallback(routes::not_found)
         .with_state(state)
 }
