@@ -128,7 +128,9 @@
   function initMap() {
     map = L.map('map', { zoomControl: true, attributionControl: true, zoomSnap: 0.25, preferCanvas: false });
     map.attributionControl.setPrefix('Leaflet');
-    markerRenderer = L.canvas({ padding: 0.2 });
+    // Device markers on a canvas above the segment lines.
+    map.createPane('devices').style.zIndex = 450;
+    markerRenderer = L.canvas({ padding: 0.2, pane: 'devices' });
     map.setView([43.7731, 11.2560], 14);
     map.on('click', () => closeDetail());
   }
@@ -254,12 +256,15 @@
       [t('occupancy'), `${fmt(w.occupancy_pct, 1)} <small>%</small>`],
     ].map(([l, v]) => `<div class="fig"><div class="l">${l}</div><div class="v">${v}</div></div>`).join('');
   }
-  function chartOpts(width, height, unit) {
+  function chartOpts(width, height, unit, from, to) {
     const fs = parseFloat(getComputedStyle(document.documentElement).fontSize);
     const axis = { stroke: cssVar('--muted'), grid: { stroke: '#263241', width: 1 }, ticks: { stroke: '#263241' }, font: `${Math.round(fs * 0.85)}px DejaVu Sans, sans-serif`, size: fs * 3.2 };
     return {
       width, height,
-      scales: { x: { time: true } },
+      scales: {
+        x: { time: true, range: [from / 1000, to / 1000] },
+        y: { range: (u, min, max) => (min === null || max === null ? [0, 1] : uPlot.rangeNum(min, max, 0.1, true)) },
+      },
       axes: [axis, { ...axis, label: unit, labelFont: axis.font, labelSize: fs * 1.4 }],
       series: [{}, { label: unit, stroke: cssVar('--accent'), width: Math.max(1.5, fs * 0.14), fill: 'rgba(88,166,255,0.12)', spanGaps: false }],
       legend: { show: false },
@@ -281,11 +286,12 @@
     const width = el.clientWidth || 500;
     const now = Date.now();
     try {
-      const h = await history({ segment: id, metric: 'speed_kmh', from: now - 24 * 3600_000, to: now, step: 'auto', max_points: Math.max(50, Math.round(width)) });
+      const from = now - 24 * 3600_000;
+      const h = await history({ segment: id, metric: 'speed_kmh', from, to: now, step: 'auto', max_points: Math.max(50, Math.round(width)) });
       if (state.selected !== id) return;
       state.detailChart?.destroy();
       el.innerHTML = '';
-      state.detailChart = new uPlot(chartOpts(width, Math.round(width * 0.42), 'km/h'), toSeries(h), el);
+      state.detailChart = new uPlot(chartOpts(width, Math.round(width * 0.42), 'km/h', from, now), toSeries(h), el);
     } catch (e) {
       if (state.selected === id) el.textContent = t('error', { m: e.message });
     }
@@ -651,7 +657,7 @@
       state.plannerChart?.destroy();
       el.innerHTML = '';
       const height = Math.max(200, el.clientHeight - 10);
-      state.plannerChart = new uPlot(chartOpts(width, height, h.unit || q.metric), toSeries(h), el);
+      state.plannerChart = new uPlot(chartOpts(width, height, h.unit || q.metric, q.from, q.to), toSeries(h), el);
       const step = h.step_ms ? `${h.step_ms / 1000} s` : 'raw';
       $('planner-info').textContent = h.points.length ? t('planner_info', { n: h.points.length, res: h.resolution, step }) : t('planner_none');
     } catch (e) {
