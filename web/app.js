@@ -259,13 +259,15 @@
   function chartOpts(width, height, unit, from, to) {
     const fs = parseFloat(getComputedStyle(document.documentElement).fontSize);
     const axis = { stroke: cssVar('--muted'), grid: { stroke: '#263241', width: 1 }, ticks: { stroke: '#263241' }, font: `${Math.round(fs * 0.85)}px DejaVu Sans, sans-serif`, size: fs * 3.2 };
+    const x = { ...axis, space: fs * 5 };
+    const y = { ...axis, space: fs * 2.2, label: unit, labelFont: axis.font, labelSize: fs * 1.4 };
     return {
       width, height,
       scales: {
         x: { time: true, range: [from / 1000, to / 1000] },
         y: { range: (u, min, max) => (min === null || max === null ? [0, 1] : uPlot.rangeNum(min, max, 0.1, true)) },
       },
-      axes: [axis, { ...axis, label: unit, labelFont: axis.font, labelSize: fs * 1.4 }],
+      axes: [x, y],
       series: [{}, { label: unit, stroke: cssVar('--accent'), width: Math.max(1.5, fs * 0.14), fill: 'rgba(88,166,255,0.12)', spanGaps: false }],
       legend: { show: false },
       cursor: { drag: { x: true, y: false } },
@@ -506,6 +508,7 @@
           state.alerts.clear();
           for (const a of msg.alerts) upsertAlert(a, false);
         }
+        renderKpis();
         window.sccr.ready = true;
         document.body.dataset.ready = 'true';
         break;

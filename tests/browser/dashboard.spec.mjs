@@ -137,9 +137,9 @@ test('screenshots of each view at 1920×1080 and 3840×2160', async ({ browser }
     await expect(page.locator('[data-i18n="kpi_alerts"]')).toHaveText('Allarmi aperti');
     await page.screenshot({ path: path.join(SHOTS, `live-it-${width}x${height}.png`) });
     await page.locator('.lang button[data-lang="en"]').click();
-    // Planner: a segment's speed over 24 hours.
+    // Planner: the city's mean speed over 24 hours.
     await page.locator('.tab[data-tab="planner"]').click();
-    await page.locator('#p-kind').selectOption('segment');
+    await page.locator('#p-kind').selectOption('city');
     await page.locator('#planner-form button[type="submit"]').click();
     await expect(page.locator('#planner-chart canvas')).toBeVisible({ timeout: 10_000 });
     await expect(page.locator('#planner-info')).toContainText(/points|No data/);
