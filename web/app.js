@@ -390,16 +390,9 @@
     const note = $('alert-list').querySelector('input.note');
     if (note) note.focus();
   }
+  // The server records the operator as the token's name; the body carries the note.
   async function operatorMove(id, kind, note) {
-    const by = state.me?.name || 'operator';
-    let res = await api(`/api/v1/alerts/${id}/${kind}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ by, note }) });
-    if (res.status === 400) {
-      // A server that takes the operator from the token refuses `by`: send the note alone.
-      const body = await res.json().catch(() => null);
-      if (body?.error?.param === 'by') {
-        res = await api(`/api/v1/alerts/${id}/${kind}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ note }) });
-      }
-    }
+    const res = await api(`/api/v1/alerts/${id}/${kind}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ note }) });
     const body = await res.json().catch(() => null);
     if (!res.ok) throw new Error(body?.error?.message || `${res.status}`);
     if (body?.alert) upsertAlert(body.alert, false);

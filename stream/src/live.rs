@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
+use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, StatusEvent};
 use tokio::sync::broadcast;
 
 use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
@@ -131,15 +131,33 @@ impl SubscriptionFilter {
 /// Cleared alert ids remembered so a late, older change cannot reopen them in the hub.
 const REMEMBERED_CLEARED: usize = 4_096;
 
+impl Presence {
+    fn online(&self, now_ms: i64) -> bool {
+        self.offline_ms.is_none_or(|off| self.heard_ms > off) && now_ms - self.heard_ms <= PRESENCE_WINDOW_MS
+    }
+}
+
 #[derive(Debug, Default)]
 struct AlertBoard {
     open: BTreeMap<i64, LiveAlert>,
     cleared: VecDeque<i64>,
 }
 
+/// A device is online while it was heard from (a reading or an `online` status) within
+/// this long and did not say it went offline since.
+pub const PRESENCE_WINDOW_MS: i64 = 5 * 60_000;
+
+/// What the hub last heard from a device, in processing time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Presence {
+    heard_ms: i64,
+    offline_ms: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct LiveHub {
     values: RwLock<HashMap<(DeviceId, MetricId), (EventTime, f64)>>,
+    presence: RwLock<HashMap<DeviceId, Presence>>,
     segments: RwLock<HashMap<SegmentId, SegmentState>>,
     alerts: RwLock<AlertBoard>,
     tx: broadcast::Sender<Arc<LiveEvent>>,
@@ -148,7 +166,7 @@ pub struct LiveHub {
 impl LiveHub {
     pub fn new(buffer: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
+        Arc::new(Self { values: RwLock::new(HashMap::new()), presence: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
     }
 
     /// Seed the open alerts (from the store at start) without broadcasting.
@@ -233,8 +251,49 @@ impl LiveHub {
         }
     }
 
+    /// Take a device's status message: `offline` (or its Last Will) marks it offline until
+    /// it is heard from again; a live `online` counts as hearing from it (a retained one
+    /// replayed by the broker does not).
+    pub fn set_status(&self, status: &StatusEvent) {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(status.device.clone()).or_default();
+        match status.state {
+            DeviceState::Offline => p.offline_ms = Some(status.received_at.millis()),
+            DeviceState::Online if !status.retained => {
+                p.heard_ms = p.heard_ms.max(status.received_at.millis());
+                p.offline_ms = None;
+            }
+            DeviceState::Online => {}
+        }
+    }
+
+    /// Whether a device is online at `now`; `None` when the hub never heard of it.
+    pub fn device_online(&self, device: &DeviceId, now: EventTime) -> Option<bool> {
+        self.presence.read().unwrap_or_else(|e| e.into_inner()).get(device).map(|p| p.online(now.millis()))
+    }
+
+    /// (online, offline) devices among those the hub heard of.
+    pub fn presence_counts(&self, now: EventTime) -> (usize, usize) {
+        let map = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        let online = map.values().filter(|p| p.online(now.millis())).count();
+        (online, map.len() - online)
+    }
+
     /// Apply readings; broadcast those that are newer than the value held.
     pub fn apply(&self, readings: &[Reading]) {
+        let now = EventTime::now().millis();
+        {
+            let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let mut last: Option<&DeviceId> = None;
+            for r in readings {
+                if last != Some(&r.device) {
+                    let p = presence.entry(r.device.clone()).or_default();
+                    p.heard_ms = now;
+                    p.offline_ms = None;
+                    last = Some(&r.device);
+                }
+            }
+        }
         let mut changed = Vec::new();
         {
             let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());

@@ -187,7 +187,7 @@ test('500 segments and 2,000 devices updating every second: main-thread busy tim
   }
   const devices = Array.from({ length: DEVICES }, (_, i) => ({ id: `syn-loop-${i}`, kind: 'traffic_loop', segment: segId(i % SEGMENTS) }));
   const json = (body, status = 200) => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
-  await page.route('**/api/v1/me', (r) => r.fulfill(json({ error: { code: 'not_found', message: 'no such route' } }, 404)));
+  await page.route('**/api/v1/me', (r) => r.fulfill(json({ name: 'wall', role: 'operator' })));
   await page.route('**/api/v1/segments', (r) => r.fulfill(json({ type: 'FeatureCollection', features })));
   await page.route('**/api/v1/devices', (r) => r.fulfill(json({ devices })));
   await page.route('**/api/v1/alerts?**', (r) => r.fulfill(json({ alerts: [], next: null })));
