@@ -120,6 +120,39 @@ test('an alert acknowledged from the UI is stored', async ({ page, request }) =>
   expect(errors).toEqual([]);
 });
 
+test('login with a token; the UI hides what the role cannot do', async ({ page, browser, request }) => {
+  test.skip(!TOKEN, 'the server has no authentication');
+  // No token yet: the sign-in dialog asks for one.
+  await page.addInitScript(() => localStorage.setItem('sccr.lang', 'en'));
+  await page.goto('/');
+  await expect(page.locator('#login')).toBeVisible();
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, 'login-1920x1080.png') });
+  await page.locator('#login-token').fill(TOKEN);
+  await page.locator('#login button[type="submit"]').click();
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
+  await expect(page.locator('#user')).toContainText('admin');
+  // A planner sees downloads but no alert actions; an operator the reverse.
+  const token = async (role) => {
+    const res = await request.post('/api/v1/tokens', { headers: { ...auth(), 'Content-Type': 'application/json' }, data: { name: `wall-${role}-${Date.now()}`, role } });
+    expect(res.status(), await res.text()).toBe(201);
+    return (await res.json()).token;
+  };
+  for (const [role, actions, downloads] of [['planner', false, true], ['operator', true, false]]) {
+    const ctx = await browser.newContext({ viewport: { width: 1920, height: 1080 } });
+    const p = await ctx.newPage();
+    await p.addInitScript((t) => localStorage.setItem('sccr.token', t), await token(role));
+    await p.goto('/');
+    await expect(p.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
+    await expect(p.locator('body')).toHaveAttribute('data-role', role);
+    await expect(p.locator('li.alert').first()).toBeVisible({ timeout: 10_000 });
+    expect(await p.locator('li.alert button[data-act]').count() > 0).toBe(actions);
+    await p.locator('.tab[data-tab="planner"]').click();
+    expect(await p.locator('#downloads').isVisible()).toBe(downloads);
+    await ctx.close();
+  }
+});
+
 test('screenshots of each view at 1920×1080 and 3840×2160', async ({ browser }) => {
   fs.mkdirSync(SHOTS, { recursive: true });
   for (const [width, height] of SIZES) {

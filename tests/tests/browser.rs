@@ -20,6 +20,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+/// The `sccr` binary under test: `SCCR_BIN` when set, else the one built beside this test.
+fn sccr_bin() -> Result<PathBuf> {
+    match std::env::var_os("SCCR_BIN") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => workspace_bin("sccr"),
+    }
+}
+
 /// A `sccr demo` child process that can be stopped and started again on the same ports.
 struct Demo {
     args: Vec<String>,
@@ -34,7 +42,7 @@ impl Demo {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(workspace_bin("sccr")?)
+        let child = Command::new(sccr_bin()?)
             .arg("demo")
             .args(&self.args)
             .env("RUST_LOG", "info,sqlx=warn,rumqttd=off")
@@ -129,7 +137,7 @@ async fn control_server(demo: Arc<Mutex<Demo>>) -> Result<u16> {
 
 /// Whether `sccr demo` takes `--admin-token` (the server has authentication).
 async fn demo_takes_admin_token() -> Result<bool> {
-    let out = Command::new(workspace_bin("sccr")?)
+    let out = Command::new(sccr_bin()?)
         .args(["demo", "--help"])
         .output()
         .await?;
@@ -265,7 +273,7 @@ async fn wall_dashboard_in_chromium() {
     );
     // The suite ran every test (a skipped reconnect test would hide a harness fault).
     assert!(
-        stdout.contains("6 passed"),
-        "expected 6 browser tests to pass:\n{stdout}"
+        stdout.contains("7 passed"),
+        "expected 7 browser tests to pass:\n{stdout}"
     );
 }
