@@ -438,7 +438,7 @@
       sum += v;
       n += 1;
       const ratio = seg.props.free_flow_kmh > 0 ? v / seg.props.free_flow_kmh : 1;
-      ranked.push({ segment: seg.id, name: seg.props.name, los: seg.los, speed_kmh: v, ratio });
+      ranked.push({ segment: seg.id, name: seg.props.name, los: currentLos(seg, now), speed_kmh: v, ratio });
     }
     ranked.sort((a, b) => a.ratio - b.ratio);
     return {
