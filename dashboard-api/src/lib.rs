@@ -15,6 +15,7 @@ pub mod live;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -205,7 +206,9 @@ pub fn app(state: AppState) -> Router {
         let route = if op.roles.is_empty() { op.route } else { guard(op.roles, op.route) };
         router = router.route(op.path, route);
     }
+    // The wall dashboard's static files (public; not API operations).
     router
+        .merge(web::router())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_metrics::track))
