@@ -831,7 +831,9 @@ pub async fn wait_rollups_merged(pool: &sqlx::PgPool) {
     .await;
 }
 
-/// Every rollup level must equal a recount from the raw rows, bucket by bucket.
+/// Every rollup level must equal a recount from the raw rows, bucket by bucket: counts,
+/// minimum, maximum and last value exactly; sums to 1e-9 relative, because merged partial
+/// sums add the same values in another order than a recount does (floating point).
 pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
     wait_rollups_merged(pool).await;
     for (table, unit) in [("rollup_1m", "minute"), ("rollup_1h", "hour"), ("rollup_1d", "day")] {
@@ -841,7 +843,8 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
                        max(value) AS hi, (array_agg(value ORDER BY time DESC))[1] AS last
                 FROM readings GROUP BY 1, 2, 3)
              SELECT count(*) FROM raw FULL JOIN {table} r USING (device, metric, bucket)
-             WHERE raw.n IS DISTINCT FROM r.count OR raw.s IS DISTINCT FROM r.sum OR raw.lo IS DISTINCT FROM r.min
+             WHERE raw.n IS DISTINCT FROM r.count OR r.sum IS NULL OR raw.s IS NULL
+                OR abs(raw.s - r.sum) > 1e-9 * greatest(1.0, abs(raw.s)) OR raw.lo IS DISTINCT FROM r.min
                 OR raw.hi IS DISTINCT FROM r.max OR raw.last IS DISTINCT FROM r.last_value"
         );
         let mismatches: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or(-1);
