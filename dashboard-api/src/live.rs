@@ -68,9 +68,10 @@ async fn serve_socket(hub: Arc<LiveHub>, socket: WebSocket) {
     run_session(hub, Box::pin(sink), Box::pin(stream)).await;
 }
 
-#[derive(Deserialize)]
+/// A client → server message.
+#[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
+pub enum ClientMessage {
     Subscribe {
         #[serde(default)]
         devices: Vec<String>,
@@ -95,7 +96,15 @@ fn error_frame(code: &str, message: &str) -> String {
     json!({"type": "error", "code": code, "message": message}).to_string()
 }
 
-fn parse_subscription(devices: Vec<String>, metrics: Vec<String>, segments: Option<Vec<String>>, alerts: bool, values: bool) -> Result<SubscriptionFilter, String> {
+/// Read one client frame (a binary frame arrives as text starting with NUL).
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
+    if text.starts_with('\u{0}') {
+        return Err(String::from("binary frames are not accepted; send JSON text"));
+    }
+    serde_json::from_str::<ClientMessage>(text).map_err(|e| format!("cannot read message: {e}"))
+}
+
+pub fn parse_subscription(devices: Vec<String>, metrics: Vec<String>, segments: Option<Vec<String>>, alerts: bool, values: bool) -> Result<SubscriptionFilter, String> {
     if devices.len() > MAX_SUBSCRIPTION_KEYS || metrics.len() > MAX_SUBSCRIPTION_KEYS || segments.as_ref().is_some_and(|s| s.len() > MAX_SUBSCRIPTION_KEYS) {
         return Err(format!("at most {MAX_SUBSCRIPTION_KEYS} devices, metrics and segments per subscription"));
     }
@@ -137,12 +146,7 @@ where
         tokio::select! {
             incoming = stream.next() => {
                 let Some(Ok(text)) = incoming else { break };
-                let parsed = if text.starts_with('\u{0}') {
-                    Err(String::from("binary frames are not accepted; send JSON text"))
-                } else {
-                    serde_json::from_str::<ClientMessage>(&text).map_err(|e| format!("cannot read message: {e}"))
-                };
-                let reply = match parsed {
+                let reply = match parse_client_message(&text) {
                     Ok(ClientMessage::Subscribe { devices, metrics, segments, alerts, values }) => match parse_subscription(devices, metrics, segments, alerts, values) {
                         Ok(f) => {
                             // Resubscribe to the hub first so no event between snapshot and
