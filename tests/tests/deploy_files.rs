@@ -274,7 +274,7 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
         let names: BTreeSet<String> = body
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.split(|c| c == '{' || c == ' ').next().map(str::to_owned))
+            .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
             .collect();
         let flowing = body.lines().any(|l| l.starts_with("sccr_writer_readings_inserted_total") && !l.ends_with(" 0"))
             && body.contains("sccr_ingest_dead_letters_total{");
