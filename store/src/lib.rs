@@ -25,6 +25,7 @@
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
+pub mod access;
 pub mod alert;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
@@ -32,6 +33,7 @@ pub mod history;
 pub mod maintenance;
 pub mod pgcopy;
 mod postgres;
+pub mod registry;
 pub mod rollup;
 mod sqlite;
 pub mod writer;
@@ -44,7 +46,9 @@ pub use alert::{
     Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
     Severity, SubjectKind,
 };
+pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use postgres::PgStore;
+pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
 pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
@@ -68,6 +72,10 @@ pub enum StoreError {
     AlertNotFound(i64),
     #[error("alert {id} is {from} and cannot become {to}")]
     AlertTransition { id: i64, from: AlertState, to: AlertState },
+    #[error("device {0} is already registered with credentials")]
+    DeviceExists(String),
+    #[error("road segment {0:?} does not exist")]
+    UnknownSegment(String),
 }
 
 impl StoreError {

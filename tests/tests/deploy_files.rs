@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sccr_tests::{free_port, http_get, publish_all, telemetry_topic, wait_for, workspace_bin, workspace_root, TempDir};
+use sccr_tests::{free_port, http_request, publish_all, telemetry_topic, wait_for, workspace_bin, workspace_root, TempDir};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(path: &str) -> PathBuf {
@@ -258,10 +258,10 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
         .spawn()
         .unwrap();
     let demo = Demo { child, port, _dir: dir };
-    wait_for("sccr demo's /healthz", Duration::from_secs(60), || async { http_get(demo.port, "/healthz").await.ok().filter(|(s, _)| *s == 200) }).await;
+    wait_for("sccr demo's /healthz", Duration::from_secs(60), || async { http_request(demo.port, "GET", "/healthz", None, "").await.ok().filter(|(s, _)| *s == 200) }).await;
     // Both probe paths of the manifests answer.
     for path in ["/healthz", "/readyz"] {
-        wait_for(&format!("{path} to answer 200"), Duration::from_secs(30), || async { http_get(demo.port, path).await.ok().filter(|(s, _)| *s == 200) }).await;
+        wait_for(&format!("{path} to answer 200"), Duration::from_secs(30), || async { http_request(demo.port, "GET", path, None, "").await.ok().filter(|(s, _)| *s == 200) }).await;
     }
     // One bad message, so the per-reason dead-letter counter has a sample.
     wait_for("a bad message published to the demo's broker", Duration::from_secs(30), || async {
@@ -270,7 +270,7 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
     .await;
     // Wait until readings flowed and the dead letter was counted, so labelled counters show.
     let exported: BTreeSet<String> = wait_for("readings in /metrics", Duration::from_secs(60), || async {
-        let (_, body) = http_get(demo.port, "/metrics").await.ok()?;
+        let (_, body) = http_request(demo.port, "GET", "/metrics", None, "").await.ok()?;
         let names: BTreeSet<String> = body
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

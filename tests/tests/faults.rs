@@ -150,7 +150,7 @@ fn live_client(port: u16, snapshots: Snapshots, id: usize) -> tokio::task::JoinH
     tokio::spawn(async move {
         let mut connection = 0;
         loop {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/live")).await else {
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await else {
                 tokio::time::sleep(Duration::from_millis(50)).await; // the API is restarting: retry
                 continue;
             };

@@ -223,7 +223,7 @@ async fn a_flood_of_bad_messages_keeps_memory_bounded() {
 }
 
 async fn ws_connect(port: u16) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/live")).await.expect("websocket").0
+    tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket").0
 }
 
 /// The next text frame as JSON (skipping pings), or None when the server closed.
@@ -233,7 +233,12 @@ where
 {
     loop {
         match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a frame in time") {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("json")),
+            Some(Ok(Message::Text(t))) => {
+                let frame: serde_json::Value = serde_json::from_str(&t).expect("json");
+                if frame["type"] != "heartbeat" {
+                    return Some(frame);
+                }
+            }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
             Some(Ok(_)) => {}
         }
@@ -246,7 +251,9 @@ async fn hostile_websocket_clients_get_errors_or_are_closed_and_others_are_serve
     let port = e.sccr.api_port;
     let pid = e.sccr.pid().unwrap();
 
-    // Bad messages: an error frame each, the connection stays open.
+    // Bad messages: an error frame each (counted), the connection stays open.
+    let ws_errors = |m: &BTreeMap<String, f64>| -> f64 { m.iter().filter(|(k, _)| k.starts_with("sccr_ws_errors_total{")).map(|(_, v)| v).sum() };
+    let errors_before = ws_errors(&metrics(port).await);
     let mut ws = ws_connect(port).await;
     // Over the 10,000-key limit yet under the 64 KiB frame limit.
     let too_many = vec!["a"; 10_001];
@@ -270,6 +277,8 @@ async fn hostile_websocket_clients_get_errors_or_are_closed_and_others_are_serve
     }
     ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(next_frame(&mut ws).await.expect("open")["type"], "error");
+    let counted = ws_errors(&metrics(port).await) - errors_before;
+    assert_eq!(counted, (bad.len() + 1) as f64, "sccr_ws_errors_total moved by {counted}");
     ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_frame(&mut ws).await.expect("open")["type"], "pong");
 
@@ -422,6 +431,10 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
     // array `[]` as a rules document (serde reads a struct from a sequence), replacing the
     // rules with the defaults.
     let known = [("GET", "/api/v1/alert-rules?x=1", ""), ("PUT", "/api/v1/alert-rules", "[]")];
+    let client_errors = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter().filter(|(k, _)| k.starts_with("sccr_http_requests_total{") && k.contains("status=\"4")).map(|(_, v)| v).sum()
+    };
+    let errors_before = client_errors(&metrics(port).await);
     let mut failures = Vec::new();
     for (method, path, body) in &cases {
         if known.contains(&(*method, path.as_str(), body.as_str())) {
@@ -441,6 +454,9 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
         }
     }
     assert!(failures.is_empty(), "routes that did not answer bad input with a clear 4xx:\n{}", failures.join("\n"));
+    // Each refusal is counted (unknown routes and methods may be counted under a catch-all).
+    let counted = client_errors(&metrics(port).await) - errors_before;
+    assert!(counted >= (cases.len() - known.len() - 1) as f64, "sccr_http_requests_total counted {counted} 4xx answers for {} bad requests", cases.len());
     // And the API still serves.
     let (status, _) = http_get(port, "/api/v1/devices").await.unwrap();
     assert_eq!(status, 200);
