@@ -29,6 +29,7 @@ pub mod access;
 pub mod alert;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod dead_letter_log;
 pub mod history;
 pub mod maintenance;
 pub mod pgcopy;
@@ -47,6 +48,7 @@ pub use alert::{
     Severity, SubjectKind,
 };
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
+pub use dead_letter_log::DeadLetterEntry;
 pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
