@@ -161,8 +161,8 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
     assert_eq!(significant(toml), significant(&read(&deploy("sccr.toml"))), "the ConfigMap's sccr.toml differs from deploy/sccr.toml");
     let port = api_port(toml) as i64;
     let secret = object(&objects, "Secret", "sccr");
-    for role in ["ingest", "api"] {
-        let d = object(&objects, "Deployment", &format!("sccr-{role}"));
+    for role in ["sccr"] {
+        let d = object(&objects, "Deployment", role);
         let spec = &d["spec"]["template"]["spec"];
         let c = &spec["containers"][0];
         assert_eq!(c["ports"][0]["containerPort"].as_i64(), Some(port), "{role}: container port is not [api] listen's");
@@ -187,20 +187,20 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
         }
     }
     let service = object(&objects, "Service", "sccr-api");
-    let api = object(&objects, "Deployment", "sccr-api");
+    let api = object(&objects, "Deployment", "sccr");
     for (k, v) in service["spec"]["selector"].as_hash().unwrap() {
         assert_eq!(&api["spec"]["template"]["metadata"]["labels"][k.as_str().unwrap()], v, "the Service does not select the api pods");
     }
     assert_eq!(service["spec"]["ports"][0]["targetPort"].as_str(), Some("http"));
 }
 
-/// Fails, naming them, while the manifests use flags `sccr serve` does not have yet.
+/// Fails, naming them, when the manifests use flags `sccr serve` does not have.
 #[test]
 fn kubernetes_deployments_use_only_flags_sccr_serve_accepts() {
     let objects = k8s_objects();
     let mut missing = Vec::new();
-    for role in ["ingest", "api"] {
-        let d = object(&objects, "Deployment", &format!("sccr-{role}"));
+    for role in ["sccr"] {
+        let d = object(&objects, "Deployment", role);
         let args = strs(&d["spec"]["template"]["spec"]["containers"][0]["args"]);
         assert_eq!(args[0], "serve");
         for flag in unknown_flags("sccr", &args) {
