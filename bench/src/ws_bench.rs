@@ -106,7 +106,7 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     let rss_clients = rss_mib(pid);
 
     // Background ingest, then the probes.
-    let (stop, counters, load) = start_load(broker.port, 2_000, BACKGROUND_READINGS / 3.5, "ws")?;
+    let (stop, counters, load) = start_load(broker.port, 2_000, BACKGROUND_READINGS / 4.5, "ws")?;
     let mut opts = MqttOptions::new("bench-ws-probe", "127.0.0.1", broker.port);
     opts.set_outgoing_inflight_upper_limit(100);
     let (mqtt, mut eventloop) = AsyncClient::new(opts, 100);

@@ -118,7 +118,13 @@ pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade,
         }
     };
     let session = Session { hub: state.hub, http: state.http, store: Some(state.store), config: SessionConfig::default() };
-    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve_socket(session, socket))
+    // Small socket buffers: a wall of 10,000 screens must not cost 128 KiB each (the
+    // library's default read buffer); client messages are small and frames are written whole.
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| serve_socket(session, socket))
 }
 
 async fn serve_socket(session: Session, socket: WebSocket) {
