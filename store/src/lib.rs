@@ -26,10 +26,12 @@
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
 pub mod alert;
+pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod history;
 pub mod maintenance;
+pub mod outbox;
 pub mod pgcopy;
 mod postgres;
 pub mod rollup;
@@ -43,6 +45,10 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 pub use alert::{
     Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
     Severity, SubjectKind,
+};
+pub use commands::{CommandRecord, CommandStatus, NewCommand};
+pub use outbox::{
+    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
