@@ -4,10 +4,12 @@
 //! with `tower::ServiceExt::oneshot` or a real socket alike.
 
 pub mod alerts;
+pub mod commands;
 pub mod error;
 pub mod live;
 mod params;
 pub mod routes;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -51,6 +53,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}/clear", post(alerts::clear))
         .route("/api/v1/alert-rules", get(alerts::rules).put(alerts::put_rules))
         .route("/api/v1/live", get(live::upgrade))
+        .merge(commands::router())
+        .merge(webhooks::router())
         .fallback(routes::not_found)
         .with_state(state)
 }
