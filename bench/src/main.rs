@@ -331,7 +331,7 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
     let (broker, _db, procs) = core(1, dir).await?;
     let load_rate = sustained_msgs * 0.5;
     let (stop, _counters, task) = start_load(broker.port, 2_000, load_rate, "lat")?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/live", procs[0].api_port)).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(procs[0].api_port)).await?;
     ws.send(Message::Text(r#"{"type":"subscribe","devices":["latency-probe"]}"#.into())).await?;
     let mut opts = MqttOptions::new("bench-latency-probe", "127.0.0.1", broker.port);
     opts.set_outgoing_inflight_upper_limit(100);

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use rand::{RngCore, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,7 +24,9 @@ use store::{CommandRecord, NewCommand};
 use telemetry::{DeviceId, EventTime};
 use tokio::sync::mpsc;
 
+use crate::auth::{Principal, OPERATORS};
 use crate::error::ApiError;
+use crate::openapi::{object_with, string, Op};
 use crate::AppState;
 
 /// Where stored commands go to be published (the command link of this process).
@@ -35,11 +37,28 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 const MAX_KEY: usize = 128;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/devices/{id}/commands", post(send).get(list))
-        .route("/api/v1/commands/{id}", get(one))
+/// The command operations (operators and admins).
+pub fn operations() -> Vec<Op> {
+    let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    vec![
+        Op::new("POST", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "Send a command to a device (Idempotency-Key header: same key, same command)", post(send))
+            .path_param("id", device_id(), "Device id")
+            .body(json!({"type": "object", "required": ["name"], "additionalProperties": false,
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": {"type": "object"}, "ttl": {"type": "string", "description": "1s to 1d, default 60s"}}}))
+            .ok(201, object_with(&["id", "device", "name", "status", "expires_at"]))
+            .error(404, "The device is not registered")
+            .error(409, "The Idempotency-Key was used for another command")
+            .error(503, "No command link runs in this process"),
+        Op::new("GET", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "A device's commands, newest first", get(list))
+            .path_param("id", device_id(), "Device id")
+            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Commands (default 100)")
+            .ok(200, object_with(&["commands"])),
+        Op::new("GET", "/api/v1/commands/{id}", OPERATORS, "commands", "A command and its status", get(one))
+            .path_param("id", string(), "Command id (UUID)")
+            .ok(200, object_with(&["id", "status"])),
+    ]
 }
+
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +85,7 @@ fn uuid_v4() -> String {
 
 async fn send(
     State(state): State<AppState>,
+    who: Principal,
     outlet: Option<Extension<CommandOutlet>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -112,7 +132,7 @@ async fn send(
         name,
         args: parsed.args,
         idempotency_key: key,
-        created_by: None,
+        created_by: Some(who.name),
         created_at: now,
         expires_at: EventTime(now.millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))),
     };

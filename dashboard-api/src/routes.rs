@@ -33,17 +33,12 @@ pub async fn metrics(State(state): State<AppState>) -> ([(axum::http::header::He
         "# HELP sccr_live_values Current (device, metric) values held for live subscribers.\n# TYPE sccr_live_values gauge\nsccr_live_values {}\n",
         state.hub.len()
     ));
+    state.http.render(&mut text);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
-}
-
-pub async fn devices(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    Params::parse(raw.as_deref())?.finish()?;
-    let devices = state.store.devices().await?;
-    Ok(Json(json!({ "devices": devices })))
 }
 
 pub async fn latest(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {

@@ -13,14 +13,16 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::{delete, get, patch, post};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{DeliveryState, NewWebhook, WebhookFormat, WebhookPatch};
 use telemetry::EventTime;
 
+use crate::auth::ADMINS;
 use crate::error::ApiError;
+use crate::openapi::{enumeration, integer, object_with, Op};
 use crate::AppState;
 
 /// Settings of the process's webhooks: the format of subscriptions created without one.
@@ -32,13 +34,44 @@ pub struct WebhookSettings {
 const MIN_SECRET: usize = 16;
 const MAX_SECRET: usize = 256;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/webhooks", get(list).post(create))
-        .route("/api/v1/webhooks/{id}", get(one).patch(update).delete(remove))
-        .route("/api/v1/webhooks/{id}/deliveries", get(deliveries))
-        .route("/api/v1/webhooks/{id}/redeliver", post(redeliver_all))
-        .route("/api/v1/webhooks/{id}/deliveries/{event}/redeliver", post(redeliver_one))
+/// The webhook operations (admins).
+pub fn operations() -> Vec<Op> {
+    let body = |required: &[&str]| {
+        json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
+            "url": {"type": "string", "description": "http://host[:port]/path"},
+            "types": {"type": "array", "items": {"type": "string"}, "description": "Event types, or prefixes ending in *; empty: all"},
+            "secret": {"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET, "description": "Signs every delivery; write-only"},
+            "enabled": {"type": "boolean"},
+            "format": enumeration(&["cloudevents", "ngsi-ld"])}})
+    };
+    let id = || integer();
+    vec![
+        Op::new("GET", "/api/v1/webhooks", ADMINS, "webhooks", "Webhook subscriptions (never their secret)", get(list)).ok(200, object_with(&["webhooks"])),
+        Op::new("POST", "/api/v1/webhooks", ADMINS, "webhooks", "Subscribe a receiver to outbox events (CloudEvents, HMAC-signed)", post(create))
+            .body(body(&["url", "secret"]))
+            .ok(201, object_with(&["id", "url", "types", "enabled", "format"])),
+        Op::new("GET", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "A subscription", get(one)).path_param("id", id(), "Webhook id").ok(200, object_with(&["id", "url"])),
+        Op::new("PATCH", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Change a subscription", patch(update))
+            .path_param("id", id(), "Webhook id")
+            .body(body(&[]))
+            .ok(200, object_with(&["id", "url"])),
+        Op::new("DELETE", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Delete a subscription and its deliveries", delete(remove))
+            .path_param("id", id(), "Webhook id")
+            .ok(204, json!({})),
+        Op::new("GET", "/api/v1/webhooks/{id}/deliveries", ADMINS, "webhooks", "A subscription's deliveries, newest event first", get(deliveries))
+            .path_param("id", id(), "Webhook id")
+            .query("state", enumeration(&["pending", "delivered", "dead"]), "Only deliveries in this state")
+            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Deliveries (default 100)")
+            .ok(200, object_with(&["deliveries"])),
+        Op::new("POST", "/api/v1/webhooks/{id}/redeliver", ADMINS, "webhooks", "Deliver every dead delivery again", post(redeliver_all))
+            .path_param("id", id(), "Webhook id")
+            .ok(200, object_with(&["redelivered"])),
+        Op::new("POST", "/api/v1/webhooks/{id}/deliveries/{event}/redeliver", ADMINS, "webhooks", "Deliver one dead delivery again", post(redeliver_one))
+            .path_param("id", id(), "Webhook id")
+            .path_param("event", id(), "Event (outbox) id")
+            .ok(200, object_with(&["redelivered"]))
+            .error(409, "No dead delivery of that event"),
+    ]
 }
 
 #[derive(Deserialize)]

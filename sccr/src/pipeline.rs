@@ -256,9 +256,16 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone(), metrics: Some(render), alerts: Some(control) })
+    if let Some(token) = &config.api.bootstrap_admin_token {
+        store.ensure_token("bootstrap-admin", "admin", &dashboard_api::auth::token_digest(token), EventTime::now()).await?;
+    }
+    let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
+    state.metrics = Some(render);
+    state.alerts = Some(control);
+    let router = dashboard_api::app(state)
         .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
-        .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }));
+        .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
         let served = axum::serve(listener, router)

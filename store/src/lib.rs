@@ -25,6 +25,7 @@
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
+pub mod access;
 pub mod alert;
 pub mod commands;
 #[cfg(any(test, feature = "testing"))]
@@ -34,6 +35,7 @@ pub mod maintenance;
 pub mod outbox;
 pub mod pgcopy;
 mod postgres;
+pub mod registry;
 pub mod rollup;
 mod sqlite;
 pub mod writer;
@@ -46,11 +48,13 @@ pub use alert::{
     Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
     Severity, SubjectKind,
 };
+pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
 pub use postgres::PgStore;
+pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
 pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
@@ -74,6 +78,10 @@ pub enum StoreError {
     AlertNotFound(i64),
     #[error("alert {id} is {from} and cannot become {to}")]
     AlertTransition { id: i64, from: AlertState, to: AlertState },
+    #[error("device {0} is already registered with credentials")]
+    DeviceExists(String),
+    #[error("road segment {0:?} does not exist")]
+    UnknownSegment(String),
 }
 
 impl StoreError {

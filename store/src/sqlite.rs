@@ -24,12 +24,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "time series", include_str!("../migrations/sqlite/0002_timeseries.sql")),
     (3, "alerts", include_str!("../migrations/sqlite/0003_alerts.sql")),
     (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
+    (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
     (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
 ];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     retention: Retention,
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
+use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, StatusEvent};
 use tokio::sync::broadcast;
 
 use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
@@ -98,12 +98,24 @@ pub struct SubscriptionFilter {
     pub metrics: BTreeSet<MetricId>,
     pub segments: Option<BTreeSet<SegmentId>>,
     pub alerts: bool,
+    /// Devices and segments taken out again by an `unsubscribe` naming them (an empty
+    /// `devices`/`segments` set means "all", so removing keys needs its own set).
+    pub excluded_devices: BTreeSet<DeviceId>,
+    pub excluded_segments: BTreeSet<SegmentId>,
 }
 
 impl Default for SubscriptionFilter {
     /// Every value and window; no segments, no alerts (the original protocol).
     fn default() -> Self {
-        Self { values: true, devices: BTreeSet::new(), metrics: BTreeSet::new(), segments: None, alerts: false }
+        Self {
+            values: true,
+            devices: BTreeSet::new(),
+            metrics: BTreeSet::new(),
+            segments: None,
+            alerts: false,
+            excluded_devices: BTreeSet::new(),
+            excluded_segments: BTreeSet::new(),
+        }
     }
 }
 
@@ -112,10 +124,44 @@ impl SubscriptionFilter {
         self.values
             && (self.devices.is_empty() || self.devices.contains(device))
             && (self.metrics.is_empty() || self.metrics.contains(&metric))
+            && !self.excluded_devices.contains(device)
     }
 
     pub fn matches_segment(&self, segment: &SegmentId) -> bool {
-        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment))
+        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment)) && !self.excluded_segments.contains(segment)
+    }
+
+    /// Take devices out of the subscription.
+    pub fn remove_devices(&mut self, devices: impl IntoIterator<Item = DeviceId>) {
+        for d in devices {
+            if self.devices.is_empty() {
+                self.excluded_devices.insert(d);
+            } else {
+                self.devices.remove(&d);
+                if self.devices.is_empty() {
+                    // The last listed device went: nothing is left, not "all".
+                    self.values = false;
+                }
+            }
+        }
+    }
+
+    /// Take segments out of the subscription.
+    pub fn remove_segments(&mut self, segments: impl IntoIterator<Item = SegmentId>) {
+        for seg in segments {
+            match &mut self.segments {
+                Some(set) if !set.is_empty() => {
+                    set.remove(&seg);
+                    if set.is_empty() {
+                        self.segments = None;
+                    }
+                }
+                Some(_) => {
+                    self.excluded_segments.insert(seg);
+                }
+                None => {}
+            }
+        }
     }
 
     pub fn matches_event(&self, event: &LiveEvent) -> bool {
@@ -131,24 +177,43 @@ impl SubscriptionFilter {
 /// Cleared alert ids remembered so a late, older change cannot reopen them in the hub.
 const REMEMBERED_CLEARED: usize = 4_096;
 
+impl Presence {
+    fn online(&self, now_ms: i64) -> bool {
+        self.offline_ms.is_none_or(|off| self.heard_ms > off) && now_ms - self.heard_ms <= PRESENCE_WINDOW_MS
+    }
+}
+
 #[derive(Debug, Default)]
 struct AlertBoard {
     open: BTreeMap<i64, LiveAlert>,
     cleared: VecDeque<i64>,
 }
 
+/// A device is online while it was heard from (a reading or an `online` status) within
+/// this long and did not say it went offline since.
+pub const PRESENCE_WINDOW_MS: i64 = 5 * 60_000;
+
+/// What the hub last heard from a device, in processing time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Presence {
+    heard_ms: i64,
+    offline_ms: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct LiveHub {
     values: RwLock<HashMap<(DeviceId, MetricId), (EventTime, f64)>>,
+    presence: RwLock<HashMap<DeviceId, Presence>>,
     segments: RwLock<HashMap<SegmentId, SegmentState>>,
     alerts: RwLock<AlertBoard>,
     tx: broadcast::Sender<Arc<LiveEvent>>,
+    readings: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
     pub fn new(buffer: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
+        Arc::new(Self { values: RwLock::new(HashMap::new()), presence: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx, readings: Default::default() })
     }
 
     /// Seed the open alerts (from the store at start) without broadcasting.
@@ -233,8 +298,50 @@ impl LiveHub {
         }
     }
 
+    /// Take a device's status message: `offline` (or its Last Will) marks it offline until
+    /// it is heard from again; a live `online` counts as hearing from it (a retained one
+    /// replayed by the broker does not).
+    pub fn set_status(&self, status: &StatusEvent) {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(status.device.clone()).or_default();
+        match status.state {
+            DeviceState::Offline => p.offline_ms = Some(status.received_at.millis()),
+            DeviceState::Online if !status.retained => {
+                p.heard_ms = p.heard_ms.max(status.received_at.millis());
+                p.offline_ms = None;
+            }
+            DeviceState::Online => {}
+        }
+    }
+
+    /// Whether a device is online at `now`; `None` when the hub never heard of it.
+    pub fn device_online(&self, device: &DeviceId, now: EventTime) -> Option<bool> {
+        self.presence.read().unwrap_or_else(|e| e.into_inner()).get(device).map(|p| p.online(now.millis()))
+    }
+
+    /// (online, offline) devices among those the hub heard of.
+    pub fn presence_counts(&self, now: EventTime) -> (usize, usize) {
+        let map = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        let online = map.values().filter(|p| p.online(now.millis())).count();
+        (online, map.len() - online)
+    }
+
     /// Apply readings; broadcast those that are newer than the value held.
     pub fn apply(&self, readings: &[Reading]) {
+        self.readings.fetch_add(readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let now = EventTime::now().millis();
+        {
+            let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let mut last: Option<&DeviceId> = None;
+            for r in readings {
+                if last != Some(&r.device) {
+                    let p = presence.entry(r.device.clone()).or_default();
+                    p.heard_ms = now;
+                    p.offline_ms = None;
+                    last = Some(&r.device);
+                }
+            }
+        }
         let mut changed = Vec::new();
         {
             let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
@@ -273,6 +380,16 @@ impl LiveHub {
             .collect();
         out.sort_by(|a, b| (&a.device, a.metric).cmp(&(&b.device, b.metric)));
         out
+    }
+
+    /// Readings applied since start (for rates).
+    pub fn readings_applied(&self) -> u64 {
+        self.readings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every segment's current state.
+    pub fn all_segment_states(&self) -> Vec<SegmentState> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -25,7 +25,7 @@ use axum::Router;
 use links::backoff::Backoff;
 use links::signature::{verify, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use links::{run_dispatcher, DispatcherConfig, DispatcherMetrics};
-use sccr_tests::{free_port, http_get, http_send, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb};
+use sccr_tests::{free_port, http_get, http_send, TEST_ADMIN_TOKEN, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb};
 use serde_json::Value;
 use store::{
     AlertKind, AlertSubject, CommandStatus, DeliveryState, NewAlert, NewCommand, NewWebhook, RaiseOutcome, Severity, Store, StoreOptions,
@@ -279,7 +279,7 @@ fn dedup<'a>(types: &[&'a str]) -> Vec<&'a str> {
 async fn post_with(port: u16, path: &str, headers: &[(&str, &str)], json: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>() + &format!("Authorization: Bearer {TEST_ADMIN_TOKEN}\r\n");
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         json.len()
