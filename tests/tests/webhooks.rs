@@ -234,8 +234,12 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
     let device: Vec<&str> = arrivals.iter().filter(|a| a.subject == "device/loop-1").map(|a| a.event["type"].as_str().unwrap()).collect();
     assert_eq!(dedup(&device), ["it.firenze.sccr.device.online", "it.firenze.sccr.device.offline", "it.firenze.sccr.device.online"]);
     assert!(arrivals.iter().any(|a| a.subject == "command/cmd-1" && a.event["type"] == "it.firenze.sccr.command.acked" && a.event["data"]["status"] == "acked"));
-    let delivered = store.deliveries(main_hook.id, Some(DeliveryState::Delivered), 1_000).await.unwrap();
-    assert_eq!(delivered.len(), all.len());
+    // The receiver answers before the dispatcher records the outcome.
+    let delivered = wait_for("every delivery recorded as delivered", Duration::from_secs(10), || async {
+        let d = store.deliveries(main_hook.id, Some(DeliveryState::Delivered), 1_000).await.unwrap();
+        (d.len() == all.len()).then_some(d)
+    })
+    .await;
     assert!(delivered.iter().any(|d| d.attempts > 1), "some deliveries were retried");
 
     // The other subscription's receiver never answered: dead after max_attempts.
