@@ -488,3 +488,51 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[tokio::test]
+    async fn commands_are_idempotent_final_once_and_their_results_are_outbox_events() {
+        let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let device = DeviceId::parse("loop-1").unwrap();
+        let new = |id: &str, key: &str| NewCommand {
+            id: id.into(),
+            device: device.clone(),
+            name: "ping".into(),
+            args: Default::default(),
+            idempotency_key: Some(key.into()),
+            created_by: Some("ada".into()),
+            created_at: EventTime(1_000),
+            expires_at: EventTime(61_000),
+        };
+        let (c, created) = store.create_command(&new("c1", "k")).await.unwrap();
+        assert!(created);
+        let (again, created) = store.create_command(&new("c2", "k")).await.unwrap();
+        assert!(!created);
+        assert_eq!(again.id, c.id);
+        store.mark_command_sent("c1", EventTime(1_100)).await.unwrap();
+        let other = DeviceId::parse("loop-2").unwrap();
+        assert!(store.finish_command("c1", &other, CommandStatus::Acked, None, EventTime(1_200)).await.unwrap().is_none(), "another device's ack");
+        let done = store.finish_command("c1", &device, CommandStatus::Acked, Some("ok"), EventTime(1_200)).await.unwrap().unwrap();
+        assert_eq!((done.status, done.sent_at), (CommandStatus::Acked, Some(EventTime(1_100))));
+        assert!(store.finish_command("c1", &device, CommandStatus::Failed, None, EventTime(1_300)).await.unwrap().is_none(), "final once");
+        store.create_command(&new("c3", "k3")).await.unwrap();
+        assert!(store.expire_commands(EventTime(61_000)).await.unwrap().is_empty(), "not before its time to live");
+        let expired = store.expire_commands(EventTime(61_001)).await.unwrap();
+        assert_eq!(expired.iter().map(|c| (c.id.as_str(), c.status)).collect::<Vec<_>>(), [("c3", CommandStatus::Expired)]);
+        assert!(store.record_device_status(&device, DeviceState::Offline, EventTime(2_000)).await.unwrap());
+        assert!(!store.record_device_status(&device, DeviceState::Offline, EventTime(2_100)).await.unwrap());
+        let events = store.outbox_events(0, 10).await.unwrap();
+        let kinds: Vec<(&str, &str)> = events.iter().map(|e| (e.event_type.as_str(), e.subject.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [(event_type::COMMAND_ACKED, "command/c1"), (event_type::COMMAND_EXPIRED, "command/c3"), (event_type::DEVICE_OFFLINE, "device/loop-1")]
+        );
+        assert_eq!(events[0].data["created_by"], "ada");
+    }
+}

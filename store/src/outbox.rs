@@ -446,6 +446,7 @@ impl Store {
                 .rows_affected(),
             Store::Sqlite(s) => sqlx::query("UPDATE webhooks SET url = ?2, types = ?3, secret = ?4, enabled = ?5, format = ?6 WHERE id = ?1")
                 .bind(id)
+                .bind(&w.url)
                 .bind(serde_json::Value::from(w.types.clone()).to_string())
                 .bind(&w.secret)
                 .bind(w.enabled)
@@ -878,4 +879,97 @@ fn sqlite_event_json(text: &str) -> Result<OutboxRecord, StoreError> {
         time: EventTime(e.time_ms),
         data: serde_json::from_str(&e.data).map_err(|_| corrupt_json("outbox data", &e.data))?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::StoreOptions;
+
+    fn event(subject: &str, n: i64) -> OutboxEvent {
+        OutboxEvent { event_type: event_type::ALERT_RAISED.into(), subject: subject.into(), time: EventTime(n), data: json!({ "n": n }) }
+    }
+
+    async fn store_with_hook(types: Vec<String>) -> (Store, WebhookRecord) {
+        let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let hook = store
+            .create_webhook(&NewWebhook { url: "http://127.0.0.1:9/h".into(), types, secret: "s".repeat(16), enabled: true, format: WebhookFormat::CloudEvents })
+            .await
+            .unwrap();
+        (store, hook)
+    }
+
+    fn ids(c: &[ClaimedDelivery]) -> Vec<i64> {
+        c.iter().map(|c| c.event.id).collect()
+    }
+
+    #[test]
+    fn type_filters_take_exact_types_and_prefixes() {
+        assert!(type_matches(&[], "it.firenze.sccr.alert.raised"));
+        let f = vec!["it.firenze.sccr.command.*".to_owned(), "it.firenze.sccr.device.offline".to_owned()];
+        assert!(type_matches(&f, "it.firenze.sccr.command.expired"));
+        assert!(type_matches(&f, "it.firenze.sccr.device.offline"));
+        assert!(!type_matches(&f, "it.firenze.sccr.device.online"));
+    }
+
+    /// One delivery in flight per subject, in outbox order: a later event of a subject is
+    /// not due while an earlier one is pending (claimed, or waiting for its retry); other
+    /// subjects are not held back; a dead delivery no longer holds its subject.
+    #[tokio::test]
+    async fn deliveries_are_claimed_one_per_subject_in_order() {
+        let (store, hook) = store_with_hook(vec![]).await;
+        let a1 = store.append_outbox(&event("alert/1", 1)).await.unwrap();
+        let b1 = store.append_outbox(&event("alert/2", 2)).await.unwrap();
+        let a2 = store.append_outbox(&event("alert/1", 3)).await.unwrap();
+        let a3 = store.append_outbox(&event("alert/1", 4)).await.unwrap();
+        assert_eq!(store.fan_out_outbox(100).await.unwrap(), 4);
+        assert_eq!(store.fan_out_outbox(100).await.unwrap(), 0, "fanned out once");
+        let lease = Duration::from_secs(30);
+        let now = EventTime::now();
+        let first = store.claim_deliveries(now, lease, 10).await.unwrap();
+        assert_eq!(ids(&first), [a1, b1]);
+        assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(), "claimed ones are leased, later ones wait");
+        // a1 fails and waits for its retry: a2 still waits behind it.
+        let retry = EventTime(now.millis() + 1_000);
+        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: Some(503), error: "503".into(), retry_at: Some(retry) }, now).await.unwrap();
+        store.finish_delivery(hook.id, b1, &AttemptOutcome::Delivered { status: 204 }, now).await.unwrap();
+        assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+        let again = store.claim_deliveries(retry, lease, 10).await.unwrap();
+        assert_eq!(ids(&again), [a1]);
+        assert_eq!(again[0].attempts, 1);
+        // a1 dies: a2 is due.
+        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: None, error: "refused".into(), retry_at: None }, retry).await.unwrap();
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a2]);
+        store.finish_delivery(hook.id, a2, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a3]);
+        let dead = store.deliveries(hook.id, Some(DeliveryState::Dead), 10).await.unwrap();
+        assert_eq!(dead.iter().map(|d| (d.event, d.attempts)).collect::<Vec<_>>(), [(a1, 2)]);
+        assert_eq!(store.redeliver(hook.id, Some(a1), retry).await.unwrap(), 1);
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a1], "redelivered, after its subject's later events");
+    }
+
+    #[tokio::test]
+    async fn subscriptions_get_only_matching_events_appended_after_them() {
+        let (store, hook) = store_with_hook(vec!["it.firenze.sccr.device.*".into()]).await;
+        store.append_outbox(&event("alert/1", 1)).await.unwrap();
+        let d = store
+            .append_outbox(&OutboxEvent { event_type: event_type::DEVICE_OFFLINE.into(), subject: "device/x".into(), time: EventTime(2), data: json!({}) })
+            .await
+            .unwrap();
+        store.fan_out_outbox(100).await.unwrap();
+        let claimed = store.claim_deliveries(EventTime::now(), Duration::from_secs(1), 10).await.unwrap();
+        assert_eq!(ids(&claimed), [d]);
+        assert_eq!(claimed[0].webhook.secret, "s".repeat(16));
+        assert_eq!(claimed[0].event.data, json!({}));
+        let patched = store.update_webhook(hook.id, &WebhookPatch { enabled: Some(false), ..WebhookPatch::default() }).await.unwrap().unwrap();
+        assert!(!patched.enabled);
+        assert!(store.delete_webhook(hook.id).await.unwrap());
+        assert!(store.webhooks().await.unwrap().is_empty());
+    }
 }
