@@ -33,6 +33,8 @@ pub struct DispatcherConfig {
     pub backoff: Backoff,
     /// Deliveries attempted at once.
     pub concurrency: usize,
+    /// Events delivered everywhere are deleted from the outbox after this long.
+    pub retention: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -43,6 +45,7 @@ impl Default for DispatcherConfig {
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             concurrency: 16,
+            retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -64,6 +67,9 @@ pub struct DispatcherMetrics {
     pub store_errors: AtomicU64,
 }
 
+/// How often delivered events past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Run until `shutdown` turns true.
 pub async fn run_dispatcher(
     store: Store,
@@ -73,7 +79,17 @@ pub async fn run_dispatcher(
 ) {
     let client = HttpClient::new(config.request_timeout);
     let mut rng = SmallRng::from_os_rng();
+    let mut next_prune = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            let before = EventTime(EventTime::now().millis().saturating_sub(i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX)));
+            match store.prune_outbox(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "pruned delivered outbox events"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+            }
+        }
         let stopping = *shutdown.borrow();
         if stopping {
             break;

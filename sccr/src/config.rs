@@ -188,6 +188,9 @@ pub struct WebhooksSection {
     #[serde(deserialize_with = "duration")]
     pub backoff_cap: Duration,
     pub concurrency: usize,
+    /// Events delivered to every subscription are deleted after this long.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for WebhooksSection {
@@ -202,6 +205,7 @@ impl Default for WebhooksSection {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(600),
             concurrency: 16,
+            retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -384,6 +388,7 @@ impl Config {
         check(!w.backoff_base.is_zero(), "webhooks.backoff_base must be positive");
         check(w.backoff_cap >= w.backoff_base, "webhooks.backoff_cap must be at least webhooks.backoff_base");
         check(w.concurrency >= 1, "webhooks.concurrency must be at least 1");
+        check(w.retention >= Duration::from_secs(3_600), "webhooks.retention must be at least 1h");
         if let Err(rule_errors) = self.alerts.validate() {
             errors.extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
         }
@@ -503,6 +508,9 @@ backoff_base = "1s"
 backoff_cap = "10m"
 # Deliveries attempted at once (one at a time per subscription and subject, in order).
 concurrency = 16
+# Events delivered to every subscription are deleted after this long (pending and dead
+# ones are kept).
+retention = "7d"
 
 [alerts]
 # The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).

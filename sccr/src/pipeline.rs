@@ -240,6 +240,7 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
             request_timeout: w.request_timeout,
             backoff: links::backoff::Backoff { base: w.backoff_base, cap: w.backoff_cap, max_attempts: w.max_attempts },
             concurrency: w.concurrency,
+            retention: w.retention,
         };
         tokio::spawn(links::run_dispatcher(store.clone(), dispatcher_config, Arc::new(links::DispatcherMetrics::default()), shutdown_rx.clone()))
     });

@@ -804,6 +804,30 @@ impl Store {
         }
     }
 
+    /// Delete events older than `before` that every subscription has received (events with
+    /// a pending or dead delivery are kept, so they can still be delivered or redelivered),
+    /// with their deliveries. Returns how many events.
+    pub async fn prune_outbox(&self, before: EventTime) -> Result<u64, StoreError> {
+        Ok(match self {
+            Store::Postgres(s) => sqlx::query(
+                "DELETE FROM outbox o WHERE o.fanned_out AND o.time < $1
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = o.id AND d.state <> 'delivered')",
+            )
+            .bind(before.to_offset_date_time())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(
+                "DELETE FROM outbox WHERE fanned_out = 1 AND time_ms < ?
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = outbox.id AND d.state <> 'delivered')",
+            )
+            .bind(before.millis())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+        })
+    }
+
     /// Make dead deliveries of a subscription pending again, with a fresh attempt count:
     /// one (`event`) or all of them. Returns how many.
     pub async fn redeliver(
@@ -952,6 +976,10 @@ mod tests {
         assert_eq!(dead.iter().map(|d| (d.event, d.attempts)).collect::<Vec<_>>(), [(a1, 2)]);
         assert_eq!(store.redeliver(hook.id, Some(a1), retry).await.unwrap(), 1);
         assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a1], "redelivered, after its subject's later events");
+        // Pruning keeps events not yet delivered everywhere.
+        store.finish_delivery(hook.id, a3, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        assert_eq!(store.prune_outbox(EventTime(i64::MAX)).await.unwrap(), 3, "b1, a2, a3");
+        assert_eq!(store.outbox_events(0, 10).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [a1]);
     }
 
     #[tokio::test]

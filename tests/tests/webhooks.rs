@@ -148,6 +148,7 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
         request_timeout: Duration::from_millis(500),
         backoff: Backoff { base: Duration::from_millis(20), cap: Duration::from_millis(300), max_attempts: 12 },
         concurrency: 8,
+        retention: Duration::from_secs(86_400),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(DispatcherMetrics::default());
