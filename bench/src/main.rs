@@ -18,6 +18,7 @@
 
 mod store_bench;
 mod stream_bench;
+mod ws_bench;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -543,6 +544,21 @@ fn markdown(r: &Value) -> String {
             f(&h["raw_readings"]), f(&h[key]["p50_ms"]), f(&h[key]["p95_ms"]), f(&h[key]["points"]), f(&h[key]["readings_covered"])
         ));
     }
+    let api = &h["api"];
+    if api.is_object() {
+        out.push_str(&format!(
+            "| history API (HTTP, token, JSON), 30 days hourly | one segment p50 {} ms, p95 {} ms; whole city p50 {} ms, p95 {} ms | | | < 50 ms |\n",
+            f(&api["segment_30d_hourly"]["p50_ms"]), f(&api["segment_30d_hourly"]["p95_ms"]), f(&api["city_30d_hourly"]["p50_ms"]), f(&api["city_30d_hourly"]["p95_ms"])
+        ));
+    }
+    let w = &r["websocket"];
+    if w.is_object() {
+        out.push_str(&format!(
+            "| websocket fan-out: {} clients on one server, each on one of {} segments, {} background readings/s | publish→screen p50 {} ms, p95 {} ms, p99 {} ms ({} samples, {} of expected); {} frames/s; server RSS {} MiB with clients, peak {} MiB; server CPU {} cores | | | p99 < 50 ms |\n",
+            f(&w["clients"]), f(&w["segments"]), f(&w["background_readings_per_s"]), f(&w["p50_ms"]), f(&w["p95_ms"]), f(&w["p99_ms"]), f(&w["samples"]), f(&w["delivered_ratio"]),
+            f(&w["frames_per_s"]), f(&w["server_rss_mib"]["with_clients"]), f(&w["server_rss_mib"]["peak_under_load"]), f(&w["cpu"]["sccr_cores"])
+        ));
+    }
     let st = &r["stream"];
     out.push_str(&format!(
         "| stream core on one thread: device windows + segment windows/LOS + alert engine, {} devices, {} rules | {} readings/s ({} readings in {} s) | goal {} | {} | > 1M readings/s |\n",
@@ -596,6 +612,9 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 6 stream core");
     let stream_core = stream_bench::run(plan.quick).await?;
     eprintln!("{stream_core}");
+    eprintln!("== 7 websocket fan-out");
+    let websocket = ws_bench::run(plan.quick, &work.path).await?;
+    eprintln!("{websocket}");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 5 scaling");
@@ -621,6 +640,7 @@ async fn run(quick: bool) -> Result<()> {
         "baseline": base,
         "store": store,
         "stream": stream_core,
+        "websocket": websocket,
         "scaling": scaling,
         "ratios": {
             "end_to_end_vs_limit": round2(e2e_rate / lower.max(1.0)),
@@ -646,6 +666,14 @@ async fn stream_only(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--ws`: only the websocket fan-out benchmark, printed as JSON.
+async fn ws_only(quick: bool) -> Result<()> {
+    let work = TempDir::new("bench-ws")?;
+    let report = ws_bench::run(quick, &work.path).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// `--store`: only the store benchmark, printed as JSON (for working on the store).
 async fn store_only(quick: bool) -> Result<()> {
     let report = store_bench::run(quick).await?;
@@ -657,16 +685,18 @@ fn main() -> Result<()> {
     let mut quick = false;
     let mut store = false;
     let mut stream = false;
+    let mut ws = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--store" => store = true,
             "--stream" => stream = true,
+            "--ws" => ws = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --stream]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --stream | --ws]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store, --stream or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --ws or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -675,6 +705,9 @@ fn main() -> Result<()> {
     }
     if stream {
         return rt.block_on(stream_only(quick));
+    }
+    if ws {
+        return rt.block_on(ws_only(quick));
     }
     rt.block_on(run(quick))
 }

@@ -64,8 +64,8 @@ pub(crate) fn role_field(field: &str, v: &str) -> Result<Role, ApiError> {
 pub(crate) async fn create_token(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewToken = json_body(&body, r#"{"name": "...", "role": "operator"}"#)?;
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(ApiError::bad_field("name", format!("name must have 1 to {MAX_NAME} characters")));
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_field("name", format!("name must have 1 to {MAX_NAME} characters, none of them control characters")));
     }
     let role = role_field("role", &req.role)?;
     let (token, digest) = auth::generate_token()?;

@@ -33,7 +33,8 @@ use crate::AppState;
 /// How long a validated token is trusted without asking the store again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 10_000;
-/// Failed authentications allowed per client address per [`FAILURE_WINDOW`].
+/// Failed authentications allowed per client address per [`FAILURE_WINDOW`], unless
+/// configured otherwise ([`Auth::with_failure_limit`]).
 pub const MAX_FAILURES: u32 = 20;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const FAILURE_ADDRESSES_MAX: usize = 10_000;
@@ -115,18 +116,29 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Token validation with its cache and the failure limiter; one per process.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Auth {
     inner: Arc<AuthInner>,
 }
 
-#[derive(Default)]
 struct AuthInner {
     cache: Mutex<HashMap<String, (Principal, Instant)>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    max_failures: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self::with_failure_limit(MAX_FAILURES)
+    }
 }
 
 impl Auth {
+    /// `max_failures` failed authentications per address per minute (0: no limit).
+    pub fn with_failure_limit(max_failures: u32) -> Self {
+        Self { inner: Arc::new(AuthInner { cache: Mutex::default(), failures: Mutex::default(), max_failures }) }
+    }
+
     /// The principal holding `token`, from the cache or the store.
     pub async fn resolve(&self, store: &Store, token: &str) -> Result<Option<Principal>, ApiError> {
         let digest = token_digest(token);
@@ -161,10 +173,13 @@ impl Auth {
 
     /// Seconds until `addr` may try again, if it is over its failure budget.
     fn blocked(&self, addr: IpAddr) -> Option<u64> {
+        if self.inner.max_failures == 0 {
+            return None;
+        }
         let failures = lock(&self.inner.failures);
         let (count, since) = failures.get(&addr)?;
         let elapsed = since.elapsed();
-        (*count >= MAX_FAILURES && elapsed < FAILURE_WINDOW).then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+        (*count >= self.inner.max_failures && elapsed < FAILURE_WINDOW).then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
     fn record_failure(&self, addr: IpAddr) {
@@ -218,6 +233,12 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return next.run(req).await;
     }
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let token = match presented_token(&req) {
+        None => return with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)")),
+        Some(Err(e)) => return with_challenge(e),
+        Some(Ok(t)) => t,
+    };
+    // Only presented tokens can be guesses: an address over its budget waits.
     if let Some(retry) = state.auth.blocked(addr) {
         let mut resp = ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -230,11 +251,6 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
         return resp;
     }
-    let token = match presented_token(&req) {
-        None => return with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)")),
-        Some(Err(e)) => return with_challenge(e),
-        Some(Ok(t)) => t,
-    };
     match state.auth.resolve(&state.store, &token).await {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod credentials;
+pub mod dead_letters;
 pub mod devices;
 pub mod error;
 pub mod http_metrics;
@@ -32,6 +33,9 @@ pub use error::ApiError;
 /// Renders the Prometheus text exposition of the running process's counters.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Reports whether each dependency of this process is reachable now.
+pub type Readiness = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -45,6 +49,8 @@ pub struct AppState {
     pub alerts: Option<AlertControl>,
     /// Token validation (cache, failure limiter).
     pub auth: auth::Auth,
+    /// Dependencies besides the store that `/readyz` reports (name, up), e.g. the broker.
+    pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
 }
@@ -52,7 +58,7 @@ pub struct AppState {
 impl AppState {
     /// State with no pipeline metrics and no alert engine in this process.
     pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
-        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), http: Arc::default() }
+        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), readiness: None, http: Arc::default() }
     }
 }
 
@@ -63,13 +69,15 @@ pub fn operations() -> Vec<Op> {
     let limit = |max: usize| json!({"type": "integer", "minimum": 1, "maximum": max});
     let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
     let alert_id = || json!({"type": "integer", "minimum": 1});
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": "string", "maxLength": 2000}}});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
     let alert_one = || object_with(&["alert"]);
+    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
+    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
-        Op::new("GET", "/readyz", &[], "health", "Ready: the database answers", get(routes::readyz))
+        Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
             .ok(200, object_with(&["status"]))
-            .error(503, "The database is unreachable"),
+            .error(503, "The database or the broker is unreachable"),
         Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
         Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
         Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),
@@ -77,7 +85,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+                "properties": {"name": {"type": "string", "pattern": "^\\S(.{0,126}\\S)?$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
             .ok(201, object_with(&["id", "name", "role", "token"])),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
             .path_param("id", integer(), "Token id")
@@ -95,7 +103,7 @@ pub fn operations() -> Vec<Op> {
             .ok(200, object_with(&["devices"])),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
-                "properties": {"id": device_id(), "kind": {"type": ["string", "null"]}, "segment": {"type": ["string", "null"]}}}))
+                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null()}}))
             .ok(201, object_with(&["device", "mqtt"]))
             .error(409, "The device is already registered with credentials"),
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
@@ -104,7 +112,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind or road segment (null empties)", axum::routing::patch(devices::update))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
-                "properties": {"kind": {"type": ["string", "null"]}, "segment": {"type": ["string", "null"]}}}))
+                "properties": {"kind": kind(), "segment": segment_id_or_null()}}))
             .ok(200, object_with(&["device"])),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
             .path_param("id", device_id(), "Device id")
@@ -120,6 +128,7 @@ pub fn operations() -> Vec<Op> {
             .required_query("metric", string(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city)")
             .query("segment", string(), "A road segment")
+            .query("bbox", string(), "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
             .query("from", time(), "Start (default: an hour before to)")
             .query("to", time(), "End (default: now)")
             .query("step", string(), "auto (default), raw, or a bucket width such as 15m")
@@ -160,6 +169,27 @@ pub fn operations() -> Vec<Op> {
             .body(json!({"type": "object"}))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rule"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
+            .path_param("id", string(), "Rule id")
+            .body(json!({"type": "object"}))
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
+            .query("reason", string(), "Only this reason code")
+            .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
+            .query("cursor", string(), "next_cursor of the previous page")
+            .ok(200, object_with(&["dead_letters"])),
+        Op::new("GET", "/api/v1/dead-letters/reasons", ADMINS, "ingest", "Dead letters counted by reason", get(dead_letters::reasons))
+            .query("since", time(), "Only those received since")
+            .ok(200, object_with(&["reasons"])),
         Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (protocol in the crate docs of dashboard_api::live)", get(live::upgrade))
             .query("access_token", string(), "The token, for browsers (which cannot set headers on a websocket)")
             .ok(101, json!({}))

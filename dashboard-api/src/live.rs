@@ -23,7 +23,8 @@
 //!     current state of each selected segment, see `segment`) when segments were asked for
 //!     and `"alerts":[…]` (every open alert) when alerts were; again with
 //!     `"reason":"resync"` when the client fell behind and missed changes (it is never
-//!     disconnected for being slow).
+//!     disconnected for being slow). Each client has its own bounded queue, filled only
+//!     with what its subscription selects (see `stream::fanout`).
 //!   - `{"type":"delta","values":[{"device","metric","time","value"}…]}` with new values,
 //!     conflated: one entry per (device, metric), the latest.
 //!   - `{"type":"window","window":{…}}` when a device window closes or is corrected.
@@ -58,9 +59,8 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::Store;
-use stream::{LevelOfService, LiveEvent, LiveHub, Severity, SubscriptionFilter};
+use stream::{LevelOfService, LiveEvent, LiveHub, LiveValue, Pending, Severity, SubscriptionFilter};
 use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::error::ApiError;
 use crate::http_metrics::HttpMetrics;
@@ -238,24 +238,12 @@ async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFil
 
 /// The segments with a point inside `bbox` and the devices linked to them.
 async fn resolve_bbox(session: &Session, bbox: [f64; 4]) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
-    let [min_lon, min_lat, max_lon, max_lat] = bbox;
-    let valid = bbox.iter().all(|v| v.is_finite())
-        && (-180.0..=180.0).contains(&min_lon)
-        && (-180.0..=180.0).contains(&max_lon)
-        && (-90.0..=90.0).contains(&min_lat)
-        && (-90.0..=90.0).contains(&max_lat)
-        && min_lon <= max_lon
-        && min_lat <= max_lat;
-    if !valid {
+    if !crate::params::valid_bbox(bbox) {
         return Err("bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max".into());
     }
     let store = session.store.as_ref().ok_or("bounding boxes need the store")?;
     let segments = store.segments().await.map_err(|e| format!("cannot read segments: {e}"))?;
-    let in_box: Vec<SegmentId> = segments
-        .iter()
-        .filter(|s| s.coordinates.iter().any(|[lon, lat]| (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)))
-        .map(|s| s.id.clone())
-        .collect();
+    let in_box = crate::params::segments_in_bbox(&segments, bbox);
     let devices = store.devices().await.map_err(|e| format!("cannot read devices: {e}"))?;
     let linked = devices.into_iter().filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s))).map(|d| d.id).collect();
     Ok((in_box, linked))
@@ -364,7 +352,9 @@ where
     R: Stream<Item = Result<String, ()>> + Unpin,
 {
     let (hub, http, cfg) = (&session.hub, &session.http, session.config);
-    let mut events = hub.subscribe();
+    // Registered with a filter selecting nothing until the client subscribes.
+    let nothing = SubscriptionFilter { values: false, ..SubscriptionFilter::default() };
+    let sub = hub.subscribe(nothing.clone());
     let mut filter: Option<SubscriptionFilter> = None;
     let mut kpi: Option<Kpi> = None;
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
@@ -385,10 +375,10 @@ where
                     Ok(ClientMessage::Subscribe { devices, metrics, segments, bbox, alerts, values, kpi: wants_kpi }) => {
                         match build_filter(session, Requested { devices, metrics, segments, bbox, alerts, values }).await {
                             Ok(f) => {
-                                // Resubscribe to the hub first so no event between snapshot and
-                                // deltas is missed (a duplicate is harmless: values carry times,
+                                // Route first, then snapshot, so nothing between the two is
+                                // missed (a value sent twice is harmless: values carry times,
                                 // segment states their window and revision, alerts their state).
-                                events = hub.subscribe();
+                                sub.set_filter(f.clone());
                                 let snapshot = snapshot_frame(hub, &f, None);
                                 filter = Some(f);
                                 kpi = if wants_kpi { Some(Kpi::new(session).await) } else { None };
@@ -398,6 +388,7 @@ where
                         }
                     }
                     Ok(ClientMessage::Unsubscribe { devices: None, segments: None }) => {
+                        sub.set_filter(nothing.clone());
                         filter = None;
                         kpi = None;
                         json!({"type": "unsubscribed"}).to_string()
@@ -410,6 +401,8 @@ where
                                 if let Some(f) = &mut filter {
                                     f.remove_devices(d.iter().cloned());
                                     f.remove_segments(s.iter().cloned());
+                                    // What is queued for the removed keys is dropped with it.
+                                    sub.set_filter(f.clone());
                                 }
                                 json!({"type": "unsubscribed", "devices": d, "segments": s}).to_string()
                             }
@@ -421,24 +414,16 @@ where
                 };
                 frames.push(reply);
             }
-            event = events.recv() => {
-                match event {
-                    Ok(first) => {
-                        let (collected, lagged) = collect_frames(first, &mut events, filter.as_ref());
-                        frames = collected;
-                        if let (true, Some(f)) = (lagged, &filter) {
-                            http.ws_resyncs.fetch_add(1, Ordering::Relaxed);
-                            frames.push(snapshot_frame(hub, f, Some("resync")));
-                        }
+            () = sub.ready() => {
+                let pending = sub.take();
+                if let Some(f) = &filter {
+                    if pending.lagged {
+                        tracing::debug!("live client fell behind; resynchronising");
+                        http.ws_resyncs.fetch_add(1, Ordering::Relaxed);
+                        frames.push(snapshot_frame(hub, f, Some("resync")));
+                    } else {
+                        frames = pending_frames(pending);
                     }
-                    Err(RecvError::Lagged(missed)) => {
-                        if let Some(f) = &filter {
-                            tracing::debug!(missed, "live client fell behind; resynchronising");
-                            http.ws_resyncs.fetch_add(1, Ordering::Relaxed);
-                            frames.push(snapshot_frame(hub, f, Some("resync")));
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
                 }
             }
             _ = kpi_tick.tick(), if kpi.is_some() => {
@@ -465,54 +450,22 @@ where
     }
 }
 
-/// Turn the available events into frames: values conflated (the latest per device and
-/// metric) and batched into deltas; windows, segment states and alerts one frame each, in
-/// order. Also says whether the receiver lagged while draining (the caller then resyncs).
-fn collect_frames(
-    first: Arc<LiveEvent>,
-    events: &mut tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
-    filter: Option<&SubscriptionFilter>,
-) -> (Vec<String>, bool) {
-    let Some(filter) = filter else {
-        // Not subscribed: drain what is queued without sending.
-        while !matches!(events.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
-        return (Vec::new(), false);
-    };
-    let mut lagged = false;
-    let mut values: Vec<stream::LiveValue> = Vec::new();
-    let mut slot: HashMap<(DeviceId, MetricId), usize> = HashMap::new();
+/// Frames for what a subscriber's queue held: the conflated values in delta frames of at
+/// most [`MAX_DELTA_VALUES`], then windows, segment states and alerts one frame each, in
+/// order.
+fn pending_frames(pending: Pending) -> Vec<String> {
     let mut frames = Vec::new();
-    let mut next = Some(first);
-    while let Some(e) = next {
-        if filter.matches_event(&e) {
-            match &*e {
-                LiveEvent::Value(v) => match slot.get(&(v.device.clone(), v.metric)) {
-                    Some(&i) if values[i].time <= v.time => values[i] = v.clone(),
-                    Some(_) => {}
-                    None => {
-                        slot.insert((v.device.clone(), v.metric), values.len());
-                        values.push(v.clone());
-                    }
-                },
-                LiveEvent::Window(w) => frames.push(json!({"type": "window", "window": w}).to_string()),
-                LiveEvent::Segment(s) => frames.push(json!({"type": "segment", "segment": s}).to_string()),
-                LiveEvent::Alert(a) => frames.push(json!({"type": "alert", "alert": a}).to_string()),
-            }
-        }
-        if values.len() >= MAX_DELTA_VALUES {
-            break;
-        }
-        next = match events.try_recv() {
-            Ok(e) => Some(e),
-            Err(TryRecvError::Lagged(_)) => {
-                lagged = true;
-                None
-            }
-            Err(_) => None,
-        };
+    let values: Vec<LiveValue> = pending.values.into_values().collect();
+    for chunk in values.chunks(MAX_DELTA_VALUES) {
+        frames.push(json!({"type": "delta", "values": chunk}).to_string());
     }
-    if !values.is_empty() {
-        frames.insert(0, json!({"type": "delta", "values": values}).to_string());
+    for e in pending.events {
+        frames.push(match &*e {
+            LiveEvent::Value(v) => json!({"type": "delta", "values": [v]}).to_string(),
+            LiveEvent::Window(w) => json!({"type": "window", "window": w}).to_string(),
+            LiveEvent::Segment(s) => json!({"type": "segment", "segment": s}).to_string(),
+            LiveEvent::Alert(a) => json!({"type": "alert", "alert": a}).to_string(),
+        });
     }
-    (frames, lagged)
+    frames
 }

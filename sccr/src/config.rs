@@ -106,6 +106,8 @@ pub struct ApiSection {
     /// An admin token created at start if absent (deployments that provision their first
     /// admin from a secret); leave unset and use `sccr token create` otherwise.
     pub bootstrap_admin_token: Option<String>,
+    /// Failed authentications allowed per client address per minute before 429s (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -244,7 +246,7 @@ impl Default for DatabaseSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), bootstrap_admin_token: None }
+        Self { listen: "127.0.0.1:8080".into(), bootstrap_admin_token: None, auth_failures_per_minute: dashboard_api::auth::MAX_FAILURES }
     }
 }
 
@@ -459,6 +461,8 @@ listen = "127.0.0.1:8080"
 # An admin API token created at start if absent (from a secret; at least 32 characters).
 # Without it, create tokens with `sccr token create --role admin --name NAME`.
 # bootstrap_admin_token = "..."
+# Failed authentications allowed per client address per minute before 429s (0: no limit).
+auth_failures_per_minute = 20
 
 [ingest]
 max_payload_bytes = 65536

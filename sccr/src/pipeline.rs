@@ -112,7 +112,7 @@ async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time
 }
 
 pub async fn start(config: &Config, store: Store) -> Result<Running> {
-    let hub = LiveHub::new(16_384);
+    let hub = LiveHub::new(1_024);
     let latest = store.latest(None, None).await?;
     hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
     let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
@@ -263,6 +263,9 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     state.metrics = Some(render);
     state.alerts = Some(control);
+    state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
+    let broker = ingest_metrics.clone();
+    state.readiness = Some(Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]));
     let router = dashboard_api::app(state)
         .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
         .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
@@ -385,6 +388,15 @@ fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &M
     metric("sccr_alerts_store_refused_total", "counter", "Moves the store refused because an operator moved the alert first.", a.refused.load(Relaxed) as f64);
     metric("sccr_alerts_store_errors_total", "counter", "Alert changes that could not be stored.", a.errors.load(Relaxed) as f64);
     metric("sccr_stream_state_saves_total", "counter", "Alert engine state checkpoints saved.", a.state_saves.load(Relaxed) as f64);
+    metric("sccr_mqtt_connected", "gauge", "1 while ingest's broker connection is up.", if i.connected.load(Relaxed) { 1.0 } else { 0.0 });
+    let _ = write!(out, "# HELP sccr_writer_commit_seconds Batch commit durations.\n# TYPE sccr_writer_commit_seconds histogram\n");
+    for (b, le) in w.commit.buckets.iter().zip(store::writer::COMMIT_BUCKETS) {
+        let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
+    }
+    let commits = w.commit.count.load(Relaxed);
+    let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"+Inf\"}} {commits}");
+    let _ = writeln!(out, "sccr_writer_commit_seconds_sum {}", w.commit.sum_micros.load(Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "sccr_writer_commit_seconds_count {commits}");
     let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
     let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
     for (reason, n) in reasons.iter() {

@@ -30,6 +30,7 @@ pub mod alert;
 pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod dead_letter_log;
 pub mod history;
 pub mod maintenance;
 pub mod outbox;
@@ -53,6 +54,7 @@ pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
+pub use dead_letter_log::DeadLetterEntry;
 pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;

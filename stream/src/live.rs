@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, StatusEvent};
-use tokio::sync::broadcast;
+
+use crate::fanout::{Routes, Subscription};
 
 use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
 use crate::segment_state::SegmentState;
@@ -206,14 +207,41 @@ pub struct LiveHub {
     presence: RwLock<HashMap<DeviceId, Presence>>,
     segments: RwLock<HashMap<SegmentId, SegmentState>>,
     alerts: RwLock<AlertBoard>,
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    routes: Arc<RwLock<Routes>>,
+    /// Per-subscriber queue bound (see [`crate::fanout`]).
+    capacity: usize,
     readings: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
-    pub fn new(buffer: usize) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), presence: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx, readings: Default::default() })
+    /// A hub whose subscribers each queue at most `capacity` events (and `capacity × 16`
+    /// distinct values) before they are resynchronised with a snapshot.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            values: RwLock::new(HashMap::new()),
+            presence: RwLock::new(HashMap::new()),
+            segments: RwLock::new(HashMap::new()),
+            alerts: RwLock::new(AlertBoard::default()),
+            routes: Arc::default(),
+            capacity: capacity.max(16),
+            readings: Default::default(),
+        })
+    }
+
+    /// Start receiving the events `filter` selects (values conflated; see [`crate::fanout`]).
+    pub fn subscribe(&self, filter: SubscriptionFilter) -> Subscription {
+        Subscription::register(&self.routes, filter, self.capacity)
+    }
+
+    /// Subscribers now.
+    pub fn subscribers(&self) -> usize {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn dispatch(&self, events: &[Arc<LiveEvent>]) {
+        if !events.is_empty() {
+            self.routes.read().unwrap_or_else(|e| e.into_inner()).dispatch(events);
+        }
     }
 
     /// Seed the open alerts (from the store at start) without broadcasting.
@@ -245,7 +273,7 @@ impl LiveHub {
                 board.cleared.push_back(alert.id);
             }
         }
-        let _ = self.tx.send(Arc::new(LiveEvent::Alert(alert)));
+        self.dispatch(&[Arc::new(LiveEvent::Alert(alert))]);
         true
     }
 
@@ -269,9 +297,8 @@ impl LiveHub {
                 }
             }
         }
-        for s in states {
-            let _ = self.tx.send(Arc::new(LiveEvent::Segment(s)));
-        }
+        let events: Vec<Arc<LiveEvent>> = states.into_iter().map(|s| Arc::new(LiveEvent::Segment(s))).collect();
+        self.dispatch(&events);
     }
 
     /// The current state of the segments the filter selects, by segment id.
@@ -354,20 +381,13 @@ impl LiveHub {
                 }
             }
         }
-        for v in changed {
-            // No receivers is fine: nobody is watching.
-            let _ = self.tx.send(Arc::new(LiveEvent::Value(v)));
-        }
+        let events: Vec<Arc<LiveEvent>> = changed.into_iter().map(|v| Arc::new(LiveEvent::Value(v))).collect();
+        self.dispatch(&events);
     }
 
     pub fn publish_windows(&self, windows: Vec<WindowResult>) {
-        for w in windows {
-            let _ = self.tx.send(Arc::new(LiveEvent::Window(w)));
-        }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
-        self.tx.subscribe()
+        let events: Vec<Arc<LiveEvent>> = windows.into_iter().map(|w| Arc::new(LiveEvent::Window(w))).collect();
+        self.dispatch(&events);
     }
 
     /// Current values matching `filter`, ordered by device then metric.
@@ -411,19 +431,38 @@ mod tests {
     }
 
     #[test]
-    fn older_readings_do_not_replace_newer_ones_and_are_not_broadcast() {
+    fn older_readings_do_not_replace_newer_ones_and_are_not_sent() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter::default());
         hub.apply(&[r("a", 2_000, 20.0), r("a", 1_000, 10.0), r("b", 1_000, 5.0)]);
         let snap = hub.snapshot(&SubscriptionFilter::default());
         assert_eq!(snap.iter().map(|v| (v.device.as_str(), v.value)).collect::<Vec<_>>(), vec![("a", 20.0), ("b", 5.0)]);
-        let mut got = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if let LiveEvent::Value(v) = &*e {
-                got.push(v.device.to_string());
-            }
+        let got: Vec<(String, f64)> = sub.take().values.values().map(|v| (v.device.to_string(), v.value)).collect();
+        assert_eq!(got, vec![("a".into(), 20.0), ("b".into(), 5.0)]);
+    }
+
+    #[test]
+    fn values_are_conflated_and_routed_only_to_interested_subscribers() {
+        let hub = LiveHub::new(16);
+        let only_a = hub.subscribe(SubscriptionFilter { devices: [DeviceId::parse("a").unwrap()].into(), ..SubscriptionFilter::default() });
+        let only_s1 = hub.subscribe(SubscriptionFilter { values: false, segments: Some([SegmentId::parse("s1").unwrap()].into()), ..SubscriptionFilter::default() });
+        assert_eq!(hub.subscribers(), 2);
+        for i in 0..500 {
+            hub.apply(&[r("a", i, i as f64), r("b", i, i as f64)]);
         }
-        assert_eq!(got, vec!["a", "b"]);
+        let p = only_a.take();
+        assert!(!p.lagged, "conflated values never overflow one key");
+        assert_eq!(p.values.values().map(|v| (v.device.to_string(), v.value)).collect::<Vec<_>>(), vec![("a".into(), 499.0)]);
+        assert!(only_s1.take().values.is_empty());
+        hub.publish_segments(vec![seg_state("s2", 0, 0, 5.0), seg_state("s1", 0, 0, 9.0)]);
+        let p = only_s1.take();
+        assert_eq!(p.events.len(), 1);
+        assert!(matches!(&*p.events[0], LiveEvent::Segment(s) if s.segment.as_str() == "s1"));
+        drop(only_a);
+        assert_eq!(hub.subscribers(), 1, "a dropped subscription leaves the index");
+        only_s1.set_filter(SubscriptionFilter { values: false, ..SubscriptionFilter::default() });
+        hub.publish_segments(vec![seg_state("s1", 60_000, 0, 9.0)]);
+        assert!(only_s1.take().events.is_empty(), "nothing after the filter dropped the segment");
     }
 
     #[test]
@@ -471,9 +510,9 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_keeps_its_newest_window_and_every_change_is_broadcast() {
+    fn a_segment_keeps_its_newest_window_and_every_change_is_sent() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
         hub.publish_segments(vec![seg_state("s1", 60_000, 0, 30.0), seg_state("s1", 0, 1, 10.0), seg_state("s2", 0, 0, 5.0)]);
         hub.publish_segments(vec![seg_state("s1", 60_000, 1, 31.0)]);
         let all = SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() };
@@ -482,12 +521,9 @@ mod tests {
         let only_s2 = SubscriptionFilter { segments: Some([SegmentId::parse("s2").unwrap()].into()), ..SubscriptionFilter::default() };
         assert_eq!(hub.segment_states(&only_s2).len(), 1);
         assert!(hub.segment_states(&SubscriptionFilter::default()).is_empty(), "no segments unless asked for");
-        let mut n = 0;
-        while let Ok(e) = rx.try_recv() {
-            assert!(matches!(&*e, LiveEvent::Segment(_)));
-            n += 1;
-        }
-        assert_eq!(n, 4);
+        let events = sub.take().events;
+        assert!(events.iter().all(|e| matches!(&**e, LiveEvent::Segment(_))));
+        assert_eq!(events.len(), 4);
     }
 
     #[test]
@@ -515,12 +551,15 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_subscriber_lags_instead_of_growing_the_buffer() {
+    fn a_slow_subscriber_lags_instead_of_growing_its_queue() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
         for i in 0..100 {
-            hub.apply(&[r("a", i, i as f64)]);
+            hub.publish_segments(vec![seg_state("s1", i * 60_000, 0, 1.0)]);
         }
-        assert!(matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(84))));
+        let p = sub.take();
+        assert!(p.lagged && p.events.is_empty(), "the overflowing queue is dropped for a snapshot");
+        hub.publish_segments(vec![seg_state("s1", 100 * 60_000, 0, 1.0)]);
+        assert_eq!(sub.take().events.len(), 1, "and the subscriber goes on afterwards");
     }
 }

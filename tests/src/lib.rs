@@ -626,3 +626,18 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
         assert_eq!(mismatches, 0, "{table} differs from a recount of readings");
     }
 }
+
+/// A Python virtual environment under `target/<name>` with `packages` (pip requirement
+/// strings) importable as `probe` (a module list for `python -c "import …"`); made on first
+/// use and reused. `None` when python3, venv or PyPI is unavailable.
+pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> Option<PathBuf> {
+    let venv = workspace_root().join("target").join(name);
+    let python = venv.join("bin/python");
+    let ok = |p: &Path| Command::new(p).args(["-c", &format!("import {probe}")]).status().is_ok_and(|s| s.success());
+    if python.is_file() && ok(&python) {
+        return Some(venv);
+    }
+    let created = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
+    let installed = created && Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(packages).status().is_ok_and(|s| s.success());
+    (installed && ok(&python)).then_some(venv)
+}

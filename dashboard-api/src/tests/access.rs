@@ -266,3 +266,49 @@ async fn the_live_route_without_an_upgrade_says_so_in_json() {
     assert_eq!(st, StatusCode::UPGRADE_REQUIRED);
     assert_eq!(body["error"]["code"], "upgrade_required");
 }
+
+#[tokio::test]
+async fn control_characters_are_refused_before_the_database_sees_them() {
+    let s = state().await;
+    let (st, body) = send(&s, "POST", "/api/v1/tokens", "{\"name\":\"a\\u0000b\",\"role\":\"planner\"}").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
+    let (st, body) = get(&s, "/api/v1/alerts?rule=a%00b").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("rule")));
+    let (st, body) = send(&s, "POST", "/api/v1/alerts/1/ack", "{\"note\":\"x\\u0000\"}").await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("note")));
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_by_page_and_counted_by_reason() {
+    let s = state().await;
+    let letters: Vec<store::DeadLetter> = (0..5)
+        .map(|i| store::DeadLetter::new("sccr/v1/devices/x/telemetry", None, if i < 3 { "bad_json" } else { "out_of_range" }, format!("case {i}"), b"{oops"))
+        .collect();
+    s.store.write_batch(&store::Batch { dead_letters: letters, ..store::Batch::default() }).await.unwrap();
+    let (st, page) = get(&s, "/api/v1/dead-letters?limit=2").await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["dead_letters"][0]["detail"], "case 4");
+    assert_eq!(page["dead_letters"][0]["payload_preview"], "{oops");
+    let next = page["next_cursor"].as_str().unwrap();
+    let (_, older) = get(&s, &format!("/api/v1/dead-letters?limit=2&cursor={next}")).await;
+    assert_eq!(older["dead_letters"][0]["detail"], "case 2");
+    let (_, bad_json) = get(&s, "/api/v1/dead-letters?reason=bad_json").await;
+    assert_eq!(bad_json["dead_letters"].as_array().unwrap().len(), 3);
+    let (_, reasons) = get(&s, "/api/v1/dead-letters/reasons").await;
+    assert_eq!(reasons["reasons"], serde_json::json!([{"reason": "bad_json", "count": 3}, {"reason": "out_of_range", "count": 2}]));
+    assert_eq!(get(&s, "/api/v1/dead-letters/reasons?since=yesterday").await.1["error"]["param"], "since");
+}
+
+#[tokio::test]
+async fn readiness_reports_the_broker() {
+    let mut s = state().await;
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = up.clone();
+    s.readiness = Some(std::sync::Arc::new(move || vec![("broker", probe.load(std::sync::atomic::Ordering::Relaxed))]));
+    let (st, body) = get(&s, "/readyz").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("broker"));
+    up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (st, body) = get(&s, "/readyz").await;
+    assert_eq!((st, body["broker"].as_bool()), (StatusCode::OK, Some(true)));
+}
