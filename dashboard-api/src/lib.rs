@@ -6,6 +6,7 @@
 pub mod access;
 pub mod alerts;
 pub mod auth;
+pub mod commands;
 pub mod credentials;
 pub mod dead_letters;
 pub mod devices;
@@ -16,6 +17,7 @@ pub mod openapi;
 mod params;
 pub mod routes;
 pub mod web;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -194,6 +196,10 @@ pub fn operations() -> Vec<Op> {
             .ok(101, json!({}))
             .error(426, "Not a websocket upgrade request"),
     ]
+    .into_iter()
+    .chain(commands::operations())
+    .chain(webhooks::operations())
+    .collect()
 }
 
 /// The whole API, built from [`operations`].

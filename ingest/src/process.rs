@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use store::DeadLetter;
+use telemetry::command::CommandAck;
 use telemetry::{decode_status, DeviceId, EventTime, Reading, StatusEvent, Topic, TopicKind, Validator};
 
 use crate::config::UnknownDevicePolicy;
@@ -83,6 +84,25 @@ pub fn process_status(topic: &str, payload: &[u8], retained: bool, now: EventTim
     match decode_status(payload) {
         Ok(m) => Ok(StatusEvent { device: parsed.device, state: m.state, received_at: now, retained }),
         Err(e) => Err(letter(Some(parsed.device), e.code(), e.to_string())),
+    }
+}
+
+/// Decode a device's answer to a command (`sccr/v1/devices/{id}/commands/ack`); a bad one
+/// becomes a dead letter (`bad_topic`, `bad_command_ack`).
+pub fn process_command_ack(topic: &str, payload: &[u8], now: EventTime) -> Result<(DeviceId, CommandAck), Box<DeadLetter>> {
+    let letter = |device: Option<DeviceId>, reason: &str, detail: String| {
+        let mut d = DeadLetter::new(topic, device, reason, detail, payload);
+        d.received_at = now;
+        Box::new(d)
+    };
+    let parsed = Topic::parse(topic).map_err(|e| letter(None, "bad_topic", e.to_string()))?;
+    if parsed.kind != TopicKind::CommandAck {
+        return Err(letter(Some(parsed.device), "wrong_topic", format!("expected a command ack topic, not {}", parsed.kind.suffix())));
+    }
+    match serde_json::from_slice::<CommandAck>(payload) {
+        Ok(ack) if !ack.id.is_empty() && ack.id.len() <= 128 => Ok((parsed.device, ack)),
+        Ok(_) => Err(letter(Some(parsed.device), "bad_command_ack", "command ack id must be 1 to 128 characters".into())),
+        Err(e) => Err(letter(Some(parsed.device), "bad_command_ack", format!("command ack is not {{\"id\",\"result\",\"detail\"}}: {e}"))),
     }
 }
 
@@ -168,5 +188,15 @@ mod tests {
         let wrong = process_status("sccr/v1/devices/loop-1/telemetry", br#"{"state":"online"}"#, false, NOW).unwrap_err();
         assert_eq!(wrong.reason, "wrong_topic");
         assert_eq!(process_status("elsewhere/x", b"{}", false, NOW).unwrap_err().reason, "bad_topic");
+    }
+
+    #[test]
+    fn command_acks_are_decoded_and_bad_ones_dead_letters() {
+        let (device, ack) = process_command_ack("sccr/v1/devices/loop-1/commands/ack", br#"{"id":"c1","result":"rejected","detail":"expired"}"#, NOW).unwrap();
+        assert_eq!(device.as_str(), "loop-1");
+        assert_eq!(ack, CommandAck::rejected("c1", "expired"));
+        let bad = process_command_ack("sccr/v1/devices/loop-1/commands/ack", br#"{"id":"c1","result":"maybe"}"#, NOW).unwrap_err();
+        assert_eq!(bad.reason, "bad_command_ack");
+        assert_eq!(process_command_ack("sccr/v1/devices/loop-1/status", b"{}", NOW).unwrap_err().reason, "wrong_topic");
     }
 }

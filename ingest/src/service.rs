@@ -7,7 +7,8 @@
 //! hand-off. Acking once the stream has it, rather than once something is durable, is
 //! enough: the broker keeps the last status of every device retained, and the alert
 //! engine's checkpoints carry what it made of it. A bad status payload becomes a dead
-//! letter like bad telemetry.
+//! letter like bad telemetry. Devices' answers to commands (`…/commands/ack`) take the same
+//! path to the command link's queue.
 //!
 //! Staged shutdown: on the shutdown signal ingest stops taking publishes (those that
 //! arrive stay unacknowledged and are redelivered to the next session), drops its side of
@@ -23,12 +24,13 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use store::WriteItem;
+use telemetry::command::CommandAck;
 use telemetry::{DeviceId, EventTime, Reading, StatusEvent, TopicKind, Validator};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::{IngestConfig, SubscriptionMode};
-use crate::process::{process_publish, process_status, topic_kind, Processed};
+use crate::process::{process_command_ack, process_publish, process_status, topic_kind, Processed};
 
 /// Proof that a message is pending durable commit. Handing it back to the acker after the
 /// commit acknowledges the MQTT packet; dropping it releases the message's share of the
@@ -56,6 +58,8 @@ pub struct IngestMetrics {
     pub live_dropped: AtomicU64,
     /// Device status messages handed to the stream.
     pub statuses: AtomicU64,
+    /// Devices' answers to commands handed to the command link.
+    pub command_acks: AtomicU64,
     pub dead_letters_by_reason: Mutex<BTreeMap<String, u64>>,
     /// Whether the broker connection is up now.
     pub connected: std::sync::atomic::AtomicBool,
@@ -101,13 +105,15 @@ pub struct IngestQueues {
     pub live: mpsc::Sender<Vec<Reading>>,
     /// Device status messages for the stream.
     pub statuses: mpsc::Sender<StatusEvent>,
+    /// Devices' answers to commands, for the command link; `None`: not subscribed.
+    pub command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
     /// Tickets of committed batches, from the writer.
     pub committed: mpsc::Receiver<Vec<AckToken>>,
 }
 
 /// Start ingest.
 pub fn run_ingest(config: IngestConfig, queues: IngestQueues, known: HashSet<DeviceId>, metrics: Arc<IngestMetrics>, shutdown: watch::Receiver<bool>) -> IngestHandles {
-    let IngestQueues { writer, live, statuses, committed } = queues;
+    let IngestQueues { writer, live, statuses, command_acks, committed } = queues;
     // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
     // unused) carries acks: room for one per message the broker may have in flight to us.
     let (client, eventloop) = AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
@@ -124,6 +130,7 @@ pub fn run_ingest(config: IngestConfig, queues: IngestQueues, known: HashSet<Dev
             writer: Some(writer),
             live,
             statuses,
+            command_acks,
             known,
             metrics,
             generation,
@@ -141,6 +148,7 @@ struct Driver {
     writer: Option<mpsc::Sender<WriteItem<AckToken>>>,
     live: mpsc::Sender<Vec<Reading>>,
     statuses: mpsc::Sender<StatusEvent>,
+    command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
     known: HashSet<DeviceId>,
     metrics: Arc<IngestMetrics>,
     generation: Arc<AtomicU64>,
@@ -174,7 +182,8 @@ impl Driver {
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
-                    for kind in [TopicKind::Telemetry, TopicKind::Status] {
+                    let acks = self.command_acks.is_some().then_some(TopicKind::CommandAck);
+                    for kind in [TopicKind::Telemetry, TopicKind::Status].into_iter().chain(acks) {
                         let filter = match self.config.subscription {
                             SubscriptionMode::Exclusive => kind.filter(),
                             SubscriptionMode::Shared => kind.shared_filter(&self.config.group),
@@ -247,6 +256,22 @@ impl Driver {
                     Processed::default()
                 }
                 Err(letter) => Processed { dead_letters: vec![*letter], ..Processed::default() },
+            }
+        } else if topic_kind(&topic) == Some(TopicKind::CommandAck) {
+            match (process_command_ack(&topic, &publish.payload, EventTime::now()), &self.command_acks) {
+                (Ok(ack), Some(acks)) => {
+                    tokio::select! {
+                        sent = acks.send(ack) => {
+                            if sent.is_ok() {
+                                self.metrics.command_acks.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        () = &mut stop => return false,
+                    }
+                    Processed::default()
+                }
+                (Ok(_), None) => Processed::default(),
+                (Err(letter), _) => Processed { dead_letters: vec![*letter], ..Processed::default() },
             }
         } else {
             process_publish(&topic, &publish.payload, EventTime::now(), &self.validator, &self.known, self.config.unknown_devices)

@@ -23,6 +23,7 @@ pub struct Config {
     pub writer: WriterSection,
     pub stream: StreamSection,
     pub segments: SegmentsSection,
+    pub webhooks: WebhooksSection,
     /// The alert rules (the stream's rules document; see `stream::alert::rule`).
     pub alerts: stream::AlertRulesConfig,
 }
@@ -166,6 +167,49 @@ pub struct StreamSection {
 pub struct SegmentsSection {
     /// GeoJSON file of road segments loaded into an empty store; absent: the Florence seed.
     pub seed: Option<PathBuf>,
+}
+
+/// The outbox dispatcher: webhook deliveries as CloudEvents.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Run the dispatcher in this process (any number of processes may).
+    pub enabled: bool,
+    /// The CloudEvents `source` of every event.
+    pub source: String,
+    /// The payload of subscriptions created without a `format`: "cloudevents" or "ngsi-ld".
+    pub payload: store::WebhookFormat,
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Attempts (the first included) before a delivery is dead.
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_cap: Duration,
+    pub concurrency: usize,
+    /// Events delivered to every subscription are deleted after this long.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            source: "urn:sccr:firenze".into(),
+            payload: store::WebhookFormat::CloudEvents,
+            poll_interval: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(10),
+            max_attempts: 12,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            concurrency: 16,
+            retention: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 impl Default for MqttSection {
@@ -338,6 +382,15 @@ impl Config {
         check(self.stream.window >= Duration::from_secs(1), "stream.window must be at least 1s");
         check(self.stream.state_save_interval >= Duration::from_secs(1), "stream.state_save_interval must be at least 1s");
         check(self.stream.registry_refresh >= Duration::from_secs(1), "stream.registry_refresh must be at least 1s");
+        let w = &self.webhooks;
+        check(!w.source.trim().is_empty(), "webhooks.source must not be empty");
+        check(w.poll_interval >= Duration::from_millis(10), "webhooks.poll_interval must be at least 10ms");
+        check(w.request_timeout >= Duration::from_millis(100), "webhooks.request_timeout must be at least 100ms");
+        check(w.max_attempts >= 1, "webhooks.max_attempts must be at least 1");
+        check(!w.backoff_base.is_zero(), "webhooks.backoff_base must be positive");
+        check(w.backoff_cap >= w.backoff_base, "webhooks.backoff_cap must be at least webhooks.backoff_base");
+        check(w.concurrency >= 1, "webhooks.concurrency must be at least 1");
+        check(w.retention >= Duration::from_secs(3_600), "webhooks.retention must be at least 1h");
         if let Err(rule_errors) = self.alerts.validate() {
             errors.extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
         }
@@ -440,6 +493,29 @@ registry_refresh = "30s"
 # GeoJSON road segments loaded into an empty store (default: the Florence seed set).
 # seed = "deploy/seed/florence-segments.geojson"
 
+[webhooks]
+# Deliver the outbox (alert moves, device online/offline, command results) to the webhook
+# subscriptions managed at /api/v1/webhooks, as CloudEvents 1.0 (structured JSON) signed
+# with X-SCCR-Signature: sha256=HMAC(secret, "<X-SCCR-Timestamp>.<body>").
+enabled = true
+# The CloudEvents "source" of every event.
+source = "urn:sccr:firenze"
+# Payload of subscriptions created without a "format": "cloudevents", or "ngsi-ld"
+# (alert events carry a FIWARE Smart Data Models Alert entity).
+payload = "cloudevents"
+poll_interval = "500ms"
+request_timeout = "10s"
+# Retries: exponential backoff with full jitter, from backoff_base up to backoff_cap;
+# a delivery is dead after max_attempts attempts (redeliver through the API).
+max_attempts = 12
+backoff_base = "1s"
+backoff_cap = "10m"
+# Deliveries attempted at once (one at a time per subscription and subject, in order).
+concurrency = 16
+# Events delivered to every subscription are deleted after this long (pending and dead
+# ones are kept).
+retention = "7d"
+
 [alerts]
 # The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).
 air_quality_defaults = true
@@ -540,6 +616,21 @@ mod tests {
         assert!(e.contains("alerts.rules") && e.contains("abov"), "{e}");
         let c = Config::from_toml("", env(&[("SCCR_ALERTS__AIR_QUALITY_DEFAULTS", "false")])).unwrap();
         assert!(!c.alerts.air_quality_defaults);
+    }
+
+    #[test]
+    fn webhooks_section_is_read_and_its_errors_named() {
+        let c = Config::from_toml("[webhooks]\npayload = \"ngsi-ld\"\nmax_attempts = 3\nbackoff_base = \"50ms\"\n", []).unwrap();
+        assert_eq!(c.webhooks.payload, store::WebhookFormat::NgsiLd);
+        assert_eq!(c.webhooks.max_attempts, 3);
+        assert_eq!(c.webhooks.backoff_base, Duration::from_millis(50));
+        let e = Config::from_toml("[webhooks]\nmax_attempts = 0\nbackoff_base = \"1m\"\nbackoff_cap = \"1s\"\nsource = \"\"\n", []).unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        for key in ["webhooks.max_attempts", "webhooks.backoff_cap", "webhooks.source"] {
+            assert!(list.iter().any(|m| m.starts_with(key)), "{key}: {list:?}");
+        }
+        let e = Config::from_toml("[webhooks]\npayload = \"xml\"\n", []).unwrap_err().to_string();
+        assert!(e.contains("webhooks.payload"), "{e}");
     }
 
     #[test]

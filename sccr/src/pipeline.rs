@@ -1,8 +1,10 @@
 //! Wiring of the server roles into one process: ingest → writer → (acks);
 //! ingest (readings, device statuses) → stream → live hub → API; stream → alert sink →
 //! store → live hub; API → stream (operator actions, rule changes); store → stream (the
-//! registry of segments and device links, re-read every `stream.registry_refresh`). No
-//! logic beyond wiring lives here.
+//! registry of segments and device links, re-read every `stream.registry_refresh`);
+//! ingest statuses → device status recorder (store + outbox) → stream; API → command link
+//! → MQTT, ingest command acks → command link → store + outbox; outbox → webhook
+//! dispatcher → receivers. No logic beyond wiring lives here.
 //!
 //! At start the alert engine gets its rules (the admin API's saved document while the
 //! file's `[alerts]` is unchanged, else the file's), the registry, and its saved state
@@ -151,7 +153,10 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let (writer_tx, writer_rx) = mpsc::channel(config.writer.queue_messages);
     let (committed_tx, committed_rx) = mpsc::channel(1024);
     let (live_tx, live_rx) = mpsc::channel(8_192);
-    let (status_tx, status_rx) = mpsc::channel(1_024);
+    let (status_tx, status_in_rx) = mpsc::channel(1_024);
+    let (status_in_tx, status_rx) = mpsc::channel(1_024);
+    let (command_ack_tx, command_ack_rx) = mpsc::channel(1_024);
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(256);
     let (command_tx, command_rx) = mpsc::channel(256);
     let (sink_tx, sink_rx) = mpsc::channel(4_096);
 
@@ -213,8 +218,32 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     // Weak handles: the metrics must not keep the queues open at shutdown.
     let queues = QueueProbes { writer: writer_tx.downgrade(), live: live_tx.downgrade() };
     let max_pending = config.ingest.max_pending_readings.max(1);
-    let ingest_queues = IngestQueues { writer: writer_tx, live: live_tx, statuses: status_tx, committed: committed_rx };
-    let ingest = run_ingest(ingest_config, ingest_queues, known, ingest_metrics.clone(), shutdown_rx);
+    let ingest_queues = IngestQueues { writer: writer_tx, live: live_tx, statuses: status_tx, command_acks: Some(command_ack_tx), committed: committed_rx };
+    let ingest = run_ingest(ingest_config, ingest_queues, known, ingest_metrics.clone(), shutdown_rx.clone());
+    let status_recorder = tokio::spawn(links::run_status_recorder(store.clone(), status_in_rx, status_in_tx));
+    let command_link = links::CommandLinkConfig {
+        host: config.mqtt.host.clone(),
+        port: config.mqtt.port,
+        client_id: format!("{}-commands", config.mqtt.client_id),
+        username: config.mqtt.username.clone(),
+        password: config.mqtt.password.clone(),
+        keep_alive: config.mqtt.keep_alive,
+        sweep_interval: std::time::Duration::from_secs(1),
+    };
+    let command_metrics = Arc::new(links::CommandLinkMetrics::default());
+    let command_tasks = links::run_commands(command_link, store.clone(), outgoing_rx, command_ack_rx, command_metrics, shutdown_rx.clone());
+    let w = &config.webhooks;
+    let dispatcher = w.enabled.then(|| {
+        let dispatcher_config = links::DispatcherConfig {
+            source: w.source.clone(),
+            poll_interval: w.poll_interval,
+            request_timeout: w.request_timeout,
+            backoff: links::backoff::Backoff { base: w.backoff_base, cap: w.backoff_cap, max_attempts: w.max_attempts },
+            concurrency: w.concurrency,
+            retention: w.retention,
+        };
+        tokio::spawn(links::run_dispatcher(store.clone(), dispatcher_config, Arc::new(links::DispatcherMetrics::default()), shutdown_rx.clone()))
+    });
     let render = {
         let (i, w, s, m, a, budget) =
             (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), merger_metrics.clone(), alert_metrics.clone(), ingest.budget.clone());
@@ -237,7 +266,10 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
     let broker = ingest_metrics.clone();
     state.readiness = Some(Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]));
-    let router = dashboard_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let router = dashboard_api::app(state)
+        .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
+        .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -258,16 +290,23 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         stream_metrics,
         shutdown: shutdown_tx,
         // The merger and maintenance stop after the writer's last commit.
-        tasks: vec![
+        tasks: [
             ("ingest", ingest.ingest),
             ("acker", ingest.acker),
             ("writer", writer),
+            ("device status", status_recorder),
+        ]
+        .into_iter()
+        .chain(command_tasks)
+        .chain(dispatcher.map(|d| ("webhook dispatcher", d)))
+        .chain([
             ("stream", stream),
             ("alert sink", sink),
             ("rollup merger", merger),
             ("maintenance", maintenance),
             ("registry refresh", registry),
-        ],
+        ])
+        .collect(),
         api,
         api_stop,
     })

@@ -365,3 +365,22 @@ impl AlertColumns {
 pub(crate) fn refuse(id: i64, from: AlertState, to: AlertState) -> StoreError {
     StoreError::AlertTransition { id, from, to }
 }
+
+impl AlertRecord {
+    /// The outbox event of this alert's move into its current state, at `at`; written by
+    /// the backends in the transaction of the move.
+    pub(crate) fn outbox_event(&self, at: EventTime) -> crate::outbox::OutboxEvent {
+        use crate::outbox::event_type;
+        crate::outbox::OutboxEvent {
+            event_type: match self.state {
+                AlertState::Raised => event_type::ALERT_RAISED,
+                AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
+                AlertState::Cleared => event_type::ALERT_CLEARED,
+            }
+            .to_owned(),
+            subject: format!("alert/{}", self.id),
+            time: at,
+            data: serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+}

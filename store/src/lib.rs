@@ -27,11 +27,13 @@
 
 pub mod access;
 pub mod alert;
+pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod dead_letter_log;
 pub mod history;
 pub mod maintenance;
+pub mod outbox;
 pub mod pgcopy;
 mod postgres;
 pub mod registry;
@@ -48,6 +50,10 @@ pub use alert::{
     Severity, SubjectKind,
 };
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
+pub use commands::{CommandRecord, CommandStatus, NewCommand};
+pub use outbox::{
+    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
+};
 pub use dead_letter_log::DeadLetterEntry;
 pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};

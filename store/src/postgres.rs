@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (4, "alerts", MigrationSql::Common(include_str!("../migrations/postgres/0004_alerts.sql"))),
     (5, "segment rollups", MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql"))),
     (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
+    (7, "outbox and commands", MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql"))),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -905,6 +906,7 @@ impl PgStore {
                     .bind(ts(a.raised_at))
                     .execute(&mut *tx)
                     .await?;
+                crate::outbox::pg_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
                 tx.commit().await?;
                 return Ok(RaiseOutcome::Raised(Box::new(record)));
             }
@@ -950,6 +952,7 @@ impl PgStore {
             .bind(ts(at))
             .execute(&mut *tx)
             .await?;
+        crate::outbox::pg_append(&mut tx, &record.outbox_event(at)).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "alerts", include_str!("../migrations/sqlite/0003_alerts.sql")),
     (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
     (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
+    (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         Ok(Self { pool, retention: options.retention })
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -446,6 +451,7 @@ impl SqliteStore {
             .bind(a.raised_at.millis())
             .execute(&mut *tx)
             .await?;
+        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
         tx.commit().await?;
         Ok(RaiseOutcome::Raised(Box::new(record)))
     }
@@ -482,6 +488,7 @@ impl SqliteStore {
             .bind(at.millis())
             .execute(&mut *tx)
             .await?;
+        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(at)).await?;
         tx.commit().await?;
         Ok(record)
     }

@@ -1,0 +1,183 @@
+//! Device commands over REST (operator, admin):
+//!
+//! - `POST /api/v1/devices/{id}/commands` with `{"name":"set_interval","args":{…},"ttl":"60s"}`
+//!   and an `Idempotency-Key` header: stores the command (`pending`) and hands it to the
+//!   command link, which publishes it on the device's command topic (QoS 1). A request
+//!   repeating a key the device already has a command for returns that command (200, no
+//!   second publish); a new command answers 201. Reusing a key for another command is 409.
+//! - `GET /api/v1/devices/{id}/commands` (newest first, `limit`), `GET /api/v1/commands/{id}`.
+//!
+//! Status: `pending` → `sent` (the broker took it) → `acked` / `rejected` / `failed` (the
+//! device's answer), or `expired` after its time to live. Final statuses are outbox events.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use rand::{RngCore, SeedableRng};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{CommandRecord, NewCommand};
+use telemetry::{DeviceId, EventTime};
+use tokio::sync::mpsc;
+
+use crate::auth::{Principal, OPERATORS};
+use crate::error::ApiError;
+use crate::openapi::{object_with, string, Op};
+use crate::AppState;
+
+/// Where stored commands go to be published (the command link of this process).
+#[derive(Clone)]
+pub struct CommandOutlet(pub mpsc::Sender<CommandRecord>);
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+const MAX_KEY: usize = 128;
+
+/// The command operations (operators and admins).
+pub fn operations() -> Vec<Op> {
+    let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    vec![
+        Op::new("POST", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "Send a command to a device (Idempotency-Key header: same key, same command)", post(send))
+            .path_param("id", device_id(), "Device id")
+            .body(json!({"type": "object", "required": ["name"], "additionalProperties": false,
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": {"type": "object"}, "ttl": {"type": "string", "description": "1s to 1d, default 60s"}}}))
+            .ok(201, object_with(&["id", "device", "name", "status", "expires_at"]))
+            .error(404, "The device is not registered")
+            .error(409, "The Idempotency-Key was used for another command")
+            .error(503, "No command link runs in this process"),
+        Op::new("GET", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "A device's commands, newest first", get(list))
+            .path_param("id", device_id(), "Device id")
+            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Commands (default 100)")
+            .ok(200, object_with(&["commands"])),
+        Op::new("GET", "/api/v1/commands/{id}", OPERATORS, "commands", "A command and its status", get(one))
+            .path_param("id", string(), "Command id (UUID)")
+            .ok(200, object_with(&["id", "status"])),
+    ]
+}
+
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    name: String,
+    #[serde(default)]
+    args: serde_json::Map<String, Value>,
+    ttl: Option<String>,
+}
+
+fn device_id(id: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(id).map_err(|e| ApiError::bad_param("id", e.to_string()))
+}
+
+/// A random (version 4) UUID.
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+async fn send(
+    State(state): State<AppState>,
+    who: Principal,
+    outlet: Option<Extension<CommandOutlet>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let device = device_id(&id)?;
+    let Some(Extension(outlet)) = outlet else {
+        return Err(ApiError::unavailable("no command link runs in this process"));
+    };
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| ApiError::bad_param("Idempotency-Key", "must be visible ASCII"))?.trim().to_owned();
+            if k.is_empty() || k.len() > MAX_KEY {
+                return Err(ApiError::bad_param("Idempotency-Key", format!("must be 1 to {MAX_KEY} characters")));
+            }
+            Some(k)
+        }
+    };
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let parsed: CommandBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if ["name", "args", "ttl"].contains(&path.as_str()) { path } else { "body".to_owned() };
+        ApiError::bad_field(&field, format!("the body must be JSON {{\"name\": …, \"args\": {{…}}, \"ttl\": \"60s\"}}: {}", e.inner()))
+    })?;
+    let name = parsed.name.trim().to_owned();
+    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(ApiError::bad_field("name", "name must be 1 to 64 characters of a-z, 0-9 and _"));
+    }
+    let ttl = match &parsed.ttl {
+        None => DEFAULT_TTL,
+        Some(t) => humantime::parse_duration(t).map_err(|e| ApiError::bad_field("ttl", format!("{t:?} is not a duration like \"60s\": {e}")))?,
+    };
+    if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+        return Err(ApiError::bad_field("ttl", "ttl must be between 1s and 1d"));
+    }
+    if !state.store.devices().await?.iter().any(|d| d.id == device) {
+        return Err(ApiError::not_found(format!("device {device} is not registered")));
+    }
+    let now = EventTime::now();
+    let new = NewCommand {
+        id: uuid_v4(),
+        device,
+        name,
+        args: parsed.args,
+        idempotency_key: key,
+        created_by: Some(who.name),
+        created_at: now,
+        expires_at: EventTime(now.millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))),
+    };
+    let (record, created) = state.store.create_command(&new).await?;
+    if !created {
+        if record.name != new.name || record.args != new.args {
+            return Err(ApiError::conflict(format!("Idempotency-Key was used for another command ({})", record.id)));
+        }
+        return Ok((StatusCode::OK, Json(json!(record))));
+    }
+    // Bounded: a command link that cannot keep up leaves the command pending; it expires.
+    if tokio::time::timeout(Duration::from_secs(2), outlet.0.send(record.clone())).await.map_or(true, |r| r.is_err()) {
+        tracing::warn!(command = %record.id, "command link is not taking commands; the command will expire");
+    }
+    Ok((StatusCode::CREATED, Json(json!(record))))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let device = device_id(&id)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let commands = state.store.device_commands(&device, limit).await?;
+    Ok(Json(json!({ "commands": commands })))
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    match state.store.command(&id).await? {
+        Some(c) => Ok(Json(json!(c))),
+        None => Err(ApiError::not_found(format!("command {id} does not exist"))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn uuids_are_version_4() {
+        let u = super::uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert!(["8", "9", "a", "b"].contains(&&u[19..20]));
+        assert_ne!(u, super::uuid_v4());
+    }
+}

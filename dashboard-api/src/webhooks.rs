@@ -1,0 +1,202 @@
+//! Webhook subscriptions over REST (admin). The outbox's events (alert moves, device
+//! status changes, command results) are delivered to them as signed CloudEvents by the
+//! dispatcher (`links` crate); see its docs for headers and retries.
+//!
+//! - `GET/POST /api/v1/webhooks`: list; create with `{"url":"http://…","types":["it.firenze.sccr.alert.*"],
+//!   "secret":"…","enabled":true,"format":"cloudevents"|"ngsi-ld"}` (the secret is write-only:
+//!   never returned).
+//! - `GET/PATCH/DELETE /api/v1/webhooks/{id}`.
+//! - `GET /api/v1/webhooks/{id}/deliveries?state=pending|delivered|dead&limit=`.
+//! - `POST /api/v1/webhooks/{id}/redeliver`: every dead delivery again;
+//!   `POST /api/v1/webhooks/{id}/deliveries/{event}/redeliver`: one.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{delete, get, patch, post};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{DeliveryState, NewWebhook, WebhookFormat, WebhookPatch};
+use telemetry::EventTime;
+
+use crate::auth::ADMINS;
+use crate::error::ApiError;
+use crate::openapi::{enumeration, integer, object_with, Op};
+use crate::AppState;
+
+/// Settings of the process's webhooks: the format of subscriptions created without one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookSettings {
+    pub default_format: WebhookFormat,
+}
+
+const MIN_SECRET: usize = 16;
+const MAX_SECRET: usize = 256;
+
+/// The webhook operations (admins).
+pub fn operations() -> Vec<Op> {
+    let body = |required: &[&str]| {
+        json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
+            "url": {"type": "string", "description": "http://host[:port]/path"},
+            "types": {"type": "array", "items": {"type": "string"}, "description": "Event types, or prefixes ending in *; empty: all"},
+            "secret": {"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET, "description": "Signs every delivery; write-only"},
+            "enabled": {"type": "boolean"},
+            "format": enumeration(&["cloudevents", "ngsi-ld"])}})
+    };
+    let id = || integer();
+    vec![
+        Op::new("GET", "/api/v1/webhooks", ADMINS, "webhooks", "Webhook subscriptions (never their secret)", get(list)).ok(200, object_with(&["webhooks"])),
+        Op::new("POST", "/api/v1/webhooks", ADMINS, "webhooks", "Subscribe a receiver to outbox events (CloudEvents, HMAC-signed)", post(create))
+            .body(body(&["url", "secret"]))
+            .ok(201, object_with(&["id", "url", "types", "enabled", "format"])),
+        Op::new("GET", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "A subscription", get(one)).path_param("id", id(), "Webhook id").ok(200, object_with(&["id", "url"])),
+        Op::new("PATCH", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Change a subscription", patch(update))
+            .path_param("id", id(), "Webhook id")
+            .body(body(&[]))
+            .ok(200, object_with(&["id", "url"])),
+        Op::new("DELETE", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Delete a subscription and its deliveries", delete(remove))
+            .path_param("id", id(), "Webhook id")
+            .ok(204, json!({})),
+        Op::new("GET", "/api/v1/webhooks/{id}/deliveries", ADMINS, "webhooks", "A subscription's deliveries, newest event first", get(deliveries))
+            .path_param("id", id(), "Webhook id")
+            .query("state", enumeration(&["pending", "delivered", "dead"]), "Only deliveries in this state")
+            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Deliveries (default 100)")
+            .ok(200, object_with(&["deliveries"])),
+        Op::new("POST", "/api/v1/webhooks/{id}/redeliver", ADMINS, "webhooks", "Deliver every dead delivery again", post(redeliver_all))
+            .path_param("id", id(), "Webhook id")
+            .ok(200, object_with(&["redelivered"])),
+        Op::new("POST", "/api/v1/webhooks/{id}/deliveries/{event}/redeliver", ADMINS, "webhooks", "Deliver one dead delivery again", post(redeliver_one))
+            .path_param("id", id(), "Webhook id")
+            .path_param("event", id(), "Event (outbox) id")
+            .ok(200, object_with(&["redelivered"]))
+            .error(409, "No dead delivery of that event"),
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    url: Option<String>,
+    types: Option<Vec<String>>,
+    secret: Option<String>,
+    enabled: Option<bool>,
+    format: Option<WebhookFormat>,
+}
+
+fn parse_body(body: &[u8]) -> Result<Body, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if ["url", "types", "secret", "enabled", "format"].iter().any(|f| path.starts_with(f)) { path } else { "body".to_owned() };
+        ApiError::bad_field(&field, format!("the body must be JSON {{\"url\", \"types\", \"secret\", \"enabled\", \"format\"}}: {}", e.inner()))
+    })
+}
+
+fn check_url(url: &str) -> Result<(), ApiError> {
+    let uri: Uri = url.parse().map_err(|e| ApiError::bad_field("url", format!("{url:?} is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some() => Ok(()),
+        Some("https") => Err(ApiError::bad_field("url", "https receivers are not supported by this build; use http (behind a TLS-terminating proxy)")),
+        _ => Err(ApiError::bad_field("url", "url must be http://host[:port]/path")),
+    }
+}
+
+fn check_types(types: &[String]) -> Result<(), ApiError> {
+    if types.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
+        return Err(ApiError::bad_field("types", "event types must be 1 to 200 characters (a trailing * matches a prefix)"));
+    }
+    Ok(())
+}
+
+fn check_secret(secret: &str) -> Result<(), ApiError> {
+    if !(MIN_SECRET..=MAX_SECRET).contains(&secret.len()) {
+        return Err(ApiError::bad_field("secret", format!("secret must be {MIN_SECRET} to {MAX_SECRET} bytes")));
+    }
+    Ok(())
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "webhooks": state.store.webhooks().await? })))
+}
+
+async fn create(State(state): State<AppState>, settings: Option<Extension<WebhookSettings>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let b = parse_body(&body)?;
+    let url = b.url.ok_or_else(|| ApiError::bad_field("url", "url is required"))?;
+    check_url(&url)?;
+    let secret = b.secret.ok_or_else(|| ApiError::bad_field("secret", "secret is required (it signs every delivery)"))?;
+    check_secret(&secret)?;
+    let types = b.types.unwrap_or_default();
+    check_types(&types)?;
+    let format = b.format.unwrap_or(settings.map(|Extension(s)| s.default_format).unwrap_or_default());
+    let w = state.store.create_webhook(&NewWebhook { url, types, secret, enabled: b.enabled.unwrap_or(true), format }).await?;
+    Ok((StatusCode::CREATED, Json(json!(w))))
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("webhook {id} does not exist"))
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    state.store.webhook(id).await?.map(|w| Json(json!(w))).ok_or_else(|| not_found(id))
+}
+
+async fn update(State(state): State<AppState>, Path(id): Path<i64>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let b = parse_body(&body)?;
+    if let Some(u) = &b.url {
+        check_url(u)?;
+    }
+    if let Some(s) = &b.secret {
+        check_secret(s)?;
+    }
+    if let Some(t) = &b.types {
+        check_types(t)?;
+    }
+    let patch = WebhookPatch { url: b.url, types: b.types, secret: b.secret, enabled: b.enabled, format: b.format };
+    state.store.update_webhook(id, &patch).await?.map(|w| Json(json!(w))).ok_or_else(|| not_found(id))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+    if state.store.delete_webhook(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(id))
+    }
+}
+
+#[derive(Deserialize)]
+struct DeliveryQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn deliveries(State(state): State<AppState>, Path(id): Path<i64>, Query(q): Query<DeliveryQuery>) -> Result<Json<Value>, ApiError> {
+    let filter = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| ApiError::bad_param("state", "state is pending, delivered or dead"))?),
+    };
+    if state.store.webhook(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let list = state.store.deliveries(id, filter, q.limit.unwrap_or(100).clamp(1, 1_000)).await?;
+    Ok(Json(json!({ "deliveries": list })))
+}
+
+async fn redeliver_all(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    if state.store.webhook(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let n = state.store.redeliver(id, None, EventTime::now()).await?;
+    Ok(Json(json!({ "redelivered": n })))
+}
+
+async fn redeliver_one(State(state): State<AppState>, Path((id, event)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
+    if state.store.webhook(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let n = state.store.redeliver(id, Some(event), EventTime::now()).await?;
+    if n == 0 {
+        return Err(ApiError::conflict(format!("event {event} has no dead delivery to webhook {id}")));
+    }
+    Ok(Json(json!({ "redelivered": n })))
+}

@@ -1,0 +1,26 @@
+//! Links to the city's layers (SPEC §8).
+//!
+//! - [`dispatcher`]: delivers the store's transactional outbox to the webhook
+//!   subscriptions an admin manages, as CloudEvents 1.0 in structured JSON mode
+//!   ([`cloudevents`]), signed with HMAC-SHA256 ([`signature`]), retried with exponential
+//!   backoff and full jitter ([`backoff`]), in order per subject, dead after the configured
+//!   attempts. Several dispatchers (replicas) share the work through the store's claims.
+//! - [`commands`]: device commands down over MQTT (QoS 1; `pending` → `sent` on the
+//!   broker's PUBACK), their acks (read by ingest) and their expiry.
+//! - [`device_status`]: records device online/offline changes (with their outbox event)
+//!   on the way from ingest to the stream.
+//! - [`ngsi`]: FIWARE Smart Data Models entities in NGSI-LD JSON-LD (`TrafficFlowObserved`,
+//!   `AirQualityObserved`, `Alert`), for webhook payloads and exports.
+
+pub mod backoff;
+pub mod cloudevents;
+pub mod commands;
+pub mod device_status;
+pub mod dispatcher;
+mod http;
+pub mod ngsi;
+pub mod signature;
+
+pub use commands::{run_commands, CommandLinkConfig, CommandLinkMetrics};
+pub use device_status::run_status_recorder;
+pub use dispatcher::{run_dispatcher, DispatcherConfig, DispatcherMetrics};

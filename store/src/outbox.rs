@@ -1,0 +1,1003 @@
+//! The transactional outbox and the webhook subscriptions it is delivered to.
+//!
+//! Invariants kept here:
+//! - **Written with the change**: an `outbox` row is appended by [`pg_append`] or
+//!   [`sqlite_append`] inside the transaction that makes the change it describes (an alert
+//!   move, a device status change, a command result), so an event exists if and only if
+//!   its change committed.
+//! - **Fan-out once**: [`crate::Store::fan_out_outbox`] takes rows not yet fanned out
+//!   (`FOR UPDATE SKIP LOCKED` on PostgreSQL), inserts one `webhook_deliveries` row per
+//!   enabled subscription whose type filter matches, and marks the row, in one
+//!   transaction. A subscription receives the events appended after it was created.
+//! - **One in flight per (subscription, subject), in order**: a delivery is due only when
+//!   no earlier delivery of the same subject to the same subscription is still pending,
+//!   and claiming it moves its `next_attempt_at` forward by a lease (rows locked with
+//!   `SKIP LOCKED`, so replicas never claim the same delivery while the lease runs). A
+//!   process that dies mid-delivery leaves the lease to expire and the delivery is tried
+//!   again: delivery is at least once, and receivers drop duplicates by event id (the
+//!   outbox id). A dead delivery no longer holds back its subject's later events;
+//!   redelivering it sends it again after them.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use telemetry::EventTime;
+
+use crate::{Store, StoreError};
+
+/// CloudEvents `type` values of the events the outbox carries.
+pub mod event_type {
+    pub const ALERT_RAISED: &str = "it.firenze.sccr.alert.raised";
+    pub const ALERT_ACKNOWLEDGED: &str = "it.firenze.sccr.alert.acknowledged";
+    pub const ALERT_CLEARED: &str = "it.firenze.sccr.alert.cleared";
+    pub const DEVICE_ONLINE: &str = "it.firenze.sccr.device.online";
+    pub const DEVICE_OFFLINE: &str = "it.firenze.sccr.device.offline";
+    pub const COMMAND_ACKED: &str = "it.firenze.sccr.command.acked";
+    pub const COMMAND_REJECTED: &str = "it.firenze.sccr.command.rejected";
+    pub const COMMAND_FAILED: &str = "it.firenze.sccr.command.failed";
+    pub const COMMAND_EXPIRED: &str = "it.firenze.sccr.command.expired";
+}
+
+/// An event to append to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// The CloudEvents type (see [`event_type`]).
+    pub event_type: String,
+    /// What the event is about (`alert/42`, `device/loop-1`, `command/<id>`): deliveries of
+    /// one subject to one subscription keep their order.
+    pub subject: String,
+    /// When the change happened.
+    pub time: EventTime,
+    pub data: serde_json::Value,
+}
+
+/// An event as stored, with its id (the CloudEvents `id`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRecord {
+    pub id: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    pub time: EventTime,
+    pub data: serde_json::Value,
+}
+
+/// The payload shape a subscription receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum WebhookFormat {
+    /// CloudEvents 1.0, structured JSON mode.
+    #[default]
+    #[serde(rename = "cloudevents")]
+    CloudEvents,
+    /// CloudEvents whose `data` is an NGSI-LD entity (FIWARE Smart Data Models).
+    #[serde(rename = "ngsi-ld")]
+    NgsiLd,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CloudEvents => "cloudevents",
+            Self::NgsiLd => "ngsi-ld",
+        }
+    }
+
+    fn parse(s: String) -> Result<Self, StoreError> {
+        match s.as_str() {
+            "cloudevents" => Ok(Self::CloudEvents),
+            "ngsi-ld" => Ok(Self::NgsiLd),
+            _ => Err(StoreError::Corrupt {
+                what: "webhook format",
+                value: s,
+            }),
+        }
+    }
+}
+
+/// A subscription to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    pub url: String,
+    /// Event types delivered: exact types, or prefixes ending in `*`; empty for all.
+    pub types: Vec<String>,
+    pub secret: String,
+    pub enabled: bool,
+    pub format: WebhookFormat,
+}
+
+/// Changes to a subscription; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub types: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub enabled: Option<bool>,
+    pub format: Option<WebhookFormat>,
+}
+
+/// A stored subscription. The secret is never serialised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookRecord {
+    pub id: i64,
+    pub url: String,
+    pub types: Vec<String>,
+    #[serde(skip)]
+    pub secret: String,
+    pub enabled: bool,
+    pub format: WebhookFormat,
+    pub created_at: EventTime,
+}
+
+impl WebhookRecord {
+    /// Whether events of `event_type` go to this subscription.
+    pub fn wants(&self, event_type: &str) -> bool {
+        type_matches(&self.types, event_type)
+    }
+}
+
+/// Whether `event_type` passes a type filter (empty: everything; `prefix*`: a prefix).
+pub fn type_matches(types: &[String], event_type: &str) -> bool {
+    types.is_empty()
+        || types.iter().any(|t| match t.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => t == event_type,
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One event's delivery to one subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    pub webhook: i64,
+    /// The outbox id, i.e. the CloudEvents `id`.
+    pub event: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub subject: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: EventTime,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<EventTime>,
+}
+
+/// A delivery claimed for an attempt, with what is needed to make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedDelivery {
+    pub webhook: WebhookRecord,
+    pub event: OutboxRecord,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What an attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The receiver answered 2xx.
+    Delivered { status: u16 },
+    /// The attempt failed; try again at `retry_at`, or give up (dead) when `None`.
+    Failed {
+        status: Option<u16>,
+        error: String,
+        retry_at: Option<EventTime>,
+    },
+}
+
+fn corrupt_json(what: &'static str, text: &str) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        value: text.chars().take(80).collect(),
+    }
+}
+
+fn status_of(v: Option<i64>) -> Option<u16> {
+    v.and_then(|s| u16::try_from(s).ok())
+}
+
+/// Append an event inside a PostgreSQL transaction.
+pub async fn pg_append(
+    tx: &mut sqlx::PgConnection,
+    event: &OutboxEvent,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("INSERT INTO outbox (type, subject, time, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING id")
+        .bind(&event.event_type)
+        .bind(&event.subject)
+        .bind(event.time.to_offset_date_time())
+        .bind(event.data.to_string())
+        .fetch_one(&mut *tx)
+        .await?)
+}
+
+/// Append an event inside a SQLite transaction.
+pub async fn sqlite_append(
+    tx: &mut sqlx::SqliteConnection,
+    event: &OutboxEvent,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox (type, subject, time_ms, data) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&event.event_type)
+    .bind(&event.subject)
+    .bind(event.time.millis())
+    .bind(event.data.to_string())
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
+const PG_WEBHOOK: &str = "id, url, types, secret, enabled, format, created_at";
+const SQLITE_WEBHOOK: &str = "id, url, types, secret, enabled, format, created_at_ms";
+
+fn pg_webhook(row: &sqlx::postgres::PgRow) -> Result<WebhookRecord, StoreError> {
+    Ok(WebhookRecord {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        types: row.try_get("types")?,
+        secret: row.try_get("secret")?,
+        enabled: row.try_get("enabled")?,
+        format: WebhookFormat::parse(row.try_get("format")?)?,
+        created_at: EventTime::from_offset_date_time(row.try_get("created_at")?),
+    })
+}
+
+fn sqlite_webhook(row: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreError> {
+    let types: String = row.try_get("types")?;
+    Ok(WebhookRecord {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        types: serde_json::from_str(&types).map_err(|_| corrupt_json("webhook types", &types))?,
+        secret: row.try_get("secret")?,
+        enabled: row.try_get("enabled")?,
+        format: WebhookFormat::parse(row.try_get("format")?)?,
+        created_at: EventTime(row.try_get("created_at_ms")?),
+    })
+}
+
+fn pg_event(row: &sqlx::postgres::PgRow) -> Result<OutboxRecord, StoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(OutboxRecord {
+        id: row.try_get("event_id")?,
+        event_type: row.try_get("type")?,
+        subject: row.try_get("subject")?,
+        time: EventTime::from_offset_date_time(row.try_get("time")?),
+        data: serde_json::from_str(&data).map_err(|_| corrupt_json("outbox data", &data))?,
+    })
+}
+
+fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxRecord, StoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(OutboxRecord {
+        id: row.try_get("event_id")?,
+        event_type: row.try_get("type")?,
+        subject: row.try_get("subject")?,
+        time: EventTime(row.try_get("time_ms")?),
+        data: serde_json::from_str(&data).map_err(|_| corrupt_json("outbox data", &data))?,
+    })
+}
+
+fn delivery_state(s: String) -> Result<DeliveryState, StoreError> {
+    DeliveryState::parse(&s).ok_or(StoreError::Corrupt {
+        what: "delivery state",
+        value: s,
+    })
+}
+
+/// The outbox and webhook subscriptions: see the module doc for the invariants.
+impl Store {
+    /// Append an event on its own (changes described by events append them in their own
+    /// transactions; this is for events with no other change).
+    pub async fn append_outbox(&self, event: &OutboxEvent) -> Result<i64, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let id = pg_append(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+            Store::Sqlite(s) => {
+                let mut conn = s.pool().acquire().await?;
+                let id = sqlite_append(&mut conn, event).await?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Events with an id above `after`, oldest first.
+    pub async fn outbox_events(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query("SELECT id AS event_id, type, subject, time, data::text AS data FROM outbox WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter().map(pg_event).collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query("SELECT id AS event_id, type, subject, time_ms, data FROM outbox WHERE id > ? ORDER BY id LIMIT ?")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter().map(sqlite_event).collect()
+            }
+        }
+    }
+
+    pub async fn create_webhook(&self, w: &NewWebhook) -> Result<WebhookRecord, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO webhooks (url, types, secret, enabled, format) VALUES ($1, $2, $3, $4, $5) RETURNING {PG_WEBHOOK}"
+                ))
+                .bind(&w.url)
+                .bind(&w.types)
+                .bind(&w.secret)
+                .bind(w.enabled)
+                .bind(w.format.as_str())
+                .fetch_one(s.pool())
+                .await?;
+                pg_webhook(&row)
+            }
+            Store::Sqlite(s) => {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO webhooks (url, types, secret, enabled, format, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING {SQLITE_WEBHOOK}"
+                ))
+                .bind(&w.url)
+                .bind(serde_json::Value::from(w.types.clone()).to_string())
+                .bind(&w.secret)
+                .bind(w.enabled)
+                .bind(w.format.as_str())
+                .bind(EventTime::now().millis())
+                .fetch_one(s.pool())
+                .await?;
+                sqlite_webhook(&row)
+            }
+        }
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(&format!("SELECT {PG_WEBHOOK} FROM webhooks ORDER BY id"))
+                    .fetch_all(s.pool())
+                    .await?;
+                rows.iter().map(pg_webhook).collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query(&format!(
+                    "SELECT {SQLITE_WEBHOOK} FROM webhooks ORDER BY id"
+                ))
+                .fetch_all(s.pool())
+                .await?;
+                rows.iter().map(sqlite_webhook).collect()
+            }
+        }
+    }
+
+    pub async fn webhook(&self, id: i64) -> Result<Option<WebhookRecord>, StoreError> {
+        Ok(self.webhooks().await?.into_iter().find(|w| w.id == id))
+    }
+
+    /// Apply a patch; `None` if there is no such subscription.
+    pub async fn update_webhook(
+        &self,
+        id: i64,
+        p: &WebhookPatch,
+    ) -> Result<Option<WebhookRecord>, StoreError> {
+        let Some(mut w) = self.webhook(id).await? else {
+            return Ok(None);
+        };
+        if let Some(url) = &p.url {
+            w.url.clone_from(url);
+        }
+        if let Some(types) = &p.types {
+            w.types.clone_from(types);
+        }
+        if let Some(secret) = &p.secret {
+            w.secret.clone_from(secret);
+        }
+        if let Some(enabled) = p.enabled {
+            w.enabled = enabled;
+        }
+        if let Some(format) = p.format {
+            w.format = format;
+        }
+        let done = match self {
+            Store::Postgres(s) => sqlx::query("UPDATE webhooks SET url = $2, types = $3, secret = $4, enabled = $5, format = $6 WHERE id = $1")
+                .bind(id)
+                .bind(&w.url)
+                .bind(&w.types)
+                .bind(&w.secret)
+                .bind(w.enabled)
+                .bind(w.format.as_str())
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Store::Sqlite(s) => sqlx::query("UPDATE webhooks SET url = ?2, types = ?3, secret = ?4, enabled = ?5, format = ?6 WHERE id = ?1")
+                .bind(id)
+                .bind(&w.url)
+                .bind(serde_json::Value::from(w.types.clone()).to_string())
+                .bind(&w.secret)
+                .bind(w.enabled)
+                .bind(w.format.as_str())
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+        };
+        Ok((done > 0).then_some(w))
+    }
+
+    /// Delete a subscription and its deliveries; whether it existed.
+    pub async fn delete_webhook(&self, id: i64) -> Result<bool, StoreError> {
+        let done = match self {
+            Store::Postgres(s) => sqlx::query("DELETE FROM webhooks WHERE id = $1")
+                .bind(id)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            Store::Sqlite(s) => sqlx::query("DELETE FROM webhooks WHERE id = ?")
+                .bind(id)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+        };
+        Ok(done > 0)
+    }
+
+    /// Fan out up to `limit` events not fanned out yet to the enabled subscriptions whose
+    /// filter matches them; returns the number of events fanned out.
+    pub async fn fan_out_outbox(&self, limit: usize) -> Result<usize, StoreError> {
+        let hooks: Vec<WebhookRecord> = self
+            .webhooks()
+            .await?
+            .into_iter()
+            .filter(|w| w.enabled)
+            .collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Store::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let rows = sqlx::query("SELECT id, type, subject FROM outbox WHERE NOT fanned_out ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let (mut hook_ids, mut event_ids, mut subjects, mut ids) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for row in &rows {
+                    let (id, ty, subject): (i64, String, String) = (
+                        row.try_get("id")?,
+                        row.try_get("type")?,
+                        row.try_get("subject")?,
+                    );
+                    ids.push(id);
+                    for h in hooks.iter().filter(|h| h.wants(&ty)) {
+                        hook_ids.push(h.id);
+                        event_ids.push(id);
+                        subjects.push(subject.clone());
+                    }
+                }
+                // A subscription deleted meanwhile fails the foreign key: then nothing is
+                // marked and the next pass fans out again.
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (webhook_id, outbox_id, subject)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING",
+                )
+                .bind(&hook_ids)
+                .bind(&event_ids)
+                .bind(&subjects)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE outbox SET fanned_out = true WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(ids.len())
+            }
+            Store::Sqlite(s) => {
+                use sqlx::Connection;
+                let mut conn = s.pool().acquire().await?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let rows = sqlx::query(
+                    "SELECT id, type, subject FROM outbox WHERE fanned_out = 0 ORDER BY id LIMIT ?",
+                )
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let now = EventTime::now().millis();
+                for row in &rows {
+                    let (id, ty, subject): (i64, String, String) = (
+                        row.try_get("id")?,
+                        row.try_get("type")?,
+                        row.try_get("subject")?,
+                    );
+                    for h in hooks.iter().filter(|h| h.wants(&ty)) {
+                        sqlx::query("INSERT INTO webhook_deliveries (webhook_id, outbox_id, subject, next_attempt_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                            .bind(h.id)
+                            .bind(id)
+                            .bind(&subject)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("UPDATE outbox SET fanned_out = 1 WHERE id = ?")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(rows.len())
+            }
+        }
+    }
+
+    /// Claim up to `limit` due deliveries for an attempt: each is the earliest pending
+    /// delivery of its subject to its subscription, and is held for `lease` (its
+    /// `next_attempt_at` moves to `now + lease`) so no other dispatcher takes it meanwhile.
+    pub async fn claim_deliveries(
+        &self,
+        now: EventTime,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let until = EventTime(
+            now.millis()
+                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(
+                    "WITH due AS (
+                         SELECT d.webhook_id, d.outbox_id FROM webhook_deliveries d
+                         JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+                         WHERE d.state = 'pending' AND d.next_attempt_at <= $1
+                           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                           WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
+                                             AND e.state = 'pending' AND e.outbox_id < d.outbox_id)
+                         ORDER BY d.outbox_id
+                         LIMIT $3
+                         FOR UPDATE OF d SKIP LOCKED)
+                     UPDATE webhook_deliveries d SET next_attempt_at = $2
+                     FROM due, webhooks w, outbox o
+                     WHERE d.webhook_id = due.webhook_id AND d.outbox_id = due.outbox_id AND w.id = d.webhook_id AND o.id = d.outbox_id
+                     RETURNING d.attempts, w.id, w.url, w.types, w.secret, w.enabled, w.format, w.created_at,
+                               o.id AS event_id, o.type, o.subject, o.time, o.data::text AS data",
+                )
+                .bind(now.to_offset_date_time())
+                .bind(until.to_offset_date_time())
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await?;
+                let mut out = rows
+                    .iter()
+                    .map(|row| {
+                        Ok(ClaimedDelivery {
+                            webhook: pg_webhook(row)?,
+                            event: pg_event(row)?,
+                            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?)
+                                .unwrap_or(0),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                out.sort_by_key(|c| c.event.id);
+                Ok(out)
+            }
+            Store::Sqlite(s) => {
+                use sqlx::Connection;
+                let mut conn = s.pool().acquire().await?;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let due = sqlx::query(
+                    "SELECT d.webhook_id, d.outbox_id FROM webhook_deliveries d
+                     JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+                     WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                       WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
+                                         AND e.state = 'pending' AND e.outbox_id < d.outbox_id)
+                     ORDER BY d.outbox_id LIMIT ?2",
+                )
+                .bind(now.millis())
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut out = Vec::with_capacity(due.len());
+                for row in &due {
+                    let (hook, event): (i64, i64) =
+                        (row.try_get("webhook_id")?, row.try_get("outbox_id")?);
+                    let row = sqlx::query(
+                        "UPDATE webhook_deliveries SET next_attempt_at_ms = ?3 WHERE webhook_id = ?1 AND outbox_id = ?2
+                         RETURNING attempts,
+                           (SELECT json_object('id', id, 'url', url, 'types', types, 'secret', secret, 'enabled', enabled, 'format', format, 'created_at_ms', created_at_ms) FROM webhooks WHERE id = ?1) AS hook,
+                           (SELECT json_object('id', id, 'type', type, 'subject', subject, 'time_ms', time_ms, 'data', data) FROM outbox WHERE id = ?2) AS event",
+                    )
+                    .bind(hook)
+                    .bind(event)
+                    .bind(until.millis())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let (h, e): (String, String) = (row.try_get("hook")?, row.try_get("event")?);
+                    out.push(ClaimedDelivery {
+                        webhook: sqlite_hook_json(&h)?,
+                        event: sqlite_event_json(&e)?,
+                        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                    });
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Record the outcome of an attempt at a claimed delivery.
+    pub async fn finish_delivery(
+        &self,
+        webhook: i64,
+        event: i64,
+        outcome: &AttemptOutcome,
+        at: EventTime,
+    ) -> Result<(), StoreError> {
+        let (state, status, error, next, delivered) = match outcome {
+            AttemptOutcome::Delivered { status } => {
+                (DeliveryState::Delivered, Some(*status), None, at, Some(at))
+            }
+            AttemptOutcome::Failed {
+                status,
+                error,
+                retry_at: Some(t),
+            } => (
+                DeliveryState::Pending,
+                *status,
+                Some(error.as_str()),
+                *t,
+                None,
+            ),
+            AttemptOutcome::Failed {
+                status,
+                error,
+                retry_at: None,
+            } => (DeliveryState::Dead, *status, Some(error.as_str()), at, None),
+        };
+        let error = error.map(|e| e.chars().take(500).collect::<String>());
+        match self {
+            Store::Postgres(s) => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, last_status = $4, last_error = $5, next_attempt_at = $6, delivered_at = $7
+                     WHERE webhook_id = $1 AND outbox_id = $2",
+                )
+                .bind(webhook)
+                .bind(event)
+                .bind(state.as_str())
+                .bind(status.map(i32::from))
+                .bind(error)
+                .bind(next.to_offset_date_time())
+                .bind(delivered.map(EventTime::to_offset_date_time))
+                .execute(s.pool())
+                .await?;
+            }
+            Store::Sqlite(s) => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1, last_status = ?4, last_error = ?5, next_attempt_at_ms = ?6, delivered_at_ms = ?7
+                     WHERE webhook_id = ?1 AND outbox_id = ?2",
+                )
+                .bind(webhook)
+                .bind(event)
+                .bind(state.as_str())
+                .bind(status.map(i64::from))
+                .bind(error)
+                .bind(next.millis())
+                .bind(delivered.map(EventTime::millis))
+                .execute(s.pool())
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliveries of one subscription, newest event first, optionally in one state.
+    pub async fn deliveries(
+        &self,
+        webhook: i64,
+        state: Option<DeliveryState>,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let state = state.map(DeliveryState::as_str);
+        match self {
+            Store::Postgres(s) => {
+                let rows = sqlx::query(
+                    "SELECT d.webhook_id, d.outbox_id, o.type, d.subject, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at
+                     FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
+                     WHERE d.webhook_id = $1 AND ($2::text IS NULL OR d.state = $2) ORDER BY d.outbox_id DESC LIMIT $3",
+                )
+                .bind(webhook)
+                .bind(state)
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(DeliveryRecord {
+                            webhook: r.try_get("webhook_id")?,
+                            event: r.try_get("outbox_id")?,
+                            event_type: r.try_get("type")?,
+                            subject: r.try_get("subject")?,
+                            state: delivery_state(r.try_get("state")?)?,
+                            attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                            next_attempt_at: EventTime::from_offset_date_time(
+                                r.try_get("next_attempt_at")?,
+                            ),
+                            last_status: status_of(
+                                r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
+                            ),
+                            last_error: r.try_get("last_error")?,
+                            delivered_at: r
+                                .try_get::<Option<time::OffsetDateTime>, _>("delivered_at")?
+                                .map(EventTime::from_offset_date_time),
+                        })
+                    })
+                    .collect()
+            }
+            Store::Sqlite(s) => {
+                let rows = sqlx::query(
+                    "SELECT d.webhook_id, d.outbox_id, o.type, d.subject, d.state, d.attempts, d.next_attempt_at_ms, d.last_status, d.last_error, d.delivered_at_ms
+                     FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
+                     WHERE d.webhook_id = ?1 AND (?2 IS NULL OR d.state = ?2) ORDER BY d.outbox_id DESC LIMIT ?3",
+                )
+                .bind(webhook)
+                .bind(state)
+                .bind(limit)
+                .fetch_all(s.pool())
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(DeliveryRecord {
+                            webhook: r.try_get("webhook_id")?,
+                            event: r.try_get("outbox_id")?,
+                            event_type: r.try_get("type")?,
+                            subject: r.try_get("subject")?,
+                            state: delivery_state(r.try_get("state")?)?,
+                            attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                            next_attempt_at: EventTime(r.try_get("next_attempt_at_ms")?),
+                            last_status: status_of(r.try_get("last_status")?),
+                            last_error: r.try_get("last_error")?,
+                            delivered_at: r
+                                .try_get::<Option<i64>, _>("delivered_at_ms")?
+                                .map(EventTime),
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Delete events older than `before` that every subscription has received (events with
+    /// a pending or dead delivery are kept, so they can still be delivered or redelivered),
+    /// with their deliveries. Returns how many events.
+    pub async fn prune_outbox(&self, before: EventTime) -> Result<u64, StoreError> {
+        Ok(match self {
+            Store::Postgres(s) => sqlx::query(
+                "DELETE FROM outbox o WHERE o.fanned_out AND o.time < $1
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = o.id AND d.state <> 'delivered')",
+            )
+            .bind(before.to_offset_date_time())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(
+                "DELETE FROM outbox WHERE fanned_out = 1 AND time_ms < ?
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = outbox.id AND d.state <> 'delivered')",
+            )
+            .bind(before.millis())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+        })
+    }
+
+    /// Make dead deliveries of a subscription pending again, with a fresh attempt count:
+    /// one (`event`) or all of them. Returns how many.
+    pub async fn redeliver(
+        &self,
+        webhook: i64,
+        event: Option<i64>,
+        now: EventTime,
+    ) -> Result<u64, StoreError> {
+        Ok(match self {
+            Store::Postgres(s) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL
+                 WHERE webhook_id = $1 AND state = 'dead' AND ($2::bigint IS NULL OR outbox_id = $2)",
+            )
+            .bind(webhook)
+            .bind(event)
+            .bind(now.to_offset_date_time())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = ?3, last_error = NULL
+                 WHERE webhook_id = ?1 AND state = 'dead' AND (?2 IS NULL OR outbox_id = ?2)",
+            )
+            .bind(webhook)
+            .bind(event)
+            .bind(now.millis())
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+        })
+    }
+}
+
+fn sqlite_hook_json(text: &str) -> Result<WebhookRecord, StoreError> {
+    #[derive(Deserialize)]
+    struct H {
+        id: i64,
+        url: String,
+        types: String,
+        secret: String,
+        enabled: i64,
+        format: String,
+        created_at_ms: i64,
+    }
+    let h: H = serde_json::from_str(text).map_err(|_| corrupt_json("webhook", text))?;
+    Ok(WebhookRecord {
+        id: h.id,
+        url: h.url,
+        types: serde_json::from_str(&h.types)
+            .map_err(|_| corrupt_json("webhook types", &h.types))?,
+        secret: h.secret,
+        enabled: h.enabled != 0,
+        format: WebhookFormat::parse(h.format)?,
+        created_at: EventTime(h.created_at_ms),
+    })
+}
+
+fn sqlite_event_json(text: &str) -> Result<OutboxRecord, StoreError> {
+    #[derive(Deserialize)]
+    struct E {
+        id: i64,
+        #[serde(rename = "type")]
+        ty: String,
+        subject: String,
+        time_ms: i64,
+        data: String,
+    }
+    let e: E = serde_json::from_str(text).map_err(|_| corrupt_json("outbox event", text))?;
+    Ok(OutboxRecord {
+        id: e.id,
+        event_type: e.ty,
+        subject: e.subject,
+        time: EventTime(e.time_ms),
+        data: serde_json::from_str(&e.data).map_err(|_| corrupt_json("outbox data", &e.data))?,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::StoreOptions;
+
+    fn event(subject: &str, n: i64) -> OutboxEvent {
+        OutboxEvent { event_type: event_type::ALERT_RAISED.into(), subject: subject.into(), time: EventTime(n), data: json!({ "n": n }) }
+    }
+
+    async fn store_with_hook(types: Vec<String>) -> (Store, WebhookRecord) {
+        let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let hook = store
+            .create_webhook(&NewWebhook { url: "http://127.0.0.1:9/h".into(), types, secret: "s".repeat(16), enabled: true, format: WebhookFormat::CloudEvents })
+            .await
+            .unwrap();
+        (store, hook)
+    }
+
+    fn ids(c: &[ClaimedDelivery]) -> Vec<i64> {
+        c.iter().map(|c| c.event.id).collect()
+    }
+
+    #[test]
+    fn type_filters_take_exact_types_and_prefixes() {
+        assert!(type_matches(&[], "it.firenze.sccr.alert.raised"));
+        let f = vec!["it.firenze.sccr.command.*".to_owned(), "it.firenze.sccr.device.offline".to_owned()];
+        assert!(type_matches(&f, "it.firenze.sccr.command.expired"));
+        assert!(type_matches(&f, "it.firenze.sccr.device.offline"));
+        assert!(!type_matches(&f, "it.firenze.sccr.device.online"));
+    }
+
+    /// One delivery in flight per subject, in outbox order: a later event of a subject is
+    /// not due while an earlier one is pending (claimed, or waiting for its retry); other
+    /// subjects are not held back; a dead delivery no longer holds its subject.
+    #[tokio::test]
+    async fn deliveries_are_claimed_one_per_subject_in_order() {
+        let (store, hook) = store_with_hook(vec![]).await;
+        let a1 = store.append_outbox(&event("alert/1", 1)).await.unwrap();
+        let b1 = store.append_outbox(&event("alert/2", 2)).await.unwrap();
+        let a2 = store.append_outbox(&event("alert/1", 3)).await.unwrap();
+        let a3 = store.append_outbox(&event("alert/1", 4)).await.unwrap();
+        assert_eq!(store.fan_out_outbox(100).await.unwrap(), 4);
+        assert_eq!(store.fan_out_outbox(100).await.unwrap(), 0, "fanned out once");
+        let lease = Duration::from_secs(30);
+        let now = EventTime::now();
+        let first = store.claim_deliveries(now, lease, 10).await.unwrap();
+        assert_eq!(ids(&first), [a1, b1]);
+        assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(), "claimed ones are leased, later ones wait");
+        // a1 fails and waits for its retry: a2 still waits behind it.
+        let retry = EventTime(now.millis() + 1_000);
+        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: Some(503), error: "503".into(), retry_at: Some(retry) }, now).await.unwrap();
+        store.finish_delivery(hook.id, b1, &AttemptOutcome::Delivered { status: 204 }, now).await.unwrap();
+        assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
+        let again = store.claim_deliveries(retry, lease, 10).await.unwrap();
+        assert_eq!(ids(&again), [a1]);
+        assert_eq!(again[0].attempts, 1);
+        // a1 dies: a2 is due.
+        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: None, error: "refused".into(), retry_at: None }, retry).await.unwrap();
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a2]);
+        store.finish_delivery(hook.id, a2, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a3]);
+        let dead = store.deliveries(hook.id, Some(DeliveryState::Dead), 10).await.unwrap();
+        assert_eq!(dead.iter().map(|d| (d.event, d.attempts)).collect::<Vec<_>>(), [(a1, 2)]);
+        assert_eq!(store.redeliver(hook.id, Some(a1), retry).await.unwrap(), 1);
+        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a1], "redelivered, after its subject's later events");
+        // Pruning keeps events not yet delivered everywhere.
+        store.finish_delivery(hook.id, a3, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        assert_eq!(store.prune_outbox(EventTime(i64::MAX)).await.unwrap(), 3, "b1, a2, a3");
+        assert_eq!(store.outbox_events(0, 10).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [a1]);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_get_only_matching_events_appended_after_them() {
+        let (store, hook) = store_with_hook(vec!["it.firenze.sccr.device.*".into()]).await;
+        store.append_outbox(&event("alert/1", 1)).await.unwrap();
+        let d = store
+            .append_outbox(&OutboxEvent { event_type: event_type::DEVICE_OFFLINE.into(), subject: "device/x".into(), time: EventTime(2), data: json!({}) })
+            .await
+            .unwrap();
+        store.fan_out_outbox(100).await.unwrap();
+        let claimed = store.claim_deliveries(EventTime::now(), Duration::from_secs(1), 10).await.unwrap();
+        assert_eq!(ids(&claimed), [d]);
+        assert_eq!(claimed[0].webhook.secret, "s".repeat(16));
+        assert_eq!(claimed[0].event.data, json!({}));
+        let patched = store.update_webhook(hook.id, &WebhookPatch { enabled: Some(false), ..WebhookPatch::default() }).await.unwrap().unwrap();
+        assert!(!patched.enabled);
+        assert!(store.delete_webhook(hook.id).await.unwrap());
+        assert!(store.webhooks().await.unwrap().is_empty());
+    }
+}
