@@ -50,6 +50,10 @@ impl SqliteStore {
         Ok(Self { pool, retention: options.retention })
     }
 
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query(
