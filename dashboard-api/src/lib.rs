@@ -5,6 +5,8 @@
 
 pub mod alerts;
 pub mod error;
+pub mod export;
+pub mod formats;
 pub mod live;
 mod params;
 pub mod routes;
@@ -51,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alerts/{id}/clear", post(alerts::clear))
         .route("/api/v1/alert-rules", get(alerts::rules).put(alerts::put_rules))
         .route("/api/v1/live", get(live::upgrade))
+        .merge(export::router())
         .fallback(routes::not_found)
         .with_state(state)
 }

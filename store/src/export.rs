@@ -552,12 +552,18 @@ impl<W: Write + Send> BatchEncoder<W> {
         self.rows += batch.num_rows() as u64;
         match &mut self.inner {
             Inner::Text { w, format, line, first } => {
-                line.clear();
-                match format {
-                    ExportFormat::Csv => csv_rows(batch, line),
-                    _ => json_rows(batch, line, first),
+                // A few thousand rows at a time: the text of a whole batch is never held.
+                const ROWS: usize = 4_096;
+                for start in (0..batch.num_rows()).step_by(ROWS) {
+                    let part = batch.slice(start, ROWS.min(batch.num_rows() - start));
+                    line.clear();
+                    match format {
+                        ExportFormat::Csv => csv_rows(&part, line),
+                        _ => json_rows(&part, line, first),
+                    }
+                    w.write_all(line).map_err(encode_err)?;
                 }
-                w.write_all(line).map_err(encode_err)
+                Ok(())
             }
             Inner::Arrow(a) => a.write(batch).map_err(encode_err),
             Inner::Parquet(p) => p.write(batch).map_err(encode_err),
