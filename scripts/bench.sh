@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --workspace --bins
 trap 'sccr_stop_postgres' EXIT
 sccr_ensure_postgres
+# 10,000 websocket clients need as many descriptors in this process and in the server.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 target/release/sccr-bench "$@"

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sccr_tests::{Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{Broker, Sccr, TempDir, TestDb, TEST_ADMIN_TOKEN};
 use serde_json::{json, Value};
 use store::{Store, StoreOptions, TimescaleMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,7 +64,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 /// newlines in the body, the body when `keep`).
 async fn download(port: u16, path: &str, keep: bool) -> Result<(u16, u64, u64, Vec<u8>)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEST_ADMIN_TOKEN}\r\n\r\n").as_bytes()).await?;
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
     let (mut bytes, mut lines, mut kept) = (0u64, 0u64, Vec::new());

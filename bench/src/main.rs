@@ -10,9 +10,9 @@
 //! 5. The store: writer with rollups against raw COPY, history query latency (store_bench).
 //! 6. The stream core: readings/s through windows, segment windows and the alert engine on
 //!    one thread, 10,000 devices and 50 rules (stream_bench).
-//! 7. Export over HTTP: raw readings as CSV and Parquet from PostgreSQL, rows/s and the
+//! 8. Export over HTTP: raw readings as CSV and Parquet from PostgreSQL, rows/s and the
 //!    server's peak RSS for 1M and 10M rows (export_bench).
-//! 8. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
+//! 9. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
 //!    100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
@@ -21,6 +21,7 @@
 mod export_bench;
 mod store_bench;
 mod stream_bench;
+mod ws_bench;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,7 +335,7 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
     let (broker, _db, procs) = core(1, dir).await?;
     let load_rate = sustained_msgs * 0.5;
     let (stop, _counters, task) = start_load(broker.port, 2_000, load_rate, "lat")?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/live", procs[0].api_port)).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(procs[0].api_port)).await?;
     ws.send(Message::Text(r#"{"type":"subscribe","devices":["latency-probe"]}"#.into())).await?;
     let mut opts = MqttOptions::new("bench-latency-probe", "127.0.0.1", broker.port);
     opts.set_outgoing_inflight_upper_limit(100);
@@ -546,6 +547,14 @@ fn markdown(r: &Value) -> String {
             f(&h["raw_readings"]), f(&h[key]["p50_ms"]), f(&h[key]["p95_ms"]), f(&h[key]["points"]), f(&h[key]["readings_covered"])
         ));
     }
+    let w = &r["websocket"];
+    if w.is_object() {
+        out.push_str(&format!(
+            "| websocket fan-out: {} clients on one server, each on one of {} segments, {} background readings/s | publish→screen p50 {} ms, p95 {} ms, p99 {} ms ({} samples, {} of expected); {} frames/s; server RSS {} MiB with clients, peak {} MiB; server CPU {} cores | | | p99 < 50 ms |\n",
+            f(&w["clients"]), f(&w["segments"]), f(&w["background_readings_per_s"]), f(&w["p50_ms"]), f(&w["p95_ms"]), f(&w["p99_ms"]), f(&w["samples"]), f(&w["delivered_ratio"]),
+            f(&w["frames_per_s"]), f(&w["server_rss_mib"]["with_clients"]), f(&w["server_rss_mib"]["peak_under_load"]), f(&w["cpu"]["sccr_cores"])
+        ));
+    }
     let st = &r["stream"];
     out.push_str(&format!(
         "| stream core on one thread: device windows + segment windows/LOS + alert engine, {} devices, {} rules | {} readings/s ({} readings in {} s) | goal {} | {} | > 1M readings/s |\n",
@@ -599,7 +608,10 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 6 stream core");
     let stream_core = stream_bench::run(plan.quick).await?;
     eprintln!("{stream_core}");
-    eprintln!("== 7 export over HTTP");
+    eprintln!("== 7 websocket fan-out");
+    let websocket = ws_bench::run(plan.quick, &work.path).await?;
+    eprintln!("{websocket}");
+    eprintln!("== 8 export over HTTP");
     let export = export_bench::run(plan.quick).await?;
     eprintln!("{export}");
     let mut scaling = Vec::new();
@@ -627,6 +639,7 @@ async fn run(quick: bool) -> Result<()> {
         "baseline": base,
         "store": store,
         "stream": stream_core,
+        "websocket": websocket,
         "export": export,
         "scaling": scaling,
         "ratios": {
@@ -660,6 +673,14 @@ async fn export_only(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--ws`: only the websocket fan-out benchmark, printed as JSON.
+async fn ws_only(quick: bool) -> Result<()> {
+    let work = TempDir::new("bench-ws")?;
+    let report = ws_bench::run(quick, &work.path).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// `--store`: only the store benchmark, printed as JSON (for working on the store).
 async fn store_only(quick: bool) -> Result<()> {
     let report = store_bench::run(quick).await?;
@@ -671,18 +692,20 @@ fn main() -> Result<()> {
     let mut quick = false;
     let mut store = false;
     let mut stream = false;
+    let mut ws = false;
     let mut export = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--store" => store = true,
             "--stream" => stream = true,
+            "--ws" => ws = true,
             "--export" => export = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --stream | --export]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --stream | --ws | --export]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --export or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --ws, --export or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -691,6 +714,9 @@ fn main() -> Result<()> {
     }
     if stream {
         return rt.block_on(stream_only(quick));
+    }
+    if ws {
+        return rt.block_on(ws_only(quick));
     }
     if export {
         return rt.block_on(export_only(quick));

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::ApiError;
 use crate::params::{self, Params};
+use crate::auth::Principal;
 use crate::AppState;
 
 /// The `stream_state` key of the rules set through the admin API.
@@ -232,45 +233,46 @@ pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(Json(json!({ "alert": live_alert(&record), "events": events })))
 }
 
-/// The body of an acknowledgement or a clear.
+/// The body of an acknowledgement or a clear. The operator is the caller's token name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OperatorBody {
-    by: Option<String>,
     #[serde(default)]
     note: Option<String>,
 }
 
-/// Longest operator name and note kept.
-const MAX_BY: usize = 128;
+/// Longest note kept.
 const MAX_NOTE: usize = 2_000;
 
-fn operator_body(body: &Bytes) -> Result<(String, Option<String>), ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: OperatorBody = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "by" || path == "note" { path } else { "body".to_owned() };
-        ApiError::bad_field(&field, format!("the body must be JSON {{\"by\": \"<operator>\", \"note\": \"…\"}}: {}", e.inner()))
-    })?;
-    let by = parsed.by.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()).ok_or_else(|| ApiError::bad_field("by", "by (the operator's name) is required"))?;
-    if by.chars().count() > MAX_BY {
-        return Err(ApiError::bad_field("by", format!("by is longer than {MAX_BY} characters")));
+fn operator_note(body: &Bytes) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
     }
+    let parsed: OperatorBody = crate::access::json_body(body, r#"{"note": "…"}"#)?;
     let note = parsed.note.filter(|n| !n.trim().is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
         return Err(ApiError::bad_field("note", format!("note is longer than {MAX_NOTE} characters")));
     }
-    Ok((by, note))
+    if note.as_ref().is_some_and(|n| n.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))) {
+        return Err(ApiError::bad_field("note", "note must not contain control characters other than line breaks and tabs"));
+    }
+    Ok(note)
 }
 
-async fn operator_move(state: AppState, id: String, body: Bytes, action: OperatorAction) -> Result<Json<Value>, ApiError> {
+async fn operator_move(state: AppState, who: Principal, id: String, body: Bytes, action: OperatorAction) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
-    let (by, note) = operator_body(&body)?;
+    let note = operator_note(&body)?;
+    let by = who.name.clone();
     let at = EventTime::now();
     let record = match action {
         OperatorAction::Acknowledge => state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?,
         OperatorAction::Clear => state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?,
     };
+    let action_name = match action {
+        OperatorAction::Acknowledge => "alert.acknowledge",
+        OperatorAction::Clear => "alert.clear",
+    };
+    crate::access::audit(&state, &who, action_name, &format!("alert/{id}"), json!({ "note": note })).await;
     let live = live_alert(&record);
     state.hub.publish_alert(live.clone());
     if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
@@ -282,14 +284,15 @@ async fn operator_move(state: AppState, id: String, body: Bytes, action: Operato
     Ok(Json(json!({ "alert": live })))
 }
 
-/// `POST /api/v1/alerts/{id}/ack` with `{"by": "...", "note": "..."}`.
-pub async fn acknowledge(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    operator_move(state, id, body, OperatorAction::Acknowledge).await
+/// `POST /api/v1/alerts/{id}/ack` with `{"note": "..."}` (optional); the operator is the
+/// caller.
+pub async fn acknowledge(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    operator_move(state, who, id, body, OperatorAction::Acknowledge).await
 }
 
-/// `POST /api/v1/alerts/{id}/clear` with `{"by": "...", "note": "..."}`.
-pub async fn clear(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    operator_move(state, id, body, OperatorAction::Clear).await
+/// `POST /api/v1/alerts/{id}/clear` with `{"note": "..."}` (optional).
+pub async fn clear(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    operator_move(state, who, id, body, OperatorAction::Clear).await
 }
 
 fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
@@ -304,7 +307,7 @@ pub async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 }
 
 /// `PUT /api/v1/alert-rules`: replace the rules document (JSON of the `[alerts]` section).
-pub async fn put_rules(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put_rules(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<Json<Value>, ApiError> {
     let control = control(&state)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -330,6 +333,7 @@ pub async fn put_rules(State(state): State<AppState>, body: Bytes) -> Result<Jso
     }
     *current = next;
     let effective = current.rules.effective_definitions().len();
+    crate::access::audit(&state, &who, "alert_rules.replace", "alert-rules", json!({ "effective_rules": effective })).await;
     Ok(Json(json!({ "rules": current.rules, "effective_rules": effective })))
 }
 

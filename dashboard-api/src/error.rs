@@ -46,7 +46,8 @@ impl From<store::StoreError> for ApiError {
         match e {
             store::StoreError::InvalidQuery { param, message } => return ApiError::bad_param(param, message),
             store::StoreError::AlertNotFound(id) => return ApiError::not_found(format!("alert {id} does not exist")),
-            store::StoreError::AlertTransition { .. } => return ApiError::conflict(e.to_string()),
+            store::StoreError::AlertTransition { .. } | store::StoreError::DeviceExists(_) => return ApiError::conflict(e.to_string()),
+            store::StoreError::UnknownSegment(_) => return ApiError::bad_field("segment", e.to_string()),
             _ => {}
         }
         tracing::error!(error = %e, "store error in API");

@@ -4,13 +4,12 @@
 //! (optional, comma-separated lists), `resolution` (`raw`, the default, `1m`, `1h`, `1d`),
 //! `format` (`json`, `csv`, `arrow`, `parquet`) or `Accept`; the default is CSV. Columns
 //! are `store::export_schema`'s; rows come ordered by (UTC day, metric, time, device). The
-//! body streams with bounded memory whatever the row count (see `formats`).
+//! body streams with bounded memory whatever the row count (see `formats`). Planner and
+//! admin only (its entry in `crate::operations`).
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use store::{ExportFormat, ExportQuery, Resolution};
 
 use crate::error::ApiError;
@@ -19,10 +18,6 @@ use crate::{formats, AppState};
 
 /// Most entries in a `metric` or `device` list.
 const MAX_LIST: usize = 1_000;
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/export/readings", get(readings))
-}
 
 fn list<T>(name: &str, v: Option<String>, parse: impl Fn(&str, &str) -> Result<T, ApiError>) -> Result<Vec<T>, ApiError> {
     let Some(v) = v else { return Ok(Vec::new()) };

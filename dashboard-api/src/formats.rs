@@ -67,6 +67,22 @@ pub fn negotiate(format: Option<String>, headers: &HeaderMap, default: ExportFor
     })
 }
 
+/// Tables (CSV, Arrow, Parquet) are bulk data: planners and admins only; JSON follows the
+/// route's own roles.
+pub fn require_bulk_role(who: &crate::auth::Principal, format: ExportFormat) -> Result<(), ApiError> {
+    use crate::auth::PLANNERS;
+    if format == ExportFormat::Json || PLANNERS.contains(&who.role) {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "forbidden",
+        message: format!("the {} role may not download {} (allowed: admin, planner)", who.role.as_str(), format.as_str()),
+        param: Some("format".into()),
+        errors: Vec::new(),
+    })
+}
+
 /// Collects encoder output and hands it to the body in chunks of about [`CHUNK_BYTES`].
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,

@@ -3,18 +3,27 @@
 //! health probes. [`app`] builds the whole router from an [`AppState`], so tests drive it
 //! with `tower::ServiceExt::oneshot` or a real socket alike.
 
+pub mod access;
 pub mod alerts;
+pub mod auth;
+pub mod credentials;
+pub mod dead_letters;
+pub mod devices;
 pub mod error;
 pub mod export;
 pub mod formats;
+pub mod http_metrics;
 pub mod live;
+pub mod openapi;
 mod params;
 pub mod routes;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use auth::{guard, ADMINS, OPERATORS, PLANNERS, READERS};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
+pub use openapi::Op;
 use store::Store;
 use stream::LiveHub;
 
@@ -35,26 +44,171 @@ pub struct AppState {
     /// into it and rules changed through it. Without it alerts are still listed and moved
     /// in the store.
     pub alerts: Option<AlertControl>,
+    /// Token validation (cache, failure limiter).
+    pub auth: auth::Auth,
+    /// Request counters and latency by route, websocket sessions.
+    pub http: Arc<http_metrics::HttpMetrics>,
 }
 
-/// The whole API.
+impl AppState {
+    /// State with no pipeline metrics and no alert engine in this process.
+    pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
+        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), http: Arc::default() }
+    }
+}
+
+/// Every operation of the API, with its roles and its documentation.
+pub fn operations() -> Vec<Op> {
+    use openapi::{enumeration, integer, object_with, string, time};
+    use serde_json::json;
+    let limit = |max: usize| json!({"type": "integer", "minimum": 1, "maximum": max});
+    let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    let alert_id = || json!({"type": "integer", "minimum": 1});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
+    let alert_one = || object_with(&["alert"]);
+    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
+    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
+    vec![
+        Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
+        Op::new("GET", "/readyz", &[], "health", "Ready: the database answers", get(routes::readyz))
+            .ok(200, object_with(&["status"]))
+            .error(503, "The database is unreachable"),
+        Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
+        Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
+        Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),
+        Op::new("GET", "/api/v1/me", READERS, "access", "The caller's name and role", get(access::me)).ok(200, object_with(&["name", "role"])),
+        Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
+        Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
+            .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
+                "properties": {"name": {"type": "string", "pattern": "^\\S(.{0,126}\\S)?$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+            .ok(201, object_with(&["id", "name", "role", "token"])),
+        Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
+            .path_param("id", integer(), "Token id")
+            .ok(200, object_with(&["token"])),
+        Op::new("GET", "/api/v1/audit", ADMINS, "access", "The audit log, newest first", get(access::audit_log))
+            .query("limit", limit(1_000), "Entries per page (default 100)")
+            .query("cursor", string(), "next_cursor of the previous page")
+            .ok(200, object_with(&["entries"])),
+        Op::new("GET", "/api/v1/devices", READERS, "devices", "Devices in id order, paged by cursor", get(devices::list))
+            .query("kind", string(), "Only this kind")
+            .query("segment", string(), "Only devices on this road segment")
+            .query("decommissioned", enumeration(&["true", "false"]), "Include decommissioned devices")
+            .query("limit", limit(devices::MAX_PAGE), "Devices per page (default 100)")
+            .query("cursor", string(), "next_cursor of the previous page")
+            .ok(200, object_with(&["devices"])),
+        Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
+            .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
+                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null()}}))
+            .ok(201, object_with(&["device", "mqtt"]))
+            .error(409, "The device is already registered with credentials"),
+        Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
+            .path_param("id", device_id(), "Device id")
+            .ok(200, object_with(&["device"])),
+        Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind or road segment (null empties)", axum::routing::patch(devices::update))
+            .path_param("id", device_id(), "Device id")
+            .body(json!({"type": "object", "additionalProperties": false,
+                "properties": {"kind": kind(), "segment": segment_id_or_null()}}))
+            .ok(200, object_with(&["device"])),
+        Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
+            .path_param("id", device_id(), "Device id")
+            .ok(200, object_with(&["device"])),
+        Op::new("POST", "/api/v1/devices/{id}/credentials", ADMINS, "devices", "New MQTT password for a device, shown once", post(devices::rotate))
+            .path_param("id", device_id(), "Device id")
+            .ok(200, object_with(&["device", "mqtt"])),
+        Op::new("GET", "/api/v1/latest", READERS, "telemetry", "Latest value per device and metric", get(routes::latest))
+            .query("device", device_id(), "Only this device")
+            .query("metric", string(), "Only this metric")
+            .ok(200, object_with(&["values"])),
+        Op::new("GET", "/api/v1/history", READERS, "telemetry", "History of a device, a road segment or the city", get(routes::history))
+            .required_query("metric", string(), "Metric id, e.g. speed_kmh")
+            .query("device", device_id(), "A device (or segment, or neither for the city)")
+            .query("segment", string(), "A road segment")
+            .query("from", time(), "Start (default: an hour before to)")
+            .query("to", time(), "End (default: now)")
+            .query("step", string(), "auto (default), raw, or a bucket width such as 15m")
+            .query("resolution", enumeration(&["raw", "1m", "1h", "1d"]), "A stored level instead of step")
+            .query("max_points", limit(routes::MAX_HISTORY_POINTS), "Points step=auto aims at")
+            .query("agg", enumeration(&["avg", "min", "max", "sum", "count", "last"]), "Figure carried in v")
+            .query("fill", enumeration(&["none", "null", "previous"]), "Gap filling")
+            .query("limit", limit(routes::MAX_HISTORY_POINTS), "Most points returned")
+            .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept); csv, arrow and parquet need planner or admin")
+            .ok(200, object_with(&["metric", "points"]))
+            .also_media("text/csv")
+            .also_media("application/vnd.apache.arrow.stream")
+            .also_media("application/vnd.apache.parquet")
+            .error(406, "Accept names no format this operation produces"),
+        Op::new("GET", "/api/v1/export/readings", PLANNERS, "telemetry", "Readings or rollups of a time range, streamed (CSV by default)", get(export::readings))
+            .required_query("from", time(), "Start, inclusive")
+            .required_query("to", time(), "End, exclusive")
+            .query("metric", string(), "Comma-separated metric ids (default: all)")
+            .query("device", string(), "Comma-separated device ids (default: all)")
+            .query("resolution", enumeration(&["raw", "1m", "1h", "1d"]), "Raw readings (default) or a rollup level")
+            .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept)")
+            .ok_media("text/csv", string())
+            .also_media("application/json")
+            .also_media("application/vnd.apache.arrow.stream")
+            .also_media("application/vnd.apache.parquet")
+            .error(406, "Accept names no format this operation produces"),
+        Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
+            .ok(200, object_with(&["type", "features"])),
+        Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
+            .query("state", string(), "Comma-separated: open, raised, acknowledged, cleared")
+            .query("severity", string(), "Comma-separated: info, warning, critical")
+            .query("device", device_id(), "Alerts of a device")
+            .query("segment", string(), "Alerts of a road segment")
+            .query("rule", string(), "Alerts of a rule")
+            .query("before", integer(), "next of the previous page")
+            .query("limit", limit(1_000), "Alerts per page")
+            .ok(200, object_with(&["alerts"])),
+        Op::new("GET", "/api/v1/alerts/{id}", READERS, "alerts", "An alert with its lifecycle events", get(alerts::one))
+            .path_param("id", alert_id(), "Alert id")
+            .ok(200, object_with(&["alert", "events"])),
+        Op::new("POST", "/api/v1/alerts/{id}/ack", OPERATORS, "alerts", "Acknowledge an alert (the caller is the operator)", post(alerts::acknowledge))
+            .path_param("id", alert_id(), "Alert id")
+            .body(note())
+            .ok(200, alert_one())
+            .error(409, "The alert's state does not allow it"),
+        Op::new("POST", "/api/v1/alerts/{id}/clear", OPERATORS, "alerts", "Clear an alert", post(alerts::clear))
+            .path_param("id", alert_id(), "Alert id")
+            .body(note())
+            .ok(200, alert_one())
+            .error(409, "The alert's state does not allow it"),
+        Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(alerts::put_rules))
+            .body(json!({"type": "object"}))
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
+            .query("reason", string(), "Only this reason code")
+            .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
+            .query("cursor", string(), "next_cursor of the previous page")
+            .ok(200, object_with(&["dead_letters"])),
+        Op::new("GET", "/api/v1/dead-letters/reasons", ADMINS, "ingest", "Dead letters counted by reason", get(dead_letters::reasons))
+            .query("since", time(), "Only those received since")
+            .ok(200, object_with(&["reasons"])),
+        Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (protocol in the crate docs of dashboard_api::live)", get(live::upgrade))
+            .query("access_token", string(), "The token, for browsers (which cannot set headers on a websocket)")
+            .ok(101, json!({}))
+            .error(426, "Not a websocket upgrade request"),
+    ]
+}
+
+/// The whole API, built from [`operations`].
+///
+/// Every `/api/` route but the public documents needs a bearer token ([`auth`]); each
+/// route admits the roles its operation names.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/api/v1/devices", get(routes::devices))
-        .route("/api/v1/latest", get(routes::latest))
-        .route("/api/v1/history", get(routes::history))
-        .route("/api/v1/segments", get(alerts::segments))
-        .route("/api/v1/alerts", get(alerts::list))
-        .route("/api/v1/alerts/{id}", get(alerts::one))
-        .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
-        .route("/api/v1/alerts/{id}/clear", post(alerts::clear))
-        .route("/api/v1/alert-rules", get(alerts::rules).put(alerts::put_rules))
-        .route("/api/v1/live", get(live::upgrade))
-        .merge(export::router())
+    let mut router = Router::new();
+    for op in operations() {
+        let route = if op.roles.is_empty() { op.route } else { guard(op.roles, op.route) };
+        router = router.route(op.path, route);
+    }
+    router
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_metrics::track))
         .with_state(state)
 }
 

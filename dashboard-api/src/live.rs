@@ -1,20 +1,32 @@
-//! The live websocket `/api/v1/live`.
+//! The live websocket `/api/v1/live` (token in the `Authorization` header or
+//! `?access_token=`; every human role).
 //!
 //! Protocol (JSON text frames):
 //! - client → server:
-//!   - `{"type":"subscribe","devices":[…],"metrics":[…],"segments":[…],"alerts":true,"values":true}`.
+//!   - `{"type":"subscribe","devices":[…],"metrics":[…],"segments":[…],"bbox":[min_lon,min_lat,max_lon,max_lat],"alerts":true,"values":true,"kpi":true}`.
 //!     `devices`/`metrics`: the values and windows wanted (empty or absent lists mean all);
 //!     `values: false` turns values and windows off (default on). `segments`: the road
 //!     segments whose traffic state is wanted (an empty list means all; absent means none).
-//!     `alerts: true` adds alert changes (default off). A new subscribe replaces the
-//!     previous one.
-//!   - `{"type":"unsubscribe"}` stops every frame but `pong` and `error`; `{"type":"ping"}`.
+//!     `bbox`: a WGS84 box; the segments with a point inside it are added to `segments`,
+//!     and their linked devices to `devices` (a box with no device in it selects no values).
+//!     `alerts: true` adds alert changes (default off). `kpi: true` adds a `kpi` frame
+//!     every second. A new subscribe replaces the previous one.
+//!   - `{"type":"unsubscribe"}` stops every frame but `pong`, `heartbeat` and `error`;
+//!     `{"type":"unsubscribe","devices":[…],"segments":[…]}` takes only those keys out:
+//!     nothing more arrives for them.
+//!   - `{"type":"ping"}` (answered by `pong`). Any client message, websocket ping or pong
+//!     counts as activity: a session with none for the idle timeout (60 s) gets an
+//!     `idle_timeout` error frame and is closed. The server sends a websocket ping with
+//!     each heartbeat, which clients answer by themselves, so only dead peers idle out.
 //! - server → client:
 //!   - `{"type":"snapshot","values":[…]}` after each subscribe, plus `"segments":[…]` (the
 //!     current state of each selected segment, see `segment`) when segments were asked for
 //!     and `"alerts":[…]` (every open alert) when alerts were; again with
-//!     `"reason":"resync"` when the client fell behind and missed changes.
-//!   - `{"type":"delta","values":[{"device","metric","time","value"}…]}` with new values.
+//!     `"reason":"resync"` when the client fell behind and missed changes (it is never
+//!     disconnected for being slow). Each client has its own bounded queue, filled only
+//!     with what its subscription selects (see `stream::fanout`).
+//!   - `{"type":"delta","values":[{"device","metric","time","value"}…]}` with new values,
+//!     conflated: one entry per (device, metric), the latest.
 //!   - `{"type":"window","window":{…}}` when a device window closes or is corrected.
 //!   - `{"type":"segment","segment":{"segment","start","end","flow_vph","speed_kmh",
 //!     "occupancy_pct","los","detectors","revision"}}` when a segment window is emitted or
@@ -23,24 +35,35 @@
 //!     "value","since","raised_at","acknowledged","cleared","members"}}` when an alert is
 //!     raised, acknowledged, cleared or its members change; the same object as
 //!     `GET /api/v1/alerts/{id}` shows, with the store's id, sent once the store has it.
+//!   - `{"type":"kpi","kpi":{"devices_online","devices_offline","readings_per_s",
+//!     "alerts_open":{"critical","warning","info"},"city_speed_kmh","worst_segments":
+//!     [{"segment","name","los","speed_kmh"}…≤5]}}` every second when asked for.
+//!   - `{"type":"heartbeat","time":ms}` every 15 s.
 //!   - `{"type":"unsubscribed"}`, `{"type":"pong"}`, and `{"type":"error","code":…,"message":…}`
-//!     for a bad message (the connection stays open).
+//!     for a bad message (the connection stays open; counted in `sccr_ws_errors_total`).
 //!
 //! The session is generic over a `Sink`/`Stream` of text so it is tested without a socket.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
-use stream::{LiveEvent, LiveHub, SubscriptionFilter};
-use telemetry::{DeviceId, MetricId, SegmentId};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use serde_json::{json, Value};
+use store::Store;
+use stream::{LevelOfService, LiveEvent, LiveHub, LiveValue, Pending, Severity, SubscriptionFilter};
+use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
 
+use crate::error::ApiError;
+use crate::http_metrics::HttpMetrics;
 use crate::AppState;
 
 /// Largest client message accepted.
@@ -49,23 +72,69 @@ pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const MAX_DELTA_VALUES: usize = 1_000;
 /// Most devices or metrics in one subscription.
 const MAX_SUBSCRIPTION_KEYS: usize = 10_000;
+/// Marks a websocket ping or pong: from the client, activity (no reply); to the client,
+/// a websocket ping (browsers and client libraries answer it by themselves, so a live
+/// client never idles out).
+pub const PING_MARK: &str = "\u{1}";
+/// Marks a binary frame from the client.
+const BINARY: &str = "\u{0}binary";
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve_socket(state.hub, socket))
+/// Timers of a live session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub heartbeat: Duration,
+    pub idle_timeout: Duration,
+    pub kpi_interval: Duration,
 }
 
-async fn serve_socket(hub: Arc<LiveHub>, socket: WebSocket) {
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { heartbeat: Duration::from_secs(15), idle_timeout: Duration::from_secs(60), kpi_interval: Duration::from_secs(1) }
+    }
+}
+
+/// What a session reads besides its socket.
+#[derive(Clone)]
+pub struct Session {
+    pub hub: Arc<LiveHub>,
+    pub http: Arc<HttpMetrics>,
+    /// For bounding boxes and KPI segment names; without it those are refused.
+    pub store: Option<Store>,
+    pub config: SessionConfig,
+}
+
+impl Session {
+    pub fn new(hub: Arc<LiveHub>) -> Self {
+        Self { hub, http: Arc::default(), store: None, config: SessionConfig::default() }
+    }
+}
+
+pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let message = format!("this is the live websocket: connect with a websocket client ({})", rejection.body_text());
+            return ApiError { status: StatusCode::UPGRADE_REQUIRED, code: "upgrade_required", message, param: None, errors: Vec::new() }.into_response();
+        }
+    };
+    let session = Session { hub: state.hub, http: state.http, store: Some(state.store), config: SessionConfig::default() };
+    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| serve_socket(session, socket))
+}
+
+async fn serve_socket(session: Session, socket: WebSocket) {
     let (sink, stream) = socket.split();
-    let sink = sink.with(|text: String| async move { Ok::<_, axum::Error>(Message::Text(text.into())) });
+    let sink = sink.with(|text: String| async move {
+        Ok::<_, axum::Error>(if text == PING_MARK { Message::Ping(Default::default()) } else { Message::Text(text.into()) })
+    });
     let stream = stream.filter_map(|m| async move {
         match m {
             Ok(Message::Text(t)) => Some(Ok(t.to_string())),
-            Ok(Message::Binary(_)) => Some(Ok(String::from("\u{0}binary"))),
+            Ok(Message::Binary(_)) => Some(Ok(String::from(BINARY))),
+            Ok(Message::Ping(_) | Message::Pong(_)) => Some(Ok(String::from(PING_MARK))),
             Ok(Message::Close(_)) | Err(_) => Some(Err(())),
-            Ok(_) => None,
         }
     });
-    run_session(hub, Box::pin(sink), Box::pin(stream)).await;
+    run_session(session, Box::pin(sink), Box::pin(stream)).await;
 }
 
 #[derive(Deserialize)]
@@ -79,34 +148,117 @@ enum ClientMessage {
         #[serde(default)]
         segments: Option<Vec<String>>,
         #[serde(default)]
+        bbox: Option<[f64; 4]>,
+        #[serde(default)]
         alerts: bool,
         #[serde(default = "yes")]
         values: bool,
+        #[serde(default)]
+        kpi: bool,
     },
-    Unsubscribe,
+    Unsubscribe {
+        #[serde(default)]
+        devices: Option<Vec<String>>,
+        #[serde(default)]
+        segments: Option<Vec<String>>,
+    },
     Ping,
+}
+
+/// Parse one client message; the error is what the `error` frame says.
+pub fn parse_client_message(text: &str) -> Result<(), String> {
+    read_message(text).map(|_| ())
+}
+
+fn read_message(text: &str) -> Result<ClientMessage, String> {
+    if text == BINARY {
+        return Err(String::from("binary frames are not accepted; send JSON text"));
+    }
+    serde_json::from_str::<ClientMessage>(text).map_err(|e| format!("cannot read message: {e}"))
 }
 
 fn yes() -> bool {
     true
 }
 
-fn error_frame(code: &str, message: &str) -> String {
+fn error_frame(http: &HttpMetrics, code: &'static str, message: &str) -> String {
+    http.ws_error(code);
     json!({"type": "error", "code": code, "message": message}).to_string()
 }
 
-fn parse_subscription(devices: Vec<String>, metrics: Vec<String>, segments: Option<Vec<String>>, alerts: bool, values: bool) -> Result<SubscriptionFilter, String> {
-    if devices.len() > MAX_SUBSCRIPTION_KEYS || metrics.len() > MAX_SUBSCRIPTION_KEYS || segments.as_ref().is_some_and(|s| s.len() > MAX_SUBSCRIPTION_KEYS) {
-        return Err(format!("at most {MAX_SUBSCRIPTION_KEYS} devices, metrics and segments per subscription"));
+fn parse_keys<T>(what: &str, list: &[String], parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    if list.len() > MAX_SUBSCRIPTION_KEYS {
+        return Err(format!("at most {MAX_SUBSCRIPTION_KEYS} {what} per message"));
     }
-    let devices: BTreeSet<DeviceId> =
-        devices.iter().map(|d| DeviceId::parse(d).map_err(|e| format!("devices: {e}"))).collect::<Result<_, _>>()?;
-    let metrics: BTreeSet<MetricId> =
-        metrics.iter().map(|m| m.parse().map_err(|e| format!("metrics: {e}"))).collect::<Result<_, _>>()?;
-    let segments: Option<BTreeSet<SegmentId>> = segments
-        .map(|list| list.iter().map(|s| SegmentId::parse(s).map_err(|e| format!("segments: {e}"))).collect::<Result<_, _>>())
-        .transpose()?;
-    Ok(SubscriptionFilter { values, devices, metrics, segments, alerts })
+    list.iter().map(|k| parse(k).map_err(|e| format!("{what}: {e}"))).collect()
+}
+
+fn device_key(s: &str) -> Result<DeviceId, String> {
+    DeviceId::parse(s).map_err(|e| e.to_string())
+}
+
+fn segment_key(s: &str) -> Result<SegmentId, String> {
+    SegmentId::parse(s).map_err(|e| e.to_string())
+}
+
+/// A subscribe message as it came, before the bounding box is resolved.
+struct Requested {
+    devices: Vec<String>,
+    metrics: Vec<String>,
+    segments: Option<Vec<String>>,
+    bbox: Option<[f64; 4]>,
+    alerts: bool,
+    values: bool,
+}
+
+async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFilter, String> {
+    let mut devices: BTreeSet<DeviceId> = parse_keys("devices", &r.devices, device_key)?.into_iter().collect();
+    let metrics: BTreeSet<MetricId> = parse_keys("metrics", &r.metrics, |m| m.parse().map_err(|e: telemetry::UnknownMetric| e.to_string()))?.into_iter().collect();
+    let mut segments: Option<BTreeSet<SegmentId>> =
+        r.segments.map(|list| parse_keys("segments", &list, segment_key).map(|v| v.into_iter().collect())).transpose()?;
+    let mut values = r.values;
+    if let Some(bbox) = r.bbox {
+        let (in_box, linked) = resolve_bbox(session, bbox).await?;
+        match &mut segments {
+            Some(set) if set.is_empty() => {}
+            Some(set) => set.extend(in_box.iter().cloned()),
+            None => segments = Some(in_box.iter().cloned().collect()),
+        }
+        if segments.as_ref().is_some_and(|s| s.is_empty()) && in_box.is_empty() {
+            // Nothing in the box: an empty set would mean "all".
+            segments = None;
+        }
+        if linked.is_empty() && devices.is_empty() {
+            values = false;
+        }
+        devices.extend(linked);
+    }
+    Ok(SubscriptionFilter { values, devices, metrics, segments, alerts: r.alerts, ..SubscriptionFilter::default() })
+}
+
+/// The segments with a point inside `bbox` and the devices linked to them.
+async fn resolve_bbox(session: &Session, bbox: [f64; 4]) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
+    let [min_lon, min_lat, max_lon, max_lat] = bbox;
+    let valid = bbox.iter().all(|v| v.is_finite())
+        && (-180.0..=180.0).contains(&min_lon)
+        && (-180.0..=180.0).contains(&max_lon)
+        && (-90.0..=90.0).contains(&min_lat)
+        && (-90.0..=90.0).contains(&max_lat)
+        && min_lon <= max_lon
+        && min_lat <= max_lat;
+    if !valid {
+        return Err("bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max".into());
+    }
+    let store = session.store.as_ref().ok_or("bounding boxes need the store")?;
+    let segments = store.segments().await.map_err(|e| format!("cannot read segments: {e}"))?;
+    let in_box: Vec<SegmentId> = segments
+        .iter()
+        .filter(|s| s.coordinates.iter().any(|[lon, lat]| (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)))
+        .map(|s| s.id.clone())
+        .collect();
+    let devices = store.devices().await.map_err(|e| format!("cannot read devices: {e}"))?;
+    let linked = devices.into_iter().filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s))).map(|d| d.id).collect();
+    Ok((in_box, linked))
 }
 
 /// The snapshot frame of a subscription (`reason` is `resync` after the client lagged).
@@ -125,115 +277,207 @@ fn snapshot_frame(hub: &LiveHub, filter: &SubscriptionFilter, reason: Option<&st
     frame.to_string()
 }
 
-/// Run one live session until the client leaves or the sink fails.
-pub async fn run_session<S, R>(hub: Arc<LiveHub>, mut sink: S, mut stream: R)
+/// The figures of the wall's KPI tiles.
+struct Kpi {
+    /// id → (name, length in m) of every segment, read at subscribe.
+    segments: HashMap<SegmentId, (String, f64)>,
+    last: (Instant, u64),
+}
+
+impl Kpi {
+    async fn new(session: &Session) -> Self {
+        let segments = match &session.store {
+            Some(store) => store.segments().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Self { segments: segments.into_iter().map(|s: RoadSegment| (s.id, (s.name, s.length_m))).collect(), last: (Instant::now(), session.hub.readings_applied()) }
+    }
+
+    fn frame(&mut self, hub: &LiveHub) -> String {
+        let now = Instant::now();
+        let applied = hub.readings_applied();
+        let secs = now.duration_since(self.last.0).as_secs_f64();
+        let rate = if secs > 0.0 { applied.saturating_sub(self.last.1) as f64 / secs } else { 0.0 };
+        self.last = (now, applied);
+        let (online, offline) = hub.presence_counts(EventTime::now());
+        let mut open = [0u64; 3];
+        for a in hub.open_alerts() {
+            open[match a.severity {
+                Severity::Critical => 0,
+                Severity::Warning => 1,
+                Severity::Info => 2,
+            }] += 1;
+        }
+        let states = hub.all_segment_states();
+        // City speed: the segments' mean speeds weighted by their length.
+        let (mut weighted, mut length) = (0.0, 0.0);
+        for s in &states {
+            if let Some(v) = s.speed_kmh {
+                let l = self.segments.get(&s.segment).map_or(1.0, |(_, l)| l.max(1.0));
+                weighted += v * l;
+                length += l;
+            }
+        }
+        let mut worst: Vec<_> = states.iter().filter(|s| s.los.is_some()).collect();
+        worst.sort_by(|a, b| {
+            b.los.cmp(&a.los).then(a.speed_kmh.partial_cmp(&b.speed_kmh).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        let worst: Vec<Value> = worst
+            .iter()
+            .take(5)
+            .map(|s| {
+                json!({
+                    "segment": s.segment,
+                    "name": self.segments.get(&s.segment).map(|(n, _)| n.as_str()),
+                    "los": s.los.map(LevelOfService::as_str),
+                    "speed_kmh": s.speed_kmh,
+                })
+            })
+            .collect();
+        json!({"type": "kpi", "kpi": {
+            "devices_online": online,
+            "devices_offline": offline,
+            "readings_per_s": (rate * 10.0).round() / 10.0,
+            "alerts_open": {"critical": open[0], "warning": open[1], "info": open[2]},
+            "city_speed_kmh": (length > 0.0).then(|| (weighted / length * 10.0).round() / 10.0),
+            "worst_segments": worst,
+        }})
+        .to_string()
+    }
+}
+
+/// Run one live session until the client leaves, idles out, or the sink fails.
+pub async fn run_session<S, R>(session: Session, mut sink: S, mut stream: R)
 where
     S: Sink<String> + Unpin,
     R: Stream<Item = Result<String, ()>> + Unpin,
 {
-    let mut events = hub.subscribe();
+    session.http.ws_open.fetch_add(1, Ordering::Relaxed);
+    session.http.ws_sessions.fetch_add(1, Ordering::Relaxed);
+    serve_session(&session, &mut sink, &mut stream).await;
+    session.http.ws_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_session<S, R>(session: &Session, sink: &mut S, stream: &mut R)
+where
+    S: Sink<String> + Unpin,
+    R: Stream<Item = Result<String, ()>> + Unpin,
+{
+    let (hub, http, cfg) = (&session.hub, &session.http, session.config);
+    // Registered with a filter selecting nothing until the client subscribes.
+    let nothing = SubscriptionFilter { values: false, ..SubscriptionFilter::default() };
+    let sub = hub.subscribe(nothing.clone());
     let mut filter: Option<SubscriptionFilter> = None;
+    let mut kpi: Option<Kpi> = None;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
+    let mut kpi_tick = tokio::time::interval(cfg.kpi_interval);
+    kpi_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
     loop {
+        let mut frames: Vec<String> = Vec::new();
         tokio::select! {
             incoming = stream.next() => {
-                let Some(Ok(text)) = incoming else { break };
-                let parsed = if text.starts_with('\u{0}') {
-                    Err(String::from("binary frames are not accepted; send JSON text"))
-                } else {
-                    serde_json::from_str::<ClientMessage>(&text).map_err(|e| format!("cannot read message: {e}"))
-                };
-                let reply = match parsed {
-                    Ok(ClientMessage::Subscribe { devices, metrics, segments, alerts, values }) => match parse_subscription(devices, metrics, segments, alerts, values) {
-                        Ok(f) => {
-                            // Resubscribe to the hub first so no event between snapshot and
-                            // deltas is missed (a duplicate is harmless: values carry times,
-                            // segment states their window and revision, alerts their state).
-                            events = hub.subscribe();
-                            let snapshot = snapshot_frame(&hub, &f, None);
-                            filter = Some(f);
-                            snapshot
+                let Some(Ok(text)) = incoming else { return };
+                idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
+                if text == PING_MARK {
+                    continue;
+                }
+                let reply = match read_message(&text) {
+                    Ok(ClientMessage::Subscribe { devices, metrics, segments, bbox, alerts, values, kpi: wants_kpi }) => {
+                        match build_filter(session, Requested { devices, metrics, segments, bbox, alerts, values }).await {
+                            Ok(f) => {
+                                // Route first, then snapshot, so nothing between the two is
+                                // missed (a value sent twice is harmless: values carry times,
+                                // segment states their window and revision, alerts their state).
+                                sub.set_filter(f.clone());
+                                let snapshot = snapshot_frame(hub, &f, None);
+                                filter = Some(f);
+                                kpi = if wants_kpi { Some(Kpi::new(session).await) } else { None };
+                                snapshot
+                            }
+                            Err(message) => error_frame(http, "bad_subscription", &message),
                         }
-                        Err(message) => error_frame("bad_subscription", &message),
-                    },
-                    Ok(ClientMessage::Unsubscribe) => {
+                    }
+                    Ok(ClientMessage::Unsubscribe { devices: None, segments: None }) => {
+                        sub.set_filter(nothing.clone());
                         filter = None;
+                        kpi = None;
                         json!({"type": "unsubscribed"}).to_string()
                     }
+                    Ok(ClientMessage::Unsubscribe { devices, segments }) => {
+                        let parsed = parse_keys("devices", devices.as_deref().unwrap_or_default(), device_key)
+                            .and_then(|d| parse_keys("segments", segments.as_deref().unwrap_or_default(), segment_key).map(|s| (d, s)));
+                        match parsed {
+                            Ok((d, s)) => {
+                                if let Some(f) = &mut filter {
+                                    f.remove_devices(d.iter().cloned());
+                                    f.remove_segments(s.iter().cloned());
+                                    // What is queued for the removed keys is dropped with it.
+                                    sub.set_filter(f.clone());
+                                }
+                                json!({"type": "unsubscribed", "devices": d, "segments": s}).to_string()
+                            }
+                            Err(message) => error_frame(http, "bad_unsubscribe", &message),
+                        }
+                    }
                     Ok(ClientMessage::Ping) => json!({"type": "pong"}).to_string(),
-                    Err(message) => error_frame("bad_message", &message),
+                    Err(message) => error_frame(http, "bad_message", &message),
                 };
-                if sink.send(reply).await.is_err() {
-                    break;
-                }
+                frames.push(reply);
             }
-            event = events.recv() => {
-                let frames = match event {
-                    Ok(first) => {
-                        let (mut frames, lagged) = collect_frames(first, &mut events, filter.as_ref());
-                        if let (true, Some(f)) = (lagged, &filter) {
-                            frames.push(snapshot_frame(&hub, f, Some("resync")));
-                        }
-                        frames
-                    }
-                    Err(RecvError::Lagged(missed)) => match &filter {
-                        Some(f) => {
-                            tracing::debug!(missed, "live client fell behind; resynchronising");
-                            vec![snapshot_frame(&hub, f, Some("resync"))]
-                        }
-                        None => Vec::new(),
-                    },
-                    Err(RecvError::Closed) => break,
-                };
-                for f in frames {
-                    if sink.send(f).await.is_err() {
-                        return;
+            () = sub.ready() => {
+                let pending = sub.take();
+                if let Some(f) = &filter {
+                    if pending.lagged {
+                        tracing::debug!("live client fell behind; resynchronising");
+                        http.ws_resyncs.fetch_add(1, Ordering::Relaxed);
+                        frames.push(snapshot_frame(hub, f, Some("resync")));
+                    } else {
+                        frames = pending_frames(pending);
                     }
                 }
             }
+            _ = kpi_tick.tick(), if kpi.is_some() => {
+                if let Some(k) = &mut kpi {
+                    frames.push(k.frame(hub));
+                }
+            }
+            _ = heartbeat.tick() => {
+                frames.push(PING_MARK.to_owned());
+                frames.push(json!({"type": "heartbeat", "time": EventTime::now()}).to_string());
+            }
+            () = &mut idle => {
+                let message = format!("no message for {} s; closing", cfg.idle_timeout.as_secs());
+                let _ = sink.send(error_frame(http, "idle_timeout", &message)).await;
+                return;
+            }
+        }
+        for f in frames {
+            if sink.send(f).await.is_err() {
+                return;
+            }
+            http.ws_frames_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Turn the available events into frames: values batched into deltas; windows, segment
-/// states and alerts one frame each, in order.
-/// Also says whether the receiver lagged while draining (the caller then resyncs).
-fn collect_frames(
-    first: Arc<LiveEvent>,
-    events: &mut tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
-    filter: Option<&SubscriptionFilter>,
-) -> (Vec<String>, bool) {
-    let Some(filter) = filter else {
-        // Not subscribed: drain what is queued without sending.
-        while !matches!(events.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
-        return (Vec::new(), false);
-    };
-    let mut lagged = false;
-    let mut values = Vec::new();
+/// Frames for what a subscriber's queue held: the conflated values in delta frames of at
+/// most [`MAX_DELTA_VALUES`], then windows, segment states and alerts one frame each, in
+/// order.
+fn pending_frames(pending: Pending) -> Vec<String> {
     let mut frames = Vec::new();
-    let mut next = Some(first);
-    while let Some(e) = next {
-        if filter.matches_event(&e) {
-            match &*e {
-                LiveEvent::Value(v) => values.push(v.clone()),
-                LiveEvent::Window(w) => frames.push(json!({"type": "window", "window": w}).to_string()),
-                LiveEvent::Segment(s) => frames.push(json!({"type": "segment", "segment": s}).to_string()),
-                LiveEvent::Alert(a) => frames.push(json!({"type": "alert", "alert": a}).to_string()),
-            }
-        }
-        if values.len() >= MAX_DELTA_VALUES {
-            break;
-        }
-        next = match events.try_recv() {
-            Ok(e) => Some(e),
-            Err(TryRecvError::Lagged(_)) => {
-                lagged = true;
-                None
-            }
-            Err(_) => None,
-        };
+    let values: Vec<LiveValue> = pending.values.into_values().collect();
+    for chunk in values.chunks(MAX_DELTA_VALUES) {
+        frames.push(json!({"type": "delta", "values": chunk}).to_string());
     }
-    if !values.is_empty() {
-        frames.insert(0, json!({"type": "delta", "values": values}).to_string());
+    for e in pending.events {
+        frames.push(match &*e {
+            LiveEvent::Value(v) => json!({"type": "delta", "values": [v]}).to_string(),
+            LiveEvent::Window(w) => json!({"type": "window", "window": w}).to_string(),
+            LiveEvent::Segment(s) => json!({"type": "segment", "segment": s}).to_string(),
+            LiveEvent::Alert(a) => json!({"type": "alert", "alert": a}).to_string(),
+        });
     }
-    (frames, lagged)
+    frames
 }

@@ -16,6 +16,9 @@ impl Params {
             .map_err(|e| ApiError::bad_param("query", format!("query string is malformed: {e}")))?;
         let mut map = BTreeMap::new();
         for (k, v) in pairs {
+            if v.chars().any(char::is_control) || k.chars().any(char::is_control) {
+                return Err(ApiError::bad_param(&k.replace(char::is_control, "?"), "parameters must not contain control characters"));
+            }
             if map.contains_key(&k) {
                 return Err(ApiError::bad_param(&k, format!("parameter {k:?} is given more than once")));
             }

@@ -9,6 +9,7 @@ use store::{ExportFormat, GapFill, HistoryPoint, HistoryQuery, HistorySubject, R
 use telemetry::EventTime;
 
 use crate::error::ApiError;
+use crate::auth::Principal;
 use crate::formats;
 use crate::params::{self, Params};
 use crate::AppState;
@@ -36,17 +37,12 @@ pub async fn metrics(State(state): State<AppState>) -> ([(axum::http::header::He
         "# HELP sccr_live_values Current (device, metric) values held for live subscribers.\n# TYPE sccr_live_values gauge\nsccr_live_values {}\n",
         state.hub.len()
     ));
+    state.http.render(&mut text);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
-}
-
-pub async fn devices(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    Params::parse(raw.as_deref())?.finish()?;
-    let devices = state.store.devices().await?;
-    Ok(Json(json!({ "devices": devices })))
 }
 
 pub async fn latest(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -99,9 +95,10 @@ impl Aggregate {
 /// `max_points`), at a stored level (`resolution=raw|1m|1h|1d`) or in buckets of a given
 /// width (`step=15m`); `agg` picks the figure in `v`; `fill=null|previous` adds the empty
 /// buckets.
-pub async fn history(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn history(State(state): State<AppState>, who: Principal, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Json)?;
+    formats::require_bulk_role(&who, format)?;
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
     let subject = match (device, segment) {

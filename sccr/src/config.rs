@@ -102,6 +102,11 @@ impl Default for RetentionSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     pub listen: String,
+    /// An admin token created at start if absent (deployments that provision their first
+    /// admin from a secret); leave unset and use `sccr token create` otherwise.
+    pub bootstrap_admin_token: Option<String>,
+    /// Failed authentications allowed per client address per minute before 429s (0: no limit).
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -197,7 +202,7 @@ impl Default for DatabaseSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into() }
+        Self { listen: "127.0.0.1:8080".into(), bootstrap_admin_token: None, auth_failures_per_minute: dashboard_api::auth::MAX_FAILURES }
     }
 }
 
@@ -321,6 +326,10 @@ impl Config {
             "retention.rollup_1m, rollup_1h and rollup_1d must be at least 1d",
         );
         check(self.api.listen.parse::<SocketAddr>().is_ok(), "api.listen must be an address like 127.0.0.1:8080");
+        check(
+            self.api.bootstrap_admin_token.as_ref().is_none_or(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_graphic())),
+            "api.bootstrap_admin_token must be at least 32 printable characters (e.g. from `openssl rand -hex 32`)",
+        );
         check(self.ingest.max_payload_bytes >= 64, "ingest.max_payload_bytes must be at least 64");
         check(self.ingest.max_pending_readings > 0, "ingest.max_pending_readings must be at least 1");
         check(self.writer.max_batch_readings > 0, "writer.max_batch_readings must be at least 1");
@@ -396,6 +405,11 @@ compress_after = "7days"
 
 [api]
 listen = "127.0.0.1:8080"
+# An admin API token created at start if absent (from a secret; at least 32 characters).
+# Without it, create tokens with `sccr token create --role admin --name NAME`.
+# bootstrap_admin_token = "..."
+# Failed authentications allowed per client address per minute before 429s (0: no limit).
+auth_failures_per_minute = 20
 
 [ingest]
 max_payload_bytes = 65536

@@ -20,6 +20,7 @@ pub struct DemoOptions {
     pub devices: usize,
     pub interval: Duration,
     pub data_dir: std::path::PathBuf,
+    pub admin_token: Option<String>,
 }
 
 /// The embedded broker: MQTT 5 on loopback, sized for the demo fleet.
@@ -67,6 +68,11 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     config.mqtt.port = opts.mqtt_port;
     config.mqtt.client_id = "sccr-demo-ingest".into();
     config.api.listen = format!("127.0.0.1:{}", opts.http_port);
+    let admin_token = match &opts.admin_token {
+        Some(t) => t.clone(),
+        None => dashboard_api::auth::generate_token().map_err(|e| anyhow::anyhow!(e.message))?.0,
+    };
+    config.api.bootstrap_admin_token = Some(admin_token.clone());
     config.validate()?;
 
     let store = pipeline::open_store(&config).await?;
@@ -89,9 +95,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let example = fleet.first().map(|d| d.id.to_string()).unwrap_or_default();
     println!(
         "\nSCCR demo is running: {} simulated devices on {} Florence road segments.\n\
-         \n  API       {url}\n  MQTT      127.0.0.1:{} (embedded broker, MQTT 5)\n  Data      {}\n\
-         \nTry:\n  curl {url}/api/v1/devices\n  curl '{url}/api/v1/latest?device={example}'\n  curl '{url}/api/v1/history?device={example}&metric=speed_kmh&resolution=1m'\n  \
-         websocket {}/api/v1/live, send {{\"type\":\"subscribe\",\"devices\":[\"{example}\"]}}\n\
+         \n  API       {url}\n  admin token: {admin_token}\n  MQTT      127.0.0.1:{} (embedded broker, MQTT 5)\n  Data      {}\n\
+         \nTry (TOKEN is the admin token above):\n  curl -H \"Authorization: Bearer $TOKEN\" {url}/api/v1/devices\n  curl -H \"Authorization: Bearer $TOKEN\" '{url}/api/v1/latest?device={example}'\n  curl -H \"Authorization: Bearer $TOKEN\" '{url}/api/v1/history?device={example}&metric=speed_kmh&resolution=1m'\n  \
+         websocket {}/api/v1/live?access_token=$TOKEN, send {{\"type\":\"subscribe\",\"devices\":[\"{example}\"]}}\n\
          \nCtrl-C drains the pipeline, flushes the last batch and window, and exits.\n",
         fleet.len(),
         covered.len(),

@@ -1,5 +1,6 @@
 //! `sccr`: the SCCR server binary and composition root.
 
+mod admin;
 mod alert_sink;
 mod config;
 mod demo;
@@ -40,6 +41,10 @@ enum Command {
         /// Where the demo keeps its SQLite database.
         #[arg(long, default_value = "sccr-demo-data")]
         data_dir: PathBuf,
+        /// The admin API token to use (at least 32 characters); a new one is made and
+        /// printed when absent.
+        #[arg(long)]
+        admin_token: Option<String>,
     },
     /// Run against an external broker and database.
     Serve {
@@ -85,9 +90,51 @@ enum Command {
     },
     /// Print a commented default configuration file.
     GenerateConfig,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Write the MQTT broker's password file (Mosquitto format) from the device registry.
+    MqttPasswd {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The password file to write (replaced atomically; send the broker SIGHUP after).
+        #[arg(long)]
+        out: PathBuf,
+        /// A password file of service accounts (ingest, api) to include first.
+        #[arg(long)]
+        include: Option<PathBuf>,
+    },
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<Config> {
+#[derive(Subcommand)]
+pub(crate) enum TokenAction {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// admin, operator, planner or device.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds the token (shown in the audit log and on acknowledgements).
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secret).
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        id: i64,
+    },
+}
+
+pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
@@ -121,10 +168,19 @@ async fn main() -> Result<()> {
         )
         .init();
     match cli.command {
-        Command::Demo { port, mqtt_port, devices, interval, data_dir } => {
+        Command::Demo { port, mqtt_port, devices, interval, data_dir, admin_token } => {
             anyhow::ensure!(devices > 0, "--devices must be at least 1");
             anyhow::ensure!(!interval.is_zero(), "--interval must be positive");
-            demo::run(demo::DemoOptions { http_port: port, mqtt_port, devices, interval, data_dir }).await
+            demo::run(demo::DemoOptions { http_port: port, mqtt_port, devices, interval, data_dir, admin_token }).await
+        }
+        Command::Token { action } => admin::token(action).await,
+        Command::MqttPasswd { config, out, include } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let n = admin::write_mqtt_passwd(&store, &out, include.as_deref()).await?;
+            store.close().await;
+            println!("{}: {n} device credentials", out.display());
+            Ok(())
         }
         Command::Serve { config } => {
             let config = load(config.as_deref())?;

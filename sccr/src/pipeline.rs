@@ -110,7 +110,7 @@ async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time
 }
 
 pub async fn start(config: &Config, store: Store) -> Result<Running> {
-    let hub = LiveHub::new(16_384);
+    let hub = LiveHub::new(1_024);
     let latest = store.latest(None, None).await?;
     hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
     let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
@@ -228,7 +228,14 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
-    let router = dashboard_api::app(dashboard_api::AppState { store: store.clone(), hub: hub.clone(), metrics: Some(render), alerts: Some(control) });
+    if let Some(token) = &config.api.bootstrap_admin_token {
+        store.ensure_token("bootstrap-admin", "admin", &dashboard_api::auth::token_digest(token), EventTime::now()).await?;
+    }
+    let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
+    state.metrics = Some(render);
+    state.alerts = Some(control);
+    state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
+    let router = dashboard_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
         let served = axum::serve(listener, router)

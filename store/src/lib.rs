@@ -25,14 +25,17 @@
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
+pub mod access;
 pub mod alert;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod export;
+pub mod dead_letter_log;
 pub mod history;
 pub mod maintenance;
 pub mod pgcopy;
 mod postgres;
+pub mod registry;
 pub mod rollup;
 mod sqlite;
 pub mod writer;
@@ -45,7 +48,10 @@ pub use alert::{
     Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
     Severity, SubjectKind,
 };
+pub use access::{AuditEntry, AuditRecord, TokenRecord};
+pub use dead_letter_log::DeadLetterEntry;
 pub use postgres::PgStore;
+pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
 pub use export::{export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat, ExportQuery, ExportStream};
@@ -72,6 +78,10 @@ pub enum StoreError {
     AlertNotFound(i64),
     #[error("alert {id} is {from} and cannot become {to}")]
     AlertTransition { id: i64, from: AlertState, to: AlertState },
+    #[error("device {0} is already registered with credentials")]
+    DeviceExists(String),
+    #[error("road segment {0:?} does not exist")]
+    UnknownSegment(String),
 }
 
 impl StoreError {

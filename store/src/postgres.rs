@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     ),
     (4, "alerts", MigrationSql::Common(include_str!("../migrations/postgres/0004_alerts.sql"))),
     (5, "segment rollups", MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql"))),
+    (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -48,7 +49,7 @@ const MIGRATION_LOCK: i64 = 0x5CC2_0001;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// The storage mode recorded by the migrations (0 until migrated).
     mode: Arc<AtomicU8>,
     /// Days whose `readings` partition is known to exist.
@@ -163,11 +164,11 @@ fn merge_statement(levels: &[Resolution]) -> String {
     sql
 }
 
-fn ts(t: EventTime) -> OffsetDateTime {
+pub(crate) fn ts(t: EventTime) -> OffsetDateTime {
     t.to_offset_date_time()
 }
 
-fn et(t: OffsetDateTime) -> EventTime {
+pub(crate) fn et(t: OffsetDateTime) -> EventTime {
     EventTime::from_offset_date_time(t)
 }
 

@@ -24,11 +24,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "time series", include_str!("../migrations/sqlite/0002_timeseries.sql")),
     (3, "alerts", include_str!("../migrations/sqlite/0003_alerts.sql")),
     (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
+    (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
 ];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     retention: Retention,
 }
 

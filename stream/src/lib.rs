@@ -20,6 +20,7 @@
 pub mod alert;
 pub mod config;
 pub mod duration_serde;
+pub mod fanout;
 pub mod live;
 pub mod los;
 pub mod segment_state;
@@ -29,6 +30,7 @@ pub mod window;
 
 pub use alert::{Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig, AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject};
 pub use config::StreamConfig;
+pub use fanout::{Pending, Subscription};
 pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
 pub use los::LevelOfService;
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};

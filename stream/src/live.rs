@@ -14,8 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
-use tokio::sync::broadcast;
+use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, StatusEvent};
+
+use crate::fanout::{Routes, Subscription};
 
 use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
 use crate::segment_state::SegmentState;
@@ -98,12 +99,24 @@ pub struct SubscriptionFilter {
     pub metrics: BTreeSet<MetricId>,
     pub segments: Option<BTreeSet<SegmentId>>,
     pub alerts: bool,
+    /// Devices and segments taken out again by an `unsubscribe` naming them (an empty
+    /// `devices`/`segments` set means "all", so removing keys needs its own set).
+    pub excluded_devices: BTreeSet<DeviceId>,
+    pub excluded_segments: BTreeSet<SegmentId>,
 }
 
 impl Default for SubscriptionFilter {
     /// Every value and window; no segments, no alerts (the original protocol).
     fn default() -> Self {
-        Self { values: true, devices: BTreeSet::new(), metrics: BTreeSet::new(), segments: None, alerts: false }
+        Self {
+            values: true,
+            devices: BTreeSet::new(),
+            metrics: BTreeSet::new(),
+            segments: None,
+            alerts: false,
+            excluded_devices: BTreeSet::new(),
+            excluded_segments: BTreeSet::new(),
+        }
     }
 }
 
@@ -112,10 +125,44 @@ impl SubscriptionFilter {
         self.values
             && (self.devices.is_empty() || self.devices.contains(device))
             && (self.metrics.is_empty() || self.metrics.contains(&metric))
+            && !self.excluded_devices.contains(device)
     }
 
     pub fn matches_segment(&self, segment: &SegmentId) -> bool {
-        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment))
+        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment)) && !self.excluded_segments.contains(segment)
+    }
+
+    /// Take devices out of the subscription.
+    pub fn remove_devices(&mut self, devices: impl IntoIterator<Item = DeviceId>) {
+        for d in devices {
+            if self.devices.is_empty() {
+                self.excluded_devices.insert(d);
+            } else {
+                self.devices.remove(&d);
+                if self.devices.is_empty() {
+                    // The last listed device went: nothing is left, not "all".
+                    self.values = false;
+                }
+            }
+        }
+    }
+
+    /// Take segments out of the subscription.
+    pub fn remove_segments(&mut self, segments: impl IntoIterator<Item = SegmentId>) {
+        for seg in segments {
+            match &mut self.segments {
+                Some(set) if !set.is_empty() => {
+                    set.remove(&seg);
+                    if set.is_empty() {
+                        self.segments = None;
+                    }
+                }
+                Some(_) => {
+                    self.excluded_segments.insert(seg);
+                }
+                None => {}
+            }
+        }
     }
 
     pub fn matches_event(&self, event: &LiveEvent) -> bool {
@@ -131,24 +178,70 @@ impl SubscriptionFilter {
 /// Cleared alert ids remembered so a late, older change cannot reopen them in the hub.
 const REMEMBERED_CLEARED: usize = 4_096;
 
+impl Presence {
+    fn online(&self, now_ms: i64) -> bool {
+        self.offline_ms.is_none_or(|off| self.heard_ms > off) && now_ms - self.heard_ms <= PRESENCE_WINDOW_MS
+    }
+}
+
 #[derive(Debug, Default)]
 struct AlertBoard {
     open: BTreeMap<i64, LiveAlert>,
     cleared: VecDeque<i64>,
 }
 
+/// A device is online while it was heard from (a reading or an `online` status) within
+/// this long and did not say it went offline since.
+pub const PRESENCE_WINDOW_MS: i64 = 5 * 60_000;
+
+/// What the hub last heard from a device, in processing time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Presence {
+    heard_ms: i64,
+    offline_ms: Option<i64>,
+}
+
 #[derive(Debug)]
 pub struct LiveHub {
     values: RwLock<HashMap<(DeviceId, MetricId), (EventTime, f64)>>,
+    presence: RwLock<HashMap<DeviceId, Presence>>,
     segments: RwLock<HashMap<SegmentId, SegmentState>>,
     alerts: RwLock<AlertBoard>,
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    routes: Arc<RwLock<Routes>>,
+    /// Per-subscriber queue bound (see [`crate::fanout`]).
+    capacity: usize,
+    readings: std::sync::atomic::AtomicU64,
 }
 
 impl LiveHub {
-    pub fn new(buffer: usize) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(buffer.max(16));
-        Arc::new(Self { values: RwLock::new(HashMap::new()), segments: RwLock::new(HashMap::new()), alerts: RwLock::new(AlertBoard::default()), tx })
+    /// A hub whose subscribers each queue at most `capacity` events (and `capacity × 16`
+    /// distinct values) before they are resynchronised with a snapshot.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            values: RwLock::new(HashMap::new()),
+            presence: RwLock::new(HashMap::new()),
+            segments: RwLock::new(HashMap::new()),
+            alerts: RwLock::new(AlertBoard::default()),
+            routes: Arc::default(),
+            capacity: capacity.max(16),
+            readings: Default::default(),
+        })
+    }
+
+    /// Start receiving the events `filter` selects (values conflated; see [`crate::fanout`]).
+    pub fn subscribe(&self, filter: SubscriptionFilter) -> Subscription {
+        Subscription::register(&self.routes, filter, self.capacity)
+    }
+
+    /// Subscribers now.
+    pub fn subscribers(&self) -> usize {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn dispatch(&self, events: &[Arc<LiveEvent>]) {
+        if !events.is_empty() {
+            self.routes.read().unwrap_or_else(|e| e.into_inner()).dispatch(events);
+        }
     }
 
     /// Seed the open alerts (from the store at start) without broadcasting.
@@ -180,7 +273,7 @@ impl LiveHub {
                 board.cleared.push_back(alert.id);
             }
         }
-        let _ = self.tx.send(Arc::new(LiveEvent::Alert(alert)));
+        self.dispatch(&[Arc::new(LiveEvent::Alert(alert))]);
         true
     }
 
@@ -204,9 +297,8 @@ impl LiveHub {
                 }
             }
         }
-        for s in states {
-            let _ = self.tx.send(Arc::new(LiveEvent::Segment(s)));
-        }
+        let events: Vec<Arc<LiveEvent>> = states.into_iter().map(|s| Arc::new(LiveEvent::Segment(s))).collect();
+        self.dispatch(&events);
     }
 
     /// The current state of the segments the filter selects, by segment id.
@@ -233,8 +325,50 @@ impl LiveHub {
         }
     }
 
+    /// Take a device's status message: `offline` (or its Last Will) marks it offline until
+    /// it is heard from again; a live `online` counts as hearing from it (a retained one
+    /// replayed by the broker does not).
+    pub fn set_status(&self, status: &StatusEvent) {
+        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let p = map.entry(status.device.clone()).or_default();
+        match status.state {
+            DeviceState::Offline => p.offline_ms = Some(status.received_at.millis()),
+            DeviceState::Online if !status.retained => {
+                p.heard_ms = p.heard_ms.max(status.received_at.millis());
+                p.offline_ms = None;
+            }
+            DeviceState::Online => {}
+        }
+    }
+
+    /// Whether a device is online at `now`; `None` when the hub never heard of it.
+    pub fn device_online(&self, device: &DeviceId, now: EventTime) -> Option<bool> {
+        self.presence.read().unwrap_or_else(|e| e.into_inner()).get(device).map(|p| p.online(now.millis()))
+    }
+
+    /// (online, offline) devices among those the hub heard of.
+    pub fn presence_counts(&self, now: EventTime) -> (usize, usize) {
+        let map = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        let online = map.values().filter(|p| p.online(now.millis())).count();
+        (online, map.len() - online)
+    }
+
     /// Apply readings; broadcast those that are newer than the value held.
     pub fn apply(&self, readings: &[Reading]) {
+        self.readings.fetch_add(readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let now = EventTime::now().millis();
+        {
+            let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let mut last: Option<&DeviceId> = None;
+            for r in readings {
+                if last != Some(&r.device) {
+                    let p = presence.entry(r.device.clone()).or_default();
+                    p.heard_ms = now;
+                    p.offline_ms = None;
+                    last = Some(&r.device);
+                }
+            }
+        }
         let mut changed = Vec::new();
         {
             let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
@@ -247,20 +381,13 @@ impl LiveHub {
                 }
             }
         }
-        for v in changed {
-            // No receivers is fine: nobody is watching.
-            let _ = self.tx.send(Arc::new(LiveEvent::Value(v)));
-        }
+        let events: Vec<Arc<LiveEvent>> = changed.into_iter().map(|v| Arc::new(LiveEvent::Value(v))).collect();
+        self.dispatch(&events);
     }
 
     pub fn publish_windows(&self, windows: Vec<WindowResult>) {
-        for w in windows {
-            let _ = self.tx.send(Arc::new(LiveEvent::Window(w)));
-        }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
-        self.tx.subscribe()
+        let events: Vec<Arc<LiveEvent>> = windows.into_iter().map(|w| Arc::new(LiveEvent::Window(w))).collect();
+        self.dispatch(&events);
     }
 
     /// Current values matching `filter`, ordered by device then metric.
@@ -273,6 +400,16 @@ impl LiveHub {
             .collect();
         out.sort_by(|a, b| (&a.device, a.metric).cmp(&(&b.device, b.metric)));
         out
+    }
+
+    /// Readings applied since start (for rates).
+    pub fn readings_applied(&self) -> u64 {
+        self.readings.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every segment's current state.
+    pub fn all_segment_states(&self) -> Vec<SegmentState> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
@@ -294,19 +431,38 @@ mod tests {
     }
 
     #[test]
-    fn older_readings_do_not_replace_newer_ones_and_are_not_broadcast() {
+    fn older_readings_do_not_replace_newer_ones_and_are_not_sent() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter::default());
         hub.apply(&[r("a", 2_000, 20.0), r("a", 1_000, 10.0), r("b", 1_000, 5.0)]);
         let snap = hub.snapshot(&SubscriptionFilter::default());
         assert_eq!(snap.iter().map(|v| (v.device.as_str(), v.value)).collect::<Vec<_>>(), vec![("a", 20.0), ("b", 5.0)]);
-        let mut got = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            if let LiveEvent::Value(v) = &*e {
-                got.push(v.device.to_string());
-            }
+        let got: Vec<(String, f64)> = sub.take().values.values().map(|v| (v.device.to_string(), v.value)).collect();
+        assert_eq!(got, vec![("a".into(), 20.0), ("b".into(), 5.0)]);
+    }
+
+    #[test]
+    fn values_are_conflated_and_routed_only_to_interested_subscribers() {
+        let hub = LiveHub::new(16);
+        let only_a = hub.subscribe(SubscriptionFilter { devices: [DeviceId::parse("a").unwrap()].into(), ..SubscriptionFilter::default() });
+        let only_s1 = hub.subscribe(SubscriptionFilter { values: false, segments: Some([SegmentId::parse("s1").unwrap()].into()), ..SubscriptionFilter::default() });
+        assert_eq!(hub.subscribers(), 2);
+        for i in 0..500 {
+            hub.apply(&[r("a", i, i as f64), r("b", i, i as f64)]);
         }
-        assert_eq!(got, vec!["a", "b"]);
+        let p = only_a.take();
+        assert!(!p.lagged, "conflated values never overflow one key");
+        assert_eq!(p.values.values().map(|v| (v.device.to_string(), v.value)).collect::<Vec<_>>(), vec![("a".into(), 499.0)]);
+        assert!(only_s1.take().values.is_empty());
+        hub.publish_segments(vec![seg_state("s2", 0, 0, 5.0), seg_state("s1", 0, 0, 9.0)]);
+        let p = only_s1.take();
+        assert_eq!(p.events.len(), 1);
+        assert!(matches!(&*p.events[0], LiveEvent::Segment(s) if s.segment.as_str() == "s1"));
+        drop(only_a);
+        assert_eq!(hub.subscribers(), 1, "a dropped subscription leaves the index");
+        only_s1.set_filter(SubscriptionFilter { values: false, ..SubscriptionFilter::default() });
+        hub.publish_segments(vec![seg_state("s1", 60_000, 0, 9.0)]);
+        assert!(only_s1.take().events.is_empty(), "nothing after the filter dropped the segment");
     }
 
     #[test]
@@ -354,9 +510,9 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_keeps_its_newest_window_and_every_change_is_broadcast() {
+    fn a_segment_keeps_its_newest_window_and_every_change_is_sent() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
         hub.publish_segments(vec![seg_state("s1", 60_000, 0, 30.0), seg_state("s1", 0, 1, 10.0), seg_state("s2", 0, 0, 5.0)]);
         hub.publish_segments(vec![seg_state("s1", 60_000, 1, 31.0)]);
         let all = SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() };
@@ -365,12 +521,9 @@ mod tests {
         let only_s2 = SubscriptionFilter { segments: Some([SegmentId::parse("s2").unwrap()].into()), ..SubscriptionFilter::default() };
         assert_eq!(hub.segment_states(&only_s2).len(), 1);
         assert!(hub.segment_states(&SubscriptionFilter::default()).is_empty(), "no segments unless asked for");
-        let mut n = 0;
-        while let Ok(e) = rx.try_recv() {
-            assert!(matches!(&*e, LiveEvent::Segment(_)));
-            n += 1;
-        }
-        assert_eq!(n, 4);
+        let events = sub.take().events;
+        assert!(events.iter().all(|e| matches!(&**e, LiveEvent::Segment(_))));
+        assert_eq!(events.len(), 4);
     }
 
     #[test]
@@ -398,12 +551,15 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_subscriber_lags_instead_of_growing_the_buffer() {
+    fn a_slow_subscriber_lags_instead_of_growing_its_queue() {
         let hub = LiveHub::new(16);
-        let mut rx = hub.subscribe();
+        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
         for i in 0..100 {
-            hub.apply(&[r("a", i, i as f64)]);
+            hub.publish_segments(vec![seg_state("s1", i * 60_000, 0, 1.0)]);
         }
-        assert!(matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Lagged(84))));
+        let p = sub.take();
+        assert!(p.lagged && p.events.is_empty(), "the overflowing queue is dropped for a snapshot");
+        hub.publish_segments(vec![seg_state("s1", 100 * 60_000, 0, 1.0)]);
+        assert_eq!(sub.take().events.len(), 1, "and the subscriber goes on afterwards");
     }
 }

@@ -171,6 +171,7 @@ pub async fn run_stream(core: StreamCore, config: StreamServiceConfig, hub: Arc<
             status = statuses.recv(), if statuses_open => match status {
                 Some(status) => {
                     driver.metrics.statuses.fetch_add(1, Ordering::Relaxed);
+                    driver.hub.set_status(&status);
                     driver.core.on_status(&status, &mut out);
                 }
                 None => statuses_open = false,

@@ -236,6 +236,7 @@ impl Sccr {
             ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
             ("SCCR_API__LISTEN".to_string(), format!("127.0.0.1:{api_port}")),
             ("SCCR_MQTT__CLIENT_ID".to_string(), format!("sccr-test-{api_port}")),
+            ("SCCR_API__BOOTSTRAP_ADMIN_TOKEN".to_string(), TEST_ADMIN_TOKEN.to_string()),
         ];
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
@@ -257,6 +258,7 @@ impl Sccr {
             ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
             ("SCCR_API__LISTEN".to_string(), format!("127.0.0.1:{api_port}")),
             ("SCCR_MQTT__CLIENT_ID".to_string(), format!("sccr-test-{api_port}")),
+            ("SCCR_API__BOOTSTRAP_ADMIN_TOKEN".to_string(), TEST_ADMIN_TOKEN.to_string()),
         ];
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
@@ -347,25 +349,32 @@ impl Drop for Sccr {
     }
 }
 
-/// A minimal HTTP/1.1 GET on loopback: (status, body).
-pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = text.split_whitespace().nth(1).context("no status")?.parse()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+/// The admin API token every `sccr` process started by [`Sccr`] accepts (through
+/// `api.bootstrap_admin_token`); [`http_get`] and [`http_send`] present it.
+pub const TEST_ADMIN_TOKEN: &str = "sccr_test_admin_0123456789abcdef0123456789abcdef";
+
+/// The websocket URL of a test server's live feed, with the admin token.
+pub fn live_url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/api/v1/live?access_token={TEST_ADMIN_TOKEN}")
 }
 
-/// A minimal HTTP/1.1 request with a JSON body on loopback: (status, body).
+/// A minimal HTTP/1.1 GET on loopback as the test admin: (status, body).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_request(port, "GET", path, Some(TEST_ADMIN_TOKEN), "").await
+}
+
+/// A minimal HTTP/1.1 request with a JSON body on loopback as the test admin: (status, body).
 pub async fn http_send(port: u16, method: &str, path: &str, json: &str) -> Result<(u16, String)> {
+    http_request(port, method, path, Some(TEST_ADMIN_TOKEN), json).await
+}
+
+/// A minimal HTTP/1.1 request on loopback with an optional bearer token: (status, body).
+pub async fn http_request(port: u16, method: &str, path: &str, token: Option<&str>, json: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         json.len()
     );
     s.write_all(head.as_bytes()).await?;
@@ -616,4 +625,19 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
         let mismatches: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or(-1);
         assert_eq!(mismatches, 0, "{table} differs from a recount of readings");
     }
+}
+
+/// A Python virtual environment under `target/<name>` with `packages` (pip requirement
+/// strings) importable as `probe` (a module list for `python -c "import …"`); made on first
+/// use and reused. `None` when python3, venv or PyPI is unavailable.
+pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> Option<PathBuf> {
+    let venv = workspace_root().join("target").join(name);
+    let python = venv.join("bin/python");
+    let ok = |p: &Path| Command::new(p).args(["-c", &format!("import {probe}")]).status().is_ok_and(|s| s.success());
+    if python.is_file() && ok(&python) {
+        return Some(venv);
+    }
+    let created = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
+    let installed = created && Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(packages).status().is_ok_and(|s| s.success());
+    (installed && ok(&python)).then_some(venv)
 }

@@ -138,7 +138,7 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
     let port = sccr.api_port;
 
     // A wall screen watching the segment and the alerts.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/live")).await.expect("websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket");
     ws.send(tokio_tungstenite::tungstenite::Message::Text(format!(r#"{{"type":"subscribe","values":false,"segments":["{SEGMENT}"],"alerts":true}}"#).into()))
         .await
         .unwrap();
@@ -180,10 +180,17 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
     assert_eq!((alert["rule"].as_str(), alert["severity"].as_str(), alert["state"].as_str()), (Some("congestion"), Some("critical"), Some("raised")));
     assert_eq!(alert["subject"]["segment"], SEGMENT);
 
-    // The operator acknowledges it with a note.
-    let (status, body) = http_send(port, "POST", &format!("/api/v1/alerts/{id}/ack"), r#"{"by":"operator-ada","note":"police unit dispatched"}"#).await.unwrap();
+    // An operator (with a token the admin issued) acknowledges it with a note.
+    let (status, body) = http_send(port, "POST", "/api/v1/tokens", r#"{"name":"operator-ada","role":"operator"}"#).await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    let ada: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ada = ada["token"].as_str().unwrap();
+    let ack = format!("/api/v1/alerts/{id}/ack");
+    let (status, _) = sccr_tests::http_request(port, "POST", &ack, None, "{}").await.unwrap();
+    assert_eq!(status, 401, "no token, no acknowledgement");
+    let (status, body) = sccr_tests::http_request(port, "POST", &ack, Some(ada), r#"{"note":"police unit dispatched"}"#).await.unwrap();
     assert_eq!(status, 200, "{body}");
-    let (status, _) = http_send(port, "POST", &format!("/api/v1/alerts/{id}/ack"), r#"{"by":"operator-bob"}"#).await.unwrap();
+    let (status, _) = sccr_tests::http_request(port, "POST", &ack, Some(ada), "{}").await.unwrap();
     assert_eq!(status, 409, "a second acknowledgement is refused");
     assert_eq!(
         events(&e.pool, id).await,

@@ -104,7 +104,7 @@ async fn websocket_subscriber_receives_new_values_of_its_device() {
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/api/v1/live", sccr.api_port)).await.expect("ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(sccr.api_port)).await.expect("ws");
     ws.send(tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"subscribe","devices":["aq-7"]}"#.into()))
         .await
         .expect("send");

@@ -27,11 +27,22 @@ async fn state_with(n: i64) -> AppState {
     for chunk in readings.chunks(20_000) {
         store.write_batch(&Batch { readings: chunk.to_vec(), new_devices: devices.clone(), ..Batch::default() }).await.unwrap();
     }
-    AppState { store, hub: LiveHub::new(64), metrics: None, alerts: None }
+    for (token, name, role) in [(PLANNER, "pia", "planner"), (OPERATOR, "ada", "operator"), (ADMIN, "root", "admin")] {
+        store.ensure_token(name, role, &crate::auth::token_digest(token), EventTime(T0)).await.unwrap();
+    }
+    AppState::new(store, LiveHub::new(64))
 }
 
+const PLANNER: &str = "sccr_test_planner";
+const OPERATOR: &str = "sccr_test_operator";
+const ADMIN: &str = "sccr_test_admin";
+
 async fn send(state: &AppState, uri: &str, accept: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Bytes) {
-    let mut req = Request::get(uri);
+    send_as(state, PLANNER, uri, accept).await
+}
+
+async fn send_as(state: &AppState, token: &str, uri: &str, accept: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+    let mut req = Request::get(uri).header("authorization", format!("Bearer {token}"));
     if let Some(a) = accept {
         req = req.header("accept", a);
     }
@@ -202,7 +213,8 @@ async fn large_exports_stream_in_bounded_chunks() {
     let s = state_with(n).await;
     for format in ["csv", "parquet"] {
         let uri = format!("/api/v1/export/readings?{}&metric=speed_kmh&format={format}", range(n));
-        let resp = app(s.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let req = Request::get(uri).header("authorization", format!("Bearer {PLANNER}")).body(Body::empty()).unwrap();
+        let resp = app(s.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let mut frames = resp.into_body().into_data_stream();
         let (mut chunks, mut largest, mut all) = (0, 0, Vec::new());
@@ -222,4 +234,26 @@ async fn large_exports_stream_in_bounded_chunks() {
             assert_eq!(parquet_batches(Bytes::from(all)).iter().map(RecordBatch::num_rows).sum::<usize>() as i64, n);
         }
     }
+}
+
+/// Exports and table formats are for planners and admins; operators keep JSON history.
+#[tokio::test]
+async fn exports_and_table_formats_need_planner_or_admin() {
+    let s = state_with(10).await;
+    let export = format!("/api/v1/export/readings?{}", range(10));
+    let history = format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}", T0 + 3_000);
+    let code = |b: Bytes| serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"].clone();
+    for token in [PLANNER, ADMIN] {
+        assert_eq!(send_as(&s, token, &export, None).await.0, StatusCode::OK, "{token}");
+        assert_eq!(send_as(&s, token, &format!("{history}&format=parquet"), None).await.0, StatusCode::OK, "{token}");
+    }
+    let (st, _, body) = send_as(&s, OPERATOR, &export, None).await;
+    assert_eq!((st, code(body)), (StatusCode::FORBIDDEN, Value::from("forbidden")));
+    for (query, accept) in [(format!("{history}&format=csv"), None), (history.clone(), Some("application/vnd.apache.arrow.stream"))] {
+        let (st, _, body) = send_as(&s, OPERATOR, &query, accept).await;
+        assert_eq!((st, code(body)), (StatusCode::FORBIDDEN, Value::from("forbidden")), "{query} {accept:?}");
+    }
+    assert_eq!(send_as(&s, OPERATOR, &history, None).await.0, StatusCode::OK, "JSON history stays open to operators");
+    let resp = app(s.clone()).oneshot(Request::get(&export).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }

@@ -1,0 +1,170 @@
+//! The device registry: list (filters, cursor paging), get, register with MQTT
+//! credentials, update, decommission, rotate credentials.
+//!
+//! Registration answers the device's MQTT username (its id) and a random password once;
+//! the store keeps only the broker's hash of it (see [`crate::credentials`]).
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+
+use axum::Json;
+use axum::body::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{DeviceDetail, DeviceFilter, DeviceUpdate};
+use telemetry::{DeviceId, EventTime, SegmentId};
+
+use crate::access::{audit, json_body};
+use crate::auth::Principal;
+use crate::credentials;
+use crate::error::ApiError;
+use crate::params::{self, Params};
+use crate::AppState;
+
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1_000;
+const MAX_KIND: usize = 64;
+
+fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
+    json!({
+        "id": d.id,
+        "kind": d.kind,
+        "segment": d.segment,
+        "registered_at": d.registered_at,
+        "decommissioned_at": d.decommissioned_at,
+        "has_credentials": d.has_credentials,
+        "online": state.hub.device_online(&d.id, EventTime::now()),
+    })
+}
+
+/// `GET /api/v1/devices?kind=&segment=&decommissioned=true&limit=&cursor=`: devices in id
+/// order; `next_cursor` (absent on the last page) continues the listing.
+pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let mut p = Params::parse(raw.as_deref())?;
+    let kind = p.take("kind");
+    let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
+    let include_decommissioned = match p.take("decommissioned").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad_param("decommissioned", "decommissioned must be true or false")),
+    };
+    let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_PAGE)).transpose()?.unwrap_or(DEFAULT_PAGE);
+    let after = p
+        .take("cursor")
+        .map(|v| DeviceId::parse(&v).map_err(|_| ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")))
+        .transpose()?;
+    p.finish()?;
+    let page = state.store.devices_page(&DeviceFilter { kind, segment, include_decommissioned, after, limit }).await?;
+    let next = (page.len() == limit).then(|| page.last().map(|d| d.id.clone())).flatten();
+    let devices: Vec<Value> = page.iter().map(|d| device_view(&state, d)).collect();
+    Ok(Json(json!({ "devices": devices, "next_cursor": next })))
+}
+
+fn device_id(v: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::parse(v).map_err(|e| ApiError::bad_param("id", e.to_string()))
+}
+
+/// `GET /api/v1/devices/{id}`: the device and its latest values.
+pub(crate) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = device_id(&id)?;
+    let Some(device) = state.store.device(&id).await? else {
+        return Err(ApiError::not_found(format!("device {id} does not exist")));
+    };
+    let latest = state.store.latest(Some(&id), None).await?;
+    let mut view = device_view(&state, &device);
+    view["latest"] = json!(latest);
+    Ok(Json(json!({ "device": view })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    segment: Option<String>,
+}
+
+fn kind_field(kind: Option<String>) -> Result<Option<String>, ApiError> {
+    let kind = kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+    match &kind {
+        Some(k) if k.chars().count() > MAX_KIND || !k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+            Err(ApiError::bad_field("kind", format!("kind must be up to {MAX_KIND} characters of [A-Za-z0-9_.-]")))
+        }
+        _ => Ok(kind),
+    }
+}
+
+fn segment_field(segment: Option<String>) -> Result<Option<SegmentId>, ApiError> {
+    segment.map(|s| SegmentId::parse(&s).map_err(|e| ApiError::bad_field("segment", e.to_string()))).transpose()
+}
+
+fn mqtt_credentials(id: &DeviceId, password: &str) -> Value {
+    json!({ "username": id, "password": password, "topics": {
+        "telemetry": telemetry::Topic::telemetry(id),
+        "status": format!("sccr/v1/devices/{id}/status"),
+        "commands": format!("sccr/v1/devices/{id}/commands"),
+        "command_acks": format!("sccr/v1/devices/{id}/commands/ack"),
+    }})
+}
+
+/// `POST /api/v1/devices` `{"id", "kind"?, "segment"?}`: register a device; the answer
+/// holds its MQTT password, shown once.
+pub(crate) async fn register(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: Registration = json_body(&body, r#"{"id": "loop-12", "kind": "traffic_loop", "segment": "viale-..."}"#)?;
+    let id = DeviceId::parse(&req.id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
+    let kind = kind_field(req.kind)?;
+    let segment = segment_field(req.segment)?;
+    let password = credentials::generate_password()?;
+    let hash = credentials::hash_password(&password)?;
+    let device = state.store.register_device(&id, kind.as_deref(), segment.as_ref(), &hash, EventTime::now()).await?;
+    audit(&state, &who, "device.register", &format!("device/{id}"), json!({"kind": kind, "segment": segment})).await;
+    Ok((StatusCode::CREATED, Json(json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }))))
+}
+
+/// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?}`: a field given as `null` is emptied.
+pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let id = device_id(&id)?;
+    let fields: serde_json::Map<String, Value> = json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
+    let mut update = DeviceUpdate::default();
+    for (key, value) in &fields {
+        let text = match value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            _ => return Err(ApiError::bad_field(key, format!("{key} must be a string or null"))),
+        };
+        match key.as_str() {
+            "kind" => update.kind = Some(kind_field(text)?),
+            "segment" => update.segment = Some(segment_field(text)?),
+            _ => return Err(ApiError::bad_field(key, format!("unknown field {:?}; kind and segment can change", key.chars().take(64).collect::<String>()))),
+        }
+    }
+    let Some(device) = state.store.update_device(&id, &update).await? else {
+        return Err(ApiError::not_found(format!("device {id} does not exist")));
+    };
+    audit(&state, &who, "device.update", &format!("device/{id}"), Value::Object(fields)).await;
+    Ok(Json(json!({ "device": device_view(&state, &device) })))
+}
+
+/// `DELETE /api/v1/devices/{id}`: decommission (history kept, credentials removed).
+pub(crate) async fn decommission(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = device_id(&id)?;
+    let Some(device) = state.store.decommission_device(&id, EventTime::now()).await? else {
+        return Err(ApiError::not_found(format!("device {id} does not exist")));
+    };
+    audit(&state, &who, "device.decommission", &format!("device/{id}"), json!({})).await;
+    Ok(Json(json!({ "device": device_view(&state, &device) })))
+}
+
+/// `POST /api/v1/devices/{id}/credentials`: a new MQTT password, shown once.
+pub(crate) async fn rotate(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = device_id(&id)?;
+    let password = credentials::generate_password()?;
+    let hash = credentials::hash_password(&password)?;
+    let Some(device) = state.store.set_device_password(&id, &hash).await? else {
+        return Err(ApiError::not_found(format!("no active device {id}")));
+    };
+    audit(&state, &who, "device.credentials", &format!("device/{id}"), json!({})).await;
+    Ok(Json(json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) })))
+}

@@ -1,0 +1,250 @@
+//! The operation table: every route with its roles, parameters, body and answers. The
+//! router is built from it ([`crate::app`]) and so is the OpenAPI 3.1 document at
+//! `/api/v1/openapi.json` and the browsable page at `/api/v1/docs`, so the document cannot
+//! miss or invent a route, and the role-matrix test walks the same table.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::MethodRouter;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Role;
+use crate::AppState;
+
+/// Where a parameter goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum In {
+    Query,
+    Path,
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: &'static str,
+    pub at: In,
+    pub required: bool,
+    pub schema: Value,
+    pub description: &'static str,
+}
+
+/// One operation.
+pub struct Op {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Roles admitted; empty means public (no token).
+    pub roles: &'static [Role],
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub params: Vec<Param>,
+    pub body: Option<Value>,
+    /// The success status, its media type and schema.
+    pub ok: (u16, &'static str, Value),
+    /// Other statuses this operation answers, with what they mean.
+    pub errors: Vec<(u16, &'static str)>,
+    /// Alternative media types of the success answer (format negotiation).
+    pub alt_media: Vec<&'static str>,
+    pub route: MethodRouter<AppState>,
+}
+
+impl Op {
+    pub fn new(method: &'static str, path: &'static str, roles: &'static [Role], tag: &'static str, summary: &'static str, route: MethodRouter<AppState>) -> Self {
+        let mut errors = Vec::new();
+        if !roles.is_empty() {
+            errors.extend([
+                (401, "No token, or an unknown or revoked token"),
+                (403, "The token's role may not use this operation"),
+                (429, "Too many failed authentications from this address"),
+            ]);
+        }
+        Self { method, path, roles, summary, tag, params: Vec::new(), body: None, ok: (200, "application/json", json!({"type": "object"})), errors, alt_media: Vec::new(), route }
+    }
+
+    pub fn query(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+        self.params.push(Param { name, at: In::Query, required: false, schema, description });
+        self.error(400, "A parameter is invalid (the error names it)")
+    }
+
+    pub fn required_query(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+        self.params.push(Param { name, at: In::Query, required: true, schema, description });
+        self.error(400, "A parameter is invalid (the error names it)")
+    }
+
+    pub fn path_param(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+        self.params.push(Param { name, at: In::Path, required: true, schema, description });
+        self.error(400, "A parameter is invalid (the error names it)").error(404, "No such object")
+    }
+
+    pub fn body(mut self, schema: Value) -> Self {
+        self.body = Some(schema);
+        self.error(400, "The body is invalid (the error names the field)")
+    }
+
+    pub fn ok(mut self, status: u16, schema: Value) -> Self {
+        self.ok = (status, "application/json", schema);
+        self
+    }
+
+    pub fn ok_media(mut self, media: &'static str, schema: Value) -> Self {
+        self.ok = (self.ok.0, media, schema);
+        self
+    }
+
+    pub fn also_media(mut self, media: &'static str) -> Self {
+        self.alt_media.push(media);
+        self
+    }
+
+    pub fn error(mut self, status: u16, description: &'static str) -> Self {
+        if !self.errors.iter().any(|(s, _)| *s == status) {
+            self.errors.push((status, description));
+        }
+        self
+    }
+
+    /// The path with example values in its parameters (for tests).
+    pub fn example_path(&self, value: &str) -> String {
+        let mut path = self.path.to_owned();
+        for p in self.params.iter().filter(|p| p.at == In::Path) {
+            path = path.replace(&format!("{{{}}}", p.name), value);
+        }
+        path
+    }
+}
+
+/// JSON Schema shorthands.
+pub fn string() -> Value {
+    json!({"type": "string"})
+}
+pub fn integer() -> Value {
+    json!({"type": "integer"})
+}
+pub fn enumeration(values: &[&str]) -> Value {
+    json!({"type": "string", "enum": values})
+}
+/// An object with these required keys (other keys allowed).
+pub fn object_with(keys: &[&str]) -> Value {
+    json!({"type": "object", "required": keys})
+}
+/// Unix milliseconds or an RFC 3339 string.
+pub fn time() -> Value {
+    json!({"type": "string", "description": "Unix milliseconds or RFC 3339"})
+}
+
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "errors": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}
+            }
+        }}
+    })
+}
+
+/// The OpenAPI 3.1 document of `ops`.
+pub fn document(ops: &[Op]) -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for op in ops {
+        let mut responses = Map::new();
+        let mut content = Map::new();
+        content.insert(op.ok.1.to_owned(), json!({"schema": op.ok.2}));
+        for media in &op.alt_media {
+            content.insert((*media).to_owned(), json!({"schema": {}}));
+        }
+        responses.insert(op.ok.0.to_string(), json!({"description": "Success", "content": content}));
+        for (status, description) in &op.errors {
+            responses.insert(
+                status.to_string(),
+                json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+            );
+        }
+        let parameters: Vec<Value> = op
+            .params
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "in": if p.at == In::Path { "path" } else { "query" },
+                    "required": p.required,
+                    "schema": p.schema,
+                    "description": p.description,
+                })
+            })
+            .collect();
+        let mut operation = json!({
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": format!("{}{}", op.method.to_lowercase(), op.path.replace(['/', '{', '}', '-'], "_")),
+            "parameters": parameters,
+            "responses": responses,
+            "x-sccr-roles": op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        });
+        if op.roles.is_empty() {
+            operation["security"] = json!([]);
+        }
+        if let Some(body) = &op.body {
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
+        }
+        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
+        entry[op.method.to_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "SCCR — Smart City Control Room API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Live state, history, alerts and the device registry of the control room. Every /api/ operation but this document needs `Authorization: Bearer <token>`; `x-sccr-roles` lists the roles each admits. The live websocket protocol is described on GET /api/v1/live.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": error_schema()},
+        },
+        "paths": paths,
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve_document() -> impl IntoResponse {
+    let doc = document(&crate::operations());
+    ([(header::CACHE_CONTROL, "no-cache")], Json(doc))
+}
+
+/// `GET /api/v1/docs`: the operations as a page, from the same table.
+pub async fn serve_page() -> Html<String> {
+    let ops = crate::operations();
+    let mut rows = String::new();
+    for op in &ops {
+        let params: Vec<String> = op.params.iter().map(|p| format!("{}{}", p.name, if p.required { "*" } else { "" })).collect();
+        let roles = if op.roles.is_empty() { "public".to_owned() } else { op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ") };
+        rows.push_str(&format!(
+            "<tr><td class=m>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            op.method,
+            escape(op.path),
+            escape(op.summary),
+            escape(&params.join(", ")),
+            roles
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>SCCR API</title><style>\
+         body{{font:15px system-ui,sans-serif;background:#10141a;color:#e6e9ee;margin:2em}}\
+         table{{border-collapse:collapse;width:100%}}td,th{{padding:.35em .6em;border-bottom:1px solid #2a3240;text-align:left;vertical-align:top}}\
+         .m{{font-weight:600;color:#7cc4ff}}code{{color:#ffd479}}a{{color:#7cc4ff}}</style></head><body>\
+         <h1>SCCR API</h1><p>The machine-readable document: <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1). \
+         Send <code>Authorization: Bearer &lt;token&gt;</code>; * marks required parameters.</p>\
+         <table><tr><th>method</th><th>path</th><th>what</th><th>parameters</th><th>roles</th></tr>\n{rows}</table></body></html>"
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

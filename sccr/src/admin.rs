@@ -1,0 +1,66 @@
+//! Administrative commands: API tokens and the broker's password file.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use dashboard_api::auth::{generate_token, Role};
+use store::Store;
+use telemetry::EventTime;
+
+use crate::{load, pipeline, TokenAction};
+
+pub async fn token(action: TokenAction) -> Result<()> {
+    match action {
+        TokenAction::Create { config, role, name } => {
+            let role = Role::parse(&role).with_context(|| format!("--role {role:?}: use admin, operator, planner or device"))?;
+            anyhow::ensure!(!name.trim().is_empty() && name.chars().count() <= 128, "--name must have 1 to 128 characters");
+            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let (token, digest) = generate_token().map_err(|e| anyhow::anyhow!(e.message))?;
+            let record = store.create_token(name.trim(), role.as_str(), &digest, EventTime::now()).await?;
+            store.close().await;
+            eprintln!("token {} ({}, {}) created; it is shown only now:", record.id, record.name, record.role);
+            println!("{token}");
+        }
+        TokenAction::List { config } => {
+            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            for t in store.tokens().await? {
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}\t{}", t.id, t.role, state, t.name);
+            }
+            store.close().await;
+        }
+        TokenAction::Revoke { config, id } => {
+            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let revoked = store.revoke_token(id, EventTime::now()).await?;
+            store.close().await;
+            anyhow::ensure!(revoked.is_some(), "no token {id}");
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Write `out` (atomically) with the service accounts of `include` and one line per
+/// active device with credentials. Returns the number of device lines.
+pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
+    let mut text = match include {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading --include {}", p.display()))?,
+        None => String::new(),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let credentials = store.device_credentials().await?;
+    for (device, hash) in &credentials {
+        text.push_str(&format!("{device}:{hash}\n"));
+    }
+    let tmp = out.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))?;
+    Ok(credentials.len())
+}
