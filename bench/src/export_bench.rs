@@ -14,15 +14,17 @@ use serde_json::{json, Value};
 use store::{Store, StoreOptions, TimescaleMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// 2025-11-01T00:00:00Z.
-const BASE_MS: i64 = 1_761_955_200_000;
+/// Midnight UTC yesterday: inside the raw retention `sccr serve` enforces at start.
+fn base_ms() -> i64 {
+    telemetry::EventTime::now().floor(86_400_000).millis() - 86_400_000
+}
 const DEVICES: i64 = 1_000;
 
 /// Insert rows `from..to` of the synthetic series.
-async fn insert(pool: &sqlx::PgPool, from: i64, to: i64) -> Result<()> {
+async fn insert(pool: &sqlx::PgPool, base: i64, from: i64, to: i64) -> Result<()> {
     // Series i: device i % 1000, metric (i / 1000) % 2, second i / 2000.
-    let last_day = (BASE_MS + (to / (2 * DEVICES)) * 1_000) / 86_400_000;
-    for day in BASE_MS / 86_400_000..=last_day {
+    let last_day = (base + (to / (2 * DEVICES)) * 1_000) / 86_400_000;
+    for day in base / 86_400_000..=last_day {
         sqlx::query("SELECT sccr_ensure_readings_partition(date '1970-01-01' + $1::int)").bind(day as i32).execute(pool).await?;
     }
     let step = 1_000_000;
@@ -38,7 +40,7 @@ async fn insert(pool: &sqlx::PgPool, from: i64, to: i64) -> Result<()> {
         )
         .bind(lo)
         .bind(hi)
-        .bind(BASE_MS)
+        .bind(base)
         .execute(pool)
         .await?;
         lo = hi;
@@ -99,13 +101,13 @@ async fn download(port: u16, path: &str, keep: bool) -> Result<(u16, u64, u64, V
     Ok((status, bytes, lines, kept))
 }
 
-async fn export_once(sccr: &mut Sccr, rows: i64, format: &str) -> Result<Value> {
+async fn export_once(sccr: &mut Sccr, base: i64, rows: i64, format: &str) -> Result<Value> {
     sccr.restart()?;
     sccr.wait_healthy().await;
     let pid = sccr.pid().context("sccr pid")?;
     let (_, rss_before) = rss_mib(pid);
-    let to = BASE_MS + (rows / (2 * DEVICES) + 1) * 1_000;
-    let path = format!("/api/v1/export/readings?from={BASE_MS}&to={to}&format={format}");
+    let to = base + (rows / (2 * DEVICES) + 1) * 1_000;
+    let path = format!("/api/v1/export/readings?from={base}&to={to}&format={format}");
     let started = Instant::now();
     let (status, bytes, lines, body) = download(sccr.api_port, &path, format == "parquet").await?;
     let secs = started.elapsed().as_secs_f64();
@@ -148,13 +150,14 @@ pub async fn run(quick: bool) -> Result<Value> {
     let mut sccr = Sccr::serve(broker.port, &db.url, &work.path, &[])?;
     let mut results = Vec::new();
     let mut have = 0;
+    let base = base_ms();
     for rows in sizes {
         let started = Instant::now();
-        insert(&pool, have, rows).await?;
+        insert(&pool, base, have, rows).await?;
         have = rows;
         eprintln!("  {rows} readings inserted in {:.1} s", started.elapsed().as_secs_f64());
         for format in ["csv", "parquet"] {
-            let r = export_once(&mut sccr, rows, format).await?;
+            let r = export_once(&mut sccr, base, rows, format).await?;
             eprintln!("  {r}");
             results.push(r);
         }
