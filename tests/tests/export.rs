@@ -173,12 +173,15 @@ fn run_export(config: &Path, out: &Path, extra: &[&str]) -> String {
     stdout
 }
 
+/// By partition directory: (file names, column names, rows).
+type ReadBack = BTreeMap<String, (Vec<String>, Vec<String>, Vec<Vec<Value>>)>;
+
 /// What pyarrow read, by partition directory: (file names, rows sorted by time, device).
-fn read_back(python: &Path, dir: &Path) -> BTreeMap<String, (Vec<String>, Vec<String>, Vec<Vec<Value>>)> {
+fn read_back(python: &Path, dir: &Path) -> ReadBack {
     let o = Command::new(python).arg("-c").arg(READER).arg(dir).output().expect("run python");
     assert!(o.status.success(), "pyarrow could not read the export: {}", String::from_utf8_lossy(&o.stderr));
     let files: Vec<Value> = serde_json::from_slice(&o.stdout).expect("reader output");
-    let mut out: BTreeMap<String, (Vec<String>, Vec<String>, Vec<Vec<Value>>)> = BTreeMap::new();
+    let mut out: ReadBack = BTreeMap::new();
     for f in files {
         if let Some(n) = f.get("dataset_rows") {
             // The directory read as one Hive-partitioned dataset: every row, the partition
@@ -205,7 +208,7 @@ fn read_back(python: &Path, dir: &Path) -> BTreeMap<String, (Vec<String>, Vec<St
 }
 
 fn check(
-    got: &BTreeMap<String, (Vec<String>, Vec<String>, Vec<Vec<Value>>)>,
+    got: &ReadBack,
     want: &BTreeMap<String, Vec<Vec<Value>>>,
     format: &str,
     columns: &[&str],
