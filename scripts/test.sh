@@ -19,6 +19,11 @@ sccr_ensure_postgres
 echo "PostgreSQL for tests: $SCCR_TEST_PG_URL"
 sccr_start_timescaledb
 echo "TimescaleDB for tests: ${SCCR_TEST_TIMESCALEDB_URL:-none (skipped)}"
+# The dashboard's browser tests (tests/tests/browser.rs) run Playwright from tests/browser
+# with the system's chromium; its npm packages are installed here (never a browser build).
+if command -v npm >/dev/null && command -v chromium >/dev/null; then
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked "$@"

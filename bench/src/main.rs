@@ -547,6 +547,13 @@ fn markdown(r: &Value) -> String {
             f(&h["raw_readings"]), f(&h[key]["p50_ms"]), f(&h[key]["p95_ms"]), f(&h[key]["points"]), f(&h[key]["readings_covered"])
         ));
     }
+    let api = &h["api"];
+    if api.is_object() {
+        out.push_str(&format!(
+            "| history API (HTTP, token, JSON), 30 days hourly | one segment p50 {} ms, p95 {} ms; whole city p50 {} ms, p95 {} ms | | | < 50 ms |\n",
+            f(&api["segment_30d_hourly"]["p50_ms"]), f(&api["segment_30d_hourly"]["p95_ms"]), f(&api["city_30d_hourly"]["p50_ms"]), f(&api["city_30d_hourly"]["p95_ms"])
+        ));
+    }
     let w = &r["websocket"];
     if w.is_object() {
         out.push_str(&format!(

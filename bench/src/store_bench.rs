@@ -247,6 +247,37 @@ async fn query_latency(store: &Store, subject: HistorySubject, end: i64, runs: u
     }))
 }
 
+/// The same 30-day hourly queries through the HTTP API of a running `sccr serve` on the
+/// dataset (token check, parameter parsing, JSON encoding included).
+async fn api_latency(db_url: &str, seg: &str, end: i64, runs: usize) -> Result<Value> {
+    let broker = sccr_tests::Broker::start().await?;
+    let dir = sccr_tests::TempDir::new("bench-api")?;
+    let sccr = sccr_tests::Sccr::serve(broker.port, db_url, &dir.path, &[])?;
+    sccr.wait_healthy().await;
+    let from = end - 30 * 86_400_000;
+    let mut out = serde_json::Map::new();
+    for (name, subject) in [("segment_30d_hourly", format!("segment={seg}&")), ("city_30d_hourly", String::new())] {
+        let path = format!("/api/v1/history?{subject}metric=speed_kmh&from={from}&to={end}&step=1h");
+        let (status, body) = sccr_tests::http_get(sccr.api_port, &path).await?;
+        if status != 200 {
+            bail!("GET {path}: {status} {body}");
+        }
+        let points = serde_json::from_str::<Value>(&body)?["points"].as_array().map_or(0, Vec::len);
+        let mut ms = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let (status, _) = sccr_tests::http_get(sccr.api_port, &path).await?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if status != 200 {
+                bail!("GET {path}: {status}");
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        out.insert(name.into(), json!({ "points": points, "p50_ms": super::round2(ms[ms.len() / 2]), "p95_ms": super::round2(ms[ms.len() * 95 / 100]) }));
+    }
+    Ok(Value::Object(out))
+}
+
 pub async fn run(quick: bool) -> Result<Value> {
     let rows = if quick { 100_000 } else { 2_000_000 };
     let batches = workload(rows);
@@ -269,6 +300,10 @@ pub async fn run(quick: bool) -> Result<Value> {
     let one = query_latency(&store, HistorySubject::Segment(seg.clone()), end, runs).await?;
     let city = query_latency(&store, HistorySubject::City, end, runs).await?;
     store.close().await;
+    eprintln!("   history through the HTTP API");
+    let admin = sccr_tests::admin_url();
+    let db_url = format!("{}/{db}", admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b));
+    let api = api_latency(&db_url, seg.as_str(), end, runs).await?;
     let wr = w["rows_per_s"].as_f64().unwrap_or(0.0);
     Ok(json!({
         "copy_limit_rows_per_s": limit.round(),
@@ -280,6 +315,7 @@ pub async fn run(quick: bool) -> Result<Value> {
             "segment": seg.as_str(),
             "segment_30d_hourly": one,
             "city_30d_hourly": city,
+            "api": api,
         },
     }))
 }

@@ -308,13 +308,26 @@ pub async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 
 /// `PUT /api/v1/alert-rules`: replace the rules document (JSON of the `[alerts]` section).
 pub async fn put_rules(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let control = control(&state)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
         ApiError { errors: vec![(path.clone(), message.clone())], code: "invalid_rules", ..ApiError::bad_field(&path, message) }
     })?;
+    apply_rules(&state, &who, "alert_rules.replace", "alert-rules", |_| Ok(doc)).await
+}
+
+/// Validate, save and apply the rules document `change` makes of the current one.
+async fn apply_rules(
+    state: &AppState,
+    who: &Principal,
+    action: &str,
+    target: &str,
+    change: impl FnOnce(&AlertRulesConfig) -> Result<AlertRulesConfig, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let control = control(state)?;
+    let mut current = control.rules.lock().await;
+    let doc = change(&current.rules)?;
     let rules = doc.validate().map_err(|errors| {
         let first = errors.0.first().map(|e| e.path.clone()).unwrap_or_default();
         ApiError {
@@ -323,7 +336,6 @@ pub async fn put_rules(State(state): State<AppState>, who: Principal, body: Byte
             ..ApiError::bad_field(&first, errors.to_string())
         }
     })?;
-    let mut current = control.rules.lock().await;
     let next = StoredRules { rules: doc, file: current.file.clone() };
     let value = serde_json::to_value(&next).map_err(|e| ApiError::bad_field("body", e.to_string()))?;
     state.store.save_stream_state(RULES_STATE_KEY, &value).await?;
@@ -333,8 +345,65 @@ pub async fn put_rules(State(state): State<AppState>, who: Principal, body: Byte
     }
     *current = next;
     let effective = current.rules.effective_definitions().len();
-    crate::access::audit(&state, &who, "alert_rules.replace", "alert-rules", json!({ "effective_rules": effective })).await;
+    crate::access::audit(state, who, action, target, json!({ "effective_rules": effective })).await;
     Ok(Json(json!({ "rules": current.rules, "effective_rules": effective })))
+}
+
+fn rule_id(raw: &str) -> Result<String, ApiError> {
+    let ok = !raw.is_empty() && raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    ok.then(|| raw.to_owned()).ok_or_else(|| ApiError::bad_param("id", "a rule id is up to 64 characters of [A-Za-z0-9_.-]"))
+}
+
+/// `GET /api/v1/alert-rules/{id}`: one rule of the document.
+pub async fn rule(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = rule_id(&id)?;
+    let current = control(&state)?.rules.lock().await;
+    let rule = current.rules.rules.iter().find(|r| r.id == id).ok_or_else(|| ApiError::not_found(format!("no rule {id}")))?;
+    Ok(Json(json!({ "rule": rule })))
+}
+
+/// `PUT /api/v1/alert-rules/{id}`: add or replace one rule (its `id` is the path's).
+pub async fn put_rule(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let id = rule_id(&id)?;
+    let mut value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_field("body", format!("the body must be one rule as JSON: {e}")))?;
+    let Some(obj) = value.as_object_mut() else { return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object")) };
+    match obj.get("id") {
+        Some(Value::String(given)) if *given != id => return Err(ApiError::bad_field("id", format!("the body's id {given:?} differs from the path's {id:?}"))),
+        _ => {
+            obj.insert("id".into(), Value::String(id.clone()));
+        }
+    }
+    let text = value.to_string();
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let rule: stream::alert::RuleDefinition = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError { code: "invalid_rules", errors: vec![(path.clone(), e.inner().to_string())], ..ApiError::bad_field(&path, e.inner().to_string()) }
+    })?;
+    apply_rules(&state, &who, "alert_rule.put", &format!("alert-rule/{id}"), move |doc| {
+        let mut doc = doc.clone();
+        match doc.rules.iter_mut().find(|r| r.id == id) {
+            Some(slot) => *slot = rule,
+            None => doc.rules.push(rule),
+        }
+        Ok(doc)
+    })
+    .await
+}
+
+/// `DELETE /api/v1/alert-rules/{id}`: remove one rule.
+pub async fn delete_rule(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id = rule_id(&id)?;
+    let target = format!("alert-rule/{id}");
+    apply_rules(&state, &who, "alert_rule.delete", &target, move |doc| {
+        let mut doc = doc.clone();
+        let before = doc.rules.len();
+        doc.rules.retain(|r| r.id != id);
+        if doc.rules.len() == before {
+            return Err(ApiError::not_found(format!("no rule {id}")));
+        }
+        Ok(doc)
+    })
+    .await
 }
 
 /// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the road segments, each with its

@@ -17,6 +17,7 @@ pub mod live;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -33,6 +34,9 @@ pub use error::ApiError;
 /// Renders the Prometheus text exposition of the running process's counters.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Reports whether each dependency of this process is reachable now.
+pub type Readiness = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +50,8 @@ pub struct AppState {
     pub alerts: Option<AlertControl>,
     /// Token validation (cache, failure limiter).
     pub auth: auth::Auth,
+    /// Dependencies besides the store that `/readyz` reports (name, up), e.g. the broker.
+    pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
 }
@@ -53,7 +59,7 @@ pub struct AppState {
 impl AppState {
     /// State with no pipeline metrics and no alert engine in this process.
     pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
-        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), http: Arc::default() }
+        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), readiness: None, http: Arc::default() }
     }
 }
 
@@ -70,9 +76,9 @@ pub fn operations() -> Vec<Op> {
     let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
-        Op::new("GET", "/readyz", &[], "health", "Ready: the database answers", get(routes::readyz))
+        Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
             .ok(200, object_with(&["status"]))
-            .error(503, "The database is unreachable"),
+            .error(503, "The database or the broker is unreachable"),
         Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
         Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
         Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),
@@ -123,6 +129,7 @@ pub fn operations() -> Vec<Op> {
             .required_query("metric", string(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city)")
             .query("segment", string(), "A road segment")
+            .query("bbox", string(), "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
             .query("from", time(), "Start (default: an hour before to)")
             .query("to", time(), "End (default: now)")
             .query("step", string(), "auto (default), raw, or a bucket width such as 15m")
@@ -180,6 +187,19 @@ pub fn operations() -> Vec<Op> {
             .body(json!({"type": "object"}))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rule"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
+            .path_param("id", string(), "Rule id")
+            .body(json!({"type": "object"}))
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
+        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
+            .path_param("id", string(), "Rule id")
+            .ok(200, object_with(&["rules"]))
+            .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
             .query("reason", string(), "Only this reason code")
             .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
@@ -205,7 +225,9 @@ pub fn app(state: AppState) -> Router {
         let route = if op.roles.is_empty() { op.route } else { guard(op.roles, op.route) };
         router = router.route(op.path, route);
     }
+    // The wall dashboard's static files (public; not API operations).
     router
+        .merge(web::router())
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_metrics::track))

@@ -238,24 +238,12 @@ async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFil
 
 /// The segments with a point inside `bbox` and the devices linked to them.
 async fn resolve_bbox(session: &Session, bbox: [f64; 4]) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
-    let [min_lon, min_lat, max_lon, max_lat] = bbox;
-    let valid = bbox.iter().all(|v| v.is_finite())
-        && (-180.0..=180.0).contains(&min_lon)
-        && (-180.0..=180.0).contains(&max_lon)
-        && (-90.0..=90.0).contains(&min_lat)
-        && (-90.0..=90.0).contains(&max_lat)
-        && min_lon <= max_lon
-        && min_lat <= max_lat;
-    if !valid {
+    if !crate::params::valid_bbox(bbox) {
         return Err("bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max".into());
     }
     let store = session.store.as_ref().ok_or("bounding boxes need the store")?;
     let segments = store.segments().await.map_err(|e| format!("cannot read segments: {e}"))?;
-    let in_box: Vec<SegmentId> = segments
-        .iter()
-        .filter(|s| s.coordinates.iter().any(|[lon, lat]| (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)))
-        .map(|s| s.id.clone())
-        .collect();
+    let in_box = crate::params::segments_in_bbox(&segments, bbox);
     let devices = store.devices().await.map_err(|e| format!("cannot read devices: {e}"))?;
     let linked = devices.into_iter().filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s))).map(|d| d.id).collect();
     Ok((in_box, linked))

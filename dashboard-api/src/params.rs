@@ -71,3 +71,38 @@ pub fn limit(name: &str, v: &str, max: usize) -> Result<usize, ApiError> {
         _ => Err(ApiError::bad_param(name, format!("{name} must be a whole number in 1..={max}"))),
     }
 }
+
+/// Whether `[min_lon, min_lat, max_lon, max_lat]` is a WGS84 box with min before max.
+pub fn valid_bbox(b: [f64; 4]) -> bool {
+    let [min_lon, min_lat, max_lon, max_lat] = b;
+    b.iter().all(|v| v.is_finite())
+        && (-180.0..=180.0).contains(&min_lon)
+        && (-180.0..=180.0).contains(&max_lon)
+        && (-90.0..=90.0).contains(&min_lat)
+        && (-90.0..=90.0).contains(&max_lat)
+        && min_lon <= max_lon
+        && min_lat <= max_lat
+}
+
+pub const BBOX_RULE: &str = "bbox must be min_lon,min_lat,max_lon,max_lat in WGS84 degrees, min before max";
+
+/// `min_lon,min_lat,max_lon,max_lat`.
+pub fn bbox(name: &str, v: &str) -> Result<[f64; 4], ApiError> {
+    let parts: Vec<f64> = v.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
+    let b: [f64; 4] = parts.try_into().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
+    if valid_bbox(b) {
+        Ok(b)
+    } else {
+        Err(ApiError::bad_param(name, BBOX_RULE))
+    }
+}
+
+/// The segments with a point inside the box.
+pub fn segments_in_bbox(segments: &[telemetry::RoadSegment], b: [f64; 4]) -> Vec<SegmentId> {
+    let [min_lon, min_lat, max_lon, max_lat] = b;
+    segments
+        .iter()
+        .filter(|s| s.coordinates.iter().any(|[lon, lat]| (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)))
+        .map(|s| s.id.clone())
+        .collect()
+}

@@ -27,7 +27,15 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|_| ApiError::unavailable("database unreachable"))?;
-    Ok(Json(json!({"status": "ready", "store": state.store.backend()})))
+    let deps = state.readiness.as_ref().map(|r| r()).unwrap_or_default();
+    if let Some((name, _)) = deps.iter().find(|(_, up)| !up) {
+        return Err(ApiError::unavailable(format!("{name} unreachable")));
+    }
+    let mut body = json!({"status": "ready", "store": state.store.backend()});
+    for (name, up) in deps {
+        body[name] = json!(up);
+    }
+    Ok(Json(body))
 }
 
 /// Prometheus text exposition: the pipeline's counters and the live hub's size.
@@ -90,8 +98,8 @@ impl Aggregate {
     }
 }
 
-/// History of one device, the devices of one segment (`segment=`), or the whole city
-/// (neither), at the resolution the span calls for (`step=auto`, the default, with
+/// History of one device, the devices of one segment (`segment=`), of the segments with a
+/// point in a box (`bbox=min_lon,min_lat,max_lon,max_lat`), or the whole city (none), at the resolution the span calls for (`step=auto`, the default, with
 /// `max_points`), at a stored level (`resolution=raw|1m|1h|1d`) or in buckets of a given
 /// width (`step=15m`); `agg` picks the figure in `v`; `fill=null|previous` adds the empty
 /// buckets.
@@ -101,11 +109,15 @@ pub async fn history(State(state): State<AppState>, who: Principal, headers: Hea
     formats::require_bulk_role(&who, format)?;
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
-    let subject = match (device, segment) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_param("segment", "give device or segment, not both")),
-        (Some(d), None) => HistorySubject::Device(d),
-        (None, Some(s)) => HistorySubject::Segment(s),
-        (None, None) => HistorySubject::City,
+    let bbox = p.take("bbox").map(|v| params::bbox("bbox", &v)).transpose()?;
+    let subject = match (device, segment, bbox) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(ApiError::bad_param("segment", "give one of device, segment or bbox"))
+        }
+        (Some(d), None, None) => HistorySubject::Device(d),
+        (None, Some(s), None) => HistorySubject::Segment(s),
+        (None, None, Some(b)) => HistorySubject::Segments(params::segments_in_bbox(&state.store.segments().await?, b)),
+        (None, None, None) => HistorySubject::City,
     };
     let metric = params::metric("metric", &p.required("metric")?)?;
     let to = p.take("to").map(|v| params::time("to", &v)).transpose()?.unwrap_or_else(EventTime::now);
@@ -161,11 +173,16 @@ pub async fn history(State(state): State<AppState>, who: Principal, headers: Hea
     let (device, segment) = match &q.subject {
         HistorySubject::Device(d) => (Some(d.as_str()), None),
         HistorySubject::Segment(s) => (None, Some(s.as_str())),
-        HistorySubject::City => (None, None),
+        HistorySubject::Segments(_) | HistorySubject::City => (None, None),
+    };
+    let segments = match &q.subject {
+        HistorySubject::Segments(list) => Some(list.clone()),
+        _ => None,
     };
     Ok(Json(json!({
         "device": device,
         "segment": segment,
+        "segments": segments,
         "metric": q.metric,
         "unit": q.metric.spec().unit,
         "resolution": history.resolution,

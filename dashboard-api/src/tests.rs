@@ -402,6 +402,39 @@ async fn alert_rules_are_read_and_replaced_with_every_error_named() {
 }
 
 #[tokio::test]
+async fn single_rules_are_added_replaced_and_removed() {
+    let (s, mut commands) = state_with_engine().await;
+    // The engine side: accept every rule set, report the ids it got.
+    let (ids_tx, mut ids) = mpsc::channel::<Vec<String>>(8);
+    tokio::spawn(async move {
+        while let Some(StreamCommand::SetRules { rules, done }) = commands.recv().await {
+            let _ = done.send(());
+            let _ = ids_tx.send(rules.rules.iter().map(|r| r.id.to_string()).collect()).await;
+        }
+    });
+    let rule = r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
+    let (st, one) = get(&s, "/api/v1/alert-rules/no2-watch").await;
+    assert_eq!((st, one["rule"]["severity"].as_str()), (StatusCode::OK, Some("warning")));
+    let critical = r#"{"id":"no2-watch","severity":"critical","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    assert_eq!(send(&s, "PUT", "/api/v1/alert-rules/no2-watch", critical).await.0, StatusCode::OK);
+    ids.recv().await.unwrap();
+    assert_eq!(get(&s, "/api/v1/alert-rules/no2-watch").await.1["rule"]["severity"], "critical", "replaced, not added twice");
+    assert_eq!(get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"].as_array().unwrap().len(), 1);
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/other", critical).await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "ids of body and path differ");
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/x", r#"{"severity":"info","threshold":{"metric":"warp","above":1}}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0, StatusCode::OK);
+    assert!(!ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
+    assert_eq!(get(&s, "/api/v1/alert-rules/no2-watch").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&s, "/api/v1/alert-rules/bad%20id").await.1["error"]["param"], "id");
+}
+
+#[tokio::test]
 async fn rules_need_a_running_engine() {
     let s = state().await;
     assert_eq!(get(&s, "/api/v1/alert-rules").await.0, StatusCode::SERVICE_UNAVAILABLE);

@@ -63,6 +63,10 @@ enum Command {
         /// MQTT client id prefix.
         #[arg(long, default_value = "sccr-sim")]
         client_id: String,
+        /// Write one line per published message here: device, event time (ms) and the
+        /// metrics of its readings, tab-separated (to compare with what was stored).
+        #[arg(long)]
+        ledger: Option<std::path::PathBuf>,
     },
 }
 
@@ -136,7 +140,7 @@ async fn async_main(cli: Cli) -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Simulate { devices, broker, connections, interval, duration, messages_per_device, segments, client_id } => {
+        Command::Simulate { devices, broker, connections, interval, duration, messages_per_device, segments, client_id, ledger } => {
             let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
             let port: u16 = port.parse().context("--broker port must be a number")?;
             if devices == 0 {
@@ -174,7 +178,10 @@ async fn async_main(cli: Cli) -> Result<()> {
                 let _ = stop_tx.send(true);
             });
             tracing::info!(devices, segments = segs.len(), connections, ?interval, "simulating fleet");
-            let counters = Arc::new(SimulationCounters::default());
+            let counters = Arc::new(match &ledger {
+                Some(path) => SimulationCounters::with_ledger(path).with_context(|| format!("creating {}", path.display()))?,
+                None => SimulationCounters::default(),
+            });
             let report = run_simulation(config, fleet, counters, stop_rx, Duration::from_secs(10)).await;
             println!(
                 "published {} messages ({} readings), {} acknowledged by the broker, {} errors, in {:.1} s: {:.0} msg/s",

@@ -54,6 +54,38 @@ pub struct SimulationCounters {
     pub acked: AtomicU64,
     pub readings: AtomicU64,
     pub errors: AtomicU64,
+    /// When set, one line per published message: `device<TAB>time_ms<TAB>metric,metric…`,
+    /// the keys of the readings it carries (what a fault test compares with the store).
+    pub ledger: Option<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl SimulationCounters {
+    /// Counters that also write the ledger of published readings to `path`.
+    pub fn with_ledger(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::File::create(path)?;
+        Ok(Self { ledger: Some(std::sync::Mutex::new(std::io::BufWriter::new(file))), ..Self::default() })
+    }
+
+    fn record(&self, device: &str, msg: &CompactMessage) {
+        let Some(ledger) = &self.ledger else { return };
+        let time = match msg.ts {
+            Some(TimeField::Millis(ms)) => ms,
+            _ => return,
+        };
+        let metrics: Vec<&str> = msg.readings.iter().map(|r| r.m.as_str()).collect();
+        if let Ok(mut w) = ledger.lock() {
+            use std::io::Write;
+            let _ = writeln!(w, "{device}\t{time}\t{}", metrics.join(","));
+        }
+    }
+
+    /// Write buffered ledger lines to the file.
+    pub fn flush_ledger(&self) {
+        if let Some(Ok(mut w)) = self.ledger.as_ref().map(|l| l.lock()) {
+            use std::io::Write;
+            let _ = w.flush();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +128,7 @@ pub async fn run_simulation(
     for t in tasks {
         let _ = t.await;
     }
+    counters.flush_ledger();
     SimulationReport {
         published: counters.published.load(Ordering::Relaxed),
         acked: counters.acked.load(Ordering::Relaxed),
@@ -127,8 +160,12 @@ async fn run_connection(
     drain: Duration,
 ) {
     let mut opts = MqttOptions::new(format!("{}-{index}", config.client_prefix), config.host.clone(), config.port);
+    // A session that outlives the connection: rumqttc republishes unacknowledged messages
+    // after a reconnection only when the broker still has the session (session present);
+    // with a new session it drops them, and they are reported as unacknowledged.
     opts.set_keep_alive(Duration::from_secs(30))
-        .set_clean_start(true)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(600))
         // Bounds the in-flight window and rumqttc's preallocated in-flight table.
         .set_outgoing_inflight_upper_limit(1_000);
     let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
@@ -185,12 +222,14 @@ async fn run_connection(
             let i = (sent % n) as usize;
             let seq = (sent / n) as u64 + 1;
             let (msg, readings) = message(&devices[i], seq, EventTime::now(), config.interval.as_secs_f64(), &mut rng);
+            let payload = encode_compact(&msg);
             in_flight.fetch_add(1, Ordering::Relaxed);
-            if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, encode_compact(&msg)).await.is_err() {
+            if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
                 in_flight.fetch_sub(1, Ordering::Relaxed);
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 break 'run;
             }
+            counters.record(devices[i].id.as_str(), &msg);
             counters.published.fetch_add(1, Ordering::Relaxed);
             counters.readings.fetch_add(readings as u64, Ordering::Relaxed);
             sent += 1;

@@ -57,6 +57,8 @@ pub struct IngestMetrics {
     /// Device status messages handed to the stream.
     pub statuses: AtomicU64,
     pub dead_letters_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// Whether the broker connection is up now.
+    pub connected: std::sync::atomic::AtomicBool,
 }
 
 impl IngestMetrics {
@@ -166,6 +168,7 @@ impl Driver {
                     // Tokens of earlier connections must not ack: packet ids are per connection.
                     self.generation.fetch_add(1, Ordering::SeqCst);
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
                     tracing::info!(session_present = ack.session_present, "ingest: connected to broker");
                     // Subscribe on every connection, even when the session was resumed:
@@ -197,6 +200,7 @@ impl Driver {
                     // them on the next one, where their packet ids may name other messages.
                     self.generation.fetch_add(1, Ordering::SeqCst);
                     self.metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.connected.store(false, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_in = ?backoff, "ingest: broker connection failed");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}

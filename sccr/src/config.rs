@@ -557,3 +557,53 @@ mod tests {
         assert!(list.iter().any(|m| m.starts_with("api.listen")));
     }
 }
+
+/// The configuration parser on arbitrary text and environment overrides: a configuration
+/// or an error naming the key, never a panic (`fuzz/` explores it for longer).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn tomlish() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            Just("\n".to_owned()),
+            Just("[mqtt]\n".to_owned()),
+            Just("[database]\n".to_owned()),
+            Just("[retention]\n".to_owned()),
+            Just("[api]\n".to_owned()),
+            Just("[ingest]\n".to_owned()),
+            Just("[writer]\n".to_owned()),
+            Just("[stream]\n".to_owned()),
+            Just("[alerts]\n".to_owned()),
+            Just("[[alerts.rules]]\n".to_owned()),
+            Just("port = ".to_owned()),
+            Just("listen = ".to_owned()),
+            Just("raw = ".to_owned()),
+            Just("keep_alive = ".to_owned()),
+            Just("max_batch_age = ".to_owned()),
+            Just("window = ".to_owned()),
+            Just("threshold = ".to_owned()),
+            Just("\"forever\"".to_owned()),
+            Just("\"0s\"".to_owned()),
+            Just("\"1000000000000d\"".to_owned()),
+            Just("{ metric = \"speed_kmh\", above = 1e308 }".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            "[ -~]{0,12}".prop_map(|s| format!("{s:?}")),
+        ];
+        prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn config_parser_never_panics(text in prop_oneof![tomlish(), "\\PC{0,200}"], var in "SCCR_[A-Z_]{0,16}", value in "\\PC{0,16}") {
+            let _ = Config::from_toml(&text, []);
+            let _ = Config::from_toml(&text, [(var, value)]);
+        }
+    }
+}

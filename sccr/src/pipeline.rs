@@ -235,6 +235,8 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     state.metrics = Some(render);
     state.alerts = Some(control);
     state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
+    let broker = ingest_metrics.clone();
+    state.readiness = Some(Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]));
     let router = dashboard_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
     let api = tokio::spawn(async move {
@@ -347,6 +349,15 @@ fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &M
     metric("sccr_alerts_store_refused_total", "counter", "Moves the store refused because an operator moved the alert first.", a.refused.load(Relaxed) as f64);
     metric("sccr_alerts_store_errors_total", "counter", "Alert changes that could not be stored.", a.errors.load(Relaxed) as f64);
     metric("sccr_stream_state_saves_total", "counter", "Alert engine state checkpoints saved.", a.state_saves.load(Relaxed) as f64);
+    metric("sccr_mqtt_connected", "gauge", "1 while ingest's broker connection is up.", if i.connected.load(Relaxed) { 1.0 } else { 0.0 });
+    let _ = write!(out, "# HELP sccr_writer_commit_seconds Batch commit durations.\n# TYPE sccr_writer_commit_seconds histogram\n");
+    for (b, le) in w.commit.buckets.iter().zip(store::writer::COMMIT_BUCKETS) {
+        let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
+    }
+    let commits = w.commit.count.load(Relaxed);
+    let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"+Inf\"}} {commits}");
+    let _ = writeln!(out, "sccr_writer_commit_seconds_sum {}", w.commit.sum_micros.load(Relaxed) as f64 / 1e6);
+    let _ = writeln!(out, "sccr_writer_commit_seconds_count {commits}");
     let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
     let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
     for (reason, n) in reasons.iter() {

@@ -230,6 +230,15 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
     let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::City, 1_000)).await.expect("city");
     assert_eq!(view(&h), recount(&["h1", "h2", "h3"], HOUR_MS));
+    // An area: the segments listed, combined; none listed, nothing.
+    for (from, to, step) in [(start - 10 * DAY_MS, start + 20 * DAY_MS, HOUR_MS), (start + HOUR_MS, start + 7 * HOUR_MS, MINUTE_MS)] {
+        let area = HistorySubject::Segments(vec![seg.clone(), telemetry::SegmentId::parse("elsewhere").expect("id")]);
+        let h = store.history(&span(from, to, area, 1_000)).await.expect("area");
+        let want: Vec<_> = recount(&["h1", "h2"], step).into_iter().filter(|p| p.0 >= from && p.0 < to).collect();
+        assert_eq!(view(&h), want, "area at {step} ms");
+        let h = store.history(&span(from, to, HistorySubject::Segments(Vec::new()), 1_000)).await.expect("empty area");
+        assert!(h.points.is_empty());
+    }
     // Hourly and daily segment history keeps the links of when the readings came in: moving
     // a device to another segment afterwards does not move its past.
     let moved = DeviceRecord { segment: None, ..records[1].clone() };

@@ -83,6 +83,8 @@ pub enum HistorySubject {
     Device(DeviceId),
     /// The devices linked to the segment when the query runs, combined.
     Segment(SegmentId),
+    /// The devices of several segments (an area on the map), combined.
+    Segments(Vec<SegmentId>),
     /// Every device, combined.
     City,
 }

@@ -164,6 +164,10 @@ fn merge_statement(levels: &[Resolution]) -> String {
     sql
 }
 
+fn join(segments: &[telemetry::SegmentId]) -> String {
+    segments.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
 pub(crate) fn ts(t: EventTime) -> OffsetDateTime {
     t.to_offset_date_time()
 }
@@ -488,10 +492,15 @@ impl PgStore {
 
     pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
         let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
-        let (filter, subject): (&str, Option<&str>) = match (&q.subject, by_segment) {
-            (HistorySubject::Device(d), _) => ("AND device = $5", Some(d.as_str())),
-            (HistorySubject::Segment(s), Some(_)) => ("AND segment = $5", Some(s.as_str())),
-            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = $5)", Some(s.as_str())),
+        let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
+            (HistorySubject::Device(d), _) => ("AND device = $5", Some(d.to_string())),
+            (HistorySubject::Segment(s), Some(_)) => ("AND segment = $5", Some(s.to_string())),
+            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = $5)", Some(s.to_string())),
+            // Segment ids have no commas.
+            (HistorySubject::Segments(list), Some(_)) => ("AND segment = ANY(string_to_array($5, ','))", Some(join(list))),
+            (HistorySubject::Segments(list), None) => {
+                ("AND device IN (SELECT id FROM devices WHERE segment_id = ANY(string_to_array($5, ',')))", Some(join(list)))
+            }
             (HistorySubject::City, _) => ("AND $5::text IS NULL", None),
         };
         let table = by_segment.unwrap_or(plan.source.table());

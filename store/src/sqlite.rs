@@ -267,10 +267,14 @@ impl SqliteStore {
 
     pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
         let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
-        let (filter, subject): (&str, Option<&str>) = match (&q.subject, by_segment) {
-            (HistorySubject::Device(d), _) => ("AND device = ?5", Some(d.as_str())),
-            (HistorySubject::Segment(s), Some(_)) => ("AND segment = ?5", Some(s.as_str())),
-            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = ?5)", Some(s.as_str())),
+        let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
+            (HistorySubject::Device(d), _) => ("AND device = ?5", Some(d.to_string())),
+            (HistorySubject::Segment(s), Some(_)) => ("AND segment = ?5", Some(s.to_string())),
+            (HistorySubject::Segment(s), None) => ("AND device IN (SELECT id FROM devices WHERE segment_id = ?5)", Some(s.to_string())),
+            (HistorySubject::Segments(list), Some(_)) => ("AND segment IN (SELECT value FROM json_each(?5))", Some(json_list(list))),
+            (HistorySubject::Segments(list), None) => {
+                ("AND device IN (SELECT id FROM devices WHERE segment_id IN (SELECT value FROM json_each(?5)))", Some(json_list(list)))
+            }
             (HistorySubject::City, _) => ("AND ?5 IS NULL", None),
         };
         let Some(step) = plan.step_ms else {
@@ -278,7 +282,7 @@ impl SqliteStore {
                 "SELECT time_ms, value FROM readings WHERE metric = ?1 AND time_ms >= ?2 AND time_ms < ?3 {filter}
                  ORDER BY time_ms, device LIMIT ?4"
             );
-            let rows = sqlx::query(&sql).bind(q.metric.as_str()).bind(q.from.millis()).bind(q.to.millis()).bind(q.limit as i64).bind(subject).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(&sql).bind(q.metric.as_str()).bind(q.from.millis()).bind(q.to.millis()).bind(q.limit as i64).bind(subject.as_deref()).fetch_all(&self.pool).await?;
             return rows
                 .into_iter()
                 .map(|row| {
@@ -300,7 +304,7 @@ impl SqliteStore {
             .bind(q.from.millis())
             .bind(q.to.millis())
             .bind(q.limit as i64)
-            .bind(subject)
+            .bind(subject.as_deref())
             .fetch_all(&self.pool)
             .await?;
         let source = rows
@@ -637,4 +641,8 @@ async fn merge_rollup_row(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+fn json_list(segments: &[telemetry::SegmentId]) -> String {
+    serde_json::Value::from(segments.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string()
 }

@@ -60,6 +60,32 @@ pub struct WriterMetrics {
     pub write_errors: AtomicU64,
     pub last_batch_readings: AtomicU64,
     pub last_flush_micros: AtomicU64,
+    /// Batch commit durations.
+    pub commit: CommitHistogram,
+}
+
+/// Upper bounds (seconds) of the commit latency buckets.
+pub const COMMIT_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// A lock-free latency histogram (cumulative buckets, Prometheus style).
+#[derive(Debug, Default)]
+pub struct CommitHistogram {
+    pub buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    pub count: AtomicU64,
+    pub sum_micros: AtomicU64,
+}
+
+impl CommitHistogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (b, le) in self.buckets.iter().zip(COMMIT_BUCKETS) {
+            if secs <= le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Run until `input` closes. Committed tickets go to `committed` in commit order.
@@ -126,6 +152,7 @@ async fn flush<T>(
                 metrics.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
                 metrics.last_flush_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                metrics.commit.observe(started.elapsed());
                 *batch = Batch::default();
                 return committed.send(std::mem::take(tickets)).await.is_ok();
             }

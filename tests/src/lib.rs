@@ -98,6 +98,42 @@ impl Broker {
         Self::start_with("").await
     }
 
+    /// Start with a whole configuration of the caller's: `make(dir, port)` returns the file's
+    /// text given the broker's private directory (readable by the broker) and its port.
+    pub async fn start_config(make: impl FnOnce(&Path, u16) -> Result<String>) -> Result<Self> {
+        let dir = TempDir::new("mosquitto")?;
+        let port = free_port();
+        let _ = Command::new("chmod").arg("0777").arg(&dir.path).status();
+        let text = make(&dir.path, port)?;
+        let conf = dir.path.join("mosquitto.conf");
+        std::fs::write(&conf, text)?;
+        let _ = Command::new("chmod").args(["-R", "a+rwX"]).arg(&dir.path).status();
+        let mut broker = Self { port, child: None, conf, _dir: dir };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    /// The broker's persistence file (written every `autosave_interval` and at exit).
+    pub fn persistence_file(&self) -> PathBuf {
+        self._dir.path.join("data/mosquitto.db")
+    }
+
+    /// SIGKILL: no session saved since the last autosave.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start a killed or stopped broker again on the same port and configuration.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the broker is running");
+        }
+        self.spawn().await
+    }
+
     /// Start with extra configuration lines appended (e.g. a TLS listener).
     pub async fn start_with(extra: &str) -> Result<Self> {
         let dir = TempDir::new("mosquitto")?;
@@ -172,6 +208,201 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// A PostgreSQL cluster of the test's own (initdb + pg_ctl on a free port), so a test can
+/// stop it hard (`pg_ctl -m immediate`, a crash as far as clients see) and start it again.
+/// Runs as the `postgres` user when the test runs as root (PostgreSQL refuses root).
+pub struct ThrowawayPg {
+    pub port: u16,
+    bindir: PathBuf,
+    dir: TempDir,
+    as_postgres: bool,
+}
+
+impl ThrowawayPg {
+    pub fn start() -> Result<Self> {
+        let bindir = pg_bindir().context("PostgreSQL server binaries (initdb, pg_ctl) not found")?;
+        let dir = TempDir::new("pg")?;
+        let as_postgres = unsafe_is_root();
+        if as_postgres {
+            let st = Command::new("chown").arg("postgres").arg(&dir.path).status()?;
+            if !st.success() {
+                bail!("chown postgres {}", dir.path.display());
+            }
+        }
+        let pg = Self { port: free_port(), bindir, dir, as_postgres };
+        let data = pg.dir.path.join("data");
+        pg.run("initdb", &["-D", &data.to_string_lossy(), "-U", "postgres", "-A", "trust", "--no-sync"])?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let bin = self.bindir.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd.args(args).output().with_context(|| format!("run {tool}"))?;
+        if !out.status.success() {
+            bail!("{tool} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// The admin URL (database `postgres`).
+    pub fn admin_url(&self) -> String {
+        self.url("postgres")
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Create a database and return its URL.
+    pub async fn create_db(&self, name: &str) -> Result<String> {
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url()).await?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+        Ok(self.url(name))
+    }
+
+    /// `pg_ctl stop -m immediate`: every backend exits at once, no checkpoint (crash recovery
+    /// runs at the next start).
+    pub fn stop_immediate(&self) -> Result<()> {
+        let data = self.dir.path.join("data");
+        self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Start (again) on the same port and data directory; waits until it accepts connections.
+    pub fn start_again(&self) -> Result<()> {
+        let data = self.dir.path.join("data");
+        let log = self.dir.path.join("log");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off", self.port, self.dir.path.display());
+        self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-w", "-o", &opts, "start"])
+    }
+}
+
+impl Drop for ThrowawayPg {
+    fn drop(&mut self) {
+        let _ = self.stop_immediate();
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // No libc dependency: the effective uid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0")))
+        .unwrap_or(false)
+}
+
+fn pg_bindir() -> Option<PathBuf> {
+    if let Some(initdb) = which("initdb") {
+        return initdb.parent().map(Path::to_path_buf);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect();
+    dirs.sort();
+    dirs.into_iter().rev().find(|d| d.join("initdb").is_file())
+}
+
+/// Resident set size of a process in KiB (from /proc), or None when it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A running `edge-agent simulate` child process with a ledger of what it published.
+pub struct Simulator {
+    child: Option<Child>,
+    pub ledger: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Simulator {
+    /// `devices` simulated devices reporting every `interval` for `duration`, over
+    /// `connections` MQTT connections to the broker on `port`.
+    pub fn start(port: u16, dir: &Path, tag: &str, devices: usize, interval: &str, duration: &str) -> Result<Self> {
+        let ledger = dir.join(format!("sim-{tag}.ledger"));
+        let log = dir.join(format!("sim-{tag}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(workspace_bin("edge-agent")?)
+            .args(["simulate", "--devices", &devices.to_string(), "--connections", "2", "--interval", interval, "--duration", duration])
+            .arg("--broker")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--client-id")
+            .arg(format!("sim-{tag}"))
+            .arg("--ledger")
+            .arg(&ledger)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start edge-agent simulate")?;
+        Ok(Self { child: Some(child), ledger, log })
+    }
+
+    /// Wait for the simulation to end; true when every message was acknowledged by the broker.
+    pub async fn finish(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(mut c) = self.child.take() else { bail!("not running") };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st.success());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("edge-agent simulate did not finish within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The (device, metric, time in ms) of every reading published, from the ledger.
+    pub fn published_keys(&self) -> Result<std::collections::BTreeSet<(String, String, i64)>> {
+        let text = std::fs::read_to_string(&self.ledger)?;
+        let mut keys = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let mut parts = line.split('\t');
+            let (Some(device), Some(time), Some(metrics)) = (parts.next(), parts.next(), parts.next()) else { bail!("bad ledger line {line:?}") };
+            let time: i64 = time.parse()?;
+            for m in metrics.split(',').filter(|m| !m.is_empty()) {
+                if !keys.insert((device.to_owned(), m.to_owned(), time)) {
+                    bail!("the simulator published {device}/{m}@{time} twice");
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The (device, metric, time in ms) of every stored reading, with how often each is stored.
+pub async fn stored_keys(pool: &sqlx::PgPool, exclude_device: &str) -> Result<std::collections::BTreeMap<(String, String, i64), i64>> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT device, metric, (extract(epoch FROM time) * 1000)::int8, count(*) FROM readings WHERE device <> $1 GROUP BY 1, 2, 3",
+    )
+    .bind(exclude_device)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(d, m, t, n)| ((d, m, t), n)).collect())
 }
 
 /// A directory removed on drop.
@@ -609,7 +840,9 @@ pub async fn wait_rollups_merged(pool: &sqlx::PgPool) {
     .await;
 }
 
-/// Every rollup level must equal a recount from the raw rows, bucket by bucket.
+/// Every rollup level must equal a recount from the raw rows, bucket by bucket: counts,
+/// minimum, maximum and last value exactly; sums to 1e-9 relative, because merged partial
+/// sums add the same values in another order than a recount does (floating point).
 pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
     wait_rollups_merged(pool).await;
     for (table, unit) in [("rollup_1m", "minute"), ("rollup_1h", "hour"), ("rollup_1d", "day")] {
@@ -619,7 +852,8 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
                        max(value) AS hi, (array_agg(value ORDER BY time DESC))[1] AS last
                 FROM readings GROUP BY 1, 2, 3)
              SELECT count(*) FROM raw FULL JOIN {table} r USING (device, metric, bucket)
-             WHERE raw.n IS DISTINCT FROM r.count OR raw.s IS DISTINCT FROM r.sum OR raw.lo IS DISTINCT FROM r.min
+             WHERE raw.n IS DISTINCT FROM r.count OR r.sum IS NULL OR raw.s IS NULL
+                OR abs(raw.s - r.sum) > 1e-9 * greatest(1.0, abs(raw.s)) OR raw.lo IS DISTINCT FROM r.min
                 OR raw.hi IS DISTINCT FROM r.max OR raw.last IS DISTINCT FROM r.last_value"
         );
         let mismatches: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or(-1);

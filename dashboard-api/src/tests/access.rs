@@ -298,3 +298,17 @@ async fn dead_letters_are_listed_by_page_and_counted_by_reason() {
     assert_eq!(reasons["reasons"], serde_json::json!([{"reason": "bad_json", "count": 3}, {"reason": "out_of_range", "count": 2}]));
     assert_eq!(get(&s, "/api/v1/dead-letters/reasons?since=yesterday").await.1["error"]["param"], "since");
 }
+
+#[tokio::test]
+async fn readiness_reports_the_broker() {
+    let mut s = state().await;
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = up.clone();
+    s.readiness = Some(std::sync::Arc::new(move || vec![("broker", probe.load(std::sync::atomic::Ordering::Relaxed))]));
+    let (st, body) = get(&s, "/readyz").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("broker"));
+    up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (st, body) = get(&s, "/readyz").await;
+    assert_eq!((st, body["broker"].as_bool()), (StatusCode::OK, Some(true)));
+}

@@ -170,3 +170,22 @@ async fn error_frames_are_counted_by_code() {
     assert_eq!(http.ws_errors("bad_message"), 2);
     assert_eq!(http.ws_errors("bad_subscription"), 1);
 }
+
+#[tokio::test]
+async fn history_of_an_area_combines_the_segments_inside_it() {
+    let s = state().await;
+    s.store.upsert_segments(&[road("north", "Viale Nord", [11.25, 43.80], 1000.0)]).await.unwrap();
+    let linked = store::DeviceRecord { id: DeviceId::parse("loop-1").unwrap(), kind: None, segment: Some(SegmentId::parse("north").unwrap()), registered_at: EventTime(T0) };
+    s.store.upsert_devices(&[linked]).await.unwrap();
+    let q = format!("/api/v1/history?metric=speed_kmh&from={T0}&to={}&resolution=raw", T0 + 3_600_000);
+    let (st, body) = super::get(&s, &format!("{q}&bbox=11.2,43.78,11.3,43.82")).await;
+    assert_eq!(st, axum::http::StatusCode::OK, "{body}");
+    assert_eq!(body["points"].as_array().unwrap().len(), 120);
+    assert_eq!(body["segments"], serde_json::json!(["north"]));
+    let (_, body) = super::get(&s, &format!("{q}&bbox=0,0,1,1")).await;
+    assert!(body["points"].as_array().unwrap().is_empty(), "an empty area has no history");
+    for bad in ["1,2,3", "a,b,c,d", "11.3,43.7,11.2,43.8"] {
+        assert_eq!(super::get(&s, &format!("{q}&bbox={bad}")).await.1["error"]["param"], "bbox", "{bad}");
+    }
+    assert_eq!(super::get(&s, &format!("{q}&bbox=0,0,1,1&segment=north")).await.0, axum::http::StatusCode::BAD_REQUEST);
+}
