@@ -10,12 +10,15 @@
 //! 5. The store: writer with rollups against raw COPY, history query latency (store_bench).
 //! 6. The stream core: readings/s through windows, segment windows and the alert engine on
 //!    one thread, 10,000 devices and 50 rules (stream_bench).
-//! 7. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
+//! 8. Export over HTTP: raw readings as CSV and Parquet from PostgreSQL, rows/s and the
+//!    server's peak RSS for 1M and 10M rows (export_bench).
+//! 9. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
 //!    100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
 
+mod export_bench;
 mod store_bench;
 mod stream_bench;
 mod ws_bench;
@@ -615,6 +618,9 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 7 websocket fan-out");
     let websocket = ws_bench::run(plan.quick, &work.path).await?;
     eprintln!("{websocket}");
+    eprintln!("== 8 export over HTTP");
+    let export = export_bench::run(plan.quick).await?;
+    eprintln!("{export}");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 5 scaling");
@@ -641,6 +647,7 @@ async fn run(quick: bool) -> Result<()> {
         "store": store,
         "stream": stream_core,
         "websocket": websocket,
+        "export": export,
         "scaling": scaling,
         "ratios": {
             "end_to_end_vs_limit": round2(e2e_rate / lower.max(1.0)),
@@ -666,6 +673,13 @@ async fn stream_only(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--export`: only the HTTP export benchmark, printed as JSON.
+async fn export_only(quick: bool) -> Result<()> {
+    let report = export_bench::run(quick).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// `--ws`: only the websocket fan-out benchmark, printed as JSON.
 async fn ws_only(quick: bool) -> Result<()> {
     let work = TempDir::new("bench-ws")?;
@@ -686,17 +700,19 @@ fn main() -> Result<()> {
     let mut store = false;
     let mut stream = false;
     let mut ws = false;
+    let mut export = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quick" => quick = true,
             "--store" => store = true,
             "--stream" => stream = true,
             "--ws" => ws = true,
+            "--export" => export = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --stream | --ws]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --stream | --ws | --export]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --ws or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --ws, --export or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -708,6 +724,9 @@ fn main() -> Result<()> {
     }
     if ws {
         return rt.block_on(ws_only(quick));
+    }
+    if export {
+        return rt.block_on(export_only(quick));
     }
     rt.block_on(run(quick))
 }

@@ -11,6 +11,8 @@ pub mod credentials;
 pub mod dead_letters;
 pub mod devices;
 pub mod error;
+pub mod export;
+pub mod formats;
 pub mod http_metrics;
 pub mod live;
 pub mod openapi;
@@ -21,7 +23,7 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
-use auth::{guard, ADMINS, OPERATORS, READERS};
+use auth::{guard, ADMINS, OPERATORS, PLANNERS, READERS};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 pub use openapi::Op;
@@ -138,7 +140,24 @@ pub fn operations() -> Vec<Op> {
             .query("agg", enumeration(&["avg", "min", "max", "sum", "count", "last"]), "Figure carried in v")
             .query("fill", enumeration(&["none", "null", "previous"]), "Gap filling")
             .query("limit", limit(routes::MAX_HISTORY_POINTS), "Most points returned")
-            .ok(200, object_with(&["metric", "points"])),
+            .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept); csv, arrow and parquet need planner or admin")
+            .ok(200, object_with(&["metric", "points"]))
+            .also_media("text/csv")
+            .also_media("application/vnd.apache.arrow.stream")
+            .also_media("application/vnd.apache.parquet")
+            .error(406, "Accept names no format this operation produces"),
+        Op::new("GET", "/api/v1/export/readings", PLANNERS, "telemetry", "Readings or rollups of a time range, streamed (CSV by default)", get(export::readings))
+            .required_query("from", time(), "Start, inclusive")
+            .required_query("to", time(), "End, exclusive")
+            .query("metric", string(), "Comma-separated metric ids (default: all)")
+            .query("device", string(), "Comma-separated device ids (default: all)")
+            .query("resolution", enumeration(&["raw", "1m", "1h", "1d"]), "Raw readings (default) or a rollup level")
+            .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept)")
+            .ok_media("text/csv", string())
+            .also_media("application/json")
+            .also_media("application/vnd.apache.arrow.stream")
+            .also_media("application/vnd.apache.parquet")
+            .error(406, "Accept names no format this operation produces"),
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
             .ok(200, object_with(&["type", "features"])),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))

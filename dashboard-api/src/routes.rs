@@ -1,12 +1,16 @@
 //! REST handlers.
 
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use store::{GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
+use store::{ExportFormat, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 use telemetry::EventTime;
 
 use crate::error::ApiError;
+use crate::auth::Principal;
+use crate::formats;
 use crate::params::{self, Params};
 use crate::AppState;
 
@@ -99,8 +103,10 @@ impl Aggregate {
 /// `max_points`), at a stored level (`resolution=raw|1m|1h|1d`) or in buckets of a given
 /// width (`step=15m`); `agg` picks the figure in `v`; `fill=null|previous` adds the empty
 /// buckets.
-pub async fn history(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn history(State(state): State<AppState>, who: Principal, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
+    let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Json)?;
+    formats::require_bulk_role(&who, format)?;
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
     let bbox = p.take("bbox").map(|v| params::bbox("bbox", &v)).transpose()?;
@@ -148,6 +154,9 @@ pub async fn history(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     }
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
     let history = state.store.history(&q).await?;
+    if format != ExportFormat::Json {
+        return formats::history_response(&history, |p| agg.of(p), format, &format!("history-{}", q.metric.as_str()));
+    }
     let points: Vec<Value> = match history.step_ms {
         None => history.points.iter().map(|p| json!({"t": p.time, "v": p.last})).collect(),
         Some(_) => history
@@ -181,5 +190,6 @@ pub async fn history(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         "from": q.from,
         "to": q.to,
         "points": points,
-    })))
+    }))
+    .into_response())
 }

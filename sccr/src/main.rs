@@ -4,6 +4,7 @@ mod admin;
 mod alert_sink;
 mod config;
 mod demo;
+mod export;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -54,6 +55,33 @@ enum Command {
     Migrate {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Write readings or rollups of a time range as Hive-style partitions
+    /// (DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>).
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Start (inclusive): RFC 3339 or Unix milliseconds.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive): RFC 3339 or Unix milliseconds.
+        #[arg(long)]
+        to: String,
+        /// Only this metric (repeatable); all when absent.
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// Only this device (repeatable); all when absent.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// raw, 1m, 1h or 1d.
+        #[arg(long, default_value = "raw")]
+        resolution: String,
+        /// parquet, csv or arrow (IPC stream).
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Validate a configuration file (with environment overrides) and exit.
     CheckConfig {
@@ -170,6 +198,15 @@ async fn main() -> Result<()> {
             store.close().await;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Export { config, from, to, metrics, devices, resolution, format, out } => {
+            let args = export::ExportArgs { from, to, metrics, devices, resolution, format, out };
+            export::query(&args)?;
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let result = export::run(&store, args).await;
+            store.close().await;
+            result
         }
         Command::CheckConfig { config } => {
             load(Some(&config))?;

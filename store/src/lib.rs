@@ -30,6 +30,7 @@ pub mod alert;
 pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod export;
 pub mod dead_letter_log;
 pub mod history;
 pub mod maintenance;
@@ -59,6 +60,7 @@ pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
+pub use export::{export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat, ExportQuery, ExportStream};
 pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
 
@@ -76,6 +78,8 @@ pub enum StoreError {
     InvalidQuery { param: &'static str, message: String },
     #[error("TimescaleDB is required by `timescaledb = \"require\"` but the extension is not available: {0}")]
     TimescaleUnavailable(String),
+    #[error("export failed: {0}")]
+    Encode(String),
     #[error("alert {0} does not exist")]
     AlertNotFound(i64),
     #[error("alert {id} is {from} and cannot become {to}")]

@@ -52,7 +52,7 @@ impl SqliteStore {
         Ok(Self { pool, retention: options.retention })
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
