@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
@@ -44,7 +44,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("POST", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "Send a command to a device (Idempotency-Key header: same key, same command)", post(send))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "required": ["name"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": {"type": "object"}, "ttl": {"type": "string", "description": "1s to 1d, default 60s"}}}))
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": {"type": "object"}, "ttl": {"type": ["string", "null"], "description": "1s to 1d, default 60s"}}}))
             .ok(201, object_with(&["id", "device", "name", "status", "expires_at"]))
             .error(404, "The device is not registered")
             .error(409, "The Idempotency-Key was used for another command")
@@ -150,14 +150,11 @@ async fn send(
     Ok((StatusCode::CREATED, Json(json!(record))))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<usize>,
-}
-
-async fn list(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let device = device_id(&id)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let mut p = crate::params::Params::parse(raw.as_deref())?;
+    let limit = p.take("limit").map(|v| crate::params::limit("limit", &v, 1_000)).transpose()?.unwrap_or(100);
+    p.finish()?;
     let commands = state.store.device_commands(&device, limit).await?;
     Ok(Json(json!({ "commands": commands })))
 }

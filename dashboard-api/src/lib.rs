@@ -235,6 +235,7 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(web::router())
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), http_metrics::track))
         .with_state(state)

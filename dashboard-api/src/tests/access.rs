@@ -312,3 +312,12 @@ async fn readiness_reports_the_broker() {
     let (st, body) = get(&s, "/readyz").await;
     assert_eq!((st, body["broker"].as_bool()), (StatusCode::OK, Some(true)));
 }
+
+#[tokio::test]
+async fn framework_rejections_are_json_errors_too() {
+    let s = state().await;
+    // A method the route does not have: axum answers 405 in plain text, we in JSON.
+    let (st, body) = send(&s, "PATCH", "/api/v1/segments", "{}").await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
