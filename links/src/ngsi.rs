@@ -179,7 +179,7 @@ pub fn alert(a: &AlertRecord) -> Value {
     let source = match &a.subject {
         AlertSubject::Device(d) => device_urn(d),
         AlertSubject::Segment(s) => road_segment_urn(s),
-        AlertSubject::Rule => format!("urn:sccr:rule:{}", a.rule),
+        AlertSubject::Rule => format!("urn:ngsi-ld:AlertRule:sccr:{}", a.rule),
     };
     let mut m = Map::new();
     m.insert("category".into(), property(json!(category)));
@@ -192,7 +192,8 @@ pub fn alert(a: &AlertRecord) -> Value {
             Severity::Critical => "critical",
         })),
     );
-    m.insert("alertSource".into(), property(json!(source)));
+    // A Relationship in the model (the Smart Data Models property database says so).
+    m.insert("alertSource".into(), relationship(source));
     m.insert("dateIssued".into(), date_time(a.raised_at));
     m.insert("validFrom".into(), date_time(a.since));
     if let Some(c) = &a.cleared {

@@ -53,7 +53,7 @@ fn alert_example() -> Value {
     json!({
         "id": "urn:ngsi-ld:Alert:Alert:1",
         "type": "Alert",
-        "alertSource": {"type": "Property", "value": "https://account.lab.fiware.org/users/8"},
+        "alertSource": {"type": "Relationship", "object": "urn:ngsi-ld:Device:sccr:example"},
         "category": {"type": "Property", "value": "traffic"},
         "dateIssued": {"type": "Property", "value": {"@type": "DateTime", "@value": "2017-01-02T09:25:55.00Z"}},
         "description": {"type": "Property", "value": "The road is completely blocked for 3kms"},
