@@ -24,7 +24,7 @@ fn stored_alert(subject: AlertSubject, rule: &str, severity: Severity, state: Al
         raised_at: EventTime(1_764_064_800_000),
         acknowledged: (state != AlertState::Raised)
             .then(|| Acknowledgement { by: "ada".into(), note: Some("unit dispatched".into()), at: EventTime(1_764_064_900_000) }),
-        cleared: (state == AlertState::Cleared).then(|| Clearance { by: None, note: None, at: EventTime(1_764_065_800_000) }),
+        cleared: (state == AlertState::Cleared).then_some(Clearance { by: None, note: None, at: EventTime(1_764_065_800_000) }),
         members: 1,
     }
 }
