@@ -397,19 +397,7 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
 // 4. The naive baseline
 
 fn python_with_deps() -> Option<PathBuf> {
-    let venv = workspace_root().join("target/bench-venv");
-    let python = venv.join("bin/python");
-    let ok = |p: &Path| std::process::Command::new(p).args(["-c", "import paho.mqtt, psycopg"]).status().is_ok_and(|s| s.success());
-    if python.is_file() && ok(&python) {
-        return Some(python);
-    }
-    let created = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
-    let installed = created
-        && std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "paho-mqtt==2.2.0", "psycopg[binary]==3.3.9"])
-            .status()
-            .is_ok_and(|s| s.success());
-    (installed && ok(&python)).then_some(python)
+    sccr_tests::python_venv("bench-venv", &["paho-mqtt==2.2.0", "psycopg[binary]==3.3.9"], "paho.mqtt, psycopg").map(|venv| venv.join("bin/python"))
 }
 
 async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {

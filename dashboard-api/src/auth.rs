@@ -234,7 +234,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let token = match presented_token(&req) {
-        None => return with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)")),
+        None => return token_required(),
         Some(Err(e)) => return with_challenge(e),
         Some(Ok(t)) => t,
     };
@@ -264,6 +264,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
+fn token_required() -> Response {
+    with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)"))
+}
+
 fn with_challenge(e: ApiError) -> Response {
     let mut resp = e.into_response();
     resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -291,7 +295,7 @@ pub async fn require(State(roles): State<&'static [Role]>, req: Request, next: N
             errors: Vec::new(),
         }
         .into_response(),
-        None => with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)")),
+        None => token_required(),
     }
 }
 
@@ -303,6 +307,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
             .extensions
             .get::<Principal>()
             .cloned()
-            .ok_or_else(|| with_challenge(unauthorized("a bearer token is required (Authorization: Bearer <token>)")))
+            .ok_or_else(token_required)
     }
 }

@@ -461,29 +461,25 @@ impl Sccr {
     /// Start `sccr serve` against `broker_port` and `db_url`, configured through the
     /// environment; `extra` adds or replaces `SCCR_…` variables.
     pub fn serve(broker_port: u16, db_url: &str, log_dir: &Path, extra: &[(&str, &str)]) -> Result<Self> {
-        let api_port = free_port();
-        let mut env = vec![
-            ("SCCR_MQTT__PORT".to_string(), broker_port.to_string()),
-            ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
-            ("SCCR_API__LISTEN".to_string(), format!("127.0.0.1:{api_port}")),
-            ("SCCR_MQTT__CLIENT_ID".to_string(), format!("sccr-test-{api_port}")),
-            ("SCCR_API__BOOTSTRAP_ADMIN_TOKEN".to_string(), TEST_ADMIN_TOKEN.to_string()),
-        ];
-        for (k, v) in extra {
-            env.retain(|(key, _)| key != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config: None };
-        s.spawn()?;
-        Ok(s)
+        Self::start(broker_port, db_url, log_dir, None, extra)
     }
 
     /// Like [`Sccr::serve`], with a configuration file holding `toml` (for what the
     /// environment cannot express, such as alert rules); the environment still overrides it.
     pub fn serve_with_config(broker_port: u16, db_url: &str, log_dir: &Path, toml: &str, extra: &[(&str, &str)]) -> Result<Self> {
+        Self::start(broker_port, db_url, log_dir, Some(toml), extra)
+    }
+
+    fn start(broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)]) -> Result<Self> {
         let api_port = free_port();
-        let path = log_dir.join(format!("sccr-{api_port}.toml"));
-        std::fs::write(&path, toml)?;
+        let config = match toml {
+            Some(text) => {
+                let path = log_dir.join(format!("sccr-{api_port}.toml"));
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut env = vec![
             ("SCCR_MQTT__PORT".to_string(), broker_port.to_string()),
             ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
@@ -495,7 +491,7 @@ impl Sccr {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config: Some(path) };
+        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config };
         s.spawn()?;
         Ok(s)
     }
