@@ -275,13 +275,14 @@ async fn operator_move(state: AppState, who: Principal, id: String, body: Bytes,
     crate::access::audit(&state, &who, action_name, &format!("alert/{id}"), json!({ "note": note })).await;
     let live = live_alert(&record);
     state.hub.publish_alert(live.clone());
+    let reply = json!({ "alert": live });
     if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
-        let command = StreamCommand::Operator { action, key, by, note, at };
+        let command = StreamCommand::Operator { action, key, by, note, at, alert: Box::new(live) };
         if control.commands.send(command).await.is_err() {
             tracing::warn!(id, "the stream task is gone; the alert engine does not see this operator action");
         }
     }
-    Ok(Json(json!({ "alert": live })))
+    Ok(Json(reply))
 }
 
 /// `POST /api/v1/alerts/{id}/ack` with `{"note": "..."}` (optional); the operator is the

@@ -241,6 +241,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only the health operations (`/healthz`, `/readyz`, `/metrics`), for a process that
+/// serves no API (`sccr serve --role ingest`): its probes and its scrape target.
+pub fn probes(state: AppState) -> Router {
+    let mut router = Router::new();
+    for op in operations().into_iter().filter(|op| op.tag == "health") {
+        router = router.route(op.path, op.route);
+    }
+    router.fallback(routes::not_found).layer(axum::middleware::from_fn(error::json_errors)).with_state(state)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

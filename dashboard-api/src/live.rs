@@ -471,6 +471,8 @@ fn pending_frames(pending: Pending) -> Vec<String> {
             LiveEvent::Window(w) => json!({"type": "window", "window": w}).to_string(),
             LiveEvent::Segment(s) => json!({"type": "segment", "segment": s}).to_string(),
             LiveEvent::Alert(a) => json!({"type": "alert", "alert": a}).to_string(),
+            // Screens see presence in `kpi` frames; their filters never ask for statuses.
+            LiveEvent::Status(_) => continue,
         });
     }
     frames

@@ -75,28 +75,28 @@ pub fn status_of(result: CommandResult) -> CommandStatus {
 
 /// Start the command link: `outgoing` takes commands to publish (from the API), `acks`
 /// the devices' answers (from ingest). Runs until `shutdown`.
+///
+/// A process that serves the API publishes (`outgoing`, with the expiry sweeper); one that
+/// runs ingest records the answers (`acks`); one process may do both.
 pub fn run_commands(
     config: CommandLinkConfig,
     store: Store,
-    outgoing: mpsc::Receiver<CommandRecord>,
-    acks: mpsc::Receiver<(DeviceId, CommandAck)>,
+    outgoing: Option<mpsc::Receiver<CommandRecord>>,
+    acks: Option<mpsc::Receiver<(DeviceId, CommandAck)>>,
     metrics: Arc<CommandLinkMetrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<(&'static str, JoinHandle<()>)> {
-    let publisher = tokio::spawn(run_publisher(
-        config.clone(),
-        store.clone(),
-        outgoing,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let answers = tokio::spawn(run_answers(store.clone(), acks, metrics.clone()));
-    let sweeper = tokio::spawn(run_sweeper(store, config.sweep_interval, metrics, shutdown));
-    vec![
-        ("command publisher", publisher),
-        ("command acks", answers),
-        ("command sweeper", sweeper),
-    ]
+    let mut tasks = Vec::new();
+    if let Some(outgoing) = outgoing {
+        let publisher = tokio::spawn(run_publisher(config.clone(), store.clone(), outgoing, metrics.clone(), shutdown.clone()));
+        let sweeper = tokio::spawn(run_sweeper(store.clone(), config.sweep_interval, metrics.clone(), shutdown));
+        tasks.push(("command publisher", publisher));
+        tasks.push(("command sweeper", sweeper));
+    }
+    if let Some(acks) = acks {
+        tasks.push(("command acks", tokio::spawn(run_answers(store, acks, metrics))));
+    }
+    tasks
 }
 
 async fn run_publisher(

@@ -9,6 +9,8 @@
 //!   broker's PUBACK), their acks (read by ingest) and their expiry.
 //! - [`device_status`]: records device online/offline changes (with their outbox event)
 //!   on the way from ingest to the stream.
+//! - [`live_bus`]: the live state between server roles (`--role ingest|api`) over MQTT:
+//!   live changes out of ingest replicas, operator actions and rule changes back.
 //! - [`ngsi`]: FIWARE Smart Data Models entities in NGSI-LD JSON-LD (`TrafficFlowObserved`,
 //!   `AirQualityObserved`, `Alert`), for webhook payloads and exports.
 
@@ -18,9 +20,11 @@ pub mod commands;
 pub mod device_status;
 pub mod dispatcher;
 mod http;
+pub mod live_bus;
 pub mod ngsi;
 pub mod signature;
 
 pub use commands::{run_commands, CommandLinkConfig, CommandLinkMetrics};
 pub use device_status::run_status_recorder;
 pub use dispatcher::{run_dispatcher, DispatcherConfig, DispatcherMetrics};
+pub use live_bus::{run_api_bus, run_ingest_bus, BusConfig, BusMetrics, BusNotice};

@@ -88,7 +88,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         })
         .collect();
     store.upsert_devices(&records).await?;
-    let running = pipeline::start(&config, store).await?;
+    let running = pipeline::start(&config, store, pipeline::Role::All).await?;
 
     let url = format!("http://{}", running.api_addr);
     let covered: std::collections::HashSet<_> = fleet.iter().map(|d| d.segment.id.clone()).collect();

@@ -50,6 +50,11 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// all (one process), ingest (MQTT to database, stream, alerts, webhooks; HTTP
+        /// probes and metrics only) or api (REST, websocket, dashboard); the roles share
+        /// live state over the broker (sccr/v1/live, sccr/v1/control).
+        #[arg(long, value_enum, default_value = "all")]
+        role: pipeline::Role,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -182,10 +187,10 @@ async fn main() -> Result<()> {
             println!("{}: {n} device credentials", out.display());
             Ok(())
         }
-        Command::Serve { config } => {
+        Command::Serve { config, role } => {
             let config = load(config.as_deref())?;
             let store = pipeline::open_store(&config).await?;
-            let running = pipeline::start(&config, store).await?;
+            let running = pipeline::start(&config, store, role).await?;
             println!("sccr serving on http://{}", running.api_addr);
             shutdown_signal().await;
             tracing::info!("shutdown requested; draining");

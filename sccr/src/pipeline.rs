@@ -111,21 +111,243 @@ async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time
     }
 }
 
-pub async fn start(config: &Config, store: Store) -> Result<Running> {
+/// Which parts of the server a process runs (SPEC §10). Nothing assumes it is the only
+/// replica of its role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Everything in one process.
+    All,
+    /// MQTT ingest, the batch writer, rollups and maintenance, the stream and alert engine,
+    /// device statuses, command answers, webhooks; live changes out on the live bus. HTTP
+    /// serves only `/healthz`, `/readyz` and `/metrics`.
+    Ingest,
+    /// REST, the live websocket and the wall dashboard, commands down to devices; live
+    /// state from the live bus, operator actions and rule changes back on it.
+    Api,
+}
+
+impl Role {
+    fn ingests(self) -> bool {
+        self != Role::Api
+    }
+}
+
+/// The live bus's settings for this process (its own MQTT client id).
+fn bus_config(config: &Config) -> links::BusConfig {
+    links::BusConfig {
+        host: config.mqtt.host.clone(),
+        port: config.mqtt.port,
+        client_id: format!("{}-live", config.mqtt.client_id),
+        username: config.mqtt.username.clone(),
+        password: config.mqtt.password.clone(),
+        keep_alive: config.mqtt.keep_alive,
+        max_packet_bytes: 4 * 1024 * 1024,
+    }
+}
+
+/// The alert rules the saved document and this process's `[alerts]` give.
+async fn current_rules(store: &Store, config: &Config) -> Result<(StoredRules, RulesSource)> {
+    let saved = store.load_stream_state(RULES_STATE_KEY).await?.and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
+    Ok(StoredRules::choose(saved, &config.alerts))
+}
+
+/// Bring the hub's open alerts in line with the store (after the live bus was down, an
+/// alert may have been moved or closed without the hub hearing of it).
+async fn resync_alerts(store: &Store, hub: &LiveHub) -> Result<(), StoreError> {
+    let open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
+    let ids: HashSet<i64> = open.iter().map(|a| a.id).collect();
+    for a in &open {
+        hub.publish_alert(live_alert(a));
+    }
+    for held in hub.open_alerts().into_iter().filter(|a| !ids.contains(&a.id)) {
+        if let Some(record) = store.alert(held.id).await? {
+            hub.publish_alert(live_alert(&record));
+        }
+    }
+    Ok(())
+}
+
+/// The API role's side of the live bus: resync alerts on every (re)connection, re-read
+/// the rules when a replica changed them.
+async fn run_api_notices(store: Store, hub: Arc<LiveHub>, config: Config, rules: Arc<tokio::sync::Mutex<StoredRules>>, mut notices: mpsc::Receiver<links::BusNotice>) {
+    while let Some(notice) = notices.recv().await {
+        let done = match notice {
+            links::BusNotice::Connected => resync_alerts(&store, &hub).await.map_err(anyhow::Error::from),
+            links::BusNotice::RulesChanged => match current_rules(&store, &config).await {
+                Ok((stored, _)) => {
+                    *rules.lock().await = stored;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, ?notice, "live bus: cannot catch up with the store");
+        }
+    }
+}
+
+/// The ingest role's side of the live bus: apply rules another replica saved.
+async fn run_ingest_notices(store: Store, config: Config, commands: mpsc::Sender<StreamCommand>, mut notices: mpsc::Receiver<links::BusNotice>) {
+    while let Some(notice) = notices.recv().await {
+        if notice != links::BusNotice::RulesChanged {
+            continue;
+        }
+        let rules = match current_rules(&store, &config).await {
+            Ok((stored, RulesSource::Api)) => stored.rules.validate().map_err(|e| anyhow!("{e}")),
+            Ok((_, RulesSource::File)) => {
+                tracing::warn!("alert rules changed through the API, but against another [alerts] section than this process's file; keeping the file's");
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        match rules {
+            Ok(rules) => {
+                let (done, applied) = tokio::sync::oneshot::channel();
+                if commands.send(StreamCommand::SetRules { rules, done }).await.is_err() {
+                    return;
+                }
+                let _ = applied.await;
+                tracing::info!("alert rules changed through the API applied");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the alert rules saved through the API"),
+        }
+    }
+}
+
+pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running> {
     let hub = LiveHub::new(1_024);
     let latest = store.latest(None, None).await?;
     hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
-    let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
     let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
     hub.seed_alerts(store_open.iter().map(live_alert));
 
-    // The alert engine: rules, registry, saved state, reconciled with the store.
-    let saved_rules = store.load_stream_state(RULES_STATE_KEY).await?.and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
-    let (rules_doc, source) = StoredRules::choose(saved_rules, &config.alerts);
+    // The rules: the admin API's saved document while the file's `[alerts]` is unchanged.
+    let (rules_doc, source) = current_rules(&store, config).await?;
     if source == RulesSource::Api {
         tracing::info!("alert rules: those set through the admin API (the config file's [alerts] is unchanged since)");
     }
     let rule_set = rules_doc.rules.validate().map_err(|e| anyhow!("alerts: {e}"))?;
+    let rules = Arc::new(tokio::sync::Mutex::new(rules_doc));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(256);
+    let ingest_metrics = Arc::new(IngestMetrics::default());
+    let writer_metrics = Arc::new(WriterMetrics::default());
+    let stream_metrics = Arc::new(StreamMetrics::default());
+    let bus_metrics = Arc::new(links::BusMetrics::default());
+    let command_metrics = Arc::new(links::CommandLinkMetrics::default());
+    let command_link = links::CommandLinkConfig {
+        host: config.mqtt.host.clone(),
+        port: config.mqtt.port,
+        client_id: format!("{}-commands", config.mqtt.client_id),
+        username: config.mqtt.username.clone(),
+        password: config.mqtt.password.clone(),
+        keep_alive: config.mqtt.keep_alive,
+        sweep_interval: std::time::Duration::from_secs(1),
+    };
+    let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    let (control, render, readiness) = if role.ingests() {
+        let metrics = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone());
+        let side = start_ingest(config, &store, &hub, rule_set, store_open, metrics, shutdown_rx.clone()).await?;
+        let bus = role == Role::Ingest;
+        // Commands are published where the API runs; answers are read where ingest runs.
+        let outgoing = (!bus).then_some(outgoing_rx);
+        tasks.extend(links::run_commands(command_link, store.clone(), outgoing, Some(side.command_acks), command_metrics, shutdown_rx.clone()));
+        if bus {
+            let (notices_tx, notices_rx) = mpsc::channel(16);
+            tasks.extend(links::run_ingest_bus(bus_config(config), hub.clone(), side.commands.clone(), notices_tx, bus_metrics.clone(), shutdown_rx.clone()));
+            tasks.push(("bus notices", tokio::spawn(run_ingest_notices(store.clone(), config.clone(), side.commands.clone(), notices_rx))));
+        }
+        tasks.extend(side.tasks);
+        let (render, bus_metrics) = (side.render, bus.then_some(bus_metrics));
+        let render = Arc::new(move || {
+            let mut out = render();
+            if let Some(b) = &bus_metrics {
+                b.render(&mut out);
+            }
+            out
+        }) as dashboard_api::MetricsRenderer;
+        let broker = side.ingest_metrics.clone();
+        let readiness: dashboard_api::Readiness = Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]);
+        let control = AlertControl { commands: side.commands, rules: rules.clone() };
+        (control, render, readiness)
+    } else {
+        let (commands_tx, commands_rx) = mpsc::channel(256);
+        let (notices_tx, notices_rx) = mpsc::channel(16);
+        tasks.extend(links::run_api_bus(bus_config(config), hub.clone(), commands_rx, notices_tx, bus_metrics.clone(), shutdown_rx.clone()));
+        tasks.push(("bus notices", tokio::spawn(run_api_notices(store.clone(), hub.clone(), config.clone(), rules.clone(), notices_rx))));
+        tasks.extend(links::run_commands(command_link, store.clone(), Some(outgoing_rx), None, command_metrics, shutdown_rx.clone()));
+        let b = bus_metrics.clone();
+        let render = Arc::new(move || {
+            let mut out = String::with_capacity(2048);
+            b.render(&mut out);
+            out
+        }) as dashboard_api::MetricsRenderer;
+        let b = bus_metrics.clone();
+        let readiness: dashboard_api::Readiness = Arc::new(move || vec![("broker", b.connected.load(std::sync::atomic::Ordering::Relaxed))]);
+        (AlertControl { commands: commands_tx, rules: rules.clone() }, render, readiness)
+    };
+
+    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .with_context(|| format!("binding api.listen {}", config.api.listen))?;
+    let api_addr = listener.local_addr()?;
+    let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
+    state.metrics = Some(render);
+    state.readiness = Some(readiness);
+    let router = if role == Role::Ingest {
+        dashboard_api::probes(state)
+    } else {
+        if let Some(token) = &config.api.bootstrap_admin_token {
+            store.ensure_token("bootstrap-admin", "admin", &dashboard_api::auth::token_digest(token), EventTime::now()).await?;
+        }
+        state.alerts = Some(control);
+        state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
+        dashboard_api::app(state)
+            .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
+            .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
+    };
+    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let (api_stop, mut api_stop_rx) = watch::channel(false);
+    let api = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%api_addr, ?role, backend = store.backend(), "SCCR running");
+    Ok(Running { api_addr, store, ingest_metrics, writer_metrics, stream_metrics, shutdown: shutdown_tx, tasks, api, api_stop })
+}
+
+/// What the ingest side started.
+struct IngestSide {
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    commands: mpsc::Sender<StreamCommand>,
+    command_acks: mpsc::Receiver<(telemetry::DeviceId, telemetry::command::CommandAck)>,
+    render: dashboard_api::MetricsRenderer,
+    ingest_metrics: Arc<IngestMetrics>,
+}
+
+/// Start ingest, the writer, rollups and maintenance, the stream and alert engine, device
+/// statuses and webhooks (SCCR's pipeline without its API).
+#[allow(clippy::too_many_arguments)]
+async fn start_ingest(
+    config: &Config,
+    store: &Store,
+    hub: &Arc<LiveHub>,
+    rule_set: stream::RuleSet,
+    store_open: Vec<store::AlertRecord>,
+    metrics: (Arc<IngestMetrics>, Arc<WriterMetrics>, Arc<StreamMetrics>),
+    shutdown_rx: watch::Receiver<bool>,
+) -> Result<IngestSide> {
+    let (ingest_metrics, writer_metrics, stream_metrics) = metrics;
+    let known: HashSet<_> = store.devices().await?.into_iter().map(|d| d.id).collect();
+    // The alert engine: rules, registry, saved state, reconciled with the store.
     let stream_config = StreamConfig {
         window: config.stream.window,
         watermark_delay: config.stream.watermark_delay,
@@ -135,7 +357,7 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let mut core = StreamCore::new(&stream_config, rule_set);
     let now = EventTime::now();
     let mut boot = Emitted::default();
-    let registry = load_registry(&store).await?;
+    let registry = load_registry(store).await?;
     core.set_registry(registry.clone(), now, &mut boot);
     let engine_key = state_key(&config.mqtt.client_id);
     if let Some(saved) = store.load_stream_state(&engine_key).await? {
@@ -149,20 +371,14 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     }
     reconcile(&mut core, &store_open, now);
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (writer_tx, writer_rx) = mpsc::channel(config.writer.queue_messages);
     let (committed_tx, committed_rx) = mpsc::channel(1024);
     let (live_tx, live_rx) = mpsc::channel(8_192);
     let (status_tx, status_in_rx) = mpsc::channel(1_024);
     let (status_in_tx, status_rx) = mpsc::channel(1_024);
-    let (command_ack_tx, command_ack_rx) = mpsc::channel(1_024);
-    let (outgoing_tx, outgoing_rx) = mpsc::channel(256);
+    let (command_ack_tx, command_acks) = mpsc::channel(1_024);
     let (command_tx, command_rx) = mpsc::channel(256);
     let (sink_tx, sink_rx) = mpsc::channel(4_096);
-
-    let ingest_metrics = Arc::new(IngestMetrics::default());
-    let writer_metrics = Arc::new(WriterMetrics::default());
-    let stream_metrics = Arc::new(StreamMetrics::default());
     let alert_metrics = Arc::new(AlertSinkMetrics::default());
 
     let writer_config = WriterConfig {
@@ -221,17 +437,6 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
     let ingest_queues = IngestQueues { writer: writer_tx, live: live_tx, statuses: status_tx, command_acks: Some(command_ack_tx), committed: committed_rx };
     let ingest = run_ingest(ingest_config, ingest_queues, known, ingest_metrics.clone(), shutdown_rx.clone());
     let status_recorder = tokio::spawn(links::run_status_recorder(store.clone(), status_in_rx, status_in_tx));
-    let command_link = links::CommandLinkConfig {
-        host: config.mqtt.host.clone(),
-        port: config.mqtt.port,
-        client_id: format!("{}-commands", config.mqtt.client_id),
-        username: config.mqtt.username.clone(),
-        password: config.mqtt.password.clone(),
-        keep_alive: config.mqtt.keep_alive,
-        sweep_interval: std::time::Duration::from_secs(1),
-    };
-    let command_metrics = Arc::new(links::CommandLinkMetrics::default());
-    let command_tasks = links::run_commands(command_link, store.clone(), outgoing_rx, command_ack_rx, command_metrics, shutdown_rx.clone());
     let w = &config.webhooks;
     let dispatcher = w.enabled.then(|| {
         let dispatcher_config = links::DispatcherConfig {
@@ -251,65 +456,14 @@ pub async fn start(config: &Config, store: Store) -> Result<Running> {
             render_metrics(&i, &w, &s, &m, &a, &queues, max_pending.saturating_sub(budget.available_permits()))
         }) as dashboard_api::MetricsRenderer
     };
-    let control = AlertControl { commands: command_tx, rules: Arc::new(tokio::sync::Mutex::new(rules_doc)) };
-
-    let listener = tokio::net::TcpListener::bind(&config.api.listen)
-        .await
-        .with_context(|| format!("binding api.listen {}", config.api.listen))?;
-    let api_addr = listener.local_addr()?;
-    if let Some(token) = &config.api.bootstrap_admin_token {
-        store.ensure_token("bootstrap-admin", "admin", &dashboard_api::auth::token_digest(token), EventTime::now()).await?;
-    }
-    let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
-    state.metrics = Some(render);
-    state.alerts = Some(control);
-    state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
-    let broker = ingest_metrics.clone();
-    state.readiness = Some(Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]));
-    let router = dashboard_api::app(state)
-        .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
-        .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let (api_stop, mut api_stop_rx) = watch::channel(false);
-    let api = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
-    tracing::info!(%api_addr, backend = store.backend(), "SCCR pipeline running");
-    Ok(Running {
-        api_addr,
-        store,
-        ingest_metrics,
-        writer_metrics,
-        stream_metrics,
-        shutdown: shutdown_tx,
-        // The merger and maintenance stop after the writer's last commit.
-        tasks: [
-            ("ingest", ingest.ingest),
-            ("acker", ingest.acker),
-            ("writer", writer),
-            ("device status", status_recorder),
-        ]
+    // Stop order: ingest, acker and writer first (the merger and maintenance stop after
+    // the writer's last commit), then the stream and what it feeds.
+    let tasks = [("ingest", ingest.ingest), ("acker", ingest.acker), ("writer", writer), ("device status", status_recorder)]
         .into_iter()
-        .chain(command_tasks)
         .chain(dispatcher.map(|d| ("webhook dispatcher", d)))
-        .chain([
-            ("stream", stream),
-            ("alert sink", sink),
-            ("rollup merger", merger),
-            ("maintenance", maintenance),
-            ("registry refresh", registry),
-        ])
-        .collect(),
-        api,
-        api_stop,
-    })
+        .chain([("stream", stream), ("alert sink", sink), ("rollup merger", merger), ("maintenance", maintenance), ("registry refresh", registry)])
+        .collect();
+    Ok(IngestSide { tasks, commands: command_tx, command_acks, render, ingest_metrics })
 }
 
 impl Running {

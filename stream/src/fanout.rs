@@ -88,6 +88,7 @@ pub(crate) struct Routes {
     by_segment: HashMap<SegmentId, Vec<u64>>,
     all_segments: Vec<u64>,
     alerts: Vec<u64>,
+    statuses: Vec<u64>,
 }
 
 fn remove_id(list: &mut Vec<u64>, id: u64) {
@@ -119,6 +120,9 @@ impl Routes {
         if f.alerts {
             self.alerts.push(id);
         }
+        if f.statuses {
+            self.statuses.push(id);
+        }
     }
 
     fn unindex(&mut self, id: u64) {
@@ -127,6 +131,7 @@ impl Routes {
         remove_id(&mut self.all_devices, id);
         remove_id(&mut self.all_segments, id);
         remove_id(&mut self.alerts, id);
+        remove_id(&mut self.statuses, id);
         for d in &f.devices {
             if let Some(list) = self.by_device.get_mut(d) {
                 remove_id(list, id);
@@ -168,6 +173,7 @@ impl Routes {
                     self.by_segment.get(&s.segment).into_iter().flatten().chain(self.all_segments.iter()).for_each(|id| offer(id, e));
                 }
                 LiveEvent::Alert(_) => self.alerts.iter().for_each(|id| offer(id, e)),
+                LiveEvent::Status(_) => self.statuses.iter().for_each(|id| offer(id, e)),
             }
         }
         for q in wake {

@@ -23,7 +23,7 @@ use crate::segment_state::SegmentState;
 use crate::window::WindowResult;
 
 /// The current value of one (device, metric).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveValue {
     pub device: DeviceId,
     pub metric: MetricId,
@@ -87,6 +87,8 @@ pub enum LiveEvent {
     Segment(SegmentState),
     /// An alert was raised, acknowledged, cleared, or gained or lost members.
     Alert(LiveAlert),
+    /// A device said it went online or offline (only to subscribers with `statuses`).
+    Status(StatusEvent),
 }
 
 /// What a subscriber wants: values and windows of `devices` × `metrics` (an empty set means
@@ -99,6 +101,8 @@ pub struct SubscriptionFilter {
     pub metrics: BTreeSet<MetricId>,
     pub segments: Option<BTreeSet<SegmentId>>,
     pub alerts: bool,
+    /// Device status messages (the live bus forwards them; screens get presence in `kpi`).
+    pub statuses: bool,
     /// Devices and segments taken out again by an `unsubscribe` naming them (an empty
     /// `devices`/`segments` set means "all", so removing keys needs its own set).
     pub excluded_devices: BTreeSet<DeviceId>,
@@ -114,6 +118,7 @@ impl Default for SubscriptionFilter {
             metrics: BTreeSet::new(),
             segments: None,
             alerts: false,
+            statuses: false,
             excluded_devices: BTreeSet::new(),
             excluded_segments: BTreeSet::new(),
         }
@@ -171,6 +176,7 @@ impl SubscriptionFilter {
             LiveEvent::Window(w) => self.matches(&w.device, w.metric),
             LiveEvent::Segment(s) => self.matches_segment(&s.segment),
             LiveEvent::Alert(_) => self.alerts,
+            LiveEvent::Status(_) => self.statuses,
         }
     }
 }
@@ -233,6 +239,12 @@ impl LiveHub {
         Subscription::register(&self.routes, filter, self.capacity)
     }
 
+    /// Like [`LiveHub::subscribe`] with another queue bound: the live bus forwards every
+    /// change of the city and needs more room than a screen.
+    pub fn subscribe_with_capacity(&self, filter: SubscriptionFilter, capacity: usize) -> Subscription {
+        Subscription::register(&self.routes, filter, capacity)
+    }
+
     /// Subscribers now.
     pub fn subscribers(&self) -> usize {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).len()
@@ -260,7 +272,8 @@ impl LiveHub {
             if board.cleared.contains(&alert.id) {
                 return false;
             }
-            if board.open.get(&alert.id).is_some_and(|held| rank(held.state) > rank(alert.state)) {
+            if board.open.get(&alert.id).is_some_and(|held| rank(held.state) > rank(alert.state) || *held == alert) {
+                // Older than what is held, or the same change again (replicas forward it too).
                 return false;
             }
             if alert.state.is_open() {
@@ -329,16 +342,21 @@ impl LiveHub {
     /// it is heard from again; a live `online` counts as hearing from it (a retained one
     /// replayed by the broker does not).
     pub fn set_status(&self, status: &StatusEvent) {
-        let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
-        let p = map.entry(status.device.clone()).or_default();
-        match status.state {
-            DeviceState::Offline => p.offline_ms = Some(status.received_at.millis()),
-            DeviceState::Online if !status.retained => {
-                p.heard_ms = p.heard_ms.max(status.received_at.millis());
-                p.offline_ms = None;
+        {
+            let mut map = self.presence.write().unwrap_or_else(|e| e.into_inner());
+            let p = map.entry(status.device.clone()).or_default();
+            match status.state {
+                // Taken after a reading (the live bus applies a batch's values first), the
+                // status still wins: the last word heard is the device's.
+                DeviceState::Offline => p.offline_ms = Some(status.received_at.millis().max(p.heard_ms)),
+                DeviceState::Online if !status.retained => {
+                    p.heard_ms = p.heard_ms.max(status.received_at.millis());
+                    p.offline_ms = None;
+                }
+                DeviceState::Online => {}
             }
-            DeviceState::Online => {}
         }
+        self.dispatch(&[Arc::new(LiveEvent::Status(status.clone()))]);
     }
 
     /// Whether a device is online at `now`; `None` when the hub never heard of it.
@@ -355,34 +373,54 @@ impl LiveHub {
 
     /// Apply readings; broadcast those that are newer than the value held.
     pub fn apply(&self, readings: &[Reading]) {
-        self.readings.fetch_add(readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.count_readings(readings.len() as u64);
+        self.mark_heard(readings.iter().map(|r| &r.device));
+        self.merge_values(readings.iter().map(|r| LiveValue { device: r.device.clone(), metric: r.metric, time: r.time, value: r.value }));
+    }
+
+    /// Apply values another process took (the live bus): `heard` when they just arrived
+    /// (deltas), not when they are a snapshot of what is held there. Readings are counted
+    /// separately ([`LiveHub::count_readings`]), as values arrive conflated.
+    pub fn apply_values(&self, values: Vec<LiveValue>, heard: bool) {
+        if heard {
+            self.mark_heard(values.iter().map(|v| &v.device));
+        }
+        self.merge_values(values.into_iter());
+    }
+
+    /// Count readings taken (for the readings/s figure).
+    pub fn count_readings(&self, n: u64) {
+        self.readings.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn mark_heard<'a>(&self, devices: impl Iterator<Item = &'a DeviceId>) {
         let now = EventTime::now().millis();
-        {
-            let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
-            let mut last: Option<&DeviceId> = None;
-            for r in readings {
-                if last != Some(&r.device) {
-                    let p = presence.entry(r.device.clone()).or_default();
-                    p.heard_ms = now;
-                    p.offline_ms = None;
-                    last = Some(&r.device);
-                }
+        let mut presence = self.presence.write().unwrap_or_else(|e| e.into_inner());
+        let mut last: Option<&DeviceId> = None;
+        for d in devices {
+            if last != Some(d) {
+                let p = presence.entry(d.clone()).or_default();
+                p.heard_ms = now;
+                p.offline_ms = None;
+                last = Some(d);
             }
         }
+    }
+
+    fn merge_values(&self, values: impl Iterator<Item = LiveValue>) {
         let mut changed = Vec::new();
         {
             let mut map = self.values.write().unwrap_or_else(|e| e.into_inner());
-            for r in readings {
-                let key = (r.device.clone(), r.metric);
-                let newer = map.get(&key).is_none_or(|(t, _)| r.time >= *t);
+            for v in values {
+                let key = (v.device.clone(), v.metric);
+                let newer = map.get(&key).is_none_or(|(t, _)| v.time >= *t);
                 if newer {
-                    map.insert(key, (r.time, r.value));
-                    changed.push(LiveValue { device: r.device.clone(), metric: r.metric, time: r.time, value: r.value });
+                    map.insert(key, (v.time, v.value));
+                    changed.push(Arc::new(LiveEvent::Value(v)));
                 }
             }
         }
-        let events: Vec<Arc<LiveEvent>> = changed.into_iter().map(|v| Arc::new(LiveEvent::Value(v))).collect();
-        self.dispatch(&events);
+        self.dispatch(&changed);
     }
 
     pub fn publish_windows(&self, windows: Vec<WindowResult>) {

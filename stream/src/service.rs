@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::{AlertEngineState, AlertKey, AlertOutput, RuleSet};
 use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
-use crate::live::LiveHub;
+use crate::live::{LiveAlert, LiveHub};
 
 /// Counters of the stream task.
 #[derive(Debug, Default)]
@@ -58,8 +58,9 @@ pub enum AlertSinkItem {
 pub enum StreamCommand {
     /// The registry changed (or was re-read): segments, links, device profiles.
     Registry(Registry),
-    /// Mirror an operator's action the store has already taken.
-    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime },
+    /// Mirror an operator's action the store has already taken (`alert` is the stored
+    /// result, which the live bus forwards to other replicas).
+    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime, alert: Box<LiveAlert> },
     /// Replace the alert rules; `done` is answered once the engine runs them.
     SetRules { rules: RuleSet, done: oneshot::Sender<()> },
 }
@@ -132,7 +133,7 @@ impl Driver {
                 self.metrics.registry_updates.fetch_add(1, Ordering::Relaxed);
                 self.core.set_registry(registry, now, out);
             }
-            StreamCommand::Operator { action, key, by, note, at } => match self.core.operator(action, &key, &by, note, at) {
+            StreamCommand::Operator { action, key, by, note, at, .. } => match self.core.operator(action, &key, &by, note, at) {
                 Ok(true) => {
                     self.metrics.operator_actions.fetch_add(1, Ordering::Relaxed);
                 }

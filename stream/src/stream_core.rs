@@ -49,7 +49,8 @@ pub struct Registry {
 }
 
 /// An operator's move on an alert, already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OperatorAction {
     Acknowledge,
     Clear,

@@ -24,7 +24,7 @@ use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
 use crate::config::StreamConfig;
 
 /// An emitted window: its first emission has revision 0, each late correction one more.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowResult {
     pub device: DeviceId,
     pub metric: MetricId,

@@ -5,7 +5,7 @@
 use crate::time::EventTime;
 
 /// count, sum, min, max and the last value by event time.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Partial {
     pub count: i64,
     pub sum: f64,

@@ -455,22 +455,28 @@ pub struct Sccr {
     pub log: PathBuf,
     env: Vec<(String, String)>,
     config: Option<PathBuf>,
+    role: Option<String>,
 }
 
 impl Sccr {
     /// Start `sccr serve` against `broker_port` and `db_url`, configured through the
     /// environment; `extra` adds or replaces `SCCR_…` variables.
     pub fn serve(broker_port: u16, db_url: &str, log_dir: &Path, extra: &[(&str, &str)]) -> Result<Self> {
-        Self::start(broker_port, db_url, log_dir, None, extra)
+        Self::start(broker_port, db_url, log_dir, None, extra, None)
     }
 
     /// Like [`Sccr::serve`], with a configuration file holding `toml` (for what the
     /// environment cannot express, such as alert rules); the environment still overrides it.
     pub fn serve_with_config(broker_port: u16, db_url: &str, log_dir: &Path, toml: &str, extra: &[(&str, &str)]) -> Result<Self> {
-        Self::start(broker_port, db_url, log_dir, Some(toml), extra)
+        Self::start(broker_port, db_url, log_dir, Some(toml), extra, None)
     }
 
-    fn start(broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)]) -> Result<Self> {
+    /// `sccr serve --role ROLE` (ingest or api), optionally with a configuration file.
+    pub fn serve_role(role: &str, broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)]) -> Result<Self> {
+        Self::start(broker_port, db_url, log_dir, toml, extra, Some(role))
+    }
+
+    fn start(broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)], role: Option<&str>) -> Result<Self> {
         let api_port = free_port();
         let config = match toml {
             Some(text) => {
@@ -491,7 +497,7 @@ impl Sccr {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config };
+        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config, role: role.map(str::to_owned) };
         s.spawn()?;
         Ok(s)
     }
@@ -500,6 +506,9 @@ impl Sccr {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = Command::new(workspace_bin("sccr")?);
         command.arg("serve");
+        if let Some(role) = &self.role {
+            command.arg("--role").arg(role);
+        }
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }
@@ -870,4 +879,29 @@ pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> Option<PathBuf
     let created = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
     let installed = created && Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(packages).status().is_ok_and(|s| s.success());
     (installed && ok(&python)).then_some(venv)
+}
+
+/// A 480 m urban road segment with a free-flow speed of 50 km/h.
+pub fn test_segment(id: &str) -> telemetry::RoadSegment {
+    telemetry::RoadSegment {
+        id: telemetry::SegmentId::parse(id).expect("segment id"),
+        name: "Via di prova".into(),
+        kind: "urban".into(),
+        coordinates: vec![[11.2460, 43.7810], [11.2520, 43.7800]],
+        length_m: 480.0,
+        lanes: 2,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 50.0,
+        capacity_vph: 1_800.0,
+    }
+}
+
+/// A loop detector linked to `segment`.
+pub fn loop_on(device: &str, segment: &str) -> store::DeviceRecord {
+    store::DeviceRecord {
+        id: telemetry::DeviceId::parse(device).expect("device id"),
+        kind: Some("traffic_loop".into()),
+        segment: Some(telemetry::SegmentId::parse(segment).expect("segment id")),
+        registered_at: telemetry::EventTime::now(),
+    }
 }

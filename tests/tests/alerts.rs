@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sccr_tests::{compact, http_get, http_send, publish_all, telemetry_topic, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{compact, loop_on, test_segment, http_get, http_send, publish_all, telemetry_topic, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
 use serde_json::Value;
 use sqlx::PgPool;
 use store::{DeviceRecord, Store, StoreOptions};
@@ -41,24 +41,6 @@ struct Env {
     db: TestDb,
     pool: PgPool,
     dir: TempDir,
-}
-
-fn test_segment(id: &str) -> RoadSegment {
-    RoadSegment {
-        id: SegmentId::parse(id).unwrap(),
-        name: "Via di prova".into(),
-        kind: "urban".into(),
-        coordinates: vec![[11.2460, 43.7810], [11.2520, 43.7800]],
-        length_m: 480.0,
-        lanes: 2,
-        speed_limit_kmh: 50.0,
-        free_flow_kmh: 50.0,
-        capacity_vph: 1_800.0,
-    }
-}
-
-fn loop_on(device: &str, segment: &str) -> DeviceRecord {
-    DeviceRecord { id: DeviceId::parse(device).unwrap(), kind: Some("traffic_loop".into()), segment: Some(SegmentId::parse(segment).unwrap()), registered_at: EventTime::now() }
 }
 
 /// A broker, a database holding one segment with two linked loop detectors.
