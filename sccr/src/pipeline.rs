@@ -6,6 +6,11 @@
 //! → MQTT, ingest command acks → command link → store + outbox; outbox → webhook
 //! dispatcher → receivers. No logic beyond wiring lives here.
 //!
+//! [`Role`]: `all` wires everything above; `ingest` all but the API (HTTP serves probes and
+//! metrics), with the live bus publishing the hub's changes and taking operator actions and
+//! rule changes; `api` the API with its own hub fed by the live bus, whose alert engine
+//! handle sends to the bus (see `links::live_bus`).
+//!
 //! At start the alert engine gets its rules (the admin API's saved document while the
 //! file's `[alerts]` is unchanged, else the file's), the registry, and its saved state
 //! (open alerts, timers); the restored alerts are then brought in line with the store,

@@ -161,7 +161,7 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
     assert_eq!(significant(toml), significant(&read(&deploy("sccr.toml"))), "the ConfigMap's sccr.toml differs from deploy/sccr.toml");
     let port = api_port(toml) as i64;
     let secret = object(&objects, "Secret", "sccr");
-    for role in ["sccr"] {
+    for role in ["sccr-ingest", "sccr-api"] {
         let d = object(&objects, "Deployment", role);
         let spec = &d["spec"]["template"]["spec"];
         let c = &spec["containers"][0];
@@ -187,7 +187,7 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
         }
     }
     let service = object(&objects, "Service", "sccr-api");
-    let api = object(&objects, "Deployment", "sccr");
+    let api = object(&objects, "Deployment", "sccr-api");
     for (k, v) in service["spec"]["selector"].as_hash().unwrap() {
         assert_eq!(&api["spec"]["template"]["metadata"]["labels"][k.as_str().unwrap()], v, "the Service does not select the api pods");
     }
@@ -199,10 +199,12 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
 fn kubernetes_deployments_use_only_flags_sccr_serve_accepts() {
     let objects = k8s_objects();
     let mut missing = Vec::new();
-    for role in ["sccr"] {
-        let d = object(&objects, "Deployment", role);
+    for (name, role) in [("sccr-ingest", "ingest"), ("sccr-api", "api")] {
+        let d = object(&objects, "Deployment", name);
         let args = strs(&d["spec"]["template"]["spec"]["containers"][0]["args"]);
         assert_eq!(args[0], "serve");
+        let given = args.iter().position(|a| a == "--role").map(|i| args[i + 1].as_str());
+        assert_eq!(given, Some(role), "{name} runs the {role} role");
         for flag in unknown_flags("sccr", &args) {
             missing.push(format!("sccr-{role}: sccr serve {flag}"));
         }

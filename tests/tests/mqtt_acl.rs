@@ -221,3 +221,32 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
     let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("an answer");
     assert!(first.is_err(), "an anonymous client was accepted: {first:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_service_accounts_use_the_live_bus() {
+    let broker = secure_broker().await;
+    // Readers and writers on separate connections (a writer waiting for its PUBACK skips
+    // what it receives).
+    let mut api = Client::connect(broker.port, "sccr-api", "pw-api").await;
+    assert!(granted(api.subscribe("sccr/v1/live/events").await));
+    assert!(granted(api.subscribe("sccr/v1/control").await));
+    let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
+    assert!(granted(ingest.subscribe("sccr/v1/control").await));
+    // A device can neither forge live state for the wall nor control messages.
+    let mut device = Client::connect(broker.port, "loop-1", "pw-loop-1").await;
+    assert_eq!(device.publish("sccr/v1/live/events", "forged-live").await, PubAckReason::NotAuthorized);
+    assert_eq!(device.publish("sccr/v1/control", "forged-control").await, PubAckReason::NotAuthorized);
+    // The API account does not publish live state; ingest does, and the API asks ingest.
+    let mut api_writer = Client::connect(broker.port, "sccr-api", "pw-api").await;
+    let mut ingest_writer = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
+    assert_eq!(api_writer.publish("sccr/v1/live/events", "api-live").await, PubAckReason::NotAuthorized);
+    assert_eq!(ingest_writer.publish("sccr/v1/live/events", "live").await, PubAckReason::Success);
+    assert_eq!(api_writer.publish("sccr/v1/control", "control").await, PubAckReason::Success);
+    let got = api.messages_until("control").await;
+    assert_eq!(
+        got,
+        vec![("sccr/v1/live/events".to_owned(), "live".to_owned()), ("sccr/v1/control".to_owned(), "control".to_owned())],
+        "only the genuine messages arrive"
+    );
+    assert_eq!(ingest.messages_until("control").await, vec![("sccr/v1/control".to_owned(), "control".to_owned())]);
+}
