@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use store::{DeliveryState, NewWebhook, WebhookFormat, WebhookPatch};
 use telemetry::EventTime;
 
-use crate::auth::ADMINS;
+use crate::access::audit;
+use crate::auth::{Principal, ADMINS};
 use crate::error::ApiError;
 use crate::openapi::{enumeration, integer, object_with, Op};
 use crate::AppState;
@@ -120,7 +121,29 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "webhooks": state.store.webhooks().await? })))
 }
 
-async fn create(State(state): State<AppState>, settings: Option<Extension<WebhookSettings>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// What the audit log keeps of a subscription change: never the secret, only that it
+/// was set.
+fn audit_detail(url: Option<&str>, types: Option<&Vec<String>>, format: Option<WebhookFormat>, enabled: Option<bool>, secret_set: bool) -> Value {
+    let mut d = serde_json::Map::new();
+    if let Some(u) = url {
+        d.insert("url".into(), json!(u));
+    }
+    if let Some(t) = types {
+        d.insert("types".into(), json!(t));
+    }
+    if let Some(f) = format {
+        d.insert("format".into(), json!(f));
+    }
+    if let Some(e) = enabled {
+        d.insert("enabled".into(), json!(e));
+    }
+    if secret_set {
+        d.insert("secret_set".into(), json!(true));
+    }
+    Value::Object(d)
+}
+
+async fn create(State(state): State<AppState>, who: Principal, settings: Option<Extension<WebhookSettings>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b = parse_body(&body)?;
     let url = b.url.ok_or_else(|| ApiError::bad_field("url", "url is required"))?;
     check_url(&url)?;
@@ -129,7 +152,10 @@ async fn create(State(state): State<AppState>, settings: Option<Extension<Webhoo
     let types = b.types.unwrap_or_default();
     check_types(&types)?;
     let format = b.format.unwrap_or(settings.map(|Extension(s)| s.default_format).unwrap_or_default());
-    let w = state.store.create_webhook(&NewWebhook { url, types, secret, enabled: b.enabled.unwrap_or(true), format }).await?;
+    let enabled = b.enabled.unwrap_or(true);
+    let detail = audit_detail(Some(&url), Some(&types), Some(format), Some(enabled), true);
+    let w = state.store.create_webhook(&NewWebhook { url, types, secret, enabled, format }).await?;
+    audit(&state, &who, "webhook.create", &format!("webhook/{}", w.id), detail).await;
     Ok((StatusCode::CREATED, Json(json!(w))))
 }
 
@@ -141,7 +167,7 @@ async fn one(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<
     state.store.webhook(id).await?.map(|w| Json(json!(w))).ok_or_else(|| not_found(id))
 }
 
-async fn update(State(state): State<AppState>, Path(id): Path<i64>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<i64>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let b = parse_body(&body)?;
     if let Some(u) = &b.url {
         check_url(u)?;
@@ -152,12 +178,16 @@ async fn update(State(state): State<AppState>, Path(id): Path<i64>, body: Bytes)
     if let Some(t) = &b.types {
         check_types(t)?;
     }
+    let detail = audit_detail(b.url.as_deref(), b.types.as_ref(), b.format, b.enabled, b.secret.is_some());
     let patch = WebhookPatch { url: b.url, types: b.types, secret: b.secret, enabled: b.enabled, format: b.format };
-    state.store.update_webhook(id, &patch).await?.map(|w| Json(json!(w))).ok_or_else(|| not_found(id))
+    let w = state.store.update_webhook(id, &patch).await?.ok_or_else(|| not_found(id))?;
+    audit(&state, &who, "webhook.update", &format!("webhook/{id}"), detail).await;
+    Ok(Json(json!(w)))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+async fn remove(State(state): State<AppState>, who: Principal, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     if state.store.delete_webhook(id).await? {
+        audit(&state, &who, "webhook.delete", &format!("webhook/{id}"), json!({})).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(id))
@@ -182,15 +212,16 @@ async fn deliveries(State(state): State<AppState>, Path(id): Path<i64>, Query(q)
     Ok(Json(json!({ "deliveries": list })))
 }
 
-async fn redeliver_all(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn redeliver_all(State(state): State<AppState>, who: Principal, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
     let n = state.store.redeliver(id, None, EventTime::now()).await?;
+    audit(&state, &who, "webhook.redeliver", &format!("webhook/{id}"), json!({ "redelivered": n })).await;
     Ok(Json(json!({ "redelivered": n })))
 }
 
-async fn redeliver_one(State(state): State<AppState>, Path((id, event)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
+async fn redeliver_one(State(state): State<AppState>, who: Principal, Path((id, event)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
@@ -198,5 +229,6 @@ async fn redeliver_one(State(state): State<AppState>, Path((id, event)): Path<(i
     if n == 0 {
         return Err(ApiError::conflict(format!("event {event} has no dead delivery to webhook {id}")));
     }
+    audit(&state, &who, "webhook.redeliver", &format!("webhook/{id}/events/{event}"), json!({ "redelivered": n })).await;
     Ok(Json(json!({ "redelivered": n })))
 }

@@ -321,3 +321,30 @@ async fn framework_rejections_are_json_errors_too() {
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn webhook_subscription_changes_are_audited_without_their_secret() {
+    let s = state().await;
+    let secret = "a-very-secret-signing-key-0123456789";
+    let body = format!(r#"{{"url":"http://127.0.0.1:9/hook","secret":"{secret}","types":["sccr.alert.raised"]}}"#);
+    let (st, created) = send(&s, "POST", "/api/v1/webhooks", &body).await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let (st, _) = send(&s, "PATCH", &format!("/api/v1/webhooks/{id}"), &format!(r#"{{"enabled":false,"secret":"{secret}-2"}}"#)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = send(&s, "POST", &format!("/api/v1/webhooks/{id}/redeliver"), "").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = send(&s, "DELETE", &format!("/api/v1/webhooks/{id}"), "").await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(send(&s, "DELETE", &format!("/api/v1/webhooks/{id}"), "").await.0, StatusCode::NOT_FOUND);
+
+    let (_, audit) = get(&s, "/api/v1/audit?limit=10").await;
+    let entries = audit["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["webhook.delete", "webhook.redeliver", "webhook.update", "webhook.create"], "a failed delete is not logged");
+    assert!(entries.iter().all(|e| e["target"] == format!("webhook/{id}") && e["actor"] == "root"), "{audit}");
+    assert_eq!(entries[3]["detail"]["url"], "http://127.0.0.1:9/hook");
+    assert_eq!(entries[3]["detail"]["types"], serde_json::json!(["sccr.alert.raised"]));
+    assert_eq!(entries[2]["detail"], serde_json::json!({"enabled": false, "secret_set": true}));
+    assert!(!audit.to_string().contains(secret), "the secret never reaches the audit log: {audit}");
+}
