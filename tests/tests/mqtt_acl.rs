@@ -2,8 +2,11 @@
 //! The secured broker configuration (`deploy/mosquitto/sccr-secure.conf` with
 //! `deploy/mosquitto/sccr.acl`) on a real Mosquitto: passwords required, and each device
 //! (username = device id) publishes only to its own topics and reads only its own commands;
-//! the ingest service account reads every device, through `$share` too.
+//! the ingest service account reads every device, through `$share` too; only the service
+//! accounts use the live bus; credentials issued by registration open the broker, and a
+//! rotation shuts the old password out.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,18 +19,36 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const ACCOUNTS: &[(&str, &str)] = &[("loop-1", "pw-loop-1"), ("loop-2", "pw-loop-2"), ("sccr-ingest", "pw-ingest"), ("sccr-api", "pw-api")];
 
 /// Mosquitto with the project's secured configuration: its listener moved to a free
-/// loopback port, its files to the broker's directory, the ACL file as shipped.
+/// loopback port, its files to the broker's directory, the ACL file as shipped; the
+/// password file holds [`ACCOUNTS`].
 async fn secure_broker() -> Broker {
-    Broker::start_config(|dir, port| {
-        let passwd = dir.join("sccr.passwd");
-        for (i, (user, pass)) in ACCOUNTS.iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let st = cmd.arg("-b").arg(&passwd).arg(user).arg(pass).status()?;
-            anyhow::ensure!(st.success(), "mosquitto_passwd failed");
+    secure_broker_with(None).await
+}
+
+/// Write `accounts` to a Mosquitto password file with `mosquitto_passwd`.
+fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (i, (user, pass)) in accounts.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
         }
+        let st = cmd.arg("-b").arg(path).arg(user).arg(pass).status()?;
+        anyhow::ensure!(st.success(), "mosquitto_passwd failed");
+    }
+    Ok(())
+}
+
+/// Like [`secure_broker`], with the password file at `passwd` when given.
+async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
+    Broker::start_config(|dir, port| {
+        let passwd = match passwd {
+            Some(p) => p,
+            None => {
+                let p = dir.join("sccr.passwd");
+                write_passwd(&p, ACCOUNTS)?;
+                p
+            }
+        };
         let acl = dir.join("sccr.acl");
         std::fs::copy(workspace_root().join("deploy/mosquitto/sccr.acl"), &acl)?;
         let data = dir.join("data");
@@ -249,4 +270,71 @@ async fn only_the_service_accounts_use_the_live_bus() {
         "only the genuine messages arrive"
     );
     assert_eq!(ingest.messages_until("control").await, vec![("sccr/v1/control".to_owned(), "control".to_owned())]);
+}
+
+/// Credentials issued by device registration (the API), written out by
+/// `sccr mqtt-passwd`, open the secured broker for that device only; rotating them and
+/// reloading the broker (SIGHUP) shuts the old password out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_the_old_password_out() {
+    let plain = Broker::start().await.expect("mosquitto");
+    let db = sccr_tests::TestDb::create().await.expect("database");
+    let dir = sccr_tests::TempDir::new("acl-registry").expect("tempdir");
+    let sccr = sccr_tests::Sccr::serve(plain.port, &db.url, &dir.path, &[]).expect("sccr");
+    sccr.wait_healthy().await;
+    let issue = |method: &'static str, path: &'static str, body: &'static str| {
+        let port = sccr.api_port;
+        async move {
+            let (status, body) = sccr_tests::http_send(port, method, path, body).await.unwrap();
+            assert!(status == 200 || status == 201, "{method} {path}: {status} {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            (v["mqtt"]["username"].as_str().unwrap().to_owned(), v["mqtt"]["password"].as_str().unwrap().to_owned())
+        }
+    };
+    let (user, first) = issue("POST", "/api/v1/devices", r#"{"id":"loop-9","kind":"traffic_loop"}"#).await;
+    assert_eq!(user, "loop-9");
+
+    // The broker's file: the service accounts, then the registry's hashes.
+    let services = dir.path.join("services.passwd");
+    write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
+    let passwd = dir.path.join("sccr.passwd");
+    let mqtt_passwd = || {
+        let out = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
+            .args(["mqtt-passwd", "--out"])
+            .arg(&passwd)
+            .arg("--include")
+            .arg(&services)
+            .env("SCCR_DATABASE__URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sccr mqtt-passwd: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    mqtt_passwd();
+    let broker = secure_broker_with(Some(passwd.clone())).await;
+
+    let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
+    assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
+    let mut device = Client::connect(broker.port, "loop-9", &first).await;
+    assert_eq!(device.publish("sccr/v1/devices/loop-1/telemetry", "forged").await, PubAckReason::NotAuthorized);
+    assert_eq!(device.publish("sccr/v1/devices/loop-9/telemetry", "issued").await, PubAckReason::Success);
+    assert_eq!(ingest.messages_until("issued").await, vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "issued".to_owned())]);
+    drop(device);
+
+    // Rotation: the new file, a reload, and the old password is refused.
+    let (_, second) = issue("POST", "/api/v1/devices/loop-9/credentials", "").await;
+    assert_ne!(first, second);
+    mqtt_passwd();
+    let pid = broker.pid().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    sccr_tests::wait_for("the reloaded broker refusing the old password", Duration::from_secs(10), || {
+        let first = first.clone();
+        async move {
+            let mut c = Client::connect(broker.port, "loop-9", &first).await;
+            matches!(c.next().await, Seen::Refused(_)).then_some(())
+        }
+    })
+    .await;
+    let mut device = Client::connect(broker.port, "loop-9", &second).await;
+    assert_eq!(device.publish("sccr/v1/devices/loop-9/telemetry", "rotated").await, PubAckReason::Success);
+    assert_eq!(ingest.messages_until("rotated").await, vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "rotated".to_owned())]);
 }
