@@ -304,6 +304,9 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
             .arg(&passwd)
             .arg("--include")
             .arg(&services)
+            // Only this test's settings: nothing SCCR_… from the suite's own environment.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("SCCR_DATABASE__URL", &db.url)
             .output()
             .unwrap();

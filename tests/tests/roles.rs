@@ -219,3 +219,51 @@ async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over
     }
     drop((ingest, api_a, api_b));
 }
+
+/// Wall screens on an API replica keep their connection while the ingest replica is
+/// SIGKILLed and restarted, and see the live state move again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screens_on_an_api_replica_outlive_an_ingest_restart() {
+    let broker = Broker::start().await.expect("mosquitto");
+    let db = TestDb::create().await.expect("database");
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
+    store.migrate().await.expect("migrate");
+    store.upsert_segments(&[test_segment(SEGMENT)]).await.expect("segment");
+    let devices: Vec<DeviceRecord> = DEVICES.iter().map(|d| loop_on(d, SEGMENT)).collect();
+    store.upsert_devices(&devices).await.expect("devices");
+    store.close().await;
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let dir = TempDir::new("roles-restart").expect("tempdir");
+    let mqtt = broker.port;
+    let mut ingest = Sccr::serve_role("ingest", mqtt, &db.url, &dir.path, Some(CONFIG), &[]).expect("ingest");
+    let api = Sccr::serve_role("api", mqtt, &db.url, &dir.path, Some(CONFIG), &[]).expect("api");
+    ingest.wait_healthy().await;
+    api.wait_healthy().await;
+    wait_pipeline_ready(mqtt, &pool).await;
+
+    let (mut frames, reader) = screen(api.api_port).await;
+    let mut seq = 0;
+    drive_until_frame(mqtt, &mut seq, 45.0, &mut frames, "LOS A", |f| f["type"] == "segment" && f["segment"]["los"] == "A").await;
+
+    ingest.kill();
+    let (status, body) = http_get(api.api_port, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "the API replica stays ready without ingest (the broker is up): {body}");
+    let applied_before = metric(api.api_port, "sccr_bus_messages_in_total").await.unwrap();
+
+    ingest.restart().expect("ingest again");
+    ingest.wait_healthy().await;
+    drive_until_frame(mqtt, &mut seq, 10.0, &mut frames, "LOS F after the restart", |f| f["type"] == "segment" && f["segment"]["los"] == "F").await;
+    assert!(!reader.is_finished(), "the screen's socket stayed open");
+    assert!(metric(api.api_port, "sccr_bus_messages_in_total").await.unwrap() > applied_before);
+    // Nothing published was lost across the kill: every reading the broker took is stored.
+    wait_for("every published reading stored", Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(DISTINCT time) FROM readings WHERE device = $1 AND metric = 'speed_kmh'")
+            .bind(DEVICES[0])
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (n == seq as i64).then_some(())
+    })
+    .await;
+    reader.abort();
+}
