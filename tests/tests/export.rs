@@ -1,6 +1,6 @@
 //! `sccr export` end to end: known readings in a PostgreSQL database, the real binary
 //! writing Hive-style partitions, and pyarrow (PyPI, in a venv made by
-//! `scripts/pyarrow-venv.sh`) reading every file back; values and row counts per partition
+//! `python_venv` of the testkit) reading every file back; values and row counts per partition
 //! are checked against the database. Without python/pyarrow the tests are skipped loudly,
 //! and fail under CI=true.
 
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sccr_tests::{workspace_bin, workspace_root, TempDir, TestDb};
+use sccr_tests::{workspace_bin, TempDir, TestDb};
 use serde_json::Value;
 use sqlx::Row;
 use store::{Batch, Store, StoreOptions};
@@ -58,19 +58,11 @@ print(json.dumps(out))
 "#;
 
 fn pyarrow() -> Option<PathBuf> {
-    let script = workspace_root().join("scripts/pyarrow-venv.sh");
-    let out = Command::new("bash").arg(&script).output();
-    match out {
-        Ok(o) if o.status.success() => Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true and python with pyarrow could not be set up: {why}");
-            }
-            eprintln!("!!! export tests SKIPPED: python with pyarrow could not be set up ({why})");
+    match sccr_tests::python_venv("pyarrow-venv", &["pyarrow==22.0.0"], "pyarrow") {
+        Some(venv) => Some(venv.join("bin/python")),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true and python with pyarrow could not be set up"),
+        None => {
+            eprintln!("!!! export tests SKIPPED: python3 with venv, or pyarrow from PyPI, is unavailable");
             None
         }
     }
