@@ -47,7 +47,7 @@ pub fn operations() -> Vec<Op> {
                 "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": {"type": "object"}, "ttl": {"type": ["string", "null"], "description": "1s to 1d, default 60s"}}}))
             .ok(201, object_with(&["id", "device", "name", "status", "expires_at"]))
             .error(404, "The device is not registered")
-            .error(409, "The Idempotency-Key was used for another command")
+            .error(409, "The Idempotency-Key was used for another command, or the device is decommissioned")
             .error(503, "No command link runs in this process"),
         Op::new("GET", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "A device's commands, newest first", get(list))
             .path_param("id", device_id(), "Device id")
@@ -122,8 +122,10 @@ async fn send(
     if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
         return Err(ApiError::bad_field("ttl", "ttl must be between 1s and 1d"));
     }
-    if !state.store.devices().await?.iter().any(|d| d.id == device) {
-        return Err(ApiError::not_found(format!("device {device} is not registered")));
+    match state.store.device(&device).await? {
+        None => return Err(ApiError::not_found(format!("device {device} is not registered"))),
+        Some(d) if d.decommissioned_at.is_some() => return Err(ApiError::conflict(format!("device {device} is decommissioned"))),
+        Some(_) => {}
     }
     let now = EventTime::now();
     let new = NewCommand {

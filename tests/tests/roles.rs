@@ -210,6 +210,12 @@ async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over
     })
     .await;
 
+    // No commands to a decommissioned device.
+    let gone = DEVICES[1];
+    assert_eq!(http_send(api_a.api_port, "DELETE", &format!("/api/v1/devices/{gone}"), "").await.unwrap().0, 200);
+    let (status, body) = http_send(api_a.api_port, "POST", &format!("/api/v1/devices/{gone}/commands"), r#"{"name":"reboot"}"#).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+
     // Bus counters: values went out of ingest and into both API replicas; nothing
     // failed to decode.
     assert!(metric(ingest.api_port, "sccr_bus_values_out_total").await.unwrap() > 0.0);
