@@ -40,6 +40,12 @@ fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Like [`secure_broker`], with the password file at `passwd` when given.
 async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
+    secure_broker_tls(passwd, None).await
+}
+
+/// Like [`secure_broker_with`]; with `tls` (the PKI and a port), the configuration's
+/// commented TLS listener block is switched on as shipped, its files pointed at the PKI.
+async fn secure_broker_tls(passwd: Option<PathBuf>, tls: Option<(&sccr_tests::TestPki, u16)>) -> Broker {
     Broker::start_config(|dir, port| {
         let passwd = match passwd {
             Some(p) => p,
@@ -55,11 +61,23 @@ async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
         std::fs::create_dir_all(&data)?;
         let text = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-secure.conf"))?;
         let mut replaced = 0;
+        let mut in_tls = false;
         let conf: Vec<String> = text
             .lines()
             .map(|l| {
+                in_tls |= l.starts_with("# --- MQTT over TLS");
+                // In the TLS block, `#directive value` lines are the listener, commented out.
+                let l = match tls {
+                    Some(_) if in_tls && l.starts_with('#') && l.chars().nth(1).is_some_and(|c| c.is_ascii_lowercase()) => &l[1..],
+                    _ => l,
+                };
+                let file = |name: &str| tls.map(|(pki, _)| pki.path(name).display().to_string()).unwrap_or_default();
                 let (out, hit) = match l {
                     "listener 1883" => (format!("listener {port} 127.0.0.1"), true),
+                    "listener 8883" => (format!("listener {} 127.0.0.1", tls.map_or(0, |(_, p)| p)), true),
+                    l if l.starts_with("cafile ") => (format!("cafile {}", file("ca.pem")), true),
+                    l if l.starts_with("certfile ") => (format!("certfile {}", file("server.pem")), true),
+                    l if l.starts_with("keyfile ") => (format!("keyfile {}", file("server.key")), true),
                     l if l.starts_with("password_file ") => (format!("password_file {}", passwd.display()), true),
                     l if l.starts_with("acl_file ") => (format!("acl_file {}", acl.display()), true),
                     l if l.starts_with("persistence_location ") => (format!("persistence_location {}/", data.display()), true),
@@ -69,7 +87,8 @@ async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
                 out
             })
             .collect();
-        anyhow::ensure!(replaced == 4, "sccr-secure.conf changed shape: {replaced} of 4 lines found");
+        let expected = if tls.is_some() { 10 } else { 4 };
+        anyhow::ensure!(replaced == expected, "sccr-secure.conf changed shape: {replaced} of {expected} lines found");
         Ok(conf.join("\n") + "\n")
     })
     .await
@@ -340,4 +359,43 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     let mut device = Client::connect(broker.port, "loop-9", &second).await;
     assert_eq!(device.publish("sccr/v1/devices/loop-9/telemetry", "rotated").await, PubAckReason::Success);
     assert_eq!(ingest.messages_until("rotated").await, vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "rotated".to_owned())]);
+}
+
+/// The shipped TLS listener block, switched on: a field device presenting a client
+/// certificate signed by the CA is admitted with its certificate's CN as username (the
+/// ACL's `%u`), so it publishes its own telemetry; without a certificate it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_tls_listener_admits_certificates_as_device_identities() {
+    let pki = sccr_tests::TestPki::create("aq-tls").expect("openssl");
+    let tls_port = sccr_tests::free_port();
+    let broker = secure_broker_tls(None, Some((&pki, tls_port))).await;
+    let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
+    assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
+    sccr_tests::wait_for("the TLS listener", Duration::from_secs(10), || async { tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.ok() }).await;
+    let dir = sccr_tests::TempDir::new("acl-tls").expect("tempdir");
+    let agent_config = |name: &str, client_cert: bool| {
+        let mut text = format!("[agent]\nid = \"aq-tls\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n", pki.path("ca.pem").display());
+        if client_cert {
+            text.push_str(&format!("client_cert = \"{}\"\nclient_key = \"{}\"\n", pki.path("client.pem").display(), pki.path("client.key").display()));
+        }
+        text.push_str(&format!(
+            "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-tls\"\ndriver = \"air_quality\"\ninterval = \"300ms\"\n",
+            dir.path.join(format!("buffer-{name}")).display()
+        ));
+        let path = dir.path.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let refused = sccr_tests::EdgeAgent::run(&agent_config("nocert", false), &dir.path, "nocert").expect("agent");
+    let agent = sccr_tests::EdgeAgent::run(&agent_config("cert", true), &dir.path, "cert").expect("agent");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut delivered = false;
+    while !delivered && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(Seen::Message(topic, _))) = tokio::time::timeout(Duration::from_millis(500), ingest.rx.recv()).await {
+            delivered = topic == "sccr/v1/devices/aq-tls/telemetry";
+        }
+    }
+    assert!(delivered, "no telemetry from the certified device; agent log:\n{}", agent.log_text());
+    sccr_tests::wait_for("the agent's readings acknowledged over TLS", Duration::from_secs(20), || async { (agent.stat("acked")? >= 2).then_some(()) }).await;
+    assert_eq!(refused.stat("connections"), Some(0), "no certificate, no connection");
 }
