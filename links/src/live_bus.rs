@@ -182,7 +182,7 @@ impl LiveBatch {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlMessage {
     /// An operator acknowledged or cleared an alert; `alert` is the stored result.
-    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime, alert: LiveAlert },
+    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime, alert: Box<LiveAlert> },
     /// The alert rules were replaced in the store: re-read them.
     RulesChanged,
     /// Publish a snapshot of the live state (an API replica started or reconnected).
@@ -384,8 +384,8 @@ pub fn run_ingest_bus(
                                 let _ = notices.send(BusNotice::RulesChanged).await;
                             }
                             ControlMessage::Operator { action, key, by, note, at, alert } => {
-                                hub.publish_alert(alert.clone());
-                                let command = StreamCommand::Operator { action, key, by, note, at, alert: Box::new(alert) };
+                                hub.publish_alert((*alert).clone());
+                                let command = StreamCommand::Operator { action, key, by, note, at, alert };
                                 if commands.send(command).await.is_err() {
                                     return;
                                 }
@@ -489,7 +489,7 @@ pub fn run_api_bus(
                 }
                 command = commands.recv() => match command {
                     Some(StreamCommand::Operator { action, key, by, note, at, alert }) => {
-                        ControlMessage::Operator { action, key, by, note, at, alert: *alert }
+                        ControlMessage::Operator { action, key, by, note, at, alert }
                     }
                     Some(StreamCommand::SetRules { done, .. }) => {
                         // The rules are saved in the store; every replica re-reads them
@@ -606,7 +606,7 @@ mod tests {
                 by: "anna".into(),
                 note: Some("seen".into()),
                 at: EventTime(5),
-                alert: alert(3, AlertState::Acknowledged),
+                alert: Box::new(alert(3, AlertState::Acknowledged)),
             },
         ];
         for m in messages {

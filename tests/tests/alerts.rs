@@ -13,7 +13,7 @@ use sccr_tests::{compact, loop_on, test_segment, http_get, http_send, publish_al
 use serde_json::Value;
 use sqlx::PgPool;
 use store::{DeviceRecord, Store, StoreOptions};
-use telemetry::{DeviceId, EventTime, RoadSegment, SegmentId};
+use telemetry::EventTime;
 
 const SEGMENT: &str = "via-test-alerts";
 const DEVICES: [&str; 2] = ["loop-alert-a", "loop-alert-b"];
