@@ -29,6 +29,16 @@ use crate::error::ApiError;
 use crate::openapi::{object_with, string, Op};
 use crate::AppState;
 
+/// Whether a NUL character is in any key or string of `v`.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
 /// Where stored commands go to be published (the command link of this process).
 #[derive(Clone)]
 pub struct CommandOutlet(pub mpsc::Sender<CommandRecord>);
@@ -114,6 +124,10 @@ async fn send(
     let name = parsed.name.trim().to_owned();
     if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         return Err(ApiError::bad_field("name", "name must be 1 to 64 characters of a-z, 0-9 and _"));
+    }
+    if has_nul(&Value::Object(parsed.args.clone())) {
+        // PostgreSQL's jsonb cannot hold U+0000; nor can a device's parser be trusted to.
+        return Err(ApiError::bad_field("args", "args must not contain NUL characters (U+0000) in keys or strings"));
     }
     let ttl = match &parsed.ttl {
         None => DEFAULT_TTL,

@@ -33,6 +33,7 @@ fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
         "registered_at": d.registered_at,
         "decommissioned_at": d.decommissioned_at,
         "has_credentials": d.has_credentials,
+        "gateway": d.gateway,
         "online": state.hub.device_online(&d.id, EventTime::now()),
     })
 }
@@ -84,6 +85,8 @@ struct Registration {
     kind: Option<String>,
     #[serde(default)]
     segment: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
 }
 
 fn kind_field(kind: Option<String>) -> Result<Option<String>, ApiError> {
@@ -100,6 +103,19 @@ fn segment_field(segment: Option<String>) -> Result<Option<SegmentId>, ApiError>
     segment.map(|s| SegmentId::parse(&s).map_err(|e| ApiError::bad_field("segment", e.to_string()))).transpose()
 }
 
+/// The gateway a device is reached through: another active registered device.
+async fn gateway_field(state: &AppState, device: &DeviceId, gateway: Option<String>) -> Result<Option<DeviceId>, ApiError> {
+    let Some(raw) = gateway else { return Ok(None) };
+    let gateway = DeviceId::parse(&raw).map_err(|e| ApiError::bad_field("gateway", e.to_string()))?;
+    if &gateway == device {
+        return Err(ApiError::bad_field("gateway", "a device cannot be its own gateway"));
+    }
+    match state.store.device(&gateway).await? {
+        Some(g) if g.decommissioned_at.is_none() => Ok(Some(gateway)),
+        _ => Err(ApiError::bad_field("gateway", format!("gateway {gateway} is not an active registered device"))),
+    }
+}
+
 fn mqtt_credentials(id: &DeviceId, password: &str) -> Value {
     json!({ "username": id, "password": password, "topics": {
         "telemetry": telemetry::Topic::telemetry(id),
@@ -109,21 +125,25 @@ fn mqtt_credentials(id: &DeviceId, password: &str) -> Value {
     }})
 }
 
-/// `POST /api/v1/devices` `{"id", "kind"?, "segment"?}`: register a device; the answer
-/// holds its MQTT password, shown once.
+/// `POST /api/v1/devices` `{"id", "kind"?, "segment"?, "gateway"?}`: register a device;
+/// the answer holds its MQTT password, shown once. A device reached through a gateway (an
+/// edge agent serving several devices) names it; the broker's ACL then lets the gateway's
+/// account use the device's topics (`sccr mqtt-acl`).
 pub(crate) async fn register(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: Registration = json_body(&body, r#"{"id": "loop-12", "kind": "traffic_loop", "segment": "viale-..."}"#)?;
     let id = DeviceId::parse(&req.id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
     let kind = kind_field(req.kind)?;
     let segment = segment_field(req.segment)?;
+    let gateway = gateway_field(&state, &id, req.gateway).await?;
     let password = credentials::generate_password()?;
     let hash = credentials::hash_password(&password)?;
-    let device = state.store.register_device(&id, kind.as_deref(), segment.as_ref(), &hash, EventTime::now()).await?;
-    audit(&state, &who, "device.register", &format!("device/{id}"), json!({"kind": kind, "segment": segment})).await;
+    let device = state.store.register_device(&id, kind.as_deref(), segment.as_ref(), gateway.as_ref(), &hash, EventTime::now()).await?;
+    audit(&state, &who, "device.register", &format!("device/{id}"), json!({"kind": kind, "segment": segment, "gateway": gateway})).await;
     Ok((StatusCode::CREATED, Json(json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }))))
 }
 
-/// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?}`: a field given as `null` is emptied.
+/// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?, "gateway"?}`: a field given as
+/// `null` is emptied.
 pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let fields: serde_json::Map<String, Value> = json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
@@ -137,7 +157,8 @@ pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(i
         match key.as_str() {
             "kind" => update.kind = Some(kind_field(text)?),
             "segment" => update.segment = Some(segment_field(text)?),
-            _ => return Err(ApiError::bad_field(key, format!("unknown field {:?}; kind and segment can change", key.chars().take(64).collect::<String>()))),
+            "gateway" => update.gateway = Some(gateway_field(&state, &id, text).await?),
+            _ => return Err(ApiError::bad_field(key, format!("unknown field {:?}; kind, segment and gateway can change", key.chars().take(64).collect::<String>()))),
         }
     }
     let Some(device) = state.store.update_device(&id, &update).await? else {

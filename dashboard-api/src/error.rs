@@ -48,6 +48,7 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::AlertNotFound(id) => return ApiError::not_found(format!("alert {id} does not exist")),
             store::StoreError::AlertTransition { .. } | store::StoreError::DeviceExists(_) => return ApiError::conflict(e.to_string()),
             store::StoreError::UnknownSegment(_) => return ApiError::bad_field("segment", e.to_string()),
+            store::StoreError::UnknownGateway(_) => return ApiError::bad_field("gateway", e.to_string()),
             _ => {}
         }
         tracing::error!(error = %e, "store error in API");

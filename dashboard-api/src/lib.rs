@@ -76,6 +76,7 @@ pub fn operations() -> Vec<Op> {
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
     let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
+    let device_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
@@ -106,16 +107,16 @@ pub fn operations() -> Vec<Op> {
             .ok(200, object_with(&["devices"])),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
-                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null()}}))
+                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
             .ok(201, object_with(&["device", "mqtt"]))
             .error(409, "The device is already registered with credentials"),
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
             .path_param("id", device_id(), "Device id")
             .ok(200, object_with(&["device"])),
-        Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind or road segment (null empties)", axum::routing::patch(devices::update))
+        Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind, road segment or gateway (null empties)", axum::routing::patch(devices::update))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
-                "properties": {"kind": kind(), "segment": segment_id_or_null()}}))
+                "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
             .ok(200, object_with(&["device"])),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
             .path_param("id", device_id(), "Device id")

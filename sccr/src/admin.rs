@@ -1,4 +1,4 @@
-//! Administrative commands: API tokens and the broker's password file.
+//! Administrative commands: API tokens, the broker's password file and its ACL.
 
 use std::io::Write;
 use std::path::Path;
@@ -41,9 +41,8 @@ pub async fn token(action: TokenAction) -> Result<()> {
     Ok(())
 }
 
-/// Write `out` (atomically) with the service accounts of `include` and one line per
-/// active device with credentials. Returns the number of device lines.
-pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
+/// `include`'s text (a file of service accounts or the base ACL), ending in a newline.
+fn included(include: Option<&Path>) -> Result<String> {
     let mut text = match include {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading --include {}", p.display()))?,
         None => String::new(),
@@ -51,16 +50,53 @@ pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    let credentials = store.device_credentials().await?;
-    for (device, hash) in &credentials {
-        text.push_str(&format!("{device}:{hash}\n"));
-    }
+    Ok(text)
+}
+
+/// Replace `out` with `text` atomically (the broker may read it at any time).
+fn write_atomically(out: &Path, text: &str) -> Result<()> {
     let tmp = out.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))
+}
+
+/// Write `out` (atomically) with the service accounts of `include` and one line per
+/// active device with credentials. Returns the number of device lines.
+pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
+    let mut text = included(include)?;
+    let credentials = store.device_credentials().await?;
+    for (device, hash) in &credentials {
+        text.push_str(&format!("{device}:{hash}\n"));
+    }
+    write_atomically(out, &text)?;
     Ok(credentials.len())
+}
+
+/// Write the broker's ACL file (atomically): `include` (the shipped `sccr.acl`: device
+/// patterns and service accounts), then one `user` block per gateway granting it the
+/// topics of the devices it serves, as a device has them for itself. Returns the number
+/// of (gateway, device) grants.
+pub async fn write_mqtt_acl(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
+    let mut text = included(include)?;
+    let links = store.gateway_links().await?;
+    if !links.is_empty() {
+        text.push_str("\n# Gateways and the devices they serve (sccr mqtt-acl, from the device registry).\n");
+    }
+    let mut current = None;
+    for (gateway, device) in &links {
+        if current != Some(gateway) {
+            text.push_str(&format!("user {gateway}\n"));
+            current = Some(gateway);
+        }
+        for suffix in ["telemetry", "status", "commands/ack"] {
+            text.push_str(&format!("topic write sccr/v1/devices/{device}/{suffix}\n"));
+        }
+        text.push_str(&format!("topic read sccr/v1/devices/{device}/commands\n"));
+    }
+    write_atomically(out, &text)?;
+    Ok(links.len())
 }

@@ -111,6 +111,18 @@ enum Command {
         #[arg(long)]
         include: Option<PathBuf>,
     },
+    /// Write the MQTT broker's ACL file (Mosquitto format): the base ACL, then what each
+    /// gateway in the device registry may publish and read for the devices it serves.
+    MqttAcl {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The ACL file to write (replaced atomically; send the broker SIGHUP after).
+        #[arg(long)]
+        out: PathBuf,
+        /// The base ACL (deploy/mosquitto/sccr.acl) to include first.
+        #[arg(long)]
+        include: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +197,14 @@ async fn main() -> Result<()> {
             let n = admin::write_mqtt_passwd(&store, &out, include.as_deref()).await?;
             store.close().await;
             println!("{}: {n} device credentials", out.display());
+            Ok(())
+        }
+        Command::MqttAcl { config, out, include } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let n = admin::write_mqtt_acl(&store, &out, include.as_deref()).await?;
+            store.close().await;
+            println!("{}: {n} gateway grants", out.display());
             Ok(())
         }
         Command::Serve { config, role } => {

@@ -65,6 +65,7 @@ pub async fn run_all(store: &Store) {
     automatic_clear_by_key_leaves_other_keys_open(store).await;
     alert_listing_filters_and_pages_by_cursor(store).await;
     stream_state_round_trips_and_is_overwritten(store).await;
+    gateways_link_devices_until_either_is_decommissioned(store).await;
 }
 
 pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
@@ -542,4 +543,22 @@ pub async fn stream_state_round_trips_and_is_overwritten(store: &Store) {
     store.save_stream_state(key, &second).await.expect("overwrite");
     assert_eq!(store.load_stream_state(key).await.expect("load"), Some(second));
     assert_eq!(store.load_stream_state("contract.other").await.expect("load"), None);
+}
+
+pub async fn gateways_link_devices_until_either_is_decommissioned(store: &Store) {
+    let at = EventTime(T0);
+    store.register_device(&dev("gw-1"), Some("gateway"), None, None, "$7$hash-gw", at).await.expect("gateway");
+    let one = store.register_device(&dev("gw-loop-1"), None, None, Some(&dev("gw-1")), "$7$hash-1", at).await.expect("device");
+    assert_eq!(one.gateway, Some(dev("gw-1")));
+    store.register_device(&dev("gw-loop-2"), None, None, Some(&dev("gw-1")), "$7$hash-2", at).await.expect("device");
+    store.register_device(&dev("gw-loop-3"), None, None, None, "$7$hash-3", at).await.expect("device");
+    let mine = |links: Vec<(DeviceId, DeviceId)>| links.into_iter().filter(|(g, _)| g.as_str().starts_with("gw-")).collect::<Vec<_>>();
+    assert_eq!(mine(store.gateway_links().await.expect("links")), vec![(dev("gw-1"), dev("gw-loop-1")), (dev("gw-1"), dev("gw-loop-2"))]);
+    let moved = store.update_device(&dev("gw-loop-3"), &crate::DeviceUpdate { gateway: Some(Some(dev("gw-1"))), ..Default::default() }).await.expect("update");
+    assert_eq!(moved.and_then(|d| d.gateway), Some(dev("gw-1")));
+    store.update_device(&dev("gw-loop-1"), &crate::DeviceUpdate { gateway: Some(None), ..Default::default() }).await.expect("update");
+    store.decommission_device(&dev("gw-loop-2"), at).await.expect("decommission");
+    assert_eq!(mine(store.gateway_links().await.expect("links")), vec![(dev("gw-1"), dev("gw-loop-3"))], "unlinked and decommissioned devices have no grant");
+    store.decommission_device(&dev("gw-1"), at).await.expect("decommission");
+    assert!(mine(store.gateway_links().await.expect("links")).is_empty(), "a decommissioned gateway has no grants");
 }

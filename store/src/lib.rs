@@ -88,6 +88,8 @@ pub enum StoreError {
     DeviceExists(String),
     #[error("road segment {0:?} does not exist")]
     UnknownSegment(String),
+    #[error("gateway {0:?} is not a registered device")]
+    UnknownGateway(String),
 }
 
 impl StoreError {

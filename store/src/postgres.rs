@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (5, "segment rollups", MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql"))),
     (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
     (7, "outbox and commands", MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql"))),
+    (8, "gateways", MigrationSql::Common(include_str!("../migrations/postgres/0008_gateways.sql"))),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.

@@ -1,5 +1,5 @@
 //! The device registry's lifecycle: registration with MQTT credentials, updates (kind,
-//! road segment), decommissioning, and paged listing.
+//! road segment, gateway), decommissioning, and paged listing.
 //!
 //! A device's MQTT password is stored as the broker's own hash (Mosquitto's `$7$`
 //! PBKDF2-SHA512 format, computed by the caller) so the broker's password file is written
@@ -23,6 +23,8 @@ pub struct DeviceDetail {
     pub decommissioned_at: Option<EventTime>,
     /// Whether MQTT credentials were issued (the password itself is never returned).
     pub has_credentials: bool,
+    /// The gateway (itself a registered device) whose MQTT account publishes for this one.
+    pub gateway: Option<DeviceId>,
 }
 
 /// Which devices to list: filters, then a page of `limit` devices with ids after `after`.
@@ -40,10 +42,11 @@ pub struct DeviceFilter {
 pub struct DeviceUpdate {
     pub kind: Option<Option<String>>,
     pub segment: Option<Option<SegmentId>>,
+    pub gateway: Option<Option<DeviceId>>,
 }
 
-const PG_COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials";
-const SQLITE_COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials";
+const PG_COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
+const SQLITE_COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
 
 fn pg_device(row: &sqlx::postgres::PgRow) -> Result<DeviceDetail, StoreError> {
     Ok(DeviceDetail {
@@ -53,6 +56,7 @@ fn pg_device(row: &sqlx::postgres::PgRow) -> Result<DeviceDetail, StoreError> {
         registered_at: et(row.try_get("registered_at")?),
         decommissioned_at: row.try_get::<Option<time::OffsetDateTime>, _>("decommissioned_at")?.map(et),
         has_credentials: row.try_get("has_credentials")?,
+        gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
     })
 }
 
@@ -64,15 +68,21 @@ fn sqlite_device(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceDetail, StoreErr
         registered_at: EventTime(row.try_get("registered_at_ms")?),
         decommissioned_at: row.try_get::<Option<i64>, _>("decommissioned_at_ms")?.map(EventTime),
         has_credentials: row.try_get("has_credentials")?,
+        gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
     })
 }
 
-/// A foreign-key violation on `segment_id` means the segment does not exist.
-fn unknown_segment(e: sqlx::Error, segment: Option<&SegmentId>) -> StoreError {
+/// A foreign-key violation means the segment or the gateway does not exist (PostgreSQL
+/// names the constraint; SQLite does not, and the API checks the gateway first).
+fn unknown_reference(e: sqlx::Error, segment: Option<&SegmentId>, gateway: Option<&DeviceId>) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code().unwrap_or_default();
         if code == "23503" || code == "787" {
-            return StoreError::UnknownSegment(segment.map(|s| s.as_str().to_owned()).unwrap_or_default());
+            let on_gateway = db.constraint().map_or(segment.is_none(), |c| c.contains("gateway"));
+            return match (on_gateway, gateway) {
+                (true, Some(g)) => StoreError::UnknownGateway(g.as_str().to_owned()),
+                _ => StoreError::UnknownSegment(segment.map(|s| s.as_str().to_owned()).unwrap_or_default()),
+            };
         }
     }
     StoreError::Db(e)
@@ -87,13 +97,14 @@ impl Store {
         id: &DeviceId,
         kind: Option<&str>,
         segment: Option<&SegmentId>,
+        gateway: Option<&DeviceId>,
         password_hash: &str,
         at: EventTime,
     ) -> Result<DeviceDetail, StoreError> {
         let row = match self {
             Store::Postgres(s) => sqlx::query(&format!(
-                "INSERT INTO devices (id, kind, segment_id, registered_at, mqtt_password_hash) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id,
+                "INSERT INTO devices (id, kind, segment_id, registered_at, mqtt_password_hash, gateway_id) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id, gateway_id = excluded.gateway_id,
                      mqtt_password_hash = excluded.mqtt_password_hash, decommissioned_at = NULL,
                      registered_at = CASE WHEN devices.decommissioned_at IS NULL THEN devices.registered_at ELSE excluded.registered_at END
                  WHERE devices.mqtt_password_hash IS NULL OR devices.decommissioned_at IS NOT NULL
@@ -104,14 +115,15 @@ impl Store {
             .bind(segment.map(SegmentId::as_str))
             .bind(ts(at))
             .bind(password_hash)
+            .bind(gateway.map(DeviceId::as_str))
             .fetch_optional(&s.pool)
             .await
-            .map_err(|e| unknown_segment(e, segment))?
+            .map_err(|e| unknown_reference(e, segment, gateway))?
             .map(|r| pg_device(&r))
             .transpose()?,
             Store::Sqlite(s) => sqlx::query(&format!(
-                "INSERT INTO devices (id, kind, segment_id, registered_at_ms, mqtt_password_hash) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id,
+                "INSERT INTO devices (id, kind, segment_id, registered_at_ms, mqtt_password_hash, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id, gateway_id = excluded.gateway_id,
                      mqtt_password_hash = excluded.mqtt_password_hash, decommissioned_at_ms = NULL,
                      registered_at_ms = CASE WHEN devices.decommissioned_at_ms IS NULL THEN devices.registered_at_ms ELSE excluded.registered_at_ms END
                  WHERE devices.mqtt_password_hash IS NULL OR devices.decommissioned_at_ms IS NOT NULL
@@ -122,9 +134,10 @@ impl Store {
             .bind(segment.map(SegmentId::as_str))
             .bind(at.millis())
             .bind(password_hash)
+            .bind(gateway.map(DeviceId::as_str))
             .fetch_optional(&s.pool)
             .await
-            .map_err(|e| unknown_segment(e, segment))?
+            .map_err(|e| unknown_reference(e, segment, gateway))?
             .map(|r| sqlite_device(&r))
             .transpose()?,
         };
@@ -193,10 +206,12 @@ impl Store {
     pub async fn update_device(&self, id: &DeviceId, u: &DeviceUpdate) -> Result<Option<DeviceDetail>, StoreError> {
         let (set_kind, kind) = (u.kind.is_some(), u.kind.clone().flatten());
         let (set_segment, segment) = (u.segment.is_some(), u.segment.clone().flatten());
+        let (set_gateway, gateway) = (u.gateway.is_some(), u.gateway.clone().flatten());
         match self {
             Store::Postgres(s) => sqlx::query(&format!(
                 "UPDATE devices SET kind = CASE WHEN $2 THEN $3 ELSE kind END,
-                     segment_id = CASE WHEN $4 THEN $5 ELSE segment_id END
+                     segment_id = CASE WHEN $4 THEN $5 ELSE segment_id END,
+                     gateway_id = CASE WHEN $6 THEN $7 ELSE gateway_id END
                  WHERE id = $1 RETURNING {PG_COLUMNS}"
             ))
             .bind(id.as_str())
@@ -204,14 +219,17 @@ impl Store {
             .bind(kind)
             .bind(set_segment)
             .bind(segment.as_ref().map(SegmentId::as_str))
+            .bind(set_gateway)
+            .bind(gateway.as_ref().map(DeviceId::as_str))
             .fetch_optional(&s.pool)
             .await
-            .map_err(|e| unknown_segment(e, segment.as_ref()))?
+            .map_err(|e| unknown_reference(e, segment.as_ref(), gateway.as_ref()))?
             .map(|r| pg_device(&r))
             .transpose(),
             Store::Sqlite(s) => sqlx::query(&format!(
                 "UPDATE devices SET kind = CASE WHEN ?2 THEN ?3 ELSE kind END,
-                     segment_id = CASE WHEN ?4 THEN ?5 ELSE segment_id END
+                     segment_id = CASE WHEN ?4 THEN ?5 ELSE segment_id END,
+                     gateway_id = CASE WHEN ?6 THEN ?7 ELSE gateway_id END
                  WHERE id = ?1 RETURNING {SQLITE_COLUMNS}"
             ))
             .bind(id.as_str())
@@ -219,9 +237,11 @@ impl Store {
             .bind(kind)
             .bind(set_segment)
             .bind(segment.as_ref().map(SegmentId::as_str))
+            .bind(set_gateway)
+            .bind(gateway.as_ref().map(DeviceId::as_str))
             .fetch_optional(&s.pool)
             .await
-            .map_err(|e| unknown_segment(e, segment.as_ref()))?
+            .map_err(|e| unknown_reference(e, segment.as_ref(), gateway.as_ref()))?
             .map(|r| sqlite_device(&r))
             .transpose(),
         }
@@ -276,6 +296,26 @@ impl Store {
             .map(|r| sqlite_device(&r))
             .transpose(),
         }
+    }
+
+    /// (gateway, device) of every active device reached through an active gateway, for the
+    /// broker's ACL.
+    pub async fn gateway_links(&self) -> Result<Vec<(DeviceId, DeviceId)>, StoreError> {
+        let sql = match self {
+            Store::Postgres(_) => {
+                "SELECT d.gateway_id, d.id FROM devices d JOIN devices g ON g.id = d.gateway_id
+                 WHERE d.decommissioned_at IS NULL AND g.decommissioned_at IS NULL ORDER BY d.gateway_id, d.id"
+            }
+            Store::Sqlite(_) => {
+                "SELECT d.gateway_id, d.id FROM devices d JOIN devices g ON g.id = d.gateway_id
+                 WHERE d.decommissioned_at_ms IS NULL AND g.decommissioned_at_ms IS NULL ORDER BY d.gateway_id, d.id"
+            }
+        };
+        let pairs: Vec<(String, String)> = match self {
+            Store::Postgres(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
+            Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
+        };
+        pairs.into_iter().map(|(g, d)| Ok((parse_device(g)?, parse_device(d)?))).collect()
     }
 
     /// (device, password hash) of every active device with credentials, for the broker's

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
     (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
     (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
+    (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -40,12 +40,13 @@ fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Like [`secure_broker`], with the password file at `passwd` when given.
 async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
-    secure_broker_tls(passwd, None).await
+    secure_broker_tls(passwd, None, None).await
 }
 
-/// Like [`secure_broker_with`]; with `tls` (the PKI and a port), the configuration's
-/// commented TLS listener block is switched on as shipped, its files pointed at the PKI.
-async fn secure_broker_tls(passwd: Option<PathBuf>, tls: Option<(&sccr_tests::TestPki, u16)>) -> Broker {
+/// Like [`secure_broker_with`], with the ACL file at `acl` when given (else the shipped
+/// one); with `tls` (the PKI and a port), the configuration's commented TLS listener block
+/// is switched on as shipped, its files pointed at the PKI.
+async fn secure_broker_tls(passwd: Option<PathBuf>, acl_file: Option<PathBuf>, tls: Option<(&sccr_tests::TestPki, u16)>) -> Broker {
     Broker::start_config(|dir, port| {
         let passwd = match passwd {
             Some(p) => p,
@@ -55,8 +56,14 @@ async fn secure_broker_tls(passwd: Option<PathBuf>, tls: Option<(&sccr_tests::Te
                 p
             }
         };
-        let acl = dir.join("sccr.acl");
-        std::fs::copy(workspace_root().join("deploy/mosquitto/sccr.acl"), &acl)?;
+        let acl = match acl_file {
+            Some(p) => p,
+            None => {
+                let p = dir.join("sccr.acl");
+                std::fs::copy(workspace_root().join("deploy/mosquitto/sccr.acl"), &p)?;
+                p
+            }
+        };
         let data = dir.join("data");
         std::fs::create_dir_all(&data)?;
         let text = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-secure.conf"))?;
@@ -368,7 +375,7 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
 async fn the_documented_tls_listener_admits_certificates_as_device_identities() {
     let pki = sccr_tests::TestPki::create("aq-tls").expect("openssl");
     let tls_port = sccr_tests::free_port();
-    let broker = secure_broker_tls(None, Some((&pki, tls_port))).await;
+    let broker = secure_broker_tls(None, None, Some((&pki, tls_port))).await;
     let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
     assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
     sccr_tests::wait_for("the TLS listener", Duration::from_secs(10), || async { tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.ok() }).await;
@@ -398,4 +405,84 @@ async fn the_documented_tls_listener_admits_certificates_as_device_identities() 
     assert!(delivered, "no telemetry from the certified device; agent log:\n{}", agent.log_text());
     sccr_tests::wait_for("the agent's readings acknowledged over TLS", Duration::from_secs(20), || async { (agent.stat("acked")? >= 2).then_some(()) }).await;
     assert_eq!(refused.stat("connections"), Some(0), "no certificate, no connection");
+}
+
+/// A gateway (an edge agent serving several devices) registered with its devices:
+/// `sccr mqtt-acl` grants its account the topics of the devices it serves, and no other;
+/// unlinking a device and reloading the broker takes the grant back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
+    let plain = Broker::start().await.expect("mosquitto");
+    let db = sccr_tests::TestDb::create().await.expect("database");
+    let dir = sccr_tests::TempDir::new("acl-gateway").expect("tempdir");
+    let sccr = sccr_tests::Sccr::serve(plain.port, &db.url, &dir.path, &[]).expect("sccr");
+    sccr.wait_healthy().await;
+    let port = sccr.api_port;
+    let register = |body: &'static str| async move {
+        let (status, body) = sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let cabinet = register(r#"{"id":"cabinet-7","kind":"gateway"}"#).await;
+    let password = cabinet["mqtt"]["password"].as_str().unwrap().to_owned();
+    let served = register(r#"{"id":"loop-71","kind":"traffic_loop","gateway":"cabinet-7"}"#).await;
+    assert_eq!(served["device"]["gateway"], "cabinet-7");
+    register(r#"{"id":"loop-72","kind":"traffic_loop","gateway":"cabinet-7"}"#).await;
+    register(r#"{"id":"loop-73","kind":"traffic_loop"}"#).await;
+    for (body, why) in [(r#"{"id":"loop-74","gateway":"nowhere"}"#, "an unknown gateway"), (r#"{"id":"loop-75","gateway":"loop-75"}"#, "itself")] {
+        let (status, answer) = sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert!(answer.contains("gateway"), "{answer}");
+    }
+
+    let services = dir.path.join("services.passwd");
+    write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
+    let (passwd, acl) = (dir.path.join("sccr.passwd"), dir.path.join("sccr.acl"));
+    let admin = |command: &str, out: &Path, include: PathBuf| {
+        let out = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
+            .arg(command)
+            .arg("--out")
+            .arg(out)
+            .arg("--include")
+            .arg(include)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SCCR_DATABASE__URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sccr {command}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    admin("mqtt-passwd", &passwd, services.clone());
+    assert!(admin("mqtt-acl", &acl, workspace_root().join("deploy/mosquitto/sccr.acl")).contains("2 gateway grants"));
+    let broker = secure_broker_tls(Some(passwd.clone()), Some(acl.clone()), None).await;
+
+    let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
+    assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
+    let mut gateway = Client::connect(broker.port, "cabinet-7", &password).await;
+    assert_eq!(gateway.publish("sccr/v1/devices/loop-73/telemetry", "not-mine").await, PubAckReason::NotAuthorized);
+    assert_eq!(gateway.publish("sccr/v1/devices/loop-71/telemetry", "one").await, PubAckReason::Success);
+    assert_eq!(gateway.publish("sccr/v1/devices/loop-72/telemetry", "two").await, PubAckReason::Success);
+    let own = gateway.publish("sccr/v1/devices/cabinet-7/status", "own-status").await;
+    assert!(matches!(own, PubAckReason::Success | PubAckReason::NoMatchingSubscribers), "its own status: {own:?}");
+    assert_eq!(
+        ingest.messages_until("two").await,
+        vec![("sccr/v1/devices/loop-71/telemetry".to_owned(), "one".to_owned()), ("sccr/v1/devices/loop-72/telemetry".to_owned(), "two".to_owned())]
+    );
+
+    // loop-72 leaves the cabinet: the grant goes with the next ACL and a reload.
+    let (status, body) = sccr_tests::http_send(port, "PATCH", "/api/v1/devices/loop-72", r#"{"gateway":null}"#).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(admin("mqtt-acl", &acl, workspace_root().join("deploy/mosquitto/sccr.acl")).contains("1 gateway grants"));
+    let pid = broker.pid().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    sccr_tests::wait_for("the reloaded ACL refusing loop-72 to the gateway", Duration::from_secs(10), || {
+        let password = password.clone();
+        async move {
+            let mut c = Client::connect(broker.port, "cabinet-7", &password).await;
+            (c.publish("sccr/v1/devices/loop-72/telemetry", "after").await == PubAckReason::NotAuthorized).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(gateway.publish("sccr/v1/devices/loop-71/telemetry", "still").await, PubAckReason::Success);
 }

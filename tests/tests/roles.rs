@@ -210,6 +210,11 @@ async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over
     })
     .await;
 
+    // A NUL anywhere in the arguments is refused, naming the field.
+    let (status, body) = http_send(api_a.api_port, "POST", &format!("/api/v1/devices/{device}/commands"), r#"{"name":"set","args":{"x":["ok","a\u0000b"]}}"#).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(r#""param":"args""#), "{body}");
+
     // No commands to a decommissioned device.
     let gone = DEVICES[1];
     assert_eq!(http_send(api_a.api_port, "DELETE", &format!("/api/v1/devices/{gone}"), "").await.unwrap().0, 200);
