@@ -676,6 +676,27 @@ async fn ws_only(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--e2e`: only the limits and SCCR end to end, twice in turn (for work on the pipeline,
+/// where one figure on a shared machine says little), printed as JSON.
+async fn e2e_only(quick: bool) -> Result<()> {
+    let plan = Plan::new(quick);
+    let work = TempDir::new("bench-e2e")?;
+    let mut runs = Vec::new();
+    for round in 1..=2 {
+        eprintln!("== round {round}/2: broker limit ({} s), COPY limit, end to end ({} s)", plan.broker_secs, plan.e2e_secs);
+        let broker = broker_limit(&plan).await?;
+        let copy = copy_limit(&plan).await?;
+        let lower = broker["readings_per_s"].as_f64().unwrap_or(0.0).min(copy["rows_per_s"].as_f64().unwrap_or(0.0));
+        let offered = broker["msgs_per_s"].as_f64().unwrap_or(1000.0) * 1.1;
+        let e2e = end_to_end(1, 2_000, offered, plan.e2e_secs, &work.path).await?;
+        let ratio = round2(e2e["readings_per_s"].as_f64().unwrap_or(0.0) / lower.max(1.0));
+        eprintln!("   {} readings/s of lower limit {lower} = {ratio}; {e2e}", e2e["readings_per_s"]);
+        runs.push(json!({ "broker_limit": broker, "copy_limit": copy, "lower_limit_readings_per_s": lower, "end_to_end": e2e, "end_to_end_vs_limit": ratio }));
+    }
+    println!("{}", serde_json::to_string_pretty(&json!({ "runs": runs }))?);
+    Ok(())
+}
+
 /// `--store`: only the store benchmark, printed as JSON (for working on the store).
 async fn store_only(quick: bool) -> Result<()> {
     let report = store_bench::run(quick).await?;
@@ -686,6 +707,8 @@ async fn store_only(quick: bool) -> Result<()> {
 fn main() -> Result<()> {
     let mut quick = false;
     let mut store = false;
+    let mut store_writer = false;
+    let mut e2e = false;
     let mut stream = false;
     let mut ws = false;
     let mut export = false;
@@ -693,17 +716,30 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => quick = true,
             "--store" => store = true,
+            "--store-writer" => store_writer = true,
+            "--e2e" => e2e = true,
             "--stream" => stream = true,
             "--ws" => ws = true,
             "--export" => export = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --stream | --ws | --export]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --store-writer | --e2e | --stream | --ws | --export]: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store, --stream, --ws, --export or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --store-writer, --e2e, --stream, --ws, --export or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if e2e {
+        return rt.block_on(e2e_only(quick));
+    }
+    if store_writer {
+        // Three rounds: the writer against the COPY limit, without the history part.
+        return rt.block_on(async {
+            let report = store_bench::run_writer_only(quick, 3).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        });
+    }
     if store {
         return rt.block_on(store_only(quick));
     }

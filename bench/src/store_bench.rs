@@ -113,6 +113,8 @@ async fn writer(batches: &[Vec<Reading>]) -> Result<Value> {
         "batch_p50_ms": super::round2(batch_ms[batch_ms.len() / 2]),
         "batch_p99_ms": super::round2(batch_ms[batch_ms.len() * 99 / 100]),
         "merges": metrics.merges.load(std::sync::atomic::Ordering::Relaxed),
+        // Time from the last commit until every level held every reading.
+        "merge_tail_s": super::round2(secs - written),
     }))
 }
 
@@ -276,6 +278,23 @@ async fn api_latency(db_url: &str, seg: &str, end: i64, runs: usize) -> Result<V
         out.insert(name.into(), json!({ "points": points, "p50_ms": super::round2(ms[ms.len() / 2]), "p95_ms": super::round2(ms[ms.len() * 95 / 100]) }));
     }
     Ok(Value::Object(out))
+}
+
+/// The writer against the COPY limit only (no history), `rounds` times in turn: for work on
+/// the writer, where one pair of figures on a shared machine says little.
+pub async fn run_writer_only(quick: bool, rounds: usize) -> Result<Value> {
+    let rows = if quick { 100_000 } else { 2_000_000 };
+    let batches = workload(rows);
+    let mut runs = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("   round {round}/{rounds}: COPY limit, then the writer ({rows} rows)");
+        let limit = copy_limit(&batches).await?;
+        let w = writer(&batches).await?;
+        let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
+        eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
+        runs.push(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }));
+    }
+    Ok(json!({ "runs": runs }))
 }
 
 pub async fn run(quick: bool) -> Result<Value> {

@@ -4,6 +4,12 @@
 //! ingest, the MQTT acks) to the `committed` channel. A ticket is never released for a
 //! batch that did not commit.
 //!
+//! Up to `max_in_flight` batches are written at once, each on its own connection, while
+//! the next one is being collected: one batch's round trips and commit no longer leave the
+//! database idle. Tickets still leave in batch order (the order their messages arrived,
+//! which is the order MQTT wants acks in): a batch that commits before an earlier one
+//! waits for it.
+//!
 //! Shutdown: when the input channel closes, the writer flushes what it holds and returns.
 //! If the database stays down past `shutdown_grace`, the unflushed tickets are dropped
 //! without being committed, so the broker redelivers their messages to the next process.
@@ -12,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use telemetry::{DeviceId, Reading};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,6 +35,9 @@ pub struct WriterConfig {
     pub max_retry_backoff: Duration,
     /// How long a final flush keeps retrying at shutdown.
     pub shutdown_grace: Duration,
+    /// Batches being written at once on PostgreSQL (each holds a connection while it
+    /// is); SQLite writes one at a time.
+    pub max_in_flight: usize,
 }
 
 impl Default for WriterConfig {
@@ -37,6 +47,7 @@ impl Default for WriterConfig {
             max_batch_age: Duration::from_millis(50),
             max_retry_backoff: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 2,
         }
     }
 }
@@ -88,7 +99,8 @@ impl CommitHistogram {
     }
 }
 
-/// Run until `input` closes. Committed tickets go to `committed` in commit order.
+/// Run until `input` closes. Committed tickets go to `committed` in batch order, each
+/// batch's after its own commit.
 pub async fn run_writer<T: Send + 'static>(
     store: Store,
     config: WriterConfig,
@@ -96,16 +108,34 @@ pub async fn run_writer<T: Send + 'static>(
     committed: mpsc::Sender<Vec<T>>,
     metrics: Arc<WriterMetrics>,
 ) {
+    // SQLite takes one writing transaction at a time: a second would only wait or retry.
+    let max_in_flight = if matches!(store, Store::Postgres(_)) { config.max_in_flight.max(1) } else { 1 };
+    let mut in_flight = FuturesOrdered::new();
     let mut batch = Batch::default();
     let mut tickets: Vec<T> = Vec::new();
     loop {
-        // Wait for the first item of the next batch.
-        let Some(first) = input.recv().await else { break };
+        // Wait for the first item of the next batch, handing back committed tickets meanwhile.
+        let first = loop {
+            tokio::select! {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if !hand_back(done, &committed).await {
+                        return;
+                    }
+                }
+                item = input.recv() => break item,
+            }
+        };
+        let Some(first) = first else { break };
         let deadline = Instant::now() + config.max_batch_age;
         add(&mut batch, &mut tickets, first);
         let mut closed = false;
         while batch.readings.len() < config.max_batch_readings {
             tokio::select! {
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if !hand_back(done, &committed).await {
+                        return;
+                    }
+                }
                 item = input.recv() => match item {
                     Some(item) => add(&mut batch, &mut tickets, item),
                     None => { closed = true; break; }
@@ -113,13 +143,35 @@ pub async fn run_writer<T: Send + 'static>(
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
+        // Room for this batch: the oldest in flight commits first.
+        while in_flight.len() >= max_in_flight {
+            let Some(done) = in_flight.next().await else { break };
+            if !hand_back(done, &committed).await {
+                return;
+            }
+        }
         let give_up = if closed { Some(Instant::now() + config.shutdown_grace) } else { None };
-        if !flush(&store, &config, &mut batch, &mut tickets, &committed, &metrics, give_up).await {
-            return;
-        }
+        let (ready, ready_tickets) = (std::mem::take(&mut batch), std::mem::take(&mut tickets));
+        in_flight.push_back(flush(store.clone(), config.clone(), ready, ready_tickets, metrics.clone(), give_up));
         if closed {
+            break;
+        }
+    }
+    // The input closed: let what is in flight commit, in order.
+    while let Some(done) = in_flight.next().await {
+        if !hand_back(done, &committed).await {
             return;
         }
+    }
+}
+
+/// Hand a batch's tickets to `committed`. False when the writer should stop: the batch was
+/// abandoned (its messages and those of later batches stay unacknowledged, and the broker
+/// redelivers them) or nobody listens for committed tickets.
+async fn hand_back<T>(done: Option<Vec<T>>, committed: &mpsc::Sender<Vec<T>>) -> bool {
+    match done {
+        Some(tickets) => committed.send(tickets).await.is_ok(),
+        None => false,
     }
 }
 
@@ -130,21 +182,20 @@ fn add<T>(batch: &mut Batch, tickets: &mut Vec<T>, item: WriteItem<T>) {
     tickets.push(item.ticket);
 }
 
-/// Write the batch, retrying until it commits (or `give_up` passes). Returns false when the
-/// writer should stop: the batch was abandoned or nobody listens for committed tickets.
+/// Write the batch, retrying until it commits (or `give_up` passes). Returns its tickets
+/// once it committed, `None` if it was abandoned.
 async fn flush<T>(
-    store: &Store,
-    config: &WriterConfig,
-    batch: &mut Batch,
-    tickets: &mut Vec<T>,
-    committed: &mpsc::Sender<Vec<T>>,
-    metrics: &WriterMetrics,
+    store: Store,
+    config: WriterConfig,
+    batch: Batch,
+    tickets: Vec<T>,
+    metrics: Arc<WriterMetrics>,
     give_up: Option<Instant>,
-) -> bool {
+) -> Option<Vec<T>> {
     let mut backoff = Duration::from_millis(50);
     loop {
         let started = Instant::now();
-        match store.write_batch(batch).await {
+        match store.write_batch(&batch).await {
             Ok(outcome) => {
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.readings_inserted.fetch_add(outcome.inserted, Ordering::Relaxed);
@@ -153,14 +204,13 @@ async fn flush<T>(
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
                 metrics.last_flush_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 metrics.commit.observe(started.elapsed());
-                *batch = Batch::default();
-                return committed.send(std::mem::take(tickets)).await.is_ok();
+                return Some(tickets);
             }
             Err(e) => {
                 metrics.write_errors.fetch_add(1, Ordering::Relaxed);
                 if give_up.is_some_and(|g| Instant::now() + backoff > g) {
                     tracing::error!(error = %e, readings = batch.readings.len(), "abandoning batch at shutdown; its messages stay unacknowledged");
-                    return false;
+                    return None;
                 }
                 if e.is_transient() {
                     tracing::warn!(error = %e, retry_in = ?backoff, "batch write failed; retrying");
