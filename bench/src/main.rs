@@ -555,6 +555,28 @@ fn markdown(r: &Value) -> String {
         "| stream core on one thread: device windows + segment windows/LOS + alert engine, {} devices, {} rules | {} readings/s ({} readings in {} s) | goal {} | {} | > 1M readings/s |\n",
         f(&st["devices"]), f(&st["rules"]), f(&st["readings_per_s"]), f(&st["readings"]), f(&st["seconds"]), f(&st["goal_readings_per_s"]), f(&st["vs_goal"])
     ));
+    // Readings per core of the process between broker and database: the bridge is bound by
+    // its one Python core, SCCR by the machine the broker and PostgreSQL share with it.
+    let per_core = |rate: &Value, cores: &Value| match (rate.as_f64(), cores.as_f64()) {
+        (Some(r), Some(c)) if c > 0.0 => Some(r / c),
+        _ => None,
+    };
+    if let (Some(sccr), Some(bridge)) = (per_core(&e["readings_per_s"], &e["cpu"]["sccr_cores"]), per_core(&r["baseline"]["readings_per_s"], &r["baseline"]["cpu"]["bridge_cores"])) {
+        out.push_str(&format!(
+            "| readings per core of the bridging process (end to end vs baseline runs) | SCCR {} readings/s per core | Python bridge {} | {} | |\n",
+            round2(sccr).round(),
+            round2(bridge).round(),
+            round2(sccr / bridge)
+        ));
+    }
+    if let Some(rows) = r["export"]["exports"].as_array() {
+        for x in rows {
+            out.push_str(&format!(
+                "| export over HTTP, {} rows as {} | {} rows/s, {} MB, server RSS {} → {} MiB peak | | | memory bounded |\n",
+                f(&x["rows"]), x["format"].as_str().unwrap_or("?"), f(&x["rows_per_s"]), f(&x["mb"]), f(&x["server_rss_before_mib"]), f(&x["server_peak_rss_mib"])
+            ));
+        }
+    }
     if let Some(rows) = r["scaling"].as_array() {
         for s in rows {
             out.push_str(&format!(
@@ -712,8 +734,16 @@ fn main() -> Result<()> {
     let mut stream = false;
     let mut ws = false;
     let mut export = false;
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--render" => {
+                // The markdown table of a saved JSON report, e.g. after the table gained rows.
+                let path = args.next().context("--render needs a report .json")?;
+                let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?)?;
+                print!("{}", markdown(&report));
+                return Ok(());
+            }
             "--quick" => quick = true,
             "--store" => store = true,
             "--store-writer" => store_writer = true,
@@ -722,7 +752,7 @@ fn main() -> Result<()> {
             "--ws" => ws = true,
             "--export" => export = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --store-writer | --e2e | --stream | --ws | --export]: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --store-writer | --e2e | --stream | --ws | --export] | --render REPORT.json: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
             other => bail!("unknown argument {other:?}; use --quick, --store, --store-writer, --e2e, --stream, --ws, --export or nothing"),
