@@ -249,6 +249,12 @@ pub struct BusMetrics {
 }
 
 impl BusMetrics {
+    /// Count and log a bus message that did not decode.
+    fn skipped(&self, e: &BusError, what: &str) {
+        self.decode_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "live bus: {what} skipped");
+    }
+
     /// Prometheus text for these counters.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
@@ -392,10 +398,7 @@ pub fn run_ingest_bus(
                             }
                         }
                     }
-                    Err(e) => {
-                        metrics.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "live bus: control message skipped");
-                    }
+                    Err(e) => metrics.skipped(&e, "control message"),
                 }
             }
         })
@@ -458,10 +461,7 @@ pub fn run_api_bus(
                             let _ = notices.send(BusNotice::RulesChanged).await;
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            metrics.decode_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "live bus: control message skipped");
-                        }
+                        Err(e) => metrics.skipped(&e, "control message"),
                     }
                     continue;
                 }
@@ -471,10 +471,7 @@ pub fn run_api_bus(
                         metrics.values_in.fetch_add(batch.values.len() as u64, Ordering::Relaxed);
                         batch.apply(&hub);
                     }
-                    Err(e) => {
-                        metrics.decode_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "live bus: message skipped");
-                    }
+                    Err(e) => metrics.skipped(&e, "message"),
                 }
             }
         })

@@ -38,6 +38,25 @@ fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sccr COMMAND --out OUT --include INCLUDE` (mqtt-passwd, mqtt-acl) on `db_url`; its
+/// standard output.
+fn sccr_admin(command: &str, out: &Path, include: &Path, db_url: &str) -> String {
+    let output = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
+        .arg(command)
+        .arg("--out")
+        .arg(out)
+        .arg("--include")
+        .arg(include)
+        // Only this test's settings: nothing SCCR_… from the suite's own environment.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SCCR_DATABASE__URL", db_url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "sccr {command}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Like [`secure_broker`], with the password file at `passwd` when given.
 async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
     secure_broker_tls(passwd, None, None).await
@@ -324,20 +343,7 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     let services = dir.path.join("services.passwd");
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let passwd = dir.path.join("sccr.passwd");
-    let mqtt_passwd = || {
-        let out = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
-            .args(["mqtt-passwd", "--out"])
-            .arg(&passwd)
-            .arg("--include")
-            .arg(&services)
-            // Only this test's settings: nothing SCCR_… from the suite's own environment.
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SCCR_DATABASE__URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sccr mqtt-passwd: {}", String::from_utf8_lossy(&out.stderr));
-    };
+    let mqtt_passwd = || sccr_admin("mqtt-passwd", &passwd, &services, &db.url);
     mqtt_passwd();
     let broker = secure_broker_with(Some(passwd.clone())).await;
 
@@ -438,23 +444,10 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     let services = dir.path.join("services.passwd");
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let (passwd, acl) = (dir.path.join("sccr.passwd"), dir.path.join("sccr.acl"));
-    let admin = |command: &str, out: &Path, include: PathBuf| {
-        let out = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
-            .arg(command)
-            .arg("--out")
-            .arg(out)
-            .arg("--include")
-            .arg(include)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SCCR_DATABASE__URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sccr {command}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    admin("mqtt-passwd", &passwd, services.clone());
-    assert!(admin("mqtt-acl", &acl, workspace_root().join("deploy/mosquitto/sccr.acl")).contains("2 gateway grants"));
+    let base_acl = workspace_root().join("deploy/mosquitto/sccr.acl");
+    let admin = |command: &str, out: &Path, include: &Path| sccr_admin(command, out, include, &db.url);
+    admin("mqtt-passwd", &passwd, &services);
+    assert!(admin("mqtt-acl", &acl, &base_acl).contains("2 gateway grants"));
     let broker = secure_broker_tls(Some(passwd.clone()), Some(acl.clone()), None).await;
 
     let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
@@ -473,7 +466,7 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     // loop-72 leaves the cabinet: the grant goes with the next ACL and a reload.
     let (status, body) = sccr_tests::http_send(port, "PATCH", "/api/v1/devices/loop-72", r#"{"gateway":null}"#).await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(admin("mqtt-acl", &acl, workspace_root().join("deploy/mosquitto/sccr.acl")).contains("1 gateway grants"));
+    assert!(admin("mqtt-acl", &acl, &base_acl).contains("1 gateway grants"));
     let pid = broker.pid().unwrap().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     sccr_tests::wait_for("the reloaded ACL refusing loop-72 to the gateway", Duration::from_secs(10), || {

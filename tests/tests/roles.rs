@@ -107,8 +107,8 @@ async fn metric(port: u16, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over_the_broker() {
+/// A broker and a database holding the test segment with its two loop detectors.
+async fn env() -> (Broker, TestDb, PgPool) {
     let broker = Broker::start().await.expect("mosquitto");
     let db = TestDb::create().await.expect("database");
     let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
@@ -118,6 +118,12 @@ async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over
     store.upsert_devices(&devices).await.expect("devices");
     store.close().await;
     let pool = PgPool::connect(&db.url).await.expect("pool");
+    (broker, db, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over_the_broker() {
+    let (broker, db, pool) = env().await;
     let dir = TempDir::new("roles").expect("tempdir");
     let mqtt = broker.port;
 
@@ -235,15 +241,7 @@ async fn ingest_and_api_replicas_share_live_state_alerts_rules_and_commands_over
 /// SIGKILLed and restarted, and see the live state move again once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screens_on_an_api_replica_outlive_an_ingest_restart() {
-    let broker = Broker::start().await.expect("mosquitto");
-    let db = TestDb::create().await.expect("database");
-    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
-    store.migrate().await.expect("migrate");
-    store.upsert_segments(&[test_segment(SEGMENT)]).await.expect("segment");
-    let devices: Vec<DeviceRecord> = DEVICES.iter().map(|d| loop_on(d, SEGMENT)).collect();
-    store.upsert_devices(&devices).await.expect("devices");
-    store.close().await;
-    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let (broker, db, pool) = env().await;
     let dir = TempDir::new("roles-restart").expect("tempdir");
     let mqtt = broker.port;
     let mut ingest = Sccr::serve_role("ingest", mqtt, &db.url, &dir.path, Some(CONFIG), &[]).expect("ingest");
