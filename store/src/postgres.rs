@@ -44,6 +44,14 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
     (7, "outbox and commands", MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql"))),
     (8, "gateways", MigrationSql::Common(include_str!("../migrations/postgres/0008_gateways.sql"))),
+    (
+        9,
+        "merge fillfactor",
+        MigrationSql::PerMode {
+            native: include_str!("../migrations/postgres/native/0009_merge_fillfactor.sql"),
+            timescale: include_str!("../migrations/postgres/timescale/0009_merge_fillfactor.sql"),
+        },
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -89,15 +97,14 @@ const MERGE_HEAD: &str = r#"
 WITH b AS (
     DELETE FROM rollup_pending WHERE batch IN (SELECT batch FROM rollup_pending ORDER BY batch LIMIT $1)
     RETURNING batch, min_time, max_time
-), r AS (
-    SELECT time, device, metric, value FROM readings
-    WHERE batch = ANY(ARRAY(SELECT batch FROM b))
-      AND time >= (SELECT min(min_time) FROM b) AND time <= (SELECT max(max_time) FROM b)
 ), m AS (
     SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
            min(value) AS min, max(value) AS max,
            (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
-    FROM r GROUP BY 1, 2, 3
+    FROM readings
+    WHERE batch = ANY(ARRAY(SELECT batch FROM b))
+      AND time >= (SELECT min(min_time) FROM b) AND time <= (SELECT max(max_time) FROM b)
+    GROUP BY 1, 2, 3
 ), lat AS (
     INSERT INTO latest AS l (device, metric, time, value)
     SELECT device, metric, max(last_time), (max(ARRAY[date_part('epoch', last_time), last_value]))[2] FROM m
@@ -107,16 +114,21 @@ WITH b AS (
     RETURNING 1
 )"#;
 
-/// One level of the merge: `{src}` is the finer level's CTE, `{name}` this level's,
-/// `{key}` the column rows are kept per (`device`, or `segment` for segment rollups).
-const MERGE_LEVEL: &str = r#", {name} AS (
+/// One level of the merge: `{name}` folds the finer level's CTE `{src}` into this level's
+/// buckets, `{key}` is the column rows are kept per (`device`, or `segment` for segment
+/// rollups).
+const MERGE_FOLD: &str = r#", {name} AS (
     SELECT date_trunc('{unit}', bucket) AS bucket, {key}, metric, sum(count)::int8 AS count, sum(sum) AS sum,
            min(min) AS min, max(max) AS max,
            (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last_value, max(last_time) AS last_time
     FROM {src} GROUP BY 1, 2, 3
-), {name}_w AS (
+)"#;
+
+/// Merges the partials of CTE `{src}` into `{table}`, in key order (the index is walked
+/// once, left to right).
+const MERGE_WRITE: &str = r#", {name}_w AS (
     INSERT INTO {table} AS r (bucket, {key}, metric, count, sum, min, max, last_value, last_time)
-    SELECT * FROM {name} ORDER BY {key}, metric, bucket
+    SELECT * FROM {src} ORDER BY {key}, metric, bucket
     ON CONFLICT ({key}, metric, bucket) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
@@ -140,11 +152,19 @@ const SEGMENT_SOURCE: &str = r#", sm AS (
 fn merge_statement(levels: &[Resolution]) -> String {
     let mut sql = MERGE_HEAD.to_owned();
     let mut counts = Vec::new();
+    // `m` is already per minute: the minute level writes it as it is.
     let mut level = |sql: &mut String, name: &str, unit: &str, key: &str, src: &str, table: &str| {
-        sql.push_str(&MERGE_LEVEL.replace("{name}", name).replace("{unit}", unit).replace("{key}", key).replace("{src}", src).replace("{table}", table));
+        let folded = if unit == "minute" && src == "m" {
+            src
+        } else {
+            sql.push_str(&MERGE_FOLD.replace("{name}", name).replace("{unit}", unit).replace("{key}", key).replace("{src}", src));
+            name
+        };
+        sql.push_str(&MERGE_WRITE.replace("{name}", name).replace("{key}", key).replace("{src}", folded).replace("{table}", table));
         counts.push(format!("(SELECT count(*) FROM {name}_w)"));
+        folded.to_owned()
     };
-    let mut src = "m";
+    let mut src = "m".to_owned();
     for &l in levels {
         let (name, unit) = match l {
             Resolution::Minute => ("l1m", "minute"),
@@ -152,15 +172,14 @@ fn merge_statement(levels: &[Resolution]) -> String {
             Resolution::Day => ("l1d", "day"),
             Resolution::Raw => continue,
         };
-        level(&mut sql, name, unit, "device", src, l.table());
-        src = name;
+        src = level(&mut sql, name, unit, "device", &src, l.table());
     }
     sql.push_str(SEGMENT_SOURCE);
-    level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h");
-    level(&mut sql, "s1d", "day", "segment", "s1h", "segment_rollup_1d");
+    let s1h = level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h");
+    level(&mut sql, "s1d", "day", "segment", &s1h, "segment_rollup_1d");
     sql.push_str(&format!(
-        "\nSELECT (SELECT count(*) FROM b) AS batches, (SELECT count(*) FROM r) AS readings, ({})::int8 AS rollup_rows, \
-         (SELECT count(*) FROM lat) AS latest",
+        "\nSELECT (SELECT count(*) FROM b) AS batches, coalesce((SELECT sum(count) FROM m), 0)::int8 AS readings, \
+         ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
         counts.join(" + ")
     ));
     sql
@@ -403,6 +422,9 @@ impl PgStore {
         // A merge lost in a crash is rolled back whole (its batches stay pending and are
         // merged again), so it need not wait for its commit to reach the disk.
         tx.execute("SET LOCAL synchronous_commit = off").await?;
+        // The merge's hash aggregates and sorts hold one row per (key, bucket) of up to
+        // `max_batches` batches: at 4 MB (the default) they spill to disk.
+        tx.execute("SET LOCAL work_mem = '32MB'").await?;
         let row = sqlx::query(statement).bind(max_batches as i64).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(MergeOutcome {
@@ -698,7 +720,12 @@ async fn apply_migrations(conn: &mut sqlx::PgConnection, options: &StoreOptions)
         let (text, mode) = match sql {
             MigrationSql::Common(text) => (text.to_string(), None),
             MigrationSql::PerMode { native, timescale: ts_sql } => {
-                if use_timescale(conn, options.timescaledb).await? {
+                // The first per-mode migration chooses the mode; later ones follow it.
+                let timescale = match recorded_mode(conn).await? {
+                    Some(mode) => mode == "timescaledb",
+                    None => use_timescale(conn, options.timescaledb).await?,
+                };
+                if timescale {
                     (timescale_sql(ts_sql, options), Some("timescaledb"))
                 } else {
                     (native.to_string(), Some("native"))
@@ -741,6 +768,15 @@ fn timescale_sql(text: &str, options: &StoreOptions) -> String {
 }
 
 /// Decide (once, when the time-series layout is created) whether to use TimescaleDB.
+/// The storage mode the migrations recorded, if any.
+async fn recorded_mode(conn: &mut sqlx::PgConnection) -> Result<Option<String>, StoreError> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text").fetch_one(&mut *conn).await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'").fetch_optional(&mut *conn).await?)
+}
+
 async fn use_timescale(conn: &mut sqlx::PgConnection, mode: TimescaleMode) -> Result<bool, StoreError> {
     if mode == TimescaleMode::Off {
         return Ok(false);
