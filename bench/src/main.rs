@@ -528,6 +528,12 @@ fn markdown(r: &Value) -> String {
         "| store writer with 1m/1h/1d rollups (binary COPY + rollup merger) | {} rows/s (batch p50 {} ms) | binary `COPY` into `readings` {} rows/s | {} | ≥ 0.7 |\n",
         f(&s["writer"]["rows_per_s"]), f(&s["writer"]["batch_p50_ms"]), f(&s["copy_limit_rows_per_s"]), f(&s["writer_vs_limit"])
     ));
+    if s["late"].is_object() {
+        out.push_str(&format!(
+            "| the same with readings an hour old (stored hourly and daily rows updated by every merge) | {} rows/s | {} rows/s | {} | |\n",
+            f(&s["late"]["writer"]["rows_per_s"]), f(&s["late"]["copy_limit_rows_per_s"]), f(&s["late"]["writer_vs_limit"])
+        ));
+    }
     let h = &s["history"];
     for (name, key) in [("one segment", "segment_30d_hourly"), ("whole city", "city_30d_hourly")] {
         out.push_str(&format!(

@@ -22,10 +22,14 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading};
 const METRICS: [MetricId; 4] = [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct, MetricId::HeadwayS];
 
 /// `rows` readings of 10,000 devices × 4 metrics every 5 s, in time order, in 5,000-row
-/// batches: what ingest hands the writer under load.
-fn workload(rows: usize) -> Vec<Vec<Reading>> {
+/// batches: what ingest hands the writer under load. Live readings end now (and stay in
+/// today's partition); `late` ones are an hour old, before the hour the real-time rollups
+/// aggregate when read, so every merge also updates stored hourly and daily rows.
+fn workload(rows: usize, late: bool) -> Vec<Vec<Reading>> {
     let devices: Vec<DeviceId> = (0..10_000).map(|d| DeviceId::parse(&format!("sb-{d}")).unwrap_or_else(|_| unreachable!())).collect();
-    let base = EventTime::now().millis() - 3_600_000;
+    let now = EventTime::now().millis();
+    let span = (rows / 40_000) as i64 * 5_000 + 1_000;
+    let base = if late { now - 3_600_000 - span } else { (now - span).max(now.div_euclid(86_400_000) * 86_400_000) };
     let all: Vec<Reading> = (0..rows)
         .map(|i| {
             let (step, rest) = (i / 40_000, i % 40_000);
@@ -182,8 +186,10 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
         eprintln!("   day {}/{days} loaded ({:.0} s)", day + 1, started.elapsed().as_secs_f64());
     }
     sqlx::query("DELETE FROM readings WHERE metric = 'headway_s'").execute(pg.pool()).await?;
-    sqlx::query("TRUNCATE rollup_pending, rollup_1m, rollup_1h, rollup_1d, segment_rollup_1h, segment_rollup_1d").execute(pg.pool()).await?;
-    for (table, unit, src) in [("rollup_1m", "minute", "readings"), ("rollup_1h", "hour", "rollup_1m"), ("rollup_1d", "day", "rollup_1h")] {
+    sqlx::query("TRUNCATE rollup_pending, rollup_1m, rollup_1h_closed, rollup_1d_closed, segment_rollup_1h, segment_rollup_1d").execute(pg.pool()).await?;
+    // The dataset ends before the hour and day marks of the real-time rollups: all of it
+    // goes to the stored (closed) tables.
+    for (table, unit, src) in [("rollup_1m", "minute", "readings"), ("rollup_1h_closed", "hour", "rollup_1m"), ("rollup_1d_closed", "day", "rollup_1h_closed")] {
         let cols = if src == "readings" {
             "count(*), sum(value), min(value), max(value), (array_agg(value ORDER BY time DESC))[1], max(time)"
         } else {
@@ -199,7 +205,7 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
         eprintln!("   {table} built ({:.0} s)", started.elapsed().as_secs_f64());
     }
     // Segment rollups from the device rollups and the links, as the merger keeps them.
-    for (table, unit, src) in [("segment_rollup_1h", "hour", "rollup_1h r JOIN devices d ON d.id = r.device"), ("segment_rollup_1d", "day", "segment_rollup_1h r")] {
+    for (table, unit, src) in [("segment_rollup_1h", "hour", "rollup_1h_closed r JOIN devices d ON d.id = r.device"), ("segment_rollup_1d", "day", "segment_rollup_1h r")] {
         let seg = if table == "segment_rollup_1h" { "coalesce(d.segment_id, '')" } else { "r.segment" };
         sqlx::query(&format!(
             "INSERT INTO {table} (bucket, segment, metric, count, sum, min, max, last_value, last_time)
@@ -284,26 +290,40 @@ async fn api_latency(db_url: &str, seg: &str, end: i64, runs: usize) -> Result<V
 /// the writer, where one pair of figures on a shared machine says little.
 pub async fn run_writer_only(quick: bool, rounds: usize) -> Result<Value> {
     let rows = if quick { 100_000 } else { 2_000_000 };
-    let batches = workload(rows);
     let mut runs = Vec::new();
     for round in 1..=rounds {
         eprintln!("   round {round}/{rounds}: COPY limit, then the writer ({rows} rows)");
+        let batches = workload(rows, false);
         let limit = copy_limit(&batches).await?;
         let w = writer(&batches).await?;
         let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
         eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
         runs.push(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }));
     }
-    Ok(json!({ "runs": runs }))
+    let late = writer_late(rows).await?;
+    Ok(json!({ "runs": runs, "late": late }))
+}
+
+/// The writer on readings an hour old (every merge updates stored hourly and daily rows
+/// too), against its own COPY limit.
+async fn writer_late(rows: usize) -> Result<Value> {
+    eprintln!("   late readings: COPY limit, then the writer ({rows} rows)");
+    let batches = workload(rows, true);
+    let limit = copy_limit(&batches).await?;
+    let w = writer(&batches).await?;
+    let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
+    eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
+    Ok(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }))
 }
 
 pub async fn run(quick: bool) -> Result<Value> {
     let rows = if quick { 100_000 } else { 2_000_000 };
-    let batches = workload(rows);
+    let batches = workload(rows, false);
     eprintln!("   COPY limit ({rows} rows)");
     let limit = copy_limit(&batches).await?;
     eprintln!("   writer with rollups ({rows} rows)");
     let w = writer(&batches).await?;
+    let late = writer_late(rows).await?;
     let (db, devices, days) = if quick { ("sccr_bench_history_quick", 20, 3) } else { ("sccr_bench_history", 100, 30) };
     eprintln!("   history dataset ({devices} devices, {days} days)");
     let t = Instant::now();
@@ -328,6 +348,7 @@ pub async fn run(quick: bool) -> Result<Value> {
         "copy_limit_rows_per_s": limit.round(),
         "writer": w,
         "writer_vs_limit": super::round2(wr / limit.max(1.0)),
+        "late": late,
         "history": {
             "raw_readings": raw,
             "dataset_setup_s": setup_s,

@@ -378,6 +378,15 @@ impl Store {
         dispatch!(self, s => s.merge_rollups(max_batches).await)
     }
 
+    /// Fold closed hours and days into the stored rollups (PostgreSQL without
+    /// TimescaleDB: [`PgStore::fold_closed_rollups`]); 0 elsewhere.
+    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
+        match self {
+            Store::Postgres(s) => s.fold_closed_rollups(now).await,
+            _ => Ok(0),
+        }
+    }
+
     /// Merge until no committed batch is pending.
     pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
         let mut total = MergeOutcome::default();

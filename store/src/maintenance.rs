@@ -58,6 +58,17 @@ pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown:
                 false
             }
         };
+        // An hour that has ended moves from the real-time part of the hourly rollups to
+        // the stored part (a no-op until then).
+        match store.fold_closed_rollups(EventTime::now()).await {
+            Ok(rows) => {
+                metrics.rollup_rows.fetch_add(rows, Ordering::Relaxed);
+            }
+            Err(e) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "folding closed hours failed; retried after the next merge");
+            }
+        }
         if *shutdown.borrow() {
             break;
         }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -52,6 +52,14 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
             timescale: include_str!("../migrations/postgres/timescale/0009_merge_fillfactor.sql"),
         },
     ),
+    (
+        10,
+        "real-time rollups",
+        MigrationSql::PerMode {
+            native: include_str!("../migrations/postgres/native/0010_realtime_rollups.sql"),
+            timescale: include_str!("../migrations/postgres/timescale/0010_realtime_rollups.sql"),
+        },
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -64,6 +72,8 @@ pub struct PgStore {
     mode: Arc<AtomicU8>,
     /// Days whose `readings` partition is known to exist.
     partitions: Arc<Mutex<HashSet<i64>>>,
+    /// The hour mark of the real-time rollups as last seen (native mode; 0 until then).
+    hour_mark: Arc<AtomicI64>,
     options: StoreOptions,
 }
 
@@ -124,12 +134,8 @@ const MERGE_FOLD: &str = r#", {name} AS (
     FROM {src} GROUP BY 1, 2, 3
 )"#;
 
-/// Merges the partials of CTE `{src}` into `{table}`, in key order (the index is walked
-/// once, left to right).
-const MERGE_WRITE: &str = r#", {name}_w AS (
-    INSERT INTO {table} AS r (bucket, {key}, metric, count, sum, min, max, last_value, last_time)
-    SELECT * FROM {src} ORDER BY {key}, metric, bucket
-    ON CONFLICT ({key}, metric, bucket) DO UPDATE SET
+/// Adds partials (`excluded`) to a stored rollup row (`r`) with the same key.
+const ON_CONFLICT_MERGE: &str = "ON CONFLICT ({key}, metric, bucket) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
         min = least(r.min, excluded.min),
@@ -137,7 +143,14 @@ const MERGE_WRITE: &str = r#", {name}_w AS (
         last_value = CASE WHEN excluded.last_time > r.last_time
                             OR (excluded.last_time = r.last_time AND excluded.last_value > r.last_value)
                           THEN excluded.last_value ELSE r.last_value END,
-        last_time = greatest(r.last_time, excluded.last_time)
+        last_time = greatest(r.last_time, excluded.last_time)";
+
+/// Merges the partials of CTE `{src}` (those passing `{filter}`) into `{table}`, in key
+/// order (the index is walked once, left to right).
+const MERGE_WRITE: &str = r#", {name}_w AS (
+    INSERT INTO {table} AS r (bucket, {key}, metric, count, sum, min, max, last_value, last_time)
+    SELECT * FROM {src}{filter} ORDER BY {key}, metric, bucket
+    {conflict}
     RETURNING 1
 )"#;
 
@@ -147,42 +160,74 @@ const SEGMENT_SOURCE: &str = r#", sm AS (
     FROM m LEFT JOIN devices d ON d.id = m.device
 )"#;
 
-/// The merge statement for the device levels this storage mode maintains itself, plus the
-/// segment levels (always maintained here).
-fn merge_statement(levels: &[Resolution]) -> String {
+/// Native mode: the merge locks the marks of the real-time hourly and daily rollups
+/// (migration 10) for the length of its transaction.
+const MERGE_MARKS: &str = r#", mk AS (
+    SELECT hour_mark, day_mark FROM rollup_marks FOR SHARE
+)"#;
+
+/// The merge statement for the device levels this storage mode maintains itself, each
+/// with the table it writes and the filter on its partials, plus the segment levels
+/// (always maintained here).
+fn merge_statement(levels: &[(Resolution, &str, &str)]) -> String {
     let mut sql = MERGE_HEAD.to_owned();
+    if levels.iter().any(|(_, _, filter)| filter.contains("mk")) {
+        sql.push_str(MERGE_MARKS);
+    }
     let mut counts = Vec::new();
     // `m` is already per minute: the minute level writes it as it is.
-    let mut level = |sql: &mut String, name: &str, unit: &str, key: &str, src: &str, table: &str| {
+    let mut level = |sql: &mut String, name: &str, unit: &str, key: &str, src: &str, table: &str, filter: &str| {
         let folded = if unit == "minute" && src == "m" {
             src
         } else {
             sql.push_str(&MERGE_FOLD.replace("{name}", name).replace("{unit}", unit).replace("{key}", key).replace("{src}", src));
             name
         };
-        sql.push_str(&MERGE_WRITE.replace("{name}", name).replace("{key}", key).replace("{src}", folded).replace("{table}", table));
+        sql.push_str(
+            &MERGE_WRITE
+                .replace("{conflict}", ON_CONFLICT_MERGE)
+                .replace("{name}", name)
+                .replace("{key}", key)
+                .replace("{src}", folded)
+                .replace("{filter}", filter)
+                .replace("{table}", table),
+        );
         counts.push(format!("(SELECT count(*) FROM {name}_w)"));
         folded.to_owned()
     };
     let mut src = "m".to_owned();
-    for &l in levels {
+    for &(l, table, filter) in levels {
         let (name, unit) = match l {
             Resolution::Minute => ("l1m", "minute"),
             Resolution::Hour => ("l1h", "hour"),
             Resolution::Day => ("l1d", "day"),
             Resolution::Raw => continue,
         };
-        src = level(&mut sql, name, unit, "device", &src, l.table());
+        src = level(&mut sql, name, unit, "device", &src, table, filter);
     }
     sql.push_str(SEGMENT_SOURCE);
-    let s1h = level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h");
-    level(&mut sql, "s1d", "day", "segment", &s1h, "segment_rollup_1d");
+    let s1h = level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h", "");
+    level(&mut sql, "s1d", "day", "segment", &s1h, "segment_rollup_1d", "");
     sql.push_str(&format!(
         "\nSELECT (SELECT count(*) FROM b) AS batches, coalesce((SELECT sum(count) FROM m), 0)::int8 AS readings, \
          ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
         counts.join(" + ")
     ));
     sql
+}
+
+/// Native mode: folds the `{unit}`s before `$1` from `{src}` into `{table}`, from the
+/// level's mark (`$2`) on.
+const FOLD_CLOSED: &str = r#"
+INSERT INTO {table} AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
+SELECT date_trunc('{unit}', bucket, 'UTC'), device, metric, sum(count)::int8, sum(sum), min(min), max(max),
+       (max(ARRAY[date_part('epoch', last_time), last_value]))[2], max(last_time)
+FROM {src} WHERE bucket >= $2 AND bucket < $1
+GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
+{conflict}"#;
+
+fn fold_statement(unit: &str, src: &str, table: &str) -> String {
+    FOLD_CLOSED.replace("{conflict}", &ON_CONFLICT_MERGE.replace("{key}", "device")).replace("{unit}", unit).replace("{src}", src).replace("{table}", table)
 }
 
 fn join(segments: &[telemetry::SegmentId]) -> String {
@@ -244,6 +289,7 @@ impl PgStore {
             pool,
             mode: Arc::new(AtomicU8::new(0)),
             partitions: Arc::new(Mutex::new(HashSet::new())),
+            hour_mark: Arc::new(AtomicI64::new(0)),
             options: options.clone(),
         };
         store.load_mode().await?;
@@ -412,8 +458,15 @@ impl PgStore {
     pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
         // Built once per storage mode: under TimescaleDB the hourly and daily levels are
         // continuous aggregates over rollup_1m.
-        static NATIVE: LazyLock<String> = LazyLock::new(|| merge_statement(&[Resolution::Minute, Resolution::Hour, Resolution::Day]));
-        static TIMESCALE: LazyLock<String> = LazyLock::new(|| merge_statement(&[Resolution::Minute]));
+        static NATIVE: LazyLock<String> = LazyLock::new(|| {
+            merge_statement(&[
+                (Resolution::Minute, "rollup_1m", ""),
+                // Buckets from the marks on are aggregated from rollup_1m when read.
+                (Resolution::Hour, "rollup_1h_closed", " WHERE bucket < (SELECT hour_mark FROM mk)"),
+                (Resolution::Day, "rollup_1d_closed", " WHERE bucket < (SELECT day_mark FROM mk)"),
+            ])
+        });
+        static TIMESCALE: LazyLock<String> = LazyLock::new(|| merge_statement(&[(Resolution::Minute, "rollup_1m", "")]));
         let statement: &str = match self.storage_mode() {
             StorageMode::TimescaleDb => &TIMESCALE,
             _ => &NATIVE,
@@ -432,6 +485,48 @@ impl PgStore {
             readings: row.try_get::<i64, _>("readings")? as u64,
             rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64,
         })
+    }
+
+    /// Native mode: folds the hours that ended before `now` into rollup_1h_closed, and
+    /// the days whose hours are all folded into rollup_1d_closed, moving the marks of the
+    /// real-time rollups (migration 10), a day of hours per transaction. Cheap when there
+    /// is nothing to fold (the hour mark is cached). Returns the rows written.
+    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
+        const HOUR_MS: i64 = 3_600_000;
+        const DAY_MS: i64 = crate::history::DAY_MS;
+        static HOURS: LazyLock<String> = LazyLock::new(|| fold_statement("hour", "rollup_1m", "rollup_1h_closed"));
+        static DAYS: LazyLock<String> = LazyLock::new(|| fold_statement("day", "rollup_1h_closed", "rollup_1d_closed"));
+        if self.storage_mode() != StorageMode::Native {
+            return Ok(0);
+        }
+        let hour = now.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let mut rows = 0;
+        while hour > self.hour_mark.load(Ordering::Relaxed) {
+            let mut tx = self.pool.begin().await?;
+            // Waits for the merges in flight (they hold the row FOR SHARE).
+            let (hour_mark, day_mark): (OffsetDateTime, OffsetDateTime) =
+                sqlx::query_as("SELECT hour_mark, day_mark FROM rollup_marks FOR UPDATE").fetch_one(&mut *tx).await?;
+            let (hour_mark, day_mark) = (et(hour_mark).millis(), et(day_mark).millis());
+            let hours_to = hour.min(hour_mark + DAY_MS).max(hour_mark);
+            if hours_to > hour_mark {
+                let done = sqlx::query(&HOURS).bind(ts(EventTime(hours_to))).bind(ts(EventTime(hour_mark))).execute(&mut *tx).await?;
+                rows += done.rows_affected();
+                sqlx::query("UPDATE rollup_marks SET hour_mark = $1").bind(ts(EventTime(hours_to))).execute(&mut *tx).await?;
+            }
+            // A day is folded once all its hours are.
+            let days_to = hours_to.div_euclid(DAY_MS) * DAY_MS;
+            if days_to > day_mark {
+                let done = sqlx::query(&DAYS).bind(ts(EventTime(days_to))).bind(ts(EventTime(day_mark))).execute(&mut *tx).await?;
+                rows += done.rows_affected();
+                sqlx::query("UPDATE rollup_marks SET day_mark = $1").bind(ts(EventTime(days_to))).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            self.hour_mark.store(hours_to, Ordering::Relaxed);
+            if hours_to > hour_mark {
+                tracing::info!(rows, hour_mark = %ts(EventTime(hours_to)), "folded closed hours and days into the stored rollups");
+            }
+        }
+        Ok(rows)
     }
 
     pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
@@ -468,10 +563,13 @@ impl PgStore {
                 }
             }
         }
-        for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
+        // Open hours and days are read from rollup_1m: fold what has closed before its
+        // retention can reach it.
+        self.fold_closed_rollups(now).await?;
+        for (table, keep) in [("rollup_1m", r.rollup_1m), ("rollup_1h_closed", r.rollup_1h), ("rollup_1d_closed", r.rollup_1d)] {
             let Some(keep) = keep else { continue };
             let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
-            let done = sqlx::query(&format!("DELETE FROM {} WHERE bucket < $1", level.table())).bind(ts(cutoff)).execute(&self.pool).await?;
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1")).bind(ts(cutoff)).execute(&self.pool).await?;
             report.rollup_rows_deleted += done.rows_affected();
         }
         Ok(report)

@@ -254,3 +254,158 @@ fn recount(readings: &[Reading], width: i64) -> Vec<Bucket> {
 fn buckets(h: &store::History) -> Vec<Bucket> {
     h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect()
 }
+
+/// PostgreSQL without TimescaleDB keeps the hours and days from the marks on as real-time
+/// aggregates of rollup_1m, and folds them into stored rows once they end. Through the
+/// open hour, a fold, late readings into folded hours and days, a replay, and folds racing
+/// a writer and its merges, every level equals a recount of the readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 86_400_000;
+    let db = TestDb::create().await.expect("test database");
+    let a = Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect");
+    a.migrate().await.expect("migrate");
+    let b = Store::connect(&db.url, &native(WriteMethod::Unnest)).await.expect("connect");
+    let Store::Postgres(pg) = &a else { unreachable!("a postgres URL") };
+    let marks = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (extract(epoch FROM hour_mark) * 1000)::int8, (extract(epoch FROM day_mark) * 1000)::int8 FROM rollup_marks",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .expect("marks")
+    };
+    let stored = |table: &'static str, from: i64| async move {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table} WHERE bucket >= to_timestamp($1 / 1000.0)"))
+            .bind(from as f64)
+            .fetch_one(pg.pool())
+            .await
+            .expect("count")
+    };
+    let (h0, d0) = marks().await;
+    assert_eq!(h0 % HOUR, 0);
+    assert_eq!(d0 % DAY, 0);
+    let r = |d: &str, t: i64, v: f64| Reading { device: DeviceId::parse(d).expect("id"), metric: MetricId::SpeedKmh, time: EventTime(t), value: v, seq: None };
+    let write = |store: &Store, readings: Vec<Reading>| {
+        let store = store.clone();
+        async move { store.write_batch(&Batch { readings, ..Batch::default() }).await.expect("write") }
+    };
+
+    // The open hour, the next one, and a late reading before the mark.
+    write(&a, vec![r("rt-1", h0 + 1_000, 10.0), r("rt-1", h0 + 61_000, 20.0), r("rt-2", h0 + 30 * 60_000, 5.0), r("rt-1", h0 + HOUR + 5, 7.0)]).await;
+    write(&a, vec![r("rt-1", h0 - 10 * 60_000, 1.0)]).await;
+    a.merge_all_rollups().await.expect("merge");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+    assert_eq!(stored("rollup_1h_closed", h0).await, 0, "open hours are not stored");
+    assert_eq!(stored("rollup_1h_closed", h0 - HOUR).await, 1, "the late reading went to its stored hour");
+
+    // Nothing has ended yet: no fold.
+    assert_eq!(a.fold_closed_rollups(EventTime(h0 + HOUR - 1)).await.expect("fold"), 0);
+    // Two hours end: both are stored, the answers stay the same.
+    assert!(a.fold_closed_rollups(EventTime(h0 + 2 * HOUR + 1)).await.expect("fold") >= 3);
+    assert_eq!(marks().await.0, h0 + 2 * HOUR);
+    assert_eq!(stored("rollup_1h_closed", h0).await, 3);
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+
+    // A late reading into a folded hour and a replay: merged straight into the stored row.
+    write(&b, vec![r("rt-1", h0 + 2_000, 30.0), r("rt-1", h0 + 1_000, 10.0)]).await;
+    b.merge_all_rollups().await.expect("merge");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+
+    // Days: folded once all their hours are; a late reading into a folded day after that.
+    let next_day = d0 + DAY;
+    write(&a, vec![r("rt-3", next_day + 3 * HOUR, 4.0), r("rt-3", next_day + DAY + 60_000, 6.0)]).await;
+    a.merge_all_rollups().await.expect("merge");
+    a.fold_closed_rollups(EventTime(next_day + DAY + 2 * HOUR)).await.expect("fold");
+    assert_eq!(marks().await, (next_day + DAY + 2 * HOUR, next_day + DAY));
+    assert!(stored("rollup_1d_closed", d0).await >= 2, "the mark's day and the next are stored");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+    write(&a, vec![r("rt-3", next_day + 5 * HOUR, 8.0)]).await;
+    a.merge_all_rollups().await.expect("merge");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+
+    // Folds from a second store race a writer whose merges carry readings into the hours
+    // being folded.
+    let start = marks().await.0;
+    let readings: Vec<Reading> = (0..6_000i64).map(|i| r(&format!("rt-w{}", i % 20), start + (i / 20) * 60_000 + i % 20, (i % 31) as f64)).collect();
+    let writer = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for c in readings.chunks(500) {
+                a.write_batch(&Batch { readings: c.to_vec(), ..Batch::default() }).await.expect("write");
+                a.merge_rollups(10).await.expect("merge");
+            }
+        })
+    };
+    let folder = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            for k in 1..=6 {
+                b.fold_closed_rollups(EventTime(start + k * HOUR)).await.expect("fold");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    writer.await.expect("writer");
+    folder.await.expect("folder");
+    a.merge_all_rollups().await.expect("merge");
+    assert_eq!(marks().await.0, start + 6 * HOUR, "the folder ran to its last hour");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+    b.fold_closed_rollups(EventTime(start + 3 * DAY)).await.expect("fold everything");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+    assert_eq!(stored("rollup_1h_closed", start).await, 20 * 5, "every device's five hours are stored");
+}
+
+/// The lock protocol of the real-time rollups: a fold waits for a merge in flight (which
+/// holds the marks FOR SHARE), and a merge waits for a fold in flight (FOR UPDATE). Each
+/// side is played by a raw transaction holding the other's lock.
+#[tokio::test]
+async fn folds_and_merges_wait_for_each_other() {
+    use sqlx::Connection;
+    const HOUR: i64 = 3_600_000;
+    let db = TestDb::create().await.expect("test database");
+    let store = Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let Store::Postgres(pg) = &store else { unreachable!("a postgres URL") };
+    let waiting_on_lock = |pattern: &'static str| async move {
+        sccr_tests::wait_for(pattern, std::time::Duration::from_secs(10), || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1")
+                .bind(pattern)
+                .fetch_one(pg.pool())
+                .await
+                .ok()?;
+            (n > 0).then_some(())
+        })
+        .await
+    };
+    let now = EventTime::now().millis();
+    let reading = |t: i64| Reading { device: DeviceId::parse("lk-1").expect("id"), metric: MetricId::SpeedKmh, time: EventTime(t), value: 1.0, seq: None };
+
+    // A merge in flight: the fold waits for it.
+    let mut merge = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR SHARE").execute(&mut merge).await.expect("share");
+    let fold = tokio::spawn({
+        let store = store.clone();
+        async move { store.fold_closed_rollups(EventTime(now + 2 * HOUR)).await }
+    });
+    waiting_on_lock("%rollup_marks FOR UPDATE%").await;
+    assert!(!fold.is_finished(), "the fold waits for the merge");
+    sqlx::raw_sql("COMMIT").execute(&mut merge).await.expect("commit");
+    fold.await.expect("fold task").expect("fold");
+
+    // A fold in flight: the merge waits for it.
+    store.write_batch(&Batch { readings: vec![reading(now)], ..Batch::default() }).await.expect("write");
+    let mut fold = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR UPDATE").execute(&mut fold).await.expect("update lock");
+    let merge = tokio::spawn({
+        let store = store.clone();
+        async move { store.merge_rollups(10).await }
+    });
+    // (The start of the merge statement: pg_stat_activity keeps only its first 1 kB.)
+    waiting_on_lock("%DELETE FROM rollup_pending%").await;
+    assert!(!merge.is_finished(), "the merge waits for the fold");
+    sqlx::raw_sql("COMMIT").execute(&mut fold).await.expect("commit");
+    assert_eq!(merge.await.expect("merge task").expect("merge").readings, 1);
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+}
