@@ -11,6 +11,13 @@
 //!   added, last-by-time kept) and `latest` in one transaction, so each reading is counted
 //!   once even with several mergers. A replayed reading is not inserted and carries no
 //!   batch. SQLite merges every level inside the batch's transaction.
+//! - **Real-time hours and days** (PostgreSQL without TimescaleDB, as TimescaleDB's
+//!   real-time continuous aggregates): `rollup_1h` and `rollup_1d` are views, stored rows
+//!   before the marks in `rollup_marks` and an aggregate of `rollup_1m` from them on. A merge
+//!   writes hourly and daily partials only for buckets before the marks (late readings);
+//!   [`PgStore::fold_closed_rollups`] moves ended hours and days into the stored rows and the
+//!   marks forward in one transaction. Merges hold the marks `FOR SHARE`, folds `FOR
+//!   UPDATE`, so a fold never misses a merge in flight and no partial is counted twice.
 //! - **One transaction per batch**: readings, the batch's `rollup_pending` row (SQLite:
 //!   its rollups and latest values), new devices and dead letters of a batch commit
 //!   together or not at all; the writer hands back the batch's
