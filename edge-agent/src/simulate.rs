@@ -198,6 +198,9 @@ async fn run_connection(
 
     let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_add(index as u64));
     let topics: Vec<String> = devices.iter().map(|d| Topic::telemetry(&d.id)).collect();
+    // A device's clock only moves forward: when publishing falls behind and a burst holds
+    // a device twice, its readings still get distinct times (the store's key).
+    let mut last_ms = vec![i64::MIN; devices.len()];
     let n = devices.len() as u128;
     let interval_ns = config.interval.as_nanos().max(1);
     let quota = config.messages_per_device.map(|m| u128::from(m) * n);
@@ -221,7 +224,9 @@ async fn run_connection(
         while sent < due {
             let i = (sent % n) as usize;
             let seq = (sent / n) as u64 + 1;
-            let (msg, readings) = message(&devices[i], seq, EventTime::now(), config.interval.as_secs_f64(), &mut rng);
+            let now = EventTime(EventTime::now().millis().max(last_ms[i].saturating_add(1)));
+            last_ms[i] = now.millis();
+            let (msg, readings) = message(&devices[i], seq, now, config.interval.as_secs_f64(), &mut rng);
             let payload = encode_compact(&msg);
             in_flight.fetch_add(1, Ordering::Relaxed);
             if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
