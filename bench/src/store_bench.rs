@@ -293,37 +293,34 @@ pub async fn run_writer_only(quick: bool, rounds: usize) -> Result<Value> {
     let mut runs = Vec::new();
     for round in 1..=rounds {
         eprintln!("   round {round}/{rounds}: COPY limit, then the writer ({rows} rows)");
-        let batches = workload(rows, false);
-        let limit = copy_limit(&batches).await?;
-        let w = writer(&batches).await?;
-        let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
-        eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
-        runs.push(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }));
+        runs.push(writer_against_limit(&workload(rows, false)).await?);
     }
     let late = writer_late(rows).await?;
     Ok(json!({ "runs": runs, "late": late }))
+}
+
+/// The COPY limit, then the writer, on the same batches: `copy_limit_rows_per_s`,
+/// `writer` and `writer_vs_limit`.
+async fn writer_against_limit(batches: &[Vec<Reading>]) -> Result<Value> {
+    let limit = copy_limit(batches).await?;
+    let w = writer(batches).await?;
+    let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
+    eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
+    Ok(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }))
 }
 
 /// The writer on readings an hour old (every merge updates stored hourly and daily rows
 /// too), against its own COPY limit.
 async fn writer_late(rows: usize) -> Result<Value> {
     eprintln!("   late readings: COPY limit, then the writer ({rows} rows)");
-    let batches = workload(rows, true);
-    let limit = copy_limit(&batches).await?;
-    let w = writer(&batches).await?;
-    let ratio = super::round2(w["rows_per_s"].as_f64().unwrap_or(0.0) / limit.max(1.0));
-    eprintln!("   limit {limit:.0} rows/s, writer {} rows/s, ratio {ratio}", w["rows_per_s"]);
-    Ok(json!({ "copy_limit_rows_per_s": limit.round(), "writer": w, "writer_vs_limit": ratio }))
+    writer_against_limit(&workload(rows, true)).await
 }
 
 pub async fn run(quick: bool) -> Result<Value> {
     let rows = if quick { 100_000 } else { 2_000_000 };
-    let batches = workload(rows, false);
-    eprintln!("   COPY limit ({rows} rows)");
-    let limit = copy_limit(&batches).await?;
-    eprintln!("   writer with rollups ({rows} rows)");
-    let w = writer(&batches).await?;
-    let late = writer_late(rows).await?;
+    eprintln!("   COPY limit, then the writer with rollups ({rows} rows)");
+    let mut report = writer_against_limit(&workload(rows, false)).await?;
+    report["late"] = writer_late(rows).await?;
     let (db, devices, days) = if quick { ("sccr_bench_history_quick", 20, 3) } else { ("sccr_bench_history", 100, 30) };
     eprintln!("   history dataset ({devices} devices, {days} days)");
     let t = Instant::now();
@@ -343,19 +340,13 @@ pub async fn run(quick: bool) -> Result<Value> {
     let admin = sccr_tests::admin_url();
     let db_url = format!("{}/{db}", admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b));
     let api = api_latency(&db_url, seg.as_str(), end, runs).await?;
-    let wr = w["rows_per_s"].as_f64().unwrap_or(0.0);
-    Ok(json!({
-        "copy_limit_rows_per_s": limit.round(),
-        "writer": w,
-        "writer_vs_limit": super::round2(wr / limit.max(1.0)),
-        "late": late,
-        "history": {
-            "raw_readings": raw,
-            "dataset_setup_s": setup_s,
-            "segment": seg.as_str(),
-            "segment_30d_hourly": one,
-            "city_30d_hourly": city,
-            "api": api,
-        },
-    }))
+    report["history"] = json!({
+        "raw_readings": raw,
+        "dataset_setup_s": setup_s,
+        "segment": seg.as_str(),
+        "segment_30d_hourly": one,
+        "city_30d_hourly": city,
+        "api": api,
+    });
+    Ok(report)
 }

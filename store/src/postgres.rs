@@ -307,12 +307,9 @@ impl PgStore {
         }
     }
 
+    /// Called at connect (mode 0 until migrated) and after the migrations.
     async fn load_mode(&self) -> Result<(), StoreError> {
-        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text").fetch_one(&self.pool).await?;
-        if exists.is_none() {
-            return Ok(());
-        }
-        let mode: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'").fetch_optional(&self.pool).await?;
+        let mode = recorded_mode(&mut *self.pool.acquire().await?).await?;
         let code = match mode.as_deref() {
             Some("timescaledb") => MODE_TIMESCALE,
             Some(_) => MODE_NATIVE,
@@ -865,7 +862,6 @@ fn timescale_sql(text: &str, options: &StoreOptions) -> String {
     text.replace("{raw_retention}", &interval(raw)).replace("{compress_after}", &interval(options.compress_after))
 }
 
-/// Decide (once, when the time-series layout is created) whether to use TimescaleDB.
 /// The storage mode the migrations recorded, if any.
 async fn recorded_mode(conn: &mut sqlx::PgConnection) -> Result<Option<String>, StoreError> {
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text").fetch_one(&mut *conn).await?;
@@ -875,6 +871,7 @@ async fn recorded_mode(conn: &mut sqlx::PgConnection) -> Result<Option<String>, 
     Ok(sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'").fetch_optional(&mut *conn).await?)
 }
 
+/// Decide (once, when the time-series layout is created) whether to use TimescaleDB.
 async fn use_timescale(conn: &mut sqlx::PgConnection, mode: TimescaleMode) -> Result<bool, StoreError> {
     if mode == TimescaleMode::Off {
         return Ok(false);
