@@ -12,13 +12,21 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
     entries.sort();
     for path in entries {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if name.starts_with('.') || name == "node_modules" || name == "package.json" || name == "package-lock.json" {
+        if name.starts_with('.')
+            || name == "node_modules"
+            || name == "package.json"
+            || name == "package-lock.json"
+        {
             continue;
         }
         if path.is_dir() {
             collect(&path, root, out);
         } else if let Ok(rel) = path.strip_prefix(root) {
-            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/");
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
             out.push((rel, path.clone()));
         }
     }
@@ -37,7 +45,8 @@ fn main() {
         if let Some(parent) = path.parent() {
             println!("cargo:rerun-if-changed={}", parent.display());
         }
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", path.display().to_string()).expect("write to a String");
+        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", path.display().to_string())
+            .expect("write to a String");
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("web_assets.rs");

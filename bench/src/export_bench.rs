@@ -25,7 +25,10 @@ async fn insert(pool: &sqlx::PgPool, base: i64, from: i64, to: i64) -> Result<()
     // Series i: device i % 1000, metric (i / 1000) % 2, second i / 2000.
     let last_day = (base + (to / (2 * DEVICES)) * 1_000) / 86_400_000;
     for day in base / 86_400_000..=last_day {
-        sqlx::query("SELECT sccr_ensure_readings_partition(date '1970-01-01' + $1::int)").bind(day as i32).execute(pool).await?;
+        sqlx::query("SELECT sccr_ensure_readings_partition(date '1970-01-01' + $1::int)")
+            .bind(day as i32)
+            .execute(pool)
+            .await?;
     }
     let step = 1_000_000;
     let mut lo = from;
@@ -112,7 +115,10 @@ async fn export_once(sccr: &mut Sccr, base: i64, rows: i64, format: &str) -> Res
     let (status, bytes, lines, body) = download(sccr.api_port, &path, format == "parquet").await?;
     let secs = started.elapsed().as_secs_f64();
     if status != 200 {
-        bail!("export {format} answered {status}: {}", sccr.log_text().lines().last().unwrap_or(""));
+        bail!(
+            "export {format} answered {status}: {}",
+            sccr.log_text().lines().last().unwrap_or("")
+        );
     }
     let got = if format == "csv" {
         lines as i64 - 1

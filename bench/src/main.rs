@@ -50,9 +50,23 @@ struct Plan {
 impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
-            Self { quick, broker_secs: 4, copy_rows: 100_000, e2e_secs: 8, latency_samples: 100, baseline_secs: 8 }
+            Self {
+                quick,
+                broker_secs: 4,
+                copy_rows: 100_000,
+                e2e_secs: 8,
+                latency_samples: 100,
+                baseline_secs: 8,
+            }
         } else {
-            Self { quick, broker_secs: 15, copy_rows: 1_000_000, e2e_secs: 30, latency_samples: 500, baseline_secs: 20 }
+            Self {
+                quick,
+                broker_secs: 15,
+                copy_rows: 1_000_000,
+                e2e_secs: 30,
+                latency_samples: 500,
+                baseline_secs: 20,
+            }
         }
     }
 }
@@ -63,7 +77,8 @@ fn cpu_secs(pid: u32) -> f64 {
     // Fields after the command (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -71,7 +86,9 @@ fn cpu_secs(pid: u32) -> f64 {
 fn cpu_secs_of(comm: &str) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
         .map(cpu_secs)
         .sum()
 }
@@ -79,7 +96,11 @@ fn cpu_secs_of(comm: &str) -> f64 {
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
@@ -129,7 +150,11 @@ fn start_load(
     devices: usize,
     msgs_per_s: f64,
     tag: &str,
-) -> Result<(watch::Sender<bool>, Arc<SimulationCounters>, tokio::task::JoinHandle<edge_agent::SimulationReport>)> {
+) -> Result<(
+    watch::Sender<bool>,
+    Arc<SimulationCounters>,
+    tokio::task::JoinHandle<edge_agent::SimulationReport>,
+)> {
     let interval = Duration::from_secs_f64((devices as f64 / msgs_per_s.max(1.0)).max(0.001));
     let config = SimulateConfig {
         port,
@@ -141,7 +166,13 @@ fn start_load(
     };
     let counters = Arc::new(SimulationCounters::default());
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run_simulation(config, fleet(devices)?, counters.clone(), rx, Duration::from_secs(5)));
+    let task = tokio::spawn(run_simulation(
+        config,
+        fleet(devices)?,
+        counters.clone(),
+        rx,
+        Duration::from_secs(5),
+    ));
     Ok((tx, counters, task))
 }
 
@@ -155,7 +186,9 @@ async fn broker_limit(plan: &Plan) -> Result<Value> {
     let broker = Broker::start().await?;
     let received = Arc::new(AtomicU64::new(0));
     let mut opts = MqttOptions::new("bench-subscriber", "127.0.0.1", broker.port);
-    opts.set_receive_maximum(Some(1000)).set_max_packet_size(Some(1 << 20)).set_outgoing_inflight_upper_limit(16);
+    opts.set_receive_maximum(Some(1000))
+        .set_max_packet_size(Some(1 << 20))
+        .set_outgoing_inflight_upper_limit(16);
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     client.subscribe("sccr/v1/devices/+/telemetry", QoS::AtLeastOnce).await?;
     let counter = received.clone();
@@ -192,7 +225,8 @@ async fn broker_limit(plan: &Plan) -> Result<Value> {
     }
     sub.abort();
     let msgs = (r1 - r0) as f64 / t1.duration_since(t0).as_secs_f64();
-    let per_msg = counters.readings.load(Ordering::Relaxed) as f64 / counters.published.load(Ordering::Relaxed).max(1) as f64;
+    let per_msg = counters.readings.load(Ordering::Relaxed) as f64
+        / counters.published.load(Ordering::Relaxed).max(1) as f64;
     Ok(json!({
         "msgs_per_s": msgs.round(),
         "readings_per_msg": round2(per_msg),
@@ -222,23 +256,36 @@ async fn copy_limit(plan: &Plan) -> Result<Value> {
             let mut csv = String::with_capacity(chunk.len() * 80);
             for &i in chunk {
                 let t = EventTime(base + (i / 40) as i64 * 1_000).to_rfc3339();
-                csv.push_str(&format!("{t},dev-{},{},{}.5,{}\n", (i / 4) % 10, metrics[i % 4], i % 97, i));
+                csv.push_str(&format!(
+                    "{t},dev-{},{},{}.5,{}\n",
+                    (i / 4) % 10,
+                    metrics[i % 4],
+                    i % 97,
+                    i
+                ));
             }
             csv
         })
         .collect();
     let started = Instant::now();
     for csv in batches {
-        let mut copy = conn.copy_in_raw("COPY copy_limit (time, device, metric, value, seq) FROM STDIN WITH (FORMAT csv)").await?;
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY copy_limit (time, device, metric, value, seq) FROM STDIN WITH (FORMAT csv)",
+            )
+            .await?;
         copy.send(csv.into_bytes()).await?;
         copy.finish().await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM copy_limit").fetch_one(&mut conn).await?;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM copy_limit").fetch_one(&mut conn).await?;
     if stored as usize != plan.copy_rows {
         bail!("COPY stored {stored} rows of {}", plan.copy_rows);
     }
-    Ok(json!({ "rows": plan.copy_rows, "rows_per_s": (plan.copy_rows as f64 / secs).round(), "batch_rows": 5000 }))
+    Ok(
+        json!({ "rows": plan.copy_rows, "rows_per_s": (plan.copy_rows as f64 / secs).round(), "batch_rows": 5000 }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -268,7 +315,8 @@ async fn core(instances: usize, dir: &Path) -> Result<(Broker, TestDb, Vec<Sccr>
     let broker = Broker::start().await?;
     let db = TestDb::create().await?;
     let pool = sqlx::PgPool::connect(&db.url).await?;
-    let shared: &[(&str, &str)] = if instances > 1 { &[("SCCR_MQTT__SUBSCRIPTION", "shared")] } else { &[] };
+    let shared: &[(&str, &str)] =
+        if instances > 1 { &[("SCCR_MQTT__SUBSCRIPTION", "shared")] } else { &[] };
     let mut procs = Vec::new();
     for _ in 0..instances {
         let s = Sccr::serve(broker.port, &db.url, dir, shared)?;
@@ -280,7 +328,13 @@ async fn core(instances: usize, dir: &Path) -> Result<(Broker, TestDb, Vec<Sccr>
     Ok((broker, db, procs))
 }
 
-async fn end_to_end(instances: usize, devices: usize, offered_msgs: f64, secs: u64, dir: &Path) -> Result<Value> {
+async fn end_to_end(
+    instances: usize,
+    devices: usize,
+    offered_msgs: f64,
+    secs: u64,
+    dir: &Path,
+) -> Result<Value> {
     let (broker, _db, procs) = core(instances, dir).await?;
     let ports: Vec<u16> = procs.iter().map(|p| p.api_port).collect();
     let pids: Vec<u32> = procs.iter().filter_map(Sccr::pid).collect();
@@ -305,7 +359,9 @@ async fn end_to_end(instances: usize, devices: usize, offered_msgs: f64, secs: u
     let _ = task.await;
     let window = cpu1.at.duration_since(cpu0.at).as_secs_f64();
     let max = |f: fn(&(f64, f64, f64)) -> f64| depths.iter().map(f).fold(0.0, f64::max);
-    let mean = |f: fn(&(f64, f64, f64)) -> f64| depths.iter().map(f).sum::<f64>() / depths.len().max(1) as f64;
+    let mean = |f: fn(&(f64, f64, f64)) -> f64| {
+        depths.iter().map(f).sum::<f64>() / depths.len().max(1) as f64
+    };
     let m = scrape(ports[0]).await;
     Ok(json!({
         "instances": instances,
@@ -335,7 +391,8 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
     let (broker, _db, procs) = core(1, dir).await?;
     let load_rate = sustained_msgs * 0.5;
     let (stop, _counters, task) = start_load(broker.port, 2_000, load_rate, "lat")?;
-    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(procs[0].api_port)).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(sccr_tests::live_url(procs[0].api_port)).await?;
     ws.send(Message::Text(r#"{"type":"subscribe","devices":["latency-probe"]}"#.into())).await?;
     let mut opts = MqttOptions::new("bench-latency-probe", "127.0.0.1", broker.port);
     opts.set_outgoing_inflight_upper_limit(100);
@@ -351,7 +408,16 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
             let ts = EventTime::now().millis();
             let payload = json!({"seq": i, "ts": ts, "readings": [{"m": "speed_kmh", "v": (i % 100) as f64}]}).to_string();
             sent_by_probe.lock().unwrap_or_else(|e| e.into_inner()).insert(ts, Instant::now());
-            if client.publish("sccr/v1/devices/latency-probe/telemetry", QoS::AtLeastOnce, false, payload).await.is_err() {
+            if client
+                .publish(
+                    "sccr/v1/devices/latency-probe/telemetry",
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -359,7 +425,10 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
     let mut lat_ms = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while lat_ms.len() < total && Instant::now() < deadline {
-        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await else { break };
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+        else {
+            break;
+        };
         let Ok(text) = msg.to_text() else { continue };
         let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
         if v["type"] != "delta" {
@@ -397,7 +466,12 @@ async fn latency(sustained_msgs: f64, samples: usize, dir: &Path) -> Result<Valu
 // 4. The naive baseline
 
 fn python_with_deps() -> Option<PathBuf> {
-    sccr_tests::python_venv("bench-venv", &["paho-mqtt==2.2.0", "psycopg[binary]==3.3.9"], "paho.mqtt, psycopg").map(|venv| venv.join("bin/python"))
+    sccr_tests::python_venv(
+        "bench-venv",
+        &["paho-mqtt==2.2.0", "psycopg[binary]==3.3.9"],
+        "paho.mqtt, psycopg",
+    )
+    .map(|venv| venv.join("bin/python"))
 }
 
 async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {
@@ -410,19 +484,39 @@ async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {
     let pool = sqlx::PgPool::connect(&db.url).await?;
     let mut bridge = tokio::process::Command::new(python)
         .arg(workspace_root().join("bench/baselines/python_bridge.py"))
-        .args(["--port", &broker.port.to_string(), "--db", &db.url, "--seconds", &(secs + 30).to_string()])
+        .args([
+            "--port",
+            &broker.port.to_string(),
+            "--db",
+            &db.url,
+            "--seconds",
+            &(secs + 30).to_string(),
+        ])
         .kill_on_drop(true)
         .spawn()
         .context("start the python bridge")?;
-    let count = || async { sqlx::query_scalar::<_, i64>("SELECT count(*) FROM readings_baseline").fetch_one(&pool).await.unwrap_or(-1) };
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM readings_baseline")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(-1)
+    };
     // Ready when its table exists and a probe message made it through.
     let ready_by = Instant::now() + Duration::from_secs(30);
     while count().await <= 0 {
         if Instant::now() > ready_by {
             bail!("the python bridge did not start");
         }
-        let payload = json!({"ts": EventTime::now().millis(), "readings": [{"m": "battery_v", "v": 12.0}]}).to_string().into_bytes();
-        let _ = sccr_tests::publish_all(broker.port, "bench-probe", vec![("sccr/v1/devices/probe/telemetry".into(), payload)]).await;
+        let payload =
+            json!({"ts": EventTime::now().millis(), "readings": [{"m": "battery_v", "v": 12.0}]})
+                .to_string()
+                .into_bytes();
+        let _ = sccr_tests::publish_all(
+            broker.port,
+            "bench-probe",
+            vec![("sccr/v1/devices/probe/telemetry".into(), payload)],
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let bridge_pid = bridge.id().unwrap_or(0);
@@ -441,7 +535,9 @@ async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {
             o.insert("bridge_cores".into(), v);
         }
     }
-    Ok(json!({ "readings_per_s": ((c1 - c0) as f64 / window).round(), "window_s": round2(window), "cpu": cpu }))
+    Ok(
+        json!({ "readings_per_s": ((c1 - c0) as f64 / window).round(), "window_s": round2(window), "cpu": cpu }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -451,7 +547,14 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout }).lines().next().unwrap_or("").trim().to_owned())
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout })
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -473,7 +576,10 @@ async fn machine() -> Value {
         .to_owned();
     let pg = match TestDb::create().await {
         Ok(db) => match sqlx::PgPool::connect(&db.url).await {
-            Ok(pool) => sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(&pool).await.unwrap_or_default(),
+            Ok(pool) => sqlx::query_scalar::<_, String>("SHOW server_version")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or_default(),
             Err(_) => String::new(),
         },
         Err(_) => String::new(),
@@ -497,7 +603,11 @@ fn markdown(r: &Value) -> String {
         other => other.to_string(),
     };
     let mut out = String::new();
-    out.push_str(&format!("# SCCR benchmark, {}{}\n\n", r["date"].as_str().unwrap_or(""), if r["quick"] == true { " (quick)" } else { "" }));
+    out.push_str(&format!(
+        "# SCCR benchmark, {}{}\n\n",
+        r["date"].as_str().unwrap_or(""),
+        if r["quick"] == true { " (quick)" } else { "" }
+    ));
     let m = &r["machine"];
     out.push_str(&format!(
         "Machine: {} cores ({}), {} GiB; {}; PostgreSQL {}; {}; kernel {}. Everything on loopback on this machine.\n\n",
@@ -509,7 +619,10 @@ fn markdown(r: &Value) -> String {
     let e = &r["end_to_end"];
     let lim = r["lower_limit_readings_per_s"].as_f64().unwrap_or(0.0);
     out.push_str(&format!("| broker limit, QoS 1, 1 subscriber | {} msg/s = {} readings/s ({} shed by the broker's queue limit under overload) | | | |\n", f(&b["msgs_per_s"]), f(&b["readings_per_s"]), f(&b["shed_by_broker_queue_limit"])));
-    out.push_str(&format!("| `COPY` limit, 5,000-row batches | {} rows/s | | | |\n", f(&c["rows_per_s"])));
+    out.push_str(&format!(
+        "| `COPY` limit, 5,000-row batches | {} rows/s | | | |\n",
+        f(&c["rows_per_s"])
+    ));
     out.push_str(&format!(
         "| SCCR end to end, committed, ack after durable | {} readings/s | lower limit {} | {} | ≥ 0.6 |\n",
         f(&e["readings_per_s"]), lim, f(&r["ratios"]["end_to_end_vs_limit"])
@@ -521,7 +634,8 @@ fn markdown(r: &Value) -> String {
     ));
     out.push_str(&format!(
         "| naive Python bridge, same load | {} readings/s | SCCR | {} | SCCR ≥ 10× |\n",
-        f(&r["baseline"]["readings_per_s"]), f(&r["ratios"]["sccr_vs_baseline"])
+        f(&r["baseline"]["readings_per_s"]),
+        f(&r["ratios"]["sccr_vs_baseline"])
     ));
     let s = &r["store"];
     out.push_str(&format!(
@@ -567,7 +681,10 @@ fn markdown(r: &Value) -> String {
         (Some(r), Some(c)) if c > 0.0 => Some(r / c),
         _ => None,
     };
-    if let (Some(sccr), Some(bridge)) = (per_core(&e["readings_per_s"], &e["cpu"]["sccr_cores"]), per_core(&r["baseline"]["readings_per_s"], &r["baseline"]["cpu"]["bridge_cores"])) {
+    if let (Some(sccr), Some(bridge)) = (
+        per_core(&e["readings_per_s"], &e["cpu"]["sccr_cores"]),
+        per_core(&r["baseline"]["readings_per_s"], &r["baseline"]["cpu"]["bridge_cores"]),
+    ) {
         out.push_str(&format!(
             "| readings per core of the bridging process (end to end vs baseline runs) | SCCR {} readings/s per core | Python bridge {} | {} | |\n",
             round2(sccr).round(),
@@ -587,7 +704,10 @@ fn markdown(r: &Value) -> String {
         for s in rows {
             out.push_str(&format!(
                 "| scaling: {} ingest, {} devices | {} readings/s, sccr RSS {} MiB | | | |\n",
-                f(&s["instances"]), f(&s["devices"]), f(&s["readings_per_s"]), f(&s["sccr_rss_mib"])
+                f(&s["instances"]),
+                f(&s["devices"]),
+                f(&s["readings_per_s"]),
+                f(&s["sccr_rss_mib"])
             ));
         }
     }
@@ -595,7 +715,10 @@ fn markdown(r: &Value) -> String {
         "\nEnd to end, by stage: CPU cores used {}; writer queue depth (messages) {}; readings pending commit {}; stream queue depth {}; last batch {} readings in {} ms.\n",
         e["cpu"], e["writer_queue_depth"], e["pending_readings"], e["stream_queue_depth"], f(&e["last_batch_readings"]), f(&e["last_flush_ms"])
     ));
-    out.push_str(&format!("Broker limit run, CPU: {}. Baseline run, CPU: {}.\n", b["cpu"], r["baseline"]["cpu"]));
+    out.push_str(&format!(
+        "Broker limit run, CPU: {}. Baseline run, CPU: {}.\n",
+        b["cpu"], r["baseline"]["cpu"]
+    ));
     out
 }
 
@@ -613,7 +736,10 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("{copy}");
     let broker_msgs = broker["msgs_per_s"].as_f64().unwrap_or(1000.0);
     let per_msg = broker["readings_per_msg"].as_f64().unwrap_or(1.0).max(1.0);
-    let lower = broker["readings_per_s"].as_f64().unwrap_or(0.0).min(copy["rows_per_s"].as_f64().unwrap_or(0.0));
+    let lower = broker["readings_per_s"]
+        .as_f64()
+        .unwrap_or(0.0)
+        .min(copy["rows_per_s"].as_f64().unwrap_or(0.0));
     let offered = broker_msgs * 1.1;
     eprintln!("== 2 SCCR end to end ({} s at {offered:.0} msg/s offered)", plan.e2e_secs);
     let e2e = end_to_end(1, 2_000, offered, plan.e2e_secs, &work.path).await?;
@@ -673,12 +799,20 @@ async fn run(quick: bool) -> Result<()> {
     });
     let md = markdown(&report);
     println!("{md}");
-    let dir = if plan.quick { workspace_root().join("target/bench-results") } else { workspace_root().join("bench/results") };
+    let dir = if plan.quick {
+        workspace_root().join("target/bench-results")
+    } else {
+        workspace_root().join("bench/results")
+    };
     std::fs::create_dir_all(&dir)?;
     let stem = format!("{}{}", &date[..10], if plan.quick { "-quick" } else { "" });
     std::fs::write(dir.join(format!("{stem}.md")), &md)?;
     std::fs::write(dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&report)?)?;
-    eprintln!("written to {}/{stem}.{{md,json}} in {} s", dir.display(), started.elapsed().as_secs());
+    eprintln!(
+        "written to {}/{stem}.{{md,json}} in {} s",
+        dir.display(),
+        started.elapsed().as_secs()
+    );
     Ok(())
 }
 
@@ -711,14 +845,23 @@ async fn e2e_only(quick: bool) -> Result<()> {
     let work = TempDir::new("bench-e2e")?;
     let mut runs = Vec::new();
     for round in 1..=2 {
-        eprintln!("== round {round}/2: broker limit ({} s), COPY limit, end to end ({} s)", plan.broker_secs, plan.e2e_secs);
+        eprintln!(
+            "== round {round}/2: broker limit ({} s), COPY limit, end to end ({} s)",
+            plan.broker_secs, plan.e2e_secs
+        );
         let broker = broker_limit(&plan).await?;
         let copy = copy_limit(&plan).await?;
-        let lower = broker["readings_per_s"].as_f64().unwrap_or(0.0).min(copy["rows_per_s"].as_f64().unwrap_or(0.0));
+        let lower = broker["readings_per_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .min(copy["rows_per_s"].as_f64().unwrap_or(0.0));
         let offered = broker["msgs_per_s"].as_f64().unwrap_or(1000.0) * 1.1;
         let e2e = end_to_end(1, 2_000, offered, plan.e2e_secs, &work.path).await?;
         let ratio = round2(e2e["readings_per_s"].as_f64().unwrap_or(0.0) / lower.max(1.0));
-        eprintln!("   {} readings/s of lower limit {lower} = {ratio}; {e2e}", e2e["readings_per_s"]);
+        eprintln!(
+            "   {} readings/s of lower limit {lower} = {ratio}; {e2e}",
+            e2e["readings_per_s"]
+        );
         runs.push(json!({ "broker_limit": broker, "copy_limit": copy, "lower_limit_readings_per_s": lower, "end_to_end": e2e, "end_to_end_vs_limit": ratio }));
     }
     println!("{}", serde_json::to_string_pretty(&json!({ "runs": runs }))?);

@@ -16,20 +16,30 @@ use sccr_tests::TestDb;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use store::pgcopy::CopyEncoder;
-use store::{Batch, GapFill, HistoryQuery, HistorySubject, MergerConfig, MergerMetrics, Step, Store, StoreOptions, TimescaleMode};
+use store::{
+    Batch, GapFill, HistoryQuery, HistorySubject, MergerConfig, MergerMetrics, Step, Store,
+    StoreOptions, TimescaleMode,
+};
 use telemetry::{DeviceId, EventTime, MetricId, Reading};
 
-const METRICS: [MetricId; 4] = [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct, MetricId::HeadwayS];
+const METRICS: [MetricId; 4] =
+    [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct, MetricId::HeadwayS];
 
 /// `rows` readings of 10,000 devices × 4 metrics every 5 s, in time order, in 5,000-row
 /// batches: what ingest hands the writer under load. Live readings end now (and stay in
 /// today's partition); `late` ones are an hour old, before the hour the real-time rollups
 /// aggregate when read, so every merge also updates stored hourly and daily rows.
 fn workload(rows: usize, late: bool) -> Vec<Vec<Reading>> {
-    let devices: Vec<DeviceId> = (0..10_000).map(|d| DeviceId::parse(&format!("sb-{d}")).unwrap_or_else(|_| unreachable!())).collect();
+    let devices: Vec<DeviceId> = (0..10_000)
+        .map(|d| DeviceId::parse(&format!("sb-{d}")).unwrap_or_else(|_| unreachable!()))
+        .collect();
     let now = EventTime::now().millis();
     let span = (rows / 40_000) as i64 * 5_000 + 1_000;
-    let base = if late { now - 3_600_000 - span } else { (now - span).max(now.div_euclid(86_400_000) * 86_400_000) };
+    let base = if late {
+        now - 3_600_000 - span
+    } else {
+        (now - span).max(now.div_euclid(86_400_000) * 86_400_000)
+    };
     let all: Vec<Reading> = (0..rows)
         .map(|i| {
             let (step, rest) = (i / 40_000, i % 40_000);
@@ -47,7 +57,11 @@ fn workload(rows: usize, late: bool) -> Vec<Vec<Reading>> {
 
 async fn fresh_store() -> Result<(TestDb, Store)> {
     let db = TestDb::create().await?;
-    let store = Store::connect(&db.url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+    let store = Store::connect(
+        &db.url,
+        &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() },
+    )
+    .await?;
     store.migrate().await?;
     Ok((db, store))
 }
@@ -71,7 +85,11 @@ async fn copy_limit(batches: &[Vec<Reading>]) -> Result<f64> {
             enc.i64(r.seq.map_or(0, |s| s.0 as i64));
         }
         let mut tx = conn.begin().await?;
-        let mut copy = tx.copy_in_raw("COPY readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)").await?;
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
         copy.send(enc.finish()).await?;
         copy.finish().await?;
         tx.commit().await?;
@@ -87,13 +105,19 @@ async fn writer(batches: &[Vec<Reading>]) -> Result<Value> {
     store.write_batch(&Batch { readings: batches[0][..1].to_vec(), ..Batch::default() }).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = std::sync::Arc::new(MergerMetrics::default());
-    let merger = tokio::spawn(store::run_rollup_merger(store.clone(), MergerConfig::default(), stop_rx, metrics.clone()));
+    let merger = tokio::spawn(store::run_rollup_merger(
+        store.clone(),
+        MergerConfig::default(),
+        stop_rx,
+        metrics.clone(),
+    ));
     let started = Instant::now();
     let mut rows = 0u64;
     let mut batch_ms = Vec::new();
     for b in &batches[1..] {
         let t = Instant::now();
-        rows += store.write_batch(&Batch { readings: b.clone(), ..Batch::default() }).await?.inserted;
+        rows +=
+            store.write_batch(&Batch { readings: b.clone(), ..Batch::default() }).await?.inserted;
         batch_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let written = started.elapsed().as_secs_f64();
@@ -102,7 +126,11 @@ async fn writer(batches: &[Vec<Reading>]) -> Result<Value> {
     store.merge_all_rollups().await?;
     let secs = started.elapsed().as_secs_f64();
     let rolled: i64 = match &store {
-        Store::Postgres(pg) => sqlx::query_scalar("SELECT sum(count)::int8 FROM rollup_1h").fetch_one(pg.pool()).await?,
+        Store::Postgres(pg) => {
+            sqlx::query_scalar("SELECT sum(count)::int8 FROM rollup_1h")
+                .fetch_one(pg.pool())
+                .await?
+        }
         Store::Sqlite(_) => 0,
     };
     if rolled as u64 != rows + 1 {
@@ -129,14 +157,26 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
     let url = format!("{base}/{db_name}");
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1").bind(db_name).fetch_optional(&mut conn).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(db_name)
+        .fetch_optional(&mut conn)
+        .await?;
     let end = EventTime::now().millis() / 86_400_000 * 86_400_000;
     let want_rows = devices as i64 * 2 * 8_640 * days;
     if exists.is_some() {
-        let store = Store::connect(&url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+        let store = Store::connect(
+            &url,
+            &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() },
+        )
+        .await?;
         let Store::Postgres(pg) = &store else { bail!("postgres expected") };
-        let marker: Option<String> = sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'bench_dataset_v2'").fetch_optional(pg.pool()).await?;
-        if let Some(m) = marker.and_then(|m| m.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))) {
+        let marker: Option<String> =
+            sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'bench_dataset_v2'")
+                .fetch_optional(pg.pool())
+                .await?;
+        if let Some(m) =
+            marker.and_then(|m| m.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        {
             if m.0.parse::<i64>().ok() == Some(want_rows) {
                 eprintln!("   reusing {db_name} ({want_rows} readings)");
                 // Later migrations (e.g. segment rollups) fill themselves from what is there.
@@ -148,7 +188,11 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
         sqlx::query(&format!("DROP DATABASE {db_name} WITH (FORCE)")).execute(&mut conn).await?;
     }
     sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut conn).await?;
-    let store = Store::connect(&url, &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() }).await?;
+    let store = Store::connect(
+        &url,
+        &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() },
+    )
+    .await?;
     store.migrate().await?;
     let segments = telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED)?;
     store.upsert_segments(&segments).await?;
@@ -168,7 +212,13 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
         // Creates the day's partition.
         store
             .write_batch(&Batch {
-                readings: vec![Reading { device: records[0].id.clone(), metric: MetricId::HeadwayS, time: from, value: 1.0, seq: None }],
+                readings: vec![Reading {
+                    device: records[0].id.clone(),
+                    metric: MetricId::HeadwayS,
+                    time: from,
+                    value: 1.0,
+                    seq: None,
+                }],
                 ..Batch::default()
             })
             .await?;
@@ -189,7 +239,11 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
     sqlx::query("TRUNCATE rollup_pending, rollup_1m, rollup_1h_closed, rollup_1d_closed, segment_rollup_1h, segment_rollup_1d").execute(pg.pool()).await?;
     // The dataset ends before the hour and day marks of the real-time rollups: all of it
     // goes to the stored (closed) tables.
-    for (table, unit, src) in [("rollup_1m", "minute", "readings"), ("rollup_1h_closed", "hour", "rollup_1m"), ("rollup_1d_closed", "day", "rollup_1h_closed")] {
+    for (table, unit, src) in [
+        ("rollup_1m", "minute", "readings"),
+        ("rollup_1h_closed", "hour", "rollup_1m"),
+        ("rollup_1d_closed", "day", "rollup_1h_closed"),
+    ] {
         let cols = if src == "readings" {
             "count(*), sum(value), min(value), max(value), (array_agg(value ORDER BY time DESC))[1], max(time)"
         } else {
@@ -205,8 +259,12 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
         eprintln!("   {table} built ({:.0} s)", started.elapsed().as_secs_f64());
     }
     // Segment rollups from the device rollups and the links, as the merger keeps them.
-    for (table, unit, src) in [("segment_rollup_1h", "hour", "rollup_1h_closed r JOIN devices d ON d.id = r.device"), ("segment_rollup_1d", "day", "segment_rollup_1h r")] {
-        let seg = if table == "segment_rollup_1h" { "coalesce(d.segment_id, '')" } else { "r.segment" };
+    for (table, unit, src) in [
+        ("segment_rollup_1h", "hour", "rollup_1h_closed r JOIN devices d ON d.id = r.device"),
+        ("segment_rollup_1d", "day", "segment_rollup_1h r"),
+    ] {
+        let seg =
+            if table == "segment_rollup_1h" { "coalesce(d.segment_id, '')" } else { "r.segment" };
         sqlx::query(&format!(
             "INSERT INTO {table} (bucket, segment, metric, count, sum, min, max, last_value, last_time)
              SELECT date_trunc('{unit}', r.bucket), {seg}, r.metric, sum(r.count), sum(r.sum), min(r.min), max(r.max),
@@ -221,11 +279,19 @@ async fn history_dataset(db_name: &str, devices: usize, days: i64) -> Result<(St
     if n != want_rows {
         bail!("dataset holds {n} readings, expected {want_rows}");
     }
-    sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('bench_dataset_v2', $1)").bind(format!("{want_rows}:{end}")).execute(pg.pool()).await?;
+    sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('bench_dataset_v2', $1)")
+        .bind(format!("{want_rows}:{end}"))
+        .execute(pg.pool())
+        .await?;
     Ok((store, end))
 }
 
-async fn query_latency(store: &Store, subject: HistorySubject, end: i64, runs: usize) -> Result<Value> {
+async fn query_latency(
+    store: &Store,
+    subject: HistorySubject,
+    end: i64,
+    runs: usize,
+) -> Result<Value> {
     let q = HistoryQuery {
         subject,
         metric: MetricId::SpeedKmh,
@@ -264,8 +330,11 @@ async fn api_latency(db_url: &str, seg: &str, end: i64, runs: usize) -> Result<V
     sccr.wait_healthy().await;
     let from = end - 30 * 86_400_000;
     let mut out = serde_json::Map::new();
-    for (name, subject) in [("segment_30d_hourly", format!("segment={seg}&")), ("city_30d_hourly", String::new())] {
-        let path = format!("/api/v1/history?{subject}metric=speed_kmh&from={from}&to={end}&step=1h");
+    for (name, subject) in
+        [("segment_30d_hourly", format!("segment={seg}&")), ("city_30d_hourly", String::new())]
+    {
+        let path =
+            format!("/api/v1/history?{subject}metric=speed_kmh&from={from}&to={end}&step=1h");
         let (status, body) = sccr_tests::http_get(sccr.api_port, &path).await?;
         if status != 200 {
             bail!("GET {path}: {status} {body}");
@@ -321,17 +390,22 @@ pub async fn run(quick: bool) -> Result<Value> {
     eprintln!("   COPY limit, then the writer with rollups ({rows} rows)");
     let mut report = writer_against_limit(&workload(rows, false)).await?;
     report["late"] = writer_late(rows).await?;
-    let (db, devices, days) = if quick { ("sccr_bench_history_quick", 20, 3) } else { ("sccr_bench_history", 100, 30) };
+    let (db, devices, days) =
+        if quick { ("sccr_bench_history_quick", 20, 3) } else { ("sccr_bench_history", 100, 30) };
     eprintln!("   history dataset ({devices} devices, {days} days)");
     let t = Instant::now();
     let (store, end) = history_dataset(db, devices, days).await?;
     let setup_s = t.elapsed().as_secs();
     let raw: i64 = match &store {
-        Store::Postgres(pg) => sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(pg.pool()).await?,
+        Store::Postgres(pg) => {
+            sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(pg.pool()).await?
+        }
         Store::Sqlite(_) => 0,
     };
     // The dataset puts device d on segment d mod 37: the first segment holds 3 of 100.
-    let Some(seg) = store.segments().await?.into_iter().next().map(|s| s.id) else { bail!("no segments") };
+    let Some(seg) = store.segments().await?.into_iter().next().map(|s| s.id) else {
+        bail!("no segments")
+    };
     let runs = if quick { 5 } else { 30 };
     let one = query_latency(&store, HistorySubject::Segment(seg.clone()), end, runs).await?;
     let city = query_latency(&store, HistorySubject::City, end, runs).await?;

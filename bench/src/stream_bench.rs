@@ -21,10 +21,28 @@ const DEVICES: usize = 10_000;
 const SEGMENTS: usize = 2_500;
 const GOAL_READINGS_PER_S: f64 = 1_000_000.0;
 const TRAFFIC: [MetricId; 3] = [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct];
-const AIR: [MetricId; 6] = [MetricId::No2Ugm3, MetricId::Pm10Ugm3, MetricId::Pm25Ugm3, MetricId::O3Ugm3, MetricId::TemperatureC, MetricId::HumidityPct];
+const AIR: [MetricId; 6] = [
+    MetricId::No2Ugm3,
+    MetricId::Pm10Ugm3,
+    MetricId::Pm25Ugm3,
+    MetricId::O3Ugm3,
+    MetricId::TemperatureC,
+    MetricId::HumidityPct,
+];
 
 fn rules() -> Result<AlertRulesConfig> {
-    let metrics = ["vehicle_count", "speed_kmh", "occupancy_pct", "no2_ugm3", "pm10_ugm3", "pm25_ugm3", "o3_ugm3", "temperature_c", "humidity_pct", "battery_v"];
+    let metrics = [
+        "vehicle_count",
+        "speed_kmh",
+        "occupancy_pct",
+        "no2_ugm3",
+        "pm10_ugm3",
+        "pm25_ugm3",
+        "o3_ugm3",
+        "temperature_c",
+        "humidity_pct",
+        "battery_v",
+    ];
     let mut rules = Vec::new();
     for (i, m) in metrics.iter().enumerate() {
         for k in 0..3 {
@@ -80,7 +98,13 @@ fn templates() -> Vec<Reading> {
         let device = id(DeviceId::parse(&format!("dev-{d:05}")));
         let metrics: &[MetricId] = if d < SEGMENTS * 3 { &TRAFFIC } else { &AIR };
         for &metric in metrics {
-            out.push(Reading { device: device.clone(), metric, time: EventTime(0), value: 0.0, seq: None });
+            out.push(Reading {
+                device: device.clone(),
+                metric,
+                time: EventTime(0),
+                value: 0.0,
+                seq: None,
+            });
         }
     }
     out

@@ -43,10 +43,16 @@ fn probe(segment: &str) -> String {
     format!("probe-{segment}")
 }
 
-async fn client(url: String, segment: String, shared: Arc<Shared>, gate: Arc<tokio::sync::Semaphore>) -> Result<()> {
+async fn client(
+    url: String,
+    segment: String,
+    shared: Arc<Shared>,
+    gate: Arc<tokio::sync::Semaphore>,
+) -> Result<()> {
     let permit = gate.acquire_owned().await?;
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-    let sub = json!({"type": "subscribe", "segments": [segment], "devices": [probe(&segment)]}).to_string();
+    let sub = json!({"type": "subscribe", "segments": [segment], "devices": [probe(&segment)]})
+        .to_string();
     ws.send(Message::Text(sub.into())).await?;
     // The snapshot confirms the subscription.
     loop {
@@ -66,10 +72,21 @@ async fn client(url: String, segment: String, shared: Arc<Shared>, gate: Arc<tok
         let received = Instant::now();
         let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
         for v in frame["values"].as_array().into_iter().flatten() {
-            let (Some(device), Some(t)) = (v["device"].as_str(), v["time"].as_i64()) else { continue };
-            let published = shared.sent.lock().unwrap_or_else(|e| e.into_inner()).get(&(device.to_owned(), t)).copied();
+            let (Some(device), Some(t)) = (v["device"].as_str(), v["time"].as_i64()) else {
+                continue;
+            };
+            let published = shared
+                .sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(device.to_owned(), t))
+                .copied();
             if let Some(at) = published {
-                shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).push(received.duration_since(at).as_secs_f64() * 1000.0);
+                shared
+                    .latencies_ms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(received.duration_since(at).as_secs_f64() * 1000.0);
             }
         }
     }
@@ -81,7 +98,8 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     use rumqttc::v5::{AsyncClient, MqttOptions};
     let clients = if quick { 500 } else { 10_000 };
     let secs = if quick { 5 } else { 20 };
-    let segments: Vec<String> = parse_geojson(FLORENCE_SEED)?.into_iter().map(|s| s.id.to_string()).collect();
+    let segments: Vec<String> =
+        parse_geojson(FLORENCE_SEED)?.into_iter().map(|s| s.id.to_string()).collect();
     let (broker, _db, procs) = core(1, dir).await?;
     let server = &procs[0];
     let pid = server.pid().unwrap_or(0);
@@ -93,12 +111,22 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     let mut tasks = Vec::with_capacity(clients);
     for i in 0..clients {
         let segment = segments[i % segments.len()].clone();
-        tasks.push(tokio::spawn(client(sccr_tests::live_url(server.api_port), segment, shared.clone(), gate.clone())));
+        tasks.push(tokio::spawn(client(
+            sccr_tests::live_url(server.api_port),
+            segment,
+            shared.clone(),
+            gate.clone(),
+        )));
     }
     let deadline = Instant::now() + Duration::from_secs(180);
     while (shared.subscribed.load(Ordering::Relaxed) as usize) < clients {
-        if Instant::now() > deadline || tasks.iter().filter(|t| t.is_finished()).count() > clients / 100 {
-            bail!("only {} of {clients} websocket clients subscribed", shared.subscribed.load(Ordering::Relaxed));
+        if Instant::now() > deadline
+            || tasks.iter().filter(|t| t.is_finished()).count() > clients / 100
+        {
+            bail!(
+                "only {} of {clients} websocket clients subscribed",
+                shared.subscribed.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -113,7 +141,8 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     tokio::time::sleep(Duration::from_secs(1)).await;
     shared.measuring.store(true, Ordering::Relaxed);
-    let (r0, f0) = (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
+    let (r0, f0) =
+        (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
     let cpu0 = cpu_snapshot(&[pid], broker.pid().unwrap_or(0));
     let window_start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -125,8 +154,18 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
         let device = probe(segment);
         let t = EventTime::now().millis();
         let payload = json!({"seq": probes, "ts": t, "readings": [{"m": "speed_kmh", "v": (probes % 90) as f64}]}).to_string();
-        shared.sent.lock().unwrap_or_else(|e| e.into_inner()).insert((device.clone(), t), Instant::now());
-        mqtt.publish(format!("sccr/v1/devices/{device}/telemetry"), QoS::AtLeastOnce, false, payload).await?;
+        shared
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((device.clone(), t), Instant::now());
+        mqtt.publish(
+            format!("sccr/v1/devices/{device}/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await?;
         probes += 1;
         if probes % 50 == 0 {
             rss_peak = rss_peak.max(rss_mib(pid));
@@ -134,7 +173,8 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     }
     let window = window_start.elapsed().as_secs_f64();
     let cpu1 = cpu_snapshot(&[pid], broker.pid().unwrap_or(0));
-    let (r1, f1) = (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
+    let (r1, f1) =
+        (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
     // Let the last probes arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     shared.measuring.store(false, Ordering::Relaxed);
@@ -144,7 +184,8 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     for t in &tasks {
         t.abort();
     }
-    let mut lat = std::mem::take(&mut *shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut lat =
+        std::mem::take(&mut *shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()));
     if lat.len() < 100 {
         bail!("only {} latency samples arrived", lat.len());
     }

@@ -21,15 +21,21 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{AlertFilter, AlertRecord, AlertState as StoreState, AlertSubject, NewAlert, Severity as StoreSeverity};
+use store::{
+    AlertFilter, AlertRecord, AlertState as StoreState, AlertSubject, NewAlert,
+    Severity as StoreSeverity,
+};
 use stream::alert::{AlertKind, RuleId};
-use stream::{Alert, AlertKey, AlertRulesConfig, AlertState, Clearance, LiveAlert, OperatorAction, Severity, StreamCommand, Subject};
+use stream::{
+    Alert, AlertKey, AlertRulesConfig, AlertState, Clearance, LiveAlert, OperatorAction, Severity,
+    StreamCommand, Subject,
+};
 use telemetry::EventTime;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::params::{self, Params};
-use crate::auth::Principal;
 use crate::AppState;
 
 /// The `stream_state` key of the rules set through the admin API.
@@ -58,7 +64,10 @@ pub enum RulesSource {
 impl StoredRules {
     /// The rules to run at start: those saved through the admin API while the file's
     /// section is the one they replaced, else the file's.
-    pub fn choose(stored: Option<StoredRules>, file: &AlertRulesConfig) -> (StoredRules, RulesSource) {
+    pub fn choose(
+        stored: Option<StoredRules>,
+        file: &AlertRulesConfig,
+    ) -> (StoredRules, RulesSource) {
         match stored {
             Some(s) if &s.file == file && s.rules.validate().is_ok() => (s, RulesSource::Api),
             _ => (StoredRules { rules: file.clone(), file: file.clone() }, RulesSource::File),
@@ -152,8 +161,16 @@ pub fn live_alert(r: &AlertRecord) -> LiveAlert {
         value: r.value,
         since: r.since,
         raised_at: r.raised_at,
-        acknowledged: r.acknowledged.as_ref().map(|a| stream::alert::Acknowledgement { by: a.by.clone(), note: a.note.clone(), at: a.at }),
-        cleared: r.cleared.as_ref().map(|c| Clearance { by: c.by.clone(), note: c.note.clone(), at: c.at }),
+        acknowledged: r.acknowledged.as_ref().map(|a| stream::alert::Acknowledgement {
+            by: a.by.clone(),
+            note: a.note.clone(),
+            at: a.at,
+        }),
+        cleared: r.cleared.as_ref().map(|c| Clearance {
+            by: c.by.clone(),
+            note: c.note.clone(),
+            at: c.at,
+        }),
         members: r.members,
     }
 }
@@ -171,7 +188,12 @@ fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
         "raised" => vec![StoreState::Raised],
         "acknowledged" => vec![StoreState::Acknowledged],
         "cleared" => vec![StoreState::Cleared],
-        _ => return Err(ApiError::bad_param("state", "state must be open, raised, acknowledged or cleared")),
+        _ => {
+            return Err(ApiError::bad_param(
+                "state",
+                "state must be open, raised, acknowledged or cleared",
+            ))
+        }
     })
 }
 
@@ -181,14 +203,20 @@ fn severities(v: &str) -> Result<Vec<StoreSeverity>, ApiError> {
             "info" => Ok(StoreSeverity::Info),
             "warning" => Ok(StoreSeverity::Warning),
             "critical" => Ok(StoreSeverity::Critical),
-            _ => Err(ApiError::bad_param("severity", "severity must be info, warning or critical (comma-separated for several)")),
+            _ => Err(ApiError::bad_param(
+                "severity",
+                "severity must be info, warning or critical (comma-separated for several)",
+            )),
         })
         .collect()
 }
 
 /// `GET /api/v1/alerts`: newest first; filters `state`, `severity`, `segment`, `device`,
 /// `rule`; paging by `before` (the `next` of the previous page) and `limit`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let mut filter = AlertFilter::default();
     if let Some(v) = p.take("state") {
@@ -200,7 +228,9 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
     filter.subject = match (device, segment) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_param("segment", "give device or segment, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_param("segment", "give device or segment, not both"))
+        }
         (Some(d), None) => Some(AlertSubject::Device(d)),
         (None, Some(s)) => Some(AlertSubject::Segment(s)),
         (None, None) => None,
@@ -209,9 +239,20 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
     filter.rule = p.take("rule");
     filter.before_id = p
         .take("before")
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_param("before", "before must be an alert id (the `next` of the previous page)")))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::bad_param(
+                    "before",
+                    "before must be an alert id (the `next` of the previous page)",
+                )
+            })
+        })
         .transpose()?;
-    filter.limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_ALERTS)).transpose()?.unwrap_or(AlertFilter::DEFAULT_LIMIT);
+    filter.limit = p
+        .take("limit")
+        .map(|v| params::limit("limit", &v, MAX_ALERTS))
+        .transpose()?
+        .unwrap_or(AlertFilter::DEFAULT_LIMIT);
     p.finish()?;
     let alerts = state.store.alerts(&filter).await?;
     let next = (alerts.len() == filter.limit).then(|| alerts.last().map(|a| a.id)).flatten();
@@ -224,7 +265,10 @@ fn alert_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/alerts/{id}`: the alert with its lifecycle events, oldest first.
-pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
     let Some(record) = state.store.alert(id).await? else {
         return Err(ApiError::not_found(format!("alert {id} does not exist")));
@@ -251,35 +295,64 @@ fn operator_note(body: &Bytes) -> Result<Option<String>, ApiError> {
     let parsed: OperatorBody = crate::access::json_body(body, r#"{"note": "…"}"#)?;
     let note = parsed.note.filter(|n| !n.trim().is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE) {
-        return Err(ApiError::bad_field("note", format!("note is longer than {MAX_NOTE} characters")));
+        return Err(ApiError::bad_field(
+            "note",
+            format!("note is longer than {MAX_NOTE} characters"),
+        ));
     }
-    if note.as_ref().is_some_and(|n| n.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))) {
-        return Err(ApiError::bad_field("note", "note must not contain control characters other than line breaks and tabs"));
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')))
+    {
+        return Err(ApiError::bad_field(
+            "note",
+            "note must not contain control characters other than line breaks and tabs",
+        ));
     }
     Ok(note)
 }
 
-async fn operator_move(state: AppState, who: Principal, id: String, body: Bytes, action: OperatorAction) -> Result<Json<Value>, ApiError> {
+async fn operator_move(
+    state: AppState,
+    who: Principal,
+    id: String,
+    body: Bytes,
+    action: OperatorAction,
+) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
     let note = operator_note(&body)?;
     let by = who.name.clone();
     let at = EventTime::now();
     let record = match action {
-        OperatorAction::Acknowledge => state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?,
-        OperatorAction::Clear => state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?,
+        OperatorAction::Acknowledge => {
+            state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?
+        }
+        OperatorAction::Clear => {
+            state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?
+        }
     };
     let action_name = match action {
         OperatorAction::Acknowledge => "alert.acknowledge",
         OperatorAction::Clear => "alert.clear",
     };
-    crate::access::audit(&state, &who, action_name, &format!("alert/{id}"), json!({ "note": note })).await;
+    crate::access::audit(
+        &state,
+        &who,
+        action_name,
+        &format!("alert/{id}"),
+        json!({ "note": note }),
+    )
+    .await;
     let live = live_alert(&record);
     state.hub.publish_alert(live.clone());
     let reply = json!({ "alert": live });
     if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
         let command = StreamCommand::Operator { action, key, by, note, at, alert: Box::new(live) };
         if control.commands.send(command).await.is_err() {
-            tracing::warn!(id, "the stream task is gone; the alert engine does not see this operator action");
+            tracing::warn!(
+                id,
+                "the stream task is gone; the alert engine does not see this operator action"
+            );
         }
     }
     Ok(Json(reply))
@@ -287,17 +360,30 @@ async fn operator_move(state: AppState, who: Principal, id: String, body: Bytes,
 
 /// `POST /api/v1/alerts/{id}/ack` with `{"note": "..."}` (optional); the operator is the
 /// caller.
-pub async fn acknowledge(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     operator_move(state, who, id, body, OperatorAction::Acknowledge).await
 }
 
 /// `POST /api/v1/alerts/{id}/clear` with `{"note": "..."}` (optional).
-pub async fn clear(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn clear(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     operator_move(state, who, id, body, OperatorAction::Clear).await
 }
 
 fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
-    state.alerts.as_ref().ok_or_else(|| ApiError::unavailable("no alert engine runs in this process"))
+    state
+        .alerts
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("no alert engine runs in this process"))
 }
 
 /// `GET /api/v1/alert-rules`: the rules document in force.
@@ -308,12 +394,20 @@ pub async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 }
 
 /// `PUT /api/v1/alert-rules`: replace the rules document (JSON of the `[alerts]` section).
-pub async fn put_rules(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put_rules(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(&body);
     let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
-        ApiError { errors: vec![(path.clone(), message.clone())], code: "invalid_rules", ..ApiError::bad_field(&path, message) }
+        ApiError {
+            errors: vec![(path.clone(), message.clone())],
+            code: "invalid_rules",
+            ..ApiError::bad_field(&path, message)
+        }
     })?;
     apply_rules(&state, &who, "alert_rules.replace", "alert-rules", |_| Ok(doc)).await
 }
@@ -338,11 +432,16 @@ async fn apply_rules(
         }
     })?;
     let next = StoredRules { rules: doc, file: current.file.clone() };
-    let value = serde_json::to_value(&next).map_err(|e| ApiError::bad_field("body", e.to_string()))?;
+    let value =
+        serde_json::to_value(&next).map_err(|e| ApiError::bad_field("body", e.to_string()))?;
     state.store.save_stream_state(RULES_STATE_KEY, &value).await?;
     let (done, applied) = oneshot::channel();
-    if control.commands.send(StreamCommand::SetRules { rules, done }).await.is_err() || applied.await.is_err() {
-        return Err(ApiError::unavailable("the stream task is gone; the rules are saved and apply at the next start"));
+    if control.commands.send(StreamCommand::SetRules { rules, done }).await.is_err()
+        || applied.await.is_err()
+    {
+        return Err(ApiError::unavailable(
+            "the stream task is gone; the rules are saved and apply at the next start",
+        ));
     }
     *current = next;
     let effective = current.rules.effective_definitions().len();
@@ -351,35 +450,66 @@ async fn apply_rules(
 }
 
 fn rule_id(raw: &str) -> Result<String, ApiError> {
-    let ok = !raw.is_empty() && raw.len() <= 64 && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    ok.then(|| raw.to_owned()).ok_or_else(|| ApiError::bad_param("id", "a rule id is up to 64 characters of [A-Za-z0-9_.-]"))
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    ok.then(|| raw.to_owned()).ok_or_else(|| {
+        ApiError::bad_param("id", "a rule id is up to 64 characters of [A-Za-z0-9_.-]")
+    })
 }
 
 /// `GET /api/v1/alert-rules/{id}`: one rule of the document.
-pub async fn rule(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn rule(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = rule_id(&id)?;
     let current = control(&state)?.rules.lock().await;
-    let rule = current.rules.rules.iter().find(|r| r.id == id).ok_or_else(|| ApiError::not_found(format!("no rule {id}")))?;
+    let rule = current
+        .rules
+        .rules
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no rule {id}")))?;
     Ok(Json(json!({ "rule": rule })))
 }
 
 /// `PUT /api/v1/alert-rules/{id}`: add or replace one rule (its `id` is the path's).
-pub async fn put_rule(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let id = rule_id(&id)?;
-    let mut value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_field("body", format!("the body must be one rule as JSON: {e}")))?;
-    let Some(obj) = value.as_object_mut() else { return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object")) };
+    let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_field("body", format!("the body must be one rule as JSON: {e}"))
+    })?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object"));
+    };
     match obj.get("id") {
-        Some(Value::String(given)) if *given != id => return Err(ApiError::bad_field("id", format!("the body's id {given:?} differs from the path's {id:?}"))),
+        Some(Value::String(given)) if *given != id => {
+            return Err(ApiError::bad_field(
+                "id",
+                format!("the body's id {given:?} differs from the path's {id:?}"),
+            ))
+        }
         _ => {
             obj.insert("id".into(), Value::String(id.clone()));
         }
     }
     let text = value.to_string();
     let mut de = serde_json::Deserializer::from_str(&text);
-    let rule: stream::alert::RuleDefinition = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError { code: "invalid_rules", errors: vec![(path.clone(), e.inner().to_string())], ..ApiError::bad_field(&path, e.inner().to_string()) }
-    })?;
+    let rule: stream::alert::RuleDefinition =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError {
+                code: "invalid_rules",
+                errors: vec![(path.clone(), e.inner().to_string())],
+                ..ApiError::bad_field(&path, e.inner().to_string())
+            }
+        })?;
     apply_rules(&state, &who, "alert_rule.put", &format!("alert-rule/{id}"), move |doc| {
         let mut doc = doc.clone();
         match doc.rules.iter_mut().find(|r| r.id == id) {
@@ -392,7 +522,11 @@ pub async fn put_rule(State(state): State<AppState>, who: Principal, Path(id): P
 }
 
 /// `DELETE /api/v1/alert-rules/{id}`: remove one rule.
-pub async fn delete_rule(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = rule_id(&id)?;
     let target = format!("alert-rule/{id}");
     apply_rules(&state, &who, "alert_rule.delete", &target, move |doc| {
@@ -409,7 +543,10 @@ pub async fn delete_rule(State(state): State<AppState>, who: Principal, Path(id)
 
 /// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the road segments, each with its
 /// live traffic state (that of its newest emitted window) in `properties`.
-pub async fn segments(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn segments(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     Params::parse(raw.as_deref())?.finish()?;
     let segments = state.store.segments().await?;
     let features: Vec<Value> = segments
@@ -452,7 +589,10 @@ mod tests {
         let file = AlertRulesConfig::default();
         let api = AlertRulesConfig { air_quality_defaults: false, ..AlertRulesConfig::default() };
         let stored = StoredRules { rules: api.clone(), file: file.clone() };
-        assert_eq!(StoredRules::choose(Some(stored.clone()), &file), (stored.clone(), RulesSource::Api));
+        assert_eq!(
+            StoredRules::choose(Some(stored.clone()), &file),
+            (stored.clone(), RulesSource::Api)
+        );
         let mut edited = file.clone();
         edited.storm.raises_per_minute = 5;
         let (chosen, source) = StoredRules::choose(Some(stored), &edited);

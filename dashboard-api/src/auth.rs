@@ -136,7 +136,13 @@ impl Default for Auth {
 impl Auth {
     /// `max_failures` failed authentications per address per minute (0: no limit).
     pub fn with_failure_limit(max_failures: u32) -> Self {
-        Self { inner: Arc::new(AuthInner { cache: Mutex::default(), failures: Mutex::default(), max_failures }) }
+        Self {
+            inner: Arc::new(AuthInner {
+                cache: Mutex::default(),
+                failures: Mutex::default(),
+                max_failures,
+            }),
+        }
     }
 
     /// The principal holding `token`, from the cache or the store.
@@ -179,7 +185,8 @@ impl Auth {
         let failures = lock(&self.inner.failures);
         let (count, since) = failures.get(&addr)?;
         let elapsed = since.elapsed();
-        (*count >= self.inner.max_failures && elapsed < FAILURE_WINDOW).then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+        (*count >= self.inner.max_failures && elapsed < FAILURE_WINDOW)
+            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
     fn record_failure(&self, addr: IpAddr) {
@@ -209,7 +216,9 @@ fn presented_token(req: &Request) -> Option<Result<String, ApiError>> {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty());
-        return Some(token.ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`")));
+        return Some(
+            token.ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`")),
+        );
     }
     if req.uri().path() == "/api/v1/live" {
         let query = req.uri().query()?;
@@ -223,7 +232,13 @@ fn presented_token(req: &Request) -> Option<Result<String, ApiError>> {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into(), param: None, errors: Vec::new() }
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: message.into(),
+        param: None,
+        errors: Vec::new(),
+    }
 }
 
 /// Middleware for the whole app: resolve the caller of `/api/` routes or answer 401.
@@ -232,7 +247,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if !path.starts_with("/api/") || PUBLIC_API.contains(&path) {
         return next.run(req).await;
     }
-    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let token = match presented_token(&req) {
         None => return token_required(),
         Some(Err(e)) => return with_challenge(e),
@@ -243,7 +262,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         let mut resp = ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             code: "too_many_requests",
-            message: format!("too many failed authentications from this address; retry in {retry} s"),
+            message: format!(
+                "too many failed authentications from this address; retry in {retry} s"
+            ),
             param: None,
             errors: Vec::new(),
         }
@@ -302,11 +323,10 @@ pub async fn require(State(roles): State<&'static [Role]>, req: Request, next: N
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(token_required)
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(token_required)
     }
 }

@@ -69,7 +69,6 @@ pub fn operations() -> Vec<Op> {
     ]
 }
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
@@ -108,9 +107,16 @@ async fn send(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().map_err(|_| ApiError::bad_param("Idempotency-Key", "must be visible ASCII"))?.trim().to_owned();
+            let k = v
+                .to_str()
+                .map_err(|_| ApiError::bad_param("Idempotency-Key", "must be visible ASCII"))?
+                .trim()
+                .to_owned();
             if k.is_empty() || k.len() > MAX_KEY {
-                return Err(ApiError::bad_param("Idempotency-Key", format!("must be 1 to {MAX_KEY} characters")));
+                return Err(ApiError::bad_param(
+                    "Idempotency-Key",
+                    format!("must be 1 to {MAX_KEY} characters"),
+                ));
             }
             Some(k)
         }
@@ -118,27 +124,47 @@ async fn send(
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let parsed: CommandBody = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if ["name", "args", "ttl"].contains(&path.as_str()) { path } else { "body".to_owned() };
-        ApiError::bad_field(&field, format!("the body must be JSON {{\"name\": …, \"args\": {{…}}, \"ttl\": \"60s\"}}: {}", e.inner()))
+        let field =
+            if ["name", "args", "ttl"].contains(&path.as_str()) { path } else { "body".to_owned() };
+        ApiError::bad_field(
+            &field,
+            format!(
+                "the body must be JSON {{\"name\": …, \"args\": {{…}}, \"ttl\": \"60s\"}}: {}",
+                e.inner()
+            ),
+        )
     })?;
     let name = parsed.name.trim().to_owned();
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        return Err(ApiError::bad_field("name", "name must be 1 to 64 characters of a-z, 0-9 and _"));
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(ApiError::bad_field(
+            "name",
+            "name must be 1 to 64 characters of a-z, 0-9 and _",
+        ));
     }
     if has_nul(&Value::Object(parsed.args.clone())) {
         // PostgreSQL's jsonb cannot hold U+0000; nor can a device's parser be trusted to.
-        return Err(ApiError::bad_field("args", "args must not contain NUL characters (U+0000) in keys or strings"));
+        return Err(ApiError::bad_field(
+            "args",
+            "args must not contain NUL characters (U+0000) in keys or strings",
+        ));
     }
     let ttl = match &parsed.ttl {
         None => DEFAULT_TTL,
-        Some(t) => humantime::parse_duration(t).map_err(|e| ApiError::bad_field("ttl", format!("{t:?} is not a duration like \"60s\": {e}")))?,
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            ApiError::bad_field("ttl", format!("{t:?} is not a duration like \"60s\": {e}"))
+        })?,
     };
     if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
         return Err(ApiError::bad_field("ttl", "ttl must be between 1s and 1d"));
     }
     match state.store.device(&device).await? {
         None => return Err(ApiError::not_found(format!("device {device} is not registered"))),
-        Some(d) if d.decommissioned_at.is_some() => return Err(ApiError::conflict(format!("device {device} is decommissioned"))),
+        Some(d) if d.decommissioned_at.is_some() => {
+            return Err(ApiError::conflict(format!("device {device} is decommissioned")))
+        }
         Some(_) => {}
     }
     let now = EventTime::now();
@@ -150,32 +176,51 @@ async fn send(
         idempotency_key: key,
         created_by: Some(who.name),
         created_at: now,
-        expires_at: EventTime(now.millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))),
+        expires_at: EventTime(
+            now.millis().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        ),
     };
     let (record, created) = state.store.create_command(&new).await?;
     if !created {
         if record.name != new.name || record.args != new.args {
-            return Err(ApiError::conflict(format!("Idempotency-Key was used for another command ({})", record.id)));
+            return Err(ApiError::conflict(format!(
+                "Idempotency-Key was used for another command ({})",
+                record.id
+            )));
         }
         return Ok((StatusCode::OK, Json(json!(record))));
     }
     // Bounded: a command link that cannot keep up leaves the command pending; it expires.
-    if tokio::time::timeout(Duration::from_secs(2), outlet.0.send(record.clone())).await.map_or(true, |r| r.is_err()) {
+    if tokio::time::timeout(Duration::from_secs(2), outlet.0.send(record.clone()))
+        .await
+        .map_or(true, |r| r.is_err())
+    {
         tracing::warn!(command = %record.id, "command link is not taking commands; the command will expire");
     }
     Ok((StatusCode::CREATED, Json(json!(record))))
 }
 
-async fn list(State(state): State<AppState>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let device = device_id(&id)?;
     let mut p = crate::params::Params::parse(raw.as_deref())?;
-    let limit = p.take("limit").map(|v| crate::params::limit("limit", &v, 1_000)).transpose()?.unwrap_or(100);
+    let limit = p
+        .take("limit")
+        .map(|v| crate::params::limit("limit", &v, 1_000))
+        .transpose()?
+        .unwrap_or(100);
     p.finish()?;
     let commands = state.store.device_commands(&device, limit).await?;
     Ok(Json(json!({ "commands": commands })))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     match state.store.command(&id).await? {
         Some(c) => Ok(Json(json!(c))),
         None => Err(ApiError::not_found(format!("command {id} does not exist"))),

@@ -49,7 +49,8 @@ pub fn verify(password: &str, encoded: &str) -> bool {
 
 /// PBKDF2 (RFC 8018) with HMAC-SHA512 and one output block (64 bytes, as Mosquitto uses).
 fn pbkdf2_sha512(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
-    let key = Hmac::<Sha512>::new_from_slice(password).unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    let key = Hmac::<Sha512>::new_from_slice(password)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     let mut mac = key.clone();
     mac.update(salt);
     mac.update(&1u32.to_be_bytes());
@@ -99,14 +100,23 @@ mod tests {
     /// written from the store is one Mosquitto accepts.
     #[test]
     fn agrees_with_mosquitto_passwd() {
-        let tool = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let tool = ["/usr/bin/mosquitto_passwd", "/usr/sbin/mosquitto_passwd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
         let Some(tool) = tool else {
             assert!(std::env::var("CI").is_err(), "mosquitto_passwd is required under CI");
             eprintln!("SKIPPED: mosquitto_passwd not installed");
             return;
         };
         let file = std::env::temp_dir().join(format!("sccr-passwd-{}", std::process::id()));
-        let status = std::process::Command::new(tool).arg("-c").arg("-b").arg(&file).arg("loop-7").arg("pa55word").status().unwrap();
+        let status = std::process::Command::new(tool)
+            .arg("-c")
+            .arg("-b")
+            .arg(&file)
+            .arg("loop-7")
+            .arg("pa55word")
+            .status()
+            .unwrap();
         assert!(status.success());
         let line = std::fs::read_to_string(&file).unwrap();
         let _ = std::fs::remove_file(&file);

@@ -12,13 +12,24 @@ pub const MAX_PAGE: usize = 1_000;
 const DEFAULT_PAGE: usize = 100;
 
 /// `GET /api/v1/dead-letters?reason=&limit=&cursor=`.
-pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let reason = p.take("reason");
-    let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_PAGE)).transpose()?.unwrap_or(DEFAULT_PAGE);
+    let limit = p
+        .take("limit")
+        .map(|v| params::limit("limit", &v, MAX_PAGE))
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE);
     let before = p
         .take("cursor")
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")
+            })
+        })
         .transpose()?;
     p.finish()?;
     let page = state.store.dead_letter_page(reason.as_deref(), before, limit).await?;
@@ -27,11 +38,17 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 }
 
 /// `GET /api/v1/dead-letters/reasons?since=`: counts by reason, most frequent first.
-pub async fn reasons(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn reasons(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let since = p.take("since").map(|v| params::time("since", &v)).transpose()?;
     p.finish()?;
     let counts = state.store.dead_letter_reasons(since).await?;
-    let reasons: Vec<Value> = counts.into_iter().map(|(reason, count)| json!({"reason": reason, "count": count})).collect();
+    let reasons: Vec<Value> = counts
+        .into_iter()
+        .map(|(reason, count)| json!({"reason": reason, "count": count}))
+        .collect();
     Ok(Json(json!({ "reasons": reasons })))
 }

@@ -7,8 +7,8 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 
-use axum::Json;
 use axum::body::Bytes;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{DeviceDetail, DeviceFilter, DeviceUpdate};
@@ -40,22 +40,41 @@ fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
 
 /// `GET /api/v1/devices?kind=&segment=&decommissioned=true&limit=&cursor=`: devices in id
 /// order; `next_cursor` (absent on the last page) continues the listing.
-pub(crate) async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let kind = p.take("kind");
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
     let include_decommissioned = match p.take("decommissioned").as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => return Err(ApiError::bad_param("decommissioned", "decommissioned must be true or false")),
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "decommissioned",
+                "decommissioned must be true or false",
+            ))
+        }
     };
-    let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_PAGE)).transpose()?.unwrap_or(DEFAULT_PAGE);
+    let limit = p
+        .take("limit")
+        .map(|v| params::limit("limit", &v, MAX_PAGE))
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE);
     let after = p
         .take("cursor")
-        .map(|v| DeviceId::parse(&v).map_err(|_| ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")))
+        .map(|v| {
+            DeviceId::parse(&v).map_err(|_| {
+                ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")
+            })
+        })
         .transpose()?;
     p.finish()?;
-    let page = state.store.devices_page(&DeviceFilter { kind, segment, include_decommissioned, after, limit }).await?;
+    let page = state
+        .store
+        .devices_page(&DeviceFilter { kind, segment, include_decommissioned, after, limit })
+        .await?;
     let next = (page.len() == limit).then(|| page.last().map(|d| d.id.clone())).flatten();
     let devices: Vec<Value> = page.iter().map(|d| device_view(&state, d)).collect();
     Ok(Json(json!({ "devices": devices, "next_cursor": next })))
@@ -66,7 +85,10 @@ fn device_id(v: &str) -> Result<DeviceId, ApiError> {
 }
 
 /// `GET /api/v1/devices/{id}`: the device and its latest values.
-pub(crate) async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let Some(device) = state.store.device(&id).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
@@ -92,27 +114,43 @@ struct Registration {
 fn kind_field(kind: Option<String>) -> Result<Option<String>, ApiError> {
     let kind = kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
     match &kind {
-        Some(k) if k.chars().count() > MAX_KIND || !k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
-            Err(ApiError::bad_field("kind", format!("kind must be up to {MAX_KIND} characters of [A-Za-z0-9_.-]")))
+        Some(k)
+            if k.chars().count() > MAX_KIND
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+        {
+            Err(ApiError::bad_field(
+                "kind",
+                format!("kind must be up to {MAX_KIND} characters of [A-Za-z0-9_.-]"),
+            ))
         }
         _ => Ok(kind),
     }
 }
 
 fn segment_field(segment: Option<String>) -> Result<Option<SegmentId>, ApiError> {
-    segment.map(|s| SegmentId::parse(&s).map_err(|e| ApiError::bad_field("segment", e.to_string()))).transpose()
+    segment
+        .map(|s| SegmentId::parse(&s).map_err(|e| ApiError::bad_field("segment", e.to_string())))
+        .transpose()
 }
 
 /// The gateway a device is reached through: another active registered device.
-async fn gateway_field(state: &AppState, device: &DeviceId, gateway: Option<String>) -> Result<Option<DeviceId>, ApiError> {
+async fn gateway_field(
+    state: &AppState,
+    device: &DeviceId,
+    gateway: Option<String>,
+) -> Result<Option<DeviceId>, ApiError> {
     let Some(raw) = gateway else { return Ok(None) };
-    let gateway = DeviceId::parse(&raw).map_err(|e| ApiError::bad_field("gateway", e.to_string()))?;
+    let gateway =
+        DeviceId::parse(&raw).map_err(|e| ApiError::bad_field("gateway", e.to_string()))?;
     if &gateway == device {
         return Err(ApiError::bad_field("gateway", "a device cannot be its own gateway"));
     }
     match state.store.device(&gateway).await? {
         Some(g) if g.decommissioned_at.is_none() => Ok(Some(gateway)),
-        _ => Err(ApiError::bad_field("gateway", format!("gateway {gateway} is not an active registered device"))),
+        _ => Err(ApiError::bad_field(
+            "gateway",
+            format!("gateway {gateway} is not an active registered device"),
+        )),
     }
 }
 
@@ -129,24 +167,57 @@ fn mqtt_credentials(id: &DeviceId, password: &str) -> Value {
 /// the answer holds its MQTT password, shown once. A device reached through a gateway (an
 /// edge agent serving several devices) names it; the broker's ACL then lets the gateway's
 /// account use the device's topics (`sccr mqtt-acl`).
-pub(crate) async fn register(State(state): State<AppState>, who: Principal, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let req: Registration = json_body(&body, r#"{"id": "loop-12", "kind": "traffic_loop", "segment": "viale-..."}"#)?;
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: Registration =
+        json_body(&body, r#"{"id": "loop-12", "kind": "traffic_loop", "segment": "viale-..."}"#)?;
     let id = DeviceId::parse(&req.id).map_err(|e| ApiError::bad_field("id", e.to_string()))?;
     let kind = kind_field(req.kind)?;
     let segment = segment_field(req.segment)?;
     let gateway = gateway_field(&state, &id, req.gateway).await?;
     let password = credentials::generate_password()?;
     let hash = credentials::hash_password(&password)?;
-    let device = state.store.register_device(&id, kind.as_deref(), segment.as_ref(), gateway.as_ref(), &hash, EventTime::now()).await?;
-    audit(&state, &who, "device.register", &format!("device/{id}"), json!({"kind": kind, "segment": segment, "gateway": gateway})).await;
-    Ok((StatusCode::CREATED, Json(json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }))))
+    let device = state
+        .store
+        .register_device(
+            &id,
+            kind.as_deref(),
+            segment.as_ref(),
+            gateway.as_ref(),
+            &hash,
+            EventTime::now(),
+        )
+        .await?;
+    audit(
+        &state,
+        &who,
+        "device.register",
+        &format!("device/{id}"),
+        json!({"kind": kind, "segment": segment, "gateway": gateway}),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }),
+        ),
+    ))
 }
 
 /// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?, "gateway"?}`: a field given as
 /// `null` is emptied.
-pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
-    let fields: serde_json::Map<String, Value> = json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
+    let fields: serde_json::Map<String, Value> =
+        json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
     let mut update = DeviceUpdate::default();
     for (key, value) in &fields {
         let text = match value {
@@ -158,7 +229,15 @@ pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(i
             "kind" => update.kind = Some(kind_field(text)?),
             "segment" => update.segment = Some(segment_field(text)?),
             "gateway" => update.gateway = Some(gateway_field(&state, &id, text).await?),
-            _ => return Err(ApiError::bad_field(key, format!("unknown field {:?}; kind, segment and gateway can change", key.chars().take(64).collect::<String>()))),
+            _ => {
+                return Err(ApiError::bad_field(
+                    key,
+                    format!(
+                        "unknown field {:?}; kind, segment and gateway can change",
+                        key.chars().take(64).collect::<String>()
+                    ),
+                ))
+            }
         }
     }
     let Some(device) = state.store.update_device(&id, &update).await? else {
@@ -169,7 +248,11 @@ pub(crate) async fn update(State(state): State<AppState>, who: Principal, Path(i
 }
 
 /// `DELETE /api/v1/devices/{id}`: decommission (history kept, credentials removed).
-pub(crate) async fn decommission(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn decommission(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let Some(device) = state.store.decommission_device(&id, EventTime::now()).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
@@ -179,7 +262,11 @@ pub(crate) async fn decommission(State(state): State<AppState>, who: Principal, 
 }
 
 /// `POST /api/v1/devices/{id}/credentials`: a new MQTT password, shown once.
-pub(crate) async fn rotate(State(state): State<AppState>, who: Principal, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = device_id(&id)?;
     let password = credentials::generate_password()?;
     let hash = credentials::hash_password(&password)?;
@@ -187,5 +274,7 @@ pub(crate) async fn rotate(State(state): State<AppState>, who: Principal, Path(i
         return Err(ApiError::not_found(format!("no active device {id}")));
     };
     audit(&state, &who, "device.credentials", &format!("device/{id}"), json!({})).await;
-    Ok(Json(json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) })))
+    Ok(Json(
+        json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }),
+    ))
 }

@@ -19,7 +19,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_param(param: &str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_parameter", message: message.into(), param: Some(param.to_owned()), errors: Vec::new() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_parameter",
+            message: message.into(),
+            param: Some(param.to_owned()),
+            errors: Vec::new(),
+        }
     }
 
     /// A request body field that is missing or invalid.
@@ -28,27 +34,55 @@ impl ApiError {
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), param: None, errors: Vec::new() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            param: None,
+            errors: Vec::new(),
+        }
     }
 
     /// The resource is in a state that does not allow the request (an illegal transition).
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), param: None, errors: Vec::new() }
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            param: None,
+            errors: Vec::new(),
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into(), param: None, errors: Vec::new() }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: message.into(),
+            param: None,
+            errors: Vec::new(),
+        }
     }
 }
 
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::InvalidQuery { param, message } => return ApiError::bad_param(param, message),
-            store::StoreError::AlertNotFound(id) => return ApiError::not_found(format!("alert {id} does not exist")),
-            store::StoreError::AlertTransition { .. } | store::StoreError::DeviceExists(_) => return ApiError::conflict(e.to_string()),
-            store::StoreError::UnknownSegment(_) => return ApiError::bad_field("segment", e.to_string()),
-            store::StoreError::UnknownGateway(_) => return ApiError::bad_field("gateway", e.to_string()),
+            store::StoreError::InvalidQuery { param, message } => {
+                return ApiError::bad_param(param, message)
+            }
+            store::StoreError::AlertNotFound(id) => {
+                return ApiError::not_found(format!("alert {id} does not exist"))
+            }
+            store::StoreError::AlertTransition { .. } | store::StoreError::DeviceExists(_) => {
+                return ApiError::conflict(e.to_string())
+            }
+            store::StoreError::UnknownSegment(_) => {
+                return ApiError::bad_field("segment", e.to_string())
+            }
+            store::StoreError::UnknownGateway(_) => {
+                return ApiError::bad_field("gateway", e.to_string())
+            }
             _ => {}
         }
         tracing::error!(error = %e, "store error in API");
@@ -68,9 +102,14 @@ impl From<store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = serde_json::json!({ "code": self.code, "message": self.message, "param": self.param });
+        let mut error =
+            serde_json::json!({ "code": self.code, "message": self.message, "param": self.param });
         if !self.errors.is_empty() {
-            error["errors"] = self.errors.iter().map(|(path, message)| serde_json::json!({"path": path, "message": message})).collect();
+            error["errors"] = self
+                .errors
+                .iter()
+                .map(|(path, message)| serde_json::json!({"path": path, "message": message}))
+                .collect();
         }
         let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
@@ -92,7 +131,10 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let code = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
@@ -100,9 +142,16 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         s if s.is_server_error() => "internal",
         _ => "bad_request",
     };
-    let message = if text.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
-    let mut out = ApiError { status, code, message, param: None, errors: Vec::new() }.into_response();
-    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != axum::http::header::CONTENT_TYPE && *n != axum::http::header::CONTENT_LENGTH) {
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut out =
+        ApiError { status, code, message, param: None, errors: Vec::new() }.into_response();
+    for (name, value) in parts.headers.iter().filter(|(n, _)| {
+        *n != axum::http::header::CONTENT_TYPE && *n != axum::http::header::CONTENT_LENGTH
+    }) {
         out.headers_mut().insert(name.clone(), value.clone());
     }
     out

@@ -19,7 +19,11 @@ use crate::{formats, AppState};
 /// Most entries in a `metric` or `device` list.
 const MAX_LIST: usize = 1_000;
 
-fn list<T>(name: &str, v: Option<String>, parse: impl Fn(&str, &str) -> Result<T, ApiError>) -> Result<Vec<T>, ApiError> {
+fn list<T>(
+    name: &str,
+    v: Option<String>,
+    parse: impl Fn(&str, &str) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if items.len() > MAX_LIST {
@@ -28,14 +32,20 @@ fn list<T>(name: &str, v: Option<String>, parse: impl Fn(&str, &str) -> Result<T
     items.into_iter().map(|s| parse(name, s)).collect()
 }
 
-pub async fn readings(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn readings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Csv)?;
     let from = params::time("from", &p.required("from")?)?;
     let to = params::time("to", &p.required("to")?)?;
     let resolution = match p.take("resolution") {
         None => Resolution::Raw,
-        Some(r) => Resolution::parse(&r).ok_or_else(|| ApiError::bad_param("resolution", "resolution must be raw, 1m, 1h or 1d"))?,
+        Some(r) => Resolution::parse(&r).ok_or_else(|| {
+            ApiError::bad_param("resolution", "resolution must be raw, 1m, 1h or 1d")
+        })?,
     };
     let metrics = list("metric", p.take("metric"), params::metric)?;
     let devices = list("device", p.take("device"), params::device)?;

@@ -28,9 +28,14 @@ const FORMATS: &str = "json, csv, arrow or parquet";
 /// The format of a response: `format=` when given, else the first supported media type
 /// of `Accept` (`*/*`, `application/*` or no header: `default`). 400 naming `format` for
 /// an unknown value, 406 when `Accept` lists nothing we produce.
-pub fn negotiate(format: Option<String>, headers: &HeaderMap, default: ExportFormat) -> Result<ExportFormat, ApiError> {
+pub fn negotiate(
+    format: Option<String>,
+    headers: &HeaderMap,
+    default: ExportFormat,
+) -> Result<ExportFormat, ApiError> {
     if let Some(f) = format {
-        return ExportFormat::parse(&f).ok_or_else(|| ApiError::bad_param("format", format!("format must be {FORMATS}")));
+        return ExportFormat::parse(&f)
+            .ok_or_else(|| ApiError::bad_param("format", format!("format must be {FORMATS}")));
     }
     let Some(accept) = headers.get(ACCEPT) else { return Ok(default) };
     let accept = accept.to_str().unwrap_or("");
@@ -49,7 +54,9 @@ pub fn negotiate(format: Option<String>, headers: &HeaderMap, default: ExportFor
             "application/json" => Some(ExportFormat::Json),
             "text/csv" | "text/*" => Some(ExportFormat::Csv),
             "application/vnd.apache.arrow.stream" => Some(ExportFormat::Arrow),
-            "application/vnd.apache.parquet" | "application/x-parquet" => Some(ExportFormat::Parquet),
+            "application/vnd.apache.parquet" | "application/x-parquet" => {
+                Some(ExportFormat::Parquet)
+            }
             _ => None,
         };
         if let Some(f) = f {
@@ -69,7 +76,10 @@ pub fn negotiate(format: Option<String>, headers: &HeaderMap, default: ExportFor
 
 /// Tables (CSV, Arrow, Parquet) are bulk data: planners and admins only; JSON follows the
 /// route's own roles.
-pub fn require_bulk_role(who: &crate::auth::Principal, format: ExportFormat) -> Result<(), ApiError> {
+pub fn require_bulk_role(
+    who: &crate::auth::Principal,
+    format: ExportFormat,
+) -> Result<(), ApiError> {
     use crate::auth::PLANNERS;
     if format == ExportFormat::Json || PLANNERS.contains(&who.role) {
         return Ok(());
@@ -77,7 +87,11 @@ pub fn require_bulk_role(who: &crate::auth::Principal, format: ExportFormat) -> 
     Err(ApiError {
         status: StatusCode::FORBIDDEN,
         code: "forbidden",
-        message: format!("the {} role may not download {} (allowed: admin, planner)", who.role.as_str(), format.as_str()),
+        message: format!(
+            "the {} role may not download {} (allowed: admin, planner)",
+            who.role.as_str(),
+            format.as_str()
+        ),
         param: Some("format".into()),
         errors: Vec::new(),
     })
@@ -127,7 +141,11 @@ fn attachment(format: ExportFormat, filename: &str) -> Vec<(axum::http::HeaderNa
 /// Stream the rows of `rows` as a response in `format`, named `filename` (without
 /// extension) for downloads. The first batch is awaited before answering, so a query that
 /// fails at once is an error status, not a truncated body; a later failure aborts the body.
-pub async fn stream_rows(mut rows: ExportStream, format: ExportFormat, filename: &str) -> Result<Response, ApiError> {
+pub async fn stream_rows(
+    mut rows: ExportStream,
+    format: ExportFormat,
+    filename: &str,
+) -> Result<Response, ApiError> {
     let first = match rows.next().await {
         Some(Err(e)) => return Err(e.into()),
         other => other,
@@ -151,12 +169,18 @@ pub async fn stream_rows(mut rows: ExportStream, format: ExportFormat, filename:
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
     Ok((attachment(format, filename).into_iter().collect::<HeaderMap>(), body).into_response())
 }
 
 /// A small, already complete table (history points) as a response in `format`.
-pub fn table_response(batch: &arrow_array::RecordBatch, format: ExportFormat, filename: &str) -> Result<Response, ApiError> {
+pub fn table_response(
+    batch: &arrow_array::RecordBatch,
+    format: ExportFormat,
+    filename: &str,
+) -> Result<Response, ApiError> {
     let mut encoder = BatchEncoder::new(format, batch.schema(), Vec::new())?;
     encoder.write(batch)?;
     let bytes = encoder.finish()?;
@@ -177,17 +201,26 @@ pub fn history_response(
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     let points = &history.points;
-    let time: ArrayRef = Arc::new(TimestampMillisecondArray::from_iter_values(points.iter().map(|p| p.time.millis())).with_timezone("UTC"));
-    let f64s = |f: &dyn Fn(&store::HistoryPoint) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(points.iter().map(f))) };
+    let time: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from_iter_values(points.iter().map(|p| p.time.millis()))
+            .with_timezone("UTC"),
+    );
+    let f64s = |f: &dyn Fn(&store::HistoryPoint) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(points.iter().map(f)))
+    };
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let (fields, columns) = match history.step_ms {
-        None => (vec![Field::new("time", ts, false), Field::new("value", DataType::Float64, false)], vec![time, f64s(&|p| p.last)]),
+        None => (
+            vec![Field::new("time", ts, false), Field::new("value", DataType::Float64, false)],
+            vec![time, f64s(&|p| p.last)],
+        ),
         Some(_) => {
             let mut fields = vec![Field::new("time", ts, false)];
             fields.extend(["v", "count", "sum", "min", "max", "last", "avg"].map(|n| {
                 Field::new(n, if n == "count" { DataType::Int64 } else { DataType::Float64 }, true)
             }));
-            let count: ArrayRef = Arc::new(Int64Array::from_iter_values(points.iter().map(|p| p.count)));
+            let count: ArrayRef =
+                Arc::new(Int64Array::from_iter_values(points.iter().map(|p| p.count)));
             let columns = vec![
                 time,
                 f64s(&v),
@@ -201,6 +234,7 @@ pub fn history_response(
             (fields, columns)
         }
     };
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| ApiError::from(StoreError::Encode(e.to_string())))?;
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| ApiError::from(StoreError::Encode(e.to_string())))?;
     table_response(&batch, format, filename)
 }

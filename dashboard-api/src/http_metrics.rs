@@ -15,7 +15,8 @@ use axum::response::Response;
 use crate::AppState;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -41,7 +42,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl HttpMetrics {
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        *lock(&self.requests).entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
+        *lock(&self.requests).entry((route.to_owned(), method.to_owned(), status)).or_default() +=
+            1;
         let mut latency = lock(&self.latency);
         let h = latency.entry((route.to_owned(), method.to_owned())).or_default();
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -60,7 +62,11 @@ impl HttpMetrics {
 
     /// Requests counted for (route, status), for tests.
     pub fn requests(&self, route: &str, status: u16) -> u64 {
-        lock(&self.requests).iter().filter(|((r, _, s), _)| r == route && *s == status).map(|(_, n)| n).sum()
+        lock(&self.requests)
+            .iter()
+            .filter(|((r, _, s), _)| r == route && *s == status)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn ws_errors(&self, code: &str) -> u64 {
@@ -69,9 +75,13 @@ impl HttpMetrics {
 
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP sccr_http_requests_total HTTP requests answered, by route, method and status.");
+        let _ = writeln!(
+            out,
+            "# HELP sccr_http_requests_total HTTP requests answered, by route, method and status."
+        );
         let _ = writeln!(out, "# TYPE sccr_http_requests_total counter");
-        let requests: BTreeMap<_, _> = lock(&self.requests).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let requests: BTreeMap<_, _> =
+            lock(&self.requests).iter().map(|(k, v)| (k.clone(), *v)).collect();
         for ((route, method, status), n) in requests {
             let _ = writeln!(out, "sccr_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}");
         }
@@ -92,10 +102,30 @@ impl HttpMetrics {
         }
         drop(latency);
         let gauges = [
-            ("sccr_ws_clients", "gauge", "Websocket sessions open now.", self.ws_open.load(Ordering::Relaxed)),
-            ("sccr_ws_sessions_total", "counter", "Websocket sessions opened.", self.ws_sessions.load(Ordering::Relaxed)),
-            ("sccr_ws_resyncs_total", "counter", "Fresh snapshots sent to websocket clients that fell behind.", self.ws_resyncs.load(Ordering::Relaxed)),
-            ("sccr_ws_frames_sent_total", "counter", "Frames sent to websocket clients.", self.ws_frames_sent.load(Ordering::Relaxed)),
+            (
+                "sccr_ws_clients",
+                "gauge",
+                "Websocket sessions open now.",
+                self.ws_open.load(Ordering::Relaxed),
+            ),
+            (
+                "sccr_ws_sessions_total",
+                "counter",
+                "Websocket sessions opened.",
+                self.ws_sessions.load(Ordering::Relaxed),
+            ),
+            (
+                "sccr_ws_resyncs_total",
+                "counter",
+                "Fresh snapshots sent to websocket clients that fell behind.",
+                self.ws_resyncs.load(Ordering::Relaxed),
+            ),
+            (
+                "sccr_ws_frames_sent_total",
+                "counter",
+                "Frames sent to websocket clients.",
+                self.ws_frames_sent.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -111,7 +141,11 @@ impl HttpMetrics {
 /// Middleware counting every answer by its matched route (`unmatched` for the fallback).
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
     let resp = next.run(req).await;
     state.http.observe(&route, &method, resp.status().as_u16(), started.elapsed().as_secs_f64());

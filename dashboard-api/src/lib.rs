@@ -61,7 +61,15 @@ pub struct AppState {
 impl AppState {
     /// State with no pipeline metrics and no alert engine in this process.
     pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
-        Self { store, hub, metrics: None, alerts: None, auth: auth::Auth::default(), readiness: None, http: Arc::default() }
+        Self {
+            store,
+            hub,
+            metrics: None,
+            alerts: None,
+            auth: auth::Auth::default(),
+            readiness: None,
+            http: Arc::default(),
+        }
     }
 }
 
@@ -75,8 +83,10 @@ pub fn operations() -> Vec<Op> {
     let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
-    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
-    let device_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    let segment_id_or_null =
+        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
+    let device_id_or_null =
+        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
@@ -249,7 +259,10 @@ pub fn probes(state: AppState) -> Router {
     for op in operations().into_iter().filter(|op| op.tag == "health") {
         router = router.route(op.path, op.route);
     }
-    router.fallback(routes::not_found).layer(axum::middleware::from_fn(error::json_errors)).with_state(state)
+    router
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .with_state(state)
 }
 
 #[cfg(test)]

@@ -51,15 +51,17 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::Store;
-use stream::{LevelOfService, LiveEvent, LiveHub, LiveValue, Pending, Severity, SubscriptionFilter};
+use stream::{
+    LevelOfService, LiveEvent, LiveHub, LiveValue, Pending, Severity, SubscriptionFilter,
+};
 use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
 
 use crate::error::ApiError;
@@ -89,7 +91,11 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(15), idle_timeout: Duration::from_secs(60), kpi_interval: Duration::from_secs(1) }
+        Self {
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            kpi_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -109,15 +115,33 @@ impl Session {
     }
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
-            let message = format!("this is the live websocket: connect with a websocket client ({})", rejection.body_text());
-            return ApiError { status: StatusCode::UPGRADE_REQUIRED, code: "upgrade_required", message, param: None, errors: Vec::new() }.into_response();
+            let message = format!(
+                "this is the live websocket: connect with a websocket client ({})",
+                rejection.body_text()
+            );
+            return ApiError {
+                status: StatusCode::UPGRADE_REQUIRED,
+                code: "upgrade_required",
+                message,
+                param: None,
+                errors: Vec::new(),
+            }
+            .into_response();
         }
     };
-    let session = Session { hub: state.hub, http: state.http, store: Some(state.store), config: SessionConfig::default() };
+    let session = Session {
+        hub: state.hub,
+        http: state.http,
+        store: Some(state.store),
+        config: SessionConfig::default(),
+    };
     // Small socket buffers: a wall of 10,000 screens must not cost 128 KiB each (the
     // library's default read buffer); client messages are small and frames are written whole.
     ws.max_message_size(MAX_CLIENT_MESSAGE)
@@ -130,7 +154,11 @@ pub async fn upgrade(State(state): State<AppState>, ws: Result<WebSocketUpgrade,
 async fn serve_socket(session: Session, socket: WebSocket) {
     let (sink, stream) = socket.split();
     let sink = sink.with(|text: String| async move {
-        Ok::<_, axum::Error>(if text == PING_MARK { Message::Ping(Default::default()) } else { Message::Text(text.into()) })
+        Ok::<_, axum::Error>(if text == PING_MARK {
+            Message::Ping(Default::default())
+        } else {
+            Message::Text(text.into())
+        })
     });
     let stream = stream.filter_map(|m| async move {
         match m {
@@ -192,7 +220,11 @@ fn error_frame(http: &HttpMetrics, code: &'static str, message: &str) -> String 
     json!({"type": "error", "code": code, "message": message}).to_string()
 }
 
-fn parse_keys<T>(what: &str, list: &[String], parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn parse_keys<T>(
+    what: &str,
+    list: &[String],
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
     if list.len() > MAX_SUBSCRIPTION_KEYS {
         return Err(format!("at most {MAX_SUBSCRIPTION_KEYS} {what} per message"));
     }
@@ -218,10 +250,17 @@ struct Requested {
 }
 
 async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFilter, String> {
-    let mut devices: BTreeSet<DeviceId> = parse_keys("devices", &r.devices, device_key)?.into_iter().collect();
-    let metrics: BTreeSet<MetricId> = parse_keys("metrics", &r.metrics, |m| m.parse().map_err(|e: telemetry::UnknownMetric| e.to_string()))?.into_iter().collect();
-    let mut segments: Option<BTreeSet<SegmentId>> =
-        r.segments.map(|list| parse_keys("segments", &list, segment_key).map(|v| v.into_iter().collect())).transpose()?;
+    let mut devices: BTreeSet<DeviceId> =
+        parse_keys("devices", &r.devices, device_key)?.into_iter().collect();
+    let metrics: BTreeSet<MetricId> = parse_keys("metrics", &r.metrics, |m| {
+        m.parse().map_err(|e: telemetry::UnknownMetric| e.to_string())
+    })?
+    .into_iter()
+    .collect();
+    let mut segments: Option<BTreeSet<SegmentId>> = r
+        .segments
+        .map(|list| parse_keys("segments", &list, segment_key).map(|v| v.into_iter().collect()))
+        .transpose()?;
     let mut values = r.values;
     if let Some(bbox) = r.bbox {
         let (in_box, linked) = resolve_bbox(session, bbox).await?;
@@ -239,19 +278,36 @@ async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFil
         }
         devices.extend(linked);
     }
-    Ok(SubscriptionFilter { values, devices, metrics, segments, alerts: r.alerts, ..SubscriptionFilter::default() })
+    Ok(SubscriptionFilter {
+        values,
+        devices,
+        metrics,
+        segments,
+        alerts: r.alerts,
+        ..SubscriptionFilter::default()
+    })
 }
 
 /// The segments with a point inside `bbox` and the devices linked to them.
-async fn resolve_bbox(session: &Session, bbox: [f64; 4]) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
+async fn resolve_bbox(
+    session: &Session,
+    bbox: [f64; 4],
+) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
     if !crate::params::valid_bbox(bbox) {
-        return Err("bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max".into());
+        return Err(
+            "bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max"
+                .into(),
+        );
     }
     let store = session.store.as_ref().ok_or("bounding boxes need the store")?;
     let segments = store.segments().await.map_err(|e| format!("cannot read segments: {e}"))?;
     let in_box = crate::params::segments_in_bbox(&segments, bbox);
     let devices = store.devices().await.map_err(|e| format!("cannot read devices: {e}"))?;
-    let linked = devices.into_iter().filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s))).map(|d| d.id).collect();
+    let linked = devices
+        .into_iter()
+        .filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s)))
+        .map(|d| d.id)
+        .collect();
     Ok((in_box, linked))
 }
 
@@ -284,7 +340,13 @@ impl Kpi {
             Some(store) => store.segments().await.unwrap_or_default(),
             None => Vec::new(),
         };
-        Self { segments: segments.into_iter().map(|s: RoadSegment| (s.id, (s.name, s.length_m))).collect(), last: (Instant::now(), session.hub.readings_applied()) }
+        Self {
+            segments: segments
+                .into_iter()
+                .map(|s: RoadSegment| (s.id, (s.name, s.length_m)))
+                .collect(),
+            last: (Instant::now(), session.hub.readings_applied()),
+        }
     }
 
     fn frame(&mut self, hub: &LiveHub) -> String {
@@ -314,7 +376,9 @@ impl Kpi {
         }
         let mut worst: Vec<_> = states.iter().filter(|s| s.los.is_some()).collect();
         worst.sort_by(|a, b| {
-            b.los.cmp(&a.los).then(a.speed_kmh.partial_cmp(&b.speed_kmh).unwrap_or(std::cmp::Ordering::Equal))
+            b.los
+                .cmp(&a.los)
+                .then(a.speed_kmh.partial_cmp(&b.speed_kmh).unwrap_or(std::cmp::Ordering::Equal))
         });
         let worst: Vec<Value> = worst
             .iter()
@@ -363,7 +427,8 @@ where
     let sub = hub.subscribe(nothing.clone());
     let mut filter: Option<SubscriptionFilter> = None;
     let mut kpi: Option<Kpi> = None;
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
     let mut kpi_tick = tokio::time::interval(cfg.kpi_interval);
     kpi_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let idle = tokio::time::sleep(cfg.idle_timeout);

@@ -48,7 +48,14 @@ pub struct Op {
 }
 
 impl Op {
-    pub fn new(method: &'static str, path: &'static str, roles: &'static [Role], tag: &'static str, summary: &'static str, route: MethodRouter<AppState>) -> Self {
+    pub fn new(
+        method: &'static str,
+        path: &'static str,
+        roles: &'static [Role],
+        tag: &'static str,
+        summary: &'static str,
+        route: MethodRouter<AppState>,
+    ) -> Self {
         let mut errors = Vec::new();
         if !roles.is_empty() {
             errors.extend([
@@ -57,7 +64,19 @@ impl Op {
                 (429, "Too many failed authentications from this address"),
             ]);
         }
-        Self { method, path, roles, summary, tag, params: Vec::new(), body: None, ok: (200, "application/json", json!({"type": "object"})), errors, alt_media: Vec::new(), route }
+        Self {
+            method,
+            path,
+            roles,
+            summary,
+            tag,
+            params: Vec::new(),
+            body: None,
+            ok: (200, "application/json", json!({"type": "object"})),
+            errors,
+            alt_media: Vec::new(),
+            route,
+        }
     }
 
     pub fn query(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
@@ -65,12 +84,22 @@ impl Op {
         self.error(400, "A parameter is invalid (the error names it)")
     }
 
-    pub fn required_query(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+    pub fn required_query(
+        mut self,
+        name: &'static str,
+        schema: Value,
+        description: &'static str,
+    ) -> Self {
         self.params.push(Param { name, at: In::Query, required: true, schema, description });
         self.error(400, "A parameter is invalid (the error names it)")
     }
 
-    pub fn path_param(mut self, name: &'static str, schema: Value, description: &'static str) -> Self {
+    pub fn path_param(
+        mut self,
+        name: &'static str,
+        schema: Value,
+        description: &'static str,
+    ) -> Self {
         self.params.push(Param { name, at: In::Path, required: true, schema, description });
         self.error(400, "A parameter is invalid (the error names it)").error(404, "No such object")
     }
@@ -158,7 +187,8 @@ pub fn document(ops: &[Op]) -> Value {
         for media in &op.alt_media {
             content.insert((*media).to_owned(), json!({"schema": {}}));
         }
-        responses.insert(op.ok.0.to_string(), json!({"description": "Success", "content": content}));
+        responses
+            .insert(op.ok.0.to_string(), json!({"description": "Success", "content": content}));
         for (status, description) in &op.errors {
             responses.insert(
                 status.to_string(),
@@ -190,7 +220,8 @@ pub fn document(ops: &[Op]) -> Value {
             operation["security"] = json!([]);
         }
         if let Some(body) = &op.body {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": body}}});
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": body}}});
         }
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         entry[op.method.to_lowercase()] = operation;
@@ -223,8 +254,16 @@ pub async fn serve_page() -> Html<String> {
     let ops = crate::operations();
     let mut rows = String::new();
     for op in &ops {
-        let params: Vec<String> = op.params.iter().map(|p| format!("{}{}", p.name, if p.required { "*" } else { "" })).collect();
-        let roles = if op.roles.is_empty() { "public".to_owned() } else { op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ") };
+        let params: Vec<String> = op
+            .params
+            .iter()
+            .map(|p| format!("{}{}", p.name, if p.required { "*" } else { "" }))
+            .collect();
+        let roles = if op.roles.is_empty() {
+            "public".to_owned()
+        } else {
+            op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+        };
         rows.push_str(&format!(
             "<tr><td class=m>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             op.method,

@@ -17,10 +17,16 @@ impl Params {
         let mut map = BTreeMap::new();
         for (k, v) in pairs {
             if v.chars().any(char::is_control) || k.chars().any(char::is_control) {
-                return Err(ApiError::bad_param(&k.replace(char::is_control, "?"), "parameters must not contain control characters"));
+                return Err(ApiError::bad_param(
+                    &k.replace(char::is_control, "?"),
+                    "parameters must not contain control characters",
+                ));
             }
             if map.contains_key(&k) {
-                return Err(ApiError::bad_param(&k, format!("parameter {k:?} is given more than once")));
+                return Err(ApiError::bad_param(
+                    &k,
+                    format!("parameter {k:?} is given more than once"),
+                ));
             }
             map.insert(k, v);
         }
@@ -32,14 +38,18 @@ impl Params {
     }
 
     pub fn required(&mut self, name: &str) -> Result<String, ApiError> {
-        self.take(name).ok_or_else(|| ApiError::bad_param(name, format!("parameter {name:?} is required")))
+        self.take(name)
+            .ok_or_else(|| ApiError::bad_param(name, format!("parameter {name:?} is required")))
     }
 
     /// Fail on any parameter not taken.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.map.into_keys().next() {
             None => Ok(()),
-            Some(k) => Err(ApiError::bad_param(&k, format!("unknown parameter {:?}", k.chars().take(64).collect::<String>()))),
+            Some(k) => Err(ApiError::bad_param(
+                &k,
+                format!("unknown parameter {:?}", k.chars().take(64).collect::<String>()),
+            )),
         }
     }
 }
@@ -84,11 +94,16 @@ pub fn valid_bbox(b: [f64; 4]) -> bool {
         && min_lat <= max_lat
 }
 
-pub const BBOX_RULE: &str = "bbox must be min_lon,min_lat,max_lon,max_lat in WGS84 degrees, min before max";
+pub const BBOX_RULE: &str =
+    "bbox must be min_lon,min_lat,max_lon,max_lat in WGS84 degrees, min before max";
 
 /// `min_lon,min_lat,max_lon,max_lat`.
 pub fn bbox(name: &str, v: &str) -> Result<[f64; 4], ApiError> {
-    let parts: Vec<f64> = v.split(',').map(|p| p.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
+    let parts: Vec<f64> = v
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
     let b: [f64; 4] = parts.try_into().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
     if valid_bbox(b) {
         Ok(b)
@@ -102,7 +117,11 @@ pub fn segments_in_bbox(segments: &[telemetry::RoadSegment], b: [f64; 4]) -> Vec
     let [min_lon, min_lat, max_lon, max_lat] = b;
     segments
         .iter()
-        .filter(|s| s.coordinates.iter().any(|[lon, lat]| (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)))
+        .filter(|s| {
+            s.coordinates.iter().any(|[lon, lat]| {
+                (min_lon..=max_lon).contains(lon) && (min_lat..=max_lat).contains(lat)
+            })
+        })
         .map(|s| s.id.clone())
         .collect()
 }

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use store::{ExportFormat, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 use telemetry::EventTime;
 
-use crate::error::ApiError;
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::formats;
 use crate::params::{self, Params};
 use crate::AppState;
@@ -39,7 +39,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Prometheus text exposition: the pipeline's counters and the live hub's size.
-pub async fn metrics(State(state): State<AppState>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
     let mut text = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
     text.push_str(&format!(
         "# HELP sccr_live_values Current (device, metric) values held for live subscribers.\n# TYPE sccr_live_values gauge\nsccr_live_values {}\n",
@@ -53,7 +55,10 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-pub async fn latest(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn latest(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let metric = p.take("metric").map(|v| params::metric("metric", &v)).transpose()?;
@@ -82,7 +87,12 @@ impl Aggregate {
             "sum" => Aggregate::Sum,
             "count" => Aggregate::Count,
             "last" => Aggregate::Last,
-            _ => return Err(ApiError::bad_param("agg", "agg must be one of avg, min, max, sum, count, last")),
+            _ => {
+                return Err(ApiError::bad_param(
+                    "agg",
+                    "agg must be one of avg, min, max, sum, count, last",
+                ))
+            }
         })
     }
 
@@ -103,7 +113,12 @@ impl Aggregate {
 /// `max_points`), at a stored level (`resolution=raw|1m|1h|1d`) or in buckets of a given
 /// width (`step=15m`); `agg` picks the figure in `v`; `fill=null|previous` adds the empty
 /// buckets.
-pub async fn history(State(state): State<AppState>, who: Principal, headers: HeaderMap, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub async fn history(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Json)?;
     formats::require_bulk_role(&who, format)?;
@@ -116,38 +131,62 @@ pub async fn history(State(state): State<AppState>, who: Principal, headers: Hea
         }
         (Some(d), None, None) => HistorySubject::Device(d),
         (None, Some(s), None) => HistorySubject::Segment(s),
-        (None, None, Some(b)) => HistorySubject::Segments(params::segments_in_bbox(&state.store.segments().await?, b)),
+        (None, None, Some(b)) => {
+            HistorySubject::Segments(params::segments_in_bbox(&state.store.segments().await?, b))
+        }
         (None, None, None) => HistorySubject::City,
     };
     let metric = params::metric("metric", &p.required("metric")?)?;
-    let to = p.take("to").map(|v| params::time("to", &v)).transpose()?.unwrap_or_else(EventTime::now);
+    let to =
+        p.take("to").map(|v| params::time("to", &v)).transpose()?.unwrap_or_else(EventTime::now);
     let from = p
         .take("from")
         .map(|v| params::time("from", &v))
         .transpose()?
         .unwrap_or(EventTime(to.millis().saturating_sub(DEFAULT_SPAN_MS).max(0)));
-    let max_points = p.take("max_points").map(|v| params::limit("max_points", &v, MAX_HISTORY_POINTS)).transpose()?;
+    let max_points = p
+        .take("max_points")
+        .map(|v| params::limit("max_points", &v, MAX_HISTORY_POINTS))
+        .transpose()?;
     let step = match (p.take("step"), p.take("resolution")) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_param("resolution", "give step or resolution, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_param("resolution", "give step or resolution, not both"))
+        }
         (None, Some(r)) => match Resolution::parse(&r) {
             Some(Resolution::Raw) => Step::Raw,
-            Some(level) => Step::Fixed(std::time::Duration::from_millis(level.bucket_ms().unwrap_or(60_000) as u64)),
-            None => return Err(ApiError::bad_param("resolution", "resolution must be raw, 1m, 1h or 1d")),
+            Some(level) => Step::Fixed(std::time::Duration::from_millis(
+                level.bucket_ms().unwrap_or(60_000) as u64,
+            )),
+            None => {
+                return Err(ApiError::bad_param(
+                    "resolution",
+                    "resolution must be raw, 1m, 1h or 1d",
+                ))
+            }
         },
         (Some(s), None) if s == "raw" => Step::Raw,
         (None, None) => Step::Auto { max_points: max_points.unwrap_or(DEFAULT_AUTO_POINTS) },
-        (Some(s), None) if s == "auto" => Step::Auto { max_points: max_points.unwrap_or(DEFAULT_AUTO_POINTS) },
-        (Some(s), None) => Step::Fixed(
-            humantime::parse_duration(&s)
-                .map_err(|e| ApiError::bad_param("step", format!("step must be auto, raw or a duration such as 15m: {e}")))?,
-        ),
+        (Some(s), None) if s == "auto" => {
+            Step::Auto { max_points: max_points.unwrap_or(DEFAULT_AUTO_POINTS) }
+        }
+        (Some(s), None) => Step::Fixed(humantime::parse_duration(&s).map_err(|e| {
+            ApiError::bad_param(
+                "step",
+                format!("step must be auto, raw or a duration such as 15m: {e}"),
+            )
+        })?),
     };
     let fill = match p.take("fill") {
         None => GapFill::None,
-        Some(v) => GapFill::parse(&v).ok_or_else(|| ApiError::bad_param("fill", "fill must be none, null or previous"))?,
+        Some(v) => GapFill::parse(&v)
+            .ok_or_else(|| ApiError::bad_param("fill", "fill must be none, null or previous"))?,
     };
     let agg = p.take("agg").map(|v| Aggregate::parse(&v)).transpose()?.unwrap_or(Aggregate::Avg);
-    let limit = p.take("limit").map(|v| params::limit("limit", &v, MAX_HISTORY_POINTS)).transpose()?.unwrap_or(DEFAULT_HISTORY_POINTS);
+    let limit = p
+        .take("limit")
+        .map(|v| params::limit("limit", &v, MAX_HISTORY_POINTS))
+        .transpose()?
+        .unwrap_or(DEFAULT_HISTORY_POINTS);
     p.finish()?;
     if from >= to {
         return Err(ApiError::bad_param("from", "from must be before to"));
@@ -155,7 +194,12 @@ pub async fn history(State(state): State<AppState>, who: Principal, headers: Hea
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
     let history = state.store.history(&q).await?;
     if format != ExportFormat::Json {
-        return formats::history_response(&history, |p| agg.of(p), format, &format!("history-{}", q.metric.as_str()));
+        return formats::history_response(
+            &history,
+            |p| agg.of(p),
+            format,
+            &format!("history-{}", q.metric.as_str()),
+        );
     }
     let points: Vec<Value> = match history.step_ms {
         None => history.points.iter().map(|p| json!({"t": p.time, "v": p.last})).collect(),

@@ -27,11 +27,18 @@ async fn state() -> AppState {
         })
         .collect();
     store
-        .write_batch(&Batch { readings, new_devices: vec![DeviceId::parse("loop-1").unwrap()], ..Batch::default() })
+        .write_batch(&Batch {
+            readings,
+            new_devices: vec![DeviceId::parse("loop-1").unwrap()],
+            ..Batch::default()
+        })
         .await
         .unwrap();
     for (token, name, role) in TOKENS {
-        store.ensure_token(name, role, &crate::auth::token_digest(token), EventTime(T0)).await.unwrap();
+        store
+            .ensure_token(name, role, &crate::auth::token_digest(token), EventTime(T0))
+            .await
+            .unwrap();
     }
     let mut state = AppState::new(store, LiveHub::new(64));
     state.metrics = Some(std::sync::Arc::new(|| "sccr_test_total 7\n".to_string()));
@@ -44,11 +51,19 @@ const BOB: &str = "sccr_test_bob";
 const PLANNER: &str = "sccr_test_planner";
 const DEVICE: &str = "sccr_test_device";
 /// (token, name, role) stored by [`state`].
-const TOKENS: [(&str, &str, &str); 5] =
-    [(ADMIN, "root", "admin"), (ADA, "ada", "operator"), (BOB, "bob", "operator"), (PLANNER, "pia", "planner"), (DEVICE, "loop-1", "device")];
+const TOKENS: [(&str, &str, &str); 5] = [
+    (ADMIN, "root", "admin"),
+    (ADA, "ada", "operator"),
+    (BOB, "bob", "operator"),
+    (PLANNER, "pia", "planner"),
+    (DEVICE, "loop-1", "device"),
+];
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let req = Request::get(uri).header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap();
+    let req = Request::get(uri)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
     let resp = app(state.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
@@ -67,19 +82,32 @@ async fn devices_latest_and_health() {
     assert_eq!(body["values"][0]["time"], T0 + 119_000);
     assert_eq!(get(&s, "/healthz").await.0, StatusCode::OK);
     assert_eq!(get(&s, "/readyz").await.1["store"], "sqlite");
-    let resp = app(s.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app(s.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
-    assert!(text.contains("sccr_test_total 7\n") && text.contains("sccr_live_values 0\n"), "{text}");
+    let text =
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec())
+            .unwrap();
+    assert!(
+        text.contains("sccr_test_total 7\n") && text.contains("sccr_live_values 0\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn history_raw_and_minute() {
     let s = state().await;
-    let (st, body) = get(&s, &format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={}&to={}", T0, T0 + 3_000)).await;
+    let (st, body) = get(
+        &s,
+        &format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={}&to={}", T0, T0 + 3_000),
+    )
+    .await;
     assert_eq!(body["resolution"], "raw", "a short span is answered with raw readings: {body}");
     assert_eq!(st, StatusCode::OK, "{body}");
-    let vs: Vec<f64> = body["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    let vs: Vec<f64> =
+        body["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
     assert_eq!(vs, vec![0.0, 1.0, 2.0]);
     let (_, body) = get(
         &s,
@@ -132,12 +160,21 @@ async fn bad_parameters_get_json_errors_naming_them() {
 }
 
 fn reading(dev: &str, t: i64, v: f64) -> Reading {
-    Reading { device: DeviceId::parse(dev).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(t), value: v, seq: None }
+    Reading {
+        device: DeviceId::parse(dev).unwrap(),
+        metric: MetricId::SpeedKmh,
+        time: EventTime(t),
+        value: v,
+        seq: None,
+    }
 }
 
 async fn next_json(rx: &mut mpsc::Receiver<String>) -> Value {
     loop {
-        let text = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("a frame in time").expect("open");
+        let text = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a frame in time")
+            .expect("open");
         if text != live::PING_MARK {
             return serde_json::from_str(&text).unwrap();
         }
@@ -145,7 +182,9 @@ async fn next_json(rx: &mut mpsc::Receiver<String>) -> Value {
 }
 
 /// Drive a session over channels: (client → server sender, server → client receiver).
-fn session(hub: std::sync::Arc<LiveHub>) -> (mpsc::Sender<Result<String, ()>>, mpsc::Receiver<String>) {
+fn session(
+    hub: std::sync::Arc<LiveHub>,
+) -> (mpsc::Sender<Result<String, ()>>, mpsc::Receiver<String>) {
     session_with(live::Session::new(hub))
 }
 
@@ -162,8 +201,13 @@ fn session_with(ctx: live::Session) -> (mpsc::Sender<Result<String, ()>>, mpsc::
     (in_tx, out_rx)
 }
 
-fn tokio_stream_from(rx: mpsc::Receiver<Result<String, ()>>) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String, ()>> + Send>> {
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) }))
+fn tokio_stream_from(
+    rx: mpsc::Receiver<Result<String, ()>>,
+) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<String, ()>> + Send>> {
+    Box::pin(futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+    ))
 }
 
 #[tokio::test]
@@ -220,11 +264,20 @@ async fn a_client_that_falls_behind_gets_a_fresh_snapshot() {
     // On this single-threaded runtime the session cannot run during this synchronous burst,
     // so its 16-event queue overflows before it reads; values, conflated, never do.
     for i in 0..200 {
-        hub.publish_segments(vec![segment_state("s1", T0 + i * 60_000, 20.0, stream::LevelOfService::C)]);
+        hub.publish_segments(vec![segment_state(
+            "s1",
+            T0 + i * 60_000,
+            20.0,
+            stream::LevelOfService::C,
+        )]);
         hub.apply(&[reading("a", T0 + i, i as f64)]);
     }
     let f = next_json(&mut rx).await;
-    assert_eq!((f["type"].as_str(), f["reason"].as_str()), (Some("snapshot"), Some("resync")), "{f}");
+    assert_eq!(
+        (f["type"].as_str(), f["reason"].as_str()),
+        (Some("snapshot"), Some("resync")),
+        "{f}"
+    );
     assert_eq!(f["segments"][0]["start"], T0 + 199 * 60_000);
     assert_eq!(f["values"][0]["value"], 199.0);
 }
@@ -240,8 +293,12 @@ use crate::AlertControl;
 async fn state_with_engine() -> (AppState, mpsc::Receiver<StreamCommand>) {
     let mut s = state().await;
     let (tx, rx) = mpsc::channel(8);
-    let rules = StoredRules { rules: AlertRulesConfig::default(), file: AlertRulesConfig::default() };
-    s.alerts = Some(AlertControl { commands: tx, rules: std::sync::Arc::new(tokio::sync::Mutex::new(rules)) });
+    let rules =
+        StoredRules { rules: AlertRulesConfig::default(), file: AlertRulesConfig::default() };
+    s.alerts = Some(AlertControl {
+        commands: tx,
+        rules: std::sync::Arc::new(tokio::sync::Mutex::new(rules)),
+    });
     (s, rx)
 }
 
@@ -249,7 +306,13 @@ async fn send(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusC
     send_as(state, ADMIN, method, uri, body).await
 }
 
-async fn send_as(state: &AppState, token: &str, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+async fn send_as(
+    state: &AppState,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -288,7 +351,8 @@ async fn alerts_are_listed_filtered_and_paged() {
     let b = raise(&s, "lungarno-acciaiuoli", T0 + 1_000).await;
     let (st, body) = get(&s, "/api/v1/alerts?state=open").await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let ids: Vec<i64> = body["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> =
+        body["alerts"].as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, vec![b, a], "newest first");
     assert_eq!(body["alerts"][0]["subject"]["segment"], "lungarno-acciaiuoli");
     assert_eq!(body["alerts"][0]["severity"], "critical");
@@ -298,12 +362,20 @@ async fn alerts_are_listed_filtered_and_paged() {
     assert_eq!(page["next"], b);
     let (_, page2) = get(&s, &format!("/api/v1/alerts?limit=1&before={b}")).await;
     assert_eq!(page2["alerts"][0]["id"], a);
-    let (_, seg) = get(&s, "/api/v1/alerts?segment=viale-strozzi&severity=critical,warning&rule=congestion").await;
+    let (_, seg) =
+        get(&s, "/api/v1/alerts?segment=viale-strozzi&severity=critical,warning&rule=congestion")
+            .await;
     assert_eq!(seg["alerts"].as_array().unwrap().len(), 1);
     assert_eq!(seg["alerts"][0]["id"], a);
     let (_, none) = get(&s, "/api/v1/alerts?state=cleared").await;
     assert!(none["alerts"].as_array().unwrap().is_empty());
-    for (uri, param) in [("/api/v1/alerts?state=asleep", "state"), ("/api/v1/alerts?severity=loud", "severity"), ("/api/v1/alerts?before=x", "before"), ("/api/v1/alerts?limit=0", "limit"), ("/api/v1/alerts?colour=red", "colour")] {
+    for (uri, param) in [
+        ("/api/v1/alerts?state=asleep", "state"),
+        ("/api/v1/alerts?severity=loud", "severity"),
+        ("/api/v1/alerts?before=x", "before"),
+        ("/api/v1/alerts?limit=0", "limit"),
+        ("/api/v1/alerts?colour=red", "colour"),
+    ] {
         let (st, body) = get(&s, uri).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(body["error"]["param"], param, "{uri}: {body}");
@@ -314,29 +386,62 @@ async fn alerts_are_listed_filtered_and_paged() {
 async fn acknowledge_and_clear_update_the_store_the_hub_and_the_engine() {
     let (s, mut commands) = state_with_engine().await;
     let id = raise(&s, "viale-strozzi", T0).await;
-    let (st, body) = send_as(&s, ADA, "POST", &format!("/api/v1/alerts/{id}/ack"), r#"{"note":"crew on the way"}"#).await;
+    let (st, body) = send_as(
+        &s,
+        ADA,
+        "POST",
+        &format!("/api/v1/alerts/{id}/ack"),
+        r#"{"note":"crew on the way"}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["alert"]["state"], "acknowledged");
     assert_eq!(body["alert"]["acknowledged"]["by"], "ada");
     assert_eq!(s.hub.open_alerts()[0].state, stream::AlertState::Acknowledged, "pushed live");
-    let Some(StreamCommand::Operator { action: OperatorAction::Acknowledge, key, by, note, .. }) = commands.try_recv().ok() else { panic!("no command") };
-    assert_eq!((key.rule.as_str(), key.subject.to_string(), by.as_str(), note.as_deref()), ("congestion", "segment viale-strozzi".to_owned(), "ada", Some("crew on the way")));
+    let Some(StreamCommand::Operator {
+        action: OperatorAction::Acknowledge, key, by, note, ..
+    }) = commands.try_recv().ok()
+    else {
+        panic!("no command")
+    };
+    assert_eq!(
+        (key.rule.as_str(), key.subject.to_string(), by.as_str(), note.as_deref()),
+        ("congestion", "segment viale-strozzi".to_owned(), "ada", Some("crew on the way"))
+    );
 
     let (st, body) = send_as(&s, BOB, "POST", &format!("/api/v1/alerts/{id}/ack"), "").await;
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "conflict");
     assert!(commands.try_recv().is_err(), "a refused move is not mirrored");
 
-    let (st, body) = send_as(&s, ADA, "POST", &format!("/api/v1/alerts/{id}/clear"), r#"{"note":"cleared on site"}"#).await;
+    let (st, body) = send_as(
+        &s,
+        ADA,
+        "POST",
+        &format!("/api/v1/alerts/{id}/clear"),
+        r#"{"note":"cleared on site"}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(body["alert"]["cleared"]["by"], "ada");
-    assert!(matches!(commands.try_recv(), Ok(StreamCommand::Operator { action: OperatorAction::Clear, .. })));
+    assert!(matches!(
+        commands.try_recv(),
+        Ok(StreamCommand::Operator { action: OperatorAction::Clear, .. })
+    ));
     assert!(s.hub.open_alerts().is_empty());
-    assert_eq!(send_as(&s, ADA, "POST", &format!("/api/v1/alerts/{id}/clear"), "{}").await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        send_as(&s, ADA, "POST", &format!("/api/v1/alerts/{id}/clear"), "{}").await.0,
+        StatusCode::CONFLICT
+    );
 
     let (st, detail) = get(&s, &format!("/api/v1/alerts/{id}")).await;
     assert_eq!(st, StatusCode::OK);
-    let events: Vec<(Value, Value, Value)> = detail["events"].as_array().unwrap().iter().map(|e| (e["to"].clone(), e["by"].clone(), e["note"].clone())).collect();
+    let events: Vec<(Value, Value, Value)> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["to"].clone(), e["by"].clone(), e["note"].clone()))
+        .collect();
     assert_eq!(
         events,
         vec![
@@ -355,13 +460,23 @@ async fn operator_moves_refuse_unknown_ids_and_bad_bodies() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(get(&s, "/api/v1/alerts/999").await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(&s, "POST", "/api/v1/alerts/999/clear", "{}").await.0, StatusCode::NOT_FOUND);
-    for (body, field) in [(r#"{"by":"ada"}"#, "by"), ("not json", "body"), ("[1]", "body"), (r#"{"colour":"red"}"#, "colour"), (r#"{"note":5}"#, "note")] {
+    for (body, field) in [
+        (r#"{"by":"ada"}"#, "by"),
+        ("not json", "body"),
+        ("[1]", "body"),
+        (r#"{"colour":"red"}"#, "colour"),
+        (r#"{"note":5}"#, "note"),
+    ] {
         let (st, resp) = send(&s, "POST", &format!("/api/v1/alerts/{id}/ack"), body).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(resp["error"]["param"], field, "{body}: {resp}");
     }
     assert_eq!(send(&s, "POST", "/api/v1/alerts/abc/ack", "{}").await.1["error"]["param"], "id");
-    assert_eq!(get(&s, &format!("/api/v1/alerts/{id}")).await.1["alert"]["state"], "raised", "nothing moved");
+    assert_eq!(
+        get(&s, &format!("/api/v1/alerts/{id}")).await.1["alert"]["state"],
+        "raised",
+        "nothing moved"
+    );
 }
 
 #[tokio::test]
@@ -372,13 +487,28 @@ async fn alert_rules_are_read_and_replaced_with_every_error_named() {
     assert_eq!(body["rules"]["air_quality_defaults"], true);
     assert_eq!(body["effective_rules"], 5);
 
-    let bad = r#"{"rules":[{"id":"Bad Id","severity":"info","threshold":{"metric":"warp","above":1}}]}"#;
+    let bad =
+        r#"{"rules":[{"id":"Bad Id","severity":"info","threshold":{"metric":"warp","above":1}}]}"#;
     let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", bad).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["code"], "invalid_rules");
-    let paths: Vec<&str> = body["error"]["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    assert!(paths.contains(&"rules[0].id") && paths.contains(&"rules[0].threshold.metric"), "{paths:?}");
-    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", r#"{"rules":[{"id":"x","severity":"info","threshold":{"metric":"speed_kmh","abov":1}}]}"#).await;
+    let paths: Vec<&str> = body["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"rules[0].id") && paths.contains(&"rules[0].threshold.metric"),
+        "{paths:?}"
+    );
+    let (st, body) = send(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules",
+        r#"{"rules":[{"id":"x","severity":"info","threshold":{"metric":"speed_kmh","abov":1}}]}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body["error"]["param"].as_str().unwrap().starts_with("rules[0].threshold"), "{body}");
 
@@ -396,9 +526,16 @@ async fn alert_rules_are_read_and_replaced_with_every_error_named() {
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(engine.await.unwrap(), vec!["congestion"]);
     assert_eq!(get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"][0]["id"], "congestion");
-    let saved: StoredRules = serde_json::from_value(s.store.load_stream_state(crate::RULES_STATE_KEY).await.unwrap().unwrap()).unwrap();
+    let saved: StoredRules = serde_json::from_value(
+        s.store.load_stream_state(crate::RULES_STATE_KEY).await.unwrap().unwrap(),
+    )
+    .unwrap();
     assert_eq!(saved.rules.rules.len(), 1);
-    assert_eq!(saved.file, AlertRulesConfig::default(), "the file's section it replaced is kept with it");
+    assert_eq!(
+        saved.file,
+        AlertRulesConfig::default(),
+        "the file's section it replaced is kept with it"
+    );
 }
 
 #[tokio::test]
@@ -412,7 +549,8 @@ async fn single_rules_are_added_replaced_and_removed() {
             let _ = ids_tx.send(rules.rules.iter().map(|r| r.id.to_string()).collect()).await;
         }
     });
-    let rule = r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    let rule =
+        r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
     let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert!(ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
@@ -421,16 +559,36 @@ async fn single_rules_are_added_replaced_and_removed() {
     let critical = r#"{"id":"no2-watch","severity":"critical","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
     assert_eq!(send(&s, "PUT", "/api/v1/alert-rules/no2-watch", critical).await.0, StatusCode::OK);
     ids.recv().await.unwrap();
-    assert_eq!(get(&s, "/api/v1/alert-rules/no2-watch").await.1["rule"]["severity"], "critical", "replaced, not added twice");
-    assert_eq!(get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&s, "/api/v1/alert-rules/no2-watch").await.1["rule"]["severity"],
+        "critical",
+        "replaced, not added twice"
+    );
+    assert_eq!(
+        get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"].as_array().unwrap().len(),
+        1
+    );
     let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/other", critical).await;
-    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("id")), "ids of body and path differ");
-    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/x", r#"{"severity":"info","threshold":{"metric":"warp","above":1}}"#).await;
+    assert_eq!(
+        (st, body["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id")),
+        "ids of body and path differ"
+    );
+    let (st, body) = send(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/x",
+        r#"{"severity":"info","threshold":{"metric":"warp","above":1}}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0, StatusCode::OK);
     assert!(!ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
     assert_eq!(get(&s, "/api/v1/alert-rules/no2-watch").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(get(&s, "/api/v1/alert-rules/bad%20id").await.1["error"]["param"], "id");
 }
 
@@ -440,7 +598,12 @@ async fn rules_need_a_running_engine() {
     assert_eq!(get(&s, "/api/v1/alert-rules").await.0, StatusCode::SERVICE_UNAVAILABLE);
 }
 
-fn segment_state(seg: &str, start: i64, speed: f64, los: stream::LevelOfService) -> stream::SegmentState {
+fn segment_state(
+    seg: &str,
+    start: i64,
+    speed: f64,
+    los: stream::LevelOfService,
+) -> stream::SegmentState {
     stream::SegmentState {
         segment: telemetry::SegmentId::parse(seg).unwrap(),
         start: EventTime(start),
@@ -471,7 +634,12 @@ async fn segments_are_geojson_with_their_live_state() {
     let mut quiet = seg.clone();
     quiet.id = telemetry::SegmentId::parse("lungarno-corsini").unwrap();
     s.store.upsert_segments(&[seg, quiet]).await.unwrap();
-    s.hub.publish_segments(vec![segment_state("viale-strozzi", T0, 15.0, stream::LevelOfService::E)]);
+    s.hub.publish_segments(vec![segment_state(
+        "viale-strozzi",
+        T0,
+        15.0,
+        stream::LevelOfService::E,
+    )]);
     let (st, body) = get(&s, "/api/v1/segments").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body["type"], "FeatureCollection");
@@ -480,7 +648,15 @@ async fn segments_are_geojson_with_their_live_state() {
     assert_eq!(strozzi["geometry"]["type"], "LineString");
     assert_eq!(strozzi["geometry"]["coordinates"][0][0], 11.246);
     let p = &strozzi["properties"];
-    assert_eq!((p["los"].as_str(), p["speed_kmh"].as_f64(), p["flow_vph"].as_f64(), p["occupancy_pct"].as_f64()), (Some("E"), Some(15.0), Some(720.0), Some(31.0)));
+    assert_eq!(
+        (
+            p["los"].as_str(),
+            p["speed_kmh"].as_f64(),
+            p["flow_vph"].as_f64(),
+            p["occupancy_pct"].as_f64()
+        ),
+        (Some("E"), Some(15.0), Some(720.0), Some(31.0))
+    );
     assert_eq!(p["window"]["start"], T0);
     assert_eq!(p["free_flow_kmh"], 45.0);
     let corsini = features.iter().find(|f| f["id"] == "lungarno-corsini").unwrap();
@@ -491,12 +667,19 @@ async fn segments_are_geojson_with_their_live_state() {
 async fn segment_and_alert_frames_follow_the_subscription() {
     let s = state().await;
     let hub = s.hub.clone();
-    hub.publish_segments(vec![segment_state("viale-strozzi", T0, 40.0, stream::LevelOfService::A), segment_state("lungarno-corsini", T0, 40.0, stream::LevelOfService::A)]);
+    hub.publish_segments(vec![
+        segment_state("viale-strozzi", T0, 40.0, stream::LevelOfService::A),
+        segment_state("lungarno-corsini", T0, 40.0, stream::LevelOfService::A),
+    ]);
     let id = raise(&s, "viale-strozzi", T0).await;
     let open = s.store.alert(id).await.unwrap().unwrap();
     hub.publish_alert(crate::alerts::live_alert(&open));
     let (tx, mut rx) = session(hub.clone());
-    tx.send(Ok(r#"{"type":"subscribe","values":false,"segments":["viale-strozzi"],"alerts":true}"#.into())).await.unwrap();
+    tx.send(Ok(
+        r#"{"type":"subscribe","values":false,"segments":["viale-strozzi"],"alerts":true}"#.into(),
+    ))
+    .await
+    .unwrap();
     let snap = next_json(&mut rx).await;
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["segments"].as_array().unwrap().len(), 1);
@@ -505,8 +688,18 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     assert!(snap["values"].as_array().unwrap().is_empty());
 
     hub.apply(&[reading("a", T0, 1.0)]); // values are off
-    hub.publish_segments(vec![segment_state("lungarno-corsini", T0 + 60_000, 9.0, stream::LevelOfService::F)]); // not subscribed
-    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 60_000, 12.0, stream::LevelOfService::E)]);
+    hub.publish_segments(vec![segment_state(
+        "lungarno-corsini",
+        T0 + 60_000,
+        9.0,
+        stream::LevelOfService::F,
+    )]); // not subscribed
+    hub.publish_segments(vec![segment_state(
+        "viale-strozzi",
+        T0 + 60_000,
+        12.0,
+        stream::LevelOfService::E,
+    )]);
     let f = next_json(&mut rx).await;
     assert_eq!(f["type"], "segment", "{f}");
     assert_eq!(f["segment"]["segment"], "viale-strozzi");
@@ -520,7 +713,12 @@ async fn segment_and_alert_frames_follow_the_subscription() {
 
     tx.send(Ok(r#"{"type":"unsubscribe"}"#.into())).await.unwrap();
     assert_eq!(next_json(&mut rx).await["type"], "unsubscribed");
-    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 120_000, 40.0, stream::LevelOfService::A)]);
+    hub.publish_segments(vec![segment_state(
+        "viale-strozzi",
+        T0 + 120_000,
+        40.0,
+        stream::LevelOfService::A,
+    )]);
     tx.send(Ok(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_json(&mut rx).await["type"], "pong", "nothing after unsubscribe");
 
@@ -529,7 +727,12 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     tx.send(Ok(r#"{"type":"subscribe"}"#.into())).await.unwrap();
     let snap = next_json(&mut rx).await;
     assert!(snap.get("segments").is_none() && snap.get("alerts").is_none(), "{snap}");
-    hub.publish_segments(vec![segment_state("viale-strozzi", T0 + 180_000, 40.0, stream::LevelOfService::A)]);
+    hub.publish_segments(vec![segment_state(
+        "viale-strozzi",
+        T0 + 180_000,
+        40.0,
+        stream::LevelOfService::A,
+    )]);
     tx.send(Ok(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_json(&mut rx).await["type"], "pong");
 }

@@ -21,11 +21,7 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 /// The media type of a file, by its extension.
 pub fn content_type(path: &str) -> &'static str {
-    match path
-        .rsplit_once('.')
-        .map(|(_, ext)| ext.to_ascii_lowercase())
-        .as_deref()
-    {
+    match path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
         Some("html") => "text/html; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
@@ -58,32 +54,19 @@ fn asset_response(
     tag: HeaderValue,
     headers: &HeaderMap,
 ) -> Response {
-    let cache = if path.starts_with("vendor/") {
-        "public, max-age=86400"
-    } else {
-        "no-cache"
-    };
+    let cache = if path.starts_with("vendor/") { "public, max-age=86400" } else { "no-cache" };
     let common = [
         (CACHE_CONTROL, HeaderValue::from_static(cache)),
         (ETAG, tag.clone()),
         (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
     ];
-    let matches = headers
-        .get(IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == tag.to_str().unwrap_or_default() || t.trim() == "*")
-        });
+    let matches = headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').any(|t| t.trim() == tag.to_str().unwrap_or_default() || t.trim() == "*")
+    });
     if matches {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    (
-        StatusCode::OK,
-        common,
-        [(CONTENT_TYPE, HeaderValue::from_static(content_type(path)))],
-        bytes,
-    )
+    (StatusCode::OK, common, [(CONTENT_TYPE, HeaderValue::from_static(content_type(path)))], bytes)
         .into_response()
 }
 
@@ -124,26 +107,17 @@ mod tests {
         ] {
             assert!(paths.contains(&p), "{p} is not embedded: {paths:?}");
         }
-        assert!(!paths
-            .iter()
-            .any(|p| p.contains("node_modules") || p.ends_with("package.json")));
+        assert!(!paths.iter().any(|p| p.contains("node_modules") || p.ends_with("package.json")));
     }
 
     #[test]
     fn own_files_are_revalidated_and_unchanged_ones_answer_304() {
-        let (path, bytes) = ASSETS
-            .iter()
-            .find(|(p, _)| *p == "app.js")
-            .copied()
-            .unwrap();
+        let (path, bytes) = ASSETS.iter().find(|(p, _)| *p == "app.js").copied().unwrap();
         let tag = HeaderValue::from_str(&etag(bytes)).unwrap();
         let fresh = asset_response(path, bytes, tag.clone(), &HeaderMap::new());
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[CACHE_CONTROL], "no-cache");
-        assert_eq!(
-            fresh.headers()[CONTENT_TYPE],
-            "text/javascript; charset=utf-8"
-        );
+        assert_eq!(fresh.headers()[CONTENT_TYPE], "text/javascript; charset=utf-8");
         let mut headers = HeaderMap::new();
         headers.insert(IF_NONE_MATCH, tag.clone());
         assert_eq!(
@@ -151,39 +125,20 @@ mod tests {
             StatusCode::NOT_MODIFIED
         );
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
-        assert_eq!(
-            asset_response(path, bytes, tag, &headers).status(),
-            StatusCode::OK
-        );
-        let (vpath, vbytes) = ASSETS
-            .iter()
-            .find(|(p, _)| p.starts_with("vendor/"))
-            .copied()
-            .unwrap();
-        let vendor = asset_response(
-            vpath,
-            vbytes,
-            HeaderValue::from_static("\"v\""),
-            &HeaderMap::new(),
-        );
+        assert_eq!(asset_response(path, bytes, tag, &headers).status(), StatusCode::OK);
+        let (vpath, vbytes) =
+            ASSETS.iter().find(|(p, _)| p.starts_with("vendor/")).copied().unwrap();
+        let vendor =
+            asset_response(vpath, vbytes, HeaderValue::from_static("\"v\""), &HeaderMap::new());
         assert_eq!(vendor.headers()[CACHE_CONTROL], "public, max-age=86400");
     }
 
     #[test]
     fn content_types_follow_extensions() {
         assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
-        assert_eq!(
-            content_type("vendor/leaflet/leaflet.js"),
-            "text/javascript; charset=utf-8"
-        );
+        assert_eq!(content_type("vendor/leaflet/leaflet.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("style.css"), "text/css; charset=utf-8");
-        assert_eq!(
-            content_type("vendor/leaflet/images/layers.png"),
-            "image/png"
-        );
-        assert_eq!(
-            content_type("vendor/uplot/LICENSE"),
-            "text/plain; charset=utf-8"
-        );
+        assert_eq!(content_type("vendor/leaflet/images/layers.png"), "image/png");
+        assert_eq!(content_type("vendor/uplot/LICENSE"), "text/plain; charset=utf-8");
     }
 }

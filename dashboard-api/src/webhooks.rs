@@ -47,31 +47,91 @@ pub fn operations() -> Vec<Op> {
     };
     let id = || integer();
     vec![
-        Op::new("GET", "/api/v1/webhooks", ADMINS, "webhooks", "Webhook subscriptions (never their secret)", get(list)).ok(200, object_with(&["webhooks"])),
-        Op::new("POST", "/api/v1/webhooks", ADMINS, "webhooks", "Subscribe a receiver to outbox events (CloudEvents, HMAC-signed)", post(create))
-            .body(body(&["url", "secret"]))
-            .ok(201, object_with(&["id", "url", "types", "enabled", "format"])),
-        Op::new("GET", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "A subscription", get(one)).path_param("id", id(), "Webhook id").ok(200, object_with(&["id", "url"])),
-        Op::new("PATCH", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Change a subscription", patch(update))
+        Op::new(
+            "GET",
+            "/api/v1/webhooks",
+            ADMINS,
+            "webhooks",
+            "Webhook subscriptions (never their secret)",
+            get(list),
+        )
+        .ok(200, object_with(&["webhooks"])),
+        Op::new(
+            "POST",
+            "/api/v1/webhooks",
+            ADMINS,
+            "webhooks",
+            "Subscribe a receiver to outbox events (CloudEvents, HMAC-signed)",
+            post(create),
+        )
+        .body(body(&["url", "secret"]))
+        .ok(201, object_with(&["id", "url", "types", "enabled", "format"])),
+        Op::new("GET", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "A subscription", get(one))
             .path_param("id", id(), "Webhook id")
-            .body(body(&[]))
             .ok(200, object_with(&["id", "url"])),
-        Op::new("DELETE", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "Delete a subscription and its deliveries", delete(remove))
-            .path_param("id", id(), "Webhook id")
-            .ok(204, json!({})),
-        Op::new("GET", "/api/v1/webhooks/{id}/deliveries", ADMINS, "webhooks", "A subscription's deliveries, newest event first", get(deliveries))
-            .path_param("id", id(), "Webhook id")
-            .query("state", enumeration(&["pending", "delivered", "dead"]), "Only deliveries in this state")
-            .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Deliveries (default 100)")
-            .ok(200, object_with(&["deliveries"])),
-        Op::new("POST", "/api/v1/webhooks/{id}/redeliver", ADMINS, "webhooks", "Deliver every dead delivery again", post(redeliver_all))
-            .path_param("id", id(), "Webhook id")
-            .ok(200, object_with(&["redelivered"])),
-        Op::new("POST", "/api/v1/webhooks/{id}/deliveries/{event}/redeliver", ADMINS, "webhooks", "Deliver one dead delivery again", post(redeliver_one))
-            .path_param("id", id(), "Webhook id")
-            .path_param("event", id(), "Event (outbox) id")
-            .ok(200, object_with(&["redelivered"]))
-            .error(409, "No dead delivery of that event"),
+        Op::new(
+            "PATCH",
+            "/api/v1/webhooks/{id}",
+            ADMINS,
+            "webhooks",
+            "Change a subscription",
+            patch(update),
+        )
+        .path_param("id", id(), "Webhook id")
+        .body(body(&[]))
+        .ok(200, object_with(&["id", "url"])),
+        Op::new(
+            "DELETE",
+            "/api/v1/webhooks/{id}",
+            ADMINS,
+            "webhooks",
+            "Delete a subscription and its deliveries",
+            delete(remove),
+        )
+        .path_param("id", id(), "Webhook id")
+        .ok(204, json!({})),
+        Op::new(
+            "GET",
+            "/api/v1/webhooks/{id}/deliveries",
+            ADMINS,
+            "webhooks",
+            "A subscription's deliveries, newest event first",
+            get(deliveries),
+        )
+        .path_param("id", id(), "Webhook id")
+        .query(
+            "state",
+            enumeration(&["pending", "delivered", "dead"]),
+            "Only deliveries in this state",
+        )
+        .query(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+            "Deliveries (default 100)",
+        )
+        .ok(200, object_with(&["deliveries"])),
+        Op::new(
+            "POST",
+            "/api/v1/webhooks/{id}/redeliver",
+            ADMINS,
+            "webhooks",
+            "Deliver every dead delivery again",
+            post(redeliver_all),
+        )
+        .path_param("id", id(), "Webhook id")
+        .ok(200, object_with(&["redelivered"])),
+        Op::new(
+            "POST",
+            "/api/v1/webhooks/{id}/deliveries/{event}/redeliver",
+            ADMINS,
+            "webhooks",
+            "Deliver one dead delivery again",
+            post(redeliver_one),
+        )
+        .path_param("id", id(), "Webhook id")
+        .path_param("event", id(), "Event (outbox) id")
+        .ok(200, object_with(&["redelivered"]))
+        .error(409, "No dead delivery of that event"),
     ]
 }
 
@@ -95,7 +155,9 @@ fn parse_body(body: &[u8]) -> Result<Body, ApiError> {
 }
 
 fn check_url(url: &str) -> Result<(), ApiError> {
-    let uri: Uri = url.parse().map_err(|e| ApiError::bad_field("url", format!("{url:?} is not a URL: {e}")))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| ApiError::bad_field("url", format!("{url:?} is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("http") if uri.host().is_some() => Ok(()),
         Some("https") => Err(ApiError::bad_field("url", "https receivers are not supported by this build; use http (behind a TLS-terminating proxy)")),
@@ -105,14 +167,20 @@ fn check_url(url: &str) -> Result<(), ApiError> {
 
 fn check_types(types: &[String]) -> Result<(), ApiError> {
     if types.iter().any(|t| t.trim().is_empty() || t.len() > 200) {
-        return Err(ApiError::bad_field("types", "event types must be 1 to 200 characters (a trailing * matches a prefix)"));
+        return Err(ApiError::bad_field(
+            "types",
+            "event types must be 1 to 200 characters (a trailing * matches a prefix)",
+        ));
     }
     Ok(())
 }
 
 fn check_secret(secret: &str) -> Result<(), ApiError> {
     if !(MIN_SECRET..=MAX_SECRET).contains(&secret.len()) {
-        return Err(ApiError::bad_field("secret", format!("secret must be {MIN_SECRET} to {MAX_SECRET} bytes")));
+        return Err(ApiError::bad_field(
+            "secret",
+            format!("secret must be {MIN_SECRET} to {MAX_SECRET} bytes"),
+        ));
     }
     Ok(())
 }
@@ -123,7 +191,13 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 
 /// What the audit log keeps of a subscription change: never the secret, only that it
 /// was set.
-fn audit_detail(url: Option<&str>, types: Option<&Vec<String>>, format: Option<WebhookFormat>, enabled: Option<bool>, secret_set: bool) -> Value {
+fn audit_detail(
+    url: Option<&str>,
+    types: Option<&Vec<String>>,
+    format: Option<WebhookFormat>,
+    enabled: Option<bool>,
+    secret_set: bool,
+) -> Value {
     let mut d = serde_json::Map::new();
     if let Some(u) = url {
         d.insert("url".into(), json!(u));
@@ -143,15 +217,23 @@ fn audit_detail(url: Option<&str>, types: Option<&Vec<String>>, format: Option<W
     Value::Object(d)
 }
 
-async fn create(State(state): State<AppState>, who: Principal, settings: Option<Extension<WebhookSettings>>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    settings: Option<Extension<WebhookSettings>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b = parse_body(&body)?;
     let url = b.url.ok_or_else(|| ApiError::bad_field("url", "url is required"))?;
     check_url(&url)?;
-    let secret = b.secret.ok_or_else(|| ApiError::bad_field("secret", "secret is required (it signs every delivery)"))?;
+    let secret = b.secret.ok_or_else(|| {
+        ApiError::bad_field("secret", "secret is required (it signs every delivery)")
+    })?;
     check_secret(&secret)?;
     let types = b.types.unwrap_or_default();
     check_types(&types)?;
-    let format = b.format.unwrap_or(settings.map(|Extension(s)| s.default_format).unwrap_or_default());
+    let format =
+        b.format.unwrap_or(settings.map(|Extension(s)| s.default_format).unwrap_or_default());
     let enabled = b.enabled.unwrap_or(true);
     let detail = audit_detail(Some(&url), Some(&types), Some(format), Some(enabled), true);
     let w = state.store.create_webhook(&NewWebhook { url, types, secret, enabled, format }).await?;
@@ -167,7 +249,12 @@ async fn one(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<
     state.store.webhook(id).await?.map(|w| Json(json!(w))).ok_or_else(|| not_found(id))
 }
 
-async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<i64>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let b = parse_body(&body)?;
     if let Some(u) = &b.url {
         check_url(u)?;
@@ -178,14 +265,25 @@ async fn update(State(state): State<AppState>, who: Principal, Path(id): Path<i6
     if let Some(t) = &b.types {
         check_types(t)?;
     }
-    let detail = audit_detail(b.url.as_deref(), b.types.as_ref(), b.format, b.enabled, b.secret.is_some());
-    let patch = WebhookPatch { url: b.url, types: b.types, secret: b.secret, enabled: b.enabled, format: b.format };
+    let detail =
+        audit_detail(b.url.as_deref(), b.types.as_ref(), b.format, b.enabled, b.secret.is_some());
+    let patch = WebhookPatch {
+        url: b.url,
+        types: b.types,
+        secret: b.secret,
+        enabled: b.enabled,
+        format: b.format,
+    };
     let w = state.store.update_webhook(id, &patch).await?.ok_or_else(|| not_found(id))?;
     audit(&state, &who, "webhook.update", &format!("webhook/{id}"), detail).await;
     Ok(Json(json!(w)))
 }
 
-async fn remove(State(state): State<AppState>, who: Principal, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
     if state.store.delete_webhook(id).await? {
         audit(&state, &who, "webhook.delete", &format!("webhook/{id}"), json!({})).await;
         Ok(StatusCode::NO_CONTENT)
@@ -200,11 +298,18 @@ struct DeliveryQuery {
     limit: Option<usize>,
 }
 
-async fn deliveries(State(state): State<AppState>, Path(id): Path<i64>, Query(q): Query<DeliveryQuery>) -> Result<Json<Value>, ApiError> {
-    let filter = match q.state.as_deref() {
-        None => None,
-        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| ApiError::bad_param("state", "state is pending, delivered or dead"))?),
-    };
+async fn deliveries(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let filter =
+        match q.state.as_deref() {
+            None => None,
+            Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+                ApiError::bad_param("state", "state is pending, delivered or dead")
+            })?),
+        };
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
@@ -212,23 +317,41 @@ async fn deliveries(State(state): State<AppState>, Path(id): Path<i64>, Query(q)
     Ok(Json(json!({ "deliveries": list })))
 }
 
-async fn redeliver_all(State(state): State<AppState>, who: Principal, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn redeliver_all(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
     let n = state.store.redeliver(id, None, EventTime::now()).await?;
-    audit(&state, &who, "webhook.redeliver", &format!("webhook/{id}"), json!({ "redelivered": n })).await;
+    audit(&state, &who, "webhook.redeliver", &format!("webhook/{id}"), json!({ "redelivered": n }))
+        .await;
     Ok(Json(json!({ "redelivered": n })))
 }
 
-async fn redeliver_one(State(state): State<AppState>, who: Principal, Path((id, event)): Path<(i64, i64)>) -> Result<Json<Value>, ApiError> {
+async fn redeliver_one(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((id, event)): Path<(i64, i64)>,
+) -> Result<Json<Value>, ApiError> {
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
     let n = state.store.redeliver(id, Some(event), EventTime::now()).await?;
     if n == 0 {
-        return Err(ApiError::conflict(format!("event {event} has no dead delivery to webhook {id}")));
+        return Err(ApiError::conflict(format!(
+            "event {event} has no dead delivery to webhook {id}"
+        )));
     }
-    audit(&state, &who, "webhook.redeliver", &format!("webhook/{id}/events/{event}"), json!({ "redelivered": n })).await;
+    audit(
+        &state,
+        &who,
+        "webhook.redeliver",
+        &format!("webhook/{id}/events/{event}"),
+        json!({ "redelivered": n }),
+    )
+    .await;
     Ok(Json(json!({ "redelivered": n })))
 }

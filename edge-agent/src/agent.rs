@@ -27,7 +27,9 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use telemetry::command::{Command, CommandAck};
-use telemetry::{encode_compact, CompactMessage, CompactReading, DeviceId, EventTime, TimeField, Topic};
+use telemetry::{
+    encode_compact, CompactMessage, CompactReading, DeviceId, EventTime, TimeField, Topic,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -69,7 +71,10 @@ pub struct AgentOptions {
 }
 
 fn status_payload(state: &str, fw: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"state": state, "fw": fw, "ts": EventTime::now().millis()})).unwrap_or_default()
+    serde_json::to_vec(
+        &serde_json::json!({"state": state, "fw": fw, "ts": EventTime::now().millis()}),
+    )
+    .unwrap_or_default()
 }
 
 fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
@@ -82,19 +87,31 @@ fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
         // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
         // slots); our window is far smaller, and a field device has little memory.
         .set_outgoing_inflight_upper_limit(WINDOW as u16 + 16)
-        .set_last_will(LastWill::new(Topic::status(&o.agent_id), status_payload("offline", &o.firmware), QoS::AtLeastOnce, true, None));
+        .set_last_will(LastWill::new(
+            Topic::status(&o.agent_id),
+            status_payload("offline", &o.firmware),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
     if let (Some(u), Some(p)) = (&m.username, &m.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
     if let Some(tls) = &m.tls {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|source| AgentError::TlsFile { path: p.clone(), source });
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| AgentError::TlsFile { path: p.clone(), source })
+        };
         let client_auth = match (&tls.client_cert, &tls.client_key) {
             (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
             _ => None,
         };
         // rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca: read(&tls.ca)?, alpn: None, client_auth }));
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: read(&tls.ca)?,
+            alpn: None,
+            client_auth,
+        }));
     }
     Ok(opts)
 }
@@ -148,7 +165,10 @@ pub async fn run_agent(
 ) -> Result<(), AgentError> {
     let now = Instant::now();
     let by_id = devices.iter().enumerate().map(|(i, d)| (d.id.to_string(), i)).collect();
-    let devices = devices.into_iter().map(|d| Device { initial: d.clone(), spec: d, seq: 0, next_due: now }).collect();
+    let devices = devices
+        .into_iter()
+        .map(|d| Device { initial: d.clone(), spec: d, seq: 0, next_due: now })
+        .collect();
     let mut agent = Agent { opts, devices, by_id, buffer, rng: SmallRng::from_os_rng(), stats };
     let mut backoff = Duration::from_millis(200);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -158,7 +178,8 @@ pub async fn run_agent(
         // Request channel: the publish window plus statuses, subscriptions and command acks.
         let (client, eventloop) = AsyncClient::new(mqtt_options(&agent.opts)?, WINDOW * 4 + 256);
         agent.buffer.rewind();
-        let outcome = agent.connection(&client, eventloop, &mut tick, &mut stats_tick, &mut shutdown).await?;
+        let outcome =
+            agent.connection(&client, eventloop, &mut tick, &mut stats_tick, &mut shutdown).await?;
         agent.stats.connected.store(false, Ordering::Relaxed);
         match outcome {
             Outcome::Shutdown => break,
@@ -180,7 +201,8 @@ pub async fn run_agent(
                         }
                     }
                 }
-                backoff = (backoff * 2).min(agent.opts.mqtt.max_backoff.max(Duration::from_millis(200)));
+                backoff =
+                    (backoff * 2).min(agent.opts.mqtt.max_backoff.max(Duration::from_millis(200)));
             }
         }
     }
@@ -298,7 +320,14 @@ impl Agent {
             let msg = CompactMessage {
                 seq: Some(d.seq),
                 ts: None,
-                readings: readings.into_iter().map(|(m, v, t)| CompactReading { m, v, t: Some(TimeField::Millis(t.millis())) }).collect(),
+                readings: readings
+                    .into_iter()
+                    .map(|(m, v, t)| CompactReading {
+                        m,
+                        v,
+                        t: Some(TimeField::Millis(t.millis())),
+                    })
+                    .collect(),
             };
             let record = encode_record(&Topic::telemetry(&d.spec.id), &encode_compact(&msg));
             self.buffer.append(&record)?;
@@ -335,7 +364,13 @@ impl Agent {
     }
 
     /// Publish a non-buffered message (status, command ack) and keep the pkid FIFO in step.
-    fn publish_direct(client: &AsyncClient, link: &mut Link, topic: String, retain: bool, payload: Vec<u8>) {
+    fn publish_direct(
+        client: &AsyncClient,
+        link: &mut Link,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+    ) {
         if client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
             link.requested.push_back(None);
         }
@@ -343,11 +378,23 @@ impl Agent {
 
     fn announce(&mut self, client: &AsyncClient, link: &mut Link) {
         let fw = self.opts.firmware.clone();
-        Self::publish_direct(client, link, Topic::status(&self.opts.agent_id), true, status_payload("online", &fw));
+        Self::publish_direct(
+            client,
+            link,
+            Topic::status(&self.opts.agent_id),
+            true,
+            status_payload("online", &fw),
+        );
         let topics: Vec<_> = self.devices.iter().map(|d| d.spec.id.clone()).collect();
         for id in &topics {
             if *id != self.opts.agent_id {
-                Self::publish_direct(client, link, Topic::status(id), true, status_payload("online", &fw));
+                Self::publish_direct(
+                    client,
+                    link,
+                    Topic::status(id),
+                    true,
+                    status_payload("online", &fw),
+                );
             }
             let _ = client.try_subscribe(Topic::commands(id), QoS::AtLeastOnce);
         }
@@ -358,13 +405,20 @@ impl Agent {
         let Ok(parsed) = telemetry::Topic::parse(&topic) else { return };
         let ack = match (self.by_id.get(parsed.device.as_str()), Command::parse(&p.payload)) {
             (Some(&i), Ok(cmd)) => {
-                let (ack, effect) = apply_command(&mut self.devices[i].spec, &cmd, EventTime::now());
+                let (ack, effect) =
+                    apply_command(&mut self.devices[i].spec, &cmd, EventTime::now());
                 if effect == Effect::Reboot {
                     let d = &mut self.devices[i];
                     d.spec = DeviceSpec { interval: d.spec.interval, ..d.initial.clone() };
                     d.seq = 0;
                     d.next_due = Instant::now();
-                    Self::publish_direct(client, link, Topic::status(&d.spec.id), true, status_payload("online", &self.opts.firmware));
+                    Self::publish_direct(
+                        client,
+                        link,
+                        Topic::status(&d.spec.id),
+                        true,
+                        status_payload("online", &self.opts.firmware),
+                    );
                 }
                 ack
             }
@@ -375,7 +429,9 @@ impl Agent {
                     return;
                 }
             },
-            (None, Ok(cmd)) => CommandAck::rejected(&cmd.id, format!("no device {} on this agent", parsed.device)),
+            (None, Ok(cmd)) => {
+                CommandAck::rejected(&cmd.id, format!("no device {} on this agent", parsed.device))
+            }
         };
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         tracing::info!(device = %parsed.device, id = %ack.id, result = ?ack.result, "command answered");
@@ -392,9 +448,16 @@ impl Agent {
     ) {
         let fw = self.opts.firmware.clone();
         let mut ids = vec![self.opts.agent_id.clone()];
-        ids.extend(self.devices.iter().map(|d| d.spec.id.clone()).filter(|id| *id != self.opts.agent_id));
+        ids.extend(
+            self.devices.iter().map(|d| d.spec.id.clone()).filter(|id| *id != self.opts.agent_id),
+        );
         for id in ids {
-            let _ = client.try_publish(Topic::status(&id), QoS::AtLeastOnce, true, status_payload("offline", &fw));
+            let _ = client.try_publish(
+                Topic::status(&id),
+                QoS::AtLeastOnce,
+                true,
+                status_payload("offline", &fw),
+            );
         }
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -426,7 +489,10 @@ impl Agent {
             "replays_finished": self.devices.iter().filter(|d| matches!(&d.spec.driver, Driver::Replay(r) if r.is_finished())).count(),
         });
         let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, json.to_string()).and_then(|()| std::fs::rename(&tmp, path)).is_err() {
+        if std::fs::write(&tmp, json.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .is_err()
+        {
             tracing::warn!(path = %path.display(), "cannot write the stats file");
         }
     }

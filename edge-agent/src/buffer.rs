@@ -113,7 +113,12 @@ pub struct BufferConfig {
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("edge-buffer"), max_bytes: 64 << 20, segment_bytes: 4 << 20, fsync: FsyncPolicy::Always }
+        Self {
+            dir: PathBuf::from("edge-buffer"),
+            max_bytes: 64 << 20,
+            segment_bytes: 4 << 20,
+            fsync: FsyncPolicy::Always,
+        }
     }
 }
 
@@ -149,7 +154,9 @@ pub enum BufferError {
     Io { path: PathBuf, source: io::Error },
     #[error("buffer I/O error on {} at offset {offset}: {source}", .path.display())]
     RecordIo { path: PathBuf, offset: u64, source: io::Error },
-    #[error("a record of {size} bytes (header included) exceeds the buffer limit of {limit} bytes")]
+    #[error(
+        "a record of {size} bytes (header included) exceeds the buffer limit of {limit} bytes"
+    )]
     TooLarge { size: u64, limit: u64 },
     /// The watermark file is damaged. Opening refuses rather than guessing: a watermark too
     /// low re-sends acked records, one too high silently drops unacked ones.
@@ -247,7 +254,9 @@ impl DiskBuffer {
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let tmp = dir.join(ACK_TMP_FILE);
         match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(BufferError::Io { path: tmp, source: e }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(BufferError::Io { path: tmp, source: e })
+            }
             _ => {}
         }
         let persisted_watermark = read_watermark(&dir)?;
@@ -309,7 +318,12 @@ impl DiskBuffer {
 
         // Sealed segments with nothing held are fully acked (or their records were lost).
         let last = me.segments.keys().next_back().copied();
-        let empty: Vec<u64> = me.segments.iter().filter(|&(&id, s)| s.held == 0 && Some(id) != last).map(|(&id, _)| id).collect();
+        let empty: Vec<u64> = me
+            .segments
+            .iter()
+            .filter(|&(&id, s)| s.held == 0 && Some(id) != last)
+            .map(|(&id, _)| id)
+            .collect();
         for first_id in empty {
             me.delete_segment(first_id)?;
         }
@@ -335,7 +349,10 @@ impl DiskBuffer {
         };
 
         if let Some(active) = &self.active {
-            let full = self.segments.get(&active.first_id).is_some_and(|s| s.size >= self.config.segment_bytes);
+            let full = self
+                .segments
+                .get(&active.first_id)
+                .is_some_and(|s| s.size >= self.config.segment_bytes);
             if full {
                 self.seal_active()?;
             }
@@ -360,7 +377,10 @@ impl DiskBuffer {
 
         let Some(active) = self.active.as_mut() else {
             // start_segment() either set it or returned an error.
-            return Err(BufferError::Io { path: self.config.dir.clone(), source: io::Error::other("no active segment") });
+            return Err(BufferError::Io {
+                path: self.config.dir.clone(),
+                source: io::Error::other("no active segment"),
+            });
         };
         let first_id = active.first_id;
         let seg = self.segments.entry(first_id).or_insert(Segment { size: 0, held: 0 });
@@ -371,7 +391,13 @@ impl DiskBuffer {
             FsyncPolicy::Never => false,
             FsyncPolicy::EveryN(n) => self.unsynced_appends >= n.max(1),
         };
-        let written = active.file.write_all(&record).and_then(|()| if fsync_due { active.file.sync_data() } else { Ok(()) });
+        let written = active.file.write_all(&record).and_then(|()| {
+            if fsync_due {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(source) = written {
             // Take the partial record back out so later appends do not sit behind it, and
             // seal the file either way: after a failed write or fsync its state is unknown
@@ -382,7 +408,11 @@ impl DiskBuffer {
             }
             self.active = None;
             self.unsynced_appends = 0;
-            return Err(BufferError::RecordIo { path: segment_path(&self.config.dir, first_id), offset, source });
+            return Err(BufferError::RecordIo {
+                path: segment_path(&self.config.dir, first_id),
+                offset,
+                source,
+            });
         }
         if fsync_due {
             self.unsynced_appends = 0;
@@ -404,7 +434,9 @@ impl DiskBuffer {
             let Some((&id, &loc)) = self.index.range(self.cursor..).next() else { break };
             let path = segment_path(&self.config.dir, loc.segment);
             let file = match reader.take() {
-                Some((segment, file)) if segment == loc.segment => &mut reader.insert((segment, file)).1,
+                Some((segment, file)) if segment == loc.segment => {
+                    &mut reader.insert((segment, file)).1
+                }
                 _ => &mut reader.insert((loc.segment, File::open(&path).map_err(io_at(&path))?)).1,
             };
             match read_record(file, &path, id, loc)? {
@@ -522,7 +554,8 @@ impl DiskBuffer {
     fn start_segment(&mut self) -> Result<(), BufferError> {
         let first_id = self.next_id;
         let path = segment_path(&self.config.dir, first_id);
-        let file = OpenOptions::new().append(true).create_new(true).open(&path).map_err(io_at(&path))?;
+        let file =
+            OpenOptions::new().append(true).create_new(true).open(&path).map_err(io_at(&path))?;
         if self.config.fsync != FsyncPolicy::Never {
             // A record fsynced into a file whose directory entry is lost would be lost too.
             sync_dir(&self.config.dir)?;
@@ -536,13 +569,21 @@ impl DiskBuffer {
     /// The buffer is full: drop a whole segment, counting its unacked records.
     fn drop_segment(&mut self, first_id: u64) -> Result<(), BufferError> {
         // A segment's records have ids from its first id up to the next segment's.
-        let upper = self.segments.range(first_id.saturating_add(1)..).next().map_or(u64::MAX, |(&id, _)| id);
+        let upper = self
+            .segments
+            .range(first_id.saturating_add(1)..)
+            .next()
+            .map_or(u64::MAX, |(&id, _)| id);
         let ids: Vec<u64> = self.index.range(first_id..upper).map(|(&id, _)| id).collect();
         for id in &ids {
             self.index.remove(id);
         }
         if !ids.is_empty() {
-            tracing::warn!(segment = first_id, records = ids.len(), "buffer full; dropping the oldest records");
+            tracing::warn!(
+                segment = first_id,
+                records = ids.len(),
+                "buffer full; dropping the oldest records"
+            );
         }
         self.dropped += ids.len() as u64;
         if self.active.as_ref().is_some_and(|a| a.first_id == first_id) {
@@ -561,7 +602,9 @@ impl DiskBuffer {
         self.persist_watermark()?;
         let path = segment_path(&self.config.dir, first_id);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(BufferError::Io { path, source: e }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(BufferError::Io { path, source: e })
+            }
             _ => {}
         }
         if let Some(seg) = self.segments.remove(&first_id) {
@@ -617,7 +660,9 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, BufferError> {
     for entry in fs::read_dir(dir).map_err(io_at(dir))? {
         let entry = entry.map_err(io_at(dir))?;
         let name = entry.file_name();
-        let Some(digits) = name.to_str().and_then(|n| n.strip_prefix("seg-")).and_then(|n| n.strip_suffix(".log")) else {
+        let Some(digits) =
+            name.to_str().and_then(|n| n.strip_prefix("seg-")).and_then(|n| n.strip_suffix(".log"))
+        else {
             continue;
         };
         if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -650,20 +695,29 @@ fn scan_segment(path: &Path, first_id: u64, next_first: Option<u64>) -> Result<S
             break ScanEnd::Torn;
         }
         let mut header = [0u8; HEADER_LEN as usize];
-        reader.read_exact(&mut header).map_err(|source| BufferError::RecordIo { path: path.to_path_buf(), offset, source })?;
+        reader.read_exact(&mut header).map_err(|source| BufferError::RecordIo {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        })?;
         let (len, crc, id) = decode_header(&header);
         // Checked before allocating: a damaged len must not make us allocate gigabytes.
         if u64::from(len) > remaining - HEADER_LEN {
             break ScanEnd::Torn;
         }
         payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload).map_err(|source| BufferError::RecordIo { path: path.to_path_buf(), offset, source })?;
+        reader.read_exact(&mut payload).map_err(|source| BufferError::RecordIo {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        })?;
         if record_crc(id, &payload) != crc {
             break ScanEnd::Corrupt;
         }
         // A valid CRC on an id out of place means the file was tampered with (or a CRC
         // collision on garbage); either way it is not a record we wrote there.
-        let in_place = id >= first_id && prev.is_none_or(|p| id > p) && next_first.is_none_or(|n| id < n);
+        let in_place =
+            id >= first_id && prev.is_none_or(|p| id > p) && next_first.is_none_or(|n| id < n);
         if !in_place {
             break ScanEnd::Corrupt;
         }
@@ -675,8 +729,14 @@ fn scan_segment(path: &Path, first_id: u64, next_first: Option<u64>) -> Result<S
 }
 
 /// Read one held record back, verifying it. `Ok(None)` when it no longer checks out.
-fn read_record(file: &mut File, path: &Path, id: u64, loc: Loc) -> Result<Option<Vec<u8>>, BufferError> {
-    let at = |source| BufferError::RecordIo { path: path.to_path_buf(), offset: loc.offset, source };
+fn read_record(
+    file: &mut File,
+    path: &Path,
+    id: u64,
+    loc: Loc,
+) -> Result<Option<Vec<u8>>, BufferError> {
+    let at =
+        |source| BufferError::RecordIo { path: path.to_path_buf(), offset: loc.offset, source };
     file.seek(SeekFrom::Start(loc.offset)).map_err(at)?;
     let mut header = [0u8; HEADER_LEN as usize];
     let mut payload = vec![0u8; loc.len as usize];
@@ -705,7 +765,9 @@ fn read_watermark(dir: &Path) -> Result<u64, BufferError> {
     let Ok(bytes) = <[u8; ACK_FILE_LEN]>::try_from(bytes.as_slice()) else {
         return Err(BufferError::CorruptAck { path, reason: "wrong length" });
     };
-    let watermark = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let watermark = u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ]);
     let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if crc32fast::hash(&watermark.to_le_bytes()) != crc {
         return Err(BufferError::CorruptAck { path, reason: "checksum mismatch" });

@@ -13,7 +13,8 @@ use crate::drivers::{read_replay_file, Driver, Replay, ReplayTimestamps, SignalP
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"5s\": {e}")))
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"5s\": {e}")))
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -92,7 +93,12 @@ pub struct BufferSection {
 
 impl Default for BufferSection {
     fn default() -> Self {
-        Self { dir: "edge-buffer".into(), max_bytes: 64 << 20, segment_bytes: 4 << 20, fsync: "always".into() }
+        Self {
+            dir: "edge-buffer".into(),
+            max_bytes: 64 << 20,
+            segment_bytes: 4 << 20,
+            fsync: "always".into(),
+        }
     }
 }
 
@@ -133,7 +139,12 @@ pub fn parse_fsync(s: &str) -> Option<FsyncPolicy> {
     match s {
         "always" => Some(FsyncPolicy::Always),
         "never" => Some(FsyncPolicy::Never),
-        _ => s.strip_prefix("every-")?.parse::<u32>().ok().filter(|n| *n > 0).map(FsyncPolicy::EveryN),
+        _ => s
+            .strip_prefix("every-")?
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(FsyncPolicy::EveryN),
     }
 }
 
@@ -143,16 +154,28 @@ impl AgentFile {
     }
 
     pub fn buffer_config(&self) -> Result<BufferConfig, String> {
-        let fsync = parse_fsync(&self.buffer.fsync)
-            .ok_or_else(|| format!("buffer.fsync {:?} must be \"always\", \"never\" or \"every-N\"", self.buffer.fsync))?;
-        Ok(BufferConfig { dir: self.buffer.dir.clone(), max_bytes: self.buffer.max_bytes, segment_bytes: self.buffer.segment_bytes, fsync })
+        let fsync = parse_fsync(&self.buffer.fsync).ok_or_else(|| {
+            format!(
+                "buffer.fsync {:?} must be \"always\", \"never\" or \"every-N\"",
+                self.buffer.fsync
+            )
+        })?;
+        Ok(BufferConfig {
+            dir: self.buffer.dir.clone(),
+            max_bytes: self.buffer.max_bytes,
+            segment_bytes: self.buffer.segment_bytes,
+            fsync,
+        })
     }
 
     /// Build the devices, resolving segments against `segments`; every error names its key.
     pub fn build(&self, segments: &[RoadSegment]) -> Result<Vec<DeviceSpec>, Vec<String>> {
         let mut errors = Vec::new();
         if DeviceId::parse(&self.agent.id).is_err() {
-            errors.push(format!("agent.id {:?} must match [a-z0-9][a-z0-9._-]{{0,63}}", self.agent.id));
+            errors.push(format!(
+                "agent.id {:?} must match [a-z0-9][a-z0-9._-]{{0,63}}",
+                self.agent.id
+            ));
         }
         if self.mqtt.port == 0 {
             errors.push("mqtt.port must not be 0".into());
@@ -169,7 +192,9 @@ impl AgentFile {
             errors.push(e);
         }
         if self.buffer.segment_bytes < 1024 || self.buffer.max_bytes < self.buffer.segment_bytes {
-            errors.push("buffer.segment_bytes must be at least 1024 and at most buffer.max_bytes".into());
+            errors.push(
+                "buffer.segment_bytes must be at least 1024 and at most buffer.max_bytes".into(),
+            );
         }
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -303,9 +328,20 @@ driver = "teleporter"
 id = "c"
 driver = "replay"
 "#;
-        let errors = AgentFile::parse(text).unwrap().build(&parse_geojson(FLORENCE_SEED).unwrap()).unwrap_err();
+        let errors = AgentFile::parse(text)
+            .unwrap()
+            .build(&parse_geojson(FLORENCE_SEED).unwrap())
+            .unwrap_err();
         let joined = errors.join("\n");
-        for needle in ["agent.id", "buffer.fsync", "devices[0].segment", "devices[1].capacity", "devices[2].id", "devices[2].driver", "devices[3].file"] {
+        for needle in [
+            "agent.id",
+            "buffer.fsync",
+            "devices[0].segment",
+            "devices[1].capacity",
+            "devices[2].id",
+            "devices[2].driver",
+            "devices[3].file",
+        ] {
             assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
         }
         assert!(AgentFile::parse("[agent]\nid=\"a\"\ncolour=1\n").unwrap_err().contains("colour"));

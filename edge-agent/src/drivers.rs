@@ -77,12 +77,19 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(mut records: Vec<ReplayRecord>, speed: f64, stamps: ReplayTimestamps, looping: bool) -> Result<Self, String> {
+    pub fn new(
+        mut records: Vec<ReplayRecord>,
+        speed: f64,
+        stamps: ReplayTimestamps,
+        looping: bool,
+    ) -> Result<Self, String> {
         if !(speed.is_finite() && speed > 0.0) {
             return Err("speed must be a positive number".into());
         }
         if looping && stamps == ReplayTimestamps::Original {
-            return Err("looping replays must rewrite timestamps (original ones would repeat)".into());
+            return Err(
+                "looping replays must rewrite timestamps (original ones would repeat)".into()
+            );
         }
         records.sort_by_key(|r| r.time);
         Ok(Self { records, speed, stamps, looping, next: 0, start: None })
@@ -107,7 +114,8 @@ impl Replay {
                 let n = self.records.len() as i64;
                 let span = last.millis() - first.millis();
                 let gap = if n > 1 { span / (n - 1) } else { 1_000 };
-                start = EventTime(start.millis() + (((span + gap) as f64 / self.speed) as i64).max(1));
+                start =
+                    EventTime(start.millis() + (((span + gap) as f64 / self.speed) as i64).max(1));
                 self.start = Some(start);
                 self.next = 0;
                 continue;
@@ -131,7 +139,8 @@ impl Replay {
 /// Read a replay file: CSV with a `time,metric,value` header, or a JSON array of
 /// `{"t":…, "m":…, "v":…}`. Times are Unix milliseconds or RFC 3339.
 pub fn read_replay_file(path: &Path) -> Result<Vec<ReplayRecord>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json { parse_replay_json(&text) } else { parse_replay_csv(&text) }
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -154,11 +163,16 @@ pub fn parse_replay_csv(text: &str) -> Result<Vec<ReplayRecord>, String> {
     lines
         .map(|(i, line)| {
             let cols: Vec<&str> = line.split(',').collect();
-            let [t, m, v] = cols[..] else { return Err(format!("line {}: expected 3 columns", i + 1)) };
+            let [t, m, v] = cols[..] else {
+                return Err(format!("line {}: expected 3 columns", i + 1));
+            };
             Ok(ReplayRecord {
                 time: parse_time(t).map_err(|e| format!("line {}: {e}", i + 1))?,
                 metric: m.trim().parse().map_err(|e| format!("line {}: {e}", i + 1))?,
-                value: v.trim().parse().map_err(|_| format!("line {}: value {v:?} is not a number", i + 1))?,
+                value: v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("line {}: value {v:?} is not a number", i + 1))?,
             })
         })
         .collect()
@@ -177,7 +191,10 @@ pub fn parse_replay_json(text: &str) -> Result<Vec<ReplayRecord>, String> {
         .enumerate()
         .map(|(i, r)| {
             let t = match &r.t {
-                serde_json::Value::Number(n) => n.as_i64().ok_or("t must be whole milliseconds".to_string()).and_then(|ms| parse_time(&ms.to_string())),
+                serde_json::Value::Number(n) => n
+                    .as_i64()
+                    .ok_or("t must be whole milliseconds".to_string())
+                    .and_then(|ms| parse_time(&ms.to_string())),
                 serde_json::Value::String(s) => parse_time(s),
                 _ => Err("t must be milliseconds or RFC 3339".into()),
             };
@@ -212,21 +229,36 @@ impl Driver {
 
     /// Readings due at `now` for a device reporting every `interval_s`. Readings without
     /// their own time are stamped `now`.
-    pub fn sample(&mut self, now: EventTime, interval_s: f64, rng: &mut impl Rng) -> Vec<(MetricId, f64, EventTime)> {
+    pub fn sample(
+        &mut self,
+        now: EventTime,
+        interval_s: f64,
+        rng: &mut impl Rng,
+    ) -> Vec<(MetricId, f64, EventTime)> {
         let (hour, weekend) = local_clock(now);
         let noise = rng.random_range(-1.0..=1.0);
         let stamped = |v: Vec<(MetricId, f64)>| v.into_iter().map(|(m, x)| (m, x, now)).collect();
         match self {
-            Driver::TrafficLoop { segment, demand_factor } => {
-                stamped(traffic_readings(segment, traffic_demand(hour, weekend) * *demand_factor, interval_s, noise, rng.random()))
-            }
+            Driver::TrafficLoop { segment, demand_factor } => stamped(traffic_readings(
+                segment,
+                traffic_demand(hour, weekend) * *demand_factor,
+                interval_s,
+                noise,
+                rng.random(),
+            )),
             Driver::AirQuality => stamped(air_readings(traffic_demand(hour, weekend), hour, noise)),
             Driver::Parking { capacity } => {
                 // Central car parks fill during business hours and empty at night.
-                let busy = 0.35 + 0.5 * (-((hour - 13.0) / 4.0).powi(2)).exp() + if weekend { 0.1 } else { 0.0 };
-                let occupied = ((busy + 0.05 * noise).clamp(0.0, 1.0) * f64::from(*capacity)).round();
+                let busy = 0.35
+                    + 0.5 * (-((hour - 13.0) / 4.0).powi(2)).exp()
+                    + if weekend { 0.1 } else { 0.0 };
+                let occupied =
+                    ((busy + 0.05 * noise).clamp(0.0, 1.0) * f64::from(*capacity)).round();
                 let free = f64::from(*capacity) - occupied;
-                stamped(vec![(MetricId::FreeSpaces, free), (MetricId::Occupied, f64::from(u8::from(free == 0.0)))])
+                stamped(vec![
+                    (MetricId::FreeSpaces, free),
+                    (MetricId::Occupied, f64::from(u8::from(free == 0.0))),
+                ])
             }
             Driver::TrafficLight { plan, fault_until, fault_rate_per_hour } => {
                 if fault_until.is_some_and(|t| t <= now) {
@@ -235,7 +267,8 @@ impl Driver {
                 let p_fault = *fault_rate_per_hour * interval_s / 3600.0;
                 if fault_until.is_none() && rng.random_bool(p_fault.clamp(0.0, 1.0)) {
                     // A lamp or detector fault lasting 2 to 10 minutes.
-                    *fault_until = Some(EventTime(now.millis() + rng.random_range(120_000..600_000)));
+                    *fault_until =
+                        Some(EventTime(now.millis() + rng.random_range(120_000..600_000)));
                 }
                 let fault = fault_until.is_some();
                 stamped(vec![
@@ -262,7 +295,10 @@ mod tests {
         let plan = SignalPlan::new(vec![40.0, 5.0, 40.0, 5.0]).unwrap();
         assert_eq!(plan.cycle_s(), 90.0);
         let at = |s: i64| plan.phase_at(EventTime(s * 1000));
-        assert_eq!((at(0), at(39), at(40), at(44), at(45), at(85), at(89), at(90)), (0, 0, 1, 1, 2, 3, 3, 0));
+        assert_eq!(
+            (at(0), at(39), at(40), at(44), at(45), at(85), at(89), at(90)),
+            (0, 0, 1, 1, 2, 3, 3, 0)
+        );
         assert!(SignalPlan::new(vec![]).is_err());
         assert!(SignalPlan::new(vec![-1.0]).is_err());
         assert!(SignalPlan::new(vec![400.0, 400.0]).is_err());
@@ -270,11 +306,17 @@ mod tests {
 
     #[test]
     fn traffic_light_faults_come_and_go() {
-        let mut d = Driver::TrafficLight { plan: SignalPlan::new(vec![30.0, 30.0]).unwrap(), fault_until: None, fault_rate_per_hour: 3600.0 };
+        let mut d = Driver::TrafficLight {
+            plan: SignalPlan::new(vec![30.0, 30.0]).unwrap(),
+            fault_until: None,
+            fault_rate_per_hour: 3600.0,
+        };
         let mut rng = SmallRng::seed_from_u64(1);
         let r = d.sample(EventTime(0), 1.0, &mut rng);
         assert_eq!(r[2], (MetricId::Fault, 1.0, EventTime(0)));
-        let Driver::TrafficLight { fault_until, fault_rate_per_hour, .. } = &mut d else { unreachable!() };
+        let Driver::TrafficLight { fault_until, fault_rate_per_hour, .. } = &mut d else {
+            unreachable!()
+        };
         let until = fault_until.unwrap();
         assert!((120_000..600_000).contains(&until.millis()));
         *fault_rate_per_hour = 0.0;
@@ -295,14 +337,23 @@ mod tests {
 
     #[test]
     fn replay_scales_time_and_stamps_as_asked() {
-        let recs = parse_replay_csv("time,metric,value\n1000,speed_kmh,40\n11000,speed_kmh,42\n2000,vehicle_count,3\n").unwrap();
+        let recs = parse_replay_csv(
+            "time,metric,value\n1000,speed_kmh,40\n11000,speed_kmh,42\n2000,vehicle_count,3\n",
+        )
+        .unwrap();
         let mut r = Replay::new(recs.clone(), 10.0, ReplayTimestamps::Rewrite, false).unwrap();
         let t0 = EventTime(5_000_000);
         assert_eq!(r.sample(t0), vec![(MetricId::SpeedKmh, 40.0, t0)]);
         // 1 s of file time is 100 ms at 10× speed.
         assert_eq!(r.sample(EventTime(t0.millis() + 99)), vec![]);
-        assert_eq!(r.sample(EventTime(t0.millis() + 100)), vec![(MetricId::VehicleCount, 3.0, EventTime(t0.millis() + 100))]);
-        assert_eq!(r.sample(EventTime(t0.millis() + 5_000)), vec![(MetricId::SpeedKmh, 42.0, EventTime(t0.millis() + 1_000))]);
+        assert_eq!(
+            r.sample(EventTime(t0.millis() + 100)),
+            vec![(MetricId::VehicleCount, 3.0, EventTime(t0.millis() + 100))]
+        );
+        assert_eq!(
+            r.sample(EventTime(t0.millis() + 5_000)),
+            vec![(MetricId::SpeedKmh, 42.0, EventTime(t0.millis() + 1_000))]
+        );
         assert!(r.is_finished());
         let mut o = Replay::new(recs, 1.0, ReplayTimestamps::Original, false).unwrap();
         assert_eq!(o.sample(t0).len(), 1, "the first call starts the replay");
@@ -312,7 +363,10 @@ mod tests {
 
     #[test]
     fn looping_replay_starts_over() {
-        let recs = parse_replay_json(r#"[{"t":0,"m":"no2_ugm3","v":10},{"t":"1970-01-01T00:00:01Z","m":"no2_ugm3","v":11}]"#).unwrap();
+        let recs = parse_replay_json(
+            r#"[{"t":0,"m":"no2_ugm3","v":10},{"t":"1970-01-01T00:00:01Z","m":"no2_ugm3","v":11}]"#,
+        )
+        .unwrap();
         let mut r = Replay::new(recs, 1.0, ReplayTimestamps::Rewrite, true).unwrap();
         assert_eq!(r.sample(EventTime(10_000)).len(), 1);
         assert_eq!(r.sample(EventTime(11_000)).len(), 1);
@@ -324,8 +378,14 @@ mod tests {
     #[test]
     fn replay_files_report_the_bad_line() {
         assert!(parse_replay_csv("t,m,v\n").unwrap_err().contains("header"));
-        assert!(parse_replay_csv("time,metric,value\n1,speed_kmh\n").unwrap_err().contains("line 2"));
-        assert!(parse_replay_csv("time,metric,value\n1,warp,3\n").unwrap_err().contains("unknown metric"));
-        assert!(parse_replay_json(r#"[{"t":true,"m":"speed_kmh","v":1}]"#).unwrap_err().contains("record 0"));
+        assert!(parse_replay_csv("time,metric,value\n1,speed_kmh\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse_replay_csv("time,metric,value\n1,warp,3\n")
+            .unwrap_err()
+            .contains("unknown metric"));
+        assert!(parse_replay_json(r#"[{"t":true,"m":"speed_kmh","v":1}]"#)
+            .unwrap_err()
+            .contains("record 0"));
     }
 }

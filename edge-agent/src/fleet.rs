@@ -63,7 +63,8 @@ mod tests {
         assert_eq!(fleet.len(), 200);
         let ids: std::collections::HashSet<_> = fleet.iter().map(|d| d.id.clone()).collect();
         assert_eq!(ids.len(), 200);
-        let covered: std::collections::HashSet<_> = fleet.iter().map(|d| d.segment.id.clone()).collect();
+        let covered: std::collections::HashSet<_> =
+            fleet.iter().map(|d| d.segment.id.clone()).collect();
         assert_eq!(covered.len(), segs.len().min(200));
         let aq = fleet.iter().filter(|d| d.kind == DeviceKind::AirQuality).count();
         assert!(aq > 20 && aq < 80, "{aq}");

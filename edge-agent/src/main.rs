@@ -71,12 +71,13 @@ enum Command {
 }
 
 fn load(path: &std::path::Path) -> Result<(AgentFile, Vec<edge_agent::config::DeviceSpec>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let file = AgentFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let segments = parse_geojson(FLORENCE_SEED)?;
-    let devices = file
-        .build(&segments)
-        .map_err(|errors| anyhow::anyhow!("{}: invalid configuration:\n  - {}", path.display(), errors.join("\n  - ")))?;
+    let devices = file.build(&segments).map_err(|errors| {
+        anyhow::anyhow!("{}: invalid configuration:\n  - {}", path.display(), errors.join("\n  - "))
+    })?;
     Ok((file, devices))
 }
 
@@ -121,7 +122,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     // A field agent runs on one thread (small footprint); the fleet simulator uses all cores.
     let runtime = match cli.command {
-        Command::Simulate { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        Command::Simulate { .. } => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+        }
         _ => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
     };
     runtime.block_on(async_main(cli))
@@ -131,7 +134,9 @@ async fn async_main(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     match cli.command {
         Command::Run { config, stats_file } => run(&config, stats_file).await,
@@ -140,7 +145,17 @@ async fn async_main(cli: Cli) -> Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Simulate { devices, broker, connections, interval, duration, messages_per_device, segments, client_id, ledger } => {
+        Command::Simulate {
+            devices,
+            broker,
+            connections,
+            interval,
+            duration,
+            messages_per_device,
+            segments,
+            client_id,
+            ledger,
+        } => {
             let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
             let port: u16 = port.parse().context("--broker port must be a number")?;
             if devices == 0 {
@@ -150,7 +165,8 @@ async fn async_main(cli: Cli) -> Result<()> {
                 bail!("--interval must be positive");
             }
             let text = match &segments {
-                Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?,
                 None => FLORENCE_SEED.to_owned(),
             };
             let segs = parse_geojson(&text)?;
@@ -177,12 +193,20 @@ async fn async_main(cli: Cli) -> Result<()> {
                 }
                 let _ = stop_tx.send(true);
             });
-            tracing::info!(devices, segments = segs.len(), connections, ?interval, "simulating fleet");
+            tracing::info!(
+                devices,
+                segments = segs.len(),
+                connections,
+                ?interval,
+                "simulating fleet"
+            );
             let counters = Arc::new(match &ledger {
-                Some(path) => SimulationCounters::with_ledger(path).with_context(|| format!("creating {}", path.display()))?,
+                Some(path) => SimulationCounters::with_ledger(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
                 None => SimulationCounters::default(),
             });
-            let report = run_simulation(config, fleet, counters, stop_rx, Duration::from_secs(10)).await;
+            let report =
+                run_simulation(config, fleet, counters, stop_rx, Duration::from_secs(10)).await;
             println!(
                 "published {} messages ({} readings), {} acknowledged by the broker, {} errors, in {:.1} s: {:.0} msg/s",
                 report.published,
@@ -193,7 +217,10 @@ async fn async_main(cli: Cli) -> Result<()> {
                 report.messages_per_second()
             );
             if report.acked < report.published {
-                bail!("{} messages were not acknowledged by the broker", report.published - report.acked);
+                bail!(
+                    "{} messages were not acknowledged by the broker",
+                    report.published - report.acked
+                );
             }
             Ok(())
         }

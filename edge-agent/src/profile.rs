@@ -27,7 +27,10 @@ pub fn traffic_demand(hour: f64, weekend: bool) -> f64 {
     if weekend {
         night + 0.45 * bump(hour, 12.0, 3.5) + 0.35 * bump(hour, 18.5, 2.0)
     } else {
-        night + 0.25 * bump(hour, 13.0, 4.0) + 0.85 * bump(hour, 8.5, 1.0) + 0.8 * bump(hour, 18.2, 1.3)
+        night
+            + 0.25 * bump(hour, 13.0, 4.0)
+            + 0.85 * bump(hour, 8.5, 1.0)
+            + 0.8 * bump(hour, 18.2, 1.3)
     }
     .min(1.1)
 }
@@ -36,10 +39,17 @@ pub fn traffic_demand(hour: f64, weekend: bool) -> f64 {
 /// `noise` in [-1, 1]; `dither` uniform in [0, 1): the vehicle count is rounded up with
 /// probability equal to its fraction, so counts average to the flow (plain rounding would
 /// report no vehicle at all whenever fewer than half a vehicle passes per interval).
-pub fn traffic_readings(seg: &RoadSegment, demand: f64, interval_s: f64, noise: f64, dither: f64) -> Vec<(MetricId, f64)> {
+pub fn traffic_readings(
+    seg: &RoadSegment,
+    demand: f64,
+    interval_s: f64,
+    noise: f64,
+    dither: f64,
+) -> Vec<(MetricId, f64)> {
     let x = (demand * (1.0 + 0.1 * noise)).clamp(0.0, 1.1);
     let flow_vph = x * seg.capacity_vph;
-    let speed = (seg.free_flow_kmh * (1.0 - 0.75 * x.min(1.0).powi(3)) * (1.0 + 0.04 * noise)).clamp(3.0, seg.speed_limit_kmh * 1.2);
+    let speed = (seg.free_flow_kmh * (1.0 - 0.75 * x.min(1.0).powi(3)) * (1.0 + 0.04 * noise))
+        .clamp(3.0, seg.speed_limit_kmh * 1.2);
     let lanes = f64::from(seg.lanes.max(1));
     let per_lane = flow_vph / lanes;
     let occupancy = (per_lane / speed * 0.6).clamp(0.0, 100.0);
@@ -110,8 +120,23 @@ mod tests {
         for (demand, interval_s) in [(0.05, 1.0), (0.3, 5.0), (0.9, 60.0)] {
             let expected = demand * seg.capacity_vph * interval_s / 3600.0;
             let n = 1_000;
-            let mean = (0..n).map(|i| traffic_readings(seg, demand, interval_s, 0.0, (f64::from(i) + 0.5) / f64::from(n))[0].1).sum::<f64>() / f64::from(n);
-            assert!((mean - expected).abs() < 0.01, "demand {demand}, {interval_s} s: mean {mean}, expected {expected}");
+            let mean = (0..n)
+                .map(|i| {
+                    traffic_readings(
+                        seg,
+                        demand,
+                        interval_s,
+                        0.0,
+                        (f64::from(i) + 0.5) / f64::from(n),
+                    )[0]
+                    .1
+                })
+                .sum::<f64>()
+                / f64::from(n);
+            assert!(
+                (mean - expected).abs() < 0.01,
+                "demand {demand}, {interval_s} s: mean {mean}, expected {expected}"
+            );
         }
     }
 
@@ -135,7 +160,8 @@ mod tests {
                             value,
                             seq: None,
                         };
-                        v.check_reading(&r, EventTime(0)).unwrap_or_else(|e| panic!("{m} {value}: {e}"));
+                        v.check_reading(&r, EventTime(0))
+                            .unwrap_or_else(|e| panic!("{m} {value}: {e}"));
                     }
                 }
             }

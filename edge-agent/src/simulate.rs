@@ -63,7 +63,10 @@ impl SimulationCounters {
     /// Counters that also write the ledger of published readings to `path`.
     pub fn with_ledger(path: &std::path::Path) -> std::io::Result<Self> {
         let file = std::fs::File::create(path)?;
-        Ok(Self { ledger: Some(std::sync::Mutex::new(std::io::BufWriter::new(file))), ..Self::default() })
+        Ok(Self {
+            ledger: Some(std::sync::Mutex::new(std::io::BufWriter::new(file))),
+            ..Self::default()
+        })
     }
 
     fn record(&self, device: &str, msg: &CompactMessage) {
@@ -123,7 +126,14 @@ pub async fn run_simulation(
         if group.is_empty() {
             continue;
         }
-        tasks.push(tokio::spawn(run_connection(config.clone(), i, group, counters.clone(), shutdown.clone(), drain)));
+        tasks.push(tokio::spawn(run_connection(
+            config.clone(),
+            i,
+            group,
+            counters.clone(),
+            shutdown.clone(),
+            drain,
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -138,12 +148,20 @@ pub async fn run_simulation(
     }
 }
 
-fn message(device: &SimDevice, seq: u64, now: EventTime, interval_s: f64, rng: &mut SmallRng) -> (CompactMessage, usize) {
+fn message(
+    device: &SimDevice,
+    seq: u64,
+    now: EventTime,
+    interval_s: f64,
+    rng: &mut SmallRng,
+) -> (CompactMessage, usize) {
     let (hour, weekend) = local_clock(now);
     let demand = traffic_demand(hour, weekend) * device.demand_factor;
     let noise = rng.random_range(-1.0..=1.0);
     let values = match device.kind {
-        DeviceKind::TrafficLoop => traffic_readings(&device.segment, demand, interval_s, noise, rng.random()),
+        DeviceKind::TrafficLoop => {
+            traffic_readings(&device.segment, demand, interval_s, noise, rng.random())
+        }
         DeviceKind::AirQuality => air_readings(demand, hour, noise),
     };
     let n = values.len();
@@ -159,7 +177,11 @@ async fn run_connection(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let mut opts = MqttOptions::new(format!("{}-{index}", config.client_prefix), config.host.clone(), config.port);
+    let mut opts = MqttOptions::new(
+        format!("{}-{index}", config.client_prefix),
+        config.host.clone(),
+        config.port,
+    );
     // A session that outlives the connection: rumqttc republishes unacknowledged messages
     // after a reconnection only when the broker still has the session (session present);
     // with a new session it drops them, and they are reported as unacknowledged.
@@ -226,7 +248,8 @@ async fn run_connection(
             let seq = (sent / n) as u64 + 1;
             let now = EventTime(EventTime::now().millis().max(last_ms[i].saturating_add(1)));
             last_ms[i] = now.millis();
-            let (msg, readings) = message(&devices[i], seq, now, config.interval.as_secs_f64(), &mut rng);
+            let (msg, readings) =
+                message(&devices[i], seq, now, config.interval.as_secs_f64(), &mut rng);
             let payload = encode_compact(&msg);
             in_flight.fetch_add(1, Ordering::Relaxed);
             if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, payload).await.is_err() {

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use store::DeadLetter;
 use telemetry::command::CommandAck;
-use telemetry::{decode_status, DeviceId, EventTime, Reading, StatusEvent, Topic, TopicKind, Validator};
+use telemetry::{
+    decode_status, DeviceId, EventTime, Reading, StatusEvent, Topic, TopicKind, Validator,
+};
 
 use crate::config::UnknownDevicePolicy;
 
@@ -40,14 +42,22 @@ pub fn process_publish(
         }
     };
     if parsed.kind != TopicKind::Telemetry {
-        out.dead_letters.push(letter(Some(parsed.device), "wrong_topic", format!("ingest takes telemetry, not {}", parsed.kind.suffix())));
+        out.dead_letters.push(letter(
+            Some(parsed.device),
+            "wrong_topic",
+            format!("ingest takes telemetry, not {}", parsed.kind.suffix()),
+        ));
         return out;
     }
     let device = parsed.device;
     if !known.contains(&device) {
         match policy {
             UnknownDevicePolicy::Reject => {
-                out.dead_letters.push(letter(Some(device.clone()), "unknown_device", format!("device {device} is not registered")));
+                out.dead_letters.push(letter(
+                    Some(device.clone()),
+                    "unknown_device",
+                    format!("device {device} is not registered"),
+                ));
                 return out;
             }
             UnknownDevicePolicy::AutoRegister => out.new_device = Some(device.clone()),
@@ -71,7 +81,12 @@ pub fn process_publish(
 
 /// Decode one status message (`sccr/v1/devices/{id}/status`) received at `now`; a bad one
 /// becomes a dead letter with its reason (`bad_topic`, `bad_status`, `bad_timestamp`).
-pub fn process_status(topic: &str, payload: &[u8], retained: bool, now: EventTime) -> Result<StatusEvent, Box<DeadLetter>> {
+pub fn process_status(
+    topic: &str,
+    payload: &[u8],
+    retained: bool,
+    now: EventTime,
+) -> Result<StatusEvent, Box<DeadLetter>> {
     let letter = |device: Option<DeviceId>, reason: &str, detail: String| {
         let mut d = DeadLetter::new(topic, device, reason, detail, payload);
         d.received_at = now;
@@ -79,17 +94,27 @@ pub fn process_status(topic: &str, payload: &[u8], retained: bool, now: EventTim
     };
     let parsed = Topic::parse(topic).map_err(|e| letter(None, "bad_topic", e.to_string()))?;
     if parsed.kind != TopicKind::Status {
-        return Err(letter(Some(parsed.device), "wrong_topic", format!("expected a status topic, not {}", parsed.kind.suffix())));
+        return Err(letter(
+            Some(parsed.device),
+            "wrong_topic",
+            format!("expected a status topic, not {}", parsed.kind.suffix()),
+        ));
     }
     match decode_status(payload) {
-        Ok(m) => Ok(StatusEvent { device: parsed.device, state: m.state, received_at: now, retained }),
+        Ok(m) => {
+            Ok(StatusEvent { device: parsed.device, state: m.state, received_at: now, retained })
+        }
         Err(e) => Err(letter(Some(parsed.device), e.code(), e.to_string())),
     }
 }
 
 /// Decode a device's answer to a command (`sccr/v1/devices/{id}/commands/ack`); a bad one
 /// becomes a dead letter (`bad_topic`, `bad_command_ack`).
-pub fn process_command_ack(topic: &str, payload: &[u8], now: EventTime) -> Result<(DeviceId, CommandAck), Box<DeadLetter>> {
+pub fn process_command_ack(
+    topic: &str,
+    payload: &[u8],
+    now: EventTime,
+) -> Result<(DeviceId, CommandAck), Box<DeadLetter>> {
     let letter = |device: Option<DeviceId>, reason: &str, detail: String| {
         let mut d = DeadLetter::new(topic, device, reason, detail, payload);
         d.received_at = now;
@@ -97,12 +122,24 @@ pub fn process_command_ack(topic: &str, payload: &[u8], now: EventTime) -> Resul
     };
     let parsed = Topic::parse(topic).map_err(|e| letter(None, "bad_topic", e.to_string()))?;
     if parsed.kind != TopicKind::CommandAck {
-        return Err(letter(Some(parsed.device), "wrong_topic", format!("expected a command ack topic, not {}", parsed.kind.suffix())));
+        return Err(letter(
+            Some(parsed.device),
+            "wrong_topic",
+            format!("expected a command ack topic, not {}", parsed.kind.suffix()),
+        ));
     }
     match serde_json::from_slice::<CommandAck>(payload) {
         Ok(ack) if !ack.id.is_empty() && ack.id.len() <= 128 => Ok((parsed.device, ack)),
-        Ok(_) => Err(letter(Some(parsed.device), "bad_command_ack", "command ack id must be 1 to 128 characters".into())),
-        Err(e) => Err(letter(Some(parsed.device), "bad_command_ack", format!("command ack is not {{\"id\",\"result\",\"detail\"}}: {e}"))),
+        Ok(_) => Err(letter(
+            Some(parsed.device),
+            "bad_command_ack",
+            "command ack id must be 1 to 128 characters".into(),
+        )),
+        Err(e) => Err(letter(
+            Some(parsed.device),
+            "bad_command_ack",
+            format!("command ack is not {{\"id\",\"result\",\"detail\"}}: {e}"),
+        )),
     }
 }
 
@@ -125,7 +162,14 @@ mod tests {
     }
 
     fn run(topic: &str, payload: &[u8], policy: UnknownDevicePolicy) -> Processed {
-        process_publish(topic, payload, NOW, &Validator::new(ValidationConfig::default()), &known(), policy)
+        process_publish(
+            topic,
+            payload,
+            NOW,
+            &Validator::new(ValidationConfig::default()),
+            &known(),
+            policy,
+        )
     }
 
     #[test]
@@ -180,23 +224,59 @@ mod tests {
 
     #[test]
     fn status_messages_become_events_and_bad_ones_dead_letters() {
-        let ev = process_status("sccr/v1/devices/loop-1/status", br#"{"state":"offline"}"#, true, NOW).unwrap();
-        assert_eq!(ev, StatusEvent { device: DeviceId::parse("loop-1").unwrap(), state: telemetry::DeviceState::Offline, received_at: NOW, retained: true });
-        let bad = process_status("sccr/v1/devices/loop-1/status", b"offline", false, NOW).unwrap_err();
-        assert_eq!((bad.reason.as_str(), bad.device.as_ref().map(|d| d.as_str())), ("bad_status", Some("loop-1")));
+        let ev =
+            process_status("sccr/v1/devices/loop-1/status", br#"{"state":"offline"}"#, true, NOW)
+                .unwrap();
+        assert_eq!(
+            ev,
+            StatusEvent {
+                device: DeviceId::parse("loop-1").unwrap(),
+                state: telemetry::DeviceState::Offline,
+                received_at: NOW,
+                retained: true
+            }
+        );
+        let bad =
+            process_status("sccr/v1/devices/loop-1/status", b"offline", false, NOW).unwrap_err();
+        assert_eq!(
+            (bad.reason.as_str(), bad.device.as_ref().map(|d| d.as_str())),
+            ("bad_status", Some("loop-1"))
+        );
         assert_eq!(bad.payload, b"offline");
-        let wrong = process_status("sccr/v1/devices/loop-1/telemetry", br#"{"state":"online"}"#, false, NOW).unwrap_err();
+        let wrong = process_status(
+            "sccr/v1/devices/loop-1/telemetry",
+            br#"{"state":"online"}"#,
+            false,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(wrong.reason, "wrong_topic");
-        assert_eq!(process_status("elsewhere/x", b"{}", false, NOW).unwrap_err().reason, "bad_topic");
+        assert_eq!(
+            process_status("elsewhere/x", b"{}", false, NOW).unwrap_err().reason,
+            "bad_topic"
+        );
     }
 
     #[test]
     fn command_acks_are_decoded_and_bad_ones_dead_letters() {
-        let (device, ack) = process_command_ack("sccr/v1/devices/loop-1/commands/ack", br#"{"id":"c1","result":"rejected","detail":"expired"}"#, NOW).unwrap();
+        let (device, ack) = process_command_ack(
+            "sccr/v1/devices/loop-1/commands/ack",
+            br#"{"id":"c1","result":"rejected","detail":"expired"}"#,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(device.as_str(), "loop-1");
         assert_eq!(ack, CommandAck::rejected("c1", "expired"));
-        let bad = process_command_ack("sccr/v1/devices/loop-1/commands/ack", br#"{"id":"c1","result":"maybe"}"#, NOW).unwrap_err();
+        let bad = process_command_ack(
+            "sccr/v1/devices/loop-1/commands/ack",
+            br#"{"id":"c1","result":"maybe"}"#,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(bad.reason, "bad_command_ack");
-        assert_eq!(process_command_ack("sccr/v1/devices/loop-1/status", b"{}", NOW).unwrap_err().reason, "wrong_topic");
+        assert_eq!(
+            process_command_ack("sccr/v1/devices/loop-1/status", b"{}", NOW).unwrap_err().reason,
+            "wrong_topic"
+        );
     }
 }

@@ -84,7 +84,9 @@ fn mqtt_options(config: &IngestConfig) -> MqttOptions {
     let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     opts.set_keep_alive(config.keep_alive)
         .set_clean_start(false)
-        .set_session_expiry_interval(Some(u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX)))
+        .set_session_expiry_interval(Some(
+            u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
+        ))
         .set_receive_maximum(Some(config.receive_maximum))
         .set_max_packet_size(Some(config.max_packet_size))
         .set_manual_acks(true)
@@ -112,14 +114,27 @@ pub struct IngestQueues {
 }
 
 /// Start ingest.
-pub fn run_ingest(config: IngestConfig, queues: IngestQueues, known: HashSet<DeviceId>, metrics: Arc<IngestMetrics>, shutdown: watch::Receiver<bool>) -> IngestHandles {
+pub fn run_ingest(
+    config: IngestConfig,
+    queues: IngestQueues,
+    known: HashSet<DeviceId>,
+    metrics: Arc<IngestMetrics>,
+    shutdown: watch::Receiver<bool>,
+) -> IngestHandles {
     let IngestQueues { writer, live, statuses, command_acks, committed } = queues;
     // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
     // unused) carries acks: room for one per message the broker may have in flight to us.
-    let (client, eventloop) = AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
+    let (client, eventloop) =
+        AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
     let generation = Arc::new(AtomicU64::new(0));
     let (acks_done_tx, acks_done_rx) = oneshot::channel();
-    let acker = tokio::spawn(run_acker(client.clone(), committed, generation.clone(), metrics.clone(), acks_done_tx));
+    let acker = tokio::spawn(run_acker(
+        client.clone(),
+        committed,
+        generation.clone(),
+        metrics.clone(),
+        acks_done_tx,
+    ));
     let budget = Arc::new(Semaphore::new(config.max_pending_readings.max(1)));
     let ingest = tokio::spawn(
         Driver {
@@ -155,7 +170,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut eventloop: rumqttc::v5::EventLoop, mut shutdown: watch::Receiver<bool>, mut acks_done: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut eventloop: rumqttc::v5::EventLoop,
+        mut shutdown: watch::Receiver<bool>,
+        mut acks_done: oneshot::Receiver<()>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         let mut draining = false;
         loop {
@@ -178,7 +198,10 @@ impl Driver {
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    tracing::info!(session_present = ack.session_present, "ingest: connected to broker");
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "ingest: connected to broker"
+                    );
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
@@ -195,7 +218,9 @@ impl Driver {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if !draining && !self.handle(publish, &mut shutdown).await {
-                        tracing::info!("ingest: shutdown requested while the pipeline was full; draining");
+                        tracing::info!(
+                            "ingest: shutdown requested while the pipeline was full; draining"
+                        );
                         draining = true;
                         self.writer = None;
                     }
@@ -258,7 +283,10 @@ impl Driver {
                 Err(letter) => Processed { dead_letters: vec![*letter], ..Processed::default() },
             }
         } else if topic_kind(&topic) == Some(TopicKind::CommandAck) {
-            match (process_command_ack(&topic, &publish.payload, EventTime::now()), &self.command_acks) {
+            match (
+                process_command_ack(&topic, &publish.payload, EventTime::now()),
+                &self.command_acks,
+            ) {
                 (Ok(ack), Some(acks)) => {
                     tokio::select! {
                         sent = acks.send(ack) => {
@@ -271,10 +299,19 @@ impl Driver {
                     Processed::default()
                 }
                 (Ok(_), None) => Processed::default(),
-                (Err(letter), _) => Processed { dead_letters: vec![*letter], ..Processed::default() },
+                (Err(letter), _) => {
+                    Processed { dead_letters: vec![*letter], ..Processed::default() }
+                }
             }
         } else {
-            process_publish(&topic, &publish.payload, EventTime::now(), &self.validator, &self.known, self.config.unknown_devices)
+            process_publish(
+                &topic,
+                &publish.payload,
+                EventTime::now(),
+                &self.validator,
+                &self.known,
+                self.config.unknown_devices,
+            )
         };
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.readings.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
@@ -290,15 +327,26 @@ impl Driver {
             },
             () = &mut stop => return false,
         };
-        let token = AckToken { pkid: publish.pkid, qos: publish.qos, generation: self.generation.load(Ordering::SeqCst), _budget: permit };
+        let token = AckToken {
+            pkid: publish.pkid,
+            qos: publish.qos,
+            generation: self.generation.load(Ordering::SeqCst),
+            _budget: permit,
+        };
         let new_devices: Vec<DeviceId> = processed.new_device.into_iter().collect();
         for d in &new_devices {
             self.known.insert(d.clone());
         }
-        if !processed.readings.is_empty() && self.live.try_send(processed.readings.clone()).is_err() {
+        if !processed.readings.is_empty() && self.live.try_send(processed.readings.clone()).is_err()
+        {
             self.metrics.live_dropped.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
         }
-        let item = WriteItem { readings: processed.readings, dead_letters: processed.dead_letters, new_devices, ticket: token };
+        let item = WriteItem {
+            readings: processed.readings,
+            dead_letters: processed.dead_letters,
+            new_devices,
+            ticket: token,
+        };
         tokio::select! {
             sent = writer.send(item) => {
                 if sent.is_err() {
@@ -324,14 +372,17 @@ async fn run_acker(
     metrics: Arc<IngestMetrics>,
     done: oneshot::Sender<()>,
 ) {
-    let mut waiting: std::collections::VecDeque<(u16, QoS, u64)> = std::collections::VecDeque::new();
+    let mut waiting: std::collections::VecDeque<(u16, QoS, u64)> =
+        std::collections::VecDeque::new();
     let mut open = true;
     // A request channel that stays full this long means the event loop is gone.
     let mut full_since: Option<tokio::time::Instant> = None;
     while open || !waiting.is_empty() {
         if waiting.is_empty() {
             match committed.recv().await {
-                Some(tokens) => waiting.extend(tokens.into_iter().map(|t| (t.pkid, t.qos, t.generation))),
+                Some(tokens) => {
+                    waiting.extend(tokens.into_iter().map(|t| (t.pkid, t.qos, t.generation)))
+                }
                 None => open = false,
             }
         } else if open {
@@ -367,7 +418,10 @@ async fn run_acker(
                 }
                 Err(_) => {
                     // The event loop is gone: the broker redelivers these to the next session.
-                    tracing::error!(pending = waiting.len(), "ingest: acks cannot be sent; giving up on them");
+                    tracing::error!(
+                        pending = waiting.len(),
+                        "ingest: acks cannot be sent; giving up on them"
+                    );
                     metrics.stale_acks.fetch_add(waiting.len() as u64, Ordering::Relaxed);
                     waiting.clear();
                 }

@@ -17,11 +17,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(600),
-            max_attempts: 12,
-        }
+        Self { base: Duration::from_secs(1), cap: Duration::from_secs(600), max_attempts: 12 }
     }
 }
 
@@ -59,11 +55,7 @@ mod tests {
         let c: Vec<u64> = (1..=8).map(|n| b.ceiling(n).as_secs()).collect();
         assert_eq!(c, [1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(b.delay(3, 0.5), Some(Duration::from_secs(2)));
-        assert_eq!(
-            b.delay(10, 0.5),
-            None,
-            "the tenth failure of ten attempts is final"
-        );
+        assert_eq!(b.delay(10, 0.5), None, "the tenth failure of ten attempts is final");
         assert_eq!(b.delay(9, 1.0), Some(Duration::from_secs(60)));
     }
 

@@ -88,8 +88,19 @@ pub fn run_commands(
 ) -> Vec<(&'static str, JoinHandle<()>)> {
     let mut tasks = Vec::new();
     if let Some(outgoing) = outgoing {
-        let publisher = tokio::spawn(run_publisher(config.clone(), store.clone(), outgoing, metrics.clone(), shutdown.clone()));
-        let sweeper = tokio::spawn(run_sweeper(store.clone(), config.sweep_interval, metrics.clone(), shutdown));
+        let publisher = tokio::spawn(run_publisher(
+            config.clone(),
+            store.clone(),
+            outgoing,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let sweeper = tokio::spawn(run_sweeper(
+            store.clone(),
+            config.sweep_interval,
+            metrics.clone(),
+            shutdown,
+        ));
         tasks.push(("command publisher", publisher));
         tasks.push(("command sweeper", sweeper));
     }
@@ -181,13 +192,7 @@ async fn run_answers(
         let mut tries = 0;
         loop {
             match store
-                .finish_command(
-                    &ack.id,
-                    &device,
-                    status,
-                    ack.detail.as_deref(),
-                    EventTime::now(),
-                )
+                .finish_command(&ack.id, &device, status, ack.detail.as_deref(), EventTime::now())
                 .await
             {
                 Ok(Some(_)) => {
@@ -229,9 +234,7 @@ async fn run_sweeper(
                 for c in &expired {
                     tracing::info!(command = %c.id, device = %c.device, "command expired without an answer");
                 }
-                metrics
-                    .expired
-                    .fetch_add(expired.len() as u64, Ordering::Relaxed);
+                metrics.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -252,10 +255,7 @@ mod tests {
             id: "0b5c3f4e-1d2a-4c1b-9e8f-123456789abc".into(),
             device: DeviceId::parse("loop-1").unwrap(),
             name: "set_interval".into(),
-            args: serde_json::json!({"interval": "2s"})
-                .as_object()
-                .unwrap()
-                .clone(),
+            args: serde_json::json!({"interval": "2s"}).as_object().unwrap().clone(),
             idempotency_key: Some("k".into()),
             status: CommandStatus::Pending,
             detail: None,

@@ -83,7 +83,10 @@ pub async fn run_dispatcher(
     loop {
         if tokio::time::Instant::now() >= next_prune {
             next_prune += PRUNE_EVERY;
-            let before = EventTime(EventTime::now().millis().saturating_sub(i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX)));
+            let before =
+                EventTime(EventTime::now().millis().saturating_sub(
+                    i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
+                ));
             match store.prune_outbox(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "pruned delivered outbox events"),
@@ -127,9 +130,8 @@ async fn pass(
             break;
         }
     }
-    let claimed = store
-        .claim_deliveries(EventTime::now(), config.lease(), config.concurrency.max(1))
-        .await?;
+    let claimed =
+        store.claim_deliveries(EventTime::now(), config.lease(), config.concurrency.max(1)).await?;
     let count = claimed.len();
     let mut attempts = JoinSet::new();
     for c in claimed {
@@ -151,21 +153,15 @@ async fn pass(
         );
         match &outcome {
             AttemptOutcome::Delivered { .. } => metrics.delivered.fetch_add(1, Ordering::Relaxed),
-            AttemptOutcome::Failed {
-                retry_at: Some(_), ..
-            } => metrics.failed.fetch_add(1, Ordering::Relaxed),
-            AttemptOutcome::Failed {
-                retry_at: None,
-                error,
-                ..
-            } => {
+            AttemptOutcome::Failed { retry_at: Some(_), .. } => {
+                metrics.failed.fetch_add(1, Ordering::Relaxed)
+            }
+            AttemptOutcome::Failed { retry_at: None, error, .. } => {
                 tracing::warn!(webhook = c.webhook.id, event = c.event.id, %error, "webhook delivery is dead after its last attempt");
                 metrics.dead.fetch_add(1, Ordering::Relaxed)
             }
         };
-        store
-            .finish_delivery(c.webhook.id, c.event.id, &outcome, EventTime::now())
-            .await?;
+        store.finish_delivery(c.webhook.id, c.event.id, &outcome, EventTime::now()).await?;
     }
     Ok(count)
 }
@@ -180,15 +176,9 @@ pub fn request(
     let headers = vec![
         ("content-type", cloudevents::CONTENT_TYPE.to_owned()),
         (TIMESTAMP_HEADER, now_secs.to_string()),
-        (
-            SIGNATURE_HEADER,
-            sign(c.webhook.secret.as_bytes(), now_secs, &body),
-        ),
+        (SIGNATURE_HEADER, sign(c.webhook.secret.as_bytes(), now_secs, &body)),
         ("x-sccr-delivery-attempt", (c.attempts + 1).to_string()),
-        (
-            "user-agent",
-            concat!("sccr-webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
-        ),
+        ("user-agent", concat!("sccr-webhooks/", env!("CARGO_PKG_VERSION")).to_owned()),
     ];
     (body, headers)
 }
@@ -212,16 +202,9 @@ pub fn outcome_of(
         Err(e) => (None, e),
     };
     let retry_at = backoff.delay(attempts, unit).map(|d| {
-        EventTime(
-            now.millis()
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        EventTime(now.millis().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     });
-    AttemptOutcome::Failed {
-        status,
-        error,
-        retry_at,
-    }
+    AttemptOutcome::Failed { status, error, retry_at }
 }
 
 #[cfg(test)]
@@ -235,16 +218,10 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_status_and_the_attempts_left() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(8),
-            max_attempts: 3,
-        };
+        let b =
+            Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8), max_attempts: 3 };
         let now = EventTime(1_000_000);
-        assert_eq!(
-            outcome_of(Ok(204), 1, &b, now, 0.5),
-            AttemptOutcome::Delivered { status: 204 }
-        );
+        assert_eq!(outcome_of(Ok(204), 1, &b, now, 0.5), AttemptOutcome::Delivered { status: 204 });
         assert_eq!(
             outcome_of(Ok(503), 2, &b, now, 1.0),
             AttemptOutcome::Failed {
@@ -255,11 +232,7 @@ mod tests {
         );
         assert!(matches!(
             outcome_of(Err("refused".into()), 3, &b, now, 1.0),
-            AttemptOutcome::Failed {
-                status: None,
-                retry_at: None,
-                ..
-            }
+            AttemptOutcome::Failed { status: None, retry_at: None, .. }
         ));
     }
 
@@ -285,19 +258,8 @@ mod tests {
             attempts: 2,
         };
         let (body, headers) = request(&c, "urn:test", 1_700_000_000);
-        let h = |k: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
-        assert!(verify(
-            b"s3cret",
-            1_700_000_000,
-            &body,
-            &h(SIGNATURE_HEADER)
-        ));
+        let h = |k: &str| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap();
+        assert!(verify(b"s3cret", 1_700_000_000, &body, &h(SIGNATURE_HEADER)));
         assert_eq!(h("x-sccr-delivery-attempt"), "3");
         assert!(h("content-type").starts_with("application/cloudevents+json"));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

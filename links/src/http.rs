@@ -34,15 +34,10 @@ impl HttpClient {
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| format!("bad request for {url}: {e}"))?;
+        let req = req.body(Full::new(body)).map_err(|e| format!("bad request for {url}: {e}"))?;
         let send = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+            let resp =
+                self.client.request(req).await.map_err(|e| format!("{e}: {}", source_chain(&e)))?;
             let status = resp.status().as_u16();
             // Read (and drop) the body so the connection goes back to the pool.
             let _ = resp.into_body().collect().await;

@@ -29,7 +29,10 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde::{Deserialize, Serialize};
-use stream::{AlertKey, LiveAlert, LiveEvent, LiveHub, LiveValue, OperatorAction, Pending, SegmentState, StreamCommand, SubscriptionFilter, WindowResult};
+use stream::{
+    AlertKey, LiveAlert, LiveEvent, LiveHub, LiveValue, OperatorAction, Pending, SegmentState,
+    StreamCommand, SubscriptionFilter, WindowResult,
+};
 use telemetry::{DeviceId, DeviceState, EventTime, StatusEvent};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -103,7 +106,11 @@ impl LiveBatch {
         let mut out = vec![LiveBatch { readings, ..Self::new(origin, false) }];
         let current = |out: &mut Vec<LiveBatch>, value: bool| -> usize {
             let last = out.len() - 1;
-            let full = if value { out[last].values.len() >= MAX_VALUES_PER_MESSAGE } else { out[last].events() >= MAX_EVENTS_PER_MESSAGE };
+            let full = if value {
+                out[last].values.len() >= MAX_VALUES_PER_MESSAGE
+            } else {
+                out[last].events() >= MAX_EVENTS_PER_MESSAGE
+            };
             if full {
                 out.push(Self::new(origin, false));
             }
@@ -122,7 +129,12 @@ impl LiveBatch {
                 LiveEvent::Segment(s) => b.segments.push(s.clone()),
                 LiveEvent::Alert(a) => b.alerts.push(a.clone()),
                 LiveEvent::Status(s) => {
-                    b.statuses.push(BusStatus { device: s.device.clone(), state: s.state, received_at: s.received_at, retained: s.retained });
+                    b.statuses.push(BusStatus {
+                        device: s.device.clone(),
+                        state: s.state,
+                        received_at: s.received_at,
+                        retained: s.retained,
+                    });
                 }
             }
         }
@@ -131,7 +143,10 @@ impl LiveBatch {
 
     /// What `hub` holds, as snapshot messages.
     pub fn snapshot(origin: &str, hub: &LiveHub) -> Vec<LiveBatch> {
-        let all = SubscriptionFilter { segments: Some(Default::default()), ..SubscriptionFilter::default() };
+        let all = SubscriptionFilter {
+            segments: Some(Default::default()),
+            ..SubscriptionFilter::default()
+        };
         let mut out = Vec::new();
         let values = hub.snapshot(&all);
         for chunk in values.chunks(MAX_VALUES_PER_MESSAGE) {
@@ -172,7 +187,12 @@ impl LiveBatch {
             hub.publish_alert(a);
         }
         for s in self.statuses {
-            hub.set_status(&StatusEvent { device: s.device, state: s.state, received_at: s.received_at, retained: s.retained });
+            hub.set_status(&StatusEvent {
+                device: s.device,
+                state: s.state,
+                received_at: s.received_at,
+                retained: s.retained,
+            });
         }
     }
 }
@@ -182,7 +202,14 @@ impl LiveBatch {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlMessage {
     /// An operator acknowledged or cleared an alert; `alert` is the stored result.
-    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime, alert: Box<LiveAlert> },
+    Operator {
+        action: OperatorAction,
+        key: AlertKey,
+        by: String,
+        note: Option<String>,
+        at: EventTime,
+        alert: Box<LiveAlert>,
+    },
     /// The alert rules were replaced in the store: re-read them.
     RulesChanged,
     /// Publish a snapshot of the live state (an API replica started or reconnected).
@@ -262,23 +289,80 @@ impl BusMetrics {
             let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric("sccr_bus_connected", "gauge", "1 while the live bus's broker connection is up.", u64::from(self.connected.load(Ordering::Relaxed)));
-        metric("sccr_bus_connections_total", "counter", "Live bus connections to the broker.", get(&self.connections));
-        metric("sccr_bus_messages_out_total", "counter", "Live messages published.", get(&self.messages_out));
-        metric("sccr_bus_messages_in_total", "counter", "Live messages applied.", get(&self.messages_in));
-        metric("sccr_bus_values_out_total", "counter", "Values published on the live bus.", get(&self.values_out));
-        metric("sccr_bus_values_in_total", "counter", "Values taken from the live bus.", get(&self.values_in));
-        metric("sccr_bus_snapshots_out_total", "counter", "Snapshots of the live state published.", get(&self.snapshots_out));
-        metric("sccr_bus_control_out_total", "counter", "Control messages published.", get(&self.control_out));
-        metric("sccr_bus_control_in_total", "counter", "Control messages taken.", get(&self.control_in));
-        metric("sccr_bus_decode_errors_total", "counter", "Bus messages skipped because they did not decode.", get(&self.decode_errors));
-        metric("sccr_bus_publish_errors_total", "counter", "Bus messages that could not be handed to the client.", get(&self.publish_errors));
+        metric(
+            "sccr_bus_connected",
+            "gauge",
+            "1 while the live bus's broker connection is up.",
+            u64::from(self.connected.load(Ordering::Relaxed)),
+        );
+        metric(
+            "sccr_bus_connections_total",
+            "counter",
+            "Live bus connections to the broker.",
+            get(&self.connections),
+        );
+        metric(
+            "sccr_bus_messages_out_total",
+            "counter",
+            "Live messages published.",
+            get(&self.messages_out),
+        );
+        metric(
+            "sccr_bus_messages_in_total",
+            "counter",
+            "Live messages applied.",
+            get(&self.messages_in),
+        );
+        metric(
+            "sccr_bus_values_out_total",
+            "counter",
+            "Values published on the live bus.",
+            get(&self.values_out),
+        );
+        metric(
+            "sccr_bus_values_in_total",
+            "counter",
+            "Values taken from the live bus.",
+            get(&self.values_in),
+        );
+        metric(
+            "sccr_bus_snapshots_out_total",
+            "counter",
+            "Snapshots of the live state published.",
+            get(&self.snapshots_out),
+        );
+        metric(
+            "sccr_bus_control_out_total",
+            "counter",
+            "Control messages published.",
+            get(&self.control_out),
+        );
+        metric(
+            "sccr_bus_control_in_total",
+            "counter",
+            "Control messages taken.",
+            get(&self.control_in),
+        );
+        metric(
+            "sccr_bus_decode_errors_total",
+            "counter",
+            "Bus messages skipped because they did not decode.",
+            get(&self.decode_errors),
+        );
+        metric(
+            "sccr_bus_publish_errors_total",
+            "counter",
+            "Bus messages that could not be handed to the client.",
+            get(&self.publish_errors),
+        );
     }
 }
 
 fn client(config: &BusConfig) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    opts.set_keep_alive(config.keep_alive).set_clean_start(true).set_max_packet_size(Some(config.max_packet_bytes));
+    opts.set_keep_alive(config.keep_alive)
+        .set_clean_start(true)
+        .set_max_packet_size(Some(config.max_packet_bytes));
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
@@ -341,7 +425,12 @@ async fn drive(
     metrics.connected.store(false, Ordering::Relaxed);
 }
 
-async fn publish(client: &AsyncClient, topic: &str, payload: Vec<u8>, metrics: &BusMetrics) -> bool {
+async fn publish(
+    client: &AsyncClient,
+    topic: &str,
+    payload: Vec<u8>,
+    metrics: &BusMetrics,
+) -> bool {
     match client.publish(topic, QoS::AtLeastOnce, false, payload).await {
         Ok(()) => true,
         Err(e) => {
@@ -375,10 +464,19 @@ pub fn run_ingest_bus(
     let (client, eventloop) = client(&config);
     let (incoming_tx, mut incoming) = mpsc::channel(64);
     let connected = Arc::new(Notify::new());
-    let driver = tokio::spawn(drive(client.clone(), eventloop, &[CONTROL_TOPIC], incoming_tx, connected.clone(), metrics.clone(), shutdown.clone()));
+    let driver = tokio::spawn(drive(
+        client.clone(),
+        eventloop,
+        &[CONTROL_TOPIC],
+        incoming_tx,
+        connected.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let snapshot_wanted = Arc::new(Notify::new());
     let control = {
-        let (hub, metrics, snapshot_wanted) = (hub.clone(), metrics.clone(), snapshot_wanted.clone());
+        let (hub, metrics, snapshot_wanted) =
+            (hub.clone(), metrics.clone(), snapshot_wanted.clone());
         tokio::spawn(async move {
             while let Some((_, payload)) = incoming.recv().await {
                 match ControlMessage::decode(&payload) {
@@ -391,7 +489,8 @@ pub fn run_ingest_bus(
                             }
                             ControlMessage::Operator { action, key, by, note, at, alert } => {
                                 hub.publish_alert((*alert).clone());
-                                let command = StreamCommand::Operator { action, key, by, note, at, alert };
+                                let command =
+                                    StreamCommand::Operator { action, key, by, note, at, alert };
                                 if commands.send(command).await.is_err() {
                                     return;
                                 }
@@ -406,7 +505,12 @@ pub fn run_ingest_bus(
     let origin = config.client_id.clone();
     let mut stop = shutdown;
     let publisher = tokio::spawn(async move {
-        let all = SubscriptionFilter { segments: Some(Default::default()), alerts: true, statuses: true, ..SubscriptionFilter::default() };
+        let all = SubscriptionFilter {
+            segments: Some(Default::default()),
+            alerts: true,
+            statuses: true,
+            ..SubscriptionFilter::default()
+        };
         let sub = hub.subscribe_with_capacity(all, PUBLISHER_QUEUE);
         let mut counted = hub.readings_applied();
         loop {
@@ -426,7 +530,12 @@ pub fn run_ingest_bus(
                 batches.push(LiveBatch { readings, ..LiveBatch::new(&origin, false) });
                 publish_batches(&client, batches, &metrics).await;
             } else {
-                publish_batches(&client, LiveBatch::from_pending(&origin, pending, readings), &metrics).await;
+                publish_batches(
+                    &client,
+                    LiveBatch::from_pending(&origin, pending, readings),
+                    &metrics,
+                )
+                .await;
             }
         }
         let _ = client.disconnect().await;
@@ -447,7 +556,15 @@ pub fn run_api_bus(
     let (client, eventloop) = client(&config);
     let (incoming_tx, mut incoming) = mpsc::channel(64);
     let connected = Arc::new(Notify::new());
-    let driver = tokio::spawn(drive(client.clone(), eventloop, &[LIVE_TOPIC, CONTROL_TOPIC], incoming_tx, connected.clone(), metrics.clone(), shutdown.clone()));
+    let driver = tokio::spawn(drive(
+        client.clone(),
+        eventloop,
+        &[LIVE_TOPIC, CONTROL_TOPIC],
+        incoming_tx,
+        connected.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let applier = {
         let (metrics, notices) = (metrics.clone(), notices.clone());
         tokio::spawn(async move {
@@ -517,7 +634,12 @@ mod tests {
     use telemetry::{MetricId, SegmentId};
 
     fn value(d: &str, t: i64, v: f64) -> LiveValue {
-        LiveValue { device: DeviceId::parse(d).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(t), value: v }
+        LiveValue {
+            device: DeviceId::parse(d).unwrap(),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(t),
+            value: v,
+        }
     }
 
     fn alert(id: i64, state: AlertState) -> LiveAlert {
@@ -541,14 +663,30 @@ mod tests {
     #[test]
     fn a_pending_queue_round_trips_into_another_hub() {
         let source = LiveHub::new(64);
-        let all = SubscriptionFilter { segments: Some(Default::default()), alerts: true, statuses: true, ..SubscriptionFilter::default() };
+        let all = SubscriptionFilter {
+            segments: Some(Default::default()),
+            alerts: true,
+            statuses: true,
+            ..SubscriptionFilter::default()
+        };
         let sub = source.subscribe_with_capacity(all.clone(), 1_000);
         let readings: Vec<telemetry::Reading> = (0..5_000)
-            .map(|i| telemetry::Reading { device: DeviceId::parse(&format!("d{i}")).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(i), value: i as f64, seq: None })
+            .map(|i| telemetry::Reading {
+                device: DeviceId::parse(&format!("d{i}")).unwrap(),
+                metric: MetricId::SpeedKmh,
+                time: EventTime(i),
+                value: i as f64,
+                seq: None,
+            })
             .collect();
         source.apply(&readings);
         source.publish_alert(alert(7, AlertState::Raised));
-        source.set_status(&StatusEvent { device: DeviceId::parse("d1").unwrap(), state: DeviceState::Offline, received_at: EventTime::now(), retained: false });
+        source.set_status(&StatusEvent {
+            device: DeviceId::parse("d1").unwrap(),
+            state: DeviceState::Offline,
+            received_at: EventTime::now(),
+            retained: false,
+        });
         let batches = LiveBatch::from_pending("ingest-a", sub.take(), 5_000);
         assert_eq!(batches.len(), 3, "5,000 values make three messages of at most 2,000");
         assert!(batches.iter().all(|b| b.values.len() <= MAX_VALUES_PER_MESSAGE));
@@ -561,8 +699,15 @@ mod tests {
         assert_eq!(target.snapshot(&all), source.snapshot(&all));
         assert_eq!(target.open_alerts(), vec![alert(7, AlertState::Raised)]);
         assert_eq!(target.readings_applied(), 5_000);
-        assert_eq!(target.device_online(&DeviceId::parse("d1").unwrap(), EventTime::now()), Some(false), "the offline status crossed");
-        assert_eq!(target.device_online(&DeviceId::parse("d2").unwrap(), EventTime::now()), Some(true));
+        assert_eq!(
+            target.device_online(&DeviceId::parse("d1").unwrap(), EventTime::now()),
+            Some(false),
+            "the offline status crossed"
+        );
+        assert_eq!(
+            target.device_online(&DeviceId::parse("d2").unwrap(), EventTime::now()),
+            Some(true)
+        );
         let seen = screen.take();
         assert_eq!(seen.values.len(), 5_000, "a screen on the target hub sees every value");
         assert_eq!(seen.events.iter().filter(|e| matches!(***e, LiveEvent::Alert(_))).count(), 1);
@@ -577,17 +722,33 @@ mod tests {
         for b in LiveBatch::snapshot("ingest-a", &source) {
             LiveBatch::decode(&b.encode()).unwrap().apply(&target);
         }
-        let got: BTreeMap<String, f64> = target.snapshot(&SubscriptionFilter::default()).into_iter().map(|v| (v.device.to_string(), v.value)).collect();
-        assert_eq!(got, BTreeMap::from([("a".into(), 9.0), ("b".into(), 2.0)]), "the newer value held is kept");
-        assert_eq!(target.device_online(&DeviceId::parse("b").unwrap(), EventTime::now()), None, "a snapshot is not a sign of life");
+        let got: BTreeMap<String, f64> = target
+            .snapshot(&SubscriptionFilter::default())
+            .into_iter()
+            .map(|v| (v.device.to_string(), v.value))
+            .collect();
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".into(), 9.0), ("b".into(), 2.0)]),
+            "the newer value held is kept"
+        );
+        assert_eq!(
+            target.device_online(&DeviceId::parse("b").unwrap(), EventTime::now()),
+            None,
+            "a snapshot is not a sign of life"
+        );
     }
 
     #[test]
     fn a_forwarded_alert_seen_twice_is_broadcast_once() {
         let hub = LiveHub::new(64);
-        let sub = hub.subscribe(SubscriptionFilter { alerts: true, ..SubscriptionFilter::default() });
+        let sub =
+            hub.subscribe(SubscriptionFilter { alerts: true, ..SubscriptionFilter::default() });
         assert!(hub.publish_alert(alert(1, AlertState::Acknowledged)));
-        assert!(!hub.publish_alert(alert(1, AlertState::Acknowledged)), "the same change from a second replica");
+        assert!(
+            !hub.publish_alert(alert(1, AlertState::Acknowledged)),
+            "the same change from a second replica"
+        );
         assert!(!hub.publish_alert(alert(1, AlertState::Raised)), "an older state");
         assert_eq!(sub.take().events.len(), 1);
     }
@@ -599,7 +760,10 @@ mod tests {
             ControlMessage::SnapshotRequest,
             ControlMessage::Operator {
                 action: OperatorAction::Acknowledge,
-                key: AlertKey { rule: stream::alert::RuleId::parse("slow").unwrap(), subject: Subject::Rule },
+                key: AlertKey {
+                    rule: stream::alert::RuleId::parse("slow").unwrap(),
+                    subject: Subject::Rule,
+                },
                 by: "anna".into(),
                 note: Some("seen".into()),
                 at: EventTime(5),
@@ -609,7 +773,10 @@ mod tests {
         for m in messages {
             assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);
         }
-        assert!(matches!(ControlMessage::decode(br#"{"type":"rules_changed","v":2}"#), Err(BusError::Version(2))));
+        assert!(matches!(
+            ControlMessage::decode(br#"{"type":"rules_changed","v":2}"#),
+            Err(BusError::Version(2))
+        ));
         assert!(ControlMessage::decode(br#"{"type":"reboot","v":1}"#).is_err());
         assert!(ControlMessage::decode(b"\xff\x00").is_err());
         assert!(LiveBatch::decode(br#"{"v":1,"origin":"x","values":[{"device":"BAD ID","metric":"speed_kmh","time":1,"value":1}]}"#).is_err());

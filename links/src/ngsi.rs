@@ -44,10 +44,7 @@ fn relationship(object: String) -> Value {
 }
 
 fn entity(kind: &str, id: &str, mut attrs: Map<String, Value>) -> Value {
-    attrs.insert(
-        "id".into(),
-        Value::from(format!("urn:ngsi-ld:{kind}:sccr:{id}")),
-    );
+    attrs.insert("id".into(), Value::from(format!("urn:ngsi-ld:{kind}:sccr:{id}")));
     attrs.insert("type".into(), Value::from(kind));
     attrs.insert("@context".into(), json!(CONTEXT));
     Value::Object(attrs)
@@ -86,28 +83,18 @@ pub fn traffic_flow_observed(w: &TrafficFlowWindow<'_>) -> Value {
         a.insert("averageVehicleSpeed".into(), property(json!(v)));
     }
     if let Some(v) = w.occupancy_pct {
-        a.insert(
-            "occupancy".into(),
-            property(json!((v / 100.0).clamp(0.0, 1.0))),
-        );
+        a.insert("occupancy".into(), property(json!((v / 100.0).clamp(0.0, 1.0))));
     }
     if let Some(lane) = w.lane {
         a.insert("laneId".into(), property(json!(lane)));
     }
     a.insert(
         "dateObserved".into(),
-        property(Value::from(format!(
-            "{}/{}",
-            w.from.to_rfc3339(),
-            w.to.to_rfc3339()
-        ))),
+        property(Value::from(format!("{}/{}", w.from.to_rfc3339(), w.to.to_rfc3339()))),
     );
     a.insert("dateObservedFrom".into(), date_time(w.from));
     a.insert("dateObservedTo".into(), date_time(w.to));
-    a.insert(
-        "refRoadSegment".into(),
-        relationship(road_segment_urn(w.segment)),
-    );
+    a.insert("refRoadSegment".into(), relationship(road_segment_urn(w.segment)));
     if !w.coordinates.is_empty() {
         a.insert("location".into(), json!({ "type": "GeoProperty", "value": { "type": "LineString", "coordinates": w.coordinates } }));
     }
@@ -134,10 +121,7 @@ pub fn air_quality_observed(
             "pm25_ugm3" => ("pm25", property_unit(*v, "GQ")),
             "o3_ugm3" => ("o3", property_unit(*v, "GQ")),
             "temperature_c" => ("temperature", property_unit(*v, "CEL")),
-            "humidity_pct" => (
-                "relativeHumidity",
-                property(json!((v / 100.0).clamp(0.0, 1.0))),
-            ),
+            "humidity_pct" => ("relativeHumidity", property(json!((v / 100.0).clamp(0.0, 1.0)))),
             _ => continue,
         };
         a.insert(name.into(), attr);
@@ -150,11 +134,7 @@ pub fn air_quality_observed(
             json!({ "type": "GeoProperty", "value": { "type": "Point", "coordinates": p } }),
         );
     }
-    entity(
-        "AirQualityObserved",
-        &format!("{device}:{}", time.millis()),
-        a,
-    )
+    entity("AirQualityObserved", &format!("{device}:{}", time.millis()), a)
 }
 
 const AIR_WORDS: [&str; 7] = ["no2", "pm10", "pm25", "pm2", "o3", "air", "aq"];
@@ -205,10 +185,7 @@ pub fn alert(a: &AlertRecord) -> Value {
         AlertState::Acknowledged => "acknowledged",
         AlertState::Cleared => "cleared",
     };
-    m.insert(
-        "name".into(),
-        property(json!(format!("{} ({status})", a.rule))),
-    );
+    m.insert("name".into(), property(json!(format!("{} ({status})", a.rule))));
     entity("Alert", &a.id.to_string(), m)
 }
 
@@ -248,11 +225,7 @@ fn alert_from_json(v: &Value) -> Option<AlertRecord> {
         raised_at: t("raised_at")?,
         acknowledged: None,
         cleared: v.get("cleared").and_then(|c| {
-            Some(store::Clearance {
-                by: None,
-                note: None,
-                at: EventTime(c.get("at")?.as_i64()?),
-            })
+            Some(store::Clearance { by: None, note: None, at: EventTime(c.get("at")?.as_i64()?) })
         }),
         members: u32::try_from(v.get("members").and_then(Value::as_u64).unwrap_or(1)).unwrap_or(1),
     })

@@ -28,10 +28,7 @@ fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
 
 /// The `X-SCCR-Signature` value of `body` signed at `timestamp` (Unix seconds).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
-    )
+    format!("sha256={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
 }
 
 /// Whether `header` is the signature of `body` at `timestamp` (constant-time compare).

@@ -13,13 +13,22 @@ use crate::{load, pipeline, TokenAction};
 pub async fn token(action: TokenAction) -> Result<()> {
     match action {
         TokenAction::Create { config, role, name } => {
-            let role = Role::parse(&role).with_context(|| format!("--role {role:?}: use admin, operator, planner or device"))?;
-            anyhow::ensure!(!name.trim().is_empty() && name.chars().count() <= 128, "--name must have 1 to 128 characters");
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role {role:?}: use admin, operator, planner or device")
+            })?;
+            anyhow::ensure!(
+                !name.trim().is_empty() && name.chars().count() <= 128,
+                "--name must have 1 to 128 characters"
+            );
             let store = pipeline::open_store(&load(config.as_deref())?).await?;
             let (token, digest) = generate_token().map_err(|e| anyhow::anyhow!(e.message))?;
-            let record = store.create_token(name.trim(), role.as_str(), &digest, EventTime::now()).await?;
+            let record =
+                store.create_token(name.trim(), role.as_str(), &digest, EventTime::now()).await?;
             store.close().await;
-            eprintln!("token {} ({}, {}) created; it is shown only now:", record.id, record.name, record.role);
+            eprintln!(
+                "token {} ({}, {}) created; it is shown only now:",
+                record.id, record.name, record.role
+            );
             println!("{token}");
         }
         TokenAction::List { config } => {
@@ -44,7 +53,8 @@ pub async fn token(action: TokenAction) -> Result<()> {
 /// `include`'s text (a file of service accounts or the base ACL), ending in a newline.
 fn included(include: Option<&Path>) -> Result<String> {
     let mut text = match include {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading --include {}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading --include {}", p.display()))?,
         None => String::new(),
     };
     if !text.is_empty() && !text.ends_with('\n') {
@@ -57,7 +67,8 @@ fn included(include: Option<&Path>) -> Result<String> {
 fn write_atomically(out: &Path, text: &str) -> Result<()> {
     let tmp = out.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -84,7 +95,9 @@ pub async fn write_mqtt_acl(store: &Store, out: &Path, include: Option<&Path>) -
     let mut text = included(include)?;
     let links = store.gateway_links().await?;
     if !links.is_empty() {
-        text.push_str("\n# Gateways and the devices they serve (sccr mqtt-acl, from the device registry).\n");
+        text.push_str(
+            "\n# Gateways and the devices they serve (sccr mqtt-acl, from the device registry).\n",
+        );
     }
     let mut current = None;
     for (gateway, device) in &links {

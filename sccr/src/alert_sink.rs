@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use dashboard_api::alerts::{alert_key, live_alert, new_alert, store_subject};
 use store::{AlertFilter, AlertRecord, AlertState, RaiseOutcome, Store, StoreError};
-use stream::{Alert, AlertId, AlertKey, AlertOutput, AlertSinkItem, LiveHub, OperatorAction, StreamCore};
+use stream::{
+    Alert, AlertId, AlertKey, AlertOutput, AlertSinkItem, LiveHub, OperatorAction, StreamCore,
+};
 use telemetry::EventTime;
 use tokio::sync::mpsc;
 
@@ -71,13 +73,26 @@ pub fn state_key(client_id: &str) -> String {
 /// condition must end and occur again to raise anew). Nothing is stored here; the store
 /// already holds these moves. Returns how many engine alerts moved.
 pub fn reconcile(core: &mut StreamCore, store_open: &[AlertRecord], now: EventTime) -> usize {
-    let by_key: HashMap<AlertKey, &AlertRecord> = store_open.iter().filter_map(|r| alert_key(r).map(|k| (k, r))).collect();
+    let by_key: HashMap<AlertKey, &AlertRecord> =
+        store_open.iter().filter_map(|r| alert_key(r).map(|k| (k, r))).collect();
     let moves: Vec<(OperatorAction, AlertKey, String, Option<String>, EventTime)> = core
         .open_alerts()
         .filter_map(|a| match by_key.get(&a.key) {
-            None => Some((OperatorAction::Clear, a.key.clone(), "sccr".to_owned(), Some("no longer open in the store at restart".to_owned()), now)),
+            None => Some((
+                OperatorAction::Clear,
+                a.key.clone(),
+                "sccr".to_owned(),
+                Some("no longer open in the store at restart".to_owned()),
+                now,
+            )),
             Some(r) => match (&r.acknowledged, a.state) {
-                (Some(ack), stream::AlertState::Raised) => Some((OperatorAction::Acknowledge, a.key.clone(), ack.by.clone(), ack.note.clone(), ack.at)),
+                (Some(ack), stream::AlertState::Raised) => Some((
+                    OperatorAction::Acknowledge,
+                    a.key.clone(),
+                    ack.by.clone(),
+                    ack.note.clone(),
+                    ack.at,
+                )),
                 _ => None,
             },
         })
@@ -131,7 +146,12 @@ impl AlertSink {
         if let Some(id) = self.ids.get(alert.id) {
             return Ok(Some(id));
         }
-        let filter = AlertFilter { rule: Some(alert.key.rule.as_str().to_owned()), subject: Some(store_subject(&alert.key.subject)), limit: 1, ..AlertFilter::open() };
+        let filter = AlertFilter {
+            rule: Some(alert.key.rule.as_str().to_owned()),
+            subject: Some(store_subject(&alert.key.subject)),
+            limit: 1,
+            ..AlertFilter::open()
+        };
         let found = self.store.alerts(&filter).await?.first().map(|r| r.id);
         if let Some(id) = found {
             self.ids.insert(alert.id, id);
@@ -143,55 +163,78 @@ impl AlertSink {
         let m = self.metrics.clone();
         match item {
             AlertSinkItem::Checkpoint(state) => {
-                let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt { what: "alert engine state", value: e.to_string() })?;
+                let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt {
+                    what: "alert engine state",
+                    value: e.to_string(),
+                })?;
                 self.store.save_stream_state(&self.state_key, &value).await?;
                 m.state_saves.fetch_add(1, Ordering::Relaxed);
             }
-            AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => match (transition.from, transition.to) {
-                (None, _) => match self.store.raise_alert(&new_alert(alert)).await? {
-                    RaiseOutcome::Raised(record) => {
-                        self.ids.insert(alert.id, record.id);
-                        m.raised.fetch_add(1, Ordering::Relaxed);
-                        self.hub.publish_alert(live_alert(&record));
-                    }
-                    RaiseOutcome::AlreadyOpen(id) => {
-                        self.ids.insert(alert.id, id);
-                        m.already_open.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(id, key = %alert.key, "alert already open in the store; not raised again");
-                    }
-                },
-                (Some(_), stream::AlertState::Acknowledged) => {
-                    let Some(id) = self.store_id(alert).await? else { return Ok(()) };
-                    let by = transition.by.as_deref().unwrap_or("sccr");
-                    match self.store.acknowledge_alert(id, by, transition.note.as_deref(), transition.at).await {
-                        Ok(record) => {
-                            m.acknowledged.fetch_add(1, Ordering::Relaxed);
+            AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => {
+                match (transition.from, transition.to) {
+                    (None, _) => match self.store.raise_alert(&new_alert(alert)).await? {
+                        RaiseOutcome::Raised(record) => {
+                            self.ids.insert(alert.id, record.id);
+                            m.raised.fetch_add(1, Ordering::Relaxed);
                             self.hub.publish_alert(live_alert(&record));
                         }
-                        Err(StoreError::AlertTransition { .. } | StoreError::AlertNotFound(_)) => {
-                            m.refused.fetch_add(1, Ordering::Relaxed);
+                        RaiseOutcome::AlreadyOpen(id) => {
+                            self.ids.insert(alert.id, id);
+                            m.already_open.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(id, key = %alert.key, "alert already open in the store; not raised again");
                         }
-                        Err(e) => return Err(e),
+                    },
+                    (Some(_), stream::AlertState::Acknowledged) => {
+                        let Some(id) = self.store_id(alert).await? else { return Ok(()) };
+                        let by = transition.by.as_deref().unwrap_or("sccr");
+                        match self
+                            .store
+                            .acknowledge_alert(id, by, transition.note.as_deref(), transition.at)
+                            .await
+                        {
+                            Ok(record) => {
+                                m.acknowledged.fetch_add(1, Ordering::Relaxed);
+                                self.hub.publish_alert(live_alert(&record));
+                            }
+                            Err(
+                                StoreError::AlertTransition { .. } | StoreError::AlertNotFound(_),
+                            ) => {
+                                m.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    (Some(_), _) => {
+                        let Some(id) = self.store_id(alert).await? else {
+                            m.refused.fetch_add(1, Ordering::Relaxed);
+                            return Ok(());
+                        };
+                        match self
+                            .store
+                            .clear_alert(
+                                id,
+                                transition.by.as_deref(),
+                                transition.note.as_deref(),
+                                transition.at,
+                            )
+                            .await
+                        {
+                            Ok(record) => {
+                                m.cleared.fetch_add(1, Ordering::Relaxed);
+                                self.hub.publish_alert(live_alert(&record));
+                            }
+                            Err(
+                                StoreError::AlertTransition { to: AlertState::Cleared, .. }
+                                | StoreError::AlertNotFound(_),
+                            ) => {
+                                m.refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        self.ids.remove(alert.id);
                     }
                 }
-                (Some(_), _) => {
-                    let Some(id) = self.store_id(alert).await? else {
-                        m.refused.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    };
-                    match self.store.clear_alert(id, transition.by.as_deref(), transition.note.as_deref(), transition.at).await {
-                        Ok(record) => {
-                            m.cleared.fetch_add(1, Ordering::Relaxed);
-                            self.hub.publish_alert(live_alert(&record));
-                        }
-                        Err(StoreError::AlertTransition { to: AlertState::Cleared, .. } | StoreError::AlertNotFound(_)) => {
-                            m.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    self.ids.remove(alert.id);
-                }
-            },
+            }
             AlertSinkItem::Output(AlertOutput::Updated { alert }) => {
                 let Some(id) = self.store_id(alert).await? else { return Ok(()) };
                 self.store.update_alert_members(id, alert.members.max(1)).await?;
@@ -218,7 +261,10 @@ mod tests {
     fn engine_alert(id: u64, state: stream::AlertState) -> Alert {
         Alert {
             id: AlertId(id),
-            key: AlertKey { rule: RuleId::parse("congestion").unwrap(), subject: Subject::Segment(SegmentId::parse("viale-strozzi").unwrap()) },
+            key: AlertKey {
+                rule: RuleId::parse("congestion").unwrap(),
+                subject: Subject::Segment(SegmentId::parse("viale-strozzi").unwrap()),
+            },
             kind: AlertKind::Single,
             severity: Severity::Critical,
             state,
@@ -234,15 +280,34 @@ mod tests {
         }
     }
 
-    fn transition(a: &Alert, from: Option<stream::AlertState>, to: stream::AlertState, at: i64) -> AlertSinkItem {
-        let t = AlertTransition { alert: a.id, key: a.key.clone(), from, to, by: None, note: Some("condition ended".into()), at: EventTime(at) };
+    fn transition(
+        a: &Alert,
+        from: Option<stream::AlertState>,
+        to: stream::AlertState,
+        at: i64,
+    ) -> AlertSinkItem {
+        let t = AlertTransition {
+            alert: a.id,
+            key: a.key.clone(),
+            from,
+            to,
+            by: None,
+            note: Some("condition ended".into()),
+            at: EventTime(at),
+        };
         AlertSinkItem::Output(AlertOutput::Transition { alert: a.clone(), transition: t })
     }
 
     async fn sink() -> AlertSink {
         let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
-        AlertSink { store, hub: LiveHub::new(64), state_key: state_key("test"), metrics: Arc::default(), ids: AlertIds::default() }
+        AlertSink {
+            store,
+            hub: LiveHub::new(64),
+            state_key: state_key("test"),
+            metrics: Arc::default(),
+            ids: AlertIds::default(),
+        }
     }
 
     #[tokio::test]
@@ -254,28 +319,54 @@ mod tests {
         assert_eq!(open.len(), 1);
         assert_eq!(s.ids.get(AlertId(7)), Some(open[0].id));
         assert_eq!(s.hub.open_alerts().len(), 1);
-        s.apply(&transition(&a, Some(stream::AlertState::Raised), stream::AlertState::Cleared, 3_000)).await.unwrap();
+        s.apply(&transition(
+            &a,
+            Some(stream::AlertState::Raised),
+            stream::AlertState::Cleared,
+            3_000,
+        ))
+        .await
+        .unwrap();
         let events = s.store.alert_events(open[0].id).await.unwrap();
-        assert_eq!(events.iter().map(|e| (e.to, e.by.clone())).collect::<Vec<_>>(), vec![(AlertState::Raised, None), (AlertState::Cleared, None)]);
+        assert_eq!(
+            events.iter().map(|e| (e.to, e.by.clone())).collect::<Vec<_>>(),
+            vec![(AlertState::Raised, None), (AlertState::Cleared, None)]
+        );
         assert_eq!(events[1].note.as_deref(), Some("condition ended"));
         assert!(s.hub.open_alerts().is_empty());
         assert_eq!(s.ids.get(AlertId(7)), None, "a cleared alert leaves the map");
     }
 
     #[tokio::test]
-    async fn a_raise_of_a_key_open_in_the_store_maps_onto_it_and_after_a_restart_the_key_finds_it() {
+    async fn a_raise_of_a_key_open_in_the_store_maps_onto_it_and_after_a_restart_the_key_finds_it()
+    {
         let mut s = sink().await;
         let first = engine_alert(1, stream::AlertState::Raised);
         s.apply(&transition(&first, None, stream::AlertState::Raised, 2_000)).await.unwrap();
         // A restarted process (empty id map, engine ids starting over) raises the same key.
         let mut restarted = AlertSink { ids: AlertIds::default(), ..s };
         let again = engine_alert(1, stream::AlertState::Raised);
-        restarted.apply(&transition(&again, None, stream::AlertState::Raised, 5_000)).await.unwrap();
+        restarted
+            .apply(&transition(&again, None, stream::AlertState::Raised, 5_000))
+            .await
+            .unwrap();
         assert_eq!(restarted.metrics.already_open.load(Ordering::Relaxed), 1);
-        assert_eq!(restarted.store.alerts(&AlertFilter::default()).await.unwrap().len(), 1, "never a second alert");
+        assert_eq!(
+            restarted.store.alerts(&AlertFilter::default()).await.unwrap().len(),
+            1,
+            "never a second alert"
+        );
         // And its clear, with no mapping at all, finds the open alert by key.
         restarted.ids = AlertIds::default();
-        restarted.apply(&transition(&again, Some(stream::AlertState::Raised), stream::AlertState::Cleared, 6_000)).await.unwrap();
+        restarted
+            .apply(&transition(
+                &again,
+                Some(stream::AlertState::Raised),
+                stream::AlertState::Cleared,
+                6_000,
+            ))
+            .await
+            .unwrap();
         assert!(restarted.store.alerts(&AlertFilter::open()).await.unwrap().is_empty());
     }
 
@@ -285,8 +376,18 @@ mod tests {
         let a = engine_alert(3, stream::AlertState::Raised);
         s.apply(&transition(&a, None, stream::AlertState::Raised, 2_000)).await.unwrap();
         let id = s.ids.get(AlertId(3)).unwrap();
-        s.store.clear_alert(id, Some("ada"), Some("handled on site"), EventTime(2_500)).await.unwrap();
-        s.apply(&transition(&a, Some(stream::AlertState::Raised), stream::AlertState::Cleared, 3_000)).await.unwrap();
+        s.store
+            .clear_alert(id, Some("ada"), Some("handled on site"), EventTime(2_500))
+            .await
+            .unwrap();
+        s.apply(&transition(
+            &a,
+            Some(stream::AlertState::Raised),
+            stream::AlertState::Cleared,
+            3_000,
+        ))
+        .await
+        .unwrap();
         let events = s.store.alert_events(id).await.unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].by.as_deref(), Some("ada"));
@@ -325,7 +426,11 @@ mod tests {
         use stream::{AlertRulesConfig, DeviceProfile, Emitted, Registry, StreamConfig};
         use telemetry::{DeviceId, MetricId, Reading, RoadSegment};
         let rules = toml_rules();
-        let config = StreamConfig { window: Duration::from_secs(10), watermark_delay: Duration::from_secs(1), ..StreamConfig::default() };
+        let config = StreamConfig {
+            window: Duration::from_secs(10),
+            watermark_delay: Duration::from_secs(1),
+            ..StreamConfig::default()
+        };
         let registry = |seg: &str| Registry {
             segments: vec![RoadSegment {
                 id: SegmentId::parse(seg).unwrap(),
@@ -338,17 +443,33 @@ mod tests {
                 free_flow_kmh: 50.0,
                 capacity_vph: 900.0,
             }],
-            devices: vec![DeviceProfile { id: DeviceId::parse("loop-a").unwrap(), kind: None, segment: Some(SegmentId::parse(seg).unwrap()), interval: None }],
+            devices: vec![DeviceProfile {
+                id: DeviceId::parse("loop-a").unwrap(),
+                kind: None,
+                segment: Some(SegmentId::parse(seg).unwrap()),
+                interval: None,
+            }],
         };
         // Two segments congested: two open engine alerts.
         let mut core = StreamCore::new(&config, AlertRulesConfig::validate(&rules).unwrap());
         let mut out = Emitted::default();
         let mut reg = registry("s1");
         reg.segments.extend(registry("s2").segments);
-        reg.devices.push(DeviceProfile { id: DeviceId::parse("loop-b").unwrap(), kind: None, segment: Some(SegmentId::parse("s2").unwrap()), interval: None });
+        reg.devices.push(DeviceProfile {
+            id: DeviceId::parse("loop-b").unwrap(),
+            kind: None,
+            segment: Some(SegmentId::parse("s2").unwrap()),
+            interval: None,
+        });
         core.set_registry(reg, EventTime(0), &mut out);
         for d in ["loop-a", "loop-b"] {
-            let r = Reading { device: DeviceId::parse(d).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(1_000), value: 5.0, seq: None };
+            let r = Reading {
+                device: DeviceId::parse(d).unwrap(),
+                metric: MetricId::SpeedKmh,
+                time: EventTime(1_000),
+                value: 5.0,
+                seq: None,
+            };
             core.on_readings(&[r], EventTime(1_000), &mut out);
         }
         core.tick(EventTime(12_000), &mut out);
@@ -358,16 +479,24 @@ mod tests {
         let mut a = engine_alert(1, stream::AlertState::Raised);
         a.key.subject = Subject::Segment(SegmentId::parse("s1").unwrap());
         a.key.rule = RuleId::parse("congestion").unwrap();
-        let RaiseOutcome::Raised(rec) = s.store.raise_alert(&new_alert(&a)).await.unwrap() else { panic!() };
-        let acked = s.store.acknowledge_alert(rec.id, "ada", Some("crew sent"), EventTime(13_000)).await.unwrap();
+        let RaiseOutcome::Raised(rec) = s.store.raise_alert(&new_alert(&a)).await.unwrap() else {
+            panic!()
+        };
+        let acked = s
+            .store
+            .acknowledge_alert(rec.id, "ada", Some("crew sent"), EventTime(13_000))
+            .await
+            .unwrap();
         assert_eq!(reconcile(&mut core, &[acked], EventTime(14_000)), 2);
-        let states: Vec<(String, stream::AlertState)> = core.open_alerts().map(|a| (a.key.subject.to_string(), a.state)).collect();
+        let states: Vec<(String, stream::AlertState)> =
+            core.open_alerts().map(|a| (a.key.subject.to_string(), a.state)).collect();
         assert_eq!(states, vec![("segment s1".to_owned(), stream::AlertState::Acknowledged)]);
         assert_eq!(core.open_alerts().next().unwrap().acknowledged.as_ref().unwrap().by, "ada");
     }
 
     fn toml_rules() -> stream::AlertRulesConfig {
-        let mut rules = stream::AlertRulesConfig { air_quality_defaults: false, ..Default::default() };
+        let mut rules =
+            stream::AlertRulesConfig { air_quality_defaults: false, ..Default::default() };
         let def: stream::alert::RuleDefinition = serde_json::from_value(serde_json::json!({
             "id": "congestion", "severity": "critical", "los": {"at_or_worse": "E", "for": "0s"}
         }))

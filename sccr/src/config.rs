@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"50ms\" or \"7d\": {e}")))
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration like \"50ms\" or \"7d\": {e}"))
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -51,9 +53,11 @@ fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Err
     if s == "forever" {
         return Ok(None);
     }
-    humantime::parse_duration(&s)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?} is neither \"forever\" nor a duration like \"90d\": {e}")))
+    humantime::parse_duration(&s).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{s:?} is neither \"forever\" nor a duration like \"90d\": {e}"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -246,7 +250,11 @@ impl Default for DatabaseSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), bootstrap_admin_token: None, auth_failures_per_minute: dashboard_api::auth::MAX_FAILURES }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            bootstrap_admin_token: None,
+            auth_failures_per_minute: dashboard_api::auth::MAX_FAILURES,
+        }
     }
 }
 
@@ -264,7 +272,11 @@ impl Default for IngestSection {
 
 impl Default for WriterSection {
     fn default() -> Self {
-        Self { max_batch_readings: 5_000, max_batch_age: Duration::from_millis(50), queue_messages: 10_000 }
+        Self {
+            max_batch_readings: 5_000,
+            max_batch_age: Duration::from_millis(50),
+            queue_messages: 10_000,
+        }
     }
 }
 
@@ -295,20 +307,31 @@ pub enum ConfigError {
 
 impl Config {
     /// Read `path` (or start from defaults), apply `SCCR_…` overrides from `env`, validate.
-    pub fn load(path: Option<&std::path::Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
             None => String::new(),
         };
         Self::from_toml(&text, env)
     }
 
-    pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (var, value) in env {
             let Some(path) = var.strip_prefix("SCCR_") else { continue };
             let Some((section, key)) = path.split_once("__") else {
-                return Err(ConfigError::Env { var, message: "expected SCCR_<SECTION>__<KEY>, e.g. SCCR_DATABASE__URL".into() });
+                return Err(ConfigError::Env {
+                    var,
+                    message: "expected SCCR_<SECTION>__<KEY>, e.g. SCCR_DATABASE__URL".into(),
+                });
             };
             let section = section.to_ascii_lowercase();
             let key = key.to_ascii_lowercase();
@@ -317,22 +340,30 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or(toml::Value::String(value));
-            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => {
                     t.insert(key, parsed);
                 }
-                _ => return Err(ConfigError::Env { var, message: format!("[{section}] is not a section") }),
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("[{section}] is not a section"),
+                    })
+                }
             }
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." || path.is_empty() {
-                ConfigError::Parse(e.inner().to_string())
-            } else {
-                ConfigError::Parse(format!("{path}: {}", e.inner()))
-            }
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." || path.is_empty() {
+                    ConfigError::Parse(e.inner().to_string())
+                } else {
+                    ConfigError::Parse(format!("{path}: {}", e.inner()))
+                }
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -351,48 +382,87 @@ impl Config {
             !self.mqtt.group.is_empty() && !self.mqtt.group.contains(['/', '+', '#']),
             "mqtt.group must be non-empty without '/', '+' or '#'",
         );
-        check(self.mqtt.username.is_some() == self.mqtt.password.is_some(), "mqtt.username and mqtt.password go together");
-        check(self.mqtt.keep_alive >= Duration::from_secs(5), "mqtt.keep_alive must be at least 5s");
+        check(
+            self.mqtt.username.is_some() == self.mqtt.password.is_some(),
+            "mqtt.username and mqtt.password go together",
+        );
+        check(
+            self.mqtt.keep_alive >= Duration::from_secs(5),
+            "mqtt.keep_alive must be at least 5s",
+        );
         check(self.mqtt.receive_maximum > 0, "mqtt.receive_maximum must be at least 1");
         check(
-            ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| self.database.url.starts_with(p)),
+            ["postgres://", "postgresql://", "sqlite:"]
+                .iter()
+                .any(|p| self.database.url.starts_with(p)),
             "database.url must start with postgres://, postgresql:// or sqlite:",
         );
         check(self.database.max_connections > 0, "database.max_connections must be at least 1");
-        check(!self.database.rollup_merge_interval.is_zero(), "database.rollup_merge_interval must be positive");
-        check(self.database.maintenance_interval >= Duration::from_secs(1), "database.maintenance_interval must be at least 1s");
+        check(
+            !self.database.rollup_merge_interval.is_zero(),
+            "database.rollup_merge_interval must be positive",
+        );
+        check(
+            self.database.maintenance_interval >= Duration::from_secs(1),
+            "database.maintenance_interval must be at least 1s",
+        );
         let r = &self.retention;
-        check(r.raw.is_none_or(|d| d >= Duration::from_secs(86_400)), "retention.raw must be at least 1d (partitions are days)");
+        check(
+            r.raw.is_none_or(|d| d >= Duration::from_secs(86_400)),
+            "retention.raw must be at least 1d (partitions are days)",
+        );
         check(
             r.rollup_1m.is_none_or(|d| d >= Duration::from_secs(86_400))
                 && r.rollup_1h.is_none_or(|d| d >= Duration::from_secs(86_400))
                 && r.rollup_1d.is_none_or(|d| d >= Duration::from_secs(86_400)),
             "retention.rollup_1m, rollup_1h and rollup_1d must be at least 1d",
         );
-        check(self.api.listen.parse::<SocketAddr>().is_ok(), "api.listen must be an address like 127.0.0.1:8080");
+        check(
+            self.api.listen.parse::<SocketAddr>().is_ok(),
+            "api.listen must be an address like 127.0.0.1:8080",
+        );
         check(
             self.api.bootstrap_admin_token.as_ref().is_none_or(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_graphic())),
             "api.bootstrap_admin_token must be at least 32 printable characters (e.g. from `openssl rand -hex 32`)",
         );
         check(self.ingest.max_payload_bytes >= 64, "ingest.max_payload_bytes must be at least 64");
-        check(self.ingest.max_pending_readings > 0, "ingest.max_pending_readings must be at least 1");
+        check(
+            self.ingest.max_pending_readings > 0,
+            "ingest.max_pending_readings must be at least 1",
+        );
         check(self.writer.max_batch_readings > 0, "writer.max_batch_readings must be at least 1");
         check(!self.writer.max_batch_age.is_zero(), "writer.max_batch_age must be positive");
         check(self.writer.queue_messages > 0, "writer.queue_messages must be at least 1");
         check(self.stream.window >= Duration::from_secs(1), "stream.window must be at least 1s");
-        check(self.stream.state_save_interval >= Duration::from_secs(1), "stream.state_save_interval must be at least 1s");
-        check(self.stream.registry_refresh >= Duration::from_secs(1), "stream.registry_refresh must be at least 1s");
+        check(
+            self.stream.state_save_interval >= Duration::from_secs(1),
+            "stream.state_save_interval must be at least 1s",
+        );
+        check(
+            self.stream.registry_refresh >= Duration::from_secs(1),
+            "stream.registry_refresh must be at least 1s",
+        );
         let w = &self.webhooks;
         check(!w.source.trim().is_empty(), "webhooks.source must not be empty");
-        check(w.poll_interval >= Duration::from_millis(10), "webhooks.poll_interval must be at least 10ms");
-        check(w.request_timeout >= Duration::from_millis(100), "webhooks.request_timeout must be at least 100ms");
+        check(
+            w.poll_interval >= Duration::from_millis(10),
+            "webhooks.poll_interval must be at least 10ms",
+        );
+        check(
+            w.request_timeout >= Duration::from_millis(100),
+            "webhooks.request_timeout must be at least 100ms",
+        );
         check(w.max_attempts >= 1, "webhooks.max_attempts must be at least 1");
         check(!w.backoff_base.is_zero(), "webhooks.backoff_base must be positive");
-        check(w.backoff_cap >= w.backoff_base, "webhooks.backoff_cap must be at least webhooks.backoff_base");
+        check(
+            w.backoff_cap >= w.backoff_base,
+            "webhooks.backoff_cap must be at least webhooks.backoff_base",
+        );
         check(w.concurrency >= 1, "webhooks.concurrency must be at least 1");
         check(w.retention >= Duration::from_secs(3_600), "webhooks.retention must be at least 1h");
         if let Err(rule_errors) = self.alerts.validate() {
-            errors.extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
+            errors
+                .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
         }
         if errors.is_empty() {
             Ok(())
@@ -578,7 +648,12 @@ mod tests {
     fn environment_overrides_keys() {
         let c = Config::from_toml(
             "[mqtt]\nport = 1884\n",
-            env(&[("SCCR_DATABASE__URL", "sqlite:x.db"), ("SCCR_MQTT__PORT", "2000"), ("SCCR_WRITER__MAX_BATCH_AGE", "10ms"), ("PATH", "/bin")]),
+            env(&[
+                ("SCCR_DATABASE__URL", "sqlite:x.db"),
+                ("SCCR_MQTT__PORT", "2000"),
+                ("SCCR_WRITER__MAX_BATCH_AGE", "10ms"),
+                ("PATH", "/bin"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.database.url, "sqlite:x.db");
@@ -611,16 +686,24 @@ mod tests {
         let e = Config::from_toml("[[alerts.rules]]\nid = \"BAD ID\"\nseverity = \"info\"\nthreshold = { metric = \"nope\", above = 1.0 }\n", []).unwrap_err();
         let ConfigError::Invalid(list) = e else { panic!("{e}") };
         assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].id:")), "{list:?}");
-        assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].threshold.metric:")), "{list:?}");
+        assert!(
+            list.iter().any(|m| m.starts_with("alerts.rules[0].threshold.metric:")),
+            "{list:?}"
+        );
         let e = Config::from_toml("[[alerts.rules]]\nid = \"x\"\nseverity = \"info\"\nthreshold = { metric = \"speed_kmh\", abov = 1.0 }\n", []).unwrap_err().to_string();
         assert!(e.contains("alerts.rules") && e.contains("abov"), "{e}");
-        let c = Config::from_toml("", env(&[("SCCR_ALERTS__AIR_QUALITY_DEFAULTS", "false")])).unwrap();
+        let c =
+            Config::from_toml("", env(&[("SCCR_ALERTS__AIR_QUALITY_DEFAULTS", "false")])).unwrap();
         assert!(!c.alerts.air_quality_defaults);
     }
 
     #[test]
     fn webhooks_section_is_read_and_its_errors_named() {
-        let c = Config::from_toml("[webhooks]\npayload = \"ngsi-ld\"\nmax_attempts = 3\nbackoff_base = \"50ms\"\n", []).unwrap();
+        let c = Config::from_toml(
+            "[webhooks]\npayload = \"ngsi-ld\"\nmax_attempts = 3\nbackoff_base = \"50ms\"\n",
+            [],
+        )
+        .unwrap();
         assert_eq!(c.webhooks.payload, store::WebhookFormat::NgsiLd);
         assert_eq!(c.webhooks.max_attempts, 3);
         assert_eq!(c.webhooks.backoff_base, Duration::from_millis(50));

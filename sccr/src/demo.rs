@@ -50,7 +50,8 @@ next_connection_delay_ms = 1
 }
 
 pub async fn run(opts: DemoOptions) -> Result<()> {
-    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let mut broker = rumqttd::Broker::new(broker_config(opts.mqtt_port)?);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -91,7 +92,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     let running = pipeline::start(&config, store, pipeline::Role::All).await?;
 
     let url = format!("http://{}", running.api_addr);
-    let covered: std::collections::HashSet<_> = fleet.iter().map(|d| d.segment.id.clone()).collect();
+    let covered: std::collections::HashSet<_> =
+        fleet.iter().map(|d| d.segment.id.clone()).collect();
     let example = fleet.first().map(|d| d.id.to_string()).unwrap_or_default();
     println!(
         "\nSCCR demo is running: {} simulated devices on {} Florence road segments.\n\
@@ -115,7 +117,13 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         ..SimulateConfig::default()
     };
     let counters = Arc::new(SimulationCounters::default());
-    let sim = tokio::spawn(run_simulation(sim_config, fleet, counters, stop_sim_rx, Duration::from_secs(5)));
+    let sim = tokio::spawn(run_simulation(
+        sim_config,
+        fleet,
+        counters,
+        stop_sim_rx,
+        Duration::from_secs(5),
+    ));
 
     crate::shutdown_signal().await;
     println!("\nstopping: fleet first, then draining the pipeline…");

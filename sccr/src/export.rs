@@ -26,7 +26,9 @@ fn time(name: &str, v: &str) -> Result<EventTime> {
         Ok(ms) => EventTime::from_millis(ms),
         Err(_) => EventTime::parse_rfc3339(v),
     };
-    t.with_context(|| format!("--{name} {v:?}: use Unix milliseconds or RFC 3339 (2025-11-23T00:00:00Z)"))
+    t.with_context(|| {
+        format!("--{name} {v:?}: use Unix milliseconds or RFC 3339 (2025-11-23T00:00:00Z)")
+    })
 }
 
 pub fn query(args: &ExportArgs) -> Result<(ExportQuery, ExportFormat)> {
@@ -91,7 +93,11 @@ impl Progress {
                 let _ = writeln!(err);
             }
         } else if !done {
-            let _ = writeln!(err, "export: {} of ~{} rows, {} files, {rate} rows/s", s.rows, self.expected, s.files);
+            let _ = writeln!(
+                err,
+                "export: {} of ~{} rows, {} files, {rate} rows/s",
+                s.rows, self.expected, s.files
+            );
         }
     }
 }
@@ -102,8 +108,10 @@ pub async fn run(store: &Store, args: ExportArgs) -> Result<()> {
     let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut progress = Progress { start, last: start, expected, tty };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let summary = store::export_to_dir(store, q, format, &args.out, move |s| progress.show(s, false)).await?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let summary =
+        store::export_to_dir(store, q, format, &args.out, move |s| progress.show(s, false)).await?;
     let mut done = Progress { start, last: start, expected, tty };
     done.show(summary, true);
     println!(

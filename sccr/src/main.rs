@@ -181,14 +181,23 @@ async fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into()),
         )
         .init();
     match cli.command {
         Command::Demo { port, mqtt_port, devices, interval, data_dir, admin_token } => {
             anyhow::ensure!(devices > 0, "--devices must be at least 1");
             anyhow::ensure!(!interval.is_zero(), "--interval must be positive");
-            demo::run(demo::DemoOptions { http_port: port, mqtt_port, devices, interval, data_dir, admin_token }).await
+            demo::run(demo::DemoOptions {
+                http_port: port,
+                mqtt_port,
+                devices,
+                interval,
+                data_dir,
+                admin_token,
+            })
+            .await
         }
         Command::Token { action } => admin::token(action).await,
         Command::MqttPasswd { config, out, include } => {

@@ -27,17 +27,20 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use dashboard_api::alerts::live_alert;
 use dashboard_api::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
-use ingest::{run_ingest, IngestConfig, IngestMetrics, IngestQueues, SubscriptionMode, UnknownDevicePolicy};
+use ingest::{
+    run_ingest, IngestConfig, IngestMetrics, IngestQueues, SubscriptionMode, UnknownDevicePolicy,
+};
 use store::{
-    run_maintenance, run_rollup_merger, run_writer, AlertFilter, MergerConfig, MergerMetrics, Store, StoreError, StoreOptions, WriterConfig,
-    WriterMetrics,
+    run_maintenance, run_rollup_merger, run_writer, AlertFilter, MergerConfig, MergerMetrics,
+    Store, StoreError, StoreOptions, WriterConfig, WriterMetrics,
 };
 use stream::{
-    run_stream, AlertEngineState, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue, Registry, StreamCommand, StreamConfig, StreamCore,
-    StreamMetrics, StreamQueues, StreamServiceConfig,
+    run_stream, AlertEngineState, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue,
+    Registry, StreamCommand, StreamConfig, StreamCore, StreamMetrics, StreamQueues,
+    StreamServiceConfig,
 };
-use telemetry::EventTime;
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
+use telemetry::EventTime;
 use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -66,15 +69,23 @@ pub async fn open_store(config: &Config) -> Result<Store> {
         write_method: db.write_method,
         reset_sessions: db.reset_sessions,
         partitions_ahead_days: db.partitions_ahead_days,
-        retention: store::Retention { raw: r.raw, rollup_1m: r.rollup_1m, rollup_1h: r.rollup_1h, rollup_1d: r.rollup_1d },
+        retention: store::Retention {
+            raw: r.raw,
+            rollup_1m: r.rollup_1m,
+            rollup_1h: r.rollup_1h,
+            rollup_1d: r.rollup_1d,
+        },
         compress_after: r.compress_after,
         ..StoreOptions::default()
     };
-    let store = Store::connect(&config.database.url, &options).await.context("connecting to the database (database.url)")?;
+    let store = Store::connect(&config.database.url, &options)
+        .await
+        .context("connecting to the database (database.url)")?;
     store.migrate().await.context("applying migrations")?;
     if store.segments().await?.is_empty() {
         let text = match &config.segments.seed {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading segments.seed {}", p.display()))?,
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading segments.seed {}", p.display()))?,
             None => FLORENCE_SEED.to_owned(),
         };
         let segments = parse_geojson(&text).context("parsing segments.seed")?;
@@ -97,7 +108,13 @@ async fn load_registry(store: &Store) -> Result<Registry, StoreError> {
 }
 
 /// Re-read the registry every `every` and hand changes to the stream.
-async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time::Duration, commands: mpsc::Sender<StreamCommand>, mut shutdown: watch::Receiver<bool>) {
+async fn run_registry_refresh(
+    store: Store,
+    mut last: Registry,
+    every: std::time::Duration,
+    commands: mpsc::Sender<StreamCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -111,7 +128,9 @@ async fn run_registry_refresh(store: Store, mut last: Registry, every: std::time
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot re-read segments and device links; keeping the previous ones"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read segments and device links; keeping the previous ones")
+            }
         }
     }
 }
@@ -152,7 +171,10 @@ fn bus_config(config: &Config) -> links::BusConfig {
 
 /// The alert rules the saved document and this process's `[alerts]` give.
 async fn current_rules(store: &Store, config: &Config) -> Result<(StoredRules, RulesSource)> {
-    let saved = store.load_stream_state(RULES_STATE_KEY).await?.and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
+    let saved = store
+        .load_stream_state(RULES_STATE_KEY)
+        .await?
+        .and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
     Ok(StoredRules::choose(saved, &config.alerts))
 }
 
@@ -174,10 +196,18 @@ async fn resync_alerts(store: &Store, hub: &LiveHub) -> Result<(), StoreError> {
 
 /// The API role's side of the live bus: resync alerts on every (re)connection, re-read
 /// the rules when a replica changed them.
-async fn run_api_notices(store: Store, hub: Arc<LiveHub>, config: Config, rules: Arc<tokio::sync::Mutex<StoredRules>>, mut notices: mpsc::Receiver<links::BusNotice>) {
+async fn run_api_notices(
+    store: Store,
+    hub: Arc<LiveHub>,
+    config: Config,
+    rules: Arc<tokio::sync::Mutex<StoredRules>>,
+    mut notices: mpsc::Receiver<links::BusNotice>,
+) {
     while let Some(notice) = notices.recv().await {
         let done = match notice {
-            links::BusNotice::Connected => resync_alerts(&store, &hub).await.map_err(anyhow::Error::from),
+            links::BusNotice::Connected => {
+                resync_alerts(&store, &hub).await.map_err(anyhow::Error::from)
+            }
             links::BusNotice::RulesChanged => match current_rules(&store, &config).await {
                 Ok((stored, _)) => {
                     *rules.lock().await = stored;
@@ -193,7 +223,12 @@ async fn run_api_notices(store: Store, hub: Arc<LiveHub>, config: Config, rules:
 }
 
 /// The ingest role's side of the live bus: apply rules another replica saved.
-async fn run_ingest_notices(store: Store, config: Config, commands: mpsc::Sender<StreamCommand>, mut notices: mpsc::Receiver<links::BusNotice>) {
+async fn run_ingest_notices(
+    store: Store,
+    config: Config,
+    commands: mpsc::Sender<StreamCommand>,
+    mut notices: mpsc::Receiver<links::BusNotice>,
+) {
     while let Some(notice) = notices.recv().await {
         if notice != links::BusNotice::RulesChanged {
             continue;
@@ -215,7 +250,9 @@ async fn run_ingest_notices(store: Store, config: Config, commands: mpsc::Sender
                 let _ = applied.await;
                 tracing::info!("alert rules changed through the API applied");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the alert rules saved through the API"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alert rules saved through the API")
+            }
         }
     }
 }
@@ -223,7 +260,12 @@ async fn run_ingest_notices(store: Store, config: Config, commands: mpsc::Sender
 pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running> {
     let hub = LiveHub::new(1_024);
     let latest = store.latest(None, None).await?;
-    hub.seed(latest.into_iter().map(|v| LiveValue { device: v.device, metric: v.metric, time: v.time, value: v.value }));
+    hub.seed(latest.into_iter().map(|v| LiveValue {
+        device: v.device,
+        metric: v.metric,
+        time: v.time,
+        value: v.value,
+    }));
     let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
     hub.seed_alerts(store_open.iter().map(live_alert));
 
@@ -254,15 +296,39 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
     let (control, render, readiness) = if role.ingests() {
         let metrics = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone());
-        let side = start_ingest(config, &store, &hub, rule_set, store_open, metrics, shutdown_rx.clone()).await?;
+        let side =
+            start_ingest(config, &store, &hub, rule_set, store_open, metrics, shutdown_rx.clone())
+                .await?;
         let bus = role == Role::Ingest;
         // Commands are published where the API runs; answers are read where ingest runs.
         let outgoing = (!bus).then_some(outgoing_rx);
-        tasks.extend(links::run_commands(command_link, store.clone(), outgoing, Some(side.command_acks), command_metrics, shutdown_rx.clone()));
+        tasks.extend(links::run_commands(
+            command_link,
+            store.clone(),
+            outgoing,
+            Some(side.command_acks),
+            command_metrics,
+            shutdown_rx.clone(),
+        ));
         if bus {
             let (notices_tx, notices_rx) = mpsc::channel(16);
-            tasks.extend(links::run_ingest_bus(bus_config(config), hub.clone(), side.commands.clone(), notices_tx, bus_metrics.clone(), shutdown_rx.clone()));
-            tasks.push(("bus notices", tokio::spawn(run_ingest_notices(store.clone(), config.clone(), side.commands.clone(), notices_rx))));
+            tasks.extend(links::run_ingest_bus(
+                bus_config(config),
+                hub.clone(),
+                side.commands.clone(),
+                notices_tx,
+                bus_metrics.clone(),
+                shutdown_rx.clone(),
+            ));
+            tasks.push((
+                "bus notices",
+                tokio::spawn(run_ingest_notices(
+                    store.clone(),
+                    config.clone(),
+                    side.commands.clone(),
+                    notices_rx,
+                )),
+            ));
         }
         tasks.extend(side.tasks);
         let (render, bus_metrics) = (side.render, bus.then_some(bus_metrics));
@@ -274,15 +340,40 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             out
         }) as dashboard_api::MetricsRenderer;
         let broker = side.ingest_metrics.clone();
-        let readiness: dashboard_api::Readiness = Arc::new(move || vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]);
+        let readiness: dashboard_api::Readiness = Arc::new(move || {
+            vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]
+        });
         let control = AlertControl { commands: side.commands, rules: rules.clone() };
         (control, render, readiness)
     } else {
         let (commands_tx, commands_rx) = mpsc::channel(256);
         let (notices_tx, notices_rx) = mpsc::channel(16);
-        tasks.extend(links::run_api_bus(bus_config(config), hub.clone(), commands_rx, notices_tx, bus_metrics.clone(), shutdown_rx.clone()));
-        tasks.push(("bus notices", tokio::spawn(run_api_notices(store.clone(), hub.clone(), config.clone(), rules.clone(), notices_rx))));
-        tasks.extend(links::run_commands(command_link, store.clone(), Some(outgoing_rx), None, command_metrics, shutdown_rx.clone()));
+        tasks.extend(links::run_api_bus(
+            bus_config(config),
+            hub.clone(),
+            commands_rx,
+            notices_tx,
+            bus_metrics.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.push((
+            "bus notices",
+            tokio::spawn(run_api_notices(
+                store.clone(),
+                hub.clone(),
+                config.clone(),
+                rules.clone(),
+                notices_rx,
+            )),
+        ));
+        tasks.extend(links::run_commands(
+            command_link,
+            store.clone(),
+            Some(outgoing_rx),
+            None,
+            command_metrics,
+            shutdown_rx.clone(),
+        ));
         let b = bus_metrics.clone();
         let render = Arc::new(move || {
             let mut out = String::with_capacity(2048);
@@ -290,7 +381,9 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             out
         }) as dashboard_api::MetricsRenderer;
         let b = bus_metrics.clone();
-        let readiness: dashboard_api::Readiness = Arc::new(move || vec![("broker", b.connected.load(std::sync::atomic::Ordering::Relaxed))]);
+        let readiness: dashboard_api::Readiness = Arc::new(move || {
+            vec![("broker", b.connected.load(std::sync::atomic::Ordering::Relaxed))]
+        });
         (AlertControl { commands: commands_tx, rules: rules.clone() }, render, readiness)
     };
 
@@ -305,13 +398,23 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         dashboard_api::probes(state)
     } else {
         if let Some(token) = &config.api.bootstrap_admin_token {
-            store.ensure_token("bootstrap-admin", "admin", &dashboard_api::auth::token_digest(token), EventTime::now()).await?;
+            store
+                .ensure_token(
+                    "bootstrap-admin",
+                    "admin",
+                    &dashboard_api::auth::token_digest(token),
+                    EventTime::now(),
+                )
+                .await?;
         }
         state.alerts = Some(control);
-        state.auth = dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
+        state.auth =
+            dashboard_api::auth::Auth::with_failure_limit(config.api.auth_failures_per_minute);
         dashboard_api::app(state)
             .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
-            .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings { default_format: config.webhooks.payload }))
+            .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings {
+                default_format: config.webhooks.payload,
+            }))
     };
     let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let (api_stop, mut api_stop_rx) = watch::channel(false);
@@ -326,7 +429,17 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         }
     });
     tracing::info!(%api_addr, ?role, backend = store.backend(), "SCCR running");
-    Ok(Running { api_addr, store, ingest_metrics, writer_metrics, stream_metrics, shutdown: shutdown_tx, tasks, api, api_stop })
+    Ok(Running {
+        api_addr,
+        store,
+        ingest_metrics,
+        writer_metrics,
+        stream_metrics,
+        shutdown: shutdown_tx,
+        tasks,
+        api,
+        api_stop,
+    })
 }
 
 /// What the ingest side started.
@@ -369,9 +482,14 @@ async fn start_ingest(
         match serde_json::from_value::<AlertEngineState>(saved) {
             Ok(state) => {
                 core.restore_state(state, now, &mut boot);
-                tracing::info!(open_alerts = core.open_alerts().count(), "alert engine state restored");
+                tracing::info!(
+                    open_alerts = core.open_alerts().count(),
+                    "alert engine state restored"
+                );
             }
-            Err(e) => tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh"),
+            Err(e) => {
+                tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh")
+            }
         }
     }
     reconcile(&mut core, &store_open, now);
@@ -391,17 +509,41 @@ async fn start_ingest(
         max_batch_age: config.writer.max_batch_age,
         ..WriterConfig::default()
     };
-    let writer = tokio::spawn(run_writer(store.clone(), writer_config, writer_rx, committed_tx, writer_metrics.clone()));
-    let sink = AlertSink { store: store.clone(), hub: hub.clone(), state_key: engine_key, metrics: alert_metrics.clone(), ids: AlertIds::default() };
+    let writer = tokio::spawn(run_writer(
+        store.clone(),
+        writer_config,
+        writer_rx,
+        committed_tx,
+        writer_metrics.clone(),
+    ));
+    let sink = AlertSink {
+        store: store.clone(),
+        hub: hub.clone(),
+        state_key: engine_key,
+        metrics: alert_metrics.clone(),
+        ids: AlertIds::default(),
+    };
     let sink = tokio::spawn(sink.run(sink_rx));
     // What restoring changed (alerts of rules that no longer exist, cleared) is stored first.
     for output in boot.alerts {
         let _ = sink_tx.send(AlertSinkItem::Output(output)).await;
     }
-    let queues = StreamQueues { readings: live_rx, statuses: status_rx, commands: command_rx, alerts: sink_tx };
+    let queues = StreamQueues {
+        readings: live_rx,
+        statuses: status_rx,
+        commands: command_rx,
+        alerts: sink_tx,
+    };
     let service = StreamServiceConfig { checkpoint_interval: config.stream.state_save_interval };
-    let stream = tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
-    let registry = tokio::spawn(run_registry_refresh(store.clone(), registry, config.stream.registry_refresh, command_tx.clone(), shutdown_rx.clone()));
+    let stream =
+        tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
+    let registry = tokio::spawn(run_registry_refresh(
+        store.clone(),
+        registry,
+        config.stream.registry_refresh,
+        command_tx.clone(),
+        shutdown_rx.clone(),
+    ));
     let merger_metrics = Arc::new(MergerMetrics::default());
     let merger = tokio::spawn(run_rollup_merger(
         store.clone(),
@@ -409,7 +551,11 @@ async fn start_ingest(
         shutdown_rx.clone(),
         merger_metrics.clone(),
     ));
-    let maintenance = tokio::spawn(run_maintenance(store.clone(), config.database.maintenance_interval, shutdown_rx.clone()));
+    let maintenance = tokio::spawn(run_maintenance(
+        store.clone(),
+        config.database.maintenance_interval,
+        shutdown_rx.clone(),
+    ));
     let ingest_config = IngestConfig {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
@@ -439,35 +585,82 @@ async fn start_ingest(
     // Weak handles: the metrics must not keep the queues open at shutdown.
     let queues = QueueProbes { writer: writer_tx.downgrade(), live: live_tx.downgrade() };
     let max_pending = config.ingest.max_pending_readings.max(1);
-    let ingest_queues = IngestQueues { writer: writer_tx, live: live_tx, statuses: status_tx, command_acks: Some(command_ack_tx), committed: committed_rx };
-    let ingest = run_ingest(ingest_config, ingest_queues, known, ingest_metrics.clone(), shutdown_rx.clone());
-    let status_recorder = tokio::spawn(links::run_status_recorder(store.clone(), status_in_rx, status_in_tx));
+    let ingest_queues = IngestQueues {
+        writer: writer_tx,
+        live: live_tx,
+        statuses: status_tx,
+        command_acks: Some(command_ack_tx),
+        committed: committed_rx,
+    };
+    let ingest = run_ingest(
+        ingest_config,
+        ingest_queues,
+        known,
+        ingest_metrics.clone(),
+        shutdown_rx.clone(),
+    );
+    let status_recorder =
+        tokio::spawn(links::run_status_recorder(store.clone(), status_in_rx, status_in_tx));
     let w = &config.webhooks;
     let dispatcher = w.enabled.then(|| {
         let dispatcher_config = links::DispatcherConfig {
             source: w.source.clone(),
             poll_interval: w.poll_interval,
             request_timeout: w.request_timeout,
-            backoff: links::backoff::Backoff { base: w.backoff_base, cap: w.backoff_cap, max_attempts: w.max_attempts },
+            backoff: links::backoff::Backoff {
+                base: w.backoff_base,
+                cap: w.backoff_cap,
+                max_attempts: w.max_attempts,
+            },
             concurrency: w.concurrency,
             retention: w.retention,
         };
-        tokio::spawn(links::run_dispatcher(store.clone(), dispatcher_config, Arc::new(links::DispatcherMetrics::default()), shutdown_rx.clone()))
+        tokio::spawn(links::run_dispatcher(
+            store.clone(),
+            dispatcher_config,
+            Arc::new(links::DispatcherMetrics::default()),
+            shutdown_rx.clone(),
+        ))
     });
     let render = {
-        let (i, w, s, m, a, budget) =
-            (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone(), merger_metrics.clone(), alert_metrics.clone(), ingest.budget.clone());
+        let (i, w, s, m, a, budget) = (
+            ingest_metrics.clone(),
+            writer_metrics.clone(),
+            stream_metrics.clone(),
+            merger_metrics.clone(),
+            alert_metrics.clone(),
+            ingest.budget.clone(),
+        );
         Arc::new(move || {
-            render_metrics(&i, &w, &s, &m, &a, &queues, max_pending.saturating_sub(budget.available_permits()))
+            render_metrics(
+                &i,
+                &w,
+                &s,
+                &m,
+                &a,
+                &queues,
+                max_pending.saturating_sub(budget.available_permits()),
+            )
         }) as dashboard_api::MetricsRenderer
     };
     // Stop order: ingest, acker and writer first (the merger and maintenance stop after
     // the writer's last commit), then the stream and what it feeds.
-    let tasks = [("ingest", ingest.ingest), ("acker", ingest.acker), ("writer", writer), ("device status", status_recorder)]
-        .into_iter()
-        .chain(dispatcher.map(|d| ("webhook dispatcher", d)))
-        .chain([("stream", stream), ("alert sink", sink), ("rollup merger", merger), ("maintenance", maintenance), ("registry refresh", registry)])
-        .collect();
+    let tasks = [
+        ("ingest", ingest.ingest),
+        ("acker", ingest.acker),
+        ("writer", writer),
+        ("device status", status_recorder),
+    ]
+    .into_iter()
+    .chain(dispatcher.map(|d| ("webhook dispatcher", d)))
+    .chain([
+        ("stream", stream),
+        ("alert sink", sink),
+        ("rollup merger", merger),
+        ("maintenance", maintenance),
+        ("registry refresh", registry),
+    ])
+    .collect();
     Ok(IngestSide { tasks, commands: command_tx, command_acks, render, ingest_metrics })
 }
 
@@ -497,64 +690,297 @@ fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
 }
 
 /// Prometheus text exposition of the pipeline's counters and queue depths.
-fn render_metrics(i: &IngestMetrics, w: &WriterMetrics, s: &StreamMetrics, m: &MergerMetrics, a: &AlertSinkMetrics, q: &QueueProbes, pending_readings: usize) -> String {
+fn render_metrics(
+    i: &IngestMetrics,
+    w: &WriterMetrics,
+    s: &StreamMetrics,
+    m: &MergerMetrics,
+    a: &AlertSinkMetrics,
+    q: &QueueProbes,
+    pending_readings: usize,
+) -> String {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     };
-    metric("sccr_ingest_messages_total", "counter", "MQTT messages taken by ingest.", i.messages.load(Relaxed) as f64);
-    metric("sccr_ingest_readings_total", "counter", "Valid readings decoded.", i.readings.load(Relaxed) as f64);
-    metric("sccr_ingest_acks_total", "counter", "MQTT acknowledgements sent after commit.", i.acks.load(Relaxed) as f64);
-    metric("sccr_ingest_stale_acks_total", "counter", "Acks skipped because their connection was gone.", i.stale_acks.load(Relaxed) as f64);
-    metric("sccr_ingest_connections_total", "counter", "Connections to the broker.", i.connections.load(Relaxed) as f64);
-    metric("sccr_ingest_connection_errors_total", "counter", "Broker connection failures.", i.connection_errors.load(Relaxed) as f64);
-    metric("sccr_ingest_live_dropped_total", "counter", "Readings not shown live because the stream queue was full.", i.live_dropped.load(Relaxed) as f64);
-    metric("sccr_ingest_pending_readings", "gauge", "Readings between the broker and the durable commit.", pending_readings as f64);
-    metric("sccr_writer_queue_depth", "gauge", "Messages waiting for the batch writer.", depth(&q.writer) as f64);
-    metric("sccr_stream_queue_depth", "gauge", "Reading batches waiting for the stream core.", depth(&q.live) as f64);
-    metric("sccr_writer_batches_total", "counter", "Committed batches.", w.batches.load(Relaxed) as f64);
-    metric("sccr_writer_readings_inserted_total", "counter", "Readings inserted.", w.readings_inserted.load(Relaxed) as f64);
-    metric("sccr_writer_readings_duplicate_total", "counter", "Readings already stored (replays).", w.readings_duplicate.load(Relaxed) as f64);
-    metric("sccr_writer_dead_letters_total", "counter", "Dead letters stored.", w.dead_letters.load(Relaxed) as f64);
-    metric("sccr_writer_errors_total", "counter", "Failed batch writes (retried).", w.write_errors.load(Relaxed) as f64);
-    metric("sccr_writer_last_batch_readings", "gauge", "Readings in the last committed batch.", w.last_batch_readings.load(Relaxed) as f64);
-    metric("sccr_writer_last_flush_seconds", "gauge", "Duration of the last batch write.", w.last_flush_micros.load(Relaxed) as f64 / 1e6);
-    metric("sccr_rollup_merges_total", "counter", "Runs of the rollup merger.", m.merges.load(Relaxed) as f64);
-    metric("sccr_rollup_batches_merged_total", "counter", "Committed batches folded into rollups.", m.batches_merged.load(Relaxed) as f64);
-    metric("sccr_rollup_readings_merged_total", "counter", "Readings folded into rollups.", m.readings_merged.load(Relaxed) as f64);
-    metric("sccr_rollup_rows_written_total", "counter", "Rollup rows upserted (all levels).", m.rollup_rows.load(Relaxed) as f64);
-    metric("sccr_rollup_merge_errors_total", "counter", "Failed rollup merges (retried).", m.errors.load(Relaxed) as f64);
-    metric("sccr_rollup_last_merge_seconds", "gauge", "Duration of the last rollup merge.", m.last_merge_micros.load(Relaxed) as f64 / 1e6);
-    metric("sccr_stream_readings_total", "counter", "Readings applied to live state and windows.", s.readings.load(Relaxed) as f64);
-    metric("sccr_stream_windows_total", "counter", "Windows emitted (including corrections).", s.windows_emitted.load(Relaxed) as f64);
-    metric("sccr_stream_too_late_total", "counter", "Readings later than the allowed lateness.", s.too_late.load(Relaxed) as f64);
-    metric("sccr_stream_segment_windows_total", "counter", "Segment windows emitted (including corrections).", s.segment_windows.load(Relaxed) as f64);
-    metric("sccr_stream_los_changes_total", "counter", "Changes of a segment's current Level of Service.", s.los_changes.load(Relaxed) as f64);
-    metric("sccr_stream_statuses_total", "counter", "Device status messages evaluated.", s.statuses.load(Relaxed) as f64);
-    metric("sccr_ingest_statuses_total", "counter", "Device status messages handed to the stream.", i.statuses.load(Relaxed) as f64);
-    metric("sccr_alerts_raised_total", "counter", "Alerts the engine raised.", s.alerts_raised.load(Relaxed) as f64);
-    metric("sccr_alerts_cleared_total", "counter", "Alerts the engine cleared (automatically or mirrored).", s.alerts_cleared.load(Relaxed) as f64);
-    metric("sccr_alerts_suppressed_total", "counter", "Raises the rate limit folded into an overflow alert.", s.alerts_suppressed.load(Relaxed) as f64);
-    metric("sccr_alerts_duplicate_raises_total", "counter", "Raises of a condition whose alert was open.", s.alerts_duplicate.load(Relaxed) as f64);
-    metric("sccr_alerts_operator_actions_total", "counter", "Operator acknowledgements and clears mirrored into the engine.", s.operator_actions.load(Relaxed) as f64);
-    metric("sccr_alerts_stored_raised_total", "counter", "Alerts opened in the store.", a.raised.load(Relaxed) as f64);
-    metric("sccr_alerts_stored_already_open_total", "counter", "Raises that found their alert already open in the store.", a.already_open.load(Relaxed) as f64);
-    metric("sccr_alerts_stored_acknowledged_total", "counter", "Acknowledgements the engine stored.", a.acknowledged.load(Relaxed) as f64);
-    metric("sccr_alerts_stored_cleared_total", "counter", "Automatic clears stored.", a.cleared.load(Relaxed) as f64);
-    metric("sccr_alerts_stored_updated_total", "counter", "Group and overflow alerts whose members changed.", a.updated.load(Relaxed) as f64);
-    metric("sccr_alerts_store_refused_total", "counter", "Moves the store refused because an operator moved the alert first.", a.refused.load(Relaxed) as f64);
-    metric("sccr_alerts_store_errors_total", "counter", "Alert changes that could not be stored.", a.errors.load(Relaxed) as f64);
-    metric("sccr_stream_state_saves_total", "counter", "Alert engine state checkpoints saved.", a.state_saves.load(Relaxed) as f64);
-    metric("sccr_mqtt_connected", "gauge", "1 while ingest's broker connection is up.", if i.connected.load(Relaxed) { 1.0 } else { 0.0 });
+    metric(
+        "sccr_ingest_messages_total",
+        "counter",
+        "MQTT messages taken by ingest.",
+        i.messages.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_readings_total",
+        "counter",
+        "Valid readings decoded.",
+        i.readings.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_acks_total",
+        "counter",
+        "MQTT acknowledgements sent after commit.",
+        i.acks.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_stale_acks_total",
+        "counter",
+        "Acks skipped because their connection was gone.",
+        i.stale_acks.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_connections_total",
+        "counter",
+        "Connections to the broker.",
+        i.connections.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_connection_errors_total",
+        "counter",
+        "Broker connection failures.",
+        i.connection_errors.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_live_dropped_total",
+        "counter",
+        "Readings not shown live because the stream queue was full.",
+        i.live_dropped.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_pending_readings",
+        "gauge",
+        "Readings between the broker and the durable commit.",
+        pending_readings as f64,
+    );
+    metric(
+        "sccr_writer_queue_depth",
+        "gauge",
+        "Messages waiting for the batch writer.",
+        depth(&q.writer) as f64,
+    );
+    metric(
+        "sccr_stream_queue_depth",
+        "gauge",
+        "Reading batches waiting for the stream core.",
+        depth(&q.live) as f64,
+    );
+    metric(
+        "sccr_writer_batches_total",
+        "counter",
+        "Committed batches.",
+        w.batches.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_readings_inserted_total",
+        "counter",
+        "Readings inserted.",
+        w.readings_inserted.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_readings_duplicate_total",
+        "counter",
+        "Readings already stored (replays).",
+        w.readings_duplicate.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_dead_letters_total",
+        "counter",
+        "Dead letters stored.",
+        w.dead_letters.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_errors_total",
+        "counter",
+        "Failed batch writes (retried).",
+        w.write_errors.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_last_batch_readings",
+        "gauge",
+        "Readings in the last committed batch.",
+        w.last_batch_readings.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_last_flush_seconds",
+        "gauge",
+        "Duration of the last batch write.",
+        w.last_flush_micros.load(Relaxed) as f64 / 1e6,
+    );
+    metric(
+        "sccr_rollup_merges_total",
+        "counter",
+        "Runs of the rollup merger.",
+        m.merges.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_rollup_batches_merged_total",
+        "counter",
+        "Committed batches folded into rollups.",
+        m.batches_merged.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_rollup_readings_merged_total",
+        "counter",
+        "Readings folded into rollups.",
+        m.readings_merged.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_rollup_rows_written_total",
+        "counter",
+        "Rollup rows upserted (all levels).",
+        m.rollup_rows.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_rollup_merge_errors_total",
+        "counter",
+        "Failed rollup merges (retried).",
+        m.errors.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_rollup_last_merge_seconds",
+        "gauge",
+        "Duration of the last rollup merge.",
+        m.last_merge_micros.load(Relaxed) as f64 / 1e6,
+    );
+    metric(
+        "sccr_stream_readings_total",
+        "counter",
+        "Readings applied to live state and windows.",
+        s.readings.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_windows_total",
+        "counter",
+        "Windows emitted (including corrections).",
+        s.windows_emitted.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_too_late_total",
+        "counter",
+        "Readings later than the allowed lateness.",
+        s.too_late.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_segment_windows_total",
+        "counter",
+        "Segment windows emitted (including corrections).",
+        s.segment_windows.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_los_changes_total",
+        "counter",
+        "Changes of a segment's current Level of Service.",
+        s.los_changes.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_statuses_total",
+        "counter",
+        "Device status messages evaluated.",
+        s.statuses.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_ingest_statuses_total",
+        "counter",
+        "Device status messages handed to the stream.",
+        i.statuses.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_raised_total",
+        "counter",
+        "Alerts the engine raised.",
+        s.alerts_raised.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_cleared_total",
+        "counter",
+        "Alerts the engine cleared (automatically or mirrored).",
+        s.alerts_cleared.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_suppressed_total",
+        "counter",
+        "Raises the rate limit folded into an overflow alert.",
+        s.alerts_suppressed.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_duplicate_raises_total",
+        "counter",
+        "Raises of a condition whose alert was open.",
+        s.alerts_duplicate.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_operator_actions_total",
+        "counter",
+        "Operator acknowledgements and clears mirrored into the engine.",
+        s.operator_actions.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_raised_total",
+        "counter",
+        "Alerts opened in the store.",
+        a.raised.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_already_open_total",
+        "counter",
+        "Raises that found their alert already open in the store.",
+        a.already_open.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_acknowledged_total",
+        "counter",
+        "Acknowledgements the engine stored.",
+        a.acknowledged.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_cleared_total",
+        "counter",
+        "Automatic clears stored.",
+        a.cleared.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_updated_total",
+        "counter",
+        "Group and overflow alerts whose members changed.",
+        a.updated.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_store_refused_total",
+        "counter",
+        "Moves the store refused because an operator moved the alert first.",
+        a.refused.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_store_errors_total",
+        "counter",
+        "Alert changes that could not be stored.",
+        a.errors.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_saves_total",
+        "counter",
+        "Alert engine state checkpoints saved.",
+        a.state_saves.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_mqtt_connected",
+        "gauge",
+        "1 while ingest's broker connection is up.",
+        if i.connected.load(Relaxed) { 1.0 } else { 0.0 },
+    );
     let _ = write!(out, "# HELP sccr_writer_commit_seconds Batch commit durations.\n# TYPE sccr_writer_commit_seconds histogram\n");
     for (b, le) in w.commit.buckets.iter().zip(store::writer::COMMIT_BUCKETS) {
-        let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
+        let _ =
+            writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
     }
     let commits = w.commit.count.load(Relaxed);
     let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"+Inf\"}} {commits}");
-    let _ = writeln!(out, "sccr_writer_commit_seconds_sum {}", w.commit.sum_micros.load(Relaxed) as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "sccr_writer_commit_seconds_sum {}",
+        w.commit.sum_micros.load(Relaxed) as f64 / 1e6
+    );
     let _ = writeln!(out, "sccr_writer_commit_seconds_count {commits}");
     let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
     let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());

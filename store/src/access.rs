@@ -71,7 +71,13 @@ fn sqlite_token(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError
 
 impl Store {
     /// Store a new token by its digest.
-    pub async fn create_token(&self, name: &str, role: &str, digest: &str, at: EventTime) -> Result<TokenRecord, StoreError> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        digest: &str,
+        at: EventTime,
+    ) -> Result<TokenRecord, StoreError> {
         match self {
             Store::Postgres(s) => {
                 let row = sqlx::query(&format!(
@@ -102,7 +108,13 @@ impl Store {
 
     /// Make sure a token with this digest exists (a bootstrap token from the
     /// configuration); an existing one, even revoked, is left as it is.
-    pub async fn ensure_token(&self, name: &str, role: &str, digest: &str, at: EventTime) -> Result<(), StoreError> {
+    pub async fn ensure_token(
+        &self,
+        name: &str,
+        role: &str,
+        digest: &str,
+        at: EventTime,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Postgres(s) => {
                 sqlx::query("INSERT INTO api_tokens (name, role, digest, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING")
@@ -149,23 +161,31 @@ impl Store {
     /// Every token, newest first.
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         match self {
-            Store::Postgres(s) => sqlx::query(&format!("SELECT {PG_TOKEN_COLUMNS} FROM api_tokens ORDER BY id DESC"))
-                .fetch_all(&s.pool)
-                .await?
-                .iter()
-                .map(pg_token)
-                .collect(),
-            Store::Sqlite(s) => sqlx::query(&format!("SELECT {SQLITE_TOKEN_COLUMNS} FROM api_tokens ORDER BY id DESC"))
-                .fetch_all(&s.pool)
-                .await?
-                .iter()
-                .map(sqlite_token)
-                .collect(),
+            Store::Postgres(s) => {
+                sqlx::query(&format!("SELECT {PG_TOKEN_COLUMNS} FROM api_tokens ORDER BY id DESC"))
+                    .fetch_all(&s.pool)
+                    .await?
+                    .iter()
+                    .map(pg_token)
+                    .collect()
+            }
+            Store::Sqlite(s) => sqlx::query(&format!(
+                "SELECT {SQLITE_TOKEN_COLUMNS} FROM api_tokens ORDER BY id DESC"
+            ))
+            .fetch_all(&s.pool)
+            .await?
+            .iter()
+            .map(sqlite_token)
+            .collect(),
         }
     }
 
     /// Revoke a token; `None` when no such token exists. Revoking twice keeps the first time.
-    pub async fn revoke_token(&self, id: i64, at: EventTime) -> Result<Option<TokenRecord>, StoreError> {
+    pub async fn revoke_token(
+        &self,
+        id: i64,
+        at: EventTime,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         match self {
             Store::Postgres(s) => sqlx::query(&format!(
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING {PG_TOKEN_COLUMNS}"
@@ -218,7 +238,11 @@ impl Store {
     }
 
     /// The audit log, newest first, `limit` rows older than the entry `before_id`.
-    pub async fn audit_log(&self, before_id: Option<i64>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_log(
+        &self,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let before = before_id.unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
@@ -271,5 +295,6 @@ impl Store {
 }
 
 fn json_column(text: String) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: "audit detail", value: text })
+    serde_json::from_str(&text)
+        .map_err(|_| StoreError::Corrupt { what: "audit detail", value: text })
 }

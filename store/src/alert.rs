@@ -46,7 +46,9 @@ impl AlertState {
     pub fn can_move_to(self, to: AlertState) -> bool {
         matches!(
             (self, to),
-            (Self::Raised, Self::Acknowledged) | (Self::Raised, Self::Cleared) | (Self::Acknowledged, Self::Cleared)
+            (Self::Raised, Self::Acknowledged)
+                | (Self::Raised, Self::Cleared)
+                | (Self::Acknowledged, Self::Cleared)
         )
     }
 
@@ -67,7 +69,9 @@ impl fmt::Display for AlertState {
 }
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -176,7 +180,10 @@ impl AlertSubject {
             "device" => parse_device(subject).map(Self::Device),
             "segment" => parse_segment(subject).map(Self::Segment),
             "rule" if subject.is_empty() => Ok(Self::Rule),
-            _ => Err(StoreError::Corrupt { what: "alert subject", value: format!("{kind} {subject:?}") }),
+            _ => Err(StoreError::Corrupt {
+                what: "alert subject",
+                value: format!("{kind} {subject:?}"),
+            }),
         }
     }
 }
@@ -355,8 +362,15 @@ impl AlertColumns {
             since: self.since,
             raised_at: self.raised_at,
             acknowledged,
-            cleared: self.cleared_at.map(|at| Clearance { by: self.cleared_by, note: self.clear_note, at }),
-            members: u32::try_from(self.members).map_err(|_| StoreError::Corrupt { what: "alert members", value: self.members.to_string() })?,
+            cleared: self.cleared_at.map(|at| Clearance {
+                by: self.cleared_by,
+                note: self.clear_note,
+                at,
+            }),
+            members: u32::try_from(self.members).map_err(|_| StoreError::Corrupt {
+                what: "alert members",
+                value: self.members.to_string(),
+            })?,
         })
     }
 }

@@ -55,12 +55,7 @@ impl CommandStatus {
             "rejected" => Self::Rejected,
             "failed" => Self::Failed,
             "expired" => Self::Expired,
-            _ => {
-                return Err(StoreError::Corrupt {
-                    what: "command status",
-                    value: s,
-                })
-            }
+            _ => return Err(StoreError::Corrupt { what: "command status", value: s }),
         })
     }
 
@@ -163,9 +158,7 @@ fn sqlite_command(row: &sqlx::sqlite::SqliteRow) -> Result<CommandRecord, StoreE
         created_at: EventTime(row.try_get("created_at_ms")?),
         sent_at: row.try_get::<Option<i64>, _>("sent_at_ms")?.map(EventTime),
         expires_at: EventTime(row.try_get("expires_at_ms")?),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at_ms")?
-            .map(EventTime),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at_ms")?.map(EventTime),
     })
 }
 
@@ -248,12 +241,11 @@ impl Store {
                 row.as_ref().map(pg_command).transpose()
             }
             Store::Sqlite(s) => {
-                let row = sqlx::query(&format!(
-                    "SELECT {SQLITE_COLUMNS} FROM commands WHERE id = ?"
-                ))
-                .bind(id)
-                .fetch_optional(s.pool())
-                .await?;
+                let row =
+                    sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM commands WHERE id = ?"))
+                        .bind(id)
+                        .fetch_optional(s.pool())
+                        .await?;
                 row.as_ref().map(sqlite_command).transpose()
             }
         }
@@ -407,10 +399,7 @@ impl Store {
                 .bind(detail)
                 .fetch_all(&mut *tx)
                 .await?;
-                let records = rows
-                    .iter()
-                    .map(sqlite_command)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let records = rows.iter().map(sqlite_command).collect::<Result<Vec<_>, _>>()?;
                 for event in records.iter().filter_map(CommandRecord::outbox_event) {
                     sqlite_append(&mut tx, &event).await?;
                 }
@@ -517,21 +506,56 @@ mod tests {
         assert_eq!(again.id, c.id);
         store.mark_command_sent("c1", EventTime(1_100)).await.unwrap();
         let other = DeviceId::parse("loop-2").unwrap();
-        assert!(store.finish_command("c1", &other, CommandStatus::Acked, None, EventTime(1_200)).await.unwrap().is_none(), "another device's ack");
-        let done = store.finish_command("c1", &device, CommandStatus::Acked, Some("ok"), EventTime(1_200)).await.unwrap().unwrap();
+        assert!(
+            store
+                .finish_command("c1", &other, CommandStatus::Acked, None, EventTime(1_200))
+                .await
+                .unwrap()
+                .is_none(),
+            "another device's ack"
+        );
+        let done = store
+            .finish_command("c1", &device, CommandStatus::Acked, Some("ok"), EventTime(1_200))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((done.status, done.sent_at), (CommandStatus::Acked, Some(EventTime(1_100))));
-        assert!(store.finish_command("c1", &device, CommandStatus::Failed, None, EventTime(1_300)).await.unwrap().is_none(), "final once");
+        assert!(
+            store
+                .finish_command("c1", &device, CommandStatus::Failed, None, EventTime(1_300))
+                .await
+                .unwrap()
+                .is_none(),
+            "final once"
+        );
         store.create_command(&new("c3", "k3")).await.unwrap();
-        assert!(store.expire_commands(EventTime(61_000)).await.unwrap().is_empty(), "not before its time to live");
+        assert!(
+            store.expire_commands(EventTime(61_000)).await.unwrap().is_empty(),
+            "not before its time to live"
+        );
         let expired = store.expire_commands(EventTime(61_001)).await.unwrap();
-        assert_eq!(expired.iter().map(|c| (c.id.as_str(), c.status)).collect::<Vec<_>>(), [("c3", CommandStatus::Expired)]);
-        assert!(store.record_device_status(&device, DeviceState::Offline, EventTime(2_000)).await.unwrap());
-        assert!(!store.record_device_status(&device, DeviceState::Offline, EventTime(2_100)).await.unwrap());
+        assert_eq!(
+            expired.iter().map(|c| (c.id.as_str(), c.status)).collect::<Vec<_>>(),
+            [("c3", CommandStatus::Expired)]
+        );
+        assert!(store
+            .record_device_status(&device, DeviceState::Offline, EventTime(2_000))
+            .await
+            .unwrap());
+        assert!(!store
+            .record_device_status(&device, DeviceState::Offline, EventTime(2_100))
+            .await
+            .unwrap());
         let events = store.outbox_events(0, 10).await.unwrap();
-        let kinds: Vec<(&str, &str)> = events.iter().map(|e| (e.event_type.as_str(), e.subject.as_str())).collect();
+        let kinds: Vec<(&str, &str)> =
+            events.iter().map(|e| (e.event_type.as_str(), e.subject.as_str())).collect();
         assert_eq!(
             kinds,
-            [(event_type::COMMAND_ACKED, "command/c1"), (event_type::COMMAND_EXPIRED, "command/c3"), (event_type::DEVICE_OFFLINE, "device/loop-1")]
+            [
+                (event_type::COMMAND_ACKED, "command/c1"),
+                (event_type::COMMAND_EXPIRED, "command/c3"),
+                (event_type::DEVICE_OFFLINE, "device/loop-1")
+            ]
         );
         assert_eq!(events[0].data["created_by"], "ada");
     }

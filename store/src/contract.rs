@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq, SegmentId};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId, Seq};
 
 use crate::history::{DAY_MS, HOUR_MS, MINUTE_MS};
 use crate::{
-    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Batch, Clearance, DeadLetter,
-    DeviceRecord, GapFill, HistoryPoint, HistoryQuery, HistorySubject, NewAlert, RaiseOutcome, Resolution, Severity, StorageMode, Step,
-    Store, StoreError, SubjectKind,
+    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState,
+    AlertSubject, Batch, Clearance, DeadLetter, DeviceRecord, GapFill, HistoryPoint, HistoryQuery,
+    HistorySubject, NewAlert, RaiseOutcome, Resolution, Severity, Step, StorageMode, Store,
+    StoreError, SubjectKind,
 };
 
 const T0: i64 = 1_763_892_000_000; // 2025-11-23T10:00:00Z, a minute boundary
@@ -40,7 +41,13 @@ async fn level(store: &Store, d: &str, m: MetricId, r: Resolution) -> Vec<Histor
         Some(ms) => Step::Fixed(Duration::from_millis(ms as u64)),
         None => Step::Raw,
     };
-    let q = HistoryQuery::device(dev(d), m, EventTime(T0 - 30 * DAY_MS), EventTime(T0 + 30 * DAY_MS), step);
+    let q = HistoryQuery::device(
+        dev(d),
+        m,
+        EventTime(T0 - 30 * DAY_MS),
+        EventTime(T0 + 30 * DAY_MS),
+        step,
+    );
     let h = store.history(&q).await.expect("history");
     assert_eq!(h.resolution, r);
     h.points
@@ -86,7 +93,11 @@ pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
     assert_eq!((again.inserted, again.duplicates), (0, 3));
     for r in Resolution::ROLLUPS {
         let after = level(store, "c1", MetricId::SpeedKmh, r).await;
-        assert_eq!(after.iter().map(summary).collect::<Vec<_>>(), vec![(2, 90.0, 40.0, 50.0, 50.0)], "{r:?}");
+        assert_eq!(
+            after.iter().map(summary).collect::<Vec<_>>(),
+            vec![(2, 90.0, 40.0, 50.0, 50.0)],
+            "{r:?}"
+        );
     }
     assert_eq!(level(store, "c1", MetricId::SpeedKmh, Resolution::Raw).await.len(), 2);
 }
@@ -97,10 +108,23 @@ pub async fn rollups_are_exact_across_batches_and_late_readings(store: &Store) {
     let vc = MetricId::VehicleCount;
     write(store, vec![reading("c2", vc, T0 + 10_000, 5.0)]).await;
     // Two batches between merges: the log folds them together.
-    store.write_batch(&batch(vec![reading("c2", vc, T0 + 50_000, 9.0), reading("c2", vc, T0 + 70_000, 3.0)])).await.expect("b2");
+    store
+        .write_batch(&batch(vec![
+            reading("c2", vc, T0 + 50_000, 9.0),
+            reading("c2", vc, T0 + 70_000, 3.0),
+        ]))
+        .await
+        .expect("b2");
     store.write_batch(&batch(vec![reading("c2", vc, T0 + DAY_MS, 4.0)])).await.expect("b3");
     store.merge_all_rollups().await.expect("merge");
-    write(store, vec![reading("c2", vc, T0 + 20_000, 1.0), reading("c2", vc, T0 + 10_000, 5.0) /* replay */]).await;
+    write(
+        store,
+        vec![
+            reading("c2", vc, T0 + 20_000, 1.0),
+            reading("c2", vc, T0 + 10_000, 5.0), /* replay */
+        ],
+    )
+    .await;
     write(store, vec![reading("c2", vc, T0 - HOUR_MS + 1, 2.0) /* late, an hour earlier */]).await;
 
     let m = level(store, "c2", vc, Resolution::Minute).await;
@@ -116,7 +140,14 @@ pub async fn rollups_are_exact_across_batches_and_late_readings(store: &Store) {
     );
     let h = level(store, "c2", vc, Resolution::Hour).await;
     let got: Vec<_> = h.iter().map(|p| (p.time.millis() - T0, summary(p))).collect();
-    assert_eq!(got, vec![(-HOUR_MS, (1, 2.0, 2.0, 2.0, 2.0)), (0, (4, 18.0, 1.0, 9.0, 3.0)), (DAY_MS, (1, 4.0, 4.0, 4.0, 4.0))]);
+    assert_eq!(
+        got,
+        vec![
+            (-HOUR_MS, (1, 2.0, 2.0, 2.0, 2.0)),
+            (0, (4, 18.0, 1.0, 9.0, 3.0)),
+            (DAY_MS, (1, 4.0, 4.0, 4.0, 4.0))
+        ]
+    );
     let d = level(store, "c2", vc, Resolution::Day).await;
     let day0 = T0 - T0 % DAY_MS;
     let got: Vec<_> = d.iter().map(|p| (p.time.millis() - day0, summary(p))).collect();
@@ -137,11 +168,18 @@ pub async fn latest_is_newest_by_event_time(store: &Store) {
 }
 
 pub async fn history_filters_and_limits(store: &Store) {
-    let rs: Vec<_> = (0..10).map(|i| reading("c4", MetricId::OccupancyPct, T0 + i * 1_000, i as f64)).collect();
+    let rs: Vec<_> =
+        (0..10).map(|i| reading("c4", MetricId::OccupancyPct, T0 + i * 1_000, i as f64)).collect();
     write(store, rs).await;
     let q = HistoryQuery {
         limit: 100,
-        ..HistoryQuery::device(dev("c4"), MetricId::OccupancyPct, EventTime(T0 + 2_000), EventTime(T0 + 8_000), Step::Raw)
+        ..HistoryQuery::device(
+            dev("c4"),
+            MetricId::OccupancyPct,
+            EventTime(T0 + 2_000),
+            EventTime(T0 + 8_000),
+            Step::Raw,
+        )
     };
     let pts = store.history(&q).await.expect("h").points;
     let values: Vec<f64> = pts.iter().map(|p| p.last).collect();
@@ -149,10 +187,12 @@ pub async fn history_filters_and_limits(store: &Store) {
     assert!(pts.iter().all(|p| p.count == 1));
     let limited = store.history(&HistoryQuery { limit: 2, ..q.clone() }).await.expect("h");
     assert_eq!(limited.points.len(), 2);
-    let other = store.history(&HistoryQuery { metric: MetricId::SpeedKmh, ..q.clone() }).await.expect("h");
+    let other =
+        store.history(&HistoryQuery { metric: MetricId::SpeedKmh, ..q.clone() }).await.expect("h");
     assert!(other.points.is_empty());
     // A bad query is refused with the parameter named.
-    let bad = store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(45)), ..q }).await;
+    let bad =
+        store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(45)), ..q }).await;
     assert!(matches!(bad, Err(crate::StoreError::InvalidQuery { param: "step", .. })), "{bad:?}");
 }
 
@@ -163,13 +203,24 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     let m = MetricId::HumidityPct;
     let seg = store.segments().await.expect("segments");
     if seg.is_empty() {
-        store.upsert_segments(&telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED).expect("seed")).await.expect("seed");
+        store
+            .upsert_segments(
+                &telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED)
+                    .expect("seed"),
+            )
+            .await
+            .expect("seed");
     }
     let seg: SegmentId = store.segments().await.expect("segments")[0].id.clone();
     let devices = [("h1", Some(seg.clone())), ("h2", Some(seg.clone())), ("h3", None)];
     let records: Vec<DeviceRecord> = devices
         .iter()
-        .map(|(d, s)| DeviceRecord { id: dev(d), kind: Some("air_quality".into()), segment: s.clone(), registered_at: EventTime(T0) })
+        .map(|(d, s)| DeviceRecord {
+            id: dev(d),
+            kind: Some("air_quality".into()),
+            segment: s.clone(),
+            registered_at: EventTime(T0),
+        })
         .collect();
     store.upsert_devices(&records).await.expect("devices");
     let start = T0 - T0 % DAY_MS;
@@ -177,7 +228,12 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     for (i, (d, _)) in devices.iter().enumerate() {
         for k in 0..(3 * 24 * 6) {
             // Values that differ per device and step, integers so sums are exact.
-            all.push(reading(d, m, start + k * 10 * MINUTE_MS + i as i64 * 1_000, ((k * 7 + i as i64 * 13) % 90) as f64));
+            all.push(reading(
+                d,
+                m,
+                start + k * 10 * MINUTE_MS + i as i64 * 1_000,
+                ((k * 7 + i as i64 * 13) % 90) as f64,
+            ));
         }
     }
     // Several batches out of time order.
@@ -188,7 +244,8 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     store.merge_all_rollups().await.expect("merge");
 
     let recount = |subject: &[&str], step: i64| -> Vec<(i64, i64, f64, f64, f64, f64)> {
-        let mut buckets: std::collections::BTreeMap<i64, telemetry::Partial> = std::collections::BTreeMap::new();
+        let mut buckets: std::collections::BTreeMap<i64, telemetry::Partial> =
+            std::collections::BTreeMap::new();
         for r in all.iter().filter(|r| subject.contains(&r.device.as_str())) {
             let b = r.time.millis() - r.time.millis() % step;
             let p = telemetry::Partial::of(r.time, r.value);
@@ -209,7 +266,8 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
         limit: 100_000,
     };
     // 30 days around the data, hourly.
-    let month = span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Device(dev("h1")), 1_000);
+    let month =
+        span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Device(dev("h1")), 1_000);
     let h = store.history(&month).await.expect("month");
     assert_eq!((h.resolution, h.step_ms), (Resolution::Hour, Some(HOUR_MS)));
     assert_eq!(view(&h), recount(&["h1"], HOUR_MS));
@@ -217,48 +275,107 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     let q = span(start + HOUR_MS, start + 7 * HOUR_MS, HistorySubject::Device(dev("h2")), 1_000);
     let h = store.history(&q).await.expect("hours");
     assert_eq!(h.resolution, Resolution::Minute);
-    let want: Vec<_> = recount(&["h2"], MINUTE_MS).into_iter().filter(|p| p.0 >= start + HOUR_MS && p.0 < start + 7 * HOUR_MS).collect();
+    let want: Vec<_> = recount(&["h2"], MINUTE_MS)
+        .into_iter()
+        .filter(|p| p.0 >= start + HOUR_MS && p.0 < start + 7 * HOUR_MS)
+        .collect();
     assert_eq!(view(&h), want);
     // A year: days.
-    let h = store.history(&span(start - 300 * DAY_MS, start + 65 * DAY_MS, HistorySubject::Device(dev("h3")), 1_000)).await.expect("year");
+    let h = store
+        .history(&span(
+            start - 300 * DAY_MS,
+            start + 65 * DAY_MS,
+            HistorySubject::Device(dev("h3")),
+            1_000,
+        ))
+        .await
+        .expect("year");
     assert_eq!(h.resolution, Resolution::Day);
     assert_eq!(view(&h), recount(&["h3"], DAY_MS));
     // Ten minutes: raw readings.
-    let h = store.history(&span(start, start + 10 * MINUTE_MS, HistorySubject::Device(dev("h1")), 1_000)).await.expect("raw");
+    let h = store
+        .history(&span(start, start + 10 * MINUTE_MS, HistorySubject::Device(dev("h1")), 1_000))
+        .await
+        .expect("raw");
     assert_eq!((h.resolution, h.points.len()), (Resolution::Raw, 1));
     // The segment combines its two devices; the city all three.
-    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg.clone()), 1_000)).await.expect("segment");
+    let h = store
+        .history(&span(
+            start - 10 * DAY_MS,
+            start + 20 * DAY_MS,
+            HistorySubject::Segment(seg.clone()),
+            1_000,
+        ))
+        .await
+        .expect("segment");
     assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
-    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::City, 1_000)).await.expect("city");
+    let h = store
+        .history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::City, 1_000))
+        .await
+        .expect("city");
     assert_eq!(view(&h), recount(&["h1", "h2", "h3"], HOUR_MS));
     // An area: the segments listed, combined; none listed, nothing.
-    for (from, to, step) in [(start - 10 * DAY_MS, start + 20 * DAY_MS, HOUR_MS), (start + HOUR_MS, start + 7 * HOUR_MS, MINUTE_MS)] {
-        let area = HistorySubject::Segments(vec![seg.clone(), telemetry::SegmentId::parse("elsewhere").expect("id")]);
+    for (from, to, step) in [
+        (start - 10 * DAY_MS, start + 20 * DAY_MS, HOUR_MS),
+        (start + HOUR_MS, start + 7 * HOUR_MS, MINUTE_MS),
+    ] {
+        let area = HistorySubject::Segments(vec![
+            seg.clone(),
+            telemetry::SegmentId::parse("elsewhere").expect("id"),
+        ]);
         let h = store.history(&span(from, to, area, 1_000)).await.expect("area");
-        let want: Vec<_> = recount(&["h1", "h2"], step).into_iter().filter(|p| p.0 >= from && p.0 < to).collect();
+        let want: Vec<_> =
+            recount(&["h1", "h2"], step).into_iter().filter(|p| p.0 >= from && p.0 < to).collect();
         assert_eq!(view(&h), want, "area at {step} ms");
-        let h = store.history(&span(from, to, HistorySubject::Segments(Vec::new()), 1_000)).await.expect("empty area");
+        let h = store
+            .history(&span(from, to, HistorySubject::Segments(Vec::new()), 1_000))
+            .await
+            .expect("empty area");
         assert!(h.points.is_empty());
     }
     // Hourly and daily segment history keeps the links of when the readings came in: moving
     // a device to another segment afterwards does not move its past.
     let moved = DeviceRecord { segment: None, ..records[1].clone() };
     store.upsert_devices(std::slice::from_ref(&moved)).await.expect("relink");
-    let h = store.history(&span(start - 10 * DAY_MS, start + 20 * DAY_MS, HistorySubject::Segment(seg.clone()), 1_000)).await.expect("segment");
+    let h = store
+        .history(&span(
+            start - 10 * DAY_MS,
+            start + 20 * DAY_MS,
+            HistorySubject::Segment(seg.clone()),
+            1_000,
+        ))
+        .await
+        .expect("segment");
     assert_eq!(view(&h), recount(&["h1", "h2"], HOUR_MS));
     store.upsert_devices(std::slice::from_ref(&records[1])).await.expect("link back");
     // An explicit step of three hours reads hours and folds them.
-    let h = store.history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(3 * 3_600)), ..month }).await.expect("3h");
+    let h = store
+        .history(&HistoryQuery { step: Step::Fixed(Duration::from_secs(3 * 3_600)), ..month })
+        .await
+        .expect("3h");
     assert_eq!((h.resolution, h.step_ms), (Resolution::Hour, Some(3 * HOUR_MS)));
     assert_eq!(view(&h), recount(&["h1"], 3 * HOUR_MS));
 }
 
 pub async fn gaps_are_filled_on_request(store: &Store) {
     let m = MetricId::TemperatureC;
-    write(store, vec![reading("g1", m, T0 + MINUTE_MS, 10.0), reading("g1", m, T0 + 4 * MINUTE_MS + 5, 13.0)]).await;
+    write(
+        store,
+        vec![
+            reading("g1", m, T0 + MINUTE_MS, 10.0),
+            reading("g1", m, T0 + 4 * MINUTE_MS + 5, 13.0),
+        ],
+    )
+    .await;
     let q = HistoryQuery {
         fill: GapFill::Previous,
-        ..HistoryQuery::device(dev("g1"), m, EventTime(T0), EventTime(T0 + 6 * MINUTE_MS), Step::Fixed(Duration::from_secs(60)))
+        ..HistoryQuery::device(
+            dev("g1"),
+            m,
+            EventTime(T0),
+            EventTime(T0 + 6 * MINUTE_MS),
+            Step::Fixed(Duration::from_secs(60)),
+        )
     };
     let h = store.history(&q).await.expect("filled");
     let counts: Vec<i64> = h.points.iter().map(|p| p.count).collect();
@@ -273,8 +390,20 @@ pub async fn dead_letters_and_devices_are_kept(store: &Store) {
     let b = Batch {
         readings: vec![reading("c5", MetricId::SpeedKmh, T0, 1.0)],
         dead_letters: vec![
-            DeadLetter::new("sccr/v1/devices/c5/telemetry", Some(dev("c5")), "bad_json", "first".into(), b"{oops"),
-            DeadLetter::new("sccr/v1/devices/c5/telemetry", Some(dev("c5")), "out_of_range", "second".into(), &[0u8; 10_000]),
+            DeadLetter::new(
+                "sccr/v1/devices/c5/telemetry",
+                Some(dev("c5")),
+                "bad_json",
+                "first".into(),
+                b"{oops",
+            ),
+            DeadLetter::new(
+                "sccr/v1/devices/c5/telemetry",
+                Some(dev("c5")),
+                "out_of_range",
+                "second".into(),
+                &[0u8; 10_000],
+            ),
         ],
         new_devices: vec![dev("c5")],
     };
@@ -287,7 +416,10 @@ pub async fn dead_letters_and_devices_are_kept(store: &Store) {
     assert_eq!(dl[1].reason, "bad_json");
     assert_eq!(dl[1].payload, b"{oops");
     // Registering again is harmless.
-    store.write_batch(&Batch { new_devices: vec![dev("c5")], ..Batch::default() }).await.expect("w");
+    store
+        .write_batch(&Batch { new_devices: vec![dev("c5")], ..Batch::default() })
+        .await
+        .expect("w");
     let devices = store.devices().await.expect("devices");
     assert_eq!(devices.iter().filter(|d| d.id == dev("c5")).count(), 1);
 }
@@ -321,8 +453,14 @@ pub async fn retention_drops_old_readings_and_rollups(store: &Store) {
     let m = MetricId::BatteryV;
     let old = T0 - 200 * DAY_MS;
     write(store, vec![reading("r1", m, old, 3.1), reading("r1", m, T0, 3.3)]).await;
-    assert_eq!(level(store, "r1", m, Resolution::Raw).await.len(), 1, "the old reading is outside the test window");
-    let q = |from: i64| HistoryQuery::device(dev("r1"), m, EventTime(from), EventTime(T0 + 1), Step::Raw);
+    assert_eq!(
+        level(store, "r1", m, Resolution::Raw).await.len(),
+        1,
+        "the old reading is outside the test window"
+    );
+    let q = |from: i64| {
+        HistoryQuery::device(dev("r1"), m, EventTime(from), EventTime(T0 + 1), Step::Raw)
+    };
     assert_eq!(store.history(&q(old)).await.expect("h").points.len(), 2);
     // Default retention: raw 90 days, 1m 400 days. As of T0 + 1 day, the old reading goes.
     let report = store.maintain(EventTime(T0 + DAY_MS)).await.expect("maintain");
@@ -333,7 +471,13 @@ pub async fn retention_drops_old_readings_and_rollups(store: &Store) {
         assert!(!report.partitions_dropped.iter().any(|p| p == "readings_p20251123"), "{report:?}");
     }
     // The minute rollup of the old reading is younger than its 400-day retention: kept.
-    let minute = HistoryQuery::device(dev("r1"), m, EventTime(old), EventTime(old + HOUR_MS), Step::Fixed(Duration::from_secs(60)));
+    let minute = HistoryQuery::device(
+        dev("r1"),
+        m,
+        EventTime(old),
+        EventTime(old + HOUR_MS),
+        Step::Fixed(Duration::from_secs(60)),
+    );
     assert_eq!(store.history(&minute).await.expect("h").points.len(), 1);
     // Maintenance is repeatable.
     store.maintain(EventTime(T0 + DAY_MS)).await.expect("maintain again");
@@ -360,12 +504,17 @@ fn new_alert(rule: &str, subject: AlertSubject, severity: Severity, raised_at: i
 async fn raise(store: &Store, alert: &NewAlert) -> AlertRecord {
     match store.raise_alert(alert).await.expect("raise") {
         RaiseOutcome::Raised(record) => *record,
-        other => panic!("{} on {} should open a new alert, got {other:?}", alert.rule, alert.subject),
+        other => {
+            panic!("{} on {} should open a new alert, got {other:?}", alert.rule, alert.subject)
+        }
     }
 }
 
 /// (from, to, by, note, at offset from T0) of an alert's events.
-async fn moves(store: &Store, id: i64) -> Vec<(Option<AlertState>, AlertState, Option<String>, Option<String>, i64)> {
+async fn moves(
+    store: &Store,
+    id: i64,
+) -> Vec<(Option<AlertState>, AlertState, Option<String>, Option<String>, i64)> {
     let events: Vec<AlertEventRecord> = store.alert_events(id).await.expect("events");
     assert!(events.iter().all(|e| e.alert == id));
     events.into_iter().map(|e| (e.from, e.to, e.by, e.note, e.at.millis() - T0)).collect()
@@ -403,34 +552,78 @@ pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store:
     let id = raised.id;
     assert_eq!(store.alert(id).await.expect("alert"), Some(raised.clone()));
 
-    let again = NewAlert { raised_at: EventTime(T0 + 5_000), message: "again".into(), ..first.clone() };
-    assert_eq!(store.raise_alert(&again).await.expect("raise again"), RaiseOutcome::AlreadyOpen(id));
-    assert_eq!(store.alert(id).await.expect("alert"), Some(raised.clone()), "a refused raise changes nothing");
+    let again =
+        NewAlert { raised_at: EventTime(T0 + 5_000), message: "again".into(), ..first.clone() };
+    assert_eq!(
+        store.raise_alert(&again).await.expect("raise again"),
+        RaiseOutcome::AlreadyOpen(id)
+    );
+    assert_eq!(
+        store.alert(id).await.expect("alert"),
+        Some(raised.clone()),
+        "a refused raise changes nothing"
+    );
 
-    let acked = store.acknowledge_alert(id, "ops-anna", Some("crew dispatched"), EventTime(T0 + 60_000)).await.expect("ack");
+    let acked = store
+        .acknowledge_alert(id, "ops-anna", Some("crew dispatched"), EventTime(T0 + 60_000))
+        .await
+        .expect("ack");
     assert_eq!(acked.state, Acknowledged);
-    assert_eq!(acked.acknowledged, Some(Acknowledgement { by: "ops-anna".into(), note: some("crew dispatched"), at: EventTime(T0 + 60_000) }));
+    assert_eq!(
+        acked.acknowledged,
+        Some(Acknowledgement {
+            by: "ops-anna".into(),
+            note: some("crew dispatched"),
+            at: EventTime(T0 + 60_000)
+        })
+    );
     assert_eq!(acked.cleared, None);
     assert_eq!(store.alert(id).await.expect("alert"), Some(acked.clone()));
 
     let refused = store.acknowledge_alert(id, "ops-marco", None, EventTime(T0 + 61_000)).await;
-    assert!(matches!(refused, Err(StoreError::AlertTransition { id: i, from: Acknowledged, to: Acknowledged }) if i == id), "{refused:?}");
-    assert_eq!(store.raise_alert(&again).await.expect("raise while acknowledged"), RaiseOutcome::AlreadyOpen(id));
+    assert!(
+        matches!(refused, Err(StoreError::AlertTransition { id: i, from: Acknowledged, to: Acknowledged }) if i == id),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.raise_alert(&again).await.expect("raise while acknowledged"),
+        RaiseOutcome::AlreadyOpen(id)
+    );
     let nameless = store.acknowledge_alert(id, " ", None, EventTime(T0 + 61_000)).await;
     assert!(matches!(nameless, Err(StoreError::InvalidQuery { param: "by", .. })), "{nameless:?}");
 
-    let cleared = store.clear_alert(id, Some("ops-marco"), Some("sensor replaced"), EventTime(T0 + 120_000)).await.expect("clear");
+    let cleared = store
+        .clear_alert(id, Some("ops-marco"), Some("sensor replaced"), EventTime(T0 + 120_000))
+        .await
+        .expect("clear");
     assert_eq!(cleared.state, Cleared);
     assert_eq!(cleared.acknowledged, acked.acknowledged, "the acknowledgement is kept");
-    assert_eq!(cleared.cleared, Some(Clearance { by: some("ops-marco"), note: some("sensor replaced"), at: EventTime(T0 + 120_000) }));
+    assert_eq!(
+        cleared.cleared,
+        Some(Clearance {
+            by: some("ops-marco"),
+            note: some("sensor replaced"),
+            at: EventTime(T0 + 120_000)
+        })
+    );
 
     for (result, to) in [
-        (store.acknowledge_alert(id, "ops-anna", None, EventTime(T0 + 130_000)).await, Acknowledged),
+        (
+            store.acknowledge_alert(id, "ops-anna", None, EventTime(T0 + 130_000)).await,
+            Acknowledged,
+        ),
         (store.clear_alert(id, None, None, EventTime(T0 + 130_000)).await, Cleared),
     ] {
-        assert!(matches!(result, Err(StoreError::AlertTransition { id: i, from: Cleared, to: t }) if i == id && t == to), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::AlertTransition { id: i, from: Cleared, to: t }) if i == id && t == to),
+            "{result:?}"
+        );
     }
-    assert_eq!(store.alert(id).await.expect("alert"), Some(cleared.clone()), "refused moves change nothing");
+    assert_eq!(
+        store.alert(id).await.expect("alert"),
+        Some(cleared.clone()),
+        "refused moves change nothing"
+    );
     assert_eq!(
         moves(store, id).await,
         vec![
@@ -449,7 +642,10 @@ pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store:
     // The condition comes back: a new alert, with its own history.
     let reopened = raise(store, &NewAlert { raised_at: EventTime(T0 + 180_000), ..first }).await;
     assert_ne!(reopened.id, id);
-    assert_eq!((reopened.state, reopened.acknowledged.clone(), reopened.cleared.clone()), (Raised, None, None));
+    assert_eq!(
+        (reopened.state, reopened.acknowledged.clone(), reopened.cleared.clone()),
+        (Raised, None, None)
+    );
     assert_eq!(moves(store, reopened.id).await, vec![(None, Raised, None, None, 180_000)]);
     assert_eq!(store.alert(id).await.expect("alert").map(|a| a.state), Some(Cleared));
 }
@@ -459,24 +655,67 @@ pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store:
 pub async fn automatic_clear_by_key_leaves_other_keys_open(store: &Store) {
     let rule = "contract.auto-clear";
     let on_segment = AlertSubject::Segment(seg("ac-seg-1"));
-    let segment_alert = raise(store, &NewAlert { kind: AlertKind::SegmentGroup, members: 3, ..new_alert(rule, on_segment.clone(), Severity::Warning, T0) }).await;
-    let rule_alert = raise(store, &NewAlert { kind: AlertKind::RateLimitOverflow, ..new_alert(rule, AlertSubject::Rule, Severity::Warning, T0) }).await;
-    assert_eq!((segment_alert.members, segment_alert.kind, rule_alert.subject.clone()), (3, AlertKind::SegmentGroup, AlertSubject::Rule));
+    let segment_alert = raise(
+        store,
+        &NewAlert {
+            kind: AlertKind::SegmentGroup,
+            members: 3,
+            ..new_alert(rule, on_segment.clone(), Severity::Warning, T0)
+        },
+    )
+    .await;
+    let rule_alert = raise(
+        store,
+        &NewAlert {
+            kind: AlertKind::RateLimitOverflow,
+            ..new_alert(rule, AlertSubject::Rule, Severity::Warning, T0)
+        },
+    )
+    .await;
+    assert_eq!(
+        (segment_alert.members, segment_alert.kind, rule_alert.subject.clone()),
+        (3, AlertKind::SegmentGroup, AlertSubject::Rule)
+    );
 
     store.update_alert_members(segment_alert.id, 7).await.expect("members");
     assert_eq!(store.alert(segment_alert.id).await.expect("alert").map(|a| a.members), Some(7));
-    assert!(matches!(store.update_alert_members(i64::MAX, 1).await, Err(StoreError::AlertNotFound(i64::MAX))));
+    assert!(matches!(
+        store.update_alert_members(i64::MAX, 1).await,
+        Err(StoreError::AlertNotFound(i64::MAX))
+    ));
 
-    let cleared = store.clear_open_alert(rule, &on_segment, EventTime(T0 + 90_000)).await.expect("auto clear");
+    let cleared = store
+        .clear_open_alert(rule, &on_segment, EventTime(T0 + 90_000))
+        .await
+        .expect("auto clear");
     let cleared = cleared.expect("the open alert of the key");
-    assert_eq!((cleared.id, cleared.state, cleared.members), (segment_alert.id, AlertState::Cleared, 7));
-    assert_eq!(cleared.cleared, Some(Clearance { by: None, note: None, at: EventTime(T0 + 90_000) }));
+    assert_eq!(
+        (cleared.id, cleared.state, cleared.members),
+        (segment_alert.id, AlertState::Cleared, 7)
+    );
+    assert_eq!(
+        cleared.cleared,
+        Some(Clearance { by: None, note: None, at: EventTime(T0 + 90_000) })
+    );
     assert_eq!(
         moves(store, segment_alert.id).await,
-        vec![(None, AlertState::Raised, None, None, 0), (Some(AlertState::Raised), AlertState::Cleared, None, None, 90_000)]
+        vec![
+            (None, AlertState::Raised, None, None, 0),
+            (Some(AlertState::Raised), AlertState::Cleared, None, None, 90_000)
+        ]
     );
-    assert_eq!(store.alert(rule_alert.id).await.expect("alert"), Some(rule_alert.clone()), "another key of the rule stays open");
-    assert_eq!(store.clear_open_alert(rule, &on_segment, EventTime(T0 + 95_000)).await.expect("nothing open"), None);
+    assert_eq!(
+        store.alert(rule_alert.id).await.expect("alert"),
+        Some(rule_alert.clone()),
+        "another key of the rule stays open"
+    );
+    assert_eq!(
+        store
+            .clear_open_alert(rule, &on_segment, EventTime(T0 + 95_000))
+            .await
+            .expect("nothing open"),
+        None
+    );
     assert_eq!(moves(store, segment_alert.id).await.len(), 2);
 }
 
@@ -488,29 +727,87 @@ pub async fn alert_listing_filters_and_pages_by_cursor(store: &Store) {
     let (a, b) = ("contract.list-a", "contract.list-b");
     let d1 = AlertSubject::Device(dev("ls-1"));
     let a1 = raise(store, &new_alert(a, d1.clone(), Severity::Warning, base + 1_000)).await.id;
-    let a2 = raise(store, &new_alert(a, AlertSubject::Device(dev("ls-2")), Severity::Critical, base + 2_000)).await.id;
-    let a3 = raise(store, &new_alert(b, AlertSubject::Segment(seg("ls-seg")), Severity::Info, base + 3_000)).await.id;
+    let a2 = raise(
+        store,
+        &new_alert(a, AlertSubject::Device(dev("ls-2")), Severity::Critical, base + 2_000),
+    )
+    .await
+    .id;
+    let a3 = raise(
+        store,
+        &new_alert(b, AlertSubject::Segment(seg("ls-seg")), Severity::Info, base + 3_000),
+    )
+    .await
+    .id;
     // Raised at the same instant as a3: the later id lists first.
     let a4 = raise(store, &new_alert(b, d1.clone(), Severity::Critical, base + 3_000)).await.id;
-    let a5 = raise(store, &new_alert(a, AlertSubject::Rule, Severity::Warning, base + 5_000)).await.id;
+    let a5 =
+        raise(store, &new_alert(a, AlertSubject::Rule, Severity::Warning, base + 5_000)).await.id;
     store.acknowledge_alert(a2, "ops-anna", None, EventTime(base + 6_000)).await.expect("ack");
     store.clear_alert(a1, None, None, EventTime(base + 7_000)).await.expect("clear");
 
-    let window = AlertFilter { raised_from: Some(EventTime(base)), raised_to: Some(EventTime(base + DAY_MS)), ..AlertFilter::default() };
-    let ids = |f: AlertFilter| async move { store.alerts(&f).await.expect("alerts").into_iter().map(|a| a.id).collect::<Vec<_>>() };
+    let window = AlertFilter {
+        raised_from: Some(EventTime(base)),
+        raised_to: Some(EventTime(base + DAY_MS)),
+        ..AlertFilter::default()
+    };
+    let ids = |f: AlertFilter| async move {
+        store.alerts(&f).await.expect("alerts").into_iter().map(|a| a.id).collect::<Vec<_>>()
+    };
     assert_eq!(ids(window.clone()).await, vec![a5, a4, a3, a2, a1]);
-    assert_eq!(ids(AlertFilter { states: AlertState::OPEN.to_vec(), ..window.clone() }).await, vec![a5, a4, a3, a2]);
-    assert_eq!(ids(AlertFilter { states: AlertFilter::open().states, rule: Some(a.into()), ..window.clone() }).await, vec![a5, a2]);
-    assert_eq!(ids(AlertFilter { states: vec![AlertState::Cleared], ..window.clone() }).await, vec![a1]);
-    assert_eq!(ids(AlertFilter { states: vec![AlertState::Acknowledged], ..window.clone() }).await, vec![a2]);
-    assert_eq!(ids(AlertFilter { severities: vec![Severity::Critical], ..window.clone() }).await, vec![a4, a2]);
-    assert_eq!(ids(AlertFilter { severities: vec![Severity::Info, Severity::Warning], ..window.clone() }).await, vec![a5, a3, a1]);
+    assert_eq!(
+        ids(AlertFilter { states: AlertState::OPEN.to_vec(), ..window.clone() }).await,
+        vec![a5, a4, a3, a2]
+    );
+    assert_eq!(
+        ids(AlertFilter {
+            states: AlertFilter::open().states,
+            rule: Some(a.into()),
+            ..window.clone()
+        })
+        .await,
+        vec![a5, a2]
+    );
+    assert_eq!(
+        ids(AlertFilter { states: vec![AlertState::Cleared], ..window.clone() }).await,
+        vec![a1]
+    );
+    assert_eq!(
+        ids(AlertFilter { states: vec![AlertState::Acknowledged], ..window.clone() }).await,
+        vec![a2]
+    );
+    assert_eq!(
+        ids(AlertFilter { severities: vec![Severity::Critical], ..window.clone() }).await,
+        vec![a4, a2]
+    );
+    assert_eq!(
+        ids(AlertFilter { severities: vec![Severity::Info, Severity::Warning], ..window.clone() })
+            .await,
+        vec![a5, a3, a1]
+    );
     assert_eq!(ids(AlertFilter { rule: Some(a.into()), ..window.clone() }).await, vec![a5, a2, a1]);
-    assert_eq!(ids(AlertFilter { subject_kind: Some(SubjectKind::Device), ..window.clone() }).await, vec![a4, a2, a1]);
-    assert_eq!(ids(AlertFilter { subject_kind: Some(SubjectKind::Rule), ..window.clone() }).await, vec![a5]);
-    assert_eq!(ids(AlertFilter { subject: Some(d1.clone()), ..window.clone() }).await, vec![a4, a1]);
-    assert_eq!(ids(AlertFilter { subject: Some(d1), rule: Some(b.into()), ..AlertFilter::default() }).await, vec![a4]);
-    let range = AlertFilter { raised_from: Some(EventTime(base + 2_000)), raised_to: Some(EventTime(base + 5_000)), ..AlertFilter::default() };
+    assert_eq!(
+        ids(AlertFilter { subject_kind: Some(SubjectKind::Device), ..window.clone() }).await,
+        vec![a4, a2, a1]
+    );
+    assert_eq!(
+        ids(AlertFilter { subject_kind: Some(SubjectKind::Rule), ..window.clone() }).await,
+        vec![a5]
+    );
+    assert_eq!(
+        ids(AlertFilter { subject: Some(d1.clone()), ..window.clone() }).await,
+        vec![a4, a1]
+    );
+    assert_eq!(
+        ids(AlertFilter { subject: Some(d1), rule: Some(b.into()), ..AlertFilter::default() })
+            .await,
+        vec![a4]
+    );
+    let range = AlertFilter {
+        raised_from: Some(EventTime(base + 2_000)),
+        raised_to: Some(EventTime(base + 5_000)),
+        ..AlertFilter::default()
+    };
     assert_eq!(ids(range).await, vec![a4, a3, a2]);
 
     // Pages of two, each starting after the last id of the one before.
@@ -519,11 +816,23 @@ pub async fn alert_listing_filters_and_pages_by_cursor(store: &Store) {
     assert_eq!(ids(page(Some(a4))).await, vec![a3, a2]);
     assert_eq!(ids(page(Some(a2))).await, vec![a1]);
     assert_eq!(ids(page(Some(a1))).await, Vec::<i64>::new());
-    assert_eq!(ids(AlertFilter { states: AlertFilter::open().states, before_id: Some(a5), limit: 1, ..window.clone() }).await, vec![a4]);
+    assert_eq!(
+        ids(AlertFilter {
+            states: AlertFilter::open().states,
+            before_id: Some(a5),
+            limit: 1,
+            ..window.clone()
+        })
+        .await,
+        vec![a4]
+    );
     assert_eq!(ids(AlertFilter { limit: 0, ..window }).await, Vec::<i64>::new());
 
     // What the list returns is the whole record.
-    let listed = store.alerts(&AlertFilter { rule: Some(b.into()), ..AlertFilter::default() }).await.expect("alerts");
+    let listed = store
+        .alerts(&AlertFilter { rule: Some(b.into()), ..AlertFilter::default() })
+        .await
+        .expect("alerts");
     assert_eq!(listed.first(), store.alert(a4).await.expect("alert").as_ref());
 }
 
@@ -547,18 +856,54 @@ pub async fn stream_state_round_trips_and_is_overwritten(store: &Store) {
 
 pub async fn gateways_link_devices_until_either_is_decommissioned(store: &Store) {
     let at = EventTime(T0);
-    store.register_device(&dev("gw-1"), Some("gateway"), None, None, "$7$hash-gw", at).await.expect("gateway");
-    let one = store.register_device(&dev("gw-loop-1"), None, None, Some(&dev("gw-1")), "$7$hash-1", at).await.expect("device");
+    store
+        .register_device(&dev("gw-1"), Some("gateway"), None, None, "$7$hash-gw", at)
+        .await
+        .expect("gateway");
+    let one = store
+        .register_device(&dev("gw-loop-1"), None, None, Some(&dev("gw-1")), "$7$hash-1", at)
+        .await
+        .expect("device");
     assert_eq!(one.gateway, Some(dev("gw-1")));
-    store.register_device(&dev("gw-loop-2"), None, None, Some(&dev("gw-1")), "$7$hash-2", at).await.expect("device");
-    store.register_device(&dev("gw-loop-3"), None, None, None, "$7$hash-3", at).await.expect("device");
-    let mine = |links: Vec<(DeviceId, DeviceId)>| links.into_iter().filter(|(g, _)| g.as_str().starts_with("gw-")).collect::<Vec<_>>();
-    assert_eq!(mine(store.gateway_links().await.expect("links")), vec![(dev("gw-1"), dev("gw-loop-1")), (dev("gw-1"), dev("gw-loop-2"))]);
-    let moved = store.update_device(&dev("gw-loop-3"), &crate::DeviceUpdate { gateway: Some(Some(dev("gw-1"))), ..Default::default() }).await.expect("update");
+    store
+        .register_device(&dev("gw-loop-2"), None, None, Some(&dev("gw-1")), "$7$hash-2", at)
+        .await
+        .expect("device");
+    store
+        .register_device(&dev("gw-loop-3"), None, None, None, "$7$hash-3", at)
+        .await
+        .expect("device");
+    let mine = |links: Vec<(DeviceId, DeviceId)>| {
+        links.into_iter().filter(|(g, _)| g.as_str().starts_with("gw-")).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        mine(store.gateway_links().await.expect("links")),
+        vec![(dev("gw-1"), dev("gw-loop-1")), (dev("gw-1"), dev("gw-loop-2"))]
+    );
+    let moved = store
+        .update_device(
+            &dev("gw-loop-3"),
+            &crate::DeviceUpdate { gateway: Some(Some(dev("gw-1"))), ..Default::default() },
+        )
+        .await
+        .expect("update");
     assert_eq!(moved.and_then(|d| d.gateway), Some(dev("gw-1")));
-    store.update_device(&dev("gw-loop-1"), &crate::DeviceUpdate { gateway: Some(None), ..Default::default() }).await.expect("update");
+    store
+        .update_device(
+            &dev("gw-loop-1"),
+            &crate::DeviceUpdate { gateway: Some(None), ..Default::default() },
+        )
+        .await
+        .expect("update");
     store.decommission_device(&dev("gw-loop-2"), at).await.expect("decommission");
-    assert_eq!(mine(store.gateway_links().await.expect("links")), vec![(dev("gw-1"), dev("gw-loop-3"))], "unlinked and decommissioned devices have no grant");
+    assert_eq!(
+        mine(store.gateway_links().await.expect("links")),
+        vec![(dev("gw-1"), dev("gw-loop-3"))],
+        "unlinked and decommissioned devices have no grant"
+    );
     store.decommission_device(&dev("gw-1"), at).await.expect("decommission");
-    assert!(mine(store.gateway_links().await.expect("links")).is_empty(), "a decommissioned gateway has no grants");
+    assert!(
+        mine(store.gateway_links().await.expect("links")).is_empty(),
+        "a decommissioned gateway has no grants"
+    );
 }

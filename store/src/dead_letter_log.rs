@@ -29,7 +29,12 @@ fn preview(bytes: &[u8]) -> String {
 
 impl Store {
     /// Dead letters newest first: `limit` of them older than `before_id`, of one reason if given.
-    pub async fn dead_letter_page(&self, reason: Option<&str>, before_id: Option<i64>, limit: usize) -> Result<Vec<DeadLetterEntry>, StoreError> {
+    pub async fn dead_letter_page(
+        &self,
+        reason: Option<&str>,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterEntry>, StoreError> {
         let before = before_id.unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
@@ -84,7 +89,10 @@ impl Store {
 
     /// (reason, count) of the dead letters received since `since` (all when `None`), most
     /// frequent first.
-    pub async fn dead_letter_reasons(&self, since: Option<EventTime>) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn dead_letter_reasons(
+        &self,
+        since: Option<EventTime>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let since = since.unwrap_or(EventTime(0));
         Ok(match self {
             Store::Postgres(s) => {

@@ -21,8 +21,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::builder::{
+    Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures_util::TryStreamExt;
 use sqlx::Row;
@@ -103,22 +107,34 @@ pub struct ExportQuery {
 
 impl ExportQuery {
     pub fn new(from: EventTime, to: EventTime, resolution: Resolution) -> Self {
-        Self { from, to, resolution, metrics: Vec::new(), devices: Vec::new(), batch_rows: DEFAULT_BATCH_ROWS }
+        Self {
+            from,
+            to,
+            resolution,
+            metrics: Vec::new(),
+            devices: Vec::new(),
+            batch_rows: DEFAULT_BATCH_ROWS,
+        }
     }
 
     fn check(&self) -> Result<(), StoreError> {
         if self.from >= self.to {
-            return Err(StoreError::InvalidQuery { param: "from", message: "from must be before to".into() });
+            return Err(StoreError::InvalidQuery {
+                param: "from",
+                message: "from must be before to".into(),
+            });
         }
         Ok(())
     }
 
     fn metric_names(&self) -> Option<Vec<String>> {
-        (!self.metrics.is_empty()).then(|| self.metrics.iter().map(|m| m.as_str().to_owned()).collect())
+        (!self.metrics.is_empty())
+            .then(|| self.metrics.iter().map(|m| m.as_str().to_owned()).collect())
     }
 
     fn device_names(&self) -> Option<Vec<String>> {
-        (!self.devices.is_empty()).then(|| self.devices.iter().map(|d| d.as_str().to_owned()).collect())
+        (!self.devices.is_empty())
+            .then(|| self.devices.iter().map(|d| d.as_str().to_owned()).collect())
     }
 }
 
@@ -300,7 +316,10 @@ impl ChunkBuilder {
 /// The receiver went away (client disconnected, export abandoned): stop reading.
 struct Abandoned;
 
-async fn send(tx: &mpsc::Sender<Result<ExportChunk, StoreError>>, chunk: Option<ExportChunk>) -> Result<(), Abandoned> {
+async fn send(
+    tx: &mpsc::Sender<Result<ExportChunk, StoreError>>,
+    chunk: Option<ExportChunk>,
+) -> Result<(), Abandoned> {
     match chunk {
         Some(c) => tx.send(Ok(c)).await.map_err(|_| Abandoned),
         None => Ok(()),
@@ -365,8 +384,14 @@ impl Store {
                     "SELECT CAST(COALESCE({agg}, 0) AS INTEGER) FROM {table} WHERE bucket_ms >= ? AND bucket_ms < ?{}",
                     sqlite_filters(q)
                 );
-                let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(from.millis()).bind(q.to.millis());
-                for name in q.metric_names().into_iter().flatten().chain(q.device_names().into_iter().flatten()) {
+                let mut query =
+                    sqlx::query_scalar::<_, i64>(&sql).bind(from.millis()).bind(q.to.millis());
+                for name in q
+                    .metric_names()
+                    .into_iter()
+                    .flatten()
+                    .chain(q.device_names().into_iter().flatten())
+                {
                     query = query.bind(name);
                 }
                 Ok(query.fetch_one(s.pool()).await?.max(0) as u64)
@@ -375,8 +400,13 @@ impl Store {
     }
 }
 
-async fn produce_pg(pool: &sqlx::PgPool, q: &ExportQuery, tx: &mpsc::Sender<Result<ExportChunk, StoreError>>) -> Result<(), StoreError> {
-    const FILTERS: &str = "AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))";
+async fn produce_pg(
+    pool: &sqlx::PgPool,
+    q: &ExportQuery,
+    tx: &mpsc::Sender<Result<ExportChunk, StoreError>>,
+) -> Result<(), StoreError> {
+    const FILTERS: &str =
+        "AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))";
     let (sql, slices) = match q.resolution {
         Resolution::Raw => {
             let sql = format!(
@@ -479,7 +509,8 @@ async fn produce_sqlite(
         ),
     };
     let mut query = sqlx::query(&sql).bind(q.from.millis()).bind(q.to.millis());
-    for name in q.metric_names().into_iter().flatten().chain(q.device_names().into_iter().flatten()) {
+    for name in q.metric_names().into_iter().flatten().chain(q.device_names().into_iter().flatten())
+    {
         query = query.bind(name);
     }
     let mut b = ChunkBuilder::new(q.resolution, q.batch_rows);
@@ -536,13 +567,18 @@ impl<W: Write + Send> BatchEncoder<W> {
                 w.write_all(b"[").map_err(encode_err)?;
                 Inner::Text { w, format, line: Vec::new(), first: true }
             }
-            ExportFormat::Arrow => Inner::Arrow(arrow_ipc::writer::StreamWriter::try_new(w, &schema).map_err(encode_err)?),
+            ExportFormat::Arrow => Inner::Arrow(
+                arrow_ipc::writer::StreamWriter::try_new(w, &schema).map_err(encode_err)?,
+            ),
             ExportFormat::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::SNAPPY)
                     .set_max_row_group_size(PARQUET_ROW_GROUP_ROWS)
                     .build();
-                Inner::Parquet(parquet::arrow::ArrowWriter::try_new(w, schema, Some(props)).map_err(encode_err)?)
+                Inner::Parquet(
+                    parquet::arrow::ArrowWriter::try_new(w, schema, Some(props))
+                        .map_err(encode_err)?,
+                )
             }
         };
         Ok(Self { inner, rows: 0 })
@@ -693,8 +729,11 @@ fn csv_rows(batch: &RecordBatch, out: &mut Vec<u8>) {
 
 fn json_rows(batch: &RecordBatch, out: &mut Vec<u8>, first: &mut bool) {
     let schema = batch.schema();
-    let names: Vec<String> =
-        schema.fields().iter().map(|f| serde_json::to_string(f.name()).unwrap_or_else(|_| "\"?\"".into())).collect();
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| serde_json::to_string(f.name()).unwrap_or_else(|_| "\"?\"".into()))
+        .collect();
     for i in 0..batch.num_rows() {
         out.extend_from_slice(if *first { b"\n{" } else { b",\n{" });
         *first = false;
@@ -711,7 +750,9 @@ fn json_rows(batch: &RecordBatch, out: &mut Vec<u8>, first: &mut bool) {
                     write_time(out, ms);
                     out.push(b'"');
                 }
-                Cell::Text(s) => out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes()),
+                Cell::Text(s) => {
+                    out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes())
+                }
                 Cell::Float(v) if v.is_finite() => {
                     let _ = write!(out, "{v}");
                 }
@@ -782,8 +823,14 @@ fn next_part(dir: &Path, ext: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn open_file(dir: &Path, key: (MetricId, i64), format: ExportFormat, schema: SchemaRef) -> Result<OpenFile, StoreError> {
-    let part_dir = dir.join(format!("metric={}", key.0.as_str())).join(format!("date={}", date_of_day(key.1)));
+fn open_file(
+    dir: &Path,
+    key: (MetricId, i64),
+    format: ExportFormat,
+    schema: SchemaRef,
+) -> Result<OpenFile, StoreError> {
+    let part_dir =
+        dir.join(format!("metric={}", key.0.as_str())).join(format!("date={}", date_of_day(key.1)));
     std::fs::create_dir_all(&part_dir).map_err(|e| io_err(&part_dir, e))?;
     let n = next_part(&part_dir, format.extension());
     let name = format!("part-{n}.{}", format.extension());

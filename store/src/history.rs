@@ -138,8 +138,22 @@ pub struct HistoryQuery {
 }
 
 impl HistoryQuery {
-    pub fn device(device: DeviceId, metric: MetricId, from: EventTime, to: EventTime, step: Step) -> Self {
-        Self { subject: HistorySubject::Device(device), metric, from, to, step, fill: GapFill::None, limit: 100_000 }
+    pub fn device(
+        device: DeviceId,
+        metric: MetricId,
+        from: EventTime,
+        to: EventTime,
+        step: Step,
+    ) -> Self {
+        Self {
+            subject: HistorySubject::Device(device),
+            metric,
+            from,
+            to,
+            step,
+            fill: GapFill::None,
+            limit: 100_000,
+        }
     }
 }
 
@@ -193,7 +207,10 @@ fn ceil_div(a: i64, b: i64) -> i64 {
 /// Choose the level and step for a query, or say what is wrong with it.
 pub fn plan(q: &HistoryQuery) -> Result<Plan, StoreError> {
     if q.to <= q.from {
-        return Err(StoreError::InvalidQuery { param: "to", message: "`to` must be after `from`".into() });
+        return Err(StoreError::InvalidQuery {
+            param: "to",
+            message: "`to` must be after `from`".into(),
+        });
     }
     let span = q.to.millis() - q.from.millis();
     match q.step {
@@ -203,7 +220,10 @@ pub fn plan(q: &HistoryQuery) -> Result<Plan, StoreError> {
             if step_ms < MINUTE_MS || step_ms % MINUTE_MS != 0 {
                 return Err(StoreError::InvalidQuery {
                     param: "step",
-                    message: format!("step must be a whole number of minutes, got {}", humantime::format_duration(step)),
+                    message: format!(
+                        "step must be a whole number of minutes, got {}",
+                        humantime::format_duration(step)
+                    ),
                 });
             }
             let points = ceil_div(span, step_ms);
@@ -263,7 +283,14 @@ pub(crate) fn point(time: EventTime, p: &Partial) -> HistoryPoint {
 }
 
 /// Insert the empty buckets of `[from, to)` between the points, as `fill` says.
-pub fn fill_gaps(points: Vec<HistoryPoint>, from: EventTime, to: EventTime, step_ms: i64, fill: GapFill, limit: usize) -> Vec<HistoryPoint> {
+pub fn fill_gaps(
+    points: Vec<HistoryPoint>,
+    from: EventTime,
+    to: EventTime,
+    step_ms: i64,
+    fill: GapFill,
+    limit: usize,
+) -> Vec<HistoryPoint> {
     if fill == GapFill::None {
         return points;
     }
@@ -284,7 +311,14 @@ pub fn fill_gaps(points: Vec<HistoryPoint>, from: EventTime, to: EventTime, step
                     GapFill::Previous => previous.unwrap_or(f64::NAN),
                     _ => f64::NAN,
                 };
-                out.push(HistoryPoint { time: EventTime(t), count: 0, sum: 0.0, min: v, max: v, last: v });
+                out.push(HistoryPoint {
+                    time: EventTime(t),
+                    count: 0,
+                    sum: 0.0,
+                    min: v,
+                    max: v,
+                    last: v,
+                });
             }
         }
         t += step_ms;
@@ -315,10 +349,22 @@ mod tests {
     fn auto_picks_the_finest_level_within_max_points() {
         let auto = Step::Auto { max_points: 1_000 };
         assert_eq!(plan(&q(10 * MINUTE_MS, auto)).unwrap().source, Resolution::Raw);
-        assert_eq!(plan(&q(6 * HOUR_MS, auto)).unwrap(), Plan { source: Resolution::Minute, step_ms: Some(MINUTE_MS) });
-        assert_eq!(plan(&q(30 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Hour, step_ms: Some(HOUR_MS) });
-        assert_eq!(plan(&q(365 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Day, step_ms: Some(DAY_MS) });
-        assert_eq!(plan(&q(3_650 * DAY_MS, auto)).unwrap(), Plan { source: Resolution::Day, step_ms: Some(4 * DAY_MS) });
+        assert_eq!(
+            plan(&q(6 * HOUR_MS, auto)).unwrap(),
+            Plan { source: Resolution::Minute, step_ms: Some(MINUTE_MS) }
+        );
+        assert_eq!(
+            plan(&q(30 * DAY_MS, auto)).unwrap(),
+            Plan { source: Resolution::Hour, step_ms: Some(HOUR_MS) }
+        );
+        assert_eq!(
+            plan(&q(365 * DAY_MS, auto)).unwrap(),
+            Plan { source: Resolution::Day, step_ms: Some(DAY_MS) }
+        );
+        assert_eq!(
+            plan(&q(3_650 * DAY_MS, auto)).unwrap(),
+            Plan { source: Resolution::Day, step_ms: Some(4 * DAY_MS) }
+        );
     }
 
     #[test]
@@ -338,18 +384,42 @@ mod tests {
         };
         assert_eq!(err(&q(HOUR_MS, Step::Fixed(Duration::from_secs(90)))), "step");
         assert_eq!(err(&q(HOUR_MS, Step::Fixed(Duration::from_secs(10)))), "step");
-        assert_eq!(err(&HistoryQuery { limit: 10, ..q(DAY_MS, Step::Fixed(Duration::from_secs(60))) }), "step");
+        assert_eq!(
+            err(&HistoryQuery { limit: 10, ..q(DAY_MS, Step::Fixed(Duration::from_secs(60))) }),
+            "step"
+        );
         assert_eq!(err(&q(0, Step::Raw)), "to");
     }
 
     #[test]
     fn gaps_are_filled_with_nothing_or_the_previous_value() {
-        let p = |t: i64, v: f64| HistoryPoint { time: EventTime(t * MINUTE_MS), count: 1, sum: v, min: v, max: v, last: v };
+        let p = |t: i64, v: f64| HistoryPoint {
+            time: EventTime(t * MINUTE_MS),
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+            last: v,
+        };
         let pts = vec![p(1, 5.0), p(3, 7.0)];
-        let null = fill_gaps(pts.clone(), EventTime(0), EventTime(5 * MINUTE_MS), MINUTE_MS, GapFill::Null, 100);
+        let null = fill_gaps(
+            pts.clone(),
+            EventTime(0),
+            EventTime(5 * MINUTE_MS),
+            MINUTE_MS,
+            GapFill::Null,
+            100,
+        );
         assert_eq!(null.iter().map(|x| x.count).collect::<Vec<_>>(), vec![0, 1, 0, 1, 0]);
         assert!(null[0].last.is_nan() && null[2].last.is_nan());
-        let prev = fill_gaps(pts, EventTime(0), EventTime(5 * MINUTE_MS), MINUTE_MS, GapFill::Previous, 100);
+        let prev = fill_gaps(
+            pts,
+            EventTime(0),
+            EventTime(5 * MINUTE_MS),
+            MINUTE_MS,
+            GapFill::Previous,
+            100,
+        );
         let lasts: Vec<String> = prev.iter().map(|x| format!("{}", x.last)).collect();
         assert_eq!(lasts, vec!["NaN", "5", "5", "7", "7"]);
         assert_eq!(serde_json::to_value(null[0]).unwrap()["last"], serde_json::Value::Null);

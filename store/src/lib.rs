@@ -37,8 +37,8 @@ pub mod alert;
 pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
-pub mod export;
 pub mod dead_letter_log;
+pub mod export;
 pub mod history;
 pub mod maintenance;
 pub mod outbox;
@@ -53,22 +53,26 @@ use std::time::Duration;
 
 use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
-pub use alert::{
-    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, NewAlert, RaiseOutcome,
-    Severity, SubjectKind,
-};
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
-pub use commands::{CommandRecord, CommandStatus, NewCommand};
-pub use outbox::{
-    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
+pub use alert::{
+    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState,
+    AlertSubject, Clearance, NewAlert, RaiseOutcome, Severity, SubjectKind,
 };
+pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use dead_letter_log::DeadLetterEntry;
+pub use export::{
+    export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat,
+    ExportQuery, ExportStream,
+};
+pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
+pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
+pub use outbox::{
+    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent,
+    OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
+};
 pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
 pub use sqlite::SqliteStore;
-pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
-pub use export::{export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat, ExportQuery, ExportStream};
-pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +109,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Db(e) => match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_) => true,
                 sqlx::Error::Database(db) => {
                     let code = db.code().unwrap_or_default();
                     // PostgreSQL: connection exceptions, insufficient resources, operator
@@ -144,7 +151,13 @@ pub struct DeadLetter {
 pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 4096;
 
 impl DeadLetter {
-    pub fn new(topic: &str, device: Option<DeviceId>, reason: &str, detail: String, payload: &[u8]) -> Self {
+    pub fn new(
+        topic: &str,
+        device: Option<DeviceId>,
+        reason: &str,
+        detail: String,
+        payload: &[u8],
+    ) -> Self {
         Self {
             received_at: EventTime::now(),
             topic: topic.chars().take(256).collect(),
@@ -363,7 +376,11 @@ impl Store {
     }
 
     /// Latest values, optionally of one device and/or one metric.
-    pub async fn latest(&self, device: Option<&DeviceId>, metric: Option<MetricId>) -> Result<Vec<LatestValue>, StoreError> {
+    pub async fn latest(
+        &self,
+        device: Option<&DeviceId>,
+        metric: Option<MetricId>,
+    ) -> Result<Vec<LatestValue>, StoreError> {
         dispatch!(self, s => s.latest(device, metric).await)
     }
 
@@ -416,7 +433,9 @@ impl Store {
     /// Run TimescaleDB's policy jobs now (see [`PgStore::run_timescale_jobs`]); 0 elsewhere.
     pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
         match self {
-            Store::Postgres(s) if s.storage_mode() == StorageMode::TimescaleDb => s.run_timescale_jobs().await,
+            Store::Postgres(s) if s.storage_mode() == StorageMode::TimescaleDb => {
+                s.run_timescale_jobs().await
+            }
             _ => Ok(0),
         }
     }
@@ -440,25 +459,48 @@ impl Store {
     }
 
     /// An operator acknowledges a raised alert.
-    pub async fn acknowledge_alert(&self, id: i64, by: &str, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+    pub async fn acknowledge_alert(
+        &self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
         if by.trim().is_empty() {
-            return Err(StoreError::InvalidQuery { param: "by", message: "an acknowledgement needs the operator's name".into() });
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "an acknowledgement needs the operator's name".into(),
+            });
         }
         dispatch!(self, s => s.move_alert(id, AlertState::Acknowledged, Some(by), note, at).await)
     }
 
     /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
     /// stream because the condition ended.
-    pub async fn clear_alert(&self, id: i64, by: Option<&str>, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+    pub async fn clear_alert(
+        &self,
+        id: i64,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
         if by.is_some_and(|b| b.trim().is_empty()) {
-            return Err(StoreError::InvalidQuery { param: "by", message: "a manual clear needs the operator's name".into() });
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "a manual clear needs the operator's name".into(),
+            });
         }
         dispatch!(self, s => s.move_alert(id, AlertState::Cleared, by, note, at).await)
     }
 
     /// Clear automatically the open alert of (rule, subject), if there is one: the stream
     /// knows its conditions by key, not by alert id (after a restart, say).
-    pub async fn clear_open_alert(&self, rule: &str, subject: &AlertSubject, at: EventTime) -> Result<Option<AlertRecord>, StoreError> {
+    pub async fn clear_open_alert(
+        &self,
+        rule: &str,
+        subject: &AlertSubject,
+        at: EventTime,
+    ) -> Result<Option<AlertRecord>, StoreError> {
         // An operator may clear the alert between the look-up and the move: look again.
         for _ in 0..3 {
             let Some(id) = dispatch!(self, s => s.open_alert_id(rule, subject).await)? else {
@@ -492,11 +534,18 @@ impl Store {
     }
 
     /// Keep (replace) the stream's exported state under `key`.
-    pub async fn save_stream_state(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+    pub async fn save_stream_state(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.save_stream_state(key, value).await)
     }
 
-    pub async fn load_stream_state(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    pub async fn load_stream_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         dispatch!(self, s => s.load_stream_state(key).await)
     }
 

@@ -40,7 +40,12 @@ pub struct MergerMetrics {
 
 /// Merge until `shutdown` turns true, then merge what is left once more (best effort:
 /// whatever stays in the log is merged by the next process).
-pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown: watch::Receiver<bool>, metrics: Arc<MergerMetrics>) {
+pub async fn run_rollup_merger(
+    store: Store,
+    config: MergerConfig,
+    mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<MergerMetrics>,
+) {
     loop {
         let started = tokio::time::Instant::now();
         let full = match store.merge_rollups(config.max_batches).await {
@@ -49,7 +54,9 @@ pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown:
                 metrics.batches_merged.fetch_add(m.batches, Ordering::Relaxed);
                 metrics.readings_merged.fetch_add(m.readings, Ordering::Relaxed);
                 metrics.rollup_rows.fetch_add(m.rollup_rows, Ordering::Relaxed);
-                metrics.last_merge_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                metrics
+                    .last_merge_micros
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 m.batches as usize >= config.max_batches
             }
             Err(e) => {
@@ -87,15 +94,24 @@ pub async fn run_rollup_merger(store: Store, config: MergerConfig, mut shutdown:
 }
 
 /// Create partitions ahead and enforce retention now and every `interval`.
-pub async fn run_maintenance(store: Store, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_maintenance(
+    store: Store,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         match store.maintain(EventTime::now()).await {
             Ok(r) => {
-                if !r.partitions_created.is_empty() || !r.partitions_dropped.is_empty() || r.rollup_rows_deleted > 0 {
+                if !r.partitions_created.is_empty()
+                    || !r.partitions_dropped.is_empty()
+                    || r.rollup_rows_deleted > 0
+                {
                     tracing::info!(created = ?r.partitions_created, dropped = ?r.partitions_dropped, rollup_rows_deleted = r.rollup_rows_deleted, "store maintenance");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "store maintenance failed; retrying at the next interval"),
+            Err(e) => {
+                tracing::warn!(error = %e, "store maintenance failed; retrying at the next interval")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -85,10 +85,7 @@ impl WebhookFormat {
         match s.as_str() {
             "cloudevents" => Ok(Self::CloudEvents),
             "ngsi-ld" => Ok(Self::NgsiLd),
-            _ => Err(StoreError::Corrupt {
-                what: "webhook format",
-                value: s,
-            }),
+            _ => Err(StoreError::Corrupt { what: "webhook format", value: s }),
         }
     }
 }
@@ -202,18 +199,11 @@ pub enum AttemptOutcome {
     /// The receiver answered 2xx.
     Delivered { status: u16 },
     /// The attempt failed; try again at `retry_at`, or give up (dead) when `None`.
-    Failed {
-        status: Option<u16>,
-        error: String,
-        retry_at: Option<EventTime>,
-    },
+    Failed { status: Option<u16>, error: String, retry_at: Option<EventTime> },
 }
 
 fn corrupt_json(what: &'static str, text: &str) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        value: text.chars().take(80).collect(),
-    }
+    StoreError::Corrupt { what, value: text.chars().take(80).collect() }
 }
 
 fn status_of(v: Option<i64>) -> Option<u16> {
@@ -301,10 +291,7 @@ fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxRecord, StoreErro
 }
 
 fn delivery_state(s: String) -> Result<DeliveryState, StoreError> {
-    DeliveryState::parse(&s).ok_or(StoreError::Corrupt {
-        what: "delivery state",
-        value: s,
-    })
+    DeliveryState::parse(&s).ok_or(StoreError::Corrupt { what: "delivery state", value: s })
 }
 
 /// The outbox and webhook subscriptions: see the module doc for the invariants.
@@ -395,11 +382,10 @@ impl Store {
                 rows.iter().map(pg_webhook).collect()
             }
             Store::Sqlite(s) => {
-                let rows = sqlx::query(&format!(
-                    "SELECT {SQLITE_WEBHOOK} FROM webhooks ORDER BY id"
-                ))
-                .fetch_all(s.pool())
-                .await?;
+                let rows =
+                    sqlx::query(&format!("SELECT {SQLITE_WEBHOOK} FROM webhooks ORDER BY id"))
+                        .fetch_all(s.pool())
+                        .await?;
                 rows.iter().map(sqlite_webhook).collect()
             }
         }
@@ -478,12 +464,8 @@ impl Store {
     /// Fan out up to `limit` events not fanned out yet to the enabled subscriptions whose
     /// filter matches them; returns the number of events fanned out.
     pub async fn fan_out_outbox(&self, limit: usize) -> Result<usize, StoreError> {
-        let hooks: Vec<WebhookRecord> = self
-            .webhooks()
-            .await?
-            .into_iter()
-            .filter(|w| w.enabled)
-            .collect();
+        let hooks: Vec<WebhookRecord> =
+            self.webhooks().await?.into_iter().filter(|w| w.enabled).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
             Store::Postgres(s) => {
@@ -498,11 +480,8 @@ impl Store {
                 let (mut hook_ids, mut event_ids, mut subjects, mut ids) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for row in &rows {
-                    let (id, ty, subject): (i64, String, String) = (
-                        row.try_get("id")?,
-                        row.try_get("type")?,
-                        row.try_get("subject")?,
-                    );
+                    let (id, ty, subject): (i64, String, String) =
+                        (row.try_get("id")?, row.try_get("type")?, row.try_get("subject")?);
                     ids.push(id);
                     for h in hooks.iter().filter(|h| h.wants(&ty)) {
                         hook_ids.push(h.id);
@@ -540,11 +519,8 @@ impl Store {
                 .await?;
                 let now = EventTime::now().millis();
                 for row in &rows {
-                    let (id, ty, subject): (i64, String, String) = (
-                        row.try_get("id")?,
-                        row.try_get("type")?,
-                        row.try_get("subject")?,
-                    );
+                    let (id, ty, subject): (i64, String, String) =
+                        (row.try_get("id")?, row.try_get("type")?, row.try_get("subject")?);
                     for h in hooks.iter().filter(|h| h.wants(&ty)) {
                         sqlx::query("INSERT INTO webhook_deliveries (webhook_id, outbox_id, subject, next_attempt_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
                             .bind(h.id)
@@ -575,8 +551,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let until = EventTime(
-            now.millis()
-                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            now.millis().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
@@ -674,22 +649,12 @@ impl Store {
             AttemptOutcome::Delivered { status } => {
                 (DeliveryState::Delivered, Some(*status), None, at, Some(at))
             }
-            AttemptOutcome::Failed {
-                status,
-                error,
-                retry_at: Some(t),
-            } => (
-                DeliveryState::Pending,
-                *status,
-                Some(error.as_str()),
-                *t,
-                None,
-            ),
-            AttemptOutcome::Failed {
-                status,
-                error,
-                retry_at: None,
-            } => (DeliveryState::Dead, *status, Some(error.as_str()), at, None),
+            AttemptOutcome::Failed { status, error, retry_at: Some(t) } => {
+                (DeliveryState::Pending, *status, Some(error.as_str()), *t, None)
+            }
+            AttemptOutcome::Failed { status, error, retry_at: None } => {
+                (DeliveryState::Dead, *status, Some(error.as_str()), at, None)
+            }
         };
         let error = error.map(|e| e.chars().take(500).collect::<String>());
         match self {
@@ -916,14 +881,25 @@ mod tests {
     use crate::StoreOptions;
 
     fn event(subject: &str, n: i64) -> OutboxEvent {
-        OutboxEvent { event_type: event_type::ALERT_RAISED.into(), subject: subject.into(), time: EventTime(n), data: json!({ "n": n }) }
+        OutboxEvent {
+            event_type: event_type::ALERT_RAISED.into(),
+            subject: subject.into(),
+            time: EventTime(n),
+            data: json!({ "n": n }),
+        }
     }
 
     async fn store_with_hook(types: Vec<String>) -> (Store, WebhookRecord) {
         let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
         let hook = store
-            .create_webhook(&NewWebhook { url: "http://127.0.0.1:9/h".into(), types, secret: "s".repeat(16), enabled: true, format: WebhookFormat::CloudEvents })
+            .create_webhook(&NewWebhook {
+                url: "http://127.0.0.1:9/h".into(),
+                types,
+                secret: "s".repeat(16),
+                enabled: true,
+                format: WebhookFormat::CloudEvents,
+            })
             .await
             .unwrap();
         (store, hook)
@@ -936,7 +912,10 @@ mod tests {
     #[test]
     fn type_filters_take_exact_types_and_prefixes() {
         assert!(type_matches(&[], "it.firenze.sccr.alert.raised"));
-        let f = vec!["it.firenze.sccr.command.*".to_owned(), "it.firenze.sccr.device.offline".to_owned()];
+        let f = vec![
+            "it.firenze.sccr.command.*".to_owned(),
+            "it.firenze.sccr.device.offline".to_owned(),
+        ];
         assert!(type_matches(&f, "it.firenze.sccr.command.expired"));
         assert!(type_matches(&f, "it.firenze.sccr.device.offline"));
         assert!(!type_matches(&f, "it.firenze.sccr.device.online"));
@@ -958,28 +937,67 @@ mod tests {
         let now = EventTime::now();
         let first = store.claim_deliveries(now, lease, 10).await.unwrap();
         assert_eq!(ids(&first), [a1, b1]);
-        assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(), "claimed ones are leased, later ones wait");
+        assert!(
+            store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(),
+            "claimed ones are leased, later ones wait"
+        );
         // a1 fails and waits for its retry: a2 still waits behind it.
         let retry = EventTime(now.millis() + 1_000);
-        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: Some(503), error: "503".into(), retry_at: Some(retry) }, now).await.unwrap();
-        store.finish_delivery(hook.id, b1, &AttemptOutcome::Delivered { status: 204 }, now).await.unwrap();
+        store
+            .finish_delivery(
+                hook.id,
+                a1,
+                &AttemptOutcome::Failed {
+                    status: Some(503),
+                    error: "503".into(),
+                    retry_at: Some(retry),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .finish_delivery(hook.id, b1, &AttemptOutcome::Delivered { status: 204 }, now)
+            .await
+            .unwrap();
         assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty());
         let again = store.claim_deliveries(retry, lease, 10).await.unwrap();
         assert_eq!(ids(&again), [a1]);
         assert_eq!(again[0].attempts, 1);
         // a1 dies: a2 is due.
-        store.finish_delivery(hook.id, a1, &AttemptOutcome::Failed { status: None, error: "refused".into(), retry_at: None }, retry).await.unwrap();
+        store
+            .finish_delivery(
+                hook.id,
+                a1,
+                &AttemptOutcome::Failed { status: None, error: "refused".into(), retry_at: None },
+                retry,
+            )
+            .await
+            .unwrap();
         assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a2]);
-        store.finish_delivery(hook.id, a2, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        store
+            .finish_delivery(hook.id, a2, &AttemptOutcome::Delivered { status: 200 }, retry)
+            .await
+            .unwrap();
         assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a3]);
         let dead = store.deliveries(hook.id, Some(DeliveryState::Dead), 10).await.unwrap();
         assert_eq!(dead.iter().map(|d| (d.event, d.attempts)).collect::<Vec<_>>(), [(a1, 2)]);
         assert_eq!(store.redeliver(hook.id, Some(a1), retry).await.unwrap(), 1);
-        assert_eq!(ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()), [a1], "redelivered, after its subject's later events");
+        assert_eq!(
+            ids(&store.claim_deliveries(retry, lease, 10).await.unwrap()),
+            [a1],
+            "redelivered, after its subject's later events"
+        );
         // Pruning keeps events not yet delivered everywhere.
-        store.finish_delivery(hook.id, a3, &AttemptOutcome::Delivered { status: 200 }, retry).await.unwrap();
+        store
+            .finish_delivery(hook.id, a3, &AttemptOutcome::Delivered { status: 200 }, retry)
+            .await
+            .unwrap();
         assert_eq!(store.prune_outbox(EventTime(i64::MAX)).await.unwrap(), 3, "b1, a2, a3");
-        assert_eq!(store.outbox_events(0, 10).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [a1]);
+        assert_eq!(
+            store.outbox_events(0, 10).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+            [a1]
+        );
     }
 
     #[tokio::test]
@@ -987,15 +1005,28 @@ mod tests {
         let (store, hook) = store_with_hook(vec!["it.firenze.sccr.device.*".into()]).await;
         store.append_outbox(&event("alert/1", 1)).await.unwrap();
         let d = store
-            .append_outbox(&OutboxEvent { event_type: event_type::DEVICE_OFFLINE.into(), subject: "device/x".into(), time: EventTime(2), data: json!({}) })
+            .append_outbox(&OutboxEvent {
+                event_type: event_type::DEVICE_OFFLINE.into(),
+                subject: "device/x".into(),
+                time: EventTime(2),
+                data: json!({}),
+            })
             .await
             .unwrap();
         store.fan_out_outbox(100).await.unwrap();
-        let claimed = store.claim_deliveries(EventTime::now(), Duration::from_secs(1), 10).await.unwrap();
+        let claimed =
+            store.claim_deliveries(EventTime::now(), Duration::from_secs(1), 10).await.unwrap();
         assert_eq!(ids(&claimed), [d]);
         assert_eq!(claimed[0].webhook.secret, "s".repeat(16));
         assert_eq!(claimed[0].event.data, json!({}));
-        let patched = store.update_webhook(hook.id, &WebhookPatch { enabled: Some(false), ..WebhookPatch::default() }).await.unwrap().unwrap();
+        let patched = store
+            .update_webhook(
+                hook.id,
+                &WebhookPatch { enabled: Some(false), ..WebhookPatch::default() },
+            )
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!patched.enabled);
         assert!(store.delete_webhook(hook.id).await.unwrap());
         assert!(store.webhooks().await.unwrap().is_empty());

@@ -17,10 +17,13 @@ use crate::pgcopy::CopyEncoder;
 
 use crate::alert::{refuse, AlertColumns};
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, LatestValue, MaintenanceReport,
-    MergeOutcome, StorageMode, StoreError, StoreOptions, TimescaleMode, WriteMethod,
+    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord,
+    LatestValue, MaintenanceReport, MergeOutcome, StorageMode, StoreError, StoreOptions,
+    TimescaleMode, WriteMethod,
 };
-use crate::{AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome};
+use crate::{
+    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
+};
 
 /// A migration's SQL: the same everywhere, or one text per storage mode.
 enum MigrationSql {
@@ -29,8 +32,16 @@ enum MigrationSql {
 }
 
 const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
-    (1, "foundation", MigrationSql::Common(include_str!("../migrations/postgres/0001_foundation.sql"))),
-    (2, "rollup batches", MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql"))),
+    (
+        1,
+        "foundation",
+        MigrationSql::Common(include_str!("../migrations/postgres/0001_foundation.sql")),
+    ),
+    (
+        2,
+        "rollup batches",
+        MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql")),
+    ),
     (
         3,
         "time series",
@@ -40,9 +51,17 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         },
     ),
     (4, "alerts", MigrationSql::Common(include_str!("../migrations/postgres/0004_alerts.sql"))),
-    (5, "segment rollups", MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql"))),
+    (
+        5,
+        "segment rollups",
+        MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql")),
+    ),
     (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
-    (7, "outbox and commands", MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql"))),
+    (
+        7,
+        "outbox and commands",
+        MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql")),
+    ),
     (8, "gateways", MigrationSql::Common(include_str!("../migrations/postgres/0008_gateways.sql"))),
     (
         9,
@@ -176,11 +195,23 @@ fn merge_statement(levels: &[(Resolution, &str, &str)]) -> String {
     }
     let mut counts = Vec::new();
     // `m` is already per minute: the minute level writes it as it is.
-    let mut level = |sql: &mut String, name: &str, unit: &str, key: &str, src: &str, table: &str, filter: &str| {
+    let mut level = |sql: &mut String,
+                     name: &str,
+                     unit: &str,
+                     key: &str,
+                     src: &str,
+                     table: &str,
+                     filter: &str| {
         let folded = if unit == "minute" && src == "m" {
             src
         } else {
-            sql.push_str(&MERGE_FOLD.replace("{name}", name).replace("{unit}", unit).replace("{key}", key).replace("{src}", src));
+            sql.push_str(
+                &MERGE_FOLD
+                    .replace("{name}", name)
+                    .replace("{unit}", unit)
+                    .replace("{key}", key)
+                    .replace("{src}", src),
+            );
             name
         };
         sql.push_str(
@@ -227,7 +258,11 @@ GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
 {conflict}"#;
 
 fn fold_statement(unit: &str, src: &str, table: &str) -> String {
-    FOLD_CLOSED.replace("{conflict}", &ON_CONFLICT_MERGE.replace("{key}", "device")).replace("{unit}", unit).replace("{src}", src).replace("{table}", table)
+    FOLD_CLOSED
+        .replace("{conflict}", &ON_CONFLICT_MERGE.replace("{key}", "device"))
+        .replace("{unit}", unit)
+        .replace("{src}", src)
+        .replace("{table}", table)
 }
 
 fn join(segments: &[telemetry::SegmentId]) -> String {
@@ -249,10 +284,9 @@ fn day_of(t: EventTime) -> i64 {
 
 fn date_of_day(day: i64) -> Result<time::Date, StoreError> {
     // 2,440,588 is the Julian day number of 1970-01-01.
-    i32::try_from(day + 2_440_588)
-        .ok()
-        .and_then(|j| time::Date::from_julian_day(j).ok())
-        .ok_or(StoreError::InvalidQuery { param: "time", message: format!("day {day} is out of range") })
+    i32::try_from(day + 2_440_588).ok().and_then(|j| time::Date::from_julian_day(j).ok()).ok_or(
+        StoreError::InvalidQuery { param: "time", message: format!("day {day} is out of range") },
+    )
 }
 
 fn is_code(e: &sqlx::Error, code: &str) -> bool {
@@ -274,7 +308,12 @@ impl PgStore {
                     if reset {
                         // One statement each: DISCARD ALL refuses to run in a (implicit)
                         // transaction block, and resets search_path on PGlite.
-                        for sql in ["ROLLBACK", "DISCARD ALL", "SET search_path TO public", "SET client_min_messages = warning"] {
+                        for sql in [
+                            "ROLLBACK",
+                            "DISCARD ALL",
+                            "SET search_path TO public",
+                            "SET client_min_messages = warning",
+                        ] {
                             conn.execute(sql).await?;
                         }
                     }
@@ -325,7 +364,10 @@ impl PgStore {
         // would otherwise race even on `CREATE TABLE IF NOT EXISTS`.
         sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
         let result = apply_migrations(&mut conn, &self.options).await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
         if unlocked.is_err() {
             // The lock dies with the session; make sure the session dies too.
             conn.detach();
@@ -341,7 +383,10 @@ impl PgStore {
     }
 
     /// Make sure the daily partitions holding these days exist (native mode).
-    async fn ensure_partitions(&self, days: impl IntoIterator<Item = i64>) -> Result<Vec<String>, StoreError> {
+    async fn ensure_partitions(
+        &self,
+        days: impl IntoIterator<Item = i64>,
+    ) -> Result<Vec<String>, StoreError> {
         let missing: Vec<i64> = {
             let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
             let mut m: Vec<i64> = days.into_iter().filter(|d| !known.contains(d)).collect();
@@ -352,7 +397,10 @@ impl PgStore {
         let mut created = Vec::new();
         for day in missing {
             let date = date_of_day(day)?;
-            let new: bool = sqlx::query_scalar("SELECT sccr_ensure_readings_partition($1)").bind(date).fetch_one(&self.pool).await?;
+            let new: bool = sqlx::query_scalar("SELECT sccr_ensure_readings_partition($1)")
+                .bind(date)
+                .fetch_one(&self.pool)
+                .await?;
             if new {
                 created.push(partition_name(day)?);
             }
@@ -389,7 +437,8 @@ impl PgStore {
     /// into `readings`. Fails with a unique violation when any reading was stored before.
     async fn write_copy(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         let mut seen = HashSet::with_capacity(batch.readings.len());
-        let unique: Vec<&telemetry::Reading> = batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
+        let unique: Vec<&telemetry::Reading> =
+            batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
         if let Some(id) = register_batch(&mut tx, batch).await? {
@@ -424,8 +473,13 @@ impl PgStore {
         let mut outcome = BatchOutcome::default();
         if let Some(id) = register_batch(&mut tx, batch).await? {
             let n = batch.readings.len();
-            let (mut times, mut devices, mut metrics, mut values, mut seqs) =
-                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut times, mut devices, mut metrics, mut values, mut seqs) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
             for r in &batch.readings {
                 times.push(ts(r.time));
                 devices.push(r.device.as_str());
@@ -459,11 +513,16 @@ impl PgStore {
             merge_statement(&[
                 (Resolution::Minute, "rollup_1m", ""),
                 // Buckets from the marks on are aggregated from rollup_1m when read.
-                (Resolution::Hour, "rollup_1h_closed", " WHERE bucket < (SELECT hour_mark FROM mk)"),
+                (
+                    Resolution::Hour,
+                    "rollup_1h_closed",
+                    " WHERE bucket < (SELECT hour_mark FROM mk)",
+                ),
                 (Resolution::Day, "rollup_1d_closed", " WHERE bucket < (SELECT day_mark FROM mk)"),
             ])
         });
-        static TIMESCALE: LazyLock<String> = LazyLock::new(|| merge_statement(&[(Resolution::Minute, "rollup_1m", "")]));
+        static TIMESCALE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(&[(Resolution::Minute, "rollup_1m", "")]));
         let statement: &str = match self.storage_mode() {
             StorageMode::TimescaleDb => &TIMESCALE,
             _ => &NATIVE,
@@ -491,8 +550,10 @@ impl PgStore {
     pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
         const HOUR_MS: i64 = 3_600_000;
         const DAY_MS: i64 = crate::history::DAY_MS;
-        static HOURS: LazyLock<String> = LazyLock::new(|| fold_statement("hour", "rollup_1m", "rollup_1h_closed"));
-        static DAYS: LazyLock<String> = LazyLock::new(|| fold_statement("day", "rollup_1h_closed", "rollup_1d_closed"));
+        static HOURS: LazyLock<String> =
+            LazyLock::new(|| fold_statement("hour", "rollup_1m", "rollup_1h_closed"));
+        static DAYS: LazyLock<String> =
+            LazyLock::new(|| fold_statement("day", "rollup_1h_closed", "rollup_1d_closed"));
         if self.storage_mode() != StorageMode::Native {
             return Ok(0);
         }
@@ -502,20 +563,36 @@ impl PgStore {
             let mut tx = self.pool.begin().await?;
             // Waits for the merges in flight (they hold the row FOR SHARE).
             let (hour_mark, day_mark): (OffsetDateTime, OffsetDateTime) =
-                sqlx::query_as("SELECT hour_mark, day_mark FROM rollup_marks FOR UPDATE").fetch_one(&mut *tx).await?;
+                sqlx::query_as("SELECT hour_mark, day_mark FROM rollup_marks FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?;
             let (hour_mark, day_mark) = (et(hour_mark).millis(), et(day_mark).millis());
             let hours_to = hour.min(hour_mark + DAY_MS).max(hour_mark);
             if hours_to > hour_mark {
-                let done = sqlx::query(&HOURS).bind(ts(EventTime(hours_to))).bind(ts(EventTime(hour_mark))).execute(&mut *tx).await?;
+                let done = sqlx::query(&HOURS)
+                    .bind(ts(EventTime(hours_to)))
+                    .bind(ts(EventTime(hour_mark)))
+                    .execute(&mut *tx)
+                    .await?;
                 rows += done.rows_affected();
-                sqlx::query("UPDATE rollup_marks SET hour_mark = $1").bind(ts(EventTime(hours_to))).execute(&mut *tx).await?;
+                sqlx::query("UPDATE rollup_marks SET hour_mark = $1")
+                    .bind(ts(EventTime(hours_to)))
+                    .execute(&mut *tx)
+                    .await?;
             }
             // A day is folded once all its hours are.
             let days_to = hours_to.div_euclid(DAY_MS) * DAY_MS;
             if days_to > day_mark {
-                let done = sqlx::query(&DAYS).bind(ts(EventTime(days_to))).bind(ts(EventTime(day_mark))).execute(&mut *tx).await?;
+                let done = sqlx::query(&DAYS)
+                    .bind(ts(EventTime(days_to)))
+                    .bind(ts(EventTime(day_mark)))
+                    .execute(&mut *tx)
+                    .await?;
                 rows += done.rows_affected();
-                sqlx::query("UPDATE rollup_marks SET day_mark = $1").bind(ts(EventTime(days_to))).execute(&mut *tx).await?;
+                sqlx::query("UPDATE rollup_marks SET day_mark = $1")
+                    .bind(ts(EventTime(days_to)))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             self.hour_mark.store(hours_to, Ordering::Relaxed);
@@ -533,7 +610,10 @@ impl PgStore {
         for (level, keep) in [(Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
             let (Some(keep), Some(table)) = (keep, level.segment_table()) else { continue };
             let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
-            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1")).bind(ts(cutoff)).execute(&self.pool).await?;
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1"))
+                .bind(ts(cutoff))
+                .execute(&self.pool)
+                .await?;
             report.rollup_rows_deleted += done.rows_affected();
         }
         if self.storage_mode() == StorageMode::TimescaleDb {
@@ -541,7 +621,9 @@ impl PgStore {
             return Ok(report);
         }
         let today = day_of(now);
-        report.partitions_created = self.ensure_partitions(today..=today + i64::from(self.options.partitions_ahead_days)).await?;
+        report.partitions_created = self
+            .ensure_partitions(today..=today + i64::from(self.options.partitions_ahead_days))
+            .await?;
         if let Some(raw) = self.options.retention.raw {
             // A partition goes once its whole day is older than the retention.
             let cutoff_day = day_of(EventTime(now.millis() - raw.as_millis() as i64));
@@ -554,7 +636,9 @@ impl PgStore {
             for name in names {
                 let Some(day) = partition_day(&name) else { continue };
                 if day < cutoff_day {
-                    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{name}\"")).execute(&self.pool).await?;
+                    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{name}\""))
+                        .execute(&self.pool)
+                        .await?;
                     self.partitions.lock().unwrap_or_else(|p| p.into_inner()).remove(&day);
                     report.partitions_dropped.push(name);
                 }
@@ -563,10 +647,17 @@ impl PgStore {
         // Open hours and days are read from rollup_1m: fold what has closed before its
         // retention can reach it.
         self.fold_closed_rollups(now).await?;
-        for (table, keep) in [("rollup_1m", r.rollup_1m), ("rollup_1h_closed", r.rollup_1h), ("rollup_1d_closed", r.rollup_1d)] {
+        for (table, keep) in [
+            ("rollup_1m", r.rollup_1m),
+            ("rollup_1h_closed", r.rollup_1h),
+            ("rollup_1d_closed", r.rollup_1d),
+        ] {
             let Some(keep) = keep else { continue };
             let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
-            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1")).bind(ts(cutoff)).execute(&self.pool).await?;
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1"))
+                .bind(ts(cutoff))
+                .execute(&self.pool)
+                .await?;
             report.rollup_rows_deleted += done.rows_affected();
         }
         Ok(report)
@@ -576,9 +667,17 @@ impl PgStore {
     /// changed configuration takes effect at the next start.
     async fn apply_timescale_policies(&self) -> Result<(), StoreError> {
         let r = self.options.retention;
-        for (table, keep) in [("readings", r.raw), ("rollup_1m", r.rollup_1m), ("rollup_1h", r.rollup_1h), ("rollup_1d", r.rollup_1d)] {
+        for (table, keep) in [
+            ("readings", r.raw),
+            ("rollup_1m", r.rollup_1m),
+            ("rollup_1h", r.rollup_1h),
+            ("rollup_1d", r.rollup_1d),
+        ] {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT remove_retention_policy($1::regclass, if_exists => true)").bind(table).execute(&mut *tx).await?;
+            sqlx::query("SELECT remove_retention_policy($1::regclass, if_exists => true)")
+                .bind(table)
+                .execute(&mut *tx)
+                .await?;
             if let Some(keep) = keep {
                 sqlx::query("SELECT add_retention_policy($1::regclass, drop_after => make_interval(secs => $2))")
                     .bind(table)
@@ -609,8 +708,13 @@ impl PgStore {
         Ok(jobs.len())
     }
 
-    pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
-        let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+    pub async fn history(
+        &self,
+        q: &HistoryQuery,
+        plan: Plan,
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        let by_segment =
+            plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
         let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
             (HistorySubject::Device(d), _) => ("AND device = $5", Some(d.to_string())),
             (HistorySubject::Segment(s), Some(_)) => ("AND segment = $5", Some(s.to_string())),
@@ -640,7 +744,11 @@ impl PgStore {
                 )
             }
         };
-        let mut query = sqlx::query(&sql).bind(q.metric.as_str()).bind(ts(q.from)).bind(ts(q.to)).bind(q.limit as i64);
+        let mut query = sqlx::query(&sql)
+            .bind(q.metric.as_str())
+            .bind(ts(q.from))
+            .bind(ts(q.to))
+            .bind(q.limit as i64);
         query = query.bind(subject);
         if let Some(step) = plan.step_ms.filter(|&s| Some(s) != plan.source.bucket_ms()) {
             query = query.bind(step as f64 / 1_000.0);
@@ -730,20 +838,30 @@ impl PgStore {
     }
 
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, kind, segment_id, registered_at FROM devices ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, kind, segment_id, registered_at FROM devices ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(DeviceRecord {
                     id: parse_device(row.try_get("id")?)?,
                     kind: row.try_get("kind")?,
-                    segment: row.try_get::<Option<String>, _>("segment_id")?.map(parse_segment).transpose()?,
+                    segment: row
+                        .try_get::<Option<String>, _>("segment_id")?
+                        .map(parse_segment)
+                        .transpose()?,
                     registered_at: et(row.try_get("registered_at")?),
                 })
             })
             .collect()
     }
 
-    pub async fn latest(&self, device: Option<&telemetry::DeviceId>, metric: Option<MetricId>) -> Result<Vec<LatestValue>, StoreError> {
+    pub async fn latest(
+        &self,
+        device: Option<&telemetry::DeviceId>,
+        metric: Option<MetricId>,
+    ) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
             "SELECT device, metric, time, value FROM latest
              WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
@@ -777,7 +895,10 @@ impl PgStore {
                 Ok(DeadLetter {
                     received_at: et(row.try_get("received_at")?),
                     topic: row.try_get("topic")?,
-                    device: row.try_get::<Option<String>, _>("device")?.map(parse_device).transpose()?,
+                    device: row
+                        .try_get::<Option<String>, _>("device")?
+                        .map(parse_device)
+                        .transpose()?,
                     reason: row.try_get("reason")?,
                     detail: row.try_get("detail")?,
                     payload: row.try_get("payload")?,
@@ -797,7 +918,10 @@ impl PgStore {
     }
 }
 
-async fn apply_migrations(conn: &mut sqlx::PgConnection, options: &StoreOptions) -> Result<(), StoreError> {
+async fn apply_migrations(
+    conn: &mut sqlx::PgConnection,
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS sccr_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     )
@@ -805,10 +929,11 @@ async fn apply_migrations(conn: &mut sqlx::PgConnection, options: &StoreOptions)
     .await?;
     for (version, name, sql) in MIGRATIONS {
         let (version, name) = (*version, *name);
-        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM sccr_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM sccr_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
         if done.is_some() {
             continue;
         }
@@ -828,7 +953,11 @@ async fn apply_migrations(conn: &mut sqlx::PgConnection, options: &StoreOptions)
             }
         };
         let mut tx = conn.begin().await?;
-        sqlx::raw_sql(&text).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version, name, source })?;
+        sqlx::raw_sql(&text).execute(&mut *tx).await.map_err(|source| StoreError::Migration {
+            version,
+            name,
+            source,
+        })?;
         if let Some(mode) = mode {
             sqlx::query("INSERT INTO sccr_settings (key, value) VALUES ('storage', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
                 .bind(mode)
@@ -858,41 +987,61 @@ fn timescale_sql(text: &str, options: &StoreOptions) -> String {
     const YEAR: u64 = 365 * 86_400;
     let r = options.retention;
     let rollup = r.rollup_1m.unwrap_or(std::time::Duration::from_secs(100 * YEAR));
-    let raw = r.raw.unwrap_or(rollup).min(rollup.saturating_sub(std::time::Duration::from_secs(3 * 86_400)));
-    text.replace("{raw_retention}", &interval(raw)).replace("{compress_after}", &interval(options.compress_after))
+    let raw = r
+        .raw
+        .unwrap_or(rollup)
+        .min(rollup.saturating_sub(std::time::Duration::from_secs(3 * 86_400)));
+    text.replace("{raw_retention}", &interval(raw))
+        .replace("{compress_after}", &interval(options.compress_after))
 }
 
 /// The storage mode the migrations recorded, if any.
 async fn recorded_mode(conn: &mut sqlx::PgConnection) -> Result<Option<String>, StoreError> {
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text").fetch_one(&mut *conn).await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('sccr_settings')::text")
+        .fetch_one(&mut *conn)
+        .await?;
     if exists.is_none() {
         return Ok(None);
     }
-    Ok(sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'").fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_scalar("SELECT value FROM sccr_settings WHERE key = 'storage'")
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// Decide (once, when the time-series layout is created) whether to use TimescaleDB.
-async fn use_timescale(conn: &mut sqlx::PgConnection, mode: TimescaleMode) -> Result<bool, StoreError> {
+async fn use_timescale(
+    conn: &mut sqlx::PgConnection,
+    mode: TimescaleMode,
+) -> Result<bool, StoreError> {
     if mode == TimescaleMode::Off {
         return Ok(false);
     }
-    let installed: Option<String> = sqlx::query_scalar("SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'")
-        .fetch_optional(&mut *conn)
-        .await?;
+    let installed: Option<String> = sqlx::query_scalar(
+        "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     if installed.is_some() {
         return Ok(true);
     }
-    let available: Option<String> = sqlx::query_scalar("SELECT name::text FROM pg_available_extensions WHERE name = 'timescaledb'")
-        .fetch_optional(&mut *conn)
-        .await?;
+    let available: Option<String> = sqlx::query_scalar(
+        "SELECT name::text FROM pg_available_extensions WHERE name = 'timescaledb'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let created = match available {
-        Some(_) => sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb").execute(&mut *conn).await.map(|_| ()),
+        Some(_) => sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .execute(&mut *conn)
+            .await
+            .map(|_| ()),
         None => Err(sqlx::Error::RowNotFound),
     };
     match (created, mode) {
         (Ok(()), _) => Ok(true),
         (Err(e), TimescaleMode::Require) => Err(StoreError::TimescaleUnavailable(match e {
-            sqlx::Error::RowNotFound => "the server does not offer it (pg_available_extensions)".into(),
+            sqlx::Error::RowNotFound => {
+                "the server does not offer it (pg_available_extensions)".into()
+            }
             e => e.to_string(),
         })),
         (Err(e), _) => {
@@ -915,7 +1064,8 @@ fn partition_day(name: &str) -> Option<i64> {
     if digits.len() != 8 {
         return None;
     }
-    let (y, m, d) = (digits[..4].parse().ok()?, digits[4..6].parse::<u8>().ok()?, digits[6..].parse().ok()?);
+    let (y, m, d) =
+        (digits[..4].parse().ok()?, digits[4..6].parse::<u8>().ok()?, digits[6..].parse().ok()?);
     let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
     Some(i64::from(date.to_julian_day()) - 2_440_588)
 }
@@ -925,22 +1075,35 @@ async fn register_devices(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<
         return Ok(());
     }
     let ids: Vec<&str> = batch.new_devices.iter().map(|d| d.as_str()).collect();
-    sqlx::query("INSERT INTO devices (id) SELECT * FROM unnest($1::text[]) ON CONFLICT (id) DO NOTHING")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO devices (id) SELECT * FROM unnest($1::text[]) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
 /// Give a batch with readings its id and register it for the rollup merger.
-async fn register_batch(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<Option<i64>, StoreError> {
-    let (Some(min), Some(max)) = (batch.readings.iter().map(|r| r.time).min(), batch.readings.iter().map(|r| r.time).max()) else {
+async fn register_batch(
+    tx: &mut sqlx::PgConnection,
+    batch: &Batch,
+) -> Result<Option<i64>, StoreError> {
+    let (Some(min), Some(max)) =
+        (batch.readings.iter().map(|r| r.time).min(), batch.readings.iter().map(|r| r.time).max())
+    else {
         return Ok(None);
     };
-    Ok(Some(sqlx::query_scalar(REGISTER_BATCH).bind(ts(min)).bind(ts(max)).fetch_one(&mut *tx).await?))
+    Ok(Some(
+        sqlx::query_scalar(REGISTER_BATCH).bind(ts(min)).bind(ts(max)).fetch_one(&mut *tx).await?,
+    ))
 }
 
-async fn copy_in(tx: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) -> Result<u64, StoreError> {
+async fn copy_in(
+    tx: &mut sqlx::PgConnection,
+    statement: &str,
+    data: Vec<u8>,
+) -> Result<u64, StoreError> {
     let mut copy = tx.copy_in_raw(statement).await?;
     if let Err(e) = copy.send(data).await {
         // Abort the COPY so the connection is usable again; the transaction rolls back.
@@ -950,17 +1113,22 @@ async fn copy_in(tx: &mut sqlx::PgConnection, statement: &str, data: Vec<u8>) ->
     Ok(copy.finish().await?)
 }
 
-async fn insert_dead_letters(tx: &mut sqlx::PgConnection, letters: &[DeadLetter]) -> Result<(), StoreError> {
+async fn insert_dead_letters(
+    tx: &mut sqlx::PgConnection,
+    letters: &[DeadLetter],
+) -> Result<(), StoreError> {
     if letters.is_empty() {
         return Ok(());
     }
     let received: Vec<OffsetDateTime> = letters.iter().map(|d| ts(d.received_at)).collect();
     let topics: Vec<&str> = letters.iter().map(|d| d.topic.as_str()).collect();
-    let devices: Vec<Option<&str>> = letters.iter().map(|d| d.device.as_ref().map(|x| x.as_str())).collect();
+    let devices: Vec<Option<&str>> =
+        letters.iter().map(|d| d.device.as_ref().map(|x| x.as_str())).collect();
     let reasons: Vec<&str> = letters.iter().map(|d| d.reason.as_str()).collect();
     let details: Vec<&str> = letters.iter().map(|d| d.detail.as_str()).collect();
     let payloads: Vec<&[u8]> = letters.iter().map(|d| d.payload.as_slice()).collect();
-    let sizes: Vec<i32> = letters.iter().map(|d| i32::try_from(d.payload_size).unwrap_or(i32::MAX)).collect();
+    let sizes: Vec<i32> =
+        letters.iter().map(|d| i32::try_from(d.payload_size).unwrap_or(i32::MAX)).collect();
     sqlx::query(
         "INSERT INTO dead_letters (received_at, topic, device, reason, detail, payload, payload_size)
          SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int4[])",
@@ -977,11 +1145,14 @@ async fn insert_dead_letters(tx: &mut sqlx::PgConnection, letters: &[DeadLetter]
     Ok(())
 }
 
-const ALERT_COLUMNS: &str = "id, rule, subject_kind, subject, kind, severity, state, message, value, since, raised_at, \
+const ALERT_COLUMNS: &str =
+    "id, rule, subject_kind, subject, kind, severity, state, message, value, since, raised_at, \
      acknowledged_at, acknowledged_by, ack_note, cleared_at, cleared_by, clear_note, members";
 
 fn alert_record(row: &PgRow) -> Result<AlertRecord, StoreError> {
-    let at = |name: &str| -> Result<Option<EventTime>, StoreError> { Ok(row.try_get::<Option<OffsetDateTime>, _>(name)?.map(et)) };
+    let at = |name: &str| -> Result<Option<EventTime>, StoreError> {
+        Ok(row.try_get::<Option<OffsetDateTime>, _>(name)?.map(et))
+    };
     AlertColumns {
         id: row.try_get("id")?,
         rule: row.try_get("rule")?,
@@ -1054,10 +1225,21 @@ impl PgStore {
 
     /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
     /// allows it from the state the alert is in.
-    pub async fn move_alert(&self, id: i64, to: AlertState, by: Option<&str>, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+    pub async fn move_alert(
+        &self,
+        id: i64,
+        to: AlertState,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The row lock orders this move after any concurrent one on the same alert.
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE").bind(id).fetch_optional(&mut *tx).await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
         let set = match to {
             _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
@@ -1089,7 +1271,11 @@ impl PgStore {
         Ok(record)
     }
 
-    pub async fn open_alert_id(&self, rule: &str, subject: &AlertSubject) -> Result<Option<i64>, StoreError> {
+    pub async fn open_alert_id(
+        &self,
+        rule: &str,
+        subject: &AlertSubject,
+    ) -> Result<Option<i64>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         open_alert_id(&mut conn, rule, subject).await
     }
@@ -1107,12 +1293,17 @@ impl PgStore {
     }
 
     pub async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE true"));
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE true"));
         if !f.states.is_empty() {
-            q.push(" AND state = ANY(").push_bind(f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()).push(")");
+            q.push(" AND state = ANY(")
+                .push_bind(f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                .push(")");
         }
         if !f.severities.is_empty() {
-            q.push(" AND severity = ANY(").push_bind(f.severities.iter().map(|s| s.as_str()).collect::<Vec<_>>()).push(")");
+            q.push(" AND severity = ANY(")
+                .push_bind(f.severities.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+                .push(")");
         }
         if let Some(kind) = f.subject_kind {
             q.push(" AND subject_kind = ").push_bind(kind.as_str());
@@ -1131,15 +1322,21 @@ impl PgStore {
             q.push(" AND raised_at < ").push_bind(ts(to));
         }
         if let Some(cursor) = f.before_id {
-            q.push(" AND (raised_at, id) < (SELECT raised_at, id FROM alerts WHERE id = ").push_bind(cursor).push(")");
+            q.push(" AND (raised_at, id) < (SELECT raised_at, id FROM alerts WHERE id = ")
+                .push_bind(cursor)
+                .push(")");
         }
-        q.push(" ORDER BY raised_at DESC, id DESC LIMIT ").push_bind(i64::try_from(f.limit).unwrap_or(i64::MAX));
+        q.push(" ORDER BY raised_at DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(f.limit).unwrap_or(i64::MAX));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(alert_record).collect()
     }
 
     pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(alert_record).transpose()
     }
 
@@ -1153,7 +1350,10 @@ impl PgStore {
                 Ok(AlertEventRecord {
                     id: row.try_get("id")?,
                     alert: row.try_get("alert_id")?,
-                    from: row.try_get::<Option<String>, _>("from_state")?.map(AlertState::parse).transpose()?,
+                    from: row
+                        .try_get::<Option<String>, _>("from_state")?
+                        .map(AlertState::parse)
+                        .transpose()?,
                     to: AlertState::parse(row.try_get("to_state")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
@@ -1163,7 +1363,11 @@ impl PgStore {
             .collect()
     }
 
-    pub async fn save_stream_state(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+    pub async fn save_stream_state(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO stream_state (key, value, updated_at) VALUES ($1, $2::jsonb, now())
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -1175,14 +1379,30 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn load_stream_state(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let text: Option<String> = sqlx::query_scalar("SELECT value::text FROM stream_state WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
-        text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: "stream state", value: t.chars().take(80).collect() }))
-            .transpose()
+    pub async fn load_stream_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT value::text FROM stream_state WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
+                what: "stream state",
+                value: t.chars().take(80).collect(),
+            })
+        })
+        .transpose()
     }
 }
 
-async fn open_alert_id(conn: &mut sqlx::PgConnection, rule: &str, subject: &AlertSubject) -> Result<Option<i64>, StoreError> {
+async fn open_alert_id(
+    conn: &mut sqlx::PgConnection,
+    rule: &str,
+    subject: &AlertSubject,
+) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar("SELECT id FROM alerts WHERE rule = $1 AND subject_kind = $2 AND subject = $3 AND state <> 'cleared'")
         .bind(rule)
         .bind(subject.kind().as_str())

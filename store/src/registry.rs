@@ -54,7 +54,9 @@ fn pg_device(row: &sqlx::postgres::PgRow) -> Result<DeviceDetail, StoreError> {
         kind: row.try_get("kind")?,
         segment: row.try_get::<Option<String>, _>("segment_id")?.map(parse_segment).transpose()?,
         registered_at: et(row.try_get("registered_at")?),
-        decommissioned_at: row.try_get::<Option<time::OffsetDateTime>, _>("decommissioned_at")?.map(et),
+        decommissioned_at: row
+            .try_get::<Option<time::OffsetDateTime>, _>("decommissioned_at")?
+            .map(et),
         has_credentials: row.try_get("has_credentials")?,
         gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
     })
@@ -74,14 +76,20 @@ fn sqlite_device(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceDetail, StoreErr
 
 /// A foreign-key violation means the segment or the gateway does not exist (PostgreSQL
 /// names the constraint; SQLite does not, and the API checks the gateway first).
-fn unknown_reference(e: sqlx::Error, segment: Option<&SegmentId>, gateway: Option<&DeviceId>) -> StoreError {
+fn unknown_reference(
+    e: sqlx::Error,
+    segment: Option<&SegmentId>,
+    gateway: Option<&DeviceId>,
+) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code().unwrap_or_default();
         if code == "23503" || code == "787" {
             let on_gateway = db.constraint().map_or(segment.is_none(), |c| c.contains("gateway"));
             return match (on_gateway, gateway) {
                 (true, Some(g)) => StoreError::UnknownGateway(g.as_str().to_owned()),
-                _ => StoreError::UnknownSegment(segment.map(|s| s.as_str().to_owned()).unwrap_or_default()),
+                _ => StoreError::UnknownSegment(
+                    segment.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                ),
             };
         }
     }
@@ -146,18 +154,22 @@ impl Store {
 
     pub async fn device(&self, id: &DeviceId) -> Result<Option<DeviceDetail>, StoreError> {
         match self {
-            Store::Postgres(s) => sqlx::query(&format!("SELECT {PG_COLUMNS} FROM devices WHERE id = $1"))
-                .bind(id.as_str())
-                .fetch_optional(&s.pool)
-                .await?
-                .map(|r| pg_device(&r))
-                .transpose(),
-            Store::Sqlite(s) => sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM devices WHERE id = ?"))
-                .bind(id.as_str())
-                .fetch_optional(&s.pool)
-                .await?
-                .map(|r| sqlite_device(&r))
-                .transpose(),
+            Store::Postgres(s) => {
+                sqlx::query(&format!("SELECT {PG_COLUMNS} FROM devices WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(&s.pool)
+                    .await?
+                    .map(|r| pg_device(&r))
+                    .transpose()
+            }
+            Store::Sqlite(s) => {
+                sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM devices WHERE id = ?"))
+                    .bind(id.as_str())
+                    .fetch_optional(&s.pool)
+                    .await?
+                    .map(|r| sqlite_device(&r))
+                    .transpose()
+            }
         }
     }
 
@@ -203,7 +215,11 @@ impl Store {
     }
 
     /// Change a device's kind or segment; `None` when it does not exist.
-    pub async fn update_device(&self, id: &DeviceId, u: &DeviceUpdate) -> Result<Option<DeviceDetail>, StoreError> {
+    pub async fn update_device(
+        &self,
+        id: &DeviceId,
+        u: &DeviceUpdate,
+    ) -> Result<Option<DeviceDetail>, StoreError> {
         let (set_kind, kind) = (u.kind.is_some(), u.kind.clone().flatten());
         let (set_segment, segment) = (u.segment.is_some(), u.segment.clone().flatten());
         let (set_gateway, gateway) = (u.gateway.is_some(), u.gateway.clone().flatten());
@@ -249,7 +265,11 @@ impl Store {
 
     /// Decommission a device: it keeps its history, loses its credentials. `None` when it
     /// does not exist; decommissioning twice keeps the first time.
-    pub async fn decommission_device(&self, id: &DeviceId, at: EventTime) -> Result<Option<DeviceDetail>, StoreError> {
+    pub async fn decommission_device(
+        &self,
+        id: &DeviceId,
+        at: EventTime,
+    ) -> Result<Option<DeviceDetail>, StoreError> {
         match self {
             Store::Postgres(s) => sqlx::query(&format!(
                 "UPDATE devices SET decommissioned_at = coalesce(decommissioned_at, $2), mqtt_password_hash = NULL
@@ -275,7 +295,11 @@ impl Store {
     }
 
     /// Replace an active device's MQTT password hash; `None` when there is no such active device.
-    pub async fn set_device_password(&self, id: &DeviceId, password_hash: &str) -> Result<Option<DeviceDetail>, StoreError> {
+    pub async fn set_device_password(
+        &self,
+        id: &DeviceId,
+        password_hash: &str,
+    ) -> Result<Option<DeviceDetail>, StoreError> {
         match self {
             Store::Postgres(s) => sqlx::query(&format!(
                 "UPDATE devices SET mqtt_password_hash = $2 WHERE id = $1 AND decommissioned_at IS NULL RETURNING {PG_COLUMNS}"

@@ -8,7 +8,10 @@ use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
 pub type RollupKey = (DeviceId, MetricId, EventTime);
 
 /// Partials per (device, metric, bucket start) of `bucket_ms`-wide buckets.
-pub fn partials<'a>(readings: impl IntoIterator<Item = &'a Reading>, bucket_ms: i64) -> BTreeMap<RollupKey, Partial> {
+pub fn partials<'a>(
+    readings: impl IntoIterator<Item = &'a Reading>,
+    bucket_ms: i64,
+) -> BTreeMap<RollupKey, Partial> {
     partials_by(readings, bucket_ms, |r| r.device.clone())
 }
 
@@ -21,7 +24,9 @@ pub fn partials_by<'a, K: Ord>(
     let mut out = BTreeMap::new();
     for r in readings {
         let p = Partial::of(r.time, r.value);
-        out.entry((key(r), r.metric, r.time.floor(bucket_ms))).and_modify(|acc: &mut Partial| acc.merge(&p)).or_insert(p);
+        out.entry((key(r), r.metric, r.time.floor(bucket_ms)))
+            .and_modify(|acc: &mut Partial| acc.merge(&p))
+            .or_insert(p);
     }
     out
 }

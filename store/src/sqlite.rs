@@ -6,17 +6,24 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
 
-use crate::history::{fold, HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, SourceRow};
 use crate::alert::{refuse, AlertColumns};
+use crate::history::{
+    fold, HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, SourceRow,
+};
 use crate::rollup::{partials, partials_by};
-use crate::{AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome};
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord, LatestValue, MaintenanceReport,
-    MergeOutcome, Retention, StoreError, StoreOptions,
+    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord,
+    LatestValue, MaintenanceReport, MergeOutcome, Retention, StoreError, StoreOptions,
+};
+use crate::{
+    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -67,20 +74,27 @@ impl SqliteStore {
         for &(version, name, sql) in MIGRATIONS {
             // BEGIN IMMEDIATE takes the write lock, serialising concurrent migrators.
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM sccr_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM sccr_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if done.is_some() {
                 continue;
             }
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version, name, source })?;
-            sqlx::query("INSERT INTO sccr_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(name)
-                .bind(EventTime::now().millis())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration {
+                version,
+                name,
+                source,
+            })?;
+            sqlx::query(
+                "INSERT INTO sccr_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(EventTime::now().millis())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             tracing::info!(version, name, "applied migration");
         }
@@ -114,14 +128,26 @@ impl SqliteStore {
                 inserted.push(r);
             }
         }
-        let segments = if inserted.is_empty() { HashMap::new() } else { device_segments(&mut tx).await? };
+        let segments =
+            if inserted.is_empty() { HashMap::new() } else { device_segments(&mut tx).await? };
         for level in Resolution::ROLLUPS {
             let width = level.bucket_ms().unwrap_or(i64::MAX);
             for ((device, metric, bucket), p) in partials(inserted.iter().copied(), width) {
-                merge_rollup_row(&mut tx, level.table(), "device", device.as_str(), metric, bucket, &p).await?;
+                merge_rollup_row(
+                    &mut tx,
+                    level.table(),
+                    "device",
+                    device.as_str(),
+                    metric,
+                    bucket,
+                    &p,
+                )
+                .await?;
             }
             let Some(table) = level.segment_table() else { continue };
-            let per_segment = partials_by(inserted.iter().copied(), width, |r| segments.get(r.device.as_str()).map_or("", String::as_str));
+            let per_segment = partials_by(inserted.iter().copied(), width, |r| {
+                segments.get(r.device.as_str()).map_or("", String::as_str)
+            });
             for ((segment, metric, bucket), p) in per_segment {
                 merge_rollup_row(&mut tx, table, "segment", segment, metric, bucket, &p).await?;
             }
@@ -198,7 +224,8 @@ impl SqliteStore {
         rows.into_iter()
             .map(|row| {
                 let text: String = row.try_get("coordinates")?;
-                let coordinates = serde_json::from_str(&text).map_err(|_| StoreError::Corrupt { what: "coordinates", value: text })?;
+                let coordinates = serde_json::from_str(&text)
+                    .map_err(|_| StoreError::Corrupt { what: "coordinates", value: text })?;
                 Ok(RoadSegment {
                     id: parse_segment(row.try_get("id")?)?,
                     name: row.try_get("name")?,
@@ -233,20 +260,30 @@ impl SqliteStore {
     }
 
     pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, kind, segment_id, registered_at_ms FROM devices ORDER BY id").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query("SELECT id, kind, segment_id, registered_at_ms FROM devices ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(DeviceRecord {
                     id: parse_device(row.try_get("id")?)?,
                     kind: row.try_get("kind")?,
-                    segment: row.try_get::<Option<String>, _>("segment_id")?.map(parse_segment).transpose()?,
+                    segment: row
+                        .try_get::<Option<String>, _>("segment_id")?
+                        .map(parse_segment)
+                        .transpose()?,
                     registered_at: EventTime(row.try_get("registered_at_ms")?),
                 })
             })
             .collect()
     }
 
-    pub async fn latest(&self, device: Option<&DeviceId>, metric: Option<MetricId>) -> Result<Vec<LatestValue>, StoreError> {
+    pub async fn latest(
+        &self,
+        device: Option<&DeviceId>,
+        metric: Option<MetricId>,
+    ) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
             "SELECT device, metric, time_ms, value FROM latest
              WHERE (?1 IS NULL OR device = ?1) AND (?2 IS NULL OR metric = ?2) ORDER BY device, metric",
@@ -267,8 +304,13 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn history(&self, q: &HistoryQuery, plan: Plan) -> Result<Vec<HistoryPoint>, StoreError> {
-        let by_segment = plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+    pub async fn history(
+        &self,
+        q: &HistoryQuery,
+        plan: Plan,
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        let by_segment =
+            plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
         let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
             (HistorySubject::Device(d), _) => ("AND device = ?5", Some(d.to_string())),
             (HistorySubject::Segment(s), Some(_)) => ("AND segment = ?5", Some(s.to_string())),
@@ -284,12 +326,26 @@ impl SqliteStore {
                 "SELECT time_ms, value FROM readings WHERE metric = ?1 AND time_ms >= ?2 AND time_ms < ?3 {filter}
                  ORDER BY time_ms, device LIMIT ?4"
             );
-            let rows = sqlx::query(&sql).bind(q.metric.as_str()).bind(q.from.millis()).bind(q.to.millis()).bind(q.limit as i64).bind(subject.as_deref()).fetch_all(&self.pool).await?;
+            let rows = sqlx::query(&sql)
+                .bind(q.metric.as_str())
+                .bind(q.from.millis())
+                .bind(q.to.millis())
+                .bind(q.limit as i64)
+                .bind(subject.as_deref())
+                .fetch_all(&self.pool)
+                .await?;
             return rows
                 .into_iter()
                 .map(|row| {
                     let v: f64 = row.try_get("value")?;
-                    Ok(HistoryPoint { time: EventTime(row.try_get("time_ms")?), count: 1, sum: v, min: v, max: v, last: v })
+                    Ok(HistoryPoint {
+                        time: EventTime(row.try_get("time_ms")?),
+                        count: 1,
+                        sum: v,
+                        min: v,
+                        max: v,
+                        last: v,
+                    })
                 })
                 .collect();
         };
@@ -340,13 +396,23 @@ impl SqliteStore {
         let r = self.retention;
         if let Some(raw) = r.raw {
             let cutoff = now.millis() - raw.as_millis() as i64;
-            sqlx::query("DELETE FROM readings WHERE time_ms < ?").bind(cutoff).execute(&self.pool).await?;
+            sqlx::query("DELETE FROM readings WHERE time_ms < ?")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
         }
-        for (level, keep) in [(Resolution::Minute, r.rollup_1m), (Resolution::Hour, r.rollup_1h), (Resolution::Day, r.rollup_1d)] {
+        for (level, keep) in [
+            (Resolution::Minute, r.rollup_1m),
+            (Resolution::Hour, r.rollup_1h),
+            (Resolution::Day, r.rollup_1d),
+        ] {
             let Some(keep) = keep else { continue };
             let cutoff = now.millis() - keep.as_millis() as i64;
             for table in [Some(level.table()), level.segment_table()].into_iter().flatten() {
-                let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket_ms < ?")).bind(cutoff).execute(&self.pool).await?;
+                let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket_ms < ?"))
+                    .bind(cutoff)
+                    .execute(&self.pool)
+                    .await?;
                 report.rollup_rows_deleted += done.rows_affected();
             }
         }
@@ -365,7 +431,10 @@ impl SqliteStore {
                 Ok(DeadLetter {
                     received_at: EventTime(row.try_get("received_at_ms")?),
                     topic: row.try_get("topic")?,
-                    device: row.try_get::<Option<String>, _>("device")?.map(parse_device).transpose()?,
+                    device: row
+                        .try_get::<Option<String>, _>("device")?
+                        .map(parse_device)
+                        .transpose()?,
                     reason: row.try_get("reason")?,
                     detail: row.try_get("detail")?,
                     payload: row.try_get("payload")?,
@@ -389,7 +458,9 @@ const ALERT_COLUMNS: &str = "id, rule, subject_kind, subject, kind, severity, st
      acknowledged_at_ms, acknowledged_by, ack_note, cleared_at_ms, cleared_by, clear_note, members";
 
 fn alert_record(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
-    let at = |name: &str| -> Result<Option<EventTime>, StoreError> { Ok(row.try_get::<Option<i64>, _>(name)?.map(EventTime)) };
+    let at = |name: &str| -> Result<Option<EventTime>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.map(EventTime))
+    };
     AlertColumns {
         id: row.try_get("id")?,
         rule: row.try_get("rule")?,
@@ -442,9 +513,10 @@ impl SqliteStore {
             let open = open_alert_id(&mut tx, &a.rule, &a.subject).await?;
             tx.rollback().await?;
             // The write lock was held since the insert: the conflicting alert is still open.
-            return open
-                .map(RaiseOutcome::AlreadyOpen)
-                .ok_or_else(|| StoreError::Corrupt { what: "open alert", value: format!("{} on {}", a.rule, a.subject) });
+            return open.map(RaiseOutcome::AlreadyOpen).ok_or_else(|| StoreError::Corrupt {
+                what: "open alert",
+                value: format!("{} on {}", a.rule, a.subject),
+            });
         };
         let record = alert_record(&row)?;
         sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at_ms) VALUES (?, NULL, 'raised', NULL, NULL, ?)")
@@ -459,14 +531,26 @@ impl SqliteStore {
 
     /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
     /// allows it from the state the alert is in.
-    pub async fn move_alert(&self, id: i64, to: AlertState, by: Option<&str>, note: Option<&str>, at: EventTime) -> Result<AlertRecord, StoreError> {
+    pub async fn move_alert(
+        &self,
+        id: i64,
+        to: AlertState,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
         let set = match to {
             _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
-            AlertState::Acknowledged => "acknowledged_at_ms = ?2, acknowledged_by = ?3, ack_note = ?4",
+            AlertState::Acknowledged => {
+                "acknowledged_at_ms = ?2, acknowledged_by = ?3, ack_note = ?4"
+            }
             AlertState::Cleared => "cleared_at_ms = ?2, cleared_by = ?3, clear_note = ?4",
             AlertState::Raised => return Err(refuse(id, from, to)),
         };
@@ -494,13 +578,21 @@ impl SqliteStore {
         Ok(record)
     }
 
-    pub async fn open_alert_id(&self, rule: &str, subject: &AlertSubject) -> Result<Option<i64>, StoreError> {
+    pub async fn open_alert_id(
+        &self,
+        rule: &str,
+        subject: &AlertSubject,
+    ) -> Result<Option<i64>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         open_alert_id(&mut conn, rule, subject).await
     }
 
     pub async fn update_alert_members(&self, id: i64, members: u32) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE alerts SET members = ? WHERE id = ?").bind(i64::from(members)).bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("UPDATE alerts SET members = ? WHERE id = ?")
+            .bind(i64::from(members))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::AlertNotFound(id));
         }
@@ -508,7 +600,8 @@ impl SqliteStore {
     }
 
     pub async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1"));
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1"));
         if !f.states.is_empty() {
             q.push(" AND state IN (");
             let mut list = q.separated(", ");
@@ -542,15 +635,21 @@ impl SqliteStore {
             q.push(" AND raised_at_ms < ").push_bind(to.millis());
         }
         if let Some(cursor) = f.before_id {
-            q.push(" AND (raised_at_ms, id) < (SELECT raised_at_ms, id FROM alerts WHERE id = ").push_bind(cursor).push(")");
+            q.push(" AND (raised_at_ms, id) < (SELECT raised_at_ms, id FROM alerts WHERE id = ")
+                .push_bind(cursor)
+                .push(")");
         }
-        q.push(" ORDER BY raised_at_ms DESC, id DESC LIMIT ").push_bind(i64::try_from(f.limit).unwrap_or(i64::MAX));
+        q.push(" ORDER BY raised_at_ms DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(f.limit).unwrap_or(i64::MAX));
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(alert_record).collect()
     }
 
     pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(alert_record).transpose()
     }
 
@@ -564,7 +663,10 @@ impl SqliteStore {
                 Ok(AlertEventRecord {
                     id: row.try_get("id")?,
                     alert: row.try_get("alert_id")?,
-                    from: row.try_get::<Option<String>, _>("from_state")?.map(AlertState::parse).transpose()?,
+                    from: row
+                        .try_get::<Option<String>, _>("from_state")?
+                        .map(AlertState::parse)
+                        .transpose()?,
                     to: AlertState::parse(row.try_get("to_state")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
@@ -574,7 +676,11 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn save_stream_state(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+    pub async fn save_stream_state(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO stream_state (key, value, updated_at_ms) VALUES (?, ?, ?)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
@@ -587,14 +693,30 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn load_stream_state(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let text: Option<String> = sqlx::query_scalar("SELECT value FROM stream_state WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
-        text.map(|t| serde_json::from_str(&t).map_err(|_| StoreError::Corrupt { what: "stream state", value: t.chars().take(80).collect() }))
-            .transpose()
+    pub async fn load_stream_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT value FROM stream_state WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
+                what: "stream state",
+                value: t.chars().take(80).collect(),
+            })
+        })
+        .transpose()
     }
 }
 
-async fn open_alert_id(conn: &mut sqlx::SqliteConnection, rule: &str, subject: &AlertSubject) -> Result<Option<i64>, StoreError> {
+async fn open_alert_id(
+    conn: &mut sqlx::SqliteConnection,
+    rule: &str,
+    subject: &AlertSubject,
+) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar("SELECT id FROM alerts WHERE rule = ? AND subject_kind = ? AND subject = ? AND state <> 'cleared'")
         .bind(rule)
         .bind(subject.kind().as_str())
@@ -604,9 +726,13 @@ async fn open_alert_id(conn: &mut sqlx::SqliteConnection, rule: &str, subject: &
 }
 
 /// Device → segment links of every device with one.
-async fn device_segments(tx: &mut sqlx::SqliteConnection) -> Result<HashMap<String, String>, StoreError> {
+async fn device_segments(
+    tx: &mut sqlx::SqliteConnection,
+) -> Result<HashMap<String, String>, StoreError> {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, segment_id FROM devices WHERE segment_id IS NOT NULL").fetch_all(&mut *tx).await?;
+        sqlx::query_as("SELECT id, segment_id FROM devices WHERE segment_id IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 

@@ -44,8 +44,21 @@ async fn writer_returns_tickets_in_order_after_commit() {
     let device = DeviceId::parse("wt1").expect("id");
     for i in 0..10u32 {
         let time = EventTime(1_763_892_000_000 + i64::from(i) * 1_000);
-        let reading = Reading { device: device.clone(), metric: MetricId::SpeedKmh, time, value: f64::from(i), seq: None };
-        tx.send(WriteItem { readings: vec![reading], dead_letters: Vec::new(), new_devices: Vec::new(), ticket: i }).await.expect("send");
+        let reading = Reading {
+            device: device.clone(),
+            metric: MetricId::SpeedKmh,
+            time,
+            value: f64::from(i),
+            seq: None,
+        };
+        tx.send(WriteItem {
+            readings: vec![reading],
+            dead_letters: Vec::new(),
+            new_devices: Vec::new(),
+            ticket: i,
+        })
+        .await
+        .expect("send");
     }
     drop(tx);
     let mut tickets = Vec::new();
@@ -54,7 +67,17 @@ async fn writer_returns_tickets_in_order_after_commit() {
     }
     writer.await.expect("writer");
     assert_eq!(tickets, (0..10).collect::<Vec<_>>());
-    let q = HistoryQuery::device(device, MetricId::SpeedKmh, EventTime(1_763_892_000_000), EventTime(1_763_892_100_000), Step::Raw);
-    assert_eq!(store.history(&q).await.expect("history").points.len(), 10, "every ticket's reading is stored");
+    let q = HistoryQuery::device(
+        device,
+        MetricId::SpeedKmh,
+        EventTime(1_763_892_000_000),
+        EventTime(1_763_892_100_000),
+        Step::Raw,
+    );
+    assert_eq!(
+        store.history(&q).await.expect("history").points.len(),
+        10,
+        "every ticket's reading is stored"
+    );
     assert_eq!(metrics.readings_inserted.load(std::sync::atomic::Ordering::Relaxed), 10);
 }

@@ -109,7 +109,8 @@ pub async fn run_writer<T: Send + 'static>(
     metrics: Arc<WriterMetrics>,
 ) {
     // SQLite takes one writing transaction at a time: a second would only wait or retry.
-    let max_in_flight = if matches!(store, Store::Postgres(_)) { config.max_in_flight.max(1) } else { 1 };
+    let max_in_flight =
+        if matches!(store, Store::Postgres(_)) { config.max_in_flight.max(1) } else { 1 };
     let mut in_flight = FuturesOrdered::new();
     let mut batch = Batch::default();
     let mut tickets: Vec<T> = Vec::new();
@@ -152,7 +153,14 @@ pub async fn run_writer<T: Send + 'static>(
         }
         let give_up = if closed { Some(Instant::now() + config.shutdown_grace) } else { None };
         let (ready, ready_tickets) = (std::mem::take(&mut batch), std::mem::take(&mut tickets));
-        in_flight.push_back(flush(store.clone(), config.clone(), ready, ready_tickets, metrics.clone(), give_up));
+        in_flight.push_back(flush(
+            store.clone(),
+            config.clone(),
+            ready,
+            ready_tickets,
+            metrics.clone(),
+            give_up,
+        ));
         if closed {
             break;
         }
@@ -202,7 +210,9 @@ async fn flush<T>(
                 metrics.readings_duplicate.fetch_add(outcome.duplicates, Ordering::Relaxed);
                 metrics.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
-                metrics.last_flush_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                metrics
+                    .last_flush_micros
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 metrics.commit.observe(started.elapsed());
                 return Some(tickets);
             }

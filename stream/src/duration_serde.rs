@@ -13,7 +13,11 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration such as \"90s\" or \"5m\": {e}")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as \"90s\" or \"5m\": {e}"
+        ))
+    })
 }
 
 /// `Option<Duration>`: absent or a humantime string.

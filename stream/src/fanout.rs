@@ -166,11 +166,22 @@ impl Routes {
         };
         for e in events {
             match &**e {
-                LiveEvent::Value(LiveValue { device, .. }) | LiveEvent::Window(crate::window::WindowResult { device, .. }) => {
-                    self.by_device.get(device).into_iter().flatten().chain(self.all_devices.iter()).for_each(|id| offer(id, e));
+                LiveEvent::Value(LiveValue { device, .. })
+                | LiveEvent::Window(crate::window::WindowResult { device, .. }) => {
+                    self.by_device
+                        .get(device)
+                        .into_iter()
+                        .flatten()
+                        .chain(self.all_devices.iter())
+                        .for_each(|id| offer(id, e));
                 }
                 LiveEvent::Segment(s) => {
-                    self.by_segment.get(&s.segment).into_iter().flatten().chain(self.all_segments.iter()).for_each(|id| offer(id, e));
+                    self.by_segment
+                        .get(&s.segment)
+                        .into_iter()
+                        .flatten()
+                        .chain(self.all_segments.iter())
+                        .for_each(|id| offer(id, e));
                 }
                 LiveEvent::Alert(_) => self.alerts.iter().for_each(|id| offer(id, e)),
                 LiveEvent::Status(_) => self.statuses.iter().for_each(|id| offer(id, e)),
@@ -191,8 +202,16 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn register(routes: &Arc<RwLock<Routes>>, filter: SubscriptionFilter, capacity: usize) -> Self {
-        let queue = Arc::new(Queue { pending: Mutex::default(), notify: Notify::new(), capacity: capacity.max(1) });
+    pub(crate) fn register(
+        routes: &Arc<RwLock<Routes>>,
+        filter: SubscriptionFilter,
+        capacity: usize,
+    ) -> Self {
+        let queue = Arc::new(Queue {
+            pending: Mutex::default(),
+            notify: Notify::new(),
+            capacity: capacity.max(1),
+        });
         let mut r = routes.write().unwrap_or_else(|e| e.into_inner());
         r.next_id += 1;
         let id = r.next_id;

@@ -28,12 +28,17 @@ pub mod service;
 pub mod stream_core;
 pub mod window;
 
-pub use alert::{Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig, AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject};
+pub use alert::{
+    Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig,
+    AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject,
+};
 pub use config::StreamConfig;
 pub use fanout::{Pending, Subscription};
 pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
 pub use los::LevelOfService;
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
-pub use service::{run_stream, AlertSinkItem, StreamCommand, StreamMetrics, StreamQueues, StreamServiceConfig};
+pub use service::{
+    run_stream, AlertSinkItem, StreamCommand, StreamMetrics, StreamQueues, StreamServiceConfig,
+};
 pub use stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 pub use window::{Admission, WindowResult, Windows};

@@ -134,7 +134,8 @@ impl SubscriptionFilter {
     }
 
     pub fn matches_segment(&self, segment: &SegmentId) -> bool {
-        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment)) && !self.excluded_segments.contains(segment)
+        self.segments.as_ref().is_some_and(|s| s.is_empty() || s.contains(segment))
+            && !self.excluded_segments.contains(segment)
     }
 
     /// Take devices out of the subscription.
@@ -186,7 +187,8 @@ const REMEMBERED_CLEARED: usize = 4_096;
 
 impl Presence {
     fn online(&self, now_ms: i64) -> bool {
-        self.offline_ms.is_none_or(|off| self.heard_ms > off) && now_ms - self.heard_ms <= PRESENCE_WINDOW_MS
+        self.offline_ms.is_none_or(|off| self.heard_ms > off)
+            && now_ms - self.heard_ms <= PRESENCE_WINDOW_MS
     }
 }
 
@@ -241,7 +243,11 @@ impl LiveHub {
 
     /// Like [`LiveHub::subscribe`] with another queue bound: the live bus forwards every
     /// change of the city and needs more room than a screen.
-    pub fn subscribe_with_capacity(&self, filter: SubscriptionFilter, capacity: usize) -> Subscription {
+    pub fn subscribe_with_capacity(
+        &self,
+        filter: SubscriptionFilter,
+        capacity: usize,
+    ) -> Subscription {
         Subscription::register(&self.routes, filter, capacity)
     }
 
@@ -272,7 +278,11 @@ impl LiveHub {
             if board.cleared.contains(&alert.id) {
                 return false;
             }
-            if board.open.get(&alert.id).is_some_and(|held| rank(held.state) > rank(alert.state) || *held == alert) {
+            if board
+                .open
+                .get(&alert.id)
+                .is_some_and(|held| rank(held.state) > rank(alert.state) || *held == alert)
+            {
                 // Older than what is held, or the same change again (replicas forward it too).
                 return false;
             }
@@ -304,20 +314,24 @@ impl LiveHub {
         {
             let mut map = self.segments.write().unwrap_or_else(|e| e.into_inner());
             for s in &states {
-                let newer = map.get(&s.segment).is_none_or(|held| (s.start, s.revision) >= (held.start, held.revision));
+                let newer = map
+                    .get(&s.segment)
+                    .is_none_or(|held| (s.start, s.revision) >= (held.start, held.revision));
                 if newer {
                     map.insert(s.segment.clone(), s.clone());
                 }
             }
         }
-        let events: Vec<Arc<LiveEvent>> = states.into_iter().map(|s| Arc::new(LiveEvent::Segment(s))).collect();
+        let events: Vec<Arc<LiveEvent>> =
+            states.into_iter().map(|s| Arc::new(LiveEvent::Segment(s))).collect();
         self.dispatch(&events);
     }
 
     /// The current state of the segments the filter selects, by segment id.
     pub fn segment_states(&self, filter: &SubscriptionFilter) -> Vec<SegmentState> {
         let map = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<SegmentState> = map.values().filter(|s| filter.matches_segment(&s.segment)).cloned().collect();
+        let mut out: Vec<SegmentState> =
+            map.values().filter(|s| filter.matches_segment(&s.segment)).cloned().collect();
         out.sort_by(|a, b| a.segment.cmp(&b.segment));
         out
     }
@@ -348,7 +362,9 @@ impl LiveHub {
             match status.state {
                 // Taken after a reading (the live bus applies a batch's values first), the
                 // status still wins: the last word heard is the device's.
-                DeviceState::Offline => p.offline_ms = Some(status.received_at.millis().max(p.heard_ms)),
+                DeviceState::Offline => {
+                    p.offline_ms = Some(status.received_at.millis().max(p.heard_ms))
+                }
                 DeviceState::Online if !status.retained => {
                     p.heard_ms = p.heard_ms.max(status.received_at.millis());
                     p.offline_ms = None;
@@ -361,7 +377,11 @@ impl LiveHub {
 
     /// Whether a device is online at `now`; `None` when the hub never heard of it.
     pub fn device_online(&self, device: &DeviceId, now: EventTime) -> Option<bool> {
-        self.presence.read().unwrap_or_else(|e| e.into_inner()).get(device).map(|p| p.online(now.millis()))
+        self.presence
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(device)
+            .map(|p| p.online(now.millis()))
     }
 
     /// (online, offline) devices among those the hub heard of.
@@ -375,7 +395,12 @@ impl LiveHub {
     pub fn apply(&self, readings: &[Reading]) {
         self.count_readings(readings.len() as u64);
         self.mark_heard(readings.iter().map(|r| &r.device));
-        self.merge_values(readings.iter().map(|r| LiveValue { device: r.device.clone(), metric: r.metric, time: r.time, value: r.value }));
+        self.merge_values(readings.iter().map(|r| LiveValue {
+            device: r.device.clone(),
+            metric: r.metric,
+            time: r.time,
+            value: r.value,
+        }));
     }
 
     /// Apply values another process took (the live bus): `heard` when they just arrived
@@ -424,7 +449,8 @@ impl LiveHub {
     }
 
     pub fn publish_windows(&self, windows: Vec<WindowResult>) {
-        let events: Vec<Arc<LiveEvent>> = windows.into_iter().map(|w| Arc::new(LiveEvent::Window(w))).collect();
+        let events: Vec<Arc<LiveEvent>> =
+            windows.into_iter().map(|w| Arc::new(LiveEvent::Window(w))).collect();
         self.dispatch(&events);
     }
 
@@ -434,7 +460,12 @@ impl LiveHub {
         let mut out: Vec<LiveValue> = map
             .iter()
             .filter(|((d, m), _)| filter.matches(d, *m))
-            .map(|((d, m), (t, v))| LiveValue { device: d.clone(), metric: *m, time: *t, value: *v })
+            .map(|((d, m), (t, v))| LiveValue {
+                device: d.clone(),
+                metric: *m,
+                time: *t,
+                value: *v,
+            })
             .collect();
         out.sort_by(|a, b| (&a.device, a.metric).cmp(&(&b.device, b.metric)));
         out
@@ -465,7 +496,13 @@ mod tests {
     use super::*;
 
     fn r(dev: &str, t: i64, v: f64) -> Reading {
-        Reading { device: DeviceId::parse(dev).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(t), value: v, seq: None }
+        Reading {
+            device: DeviceId::parse(dev).unwrap(),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(t),
+            value: v,
+            seq: None,
+        }
     }
 
     #[test]
@@ -474,23 +511,37 @@ mod tests {
         let sub = hub.subscribe(SubscriptionFilter::default());
         hub.apply(&[r("a", 2_000, 20.0), r("a", 1_000, 10.0), r("b", 1_000, 5.0)]);
         let snap = hub.snapshot(&SubscriptionFilter::default());
-        assert_eq!(snap.iter().map(|v| (v.device.as_str(), v.value)).collect::<Vec<_>>(), vec![("a", 20.0), ("b", 5.0)]);
-        let got: Vec<(String, f64)> = sub.take().values.values().map(|v| (v.device.to_string(), v.value)).collect();
+        assert_eq!(
+            snap.iter().map(|v| (v.device.as_str(), v.value)).collect::<Vec<_>>(),
+            vec![("a", 20.0), ("b", 5.0)]
+        );
+        let got: Vec<(String, f64)> =
+            sub.take().values.values().map(|v| (v.device.to_string(), v.value)).collect();
         assert_eq!(got, vec![("a".into(), 20.0), ("b".into(), 5.0)]);
     }
 
     #[test]
     fn values_are_conflated_and_routed_only_to_interested_subscribers() {
         let hub = LiveHub::new(16);
-        let only_a = hub.subscribe(SubscriptionFilter { devices: [DeviceId::parse("a").unwrap()].into(), ..SubscriptionFilter::default() });
-        let only_s1 = hub.subscribe(SubscriptionFilter { values: false, segments: Some([SegmentId::parse("s1").unwrap()].into()), ..SubscriptionFilter::default() });
+        let only_a = hub.subscribe(SubscriptionFilter {
+            devices: [DeviceId::parse("a").unwrap()].into(),
+            ..SubscriptionFilter::default()
+        });
+        let only_s1 = hub.subscribe(SubscriptionFilter {
+            values: false,
+            segments: Some([SegmentId::parse("s1").unwrap()].into()),
+            ..SubscriptionFilter::default()
+        });
         assert_eq!(hub.subscribers(), 2);
         for i in 0..500 {
             hub.apply(&[r("a", i, i as f64), r("b", i, i as f64)]);
         }
         let p = only_a.take();
         assert!(!p.lagged, "conflated values never overflow one key");
-        assert_eq!(p.values.values().map(|v| (v.device.to_string(), v.value)).collect::<Vec<_>>(), vec![("a".into(), 499.0)]);
+        assert_eq!(
+            p.values.values().map(|v| (v.device.to_string(), v.value)).collect::<Vec<_>>(),
+            vec![("a".into(), 499.0)]
+        );
         assert!(only_s1.take().values.is_empty());
         hub.publish_segments(vec![seg_state("s2", 0, 0, 5.0), seg_state("s1", 0, 0, 9.0)]);
         let p = only_s1.take();
@@ -507,11 +558,17 @@ mod tests {
     fn snapshot_honours_the_filter() {
         let hub = LiveHub::new(16);
         hub.apply(&[r("a", 1, 1.0), r("b", 1, 2.0)]);
-        let filter = SubscriptionFilter { devices: [DeviceId::parse("b").unwrap()].into(), ..SubscriptionFilter::default() };
+        let filter = SubscriptionFilter {
+            devices: [DeviceId::parse("b").unwrap()].into(),
+            ..SubscriptionFilter::default()
+        };
         let snap = hub.snapshot(&filter);
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].value, 2.0);
-        let none = SubscriptionFilter { metrics: [MetricId::No2Ugm3].into(), ..SubscriptionFilter::default() };
+        let none = SubscriptionFilter {
+            metrics: [MetricId::No2Ugm3].into(),
+            ..SubscriptionFilter::default()
+        };
         assert!(hub.snapshot(&none).is_empty());
     }
 
@@ -550,15 +607,33 @@ mod tests {
     #[test]
     fn a_segment_keeps_its_newest_window_and_every_change_is_sent() {
         let hub = LiveHub::new(16);
-        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
-        hub.publish_segments(vec![seg_state("s1", 60_000, 0, 30.0), seg_state("s1", 0, 1, 10.0), seg_state("s2", 0, 0, 5.0)]);
+        let sub = hub.subscribe(SubscriptionFilter {
+            segments: Some(BTreeSet::new()),
+            ..SubscriptionFilter::default()
+        });
+        hub.publish_segments(vec![
+            seg_state("s1", 60_000, 0, 30.0),
+            seg_state("s1", 0, 1, 10.0),
+            seg_state("s2", 0, 0, 5.0),
+        ]);
         hub.publish_segments(vec![seg_state("s1", 60_000, 1, 31.0)]);
-        let all = SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() };
-        let held: Vec<(String, i64, Option<f64>)> = hub.segment_states(&all).iter().map(|s| (s.segment.to_string(), s.start.millis(), s.speed_kmh)).collect();
+        let all =
+            SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() };
+        let held: Vec<(String, i64, Option<f64>)> = hub
+            .segment_states(&all)
+            .iter()
+            .map(|s| (s.segment.to_string(), s.start.millis(), s.speed_kmh))
+            .collect();
         assert_eq!(held, vec![("s1".into(), 60_000, Some(31.0)), ("s2".into(), 0, Some(5.0))]);
-        let only_s2 = SubscriptionFilter { segments: Some([SegmentId::parse("s2").unwrap()].into()), ..SubscriptionFilter::default() };
+        let only_s2 = SubscriptionFilter {
+            segments: Some([SegmentId::parse("s2").unwrap()].into()),
+            ..SubscriptionFilter::default()
+        };
         assert_eq!(hub.segment_states(&only_s2).len(), 1);
-        assert!(hub.segment_states(&SubscriptionFilter::default()).is_empty(), "no segments unless asked for");
+        assert!(
+            hub.segment_states(&SubscriptionFilter::default()).is_empty(),
+            "no segments unless asked for"
+        );
         let events = sub.take().events;
         assert!(events.iter().all(|e| matches!(&**e, LiveEvent::Segment(_))));
         assert_eq!(events.len(), 4);
@@ -570,28 +645,58 @@ mod tests {
         assert!(hub.publish_alert(alert(1, AlertState::Raised)));
         assert!(hub.publish_alert(alert(2, AlertState::Raised)));
         assert!(hub.publish_alert(alert(1, AlertState::Acknowledged)));
-        assert!(!hub.publish_alert(alert(1, AlertState::Raised)), "a late raise does not undo the acknowledgement");
-        assert_eq!(hub.open_alerts().iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(), vec![(1, AlertState::Acknowledged), (2, AlertState::Raised)]);
+        assert!(
+            !hub.publish_alert(alert(1, AlertState::Raised)),
+            "a late raise does not undo the acknowledgement"
+        );
+        assert_eq!(
+            hub.open_alerts().iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
+            vec![(1, AlertState::Acknowledged), (2, AlertState::Raised)]
+        );
         assert!(hub.publish_alert(alert(2, AlertState::Cleared)));
-        assert!(!hub.publish_alert(alert(2, AlertState::Raised)), "a cleared alert is not reopened");
+        assert!(
+            !hub.publish_alert(alert(2, AlertState::Raised)),
+            "a cleared alert is not reopened"
+        );
         assert_eq!(hub.open_alerts().len(), 1);
     }
 
     #[test]
     fn the_filter_selects_event_kinds() {
-        let value = LiveEvent::Value(LiveValue { device: DeviceId::parse("a").unwrap(), metric: MetricId::SpeedKmh, time: EventTime(0), value: 1.0 });
+        let value = LiveEvent::Value(LiveValue {
+            device: DeviceId::parse("a").unwrap(),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(0),
+            value: 1.0,
+        });
         let segment = LiveEvent::Segment(seg_state("s1", 0, 0, 1.0));
         let alert = LiveEvent::Alert(alert(1, AlertState::Raised));
         let default = SubscriptionFilter::default();
-        assert!(default.matches_event(&value) && !default.matches_event(&segment) && !default.matches_event(&alert));
-        let walls = SubscriptionFilter { values: false, segments: Some(BTreeSet::new()), alerts: true, ..SubscriptionFilter::default() };
-        assert!(!walls.matches_event(&value) && walls.matches_event(&segment) && walls.matches_event(&alert));
+        assert!(
+            default.matches_event(&value)
+                && !default.matches_event(&segment)
+                && !default.matches_event(&alert)
+        );
+        let walls = SubscriptionFilter {
+            values: false,
+            segments: Some(BTreeSet::new()),
+            alerts: true,
+            ..SubscriptionFilter::default()
+        };
+        assert!(
+            !walls.matches_event(&value)
+                && walls.matches_event(&segment)
+                && walls.matches_event(&alert)
+        );
     }
 
     #[test]
     fn a_slow_subscriber_lags_instead_of_growing_its_queue() {
         let hub = LiveHub::new(16);
-        let sub = hub.subscribe(SubscriptionFilter { segments: Some(BTreeSet::new()), ..SubscriptionFilter::default() });
+        let sub = hub.subscribe(SubscriptionFilter {
+            segments: Some(BTreeSet::new()),
+            ..SubscriptionFilter::default()
+        });
         for i in 0..100 {
             hub.publish_segments(vec![seg_state("s1", i * 60_000, 0, 1.0)]);
         }

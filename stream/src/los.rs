@@ -78,7 +78,10 @@ impl FromStr for LevelOfService {
     type Err = UnknownLevelOfService;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| UnknownLevelOfService(s.chars().take(8).collect()))
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| UnknownLevelOfService(s.chars().take(8).collect()))
     }
 }
 

@@ -66,7 +66,12 @@ pub enum SegmentEvent {
     /// A segment window, first emission or a correction.
     State(SegmentState),
     /// The segment's current LOS (that of its newest emitted window with a speed) changed.
-    LosChanged { segment: SegmentId, window_start: EventTime, from: Option<LevelOfService>, to: LevelOfService },
+    LosChanged {
+        segment: SegmentId,
+        window_start: EventTime,
+        from: Option<LevelOfService>,
+        to: LevelOfService,
+    },
 }
 
 /// The latest device window of each traffic metric of one detector.
@@ -173,11 +178,15 @@ impl SegmentWindows {
         if !is_traffic(w.metric) {
             return;
         }
-        let Some(segment) = self.links.get(&w.device).filter(|s| self.segments.contains_key(*s)) else {
+        let Some(segment) = self.links.get(&w.device).filter(|s| self.segments.contains_key(*s))
+        else {
             self.unlinked += 1;
             return;
         };
-        if self.clock.is_some_and(|now| w.end.millis() + self.settle + self.lateness <= now.millis()) {
+        if self
+            .clock
+            .is_some_and(|now| w.end.millis() + self.settle + self.lateness <= now.millis())
+        {
             self.too_late += 1;
             return;
         }
@@ -207,7 +216,9 @@ impl SegmentWindows {
             .iter_mut()
             .flat_map(|(id, ws)| {
                 ws.iter_mut()
-                    .take_while(|(start, _)| start.millis() + self.size + self.settle <= now.millis())
+                    .take_while(|(start, _)| {
+                        start.millis() + self.size + self.settle <= now.millis()
+                    })
                     .filter(|(_, w)| w.emitted.is_none())
                     .map(|(start, w)| {
                         w.emitted = Some(0);
@@ -233,7 +244,9 @@ impl SegmentWindows {
         let mut pending: Vec<(SegmentId, EventTime)> = self
             .windows
             .iter()
-            .flat_map(|(id, ws)| ws.iter().filter(|(_, w)| w.emitted.is_none()).map(|(s, _)| (id.clone(), *s)))
+            .flat_map(|(id, ws)| {
+                ws.iter().filter(|(_, w)| w.emitted.is_none()).map(|(s, _)| (id.clone(), *s))
+            })
             .collect();
         pending.sort();
         for (segment, start) in pending {
@@ -246,10 +259,13 @@ impl SegmentWindows {
     }
 
     fn emit(&mut self, segment: &SegmentId, start: EventTime, out: &mut Vec<SegmentEvent>) {
-        let (Some(w), Some(road)) = (self.windows.get(segment).and_then(|ws| ws.get(&start)), self.segments.get(segment)) else {
+        let (Some(w), Some(road)) =
+            (self.windows.get(segment).and_then(|ws| ws.get(&start)), self.segments.get(segment))
+        else {
             return;
         };
-        let state = derive_state(road, start, self.size, w.detectors.values(), w.emitted.unwrap_or(0));
+        let state =
+            derive_state(road, start, self.size, w.detectors.values(), w.emitted.unwrap_or(0));
         let mut change = None;
         if let Some(los) = state.los {
             let current = self.current_los.get(segment).copied();
@@ -258,7 +274,12 @@ impl SegmentWindows {
                 self.current_los.insert(segment.clone(), (start, los));
                 let from = current.map(|(_, l)| l);
                 if from != Some(los) {
-                    change = Some(SegmentEvent::LosChanged { segment: segment.clone(), window_start: start, from, to: los });
+                    change = Some(SegmentEvent::LosChanged {
+                        segment: segment.clone(),
+                        window_start: start,
+                        from,
+                        to: los,
+                    });
                 }
             }
         }
@@ -272,7 +293,13 @@ fn mean(p: &Partial) -> f64 {
 }
 
 /// The segment state of one window from its detectors' device windows (see module doc).
-fn derive_state<'a>(road: &RoadSegment, start: EventTime, size: i64, detectors: impl Iterator<Item = &'a DetectorWindow>, revision: u32) -> SegmentState {
+fn derive_state<'a>(
+    road: &RoadSegment,
+    start: EventTime,
+    size: i64,
+    detectors: impl Iterator<Item = &'a DetectorWindow>,
+    revision: u32,
+) -> SegmentState {
     let per_hour = 3_600_000.0 / size as f64;
     let (mut flow_sum, mut flow_n) = (0.0, 0u32);
     let (mut weighted, mut weight) = (0.0, 0.0);

@@ -20,8 +20,8 @@ use telemetry::{EventTime, Reading, StatusEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::{AlertEngineState, AlertKey, AlertOutput, RuleSet};
-use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 use crate::live::{LiveAlert, LiveHub};
+use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 
 /// Counters of the stream task.
 #[derive(Debug, Default)]
@@ -60,7 +60,14 @@ pub enum StreamCommand {
     Registry(Registry),
     /// Mirror an operator's action the store has already taken (`alert` is the stored
     /// result, which the live bus forwards to other replicas).
-    Operator { action: OperatorAction, key: AlertKey, by: String, note: Option<String>, at: EventTime, alert: Box<LiveAlert> },
+    Operator {
+        action: OperatorAction,
+        key: AlertKey,
+        by: String,
+        note: Option<String>,
+        at: EventTime,
+        alert: Box<LiveAlert>,
+    },
     /// Replace the alert rules; `done` is answered once the engine runs them.
     SetRules { rules: RuleSet, done: oneshot::Sender<()> },
 }
@@ -133,13 +140,19 @@ impl Driver {
                 self.metrics.registry_updates.fetch_add(1, Ordering::Relaxed);
                 self.core.set_registry(registry, now, out);
             }
-            StreamCommand::Operator { action, key, by, note, at, .. } => match self.core.operator(action, &key, &by, note, at) {
-                Ok(true) => {
-                    self.metrics.operator_actions.fetch_add(1, Ordering::Relaxed);
+            StreamCommand::Operator { action, key, by, note, at, .. } => {
+                match self.core.operator(action, &key, &by, note, at) {
+                    Ok(true) => {
+                        self.metrics.operator_actions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(false) => {
+                        tracing::debug!(%key, ?action, "operator action on an alert the engine no longer holds open")
+                    }
+                    Err(e) => {
+                        tracing::debug!(%key, error = %e, "operator action already reflected in the engine")
+                    }
                 }
-                Ok(false) => tracing::debug!(%key, ?action, "operator action on an alert the engine no longer holds open"),
-                Err(e) => tracing::debug!(%key, error = %e, "operator action already reflected in the engine"),
-            },
+            }
             StreamCommand::SetRules { rules, done } => {
                 self.core.set_rules(rules, now, out);
                 let _ = done.send(());
@@ -149,12 +162,19 @@ impl Driver {
 }
 
 /// Run until the readings queue closes (see the module doc for shutdown).
-pub async fn run_stream(core: StreamCore, config: StreamServiceConfig, hub: Arc<LiveHub>, queues: StreamQueues, metrics: Arc<StreamMetrics>) {
+pub async fn run_stream(
+    core: StreamCore,
+    config: StreamServiceConfig,
+    hub: Arc<LiveHub>,
+    queues: StreamQueues,
+    metrics: Arc<StreamMetrics>,
+) {
     let StreamQueues { mut readings, mut statuses, mut commands, alerts } = queues;
     let mut driver = Driver { core, hub, alerts, metrics };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut checkpoint = tokio::time::interval(config.checkpoint_interval.max(Duration::from_millis(100)));
+    let mut checkpoint =
+        tokio::time::interval(config.checkpoint_interval.max(Duration::from_millis(100)));
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checkpoint.tick().await; // the first tick is immediate; the state was just loaded
     let (mut statuses_open, mut commands_open) = (true, true);
@@ -221,8 +241,15 @@ mod tests {
         let (sink_tx, sink) = mpsc::channel(4);
         let hub = LiveHub::new(64);
         let core = StreamCore::new(&StreamConfig::default(), rules());
-        let queues = StreamQueues { readings: r_rx, statuses: s_rx, commands: c_rx, alerts: sink_tx };
-        let task = tokio::spawn(run_stream(core, StreamServiceConfig { checkpoint_interval: Duration::from_secs(3600) }, hub.clone(), queues, Arc::new(StreamMetrics::default())));
+        let queues =
+            StreamQueues { readings: r_rx, statuses: s_rx, commands: c_rx, alerts: sink_tx };
+        let task = tokio::spawn(run_stream(
+            core,
+            StreamServiceConfig { checkpoint_interval: Duration::from_secs(3600) },
+            hub.clone(),
+            queues,
+            Arc::new(StreamMetrics::default()),
+        ));
         Harness { readings, statuses, _commands: commands, sink, task, hub }
     }
 
@@ -230,20 +257,46 @@ mod tests {
     async fn a_last_will_reaches_the_sink_and_shutdown_ends_with_a_checkpoint() {
         let mut h = start();
         let dev = DeviceId::parse("loop-a").unwrap();
-        h.statuses.send(StatusEvent { device: dev.clone(), state: DeviceState::Offline, received_at: EventTime::now(), retained: false }).await.unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
-        let AlertSinkItem::Output(AlertOutput::Transition { alert, .. }) = first else { panic!("{first:?}") };
+        h.statuses
+            .send(StatusEvent {
+                device: dev.clone(),
+                state: DeviceState::Offline,
+                received_at: EventTime::now(),
+                retained: false,
+            })
+            .await
+            .unwrap();
+        let first =
+            tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
+        let AlertSinkItem::Output(AlertOutput::Transition { alert, .. }) = first else {
+            panic!("{first:?}")
+        };
         assert_eq!(alert.key.rule.as_str(), "offline");
-        h.readings.send(vec![Reading { device: dev, metric: MetricId::SpeedKmh, time: EventTime::now(), value: 40.0, seq: None }]).await.unwrap();
-        let cleared = tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
-        assert!(matches!(cleared, AlertSinkItem::Output(AlertOutput::Transition { ref transition, .. }) if !transition.to.is_open()), "{cleared:?}");
+        h.readings
+            .send(vec![Reading {
+                device: dev,
+                metric: MetricId::SpeedKmh,
+                time: EventTime::now(),
+                value: 40.0,
+                seq: None,
+            }])
+            .await
+            .unwrap();
+        let cleared =
+            tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
+        assert!(
+            matches!(cleared, AlertSinkItem::Output(AlertOutput::Transition { ref transition, .. }) if !transition.to.is_open()),
+            "{cleared:?}"
+        );
         assert_eq!(h.hub.len(), 1, "the value went live");
         drop(h.readings);
         let mut last = None;
         while let Some(item) = h.sink.recv().await {
             last = Some(item);
         }
-        let Some(AlertSinkItem::Checkpoint(state)) = last else { panic!("the last item is a checkpoint: {last:?}") };
+        let Some(AlertSinkItem::Checkpoint(state)) = last else {
+            panic!("the last item is a checkpoint: {last:?}")
+        };
         assert!(state.open_alerts.is_empty());
         h.task.await.unwrap();
     }

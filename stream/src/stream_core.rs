@@ -20,7 +20,10 @@
 
 use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentId, StatusEvent};
 
-use crate::alert::{Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus, LifecycleError, RuleSet};
+use crate::alert::{
+    Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus,
+    LifecycleError, RuleSet,
+};
 use crate::config::StreamConfig;
 use crate::segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 use crate::window::{WindowResult, Windows};
@@ -68,12 +71,22 @@ pub struct StreamCore {
 
 impl StreamCore {
     pub fn new(config: &StreamConfig, rules: RuleSet) -> Self {
-        Self { windows: Windows::new(config), segments: SegmentWindows::new(config), engine: AlertEngine::new(rules), window_buf: Vec::new(), segment_buf: Vec::new() }
+        Self {
+            windows: Windows::new(config),
+            segments: SegmentWindows::new(config),
+            engine: AlertEngine::new(rules),
+            window_buf: Vec::new(),
+            segment_buf: Vec::new(),
+        }
     }
 
     /// Replace segments, device→segment links and device profiles.
     pub fn set_registry(&mut self, registry: Registry, now: EventTime, out: &mut Emitted) {
-        let links: Vec<(DeviceId, SegmentId)> = registry.devices.iter().filter_map(|d| d.segment.clone().map(|s| (d.id.clone(), s))).collect();
+        let links: Vec<(DeviceId, SegmentId)> = registry
+            .devices
+            .iter()
+            .filter_map(|d| d.segment.clone().map(|s| (d.id.clone(), s)))
+            .collect();
         self.segments.set_segments(registry.segments);
         self.segments.set_links(links);
         self.engine.set_devices(registry.devices, now, &mut out.alerts);
@@ -147,7 +160,14 @@ impl StreamCore {
 
     /// Mirror an operator's stored action on the open alert of `key`. Returns whether the
     /// engine had that alert open (it may have cleared it meanwhile, or never known it).
-    pub fn operator(&mut self, action: OperatorAction, key: &AlertKey, by: &str, note: Option<String>, at: EventTime) -> Result<bool, LifecycleError> {
+    pub fn operator(
+        &mut self,
+        action: OperatorAction,
+        key: &AlertKey,
+        by: &str,
+        note: Option<String>,
+        at: EventTime,
+    ) -> Result<bool, LifecycleError> {
         let Some(id) = self.engine.open_alerts().find(|a| &a.key == key).map(|a| a.id) else {
             return Ok(false);
         };
@@ -198,7 +218,12 @@ mod tests {
     const T0: i64 = 1_763_892_000_000;
 
     fn config() -> StreamConfig {
-        StreamConfig { window: Duration::from_secs(10), watermark_delay: Duration::from_secs(1), allowed_lateness: Duration::from_secs(10), ..StreamConfig::default() }
+        StreamConfig {
+            window: Duration::from_secs(10),
+            watermark_delay: Duration::from_secs(1),
+            allowed_lateness: Duration::from_secs(10),
+            ..StreamConfig::default()
+        }
     }
 
     fn rules(text: &str) -> RuleSet {
@@ -224,7 +249,12 @@ mod tests {
     }
 
     fn registry() -> Registry {
-        let dev = |id: &str| DeviceProfile { id: DeviceId::parse(id).unwrap(), kind: Some("traffic_loop".into()), segment: Some(SegmentId::parse("s1").unwrap()), interval: None };
+        let dev = |id: &str| DeviceProfile {
+            id: DeviceId::parse(id).unwrap(),
+            kind: Some("traffic_loop".into()),
+            segment: Some(SegmentId::parse("s1").unwrap()),
+            interval: None,
+        };
         Registry { segments: vec![segment()], devices: vec![dev("loop-a"), dev("loop-b")] }
     }
 
@@ -232,8 +262,15 @@ mod tests {
         ["loop-a", "loop-b"]
             .iter()
             .flat_map(|d| {
-                [(MetricId::SpeedKmh, v), (MetricId::VehicleCount, 5.0)]
-                    .map(|(metric, value)| Reading { device: DeviceId::parse(d).unwrap(), metric, time: EventTime(t), value, seq: None })
+                [(MetricId::SpeedKmh, v), (MetricId::VehicleCount, 5.0)].map(|(metric, value)| {
+                    Reading {
+                        device: DeviceId::parse(d).unwrap(),
+                        metric,
+                        time: EventTime(t),
+                        value,
+                        seq: None,
+                    }
+                })
             })
             .collect()
     }
@@ -242,7 +279,9 @@ mod tests {
         out.alerts
             .iter()
             .filter_map(|o| match o {
-                AlertOutput::Transition { transition: AlertTransition { to, by, .. }, .. } => Some((*to, by.clone())),
+                AlertOutput::Transition { transition: AlertTransition { to, by, .. }, .. } => {
+                    Some((*to, by.clone()))
+                }
                 AlertOutput::Updated { .. } => None,
             })
             .collect()
@@ -274,7 +313,10 @@ mod tests {
         assert_eq!(transitions(&out).len(), 1);
         assert_eq!(out.los_changes, 3);
         window(&mut core, 3, 45.0, &mut out);
-        assert_eq!(transitions(&out), vec![(AlertState::Raised, None), (AlertState::Cleared, None)]);
+        assert_eq!(
+            transitions(&out),
+            vec![(AlertState::Raised, None), (AlertState::Cleared, None)]
+        );
         assert_eq!(core.open_alerts().count(), 0);
     }
 
@@ -284,16 +326,35 @@ mod tests {
         let mut out = Emitted::default();
         core.set_registry(registry(), EventTime(T0), &mut out);
         window(&mut core, 0, 10.0, &mut out);
-        let key = AlertKey { rule: crate::alert::RuleId::parse("congestion").unwrap(), subject: Subject::Segment(SegmentId::parse("s1").unwrap()) };
+        let key = AlertKey {
+            rule: crate::alert::RuleId::parse("congestion").unwrap(),
+            subject: Subject::Segment(SegmentId::parse("s1").unwrap()),
+        };
         out.alerts.clear();
-        assert_eq!(core.operator(OperatorAction::Acknowledge, &key, "ada", Some("on it".into()), EventTime(T0 + 20_000)), Ok(true));
+        assert_eq!(
+            core.operator(
+                OperatorAction::Acknowledge,
+                &key,
+                "ada",
+                Some("on it".into()),
+                EventTime(T0 + 20_000)
+            ),
+            Ok(true)
+        );
         assert!(out.alerts.is_empty());
         assert_eq!(core.open_alerts().next().unwrap().state, AlertState::Acknowledged);
-        assert!(core.operator(OperatorAction::Acknowledge, &key, "ada", None, EventTime(T0 + 20_000)).is_err(), "twice is refused");
+        assert!(
+            core.operator(OperatorAction::Acknowledge, &key, "ada", None, EventTime(T0 + 20_000))
+                .is_err(),
+            "twice is refused"
+        );
         // Recovery clears the acknowledged alert automatically.
         window(&mut core, 2, 45.0, &mut out);
         assert_eq!(transitions(&out), vec![(AlertState::Cleared, None)]);
-        assert_eq!(core.operator(OperatorAction::Clear, &key, "ada", None, EventTime(T0 + 40_000)), Ok(false));
+        assert_eq!(
+            core.operator(OperatorAction::Clear, &key, "ada", None, EventTime(T0 + 40_000)),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -301,13 +362,21 @@ mod tests {
         let mut core = StreamCore::new(&config(), rules("air_quality_defaults = false\n[[rules]]\nid = \"offline\"\nseverity = \"warning\"\noffline = {}\n"));
         let mut out = Emitted::default();
         core.set_registry(registry(), EventTime(T0), &mut out);
-        let status = |state, retained, t| StatusEvent { device: DeviceId::parse("loop-a").unwrap(), state, received_at: EventTime(t), retained };
+        let status = |state, retained, t| StatusEvent {
+            device: DeviceId::parse("loop-a").unwrap(),
+            state,
+            received_at: EventTime(t),
+            retained,
+        };
         core.on_status(&status(DeviceState::Offline, true, T0), &mut out);
         assert_eq!(transitions(&out), vec![(AlertState::Raised, None)]);
         core.on_status(&status(DeviceState::Online, true, T0 + 1_000), &mut out);
         assert_eq!(transitions(&out).len(), 1, "a retained online does not clear");
         core.on_status(&status(DeviceState::Online, false, T0 + 2_000), &mut out);
-        assert_eq!(transitions(&out), vec![(AlertState::Raised, None), (AlertState::Cleared, None)]);
+        assert_eq!(
+            transitions(&out),
+            vec![(AlertState::Raised, None), (AlertState::Cleared, None)]
+        );
     }
 
     #[test]
@@ -322,7 +391,8 @@ mod tests {
         moved.devices[1].segment = Some(SegmentId::parse("s2").unwrap());
         core.set_registry(moved, EventTime(T0), &mut out);
         window(&mut core, 0, 45.0, &mut out);
-        let mut seen: Vec<(String, u32)> = out.segments.iter().map(|s| (s.segment.to_string(), s.detectors)).collect();
+        let mut seen: Vec<(String, u32)> =
+            out.segments.iter().map(|s| (s.segment.to_string(), s.detectors)).collect();
         seen.sort();
         assert_eq!(seen, vec![("s1".into(), 1), ("s2".into(), 1)]);
     }
@@ -340,11 +410,19 @@ mod tests {
         let mut restarted = StreamCore::new(&config(), los_rules());
         let mut out = Emitted::default();
         restarted.set_registry(registry(), EventTime(T0 + 15_000), &mut out);
-        restarted.restore_state(serde_json::from_value(json).unwrap(), EventTime(T0 + 15_000), &mut out);
+        restarted.restore_state(
+            serde_json::from_value(json).unwrap(),
+            EventTime(T0 + 15_000),
+            &mut out,
+        );
         assert_eq!(restarted.open_alerts().count(), 1);
         window(&mut restarted, 2, 10.0, &mut out);
         assert!(transitions(&out).is_empty(), "still congested: no second alert");
         window(&mut restarted, 3, 45.0, &mut out);
-        assert_eq!(transitions(&out), vec![(AlertState::Cleared, None)], "recovery clears the restored alert");
+        assert_eq!(
+            transitions(&out),
+            vec![(AlertState::Cleared, None)],
+            "recovery clears the restored alert"
+        );
     }
 }

@@ -138,7 +138,10 @@ impl Windows {
         for (device, dev) in &mut self.devices {
             close(device, dev, self.size, self.lateness, wm, out);
         }
-        self.devices.retain(|_, d| !d.windows.is_empty() || d.max_event_time.is_some_and(|t| t.millis() > wm - self.lateness));
+        self.devices.retain(|_, d| {
+            !d.windows.is_empty()
+                || d.max_event_time.is_some_and(|t| t.millis() > wm - self.lateness)
+        });
     }
 
     /// Emit every open window (shutdown).
@@ -154,11 +157,32 @@ impl Windows {
     }
 }
 
-fn result(device: &DeviceId, metric: MetricId, start: EventTime, size: i64, aggregate: Partial, revision: u32) -> WindowResult {
-    WindowResult { device: device.clone(), metric, start, end: EventTime(start.millis() + size), aggregate, revision }
+fn result(
+    device: &DeviceId,
+    metric: MetricId,
+    start: EventTime,
+    size: i64,
+    aggregate: Partial,
+    revision: u32,
+) -> WindowResult {
+    WindowResult {
+        device: device.clone(),
+        metric,
+        start,
+        end: EventTime(start.millis() + size),
+        aggregate,
+        revision,
+    }
 }
 
-fn close(device: &DeviceId, dev: &mut DeviceWindows, size: i64, lateness: i64, wm: i64, out: &mut Vec<WindowResult>) {
+fn close(
+    device: &DeviceId,
+    dev: &mut DeviceWindows,
+    size: i64,
+    lateness: i64,
+    wm: i64,
+    out: &mut Vec<WindowResult>,
+) {
     for (&(start, metric), w) in dev.windows.iter_mut() {
         if start.millis() + size > wm {
             break; // ordered by start: the rest are still open

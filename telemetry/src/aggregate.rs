@@ -26,10 +26,11 @@ impl Partial {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         // Ties on time keep the larger value so the result does not depend on merge order.
-        if other.last_time > self.last_time || (other.last_time == self.last_time && other.last_value > self.last_value) {
+        if other.last_time > self.last_time
+            || (other.last_time == self.last_time && other.last_value > self.last_value)
+        {
             self.last_time = other.last_time;
             self.last_value = other.last_value;
         }
     }
 }
-

@@ -26,7 +26,9 @@ pub enum Format {
 pub enum DecodeError {
     #[error("payload is empty")]
     Empty,
-    #[error("payload starts with byte 0x{0:02x}; expected '{{' (compact JSON) or '[' (SenML JSON)")]
+    #[error(
+        "payload starts with byte 0x{0:02x}; expected '{{' (compact JSON) or '[' (SenML JSON)"
+    )]
     UnknownFormat(u8),
     #[error("payload is not valid JSON: {0}")]
     Json(String),
@@ -117,11 +119,8 @@ pub struct Decoded {
 
 /// Decode a telemetry payload for `device`. `now` resolves SenML relative times.
 pub fn decode(payload: &[u8], device: &DeviceId, now: EventTime) -> Result<Decoded, DecodeError> {
-    let first = payload
-        .iter()
-        .copied()
-        .find(|b| !b.is_ascii_whitespace())
-        .ok_or(DecodeError::Empty)?;
+    let first =
+        payload.iter().copied().find(|b| !b.is_ascii_whitespace()).ok_or(DecodeError::Empty)?;
     match first {
         b'{' => decode_compact(payload, device),
         b'[' => {
@@ -170,13 +169,17 @@ impl<'de> Deserialize<'de> for TimeField {
                 Ok(TimeField::Millis(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeField, E> {
-                i64::try_from(v).map(TimeField::Millis).map_err(|_| E::custom("timestamp out of range"))
+                i64::try_from(v)
+                    .map(TimeField::Millis)
+                    .map_err(|_| E::custom("timestamp out of range"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<TimeField, E> {
                 if v.fract() == 0.0 && v.abs() < 9.0e15 {
                     Ok(TimeField::Millis(v as i64))
                 } else {
-                    Err(E::custom(format_args!("timestamp {v} is not a whole number of milliseconds")))
+                    Err(E::custom(format_args!(
+                        "timestamp {v} is not a whole number of milliseconds"
+                    )))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TimeField, E> {

@@ -55,7 +55,8 @@ pub enum CommandError {
 
 impl Command {
     pub fn parse(payload: &[u8]) -> Result<Self, CommandError> {
-        let c: Command = serde_json::from_slice(payload).map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let c: Command =
+            serde_json::from_slice(payload).map_err(|e| CommandError::Invalid(e.to_string()))?;
         if c.id.is_empty() || c.id.len() > 128 {
             return Err(CommandError::Invalid("id must be 1 to 128 characters".into()));
         }
@@ -85,7 +86,10 @@ mod tests {
 
     #[test]
     fn commands_parse_and_expire() {
-        let c = Command::parse(br#"{"id":"a1","name":"set_interval","args":{"interval":"10s"},"expires_at":1000}"#).unwrap();
+        let c = Command::parse(
+            br#"{"id":"a1","name":"set_interval","args":{"interval":"10s"},"expires_at":1000}"#,
+        )
+        .unwrap();
         assert_eq!(c.name, "set_interval");
         assert!(c.is_expired(EventTime(1001)));
         assert!(!c.is_expired(EventTime(1000)));
@@ -99,7 +103,10 @@ mod tests {
     #[test]
     fn acks_serialise_as_the_spec_says() {
         let a = CommandAck::rejected("a1", "expired");
-        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"id":"a1","result":"rejected","detail":"expired"}"#);
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"id":"a1","result":"rejected","detail":"expired"}"#
+        );
         let a = CommandAck::ok("a2", None);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"id":"a2","result":"ok"}"#);
     }

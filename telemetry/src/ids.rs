@@ -27,7 +27,9 @@ fn check(kind: &'static str, s: &str, extra: &[u8]) -> Result<(), IdError> {
         return Err(IdError::BadStart { kind });
     }
     for c in s.chars() {
-        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || (c.is_ascii() && extra.contains(&(c as u8)));
+        let ok = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || (c.is_ascii() && extra.contains(&(c as u8)));
         if !ok {
             return Err(IdError::BadChar { kind, found: c });
         }
@@ -85,7 +87,9 @@ id_type!(
 );
 
 /// A device's monotonic message counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
@@ -106,7 +110,10 @@ mod tests {
         assert_eq!(DeviceId::parse("a+"), Err(IdError::BadChar { kind: "device", found: '+' }));
         assert_eq!(DeviceId::parse("caffè"), Err(IdError::BadChar { kind: "device", found: 'è' }));
         assert!(DeviceId::parse(&"a".repeat(64)).is_ok());
-        assert_eq!(DeviceId::parse(&"a".repeat(65)), Err(IdError::TooLong { kind: "device", len: 65 }));
+        assert_eq!(
+            DeviceId::parse(&"a".repeat(65)),
+            Err(IdError::TooLong { kind: "device", len: 65 })
+        );
     }
 
     #[test]

@@ -17,11 +17,14 @@ pub mod topic;
 pub mod validate;
 
 pub use aggregate::Partial;
-pub use codec::{decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format, ReadingError, RejectedReading, TimeField};
-pub use ids::{DeviceId, IdError, Seq, SegmentId};
+pub use codec::{
+    decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format,
+    ReadingError, RejectedReading, TimeField,
+};
+pub use ids::{DeviceId, IdError, SegmentId, Seq};
+pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use segment::{RoadSegment, SegmentError};
 pub use status::{decode_status, DeviceState, StatusError, StatusEvent, StatusMessage};
-pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use time::{EventTime, TimeError};
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{ValidationConfig, ValidationError, Validator};

@@ -63,9 +63,13 @@ struct Geometry {
 
 /// Parse a FeatureCollection of LineString road segments.
 pub fn parse_geojson(text: &str) -> Result<Vec<RoadSegment>, SegmentError> {
-    let fc: Collection = serde_json::from_str(text).map_err(|e| SegmentError::Json(e.to_string()))?;
+    let fc: Collection =
+        serde_json::from_str(text).map_err(|e| SegmentError::Json(e.to_string()))?;
     if fc.kind != "FeatureCollection" {
-        return Err(SegmentError::Json(format!("type is {:?}, expected \"FeatureCollection\"", fc.kind)));
+        return Err(SegmentError::Json(format!(
+            "type is {:?}, expected \"FeatureCollection\"",
+            fc.kind
+        )));
     }
     let mut out = Vec::with_capacity(fc.features.len());
     for (index, f) in fc.features.into_iter().enumerate() {

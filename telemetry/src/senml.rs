@@ -68,7 +68,8 @@ pub struct ResolvedRecord {
 
 /// Parse a SenML JSON pack into its records.
 pub fn parse(payload: &[u8]) -> Result<Vec<Map<String, Value>>, SenmlError> {
-    let value: Value = serde_json::from_slice(payload).map_err(|e| SenmlError::Json(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| SenmlError::Json(e.to_string()))?;
     let Value::Array(items) = value else {
         return Err(SenmlError::NotArray);
     };
@@ -82,18 +83,25 @@ pub fn parse(payload: &[u8]) -> Result<Vec<Map<String, Value>>, SenmlError> {
         .collect()
 }
 
-fn num(rec: &Map<String, Value>, index: usize, field: &'static str) -> Result<Option<f64>, SenmlError> {
+fn num(
+    rec: &Map<String, Value>,
+    index: usize,
+    field: &'static str,
+) -> Result<Option<f64>, SenmlError> {
     match rec.get(field) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .map(Some)
-            .ok_or(SenmlError::FieldType { index, field, expected: "a number" }),
+        Some(Value::Number(n)) => {
+            n.as_f64().map(Some).ok_or(SenmlError::FieldType { index, field, expected: "a number" })
+        }
         Some(_) => Err(SenmlError::FieldType { index, field, expected: "a number" }),
     }
 }
 
-fn text<'a>(rec: &'a Map<String, Value>, index: usize, field: &'static str) -> Result<Option<&'a str>, SenmlError> {
+fn text<'a>(
+    rec: &'a Map<String, Value>,
+    index: usize,
+    field: &'static str,
+) -> Result<Option<&'a str>, SenmlError> {
     match rec.get(field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -108,7 +116,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Resolve base fields (RFC 8428 §4.6). `now` is used for relative times.
-pub fn resolve(records: &[Map<String, Value>], now: EventTime) -> Result<Vec<ResolvedRecord>, SenmlError> {
+pub fn resolve(
+    records: &[Map<String, Value>],
+    now: EventTime,
+) -> Result<Vec<ResolvedRecord>, SenmlError> {
     let mut base_name = String::new();
     let mut base_time = 0.0;
     let mut base_unit: Option<String> = None;
@@ -120,7 +131,10 @@ pub fn resolve(records: &[Map<String, Value>], now: EventTime) -> Result<Vec<Res
 
     for (index, rec) in records.iter().enumerate() {
         if let Some(field) = rec.keys().find(|k| k.ends_with('_')) {
-            return Err(SenmlError::MustUnderstand { index, field: field.chars().take(32).collect() });
+            return Err(SenmlError::MustUnderstand {
+                index,
+                field: field.chars().take(32).collect(),
+            });
         }
         if let Some(v) = num(rec, index, "bver")? {
             let v = v as i64;
@@ -160,10 +174,13 @@ pub fn resolve(records: &[Map<String, Value>], now: EventTime) -> Result<Vec<Res
         let vb = match rec.get("vb") {
             None => None,
             Some(Value::Bool(b)) => Some(*b),
-            Some(_) => return Err(SenmlError::FieldType { index, field: "vb", expected: "a boolean" }),
+            Some(_) => {
+                return Err(SenmlError::FieldType { index, field: "vb", expected: "a boolean" })
+            }
         };
         let s = num(rec, index, "s")?;
-        let present = [v.is_some(), vs.is_some(), vd.is_some(), vb.is_some()].iter().filter(|p| **p).count();
+        let present =
+            [v.is_some(), vs.is_some(), vd.is_some(), vb.is_some()].iter().filter(|p| **p).count();
         if present > 1 {
             return Err(SenmlError::TwoValues { index });
         }
@@ -214,23 +231,28 @@ pub fn to_readings(records: Vec<ResolvedRecord>, device: &DeviceId) -> Decoded {
 
 fn to_reading(rec: ResolvedRecord, device: &DeviceId) -> Result<Reading, ReadingError> {
     let short = rec.name.rsplit([':', '/']).next().unwrap_or(&rec.name);
-    let metric: MetricId = short.parse().map_err(|e: crate::metric::UnknownMetric| ReadingError::UnknownMetric(e.0))?;
+    let metric: MetricId = short
+        .parse()
+        .map_err(|e: crate::metric::UnknownMetric| ReadingError::UnknownMetric(e.0))?;
     let spec = metric.spec();
     let factor = match &rec.unit {
         None => 1.0,
         Some(u) if u == spec.unit => 1.0,
-        Some(u) => spec
-            .senml_units
-            .iter()
-            .find(|(name, _)| name == u)
-            .map(|(_, f)| *f)
-            .ok_or_else(|| ReadingError::UnitMismatch { metric, unit: u.chars().take(16).collect() })?,
+        Some(u) => {
+            spec.senml_units.iter().find(|(name, _)| name == u).map(|(_, f)| *f).ok_or_else(
+                || ReadingError::UnitMismatch { metric, unit: u.chars().take(16).collect() },
+            )?
+        }
     };
     let value = match rec.value {
         SenmlValue::Number(v) => v * factor,
         SenmlValue::Bool(b) if spec.kind == MetricKind::Bool => f64::from(u8::from(b)),
-        SenmlValue::Bool(_) => return Err(ReadingError::UnsupportedValue { metric, kind: "boolean" }),
-        SenmlValue::String(_) => return Err(ReadingError::UnsupportedValue { metric, kind: "string" }),
+        SenmlValue::Bool(_) => {
+            return Err(ReadingError::UnsupportedValue { metric, kind: "boolean" })
+        }
+        SenmlValue::String(_) => {
+            return Err(ReadingError::UnsupportedValue { metric, kind: "string" })
+        }
         SenmlValue::Data(_) => return Err(ReadingError::UnsupportedValue { metric, kind: "data" }),
         SenmlValue::Sum(_) => return Err(ReadingError::UnsupportedValue { metric, kind: "sum" }),
     };

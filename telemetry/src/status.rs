@@ -68,17 +68,26 @@ struct Raw {
 
 /// Decode one status payload.
 pub fn decode_status(payload: &[u8]) -> Result<StatusMessage, StatusError> {
-    let raw: Raw = serde_json::from_slice(payload).map_err(|e| StatusError::BadJson(e.to_string()))?;
+    let raw: Raw =
+        serde_json::from_slice(payload).map_err(|e| StatusError::BadJson(e.to_string()))?;
     let time = match raw.ts {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Number(n)) => {
             let ms = n.as_i64().ok_or_else(|| StatusError::BadTime(n.to_string()))?;
             Some(EventTime::from_millis(ms).map_err(|e| StatusError::BadTime(e.to_string()))?)
         }
-        Some(serde_json::Value::String(s)) => Some(EventTime::parse_rfc3339(&s).map_err(|e| StatusError::BadTime(e.to_string()))?),
-        Some(other) => return Err(StatusError::BadTime(other.to_string().chars().take(40).collect())),
+        Some(serde_json::Value::String(s)) => {
+            Some(EventTime::parse_rfc3339(&s).map_err(|e| StatusError::BadTime(e.to_string()))?)
+        }
+        Some(other) => {
+            return Err(StatusError::BadTime(other.to_string().chars().take(40).collect()))
+        }
     };
-    Ok(StatusMessage { state: raw.state, firmware: raw.fw.map(|f| f.chars().take(64).collect()), time })
+    Ok(StatusMessage {
+        state: raw.state,
+        firmware: raw.fw.map(|f| f.chars().take(64).collect()),
+        time,
+    })
 }
 
 #[cfg(test)]
@@ -89,10 +98,18 @@ mod tests {
     #[test]
     fn online_offline_and_last_will_payloads_decode() {
         let m = decode_status(br#"{"state":"online","fw":"1.2.0","ts":1763892000123}"#).unwrap();
-        assert_eq!(m, StatusMessage { state: DeviceState::Online, firmware: Some("1.2.0".into()), time: Some(EventTime(1_763_892_000_123)) });
+        assert_eq!(
+            m,
+            StatusMessage {
+                state: DeviceState::Online,
+                firmware: Some("1.2.0".into()),
+                time: Some(EventTime(1_763_892_000_123))
+            }
+        );
         let will = decode_status(br#"{"state":"offline"}"#).unwrap();
         assert_eq!(will, StatusMessage { state: DeviceState::Offline, firmware: None, time: None });
-        let rfc = decode_status(br#"{"state":"offline","ts":"2025-11-23T10:00:00Z","rssi":-70}"#).unwrap();
+        let rfc = decode_status(br#"{"state":"offline","ts":"2025-11-23T10:00:00Z","rssi":-70}"#)
+            .unwrap();
         assert_eq!(rfc.time, Some(EventTime(1_763_892_000_000)));
     }
 

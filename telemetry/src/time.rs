@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// A point in event time, Unix epoch milliseconds (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct EventTime(pub i64);
 
@@ -34,7 +36,8 @@ impl EventTime {
         let short = || s.chars().take(40).collect::<String>();
         let dt = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
             .map_err(|_| TimeError::NotRfc3339(short()))?;
-        let ms = i64::try_from(dt.unix_timestamp_nanos() / 1_000_000).map_err(|_| TimeError::OutOfRange(short()))?;
+        let ms = i64::try_from(dt.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| TimeError::OutOfRange(short()))?;
         Self::from_millis(ms).map_err(|_| TimeError::OutOfRange(short()))
     }
 
@@ -85,10 +88,19 @@ mod tests {
 
     #[test]
     fn rfc3339_with_offsets_and_fractions() {
-        assert_eq!(EventTime::parse_rfc3339("2025-11-23T10:00:00.123Z"), Ok(EventTime(1_763_892_000_123)));
-        assert_eq!(EventTime::parse_rfc3339("2025-11-23T11:00:00.123+01:00"), Ok(EventTime(1_763_892_000_123)));
+        assert_eq!(
+            EventTime::parse_rfc3339("2025-11-23T10:00:00.123Z"),
+            Ok(EventTime(1_763_892_000_123))
+        );
+        assert_eq!(
+            EventTime::parse_rfc3339("2025-11-23T11:00:00.123+01:00"),
+            Ok(EventTime(1_763_892_000_123))
+        );
         assert!(matches!(EventTime::parse_rfc3339("yesterday"), Err(TimeError::NotRfc3339(_))));
-        assert!(matches!(EventTime::parse_rfc3339("1969-12-31T23:59:59Z"), Err(TimeError::OutOfRange(_))));
+        assert!(matches!(
+            EventTime::parse_rfc3339("1969-12-31T23:59:59Z"),
+            Err(TimeError::OutOfRange(_))
+        ));
     }
 
     #[test]

@@ -101,7 +101,9 @@ mod tests {
     #[test]
     fn round_trip_every_kind() {
         let dev = DeviceId::parse("loop-1").unwrap();
-        for kind in [TopicKind::Telemetry, TopicKind::Status, TopicKind::Commands, TopicKind::CommandAck] {
+        for kind in
+            [TopicKind::Telemetry, TopicKind::Status, TopicKind::Commands, TopicKind::CommandAck]
+        {
             let t = Topic::new(dev.clone(), kind);
             assert_eq!(Topic::parse(&t.to_topic_string()), Ok(t));
         }
@@ -111,7 +113,10 @@ mod tests {
     fn bad_topics_say_why() {
         assert_eq!(Topic::parse("other/x/telemetry"), Err(TopicError::WrongPrefix));
         assert_eq!(Topic::parse("sccr/v1/devices/x"), Err(TopicError::MissingDevice));
-        assert!(matches!(Topic::parse("sccr/v1/devices/X/telemetry"), Err(TopicError::BadDevice(_))));
+        assert!(matches!(
+            Topic::parse("sccr/v1/devices/X/telemetry"),
+            Err(TopicError::BadDevice(_))
+        ));
         assert_eq!(
             Topic::parse("sccr/v1/devices/x/telemetry/extra"),
             Err(TopicError::UnknownSuffix("telemetry/extra".into()))

@@ -62,9 +62,17 @@ impl Validator {
     }
 
     /// Decode and validate one telemetry payload of `device` received at `now`.
-    pub fn check(&self, payload: &[u8], device: &DeviceId, now: EventTime) -> Result<Decoded, ValidationError> {
+    pub fn check(
+        &self,
+        payload: &[u8],
+        device: &DeviceId,
+        now: EventTime,
+    ) -> Result<Decoded, ValidationError> {
         if payload.len() > self.config.max_payload_bytes {
-            return Err(ValidationError::TooLarge { size: payload.len(), limit: self.config.max_payload_bytes });
+            return Err(ValidationError::TooLarge {
+                size: payload.len(),
+                limit: self.config.max_payload_bytes,
+            });
         }
         let mut decoded = decode(payload, device, now)?;
         let readings = std::mem::take(&mut decoded.readings);
@@ -89,20 +97,35 @@ impl Validator {
             return Err(ReadingError::NotFinite { metric: r.metric });
         }
         if r.value < spec.min || r.value > spec.max {
-            return Err(ReadingError::OutOfRange { metric: r.metric, value: r.value, min: spec.min, max: spec.max });
+            return Err(ReadingError::OutOfRange {
+                metric: r.metric,
+                value: r.value,
+                min: spec.min,
+                max: spec.max,
+            });
         }
-        if matches!(spec.kind, MetricKind::Count | MetricKind::Bool | MetricKind::Code) && r.value.fract() != 0.0 {
+        if matches!(spec.kind, MetricKind::Count | MetricKind::Bool | MetricKind::Code)
+            && r.value.fract() != 0.0
+        {
             return Err(ReadingError::NotWhole { metric: r.metric, value: r.value });
         }
         let ahead = r.time.millis() - now.millis();
         let limit = self.config.max_future_skew.as_millis() as i64;
         if ahead > limit {
-            return Err(ReadingError::InFuture { time: r.time, ahead_s: ahead / 1000, limit_s: limit / 1000 });
+            return Err(ReadingError::InFuture {
+                time: r.time,
+                ahead_s: ahead / 1000,
+                limit_s: limit / 1000,
+            });
         }
         let age = now.millis() - r.time.millis();
         let limit = self.config.max_past_age.as_millis() as i64;
         if age > limit {
-            return Err(ReadingError::TooOld { time: r.time, age_s: age / 1000, limit_s: limit / 1000 });
+            return Err(ReadingError::TooOld {
+                time: r.time,
+                age_s: age / 1000,
+                limit_s: limit / 1000,
+            });
         }
         Ok(())
     }

@@ -43,7 +43,8 @@ pub fn workspace_root() -> PathBuf {
 /// The admin URL of the PostgreSQL server tests use: `SCCR_TEST_PG_URL` (set by
 /// `scripts/test.sh` when it started a throwaway cluster) or the local server.
 pub fn admin_url() -> String {
-    std::env::var("SCCR_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SCCR_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database created for one test, dropped when the test's process exits (or by the next
@@ -62,7 +63,8 @@ impl TestDb {
             format!("no PostgreSQL at {admin}; run the suite with scripts/test.sh, which starts a throwaway cluster when none is reachable")
         })?;
         sweep(&mut conn).await;
-        let name = format!("sccr_t_{}_{}", std::process::id(), DB_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name =
+            format!("sccr_t_{}_{}", std::process::id(), DB_COUNTER.fetch_add(1, Ordering::Relaxed));
         conn.execute(format!("CREATE DATABASE {name}").as_str()).await?;
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
         Ok(Self { url: format!("{base}/{name}"), name })
@@ -71,15 +73,18 @@ impl TestDb {
 
 /// Drop test databases whose creating process no longer runs.
 async fn sweep(conn: &mut sqlx::PgConnection) {
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sccr\\_t\\_%'")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sccr\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
     for name in names {
         let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                let _ = conn
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
             }
         }
     }
@@ -144,14 +149,21 @@ impl Broker {
         // Mosquitto started as root drops to its own user; let it write its persistence file.
         let _ = Command::new("chmod").arg("0777").arg(&dir.path).arg(&data).status();
         let conf = dir.path.join("mosquitto.conf");
-        std::fs::write(&conf, format!("{base}\npersistence_location {}/\nlistener {port} 127.0.0.1\n{extra}\n", data.display()))?;
+        std::fs::write(
+            &conf,
+            format!(
+                "{base}\npersistence_location {}/\nlistener {port} 127.0.0.1\n{extra}\n",
+                data.display()
+            ),
+        )?;
         let mut broker = Self { port, child: None, conf, _dir: dir };
         broker.spawn().await?;
         Ok(broker)
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let bin = which("mosquitto").context("mosquitto not installed (apt-get install mosquitto)")?;
+        let bin =
+            which("mosquitto").context("mosquitto not installed (apt-get install mosquitto)")?;
         let child = Command::new(bin)
             .arg("-c")
             .arg(&self.conf)
@@ -222,7 +234,8 @@ pub struct ThrowawayPg {
 
 impl ThrowawayPg {
     pub fn start() -> Result<Self> {
-        let bindir = pg_bindir().context("PostgreSQL server binaries (initdb, pg_ctl) not found")?;
+        let bindir =
+            pg_bindir().context("PostgreSQL server binaries (initdb, pg_ctl) not found")?;
         let dir = TempDir::new("pg")?;
         let as_postgres = unsafe_is_root();
         if as_postgres {
@@ -233,7 +246,10 @@ impl ThrowawayPg {
         }
         let pg = Self { port: free_port(), bindir, dir, as_postgres };
         let data = pg.dir.path.join("data");
-        pg.run("initdb", &["-D", &data.to_string_lossy(), "-U", "postgres", "-A", "trust", "--no-sync"])?;
+        pg.run(
+            "initdb",
+            &["-D", &data.to_string_lossy(), "-U", "postgres", "-A", "trust", "--no-sync"],
+        )?;
         pg.start_again()?;
         Ok(pg)
     }
@@ -249,7 +265,11 @@ impl ThrowawayPg {
         };
         let out = cmd.args(args).output().with_context(|| format!("run {tool}"))?;
         if !out.status.success() {
-            bail!("{tool} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{tool} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -281,8 +301,24 @@ impl ThrowawayPg {
     pub fn start_again(&self) -> Result<()> {
         let data = self.dir.path.join("data");
         let log = self.dir.path.join("log");
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off", self.port, self.dir.path.display());
-        self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-l", &log.to_string_lossy(), "-w", "-o", &opts, "start"])
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100 -c fsync=off",
+            self.port,
+            self.dir.path.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "-o",
+                &opts,
+                "start",
+            ],
+        )
     }
 }
 
@@ -296,7 +332,11 @@ fn unsafe_is_root() -> bool {
     // No libc dependency: the effective uid from /proc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
         .unwrap_or(false)
 }
 
@@ -304,7 +344,10 @@ fn pg_bindir() -> Option<PathBuf> {
     if let Some(initdb) = which("initdb") {
         return initdb.parent().map(Path::to_path_buf);
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .collect();
     dirs.sort();
     dirs.into_iter().rev().find(|d| d.join("initdb").is_file())
 }
@@ -325,12 +368,29 @@ pub struct Simulator {
 impl Simulator {
     /// `devices` simulated devices reporting every `interval` for `duration`, over
     /// `connections` MQTT connections to the broker on `port`.
-    pub fn start(port: u16, dir: &Path, tag: &str, devices: usize, interval: &str, duration: &str) -> Result<Self> {
+    pub fn start(
+        port: u16,
+        dir: &Path,
+        tag: &str,
+        devices: usize,
+        interval: &str,
+        duration: &str,
+    ) -> Result<Self> {
         let ledger = dir.join(format!("sim-{tag}.ledger"));
         let log = dir.join(format!("sim-{tag}.log"));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = Command::new(workspace_bin("edge-agent")?)
-            .args(["simulate", "--devices", &devices.to_string(), "--connections", "2", "--interval", interval, "--duration", duration])
+            .args([
+                "simulate",
+                "--devices",
+                &devices.to_string(),
+                "--connections",
+                "2",
+                "--interval",
+                interval,
+                "--duration",
+                duration,
+            ])
             .arg("--broker")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--client-id")
@@ -373,7 +433,11 @@ impl Simulator {
         let mut keys = std::collections::BTreeSet::new();
         for line in text.lines() {
             let mut parts = line.split('\t');
-            let (Some(device), Some(time), Some(metrics)) = (parts.next(), parts.next(), parts.next()) else { bail!("bad ledger line {line:?}") };
+            let (Some(device), Some(time), Some(metrics)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                bail!("bad ledger line {line:?}")
+            };
             let time: i64 = time.parse()?;
             for m in metrics.split(',').filter(|m| !m.is_empty()) {
                 if !keys.insert((device.to_owned(), m.to_owned(), time)) {
@@ -395,7 +459,10 @@ impl Drop for Simulator {
 }
 
 /// The (device, metric, time in ms) of every stored reading, with how often each is stored.
-pub async fn stored_keys(pool: &sqlx::PgPool, exclude_device: &str) -> Result<std::collections::BTreeMap<(String, String, i64), i64>> {
+pub async fn stored_keys(
+    pool: &sqlx::PgPool,
+    exclude_device: &str,
+) -> Result<std::collections::BTreeMap<(String, String, i64), i64>> {
     let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "SELECT device, metric, (extract(epoch FROM time) * 1000)::int8, count(*) FROM readings WHERE device <> $1 GROUP BY 1, 2, 3",
     )
@@ -413,7 +480,11 @@ pub struct TempDir {
 impl TempDir {
     pub fn new(tag: &str) -> Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!("sccr-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let path = std::env::temp_dir().join(format!(
+            "sccr-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&path)?;
         Ok(Self { path })
     }
@@ -461,22 +532,47 @@ pub struct Sccr {
 impl Sccr {
     /// Start `sccr serve` against `broker_port` and `db_url`, configured through the
     /// environment; `extra` adds or replaces `SCCR_…` variables.
-    pub fn serve(broker_port: u16, db_url: &str, log_dir: &Path, extra: &[(&str, &str)]) -> Result<Self> {
+    pub fn serve(
+        broker_port: u16,
+        db_url: &str,
+        log_dir: &Path,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         Self::start(broker_port, db_url, log_dir, None, extra, None)
     }
 
     /// Like [`Sccr::serve`], with a configuration file holding `toml` (for what the
     /// environment cannot express, such as alert rules); the environment still overrides it.
-    pub fn serve_with_config(broker_port: u16, db_url: &str, log_dir: &Path, toml: &str, extra: &[(&str, &str)]) -> Result<Self> {
+    pub fn serve_with_config(
+        broker_port: u16,
+        db_url: &str,
+        log_dir: &Path,
+        toml: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         Self::start(broker_port, db_url, log_dir, Some(toml), extra, None)
     }
 
     /// `sccr serve --role ROLE` (ingest or api), optionally with a configuration file.
-    pub fn serve_role(role: &str, broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)]) -> Result<Self> {
+    pub fn serve_role(
+        role: &str,
+        broker_port: u16,
+        db_url: &str,
+        log_dir: &Path,
+        toml: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         Self::start(broker_port, db_url, log_dir, toml, extra, Some(role))
     }
 
-    fn start(broker_port: u16, db_url: &str, log_dir: &Path, toml: Option<&str>, extra: &[(&str, &str)], role: Option<&str>) -> Result<Self> {
+    fn start(
+        broker_port: u16,
+        db_url: &str,
+        log_dir: &Path,
+        toml: Option<&str>,
+        extra: &[(&str, &str)],
+        role: Option<&str>,
+    ) -> Result<Self> {
         let api_port = free_port();
         let config = match toml {
             Some(text) => {
@@ -497,7 +593,14 @@ impl Sccr {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let mut s = Self { api_port, child: None, log: log_dir.join(format!("sccr-{api_port}.log")), env, config, role: role.map(str::to_owned) };
+        let mut s = Self {
+            api_port,
+            child: None,
+            log: log_dir.join(format!("sccr-{api_port}.log")),
+            env,
+            config,
+            role: role.map(str::to_owned),
+        };
         s.spawn()?;
         Ok(s)
     }
@@ -605,7 +708,13 @@ pub async fn http_send(port: u16, method: &str, path: &str, json: &str) -> Resul
 }
 
 /// A minimal HTTP/1.1 request on loopback with an optional bearer token: (status, body).
-pub async fn http_request(port: u16, method: &str, path: &str, token: Option<&str>, json: &str) -> Result<(u16, String)> {
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: &str,
+) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -624,7 +733,11 @@ pub async fn http_request(port: u16, method: &str, path: &str, token: Option<&st
 }
 
 /// Publish with a real MQTT 5 client at QoS 1 and wait for every PUBACK.
-pub async fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
+pub async fn publish_all(
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -641,7 +754,9 @@ pub async fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<
     let mut acked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked < total {
-        let event = tokio::time::timeout_at(deadline, eventloop.poll()).await.context("publishing timed out")?;
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .context("publishing timed out")?;
         if let Event::Incoming(Packet::PubAck(_)) = event.context("publisher connection")? {
             acked += 1;
         }
@@ -653,7 +768,8 @@ pub async fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<
 
 /// Compact telemetry payload with `readings` as (metric, value), all at `ts_ms`.
 pub fn compact(seq: u64, ts_ms: i64, readings: &[(&str, f64)]) -> Vec<u8> {
-    let rs: Vec<serde_json::Value> = readings.iter().map(|(m, v)| serde_json::json!({"m": m, "v": v})).collect();
+    let rs: Vec<serde_json::Value> =
+        readings.iter().map(|(m, v)| serde_json::json!({"m": m, "v": v})).collect();
     serde_json::to_vec(&serde_json::json!({"seq": seq, "ts": ts_ms, "readings": rs})).expect("json")
 }
 
@@ -663,7 +779,10 @@ pub fn telemetry_topic(device: &str) -> String {
 
 /// A recent minute boundary (an hour ago), so readings pass the skew checks.
 pub fn recent_base_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     (now - 3_600_000) / 60_000 * 60_000
 }
 
@@ -676,8 +795,18 @@ pub async fn wait_pipeline_ready(broker_port: u16, pool: &sqlx::PgPool) {
         let seq = n;
         async move {
             let payload = compact(seq, recent_base_ms() + seq as i64, &[("battery_v", 12.0)]);
-            publish_all(broker_port, &format!("probe-{seq}"), vec![(telemetry_topic("probe"), payload)]).await.ok()?;
-            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = 'probe'").fetch_one(pool).await.ok()?;
+            publish_all(
+                broker_port,
+                &format!("probe-{seq}"),
+                vec![(telemetry_topic("probe"), payload)],
+            )
+            .await
+            .ok()?;
+            let stored: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = 'probe'")
+                    .fetch_one(pool)
+                    .await
+                    .ok()?;
             (stored > 0).then_some(())
         }
     })
@@ -772,11 +901,18 @@ impl MqttProbe {
     }
 
     /// The next message on `topic` whose payload satisfies `pred`, within `timeout`.
-    pub async fn expect(&mut self, topic: &str, timeout: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn expect(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.rx.recv()).await;
-            let Ok(Some((t, payload, _))) = next else { panic!("no matching message on {topic} within {timeout:?}") };
+            let Ok(Some((t, payload, _))) = next else {
+                panic!("no matching message on {topic} within {timeout:?}")
+            };
             if t == topic {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
                     if pred(&v) {
@@ -788,7 +924,14 @@ impl MqttProbe {
     }
 
     pub async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
-        self.client.publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await?;
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -809,20 +952,65 @@ impl TestPki {
     pub fn create(client_cn: &str) -> Result<Self> {
         let dir = TempDir::new("pki")?;
         let run = |args: &[&str]| -> Result<()> {
-            let out = Command::new("openssl").args(args).current_dir(&dir.path).output().context("run openssl")?;
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.path)
+                .output()
+                .context("run openssl")?;
             if !out.status.success() {
                 bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
             }
             Ok(())
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sccr-test-ca"])?;
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sccr-test-ca",
+        ])?;
         std::fs::write(dir.path.join("server.ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")?;
-        std::fs::write(dir.path.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")?;
+        std::fs::write(
+            dir.path.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )?;
         for (name, cn) in [("server", "127.0.0.1"), ("client", client_cn)] {
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")])?;
             run(&[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ])?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
             ])?;
         }
         // Mosquitto drops to its own user when started as root: let it read the files.
@@ -839,7 +1027,8 @@ impl TestPki {
 /// the writer are counted in rollup_1m/1h/1d and `latest` only after that).
 pub async fn wait_rollups_merged(pool: &sqlx::PgPool) {
     wait_for("the rollup log to be merged", Duration::from_secs(30), || async {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM rollup_pending").fetch_one(pool).await.ok()?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM rollup_pending").fetch_one(pool).await.ok()?;
         (pending == 0).then_some(())
     })
     .await;
@@ -872,12 +1061,20 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
 pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> Option<PathBuf> {
     let venv = workspace_root().join("target").join(name);
     let python = venv.join("bin/python");
-    let ok = |p: &Path| Command::new(p).args(["-c", &format!("import {probe}")]).status().is_ok_and(|s| s.success());
+    let ok = |p: &Path| {
+        Command::new(p).args(["-c", &format!("import {probe}")]).status().is_ok_and(|s| s.success())
+    };
     if python.is_file() && ok(&python) {
         return Some(venv);
     }
-    let created = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
-    let installed = created && Command::new(venv.join("bin/pip")).args(["install", "-q"]).args(packages).status().is_ok_and(|s| s.success());
+    let created =
+        Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
+    let installed = created
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
     (installed && ok(&python)).then_some(venv)
 }
 

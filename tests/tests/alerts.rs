@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sccr_tests::{compact, loop_on, test_segment, http_get, http_send, publish_all, telemetry_topic, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{
+    compact, http_get, http_send, loop_on, publish_all, telemetry_topic, test_segment,
+    wait_pipeline_ready, Broker, Sccr, TempDir, TestDb,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use store::{DeviceRecord, Store, StoreOptions};
@@ -64,8 +67,19 @@ fn now_ms() -> i64 {
 /// One message per detector at the current time with `speed`.
 async fn publish_speed(port: u16, seq: u64, speed: f64) {
     let t = now_ms();
-    let messages =
-        DEVICES.iter().map(|d| (telemetry_topic(d), compact(seq, t, &[("speed_kmh", speed), ("vehicle_count", 4.0), ("occupancy_pct", 20.0)]))).collect();
+    let messages = DEVICES
+        .iter()
+        .map(|d| {
+            (
+                telemetry_topic(d),
+                compact(
+                    seq,
+                    t,
+                    &[("speed_kmh", speed), ("vehicle_count", 4.0), ("occupancy_pct", 20.0)],
+                ),
+            )
+        })
+        .collect();
     publish_all(port, &format!("pub-{seq}"), messages).await.expect("publish");
 }
 
@@ -86,7 +100,14 @@ async fn properties_of(port: u16, segment: &str) -> Option<Value> {
 
 /// Publish `speed` to the broker on `mqtt` every 300 ms until `done` holds, or fail after
 /// `timeout` naming `what`.
-async fn drive_until<F, Fut, T>(mqtt: u16, seq: &mut u64, speed: f64, what: &str, timeout: Duration, mut done: F) -> T
+async fn drive_until<F, Fut, T>(
+    mqtt: u16,
+    seq: &mut u64,
+    speed: f64,
+    what: &str,
+    timeout: Duration,
+    mut done: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -98,32 +119,52 @@ where
         if let Some(v) = done().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
 async fn open_alerts(port: u16) -> Vec<Value> {
-    get_json(port, &format!("/api/v1/alerts?state=open&segment={SEGMENT}")).await.and_then(|v| v["alerts"].as_array().cloned()).unwrap_or_default()
+    get_json(port, &format!("/api/v1/alerts?state=open&segment={SEGMENT}"))
+        .await
+        .and_then(|v| v["alerts"].as_array().cloned())
+        .unwrap_or_default()
 }
 
-async fn events(pool: &PgPool, alert: i64) -> Vec<(Option<String>, String, Option<String>, Option<String>)> {
-    sqlx::query_as("SELECT from_state, to_state, by, note FROM alert_events WHERE alert_id = $1 ORDER BY id").bind(alert).fetch_all(pool).await.unwrap()
+async fn events(
+    pool: &PgPool,
+    alert: i64,
+) -> Vec<(Option<String>, String, Option<String>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT from_state, to_state, by, note FROM alert_events WHERE alert_id = $1 ORDER BY id",
+    )
+    .bind(alert)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recovery_clears() {
     let e = env("alerts").await;
-    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[]).expect("sccr");
+    let sccr =
+        Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[]).expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     let port = sccr.api_port;
 
     // A wall screen watching the segment and the alerts.
-    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket");
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(format!(r#"{{"type":"subscribe","values":false,"segments":["{SEGMENT}"],"alerts":true}}"#).into()))
-        .await
-        .unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        format!(r#"{{"type":"subscribe","values":false,"segments":["{SEGMENT}"],"alerts":true}}"#)
+            .into(),
+    ))
+    .await
+    .unwrap();
     let (frames_tx, mut frames) = tokio::sync::mpsc::channel::<Value>(1_024);
     let reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
@@ -136,17 +177,24 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
     });
 
     let mut seq = 0;
-    drive_until(e.broker.port, &mut seq, 45.0, "LOS A", Duration::from_secs(30), || async { segment_properties(port).await.filter(|p| p["los"] == "A") }).await;
+    drive_until(e.broker.port, &mut seq, 45.0, "LOS A", Duration::from_secs(30), || async {
+        segment_properties(port).await.filter(|p| p["los"] == "A")
+    })
+    .await;
     assert!(open_alerts(port).await.is_empty(), "free flow raises nothing");
     // A window holding only the new speed (the first one after a change may mix both).
     let e_state =
-        drive_until(e.broker.port, &mut seq, 17.5, "LOS E", Duration::from_secs(30), || async { segment_properties(port).await.filter(|p| p["los"] == "E" && p["speed_kmh"] == 17.5) })
-            .await;
+        drive_until(e.broker.port, &mut seq, 17.5, "LOS E", Duration::from_secs(30), || async {
+            segment_properties(port).await.filter(|p| p["los"] == "E" && p["speed_kmh"] == 17.5)
+        })
+        .await;
     assert_eq!(e_state["speed_kmh"], 17.5);
     assert_eq!(e_state["detectors"], 2);
     let f_state =
-        drive_until(e.broker.port, &mut seq, 10.0, "LOS F", Duration::from_secs(30), || async { segment_properties(port).await.filter(|p| p["los"] == "F" && p["speed_kmh"] == 10.0) })
-            .await;
+        drive_until(e.broker.port, &mut seq, 10.0, "LOS F", Duration::from_secs(30), || async {
+            segment_properties(port).await.filter(|p| p["los"] == "F" && p["speed_kmh"] == 10.0)
+        })
+        .await;
     assert_eq!(f_state["speed_kmh"], 10.0);
     assert!(f_state["flow_vph"].as_f64().unwrap() > 0.0);
 
@@ -159,18 +207,32 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let alert = &alerts[0];
     let id = alert["id"].as_i64().unwrap();
-    assert_eq!((alert["rule"].as_str(), alert["severity"].as_str(), alert["state"].as_str()), (Some("congestion"), Some("critical"), Some("raised")));
+    assert_eq!(
+        (alert["rule"].as_str(), alert["severity"].as_str(), alert["state"].as_str()),
+        (Some("congestion"), Some("critical"), Some("raised"))
+    );
     assert_eq!(alert["subject"]["segment"], SEGMENT);
 
     // An operator (with a token the admin issued) acknowledges it with a note.
-    let (status, body) = http_send(port, "POST", "/api/v1/tokens", r#"{"name":"operator-ada","role":"operator"}"#).await.unwrap();
+    let (status, body) =
+        http_send(port, "POST", "/api/v1/tokens", r#"{"name":"operator-ada","role":"operator"}"#)
+            .await
+            .unwrap();
     assert_eq!(status, 201, "{body}");
     let ada: serde_json::Value = serde_json::from_str(&body).unwrap();
     let ada = ada["token"].as_str().unwrap();
     let ack = format!("/api/v1/alerts/{id}/ack");
     let (status, _) = sccr_tests::http_request(port, "POST", &ack, None, "{}").await.unwrap();
     assert_eq!(status, 401, "no token, no acknowledgement");
-    let (status, body) = sccr_tests::http_request(port, "POST", &ack, Some(ada), r#"{"note":"police unit dispatched"}"#).await.unwrap();
+    let (status, body) = sccr_tests::http_request(
+        port,
+        "POST",
+        &ack,
+        Some(ada),
+        r#"{"note":"police unit dispatched"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{body}");
     let (status, _) = sccr_tests::http_request(port, "POST", &ack, Some(ada), "{}").await.unwrap();
     assert_eq!(status, 409, "a second acknowledgement is refused");
@@ -178,19 +240,38 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
         events(&e.pool, id).await,
         vec![
             (None, "raised".into(), None, None),
-            (Some("raised".into()), "acknowledged".into(), Some("operator-ada".into()), Some("police unit dispatched".into())),
+            (
+                Some("raised".into()),
+                "acknowledged".into(),
+                Some("operator-ada".into()),
+                Some("police unit dispatched".into())
+            ),
         ]
     );
 
     // Speeds recover; the alert clears by itself.
-    drive_until(e.broker.port, &mut seq, 45.0, "the automatic clear", Duration::from_secs(30), || async {
-        get_json(port, &format!("/api/v1/alerts/{id}")).await.filter(|v| v["alert"]["state"] == "cleared")
-    })
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        45.0,
+        "the automatic clear",
+        Duration::from_secs(30),
+        || async {
+            get_json(port, &format!("/api/v1/alerts/{id}"))
+                .await
+                .filter(|v| v["alert"]["state"] == "cleared")
+        },
+    )
     .await;
     let history = events(&e.pool, id).await;
     assert_eq!(history.len(), 3, "{history:?}");
-    assert_eq!((history[2].0.as_deref(), history[2].1.as_str(), history[2].2.as_deref()), (Some("acknowledged"), "cleared", None), "cleared by the stream: by is NULL");
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(&e.pool).await.unwrap();
+    assert_eq!(
+        (history[2].0.as_deref(), history[2].1.as_str(), history[2].2.as_deref()),
+        (Some("acknowledged"), "cleared", None),
+        "cleared by the stream: by is NULL"
+    );
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(&e.pool).await.unwrap();
     assert_eq!(total, 1, "no duplicate alert");
 
     // The wall saw the segment go to F and the alert's three states, in order.
@@ -198,10 +279,15 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
     let mut alert_states = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while alert_states.last().map(String::as_str) != Some("cleared") {
-        let frame = tokio::time::timeout_at(deadline, frames.recv()).await.expect("the alert frames in time").expect("socket open");
+        let frame = tokio::time::timeout_at(deadline, frames.recv())
+            .await
+            .expect("the alert frames in time")
+            .expect("socket open");
         match frame["type"].as_str() {
             Some("segment") => saw_f |= frame["segment"]["los"] == "F",
-            Some("alert") if frame["alert"]["id"] == id => alert_states.push(frame["alert"]["state"].as_str().unwrap().to_owned()),
+            Some("alert") if frame["alert"]["id"] == id => {
+                alert_states.push(frame["alert"]["state"].as_str().unwrap().to_owned())
+            }
             _ => {}
         }
     }
@@ -217,16 +303,24 @@ async fn a_congested_segment_raises_an_alert_an_operator_acknowledges_and_recove
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_alert_and_its_condition_survive_a_restart() {
     let e = env("alerts-restart").await;
-    let mut sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[]).expect("sccr");
+    let mut sccr =
+        Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[]).expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     let port = sccr.api_port;
 
     let mut seq = 0;
-    let alerts = drive_until(e.broker.port, &mut seq, 10.0, "the congestion alert", Duration::from_secs(40), || async {
-        let open = open_alerts(port).await;
-        (!open.is_empty()).then_some(open)
-    })
+    let alerts = drive_until(
+        e.broker.port,
+        &mut seq,
+        10.0,
+        "the congestion alert",
+        Duration::from_secs(40),
+        || async {
+            let open = open_alerts(port).await;
+            (!open.is_empty()).then_some(open)
+        },
+    )
     .await;
     let id = alerts[0]["id"].as_i64().unwrap();
 
@@ -243,13 +337,29 @@ async fn an_open_alert_and_its_condition_survive_a_restart() {
     }
     // Only recovering speeds now. A fresh engine would not know the segment was congested
     // and would never clear the alert; the restored one does.
-    drive_until(e.broker.port, &mut seq, 45.0, "the clear after the restart", Duration::from_secs(30), || async {
-        get_json(port, &format!("/api/v1/alerts/{id}")).await.filter(|v| v["alert"]["state"] == "cleared")
-    })
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        45.0,
+        "the clear after the restart",
+        Duration::from_secs(30),
+        || async {
+            get_json(port, &format!("/api/v1/alerts/{id}"))
+                .await
+                .filter(|v| v["alert"]["state"] == "cleared")
+        },
+    )
     .await;
     let history = events(&e.pool, id).await;
-    assert_eq!(history, vec![(None, "raised".into(), None, None), (Some("raised".into()), "cleared".into(), None, Some("condition ended".into()))]);
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(&e.pool).await.unwrap();
+    assert_eq!(
+        history,
+        vec![
+            (None, "raised".into(), None, None),
+            (Some("raised".into()), "cleared".into(), None, Some("condition ended".into()))
+        ]
+    );
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(&e.pool).await.unwrap();
     assert_eq!(total, 1, "the alert was not raised twice");
     let (_, metrics) = http_get(port, "/metrics").await.unwrap();
     // The restored engine knew the alert was open: it neither opened one nor tried to (a
@@ -271,15 +381,27 @@ offline = { last_will = true, min_silence = "1h" }
 
 /// A device connection with the field agent's Last Will; returns the client and the task
 /// polling its event loop (aborting the task drops the connection without DISCONNECT).
-async fn device_with_last_will(port: u16, device: &str) -> (rumqttc::v5::AsyncClient, tokio::task::JoinHandle<()>) {
+async fn device_with_last_will(
+    port: u16,
+    device: &str,
+) -> (rumqttc::v5::AsyncClient, tokio::task::JoinHandle<()>) {
     use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let status = format!("sccr/v1/devices/{device}/status");
     let mut opts = MqttOptions::new(format!("agent-{device}"), "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30)).set_last_will(LastWill::new(status.clone(), br#"{"state":"offline"}"#.to_vec(), QoS::AtLeastOnce, true, None));
+    opts.set_keep_alive(Duration::from_secs(30)).set_last_will(LastWill::new(
+        status.clone(),
+        br#"{"state":"offline"}"#.to_vec(),
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    client.publish(status, QoS::AtLeastOnce, true, br#"{"state":"online","fw":"1.2.0"}"#.to_vec()).await.expect("queue online");
+    client
+        .publish(status, QoS::AtLeastOnce, true, br#"{"state":"online","fw":"1.2.0"}"#.to_vec())
+        .await
+        .expect("queue online");
     let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let mut acked = Some(acked_tx);
@@ -291,7 +413,10 @@ async fn device_with_last_will(port: u16, device: &str) -> (rumqttc::v5::AsyncCl
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), acked_rx).await.expect("online status acknowledged").expect("event loop alive");
+    tokio::time::timeout(Duration::from_secs(10), acked_rx)
+        .await
+        .expect("online status acknowledged")
+        .expect("event loop alive");
     (client, task)
 }
 
@@ -303,19 +428,25 @@ async fn metric_value(port: u16, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_it() {
     let e = env("alerts-offline").await;
-    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, OFFLINE_CONFIG, &[]).expect("sccr");
+    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, OFFLINE_CONFIG, &[])
+        .expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     let port = sccr.api_port;
     let device = DEVICES[0];
 
     let (_client, connection) = device_with_last_will(e.broker.port, device).await;
-    sccr_tests::wait_for("the online status to reach the stream", Duration::from_secs(20), || async {
-        metric_value(port, "sccr_stream_statuses_total").await.filter(|n| *n >= 1.0)
-    })
+    sccr_tests::wait_for(
+        "the online status to reach the stream",
+        Duration::from_secs(20),
+        || async { metric_value(port, "sccr_stream_statuses_total").await.filter(|n| *n >= 1.0) },
+    )
     .await;
     let open = |port| async move {
-        get_json(port, &format!("/api/v1/alerts?state=open&device={device}")).await.and_then(|v| v["alerts"].as_array().cloned()).unwrap_or_default()
+        get_json(port, &format!("/api/v1/alerts?state=open&device={device}"))
+            .await
+            .and_then(|v| v["alerts"].as_array().cloned())
+            .unwrap_or_default()
     };
     assert!(open(port).await.is_empty(), "online: no alert");
 
@@ -327,39 +458,72 @@ async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_i
     })
     .await;
     assert_eq!(alerts.len(), 1);
-    assert_eq!((alerts[0]["rule"].as_str(), alerts[0]["severity"].as_str()), (Some("device-offline"), Some("warning")));
+    assert_eq!(
+        (alerts[0]["rule"].as_str(), alerts[0]["severity"].as_str()),
+        (Some("device-offline"), Some("warning"))
+    );
     assert_eq!(alerts[0]["subject"]["device"], device);
     let id = alerts[0]["id"].as_i64().unwrap();
 
     // The device reconnects and says it is online again: the alert clears by itself.
     let (_client, _connection) = device_with_last_will(e.broker.port, device).await;
     sccr_tests::wait_for("the automatic clear", Duration::from_secs(30), || async {
-        get_json(port, &format!("/api/v1/alerts/{id}")).await.filter(|v| v["alert"]["state"] == "cleared")
+        get_json(port, &format!("/api/v1/alerts/{id}"))
+            .await
+            .filter(|v| v["alert"]["state"] == "cleared")
     })
     .await;
     let history = events(&e.pool, id).await;
-    assert_eq!(history.iter().map(|h| (h.1.as_str(), h.2.clone())).collect::<Vec<_>>(), vec![("raised", None), ("cleared", None)]);
+    assert_eq!(
+        history.iter().map(|h| (h.1.as_str(), h.2.clone())).collect::<Vec<_>>(),
+        vec![("raised", None), ("cleared", None)]
+    );
 
     // A status payload that is not one becomes a dead letter; the pipeline goes on.
-    sccr_tests::publish_all(e.broker.port, "bad-status", vec![(format!("sccr/v1/devices/{device}/status"), b"online!".to_vec())]).await.expect("publish");
-    let reason: String = sccr_tests::wait_for("the dead letter", Duration::from_secs(20), || async {
-        sqlx::query_scalar("SELECT reason FROM dead_letters WHERE topic LIKE '%/status' LIMIT 1").fetch_optional(&e.pool).await.ok().flatten()
-    })
-    .await;
+    sccr_tests::publish_all(
+        e.broker.port,
+        "bad-status",
+        vec![(format!("sccr/v1/devices/{device}/status"), b"online!".to_vec())],
+    )
+    .await
+    .expect("publish");
+    let reason: String =
+        sccr_tests::wait_for("the dead letter", Duration::from_secs(20), || async {
+            sqlx::query_scalar(
+                "SELECT reason FROM dead_letters WHERE topic LIKE '%/status' LIMIT 1",
+            )
+            .fetch_optional(&e.pool)
+            .await
+            .ok()
+            .flatten()
+        })
+        .await;
     assert_eq!(reason, "bad_status");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_detector_linked_to_another_segment_at_runtime_counts_there() {
     let e = env("alerts-links").await;
-    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[("SCCR_STREAM__REGISTRY_REFRESH", "1s")]).expect("sccr");
+    let sccr = Sccr::serve_with_config(
+        e.broker.port,
+        &e.db.url,
+        &e.dir.path,
+        CONFIG,
+        &[("SCCR_STREAM__REGISTRY_REFRESH", "1s")],
+    )
+    .expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     let port = sccr.api_port;
     let mut seq = 0;
-    drive_until(e.broker.port, &mut seq, 45.0, "both detectors on the first segment", Duration::from_secs(30), || async {
-        segment_properties(port).await.filter(|p| p["detectors"] == 2)
-    })
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        45.0,
+        "both detectors on the first segment",
+        Duration::from_secs(30),
+        || async { segment_properties(port).await.filter(|p| p["detectors"] == 2) },
+    )
     .await;
 
     // An operator moves the second detector to a new segment, in the store only.
@@ -368,10 +532,19 @@ async fn a_detector_linked_to_another_segment_at_runtime_counts_there() {
     store.upsert_devices(&[loop_on(DEVICES[1], "via-test-nuova")]).await.expect("relink");
     store.close().await;
 
-    drive_until(e.broker.port, &mut seq, 45.0, "one detector on each segment", Duration::from_secs(30), || async {
-        let new = properties_of(port, "via-test-nuova").await.filter(|p| p["detectors"] == 1 && p["los"] == "A")?;
-        let old = segment_properties(port).await.filter(|p| p["detectors"] == 1)?;
-        Some((old, new))
-    })
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        45.0,
+        "one detector on each segment",
+        Duration::from_secs(30),
+        || async {
+            let new = properties_of(port, "via-test-nuova")
+                .await
+                .filter(|p| p["detectors"] == 1 && p["los"] == "A")?;
+            let old = segment_properties(port).await.filter(|p| p["detectors"] == 1)?;
+            Some((old, new))
+        },
+    )
     .await;
 }

@@ -38,10 +38,7 @@ struct Demo {
 
 impl Demo {
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(sccr_bin()?)
             .arg("demo")
             .args(&self.args)
@@ -58,17 +55,9 @@ impl Demo {
 
     async fn wait_healthy(&self) {
         let port = self.http_port;
-        wait_for(
-            "sccr demo /healthz",
-            Duration::from_secs(60),
-            || async move {
-                http_get(port, "/healthz")
-                    .await
-                    .ok()
-                    .filter(|(status, _)| *status == 200)
-                    .map(|_| ())
-            },
-        )
+        wait_for("sccr demo /healthz", Duration::from_secs(60), || async move {
+            http_get(port, "/healthz").await.ok().filter(|(status, _)| *status == 200).map(|_| ())
+        })
         .await;
     }
 
@@ -78,16 +67,9 @@ impl Demo {
             let _ = c.kill().await;
         }
         let port = self.http_port;
-        wait_for(
-            "the demo's port to close",
-            Duration::from_secs(10),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_err()
-                    .then_some(())
-            },
-        )
+        wait_for("the demo's port to close", Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(())
+        })
         .await;
     }
 
@@ -137,10 +119,7 @@ async fn control_server(demo: Arc<Mutex<Demo>>) -> Result<u16> {
 
 /// Whether `sccr demo` takes `--admin-token` (the server has authentication).
 async fn demo_takes_admin_token() -> Result<bool> {
-    let out = Command::new(sccr_bin()?)
-        .args(["demo", "--help"])
-        .output()
-        .await?;
+    let out = Command::new(sccr_bin()?).args(["demo", "--help"]).output().await?;
     Ok(String::from_utf8_lossy(&out.stdout).contains("--admin-token"))
 }
 
@@ -178,20 +157,15 @@ async fn install_browser_packages(dir: &Path) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_dashboard_in_chromium() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let missing: Vec<&str> = ["chromium", "node", "npx", "npm"]
-        .into_iter()
-        .filter(|b| which(b).is_none())
-        .collect();
+    let missing: Vec<&str> =
+        ["chromium", "node", "npx", "npm"].into_iter().filter(|b| which(b).is_none()).collect();
     if !missing.is_empty() {
         assert!(!ci, "browser tests need {missing:?} (apt-get install chromium nodejs npm); CI must run them");
         eprintln!("SKIPPED: browser tests need {missing:?} (apt-get install chromium nodejs npm)");
         return;
     }
     // This crate's own checkout (the testkit's workspace_root() may come from another build).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let suite = root.join("tests/browser");
     install_browser_packages(&suite).await.unwrap();
 
@@ -220,12 +194,7 @@ async fn wall_dashboard_in_chromium() {
     } else {
         String::new()
     };
-    let mut demo = Demo {
-        args,
-        log: dir.path.join("demo.log"),
-        http_port,
-        child: None,
-    };
+    let mut demo = Demo { args, log: dir.path.join("demo.log"), http_port, child: None };
     demo.spawn().unwrap();
     demo.wait_healthy().await;
     let (status, page) = http_get(http_port, "/").await.unwrap();
@@ -272,8 +241,5 @@ async fn wall_dashboard_in_chromium() {
         demo.log_text()
     );
     // The suite ran every test (a skipped reconnect test would hide a harness fault).
-    assert!(
-        stdout.contains("7 passed"),
-        "expected 7 browser tests to pass:\n{stdout}"
-    );
+    assert!(stdout.contains("7 passed"), "expected 7 browser tests to pass:\n{stdout}");
 }

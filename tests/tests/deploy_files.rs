@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sccr_tests::{free_port, http_request, publish_all, telemetry_topic, wait_for, workspace_bin, workspace_root, TempDir};
+use sccr_tests::{
+    free_port, http_request, publish_all, telemetry_topic, wait_for, workspace_bin, workspace_root,
+    TempDir,
+};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn deploy(path: &str) -> PathBuf {
@@ -23,7 +26,8 @@ fn read(path: &Path) -> String {
 
 /// Every document of a YAML file.
 fn yaml_docs(path: &Path) -> Vec<Yaml> {
-    YamlLoader::load_from_str(&read(path)).unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+    YamlLoader::load_from_str(&read(path))
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
 }
 
 fn yaml(path: &Path) -> Yaml {
@@ -33,13 +37,19 @@ fn yaml(path: &Path) -> Yaml {
 }
 
 fn strs(y: &Yaml) -> Vec<String> {
-    y.as_vec().map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    y.as_vec()
+        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// The `--flags` a binary's `--help` lists for `args` (e.g. `["serve"]`).
 fn help_flags(bin: &str, args: &[&str]) -> BTreeSet<String> {
     let out = Command::new(workspace_bin(bin).unwrap()).args(args).arg("--help").output().unwrap();
-    assert!(out.status.success(), "{bin} {args:?} --help failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} --help failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '=')
         .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -51,7 +61,11 @@ fn help_flags(bin: &str, args: &[&str]) -> BTreeSet<String> {
 fn unknown_flags(bin: &str, args: &[String]) -> Vec<String> {
     let sub = args.first().expect("a subcommand").as_str();
     let known = help_flags(bin, &[sub]);
-    args.iter().filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap().to_owned()).filter(|f| !known.contains(f)).collect()
+    args.iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| a.split('=').next().unwrap().to_owned())
+        .filter(|f| !known.contains(f))
+        .collect()
 }
 
 /// `sccr check-config` on `toml` with the secrets the deployment passes as environment
@@ -69,7 +83,11 @@ fn check_config(toml: &str) {
         .env("SCCR_MQTT__PASSWORD", "secret")
         .output()
         .unwrap();
-    assert!(out.status.success(), "sccr check-config refused:\n{toml}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sccr check-config refused:\n{toml}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The port of `[api] listen` in a configuration text.
@@ -80,7 +98,11 @@ fn api_port(toml: &str) -> u16 {
 
 /// Comments and blank lines removed, to compare two copies of a configuration.
 fn significant(text: &str) -> Vec<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -91,30 +113,49 @@ fn compose_file_runs_what_the_binaries_accept() {
         assert!(!services[name].is_badvalue(), "compose.yaml has no {name} service");
         assert!(services[name]["image"].as_str().is_some(), "{name} has no image");
     }
-    assert!(services["timescaledb"]["image"].as_str().unwrap().starts_with("timescale/timescaledb"));
+    assert!(services["timescaledb"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("timescale/timescaledb"));
     // Every file mounted from the repository exists.
     for (name, svc) in services.as_hash().unwrap() {
         for v in strs(&svc["volumes"]) {
             let source = v.split(':').next().unwrap();
             if source.starts_with("./") && !source.ends_with("sccr.passwd") {
-                assert!(deploy(source).exists(), "{}: {source} does not exist", name.as_str().unwrap());
+                assert!(
+                    deploy(source).exists(),
+                    "{}: {source} does not exist",
+                    name.as_str().unwrap()
+                );
             }
         }
     }
     // Mosquitto runs the secured configuration.
-    assert!(strs(&services["mosquitto"]["volumes"]).iter().any(|v| v.starts_with("./mosquitto/sccr-secure.conf:")));
+    assert!(strs(&services["mosquitto"]["volumes"])
+        .iter()
+        .any(|v| v.starts_with("./mosquitto/sccr-secure.conf:")));
     // sccr: a subcommand and flags it accepts, a configuration that validates, its port.
     let sccr = &services["sccr"];
     let command = strs(&sccr["command"]);
     assert_eq!(command[0], "serve");
-    assert_eq!(unknown_flags("sccr", &command), Vec::<String>::new(), "compose: sccr serve flags that do not exist");
+    assert_eq!(
+        unknown_flags("sccr", &command),
+        Vec::<String>::new(),
+        "compose: sccr serve flags that do not exist"
+    );
     let config = read(&deploy("sccr.toml"));
     check_config(&config);
     let port = api_port(&config);
-    assert!(strs(&sccr["ports"]).iter().any(|p| p.ends_with(&format!(":{port}"))), "sccr's published ports miss {port}");
+    assert!(
+        strs(&sccr["ports"]).iter().any(|p| p.ends_with(&format!(":{port}"))),
+        "sccr's published ports miss {port}"
+    );
     for var in sccr["environment"].as_hash().unwrap().keys() {
         let var = var.as_str().unwrap();
-        assert!(var == "RUST_LOG" || var.starts_with("SCCR_") && var.contains("__"), "{var} is not an SCCR_<SECTION>__<KEY> override");
+        assert!(
+            var == "RUST_LOG" || var.starts_with("SCCR_") && var.contains("__"),
+            "{var} is not an SCCR_<SECTION>__<KEY> override"
+        );
     }
     // Prometheus scrapes sccr's API port at /metrics.
     let prom = yaml(&deploy("prometheus/prometheus.yml"));
@@ -126,7 +167,10 @@ fn compose_file_runs_what_the_binaries_accept() {
     assert_eq!(ds["datasources"][0]["type"].as_str(), Some("prometheus"));
     assert_eq!(ds["datasources"][0]["url"].as_str(), Some("http://prometheus:9090"));
     let dashboards = yaml(&deploy("grafana/provisioning/dashboards/sccr.yaml"));
-    assert_eq!(dashboards["providers"][0]["options"]["path"].as_str(), Some("/var/lib/grafana/dashboards"));
+    assert_eq!(
+        dashboards["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
 }
 
 /// Kubernetes objects of every manifest, by kind and name.
@@ -136,7 +180,11 @@ fn k8s_objects() -> Vec<(PathBuf, Yaml)> {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             for doc in yaml_docs(&path) {
-                assert!(doc["apiVersion"].as_str().is_some() && doc["kind"].as_str().is_some(), "{}: not a Kubernetes object", path.display());
+                assert!(
+                    doc["apiVersion"].as_str().is_some() && doc["kind"].as_str().is_some(),
+                    "{}: not a Kubernetes object",
+                    path.display()
+                );
                 out.push((path.clone(), doc));
             }
         }
@@ -158,38 +206,63 @@ fn kubernetes_manifests_are_consistent_and_their_config_validates() {
     let config_map = object(&objects, "ConfigMap", "sccr-config");
     let toml = config_map["data"]["sccr.toml"].as_str().unwrap();
     check_config(toml);
-    assert_eq!(significant(toml), significant(&read(&deploy("sccr.toml"))), "the ConfigMap's sccr.toml differs from deploy/sccr.toml");
+    assert_eq!(
+        significant(toml),
+        significant(&read(&deploy("sccr.toml"))),
+        "the ConfigMap's sccr.toml differs from deploy/sccr.toml"
+    );
     let port = api_port(toml) as i64;
     let secret = object(&objects, "Secret", "sccr");
     for role in ["sccr-ingest", "sccr-api"] {
         let d = object(&objects, "Deployment", role);
         let spec = &d["spec"]["template"]["spec"];
         let c = &spec["containers"][0];
-        assert_eq!(c["ports"][0]["containerPort"].as_i64(), Some(port), "{role}: container port is not [api] listen's");
+        assert_eq!(
+            c["ports"][0]["containerPort"].as_i64(),
+            Some(port),
+            "{role}: container port is not [api] listen's"
+        );
         assert_eq!(c["ports"][0]["name"].as_str(), Some("http"));
         assert_eq!(c["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
         assert_eq!(c["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
         let labels = &d["spec"]["template"]["metadata"]["labels"];
-        assert_eq!(&d["spec"]["selector"]["matchLabels"], labels, "{role}: selector does not match the pod labels");
+        assert_eq!(
+            &d["spec"]["selector"]["matchLabels"], labels,
+            "{role}: selector does not match the pod labels"
+        );
         // The config volume is the ConfigMap, mounted where --config points.
         assert_eq!(spec["volumes"][0]["configMap"]["name"].as_str(), Some("sccr-config"));
         let args = strs(&c["args"]);
-        let config_arg = args.iter().position(|a| a == "--config").map(|i| args[i + 1].clone()).unwrap();
-        assert_eq!(format!("{}/sccr.toml", c["volumeMounts"][0]["mountPath"].as_str().unwrap()), config_arg);
+        let config_arg =
+            args.iter().position(|a| a == "--config").map(|i| args[i + 1].clone()).unwrap();
+        assert_eq!(
+            format!("{}/sccr.toml", c["volumeMounts"][0]["mountPath"].as_str().unwrap()),
+            config_arg
+        );
         for env in c["env"].as_vec().unwrap() {
             let name = env["name"].as_str().unwrap();
-            assert!(name == "RUST_LOG" || name.starts_with("SCCR_") && name.contains("__"), "{role}: {name}");
+            assert!(
+                name == "RUST_LOG" || name.starts_with("SCCR_") && name.contains("__"),
+                "{role}: {name}"
+            );
             let key_ref = &env["valueFrom"]["secretKeyRef"];
             if let Some(key) = key_ref["key"].as_str() {
                 assert_eq!(key_ref["name"].as_str(), Some("sccr"));
-                assert!(!secret["stringData"][key].is_badvalue(), "{role}: Secret sccr has no key {key}");
+                assert!(
+                    !secret["stringData"][key].is_badvalue(),
+                    "{role}: Secret sccr has no key {key}"
+                );
             }
         }
     }
     let service = object(&objects, "Service", "sccr-api");
     let api = object(&objects, "Deployment", "sccr-api");
     for (k, v) in service["spec"]["selector"].as_hash().unwrap() {
-        assert_eq!(&api["spec"]["template"]["metadata"]["labels"][k.as_str().unwrap()], v, "the Service does not select the api pods");
+        assert_eq!(
+            &api["spec"]["template"]["metadata"]["labels"][k.as_str().unwrap()],
+            v,
+            "the Service does not select the api pods"
+        );
     }
     assert_eq!(service["spec"]["ports"][0]["targetPort"].as_str(), Some("http"));
 }
@@ -209,7 +282,11 @@ fn kubernetes_deployments_use_only_flags_sccr_serve_accepts() {
             missing.push(format!("sccr-{role}: sccr serve {flag}"));
         }
     }
-    assert!(missing.is_empty(), "deploy/k8s uses flags sccr does not accept:\n  {}", missing.join("\n  "));
+    assert!(
+        missing.is_empty(),
+        "deploy/k8s uses flags sccr does not accept:\n  {}",
+        missing.join("\n  ")
+    );
 }
 
 #[test]
@@ -222,13 +299,21 @@ fn edge_agent_unit_runs_flags_the_agent_accepts_with_a_valid_config() {
     let words: Vec<String> = exec.split_whitespace().map(str::to_owned).collect();
     assert!(words[0].ends_with("/edge-agent"), "{exec}");
     assert_eq!(words[1], "run");
-    assert_eq!(unknown_flags("edge-agent", &words[1..]), Vec::<String>::new(), "ExecStart flags edge-agent run does not accept");
+    assert_eq!(
+        unknown_flags("edge-agent", &words[1..]),
+        Vec::<String>::new(),
+        "ExecStart flags edge-agent run does not accept"
+    );
     let out = Command::new(workspace_bin("edge-agent").unwrap())
         .args(["check-config", "--config"])
         .arg(deploy("edge-agent/agent.example.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "the example agent configuration is refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the example agent configuration is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A `sccr demo` on free ports, killed on drop.
@@ -251,7 +336,18 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
     let port = free_port();
     let mqtt_port = free_port();
     let child = Command::new(workspace_bin("sccr").unwrap())
-        .args(["demo", "--port", &port.to_string(), "--mqtt-port", &mqtt_port.to_string(), "--devices", "4", "--interval", "200ms", "--data-dir"])
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--mqtt-port",
+            &mqtt_port.to_string(),
+            "--devices",
+            "4",
+            "--interval",
+            "200ms",
+            "--data-dir",
+        ])
         .arg(dir.path.join("data"))
         .env_clear()
         .env("RUST_LOG", "warn")
@@ -260,38 +356,57 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
         .spawn()
         .unwrap();
     let demo = Demo { child, port, _dir: dir };
-    wait_for("sccr demo's /healthz", Duration::from_secs(60), || async { http_request(demo.port, "GET", "/healthz", None, "").await.ok().filter(|(s, _)| *s == 200) }).await;
+    wait_for("sccr demo's /healthz", Duration::from_secs(60), || async {
+        http_request(demo.port, "GET", "/healthz", None, "").await.ok().filter(|(s, _)| *s == 200)
+    })
+    .await;
     // Both probe paths of the manifests answer.
     for path in ["/healthz", "/readyz"] {
-        wait_for(&format!("{path} to answer 200"), Duration::from_secs(30), || async { http_request(demo.port, "GET", path, None, "").await.ok().filter(|(s, _)| *s == 200) }).await;
+        wait_for(&format!("{path} to answer 200"), Duration::from_secs(30), || async {
+            http_request(demo.port, "GET", path, None, "").await.ok().filter(|(s, _)| *s == 200)
+        })
+        .await;
     }
     // One bad message, so the per-reason dead-letter counter has a sample.
     wait_for("a bad message published to the demo's broker", Duration::from_secs(30), || async {
-        publish_all(mqtt_port, "deploy-bad", vec![(telemetry_topic("loop-bad"), b"junk".to_vec())]).await.ok()
+        publish_all(mqtt_port, "deploy-bad", vec![(telemetry_topic("loop-bad"), b"junk".to_vec())])
+            .await
+            .ok()
     })
     .await;
     // Wait until readings flowed and the dead letter was counted, so labelled counters show.
-    let exported: BTreeSet<String> = wait_for("readings in /metrics", Duration::from_secs(60), || async {
-        let (_, body) = http_request(demo.port, "GET", "/metrics", None, "").await.ok()?;
-        let names: BTreeSet<String> = body
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
-            .collect();
-        let flowing = body.lines().any(|l| l.starts_with("sccr_writer_readings_inserted_total") && !l.ends_with(" 0"))
-            && body.contains("sccr_ingest_dead_letters_total{");
-        flowing.then_some(names)
-    })
-    .await;
-    let dashboard: serde_json::Value = serde_json::from_str(&read(&deploy("grafana/dashboards/sccr.json"))).expect("dashboard JSON");
+    let exported: BTreeSet<String> =
+        wait_for("readings in /metrics", Duration::from_secs(60), || async {
+            let (_, body) = http_request(demo.port, "GET", "/metrics", None, "").await.ok()?;
+            let names: BTreeSet<String> = body
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
+                .collect();
+            let flowing = body.lines().any(|l| {
+                l.starts_with("sccr_writer_readings_inserted_total") && !l.ends_with(" 0")
+            }) && body.contains("sccr_ingest_dead_letters_total{");
+            flowing.then_some(names)
+        })
+        .await;
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(&deploy("grafana/dashboards/sccr.json")))
+            .expect("dashboard JSON");
     let mut queried = BTreeSet::new();
     for panel in dashboard["panels"].as_array().unwrap() {
-        assert_eq!(panel["datasource"]["uid"], "sccr-prometheus", "panel {} does not use the provisioned datasource", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "sccr-prometheus",
+            "panel {} does not use the provisioned datasource",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             let mut rest = expr;
             while let Some(i) = rest.find("sccr_") {
-                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 rest = &rest[i + name.len()..];
                 queried.insert(name);
             }
@@ -299,5 +414,8 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
     }
     assert!(queried.len() >= 10, "the dashboard shows too few figures: {queried:?}");
     let missing: Vec<_> = queried.difference(&exported).collect();
-    assert!(missing.is_empty(), "the dashboard queries metrics sccr does not export: {missing:?}\nexported: {exported:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics sccr does not export: {missing:?}\nexported: {exported:?}"
+    );
 }

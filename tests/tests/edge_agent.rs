@@ -6,11 +6,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sccr_tests::{recent_base_ms, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb};
+use sccr_tests::{
+    recent_base_ms, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb,
+};
 use sqlx::PgPool;
 
 async fn count(pool: &PgPool, device: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = $1").bind(device).fetch_one(pool).await.unwrap_or(-1)
+    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = $1")
+        .bind(device)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
 }
 
 async fn rollup_count(pool: &PgPool, device: &str) -> i64 {
@@ -57,7 +63,10 @@ fn agent_config(dir: &Path, port: u16, device: Option<(&str, &Path)>) -> std::pa
             file.display()
         ));
     }
-    let path = dir.join(format!("agent-{}.toml", if device.is_some() { "with-devices" } else { "no-devices" }));
+    let path = dir.join(format!(
+        "agent-{}.toml",
+        if device.is_some() { "with-devices" } else { "no-devices" }
+    ));
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -68,7 +77,12 @@ async fn broker_outage_while_measuring_loses_and_duplicates_nothing() {
 
     // 120 readings over 6 s of replay.
     let file = replay_file(&dir.path, 120, 50);
-    let agent = EdgeAgent::run(&agent_config(&dir.path, broker.port, Some(("replay-a", &file))), &dir.path, "a").unwrap();
+    let agent = EdgeAgent::run(
+        &agent_config(&dir.path, broker.port, Some(("replay-a", &file))),
+        &dir.path,
+        "a",
+    )
+    .unwrap();
     wait_for("the agent's first readings to be stored", Duration::from_secs(30), || async {
         (count(&pool, "replay-a").await >= 5).then_some(())
     })
@@ -85,7 +99,10 @@ async fn broker_outage_while_measuring_loses_and_duplicates_nothing() {
     broker.restart().await.unwrap();
     wait_for("every replayed reading stored", Duration::from_secs(60), || async {
         let s = agent.read_stats()?;
-        (s["replays_finished"] == 1 && s["buffer_records"] == 0 && count(&pool, "replay-a").await >= 120).then_some(())
+        (s["replays_finished"] == 1
+            && s["buffer_records"] == 0
+            && count(&pool, "replay-a").await >= 120)
+            .then_some(())
     })
     .await;
     assert_eq!(count(&pool, "replay-a").await, 120, "agent log:\n{}", agent.log_text());
@@ -99,17 +116,24 @@ async fn agent_killed_while_buffering_loses_nothing_after_restart() {
 
     // With the broker down, the agent can only buffer. 80 readings over 0.8 s.
     let file = replay_file(&dir.path, 80, 10);
-    let mut agent = EdgeAgent::run(&agent_config(&dir.path, broker.port, Some(("replay-k", &file))), &dir.path, "k1").unwrap();
+    let mut agent = EdgeAgent::run(
+        &agent_config(&dir.path, broker.port, Some(("replay-k", &file))),
+        &dir.path,
+        "k1",
+    )
+    .unwrap();
     wait_for("the whole replay to be buffered", Duration::from_secs(30), || async {
         let s = agent.read_stats()?;
-        (s["replays_finished"] == 1 && s["buffer_records"].as_i64()? >= 1 && s["acked"] == 0).then_some(())
+        (s["replays_finished"] == 1 && s["buffer_records"].as_i64()? >= 1 && s["acked"] == 0)
+            .then_some(())
     })
     .await;
     let buffered = agent.stat("buffer_records").unwrap();
     agent.kill(); // SIGKILL: no flush, no goodbye
 
     // The restarted agent has no devices: only its disk buffer can deliver the readings.
-    let agent2 = EdgeAgent::run(&agent_config(&dir.path, broker.port, None), &dir.path, "k2").unwrap();
+    let agent2 =
+        EdgeAgent::run(&agent_config(&dir.path, broker.port, None), &dir.path, "k2").unwrap();
     wait_for("the restarted agent to find its buffer", Duration::from_secs(30), || async {
         (agent2.stat("buffer_records")? == buffered).then_some(())
     })
@@ -143,7 +167,11 @@ async fn commands_are_answered_and_status_follows_the_agent() {
     let mut probe = MqttProbe::connect(
         broker.port,
         "probe-cmd",
-        &["sccr/v1/devices/+/status", "sccr/v1/devices/+/commands/ack", "sccr/v1/devices/tl-1/telemetry"],
+        &[
+            "sccr/v1/devices/+/status",
+            "sccr/v1/devices/+/commands/ack",
+            "sccr/v1/devices/tl-1/telemetry",
+        ],
     )
     .await
     .unwrap();
@@ -152,19 +180,37 @@ async fn commands_are_answered_and_status_follows_the_agent() {
     probe.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), online).await;
     probe.expect("sccr/v1/devices/tl-1/status", Duration::from_secs(20), online).await;
     // The traffic light reports its plan's cycle.
-    probe.expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
-        v["readings"].as_array().is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 60.0))
-    })
-    .await;
+    probe
+        .expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
+            v["readings"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 60.0))
+        })
+        .await;
 
     let cases = [
         ("tl-1", r#"{"id":"c1","name":"ping"}"#, "ok", "pong"),
-        ("tl-1", r#"{"id":"c2","name":"set_plan","args":{"phases":[50,5,30,5]}}"#, "ok", "cycle 90 s"),
+        (
+            "tl-1",
+            r#"{"id":"c2","name":"set_plan","args":{"phases":[50,5,30,5]}}"#,
+            "ok",
+            "cycle 90 s",
+        ),
         ("tl-1", r#"{"id":"c3","name":"set_plan","args":{"phases":[]}}"#, "rejected", "phases"),
         ("tl-1", r#"{"id":"c4","name":"self_destruct"}"#, "rejected", "unknown command"),
         ("tl-1", r#"{"id":"c5","name":"ping","expires_at":1000}"#, "rejected", "expired"),
-        ("park-1", r#"{"id":"c6","name":"set_plan","args":{"phases":[10]}}"#, "rejected", "traffic lights"),
-        ("park-1", r#"{"id":"c7","name":"set_interval","args":{"interval":"2s"}}"#, "ok", "interval 2s"),
+        (
+            "park-1",
+            r#"{"id":"c6","name":"set_plan","args":{"phases":[10]}}"#,
+            "rejected",
+            "traffic lights",
+        ),
+        (
+            "park-1",
+            r#"{"id":"c7","name":"set_interval","args":{"interval":"2s"}}"#,
+            "ok",
+            "interval 2s",
+        ),
         ("park-1", r#"{"id":"c8","name":"reboot"}"#, "ok", "rebooting"),
         ("park-1", r#"{"id":"c9","name":42}"#, "rejected", "not valid"),
     ];
@@ -172,22 +218,39 @@ async fn commands_are_answered_and_status_follows_the_agent() {
         probe.publish(&format!("sccr/v1/devices/{device}/commands"), command).await.unwrap();
         let id: serde_json::Value = serde_json::from_str(command).unwrap();
         let ack = probe
-            .expect(&format!("sccr/v1/devices/{device}/commands/ack"), Duration::from_secs(20), |v| v["id"] == id["id"])
+            .expect(
+                &format!("sccr/v1/devices/{device}/commands/ack"),
+                Duration::from_secs(20),
+                |v| v["id"] == id["id"],
+            )
             .await;
         assert_eq!(ack["result"], result, "{command}: {ack}");
         assert!(ack["detail"].as_str().unwrap_or("").contains(detail), "{command}: {ack}");
     }
     // The new plan is in force.
-    probe.expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
-        v["readings"].as_array().is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 90.0))
-    })
-    .await;
+    probe
+        .expect("sccr/v1/devices/tl-1/telemetry", Duration::from_secs(20), |v| {
+            v["readings"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x["m"] == "cycle_s" && x["v"] == 90.0))
+        })
+        .await;
 
     // SIGKILL: the broker publishes the Last Will, retained, so late subscribers see it too.
     agent.kill();
-    probe.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| v["state"] == "offline").await;
-    let mut late = MqttProbe::connect(broker.port, "probe-late", &["sccr/v1/devices/cabinet-cmd/status"]).await.unwrap();
-    late.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| v["state"] == "offline").await;
+    probe
+        .expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| {
+            v["state"] == "offline"
+        })
+        .await;
+    let mut late =
+        MqttProbe::connect(broker.port, "probe-late", &["sccr/v1/devices/cabinet-cmd/status"])
+            .await
+            .unwrap();
+    late.expect("sccr/v1/devices/cabinet-cmd/status", Duration::from_secs(20), |v| {
+        v["state"] == "offline"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,14 +267,24 @@ async fn agent_connects_over_tls_with_a_client_certificate() {
     ))
     .await
     .unwrap();
-    let mut probe = MqttProbe::connect(broker.port, "probe-tls", &["sccr/v1/devices/+/status", "sccr/v1/devices/+/telemetry"]).await.unwrap();
+    let mut probe = MqttProbe::connect(
+        broker.port,
+        "probe-tls",
+        &["sccr/v1/devices/+/status", "sccr/v1/devices/+/telemetry"],
+    )
+    .await
+    .unwrap();
     let write_config = |name: &str, id: &str, client_cert: bool| {
         let mut text = format!(
             "[agent]\nid = \"{id}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n",
             pki.path("ca.pem").display()
         );
         if client_cert {
-            text.push_str(&format!("client_cert = \"{}\"\nclient_key = \"{}\"\n", pki.path("client.pem").display(), pki.path("client.key").display()));
+            text.push_str(&format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                pki.path("client.pem").display(),
+                pki.path("client.key").display()
+            ));
         }
         text.push_str(&format!(
             "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-{id}\"\ndriver = \"air_quality\"\ninterval = \"1s\"\n",
@@ -223,15 +296,26 @@ async fn agent_connects_over_tls_with_a_client_certificate() {
     };
 
     // Without a client certificate the broker refuses the agent: it keeps buffering.
-    let refused = EdgeAgent::run(&write_config("nocert.toml", "cabinet-nocert", false), &dir.path, "nocert").unwrap();
-    let agent = EdgeAgent::run(&write_config("tls.toml", "cabinet-tls", true), &dir.path, "tls").unwrap();
-    probe.expect("sccr/v1/devices/cabinet-tls/status", Duration::from_secs(30), |v| v["state"] == "online").await;
+    let refused =
+        EdgeAgent::run(&write_config("nocert.toml", "cabinet-nocert", false), &dir.path, "nocert")
+            .unwrap();
+    let agent =
+        EdgeAgent::run(&write_config("tls.toml", "cabinet-tls", true), &dir.path, "tls").unwrap();
     probe
-        .expect("sccr/v1/devices/aq-cabinet-tls/telemetry", Duration::from_secs(30), |v| v["readings"].as_array().is_some_and(|r| r.len() == 6))
+        .expect("sccr/v1/devices/cabinet-tls/status", Duration::from_secs(30), |v| {
+            v["state"] == "online"
+        })
         .await;
-    wait_for("the agent's readings to be acknowledged over TLS", Duration::from_secs(30), || async {
-        (agent.stat("acked")? >= 2).then_some(())
-    })
+    probe
+        .expect("sccr/v1/devices/aq-cabinet-tls/telemetry", Duration::from_secs(30), |v| {
+            v["readings"].as_array().is_some_and(|r| r.len() == 6)
+        })
+        .await;
+    wait_for(
+        "the agent's readings to be acknowledged over TLS",
+        Duration::from_secs(30),
+        || async { (agent.stat("acked")? >= 2).then_some(()) },
+    )
     .await;
     wait_for("the refused agent to buffer", Duration::from_secs(30), || async {
         (refused.stat("messages_buffered")? >= 2).then_some(())
@@ -246,7 +330,11 @@ async fn refused_messages_stay_buffered_without_blocking_the_others() {
     let dir = TempDir::new("edge-acl").unwrap();
     let acl = dir.path.join("acl");
     // Anonymous clients may use the cabinet's and aq-ok's topics only.
-    std::fs::write(&acl, "topic readwrite sccr/v1/devices/cabinet-acl/#\ntopic readwrite sccr/v1/devices/aq-ok/#\n").unwrap();
+    std::fs::write(
+        &acl,
+        "topic readwrite sccr/v1/devices/cabinet-acl/#\ntopic readwrite sccr/v1/devices/aq-ok/#\n",
+    )
+    .unwrap();
     let _ = std::process::Command::new("chmod").arg("a+rx").arg(&dir.path).status();
     let broker = Broker::start_with(&format!("acl_file {}\n", acl.display())).await.unwrap();
     let config = dir.path.join("agent.toml");

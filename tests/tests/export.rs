@@ -60,9 +60,13 @@ print(json.dumps(out))
 fn pyarrow() -> Option<PathBuf> {
     match sccr_tests::python_venv("pyarrow-venv", &["pyarrow==22.0.0"], "pyarrow") {
         Some(venv) => Some(venv.join("bin/python")),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true and python with pyarrow could not be set up"),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and python with pyarrow could not be set up")
+        }
         None => {
-            eprintln!("!!! export tests SKIPPED: python3 with venv, or pyarrow from PyPI, is unavailable");
+            eprintln!(
+                "!!! export tests SKIPPED: python3 with venv, or pyarrow from PyPI, is unavailable"
+            );
             None
         }
     }
@@ -94,11 +98,19 @@ async fn seeded() -> (TestDb, Store, PathBuf, TempDir) {
     let db = TestDb::create().await.expect("test database");
     let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
     store.migrate().await.expect("migrate");
-    let devices: Vec<DeviceId> = DEVICES.iter().map(|d| DeviceId::parse(d).expect("device id")).collect();
+    let devices: Vec<DeviceId> =
+        DEVICES.iter().map(|d| DeviceId::parse(d).expect("device id")).collect();
     let readings = readings();
     // Several batches, as the writer would commit them.
     for chunk in readings.chunks(50) {
-        store.write_batch(&Batch { readings: chunk.to_vec(), new_devices: devices.clone(), ..Batch::default() }).await.expect("write");
+        store
+            .write_batch(&Batch {
+                readings: chunk.to_vec(),
+                new_devices: devices.clone(),
+                ..Batch::default()
+            })
+            .await
+            .expect("write");
     }
     store.merge_all_rollups().await.expect("merge rollups");
     let dir = TempDir::new("export").expect("temp dir");
@@ -109,7 +121,12 @@ async fn seeded() -> (TestDb, Store, PathBuf, TempDir) {
 
 /// Rows of the database as the export should hold them, by partition `metric=…/date=…`,
 /// each row as JSON values in column order (times in Unix ms).
-async fn expected(store: &Store, resolution: &str, metric: Option<&str>, device: Option<&str>) -> BTreeMap<String, Vec<Vec<Value>>> {
+async fn expected(
+    store: &Store,
+    resolution: &str,
+    metric: Option<&str>,
+    device: Option<&str>,
+) -> BTreeMap<String, Vec<Vec<Value>>> {
     let Store::Postgres(pg) = store else { panic!("postgres store") };
     let sql = match resolution {
         "raw" => "SELECT (extract(epoch FROM time) * 1000)::int8 AS t, device, metric, value, seq,
@@ -119,10 +136,12 @@ async fn expected(store: &Store, resolution: &str, metric: Option<&str>, device:
                      to_char(bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS date
               FROM rollup_1h WHERE ($1::text IS NULL OR metric = $1) AND ($2::text IS NULL OR device = $2)",
     };
-    let rows = sqlx::query(sql).bind(metric).bind(device).fetch_all(pg.pool()).await.expect("query");
+    let rows =
+        sqlx::query(sql).bind(metric).bind(device).fetch_all(pg.pool()).await.expect("query");
     let mut out: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
     for r in rows {
-        let key = format!("metric={}/date={}", r.get::<String, _>("metric"), r.get::<String, _>("date"));
+        let key =
+            format!("metric={}/date={}", r.get::<String, _>("metric"), r.get::<String, _>("date"));
         let mut row = vec![
             Value::from(r.get::<i64, _>("t")),
             Value::from(r.get::<String, _>("device")),
@@ -134,7 +153,10 @@ async fn expected(store: &Store, resolution: &str, metric: Option<&str>, device:
         } else {
             let (count, sum) = (r.get::<i64, _>("count"), r.get::<f64, _>("sum"));
             row.extend([Value::from(count), Value::from(sum)]);
-            row.extend([r.get::<f64, _>("min"), r.get::<f64, _>("max"), r.get::<f64, _>("last_value")].map(Value::from));
+            row.extend(
+                [r.get::<f64, _>("min"), r.get::<f64, _>("max"), r.get::<f64, _>("last_value")]
+                    .map(Value::from),
+            );
             row.push(Value::from(sum / count as f64));
         }
         out.entry(key).or_default().push(row);
@@ -159,7 +181,11 @@ fn run_export(config: &Path, out: &Path, extra: &[&str]) -> String {
         .env("RUST_LOG", "warn");
     let o = cmd.output().expect("run sccr export");
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "sccr export {extra:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "sccr export {extra:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Not a terminal: progress, if any, is plain lines.
     assert!(!String::from_utf8_lossy(&o.stderr).contains('\r'), "no bar redraws off a terminal");
     stdout
@@ -171,7 +197,11 @@ type ReadBack = BTreeMap<String, (Vec<String>, Vec<String>, Vec<Vec<Value>>)>;
 /// What pyarrow read, by partition directory: (file names, rows sorted by time, device).
 fn read_back(python: &Path, dir: &Path) -> ReadBack {
     let o = Command::new(python).arg("-c").arg(READER).arg(dir).output().expect("run python");
-    assert!(o.status.success(), "pyarrow could not read the export: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pyarrow could not read the export: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let files: Vec<Value> = serde_json::from_slice(&o.stdout).expect("reader output");
     let mut out: ReadBack = BTreeMap::new();
     for f in files {
@@ -181,17 +211,30 @@ fn read_back(python: &Path, dir: &Path) -> ReadBack {
             let want: usize = out.values().map(|(_, _, rows)| rows.len()).sum();
             assert_eq!(n.as_u64(), Some(want as u64), "{f}");
             let cols = f["dataset_columns"].as_array().expect("columns");
-            assert!(cols.contains(&Value::from("metric")) && cols.contains(&Value::from("date")), "{f}");
+            assert!(
+                cols.contains(&Value::from("metric")) && cols.contains(&Value::from("date")),
+                "{f}"
+            );
             continue;
         }
         let path = f["path"].as_str().expect("path").to_owned();
-        assert!(f.get("unexpected").is_none(), "stray file in the export: {path} (temporary files must be renamed)");
+        assert!(
+            f.get("unexpected").is_none(),
+            "stray file in the export: {path} (temporary files must be renamed)"
+        );
         let (part, file) = path.rsplit_once('/').expect("partition path");
-        let columns: Vec<String> = f["columns"].as_array().expect("columns").iter().map(|c| c.as_str().unwrap_or("").to_owned()).collect();
+        let columns: Vec<String> = f["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| c.as_str().unwrap_or("").to_owned())
+            .collect();
         let entry = out.entry(part.to_owned()).or_default();
         entry.0.push(file.to_owned());
         entry.1 = columns;
-        entry.2.extend(f["rows"].as_array().expect("rows").iter().map(|r| r.as_array().expect("row").clone()));
+        entry.2.extend(
+            f["rows"].as_array().expect("rows").iter().map(|r| r.as_array().expect("row").clone()),
+        );
     }
     for (_, _, rows) in out.values_mut() {
         rows.sort_by_key(|r| (r[0].as_i64(), r[1].as_str().map(str::to_owned)));
@@ -199,13 +242,12 @@ fn read_back(python: &Path, dir: &Path) -> ReadBack {
     out
 }
 
-fn check(
-    got: &ReadBack,
-    want: &BTreeMap<String, Vec<Vec<Value>>>,
-    format: &str,
-    columns: &[&str],
-) {
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "partitions ({format})");
+fn check(got: &ReadBack, want: &BTreeMap<String, Vec<Vec<Value>>>, format: &str, columns: &[&str]) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "partitions ({format})"
+    );
     for (part, rows) in want {
         let (files, cols, got_rows) = &got[part];
         assert_eq!(files, &vec![format!("part-0.{format}")], "{part}");
@@ -225,7 +267,8 @@ fn check(
 }
 
 const RAW_COLUMNS: [&str; 5] = ["time", "device", "metric", "value", "seq"];
-const ROLLUP_COLUMNS: [&str; 9] = ["bucket", "device", "metric", "count", "sum", "min", "max", "last", "avg"];
+const ROLLUP_COLUMNS: [&str; 9] =
+    ["bucket", "device", "metric", "count", "sum", "min", "max", "last", "avg"];
 
 #[tokio::test]
 async fn raw_and_hourly_exports_read_back_with_pyarrow_match_the_database() {
@@ -237,11 +280,18 @@ async fn raw_and_hourly_exports_read_back_with_pyarrow_match_the_database() {
     assert_eq!(raw["metric=vehicle_count/date=2025-11-24"].len(), 3 * 24);
     let hourly = expected(&store, "1h", None, None).await;
     assert_eq!(hourly["metric=speed_kmh/date=2025-11-23"].len(), 3 * 2);
-    assert_eq!(hourly["metric=speed_kmh/date=2025-11-23"][0][3], Value::from(6), "six readings per hour");
+    assert_eq!(
+        hourly["metric=speed_kmh/date=2025-11-23"][0][3],
+        Value::from(6),
+        "six readings per hour"
+    );
     for format in ["parquet", "csv", "arrow"] {
         let out = dir.path.join(format!("raw-{format}"));
         let summary = run_export(&config, &out, &["--format", format]);
-        assert!(summary.contains(&format!("exported {} rows in 4 files", 3 * 2 * PER_SERIES)), "{summary}");
+        assert!(
+            summary.contains(&format!("exported {} rows in 4 files", 3 * 2 * PER_SERIES)),
+            "{summary}"
+        );
         check(&read_back(&python, &out), &raw, format, &RAW_COLUMNS);
 
         let out = dir.path.join(format!("hourly-{format}"));
@@ -268,7 +318,10 @@ async fn metric_and_device_filters_select_their_partitions_and_a_rerun_adds_a_pa
     assert_eq!(got["metric=speed_kmh/date=2025-11-24"].0, vec!["part-0.parquet", "part-1.parquet"]);
     assert_eq!(got["metric=speed_kmh/date=2025-11-24"].2.len(), 2 * 24);
     let Store::Postgres(pg) = &store else { panic!("postgres") };
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings").fetch_one(pg.pool()).await.expect("count");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(pg.pool())
+        .await
+        .expect("count");
     assert_eq!(n, 3 * 2 * PER_SERIES, "export changes nothing in the database");
 }
 
@@ -281,7 +334,15 @@ fn bad_arguments_are_named() {
         (vec!["--metric", "nope"], "--metric"),
     ] {
         let o = Command::new(&sccr)
-            .args(["export", "--from", "2025-11-23T00:00:00Z", "--to", "2025-11-24T00:00:00Z", "--out", "/nonexistent/x"])
+            .args([
+                "export",
+                "--from",
+                "2025-11-23T00:00:00Z",
+                "--to",
+                "2025-11-24T00:00:00Z",
+                "--out",
+                "/nonexistent/x",
+            ])
             .args(&args)
             .output()
             .expect("run");

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sccr_tests::{
-    assert_rollups_match_raw, http_get, stored_keys, wait_for, wait_pipeline_ready, Broker, Sccr, Simulator, TempDir, TestDb, ThrowawayPg,
+    assert_rollups_match_raw, http_get, stored_keys, wait_for, wait_pipeline_ready, Broker, Sccr,
+    Simulator, TempDir, TestDb, ThrowawayPg,
 };
 use sqlx::PgPool;
 
@@ -22,12 +23,18 @@ const INTERVAL: &str = "500ms";
 const DURATION: &str = "15s";
 
 async fn stored_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device <> 'probe'").fetch_one(pool).await.unwrap_or(-1)
+    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device <> 'probe'")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
 }
 
 /// Wait until `n` readings of the simulation are stored.
 async fn wait_stored(pool: &PgPool, n: i64) {
-    wait_for(&format!("{n} simulated readings stored"), Duration::from_secs(30), || async { (stored_count(pool).await >= n).then_some(()) }).await;
+    wait_for(&format!("{n} simulated readings stored"), Duration::from_secs(30), || async {
+        (stored_count(pool).await >= n).then_some(())
+    })
+    .await;
 }
 
 /// The simulation must end with every message acknowledged, and the store must then hold
@@ -39,7 +46,9 @@ async fn assert_stored_exactly_published(sim: &mut Simulator, pool: &PgPool, scc
     assert!(published.len() > 1_000, "too little load to prove anything: {}", published.len());
     // Wait for the count to reach what was published (or stop growing), then compare exactly.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while stored_count(pool).await < published.len() as i64 && tokio::time::Instant::now() < deadline {
+    while stored_count(pool).await < published.len() as i64
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stored = stored_keys(pool, "probe").await.expect("stored keys");
@@ -74,7 +83,8 @@ async fn postgres_stopped_immediately_and_restarted_loses_and_duplicates_nothing
     sccr.wait_healthy().await;
     wait_pipeline_ready(broker.port, &pool).await;
 
-    let mut sim = Simulator::start(broker.port, &dir.path, "pg", DEVICES, INTERVAL, DURATION).expect("simulator");
+    let mut sim = Simulator::start(broker.port, &dir.path, "pg", DEVICES, INTERVAL, DURATION)
+        .expect("simulator");
     wait_stored(&pool, 500).await;
     pg.stop_immediate().expect("pg_ctl stop -m immediate");
     // The writer must see the outage (and keep its batch, unacknowledged) before the restart.
@@ -84,7 +94,10 @@ async fn postgres_stopped_immediately_and_restarted_loses_and_duplicates_nothing
     .await;
     pg.start_again().expect("pg_ctl start");
     assert_stored_exactly_published(&mut sim, &pool, &sccr).await;
-    assert!(sccr.pid().is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()), "sccr exited during the outage");
+    assert!(
+        sccr.pid().is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
+        "sccr exited during the outage"
+    );
     let (status, _) = http_get(sccr.api_port, "/healthz").await.expect("healthz");
     assert_eq!(status, 200);
 }
@@ -98,7 +111,8 @@ async fn broker_killed_and_restarted_loses_and_duplicates_nothing() {
     let sccr = Sccr::serve(broker.port, &broker_db.url, &dir.path, &[]).expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(broker.port, &pool).await;
-    let mut sim = Simulator::start(broker.port, &dir.path, "broker", DEVICES, INTERVAL, "20s").expect("simulator");
+    let mut sim = Simulator::start(broker.port, &dir.path, "broker", DEVICES, INTERVAL, "20s")
+        .expect("simulator");
     wait_stored(&pool, 200).await;
     // Mosquitto saves sessions every autosave_interval (10 s in deploy/mosquitto/sccr.conf):
     // a broker killed before it saved ingest's session forgets the subscription and drops
@@ -108,7 +122,8 @@ async fn broker_killed_and_restarted_loses_and_duplicates_nothing() {
     let connected_at = std::time::SystemTime::now();
     let db_file = broker.persistence_file();
     wait_for("the broker to save the sessions", Duration::from_secs(30), || {
-        let saved = std::fs::metadata(&db_file).and_then(|m| m.modified()).is_ok_and(|t| t > connected_at);
+        let saved =
+            std::fs::metadata(&db_file).and_then(|m| m.modified()).is_ok_and(|t| t > connected_at);
         async move { saved.then_some(()) }
     })
     .await;
@@ -131,7 +146,8 @@ async fn sccr_killed_and_restarted_loses_and_duplicates_nothing() {
     sccr.wait_healthy().await;
     wait_pipeline_ready(broker.port, &pool).await;
 
-    let mut sim = Simulator::start(broker.port, &dir.path, "sccr", DEVICES, INTERVAL, DURATION).expect("simulator");
+    let mut sim = Simulator::start(broker.port, &dir.path, "sccr", DEVICES, INTERVAL, DURATION)
+        .expect("simulator");
     wait_stored(&pool, 500).await;
     sccr.kill();
     // Messages queue at the broker in ingest's persistent session while sccr is down.
@@ -150,11 +166,14 @@ fn live_client(port: u16, snapshots: Snapshots, id: usize) -> tokio::task::JoinH
     tokio::spawn(async move {
         let mut connection = 0;
         loop {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await else {
+            let Ok((mut ws, _)) =
+                tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await
+            else {
                 tokio::time::sleep(Duration::from_millis(50)).await; // the API is restarting: retry
                 continue;
             };
-            let sub = tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"subscribe"}"#.into());
+            let sub =
+                tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"subscribe"}"#.into());
             if ws.send(sub).await.is_err() {
                 continue;
             }
@@ -183,25 +202,34 @@ async fn api_restart_under_connected_websockets_resyncs_them_and_loses_nothing()
     sccr.wait_healthy().await;
     wait_pipeline_ready(broker.port, &pool).await;
 
-    let mut sim = Simulator::start(broker.port, &dir.path, "api", DEVICES, INTERVAL, DURATION).expect("simulator");
+    let mut sim = Simulator::start(broker.port, &dir.path, "api", DEVICES, INTERVAL, DURATION)
+        .expect("simulator");
     wait_stored(&pool, 500).await;
     const CLIENTS: usize = 5;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let clients: Vec<_> = (0..CLIENTS).map(|i| live_client(sccr.api_port, tx.clone(), i)).collect();
     let mut first = [false; CLIENTS];
     while first.iter().any(|f| !f) {
-        let (id, _, _) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("first snapshots").expect("open");
+        let (id, _, _) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("first snapshots")
+            .expect("open");
         first[id] = true;
     }
 
     // A rolling restart: SIGTERM (drain and flush), then start again on the same port.
-    assert!(sccr.terminate(Duration::from_secs(30)).expect("terminate"), "sccr exited with an error");
+    assert!(
+        sccr.terminate(Duration::from_secs(30)).expect("terminate"),
+        "sccr exited with an error"
+    );
     sccr.restart().expect("restart sccr");
     let mut resynced = [false; CLIENTS];
     let mut fresh = Vec::new();
     while resynced.iter().any(|r| !r) {
-        let (id, connection, values) =
-            tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("fresh snapshots after the restart").expect("open");
+        let (id, connection, values) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("fresh snapshots after the restart")
+            .expect("open");
         if connection < 2 {
             continue; // a resync on the first connection, before it closed
         }

@@ -12,7 +12,10 @@ use futures_util::{SinkExt, StreamExt};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use sccr_tests::{compact, http_get, http_send, publish_all, recent_base_ms, rss_kib, telemetry_topic, wait_for, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{
+    compact, http_get, http_send, publish_all, recent_base_ms, rss_kib, telemetry_topic, wait_for,
+    wait_pipeline_ready, Broker, Sccr, TempDir, TestDb,
+};
 use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -58,9 +61,20 @@ fn dead_letter_counter(m: &BTreeMap<String, f64>, reason: &str) -> f64 {
 /// Publish a good reading for `device` and wait until it is stored: the pipeline goes on.
 async fn sentinel(e: &Env, device: &str, seq: u64) {
     let t = recent_base_ms() + 3_000_000 + seq as i64;
-    publish_all(e.port, &format!("sentinel-{device}-{seq}"), vec![(telemetry_topic(device), compact(seq, t, &[("speed_kmh", 42.0)]))]).await.expect("publish");
+    publish_all(
+        e.port,
+        &format!("sentinel-{device}-{seq}"),
+        vec![(telemetry_topic(device), compact(seq, t, &[("speed_kmh", 42.0)]))],
+    )
+    .await
+    .expect("publish");
     let sql = format!("SELECT count(*) FROM readings WHERE device = '{device}' AND time = to_timestamp({t} / 1000.0)");
-    wait_for(&format!("the good reading after the bad ones ({device})"), Duration::from_secs(30), || async { (count(&e.pool, &sql).await == 1).then_some(()) }).await;
+    wait_for(
+        &format!("the good reading after the bad ones ({device})"),
+        Duration::from_secs(30),
+        || async { (count(&e.pool, &sql).await == 1).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,10 +82,14 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
     let e = env("hostile-mqtt").await;
     let t = recent_base_ms();
     let deep = format!("{{\"ts\":{t},\"readings\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-    let big_readings: Vec<String> = (0..2_000).map(|i| format!("{{\"m\":\"speed_kmh\",\"v\":{i}.0,\"t\":{}}}", t + i)).collect();
+    let big_readings: Vec<String> = (0..2_000)
+        .map(|i| format!("{{\"m\":\"speed_kmh\",\"v\":{i}.0,\"t\":{}}}", t + i))
+        .collect();
     let too_large = format!("{{\"ts\":{t},\"readings\":[{}]}}", big_readings.join(","));
     assert!(too_large.len() > 64 * 1024 && too_large.len() < 128 * 1024);
-    let reading = |m: &str, v: &str, ts: &str| format!("{{\"seq\":1,\"ts\":{ts},\"readings\":[{{\"m\":\"{m}\",\"v\":{v}}}]}}").into_bytes();
+    let reading = |m: &str, v: &str, ts: &str| {
+        format!("{{\"seq\":1,\"ts\":{ts},\"readings\":[{{\"m\":\"{m}\",\"v\":{v}}}]}}").into_bytes()
+    };
     let tel = telemetry_topic("hx");
     let status = "sccr/v1/devices/hx/status".to_owned();
     let ts = t.to_string();
@@ -114,28 +132,40 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
         ("empty status", status, Vec::new(), "bad_status"),
     ];
     let before = metrics(e.sccr.api_port).await;
-    let mut messages: Vec<(String, Vec<u8>)> = cases.iter().map(|(_, topic, p, _)| (topic.clone(), p.clone())).collect();
+    let mut messages: Vec<(String, Vec<u8>)> =
+        cases.iter().map(|(_, topic, p, _)| (topic.clone(), p.clone())).collect();
     // Nothing takes commands or acknowledgements from devices yet: junk there must harm nothing.
     messages.push(("sccr/v1/devices/hx/commands/ack".into(), vec![0xff; 1_000]));
     messages.push(("sccr/v1/devices/hx/commands".into(), b"{\"readings\":[".to_vec()));
     publish_all(e.port, "hostile", messages).await.expect("publish");
     sentinel(&e, "hx", 1).await;
     wait_for("every dead letter stored", Duration::from_secs(30), || async {
-        (count(&e.pool, "SELECT count(*) FROM dead_letters").await >= cases.len() as i64).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM dead_letters").await >= cases.len() as i64)
+            .then_some(())
     })
     .await;
 
     let mut stored: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT topic, reason, detail FROM dead_letters ORDER BY id").fetch_all(&e.pool).await.expect("dead letters");
+        sqlx::query_as("SELECT topic, reason, detail FROM dead_letters ORDER BY id")
+            .fetch_all(&e.pool)
+            .await
+            .expect("dead letters");
     // Junk on commands/ack is a dead letter once ingest takes acknowledgements (device
     // commands), and ignored before; never anything else.
-    stored.retain(|(topic, reason, _)| !(topic.ends_with("/commands/ack") && reason == "bad_command_ack"));
-    let mut want: Vec<(&str, &str)> = cases.iter().map(|(_, topic, _, reason)| (topic.as_str(), *reason)).collect();
-    let mut got: Vec<(&str, &str)> = stored.iter().map(|(topic, reason, _)| (topic.as_str(), reason.as_str())).collect();
+    stored.retain(|(topic, reason, _)| {
+        !(topic.ends_with("/commands/ack") && reason == "bad_command_ack")
+    });
+    let mut want: Vec<(&str, &str)> =
+        cases.iter().map(|(_, topic, _, reason)| (topic.as_str(), *reason)).collect();
+    let mut got: Vec<(&str, &str)> =
+        stored.iter().map(|(topic, reason, _)| (topic.as_str(), reason.as_str())).collect();
     want.sort();
     got.sort();
     assert_eq!(got, want, "dead letters differ from the catalogue; stored: {stored:#?}");
-    assert!(stored.iter().all(|(_, _, detail)| !detail.is_empty()), "a dead letter without its reason's detail: {stored:#?}");
+    assert!(
+        stored.iter().all(|(_, _, detail)| !detail.is_empty()),
+        "a dead letter without its reason's detail: {stored:#?}"
+    );
     // Only the sentinel was stored for hx; the readings table is intact.
     assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device = 'hx'").await, 1);
 
@@ -146,7 +176,10 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
     }
     for (reason, n) in per_reason {
         let moved = dead_letter_counter(&after, reason) - dead_letter_counter(&before, reason);
-        assert_eq!(moved, n, "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} moved by {moved}, expected {n}");
+        assert_eq!(
+            moved, n,
+            "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} moved by {moved}, expected {n}"
+        );
     }
 }
 
@@ -158,12 +191,19 @@ async fn payload_over_the_brokers_packet_limit_never_reaches_ingest_and_harms_no
     let mut opts = MqttOptions::new("oversize", "127.0.0.1", e.port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 10);
-    client.publish(telemetry_topic("hx"), QoS::AtLeastOnce, false, vec![b'{'; 512 * 1024]).await.unwrap();
+    client
+        .publish(telemetry_topic("hx"), QoS::AtLeastOnce, false, vec![b'{'; 512 * 1024])
+        .await
+        .unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(ack))) => return format!("acknowledged: {ack:?}"),
-                Ok(Event::Incoming(Packet::Disconnect(d))) => return format!("disconnected: {d:?}"),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    return format!("acknowledged: {ack:?}")
+                }
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    return format!("disconnected: {d:?}")
+                }
                 Ok(_) => {}
                 Err(err) => return format!("refused: {err}"),
             }
@@ -205,7 +245,8 @@ async fn a_flood_of_bad_messages_keeps_memory_bounded() {
     let elapsed = t0.elapsed();
     let after = rss_kib(pid).unwrap();
     wait_for("the flood's dead letters", Duration::from_secs(60), || async {
-        (count(&e.pool, "SELECT count(*) FROM dead_letters").await >= (flood + 300) as i64).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM dead_letters").await >= (flood + 300) as i64)
+            .then_some(())
     })
     .await;
     let max_kept: i64 = count(&e.pool, "SELECT max(length(payload))::int8 FROM dead_letters").await;
@@ -218,11 +259,17 @@ async fn a_flood_of_bad_messages_keeps_memory_bounded() {
     );
     assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB over the flood");
     let m = metrics(e.sccr.api_port).await;
-    let counted: f64 = m.iter().filter(|(k, _)| k.starts_with("sccr_ingest_dead_letters_total{")).map(|(_, v)| v).sum();
+    let counted: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("sccr_ingest_dead_letters_total{"))
+        .map(|(_, v)| v)
+        .sum();
     assert_eq!(counted, (flood + 300) as f64, "dead-letter counters: {m:?}");
 }
 
-async fn ws_connect(port: u16) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn ws_connect(
+    port: u16,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket").0
 }
 
@@ -232,7 +279,10 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a frame in time") {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+        {
             Some(Ok(Message::Text(t))) => {
                 let frame: serde_json::Value = serde_json::from_str(&t).expect("json");
                 if frame["type"] != "heartbeat" {
@@ -252,7 +302,9 @@ async fn hostile_websocket_clients_get_errors_or_are_closed_and_others_are_serve
     let pid = e.sccr.pid().unwrap();
 
     // Bad messages: an error frame each (counted), the connection stays open.
-    let ws_errors = |m: &BTreeMap<String, f64>| -> f64 { m.iter().filter(|(k, _)| k.starts_with("sccr_ws_errors_total{")).map(|(_, v)| v).sum() };
+    let ws_errors = |m: &BTreeMap<String, f64>| -> f64 {
+        m.iter().filter(|(k, _)| k.starts_with("sccr_ws_errors_total{")).map(|(_, v)| v).sum()
+    };
     let errors_before = ws_errors(&metrics(port).await);
     let mut ws = ws_connect(port).await;
     // Over the 10,000-key limit yet under the 64 KiB frame limit.
@@ -285,7 +337,10 @@ async fn hostile_websocket_clients_get_errors_or_are_closed_and_others_are_serve
     // A frame over the 64 KiB limit closes that connection, and only that one.
     let mut huge = ws_connect(port).await;
     let _ = huge.send(Message::Text("x".repeat(1024 * 1024).into())).await;
-    assert!(next_frame(&mut huge).await.is_none(), "the server kept a connection that sent a 1 MiB frame");
+    assert!(
+        next_frame(&mut huge).await.is_none(),
+        "the server kept a connection that sent a 1 MiB frame"
+    );
     ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_frame(&mut ws).await.expect("open")["type"], "pong");
 
@@ -306,23 +361,46 @@ async fn hostile_websocket_clients_get_errors_or_are_closed_and_others_are_serve
     });
     for i in 0..subs {
         let devices: Vec<String> = (0..100).map(|d| format!("sub-{i}-{d}")).collect();
-        tx.send(Message::Text(serde_json::json!({"type": "subscribe", "devices": devices}).to_string().into())).await.unwrap();
+        tx.send(Message::Text(
+            serde_json::json!({"type": "subscribe", "devices": devices}).to_string().into(),
+        ))
+        .await
+        .unwrap();
     }
     let (snapshots, mut rx) = reader.await.unwrap();
     assert_eq!(snapshots, subs);
     let rss_after = rss_kib(pid).unwrap();
-    eprintln!("{subs} subscriptions on one socket: sccr RSS {} MiB before, {} MiB after", rss_before / 1024, rss_after / 1024);
-    assert!(rss_after < rss_before + 32 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB");
+    eprintln!(
+        "{subs} subscriptions on one socket: sccr RSS {} MiB before, {} MiB after",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
     // The last subscription is the one in force.
     let t = recent_base_ms() + 3_500_000;
     let last = format!("sub-{}-7", subs - 1);
-    publish_all(e.port, "ws-last", vec![(telemetry_topic("sub-0-7"), compact(1, t, &[("speed_kmh", 1.0)])), (telemetry_topic(&last), compact(1, t, &[("speed_kmh", 2.0)]))])
-        .await
-        .unwrap();
+    publish_all(
+        e.port,
+        "ws-last",
+        vec![
+            (telemetry_topic("sub-0-7"), compact(1, t, &[("speed_kmh", 1.0)])),
+            (telemetry_topic(&last), compact(1, t, &[("speed_kmh", 2.0)])),
+        ],
+    )
+    .await
+    .unwrap();
     loop {
         let f = next_frame(&mut rx).await.expect("open");
         if f["type"] == "delta" {
-            let devices: Vec<&str> = f["values"].as_array().unwrap().iter().map(|v| v["device"].as_str().unwrap()).collect();
+            let devices: Vec<&str> = f["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["device"].as_str().unwrap())
+                .collect();
             assert!(!devices.contains(&"sub-0-7"), "an old subscription is still in force: {f}");
             if devices.contains(&last.as_str()) {
                 break;
@@ -354,27 +432,57 @@ async fn a_slow_websocket_reader_neither_blocks_others_nor_grows_memory() {
             let readings: Vec<(&str, f64)> = vec![("speed_kmh", (i % 90) as f64); 1];
             let mut payload = compact(i as u64, t, &readings);
             if i % 200 == 0 {
-                payload = compact(i as u64, t, &[("speed_kmh", 1.0), ("occupancy_pct", 5.0), ("vehicle_count", 3.0), ("flow_vph", 100.0)]);
+                payload = compact(
+                    i as u64,
+                    t,
+                    &[
+                        ("speed_kmh", 1.0),
+                        ("occupancy_pct", 5.0),
+                        ("vehicle_count", 3.0),
+                        ("flow_vph", 100.0),
+                    ],
+                );
             }
             (telemetry_topic(&format!("slow-{}", i % 200)), payload)
         })
         .collect();
     publish_all(e.port, "slow-flood", messages).await.unwrap();
     let t = recent_base_ms() + 3_600_000 - 1;
-    publish_all(e.port, "fast-1", vec![(telemetry_topic("fast-1"), compact(1, t, &[("speed_kmh", 77.0)]))]).await.unwrap();
+    publish_all(
+        e.port,
+        "fast-1",
+        vec![(telemetry_topic("fast-1"), compact(1, t, &[("speed_kmh", 77.0)]))],
+    )
+    .await
+    .unwrap();
     // The fast client gets its value although the slow one reads nothing.
     loop {
         let f = next_frame(&mut fast).await.expect("open");
-        if f["type"] == "delta" && f["values"].as_array().unwrap().iter().any(|v| v["device"] == "fast-1" && v["value"] == 77.0) {
+        if f["type"] == "delta"
+            && f["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["device"] == "fast-1" && v["value"] == 77.0)
+        {
             break;
         }
     }
     let rss_after = rss_kib(pid).unwrap();
-    eprintln!("slow reader under 6,000 messages: sccr RSS {} MiB before, {} MiB after", rss_before / 1024, rss_after / 1024);
-    assert!(rss_after < rss_before + 48 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB");
+    eprintln!(
+        "slow reader under 6,000 messages: sccr RSS {} MiB before, {} MiB after",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        rss_after < rss_before + 48 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
     // The slow client, reading again, catches up (a resync snapshot when it fell behind).
     let mut resynced = false;
-    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(5), slow.next()).await
+    {
         let f: serde_json::Value = serde_json::from_str(&text).unwrap();
         if f["type"] == "snapshot" && f["reason"] == "resync" {
             resynced = true;
@@ -432,7 +540,10 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
     // rules with the defaults.
     let known = [("GET", "/api/v1/alert-rules?x=1", ""), ("PUT", "/api/v1/alert-rules", "[]")];
     let client_errors = |m: &BTreeMap<String, f64>| -> f64 {
-        m.iter().filter(|(k, _)| k.starts_with("sccr_http_requests_total{") && k.contains("status=\"4")).map(|(_, v)| v).sum()
+        m.iter()
+            .filter(|(k, _)| k.starts_with("sccr_http_requests_total{") && k.contains("status=\"4"))
+            .map(|(_, v)| v)
+            .sum()
     };
     let errors_before = client_errors(&metrics(port).await);
     let mut failures = Vec::new();
@@ -440,7 +551,11 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
         if known.contains(&(*method, path.as_str(), body.as_str())) {
             continue;
         }
-        let (status, text) = if *method == "GET" { http_get(port, path).await.unwrap() } else { http_send(port, method, path, body).await.unwrap() };
+        let (status, text) = if *method == "GET" {
+            http_get(port, path).await.unwrap()
+        } else {
+            http_send(port, method, path, body).await.unwrap()
+        };
         let shown = &path[..path.len().min(80)];
         if !(400..500).contains(&status) {
             failures.push(format!("{method} {shown} → {status} {}", &text[..text.len().min(200)]));
@@ -449,14 +564,29 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
         // 404/405 of routes that do not exist come from the router, without a body.
         let json: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         let has_code = json.as_ref().is_some_and(|j| j["error"]["code"].is_string());
-        if !has_code && status != 405 && !(status == 400 && path.ends_with("/live")) && status != 413 {
-            failures.push(format!("{method} {shown} → {status} without a JSON error body: {}", &text[..text.len().min(200)]));
+        if !has_code
+            && status != 405
+            && !(status == 400 && path.ends_with("/live"))
+            && status != 413
+        {
+            failures.push(format!(
+                "{method} {shown} → {status} without a JSON error body: {}",
+                &text[..text.len().min(200)]
+            ));
         }
     }
-    assert!(failures.is_empty(), "routes that did not answer bad input with a clear 4xx:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "routes that did not answer bad input with a clear 4xx:\n{}",
+        failures.join("\n")
+    );
     // Each refusal is counted (unknown routes and methods may be counted under a catch-all).
     let counted = client_errors(&metrics(port).await) - errors_before;
-    assert!(counted >= (cases.len() - known.len() - 1) as f64, "sccr_http_requests_total counted {counted} 4xx answers for {} bad requests", cases.len());
+    assert!(
+        counted >= (cases.len() - known.len() - 1) as f64,
+        "sccr_http_requests_total counted {counted} 4xx answers for {} bad requests",
+        cases.len()
+    );
     // And the API still serves.
     let (status, _) = http_get(port, "/api/v1/devices").await.unwrap();
     assert_eq!(status, 200);

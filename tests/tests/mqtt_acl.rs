@@ -16,7 +16,12 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use sccr_tests::{workspace_root, Broker};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const ACCOUNTS: &[(&str, &str)] = &[("loop-1", "pw-loop-1"), ("loop-2", "pw-loop-2"), ("sccr-ingest", "pw-ingest"), ("sccr-api", "pw-api")];
+const ACCOUNTS: &[(&str, &str)] = &[
+    ("loop-1", "pw-loop-1"),
+    ("loop-2", "pw-loop-2"),
+    ("sccr-ingest", "pw-ingest"),
+    ("sccr-api", "pw-api"),
+];
 
 /// Mosquitto with the project's secured configuration: its listener moved to a free
 /// loopback port, its files to the broker's directory, the ACL file as shipped; the
@@ -65,7 +70,11 @@ async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
 /// Like [`secure_broker_with`], with the ACL file at `acl` when given (else the shipped
 /// one); with `tls` (the PKI and a port), the configuration's commented TLS listener block
 /// is switched on as shipped, its files pointed at the PKI.
-async fn secure_broker_tls(passwd: Option<PathBuf>, acl_file: Option<PathBuf>, tls: Option<(&sccr_tests::TestPki, u16)>) -> Broker {
+async fn secure_broker_tls(
+    passwd: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    tls: Option<(&sccr_tests::TestPki, u16)>,
+) -> Broker {
     Broker::start_config(|dir, port| {
         let passwd = match passwd {
             Some(p) => p,
@@ -85,7 +94,8 @@ async fn secure_broker_tls(passwd: Option<PathBuf>, acl_file: Option<PathBuf>, t
         };
         let data = dir.join("data");
         std::fs::create_dir_all(&data)?;
-        let text = std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-secure.conf"))?;
+        let text =
+            std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-secure.conf"))?;
         let mut replaced = 0;
         let mut in_tls = false;
         let conf: Vec<String> = text
@@ -94,19 +104,39 @@ async fn secure_broker_tls(passwd: Option<PathBuf>, acl_file: Option<PathBuf>, t
                 in_tls |= l.starts_with("# --- MQTT over TLS");
                 // In the TLS block, `#directive value` lines are the listener, commented out.
                 let l = match tls {
-                    Some(_) if in_tls && l.starts_with('#') && l.chars().nth(1).is_some_and(|c| c.is_ascii_lowercase()) => &l[1..],
+                    Some(_)
+                        if in_tls
+                            && l.starts_with('#')
+                            && l.chars().nth(1).is_some_and(|c| c.is_ascii_lowercase()) =>
+                    {
+                        &l[1..]
+                    }
                     _ => l,
                 };
-                let file = |name: &str| tls.map(|(pki, _)| pki.path(name).display().to_string()).unwrap_or_default();
+                let file = |name: &str| {
+                    tls.map(|(pki, _)| pki.path(name).display().to_string()).unwrap_or_default()
+                };
                 let (out, hit) = match l {
                     "listener 1883" => (format!("listener {port} 127.0.0.1"), true),
-                    "listener 8883" => (format!("listener {} 127.0.0.1", tls.map_or(0, |(_, p)| p)), true),
+                    "listener 8883" => {
+                        (format!("listener {} 127.0.0.1", tls.map_or(0, |(_, p)| p)), true)
+                    }
                     l if l.starts_with("cafile ") => (format!("cafile {}", file("ca.pem")), true),
-                    l if l.starts_with("certfile ") => (format!("certfile {}", file("server.pem")), true),
-                    l if l.starts_with("keyfile ") => (format!("keyfile {}", file("server.key")), true),
-                    l if l.starts_with("password_file ") => (format!("password_file {}", passwd.display()), true),
-                    l if l.starts_with("acl_file ") => (format!("acl_file {}", acl.display()), true),
-                    l if l.starts_with("persistence_location ") => (format!("persistence_location {}/", data.display()), true),
+                    l if l.starts_with("certfile ") => {
+                        (format!("certfile {}", file("server.pem")), true)
+                    }
+                    l if l.starts_with("keyfile ") => {
+                        (format!("keyfile {}", file("server.key")), true)
+                    }
+                    l if l.starts_with("password_file ") => {
+                        (format!("password_file {}", passwd.display()), true)
+                    }
+                    l if l.starts_with("acl_file ") => {
+                        (format!("acl_file {}", acl.display()), true)
+                    }
+                    l if l.starts_with("persistence_location ") => {
+                        (format!("persistence_location {}/", data.display()), true)
+                    }
                     l => (l.to_owned(), false),
                 };
                 replaced += usize::from(hit);
@@ -114,7 +144,10 @@ async fn secure_broker_tls(passwd: Option<PathBuf>, acl_file: Option<PathBuf>, t
             })
             .collect();
         let expected = if tls.is_some() { 10 } else { 4 };
-        anyhow::ensure!(replaced == expected, "sccr-secure.conf changed shape: {replaced} of {expected} lines found");
+        anyhow::ensure!(
+            replaced == expected,
+            "sccr-secure.conf changed shape: {replaced} of {expected} lines found"
+        );
         Ok(conf.join("\n") + "\n")
     })
     .await
@@ -137,18 +170,24 @@ struct Client {
 
 impl Client {
     async fn connect(port: u16, user: &str, pass: &str) -> Self {
-        let mut opts = MqttOptions::new(format!("{user}-{}", sccr_tests::free_port()), "127.0.0.1", port);
+        let mut opts =
+            MqttOptions::new(format!("{user}-{}", sccr_tests::free_port()), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30)).set_credentials(user, pass);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
                 let seen = match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => Seen::Message(String::from_utf8_lossy(&p.topic).into_owned(), p.payload.to_vec()),
+                    Ok(Event::Incoming(Packet::Publish(p))) => Seen::Message(
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                    ),
                     Ok(Event::Incoming(Packet::SubAck(s))) => Seen::SubAck(s.return_codes),
                     Ok(Event::Incoming(Packet::PubAck(a))) => Seen::PubAck(a.reason),
                     Ok(_) => continue,
-                    Err(ConnectionError::ConnectionRefused(code)) => Seen::Refused(format!("{code:?}")),
+                    Err(ConnectionError::ConnectionRefused(code)) => {
+                        Seen::Refused(format!("{code:?}"))
+                    }
                     Err(e) => Seen::Refused(e.to_string()),
                 };
                 let stop = matches!(seen, Seen::Refused(_));
@@ -161,7 +200,10 @@ impl Client {
     }
 
     async fn next(&mut self) -> Seen {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.recv()).await.expect("an MQTT event in time").expect("event loop running")
+        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+            .await
+            .expect("an MQTT event in time")
+            .expect("event loop running")
     }
 
     async fn subscribe(&mut self, filter: &str) -> SubscribeReasonCode {
@@ -174,7 +216,10 @@ impl Client {
     }
 
     async fn publish(&mut self, topic: &str, payload: &str) -> PubAckReason {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .unwrap();
         loop {
             if let Seen::PubAck(reason) = self.next().await {
                 return reason;
@@ -217,10 +262,22 @@ async fn a_device_cannot_publish_as_another_device() {
     let mut device = Client::connect(broker.port, "loop-1", "pw-loop-1").await;
     // Forged first, then its own: same connection, so had the forgery been delivered it
     // would arrive before the genuine message.
-    assert_eq!(device.publish("sccr/v1/devices/loop-2/telemetry", "forged").await, PubAckReason::NotAuthorized);
-    assert_eq!(device.publish("sccr/v1/devices/loop-2/status", "forged-status").await, PubAckReason::NotAuthorized);
-    assert_eq!(device.publish("sccr/v1/devices/loop-1/commands", "self-command").await, PubAckReason::NotAuthorized);
-    assert_eq!(device.publish("sccr/v1/devices/loop-1/telemetry", "genuine").await, PubAckReason::Success);
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-2/telemetry", "forged").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-2/status", "forged-status").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-1/commands", "self-command").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-1/telemetry", "genuine").await,
+        PubAckReason::Success
+    );
     let got = ingest.messages_until("genuine").await;
     assert_eq!(got, vec![("sccr/v1/devices/loop-1/telemetry".to_owned(), "genuine".to_owned())]);
 }
@@ -236,10 +293,19 @@ async fn a_device_cannot_read_another_devices_commands() {
     let _ = spy.subscribe("#").await;
     assert!(granted(spy.subscribe("sccr/v1/devices/loop-2/commands").await));
     let mut api = Client::connect(broker.port, "sccr-api", "pw-api").await;
-    assert_eq!(api.publish("sccr/v1/devices/loop-1/commands", "for-loop-1").await, PubAckReason::Success);
-    assert_eq!(api.publish("sccr/v1/devices/loop-2/commands", "for-loop-2").await, PubAckReason::Success);
+    assert_eq!(
+        api.publish("sccr/v1/devices/loop-1/commands", "for-loop-1").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        api.publish("sccr/v1/devices/loop-2/commands", "for-loop-2").await,
+        PubAckReason::Success
+    );
     let got = spy.messages_until("for-loop-2").await;
-    assert!(got.iter().all(|(t, _)| t == "sccr/v1/devices/loop-2/commands"), "loop-2 read another device's commands: {got:?}");
+    assert!(
+        got.iter().all(|(t, _)| t == "sccr/v1/devices/loop-2/commands"),
+        "loop-2 read another device's commands: {got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,7 +317,10 @@ async fn the_ingest_account_reads_every_device_also_through_a_shared_subscriptio
     let mut d1 = Client::connect(broker.port, "loop-1", "pw-loop-1").await;
     let mut d2 = Client::connect(broker.port, "loop-2", "pw-loop-2").await;
     assert_eq!(d1.publish("sccr/v1/devices/loop-1/telemetry", "one").await, PubAckReason::Success);
-    assert_eq!(d2.publish("sccr/v1/devices/loop-2/commands/ack", "two").await, PubAckReason::Success);
+    assert_eq!(
+        d2.publish("sccr/v1/devices/loop-2/commands/ack", "two").await,
+        PubAckReason::Success
+    );
     let mut got = ingest.messages_until("one").await;
     if !got.iter().any(|(_, p)| p == "two") {
         got.extend(ingest.messages_until("two").await);
@@ -259,16 +328,28 @@ async fn the_ingest_account_reads_every_device_also_through_a_shared_subscriptio
     got.sort();
     assert_eq!(
         got,
-        vec![("sccr/v1/devices/loop-1/telemetry".to_owned(), "one".to_owned()), ("sccr/v1/devices/loop-2/commands/ack".to_owned(), "two".to_owned())]
+        vec![
+            ("sccr/v1/devices/loop-1/telemetry".to_owned(), "one".to_owned()),
+            ("sccr/v1/devices/loop-2/commands/ack".to_owned(), "two".to_owned())
+        ]
     );
     // The API account follows acknowledgements but does not read telemetry.
     let mut api = Client::connect(broker.port, "sccr-api", "pw-api").await;
     let _ = api.subscribe("sccr/v1/devices/loop-1/telemetry").await;
     assert!(granted(api.subscribe("sccr/v1/devices/loop-1/commands/ack").await));
-    assert_eq!(d1.publish("sccr/v1/devices/loop-1/telemetry", "not-for-api").await, PubAckReason::Success);
-    assert_eq!(d1.publish("sccr/v1/devices/loop-1/commands/ack", "ack-for-api").await, PubAckReason::Success);
+    assert_eq!(
+        d1.publish("sccr/v1/devices/loop-1/telemetry", "not-for-api").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        d1.publish("sccr/v1/devices/loop-1/commands/ack", "ack-for-api").await,
+        PubAckReason::Success
+    );
     let got = api.messages_until("ack-for-api").await;
-    assert_eq!(got, vec![("sccr/v1/devices/loop-1/commands/ack".to_owned(), "ack-for-api".to_owned())]);
+    assert_eq!(
+        got,
+        vec![("sccr/v1/devices/loop-1/commands/ack".to_owned(), "ack-for-api".to_owned())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +365,8 @@ async fn wrong_password_unknown_user_and_anonymous_are_refused() {
     let mut opts = MqttOptions::new("anonymous", "127.0.0.1", broker.port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (_client, mut eventloop) = AsyncClient::new(opts, 10);
-    let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("an answer");
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await.expect("an answer");
     assert!(first.is_err(), "an anonymous client was accepted: {first:?}");
 }
 
@@ -300,28 +382,44 @@ async fn only_the_service_accounts_use_the_live_bus() {
     assert!(granted(ingest.subscribe("sccr/v1/control").await));
     // A device can neither forge live state for the wall nor control messages.
     let mut device = Client::connect(broker.port, "loop-1", "pw-loop-1").await;
-    assert_eq!(device.publish("sccr/v1/live/events", "forged-live").await, PubAckReason::NotAuthorized);
-    assert_eq!(device.publish("sccr/v1/control", "forged-control").await, PubAckReason::NotAuthorized);
+    assert_eq!(
+        device.publish("sccr/v1/live/events", "forged-live").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        device.publish("sccr/v1/control", "forged-control").await,
+        PubAckReason::NotAuthorized
+    );
     // The API account does not publish live state; ingest does, and the API asks ingest.
     let mut api_writer = Client::connect(broker.port, "sccr-api", "pw-api").await;
     let mut ingest_writer = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
-    assert_eq!(api_writer.publish("sccr/v1/live/events", "api-live").await, PubAckReason::NotAuthorized);
+    assert_eq!(
+        api_writer.publish("sccr/v1/live/events", "api-live").await,
+        PubAckReason::NotAuthorized
+    );
     assert_eq!(ingest_writer.publish("sccr/v1/live/events", "live").await, PubAckReason::Success);
     assert_eq!(api_writer.publish("sccr/v1/control", "control").await, PubAckReason::Success);
     let got = api.messages_until("control").await;
     assert_eq!(
         got,
-        vec![("sccr/v1/live/events".to_owned(), "live".to_owned()), ("sccr/v1/control".to_owned(), "control".to_owned())],
+        vec![
+            ("sccr/v1/live/events".to_owned(), "live".to_owned()),
+            ("sccr/v1/control".to_owned(), "control".to_owned())
+        ],
         "only the genuine messages arrive"
     );
-    assert_eq!(ingest.messages_until("control").await, vec![("sccr/v1/control".to_owned(), "control".to_owned())]);
+    assert_eq!(
+        ingest.messages_until("control").await,
+        vec![("sccr/v1/control".to_owned(), "control".to_owned())]
+    );
 }
 
 /// Credentials issued by device registration (the API), written out by
 /// `sccr mqtt-passwd`, open the secured broker for that device only; rotating them and
 /// reloading the broker (SIGHUP) shuts the old password out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_the_old_password_out() {
+async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_the_old_password_out(
+) {
     let plain = Broker::start().await.expect("mosquitto");
     let db = sccr_tests::TestDb::create().await.expect("database");
     let dir = sccr_tests::TempDir::new("acl-registry").expect("tempdir");
@@ -333,10 +431,14 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
             let (status, body) = sccr_tests::http_send(port, method, path, body).await.unwrap();
             assert!(status == 200 || status == 201, "{method} {path}: {status} {body}");
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            (v["mqtt"]["username"].as_str().unwrap().to_owned(), v["mqtt"]["password"].as_str().unwrap().to_owned())
+            (
+                v["mqtt"]["username"].as_str().unwrap().to_owned(),
+                v["mqtt"]["password"].as_str().unwrap().to_owned(),
+            )
         }
     };
-    let (user, first) = issue("POST", "/api/v1/devices", r#"{"id":"loop-9","kind":"traffic_loop"}"#).await;
+    let (user, first) =
+        issue("POST", "/api/v1/devices", r#"{"id":"loop-9","kind":"traffic_loop"}"#).await;
     assert_eq!(user, "loop-9");
 
     // The broker's file: the service accounts, then the registry's hashes.
@@ -350,9 +452,18 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
     assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
     let mut device = Client::connect(broker.port, "loop-9", &first).await;
-    assert_eq!(device.publish("sccr/v1/devices/loop-1/telemetry", "forged").await, PubAckReason::NotAuthorized);
-    assert_eq!(device.publish("sccr/v1/devices/loop-9/telemetry", "issued").await, PubAckReason::Success);
-    assert_eq!(ingest.messages_until("issued").await, vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "issued".to_owned())]);
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-1/telemetry", "forged").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-9/telemetry", "issued").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        ingest.messages_until("issued").await,
+        vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "issued".to_owned())]
+    );
     drop(device);
 
     // Rotation: the new file, a reload, and the old password is refused.
@@ -361,17 +472,27 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     mqtt_passwd();
     let pid = broker.pid().unwrap().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    sccr_tests::wait_for("the reloaded broker refusing the old password", Duration::from_secs(10), || {
-        let first = first.clone();
-        async move {
-            let mut c = Client::connect(broker.port, "loop-9", &first).await;
-            matches!(c.next().await, Seen::Refused(_)).then_some(())
-        }
-    })
+    sccr_tests::wait_for(
+        "the reloaded broker refusing the old password",
+        Duration::from_secs(10),
+        || {
+            let first = first.clone();
+            async move {
+                let mut c = Client::connect(broker.port, "loop-9", &first).await;
+                matches!(c.next().await, Seen::Refused(_)).then_some(())
+            }
+        },
+    )
     .await;
     let mut device = Client::connect(broker.port, "loop-9", &second).await;
-    assert_eq!(device.publish("sccr/v1/devices/loop-9/telemetry", "rotated").await, PubAckReason::Success);
-    assert_eq!(ingest.messages_until("rotated").await, vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "rotated".to_owned())]);
+    assert_eq!(
+        device.publish("sccr/v1/devices/loop-9/telemetry", "rotated").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        ingest.messages_until("rotated").await,
+        vec![("sccr/v1/devices/loop-9/telemetry".to_owned(), "rotated".to_owned())]
+    );
 }
 
 /// The shipped TLS listener block, switched on: a field device presenting a client
@@ -384,12 +505,19 @@ async fn the_documented_tls_listener_admits_certificates_as_device_identities() 
     let broker = secure_broker_tls(None, None, Some((&pki, tls_port))).await;
     let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
     assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
-    sccr_tests::wait_for("the TLS listener", Duration::from_secs(10), || async { tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.ok() }).await;
+    sccr_tests::wait_for("the TLS listener", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.ok()
+    })
+    .await;
     let dir = sccr_tests::TempDir::new("acl-tls").expect("tempdir");
     let agent_config = |name: &str, client_cert: bool| {
         let mut text = format!("[agent]\nid = \"aq-tls\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n", pki.path("ca.pem").display());
         if client_cert {
-            text.push_str(&format!("client_cert = \"{}\"\nclient_key = \"{}\"\n", pki.path("client.pem").display(), pki.path("client.key").display()));
+            text.push_str(&format!(
+                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+                pki.path("client.pem").display(),
+                pki.path("client.key").display()
+            ));
         }
         text.push_str(&format!(
             "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-tls\"\ndriver = \"air_quality\"\ninterval = \"300ms\"\n",
@@ -399,17 +527,26 @@ async fn the_documented_tls_listener_admits_certificates_as_device_identities() 
         std::fs::write(&path, text).unwrap();
         path
     };
-    let refused = sccr_tests::EdgeAgent::run(&agent_config("nocert", false), &dir.path, "nocert").expect("agent");
-    let agent = sccr_tests::EdgeAgent::run(&agent_config("cert", true), &dir.path, "cert").expect("agent");
+    let refused = sccr_tests::EdgeAgent::run(&agent_config("nocert", false), &dir.path, "nocert")
+        .expect("agent");
+    let agent =
+        sccr_tests::EdgeAgent::run(&agent_config("cert", true), &dir.path, "cert").expect("agent");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut delivered = false;
     while !delivered && tokio::time::Instant::now() < deadline {
-        if let Ok(Some(Seen::Message(topic, _))) = tokio::time::timeout(Duration::from_millis(500), ingest.rx.recv()).await {
+        if let Ok(Some(Seen::Message(topic, _))) =
+            tokio::time::timeout(Duration::from_millis(500), ingest.rx.recv()).await
+        {
             delivered = topic == "sccr/v1/devices/aq-tls/telemetry";
         }
     }
     assert!(delivered, "no telemetry from the certified device; agent log:\n{}", agent.log_text());
-    sccr_tests::wait_for("the agent's readings acknowledged over TLS", Duration::from_secs(20), || async { (agent.stat("acked")? >= 2).then_some(()) }).await;
+    sccr_tests::wait_for(
+        "the agent's readings acknowledged over TLS",
+        Duration::from_secs(20),
+        || async { (agent.stat("acked")? >= 2).then_some(()) },
+    )
+    .await;
     assert_eq!(refused.stat("connections"), Some(0), "no certificate, no connection");
 }
 
@@ -425,7 +562,8 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     sccr.wait_healthy().await;
     let port = sccr.api_port;
     let register = |body: &'static str| async move {
-        let (status, body) = sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
+        let (status, body) =
+            sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
         assert_eq!(status, 201, "{body}");
         serde_json::from_str::<serde_json::Value>(&body).unwrap()
     };
@@ -435,8 +573,12 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     assert_eq!(served["device"]["gateway"], "cabinet-7");
     register(r#"{"id":"loop-72","kind":"traffic_loop","gateway":"cabinet-7"}"#).await;
     register(r#"{"id":"loop-73","kind":"traffic_loop"}"#).await;
-    for (body, why) in [(r#"{"id":"loop-74","gateway":"nowhere"}"#, "an unknown gateway"), (r#"{"id":"loop-75","gateway":"loop-75"}"#, "itself")] {
-        let (status, answer) = sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
+    for (body, why) in [
+        (r#"{"id":"loop-74","gateway":"nowhere"}"#, "an unknown gateway"),
+        (r#"{"id":"loop-75","gateway":"loop-75"}"#, "itself"),
+    ] {
+        let (status, answer) =
+            sccr_tests::http_send(port, "POST", "/api/v1/devices", body).await.unwrap();
         assert_eq!(status, 400, "{why}: {answer}");
         assert!(answer.contains("gateway"), "{answer}");
     }
@@ -445,7 +587,8 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let (passwd, acl) = (dir.path.join("sccr.passwd"), dir.path.join("sccr.acl"));
     let base_acl = workspace_root().join("deploy/mosquitto/sccr.acl");
-    let admin = |command: &str, out: &Path, include: &Path| sccr_admin(command, out, include, &db.url);
+    let admin =
+        |command: &str, out: &Path, include: &Path| sccr_admin(command, out, include, &db.url);
     admin("mqtt-passwd", &passwd, &services);
     assert!(admin("mqtt-acl", &acl, &base_acl).contains("2 gateway grants"));
     let broker = secure_broker_tls(Some(passwd.clone()), Some(acl.clone()), None).await;
@@ -453,29 +596,56 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     let mut ingest = Client::connect(broker.port, "sccr-ingest", "pw-ingest").await;
     assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
     let mut gateway = Client::connect(broker.port, "cabinet-7", &password).await;
-    assert_eq!(gateway.publish("sccr/v1/devices/loop-73/telemetry", "not-mine").await, PubAckReason::NotAuthorized);
-    assert_eq!(gateway.publish("sccr/v1/devices/loop-71/telemetry", "one").await, PubAckReason::Success);
-    assert_eq!(gateway.publish("sccr/v1/devices/loop-72/telemetry", "two").await, PubAckReason::Success);
+    assert_eq!(
+        gateway.publish("sccr/v1/devices/loop-73/telemetry", "not-mine").await,
+        PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        gateway.publish("sccr/v1/devices/loop-71/telemetry", "one").await,
+        PubAckReason::Success
+    );
+    assert_eq!(
+        gateway.publish("sccr/v1/devices/loop-72/telemetry", "two").await,
+        PubAckReason::Success
+    );
     let own = gateway.publish("sccr/v1/devices/cabinet-7/status", "own-status").await;
-    assert!(matches!(own, PubAckReason::Success | PubAckReason::NoMatchingSubscribers), "its own status: {own:?}");
+    assert!(
+        matches!(own, PubAckReason::Success | PubAckReason::NoMatchingSubscribers),
+        "its own status: {own:?}"
+    );
     assert_eq!(
         ingest.messages_until("two").await,
-        vec![("sccr/v1/devices/loop-71/telemetry".to_owned(), "one".to_owned()), ("sccr/v1/devices/loop-72/telemetry".to_owned(), "two".to_owned())]
+        vec![
+            ("sccr/v1/devices/loop-71/telemetry".to_owned(), "one".to_owned()),
+            ("sccr/v1/devices/loop-72/telemetry".to_owned(), "two".to_owned())
+        ]
     );
 
     // loop-72 leaves the cabinet: the grant goes with the next ACL and a reload.
-    let (status, body) = sccr_tests::http_send(port, "PATCH", "/api/v1/devices/loop-72", r#"{"gateway":null}"#).await.unwrap();
+    let (status, body) =
+        sccr_tests::http_send(port, "PATCH", "/api/v1/devices/loop-72", r#"{"gateway":null}"#)
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(admin("mqtt-acl", &acl, &base_acl).contains("1 gateway grants"));
     let pid = broker.pid().unwrap().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    sccr_tests::wait_for("the reloaded ACL refusing loop-72 to the gateway", Duration::from_secs(10), || {
-        let password = password.clone();
-        async move {
-            let mut c = Client::connect(broker.port, "cabinet-7", &password).await;
-            (c.publish("sccr/v1/devices/loop-72/telemetry", "after").await == PubAckReason::NotAuthorized).then_some(())
-        }
-    })
+    sccr_tests::wait_for(
+        "the reloaded ACL refusing loop-72 to the gateway",
+        Duration::from_secs(10),
+        || {
+            let password = password.clone();
+            async move {
+                let mut c = Client::connect(broker.port, "cabinet-7", &password).await;
+                (c.publish("sccr/v1/devices/loop-72/telemetry", "after").await
+                    == PubAckReason::NotAuthorized)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    assert_eq!(gateway.publish("sccr/v1/devices/loop-71/telemetry", "still").await, PubAckReason::Success);
+    assert_eq!(
+        gateway.publish("sccr/v1/devices/loop-71/telemetry", "still").await,
+        PubAckReason::Success
+    );
 }

@@ -7,10 +7,17 @@
 
 use links::ngsi::{air_quality_observed, alert, traffic_flow_observed, TrafficFlowWindow};
 use sccr_tests::{python_venv, workspace_root, TempDir};
-use store::{Acknowledgement, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, Severity};
+use store::{
+    Acknowledgement, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, Severity,
+};
 use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 
-fn stored_alert(subject: AlertSubject, rule: &str, severity: Severity, state: AlertState) -> AlertRecord {
+fn stored_alert(
+    subject: AlertSubject,
+    rule: &str,
+    severity: Severity,
+    state: AlertState,
+) -> AlertRecord {
     AlertRecord {
         id: 42,
         rule: rule.into(),
@@ -22,9 +29,16 @@ fn stored_alert(subject: AlertSubject, rule: &str, severity: Severity, state: Al
         value: Some(9.0),
         since: EventTime(1_764_064_700_000),
         raised_at: EventTime(1_764_064_800_000),
-        acknowledged: (state != AlertState::Raised)
-            .then(|| Acknowledgement { by: "ada".into(), note: Some("unit dispatched".into()), at: EventTime(1_764_064_900_000) }),
-        cleared: (state == AlertState::Cleared).then_some(Clearance { by: None, note: None, at: EventTime(1_764_065_800_000) }),
+        acknowledged: (state != AlertState::Raised).then(|| Acknowledgement {
+            by: "ada".into(),
+            note: Some("unit dispatched".into()),
+            at: EventTime(1_764_064_900_000),
+        }),
+        cleared: (state == AlertState::Cleared).then_some(Clearance {
+            by: None,
+            note: None,
+            at: EventTime(1_764_065_800_000),
+        }),
         members: 1,
     }
 }
@@ -36,7 +50,10 @@ fn ngsi_entities_match_the_smart_data_models_database() {
         &["--no-deps", "pysmartdatamodels==0.8.2.0"],
         "importlib.util; assert importlib.util.find_spec('pysmartdatamodels')",
     ) else {
-        assert!(std::env::var("CI").is_err(), "pysmartdatamodels could not be installed from PyPI; under CI this test must run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "pysmartdatamodels could not be installed from PyPI; under CI this test must run"
+        );
         eprintln!("!!! SKIPPED: pysmartdatamodels could not be installed from PyPI (python3 -m venv + pip)");
         return;
     };
@@ -53,16 +70,38 @@ fn ngsi_entities_match_the_smart_data_models_database() {
         coordinates: &coords,
     });
     let m = |s: &str| s.parse::<MetricId>().unwrap();
-    let values: Vec<(MetricId, f64)> = [("no2_ugm3", 41.0), ("pm10_ugm3", 22.0), ("pm25_ugm3", 14.5), ("o3_ugm3", 60.0), ("temperature_c", 11.5), ("humidity_pct", 71.0)]
-        .iter()
-        .map(|(k, v)| (m(k), *v))
-        .collect();
-    let air = air_quality_observed(&DeviceId::parse("aq-santa-croce").unwrap(), EventTime(1_764_064_800_000), Some([11.2622, 43.7685]), &values);
+    let values: Vec<(MetricId, f64)> = [
+        ("no2_ugm3", 41.0),
+        ("pm10_ugm3", 22.0),
+        ("pm25_ugm3", 14.5),
+        ("o3_ugm3", 60.0),
+        ("temperature_c", 11.5),
+        ("humidity_pct", 71.0),
+    ]
+    .iter()
+    .map(|(k, v)| (m(k), *v))
+    .collect();
+    let air = air_quality_observed(
+        &DeviceId::parse("aq-santa-croce").unwrap(),
+        EventTime(1_764_064_800_000),
+        Some([11.2622, 43.7685]),
+        &values,
+    );
     let mut entities = vec![flow, air];
     for (subject, rule, severity, state) in [
         (AlertSubject::Segment(seg.clone()), "congestion", Severity::Critical, AlertState::Raised),
-        (AlertSubject::Device(DeviceId::parse("aq-1").unwrap()), "no2-high", Severity::Warning, AlertState::Acknowledged),
-        (AlertSubject::Device(DeviceId::parse("loop-1").unwrap()), "offline", Severity::Info, AlertState::Cleared),
+        (
+            AlertSubject::Device(DeviceId::parse("aq-1").unwrap()),
+            "no2-high",
+            Severity::Warning,
+            AlertState::Acknowledged,
+        ),
+        (
+            AlertSubject::Device(DeviceId::parse("loop-1").unwrap()),
+            "offline",
+            Severity::Info,
+            AlertState::Cleared,
+        ),
     ] {
         entities.push(alert(&stored_alert(subject, rule, severity, state)));
     }
@@ -75,6 +114,10 @@ fn ngsi_entities_match_the_smart_data_models_database() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "entities differ from the Smart Data Models:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "entities differ from the Smart Data Models:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("5 entities"), "{text}");
 }

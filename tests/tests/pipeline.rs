@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sccr_tests::{assert_rollups_match_raw, compact, publish_all, recent_base_ms, telemetry_topic, wait_for, wait_pipeline_ready, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{
+    assert_rollups_match_raw, compact, publish_all, recent_base_ms, telemetry_topic, wait_for,
+    wait_pipeline_ready, Broker, Sccr, TempDir, TestDb,
+};
 use sqlx::PgPool;
 
 struct Env {
@@ -25,9 +28,18 @@ async fn env() -> Env {
 
 async fn next_json<S>(ws: &mut S) -> serde_json::Value
 where
-    S: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
 {
-    let msg = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("frame in time").expect("open").expect("ok");
+    let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("frame in time")
+        .expect("open")
+        .expect("ok");
     serde_json::from_str(msg.to_text().expect("text")).expect("json")
 }
 
@@ -41,7 +53,11 @@ fn workload(devices: usize, per_device: usize, base: i64) -> Vec<(String, Vec<u8
     for i in 0..per_device {
         for d in 0..devices {
             let t = base + i as i64 * 1_000;
-            let payload = compact(i as u64, t, &[("speed_kmh", (i % 90) as f64 + d as f64), ("vehicle_count", (i % 7) as f64)]);
+            let payload = compact(
+                i as u64,
+                t,
+                &[("speed_kmh", (i % 90) as f64 + d as f64), ("vehicle_count", (i % 7) as f64)],
+            );
             out.push((telemetry_topic(&format!("loop-{d}")), payload));
         }
     }
@@ -62,16 +78,24 @@ async fn published_readings_are_stored_exactly_once_with_exact_rollups() {
     publish_all(e.broker.port, "pub-b", messages).await.expect("replay");
     let expected = 10 * 150 * 2;
     wait_for("all readings stored", Duration::from_secs(60), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= expected).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await
+            >= expected)
+            .then_some(())
     })
     .await;
     // Give a stray duplicate every chance to show up before counting exactly.
     wait_for("ingest to settle", Duration::from_secs(30), || async {
-        let (status, body) = sccr_tests::http_get(sccr.api_port, "/api/v1/latest?device=loop-9&metric=speed_kmh").await.ok()?;
+        let (status, body) =
+            sccr_tests::http_get(sccr.api_port, "/api/v1/latest?device=loop-9&metric=speed_kmh")
+                .await
+                .ok()?;
         (status == 200 && body.contains(&format!("{}", base + 149_000))).then_some(())
     })
     .await;
-    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, expected);
+    assert_eq!(
+        count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await,
+        expected
+    );
 
     // Exact rollup of one device and metric, computed here from what was sent.
     sccr_tests::wait_rollups_merged(&e.pool).await;
@@ -83,7 +107,8 @@ async fn published_readings_are_stored_exactly_once_with_exact_rollups() {
     .expect("rollups");
     let mut want = Vec::new();
     for minute in 0..3 {
-        let vals: Vec<f64> = (minute * 60..((minute + 1) * 60).min(150)).map(|i| (i % 90) as f64 + 3.0).collect();
+        let vals: Vec<f64> =
+            (minute * 60..((minute + 1) * 60).min(150)).map(|i| (i % 90) as f64 + 3.0).collect();
         let sum: f64 = vals.iter().sum();
         let lo = vals.iter().cloned().fold(f64::MAX, f64::min);
         let hi = vals.iter().cloned().fold(f64::MIN, f64::max);
@@ -92,7 +117,8 @@ async fn published_readings_are_stored_exactly_once_with_exact_rollups() {
     assert_eq!(rows, want);
     assert_rollups_match_raw(&e.pool).await;
 
-    let (status, body) = sccr_tests::http_get(sccr.api_port, "/api/v1/devices").await.expect("devices");
+    let (status, body) =
+        sccr_tests::http_get(sccr.api_port, "/api/v1/devices").await.expect("devices");
     assert_eq!(status, 200);
     assert!(body.contains("\"loop-9\""), "{body}");
 }
@@ -104,10 +130,13 @@ async fn websocket_subscriber_receives_new_values_of_its_device() {
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(sccr_tests::live_url(sccr.api_port)).await.expect("ws");
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"subscribe","devices":["aq-7"]}"#.into()))
-        .await
-        .expect("send");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(sccr_tests::live_url(sccr.api_port)).await.expect("ws");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"subscribe","devices":["aq-7"]}"#.into(),
+    ))
+    .await
+    .expect("send");
     let snapshot = next_json(&mut ws).await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["values"].as_array().unwrap().len(), 0);
@@ -151,7 +180,10 @@ async fn malformed_payload_is_dead_lettered_and_the_pipeline_goes_on() {
         vec![
             (telemetry_topic("loop-1"), compact(1, t, &[("speed_kmh", 30.0)])),
             (telemetry_topic("loop-1"), b"{\"readings\": [".to_vec()),
-            (telemetry_topic("loop-1"), compact(2, t + 1_000, &[("warp_factor", 9.0), ("speed_kmh", 31.0)])),
+            (
+                telemetry_topic("loop-1"),
+                compact(2, t + 1_000, &[("warp_factor", 9.0), ("speed_kmh", 31.0)]),
+            ),
             (telemetry_topic("loop-1"), compact(3, t + 2_000, &[("speed_kmh", 999.0)])),
             (telemetry_topic("loop-1"), vec![0xff, 0xfe, 0x00]),
             (telemetry_topic("loop-1"), compact(4, t + 3_000, &[("speed_kmh", 33.0)])),
@@ -160,18 +192,26 @@ async fn malformed_payload_is_dead_lettered_and_the_pipeline_goes_on() {
     .await
     .expect("publish");
     wait_for("readings after the bad ones", Duration::from_secs(30), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device = 'loop-1'").await == 3).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device = 'loop-1'").await == 3)
+            .then_some(())
     })
     .await;
-    let letters: Vec<(String, String, Vec<u8>)> =
-        sqlx::query_as("SELECT reason, detail, payload FROM dead_letters WHERE device = 'loop-1' ORDER BY id").fetch_all(&e.pool).await.expect("dl");
+    let letters: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT reason, detail, payload FROM dead_letters WHERE device = 'loop-1' ORDER BY id",
+    )
+    .fetch_all(&e.pool)
+    .await
+    .expect("dl");
     let reasons: Vec<&str> = letters.iter().map(|(r, _, _)| r.as_str()).collect();
     assert_eq!(reasons, vec!["bad_json", "unknown_metric", "out_of_range", "unknown_format"]);
     assert_eq!(letters[0].2, b"{\"readings\": [");
     assert!(letters[1].1.contains("warp_factor"), "{}", letters[1].1);
     assert!(letters[2].1.contains("999"), "{}", letters[2].1);
     let values: Vec<f64> =
-        sqlx::query_scalar("SELECT value FROM readings WHERE device = 'loop-1' ORDER BY time").fetch_all(&e.pool).await.expect("values");
+        sqlx::query_scalar("SELECT value FROM readings WHERE device = 'loop-1' ORDER BY time")
+            .fetch_all(&e.pool)
+            .await
+            .expect("values");
     assert_eq!(values, vec![30.0, 31.0, 33.0]);
     let (status, metrics) = sccr_tests::http_get(sccr.api_port, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
@@ -204,35 +244,68 @@ async fn killed_ingest_loses_and_duplicates_nothing() {
     })
     .await;
     sccr.kill();
-    let stored_at_kill = count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await;
+    let stored_at_kill =
+        count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await;
     publisher.await.expect("join").expect("every message was acknowledged by the broker");
-    assert!(stored_at_kill < expected, "the kill came too late to prove anything ({stored_at_kill})");
+    assert!(
+        stored_at_kill < expected,
+        "the kill came too late to prove anything ({stored_at_kill})"
+    );
 
     sccr.restart().expect("restart");
     wait_for("every reading after the restart", Duration::from_secs(90), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= expected).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await
+            >= expected)
+            .then_some(())
     })
     .await;
     let per_key_max: i64 = count(&e.pool, "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM readings GROUP BY device, metric, time) x").await;
     assert_eq!(per_key_max, 1);
-    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, expected);
+    assert_eq!(
+        count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await,
+        expected
+    );
     sccr_tests::wait_rollups_merged(&e.pool).await;
-    assert_eq!(count(&e.pool, "SELECT coalesce(sum(count), 0)::int8 FROM rollup_1m WHERE device LIKE 'loop-%'").await, expected);
+    assert_eq!(
+        count(
+            &e.pool,
+            "SELECT coalesce(sum(count), 0)::int8 FROM rollup_1m WHERE device LIKE 'loop-%'"
+        )
+        .await,
+        expected
+    );
     assert_rollups_match_raw(&e.pool).await;
-    assert!(sccr.log_text().contains("session_present=true"), "ingest did not resume its session:\n{}", sccr.log_text());
+    assert!(
+        sccr.log_text().contains("session_present=true"),
+        "ingest did not resume its session:\n{}",
+        sccr.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_flushes_before_exit() {
     let e = env().await;
-    let mut sccr = Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &[("SCCR_WRITER__MAX_BATCH_AGE", "2s")]).expect("sccr");
+    let mut sccr =
+        Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &[("SCCR_WRITER__MAX_BATCH_AGE", "2s")])
+            .expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     let t = recent_base_ms();
     // With a 2 s batch age these sit in the writer's batch when SIGTERM arrives.
-    publish_all(e.broker.port, "pub-term", (0..50).map(|i| (telemetry_topic("loop-t"), compact(i, t + i as i64 * 1_000, &[("speed_kmh", 40.0)]))).collect())
-        .await
-        .expect("publish");
+    publish_all(
+        e.broker.port,
+        "pub-term",
+        (0..50)
+            .map(|i| {
+                (
+                    telemetry_topic("loop-t"),
+                    compact(i, t + i as i64 * 1_000, &[("speed_kmh", 40.0)]),
+                )
+            })
+            .collect(),
+    )
+    .await
+    .expect("publish");
     wait_for("ingest to take the messages", Duration::from_secs(10), || async {
         let (_, body) = sccr_tests::http_get(sccr.api_port, "/healthz").await.ok()?;
         Some(body)
@@ -245,7 +318,8 @@ async fn sigterm_drains_and_flushes_before_exit() {
     // at the broker for the next session.
     sccr.restart().expect("restart");
     wait_for("all 50 readings", Duration::from_secs(30), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device = 'loop-t'").await == 50).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device = 'loop-t'").await == 50)
+            .then_some(())
     })
     .await;
     assert!(sccr.log_text().contains("SCCR stopped cleanly"));
@@ -262,15 +336,22 @@ async fn two_ingest_processes_on_a_shared_subscription_store_everything_once() {
     b.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     wait_for("both ingest processes subscribed", Duration::from_secs(30), || async {
-        (a.log_text().contains("ingest: subscribed") && b.log_text().contains("ingest: subscribed")).then_some(())
+        (a.log_text().contains("ingest: subscribed") && b.log_text().contains("ingest: subscribed"))
+            .then_some(())
     })
     .await;
-    publish_all(e.broker.port, "pub-shared", workload(10, 100, recent_base_ms())).await.expect("publish");
+    publish_all(e.broker.port, "pub-shared", workload(10, 100, recent_base_ms()))
+        .await
+        .expect("publish");
     wait_for("all readings stored", Duration::from_secs(60), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 2_000).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 2_000)
+            .then_some(())
     })
     .await;
-    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, 2_000);
+    assert_eq!(
+        count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await,
+        2_000
+    );
     assert_rollups_match_raw(&e.pool).await;
 }
 
@@ -289,11 +370,17 @@ async fn tiny_queues_under_a_burst_neither_stall_nor_lose() {
     let sccr = Sccr::serve(e.broker.port, &e.db.url, &e.dir.path, &tiny).expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
-    publish_all(e.broker.port, "pub-burst", workload(20, 150, recent_base_ms())).await.expect("publish");
+    publish_all(e.broker.port, "pub-burst", workload(20, 150, recent_base_ms()))
+        .await
+        .expect("publish");
     wait_for("the burst to be stored", Duration::from_secs(90), || async {
-        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 6_000).then_some(())
+        (count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await >= 6_000)
+            .then_some(())
     })
     .await;
-    assert_eq!(count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await, 6_000);
+    assert_eq!(
+        count(&e.pool, "SELECT count(*) FROM readings WHERE device LIKE 'loop-%'").await,
+        6_000
+    );
     assert_rollups_match_raw(&e.pool).await;
 }

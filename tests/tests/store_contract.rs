@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use sccr_tests::TestDb;
 use store::{
-    AlertFilter, AlertKind, AlertState, AlertSubject, Batch, NewAlert, RaiseOutcome, Resolution, Severity, Step, StorageMode, Store,
-    StoreOptions, TimescaleMode, WriteMethod,
+    AlertFilter, AlertKind, AlertState, AlertSubject, Batch, NewAlert, RaiseOutcome, Resolution,
+    Severity, Step, StorageMode, Store, StoreOptions, TimescaleMode, WriteMethod,
 };
 use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
 use tokio::sync::Barrier;
@@ -79,8 +79,15 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
     let now = EventTime::now().millis();
     let start = now - now % HOUR - 48 * HOUR;
     let dev = DeviceId::parse("ts-1").expect("id");
-    let reading = |t: i64, v: f64| Reading { device: dev.clone(), metric: MetricId::O3Ugm3, time: EventTime(t), value: v, seq: None };
-    let mut all: Vec<Reading> = (0..(40 * 12)).map(|k| reading(start + k * 5 * 60_000, (k % 50) as f64)).collect();
+    let reading = |t: i64, v: f64| Reading {
+        device: dev.clone(),
+        metric: MetricId::O3Ugm3,
+        time: EventTime(t),
+        value: v,
+        seq: None,
+    };
+    let mut all: Vec<Reading> =
+        (0..(40 * 12)).map(|k| reading(start + k * 5 * 60_000, (k % 50) as f64)).collect();
     store.write_batch(&Batch { readings: all.clone(), ..Batch::default() }).await.expect("write");
     store.merge_all_rollups().await.expect("merge");
     // Two refreshes, two compressions, retention of raw, 1m and 1h (1d is kept forever).
@@ -95,11 +102,26 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
     check_levels(store, &dev, start, now, &all).await;
     // Past the raw retention (90 days by default): the retention job drops its chunk.
     let old = reading(now - 120 * 24 * HOUR, 5.0);
-    store.write_batch(&Batch { readings: vec![old.clone()], ..Batch::default() }).await.expect("old");
-    let raw = |from: i64| store::HistoryQuery::device(dev.clone(), MetricId::O3Ugm3, EventTime(from), EventTime(from + HOUR), Step::Raw);
+    store
+        .write_batch(&Batch { readings: vec![old.clone()], ..Batch::default() })
+        .await
+        .expect("old");
+    let raw = |from: i64| {
+        store::HistoryQuery::device(
+            dev.clone(),
+            MetricId::O3Ugm3,
+            EventTime(from),
+            EventTime(from + HOUR),
+            Step::Raw,
+        )
+    };
     assert_eq!(store.history(&raw(old.time.millis())).await.expect("raw").points.len(), 1);
     store.run_timescale_jobs().await.expect("jobs");
-    assert_eq!(store.history(&raw(old.time.millis())).await.expect("raw").points.len(), 0, "retention dropped the old chunk");
+    assert_eq!(
+        store.history(&raw(old.time.millis())).await.expect("raw").points.len(),
+        0,
+        "retention dropped the old chunk"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +168,11 @@ async fn concurrent_writers_and_mergers_keep_rollups_exact() {
     rb.expect("writer b");
     a.merge_all_rollups().await.expect("final merge");
 
-    for (level, width) in [(Resolution::Minute, 60_000i64), (Resolution::Hour, 3_600_000), (Resolution::Day, 86_400_000)] {
+    for (level, width) in [
+        (Resolution::Minute, 60_000i64),
+        (Resolution::Hour, 3_600_000),
+        (Resolution::Day, 86_400_000),
+    ] {
         let q = store::HistoryQuery {
             subject: store::HistorySubject::City,
             metric: MetricId::SpeedKmh,
@@ -178,7 +204,9 @@ async fn concurrent_raises_open_one_alert() {
     // while the others race.
     for store in &replicas {
         let Store::Postgres(pg) = store else { unreachable!("a postgres URL") };
-        let held = futures_util::future::try_join_all((0..RAISES / 2).map(|_| pg.pool().acquire())).await.expect("connections");
+        let held = futures_util::future::try_join_all((0..RAISES / 2).map(|_| pg.pool().acquire()))
+            .await
+            .expect("connections");
         drop(held);
     }
     let alert = NewAlert {
@@ -206,20 +234,39 @@ async fn concurrent_raises_open_one_alert() {
     for t in tasks {
         outcomes.push(t.await.expect("raise task"));
     }
-    let raised: Vec<i64> = outcomes.iter().filter_map(|o| if let RaiseOutcome::Raised(a) = o { Some(a.id) } else { None }).collect();
+    let raised: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| if let RaiseOutcome::Raised(a) = o { Some(a.id) } else { None })
+        .collect();
     assert_eq!(raised.len(), 1, "exactly one raise opens the alert: {outcomes:?}");
     let id = raised[0];
-    assert_eq!(outcomes.iter().filter(|o| **o == RaiseOutcome::AlreadyOpen(id)).count(), RAISES - 1, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == RaiseOutcome::AlreadyOpen(id)).count(),
+        RAISES - 1,
+        "{outcomes:?}"
+    );
 
     let open = replicas[1].alerts(&AlertFilter::open()).await.expect("open alerts");
-    assert_eq!(open.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(), vec![(id, AlertState::Raised)]);
+    assert_eq!(
+        open.iter().map(|a| (a.id, a.state)).collect::<Vec<_>>(),
+        vec![(id, AlertState::Raised)]
+    );
     let Store::Postgres(pg) = &replicas[0] else { unreachable!("a postgres URL") };
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(pg.pool()).await.expect("count");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(pg.pool())
+        .await
+        .expect("count");
     let raise_events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM alert_events WHERE to_state = 'raised'").fetch_one(pg.pool()).await.expect("count");
+        sqlx::query_scalar("SELECT count(*) FROM alert_events WHERE to_state = 'raised'")
+            .fetch_one(pg.pool())
+            .await
+            .expect("count");
     assert_eq!((rows, raise_events), (1, 1));
     let events = replicas[0].alert_events(id).await.expect("events");
-    assert_eq!(events.iter().map(|e| (e.alert, e.from, e.to)).collect::<Vec<_>>(), vec![(id, None, AlertState::Raised)]);
+    assert_eq!(
+        events.iter().map(|e| (e.alert, e.from, e.to)).collect::<Vec<_>>(),
+        vec![(id, None, AlertState::Raised)]
+    );
 }
 
 async fn check_levels(store: &Store, dev: &DeviceId, start: i64, now: i64, all: &[Reading]) {
@@ -277,28 +324,49 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
         .expect("marks")
     };
     let stored = |table: &'static str, from: i64| async move {
-        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table} WHERE bucket >= to_timestamp($1 / 1000.0)"))
-            .bind(from as f64)
-            .fetch_one(pg.pool())
-            .await
-            .expect("count")
+        sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT count(*) FROM {table} WHERE bucket >= to_timestamp($1 / 1000.0)"
+        ))
+        .bind(from as f64)
+        .fetch_one(pg.pool())
+        .await
+        .expect("count")
     };
     let (h0, d0) = marks().await;
     assert_eq!(h0 % HOUR, 0);
     assert_eq!(d0 % DAY, 0);
-    let r = |d: &str, t: i64, v: f64| Reading { device: DeviceId::parse(d).expect("id"), metric: MetricId::SpeedKmh, time: EventTime(t), value: v, seq: None };
+    let r = |d: &str, t: i64, v: f64| Reading {
+        device: DeviceId::parse(d).expect("id"),
+        metric: MetricId::SpeedKmh,
+        time: EventTime(t),
+        value: v,
+        seq: None,
+    };
     let write = |store: &Store, readings: Vec<Reading>| {
         let store = store.clone();
         async move { store.write_batch(&Batch { readings, ..Batch::default() }).await.expect("write") }
     };
 
     // The open hour, the next one, and a late reading before the mark.
-    write(&a, vec![r("rt-1", h0 + 1_000, 10.0), r("rt-1", h0 + 61_000, 20.0), r("rt-2", h0 + 30 * 60_000, 5.0), r("rt-1", h0 + HOUR + 5, 7.0)]).await;
+    write(
+        &a,
+        vec![
+            r("rt-1", h0 + 1_000, 10.0),
+            r("rt-1", h0 + 61_000, 20.0),
+            r("rt-2", h0 + 30 * 60_000, 5.0),
+            r("rt-1", h0 + HOUR + 5, 7.0),
+        ],
+    )
+    .await;
     write(&a, vec![r("rt-1", h0 - 10 * 60_000, 1.0)]).await;
     a.merge_all_rollups().await.expect("merge");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
     assert_eq!(stored("rollup_1h_closed", h0).await, 0, "open hours are not stored");
-    assert_eq!(stored("rollup_1h_closed", h0 - HOUR).await, 1, "the late reading went to its stored hour");
+    assert_eq!(
+        stored("rollup_1h_closed", h0 - HOUR).await,
+        1,
+        "the late reading went to its stored hour"
+    );
 
     // Nothing has ended yet: no fold.
     assert_eq!(a.fold_closed_rollups(EventTime(h0 + HOUR - 1)).await.expect("fold"), 0);
@@ -315,7 +383,8 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
 
     // Days: folded once all their hours are; a late reading into a folded day after that.
     let next_day = d0 + DAY;
-    write(&a, vec![r("rt-3", next_day + 3 * HOUR, 4.0), r("rt-3", next_day + DAY + 60_000, 6.0)]).await;
+    write(&a, vec![r("rt-3", next_day + 3 * HOUR, 4.0), r("rt-3", next_day + DAY + 60_000, 6.0)])
+        .await;
     a.merge_all_rollups().await.expect("merge");
     a.fold_closed_rollups(EventTime(next_day + DAY + 2 * HOUR)).await.expect("fold");
     assert_eq!(marks().await, (next_day + DAY + 2 * HOUR, next_day + DAY));
@@ -328,12 +397,16 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
     // Folds from a second store race a writer whose merges carry readings into the hours
     // being folded.
     let start = marks().await.0;
-    let readings: Vec<Reading> = (0..6_000i64).map(|i| r(&format!("rt-w{}", i % 20), start + (i / 20) * 60_000 + i % 20, (i % 31) as f64)).collect();
+    let readings: Vec<Reading> = (0..6_000i64)
+        .map(|i| r(&format!("rt-w{}", i % 20), start + (i / 20) * 60_000 + i % 20, (i % 31) as f64))
+        .collect();
     let writer = {
         let a = a.clone();
         tokio::spawn(async move {
             for c in readings.chunks(500) {
-                a.write_batch(&Batch { readings: c.to_vec(), ..Batch::default() }).await.expect("write");
+                a.write_batch(&Batch { readings: c.to_vec(), ..Batch::default() })
+                    .await
+                    .expect("write");
                 a.merge_rollups(10).await.expect("merge");
             }
         })
@@ -354,7 +427,11 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
     b.fold_closed_rollups(EventTime(start + 3 * DAY)).await.expect("fold everything");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
-    assert_eq!(stored("rollup_1h_closed", start).await, 20 * 5, "every device's five hours are stored");
+    assert_eq!(
+        stored("rollup_1h_closed", start).await,
+        20 * 5,
+        "every device's five hours are stored"
+    );
 }
 
 /// The lock protocol of the real-time rollups: a fold waits for a merge in flight (which
@@ -380,11 +457,20 @@ async fn folds_and_merges_wait_for_each_other() {
         .await
     };
     let now = EventTime::now().millis();
-    let reading = |t: i64| Reading { device: DeviceId::parse("lk-1").expect("id"), metric: MetricId::SpeedKmh, time: EventTime(t), value: 1.0, seq: None };
+    let reading = |t: i64| Reading {
+        device: DeviceId::parse("lk-1").expect("id"),
+        metric: MetricId::SpeedKmh,
+        time: EventTime(t),
+        value: 1.0,
+        seq: None,
+    };
 
     // A merge in flight: the fold waits for it.
     let mut merge = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR SHARE").execute(&mut merge).await.expect("share");
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR SHARE")
+        .execute(&mut merge)
+        .await
+        .expect("share");
     let fold = tokio::spawn({
         let store = store.clone();
         async move { store.fold_closed_rollups(EventTime(now + 2 * HOUR)).await }
@@ -395,9 +481,15 @@ async fn folds_and_merges_wait_for_each_other() {
     fold.await.expect("fold task").expect("fold");
 
     // A fold in flight: the merge waits for it.
-    store.write_batch(&Batch { readings: vec![reading(now)], ..Batch::default() }).await.expect("write");
+    store
+        .write_batch(&Batch { readings: vec![reading(now)], ..Batch::default() })
+        .await
+        .expect("write");
     let mut fold = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR UPDATE").execute(&mut fold).await.expect("update lock");
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM rollup_marks FOR UPDATE")
+        .execute(&mut fold)
+        .await
+        .expect("update lock");
     let merge = tokio::spawn({
         let store = store.clone();
         async move { store.merge_rollups(10).await }

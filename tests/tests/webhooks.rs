@@ -25,11 +25,14 @@ use axum::Router;
 use links::backoff::Backoff;
 use links::signature::{verify, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use links::{run_dispatcher, DispatcherConfig, DispatcherMetrics};
-use sccr_tests::{free_port, http_get, http_send, TEST_ADMIN_TOKEN, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr, TempDir, TestDb};
+use sccr_tests::{
+    free_port, http_get, http_send, wait_for, wait_pipeline_ready, Broker, EdgeAgent, Sccr,
+    TempDir, TestDb, TEST_ADMIN_TOKEN,
+};
 use serde_json::Value;
 use store::{
-    AlertKind, AlertSubject, CommandStatus, DeliveryState, NewAlert, NewCommand, NewWebhook, RaiseOutcome, Severity, Store, StoreOptions,
-    WebhookFormat, WebhookPatch,
+    AlertKind, AlertSubject, CommandStatus, DeliveryState, NewAlert, NewCommand, NewWebhook,
+    RaiseOutcome, Severity, Store, StoreOptions, WebhookFormat, WebhookPatch,
 };
 use telemetry::{DeviceId, DeviceState, EventTime, SegmentId};
 use tokio::sync::{oneshot, watch};
@@ -63,14 +66,21 @@ impl Receiver {
     }
 }
 
-async fn hook(State(r): State<Receiver>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn hook(
+    State(r): State<Receiver>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     r.requests.fetch_add(1, Ordering::SeqCst);
     if r.fail_next.load(Ordering::SeqCst) > 0 {
         r.fail_next.fetch_sub(1, Ordering::SeqCst);
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let signed = h(TIMESTAMP_HEADER).parse::<i64>().is_ok_and(|ts| verify(SECRET.as_bytes(), ts, &body, &h(SIGNATURE_HEADER)))
+    let signed = h(TIMESTAMP_HEADER)
+        .parse::<i64>()
+        .is_ok_and(|ts| verify(SECRET.as_bytes(), ts, &body, &h(SIGNATURE_HEADER)))
         && h("content-type").starts_with("application/cloudevents+json");
     let Ok(event) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
     let id = event["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or(-1);
@@ -82,7 +92,8 @@ async fn hook(State(r): State<Receiver>, Path(name): Path<String>, headers: Head
 /// The receiver on `port` until the returned sender fires.
 async fn start_receiver(port: u16, r: Receiver) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let app = Router::new().route("/hook/{name}", post(hook)).with_state(r);
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -97,7 +108,17 @@ async fn start_receiver(port: u16, r: Receiver) -> (oneshot::Sender<()>, JoinHan
 
 fn raise(rule: &str, subject: AlertSubject) -> NewAlert {
     let now = EventTime::now();
-    NewAlert { rule: rule.into(), subject, kind: AlertKind::Single, severity: Severity::Warning, message: format!("{rule} test"), value: Some(1.0), since: now, raised_at: now, members: 1 }
+    NewAlert {
+        rule: rule.into(),
+        subject,
+        kind: AlertKind::Single,
+        severity: Severity::Warning,
+        message: format!("{rule} test"),
+        value: Some(1.0),
+        since: now,
+        raised_at: now,
+        members: 1,
+    }
 }
 
 async fn raise_id(store: &Store, rule: &str, subject: AlertSubject) -> i64 {
@@ -116,7 +137,8 @@ fn dev(s: &str) -> DeviceId {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_and_a_receiver_restart() {
+async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_and_a_receiver_restart(
+) {
     let db = TestDb::create().await.unwrap();
     let store = Store::connect(&db.url, &StoreOptions::default()).await.unwrap();
     store.migrate().await.unwrap();
@@ -127,7 +149,13 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
     receiver.fail_next.store(3, Ordering::SeqCst);
     let (stop, server) = start_receiver(port, receiver.clone()).await;
     let main_hook = store
-        .create_webhook(&NewWebhook { url: format!("http://127.0.0.1:{port}/hook/main"), types: vec![], secret: SECRET.into(), enabled: true, format: WebhookFormat::CloudEvents })
+        .create_webhook(&NewWebhook {
+            url: format!("http://127.0.0.1:{port}/hook/main"),
+            types: vec![],
+            secret: SECRET.into(),
+            enabled: true,
+            format: WebhookFormat::CloudEvents,
+        })
         .await
         .unwrap();
     let dead_hook = store
@@ -146,21 +174,43 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
         source: "urn:sccr:test".into(),
         poll_interval: Duration::from_millis(20),
         request_timeout: Duration::from_millis(500),
-        backoff: Backoff { base: Duration::from_millis(20), cap: Duration::from_millis(300), max_attempts: 12 },
+        backoff: Backoff {
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(300),
+            max_attempts: 12,
+        },
         concurrency: 8,
         retention: Duration::from_secs(86_400),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(DispatcherMetrics::default());
-    let dispatchers: Vec<_> = (0..2).map(|_| tokio::spawn(run_dispatcher(store.clone(), config.clone(), metrics.clone(), shutdown_rx.clone()))).collect();
+    let dispatchers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(run_dispatcher(
+                store.clone(),
+                config.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            ))
+        })
+        .collect();
 
     // Phase 1: alerts on three subjects, a device coming online, a command answered.
     let a1 = raise_id(&store, "congestion", seg("viale-strozzi")).await;
     let a2 = raise_id(&store, "congestion", seg("lungarno-acciaiuoli")).await;
     let a3 = raise_id(&store, "eu-no2", AlertSubject::Device(dev("aq-1"))).await;
     store.acknowledge_alert(a1, "ada", Some("on it"), EventTime::now()).await.unwrap();
-    assert!(store.record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now()).await.unwrap());
-    assert!(!store.record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now()).await.unwrap(), "a repeated state is no event");
+    assert!(store
+        .record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now())
+            .await
+            .unwrap(),
+        "a repeated state is no event"
+    );
     let now = EventTime::now();
     let cmd = NewCommand {
         id: "cmd-1".into(),
@@ -173,30 +223,56 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
         expires_at: EventTime(now.millis() + 60_000),
     };
     store.create_command(&cmd).await.unwrap();
-    store.finish_command("cmd-1", &dev("loop-1"), CommandStatus::Acked, None, EventTime::now()).await.unwrap().unwrap();
-    wait_for("the first events delivered", Duration::from_secs(20), || async { (receiver.distinct("main").len() >= 4).then_some(()) }).await;
+    store
+        .finish_command("cmd-1", &dev("loop-1"), CommandStatus::Acked, None, EventTime::now())
+        .await
+        .unwrap()
+        .unwrap();
+    wait_for("the first events delivered", Duration::from_secs(20), || async {
+        (receiver.distinct("main").len() >= 4).then_some(())
+    })
+    .await;
 
     // Phase 2: the receiver goes away while more moves happen.
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.expect("receiver stops").unwrap();
     let requests_when_stopped = receiver.requests.load(Ordering::SeqCst);
     store.clear_alert(a1, Some("ada"), None, EventTime::now()).await.unwrap();
-    assert_eq!(store.clear_open_alert("congestion", &seg("lungarno-acciaiuoli"), EventTime::now()).await.unwrap().unwrap().id, a2);
+    assert_eq!(
+        store
+            .clear_open_alert("congestion", &seg("lungarno-acciaiuoli"), EventTime::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a2
+    );
     store.acknowledge_alert(a3, "bo", None, EventTime::now()).await.unwrap();
-    store.record_device_status(&dev("loop-1"), DeviceState::Offline, EventTime::now()).await.unwrap();
+    store
+        .record_device_status(&dev("loop-1"), DeviceState::Offline, EventTime::now())
+        .await
+        .unwrap();
     let a4 = raise_id(&store, "congestion", seg("viale-strozzi")).await;
     wait_for("failed attempts while the receiver is down", Duration::from_secs(20), || async {
-        let pending = store.deliveries(main_hook.id, Some(DeliveryState::Pending), 100).await.unwrap();
+        let pending =
+            store.deliveries(main_hook.id, Some(DeliveryState::Pending), 100).await.unwrap();
         pending.iter().any(|d| d.attempts >= 2 && d.last_error.is_some()).then_some(())
     })
     .await;
-    assert_eq!(receiver.requests.load(Ordering::SeqCst), requests_when_stopped, "nothing reached a stopped receiver");
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        requests_when_stopped,
+        "nothing reached a stopped receiver"
+    );
 
     // Phase 3: back on the same port, failing once more first.
     receiver.fail_next.store(1, Ordering::SeqCst);
     let (stop, server) = start_receiver(port, receiver.clone()).await;
     store.clear_alert(a3, None, None, EventTime::now()).await.unwrap();
-    store.record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now()).await.unwrap();
+    store
+        .record_device_status(&dev("loop-1"), DeviceState::Online, EventTime::now())
+        .await
+        .unwrap();
     store.clear_alert(a4, None, None, EventTime::now()).await.unwrap();
 
     let events = store.outbox_events(0, 1_000).await.unwrap();
@@ -230,30 +306,71 @@ async fn every_outbox_event_arrives_signed_in_order_per_subject_across_failures_
     for (subject, ids) in &per_subject {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{subject}: {ids:?}");
     }
-    let alert_1: Vec<&str> = arrivals.iter().filter(|a| a.subject == format!("alert/{a1}")).map(|a| a.event["type"].as_str().unwrap()).collect();
-    assert_eq!(dedup(&alert_1), ["it.firenze.sccr.alert.raised", "it.firenze.sccr.alert.acknowledged", "it.firenze.sccr.alert.cleared"]);
-    let device: Vec<&str> = arrivals.iter().filter(|a| a.subject == "device/loop-1").map(|a| a.event["type"].as_str().unwrap()).collect();
-    assert_eq!(dedup(&device), ["it.firenze.sccr.device.online", "it.firenze.sccr.device.offline", "it.firenze.sccr.device.online"]);
-    assert!(arrivals.iter().any(|a| a.subject == "command/cmd-1" && a.event["type"] == "it.firenze.sccr.command.acked" && a.event["data"]["status"] == "acked"));
+    let alert_1: Vec<&str> = arrivals
+        .iter()
+        .filter(|a| a.subject == format!("alert/{a1}"))
+        .map(|a| a.event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dedup(&alert_1),
+        [
+            "it.firenze.sccr.alert.raised",
+            "it.firenze.sccr.alert.acknowledged",
+            "it.firenze.sccr.alert.cleared"
+        ]
+    );
+    let device: Vec<&str> = arrivals
+        .iter()
+        .filter(|a| a.subject == "device/loop-1")
+        .map(|a| a.event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        dedup(&device),
+        [
+            "it.firenze.sccr.device.online",
+            "it.firenze.sccr.device.offline",
+            "it.firenze.sccr.device.online"
+        ]
+    );
+    assert!(arrivals.iter().any(|a| a.subject == "command/cmd-1"
+        && a.event["type"] == "it.firenze.sccr.command.acked"
+        && a.event["data"]["status"] == "acked"));
     // The receiver answers before the dispatcher records the outcome.
-    let delivered = wait_for("every delivery recorded as delivered", Duration::from_secs(10), || async {
-        let d = store.deliveries(main_hook.id, Some(DeliveryState::Delivered), 1_000).await.unwrap();
-        (d.len() == all.len()).then_some(d)
-    })
-    .await;
+    let delivered =
+        wait_for("every delivery recorded as delivered", Duration::from_secs(10), || async {
+            let d = store
+                .deliveries(main_hook.id, Some(DeliveryState::Delivered), 1_000)
+                .await
+                .unwrap();
+            (d.len() == all.len()).then_some(d)
+        })
+        .await;
     assert!(delivered.iter().any(|d| d.attempts > 1), "some deliveries were retried");
 
     // The other subscription's receiver never answered: dead after max_attempts.
     wait_for("the unreachable subscription's deliveries dead", Duration::from_secs(30), || async {
         let d = store.deliveries(dead_hook.id, None, 100).await.unwrap();
-        (d.len() == 4 && d.iter().all(|d| d.state == DeliveryState::Dead && d.attempts == 12)).then_some(())
+        (d.len() == 4 && d.iter().all(|d| d.state == DeliveryState::Dead && d.attempts == 12))
+            .then_some(())
     })
     .await;
     assert!(receiver.arrivals("late").is_empty());
     // Pointed at a live receiver and redelivered: every dead one arrives, as NGSI-LD alerts.
-    store.update_webhook(dead_hook.id, &WebhookPatch { url: Some(format!("http://127.0.0.1:{port}/hook/late")), ..WebhookPatch::default() }).await.unwrap();
+    store
+        .update_webhook(
+            dead_hook.id,
+            &WebhookPatch {
+                url: Some(format!("http://127.0.0.1:{port}/hook/late")),
+                ..WebhookPatch::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(store.redeliver(dead_hook.id, None, EventTime::now()).await.unwrap(), 4);
-    wait_for("redelivered events", Duration::from_secs(20), || async { (receiver.distinct("late").len() == 4).then_some(()) }).await;
+    wait_for("redelivered events", Duration::from_secs(20), || async {
+        (receiver.distinct("late").len() == 4).then_some(())
+    })
+    .await;
     for a in receiver.arrivals("late") {
         assert!(a.signed);
         assert_eq!(a.event["type"], "it.firenze.sccr.alert.raised");
@@ -284,7 +401,8 @@ fn dedup<'a>(types: &[&'a str]) -> Vec<&'a str> {
 async fn post_with(port: u16, path: &str, headers: &[(&str, &str)], json: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>() + &format!("Authorization: Bearer {TEST_ADMIN_TOKEN}\r\n");
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect::<String>()
+        + &format!("Authorization: Bearer {TEST_ADMIN_TOKEN}\r\n");
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         json.len()
@@ -304,7 +422,8 @@ async fn command_status(api: u16, id: &str) -> Option<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_their_results_are_webhook_events() {
+async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_their_results_are_webhook_events(
+) {
     let dir = TempDir::new("commands").unwrap();
     let broker = Broker::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
@@ -313,7 +432,11 @@ async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_thei
         broker.port,
         &db.url,
         &dir.path,
-        &[("SCCR_WEBHOOKS__POLL_INTERVAL", "50ms"), ("SCCR_WEBHOOKS__BACKOFF_BASE", "50ms"), ("SCCR_WEBHOOKS__BACKOFF_CAP", "500ms")],
+        &[
+            ("SCCR_WEBHOOKS__POLL_INTERVAL", "50ms"),
+            ("SCCR_WEBHOOKS__BACKOFF_BASE", "50ms"),
+            ("SCCR_WEBHOOKS__BACKOFF_CAP", "500ms"),
+        ],
     )
     .unwrap();
     sccr.wait_healthy().await;
@@ -324,12 +447,21 @@ async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_thei
     let port = free_port();
     let receiver = Receiver::default();
     let (stop, server) = start_receiver(port, receiver.clone()).await;
-    let body = format!(r#"{{"url":"http://127.0.0.1:{port}/hook/ops","types":["it.firenze.sccr.command.*","it.firenze.sccr.device.*"],"secret":"{SECRET}"}}"#);
+    let body = format!(
+        r#"{{"url":"http://127.0.0.1:{port}/hook/ops","types":["it.firenze.sccr.command.*","it.firenze.sccr.device.*"],"secret":"{SECRET}"}}"#
+    );
     let (status, created) = http_send(api, "POST", "/api/v1/webhooks", &body).await.unwrap();
     assert_eq!(status, 201, "{created}");
     let created: Value = serde_json::from_str(&created).unwrap();
     assert!(created.get("secret").is_none(), "the secret is write-only: {created}");
-    let (status, _) = http_send(api, "POST", "/api/v1/webhooks", r#"{"url":"ftp://x","secret":"0123456789abcdef"}"#).await.unwrap();
+    let (status, _) = http_send(
+        api,
+        "POST",
+        "/api/v1/webhooks",
+        r#"{"url":"ftp://x","secret":"0123456789abcdef"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 400);
 
     // The real edge agent with one loop detector.
@@ -359,9 +491,11 @@ async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_thei
     assert_eq!(status, 200, "{again}");
     let again: Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again["id"], first["id"], "the same key is the same command");
-    let (status, _) = post_with(api, path, &[("Idempotency-Key", "k-1")], r#"{"name":"ping"}"#).await;
+    let (status, _) =
+        post_with(api, path, &[("Idempotency-Key", "k-1")], r#"{"name":"ping"}"#).await;
     assert_eq!(status, 409, "a key reused for another command");
-    let (status, _) = post_with(api, "/api/v1/devices/no-such-device/commands", &[], r#"{"name":"ping"}"#).await;
+    let (status, _) =
+        post_with(api, "/api/v1/devices/no-such-device/commands", &[], r#"{"name":"ping"}"#).await;
     assert_eq!(status, 404);
     let (status, _) = post_with(api, path, &[], r#"{"name":"ping","ttl":"soon"}"#).await;
     assert_eq!(status, 400);
@@ -374,43 +508,73 @@ async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_thei
     assert!(acked["sent_at"].is_i64(), "sent before acked: {acked}");
     // A second command after the first: had the repeated request published again, the
     // agent would have seen that copy before this one.
-    let (status, ping) = post_with(api, path, &[("Idempotency-Key", "k-2")], r#"{"name":"ping","ttl":"30s"}"#).await;
+    let (status, ping) =
+        post_with(api, path, &[("Idempotency-Key", "k-2")], r#"{"name":"ping","ttl":"30s"}"#).await;
     assert_eq!(status, 201);
     let ping_id = serde_json::from_str::<Value>(&ping).unwrap()["id"].as_str().unwrap().to_owned();
-    wait_for("ping acked", Duration::from_secs(30), || async { command_status(api, &ping_id).await.filter(|c| c["status"] == "acked") }).await;
+    wait_for("ping acked", Duration::from_secs(30), || async {
+        command_status(api, &ping_id).await.filter(|c| c["status"] == "acked")
+    })
+    .await;
     let log = agent.log_text();
-    assert_eq!(log.matches("command answered").count(), 2, "one publish per idempotency key; agent log:\n{log}");
+    assert_eq!(
+        log.matches("command answered").count(),
+        2,
+        "one publish per idempotency key; agent log:\n{log}"
+    );
 
     // A stopped agent never answers: the command expires after its time to live.
     agent.kill();
-    let (status, late) = post_with(api, path, &[("Idempotency-Key", "k-3")], r#"{"name":"ping","ttl":"2s"}"#).await;
+    let (status, late) =
+        post_with(api, path, &[("Idempotency-Key", "k-3")], r#"{"name":"ping","ttl":"2s"}"#).await;
     assert_eq!(status, 201);
     let late_id = serde_json::from_str::<Value>(&late).unwrap()["id"].as_str().unwrap().to_owned();
-    let expired = wait_for("the command to a stopped agent expired", Duration::from_secs(30), || async {
-        command_status(api, &late_id).await.filter(|c| c["status"] == "expired")
-    })
-    .await;
+    let expired =
+        wait_for("the command to a stopped agent expired", Duration::from_secs(30), || async {
+            command_status(api, &late_id).await.filter(|c| c["status"] == "expired")
+        })
+        .await;
     assert!(expired["finished_at"].as_i64().unwrap() >= expired["expires_at"].as_i64().unwrap());
     let (_, list) = http_get(api, path).await.unwrap();
     let list: Value = serde_json::from_str(&list).unwrap();
-    let statuses: Vec<&str> = list["commands"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = list["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["expired", "acked", "acked"], "newest first");
 
     // Results and the device's changes reached the subscription, signed.
     wait_for("command results and device changes delivered", Duration::from_secs(30), || async {
-        let types: Vec<String> = receiver.arrivals("ops").iter().map(|a| a.event["type"].as_str().unwrap_or_default().to_owned()).collect();
+        let types: Vec<String> = receiver
+            .arrivals("ops")
+            .iter()
+            .map(|a| a.event["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
         let count = |t: &str| types.iter().filter(|x| x.as_str() == t).count();
-        (count("it.firenze.sccr.command.acked") >= 2 && count("it.firenze.sccr.command.expired") >= 1 && count("it.firenze.sccr.device.offline") >= 1).then_some(())
+        (count("it.firenze.sccr.command.acked") >= 2
+            && count("it.firenze.sccr.command.expired") >= 1
+            && count("it.firenze.sccr.device.offline") >= 1)
+            .then_some(())
     })
     .await;
     let arrivals = receiver.arrivals("ops");
     assert!(arrivals.iter().all(|a| a.signed));
-    let expired_event = arrivals.iter().find(|a| a.event["type"] == "it.firenze.sccr.command.expired").unwrap();
+    let expired_event =
+        arrivals.iter().find(|a| a.event["type"] == "it.firenze.sccr.command.expired").unwrap();
     assert_eq!(expired_event.subject, format!("command/{late_id}"));
     assert_eq!(expired_event.event["data"]["device"], "loop-cmd");
-    let (status, deliveries) = http_get(api, &format!("/api/v1/webhooks/{}/deliveries?state=delivered", created["id"])).await.unwrap();
+    let (status, deliveries) =
+        http_get(api, &format!("/api/v1/webhooks/{}/deliveries?state=delivered", created["id"]))
+            .await
+            .unwrap();
     assert_eq!(status, 200);
-    assert!(serde_json::from_str::<Value>(&deliveries).unwrap()["deliveries"].as_array().unwrap().len() >= 4, "{deliveries}");
+    assert!(
+        serde_json::from_str::<Value>(&deliveries).unwrap()["deliveries"].as_array().unwrap().len()
+            >= 4,
+        "{deliveries}"
+    );
 
     let _ = stop.send(());
     let _ = server.await;

@@ -1,6 +1,8 @@
 //! Formats, negotiation and errors of the export route and of history, through the router.
 
-use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow_array::{
+    Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use futures_util::StreamExt;
@@ -20,15 +22,39 @@ async fn state_with(n: i64) -> AppState {
     let devices = vec![DeviceId::parse("loop-1").unwrap(), DeviceId::parse("loop-2").unwrap()];
     let mut readings = Vec::new();
     for i in 0..n {
-        readings.push(Reading { device: devices[0].clone(), metric: MetricId::SpeedKmh, time: EventTime(T0 + i * 1_000), value: i as f64, seq: Some(Seq(i as u64)) });
+        readings.push(Reading {
+            device: devices[0].clone(),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(T0 + i * 1_000),
+            value: i as f64,
+            seq: Some(Seq(i as u64)),
+        });
     }
     // Another device and metric, outside most filters.
-    readings.push(Reading { device: devices[1].clone(), metric: MetricId::VehicleCount, time: EventTime(T0), value: 3.0, seq: None });
+    readings.push(Reading {
+        device: devices[1].clone(),
+        metric: MetricId::VehicleCount,
+        time: EventTime(T0),
+        value: 3.0,
+        seq: None,
+    });
     for chunk in readings.chunks(20_000) {
-        store.write_batch(&Batch { readings: chunk.to_vec(), new_devices: devices.clone(), ..Batch::default() }).await.unwrap();
+        store
+            .write_batch(&Batch {
+                readings: chunk.to_vec(),
+                new_devices: devices.clone(),
+                ..Batch::default()
+            })
+            .await
+            .unwrap();
     }
-    for (token, name, role) in [(PLANNER, "pia", "planner"), (OPERATOR, "ada", "operator"), (ADMIN, "root", "admin")] {
-        store.ensure_token(name, role, &crate::auth::token_digest(token), EventTime(T0)).await.unwrap();
+    for (token, name, role) in
+        [(PLANNER, "pia", "planner"), (OPERATOR, "ada", "operator"), (ADMIN, "root", "admin")]
+    {
+        store
+            .ensure_token(name, role, &crate::auth::token_digest(token), EventTime(T0))
+            .await
+            .unwrap();
     }
     AppState::new(store, LiveHub::new(64))
 }
@@ -37,11 +63,20 @@ const PLANNER: &str = "sccr_test_planner";
 const OPERATOR: &str = "sccr_test_operator";
 const ADMIN: &str = "sccr_test_admin";
 
-async fn send(state: &AppState, uri: &str, accept: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+async fn send(
+    state: &AppState,
+    uri: &str,
+    accept: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
     send_as(state, PLANNER, uri, accept).await
 }
 
-async fn send_as(state: &AppState, token: &str, uri: &str, accept: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Bytes) {
+async fn send_as(
+    state: &AppState,
+    token: &str,
+    uri: &str,
+    accept: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Bytes) {
     let mut req = Request::get(uri).header("authorization", format!("Bearer {token}"));
     if let Some(a) = accept {
         req = req.header("accept", a);
@@ -56,15 +91,34 @@ fn content_type(h: &axum::http::HeaderMap) -> &str {
 }
 
 fn arrow_batches(bytes: Bytes) -> Vec<RecordBatch> {
-    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap().map(|b| b.unwrap()).collect()
+    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 fn parquet_batches(bytes: Bytes) -> Vec<RecordBatch> {
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
 }
 
 fn f64s(batches: &[RecordBatch], col: &str) -> Vec<f64> {
-    batches.iter().flat_map(|b| b.column_by_name(col).unwrap().as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec()).collect()
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(col)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
 }
 
 fn range(n: i64) -> String {
@@ -81,7 +135,11 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(content_type(&h), "text/csv; charset=utf-8");
     let disposition = h.get("content-disposition").unwrap().to_str().unwrap();
-    assert!(disposition.starts_with("attachment; filename=\"readings-raw-") && disposition.ends_with(".csv\""), "{disposition}");
+    assert!(
+        disposition.starts_with("attachment; filename=\"readings-raw-")
+            && disposition.ends_with(".csv\""),
+        "{disposition}"
+    );
     let text = String::from_utf8(body.to_vec()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 121);
@@ -94,7 +152,12 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     assert_eq!(content_type(&h), "application/vnd.apache.arrow.stream");
     let batches = arrow_batches(body);
     assert_eq!(f64s(&batches, "value"), (0..120).map(|i| i as f64).collect::<Vec<_>>());
-    let times = batches[0].column_by_name("time").unwrap().as_any().downcast_ref::<TimestampMillisecondArray>().unwrap();
+    let times = batches[0]
+        .column_by_name("time")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()
+        .unwrap();
     assert_eq!(times.value(1), T0 + 1_000);
     assert_eq!(times.timezone(), Some("UTC"));
 
@@ -104,7 +167,8 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     let batches = parquet_batches(body);
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 120);
     assert_eq!(f64s(&batches, "value").iter().sum::<f64>(), (0..120).sum::<i64>() as f64);
-    let seq = batches[0].column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    let seq =
+        batches[0].column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(seq.value(7), 7);
 
     let (st, h, body) = send(&s, &base, Some("application/json")).await;
@@ -112,34 +176,62 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     assert_eq!(content_type(&h), "application/json");
     let rows: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 120);
-    assert_eq!(rows[3], serde_json::json!({"time": "2025-11-23T10:00:03.000Z", "device": "loop-1", "metric": "speed_kmh", "value": 3, "seq": 3}));
+    assert_eq!(
+        rows[3],
+        serde_json::json!({"time": "2025-11-23T10:00:03.000Z", "device": "loop-1", "metric": "speed_kmh", "value": 3, "seq": 3})
+    );
 }
 
 #[tokio::test]
 async fn rollup_export_and_filters() {
     let s = state_with(120).await;
-    let (st, _, body) = send(&s, &format!("/api/v1/export/readings?{}&resolution=1m&format=arrow", range(120)), None).await;
+    let (st, _, body) = send(
+        &s,
+        &format!("/api/v1/export/readings?{}&resolution=1m&format=arrow", range(120)),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     let batches = arrow_batches(body);
-    let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> =
+        batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["bucket", "device", "metric", "count", "sum", "min", "max", "last", "avg"]);
     // Ordered by metric within the day: speed_kmh's two minutes, then vehicle_count's.
     let metric: Vec<String> = batches
         .iter()
         .flat_map(|b| {
-            let a = b.column_by_name("metric").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+            let a = b
+                .column_by_name("metric")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
             (0..a.len()).map(move |i| a.value(i).to_owned())
         })
         .collect();
     assert_eq!(metric, ["speed_kmh", "speed_kmh", "vehicle_count"]);
     assert_eq!(f64s(&batches, "avg")[..2], [29.5, 89.5]);
     assert_eq!(f64s(&batches, "last")[..2], [59.0, 119.0]);
-    let count = batches[0].column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    let count =
+        batches[0].column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(count.value(0), 60);
 
-    let (_, _, body) = send(&s, &format!("/api/v1/export/readings?{}&device=loop-2", range(120)), None).await;
-    assert_eq!(String::from_utf8(body.to_vec()).unwrap(), "time,device,metric,value,seq\n2025-11-23T10:00:00.000Z,loop-2,vehicle_count,3,\n");
-    let (_, _, body) = send(&s, &format!("/api/v1/export/readings?{}&metric=vehicle_count,speed_kmh&device=loop-1,loop-2", range(2)), None).await;
+    let (_, _, body) =
+        send(&s, &format!("/api/v1/export/readings?{}&device=loop-2", range(120)), None).await;
+    assert_eq!(
+        String::from_utf8(body.to_vec()).unwrap(),
+        "time,device,metric,value,seq\n2025-11-23T10:00:00.000Z,loop-2,vehicle_count,3,\n"
+    );
+    let (_, _, body) = send(
+        &s,
+        &format!(
+            "/api/v1/export/readings?{}&metric=vehicle_count,speed_kmh&device=loop-1,loop-2",
+            range(2)
+        ),
+        None,
+    )
+    .await;
     assert_eq!(String::from_utf8(body.to_vec()).unwrap().lines().count(), 1 + 3);
 }
 
@@ -147,9 +239,11 @@ async fn rollup_export_and_filters() {
 async fn format_parameter_wins_and_bad_requests_are_named() {
     let s = state_with(10).await;
     let base = format!("/api/v1/export/readings?{}", range(10));
-    let (st, h, _) = send(&s, &format!("{base}&format=csv"), Some("application/vnd.apache.parquet")).await;
+    let (st, h, _) =
+        send(&s, &format!("{base}&format=csv"), Some("application/vnd.apache.parquet")).await;
     assert_eq!((st, content_type(&h)), (StatusCode::OK, "text/csv; charset=utf-8"));
-    let (st, h, _) = send(&s, &base, Some("text/html, application/vnd.apache.arrow.stream;q=0.5")).await;
+    let (st, h, _) =
+        send(&s, &base, Some("text/html, application/vnd.apache.arrow.stream;q=0.5")).await;
     assert_eq!((st, content_type(&h)), (StatusCode::OK, "application/vnd.apache.arrow.stream"));
     let (st, h, _) = send(&s, &base, Some("*/*")).await;
     assert_eq!((st, content_type(&h)), (StatusCode::OK, "text/csv; charset=utf-8"));
@@ -175,7 +269,10 @@ async fn format_parameter_wins_and_bad_requests_are_named() {
         assert_eq!(json(body)["error"]["param"], param, "{query}");
     }
     let (st, _, body) = send(&s, "/api/v1/history?metric=speed_kmh&format=xml", None).await;
-    assert_eq!((st, json(body)["error"]["param"].clone()), (StatusCode::BAD_REQUEST, Value::from("format")));
+    assert_eq!(
+        (st, json(body)["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, Value::from("format"))
+    );
     let (st, _, _) = send(&s, "/api/v1/history?metric=speed_kmh", Some("image/png")).await;
     assert_eq!(st, StatusCode::NOT_ACCEPTABLE);
 }
@@ -186,7 +283,12 @@ async fn history_answers_in_every_format() {
     let raw = format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}", T0 + 3_000);
     let (st, h, body) = send(&s, &format!("{raw}&format=csv"), None).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(h.get("content-disposition").unwrap().to_str().unwrap().contains("history-speed_kmh.csv"));
+    assert!(h
+        .get("content-disposition")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("history-speed_kmh.csv"));
     assert_eq!(
         String::from_utf8(body.to_vec()).unwrap(),
         "time,value\n2025-11-23T10:00:00.000Z,0\n2025-11-23T10:00:01.000Z,1\n2025-11-23T10:00:02.000Z,2\n"
@@ -194,7 +296,10 @@ async fn history_answers_in_every_format() {
     let (_, _, body) = send(&s, &raw, Some("application/json")).await;
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["points"][2]["v"], 2.0);
 
-    let minute = format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}&resolution=1m&agg=max", T0 + 300_000);
+    let minute = format!(
+        "/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}&resolution=1m&agg=max",
+        T0 + 300_000
+    );
     let (_, _, body) = send(&s, &minute, Some("application/vnd.apache.arrow.stream")).await;
     let batches = arrow_batches(body);
     assert_eq!(f64s(&batches, "v"), [59.0, 119.0]);
@@ -202,7 +307,8 @@ async fn history_answers_in_every_format() {
     let (_, _, body) = send(&s, &format!("{minute}&format=parquet"), None).await;
     let batches = parquet_batches(body);
     assert_eq!(f64s(&batches, "min"), [0.0, 60.0]);
-    let count = batches[0].column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    let count =
+        batches[0].column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(count.values().to_vec(), [60, 60]);
 }
 
@@ -213,7 +319,10 @@ async fn large_exports_stream_in_bounded_chunks() {
     let s = state_with(n).await;
     for format in ["csv", "parquet"] {
         let uri = format!("/api/v1/export/readings?{}&metric=speed_kmh&format={format}", range(n));
-        let req = Request::get(uri).header("authorization", format!("Bearer {PLANNER}")).body(Body::empty()).unwrap();
+        let req = Request::get(uri)
+            .header("authorization", format!("Bearer {PLANNER}"))
+            .body(Body::empty())
+            .unwrap();
         let resp = app(s.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let mut frames = resp.into_body().into_data_stream();
@@ -231,7 +340,11 @@ async fn large_exports_stream_in_bounded_chunks() {
             assert!(chunks > 4, "{format}: {chunks} chunks of {} bytes", all.len());
             assert_eq!(all.iter().filter(|&&b| b == b'\n').count() as i64, n + 1);
         } else {
-            assert_eq!(parquet_batches(Bytes::from(all)).iter().map(RecordBatch::num_rows).sum::<usize>() as i64, n);
+            assert_eq!(
+                parquet_batches(Bytes::from(all)).iter().map(RecordBatch::num_rows).sum::<usize>()
+                    as i64,
+                n
+            );
         }
     }
 }
@@ -241,19 +354,36 @@ async fn large_exports_stream_in_bounded_chunks() {
 async fn exports_and_table_formats_need_planner_or_admin() {
     let s = state_with(10).await;
     let export = format!("/api/v1/export/readings?{}", range(10));
-    let history = format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}", T0 + 3_000);
+    let history =
+        format!("/api/v1/history?device=loop-1&metric=speed_kmh&from={T0}&to={}", T0 + 3_000);
     let code = |b: Bytes| serde_json::from_slice::<Value>(&b).unwrap()["error"]["code"].clone();
     for token in [PLANNER, ADMIN] {
         assert_eq!(send_as(&s, token, &export, None).await.0, StatusCode::OK, "{token}");
-        assert_eq!(send_as(&s, token, &format!("{history}&format=parquet"), None).await.0, StatusCode::OK, "{token}");
+        assert_eq!(
+            send_as(&s, token, &format!("{history}&format=parquet"), None).await.0,
+            StatusCode::OK,
+            "{token}"
+        );
     }
     let (st, _, body) = send_as(&s, OPERATOR, &export, None).await;
     assert_eq!((st, code(body)), (StatusCode::FORBIDDEN, Value::from("forbidden")));
-    for (query, accept) in [(format!("{history}&format=csv"), None), (history.clone(), Some("application/vnd.apache.arrow.stream"))] {
+    for (query, accept) in [
+        (format!("{history}&format=csv"), None),
+        (history.clone(), Some("application/vnd.apache.arrow.stream")),
+    ] {
         let (st, _, body) = send_as(&s, OPERATOR, &query, accept).await;
-        assert_eq!((st, code(body)), (StatusCode::FORBIDDEN, Value::from("forbidden")), "{query} {accept:?}");
+        assert_eq!(
+            (st, code(body)),
+            (StatusCode::FORBIDDEN, Value::from("forbidden")),
+            "{query} {accept:?}"
+        );
     }
-    assert_eq!(send_as(&s, OPERATOR, &history, None).await.0, StatusCode::OK, "JSON history stays open to operators");
-    let resp = app(s.clone()).oneshot(Request::get(&export).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(
+        send_as(&s, OPERATOR, &history, None).await.0,
+        StatusCode::OK,
+        "JSON history stays open to operators"
+    );
+    let resp =
+        app(s.clone()).oneshot(Request::get(&export).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }

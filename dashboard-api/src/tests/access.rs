@@ -18,8 +18,14 @@ fn token_of(role: &str) -> &'static str {
     }
 }
 
-async fn status(s: &crate::AppState, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+async fn status(
+    s: &crate::AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req =
+        Request::builder().method(method).uri(uri).header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -46,16 +52,30 @@ async fn every_route_refuses_no_token_and_the_wrong_role() {
     let s = state().await;
     let ops = crate::operations();
     for (method, path, roles) in EXPECTED {
-        let op = ops.iter().find(|o| o.method == *method && o.path == *path).unwrap_or_else(|| panic!("{method} {path} is not in the table"));
-        assert_eq!(op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(), *roles, "{method} {path}");
+        let op = ops
+            .iter()
+            .find(|o| o.method == *method && o.path == *path)
+            .unwrap_or_else(|| panic!("{method} {path} is not in the table"));
+        assert_eq!(
+            op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            *roles,
+            "{method} {path}"
+        );
     }
-    assert!(ops.iter().all(|o| !o.roles.contains(&crate::auth::Role::Device)), "the device role uses no REST route");
+    assert!(
+        ops.iter().all(|o| !o.roles.contains(&crate::auth::Role::Device)),
+        "the device role uses no REST route"
+    );
     let guarded: Vec<_> = ops.iter().filter(|o| !o.roles.is_empty()).collect();
     assert!(guarded.len() >= 21, "{}", guarded.len());
     for op in guarded {
         let (method, uri) = (op.method, op.example_path("999"));
         let allowed: Vec<&str> = op.roles.iter().map(|r| r.as_str()).collect();
-        let uri = if op.params.iter().any(|p| p.required && p.at == crate::openapi::In::Query) { format!("{uri}?metric=speed_kmh") } else { uri };
+        let uri = if op.params.iter().any(|p| p.required && p.at == crate::openapi::In::Query) {
+            format!("{uri}?metric=speed_kmh")
+        } else {
+            uri
+        };
         let uri = uri.as_str();
         let (st, body) = status(&s, method, uri, None).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {uri} without a token");
@@ -67,7 +87,10 @@ async fn every_route_refuses_no_token_and_the_wrong_role() {
         for role in ["admin", "operator", "planner", "device"] {
             let (st, body) = status(&s, method, uri, Some(token_of(role))).await;
             if allowed.contains(&role) {
-                assert!(st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN, "{method} {uri} as {role}: {st} {body}");
+                assert!(
+                    st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+                    "{method} {uri} as {role}: {st} {body}"
+                );
             } else {
                 assert_eq!(st, StatusCode::FORBIDDEN, "{method} {uri} as {role}: {body}");
                 assert_eq!(body["error"]["code"], "forbidden");
@@ -86,7 +109,10 @@ async fn the_websocket_takes_its_token_from_the_query() {
     let (st, _) = status(&s, "GET", &format!("/api/v1/live?access_token={ADA}"), None).await;
     assert!(st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN, "{st}");
     // Elsewhere a token in the query is not looked at (it would end up in logs).
-    assert_eq!(status(&s, "GET", &format!("/api/v1/latest?access_token={ADA}"), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&s, "GET", &format!("/api/v1/latest?access_token={ADA}"), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -100,19 +126,28 @@ async fn public_routes_need_no_token() {
 #[tokio::test]
 async fn tokens_are_created_once_shown_used_and_revoked() {
     let s = state().await;
-    let (st, body) = send(&s, "POST", "/api/v1/tokens", r#"{"name":"wall-3","role":"operator"}"#).await;
+    let (st, body) =
+        send(&s, "POST", "/api/v1/tokens", r#"{"name":"wall-3","role":"operator"}"#).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("sccr_") && token.len() == 69, "{token}");
     let id = body["id"].as_i64().unwrap();
     let (st, me) = send_as(&s, &token, "GET", "/api/v1/me", "").await;
-    assert_eq!((st, me["name"].as_str(), me["role"].as_str()), (StatusCode::OK, Some("wall-3"), Some("operator")));
+    assert_eq!(
+        (st, me["name"].as_str(), me["role"].as_str()),
+        (StatusCode::OK, Some("wall-3"), Some("operator"))
+    );
     let (_, list) = get(&s, "/api/v1/tokens").await;
     let listed = list["tokens"].as_array().unwrap();
     assert!(listed.iter().any(|t| t["id"] == id && t["name"] == "wall-3"));
     assert!(!list.to_string().contains(&token[5..]), "the token is never shown again");
 
-    for (body, field) in [(r#"{"name":"x","role":"root"}"#, "role"), (r#"{"name":"","role":"admin"}"#, "name"), (r#"{"role":"admin"}"#, "body"), ("[]", "body")] {
+    for (body, field) in [
+        (r#"{"name":"x","role":"root"}"#, "role"),
+        (r#"{"name":"","role":"admin"}"#, "name"),
+        (r#"{"role":"admin"}"#, "body"),
+        ("[]", "body"),
+    ] {
         let (st, resp) = send(&s, "POST", "/api/v1/tokens", body).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(resp["error"]["param"], field, "{body}: {resp}");
@@ -120,12 +155,21 @@ async fn tokens_are_created_once_shown_used_and_revoked() {
 
     let (st, _) = send(&s, "DELETE", &format!("/api/v1/tokens/{id}"), "").await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(send_as(&s, &token, "GET", "/api/v1/me", "").await.0, StatusCode::UNAUTHORIZED, "revoked at once in this process");
+    assert_eq!(
+        send_as(&s, &token, "GET", "/api/v1/me", "").await.0,
+        StatusCode::UNAUTHORIZED,
+        "revoked at once in this process"
+    );
     assert_eq!(send(&s, "DELETE", "/api/v1/tokens/424242", "").await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(&s, "DELETE", "/api/v1/tokens/abc", "").await.1["error"]["param"], "id");
 
     let (_, audit) = get(&s, "/api/v1/audit?limit=10").await;
-    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["token.revoke", "token.create"]);
     assert_eq!(audit["entries"][0]["actor"], "root");
 }
@@ -134,7 +178,10 @@ async fn tokens_are_created_once_shown_used_and_revoked() {
 async fn repeated_bad_tokens_from_one_address_are_slowed_down() {
     let s = state().await;
     for _ in 0..crate::auth::MAX_FAILURES {
-        assert_eq!(status(&s, "GET", "/api/v1/me", Some("sccr_guess")).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&s, "GET", "/api/v1/me", Some("sccr_guess")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let (st, body) = status(&s, "GET", "/api/v1/me", Some("sccr_guess")).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
@@ -146,21 +193,48 @@ async fn repeated_bad_tokens_from_one_address_are_slowed_down() {
 #[tokio::test]
 async fn devices_are_registered_paged_updated_and_decommissioned() {
     let s = state().await;
-    let (st, body) = send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-2","kind":"traffic_loop"}"#).await;
+    let (st, body) =
+        send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-2","kind":"traffic_loop"}"#).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let password = body["mqtt"]["password"].as_str().unwrap();
     assert_eq!(body["mqtt"]["username"], "loop-2");
     assert_eq!(password.len(), 32);
     let creds = s.store.device_credentials().await.unwrap();
     assert_eq!(creds.len(), 1);
-    assert!(crate::credentials::verify(password, &creds[0].1), "the stored hash is the broker's hash of the password");
-    assert_eq!(send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-2"}"#).await.0, StatusCode::CONFLICT, "registered twice");
+    assert!(
+        crate::credentials::verify(password, &creds[0].1),
+        "the stored hash is the broker's hash of the password"
+    );
+    assert_eq!(
+        send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-2"}"#).await.0,
+        StatusCode::CONFLICT,
+        "registered twice"
+    );
     // loop-1 was auto-registered by its telemetry: registering it issues credentials.
-    assert_eq!(send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-1","kind":"traffic_loop"}"#).await.0, StatusCode::CREATED);
+    assert_eq!(
+        send(&s, "POST", "/api/v1/devices", r#"{"id":"loop-1","kind":"traffic_loop"}"#).await.0,
+        StatusCode::CREATED
+    );
     for i in 3..=7 {
-        assert_eq!(send(&s, "POST", "/api/v1/devices", &format!(r#"{{"id":"aq-{i}","kind":"air_quality"}}"#)).await.0, StatusCode::CREATED);
+        assert_eq!(
+            send(
+                &s,
+                "POST",
+                "/api/v1/devices",
+                &format!(r#"{{"id":"aq-{i}","kind":"air_quality"}}"#)
+            )
+            .await
+            .0,
+            StatusCode::CREATED
+        );
     }
-    for (body, field) in [(r#"{"id":"Bad Id"}"#, "id"), (r#"{"id":"x","segment":"no-such-segment"}"#, "segment"), (r#"{"id":"x","kind":"a b"}"#, "kind"), (r#"{"id":"x","colour":1}"#, "colour"), ("{", "body")] {
+    for (body, field) in [
+        (r#"{"id":"Bad Id"}"#, "id"),
+        (r#"{"id":"x","segment":"no-such-segment"}"#, "segment"),
+        (r#"{"id":"x","kind":"a b"}"#, "kind"),
+        (r#"{"id":"x","colour":1}"#, "colour"),
+        ("{", "body"),
+    ] {
         let (st, resp) = send(&s, "POST", "/api/v1/devices", body).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {resp}");
         assert_eq!(resp["error"]["param"], field, "{body}: {resp}");
@@ -172,7 +246,13 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     loop {
         let (st, page) = get(&s, &uri).await;
         assert_eq!(st, StatusCode::OK, "{page}");
-        seen.extend(page["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => uri = format!("/api/v1/devices?limit=3&cursor={c}"),
             None => break,
@@ -184,26 +264,63 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     assert_eq!(get(&s, "/api/v1/devices?limit=0").await.1["error"]["param"], "limit");
     assert_eq!(get(&s, "/api/v1/devices?cursor=%20").await.1["error"]["param"], "cursor");
 
-    let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":"air_quality_v2"}"#).await;
+    let (st, body) =
+        send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":"air_quality_v2"}"#).await;
     assert_eq!((st, body["device"]["kind"].as_str()), (StatusCode::OK, Some("air_quality_v2")));
     let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":null}"#).await;
     assert_eq!((st, body["device"]["kind"].clone()), (StatusCode::OK, Value::Null));
-    assert_eq!(send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"registered_at":1}"#).await.1["error"]["param"], "registered_at");
+    assert_eq!(
+        send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"registered_at":1}"#).await.1["error"]
+            ["param"],
+        "registered_at"
+    );
     assert_eq!(send(&s, "PATCH", "/api/v1/devices/nobody", "{}").await.0, StatusCode::NOT_FOUND);
 
     let (st, body) = send(&s, "DELETE", "/api/v1/devices/aq-4", "").await;
     assert_eq!(st, StatusCode::OK);
-    assert!(body["device"]["decommissioned_at"].is_number() && body["device"]["has_credentials"] == false);
-    assert!(!s.store.device_credentials().await.unwrap().iter().any(|(d, _)| d.as_str() == "aq-4"), "no credentials left");
-    assert_eq!(get(&s, "/api/v1/devices?kind=air_quality").await.1["devices"].as_array().unwrap().len(), 3, "decommissioned devices are hidden");
-    assert_eq!(get(&s, "/api/v1/devices?kind=air_quality&decommissioned=true").await.1["devices"].as_array().unwrap().len(), 4);
-    assert_eq!(send(&s, "POST", "/api/v1/devices/aq-4/credentials", "").await.0, StatusCode::NOT_FOUND, "no credentials for a decommissioned device");
-    assert_eq!(send(&s, "POST", "/api/v1/devices", r#"{"id":"aq-4"}"#).await.0, StatusCode::CREATED, "a decommissioned device can come back");
+    assert!(
+        body["device"]["decommissioned_at"].is_number()
+            && body["device"]["has_credentials"] == false
+    );
+    assert!(
+        !s.store.device_credentials().await.unwrap().iter().any(|(d, _)| d.as_str() == "aq-4"),
+        "no credentials left"
+    );
+    assert_eq!(
+        get(&s, "/api/v1/devices?kind=air_quality").await.1["devices"].as_array().unwrap().len(),
+        3,
+        "decommissioned devices are hidden"
+    );
+    assert_eq!(
+        get(&s, "/api/v1/devices?kind=air_quality&decommissioned=true").await.1["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        send(&s, "POST", "/api/v1/devices/aq-4/credentials", "").await.0,
+        StatusCode::NOT_FOUND,
+        "no credentials for a decommissioned device"
+    );
+    assert_eq!(
+        send(&s, "POST", "/api/v1/devices", r#"{"id":"aq-4"}"#).await.0,
+        StatusCode::CREATED,
+        "a decommissioned device can come back"
+    );
 
     let (st, body) = send(&s, "POST", "/api/v1/devices/aq-5/credentials", "").await;
     assert_eq!(st, StatusCode::OK);
     let rotated = body["mqtt"]["password"].as_str().unwrap();
-    let hash = s.store.device_credentials().await.unwrap().into_iter().find(|(d, _)| d.as_str() == "aq-5").unwrap().1;
+    let hash = s
+        .store
+        .device_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(d, _)| d.as_str() == "aq-5")
+        .unwrap()
+        .1;
     assert!(crate::credentials::verify(rotated, &hash));
 
     let (_, one) = get(&s, "/api/v1/devices/loop-1").await;
@@ -225,19 +342,43 @@ async fn bad_requests_are_counted_by_route_and_status() {
     assert_eq!(s.http.requests("/api/v1/history", 400), 2);
     assert_eq!(s.http.requests("/api/v1/segments", 401), 1);
     let (_, text) = {
-        let resp = app(s.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
-        (resp.status(), String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap())
+        let resp = app(s.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        (
+            resp.status(),
+            String::from_utf8(
+                axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec(),
+            )
+            .unwrap(),
+        )
     };
-    assert!(text.contains("sccr_http_requests_total{route=\"/api/v1/history\",method=\"GET\",status=\"400\"} 2"), "{text}");
-    assert!(text.contains("sccr_http_request_duration_seconds_count{route=\"/api/v1/history\",method=\"GET\"} 2"), "{text}");
+    assert!(
+        text.contains(
+            "sccr_http_requests_total{route=\"/api/v1/history\",method=\"GET\",status=\"400\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "sccr_http_request_duration_seconds_count{route=\"/api/v1/history\",method=\"GET\"} 2"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn the_openapi_document_and_page_describe_every_operation() {
     let s = state().await;
-    let resp = app(s.clone()).oneshot(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app(s.clone())
+        .oneshot(Request::get("/api/v1/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "public");
-    let doc: Value = serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap())
+            .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let ops = crate::operations();
     for op in &ops {
@@ -246,16 +387,32 @@ async fn the_openapi_document_and_page_describe_every_operation() {
         // Every {param} of the path is declared.
         for seg in op.path.split('/').filter(|s| s.starts_with('{')) {
             let name = seg.trim_matches(['{', '}']);
-            assert!(o["parameters"].as_array().unwrap().iter().any(|p| p["name"] == name && p["in"] == "path"), "{} {name}", op.path);
+            assert!(
+                o["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{} {name}",
+                op.path
+            );
         }
         if !op.roles.is_empty() {
-            assert!(o["responses"]["401"].is_object() && o["responses"]["403"].is_object(), "{}", op.path);
+            assert!(
+                o["responses"]["401"].is_object() && o["responses"]["403"].is_object(),
+                "{}",
+                op.path
+            );
         }
     }
-    let counted: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    let counted: usize =
+        doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(counted, ops.len(), "one document entry per operation, no more");
-    let resp = app(s).oneshot(Request::get("/api/v1/docs").body(Body::empty()).unwrap()).await.unwrap();
-    let page = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec()).unwrap();
+    let resp =
+        app(s).oneshot(Request::get("/api/v1/docs").body(Body::empty()).unwrap()).await.unwrap();
+    let page =
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec())
+            .unwrap();
     assert!(ops.iter().all(|o| page.contains(&format!("<code>{}</code>", o.path))));
 }
 
@@ -270,7 +427,8 @@ async fn the_live_route_without_an_upgrade_says_so_in_json() {
 #[tokio::test]
 async fn control_characters_are_refused_before_the_database_sees_them() {
     let s = state().await;
-    let (st, body) = send(&s, "POST", "/api/v1/tokens", "{\"name\":\"a\\u0000b\",\"role\":\"planner\"}").await;
+    let (st, body) =
+        send(&s, "POST", "/api/v1/tokens", "{\"name\":\"a\\u0000b\",\"role\":\"planner\"}").await;
     assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("name")));
     let (st, body) = get(&s, "/api/v1/alerts?rule=a%00b").await;
     assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("rule")));
@@ -282,9 +440,20 @@ async fn control_characters_are_refused_before_the_database_sees_them() {
 async fn dead_letters_are_listed_by_page_and_counted_by_reason() {
     let s = state().await;
     let letters: Vec<store::DeadLetter> = (0..5)
-        .map(|i| store::DeadLetter::new("sccr/v1/devices/x/telemetry", None, if i < 3 { "bad_json" } else { "out_of_range" }, format!("case {i}"), b"{oops"))
+        .map(|i| {
+            store::DeadLetter::new(
+                "sccr/v1/devices/x/telemetry",
+                None,
+                if i < 3 { "bad_json" } else { "out_of_range" },
+                format!("case {i}"),
+                b"{oops",
+            )
+        })
         .collect();
-    s.store.write_batch(&store::Batch { dead_letters: letters, ..store::Batch::default() }).await.unwrap();
+    s.store
+        .write_batch(&store::Batch { dead_letters: letters, ..store::Batch::default() })
+        .await
+        .unwrap();
     let (st, page) = get(&s, "/api/v1/dead-letters?limit=2").await;
     assert_eq!(st, StatusCode::OK, "{page}");
     assert_eq!(page["dead_letters"][0]["detail"], "case 4");
@@ -295,8 +464,14 @@ async fn dead_letters_are_listed_by_page_and_counted_by_reason() {
     let (_, bad_json) = get(&s, "/api/v1/dead-letters?reason=bad_json").await;
     assert_eq!(bad_json["dead_letters"].as_array().unwrap().len(), 3);
     let (_, reasons) = get(&s, "/api/v1/dead-letters/reasons").await;
-    assert_eq!(reasons["reasons"], serde_json::json!([{"reason": "bad_json", "count": 3}, {"reason": "out_of_range", "count": 2}]));
-    assert_eq!(get(&s, "/api/v1/dead-letters/reasons?since=yesterday").await.1["error"]["param"], "since");
+    assert_eq!(
+        reasons["reasons"],
+        serde_json::json!([{"reason": "bad_json", "count": 3}, {"reason": "out_of_range", "count": 2}])
+    );
+    assert_eq!(
+        get(&s, "/api/v1/dead-letters/reasons?since=yesterday").await.1["error"]["param"],
+        "since"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +479,9 @@ async fn readiness_reports_the_broker() {
     let mut s = state().await;
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = up.clone();
-    s.readiness = Some(std::sync::Arc::new(move || vec![("broker", probe.load(std::sync::atomic::Ordering::Relaxed))]));
+    s.readiness = Some(std::sync::Arc::new(move || {
+        vec![("broker", probe.load(std::sync::atomic::Ordering::Relaxed))]
+    }));
     let (st, body) = get(&s, "/readyz").await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("broker"));
@@ -326,23 +503,41 @@ async fn framework_rejections_are_json_errors_too() {
 async fn webhook_subscription_changes_are_audited_without_their_secret() {
     let s = state().await;
     let secret = "a-very-secret-signing-key-0123456789";
-    let body = format!(r#"{{"url":"http://127.0.0.1:9/hook","secret":"{secret}","types":["sccr.alert.raised"]}}"#);
+    let body = format!(
+        r#"{{"url":"http://127.0.0.1:9/hook","secret":"{secret}","types":["sccr.alert.raised"]}}"#
+    );
     let (st, created) = send(&s, "POST", "/api/v1/webhooks", &body).await;
     assert_eq!(st, StatusCode::CREATED, "{created}");
     let id = created["id"].as_i64().unwrap();
-    let (st, _) = send(&s, "PATCH", &format!("/api/v1/webhooks/{id}"), &format!(r#"{{"enabled":false,"secret":"{secret}-2"}}"#)).await;
+    let (st, _) = send(
+        &s,
+        "PATCH",
+        &format!("/api/v1/webhooks/{id}"),
+        &format!(r#"{{"enabled":false,"secret":"{secret}-2"}}"#),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     let (st, _) = send(&s, "POST", &format!("/api/v1/webhooks/{id}/redeliver"), "").await;
     assert_eq!(st, StatusCode::OK);
     let (st, _) = send(&s, "DELETE", &format!("/api/v1/webhooks/{id}"), "").await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    assert_eq!(send(&s, "DELETE", &format!("/api/v1/webhooks/{id}"), "").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&s, "DELETE", &format!("/api/v1/webhooks/{id}"), "").await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let (_, audit) = get(&s, "/api/v1/audit?limit=10").await;
     let entries = audit["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["webhook.delete", "webhook.redeliver", "webhook.update", "webhook.create"], "a failed delete is not logged");
-    assert!(entries.iter().all(|e| e["target"] == format!("webhook/{id}") && e["actor"] == "root"), "{audit}");
+    assert_eq!(
+        actions,
+        ["webhook.delete", "webhook.redeliver", "webhook.update", "webhook.create"],
+        "a failed delete is not logged"
+    );
+    assert!(
+        entries.iter().all(|e| e["target"] == format!("webhook/{id}") && e["actor"] == "root"),
+        "{audit}"
+    );
     assert_eq!(entries[3]["detail"]["url"], "http://127.0.0.1:9/hook");
     assert_eq!(entries[3]["detail"]["types"], serde_json::json!(["sccr.alert.raised"]));
     assert_eq!(entries[2]["detail"], serde_json::json!({"enabled": false, "secret_set": true}));

@@ -27,7 +27,10 @@ fn road(id: &str, name: &str, at: [f64; 2], length_m: f64) -> RoadSegment {
 async fn session_on_map(config: SessionConfig) -> (Session, std::sync::Arc<LiveHub>) {
     let s = state().await;
     s.store
-        .upsert_segments(&[road("north", "Viale Nord", [11.25, 43.80], 1000.0), road("south", "Viale Sud", [11.25, 43.70], 3000.0)])
+        .upsert_segments(&[
+            road("north", "Viale Nord", [11.25, 43.80], 1000.0),
+            road("south", "Viale Sud", [11.25, 43.70], 3000.0),
+        ])
         .await
         .unwrap();
     let link = |dev: &str, seg: &str| store::DeviceRecord {
@@ -53,8 +56,12 @@ async fn deltas_carry_the_latest_value_per_key_once() {
     }
     let delta = next_json(&mut rx).await;
     assert_eq!(delta["type"], "delta");
-    let values: Vec<(String, f64)> =
-        delta["values"].as_array().unwrap().iter().map(|v| (v["device"].as_str().unwrap().to_owned(), v["value"].as_f64().unwrap())).collect();
+    let values: Vec<(String, f64)> = delta["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["device"].as_str().unwrap().to_owned(), v["value"].as_f64().unwrap()))
+        .collect();
     assert_eq!(values, [("a".to_owned(), 3.0), ("b".to_owned(), 5.0)]);
 }
 
@@ -64,11 +71,16 @@ async fn unsubscribing_some_keys_stops_exactly_those() {
     let (tx, mut rx) = session(hub.clone());
     tx.send(Ok(r#"{"type":"subscribe","segments":[]}"#.into())).await.unwrap();
     assert_eq!(next_json(&mut rx).await["type"], "snapshot");
-    tx.send(Ok(r#"{"type":"unsubscribe","devices":["a"],"segments":["s1"]}"#.into())).await.unwrap();
+    tx.send(Ok(r#"{"type":"unsubscribe","devices":["a"],"segments":["s1"]}"#.into()))
+        .await
+        .unwrap();
     let f = next_json(&mut rx).await;
     assert_eq!((f["type"].as_str(), f["devices"][0].as_str()), (Some("unsubscribed"), Some("a")));
     hub.apply(&[reading("a", T0, 1.0), reading("b", T0, 2.0)]);
-    hub.publish_segments(vec![segment_state("s1", T0, 10.0, LevelOfService::F), segment_state("s2", T0, 40.0, LevelOfService::B)]);
+    hub.publish_segments(vec![
+        segment_state("s1", T0, 10.0, LevelOfService::F),
+        segment_state("s2", T0, 40.0, LevelOfService::B),
+    ]);
     let delta = next_json(&mut rx).await;
     assert_eq!(delta["values"].as_array().unwrap().len(), 1);
     assert_eq!(delta["values"][0]["device"], "b");
@@ -87,7 +99,10 @@ async fn a_bounding_box_selects_its_segments_and_their_devices() {
     let delta = next_json(&mut rx).await;
     assert_eq!(delta["values"].as_array().unwrap().len(), 1);
     assert_eq!(delta["values"][0]["device"], "n1");
-    hub.publish_segments(vec![segment_state("south", T0, 10.0, LevelOfService::F), segment_state("north", T0, 40.0, LevelOfService::B)]);
+    hub.publish_segments(vec![
+        segment_state("south", T0, 10.0, LevelOfService::F),
+        segment_state("north", T0, 40.0, LevelOfService::B),
+    ]);
     assert_eq!(next_json(&mut rx).await["segment"]["segment"], "north");
 
     // A box over nothing selects nothing (not everything).
@@ -104,9 +119,16 @@ async fn a_bounding_box_selects_its_segments_and_their_devices() {
 
 #[tokio::test]
 async fn kpi_frames_sum_up_the_city() {
-    let (ctx, hub) = session_on_map(SessionConfig { kpi_interval: Duration::from_millis(50), ..SessionConfig::default() }).await;
+    let (ctx, hub) = session_on_map(SessionConfig {
+        kpi_interval: Duration::from_millis(50),
+        ..SessionConfig::default()
+    })
+    .await;
     hub.apply(&[reading("n1", T0, 40.0), reading("s1", T0, 10.0)]);
-    hub.publish_segments(vec![segment_state("south", T0, 10.0, LevelOfService::F), segment_state("north", T0, 50.0, LevelOfService::A)]);
+    hub.publish_segments(vec![
+        segment_state("south", T0, 10.0, LevelOfService::F),
+        segment_state("north", T0, 50.0, LevelOfService::A),
+    ]);
     let (tx, mut rx) = session_with(ctx);
     tx.send(Ok(r#"{"type":"subscribe","values":false,"kpi":true}"#.into())).await.unwrap();
     assert_eq!(next_json(&mut rx).await["type"], "snapshot");
@@ -129,7 +151,11 @@ async fn kpi_frames_sum_up_the_city() {
 #[tokio::test]
 async fn heartbeats_flow_and_a_silent_client_is_closed() {
     let hub = LiveHub::new(16);
-    let config = SessionConfig { heartbeat: Duration::from_millis(40), idle_timeout: Duration::from_millis(300), ..SessionConfig::default() };
+    let config = SessionConfig {
+        heartbeat: Duration::from_millis(40),
+        idle_timeout: Duration::from_millis(300),
+        ..SessionConfig::default()
+    };
     let ctx = Session { config, ..Session::new(hub) };
     let http = ctx.http.clone();
     let (tx, mut rx) = session_with(ctx);
@@ -140,10 +166,18 @@ async fn heartbeats_flow_and_a_silent_client_is_closed() {
         tx.send(Ok(r#"{"type":"ping"}"#.into())).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(http.ws_open.load(std::sync::atomic::Ordering::Relaxed), 1, "still open while the client talks");
+    assert_eq!(
+        http.ws_open.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "still open while the client talks"
+    );
     // Then silence: an idle_timeout error, and the session ends.
     let closed = loop {
-        let Some(text) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("closes in time") else { break true };
+        let Some(text) =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("closes in time")
+        else {
+            break true;
+        };
         if text == crate::live::PING_MARK {
             continue;
         }
@@ -175,9 +209,15 @@ async fn error_frames_are_counted_by_code() {
 async fn history_of_an_area_combines_the_segments_inside_it() {
     let s = state().await;
     s.store.upsert_segments(&[road("north", "Viale Nord", [11.25, 43.80], 1000.0)]).await.unwrap();
-    let linked = store::DeviceRecord { id: DeviceId::parse("loop-1").unwrap(), kind: None, segment: Some(SegmentId::parse("north").unwrap()), registered_at: EventTime(T0) };
+    let linked = store::DeviceRecord {
+        id: DeviceId::parse("loop-1").unwrap(),
+        kind: None,
+        segment: Some(SegmentId::parse("north").unwrap()),
+        registered_at: EventTime(T0),
+    };
     s.store.upsert_devices(&[linked]).await.unwrap();
-    let q = format!("/api/v1/history?metric=speed_kmh&from={T0}&to={}&resolution=raw", T0 + 3_600_000);
+    let q =
+        format!("/api/v1/history?metric=speed_kmh&from={T0}&to={}&resolution=raw", T0 + 3_600_000);
     let (st, body) = super::get(&s, &format!("{q}&bbox=11.2,43.78,11.3,43.82")).await;
     assert_eq!(st, axum::http::StatusCode::OK, "{body}");
     assert_eq!(body["points"].as_array().unwrap().len(), 120);
@@ -185,7 +225,14 @@ async fn history_of_an_area_combines_the_segments_inside_it() {
     let (_, body) = super::get(&s, &format!("{q}&bbox=0,0,1,1")).await;
     assert!(body["points"].as_array().unwrap().is_empty(), "an empty area has no history");
     for bad in ["1,2,3", "a,b,c,d", "11.3,43.7,11.2,43.8"] {
-        assert_eq!(super::get(&s, &format!("{q}&bbox={bad}")).await.1["error"]["param"], "bbox", "{bad}");
+        assert_eq!(
+            super::get(&s, &format!("{q}&bbox={bad}")).await.1["error"]["param"],
+            "bbox",
+            "{bad}"
+        );
     }
-    assert_eq!(super::get(&s, &format!("{q}&bbox=0,0,1,1&segment=north")).await.0, axum::http::StatusCode::BAD_REQUEST);
+    assert_eq!(
+        super::get(&s, &format!("{q}&bbox=0,0,1,1&segment=north")).await.0,
+        axum::http::StatusCode::BAD_REQUEST
+    );
 }

@@ -21,8 +21,10 @@ struct TestDir(PathBuf);
 impl TestDir {
     fn new(name: &str) -> Self {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("sccr-buffer-{name}-{}-{n}-{nanos}", std::process::id()));
+        let nanos =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = std::env::temp_dir()
+            .join(format!("sccr-buffer-{name}-{}-{n}-{nanos}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         TestDir(path)
     }
@@ -71,7 +73,11 @@ fn disk_watermark(dir: &Path) -> u64 {
     };
     assert_eq!(bytes.len(), 12, "ack file length");
     let wm = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    assert_eq!(u32::from_le_bytes(bytes[8..].try_into().unwrap()), crc32fast::hash(&bytes[..8]), "ack file crc");
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..].try_into().unwrap()),
+        crc32fast::hash(&bytes[..8]),
+        "ack file crc"
+    );
     wm
 }
 
@@ -145,7 +151,10 @@ fn append_hand_out_ack_rewind_order() {
     for i in 0..5 {
         assert_eq!(b.append(&payload(i, 10)).unwrap(), RecordId(i));
     }
-    assert_eq!(b.next_unsent(2).unwrap(), vec![(RecordId(0), payload(0, 10)), (RecordId(1), payload(1, 10))]);
+    assert_eq!(
+        b.next_unsent(2).unwrap(),
+        vec![(RecordId(0), payload(0, 10)), (RecordId(1), payload(1, 10))]
+    );
     assert_eq!(ids(&b.next_unsent(2).unwrap()), [2, 3]);
     b.ack(RecordId(1)).unwrap();
     assert_eq!(ids(&b.next_unsent(10).unwrap()), [4]);
@@ -155,7 +164,10 @@ fn append_hand_out_ack_rewind_order() {
     // Lost connection: everything unacked again, in order, byte-identical.
     b.rewind();
     let again = b.next_unsent(10).unwrap();
-    assert_eq!(again, [0, 2, 3, 4].iter().map(|&i| (RecordId(i), payload(i, 10))).collect::<Vec<_>>());
+    assert_eq!(
+        again,
+        [0, 2, 3, 4].iter().map(|&i| (RecordId(i), payload(i, 10))).collect::<Vec<_>>()
+    );
 
     // New records come after the ones already handed out in this pass.
     assert_eq!(b.append(&payload(5, 3)).unwrap(), RecordId(5));
@@ -199,7 +211,10 @@ fn reopen_after_clean_close_keeps_unacked_and_drops_acked() {
     let mut b = DiskBuffer::open(cfg()).unwrap();
     assert_eq!(b.stats().records, 3);
     let back = b.next_unsent(10).unwrap();
-    assert_eq!(back, (3..6).map(|i| (RecordId(i), payload(i, 20 + i as usize))).collect::<Vec<_>>());
+    assert_eq!(
+        back,
+        (3..6).map(|i| (RecordId(i), payload(i, 20 + i as usize))).collect::<Vec<_>>()
+    );
     // Ids continue after the highest one ever used.
     assert_eq!(b.append(b"x").unwrap(), RecordId(6));
 
@@ -239,7 +254,10 @@ fn out_of_order_acks_advance_the_watermark_over_contiguous_ids() {
     // Crash: acks above the watermark were not persisted, so 3 and 4 come back (once).
     b.simulate_crash();
     let mut b = DiskBuffer::open(cfg()).unwrap();
-    assert_eq!(b.next_unsent(10).unwrap(), (2..5).map(|i| (RecordId(i), payload(i, 8))).collect::<Vec<_>>());
+    assert_eq!(
+        b.next_unsent(10).unwrap(),
+        (2..5).map(|i| (RecordId(i), payload(i, 8))).collect::<Vec<_>>()
+    );
     for i in [4, 2, 3] {
         b.ack(RecordId(i)).unwrap();
     }
@@ -290,14 +308,23 @@ fn full_buffer_drops_oldest_segments_with_exact_count() {
         assert_eq!(b.stats().dropped, expected_dropped[i as usize], "after appending {i}");
         assert!(b.stats().bytes <= 300);
     }
-    assert_eq!(b.stats(), BufferStats { records: 6, bytes: 300, dropped: 4, ..BufferStats::default() });
+    assert_eq!(
+        b.stats(),
+        BufferStats { records: 6, bytes: 300, dropped: 4, ..BufferStats::default() }
+    );
     assert_eq!(seg_files(&d.0), [seg_name(4), seg_name(6), seg_name(8)]);
-    assert_eq!(b.next_unsent(100).unwrap(), (4..10).map(|i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>());
+    assert_eq!(
+        b.next_unsent(100).unwrap(),
+        (4..10).map(|i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>()
+    );
 
     // An acked record in a dropped segment is not counted as dropped.
     b.ack(RecordId(4)).unwrap();
     assert_eq!(b.append(&payload(10, 34)).unwrap(), RecordId(10));
-    assert_eq!(b.stats(), BufferStats { records: 5, bytes: 250, dropped: 5, ..BufferStats::default() });
+    assert_eq!(
+        b.stats(),
+        BufferStats { records: 5, bytes: 250, dropped: 5, ..BufferStats::default() }
+    );
     assert_eq!(seg_files(&d.0), [seg_name(6), seg_name(8), seg_name(10)]);
     // Dropped records count as gone: the watermark moved past them, and a late ack is a no-op.
     assert_eq!(disk_watermark(&d.0), 6);
@@ -313,7 +340,10 @@ fn full_buffer_drops_oldest_segments_with_exact_count() {
     assert_eq!(b.append(&payload(11, 34)).unwrap(), RecordId(11));
     assert_eq!(b.stats(), BufferStats { records: 6, bytes: 300, ..BufferStats::default() });
     assert_eq!(b.append(&payload(12, 34)).unwrap(), RecordId(12));
-    assert_eq!(b.stats(), BufferStats { records: 5, bytes: 250, dropped: 2, ..BufferStats::default() });
+    assert_eq!(
+        b.stats(),
+        BufferStats { records: 5, bytes: 250, dropped: 2, ..BufferStats::default() }
+    );
     assert_eq!(seg_files(&d.0), [seg_name(8), seg_name(10), seg_name(12)]);
 }
 
@@ -332,7 +362,10 @@ fn record_larger_than_max_bytes_is_refused() {
     assert_eq!(b.stats().bytes, 100);
     // The next record only fits once the (active, only) segment is dropped.
     assert_eq!(b.append(&[]).unwrap(), RecordId(1));
-    assert_eq!(b.stats(), BufferStats { records: 1, bytes: 16, dropped: 1, ..BufferStats::default() });
+    assert_eq!(
+        b.stats(),
+        BufferStats { records: 1, bytes: 16, dropped: 1, ..BufferStats::default() }
+    );
     assert_eq!(seg_files(&d.0), [seg_name(1)]);
     assert_eq!(ids(&b.next_unsent(10).unwrap()), [1]);
 }
@@ -398,16 +431,29 @@ fn torn_tail_is_cut_at_every_byte() {
         let s = b.stats();
         assert_eq!(
             s,
-            BufferStats { records: survivors, bytes: survivors * 50, truncated_bytes: cut % 50, ..BufferStats::default() },
+            BufferStats {
+                records: survivors,
+                bytes: survivors * 50,
+                truncated_bytes: cut % 50,
+                ..BufferStats::default()
+            },
             "cut {cut}"
         );
-        assert_eq!(b.next_unsent(10).unwrap(), (0..survivors).map(|i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>(), "cut {cut}");
+        assert_eq!(
+            b.next_unsent(10).unwrap(),
+            (0..survivors).map(|i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>(),
+            "cut {cut}"
+        );
         // The record being written is gone; ids go on from the last intact one.
         assert_eq!(b.append(&payload(9, 5)).unwrap(), RecordId(survivors), "cut {cut}");
         b.simulate_crash();
         let segs = walk(&d.0);
         assert_eq!(segs.len(), 1);
-        assert_eq!(segs[0].len, survivors * 50 + 21, "cut {cut}: the new record follows the cut directly");
+        assert_eq!(
+            segs[0].len,
+            survivors * 50 + 21,
+            "cut {cut}: the new record follows the cut directly"
+        );
     }
 }
 
@@ -418,12 +464,12 @@ fn corrupt_record_is_skipped_and_recovery_continues_with_next_segment() {
     //  corrupt records reported, bytes cut)
     type Case = (u64, u64, u8, &'static [u64], u64, u64);
     let cases: [Case; 6] = [
-        (2, 16 + 5, 0x40, &[0, 1, 4, 5], 1, 100),   // payload of record 2: the rest of seg-2 goes too
+        (2, 16 + 5, 0x40, &[0, 1, 4, 5], 1, 100), // payload of record 2: the rest of seg-2 goes too
         (2, 50 + 4, 0x40, &[0, 1, 2, 4, 5], 1, 50), // crc field of record 3
         (2, 50 + 9, 0x40, &[0, 1, 2, 4, 5], 1, 50), // id field of record 3
-        (0, 0, 0x02, &[2, 3, 4, 5], 1, 100),        // len of record 0 made shorter: bad crc
-        (0, 0, 0x40, &[2, 3, 4, 5], 0, 100),        // len of record 0 made longer: reads as torn
-        (4, 60, 0x40, &[0, 1, 2, 3, 4], 1, 50),     // last segment, record 5
+        (0, 0, 0x02, &[2, 3, 4, 5], 1, 100),      // len of record 0 made shorter: bad crc
+        (0, 0, 0x40, &[2, 3, 4, 5], 0, 100),      // len of record 0 made longer: reads as torn
+        (4, 60, 0x40, &[0, 1, 2, 3, 4], 1, 50),   // last segment, record 5
     ];
     for (seg, pos, xor, back, corrupt, cut) in cases {
         let d = TestDir::new("corrupt");
@@ -437,10 +483,18 @@ fn corrupt_record_is_skipped_and_recovery_continues_with_next_segment() {
 
         let mut b = DiskBuffer::open(cfg()).unwrap();
         let s = b.stats();
-        assert_eq!((s.records, s.corrupt_skipped, s.truncated_bytes), (back.len() as u64, corrupt, cut), "flip in seg {seg} at {pos}");
+        assert_eq!(
+            (s.records, s.corrupt_skipped, s.truncated_bytes),
+            (back.len() as u64, corrupt, cut),
+            "flip in seg {seg} at {pos}"
+        );
         assert_eq!(s.bytes, 300 - cut);
         let got = b.next_unsent(10).unwrap();
-        assert_eq!(got, back.iter().map(|&i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>(), "flip in seg {seg} at {pos}");
+        assert_eq!(
+            got,
+            back.iter().map(|&i| (RecordId(i), payload(i, 34))).collect::<Vec<_>>(),
+            "flip in seg {seg} at {pos}"
+        );
         // The damage was cut off: the files are clean again.
         b.simulate_crash();
         let files: u64 = walk(&d.0).iter().map(|s| s.len).sum();
@@ -456,7 +510,10 @@ fn corruption_after_open_is_never_handed_out() {
         b.append(&payload(i, 34)).unwrap();
     }
     flip_byte(&d.0.join(seg_name(0)), 50 + 16 + 3, 0x01);
-    assert_eq!(b.next_unsent(10).unwrap(), vec![(RecordId(0), payload(0, 34)), (RecordId(2), payload(2, 34))]);
+    assert_eq!(
+        b.next_unsent(10).unwrap(),
+        vec![(RecordId(0), payload(0, 34)), (RecordId(2), payload(2, 34))]
+    );
     assert_eq!((b.stats().records, b.stats().corrupt_skipped), (2, 1));
     b.rewind();
     assert_eq!(ids(&b.next_unsent(10).unwrap()), [0, 2]);
@@ -473,7 +530,9 @@ fn corrupt_ack_file_refuses_to_open() {
 
     flip_byte(&d.0.join("ack"), 0, 0x02);
     match DiskBuffer::open(d.config(1 << 20, BIG, FsyncPolicy::Always)) {
-        Err(BufferError::CorruptAck { path, reason: "checksum mismatch" }) => assert_eq!(path, d.0.join("ack")),
+        Err(BufferError::CorruptAck { path, reason: "checksum mismatch" }) => {
+            assert_eq!(path, d.0.join("ack"))
+        }
         other => panic!("expected CorruptAck, got {other:?}"),
     }
     fs::write(d.0.join("ack"), [1u8; 5]).unwrap();
@@ -525,7 +584,11 @@ fn fsync_policies_all_work() {
         // A process crash loses nothing whatever the policy: the data is in the page cache.
         b.simulate_crash();
         let mut b = DiskBuffer::open(cfg()).unwrap();
-        assert_eq!(b.next_unsent(100).unwrap(), (1..8).map(|i| (RecordId(i), payload(i, 40))).collect::<Vec<_>>(), "{policy:?}");
+        assert_eq!(
+            b.next_unsent(100).unwrap(),
+            (1..8).map(|i| (RecordId(i), payload(i, 40))).collect::<Vec<_>>(),
+            "{policy:?}"
+        );
         assert_eq!(b.append(b"n").unwrap(), RecordId(8));
     }
 }
@@ -616,17 +679,33 @@ impl Model {
 
     /// The held records, in hand-out order.
     fn expected_unsent(&self, from: u64, n: usize) -> Vec<(RecordId, Vec<u8>)> {
-        self.recs.range(from..).filter(|(_, r)| r.st == St::Unacked).take(n).map(|(&id, r)| (RecordId(id), r.payload.clone())).collect()
+        self.recs
+            .range(from..)
+            .filter(|(_, r)| r.st == St::Unacked)
+            .take(n)
+            .map(|(&id, r)| (RecordId(id), r.payload.clone()))
+            .collect()
     }
 
     /// Read the ack file and check the buffer persisted neither too little nor too much.
     fn observe_disk_watermark(&mut self, dir: &Path) -> u64 {
         let disk = disk_watermark(dir);
-        assert!(disk >= self.disk_wm, "persisted watermark went back from {} to {disk}", self.disk_wm);
-        assert!(disk <= self.wm_high(), "watermark {disk} persisted past unacked record {}", self.wm_high());
+        assert!(
+            disk >= self.disk_wm,
+            "persisted watermark went back from {} to {disk}",
+            self.disk_wm
+        );
+        assert!(
+            disk <= self.wm_high(),
+            "watermark {disk} persisted past unacked record {}",
+            self.wm_high()
+        );
         if self.wm_hist.len() >= PERSIST_EVERY_ACKS as usize {
             let due = self.wm_hist[self.wm_hist.len() - PERSIST_EVERY_ACKS as usize];
-            assert!(disk >= due, "watermark {disk} not persisted for 64 acks (should be at least {due})");
+            assert!(
+                disk >= due,
+                "watermark {disk} not persisted for 64 acks (should be at least {due})"
+            );
         }
         self.disk_wm = disk;
         for (_, r) in self.recs.range_mut(..disk) {
@@ -652,8 +731,15 @@ impl Harness {
         // Small segments so that crashes hit segment boundaries and deletions; no drops.
         let cfg = dir.config(512, BIG, FsyncPolicy::Never);
         let buf = Some(DiskBuffer::open(cfg.clone()).unwrap());
-        let model =
-            Model { recs: BTreeMap::new(), cursor: 0, handed: Vec::new(), last_append: None, id_floor: 0, wm_hist: Vec::new(), disk_wm: 0 };
+        let model = Model {
+            recs: BTreeMap::new(),
+            cursor: 0,
+            handed: Vec::new(),
+            last_append: None,
+            id_floor: 0,
+            wm_hist: Vec::new(),
+            disk_wm: 0,
+        };
         Harness { buf, model, cfg, dir }
     }
 
@@ -668,10 +754,16 @@ impl Harness {
                 let m = &mut self.model;
                 match m.last_append {
                     Some(last) => assert_eq!(id, last + 1, "ids within a session are consecutive"),
-                    None => assert!(id >= m.id_floor, "id {id} after recovery is below {}", m.id_floor),
+                    None => {
+                        assert!(id >= m.id_floor, "id {id} after recovery is below {}", m.id_floor)
+                    }
                 }
                 if let Some(old) = m.recs.get(&id) {
-                    assert_eq!(old.st, St::Gone, "id {id} reused while its record is still on disk");
+                    assert_eq!(
+                        old.st,
+                        St::Gone,
+                        "id {id} reused while its record is still on disk"
+                    );
                 }
                 m.recs.insert(id, MRec { payload: p.clone(), st: St::Unacked });
                 m.last_append = Some(id);
@@ -682,7 +774,10 @@ impl Harness {
                 // (d) increasing within the pass.
                 let got_ids = ids(&got);
                 assert!(got_ids.windows(2).all(|w| w[0] < w[1]), "hand-out order {got_ids:?}");
-                assert!(got_ids.first().is_none_or(|&id| id >= m.cursor), "{got_ids:?} handed out twice in a pass");
+                assert!(
+                    got_ids.first().is_none_or(|&id| id >= m.cursor),
+                    "{got_ids:?} handed out twice in a pass"
+                );
                 // (a) nothing acked is handed out, (b) nothing held is skipped, (c) bytes exact.
                 for id in &got_ids {
                     let st = m.recs.get(id).map(|r| r.st);
@@ -717,7 +812,11 @@ impl Harness {
                 let disk = disk_watermark(&self.dir.0);
                 match self.model.unacked().next() {
                     Some((id, _)) => assert_eq!(disk, id, "sync persists the exact watermark"),
-                    None => assert!(disk >= self.model.wm_low(), "sync persisted {disk}, below {}", self.model.wm_low()),
+                    None => assert!(
+                        disk >= self.model.wm_low(),
+                        "sync persisted {disk}, below {}",
+                        self.model.wm_low()
+                    ),
                 }
             }
             Op::Crash { cut, flip } => self.crash(cut, flip.as_ref()),
@@ -737,9 +836,17 @@ impl Harness {
         let mut present = BTreeSet::new();
         for s in &segs {
             for r in &s.records {
-                let m = self.model.recs.get(&r.id).unwrap_or_else(|| panic!("record {} on disk unknown to the model", r.id));
+                let m = self
+                    .model
+                    .recs
+                    .get(&r.id)
+                    .unwrap_or_else(|| panic!("record {} on disk unknown to the model", r.id));
                 assert_ne!(m.st, St::Gone, "record {} came back from the dead", r.id);
-                assert_eq!(r.payload, m.payload, "record {} on disk differs from what was appended", r.id);
+                assert_eq!(
+                    r.payload, m.payload,
+                    "record {} on disk differs from what was appended",
+                    r.id
+                );
                 present.insert(r.id);
             }
         }
@@ -773,7 +880,9 @@ impl Harness {
                 lost.insert(r.id);
                 cut_at[f] = cut_at[f].min(r.offset);
             }
-            let Some(hit) = segs[f].records.iter().find(|r| r.offset <= pos && pos < r.offset + r.total) else {
+            let Some(hit) =
+                segs[f].records.iter().find(|r| r.offset <= pos && pos < r.offset + r.total)
+            else {
                 panic!("flip at {pos} outside every record")
             };
             if pos - hit.offset < 4 {
@@ -810,7 +919,11 @@ impl Harness {
         m.wm_hist.clear();
 
         let s = self.buf().stats();
-        assert!((corrupt.0..=corrupt.1).contains(&s.corrupt_skipped), "corrupt_skipped {} not in {corrupt:?}", s.corrupt_skipped);
+        assert!(
+            (corrupt.0..=corrupt.1).contains(&s.corrupt_skipped),
+            "corrupt_skipped {} not in {corrupt:?}",
+            s.corrupt_skipped
+        );
         assert_eq!(s.truncated_bytes, truncated, "bytes cut at open");
         // Everything held comes back in order and byte-identical; then start the pass over.
         let all = self.buf().next_unsent(usize::MAX).unwrap();
@@ -831,7 +944,8 @@ impl Harness {
         let s = self.buf().stats();
         assert_eq!(s.records, self.model.unacked().count() as u64, "records held");
         assert_eq!(s.dropped, 0);
-        let on_disk: u64 = seg_files(&dir).iter().map(|n| fs::metadata(dir.join(n)).unwrap().len()).sum();
+        let on_disk: u64 =
+            seg_files(&dir).iter().map(|n| fs::metadata(dir.join(n)).unwrap().len()).sum();
         assert_eq!(s.bytes, on_disk, "stats.bytes vs the files");
     }
 }

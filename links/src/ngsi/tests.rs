@@ -86,13 +86,7 @@ fn shape(v: &Value) -> String {
 fn assert_like_example(ours: &Value, example: &Value) {
     assert_eq!(ours["type"], example["type"]);
     let id = ours["id"].as_str().unwrap();
-    assert!(
-        id.starts_with(&format!(
-            "urn:ngsi-ld:{}:",
-            example["type"].as_str().unwrap()
-        )),
-        "{id}"
-    );
+    assert!(id.starts_with(&format!("urn:ngsi-ld:{}:", example["type"].as_str().unwrap())), "{id}");
     assert!(ours["@context"]
         .as_array()
         .unwrap()
@@ -103,23 +97,12 @@ fn assert_like_example(ours: &Value, example: &Value) {
             continue;
         }
         let ex = example.get(name).unwrap_or_else(|| {
-            panic!(
-                "{name} is not an attribute of the documented {}",
-                example["type"]
-            )
+            panic!("{name} is not an attribute of the documented {}", example["type"])
         });
         assert_eq!(attr["type"], ex["type"], "{name}: NGSI-LD kind");
-        let key = if attr["type"] == "Relationship" {
-            "object"
-        } else {
-            "value"
-        };
+        let key = if attr["type"] == "Relationship" { "object" } else { "value" };
         assert_eq!(shape(&attr[key]), shape(&ex[key]), "{name}: value shape");
-        assert_eq!(
-            attr.get("unitCode"),
-            ex.get("unitCode"),
-            "{name}: unit code"
-        );
+        assert_eq!(attr.get("unitCode"), ex.get("unitCode"), "{name}: unit code");
         if let Some(obj) = attr[key].as_object().filter(|o| o.contains_key("@value")) {
             assert!(
                 EventTime::parse_rfc3339(obj["@value"].as_str().unwrap()).is_ok(),
@@ -147,16 +130,9 @@ fn a_segment_window_is_a_traffic_flow_observed_like_the_documented_example() {
     assert_like_example(&e, &traffic_flow_example());
     assert_eq!(e["intensity"]["value"], 21.0);
     assert_eq!(e["occupancy"]["value"], 0.24);
-    assert_eq!(
-        e["refRoadSegment"]["object"],
-        "urn:ngsi-ld:RoadSegment:sccr:viale-strozzi"
-    );
+    assert_eq!(e["refRoadSegment"]["object"], "urn:ngsi-ld:RoadSegment:sccr:viale-strozzi");
     assert_eq!(e["location"]["value"]["coordinates"][1][0], 11.2520);
-    let (from, to) = e["dateObserved"]["value"]
-        .as_str()
-        .unwrap()
-        .split_once('/')
-        .unwrap();
+    let (from, to) = e["dateObserved"]["value"].as_str().unwrap().split_once('/').unwrap();
     assert!(EventTime::parse_rfc3339(from).unwrap() < EventTime::parse_rfc3339(to).unwrap());
 }
 
@@ -173,12 +149,8 @@ fn station_readings_are_an_air_quality_observed_like_the_documented_example() {
         (m("humidity_pct"), 71.0),
         (m("battery_v"), 3.6),
     ];
-    let e = air_quality_observed(
-        &d,
-        EventTime(1_764_064_800_000),
-        Some([11.2622, 43.7685]),
-        &values,
-    );
+    let e =
+        air_quality_observed(&d, EventTime(1_764_064_800_000), Some([11.2622, 43.7685]), &values);
     assert_like_example(&e, &air_quality_example());
     assert_eq!(e["relativeHumidity"]["value"], 0.71);
     assert_eq!(e["no2"]["value"], 41.0);
@@ -201,11 +173,7 @@ fn stored_alert(
         subject,
         kind: AlertKind::Single,
         severity,
-        state: if cleared {
-            AlertState::Cleared
-        } else {
-            AlertState::Raised
-        },
+        state: if cleared { AlertState::Cleared } else { AlertState::Raised },
         message: "LOS F on viale Strozzi".into(),
         value: Some(9.0),
         since: EventTime(1_764_064_700_000),
@@ -297,9 +265,6 @@ fn alert_outbox_events_become_alert_entities() {
     };
     let e = entity_of_event(&r).unwrap();
     assert_eq!(e, alert(&a));
-    let r = store::OutboxRecord {
-        event_type: "it.firenze.sccr.device.online".into(),
-        ..r
-    };
+    let r = store::OutboxRecord { event_type: "it.firenze.sccr.device.online".into(), ..r };
     assert!(entity_of_event(&r).is_none());
 }

@@ -26,7 +26,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
 
-use super::rule::{Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule, ThresholdRule};
+use super::rule::{
+    Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule, ThresholdRule,
+};
 use crate::segment_state::SegmentState;
 
 pub(crate) fn millis(d: Duration) -> i64 {
@@ -41,8 +43,13 @@ pub enum Step {
     /// Evaluated; no edge.
     Quiet,
     /// The condition began at `since` and has now held long enough.
-    Raise { since: EventTime, value: f64 },
-    Clear { value: f64 },
+    Raise {
+        since: EventTime,
+        value: f64,
+    },
+    Clear {
+        value: f64,
+    },
 }
 
 /// Where a sample stands against a condition with hysteresis.
@@ -72,7 +79,15 @@ impl HoldTimer {
     /// Evaluate a sample ordered by `order`, whose tripping run would begin at `begins` and
     /// has held until `ends` (all three are the reading time for readings; a window's start
     /// and end for segment states).
-    pub fn step(&mut self, order: EventTime, begins: EventTime, ends: EventTime, level: Level, hold_ms: i64, value: f64) -> Step {
+    pub fn step(
+        &mut self,
+        order: EventTime,
+        begins: EventTime,
+        ends: EventTime,
+        level: Level,
+        hold_ms: i64,
+        value: f64,
+    ) -> Step {
         if self.last.is_some_and(|l| order <= l) {
             return Step::Stale;
         }
@@ -162,7 +177,10 @@ impl FlatlineState {
                 t
             }
         };
-        if !self.raised && self.run_len >= rule.readings && t.millis() - start.millis() >= millis(rule.hold) {
+        if !self.raised
+            && self.run_len >= rule.readings
+            && t.millis() - start.millis() >= millis(rule.hold)
+        {
             self.raised = true;
             return Step::Raise { since: start, value: v };
         }
@@ -352,14 +370,20 @@ impl OfflineRule {
     /// interval is the rule's, else the device's registered one, else the learned one;
     /// without any, only the Last Will counts. Silence must exceed both
     /// `silence_factor × interval` and `min_silence`.
-    pub fn offline_at(&self, arrivals: &Arrivals, registered: Option<Duration>, now: EventTime) -> Option<(EventTime, f64)> {
+    pub fn offline_at(
+        &self,
+        arrivals: &Arrivals,
+        registered: Option<Duration>,
+        now: EventTime,
+    ) -> Option<(EventTime, f64)> {
         let silence = |since: EventTime| (now.millis() - since.millis()).max(0) as f64 / 1_000.0;
         if self.last_will {
             if let Some(at) = arrivals.last_will_at {
                 return Some((at, arrivals.last.map_or(0.0, silence)));
             }
         }
-        let interval = self.interval.or(registered).map(millis).or_else(|| arrivals.learned_interval_ms())?;
+        let interval =
+            self.interval.or(registered).map(millis).or_else(|| arrivals.learned_interval_ms())?;
         let last = arrivals.last?;
         let limit = ((interval as f64 * self.silence_factor) as i64).max(millis(self.min_silence));
         (now.millis() - last.millis() > limit).then(|| (last, silence(last)))

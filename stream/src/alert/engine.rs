@@ -43,8 +43,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
 
-use super::condition::{millis, Arrivals, FlatlineState, LosState, MeanLimitState, OfflineState, RateOfChangeState, Step, ThresholdState};
-use super::lifecycle::{Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError, TransitionError, LISTED_MEMBERS};
+use super::condition::{
+    millis, Arrivals, FlatlineState, LosState, MeanLimitState, OfflineState, RateOfChangeState,
+    Step, ThresholdState,
+};
+use super::lifecycle::{
+    Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
+    TransitionError, LISTED_MEMBERS,
+};
 use super::rule::{Direction, Rule, RuleKind, RuleSet, StormSettings};
 use super::storm::TokenBucket;
 use super::{AlertKey, RuleId, Subject};
@@ -282,16 +288,37 @@ enum Route {
 }
 
 impl AlertBook {
-    fn apply(&mut self, rule: &Rule, subject: Subject, segment: Option<&SegmentId>, step: Step, now: EventTime, out: &mut Vec<AlertOutput>) {
+    fn apply(
+        &mut self,
+        rule: &Rule,
+        subject: Subject,
+        segment: Option<&SegmentId>,
+        step: Step,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         match step {
-            Step::Raise { since, value } => self.raise(rule, subject, segment, since, value, now, out),
-            Step::Clear { .. } => self.clear_condition(&rule.id, subject, now, "condition ended", out),
+            Step::Raise { since, value } => {
+                self.raise(rule, subject, segment, since, value, now, out)
+            }
+            Step::Clear { .. } => {
+                self.clear_condition(&rule.id, subject, now, "condition ended", out)
+            }
             Step::Stale | Step::Quiet => {}
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn raise(&mut self, rule: &Rule, subject: Subject, segment: Option<&SegmentId>, since: EventTime, value: f64, now: EventTime, out: &mut Vec<AlertOutput>) {
+    fn raise(
+        &mut self,
+        rule: &Rule,
+        subject: Subject,
+        segment: Option<&SegmentId>,
+        since: EventTime,
+        value: f64,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let pkey = (rule.id.clone(), subject.clone());
         if self.placements.contains_key(&pkey) {
             self.counters.duplicate_raises += 1;
@@ -307,7 +334,9 @@ impl AlertBook {
         match route {
             Route::JoinGroup(id, seg) => {
                 self.counters.grouped_raises += 1;
-                if let (Some(g), Subject::Device(dev)) = (self.groups.get_mut(&(rule.id.clone(), seg.clone())), &subject) {
+                if let (Some(g), Subject::Device(dev)) =
+                    (self.groups.get_mut(&(rule.id.clone(), seg.clone())), &subject)
+                {
                     g.members.insert(dev.clone());
                     let members = g.members.len();
                     if let Some(alert) = self.open.get_mut(&id) {
@@ -327,13 +356,28 @@ impl AlertBook {
                     return;
                 }
                 self.counters.grouped_raises += 1;
-                let message = format!("{}: more than {} devices of segment {seg} raised within {}; grouped", rule.id, self.storm.group_over_devices, humantime::format_duration(self.storm.group_window));
-                let mut alert = self.new_alert(rule, Subject::Segment(seg.clone()), AlertKind::SegmentGroup, since, value, message, now);
+                let message = format!(
+                    "{}: more than {} devices of segment {seg} raised within {}; grouped",
+                    rule.id,
+                    self.storm.group_over_devices,
+                    humantime::format_duration(self.storm.group_window)
+                );
+                let mut alert = self.new_alert(
+                    rule,
+                    Subject::Segment(seg.clone()),
+                    AlertKind::SegmentGroup,
+                    since,
+                    value,
+                    message,
+                    now,
+                );
                 alert.members = 1;
                 alert.folded_raises = 1;
                 alert.listed_members.push(subject.clone());
                 let id = self.open_alert(alert, out);
-                if let (Some(g), Subject::Device(dev)) = (self.groups.get_mut(&(rule.id.clone(), seg.clone())), &subject) {
+                if let (Some(g), Subject::Device(dev)) =
+                    (self.groups.get_mut(&(rule.id.clone(), seg.clone())), &subject)
+                {
                     g.alert = Some(id);
                     g.members = BTreeSet::from([dev.clone()]);
                 }
@@ -345,14 +389,21 @@ impl AlertBook {
                     return;
                 }
                 let message = format!("{subject}: {}", describe(rule, value));
-                let alert = self.new_alert(rule, subject, AlertKind::Single, since, value, message, now);
+                let alert =
+                    self.new_alert(rule, subject, AlertKind::Single, since, value, message, now);
                 let id = self.open_alert(alert, out);
                 self.placements.insert(pkey, Placement::Alert(id));
             }
         }
     }
 
-    fn route(&mut self, rule: &Rule, subject: &Subject, segment: Option<&SegmentId>, now: EventTime) -> Route {
+    fn route(
+        &mut self,
+        rule: &Rule,
+        subject: &Subject,
+        segment: Option<&SegmentId>,
+        now: EventTime,
+    ) -> Route {
         let (Subject::Device(dev), Some(seg)) = (subject, segment) else {
             return Route::Single;
         };
@@ -384,10 +435,21 @@ impl AlertBook {
     }
 
     fn take_token(&mut self, rule: &Rule, now: EventTime) -> bool {
-        self.buckets.entry(rule.id.clone()).or_insert_with(|| TokenBucket::full(rule.raises_per_minute, now)).take(rule.raises_per_minute, now)
+        self.buckets
+            .entry(rule.id.clone())
+            .or_insert_with(|| TokenBucket::full(rule.raises_per_minute, now))
+            .take(rule.raises_per_minute, now)
     }
 
-    fn overflow(&mut self, rule: &Rule, subject: Subject, since: EventTime, value: f64, now: EventTime, out: &mut Vec<AlertOutput>) {
+    fn overflow(
+        &mut self,
+        rule: &Rule,
+        subject: Subject,
+        since: EventTime,
+        value: f64,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         self.counters.suppressed_raises += 1;
         let pkey = (rule.id.clone(), subject.clone());
         if let Some((id, members)) = self.overflow.get_mut(&rule.id) {
@@ -403,8 +465,19 @@ impl AlertBook {
                 return;
             }
         }
-        let message = format!("{}: more than {} raises a minute; further raises are folded here", rule.id, rule.raises_per_minute);
-        let mut alert = self.new_alert(rule, Subject::Rule, AlertKind::RateLimitOverflow, since, value, message, now);
+        let message = format!(
+            "{}: more than {} raises a minute; further raises are folded here",
+            rule.id, rule.raises_per_minute
+        );
+        let mut alert = self.new_alert(
+            rule,
+            Subject::Rule,
+            AlertKind::RateLimitOverflow,
+            since,
+            value,
+            message,
+            now,
+        );
         alert.members = 1;
         alert.folded_raises = 1;
         alert.listed_members.push(subject.clone());
@@ -414,7 +487,16 @@ impl AlertBook {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new_alert(&mut self, rule: &Rule, subject: Subject, kind: AlertKind, since: EventTime, value: f64, message: String, now: EventTime) -> Alert {
+    fn new_alert(
+        &mut self,
+        rule: &Rule,
+        subject: Subject,
+        kind: AlertKind,
+        since: EventTime,
+        value: f64,
+        message: String,
+        now: EventTime,
+    ) -> Alert {
         self.next_id += 1;
         Alert {
             id: AlertId(self.next_id),
@@ -437,7 +519,15 @@ impl AlertBook {
     fn open_alert(&mut self, alert: Alert, out: &mut Vec<AlertOutput>) -> AlertId {
         let id = alert.id;
         self.counters.raised += 1;
-        let transition = AlertTransition { alert: id, key: alert.key.clone(), from: None, to: AlertState::Raised, by: None, note: None, at: alert.raised_at };
+        let transition = AlertTransition {
+            alert: id,
+            key: alert.key.clone(),
+            from: None,
+            to: AlertState::Raised,
+            by: None,
+            note: None,
+            at: alert.raised_at,
+        };
         self.by_key.insert(alert.key.clone(), id);
         out.push(AlertOutput::Transition { alert: alert.clone(), transition });
         self.open.insert(id, alert);
@@ -445,7 +535,14 @@ impl AlertBook {
     }
 
     /// The condition of (rule, subject) ended: clear or shrink wherever it went.
-    fn clear_condition(&mut self, rule: &RuleId, subject: Subject, now: EventTime, note: &str, out: &mut Vec<AlertOutput>) {
+    fn clear_condition(
+        &mut self,
+        rule: &RuleId,
+        subject: Subject,
+        now: EventTime,
+        note: &str,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let Some(placement) = self.placements.remove(&(rule.clone(), subject.clone())) else {
             return;
         };
@@ -462,7 +559,13 @@ impl AlertBook {
                 }
                 if g.members.is_empty() {
                     g.alert = None;
-                    self.close(alert, None, Some(format!("{note} for every device of the group")), now, out);
+                    self.close(
+                        alert,
+                        None,
+                        Some(format!("{note} for every device of the group")),
+                        now,
+                        out,
+                    );
                 } else if let Some(a) = self.open.get_mut(&alert) {
                     a.members = u32::try_from(g.members.len()).unwrap_or(u32::MAX);
                     a.listed_members.retain(|s| s != &subject);
@@ -488,7 +591,14 @@ impl AlertBook {
     }
 
     /// Clear an open alert (no-op if it is not open).
-    fn close(&mut self, id: AlertId, by: Option<String>, note: Option<String>, now: EventTime, out: &mut Vec<AlertOutput>) {
+    fn close(
+        &mut self,
+        id: AlertId,
+        by: Option<String>,
+        note: Option<String>,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let Some(mut alert) = self.open.remove(&id) else { return };
         self.by_key.remove(&alert.key);
         let from = alert.state;
@@ -499,7 +609,15 @@ impl AlertBook {
             self.recently_cleared.pop_front();
         }
         self.recently_cleared.push_back(id);
-        let transition = AlertTransition { alert: id, key: alert.key.clone(), from: Some(from), to: AlertState::Cleared, by, note, at: now };
+        let transition = AlertTransition {
+            alert: id,
+            key: alert.key.clone(),
+            from: Some(from),
+            to: AlertState::Cleared,
+            by,
+            note,
+            at: now,
+        };
         out.push(AlertOutput::Transition { alert, transition });
     }
 
@@ -512,11 +630,17 @@ impl AlertBook {
     }
 
     /// Drop everything of rules that no longer exist (or changed), clearing their alerts.
-    fn forget_rules(&mut self, gone: &BTreeSet<RuleId>, now: EventTime, out: &mut Vec<AlertOutput>) {
+    fn forget_rules(
+        &mut self,
+        gone: &BTreeSet<RuleId>,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         if gone.is_empty() {
             return;
         }
-        let ids: Vec<AlertId> = self.open.values().filter(|a| gone.contains(&a.key.rule)).map(|a| a.id).collect();
+        let ids: Vec<AlertId> =
+            self.open.values().filter(|a| gone.contains(&a.key.rule)).map(|a| a.id).collect();
         for id in ids {
             self.close(id, None, Some("rule changed or removed".to_owned()), now, out);
         }
@@ -536,10 +660,22 @@ fn describe(rule: &Rule, value: f64) -> String {
             format!("{} {side} {} for {}: {value}", t.metric, t.level, d(t.hold))
         }
         RuleKind::Offline(_) => format!("offline, last data {value:.0} s ago"),
-        RuleKind::Flatline(f) => format!("{} stuck at {value} (± {}) for {} readings / {}", f.metric, f.epsilon, f.readings, d(f.hold)),
-        RuleKind::RateOfChange(r) => format!("{} changing {value:.2}/min, limit {}/min", r.metric, r.max_per_minute),
-        RuleKind::Los(l) => format!("LOS {} or worse for {} (speed {value:.1} km/h)", l.at_or_worse, d(l.hold)),
-        RuleKind::AirQuality(a) => format!("{} mean over {} is {value:.1}, above {}", a.metric, d(a.averaging), a.limit),
+        RuleKind::Flatline(f) => format!(
+            "{} stuck at {value} (± {}) for {} readings / {}",
+            f.metric,
+            f.epsilon,
+            f.readings,
+            d(f.hold)
+        ),
+        RuleKind::RateOfChange(r) => {
+            format!("{} changing {value:.2}/min, limit {}/min", r.metric, r.max_per_minute)
+        }
+        RuleKind::Los(l) => {
+            format!("LOS {} or worse for {} (speed {value:.1} km/h)", l.at_or_worse, d(l.hold))
+        }
+        RuleKind::AirQuality(a) => {
+            format!("{} mean over {} is {value:.1}, above {}", a.metric, d(a.averaging), a.limit)
+        }
     }
 }
 
@@ -587,8 +723,18 @@ impl AlertEngine {
         // More than u16::MAX rules are not indexable; the admin API never gets near.
         let mut new_rules = set.rules;
         new_rules.truncate(usize::from(u16::MAX));
-        let remap: Vec<Option<u16>> = self.rules.iter().map(|old| new_rules.iter().position(|n| n == old).map(|i| i as u16)).collect();
-        let gone: BTreeSet<RuleId> = self.rules.iter().zip(&remap).filter(|(_, m)| m.is_none()).map(|(r, _)| r.id.clone()).collect();
+        let remap: Vec<Option<u16>> = self
+            .rules
+            .iter()
+            .map(|old| new_rules.iter().position(|n| n == old).map(|i| i as u16))
+            .collect();
+        let gone: BTreeSet<RuleId> = self
+            .rules
+            .iter()
+            .zip(&remap)
+            .filter(|(_, m)| m.is_none())
+            .map(|(r, _)| r.id.clone())
+            .collect();
         self.rules = new_rules;
         self.book.storm = set.storm;
         self.by_metric = vec![Vec::new(); MetricId::ALL.len()];
@@ -607,25 +753,44 @@ impl AlertEngine {
             }
         }
         for (id, slot) in &mut self.devices {
-            slot.evaluators.retain_mut(|e| remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some());
-            slot.offline.retain_mut(|e| remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some());
+            slot.evaluators.retain_mut(|e| {
+                remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some()
+            });
+            slot.offline.retain_mut(|e| {
+                remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some()
+            });
             // Scope changes of kept rules cannot happen (a changed rule is a new rule), so
             // nothing raised is dropped here.
             let _ = sync_slot(slot, id, &self.rules, &self.by_metric, &self.offline_rules);
         }
         let rules = &self.rules;
-        self.segments.retain(|(r, s), _| rules.iter().any(|x| &x.id == r && matches!(x.kind, RuleKind::Los(_)) && x.scope.covers_segment(s)));
+        self.segments.retain(|(r, s), _| {
+            rules.iter().any(|x| {
+                &x.id == r && matches!(x.kind, RuleKind::Los(_)) && x.scope.covers_segment(s)
+            })
+        });
         self.book.forget_rules(&gone, now, out);
     }
 
     /// Replace the registry's view of every device (kind, segment, interval). Devices not
     /// listed keep their timers but lose kind and segment. Conditions of rules that no
     /// longer cover a device are cleared.
-    pub fn set_devices(&mut self, profiles: impl IntoIterator<Item = DeviceProfile>, now: EventTime, out: &mut Vec<AlertOutput>) {
-        let mut profiles: HashMap<DeviceId, DeviceProfile> = profiles.into_iter().map(|p| (p.id.clone(), p)).collect();
+    pub fn set_devices(
+        &mut self,
+        profiles: impl IntoIterator<Item = DeviceProfile>,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
+        let mut profiles: HashMap<DeviceId, DeviceProfile> =
+            profiles.into_iter().map(|p| (p.id.clone(), p)).collect();
         let ids: Vec<DeviceId> = self.devices.keys().cloned().collect();
         for id in ids {
-            let profile = profiles.remove(&id).unwrap_or(DeviceProfile { id, kind: None, segment: None, interval: None });
+            let profile = profiles.remove(&id).unwrap_or(DeviceProfile {
+                id,
+                kind: None,
+                segment: None,
+                interval: None,
+            });
             self.upsert_device(profile, now, out);
         }
         for (_, p) in profiles {
@@ -634,16 +799,28 @@ impl AlertEngine {
     }
 
     /// Add or update one device's registry view.
-    pub fn upsert_device(&mut self, profile: DeviceProfile, now: EventTime, out: &mut Vec<AlertOutput>) {
+    pub fn upsert_device(
+        &mut self,
+        profile: DeviceProfile,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let now = self.advance(now);
         let slot = self.devices.entry(profile.id.clone()).or_default();
         slot.kind = profile.kind;
         slot.segment = profile.segment;
         slot.interval = profile.interval;
-        let dropped = sync_slot(slot, &profile.id, &self.rules, &self.by_metric, &self.offline_rules);
+        let dropped =
+            sync_slot(slot, &profile.id, &self.rules, &self.by_metric, &self.offline_rules);
         for rule in dropped {
             let id = self.rules[usize::from(rule)].id.clone();
-            self.book.clear_condition(&id, Subject::Device(profile.id.clone()), now, "device left the rule's scope", out);
+            self.book.clear_condition(
+                &id,
+                Subject::Device(profile.id.clone()),
+                now,
+                "device left the rule's scope",
+                out,
+            );
         }
     }
 
@@ -657,7 +834,11 @@ impl AlertEngine {
     pub fn on_reading(&mut self, r: &Reading, now: EventTime, out: &mut Vec<AlertOutput>) {
         let now = self.advance(now);
         let Some(slot) = self.devices.get_mut(&r.device) else {
-            self.upsert_device(DeviceProfile { id: r.device.clone(), kind: None, segment: None, interval: None }, now, out);
+            self.upsert_device(
+                DeviceProfile { id: r.device.clone(), kind: None, segment: None, interval: None },
+                now,
+                out,
+            );
             if self.devices.contains_key(&r.device) {
                 self.on_reading(r, now, out);
             }
@@ -692,12 +873,24 @@ impl AlertEngine {
         }
         let segment = slot.segment.clone();
         for &(rule, step) in &self.edges {
-            self.book.apply(&self.rules[usize::from(rule)], Subject::Device(r.device.clone()), segment.as_ref(), step, now, out);
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(r.device.clone()),
+                segment.as_ref(),
+                step,
+                now,
+                out,
+            );
         }
     }
 
     /// Evaluate a batch of readings that arrived together.
-    pub fn on_readings(&mut self, readings: &[Reading], now: EventTime, out: &mut Vec<AlertOutput>) {
+    pub fn on_readings(
+        &mut self,
+        readings: &[Reading],
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         for r in readings {
             self.on_reading(r, now, out);
         }
@@ -705,10 +898,20 @@ impl AlertEngine {
 
     /// A device's status: `Online` counts as an arrival (clears offline), `Offline` is its
     /// Last Will and raises the offline rules that honour it at once.
-    pub fn on_status(&mut self, device: &DeviceId, status: DeviceStatus, now: EventTime, out: &mut Vec<AlertOutput>) {
+    pub fn on_status(
+        &mut self,
+        device: &DeviceId,
+        status: DeviceStatus,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let now = self.advance(now);
         if !self.devices.contains_key(device) {
-            self.upsert_device(DeviceProfile { id: device.clone(), kind: None, segment: None, interval: None }, now, out);
+            self.upsert_device(
+                DeviceProfile { id: device.clone(), kind: None, segment: None, interval: None },
+                now,
+                out,
+            );
         }
         let Some(slot) = self.devices.get_mut(device) else { return };
         let mut edges = Vec::new();
@@ -725,7 +928,10 @@ impl AlertEngine {
                 slot.arrivals.last_will(now);
                 for o in &mut slot.offline {
                     if let RuleKind::Offline(rule) = &self.rules[usize::from(o.rule)].kind {
-                        if let Some((since, value)) = rule.offline_at(&slot.arrivals, slot.interval, now).filter(|_| !o.state.raised) {
+                        if let Some((since, value)) = rule
+                            .offline_at(&slot.arrivals, slot.interval, now)
+                            .filter(|_| !o.state.raised)
+                        {
                             o.state.raised = true;
                             edges.push((o.rule, Step::Raise { since, value }));
                         }
@@ -735,12 +941,24 @@ impl AlertEngine {
         }
         let segment = slot.segment.clone();
         for (rule, step) in edges {
-            self.book.apply(&self.rules[usize::from(rule)], Subject::Device(device.clone()), segment.as_ref(), step, now, out);
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(device.clone()),
+                segment.as_ref(),
+                step,
+                now,
+                out,
+            );
         }
     }
 
     /// Evaluate the LOS rules on a segment window.
-    pub fn on_segment_state(&mut self, state: &SegmentState, now: EventTime, out: &mut Vec<AlertOutput>) {
+    pub fn on_segment_state(
+        &mut self,
+        state: &SegmentState,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let now = self.advance(now);
         for &i in &self.los_rules {
             let rule = &self.rules[usize::from(i)];
@@ -748,7 +966,11 @@ impl AlertEngine {
             if !rule.scope.covers_segment(&state.segment) {
                 continue;
             }
-            let step = self.segments.entry((rule.id.clone(), state.segment.clone())).or_default().on_state(los, state);
+            let step = self
+                .segments
+                .entry((rule.id.clone(), state.segment.clone()))
+                .or_default()
+                .on_state(los, state);
             if step == Step::Stale {
                 self.book.counters.stale_samples += 1;
             }
@@ -766,7 +988,9 @@ impl AlertEngine {
                     continue;
                 }
                 if let RuleKind::Offline(rule) = &self.rules[usize::from(o.rule)].kind {
-                    if let Some((since, value)) = rule.offline_at(&slot.arrivals, slot.interval, now) {
+                    if let Some((since, value)) =
+                        rule.offline_at(&slot.arrivals, slot.interval, now)
+                    {
                         o.state.raised = true;
                         raises.push((id.clone(), slot.segment.clone(), o.rule, since, value));
                     }
@@ -775,12 +999,25 @@ impl AlertEngine {
         }
         raises.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
         for (device, segment, rule, since, value) in raises {
-            self.book.apply(&self.rules[usize::from(rule)], Subject::Device(device), segment.as_ref(), Step::Raise { since, value }, now, out);
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(device),
+                segment.as_ref(),
+                Step::Raise { since, value },
+                now,
+                out,
+            );
         }
     }
 
     /// An operator acknowledges an open alert.
-    pub fn acknowledge(&mut self, id: AlertId, by: &str, note: Option<String>, now: EventTime) -> Result<AlertOutput, LifecycleError> {
+    pub fn acknowledge(
+        &mut self,
+        id: AlertId,
+        by: &str,
+        note: Option<String>,
+        now: EventTime,
+    ) -> Result<AlertOutput, LifecycleError> {
         if by.trim().is_empty() {
             return Err(LifecycleError::NoOperator);
         }
@@ -789,15 +1026,31 @@ impl AlertEngine {
             return Err(self.book.not_open(id));
         };
         let from = alert.state;
-        alert.state = from.acknowledge().map_err(|source| LifecycleError::Refused { id, source })?;
-        alert.acknowledged = Some(Acknowledgement { by: by.to_owned(), note: note.clone(), at: now });
-        let transition = AlertTransition { alert: id, key: alert.key.clone(), from: Some(from), to: alert.state, by: Some(by.to_owned()), note, at: now };
+        alert.state =
+            from.acknowledge().map_err(|source| LifecycleError::Refused { id, source })?;
+        alert.acknowledged =
+            Some(Acknowledgement { by: by.to_owned(), note: note.clone(), at: now });
+        let transition = AlertTransition {
+            alert: id,
+            key: alert.key.clone(),
+            from: Some(from),
+            to: alert.state,
+            by: Some(by.to_owned()),
+            note,
+            at: now,
+        };
         Ok(AlertOutput::Transition { alert: alert.clone(), transition })
     }
 
     /// An operator clears an open alert. If its condition still holds it does not raise
     /// again until the condition has ended and occurs anew.
-    pub fn clear(&mut self, id: AlertId, by: &str, note: Option<String>, now: EventTime) -> Result<AlertOutput, LifecycleError> {
+    pub fn clear(
+        &mut self,
+        id: AlertId,
+        by: &str,
+        note: Option<String>,
+        now: EventTime,
+    ) -> Result<AlertOutput, LifecycleError> {
         if by.trim().is_empty() {
             return Err(LifecycleError::NoOperator);
         }
@@ -845,22 +1098,64 @@ impl AlertEngine {
             .map(|(id, slot)| DeviceRecord {
                 device: id.clone(),
                 arrivals: slot.arrivals.clone(),
-                conditions: slot.evaluators.iter().map(|e| ConditionRecord { rule: rule_id(e.rule), metric: e.metric, state: e.state.clone() }).collect(),
+                conditions: slot
+                    .evaluators
+                    .iter()
+                    .map(|e| ConditionRecord {
+                        rule: rule_id(e.rule),
+                        metric: e.metric,
+                        state: e.state.clone(),
+                    })
+                    .collect(),
                 offline: slot.offline.iter().map(|o| (rule_id(o.rule), o.state.clone())).collect(),
             })
             .collect();
         devices.sort_by(|a, b| a.device.cmp(&b.device));
-        let mut placements: Vec<PlacementRecord> =
-            self.book.placements.iter().map(|((rule, subject), p)| PlacementRecord { rule: rule.clone(), subject: subject.clone(), placement: p.clone() }).collect();
+        let mut placements: Vec<PlacementRecord> = self
+            .book
+            .placements
+            .iter()
+            .map(|((rule, subject), p)| PlacementRecord {
+                rule: rule.clone(),
+                subject: subject.clone(),
+                placement: p.clone(),
+            })
+            .collect();
         placements.sort_by(|a, b| (&a.rule, &a.subject).cmp(&(&b.rule, &b.subject)));
-        let mut groups: Vec<GroupRecord> = self.book.groups.iter().map(|((rule, segment), g)| GroupRecord { rule: rule.clone(), segment: segment.clone(), group: g.clone() }).collect();
+        let mut groups: Vec<GroupRecord> = self
+            .book
+            .groups
+            .iter()
+            .map(|((rule, segment), g)| GroupRecord {
+                rule: rule.clone(),
+                segment: segment.clone(),
+                group: g.clone(),
+            })
+            .collect();
         groups.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
-        let mut overflow: Vec<OverflowRecord> = self.book.overflow.iter().map(|(rule, (alert, members))| OverflowRecord { rule: rule.clone(), alert: *alert, members: members.clone() }).collect();
+        let mut overflow: Vec<OverflowRecord> = self
+            .book
+            .overflow
+            .iter()
+            .map(|(rule, (alert, members))| OverflowRecord {
+                rule: rule.clone(),
+                alert: *alert,
+                members: members.clone(),
+            })
+            .collect();
         overflow.sort_by(|a, b| a.rule.cmp(&b.rule));
-        let mut buckets: Vec<(RuleId, TokenBucket)> = self.book.buckets.iter().map(|(r, b)| (r.clone(), b.clone())).collect();
+        let mut buckets: Vec<(RuleId, TokenBucket)> =
+            self.book.buckets.iter().map(|(r, b)| (r.clone(), b.clone())).collect();
         buckets.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut segments: Vec<SegmentConditionRecord> =
-            self.segments.iter().map(|((rule, segment), state)| SegmentConditionRecord { rule: rule.clone(), segment: segment.clone(), state: state.clone() }).collect();
+        let mut segments: Vec<SegmentConditionRecord> = self
+            .segments
+            .iter()
+            .map(|((rule, segment), state)| SegmentConditionRecord {
+                rule: rule.clone(),
+                segment: segment.clone(),
+                state: state.clone(),
+            })
+            .collect();
         segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
         AlertEngineState {
             next_alert_id: self.book.next_id,
@@ -880,12 +1175,19 @@ impl AlertEngine {
     /// of rules that no longer exist is dropped and their open alerts are cleared. The
     /// downtime (`now` − the exported clock) is not counted as any device's silence: every
     /// last arrival moves forward by it.
-    pub fn restore_state(&mut self, state: AlertEngineState, now: EventTime, out: &mut Vec<AlertOutput>) {
+    pub fn restore_state(
+        &mut self,
+        state: AlertEngineState,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
         let downtime = state.clock.map_or(0, |c| now.millis() - c.millis());
         let now = self.advance(state.clock.map_or(now, |c| c.max(now)));
-        let index: HashMap<RuleId, u16> = self.rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i as u16)).collect();
+        let index: HashMap<RuleId, u16> =
+            self.rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i as u16)).collect();
         let book = &mut self.book;
-        book.next_id = state.next_alert_id.max(state.open_alerts.iter().map(|a| a.id.0).max().unwrap_or(0));
+        book.next_id =
+            state.next_alert_id.max(state.open_alerts.iter().map(|a| a.id.0).max().unwrap_or(0));
         book.counters = state.counters;
         let mut orphans = Vec::new();
         for alert in state.open_alerts {
@@ -923,22 +1225,39 @@ impl AlertEngine {
                 let r = &self.rules[usize::from(rule)];
                 if r.kind.metric() == Some(c.metric) && c.state.fits(&r.kind) {
                     slot.metrics_seen |= 1 << (c.metric as u32);
-                    slot.evaluators.push(DeviceEvaluator { rule, metric: c.metric, state: c.state });
+                    slot.evaluators.push(DeviceEvaluator {
+                        rule,
+                        metric: c.metric,
+                        state: c.state,
+                    });
                 }
             }
             for (rule, state) in record.offline {
-                if let Some(&rule) = index.get(&rule).filter(|&&i| matches!(self.rules[usize::from(i)].kind, RuleKind::Offline(_))) {
+                if let Some(&rule) = index
+                    .get(&rule)
+                    .filter(|&&i| matches!(self.rules[usize::from(i)].kind, RuleKind::Offline(_)))
+                {
                     slot.offline.push(OfflineEvaluator { rule, state });
                 }
             }
-            let dropped = sync_slot(slot, &record.device, &self.rules, &self.by_metric, &self.offline_rules);
+            let dropped =
+                sync_slot(slot, &record.device, &self.rules, &self.by_metric, &self.offline_rules);
             for rule in dropped {
                 let id = self.rules[usize::from(rule)].id.clone();
-                self.book.clear_condition(&id, Subject::Device(record.device.clone()), now, "device left the rule's scope", out);
+                self.book.clear_condition(
+                    &id,
+                    Subject::Device(record.device.clone()),
+                    now,
+                    "device left the rule's scope",
+                    out,
+                );
             }
         }
         for s in state.segments {
-            if index.get(&s.rule).is_some_and(|&i| matches!(self.rules[usize::from(i)].kind, RuleKind::Los(_))) {
+            if index
+                .get(&s.rule)
+                .is_some_and(|&i| matches!(self.rules[usize::from(i)].kind, RuleKind::Los(_)))
+            {
                 self.segments.insert((s.rule, s.segment), s.state);
             }
         }
@@ -946,13 +1265,21 @@ impl AlertEngine {
 }
 
 /// Create the evaluators of `metric_rules` that cover the device and do not exist yet.
-fn add_metric_evaluators(slot: &mut DeviceSlot, id: &DeviceId, rules: &[Rule], metric_rules: &[u16]) {
+fn add_metric_evaluators(
+    slot: &mut DeviceSlot,
+    id: &DeviceId,
+    rules: &[Rule],
+    metric_rules: &[u16],
+) {
     for &i in metric_rules {
         let rule = &rules[usize::from(i)];
-        if !rule.scope.covers_device(id, slot.kind.as_deref(), slot.segment.as_ref()) || slot.evaluators.iter().any(|e| e.rule == i) {
+        if !rule.scope.covers_device(id, slot.kind.as_deref(), slot.segment.as_ref())
+            || slot.evaluators.iter().any(|e| e.rule == i)
+        {
             continue;
         }
-        if let (Some(metric), Some(state)) = (rule.kind.metric(), DeviceCondition::new(&rule.kind)) {
+        if let (Some(metric), Some(state)) = (rule.kind.metric(), DeviceCondition::new(&rule.kind))
+        {
             slot.evaluators.push(DeviceEvaluator { rule: i, metric, state });
         }
     }
@@ -961,10 +1288,17 @@ fn add_metric_evaluators(slot: &mut DeviceSlot, id: &DeviceId, rules: &[Rule], m
 /// Bring a slot's evaluators in line with the rules and the device's scope: drop those of
 /// rules that no longer cover it (returning the raised ones, whose conditions must be
 /// cleared) and create the missing ones.
-fn sync_slot(slot: &mut DeviceSlot, id: &DeviceId, rules: &[Rule], by_metric: &[Vec<u16>], offline_rules: &[u16]) -> Vec<u16> {
+fn sync_slot(
+    slot: &mut DeviceSlot,
+    id: &DeviceId,
+    rules: &[Rule],
+    by_metric: &[Vec<u16>],
+    offline_rules: &[u16],
+) -> Vec<u16> {
     let kind = slot.kind.clone();
     let segment = slot.segment.clone();
-    let covers = |i: u16| rules[usize::from(i)].scope.covers_device(id, kind.as_deref(), segment.as_ref());
+    let covers =
+        |i: u16| rules[usize::from(i)].scope.covers_device(id, kind.as_deref(), segment.as_ref());
     let mut dropped = Vec::new();
     slot.evaluators.retain(|e| {
         let keep = covers(e.rule);

@@ -30,12 +30,22 @@ use std::fmt;
 use telemetry::{DeviceId, SegmentId};
 
 pub use condition::Step;
-pub use engine::{AlertCounters, AlertEngine, AlertEngineState, AlertOutput, DeviceProfile, DeviceStatus};
-pub use lifecycle::{Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError, TransitionError};
-pub use rule::{AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind, RuleScope, RuleSet, StormSettings, AIR_QUALITY_LIMITS};
+pub use engine::{
+    AlertCounters, AlertEngine, AlertEngineState, AlertOutput, DeviceProfile, DeviceStatus,
+};
+pub use lifecycle::{
+    Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
+    TransitionError,
+};
+pub use rule::{
+    AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind,
+    RuleScope, RuleSet, StormSettings, AIR_QUALITY_LIMITS,
+};
 
 /// How urgent an alert is. Ordered `Info < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -73,7 +83,8 @@ impl RuleId {
     pub fn parse(s: &str) -> Result<Self, BadRuleId> {
         let mut chars = s.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        let rest_ok = chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
         if first_ok && rest_ok && s.len() <= 64 {
             Ok(Self(s.to_owned()))
         } else {
@@ -100,7 +111,9 @@ impl<'de> serde::Deserialize<'de> for RuleId {
 }
 
 /// What an alert is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Subject {
     /// One device (threshold, offline, flatline, rate of change, air quality).
@@ -122,7 +135,9 @@ impl fmt::Display for Subject {
 }
 
 /// The identity of a condition: at most one open alert exists per key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct AlertKey {
     pub rule: RuleId,
     pub subject: Subject,

@@ -72,7 +72,11 @@ fn yes() -> bool {
 
 impl Default for StormSettings {
     fn default() -> Self {
-        Self { raises_per_minute: default_raises_per_minute(), group_over_devices: default_group_over(), group_window: default_group_window() }
+        Self {
+            raises_per_minute: default_raises_per_minute(),
+            group_over_devices: default_group_over(),
+            group_window: default_group_window(),
+        }
     }
 }
 
@@ -160,7 +164,11 @@ pub struct OfflineDefinition {
     pub silence_factor: f64,
     /// The expected reporting interval; without it, the device's registered interval, else
     /// the one learned from its recent inter-arrival times.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::duration_serde::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration_serde::option"
+    )]
     pub interval: Option<Duration>,
     /// Never call a device silent before this long, whatever its interval.
     #[serde(default = "default_min_silence", with = "crate::duration_serde")]
@@ -183,7 +191,12 @@ pub struct FlatlineDefinition {
     pub metric: String,
     #[serde(default)]
     pub epsilon: f64,
-    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none", with = "crate::duration_serde::option")]
+    #[serde(
+        rename = "for",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration_serde::option"
+    )]
     pub hold: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readings: Option<u32>,
@@ -216,7 +229,11 @@ pub struct AirQualityDefinition {
     /// Defaults to the shipped limit of the metric ([`AIR_QUALITY_LIMITS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::duration_serde::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration_serde::option"
+    )]
     pub averaging: Option<Duration>,
     /// The running mean back at or below this clears; defaults to the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -339,7 +356,12 @@ pub enum RuleScope {
 }
 
 impl RuleScope {
-    pub fn covers_device(&self, id: &DeviceId, kind: Option<&str>, segment: Option<&SegmentId>) -> bool {
+    pub fn covers_device(
+        &self,
+        id: &DeviceId,
+        kind: Option<&str>,
+        segment: Option<&SegmentId>,
+    ) -> bool {
         match self {
             Self::All => true,
             Self::Devices(ids) => ids.contains(id),
@@ -464,7 +486,9 @@ pub struct RuleSet {
 impl Default for RuleSet {
     fn default() -> Self {
         // The shipped defaults are known to be valid.
-        AlertRulesConfig::default().validate().unwrap_or(Self { storm: StormSettings::default(), rules: Vec::new() })
+        AlertRulesConfig::default()
+            .validate()
+            .unwrap_or(Self { storm: StormSettings::default(), rules: Vec::new() })
     }
 }
 
@@ -526,9 +550,13 @@ impl AlertRulesConfig {
         for (i, def) in defs.iter().enumerate() {
             let path = format!("rules[{i}]");
             if let Some(j) = seen.insert(def.id.as_str(), i) {
-                report.error(format!("{path}.id"), format!("{:?} is already the id of rules[{j}]", def.id));
+                report.error(
+                    format!("{path}.id"),
+                    format!("{:?} is already the id of rules[{j}]", def.id),
+                );
             }
-            if let Some(rule) = validate_rule(def, &path, self.storm.raises_per_minute, &mut report) {
+            if let Some(rule) = validate_rule(def, &path, self.storm.raises_per_minute, &mut report)
+            {
                 if def.enabled {
                     rules.push(rule);
                 }
@@ -542,9 +570,15 @@ impl AlertRulesConfig {
     }
 }
 
-fn validate_rule(def: &RuleDefinition, path: &str, default_rpm: u32, report: &mut Report) -> Option<Rule> {
+fn validate_rule(
+    def: &RuleDefinition,
+    path: &str,
+    default_rpm: u32,
+    report: &mut Report,
+) -> Option<Rule> {
     let before = report.0.len();
-    let id = RuleId::parse(&def.id).map_err(|e| report.error(format!("{path}.id"), e.to_string())).ok();
+    let id =
+        RuleId::parse(&def.id).map_err(|e| report.error(format!("{path}.id"), e.to_string())).ok();
     if def.raises_per_minute == Some(0) {
         report.error(format!("{path}.raises_per_minute"), "must be at least 1");
     }
@@ -562,7 +596,10 @@ fn validate_rule(def: &RuleDefinition, path: &str, default_rpm: u32, report: &mu
     .collect();
     let kind = match present.as_slice() {
         [] => {
-            report.error(path, "needs one of threshold, offline, flatline, rate_of_change, los, air_quality");
+            report.error(
+                path,
+                "needs one of threshold, offline, flatline, rate_of_change, los, air_quality",
+            );
             None
         }
         [_] => validate_kind(def, path, report),
@@ -571,7 +608,9 @@ fn validate_rule(def: &RuleDefinition, path: &str, default_rpm: u32, report: &mu
             None
         }
     };
-    if let (Some(RuleKind::Los(_)), Some(RuleScope::Devices(_) | RuleScope::Kind(_))) = (&kind, &scope) {
+    if let (Some(RuleKind::Los(_)), Some(RuleScope::Devices(_) | RuleScope::Kind(_))) =
+        (&kind, &scope)
+    {
         report.error(format!("{path}.scope"), "a los rule watches segments: use all or segments");
     }
     if report.0.len() != before {
@@ -598,7 +637,13 @@ fn validate_scope(scope: &ScopeDefinition, path: &str, report: &mut Report) -> O
             RuleScope::Devices(
                 ids.iter()
                     .enumerate()
-                    .filter_map(|(k, s)| DeviceId::parse(s).map_err(|e| report.error(format!("{path}.devices[{k}]"), e.to_string())).ok())
+                    .filter_map(|(k, s)| {
+                        DeviceId::parse(s)
+                            .map_err(|e| {
+                                report.error(format!("{path}.devices[{k}]"), e.to_string())
+                            })
+                            .ok()
+                    })
                     .collect(),
             )
         }
@@ -615,7 +660,13 @@ fn validate_scope(scope: &ScopeDefinition, path: &str, report: &mut Report) -> O
             RuleScope::Segments(
                 ids.iter()
                     .enumerate()
-                    .filter_map(|(k, s)| SegmentId::parse(s).map_err(|e| report.error(format!("{path}.segments[{k}]"), e.to_string())).ok())
+                    .filter_map(|(k, s)| {
+                        SegmentId::parse(s)
+                            .map_err(|e| {
+                                report.error(format!("{path}.segments[{k}]"), e.to_string())
+                            })
+                            .ok()
+                    })
                     .collect(),
             )
         }
@@ -648,24 +699,43 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                     Direction::Below => c >= level,
                 };
                 if !ok {
-                    let side = if direction == Direction::Above { "at or below above" } else { "at or above below" };
-                    report.error(format!("{p}.clear"), format!("{c} must be {side} ({level}) to give hysteresis"));
+                    let side = if direction == Direction::Above {
+                        "at or below above"
+                    } else {
+                        "at or above below"
+                    };
+                    report.error(
+                        format!("{p}.clear"),
+                        format!("{c} must be {side} ({level}) to give hysteresis"),
+                    );
                     return None;
                 }
                 c
             }
         };
-        return Some(RuleKind::Threshold(ThresholdRule { metric: metric?, direction, level, clear, hold: t.hold }));
+        return Some(RuleKind::Threshold(ThresholdRule {
+            metric: metric?,
+            direction,
+            level,
+            clear,
+            hold: t.hold,
+        }));
     }
     if let Some(o) = &def.offline {
         let p = format!("{path}.offline");
         if !(o.silence_factor.is_finite() && o.silence_factor >= 1.0) {
-            report.error(format!("{p}.silence_factor"), "must be a number of intervals, at least 1");
+            report
+                .error(format!("{p}.silence_factor"), "must be a number of intervals, at least 1");
         }
         if o.interval.is_some_and(|d| d.is_zero()) {
             report.error(format!("{p}.interval"), "must be positive");
         }
-        return Some(RuleKind::Offline(OfflineRule { silence_factor: o.silence_factor, interval: o.interval, min_silence: o.min_silence, last_will: o.last_will }));
+        return Some(RuleKind::Offline(OfflineRule {
+            silence_factor: o.silence_factor,
+            interval: o.interval,
+            min_silence: o.min_silence,
+            last_will: o.last_will,
+        }));
     }
     if let Some(f) = &def.flatline {
         let p = format!("{path}.flatline");
@@ -679,7 +749,12 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
             (Some(d), None) if d.is_zero() => report.error(format!("{p}.for"), "must be positive"),
             _ => {}
         }
-        return Some(RuleKind::Flatline(FlatlineRule { metric: metric?, epsilon: f.epsilon, hold: f.hold.unwrap_or_default(), readings: f.readings.unwrap_or(1) }));
+        return Some(RuleKind::Flatline(FlatlineRule {
+            metric: metric?,
+            epsilon: f.epsilon,
+            hold: f.hold.unwrap_or_default(),
+            readings: f.readings.unwrap_or(1),
+        }));
     }
     if let Some(r) = &def.rate_of_change {
         let p = format!("{path}.rate_of_change");
@@ -688,7 +763,11 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
             report.error(format!("{p}.max_per_minute"), "must be a positive number");
             return None;
         }
-        return Some(RuleKind::RateOfChange(RateOfChangeRule { metric: metric?, max_per_minute: r.max_per_minute, hold: r.hold }));
+        return Some(RuleKind::RateOfChange(RateOfChangeRule {
+            metric: metric?,
+            max_per_minute: r.max_per_minute,
+            hold: r.hold,
+        }));
     }
     if let Some(l) = &def.los {
         return Some(RuleKind::Los(LosRule { at_or_worse: l.at_or_worse, hold: l.hold }));
@@ -702,14 +781,18 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
             return None;
         };
         let limit = report.finite(format!("{p}.limit"), limit)?;
-        let averaging = a.averaging.or(shipped.map(|l| l.averaging)).unwrap_or(Duration::from_secs(3_600));
+        let averaging =
+            a.averaging.or(shipped.map(|l| l.averaging)).unwrap_or(Duration::from_secs(3_600));
         if averaging < Duration::from_secs(24) {
             report.error(format!("{p}.averaging"), "must be at least 24s");
             return None;
         }
         let clear = match a.clear {
             Some(c) if c > limit => {
-                report.error(format!("{p}.clear"), format!("{c} must be at or below the limit ({limit})"));
+                report.error(
+                    format!("{p}.clear"),
+                    format!("{c} must be at or below the limit ({limit})"),
+                );
                 return None;
             }
             Some(c) => report.finite(format!("{p}.clear"), c)?,

@@ -97,8 +97,24 @@ los = { at_or_worse = "E", for = "5m" }
     );
     assert_eq!(set.storm.group_window, Duration::from_secs(30));
     let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["no2-high", "offline", "stuck-temp", "speed-jump", "congested", "aq-no2-hourly", "aq-pm10-daily", "aq-pm25-daily", "aq-o3-information", "aq-o3-8h-target"]);
-    assert!(matches!(&set.rules[0].kind, rule::RuleKind::Threshold(t) if t.hold == Duration::from_secs(600) && t.clear == 180.0));
+    assert_eq!(
+        ids,
+        [
+            "no2-high",
+            "offline",
+            "stuck-temp",
+            "speed-jump",
+            "congested",
+            "aq-no2-hourly",
+            "aq-pm10-daily",
+            "aq-pm25-daily",
+            "aq-o3-information",
+            "aq-o3-8h-target"
+        ]
+    );
+    assert!(
+        matches!(&set.rules[0].kind, rule::RuleKind::Threshold(t) if t.hold == Duration::from_secs(600) && t.clear == 180.0)
+    );
     assert_eq!(set.rules[0].raises_per_minute, 5);
 }
 
@@ -149,7 +165,12 @@ severity = "info"
         ],
         "{errors}"
     );
-    assert!(errors.to_string().contains("rules[2].threshold.clear: 210 must be at or below above (200)"), "{errors}");
+    assert!(
+        errors
+            .to_string()
+            .contains("rules[2].threshold.clear: 210 must be at or below above (200)"),
+        "{errors}"
+    );
 }
 
 #[test]
@@ -163,7 +184,9 @@ fn shipped_air_quality_defaults_and_overrides() {
     let set = RuleSet::default();
     assert_eq!(set.rules.len(), 5);
     let no2 = set.rules.iter().find(|r| r.id.as_str() == "aq-no2-hourly").unwrap();
-    assert!(matches!(&no2.kind, rule::RuleKind::AirQuality(a) if a.limit == 200.0 && a.averaging == Duration::from_secs(3_600)));
+    assert!(
+        matches!(&no2.kind, rule::RuleKind::AirQuality(a) if a.limit == 200.0 && a.averaging == Duration::from_secs(3_600))
+    );
     let pm25 = AirQualityLimit::default_for(MetricId::Pm25Ugm3).unwrap();
     assert_eq!((pm25.limit, pm25.averaging), (15.0, Duration::from_secs(86_400)));
     // Reusing a shipped id replaces it; a default limit fills in.
@@ -172,7 +195,10 @@ fn shipped_air_quality_defaults_and_overrides() {
     assert_eq!(set.rules[0].severity, Severity::Critical);
     assert!(matches!(&set.rules[0].kind, rule::RuleKind::AirQuality(a) if a.limit == 50.0));
     // The config round-trips through serde.
-    let config = AlertRulesConfig { rules: AlertRulesConfig::default().effective_definitions(), ..AlertRulesConfig::default() };
+    let config = AlertRulesConfig {
+        rules: AlertRulesConfig::default().effective_definitions(),
+        ..AlertRulesConfig::default()
+    };
     let text = toml::to_string(&config).unwrap();
     assert_eq!(toml::from_str::<AlertRulesConfig>(&text).unwrap(), config);
 }
@@ -186,21 +212,42 @@ fn raise_acknowledge_and_auto_clear_each_leave_a_transition() {
     e.on_reading(&reading("aq-1", MetricId::No2Ugm3, 0, 250.0), t(1), &mut out);
     e.on_reading(&reading("aq-1", MetricId::No2Ugm3, 60, 250.0), t(61), &mut out);
     let [AlertOutput::Transition { alert, transition }] = out.as_slice() else { panic!("{out:?}") };
-    assert_eq!((alert.state, alert.since, alert.raised_at, alert.value), (AlertState::Raised, t(0), t(61), 250.0));
-    assert_eq!(alert.key, AlertKey { rule: RuleId::parse("no2-high").unwrap(), subject: Subject::Device(dev("aq-1")) });
+    assert_eq!(
+        (alert.state, alert.since, alert.raised_at, alert.value),
+        (AlertState::Raised, t(0), t(61), 250.0)
+    );
+    assert_eq!(
+        alert.key,
+        AlertKey {
+            rule: RuleId::parse("no2-high").unwrap(),
+            subject: Subject::Device(dev("aq-1"))
+        }
+    );
     assert_eq!(transition.from, None);
     let id = alert.id;
     let ack = e.acknowledge(id, "marta", Some("crew sent".into()), t(70)).unwrap();
     let AlertOutput::Transition { transition, .. } = &ack else { panic!() };
-    assert_eq!((transition.from, transition.to, transition.by.as_deref(), transition.note.as_deref()), (Some(AlertState::Raised), AlertState::Acknowledged, Some("marta"), Some("crew sent")));
-    assert_eq!(e.acknowledge(id, "marta", None, t(71)), Err(LifecycleError::Refused { id, source: TransitionError::AlreadyAcknowledged }));
+    assert_eq!(
+        (transition.from, transition.to, transition.by.as_deref(), transition.note.as_deref()),
+        (Some(AlertState::Raised), AlertState::Acknowledged, Some("marta"), Some("crew sent"))
+    );
+    assert_eq!(
+        e.acknowledge(id, "marta", None, t(71)),
+        Err(LifecycleError::Refused { id, source: TransitionError::AlreadyAcknowledged })
+    );
     out.clear();
     e.on_reading(&reading("aq-1", MetricId::No2Ugm3, 120, 190.0), t(121), &mut out);
     assert!(out.is_empty(), "190 is above the clear level");
     e.on_reading(&reading("aq-1", MetricId::No2Ugm3, 180, 170.0), t(181), &mut out);
     assert_eq!(transitions(&out), [(id, Some(AlertState::Acknowledged), AlertState::Cleared)]);
-    assert_eq!(e.acknowledge(id, "marta", None, t(200)), Err(LifecycleError::Refused { id, source: TransitionError::AlreadyCleared }));
-    assert_eq!(e.clear(AlertId(999), "marta", None, t(200)), Err(LifecycleError::Unknown(AlertId(999))));
+    assert_eq!(
+        e.acknowledge(id, "marta", None, t(200)),
+        Err(LifecycleError::Refused { id, source: TransitionError::AlreadyCleared })
+    );
+    assert_eq!(
+        e.clear(AlertId(999), "marta", None, t(200)),
+        Err(LifecycleError::Unknown(AlertId(999)))
+    );
     assert_eq!(e.clear(id, " ", None, t(200)), Err(LifecycleError::NoOperator));
     assert_eq!(e.open_alerts().count(), 0);
 }
@@ -213,7 +260,13 @@ fn a_manual_clear_holds_until_the_condition_ends_and_recurs() {
     e.on_reading(&reading("aq-1", MetricId::No2Ugm3, 60, 250.0), t(60), &mut out);
     let id = out[0].alert().id;
     let cleared = e.clear(id, "marta", Some("known roadworks".into()), t(61)).unwrap();
-    assert!(matches!(cleared, AlertOutput::Transition { transition: AlertTransition { to: AlertState::Cleared, by: Some(_), .. }, .. }));
+    assert!(matches!(
+        cleared,
+        AlertOutput::Transition {
+            transition: AlertTransition { to: AlertState::Cleared, by: Some(_), .. },
+            ..
+        }
+    ));
     out.clear();
     for s in 2..10 {
         e.on_reading(&reading("aq-1", MetricId::No2Ugm3, s * 60, 250.0), t(s * 60), &mut out);
@@ -272,7 +325,10 @@ fn los_rule_raises_on_segment_states() {
     e.on_segment_state(&state(1, LevelOfService::F), t(125), &mut out);
     assert_eq!(out[0].alert().key.subject, Subject::Segment(seg("viale-a")));
     e.on_segment_state(&state(2, LevelOfService::C), t(185), &mut out);
-    assert_eq!(transitions(&out).iter().map(|t| t.2).collect::<Vec<_>>(), [AlertState::Raised, AlertState::Cleared]);
+    assert_eq!(
+        transitions(&out).iter().map(|t| t.2).collect::<Vec<_>>(),
+        [AlertState::Raised, AlertState::Cleared]
+    );
 }
 
 // ---- storm protection ----
@@ -293,12 +349,21 @@ threshold = { metric = "fault", above = 0.5 }
 fn devices_of_one_segment_fold_into_a_group_alert() {
     let mut e = AlertEngine::new(rules(FAULT_EVERYWHERE));
     let mut out = Vec::new();
-    let profiles = (0..5).map(|i| DeviceProfile { id: dev(&format!("tl-{i}")), kind: None, segment: Some(seg("viale-a")), interval: None });
+    let profiles = (0..5).map(|i| DeviceProfile {
+        id: dev(&format!("tl-{i}")),
+        kind: None,
+        segment: Some(seg("viale-a")),
+        interval: None,
+    });
     e.set_devices(profiles, t(0), &mut out);
     for i in 0..5 {
         e.on_reading(&reading(&format!("tl-{i}"), MetricId::Fault, i, 1.0), t(i), &mut out);
     }
-    let raised: Vec<&Alert> = out.iter().filter(|o| matches!(o, AlertOutput::Transition { .. })).map(AlertOutput::alert).collect();
+    let raised: Vec<&Alert> = out
+        .iter()
+        .filter(|o| matches!(o, AlertOutput::Transition { .. }))
+        .map(AlertOutput::alert)
+        .collect();
     assert_eq!(raised.len(), 3, "two singles, then the group: {out:?}");
     assert_eq!(raised[2].kind, AlertKind::SegmentGroup);
     assert_eq!(raised[2].key.subject, Subject::Segment(seg("viale-a")));
@@ -308,9 +373,14 @@ fn devices_of_one_segment_fold_into_a_group_alert() {
     // The group clears when every member's condition has ended.
     out.clear();
     for i in 2..5 {
-        e.on_reading(&reading(&format!("tl-{i}"), MetricId::Fault, 10 + i, 0.0), t(10 + i), &mut out);
+        e.on_reading(
+            &reading(&format!("tl-{i}"), MetricId::Fault, 10 + i, 0.0),
+            t(10 + i),
+            &mut out,
+        );
     }
-    let cleared: Vec<_> = transitions(&out).into_iter().filter(|t| t.2 == AlertState::Cleared).collect();
+    let cleared: Vec<_> =
+        transitions(&out).into_iter().filter(|t| t.2 == AlertState::Cleared).collect();
     assert_eq!(cleared.len(), 1);
     assert_eq!(e.open_alerts().count(), 2);
 }
@@ -322,7 +392,11 @@ fn the_rate_limit_folds_the_excess_into_one_overflow_alert() {
     for i in 0..10 {
         e.on_reading(&reading(&format!("tl-{i}"), MetricId::Fault, 0, 1.0), t(0), &mut out);
     }
-    let raised: Vec<&Alert> = out.iter().filter(|o| matches!(o, AlertOutput::Transition { .. })).map(AlertOutput::alert).collect();
+    let raised: Vec<&Alert> = out
+        .iter()
+        .filter(|o| matches!(o, AlertOutput::Transition { .. }))
+        .map(AlertOutput::alert)
+        .collect();
     assert_eq!(raised.len(), 4, "three singles and the overflow");
     assert_eq!(raised[3].kind, AlertKind::RateLimitOverflow);
     assert_eq!(raised[3].key.subject, Subject::Rule);
@@ -453,11 +527,17 @@ fn drive(e: &mut AlertEngine, ops: &[Op], clock: &mut i64, out: &mut Vec<AlertOu
                 e.on_reading(&r, t(*clock), out);
             }
             Op::Tick => e.tick(t(*clock), out),
-            Op::LastWill(d) => e.on_status(&dev(&format!("aq-{d}")), DeviceStatus::Offline, t(*clock), out),
+            Op::LastWill(d) => {
+                e.on_status(&dev(&format!("aq-{d}")), DeviceStatus::Offline, t(*clock), out)
+            }
             Op::Ack(k) | Op::Clear(k) => {
                 let open: Vec<AlertId> = e.open_alerts().map(|a| a.id).collect();
                 if let Some(&id) = open.get(*k % open.len().max(1)) {
-                    let result = if matches!(op, Op::Ack(_)) { e.acknowledge(id, "op", None, t(*clock)) } else { e.clear(id, "op", None, t(*clock)) };
+                    let result = if matches!(op, Op::Ack(_)) {
+                        e.acknowledge(id, "op", None, t(*clock))
+                    } else {
+                        e.clear(id, "op", None, t(*clock))
+                    };
                     if let Ok(o) = result {
                         out.push(o);
                     }
@@ -472,7 +552,12 @@ fn engine_with_segments() -> AlertEngine {
     let mut e = AlertEngine::new(rules(MIXED));
     let mut out = Vec::new();
     // Devices 0..4 on one segment, 4 and 5 unlinked.
-    let profiles = (0..6).map(|i| DeviceProfile { id: dev(&format!("aq-{i}")), kind: None, segment: (i < 4).then(|| seg("viale-a")), interval: None });
+    let profiles = (0..6).map(|i| DeviceProfile {
+        id: dev(&format!("aq-{i}")),
+        kind: None,
+        segment: (i < 4).then(|| seg("viale-a")),
+        interval: None,
+    });
     e.set_devices(profiles, t(0), &mut out);
     e
 }
@@ -549,7 +634,18 @@ proptest! {
 #[ignore]
 fn throughput_of_on_reading_with_10k_devices_and_50_rules() {
     let mut text = String::from("air_quality_defaults = true\n");
-    let metrics = ["vehicle_count", "speed_kmh", "occupancy_pct", "no2_ugm3", "pm10_ugm3", "pm25_ugm3", "o3_ugm3", "temperature_c", "humidity_pct", "battery_v"];
+    let metrics = [
+        "vehicle_count",
+        "speed_kmh",
+        "occupancy_pct",
+        "no2_ugm3",
+        "pm10_ugm3",
+        "pm25_ugm3",
+        "o3_ugm3",
+        "temperature_c",
+        "humidity_pct",
+        "battery_v",
+    ];
     let mut n = 5; // the shipped air-quality rules
     for (i, m) in metrics.iter().enumerate() {
         for k in 0..3 {
@@ -571,9 +667,26 @@ fn throughput_of_on_reading_with_10k_devices_and_50_rules() {
     let mut templates: Vec<Reading> = Vec::new();
     for d in 0..10_000 {
         let id = dev(&format!("dev-{d:05}"));
-        let set: &[MetricId] = if d % 4 == 3 { &[MetricId::No2Ugm3, MetricId::Pm10Ugm3, MetricId::Pm25Ugm3, MetricId::O3Ugm3, MetricId::TemperatureC, MetricId::HumidityPct] } else { &[MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct] };
+        let set: &[MetricId] = if d % 4 == 3 {
+            &[
+                MetricId::No2Ugm3,
+                MetricId::Pm10Ugm3,
+                MetricId::Pm25Ugm3,
+                MetricId::O3Ugm3,
+                MetricId::TemperatureC,
+                MetricId::HumidityPct,
+            ]
+        } else {
+            &[MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct]
+        };
         for &metric in set {
-            templates.push(Reading { device: id.clone(), metric, time: t(0), value: 0.0, seq: None });
+            templates.push(Reading {
+                device: id.clone(),
+                metric,
+                time: t(0),
+                value: 0.0,
+                seq: None,
+            });
         }
     }
     let mut out = Vec::new();

@@ -41,18 +41,35 @@ fn seg(s: &str) -> SegmentId {
     SegmentId::parse(s).unwrap()
 }
 
-fn window(device: &str, metric: MetricId, start: i64, values: &[f64], revision: u32) -> WindowResult {
+fn window(
+    device: &str,
+    metric: MetricId,
+    start: i64,
+    values: &[f64],
+    revision: u32,
+) -> WindowResult {
     let mut agg = Partial::of(EventTime(start), values[0]);
     for (i, v) in values.iter().enumerate().skip(1) {
         agg.merge(&Partial::of(EventTime(start + i as i64), *v));
     }
-    WindowResult { device: dev(device), metric, start: EventTime(start), end: EventTime(start + MIN), aggregate: agg, revision }
+    WindowResult {
+        device: dev(device),
+        metric,
+        start: EventTime(start),
+        end: EventTime(start + MIN),
+        aggregate: agg,
+        revision,
+    }
 }
 
 fn segments_with_two_detectors() -> SegmentWindows {
     let mut s = SegmentWindows::new(&config());
     s.set_segments([road("viale-a", 50.0), road("viale-b", 40.0)]);
-    s.set_links([(dev("loop-1"), seg("viale-a")), (dev("loop-2"), seg("viale-a")), (dev("loop-3"), seg("viale-b"))]);
+    s.set_links([
+        (dev("loop-1"), seg("viale-a")),
+        (dev("loop-2"), seg("viale-a")),
+        (dev("loop-3"), seg("viale-b")),
+    ]);
     s
 }
 
@@ -92,7 +109,10 @@ fn flow_speed_occupancy_and_los_follow_the_definitions() {
     assert_eq!(st.occupancy_pct, Some(30.0));
     // 35 / 50 = 0.70 → B
     assert_eq!(st.los, Some(LevelOfService::B));
-    assert_eq!((st.detectors, st.revision, st.start, st.end), (2, 0, EventTime(T0), EventTime(T0 + MIN)));
+    assert_eq!(
+        (st.detectors, st.revision, st.start, st.end),
+        (2, 0, EventTime(T0), EventTime(T0 + MIN))
+    );
     assert!(matches!(&out[1], SegmentEvent::LosChanged { from: None, to: LevelOfService::B, .. }));
     assert_eq!(s.current_los(&seg("viale-a")), Some(LevelOfService::B));
 }
@@ -120,7 +140,10 @@ fn a_late_detector_window_re_emits_a_revision_and_moves_the_los() {
     s.on_window(&window("loop-2", MetricId::SpeedKmh, T0, &[0.0, 0.0], 0), &mut out);
     let st = states(&out)[0];
     assert_eq!((st.revision, st.detectors, st.los), (1, 2, Some(LevelOfService::F)));
-    assert!(matches!(&out[1], SegmentEvent::LosChanged { from: Some(LevelOfService::A), to: LevelOfService::F, .. }));
+    assert!(matches!(
+        &out[1],
+        SegmentEvent::LosChanged { from: Some(LevelOfService::A), to: LevelOfService::F, .. }
+    ));
     out.clear();
     // A correction of loop-1 replaces (does not add to) its earlier contribution.
     s.on_window(&window("loop-1", MetricId::SpeedKmh, T0, &[45.0, 45.0], 1), &mut out);
@@ -137,7 +160,10 @@ fn a_late_detector_window_re_emits_a_revision_and_moves_the_los() {
 
 #[test]
 fn corrections_of_older_windows_do_not_move_the_current_los() {
-    let mut s = SegmentWindows::new(&StreamConfig { allowed_lateness: Duration::from_secs(300), ..config() });
+    let mut s = SegmentWindows::new(&StreamConfig {
+        allowed_lateness: Duration::from_secs(300),
+        ..config()
+    });
     s.set_segments([road("viale-a", 50.0)]);
     s.set_links([(dev("loop-1"), seg("viale-a"))]);
     let mut out = Vec::new();
@@ -169,7 +195,11 @@ fn links_and_segments_change_at_runtime() {
 }
 
 /// Per (segment, window start): the brute-force state from raw readings.
-fn brute(readings: &[Reading], links: &HashMap<DeviceId, SegmentId>, roads: &HashMap<SegmentId, RoadSegment>) -> BTreeMap<(SegmentId, i64), SegmentState> {
+fn brute(
+    readings: &[Reading],
+    links: &HashMap<DeviceId, SegmentId>,
+    roads: &HashMap<SegmentId, RoadSegment>,
+) -> BTreeMap<(SegmentId, i64), SegmentState> {
     type Key = (SegmentId, i64);
     let mut per: BTreeMap<Key, BTreeMap<DeviceId, DetectorWindow>> = BTreeMap::new();
     for r in readings {
@@ -190,15 +220,26 @@ fn brute(readings: &[Reading], links: &HashMap<DeviceId, SegmentId>, roads: &Has
             None => *slot = Some(p),
         }
     }
-    per.into_iter().map(|((s, start), dets)| ((s.clone(), start), derive_brute(&roads[&s], start, &dets))).collect()
+    per.into_iter()
+        .map(|((s, start), dets)| ((s.clone(), start), derive_brute(&roads[&s], start, &dets)))
+        .collect()
 }
 
 /// Independent recomputation of the module-doc definitions.
-fn derive_brute(road: &RoadSegment, start: i64, dets: &BTreeMap<DeviceId, DetectorWindow>) -> SegmentState {
+fn derive_brute(
+    road: &RoadSegment,
+    start: i64,
+    dets: &BTreeMap<DeviceId, DetectorWindow>,
+) -> SegmentState {
     let flows: Vec<f64> = dets.values().filter_map(|d| d.counts.map(|c| c.sum * 60.0)).collect();
-    let weighted: Vec<(f64, f64)> = dets.values().filter_map(|d| Some((d.speed?.sum / d.speed?.count as f64, d.counts?.sum))).filter(|(_, w)| *w > 0.0).collect();
+    let weighted: Vec<(f64, f64)> = dets
+        .values()
+        .filter_map(|d| Some((d.speed?.sum / d.speed?.count as f64, d.counts?.sum)))
+        .filter(|(_, w)| *w > 0.0)
+        .collect();
     let total_w: f64 = weighted.iter().map(|(_, w)| w).sum();
-    let all_speed: (f64, i64) = dets.values().filter_map(|d| d.speed).fold((0.0, 0), |(s, n), p| (s + p.sum, n + p.count));
+    let all_speed: (f64, i64) =
+        dets.values().filter_map(|d| d.speed).fold((0.0, 0), |(s, n), p| (s + p.sum, n + p.count));
     let speed = if total_w > 0.0 {
         Some(weighted.iter().map(|(s, w)| s * w).sum::<f64>() / total_w)
     } else if all_speed.1 > 0 {
@@ -206,7 +247,8 @@ fn derive_brute(road: &RoadSegment, start: i64, dets: &BTreeMap<DeviceId, Detect
     } else {
         None
     };
-    let occ: Vec<f64> = dets.values().filter_map(|d| d.occupancy.map(|o| o.sum / o.count as f64)).collect();
+    let occ: Vec<f64> =
+        dets.values().filter_map(|d| d.occupancy.map(|o| o.sum / o.count as f64)).collect();
     SegmentState {
         segment: road.id.clone(),
         start: EventTime(start),
@@ -241,7 +283,10 @@ fn finals(events: &[SegmentEvent]) -> BTreeMap<(SegmentId, i64), SegmentState> {
 
 /// Feeds readings through `Windows` into `SegmentWindows`; returns the final segment states
 /// and the readings the device windows admitted.
-fn run(readings: &[Reading], tick_every: Option<usize>) -> (BTreeMap<(SegmentId, i64), SegmentState>, Vec<Reading>) {
+fn run(
+    readings: &[Reading],
+    tick_every: Option<usize>,
+) -> (BTreeMap<(SegmentId, i64), SegmentState>, Vec<Reading>) {
     let mut admitted = Vec::new();
     let mut w = Windows::new(&config());
     let mut s = segments_with_two_detectors();
@@ -272,37 +317,67 @@ fn run(readings: &[Reading], tick_every: Option<usize>) -> (BTreeMap<(SegmentId,
     (finals(&sout), admitted)
 }
 
-fn assert_matches(got: &BTreeMap<(SegmentId, i64), SegmentState>, want: &BTreeMap<(SegmentId, i64), SegmentState>) -> Result<(), TestCaseError> {
+fn assert_matches(
+    got: &BTreeMap<(SegmentId, i64), SegmentState>,
+    want: &BTreeMap<(SegmentId, i64), SegmentState>,
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
     for (k, g) in got {
         let w = &want[k];
-        prop_assert!(close(g.flow_vph, w.flow_vph), "{:?}: flow {:?} vs {:?}", k, g.flow_vph, w.flow_vph);
-        prop_assert!(close(g.speed_kmh, w.speed_kmh), "{:?}: speed {:?} vs {:?}", k, g.speed_kmh, w.speed_kmh);
+        prop_assert!(
+            close(g.flow_vph, w.flow_vph),
+            "{:?}: flow {:?} vs {:?}",
+            k,
+            g.flow_vph,
+            w.flow_vph
+        );
+        prop_assert!(
+            close(g.speed_kmh, w.speed_kmh),
+            "{:?}: speed {:?} vs {:?}",
+            k,
+            g.speed_kmh,
+            w.speed_kmh
+        );
         prop_assert!(close(g.occupancy_pct, w.occupancy_pct), "{:?}: occupancy", k);
         prop_assert_eq!(g.detectors, w.detectors);
         // LOS is compared through the speed it came from: the float sums may differ in the
         // last bit, which only matters exactly at a boundary.
-        let los_from_got = g.speed_kmh.and_then(|s| LevelOfService::from_speeds(s, if k.0.as_str() == "viale-a" { 50.0 } else { 40.0 }));
+        let los_from_got = g.speed_kmh.and_then(|s| {
+            LevelOfService::from_speeds(s, if k.0.as_str() == "viale-a" { 50.0 } else { 40.0 })
+        });
         prop_assert_eq!(g.los, los_from_got);
     }
     Ok(())
 }
 
 fn arb_readings() -> impl Strategy<Value = Vec<Reading>> {
-    let metric = prop_oneof![Just(MetricId::VehicleCount), Just(MetricId::SpeedKmh), Just(MetricId::OccupancyPct), Just(MetricId::No2Ugm3)];
+    let metric = prop_oneof![
+        Just(MetricId::VehicleCount),
+        Just(MetricId::SpeedKmh),
+        Just(MetricId::OccupancyPct),
+        Just(MetricId::No2Ugm3)
+    ];
     prop::collection::vec((0usize..4, metric, 0i64..4_000, 0u32..100), 1..200).prop_map(|steps| {
         let mut clock = [T0; 4];
         steps
             .into_iter()
             .map(|(d, metric, advance, v)| {
                 clock[d] += advance * 10;
-                Reading { device: dev(["loop-1", "loop-2", "loop-3", "loop-4"][d]), metric, time: EventTime(clock[d]), value: f64::from(v), seq: None }
+                Reading {
+                    device: dev(["loop-1", "loop-2", "loop-3", "loop-4"][d]),
+                    metric,
+                    time: EventTime(clock[d]),
+                    value: f64::from(v),
+                    seq: None,
+                }
             })
             .collect()
     })
 }
 
-fn links_and_roads(s: &SegmentWindows) -> (HashMap<DeviceId, SegmentId>, HashMap<SegmentId, RoadSegment>) {
+fn links_and_roads(
+    s: &SegmentWindows,
+) -> (HashMap<DeviceId, SegmentId>, HashMap<SegmentId, RoadSegment>) {
     (s.links.clone(), s.segments.clone())
 }
 
@@ -310,7 +385,11 @@ fn links_and_roads(s: &SegmentWindows) -> (HashMap<DeviceId, SegmentId>, HashMap
 /// `time + jitter`: a reading is never behind the newest one before it by more than the
 /// largest jitter.
 fn deliver(readings: &[Reading], jitter: &[i64]) -> Vec<Reading> {
-    let mut order: Vec<(i64, usize)> = readings.iter().enumerate().map(|(i, r)| (r.time.millis() + jitter[i % jitter.len()], i)).collect();
+    let mut order: Vec<(i64, usize)> = readings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.time.millis() + jitter[i % jitter.len()], i))
+        .collect();
     order.sort();
     order.into_iter().map(|(_, i)| readings[i].clone()).collect()
 }

@@ -17,7 +17,13 @@ fn config(delay_s: u64, lateness_s: u64) -> StreamConfig {
 }
 
 fn reading(dev: &str, t: i64, v: f64) -> Reading {
-    Reading { device: DeviceId::parse(dev).unwrap(), metric: MetricId::SpeedKmh, time: EventTime(t), value: v, seq: None }
+    Reading {
+        device: DeviceId::parse(dev).unwrap(),
+        metric: MetricId::SpeedKmh,
+        time: EventTime(t),
+        value: v,
+        seq: None,
+    }
 }
 
 /// The final (highest revision) aggregate of each emitted window.
@@ -39,7 +45,9 @@ fn brute(readings: &[&Reading]) -> BTreeMap<(String, i64), Partial> {
     let mut out: BTreeMap<(String, i64), Partial> = BTreeMap::new();
     for r in readings {
         let p = Partial::of(r.time, r.value);
-        out.entry((r.device.to_string(), r.time.floor(60_000).millis())).and_modify(|a| a.merge(&p)).or_insert(p);
+        out.entry((r.device.to_string(), r.time.floor(60_000).millis()))
+            .and_modify(|a| a.merge(&p))
+            .or_insert(p);
     }
     out
 }
@@ -56,7 +64,16 @@ fn window_closes_when_the_watermark_passes_its_end() {
     assert_eq!(out.len(), 1);
     let r = &out[0];
     assert_eq!((r.start, r.end, r.revision), (EventTime(T0), EventTime(T0 + 60_000), 0));
-    assert_eq!((r.aggregate.count, r.aggregate.sum, r.aggregate.min, r.aggregate.max, r.aggregate.last_value), (2, 30.0, 10.0, 20.0, 20.0));
+    assert_eq!(
+        (
+            r.aggregate.count,
+            r.aggregate.sum,
+            r.aggregate.min,
+            r.aggregate.max,
+            r.aggregate.last_value
+        ),
+        (2, 30.0, 10.0, 20.0, 20.0)
+    );
 }
 
 #[test]

@@ -86,7 +86,10 @@ fn deep_nesting_is_refused_not_overflowed() {
 fn validator_checks_size_range_whole_and_skew() {
     let v = Validator::new(ValidationConfig { max_payload_bytes: 400, ..Default::default() });
     let big = vec![b' '; 401];
-    assert_eq!(v.check(&big, &dev(), NOW).unwrap_err(), ValidationError::TooLarge { size: 401, limit: 400 });
+    assert_eq!(
+        v.check(&big, &dev(), NOW).unwrap_err(),
+        ValidationError::TooLarge { size: 401, limit: 400 }
+    );
 
     let future = NOW.millis() + 11 * 60 * 1000;
     let old = NOW.millis() - 8 * 24 * 3600 * 1000;

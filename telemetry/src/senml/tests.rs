@@ -13,7 +13,12 @@ fn resolve_str(s: &str) -> Result<Vec<ResolvedRecord>, SenmlError> {
 }
 
 fn num(name: &str, unit: &str, v: f64, t: f64) -> ResolvedRecord {
-    ResolvedRecord { name: name.into(), unit: Some(unit.into()), value: SenmlValue::Number(v), time: t }
+    ResolvedRecord {
+        name: name.into(),
+        unit: Some(unit.into()),
+        value: SenmlValue::Number(v),
+        time: t,
+    }
 }
 
 #[test]
@@ -102,7 +107,10 @@ fn rfc8428_5_1_4_string_and_boolean_values() {
 
 #[test]
 fn base_value_and_base_sum_are_added() {
-    let r = resolve_str(r#"[{"bn":"x:","bv":100,"n":"a","v":1.5},{"n":"b","v":-2},{"n":"c","bs":10,"s":5}]"#).unwrap();
+    let r = resolve_str(
+        r#"[{"bn":"x:","bv":100,"n":"a","v":1.5},{"n":"b","v":-2},{"n":"c","bs":10,"s":5}]"#,
+    )
+    .unwrap();
     assert_eq!(r[0].value, SenmlValue::Number(101.5));
     assert_eq!(r[1].value, SenmlValue::Number(98.0));
     assert_eq!(r[2].value, SenmlValue::Sum(15.0));

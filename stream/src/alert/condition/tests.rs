@@ -8,7 +8,13 @@ use telemetry::SegmentId;
 const T0: i64 = 1_763_892_000_000;
 
 fn above(level: f64, clear: f64, hold_s: u64) -> ThresholdRule {
-    ThresholdRule { metric: telemetry::MetricId::No2Ugm3, direction: Direction::Above, level, clear, hold: Duration::from_secs(hold_s) }
+    ThresholdRule {
+        metric: telemetry::MetricId::No2Ugm3,
+        direction: Direction::Above,
+        level,
+        clear,
+        hold: Duration::from_secs(hold_s),
+    }
 }
 
 fn t(s: i64) -> EventTime {
@@ -45,7 +51,12 @@ fn hysteresis_keeps_the_alert_until_the_clear_level() {
     assert_eq!(s.on_sample(&rule, t(2), 80.0), Step::Clear { value: 80.0 });
     // Between clear and trip level a new run does not start.
     assert_eq!(s.on_sample(&rule, t(3), 90.0), Step::Quiet);
-    let below = ThresholdRule { direction: Direction::Below, level: 11.0, clear: 11.5, ..above(0.0, 0.0, 0) };
+    let below = ThresholdRule {
+        direction: Direction::Below,
+        level: 11.0,
+        clear: 11.5,
+        ..above(0.0, 0.0, 0)
+    };
     let mut s = ThresholdState::default();
     assert_eq!(s.on_sample(&below, t(0), 10.9), Step::Raise { since: t(0), value: 10.9 });
     assert_eq!(s.on_sample(&below, t(1), 11.2), Step::Quiet);
@@ -65,7 +76,12 @@ fn duplicates_and_older_samples_are_stale() {
 
 #[test]
 fn flatline_needs_both_the_count_and_the_span() {
-    let rule = FlatlineRule { metric: telemetry::MetricId::TemperatureC, epsilon: 0.05, hold: Duration::from_secs(600), readings: 5 };
+    let rule = FlatlineRule {
+        metric: telemetry::MetricId::TemperatureC,
+        epsilon: 0.05,
+        hold: Duration::from_secs(600),
+        readings: 5,
+    };
     let mut s = FlatlineState::default();
     for i in 0..4 {
         assert_eq!(s.on_sample(&rule, t(i * 300), 21.0 + 0.01 * i as f64), Step::Quiet);
@@ -78,7 +94,11 @@ fn flatline_needs_both_the_count_and_the_span() {
 
 #[test]
 fn rate_of_change_is_per_minute_between_consecutive_readings() {
-    let rule = RateOfChangeRule { metric: telemetry::MetricId::TemperatureC, max_per_minute: 2.0, hold: Duration::ZERO };
+    let rule = RateOfChangeRule {
+        metric: telemetry::MetricId::TemperatureC,
+        max_per_minute: 2.0,
+        hold: Duration::ZERO,
+    };
     let mut s = RateOfChangeState::default();
     assert_eq!(s.on_sample(&rule, t(0), 20.0), Step::Quiet);
     assert_eq!(s.on_sample(&rule, t(60), 22.0), Step::Quiet, "exactly the limit");
@@ -89,13 +109,21 @@ fn rate_of_change_is_per_minute_between_consecutive_readings() {
 
 #[test]
 fn running_mean_needs_three_quarters_of_the_period_then_trips() {
-    let rule = MeanLimitRule { metric: telemetry::MetricId::No2Ugm3, limit: 200.0, clear: 200.0, averaging: Duration::from_secs(3_600) };
+    let rule = MeanLimitRule {
+        metric: telemetry::MetricId::No2Ugm3,
+        limit: 200.0,
+        clear: 200.0,
+        averaging: Duration::from_secs(3_600),
+    };
     let mut s = MeanLimitState::default();
     // One reading every 150 s (one per sub-period) at 250: trips at the 18th sub-period.
     for i in 0..17 {
         assert_eq!(s.on_sample(&rule, t(i * 150), 250.0), Step::Quiet, "{i}");
     }
-    assert_eq!(s.on_sample(&rule, t(17 * 150), 250.0), Step::Raise { since: t(17 * 150), value: 250.0 });
+    assert_eq!(
+        s.on_sample(&rule, t(17 * 150), 250.0),
+        Step::Raise { since: t(17 * 150), value: 250.0 }
+    );
     // Clean air pulls the mean down: 18×250 + k×0 ≤ 200×(18+k) once k ≥ 4.5.
     let mut cleared_at = None;
     for k in 1..10 {
@@ -125,17 +153,33 @@ fn los_rule_measures_from_the_first_bad_window_start_to_the_latest_end() {
     let mut s = LosState::default();
     assert_eq!(s.on_state(&rule, &state(0, Some(LevelOfService::E))), Step::Quiet);
     assert_eq!(s.on_state(&rule, &state(1, None)), Step::Quiet, "no LOS: skipped");
-    assert_eq!(s.on_state(&rule, &state(2, Some(LevelOfService::F))), Step::Raise { since: t(0), value: 10.0 });
-    assert_eq!(s.on_state(&rule, &state(2, Some(LevelOfService::A))), Step::Stale, "a correction of an evaluated window");
+    assert_eq!(
+        s.on_state(&rule, &state(2, Some(LevelOfService::F))),
+        Step::Raise { since: t(0), value: 10.0 }
+    );
+    assert_eq!(
+        s.on_state(&rule, &state(2, Some(LevelOfService::A))),
+        Step::Stale,
+        "a correction of an evaluated window"
+    );
     assert_eq!(s.on_state(&rule, &state(3, Some(LevelOfService::D))), Step::Clear { value: 10.0 });
 }
 
 #[test]
 fn offline_by_silence_uses_the_learned_interval_and_the_last_will_at_once() {
-    let rule = OfflineRule { silence_factor: 3.0, interval: None, min_silence: Duration::from_secs(60), last_will: true };
+    let rule = OfflineRule {
+        silence_factor: 3.0,
+        interval: None,
+        min_silence: Duration::from_secs(60),
+        last_will: true,
+    };
     let mut a = Arrivals::default();
     a.record(t(0));
-    assert_eq!(rule.offline_at(&a, None, t(10_000)), None, "nothing learned, no interval: only the Last Will");
+    assert_eq!(
+        rule.offline_at(&a, None, t(10_000)),
+        None,
+        "nothing learned, no interval: only the Last Will"
+    );
     for i in 1..=3 {
         a.record(t(i * 30));
         a.record(t(i * 30)); // a second reading of the same message adds no gap
@@ -170,7 +214,11 @@ fn records(samples: &[(i64, f64)]) -> Vec<(i64, f64)> {
 fn arb_samples() -> impl Strategy<Value = Vec<(i64, f64)>> {
     // Mostly forward in time with gaps, sometimes backwards (skew, reordering), sometimes
     // the same time again (duplicates).
-    prop::collection::vec((-30i64..120, prop_oneof![Just(50.0), Just(95.0), Just(150.0), 0.0f64..200.0]), 1..200).prop_map(|steps| {
+    prop::collection::vec(
+        (-30i64..120, prop_oneof![Just(50.0), Just(95.0), Just(150.0), 0.0f64..200.0]),
+        1..200,
+    )
+    .prop_map(|steps| {
         let mut clock = 0i64;
         steps
             .into_iter()
