@@ -233,6 +233,10 @@ pub async fn history(
         "step_ms": history.step_ms,
         "from": q.from,
         "to": q.to,
+        // The readings counted: [from, to) unless retention dropped the detail an end
+        // needs, then widened to whole buckets.
+        "covered_from": history.from,
+        "covered_to": history.to,
         "points": points,
     }))
     .into_response())

@@ -418,6 +418,13 @@ impl Config {
             "retention.rollup_1m, rollup_1h and rollup_1d must be at least 1d",
         );
         check(
+            r.raw.is_none_or(|raw| self.ingest.max_past_age <= raw),
+            "ingest.max_past_age must not be longer than retention.raw: a reading older than \
+             the raw retention may have lost the raw row that dedupes it, so the store refuses it \
+             (dead letter older_than_retention) rather than count it twice; lengthen retention.raw \
+             to accept older readings (backfills with `sccr import` are bound by retention.raw too)",
+        );
+        check(
             self.api.listen.parse::<SocketAddr>().is_ok(),
             "api.listen must be an address like 127.0.0.1:8080",
         );
@@ -537,6 +544,7 @@ auth_failures_per_minute = 20
 [ingest]
 max_payload_bytes = 65536
 max_future_skew = "10m"
+# At most retention.raw: older readings are refused (older_than_retention).
 max_past_age = "7d"
 # auto_register: devices are registered on first telemetry; reject: dead-letter them.
 unknown_devices = "auto_register"
@@ -671,6 +679,25 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = Config::from_toml("", env(&[("SCCR_DATABASE_URL", "x")])).unwrap_err().to_string();
         assert!(e.contains("SCCR_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn max_past_age_longer_than_the_raw_retention_is_refused_with_the_reason() {
+        let e = Config::from_toml("[retention]\nraw = \"3d\"\n", []).unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        assert!(
+            list.iter().any(|m| m
+                .starts_with("ingest.max_past_age must not be longer than retention.raw")
+                && m.contains("older_than_retention")),
+            "{list:?}"
+        );
+        let ok = "[retention]\nraw = \"3d\"\n[ingest]\nmax_past_age = \"3d\"\n";
+        assert!(Config::from_toml(ok, []).is_ok());
+        assert!(Config::from_toml(
+            "[retention]\nraw = \"forever\"\n[ingest]\nmax_past_age = \"400d\"\n",
+            []
+        )
+        .is_ok());
     }
 
     #[test]

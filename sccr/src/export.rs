@@ -2,12 +2,11 @@
 //! (`DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`), with progress on stderr. The work
 //! is `store::export_to_dir`; this module parses arguments and reports.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
 use anyhow::{Context, Result};
-use store::{DirExportSummary, ExportFormat, ExportQuery, Resolution, Store};
+use store::{ExportFormat, ExportQuery, Resolution, Store};
 use telemetry::{DeviceId, EventTime, MetricId};
 
 pub struct ExportArgs {
@@ -48,78 +47,24 @@ pub fn query(args: &ExportArgs) -> Result<(ExportQuery, ExportFormat)> {
     Ok((q, format))
 }
 
-fn human(n: u64) -> String {
-    match n {
-        0..1_000 => n.to_string(),
-        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
-        _ => format!("{:.2}M", n as f64 / 1e6),
-    }
-}
-
-/// Progress on stderr: a bar redrawn in place on a terminal, a plain line every few
-/// seconds otherwise (logs, CI).
-struct Progress {
-    start: Instant,
-    last: Instant,
-    expected: u64,
-    tty: bool,
-}
-
-impl Progress {
-    fn show(&mut self, s: DirExportSummary, done: bool) {
-        let every = if self.tty { Duration::from_millis(200) } else { Duration::from_secs(5) };
-        if !done && self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-        let rate = human((s.rows as f64 / secs) as u64);
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let total = self.expected.max(s.rows).max(1);
-            let width = 30;
-            let filled = (s.rows * width / total) as usize;
-            let _ = write!(
-                err,
-                "\r[{}{}] {:>3}% {} / ~{} rows, {} files, {rate} rows/s ",
-                "#".repeat(filled),
-                ".".repeat(width as usize - filled),
-                s.rows * 100 / total,
-                human(s.rows),
-                human(total),
-                s.files,
-            );
-            if done {
-                let _ = writeln!(err);
-            }
-        } else if !done {
-            let _ = writeln!(
-                err,
-                "export: {} of ~{} rows, {} files, {rate} rows/s",
-                s.rows, self.expected, s.files
-            );
-        }
-    }
-}
-
 pub async fn run(store: &Store, args: ExportArgs) -> Result<()> {
     let (q, format) = query(&args)?;
     let expected = store.export_estimate(&q).await.unwrap_or(0);
-    let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let start = Instant::now();
-    let mut progress = Progress { start, last: start, expected, tty };
+    let mut progress = Progress::new("export", expected);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let summary =
-        store::export_to_dir(store, q, format, &args.out, move |s| progress.show(s, false)).await?;
-    let mut done = Progress { start, last: start, expected, tty };
-    done.show(summary, true);
+    let mut live = progress.clone();
+    let summary = store::export_to_dir(store, q, format, &args.out, move |s| {
+        live.show(s.rows, &format!("{} files", s.files), false)
+    })
+    .await?;
+    progress.show(summary.rows, &format!("{} files", summary.files), true);
     println!(
         "exported {} rows in {} files, {} bytes, {:.2} s ({})",
         summary.rows,
         summary.files,
         summary.bytes,
-        start.elapsed().as_secs_f64(),
+        progress.elapsed().as_secs_f64(),
         args.out.display()
     );
     Ok(())

@@ -5,7 +5,9 @@ mod alert_sink;
 mod config;
 mod demo;
 mod export;
+mod import;
 mod pipeline;
+mod progress;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +89,16 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Import historical readings (the columns of a raw `sccr export`: time, device,
+    /// metric, value[, seq]) from Parquet, CSV or Arrow files, or directories of them,
+    /// through validation, dedupe and rollups. Importing a file again changes nothing.
+    Import {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Files or directories (an export's partition tree) to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Validate a configuration file (with environment overrides) and exit.
     CheckConfig {
@@ -241,6 +253,18 @@ async fn main() -> Result<()> {
             let result = export::run(&store, args).await;
             store.close().await;
             result
+        }
+        Command::Import { config, paths } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let args = import::ImportArgs {
+                paths,
+                register_unknown: config.ingest.unknown_devices
+                    == config::UnknownDevices::AutoRegister,
+            };
+            let result = import::run(&store, args).await;
+            store.close().await;
+            result.map(|_| ())
         }
         Command::CheckConfig { config } => {
             load(Some(&config))?;

@@ -790,6 +790,12 @@ fn render_metrics(
         w.dead_letters.load(Relaxed) as f64,
     );
     metric(
+        "sccr_writer_readings_older_than_retention_total",
+        "counter",
+        "Readings refused as older than the raw retention horizon (dead letters).",
+        w.readings_older_than_retention.load(Relaxed) as f64,
+    );
+    metric(
         "sccr_writer_errors_total",
         "counter",
         "Failed batch writes (retried).",

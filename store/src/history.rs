@@ -66,6 +66,16 @@ impl Resolution {
         }
     }
 
+    /// The next finer stored level; raw readings have none.
+    pub fn finer(self) -> Option<Resolution> {
+        match self {
+            Resolution::Raw => None,
+            Resolution::Minute => Some(Resolution::Raw),
+            Resolution::Hour => Some(Resolution::Minute),
+            Resolution::Day => Some(Resolution::Hour),
+        }
+    }
+
     /// The table holding this level.
     pub(crate) fn table(self) -> &'static str {
         match self {
@@ -179,12 +189,150 @@ impl HistoryPoint {
     }
 }
 
-/// The answer: the level read, the step of the points (none for raw) and the points.
+/// The answer: the level read, the step of the points (none for raw), the range the points
+/// count and the points. The range is the query's `[from, to)` unless retention has dropped
+/// the finer detail one of its ends needs (see [`cover`]); then it is widened to whole
+/// buckets of the coarser level, and says so.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct History {
     pub resolution: Resolution,
     pub step_ms: Option<i64>,
+    /// Inclusive start of the readings counted.
+    pub from: EventTime,
+    /// Exclusive end of the readings counted.
+    pub to: EventTime,
     pub points: Vec<HistoryPoint>,
+}
+
+/// From when each level is whole: retention may have dropped what is older. Recorded by
+/// whoever drops data (maintenance, TimescaleDB's policies); `None` where nothing was.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Horizons {
+    pub raw: Option<EventTime>,
+    pub minute: Option<EventTime>,
+    pub hour: Option<EventTime>,
+    pub day: Option<EventTime>,
+}
+
+impl Horizons {
+    pub fn get(&self, level: Resolution) -> Option<EventTime> {
+        match level {
+            Resolution::Raw => self.raw,
+            Resolution::Minute => self.minute,
+            Resolution::Hour => self.hour,
+            Resolution::Day => self.day,
+        }
+    }
+
+    pub fn set(&mut self, level: Resolution, t: Option<EventTime>) {
+        let slot = match level {
+            Resolution::Raw => &mut self.raw,
+            Resolution::Minute => &mut self.minute,
+            Resolution::Hour => &mut self.hour,
+            Resolution::Day => &mut self.day,
+        };
+        *slot = t;
+    }
+
+    /// Whether `level` still holds everything from `t` on.
+    fn holds(&self, level: Resolution, t: i64) -> bool {
+        self.get(level).is_none_or(|h| t >= h.millis())
+    }
+}
+
+/// A part of a query's range, read from one level: `[from, to)`, aligned to the level's
+/// buckets (any instants for raw readings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub level: Resolution,
+    pub from: EventTime,
+    pub to: EventTime,
+}
+
+/// How a range is read: pieces that tile `[from, to)` without overlap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cover {
+    pub pieces: Vec<Piece>,
+    pub from: EventTime,
+    pub to: EventTime,
+}
+
+fn floor_to(t: i64, w: i64) -> i64 {
+    t.div_euclid(w) * w
+}
+
+fn ceil_to(t: i64, w: i64) -> i64 {
+    -floor_to(-t, w)
+}
+
+/// The pieces that read `[from, to)` from `source` and, at the ends that do not fall on
+/// `source`'s bucket boundaries, from finer levels (hours, then minutes, then raw
+/// readings), so that every bucket, the partial first and last included, counts exactly
+/// the readings inside the range. Where retention has dropped the finer detail an end
+/// needs, that end is widened to the enclosing bucket of the finest level that still
+/// holds it, and the cover's range says so.
+pub fn cover(from: EventTime, to: EventTime, source: Resolution, horizons: &Horizons) -> Cover {
+    let (a, b) = (from.millis(), to.millis());
+    if let Some(c) = cover_at(a, b, source, horizons) {
+        return c;
+    }
+    // Not even the source level holds the range's start: whole source buckets, as stored.
+    let w = source.bucket_ms().unwrap_or(1);
+    let (a, b) = (floor_to(a, w), ceil_to(b, w));
+    let piece = Piece { level: source, from: EventTime(a), to: EventTime(b) };
+    Cover { pieces: vec![piece], from: EventTime(a), to: EventTime(b) }
+}
+
+/// `[a, b)` from `level` and finer levels; `None` where `level` does not hold the part it
+/// must read.
+fn cover_at(a: i64, b: i64, level: Resolution, h: &Horizons) -> Option<Cover> {
+    let piece = |level, from, to| Piece { level, from: EventTime(from), to: EventTime(to) };
+    if a >= b {
+        return Some(Cover { pieces: Vec::new(), from: EventTime(a), to: EventTime(b) });
+    }
+    let (Some(w), Some(finer)) = (level.bucket_ms(), level.finer()) else {
+        let c = Cover { pieces: vec![piece(level, a, b)], from: EventTime(a), to: EventTime(b) };
+        return h.holds(level, a).then_some(c);
+    };
+    let (inner_a, inner_b) = (ceil_to(a, w), floor_to(b, w));
+    if inner_a >= inner_b {
+        // No whole bucket of this level inside: finer levels, or the enclosing buckets.
+        if let Some(c) = cover_at(a, b, finer, h) {
+            return Some(c);
+        }
+        let (a, b) = (floor_to(a, w), ceil_to(b, w));
+        let c = Cover { pieces: vec![piece(level, a, b)], from: EventTime(a), to: EventTime(b) };
+        return h.holds(level, a).then_some(c);
+    }
+    if !h.holds(level, inner_a) {
+        return None;
+    }
+    let head = match cover_at(a, inner_a, finer, h) {
+        Some(c) => c,
+        None => {
+            let start = floor_to(a, w);
+            if !h.holds(level, start) {
+                return None;
+            }
+            Cover {
+                pieces: vec![piece(level, start, inner_a)],
+                from: EventTime(start),
+                to: EventTime(inner_a),
+            }
+        }
+    };
+    let tail = cover_at(inner_b, b, finer, h).unwrap_or_else(|| {
+        let end = ceil_to(b, w);
+        Cover {
+            pieces: vec![piece(level, inner_b, end)],
+            from: EventTime(inner_b),
+            to: EventTime(end),
+        }
+    });
+    let mut pieces = head.pieces;
+    pieces.push(piece(level, inner_a, inner_b));
+    pieces.extend(tail.pieces);
+    Some(Cover { pieces, from: head.from, to: tail.to })
 }
 
 /// The level to read and the bucket width to fold it into.
@@ -392,6 +540,41 @@ mod tests {
     }
 
     #[test]
+    fn the_ends_of_a_range_are_read_from_finer_levels() {
+        let t = |d: i64, h: i64, m: i64, ms: i64| {
+            EventTime(d * DAY_MS + h * HOUR_MS + m * MINUTE_MS + ms)
+        };
+        let p = |level, from, to| Piece { level, from, to };
+        // Hourly sums from 15:30:20.5 to 18:00: the half hour from raw and minutes.
+        let c =
+            cover(t(20, 15, 30, 20_500), t(20, 18, 0, 0), Resolution::Hour, &Horizons::default());
+        assert_eq!(
+            c.pieces,
+            vec![
+                p(Resolution::Raw, t(20, 15, 30, 20_500), t(20, 15, 31, 0)),
+                p(Resolution::Minute, t(20, 15, 31, 0), t(20, 16, 0, 0)),
+                p(Resolution::Hour, t(20, 16, 0, 0), t(20, 18, 0, 0)),
+            ]
+        );
+        // Daily sums from day 20 at 12:00 to day 23 at 06:00: day 23 is read by the hour.
+        let c = cover(t(20, 12, 0, 0), t(23, 6, 0, 0), Resolution::Day, &Horizons::default());
+        assert_eq!(
+            c.pieces,
+            vec![
+                p(Resolution::Hour, t(20, 12, 0, 0), t(21, 0, 0, 0)),
+                p(Resolution::Day, t(21, 0, 0, 0), t(23, 0, 0, 0)),
+                p(Resolution::Hour, t(23, 0, 0, 0), t(23, 6, 0, 0)),
+            ]
+        );
+        // Raw readings dropped by retention: the start widens to its whole minute, and
+        // the cover says so.
+        let h = Horizons { raw: Some(t(25, 0, 0, 0)), ..Horizons::default() };
+        let c = cover(t(20, 15, 30, 20_500), t(20, 18, 0, 0), Resolution::Hour, &h);
+        assert_eq!((c.from, c.to), (t(20, 15, 30, 0), t(20, 18, 0, 0)));
+        assert_eq!(c.pieces[0], p(Resolution::Minute, t(20, 15, 30, 0), t(20, 15, 31, 0)));
+    }
+
+    #[test]
     fn gaps_are_filled_with_nothing_or_the_previous_value() {
         let p = |t: i64, v: f64| HistoryPoint {
             time: EventTime(t * MINUTE_MS),
@@ -445,6 +628,45 @@ mod tests {
             for (a, b) in direct.iter().zip(&via) {
                 prop_assert_eq!((a.time, a.count, a.sum, a.min, a.max), (b.time, b.count, b.sum, b.min, b.max));
             }
+        }
+
+        /// A cover tiles its range with aligned pieces of levels that hold them; it is the
+        /// query's range unless retention dropped what an end needs, and then only wider
+        /// by less than one bucket of the source level at each end.
+        #[test]
+        fn covers_tile_the_range_from_levels_that_hold_it(
+            from in 0i64..10 * DAY_MS,
+            len in 1i64..5 * DAY_MS,
+            source in prop::sample::select(vec![Resolution::Minute, Resolution::Hour, Resolution::Day]),
+            raw_h in prop::option::of(0i64..12 * DAY_MS),
+            minute_h in prop::option::of(0i64..12 * DAY_MS),
+            hour_h in prop::option::of(0i64..12 * DAY_MS),
+        ) {
+            let h = Horizons {
+                raw: raw_h.map(EventTime),
+                minute: minute_h.map(|t| EventTime(t - t % MINUTE_MS)),
+                hour: hour_h.map(|t| EventTime(t - t % HOUR_MS)),
+                day: None,
+            };
+            let c = cover(EventTime(from), EventTime(from + len), source, &h);
+            let w = source.bucket_ms().unwrap();
+            prop_assert!(c.from.millis() <= from && from - c.from.millis() < w);
+            prop_assert!(c.to.millis() >= from + len && c.to.millis() - (from + len) < w);
+            if h == Horizons::default() {
+                prop_assert_eq!((c.from.millis(), c.to.millis()), (from, from + len));
+            }
+            let mut at = c.from;
+            for p in &c.pieces {
+                prop_assert_eq!(p.from, at);
+                prop_assert!(p.from < p.to);
+                prop_assert!(p.level <= source);
+                if let Some(pw) = p.level.bucket_ms() {
+                    prop_assert_eq!((p.from.millis() % pw, p.to.millis() % pw), (0, 0));
+                }
+                prop_assert!(h.holds(p.level, p.from.millis()) || c.pieces.len() == 1);
+                at = p.to;
+            }
+            prop_assert_eq!(at, c.to);
         }
 
         /// Auto planning never exceeds max_points buckets.

@@ -64,7 +64,9 @@ pub use export::{
     export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat,
     ExportQuery, ExportStream,
 };
-pub use history::{GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
+pub use history::{
+    GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Horizons, Resolution, Step,
+};
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
 pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent,
@@ -185,7 +187,53 @@ pub struct BatchOutcome {
     pub inserted: u64,
     /// Readings already stored (replays, redeliveries).
     pub duplicates: u64,
+    /// Dead letters stored, those below included.
     pub dead_letters: u64,
+    /// Readings refused as older than the raw retention horizon (see [`refuse_too_old`]).
+    pub older_than_retention: u64,
+}
+
+/// The dead-letter reason of a reading older than the raw retention horizon.
+pub const OLDER_THAN_RETENTION: &str = "older_than_retention";
+
+/// The batch without its readings older than the raw retention `horizon`, which become
+/// dead letters (`older_than_retention`); `None` when there are none. Retention may have
+/// dropped such a reading's raw row, the record that dedupes it, while its hourly and
+/// daily rollups remain: storing it again would count it twice.
+pub(crate) fn refuse_too_old(batch: &Batch, horizon: Option<EventTime>) -> Option<Batch> {
+    let horizon = horizon?;
+    if batch.readings.iter().all(|r| r.time >= horizon) {
+        return None;
+    }
+    let mut out = Batch {
+        readings: Vec::with_capacity(batch.readings.len()),
+        dead_letters: batch.dead_letters.clone(),
+        new_devices: batch.new_devices.clone(),
+    };
+    for r in &batch.readings {
+        if r.time >= horizon {
+            out.readings.push(r.clone());
+            continue;
+        }
+        let payload =
+            serde_json::json!({"m": r.metric.as_str(), "v": r.value, "t": r.time.millis()});
+        let mut letter = DeadLetter::new(
+            &telemetry::Topic::telemetry(&r.device),
+            Some(r.device.clone()),
+            OLDER_THAN_RETENTION,
+            format!(
+                "reading of {} at {} is older than the raw retention horizon {}: retention has \
+                 dropped that time's raw readings, so storing it again could count it twice",
+                r.metric.as_str(),
+                r.time,
+                horizon
+            ),
+            payload.to_string().as_bytes(),
+        );
+        letter.received_at = EventTime::now();
+        out.dead_letters.push(letter);
+    }
+    Some(out)
 }
 
 /// A device as registered.
@@ -384,15 +432,43 @@ impl Store {
         dispatch!(self, s => s.latest(device, metric).await)
     }
 
-    /// History at the level and step the query plans (see [`history::plan`]).
+    /// History at the level and step the query plans (see [`history::plan`]). Stepped
+    /// queries read the ends of the range from finer levels ([`history::cover`]), so every
+    /// bucket, the partial first and last included, equals a recount of the readings of
+    /// the range in it.
     pub async fn history(&self, q: &HistoryQuery) -> Result<History, StoreError> {
         let plan = history::plan(q)?;
-        let points = dispatch!(self, s => s.history(q, plan).await)?;
-        let points = match plan.step_ms {
-            Some(step) => history::fill_gaps(points, q.from, q.to, step, q.fill, q.limit),
-            None => points,
+        let Some(step) = plan.step_ms else {
+            let points = dispatch!(self, s => s.history_raw(q).await)?;
+            return Ok(History {
+                resolution: plan.source,
+                step_ms: None,
+                from: q.from,
+                to: q.to,
+                points,
+            });
         };
-        Ok(History { resolution: plan.source, step_ms: plan.step_ms, points })
+        let horizons = self.horizons().await?;
+        let cover = history::cover(q.from, q.to, plan.source, &horizons);
+        let mut rows = Vec::new();
+        for piece in &cover.pieces {
+            rows.extend(dispatch!(self, s => s.history_piece(q, *piece, step).await)?);
+        }
+        let mut points = history::fold(rows, step);
+        points.truncate(q.limit);
+        let points = history::fill_gaps(points, cover.from, cover.to, step, q.fill, q.limit);
+        Ok(History {
+            resolution: plan.source,
+            step_ms: Some(step),
+            from: cover.from,
+            to: cover.to,
+            points,
+        })
+    }
+
+    /// From when each stored level is whole: what retention has dropped so far.
+    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
+        dispatch!(self, s => s.horizons().await)
     }
 
     /// Fold the readings of up to `max_batches` committed batches into the rollup tables

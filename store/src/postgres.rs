@@ -9,17 +9,19 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
-use telemetry::{EventTime, MetricId, RoadSegment};
+use telemetry::{EventTime, MetricId, Partial, RoadSegment};
 use time::OffsetDateTime;
 
-use crate::history::{HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution};
+use crate::history::{
+    HistoryPoint, HistoryQuery, HistorySubject, Horizons, Piece, Resolution, SourceRow, DAY_MS,
+};
 use crate::pgcopy::CopyEncoder;
 
 use crate::alert::{refuse, AlertColumns};
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord,
-    LatestValue, MaintenanceReport, MergeOutcome, StorageMode, StoreError, StoreOptions,
-    TimescaleMode, WriteMethod,
+    parse_device, parse_metric, parse_segment, refuse_too_old, Batch, BatchOutcome, DeadLetter,
+    DeviceRecord, LatestValue, MaintenanceReport, MergeOutcome, StorageMode, StoreError,
+    StoreOptions, TimescaleMode, WriteMethod,
 };
 use crate::{
     AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
@@ -78,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
             native: include_str!("../migrations/postgres/native/0010_realtime_rollups.sql"),
             timescale: include_str!("../migrations/postgres/timescale/0010_realtime_rollups.sql"),
         },
+    ),
+    (
+        11,
+        "retention horizons",
+        MigrationSql::Common(include_str!("../migrations/postgres/0011_retention_horizons.sql")),
     ),
 ];
 
@@ -410,6 +417,17 @@ impl PgStore {
     }
 
     pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        // Read before writing: maintenance moves the horizon in the transaction that drops
+        // the partitions, and a write into a dropped partition fails and is retried.
+        let refused = refuse_too_old(batch, self.horizons().await?.raw);
+        let older_than_retention =
+            refused.as_ref().map_or(0, |b| (batch.readings.len() - b.readings.len()) as u64);
+        let batch = refused.as_ref().unwrap_or(batch);
+        let outcome = self.write_checked(batch).await?;
+        Ok(BatchOutcome { older_than_retention, ..outcome })
+    }
+
+    async fn write_checked(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         if self.storage_mode() == StorageMode::Native && !batch.readings.is_empty() {
             self.ensure_partitions(batch.readings.iter().map(|r| day_of(r.time))).await?;
         }
@@ -461,6 +479,7 @@ impl PgStore {
             inserted: unique.len() as u64,
             duplicates: (batch.readings.len() - unique.len()) as u64,
             dead_letters: batch.dead_letters.len() as u64,
+            older_than_retention: 0,
         };
         insert_dead_letters(&mut tx, &batch.dead_letters).await?;
         tx.commit().await?;
@@ -633,34 +652,75 @@ impl PgStore {
             )
             .fetch_all(&self.pool)
             .await?;
+            // The horizon moves in the transaction that drops, so that no writer sees the
+            // partitions gone and the horizon not yet moved.
+            let mut tx = self.pool.begin().await?;
+            let mut dropped = Vec::new();
             for name in names {
                 let Some(day) = partition_day(&name) else { continue };
                 if day < cutoff_day {
-                    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS \"{name}\""))
-                        .execute(&self.pool)
-                        .await?;
-                    self.partitions.lock().unwrap_or_else(|p| p.into_inner()).remove(&day);
-                    report.partitions_dropped.push(name);
+                    let drop = format!("DROP TABLE IF EXISTS \"{name}\"");
+                    sqlx::query(&drop).execute(&mut *tx).await?;
+                    dropped.push((day, name));
                 }
+            }
+            record_horizon(&mut tx, Resolution::Raw, EventTime(cutoff_day * DAY_MS)).await?;
+            tx.commit().await?;
+            let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+            for (day, name) in dropped {
+                known.remove(&day);
+                report.partitions_dropped.push(name);
             }
         }
         // Open hours and days are read from rollup_1m: fold what has closed before its
         // retention can reach it.
         self.fold_closed_rollups(now).await?;
-        for (table, keep) in [
-            ("rollup_1m", r.rollup_1m),
-            ("rollup_1h_closed", r.rollup_1h),
-            ("rollup_1d_closed", r.rollup_1d),
+        for (level, table, keep) in [
+            (Resolution::Minute, "rollup_1m", r.rollup_1m),
+            (Resolution::Hour, "rollup_1h_closed", r.rollup_1h),
+            (Resolution::Day, "rollup_1d_closed", r.rollup_1d),
         ] {
             let Some(keep) = keep else { continue };
             let cutoff = EventTime(now.millis() - keep.as_millis() as i64);
-            let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket < $1"))
-                .bind(ts(cutoff))
-                .execute(&self.pool)
-                .await?;
+            let mut tx = self.pool.begin().await?;
+            let delete = format!("DELETE FROM {table} WHERE bucket < $1");
+            let done = sqlx::query(&delete).bind(ts(cutoff)).execute(&mut *tx).await?;
+            record_horizon(&mut tx, level, cutoff).await?;
+            tx.commit().await?;
             report.rollup_rows_deleted += done.rows_affected();
         }
         Ok(report)
+    }
+
+    /// From when each level is whole (see [`Horizons`]): as maintenance recorded it, and
+    /// under TimescaleDB as its retention jobs last ran (the cut-off of a job's last
+    /// successful run: chunks wholly older than it are gone).
+    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
+        let mut h = Horizons::default();
+        let rows = sqlx::query("SELECT level, horizon FROM retention_horizons")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let level: String = row.try_get("level")?;
+            let level = Resolution::parse(&level)
+                .ok_or(StoreError::Corrupt { what: "retention level", value: level })?;
+            h.set(level, Some(et(row.try_get("horizon")?)));
+        }
+        if self.storage_mode() == StorageMode::TimescaleDb {
+            let rows = sqlx::query(TIMESCALE_HORIZONS).fetch_all(&self.pool).await?;
+            for row in rows {
+                let level: String = row.try_get("level")?;
+                let (Some(level), Some(t)) = (
+                    Resolution::parse(&level),
+                    row.try_get::<Option<OffsetDateTime>, _>("horizon")?,
+                ) else {
+                    continue;
+                };
+                let t = et(t);
+                h.set(level, Some(h.get(level).map_or(t, |old| old.max(t))));
+            }
+        }
+        Ok(h)
     }
 
     /// (Re)apply the retention policies from the options (TimescaleDB mode), so that a
@@ -708,13 +768,14 @@ impl PgStore {
         Ok(jobs.len())
     }
 
-    pub async fn history(
-        &self,
+    /// The query's subject as a filter on `$5`, and the table holding `level` for it
+    /// (segment tables hold hours and days per road segment).
+    fn history_source(
         q: &HistoryQuery,
-        plan: Plan,
-    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        level: Resolution,
+    ) -> (String, &'static str, Option<String>) {
         let by_segment =
-            plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+            level.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
         let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
             (HistorySubject::Device(d), _) => ("AND device = $5", Some(d.to_string())),
             (HistorySubject::Segment(s), Some(_)) => ("AND segment = $5", Some(s.to_string())),
@@ -726,43 +787,86 @@ impl PgStore {
             }
             (HistorySubject::City, _) => ("AND $5::text IS NULL", None),
         };
-        let table = by_segment.unwrap_or(plan.source.table());
-        let sql = match plan.step_ms {
-            None => format!(
-                "SELECT time AS t, 1::int8 AS count, value AS sum, value AS min, value AS max, value AS last FROM readings
-                 WHERE metric = $1 AND time >= $2 AND time < $3 {filter} ORDER BY time, device LIMIT $4"
-            ),
-            Some(step) => {
-                // Buckets as stored when the step is the level's width; otherwise binned.
-                let rebin = Some(step) != plan.source.bucket_ms();
-                let t = if rebin { "date_bin(make_interval(secs => $6), bucket, timestamptz 'epoch')" } else { "bucket" };
-                format!(
-                    "SELECT {t} AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                            (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
-                     FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
-                     GROUP BY 1 ORDER BY 1 LIMIT $4"
-                )
-            }
-        };
-        let mut query = sqlx::query(&sql)
+        (filter.to_owned(), by_segment.unwrap_or(level.table()), subject)
+    }
+
+    /// Raw readings of `[from, to)`, one point each.
+    pub async fn history_raw(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
+        let (filter, _, subject) = Self::history_source(q, Resolution::Raw);
+        let sql = format!(
+            "SELECT time AS t, value FROM readings
+             WHERE metric = $1 AND time >= $2 AND time < $3 {filter} ORDER BY time, device LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
             .bind(q.metric.as_str())
             .bind(ts(q.from))
             .bind(ts(q.to))
-            .bind(q.limit as i64);
-        query = query.bind(subject);
-        if let Some(step) = plan.step_ms.filter(|&s| Some(s) != plan.source.bucket_ms()) {
-            query = query.bind(step as f64 / 1_000.0);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+            .bind(q.limit as i64)
+            .bind(subject)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|row| {
+                let v: f64 = row.try_get("value")?;
                 Ok(HistoryPoint {
                     time: et(row.try_get("t")?),
-                    count: row.try_get("count")?,
-                    sum: row.try_get("sum")?,
-                    min: row.try_get("min")?,
-                    max: row.try_get("max")?,
-                    last: row.try_get("last")?,
+                    count: 1,
+                    sum: v,
+                    min: v,
+                    max: v,
+                    last: v,
+                })
+            })
+            .collect()
+    }
+
+    /// One piece of a stepped query, aggregated into epoch-aligned buckets of `step_ms`.
+    pub async fn history_piece(
+        &self,
+        q: &HistoryQuery,
+        piece: Piece,
+        step_ms: i64,
+    ) -> Result<Vec<SourceRow>, StoreError> {
+        let (filter, table, subject) = Self::history_source(q, piece.level);
+        let bin =
+            |col: &str| format!("date_bin(make_interval(secs => $6), {col}, timestamptz 'epoch')");
+        let sql = match piece.level {
+            Resolution::Raw => format!(
+                "SELECT {t} AS t, count(*)::int8 AS count, sum(value) AS sum, min(value) AS min, max(value) AS max,
+                        (max(ARRAY[date_part('epoch', time), value]))[2] AS last, max(time) AS last_time
+                 FROM readings WHERE metric = $1 AND time >= $2 AND time < $3 {filter}
+                 GROUP BY 1 ORDER BY 1 LIMIT $4",
+                t = bin("time")
+            ),
+            _ => format!(
+                "SELECT {t} AS t, sum(count)::int8 AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+                        (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last, max(last_time) AS last_time
+                 FROM {table} WHERE metric = $1 AND bucket >= $2 AND bucket < $3 {filter}
+                 GROUP BY 1 ORDER BY 1 LIMIT $4",
+                t = bin("bucket")
+            ),
+        };
+        let rows = sqlx::query(&sql)
+            .bind(q.metric.as_str())
+            .bind(ts(piece.from))
+            .bind(ts(piece.to))
+            .bind(q.limit as i64)
+            .bind(subject)
+            .bind(step_ms as f64 / 1_000.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SourceRow {
+                    bucket: et(row.try_get("t")?),
+                    partial: Partial {
+                        count: row.try_get("count")?,
+                        sum: row.try_get("sum")?,
+                        min: row.try_get("min")?,
+                        max: row.try_get("max")?,
+                        last_value: row.try_get("last")?,
+                        last_time: et(row.try_get("last_time")?),
+                    },
                 })
             })
             .collect()
@@ -1410,3 +1514,33 @@ async fn open_alert_id(
         .fetch_optional(&mut *conn)
         .await?)
 }
+
+/// Move a level's horizon forward (never back) inside the transaction that drops its rows.
+async fn record_horizon(
+    conn: &mut sqlx::PgConnection,
+    level: Resolution,
+    horizon: EventTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO retention_horizons (level, horizon) VALUES ($1, $2)
+         ON CONFLICT (level) DO UPDATE SET horizon = greatest(retention_horizons.horizon, excluded.horizon)",
+    )
+    .bind(level.as_str())
+    .bind(ts(horizon))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Per level, the cut-off of its TimescaleDB retention job's last successful run.
+const TIMESCALE_HORIZONS: &str = "
+    SELECT CASE coalesce(c.view_name, j.hypertable_name)
+             WHEN 'readings' THEN 'raw' WHEN 'rollup_1m' THEN '1m'
+             WHEN 'rollup_1h' THEN '1h' WHEN 'rollup_1d' THEN '1d' END AS level,
+           s.last_successful_finish - (j.config->>'drop_after')::interval AS horizon
+    FROM timescaledb_information.jobs j
+    JOIN timescaledb_information.job_stats s USING (job_id)
+    LEFT JOIN timescaledb_information.continuous_aggregates c
+      ON c.materialization_hypertable_name = j.hypertable_name
+    WHERE j.proc_name = 'policy_retention'
+      AND s.last_successful_finish IS NOT NULL AND s.last_successful_finish > '-infinity'";

@@ -15,12 +15,13 @@ use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
 
 use crate::alert::{refuse, AlertColumns};
 use crate::history::{
-    fold, HistoryPoint, HistoryQuery, HistorySubject, Plan, Resolution, SourceRow,
+    point, HistoryPoint, HistoryQuery, HistorySubject, Horizons, Piece, Resolution, SourceRow,
 };
 use crate::rollup::{partials, partials_by};
 use crate::{
-    parse_device, parse_metric, parse_segment, Batch, BatchOutcome, DeadLetter, DeviceRecord,
-    LatestValue, MaintenanceReport, MergeOutcome, Retention, StoreError, StoreOptions,
+    parse_device, parse_metric, parse_segment, refuse_too_old, Batch, BatchOutcome, DeadLetter,
+    DeviceRecord, LatestValue, MaintenanceReport, MergeOutcome, Retention, StoreError,
+    StoreOptions,
 };
 use crate::{
     AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
@@ -34,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
     (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
     (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
+    (8, "retention horizons", include_str!("../migrations/sqlite/0008_retention_horizons.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,10 @@ impl SqliteStore {
     pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let refused = refuse_too_old(batch, raw_horizon(&mut tx).await?);
+        let older_than_retention =
+            refused.as_ref().map_or(0, |b| (batch.readings.len() - b.readings.len()) as u64);
+        let batch = refused.as_ref().unwrap_or(batch);
         let now = EventTime::now().millis();
         for d in &batch.new_devices {
             sqlx::query("INSERT INTO devices (id, registered_at_ms) VALUES (?, ?) ON CONFLICT (id) DO NOTHING")
@@ -185,6 +191,7 @@ impl SqliteStore {
             inserted: inserted.len() as u64,
             duplicates: (batch.readings.len() - inserted.len()) as u64,
             dead_letters: batch.dead_letters.len() as u64,
+            older_than_retention,
         })
     }
 
@@ -304,13 +311,13 @@ impl SqliteStore {
             .collect()
     }
 
-    pub async fn history(
-        &self,
+    /// The query's subject as a filter on `?5`, and the table holding `level` for it.
+    fn history_source(
         q: &HistoryQuery,
-        plan: Plan,
-    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        level: Resolution,
+    ) -> (String, &'static str, Option<String>) {
         let by_segment =
-            plan.source.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
+            level.segment_table().filter(|_| !matches!(q.subject, HistorySubject::Device(_)));
         let (filter, subject): (&str, Option<String>) = match (&q.subject, by_segment) {
             (HistorySubject::Device(d), _) => ("AND device = ?5", Some(d.to_string())),
             (HistorySubject::Segment(s), Some(_)) => ("AND segment = ?5", Some(s.to_string())),
@@ -321,52 +328,69 @@ impl SqliteStore {
             }
             (HistorySubject::City, _) => ("AND ?5 IS NULL", None),
         };
-        let Some(step) = plan.step_ms else {
-            let sql = format!(
-                "SELECT time_ms, value FROM readings WHERE metric = ?1 AND time_ms >= ?2 AND time_ms < ?3 {filter}
-                 ORDER BY time_ms, device LIMIT ?4"
-            );
-            let rows = sqlx::query(&sql)
-                .bind(q.metric.as_str())
-                .bind(q.from.millis())
-                .bind(q.to.millis())
-                .bind(q.limit as i64)
-                .bind(subject.as_deref())
-                .fetch_all(&self.pool)
-                .await?;
-            return rows
-                .into_iter()
-                .map(|row| {
-                    let v: f64 = row.try_get("value")?;
-                    Ok(HistoryPoint {
-                        time: EventTime(row.try_get("time_ms")?),
-                        count: 1,
-                        sum: v,
-                        min: v,
-                        max: v,
-                        last: v,
-                    })
-                })
-                .collect();
-        };
-        // The rows of the source level are folded into the step here rather than in SQL:
-        // SQLite has no aggregate for "value at the latest time" next to min and max.
+        (filter.to_owned(), by_segment.unwrap_or(level.table()), subject)
+    }
+
+    /// Raw readings of `[from, to)`, one point each.
+    pub async fn history_raw(&self, q: &HistoryQuery) -> Result<Vec<HistoryPoint>, StoreError> {
+        let rows = self.raw_rows(q, q.from, q.to, Some(q.limit)).await?;
+        Ok(rows.into_iter().map(|r| point(r.bucket, &r.partial)).collect())
+    }
+
+    async fn raw_rows(
+        &self,
+        q: &HistoryQuery,
+        from: EventTime,
+        to: EventTime,
+        limit: Option<usize>,
+    ) -> Result<Vec<SourceRow>, StoreError> {
+        let (filter, _, subject) = Self::history_source(q, Resolution::Raw);
+        let sql = format!(
+            "SELECT time_ms, value FROM readings WHERE metric = ?1 AND time_ms >= ?2 AND time_ms < ?3 {filter}
+             ORDER BY time_ms, device LIMIT ?4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(q.metric.as_str())
+            .bind(from.millis())
+            .bind(to.millis())
+            .bind(limit.map_or(-1, |l| l as i64))
+            .bind(subject.as_deref())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let t = EventTime(row.try_get("time_ms")?);
+                Ok(SourceRow { bucket: t, partial: Partial::of(t, row.try_get("value")?) })
+            })
+            .collect()
+    }
+
+    /// One piece of a stepped query as stored; the caller folds the rows into the step
+    /// (SQLite has no aggregate for "value at the latest time" next to min and max).
+    pub async fn history_piece(
+        &self,
+        q: &HistoryQuery,
+        piece: Piece,
+        _step_ms: i64,
+    ) -> Result<Vec<SourceRow>, StoreError> {
+        if piece.level == Resolution::Raw {
+            return self.raw_rows(q, piece.from, piece.to, None).await;
+        }
+        let (filter, table, subject) = Self::history_source(q, piece.level);
         let sql = format!(
             "SELECT bucket_ms, count, sum, min, max, last_value, last_time_ms FROM {table}
-             WHERE metric = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 {filter}",
-            table = by_segment.unwrap_or(plan.source.table())
+             WHERE metric = ?1 AND bucket_ms >= ?2 AND bucket_ms < ?3 {filter}"
         );
         // ?4 (the limit) applies after folding; it is bound so that ?5 keeps its place.
         let rows = sqlx::query(&sql)
             .bind(q.metric.as_str())
-            .bind(q.from.millis())
-            .bind(q.to.millis())
+            .bind(piece.from.millis())
+            .bind(piece.to.millis())
             .bind(q.limit as i64)
             .bind(subject.as_deref())
             .fetch_all(&self.pool)
             .await?;
-        let source = rows
-            .into_iter()
+        rows.into_iter()
             .map(|row| {
                 Ok(SourceRow {
                     bucket: EventTime(row.try_get("bucket_ms")?),
@@ -380,10 +404,7 @@ impl SqliteStore {
                     },
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut points = fold(source, step);
-        points.truncate(q.limit);
-        Ok(points)
+            .collect()
     }
 
     /// Rollups are merged inside each batch's transaction: nothing is ever pending.
@@ -394,29 +415,50 @@ impl SqliteStore {
     pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
         let mut report = MaintenanceReport::default();
         let r = self.retention;
-        if let Some(raw) = r.raw {
-            let cutoff = now.millis() - raw.as_millis() as i64;
-            sqlx::query("DELETE FROM readings WHERE time_ms < ?")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?;
-        }
         for (level, keep) in [
+            (Resolution::Raw, r.raw),
             (Resolution::Minute, r.rollup_1m),
             (Resolution::Hour, r.rollup_1h),
             (Resolution::Day, r.rollup_1d),
         ] {
             let Some(keep) = keep else { continue };
             let cutoff = now.millis() - keep.as_millis() as i64;
-            for table in [Some(level.table()), level.segment_table()].into_iter().flatten() {
-                let done = sqlx::query(&format!("DELETE FROM {table} WHERE bucket_ms < ?"))
+            let (column, tables) = match level {
+                Resolution::Raw => ("time_ms", [Some("readings"), None]),
+                _ => ("bucket_ms", [Some(level.table()), level.segment_table()]),
+            };
+            // The horizon moves in the transaction that deletes, so a writer never sees
+            // the rows gone and the horizon not yet moved.
+            let mut tx = self.pool.begin().await?;
+            for table in tables.into_iter().flatten() {
+                let done = sqlx::query(&format!("DELETE FROM {table} WHERE {column} < ?"))
                     .bind(cutoff)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                report.rollup_rows_deleted += done.rows_affected();
+                if level != Resolution::Raw {
+                    report.rollup_rows_deleted += done.rows_affected();
+                }
             }
+            sqlx::query(
+                "INSERT INTO retention_horizons (level, horizon_ms) VALUES (?, ?)
+                 ON CONFLICT (level) DO UPDATE SET horizon_ms = max(horizon_ms, excluded.horizon_ms)",
+            )
+            .bind(level.as_str())
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
         }
         Ok(report)
+    }
+
+    /// From when each level is whole (see [`Horizons`]).
+    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
+        horizons_of(
+            sqlx::query("SELECT level, horizon_ms FROM retention_horizons")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -775,4 +817,24 @@ async fn merge_rollup_row(
 
 fn json_list(segments: &[telemetry::SegmentId]) -> String {
     serde_json::Value::from(segments.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string()
+}
+
+fn horizons_of(rows: Vec<SqliteRow>) -> Result<Horizons, StoreError> {
+    let mut h = Horizons::default();
+    for row in rows {
+        let level: String = row.try_get("level")?;
+        let level = Resolution::parse(&level)
+            .ok_or(StoreError::Corrupt { what: "retention level", value: level })?;
+        h.set(level, Some(EventTime(row.try_get("horizon_ms")?)));
+    }
+    Ok(h)
+}
+
+/// The horizon of raw readings, read inside a write transaction.
+async fn raw_horizon(conn: &mut sqlx::SqliteConnection) -> Result<Option<EventTime>, StoreError> {
+    let t: Option<i64> =
+        sqlx::query_scalar("SELECT horizon_ms FROM retention_horizons WHERE level = 'raw'")
+            .fetch_optional(conn)
+            .await?;
+    Ok(t.map(EventTime))
 }

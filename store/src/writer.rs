@@ -68,6 +68,8 @@ pub struct WriterMetrics {
     pub readings_inserted: AtomicU64,
     pub readings_duplicate: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Readings refused as older than the raw retention horizon (also in `dead_letters`).
+    pub readings_older_than_retention: AtomicU64,
     pub write_errors: AtomicU64,
     pub last_batch_readings: AtomicU64,
     pub last_flush_micros: AtomicU64,
@@ -209,6 +211,9 @@ async fn flush<T>(
                 metrics.readings_inserted.fetch_add(outcome.inserted, Ordering::Relaxed);
                 metrics.readings_duplicate.fetch_add(outcome.duplicates, Ordering::Relaxed);
                 metrics.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
+                metrics
+                    .readings_older_than_retention
+                    .fetch_add(outcome.older_than_retention, Ordering::Relaxed);
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
                 metrics
                     .last_flush_micros

@@ -351,3 +351,136 @@ fn bad_arguments_are_named() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Readings and every rollup level of a PostgreSQL database, as comparable text rows.
+async fn contents(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
+    let Store::Postgres(pg) = store else { panic!("postgres store") };
+    let mut out = BTreeMap::new();
+    for (name, sql) in [
+        (
+            "readings",
+            "SELECT concat_ws('|', (extract(epoch FROM time) * 1000)::int8, device, metric, value, seq)
+             FROM readings ORDER BY 1",
+        ),
+        (
+            "rollup_1m",
+            "SELECT concat_ws('|', bucket, device, metric, count, sum, min, max, last_value) FROM rollup_1m ORDER BY 1",
+        ),
+        (
+            "rollup_1h",
+            "SELECT concat_ws('|', bucket, device, metric, count, sum, min, max, last_value) FROM rollup_1h ORDER BY 1",
+        ),
+        (
+            "rollup_1d",
+            "SELECT concat_ws('|', bucket, device, metric, count, sum, min, max, last_value) FROM rollup_1d ORDER BY 1",
+        ),
+        ("latest", "SELECT concat_ws('|', device, metric, time, value) FROM latest ORDER BY 1"),
+    ] {
+        let rows: Vec<String> =
+            sqlx::query_scalar(sql).fetch_all(pg.pool()).await.expect("contents");
+        out.insert(name, rows);
+    }
+    out
+}
+
+/// A fresh database and a config file naming it.
+async fn empty(dir: &TempDir, name: &str) -> (TestDb, Store, PathBuf) {
+    let db = TestDb::create().await.expect("test database");
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let config = dir.path.join(format!("{name}.toml"));
+    std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", db.url)).expect("config");
+    (db, store, config)
+}
+
+fn run_import(config: &Path, paths: &[&Path]) -> String {
+    let mut cmd = Command::new(workspace_bin("sccr").expect("sccr binary"));
+    cmd.arg("import")
+        .arg("--config")
+        .arg(config)
+        .args(paths)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    let o = cmd.output().expect("run sccr import");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "sccr import failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// A raw export imported into an empty database gives the same readings, rollups and
+/// latest values; importing it again changes nothing.
+#[tokio::test]
+async fn exports_imported_into_another_database_match_and_a_second_import_changes_nothing() {
+    let (_db, store, config, dir) = seeded().await;
+    let want = contents(&store).await;
+    assert_eq!(want["readings"].len(), 3 * 2 * PER_SERIES as usize);
+    for format in ["parquet", "csv", "arrow"] {
+        let out = dir.path.join(format!("raw-{format}"));
+        run_export(&config, &out, &["--format", format]);
+        let (_target_db, target, target_config) = empty(&dir, format).await;
+        let first = run_import(&target_config, &[&out]);
+        assert!(
+            first.contains(&format!("imported {0} rows from 4 files", 3 * 2 * PER_SERIES))
+                && first
+                    .contains(&format!("{} new readings, 0 already stored", 3 * 2 * PER_SERIES)),
+            "{format}: {first}"
+        );
+        assert_eq!(contents(&target).await, want, "{format}: the import equals the source");
+        let second = run_import(&target_config, &[&out]);
+        assert!(
+            second.contains(&format!("0 new readings, {} already stored", 3 * 2 * PER_SERIES)),
+            "{format}: {second}"
+        );
+        assert_eq!(contents(&target).await, want, "{format}: a second import changes nothing");
+    }
+}
+
+/// Rows that cannot be readings are refused with their reason and row, the others stored.
+#[tokio::test]
+async fn refused_rows_are_named_and_counted_and_the_rest_imported() {
+    let dir = TempDir::new("import").expect("temp dir");
+    let (_db, store, config) = empty(&dir, "bad").await;
+    let file = dir.path.join("counts.csv");
+    std::fs::write(
+        &file,
+        "time,device,metric,value,seq\n\
+         2025-11-23T08:00:00Z,loop-9,vehicle_count,12,\n\
+         2025-11-23T08:01:00Z,loop-9,vehicle_cuont,12,\n\
+         2025-11-23T08:02:00Z,loop-9,speed_kmh,900,\n\
+         yesterday,loop-9,speed_kmh,40,\n\
+         2025-11-23T08:03:00Z,loop 9,speed_kmh,40,\n\
+         2025-11-23T08:04:00Z,loop-9,vehicle_count,2.5,\n\
+         2025-11-23T08:05:00Z,loop-9,speed_kmh,,\n\
+         1763885160000,loop-9,speed_kmh,41.5,3\n",
+    )
+    .expect("csv");
+    let out = run_import(&config, &[&file]);
+    assert!(out.contains("imported 8 rows from 1 files"), "{out}");
+    assert!(
+        out.contains("2 new readings, 0 already stored, 0 older than the raw retention, 6 refused"),
+        "{out}"
+    );
+    for (reason, line) in [
+        ("unknown_metric", 3),
+        ("out_of_range", 4),
+        ("bad_time", 5),
+        ("bad_device", 6),
+        ("not_whole", 7),
+        ("bad_value", 8),
+    ] {
+        assert!(out.contains(&format!("counts.csv line {line}: {reason}:")), "{reason}: {out}");
+    }
+    let got = contents(&store).await;
+    assert_eq!(
+        got["readings"],
+        vec![
+            "1763884800000|loop-9|vehicle_count|12".to_owned(),
+            "1763885160000|loop-9|speed_kmh|41.5|3".to_owned(),
+        ]
+    );
+}

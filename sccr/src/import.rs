@@ -1,0 +1,419 @@
+//! `sccr import`: historical readings from files (the columns of `sccr export` at raw
+//! resolution: `time, device, metric, value[, seq]`) through the same validation, dedupe
+//! and rollups as live telemetry. Files are Parquet, CSV or Arrow IPC, or directories of
+//! them (an export's Hive-style tree). Readings already stored are skipped by the store's
+//! dedupe key, so importing a file again changes nothing; readings older than the raw
+//! retention horizon are refused by the store (`older_than_retention`), as from MQTT.
+//!
+//! Rows that cannot become a reading are counted per reason and the first ones are
+//! printed with their file and row; the rest of the file is imported.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use store::{Batch, BatchOutcome, Store};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq, ValidationConfig, Validator};
+
+use crate::progress::{human, Progress};
+
+/// Readings per write: one transaction each, as the live writer's batches.
+const BATCH: usize = 10_000;
+/// Refused rows printed in full; the rest are only counted.
+const SHOWN_ERRORS: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Parquet,
+    Csv,
+    Arrow,
+}
+
+impl Format {
+    fn of(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            "arrow" | "arrows" | "ipc" => Some(Format::Arrow),
+            _ => None,
+        }
+    }
+}
+
+pub struct ImportArgs {
+    pub paths: Vec<PathBuf>,
+    /// Register devices not in the registry (the `ingest.unknown_devices` policy).
+    pub register_unknown: bool,
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub files: u64,
+    pub rows: u64,
+    pub inserted: u64,
+    pub duplicates: u64,
+    pub older_than_retention: u64,
+    /// Rows refused before the store, by reason.
+    pub refused: BTreeMap<&'static str, u64>,
+}
+
+/// The files to read, in a stable order: each path, or the supported files under it.
+fn files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Format)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found).with_context(|| format!("reading directory {}", p.display()))?;
+            found.sort();
+            out.extend(found.into_iter().filter_map(|f| Format::of(&f).map(|k| (f, k))));
+        } else {
+            let Some(format) = Format::of(p) else {
+                bail!("{}: not a .parquet, .csv or .arrow file", p.display());
+            };
+            out.push((p.clone(), format));
+        }
+    }
+    if out.is_empty() {
+        bail!("no .parquet, .csv or .arrow files in {paths:?}");
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Rows in a file, for the progress bar (CSV: lines less the header).
+fn rows_in(path: &Path, format: Format) -> u64 {
+    match format {
+        Format::Parquet => File::open(path)
+            .ok()
+            .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+            .map_or(0, |r| {
+                use parquet::file::reader::FileReader;
+                r.metadata().file_metadata().num_rows().max(0) as u64
+            }),
+        Format::Csv => std::fs::read(path)
+            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1) as u64),
+        Format::Arrow => 0,
+    }
+}
+
+/// Turns rows into readings, batches them and writes them.
+struct Importer<'a> {
+    store: &'a Store,
+    validator: Validator,
+    now: EventTime,
+    known: HashSet<DeviceId>,
+    register_unknown: bool,
+    batch: Batch,
+    summary: ImportSummary,
+    shown: usize,
+}
+
+/// One row as read from any format.
+struct Row<'r> {
+    time: Result<i64, String>,
+    device: Option<&'r str>,
+    metric: Option<&'r str>,
+    value: Result<f64, String>,
+    seq: Result<Option<i64>, String>,
+}
+
+impl Importer<'_> {
+    fn refuse(&mut self, reason: &'static str, at: &str, detail: String) {
+        *self.summary.refused.entry(reason).or_default() += 1;
+        if self.shown < SHOWN_ERRORS {
+            self.shown += 1;
+            eprintln!("{at}: {reason}: {detail}");
+        } else if self.shown == SHOWN_ERRORS {
+            self.shown += 1;
+            eprintln!("(further refused rows are only counted)");
+        }
+    }
+
+    fn row(&mut self, row: Row<'_>, at: &dyn Fn() -> String) {
+        self.summary.rows += 1;
+        let time = match row.time {
+            Ok(ms) => match EventTime::from_millis(ms) {
+                Ok(t) => t,
+                Err(e) => return self.refuse("bad_time", &at(), e.to_string()),
+            },
+            Err(e) => return self.refuse("bad_time", &at(), e),
+        };
+        let device = match row.device.map(DeviceId::parse) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return self.refuse("bad_device", &at(), e.to_string()),
+            None => return self.refuse("bad_device", &at(), "no device".into()),
+        };
+        let metric = match row.metric.map(str::parse::<MetricId>) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return self.refuse("unknown_metric", &at(), e.to_string()),
+            None => return self.refuse("unknown_metric", &at(), "no metric".into()),
+        };
+        let value = match row.value {
+            Ok(v) => v,
+            Err(e) => return self.refuse("bad_value", &at(), e),
+        };
+        let seq = match row.seq {
+            Ok(None) => None,
+            Ok(Some(s)) if s >= 0 => Some(Seq(s as u64)),
+            Ok(Some(s)) => return self.refuse("bad_seq", &at(), format!("seq {s} is negative")),
+            Err(e) => return self.refuse("bad_seq", &at(), e),
+        };
+        let reading = Reading { device, metric, time, value, seq };
+        if let Err(e) = self.validator.check_reading(&reading, self.now) {
+            return self.refuse(e.code(), &at(), e.to_string());
+        }
+        if !self.known.contains(&reading.device) {
+            if !self.register_unknown {
+                let detail = format!("device {} is not registered", reading.device);
+                return self.refuse("unknown_device", &at(), detail);
+            }
+            self.known.insert(reading.device.clone());
+            self.batch.new_devices.push(reading.device.clone());
+        }
+        self.batch.readings.push(reading);
+    }
+
+    async fn flush_if_full(&mut self) -> Result<()> {
+        if self.batch.readings.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.readings.is_empty() && self.batch.new_devices.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let out: BatchOutcome = self.store.write_batch(&batch).await.context("writing readings")?;
+        self.store.merge_all_rollups().await.context("merging rollups")?;
+        self.summary.inserted += out.inserted;
+        // Readings refused by the store are neither inserted nor duplicates.
+        self.summary.duplicates += out.duplicates;
+        self.summary.older_than_retention += out.older_than_retention;
+        Ok(())
+    }
+}
+
+/// A column of a record batch by name, cast to `to`; `None` when absent.
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<Option<std::sync::Arc<dyn Array>>> {
+    let Ok(index) = batch.schema().index_of(name) else { return Ok(None) };
+    let col = batch.column(index);
+    let cast = match (col.data_type(), to) {
+        // Plain integers in a time column are Unix milliseconds.
+        (DataType::Int64 | DataType::Int32 | DataType::UInt64, DataType::Timestamp(..)) => {
+            let ms = arrow_cast::cast(col, &DataType::Int64)?;
+            arrow_cast::cast(&ms, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+        }
+        _ => arrow_cast::cast(col, to).with_context(|| {
+            format!("column {name:?} ({}) cannot be read as {to}", col.data_type())
+        })?,
+    };
+    Ok(Some(cast))
+}
+
+async fn import_batches(
+    importer: &mut Importer<'_>,
+    file: &Path,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow_schema::ArrowError>>,
+    progress: &mut Progress,
+) -> Result<()> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let mut offset = 0usize;
+    for batch in batches {
+        let batch = batch.with_context(|| format!("reading {}", file.display()))?;
+        let need = |c: Option<_>, name: &str| {
+            c.with_context(|| {
+                format!(
+                    "{}: no {name:?} column (time, device, metric, value[, seq])",
+                    file.display()
+                )
+            })
+        };
+        let time = need(column(&batch, "time", &ts)?, "time")?;
+        let device = need(column(&batch, "device", &DataType::Utf8)?, "device")?;
+        let metric = need(column(&batch, "metric", &DataType::Utf8)?, "metric")?;
+        let value = need(column(&batch, "value", &DataType::Float64)?, "value")?;
+        let seq = column(&batch, "seq", &DataType::Int64)?;
+        let time = time.as_primitive::<TimestampMillisecondType>();
+        let (device, metric) = (device.as_string::<i32>(), metric.as_string::<i32>());
+        let value = value.as_primitive::<Float64Type>();
+        let seq = seq.as_ref().map(|s| s.as_primitive::<Int64Type>());
+        for i in 0..batch.num_rows() {
+            let row = Row {
+                time: if time.is_null(i) { Err("no time".into()) } else { Ok(time.value(i)) },
+                device: (!device.is_null(i)).then(|| device.value(i)),
+                metric: (!metric.is_null(i)).then(|| metric.value(i)),
+                value: if value.is_null(i) { Err("no value".into()) } else { Ok(value.value(i)) },
+                seq: Ok(seq.and_then(|s| (!s.is_null(i)).then(|| s.value(i)))),
+            };
+            importer.row(row, &|| format!("{} row {}", file.display(), offset + i + 1));
+        }
+        offset += batch.num_rows();
+        importer.flush_if_full().await?;
+        progress.show(importer.summary.rows, &format!("{} files", importer.summary.files), false);
+    }
+    Ok(())
+}
+
+/// Unix milliseconds or RFC 3339.
+fn parse_time(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(ms) => Ok(ms),
+        Err(_) => EventTime::parse_rfc3339(s).map(|t| t.millis()).map_err(|e| e.to_string()),
+    }
+}
+
+async fn import_csv(
+    importer: &mut Importer<'_>,
+    file: &Path,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    let headers =
+        reader.headers().with_context(|| format!("{}: reading the header", file.display()))?;
+    let index = |name: &str| headers.iter().position(|h| h == name);
+    let need = |name: &str| {
+        index(name).with_context(|| {
+            format!(
+                "{}: no {name:?} column in the header (time, device, metric, value[, seq])",
+                file.display()
+            )
+        })
+    };
+    let (t, d, m, v) = (need("time")?, need("device")?, need("metric")?, need("value")?);
+    let s = index("seq");
+    let mut record = csv::StringRecord::new();
+    let mut line = 1u64;
+    loop {
+        line += 1;
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                importer.summary.rows += 1;
+                importer.refuse(
+                    "bad_csv",
+                    &format!("{} line {line}", file.display()),
+                    e.to_string(),
+                );
+                continue;
+            }
+        }
+        let cell = |i: usize| record.get(i).filter(|c| !c.is_empty());
+        let row = Row {
+            time: cell(t).map_or(Err("no time".into()), parse_time),
+            device: cell(d),
+            metric: cell(m),
+            value: cell(v).map_or(Err("no value".into()), |c| {
+                c.parse::<f64>().map_err(|_| format!("{c:?} is not a number"))
+            }),
+            seq: match s.and_then(cell) {
+                None => Ok(None),
+                Some(c) => {
+                    c.parse::<i64>().map(Some).map_err(|_| format!("{c:?} is not an integer"))
+                }
+            },
+        };
+        importer.row(row, &|| format!("{} line {line}", file.display()));
+        if importer.batch.readings.len() >= BATCH {
+            importer.flush().await?;
+            progress.show(
+                importer.summary.rows,
+                &format!("{} files", importer.summary.files),
+                false,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(store: &Store, args: ImportArgs) -> Result<ImportSummary> {
+    let files = files(&args.paths)?;
+    let expected = files.iter().map(|(p, f)| rows_in(p, *f)).sum();
+    let mut progress = Progress::new("import", expected);
+    // History is what is imported: no age limit here beyond the store's retention horizon;
+    // ranges, whole numbers and the future skew are checked as for live telemetry.
+    let validator = Validator::new(ValidationConfig {
+        max_past_age: Duration::from_secs(1_000 * 365 * 86_400),
+        ..ValidationConfig::default()
+    });
+    let known = store.devices().await.context("reading the device registry")?;
+    let mut importer = Importer {
+        store,
+        validator,
+        now: EventTime::now(),
+        known: known.into_iter().map(|d| d.id).collect(),
+        register_unknown: args.register_unknown,
+        batch: Batch::default(),
+        summary: ImportSummary::default(),
+        shown: 0,
+    };
+    for (path, format) in &files {
+        importer.summary.files += 1;
+        match format {
+            Format::Csv => import_csv(&mut importer, path, &mut progress).await?,
+            Format::Parquet => {
+                let file =
+                    File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .and_then(|b| b.with_batch_size(8_192).build())
+                        .with_context(|| format!("{}: not a Parquet file", path.display()))?;
+                import_batches(&mut importer, path, reader, &mut progress).await?;
+            }
+            Format::Arrow => {
+                let file =
+                    File::open(path).with_context(|| format!("opening {}", path.display()))?;
+                let reader =
+                    arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+                        .with_context(|| format!("{}: not an Arrow IPC stream", path.display()))?;
+                import_batches(&mut importer, path, reader, &mut progress).await?;
+            }
+        }
+    }
+    importer.flush().await?;
+    let s = importer.summary;
+    progress.show(s.rows, &format!("{} files", s.files), true);
+    let refused: u64 = s.refused.values().sum();
+    println!(
+        "imported {} rows from {} files in {:.2} s: {} new readings, {} already stored, {} older than the raw retention, {} refused",
+        s.rows,
+        s.files,
+        progress.elapsed().as_secs_f64(),
+        s.inserted,
+        s.duplicates,
+        s.older_than_retention,
+        refused,
+    );
+    for (reason, n) in &s.refused {
+        println!("  refused {reason}: {}", human(*n));
+    }
+    Ok(s)
+}
