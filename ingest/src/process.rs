@@ -319,6 +319,25 @@ mod tests {
     }
 
     #[test]
+    fn a_full_size_pack_of_empty_records_costs_a_bounded_number_of_letters() {
+        // The largest pack the validator takes, of the smallest bad records.
+        let limit = ValidationConfig::default().max_payload_bytes;
+        let n = (limit - 2) / 3;
+        let payload = format!("[{}]", vec!["{}"; n].join(","));
+        assert!(payload.len() <= limit);
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            payload.as_bytes(),
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(n, 21_844);
+        assert_eq!(p.dead_letters.len(), MAX_RECORD_LETTERS + 1);
+        assert!(p.dead_letters.iter().all(|d| d.reason == "bad_name"));
+        assert_eq!(p.folded, [("bad_name".to_owned(), (n - MAX_RECORD_LETTERS - 1) as u64)].into());
+        assert!(p.readings.is_empty());
+    }
+
+    #[test]
     fn malformed_message_is_one_dead_letter() {
         let p = run("sccr/v1/devices/loop-1/telemetry", b"{not json", UnknownDevicePolicy::Reject);
         assert!(p.readings.is_empty());
