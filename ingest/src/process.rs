@@ -1,11 +1,19 @@
 //! Turning one MQTT publish into readings and dead letters. Pure: no I/O, no clock reads.
+//!
+//! A message error (bad topic, unknown device, too large, not decodable) is one dead
+//! letter for the message. A reading or SenML record refused inside a decodable message
+//! is a dead letter of its own, whose detail starts with its index (`reading 3: …` in
+//! compact JSON, `record 3: …` in SenML); the message's other readings are kept. The
+//! first [`MAX_RECORD_LETTERS`] refused records get a letter each; the rest are folded
+//! into one letter per reason, and [`Processed::folded`] keeps their count, so a pack of
+//! thousands of bad records costs a bounded number of rows and is still counted in full.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use store::DeadLetter;
 use telemetry::command::CommandAck;
 use telemetry::{
-    decode_status, DeviceId, EventTime, Reading, StatusEvent, Topic, TopicKind, Validator,
+    decode_status, DeviceId, EventTime, Format, Reading, StatusEvent, Topic, TopicKind, Validator,
 };
 
 use crate::config::UnknownDevicePolicy;
@@ -17,7 +25,13 @@ pub struct Processed {
     pub dead_letters: Vec<DeadLetter>,
     /// A device seen for the first time (auto-registration).
     pub new_device: Option<DeviceId>,
+    /// Refused records not in `dead_letters` of their own but folded into the letter of
+    /// their reason, by reason: counters add these to the letters.
+    pub folded: BTreeMap<String, u64>,
 }
+
+/// Refused readings or records of one message that get a dead letter each.
+pub const MAX_RECORD_LETTERS: usize = 16;
 
 /// Decode, validate and classify one telemetry message received at `now`.
 pub fn process_publish(
@@ -66,12 +80,35 @@ pub fn process_publish(
     match validator.check(payload, &device, now) {
         Err(e) => out.dead_letters.push(letter(Some(device), e.code(), e.to_string())),
         Ok(decoded) => {
-            for rejected in decoded.rejected {
+            let what = match decoded.format {
+                Format::Compact => "reading",
+                Format::Senml => "record",
+            };
+            let mut rejected = decoded.rejected.into_iter();
+            for r in rejected.by_ref().take(MAX_RECORD_LETTERS) {
                 out.dead_letters.push(letter(
                     Some(device.clone()),
-                    rejected.error.code(),
-                    format!("reading {}: {}", rejected.index, rejected.error),
+                    r.error.code(),
+                    format!("{what} {}: {}", r.index, r.error),
                 ));
+            }
+            // Beyond the limit, one letter per reason names the first record and the count.
+            let mut rest = BTreeMap::new();
+            for r in rejected {
+                rest.entry(r.error.code()).or_insert_with(|| (r, 0)).1 += 1;
+            }
+            for (code, (first, n)) in rest {
+                out.dead_letters.push(letter(
+                    Some(device.clone()),
+                    code,
+                    format!(
+                        "{n} more {what}s refused for this reason; the first is {what} {}: {}",
+                        first.index, first.error
+                    ),
+                ));
+                if n > 1 {
+                    out.folded.insert(code.to_owned(), n - 1);
+                }
             }
             out.readings = decoded.readings;
         }
@@ -197,6 +234,107 @@ mod tests {
         assert_eq!(p.dead_letters[0].reason, "out_of_range");
         assert_eq!(p.dead_letters[0].detail, "reading 0: speed_kmh value 400 is outside 0..=250");
         assert_eq!(p.dead_letters[0].received_at, NOW);
+    }
+
+    #[test]
+    fn senml_pack_with_one_bad_record_keeps_the_others() {
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            br#"[{"bn":"urn:dev:loop-1:","bt":1763891990},{"n":"speed_kmh","v":40},{"n":"speed_kmh","v":"fast","t":1},{"n":"vehicle_count","v":3,"t":2}]"#,
+            UnknownDevicePolicy::Reject,
+        );
+        let got: Vec<_> = p.readings.iter().map(|r| (r.metric, r.value, r.time)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (MetricId::SpeedKmh, 40.0, EventTime(1_763_891_990_000)),
+                (MetricId::VehicleCount, 3.0, EventTime(1_763_891_992_000)),
+            ]
+        );
+        let letters: Vec<_> =
+            p.dead_letters.iter().map(|d| (d.reason.as_str(), d.detail.as_str())).collect();
+        assert_eq!(letters, vec![("wrong_type", "record 2: field \"v\" must be a number")]);
+        assert_eq!(p.dead_letters[0].device, Some(DeviceId::parse("loop-1").unwrap()));
+        assert!(p.folded.is_empty());
+    }
+
+    #[test]
+    fn compact_message_with_one_bad_reading_keeps_the_others() {
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            br#"{"ts":1763892000000,"readings":[{"m":"speed_kmh","v":40},{"m":"speed_kmh","v":"fast"}]}"#,
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(p.readings.len(), 1);
+        let letters: Vec<_> =
+            p.dead_letters.iter().map(|d| (d.reason.as_str(), d.detail.as_str())).collect();
+        assert_eq!(
+            letters,
+            vec![("wrong_type", "reading 1: field \"v\" must be a number or a boolean")]
+        );
+    }
+
+    #[test]
+    fn many_bad_records_fold_into_one_letter_per_reason_and_are_counted() {
+        let mut records = vec![r#"{"bn":"urn:dev:loop-1:","bt":1763891990}"#.to_owned()];
+        for i in 0..40 {
+            records.push(format!(r#"{{"n":"speed_kmh","v":"x","t":{i}}}"#)); // wrong_type
+            records.push(format!(r#"{{"n":"nope","v":1,"t":{i}}}"#)); // unknown_metric
+        }
+        records.push(r#"{"n":"speed_kmh","v":50}"#.to_owned());
+        let payload = format!("[{}]", records.join(","));
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            payload.as_bytes(),
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(p.readings.len(), 1);
+        assert_eq!(p.dead_letters.len(), MAX_RECORD_LETTERS + 2);
+        assert_eq!(p.dead_letters[0].detail, "record 1: field \"v\" must be a number");
+        assert_eq!(p.dead_letters[1].detail, "record 2: unknown metric \"nope\"");
+        let folded: Vec<_> = p.dead_letters[MAX_RECORD_LETTERS..]
+            .iter()
+            .map(|d| (d.reason.as_str(), d.detail.as_str()))
+            .collect();
+        assert_eq!(
+            folded,
+            vec![
+                (
+                    "unknown_metric",
+                    "32 more records refused for this reason; the first is record 18: unknown metric \"nope\""
+                ),
+                (
+                    "wrong_type",
+                    "32 more records refused for this reason; the first is record 17: field \"v\" must be a number"
+                ),
+            ]
+        );
+        assert_eq!(
+            p.folded,
+            [("unknown_metric".to_owned(), 31), ("wrong_type".to_owned(), 31)].into()
+        );
+        // Letters plus folded records: every refused record counted once.
+        let counted = p.dead_letters.len() as u64 + p.folded.values().sum::<u64>();
+        assert_eq!(counted, 80);
+    }
+
+    #[test]
+    fn a_full_size_pack_of_empty_records_costs_a_bounded_number_of_letters() {
+        // The largest pack the validator takes, of the smallest bad records.
+        let limit = ValidationConfig::default().max_payload_bytes;
+        let n = (limit - 2) / 3;
+        let payload = format!("[{}]", vec!["{}"; n].join(","));
+        assert!(payload.len() <= limit);
+        let p = run(
+            "sccr/v1/devices/loop-1/telemetry",
+            payload.as_bytes(),
+            UnknownDevicePolicy::Reject,
+        );
+        assert_eq!(n, 21_844);
+        assert_eq!(p.dead_letters.len(), MAX_RECORD_LETTERS + 1);
+        assert!(p.dead_letters.iter().all(|d| d.reason == "bad_name"));
+        assert_eq!(p.folded, [("bad_name".to_owned(), (n - MAX_RECORD_LETTERS - 1) as u64)].into());
+        assert!(p.readings.is_empty());
     }
 
     #[test]

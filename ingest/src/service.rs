@@ -66,10 +66,10 @@ pub struct IngestMetrics {
 }
 
 impl IngestMetrics {
-    fn count_dead_letter(&self, reason: &str) {
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    fn count_dead_letters(&self, reason: &str, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
         let mut map = self.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(reason.to_owned()).or_default() += 1;
+        *map.entry(reason.to_owned()).or_default() += n;
     }
 }
 
@@ -316,8 +316,11 @@ impl Driver {
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.readings.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
         for d in &processed.dead_letters {
-            self.metrics.count_dead_letter(&d.reason);
+            self.metrics.count_dead_letters(&d.reason, 1);
             tracing::debug!(topic = %d.topic, reason = %d.reason, detail = %d.detail, "dead letter");
+        }
+        for (reason, n) in &processed.folded {
+            self.metrics.count_dead_letters(reason, *n);
         }
         let cost = processed.readings.len().clamp(1, self.config.max_pending_readings.max(1));
         let permit = tokio::select! {

@@ -1,7 +1,15 @@
 //! Payload codecs. A telemetry payload is compact JSON (first byte `{`) or SenML JSON
 //! (first byte `[`, RFC 8428). Decoding turns it into [`Reading`]s for the device named by
-//! the topic; a reading that cannot be understood is returned as a [`RejectedReading`]
-//! beside the good ones, so one bad value never costs the rest of the message.
+//! the topic.
+//!
+//! Errors have two levels. A message error ([`DecodeError`]) refuses the whole payload:
+//! empty, not JSON, not one of the two formats, a bad message field (`seq`, `readings`),
+//! or a bad SenML base field, which every following record shares. A record error
+//! ([`ReadingError`]) refuses one reading or SenML record, whatever is wrong with it (a
+//! string in `v`, a bad name, two values, an unknown field, an unknown metric), and comes
+//! back as a [`RejectedReading`] with its index beside the good readings: one bad value
+//! never costs the rest of the message (`tests::compact_reading_errors_refuse_only_their_reading`,
+//! `senml::tests::record_errors_refuse_only_their_record`).
 
 use std::fmt;
 
@@ -34,7 +42,7 @@ pub enum DecodeError {
     Json(String),
     #[error("payload does not match the compact schema: {0}")]
     Schema(String),
-    #[error("SenML: {0}")]
+    #[error("SenML pack: {0}")]
     Senml(#[from] SenmlError),
 }
 
@@ -46,7 +54,7 @@ impl DecodeError {
             DecodeError::UnknownFormat(_) => "unknown_format",
             DecodeError::Json(_) => "bad_json",
             DecodeError::Schema(_) => "bad_schema",
-            DecodeError::Senml(_) => "bad_senml",
+            DecodeError::Senml(e) => e.code(),
         }
     }
 
@@ -58,9 +66,28 @@ impl DecodeError {
     }
 }
 
-/// Why a single reading inside a decodable message was refused.
+/// Why a single reading (compact) or record (SenML) inside a decodable message was
+/// refused. The text names no index: the caller prefixes it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReadingError {
+    #[error("is not a JSON object")]
+    NotObject,
+    #[error("field {field:?} must be {expected}")]
+    FieldType { field: &'static str, expected: &'static str },
+    #[error("field {0:?} is missing")]
+    MissingField(&'static str),
+    #[error("field {0:?} is not part of the compact format")]
+    UnknownField(String),
+    #[error("field {0:?} ends in '_' and is not understood (RFC 8428 §4.4)")]
+    MustUnderstand(String),
+    #[error("name {0:?} is empty or has characters outside [A-Za-z0-9:./_-] (RFC 8428 §4.5.1)")]
+    BadName(String),
+    #[error("has no value (v, vs, vb, vd) and no sum (s)")]
+    NoValue,
+    #[error("has more than one value field (v, vs, vb, vd)")]
+    TwoValues,
+    #[error("value is not finite after adding the base value")]
+    BaseOverflow,
     #[error("unknown metric {0:?}")]
     UnknownMetric(String),
     #[error("{0}")]
@@ -86,11 +113,19 @@ pub enum ReadingError {
 impl ReadingError {
     pub fn code(&self) -> &'static str {
         match self {
+            ReadingError::NotObject => "not_an_object",
+            ReadingError::FieldType { .. } => "wrong_type",
+            ReadingError::MissingField(_) => "missing_field",
+            ReadingError::UnknownField(_) => "unknown_field",
+            ReadingError::MustUnderstand(_) => "must_understand",
+            ReadingError::BadName(_) => "bad_name",
+            ReadingError::NoValue => "no_value",
+            ReadingError::TwoValues => "two_values",
+            ReadingError::BaseOverflow | ReadingError::NotFinite { .. } => "not_finite",
             ReadingError::UnknownMetric(_) => "unknown_metric",
             ReadingError::Time(_) | ReadingError::MissingTime => "bad_time",
             ReadingError::UnitMismatch { .. } => "unit_mismatch",
             ReadingError::UnsupportedValue { .. } => "unsupported_value",
-            ReadingError::NotFinite { .. } => "not_finite",
             ReadingError::OutOfRange { .. } => "out_of_range",
             ReadingError::NotWhole { .. } => "not_whole",
             ReadingError::InFuture { .. } => "time_in_future",
@@ -99,7 +134,8 @@ impl ReadingError {
     }
 }
 
-/// A reading refused inside an otherwise good message; `index` is its position in the payload.
+/// A reading or record refused inside an otherwise good message; `index` is its position
+/// in the payload (in `readings` for compact JSON, in the pack for SenML).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedReading {
     pub index: usize,
@@ -125,8 +161,8 @@ pub fn decode(payload: &[u8], device: &DeviceId, now: EventTime) -> Result<Decod
         b'{' => decode_compact(payload, device),
         b'[' => {
             let records = senml::parse(payload)?;
-            let resolved = senml::resolve(&records, now)?;
-            Ok(senml::to_readings(resolved, device))
+            let pack = senml::resolve(&records, now)?;
+            Ok(senml::to_readings(pack, device))
         }
         other => Err(DecodeError::UnknownFormat(other)),
     }
@@ -235,29 +271,103 @@ struct WireReading {
     t: Option<TimeField>,
 }
 
+/// The message fields of compact JSON, with its readings left undecoded: the slow path
+/// for a message whose typed decoding failed, to find which readings are at fault.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LooseMessage {
+    seq: Option<u64>,
+    ts: Option<TimeField>,
+    readings: Vec<serde_json::Value>,
+}
+
 fn decode_compact(payload: &[u8], device: &DeviceId) -> Result<Decoded, DecodeError> {
-    let msg: WireMessage = serde_json::from_slice(payload).map_err(DecodeError::from_json)?;
-    let seq = msg.seq.map(Seq);
-    let base = msg.ts.as_ref().map(TimeField::resolve);
-    let mut readings = Vec::with_capacity(msg.readings.len());
-    let mut positions = Vec::with_capacity(msg.readings.len());
+    // Typed decoding first: the common case, and the fast one. Only a message it refuses
+    // for its content is read again, loosely, to tell message errors from reading errors.
+    let (seq, ts, wire) = match serde_json::from_slice::<WireMessage>(payload) {
+        Ok(msg) => (msg.seq, msg.ts, msg.readings.into_iter().map(Ok).collect::<Vec<_>>()),
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            let loose = match serde_json::from_slice::<LooseMessage>(payload) {
+                Ok(loose) => loose,
+                Err(again) if again.classify() == serde_json::error::Category::Data => {
+                    return Err(DecodeError::from_json(again))
+                }
+                // Too deep to read as values: keep the first answer.
+                Err(_) => return Err(DecodeError::from_json(e)),
+            };
+            let wire = loose.readings.iter().map(wire_reading).collect();
+            (loose.seq, loose.ts, wire)
+        }
+        Err(e) => return Err(DecodeError::from_json(e)),
+    };
+    let seq = seq.map(Seq);
+    let base = ts.as_ref().map(TimeField::resolve);
+    let mut readings = Vec::with_capacity(wire.len());
+    let mut positions = Vec::with_capacity(wire.len());
     let mut rejected = Vec::new();
-    for (index, r) in msg.readings.into_iter().enumerate() {
-        let time = match (&r.t, &base) {
-            (Some(t), _) => t.resolve().map_err(ReadingError::Time),
-            (None, Some(base)) => base.clone().map_err(ReadingError::Time),
-            (None, None) => Err(ReadingError::MissingTime),
-        };
-        let metric = r.m.parse::<MetricId>().map_err(|e| ReadingError::UnknownMetric(e.0));
-        match (metric, time) {
-            (Ok(metric), Ok(time)) => {
-                readings.push(Reading { device: device.clone(), metric, time, value: r.v.0, seq });
+    for (index, r) in wire.into_iter().enumerate() {
+        let reading = r.and_then(|r| {
+            let time = match (&r.t, &base) {
+                (Some(t), _) => t.resolve().map_err(ReadingError::Time),
+                (None, Some(base)) => base.clone().map_err(ReadingError::Time),
+                (None, None) => Err(ReadingError::MissingTime),
+            };
+            let metric = r.m.parse::<MetricId>().map_err(|e| ReadingError::UnknownMetric(e.0))?;
+            Ok(Reading { device: device.clone(), metric, time: time?, value: r.v.0, seq })
+        });
+        match reading {
+            Ok(reading) => {
+                readings.push(reading);
                 positions.push(index);
             }
-            (Err(error), _) | (_, Err(error)) => rejected.push(RejectedReading { index, error }),
+            Err(error) => rejected.push(RejectedReading { index, error }),
         }
     }
     Ok(Decoded { format: Format::Compact, seq, readings, positions, rejected })
+}
+
+const COMPACT_TIME: &str = "Unix milliseconds or an RFC 3339 string";
+
+/// One reading of a loosely read message, or the first thing wrong with it.
+fn wire_reading(value: &serde_json::Value) -> Result<WireReading, ReadingError> {
+    use serde_json::Value;
+    let Value::Object(fields) = value else { return Err(ReadingError::NotObject) };
+    if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "m" | "v" | "t")) {
+        return Err(ReadingError::UnknownField(unknown.chars().take(32).collect()));
+    }
+    let m = match fields.get("m") {
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err(ReadingError::FieldType { field: "m", expected: "a string" }),
+        None => return Err(ReadingError::MissingField("m")),
+    };
+    let v = match fields.get("v") {
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+            CompactValue::deserialize(v).map_err(|_| ReadingError::FieldType {
+                field: "v",
+                expected: "a number or a boolean",
+            })?
+        }
+        Some(_) => {
+            return Err(ReadingError::FieldType { field: "v", expected: "a number or a boolean" })
+        }
+        None => return Err(ReadingError::MissingField("v")),
+    };
+    let t = match fields.get("t") {
+        None => None,
+        Some(Value::String(s)) => Some(TimeField::Rfc3339(s.clone())),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(ms), _) => Some(TimeField::Millis(ms)),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Some(TimeField::Millis(f as i64))
+            }
+            (None, Some(f)) if f.fract() != 0.0 => {
+                return Err(ReadingError::Time(TimeError::NotWhole(n.to_string())))
+            }
+            _ => return Err(ReadingError::Time(TimeError::OutOfRange(n.to_string()))),
+        },
+        Some(_) => return Err(ReadingError::FieldType { field: "t", expected: COMPACT_TIME }),
+    };
+    Ok(WireReading { m, v, t })
 }
 
 /// A compact message as a device writes it.

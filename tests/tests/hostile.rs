@@ -116,7 +116,7 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
             "SenML base version changing within the pack",
             tel.clone(),
             format!("[{{\"bver\":10,\"bt\":{},\"n\":\"speed_kmh\",\"v\":1}},{{\"bver\":5,\"n\":\"speed_kmh\",\"v\":2}}]", t / 1000).into_bytes(),
-            "bad_senml",
+            "version_change",
         ),
         (
             "SenML base unit wrong for the metric",
@@ -124,7 +124,7 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
             format!("[{{\"bu\":\"Cel\",\"bt\":{},\"n\":\"speed_kmh\",\"v\":10}}]", t / 1000).into_bytes(),
             "unit_mismatch",
         ),
-        ("SenML base value overflowing", tel.clone(), format!("[{{\"bv\":1e308,\"bt\":{},\"n\":\"speed_kmh\",\"v\":1e308}}]", t / 1000).into_bytes(), "bad_senml"),
+        ("SenML base value overflowing", tel.clone(), format!("[{{\"bv\":1e308,\"bt\":{},\"n\":\"speed_kmh\",\"v\":1e308}}]", t / 1000).into_bytes(), "not_finite"),
         ("payload over the validator's limit", tel.clone(), too_large.into_bytes(), "too_large"),
         ("status payload on telemetry", tel.clone(), br#"{"state":"online"}"#.to_vec(), "bad_schema"),
         ("telemetry payload on status", status.clone(), reading("speed_kmh", "1", &ts), "bad_status"),
@@ -180,6 +180,90 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
             moved, n,
             "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} moved by {moved}, expected {n}"
         );
+    }
+}
+
+/// A SenML pack and a compact message, each with one bad record among good ones, through
+/// the broker: the good readings are stored, the bad record is one dead letter naming its
+/// index and reason, and that reason's counter moved by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_record_is_dead_lettered_and_the_rest_of_its_message_stored() {
+    let e = env("hostile-records").await;
+    let t = recent_base_ms();
+    let senml = format!(
+        r#"[{{"bn":"urn:dev:rx:","bt":{}}},{{"n":"speed_kmh","v":40}},{{"n":"speed_kmh","v":"fast","t":1}},{{"n":"vehicle_count","v":3,"t":2}}]"#,
+        t / 1000
+    );
+    let compact = format!(
+        r#"{{"seq":9,"ts":{t},"readings":[{{"m":"speed_kmh","v":41}},{{"m":"speed_kmh","v":1,"unit":"km/h"}},{{"m":"vehicle_count","v":4,"t":{}}}]}}"#,
+        t + 1_000
+    );
+    let before = metrics(e.sccr.api_port).await;
+    publish_all(
+        e.port,
+        "bad-records",
+        vec![
+            (telemetry_topic("rx"), senml.clone().into_bytes()),
+            (telemetry_topic("ry"), compact.clone().into_bytes()),
+        ],
+    )
+    .await
+    .expect("publish");
+    let stored_sql = "SELECT count(*) FROM readings WHERE device IN ('rx', 'ry')";
+    wait_for("the good readings of both messages", Duration::from_secs(30), || async {
+        (count(&e.pool, stored_sql).await == 4
+            && count(&e.pool, "SELECT count(*) FROM dead_letters").await == 2)
+            .then_some(())
+    })
+    .await;
+
+    let readings: Vec<(String, String, i64, f64)> = sqlx::query_as(
+        "SELECT device, metric, (extract(epoch FROM time) * 1000)::bigint, value FROM readings
+         WHERE device IN ('rx', 'ry') ORDER BY device, time, metric",
+    )
+    .fetch_all(&e.pool)
+    .await
+    .expect("readings");
+    let row = |d: &str, m: &str, at: i64, v: f64| (d.to_owned(), m.to_owned(), at, v);
+    assert_eq!(
+        readings,
+        vec![
+            row("rx", "speed_kmh", t, 40.0),
+            row("rx", "vehicle_count", t + 2_000, 3.0),
+            row("ry", "speed_kmh", t, 41.0),
+            row("ry", "vehicle_count", t + 1_000, 4.0),
+        ]
+    );
+    let letters: Vec<(String, Option<String>, String, String, String)> = sqlx::query_as(
+        "SELECT topic, device, reason, detail, convert_from(payload, 'UTF8') FROM dead_letters
+         ORDER BY device",
+    )
+    .fetch_all(&e.pool)
+    .await
+    .expect("dead letters");
+    assert_eq!(
+        letters,
+        vec![
+            (
+                telemetry_topic("rx"),
+                Some("rx".to_owned()),
+                "wrong_type".to_owned(),
+                "record 2: field \"v\" must be a number".to_owned(),
+                senml,
+            ),
+            (
+                telemetry_topic("ry"),
+                Some("ry".to_owned()),
+                "unknown_field".to_owned(),
+                "reading 1: field \"unit\" is not part of the compact format".to_owned(),
+                compact,
+            ),
+        ]
+    );
+    let after = metrics(e.sccr.api_port).await;
+    for reason in ["wrong_type", "unknown_field"] {
+        let moved = dead_letter_counter(&after, reason) - dead_letter_counter(&before, reason);
+        assert_eq!(moved, 1.0, "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}}");
     }
 }
 

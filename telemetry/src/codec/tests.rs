@@ -47,6 +47,65 @@ fn bad_readings_are_rejected_one_by_one() {
 }
 
 #[test]
+fn compact_reading_errors_refuse_only_their_reading() {
+    let bad = [
+        (r#"3"#, "not_an_object", "is not a JSON object"),
+        (
+            r#"{"m":"speed_kmh","v":"fast"}"#,
+            "wrong_type",
+            "field \"v\" must be a number or a boolean",
+        ),
+        (
+            r#"{"m":"speed_kmh","v":null}"#,
+            "wrong_type",
+            "field \"v\" must be a number or a boolean",
+        ),
+        (r#"{"m":7,"v":1}"#, "wrong_type", "field \"m\" must be a string"),
+        (
+            r#"{"m":"speed_kmh","v":1,"t":[]}"#,
+            "wrong_type",
+            "field \"t\" must be Unix milliseconds or an RFC 3339 string",
+        ),
+        (
+            r#"{"m":"speed_kmh","v":1,"t":1763892000000.5}"#,
+            "bad_time",
+            "timestamp 1763892000000.5 is not a whole number of milliseconds",
+        ),
+        (
+            r#"{"m":"speed_kmh","v":1,"t":1e300}"#,
+            "bad_time",
+            "timestamp 1e+300 is outside years 1970..=9999",
+        ),
+        (r#"{"v":1}"#, "missing_field", "field \"m\" is missing"),
+        (r#"{"m":"speed_kmh"}"#, "missing_field", "field \"v\" is missing"),
+        (
+            r#"{"m":"speed_kmh","v":1,"unit":"km/h"}"#,
+            "unknown_field",
+            "field \"unit\" is not part of the compact format",
+        ),
+    ];
+    for (reading, code, text) in bad {
+        let payload = format!(
+            r#"{{"seq":7,"ts":1763892000123,"readings":[{{"m":"speed_kmh","v":30}},{reading},{{"m":"occupied","v":true,"t":1763892000000.0}}]}}"#
+        );
+        let d = decode(payload.as_bytes(), &dev(), NOW).unwrap();
+        let got: Vec<_> = d.readings.iter().map(|r| (r.metric, r.value, r.time, r.seq)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (MetricId::SpeedKmh, 30.0, EventTime(1_763_892_000_123), Some(Seq(7))),
+                (MetricId::Occupied, 1.0, EventTime(1_763_892_000_000), Some(Seq(7))),
+            ],
+            "{payload}"
+        );
+        assert_eq!(d.positions, vec![0, 2], "{payload}");
+        assert_eq!(d.rejected.len(), 1, "{payload}");
+        assert_eq!((d.rejected[0].index, d.rejected[0].error.code()), (1, code), "{payload}");
+        assert_eq!(d.rejected[0].error.to_string(), text, "{payload}");
+    }
+}
+
+#[test]
 fn missing_time_is_a_reading_error() {
     let d = decode(br#"{"readings": [{"m": "speed_kmh", "v": 3}]}"#, &dev(), NOW).unwrap();
     assert_eq!(d.rejected[0].error, ReadingError::MissingTime);
@@ -63,10 +122,15 @@ fn malformed_payloads_name_the_problem() {
         (b"{\"readings\": 3}", "bad_schema"),
         (b"{\"rdgs\": []}", "bad_schema"),
         (b"{\"readings\": [], \"extra\": 1}", "bad_schema"),
-        (b"{\"readings\": [{\"m\": \"speed_kmh\", \"v\": \"fast\"}]}", "bad_schema"),
+        (
+            b"{\"seq\": \"1\", \"readings\": [{\"m\": \"speed_kmh\", \"v\": \"fast\"}]}",
+            "bad_schema",
+        ),
+        (b"{\"ts\": [], \"readings\": [{\"m\": \"speed_kmh\", \"v\": \"fast\"}]}", "bad_schema"),
         (b"{\"readings\": [{\"m\": \"speed_kmh\", \"v\": NaN}]}", "bad_json"),
         (b"{\"readings\": [{\"m\": \"speed_kmh\", \"v\": 1e400}]}", "bad_json"),
-        (b"[1, 2]", "bad_senml"),
+        (b"[1, 2", "bad_json"),
+        (b"[{\"bver\": 11, \"n\": \"speed_kmh\", \"v\": 1}]", "unsupported_version"),
     ];
     for (payload, code) in cases {
         let err = decode(payload, &dev(), NOW).unwrap_err();
