@@ -48,6 +48,8 @@ impl Format {
 
 pub struct ImportArgs {
     pub paths: Vec<PathBuf>,
+    /// `retention.raw`: older readings are refused, as live ones are.
+    pub raw_retention: Option<Duration>,
     /// Register devices not in the registry (the `ingest.unknown_devices` policy).
     pub register_unknown: bool,
 }
@@ -120,6 +122,8 @@ struct Importer<'a> {
     store: &'a Store,
     validator: Validator,
     now: EventTime,
+    /// The oldest time accepted: now less `retention.raw`.
+    oldest: Option<EventTime>,
     known: HashSet<DeviceId>,
     register_unknown: bool,
     batch: Batch,
@@ -177,6 +181,10 @@ impl Importer<'_> {
             Ok(Some(s)) => return self.refuse("bad_seq", &at(), format!("seq {s} is negative")),
             Err(e) => return self.refuse("bad_seq", &at(), e),
         };
+        if let Some(oldest) = self.oldest.filter(|&o| time < o) {
+            let detail = format!("{time} is older than retention.raw allows (before {oldest})");
+            return self.refuse(store::OLDER_THAN_RETENTION, &at(), detail);
+        }
         let reading = Reading { device, metric, time, value, seq };
         if let Err(e) = self.validator.check_reading(&reading, self.now) {
             return self.refuse(e.code(), &at(), e.to_string());
@@ -358,17 +366,21 @@ pub async fn run(store: &Store, args: ImportArgs) -> Result<ImportSummary> {
     let files = files(&args.paths)?;
     let expected = files.iter().map(|(p, f)| rows_in(p, *f)).sum();
     let mut progress = Progress::new("import", expected);
-    // History is what is imported: no age limit here beyond the store's retention horizon;
+    // History is what is imported: no age limit but the raw retention (checked above);
     // ranges, whole numbers and the future skew are checked as for live telemetry.
     let validator = Validator::new(ValidationConfig {
         max_past_age: Duration::from_secs(1_000 * 365 * 86_400),
         ..ValidationConfig::default()
     });
     let known = store.devices().await.context("reading the device registry")?;
+    let now = EventTime::now();
     let mut importer = Importer {
         store,
         validator,
-        now: EventTime::now(),
+        now,
+        oldest: args
+            .raw_retention
+            .map(|keep| EventTime(now.millis().saturating_sub(keep.as_millis() as i64))),
         known: known.into_iter().map(|d| d.id).collect(),
         register_unknown: args.register_unknown,
         batch: Batch::default(),

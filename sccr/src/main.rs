@@ -259,6 +259,7 @@ async fn main() -> Result<()> {
             let store = pipeline::open_store(&config).await?;
             let args = import::ImportArgs {
                 paths,
+                raw_retention: config.retention.raw,
                 register_unknown: config.ingest.unknown_devices
                     == config::UnknownDevices::AutoRegister,
             };

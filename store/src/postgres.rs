@@ -765,6 +765,16 @@ impl PgStore {
         for &job in &jobs {
             sqlx::query("CALL run_job($1)").bind(job).execute(&self.pool).await?;
         }
+        // A job run by hand leaves no run statistics (where there is no scheduler, as in
+        // PGlite): record the retention cut-offs it applied, as maintenance does.
+        sqlx::query(&format!(
+            "INSERT INTO retention_horizons (level, horizon)
+             SELECT level, horizon FROM ({TIMESCALE_POLICIES}) p WHERE level IS NOT NULL
+             ON CONFLICT (level) DO UPDATE SET horizon = greatest(retention_horizons.horizon, excluded.horizon)"
+        ))
+        .bind(OffsetDateTime::now_utc())
+        .execute(&self.pool)
+        .await?;
         Ok(jobs.len())
     }
 
@@ -1532,15 +1542,29 @@ async fn record_horizon(
     Ok(())
 }
 
-/// Per level, the cut-off of its TimescaleDB retention job's last successful run.
-const TIMESCALE_HORIZONS: &str = "
+/// Per level, the cut-off of its TimescaleDB retention job as of `$1`.
+const TIMESCALE_POLICIES: &str = "
     SELECT CASE coalesce(c.view_name, j.hypertable_name)
              WHEN 'readings' THEN 'raw' WHEN 'rollup_1m' THEN '1m'
              WHEN 'rollup_1h' THEN '1h' WHEN 'rollup_1d' THEN '1d' END AS level,
-           s.last_successful_finish - (j.config->>'drop_after')::interval AS horizon
+           $1::timestamptz - (j.config->>'drop_after')::interval AS horizon
     FROM timescaledb_information.jobs j
-    JOIN timescaledb_information.job_stats s USING (job_id)
     LEFT JOIN timescaledb_information.continuous_aggregates c
       ON c.materialization_hypertable_name = j.hypertable_name
-    WHERE j.proc_name = 'policy_retention'
-      AND s.last_successful_finish IS NOT NULL AND s.last_successful_finish > '-infinity'";
+    WHERE j.proc_name = 'policy_retention'";
+
+/// Per level, the cut-off of its TimescaleDB retention job's last successful run by the
+/// scheduler.
+const TIMESCALE_HORIZONS: &str = "
+    SELECT p.level, p.horizon FROM (
+      SELECT CASE coalesce(c.view_name, j.hypertable_name)
+               WHEN 'readings' THEN 'raw' WHEN 'rollup_1m' THEN '1m'
+               WHEN 'rollup_1h' THEN '1h' WHEN 'rollup_1d' THEN '1d' END AS level,
+             s.last_successful_finish - (j.config->>'drop_after')::interval AS horizon
+      FROM timescaledb_information.jobs j
+      JOIN timescaledb_information.job_stats s USING (job_id)
+      LEFT JOIN timescaledb_information.continuous_aggregates c
+        ON c.materialization_hypertable_name = j.hypertable_name
+      WHERE j.proc_name = 'policy_retention'
+        AND s.last_successful_finish IS NOT NULL AND s.last_successful_finish > '-infinity'
+    ) p";

@@ -384,12 +384,14 @@ async fn contents(store: &Store) -> BTreeMap<&'static str, Vec<String>> {
 }
 
 /// A fresh database and a config file naming it.
-async fn empty(dir: &TempDir, name: &str) -> (TestDb, Store, PathBuf) {
+async fn empty(dir: &TempDir, name: &str, raw_retention: &str) -> (TestDb, Store, PathBuf) {
     let db = TestDb::create().await.expect("test database");
     let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("connect");
     store.migrate().await.expect("migrate");
     let config = dir.path.join(format!("{name}.toml"));
-    std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", db.url)).expect("config");
+    let text =
+        format!("[database]\nurl = \"{}\"\n[retention]\nraw = \"{raw_retention}\"\n", db.url);
+    std::fs::write(&config, text).expect("config");
     (db, store, config)
 }
 
@@ -422,7 +424,7 @@ async fn exports_imported_into_another_database_match_and_a_second_import_change
     for format in ["parquet", "csv", "arrow"] {
         let out = dir.path.join(format!("raw-{format}"));
         run_export(&config, &out, &["--format", format]);
-        let (_target_db, target, target_config) = empty(&dir, format).await;
+        let (_target_db, target, target_config) = empty(&dir, format, "forever").await;
         let first = run_import(&target_config, &[&out]);
         assert!(
             first.contains(&format!("imported {0} rows from 4 files", 3 * 2 * PER_SERIES))
@@ -444,7 +446,8 @@ async fn exports_imported_into_another_database_match_and_a_second_import_change
 #[tokio::test]
 async fn refused_rows_are_named_and_counted_and_the_rest_imported() {
     let dir = TempDir::new("import").expect("temp dir");
-    let (_db, store, config) = empty(&dir, "bad").await;
+    // The readings are a year old: within a raw retention of ten years, but not the last.
+    let (_db, store, config) = empty(&dir, "bad", "3650d").await;
     let file = dir.path.join("counts.csv");
     std::fs::write(
         &file,
@@ -456,13 +459,14 @@ async fn refused_rows_are_named_and_counted_and_the_rest_imported() {
          2025-11-23T08:03:00Z,loop 9,speed_kmh,40,\n\
          2025-11-23T08:04:00Z,loop-9,vehicle_count,2.5,\n\
          2025-11-23T08:05:00Z,loop-9,speed_kmh,,\n\
-         1763885160000,loop-9,speed_kmh,41.5,3\n",
+         1763885160000,loop-9,speed_kmh,41.5,3\n\
+         2010-01-01T00:00:00Z,loop-9,speed_kmh,41.5,\n",
     )
     .expect("csv");
     let out = run_import(&config, &[&file]);
-    assert!(out.contains("imported 8 rows from 1 files"), "{out}");
+    assert!(out.contains("imported 9 rows from 1 files"), "{out}");
     assert!(
-        out.contains("2 new readings, 0 already stored, 0 older than the raw retention, 6 refused"),
+        out.contains("2 new readings, 0 already stored, 0 older than the raw retention, 7 refused"),
         "{out}"
     );
     for (reason, line) in [
@@ -472,6 +476,7 @@ async fn refused_rows_are_named_and_counted_and_the_rest_imported() {
         ("bad_device", 6),
         ("not_whole", 7),
         ("bad_value", 8),
+        ("older_than_retention", 10),
     ] {
         assert!(out.contains(&format!("counts.csv line {line}: {reason}:")), "{reason}: {out}");
     }

@@ -58,7 +58,7 @@ async fn timescaledb_meets_the_store_contract() {
         "DROP MATERIALIZED VIEW IF EXISTS rollup_1d CASCADE; DROP MATERIALIZED VIEW IF EXISTS rollup_1h CASCADE;
          DROP TABLE IF EXISTS readings CASCADE; DROP TABLE IF EXISTS rollup_1m CASCADE;
          DROP TABLE IF EXISTS rollup_pending, latest, dead_letters, devices, road_segments, sccr_settings, sccr_migrations CASCADE;
-         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d CASCADE;
+         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d, retention_horizons CASCADE;
          DROP SEQUENCE IF EXISTS readings_batch_seq;
          DROP FUNCTION IF EXISTS sccr_ensure_readings_partition(date)",
     )
@@ -89,18 +89,7 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
     let mut all: Vec<Reading> =
         (0..(40 * 12)).map(|k| reading(start + k * 5 * 60_000, (k % 50) as f64)).collect();
     store.write_batch(&Batch { readings: all.clone(), ..Batch::default() }).await.expect("write");
-    store.merge_all_rollups().await.expect("merge");
-    // Two refreshes, two compressions, retention of raw, 1m and 1h (1d is kept forever).
-    assert_eq!(store.run_timescale_jobs().await.expect("jobs"), 7);
-    check_levels(store, &dev, start, now, &all).await;
-    // A late reading into the first (materialized) hour, then the jobs again.
-    let late = reading(start + 61_000, 1_000.0);
-    all.push(late.clone());
-    store.write_batch(&Batch { readings: vec![late], ..Batch::default() }).await.expect("late");
-    store.merge_all_rollups().await.expect("merge");
-    store.run_timescale_jobs().await.expect("jobs");
-    check_levels(store, &dev, start, now, &all).await;
-    // Past the raw retention (90 days by default): the retention job drops its chunk.
+    // Past the raw retention (90 days by default), written before retention first runs.
     let old = reading(now - 120 * 24 * HOUR, 5.0);
     store
         .write_batch(&Batch { readings: vec![old.clone()], ..Batch::default() })
@@ -116,12 +105,44 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
         )
     };
     assert_eq!(store.history(&raw(old.time.millis())).await.expect("raw").points.len(), 1);
-    store.run_timescale_jobs().await.expect("jobs");
+    store.merge_all_rollups().await.expect("merge");
+    // Two refreshes, two compressions, retention of raw, 1m and 1h (1d is kept forever).
+    assert_eq!(store.run_timescale_jobs().await.expect("jobs"), 7);
     assert_eq!(
         store.history(&raw(old.time.millis())).await.expect("raw").points.len(),
         0,
         "retention dropped the old chunk"
     );
+    check_levels(store, &dev, start, now, &all).await;
+    // A late reading into the first (materialized) hour, then the jobs again.
+    let late = reading(start + 61_000, 1_000.0);
+    all.push(late.clone());
+    store.write_batch(&Batch { readings: vec![late], ..Batch::default() }).await.expect("late");
+    store.merge_all_rollups().await.expect("merge");
+    store.run_timescale_jobs().await.expect("jobs");
+    check_levels(store, &dev, start, now, &all).await;
+    // Replaying the old reading finds no raw row to dedupe it against: refused, and its
+    // day is unchanged (under TimescaleDB, days older than the raw retention are outside
+    // the aggregates' refresh window: nothing older is ever accepted once retention ran).
+    let day = |t: i64| {
+        let from = t - t.rem_euclid(24 * HOUR);
+        store::HistoryQuery::device(
+            dev.clone(),
+            MetricId::O3Ugm3,
+            EventTime(from),
+            EventTime(from + 24 * HOUR),
+            Step::Fixed(std::time::Duration::from_secs(86_400)),
+        )
+    };
+    let before = store.history(&day(old.time.millis())).await.expect("day").points;
+    let out = store
+        .write_batch(&Batch { readings: vec![old.clone()], ..Batch::default() })
+        .await
+        .expect("replay");
+    assert_eq!((out.inserted, out.older_than_retention), (0, 1));
+    store.merge_all_rollups().await.expect("merge");
+    store.run_timescale_jobs().await.expect("jobs");
+    assert_eq!(store.history(&day(old.time.millis())).await.expect("day").points, before);
 }
 
 #[tokio::test]
