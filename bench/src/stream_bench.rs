@@ -112,7 +112,7 @@ fn templates() -> Vec<Reading> {
 
 fn value(r: &Reading, d: usize, round: i64) -> f64 {
     match r.metric {
-        MetricId::SpeedKmh if (d / 3) % 50 == 0 => 10.0 + (round % 3) as f64,
+        MetricId::SpeedKmh if (d / 3).is_multiple_of(50) => 10.0 + (round % 3) as f64,
         MetricId::SpeedKmh => 40.0 + ((d as i64 + round) % 8) as f64,
         MetricId::VehicleCount => ((d as i64 * 7 + round) % 12) as f64,
         MetricId::OccupancyPct => ((d as i64 * 3 + round) % 40) as f64,

@@ -167,7 +167,7 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
         )
         .await?;
         probes += 1;
-        if probes % 50 == 0 {
+        if probes.is_multiple_of(50) {
             rss_peak = rss_peak.max(rss_mib(pid));
         }
     }

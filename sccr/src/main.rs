@@ -64,7 +64,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Write readings or rollups of a time range as Hive-style partitions
-    /// (DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>).
+    /// (`DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`).
     Export {
         #[arg(long)]
         config: Option<PathBuf>,

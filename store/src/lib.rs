@@ -189,7 +189,7 @@ pub struct BatchOutcome {
     pub duplicates: u64,
     /// Dead letters stored, those below included.
     pub dead_letters: u64,
-    /// Readings refused as older than the raw retention horizon (see [`refuse_too_old`]).
+    /// Readings refused as older than the raw retention horizon ([`OLDER_THAN_RETENTION`] dead letters).
     pub older_than_retention: u64,
 }
 

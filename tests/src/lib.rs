@@ -505,7 +505,7 @@ pub fn which(bin: &str) -> Option<PathBuf> {
 }
 
 /// Path of a workspace binary of the same build profile as the running executable: beside
-/// it (benchmarks in target/<profile>/) or one level up (tests in target/<profile>/deps/).
+/// it (benchmarks in `target/<profile>/`) or one level up (tests in `target/<profile>/deps/`).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
