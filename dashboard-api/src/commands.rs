@@ -228,7 +228,6 @@ async fn one(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn uuids_are_version_4() {

@@ -60,5 +60,4 @@ pub async fn readings(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -266,5 +266,4 @@ pub fn probes(state: AppState) -> Router {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

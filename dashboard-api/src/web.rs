@@ -89,7 +89,6 @@ pub fn router() -> Router<AppState> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The live websocket's client-message parser on arbitrary text: a message or an error
 //! string (sent back as an `error` frame), never a panic. `fuzz/` explores it for longer.
 

@@ -803,5 +803,4 @@ fn sync_dir(dir: &Path) -> Result<(), BufferError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

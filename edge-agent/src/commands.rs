@@ -104,7 +104,6 @@ pub fn apply_command(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::command::CommandResult;
     use telemetry::DeviceId;

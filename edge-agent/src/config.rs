@@ -262,7 +262,6 @@ impl AgentFile {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 

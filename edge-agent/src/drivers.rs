@@ -283,7 +283,6 @@ impl Driver {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use rand::rngs::SmallRng;
     use rand::SeedableRng;

@@ -50,7 +50,6 @@ pub fn plan_fleet(segments: &[RoadSegment], n: usize) -> Vec<SimDevice> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 

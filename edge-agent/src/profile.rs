@@ -87,7 +87,6 @@ fn round1(v: f64) -> f64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::segment::{parse_geojson, FLORENCE_SEED};
     use telemetry::{ValidationConfig, Validator};

@@ -186,7 +186,6 @@ pub fn topic_kind(topic: &str) -> Option<TopicKind> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::{MetricId, ValidationConfig};
 

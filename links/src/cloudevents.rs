@@ -38,7 +38,6 @@ pub fn event(record: &OutboxRecord, source: &str, format: WebhookFormat) -> Valu
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::EventTime;
 

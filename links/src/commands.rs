@@ -245,7 +245,6 @@ async fn run_sweeper(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -208,7 +208,6 @@ pub fn outcome_of(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
     use store::{OutboxRecord, WebhookFormat, WebhookRecord};

@@ -232,5 +232,4 @@ fn alert_from_json(v: &Value) -> Option<AlertRecord> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

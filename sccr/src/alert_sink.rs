@@ -249,7 +249,6 @@ impl AlertSink {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use store::StoreOptions;
     use stream::alert::{AlertKind, RuleId};

@@ -638,7 +638,6 @@ group_window = "1m"
 "#;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -762,7 +761,6 @@ mod tests {
 /// The configuration parser on arbitrary text and environment overrides: a configuration
 /// or an error naming the key, never a panic (`fuzz/` explores it for longer).
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod never_panics {
     use proptest::prelude::*;
 

@@ -902,7 +902,6 @@ pub async fn export_to_dir(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -475,7 +475,6 @@ pub fn fill_gaps(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 

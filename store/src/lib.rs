@@ -648,5 +648,4 @@ pub(crate) fn parse_segment(s: String) -> Result<SegmentId, StoreError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -871,7 +871,6 @@ fn sqlite_event_json(text: &str) -> Result<OutboxRecord, StoreError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::time::Duration;
 

@@ -32,7 +32,6 @@ pub fn partials_by<'a, K: Ord>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 

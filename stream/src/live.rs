@@ -491,7 +491,6 @@ impl LiveHub {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

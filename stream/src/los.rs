@@ -105,7 +105,6 @@ impl<'de> serde::Deserialize<'de> for LevelOfService {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 

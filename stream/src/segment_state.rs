@@ -350,5 +350,4 @@ fn derive_state<'a>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

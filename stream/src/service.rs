@@ -213,7 +213,6 @@ pub async fn run_stream(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use telemetry::{DeviceId, DeviceState, MetricId};
 

@@ -196,5 +196,4 @@ fn close(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -395,5 +395,4 @@ pub fn encode_compact(msg: &CompactMessage) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -94,7 +94,6 @@ id_type!(
 pub struct Seq(pub u64);
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

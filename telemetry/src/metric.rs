@@ -123,7 +123,6 @@ impl<'de> serde::Deserialize<'de> for MetricId {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -104,7 +104,6 @@ pub fn parse_geojson(text: &str) -> Result<Vec<RoadSegment>, SegmentError> {
 pub const FLORENCE_SEED: &str = include_str!("../../deploy/seed/florence-segments.geojson");
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

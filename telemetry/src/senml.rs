@@ -361,5 +361,4 @@ fn to_reading(rec: ResolvedRecord, device: &DeviceId) -> Result<Reading, Reading
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

@@ -91,7 +91,6 @@ pub fn decode_status(payload: &[u8]) -> Result<StatusMessage, StatusError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

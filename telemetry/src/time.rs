@@ -82,7 +82,6 @@ impl fmt::Display for EventTime {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The payload codecs on arbitrary input: an answer (readings, rejected readings or an
 //! error with its code) for every byte string, never a panic. The cargo-fuzz targets in
 //! `fuzz/` explore the same functions for longer; these run in the normal suite.
@@ -7,7 +6,7 @@ use proptest::prelude::*;
 use telemetry::{decode, senml, DeviceId, EventTime, ValidationConfig, Validator};
 
 fn now() -> EventTime {
-    EventTime::from_millis(1_764_000_000_000).unwrap()
+    EventTime::from_millis(1_764_000_000_000).expect("a valid time")
 }
 
 /// JSON-ish bytes: more likely than uniform bytes to get past the first checks.

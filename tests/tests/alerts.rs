@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Road-segment state and alerts end to end, through a real Mosquitto, a real PostgreSQL
 //! and the real `sccr serve` process: two loop detectors on one segment report falling
 //! speeds, the segment's Level of Service turns E then F (seen over REST and the

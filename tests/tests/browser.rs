@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The wall dashboard in a real browser: starts `sccr demo` (embedded broker, SQLite,
 //! simulated fleet) on free ports with its own data directory, and runs the Playwright
 //! suite of `tests/browser/` against it with Debian's `chromium` headless. The suite can

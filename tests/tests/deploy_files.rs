@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The deployment files parse, and what they name exists: the compose file's and the
 //! Kubernetes manifests' commands and flags are ones `sccr` accepts, their configuration
 //! passes `sccr check-config`, their ports are the configured API port, their probe paths

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The field agent against the real core: a real Mosquitto, PostgreSQL and `sccr serve`.
 //! A broker outage and a SIGKILL of the agent while it buffers lose nothing and store
 //! nothing twice.

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Fault injection under steady load from the real `edge-agent simulate` against
 //! `sccr serve`, Mosquitto (project config) and PostgreSQL: the database stopped with
 //! `pg_ctl -m immediate`, the broker SIGKILLed, `sccr` SIGKILLed, and the API restarted

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The hostile input catalogue, end to end through Mosquitto (project config), `sccr serve`
 //! and PostgreSQL. For every kind of bad input: a clear error (HTTP 4xx with the JSON error
 //! body, a websocket `error` frame or close) or a dead letter with its reason, a counter in

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The secured broker configuration (`deploy/mosquitto/sccr-secure.conf` with
 //! `deploy/mosquitto/sccr.acl`) on a real Mosquitto: passwords required, and each device
 //! (username = device id) publishes only to its own topics and reads only its own commands;

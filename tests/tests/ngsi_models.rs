@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The FIWARE entities SCCR sends (webhooks in `ngsi-ld` format, exports) against the Smart
 //! Data Models programme's own property database, shipped in the `pysmartdatamodels`
 //! package (PyPI): every attribute of `TrafficFlowObserved`, `AirQualityObserved` and

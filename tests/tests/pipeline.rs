@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! End to end through a real Mosquitto (project config), a real PostgreSQL and the real
 //! `sccr serve` process: exactly-once storage with exact rollups, live websocket deltas,
 //! dead letters that do not stop the pipeline, and crashes that lose nothing.

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The server split into roles (`sccr serve --role ingest|api`), through a real Mosquitto
 //! and PostgreSQL: one ingest process and two API processes that share live state only
 //! over the broker's live bus. A wall screen on each API replica sees the segment state

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! Webhooks from the transactional outbox against a real HTTP receiver: alert moves,
 //! device status changes and command results written to PostgreSQL are delivered by two
 //! dispatchers at once (replicas) to a receiver that fails its first requests and is

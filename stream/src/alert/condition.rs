@@ -397,5 +397,4 @@ pub struct OfflineState {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;

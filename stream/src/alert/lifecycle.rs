@@ -132,7 +132,6 @@ pub struct AlertTransition {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

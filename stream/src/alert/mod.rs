@@ -150,5 +150,4 @@ impl fmt::Display for AlertKey {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests;
