@@ -3,7 +3,7 @@
 //! - **Tokens**: bearer tokens `sccr_<64 hex>` (256 random bits), stored as their SHA-256
 //!   digest with a name and a role; `Authorization: Bearer <token>`, or for the websocket
 //!   `?access_token=<token>` (browsers cannot set headers on a websocket).
-//! - **Roles** (SPEC §7): `admin` does everything; `operator` watches live state and
+//! - **Roles** (docs/api.md): `admin` does everything; `operator` watches live state and
 //!   handles alerts and device commands; `planner` reads history and exports; `device`
 //!   exists for MQTT credentials and may use no REST route.
 //! - [`authenticate`] runs for every request: paths under `/api/` other than the public

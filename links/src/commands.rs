@@ -1,4 +1,4 @@
-//! Device commands over MQTT (SPEC §3). The API stores a command (`pending`) and hands it
+//! Commands over MQTT (docs/mqtt-contract.md). The API stores a command (`pending`) and hands it
 //! here; this task publishes it on `sccr/v1/devices/{id}/commands` with QoS 1 and marks it
 //! `sent` when the broker's PUBACK for that packet arrives (packet ids are paired with
 //! commands through the event loop's `Outgoing::Publish` events, in request order). The

@@ -1,4 +1,4 @@
-//! Links to the city's layers (SPEC §8).
+//! Links to the city's layers.
 //!
 //! - [`dispatcher`]: delivers the store's transactional outbox to the webhook
 //!   subscriptions an admin manages, as CloudEvents 1.0 in structured JSON mode

@@ -1,4 +1,4 @@
-//! The live bus between server roles (SPEC §10): `sccr serve --role ingest` runs the
+//! The live bus between server roles (docs/scale-out.md): `sccr serve --role ingest` runs the
 //! stream and publishes every change of its [`LiveHub`] on [`LIVE_TOPIC`]; any number of
 //! `sccr serve --role api` replicas subscribe and apply the changes to their own hub, from
 //! which their websocket sessions fan out as in one process. Operator actions, rule

@@ -135,7 +135,7 @@ async fn run_registry_refresh(
     }
 }
 
-/// Which parts of the server a process runs (SPEC §10). Nothing assumes it is the only
+/// Which parts of the server a process runs (docs/scale-out.md). Nothing assumes it is the only
 /// replica of its role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {

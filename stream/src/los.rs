@@ -1,4 +1,4 @@
-//! Level of Service of an urban street (SPEC §4, after the HCM urban-street method): a
+//! Level of Service of an urban street (after the HCM urban-street method): a
 //! grade A–F from the ratio of the measured mean speed to the segment's free-flow speed.
 //!
 //! | LOS | speed / free-flow |

@@ -22,7 +22,7 @@ use crate::senml::{self, SenmlError};
 use crate::time::{EventTime, TimeError};
 use crate::Reading;
 
-/// The two payload formats of SPEC §3.
+/// The two payload formats (docs/mqtt-contract.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Compact,

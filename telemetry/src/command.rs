@@ -1,4 +1,4 @@
-//! Device commands (SPEC §3): `sccr/v1/devices/{id}/commands` carries
+//! Device commands (docs/mqtt-contract.md): `sccr/v1/devices/{id}/commands` carries
 //! `{"id":"<uuid>","name":"set_interval","args":{…},"expires_at":…}` down to a device, and
 //! `sccr/v1/devices/{id}/commands/ack` carries `{"id":"…","result":"ok"|"rejected"|"failed","detail":…}` back.
 

@@ -77,7 +77,7 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// A field device: `[a-z0-9][a-z0-9._-]{0,63}` (SPEC §3).
+    /// A field device: `[a-z0-9][a-z0-9._-]{0,63}`.
     DeviceId, "device", b"._-"
 );
 

@@ -1,4 +1,4 @@
-//! The metric catalogue (SPEC §4): every metric SCCR accepts, its unit, the SenML units
+//! Metric catalogue (docs/mqtt-contract.md): every metric SCCR accepts, its unit, the SenML units
 //! it may arrive in, and the range a plausible reading lies in.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The device status message (`sccr/v1/devices/{id}/status`, SPEC §3): retained by the
+//! The status message (`sccr/v1/devices/{id}/status`, docs/mqtt-contract.md): retained by the
 //! broker, and also each device's Last Will (`{"state":"offline"}`), so the core learns that
 //! a device dropped off without waiting for its silence to be noticed.
 //!

@@ -1,4 +1,5 @@
-//! The MQTT topic scheme (SPEC §3): `sccr/v1/devices/{id}/{telemetry|status|commands|commands/ack}`.
+//! The MQTT topic scheme (docs/mqtt-contract.md):
+//! `sccr/v1/devices/{id}/{telemetry|status|commands|commands/ack}`.
 
 use crate::ids::{DeviceId, IdError};
 

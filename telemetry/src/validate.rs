@@ -1,4 +1,4 @@
-//! Validation of decoded messages (SPEC §3): payload size, value range and integrality per
+//! Validation of decoded messages (docs/mqtt-contract.md): payload size, range and integrality per
 //! metric, timestamp skew. The validator is pure: the caller passes the time of receipt.
 
 use std::time::Duration;
