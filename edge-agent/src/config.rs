@@ -5,21 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use telemetry::{DeviceId, RoadSegment};
 
 use crate::buffer::{BufferConfig, FsyncPolicy};
 use crate::drivers::{read_replay_file, Driver, Replay, ReplayTimestamps, SignalPlan};
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"5s\": {e}")))
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
-}
+use telemetry::duration_serde::deserialize as duration;
+use telemetry::duration_serde::option::deserialize as opt_duration;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,7 +19,7 @@
 
 pub mod alert;
 pub mod config;
-pub mod duration_serde;
+pub use telemetry::duration_serde;
 pub mod fanout;
 pub mod live;
 pub mod los;

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod codec;
 pub mod command;
+pub mod duration_serde;
 pub mod ids;
 pub mod metric;
 pub mod segment;

@@ -1,6 +1,7 @@
 //! `std::time::Duration` as a humantime string in serde (`"90s"`, `"1h 30m"`), so config
-//! files and rule definitions never carry bare `*_ms` numbers. Use with
-//! `#[serde(with = "crate::duration_serde")]`; [`option`] does the same for
+//! files and rule definitions never carry bare `*_ms` numbers. The one definition for
+//! every crate (server and edge-agent configs, alert rules): use
+//! `#[serde(with = "telemetry::duration_serde")]`; [`option`] does the same for
 //! `Option<Duration>`.
 
 use std::time::Duration;
