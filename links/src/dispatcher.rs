@@ -72,6 +72,29 @@ pub struct DispatcherMetrics {
     pub store_errors: AtomicU64,
 }
 
+impl DispatcherMetrics {
+    /// Appends the counters in the Prometheus text format (`sccr_webhook_*`).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let counters = [
+            ("fanned_out", "Deliveries created from outbox events.", &self.fanned_out),
+            ("attempts", "Delivery attempts.", &self.attempts),
+            ("delivered", "Deliveries a receiver answered with a 2xx.", &self.delivered),
+            ("failed", "Failed attempts to be retried.", &self.failed),
+            ("refused", "Attempts refused by webhooks.allowed_destinations.", &self.refused),
+            ("dead", "Deliveries dead after their last attempt.", &self.dead),
+            ("store_errors", "Dispatcher passes that met a store error.", &self.store_errors),
+        ];
+        for (name, help, value) in counters {
+            let _ = write!(
+                out,
+                "# HELP sccr_webhook_{name}_total {help}\n# TYPE sccr_webhook_{name}_total counter\nsccr_webhook_{name}_total {}\n",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// How often delivered events past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -247,6 +270,17 @@ mod tests {
             outcome_of(Err("refused".into()), 3, &b, now, 1.0),
             AttemptOutcome::Failed { status: None, retry_at: None, .. }
         ));
+    }
+
+    #[test]
+    fn metrics_render_every_counter() {
+        let m = DispatcherMetrics::default();
+        m.refused.store(3, Ordering::Relaxed);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE sccr_webhook_")).count(), 7);
+        assert!(out.contains("\nsccr_webhook_refused_total 3\n"), "{out}");
+        assert!(out.contains("\nsccr_webhook_delivered_total 0\n"), "{out}");
     }
 
     #[test]

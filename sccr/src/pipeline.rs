@@ -609,6 +609,7 @@ async fn start_ingest(
     } else {
         None
     };
+    let dispatcher_metrics = Arc::new(links::DispatcherMetrics::default());
     let dispatcher = client.map(|client| {
         let dispatcher_config = links::DispatcherConfig {
             source: w.source.clone(),
@@ -626,7 +627,7 @@ async fn start_ingest(
             store.clone(),
             dispatcher_config,
             client,
-            Arc::new(links::DispatcherMetrics::default()),
+            dispatcher_metrics.clone(),
             shutdown_rx.clone(),
         ))
     });
@@ -639,8 +640,9 @@ async fn start_ingest(
             alert_metrics.clone(),
             ingest.budget.clone(),
         );
+        let webhooks = config.webhooks.enabled.then_some(dispatcher_metrics);
         Arc::new(move || {
-            render_metrics(
+            let mut out = render_metrics(
                 &i,
                 &w,
                 &s,
@@ -648,7 +650,11 @@ async fn start_ingest(
                 &a,
                 &queues,
                 max_pending.saturating_sub(budget.available_permits()),
-            )
+            );
+            if let Some(d) = &webhooks {
+                d.render(&mut out);
+            }
+            out
         }) as dashboard_api::MetricsRenderer
     };
     // Stop order: ingest, acker and writer first (the merger and maintenance stop after
