@@ -266,7 +266,7 @@ fn parse_entry(raw: &str) -> Result<Entry, String> {
     if e.is_empty() {
         return Err("an entry must not be empty".into());
     }
-    if e.contains("://") || e.contains(['/', ':']) && !looks_like_address(e) {
+    if e.contains("://") || (e.contains(['/', ':']) && !looks_like_address(e)) {
         return Err(format!(
             "{raw:?} is not a host name, an IP address or a network like 10.0.0.0/8 (no scheme, port or path)"
         ));

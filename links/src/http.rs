@@ -60,6 +60,18 @@ impl TlsFiles {
             Some(path) => file_roots(path)?,
             None => system_roots(),
         };
+        self.with_client_auth(roots)
+    }
+
+    /// Every problem of these files, each naming its key (for `check-config`).
+    pub fn problems(&self) -> Vec<TlsConfigError> {
+        let ca = self.ca_file.as_deref().map(file_roots).and_then(Result::err);
+        // The client pair is checked on its own, against no roots.
+        let client = self.with_client_auth(RootCertStore::empty()).err();
+        ca.into_iter().chain(client).collect()
+    }
+
+    fn with_client_auth(&self, roots: RootCertStore) -> Result<ClientConfig, TlsConfigError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -493,12 +493,7 @@ impl Config {
             errors.extend(list);
         }
         // The TLS files are read now, so that `check-config` finds an unreadable one.
-        let tls = w.tls_files();
-        if tls != links::TlsFiles::default() {
-            if let Err(e) = tls.client_config() {
-                errors.push(e.to_string());
-            }
-        }
+        errors.extend(w.tls_files().problems().iter().map(ToString::to_string));
         if let Err(rule_errors) = self.alerts.validate() {
             errors
                 .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
@@ -783,7 +778,7 @@ mod tests {
         )
         .unwrap_err();
         let ConfigError::Invalid(list) = e else { panic!("{e}") };
-        assert_eq!(list.len(), 3, "{list:?}");
+        assert_eq!(list.len(), 4, "{list:?}");
         assert!(list[0].starts_with("webhooks.allowed_destinations[1]: \"http://x/\""), "{list:?}");
         assert_eq!(
             list[1],
@@ -793,6 +788,7 @@ mod tests {
             list[2].starts_with("webhooks.ca_file: cannot read /nonexistent/ca.pem"),
             "{list:?}"
         );
+        assert_eq!(list[3], "webhooks.client_key: is required with webhooks.client_cert");
         let e = Config::from_toml("[webhooks]\nclient_cert = \"/nonexistent/c.pem\"\n", [])
             .unwrap_err();
         let ConfigError::Invalid(list) = e else { panic!("{e}") };

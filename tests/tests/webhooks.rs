@@ -790,6 +790,20 @@ async fn https_receivers_get_deliveries_over_mutual_tls_and_an_untrusted_one_fai
         client_cert: file("client.pem", &pki.client_pem.0),
         client_key: file("client.key", &pki.client_pem.1),
     };
+    // A key that is not the certificate's is refused at start, naming the key.
+    let other_key = file("other.key", &rcgen::KeyPair::generate().unwrap().serialize_pem());
+    let mismatched = TlsFiles { client_key: other_key.clone(), ..tls.clone() };
+    let Err(e) =
+        WebhookClient::new(Duration::from_secs(1), &mismatched, DestinationPolicy::default())
+    else {
+        panic!("a client key that does not match its certificate was accepted")
+    };
+    let expected =
+        format!("{} does not go with webhooks.client_cert: ", other_key.unwrap().display());
+    assert!(e.to_string().starts_with(&format!("webhooks.client_key: {expected}")), "{e}");
+    assert_eq!(mismatched.problems(), [e]);
+    assert!(tls.problems().is_empty());
+
     let (port, trusted, trusted_task) =
         start_tls_receiver(pki.server.clone(), Some(pki.ca_der.clone())).await;
     let (rogue_port, rogue, rogue_task) = start_tls_receiver(pki.rogue_server.clone(), None).await;
