@@ -4,7 +4,7 @@
 //! - Trust: the system's CA certificates (Debian's `/etc/ssl/certs`, or `SSL_CERT_FILE`),
 //!   or only those of `webhooks.ca_file` when it is set.
 //! - Mutual TLS: `webhooks.client_cert` (PEM chain) with `webhooks.client_key` (PEM key).
-//! - Destinations: every host name is resolved by [`ScreenedResolver`], which hands the
+//! - Destinations: every host name is resolved by `ScreenedResolver`, which hands the
 //!   connector only the addresses the [`DestinationPolicy`] admits; IP literals, which the
 //!   connector does not resolve, are judged before the request. Redirects are not
 //!   followed, so a receiver cannot send the dispatcher elsewhere.
