@@ -446,6 +446,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_mapped_address_is_judged_as_the_ipv4_address_it_carries(
+            addr in proptest::prelude::any::<u32>(),
+            nets in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 0..4),
+        ) {
+            let entries: Vec<String> = nets
+                .iter()
+                .map(|(a, len)| IpNet::new(IpAddr::V4(Ipv4Addr::from(*a)), *len).unwrap().trunc().to_string())
+                .collect();
+            let p = DestinationPolicy::parse(&entries).unwrap();
+            let v4 = Ipv4Addr::from(addr);
+            proptest::prop_assert_eq!(
+                p.refusal("h", IpAddr::V4(v4)),
+                p.refusal("h", IpAddr::V6(v4.to_ipv6_mapped()))
+            );
+            let open = DestinationPolicy::default().refusal("h", IpAddr::V4(v4));
+            let special = v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200);
+            proptest::prop_assert_eq!(open.is_some(), special);
+        }
+    }
+
     #[tokio::test]
     async fn localhost_is_resolved_and_screened() {
         let strict = policy(&["10.0.0.0/8"]);
