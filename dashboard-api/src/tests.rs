@@ -11,6 +11,7 @@ use crate::{app, live, AppState};
 
 mod access;
 mod live_protocol;
+mod webhooks;
 
 const T0: i64 = 1_763_892_000_000;
 

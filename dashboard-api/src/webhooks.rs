@@ -2,19 +2,27 @@
 //! status changes, command results) are delivered to them as signed CloudEvents by the
 //! dispatcher (`links` crate); see its docs for headers and retries.
 //!
-//! - `GET/POST /api/v1/webhooks`: list; create with `{"url":"http://…","types":["it.firenze.sccr.alert.*"],
+//! - `GET/POST /api/v1/webhooks`: list; create with `{"url":"http(s)://…","types":["it.firenze.sccr.alert.*"],
 //!   "secret":"…","enabled":true,"format":"cloudevents"|"ngsi-ld"}` (the secret is write-only:
 //!   never returned).
+//! - A URL the destination allow-list refuses (`links::destination`) is a 400 with code
+//!   `destination_refused` when it can be told now: an address in the URL, a host name
+//!   outside a list of names, or a name that resolves (within 2 s) only to refused
+//!   addresses. Otherwise the dispatcher judges the addresses at each delivery.
 //! - `GET/PATCH/DELETE /api/v1/webhooks/{id}`.
 //! - `GET /api/v1/webhooks/{id}/deliveries?state=pending|delivered|dead&limit=`.
 //! - `POST /api/v1/webhooks/{id}/redeliver`: every dead delivery again;
 //!   `POST /api/v1/webhooks/{id}/deliveries/{event}/redeliver`: one.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, patch, post};
 use axum::{Extension, Json};
+use links::destination::{resolve_within, DestinationError, DestinationPolicy, HostVerdict};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{DeliveryState, NewWebhook, WebhookFormat, WebhookPatch};
@@ -26,11 +34,17 @@ use crate::error::ApiError;
 use crate::openapi::{enumeration, integer, object_with, Op};
 use crate::AppState;
 
-/// Settings of the process's webhooks: the format of subscriptions created without one.
-#[derive(Debug, Clone, Copy, Default)]
+/// Settings of the process's webhooks: the format of subscriptions created without one,
+/// and where they may point.
+#[derive(Debug, Clone, Default)]
 pub struct WebhookSettings {
     pub default_format: WebhookFormat,
+    pub destinations: Arc<DestinationPolicy>,
 }
+
+/// How long a subscription change waits for its host name's addresses; a slower or
+/// failed lookup leaves the judgement to the delivery.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MIN_SECRET: usize = 16;
 const MAX_SECRET: usize = 256;
@@ -39,7 +53,7 @@ const MAX_SECRET: usize = 256;
 pub fn operations() -> Vec<Op> {
     let body = |required: &[&str]| {
         json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
-            "url": {"type": "string", "description": "http://host[:port]/path"},
+            "url": {"type": "string", "description": "http(s)://host[:port]/path, within the allowed destinations"},
             "types": {"type": "array", "items": {"type": "string"}, "description": "Event types, or prefixes ending in *; empty: all"},
             "secret": {"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET, "description": "Signs every delivery; write-only"},
             "enabled": {"type": "boolean"},
@@ -154,14 +168,26 @@ fn parse_body(body: &[u8]) -> Result<Body, ApiError> {
     })
 }
 
-fn check_url(url: &str) -> Result<(), ApiError> {
+async fn check_url(url: &str, policy: &DestinationPolicy) -> Result<(), ApiError> {
     let uri: Uri = url
         .parse()
         .map_err(|e| ApiError::bad_field("url", format!("{url:?} is not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => Ok(()),
-        Some("https") => Err(ApiError::bad_field("url", "https receivers are not supported by this build; use http (behind a TLS-terminating proxy)")),
-        _ => Err(ApiError::bad_field("url", "url must be http://host[:port]/path")),
+    let host = match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => host,
+        _ => return Err(ApiError::bad_field("url", "url must be http(s)://host[:port]/path")),
+    };
+    let refused = |e: DestinationError| ApiError {
+        code: "destination_refused",
+        ..ApiError::bad_field("url", e.to_string())
+    };
+    match policy.judge_host(host) {
+        HostVerdict::Admitted => Ok(()),
+        HostVerdict::Refused(e) => Err(refused(e)),
+        HostVerdict::Resolve => match resolve_within(policy, host, LOOKUP_TIMEOUT).await {
+            // A name that does not resolve now is judged at each delivery.
+            Err(DestinationError::Resolve { .. }) | Ok(_) => Ok(()),
+            Err(e) => Err(refused(e)),
+        },
     }
 }
 
@@ -224,16 +250,16 @@ async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let b = parse_body(&body)?;
+    let settings = settings.map(|Extension(s)| s).unwrap_or_default();
     let url = b.url.ok_or_else(|| ApiError::bad_field("url", "url is required"))?;
-    check_url(&url)?;
+    check_url(&url, &settings.destinations).await?;
     let secret = b.secret.ok_or_else(|| {
         ApiError::bad_field("secret", "secret is required (it signs every delivery)")
     })?;
     check_secret(&secret)?;
     let types = b.types.unwrap_or_default();
     check_types(&types)?;
-    let format =
-        b.format.unwrap_or(settings.map(|Extension(s)| s.default_format).unwrap_or_default());
+    let format = b.format.unwrap_or(settings.default_format);
     let enabled = b.enabled.unwrap_or(true);
     let detail = audit_detail(Some(&url), Some(&types), Some(format), Some(enabled), true);
     let w = state.store.create_webhook(&NewWebhook { url, types, secret, enabled, format }).await?;
@@ -253,11 +279,13 @@ async fn update(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<i64>,
+    settings: Option<Extension<WebhookSettings>>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b = parse_body(&body)?;
     if let Some(u) = &b.url {
-        check_url(u)?;
+        let settings = settings.map(|Extension(s)| s).unwrap_or_default();
+        check_url(u, &settings.destinations).await?;
     }
     if let Some(s) = &b.secret {
         check_secret(s)?;

@@ -3,7 +3,10 @@
 //! shares them between replicas), POSTs each as a signed CloudEvent, and records the
 //! outcome: delivered on a 2xx, else retried after an exponential backoff with full jitter,
 //! dead after `backoff.max_attempts` attempts (an admin can redeliver). Delivery is at
-//! least once; the event id is stable, so receivers drop duplicates.
+//! least once; the event id is stable, so receivers drop duplicates. Receivers are reached
+//! over http or https ([`WebhookClient`]); a destination the allow-list refuses, or a
+//! receiver whose certificate is not trusted, is a failed attempt whose error is recorded
+//! on the delivery and retried like any other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::backoff::Backoff;
 use crate::cloudevents;
-use crate::http::HttpClient;
+use crate::http::{PostError, WebhookClient};
 use crate::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,21 +66,46 @@ pub struct DispatcherMetrics {
     pub attempts: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Attempts refused by the destination policy (also counted in `failed` or `dead`).
+    pub refused: AtomicU64,
     pub dead: AtomicU64,
     pub store_errors: AtomicU64,
+}
+
+impl DispatcherMetrics {
+    /// Appends the counters in the Prometheus text format (`sccr_webhook_*`).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let counters = [
+            ("fanned_out", "Deliveries created from outbox events.", &self.fanned_out),
+            ("attempts", "Delivery attempts.", &self.attempts),
+            ("delivered", "Deliveries a receiver answered with a 2xx.", &self.delivered),
+            ("failed", "Failed attempts to be retried.", &self.failed),
+            ("refused", "Attempts refused by webhooks.allowed_destinations.", &self.refused),
+            ("dead", "Deliveries dead after their last attempt.", &self.dead),
+            ("store_errors", "Dispatcher passes that met a store error.", &self.store_errors),
+        ];
+        for (name, help, value) in counters {
+            let _ = write!(
+                out,
+                "# HELP sccr_webhook_{name}_total {help}\n# TYPE sccr_webhook_{name}_total counter\nsccr_webhook_{name}_total {}\n",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// How often delivered events past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
-/// Run until `shutdown` turns true.
+/// Run until `shutdown` turns true, posting with `client` (see [`WebhookClient::new`]).
 pub async fn run_dispatcher(
     store: Store,
     config: DispatcherConfig,
+    client: WebhookClient,
     metrics: Arc<DispatcherMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = HttpClient::new(config.request_timeout);
     let mut rng = SmallRng::from_os_rng();
     let mut next_prune = tokio::time::Instant::now();
     loop {
@@ -119,7 +147,7 @@ pub async fn run_dispatcher(
 async fn pass(
     store: &Store,
     config: &DispatcherConfig,
-    client: &HttpClient,
+    client: &WebhookClient,
     metrics: &DispatcherMetrics,
     rng: &mut SmallRng,
 ) -> Result<usize, store::StoreError> {
@@ -144,8 +172,12 @@ async fn pass(
     while let Some(done) = attempts.join_next().await {
         let Ok((c, result)) = done else { continue };
         metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        if let Err(PostError::Refused(error)) = &result {
+            metrics.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(webhook = c.webhook.id, url = %c.webhook.url, %error, "webhook destination refused");
+        }
         let outcome = outcome_of(
-            result,
+            result.map_err(PostError::message),
             c.attempts + 1,
             &config.backoff,
             EventTime::now(),
@@ -183,7 +215,11 @@ pub fn request(
     (body, headers)
 }
 
-async fn attempt(client: &HttpClient, source: &str, c: &ClaimedDelivery) -> Result<u16, String> {
+async fn attempt(
+    client: &WebhookClient,
+    source: &str,
+    c: &ClaimedDelivery,
+) -> Result<u16, PostError> {
     let (body, headers) = request(c, source, EventTime::now().millis().div_euclid(1000));
     client.post(&c.webhook.url, &headers, body).await
 }
@@ -233,6 +269,17 @@ mod tests {
             outcome_of(Err("refused".into()), 3, &b, now, 1.0),
             AttemptOutcome::Failed { status: None, retry_at: None, .. }
         ));
+    }
+
+    #[test]
+    fn metrics_render_every_counter() {
+        let m = DispatcherMetrics::default();
+        m.refused.store(3, Ordering::Relaxed);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE sccr_webhook_")).count(), 7);
+        assert!(out.contains("\nsccr_webhook_refused_total 3\n"), "{out}");
+        assert!(out.contains("\nsccr_webhook_delivered_total 0\n"), "{out}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   ([`cloudevents`]), signed with HMAC-SHA256 ([`signature`]), retried with exponential
 //!   backoff and full jitter ([`backoff`]), in order per subject, dead after the configured
 //!   attempts. Several dispatchers (replicas) share the work through the store's claims.
+//!   Receivers listen on http or https ([`http`]: rustls, system or configured CA roots,
+//!   mutual TLS); [`destination`] keeps the admin's allow-list of destinations.
 //! - [`commands`]: device commands down over MQTT (QoS 1; `pending` → `sent` on the
 //!   broker's PUBACK), their acks (read by ingest) and their expiry.
 //! - [`device_status`]: records device online/offline changes (with their outbox event)
@@ -17,14 +19,17 @@
 pub mod backoff;
 pub mod cloudevents;
 pub mod commands;
+pub mod destination;
 pub mod device_status;
 pub mod dispatcher;
-mod http;
+pub mod http;
 pub mod live_bus;
 pub mod ngsi;
 pub mod signature;
 
 pub use commands::{run_commands, CommandLinkConfig, CommandLinkMetrics};
+pub use destination::DestinationPolicy;
 pub use device_status::run_status_recorder;
 pub use dispatcher::{run_dispatcher, DispatcherConfig, DispatcherMetrics};
+pub use http::{TlsConfigError, TlsFiles, WebhookClient};
 pub use live_bus::{run_api_bus, run_ingest_bus, BusConfig, BusMetrics, BusNotice};

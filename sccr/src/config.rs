@@ -191,6 +191,31 @@ pub struct WebhooksSection {
     /// Events delivered to every subscription are deleted after this long.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// Where webhooks may be delivered: host names, `*.domain`, IP addresses, networks in
+    /// CIDR form. Empty: anywhere but link-local and cloud metadata addresses.
+    pub allowed_destinations: Vec<String>,
+    /// PEM CA certificates trusted for https receivers instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented to https receivers (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl WebhooksSection {
+    /// The allow-list of destinations (validated with the configuration).
+    pub fn destinations(&self) -> Result<links::DestinationPolicy, ConfigError> {
+        links::DestinationPolicy::parse(&self.allowed_destinations).map_err(|errors| {
+            ConfigError::Invalid(errors.iter().map(ToString::to_string).collect())
+        })
+    }
+
+    pub fn tls_files(&self) -> links::TlsFiles {
+        links::TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
 }
 
 impl Default for WebhooksSection {
@@ -206,6 +231,10 @@ impl Default for WebhooksSection {
             backoff_cap: Duration::from_secs(600),
             concurrency: 16,
             retention: Duration::from_secs(7 * 86_400),
+            allowed_destinations: Vec::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -461,6 +490,11 @@ impl Config {
         );
         check(w.concurrency >= 1, "webhooks.concurrency must be at least 1");
         check(w.retention >= Duration::from_secs(3_600), "webhooks.retention must be at least 1h");
+        if let Err(ConfigError::Invalid(list)) = w.destinations() {
+            errors.extend(list);
+        }
+        // The TLS files are read now, so that `check-config` finds an unreadable one.
+        errors.extend(w.tls_files().problems().iter().map(ToString::to_string));
         if let Err(rule_errors) = self.alerts.validate() {
             errors
                 .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
@@ -587,6 +621,20 @@ concurrency = 16
 # Events delivered to every subscription are deleted after this long (pending and dead
 # ones are kept).
 retention = "7d"
+# Where webhooks may be delivered: host names ("orchestrator.comune.fi.it", or
+# "*.comune.fi.it" for a domain), IP addresses and networks ("10.20.0.0/16"). Empty: any
+# address but link-local ones (169.254.0.0/16, fe80::/10) and cloud metadata ones
+# (169.254.169.254, fd00:ec2::254, 100.100.100.200); loopback and private networks are
+# allowed. A list allows only what it names (add "127.0.0.1" for the demo's localhost).
+# Link-local addresses need a listed network inside their range, metadata addresses the
+# address itself. The addresses a name resolves to are checked at each delivery.
+allowed_destinations = []
+# https receivers are verified against the system's CA certificates (/etc/ssl/certs), or
+# only against this PEM bundle when set.
+# ca_file = "/etc/sccr/orchestrator-ca.pem"
+# Mutual TLS: a PEM certificate chain and its PEM private key, presented when asked.
+# client_cert = "/etc/sccr/webhooks-client.pem"
+# client_key = "/etc/sccr/webhooks-client.key"
 
 [alerts]
 # The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).
@@ -734,6 +782,37 @@ mod tests {
         }
         let e = Config::from_toml("[webhooks]\npayload = \"xml\"\n", []).unwrap_err().to_string();
         assert!(e.contains("webhooks.payload"), "{e}");
+    }
+
+    #[test]
+    fn webhook_destinations_and_tls_files_are_checked_and_named() {
+        let c = Config::from_toml(
+            "[webhooks]\nallowed_destinations = [\"hooks.example\", \"10.0.0.0/8\"]\n",
+            env(&[("SCCR_WEBHOOKS__ALLOWED_DESTINATIONS", "[\"127.0.0.1\", \"*.city.example\"]")]),
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.allowed_destinations, ["127.0.0.1", "*.city.example"]);
+        let e = Config::from_toml(
+            "[webhooks]\nallowed_destinations = [\"ok.example\", \"http://x/\", \"10.0.0.1/8\"]\nca_file = \"/nonexistent/ca.pem\"\nclient_cert = \"/nonexistent/c.pem\"\n",
+            [],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        assert_eq!(list.len(), 4, "{list:?}");
+        assert!(list[0].starts_with("webhooks.allowed_destinations[1]: \"http://x/\""), "{list:?}");
+        assert_eq!(
+            list[1],
+            "webhooks.allowed_destinations[2]: \"10.0.0.1/8\" has host bits set; the network is 10.0.0.0/8"
+        );
+        assert!(
+            list[2].starts_with("webhooks.ca_file: cannot read /nonexistent/ca.pem"),
+            "{list:?}"
+        );
+        assert_eq!(list[3], "webhooks.client_key: is required with webhooks.client_cert");
+        let e = Config::from_toml("[webhooks]\nclient_cert = \"/nonexistent/c.pem\"\n", [])
+            .unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        assert_eq!(list, ["webhooks.client_key: is required with webhooks.client_cert"]);
     }
 
     #[test]

@@ -414,6 +414,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             .layer(axum::Extension(dashboard_api::commands::CommandOutlet(outgoing_tx)))
             .layer(axum::Extension(dashboard_api::webhooks::WebhookSettings {
                 default_format: config.webhooks.payload,
+                destinations: Arc::new(config.webhooks.destinations()?),
             }))
     };
     let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -602,7 +603,14 @@ async fn start_ingest(
     let status_recorder =
         tokio::spawn(links::run_status_recorder(store.clone(), status_in_rx, status_in_tx));
     let w = &config.webhooks;
-    let dispatcher = w.enabled.then(|| {
+    let client = if w.enabled {
+        let destinations = w.destinations()?;
+        Some(links::WebhookClient::new(w.request_timeout, &w.tls_files(), destinations)?)
+    } else {
+        None
+    };
+    let dispatcher_metrics = Arc::new(links::DispatcherMetrics::default());
+    let dispatcher = client.map(|client| {
         let dispatcher_config = links::DispatcherConfig {
             source: w.source.clone(),
             poll_interval: w.poll_interval,
@@ -618,7 +626,8 @@ async fn start_ingest(
         tokio::spawn(links::run_dispatcher(
             store.clone(),
             dispatcher_config,
-            Arc::new(links::DispatcherMetrics::default()),
+            client,
+            dispatcher_metrics.clone(),
             shutdown_rx.clone(),
         ))
     });
@@ -631,8 +640,9 @@ async fn start_ingest(
             alert_metrics.clone(),
             ingest.budget.clone(),
         );
+        let webhooks = config.webhooks.enabled.then_some(dispatcher_metrics);
         Arc::new(move || {
-            render_metrics(
+            let mut out = render_metrics(
                 &i,
                 &w,
                 &s,
@@ -640,7 +650,11 @@ async fn start_ingest(
                 &a,
                 &queues,
                 max_pending.saturating_sub(budget.available_permits()),
-            )
+            );
+            if let Some(d) = &webhooks {
+                d.render(&mut out);
+            }
+            out
         }) as dashboard_api::MetricsRenderer
     };
     // Stop order: ingest, acker and writer first (the merger and maintenance stop after
