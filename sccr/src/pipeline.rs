@@ -340,8 +340,15 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             out
         }) as dashboard_api::MetricsRenderer;
         let broker = side.ingest_metrics.clone();
+        let (writer, stall_after) = (writer_metrics.clone(), config.writer.stall_after);
         let readiness: dashboard_api::Readiness = Arc::new(move || {
-            vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]
+            vec![
+                (
+                    "broker",
+                    broker_check(broker.connected.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+                ("writer", writer_check(writer.oldest_pending_age(), stall_after)),
+            ]
         });
         let control = AlertControl { commands: side.commands, rules: rules.clone() };
         (control, render, readiness)
@@ -382,7 +389,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         }) as dashboard_api::MetricsRenderer;
         let b = bus_metrics.clone();
         let readiness: dashboard_api::Readiness = Arc::new(move || {
-            vec![("broker", b.connected.load(std::sync::atomic::Ordering::Relaxed))]
+            vec![("broker", broker_check(b.connected.load(std::sync::atomic::Ordering::Relaxed)))]
         });
         (AlertControl { commands: commands_tx, rules: rules.clone() }, render, readiness)
     };
@@ -439,6 +446,36 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         tasks,
         api,
         api_stop,
+    })
+}
+
+fn broker_check(connected: bool) -> Result<(), dashboard_api::NotReady> {
+    if connected {
+        Ok(())
+    } else {
+        Err(dashboard_api::NotReady {
+            code: "broker_unreachable",
+            message: "broker unreachable".to_owned(),
+        })
+    }
+}
+
+/// Not ready while the oldest batch not yet committed is older than `writer.stall_after`:
+/// the database blocks or refuses writes, and nothing is being acknowledged.
+fn writer_check(
+    oldest_pending: std::time::Duration,
+    stall_after: std::time::Duration,
+) -> Result<(), dashboard_api::NotReady> {
+    if oldest_pending <= stall_after {
+        return Ok(());
+    }
+    Err(dashboard_api::NotReady {
+        code: "writer_stalled",
+        message: format!(
+            "writer stalled: the oldest uncommitted batch is {:.1} s old (writer.stall_after = {})",
+            oldest_pending.as_secs_f64(),
+            humantime::format_duration(stall_after)
+        ),
     })
 }
 
@@ -794,6 +831,12 @@ fn render_metrics(
         "counter",
         "Failed batch writes (retried).",
         w.write_errors.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_writer_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest batch not yet committed (0 when none is pending).",
+        w.oldest_pending_age().as_secs_f64(),
     );
     metric(
         "sccr_writer_last_batch_readings",
