@@ -35,9 +35,8 @@ use store::{
     Store, StoreError, StoreOptions, WriterConfig, WriterMetrics,
 };
 use stream::{
-    run_stream, AlertEngineState, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue,
-    Registry, StreamCommand, StreamConfig, StreamCore, StreamMetrics, StreamQueues,
-    StreamServiceConfig,
+    run_stream, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue, Registry, StreamCommand,
+    StreamConfig, StreamCore, StreamMetrics, StreamQueues, StreamServiceConfig,
 };
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::EventTime;
@@ -45,7 +44,7 @@ use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::alert_sink::{reconcile, state_key, AlertIds, AlertSink, AlertSinkMetrics};
+use crate::alert_sink::{load_engine_state, reconcile, state_key, AlertSink, AlertSinkMetrics};
 use crate::config::{Config, Subscription, UnknownDevices};
 
 pub struct Running {
@@ -515,19 +514,16 @@ async fn start_ingest(
     let registry = load_registry(store).await?;
     core.set_registry(registry.clone(), now, &mut boot);
     let engine_key = state_key(&config.mqtt.client_id);
-    if let Some(saved) = store.load_stream_state(&engine_key).await? {
-        match serde_json::from_value::<AlertEngineState>(saved) {
-            Ok(state) => {
-                core.restore_state(state, now, &mut boot);
-                tracing::info!(
-                    open_alerts = core.open_alerts().count(),
-                    "alert engine state restored"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh")
-            }
+    match load_engine_state(store, &engine_key).await {
+        Ok(Some(state)) => {
+            core.restore_state(state, now, &mut boot);
+            tracing::info!(open_alerts = core.open_alerts().count(), "alert engine state restored");
         }
+        Ok(None) => {}
+        Err(e @ StoreError::Corrupt { .. }) => {
+            tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh")
+        }
+        Err(e) => return Err(e.into()),
     }
     reconcile(&mut core, &store_open, now);
 
@@ -553,13 +549,14 @@ async fn start_ingest(
         committed_tx,
         writer_metrics.clone(),
     ));
-    let sink = AlertSink {
-        store: store.clone(),
-        hub: hub.clone(),
-        state_key: engine_key,
-        metrics: alert_metrics.clone(),
-        ids: AlertIds::default(),
-    };
+    let checkpoint_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = AlertSink::new(
+        store.clone(),
+        hub.clone(),
+        engine_key,
+        alert_metrics.clone(),
+        checkpoint_lost.clone(),
+    );
     let sink = tokio::spawn(sink.run(sink_rx));
     // What restoring changed (alerts of rules that no longer exist, cleared) is stored first.
     for output in boot.alerts {
@@ -571,7 +568,10 @@ async fn start_ingest(
         commands: command_rx,
         alerts: sink_tx,
     };
-    let service = StreamServiceConfig { checkpoint_interval: config.stream.state_save_interval };
+    let service = StreamServiceConfig {
+        checkpoint_interval: config.stream.state_save_interval,
+        checkpoint_lost,
+    };
     let stream =
         tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
     let registry = tokio::spawn(run_registry_refresh(
@@ -1005,6 +1005,24 @@ fn render_metrics(
         "counter",
         "Alert engine state checkpoints saved.",
         a.state_saves.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_parts_total",
+        "counter",
+        "Alert engine checkpoint parts written (only changed ones after the first).",
+        a.state_parts.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_bytes_total",
+        "counter",
+        "Bytes of alert engine checkpoint parts written.",
+        a.state_bytes.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_save_errors_total",
+        "counter",
+        "Alert engine checkpoints that could not be saved (the next one is full).",
+        a.state_save_errors.load(Relaxed) as f64,
     );
     metric(
         "sccr_mqtt_connected",

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
     (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
     (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
+    (8, "stream state parts", include_str!("../migrations/sqlite/0008_stream_state_parts.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -693,6 +694,44 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub async fn begin_state_save(
+        &self,
+        key: &str,
+        replace: bool,
+    ) -> Result<crate::StateSave, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if replace {
+            sqlx::query("DELETE FROM stream_state_parts WHERE key = ?")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM stream_state WHERE key = ?")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(crate::StateSave::Sqlite(tx))
+    }
+
+    pub async fn load_state_parts(
+        &self,
+        key: &str,
+        mut each: impl FnMut(String, String) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT part, value FROM stream_state_parts WHERE key = ?",
+        )
+        .bind(key)
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some((part, value)) = rows.try_next().await? {
+            each(part, value)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub async fn load_stream_state(
         &self,
         key: &str,
@@ -775,4 +814,23 @@ async fn merge_rollup_row(
 
 fn json_list(segments: &[telemetry::SegmentId]) -> String {
     serde_json::Value::from(segments.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string()
+}
+
+pub(crate) async fn put_state_parts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    key: &str,
+    parts: &[(String, String)],
+) -> Result<(), StoreError> {
+    for (part, value) in parts {
+        sqlx::query(
+            "INSERT INTO stream_state_parts (key, part, value) VALUES (?, ?, ?)
+             ON CONFLICT (key, part) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(part)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
