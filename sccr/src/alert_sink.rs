@@ -14,7 +14,8 @@
 //!   It comes in parts (`stream_state_parts`: `head`, `book`, `device/<id>`,
 //!   `segment/<id>`), only those changed since the previous checkpoint, written chunk by
 //!   chunk in one transaction committed at its end. One that fails is rolled back whole
-//!   and not retried: the sink sets `checkpoint_lost` and the stream's next one is full.
+//!   and not retried: the sink sets `checkpoint_lost` and the stream's next one is full;
+//!   incremental ones queued before it are not saved, as they build on the lost one.
 //!   [`load_engine_state`] assembles the parts (or reads the whole document an earlier
 //!   version saved in `stream_state`).
 //! - Transient store errors are retried with backoff, so nothing is skipped while the
@@ -161,6 +162,9 @@ pub struct AlertSink {
     pub checkpoint_lost: Arc<AtomicBool>,
     /// The checkpoint being saved (between its begin and its end).
     saving: Option<StateSave>,
+    /// A checkpoint was lost: incremental ones build on it, so none is saved until a full
+    /// one is (one may already be queued when the loss is noticed).
+    need_full: bool,
 }
 
 impl AlertSink {
@@ -179,6 +183,7 @@ impl AlertSink {
             ids: AlertIds::default(),
             checkpoint_lost,
             saving: None,
+            need_full: false,
         }
     }
 
@@ -234,6 +239,11 @@ impl AlertSink {
         let result = match item {
             AlertSinkItem::CheckpointBegin(begin) => {
                 self.saving = None;
+                if self.need_full && !begin.full {
+                    self.checkpoint_lost.store(true, Ordering::Release);
+                    tracing::warn!("alert engine checkpoint skipped: it builds on a lost one; the next one saves everything");
+                    return;
+                }
                 self.begin_checkpoint(begin).await
             }
             AlertSinkItem::CheckpointParts(chunk) => {
@@ -245,6 +255,7 @@ impl AlertSink {
             AlertSinkItem::CheckpointEnd => {
                 let Some(save) = self.saving.take() else { return };
                 save.commit().await.map(|()| {
+                    self.need_full = false;
                     self.metrics.state_saves.fetch_add(1, Ordering::Relaxed);
                 })
             }
@@ -257,6 +268,7 @@ impl AlertSink {
 
     fn checkpoint_failed(&mut self, e: &StoreError) {
         self.saving = None;
+        self.need_full = true;
         self.metrics.state_save_errors.fetch_add(1, Ordering::Relaxed);
         self.checkpoint_lost.store(true, Ordering::Release);
         tracing::warn!(error = %e, "alert engine checkpoint not saved; the next one saves everything");
@@ -636,6 +648,41 @@ mod tests {
         assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 0);
         assert_eq!(s.metrics.state_save_errors.load(Ordering::Relaxed), 1);
         assert!(s.checkpoint_lost.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn after_a_lost_checkpoint_only_a_full_one_is_saved() {
+        let mut s = sink().await;
+        let key = state_key("test");
+        let mut engine = engine_with_devices(&["loop-a", "loop-b"]);
+        save(&mut s, &mut engine).await;
+        // A checkpoint whose parts cannot be written (loop-a changed in it) is lost ...
+        let mut out = Vec::new();
+        engine.on_reading(&speed("loop-a", 2_000), EventTime(2_000), &mut out);
+        let (begin, parts) = engine.checkpoint(false);
+        let parts: Vec<StatePart> = parts.collect();
+        s.checkpoint(&AlertSinkItem::CheckpointBegin(Box::new(begin))).await;
+        s.saving = None; // the transaction broke
+        s.checkpoint_failed(&StoreError::Corrupt { what: "test", value: "lost".into() });
+        let chunk = stream::CheckpointChunk::unbounded(parts);
+        s.checkpoint(&AlertSinkItem::CheckpointParts(chunk)).await;
+        s.checkpoint(&AlertSinkItem::CheckpointEnd).await;
+        // ... and the incremental one already queued after it (loop-b changed) is not saved.
+        s.checkpoint_lost.store(false, Ordering::Release);
+        engine.on_reading(&speed("loop-b", 3_000), EventTime(3_000), &mut out);
+        save(&mut s, &mut engine).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 1);
+        assert!(s.checkpoint_lost.load(Ordering::Acquire), "still asking for a full one");
+        let saved = load_engine_state(&s.store, &key).await.unwrap().unwrap();
+        assert_ne!(saved, engine.export_state());
+        let (begin, parts) = engine.checkpoint(true);
+        let parts: Vec<StatePart> = parts.collect();
+        s.checkpoint(&AlertSinkItem::CheckpointBegin(Box::new(begin))).await;
+        s.checkpoint(&AlertSinkItem::CheckpointParts(stream::CheckpointChunk::unbounded(parts)))
+            .await;
+        s.checkpoint(&AlertSinkItem::CheckpointEnd).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 2);
+        assert_eq!(load_engine_state(&s.store, &key).await.unwrap(), Some(engine.export_state()));
     }
 
     #[tokio::test]
