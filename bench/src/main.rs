@@ -10,6 +10,9 @@
 //! 5. The store: writer with rollups against raw COPY, history query latency (store_bench).
 //! 6. The stream core: readings/s through windows, segment windows and the alert engine on
 //!    one thread, 10,000 devices and 50 rules (stream_bench).
+//! 7. Alert engine checkpoints (`--checkpoint` only): bytes, seconds and RSS of one
+//!    checkpoint with 100,000 devices' state, incremental against the whole document
+//!    (checkpoint_bench).
 //! 8. Export over HTTP: raw readings as CSV and Parquet from PostgreSQL, rows/s and the
 //!    server's peak RSS for 1M and 10M rows (export_bench).
 //! 9. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
@@ -18,6 +21,7 @@
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
 
+mod checkpoint_bench;
 mod export_bench;
 mod store_bench;
 mod stream_bench;
@@ -883,6 +887,7 @@ fn main() -> Result<()> {
     let mut stream = false;
     let mut ws = false;
     let mut export = false;
+    let mut checkpoint = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -900,11 +905,12 @@ fn main() -> Result<()> {
             "--stream" => stream = true,
             "--ws" => ws = true,
             "--export" => export = true,
+            "--checkpoint" => checkpoint = true,
             "-h" | "--help" => {
-                println!("sccr-bench [--quick] [--store | --store-writer | --e2e | --stream | --ws | --export] | --render REPORT.json: measure SCCR against this machine's broker and COPY limits");
+                println!("sccr-bench [--quick] [--store | --store-writer | --e2e | --stream | --ws | --export | --checkpoint] | --render REPORT.json: measure SCCR against this machine's broker and COPY limits");
                 return Ok(());
             }
-            other => bail!("unknown argument {other:?}; use --quick, --store, --store-writer, --e2e, --stream, --ws, --export or nothing"),
+            other => bail!("unknown argument {other:?}; use --quick, --store, --store-writer, --e2e, --stream, --ws, --export, --checkpoint or nothing"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -930,6 +936,14 @@ fn main() -> Result<()> {
     }
     if export {
         return rt.block_on(export_only(quick));
+    }
+    if checkpoint {
+        // The table goes to stderr, the JSON report to stdout.
+        return rt.block_on(async {
+            let report = checkpoint_bench::run(quick).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        });
     }
     rt.block_on(run(quick))
 }

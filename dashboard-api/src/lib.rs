@@ -36,8 +36,17 @@ pub use error::ApiError;
 /// Renders the Prometheus text exposition of the running process's counters.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Reports whether each dependency of this process is reachable now.
-pub type Readiness = Arc<dyn Fn() -> Vec<(&'static str, bool)> + Send + Sync>;
+/// Reports each dependency or stage of this process that `/readyz` checks: its name, and
+/// why it is not ready now, if it is not (the broker unreachable, the writer stalled).
+pub type Readiness = Arc<dyn Fn() -> Vec<(&'static str, Result<(), NotReady>)> + Send + Sync>;
+
+/// Why a dependency or stage is not ready: a stable code (the error body's `code`) and a
+/// message for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotReady {
+    pub code: &'static str,
+    pub message: String,
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -52,7 +61,8 @@ pub struct AppState {
     pub alerts: Option<AlertControl>,
     /// Token validation (cache, failure limiter).
     pub auth: auth::Auth,
-    /// Dependencies besides the store that `/readyz` reports (name, up), e.g. the broker.
+    /// Dependencies and stages besides the store that `/readyz` checks, e.g. the broker
+    /// and the batch writer.
     pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
@@ -91,7 +101,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
             .ok(200, object_with(&["status"]))
-            .error(503, "The database or the broker is unreachable"),
+            .error(503, "The database or the broker is unreachable, or the batch writer is stalled (code `writer_stalled`)"),
         Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
         Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
         Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),

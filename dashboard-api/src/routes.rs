@@ -28,12 +28,15 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await.map_err(|_| ApiError::unavailable("database unreachable"))?;
     let deps = state.readiness.as_ref().map(|r| r()).unwrap_or_default();
-    if let Some((name, _)) = deps.iter().find(|(_, up)| !up) {
-        return Err(ApiError::unavailable(format!("{name} unreachable")));
+    if let Some((_, Err(not_ready))) = deps.iter().find(|(_, check)| check.is_err()) {
+        return Err(ApiError {
+            code: not_ready.code,
+            ..ApiError::unavailable(not_ready.message.clone())
+        });
     }
     let mut body = json!({"status": "ready", "store": state.store.backend()});
-    for (name, up) in deps {
-        body[name] = json!(up);
+    for (name, _) in deps {
+        body[name] = json!(true);
     }
     Ok(Json(body))
 }

@@ -11,18 +11,26 @@
 //!   refuses because an operator got there first (clear after a manual clear) is dropped.
 //! - A checkpoint (the engine's exported state) is saved once every output queued before
 //!   it is stored, so a saved state never holds an alert the store was not asked to open.
+//!   It comes in parts (`stream_state_parts`: `head`, `book`, `device/<id>`,
+//!   `segment/<id>`), only those changed since the previous checkpoint, written chunk by
+//!   chunk in one transaction committed at its end. One that fails is rolled back whole
+//!   and not retried: the sink sets `checkpoint_lost` and the stream's next one is full;
+//!   incremental ones queued before it are not saved, as they build on the lost one.
+//!   [`load_engine_state`] assembles the parts (or reads the whole document an earlier
+//!   version saved in `stream_state`).
 //! - Transient store errors are retried with backoff, so nothing is skipped while the
 //!   database restarts; other errors are logged and counted, and the sink goes on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashboard_api::alerts::{alert_key, live_alert, new_alert, store_subject};
-use store::{AlertFilter, AlertRecord, AlertState, RaiseOutcome, Store, StoreError};
+use store::{AlertFilter, AlertRecord, AlertState, RaiseOutcome, StateSave, Store, StoreError};
 use stream::{
-    Alert, AlertId, AlertKey, AlertOutput, AlertSinkItem, LiveHub, OperatorAction, StreamCore,
+    Alert, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertSinkItem, BookRecord, EngineHead,
+    LiveHub, OperatorAction, StatePart, StreamCore,
 };
 use telemetry::EventTime;
 use tokio::sync::mpsc;
@@ -39,6 +47,11 @@ pub struct AlertSinkMetrics {
     /// Moves the store refused because the alert had moved on (an operator was first).
     pub refused: AtomicU64,
     pub state_saves: AtomicU64,
+    /// Checkpoint parts written (head and book included) and their JSON bytes.
+    pub state_parts: AtomicU64,
+    pub state_bytes: AtomicU64,
+    /// Checkpoints that could not be saved (the next one is full).
+    pub state_save_errors: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -64,6 +77,36 @@ impl AlertIds {
 /// overwrite each other's timers.
 pub fn state_key(client_id: &str) -> String {
     format!("alert_engine/{client_id}")
+}
+
+/// The engine state saved under `key`: assembled from its parts, else the whole document
+/// an earlier version saved; `None` when nothing is saved.
+pub async fn load_engine_state(
+    store: &Store,
+    key: &str,
+) -> Result<Option<AlertEngineState>, StoreError> {
+    let (mut head, mut book, mut parts) = (None, None::<BookRecord>, Vec::new());
+    store
+        .load_state_parts(key, |name, value| {
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+                what: "alert engine state part",
+                value: format!("{name}: {e}"),
+            };
+            match name.as_str() {
+                "head" => head = Some(serde_json::from_str::<EngineHead>(&value).map_err(corrupt)?),
+                "book" => book = Some(serde_json::from_str(&value).map_err(corrupt)?),
+                _ => parts.push(serde_json::from_str::<StatePart>(&value).map_err(corrupt)?),
+            }
+            Ok(())
+        })
+        .await?;
+    if let Some(head) = head {
+        return Ok(Some(AlertEngineState::assemble(head, book, parts)));
+    }
+    let Some(doc) = store.load_stream_state(key).await? else { return Ok(None) };
+    serde_json::from_value(doc)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt { what: "alert engine state", value: e.to_string() })
 }
 
 /// Bring the alerts a restored engine holds open in line with the store, which operators
@@ -115,12 +158,42 @@ pub struct AlertSink {
     pub state_key: String,
     pub metrics: Arc<AlertSinkMetrics>,
     pub ids: AlertIds,
+    /// Set when a checkpoint could not be saved; the stream's next one is then full.
+    pub checkpoint_lost: Arc<AtomicBool>,
+    /// The checkpoint being saved (between its begin and its end).
+    saving: Option<StateSave>,
+    /// A checkpoint was lost: incremental ones build on it, so none is saved until a full
+    /// one is (one may already be queued when the loss is noticed).
+    need_full: bool,
 }
 
 impl AlertSink {
+    pub fn new(
+        store: Store,
+        hub: Arc<LiveHub>,
+        state_key: String,
+        metrics: Arc<AlertSinkMetrics>,
+        checkpoint_lost: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            state_key,
+            metrics,
+            ids: AlertIds::default(),
+            checkpoint_lost,
+            saving: None,
+            need_full: false,
+        }
+    }
+
     /// Run until the stream closes the queue.
     pub async fn run(mut self, mut input: mpsc::Receiver<AlertSinkItem>) {
         while let Some(item) = input.recv().await {
+            if !matches!(item, AlertSinkItem::Output(_)) {
+                self.checkpoint(&item).await;
+                continue;
+            }
             let mut backoff = Duration::from_millis(50);
             loop {
                 match self.apply(&item).await {
@@ -159,17 +232,106 @@ impl AlertSink {
         Ok(found)
     }
 
+    /// Save a checkpoint item: begin opens the transaction (writing the head and the
+    /// book), chunks add parts, end commits. A failure drops the transaction (nothing of
+    /// this checkpoint is saved) and asks the stream for a full one next.
+    async fn checkpoint(&mut self, item: &AlertSinkItem) {
+        let result = match item {
+            AlertSinkItem::CheckpointBegin(begin) => {
+                self.saving = None;
+                if self.need_full && !begin.full {
+                    self.checkpoint_lost.store(true, Ordering::Release);
+                    tracing::warn!("alert engine checkpoint skipped: it builds on a lost one; the next one saves everything");
+                    return;
+                }
+                self.begin_checkpoint(begin).await
+            }
+            AlertSinkItem::CheckpointParts(chunk) => {
+                let Some(mut save) = self.saving.take() else { return };
+                let result = self.put_parts(&mut save, &chunk.parts).await;
+                self.saving = Some(save);
+                result
+            }
+            AlertSinkItem::CheckpointEnd => {
+                let Some(save) = self.saving.take() else { return };
+                save.commit().await.map(|()| {
+                    self.need_full = false;
+                    self.metrics.state_saves.fetch_add(1, Ordering::Relaxed);
+                })
+            }
+            AlertSinkItem::Output(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            self.checkpoint_failed(&e);
+        }
+    }
+
+    fn checkpoint_failed(&mut self, e: &StoreError) {
+        self.saving = None;
+        self.need_full = true;
+        self.metrics.state_save_errors.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_lost.store(true, Ordering::Release);
+        tracing::warn!(error = %e, "alert engine checkpoint not saved; the next one saves everything");
+    }
+
+    async fn begin_checkpoint(
+        &mut self,
+        begin: &stream::EngineCheckpoint,
+    ) -> Result<(), StoreError> {
+        let json = |what: &'static str, v: Result<String, serde_json::Error>| {
+            v.map_err(|e| StoreError::Corrupt { what, value: e.to_string() })
+        };
+        let mut rows = vec![(
+            "head".to_owned(),
+            json("alert engine head", serde_json::to_string(&begin.head))?,
+        )];
+        if let Some(book) = &begin.book {
+            rows.push(("book".to_owned(), json("alert engine book", serde_json::to_string(book))?));
+        }
+        let mut save = self.store.begin_state_save(&self.state_key, begin.full).await?;
+        self.write_rows(&mut save, &rows).await?;
+        self.saving = Some(save);
+        Ok(())
+    }
+
+    async fn put_parts(&self, save: &mut StateSave, parts: &[StatePart]) -> Result<(), StoreError> {
+        let rows = parts
+            .iter()
+            .map(|p| {
+                serde_json::to_string(p).map(|json| (p.name(), json)).map_err(|e| {
+                    StoreError::Corrupt { what: "alert engine state part", value: e.to_string() }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write_rows(save, &rows).await
+    }
+
+    async fn write_rows(
+        &self,
+        save: &mut StateSave,
+        rows: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        save.put(&self.state_key, rows).await?;
+        let bytes: usize = rows.iter().map(|(name, json)| name.len() + json.len()).sum();
+        self.metrics.state_parts.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.metrics.state_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn apply(&mut self, item: &AlertSinkItem) -> Result<(), StoreError> {
         let m = self.metrics.clone();
+        if matches!(item, AlertSinkItem::Output(_)) && self.saving.is_some() {
+            // Never queued inside a checkpoint; if it were, the open transaction could
+            // block this write (SQLite): give the checkpoint up.
+            self.checkpoint_failed(&StoreError::Corrupt {
+                what: "alert sink queue",
+                value: "an alert change inside a checkpoint".to_owned(),
+            });
+        }
         match item {
-            AlertSinkItem::Checkpoint(state) => {
-                let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt {
-                    what: "alert engine state",
-                    value: e.to_string(),
-                })?;
-                self.store.save_stream_state(&self.state_key, &value).await?;
-                m.state_saves.fetch_add(1, Ordering::Relaxed);
-            }
+            AlertSinkItem::CheckpointBegin(_)
+            | AlertSinkItem::CheckpointParts(_)
+            | AlertSinkItem::CheckpointEnd => self.checkpoint(item).await,
             AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => {
                 match (transition.from, transition.to) {
                     (None, _) => match self.store.raise_alert(&new_alert(alert)).await? {
@@ -300,13 +462,7 @@ mod tests {
     async fn sink() -> AlertSink {
         let store = Store::connect("sqlite::memory:", &StoreOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
-        AlertSink {
-            store,
-            hub: LiveHub::new(64),
-            state_key: state_key("test"),
-            metrics: Arc::default(),
-            ids: AlertIds::default(),
-        }
+        AlertSink::new(store, LiveHub::new(64), state_key("test"), Arc::default(), Arc::default())
     }
 
     #[tokio::test]
@@ -409,15 +565,123 @@ mod tests {
         assert_eq!(s.metrics.updated.load(Ordering::Relaxed), 1);
     }
 
+    /// Queue one checkpoint of `engine` through the sink, in chunks of two parts.
+    async fn save(s: &mut AlertSink, engine: &mut stream::AlertEngine) {
+        let (begin, parts) = engine.checkpoint(false);
+        let parts: Vec<StatePart> = parts.collect();
+        s.checkpoint(&AlertSinkItem::CheckpointBegin(Box::new(begin))).await;
+        for chunk in parts.chunks(2) {
+            let chunk = stream::CheckpointChunk::unbounded(chunk.to_vec());
+            s.checkpoint(&AlertSinkItem::CheckpointParts(chunk)).await;
+        }
+        s.checkpoint(&AlertSinkItem::CheckpointEnd).await;
+    }
+
+    fn engine_with_devices(devices: &[&str]) -> stream::AlertEngine {
+        let rules = stream::AlertRulesConfig::validate(&toml_rules()).unwrap();
+        let mut engine = stream::AlertEngine::new(rules);
+        let mut out = Vec::new();
+        for d in devices {
+            engine.on_reading(&speed(d, 1_000), EventTime(1_000), &mut out);
+        }
+        engine
+    }
+
+    fn speed(device: &str, at: i64) -> telemetry::Reading {
+        telemetry::Reading {
+            device: telemetry::DeviceId::parse(device).unwrap(),
+            metric: telemetry::MetricId::SpeedKmh,
+            time: EventTime(at),
+            value: 40.0,
+            seq: None,
+        }
+    }
+
     #[tokio::test]
-    async fn checkpoints_are_saved_under_the_process_key() {
-        let s = sink().await;
-        let mut s = s;
-        s.apply(&AlertSinkItem::Checkpoint(Box::default())).await.unwrap();
-        let saved = s.store.load_stream_state(&state_key("test")).await.unwrap().unwrap();
-        let state: stream::AlertEngineState = serde_json::from_value(saved).unwrap();
-        assert_eq!(state, stream::AlertEngineState::default());
+    async fn checkpoints_save_only_changed_parts_under_the_process_key_and_load_exactly() {
+        let mut s = sink().await;
+        let key = state_key("test");
+        let mut engine = engine_with_devices(&["loop-a", "loop-b", "loop-c"]);
+        save(&mut s, &mut engine).await;
         assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 1);
+        assert_eq!(s.metrics.state_parts.load(Ordering::Relaxed), 5, "head, book, 3 devices");
+        assert_eq!(load_engine_state(&s.store, &key).await.unwrap(), Some(engine.export_state()));
+
+        let mut out = Vec::new();
+        engine.on_reading(&speed("loop-b", 2_000), EventTime(2_000), &mut out);
+        let bytes = s.metrics.state_bytes.load(Ordering::Relaxed);
+        save(&mut s, &mut engine).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 2);
+        assert_eq!(s.metrics.state_parts.load(Ordering::Relaxed), 5 + 2, "head and loop-b only");
+        let written = s.metrics.state_bytes.load(Ordering::Relaxed) - bytes;
+        let head = serde_json::to_string(&engine.checkpoint(false).0.head).unwrap();
+        let (_, parts) = engine.checkpoint(true);
+        let b = parts
+            .filter(|p| p.name() == "device/loop-b")
+            .map(|p| serde_json::to_string(&p).unwrap());
+        let b: Vec<String> = b.collect();
+        assert_eq!(
+            written as usize,
+            "head".len() + head.len() + "device/loop-b".len() + b[0].len()
+        );
+        assert_eq!(load_engine_state(&s.store, &key).await.unwrap(), Some(engine.export_state()));
+        assert_eq!(load_engine_state(&s.store, "alert_engine/other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_whole_document_saved_by_an_earlier_version_still_loads() {
+        let s = sink().await;
+        let engine = engine_with_devices(&["loop-a"]);
+        let doc = serde_json::to_value(engine.export_state()).unwrap();
+        s.store.save_stream_state(&state_key("test"), &doc).await.unwrap();
+        let loaded = load_engine_state(&s.store, &state_key("test")).await.unwrap();
+        assert_eq!(loaded, Some(engine.export_state()));
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_that_cannot_be_saved_asks_for_a_full_one() {
+        let mut s = sink().await;
+        let mut engine = engine_with_devices(&["loop-a"]);
+        s.store.close().await;
+        save(&mut s, &mut engine).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 0);
+        assert_eq!(s.metrics.state_save_errors.load(Ordering::Relaxed), 1);
+        assert!(s.checkpoint_lost.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn after_a_lost_checkpoint_only_a_full_one_is_saved() {
+        let mut s = sink().await;
+        let key = state_key("test");
+        let mut engine = engine_with_devices(&["loop-a", "loop-b"]);
+        save(&mut s, &mut engine).await;
+        // A checkpoint whose parts cannot be written (loop-a changed in it) is lost ...
+        let mut out = Vec::new();
+        engine.on_reading(&speed("loop-a", 2_000), EventTime(2_000), &mut out);
+        let (begin, parts) = engine.checkpoint(false);
+        let parts: Vec<StatePart> = parts.collect();
+        s.checkpoint(&AlertSinkItem::CheckpointBegin(Box::new(begin))).await;
+        s.saving = None; // the transaction broke
+        s.checkpoint_failed(&StoreError::Corrupt { what: "test", value: "lost".into() });
+        let chunk = stream::CheckpointChunk::unbounded(parts);
+        s.checkpoint(&AlertSinkItem::CheckpointParts(chunk)).await;
+        s.checkpoint(&AlertSinkItem::CheckpointEnd).await;
+        // ... and the incremental one already queued after it (loop-b changed) is not saved.
+        s.checkpoint_lost.store(false, Ordering::Release);
+        engine.on_reading(&speed("loop-b", 3_000), EventTime(3_000), &mut out);
+        save(&mut s, &mut engine).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 1);
+        assert!(s.checkpoint_lost.load(Ordering::Acquire), "still asking for a full one");
+        let saved = load_engine_state(&s.store, &key).await.unwrap().unwrap();
+        assert_ne!(saved, engine.export_state());
+        let (begin, parts) = engine.checkpoint(true);
+        let parts: Vec<StatePart> = parts.collect();
+        s.checkpoint(&AlertSinkItem::CheckpointBegin(Box::new(begin))).await;
+        s.checkpoint(&AlertSinkItem::CheckpointParts(stream::CheckpointChunk::unbounded(parts)))
+            .await;
+        s.checkpoint(&AlertSinkItem::CheckpointEnd).await;
+        assert_eq!(s.metrics.state_saves.load(Ordering::Relaxed), 2);
+        assert_eq!(load_engine_state(&s.store, &key).await.unwrap(), Some(engine.export_state()));
     }
 
     #[tokio::test]

@@ -141,6 +141,9 @@ pub struct WriterSection {
     #[serde(deserialize_with = "duration")]
     pub max_batch_age: Duration,
     pub queue_messages: usize,
+    /// `/readyz` answers 503 while the oldest uncommitted batch is older than this.
+    #[serde(deserialize_with = "duration")]
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -299,6 +302,7 @@ impl Default for WriterSection {
             max_batch_readings: 5_000,
             max_batch_age: Duration::from_millis(50),
             queue_messages: 10_000,
+            stall_after: Duration::from_secs(10),
         }
     }
 }
@@ -463,6 +467,7 @@ impl Config {
         check(self.writer.max_batch_readings > 0, "writer.max_batch_readings must be at least 1");
         check(!self.writer.max_batch_age.is_zero(), "writer.max_batch_age must be positive");
         check(self.writer.queue_messages > 0, "writer.queue_messages must be at least 1");
+        check(!self.writer.stall_after.is_zero(), "writer.stall_after must be positive");
         check(self.stream.window >= Duration::from_secs(1), "stream.window must be at least 1s");
         check(
             self.stream.state_save_interval >= Duration::from_secs(1),
@@ -584,6 +589,9 @@ max_pending_readings = 50000
 max_batch_readings = 5000
 max_batch_age = "50ms"
 queue_messages = 10000
+# /readyz answers 503 (writer stalled) while the oldest batch not yet committed is older
+# than this, e.g. while another session locks the readings table.
+stall_after = "10s"
 
 [stream]
 window = "1m"

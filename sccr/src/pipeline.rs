@@ -35,9 +35,8 @@ use store::{
     Store, StoreError, StoreOptions, WriterConfig, WriterMetrics,
 };
 use stream::{
-    run_stream, AlertEngineState, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue,
-    Registry, StreamCommand, StreamConfig, StreamCore, StreamMetrics, StreamQueues,
-    StreamServiceConfig,
+    run_stream, AlertSinkItem, DeviceProfile, Emitted, LiveHub, LiveValue, Registry, StreamCommand,
+    StreamConfig, StreamCore, StreamMetrics, StreamQueues, StreamServiceConfig,
 };
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::EventTime;
@@ -45,7 +44,7 @@ use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::alert_sink::{reconcile, state_key, AlertIds, AlertSink, AlertSinkMetrics};
+use crate::alert_sink::{load_engine_state, reconcile, state_key, AlertSink, AlertSinkMetrics};
 use crate::config::{Config, Subscription, UnknownDevices};
 
 pub struct Running {
@@ -340,8 +339,15 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             out
         }) as dashboard_api::MetricsRenderer;
         let broker = side.ingest_metrics.clone();
+        let (writer, stall_after) = (writer_metrics.clone(), config.writer.stall_after);
         let readiness: dashboard_api::Readiness = Arc::new(move || {
-            vec![("broker", broker.connected.load(std::sync::atomic::Ordering::Relaxed))]
+            vec![
+                (
+                    "broker",
+                    broker_check(broker.connected.load(std::sync::atomic::Ordering::Relaxed)),
+                ),
+                ("writer", writer_check(writer.oldest_pending_age(), stall_after)),
+            ]
         });
         let control = AlertControl { commands: side.commands, rules: rules.clone() };
         (control, render, readiness)
@@ -382,7 +388,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         }) as dashboard_api::MetricsRenderer;
         let b = bus_metrics.clone();
         let readiness: dashboard_api::Readiness = Arc::new(move || {
-            vec![("broker", b.connected.load(std::sync::atomic::Ordering::Relaxed))]
+            vec![("broker", broker_check(b.connected.load(std::sync::atomic::Ordering::Relaxed)))]
         });
         (AlertControl { commands: commands_tx, rules: rules.clone() }, render, readiness)
     };
@@ -443,6 +449,36 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     })
 }
 
+fn broker_check(connected: bool) -> Result<(), dashboard_api::NotReady> {
+    if connected {
+        Ok(())
+    } else {
+        Err(dashboard_api::NotReady {
+            code: "broker_unreachable",
+            message: "broker unreachable".to_owned(),
+        })
+    }
+}
+
+/// Not ready while the oldest batch not yet committed is older than `writer.stall_after`:
+/// the database blocks or refuses writes, and nothing is being acknowledged.
+fn writer_check(
+    oldest_pending: std::time::Duration,
+    stall_after: std::time::Duration,
+) -> Result<(), dashboard_api::NotReady> {
+    if oldest_pending <= stall_after {
+        return Ok(());
+    }
+    Err(dashboard_api::NotReady {
+        code: "writer_stalled",
+        message: format!(
+            "writer stalled: the oldest uncommitted batch is {:.1} s old (writer.stall_after = {})",
+            oldest_pending.as_secs_f64(),
+            humantime::format_duration(stall_after)
+        ),
+    })
+}
+
 /// What the ingest side started.
 struct IngestSide {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -479,19 +515,16 @@ async fn start_ingest(
     let registry = load_registry(store).await?;
     core.set_registry(registry.clone(), now, &mut boot);
     let engine_key = state_key(&config.mqtt.client_id);
-    if let Some(saved) = store.load_stream_state(&engine_key).await? {
-        match serde_json::from_value::<AlertEngineState>(saved) {
-            Ok(state) => {
-                core.restore_state(state, now, &mut boot);
-                tracing::info!(
-                    open_alerts = core.open_alerts().count(),
-                    "alert engine state restored"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh")
-            }
+    match load_engine_state(store, &engine_key).await {
+        Ok(Some(state)) => {
+            core.restore_state(state, now, &mut boot);
+            tracing::info!(open_alerts = core.open_alerts().count(), "alert engine state restored");
         }
+        Ok(None) => {}
+        Err(e @ StoreError::Corrupt { .. }) => {
+            tracing::warn!(error = %e, "saved alert engine state is unreadable; starting afresh")
+        }
+        Err(e) => return Err(e.into()),
     }
     reconcile(&mut core, &store_open, now);
 
@@ -517,13 +550,14 @@ async fn start_ingest(
         committed_tx,
         writer_metrics.clone(),
     ));
-    let sink = AlertSink {
-        store: store.clone(),
-        hub: hub.clone(),
-        state_key: engine_key,
-        metrics: alert_metrics.clone(),
-        ids: AlertIds::default(),
-    };
+    let checkpoint_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = AlertSink::new(
+        store.clone(),
+        hub.clone(),
+        engine_key,
+        alert_metrics.clone(),
+        checkpoint_lost.clone(),
+    );
     let sink = tokio::spawn(sink.run(sink_rx));
     // What restoring changed (alerts of rules that no longer exist, cleared) is stored first.
     for output in boot.alerts {
@@ -535,7 +569,10 @@ async fn start_ingest(
         commands: command_rx,
         alerts: sink_tx,
     };
-    let service = StreamServiceConfig { checkpoint_interval: config.stream.state_save_interval };
+    let service = StreamServiceConfig {
+        checkpoint_interval: config.stream.state_save_interval,
+        checkpoint_lost,
+    };
     let stream =
         tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
     let registry = tokio::spawn(run_registry_refresh(
@@ -816,6 +853,12 @@ fn render_metrics(
         w.write_errors.load(Relaxed) as f64,
     );
     metric(
+        "sccr_writer_oldest_pending_seconds",
+        "gauge",
+        "Age of the oldest batch not yet committed (0 when none is pending).",
+        w.oldest_pending_age().as_secs_f64(),
+    );
+    metric(
         "sccr_writer_last_batch_readings",
         "gauge",
         "Readings in the last committed batch.",
@@ -982,6 +1025,24 @@ fn render_metrics(
         "counter",
         "Alert engine state checkpoints saved.",
         a.state_saves.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_parts_total",
+        "counter",
+        "Alert engine checkpoint parts written (only changed ones after the first).",
+        a.state_parts.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_bytes_total",
+        "counter",
+        "Bytes of alert engine checkpoint parts written.",
+        a.state_bytes.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_stream_state_save_errors_total",
+        "counter",
+        "Alert engine checkpoints that could not be saved (the next one is full).",
+        a.state_save_errors.load(Relaxed) as f64,
     );
     metric(
         "sccr_mqtt_connected",

@@ -1,5 +1,8 @@
 //! Alerts as the store keeps them: one row per alert in `alerts`, one row per lifecycle
-//! move in `alert_events`, and the stream's exported state in `stream_state`.
+//! move in `alert_events`, and the stream's exported state: whole documents in
+//! `stream_state`, or in parts in `stream_state_parts` (one row per part, so a checkpoint
+//! rewrites only the parts that changed; [`StateSave`] writes a checkpoint's parts in one
+//! transaction, so a reader sees all of them or none).
 //!
 //! These are the store's own plain types; the stream crate has its richer `Alert` and the
 //! composition root maps one onto the other. The invariants the backends keep:
@@ -396,5 +399,31 @@ impl AlertRecord {
             time: at,
             data: serde_json::to_value(self).unwrap_or_default(),
         }
+    }
+}
+
+/// A checkpoint of the stream's state being saved in parts under one key: the parts
+/// written through it become visible together at [`StateSave::commit`]; dropped before,
+/// none do. Opened by [`crate::Store::begin_state_save`].
+pub enum StateSave {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl StateSave {
+    /// Insert or replace `parts` (name, JSON text) under `key`.
+    pub async fn put(&mut self, key: &str, parts: &[(String, String)]) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(tx) => crate::postgres::put_state_parts(tx, key, parts).await,
+            Self::Sqlite(tx) => crate::sqlite::put_state_parts(tx, key, parts).await,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await?,
+            Self::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
     }
 }

@@ -73,6 +73,7 @@ pub async fn run_all(store: &Store) {
     automatic_clear_by_key_leaves_other_keys_open(store).await;
     alert_listing_filters_and_pages_by_cursor(store).await;
     stream_state_round_trips_and_is_overwritten(store).await;
+    stream_state_parts_commit_together_and_replace_on_request(store).await;
     gateways_link_devices_until_either_is_decommissioned(store).await;
 }
 
@@ -984,6 +985,56 @@ pub async fn stream_state_round_trips_and_is_overwritten(store: &Store) {
     store.save_stream_state(key, &second).await.expect("overwrite");
     assert_eq!(store.load_stream_state(key).await.expect("load"), Some(second));
     assert_eq!(store.load_stream_state("contract.other").await.expect("load"), None);
+}
+
+pub async fn stream_state_parts_commit_together_and_replace_on_request(store: &Store) {
+    let key = "contract.parts";
+    let load = || async {
+        let mut parts = std::collections::BTreeMap::new();
+        store
+            .load_state_parts(key, |p, v| {
+                parts.insert(p, serde_json::from_str::<serde_json::Value>(&v).expect("json"));
+                Ok(())
+            })
+            .await
+            .expect("load");
+        parts
+    };
+    let part = |name: &str, json: &str| (name.to_owned(), json.to_owned());
+    store.save_stream_state(key, &serde_json::json!({"legacy": true})).await.expect("legacy");
+    let mut save = store.begin_state_save(key, true).await.expect("begin");
+    save.put(key, &[part("head", r#"{"n":1}"#), part("device/a", r#"{"v":"città"}"#)])
+        .await
+        .expect("put");
+    save.put(key, &[part("device/b", r#"{"v":2}"#)]).await.expect("put");
+    drop(save);
+    assert!(load().await.is_empty(), "nothing of an uncommitted checkpoint is visible");
+    let mut save = store.begin_state_save(key, true).await.expect("begin");
+    save.put(key, &[part("head", r#"{"n":1}"#), part("device/a", r#"{"v":"città"}"#)])
+        .await
+        .expect("put");
+    save.put(key, &[part("device/b", r#"{"v":2}"#)]).await.expect("put");
+    save.commit().await.expect("commit");
+    assert_eq!(store.load_stream_state(key).await.expect("load"), None, "replaced the document");
+    let mut save = store.begin_state_save(key, false).await.expect("begin");
+    save.put(key, &[part("head", r#"{"n":2}"#), part("device/b", r#"{"v":3}"#)])
+        .await
+        .expect("put");
+    save.commit().await.expect("commit");
+    let parts = load().await;
+    assert_eq!(
+        parts,
+        [
+            ("device/a".to_owned(), serde_json::json!({"v": "città"})),
+            ("device/b".to_owned(), serde_json::json!({"v": 3})),
+            ("head".to_owned(), serde_json::json!({"n": 2})),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let save = store.begin_state_save(key, true).await.expect("begin");
+    save.commit().await.expect("commit");
+    assert!(load().await.is_empty(), "a replacing checkpoint drops every earlier part");
 }
 
 pub async fn gateways_link_devices_until_either_is_decommissioned(store: &Store) {

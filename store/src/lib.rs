@@ -56,7 +56,7 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use alert::{
     Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState,
-    AlertSubject, Clearance, NewAlert, RaiseOutcome, Severity, SubjectKind,
+    AlertSubject, Clearance, NewAlert, RaiseOutcome, Severity, StateSave, SubjectKind,
 };
 pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use dead_letter_log::DeadLetterEntry;
@@ -623,6 +623,27 @@ impl Store {
         key: &str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
         dispatch!(self, s => s.load_stream_state(key).await)
+    }
+
+    /// Begin saving a checkpoint in parts under `key` (see [`StateSave`]). `replace` first
+    /// deletes every part saved under `key`, and a whole document saved there by
+    /// [`Store::save_stream_state`].
+    pub async fn begin_state_save(
+        &self,
+        key: &str,
+        replace: bool,
+    ) -> Result<StateSave, StoreError> {
+        dispatch!(self, s => s.begin_state_save(key, replace).await)
+    }
+
+    /// Hand every part saved under `key` to `each` (name, JSON text), one row at a time;
+    /// returns how many there were.
+    pub async fn load_state_parts(
+        &self,
+        key: &str,
+        each: impl FnMut(String, String) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.load_state_parts(key, each).await)
     }
 
     /// Cheap liveness probe of the database.

@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         "retention horizons",
         MigrationSql::Common(include_str!("../migrations/postgres/0011_retention_horizons.sql")),
     ),
+    (
+        12,
+        "stream state parts",
+        MigrationSql::Common(include_str!("../migrations/postgres/0012_stream_state_parts.sql")),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -1493,6 +1498,44 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn begin_state_save(
+        &self,
+        key: &str,
+        replace: bool,
+    ) -> Result<crate::StateSave, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if replace {
+            sqlx::query("DELETE FROM stream_state_parts WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM stream_state WHERE key = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(crate::StateSave::Postgres(tx))
+    }
+
+    pub async fn load_state_parts(
+        &self,
+        key: &str,
+        mut each: impl FnMut(String, String) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT part, value::text FROM stream_state_parts WHERE key = $1",
+        )
+        .bind(key)
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some((part, value)) = rows.try_next().await? {
+            each(part, value)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub async fn load_stream_state(
         &self,
         key: &str,
@@ -1568,3 +1611,23 @@ const TIMESCALE_HORIZONS: &str = "
       WHERE j.proc_name = 'policy_retention'
         AND s.last_successful_finish IS NOT NULL AND s.last_successful_finish > '-infinity'
     ) p";
+
+pub(crate) async fn put_state_parts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    key: &str,
+    parts: &[(String, String)],
+) -> Result<(), StoreError> {
+    let (names, values): (Vec<&str>, Vec<&str>) =
+        parts.iter().map(|(n, v)| (n.as_str(), v.as_str())).unzip();
+    sqlx::query(
+        "INSERT INTO stream_state_parts (key, part, value)
+         SELECT $1, u.part, u.value::jsonb FROM UNNEST($2::text[], $3::text[]) AS u(part, value)
+         ON CONFLICT (key, part) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key)
+    .bind(names)
+    .bind(values)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
     (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
     (8, "retention horizons", include_str!("../migrations/sqlite/0008_retention_horizons.sql")),
+    (9, "stream state parts", include_str!("../migrations/sqlite/0009_stream_state_parts.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -735,6 +736,44 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub async fn begin_state_save(
+        &self,
+        key: &str,
+        replace: bool,
+    ) -> Result<crate::StateSave, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if replace {
+            sqlx::query("DELETE FROM stream_state_parts WHERE key = ?")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM stream_state WHERE key = ?")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(crate::StateSave::Sqlite(tx))
+    }
+
+    pub async fn load_state_parts(
+        &self,
+        key: &str,
+        mut each: impl FnMut(String, String) -> Result<(), StoreError> + Send,
+    ) -> Result<usize, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT part, value FROM stream_state_parts WHERE key = ?",
+        )
+        .bind(key)
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some((part, value)) = rows.try_next().await? {
+            each(part, value)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub async fn load_stream_state(
         &self,
         key: &str,
@@ -837,4 +876,23 @@ async fn raw_horizon(conn: &mut sqlx::SqliteConnection) -> Result<Option<EventTi
             .fetch_optional(conn)
             .await?;
     Ok(t.map(EventTime))
+}
+
+pub(crate) async fn put_state_parts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    key: &str,
+    parts: &[(String, String)],
+) -> Result<(), StoreError> {
+    for (part, value) in parts {
+        sqlx::query(
+            "INSERT INTO stream_state_parts (key, part, value) VALUES (?, ?, ?)
+             ON CONFLICT (key, part) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(part)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

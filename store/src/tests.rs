@@ -81,3 +81,71 @@ async fn writer_returns_tickets_in_order_after_commit() {
     );
     assert_eq!(metrics.readings_inserted.load(std::sync::atomic::Ordering::Relaxed), 10);
 }
+
+/// While another session holds the database's write lock, the age of the writer's oldest
+/// uncommitted batch grows; once the lock is released the batch commits and the age is
+/// zero again.
+#[tokio::test]
+async fn writer_reports_the_age_of_a_batch_blocked_by_a_lock() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sqlx::{Connection, Executor};
+    use telemetry::{DeviceId, EventTime, MetricId, Reading};
+    use tokio::sync::mpsc;
+
+    use crate::{run_writer, WriteItem, WriterConfig, WriterMetrics};
+
+    let path = std::env::temp_dir().join(format!("sccr-writer-age-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite:{}", path.display());
+    let options =
+        StoreOptions { acquire_timeout: Duration::from_secs(30), ..StoreOptions::default() };
+    let store = Store::connect(&url, &options).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let (tx, rx) = mpsc::channel(8);
+    let (committed_tx, mut committed) = mpsc::channel(8);
+    let metrics = Arc::new(WriterMetrics::default());
+    let writer = tokio::spawn(run_writer(
+        store.clone(),
+        WriterConfig::default(),
+        rx,
+        committed_tx,
+        metrics.clone(),
+    ));
+    let item = |i: u32| WriteItem {
+        readings: vec![Reading {
+            device: DeviceId::parse("age1").expect("id"),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(1_763_892_000_000 + i64::from(i) * 1_000),
+            value: f64::from(i),
+            seq: None,
+        }],
+        dead_letters: Vec::new(),
+        new_devices: Vec::new(),
+        ticket: i,
+    };
+    async fn recv(c: &mut mpsc::Receiver<Vec<u32>>) -> Option<Vec<u32>> {
+        tokio::time::timeout(Duration::from_secs(30), c.recv()).await.expect("a commit in time")
+    }
+    tx.send(item(0)).await.expect("send");
+    assert_eq!(recv(&mut committed).await, Some(vec![0]));
+    assert_eq!(metrics.oldest_pending_age(), Duration::ZERO, "nothing pending after a commit");
+
+    let mut lock = sqlx::SqliteConnection::connect(&url).await.expect("second session");
+    lock.execute("BEGIN EXCLUSIVE").await.expect("take the write lock");
+    tx.send(item(1)).await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.oldest_pending_age() < Duration::from_millis(500) {
+        assert!(tokio::time::Instant::now() < deadline, "the pending age never grew");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(committed.try_recv().is_err(), "nothing commits under the lock");
+    lock.execute("COMMIT").await.expect("release the lock");
+    assert_eq!(recv(&mut committed).await, Some(vec![1]));
+    assert_eq!(metrics.oldest_pending_age(), Duration::ZERO);
+    drop(tx);
+    writer.await.expect("writer");
+    store.close().await;
+    let _ = std::fs::remove_file(&path);
+}

@@ -10,12 +10,18 @@
 //! which is the order MQTT wants acks in): a batch that commits before an earlier one
 //! waits for it.
 //!
+//! Health: [`WriterMetrics::oldest_pending_age`] is the age of the oldest batch taken from
+//! the queue and not yet committed (being collected, written or retried). It grows while
+//! the database refuses or blocks writes (a table lock, an outage), so readiness and
+//! `/metrics` can tell a stalled write path from an idle one.
+//!
 //! Shutdown: when the input channel closes, the writer flushes what it holds and returns.
 //! If the database stays down past `shutdown_grace`, the unflushed tickets are dropped
 //! without being committed, so the broker redelivers their messages to the next process.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -75,6 +81,20 @@ pub struct WriterMetrics {
     pub last_flush_micros: AtomicU64,
     /// Batch commit durations.
     pub commit: CommitHistogram,
+    /// When the oldest uncommitted batch began (its first item was taken), if any.
+    oldest_pending: Mutex<Option<Instant>>,
+}
+
+impl WriterMetrics {
+    /// How long the oldest batch not yet committed has been pending; zero when none is.
+    pub fn oldest_pending_age(&self) -> Duration {
+        let since = *self.oldest_pending.lock().unwrap_or_else(|e| e.into_inner());
+        since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn set_oldest_pending(&self, since: Option<Instant>) {
+        *self.oldest_pending.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
 }
 
 /// Upper bounds (seconds) of the commit latency buckets.
@@ -114,6 +134,8 @@ pub async fn run_writer<T: Send + 'static>(
     let max_in_flight =
         if matches!(store, Store::Postgres(_)) { config.max_in_flight.max(1) } else { 1 };
     let mut in_flight = FuturesOrdered::new();
+    // When each batch in flight began, oldest first (the order `in_flight` completes in).
+    let mut started: VecDeque<Instant> = VecDeque::new();
     let mut batch = Batch::default();
     let mut tickets: Vec<T> = Vec::new();
     loop {
@@ -121,6 +143,8 @@ pub async fn run_writer<T: Send + 'static>(
         let first = loop {
             tokio::select! {
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    started.pop_front();
+                    metrics.set_oldest_pending(started.front().copied());
                     if !hand_back(done, &committed).await {
                         return;
                     }
@@ -129,12 +153,18 @@ pub async fn run_writer<T: Send + 'static>(
             }
         };
         let Some(first) = first else { break };
-        let deadline = Instant::now() + config.max_batch_age;
+        let began = Instant::now();
+        if started.is_empty() {
+            metrics.set_oldest_pending(Some(began));
+        }
+        let deadline = began + config.max_batch_age;
         add(&mut batch, &mut tickets, first);
         let mut closed = false;
         while batch.readings.len() < config.max_batch_readings {
             tokio::select! {
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    started.pop_front();
+                    metrics.set_oldest_pending(Some(started.front().copied().unwrap_or(began)));
                     if !hand_back(done, &committed).await {
                         return;
                     }
@@ -149,12 +179,15 @@ pub async fn run_writer<T: Send + 'static>(
         // Room for this batch: the oldest in flight commits first.
         while in_flight.len() >= max_in_flight {
             let Some(done) = in_flight.next().await else { break };
+            started.pop_front();
+            metrics.set_oldest_pending(Some(started.front().copied().unwrap_or(began)));
             if !hand_back(done, &committed).await {
                 return;
             }
         }
         let give_up = if closed { Some(Instant::now() + config.shutdown_grace) } else { None };
         let (ready, ready_tickets) = (std::mem::take(&mut batch), std::mem::take(&mut tickets));
+        started.push_back(began);
         in_flight.push_back(flush(
             store.clone(),
             config.clone(),
@@ -169,6 +202,8 @@ pub async fn run_writer<T: Send + 'static>(
     }
     // The input closed: let what is in flight commit, in order.
     while let Some(done) = in_flight.next().await {
+        started.pop_front();
+        metrics.set_oldest_pending(started.front().copied());
         if !hand_back(done, &committed).await {
             return;
         }

@@ -30,7 +30,8 @@ pub mod window;
 
 pub use alert::{
     Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig,
-    AlertState, AlertTransition, DeviceProfile, DeviceStatus, RuleSet, Severity, Subject,
+    AlertState, AlertTransition, BookRecord, DeviceProfile, DeviceStatus, EngineCheckpoint,
+    EngineHead, RuleSet, Severity, StatePart, Subject,
 };
 pub use config::StreamConfig;
 pub use fanout::{Pending, Subscription};
@@ -38,7 +39,8 @@ pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, Subscription
 pub use los::LevelOfService;
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 pub use service::{
-    run_stream, AlertSinkItem, StreamCommand, StreamMetrics, StreamQueues, StreamServiceConfig,
+    run_stream, AlertSinkItem, CheckpointChunk, StreamCommand, StreamMetrics, StreamQueues,
+    StreamServiceConfig,
 };
 pub use stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 pub use window::{Admission, WindowResult, Windows};

@@ -9,17 +9,26 @@
 //! queued after every alert output that preceded it, and the sink stores them in order,
 //! so a saved engine state never holds an alert the store has not been asked to open.
 //!
+//! A checkpoint is incremental ([`crate::AlertEngine::checkpoint`]): `CheckpointBegin`
+//! (head, book), the changed parts in chunks of [`CHECKPOINT_CHUNK`], then `CheckpointEnd`;
+//! the sink saves them in one transaction. The driver queues them back to back, taking no
+//! input in between, so they are one consistent state; at most [`CHUNKS_IN_FLIGHT`] chunks
+//! are queued at once, so a checkpoint's memory does not grow with the fleet. The price:
+//! readings wait (or, past the queue, are only stored) while the sink writes the changed
+//! parts, which takes seconds when 100,000 devices all changed (`sccr-bench --checkpoint`).
+//! When the sink could not save one, it sets `checkpoint_lost` and the next is full.
+//!
 //! Shutdown: when the readings queue closes, every pending window is flushed, a last
 //! checkpoint is queued, and the sink queue is closed (the sink drains it and stops).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use telemetry::{EventTime, Reading, StatusEvent};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::alert::{AlertEngineState, AlertKey, AlertOutput, RuleSet};
+use crate::alert::{AlertKey, AlertOutput, EngineCheckpoint, RuleSet, StatePart};
 use crate::live::{LiveAlert, LiveHub};
 use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 
@@ -40,17 +49,48 @@ pub struct StreamMetrics {
     /// Operator actions mirrored into the engine.
     pub operator_actions: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Device and segment parts queued by checkpoints.
+    pub checkpoint_parts: AtomicU64,
     pub registry_updates: AtomicU64,
+}
+
+/// Parts per checkpoint chunk.
+pub const CHECKPOINT_CHUNK: usize = 1_000;
+/// Checkpoint chunks queued to the sink and not yet stored, at most.
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Changed parts of a checkpoint; holds one of the [`CHUNKS_IN_FLIGHT`] permits until the
+/// sink drops it.
+#[derive(Debug)]
+pub struct CheckpointChunk {
+    pub parts: Vec<StatePart>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl CheckpointChunk {
+    /// A chunk outside the driver's bound (tests, tools).
+    pub fn unbounded(parts: Vec<StatePart>) -> Self {
+        Self { parts, _permit: None }
+    }
+}
+
+impl PartialEq for CheckpointChunk {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts == other.parts
+    }
 }
 
 /// What the stream sends the alert sink, in order.
 // Outputs are the common item and travel by value; the rare checkpoint is boxed.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub enum AlertSinkItem {
     Output(AlertOutput),
-    /// The engine's exported state, to save once everything before it is stored.
-    Checkpoint(Box<AlertEngineState>),
+    /// A checkpoint begins, to save once everything before it is stored; its chunks
+    /// follow, and it is saved as one at `CheckpointEnd`.
+    CheckpointBegin(Box<EngineCheckpoint>),
+    CheckpointParts(CheckpointChunk),
+    CheckpointEnd,
 }
 
 /// Requests to the stream task.
@@ -77,11 +117,13 @@ pub enum StreamCommand {
 pub struct StreamServiceConfig {
     /// How often the alert engine's state is checkpointed.
     pub checkpoint_interval: Duration,
+    /// Set by the sink when it could not save a checkpoint: the next one is full.
+    pub checkpoint_lost: Arc<AtomicBool>,
 }
 
 impl Default for StreamServiceConfig {
     fn default() -> Self {
-        Self { checkpoint_interval: Duration::from_secs(30) }
+        Self { checkpoint_interval: Duration::from_secs(30), checkpoint_lost: Arc::default() }
     }
 }
 
@@ -98,6 +140,8 @@ struct Driver {
     hub: Arc<LiveHub>,
     alerts: mpsc::Sender<AlertSinkItem>,
     metrics: Arc<StreamMetrics>,
+    checkpoint_lost: Arc<AtomicBool>,
+    chunks: Arc<Semaphore>,
 }
 
 impl Driver {
@@ -126,10 +170,29 @@ impl Driver {
         m.too_late.store(self.core.too_late(), Ordering::Relaxed);
     }
 
+    /// Queue a checkpoint: begin, the changed parts chunk by chunk, end. Nothing else is
+    /// taken meanwhile, so the parts are one consistent state.
     async fn checkpoint(&mut self) {
-        let state = Box::new(self.core.export_state());
-        if self.alerts.send(AlertSinkItem::Checkpoint(state)).await.is_ok() {
-            self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let Self { core, alerts, metrics, checkpoint_lost, chunks, .. } = self;
+        let force_full = checkpoint_lost.swap(false, Ordering::AcqRel);
+        let (begin, mut parts) = core.checkpoint(force_full);
+        if alerts.send(AlertSinkItem::CheckpointBegin(Box::new(begin))).await.is_err() {
+            return;
+        }
+        loop {
+            let Ok(permit) = chunks.clone().acquire_owned().await else { return };
+            let chunk: Vec<StatePart> = parts.by_ref().take(CHECKPOINT_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            metrics.checkpoint_parts.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let item = CheckpointChunk { parts: chunk, _permit: Some(permit) };
+            if alerts.send(AlertSinkItem::CheckpointParts(item)).await.is_err() {
+                return;
+            }
+        }
+        if alerts.send(AlertSinkItem::CheckpointEnd).await.is_ok() {
+            metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -170,7 +233,14 @@ pub async fn run_stream(
     metrics: Arc<StreamMetrics>,
 ) {
     let StreamQueues { mut readings, mut statuses, mut commands, alerts } = queues;
-    let mut driver = Driver { core, hub, alerts, metrics };
+    let mut driver = Driver {
+        core,
+        hub,
+        alerts,
+        metrics,
+        checkpoint_lost: config.checkpoint_lost.clone(),
+        chunks: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut checkpoint =
@@ -244,7 +314,10 @@ mod tests {
             StreamQueues { readings: r_rx, statuses: s_rx, commands: c_rx, alerts: sink_tx };
         let task = tokio::spawn(run_stream(
             core,
-            StreamServiceConfig { checkpoint_interval: Duration::from_secs(3600) },
+            StreamServiceConfig {
+                checkpoint_interval: Duration::from_secs(3600),
+                ..StreamServiceConfig::default()
+            },
             hub.clone(),
             queues,
             Arc::new(StreamMetrics::default()),
@@ -289,14 +362,19 @@ mod tests {
         );
         assert_eq!(h.hub.len(), 1, "the value went live");
         drop(h.readings);
-        let mut last = None;
+        let mut items = Vec::new();
         while let Some(item) = h.sink.recv().await {
-            last = Some(item);
+            items.push(item);
         }
-        let Some(AlertSinkItem::Checkpoint(state)) = last else {
-            panic!("the last item is a checkpoint: {last:?}")
+        let [AlertSinkItem::CheckpointBegin(begin), AlertSinkItem::CheckpointParts(chunk), AlertSinkItem::CheckpointEnd] =
+            &items[..]
+        else {
+            panic!("the last items are a checkpoint: {items:?}")
         };
-        assert!(state.open_alerts.is_empty());
+        assert!(begin.full, "the first checkpoint saves everything");
+        assert_eq!(begin.book.as_ref().map(|b| b.open_alerts.len()), Some(0));
+        let names: Vec<String> = chunk.parts.iter().map(StatePart::name).collect();
+        assert_eq!(names, ["device/loop-a"]);
         h.task.await.unwrap();
     }
 }

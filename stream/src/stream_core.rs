@@ -22,7 +22,7 @@ use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentI
 
 use crate::alert::{
     Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus,
-    LifecycleError, RuleSet,
+    EngineCheckpoint, LifecycleError, RuleSet, StatePart,
 };
 use crate::config::StreamConfig;
 use crate::segment_state::{SegmentEvent, SegmentState, SegmentWindows};
@@ -196,6 +196,14 @@ impl StreamCore {
 
     pub fn export_state(&self) -> AlertEngineState {
         self.engine.export_state()
+    }
+
+    /// An incremental checkpoint of the alert engine (see [`AlertEngine::checkpoint`]).
+    pub fn checkpoint(
+        &mut self,
+        force_full: bool,
+    ) -> (EngineCheckpoint, impl Iterator<Item = StatePart> + '_) {
+        self.engine.checkpoint(force_full)
     }
 
     /// Restore the alert engine (after `set_rules` and `set_registry`).

@@ -157,6 +157,67 @@ async fn sccr_killed_and_restarted_loses_and_duplicates_nothing() {
     assert_stored_exactly_published(&mut sim, &pool, &sccr).await;
 }
 
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, text) = http_get(port, "/metrics").await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Another session locks `readings` while the simulation publishes: the writer's batches
+/// wait on the lock, `/readyz` turns 503 naming the stalled writer and the pending-age
+/// gauge passes `writer.stall_after`; once the lock is released `/readyz` is 200 again and
+/// the store holds exactly what was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_readings_table_fails_readiness_until_released_and_loses_nothing() {
+    const STALL_AFTER: f64 = 3.0;
+    let db = TestDb::create().await.expect("database");
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let broker = Broker::start().await.expect("mosquitto");
+    let dir = TempDir::new("fault-lock").unwrap();
+    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[("SCCR_WRITER__STALL_AFTER", "3s")])
+        .expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+    let port = sccr.api_port;
+    let readyz = || async move { http_get(port, "/readyz").await.ok() };
+    wait_for("/readyz 200 before the lock", Duration::from_secs(20), || async {
+        readyz().await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+
+    let mut sim = Simulator::start(broker.port, &dir.path, "lock", DEVICES, INTERVAL, "20s")
+        .expect("simulator");
+    wait_stored(&pool, 300).await;
+    let mut lock = pool.begin().await.expect("locking session");
+    sqlx::query("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock readings");
+    let (_, body) =
+        wait_for("/readyz 503 while readings is locked", Duration::from_secs(30), || async {
+            readyz().await.filter(|(status, _)| *status == 503)
+        })
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "writer_stalled", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("writer stalled: the oldest uncommitted batch is "),
+        "{body}"
+    );
+    let age = metric(port, "sccr_writer_oldest_pending_seconds").await.expect("the gauge");
+    assert!(age > STALL_AFTER, "the gauge passed the bound while /readyz said 503: {age}");
+    lock.commit().await.expect("release the lock");
+    wait_for("/readyz 200 after the lock is released", Duration::from_secs(30), || async {
+        readyz().await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    let age = metric(port, "sccr_writer_oldest_pending_seconds").await.expect("the gauge");
+    assert!(age < STALL_AFTER, "the gauge fell back: {age}");
+    assert_stored_exactly_published(&mut sim, &pool, &sccr).await;
+}
+
 /// A websocket client that reconnects whenever its connection ends, subscribes to every
 /// device and reports each snapshot it gets: (client, connection number, values).
 type Snapshots = tokio::sync::mpsc::UnboundedSender<(usize, usize, Vec<serde_json::Value>)>;

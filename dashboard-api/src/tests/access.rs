@@ -480,7 +480,15 @@ async fn readiness_reports_the_broker() {
     let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = up.clone();
     s.readiness = Some(std::sync::Arc::new(move || {
-        vec![("broker", probe.load(std::sync::atomic::Ordering::Relaxed))]
+        let check = if probe.load(std::sync::atomic::Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(crate::NotReady {
+                code: "broker_unreachable",
+                message: "broker unreachable".into(),
+            })
+        };
+        vec![("broker", check)]
     }));
     let (st, body) = get(&s, "/readyz").await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -488,6 +496,30 @@ async fn readiness_reports_the_broker() {
     up.store(true, std::sync::atomic::Ordering::Relaxed);
     let (st, body) = get(&s, "/readyz").await;
     assert_eq!((st, body["broker"].as_bool()), (StatusCode::OK, Some(true)));
+}
+
+#[tokio::test]
+async fn readiness_names_a_stalled_writer() {
+    let mut s = state().await;
+    s.readiness = Some(std::sync::Arc::new(|| {
+        vec![
+            ("broker", Ok(())),
+            (
+                "writer",
+                Err(crate::NotReady {
+                    code: "writer_stalled",
+                    message: "writer stalled: the oldest uncommitted batch is 12.0 s old".into(),
+                }),
+            ),
+        ]
+    }));
+    let (st, body) = get(&s, "/readyz").await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "writer_stalled");
+    assert_eq!(
+        body["error"]["message"],
+        "writer stalled: the oldest uncommitted batch is 12.0 s old"
+    );
 }
 
 #[tokio::test]

@@ -32,12 +32,18 @@
 //!   intervals, groups, buckets) is exported as plain serde data by
 //!   [`export_state`](AlertEngine::export_state) and restored by
 //!   [`restore_state`](AlertEngine::restore_state).
+//! - Checkpoints are incremental: [`checkpoint`](AlertEngine::checkpoint) returns the small
+//!   engine-wide head, the book of open alerts and storm state when it changed, and one
+//!   [`StatePart`] per device or segment whose state changed since the previous checkpoint
+//!   (every part after a start, a rule change or a lost checkpoint). Applied in order over
+//!   the saved parts, they assemble ([`AlertEngineState::assemble`]) exactly what
+//!   `export_state` would return (`checkpoints_assemble_exactly_the_exported_state`).
 //!
 //! Hot path: `on_reading` does one hash lookup of the device, scans that device's
 //! evaluators for the reading's metric, and allocates nothing unless an edge fires or the
 //! device sends a metric for the first time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -177,6 +183,8 @@ struct OfflineEvaluator {
 
 #[derive(Debug, Default)]
 struct DeviceSlot {
+    /// Changed since the last checkpoint.
+    dirty: bool,
     kind: Option<String>,
     segment: Option<SegmentId>,
     interval: Option<Duration>,
@@ -248,6 +256,60 @@ pub struct SegmentConditionRecord {
     pub state: LosState,
 }
 
+/// The LOS evaluator states of one segment, one per LOS rule that evaluated it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub segment: SegmentId,
+    pub states: Vec<(RuleId, LosState)>,
+}
+
+/// The engine-wide part of a checkpoint, written every time (a few hundred bytes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineHead {
+    pub next_alert_id: u64,
+    pub clock: Option<EventTime>,
+    pub counters: AlertCounters,
+}
+
+/// Open alerts and storm protection: written when they changed. Its size follows the
+/// open alerts and raised conditions, not the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BookRecord {
+    pub open_alerts: Vec<Alert>,
+    pub placements: Vec<PlacementRecord>,
+    pub groups: Vec<GroupRecord>,
+    pub overflow: Vec<OverflowRecord>,
+    pub buckets: Vec<(RuleId, TokenBucket)>,
+}
+
+/// The per-subject part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatePart {
+    Device(DeviceRecord),
+    Segment(SegmentRecord),
+}
+
+impl StatePart {
+    /// The part's stable name under the checkpoint's key (`device/<id>`, `segment/<id>`).
+    pub fn name(&self) -> String {
+        match self {
+            Self::Device(d) => format!("device/{}", d.device),
+            Self::Segment(s) => format!("segment/{}", s.segment),
+        }
+    }
+}
+
+/// What a checkpoint writes besides its parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineCheckpoint {
+    /// The parts that follow replace every saved part (not only those they name).
+    pub full: bool,
+    pub head: EngineHead,
+    /// `None`: unchanged since the previous checkpoint.
+    pub book: Option<BookRecord>,
+}
+
 /// Everything that must survive a restart, as plain serde data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertEngineState {
@@ -279,6 +341,8 @@ struct AlertBook {
     overflow: HashMap<RuleId, (AlertId, BTreeSet<Subject>)>,
     buckets: HashMap<RuleId, TokenBucket>,
     counters: AlertCounters,
+    /// Open alerts, placements, groups, overflow or buckets changed since the last checkpoint.
+    dirty: bool,
 }
 
 enum Route {
@@ -297,6 +361,9 @@ impl AlertBook {
         now: EventTime,
         out: &mut Vec<AlertOutput>,
     ) {
+        if matches!(step, Step::Raise { .. } | Step::Clear { .. }) {
+            self.dirty = true;
+        }
         match step {
             Step::Raise { since, value } => {
                 self.raise(rule, subject, segment, since, value, now, out)
@@ -546,6 +613,7 @@ impl AlertBook {
         let Some(placement) = self.placements.remove(&(rule.clone(), subject.clone())) else {
             return;
         };
+        self.dirty = true;
         match placement {
             Placement::Alert(id) => self.close(id, None, Some(note.to_owned()), now, out),
             Placement::Group { alert, segment } => {
@@ -600,6 +668,7 @@ impl AlertBook {
         out: &mut Vec<AlertOutput>,
     ) {
         let Some(mut alert) = self.open.remove(&id) else { return };
+        self.dirty = true;
         self.by_key.remove(&alert.key);
         let from = alert.state;
         alert.state = AlertState::Cleared;
@@ -639,6 +708,7 @@ impl AlertBook {
         if gone.is_empty() {
             return;
         }
+        self.dirty = true;
         let ids: Vec<AlertId> =
             self.open.values().filter(|a| gone.contains(&a.key.rule)).map(|a| a.id).collect();
         for id in ids {
@@ -689,6 +759,10 @@ pub struct AlertEngine {
     los_rules: Vec<u16>,
     devices: HashMap<DeviceId, DeviceSlot>,
     segments: HashMap<(RuleId, SegmentId), LosState>,
+    /// Segments whose LOS states changed since the last checkpoint.
+    dirty_segments: HashSet<SegmentId>,
+    /// The next checkpoint saves every part (after a start, a rule change).
+    full_checkpoint: bool,
     book: AlertBook,
     clock: Option<EventTime>,
     edges: Vec<(u16, Step)>,
@@ -703,6 +777,8 @@ impl AlertEngine {
             los_rules: Vec::new(),
             devices: HashMap::new(),
             segments: HashMap::new(),
+            dirty_segments: HashSet::new(),
+            full_checkpoint: true,
             book: AlertBook::default(),
             clock: None,
             edges: Vec::new(),
@@ -737,6 +813,7 @@ impl AlertEngine {
             .collect();
         self.rules = new_rules;
         self.book.storm = set.storm;
+        self.full_checkpoint = true;
         self.by_metric = vec![Vec::new(); MetricId::ALL.len()];
         self.offline_rules.clear();
         self.los_rules.clear();
@@ -810,8 +887,12 @@ impl AlertEngine {
         slot.kind = profile.kind;
         slot.segment = profile.segment;
         slot.interval = profile.interval;
+        let before = evaluator_rules(slot);
         let dropped =
             sync_slot(slot, &profile.id, &self.rules, &self.by_metric, &self.offline_rules);
+        if evaluator_rules(slot) != before {
+            slot.dirty = true;
+        }
         for rule in dropped {
             let id = self.rules[usize::from(rule)].id.clone();
             self.book.clear_condition(
@@ -846,6 +927,7 @@ impl AlertEngine {
         };
         self.book.counters.readings += 1;
         self.edges.clear();
+        slot.dirty = true;
         slot.arrivals.record(now);
         for o in &mut slot.offline {
             if o.state.raised {
@@ -914,6 +996,7 @@ impl AlertEngine {
             );
         }
         let Some(slot) = self.devices.get_mut(device) else { return };
+        slot.dirty = true;
         let mut edges = Vec::new();
         match status {
             DeviceStatus::Online => {
@@ -966,6 +1049,9 @@ impl AlertEngine {
             if !rule.scope.covers_segment(&state.segment) {
                 continue;
             }
+            if !self.dirty_segments.contains(&state.segment) {
+                self.dirty_segments.insert(state.segment.clone());
+            }
             let step = self
                 .segments
                 .entry((rule.id.clone(), state.segment.clone()))
@@ -992,6 +1078,7 @@ impl AlertEngine {
                         rule.offline_at(&slot.arrivals, slot.interval, now)
                     {
                         o.state.raised = true;
+                        slot.dirty = true;
                         raises.push((id.clone(), slot.segment.clone(), o.rule, since, value));
                     }
                 }
@@ -1030,6 +1117,7 @@ impl AlertEngine {
             from.acknowledge().map_err(|source| LifecycleError::Refused { id, source })?;
         alert.acknowledged =
             Some(Acknowledgement { by: by.to_owned(), note: note.clone(), at: now });
+        self.book.dirty = true;
         let transition = AlertTransition {
             alert: id,
             key: alert.key.clone(),
@@ -1091,26 +1179,75 @@ impl AlertEngine {
 
     /// Everything that must survive a restart.
     pub fn export_state(&self) -> AlertEngineState {
-        let rule_id = |i: u16| self.rules[usize::from(i)].id.clone();
-        let mut devices: Vec<DeviceRecord> = self
-            .devices
+        let mut devices: Vec<DeviceRecord> =
+            self.devices.iter().map(|(id, slot)| device_record(&self.rules, id, slot)).collect();
+        devices.sort_by(|a, b| a.device.cmp(&b.device));
+        let mut segments: Vec<SegmentConditionRecord> = self
+            .segments
             .iter()
-            .map(|(id, slot)| DeviceRecord {
-                device: id.clone(),
-                arrivals: slot.arrivals.clone(),
-                conditions: slot
-                    .evaluators
-                    .iter()
-                    .map(|e| ConditionRecord {
-                        rule: rule_id(e.rule),
-                        metric: e.metric,
-                        state: e.state.clone(),
-                    })
-                    .collect(),
-                offline: slot.offline.iter().map(|o| (rule_id(o.rule), o.state.clone())).collect(),
+            .map(|((rule, segment), state)| SegmentConditionRecord {
+                rule: rule.clone(),
+                segment: segment.clone(),
+                state: state.clone(),
             })
             .collect();
-        devices.sort_by(|a, b| a.device.cmp(&b.device));
+        segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
+        let book = self.book_record();
+        AlertEngineState {
+            next_alert_id: self.book.next_id,
+            clock: self.clock,
+            open_alerts: book.open_alerts,
+            placements: book.placements,
+            groups: book.groups,
+            overflow: book.overflow,
+            buckets: book.buckets,
+            devices,
+            segments,
+            counters: self.book.counters.clone(),
+        }
+    }
+
+    /// Take a checkpoint: the head, the book if it changed, and the parts of every device
+    /// and segment changed since the previous checkpoint — or of all of them when the
+    /// checkpoint is full (the first one, after a rule change, or when `force_full`
+    /// because the previous one was not saved). Marks everything returned as saved; the
+    /// parts are produced as the iterator is consumed, so a caller can write them in
+    /// chunks without the whole state in memory at once.
+    pub fn checkpoint(
+        &mut self,
+        force_full: bool,
+    ) -> (EngineCheckpoint, impl Iterator<Item = StatePart> + '_) {
+        let full = std::mem::take(&mut self.full_checkpoint) || force_full;
+        let book = (full || self.book.dirty).then(|| self.book_record());
+        self.book.dirty = false;
+        let head = EngineHead {
+            next_alert_id: self.book.next_id,
+            clock: self.clock,
+            counters: self.book.counters.clone(),
+        };
+        let dirty_segments = std::mem::take(&mut self.dirty_segments);
+        let mut by_segment: BTreeMap<SegmentId, Vec<(RuleId, LosState)>> = BTreeMap::new();
+        for ((rule, segment), state) in &self.segments {
+            if full || dirty_segments.contains(segment) {
+                by_segment.entry(segment.clone()).or_default().push((rule.clone(), state.clone()));
+            }
+        }
+        let rules = &self.rules;
+        let devices = self.devices.iter_mut().filter_map(move |(id, slot)| {
+            if !(full || slot.dirty) {
+                return None;
+            }
+            slot.dirty = false;
+            Some(StatePart::Device(device_record(rules, id, slot)))
+        });
+        let segments = by_segment.into_iter().map(|(segment, mut states)| {
+            states.sort_by(|a, b| a.0.cmp(&b.0));
+            StatePart::Segment(SegmentRecord { segment, states })
+        });
+        (EngineCheckpoint { full, head, book }, devices.chain(segments))
+    }
+
+    fn book_record(&self) -> BookRecord {
         let mut placements: Vec<PlacementRecord> = self
             .book
             .placements
@@ -1147,27 +1284,12 @@ impl AlertEngine {
         let mut buckets: Vec<(RuleId, TokenBucket)> =
             self.book.buckets.iter().map(|(r, b)| (r.clone(), b.clone())).collect();
         buckets.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut segments: Vec<SegmentConditionRecord> = self
-            .segments
-            .iter()
-            .map(|((rule, segment), state)| SegmentConditionRecord {
-                rule: rule.clone(),
-                segment: segment.clone(),
-                state: state.clone(),
-            })
-            .collect();
-        segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
-        AlertEngineState {
-            next_alert_id: self.book.next_id,
-            clock: self.clock,
+        BookRecord {
             open_alerts: self.book.open.values().cloned().collect(),
             placements,
             groups,
             overflow,
             buckets,
-            devices,
-            segments,
-            counters: self.book.counters.clone(),
         }
     }
 
@@ -1261,7 +1383,73 @@ impl AlertEngine {
                 self.segments.insert((s.rule, s.segment), s.state);
             }
         }
+        // Restoring moved every timer by the downtime: save everything again.
+        self.full_checkpoint = true;
     }
+}
+
+impl AlertEngineState {
+    /// The state a sequence of checkpoints saved: the last head, the last book written,
+    /// and the last version of every part (parts of a full checkpoint replace all earlier
+    /// ones; the caller keeps that rule when storing them). Equal to what `export_state`
+    /// returned when the last checkpoint was taken.
+    pub fn assemble(
+        head: EngineHead,
+        book: Option<BookRecord>,
+        parts: impl IntoIterator<Item = StatePart>,
+    ) -> Self {
+        let book = book.unwrap_or_default();
+        let mut devices = Vec::new();
+        let mut segments = Vec::new();
+        for part in parts {
+            match part {
+                StatePart::Device(d) => devices.push(d),
+                StatePart::Segment(s) => {
+                    segments.extend(s.states.into_iter().map(|(rule, state)| {
+                        SegmentConditionRecord { rule, segment: s.segment.clone(), state }
+                    }))
+                }
+            }
+        }
+        devices.sort_by(|a, b| a.device.cmp(&b.device));
+        segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
+        Self {
+            next_alert_id: head.next_alert_id,
+            clock: head.clock,
+            open_alerts: book.open_alerts,
+            placements: book.placements,
+            groups: book.groups,
+            overflow: book.overflow,
+            buckets: book.buckets,
+            devices,
+            segments,
+            counters: head.counters,
+        }
+    }
+}
+
+/// One device's record, as exported.
+fn device_record(rules: &[Rule], id: &DeviceId, slot: &DeviceSlot) -> DeviceRecord {
+    let rule_id = |i: u16| rules[usize::from(i)].id.clone();
+    DeviceRecord {
+        device: id.clone(),
+        arrivals: slot.arrivals.clone(),
+        conditions: slot
+            .evaluators
+            .iter()
+            .map(|e| ConditionRecord {
+                rule: rule_id(e.rule),
+                metric: e.metric,
+                state: e.state.clone(),
+            })
+            .collect(),
+        offline: slot.offline.iter().map(|o| (rule_id(o.rule), o.state.clone())).collect(),
+    }
+}
+
+/// The rules of a slot's evaluators, to tell whether a registry change touched its state.
+fn evaluator_rules(slot: &DeviceSlot) -> Vec<u16> {
+    slot.evaluators.iter().map(|e| e.rule).chain(slot.offline.iter().map(|o| o.rule)).collect()
 }
 
 /// Create the evaluators of `metric_rules` that cover the device and do not exist yet.

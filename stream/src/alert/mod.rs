@@ -31,7 +31,8 @@ use telemetry::{DeviceId, SegmentId};
 
 pub use condition::Step;
 pub use engine::{
-    AlertCounters, AlertEngine, AlertEngineState, AlertOutput, DeviceProfile, DeviceStatus,
+    AlertCounters, AlertEngine, AlertEngineState, AlertOutput, BookRecord, DeviceProfile,
+    DeviceStatus, EngineCheckpoint, EngineHead, SegmentRecord, StatePart,
 };
 pub use lifecycle::{
     Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
