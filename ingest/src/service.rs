@@ -28,6 +28,7 @@ use telemetry::command::CommandAck;
 use telemetry::{DeviceId, EventTime, Reading, StatusEvent, TopicKind, Validator};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::{IngestConfig, SubscriptionMode};
 use crate::process::{process_command_ack, process_publish, process_status, topic_kind, Processed};
@@ -128,13 +129,10 @@ pub fn run_ingest(
         AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
     let generation = Arc::new(AtomicU64::new(0));
     let (acks_done_tx, acks_done_rx) = oneshot::channel();
-    let acker = tokio::spawn(run_acker(
-        client.clone(),
-        committed,
-        generation.clone(),
-        metrics.clone(),
-        acks_done_tx,
-    ));
+    let acker = tokio::spawn(
+        run_acker(client.clone(), committed, generation.clone(), metrics.clone(), acks_done_tx)
+            .instrument(tracing::info_span!("acker")),
+    );
     let budget = Arc::new(Semaphore::new(config.max_pending_readings.max(1)));
     let ingest = tokio::spawn(
         Driver {
@@ -150,7 +148,8 @@ pub fn run_ingest(
             metrics,
             generation,
         }
-        .run(eventloop, shutdown, acks_done_rx),
+        .run(eventloop, shutdown, acks_done_rx)
+        .instrument(tracing::info_span!("ingest")),
     );
     IngestHandles { ingest, acker, budget }
 }
@@ -182,7 +181,7 @@ impl Driver {
             let event = tokio::select! {
                 changed = shutdown.changed(), if !draining => {
                     if changed.is_err() || *shutdown.borrow() {
-                        tracing::info!("ingest: shutdown requested; draining");
+                        tracing::info!("shutdown requested; draining");
                         draining = true;
                         self.writer = None; // the writer flushes, commits, and hands back tickets
                     }
@@ -198,10 +197,7 @@ impl Driver {
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    tracing::info!(
-                        session_present = ack.session_present,
-                        "ingest: connected to broker"
-                    );
+                    tracing::info!(session_present = ack.session_present, "connected to broker");
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
@@ -212,21 +208,19 @@ impl Driver {
                             SubscriptionMode::Shared => kind.shared_filter(&self.config.group),
                         };
                         if let Err(e) = self.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                            tracing::error!(error = %e, "ingest: cannot queue subscription");
+                            tracing::error!(error = %e, "cannot queue subscription");
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if !draining && !self.handle(publish, &mut shutdown).await {
-                        tracing::info!(
-                            "ingest: shutdown requested while the pipeline was full; draining"
-                        );
+                        tracing::info!("shutdown requested while the pipeline was full; draining");
                         draining = true;
                         self.writer = None;
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    tracing::info!(codes = ?ack.return_codes, "ingest: subscribed");
+                    tracing::info!(codes = ?ack.return_codes, "subscribed");
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -235,7 +229,7 @@ impl Driver {
                     self.generation.fetch_add(1, Ordering::SeqCst);
                     self.metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "ingest: broker connection failed");
+                    tracing::warn!(error = %e, retry_in = ?backoff, "broker connection failed");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         _ = &mut acks_done, if draining => break,
@@ -255,7 +249,7 @@ impl Driver {
             }
         })
         .await;
-        tracing::info!("ingest: stopped");
+        tracing::info!("stopped");
     }
 
     /// Process one publish. Returns false if shutdown was requested while waiting for room
@@ -353,7 +347,7 @@ impl Driver {
         tokio::select! {
             sent = writer.send(item) => {
                 if sent.is_err() {
-                    tracing::warn!("ingest: writer is gone; message left unacknowledged");
+                    tracing::warn!("writer is gone; message left unacknowledged");
                 }
                 true
             }
@@ -423,7 +417,7 @@ async fn run_acker(
                     // The event loop is gone: the broker redelivers these to the next session.
                     tracing::error!(
                         pending = waiting.len(),
-                        "ingest: acks cannot be sent; giving up on them"
+                        "acks cannot be sent; giving up on them"
                     );
                     metrics.stale_acks.fetch_add(waiting.len() as u64, Ordering::Relaxed);
                     waiting.clear();

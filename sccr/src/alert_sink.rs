@@ -188,6 +188,7 @@ impl AlertSink {
     }
 
     /// Run until the stream closes the queue.
+    #[tracing::instrument(name = "alert_sink", skip_all)]
     pub async fn run(mut self, mut input: mpsc::Receiver<AlertSinkItem>) {
         while let Some(item) = input.recv().await {
             if !matches!(item, AlertSinkItem::Output(_)) {
@@ -199,13 +200,13 @@ impl AlertSink {
                 match self.apply(&item).await {
                     Ok(()) => break,
                     Err(e) if e.is_transient() => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "alert sink: store unavailable; retrying");
+                        tracing::warn!(error = %e, retry_in = ?backoff, "store unavailable; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Err(e) => {
                         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "alert sink: cannot store an alert change; skipped");
+                        tracing::error!(error = %e, "cannot store an alert change; skipped");
                         break;
                     }
                 }

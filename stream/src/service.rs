@@ -159,7 +159,7 @@ impl Driver {
         m.los_changes.fetch_add(std::mem::take(&mut out.los_changes), Ordering::Relaxed);
         for output in out.alerts.drain(..) {
             if self.alerts.send(AlertSinkItem::Output(output)).await.is_err() {
-                tracing::error!("stream: the alert sink is gone; alert changes are not stored");
+                tracing::error!("the alert sink is gone; alert changes are not stored");
             }
         }
         let c = self.core.engine().counters();
@@ -225,6 +225,7 @@ impl Driver {
 }
 
 /// Run until the readings queue closes (see the module doc for shutdown).
+#[tracing::instrument(name = "stream", skip_all)]
 pub async fn run_stream(
     core: StreamCore,
     config: StreamServiceConfig,
