@@ -128,7 +128,7 @@ async fn broker_killed_and_restarted_loses_and_duplicates_nothing() {
     .await;
     broker.kill();
     wait_for("ingest to notice the broker is gone", Duration::from_secs(30), || async {
-        sccr.log_text().contains("ingest: broker connection failed").then_some(())
+        sccr.log_text().contains(": broker connection failed").then_some(())
     })
     .await;
     broker.start_again().await.expect("restart mosquitto");

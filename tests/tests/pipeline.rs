@@ -335,7 +335,7 @@ async fn two_ingest_processes_on_a_shared_subscription_store_everything_once() {
     b.wait_healthy().await;
     wait_pipeline_ready(e.broker.port, &e.pool).await;
     wait_for("both ingest processes subscribed", Duration::from_secs(30), || async {
-        (a.log_text().contains("ingest: subscribed") && b.log_text().contains("ingest: subscribed"))
+        (a.log_text().contains(": subscribed") && b.log_text().contains(": subscribed"))
             .then_some(())
     })
     .await;
