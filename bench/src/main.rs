@@ -33,11 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use edge_agent::simulate::SimulationCounters;
-use edge_agent::{plan_fleet, run_simulation, SimulateConfig};
 use futures_util::{SinkExt, StreamExt};
 use sccr_tests::{http_get, wait_pipeline_ready, workspace_root, Broker, Sccr, TempDir, TestDb};
 use serde_json::{json, Value};
+use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::EventTime;
 use tokio::sync::watch;
@@ -144,7 +143,7 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0 + 0.0
 }
 
-fn fleet(n: usize) -> Result<Vec<edge_agent::SimDevice>> {
+fn fleet(n: usize) -> Result<Vec<simulator::SimDevice>> {
     Ok(plan_fleet(&parse_geojson(FLORENCE_SEED)?, n))
 }
 
@@ -157,7 +156,7 @@ fn start_load(
 ) -> Result<(
     watch::Sender<bool>,
     Arc<SimulationCounters>,
-    tokio::task::JoinHandle<edge_agent::SimulationReport>,
+    tokio::task::JoinHandle<simulator::SimulationReport>,
 )> {
     let interval = Duration::from_secs_f64((devices as f64 / msgs_per_s.max(1.0)).max(0.001));
     let config = SimulateConfig {

@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::Rng;
 use telemetry::{EventTime, MetricId, RoadSegment};
 
-use crate::profile::{air_readings, local_clock, traffic_demand, traffic_readings};
+use simulator::profile::{air_readings, local_clock, traffic_demand, traffic_readings};
 
 /// A traffic-light signal plan: phase durations in seconds; the cycle is their sum.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,7 @@ use clap::{Parser, Subcommand};
 use edge_agent::agent::{run_agent, AgentOptions, AgentStats};
 use edge_agent::buffer::DiskBuffer;
 use edge_agent::config::AgentFile;
-use edge_agent::simulate::SimulationCounters;
-use edge_agent::{plan_fleet, run_simulation, SimulateConfig};
+use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 
 #[derive(Parser)]

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use edge_agent::simulate::SimulationCounters;
-use edge_agent::{plan_fleet, run_simulation, SimulateConfig};
+use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
 use store::DeviceRecord;
 use telemetry::EventTime;
 
