@@ -51,7 +51,7 @@ pub async fn readings(
     let devices = list("device", p.take("device"), params::device)?;
     p.finish()?;
     if from >= to {
-        return Err(ApiError::bad_param("from", "from must be before to"));
+        return Err(ApiError::bad_combination("from", "from must be before to"));
     }
     let q = ExportQuery { metrics, devices, ..ExportQuery::new(from, to, resolution) };
     let rows = state.store.export(q)?;

@@ -105,8 +105,14 @@ pub fn bbox(name: &str, v: &str) -> Result<[f64; 4], ApiError> {
         .collect::<Result<_, _>>()
         .map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
     let b: [f64; 4] = parts.try_into().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
+    let [min_lon, min_lat, max_lon, max_lat] = b;
     if valid_bbox(b) {
         Ok(b)
+    } else if valid_bbox([min_lon.min(max_lon), min_lat.min(max_lat), min_lon, min_lat])
+        && valid_bbox([max_lon.min(min_lon), max_lat.min(min_lat), max_lon, max_lat])
+    {
+        // Every coordinate in range: only their order is wrong.
+        Err(ApiError::bad_combination(name, BBOX_RULE))
     } else {
         Err(ApiError::bad_param(name, BBOX_RULE))
     }

@@ -330,6 +330,9 @@ impl AirQualityLimit {
 pub struct RuleError {
     pub path: String,
     pub message: String,
+    /// An error the rules' JSON Schema ([`super::schema`]) cannot express: the document
+    /// matches the schema, yet its values contradict each other or a bound between fields.
+    pub beyond_schema: bool,
 }
 
 /// Every error found in a rules document.
@@ -343,6 +346,13 @@ impl fmt::Display for RuleErrors {
             write!(f, "\n  {e}")?;
         }
         Ok(())
+    }
+}
+
+impl RuleErrors {
+    /// Whether every error is one the JSON Schema cannot express.
+    pub fn all_beyond_schema(&self) -> bool {
+        self.0.iter().all(|e| e.beyond_schema)
     }
 }
 
@@ -497,7 +507,12 @@ struct Report(Vec<RuleError>);
 
 impl Report {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(RuleError { path: path.into(), message: message.into() });
+        self.0.push(RuleError { path: path.into(), message: message.into(), beyond_schema: false });
+    }
+
+    /// An error the JSON Schema cannot express (see [`RuleError::beyond_schema`]).
+    fn beyond(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(RuleError { path: path.into(), message: message.into(), beyond_schema: true });
     }
 
     fn metric(&mut self, path: String, name: &str) -> Option<MetricId> {
@@ -542,7 +557,7 @@ impl AlertRulesConfig {
             report.error("storm.raises_per_minute", "must be at least 1");
         }
         if self.storm.group_window.is_zero() && self.storm.group_over_devices > 0 {
-            report.error("storm.group_window", "must be positive when grouping is on");
+            report.beyond("storm.group_window", "must be positive when grouping is on");
         }
         let mut rules = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -550,7 +565,7 @@ impl AlertRulesConfig {
         for (i, def) in defs.iter().enumerate() {
             let path = format!("rules[{i}]");
             if let Some(j) = seen.insert(def.id.as_str(), i) {
-                report.error(
+                report.beyond(
                     format!("{path}.id"),
                     format!("{:?} is already the id of rules[{j}]", def.id),
                 );
@@ -704,7 +719,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                     } else {
                         "at or above below"
                     };
-                    report.error(
+                    report.beyond(
                         format!("{p}.clear"),
                         format!("{c} must be {side} ({level}) to give hysteresis"),
                     );
@@ -728,7 +743,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                 .error(format!("{p}.silence_factor"), "must be a number of intervals, at least 1");
         }
         if o.interval.is_some_and(|d| d.is_zero()) {
-            report.error(format!("{p}.interval"), "must be positive");
+            report.beyond(format!("{p}.interval"), "must be positive");
         }
         return Some(RuleKind::Offline(OfflineRule {
             silence_factor: o.silence_factor,
@@ -746,7 +761,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
         match (f.hold, f.readings) {
             (None, None) => report.error(p.clone(), "needs for, readings, or both"),
             (_, Some(n)) if n < 2 => report.error(format!("{p}.readings"), "must be at least 2"),
-            (Some(d), None) if d.is_zero() => report.error(format!("{p}.for"), "must be positive"),
+            (Some(d), None) if d.is_zero() => report.beyond(format!("{p}.for"), "must be positive"),
             _ => {}
         }
         return Some(RuleKind::Flatline(FlatlineRule {
@@ -784,12 +799,12 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
         let averaging =
             a.averaging.or(shipped.map(|l| l.averaging)).unwrap_or(Duration::from_secs(3_600));
         if averaging < Duration::from_secs(24) {
-            report.error(format!("{p}.averaging"), "must be at least 24s");
+            report.beyond(format!("{p}.averaging"), "must be at least 24s");
             return None;
         }
         let clear = match a.clear {
             Some(c) if c > limit => {
-                report.error(
+                report.beyond(
                     format!("{p}.clear"),
                     format!("{c} must be at or below the limit ({limit})"),
                 );
