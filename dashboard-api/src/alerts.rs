@@ -247,7 +247,7 @@ pub async fn list(
     filter.before_id = p
         .take("before")
         .map(|v| {
-            v.parse::<i64>().map_err(|_| {
+            params::whole::<i64>(&v).ok_or_else(|| {
                 ApiError::bad_param(
                     "before",
                     "before must be an alert id (the `next` of the previous page)",
@@ -268,7 +268,7 @@ pub async fn list(
 }
 
 fn alert_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|id| *id >= 1).ok_or_else(|| {
+    params::whole::<i64>(raw).filter(|id| *id >= 1).ok_or_else(|| {
         ApiError::bad_param("id", format!("an alert id is a whole number from 1 to {}", i64::MAX))
     })
 }
@@ -514,6 +514,12 @@ pub async fn put_rule(
     let Some(obj) = value.as_object_mut() else {
         return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object"));
     };
+    match obj.get("id") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_field("id", "id must be a string (the path's) or absent"))
+        }
+    }
     match obj.get("id") {
         Some(Value::String(given)) if *given != id => {
             return Err(ApiError::unprocessable(

@@ -114,7 +114,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^\\S(.{0,126}\\S)?$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
             .ok(201, object_with(&["id", "name", "role", "token"])),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
             .path_param("id", int64(i64::MIN), "Token id")

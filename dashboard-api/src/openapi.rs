@@ -199,6 +199,25 @@ pub fn int64(min: i64) -> Value {
     json!({"type": "integer", "minimum": min, "maximum": i64::MAX})
 }
 
+/// Strings without NUL (U+0000), which the store cannot keep in JSON.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// A command's `args`: any JSON object without NUL in its keys and strings, at any depth
+/// (through the recursive `CommandArg` component).
+pub fn command_args() -> Value {
+    json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/CommandArg"}})
+}
+
+fn command_arg_schema() -> Value {
+    json!({"anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/CommandArg"}},
+        command_args(),
+    ]})
+}
+
 fn error_schema() -> Value {
     json!({
         "type": "object",
@@ -226,8 +245,12 @@ pub fn document(ops: &[Op]) -> Value {
         for media in &op.alt_media {
             content.insert((*media).to_owned(), json!({"schema": {}}));
         }
-        responses
-            .insert(op.ok.0.to_string(), json!({"description": "Success", "content": content}));
+        let success = if op.ok.0 == 204 {
+            json!({"description": "Done; no content"})
+        } else {
+            json!({"description": "Success", "content": content})
+        };
+        responses.insert(op.ok.0.to_string(), success);
         for (status, description) in &op.errors {
             responses.insert(
                 status.to_string(),
@@ -279,7 +302,7 @@ pub fn document(ops: &[Op]) -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": error_schema()},
+            "schemas": {"Error": error_schema(), "CommandArg": command_arg_schema()},
         },
         "paths": paths,
     })

@@ -75,9 +75,18 @@ pub fn time(name: &str, v: &str) -> Result<EventTime, ApiError> {
     parsed.map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
 }
 
+/// A whole number, also written with a zero fraction (`5.0`): JSON Schema's `integer`.
+pub fn whole<T: std::str::FromStr>(v: &str) -> Option<T> {
+    let digits = match v.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.bytes().all(|b| b == b'0') => w,
+        _ => v,
+    };
+    digits.parse().ok()
+}
+
 pub fn limit(name: &str, v: &str, max: usize) -> Result<usize, ApiError> {
-    match v.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+    match whole::<usize>(v) {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::bad_param(name, format!("{name} must be a whole number in 1..={max}"))),
     }
 }

@@ -173,4 +173,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         sccr.log_text()
     );
     assert!(text.contains("Tested: "), "{text}");
+    let summary: Vec<&str> =
+        text.lines().filter(|l| l.contains("passed") || l.contains("Tested:")).collect();
+    eprintln!("schemathesis:\n{}", summary.join("\n"));
 }

@@ -40,18 +40,42 @@ use telemetry::{DeviceId, MetricId, SegmentId};
 use super::{RuleId, Severity};
 use crate::los::LevelOfService;
 
+/// Counts as JSON Schema's `integer` reads them: `5` or `5.0` (the rules' schema says
+/// `integer`, which admits both).
+mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+            Ok(v as u32)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a whole number from 0 to {}",
+                u32::MAX
+            )))
+        }
+    }
+
+    pub fn option_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        #[derive(Deserialize)]
+        struct Whole(#[serde(deserialize_with = "u32")] u32);
+        Ok(Option::<Whole>::deserialize(d)?.map(|Whole(v)| v))
+    }
+}
+
 /// Storm protection settings shared by all rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StormSettings {
     /// Token bucket per rule: at most this many new alerts per minute (and as a burst);
     /// further raises are folded into one overflow alert of the rule. A rule may override.
-    #[serde(default = "default_raises_per_minute")]
+    #[serde(default = "default_raises_per_minute", deserialize_with = "whole::u32")]
     pub raises_per_minute: u32,
     /// When more than this many devices of one segment raise one rule within
     /// `group_window`, further raises of that segment fold into one segment alert. 0 turns
     /// grouping off.
-    #[serde(default = "default_group_over")]
+    #[serde(default = "default_group_over", deserialize_with = "whole::u32")]
     pub group_over_devices: u32,
     #[serde(default = "default_group_window", with = "crate::duration_serde")]
     pub group_window: Duration,
@@ -124,7 +148,11 @@ pub struct RuleDefinition {
     pub scope: ScopeDefinition,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_u32"
+    )]
     pub raises_per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdDefinition>,
@@ -198,7 +226,11 @@ pub struct FlatlineDefinition {
         with = "crate::duration_serde::option"
     )]
     pub hold: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_u32"
+    )]
     pub readings: Option<u32>,
 }
 

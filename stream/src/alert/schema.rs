@@ -42,16 +42,27 @@ fn table(required: &[&str], properties: Value) -> Value {
     json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
 }
 
+/// `schema` or null (serde reads null as an absent optional field).
+fn or_null(schema: Value) -> Value {
+    json!({"anyOf": [{"type": "null"}, schema]})
+}
+
+/// Present: given, and not null.
+fn given(key: &str, kind: &str) -> Value {
+    json!({"required": [key], "properties": {key: {"type": kind}}})
+}
+
 /// The schema of one rule (`[[alerts.rules]]`); `id` is required unless `id_optional`
 /// (the body of `PUT /api/v1/alert-rules/{id}`, whose id is the path's).
 pub fn rule_schema(id_optional: bool) -> Value {
     let shipped: Vec<&str> = AIR_QUALITY_LIMITS.iter().map(|l| l.metric.as_str()).collect();
     let los: Vec<&str> = LevelOfService::ALL.iter().map(|l| l.as_str()).collect();
     let kinds = ["threshold", "offline", "flatline", "rate_of_change", "los", "air_quality"];
+    let id = json!({"type": "string", "pattern": RULE_ID_PATTERN});
     let mut schema = table(
         if id_optional { &["severity"] } else { &["id", "severity"] },
         json!({
-            "id": {"type": "string", "pattern": RULE_ID_PATTERN},
+            "id": if id_optional { or_null(id) } else { id },
             "description": {"type": "string"},
             "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
             "scope": {"oneOf": [
@@ -61,54 +72,53 @@ pub fn rule_schema(id_optional: bool) -> Value {
                 table(&["segments"], json!({"segments": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SEGMENT_ID_PATTERN}}})),
             ]},
             "enabled": {"type": "boolean"},
-            "raises_per_minute": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
-            "threshold": {
-                "oneOf": [
-                    table(&["metric", "above"], json!({"metric": metric(), "above": number(), "clear": number(), "for": duration()})),
-                    table(&["metric", "below"], json!({"metric": metric(), "below": number(), "clear": number(), "for": duration()})),
-                ],
+            "raises_per_minute": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})),
+            "threshold": or_null(json!({
+                "allOf": [table(&["metric"], json!({"metric": metric(), "above": or_null(number()), "below": or_null(number()), "clear": or_null(number()), "for": duration()}))],
+                "oneOf": [given("above", "number"), given("below", "number")],
                 "description": "Above (or below) a level for a duration; back at or below (above) clear, which defaults to the level, it clears",
-            },
-            "offline": table(&[], json!({
+            })),
+            "offline": or_null(table(&[], json!({
                 "silence_factor": {"type": "number", "minimum": 1},
-                "interval": duration(),
+                "interval": or_null(duration()),
                 "min_silence": duration(),
                 "last_will": {"type": "boolean"},
-            })),
-            "flatline": {
+            }))),
+            "flatline": or_null(json!({
                 "allOf": [table(&["metric"], json!({
                     "metric": metric(),
                     "epsilon": {"type": "number", "minimum": 0},
-                    "for": duration(),
-                    "readings": {"type": "integer", "minimum": 2, "maximum": u32::MAX},
+                    "for": or_null(duration()),
+                    "readings": or_null(json!({"type": "integer", "minimum": 2, "maximum": u32::MAX})),
                 }))],
-                "anyOf": [{"required": ["for"]}, {"required": ["readings"]}],
-            },
-            "rate_of_change": table(&["metric", "max_per_minute"], json!({
+                "anyOf": [given("for", "string"), given("readings", "integer")],
+            })),
+            "rate_of_change": or_null(table(&["metric", "max_per_minute"], json!({
                 "metric": metric(),
                 "max_per_minute": {"type": "number", "exclusiveMinimum": 0},
                 "for": duration(),
-            })),
-            "los": table(&["at_or_worse"], json!({
+            }))),
+            "los": or_null(table(&["at_or_worse"], json!({
                 "at_or_worse": {"type": "string", "enum": los},
                 "for": duration(),
-            })),
-            "air_quality": {
+            }))),
+            "air_quality": or_null(json!({
                 "allOf": [table(&["metric"], json!({
                     "metric": metric(),
-                    "limit": number(),
-                    "averaging": duration(),
-                    "clear": number(),
+                    "limit": or_null(number()),
+                    "averaging": or_null(duration()),
+                    "clear": or_null(number()),
                 }))],
-                "anyOf": [{"required": ["limit"]}, {"properties": {"metric": {"enum": shipped}}}],
+                "anyOf": [given("limit", "number"), {"properties": {"metric": {"enum": shipped}}}],
                 "description": "A running mean over averaging above limit; metrics with a shipped limit (no2_ugm3, pm10_ugm3, pm25_ugm3, o3_ugm3) may leave limit and averaging out",
-            },
+            })),
         }),
     );
-    let one_kind: Vec<Value> = kinds.iter().map(|k| json!({"required": [k]})).collect();
+    // Exactly one kind table, given and not null.
+    let one_kind: Vec<Value> = kinds.iter().map(|k| given(k, "object")).collect();
     schema["oneOf"] = json!(one_kind);
     // A LOS rule watches segments.
-    schema["if"] = json!({"required": ["los"]});
+    schema["if"] = given("los", "object");
     schema["then"] = json!({"properties": {"scope": {"anyOf": [
         {"const": "all"},
         {"type": "object", "required": ["segments"]},
