@@ -1,6 +1,8 @@
 //! `sccr demo` started twice on one data directory: the same admin token, and exactly one
 //! live `bootstrap-admin` token in the store.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! checked against the rules of the API's tests (`tests/python/rule_schema_check.py`), and
 //! the schemas' own examples are sent to the server, which must take each.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use sccr_tests::{
