@@ -143,7 +143,7 @@ pub(crate) async fn audit_log(
     let before = p
         .take("cursor")
         .map(|v| {
-            v.parse::<i64>().map_err(|_| {
+            params::whole::<i64>(&v).ok_or_else(|| {
                 ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")
             })
         })

@@ -183,18 +183,25 @@ pub fn alert_key(r: &AlertRecord) -> Option<AlertKey> {
 // ---- REST ----
 
 fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
-    Ok(match v {
-        "open" => StoreState::OPEN.to_vec(),
-        "raised" => vec![StoreState::Raised],
-        "acknowledged" => vec![StoreState::Acknowledged],
-        "cleared" => vec![StoreState::Cleared],
-        _ => {
-            return Err(ApiError::bad_param(
+    let mut out: Vec<StoreState> = Vec::new();
+    for s in v.split(',') {
+        let more = match s.trim() {
+            "open" => StoreState::OPEN.to_vec(),
+            "raised" => vec![StoreState::Raised],
+            "acknowledged" => vec![StoreState::Acknowledged],
+            "cleared" => vec![StoreState::Cleared],
+            _ => return Err(ApiError::bad_param(
                 "state",
-                "state must be open, raised, acknowledged or cleared",
-            ))
+                "state must be open, raised, acknowledged or cleared (comma-separated for several)",
+            )),
+        };
+        for state in more {
+            if !out.contains(&state) {
+                out.push(state);
+            }
         }
-    })
+    }
+    Ok(out)
 }
 
 fn severities(v: &str) -> Result<Vec<StoreSeverity>, ApiError> {
@@ -229,7 +236,7 @@ pub async fn list(
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
     filter.subject = match (device, segment) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_param("segment", "give device or segment, not both"))
+            return Err(ApiError::bad_combination("segment", "give device or segment, not both"))
         }
         (Some(d), None) => Some(AlertSubject::Device(d)),
         (None, Some(s)) => Some(AlertSubject::Segment(s)),
@@ -240,7 +247,7 @@ pub async fn list(
     filter.before_id = p
         .take("before")
         .map(|v| {
-            v.parse::<i64>().map_err(|_| {
+            params::whole::<i64>(&v).ok_or_else(|| {
                 ApiError::bad_param(
                     "before",
                     "before must be an alert id (the `next` of the previous page)",
@@ -261,7 +268,9 @@ pub async fn list(
 }
 
 fn alert_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().map_err(|_| ApiError::bad_param("id", "an alert id is a whole number"))
+    params::whole::<i64>(raw).filter(|id| *id >= 1).ok_or_else(|| {
+        ApiError::bad_param("id", format!("an alert id is a whole number from 1 to {}", i64::MAX))
+    })
 }
 
 /// `GET /api/v1/alerts/{id}`: the alert with its lifecycle events, oldest first.
@@ -387,7 +396,11 @@ fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
 }
 
 /// `GET /api/v1/alert-rules`: the rules document in force.
-pub async fn rules(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn rules(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    Params::parse(raw.as_deref())?.finish()?;
     let stored = control(&state)?.rules.lock().await.clone();
     let effective = stored.rules.effective_definitions().len();
     Ok(Json(json!({ "rules": stored.rules, "effective_rules": effective })))
@@ -399,6 +412,13 @@ pub async fn put_rules(
     who: Principal,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // serde reads a struct from a JSON array too; the document is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError {
+            code: "invalid_rules",
+            ..ApiError::bad_field("body", "the rules document must be a JSON object")
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -425,10 +445,16 @@ async fn apply_rules(
     let doc = change(&current.rules)?;
     let rules = doc.validate().map_err(|errors| {
         let first = errors.0.first().map(|e| e.path.clone()).unwrap_or_default();
+        // 422 when the document matches the schema and only its values disagree.
+        let error = if errors.all_beyond_schema() {
+            ApiError::unprocessable(&first, errors.to_string())
+        } else {
+            ApiError::bad_field(&first, errors.to_string())
+        };
         ApiError {
             code: "invalid_rules",
             errors: errors.0.iter().map(|e| (e.path.clone(), e.message.clone())).collect(),
-            ..ApiError::bad_field(&first, errors.to_string())
+            ..error
         }
     })?;
     let next = StoredRules { rules: doc, file: current.file.clone() };
@@ -450,11 +476,11 @@ async fn apply_rules(
 }
 
 fn rule_id(raw: &str) -> Result<String, ApiError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 64
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    ok.then(|| raw.to_owned()).ok_or_else(|| {
-        ApiError::bad_param("id", "a rule id is up to 64 characters of [A-Za-z0-9_.-]")
+    stream::alert::RuleId::parse(raw).map(|id| id.as_str().to_owned()).map_err(|_| {
+        ApiError::bad_param(
+            "id",
+            "a rule id is 1 to 64 characters of [a-z0-9._-], starting with a letter or digit",
+        )
     })
 }
 
@@ -489,8 +515,14 @@ pub async fn put_rule(
         return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object"));
     };
     match obj.get("id") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_field("id", "id must be a string (the path's) or absent"))
+        }
+    }
+    match obj.get("id") {
         Some(Value::String(given)) if *given != id => {
-            return Err(ApiError::bad_field(
+            return Err(ApiError::unprocessable(
                 "id",
                 format!("the body's id {given:?} differs from the path's {id:?}"),
             ))

@@ -9,8 +9,11 @@
 //! - [`authenticate`] runs for every request: paths under `/api/` other than the public
 //!   documents need a valid token (401 otherwise), and the caller becomes a [`Principal`]
 //!   in the request's extensions. [`guard`] wraps each route with its role check (403).
-//! - Failed authentications are limited per client address (429 with `Retry-After`), so
-//!   tokens cannot be guessed at speed. Valid tokens are cached for a few seconds, so a
+//! - Failed authentications are limited per client address (an IPv6 address counts by its
+//!   /64): past the budget, wrong tokens get 429 with `Retry-After` instead of 401. A
+//!   presented token is checked first, so a valid token is never refused for what another
+//!   client behind the same NAT or ingress did. The limiter tracks at most
+//!   [`FAILURE_ADDRESSES_MAX`] addresses. Valid tokens are cached for a few seconds, so a
 //!   revoked token stops working within [`CACHE_TTL`].
 
 use std::collections::HashMap;
@@ -37,7 +40,8 @@ const CACHE_MAX: usize = 10_000;
 /// configured otherwise ([`Auth::with_failure_limit`]).
 pub const MAX_FAILURES: u32 = 20;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-const FAILURE_ADDRESSES_MAX: usize = 10_000;
+/// Most client addresses the failure limiter remembers; the stalest is forgotten first.
+pub const FAILURE_ADDRESSES_MAX: usize = 10_000;
 
 /// Paths under `/api/` that need no token.
 const PUBLIC_API: &[&str] = &["/api/v1/openapi.json", "/api/v1/docs"];
@@ -177,28 +181,57 @@ impl Auth {
         lock(&self.inner.cache).clear();
     }
 
-    /// Seconds until `addr` may try again, if it is over its failure budget.
-    fn blocked(&self, addr: IpAddr) -> Option<u64> {
+    /// Seconds until `addr` may fail again, if it is over its failure budget.
+    pub(crate) fn blocked(&self, addr: IpAddr) -> Option<u64> {
         if self.inner.max_failures == 0 {
             return None;
         }
         let failures = lock(&self.inner.failures);
-        let (count, since) = failures.get(&addr)?;
+        let (count, since) = failures.get(&client_key(addr))?;
         let elapsed = since.elapsed();
+        // Whole seconds, rounded up: a client that waits that long is not refused again.
         (*count >= self.inner.max_failures && elapsed < FAILURE_WINDOW)
-            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+            .then(|| (FAILURE_WINDOW - elapsed).as_millis().div_ceil(1000).max(1) as u64)
     }
 
-    fn record_failure(&self, addr: IpAddr) {
-        let mut failures = lock(&self.inner.failures);
-        if failures.len() >= FAILURE_ADDRESSES_MAX {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+    pub(crate) fn record_failure(&self, addr: IpAddr) {
+        if self.inner.max_failures == 0 {
+            return;
         }
-        let entry = failures.entry(addr).or_insert((0, Instant::now()));
+        let key = client_key(addr);
+        let mut failures = lock(&self.inner.failures);
+        if failures.len() >= FAILURE_ADDRESSES_MAX && !failures.contains_key(&key) {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= FAILURE_ADDRESSES_MAX {
+                // Still full of live windows: forget the one that started first.
+                let stalest = failures.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| *k);
+                if let Some(k) = stalest {
+                    failures.remove(&k);
+                }
+            }
+        }
+        let entry = failures.entry(key).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 = entry.0.saturating_add(1);
+    }
+
+    /// Addresses the failure limiter holds now (for tests).
+    pub fn tracked_addresses(&self) -> usize {
+        lock(&self.inner.failures).len()
+    }
+}
+
+/// What the failure limiter counts by: the address, or for IPv6 its /64 (one host's
+/// share of a network, which it may use whole).
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 
@@ -257,32 +290,37 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Some(Err(e)) => return with_challenge(e),
         Some(Ok(t)) => t,
     };
-    // Only presented tokens can be guesses: an address over its budget waits.
-    if let Some(retry) = state.auth.blocked(addr) {
-        let mut resp = ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "too_many_requests",
-            message: format!(
-                "too many failed authentications from this address; retry in {retry} s"
-            ),
-            param: None,
-            errors: Vec::new(),
-        }
-        .into_response();
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
-        return resp;
-    }
+    // The token first: a valid one is never refused for failures of other clients
+    // sharing this address (a NAT, an ingress).
     match state.auth.resolve(&state.store, &token).await {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Ok(None) => {
+            if let Some(retry) = state.auth.blocked(addr) {
+                state.http.auth_failure("throttled");
+                return too_many_failures(retry);
+            }
             state.auth.record_failure(addr);
+            state.http.auth_failure("unknown_token");
             with_challenge(unauthorized("the token is unknown or revoked"))
         }
         Err(e) => e.into_response(),
     }
+}
+
+fn too_many_failures(retry: u64) -> Response {
+    let mut resp = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_requests",
+        message: format!("too many failed authentications from this address; retry in {retry} s"),
+        param: None,
+        errors: Vec::new(),
+    }
+    .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    resp
 }
 
 fn token_required() -> Response {

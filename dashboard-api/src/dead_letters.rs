@@ -26,7 +26,7 @@ pub async fn list(
     let before = p
         .take("cursor")
         .map(|v| {
-            v.parse::<i64>().map_err(|_| {
+            crate::params::whole::<i64>(&v).ok_or_else(|| {
                 ApiError::bad_param("cursor", "cursor must be a next_cursor from a previous page")
             })
         })

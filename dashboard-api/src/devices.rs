@@ -143,11 +143,11 @@ async fn gateway_field(
     let gateway =
         DeviceId::parse(&raw).map_err(|e| ApiError::bad_field("gateway", e.to_string()))?;
     if &gateway == device {
-        return Err(ApiError::bad_field("gateway", "a device cannot be its own gateway"));
+        return Err(ApiError::unprocessable("gateway", "a device cannot be its own gateway"));
     }
     match state.store.device(&gateway).await? {
         Some(g) if g.decommissioned_at.is_none() => Ok(Some(gateway)),
-        _ => Err(ApiError::bad_field(
+        _ => Err(ApiError::unprocessable(
             "gateway",
             format!("gateway {gateway} is not an active registered device"),
         )),

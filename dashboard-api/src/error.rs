@@ -33,6 +33,18 @@ impl ApiError {
         Self { code: "bad_field", ..Self::bad_param(field, message) }
     }
 
+    /// A body that matches the OpenAPI schema but that the server refuses on what the
+    /// schema cannot say: a reference to an object that does not exist, fields that
+    /// contradict each other (422).
+    pub fn unprocessable(field: &str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, ..Self::bad_field(field, message) }
+    }
+
+    /// Parameters each valid but refused together (422).
+    pub fn bad_combination(param: &str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, ..Self::bad_param(param, message) }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
@@ -68,8 +80,12 @@ impl ApiError {
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
+            // Each parameter was read; the store refuses their combination.
             store::StoreError::InvalidQuery { param, message } => {
-                return ApiError::bad_param(param, message)
+                return ApiError {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    ..ApiError::bad_param(param, message)
+                }
             }
             store::StoreError::AlertNotFound(id) => {
                 return ApiError::not_found(format!("alert {id} does not exist"))
@@ -78,10 +94,10 @@ impl From<store::StoreError> for ApiError {
                 return ApiError::conflict(e.to_string())
             }
             store::StoreError::UnknownSegment(_) => {
-                return ApiError::bad_field("segment", e.to_string())
+                return ApiError::unprocessable("segment", e.to_string())
             }
             store::StoreError::UnknownGateway(_) => {
-                return ApiError::bad_field("gateway", e.to_string())
+                return ApiError::unprocessable("gateway", e.to_string())
             }
             _ => {}
         }

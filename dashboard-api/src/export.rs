@@ -2,7 +2,8 @@
 //!
 //! Parameters: `from`, `to` (required; RFC 3339 or Unix ms), `metric` and `device`
 //! (optional, comma-separated lists), `resolution` (`raw`, the default, `1m`, `1h`, `1d`),
-//! `format` (`json`, `csv`, `arrow`, `parquet`) or `Accept`; the default is CSV. Columns
+//! `format` (`json`, `csv`, `arrow`, `parquet`) or `Accept`; the default is CSV. A range
+//! spans at most [`MAX_SPAN_DAYS`] days (422 beyond). Columns
 //! are `store::export_schema`'s; rows come ordered by (UTC day, metric, time, device). The
 //! body streams with bounded memory whatever the row count (see `formats`). Planner and
 //! admin only (its entry in `crate::operations`).
@@ -18,6 +19,9 @@ use crate::{formats, AppState};
 
 /// Most entries in a `metric` or `device` list.
 const MAX_LIST: usize = 1_000;
+/// Longest range of one export: the store reads it a day at a time, so an unbounded range
+/// would hold a connection over empty days (ten years, every level).
+pub const MAX_SPAN_DAYS: i64 = 3_660;
 
 fn list<T>(
     name: &str,
@@ -51,7 +55,13 @@ pub async fn readings(
     let devices = list("device", p.take("device"), params::device)?;
     p.finish()?;
     if from >= to {
-        return Err(ApiError::bad_param("from", "from must be before to"));
+        return Err(ApiError::bad_combination("from", "from must be before to"));
+    }
+    if to.millis() - from.millis() > MAX_SPAN_DAYS * 86_400_000 {
+        return Err(ApiError::bad_combination(
+            "to",
+            format!("an export spans at most {MAX_SPAN_DAYS} days; export longer ranges in parts"),
+        ));
     }
     let q = ExportQuery { metrics, devices, ..ExportQuery::new(from, to, resolution) };
     let rows = state.store.export(q)?;

@@ -34,6 +34,12 @@ pub struct HttpMetrics {
     pub ws_resyncs: AtomicU64,
     pub ws_frames_sent: AtomicU64,
     ws_errors: Mutex<BTreeMap<&'static str, u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// HTTP connections open now (websockets included).
+    pub connections_open: AtomicU64,
+    /// Connections refused for being over `api.max_connections`.
+    pub connections_refused: AtomicU64,
+    timeouts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +64,26 @@ impl HttpMetrics {
     /// A websocket error frame sent to a client, by its code.
     pub fn ws_error(&self, code: &'static str) {
         *lock(&self.ws_errors).entry(code).or_default() += 1;
+    }
+
+    /// A refused token, by outcome (`unknown_token`: 401; `throttled`: 429, the address
+    /// is over its failure budget).
+    pub fn auth_failure(&self, outcome: &'static str) {
+        *lock(&self.auth_failures).entry(outcome).or_default() += 1;
+    }
+
+    pub fn auth_failures(&self, outcome: &str) -> u64 {
+        lock(&self.auth_failures).get(outcome).copied().unwrap_or(0)
+    }
+
+    /// A connection closed or a request answered for being too slow, by phase (`headers`:
+    /// the request head did not arrive in time; `request`: no answer in time).
+    pub fn timeout(&self, phase: &'static str) {
+        *lock(&self.timeouts).entry(phase).or_default() += 1;
+    }
+
+    pub fn timeouts(&self, phase: &str) -> u64 {
+        lock(&self.timeouts).get(phase).copied().unwrap_or(0)
     }
 
     /// Requests counted for (route, status), for tests.
@@ -103,6 +129,18 @@ impl HttpMetrics {
         drop(latency);
         let gauges = [
             (
+                "sccr_http_connections",
+                "gauge",
+                "HTTP connections open now, websockets included.",
+                self.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "sccr_http_connections_refused_total",
+                "counter",
+                "Connections refused for being over api.max_connections.",
+                self.connections_refused.load(Ordering::Relaxed),
+            ),
+            (
                 "sccr_ws_clients",
                 "gauge",
                 "Websocket sessions open now.",
@@ -134,6 +172,16 @@ impl HttpMetrics {
         let _ = writeln!(out, "# TYPE sccr_ws_errors_total counter");
         for (code, n) in lock(&self.ws_errors).iter() {
             let _ = writeln!(out, "sccr_ws_errors_total{{code=\"{code}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP sccr_http_timeouts_total Connections closed (headers: the request head came too slowly) and requests answered 503 (request: no answer in time) for slowness.");
+        let _ = writeln!(out, "# TYPE sccr_http_timeouts_total counter");
+        for (phase, n) in lock(&self.timeouts).iter() {
+            let _ = writeln!(out, "sccr_http_timeouts_total{{phase=\"{phase}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP sccr_http_auth_failures_total Refused tokens: unknown_token (401), throttled (429, the address is over its failure budget).");
+        let _ = writeln!(out, "# TYPE sccr_http_auth_failures_total counter");
+        for (outcome, n) in lock(&self.auth_failures).iter() {
+            let _ = writeln!(out, "sccr_http_auth_failures_total{{outcome=\"{outcome}\"}} {n}");
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod live;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod server;
 pub mod web;
 pub mod webhooks;
 
@@ -85,11 +86,25 @@ impl AppState {
 
 /// Every operation of the API, with its roles and its documentation.
 pub fn operations() -> Vec<Op> {
-    use openapi::{enumeration, integer, object_with, string, time};
+    use openapi::{
+        device_id, enumeration, int64, list_of, metric_id, object_with, segment_id, string, text,
+        time,
+    };
     use serde_json::json;
     let limit = |max: usize| json!({"type": "integer", "minimum": 1, "maximum": max});
-    let device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
-    let alert_id = || json!({"type": "integer", "minimum": 1});
+    let alert_id = || int64(1);
+    let rule_id = || json!({"type": "string", "pattern": stream::alert::schema::RULE_ID_PATTERN});
+    let metrics = || {
+        let names: Vec<&str> = telemetry::MetricId::ALL.iter().map(|m| m.as_str()).collect();
+        list_of(&names.join("|"))
+    };
+    let devices = || list_of("[a-z0-9][a-z0-9._-]{0,63}");
+    // Coordinates within WGS84 bounds; that min is not after max is checked beyond (422).
+    let lon = r"-?(180(\.0{1,8})?|(1[0-7][0-9]|[0-9]{1,2})(\.[0-9]{1,8})?)";
+    let lat = r"-?(90(\.0{1,8})?|[0-8]?[0-9](\.[0-9]{1,8})?)";
+    let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
+    let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
+    let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
     let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
@@ -109,27 +124,28 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^\\S(.{0,126}\\S)?$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
             .ok(201, object_with(&["id", "name", "role", "token"])),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
-            .path_param("id", integer(), "Token id")
+            .path_param("id", int64(i64::MIN), "Token id")
             .ok(200, object_with(&["token"])),
         Op::new("GET", "/api/v1/audit", ADMINS, "access", "The audit log, newest first", get(access::audit_log))
             .query("limit", limit(1_000), "Entries per page (default 100)")
-            .query("cursor", string(), "next_cursor of the previous page")
+            .query("cursor", int64(i64::MIN), "next_cursor of the previous page")
             .ok(200, object_with(&["entries"])),
         Op::new("GET", "/api/v1/devices", READERS, "devices", "Devices in id order, paged by cursor", get(devices::list))
-            .query("kind", string(), "Only this kind")
-            .query("segment", string(), "Only devices on this road segment")
+            .query("kind", text(), "Only this kind")
+            .query("segment", segment_id(), "Only devices on this road segment")
             .query("decommissioned", enumeration(&["true", "false"]), "Include decommissioned devices")
             .query("limit", limit(devices::MAX_PAGE), "Devices per page (default 100)")
-            .query("cursor", string(), "next_cursor of the previous page")
+            .query("cursor", device_id(), "next_cursor of the previous page")
             .ok(200, object_with(&["devices"])),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
                 "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
             .ok(201, object_with(&["device", "mqtt"]))
-            .error(409, "The device is already registered with credentials"),
+            .error(409, "The device is already registered with credentials")
+            .error(422, beyond),
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
             .path_param("id", device_id(), "Device id")
             .ok(200, object_with(&["device"])),
@@ -137,8 +153,10 @@ pub fn operations() -> Vec<Op> {
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
                 "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
-            .ok(200, object_with(&["device"])),
+            .ok(200, object_with(&["device"]))
+            .error(422, beyond),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
+            .describe("DELETE does not erase the device: it is decommissioned. It stays in the registry (listed with decommissioned=true) with its readings, rollups and alerts; its MQTT password is removed, so it can no longer connect, and it leaves its gateway. Registering the id again brings it back with new credentials.")
             .path_param("id", device_id(), "Device id")
             .ok(200, object_with(&["device"])),
         Op::new("POST", "/api/v1/devices/{id}/credentials", ADMINS, "devices", "New MQTT password for a device, shown once", post(devices::rotate))
@@ -146,16 +164,16 @@ pub fn operations() -> Vec<Op> {
             .ok(200, object_with(&["device", "mqtt"])),
         Op::new("GET", "/api/v1/latest", READERS, "telemetry", "Latest value per device and metric", get(routes::latest))
             .query("device", device_id(), "Only this device")
-            .query("metric", string(), "Only this metric")
+            .query("metric", metric_id(), "Only this metric")
             .ok(200, object_with(&["values"])),
         Op::new("GET", "/api/v1/history", READERS, "telemetry", "History of a device, a road segment or the city", get(routes::history))
-            .required_query("metric", string(), "Metric id, e.g. speed_kmh")
+            .required_query("metric", metric_id(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city)")
-            .query("segment", string(), "A road segment")
-            .query("bbox", string(), "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
+            .query("segment", segment_id(), "A road segment")
+            .query("bbox", bbox, "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
             .query("from", time(), "Start (default: an hour before to)")
             .query("to", time(), "End (default: now)")
-            .query("step", string(), "auto (default), raw, or a bucket width such as 15m")
+            .query("step", step, "auto (default), raw, or a bucket width in whole minutes such as 15m")
             .query("resolution", enumeration(&["raw", "1m", "1h", "1d"]), "A stored level instead of step")
             .query("max_points", limit(routes::MAX_HISTORY_POINTS), "Points step=auto aims at")
             .query("agg", enumeration(&["avg", "min", "max", "sum", "count", "last"]), "Figure carried in v")
@@ -166,30 +184,33 @@ pub fn operations() -> Vec<Op> {
             .also_media("text/csv")
             .also_media("application/vnd.apache.arrow.stream")
             .also_media("application/vnd.apache.parquet")
-            .error(406, "Accept names no format this operation produces"),
+            .error(406, "Accept names no format this operation produces")
+            .error(422, beyond),
         Op::new("GET", "/api/v1/export/readings", PLANNERS, "telemetry", "Readings or rollups of a time range, streamed (CSV by default)", get(export::readings))
             .required_query("from", time(), "Start, inclusive")
             .required_query("to", time(), "End, exclusive")
-            .query("metric", string(), "Comma-separated metric ids (default: all)")
-            .query("device", string(), "Comma-separated device ids (default: all)")
+            .query("metric", metrics(), "Comma-separated metric ids (default: all)")
+            .query("device", devices(), "Comma-separated device ids (default: all)")
             .query("resolution", enumeration(&["raw", "1m", "1h", "1d"]), "Raw readings (default) or a rollup level")
             .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept)")
             .ok_media("text/csv", string())
             .also_media("application/json")
             .also_media("application/vnd.apache.arrow.stream")
             .also_media("application/vnd.apache.parquet")
-            .error(406, "Accept names no format this operation produces"),
+            .error(406, "Accept names no format this operation produces")
+            .error(422, beyond),
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
             .ok(200, object_with(&["type", "features"])),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
-            .query("state", string(), "Comma-separated: open, raised, acknowledged, cleared")
-            .query("severity", string(), "Comma-separated: info, warning, critical")
-            .query("device", device_id(), "Alerts of a device")
-            .query("segment", string(), "Alerts of a road segment")
-            .query("rule", string(), "Alerts of a rule")
-            .query("before", integer(), "next of the previous page")
+            .query("state", list_of("open|raised|acknowledged|cleared"), "Comma-separated: open, raised, acknowledged, cleared")
+            .query("severity", list_of("info|warning|critical"), "Comma-separated: info, warning, critical")
+            .query("device", device_id(), "Alerts of a device (not with segment)")
+            .query("segment", segment_id(), "Alerts of a road segment (not with device)")
+            .query("rule", text(), "Alerts of a rule")
+            .query("before", int64(i64::MIN), "next of the previous page")
             .query("limit", limit(1_000), "Alerts per page")
-            .ok(200, object_with(&["alerts"])),
+            .ok(200, object_with(&["alerts"]))
+            .error(422, beyond),
         Op::new("GET", "/api/v1/alerts/{id}", READERS, "alerts", "An alert with its lifecycle events", get(alerts::one))
             .path_param("id", alert_id(), "Alert id")
             .ok(200, object_with(&["alert", "events"])),
@@ -207,32 +228,34 @@ pub fn operations() -> Vec<Op> {
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
         Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(alerts::put_rules))
-            .body(json!({"type": "object"}))
+            .body(stream::alert::schema::rules_document_schema())
             .ok(200, object_with(&["rules"]))
+            .error(422, "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration); every error is listed with its path")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
-            .path_param("id", string(), "Rule id")
+            .path_param("id", rule_id(), "Rule id")
             .ok(200, object_with(&["rule"]))
             .error(503, "No alert engine runs in this process"),
         Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
-            .path_param("id", string(), "Rule id")
-            .body(json!({"type": "object"}))
+            .path_param("id", rule_id(), "Rule id")
+            .body(stream::alert::schema::rule_schema(true))
             .ok(200, object_with(&["rules"]))
+            .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules (the error says which)")
             .error(503, "No alert engine runs in this process"),
         Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
-            .path_param("id", string(), "Rule id")
+            .path_param("id", rule_id(), "Rule id")
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
-            .query("reason", string(), "Only this reason code")
+            .query("reason", text(), "Only this reason code")
             .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
-            .query("cursor", string(), "next_cursor of the previous page")
+            .query("cursor", int64(i64::MIN), "next_cursor of the previous page")
             .ok(200, object_with(&["dead_letters"])),
         Op::new("GET", "/api/v1/dead-letters/reasons", ADMINS, "ingest", "Dead letters counted by reason", get(dead_letters::reasons))
             .query("since", time(), "Only those received since")
             .ok(200, object_with(&["reasons"])),
         Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (protocol in the crate docs of dashboard_api::live)", get(live::upgrade))
-            .query("access_token", string(), "The token, for browsers (which cannot set headers on a websocket)")
+            .query("access_token", text(), "The token, for browsers (which cannot set headers on a websocket)")
             .ok(101, json!({}))
             .error(426, "Not a websocket upgrade request"),
     ]

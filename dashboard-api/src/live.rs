@@ -41,6 +41,8 @@
 //!   - `{"type":"heartbeat","time":ms}` every 15 s.
 //!   - `{"type":"unsubscribed"}`, `{"type":"pong"}`, and `{"type":"error","code":…,"message":…}`
 //!     for a bad message (the connection stays open; counted in `sccr_ws_errors_total`).
+//!   - A message over [`MAX_CLIENT_MESSAGE`] (2 MiB) gets an error frame with code
+//!     `message_too_big` (counted likewise), then a close frame with code 1009 and a reason.
 //!
 //! The session is generic over a `Sink`/`Stream` of text so it is tested without a socket.
 
@@ -50,7 +52,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -68,18 +70,24 @@ use crate::error::ApiError;
 use crate::http_metrics::HttpMetrics;
 use crate::AppState;
 
-/// Largest client message accepted.
-pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Largest client message accepted (2 MiB): a subscription naming the most devices and
+/// segments allowed ([`MAX_SUBSCRIPTION_KEYS`] each, ids of the longest form) fits in it.
+/// A larger one gets a `message_too_big` error frame and the connection is closed with
+/// 1009 (message too big).
+pub const MAX_CLIENT_MESSAGE: usize = 2 * 1024 * 1024;
 /// Most values in one delta frame.
 const MAX_DELTA_VALUES: usize = 1_000;
-/// Most devices or metrics in one subscription.
-const MAX_SUBSCRIPTION_KEYS: usize = 10_000;
+/// Most devices, metrics or segments in one subscription.
+pub const MAX_SUBSCRIPTION_KEYS: usize = 10_000;
 /// Marks a websocket ping or pong: from the client, activity (no reply); to the client,
 /// a websocket ping (browsers and client libraries answer it by themselves, so a live
 /// client never idles out).
 pub const PING_MARK: &str = "\u{1}";
 /// Marks a binary frame from the client.
 const BINARY: &str = "\u{0}binary";
+/// From the client: a message over [`MAX_CLIENT_MESSAGE`] (the socket cannot be read on).
+/// To the client: a close frame with 1009 (message too big).
+pub const TOO_BIG_MARK: &str = "\u{2}too_big";
 
 /// Timers of a live session.
 #[derive(Debug, Clone, Copy)]
@@ -156,6 +164,11 @@ async fn serve_socket(session: Session, socket: WebSocket) {
     let sink = sink.with(|text: String| async move {
         Ok::<_, axum::Error>(if text == PING_MARK {
             Message::Ping(Default::default())
+        } else if text == TOO_BIG_MARK {
+            Message::Close(Some(CloseFrame {
+                code: close_code::SIZE,
+                reason: too_big_reason().into(),
+            }))
         } else {
             Message::Text(text.into())
         })
@@ -165,10 +178,23 @@ async fn serve_socket(session: Session, socket: WebSocket) {
             Ok(Message::Text(t)) => Some(Ok(t.to_string())),
             Ok(Message::Binary(_)) => Some(Ok(String::from(BINARY))),
             Ok(Message::Ping(_) | Message::Pong(_)) => Some(Ok(String::from(PING_MARK))),
+            Err(e) if is_too_big(&e) => Some(Ok(String::from(TOO_BIG_MARK))),
             Ok(Message::Close(_)) | Err(_) => Some(Err(())),
         }
     });
     run_session(session, Box::pin(sink), Box::pin(stream)).await;
+}
+
+/// Whether a read failed because the client's message or frame is over the limit.
+fn is_too_big(e: &axum::Error) -> bool {
+    matches!(
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+fn too_big_reason() -> String {
+    format!("message over the {} MiB limit", MAX_CLIENT_MESSAGE / (1024 * 1024))
 }
 
 #[derive(Deserialize)]
@@ -441,6 +467,13 @@ where
                 idle.as_mut().reset(tokio::time::Instant::now() + cfg.idle_timeout);
                 if text == PING_MARK {
                     continue;
+                }
+                if text == TOO_BIG_MARK {
+                    // The rest of the message is unread: nothing more can be read, so say
+                    // why and close.
+                    let _ = sink.send(error_frame(http, "message_too_big", &too_big_reason())).await;
+                    let _ = sink.send(TOO_BIG_MARK.to_owned()).await;
+                    return;
                 }
                 let reply = match read_message(&text) {
                     Ok(ClientMessage::Subscribe { devices, metrics, segments, bbox, alerts, values, kpi: wants_kpi }) => {

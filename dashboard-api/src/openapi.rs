@@ -35,6 +35,8 @@ pub struct Op {
     /// Roles admitted; empty means public (no token).
     pub roles: &'static [Role],
     pub summary: &'static str,
+    /// A longer description, where the summary is not enough.
+    pub description: Option<&'static str>,
     pub tag: &'static str,
     pub params: Vec<Param>,
     pub body: Option<Value>,
@@ -69,6 +71,7 @@ impl Op {
             path,
             roles,
             summary,
+            description: None,
             tag,
             params: Vec::new(),
             body: None,
@@ -102,6 +105,11 @@ impl Op {
     ) -> Self {
         self.params.push(Param { name, at: In::Path, required: true, schema, description });
         self.error(400, "A parameter is invalid (the error names it)").error(404, "No such object")
+    }
+
+    pub fn describe(mut self, description: &'static str) -> Self {
+        self.description = Some(description);
+        self
     }
 
     pub fn body(mut self, schema: Value) -> Self {
@@ -155,9 +163,59 @@ pub fn enumeration(values: &[&str]) -> Value {
 pub fn object_with(keys: &[&str]) -> Value {
     json!({"type": "object", "required": keys})
 }
-/// Unix milliseconds or an RFC 3339 string.
+/// Unix milliseconds or an RFC 3339 time the server accepts: from 1970 to 9999. The
+/// pattern admits the years 1971 to 9998 and days up to 28, so that every time it admits
+/// is one (offsets cannot leave the range, every day exists).
 pub fn time() -> Value {
-    json!({"type": "string", "description": "Unix milliseconds or RFC 3339"})
+    json!({"type": "string", "description": "Unix milliseconds or RFC 3339 (e.g. 2026-11-23T10:00:00Z)",
+    "anyOf": [
+        {"pattern": "^[0-9]{1,14}$"},
+        {"pattern": "^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"},
+    ]})
+}
+/// Text without control characters (query parameters never carry them).
+pub fn text() -> Value {
+    json!({"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+}
+/// A device id.
+pub fn device_id() -> Value {
+    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"})
+}
+/// A road segment id.
+pub fn segment_id() -> Value {
+    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"})
+}
+/// A metric of the catalogue.
+pub fn metric_id() -> Value {
+    let names: Vec<&str> = telemetry::MetricId::ALL.iter().map(|m| m.as_str()).collect();
+    json!({"type": "string", "enum": names})
+}
+/// A comma-separated list of values matching `item` (a regex without anchors).
+pub fn list_of(item: &str) -> Value {
+    json!({"type": "string", "pattern": format!("^({item})(,({item})){{0,99}}$")})
+}
+/// A whole number the server reads as a 64-bit integer, at least `min`.
+pub fn int64(min: i64) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": i64::MAX})
+}
+
+/// Strings without NUL (U+0000), which the store cannot keep in JSON.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// A command's `args`: any JSON object without NUL in its keys and strings, at any depth
+/// (through the recursive `CommandArg` component).
+pub fn command_args() -> Value {
+    json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/CommandArg"}})
+}
+
+fn command_arg_schema() -> Value {
+    json!({"anyOf": [
+        {"type": ["null", "boolean", "number"]},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/CommandArg"}},
+        command_args(),
+    ]})
 }
 
 fn error_schema() -> Value {
@@ -187,8 +245,12 @@ pub fn document(ops: &[Op]) -> Value {
         for media in &op.alt_media {
             content.insert((*media).to_owned(), json!({"schema": {}}));
         }
-        responses
-            .insert(op.ok.0.to_string(), json!({"description": "Success", "content": content}));
+        let success = if op.ok.0 == 204 {
+            json!({"description": "Done; no content"})
+        } else {
+            json!({"description": "Success", "content": content})
+        };
+        responses.insert(op.ok.0.to_string(), success);
         for (status, description) in &op.errors {
             responses.insert(
                 status.to_string(),
@@ -219,6 +281,9 @@ pub fn document(ops: &[Op]) -> Value {
         if op.roles.is_empty() {
             operation["security"] = json!([]);
         }
+        if let Some(description) = op.description {
+            operation["description"] = json!(description);
+        }
         if let Some(body) = &op.body {
             operation["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": body}}});
@@ -237,7 +302,7 @@ pub fn document(ops: &[Op]) -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": error_schema()},
+            "schemas": {"Error": error_schema(), "CommandArg": command_arg_schema()},
         },
         "paths": paths,
     })

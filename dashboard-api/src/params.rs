@@ -75,9 +75,18 @@ pub fn time(name: &str, v: &str) -> Result<EventTime, ApiError> {
     parsed.map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
 }
 
+/// A whole number, also written with a zero fraction (`5.0`): JSON Schema's `integer`.
+pub fn whole<T: std::str::FromStr>(v: &str) -> Option<T> {
+    let digits = match v.split_once('.') {
+        Some((w, f)) if !f.is_empty() && f.bytes().all(|b| b == b'0') => w,
+        _ => v,
+    };
+    digits.parse().ok()
+}
+
 pub fn limit(name: &str, v: &str, max: usize) -> Result<usize, ApiError> {
-    match v.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+    match whole::<usize>(v) {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::bad_param(name, format!("{name} must be a whole number in 1..={max}"))),
     }
 }
@@ -105,8 +114,14 @@ pub fn bbox(name: &str, v: &str) -> Result<[f64; 4], ApiError> {
         .collect::<Result<_, _>>()
         .map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
     let b: [f64; 4] = parts.try_into().map_err(|_| ApiError::bad_param(name, BBOX_RULE))?;
+    let [min_lon, min_lat, max_lon, max_lat] = b;
     if valid_bbox(b) {
         Ok(b)
+    } else if valid_bbox([min_lon.min(max_lon), min_lat.min(max_lat), min_lon, min_lat])
+        && valid_bbox([max_lon.min(min_lon), max_lat.min(min_lat), max_lon, max_lat])
+    {
+        // Every coordinate in range: only their order is wrong.
+        Err(ApiError::bad_combination(name, BBOX_RULE))
     } else {
         Err(ApiError::bad_param(name, BBOX_RULE))
     }

@@ -130,7 +130,7 @@ pub async fn history(
     let bbox = p.take("bbox").map(|v| params::bbox("bbox", &v)).transpose()?;
     let subject = match (device, segment, bbox) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            return Err(ApiError::bad_param("segment", "give one of device, segment or bbox"))
+            return Err(ApiError::bad_combination("segment", "give one of device, segment or bbox"))
         }
         (Some(d), None, None) => HistorySubject::Device(d),
         (None, Some(s), None) => HistorySubject::Segment(s),
@@ -153,7 +153,10 @@ pub async fn history(
         .transpose()?;
     let step = match (p.take("step"), p.take("resolution")) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_param("resolution", "give step or resolution, not both"))
+            return Err(ApiError::bad_combination(
+                "resolution",
+                "give step or resolution, not both",
+            ))
         }
         (None, Some(r)) => match Resolution::parse(&r) {
             Some(Resolution::Raw) => Step::Raw,
@@ -192,7 +195,7 @@ pub async fn history(
         .unwrap_or(DEFAULT_HISTORY_POINTS);
     p.finish()?;
     if from >= to {
-        return Err(ApiError::bad_param("from", "from must be before to"));
+        return Err(ApiError::bad_combination("from", "from must be before to"));
     }
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
     let history = state.store.history(&q).await?;

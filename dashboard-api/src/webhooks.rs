@@ -31,7 +31,7 @@ use telemetry::EventTime;
 use crate::access::audit;
 use crate::auth::{Principal, ADMINS};
 use crate::error::ApiError;
-use crate::openapi::{enumeration, integer, object_with, Op};
+use crate::openapi::{enumeration, object_with, Op};
 use crate::AppState;
 
 /// Settings of the process's webhooks: the format of subscriptions created without one,
@@ -51,15 +51,25 @@ const MAX_SECRET: usize = 256;
 
 /// The webhook operations (admins).
 pub fn operations() -> Vec<Op> {
+    // Every field may be null (absent); a required one must be given and not null.
     let body = |required: &[&str]| {
-        json!({"type": "object", "required": required, "additionalProperties": false, "properties": {
-            "url": {"type": "string", "description": "http(s)://host[:port]/path, within the allowed destinations"},
-            "types": {"type": "array", "items": {"type": "string"}, "description": "Event types, or prefixes ending in *; empty: all"},
-            "secret": {"type": "string", "minLength": MIN_SECRET, "maxLength": MAX_SECRET, "description": "Signs every delivery; write-only"},
-            "enabled": {"type": "boolean"},
-            "format": enumeration(&["cloudevents", "ngsi-ld"])}})
+        let nullable = |schema: Value| json!({"anyOf": [{"type": "null"}, schema]});
+        let given: Vec<Value> = required
+            .iter()
+            .map(|k| json!({"required": [k], "properties": {*k: {"not": {"type": "null"}}}}))
+            .collect();
+        let mut schema = json!({"type": "object", "additionalProperties": false, "properties": {
+            "url": nullable(json!({"type": "string", "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]{0,200})?$", "description": "http(s)://host[:port]/path, within the allowed destinations"})),
+            "types": nullable(json!({"type": "array", "items": {"type": "string", "pattern": "^[ -~]*[!-~][ -~]*$", "maxLength": 200}, "description": "Event types, or prefixes ending in *; empty: all"})),
+            "secret": nullable(json!({"type": "string", "pattern": format!("^[ -~]{{{MIN_SECRET},{MAX_SECRET}}}$"), "description": "Signs every delivery (printable ASCII); write-only"})),
+            "enabled": nullable(json!({"type": "boolean"})),
+            "format": nullable(enumeration(&["cloudevents", "ngsi-ld"]))}});
+        if !given.is_empty() {
+            schema["allOf"] = Value::Array(given);
+        }
+        schema
     };
-    let id = || integer();
+    let id = || crate::openapi::int64(i64::MIN);
     vec![
         Op::new(
             "GET",
@@ -103,7 +113,7 @@ pub fn operations() -> Vec<Op> {
             delete(remove),
         )
         .path_param("id", id(), "Webhook id")
-        .ok(204, json!({})),
+        .ok(204, Value::Null),
         Op::new(
             "GET",
             "/api/v1/webhooks/{id}/deliveries",
@@ -202,6 +212,9 @@ fn check_types(types: &[String]) -> Result<(), ApiError> {
 }
 
 fn check_secret(secret: &str) -> Result<(), ApiError> {
+    if secret.contains('\0') {
+        return Err(ApiError::bad_field("secret", "secret must not contain NUL characters"));
+    }
     if !(MIN_SECRET..=MAX_SECRET).contains(&secret.len()) {
         return Err(ApiError::bad_field(
             "secret",
@@ -341,7 +354,14 @@ async fn deliveries(
     if state.store.webhook(id).await?.is_none() {
         return Err(not_found(id));
     }
-    let list = state.store.deliveries(id, filter, q.limit.unwrap_or(100).clamp(1, 1_000)).await?;
+    let limit = match q.limit {
+        None => 100,
+        Some(n) if (1..=1_000).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_param("limit", "limit must be a whole number in 1..=1000"))
+        }
+    };
+    let list = state.store.deliveries(id, filter, limit).await?;
     Ok(Json(json!({ "deliveries": list })))
 }
 

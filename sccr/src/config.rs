@@ -106,6 +106,16 @@ pub struct ApiSection {
     pub bootstrap_admin_token: Option<String>,
     /// Failed authentications allowed per client address per minute before 429s (0: no limit).
     pub auth_failures_per_minute: u32,
+    /// A connection whose request head has not arrived in this time is closed (also the
+    /// idle time allowed between keep-alive requests).
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// A request not answered in this time gets 503 (streamed answers and websocket
+    /// sessions are not cut).
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Connections served at once, websockets included; more are answered 503.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -280,6 +290,9 @@ impl Default for ApiSection {
             listen: "127.0.0.1:8080".into(),
             bootstrap_admin_token: None,
             auth_failures_per_minute: dashboard_api::auth::MAX_FAILURES,
+            header_timeout: dashboard_api::server::ServerLimits::default().header_timeout,
+            request_timeout: dashboard_api::server::ServerLimits::default().request_timeout,
+            max_connections: dashboard_api::server::ServerLimits::default().max_connections,
         }
     }
 }
@@ -459,6 +472,15 @@ impl Config {
             self.api.bootstrap_admin_token.as_ref().is_none_or(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_graphic())),
             "api.bootstrap_admin_token must be at least 32 printable characters (e.g. from `openssl rand -hex 32`)",
         );
+        check(
+            self.api.header_timeout >= Duration::from_millis(100),
+            "api.header_timeout must be at least 100ms",
+        );
+        check(
+            self.api.request_timeout >= Duration::from_secs(1),
+            "api.request_timeout must be at least 1s",
+        );
+        check(self.api.max_connections >= 1, "api.max_connections must be at least 1");
         check(self.ingest.max_payload_bytes >= 64, "ingest.max_payload_bytes must be at least 64");
         check(
             self.ingest.max_pending_readings > 0,
@@ -571,8 +593,18 @@ listen = "127.0.0.1:8080"
 # An admin API token created at start if absent (from a secret; at least 32 characters).
 # Without it, create tokens with `sccr token create --role admin --name NAME`.
 # bootstrap_admin_token = "..."
-# Failed authentications allowed per client address per minute before 429s (0: no limit).
+# Wrong tokens allowed per client address per minute; past them wrong tokens get 429
+# (valid tokens from the address are still served). 0: no limit.
 auth_failures_per_minute = 20
+# A connection is closed when its request head (or, between keep-alive requests, the next
+# one) has not arrived in this time.
+header_timeout = "10s"
+# A request not answered in this time gets 503; streamed exports and websocket sessions
+# are not cut.
+request_timeout = "30s"
+# Connections served at once, websockets included; one more is answered 503 and closed.
+# Keep it under the process's descriptor limit (ulimit -n).
+max_connections = 20000
 
 [ingest]
 max_payload_bytes = 65536

@@ -1,7 +1,12 @@
 //! `sccr demo`: the whole control room in one process with no external service: an
 //! embedded MQTT broker (rumqttd), the SQLite store, ingest, stream, the API, and a
 //! simulated fleet on the Florence road network.
+//!
+//! The admin token is kept in the data directory (`admin-token`, owner-only) and used
+//! again at the next start; it is the one live `bootstrap-admin` token (a token given with
+//! `--admin-token` replaces it, see `pipeline::ensure_bootstrap_admin`).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +73,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     config.mqtt.port = opts.mqtt_port;
     config.mqtt.client_id = "sccr-demo-ingest".into();
     config.api.listen = format!("127.0.0.1:{}", opts.http_port);
-    let admin_token = match &opts.admin_token {
-        Some(t) => t.clone(),
-        None => dashboard_api::auth::generate_token().map_err(|e| anyhow::anyhow!(e.message))?.0,
-    };
+    let admin_token = admin_token(&opts.data_dir, opts.admin_token.as_deref())?;
     config.api.bootstrap_admin_token = Some(admin_token.clone());
     config.validate()?;
 
@@ -147,6 +149,38 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
+/// File in the data directory holding the demo's admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The demo's admin token: the one given, else the one an earlier start kept in
+/// `data_dir`, else a new one, kept there for the next start.
+pub fn admin_token(data_dir: &Path, given: Option<&str>) -> Result<String> {
+    if let Some(t) = given {
+        return Ok(t.to_owned());
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(kept) => {
+            let kept = kept.trim();
+            if kept.len() >= 32 && kept.chars().all(|c| c.is_ascii_graphic()) {
+                return Ok(kept.to_owned());
+            }
+            tracing::warn!(path = %path.display(), "unreadable admin token file; making a new token");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = dashboard_api::auth::generate_token().map_err(|e| anyhow::anyhow!(e.message))?.0;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
 async fn wait_for_port(port: u16) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -157,5 +191,51 @@ async fn wait_for_port(port: u16) -> Result<()> {
             anyhow::bail!("nothing listens on 127.0.0.1:{port}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// What two `sccr demo` starts on one data directory do with their admin token.
+    #[tokio::test]
+    async fn two_demo_starts_leave_exactly_one_live_bootstrap_token() {
+        let dir = std::env::temp_dir().join(format!("sccr-demo-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = Config::default();
+        config.database.url = format!("sqlite:{}", dir.join("sccr.db").display());
+        let live = |store: store::Store| async move {
+            let tokens = store.tokens().await.unwrap();
+            tokens
+                .into_iter()
+                .filter(|t| t.name == pipeline::BOOTSTRAP_ADMIN && t.revoked_at.is_none())
+                .count()
+        };
+
+        let first = admin_token(&dir, None).unwrap();
+        let store = pipeline::open_store(&config).await.unwrap();
+        pipeline::ensure_bootstrap_admin(&store, &first).await.unwrap();
+        let second = admin_token(&dir, None).unwrap();
+        assert_eq!(second, first, "the kept token is used again");
+        pipeline::ensure_bootstrap_admin(&store, &second).await.unwrap();
+        assert_eq!(live(store.clone()).await, 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+
+        // A token given on the command line replaces the kept one.
+        let given = "g".repeat(40);
+        let third = admin_token(&dir, Some(&given)).unwrap();
+        pipeline::ensure_bootstrap_admin(&store, &third).await.unwrap();
+        assert_eq!(live(store.clone()).await, 1);
+        let digest = dashboard_api::auth::token_digest(&first);
+        assert!(store.token_by_digest(&digest).await.unwrap().is_none(), "the old one is revoked");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

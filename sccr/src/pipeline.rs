@@ -398,20 +398,14 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
+    let http_metrics = state.http.clone();
     state.metrics = Some(render);
     state.readiness = Some(readiness);
     let router = if role == Role::Ingest {
         dashboard_api::probes(state)
     } else {
         if let Some(token) = &config.api.bootstrap_admin_token {
-            store
-                .ensure_token(
-                    "bootstrap-admin",
-                    "admin",
-                    &dashboard_api::auth::token_digest(token),
-                    EventTime::now(),
-                )
-                .await?;
+            ensure_bootstrap_admin(&store, token).await?;
         }
         state.alerts = Some(control);
         state.auth =
@@ -423,18 +417,21 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
                 destinations: Arc::new(config.webhooks.destinations()?),
             }))
     };
-    let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let limits = dashboard_api::server::ServerLimits {
+        header_timeout: config.api.header_timeout,
+        request_timeout: config.api.request_timeout,
+        max_connections: config.api.max_connections,
+    };
     let (api_stop, mut api_stop_rx) = watch::channel(false);
-    let api = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let api = tokio::spawn(dashboard_api::server::serve(
+        listener,
+        router,
+        limits,
+        http_metrics,
+        async move {
+            let _ = api_stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     tracing::info!(%api_addr, ?role, backend = store.backend(), "SCCR running");
     Ok(Running {
         api_addr,
@@ -477,6 +474,21 @@ fn writer_check(
             humantime::format_duration(stall_after)
         ),
     })
+}
+
+/// Name of the admin token made from `api.bootstrap_admin_token`.
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
+
+/// Make `token` the one live bootstrap admin token: a new one revokes the previous, so
+/// rotating the secret (or a fresh `sccr demo` token) leaves no forgotten admin behind.
+pub async fn ensure_bootstrap_admin(store: &Store, token: &str) -> Result<()> {
+    let digest = dashboard_api::auth::token_digest(token);
+    let revoked =
+        store.ensure_sole_token(BOOTSTRAP_ADMIN, "admin", &digest, EventTime::now()).await?;
+    if revoked > 0 {
+        tracing::info!(revoked, "previous bootstrap admin token revoked");
+    }
+    Ok(())
 }
 
 /// What the ingest side started.

@@ -138,6 +138,40 @@ impl Store {
         Ok(())
     }
 
+    /// Make `digest` the one live token called `name`: store it as [`Store::ensure_token`]
+    /// does, then revoke every other live token of that name (a rotated bootstrap token).
+    /// Returns how many were revoked.
+    pub async fn ensure_sole_token(
+        &self,
+        name: &str,
+        role: &str,
+        digest: &str,
+        at: EventTime,
+    ) -> Result<u64, StoreError> {
+        self.ensure_token(name, role, digest, at).await?;
+        let revoked = match self {
+            Store::Postgres(s) => sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $3 WHERE name = $1 AND digest <> $2 AND revoked_at IS NULL",
+            )
+            .bind(name)
+            .bind(digest)
+            .bind(ts(at))
+            .execute(&s.pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(
+                "UPDATE api_tokens SET revoked_at_ms = ? WHERE name = ? AND digest <> ? AND revoked_at_ms IS NULL",
+            )
+            .bind(at.millis())
+            .bind(name)
+            .bind(digest)
+            .execute(&s.pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(revoked)
+    }
+
     /// The live (not revoked) token with this digest.
     pub async fn token_by_digest(&self, digest: &str) -> Result<Option<TokenRecord>, StoreError> {
         match self {

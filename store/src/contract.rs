@@ -75,6 +75,7 @@ pub async fn run_all(store: &Store) {
     stream_state_round_trips_and_is_overwritten(store).await;
     stream_state_parts_commit_together_and_replace_on_request(store).await;
     gateways_link_devices_until_either_is_decommissioned(store).await;
+    a_sole_token_revokes_the_others_of_its_name(store).await;
 }
 
 pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
@@ -1089,4 +1090,28 @@ pub async fn gateways_link_devices_until_either_is_decommissioned(store: &Store)
         mine(store.gateway_links().await.expect("links")).is_empty(),
         "a decommissioned gateway has no grants"
     );
+}
+
+pub async fn a_sole_token_revokes_the_others_of_its_name(store: &Store) {
+    let at = EventTime(T0);
+    store.ensure_token("other", "admin", "digest-other", at).await.expect("token");
+    assert_eq!(store.ensure_sole_token("boot", "admin", "digest-1", at).await.expect("token"), 0);
+    // The same token again (a restart with the same secret) changes nothing.
+    assert_eq!(store.ensure_sole_token("boot", "admin", "digest-1", at).await.expect("token"), 0);
+    assert_eq!(store.ensure_sole_token("boot", "admin", "digest-2", at).await.expect("token"), 1);
+    assert!(store.token_by_digest("digest-1").await.expect("token").is_none());
+    assert_eq!(
+        store.token_by_digest("digest-2").await.expect("token").expect("token").name,
+        "boot"
+    );
+    assert!(store.token_by_digest("digest-other").await.expect("token").is_some());
+    let live: Vec<String> = store
+        .tokens()
+        .await
+        .expect("token")
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(live.iter().filter(|n| *n == "boot").count(), 1, "{live:?}");
 }

@@ -261,13 +261,16 @@ async fn format_parameter_wins_and_bad_requests_are_named() {
         (format!("{base}&resolution=5m"), "resolution"),
         (format!("{base}&metric=speed_kmh,nope"), "metric"),
         (format!("{base}&device=Bad!"), "device"),
-        (format!("/api/v1/export/readings?from={T0}&to={T0}"), "from"),
         (format!("{base}&step=1h"), "step"),
     ] {
         let (st, _, body) = send(&s, &query, None).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(json(body)["error"]["param"], param, "{query}");
     }
+    // Each time valid, not together: 422.
+    let (st, _, body) = send(&s, &format!("/api/v1/export/readings?from={T0}&to={T0}"), None).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json(body)["error"]["param"], "from");
     let (st, _, body) = send(&s, "/api/v1/history?metric=speed_kmh&format=xml", None).await;
     assert_eq!(
         (st, json(body)["error"]["param"].clone()),

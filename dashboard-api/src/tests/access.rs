@@ -174,20 +174,63 @@ async fn tokens_are_created_once_shown_used_and_revoked() {
     assert_eq!(audit["entries"][0]["actor"], "root");
 }
 
+/// A request from `addr` presenting `token`.
+async fn status_from(
+    s: &crate::AppState,
+    addr: [u8; 4],
+    token: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let mut req = Request::get("/api/v1/me")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let peer = std::net::SocketAddr::from((addr, 40_000));
+    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    let st = resp.status();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (st, retry, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 #[tokio::test]
-async fn repeated_bad_tokens_from_one_address_are_slowed_down() {
+async fn failures_from_an_address_throttle_wrong_tokens_but_never_a_valid_one() {
     let s = state().await;
+    let nat = [10, 0, 0, 1];
     for _ in 0..crate::auth::MAX_FAILURES {
-        assert_eq!(
-            status(&s, "GET", "/api/v1/me", Some("sccr_guess")).await.0,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(status_from(&s, nat, "sccr_guess").await.0, StatusCode::UNAUTHORIZED);
     }
-    let (st, body) = status(&s, "GET", "/api/v1/me", Some("sccr_guess")).await;
+    let (st, retry, body) = status_from(&s, nat, "sccr_guess").await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "too_many_requests");
-    // Even a good token waits: the address is what is limited.
-    assert_eq!(status(&s, "GET", "/api/v1/me", Some(ADMIN)).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry.as_deref(), Some("60"));
+    // Another client behind the same address, with a valid token, is served.
+    let (st, _, body) = status_from(&s, nat, ADMIN).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "root");
+    assert_eq!(status_from(&s, nat, ADA).await.0, StatusCode::OK);
+    // Wrong tokens from it are still throttled; other addresses are not.
+    assert_eq!(status_from(&s, nat, "sccr_guess").await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status_from(&s, [10, 0, 0, 2], "sccr_guess").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.http.auth_failures("unknown_token"), u64::from(crate::auth::MAX_FAILURES) + 1);
+    assert_eq!(s.http.auth_failures("throttled"), 2);
+}
+
+#[test]
+fn the_failure_limiter_remembers_a_bounded_number_of_addresses() {
+    let auth = crate::auth::Auth::with_failure_limit(2);
+    let max = crate::auth::FAILURE_ADDRESSES_MAX;
+    for i in 0..max + 50 {
+        let [_, _, a, b] = (i as u32).to_be_bytes();
+        auth.record_failure(std::net::IpAddr::from([10, 1, a, b]));
+    }
+    assert_eq!(auth.tracked_addresses(), max);
+    // An IPv6 client counts by its /64: its other addresses share its budget.
+    let v6 = |last: u16| std::net::IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+    auth.record_failure(v6(1));
+    auth.record_failure(v6(2));
+    assert_eq!(auth.blocked(v6(3)), Some(60));
+    assert_eq!(auth.blocked(std::net::IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])), None);
 }
 
 #[tokio::test]
@@ -228,15 +271,16 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
             StatusCode::CREATED
         );
     }
-    for (body, field) in [
-        (r#"{"id":"Bad Id"}"#, "id"),
-        (r#"{"id":"x","segment":"no-such-segment"}"#, "segment"),
-        (r#"{"id":"x","kind":"a b"}"#, "kind"),
-        (r#"{"id":"x","colour":1}"#, "colour"),
-        ("{", "body"),
+    // 400: the body breaks the document; 422: it names a segment that does not exist.
+    for (body, field, status) in [
+        (r#"{"id":"Bad Id"}"#, "id", StatusCode::BAD_REQUEST),
+        (r#"{"id":"x","segment":"no-such-segment"}"#, "segment", StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"id":"x","kind":"a b"}"#, "kind", StatusCode::BAD_REQUEST),
+        (r#"{"id":"x","colour":1}"#, "colour", StatusCode::BAD_REQUEST),
+        ("{", "body", StatusCode::BAD_REQUEST),
     ] {
         let (st, resp) = send(&s, "POST", "/api/v1/devices", body).await;
-        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {resp}");
+        assert_eq!(st, status, "{body}: {resp}");
         assert_eq!(resp["error"]["param"], field, "{body}: {resp}");
     }
 

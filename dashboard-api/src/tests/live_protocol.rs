@@ -233,6 +233,6 @@ async fn history_of_an_area_combines_the_segments_inside_it() {
     }
     assert_eq!(
         super::get(&s, &format!("{q}&bbox=0,0,1,1&segment=north")).await.0,
-        axum::http::StatusCode::BAD_REQUEST
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
     );
 }

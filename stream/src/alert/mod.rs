@@ -23,6 +23,7 @@ pub mod condition;
 pub mod engine;
 pub mod lifecycle;
 pub mod rule;
+pub mod schema;
 pub mod storm;
 
 use std::fmt;

@@ -40,18 +40,42 @@ use telemetry::{DeviceId, MetricId, SegmentId};
 use super::{RuleId, Severity};
 use crate::los::LevelOfService;
 
+/// Counts as JSON Schema's `integer` reads them: `5` or `5.0` (the rules' schema says
+/// `integer`, which admits both).
+mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+            Ok(v as u32)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a whole number from 0 to {}",
+                u32::MAX
+            )))
+        }
+    }
+
+    pub fn option_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        #[derive(Deserialize)]
+        struct Whole(#[serde(deserialize_with = "u32")] u32);
+        Ok(Option::<Whole>::deserialize(d)?.map(|Whole(v)| v))
+    }
+}
+
 /// Storm protection settings shared by all rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StormSettings {
     /// Token bucket per rule: at most this many new alerts per minute (and as a burst);
     /// further raises are folded into one overflow alert of the rule. A rule may override.
-    #[serde(default = "default_raises_per_minute")]
+    #[serde(default = "default_raises_per_minute", deserialize_with = "whole::u32")]
     pub raises_per_minute: u32,
     /// When more than this many devices of one segment raise one rule within
     /// `group_window`, further raises of that segment fold into one segment alert. 0 turns
     /// grouping off.
-    #[serde(default = "default_group_over")]
+    #[serde(default = "default_group_over", deserialize_with = "whole::u32")]
     pub group_over_devices: u32,
     #[serde(default = "default_group_window", with = "crate::duration_serde")]
     pub group_window: Duration,
@@ -124,7 +148,11 @@ pub struct RuleDefinition {
     pub scope: ScopeDefinition,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_u32"
+    )]
     pub raises_per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdDefinition>,
@@ -198,7 +226,11 @@ pub struct FlatlineDefinition {
         with = "crate::duration_serde::option"
     )]
     pub hold: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option_u32"
+    )]
     pub readings: Option<u32>,
 }
 
@@ -330,6 +362,9 @@ impl AirQualityLimit {
 pub struct RuleError {
     pub path: String,
     pub message: String,
+    /// An error the rules' JSON Schema ([`super::schema`]) cannot express: the document
+    /// matches the schema, yet its values contradict each other or a bound between fields.
+    pub beyond_schema: bool,
 }
 
 /// Every error found in a rules document.
@@ -343,6 +378,13 @@ impl fmt::Display for RuleErrors {
             write!(f, "\n  {e}")?;
         }
         Ok(())
+    }
+}
+
+impl RuleErrors {
+    /// Whether every error is one the JSON Schema cannot express.
+    pub fn all_beyond_schema(&self) -> bool {
+        self.0.iter().all(|e| e.beyond_schema)
     }
 }
 
@@ -497,7 +539,12 @@ struct Report(Vec<RuleError>);
 
 impl Report {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(RuleError { path: path.into(), message: message.into() });
+        self.0.push(RuleError { path: path.into(), message: message.into(), beyond_schema: false });
+    }
+
+    /// An error the JSON Schema cannot express (see [`RuleError::beyond_schema`]).
+    fn beyond(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(RuleError { path: path.into(), message: message.into(), beyond_schema: true });
     }
 
     fn metric(&mut self, path: String, name: &str) -> Option<MetricId> {
@@ -542,7 +589,7 @@ impl AlertRulesConfig {
             report.error("storm.raises_per_minute", "must be at least 1");
         }
         if self.storm.group_window.is_zero() && self.storm.group_over_devices > 0 {
-            report.error("storm.group_window", "must be positive when grouping is on");
+            report.beyond("storm.group_window", "must be positive when grouping is on");
         }
         let mut rules = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -550,7 +597,7 @@ impl AlertRulesConfig {
         for (i, def) in defs.iter().enumerate() {
             let path = format!("rules[{i}]");
             if let Some(j) = seen.insert(def.id.as_str(), i) {
-                report.error(
+                report.beyond(
                     format!("{path}.id"),
                     format!("{:?} is already the id of rules[{j}]", def.id),
                 );
@@ -704,7 +751,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                     } else {
                         "at or above below"
                     };
-                    report.error(
+                    report.beyond(
                         format!("{p}.clear"),
                         format!("{c} must be {side} ({level}) to give hysteresis"),
                     );
@@ -728,7 +775,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                 .error(format!("{p}.silence_factor"), "must be a number of intervals, at least 1");
         }
         if o.interval.is_some_and(|d| d.is_zero()) {
-            report.error(format!("{p}.interval"), "must be positive");
+            report.beyond(format!("{p}.interval"), "must be positive");
         }
         return Some(RuleKind::Offline(OfflineRule {
             silence_factor: o.silence_factor,
@@ -746,7 +793,7 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
         match (f.hold, f.readings) {
             (None, None) => report.error(p.clone(), "needs for, readings, or both"),
             (_, Some(n)) if n < 2 => report.error(format!("{p}.readings"), "must be at least 2"),
-            (Some(d), None) if d.is_zero() => report.error(format!("{p}.for"), "must be positive"),
+            (Some(d), None) if d.is_zero() => report.beyond(format!("{p}.for"), "must be positive"),
             _ => {}
         }
         return Some(RuleKind::Flatline(FlatlineRule {
@@ -784,12 +831,12 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
         let averaging =
             a.averaging.or(shipped.map(|l| l.averaging)).unwrap_or(Duration::from_secs(3_600));
         if averaging < Duration::from_secs(24) {
-            report.error(format!("{p}.averaging"), "must be at least 24s");
+            report.beyond(format!("{p}.averaging"), "must be at least 24s");
             return None;
         }
         let clear = match a.clear {
             Some(c) if c > limit => {
-                report.error(
+                report.beyond(
                     format!("{p}.clear"),
                     format!("{c} must be at or below the limit ({limit})"),
                 );

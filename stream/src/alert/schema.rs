@@ -1,0 +1,205 @@
+//! The JSON Schema of the rules document and of one rule, written once next to the types
+//! of [`super::rule`] and served in the API's OpenAPI document.
+//!
+//! Invariant: a document the schema refuses is refused by serde or by
+//! [`AlertRulesConfig::validate`](super::AlertRulesConfig::validate) with an error that is
+//! not [`RuleError::beyond_schema`](super::rule::RuleError::beyond_schema); what the schema
+//! accepts is accepted, except for what a JSON Schema cannot say, which `validate` reports
+//! as `beyond_schema`: two rules with one id, a `clear` on the wrong side of its level, a
+//! zero duration where one must be positive, an averaging period under 24 s, storm
+//! grouping with a zero window. Every example in the schema is a valid rule
+//! (`tests::schema_examples_are_valid_rules`); the OpenAPI test checks the examples of the
+//! API's tests against the schema.
+
+use serde_json::{json, Value};
+use telemetry::MetricId;
+
+use super::rule::AIR_QUALITY_LIMITS;
+use crate::los::LevelOfService;
+
+/// A humantime duration as the schema admits it: up to six terms such as `5m` or `1h 30m`.
+pub const DURATION_PATTERN: &str =
+    "^[0-9]{1,6}(ns|us|ms|s|m|h|d|w)( ?[0-9]{1,6}(ns|us|ms|s|m|h|d|w)){0,5}$";
+/// A rule id: what `RuleId::parse` accepts.
+pub const RULE_ID_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+const DEVICE_ID_PATTERN: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
+const SEGMENT_ID_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
+
+fn duration() -> Value {
+    json!({"type": "string", "pattern": DURATION_PATTERN, "description": "A duration such as \"90s\", \"5m\" or \"1h 30m\""})
+}
+
+fn metric() -> Value {
+    let names: Vec<&str> = MetricId::ALL.iter().map(|m| m.as_str()).collect();
+    json!({"type": "string", "enum": names})
+}
+
+fn number() -> Value {
+    json!({"type": "number"})
+}
+
+fn table(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+}
+
+/// `schema` or null (serde reads null as an absent optional field).
+fn or_null(schema: Value) -> Value {
+    json!({"anyOf": [{"type": "null"}, schema]})
+}
+
+/// Present: given, and not null.
+fn given(key: &str, kind: &str) -> Value {
+    json!({"required": [key], "properties": {key: {"type": kind}}})
+}
+
+/// The schema of one rule (`[[alerts.rules]]`); `id` is required unless `id_optional`
+/// (the body of `PUT /api/v1/alert-rules/{id}`, whose id is the path's).
+pub fn rule_schema(id_optional: bool) -> Value {
+    let shipped: Vec<&str> = AIR_QUALITY_LIMITS.iter().map(|l| l.metric.as_str()).collect();
+    let los: Vec<&str> = LevelOfService::ALL.iter().map(|l| l.as_str()).collect();
+    let kinds = ["threshold", "offline", "flatline", "rate_of_change", "los", "air_quality"];
+    let id = json!({"type": "string", "pattern": RULE_ID_PATTERN});
+    let mut schema = table(
+        if id_optional { &["severity"] } else { &["id", "severity"] },
+        json!({
+            "id": if id_optional { or_null(id) } else { id },
+            "description": {"type": "string"},
+            "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
+            "scope": {"oneOf": [
+                {"type": "string", "const": "all"},
+                table(&["devices"], json!({"devices": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": DEVICE_ID_PATTERN}}})),
+                table(&["kind"], json!({"kind": {"type": "string", "minLength": 1}})),
+                table(&["segments"], json!({"segments": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SEGMENT_ID_PATTERN}}})),
+            ]},
+            "enabled": {"type": "boolean"},
+            "raises_per_minute": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})),
+            "threshold": or_null(json!({
+                "allOf": [table(&["metric"], json!({"metric": metric(), "above": or_null(number()), "below": or_null(number()), "clear": or_null(number()), "for": duration()}))],
+                "oneOf": [given("above", "number"), given("below", "number")],
+                "description": "Above (or below) a level for a duration; back at or below (above) clear, which defaults to the level, it clears",
+            })),
+            "offline": or_null(table(&[], json!({
+                "silence_factor": {"type": "number", "minimum": 1},
+                "interval": or_null(duration()),
+                "min_silence": duration(),
+                "last_will": {"type": "boolean"},
+            }))),
+            "flatline": or_null(json!({
+                "allOf": [table(&["metric"], json!({
+                    "metric": metric(),
+                    "epsilon": {"type": "number", "minimum": 0},
+                    "for": or_null(duration()),
+                    "readings": or_null(json!({"type": "integer", "minimum": 2, "maximum": u32::MAX})),
+                }))],
+                "anyOf": [given("for", "string"), given("readings", "integer")],
+            })),
+            "rate_of_change": or_null(table(&["metric", "max_per_minute"], json!({
+                "metric": metric(),
+                "max_per_minute": {"type": "number", "exclusiveMinimum": 0},
+                "for": duration(),
+            }))),
+            "los": or_null(table(&["at_or_worse"], json!({
+                "at_or_worse": {"type": "string", "enum": los},
+                "for": duration(),
+            }))),
+            "air_quality": or_null(json!({
+                "allOf": [table(&["metric"], json!({
+                    "metric": metric(),
+                    "limit": or_null(number()),
+                    "averaging": or_null(duration()),
+                    "clear": or_null(number()),
+                }))],
+                "anyOf": [given("limit", "number"), {"properties": {"metric": {"enum": shipped}}}],
+                "description": "A running mean over averaging above limit; metrics with a shipped limit (no2_ugm3, pm10_ugm3, pm25_ugm3, o3_ugm3) may leave limit and averaging out",
+            })),
+        }),
+    );
+    // Exactly one kind table, given and not null.
+    let one_kind: Vec<Value> = kinds.iter().map(|k| given(k, "object")).collect();
+    schema["oneOf"] = json!(one_kind);
+    // A LOS rule watches segments.
+    schema["if"] = given("los", "object");
+    schema["then"] = json!({"properties": {"scope": {"anyOf": [
+        {"const": "all"},
+        {"type": "object", "required": ["segments"]},
+    ]}}});
+    schema["examples"] = Value::Array(examples(id_optional));
+    schema
+}
+
+/// The schema of the rules document (`[alerts]` as JSON).
+pub fn rules_document_schema() -> Value {
+    let mut schema = table(
+        &[],
+        json!({
+            "storm": table(&[], json!({
+                "raises_per_minute": {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+                "group_over_devices": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
+                "group_window": duration(),
+            })),
+            "air_quality_defaults": {"type": "boolean"},
+            "rules": {"type": "array", "items": without_examples(rule_schema(false))},
+        }),
+    );
+    schema["examples"] = json!([
+        {"air_quality_defaults": false, "rules": examples(false)},
+        {"storm": {"raises_per_minute": 10, "group_over_devices": 5, "group_window": "30s"}, "rules": []},
+    ]);
+    schema
+}
+
+fn without_examples(mut schema: Value) -> Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("examples");
+    }
+    schema
+}
+
+/// A rule of each kind, as the README and the tests write them.
+pub fn examples(id_optional: bool) -> Vec<Value> {
+    let mut rules = vec![
+        json!({"id": "congestion", "severity": "critical", "scope": {"segments": ["viale-strozzi"]}, "los": {"at_or_worse": "E", "for": "5m"}}),
+        json!({"id": "no2-high", "severity": "warning", "threshold": {"metric": "no2_ugm3", "above": 200.0, "clear": 180.0, "for": "10m"}}),
+        json!({"id": "slow-traffic", "severity": "info", "scope": {"kind": "traffic_loop"}, "threshold": {"metric": "speed_kmh", "below": 10.0, "for": "2m"}}),
+        json!({"id": "offline", "severity": "warning", "offline": {"silence_factor": 3.0, "min_silence": "1m", "last_will": true}}),
+        json!({"id": "stuck-speed", "severity": "info", "scope": {"devices": ["loop-viale-strozzi-0"]}, "flatline": {"metric": "speed_kmh", "epsilon": 0.01, "readings": 30}}),
+        json!({"id": "speed-jump", "severity": "info", "rate_of_change": {"metric": "speed_kmh", "max_per_minute": 40.0, "for": "1m"}}),
+        json!({"id": "pm10-daily", "severity": "warning", "air_quality": {"metric": "pm10_ugm3"}}),
+    ];
+    if id_optional {
+        for r in &mut rules {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("id");
+            }
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::AlertRulesConfig;
+
+    #[test]
+    fn schema_examples_are_valid_rules() {
+        let schema = rules_document_schema();
+        for doc in schema["examples"].as_array().unwrap() {
+            let parsed: AlertRulesConfig = serde_json::from_value(doc.clone()).unwrap();
+            parsed.validate().unwrap();
+        }
+        let rules: Vec<Value> = rule_schema(false)["examples"].as_array().unwrap().clone();
+        assert_eq!(rules.len(), 7);
+        let doc: AlertRulesConfig =
+            serde_json::from_value(json!({"air_quality_defaults": true, "rules": rules})).unwrap();
+        assert_eq!(doc.validate().unwrap().rules.len(), 7 + AIR_QUALITY_LIMITS.len());
+    }
+
+    #[test]
+    fn schema_durations_parse() {
+        for text in ["5m", "1h 30m", "1h30m", "90s", "250ms", "999999w", "1d 2h 3m 4s 5ms 6us"] {
+            humantime::parse_duration(text).unwrap();
+        }
+    }
+}
