@@ -1192,19 +1192,12 @@ impl AlertEngine {
             })
             .collect();
         segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
-        let book = self.book_record();
-        AlertEngineState {
+        let head = EngineHead {
             next_alert_id: self.book.next_id,
             clock: self.clock,
-            open_alerts: book.open_alerts,
-            placements: book.placements,
-            groups: book.groups,
-            overflow: book.overflow,
-            buckets: book.buckets,
-            devices,
-            segments,
             counters: self.book.counters.clone(),
-        }
+        };
+        AlertEngineState::of(head, self.book_record(), devices, segments)
     }
 
     /// Take a checkpoint: the head, the book if it changed, and the parts of every device
@@ -1413,6 +1406,16 @@ impl AlertEngineState {
         }
         devices.sort_by(|a, b| a.device.cmp(&b.device));
         segments.sort_by(|a, b| (&a.rule, &a.segment).cmp(&(&b.rule, &b.segment)));
+        Self::of(head, book, devices, segments)
+    }
+
+    /// The whole state from its head, its book and its per-subject records.
+    fn of(
+        head: EngineHead,
+        book: BookRecord,
+        devices: Vec<DeviceRecord>,
+        segments: Vec<SegmentConditionRecord>,
+    ) -> Self {
         Self {
             next_alert_id: head.next_alert_id,
             clock: head.clock,
