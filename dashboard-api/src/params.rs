@@ -68,11 +68,8 @@ pub fn metric(name: &str, v: &str) -> Result<MetricId, ApiError> {
 
 /// Unix milliseconds or RFC 3339.
 pub fn time(name: &str, v: &str) -> Result<EventTime, ApiError> {
-    let parsed = match v.parse::<i64>() {
-        Ok(ms) => EventTime::from_millis(ms),
-        Err(_) => EventTime::parse_rfc3339(v),
-    };
-    parsed.map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
+    EventTime::parse_ms_or_rfc3339(v)
+        .map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
 }
 
 /// A whole number, also written with a zero fraction (`5.0`): JSON Schema's `integer`.

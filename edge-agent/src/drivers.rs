@@ -147,11 +147,7 @@ pub fn read_replay_file(path: &Path) -> Result<Vec<ReplayRecord>, String> {
 }
 
 fn parse_time(s: &str) -> Result<EventTime, String> {
-    match s.trim().parse::<i64>() {
-        Ok(ms) => EventTime::from_millis(ms),
-        Err(_) => EventTime::parse_rfc3339(s.trim()),
-    }
-    .map_err(|e| e.to_string())
+    EventTime::parse_ms_or_rfc3339(s.trim()).map_err(|e| e.to_string())
 }
 
 pub fn parse_replay_csv(text: &str) -> Result<Vec<ReplayRecord>, String> {

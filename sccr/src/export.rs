@@ -21,11 +21,7 @@ pub struct ExportArgs {
 
 /// Unix milliseconds or RFC 3339.
 fn time(name: &str, v: &str) -> Result<EventTime> {
-    let t = match v.parse::<i64>() {
-        Ok(ms) => EventTime::from_millis(ms),
-        Err(_) => EventTime::parse_rfc3339(v),
-    };
-    t.with_context(|| {
+    EventTime::parse_ms_or_rfc3339(v).with_context(|| {
         format!("--{name} {v:?}: use Unix milliseconds or RFC 3339 (2025-11-23T00:00:00Z)")
     })
 }

@@ -200,11 +200,13 @@ impl Importer<'_> {
         self.batch.readings.push(reading);
     }
 
-    async fn flush_if_full(&mut self) -> Result<()> {
-        if self.batch.readings.len() >= BATCH {
-            self.flush().await?;
+    /// Write the batch once it is full; whether it was.
+    async fn flush_if_full(&mut self) -> Result<bool> {
+        if self.batch.readings.len() < BATCH {
+            return Ok(false);
         }
-        Ok(())
+        self.flush().await?;
+        Ok(true)
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -287,14 +289,6 @@ async fn import_batches(
     Ok(())
 }
 
-/// Unix milliseconds or RFC 3339.
-fn parse_time(s: &str) -> Result<i64, String> {
-    match s.parse::<i64>() {
-        Ok(ms) => Ok(ms),
-        Err(_) => EventTime::parse_rfc3339(s).map(|t| t.millis()).map_err(|e| e.to_string()),
-    }
-}
-
 async fn import_csv(
     importer: &mut Importer<'_>,
     file: &Path,
@@ -336,7 +330,9 @@ async fn import_csv(
         }
         let cell = |i: usize| record.get(i).filter(|c| !c.is_empty());
         let row = Row {
-            time: cell(t).map_or(Err("no time".into()), parse_time),
+            time: cell(t).map_or(Err("no time".into()), |c| {
+                EventTime::parse_ms_or_rfc3339(c).map(|t| t.millis()).map_err(|e| e.to_string())
+            }),
             device: cell(d),
             metric: cell(m),
             value: cell(v).map_or(Err("no value".into()), |c| {
@@ -350,8 +346,7 @@ async fn import_csv(
             },
         };
         importer.row(row, &|| format!("{} line {line}", file.display()));
-        if importer.batch.readings.len() >= BATCH {
-            importer.flush().await?;
+        if importer.flush_if_full().await? {
             progress.show(
                 importer.summary.rows,
                 &format!("{} files", importer.summary.files),

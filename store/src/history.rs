@@ -234,6 +234,15 @@ impl Horizons {
         *slot = t;
     }
 
+    /// Record a stored horizon, by level name (`raw`, `1m`, `1h`, `1d`); a later one for
+    /// the same level wins if it is later.
+    pub(crate) fn record(&mut self, level: String, t: EventTime) -> Result<(), StoreError> {
+        let level = Resolution::parse(&level)
+            .ok_or(StoreError::Corrupt { what: "retention level", value: level })?;
+        self.set(level, Some(self.get(level).map_or(t, |old| old.max(t))));
+        Ok(())
+    }
+
     /// Whether `level` still holds everything from `t` on.
     fn holds(&self, level: Resolution, t: i64) -> bool {
         self.get(level).is_none_or(|h| t >= h.millis())

@@ -706,23 +706,11 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?;
         for row in rows {
-            let level: String = row.try_get("level")?;
-            let level = Resolution::parse(&level)
-                .ok_or(StoreError::Corrupt { what: "retention level", value: level })?;
-            h.set(level, Some(et(row.try_get("horizon")?)));
+            h.record(row.try_get("level")?, et(row.try_get("horizon")?))?;
         }
         if self.storage_mode() == StorageMode::TimescaleDb {
-            let rows = sqlx::query(TIMESCALE_HORIZONS).fetch_all(&self.pool).await?;
-            for row in rows {
-                let level: String = row.try_get("level")?;
-                let (Some(level), Some(t)) = (
-                    Resolution::parse(&level),
-                    row.try_get::<Option<OffsetDateTime>, _>("horizon")?,
-                ) else {
-                    continue;
-                };
-                let t = et(t);
-                h.set(level, Some(h.get(level).map_or(t, |old| old.max(t))));
+            for row in sqlx::query(TIMESCALE_HORIZONS).fetch_all(&self.pool).await? {
+                h.record(row.try_get("level")?, et(row.try_get("horizon")?))?;
             }
         }
         Ok(h)
@@ -1610,7 +1598,7 @@ const TIMESCALE_HORIZONS: &str = "
         ON c.materialization_hypertable_name = j.hypertable_name
       WHERE j.proc_name = 'policy_retention'
         AND s.last_successful_finish IS NOT NULL AND s.last_successful_finish > '-infinity'
-    ) p";
+    ) p WHERE p.level IS NOT NULL AND p.horizon IS NOT NULL";
 
 pub(crate) async fn put_state_parts(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,

@@ -861,10 +861,7 @@ fn json_list(segments: &[telemetry::SegmentId]) -> String {
 fn horizons_of(rows: Vec<SqliteRow>) -> Result<Horizons, StoreError> {
     let mut h = Horizons::default();
     for row in rows {
-        let level: String = row.try_get("level")?;
-        let level = Resolution::parse(&level)
-            .ok_or(StoreError::Corrupt { what: "retention level", value: level })?;
-        h.set(level, Some(EventTime(row.try_get("horizon_ms")?)));
+        h.record(row.try_get("level")?, EventTime(row.try_get("horizon_ms")?))?;
     }
     Ok(h)
 }

@@ -41,6 +41,14 @@ impl EventTime {
         Self::from_millis(ms).map_err(|_| TimeError::OutOfRange(short()))
     }
 
+    /// Unix milliseconds or RFC 3339: how times are written in queries, files and CLIs.
+    pub fn parse_ms_or_rfc3339(s: &str) -> Result<Self, TimeError> {
+        match s.parse::<i64>() {
+            Ok(ms) => Self::from_millis(ms),
+            Err(_) => Self::parse_rfc3339(s),
+        }
+    }
+
     pub fn now() -> Self {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
