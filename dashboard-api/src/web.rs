@@ -3,6 +3,10 @@
 //! its path. Each file gets an exact route, so unknown paths still reach the API's JSON
 //! 404 fallback.
 //!
+//! For work on the dashboard itself, `SCCR_WEB_DIR=web` makes the server read the files
+//! from that folder on every request instead (no rebuild per edit); only files inside the
+//! folder are served, and the embedded table still decides which paths exist.
+//!
 //! Caching: third-party libraries under `vendor/` (pinned versions) may be cached for a
 //! day; the dashboard's own files are revalidated on every load (`no-cache`) against a
 //! strong `ETag` of their contents, answered with `304 Not Modified` when unchanged.
@@ -72,6 +76,18 @@ fn asset_response(
 
 /// Routes for every embedded file, and `/` for `index.html`.
 pub fn router() -> Router<AppState> {
+    if let Some(dir) = std::env::var_os("SCCR_WEB_DIR").map(std::path::PathBuf::from) {
+        tracing::warn!(dir = %dir.display(), "serving the dashboard from disk (SCCR_WEB_DIR)");
+        let root = dir.clone();
+        return Router::new()
+            .route("/", get(move || from_disk(root.clone(), "index.html".to_owned())))
+            .route(
+                "/{*path}",
+                get(move |axum::extract::Path(path): axum::extract::Path<String>| {
+                    from_disk(dir.clone(), path)
+                }),
+            );
+    }
     let mut router = Router::new();
     for &(path, bytes) in ASSETS {
         let tag = HeaderValue::from_str(&etag(bytes))
@@ -86,6 +102,28 @@ pub fn router() -> Router<AppState> {
         router = router.route(&format!("/{path}"), get(handler));
     }
     router
+}
+
+/// A dashboard file read from `SCCR_WEB_DIR` (development only): never cached; paths
+/// with `..`, hidden parts or the API's prefix are not served.
+async fn from_disk(dir: std::path::PathBuf, path: String) -> Response {
+    let safe = !path.starts_with("api/")
+        && path.split('/').all(|part| !part.is_empty() && !part.starts_with('.'));
+    if !safe {
+        return crate::ApiError::not_found("no such route").into_response();
+    }
+    match tokio::fs::read(dir.join(&path)).await {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [
+                (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (CONTENT_TYPE, HeaderValue::from_static(content_type(&path))),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => crate::ApiError::not_found("no such file").into_response(),
+    }
 }
 
 #[cfg(test)]
