@@ -2,7 +2,8 @@
 //!
 //! - **Tokens**: bearer tokens `sccr_<64 hex>` (256 random bits), stored as their SHA-256
 //!   digest with a name and a role; `Authorization: Bearer <token>`, or for the websocket
-//!   `?access_token=<token>` (browsers cannot set headers on a websocket).
+//!   (browsers cannot set headers on one) the subprotocol `sccr.token.<token>` offered
+//!   beside `sccr.live`, or `?access_token=<token>`.
 //! - **Roles** (docs/api.md): `admin` does everything; `operator` watches live state and
 //!   handles alerts and device commands; `planner` reads history and exports; `device`
 //!   exists for MQTT credentials and may use no REST route.
@@ -239,8 +240,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The token of a request: the bearer header, or `access_token` in the query of the
-/// websocket route.
+/// Prefix of the websocket subprotocol that carries a browser's token.
+pub const TOKEN_PROTOCOL: &str = "sccr.token.";
+
+/// The token of a request: the bearer header, or on the websocket route the
+/// `sccr.token.<token>` subprotocol or `access_token` in the query.
 fn presented_token(req: &Request) -> Option<Result<String, ApiError>> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let token = value
@@ -254,6 +258,16 @@ fn presented_token(req: &Request) -> Option<Result<String, ApiError>> {
         );
     }
     if req.uri().path() == "/api/v1/live" {
+        // Browsers: the token as a websocket subprotocol `sccr.token.<token>` beside
+        // `sccr.live` (kept out of URLs, so out of consoles and access logs), or in the query.
+        let offered = req.headers().get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+        for value in offered.filter_map(|v| v.to_str().ok()) {
+            if let Some(token) =
+                value.split(',').find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL))
+            {
+                return Some(Ok(token.to_owned()));
+            }
+        }
         let query = req.uri().query()?;
         return serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?

@@ -1,5 +1,5 @@
 //! The live websocket `/api/v1/live` (token in the `Authorization` header or
-//! `?access_token=`; every human role).
+//! the `sccr.token.<token>` subprotocol or `?access_token=`; every human role).
 //!
 //! Protocol (JSON text frames):
 //! - client → server:
@@ -152,7 +152,10 @@ pub async fn upgrade(
     };
     // Small socket buffers: a wall of 10,000 screens must not cost 128 KiB each (the
     // library's default read buffer); client messages are small and frames are written whole.
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
+    // A browser offers `sccr.live` and its token as `sccr.token.<token>`: the answer names
+    // `sccr.live`, never the token.
+    ws.protocols(["sccr.live"])
+        .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)

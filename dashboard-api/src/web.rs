@@ -37,6 +37,7 @@ pub fn content_type(path: &str) -> &'static str {
         Some("woff2") => "font/woff2",
         Some("wav") => "audio/wav",
         Some("txt") | None => "text/plain; charset=utf-8",
+        Some("md") => "text/markdown; charset=utf-8",
         _ if path.ends_with("LICENSE") || path.ends_with("VERSIONS") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
@@ -135,7 +136,9 @@ mod tests {
         let paths: Vec<&str> = ASSETS.iter().map(|(p, _)| *p).collect();
         for p in [
             "index.html",
-            "app.js",
+            "app/main.js",
+            "app/i18n.js",
+            "geo/florence-context.geojson",
             "style.css",
             "vendor/leaflet/leaflet.js",
             "vendor/leaflet/LICENSE",
@@ -149,7 +152,7 @@ mod tests {
 
     #[test]
     fn own_files_are_revalidated_and_unchanged_ones_answer_304() {
-        let (path, bytes) = ASSETS.iter().find(|(p, _)| *p == "app.js").copied().unwrap();
+        let (path, bytes) = ASSETS.iter().find(|(p, _)| *p == "app/main.js").copied().unwrap();
         let tag = HeaderValue::from_str(&etag(bytes)).unwrap();
         let fresh = asset_response(path, bytes, tag.clone(), &HeaderMap::new());
         assert_eq!(fresh.status(), StatusCode::OK);

@@ -5,7 +5,8 @@
 //   SCCR_TOKEN       an admin token, when the server has authentication
 //   SCCR_CONTROL_URL the harness's /stop and /start (stops and restarts the demo)
 //   SCCR_SCREENSHOTS where screenshots go (target/screenshots)
-//   SCCR_PERF_OUT    where the load test writes its main-thread figures (JSON)
+//   SCCR_PERF_OUT    where the load test writes its figures (JSON)
+// Each test does what a person does: clicks the map itself, reads what the screen shows.
 import fs from 'node:fs';
 import path from 'node:path';
 import { test, expect } from '@playwright/test';
@@ -21,6 +22,7 @@ const SIZES = [[1920, 1080], [3840, 2160]];
 test.describe.configure({ mode: 'serial' });
 
 const auth = () => (TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {});
+const shot = (page, name) => { fs.mkdirSync(SHOTS, { recursive: true }); return page.screenshot({ path: path.join(SHOTS, name) }); };
 
 async function getJson(request, url) {
   const res = await request.get(url, { headers: auth() });
@@ -29,19 +31,21 @@ async function getJson(request, url) {
 }
 
 /** Open the dashboard, logged in when the server has authentication; collect errors. */
-async function open(page, { hash = '' } = {}) {
+async function open(page, { hash = '', query = '', lang = 'en', ready = true } = {}) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
     // Without authentication on the server, /api/v1/me answers 404 by design.
     if (!TOKEN && (m.location()?.url || '').endsWith('/api/v1/me')) return;
+    // The browser reports a refused websocket itself while the server is down.
+    if (/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(m.text())) return;
     errors.push(`console: ${m.text()} (${m.location()?.url})`);
   });
   if (TOKEN) await page.addInitScript((t) => localStorage.setItem('sccr.token', t), TOKEN);
-  await page.addInitScript(() => localStorage.setItem('sccr.lang', 'en'));
-  await page.goto(`/${hash}`);
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
+  await page.addInitScript((l) => { localStorage.setItem('sccr.lang', l); localStorage.removeItem('sccr.mode'); }, lang);
+  await page.goto(`/${query}${hash}`);
+  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
   return errors;
 }
 
@@ -54,85 +58,411 @@ async function publish(topic, payload) {
   }
 }
 
-test('the page loads with no console errors and draws the road segments', async ({ page }) => {
+let seq = 900_000_000 + (Date.now() % 1_000_000) * 100;
+/** A speed reading from a device, through the broker. */
+const speed = (device, v) => publish(`sccr/v1/devices/${device}/telemetry`, { seq: (seq += 1), ts: Date.now(), readings: [{ m: 'speed_kmh', v }] });
+
+/** Add (or replace) an alert rule through the API. */
+async function putRule(request, rule) {
+  const res = await request.put(`/api/v1/alert-rules/${rule.id}`, { headers: { ...auth(), 'Content-Type': 'application/json' }, data: rule });
+  expect(res.ok(), await res.text()).toBeTruthy();
+}
+
+/** The longest segment on screen, and a detector on it. */
+async function longSegmentWithDetector(page, request) {
+  const { columns, rows } = await getJson(request, '/api/v1/map/devices?limit=20000');
+  const devs = rows.map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
+  const id = await page.evaluate((withDevices) => {
+    const m = window.sccr;
+    let best = null;
+    let bestLen = 0;
+    for (const seg of m.state.segments.values()) {
+      if (!withDevices.includes(seg.id)) continue;
+      const c = seg.coords;
+      const len = Math.hypot(c[0][0] - c[c.length - 1][0], c[0][1] - c[c.length - 1][1]);
+      if (len > bestLen) { bestLen = len; best = seg.id; }
+    }
+    return best;
+  }, devs.filter((d) => d.segment && /loop/.test(d.id)).map((d) => d.segment));
+  return { segment: id, device: devs.find((d) => d.segment === id && /loop/.test(d.id)).id };
+}
+
+// ---------- 1. the map itself answers the pointer ----------
+test('clicking and hovering a road segment on the map opens its panel and tooltip', async ({ page, request }) => {
   const errors = await open(page);
-  const drawn = page.locator('path[data-segment]');
-  await expect.poll(() => drawn.count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
-  // The live feed colours segments by Level of Service.
-  await expect.poll(() => page.locator('path[data-los]:not([data-los=""])').count(), { timeout: 15_000 }).toBeGreaterThan(0);
-  await expect(page.locator('#kpi-online')).not.toHaveText('–');
+  await expect.poll(() => page.locator('path[data-segment]').count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
+  const { segment } = await longSegmentWithDetector(page, request);
+  const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), segment);
+  await page.mouse.move(pt.x, pt.y);
+  await expect(page.locator('.leaflet-tooltip.seg-tip')).toBeVisible({ timeout: 3_000 });
+  await page.mouse.click(pt.x, pt.y);
+  await expect(page.locator('#detail')).toBeVisible();
+  await expect(page.locator('#detail')).toHaveAttribute('data-segment', segment);
+  // The element under the pointer there is the segment's hit line, not the device canvas.
+  const under = await page.evaluate(({ x, y }) => document.elementFromPoint(x, y)?.getAttribute('data-hit') ?? document.elementFromPoint(x, y)?.tagName, pt);
+  expect(under).toBe(segment);
   expect(errors).toEqual([]);
 });
 
+// ---------- 2. every device, without listing them in the browser ----------
+test('the map loads every device through the paged map call, never the device list', async ({ page }) => {
+  const N = 12_000;
+  const calls = [];
+  page.on('request', (r) => { if (/\/api\/v1\/(map\/)?devices/.test(r.url())) calls.push(r.url()); });
+  await page.route('**/api/v1/map/devices**', (route) => {
+    const url = new URL(route.request().url());
+    const limit = Number(url.searchParams.get('limit') || 5000);
+    const from = Number(url.searchParams.get('cursor') || 0);
+    const rows = [];
+    for (let i = from; i < Math.min(N, from + limit); i += 1) rows.push([`syn-${i}`, 'traffic_loop', null, 11.2 + (i % 100) * 0.001, 43.76 + Math.floor(i / 100) * 0.0005, true, Date.now()]);
+    const next = from + limit < N ? String(from + limit) : null;
+    route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ columns: ['id', 'kind', 'segment', 'lon', 'lat', 'online', 'last_seen'], rows, next_cursor: next }) });
+  });
+  const errors = await open(page);
+  await expect.poll(() => page.evaluate(() => window.sccr.state.devices.size), { timeout: 10_000 }).toBe(N);
+  expect(calls.some((u) => /\/api\/v1\/devices/.test(u))).toBe(false);
+  expect(calls.filter((u) => u.includes('/map/devices')).length).toBe(3);
+  expect(errors).toEqual([]);
+});
+
+// ---------- 3. geography, offline ----------
+test('Florence is recognisable: river, ring avenues and landmarks, nothing from the internet', async ({ page }) => {
+  const foreign = [];
+  page.on('request', (r) => { const u = new URL(r.url()); if (!['127.0.0.1', 'localhost'].includes(u.hostname)) foreign.push(r.url()); });
+  const errors = await open(page);
+  await expect(page.locator('body')).toHaveAttribute('data-basemap', 'context');
+  await expect(page.locator('.landmark span', { hasText: /Duomo|Cathedral/ })).toBeVisible();
+  await expect(page.locator('.leaflet-context-pane path')).not.toHaveCount(0);
+  expect(foreign).toEqual([]);
+  await page.locator('.lang button[data-lang="it"]').click();
+  await expect(page.locator('.landmark span', { hasText: /Duomo|Santa Maria del Fiore/ })).toBeVisible();
+  expect(errors).toEqual([]);
+});
+
+test('a configured XYZ basemap replaces the context layer', async ({ page }) => {
+  const tiles = [];
+  await page.route('**/api/v1/wall', (r) => r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify({ basemap: { kind: 'xyz', url: 'http://127.0.0.1:9/tiles/{z}/{x}/{y}.png', attribution: '© City of Florence', max_zoom: 19 } }) }));
+  await page.route('http://127.0.0.1:9/tiles/**', (r) => { tiles.push(r.request().url()); r.fulfill({ status: 200, contentType: 'image/png', body: Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=', 'base64') }); });
+  await open(page);
+  await expect(page.locator('body')).toHaveAttribute('data-basemap', 'xyz');
+  await expect.poll(() => tiles.length, { timeout: 5_000 }).toBeGreaterThan(0);
+  expect(tiles[0]).toMatch(/\/tiles\/\d+\/\d+\/\d+\.png$/);
+  await expect(page.locator('.leaflet-control-attribution')).toContainText('City of Florence');
+});
+
+// ---------- 4. colour-blind safe, with a second channel ----------
+test('Level-of-Service colours stay apart for deuteranopes and protanopes; E and F are wider', async ({ page, request }) => {
+  await open(page);
+  const colours = await page.evaluate(() => ['A', 'B', 'C', 'D', 'E', 'F'].map((g) => getComputedStyle(document.documentElement).getPropertyValue(`--los-${g}`).trim()));
+  const devOn = await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--dev-on').trim());
+  const hex = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16) / 255);
+  const lin = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+  const gam = (c) => (c <= 0.0031308 ? 12.92 * c : 1.055 * c ** (1 / 2.4) - 0.055);
+  // Machado, Oliveira & Fernandes (2009), severity 1.0, in linear RGB.
+  const SIM = {
+    deuteranopia: [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    protanopia: [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    normal: [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+  };
+  const lab = (rgb) => {
+    const [r, g, b] = rgb.map(lin);
+    const x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    const y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    const z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    const f = (t) => (t > 216 / 24389 ? Math.cbrt(t) : (24389 / 27 * t + 16) / 116);
+    return [116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))];
+  };
+  const sim = (m, rgb) => { const l = rgb.map(lin); return m.map((row) => gam(Math.min(1, Math.max(0, row[0] * l[0] + row[1] * l[1] + row[2] * l[2])))); };
+  const dE = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+  const report = {};
+  for (const [name, m] of Object.entries(SIM)) {
+    const labs = colours.map((c) => lab(sim(m, hex(c))));
+    let min = Infinity;
+    for (let i = 0; i < labs.length; i += 1) for (let j = i + 1; j < labs.length; j += 1) min = Math.min(min, dE(labs[i], labs[j]));
+    report[name] = Number(min.toFixed(1));
+    // Every pair of grades at least 10 ΔE*ab apart (clearly distinguishable side by side).
+    expect(min, `${name}: closest pair of grades ${min.toFixed(1)} ΔE`).toBeGreaterThan(10);
+    // Online device dots are not any grade's colour.
+    const dev = lab(sim(m, hex(devOn)));
+    for (const l of labs) expect(dE(dev, l)).toBeGreaterThan(10);
+  }
+  console.log(`LOS palette, smallest ΔE*ab between grades: ${JSON.stringify(report)}`);
+  // Second channel: a segment at F is drawn wider than one at A.
+  const { segment, device } = await longSegmentWithDetector(page, request);
+  await speed(device, 1);
+  await expect(page.locator(`path[data-segment="${segment}"]`)).toHaveAttribute('data-los', 'F', { timeout: 5_000 });
+  const widths = await page.evaluate((id) => {
+    const f = Number(document.querySelector(`path[data-segment="${id}"]`).getAttribute('stroke-width'));
+    const a = [...document.querySelectorAll('path[data-los="A"]')].map((p) => Number(p.getAttribute('stroke-width')));
+    return { f, a: a.length ? Math.max(...a) : null };
+  }, segment);
+  if (widths.a !== null) expect(widths.f).toBeGreaterThan(widths.a * 1.5);
+});
+
+// ---------- 5. charts ----------
+test('charts: zero-based nice axis, 24-hour clock, readout on hover, one line per detector, resizing', async ({ page, request }) => {
+  const errors = await open(page, { lang: 'it' });
+  const { segment } = await longSegmentWithDetector(page, request);
+  const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), segment);
+  await page.mouse.click(pt.x, pt.y);
+  const chart = page.locator('#detail-chart canvas');
+  await expect(chart).toBeVisible({ timeout: 10_000 });
+  const info = await page.evaluate(() => {
+    const u = window.sccr.charts.detail;
+    return { yMin: u.scales.y.min, yMax: u.scales.y.max, series: u.series.length - 1, width: u.width };
+  });
+  expect(info.yMin).toBe(0);
+  expect(info.yMax).toBeGreaterThanOrEqual(10);
+  const detectors = await page.evaluate((id) => [...window.sccr.state.devices.values()].filter((d) => d.segment === id && /loop/.test(d.id)).length, segment);
+  expect(info.series).toBe(Math.min(detectors, 6) || 1);
+  // The time axis in 24-hour clock, no AM/PM.
+  const ticks = await page.evaluate(() => window.sccr.charts.detail.axes[0]._values ?? []);
+  for (const label of ticks.flat()) expect(String(label)).not.toMatch(/AM|PM/i);
+  expect(ticks.flat().some((l) => /^\d{2}:\d{2}/.test(String(l)))).toBe(true);
+  // A readout follows the pointer.
+  const box = await chart.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.97, box.y + box.height / 2);
+  await expect(page.locator('#detail-readout')).toContainText(/\d{2}:\d{2}/);
+  await expect(page.locator('#detail-readout')).not.toContainText(/AM|PM/);
+  // The planner: a custom range keeps the chart whole; the chart follows the window's size.
+  await page.locator('.tab[data-tab="planner"]').click();
+  await page.locator('#p-range').selectOption('custom');
+  await page.locator('#planner-form button[type="submit"]').click();
+  await expect(page.locator('#planner-chart canvas')).toBeVisible({ timeout: 10_000 });
+  const inside = await page.evaluate(() => {
+    const c = document.querySelector('#planner-chart .uplot').getBoundingClientRect();
+    return c.bottom <= window.innerHeight + 1 && c.right <= window.innerWidth + 1;
+  });
+  expect(inside).toBe(true);
+  const before = await page.evaluate(() => window.sccr.charts.planner.width);
+  await page.setViewportSize({ width: 1400, height: 900 });
+  await expect.poll(() => page.evaluate(() => window.sccr.charts.planner.width), { timeout: 5_000 }).toBeLessThan(before);
+  expect(errors).toEqual([]);
+});
+
+// ---------- 6. Italian, from the server's catalogue ----------
+test('Italian throughout: metric names and units from the catalogue, alert messages from codes', async ({ page, request }) => {
+  const catalogue = await getJson(request, '/api/v1/catalogue');
+  expect(catalogue.metrics.find((m) => m.id === 'no2_ugm3').unit).toBe('µg/m³');
+  const errors = await open(page, { lang: 'it' });
+  await page.locator('.tab[data-tab="planner"]').click();
+  const labels = await page.locator('#p-metric option').allTextContents();
+  expect(labels.join('|')).toContain('µg/m³');
+  expect(labels.join('|')).not.toMatch(/no2_ugm3|ug\/m3/);
+  // Every message code the server can send has a text in both languages.
+  const codes = catalogue.alert_codes || [];
+  const missing = await page.evaluate(async (list) => {
+    const i18n = await import('/app/i18n.js');
+    return list.map((c) => (typeof c === 'string' ? c : c.code)).filter((c) => !i18n.hasText(`alert.${c}`));
+  }, codes);
+  expect(missing).toEqual([]);
+  expect(errors).toEqual([]);
+});
+
+// ---------- 7. alarm handling (ISA-18.2) ----------
+test('an alert that returns to normal stays until acknowledged; acknowledging it closes it', async ({ page, request }) => {
+  const errors = await open(page);
+  await putRule(request, { id: 'browser-flap', severity: 'critical', threshold: { metric: 'speed_kmh', above: 200, clear: 150 } });
+  const { device, segment } = await longSegmentWithDetector(page, request);
+  await speed(device, 230);
+  let alert = null;
+  await expect.poll(async () => {
+    const { alerts } = await getJson(request, `/api/v1/alerts?state=open&device=${device}&rule=browser-flap`);
+    alert = alerts[0];
+    return Boolean(alert);
+  }, { timeout: 15_000 }).toBe(true);
+  await speed(device, 20);
+  const item = page.locator(`li[data-alert="${alert.id}"]`);
+  await expect(item).toHaveAttribute('data-state', 'returned', { timeout: 10_000 });
+  await expect(item).toBeVisible();
+  // A marker on the map; clicking the alert brings its place into view.
+  await expect(page.locator(`[data-alert-marker="${alert.id}"]`)).toBeVisible();
+  await item.locator('.msg').click();
+  await expect(item).toHaveClass(/selected/);
+  await expect(page.locator('.leaflet-highlight-pane path')).toHaveCount(1);
+  const centre = await page.evaluate(() => window.sccr.map().getCenter());
+  const near = await page.evaluate(({ id, c }) => {
+    const seg = window.sccr.state.segments.get(id);
+    return seg.coords.some(([lat, lon]) => Math.abs(lat - c.lat) < 0.01 && Math.abs(lon - c.lng) < 0.01);
+  }, { id: segment, c: centre });
+  expect(near).toBe(true);
+  await shot(page, 'alert-returned-1920x1080.png');
+  await item.locator('button[data-act="ack"]').click();
+  await item.locator('input.note').fill('seen, back to normal (browser test)');
+  await item.locator('button[data-act="confirm"]').click();
+  await expect(page.locator(`#alert-list li[data-alert="${alert.id}"]`)).toHaveCount(0, { timeout: 5_000 });
+  const stored = await getJson(request, `/api/v1/alerts/${alert.id}`);
+  expect(stored.alert.state).toBe('cleared');
+  // The recent-history list keeps it.
+  await page.locator('.alert-tabs button[data-view="history"]').click();
+  await expect(page.locator(`#alert-list li[data-alert="${alert.id}"]`)).toBeVisible({ timeout: 5_000 });
+  expect(errors).toEqual([]);
+});
+
+test('an operator shelves a nuisance alert with a reason; it leaves the active list and is audited', async ({ page, request }) => {
+  const errors = await open(page);
+  await putRule(request, { id: 'browser-shelve', severity: 'warning', threshold: { metric: 'speed_kmh', above: 240 } });
+  const { device } = await longSegmentWithDetector(page, request);
+  await speed(device, 245);
+  let alert = null;
+  await expect.poll(async () => {
+    const { alerts } = await getJson(request, `/api/v1/alerts?state=open&device=${device}&rule=browser-shelve`);
+    alert = alerts[0];
+    return Boolean(alert);
+  }, { timeout: 15_000 }).toBe(true);
+  const item = page.locator(`li[data-alert="${alert.id}"]`);
+  await expect(item).toBeVisible({ timeout: 5_000 });
+  await item.locator('button[data-act="shelve"]').click();
+  // A reason is required.
+  await item.locator('button[data-act="confirm"]').click();
+  await expect(item.locator('input.reason')).toHaveClass(/invalid/);
+  await item.locator('input.reason').fill('detector under maintenance (browser test)');
+  await item.locator('select.for').selectOption('900');
+  await item.locator('button[data-act="confirm"]').click();
+  await expect(page.locator(`#alert-list li[data-alert="${alert.id}"]`)).toHaveCount(0, { timeout: 5_000 });
+  await page.locator('.alert-tabs button[data-view="shelved"]').click();
+  await expect(page.locator(`#alert-list li[data-alert="${alert.id}"]`)).toHaveAttribute('data-shelved', 'true');
+  const stored = await getJson(request, `/api/v1/alerts/${alert.id}`);
+  expect(stored.alert.shelved.reason).toBe('detector under maintenance (browser test)');
+  expect(stored.events.some((e) => /shelve/.test(JSON.stringify(e)))).toBe(true);
+  const metrics = await (await request.get('/metrics')).text();
+  expect(metrics).toMatch(/sccr_alerts_per_position_last_10m/);
+  expect(errors).toEqual([]);
+});
+
+// ---------- 8. outage: stale, disabled, no jump ----------
+test('during an outage figures are stale, actions disabled, and the layout does not move', async ({ page, request }) => {
+  test.skip(!CONTROL, 'no harness control URL (SCCR_CONTROL_URL)');
+  await open(page);
+  await expect(page.locator('#kpi-online')).not.toHaveText('–');
+  const mapBox = await page.locator('#map').boundingBox();
+  const stop = await request.get(`${CONTROL}/stop`);
+  expect(stop.ok()).toBeTruthy();
+  const banner = page.locator('#conn-banner');
+  await expect(banner).toBeVisible({ timeout: 10_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-live', 'closed');
+  expect(await page.locator('#map').boundingBox()).toEqual(mapBox);
+  await expect(page.locator('#stale')).toContainText(/as of \d{2}:\d{2}:\d{2}/);
+  const greyed = await page.evaluate(() => getComputedStyle(document.querySelector('#kpi-online').closest('.k-value')).opacity);
+  expect(Number(greyed)).toBeLessThan(1);
+  const enabled = await page.locator('li.alert button[data-act]:not([disabled])').count();
+  expect(enabled).toBe(0);
+  await shot(page, 'disconnected-1920x1080.png');
+  const start = await request.get(`${CONTROL}/start`, { timeout: 60_000 });
+  expect(start.ok()).toBeTruthy();
+  await expect(banner).toBeHidden({ timeout: 15_000 });
+  await expect(page.locator('body')).toHaveAttribute('data-live', 'open');
+  const frames = await page.evaluate(() => window.sccr.frames);
+  await expect.poll(() => page.evaluate(() => window.sccr.frames), { timeout: 10_000 }).toBeGreaterThan(frames);
+});
+
+// ---------- 9. legible from across the room ----------
+test('wall mode: no text smaller than the rule allows, "–" before data, 4K shows more', async ({ browser }) => {
+  for (const [width, height] of SIZES) {
+    const page = await browser.newPage({ viewport: { width, height } });
+    // Before any live frame, the tiles say "–", not zero.
+    await page.routeWebSocket(/\/api\/v1\/live/, () => {});
+    await open(page, { query: '?mode=wall', ready: false });
+    await expect(page.locator('#kpi-online')).toHaveText('–');
+    await expect(page.locator('#kpi-crit')).toHaveText('–');
+    await page.close();
+    const live = await browser.newPage({ viewport: { width, height } });
+    const errors = await open(live, { query: '?mode=wall' });
+    await expect(live.locator('body')).toHaveAttribute('data-mode', 'wall');
+    const rule = await live.evaluate(() => window.sccr.wallFontPx);
+    expect(rule).toBeGreaterThanOrEqual(40);
+    const smallest = await live.evaluate(() => {
+      let min = Infinity;
+      let what = '';
+      const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+      while (walker.nextNode()) {
+        const el = walker.currentNode.parentElement;
+        if (!walker.currentNode.textContent.trim() || !el || el.closest('[hidden], template, dialog, .leaflet-control-attribution')) continue;
+        const r = el.getBoundingClientRect();
+        const cs = getComputedStyle(el);
+        if (r.width === 0 || r.height === 0 || cs.visibility === 'hidden' || cs.display === 'none') continue;
+        const px = parseFloat(cs.fontSize);
+        if (px < min) { min = px; what = `${el.className || el.tagName}: ${walker.currentNode.textContent.trim().slice(0, 30)}`; }
+      }
+      return { min, what };
+    });
+    expect(smallest.min, `smallest text: ${smallest.what}`).toBeGreaterThanOrEqual(rule - 0.5);
+    await expect(live.locator('#kpi-city-speed')).not.toHaveText('–', { timeout: 15_000 });
+    await shot(live, `wall-${width}x${height}.png`);
+    const worst = await live.locator('#worst-list li').count();
+    if (width >= 3840) expect(worst).toBeGreaterThan(5);
+    else expect(worst).toBeLessThanOrEqual(5);
+    expect(errors).toEqual([]);
+    await live.close();
+  }
+});
+
+// ---------- 10. worst segments by relative speed, one rule ----------
+test('worst segments are ordered by speed relative to free flow, whatever order the server sends', async ({ page }) => {
+  await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
+    ws.onMessage((m) => {
+      if (JSON.parse(String(m)).type !== 'subscribe') return;
+      ws.send(JSON.stringify({ type: 'snapshot', values: [], segments: [], alerts: [] }));
+      ws.send(JSON.stringify({ type: 'kpi', kpi: { devices_online: 1, devices_offline: 0, readings_per_s: 1, alerts_open: { critical: 0, warning: 0, info: 0 }, city_speed_kmh: 30,
+        worst_segments: [
+          { segment: 'a-slow-lane', name: 'Slow but free', los: 'A', speed_kmh: 25, free_flow_kmh: 27 },
+          { segment: 'b-jam', name: 'Fast road, jammed', los: 'E', speed_kmh: 28, free_flow_kmh: 80 },
+          { segment: 'c-mid', name: 'Middling', los: 'C', speed_kmh: 30, free_flow_kmh: 50 },
+        ] } }));
+    });
+  });
+  await open(page);
+  await expect(page.locator('#worst-list li').first()).toHaveAttribute('data-segment', 'b-jam', { timeout: 5_000 });
+  expect(await page.locator('#worst-list li').evaluateAll((els) => els.map((e) => e.dataset.segment))).toEqual(['b-jam', 'c-mid', 'a-slow-lane']);
+});
+
+// ---------- 11. a real day in the demo ----------
+test('the demo has history: the planner shows a week of city speed', async ({ page }) => {
+  const errors = await open(page, { hash: '#planner' });
+  await page.locator('#p-range').selectOption('7d');
+  await page.locator('#planner-form button[type="submit"]').click();
+  await expect(page.locator('#planner-chart canvas')).toBeVisible({ timeout: 10_000 });
+  await expect(page.locator('#planner-info')).toContainText(/\d+ points/, { timeout: 10_000 });
+  const n = Number((await page.locator('#planner-info').textContent()).match(/(\d+) points/)[1]);
+  expect(n).toBeGreaterThan(20);
+  await shot(page, 'planner-7d-1920x1080.png');
+  expect(errors).toEqual([]);
+});
+
+// ---------- existing behaviour ----------
 test('a reading published to the broker recolours its segment within 2 s', async ({ page, request }) => {
   const errors = await open(page);
-  const { devices } = await getJson(request, '/api/v1/devices');
-  // A detector whose segment is not at F now; the reading says traffic stands still.
-  let target = null;
-  await expect.poll(async () => {
-    for (const d of devices.filter((x) => x.segment && x.id.startsWith('loop-'))) {
-      const los = await page.locator(`path[data-segment="${d.segment}"]`).getAttribute('data-los');
-      if (los && los !== 'F') { target = d; return true; }
-    }
-    return false;
-  }, { timeout: 15_000 }).toBe(true);
-  await publish(`sccr/v1/devices/${target.id}/telemetry`, { seq: 900_000_000, ts: Date.now(), readings: [{ m: 'speed_kmh', v: 1 }] });
+  const { segment, device } = await longSegmentWithDetector(page, request);
+  await expect.poll(() => page.locator(`path[data-segment="${segment}"]`).getAttribute('data-los'), { timeout: 15_000 }).not.toBe('');
+  await speed(device, 60);
+  await speed(device, 1);
   const started = Date.now();
   await page.waitForFunction(
     ([id, colour]) => {
       const el = document.querySelector(`path[data-segment="${id}"]`);
       return el && el.getAttribute('data-los') === 'F' && el.getAttribute('stroke') === colour;
     },
-    [target.segment, LOS_F_COLOUR],
+    [segment, LOS_F_COLOUR],
     { timeout: 2_000, polling: 'raf' },
   );
-  console.log(`segment ${target.segment} turned F ${Date.now() - started} ms after the reading was acknowledged by the broker`);
+  console.log(`segment ${segment} turned F ${Date.now() - started} ms after the reading was acknowledged by the broker`);
   expect(errors).toEqual([]);
 });
 
-test('an alert acknowledged from the UI is stored', async ({ page, request }) => {
-  const errors = await open(page);
-  // A rule that one reading raises and nothing clears: a probe device outside the fleet.
-  const current = await getJson(request, '/api/v1/alert-rules');
-  const rules = current.rules;
-  rules.rules = (rules.rules || []).filter((r) => r.id !== 'browser-speed');
-  rules.rules.push({ id: 'browser-speed', severity: 'critical', threshold: { metric: 'speed_kmh', above: 200 } });
-  const put = await request.put('/api/v1/alert-rules', { headers: { ...auth(), 'Content-Type': 'application/json' }, data: rules });
-  expect(put.ok(), await put.text()).toBeTruthy();
-  const probe = `browser-probe-${Date.now()}`;
-  await publish(`sccr/v1/devices/${probe}/telemetry`, { seq: 1, ts: Date.now(), readings: [{ m: 'speed_kmh', v: 230 }] });
-  let alert = null;
-  await expect.poll(async () => {
-    const { alerts } = await getJson(request, `/api/v1/alerts?state=open&device=${probe}`);
-    alert = alerts[0];
-    return Boolean(alert);
-  }, { timeout: 15_000 }).toBe(true);
-  const item = page.locator(`li[data-alert="${alert.id}"]`);
-  await expect(item).toBeVisible({ timeout: 5_000 });
-  await expect(item).toHaveAttribute('data-state', 'raised');
-  await item.locator('button[data-act="ack"]').click();
-  await item.locator('input.note').fill('crew dispatched (browser test)');
-  await item.locator('button[data-act="confirm"]').click();
-  await expect(item).toHaveAttribute('data-state', 'acknowledged', { timeout: 5_000 });
-  const stored = await getJson(request, `/api/v1/alerts/${alert.id}`);
-  expect(stored.alert.state).toBe('acknowledged');
-  expect(stored.alert.acknowledged.note).toBe('crew dispatched (browser test)');
-  expect(errors).toEqual([]);
-});
-
-test('login with a token; the UI hides what the role cannot do', async ({ page, browser, request }) => {
+test('login with a token; the UI hides what the role cannot do; the token stays out of the console', async ({ page, browser, request }) => {
   test.skip(!TOKEN, 'the server has no authentication');
-  // No token yet: the sign-in dialog asks for one.
+  const logged = [];
+  page.on('console', (m) => logged.push(m.text()));
+  page.on('request', (r) => logged.push(r.url()));
   await page.addInitScript(() => localStorage.setItem('sccr.lang', 'en'));
   await page.goto('/');
   await expect(page.locator('#login')).toBeVisible();
-  fs.mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, 'login-1920x1080.png') });
+  await shot(page, 'login-1920x1080.png');
   await page.locator('#login-token').fill(TOKEN);
   await page.locator('#login button[type="submit"]').click();
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
   await expect(page.locator('#user')).toContainText('admin');
-  // A planner sees downloads but no alert actions; an operator the reverse.
+  expect(logged.filter((l) => l.includes(TOKEN))).toEqual([]);
   const token = async (role) => {
     const res = await request.post('/api/v1/tokens', { headers: { ...auth(), 'Content-Type': 'application/json' }, data: { name: `wall-${role}-${Date.now()}`, role } });
     expect(res.status(), await res.text()).toBe(201);
@@ -141,7 +471,7 @@ test('login with a token; the UI hides what the role cannot do', async ({ page, 
   for (const [role, actions, downloads] of [['planner', false, true], ['operator', true, false]]) {
     const ctx = await browser.newContext({ viewport: { width: 1920, height: 1080 } });
     const p = await ctx.newPage();
-    await p.addInitScript((t) => localStorage.setItem('sccr.token', t), await token(role));
+    await p.addInitScript((t) => { localStorage.setItem('sccr.token', t); localStorage.removeItem('sccr.mode'); }, await token(role));
     await p.goto('/');
     await expect(p.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
     await expect(p.locator('body')).toHaveAttribute('data-role', role);
@@ -153,58 +483,43 @@ test('login with a token; the UI hides what the role cannot do', async ({ page, 
   }
 });
 
-test('screenshots of each view at 1920×1080 and 3840×2160', async ({ browser }) => {
-  fs.mkdirSync(SHOTS, { recursive: true });
+test('screenshots of each view at 1920×1080 and 3840×2160, in both languages', async ({ browser }) => {
   for (const [width, height] of SIZES) {
     const page = await browser.newPage({ viewport: { width, height } });
     const errors = await open(page);
     await expect.poll(() => page.locator('path[data-los]:not([data-los=""])').count(), { timeout: 15_000 }).toBeGreaterThan(5);
     await expect(page.locator('#kpi-city-speed')).not.toHaveText('–', { timeout: 10_000 });
-    await page.screenshot({ path: path.join(SHOTS, `live-${width}x${height}.png`) });
-    // Segment detail with its 24-hour chart.
+    await shot(page, `live-${width}x${height}.png`);
     await page.locator('#worst-list li').first().click();
     await expect(page.locator('#detail-chart canvas')).toBeVisible({ timeout: 10_000 });
-    await page.screenshot({ path: path.join(SHOTS, `segment-${width}x${height}.png`) });
-    // Italian, without reload.
+    await shot(page, `segment-${width}x${height}.png`);
     await page.locator('.lang button[data-lang="it"]').click();
     await expect(page.locator('[data-i18n="kpi_alerts"]')).toHaveText('Allarmi aperti');
-    await page.screenshot({ path: path.join(SHOTS, `live-it-${width}x${height}.png`) });
+    await shot(page, `segment-it-${width}x${height}.png`);
+    await page.locator('#detail-close').click();
+    await page.locator('#mode').click();
+    await expect(page.locator('body')).toHaveAttribute('data-mode', 'wall');
+    await shot(page, `wall-it-${width}x${height}.png`);
+    await page.locator('#mode').click();
     await page.locator('.lang button[data-lang="en"]').click();
-    // Planner: the city's mean speed over 24 hours.
     await page.locator('.tab[data-tab="planner"]').click();
-    await page.locator('#p-kind').selectOption('city');
+    await page.locator('#p-kind').selectOption('segment');
+    await page.locator('#p-metric').selectOption('vehicle_count');
     await page.locator('#planner-form button[type="submit"]').click();
     await expect(page.locator('#planner-chart canvas')).toBeVisible({ timeout: 10_000 });
     await expect(page.locator('#planner-info')).toContainText(/points|No data/);
-    await page.screenshot({ path: path.join(SHOTS, `planner-${width}x${height}.png`) });
+    const yMin = await page.evaluate(() => window.sccr.charts.planner.scales.y.min);
+    expect(yMin).toBe(0);
+    await shot(page, `planner-${width}x${height}.png`);
     expect(errors).toEqual([]);
     await page.close();
   }
 });
 
-test('the reconnect banner appears when the server stops and goes when it returns', async ({ page, request }) => {
-  test.skip(!CONTROL, 'no harness control URL (SCCR_CONTROL_URL)');
-  await open(page);
-  const banner = page.locator('#conn-banner');
-  await expect(banner).toBeHidden();
-  const stop = await request.get(`${CONTROL}/stop`);
-  expect(stop.ok()).toBeTruthy();
-  await expect(banner).toBeVisible({ timeout: 10_000 });
-  await expect(page.locator('body')).toHaveAttribute('data-live', 'closed');
-  fs.mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, 'disconnected-1920x1080.png') });
-  const start = await request.get(`${CONTROL}/start`, { timeout: 60_000 });
-  expect(start.ok()).toBeTruthy();
-  await expect(banner).toBeHidden({ timeout: 15_000 });
-  await expect(page.locator('body')).toHaveAttribute('data-live', 'open');
-  // A fresh snapshot after the reconnection: values flow again.
-  const frames = await page.evaluate(() => window.sccr.frames);
-  await expect.poll(() => page.evaluate(() => window.sccr.frames), { timeout: 10_000 }).toBeGreaterThan(frames);
-});
-
-test('500 segments and 2,000 devices updating every second: main-thread busy time', async ({ page }) => {
+test('load: 500 segments and 5,000 devices updating every second at 4K', async ({ browser }) => {
+  const page = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
   const SEGMENTS = 500;
-  const DEVICES = 2000;
+  const DEVICES = 5000;
   const segId = (i) => `syn-${i}`;
   const features = [];
   for (let i = 0; i < SEGMENTS; i += 1) {
@@ -218,15 +533,18 @@ test('500 segments and 2,000 devices updating every second: main-thread busy tim
     features.push({ type: 'Feature', id: segId(i), geometry: { type: 'LineString', coordinates: coords },
       properties: { id: segId(i), name: `Via sintetica ${i}`, kind: 'urban', length_m: 200, lanes: 2, speed_limit_kmh: 50, free_flow_kmh: 50, capacity_vph: 1800 } });
   }
-  const devices = Array.from({ length: DEVICES }, (_, i) => ({ id: `syn-loop-${i}`, kind: 'traffic_loop', segment: segId(i % SEGMENTS) }));
+  const rows = Array.from({ length: DEVICES }, (_, i) => {
+    const c = features[i % SEGMENTS].geometry.coordinates[1];
+    return [`syn-loop-${i}`, 'traffic_loop', segId(i % SEGMENTS), c[0], c[1], true, Date.now()];
+  });
   const json = (body, status = 200) => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
   await page.route('**/api/v1/me', (r) => r.fulfill(json({ name: 'wall', role: 'operator' })));
   await page.route('**/api/v1/segments', (r) => r.fulfill(json({ type: 'FeatureCollection', features })));
-  await page.route('**/api/v1/devices', (r) => r.fulfill(json({ devices })));
+  await page.route('**/api/v1/map/devices**', (r) => r.fulfill(json({ columns: ['id', 'kind', 'segment', 'lon', 'lat', 'online', 'last_seen'], rows, next_cursor: null })));
   await page.route('**/api/v1/alerts?**', (r) => r.fulfill(json({ alerts: [], next: null })));
   let tick = 0;
   let timer = null;
-  const values = () => devices.map((d, i) => ({ device: d.id, metric: 'speed_kmh', time: Date.now(), value: 5 + ((i * 7 + tick * 13) % 50) }));
+  const values = () => rows.map((d, i) => ({ device: d[0], metric: 'speed_kmh', time: Date.now(), value: 5 + ((i * 7 + tick * 13) % 50) }));
   await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
     ws.onMessage((m) => {
       const msg = JSON.parse(String(m));
@@ -246,9 +564,10 @@ test('500 segments and 2,000 devices updating every second: main-thread busy tim
     });
     ws.onClose(() => clearInterval(timer));
   });
-  const errors = await open(page);
-  await expect.poll(() => page.locator('path[data-segment]').count(), { timeout: 20_000 }).toBe(SEGMENTS);
-  await expect.poll(() => page.evaluate(() => window.sccr.frames), { timeout: 10_000 }).toBeGreaterThan(5);
+  const loadStart = Date.now();
+  const errors = await open(page, { query: '?mode=wall' });
+  await expect.poll(() => page.locator('path[data-los]:not([data-los=""])').count(), { timeout: 20_000 }).toBe(SEGMENTS);
+  const firstColours = Date.now() - loadStart;
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
   await page.evaluate(() => {
@@ -259,7 +578,7 @@ test('500 segments and 2,000 devices updating every second: main-thread busy tim
   const before = await cdp.send('Performance.getMetrics');
   const wallStart = Date.now();
   const framesStart = await page.evaluate(() => window.sccr.frames);
-  await page.waitForTimeout(10_000); // the measurement window itself, not synchronisation
+  await page.waitForTimeout(30_000); // the measurement window itself, not synchronisation
   const after = await cdp.send('Performance.getMetrics');
   const wall = (Date.now() - wallStart) / 1000;
   const framesEnd = await page.evaluate(() => window.sccr.frames);
@@ -268,16 +587,20 @@ test('500 segments and 2,000 devices updating every second: main-thread busy tim
   const script = metric(after, 'ScriptDuration') - metric(before, 'ScriptDuration');
   const layout = (metric(after, 'LayoutDuration') - metric(before, 'LayoutDuration')) + (metric(after, 'RecalcStyleDuration') - metric(before, 'RecalcStyleDuration'));
   const result = {
-    segments: SEGMENTS, devices: DEVICES, seconds: Number(wall.toFixed(2)), frames: framesEnd - framesStart,
+    viewport: '3840x2160', segments: SEGMENTS, devices: DEVICES, seconds: Number(wall.toFixed(2)), frames: framesEnd - framesStart,
+    first_los_colours_ms: firstColours,
     busy_fraction: Number((busy / wall).toFixed(4)), busy_ms_per_s: Number(((busy / wall) * 1000).toFixed(1)),
     script_ms_per_s: Number(((script / wall) * 1000).toFixed(1)), layout_style_ms_per_s: Number(((layout / wall) * 1000).toFixed(1)),
+    js_heap_mb: Number((metric(after, 'JSHeapUsedSize') / 1048576).toFixed(1)),
     longtasks: longtasks.length, longest_task_ms: Math.round(Math.max(0, ...longtasks)),
   };
   console.log(`main thread under load: ${JSON.stringify(result)}`);
   if (process.env.SCCR_PERF_OUT) fs.writeFileSync(process.env.SCCR_PERF_OUT, JSON.stringify(result, null, 2));
-  await page.screenshot({ path: path.join(SHOTS, 'load-500-segments-1920x1080.png') });
+  await shot(page, 'load-500-segments-3840x2160.png');
   expect(errors).toEqual([]);
-  // Smooth: the main thread is idle most of each second and no task blocks for long.
+  // The goal is under 10 % (noted in the figures); the test guards against regressions
+  // gross enough to make the wall stutter, on any machine.
   expect(result.busy_fraction).toBeLessThan(0.5);
-  expect(result.longest_task_ms).toBeLessThan(500);
+  expect(result.longest_task_ms).toBeLessThan(1000);
+  await page.close();
 });

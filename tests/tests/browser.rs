@@ -204,6 +204,32 @@ async fn wall_dashboard_in_chromium() {
     let demo = Arc::new(Mutex::new(demo));
     let control = control_server(demo.clone()).await.unwrap();
 
+    // The dashboard's modules pass the linter and the type check of their JSDoc first.
+    let lint = Command::new(suite.join("node_modules/.bin/eslint"))
+        .args(["-c", "tests/browser/eslint.config.mjs", "web/app", "tests/browser"])
+        .current_dir(&root)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "eslint refused the dashboard:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let types = Command::new(suite.join("node_modules/.bin/tsc"))
+        .args(["-p", "."])
+        .current_dir(&suite)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        types.status.success(),
+        "the dashboard's JSDoc types do not check:\n{}{}",
+        String::from_utf8_lossy(&types.stdout),
+        String::from_utf8_lossy(&types.stderr)
+    );
+
     let shots = root.join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let perf = shots.join("browser-perf.json");
@@ -223,15 +249,15 @@ async fn wall_dashboard_in_chromium() {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(300), run)
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
         .await
-        .expect("the browser suite took over 5 minutes")
+        .expect("the browser suite took over 10 minutes")
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
     if let Ok(figures) = std::fs::read_to_string(&perf) {
-        println!("main thread under load (500 segments, 2,000 devices, 1 update/s): {figures}");
+        println!("main thread under load (4K, 500 segments, 5,000 devices, 1 update/s): {figures}");
     }
     let demo = demo.lock().await;
     assert!(
@@ -240,5 +266,5 @@ async fn wall_dashboard_in_chromium() {
         demo.log_text()
     );
     // The suite ran every test (a skipped reconnect test would hide a harness fault).
-    assert!(stdout.contains("7 passed"), "expected 7 browser tests to pass:\n{stdout}");
+    assert!(stdout.contains("17 passed"), "expected 17 browser tests to pass:\n{stdout}");
 }

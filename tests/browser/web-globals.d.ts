@@ -1,0 +1,3 @@
+// The dashboard's vendored libraries, loaded as classic scripts before the modules.
+declare const L: any;
+declare const uPlot: any;

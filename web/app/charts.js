@@ -1,0 +1,158 @@
+// @ts-check
+// Time-series charts (uPlot): nice axis ranges (zero included for counts, flows and
+// speeds), a crosshair readout, 24-hour clock and dates in the chosen language, one series
+// per detector, and a size that follows the container.
+import { t, num, hhmm, dayMonth, dateTime, metricInfo, metricLabel, unitOf } from './i18n.js';
+import { cssVar, rem } from './util.js';
+
+const SERIES_COLOURS = ['--series-1', '--series-2', '--series-3', '--series-4', '--series-5', '--series-6'];
+
+/** A step that is 1, 2 or 5 times a power of ten. @param {number} span @param {number} ticks */
+function niceStep(span, ticks) {
+  const raw = span / Math.max(1, ticks);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+/**
+ * The y range: from zero for quantities that start at zero, never narrower than a
+ * meaningful span (no 0.1 km/h zoom), rounded to nice steps.
+ * @param {string} metric @param {number | null} min @param {number | null} max
+ * @returns {[number, number]}
+ */
+export function yRange(metric, min, max) {
+  const info = metricInfo(metric);
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, info ? Math.min(info.max, 100) : 1];
+  const zero = info ? info.zero_based : min >= 0;
+  let lo = zero ? Math.min(0, min) : min;
+  let hi = max;
+  const decimals = info?.decimals ?? 1;
+  const minSpan = Math.max(Math.abs(hi) * 0.2, 10 ** (1 - decimals) * 5);
+  if (hi - lo < minSpan) {
+    const mid = (hi + lo) / 2;
+    lo = zero ? lo : mid - minSpan / 2;
+    hi = zero ? lo + Math.max(minSpan, hi - lo) : mid + minSpan / 2;
+  }
+  const step = niceStep(hi - lo, 5);
+  lo = Math.floor(lo / step) * step;
+  hi = Math.ceil((hi + step * 0.05) / step) * step;
+  if (zero && lo < 0 && min >= 0) lo = 0;
+  return [lo, hi];
+}
+
+/** @param {number} spanS */
+function timeTicks(spanS) {
+  return (/** @type {any} */ _u, /** @type {number[]} */ splits) => splits.map((s, i) => {
+    const ms = s * 1000;
+    if (spanS > 3 * 86400) return dayMonth(ms);
+    const d = new Date(ms);
+    const first = i === 0 || new Date(splits[i - 1] * 1000).getDate() !== d.getDate();
+    return first && spanS > 6 * 3600 ? `${hhmm(ms)}\n${dayMonth(ms)}` : hhmm(ms);
+  });
+}
+
+/** The charts on screen by name (for the tests' probe, window.sccr.charts). @type {Record<string, any>} */
+export const charts = {};
+
+/**
+ * @typedef {{label: string, xs: number[], ys: (number | null)[]}} Series
+ * @param {HTMLElement} el container (the chart fills its width; height from the container or aspect)
+ * @param {{name: string, metric: string, from: number, to: number, series: Series[], readout: HTMLElement | null, aspect?: number}} spec
+ */
+export function drawChart(el, spec) {
+  el.replaceChildren();
+  const fs = rem();
+  const font = `${Math.round(fs * 0.85)}px "DejaVu Sans", sans-serif`;
+  // One time axis for all series: the union of their times.
+  const times = [...new Set(spec.series.flatMap((s) => s.xs))].sort((a, b) => a - b);
+  const index = new Map(times.map((x, i) => [x, i]));
+  const data = [times.map((x) => x / 1000)];
+  let min = Infinity;
+  let max = -Infinity;
+  for (const s of spec.series) {
+    const ys = new Array(times.length).fill(null);
+    s.xs.forEach((x, i) => {
+      const v = s.ys[i];
+      ys[/** @type {number} */ (index.get(x))] = v;
+      if (v !== null && Number.isFinite(v)) { min = Math.min(min, v); max = Math.max(max, v); }
+    });
+    data.push(ys);
+  }
+  const range = yRange(spec.metric, Number.isFinite(min) ? min : null, Number.isFinite(max) ? max : null);
+  const decimals = metricInfo(spec.metric)?.decimals ?? 1;
+  const axisStroke = cssVar('--text');
+  const grid = { stroke: cssVar('--grid'), width: 1 };
+  const size = () => {
+    const width = Math.max(200, el.clientWidth);
+    const height = spec.aspect ? Math.round(width * spec.aspect) : Math.max(160, el.clientHeight);
+    return { width, height };
+  };
+  const spanS = (spec.to - spec.from) / 1000;
+  const opts = {
+    ...size(),
+    scales: { x: { time: true, range: () => [spec.from / 1000, spec.to / 1000] }, y: { range: () => range } },
+    axes: [
+      { stroke: axisStroke, grid, ticks: grid, font, size: fs * (spanS > 6 * 3600 && spanS <= 3 * 86400 ? 3.4 : 2.2), space: fs * 6, values: timeTicks(spanS) },
+      { stroke: axisStroke, grid, ticks: grid, font, size: fs * 4, space: fs * 2.5, values: (/** @type {any} */ _u, /** @type {number[]} */ v) => v.map((x) => num(x, niceDecimals(range))) },
+    ],
+    series: [{}, ...spec.series.map((s, i) => ({ label: s.label, stroke: cssVar(SERIES_COLOURS[i % SERIES_COLOURS.length]), width: Math.max(1.5, fs * 0.14), spanGaps: false, points: { show: false } }))],
+    legend: { show: false },
+    cursor: { drag: { x: true, y: false }, points: { size: fs * 0.7 } },
+    hooks: {
+      setCursor: [(/** @type {any} */ u) => {
+        if (!spec.readout) return;
+        const i = u.cursor.idx;
+        if (i === null || i === undefined) { spec.readout.textContent = ''; return; }
+        const parts = [dateTime(u.data[0][i] * 1000)];
+        spec.series.forEach((s, k) => {
+          const v = u.data[k + 1][i];
+          if (v !== null && v !== undefined) parts.push(`${spec.series.length > 1 ? `${s.label}: ` : ''}${num(v, decimals)} ${unitOf(spec.metric)}`);
+        });
+        spec.readout.textContent = parts.join(' · ');
+      }],
+    },
+  };
+  const chart = new uPlot(opts, data, el);
+  charts[spec.name] = chart;
+  const ro = new ResizeObserver(() => {
+    const s = size();
+    if (s.width !== chart.width || s.height !== chart.height) chart.setSize(s);
+  });
+  ro.observe(el);
+  return { destroy: () => { ro.disconnect(); chart.destroy(); if (charts[spec.name] === chart) delete charts[spec.name]; }, chart };
+}
+
+/** @param {[number, number]} range */
+function niceDecimals([lo, hi]) {
+  const step = niceStep(hi - lo, 5);
+  return step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step)));
+}
+
+/** The chart's title: the metric's label and unit from the catalogue. @param {string} metric */
+export const chartTitle = (metric) => t('chart_unit', { label: metricLabel(metric), unit: unitOf(metric) || '–' });
+
+/** A history answer as one series. @param {any} h @param {string} label @returns {Series} */
+export function seriesOf(h, label) {
+  const xs = [];
+  const ys = [];
+  for (const p of h.points || []) { xs.push(p.t); ys.push(p.v ?? null); }
+  return { label, xs, ys };
+}
+
+/**
+ * A small inline SVG trend line (the worst segments' last hour on a 4K wall).
+ * @param {number[]} values @param {number} lo @param {number} hi
+ */
+export function sparkline(values, lo, hi) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 100 30');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.classList.add('spark');
+  if (values.length < 2) return svg;
+  const pts = values.map((v, i) => `${(i / (values.length - 1)) * 100},${30 - ((v - lo) / Math.max(1e-9, hi - lo)) * 28 - 1}`);
+  const line = document.createElementNS(ns, 'polyline');
+  line.setAttribute('points', pts.join(' '));
+  svg.append(line);
+  return svg;
+}

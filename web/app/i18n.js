@@ -1,0 +1,194 @@
+// @ts-check
+// Interface texts in Italian and English, and every number, unit, time and alert message
+// formatted for the chosen language. Metric labels and units come from the server's
+// catalogue (GET /api/v1/catalogue), never from a copy here.
+
+/** @typedef {{id: string, label: Record<string, string>, unit: string, unit_ascii?: string, decimals: number, min: number, max: number, kind: string, zero_based: boolean, aggregate?: string}} MetricInfo */
+
+/** @type {Record<string, Record<string, string>>} */
+const TEXT = {
+  en: {
+    title: 'Smart City Control Room', tab_live: 'Live', tab_planner: 'Planner', logout: 'Log out',
+    conn_connecting: 'connecting', conn_open: 'live', conn_closed: 'offline',
+    banner_lost: 'Live connection lost at {at} — figures are {age} old — reconnecting in {s} s (attempt {n})',
+    banner_retrying: 'Live connection lost at {at} — figures are {age} old — reconnecting now (attempt {n})',
+    stale_since: 'as of {at}', mode_wall: 'Wall', mode_desk: 'Desk',
+    chart_24h: 'Speed, last 24 hours', chart_unit: '{label} ({unit})',
+    kpi_devices: 'Devices online', offline: 'offline', kpi_rate: 'Readings per second', kpi_speed: 'City mean speed',
+    kpi_alerts: 'Open alerts', unacked: '{n} to acknowledge', worst: 'Worst segments', worst_rule: 'by speed relative to free flow',
+    alerts: 'Alerts', tab_active: 'Active', tab_shelved: 'Shelved', tab_suppressed: 'Suppressed', tab_history: 'History',
+    all_severities: 'All severities', all_areas: 'All areas', sev_critical: 'Critical', sev_warning: 'Warning', sev_info: 'Info',
+    no_alerts: 'No open alerts', no_shelved: 'No shelved alerts', no_suppressed: 'No suppressed alerts', no_history: 'No closed alerts yet',
+    more_alerts: '+{n} more', ack: 'Acknowledge', clear: 'Clear', shelve: 'Shelve', unshelve: 'Unshelve', confirm: 'Confirm', cancel: 'Cancel',
+    note: 'Note', reason: 'Reason (required)', shelve_for: 'for',
+    state_raised: 'active · unacknowledged', state_acknowledged: 'active · acknowledged', state_returned: 'returned to normal · unacknowledged',
+    state_cleared: 'closed', state_shelved: 'shelved until {until} by {by}: {reason}', state_suppressed: 'suppressed by design',
+    acked_by: 'ack. by {by}', closed_at: 'closed {at}',
+    legend_los: 'Level of Service', legend_nodata: 'no data', legend_online: 'device online', legend_offline: 'device offline', legend_alert: 'alert',
+    speed: 'Speed', flow: 'Flow', occupancy: 'Occupancy', relative: 'of free flow', los: 'LOS', detectors: 'detectors', window: 'window',
+    live_estimate: 'live', subject: 'Subject', city: 'City', segment: 'Segment', device: 'Device', which: 'Which',
+    metric: 'Metric', range: 'Range', custom: 'Custom', from: 'From', to: 'To', show: 'Show',
+    download_csv: 'Download CSV', download_parquet: 'Download Parquet',
+    planner_info: '{n} points · resolution {res} · step {step}', planner_none: 'No data in this range', mean_of: 'mean of {n} detectors',
+    login_title: 'Sign in', login_help: 'Paste your access token.', login: 'Sign in', login_bad: 'This token is not valid.',
+    error: 'Error: {m}', ago_s: '{n} s ago', ago_m: '{n} min ago', ago_h: '{n} h ago', rule: 'rule', raw: 'raw',
+    // Alert messages by code (parameters from the alert's params).
+    'alert.threshold_above': '{metric} {value} {unit} above {limit} {unit}',
+    'alert.threshold_below': '{metric} {value} {unit} below {limit} {unit}',
+    'alert.device_offline': 'Device offline for {duration}',
+    'alert.rate_above': '{metric} rising {value} {unit} per minute',
+    'alert.segment_group': '{members} devices of this segment: {rule}',
+    'alert.rate_limit_overflow': '{members} more alerts of rule {rule} held back',
+    'alert.segment_los': 'Traffic at LOS {los}: {value} km/h, {ratio} of free flow',
+  },
+  it: {
+    title: 'Centrale di controllo Smart City', tab_live: 'In diretta', tab_planner: 'Pianificazione', logout: 'Esci',
+    conn_connecting: 'connessione', conn_open: 'in linea', conn_closed: 'non in linea',
+    banner_lost: 'Connessione persa alle {at} — dati vecchi di {age} — nuovo tentativo tra {s} s (tentativo {n})',
+    banner_retrying: 'Connessione persa alle {at} — dati vecchi di {age} — nuovo tentativo in corso (tentativo {n})',
+    stale_since: 'dati delle {at}', mode_wall: 'Parete', mode_desk: 'Scrivania',
+    chart_24h: 'Velocità, ultime 24 ore', chart_unit: '{label} ({unit})',
+    kpi_devices: 'Dispositivi in linea', offline: 'non in linea', kpi_rate: 'Letture al secondo', kpi_speed: 'Velocità media città',
+    kpi_alerts: 'Allarmi aperti', unacked: '{n} da prendere in carico', worst: 'Tratti peggiori', worst_rule: 'per velocità rispetto al flusso libero',
+    alerts: 'Allarmi', tab_active: 'Attivi', tab_shelved: 'Sospesi', tab_suppressed: 'Soppressi', tab_history: 'Storico',
+    all_severities: 'Tutte le gravità', all_areas: 'Tutte le zone', sev_critical: 'Critico', sev_warning: 'Avviso', sev_info: 'Info',
+    no_alerts: 'Nessun allarme aperto', no_shelved: 'Nessun allarme sospeso', no_suppressed: 'Nessun allarme soppresso', no_history: 'Nessun allarme chiuso',
+    more_alerts: 'altri {n}', ack: 'Prendi in carico', clear: 'Chiudi', shelve: 'Sospendi', unshelve: 'Riattiva', confirm: 'Conferma', cancel: 'Annulla',
+    note: 'Nota', reason: 'Motivo (obbligatorio)', shelve_for: 'per',
+    state_raised: 'attivo · da prendere in carico', state_acknowledged: 'attivo · preso in carico', state_returned: 'rientrato · da prendere in carico',
+    state_cleared: 'chiuso', state_shelved: 'sospeso fino alle {until} da {by}: {reason}', state_suppressed: 'soppresso per progetto',
+    acked_by: 'in carico a {by}', closed_at: 'chiuso {at}',
+    legend_los: 'Livello di servizio', legend_nodata: 'nessun dato', legend_online: 'dispositivo in linea', legend_offline: 'dispositivo non in linea', legend_alert: 'allarme',
+    speed: 'Velocità', flow: 'Flusso', occupancy: 'Occupazione', relative: 'del flusso libero', los: 'LOS', detectors: 'sensori', window: 'finestra',
+    live_estimate: 'in diretta', subject: 'Oggetto', city: 'Città', segment: 'Tratto', device: 'Dispositivo', which: 'Quale',
+    metric: 'Grandezza', range: 'Intervallo', custom: 'Personalizzato', from: 'Da', to: 'A', show: 'Mostra',
+    download_csv: 'Scarica CSV', download_parquet: 'Scarica Parquet',
+    planner_info: '{n} punti · risoluzione {res} · passo {step}', planner_none: 'Nessun dato in questo intervallo', mean_of: 'media di {n} sensori',
+    login_title: 'Accesso', login_help: 'Incolla il tuo token di accesso.', login: 'Accedi', login_bad: 'Token non valido.',
+    error: 'Errore: {m}', ago_s: '{n} s fa', ago_m: '{n} min fa', ago_h: '{n} h fa', rule: 'regola', raw: 'grezzo',
+    'alert.threshold_above': '{metric} {value} {unit} oltre {limit} {unit}',
+    'alert.threshold_below': '{metric} {value} {unit} sotto {limit} {unit}',
+    'alert.device_offline': 'Dispositivo non in linea da {duration}',
+    'alert.rate_above': '{metric} in aumento di {value} {unit} al minuto',
+    'alert.segment_group': '{members} dispositivi di questo tratto: {rule}',
+    'alert.rate_limit_overflow': 'altri {members} allarmi della regola {rule} trattenuti',
+    'alert.segment_los': 'Traffico a LOS {los}: {value} km/h, {ratio} del flusso libero',
+  },
+};
+
+export const LANGUAGES = ['it', 'en'];
+let current = 'en';
+/** @type {Map<string, MetricInfo>} */
+const metrics = new Map();
+
+/** @param {string} lang */
+export function setLang(lang) {
+  current = LANGUAGES.includes(lang) ? lang : 'en';
+  document.documentElement.lang = current;
+}
+export const lang = () => current;
+/** The locale for numbers and dates: Italian, or British English (24-hour clock, day first). */
+export const locale = () => (current === 'it' ? 'it-IT' : 'en-GB');
+
+/**
+ * @param {string} key
+ * @param {Record<string, string | number>} [params]
+ */
+export function t(key, params) {
+  let s = TEXT[current]?.[key] ?? TEXT.en[key] ?? key;
+  if (params) for (const [k, v] of Object.entries(params)) s = s.replaceAll(`{${k}}`, String(v));
+  return s;
+}
+/** Whether a text exists for the key in both languages (alert codes are checked by the tests). */
+export const hasText = (/** @type {string} */ key) => LANGUAGES.every((l) => key in TEXT[l]);
+
+/** @param {{metrics?: MetricInfo[]}} catalogue */
+export function setCatalogue(catalogue) {
+  metrics.clear();
+  for (const m of catalogue.metrics || []) metrics.set(m.id, m);
+}
+/** @param {string} id */
+export const metricInfo = (id) => metrics.get(id);
+export const metricIds = () => [...metrics.keys()];
+/** @param {string} id */
+export const metricLabel = (id) => metrics.get(id)?.label?.[current] ?? metrics.get(id)?.label?.en ?? id;
+/** @param {string} id */
+export const unitOf = (id) => metrics.get(id)?.unit ?? '';
+
+const numberFormats = new Map();
+/**
+ * A number in the language's format (decimal comma in Italian); '–' when absent.
+ * @param {number | null | undefined} v
+ * @param {number} [decimals]
+ */
+export function num(v, decimals = 0) {
+  if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+  const key = `${current}:${decimals}`;
+  let f = numberFormats.get(key);
+  if (!f) {
+    f = new Intl.NumberFormat(locale(), { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+    numberFormats.set(key, f);
+  }
+  return f.format(v);
+}
+/** @param {number | null | undefined} v a metric's value with its catalogue decimals @param {string} metric */
+export const metricValue = (v, metric) => num(v, metrics.get(metric)?.decimals ?? 1);
+/** @param {number | null | undefined} ratio */
+export const percent = (ratio) => (ratio === null || ratio === undefined || !Number.isFinite(ratio) ? '–' : `${num(ratio * 100, 0)} %`);
+
+/** @param {number} ms */
+export const clock = (ms) => new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }).format(ms);
+/** @param {number} ms */
+export const hhmm = (ms) => new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(ms);
+/** @param {number} ms */
+export const dayMonth = (ms) => new Intl.DateTimeFormat(locale(), { day: 'numeric', month: 'short' }).format(ms);
+/** @param {number} ms */
+export const dateTime = (ms) => new Intl.DateTimeFormat(locale(), { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(ms);
+
+/** A duration in words: "45 s", "12 min", "3 h 5 min". @param {number} seconds */
+export function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 120) return `${num(s)} s`;
+  if (s < 7200) return `${num(Math.round(s / 60))} min`;
+  const h = Math.floor(s / 3600);
+  const m = Math.round((s % 3600) / 60);
+  return m ? `${num(h)} h ${num(m)} min` : `${num(h)} h`;
+}
+/** @param {number} ms */
+export function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 120) return t('ago_s', { n: s });
+  if (s < 7200) return t('ago_m', { n: Math.round(s / 60) });
+  return t('ago_h', { n: Math.round(s / 3600) });
+}
+
+/**
+ * An alert's message in the chosen language, from its code and parameters; the server's
+ * English text when the code is not known here.
+ * @param {{code?: string, params?: Record<string, any>, message?: string}} alert
+ */
+export function alertText(alert) {
+  const key = `alert.${alert.code}`;
+  if (!alert.code || !(key in TEXT.en)) return alert.message ?? '';
+  const p = { ...(alert.params || {}) };
+  const metric = typeof p.metric === 'string' ? p.metric : '';
+  /** @type {Record<string, string | number>} */
+  const shown = {};
+  for (const [k, v] of Object.entries(p)) {
+    if (typeof v === 'number') shown[k] = metric && ['value', 'limit', 'mean', 'level'].includes(k) ? metricValue(v, metric) : num(v, Number.isInteger(v) ? 0 : 1);
+    else shown[k] = String(v ?? '');
+  }
+  if (metric) {
+    shown.metric = metricLabel(metric);
+    shown.unit = unitOf(metric);
+  }
+  if (typeof p.duration_s === 'number') shown.duration = duration(p.duration_s);
+  if (typeof p.ratio === 'number') shown.ratio = percent(p.ratio);
+  return t(key, shown).replace(/\s+/g, ' ').trim();
+}
+
+/** Every element with data-i18n gets its text; data-i18n-title its tooltip. */
+export function applyTexts(root = document) {
+  root.querySelectorAll('[data-i18n]').forEach((el) => { el.textContent = t(/** @type {HTMLElement} */ (el).dataset.i18n || ''); });
+  root.querySelectorAll('[data-i18n-placeholder]').forEach((el) => { /** @type {HTMLInputElement} */ (el).placeholder = t(/** @type {HTMLElement} */ (el).dataset.i18nPlaceholder || ''); });
+}

@@ -1,0 +1,110 @@
+// @ts-check
+// KPI tiles and the worst segments. Figures show "–" until data arrives and are greyed
+// with their age while the live connection is down. A 4K wall lists ten worst segments
+// with their last hour as a trend line; 1080p lists five.
+import { history } from './api.js';
+import { t, num, percent } from './i18n.js';
+import { COLOUR, worstFirst, live } from './los.js';
+import { currentLos, currentSpeed, ratioOf } from './map.js';
+import { counts } from './alerts.js';
+import { sparkline } from './charts.js';
+import { state } from './state.js';
+import { $, fromTemplate, slot } from './util.js';
+
+/** @type {Map<string, {at: number, values: number[]}>} */
+const trends = new Map();
+
+/** Devices online by their last value (the server's KPI frame wins while it is fresh). @param {number} now */
+function presence(now) {
+  let online = 0;
+  let known = 0;
+  for (const d of state.devices.values()) {
+    known += 1;
+    const on = d.last > 0 && now - d.last < live.deviceOnlineMs;
+    if (on) online += 1;
+  }
+  return { online, offline: known - online, known };
+}
+
+/** @param {number} now */
+function clientKpi(now) {
+  const { online, offline, known } = presence(now);
+  while (state.valueTimes.length && now - state.valueTimes[0][0] > 10_000) state.valueTimes.shift();
+  const values = state.valueTimes.reduce((s, [, n]) => s + n, 0);
+  const span = state.valueTimes.length ? Math.max(1000, now - state.valueTimes[0][0]) : 10_000;
+  let weighted = 0;
+  let length = 0;
+  const ranked = [];
+  for (const seg of state.segments.values()) {
+    const v = currentSpeed(seg, now);
+    if (v === null) continue;
+    const l = Math.max(1, seg.props.length_m || 1);
+    weighted += v * l;
+    length += l;
+    ranked.push({ segment: seg.id, name: seg.props.name, los: currentLos(seg, now), speed_kmh: v, ratio: ratioOf(seg, now), free_flow_kmh: seg.props.free_flow_kmh });
+  }
+  ranked.sort(worstFirst);
+  return {
+    devices_online: known ? online : null, devices_offline: known ? offline : null,
+    readings_per_s: state.valueTimes.length ? values / (span / 1000) : null,
+    city_speed_kmh: length ? weighted / length : null, worst_segments: ranked.slice(0, 10),
+  };
+}
+
+/** How many worst segments fit: ten with trend lines on a 4K wall, five otherwise. */
+const worstRows = () => (window.innerWidth >= 2560 ? 10 : 5);
+
+export function renderKpis() {
+  const now = Date.now();
+  const local = clientKpi(now);
+  // The server's frame while it is fresh; what it cannot know yet (no closed window since
+  // a start) comes from the live values here.
+  const server = state.kpi && now - state.kpiAt < 5000 ? state.kpi : null;
+  const k = server ? { ...server } : local;
+  if (server && server.city_speed_kmh === null) k.city_speed_kmh = local.city_speed_kmh;
+  if (server && !(server.worst_segments || []).length) k.worst_segments = local.worst_segments;
+  const have = state.lastFrameAt > 0;
+  $('kpi-online').textContent = have ? num(k.devices_online) : '–';
+  $('kpi-offline').textContent = have ? num(k.devices_offline) : '–';
+  $('kpi-rps').textContent = have ? num(k.readings_per_s, k.readings_per_s !== null && k.readings_per_s < 10 ? 1 : 0) : '–';
+  $('kpi-city-speed').textContent = have ? num(k.city_speed_kmh) : '–';
+  const c = counts();
+  $('kpi-crit').textContent = have ? String(c.critical) : '–';
+  $('kpi-warn').textContent = have ? String(c.warning) : '–';
+  $('kpi-info').textContent = have ? String(c.info) : '–';
+  $('kpi-unacked').textContent = have && c.unacked ? t('unacked', { n: c.unacked }) : '';
+  document.body.dataset.kpiSource = server ? 'server' : 'client';
+  // One rule for the order (docs/api.md): the server's list, re-sorted defensively.
+  const worst = (k.worst_segments || []).map((/** @type {any} */ w) => ({ ...w, ratio: w.ratio ?? (w.free_flow_kmh > 0 && w.speed_kmh !== null ? w.speed_kmh / w.free_flow_kmh : null) }));
+  worst.sort(worstFirst);
+  const rows = worst.slice(0, worstRows()).map((/** @type {any} */ w) => {
+    const li = fromTemplate('tpl-worst');
+    li.dataset.segment = w.segment;
+    const badge = /** @type {HTMLElement} */ (li.querySelector('.los-badge'));
+    badge.textContent = w.los ?? '–';
+    badge.style.background = COLOUR[w.los ?? 'none'] || COLOUR.none;
+    slot(li, 'name', w.name || state.segments.get(w.segment)?.props.name || w.segment);
+    slot(li, 'speed', num(w.speed_kmh));
+    slot(li, 'ratio', percent(w.ratio));
+    const trend = trends.get(w.segment);
+    if (worstRows() > 5 && trend && trend.values.length > 1) {
+      const ff = w.free_flow_kmh || Math.max(...trend.values);
+      li.querySelector('.trend')?.append(sparkline(trend.values, 0, Math.max(ff, ...trend.values)));
+    }
+    return li;
+  });
+  $('worst-list').replaceChildren(...rows);
+  if (worstRows() > 5) refreshTrends(worst.slice(0, 10).map((/** @type {any} */ w) => w.segment), now);
+}
+
+/** Last hour of speed per listed segment, refreshed once a minute. @param {string[]} ids @param {number} now */
+function refreshTrends(ids, now) {
+  for (const id of ids) {
+    const known = trends.get(id);
+    if (known && now - known.at < 60_000) continue;
+    trends.set(id, { at: now, values: known?.values ?? [] });
+    history({ segment: id, metric: 'speed_kmh', from: now - 3600_000, to: now, step: '2m' })
+      .then((h) => { trends.set(id, { at: now, values: (h.points || []).map((/** @type {any} */ p) => p.v).filter((/** @type {any} */ v) => Number.isFinite(v)) }); })
+      .catch(() => {});
+  }
+}

@@ -1,0 +1,46 @@
+// @ts-check
+// The dashboard's shared state: what the server sent, kept in one place the modules read.
+
+/**
+ * @typedef {{start: number, end: number, los: string | null, speed_kmh: number | null, flow_vph: number | null, occupancy_pct: number | null, detectors?: number, revision?: number}} SegmentWindow
+ * @typedef {{id: string, props: Record<string, any>, coords: [number, number][], line: any, hit: any, outline: any,
+ *   speeds: Map<string, {v: number, t: number}>, window: SegmentWindow | null, los: string | null, styled: boolean, mid: [number, number]}} Segment
+ * @typedef {{id: string, kind: string, segment: string | null, lat: number | null, lon: number | null, last: number, online: boolean | null, marker: any}} Device
+ * @typedef {{id: number, rule: string, severity: string, state: string, active?: boolean, subject?: {device?: string, segment?: string},
+ *   message?: string, code?: string, params?: Record<string, any>, raised_at: number, returned_at?: number | null, cleared_at?: number | null,
+ *   acknowledged?: {by: string, note?: string | null, at: number} | null, shelved?: {by: string, reason: string, at: number, until: number} | null,
+ *   suppressed?: {reason: string, by_alert?: number | null} | null, fresh?: boolean}} Alert
+ */
+
+export const state = {
+  /** @type {{name: string, role: string} | null} */
+  me: null,
+  /** @type {Map<string, Segment>} */
+  segments: new Map(),
+  /** @type {Map<string, Device>} */
+  devices: new Map(),
+  /** @type {Map<number, Alert>} open alerts by id */
+  alerts: new Map(),
+  /** @type {Alert[]} recently closed alerts, newest first */
+  closed: [],
+  /** @type {any} the server's last KPI frame */
+  kpi: null,
+  kpiAt: 0,
+  /** @type {[number, number][]} arrival time and count of recent values */
+  valueTimes: [],
+  /** When live data last arrived (ms), for the stale display. */
+  lastFrameAt: 0,
+  live: 'connecting',
+  /** @type {string | null} selected segment */
+  selected: null,
+  /** @type {number | null} selected alert */
+  selectedAlert: null,
+  mode: 'desk',
+};
+
+export const role = () => state.me?.role ?? 'none';
+export const canAct = () => ['none', 'admin', 'operator'].includes(role()) && state.live === 'open';
+export const canExport = () => ['none', 'admin', 'planner'].includes(role());
+
+/** Work to do at the next animation frame, batched. */
+export const dirty = { segments: /** @type {Set<string>} */ (new Set()), alerts: false, devices: false };
