@@ -217,3 +217,27 @@ async fn the_largest_documented_subscription_fits_under_the_limit() {
     assert_eq!(frame["type"], "snapshot", "{frame}");
     assert_eq!(s.http.ws_errors("message_too_big"), 0);
 }
+
+#[tokio::test]
+async fn a_browser_presents_its_token_as_a_subprotocol_and_the_answer_does_not_echo_it() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (addr, _s, _stop) = start(limits(10_000, 10_000, 10)).await;
+    let offer = |token: &str| {
+        let mut req = format!("ws://{addr}/api/v1/live").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("sccr.live, sccr.token.{token}").parse().unwrap(),
+        );
+        req
+    };
+    let (mut ws, answer) = tokio_tungstenite::connect_async(offer(ADMIN)).await.unwrap();
+    assert_eq!(answer.headers()["sec-websocket-protocol"], "sccr.live");
+    ws.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await.expect("open")["type"], "pong");
+    // A wrong token in the subprotocol is refused like a wrong bearer token.
+    let refused = tokio_tungstenite::connect_async(offer("sccr_wrong")).await.unwrap_err();
+    match refused {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
