@@ -51,6 +51,12 @@ function clientKpi(now) {
   };
 }
 
+/** @param {string} id @param {string} text */
+function setText(id, text) {
+  const el = $(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
 /** How many worst segments fit: ten with trend lines on a 4K wall, five otherwise. */
 const worstRows = () => (window.innerWidth >= 2560 ? 10 : 5);
 
@@ -64,37 +70,46 @@ export function renderKpis() {
   if (server && server.city_speed_kmh === null) k.city_speed_kmh = local.city_speed_kmh;
   if (server && !(server.worst_segments || []).length) k.worst_segments = local.worst_segments;
   const have = state.lastFrameAt > 0;
-  $('kpi-online').textContent = have ? num(k.devices_online) : '–';
-  $('kpi-offline').textContent = have ? num(k.devices_offline) : '–';
-  $('kpi-rps').textContent = have ? num(k.readings_per_s, k.readings_per_s !== null && k.readings_per_s < 10 ? 1 : 0) : '–';
-  $('kpi-city-speed').textContent = have ? num(k.city_speed_kmh) : '–';
+  setText('kpi-online', have ? num(k.devices_online) : '–');
+  setText('kpi-offline', have ? num(k.devices_offline) : '–');
+  setText('kpi-rps', have ? num(k.readings_per_s, k.readings_per_s !== null && k.readings_per_s < 10 ? 1 : 0) : '–');
+  setText('kpi-city-speed', have ? num(k.city_speed_kmh) : '–');
   const c = counts();
-  $('kpi-crit').textContent = have ? String(c.critical) : '–';
-  $('kpi-warn').textContent = have ? String(c.warning) : '–';
-  $('kpi-info').textContent = have ? String(c.info) : '–';
-  $('kpi-unacked').textContent = have && c.unacked ? t('unacked', { n: c.unacked }) : '';
+  setText('kpi-crit', have ? String(c.critical) : '–');
+  setText('kpi-warn', have ? String(c.warning) : '–');
+  setText('kpi-info', have ? String(c.info) : '–');
+  setText('kpi-unacked', have && c.unacked ? t('unacked', { n: c.unacked }) : '');
   document.body.dataset.kpiSource = server ? 'server' : 'client';
   // One rule for the order (docs/api.md): the server's list, re-sorted defensively.
   const worst = (k.worst_segments || []).map((/** @type {any} */ w) => ({ ...w, ratio: w.ratio ?? (w.free_flow_kmh > 0 && w.speed_kmh !== null ? w.speed_kmh / w.free_flow_kmh : null) }));
   worst.sort(worstFirst);
-  const rows = worst.slice(0, worstRows()).map((/** @type {any} */ w) => {
-    const li = fromTemplate('tpl-worst');
-    li.dataset.segment = w.segment;
-    const badge = /** @type {HTMLElement} */ (li.querySelector('.los-badge'));
-    badge.textContent = w.los ?? '–';
-    badge.style.background = COLOUR[w.los ?? 'none'] || COLOUR.none;
-    slot(li, 'name', w.name || state.segments.get(w.segment)?.props.name || w.segment);
-    slot(li, 'speed', num(w.speed_kmh));
-    slot(li, 'ratio', percent(w.ratio));
-    const trend = trends.get(w.segment);
-    if (worstRows() > 5 && trend && trend.values.length > 1) {
-      const ff = w.free_flow_kmh || Math.max(...trend.values);
-      li.querySelector('.trend')?.append(sparkline(trend.values, 0, Math.max(ff, ...trend.values)));
-    }
-    return li;
-  });
-  $('worst-list').replaceChildren(...rows);
+  const shown = worst.slice(0, worstRows());
+  // Rebuild the list only when what it shows changes (a wall repaints nothing needlessly).
+  const signature = JSON.stringify([document.documentElement.lang, shown.map((/** @type {any} */ w) => [w.segment, w.los, Math.round(w.speed_kmh ?? -1), Math.round((w.ratio ?? -1) * 100), trends.get(w.segment)?.values.join(',') ?? ''])]);
+  if (signature !== lastWorst) {
+    lastWorst = signature;
+    $('worst-list').replaceChildren(...shown.map(worstRow));
+  }
   if (worstRows() > 5) refreshTrends(worst.slice(0, 10).map((/** @type {any} */ w) => w.segment), now);
+}
+
+let lastWorst = '';
+/** @param {any} w */
+function worstRow(w) {
+  const li = fromTemplate('tpl-worst');
+  li.dataset.segment = w.segment;
+  const badge = /** @type {HTMLElement} */ (li.querySelector('.los-badge'));
+  badge.textContent = w.los ?? '–';
+  badge.style.background = COLOUR[w.los ?? 'none'] || COLOUR.none;
+  slot(li, 'name', w.name || state.segments.get(w.segment)?.props.name || w.segment);
+  slot(li, 'speed', num(w.speed_kmh));
+  slot(li, 'ratio', percent(w.ratio));
+  const trend = trends.get(w.segment);
+  if (worstRows() > 5 && trend && trend.values.length > 1) {
+    const ff = w.free_flow_kmh || Math.max(...trend.values);
+    li.querySelector('.trend')?.append(sparkline(trend.values, 0, Math.max(ff, ...trend.values)));
+  }
+  return li;
 }
 
 /** Last hour of speed per listed segment, refreshed once a minute. @param {string[]} ids @param {number} now */
