@@ -143,7 +143,6 @@ export function render() {
   empty.textContent = t({ active: 'no_alerts', shelved: 'no_shelved', suppressed: 'no_suppressed', history: 'no_history' }[ui.view] || 'no_alerts');
   $('alert-list').replaceChildren(...list.map(row));
   for (const a of state.alerts.values()) a.fresh = false;
-  document.querySelector('.alert .form input')?.dispatchEvent(new Event('focus'));
   /** @type {HTMLInputElement | null} */ (document.querySelector('.alert .form input'))?.focus();
   countHidden();
 }
@@ -178,7 +177,7 @@ function row(a) {
   const st = slot(li, 'state', stateText);
   st?.classList.add(a.state);
   slot(li, 'subject', subjectText(a));
-  slot(li, 'age', a.state === 'cleared' && a.cleared_at ? t('closed_at', { at: dateTime(a.cleared_at) }) : ago(a.raised_at));
+  slot(li, 'age', a.state === 'cleared' && a.cleared?.at ? t('closed_at', { at: dateTime(a.cleared.at) }) : ago(a.raised_at));
   slot(li, 'by', a.acknowledged ? t('acked_by', { by: a.acknowledged.by }) : '');
   const actions = /** @type {HTMLElement} */ (li.querySelector('.actions'));
   const showActions = a.state !== 'cleared' && (document.body.dataset.mode !== 'wall' || state.selectedAlert === a.id);

@@ -7,7 +7,7 @@
  *   speeds: Map<string, {v: number, t: number}>, window: SegmentWindow | null, los: string | null, styled: boolean, mid: [number, number]}} Segment
  * @typedef {{id: string, kind: string, segment: string | null, lat: number | null, lon: number | null, last: number, online: boolean | null, marker: any}} Device
  * @typedef {{id: number, rule: string, severity: string, state: string, active?: boolean, subject?: {device?: string, segment?: string},
- *   message?: string, code?: string, params?: Record<string, any>, raised_at: number, returned_at?: number | null, cleared_at?: number | null,
+ *   message?: string, code?: string, params?: Record<string, any>, raised_at: number, returned_at?: number | null, cleared?: {at: number, by: string | null, note?: string | null} | null,
  *   acknowledged?: {by: string, note?: string | null, at: number} | null, shelved?: {by: string, reason: string, at: number, until: number} | null,
  *   suppressed?: {reason: string, by_alert?: number | null} | null, fresh?: boolean}} Alert
  */
