@@ -114,7 +114,7 @@ impl<'a> Polyline<'a> {
     fn at(&self, fraction: f64) -> Option<[f64; 2]> {
         let first = *self.points.first()?;
         let total = *self.cumulative.last()?;
-        if !(total > 0.0) || !total.is_finite() {
+        if total <= 0.0 || !total.is_finite() {
             return Some(first);
         }
         let target = fraction.clamp(0.0, 1.0) * total;

@@ -198,7 +198,7 @@ mod tests {
         let avenue =
             Standing { segment: "viale-lento", ratio: speed_ratio(35.0, 70.0).unwrap(), los: D };
         let jammed = Standing { segment: "ponte", ratio: 0.2, los: F };
-        let mut list = vec![street, avenue, jammed];
+        let mut list = [street, avenue, jammed];
         list.sort_by(worst_first);
         assert_eq!(
             list.iter().map(|s| s.segment).collect::<Vec<_>>(),
@@ -208,7 +208,7 @@ mod tests {
         let a = Standing { segment: "b", ratio: 0.5, los: C };
         let b = Standing { segment: "a", ratio: 0.5, los: D };
         let c = Standing { segment: "c", ratio: 0.5, los: D };
-        let mut tied = vec![a, c, b];
+        let mut tied = [a, c, b];
         tied.sort_by(worst_first);
         assert_eq!(tied.iter().map(|s| s.segment).collect::<Vec<_>>(), ["a", "c", "b"]);
         assert_eq!(speed_ratio(30.0, 0.0), None);
