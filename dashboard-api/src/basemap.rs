@@ -210,11 +210,21 @@ pub fn parse_range(header: &str, size: u64) -> RangeRequest {
 pub struct RangeFile {
     path: Arc<PathBuf>,
     places: Arc<Semaphore>,
+    wait: Duration,
 }
 
 impl RangeFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: Arc::new(path.into()), places: Arc::new(Semaphore::new(MAX_TRANSFERS)) }
+        Self::with_limits(path, MAX_TRANSFERS, QUEUE_WAIT)
+    }
+
+    /// At most `transfers` answers read at once; a request waits `wait` for its turn.
+    pub fn with_limits(path: impl Into<PathBuf>, transfers: usize, wait: Duration) -> Self {
+        Self {
+            path: Arc::new(path.into()),
+            places: Arc::new(Semaphore::new(transfers.max(1))),
+            wait,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -224,7 +234,7 @@ impl RangeFile {
     /// Answer a GET (or HEAD: the server drops the body) for the file.
     pub async fn serve(&self, headers: &HeaderMap) -> Response {
         let permit =
-            match tokio::time::timeout(QUEUE_WAIT, self.places.clone().acquire_owned()).await {
+            match tokio::time::timeout(self.wait, self.places.clone().acquire_owned()).await {
                 Ok(Ok(p)) => p,
                 _ => {
                     let mut resp = ApiError::unavailable(
@@ -408,6 +418,50 @@ mod tests {
             assert_eq!(parse_range(bad, 100), Unsatisfiable, "{bad:?}");
         }
         assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable, "an empty file has no bytes");
+    }
+
+    #[tokio::test]
+    async fn transfers_are_bounded_and_a_finished_one_frees_its_place() {
+        let dir = std::env::temp_dir().join(format!("sccr-basemap-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("busy.pmtiles");
+        std::fs::write(&path, vec![7u8; 4 * CHUNK]).unwrap();
+        let file = RangeFile::with_limits(&path, 1, Duration::from_millis(50));
+        // A whole-file answer whose body is not read holds the only place.
+        let first = file.serve(&HeaderMap::new()).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        let busy = file.serve(&HeaderMap::new()).await;
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[RETRY_AFTER], "1");
+        // Reading it to the end frees the place.
+        let body = axum::body::to_bytes(first.into_body(), 8 * CHUNK).await.unwrap();
+        assert_eq!(body.len(), 4 * CHUNK);
+        let mut range = HeaderMap::new();
+        range.insert(RANGE, HeaderValue::from_static("bytes=0-9"));
+        let when_free = |headers: HeaderMap| {
+            let file = file.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        let r = file.serve(&headers).await;
+                        if r.status() != StatusCode::SERVICE_UNAVAILABLE {
+                            return r;
+                        }
+                    }
+                })
+                .await
+                .expect("the place is freed")
+            }
+        };
+        let again = when_free(range.clone()).await;
+        assert_eq!(again.status(), StatusCode::PARTIAL_CONTENT);
+        drop(again);
+        // So does a client that goes away without reading.
+        let dropped = when_free(HeaderMap::new()).await;
+        assert_eq!(dropped.status(), StatusCode::OK);
+        drop(dropped);
+        assert_eq!(when_free(range).await.status(), StatusCode::PARTIAL_CONTENT);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
