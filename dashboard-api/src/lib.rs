@@ -6,6 +6,7 @@
 pub mod access;
 pub mod alerts;
 pub mod auth;
+pub mod basemap;
 pub mod commands;
 pub mod credentials;
 pub mod dead_letters;
@@ -15,6 +16,7 @@ pub mod export;
 pub mod formats;
 pub mod http_metrics;
 pub mod live;
+pub mod map;
 pub mod openapi;
 mod params;
 pub mod routes;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
+    /// The wall map's settings (`[wall]`): its basemap.
+    pub wall: Arc<basemap::WallSettings>,
 }
 
 impl AppState {
@@ -80,6 +84,7 @@ impl AppState {
             auth: auth::Auth::default(),
             readiness: None,
             http: Arc::default(),
+            wall: Arc::default(),
         }
     }
 }
@@ -105,7 +110,11 @@ pub fn operations() -> Vec<Op> {
     let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
     let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
+    // Control characters other than tabs and line breaks are refused (alerts.rs).
+    let note = || {
+        json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000,
+        "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}})
+    };
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
     let segment_id_or_null =
@@ -201,6 +210,18 @@ pub fn operations() -> Vec<Op> {
             .error(422, beyond),
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
             .ok(200, object_with(&["type", "features"])),
+        Op::new("GET", "/api/v1/catalogue", READERS, "wall", "What screens show of each metric, the Level of Service bounds and the live figures", get(map::catalogue))
+            .describe("One catalogue for every screen, built from the server's own definitions: each metric's id, labels (it, en), display unit (`unit`, with proper symbols) and stored unit (`unit_ascii`), decimals, plausible range (`min`, `max`), `kind` (gauge, count, bool, code), whether a chart's axis starts at zero (`zero_based`) and the figure that sums up a bucket (`aggregate`: avg, sum, last); the Level of Service grades with the speed ratio each lies above (`above_ratio`, null for F); the live hub's figures (`speed_fresh_s`, `device_online_s`); the kinds of the registered devices; the languages of the labels.")
+            .ok(200, object_with(&["metrics", "los", "live", "device_kinds", "languages"])),
+        Op::new("GET", "/api/v1/map/devices", READERS, "wall", "Every in-service device with its map position and presence, as compact rows in id order", get(map::devices))
+            .describe("Rows follow `columns`: id, kind, segment, lon, lat, online, last_seen. A device sits on its road segment: the n devices of a segment, in id order, at the fractions (k+1)/(n+1) of the segment's length; devices without a segment have null lon and lat. `online` is null for a device the server has not heard from since it started, `last_seen` (Unix ms) null when it was not heard from. Decommissioned devices are left out. `next_cursor` (null on the last page) continues in id order, so devices added meanwhile before the cursor do not shift the pages.")
+            .query("limit", json!({"type": "integer", "minimum": 1}), "Devices per page: default 5000, at most 20000 (422 beyond)")
+            .query("cursor", device_id(), "next_cursor of the previous page")
+            .ok(200, object_with(&["columns", "rows", "next_cursor"]))
+            .error(422, "limit is over 20000"),
+        Op::new("GET", "/api/v1/wall", READERS, "wall", "The wall map's basemap ([wall] in the configuration)", get(map::wall))
+            .describe("`basemap` is `{\"kind\":\"context\"}` (the built-in offline context layer, web/geo/florence-context.geojson), `{\"kind\":\"xyz\",\"url\",\"attribution\",\"max_zoom\"}` (a raster tile server's {z}/{x}/{y} template) or `{\"kind\":\"pmtiles\",\"url\":\"/basemap.pmtiles\",\"attribution\",\"max_zoom\"}` (a PMTiles archive this server serves by byte range, with no token).")
+            .ok(200, object_with(&["basemap"])),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
             .query("state", list_of("open|raised|acknowledged|cleared"), "Comma-separated: open, raised, acknowledged, cleared")
             .query("severity", list_of("info|warning|critical"), "Comma-separated: info, warning, critical")
@@ -274,6 +295,17 @@ pub fn app(state: AppState) -> Router {
     for op in operations() {
         let route = if op.roles.is_empty() { op.route } else { guard(op.roles, op.route) };
         router = router.route(op.path, route);
+    }
+    // The configured PMTiles basemap (public, like the static files; not an API operation).
+    if let basemap::Basemap::Pmtiles(path) = &state.wall.basemap {
+        let file = basemap::RangeFile::new(path.clone());
+        router = router.route(
+            basemap::PMTILES_PATH,
+            get(move |headers: axum::http::HeaderMap| {
+                let file = file.clone();
+                async move { file.serve(&headers).await }
+            }),
+        );
     }
     // The wall dashboard's static files (public; not API operations).
     router

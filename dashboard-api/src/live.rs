@@ -37,7 +37,11 @@
 //!     `GET /api/v1/alerts/{id}` shows, with the store's id, sent once the store has it.
 //!   - `{"type":"kpi","kpi":{"devices_online","devices_offline","readings_per_s",
 //!     "alerts_open":{"critical","warning","info"},"city_speed_kmh","worst_segments":
-//!     [{"segment","name","los","speed_kmh"}…≤5]}}` every second when asked for.
+//!     [{"segment","name","los","speed_kmh","free_flow_kmh","ratio"}…≤10]}}` every second
+//!     when asked for. `worst_segments` follows `stream::los::worst_first`: relative speed
+//!     (`ratio` = speed / free-flow speed, rounded to 3 decimals) ascending, ties by the
+//!     worse `los`, then by segment id; segments without a speed or not in the registry
+//!     are left out.
 //!   - `{"type":"heartbeat","time":ms}` every 15 s.
 //!   - `{"type":"unsubscribed"}`, `{"type":"pong"}`, and `{"type":"error","code":…,"message":…}`
 //!     for a bad message (the connection stays open; counted in `sccr_ws_errors_total`).
@@ -62,7 +66,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use store::Store;
 use stream::{
-    LevelOfService, LiveEvent, LiveHub, LiveValue, Pending, Severity, SubscriptionFilter,
+    worst_first, LiveEvent, LiveHub, LiveValue, Pending, SegmentState, Severity, Standing,
+    SubscriptionFilter,
 };
 use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
 
@@ -356,10 +361,20 @@ fn snapshot_frame(hub: &LiveHub, filter: &SubscriptionFilter, reason: Option<&st
     frame.to_string()
 }
 
+/// Entries in the KPI frame's `worst_segments` (a 1080p wall shows 5, a 4K wall 10).
+pub const WORST_SEGMENTS: usize = 10;
+
+/// What the KPI frame needs of a segment from the registry.
+struct KpiSegment {
+    name: String,
+    length_m: f64,
+    free_flow_kmh: f64,
+}
+
 /// The figures of the wall's KPI tiles.
 struct Kpi {
-    /// id → (name, length in m) of every segment, read at subscribe.
-    segments: HashMap<SegmentId, (String, f64)>,
+    /// Every segment, read at subscribe.
+    segments: HashMap<SegmentId, KpiSegment>,
     last: (Instant, u64),
 }
 
@@ -372,7 +387,14 @@ impl Kpi {
         Self {
             segments: segments
                 .into_iter()
-                .map(|s: RoadSegment| (s.id, (s.name, s.length_m)))
+                .map(|s: RoadSegment| {
+                    let k = KpiSegment {
+                        name: s.name,
+                        length_m: s.length_m,
+                        free_flow_kmh: s.free_flow_kmh,
+                    };
+                    (s.id, k)
+                })
                 .collect(),
             last: (Instant::now(), session.hub.readings_applied()),
         }
@@ -398,26 +420,33 @@ impl Kpi {
         let (mut weighted, mut length) = (0.0, 0.0);
         for s in &states {
             if let Some(v) = s.speed_kmh {
-                let l = self.segments.get(&s.segment).map_or(1.0, |(_, l)| l.max(1.0));
+                let l = self.segments.get(&s.segment).map_or(1.0, |k| k.length_m.max(1.0));
                 weighted += v * l;
                 length += l;
             }
         }
-        let mut worst: Vec<_> = states.iter().filter(|s| s.los.is_some()).collect();
-        worst.sort_by(|a, b| {
-            b.los
-                .cmp(&a.los)
-                .then(a.speed_kmh.partial_cmp(&b.speed_kmh).unwrap_or(std::cmp::Ordering::Equal))
-        });
+        // Worst segments by the one rule of `stream::los::worst_first`.
+        let mut worst: Vec<(Standing<'_>, &SegmentState, f64)> = states
+            .iter()
+            .filter_map(|s| {
+                let free_flow = self.segments.get(&s.segment)?.free_flow_kmh;
+                let ratio = stream::speed_ratio(s.speed_kmh?, free_flow)?;
+                let standing = Standing { segment: s.segment.as_str(), ratio, los: s.los? };
+                Some((standing, s, free_flow))
+            })
+            .collect();
+        worst.sort_by(|a, b| worst_first(&a.0, &b.0));
         let worst: Vec<Value> = worst
             .iter()
-            .take(5)
-            .map(|s| {
+            .take(WORST_SEGMENTS)
+            .map(|(standing, s, free_flow)| {
                 json!({
                     "segment": s.segment,
-                    "name": self.segments.get(&s.segment).map(|(n, _)| n.as_str()),
-                    "los": s.los.map(LevelOfService::as_str),
+                    "name": self.segments.get(&s.segment).map(|k| k.name.as_str()),
+                    "los": standing.los.as_str(),
                     "speed_kmh": s.speed_kmh,
+                    "free_flow_kmh": free_flow,
+                    "ratio": (standing.ratio * 1000.0).round() / 1000.0,
                 })
             })
             .collect();

@@ -11,6 +11,7 @@ use crate::{app, live, AppState};
 
 mod access;
 mod live_protocol;
+mod map;
 mod server;
 mod webhooks;
 

@@ -144,6 +144,9 @@ mod tests {
             "vendor/leaflet/LICENSE",
             "vendor/uplot/uPlot.iife.min.js",
             "vendor/uplot/LICENSE",
+            "vendor/pmtiles/pmtiles.js",
+            "vendor/pmtiles/LICENSE",
+            "vendor/pmtiles/fflate-LICENSE",
         ] {
             assert!(paths.contains(&p), "{p} is not embedded: {paths:?}");
         }
@@ -180,5 +183,6 @@ mod tests {
         assert_eq!(content_type("style.css"), "text/css; charset=utf-8");
         assert_eq!(content_type("vendor/leaflet/images/layers.png"), "image/png");
         assert_eq!(content_type("vendor/uplot/LICENSE"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("vendor/pmtiles/fflate-LICENSE"), "text/plain; charset=utf-8");
     }
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub stream: StreamSection,
     pub segments: SegmentsSection,
     pub webhooks: WebhooksSection,
+    pub wall: WallSection,
     /// The alert rules (the stream's rules document; see `stream::alert::rule`).
     pub alerts: stream::AlertRulesConfig,
 }
@@ -178,6 +179,61 @@ pub struct StreamSection {
 pub struct SegmentsSection {
     /// GeoJSON file of road segments loaded into an empty store; absent: the Florence seed.
     pub seed: Option<PathBuf>,
+}
+
+/// The wall dashboard's map.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WallSection {
+    /// Empty: the built-in offline context layer; an http(s) XYZ template with {z}, {x}
+    /// and {y}; or the path of a `.pmtiles` file, served at `/basemap.pmtiles`.
+    pub basemap: String,
+    /// Credit shown on the map for the basemap (at most 300 characters).
+    pub basemap_attribution: String,
+    /// Deepest zoom the basemap has tiles for (1..=22).
+    pub basemap_max_zoom: u8,
+}
+
+impl Default for WallSection {
+    fn default() -> Self {
+        Self {
+            basemap: String::new(),
+            basemap_attribution: String::new(),
+            basemap_max_zoom: dashboard_api::basemap::DEFAULT_MAX_ZOOM,
+        }
+    }
+}
+
+impl WallSection {
+    /// The settings the API serves; every problem is named with its key.
+    pub fn settings(&self) -> Result<dashboard_api::basemap::WallSettings, Vec<String>> {
+        use dashboard_api::basemap::{Basemap, WallSettings, MAX_ATTRIBUTION, MAX_ZOOM};
+        let mut errors = Vec::new();
+        let basemap = Basemap::parse(&self.basemap)
+            .map_err(|e| errors.push(format!("wall.basemap: {e}")))
+            .unwrap_or_default();
+        let attribution = self.basemap_attribution.trim();
+        if attribution.chars().count() > MAX_ATTRIBUTION {
+            errors.push(format!(
+                "wall.basemap_attribution must be at most {MAX_ATTRIBUTION} characters"
+            ));
+        }
+        if attribution.chars().any(char::is_control) {
+            errors.push("wall.basemap_attribution must not contain control characters".into());
+        }
+        if !(1..=MAX_ZOOM).contains(&self.basemap_max_zoom) {
+            errors.push(format!("wall.basemap_max_zoom must be in 1..={MAX_ZOOM}"));
+        }
+        if errors.is_empty() {
+            Ok(WallSettings {
+                basemap,
+                attribution: attribution.to_owned(),
+                max_zoom: self.basemap_max_zoom,
+            })
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 /// The outbox dispatcher: webhook deliveries as CloudEvents.
@@ -522,6 +578,10 @@ impl Config {
         }
         // The TLS files are read now, so that `check-config` finds an unreadable one.
         errors.extend(w.tls_files().problems().iter().map(ToString::to_string));
+        // So is a PMTiles basemap.
+        if let Err(list) = self.wall.settings() {
+            errors.extend(list);
+        }
         if let Err(rule_errors) = self.alerts.validate() {
             errors
                 .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
@@ -675,6 +735,19 @@ allowed_destinations = []
 # Mutual TLS: a PEM certificate chain and its PEM private key, presented when asked.
 # client_cert = "/etc/sccr/webhooks-client.pem"
 # client_key = "/etc/sccr/webhooks-client.key"
+
+[wall]
+# What the wall map draws under the segments and devices. Empty: the built-in offline
+# context layer (web/geo/florence-context.geojson; nothing is fetched from the internet).
+# Or raster tiles from an XYZ server, as an http(s) template with {z}, {x} and {y}
+# (e.g. "https://tiles.comune.example/osm/{z}/{x}/{y}.png"), or a PMTiles archive on this
+# server's disk (e.g. "/var/lib/sccr/florence.pmtiles"), which must exist and be readable;
+# it is served to the screens at /basemap.pmtiles, by byte range, with no token.
+basemap = ""
+# The credit the map shows for the basemap (at most 300 characters).
+basemap_attribution = ""
+# The deepest zoom the basemap has tiles for (1..=22).
+basemap_max_zoom = 19
 
 [alerts]
 # The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).
@@ -853,6 +926,48 @@ mod tests {
             .unwrap_err();
         let ConfigError::Invalid(list) = e else { panic!("{e}") };
         assert_eq!(list, ["webhooks.client_key: is required with webhooks.client_cert"]);
+    }
+
+    #[test]
+    fn wall_section_is_read_and_its_errors_named() {
+        use dashboard_api::basemap::Basemap;
+        let c = Config::from_toml("", []).unwrap();
+        assert_eq!(c.wall.settings().unwrap().basemap, Basemap::Context);
+        assert_eq!(c.wall.settings().unwrap().max_zoom, 19);
+        let url = "https://tiles.comune.example/osm/{z}/{x}/{y}.png";
+        let c = Config::from_toml(
+            &format!("[wall]\nbasemap = \"{url}\"\nbasemap_attribution = \"© OSM\"\nbasemap_max_zoom = 17\n"),
+            [],
+        )
+        .unwrap();
+        let settings = c.wall.settings().unwrap();
+        assert_eq!(settings.basemap, Basemap::Xyz(url.into()));
+        assert_eq!((settings.attribution.as_str(), settings.max_zoom), ("© OSM", 17));
+        let long = "x".repeat(301);
+        for (toml, key) in [
+            ("basemap = \"https://tiles.example/{z}/{x}.png\"", "wall.basemap"),
+            ("basemap = \"https://{s}.tiles.example/{z}/{x}/{y}.png\"", "wall.basemap"),
+            ("basemap = \"/nonexistent/florence.pmtiles\"", "wall.basemap"),
+            ("basemap = \"tiles.png\"", "wall.basemap"),
+            ("basemap_max_zoom = 0", "wall.basemap_max_zoom"),
+            ("basemap_max_zoom = 23", "wall.basemap_max_zoom"),
+            (&format!("basemap_attribution = \"{long}\""), "wall.basemap_attribution"),
+        ] {
+            let e = Config::from_toml(&format!("[wall]\n{toml}\n"), []).unwrap_err();
+            let ConfigError::Invalid(list) = &e else { panic!("{toml}: {e}") };
+            assert!(list.iter().any(|m| m.starts_with(key)), "{toml}: {list:?}");
+        }
+        // A readable PMTiles file is taken, also from the environment.
+        let dir = std::env::temp_dir().join(format!("sccr-wall-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("florence.pmtiles");
+        std::fs::write(&file, b"PMTiles").unwrap();
+        let c =
+            Config::from_toml("", env(&[("SCCR_WALL__BASEMAP", file.to_str().unwrap())])).unwrap();
+        assert_eq!(c.wall.settings().unwrap().basemap, Basemap::Pmtiles(file.clone()));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = Config::from_toml("[wall]\nbasemap_max_zoom = 300\n", []).unwrap_err().to_string();
+        assert!(e.contains("wall.basemap_max_zoom"), "{e}");
     }
 
     #[test]

@@ -401,6 +401,12 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let http_metrics = state.http.clone();
     state.metrics = Some(render);
     state.readiness = Some(readiness);
+    state.wall = Arc::new(
+        config
+            .wall
+            .settings()
+            .map_err(|errors| anyhow::anyhow!("invalid configuration: {}", errors.join("; ")))?,
+    );
     let router = if role == Role::Ingest {
         dashboard_api::probes(state)
     } else {

@@ -76,6 +76,7 @@ pub async fn run_all(store: &Store) {
     stream_state_parts_commit_together_and_replace_on_request(store).await;
     gateways_link_devices_until_either_is_decommissioned(store).await;
     a_sole_token_revokes_the_others_of_its_name(store).await;
+    devices_are_placed_in_id_order_on_their_segments(store).await;
 }
 
 pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
@@ -1114,4 +1115,78 @@ pub async fn a_sole_token_revokes_the_others_of_its_name(store: &Store) {
         .map(|t| t.name)
         .collect();
     assert_eq!(live.iter().filter(|n| *n == "boot").count(), 1, "{live:?}");
+}
+
+/// The map's device pages: in-service devices only, each exactly once across pages, each
+/// ranked among its segment's in-service devices in bytewise id order; the kinds of
+/// in-service devices.
+pub async fn devices_are_placed_in_id_order_on_their_segments(store: &Store) {
+    let segment = telemetry::RoadSegment {
+        id: SegmentId::parse("map-contract").expect("segment id"),
+        name: "Via della Mappa".into(),
+        kind: "urban".into(),
+        coordinates: vec![[11.25, 43.77], [11.26, 43.77]],
+        length_m: 800.0,
+        lanes: 2,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 45.0,
+        capacity_vph: 1_800.0,
+    };
+    store.upsert_segments(std::slice::from_ref(&segment)).await.expect("segment");
+    let record = |id: &str, kind: Option<&str>, on_segment: bool| DeviceRecord {
+        id: dev(id),
+        kind: kind.map(str::to_owned),
+        segment: on_segment.then(|| segment.id.clone()),
+        registered_at: EventTime(T0),
+    };
+    store
+        .upsert_devices(&[
+            // Bytewise "map-a-2" < "map-a1" (a collation that skips punctuation says otherwise).
+            record("map-a1", Some("map_loop"), true),
+            record("map-a-2", None, true),
+            record("map-b", Some("map_gone"), true),
+            record("map-c", Some("map_loop"), true),
+            record("map-none", Some("map_air"), false),
+        ])
+        .await
+        .expect("devices");
+    store.decommission_device(&dev("map-b"), EventTime(T0 + 1)).await.expect("decommission");
+    let mut all = Vec::new();
+    let mut after: Option<DeviceId> = None;
+    loop {
+        let page = store.placed_devices(after.as_ref(), 2).await.expect("placed devices");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        all.extend(page);
+    }
+    let ids: Vec<&str> = all.iter().map(|d| d.id.as_str()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "every device once: {ids:?}");
+    let mine: std::collections::BTreeMap<&str, (Option<&str>, u32, u32)> = all
+        .iter()
+        .filter(|d| d.id.as_str().starts_with("map-"))
+        .map(|d| {
+            assert_eq!(d.segment.is_some(), d.id.as_str() != "map-none", "{}", d.id);
+            (d.id.as_str(), (d.kind.as_deref(), d.index, d.of))
+        })
+        .collect();
+    assert_eq!(
+        mine.into_iter().collect::<Vec<_>>(),
+        [
+            ("map-a-2", (None, 0, 3)),
+            ("map-a1", (Some("map_loop"), 1, 3)),
+            ("map-c", (Some("map_loop"), 2, 3)),
+            ("map-none", (Some("map_air"), 0, 0)),
+        ]
+    );
+    let kinds = store.device_kinds().await.expect("kinds");
+    assert!(kinds.contains(&"map_loop".to_owned()) && kinds.contains(&"map_air".to_owned()));
+    assert!(!kinds.contains(&"map_gone".to_owned()), "decommissioned kinds are not listed");
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(kinds, sorted);
 }

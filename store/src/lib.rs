@@ -73,7 +73,7 @@ pub use outbox::{
     OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
 pub use postgres::PgStore;
-pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate};
+pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedDevice};
 pub use sqlite::SqliteStore;
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
 

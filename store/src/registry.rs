@@ -45,6 +45,20 @@ pub struct DeviceUpdate {
     pub gateway: Option<Option<DeviceId>>,
 }
 
+/// A device as the map places it: its place among the in-service devices of its road
+/// segment, in id order (`index` of `of`; both 0 without a segment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedDevice {
+    pub id: DeviceId,
+    pub kind: Option<String>,
+    pub segment: Option<SegmentId>,
+    pub index: u32,
+    pub of: u32,
+}
+
+/// Most distinct device kinds [`Store::device_kinds`] returns.
+pub const MAX_KINDS: usize = 1_000;
+
 const PG_COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
 const SQLITE_COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
 
@@ -171,6 +185,106 @@ impl Store {
                     .transpose()
             }
         }
+    }
+
+    /// A page of in-service (not decommissioned) devices in id order after `after`, each
+    /// with its rank among the in-service devices of its segment. Ranks order ids
+    /// bytewise on both backends, so a device sits at the same place on either.
+    pub async fn placed_devices(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<PlacedDevice>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.map(DeviceId::as_str);
+        let place = |id: String,
+                     kind: Option<String>,
+                     segment: Option<String>,
+                     index: i64,
+                     of: i64|
+         -> Result<PlacedDevice, StoreError> {
+            let segment = segment.map(parse_segment).transpose()?;
+            let (index, of) = if segment.is_some() {
+                (u32::try_from(index).unwrap_or(u32::MAX), u32::try_from(of).unwrap_or(u32::MAX))
+            } else {
+                (0, 0)
+            };
+            Ok(PlacedDevice { id: parse_device(id)?, kind, segment, index, of })
+        };
+        match self {
+            Store::Postgres(s) => sqlx::query(
+                r#"SELECT id, kind, segment_id, k, n FROM (
+                     SELECT id, kind, segment_id,
+                            ROW_NUMBER() OVER (PARTITION BY segment_id ORDER BY id COLLATE "C") - 1 AS k,
+                            COUNT(*) OVER (PARTITION BY segment_id) AS n
+                     FROM devices WHERE decommissioned_at IS NULL) d
+                   WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"#,
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&s.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                place(
+                    r.try_get("id")?,
+                    r.try_get("kind")?,
+                    r.try_get("segment_id")?,
+                    r.try_get("k")?,
+                    r.try_get("n")?,
+                )
+            })
+            .collect(),
+            Store::Sqlite(s) => sqlx::query(
+                "SELECT id, kind, segment_id, k, n FROM (
+                   SELECT id, kind, segment_id,
+                          ROW_NUMBER() OVER (PARTITION BY segment_id ORDER BY id) - 1 AS k,
+                          COUNT(*) OVER (PARTITION BY segment_id) AS n
+                   FROM devices WHERE decommissioned_at_ms IS NULL)
+                 WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&s.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                place(
+                    r.try_get("id")?,
+                    r.try_get("kind")?,
+                    r.try_get("segment_id")?,
+                    r.try_get("k")?,
+                    r.try_get("n")?,
+                )
+            })
+            .collect(),
+        }
+    }
+
+    /// The kinds of the in-service devices, sorted, at most [`MAX_KINDS`].
+    pub async fn device_kinds(&self) -> Result<Vec<String>, StoreError> {
+        let limit = MAX_KINDS as i64;
+        let rows: Vec<String> = match self {
+            Store::Postgres(s) => {
+                sqlx::query_scalar(
+                    r#"SELECT DISTINCT kind COLLATE "C" AS kind FROM devices
+                   WHERE kind IS NOT NULL AND decommissioned_at IS NULL ORDER BY 1 LIMIT $1"#,
+                )
+                .bind(limit)
+                .fetch_all(&s.pool)
+                .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT kind FROM devices
+                 WHERE kind IS NOT NULL AND decommissioned_at_ms IS NULL ORDER BY 1 LIMIT ?1",
+                )
+                .bind(limit)
+                .fetch_all(&s.pool)
+                .await?
+            }
+        };
+        Ok(rows)
     }
 
     /// A page of devices in id order.

@@ -36,7 +36,7 @@ pub use alert::{
 pub use config::StreamConfig;
 pub use fanout::{Pending, Subscription};
 pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
-pub use los::LevelOfService;
+pub use los::{speed_ratio, worst_first, LevelOfService, Standing};
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 pub use service::{
     run_stream, AlertSinkItem, CheckpointChunk, StreamCommand, StreamMetrics, StreamQueues,

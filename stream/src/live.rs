@@ -199,8 +199,15 @@ struct AlertBoard {
 }
 
 /// A device is online while it was heard from (a reading or an `online` status) within
-/// this long and did not say it went offline since.
+/// this long and did not say it went offline since. `GET /api/v1/catalogue` tells screens
+/// this figure (`live.device_online_s`).
 pub const PRESENCE_WINDOW_MS: i64 = 5 * 60_000;
+
+/// How long a detector's latest speed counts towards its segment's grade on a screen that
+/// grades segments from live values between segment windows (`live.speed_fresh_s` in
+/// `GET /api/v1/catalogue`); older speeds are ignored and the segment shows its last
+/// window's grade.
+pub const SPEED_FRESH_MS: i64 = 90_000;
 
 /// What the hub last heard from a device, in processing time.
 #[derive(Debug, Clone, Copy, Default)]
@@ -384,6 +391,25 @@ impl LiveHub {
             .map(|p| p.online(now.millis()))
     }
 
+    /// Presence of each device, in order: `None` when the hub never heard of it, else
+    /// whether it is online at `now` (as [`LiveHub::device_online`]) and when it was last
+    /// heard from (`None` when only an `offline` status was heard). One lock for all.
+    pub fn presences<'a>(
+        &self,
+        devices: impl IntoIterator<Item = &'a DeviceId>,
+        now: EventTime,
+    ) -> Vec<Option<(bool, Option<EventTime>)>> {
+        let map = self.presence.read().unwrap_or_else(|e| e.into_inner());
+        devices
+            .into_iter()
+            .map(|d| {
+                map.get(d).map(|p| {
+                    (p.online(now.millis()), (p.heard_ms > 0).then_some(EventTime(p.heard_ms)))
+                })
+            })
+            .collect()
+    }
+
     /// (online, offline) devices among those the hub heard of.
     pub fn presence_counts(&self, now: EventTime) -> (usize, usize) {
         let map = self.presence.read().unwrap_or_else(|e| e.into_inner());
@@ -551,6 +577,29 @@ mod tests {
         only_s1.set_filter(SubscriptionFilter { values: false, ..SubscriptionFilter::default() });
         hub.publish_segments(vec![seg_state("s1", 60_000, 0, 9.0)]);
         assert!(only_s1.take().events.is_empty(), "nothing after the filter dropped the segment");
+    }
+
+    #[test]
+    fn presences_tell_online_last_heard_and_unknown_devices() {
+        let hub = LiveHub::new(16);
+        hub.apply(&[r("a", 1, 1.0)]);
+        hub.set_status(&StatusEvent {
+            device: DeviceId::parse("b").unwrap(),
+            state: DeviceState::Offline,
+            received_at: EventTime::now(),
+            retained: false,
+        });
+        let ids = ["a", "b", "c"].map(|d| DeviceId::parse(d).unwrap());
+        let now = EventTime::now();
+        let got = hub.presences(&ids, now);
+        let (online, heard) = got[0].unwrap();
+        assert!(online);
+        assert!(heard.is_some_and(|t| (now.millis() - t.millis()).abs() < 60_000));
+        assert_eq!(got[1], Some((false, None)), "only an offline status was heard");
+        assert_eq!(got[2], None, "never heard of");
+        let later = EventTime(now.millis() + PRESENCE_WINDOW_MS + 1);
+        assert_eq!(hub.presences(&ids[..1], later)[0].map(|p| p.0), Some(false));
+        assert_eq!(hub.device_online(&ids[0], now), Some(true));
     }
 
     #[test]

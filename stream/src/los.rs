@@ -12,6 +12,11 @@
 //!
 //! Invariant: the grade is monotone in the ratio (a higher ratio never gives a worse
 //! grade). `Ord` runs from best to worst (`A < F`), so "at or worse than D" is `los >= D`.
+//!
+//! "Worst segments" (the wall's list, the KPI frame's `worst_segments`) follow one rule,
+//! [`worst_first`]: relative speed (speed / free-flow speed) ascending, ties by the worse
+//! grade, then by segment id. A slow road built for slow traffic is not congested; a fast
+//! road at half its free-flow speed is.
 
 use std::fmt;
 use std::str::FromStr;
@@ -38,6 +43,13 @@ const LOWER_BOUNDS: [(f64, LevelOfService); 5] = [
 
 impl LevelOfService {
     pub const ALL: [LevelOfService; 6] = [Self::A, Self::B, Self::C, Self::D, Self::E, Self::F];
+
+    /// The speed ratio this grade lies above (exclusive); `None` for F, which has no lower
+    /// bound. A ratio `r` has grade `g` when `r > g.lower_bound()` and not above the bound
+    /// of the grade before `g`.
+    pub fn lower_bound(self) -> Option<f64> {
+        LOWER_BOUNDS.iter().find(|(_, los)| *los == self).map(|(bound, _)| *bound)
+    }
 
     /// The grade of a speed ratio (mean speed / free-flow speed); `None` for a ratio that
     /// is not a finite non-negative number.
@@ -67,6 +79,28 @@ impl LevelOfService {
             Self::F => "F",
         }
     }
+}
+
+/// The speed ratio of a mean speed on a segment with the given free-flow speed; `None`
+/// when it has no grade (see [`LevelOfService::from_speeds`]).
+pub fn speed_ratio(mean_speed_kmh: f64, free_flow_kmh: f64) -> Option<f64> {
+    LevelOfService::from_speeds(mean_speed_kmh, free_flow_kmh)
+        .map(|_| mean_speed_kmh / free_flow_kmh)
+}
+
+/// Where a segment stands in the "worst segments" list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing<'a> {
+    pub segment: &'a str,
+    /// Speed / free-flow speed ([`speed_ratio`]).
+    pub ratio: f64,
+    pub los: LevelOfService,
+}
+
+/// The order of the "worst segments" list, worst first: relative speed ascending, ties by
+/// the worse grade, then by segment id (so the order is total and stable).
+pub fn worst_first(a: &Standing<'_>, b: &Standing<'_>) -> std::cmp::Ordering {
+    a.ratio.total_cmp(&b.ratio).then(b.los.cmp(&a.los)).then_with(|| a.segment.cmp(b.segment))
 }
 
 /// Text that is not one of `A`..`F`.
@@ -133,6 +167,51 @@ mod tests {
         assert_eq!(LevelOfService::from_speeds(45.0, 50.0), Some(A));
         assert_eq!(LevelOfService::from_speeds(16.0, 50.0), Some(E));
         assert_eq!(LevelOfService::from_speeds(15.0, 50.0), Some(F));
+    }
+
+    #[test]
+    fn lower_bounds_agree_with_the_grading_at_the_boundaries() {
+        let mut above_previous: Option<f64> = None;
+        for los in LevelOfService::ALL {
+            match los.lower_bound() {
+                Some(bound) => {
+                    assert_eq!(LevelOfService::from_speed_ratio(bound + 1e-9), Some(los));
+                    assert!(LevelOfService::from_speed_ratio(bound) > Some(los), "{los}");
+                    assert!(above_previous.is_none_or(|p| bound < p), "{los}");
+                    above_previous = Some(bound);
+                }
+                None => {
+                    assert_eq!(los, LevelOfService::F);
+                    assert_eq!(LevelOfService::from_speed_ratio(0.0), Some(los));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn worst_segments_go_by_relative_speed_not_absolute_speed() {
+        use LevelOfService::*;
+        // A residential street at 25 of 28 km/h flows freely; an avenue at 35 of 70 is
+        // congested although faster.
+        let street =
+            Standing { segment: "via-calma", ratio: speed_ratio(25.0, 28.0).unwrap(), los: A };
+        let avenue =
+            Standing { segment: "viale-lento", ratio: speed_ratio(35.0, 70.0).unwrap(), los: D };
+        let jammed = Standing { segment: "ponte", ratio: 0.2, los: F };
+        let mut list = [street, avenue, jammed];
+        list.sort_by(worst_first);
+        assert_eq!(
+            list.iter().map(|s| s.segment).collect::<Vec<_>>(),
+            ["ponte", "viale-lento", "via-calma"]
+        );
+        // Equal ratios: the worse grade first, then the segment id.
+        let a = Standing { segment: "b", ratio: 0.5, los: C };
+        let b = Standing { segment: "a", ratio: 0.5, los: D };
+        let c = Standing { segment: "c", ratio: 0.5, los: D };
+        let mut tied = [a, c, b];
+        tied.sort_by(worst_first);
+        assert_eq!(tied.iter().map(|s| s.segment).collect::<Vec<_>>(), ["a", "c", "b"]);
+        assert_eq!(speed_ratio(30.0, 0.0), None);
     }
 
     #[test]

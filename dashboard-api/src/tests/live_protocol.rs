@@ -145,7 +145,61 @@ async fn kpi_frames_sum_up_the_city() {
     assert_eq!(k["worst_segments"][0]["segment"], "south");
     assert_eq!(k["worst_segments"][0]["name"], "Viale Sud");
     assert_eq!(k["worst_segments"][0]["los"], "F");
+    assert_eq!(k["worst_segments"][0]["ratio"], 0.2);
+    assert_eq!(k["worst_segments"][0]["free_flow_kmh"], 50.0);
+    assert_eq!(k["worst_segments"][1]["segment"], "north");
     assert_eq!(k["alerts_open"]["critical"], 0);
+}
+
+#[tokio::test]
+async fn worst_segments_rank_by_relative_speed_and_list_ten() {
+    let s = state().await;
+    let slow_road = |id: &str, free_flow: f64| RoadSegment {
+        free_flow_kmh: free_flow,
+        ..road(id, &format!("Via {id}"), [11.25, 43.77], 500.0)
+    };
+    // A quiet street at 25 of 28 km/h (LOS A) is slower than an avenue at 35 of 70 km/h
+    // (LOS D, congested); twelve fast roads at ratios 0.80..0.69 (LOS B) fill the rest.
+    let mut roads = vec![slow_road("via-calma", 28.0), slow_road("viale-lento", 70.0)];
+    roads.extend((0..12).map(|i| slow_road(&format!("fast-{i:02}"), 100.0)));
+    s.store.upsert_segments(&roads).await.unwrap();
+    let hub = LiveHub::new(256);
+    let mut states = vec![
+        segment_state("via-calma", T0, 25.0, LevelOfService::A),
+        segment_state("viale-lento", T0, 35.0, LevelOfService::D),
+        // Not in the registry: no free-flow speed, so no ratio and no place in the list.
+        segment_state("unknown", T0, 1.0, LevelOfService::F),
+    ];
+    states.extend(
+        (0..12).map(|i| {
+            segment_state(&format!("fast-{i:02}"), T0, 80.0 - i as f64, LevelOfService::B)
+        }),
+    );
+    hub.publish_segments(states);
+    let config =
+        SessionConfig { kpi_interval: Duration::from_millis(50), ..SessionConfig::default() };
+    let ctx = Session { hub, http: s.http.clone(), store: Some(s.store.clone()), config };
+    let (tx, mut rx) = session_with(ctx);
+    tx.send(Ok(r#"{"type":"subscribe","values":false,"kpi":true}"#.into())).await.unwrap();
+    let f = loop {
+        let f = next_json(&mut rx).await;
+        if f["type"] == "kpi" {
+            break f;
+        }
+    };
+    let worst = f["kpi"]["worst_segments"].as_array().unwrap();
+    assert_eq!(worst.len(), 10);
+    let ids: Vec<&str> = worst.iter().map(|w| w["segment"].as_str().unwrap()).collect();
+    assert_eq!(&ids[..4], ["viale-lento", "fast-11", "fast-10", "fast-09"]);
+    assert!(!ids.contains(&"via-calma"), "ratio 0.893 is above every other's: {ids:?}");
+    assert!(!ids.contains(&"unknown"));
+    assert_eq!(worst[0]["ratio"], 0.5);
+    assert_eq!(worst[0]["free_flow_kmh"], 70.0);
+    assert_eq!(worst[0]["los"], "D");
+    assert_eq!(worst[0]["speed_kmh"], 35.0);
+    assert_eq!(worst[0]["name"], "Via viale-lento");
+    assert_eq!(worst[1]["ratio"], 0.69);
+    assert_eq!(worst[1]["los"], "B");
 }
 
 #[tokio::test]
