@@ -27,7 +27,7 @@ export function yRange(metric, min, max) {
   let lo = zero ? Math.min(0, min) : min;
   let hi = max;
   const decimals = info?.decimals ?? 1;
-  const minSpan = Math.max(Math.abs(hi) * 0.2, 10 ** (1 - decimals) * 5);
+  const minSpan = Math.max(Math.abs(hi) * 0.2, 10 ** -decimals * 10);
   if (hi - lo < minSpan) {
     const mid = (hi + lo) / 2;
     lo = zero ? lo : mid - minSpan / 2;

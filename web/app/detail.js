@@ -2,10 +2,10 @@
 // The segment panel: its grade, live figures and the last 24 hours of speed, one line per
 // detector (or the segment's mean, named as such, when it has many).
 import { history } from './api.js';
-import { t, num, percent } from './i18n.js';
+import { t, num, percent, unitOf } from './i18n.js';
 import { COLOUR } from './los.js';
 import { currentSpeed, ratioOf } from './map.js';
-import { drawChart, seriesOf, chartTitle } from './charts.js';
+import { drawChart, seriesOf } from './charts.js';
 import { state } from './state.js';
 import { $, fromTemplate, slot } from './util.js';
 
@@ -59,7 +59,7 @@ export function renderFigures() {
 /** @param {string} id */
 async function loadChart(id) {
   const el = $('detail-chart');
-  $('detail-chart-title').textContent = `${t('chart_24h')} · ${chartTitle('speed_kmh')}`;
+  $('detail-chart-title').textContent = `${t('chart_24h')} (${unitOf('speed_kmh') || 'km/h'})`;
   const now = Date.now();
   const from = now - 24 * 3600_000;
   const detectors = [...state.devices.values()].filter((d) => d.segment === id && /loop|radar|traffic|speed/.test(d.kind || d.id)).map((d) => d.id).sort();

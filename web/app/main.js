@@ -65,9 +65,10 @@ function applyLang() {
   renderConn();
   alerts.render();
   renderKpis();
-  if (state.selected) renderFigures();
+  if (state.selected) openDetail(state.selected); // its chart's dates in the new language
   planner.fillMetrics();
   planner.fillSubjects();
+  if (planner.shown()) planner.show();
 }
 
 // ---------- live frames ----------

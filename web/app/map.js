@@ -242,16 +242,16 @@ export function drawDevices(rows) {
     /** @type {import('./state.js').Device} */
     const dev = { id: rec.id, kind: rec.kind, segment: rec.segment ?? null, lat: rec.lat ?? null, lon: rec.lon ?? null, last: Math.max(rec.last_seen ?? 0, last.get(rec.id) ?? 0), online: null, marker: null };
     if (dev.lat !== null && dev.lon !== null) {
-      dev.marker = L.circleMarker([dev.lat, dev.lon], { renderer: deviceRenderer, radius: r, weight: 2, color: '#000', fillColor: cssVar('--dev-on'), fillOpacity: 1, interactive: false }).addTo(map);
+      dev.marker = L.circleMarker([dev.lat, dev.lon], { renderer: deviceRenderer, radius: r, weight: 2, color: cssVar('--dev-ring'), fillColor: cssVar('--dev-on'), fillOpacity: 1, interactive: false }).addTo(map);
     }
     state.devices.set(dev.id, dev);
   }
   dirty.devices = true;
 }
 
-/** Online devices as filled dots, offline ones as hollow rings (a shape, not only a colour). */
+/** Online devices as dark dots ringed in white, offline ones as hollow magenta rings (a shape, not only a colour). */
 export function styleDevice(/** @type {import('./state.js').Device} */ d) {
-  d.marker?.setStyle(d.online ? { fillColor: cssVar('--dev-on'), fillOpacity: 1, color: '#000', weight: 2 } : { fillOpacity: 0, color: cssVar('--dev-off'), weight: 3 });
+  d.marker?.setStyle(d.online ? { fillColor: cssVar('--dev-on'), fillOpacity: 1, color: cssVar('--dev-ring'), weight: 2 } : { fillOpacity: 0, color: cssVar('--dev-off'), weight: 3 });
 }
 
 /** Where an alert sits on the map: its segment's middle or its device. @param {import('./state.js').Alert} a @returns {[number, number] | null} */

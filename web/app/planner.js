@@ -47,6 +47,8 @@ function query() {
   const kind = $('p-kind').value;
   /** @type {Record<string, any>} */
   const q = { metric: $('p-metric').value, step: 'auto' };
+  // Counts add up over a bucket (vehicles per bucket); levels average.
+  if (metricInfo(q.metric)?.aggregate === 'sum') q.agg = 'sum';
   if (kind !== 'city') q[kind] = $('p-subject').value;
   const r = $('p-range').value;
   const now = Date.now();
