@@ -51,7 +51,10 @@ function setMode(mode) {
   mapView.renderLegend();
   for (const seg of state.segments.values()) { seg.styled = false; dirty.segments.add(seg.id); }
   dirty.alerts = true;
-  setTimeout(() => mapView.getMap()?.invalidateSize(), 0);
+  setTimeout(() => {
+    mapView.getMap()?.invalidateSize();
+    if (state.mode === 'wall' && !state.selected) mapView.fitAll();
+  }, 0);
   scheduleFrame();
 }
 

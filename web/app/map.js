@@ -179,7 +179,17 @@ export function drawSegments(collection) {
     state.segments.set(id, seg);
     dirty.segments.add(id);
   }
-  if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30] });
+  if (bounds.isValid()) {
+    allBounds = bounds;
+    map.fitBounds(bounds, { padding: [30, 30] });
+  }
+}
+
+/** @type {any} */
+let allBounds = null;
+/** The whole network in view (entering wall mode). */
+export function fitAll() {
+  if (allBounds) map.fitBounds(allBounds, { padding: [30, 30] });
 }
 
 /** @param {import('./state.js').Segment} seg */
