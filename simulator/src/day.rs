@@ -38,7 +38,7 @@
 //! the day.
 //!
 //! **Incident.** One central segment ([`INCIDENT_SEGMENT`], else the first ring-road
-//! segment) has a breakdown every [`INCIDENT_PERIOD_MS`] (15 minutes, starting on the
+//! segment; either only with a traffic detector on it) has a breakdown every [`INCIDENT_PERIOD_MS`] (15 minutes, starting on the
 //! quarter hour: :00, :15, :30, :45) lasting [`INCIDENT_DURATION_MS`] (6.5 minutes):
 //! speed falls to about 20 % of free flow (LOS F) within 45 s, holds, and recovers in the
 //! last minute; a lane is blocked, so the flow is capped at 45 % of capacity. Its peaks
@@ -150,10 +150,20 @@ impl City {
                 key: text_hash(d.id.as_str()),
             });
         }
+        // The incident needs a detector to be seen.
+        let detected: Vec<bool> = (0..segments.len())
+            .map(|i| models.iter().any(|m| m.segment == i && m.kind == DeviceKind::TrafficLoop))
+            .collect();
         let incident = segments
             .iter()
-            .position(|s| s.segment.id.as_str() == INCIDENT_SEGMENT)
-            .or_else(|| segments.iter().position(|s| s.segment.kind == "ring_road"));
+            .enumerate()
+            .position(|(i, s)| detected[i] && s.segment.id.as_str() == INCIDENT_SEGMENT)
+            .or_else(|| {
+                segments
+                    .iter()
+                    .enumerate()
+                    .position(|(i, s)| detected[i] && s.segment.kind == "ring_road")
+            });
         for (salt, am) in [(0xA11, true), (0xB22, false)] {
             let mut arterials: Vec<usize> = (0..segments.len())
                 .filter(|&i| Some(i) != incident && is_arterial(&segments[i].segment))
@@ -488,10 +498,16 @@ mod tests {
     use super::*;
     use crate::fleet::plan_fleet;
 
-    /// The demo's default fleet (60 devices) on the Florence seed, with the demo's seed.
+    /// The Florence seed's segments in the store's order (by id), as `sccr demo` reads them.
+    fn segments() -> Vec<RoadSegment> {
+        let mut segs = parse_geojson(FLORENCE_SEED).unwrap();
+        segs.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        segs
+    }
+
+    /// The demo's default fleet (60 devices) with the demo's seed.
     fn demo_city() -> City {
-        let segs = parse_geojson(FLORENCE_SEED).unwrap();
-        City::new(&plan_fleet(&segs, 60), 42)
+        City::new(&plan_fleet(&segments(), 60), 42)
     }
 
     /// Monday 2025-11-24 00:00 local (CET) plus `h` hours.
@@ -574,6 +590,21 @@ mod tests {
         let other = (0..city.segments.len()).find(|&j| j != i).unwrap();
         let quiet = EventTime(monday(3.0).millis() + 120_000);
         assert!(los(&city, other, quiet) <= LevelOfService::B);
+    }
+
+    #[test]
+    fn the_incident_needs_a_detector() {
+        // The seed file's order: with 37 devices viale-lavagnini's is an air-quality station.
+        let segs = parse_geojson(FLORENCE_SEED).unwrap();
+        let city = City::new(&plan_fleet(&segs, 37), 42);
+        let seg = city.incident_segment().unwrap();
+        assert_ne!(seg.id.as_str(), INCIDENT_SEGMENT);
+        assert_eq!(seg.kind, "ring_road");
+        let aq: Vec<_> = plan_fleet(&segs, 60)
+            .into_iter()
+            .filter(|d| d.kind == DeviceKind::AirQuality)
+            .collect();
+        assert!(City::new(&aq, 42).incident_segment().is_none());
     }
 
     #[test]
@@ -695,7 +726,7 @@ mod tests {
 
     #[test]
     fn readings_are_deterministic_valid_and_depend_on_the_seed() {
-        let segs = parse_geojson(FLORENCE_SEED).unwrap();
+        let segs = segments();
         let fleet = plan_fleet(&segs, 60);
         let (a, b, c) = (City::new(&fleet, 42), City::new(&fleet, 42), City::new(&fleet, 7));
         let v = telemetry::Validator::new(telemetry::ValidationConfig::default());
