@@ -164,6 +164,7 @@ pub async fn run(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use store::DeviceRecord;
 
     const H: i64 = 3_600_000;
 
@@ -200,5 +201,57 @@ mod tests {
         );
         // A span of 0 fills nothing.
         assert!(gaps(now, Duration::ZERO, None).is_empty());
+    }
+
+    /// A back-fill of the same gap twice: the store's dedupe adds nothing the second time;
+    /// the readings are found by the history of their segment.
+    #[tokio::test]
+    async fn a_second_backfill_of_a_gap_adds_nothing() {
+        let dir = std::env::temp_dir().join(format!("sccr-backfill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = crate::config::Config::default();
+        config.database.url = format!("sqlite:{}", dir.join("sccr.db").display());
+        let store = crate::pipeline::open_store(&config).await.unwrap();
+        let segments = store.segments().await.unwrap();
+        let fleet = simulator::plan_fleet(&segments, 8);
+        let records: Vec<DeviceRecord> = fleet
+            .iter()
+            .map(|d| DeviceRecord {
+                id: d.id.clone(),
+                kind: Some(d.kind.as_str().into()),
+                segment: Some(d.segment.id.clone()),
+                registered_at: EventTime::now(),
+            })
+            .collect();
+        store.upsert_devices(&records).await.unwrap();
+        let city = City::new(&fleet, 42);
+        let ids: Vec<DeviceId> = fleet.iter().map(|d| d.id.clone()).collect();
+        let now = EventTime::now();
+        assert_eq!(stored_span(&store, now).await.unwrap(), None);
+        let gaps = gaps(now, Duration::from_secs(3_600), None);
+        let (_stop_tx, stop) = watch::channel(false);
+        let retention = config.retention.raw;
+        let first = run(&store, &city, &ids, &gaps, retention, stop.clone()).await.unwrap();
+        // 12 steps of 6 loops (4 metrics) and 2 stations (6 metrics).
+        assert_eq!(first.readings, 12 * 36);
+        assert_eq!((first.inserted, first.duplicates, first.refused), (12 * 36, 0, 0));
+        let second = run(&store, &city, &ids, &gaps, retention, stop).await.unwrap();
+        assert_eq!((second.readings, second.inserted, second.duplicates), (12 * 36, 0, 12 * 36));
+        let (oldest, newest) = stored_span(&store, now).await.unwrap().unwrap();
+        assert_eq!(newest, gaps[0].steps().next().unwrap());
+        assert_eq!(oldest, gaps[0].steps().last().unwrap());
+        let q = HistoryQuery {
+            subject: HistorySubject::Segment(fleet[0].segment.id.clone()),
+            metric: MetricId::SpeedKmh,
+            from: gaps[0].from,
+            to: now,
+            step: Step::Raw,
+            fill: store::GapFill::None,
+            limit: 100,
+        };
+        assert_eq!(store.history(&q).await.unwrap().points.len(), 12);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -306,6 +306,42 @@ async fn wait_for_port(port: u16) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn options(backfill: Duration) -> DemoOptions {
+        DemoOptions {
+            http_port: 0,
+            mqtt_port: 1,
+            devices: 60,
+            interval: Duration::from_secs(2),
+            data_dir: "d".into(),
+            admin_token: None,
+            backfill,
+        }
+    }
+
+    /// The demo's configuration passes `check-config`'s rules for any back-fill, keeps the
+    /// back-filled history, and carries the breakdown rule.
+    #[test]
+    fn demo_config_keeps_the_backfill_and_watches_breakdowns() {
+        let day = Duration::from_secs(86_400);
+        for backfill in [Duration::ZERO, 7 * day, 200 * day, 366 * day] {
+            let config = demo_config(&options(backfill)).unwrap();
+            config.validate().unwrap();
+            assert!(config.ingest.max_past_age >= backfill);
+            let r = &config.retention;
+            for horizon in [r.raw, r.rollup_1m, r.rollup_1h, r.rollup_1d].into_iter().flatten() {
+                assert!(horizon > backfill, "{horizon:?} < {backfill:?}");
+            }
+            let rules = config.alerts.validate().unwrap();
+            let rule = rules.rules.iter().find(|r| r.id.as_str() == "segment-breakdown").unwrap();
+            assert_eq!(rule.severity, stream::Severity::Critical);
+            assert!(matches!(
+                &rule.kind,
+                stream::alert::RuleKind::Los(l) if l.at_or_worse == stream::LevelOfService::F
+                    && l.hold == Duration::from_secs(60)
+            ));
+        }
+    }
+
     /// What two `sccr demo` starts on one data directory do with their admin token.
     #[tokio::test]
     async fn two_demo_starts_leave_exactly_one_live_bootstrap_token() {
