@@ -71,10 +71,10 @@ pub fn demo_config(opts: &DemoOptions) -> Result<Config> {
     let keep = opts.backfill + day;
     config.ingest.max_past_age = config.ingest.max_past_age.max(opts.backfill);
     let r = &mut config.retention;
-    for horizon in [&mut r.raw, &mut r.rollup_1m, &mut r.rollup_1h, &mut r.rollup_1d] {
-        if let Some(h) = horizon {
-            *h = (*h).max(keep);
-        }
+    for h in
+        [&mut r.raw, &mut r.rollup_1m, &mut r.rollup_1h, &mut r.rollup_1d].into_iter().flatten()
+    {
+        *h = (*h).max(keep);
     }
     config.alerts.rules.push(toml::from_str(BREAKDOWN_RULE).context("the breakdown rule")?);
     Ok(config)

@@ -287,7 +287,7 @@ impl City {
 
     /// Whether the day of `t` is a stagnant-air day with raised PM10.
     pub fn pm10_episode_day(&self, t: EventTime) -> bool {
-        hash(&[self.seed, 0xF1, day_number(t) as u64]) % 3 == 0
+        hash(&[self.seed, 0xF1, day_number(t) as u64]).is_multiple_of(3)
     }
 
     /// Readings of device `index` (in the order given to [`City::new`]) for a report at
@@ -731,7 +731,7 @@ mod tests {
         let (a, b, c) = (City::new(&fleet, 42), City::new(&fleet, 42), City::new(&fleet, 7));
         let v = telemetry::Validator::new(telemetry::ValidationConfig::default());
         let mut differs = false;
-        for d in 0..fleet.len() {
+        for (d, device) in fleet.iter().enumerate() {
             for q in 0..96 {
                 let t = monday(f64::from(q) * 0.25 + 24.0 * f64::from(q % 7));
                 for interval in [2.0, 300.0] {
@@ -740,7 +740,7 @@ mod tests {
                     differs |= r != c.readings(d, t, interval);
                     for (metric, value) in r {
                         let reading = telemetry::Reading {
-                            device: fleet[d].id.clone(),
+                            device: device.id.clone(),
                             metric,
                             time: t,
                             value,
