@@ -2,6 +2,27 @@
 //! embedded MQTT broker (rumqttd), the SQLite store, ingest, stream, the API, and a
 //! simulated fleet on the Florence road network.
 //!
+//! What it shows (the simulated city is [`simulator::City`], a pure function of time and
+//! the seed 42):
+//! - **Rush hours.** On weekdays around 08:30 and 18:15 a few arterials and ring-avenue
+//!   segments congest: about four at LOS D, four at E and two at F at the peak; nights,
+//!   middays and weekends flow freely.
+//! - **Air quality.** NO2 follows the traffic; on weekdays one or two stations have an NO2
+//!   episode between 17:30 and 19:30 (over 200 µg/m³ for about half an hour, which takes the
+//!   hourly mean over the `aq-no2-hourly` limit once the station has reported for 45
+//!   minutes); about one day in three has PM10 raised all day.
+//! - **An incident every quarter hour.** [`simulator::INCIDENT_SEGMENT`] (Viale Lavagnini)
+//!   breaks down at :00, :15, :30 and :45 of every hour for 6.5 minutes (LOS F). The demo
+//!   adds the rule `segment-breakdown` (LOS F for 1 minute, critical): it raises about two
+//!   minutes into each incident and clears about a minute after it ends. A line at start
+//!   names the segment and the cycle.
+//! - **History.** `--backfill` (default 7 days) writes the city's past through `sccr
+//!   import`'s write path while the wall is already live (see [`crate::backfill`]): one
+//!   report per device every 5 minutes, newest first, only what the store does not hold
+//!   yet, and never through the alert engine. The live fleet starts at once: it reports
+//!   the present, the back-fill the past, and the two never share a timestamp, so there is
+//!   no reason to keep the wall waiting.
+//!
 //! The admin token is kept in the data directory (`admin-token`, owner-only) and used
 //! again at the next start; it is the one live `bootstrap-admin` token (a token given with
 //! `--admin-token` replaces it, see `pipeline::ensure_bootstrap_admin`).
@@ -11,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
+use simulator::{plan_fleet, run_simulation, City, SimulateConfig, SimulationCounters};
 use store::DeviceRecord;
 use telemetry::EventTime;
 
@@ -25,6 +46,38 @@ pub struct DemoOptions {
     pub interval: Duration,
     pub data_dir: std::path::PathBuf,
     pub admin_token: Option<String>,
+    /// History written at start (zero: none).
+    pub backfill: Duration,
+}
+
+/// The rule the demo adds to the shipped ones: a segment at LOS F for a minute.
+pub const BREAKDOWN_RULE: &str = r#"
+id = "segment-breakdown"
+description = "Traffic has broken down on the segment (LOS F: under 30 % of free-flow speed)"
+severity = "critical"
+los = { at_or_worse = "F", for = "1m" }
+"#;
+
+/// The demo's configuration: SQLite in `data_dir`, the embedded broker, retention and the
+/// age limit long enough for `backfill`, and the breakdown rule.
+pub fn demo_config(opts: &DemoOptions) -> Result<Config> {
+    let mut config = Config::default();
+    config.database.url = format!("sqlite:{}", opts.data_dir.join("sccr.db").display());
+    config.database.max_connections = 4;
+    config.mqtt.port = opts.mqtt_port;
+    config.mqtt.client_id = "sccr-demo-ingest".into();
+    config.api.listen = format!("127.0.0.1:{}", opts.http_port);
+    let day = Duration::from_secs(86_400);
+    let keep = opts.backfill + day;
+    config.ingest.max_past_age = config.ingest.max_past_age.max(opts.backfill);
+    let r = &mut config.retention;
+    for h in
+        [&mut r.raw, &mut r.rollup_1m, &mut r.rollup_1h, &mut r.rollup_1d].into_iter().flatten()
+    {
+        *h = (*h).max(keep);
+    }
+    config.alerts.rules.push(toml::from_str(BREAKDOWN_RULE).context("the breakdown rule")?);
+    Ok(config)
 }
 
 /// The embedded broker: MQTT 5 on loopback, sized for the demo fleet.
@@ -54,6 +107,9 @@ next_connection_delay_ms = 1
 }
 
 pub async fn run(opts: DemoOptions) -> Result<()> {
+    // Listen for Ctrl-C and SIGTERM from the start: a signal that comes as soon as the API
+    // answers must drain the demo, not kill it.
+    let stop_requested = tokio::spawn(crate::shutdown_signal());
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating {}", opts.data_dir.display()))?;
     let mut broker = rumqttd::Broker::new(broker_config(opts.mqtt_port)?);
@@ -67,12 +123,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         .context("starting the embedded broker")?;
     wait_for_port(opts.mqtt_port).await.context("the embedded broker did not start listening")?;
 
-    let mut config = Config::default();
-    config.database.url = format!("sqlite:{}", opts.data_dir.join("sccr.db").display());
-    config.database.max_connections = 4;
-    config.mqtt.port = opts.mqtt_port;
-    config.mqtt.client_id = "sccr-demo-ingest".into();
-    config.api.listen = format!("127.0.0.1:{}", opts.http_port);
+    let mut config = demo_config(&opts)?;
     let admin_token = admin_token(&opts.data_dir, opts.admin_token.as_deref())?;
     config.api.bootstrap_admin_token = Some(admin_token.clone());
     config.validate()?;
@@ -90,6 +141,21 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         })
         .collect();
     store.upsert_devices(&records).await?;
+    let sim_config = SimulateConfig {
+        port: opts.mqtt_port,
+        client_prefix: "sccr-demo-fleet".into(),
+        connections: 4,
+        interval: opts.interval,
+        ..SimulateConfig::default()
+    };
+    let city = City::new(&fleet, sim_config.seed);
+    // What to back-fill is decided before the live fleet adds its first reading.
+    let now = EventTime::now();
+    let gaps = if opts.backfill.is_zero() {
+        Vec::new()
+    } else {
+        crate::backfill::gaps(now, opts.backfill, crate::backfill::stored_span(&store, now).await?)
+    };
     let running = pipeline::start(&config, store, pipeline::Role::All).await?;
 
     let url = format!("http://{}", running.api_addr);
@@ -109,13 +175,51 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         url.replacen("http", "ws", 1),
     );
 
+    match city.incident_segment() {
+        Some(seg) => println!(
+            "Incident: {} ({}) breaks down every {} min, on the quarter hour, for {:.1} min (LOS F; rule segment-breakdown raises and clears).",
+            seg.id,
+            seg.name,
+            simulator::INCIDENT_PERIOD_MS / 60_000,
+            simulator::INCIDENT_DURATION_MS as f64 / 60_000.0,
+        ),
+        None => println!("Incident: none (no ring-road segment has a simulated device)."),
+    }
+
     let (stop_sim_tx, stop_sim_rx) = tokio::sync::watch::channel(false);
-    let sim_config = SimulateConfig {
-        port: opts.mqtt_port,
-        client_prefix: "sccr-demo-fleet".into(),
-        connections: 4,
-        interval: opts.interval,
-        ..SimulateConfig::default()
+    let backfill = if gaps.is_empty() {
+        if !opts.backfill.is_zero() {
+            println!(
+                "back-fill: nothing to add (the store already holds the last {}).",
+                humantime::format_duration(opts.backfill)
+            );
+        }
+        None
+    } else {
+        let store = running.store.clone();
+        let devices: Vec<_> = fleet.iter().map(|d| d.id.clone()).collect();
+        let retention = config.retention.raw;
+        let stop = stop_sim_rx.clone();
+        let span: Duration = gaps
+            .iter()
+            .map(|g| Duration::from_millis((g.to.millis() - g.from.millis()).max(0) as u64))
+            .sum();
+        println!("back-fill: writing {} of history (one report per device every 5 minutes), newest first…", humantime::format_duration(Duration::from_secs(span.as_secs())));
+        Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match crate::backfill::run(&store, &city, &devices, &gaps, retention, stop).await {
+                Ok(s) => println!(
+                    "back-fill {}: {} readings in {:.1} s ({} new, {} already stored, {} refused)",
+                    if s.interrupted { "interrupted" } else { "done" },
+                    s.readings,
+                    started.elapsed().as_secs_f64(),
+                    s.inserted,
+                    s.duplicates,
+                    s.refused,
+                ),
+                Err(e) => eprintln!("back-fill failed: {e:#}"),
+            }
+        }))
     };
     let counters = Arc::new(SimulationCounters::default());
     let sim = tokio::spawn(run_simulation(
@@ -126,9 +230,12 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         Duration::from_secs(5),
     ));
 
-    crate::shutdown_signal().await;
+    let _ = stop_requested.await;
     println!("\nstopping: fleet first, then draining the pipeline…");
     let _ = stop_sim_tx.send(true);
+    if let Some(b) = backfill {
+        let _ = b.await;
+    }
     if let Ok(report) = sim.await {
         println!("fleet published {} messages, {} acknowledged", report.published, report.acked);
     }
@@ -198,6 +305,42 @@ async fn wait_for_port(port: u16) -> Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn options(backfill: Duration) -> DemoOptions {
+        DemoOptions {
+            http_port: 0,
+            mqtt_port: 1,
+            devices: 60,
+            interval: Duration::from_secs(2),
+            data_dir: "d".into(),
+            admin_token: None,
+            backfill,
+        }
+    }
+
+    /// The demo's configuration passes `check-config`'s rules for any back-fill, keeps the
+    /// back-filled history, and carries the breakdown rule.
+    #[test]
+    fn demo_config_keeps_the_backfill_and_watches_breakdowns() {
+        let day = Duration::from_secs(86_400);
+        for backfill in [Duration::ZERO, 7 * day, 200 * day, 366 * day] {
+            let config = demo_config(&options(backfill)).unwrap();
+            config.validate().unwrap();
+            assert!(config.ingest.max_past_age >= backfill);
+            let r = &config.retention;
+            for horizon in [r.raw, r.rollup_1m, r.rollup_1h, r.rollup_1d].into_iter().flatten() {
+                assert!(horizon > backfill, "{horizon:?} < {backfill:?}");
+            }
+            let rules = config.alerts.validate().unwrap();
+            let rule = rules.rules.iter().find(|r| r.id.as_str() == "segment-breakdown").unwrap();
+            assert_eq!(rule.severity, stream::Severity::Critical);
+            assert!(matches!(
+                &rule.kind,
+                stream::alert::RuleKind::Los(l) if l.at_or_worse == stream::LevelOfService::F
+                    && l.hold == Duration::from_secs(60)
+            ));
+        }
+    }
 
     /// What two `sccr demo` starts on one data directory do with their admin token.
     #[tokio::test]

@@ -24,7 +24,7 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, Seq, ValidationConfig, V
 use crate::progress::{human, Progress};
 
 /// Readings per write: one transaction each, as the live writer's batches.
-const BATCH: usize = 10_000;
+pub const BATCH: usize = 10_000;
 /// Refused rows printed in full; the rest are only counted.
 const SHOWN_ERRORS: usize = 20;
 
@@ -117,8 +117,13 @@ fn rows_in(path: &Path, format: Format) -> u64 {
     }
 }
 
-/// Turns rows into readings, batches them and writes them.
-struct Importer<'a> {
+/// The write path of historical readings, shared by `sccr import` and the demo's
+/// back-fill: each reading is checked as live telemetry is (ranges, whole numbers, future
+/// skew; no age limit but the raw retention), unknown devices are refused or registered
+/// per `ingest.unknown_devices`, and the readings are written in batches through
+/// [`Store::write_batch`] (dedupe, dead letters) with their rollups merged after each.
+/// Readings reach the store only: the stream and its alert engine never see them.
+pub struct Importer<'a> {
     store: &'a Store,
     validator: Validator,
     now: EventTime,
@@ -140,7 +145,47 @@ struct Row<'r> {
     seq: Result<Option<i64>, String>,
 }
 
-impl Importer<'_> {
+impl<'a> Importer<'a> {
+    /// An importer into `store`; `raw_retention` is `retention.raw`, `register_unknown`
+    /// the `ingest.unknown_devices = "auto_register"` policy.
+    pub async fn new(
+        store: &'a Store,
+        raw_retention: Option<Duration>,
+        register_unknown: bool,
+    ) -> Result<Self> {
+        // History is what is imported: no age limit but the raw retention (checked in
+        // `push`); ranges, whole numbers and the future skew are checked as for live
+        // telemetry.
+        let validator = Validator::new(ValidationConfig {
+            max_past_age: Duration::from_secs(1_000 * 365 * 86_400),
+            ..ValidationConfig::default()
+        });
+        let known = store.devices().await.context("reading the device registry")?;
+        let now = EventTime::now();
+        Ok(Self {
+            store,
+            validator,
+            now,
+            oldest: raw_retention
+                .map(|keep| EventTime(now.millis().saturating_sub(keep.as_millis() as i64))),
+            known: known.into_iter().map(|d| d.id).collect(),
+            register_unknown,
+            batch: Batch::default(),
+            summary: ImportSummary::default(),
+            shown: 0,
+        })
+    }
+
+    /// What was imported so far (`rows` counts the readings pushed).
+    pub fn summary(&self) -> &ImportSummary {
+        &self.summary
+    }
+
+    /// Readings waiting for the next write.
+    pub fn pending(&self) -> usize {
+        self.batch.readings.len()
+    }
+
     fn refuse(&mut self, reason: &'static str, at: &str, detail: String) {
         *self.summary.refused.entry(reason).or_default() += 1;
         if self.shown < SHOWN_ERRORS {
@@ -181,11 +226,17 @@ impl Importer<'_> {
             Ok(Some(s)) => return self.refuse("bad_seq", &at(), format!("seq {s} is negative")),
             Err(e) => return self.refuse("bad_seq", &at(), e),
         };
-        if let Some(oldest) = self.oldest.filter(|&o| time < o) {
-            let detail = format!("{time} is older than retention.raw allows (before {oldest})");
+        self.check(Reading { device, metric, time, value, seq }, at);
+    }
+
+    /// One reading (already counted in `rows`) through the checks into the batch; `at`
+    /// names it in the message of a refusal.
+    fn check(&mut self, reading: Reading, at: &dyn Fn() -> String) {
+        if let Some(oldest) = self.oldest.filter(|&o| reading.time < o) {
+            let detail =
+                format!("{} is older than retention.raw allows (before {oldest})", reading.time);
             return self.refuse(store::OLDER_THAN_RETENTION, &at(), detail);
         }
-        let reading = Reading { device, metric, time, value, seq };
         if let Err(e) = self.validator.check_reading(&reading, self.now) {
             return self.refuse(e.code(), &at(), e.to_string());
         }
@@ -200,8 +251,15 @@ impl Importer<'_> {
         self.batch.readings.push(reading);
     }
 
+    /// One reading into the batch, checked as a row of a file is; `at` names it in the
+    /// message of a refusal. Call [`Importer::flush_if_full`] or [`Importer::flush`] to write.
+    pub fn push(&mut self, reading: Reading, at: &dyn Fn() -> String) {
+        self.summary.rows += 1;
+        self.check(reading, at);
+    }
+
     /// Write the batch once it is full; whether it was.
-    async fn flush_if_full(&mut self) -> Result<bool> {
+    pub async fn flush_if_full(&mut self) -> Result<bool> {
         if self.batch.readings.len() < BATCH {
             return Ok(false);
         }
@@ -209,7 +267,8 @@ impl Importer<'_> {
         Ok(true)
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    /// Write what the batch holds, in one transaction, and merge its rollups.
+    pub async fn flush(&mut self) -> Result<()> {
         if self.batch.readings.is_empty() && self.batch.new_devices.is_empty() {
             return Ok(());
         }
@@ -361,27 +420,7 @@ pub async fn run(store: &Store, args: ImportArgs) -> Result<ImportSummary> {
     let files = files(&args.paths)?;
     let expected = files.iter().map(|(p, f)| rows_in(p, *f)).sum();
     let mut progress = Progress::new("import", expected);
-    // History is what is imported: no age limit but the raw retention (checked above);
-    // ranges, whole numbers and the future skew are checked as for live telemetry.
-    let validator = Validator::new(ValidationConfig {
-        max_past_age: Duration::from_secs(1_000 * 365 * 86_400),
-        ..ValidationConfig::default()
-    });
-    let known = store.devices().await.context("reading the device registry")?;
-    let now = EventTime::now();
-    let mut importer = Importer {
-        store,
-        validator,
-        now,
-        oldest: args
-            .raw_retention
-            .map(|keep| EventTime(now.millis().saturating_sub(keep.as_millis() as i64))),
-        known: known.into_iter().map(|d| d.id).collect(),
-        register_unknown: args.register_unknown,
-        batch: Batch::default(),
-        summary: ImportSummary::default(),
-        shown: 0,
-    };
+    let mut importer = Importer::new(store, args.raw_retention, args.register_unknown).await?;
     for (path, format) in &files {
         importer.summary.files += 1;
         match format {

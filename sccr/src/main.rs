@@ -2,6 +2,7 @@
 
 mod admin;
 mod alert_sink;
+mod backfill;
 mod config;
 mod demo;
 mod export;
@@ -47,6 +48,10 @@ enum Command {
         /// printed when absent.
         #[arg(long)]
         admin_token: Option<String>,
+        /// History written at start through the import path (one report per device every
+        /// 5 minutes; only what the data directory does not hold yet); 0 for none.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        backfill: Duration,
     },
     /// Run against an external broker and database.
     Serve {
@@ -198,9 +203,13 @@ async fn main() -> Result<()> {
         )
         .init();
     match cli.command {
-        Command::Demo { port, mqtt_port, devices, interval, data_dir, admin_token } => {
+        Command::Demo { port, mqtt_port, devices, interval, data_dir, admin_token, backfill } => {
             anyhow::ensure!(devices > 0, "--devices must be at least 1");
             anyhow::ensure!(!interval.is_zero(), "--interval must be positive");
+            anyhow::ensure!(
+                backfill <= Duration::from_secs(366 * 86_400),
+                "--backfill must be at most 366d"
+            );
             demo::run(demo::DemoOptions {
                 http_port: port,
                 mqtt_port,
@@ -208,6 +217,7 @@ async fn main() -> Result<()> {
                 interval,
                 data_dir,
                 admin_token,
+                backfill,
             })
             .await
         }

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -16,8 +14,8 @@ use telemetry::{encode_compact, CompactMessage, CompactReading, EventTime, TimeF
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::fleet::{DeviceKind, SimDevice};
-use crate::profile::{air_readings, local_clock, traffic_demand, traffic_readings};
+use crate::day::City;
+use crate::fleet::SimDevice;
 
 #[derive(Debug, Clone)]
 pub struct SimulateConfig {
@@ -117,9 +115,10 @@ pub async fn run_simulation(
 ) -> SimulationReport {
     let started = Instant::now();
     let conns = config.connections.clamp(1, devices.len().max(1));
-    let mut groups: Vec<Vec<SimDevice>> = vec![Vec::new(); conns];
+    let city = Arc::new(City::new(&devices, config.seed));
+    let mut groups: Vec<Vec<(usize, SimDevice)>> = vec![Vec::new(); conns];
     for (i, d) in devices.into_iter().enumerate() {
-        groups[i % conns].push(d);
+        groups[i % conns].push((i, d));
     }
     let mut tasks = Vec::new();
     for (i, group) in groups.into_iter().enumerate() {
@@ -129,6 +128,7 @@ pub async fn run_simulation(
         tasks.push(tokio::spawn(run_connection(
             config.clone(),
             i,
+            city.clone(),
             group,
             counters.clone(),
             shutdown.clone(),
@@ -148,22 +148,15 @@ pub async fn run_simulation(
     }
 }
 
+/// One report of device `index` of the city at `now`.
 fn message(
-    device: &SimDevice,
+    city: &City,
+    index: usize,
     seq: u64,
     now: EventTime,
     interval_s: f64,
-    rng: &mut SmallRng,
 ) -> (CompactMessage, usize) {
-    let (hour, weekend) = local_clock(now);
-    let demand = traffic_demand(hour, weekend) * device.demand_factor;
-    let noise = rng.random_range(-1.0..=1.0);
-    let values = match device.kind {
-        DeviceKind::TrafficLoop => {
-            traffic_readings(&device.segment, demand, interval_s, noise, rng.random())
-        }
-        DeviceKind::AirQuality => air_readings(demand, hour, noise),
-    };
+    let values = city.readings(index, now, interval_s);
     let n = values.len();
     let readings = values.into_iter().map(|(m, v)| CompactReading { m, v, t: None }).collect();
     (CompactMessage { seq: Some(seq), ts: Some(TimeField::Millis(now.millis())), readings }, n)
@@ -172,7 +165,8 @@ fn message(
 async fn run_connection(
     config: SimulateConfig,
     index: usize,
-    devices: Vec<SimDevice>,
+    city: Arc<City>,
+    devices: Vec<(usize, SimDevice)>,
     counters: Arc<SimulationCounters>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
@@ -218,8 +212,7 @@ async fn run_connection(
         }
     });
 
-    let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_add(index as u64));
-    let topics: Vec<String> = devices.iter().map(|d| Topic::telemetry(&d.id)).collect();
+    let topics: Vec<String> = devices.iter().map(|(_, d)| Topic::telemetry(&d.id)).collect();
     // A device's clock only moves forward: when publishing falls behind and a burst holds
     // a device twice, its readings still get distinct times (the store's key).
     let mut last_ms = vec![i64::MIN; devices.len()];
@@ -248,8 +241,8 @@ async fn run_connection(
             let seq = (sent / n) as u64 + 1;
             let now = EventTime(EventTime::now().millis().max(last_ms[i].saturating_add(1)));
             last_ms[i] = now.millis();
-            let (msg, readings) =
-                message(&devices[i], seq, now, config.interval.as_secs_f64(), &mut rng);
+            let (at, device) = &devices[i];
+            let (msg, readings) = message(&city, *at, seq, now, config.interval.as_secs_f64());
             let payload = encode_compact(&msg);
             in_flight.fetch_add(1, Ordering::Relaxed);
             if client.publish(topics[i].clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
@@ -257,7 +250,7 @@ async fn run_connection(
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 break 'run;
             }
-            counters.record(devices[i].id.as_str(), &msg);
+            counters.record(device.id.as_str(), &msg);
             counters.published.fetch_add(1, Ordering::Relaxed);
             counters.readings.fetch_add(readings as u64, Ordering::Relaxed);
             sent += 1;

@@ -180,6 +180,10 @@ async fn wall_dashboard_in_chromium() {
         "37".into(),
         "--interval".into(),
         "3s".into(),
+        // A day and a bit of history, so the 24-hour chart has data (written while the
+        // wall is already live; about 52,000 readings).
+        "--backfill".into(),
+        "26h".into(),
         "--data-dir".into(),
         dir.path.join("data").display().to_string(),
     ];

@@ -345,6 +345,8 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
             "4",
             "--interval",
             "200ms",
+            "--backfill",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path.join("data"))
