@@ -63,19 +63,22 @@ function query() {
   return q;
 }
 
+let asked = 0;
 export async function show() {
+  const mine = (asked += 1);
   const el = $('planner-chart');
   /** @type {Record<string, any>} */
   const q = { ...query(), max_points: Math.max(100, Math.min(5000, Math.round(el.clientWidth / 2))) };
   $('planner-title').textContent = chartTitle(q.metric);
   try {
     const h = await history(q);
+    if (mine !== asked) return; // a newer question was asked meanwhile
     chart?.destroy();
     chart = drawChart(el, { name: 'planner', metric: q.metric, from: q.from, to: q.to, series: [seriesOf(h, metricLabel(q.metric))], readout: $('planner-readout') });
     const step = h.step_ms ? `${h.step_ms / 60_000} min` : t('raw');
     $('planner-info').textContent = h.points.length ? t('planner_info', { n: h.points.length, res: h.resolution, step }) : t('planner_none');
   } catch (e) {
-    $('planner-info').textContent = t('error', { m: /** @type {Error} */ (e).message });
+    if (mine === asked) $('planner-info').textContent = t('error', { m: /** @type {Error} */ (e).message });
   }
 }
 
