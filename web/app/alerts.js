@@ -170,7 +170,7 @@ function row(a) {
   if (a.shelved) li.dataset.shelved = 'true';
   if (a.suppressed) li.dataset.suppressed = 'true';
   slot(li, 'icon', a.severity === 'critical' ? '!' : a.severity === 'warning' ? '▲' : 'i');
-  slot(li, 'msg', alertText(a));
+  slot(li, 'msg', alertText(a, (id) => state.segments.get(id)?.props.name || id));
   let stateText = t(`state_${a.state}`);
   if (a.shelved) stateText = t('state_shelved', { until: hhmm(a.shelved.until), by: a.shelved.by, reason: a.shelved.reason });
   else if (a.suppressed) stateText = t('state_suppressed');

@@ -32,14 +32,18 @@ const TEXT = {
     planner_info: '{n} points · resolution {res} · step {step}', planner_none: 'No data in this range', mean_of: 'mean of {n} detectors',
     login_title: 'Sign in', login_help: 'Paste your access token.', login: 'Sign in', login_bad: 'This token is not valid.',
     error: 'Error: {m}', ago_s: '{n} s ago', ago_m: '{n} min ago', ago_h: '{n} h ago', rule: 'rule', raw: 'raw',
-    // Alert messages by code (parameters from the alert's params).
-    'alert.threshold_above': '{metric} {value} {unit} above {limit} {unit}',
-    'alert.threshold_below': '{metric} {value} {unit} below {limit} {unit}',
-    'alert.device_offline': 'Device offline for {duration}',
-    'alert.rate_above': '{metric} rising {value} {unit} per minute',
-    'alert.segment_group': '{members} devices of this segment: {rule}',
-    'alert.rate_limit_overflow': '{members} more alerts of rule {rule} held back',
-    'alert.segment_los': 'Traffic at LOS {los}: {value} km/h, {ratio} of free flow',
+    // Alert messages by code (docs/api.md, telemetry::alert::MESSAGE_CODES); the subject
+    // is shown beside the message, so templates leave it out. Parameters ending in _s are
+    // durations.
+    'alert.threshold_above': '{metric} {value} {unit}, above {limit} {unit} for {for}',
+    'alert.threshold_below': '{metric} {value} {unit}, below {limit} {unit} for {for}',
+    'alert.device_offline': 'Offline, last data {silence} ago',
+    'alert.flatline': '{metric} stuck at {value} {unit} (± {epsilon}) for {readings} readings, {for}',
+    'alert.rate_of_change': '{metric} changing {rate_per_min} {unit}/min, limit {limit_per_min} {unit}/min',
+    'alert.los_at_or_worse': 'LOS {grade} or worse for {for} (speed {speed_kmh} km/h)',
+    'alert.air_quality_mean': '{metric} mean over {averaging} is {mean} {unit}, above {limit} {unit}',
+    'alert.segment_group': 'More than {over_devices} devices of {segment} within {window}: {rule}',
+    'alert.rate_limit_overflow': 'Rule {rule}: more than {per_minute} alerts a minute, further ones folded here',
   },
   it: {
     title: 'Centrale di controllo Smart City', tab_live: 'In diretta', tab_planner: 'Pianificazione', logout: 'Esci',
@@ -66,13 +70,15 @@ const TEXT = {
     planner_info: '{n} punti · risoluzione {res} · passo {step}', planner_none: 'Nessun dato in questo intervallo', mean_of: 'media di {n} sensori',
     login_title: 'Accesso', login_help: 'Incolla il tuo token di accesso.', login: 'Accedi', login_bad: 'Token non valido.',
     error: 'Errore: {m}', ago_s: '{n} s fa', ago_m: '{n} min fa', ago_h: '{n} h fa', rule: 'regola', raw: 'grezzo',
-    'alert.threshold_above': '{metric} {value} {unit} oltre {limit} {unit}',
-    'alert.threshold_below': '{metric} {value} {unit} sotto {limit} {unit}',
-    'alert.device_offline': 'Dispositivo non in linea da {duration}',
-    'alert.rate_above': '{metric} in aumento di {value} {unit} al minuto',
-    'alert.segment_group': '{members} dispositivi di questo tratto: {rule}',
-    'alert.rate_limit_overflow': 'altri {members} allarmi della regola {rule} trattenuti',
-    'alert.segment_los': 'Traffico a LOS {los}: {value} km/h, {ratio} del flusso libero',
+    'alert.threshold_above': '{metric} {value} {unit}, oltre {limit} {unit} per {for}',
+    'alert.threshold_below': '{metric} {value} {unit}, sotto {limit} {unit} per {for}',
+    'alert.device_offline': 'Non in linea, ultimo dato {silence} fa',
+    'alert.flatline': '{metric} fermo a {value} {unit} (± {epsilon}) per {readings} letture, {for}',
+    'alert.rate_of_change': '{metric} varia di {rate_per_min} {unit}/min, limite {limit_per_min} {unit}/min',
+    'alert.los_at_or_worse': 'LOS {grade} o peggiore da {for} (velocità {speed_kmh} km/h)',
+    'alert.air_quality_mean': '{metric}: media su {averaging} di {mean} {unit}, oltre {limit} {unit}',
+    'alert.segment_group': 'Più di {over_devices} dispositivi di {segment} in {window}: {rule}',
+    'alert.rate_limit_overflow': 'Regola {rule}: più di {per_minute} allarmi al minuto, i successivi raccolti qui',
   },
 };
 
@@ -164,27 +170,28 @@ export function ago(ms) {
 
 /**
  * An alert's message in the chosen language, from its code and parameters; the server's
- * English text when the code is not known here.
+ * English text when the code is not known here (or `legacy`).
  * @param {{code?: string, params?: Record<string, any>, message?: string}} alert
+ * @param {(segment: string) => string} [segmentName]
  */
-export function alertText(alert) {
+export function alertText(alert, segmentName = (id) => id) {
   const key = `alert.${alert.code}`;
   if (!alert.code || !(key in TEXT.en)) return alert.message ?? '';
-  const p = { ...(alert.params || {}) };
+  const p = alert.params || {};
   const metric = typeof p.metric === 'string' ? p.metric : '';
   /** @type {Record<string, string | number>} */
   const shown = {};
   for (const [k, v] of Object.entries(p)) {
-    if (typeof v === 'number') shown[k] = metric && ['value', 'limit', 'mean', 'level'].includes(k) ? metricValue(v, metric) : num(v, Number.isInteger(v) ? 0 : 1);
+    if (k.endsWith('_s') && typeof v === 'number') shown[k.slice(0, -2)] = duration(v);
+    else if (typeof v === 'number') shown[k] = metric && ['value', 'limit', 'mean', 'epsilon', 'rate_per_min', 'limit_per_min'].includes(k) ? metricValue(v, metric) : num(v, Number.isInteger(v) ? 0 : 1);
     else shown[k] = String(v ?? '');
   }
   if (metric) {
     shown.metric = metricLabel(metric);
-    shown.unit = unitOf(metric);
+    shown.unit = unitOf(metric) || String(p.unit ?? '');
   }
-  if (typeof p.duration_s === 'number') shown.duration = duration(p.duration_s);
-  if (typeof p.ratio === 'number') shown.ratio = percent(p.ratio);
-  return t(key, shown).replace(/\s+/g, ' ').trim();
+  if (typeof p.segment === 'string') shown.segment = segmentName(p.segment);
+  return t(key, shown).replace(/\s+/g, ' ').replace(' ,', ',').trim();
 }
 
 /** Every element with data-i18n gets its text; data-i18n-title its tooltip. */
