@@ -1,5 +1,6 @@
-//! Alerts over REST, the alert rules admin API, and the mapping between the stream's alerts
-//! and the store's.
+//! Alerts over REST and the alert rules admin API. The alert object is the contract's
+//! (`telemetry::alert::AlertRecord`): the store returns it, the REST API and the live hub
+//! show it as it is.
 //!
 //! The store is the authority on alerts: an operator's acknowledgement or clear is applied
 //! to the store first (which refuses unknown ids with 404 and illegal moves with 409), then
@@ -21,15 +22,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{
-    AlertFilter, AlertRecord, AlertState as StoreState, AlertSubject, NewAlert,
-    Severity as StoreSeverity,
-};
-use stream::alert::{AlertKind, RuleId};
-use stream::{
-    Alert, AlertKey, AlertRulesConfig, AlertState, Clearance, LiveAlert, OperatorAction, Severity,
-    StreamCommand, Subject,
-};
+use store::{AlertFilter, AlertState, AlertSubject, Severity};
+use stream::{AlertKey, AlertRulesConfig, OperatorAction, StreamCommand};
 use telemetry::EventTime;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -83,113 +77,16 @@ pub struct AlertControl {
     pub rules: Arc<Mutex<StoredRules>>,
 }
 
-// ---- mapping between the stream's alerts and the store's ----
-
-pub fn store_subject(s: &Subject) -> AlertSubject {
-    match s {
-        Subject::Device(d) => AlertSubject::Device(d.clone()),
-        Subject::Segment(s) => AlertSubject::Segment(s.clone()),
-        Subject::Rule => AlertSubject::Rule,
-    }
-}
-
-pub fn stream_subject(s: &AlertSubject) -> Subject {
-    match s {
-        AlertSubject::Device(d) => Subject::Device(d.clone()),
-        AlertSubject::Segment(s) => Subject::Segment(s.clone()),
-        AlertSubject::Rule => Subject::Rule,
-    }
-}
-
-fn store_severity(s: Severity) -> StoreSeverity {
-    match s {
-        Severity::Info => StoreSeverity::Info,
-        Severity::Warning => StoreSeverity::Warning,
-        Severity::Critical => StoreSeverity::Critical,
-    }
-}
-
-fn stream_severity(s: StoreSeverity) -> Severity {
-    match s {
-        StoreSeverity::Info => Severity::Info,
-        StoreSeverity::Warning => Severity::Warning,
-        StoreSeverity::Critical => Severity::Critical,
-    }
-}
-
-fn stream_state(s: StoreState) -> AlertState {
-    match s {
-        StoreState::Raised => AlertState::Raised,
-        StoreState::Acknowledged => AlertState::Acknowledged,
-        StoreState::Cleared => AlertState::Cleared,
-    }
-}
-
-/// The row to open for an alert the engine raised.
-pub fn new_alert(a: &Alert) -> NewAlert {
-    NewAlert {
-        rule: a.key.rule.as_str().to_owned(),
-        subject: store_subject(&a.key.subject),
-        kind: match a.kind {
-            AlertKind::Single => store::AlertKind::Single,
-            AlertKind::SegmentGroup => store::AlertKind::SegmentGroup,
-            AlertKind::RateLimitOverflow => store::AlertKind::RateLimitOverflow,
-        },
-        severity: store_severity(a.severity),
-        message: a.message.clone(),
-        value: a.value.is_finite().then_some(a.value),
-        since: a.since,
-        raised_at: a.raised_at,
-        members: a.members.max(1),
-    }
-}
-
-/// A stored alert as live subscribers and the REST API show it.
-pub fn live_alert(r: &AlertRecord) -> LiveAlert {
-    LiveAlert {
-        id: r.id,
-        rule: r.rule.clone(),
-        subject: stream_subject(&r.subject),
-        kind: match r.kind {
-            store::AlertKind::Single => AlertKind::Single,
-            store::AlertKind::SegmentGroup => AlertKind::SegmentGroup,
-            store::AlertKind::RateLimitOverflow => AlertKind::RateLimitOverflow,
-        },
-        severity: stream_severity(r.severity),
-        state: stream_state(r.state),
-        message: r.message.clone(),
-        value: r.value,
-        since: r.since,
-        raised_at: r.raised_at,
-        acknowledged: r.acknowledged.as_ref().map(|a| stream::alert::Acknowledgement {
-            by: a.by.clone(),
-            note: a.note.clone(),
-            at: a.at,
-        }),
-        cleared: r.cleared.as_ref().map(|c| Clearance {
-            by: c.by.clone(),
-            note: c.note.clone(),
-            at: c.at,
-        }),
-        members: r.members,
-    }
-}
-
-/// The engine's key of a stored alert (`None` for a rule id the engine cannot hold).
-pub fn alert_key(r: &AlertRecord) -> Option<AlertKey> {
-    Some(AlertKey { rule: RuleId::parse(&r.rule).ok()?, subject: stream_subject(&r.subject) })
-}
-
 // ---- REST ----
 
-fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
-    let mut out: Vec<StoreState> = Vec::new();
+fn states(v: &str) -> Result<Vec<AlertState>, ApiError> {
+    let mut out: Vec<AlertState> = Vec::new();
     for s in v.split(',') {
         let more = match s.trim() {
-            "open" => StoreState::OPEN.to_vec(),
-            "raised" => vec![StoreState::Raised],
-            "acknowledged" => vec![StoreState::Acknowledged],
-            "cleared" => vec![StoreState::Cleared],
+            "open" => AlertState::OPEN.to_vec(),
+            "raised" => vec![AlertState::Raised],
+            "acknowledged" => vec![AlertState::Acknowledged],
+            "cleared" => vec![AlertState::Cleared],
             _ => return Err(ApiError::bad_param(
                 "state",
                 "state must be open, raised, acknowledged or cleared (comma-separated for several)",
@@ -204,12 +101,12 @@ fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
     Ok(out)
 }
 
-fn severities(v: &str) -> Result<Vec<StoreSeverity>, ApiError> {
+fn severities(v: &str) -> Result<Vec<Severity>, ApiError> {
     v.split(',')
         .map(|s| match s.trim() {
-            "info" => Ok(StoreSeverity::Info),
-            "warning" => Ok(StoreSeverity::Warning),
-            "critical" => Ok(StoreSeverity::Critical),
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
             _ => Err(ApiError::bad_param(
                 "severity",
                 "severity must be info, warning or critical (comma-separated for several)",
@@ -263,7 +160,6 @@ pub async fn list(
     p.finish()?;
     let alerts = state.store.alerts(&filter).await?;
     let next = (alerts.len() == filter.limit).then(|| alerts.last().map(|a| a.id)).flatten();
-    let alerts: Vec<LiveAlert> = alerts.iter().map(live_alert).collect();
     Ok(Json(json!({ "alerts": alerts, "next": next })))
 }
 
@@ -283,7 +179,7 @@ pub async fn one(
         return Err(ApiError::not_found(format!("alert {id} does not exist")));
     };
     let events = state.store.alert_events(id).await?;
-    Ok(Json(json!({ "alert": live_alert(&record), "events": events })))
+    Ok(Json(json!({ "alert": record, "events": events })))
 }
 
 /// The body of an acknowledgement or a clear. The operator is the caller's token name.
@@ -352,11 +248,11 @@ async fn operator_move(
         json!({ "note": note }),
     )
     .await;
-    let live = live_alert(&record);
-    state.hub.publish_alert(live.clone());
-    let reply = json!({ "alert": live });
-    if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
-        let command = StreamCommand::Operator { action, key, by, note, at, alert: Box::new(live) };
+    state.hub.publish_alert(record.clone());
+    let reply = json!({ "alert": record });
+    if let (Some(control), Some(key)) = (&state.alerts, AlertKey::of_record(&record)) {
+        let command =
+            StreamCommand::Operator { action, key, by, note, at, alert: Box::new(record) };
         if control.commands.send(command).await.is_err() {
             tracing::warn!(
                 id,
@@ -629,14 +525,5 @@ mod tests {
         let (chosen, source) = StoredRules::choose(Some(stored), &edited);
         assert_eq!((chosen.rules, source), (edited.clone(), RulesSource::File));
         assert_eq!(StoredRules::choose(None, &edited).1, RulesSource::File);
-    }
-
-    #[test]
-    fn subjects_map_both_ways() {
-        let d = Subject::Device(telemetry::DeviceId::parse("loop-1").unwrap());
-        let s = Subject::Segment(telemetry::SegmentId::parse("viale-strozzi").unwrap());
-        for subject in [d, s, Subject::Rule] {
-            assert_eq!(stream_subject(&store_subject(&subject)), subject);
-        }
     }
 }

@@ -728,7 +728,7 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     ]);
     let id = raise(&s, "viale-strozzi", T0).await;
     let open = s.store.alert(id).await.unwrap().unwrap();
-    hub.publish_alert(crate::alerts::live_alert(&open));
+    hub.publish_alert(open.clone());
     let (tx, mut rx) = session(hub.clone());
     tx.send(Ok(
         r#"{"type":"subscribe","values":false,"segments":["viale-strozzi"],"alerts":true}"#.into(),
@@ -760,7 +760,7 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     assert_eq!(f["segment"]["segment"], "viale-strozzi");
     assert_eq!(f["segment"]["los"], "E");
     let acked = s.store.acknowledge_alert(id, "ada", None, EventTime(T0 + 1)).await.unwrap();
-    hub.publish_alert(crate::alerts::live_alert(&acked));
+    hub.publish_alert(acked.clone());
     let f = next_json(&mut rx).await;
     assert_eq!(f["type"], "alert");
     assert_eq!(f["alert"]["state"], "acknowledged");

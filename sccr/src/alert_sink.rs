@@ -1,6 +1,7 @@
 //! The alert sink: stores, in order, what the stream's alert engine emits, then shows it
-//! live. Wiring only: the mapping is `dashboard_api::alerts`, the rules of the lifecycle
-//! are the store's and the engine's.
+//! live. Wiring, and the one mapping between the engine's alerts and the store's
+//! ([`new_alert`]); the states, the transition table and the alert object are the
+//! contract's (`telemetry::alert`), shared by the engine, the store and the API.
 //!
 //! - A raise opens a row (`raise_alert`). If the store already holds an open alert for the
 //!   same (rule, subject) — opened by another replica, or before a crash — nothing is
@@ -26,8 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashboard_api::alerts::{alert_key, live_alert, new_alert, store_subject};
-use store::{AlertFilter, AlertRecord, AlertState, RaiseOutcome, StateSave, Store, StoreError};
+use store::{
+    AlertFilter, AlertRecord, AlertState, NewAlert, RaiseOutcome, StateSave, Store, StoreError,
+};
 use stream::{
     Alert, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertSinkItem, BookRecord, EngineHead,
     LiveHub, OperatorAction, StatePart, StreamCore,
@@ -53,6 +55,21 @@ pub struct AlertSinkMetrics {
     /// Checkpoints that could not be saved (the next one is full).
     pub state_save_errors: AtomicU64,
     pub errors: AtomicU64,
+}
+
+/// The row to open for an alert the engine raised.
+pub fn new_alert(a: &Alert) -> NewAlert {
+    NewAlert {
+        rule: a.key.rule.as_str().to_owned(),
+        subject: a.key.subject.clone(),
+        kind: a.kind,
+        severity: a.severity,
+        message: a.message.clone(),
+        value: a.value.is_finite().then_some(a.value),
+        since: a.since,
+        raised_at: a.raised_at,
+        members: a.members.max(1),
+    }
 }
 
 /// Engine alert id → store alert id, for the alerts this process has seen open.
@@ -117,7 +134,7 @@ pub async fn load_engine_state(
 /// already holds these moves. Returns how many engine alerts moved.
 pub fn reconcile(core: &mut StreamCore, store_open: &[AlertRecord], now: EventTime) -> usize {
     let by_key: HashMap<AlertKey, &AlertRecord> =
-        store_open.iter().filter_map(|r| alert_key(r).map(|k| (k, r))).collect();
+        store_open.iter().filter_map(|r| AlertKey::of_record(r).map(|k| (k, r))).collect();
     let moves: Vec<(OperatorAction, AlertKey, String, Option<String>, EventTime)> = core
         .open_alerts()
         .filter_map(|a| match by_key.get(&a.key) {
@@ -222,7 +239,7 @@ impl AlertSink {
         }
         let filter = AlertFilter {
             rule: Some(alert.key.rule.as_str().to_owned()),
-            subject: Some(store_subject(&alert.key.subject)),
+            subject: Some(alert.key.subject.clone()),
             limit: 1,
             ..AlertFilter::open()
         };
@@ -339,7 +356,7 @@ impl AlertSink {
                         RaiseOutcome::Raised(record) => {
                             self.ids.insert(alert.id, record.id);
                             m.raised.fetch_add(1, Ordering::Relaxed);
-                            self.hub.publish_alert(live_alert(&record));
+                            self.hub.publish_alert(*record);
                         }
                         RaiseOutcome::AlreadyOpen(id) => {
                             self.ids.insert(alert.id, id);
@@ -357,7 +374,7 @@ impl AlertSink {
                         {
                             Ok(record) => {
                                 m.acknowledged.fetch_add(1, Ordering::Relaxed);
-                                self.hub.publish_alert(live_alert(&record));
+                                self.hub.publish_alert(record);
                             }
                             Err(
                                 StoreError::AlertTransition { .. } | StoreError::AlertNotFound(_),
@@ -384,7 +401,7 @@ impl AlertSink {
                         {
                             Ok(record) => {
                                 m.cleared.fetch_add(1, Ordering::Relaxed);
-                                self.hub.publish_alert(live_alert(&record));
+                                self.hub.publish_alert(record);
                             }
                             Err(
                                 StoreError::AlertTransition { to: AlertState::Cleared, .. }
@@ -403,7 +420,7 @@ impl AlertSink {
                 self.store.update_alert_members(id, alert.members.max(1)).await?;
                 m.updated.fetch_add(1, Ordering::Relaxed);
                 if let Some(record) = self.store.alert(id).await? {
-                    self.hub.publish_alert(live_alert(&record));
+                    self.hub.publish_alert(record);
                 }
             }
         }

@@ -25,7 +25,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use dashboard_api::alerts::live_alert;
 use dashboard_api::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
 use ingest::{
     run_ingest, IngestConfig, IngestMetrics, IngestQueues, SubscriptionMode, UnknownDevicePolicy,
@@ -183,11 +182,11 @@ async fn resync_alerts(store: &Store, hub: &LiveHub) -> Result<(), StoreError> {
     let open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
     let ids: HashSet<i64> = open.iter().map(|a| a.id).collect();
     for a in &open {
-        hub.publish_alert(live_alert(a));
+        hub.publish_alert(a.clone());
     }
     for held in hub.open_alerts().into_iter().filter(|a| !ids.contains(&a.id)) {
         if let Some(record) = store.alert(held.id).await? {
-            hub.publish_alert(live_alert(&record));
+            hub.publish_alert(record);
         }
     }
     Ok(())
@@ -266,7 +265,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         value: v.value,
     }));
     let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
-    hub.seed_alerts(store_open.iter().map(live_alert));
+    hub.seed_alerts(store_open.iter().cloned());
 
     // The rules: the admin API's saved document while the file's `[alerts]` is unchanged.
     let (rules_doc, source) = current_rules(&store, config).await?;

@@ -4,200 +4,52 @@
 //! rewrites only the parts that changed; [`StateSave`] writes a checkpoint's parts in one
 //! transaction, so a reader sees all of them or none).
 //!
-//! These are the store's own plain types; the stream crate has its richer `Alert` and the
-//! composition root maps one onto the other. The invariants the backends keep:
+//! The alert types (state, severity, kind, subject, the stored alert itself) are the
+//! contract's, `telemetry::alert`, shared with the stream and the API; the stream's engine
+//! has its richer `Alert`, which the alert sink maps onto [`NewAlert`]. The invariants the
+//! backends keep:
 //! - **One open alert per key**: at most one alert per (rule, subject) is not `cleared`,
 //!   enforced by the partial unique index `alerts_one_open_per_key`, so two tasks or two
 //!   replicas raising the same condition at once open one alert; the other gets
 //!   [`RaiseOutcome::AlreadyOpen`].
 //! - **Every move is an event**: the raise, the acknowledgement and the clear each write
 //!   their `alert_events` row in the same transaction as the change to `alerts`.
-//! - **Only legal moves**: raised → acknowledged → cleared, or raised → cleared. A move from
-//!   any other state changes nothing and fails with [`StoreError::AlertTransition`].
+//! - **Only legal moves**: those of the one transition table,
+//!   [`AlertState::apply`]. A move it refuses changes nothing and fails with
+//!   [`StoreError::AlertTransition`].
 
-use std::fmt;
-
-use telemetry::{DeviceId, EventTime, SegmentId};
+pub use telemetry::alert::{
+    Acknowledgement, AlertKind, AlertMove, AlertRecord, AlertState, Clearance, Severity,
+    Subject as AlertSubject, SubjectKind,
+};
+use telemetry::EventTime;
 
 use crate::{parse_device, parse_segment, StoreError};
 
-/// Where an alert stands in its lifecycle. `Cleared` is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Raised,
-    Acknowledged,
-    Cleared,
+fn corrupt(what: &'static str, value: String) -> StoreError {
+    StoreError::Corrupt { what, value }
 }
 
-impl AlertState {
-    pub const OPEN: [AlertState; 2] = [AlertState::Raised, AlertState::Acknowledged];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Raised => "raised",
-            Self::Acknowledged => "acknowledged",
-            Self::Cleared => "cleared",
-        }
-    }
-
-    pub fn is_open(self) -> bool {
-        self != Self::Cleared
-    }
-
-    /// Whether the lifecycle allows moving from `self` to `to`.
-    pub fn can_move_to(self, to: AlertState) -> bool {
-        matches!(
-            (self, to),
-            (Self::Raised, Self::Acknowledged)
-                | (Self::Raised, Self::Cleared)
-                | (Self::Acknowledged, Self::Cleared)
-        )
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "raised" => Ok(Self::Raised),
-            "acknowledged" => Ok(Self::Acknowledged),
-            "cleared" => Ok(Self::Cleared),
-            _ => Err(StoreError::Corrupt { what: "alert state", value: s }),
-        }
-    }
+pub(crate) fn parse_state(s: String) -> Result<AlertState, StoreError> {
+    AlertState::parse(&s).ok_or_else(|| corrupt("alert state", s))
 }
 
-impl fmt::Display for AlertState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+fn parse_severity(s: String) -> Result<Severity, StoreError> {
+    Severity::parse(&s).ok_or_else(|| corrupt("alert severity", s))
 }
 
-/// How urgent an alert is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
+fn parse_kind(s: String) -> Result<AlertKind, StoreError> {
+    AlertKind::parse(&s).ok_or_else(|| corrupt("alert kind", s))
 }
 
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "info" => Ok(Self::Info),
-            "warning" => Ok(Self::Warning),
-            "critical" => Ok(Self::Critical),
-            _ => Err(StoreError::Corrupt { what: "alert severity", value: s }),
-        }
-    }
-}
-
-/// What an alert stands for: one condition of one subject, or raises folded together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    Single,
-    /// Devices of one segment raising one rule, folded into an alert about the segment.
-    SegmentGroup,
-    /// Raises a rule's rate limit turned away, folded into an alert about the rule.
-    RateLimitOverflow,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Single => "single",
-            Self::SegmentGroup => "segment_group",
-            Self::RateLimitOverflow => "rate_limit_overflow",
-        }
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "single" => Ok(Self::Single),
-            "segment_group" => Ok(Self::SegmentGroup),
-            "rate_limit_overflow" => Ok(Self::RateLimitOverflow),
-            _ => Err(StoreError::Corrupt { what: "alert kind", value: s }),
-        }
-    }
-}
-
-/// The kind of thing an alert is about (`alerts.subject_kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectKind {
-    Device,
-    Segment,
-    Rule,
-}
-
-impl SubjectKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Segment => "segment",
-            Self::Rule => "rule",
-        }
-    }
-}
-
-/// What an alert is about. Stored as (`subject_kind`, `subject`), `subject` being the
-/// device or segment id, and `''` for an alert about the rule as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertSubject {
-    Device(DeviceId),
-    Segment(SegmentId),
-    Rule,
-}
-
-impl AlertSubject {
-    pub fn kind(&self) -> SubjectKind {
-        match self {
-            Self::Device(_) => SubjectKind::Device,
-            Self::Segment(_) => SubjectKind::Segment,
-            Self::Rule => SubjectKind::Rule,
-        }
-    }
-
-    /// The `subject` column.
-    pub fn id(&self) -> &str {
-        match self {
-            Self::Device(d) => d.as_str(),
-            Self::Segment(s) => s.as_str(),
-            Self::Rule => "",
-        }
-    }
-
-    pub(crate) fn from_columns(kind: String, subject: String) -> Result<Self, StoreError> {
-        match kind.as_str() {
-            "device" => parse_device(subject).map(Self::Device),
-            "segment" => parse_segment(subject).map(Self::Segment),
-            "rule" if subject.is_empty() => Ok(Self::Rule),
-            _ => Err(StoreError::Corrupt {
-                what: "alert subject",
-                value: format!("{kind} {subject:?}"),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for AlertSubject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Device(d) => write!(f, "device {d}"),
-            Self::Segment(s) => write!(f, "segment {s}"),
-            Self::Rule => f.write_str("rule"),
-        }
+/// The subject stored as (`subject_kind`, `subject`), `subject` being the device or
+/// segment id, and `''` for an alert about the rule as a whole.
+fn subject_from_columns(kind: String, subject: String) -> Result<AlertSubject, StoreError> {
+    match kind.as_str() {
+        "device" => parse_device(subject).map(AlertSubject::Device),
+        "segment" => parse_segment(subject).map(AlertSubject::Segment),
+        "rule" if subject.is_empty() => Ok(AlertSubject::Rule),
+        _ => Err(corrupt("alert subject", format!("{kind} {subject:?}"))),
     }
 }
 
@@ -217,41 +69,6 @@ pub struct NewAlert {
     /// When the stream raised it.
     pub raised_at: EventTime,
     /// Subjects folded into it (1 for a single alert).
-    pub members: u32,
-}
-
-/// Who acknowledged an alert, when, and why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Acknowledgement {
-    pub by: String,
-    pub note: Option<String>,
-    pub at: EventTime,
-}
-
-/// How an alert was cleared.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Clearance {
-    /// The operator; `None` when the stream cleared it because the condition ended.
-    pub by: Option<String>,
-    pub note: Option<String>,
-    pub at: EventTime,
-}
-
-/// One stored alert.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AlertRecord {
-    pub id: i64,
-    pub rule: String,
-    pub subject: AlertSubject,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    pub state: AlertState,
-    pub message: String,
-    pub value: Option<f64>,
-    pub since: EventTime,
-    pub raised_at: EventTime,
-    pub acknowledged: Option<Acknowledgement>,
-    pub cleared: Option<Clearance>,
     pub members: u32,
 }
 
@@ -356,10 +173,10 @@ impl AlertColumns {
         Ok(AlertRecord {
             id: self.id,
             rule: self.rule,
-            subject: AlertSubject::from_columns(self.subject_kind, self.subject)?,
-            kind: AlertKind::parse(self.kind)?,
-            severity: Severity::parse(self.severity)?,
-            state: AlertState::parse(self.state)?,
+            subject: subject_from_columns(self.subject_kind, self.subject)?,
+            kind: parse_kind(self.kind)?,
+            severity: parse_severity(self.severity)?,
+            state: parse_state(self.state)?,
             message: self.message,
             value: self.value,
             since: self.since,
@@ -383,22 +200,20 @@ pub(crate) fn refuse(id: i64, from: AlertState, to: AlertState) -> StoreError {
     StoreError::AlertTransition { id, from, to }
 }
 
-impl AlertRecord {
-    /// The outbox event of this alert's move into its current state, at `at`; written by
-    /// the backends in the transaction of the move.
-    pub(crate) fn outbox_event(&self, at: EventTime) -> crate::outbox::OutboxEvent {
-        use crate::outbox::event_type;
-        crate::outbox::OutboxEvent {
-            event_type: match self.state {
-                AlertState::Raised => event_type::ALERT_RAISED,
-                AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
-                AlertState::Cleared => event_type::ALERT_CLEARED,
-            }
-            .to_owned(),
-            subject: format!("alert/{}", self.id),
-            time: at,
-            data: serde_json::to_value(self).unwrap_or_default(),
+/// The outbox event of `record`'s move into its current state, at `at`; written by the
+/// backends in the transaction of the move.
+pub(crate) fn outbox_event(record: &AlertRecord, at: EventTime) -> crate::outbox::OutboxEvent {
+    use crate::outbox::event_type;
+    crate::outbox::OutboxEvent {
+        event_type: match record.state {
+            AlertState::Raised => event_type::ALERT_RAISED,
+            AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
+            AlertState::Cleared => event_type::ALERT_CLEARED,
         }
+        .to_owned(),
+        subject: format!("alert/{}", record.id),
+        time: at,
+        data: serde_json::to_value(record).unwrap_or_default(),
     }
 }
 

@@ -55,7 +55,7 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use alert::{
-    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState,
+    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertMove, AlertRecord, AlertState,
     AlertSubject, Clearance, NewAlert, RaiseOutcome, Severity, StateSave, SubjectKind,
 };
 pub use commands::{CommandRecord, CommandStatus, NewCommand};
@@ -548,7 +548,7 @@ impl Store {
                 message: "an acknowledgement needs the operator's name".into(),
             });
         }
-        dispatch!(self, s => s.move_alert(id, AlertState::Acknowledged, Some(by), note, at).await)
+        dispatch!(self, s => s.move_alert(id, AlertMove::Acknowledge, Some(by), note, at).await)
     }
 
     /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
@@ -566,7 +566,7 @@ impl Store {
                 message: "a manual clear needs the operator's name".into(),
             });
         }
-        dispatch!(self, s => s.move_alert(id, AlertState::Cleared, by, note, at).await)
+        dispatch!(self, s => s.move_alert(id, AlertMove::Clear, by, note, at).await)
     }
 
     /// Clear automatically the open alert of (rule, subject), if there is one: the stream

@@ -24,7 +24,7 @@ use crate::{
     StoreOptions, TimescaleMode, WriteMethod,
 };
 use crate::{
-    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
+    AlertEventRecord, AlertFilter, AlertMove, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
 };
 
 /// A migration's SQL: the same everywhere, or one text per storage mode.
@@ -1316,7 +1316,11 @@ impl PgStore {
                     .bind(ts(a.raised_at))
                     .execute(&mut *tx)
                     .await?;
-                crate::outbox::pg_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
+                crate::outbox::pg_append(
+                    &mut tx,
+                    &crate::alert::outbox_event(&record, a.raised_at),
+                )
+                .await?;
                 tx.commit().await?;
                 return Ok(RaiseOutcome::Raised(Box::new(record)));
             }
@@ -1330,12 +1334,12 @@ impl PgStore {
         }
     }
 
-    /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
-    /// allows it from the state the alert is in.
+    /// Make the move `mv` with its event, if the lifecycle's table allows it from the
+    /// state the alert is in.
     pub async fn move_alert(
         &self,
         id: i64,
-        to: AlertState,
+        mv: AlertMove,
         by: Option<&str>,
         note: Option<&str>,
         at: EventTime,
@@ -1347,12 +1351,11 @@ impl PgStore {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
-        let set = match to {
-            _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
-            AlertState::Acknowledged => "acknowledged_at = $2, acknowledged_by = $3, ack_note = $4",
-            AlertState::Cleared => "cleared_at = $2, cleared_by = $3, clear_note = $4",
-            AlertState::Raised => return Err(refuse(id, from, to)),
+        let from = crate::alert::parse_state(state.ok_or(StoreError::AlertNotFound(id))?)?;
+        let to = from.apply(mv).map_err(|_| refuse(id, from, mv.target()))?;
+        let set = match mv {
+            AlertMove::Acknowledge => "acknowledged_at = $2, acknowledged_by = $3, ack_note = $4",
+            AlertMove::Clear => "cleared_at = $2, cleared_by = $3, clear_note = $4",
         };
         let row = sqlx::query(&format!("UPDATE alerts SET state = $5, {set} WHERE id = $1 AND state = $6 RETURNING {ALERT_COLUMNS}"))
             .bind(id)
@@ -1373,7 +1376,7 @@ impl PgStore {
             .bind(ts(at))
             .execute(&mut *tx)
             .await?;
-        crate::outbox::pg_append(&mut tx, &record.outbox_event(at)).await?;
+        crate::outbox::pg_append(&mut tx, &crate::alert::outbox_event(&record, at)).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -1459,9 +1462,9 @@ impl PgStore {
                     alert: row.try_get("alert_id")?,
                     from: row
                         .try_get::<Option<String>, _>("from_state")?
-                        .map(AlertState::parse)
+                        .map(crate::alert::parse_state)
                         .transpose()?,
-                    to: AlertState::parse(row.try_get("to_state")?)?,
+                    to: crate::alert::parse_state(row.try_get("to_state")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
                     at: et(row.try_get("at")?),

@@ -24,7 +24,7 @@ use crate::{
     StoreOptions,
 };
 use crate::{
-    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
+    AlertEventRecord, AlertFilter, AlertMove, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -567,17 +567,18 @@ impl SqliteStore {
             .bind(a.raised_at.millis())
             .execute(&mut *tx)
             .await?;
-        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
+        crate::outbox::sqlite_append(&mut tx, &crate::alert::outbox_event(&record, a.raised_at))
+            .await?;
         tx.commit().await?;
         Ok(RaiseOutcome::Raised(Box::new(record)))
     }
 
-    /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
-    /// allows it from the state the alert is in.
+    /// Make the move `mv` with its event, if the lifecycle's table allows it from the
+    /// state the alert is in.
     pub async fn move_alert(
         &self,
         id: i64,
-        to: AlertState,
+        mv: AlertMove,
         by: Option<&str>,
         note: Option<&str>,
         at: EventTime,
@@ -588,14 +589,13 @@ impl SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
-        let set = match to {
-            _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
-            AlertState::Acknowledged => {
+        let from = crate::alert::parse_state(state.ok_or(StoreError::AlertNotFound(id))?)?;
+        let to = from.apply(mv).map_err(|_| refuse(id, from, mv.target()))?;
+        let set = match mv {
+            AlertMove::Acknowledge => {
                 "acknowledged_at_ms = ?2, acknowledged_by = ?3, ack_note = ?4"
             }
-            AlertState::Cleared => "cleared_at_ms = ?2, cleared_by = ?3, clear_note = ?4",
-            AlertState::Raised => return Err(refuse(id, from, to)),
+            AlertMove::Clear => "cleared_at_ms = ?2, cleared_by = ?3, clear_note = ?4",
         };
         let row = sqlx::query(&format!("UPDATE alerts SET state = ?5, {set} WHERE id = ?1 AND state = ?6 RETURNING {ALERT_COLUMNS}"))
             .bind(id)
@@ -616,7 +616,7 @@ impl SqliteStore {
             .bind(at.millis())
             .execute(&mut *tx)
             .await?;
-        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(at)).await?;
+        crate::outbox::sqlite_append(&mut tx, &crate::alert::outbox_event(&record, at)).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -708,9 +708,9 @@ impl SqliteStore {
                     alert: row.try_get("alert_id")?,
                     from: row
                         .try_get::<Option<String>, _>("from_state")?
-                        .map(AlertState::parse)
+                        .map(crate::alert::parse_state)
                         .transpose()?,
-                    to: AlertState::parse(row.try_get("to_state")?)?,
+                    to: crate::alert::parse_state(row.try_get("to_state")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
                     at: EventTime(row.try_get("at_ms")?),

@@ -18,7 +18,7 @@ use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, 
 
 use crate::fanout::{Routes, Subscription};
 
-use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
+use crate::alert::AlertState;
 use crate::segment_state::SegmentState;
 use crate::window::WindowResult;
 
@@ -31,43 +31,11 @@ pub struct LiveValue {
     pub value: f64,
 }
 
-/// How an alert was cleared: by an operator (`by`), or by the stream (`by` = `None`)
-/// because its condition ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Clearance {
-    pub by: Option<String>,
-    pub note: Option<String>,
-    pub at: EventTime,
-}
+pub use telemetry::alert::Clearance;
 
-/// An alert as stored (its `id` is the store's) and as the wall shows it. Serialises like
-/// the REST API's alert objects.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LiveAlert {
-    pub id: i64,
-    pub rule: String,
-    pub subject: Subject,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    pub state: AlertState,
-    pub message: String,
-    pub value: Option<f64>,
-    pub since: EventTime,
-    pub raised_at: EventTime,
-    pub acknowledged: Option<Acknowledgement>,
-    pub cleared: Option<Clearance>,
-    pub members: u32,
-}
-
-impl LiveAlert {
-    /// The segment the alert is about, if any.
-    pub fn segment(&self) -> Option<&SegmentId> {
-        match &self.subject {
-            Subject::Segment(s) => Some(s),
-            _ => None,
-        }
-    }
-}
+/// An alert as stored (its `id` is the store's) and as the wall shows it: the contract's
+/// alert object, the same the REST API returns.
+pub type LiveAlert = telemetry::alert::AlertRecord;
 
 /// How far along the lifecycle a state is; the hub never moves an alert back.
 fn rank(state: AlertState) -> u8 {
@@ -493,6 +461,7 @@ impl LiveHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::{AlertKind, Severity, Subject};
 
     fn r(dev: &str, t: i64, v: f64) -> Reading {
         Reading {

@@ -1,12 +1,15 @@
 //! The alert lifecycle: raised → acknowledged (by an operator, with a note) → cleared
 //! (automatically when the condition ends, or by an operator). `Cleared` is final.
 //!
-//! [`AlertState::acknowledge`] and [`AlertState::clear`] are the only ways to move an alert
-//! and they refuse illegal moves with a typed [`TransitionError`]; every legal move is
-//! recorded as an [`AlertTransition`] (the `alert_events` row: who, when, from, to, note).
+//! The states and the one transition table are the contract's
+//! ([`telemetry::alert::AlertState::apply`]), shared with the store: it refuses illegal
+//! moves with a typed [`TransitionError`]; every legal move is recorded as an
+//! [`AlertTransition`] (the `alert_events` row: who, when, from, to, note).
 
 use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
+
+pub use telemetry::alert::{Acknowledgement, AlertKind, AlertState, TransitionError};
 
 use super::{AlertKey, Severity, Subject};
 
@@ -21,44 +24,6 @@ impl std::fmt::Display for AlertId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Raised,
-    Acknowledged,
-    Cleared,
-}
-
-/// A move the lifecycle does not allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TransitionError {
-    #[error("the alert is already acknowledged")]
-    AlreadyAcknowledged,
-    #[error("the alert is already cleared")]
-    AlreadyCleared,
-}
-
-impl AlertState {
-    pub fn is_open(self) -> bool {
-        self != Self::Cleared
-    }
-
-    pub fn acknowledge(self) -> Result<Self, TransitionError> {
-        match self {
-            Self::Raised => Ok(Self::Acknowledged),
-            Self::Acknowledged => Err(TransitionError::AlreadyAcknowledged),
-            Self::Cleared => Err(TransitionError::AlreadyCleared),
-        }
-    }
-
-    pub fn clear(self) -> Result<Self, TransitionError> {
-        match self {
-            Self::Raised | Self::Acknowledged => Ok(Self::Cleared),
-            Self::Cleared => Err(TransitionError::AlreadyCleared),
-        }
-    }
-}
-
 /// Why an operator's action on an alert was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
@@ -68,26 +33,6 @@ pub enum LifecycleError {
     Refused { id: AlertId, source: TransitionError },
     #[error("an operator action needs the operator's name")]
     NoOperator,
-}
-
-/// What an alert stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// One condition of one subject.
-    Single,
-    /// More devices of one segment raised the rule than the grouping allows at once; their
-    /// raises are folded into this alert about the segment.
-    SegmentGroup,
-    /// Raises the rule's rate limit turned away, folded into this alert about the rule.
-    RateLimitOverflow,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Acknowledgement {
-    pub by: String,
-    pub note: Option<String>,
-    pub at: EventTime,
 }
 
 /// Most folded subjects listed on a group or overflow alert; `members` counts them all.
@@ -129,21 +74,4 @@ pub struct AlertTransition {
     pub by: Option<String>,
     pub note: Option<String>,
     pub at: EventTime,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_documented_moves_are_legal() {
-        use AlertState::*;
-        assert_eq!(Raised.acknowledge(), Ok(Acknowledged));
-        assert_eq!(Raised.clear(), Ok(Cleared));
-        assert_eq!(Acknowledged.clear(), Ok(Cleared));
-        assert_eq!(Acknowledged.acknowledge(), Err(TransitionError::AlreadyAcknowledged));
-        assert_eq!(Cleared.acknowledge(), Err(TransitionError::AlreadyCleared));
-        assert_eq!(Cleared.clear(), Err(TransitionError::AlreadyCleared));
-        assert!(Raised.is_open() && Acknowledged.is_open() && !Cleared.is_open());
-    }
 }
