@@ -22,7 +22,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{AlertFilter, AlertState, AlertSubject, Severity};
+use store::{AlertChange, AlertFilter, AlertState, AlertSubject, Severity};
 use stream::{AlertKey, AlertRulesConfig, OperatorAction, StreamCommand};
 use telemetry::EventTime;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -79,18 +79,36 @@ pub struct AlertControl {
 
 // ---- REST ----
 
-fn states(v: &str) -> Result<Vec<AlertState>, ApiError> {
+/// The `state` filter's values: the states, plus the open overlays.
+pub const STATE_FILTERS: [&str; 7] =
+    ["open", "raised", "acknowledged", "returned", "cleared", "shelved", "suppressed"];
+
+/// Read `state`: states (`open` is raised, acknowledged and returned), and `shelved` or
+/// `suppressed`, which narrow to open alerts that are (with other states, to those of
+/// them that are). Returns the states and the two narrowings.
+fn states(v: &str) -> Result<(Vec<AlertState>, bool, bool), ApiError> {
     let mut out: Vec<AlertState> = Vec::new();
+    let (mut shelved, mut suppressed) = (false, false);
     for s in v.split(',') {
         let more = match s.trim() {
             "open" => AlertState::OPEN.to_vec(),
-            "raised" => vec![AlertState::Raised],
-            "acknowledged" => vec![AlertState::Acknowledged],
-            "cleared" => vec![AlertState::Cleared],
-            _ => return Err(ApiError::bad_param(
-                "state",
-                "state must be open, raised, acknowledged or cleared (comma-separated for several)",
-            )),
+            "shelved" => {
+                shelved = true;
+                Vec::new()
+            }
+            "suppressed" => {
+                suppressed = true;
+                Vec::new()
+            }
+            name => match AlertState::parse(name) {
+                Some(state) => vec![state],
+                None => {
+                    return Err(ApiError::bad_param(
+                        "state",
+                        "state must be open, raised, acknowledged, returned, cleared, shelved or suppressed (comma-separated for several)",
+                    ))
+                }
+            },
         };
         for state in more {
             if !out.contains(&state) {
@@ -98,7 +116,10 @@ fn states(v: &str) -> Result<Vec<AlertState>, ApiError> {
             }
         }
     }
-    Ok(out)
+    if (shelved || suppressed) && out.is_empty() {
+        out = AlertState::OPEN.to_vec();
+    }
+    Ok((out, shelved, suppressed))
 }
 
 fn severities(v: &str) -> Result<Vec<Severity>, ApiError> {
@@ -124,7 +145,10 @@ pub async fn list(
     let mut p = Params::parse(raw.as_deref())?;
     let mut filter = AlertFilter::default();
     if let Some(v) = p.take("state") {
-        filter.states = states(&v)?;
+        let (states, shelved, suppressed) = states(&v)?;
+        filter.states = states;
+        filter.shelved = shelved.then_some(true);
+        filter.suppressed = suppressed.then_some(true);
     }
     if let Some(v) = p.take("severity") {
         filter.severities = severities(&v)?;
@@ -226,28 +250,32 @@ async fn operator_move(
 ) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
     let note = operator_note(&body)?;
-    let by = who.name.clone();
     let at = EventTime::now();
-    let record = match action {
-        OperatorAction::Acknowledge => {
-            state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?
-        }
-        OperatorAction::Clear => {
-            state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?
-        }
+    let change = match action {
+        OperatorAction::Acknowledge => AlertChange::Acknowledge,
+        _ => AlertChange::Clear,
     };
-    let action_name = match action {
-        OperatorAction::Acknowledge => "alert.acknowledge",
-        OperatorAction::Clear => "alert.clear",
+    store_operator_move(state, who, id, change, action, note, at).await
+}
+
+/// Take an operator's move in the store, audit it, push it live and mirror it into the
+/// alert engine; answers `{"alert": …}`.
+async fn store_operator_move(
+    state: AppState,
+    who: Principal,
+    id: i64,
+    change: AlertChange,
+    action: OperatorAction,
+    note: Option<String>,
+    at: EventTime,
+) -> Result<Json<Value>, ApiError> {
+    let by = who.name.clone();
+    let record = state.store.change_alert(id, &change, Some(&by), note.as_deref(), at).await?;
+    let detail = match &change {
+        AlertChange::Shelve { reason, until } => json!({ "reason": reason, "until": until }),
+        _ => json!({ "note": note }),
     };
-    crate::access::audit(
-        &state,
-        &who,
-        action_name,
-        &format!("alert/{id}"),
-        json!({ "note": note }),
-    )
-    .await;
+    crate::access::audit(&state, &who, action.name(), &format!("alert/{id}"), detail).await;
     state.hub.publish_alert(record.clone());
     let reply = json!({ "alert": record });
     if let (Some(control), Some(key)) = (&state.alerts, AlertKey::of_record(&record)) {
@@ -282,6 +310,128 @@ pub async fn clear(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     operator_move(state, who, id, body, OperatorAction::Clear).await
+}
+
+/// The body of a shelving: `{"reason": …, "for": "2h"}` or `{"reason": …, "until": t}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShelveBody {
+    reason: String,
+    #[serde(rename = "for", default)]
+    hold: Option<String>,
+    #[serde(default)]
+    until: Option<EventTime>,
+}
+
+/// Longest shelving reason, in characters.
+pub const MAX_SHELVE_REASON: usize = 500;
+
+/// The shelving `body` asks for at `now`, checked against `max_shelve`: the reason and
+/// the time the shelf ends.
+fn shelving(
+    body: &Bytes,
+    now: EventTime,
+    max_shelve: std::time::Duration,
+) -> Result<(String, EventTime), ApiError> {
+    let parsed: ShelveBody = crate::access::json_body(
+        body,
+        r#"{"reason": "…", "for": "2h"} or {"reason": "…", "until": 1767225600000}"#,
+    )?;
+    let reason = parsed.reason.trim().to_owned();
+    let chars = reason.chars().count();
+    if chars == 0 || chars > MAX_SHELVE_REASON {
+        return Err(ApiError::unprocessable(
+            "reason",
+            format!("reason must be 1 to {MAX_SHELVE_REASON} characters"),
+        ));
+    }
+    if reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ApiError::unprocessable(
+            "reason",
+            "reason must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    let max_ms = i64::try_from(max_shelve.as_millis()).unwrap_or(i64::MAX);
+    let until = match (parsed.hold, parsed.until) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::unprocessable("for", "give exactly one of for and until"))
+        }
+        (Some(text), None) => {
+            let d = humantime::parse_duration(text.trim()).map_err(|e| {
+                ApiError::unprocessable("for", format!("for must be a duration like \"2h\": {e}"))
+            })?;
+            if d.is_zero() {
+                return Err(ApiError::unprocessable("for", "for must be positive"));
+            }
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if ms > max_ms {
+                return Err(ApiError::unprocessable(
+                    "for",
+                    format!(
+                        "for must be at most alerts.max_shelve ({})",
+                        humantime::format_duration(max_shelve)
+                    ),
+                ));
+            }
+            EventTime(now.millis() + ms)
+        }
+        (None, Some(until)) => {
+            if until <= now {
+                return Err(ApiError::unprocessable("until", "until must be in the future"));
+            }
+            if until.millis() - now.millis() > max_ms {
+                return Err(ApiError::unprocessable(
+                    "until",
+                    format!(
+                        "until must be at most alerts.max_shelve ({}) ahead",
+                        humantime::format_duration(max_shelve)
+                    ),
+                ));
+            }
+            until
+        }
+    };
+    Ok((reason, until))
+}
+
+/// The longest shelf: the rules document's in force where an engine runs here, else the
+/// configured one.
+async fn max_shelve(state: &AppState) -> std::time::Duration {
+    match &state.alerts {
+        Some(control) => control.rules.lock().await.rules.max_shelve,
+        None => state.max_shelve,
+    }
+}
+
+/// `POST /api/v1/alerts/{id}/shelve` with `{"reason": …, "for": "2h"}` or
+/// `{"reason": …, "until": t}`: the open alert stays as it is and signals nothing until
+/// then (ISA-18.2 shelving). The operator is the caller.
+pub async fn shelve(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let at = EventTime::now();
+    let (reason, until) = shelving(&body, at, max_shelve(&state).await)?;
+    let action = OperatorAction::Shelve { reason: reason.clone(), until };
+    let change = AlertChange::Shelve { reason: reason.clone(), until };
+    store_operator_move(state, who, id, change, action, Some(reason), at).await
+}
+
+/// `POST /api/v1/alerts/{id}/unshelve` with `{"note": …}` (optional).
+pub async fn unshelve(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let note = operator_note(&body)?;
+    let at = EventTime::now();
+    store_operator_move(state, who, id, AlertChange::Unshelve, OperatorAction::Unshelve, note, at)
+        .await
 }
 
 fn control(state: &AppState) -> Result<&AlertControl, ApiError> {

@@ -67,6 +67,8 @@ pub struct AppState {
     pub readiness: Option<Readiness>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
+    /// The longest shelf (`alerts.max_shelve`) when no alert engine runs in this process.
+    pub max_shelve: std::time::Duration,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             auth: auth::Auth::default(),
             readiness: None,
             http: Arc::default(),
+            max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
         }
     }
 }
@@ -202,7 +205,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
             .ok(200, object_with(&["type", "features"])),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
-            .query("state", list_of("open|raised|acknowledged|cleared"), "Comma-separated: open, raised, acknowledged, cleared")
+            .query("state", list_of("open|raised|acknowledged|returned|cleared|shelved|suppressed"), "Comma-separated: open (raised, acknowledged and returned, shelved and suppressed ones included), raised, acknowledged, returned, cleared; shelved and suppressed narrow to open alerts that are")
             .query("severity", list_of("info|warning|critical"), "Comma-separated: info, warning, critical")
             .query("device", device_id(), "Alerts of a device (not with segment)")
             .query("segment", segment_id(), "Alerts of a road segment (not with device)")
@@ -224,6 +227,28 @@ pub fn operations() -> Vec<Op> {
             .body(note())
             .ok(200, alert_one())
             .error(409, "The alert's state does not allow it"),
+        Op::new("POST", "/api/v1/alerts/{id}/shelve", OPERATORS, "alerts", "Shelve an open alert for a while (ISA-18.2): it keeps its state and signals nothing until the shelf ends; the caller is the operator", post(alerts::shelve))
+            .path_param("id", alert_id(), "Alert id")
+            .body(json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["reason"],
+                "properties": {
+                    "reason": {"type": "string", "minLength": 1, "maxLength": alerts::MAX_SHELVE_REASON, "description": "Why (1 to 500 characters)"},
+                    "for": {"type": "string", "description": "How long, e.g. \"2h\" (at most alerts.max_shelve, default 8h)"},
+                    "until": {"type": "integer", "minimum": 0, "maximum": 253_402_300_799_999_i64, "description": "Until when, Unix milliseconds (in the future, at most alerts.max_shelve ahead)"},
+                },
+                "oneOf": [{"required": ["for"]}, {"required": ["until"]}],
+                "examples": [{"reason": "sensor under maintenance", "for": "2h"}],
+            }))
+            .ok(200, alert_one())
+            .error(409, "The alert is cleared")
+            .error(422, "A reason empty or over 500 characters, both or neither of for and until, a time not in the future or past alerts.max_shelve"),
+        Op::new("POST", "/api/v1/alerts/{id}/unshelve", OPERATORS, "alerts", "Take an alert off its shelf", post(alerts::unshelve))
+            .path_param("id", alert_id(), "Alert id")
+            .body(note())
+            .ok(200, alert_one())
+            .error(409, "The alert is cleared or not shelved"),
         Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
@@ -245,6 +270,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
             .path_param("id", rule_id(), "Rule id")
             .ok(200, object_with(&["rules"]))
+            .error(422, "Another rule names this one in its suppressed_by")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
             .query("reason", text(), "Only this reason code")

@@ -19,8 +19,8 @@
 //!   [`StoreError::AlertTransition`].
 
 pub use telemetry::alert::{
-    Acknowledgement, AlertKind, AlertMove, AlertRecord, AlertState, Clearance, Severity,
-    Subject as AlertSubject, SubjectKind,
+    Acknowledgement, AlertKind, AlertMove, AlertRecord, AlertState, Clearance, MessageCode, Params,
+    Severity, Shelf, Subject as AlertSubject, SubjectKind, Suppression, SuppressionReason,
 };
 use telemetry::EventTime;
 
@@ -32,6 +32,10 @@ fn corrupt(what: &'static str, value: String) -> StoreError {
 
 pub(crate) fn parse_state(s: String) -> Result<AlertState, StoreError> {
     AlertState::parse(&s).ok_or_else(|| corrupt("alert state", s))
+}
+
+pub(crate) fn parse_action(s: Option<String>) -> Result<Option<AlertMove>, StoreError> {
+    s.map(|s| AlertMove::parse(&s).ok_or_else(|| corrupt("alert event action", s))).transpose()
 }
 
 fn parse_severity(s: String) -> Result<Severity, StoreError> {
@@ -70,6 +74,114 @@ pub struct NewAlert {
     pub raised_at: EventTime,
     /// Subjects folded into it (1 for a single alert).
     pub members: u32,
+    pub code: MessageCode,
+    pub params: Params,
+    /// Opened suppressed by design: recorded, not signalled (no webhook).
+    pub suppressed: Option<Suppression>,
+}
+
+/// A change to an open alert: a move of the lifecycle's table with what it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertChange {
+    Acknowledge,
+    /// By an operator, or (`by` = `None`) by the stream.
+    Clear,
+    /// The condition ended: raised → returned, acknowledged → cleared.
+    End,
+    /// The condition holds again: returned → raised.
+    Resume,
+    Shelve {
+        reason: String,
+        until: EventTime,
+    },
+    /// Off the shelf: by an operator, or (`by` = `None`) because the shelf expired.
+    Unshelve,
+    Suppress(Suppression),
+    Unsuppress,
+}
+
+impl AlertChange {
+    pub fn mv(&self) -> AlertMove {
+        match self {
+            Self::Acknowledge => AlertMove::Acknowledge,
+            Self::Clear => AlertMove::Clear,
+            Self::End => AlertMove::End,
+            Self::Resume => AlertMove::Resume,
+            Self::Shelve { .. } => AlertMove::Shelve,
+            Self::Unshelve => AlertMove::Unshelve,
+            Self::Suppress(_) => AlertMove::Suppress,
+            Self::Unsuppress => AlertMove::Unsuppress,
+        }
+    }
+
+    /// The columns the change sets on its way to `to`, with placeholders each backend
+    /// replaces: `{at}` the time, `{by}` the operator, `{note}`, `{reason}`, `{until}`,
+    /// `{by_alert}`, and `{false}`/`{true}` its booleans.
+    pub(crate) fn set_clause(&self, to: AlertState) -> &'static str {
+        match (self, to) {
+            (Self::Acknowledge, AlertState::Cleared) => {
+                "acknowledged_at = {at}, acknowledged_by = {by}, ack_note = {note}, cleared_at = {at}, cleared_by = {by}, clear_note = {note}"
+            }
+            (Self::Acknowledge, _) => {
+                "acknowledged_at = {at}, acknowledged_by = {by}, ack_note = {note}"
+            }
+            (Self::Clear, _) => {
+                "cleared_at = {at}, cleared_by = {by}, clear_note = {note}, active = CASE WHEN {by} IS NULL THEN {false} ELSE active END"
+            }
+            (Self::End, AlertState::Cleared) => {
+                "returned_at = {at}, active = {false}, cleared_at = {at}, cleared_by = NULL, clear_note = {note}"
+            }
+            (Self::End, _) => "returned_at = {at}, active = {false}",
+            (Self::Resume, _) => "returned_at = NULL, active = {true}",
+            (Self::Shelve { .. }, _) => {
+                "shelved_by = {by}, shelved_reason = {reason}, shelved_at = {at}, shelved_until = {until}"
+            }
+            (Self::Unshelve, _) => {
+                "shelved_by = NULL, shelved_reason = NULL, shelved_at = NULL, shelved_until = NULL"
+            }
+            (Self::Suppress(_), _) => "suppressed_reason = {reason}, suppressed_by_alert = {by_alert}",
+            (Self::Unsuppress, _) => "suppressed_reason = NULL, suppressed_by_alert = NULL",
+        }
+    }
+
+    /// The text bound as `{reason}`.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Shelve { reason, .. } => Some(reason),
+            Self::Suppress(s) => Some(s.reason.as_str()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn until(&self) -> Option<EventTime> {
+        match self {
+            Self::Shelve { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn by_alert(&self) -> Option<i64> {
+        match self {
+            Self::Suppress(s) => s.by_alert,
+            _ => None,
+        }
+    }
+}
+
+/// The state `change` leads to from `from` by the lifecycle's table, or its refusal (also
+/// for taking an alert off a shelf it is not on).
+pub(crate) fn check_change(
+    id: i64,
+    from: AlertState,
+    shelved: bool,
+    change: &AlertChange,
+) -> Result<AlertState, StoreError> {
+    let mv = change.mv();
+    let to = from.apply(mv).map_err(|_| refuse(id, from, mv.target()))?;
+    if matches!(change, AlertChange::Unshelve) && !shelved {
+        return Err(StoreError::AlertNotShelved(id));
+    }
+    Ok(to)
 }
 
 /// One lifecycle move of an alert (`alert_events`).
@@ -80,6 +192,8 @@ pub struct AlertEventRecord {
     /// `None` for the raise.
     pub from: Option<AlertState>,
     pub to: AlertState,
+    /// The move (`None` for the raise); shelving and suppression leave the state as it is.
+    pub action: Option<AlertMove>,
     /// The operator; `None` for moves the stream made.
     pub by: Option<String>,
     pub note: Option<String>,
@@ -111,6 +225,10 @@ pub struct AlertFilter {
     pub raised_from: Option<EventTime>,
     /// Raised before.
     pub raised_to: Option<EventTime>,
+    /// Only shelved (`Some(true)`) or unshelved (`Some(false)`) alerts.
+    pub shelved: Option<bool>,
+    /// Only suppressed (`Some(true)`) or unsuppressed (`Some(false)`) alerts.
+    pub suppressed: Option<bool>,
     /// Only alerts that come after this one in the listing order. A cursor naming no
     /// alert yields an empty page.
     pub before_id: Option<i64>,
@@ -120,7 +238,7 @@ pub struct AlertFilter {
 impl AlertFilter {
     pub const DEFAULT_LIMIT: usize = 100;
 
-    /// Alerts not cleared yet (raised or acknowledged).
+    /// Alerts not cleared yet (raised, acknowledged or returned).
     pub fn open() -> Self {
         Self { states: AlertState::OPEN.to_vec(), ..Self::default() }
     }
@@ -136,6 +254,8 @@ impl Default for AlertFilter {
             rule: None,
             raised_from: None,
             raised_to: None,
+            shelved: None,
+            suppressed: None,
             before_id: None,
             limit: Self::DEFAULT_LIMIT,
         }
@@ -162,6 +282,16 @@ pub(crate) struct AlertColumns {
     pub cleared_by: Option<String>,
     pub clear_note: Option<String>,
     pub members: i64,
+    pub active: bool,
+    pub returned_at: Option<EventTime>,
+    pub shelved_by: Option<String>,
+    pub shelved_reason: Option<String>,
+    pub shelved_at: Option<EventTime>,
+    pub shelved_until: Option<EventTime>,
+    pub suppressed_reason: Option<String>,
+    pub suppressed_by_alert: Option<i64>,
+    pub code: String,
+    pub params: serde_json::Value,
 }
 
 impl AlertColumns {
@@ -191,6 +321,32 @@ impl AlertColumns {
                 what: "alert members",
                 value: self.members.to_string(),
             })?,
+            active: self.active,
+            returned_at: self.returned_at,
+            shelved: match (
+                self.shelved_by,
+                self.shelved_reason,
+                self.shelved_at,
+                self.shelved_until,
+            ) {
+                (Some(by), Some(reason), Some(at), Some(until)) => {
+                    Some(Shelf { by, reason, at, until })
+                }
+                _ => None,
+            },
+            suppressed: self
+                .suppressed_reason
+                .map(|r| {
+                    SuppressionReason::parse(&r)
+                        .map(|reason| Suppression { reason, by_alert: self.suppressed_by_alert })
+                        .ok_or_else(|| corrupt("alert suppression", r))
+                })
+                .transpose()?,
+            code: MessageCode::parse(&self.code).ok_or_else(|| corrupt("alert code", self.code))?,
+            params: match self.params {
+                serde_json::Value::Object(m) => m,
+                other => return Err(corrupt("alert params", other.to_string())),
+            },
         })
     }
 }
@@ -198,6 +354,16 @@ impl AlertColumns {
 /// The refusal of a move from the state an alert is in.
 pub(crate) fn refuse(id: i64, from: AlertState, to: AlertState) -> StoreError {
     StoreError::AlertTransition { id, from, to }
+}
+
+/// Whether a change of `record` into its state is signalled (an outbox event, hence
+/// webhooks): overlays are not, nor a raise or re-raise of a suppressed or shelved alert.
+pub(crate) fn signals(record: &AlertRecord, mv: Option<AlertMove>) -> bool {
+    match mv {
+        Some(m) if m.is_overlay() => false,
+        None | Some(AlertMove::Resume) => record.suppressed.is_none() && record.shelved.is_none(),
+        Some(_) => true,
+    }
 }
 
 /// The outbox event of `record`'s move into its current state, at `at`; written by the
@@ -208,6 +374,7 @@ pub(crate) fn outbox_event(record: &AlertRecord, at: EventTime) -> crate::outbox
         event_type: match record.state {
             AlertState::Raised => event_type::ALERT_RAISED,
             AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
+            AlertState::Returned => event_type::ALERT_RETURNED,
             AlertState::Cleared => event_type::ALERT_CLEARED,
         }
         .to_owned(),

@@ -37,10 +37,12 @@ pub use telemetry::alert::Clearance;
 /// alert object, the same the REST API returns.
 pub type LiveAlert = telemetry::alert::AlertRecord;
 
-/// How far along the lifecycle a state is; the hub never moves an alert back.
+/// How far along the lifecycle a state is; the hub never moves an alert back. Raised and
+/// returned rank alike: a returned alert is raised again while its condition comes back
+/// (the store orders those moves; changes of one alert reach the hub in that order).
 fn rank(state: AlertState) -> u8 {
     match state {
-        AlertState::Raised => 0,
+        AlertState::Raised | AlertState::Returned => 0,
         AlertState::Acknowledged => 1,
         AlertState::Cleared => 2,
     }
@@ -53,8 +55,9 @@ pub enum LiveEvent {
     Window(WindowResult),
     /// A segment window was emitted or corrected.
     Segment(SegmentState),
-    /// An alert was raised, acknowledged, cleared, or gained or lost members.
-    Alert(LiveAlert),
+    /// An alert moved (raised, acknowledged, returned, cleared, shelved, suppressed…) or
+    /// gained or lost members. Boxed: the alert object is the largest event.
+    Alert(Box<LiveAlert>),
     /// A device said it went online or offline (only to subscribers with `statuses`).
     Status(StatusEvent),
 }
@@ -264,7 +267,7 @@ impl LiveHub {
                 board.cleared.push_back(alert.id);
             }
         }
-        self.dispatch(&[Arc::new(LiveEvent::Alert(alert))]);
+        self.dispatch(&[Arc::new(LiveEvent::Alert(Box::new(alert)))]);
         true
     }
 
@@ -569,6 +572,12 @@ mod tests {
             acknowledged: None,
             cleared: None,
             members: 1,
+            active: state != AlertState::Returned,
+            returned_at: (state == AlertState::Returned).then_some(EventTime(5)),
+            shelved: None,
+            suppressed: None,
+            code: Default::default(),
+            params: Default::default(),
         }
     }
 
@@ -638,7 +647,7 @@ mod tests {
             value: 1.0,
         });
         let segment = LiveEvent::Segment(seg_state("s1", 0, 0, 1.0));
-        let alert = LiveEvent::Alert(alert(1, AlertState::Raised));
+        let alert = LiveEvent::Alert(Box::new(alert(1, AlertState::Raised)));
         let default = SubscriptionFilter::default();
         assert!(
             default.matches_event(&value)

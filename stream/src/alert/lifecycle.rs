@@ -9,7 +9,10 @@
 use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
 
-pub use telemetry::alert::{Acknowledgement, AlertKind, AlertState, TransitionError};
+pub use telemetry::alert::{
+    Acknowledgement, AlertKind, AlertMove, AlertState, MessageCode, Params, Shelf,
+    SuppressionReason, TransitionError,
+};
 
 use super::{AlertKey, Severity, Subject};
 
@@ -61,6 +64,36 @@ pub struct Alert {
     pub listed_members: Vec<Subject>,
     /// Raises folded into this alert since it opened (group and overflow alerts).
     pub folded_raises: u64,
+    /// Whether the condition still holds (false once it ended: returned, or cleared).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// When the condition ended, while the alert is returned.
+    #[serde(default)]
+    pub returned_at: Option<EventTime>,
+    /// Shelved by an operator (mirrored from the store; expires at `until`).
+    #[serde(default)]
+    pub shelved: Option<Shelf>,
+    /// Suppressed by design while another alert is active.
+    #[serde(default)]
+    pub suppressed: Option<Suppressed>,
+    /// The message template and its values (`message` is the English text).
+    #[serde(default)]
+    pub code: MessageCode,
+    #[serde(default)]
+    pub params: Params,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A designed suppression as the engine knows it: the suppressing alert by engine id
+/// and key (the sink finds its store id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppressed {
+    pub reason: SuppressionReason,
+    pub by_alert: AlertId,
+    pub by_key: AlertKey,
 }
 
 /// One lifecycle move, as stored in `alert_events`. `from` is `None` for the raise.
@@ -70,6 +103,9 @@ pub struct AlertTransition {
     pub key: AlertKey,
     pub from: Option<AlertState>,
     pub to: AlertState,
+    /// The move of the transition table (`None` for the raise).
+    #[serde(default)]
+    pub action: Option<AlertMove>,
     /// The operator; `None` for moves the engine made.
     pub by: Option<String>,
     pub note: Option<String>,

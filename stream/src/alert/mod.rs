@@ -8,8 +8,9 @@
 //!   with its key path; the shipped air-quality defaults.
 //! - [`condition`]: one state machine per rule kind and subject, turning samples into
 //!   raise/clear edges of a condition.
-//! - [`lifecycle`]: the alert itself, raised → acknowledged → cleared, and the
-//!   [`AlertTransition`] record every change produces.
+//! - [`lifecycle`]: the alert itself, moved by the contract's one transition table
+//!   (raised, acknowledged, returned, cleared; shelving and suppression as overlays), and
+//!   the [`AlertTransition`] record every change produces.
 //! - [`storm`]: the per-rule token bucket.
 //! - [`engine`]: [`AlertEngine`], the one entry point the service calls; owns the invariant
 //!   *at most one open alert per (rule, subject)* and the storm protection.
@@ -36,8 +37,8 @@ pub use engine::{
     DeviceStatus, EngineCheckpoint, EngineHead, SegmentRecord, StatePart,
 };
 pub use lifecycle::{
-    Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
-    TransitionError,
+    Acknowledgement, Alert, AlertId, AlertKind, AlertMove, AlertState, AlertTransition,
+    LifecycleError, MessageCode, Params, Shelf, Suppressed, SuppressionReason, TransitionError,
 };
 pub use rule::{
     AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind,
