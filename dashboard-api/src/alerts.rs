@@ -319,8 +319,9 @@ struct ShelveBody {
     reason: String,
     #[serde(rename = "for", default)]
     hold: Option<String>,
+    /// A JSON Schema integer: `5` or `5.0`.
     #[serde(default)]
-    until: Option<EventTime>,
+    until: Option<f64>,
 }
 
 /// Longest shelving reason, in characters.
@@ -376,6 +377,13 @@ fn shelving(
             EventTime(now.millis() + ms)
         }
         (None, Some(until)) => {
+            if until.fract() != 0.0 || !(0.0..=253_402_300_799_999.0).contains(&until) {
+                return Err(ApiError::bad_field(
+                    "until",
+                    "until must be a whole number of Unix milliseconds",
+                ));
+            }
+            let until = EventTime(until as i64);
             if until <= now {
                 return Err(ApiError::unprocessable("until", "until must be in the future"));
             }

@@ -108,7 +108,7 @@ pub fn operations() -> Vec<Op> {
     let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
     let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000}}});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}});
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
     let segment_id_or_null =

@@ -635,7 +635,7 @@ impl AlertRulesConfig {
         }
         let (lo, hi) = MAX_SHELVE_RANGE;
         if !(lo..=hi).contains(&self.max_shelve) {
-            report.error("max_shelve", "must be from 1m to 30d");
+            report.beyond("max_shelve", "must be from 1m to 30d");
         }
         if !(1..=100).contains(&self.operator_positions) {
             report.error("operator_positions", "must be a whole number from 1 to 100");

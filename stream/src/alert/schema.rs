@@ -7,7 +7,8 @@
 //! accepts is accepted, except for what a JSON Schema cannot say, which `validate` reports
 //! as `beyond_schema`: two rules with one id, a `clear` on the wrong side of its level, a
 //! zero duration where one must be positive, an averaging period under 24 s, storm
-//! grouping with a zero window. Every example in the schema is a valid rule
+//! grouping with a zero window, a `max_shelve` outside 1m to 30d, a `suppressed_by` naming
+//! no rule or the rule itself. Every example in the schema is a valid rule
 //! (`tests::schema_examples_are_valid_rules`); the OpenAPI test checks the examples of the
 //! API's tests against the schema.
 
