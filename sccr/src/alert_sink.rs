@@ -300,6 +300,9 @@ impl AlertSink {
         while let Some(item) = input.recv().await {
             if !matches!(item, AlertSinkItem::Output(_)) {
                 self.checkpoint(&item).await;
+                if matches!(item, AlertSinkItem::CheckpointEnd) {
+                    self.sweep_shelves(EventTime::now()).await;
+                }
                 continue;
             }
             let mut backoff = Duration::from_millis(50);
@@ -352,6 +355,34 @@ impl AlertSink {
     async fn store_suppression(&mut self, s: &Suppressed) -> Result<Suppression, StoreError> {
         let by_alert = self.store_id_of(s.by_alert, &s.by_key).await?;
         Ok(Suppression { reason: s.reason, by_alert })
+    }
+
+    /// Take expired shelves off in the store, at every checkpoint's end: the engine expires
+    /// the shelves it knows on its tick; this catches those of alerts it does not hold (its
+    /// state lost, or shelved after its last checkpoint before a crash). Returns how many.
+    async fn sweep_shelves(&mut self, now: EventTime) -> usize {
+        let expired = match self.store.expired_shelves(now).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for expired shelves");
+                return 0;
+            }
+        };
+        let mut done = 0;
+        for id in expired {
+            let note = Some("shelf expired");
+            match self.store.change_alert(id, &AlertChange::Unshelve, None, note, now).await {
+                Ok(record) => {
+                    done += 1;
+                    self.metrics.overlays.fetch_add(1, Ordering::Relaxed);
+                    self.hub.publish_alert(record);
+                }
+                // Taken off meanwhile (by the engine or an operator), or cleared.
+                Err(StoreError::AlertNotShelved(_) | StoreError::AlertTransition { .. }) => {}
+                Err(e) => tracing::warn!(id, error = %e, "cannot take an expired shelf off"),
+            }
+        }
+        done
     }
 
     /// Save a checkpoint item: begin opens the transaction (writing the head and the
@@ -684,6 +715,27 @@ mod tests {
         );
         assert_eq!(s.store.alerts(&AlertFilter::default()).await.unwrap().len(), 1);
         assert_eq!(s.metrics.raised_last_10m(EventTime(3_000)).0, 2, "the raise and the re-raise");
+    }
+
+    #[tokio::test]
+    async fn expired_shelves_the_engine_does_not_hold_come_off_at_a_checkpoint() {
+        let mut s = sink().await;
+        let a = engine_alert(9, stream::AlertState::Raised);
+        s.apply(&transition(&a, None, stream::AlertState::Raised, 2_000)).await.unwrap();
+        let id = s.ids.get(AlertId(9)).unwrap();
+        let shelf = AlertChange::Shelve { reason: "works".into(), until: EventTime(10_000) };
+        s.store.change_alert(id, &shelf, Some("ada"), None, EventTime(3_000)).await.unwrap();
+        assert_eq!(s.sweep_shelves(EventTime(9_999)).await, 0, "not expired yet");
+        assert_eq!(s.sweep_shelves(EventTime(10_000)).await, 1);
+        assert_eq!(s.sweep_shelves(EventTime(10_001)).await, 0, "once");
+        let stored = s.store.alert(id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.shelved), (AlertState::Raised, None));
+        assert!(s.hub.open_alerts()[0].shelved.is_none(), "pushed again");
+        let last = s.store.alert_events(id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (last.action, last.by, last.note.as_deref()),
+            (Some(AlertMove::Unshelve), None, Some("shelf expired"))
+        );
     }
 
     #[test]
