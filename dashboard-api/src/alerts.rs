@@ -1,5 +1,6 @@
-//! Alerts over REST, the alert rules admin API, and the mapping between the stream's alerts
-//! and the store's.
+//! Alerts over REST and the alert rules admin API. The alert object is the contract's
+//! (`telemetry::alert::AlertRecord`): the store returns it, the REST API and the live hub
+//! show it as it is.
 //!
 //! The store is the authority on alerts: an operator's acknowledgement or clear is applied
 //! to the store first (which refuses unknown ids with 404 and illegal moves with 409), then
@@ -21,15 +22,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::{
-    AlertFilter, AlertRecord, AlertState as StoreState, AlertSubject, NewAlert,
-    Severity as StoreSeverity,
-};
-use stream::alert::{AlertKind, RuleId};
-use stream::{
-    Alert, AlertKey, AlertRulesConfig, AlertState, Clearance, LiveAlert, OperatorAction, Severity,
-    StreamCommand, Subject,
-};
+use store::{AlertChange, AlertFilter, AlertState, AlertSubject, Severity};
+use stream::{AlertKey, AlertRulesConfig, OperatorAction, StreamCommand};
 use telemetry::EventTime;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -83,117 +77,38 @@ pub struct AlertControl {
     pub rules: Arc<Mutex<StoredRules>>,
 }
 
-// ---- mapping between the stream's alerts and the store's ----
-
-pub fn store_subject(s: &Subject) -> AlertSubject {
-    match s {
-        Subject::Device(d) => AlertSubject::Device(d.clone()),
-        Subject::Segment(s) => AlertSubject::Segment(s.clone()),
-        Subject::Rule => AlertSubject::Rule,
-    }
-}
-
-pub fn stream_subject(s: &AlertSubject) -> Subject {
-    match s {
-        AlertSubject::Device(d) => Subject::Device(d.clone()),
-        AlertSubject::Segment(s) => Subject::Segment(s.clone()),
-        AlertSubject::Rule => Subject::Rule,
-    }
-}
-
-fn store_severity(s: Severity) -> StoreSeverity {
-    match s {
-        Severity::Info => StoreSeverity::Info,
-        Severity::Warning => StoreSeverity::Warning,
-        Severity::Critical => StoreSeverity::Critical,
-    }
-}
-
-fn stream_severity(s: StoreSeverity) -> Severity {
-    match s {
-        StoreSeverity::Info => Severity::Info,
-        StoreSeverity::Warning => Severity::Warning,
-        StoreSeverity::Critical => Severity::Critical,
-    }
-}
-
-fn stream_state(s: StoreState) -> AlertState {
-    match s {
-        StoreState::Raised => AlertState::Raised,
-        StoreState::Acknowledged => AlertState::Acknowledged,
-        StoreState::Cleared => AlertState::Cleared,
-    }
-}
-
-/// The row to open for an alert the engine raised.
-pub fn new_alert(a: &Alert) -> NewAlert {
-    NewAlert {
-        rule: a.key.rule.as_str().to_owned(),
-        subject: store_subject(&a.key.subject),
-        kind: match a.kind {
-            AlertKind::Single => store::AlertKind::Single,
-            AlertKind::SegmentGroup => store::AlertKind::SegmentGroup,
-            AlertKind::RateLimitOverflow => store::AlertKind::RateLimitOverflow,
-        },
-        severity: store_severity(a.severity),
-        message: a.message.clone(),
-        value: a.value.is_finite().then_some(a.value),
-        since: a.since,
-        raised_at: a.raised_at,
-        members: a.members.max(1),
-    }
-}
-
-/// A stored alert as live subscribers and the REST API show it.
-pub fn live_alert(r: &AlertRecord) -> LiveAlert {
-    LiveAlert {
-        id: r.id,
-        rule: r.rule.clone(),
-        subject: stream_subject(&r.subject),
-        kind: match r.kind {
-            store::AlertKind::Single => AlertKind::Single,
-            store::AlertKind::SegmentGroup => AlertKind::SegmentGroup,
-            store::AlertKind::RateLimitOverflow => AlertKind::RateLimitOverflow,
-        },
-        severity: stream_severity(r.severity),
-        state: stream_state(r.state),
-        message: r.message.clone(),
-        value: r.value,
-        since: r.since,
-        raised_at: r.raised_at,
-        acknowledged: r.acknowledged.as_ref().map(|a| stream::alert::Acknowledgement {
-            by: a.by.clone(),
-            note: a.note.clone(),
-            at: a.at,
-        }),
-        cleared: r.cleared.as_ref().map(|c| Clearance {
-            by: c.by.clone(),
-            note: c.note.clone(),
-            at: c.at,
-        }),
-        members: r.members,
-    }
-}
-
-/// The engine's key of a stored alert (`None` for a rule id the engine cannot hold).
-pub fn alert_key(r: &AlertRecord) -> Option<AlertKey> {
-    Some(AlertKey { rule: RuleId::parse(&r.rule).ok()?, subject: stream_subject(&r.subject) })
-}
-
 // ---- REST ----
 
-fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
-    let mut out: Vec<StoreState> = Vec::new();
+/// The `state` filter's values: the states, plus the open overlays.
+pub const STATE_FILTERS: [&str; 7] =
+    ["open", "raised", "acknowledged", "returned", "cleared", "shelved", "suppressed"];
+
+/// Read `state`: states (`open` is raised, acknowledged and returned), and `shelved` or
+/// `suppressed`, which narrow to open alerts that are (with other states, to those of
+/// them that are). Returns the states and the two narrowings.
+fn states(v: &str) -> Result<(Vec<AlertState>, bool, bool), ApiError> {
+    let mut out: Vec<AlertState> = Vec::new();
+    let (mut shelved, mut suppressed) = (false, false);
     for s in v.split(',') {
         let more = match s.trim() {
-            "open" => StoreState::OPEN.to_vec(),
-            "raised" => vec![StoreState::Raised],
-            "acknowledged" => vec![StoreState::Acknowledged],
-            "cleared" => vec![StoreState::Cleared],
-            _ => return Err(ApiError::bad_param(
-                "state",
-                "state must be open, raised, acknowledged or cleared (comma-separated for several)",
-            )),
+            "open" => AlertState::OPEN.to_vec(),
+            "shelved" => {
+                shelved = true;
+                Vec::new()
+            }
+            "suppressed" => {
+                suppressed = true;
+                Vec::new()
+            }
+            name => match AlertState::parse(name) {
+                Some(state) => vec![state],
+                None => {
+                    return Err(ApiError::bad_param(
+                        "state",
+                        "state must be open, raised, acknowledged, returned, cleared, shelved or suppressed (comma-separated for several)",
+                    ))
+                }
+            },
         };
         for state in more {
             if !out.contains(&state) {
@@ -201,15 +116,18 @@ fn states(v: &str) -> Result<Vec<StoreState>, ApiError> {
             }
         }
     }
-    Ok(out)
+    if (shelved || suppressed) && out.is_empty() {
+        out = AlertState::OPEN.to_vec();
+    }
+    Ok((out, shelved, suppressed))
 }
 
-fn severities(v: &str) -> Result<Vec<StoreSeverity>, ApiError> {
+fn severities(v: &str) -> Result<Vec<Severity>, ApiError> {
     v.split(',')
         .map(|s| match s.trim() {
-            "info" => Ok(StoreSeverity::Info),
-            "warning" => Ok(StoreSeverity::Warning),
-            "critical" => Ok(StoreSeverity::Critical),
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
             _ => Err(ApiError::bad_param(
                 "severity",
                 "severity must be info, warning or critical (comma-separated for several)",
@@ -227,7 +145,10 @@ pub async fn list(
     let mut p = Params::parse(raw.as_deref())?;
     let mut filter = AlertFilter::default();
     if let Some(v) = p.take("state") {
-        filter.states = states(&v)?;
+        let (states, shelved, suppressed) = states(&v)?;
+        filter.states = states;
+        filter.shelved = shelved.then_some(true);
+        filter.suppressed = suppressed.then_some(true);
     }
     if let Some(v) = p.take("severity") {
         filter.severities = severities(&v)?;
@@ -263,7 +184,6 @@ pub async fn list(
     p.finish()?;
     let alerts = state.store.alerts(&filter).await?;
     let next = (alerts.len() == filter.limit).then(|| alerts.last().map(|a| a.id)).flatten();
-    let alerts: Vec<LiveAlert> = alerts.iter().map(live_alert).collect();
     Ok(Json(json!({ "alerts": alerts, "next": next })))
 }
 
@@ -283,7 +203,7 @@ pub async fn one(
         return Err(ApiError::not_found(format!("alert {id} does not exist")));
     };
     let events = state.store.alert_events(id).await?;
-    Ok(Json(json!({ "alert": live_alert(&record), "events": events })))
+    Ok(Json(json!({ "alert": record, "events": events })))
 }
 
 /// The body of an acknowledgement or a clear. The operator is the caller's token name.
@@ -330,33 +250,37 @@ async fn operator_move(
 ) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
     let note = operator_note(&body)?;
-    let by = who.name.clone();
     let at = EventTime::now();
-    let record = match action {
-        OperatorAction::Acknowledge => {
-            state.store.acknowledge_alert(id, &by, note.as_deref(), at).await?
-        }
-        OperatorAction::Clear => {
-            state.store.clear_alert(id, Some(&by), note.as_deref(), at).await?
-        }
+    let change = match action {
+        OperatorAction::Acknowledge => AlertChange::Acknowledge,
+        _ => AlertChange::Clear,
     };
-    let action_name = match action {
-        OperatorAction::Acknowledge => "alert.acknowledge",
-        OperatorAction::Clear => "alert.clear",
+    store_operator_move(state, who, id, change, action, note, at).await
+}
+
+/// Take an operator's move in the store, audit it, push it live and mirror it into the
+/// alert engine; answers `{"alert": …}`.
+async fn store_operator_move(
+    state: AppState,
+    who: Principal,
+    id: i64,
+    change: AlertChange,
+    action: OperatorAction,
+    note: Option<String>,
+    at: EventTime,
+) -> Result<Json<Value>, ApiError> {
+    let by = who.name.clone();
+    let record = state.store.change_alert(id, &change, Some(&by), note.as_deref(), at).await?;
+    let detail = match &change {
+        AlertChange::Shelve { reason, until } => json!({ "reason": reason, "until": until }),
+        _ => json!({ "note": note }),
     };
-    crate::access::audit(
-        &state,
-        &who,
-        action_name,
-        &format!("alert/{id}"),
-        json!({ "note": note }),
-    )
-    .await;
-    let live = live_alert(&record);
-    state.hub.publish_alert(live.clone());
-    let reply = json!({ "alert": live });
-    if let (Some(control), Some(key)) = (&state.alerts, alert_key(&record)) {
-        let command = StreamCommand::Operator { action, key, by, note, at, alert: Box::new(live) };
+    crate::access::audit(&state, &who, action.name(), &format!("alert/{id}"), detail).await;
+    state.hub.publish_alert(record.clone());
+    let reply = json!({ "alert": record });
+    if let (Some(control), Some(key)) = (&state.alerts, AlertKey::of_record(&record)) {
+        let command =
+            StreamCommand::Operator { action, key, by, note, at, alert: Box::new(record) };
         if control.commands.send(command).await.is_err() {
             tracing::warn!(
                 id,
@@ -386,6 +310,136 @@ pub async fn clear(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     operator_move(state, who, id, body, OperatorAction::Clear).await
+}
+
+/// The body of a shelving: `{"reason": …, "for": "2h"}` or `{"reason": …, "until": t}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShelveBody {
+    reason: String,
+    #[serde(rename = "for", default)]
+    hold: Option<String>,
+    /// A JSON Schema integer: `5` or `5.0`.
+    #[serde(default)]
+    until: Option<f64>,
+}
+
+/// Longest shelving reason, in characters.
+pub const MAX_SHELVE_REASON: usize = 500;
+
+/// The shelving `body` asks for at `now`, checked against `max_shelve`: the reason and
+/// the time the shelf ends.
+fn shelving(
+    body: &Bytes,
+    now: EventTime,
+    max_shelve: std::time::Duration,
+) -> Result<(String, EventTime), ApiError> {
+    let parsed: ShelveBody = crate::access::json_body(
+        body,
+        r#"{"reason": "…", "for": "2h"} or {"reason": "…", "until": 1767225600000}"#,
+    )?;
+    let reason = parsed.reason.trim().to_owned();
+    let chars = reason.chars().count();
+    if chars == 0 || chars > MAX_SHELVE_REASON {
+        return Err(ApiError::unprocessable(
+            "reason",
+            format!("reason must be 1 to {MAX_SHELVE_REASON} characters"),
+        ));
+    }
+    if reason.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(ApiError::unprocessable(
+            "reason",
+            "reason must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    let max_ms = i64::try_from(max_shelve.as_millis()).unwrap_or(i64::MAX);
+    let until = match (parsed.hold, parsed.until) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ApiError::unprocessable("for", "give exactly one of for and until"))
+        }
+        (Some(text), None) => {
+            let d = humantime::parse_duration(text.trim()).map_err(|e| {
+                ApiError::unprocessable("for", format!("for must be a duration like \"2h\": {e}"))
+            })?;
+            if d.is_zero() {
+                return Err(ApiError::unprocessable("for", "for must be positive"));
+            }
+            let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            if ms > max_ms {
+                return Err(ApiError::unprocessable(
+                    "for",
+                    format!(
+                        "for must be at most alerts.max_shelve ({})",
+                        humantime::format_duration(max_shelve)
+                    ),
+                ));
+            }
+            EventTime(now.millis() + ms)
+        }
+        (None, Some(until)) => {
+            if until.fract() != 0.0 || !(0.0..=253_402_300_799_999.0).contains(&until) {
+                return Err(ApiError::bad_field(
+                    "until",
+                    "until must be a whole number of Unix milliseconds",
+                ));
+            }
+            let until = EventTime(until as i64);
+            if until <= now {
+                return Err(ApiError::unprocessable("until", "until must be in the future"));
+            }
+            if until.millis() - now.millis() > max_ms {
+                return Err(ApiError::unprocessable(
+                    "until",
+                    format!(
+                        "until must be at most alerts.max_shelve ({}) ahead",
+                        humantime::format_duration(max_shelve)
+                    ),
+                ));
+            }
+            until
+        }
+    };
+    Ok((reason, until))
+}
+
+/// The longest shelf: the rules document's in force where an engine runs here, else the
+/// configured one.
+async fn max_shelve(state: &AppState) -> std::time::Duration {
+    match &state.alerts {
+        Some(control) => control.rules.lock().await.rules.max_shelve,
+        None => state.max_shelve,
+    }
+}
+
+/// `POST /api/v1/alerts/{id}/shelve` with `{"reason": …, "for": "2h"}` or
+/// `{"reason": …, "until": t}`: the open alert stays as it is and signals nothing until
+/// then (ISA-18.2 shelving). The operator is the caller.
+pub async fn shelve(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let at = EventTime::now();
+    let (reason, until) = shelving(&body, at, max_shelve(&state).await)?;
+    let action = OperatorAction::Shelve { reason: reason.clone(), until };
+    let change = AlertChange::Shelve { reason: reason.clone(), until };
+    store_operator_move(state, who, id, change, action, Some(reason), at).await
+}
+
+/// `POST /api/v1/alerts/{id}/unshelve` with `{"note": …}` (optional).
+pub async fn unshelve(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let note = operator_note(&body)?;
+    let at = EventTime::now();
+    store_operator_move(state, who, id, AlertChange::Unshelve, OperatorAction::Unshelve, note, at)
+        .await
 }
 
 fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
@@ -629,14 +683,5 @@ mod tests {
         let (chosen, source) = StoredRules::choose(Some(stored), &edited);
         assert_eq!((chosen.rules, source), (edited.clone(), RulesSource::File));
         assert_eq!(StoredRules::choose(None, &edited).1, RulesSource::File);
-    }
-
-    #[test]
-    fn subjects_map_both_ways() {
-        let d = Subject::Device(telemetry::DeviceId::parse("loop-1").unwrap());
-        let s = Subject::Segment(telemetry::SegmentId::parse("viale-strozzi").unwrap());
-        for subject in [d, s, Subject::Rule] {
-            assert_eq!(stream_subject(&store_subject(&subject)), subject);
-        }
     }
 }

@@ -90,9 +90,9 @@ impl From<store::StoreError> for ApiError {
             store::StoreError::AlertNotFound(id) => {
                 return ApiError::not_found(format!("alert {id} does not exist"))
             }
-            store::StoreError::AlertTransition { .. } | store::StoreError::DeviceExists(_) => {
-                return ApiError::conflict(e.to_string())
-            }
+            store::StoreError::AlertTransition { .. }
+            | store::StoreError::AlertNotShelved(_)
+            | store::StoreError::DeviceExists(_) => return ApiError::conflict(e.to_string()),
             store::StoreError::UnknownSegment(_) => {
                 return ApiError::unprocessable("segment", e.to_string())
             }

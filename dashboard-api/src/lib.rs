@@ -71,6 +71,8 @@ pub struct AppState {
     pub http: Arc<http_metrics::HttpMetrics>,
     /// The wall map's settings (`[wall]`): its basemap.
     pub wall: Arc<basemap::WallSettings>,
+    /// The longest shelf (`alerts.max_shelve`) when no alert engine runs in this process.
+    pub max_shelve: std::time::Duration,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             readiness: None,
             http: Arc::default(),
             wall: Arc::default(),
+            max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
         }
     }
 }
@@ -110,11 +113,7 @@ pub fn operations() -> Vec<Op> {
     let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
     let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
-    // Control characters other than tabs and line breaks are refused (alerts.rs).
-    let note = || {
-        json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000,
-        "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}})
-    };
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}});
     let alert_one = || object_with(&["alert"]);
     let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
     let segment_id_or_null =
@@ -223,7 +222,7 @@ pub fn operations() -> Vec<Op> {
             .describe("`basemap` is `{\"kind\":\"context\"}` (the built-in offline context layer, web/geo/florence-context.geojson), `{\"kind\":\"xyz\",\"url\",\"attribution\",\"max_zoom\"}` (a raster tile server's {z}/{x}/{y} template) or `{\"kind\":\"pmtiles\",\"url\":\"/basemap.pmtiles\",\"attribution\",\"max_zoom\"}` (a PMTiles archive this server serves by byte range, with no token).")
             .ok(200, object_with(&["basemap"])),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
-            .query("state", list_of("open|raised|acknowledged|cleared"), "Comma-separated: open, raised, acknowledged, cleared")
+            .query("state", list_of("open|raised|acknowledged|returned|cleared|shelved|suppressed"), "Comma-separated: open (raised, acknowledged and returned, shelved and suppressed ones included), raised, acknowledged, returned, cleared; shelved and suppressed narrow to open alerts that are")
             .query("severity", list_of("info|warning|critical"), "Comma-separated: info, warning, critical")
             .query("device", device_id(), "Alerts of a device (not with segment)")
             .query("segment", segment_id(), "Alerts of a road segment (not with device)")
@@ -245,6 +244,28 @@ pub fn operations() -> Vec<Op> {
             .body(note())
             .ok(200, alert_one())
             .error(409, "The alert's state does not allow it"),
+        Op::new("POST", "/api/v1/alerts/{id}/shelve", OPERATORS, "alerts", "Shelve an open alert for a while (ISA-18.2): it keeps its state and signals nothing until the shelf ends; the caller is the operator", post(alerts::shelve))
+            .path_param("id", alert_id(), "Alert id")
+            .body(json!({
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["reason"],
+                "properties": {
+                    "reason": {"type": "string", "minLength": 1, "maxLength": alerts::MAX_SHELVE_REASON, "description": "Why (1 to 500 characters)"},
+                    "for": {"type": "string", "description": "How long, e.g. \"2h\" (at most alerts.max_shelve, default 8h)"},
+                    "until": {"type": "integer", "minimum": 0, "maximum": 253_402_300_799_999_i64, "description": "Until when, Unix milliseconds (in the future, at most alerts.max_shelve ahead)"},
+                },
+                "oneOf": [{"required": ["for"]}, {"required": ["until"]}],
+                "examples": [{"reason": "sensor under maintenance", "for": "2h"}],
+            }))
+            .ok(200, alert_one())
+            .error(409, "The alert is cleared")
+            .error(422, "A reason empty or over 500 characters, both or neither of for and until, a time not in the future or past alerts.max_shelve"),
+        Op::new("POST", "/api/v1/alerts/{id}/unshelve", OPERATORS, "alerts", "Take an alert off its shelf", post(alerts::unshelve))
+            .path_param("id", alert_id(), "Alert id")
+            .body(note())
+            .ok(200, alert_one())
+            .error(409, "The alert is cleared or not shelved"),
         Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
             .ok(200, object_with(&["rules"]))
             .error(503, "No alert engine runs in this process"),
@@ -266,6 +287,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
             .path_param("id", rule_id(), "Rule id")
             .ok(200, object_with(&["rules"]))
+            .error(422, "Another rule names this one in its suppressed_by")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
             .query("reason", text(), "Only this reason code")

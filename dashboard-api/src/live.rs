@@ -32,9 +32,12 @@
 //!     "occupancy_pct","los","detectors","revision"}}` when a segment window is emitted or
 //!     corrected (`los` is `"A"`…`"F"` or null without speeds).
 //!   - `{"type":"alert","alert":{"id","rule","subject","kind","severity","state","message",
-//!     "value","since","raised_at","acknowledged","cleared","members"}}` when an alert is
-//!     raised, acknowledged, cleared or its members change; the same object as
-//!     `GET /api/v1/alerts/{id}` shows, with the store's id, sent once the store has it.
+//!     "value","since","raised_at","acknowledged","cleared","members","active",
+//!     "returned_at","shelved","suppressed","code","params"}}` when an alert moves (raised,
+//!     acknowledged, returned, raised again, cleared), is shelved or unshelved, suppressed
+//!     or no longer, or its members change; the same object as `GET /api/v1/alerts/{id}`
+//!     shows, with the store's id, sent once the store has it. Snapshots hold every open
+//!     alert: raised, acknowledged and returned, shelved and suppressed ones included.
 //!   - `{"type":"kpi","kpi":{"devices_online","devices_offline","readings_per_s",
 //!     "alerts_open":{"critical","warning","info"},"city_speed_kmh","worst_segments":
 //!     [{"segment","name","los","speed_kmh","free_flow_kmh","ratio"}…≤10]}}` every second

@@ -1,8 +1,9 @@
 //! What the wall map needs from the server, each in one call:
 //! - `GET /api/v1/catalogue`: the metric catalogue with labels, display units and
 //!   decimals (`telemetry::metric`), the Level of Service bounds (`stream::los`), the live
-//!   hub's freshness figures (`stream::live`), the device kinds in the registry and the
-//!   languages; screens keep no copy of any of it.
+//!   hub's freshness figures (`stream::live`), the alert message codes with their
+//!   parameters and English templates (`telemetry::alert::MESSAGE_CODES`), the device
+//!   kinds in the registry and the languages; screens keep no copy of any of it.
 //! - `GET /api/v1/map/devices`: every in-service device with its position and presence,
 //!   as compact rows, paged by id.
 //! - `GET /api/v1/wall`: the configured basemap (`[wall]`, see [`crate::basemap`]).
@@ -58,8 +59,13 @@ pub fn catalogue_document(device_kinds: &[String]) -> Value {
         .iter()
         .map(|l| json!({"los": l.as_str(), "above_ratio": l.lower_bound()}))
         .collect();
+    let alert_codes: Vec<Value> = telemetry::alert::MESSAGE_CODES
+        .iter()
+        .map(|m| json!({"code": m.code, "params": m.params, "english": m.english}))
+        .collect();
     json!({
         "metrics": metrics,
+        "alert_codes": alert_codes,
         "los": {"basis": "speed / free-flow speed", "levels": levels},
         "live": {
             "speed_fresh_s": stream::live::SPEED_FRESH_MS / 1_000,
@@ -287,6 +293,10 @@ mod tests {
         assert_eq!(doc["device_kinds"], json!(["loop"]));
         assert_eq!(doc["live"]["device_online_s"], 300);
         assert_eq!(doc["live"]["speed_fresh_s"], 90);
+        let codes = doc["alert_codes"].as_array().unwrap();
+        assert_eq!(codes.len(), telemetry::alert::MESSAGE_CODES.len());
+        let threshold = codes.iter().find(|c| c["code"] == "threshold_above").unwrap();
+        assert!(threshold["params"].as_array().unwrap().contains(&json!("limit")));
     }
 
     #[test]

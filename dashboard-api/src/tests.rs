@@ -393,6 +393,9 @@ async fn raise(state: &AppState, segment: &str, at: i64) -> i64 {
         since: EventTime(at),
         raised_at: EventTime(at),
         members: 1,
+        code: store::MessageCode::LosAtOrWorse,
+        params: serde_json::json!({"grade": "E"}).as_object().cloned().unwrap(),
+        suppressed: None,
     };
     match state.store.raise_alert(&alert).await.unwrap() {
         store::RaiseOutcome::Raised(r) => r.id,
@@ -436,6 +439,96 @@ async fn alerts_are_listed_filtered_and_paged() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(body["error"]["param"], param, "{uri}: {body}");
     }
+}
+
+#[tokio::test]
+async fn shelving_is_checked_stored_audited_pushed_and_mirrored() {
+    let (s, mut commands) = state_with_engine().await;
+    let id = raise(&s, "viale-strozzi", T0).await;
+    let shelve = format!("/api/v1/alerts/{id}/shelve");
+    let now = EventTime::now().millis();
+    let long = "x".repeat(501);
+    for (body, field) in [
+        (r#"{"reason":" ","for":"1h"}"#.to_owned(), "reason"),
+        (format!(r#"{{"reason":"{long}","for":"1h"}}"#), "reason"),
+        (r#"{"reason":"works"}"#.to_owned(), "for"),
+        (format!(r#"{{"reason":"works","for":"1h","until":{}}}"#, now + 60_000), "for"),
+        (r#"{"reason":"works","for":"9h"}"#.to_owned(), "for"),
+        (r#"{"reason":"works","for":"soon"}"#.to_owned(), "for"),
+        (format!(r#"{{"reason":"works","until":{}}}"#, now - 1), "until"),
+        (format!(r#"{{"reason":"works","until":{}}}"#, now + 9 * 3_600_000), "until"),
+    ] {
+        let (st, answer) = send_as(&s, ADA, "POST", &shelve, &body).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{body}: {answer}");
+    }
+    let (st, _) = send_as(&s, ADA, "POST", &shelve, r#"{"for":"1h"}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "reason is required");
+    let (st, _) = send_as(&s, PLANNER, "POST", &shelve, r#"{"reason":"x","for":"1h"}"#).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "operators only");
+    assert!(commands.try_recv().is_err(), "nothing refused reaches the engine");
+
+    let (st, body) =
+        send_as(&s, ADA, "POST", &shelve, r#"{"reason":"road works","for":"2h"}"#).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body["alert"]["state"], "raised");
+    assert_eq!(body["alert"]["shelved"]["by"], "ada");
+    assert_eq!(body["alert"]["shelved"]["reason"], "road works");
+    let until = body["alert"]["shelved"]["until"].as_i64().unwrap();
+    assert_eq!(until - body["alert"]["shelved"]["at"].as_i64().unwrap(), 7_200_000);
+    assert!(s.hub.open_alerts()[0].shelved.is_some(), "pushed live");
+    let Some(StreamCommand::Operator {
+        action: OperatorAction::Shelve { reason, until: u },
+        by,
+        ..
+    }) = commands.try_recv().ok()
+    else {
+        panic!("no command")
+    };
+    assert_eq!((reason.as_str(), u.millis(), by.as_str()), ("road works", until, "ada"));
+    let (_, listed) = get(&s, "/api/v1/alerts?state=shelved").await;
+    assert_eq!(listed["alerts"][0]["id"], id);
+    let (_, listed) = get(&s, "/api/v1/alerts?state=raised,suppressed").await;
+    assert_eq!(listed["alerts"].as_array().unwrap().len(), 0);
+
+    let unshelve = format!("/api/v1/alerts/{id}/unshelve");
+    let (st, body) = send_as(&s, BOB, "POST", &unshelve, r#"{"note":"done"}"#).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(body["alert"]["shelved"].is_null());
+    let (st, _) = send_as(&s, BOB, "POST", &unshelve, "").await;
+    assert_eq!(st, StatusCode::CONFLICT, "not shelved");
+    let audit = s.store.audit_log(None, 10).await.unwrap();
+    let actions: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .rev()
+        .filter(|a| a.action.contains("shelve"))
+        .map(|a| (a.actor.as_str(), a.action.as_str(), a.target.as_str()))
+        .collect();
+    let target = format!("alert/{id}");
+    assert_eq!(
+        actions,
+        [("ada", "alert.shelve", target.as_str()), ("bob", "alert.unshelve", target.as_str())]
+    );
+    let events = s.store.alert_events(id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.action, e.by.as_deref())).collect::<Vec<_>>(),
+        [
+            (None, None),
+            (Some(store::AlertMove::Shelve), Some("ada")),
+            (Some(store::AlertMove::Unshelve), Some("bob"))
+        ]
+    );
+
+    let (st, _) = send_as(&s, ADA, "POST", &format!("/api/v1/alerts/{id}/clear"), "").await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = send_as(&s, ADA, "POST", &shelve, r#"{"reason":"late","for":"1h"}"#).await;
+    assert_eq!(st, StatusCode::CONFLICT, "a cleared alert");
+    let (st, _) =
+        send_as(&s, ADA, "POST", "/api/v1/alerts/999/shelve", r#"{"reason":"x","for":"1h"}"#).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, body) = get(&s, "/api/v1/alerts?state=nope").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("returned"), "{body}");
 }
 
 #[tokio::test]
@@ -729,7 +822,7 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     ]);
     let id = raise(&s, "viale-strozzi", T0).await;
     let open = s.store.alert(id).await.unwrap().unwrap();
-    hub.publish_alert(crate::alerts::live_alert(&open));
+    hub.publish_alert(open.clone());
     let (tx, mut rx) = session(hub.clone());
     tx.send(Ok(
         r#"{"type":"subscribe","values":false,"segments":["viale-strozzi"],"alerts":true}"#.into(),
@@ -761,7 +854,7 @@ async fn segment_and_alert_frames_follow_the_subscription() {
     assert_eq!(f["segment"]["segment"], "viale-strozzi");
     assert_eq!(f["segment"]["los"], "E");
     let acked = s.store.acknowledge_alert(id, "ada", None, EventTime(T0 + 1)).await.unwrap();
-    hub.publish_alert(crate::alerts::live_alert(&acked));
+    hub.publish_alert(acked.clone());
     let f = next_json(&mut rx).await;
     assert_eq!(f["type"], "alert");
     assert_eq!(f["alert"]["state"], "acknowledged");

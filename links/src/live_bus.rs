@@ -127,7 +127,7 @@ impl LiveBatch {
                 LiveEvent::Value(v) => b.values.push(v.clone()),
                 LiveEvent::Window(w) => b.windows.push(w.clone()),
                 LiveEvent::Segment(s) => b.segments.push(s.clone()),
-                LiveEvent::Alert(a) => b.alerts.push(a.clone()),
+                LiveEvent::Alert(a) => b.alerts.push((**a).clone()),
                 LiveEvent::Status(s) => {
                     b.statuses.push(BusStatus {
                         device: s.device.clone(),
@@ -656,6 +656,12 @@ mod tests {
             acknowledged: None,
             cleared: None,
             members: 1,
+            active: true,
+            returned_at: None,
+            shelved: None,
+            suppressed: None,
+            code: Default::default(),
+            params: Default::default(),
         }
     }
 

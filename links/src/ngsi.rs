@@ -18,7 +18,7 @@
 //! whose format is `ngsi-ld`.
 
 use serde_json::{json, Map, Value};
-use store::{AlertRecord, AlertState, AlertSubject, OutboxRecord, Severity};
+use store::{AlertRecord, AlertSubject, OutboxRecord, Severity};
 use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 
 /// The JSON-LD contexts of every entity: the NGSI-LD core and the Smart Data Models'.
@@ -180,11 +180,7 @@ pub fn alert(a: &AlertRecord) -> Value {
         m.insert("validTo".into(), date_time(c.at));
     }
     m.insert("description".into(), property(json!(a.message)));
-    let status = match a.state {
-        AlertState::Raised => "raised",
-        AlertState::Acknowledged => "acknowledged",
-        AlertState::Cleared => "cleared",
-    };
+    let status = a.state.as_str();
     m.insert("name".into(), property(json!(format!("{} ({status})", a.rule))));
     entity("Alert", &a.id.to_string(), m)
 }
@@ -228,6 +224,15 @@ fn alert_from_json(v: &Value) -> Option<AlertRecord> {
             Some(store::Clearance { by: None, note: None, at: EventTime(c.get("at")?.as_i64()?) })
         }),
         members: u32::try_from(v.get("members").and_then(Value::as_u64).unwrap_or(1)).unwrap_or(1),
+        active: v.get("active").and_then(Value::as_bool).unwrap_or(true),
+        returned_at: t("returned_at"),
+        shelved: None,
+        suppressed: None,
+        code: v
+            .get("code")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default(),
+        params: v.get("params").and_then(Value::as_object).cloned().unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The alert sink: stores, in order, what the stream's alert engine emits, then shows it
-//! live. Wiring only: the mapping is `dashboard_api::alerts`, the rules of the lifecycle
-//! are the store's and the engine's.
+//! live. Wiring, and the one mapping between the engine's alerts and the store's
+//! ([`new_alert`]); the states, the transition table and the alert object are the
+//! contract's (`telemetry::alert`), shared by the engine, the store and the API.
 //!
 //! - A raise opens a row (`raise_alert`). If the store already holds an open alert for the
 //!   same (rule, subject) — opened by another replica, or before a crash — nothing is
@@ -26,8 +27,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashboard_api::alerts::{alert_key, live_alert, new_alert, store_subject};
-use store::{AlertFilter, AlertRecord, AlertState, RaiseOutcome, StateSave, Store, StoreError};
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU32;
+use std::sync::Mutex;
+
+use store::{
+    AlertChange, AlertFilter, AlertMove, AlertRecord, AlertState, NewAlert, RaiseOutcome,
+    StateSave, Store, StoreError, Suppression,
+};
+use stream::alert::Suppressed;
 use stream::{
     Alert, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertSinkItem, BookRecord, EngineHead,
     LiveHub, OperatorAction, StatePart, StreamCore,
@@ -44,6 +52,12 @@ pub struct AlertSinkMetrics {
     pub acknowledged: AtomicU64,
     pub cleared: AtomicU64,
     pub updated: AtomicU64,
+    /// Conditions that ended while their alert was unacknowledged (returned).
+    pub returned: AtomicU64,
+    /// Returned alerts raised again.
+    pub resumed: AtomicU64,
+    /// Shelves expired, suppressions set or lifted.
+    pub overlays: AtomicU64,
     /// Moves the store refused because the alert had moved on (an operator was first).
     pub refused: AtomicU64,
     pub state_saves: AtomicU64,
@@ -53,6 +67,78 @@ pub struct AlertSinkMetrics {
     /// Checkpoints that could not be saved (the next one is full).
     pub state_save_errors: AtomicU64,
     pub errors: AtomicU64,
+    /// Operator positions (`alerts.operator_positions`) for the flood figures; 0 reads as 1.
+    pub operator_positions: AtomicU32,
+    /// Times the raises per position over the last 10 minutes crossed above
+    /// [`FLOOD_PER_POSITION`].
+    pub floods: AtomicU64,
+    /// Processing times of the signalled raises of the last [`FLOOD_WINDOW_MS`].
+    flood_window: Mutex<VecDeque<i64>>,
+}
+
+/// The alarm-flood window (EEMUA 191): raises are counted over the last 10 minutes.
+pub const FLOOD_WINDOW_MS: i64 = 10 * 60_000;
+/// More raises than this per operator position in the window is a flood (EEMUA 191:
+/// one is acceptable, more than ten is a flood).
+pub const FLOOD_PER_POSITION: f64 = 10.0;
+/// Most raises the window holds (it counts no further).
+const FLOOD_WINDOW_CAP: usize = 100_000;
+
+impl AlertSinkMetrics {
+    fn positions(&self) -> f64 {
+        f64::from(self.operator_positions.load(Ordering::Relaxed).max(1))
+    }
+
+    /// A raise or re-raise that signals (neither suppressed nor shelved), at `at`.
+    pub fn record_raise(&self, at: telemetry::EventTime) {
+        let mut w = self.flood_window.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut w, at.millis());
+        let before = w.len() as f64 / self.positions();
+        if w.len() < FLOOD_WINDOW_CAP {
+            w.push_back(at.millis());
+        }
+        let after = w.len() as f64 / self.positions();
+        if before <= FLOOD_PER_POSITION && after > FLOOD_PER_POSITION {
+            self.floods.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                raises = w.len(),
+                per_position = after,
+                "alarm flood: more than 10 alerts per operator position in 10 minutes"
+            );
+        }
+    }
+
+    /// Signalled raises in the 10 minutes up to `now`, and that per operator position.
+    pub fn raised_last_10m(&self, now: telemetry::EventTime) -> (usize, f64) {
+        let mut w = self.flood_window.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut w, now.millis());
+        (w.len(), w.len() as f64 / self.positions())
+    }
+}
+
+fn prune(w: &mut VecDeque<i64>, now_ms: i64) {
+    while w.front().is_some_and(|&t| t <= now_ms - FLOOD_WINDOW_MS) {
+        w.pop_front();
+    }
+}
+
+/// The row to open for an alert the engine raised; `suppressed` is its designed
+/// suppression with the suppressing alert's store id.
+pub fn new_alert(a: &Alert, suppressed: Option<Suppression>) -> NewAlert {
+    NewAlert {
+        rule: a.key.rule.as_str().to_owned(),
+        subject: a.key.subject.clone(),
+        kind: a.kind,
+        severity: a.severity,
+        message: a.message.clone(),
+        value: a.value.is_finite().then_some(a.value),
+        since: a.since,
+        raised_at: a.raised_at,
+        members: a.members.max(1),
+        code: a.code,
+        params: a.params.clone(),
+        suppressed,
+    }
 }
 
 /// Engine alert id → store alert id, for the alerts this process has seen open.
@@ -117,7 +203,7 @@ pub async fn load_engine_state(
 /// already holds these moves. Returns how many engine alerts moved.
 pub fn reconcile(core: &mut StreamCore, store_open: &[AlertRecord], now: EventTime) -> usize {
     let by_key: HashMap<AlertKey, &AlertRecord> =
-        store_open.iter().filter_map(|r| alert_key(r).map(|k| (k, r))).collect();
+        store_open.iter().filter_map(|r| AlertKey::of_record(r).map(|k| (k, r))).collect();
     let moves: Vec<(OperatorAction, AlertKey, String, Option<String>, EventTime)> = core
         .open_alerts()
         .filter_map(|a| match by_key.get(&a.key) {
@@ -140,6 +226,27 @@ pub fn reconcile(core: &mut StreamCore, store_open: &[AlertRecord], now: EventTi
             },
         })
         .collect();
+    // Shelves set or taken off in the store meanwhile.
+    let shelves: Vec<(OperatorAction, AlertKey, String, Option<String>, EventTime)> = core
+        .open_alerts()
+        .filter_map(|a| {
+            let r = by_key.get(&a.key)?;
+            match (&r.shelved, &a.shelved) {
+                (Some(s), held) if held.as_ref() != Some(s) => Some((
+                    OperatorAction::Shelve { reason: s.reason.clone(), until: s.until },
+                    a.key.clone(),
+                    s.by.clone(),
+                    None,
+                    s.at,
+                )),
+                (None, Some(_)) => {
+                    Some((OperatorAction::Unshelve, a.key.clone(), "sccr".to_owned(), None, now))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let moves: Vec<_> = moves.into_iter().chain(shelves).collect();
     let mut moved = 0;
     for (action, key, by, note, at) in moves {
         if matches!(core.operator(action, &key, &by, note, at), Ok(true)) {
@@ -193,6 +300,9 @@ impl AlertSink {
         while let Some(item) = input.recv().await {
             if !matches!(item, AlertSinkItem::Output(_)) {
                 self.checkpoint(&item).await;
+                if matches!(item, AlertSinkItem::CheckpointEnd) {
+                    self.sweep_shelves(EventTime::now()).await;
+                }
                 continue;
             }
             let mut backoff = Duration::from_millis(50);
@@ -217,20 +327,62 @@ impl AlertSink {
 
     /// The store id of the engine's alert: mapped, or the open alert of its key.
     async fn store_id(&mut self, alert: &Alert) -> Result<Option<i64>, StoreError> {
-        if let Some(id) = self.ids.get(alert.id) {
+        self.store_id_of(alert.id, &alert.key).await
+    }
+
+    async fn store_id_of(
+        &mut self,
+        engine: AlertId,
+        key: &AlertKey,
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(id) = self.ids.get(engine) {
             return Ok(Some(id));
         }
         let filter = AlertFilter {
-            rule: Some(alert.key.rule.as_str().to_owned()),
-            subject: Some(store_subject(&alert.key.subject)),
+            rule: Some(key.rule.as_str().to_owned()),
+            subject: Some(key.subject.clone()),
             limit: 1,
             ..AlertFilter::open()
         };
         let found = self.store.alerts(&filter).await?.first().map(|r| r.id);
         if let Some(id) = found {
-            self.ids.insert(alert.id, id);
+            self.ids.insert(engine, id);
         }
         Ok(found)
+    }
+
+    /// The engine's suppression with the suppressing alert's store id.
+    async fn store_suppression(&mut self, s: &Suppressed) -> Result<Suppression, StoreError> {
+        let by_alert = self.store_id_of(s.by_alert, &s.by_key).await?;
+        Ok(Suppression { reason: s.reason, by_alert })
+    }
+
+    /// Take expired shelves off in the store, at every checkpoint's end: the engine expires
+    /// the shelves it knows on its tick; this catches those of alerts it does not hold (its
+    /// state lost, or shelved after its last checkpoint before a crash). Returns how many.
+    async fn sweep_shelves(&mut self, now: EventTime) -> usize {
+        let expired = match self.store.expired_shelves(now).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for expired shelves");
+                return 0;
+            }
+        };
+        let mut done = 0;
+        for id in expired {
+            let note = Some("shelf expired");
+            match self.store.change_alert(id, &AlertChange::Unshelve, None, note, now).await {
+                Ok(record) => {
+                    done += 1;
+                    self.metrics.overlays.fetch_add(1, Ordering::Relaxed);
+                    self.hub.publish_alert(record);
+                }
+                // Taken off meanwhile (by the engine or an operator), or cleared.
+                Err(StoreError::AlertNotShelved(_) | StoreError::AlertTransition { .. }) => {}
+                Err(e) => tracing::warn!(id, error = %e, "cannot take an expired shelf off"),
+            }
+        }
+        done
     }
 
     /// Save a checkpoint item: begin opens the transaction (writing the head and the
@@ -334,68 +486,79 @@ impl AlertSink {
             | AlertSinkItem::CheckpointParts(_)
             | AlertSinkItem::CheckpointEnd => self.checkpoint(item).await,
             AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => {
-                match (transition.from, transition.to) {
-                    (None, _) => match self.store.raise_alert(&new_alert(alert)).await? {
+                let Some(mv) = transition.action else {
+                    let suppressed = match &alert.suppressed {
+                        Some(s) => Some(self.store_suppression(s).await?),
+                        None => None,
+                    };
+                    match self.store.raise_alert(&new_alert(alert, suppressed)).await? {
                         RaiseOutcome::Raised(record) => {
                             self.ids.insert(alert.id, record.id);
                             m.raised.fetch_add(1, Ordering::Relaxed);
-                            self.hub.publish_alert(live_alert(&record));
+                            if record.suppressed.is_none() && record.shelved.is_none() {
+                                m.record_raise(record.raised_at);
+                            }
+                            self.hub.publish_alert(*record);
                         }
                         RaiseOutcome::AlreadyOpen(id) => {
                             self.ids.insert(alert.id, id);
                             m.already_open.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(id, key = %alert.key, "alert already open in the store; not raised again");
                         }
+                    }
+                    return Ok(());
+                };
+                let Some(id) = self.store_id(alert).await? else {
+                    m.refused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                };
+                let change = match mv {
+                    AlertMove::Acknowledge => AlertChange::Acknowledge,
+                    AlertMove::Clear => AlertChange::Clear,
+                    AlertMove::End => AlertChange::End,
+                    AlertMove::Resume => AlertChange::Resume,
+                    AlertMove::Shelve => match &alert.shelved {
+                        Some(s) => AlertChange::Shelve { reason: s.reason.clone(), until: s.until },
+                        None => return Ok(()),
                     },
-                    (Some(_), stream::AlertState::Acknowledged) => {
-                        let Some(id) = self.store_id(alert).await? else { return Ok(()) };
-                        let by = transition.by.as_deref().unwrap_or("sccr");
-                        match self
-                            .store
-                            .acknowledge_alert(id, by, transition.note.as_deref(), transition.at)
-                            .await
-                        {
-                            Ok(record) => {
-                                m.acknowledged.fetch_add(1, Ordering::Relaxed);
-                                self.hub.publish_alert(live_alert(&record));
-                            }
-                            Err(
-                                StoreError::AlertTransition { .. } | StoreError::AlertNotFound(_),
-                            ) => {
-                                m.refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    (Some(_), _) => {
-                        let Some(id) = self.store_id(alert).await? else {
-                            m.refused.fetch_add(1, Ordering::Relaxed);
-                            return Ok(());
+                    AlertMove::Unshelve => AlertChange::Unshelve,
+                    AlertMove::Suppress => match &alert.suppressed {
+                        Some(s) => AlertChange::Suppress(self.store_suppression(s).await?),
+                        None => return Ok(()),
+                    },
+                    AlertMove::Unsuppress => AlertChange::Unsuppress,
+                };
+                let by = transition.by.as_deref();
+                let note = transition.note.as_deref();
+                match self.store.change_alert(id, &change, by, note, transition.at).await {
+                    Ok(record) => {
+                        let counter = match (mv, record.state) {
+                            (AlertMove::Acknowledge, AlertState::Acknowledged) => &m.acknowledged,
+                            (_, AlertState::Cleared) => &m.cleared,
+                            (AlertMove::End, _) => &m.returned,
+                            (AlertMove::Resume, _) => &m.resumed,
+                            _ => &m.overlays,
                         };
-                        match self
-                            .store
-                            .clear_alert(
-                                id,
-                                transition.by.as_deref(),
-                                transition.note.as_deref(),
-                                transition.at,
-                            )
-                            .await
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if mv == AlertMove::Resume
+                            && record.suppressed.is_none()
+                            && record.shelved.is_none()
                         {
-                            Ok(record) => {
-                                m.cleared.fetch_add(1, Ordering::Relaxed);
-                                self.hub.publish_alert(live_alert(&record));
-                            }
-                            Err(
-                                StoreError::AlertTransition { to: AlertState::Cleared, .. }
-                                | StoreError::AlertNotFound(_),
-                            ) => {
-                                m.refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => return Err(e),
+                            m.record_raise(transition.at);
                         }
-                        self.ids.remove(alert.id);
+                        self.hub.publish_alert(record);
                     }
+                    Err(
+                        StoreError::AlertTransition { .. }
+                        | StoreError::AlertNotFound(_)
+                        | StoreError::AlertNotShelved(_),
+                    ) => {
+                        m.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if transition.to == stream::AlertState::Cleared {
+                    self.ids.remove(alert.id);
                 }
             }
             AlertSinkItem::Output(AlertOutput::Updated { alert }) => {
@@ -403,7 +566,7 @@ impl AlertSink {
                 self.store.update_alert_members(id, alert.members.max(1)).await?;
                 m.updated.fetch_add(1, Ordering::Relaxed);
                 if let Some(record) = self.store.alert(id).await? {
-                    self.hub.publish_alert(live_alert(&record));
+                    self.hub.publish_alert(record);
                 }
             }
         }
@@ -439,6 +602,12 @@ mod tests {
             members: 0,
             listed_members: Vec::new(),
             folded_raises: 0,
+            active: true,
+            returned_at: None,
+            shelved: None,
+            suppressed: None,
+            code: stream::alert::MessageCode::LosAtOrWorse,
+            params: serde_json::json!({"grade": "E"}).as_object().cloned().unwrap(),
         }
     }
 
@@ -448,11 +617,18 @@ mod tests {
         to: stream::AlertState,
         at: i64,
     ) -> AlertSinkItem {
+        let action = from.map(|_| match to {
+            stream::AlertState::Returned => AlertMove::End,
+            stream::AlertState::Raised => AlertMove::Resume,
+            stream::AlertState::Acknowledged => AlertMove::Acknowledge,
+            stream::AlertState::Cleared => AlertMove::Clear,
+        });
         let t = AlertTransition {
             alert: a.id,
             key: a.key.clone(),
             from,
             to,
+            action,
             by: None,
             note: Some("condition ended".into()),
             at: EventTime(at),
@@ -491,6 +667,94 @@ mod tests {
         assert_eq!(events[1].note.as_deref(), Some("condition ended"));
         assert!(s.hub.open_alerts().is_empty());
         assert_eq!(s.ids.get(AlertId(7)), None, "a cleared alert leaves the map");
+    }
+
+    #[tokio::test]
+    async fn a_condition_that_ends_unacknowledged_returns_and_stays_open_then_resumes() {
+        let mut s = sink().await;
+        let a = engine_alert(8, stream::AlertState::Raised);
+        s.apply(&transition(&a, None, stream::AlertState::Raised, 2_000)).await.unwrap();
+        let id = s.ids.get(AlertId(8)).unwrap();
+        let stored = s.store.alert(id).await.unwrap().unwrap();
+        assert_eq!(stored.code, store::MessageCode::LosAtOrWorse);
+        assert_eq!(stored.params["grade"], "E");
+        s.apply(&transition(
+            &a,
+            Some(stream::AlertState::Raised),
+            stream::AlertState::Returned,
+            2_083,
+        ))
+        .await
+        .unwrap();
+        let returned = s.store.alert(id).await.unwrap().unwrap();
+        assert_eq!(
+            (returned.state, returned.active, returned.returned_at),
+            (AlertState::Returned, false, Some(EventTime(2_083)))
+        );
+        let open = s.hub.open_alerts();
+        assert_eq!(open.len(), 1, "a returned alert stays on the wall");
+        assert_eq!(open[0].state, AlertState::Returned);
+        assert_eq!(s.ids.get(AlertId(8)), Some(id), "still open: still mapped");
+        // The condition holds again before anyone acknowledged: the same alert, raised.
+        s.apply(&transition(
+            &a,
+            Some(stream::AlertState::Returned),
+            stream::AlertState::Raised,
+            3_000,
+        ))
+        .await
+        .unwrap();
+        let events = s.store.alert_events(id).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| (e.to, e.action)).collect::<Vec<_>>(),
+            vec![
+                (AlertState::Raised, None),
+                (AlertState::Returned, Some(AlertMove::End)),
+                (AlertState::Raised, Some(AlertMove::Resume)),
+            ]
+        );
+        assert_eq!(s.store.alerts(&AlertFilter::default()).await.unwrap().len(), 1);
+        assert_eq!(s.metrics.raised_last_10m(EventTime(3_000)).0, 2, "the raise and the re-raise");
+    }
+
+    #[tokio::test]
+    async fn expired_shelves_the_engine_does_not_hold_come_off_at_a_checkpoint() {
+        let mut s = sink().await;
+        let a = engine_alert(9, stream::AlertState::Raised);
+        s.apply(&transition(&a, None, stream::AlertState::Raised, 2_000)).await.unwrap();
+        let id = s.ids.get(AlertId(9)).unwrap();
+        let shelf = AlertChange::Shelve { reason: "works".into(), until: EventTime(10_000) };
+        s.store.change_alert(id, &shelf, Some("ada"), None, EventTime(3_000)).await.unwrap();
+        assert_eq!(s.sweep_shelves(EventTime(9_999)).await, 0, "not expired yet");
+        assert_eq!(s.sweep_shelves(EventTime(10_000)).await, 1);
+        assert_eq!(s.sweep_shelves(EventTime(10_001)).await, 0, "once");
+        let stored = s.store.alert(id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.shelved), (AlertState::Raised, None));
+        assert!(s.hub.open_alerts()[0].shelved.is_none(), "pushed again");
+        let last = s.store.alert_events(id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (last.action, last.by, last.note.as_deref()),
+            (Some(AlertMove::Unshelve), None, Some("shelf expired"))
+        );
+    }
+
+    #[test]
+    fn the_flood_figures_count_signalled_raises_per_position_over_ten_minutes() {
+        let m = AlertSinkMetrics::default();
+        m.operator_positions.store(2, Ordering::Relaxed);
+        for i in 0..20 {
+            m.record_raise(EventTime(i * 1_000));
+        }
+        assert_eq!(m.raised_last_10m(EventTime(20_000)), (20, 10.0));
+        assert_eq!(m.floods.load(Ordering::Relaxed), 0, "10 per position is not a flood");
+        m.record_raise(EventTime(21_000));
+        assert_eq!(m.floods.load(Ordering::Relaxed), 1, "11 per position is");
+        m.record_raise(EventTime(22_000));
+        assert_eq!(m.floods.load(Ordering::Relaxed), 1, "counted once per crossing");
+        // Ten minutes on, the window has emptied.
+        assert_eq!(m.raised_last_10m(EventTime(22_000 + FLOOD_WINDOW_MS)), (0, 0.0));
+        m.record_raise(EventTime(30 * 60_000));
+        assert_eq!(m.raised_last_10m(EventTime(30 * 60_000)), (1, 0.5));
     }
 
     #[tokio::test]
@@ -743,7 +1007,8 @@ mod tests {
         let mut a = engine_alert(1, stream::AlertState::Raised);
         a.key.subject = Subject::Segment(SegmentId::parse("s1").unwrap());
         a.key.rule = RuleId::parse("congestion").unwrap();
-        let RaiseOutcome::Raised(rec) = s.store.raise_alert(&new_alert(&a)).await.unwrap() else {
+        let RaiseOutcome::Raised(rec) = s.store.raise_alert(&new_alert(&a, None)).await.unwrap()
+        else {
             panic!()
         };
         let acked = s

@@ -752,6 +752,11 @@ basemap_max_zoom = 19
 [alerts]
 # The shipped air-quality rules (EU 2008/50/EC limit values, WHO 2021 PM2.5 guideline).
 air_quality_defaults = true
+# The longest an operator may shelve an alert (1m to 30d).
+max_shelve = "8h"
+# Operator positions watching the alerts (1 to 100): the alarm-flood figures on /metrics
+# are per position (EEMUA 191: over 10 alerts per position in 10 minutes is a flood).
+operator_positions = 1
 
 [alerts.storm]
 # New alerts per rule per minute (and burst); further raises fold into one overflow alert.
@@ -852,6 +857,34 @@ mod tests {
             []
         )
         .is_ok());
+    }
+
+    #[test]
+    fn the_alarm_settings_are_read_and_their_errors_named_under_alerts() {
+        let c = Config::from_toml("[alerts]\nmax_shelve = \"2h\"\noperator_positions = 4\n", [])
+            .unwrap();
+        assert_eq!(
+            (c.alerts.max_shelve, c.alerts.operator_positions),
+            (Duration::from_secs(7_200), 4)
+        );
+        let d = Config::default();
+        assert_eq!(
+            (d.alerts.max_shelve, d.alerts.operator_positions),
+            (Duration::from_secs(8 * 3_600), 1)
+        );
+        let e = Config::from_toml(
+            "[alerts]\nmax_shelve = \"10s\"\noperator_positions = 101\n[[alerts.rules]]\nid = \"a\"\nseverity = \"info\"\nsuppressed_by = [\"a\"]\nthreshold = { metric = \"speed_kmh\", below = 1.0 }\n",
+            [],
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(list) = e else { panic!("{e}") };
+        for key in [
+            "alerts.max_shelve:",
+            "alerts.operator_positions:",
+            "alerts.rules[0].suppressed_by[0]:",
+        ] {
+            assert!(list.iter().any(|m| m.starts_with(key)), "{key} in {list:?}");
+        }
     }
 
     #[test]

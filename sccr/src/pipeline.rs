@@ -25,7 +25,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use dashboard_api::alerts::live_alert;
 use dashboard_api::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
 use ingest::{
     run_ingest, IngestConfig, IngestMetrics, IngestQueues, SubscriptionMode, UnknownDevicePolicy,
@@ -183,11 +182,11 @@ async fn resync_alerts(store: &Store, hub: &LiveHub) -> Result<(), StoreError> {
     let open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
     let ids: HashSet<i64> = open.iter().map(|a| a.id).collect();
     for a in &open {
-        hub.publish_alert(live_alert(a));
+        hub.publish_alert(a.clone());
     }
     for held in hub.open_alerts().into_iter().filter(|a| !ids.contains(&a.id)) {
         if let Some(record) = store.alert(held.id).await? {
-            hub.publish_alert(live_alert(&record));
+            hub.publish_alert(record);
         }
     }
     Ok(())
@@ -266,7 +265,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         value: v.value,
     }));
     let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
-    hub.seed_alerts(store_open.iter().map(live_alert));
+    hub.seed_alerts(store_open.iter().cloned());
 
     // The rules: the admin API's saved document while the file's `[alerts]` is unchanged.
     let (rules_doc, source) = current_rules(&store, config).await?;
@@ -399,6 +398,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let api_addr = listener.local_addr()?;
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
+    state.max_shelve = config.alerts.max_shelve;
     state.metrics = Some(render);
     state.readiness = Some(readiness);
     state.wall = Arc::new(
@@ -555,6 +555,9 @@ async fn start_ingest(
     let (command_tx, command_rx) = mpsc::channel(256);
     let (sink_tx, sink_rx) = mpsc::channel(4_096);
     let alert_metrics = Arc::new(AlertSinkMetrics::default());
+    alert_metrics
+        .operator_positions
+        .store(config.alerts.operator_positions, std::sync::atomic::Ordering::Relaxed);
 
     let writer_config = WriterConfig {
         max_batch_readings: config.writer.max_batch_readings,
@@ -1025,6 +1028,37 @@ fn render_metrics(
         "counter",
         "Group and overflow alerts whose members changed.",
         a.updated.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_returned_total",
+        "counter",
+        "Conditions that ended while their alert was unacknowledged (returned).",
+        a.returned.load(Relaxed) as f64,
+    );
+    metric(
+        "sccr_alerts_stored_resumed_total",
+        "counter",
+        "Returned alerts raised again before an acknowledgement.",
+        a.resumed.load(Relaxed) as f64,
+    );
+    let (raised_10m, per_position) = a.raised_last_10m(telemetry::EventTime::now());
+    metric(
+        "sccr_alerts_raised_last_10m",
+        "gauge",
+        "Alerts raised (and raised again) in the last 10 minutes, suppressed and shelved ones excluded.",
+        raised_10m as f64,
+    );
+    metric(
+        "sccr_alerts_per_position_last_10m",
+        "gauge",
+        "Raises of the last 10 minutes per operator position (EEMUA 191: 1 is acceptable, over 10 is a flood).",
+        per_position,
+    );
+    metric(
+        "sccr_alert_floods_total",
+        "counter",
+        "Times the raises per operator position in 10 minutes crossed above 10.",
+        a.floods.load(Relaxed) as f64,
     );
     metric(
         "sccr_alerts_store_refused_total",

@@ -4,200 +4,56 @@
 //! rewrites only the parts that changed; [`StateSave`] writes a checkpoint's parts in one
 //! transaction, so a reader sees all of them or none).
 //!
-//! These are the store's own plain types; the stream crate has its richer `Alert` and the
-//! composition root maps one onto the other. The invariants the backends keep:
+//! The alert types (state, severity, kind, subject, the stored alert itself) are the
+//! contract's, `telemetry::alert`, shared with the stream and the API; the stream's engine
+//! has its richer `Alert`, which the alert sink maps onto [`NewAlert`]. The invariants the
+//! backends keep:
 //! - **One open alert per key**: at most one alert per (rule, subject) is not `cleared`,
 //!   enforced by the partial unique index `alerts_one_open_per_key`, so two tasks or two
 //!   replicas raising the same condition at once open one alert; the other gets
 //!   [`RaiseOutcome::AlreadyOpen`].
 //! - **Every move is an event**: the raise, the acknowledgement and the clear each write
 //!   their `alert_events` row in the same transaction as the change to `alerts`.
-//! - **Only legal moves**: raised → acknowledged → cleared, or raised → cleared. A move from
-//!   any other state changes nothing and fails with [`StoreError::AlertTransition`].
+//! - **Only legal moves**: those of the one transition table,
+//!   [`AlertState::apply`]. A move it refuses changes nothing and fails with
+//!   [`StoreError::AlertTransition`].
 
-use std::fmt;
-
-use telemetry::{DeviceId, EventTime, SegmentId};
+pub use telemetry::alert::{
+    Acknowledgement, AlertKind, AlertMove, AlertRecord, AlertState, Clearance, MessageCode, Params,
+    Severity, Shelf, Subject as AlertSubject, SubjectKind, Suppression, SuppressionReason,
+};
+use telemetry::EventTime;
 
 use crate::{parse_device, parse_segment, StoreError};
 
-/// Where an alert stands in its lifecycle. `Cleared` is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Raised,
-    Acknowledged,
-    Cleared,
+fn corrupt(what: &'static str, value: String) -> StoreError {
+    StoreError::Corrupt { what, value }
 }
 
-impl AlertState {
-    pub const OPEN: [AlertState; 2] = [AlertState::Raised, AlertState::Acknowledged];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Raised => "raised",
-            Self::Acknowledged => "acknowledged",
-            Self::Cleared => "cleared",
-        }
-    }
-
-    pub fn is_open(self) -> bool {
-        self != Self::Cleared
-    }
-
-    /// Whether the lifecycle allows moving from `self` to `to`.
-    pub fn can_move_to(self, to: AlertState) -> bool {
-        matches!(
-            (self, to),
-            (Self::Raised, Self::Acknowledged)
-                | (Self::Raised, Self::Cleared)
-                | (Self::Acknowledged, Self::Cleared)
-        )
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "raised" => Ok(Self::Raised),
-            "acknowledged" => Ok(Self::Acknowledged),
-            "cleared" => Ok(Self::Cleared),
-            _ => Err(StoreError::Corrupt { what: "alert state", value: s }),
-        }
-    }
+pub(crate) fn parse_state(s: String) -> Result<AlertState, StoreError> {
+    AlertState::parse(&s).ok_or_else(|| corrupt("alert state", s))
 }
 
-impl fmt::Display for AlertState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+pub(crate) fn parse_action(s: Option<String>) -> Result<Option<AlertMove>, StoreError> {
+    s.map(|s| AlertMove::parse(&s).ok_or_else(|| corrupt("alert event action", s))).transpose()
 }
 
-/// How urgent an alert is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
+fn parse_severity(s: String) -> Result<Severity, StoreError> {
+    Severity::parse(&s).ok_or_else(|| corrupt("alert severity", s))
 }
 
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "info" => Ok(Self::Info),
-            "warning" => Ok(Self::Warning),
-            "critical" => Ok(Self::Critical),
-            _ => Err(StoreError::Corrupt { what: "alert severity", value: s }),
-        }
-    }
+fn parse_kind(s: String) -> Result<AlertKind, StoreError> {
+    AlertKind::parse(&s).ok_or_else(|| corrupt("alert kind", s))
 }
 
-/// What an alert stands for: one condition of one subject, or raises folded together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    Single,
-    /// Devices of one segment raising one rule, folded into an alert about the segment.
-    SegmentGroup,
-    /// Raises a rule's rate limit turned away, folded into an alert about the rule.
-    RateLimitOverflow,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Single => "single",
-            Self::SegmentGroup => "segment_group",
-            Self::RateLimitOverflow => "rate_limit_overflow",
-        }
-    }
-
-    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
-        match s.as_str() {
-            "single" => Ok(Self::Single),
-            "segment_group" => Ok(Self::SegmentGroup),
-            "rate_limit_overflow" => Ok(Self::RateLimitOverflow),
-            _ => Err(StoreError::Corrupt { what: "alert kind", value: s }),
-        }
-    }
-}
-
-/// The kind of thing an alert is about (`alerts.subject_kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectKind {
-    Device,
-    Segment,
-    Rule,
-}
-
-impl SubjectKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Segment => "segment",
-            Self::Rule => "rule",
-        }
-    }
-}
-
-/// What an alert is about. Stored as (`subject_kind`, `subject`), `subject` being the
-/// device or segment id, and `''` for an alert about the rule as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertSubject {
-    Device(DeviceId),
-    Segment(SegmentId),
-    Rule,
-}
-
-impl AlertSubject {
-    pub fn kind(&self) -> SubjectKind {
-        match self {
-            Self::Device(_) => SubjectKind::Device,
-            Self::Segment(_) => SubjectKind::Segment,
-            Self::Rule => SubjectKind::Rule,
-        }
-    }
-
-    /// The `subject` column.
-    pub fn id(&self) -> &str {
-        match self {
-            Self::Device(d) => d.as_str(),
-            Self::Segment(s) => s.as_str(),
-            Self::Rule => "",
-        }
-    }
-
-    pub(crate) fn from_columns(kind: String, subject: String) -> Result<Self, StoreError> {
-        match kind.as_str() {
-            "device" => parse_device(subject).map(Self::Device),
-            "segment" => parse_segment(subject).map(Self::Segment),
-            "rule" if subject.is_empty() => Ok(Self::Rule),
-            _ => Err(StoreError::Corrupt {
-                what: "alert subject",
-                value: format!("{kind} {subject:?}"),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for AlertSubject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Device(d) => write!(f, "device {d}"),
-            Self::Segment(s) => write!(f, "segment {s}"),
-            Self::Rule => f.write_str("rule"),
-        }
+/// The subject stored as (`subject_kind`, `subject`), `subject` being the device or
+/// segment id, and `''` for an alert about the rule as a whole.
+fn subject_from_columns(kind: String, subject: String) -> Result<AlertSubject, StoreError> {
+    match kind.as_str() {
+        "device" => parse_device(subject).map(AlertSubject::Device),
+        "segment" => parse_segment(subject).map(AlertSubject::Segment),
+        "rule" if subject.is_empty() => Ok(AlertSubject::Rule),
+        _ => Err(corrupt("alert subject", format!("{kind} {subject:?}"))),
     }
 }
 
@@ -218,41 +74,114 @@ pub struct NewAlert {
     pub raised_at: EventTime,
     /// Subjects folded into it (1 for a single alert).
     pub members: u32,
+    pub code: MessageCode,
+    pub params: Params,
+    /// Opened suppressed by design: recorded, not signalled (no webhook).
+    pub suppressed: Option<Suppression>,
 }
 
-/// Who acknowledged an alert, when, and why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Acknowledgement {
-    pub by: String,
-    pub note: Option<String>,
-    pub at: EventTime,
+/// A change to an open alert: a move of the lifecycle's table with what it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertChange {
+    Acknowledge,
+    /// By an operator, or (`by` = `None`) by the stream.
+    Clear,
+    /// The condition ended: raised → returned, acknowledged → cleared.
+    End,
+    /// The condition holds again: returned → raised.
+    Resume,
+    Shelve {
+        reason: String,
+        until: EventTime,
+    },
+    /// Off the shelf: by an operator, or (`by` = `None`) because the shelf expired.
+    Unshelve,
+    Suppress(Suppression),
+    Unsuppress,
 }
 
-/// How an alert was cleared.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Clearance {
-    /// The operator; `None` when the stream cleared it because the condition ended.
-    pub by: Option<String>,
-    pub note: Option<String>,
-    pub at: EventTime,
+impl AlertChange {
+    pub fn mv(&self) -> AlertMove {
+        match self {
+            Self::Acknowledge => AlertMove::Acknowledge,
+            Self::Clear => AlertMove::Clear,
+            Self::End => AlertMove::End,
+            Self::Resume => AlertMove::Resume,
+            Self::Shelve { .. } => AlertMove::Shelve,
+            Self::Unshelve => AlertMove::Unshelve,
+            Self::Suppress(_) => AlertMove::Suppress,
+            Self::Unsuppress => AlertMove::Unsuppress,
+        }
+    }
+
+    /// The columns the change sets on its way to `to`, with placeholders each backend
+    /// replaces: `{at}` the time, `{by}` the operator, `{note}`, `{reason}`, `{until}`,
+    /// `{by_alert}`, and `{false}`/`{true}` its booleans.
+    pub(crate) fn set_clause(&self, to: AlertState) -> &'static str {
+        match (self, to) {
+            (Self::Acknowledge, AlertState::Cleared) => {
+                "acknowledged_at = {at}, acknowledged_by = {by}, ack_note = {note}, cleared_at = {at}, cleared_by = {by}, clear_note = {note}"
+            }
+            (Self::Acknowledge, _) => {
+                "acknowledged_at = {at}, acknowledged_by = {by}, ack_note = {note}"
+            }
+            (Self::Clear, _) => {
+                "cleared_at = {at}, cleared_by = {by}, clear_note = {note}, active = CASE WHEN {by} IS NULL THEN {false} ELSE active END"
+            }
+            (Self::End, AlertState::Cleared) => {
+                "returned_at = {at}, active = {false}, cleared_at = {at}, cleared_by = NULL, clear_note = {note}"
+            }
+            (Self::End, _) => "returned_at = {at}, active = {false}",
+            (Self::Resume, _) => "returned_at = NULL, active = {true}",
+            (Self::Shelve { .. }, _) => {
+                "shelved_by = {by}, shelved_reason = {reason}, shelved_at = {at}, shelved_until = {until}"
+            }
+            (Self::Unshelve, _) => {
+                "shelved_by = NULL, shelved_reason = NULL, shelved_at = NULL, shelved_until = NULL"
+            }
+            (Self::Suppress(_), _) => "suppressed_reason = {reason}, suppressed_by_alert = {by_alert}",
+            (Self::Unsuppress, _) => "suppressed_reason = NULL, suppressed_by_alert = NULL",
+        }
+    }
+
+    /// The text bound as `{reason}`.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Shelve { reason, .. } => Some(reason),
+            Self::Suppress(s) => Some(s.reason.as_str()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn until(&self) -> Option<EventTime> {
+        match self {
+            Self::Shelve { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn by_alert(&self) -> Option<i64> {
+        match self {
+            Self::Suppress(s) => s.by_alert,
+            _ => None,
+        }
+    }
 }
 
-/// One stored alert.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AlertRecord {
-    pub id: i64,
-    pub rule: String,
-    pub subject: AlertSubject,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    pub state: AlertState,
-    pub message: String,
-    pub value: Option<f64>,
-    pub since: EventTime,
-    pub raised_at: EventTime,
-    pub acknowledged: Option<Acknowledgement>,
-    pub cleared: Option<Clearance>,
-    pub members: u32,
+/// The state `change` leads to from `from` by the lifecycle's table, or its refusal (also
+/// for taking an alert off a shelf it is not on).
+pub(crate) fn check_change(
+    id: i64,
+    from: AlertState,
+    shelved: bool,
+    change: &AlertChange,
+) -> Result<AlertState, StoreError> {
+    let mv = change.mv();
+    let to = from.apply(mv).map_err(|_| refuse(id, from, mv.target()))?;
+    if matches!(change, AlertChange::Unshelve) && !shelved {
+        return Err(StoreError::AlertNotShelved(id));
+    }
+    Ok(to)
 }
 
 /// One lifecycle move of an alert (`alert_events`).
@@ -263,6 +192,8 @@ pub struct AlertEventRecord {
     /// `None` for the raise.
     pub from: Option<AlertState>,
     pub to: AlertState,
+    /// The move (`None` for the raise); shelving and suppression leave the state as it is.
+    pub action: Option<AlertMove>,
     /// The operator; `None` for moves the stream made.
     pub by: Option<String>,
     pub note: Option<String>,
@@ -294,6 +225,10 @@ pub struct AlertFilter {
     pub raised_from: Option<EventTime>,
     /// Raised before.
     pub raised_to: Option<EventTime>,
+    /// Only shelved (`Some(true)`) or unshelved (`Some(false)`) alerts.
+    pub shelved: Option<bool>,
+    /// Only suppressed (`Some(true)`) or unsuppressed (`Some(false)`) alerts.
+    pub suppressed: Option<bool>,
     /// Only alerts that come after this one in the listing order. A cursor naming no
     /// alert yields an empty page.
     pub before_id: Option<i64>,
@@ -303,7 +238,7 @@ pub struct AlertFilter {
 impl AlertFilter {
     pub const DEFAULT_LIMIT: usize = 100;
 
-    /// Alerts not cleared yet (raised or acknowledged).
+    /// Alerts not cleared yet (raised, acknowledged or returned).
     pub fn open() -> Self {
         Self { states: AlertState::OPEN.to_vec(), ..Self::default() }
     }
@@ -319,6 +254,8 @@ impl Default for AlertFilter {
             rule: None,
             raised_from: None,
             raised_to: None,
+            shelved: None,
+            suppressed: None,
             before_id: None,
             limit: Self::DEFAULT_LIMIT,
         }
@@ -345,6 +282,16 @@ pub(crate) struct AlertColumns {
     pub cleared_by: Option<String>,
     pub clear_note: Option<String>,
     pub members: i64,
+    pub active: bool,
+    pub returned_at: Option<EventTime>,
+    pub shelved_by: Option<String>,
+    pub shelved_reason: Option<String>,
+    pub shelved_at: Option<EventTime>,
+    pub shelved_until: Option<EventTime>,
+    pub suppressed_reason: Option<String>,
+    pub suppressed_by_alert: Option<i64>,
+    pub code: String,
+    pub params: serde_json::Value,
 }
 
 impl AlertColumns {
@@ -356,10 +303,10 @@ impl AlertColumns {
         Ok(AlertRecord {
             id: self.id,
             rule: self.rule,
-            subject: AlertSubject::from_columns(self.subject_kind, self.subject)?,
-            kind: AlertKind::parse(self.kind)?,
-            severity: Severity::parse(self.severity)?,
-            state: AlertState::parse(self.state)?,
+            subject: subject_from_columns(self.subject_kind, self.subject)?,
+            kind: parse_kind(self.kind)?,
+            severity: parse_severity(self.severity)?,
+            state: parse_state(self.state)?,
             message: self.message,
             value: self.value,
             since: self.since,
@@ -374,6 +321,32 @@ impl AlertColumns {
                 what: "alert members",
                 value: self.members.to_string(),
             })?,
+            active: self.active,
+            returned_at: self.returned_at,
+            shelved: match (
+                self.shelved_by,
+                self.shelved_reason,
+                self.shelved_at,
+                self.shelved_until,
+            ) {
+                (Some(by), Some(reason), Some(at), Some(until)) => {
+                    Some(Shelf { by, reason, at, until })
+                }
+                _ => None,
+            },
+            suppressed: self
+                .suppressed_reason
+                .map(|r| {
+                    SuppressionReason::parse(&r)
+                        .map(|reason| Suppression { reason, by_alert: self.suppressed_by_alert })
+                        .ok_or_else(|| corrupt("alert suppression", r))
+                })
+                .transpose()?,
+            code: MessageCode::parse(&self.code).ok_or_else(|| corrupt("alert code", self.code))?,
+            params: match self.params {
+                serde_json::Value::Object(m) => m,
+                other => return Err(corrupt("alert params", other.to_string())),
+            },
         })
     }
 }
@@ -383,22 +356,31 @@ pub(crate) fn refuse(id: i64, from: AlertState, to: AlertState) -> StoreError {
     StoreError::AlertTransition { id, from, to }
 }
 
-impl AlertRecord {
-    /// The outbox event of this alert's move into its current state, at `at`; written by
-    /// the backends in the transaction of the move.
-    pub(crate) fn outbox_event(&self, at: EventTime) -> crate::outbox::OutboxEvent {
-        use crate::outbox::event_type;
-        crate::outbox::OutboxEvent {
-            event_type: match self.state {
-                AlertState::Raised => event_type::ALERT_RAISED,
-                AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
-                AlertState::Cleared => event_type::ALERT_CLEARED,
-            }
-            .to_owned(),
-            subject: format!("alert/{}", self.id),
-            time: at,
-            data: serde_json::to_value(self).unwrap_or_default(),
+/// Whether a change of `record` into its state is signalled (an outbox event, hence
+/// webhooks): overlays are not, nor a raise or re-raise of a suppressed or shelved alert.
+pub(crate) fn signals(record: &AlertRecord, mv: Option<AlertMove>) -> bool {
+    match mv {
+        Some(m) if m.is_overlay() => false,
+        None | Some(AlertMove::Resume) => record.suppressed.is_none() && record.shelved.is_none(),
+        Some(_) => true,
+    }
+}
+
+/// The outbox event of `record`'s move into its current state, at `at`; written by the
+/// backends in the transaction of the move.
+pub(crate) fn outbox_event(record: &AlertRecord, at: EventTime) -> crate::outbox::OutboxEvent {
+    use crate::outbox::event_type;
+    crate::outbox::OutboxEvent {
+        event_type: match record.state {
+            AlertState::Raised => event_type::ALERT_RAISED,
+            AlertState::Acknowledged => event_type::ALERT_ACKNOWLEDGED,
+            AlertState::Returned => event_type::ALERT_RETURNED,
+            AlertState::Cleared => event_type::ALERT_CLEARED,
         }
+        .to_owned(),
+        subject: format!("alert/{}", record.id),
+        time: at,
+        data: serde_json::to_value(record).unwrap_or_default(),
     }
 }
 

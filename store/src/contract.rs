@@ -72,6 +72,7 @@ pub async fn run_all(store: &Store) {
     alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store).await;
     automatic_clear_by_key_leaves_other_keys_open(store).await;
     alert_listing_filters_and_pages_by_cursor(store).await;
+    alarm_states_shelving_and_suppression_follow_the_table(store).await;
     stream_state_round_trips_and_is_overwritten(store).await;
     stream_state_parts_commit_together_and_replace_on_request(store).await;
     gateways_link_devices_until_either_is_decommissioned(store).await;
@@ -633,6 +634,12 @@ fn new_alert(rule: &str, subject: AlertSubject, severity: Severity, raised_at: i
         since: EventTime(raised_at - 60_000),
         raised_at: EventTime(raised_at),
         members: 1,
+        code: crate::MessageCode::ThresholdAbove,
+        params: serde_json::json!({"metric": "no2_ugm3", "limit": 200.0, "value": 87.5})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        suppressed: None,
     }
 }
 
@@ -682,6 +689,12 @@ pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store:
             acknowledged: None,
             cleared: None,
             members: 1,
+            active: true,
+            returned_at: None,
+            shelved: None,
+            suppressed: None,
+            code: crate::MessageCode::ThresholdAbove,
+            params: first.params.clone(),
         }
     );
     let id = raised.id;
@@ -783,6 +796,153 @@ pub async fn alert_lifecycle_is_recorded_and_duplicate_raises_are_refused(store:
     );
     assert_eq!(moves(store, reopened.id).await, vec![(None, Raised, None, None, 180_000)]);
     assert_eq!(store.alert(id).await.expect("alert").map(|a| a.state), Some(Cleared));
+}
+
+/// ISA-18.2 on the store: a condition ending unacknowledged returns the alert (open,
+/// inactive), a returning condition raises the same alert again, acknowledging a returned
+/// alert clears it; an acknowledged one clears when its condition ends. Shelving and
+/// suppression are overlays: events that keep the state, listed by `shelved` and
+/// `suppressed`. Every move names its action.
+pub async fn alarm_states_shelving_and_suppression_follow_the_table(store: &Store) {
+    use crate::{AlertChange, AlertMove as M, Shelf, Suppression, SuppressionReason};
+    use AlertState::*;
+    let t = |s: i64| EventTime(T0 + 300_000 + s * 1_000);
+    let subject = AlertSubject::Device(dev("isa-1"));
+    let a = raise(store, &new_alert("contract.isa", subject.clone(), Severity::Critical, T0)).await;
+    let id = a.id;
+    let ended = store
+        .change_alert(id, &AlertChange::End, None, Some("condition ended"), t(0))
+        .await
+        .expect("end");
+    assert_eq!((ended.state, ended.active, ended.returned_at), (Returned, false, Some(t(0))));
+    assert!(
+        store
+            .alerts(&AlertFilter { rule: some("contract.isa"), ..AlertFilter::open() })
+            .await
+            .expect("open")
+            .iter()
+            .any(|r| r.id == id),
+        "a returned alert is open"
+    );
+    let again = store.change_alert(id, &AlertChange::End, None, None, t(1)).await;
+    assert!(matches!(again, Err(StoreError::AlertTransition { from: Returned, .. })), "{again:?}");
+    let resumed =
+        store.change_alert(id, &AlertChange::Resume, None, None, t(2)).await.expect("resume");
+    assert_eq!((resumed.state, resumed.active, resumed.returned_at), (Raised, true, None));
+    store.change_alert(id, &AlertChange::End, None, None, t(3)).await.expect("end again");
+    // Shelved while returned: the state stays.
+    let shelf = AlertChange::Shelve { reason: "works on site".into(), until: t(3_600) };
+    let nameless = store.change_alert(id, &shelf, None, None, t(4)).await;
+    assert!(matches!(nameless, Err(StoreError::InvalidQuery { param: "by", .. })), "{nameless:?}");
+    let shelved = store
+        .change_alert(id, &shelf, Some("ops-anna"), Some("works on site"), t(4))
+        .await
+        .expect("shelve");
+    assert_eq!(shelved.state, Returned);
+    assert_eq!(
+        shelved.shelved,
+        Some(Shelf {
+            by: "ops-anna".into(),
+            reason: "works on site".into(),
+            at: t(4),
+            until: t(3_600)
+        })
+    );
+    let listed = |shelved, suppressed| AlertFilter {
+        rule: some("contract.isa"),
+        shelved,
+        suppressed,
+        ..AlertFilter::open()
+    };
+    assert_eq!(store.alerts(&listed(Some(true), None)).await.expect("shelved").len(), 1);
+    assert_eq!(store.expired_shelves(t(3_599)).await.expect("expired"), Vec::<i64>::new());
+    assert_eq!(store.expired_shelves(t(3_600)).await.expect("expired"), vec![id]);
+    let unshelved = store
+        .change_alert(id, &AlertChange::Unshelve, None, Some("shelf expired"), t(3_600))
+        .await
+        .expect("unshelve");
+    assert_eq!((unshelved.state, unshelved.shelved.clone()), (Returned, None));
+    let twice =
+        store.change_alert(id, &AlertChange::Unshelve, Some("ops-anna"), None, t(3_601)).await;
+    assert!(matches!(twice, Err(StoreError::AlertNotShelved(i)) if i == id), "{twice:?}");
+    // Acknowledging the returned alert clears it.
+    let acked = store.acknowledge_alert(id, "ops-anna", Some("seen"), t(3_602)).await.expect("ack");
+    assert_eq!(acked.state, Cleared);
+    assert_eq!(acked.acknowledged.as_ref().map(|a| a.by.as_str()), Some("ops-anna"));
+    assert_eq!(acked.cleared.as_ref().and_then(|c| c.by.as_deref()), Some("ops-anna"));
+    let late = store.change_alert(id, &shelf, Some("ops-anna"), None, t(3_603)).await;
+    assert!(matches!(late, Err(StoreError::AlertTransition { from: Cleared, .. })), "{late:?}");
+    let events = store.alert_events(id).await.expect("events");
+    assert_eq!(
+        events.iter().map(|e| (e.from, e.to, e.action, e.by.clone())).collect::<Vec<_>>(),
+        vec![
+            (None, Raised, None, None),
+            (Some(Raised), Returned, Some(M::End), None),
+            (Some(Returned), Raised, Some(M::Resume), None),
+            (Some(Raised), Returned, Some(M::End), None),
+            (Some(Returned), Returned, Some(M::Shelve), some("ops-anna")),
+            (Some(Returned), Returned, Some(M::Unshelve), None),
+            (Some(Returned), Cleared, Some(M::Acknowledge), some("ops-anna")),
+        ]
+    );
+    // An acknowledged alert clears when its condition ends.
+    let b =
+        raise(store, &new_alert("contract.isa", subject.clone(), Severity::Critical, T0 + 1)).await;
+    store.acknowledge_alert(b.id, "ops-anna", None, t(3_700)).await.expect("ack");
+    let ended = store
+        .change_alert(b.id, &AlertChange::End, None, Some("condition ended"), t(3_701))
+        .await
+        .expect("end");
+    assert_eq!((ended.state, ended.active), (Cleared, false));
+    assert_eq!(ended.cleared.as_ref().map(|c| c.by.clone()), Some(None));
+    // A raise recorded suppressed, then lifted.
+    let by = Suppression { reason: SuppressionReason::SuppressedByRule, by_alert: Some(b.id) };
+    let c = raise(
+        store,
+        &NewAlert {
+            suppressed: Some(by.clone()),
+            ..new_alert("contract.isa", subject, Severity::Warning, T0 + 2)
+        },
+    )
+    .await;
+    assert_eq!(c.suppressed, Some(by.clone()));
+    // Not signalled: the raise wrote no outbox event (the returned alert's return did).
+    let subject_of = |id: i64| format!("alert/{id}");
+    let mut signalled = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.outbox_events(after, 1_000).await.expect("outbox");
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        signalled.extend(
+            page.into_iter()
+                .filter(|e| e.subject == subject_of(c.id) || e.subject == subject_of(id))
+                .map(|e| (e.subject, e.event_type)),
+        );
+    }
+    let types = |id: i64| -> Vec<&str> {
+        signalled.iter().filter(|(s, _)| *s == subject_of(id)).map(|(_, t)| t.as_str()).collect()
+    };
+    assert_eq!(types(c.id), Vec::<&str>::new(), "a suppressed raise is not signalled");
+    assert!(types(id).contains(&crate::outbox::event_type::ALERT_RETURNED), "{signalled:?}");
+    assert_eq!(store.alerts(&listed(None, Some(true))).await.expect("suppressed").len(), 1);
+    let lifted = store
+        .change_alert(c.id, &AlertChange::Unsuppress, None, None, t(3_800))
+        .await
+        .expect("unsuppress");
+    assert_eq!((lifted.state, lifted.suppressed), (Raised, None));
+    let again = store
+        .change_alert(c.id, &AlertChange::Suppress(by.clone()), None, None, t(3_801))
+        .await
+        .expect("suppress");
+    assert_eq!(again.suppressed, Some(by));
+    assert!(store
+        .alerts(&listed(None, Some(true)))
+        .await
+        .expect("suppressed")
+        .iter()
+        .all(|r| r.id == c.id));
+    store.clear_alert(c.id, Some("ops-anna"), None, t(3_802)).await.expect("clear");
 }
 
 /// The stream clears by key when a condition ends: only that key's open alert moves, with

@@ -55,8 +55,9 @@ use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use alert::{
-    Acknowledgement, AlertEventRecord, AlertFilter, AlertKind, AlertRecord, AlertState,
-    AlertSubject, Clearance, NewAlert, RaiseOutcome, Severity, StateSave, SubjectKind,
+    Acknowledgement, AlertChange, AlertEventRecord, AlertFilter, AlertKind, AlertMove, AlertRecord,
+    AlertState, AlertSubject, Clearance, MessageCode, NewAlert, Params, RaiseOutcome, Severity,
+    Shelf, StateSave, SubjectKind, Suppression, SuppressionReason,
 };
 pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use dead_letter_log::DeadLetterEntry;
@@ -95,6 +96,8 @@ pub enum StoreError {
     Encode(String),
     #[error("alert {0} does not exist")]
     AlertNotFound(i64),
+    #[error("alert {0} is not shelved")]
+    AlertNotShelved(i64),
     #[error("alert {id} is {from} and cannot become {to}")]
     AlertTransition { id: i64, from: AlertState, to: AlertState },
     #[error("device {0} is already registered with credentials")]
@@ -548,7 +551,7 @@ impl Store {
                 message: "an acknowledgement needs the operator's name".into(),
             });
         }
-        dispatch!(self, s => s.move_alert(id, AlertState::Acknowledged, Some(by), note, at).await)
+        dispatch!(self, s => s.move_alert(id, &AlertChange::Acknowledge, Some(by), note, at).await)
     }
 
     /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
@@ -566,7 +569,37 @@ impl Store {
                 message: "a manual clear needs the operator's name".into(),
             });
         }
-        dispatch!(self, s => s.move_alert(id, AlertState::Cleared, by, note, at).await)
+        dispatch!(self, s => s.move_alert(id, &AlertChange::Clear, by, note, at).await)
+    }
+
+    /// Apply `change` to an alert with its `alert_events` row, if the lifecycle's table
+    /// allows it (see [`AlertChange`]): `by` is the operator, `None` for the stream.
+    pub async fn change_alert(
+        &self,
+        id: i64,
+        change: &AlertChange,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
+        if by.is_some_and(|b| b.trim().is_empty()) {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "an operator's move needs the operator's name".into(),
+            });
+        }
+        if matches!(change, AlertChange::Shelve { .. }) && by.is_none() {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "shelving needs the operator's name".into(),
+            });
+        }
+        dispatch!(self, s => s.move_alert(id, change, by, note, at).await)
+    }
+
+    /// Open alerts whose shelf expired at `now` (at most 1,000).
+    pub async fn expired_shelves(&self, now: EventTime) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, s => s.expired_shelves(now).await)
     }
 
     /// Clear automatically the open alert of (rule, subject), if there is one: the stream

@@ -29,6 +29,8 @@ pub mod event_type {
     pub const ALERT_RAISED: &str = "it.firenze.sccr.alert.raised";
     pub const ALERT_ACKNOWLEDGED: &str = "it.firenze.sccr.alert.acknowledged";
     pub const ALERT_CLEARED: &str = "it.firenze.sccr.alert.cleared";
+    /// The condition ended while the alert was unacknowledged (ISA-18.2 "returned").
+    pub const ALERT_RETURNED: &str = "it.firenze.sccr.alert.returned";
     pub const DEVICE_ONLINE: &str = "it.firenze.sccr.device.online";
     pub const DEVICE_OFFLINE: &str = "it.firenze.sccr.device.offline";
     pub const COMMAND_ACKED: &str = "it.firenze.sccr.command.acked";

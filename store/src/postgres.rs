@@ -17,14 +17,14 @@ use crate::history::{
 };
 use crate::pgcopy::CopyEncoder;
 
-use crate::alert::{refuse, AlertColumns};
+use crate::alert::AlertColumns;
 use crate::{
     parse_device, parse_metric, parse_segment, refuse_too_old, Batch, BatchOutcome, DeadLetter,
     DeviceRecord, LatestValue, MaintenanceReport, MergeOutcome, StorageMode, StoreError,
     StoreOptions, TimescaleMode, WriteMethod,
 };
 use crate::{
-    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
+    AlertChange, AlertEventRecord, AlertFilter, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
 };
 
 /// A migration's SQL: the same everywhere, or one text per storage mode.
@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         12,
         "stream state parts",
         MigrationSql::Common(include_str!("../migrations/postgres/0012_stream_state_parts.sql")),
+    ),
+    (
+        13,
+        "alarm handling",
+        MigrationSql::Common(include_str!("../migrations/postgres/0013_alarm_handling.sql")),
     ),
 ];
 
@@ -1254,7 +1259,9 @@ async fn insert_dead_letters(
 
 const ALERT_COLUMNS: &str =
     "id, rule, subject_kind, subject, kind, severity, state, message, value, since, raised_at, \
-     acknowledged_at, acknowledged_by, ack_note, cleared_at, cleared_by, clear_note, members";
+     acknowledged_at, acknowledged_by, ack_note, cleared_at, cleared_by, clear_note, members, \
+     active, returned_at, shelved_by, shelved_reason, shelved_at, shelved_until, \
+     suppressed_reason, suppressed_by_alert, code, params";
 
 fn alert_record(row: &PgRow) -> Result<AlertRecord, StoreError> {
     let at = |name: &str| -> Result<Option<EventTime>, StoreError> {
@@ -1279,6 +1286,16 @@ fn alert_record(row: &PgRow) -> Result<AlertRecord, StoreError> {
         cleared_by: row.try_get("cleared_by")?,
         clear_note: row.try_get("clear_note")?,
         members: i64::from(row.try_get::<i32, _>("members")?),
+        active: row.try_get("active")?,
+        returned_at: at("returned_at")?,
+        shelved_by: row.try_get("shelved_by")?,
+        shelved_reason: row.try_get("shelved_reason")?,
+        shelved_at: at("shelved_at")?,
+        shelved_until: at("shelved_until")?,
+        suppressed_reason: row.try_get("suppressed_reason")?,
+        suppressed_by_alert: row.try_get("suppressed_by_alert")?,
+        code: row.try_get("code")?,
+        params: row.try_get("params")?,
     }
     .into_record()
 }
@@ -1287,8 +1304,8 @@ fn alert_record(row: &PgRow) -> Result<AlertRecord, StoreError> {
 impl PgStore {
     pub async fn raise_alert(&self, a: &NewAlert) -> Result<RaiseOutcome, StoreError> {
         let insert = format!(
-            "INSERT INTO alerts (rule, subject_kind, subject, kind, severity, state, message, value, since, raised_at, members)
-             VALUES ($1, $2, $3, $4, $5, 'raised', $6, $7, $8, $9, $10)
+            "INSERT INTO alerts (rule, subject_kind, subject, kind, severity, state, message, value, since, raised_at, members, code, params, suppressed_reason, suppressed_by_alert)
+             VALUES ($1, $2, $3, $4, $5, 'raised', $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (rule, subject_kind, subject) WHERE state <> 'cleared' DO NOTHING
              RETURNING {ALERT_COLUMNS}"
         );
@@ -1307,6 +1324,10 @@ impl PgStore {
                 .bind(ts(a.since))
                 .bind(ts(a.raised_at))
                 .bind(i32::try_from(a.members).unwrap_or(i32::MAX))
+                .bind(a.code.as_str())
+                .bind(serde_json::Value::Object(a.params.clone()))
+                .bind(a.suppressed.as_ref().map(|s| s.reason.as_str()))
+                .bind(a.suppressed.as_ref().and_then(|s| s.by_alert))
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(row) = row {
@@ -1316,7 +1337,13 @@ impl PgStore {
                     .bind(ts(a.raised_at))
                     .execute(&mut *tx)
                     .await?;
-                crate::outbox::pg_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
+                if crate::alert::signals(&record, None) {
+                    crate::outbox::pg_append(
+                        &mut tx,
+                        &crate::alert::outbox_event(&record, a.raised_at),
+                    )
+                    .await?;
+                }
                 tx.commit().await?;
                 return Ok(RaiseOutcome::Raised(Box::new(record)));
             }
@@ -1330,30 +1357,36 @@ impl PgStore {
         }
     }
 
-    /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
-    /// allows it from the state the alert is in.
+    /// Apply `change` with its event, if the lifecycle's table allows it from the state
+    /// the alert is in.
     pub async fn move_alert(
         &self,
         id: i64,
-        to: AlertState,
+        change: &AlertChange,
         by: Option<&str>,
         note: Option<&str>,
         at: EventTime,
     ) -> Result<AlertRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The row lock orders this move after any concurrent one on the same alert.
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE")
+        let row: Option<(String, Option<OffsetDateTime>)> =
+            sqlx::query_as("SELECT state, shelved_until FROM alerts WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
-        let set = match to {
-            _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
-            AlertState::Acknowledged => "acknowledged_at = $2, acknowledged_by = $3, ack_note = $4",
-            AlertState::Cleared => "cleared_at = $2, cleared_by = $3, clear_note = $4",
-            AlertState::Raised => return Err(refuse(id, from, to)),
-        };
+        let (state, shelf) = row.ok_or(StoreError::AlertNotFound(id))?;
+        let from = crate::alert::parse_state(state)?;
+        let to = crate::alert::check_change(id, from, shelf.is_some(), change)?;
+        let set = change
+            .set_clause(to)
+            .replace("{at}", "$2")
+            .replace("{by}", "$3::text")
+            .replace("{note}", "$4")
+            .replace("{reason}", "$7")
+            .replace("{until}", "$8")
+            .replace("{by_alert}", "$9")
+            .replace("{false}", "false")
+            .replace("{true}", "true");
         let row = sqlx::query(&format!("UPDATE alerts SET state = $5, {set} WHERE id = $1 AND state = $6 RETURNING {ALERT_COLUMNS}"))
             .bind(id)
             .bind(ts(at))
@@ -1361,21 +1394,34 @@ impl PgStore {
             .bind(note)
             .bind(to.as_str())
             .bind(from.as_str())
+            .bind(change.reason())
+            .bind(change.until().map(ts))
+            .bind(change.by_alert())
             .fetch_one(&mut *tx)
             .await?;
         let record = alert_record(&row)?;
-        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, action, by, note, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(id)
             .bind(from.as_str())
             .bind(to.as_str())
+            .bind(change.mv().as_str())
             .bind(by)
             .bind(note)
             .bind(ts(at))
             .execute(&mut *tx)
             .await?;
-        crate::outbox::pg_append(&mut tx, &record.outbox_event(at)).await?;
+        if crate::alert::signals(&record, Some(change.mv())) {
+            crate::outbox::pg_append(&mut tx, &crate::alert::outbox_event(&record, at)).await?;
+        }
         tx.commit().await?;
         Ok(record)
+    }
+
+    pub async fn expired_shelves(&self, now: EventTime) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM alerts WHERE shelved_until <= $1 AND state <> 'cleared' ORDER BY id LIMIT 1000")
+            .bind(ts(now))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn open_alert_id(
@@ -1428,6 +1474,16 @@ impl PgStore {
         if let Some(to) = f.raised_to {
             q.push(" AND raised_at < ").push_bind(ts(to));
         }
+        match f.shelved {
+            Some(true) => q.push(" AND shelved_until IS NOT NULL"),
+            Some(false) => q.push(" AND shelved_until IS NULL"),
+            None => &mut q,
+        };
+        match f.suppressed {
+            Some(true) => q.push(" AND suppressed_reason IS NOT NULL"),
+            Some(false) => q.push(" AND suppressed_reason IS NULL"),
+            None => &mut q,
+        };
         if let Some(cursor) = f.before_id {
             q.push(" AND (raised_at, id) < (SELECT raised_at, id FROM alerts WHERE id = ")
                 .push_bind(cursor)
@@ -1448,7 +1504,7 @@ impl PgStore {
     }
 
     pub async fn alert_events(&self, id: i64) -> Result<Vec<AlertEventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, alert_id, from_state, to_state, by, note, at FROM alert_events WHERE alert_id = $1 ORDER BY id")
+        let rows = sqlx::query("SELECT id, alert_id, from_state, to_state, action, by, note, at FROM alert_events WHERE alert_id = $1 ORDER BY id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -1459,9 +1515,10 @@ impl PgStore {
                     alert: row.try_get("alert_id")?,
                     from: row
                         .try_get::<Option<String>, _>("from_state")?
-                        .map(AlertState::parse)
+                        .map(crate::alert::parse_state)
                         .transpose()?,
-                    to: AlertState::parse(row.try_get("to_state")?)?,
+                    to: crate::alert::parse_state(row.try_get("to_state")?)?,
+                    action: crate::alert::parse_action(row.try_get("action")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
                     at: et(row.try_get("at")?),

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
 
-use crate::alert::{refuse, AlertColumns};
+use crate::alert::AlertColumns;
 use crate::history::{
     point, HistoryPoint, HistoryQuery, HistorySubject, Horizons, Piece, Resolution, SourceRow,
 };
@@ -24,7 +24,7 @@ use crate::{
     StoreOptions,
 };
 use crate::{
-    AlertEventRecord, AlertFilter, AlertRecord, AlertState, AlertSubject, NewAlert, RaiseOutcome,
+    AlertChange, AlertEventRecord, AlertFilter, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
     (8, "retention horizons", include_str!("../migrations/sqlite/0008_retention_horizons.sql")),
     (9, "stream state parts", include_str!("../migrations/sqlite/0009_stream_state_parts.sql")),
+    (10, "alarm handling", include_str!("../migrations/sqlite/0010_alarm_handling.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -498,7 +499,9 @@ impl SqliteStore {
 }
 
 const ALERT_COLUMNS: &str = "id, rule, subject_kind, subject, kind, severity, state, message, value, since_ms, raised_at_ms, \
-     acknowledged_at_ms, acknowledged_by, ack_note, cleared_at_ms, cleared_by, clear_note, members";
+     acknowledged_at_ms, acknowledged_by, ack_note, cleared_at_ms, cleared_by, clear_note, members, \
+     active, returned_at_ms, shelved_by, shelved_reason, shelved_at_ms, shelved_until_ms, \
+     suppressed_reason, suppressed_by_alert, code, params";
 
 fn alert_record(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
     let at = |name: &str| -> Result<Option<EventTime>, StoreError> {
@@ -523,6 +526,20 @@ fn alert_record(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
         cleared_by: row.try_get("cleared_by")?,
         clear_note: row.try_get("clear_note")?,
         members: row.try_get("members")?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        returned_at: at("returned_at_ms")?,
+        shelved_by: row.try_get("shelved_by")?,
+        shelved_reason: row.try_get("shelved_reason")?,
+        shelved_at: at("shelved_at_ms")?,
+        shelved_until: at("shelved_until_ms")?,
+        suppressed_reason: row.try_get("suppressed_reason")?,
+        suppressed_by_alert: row.try_get("suppressed_by_alert")?,
+        code: row.try_get("code")?,
+        params: {
+            let text: String = row.try_get("params")?;
+            serde_json::from_str(&text)
+                .map_err(|_| StoreError::Corrupt { what: "alert params", value: text })?
+        },
     }
     .into_record()
 }
@@ -535,8 +552,8 @@ impl SqliteStore {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO alerts (rule, subject_kind, subject, kind, severity, state, message, value, since_ms, raised_at_ms, members)
-             VALUES (?, ?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?)
+            "INSERT INTO alerts (rule, subject_kind, subject, kind, severity, state, message, value, since_ms, raised_at_ms, members, code, params, suppressed_reason, suppressed_by_alert)
+             VALUES (?, ?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (rule, subject_kind, subject) WHERE state <> 'cleared' DO NOTHING
              RETURNING {ALERT_COLUMNS}"
         ))
@@ -550,6 +567,10 @@ impl SqliteStore {
         .bind(a.since.millis())
         .bind(a.raised_at.millis())
         .bind(i64::from(a.members))
+        .bind(a.code.as_str())
+        .bind(serde_json::Value::Object(a.params.clone()).to_string())
+        .bind(a.suppressed.as_ref().map(|s| s.reason.as_str()))
+        .bind(a.suppressed.as_ref().and_then(|s| s.by_alert))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -567,36 +588,51 @@ impl SqliteStore {
             .bind(a.raised_at.millis())
             .execute(&mut *tx)
             .await?;
-        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(a.raised_at)).await?;
+        if crate::alert::signals(&record, None) {
+            crate::outbox::sqlite_append(
+                &mut tx,
+                &crate::alert::outbox_event(&record, a.raised_at),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(RaiseOutcome::Raised(Box::new(record)))
     }
 
-    /// Move an alert to `to` (acknowledged or cleared) with its event, if the lifecycle
-    /// allows it from the state the alert is in.
+    /// Apply `change` with its event, if the lifecycle's table allows it from the state
+    /// the alert is in.
     pub async fn move_alert(
         &self,
         id: i64,
-        to: AlertState,
+        change: &AlertChange,
         by: Option<&str>,
         note: Option<&str>,
         at: EventTime,
     ) -> Result<AlertRecord, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let from = AlertState::parse(state.ok_or(StoreError::AlertNotFound(id))?)?;
-        let set = match to {
-            _ if !from.can_move_to(to) => return Err(refuse(id, from, to)),
-            AlertState::Acknowledged => {
-                "acknowledged_at_ms = ?2, acknowledged_by = ?3, ack_note = ?4"
-            }
-            AlertState::Cleared => "cleared_at_ms = ?2, cleared_by = ?3, clear_note = ?4",
-            AlertState::Raised => return Err(refuse(id, from, to)),
-        };
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT state, shelved_until_ms FROM alerts WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (state, shelf) = row.ok_or(StoreError::AlertNotFound(id))?;
+        let from = crate::alert::parse_state(state)?;
+        let to = crate::alert::check_change(id, from, shelf.is_some(), change)?;
+        let set = change
+            .set_clause(to)
+            .replace("{at}", "?2")
+            .replace("{by}", "?3")
+            .replace("{note}", "?4")
+            .replace("{reason}", "?7")
+            .replace("{until}", "?8")
+            .replace("{by_alert}", "?9")
+            .replace("{false}", "0")
+            .replace("{true}", "1");
+        // Times are `_ms` columns here.
+        let set = ["acknowledged_at", "cleared_at", "returned_at", "shelved_at", "shelved_until"]
+            .iter()
+            .fold(set, |set, col| set.replace(&format!("{col} ="), &format!("{col}_ms =")));
         let row = sqlx::query(&format!("UPDATE alerts SET state = ?5, {set} WHERE id = ?1 AND state = ?6 RETURNING {ALERT_COLUMNS}"))
             .bind(id)
             .bind(at.millis())
@@ -604,21 +640,34 @@ impl SqliteStore {
             .bind(note)
             .bind(to.as_str())
             .bind(from.as_str())
+            .bind(change.reason())
+            .bind(change.until().map(|t| t.millis()))
+            .bind(change.by_alert())
             .fetch_one(&mut *tx)
             .await?;
         let record = alert_record(&row)?;
-        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, action, by, note, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(id)
             .bind(from.as_str())
             .bind(to.as_str())
+            .bind(change.mv().as_str())
             .bind(by)
             .bind(note)
             .bind(at.millis())
             .execute(&mut *tx)
             .await?;
-        crate::outbox::sqlite_append(&mut tx, &record.outbox_event(at)).await?;
+        if crate::alert::signals(&record, Some(change.mv())) {
+            crate::outbox::sqlite_append(&mut tx, &crate::alert::outbox_event(&record, at)).await?;
+        }
         tx.commit().await?;
         Ok(record)
+    }
+
+    pub async fn expired_shelves(&self, now: EventTime) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM alerts WHERE shelved_until_ms <= ? AND state <> 'cleared' ORDER BY id LIMIT 1000")
+            .bind(now.millis())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn open_alert_id(
@@ -677,6 +726,16 @@ impl SqliteStore {
         if let Some(to) = f.raised_to {
             q.push(" AND raised_at_ms < ").push_bind(to.millis());
         }
+        match f.shelved {
+            Some(true) => q.push(" AND shelved_until_ms IS NOT NULL"),
+            Some(false) => q.push(" AND shelved_until_ms IS NULL"),
+            None => &mut q,
+        };
+        match f.suppressed {
+            Some(true) => q.push(" AND suppressed_reason IS NOT NULL"),
+            Some(false) => q.push(" AND suppressed_reason IS NULL"),
+            None => &mut q,
+        };
         if let Some(cursor) = f.before_id {
             q.push(" AND (raised_at_ms, id) < (SELECT raised_at_ms, id FROM alerts WHERE id = ")
                 .push_bind(cursor)
@@ -697,7 +756,7 @@ impl SqliteStore {
     }
 
     pub async fn alert_events(&self, id: i64) -> Result<Vec<AlertEventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, alert_id, from_state, to_state, by, note, at_ms FROM alert_events WHERE alert_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT id, alert_id, from_state, to_state, action, by, note, at_ms FROM alert_events WHERE alert_id = ? ORDER BY id")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -708,9 +767,10 @@ impl SqliteStore {
                     alert: row.try_get("alert_id")?,
                     from: row
                         .try_get::<Option<String>, _>("from_state")?
-                        .map(AlertState::parse)
+                        .map(crate::alert::parse_state)
                         .transpose()?,
-                    to: AlertState::parse(row.try_get("to_state")?)?,
+                    to: crate::alert::parse_state(row.try_get("to_state")?)?,
+                    action: crate::alert::parse_action(row.try_get("action")?)?,
                     by: row.try_get("by")?,
                     note: row.try_get("note")?,
                     at: EventTime(row.try_get("at_ms")?),

@@ -18,7 +18,7 @@ use telemetry::{DeviceId, DeviceState, EventTime, MetricId, Reading, SegmentId, 
 
 use crate::fanout::{Routes, Subscription};
 
-use crate::alert::{Acknowledgement, AlertKind, AlertState, Severity, Subject};
+use crate::alert::AlertState;
 use crate::segment_state::SegmentState;
 use crate::window::WindowResult;
 
@@ -31,48 +31,18 @@ pub struct LiveValue {
     pub value: f64,
 }
 
-/// How an alert was cleared: by an operator (`by`), or by the stream (`by` = `None`)
-/// because its condition ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Clearance {
-    pub by: Option<String>,
-    pub note: Option<String>,
-    pub at: EventTime,
-}
+pub use telemetry::alert::Clearance;
 
-/// An alert as stored (its `id` is the store's) and as the wall shows it. Serialises like
-/// the REST API's alert objects.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LiveAlert {
-    pub id: i64,
-    pub rule: String,
-    pub subject: Subject,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    pub state: AlertState,
-    pub message: String,
-    pub value: Option<f64>,
-    pub since: EventTime,
-    pub raised_at: EventTime,
-    pub acknowledged: Option<Acknowledgement>,
-    pub cleared: Option<Clearance>,
-    pub members: u32,
-}
+/// An alert as stored (its `id` is the store's) and as the wall shows it: the contract's
+/// alert object, the same the REST API returns.
+pub type LiveAlert = telemetry::alert::AlertRecord;
 
-impl LiveAlert {
-    /// The segment the alert is about, if any.
-    pub fn segment(&self) -> Option<&SegmentId> {
-        match &self.subject {
-            Subject::Segment(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// How far along the lifecycle a state is; the hub never moves an alert back.
+/// How far along the lifecycle a state is; the hub never moves an alert back. Raised and
+/// returned rank alike: a returned alert is raised again while its condition comes back
+/// (the store orders those moves; changes of one alert reach the hub in that order).
 fn rank(state: AlertState) -> u8 {
     match state {
-        AlertState::Raised => 0,
+        AlertState::Raised | AlertState::Returned => 0,
         AlertState::Acknowledged => 1,
         AlertState::Cleared => 2,
     }
@@ -85,8 +55,9 @@ pub enum LiveEvent {
     Window(WindowResult),
     /// A segment window was emitted or corrected.
     Segment(SegmentState),
-    /// An alert was raised, acknowledged, cleared, or gained or lost members.
-    Alert(LiveAlert),
+    /// An alert moved (raised, acknowledged, returned, cleared, shelved, suppressed…) or
+    /// gained or lost members. Boxed: the alert object is the largest event.
+    Alert(Box<LiveAlert>),
     /// A device said it went online or offline (only to subscribers with `statuses`).
     Status(StatusEvent),
 }
@@ -303,7 +274,7 @@ impl LiveHub {
                 board.cleared.push_back(alert.id);
             }
         }
-        self.dispatch(&[Arc::new(LiveEvent::Alert(alert))]);
+        self.dispatch(&[Arc::new(LiveEvent::Alert(Box::new(alert)))]);
         true
     }
 
@@ -519,6 +490,7 @@ impl LiveHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::{AlertKind, Severity, Subject};
 
     fn r(dev: &str, t: i64, v: f64) -> Reading {
         Reading {
@@ -649,6 +621,12 @@ mod tests {
             acknowledged: None,
             cleared: None,
             members: 1,
+            active: state != AlertState::Returned,
+            returned_at: (state == AlertState::Returned).then_some(EventTime(5)),
+            shelved: None,
+            suppressed: None,
+            code: Default::default(),
+            params: Default::default(),
         }
     }
 
@@ -718,7 +696,7 @@ mod tests {
             value: 1.0,
         });
         let segment = LiveEvent::Segment(seg_state("s1", 0, 0, 1.0));
-        let alert = LiveEvent::Alert(alert(1, AlertState::Raised));
+        let alert = LiveEvent::Alert(Box::new(alert(1, AlertState::Raised)));
         let default = SubscriptionFilter::default();
         assert!(
             default.matches_event(&value)

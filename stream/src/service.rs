@@ -28,7 +28,7 @@ use std::time::Duration;
 use telemetry::{EventTime, Reading, StatusEvent};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::alert::{AlertKey, AlertOutput, EngineCheckpoint, RuleSet, StatePart};
+use crate::alert::{AlertKey, AlertOutput, AlertState, EngineCheckpoint, RuleSet, StatePart};
 use crate::live::{LiveAlert, LiveHub};
 use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 
@@ -203,8 +203,16 @@ impl Driver {
                 self.metrics.registry_updates.fetch_add(1, Ordering::Relaxed);
                 self.core.set_registry(registry, now, out);
             }
-            StreamCommand::Operator { action, key, by, note, at, .. } => {
-                match self.core.operator(action, &key, &by, note, at) {
+            StreamCommand::Operator { action, key, by, note, at, alert } => {
+                // The store's result decides: an acknowledgement that cleared the alert in
+                // the store (it had returned there) clears it here too.
+                let action = match action {
+                    OperatorAction::Acknowledge if alert.state == AlertState::Cleared => {
+                        OperatorAction::Clear
+                    }
+                    other => other,
+                };
+                match self.core.operator(action.clone(), &key, &by, note, at) {
                     Ok(true) => {
                         self.metrics.operator_actions.fetch_add(1, Ordering::Relaxed);
                     }
@@ -358,7 +366,7 @@ mod tests {
         let cleared =
             tokio::time::timeout(Duration::from_secs(5), h.sink.recv()).await.unwrap().unwrap();
         assert!(
-            matches!(cleared, AlertSinkItem::Output(AlertOutput::Transition { ref transition, .. }) if !transition.to.is_open()),
+            matches!(cleared, AlertSinkItem::Output(AlertOutput::Transition { ref transition, .. }) if transition.to == AlertState::Returned),
             "{cleared:?}"
         );
         assert_eq!(h.hub.len(), 1, "the value went live");
@@ -373,7 +381,9 @@ mod tests {
             panic!("the last items are a checkpoint: {items:?}")
         };
         assert!(begin.full, "the first checkpoint saves everything");
-        assert_eq!(begin.book.as_ref().map(|b| b.open_alerts.len()), Some(0));
+        let open: Vec<AlertState> =
+            begin.book.iter().flat_map(|b| b.open_alerts.iter().map(|a| a.state)).collect();
+        assert_eq!(open, [AlertState::Returned], "returned, unacknowledged: still open");
         let names: Vec<String> = chunk.parts.iter().map(StatePart::name).collect();
         assert_eq!(names, ["device/loop-a"]);
         h.task.await.unwrap();

@@ -52,11 +52,29 @@ pub struct Registry {
 }
 
 /// An operator's move on an alert, already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatorAction {
     Acknowledge,
     Clear,
+    /// Shelved until `until` (the operator is the command's `by`, the time its `at`).
+    Shelve {
+        reason: String,
+        until: EventTime,
+    },
+    Unshelve,
+}
+
+impl OperatorAction {
+    /// The audit log's and the logs' name of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Acknowledge => "alert.acknowledge",
+            Self::Clear => "alert.clear",
+            Self::Shelve { .. } => "alert.shelve",
+            Self::Unshelve => "alert.unshelve",
+        }
+    }
 }
 
 /// The stream logic of one process. See the module documentation.
@@ -174,6 +192,11 @@ impl StreamCore {
         match action {
             OperatorAction::Acknowledge => self.engine.acknowledge(id, by, note, at).map(|_| true),
             OperatorAction::Clear => self.engine.clear(id, by, note, at).map(|_| true),
+            OperatorAction::Shelve { reason, until } => self
+                .engine
+                .shelve(id, crate::alert::Shelf { by: by.to_owned(), reason, at, until })
+                .map(|_| true),
+            OperatorAction::Unshelve => self.engine.unshelve(id, by, at).map(|_| true),
         }
     }
 
@@ -322,9 +345,10 @@ mod tests {
         window(&mut core, 3, 45.0, &mut out);
         assert_eq!(
             transitions(&out),
-            vec![(AlertState::Raised, None), (AlertState::Cleared, None)]
+            vec![(AlertState::Raised, None), (AlertState::Returned, None)],
+            "recovered unacknowledged: returned, open until acknowledged"
         );
-        assert_eq!(core.open_alerts().count(), 0);
+        assert_eq!(core.open_alerts().count(), 1);
     }
 
     #[test]
@@ -382,7 +406,7 @@ mod tests {
         core.on_status(&status(DeviceState::Online, false, T0 + 2_000), &mut out);
         assert_eq!(
             transitions(&out),
-            vec![(AlertState::Raised, None), (AlertState::Cleared, None)]
+            vec![(AlertState::Raised, None), (AlertState::Returned, None)]
         );
     }
 
@@ -428,8 +452,8 @@ mod tests {
         window(&mut restarted, 3, 45.0, &mut out);
         assert_eq!(
             transitions(&out),
-            vec![(AlertState::Cleared, None)],
-            "recovery clears the restored alert"
+            vec![(AlertState::Returned, None)],
+            "recovery ends the restored alert's condition"
         );
     }
 }

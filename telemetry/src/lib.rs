@@ -5,6 +5,7 @@
 //! This crate does no I/O.
 
 pub mod aggregate;
+pub mod alert;
 pub mod codec;
 pub mod command;
 pub mod duration_serde;

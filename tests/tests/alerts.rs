@@ -335,17 +335,17 @@ async fn an_open_alert_and_its_condition_survive_a_restart() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Only recovering speeds now. A fresh engine would not know the segment was congested
-    // and would never clear the alert; the restored one does.
+    // and would never end the alert; the restored one does (unacknowledged: returned).
     drive_until(
         e.broker.port,
         &mut seq,
         45.0,
-        "the clear after the restart",
+        "the return to normal after the restart",
         Duration::from_secs(30),
         || async {
             get_json(port, &format!("/api/v1/alerts/{id}"))
                 .await
-                .filter(|v| v["alert"]["state"] == "cleared")
+                .filter(|v| v["alert"]["state"] == "returned")
         },
     )
     .await;
@@ -354,7 +354,7 @@ async fn an_open_alert_and_its_condition_survive_a_restart() {
         history,
         vec![
             (None, "raised".into(), None, None),
-            (Some("raised".into()), "cleared".into(), None, Some("condition ended".into()))
+            (Some("raised".into()), "returned".into(), None, Some("condition ended".into()))
         ]
     );
     let total: i64 =
@@ -464,18 +464,19 @@ async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_i
     assert_eq!(alerts[0]["subject"]["device"], device);
     let id = alerts[0]["id"].as_i64().unwrap();
 
-    // The device reconnects and says it is online again: the alert clears by itself.
+    // The device reconnects and says it is online again: unacknowledged, the alert
+    // returns to normal and stays open until an operator acknowledges it.
     let (_client, _connection) = device_with_last_will(e.broker.port, device).await;
-    sccr_tests::wait_for("the automatic clear", Duration::from_secs(30), || async {
+    sccr_tests::wait_for("the return to normal", Duration::from_secs(30), || async {
         get_json(port, &format!("/api/v1/alerts/{id}"))
             .await
-            .filter(|v| v["alert"]["state"] == "cleared")
+            .filter(|v| v["alert"]["state"] == "returned")
     })
     .await;
     let history = events(&e.pool, id).await;
     assert_eq!(
         history.iter().map(|h| (h.1.as_str(), h.2.clone())).collect::<Vec<_>>(),
-        vec![("raised", None), ("cleared", None)]
+        vec![("raised", None), ("returned", None)]
     );
 
     // A status payload that is not one becomes a dead letter; the pipeline goes on.

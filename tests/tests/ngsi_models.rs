@@ -39,6 +39,12 @@ fn stored_alert(
             at: EventTime(1_764_065_800_000),
         }),
         members: 1,
+        active: state != AlertState::Cleared,
+        returned_at: None,
+        shelved: None,
+        suppressed: None,
+        code: Default::default(),
+        params: Default::default(),
     }
 }
 

@@ -240,6 +240,9 @@ async fn concurrent_raises_open_one_alert() {
         since: EventTime(1_763_892_000_000),
         raised_at: EventTime(1_763_895_600_000),
         members: 1,
+        code: store::MessageCode::ThresholdAbove,
+        params: Default::default(),
+        suppressed: None,
     };
     let barrier = Arc::new(Barrier::new(RAISES));
     let tasks: Vec<_> = (0..RAISES)

@@ -125,6 +125,9 @@ fn raise(rule: &str, subject: AlertSubject) -> NewAlert {
         since: now,
         raised_at: now,
         members: 1,
+        code: store::MessageCode::ThresholdAbove,
+        params: Default::default(),
+        suppressed: None,
     }
 }
 

@@ -185,6 +185,12 @@ fn stored_alert(
             at: EventTime(1_764_065_800_000),
         }),
         members: 1,
+        active: true,
+        returned_at: None,
+        shelved: None,
+        suppressed: None,
+        code: Default::default(),
+        params: Default::default(),
     }
 }
 

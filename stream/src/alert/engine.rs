@@ -54,8 +54,9 @@ use super::condition::{
     Step, ThresholdState,
 };
 use super::lifecycle::{
-    Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
-    TransitionError, LISTED_MEMBERS,
+    Acknowledgement, Alert, AlertId, AlertKind, AlertMove, AlertState, AlertTransition,
+    LifecycleError, MessageCode, Params, Shelf, Suppressed, SuppressionReason, TransitionError,
+    LISTED_MEMBERS,
 };
 use super::rule::{Direction, Rule, RuleKind, RuleSet, StormSettings};
 use super::storm::TokenBucket;
@@ -115,6 +116,12 @@ pub struct AlertCounters {
     pub grouped_raises: u64,
     /// Raises the rate limit turned away (folded into the overflow alert).
     pub suppressed_raises: u64,
+    /// Conditions that ended while their alert was unacknowledged (ISA-18.2 returned).
+    #[serde(default)]
+    pub returned: u64,
+    /// Returned alerts whose condition held again before an acknowledgement.
+    #[serde(default)]
+    pub resumed: u64,
 }
 
 /// The evaluator state of one (metric rule, device).
@@ -393,7 +400,10 @@ impl AlertBook {
         }
         let key = AlertKey { rule: rule.id.clone(), subject: subject.clone() };
         if let Some(&id) = self.by_key.get(&key) {
-            self.counters.duplicate_raises += 1;
+            // Returned and not acknowledged yet: the same alert is raised again.
+            if !self.resume(id, |_| {}, now, out) {
+                self.counters.duplicate_raises += 1;
+            }
             self.placements.insert(pkey, Placement::Alert(id));
             return;
         }
@@ -418,6 +428,33 @@ impl AlertBook {
                 self.placements.insert(pkey, Placement::Group { alert: id, segment: seg });
             }
             Route::OpenGroup(seg) => {
+                let gkey =
+                    AlertKey { rule: rule.id.clone(), subject: Subject::Segment(seg.clone()) };
+                let returned = self.by_key.get(&gkey).copied();
+                let reopened = returned.filter(|&id| {
+                    let listed = subject.clone();
+                    self.resume(
+                        id,
+                        |a| {
+                            a.members = 1;
+                            a.folded_raises += 1;
+                            a.listed_members = vec![listed];
+                        },
+                        now,
+                        out,
+                    )
+                });
+                if let Some(id) = reopened {
+                    self.counters.grouped_raises += 1;
+                    if let (Some(g), Subject::Device(dev)) =
+                        (self.groups.get_mut(&(rule.id.clone(), seg.clone())), &subject)
+                    {
+                        g.alert = Some(id);
+                        g.members = BTreeSet::from([dev.clone()]);
+                    }
+                    self.placements.insert(pkey, Placement::Group { alert: id, segment: seg });
+                    return;
+                }
                 if !self.take_token(rule, now) {
                     self.overflow(rule, subject, since, value, now, out);
                     return;
@@ -429,13 +466,19 @@ impl AlertBook {
                     self.storm.group_over_devices,
                     humantime::format_duration(self.storm.group_window)
                 );
+                let params = params(&[
+                    ("rule", rule.id.as_str().into()),
+                    ("segment", seg.as_str().into()),
+                    ("over_devices", self.storm.group_over_devices.into()),
+                    ("window_s", self.storm.group_window.as_secs_f64().into()),
+                ]);
                 let mut alert = self.new_alert(
                     rule,
                     Subject::Segment(seg.clone()),
                     AlertKind::SegmentGroup,
                     since,
                     value,
-                    message,
+                    (MessageCode::SegmentGroup, params, message),
                     now,
                 );
                 alert.members = 1;
@@ -455,9 +498,9 @@ impl AlertBook {
                     self.overflow(rule, subject, since, value, now, out);
                     return;
                 }
-                let message = format!("{subject}: {}", describe(rule, value));
+                let text = describe(rule, &subject, value);
                 let alert =
-                    self.new_alert(rule, subject, AlertKind::Single, since, value, message, now);
+                    self.new_alert(rule, subject, AlertKind::Single, since, value, text, now);
                 let id = self.open_alert(alert, out);
                 self.placements.insert(pkey, Placement::Alert(id));
             }
@@ -532,17 +575,40 @@ impl AlertBook {
                 return;
             }
         }
+        let okey = AlertKey { rule: rule.id.clone(), subject: Subject::Rule };
+        if let Some(id) = self.by_key.get(&okey).copied() {
+            let listed = subject.clone();
+            let reopened = self.resume(
+                id,
+                |a| {
+                    a.members = 1;
+                    a.folded_raises += 1;
+                    a.listed_members = vec![listed];
+                },
+                now,
+                out,
+            );
+            if reopened {
+                self.overflow.insert(rule.id.clone(), (id, BTreeSet::from([subject])));
+                self.placements.insert(pkey, Placement::Overflow(id));
+                return;
+            }
+        }
         let message = format!(
             "{}: more than {} raises a minute; further raises are folded here",
             rule.id, rule.raises_per_minute
         );
+        let params = params(&[
+            ("rule", rule.id.as_str().into()),
+            ("per_minute", rule.raises_per_minute.into()),
+        ]);
         let mut alert = self.new_alert(
             rule,
             Subject::Rule,
             AlertKind::RateLimitOverflow,
             since,
             value,
-            message,
+            (MessageCode::RateLimitOverflow, params, message),
             now,
         );
         alert.members = 1;
@@ -561,7 +627,7 @@ impl AlertBook {
         kind: AlertKind,
         since: EventTime,
         value: f64,
-        message: String,
+        (code, params, message): (MessageCode, Params, String),
         now: EventTime,
     ) -> Alert {
         self.next_id += 1;
@@ -580,6 +646,73 @@ impl AlertBook {
             members: 0,
             listed_members: Vec::new(),
             folded_raises: 0,
+            active: true,
+            returned_at: None,
+            shelved: None,
+            suppressed: None,
+            code,
+            params,
+        }
+    }
+
+    /// The condition of a returned alert holds again before an acknowledgement: the same
+    /// alert is raised again (`prepare` first adjusts it). False if `id` is not returned.
+    fn resume(
+        &mut self,
+        id: AlertId,
+        prepare: impl FnOnce(&mut Alert),
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) -> bool {
+        let Some(alert) = self.open.get_mut(&id) else { return false };
+        let Ok(to) = alert.state.apply(AlertMove::Resume) else { return false };
+        let from = alert.state;
+        prepare(alert);
+        alert.state = to;
+        alert.active = true;
+        alert.returned_at = None;
+        self.dirty = true;
+        self.counters.resumed += 1;
+        let transition = AlertTransition {
+            alert: id,
+            key: alert.key.clone(),
+            from: Some(from),
+            to,
+            action: Some(AlertMove::Resume),
+            by: None,
+            note: Some("condition holds again".to_owned()),
+            at: now,
+        };
+        out.push(AlertOutput::Transition { alert: alert.clone(), transition });
+        true
+    }
+
+    /// The condition of an open alert ended: unacknowledged it returns (stays open until
+    /// acknowledged), acknowledged it clears.
+    fn end(&mut self, id: AlertId, note: String, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let Some(alert) = self.open.get_mut(&id) else { return };
+        match alert.state.apply(AlertMove::End) {
+            Ok(AlertState::Returned) => {
+                let from = alert.state;
+                alert.state = AlertState::Returned;
+                alert.active = false;
+                alert.returned_at = Some(now);
+                self.dirty = true;
+                self.counters.returned += 1;
+                let transition = AlertTransition {
+                    alert: id,
+                    key: alert.key.clone(),
+                    from: Some(from),
+                    to: AlertState::Returned,
+                    action: Some(AlertMove::End),
+                    by: None,
+                    note: Some(note),
+                    at: now,
+                };
+                out.push(AlertOutput::Transition { alert: alert.clone(), transition });
+            }
+            Ok(_) => self.close(id, None, Some(note), AlertMove::End, now, out),
+            Err(_) => {}
         }
     }
 
@@ -591,6 +724,7 @@ impl AlertBook {
             key: alert.key.clone(),
             from: None,
             to: AlertState::Raised,
+            action: None,
             by: None,
             note: None,
             at: alert.raised_at,
@@ -615,7 +749,7 @@ impl AlertBook {
         };
         self.dirty = true;
         match placement {
-            Placement::Alert(id) => self.close(id, None, Some(note.to_owned()), now, out),
+            Placement::Alert(id) => self.end(id, note.to_owned(), now, out),
             Placement::Group { alert, segment } => {
                 let gkey = (rule.clone(), segment);
                 let Some(g) = self.groups.get_mut(&gkey) else { return };
@@ -627,13 +761,7 @@ impl AlertBook {
                 }
                 if g.members.is_empty() {
                     g.alert = None;
-                    self.close(
-                        alert,
-                        None,
-                        Some(format!("{note} for every device of the group")),
-                        now,
-                        out,
-                    );
+                    self.end(alert, format!("{note} for every device of the group"), now, out);
                 } else if let Some(a) = self.open.get_mut(&alert) {
                     a.members = u32::try_from(g.members.len()).unwrap_or(u32::MAX);
                     a.listed_members.retain(|s| s != &subject);
@@ -648,7 +776,7 @@ impl AlertBook {
                 members.remove(&subject);
                 if members.is_empty() {
                     self.overflow.remove(rule);
-                    self.close(id, None, Some(format!("{note} for every folded raise")), now, out);
+                    self.end(id, format!("{note} for every folded raise"), now, out);
                 } else if let Some(a) = self.open.get_mut(&id) {
                     a.members = u32::try_from(members.len()).unwrap_or(u32::MAX);
                     a.listed_members.retain(|s| s != &subject);
@@ -658,12 +786,13 @@ impl AlertBook {
         }
     }
 
-    /// Clear an open alert (no-op if it is not open).
+    /// Clear an open alert by `mv` (no-op if it is not open).
     fn close(
         &mut self,
         id: AlertId,
         by: Option<String>,
         note: Option<String>,
+        mv: AlertMove,
         now: EventTime,
         out: &mut Vec<AlertOutput>,
     ) {
@@ -673,6 +802,9 @@ impl AlertBook {
         let from = alert.state;
         alert.state = AlertState::Cleared;
         alert.cleared_at = Some(now);
+        if by.is_none() {
+            alert.active = false;
+        }
         self.counters.cleared += 1;
         if self.recently_cleared.len() == REMEMBERED_CLEARED {
             self.recently_cleared.pop_front();
@@ -683,6 +815,7 @@ impl AlertBook {
             key: alert.key.clone(),
             from: Some(from),
             to: AlertState::Cleared,
+            action: Some(mv),
             by,
             note,
             at: now,
@@ -712,7 +845,14 @@ impl AlertBook {
         let ids: Vec<AlertId> =
             self.open.values().filter(|a| gone.contains(&a.key.rule)).map(|a| a.id).collect();
         for id in ids {
-            self.close(id, None, Some("rule changed or removed".to_owned()), now, out);
+            self.close(
+                id,
+                None,
+                Some("rule changed or removed".to_owned()),
+                AlertMove::Clear,
+                now,
+                out,
+            );
         }
         self.placements.retain(|(r, _), _| !gone.contains(r));
         self.groups.retain(|(r, _), _| !gone.contains(r));
@@ -721,32 +861,115 @@ impl AlertBook {
     }
 }
 
-/// The message of a single alert.
-fn describe(rule: &Rule, value: f64) -> String {
-    let d = |d: Duration| humantime::format_duration(d).to_string();
-    match &rule.kind {
-        RuleKind::Threshold(t) => {
-            let side = if t.direction == Direction::Above { "above" } else { "below" };
-            format!("{} {side} {} for {}: {value}", t.metric, t.level, d(t.hold))
-        }
-        RuleKind::Offline(_) => format!("offline, last data {value:.0} s ago"),
-        RuleKind::Flatline(f) => format!(
-            "{} stuck at {value} (± {}) for {} readings / {}",
-            f.metric,
-            f.epsilon,
-            f.readings,
-            d(f.hold)
-        ),
-        RuleKind::RateOfChange(r) => {
-            format!("{} changing {value:.2}/min, limit {}/min", r.metric, r.max_per_minute)
-        }
-        RuleKind::Los(l) => {
-            format!("LOS {} or worse for {} (speed {value:.1} km/h)", l.at_or_worse, d(l.hold))
-        }
-        RuleKind::AirQuality(a) => {
-            format!("{} mean over {} is {value:.1}, above {}", a.metric, d(a.averaging), a.limit)
-        }
+/// Move the raise of `id` after the raise of `by` when both are among `outputs` and
+/// `id`'s came first, so the suppressing alert is stored before the alert naming it.
+fn suppressed_after(outputs: &mut [AlertOutput], id: AlertId, by: AlertId) {
+    let raise_of = |o: &AlertOutput, which: AlertId| matches!(o, AlertOutput::Transition { transition, .. } if transition.alert == which && transition.from.is_none());
+    let Some(i) = outputs.iter().position(|o| raise_of(o, id)) else { return };
+    let Some(j) = outputs.iter().position(|o| raise_of(o, by)) else { return };
+    if i < j {
+        outputs[i..=j].rotate_left(1);
     }
+}
+
+/// Flat message parameters.
+fn params(pairs: &[(&str, serde_json::Value)]) -> Params {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// A number as a message parameter (non-finite values become null).
+fn num(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// The message of a single alert: its code, parameters and English text.
+fn describe(rule: &Rule, subject: &Subject, value: f64) -> (MessageCode, Params, String) {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let secs = |d: Duration| num(d.as_secs_f64());
+    let who = (String::from("subject"), serde_json::Value::from(subject.to_string()));
+    let metric = |m: MetricId| [("metric", m.as_str().into()), ("unit", m.spec().unit.into())];
+    let (code, mut p, text) = match &rule.kind {
+        RuleKind::Threshold(t) => {
+            let (side, code) = if t.direction == Direction::Above {
+                ("above", MessageCode::ThresholdAbove)
+            } else {
+                ("below", MessageCode::ThresholdBelow)
+            };
+            let mut p = params(&metric(t.metric));
+            p.extend(params(&[
+                ("limit", num(t.level)),
+                ("for_s", secs(t.hold)),
+                ("value", num(value)),
+            ]));
+            (code, p, format!("{} {side} {} for {}: {value}", t.metric, t.level, d(t.hold)))
+        }
+        RuleKind::Offline(_) => (
+            MessageCode::DeviceOffline,
+            params(&[("silence_s", num(value.round()))]),
+            format!("offline, last data {value:.0} s ago"),
+        ),
+        RuleKind::Flatline(f) => {
+            let mut p = params(&metric(f.metric));
+            p.extend(params(&[
+                ("value", num(value)),
+                ("epsilon", num(f.epsilon)),
+                ("readings", f.readings.into()),
+                ("for_s", secs(f.hold)),
+            ]));
+            (
+                MessageCode::Flatline,
+                p,
+                format!(
+                    "{} stuck at {value} (± {}) for {} readings / {}",
+                    f.metric,
+                    f.epsilon,
+                    f.readings,
+                    d(f.hold)
+                ),
+            )
+        }
+        RuleKind::RateOfChange(r) => {
+            let mut p = params(&metric(r.metric));
+            p.extend(params(&[
+                ("rate_per_min", num((value * 100.0).round() / 100.0)),
+                ("limit_per_min", num(r.max_per_minute)),
+            ]));
+            (
+                MessageCode::RateOfChange,
+                p,
+                format!("{} changing {value:.2}/min, limit {}/min", r.metric, r.max_per_minute),
+            )
+        }
+        RuleKind::Los(l) => (
+            MessageCode::LosAtOrWorse,
+            params(&[
+                ("grade", l.at_or_worse.as_str().into()),
+                ("for_s", secs(l.hold)),
+                ("speed_kmh", num((value * 10.0).round() / 10.0)),
+            ]),
+            format!("LOS {} or worse for {} (speed {value:.1} km/h)", l.at_or_worse, d(l.hold)),
+        ),
+        RuleKind::AirQuality(a) => {
+            let mut p = params(&metric(a.metric));
+            p.extend(params(&[
+                ("averaging_s", secs(a.averaging)),
+                ("mean", num((value * 10.0).round() / 10.0)),
+                ("limit", num(a.limit)),
+            ]));
+            (
+                MessageCode::AirQualityMean,
+                p,
+                format!(
+                    "{} mean over {} is {value:.1}, above {}",
+                    a.metric,
+                    d(a.averaging),
+                    a.limit
+                ),
+            )
+        }
+    };
+    p.insert(who.0, who.1);
+    (code, p, format!("{subject}: {text}"))
 }
 
 /// The alert engine. See the module documentation for its contract.
@@ -766,6 +989,8 @@ pub struct AlertEngine {
     book: AlertBook,
     clock: Option<EventTime>,
     edges: Vec<(u16, Step)>,
+    /// Rule index by id.
+    rule_index: HashMap<RuleId, u16>,
 }
 
 impl AlertEngine {
@@ -782,6 +1007,7 @@ impl AlertEngine {
             book: AlertBook::default(),
             clock: None,
             edges: Vec::new(),
+            rule_index: HashMap::new(),
         };
         let mut out = Vec::new();
         engine.set_rules(rules, EventTime(0), &mut out);
@@ -812,6 +1038,8 @@ impl AlertEngine {
             .map(|(r, _)| r.id.clone())
             .collect();
         self.rules = new_rules;
+        self.rule_index =
+            self.rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i as u16)).collect();
         self.book.storm = set.storm;
         self.full_checkpoint = true;
         self.by_metric = vec![Vec::new(); MetricId::ALL.len()];
@@ -846,7 +1074,10 @@ impl AlertEngine {
                 &x.id == r && matches!(x.kind, RuleKind::Los(_)) && x.scope.covers_segment(s)
             })
         });
+        let start = out.len();
         self.book.forget_rules(&gone, now, out);
+        // Suppression follows the new rules' `suppressed_by`.
+        self.resuppress(start, now, out);
     }
 
     /// Replace the registry's view of every device (kind, segment, interval). Devices not
@@ -883,6 +1114,7 @@ impl AlertEngine {
         out: &mut Vec<AlertOutput>,
     ) {
         let now = self.advance(now);
+        let start = out.len();
         let slot = self.devices.entry(profile.id.clone()).or_default();
         slot.kind = profile.kind;
         slot.segment = profile.segment;
@@ -903,6 +1135,7 @@ impl AlertEngine {
                 out,
             );
         }
+        self.suppress_pass(start, now, out);
     }
 
     fn advance(&mut self, now: EventTime) -> EventTime {
@@ -954,6 +1187,7 @@ impl AlertEngine {
             return;
         }
         let segment = slot.segment.clone();
+        let start = out.len();
         for &(rule, step) in &self.edges {
             self.book.apply(
                 &self.rules[usize::from(rule)],
@@ -964,6 +1198,7 @@ impl AlertEngine {
                 out,
             );
         }
+        self.suppress_pass(start, now, out);
     }
 
     /// Evaluate a batch of readings that arrived together.
@@ -1023,6 +1258,7 @@ impl AlertEngine {
             }
         }
         let segment = slot.segment.clone();
+        let start = out.len();
         for (rule, step) in edges {
             self.book.apply(
                 &self.rules[usize::from(rule)],
@@ -1033,6 +1269,7 @@ impl AlertEngine {
                 out,
             );
         }
+        self.suppress_pass(start, now, out);
     }
 
     /// Evaluate the LOS rules on a segment window.
@@ -1043,6 +1280,7 @@ impl AlertEngine {
         out: &mut Vec<AlertOutput>,
     ) {
         let now = self.advance(now);
+        let start = out.len();
         for &i in &self.los_rules {
             let rule = &self.rules[usize::from(i)];
             let RuleKind::Los(los) = &rule.kind else { continue };
@@ -1062,11 +1300,14 @@ impl AlertEngine {
             }
             self.book.apply(rule, Subject::Segment(state.segment.clone()), None, step, now, out);
         }
+        self.suppress_pass(start, now, out);
     }
 
     /// Advance the processing clock: raise offline alerts of devices silent for too long.
     pub fn tick(&mut self, now: EventTime, out: &mut Vec<AlertOutput>) {
         let now = self.advance(now);
+        let start = out.len();
+        self.expire_shelves(now, out);
         let mut raises = Vec::new();
         for (id, slot) in &mut self.devices {
             for o in &mut slot.offline {
@@ -1095,9 +1336,11 @@ impl AlertEngine {
                 out,
             );
         }
+        // Every second: also catches suppressors an operator closed since.
+        self.resuppress(start, now, out);
     }
 
-    /// An operator acknowledges an open alert.
+    /// An operator acknowledges an open alert: raised → acknowledged, returned → cleared.
     pub fn acknowledge(
         &mut self,
         id: AlertId,
@@ -1113,16 +1356,20 @@ impl AlertEngine {
             return Err(self.book.not_open(id));
         };
         let from = alert.state;
-        alert.state =
-            from.acknowledge().map_err(|source| LifecycleError::Refused { id, source })?;
+        let to = from.acknowledge().map_err(|source| LifecycleError::Refused { id, source })?;
         alert.acknowledged =
             Some(Acknowledgement { by: by.to_owned(), note: note.clone(), at: now });
         self.book.dirty = true;
+        if to == AlertState::Cleared {
+            return self.close_by_operator(id, by, note, AlertMove::Acknowledge, now);
+        }
+        alert.state = to;
         let transition = AlertTransition {
             alert: id,
             key: alert.key.clone(),
             from: Some(from),
-            to: alert.state,
+            to,
+            action: Some(AlertMove::Acknowledge),
             by: Some(by.to_owned()),
             note,
             at: now,
@@ -1147,22 +1394,226 @@ impl AlertEngine {
             return Err(self.book.not_open(id));
         };
         alert.state.clear().map_err(|source| LifecycleError::Refused { id, source })?;
+        self.close_by_operator(id, by, note, AlertMove::Clear, now)
+    }
+
+    fn close_by_operator(
+        &mut self,
+        id: AlertId,
+        by: &str,
+        note: Option<String>,
+        mv: AlertMove,
+        now: EventTime,
+    ) -> Result<AlertOutput, LifecycleError> {
+        let Some(alert) = self.book.open.get(&id) else {
+            return Err(self.book.not_open(id));
+        };
         let key = alert.key.clone();
         match (&key.subject, alert.kind) {
             (Subject::Segment(seg), AlertKind::SegmentGroup) => {
                 if let Some(g) = self.book.groups.get_mut(&(key.rule.clone(), seg.clone())) {
-                    g.alert = None;
-                    g.members.clear();
+                    if g.alert == Some(id) {
+                        g.alert = None;
+                        g.members.clear();
+                    }
                 }
             }
-            (_, AlertKind::RateLimitOverflow) => {
+            (_, AlertKind::RateLimitOverflow)
+                if self.book.overflow.get(&key.rule).is_some_and(|(o, _)| *o == id) =>
+            {
                 self.book.overflow.remove(&key.rule);
             }
             _ => {}
         }
         let mut out = Vec::with_capacity(1);
-        self.book.close(id, Some(by.to_owned()), note, now, &mut out);
+        self.book.close(id, Some(by.to_owned()), note, mv, now, &mut out);
         out.pop().ok_or(LifecycleError::Unknown(id))
+    }
+
+    /// An operator shelved an open alert (mirrored from the store): it stays as it is,
+    /// signals nothing until `shelf.until`, when [`tick`](Self::tick) takes it off.
+    pub fn shelve(&mut self, id: AlertId, shelf: Shelf) -> Result<AlertOutput, LifecycleError> {
+        self.overlay(id, AlertMove::Shelve, Some(shelf.by.clone()), None, shelf.at, |a| {
+            a.shelved = Some(shelf)
+        })
+    }
+
+    /// An operator took an alert off its shelf (mirrored from the store).
+    pub fn unshelve(
+        &mut self,
+        id: AlertId,
+        by: &str,
+        now: EventTime,
+    ) -> Result<AlertOutput, LifecycleError> {
+        self.overlay(id, AlertMove::Unshelve, Some(by.to_owned()), None, now, |a| a.shelved = None)
+    }
+
+    fn overlay(
+        &mut self,
+        id: AlertId,
+        mv: AlertMove,
+        by: Option<String>,
+        note: Option<String>,
+        now: EventTime,
+        change: impl FnOnce(&mut Alert),
+    ) -> Result<AlertOutput, LifecycleError> {
+        let Some(alert) = self.book.open.get_mut(&id) else {
+            return Err(self.book.not_open(id));
+        };
+        let to = alert.state.apply(mv).map_err(|source| LifecycleError::Refused { id, source })?;
+        change(alert);
+        self.book.dirty = true;
+        let transition = AlertTransition {
+            alert: id,
+            key: alert.key.clone(),
+            from: Some(to),
+            to,
+            action: Some(mv),
+            by,
+            note,
+            at: now,
+        };
+        Ok(AlertOutput::Transition { alert: alert.clone(), transition })
+    }
+
+    /// Take the shelves that expired at `now` off their alerts.
+    fn expire_shelves(&mut self, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let expired: Vec<AlertId> = self
+            .book
+            .open
+            .values()
+            .filter(|a| a.shelved.as_ref().is_some_and(|s| s.until <= now))
+            .map(|a| a.id)
+            .collect();
+        for id in expired {
+            let note = Some("shelf expired".to_owned());
+            if let Ok(o) =
+                self.overlay(id, AlertMove::Unshelve, None, note, now, |a| a.shelved = None)
+            {
+                out.push(o);
+            }
+        }
+    }
+
+    /// What suppresses `a` by design now, if anything: an active alert of a rule in its
+    /// rule's `suppressed_by` on its subject (or its device's segment), or its device's
+    /// active offline alert.
+    fn suppressor_of(&self, a: &Alert) -> Option<Suppressed> {
+        let rule = &self.rules[usize::from(*self.rule_index.get(&a.key.rule)?)];
+        let active = |key: AlertKey| {
+            self.book
+                .by_key
+                .get(&key)
+                .and_then(|id| self.book.open.get(id))
+                .filter(|x| x.active && x.id != a.id)
+                .map(|x| (x.id, x.key.clone()))
+        };
+        let segment = match &a.key.subject {
+            Subject::Device(d) => self.devices.get(d).and_then(|s| s.segment.clone()),
+            _ => None,
+        };
+        for other in &rule.suppressed_by {
+            let subjects =
+                std::iter::once(a.key.subject.clone()).chain(segment.clone().map(Subject::Segment));
+            for subject in subjects {
+                if let Some((by_alert, by_key)) = active(AlertKey { rule: other.clone(), subject })
+                {
+                    let reason = SuppressionReason::SuppressedByRule;
+                    return Some(Suppressed { reason, by_alert, by_key });
+                }
+            }
+        }
+        if matches!(a.key.subject, Subject::Device(_)) && !matches!(rule.kind, RuleKind::Offline(_))
+        {
+            for &o in &self.offline_rules {
+                let key = AlertKey {
+                    rule: self.rules[usize::from(o)].id.clone(),
+                    subject: a.key.subject.clone(),
+                };
+                if let Some((by_alert, by_key)) = active(key) {
+                    let reason = SuppressionReason::DeviceOffline;
+                    return Some(Suppressed { reason, by_alert, by_key });
+                }
+            }
+        }
+        None
+    }
+
+    /// Bring every open alert's designed suppression in line with the alerts active now,
+    /// after the outputs from `start` on: a raise among them is recorded suppressed as it
+    /// opens; any other alert whose suppression changed gets a suppress/unsuppress move.
+    fn suppress_pass(&mut self, start: usize, now: EventTime, out: &mut Vec<AlertOutput>) {
+        if out.len() > start {
+            self.resuppress(start, now, out);
+        }
+    }
+
+    /// [`suppress_pass`](Self::suppress_pass) whether or not anything was output.
+    fn resuppress(&mut self, start: usize, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let changes: Vec<(AlertId, Option<Suppressed>)> = self
+            .book
+            .open
+            .values()
+            .filter_map(|a| {
+                let want = self.suppressor_of(a);
+                (want != a.suppressed).then_some((a.id, want))
+            })
+            .collect();
+        for (id, want) in changes {
+            let Some(alert) = self.book.open.get_mut(&id) else { continue };
+            alert.suppressed = want.clone();
+            self.book.dirty = true;
+            let opened_here = out[start..].iter_mut().find_map(|o| match o {
+                AlertOutput::Transition { alert, transition }
+                    if transition.alert == id && transition.from.is_none() =>
+                {
+                    Some(alert)
+                }
+                _ => None,
+            });
+            if let Some(raised) = opened_here {
+                raised.suppressed = want.clone();
+                if let Some(by) = &want {
+                    suppressed_after(&mut out[start..], id, by.by_alert);
+                }
+                continue;
+            }
+            // Raised again in this batch: suppressed (or not) before the re-raise is stored,
+            // so a suppressed re-raise does not signal.
+            let resumed_at = out[start..].iter_mut().position(|o| {
+                matches!(o, AlertOutput::Transition { transition, .. }
+                    if transition.alert == id && transition.action == Some(AlertMove::Resume))
+            });
+            if let Some(k) = resumed_at {
+                if let AlertOutput::Transition { alert, .. } = &mut out[start + k] {
+                    alert.suppressed = want.clone();
+                }
+            }
+            let Some(alert) = self.book.open.get(&id) else { continue };
+            let (mv, note) = match &want {
+                Some(s) => (AlertMove::Suppress, format!("{} by {}", s.reason.as_str(), s.by_key)),
+                None => {
+                    (AlertMove::Unsuppress, "the suppressing alert is no longer active".to_owned())
+                }
+            };
+            // Inserted before the re-raise, it moves the alert while still returned.
+            let state = if resumed_at.is_some() { AlertState::Returned } else { alert.state };
+            let transition = AlertTransition {
+                alert: id,
+                key: alert.key.clone(),
+                from: Some(state),
+                to: state,
+                action: Some(mv),
+                by: None,
+                note: Some(note),
+                at: now,
+            };
+            let output = AlertOutput::Transition { alert: alert.clone(), transition };
+            match resumed_at {
+                Some(k) => out.insert(start + k, output),
+                None => out.push(output),
+            }
+        }
     }
 
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
@@ -1327,7 +1778,14 @@ impl AlertEngine {
             book.buckets.insert(rule, bucket);
         }
         for id in orphans {
-            book.close(id, None, Some("rule no longer defined".to_owned()), now, out);
+            book.close(
+                id,
+                None,
+                Some("rule no longer defined".to_owned()),
+                AlertMove::Clear,
+                now,
+                out,
+            );
         }
         for record in state.devices {
             let slot = self.devices.entry(record.device.clone()).or_default();

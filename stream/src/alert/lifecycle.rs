@@ -1,12 +1,18 @@
 //! The alert lifecycle: raised → acknowledged (by an operator, with a note) → cleared
 //! (automatically when the condition ends, or by an operator). `Cleared` is final.
 //!
-//! [`AlertState::acknowledge`] and [`AlertState::clear`] are the only ways to move an alert
-//! and they refuse illegal moves with a typed [`TransitionError`]; every legal move is
-//! recorded as an [`AlertTransition`] (the `alert_events` row: who, when, from, to, note).
+//! The states and the one transition table are the contract's
+//! ([`telemetry::alert::AlertState::apply`]), shared with the store: it refuses illegal
+//! moves with a typed [`TransitionError`]; every legal move is recorded as an
+//! [`AlertTransition`] (the `alert_events` row: who, when, from, to, note).
 
 use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
+
+pub use telemetry::alert::{
+    Acknowledgement, AlertKind, AlertMove, AlertState, MessageCode, Params, Shelf,
+    SuppressionReason, TransitionError,
+};
 
 use super::{AlertKey, Severity, Subject};
 
@@ -21,44 +27,6 @@ impl std::fmt::Display for AlertId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertState {
-    Raised,
-    Acknowledged,
-    Cleared,
-}
-
-/// A move the lifecycle does not allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TransitionError {
-    #[error("the alert is already acknowledged")]
-    AlreadyAcknowledged,
-    #[error("the alert is already cleared")]
-    AlreadyCleared,
-}
-
-impl AlertState {
-    pub fn is_open(self) -> bool {
-        self != Self::Cleared
-    }
-
-    pub fn acknowledge(self) -> Result<Self, TransitionError> {
-        match self {
-            Self::Raised => Ok(Self::Acknowledged),
-            Self::Acknowledged => Err(TransitionError::AlreadyAcknowledged),
-            Self::Cleared => Err(TransitionError::AlreadyCleared),
-        }
-    }
-
-    pub fn clear(self) -> Result<Self, TransitionError> {
-        match self {
-            Self::Raised | Self::Acknowledged => Ok(Self::Cleared),
-            Self::Cleared => Err(TransitionError::AlreadyCleared),
-        }
-    }
-}
-
 /// Why an operator's action on an alert was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
@@ -68,26 +36,6 @@ pub enum LifecycleError {
     Refused { id: AlertId, source: TransitionError },
     #[error("an operator action needs the operator's name")]
     NoOperator,
-}
-
-/// What an alert stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// One condition of one subject.
-    Single,
-    /// More devices of one segment raised the rule than the grouping allows at once; their
-    /// raises are folded into this alert about the segment.
-    SegmentGroup,
-    /// Raises the rule's rate limit turned away, folded into this alert about the rule.
-    RateLimitOverflow,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Acknowledgement {
-    pub by: String,
-    pub note: Option<String>,
-    pub at: EventTime,
 }
 
 /// Most folded subjects listed on a group or overflow alert; `members` counts them all.
@@ -116,6 +64,36 @@ pub struct Alert {
     pub listed_members: Vec<Subject>,
     /// Raises folded into this alert since it opened (group and overflow alerts).
     pub folded_raises: u64,
+    /// Whether the condition still holds (false once it ended: returned, or cleared).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// When the condition ended, while the alert is returned.
+    #[serde(default)]
+    pub returned_at: Option<EventTime>,
+    /// Shelved by an operator (mirrored from the store; expires at `until`).
+    #[serde(default)]
+    pub shelved: Option<Shelf>,
+    /// Suppressed by design while another alert is active.
+    #[serde(default)]
+    pub suppressed: Option<Suppressed>,
+    /// The message template and its values (`message` is the English text).
+    #[serde(default)]
+    pub code: MessageCode,
+    #[serde(default)]
+    pub params: Params,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A designed suppression as the engine knows it: the suppressing alert by engine id
+/// and key (the sink finds its store id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppressed {
+    pub reason: SuppressionReason,
+    pub by_alert: AlertId,
+    pub by_key: AlertKey,
 }
 
 /// One lifecycle move, as stored in `alert_events`. `from` is `None` for the raise.
@@ -125,25 +103,11 @@ pub struct AlertTransition {
     pub key: AlertKey,
     pub from: Option<AlertState>,
     pub to: AlertState,
+    /// The move of the transition table (`None` for the raise).
+    #[serde(default)]
+    pub action: Option<AlertMove>,
     /// The operator; `None` for moves the engine made.
     pub by: Option<String>,
     pub note: Option<String>,
     pub at: EventTime,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_documented_moves_are_legal() {
-        use AlertState::*;
-        assert_eq!(Raised.acknowledge(), Ok(Acknowledged));
-        assert_eq!(Raised.clear(), Ok(Cleared));
-        assert_eq!(Acknowledged.clear(), Ok(Cleared));
-        assert_eq!(Acknowledged.acknowledge(), Err(TransitionError::AlreadyAcknowledged));
-        assert_eq!(Cleared.acknowledge(), Err(TransitionError::AlreadyCleared));
-        assert_eq!(Cleared.clear(), Err(TransitionError::AlreadyCleared));
-        assert!(Raised.is_open() && Acknowledged.is_open() && !Cleared.is_open());
-    }
 }

@@ -8,8 +8,9 @@
 //!   with its key path; the shipped air-quality defaults.
 //! - [`condition`]: one state machine per rule kind and subject, turning samples into
 //!   raise/clear edges of a condition.
-//! - [`lifecycle`]: the alert itself, raised → acknowledged → cleared, and the
-//!   [`AlertTransition`] record every change produces.
+//! - [`lifecycle`]: the alert itself, moved by the contract's one transition table
+//!   (raised, acknowledged, returned, cleared; shelving and suppression as overlays), and
+//!   the [`AlertTransition`] record every change produces.
 //! - [`storm`]: the per-rule token bucket.
 //! - [`engine`]: [`AlertEngine`], the one entry point the service calls; owns the invariant
 //!   *at most one open alert per (rule, subject)* and the storm protection.
@@ -28,7 +29,7 @@ pub mod storm;
 
 use std::fmt;
 
-use telemetry::{DeviceId, SegmentId};
+pub use telemetry::alert::{Severity, Subject};
 
 pub use condition::Step;
 pub use engine::{
@@ -36,40 +37,13 @@ pub use engine::{
     DeviceStatus, EngineCheckpoint, EngineHead, SegmentRecord, StatePart,
 };
 pub use lifecycle::{
-    Acknowledgement, Alert, AlertId, AlertKind, AlertState, AlertTransition, LifecycleError,
-    TransitionError,
+    Acknowledgement, Alert, AlertId, AlertKind, AlertMove, AlertState, AlertTransition,
+    LifecycleError, MessageCode, Params, Shelf, Suppressed, SuppressionReason, TransitionError,
 };
 pub use rule::{
     AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind,
     RuleScope, RuleSet, StormSettings, AIR_QUALITY_LIMITS,
 };
-
-/// How urgent an alert is. Ordered `Info < Warning < Critical`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A rule's identifier: `[a-z0-9][a-z0-9._-]{0,63}`, unique within a rule set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -112,30 +86,6 @@ impl<'de> serde::Deserialize<'de> for RuleId {
     }
 }
 
-/// What an alert is about.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Subject {
-    /// One device (threshold, offline, flatline, rate of change, air quality).
-    Device(DeviceId),
-    /// One road segment: a LOS rule, or a group of a segment's devices raising one rule.
-    Segment(SegmentId),
-    /// The rule as a whole: raises its rate limit turned away, folded into one alert.
-    Rule,
-}
-
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Device(d) => write!(f, "device {d}"),
-            Self::Segment(s) => write!(f, "segment {s}"),
-            Self::Rule => f.write_str("rule"),
-        }
-    }
-}
-
 /// The identity of a condition: at most one open alert exists per key.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -143,6 +93,13 @@ impl fmt::Display for Subject {
 pub struct AlertKey {
     pub rule: RuleId,
     pub subject: Subject,
+}
+
+impl AlertKey {
+    /// The key of a stored alert (`None` for a rule id the engine cannot hold).
+    pub fn of_record(r: &telemetry::alert::AlertRecord) -> Option<Self> {
+        Some(Self { rule: RuleId::parse(&r.rule).ok()?, subject: r.subject.clone() })
+    }
 }
 
 impl fmt::Display for AlertKey {

@@ -113,13 +113,39 @@ pub struct AlertRulesConfig {
     /// Add the shipped air-quality rules ([`AIR_QUALITY_LIMITS`]).
     #[serde(default = "yes")]
     pub air_quality_defaults: bool,
+    /// The longest an operator may shelve an alert (ISA-18.2 shelving), 1m to 30d.
+    #[serde(default = "default_max_shelve", with = "crate::duration_serde")]
+    pub max_shelve: Duration,
+    /// Operator positions watching the alerts, 1 to 100: the alarm-flood figures are per
+    /// position (EEMUA 191).
+    #[serde(default = "default_positions", deserialize_with = "whole::u32")]
+    pub operator_positions: u32,
     #[serde(default)]
     pub rules: Vec<RuleDefinition>,
 }
 
+/// The default longest shelf: one shift.
+pub const DEFAULT_MAX_SHELVE: Duration = Duration::from_secs(8 * 3_600);
+/// The bounds of `max_shelve`.
+pub const MAX_SHELVE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(30 * 86_400));
+
+fn default_max_shelve() -> Duration {
+    DEFAULT_MAX_SHELVE
+}
+fn default_positions() -> u32 {
+    1
+}
+
 impl Default for AlertRulesConfig {
     fn default() -> Self {
-        Self { storm: StormSettings::default(), air_quality_defaults: true, rules: Vec::new() }
+        Self {
+            storm: StormSettings::default(),
+            air_quality_defaults: true,
+            max_shelve: DEFAULT_MAX_SHELVE,
+            operator_positions: 1,
+            rules: Vec::new(),
+        }
     }
 }
 
@@ -154,6 +180,11 @@ pub struct RuleDefinition {
         deserialize_with = "whole::option_u32"
     )]
     pub raises_per_minute: Option<u32>,
+    /// Designed suppression (ISA-18.2): while an alert of one of these rules is active on
+    /// the same subject (or, for a device, on its segment), this rule's alerts are
+    /// recorded suppressed, not signalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_by: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdDefinition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +312,8 @@ pub struct AirQualityLimit {
     pub averaging: Duration,
     pub severity: Severity,
     pub basis: &'static str,
+    /// The shipped rules that suppress this one by design.
+    pub suppressed_by: &'static [&'static str],
 }
 
 /// The shipped air-quality rules; the first entry of a metric is its default limit.
@@ -292,6 +325,7 @@ pub const AIR_QUALITY_LIMITS: [AirQualityLimit; 5] = [
         averaging: Duration::from_secs(3_600),
         severity: Severity::Warning,
         basis: "EU Directive 2008/50/EC Annex XI: NO2 hourly limit value",
+        suppressed_by: &[],
     },
     AirQualityLimit {
         rule_id: "aq-pm10-daily",
@@ -300,6 +334,7 @@ pub const AIR_QUALITY_LIMITS: [AirQualityLimit; 5] = [
         averaging: Duration::from_secs(86_400),
         severity: Severity::Warning,
         basis: "EU Directive 2008/50/EC Annex XI: PM10 daily limit value",
+        suppressed_by: &[],
     },
     AirQualityLimit {
         rule_id: "aq-pm25-daily",
@@ -308,6 +343,7 @@ pub const AIR_QUALITY_LIMITS: [AirQualityLimit; 5] = [
         averaging: Duration::from_secs(86_400),
         severity: Severity::Info,
         basis: "WHO Air Quality Guidelines 2021: PM2.5 24-hour guideline level",
+        suppressed_by: &[],
     },
     AirQualityLimit {
         rule_id: "aq-o3-information",
@@ -316,6 +352,7 @@ pub const AIR_QUALITY_LIMITS: [AirQualityLimit; 5] = [
         averaging: Duration::from_secs(3_600),
         severity: Severity::Warning,
         basis: "EU Directive 2008/50/EC Annex XII: O3 information threshold (hourly mean)",
+        suppressed_by: &[],
     },
     AirQualityLimit {
         rule_id: "aq-o3-8h-target",
@@ -324,6 +361,8 @@ pub const AIR_QUALITY_LIMITS: [AirQualityLimit; 5] = [
         averaging: Duration::from_secs(8 * 3_600),
         severity: Severity::Info,
         basis: "EU Directive 2008/50/EC Annex VII: O3 target value (8-hour mean)",
+        // Above the information threshold the 8-hour target says nothing more.
+        suppressed_by: &["aq-o3-information"],
     },
 ];
 
@@ -341,6 +380,7 @@ impl AirQualityLimit {
             scope: ScopeDefinition::All,
             enabled: true,
             raises_per_minute: None,
+            suppressed_by: self.suppressed_by.iter().map(|s| (*s).to_owned()).collect(),
             threshold: None,
             offline: None,
             flatline: None,
@@ -515,6 +555,8 @@ pub struct Rule {
     pub severity: Severity,
     pub scope: RuleScope,
     pub raises_per_minute: u32,
+    /// Rules whose active alerts suppress this rule's (validated: they exist, not itself).
+    pub suppressed_by: Vec<RuleId>,
     pub kind: RuleKind,
 }
 
@@ -591,6 +633,13 @@ impl AlertRulesConfig {
         if self.storm.group_window.is_zero() && self.storm.group_over_devices > 0 {
             report.beyond("storm.group_window", "must be positive when grouping is on");
         }
+        let (lo, hi) = MAX_SHELVE_RANGE;
+        if !(lo..=hi).contains(&self.max_shelve) {
+            report.beyond("max_shelve", "must be from 1m to 30d");
+        }
+        if !(1..=100).contains(&self.operator_positions) {
+            report.error("operator_positions", "must be a whole number from 1 to 100");
+        }
         let mut rules = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let defs = self.effective_definitions();
@@ -601,6 +650,16 @@ impl AlertRulesConfig {
                     format!("{path}.id"),
                     format!("{:?} is already the id of rules[{j}]", def.id),
                 );
+            }
+            for (k, other) in def.suppressed_by.iter().enumerate() {
+                let p = format!("{path}.suppressed_by[{k}]");
+                if RuleId::parse(other).is_err() {
+                    report.error(p, format!("{other:?} is not a rule id"));
+                } else if *other == def.id {
+                    report.beyond(p, "a rule cannot suppress itself");
+                } else if !defs.iter().any(|d| d.id == *other) {
+                    report.beyond(p, format!("no rule has the id {other:?}"));
+                }
             }
             if let Some(rule) = validate_rule(def, &path, self.storm.raises_per_minute, &mut report)
             {
@@ -669,6 +728,7 @@ fn validate_rule(
         severity: def.severity,
         scope: scope?,
         raises_per_minute: def.raises_per_minute.unwrap_or(default_rpm),
+        suppressed_by: def.suppressed_by.iter().filter_map(|s| RuleId::parse(s).ok()).collect(),
         kind: kind?,
     })
 }

@@ -7,7 +7,8 @@
 //! accepts is accepted, except for what a JSON Schema cannot say, which `validate` reports
 //! as `beyond_schema`: two rules with one id, a `clear` on the wrong side of its level, a
 //! zero duration where one must be positive, an averaging period under 24 s, storm
-//! grouping with a zero window. Every example in the schema is a valid rule
+//! grouping with a zero window, a `max_shelve` outside 1m to 30d, a `suppressed_by` naming
+//! no rule or the rule itself. Every example in the schema is a valid rule
 //! (`tests::schema_examples_are_valid_rules`); the OpenAPI test checks the examples of the
 //! API's tests against the schema.
 
@@ -73,6 +74,7 @@ pub fn rule_schema(id_optional: bool) -> Value {
             ]},
             "enabled": {"type": "boolean"},
             "raises_per_minute": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})),
+            "suppressed_by": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": RULE_ID_PATTERN}, "description": "Designed suppression: ids of other rules whose active alerts on the same subject (or on a device's segment) suppress this rule's alerts"},
             "threshold": or_null(json!({
                 "allOf": [table(&["metric"], json!({"metric": metric(), "above": or_null(number()), "below": or_null(number()), "clear": or_null(number()), "for": duration()}))],
                 "oneOf": [given("above", "number"), given("below", "number")],
@@ -138,11 +140,17 @@ pub fn rules_document_schema() -> Value {
                 "group_window": duration(),
             })),
             "air_quality_defaults": {"type": "boolean"},
+            "max_shelve": {"type": "string", "pattern": DURATION_PATTERN, "description": "The longest an operator may shelve an alert, 1m to 30d (default 8h)"},
+            "operator_positions": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Operator positions: alarm-flood figures are per position (default 1)"},
             "rules": {"type": "array", "items": without_examples(rule_schema(false))},
         }),
     );
     schema["examples"] = json!([
         {"air_quality_defaults": false, "rules": examples(false)},
+        {"air_quality_defaults": false, "max_shelve": "4h", "operator_positions": 3, "rules": [
+            {"id": "no2-alarm", "severity": "critical", "threshold": {"metric": "no2_ugm3", "above": 400.0}},
+            {"id": "no2-warn", "severity": "warning", "suppressed_by": ["no2-alarm"], "threshold": {"metric": "no2_ugm3", "above": 200.0}},
+        ]},
         {"storm": {"raises_per_minute": 10, "group_over_devices": 5, "group_window": "30s"}, "rules": []},
     ]);
     schema
