@@ -280,12 +280,12 @@ test('an alert that returns to normal stays until acknowledged; acknowledging it
   await item.locator('.msg').click();
   await expect(item).toHaveClass(/selected/);
   await expect(page.locator('.leaflet-highlight-pane path')).toHaveCount(1);
-  const centre = await page.evaluate(() => window.sccr.map().getCenter());
-  const near = await page.evaluate(({ id, c }) => {
+  // The map flies to the alert's place (an animation: wait for it to arrive).
+  await expect.poll(() => page.evaluate((id) => {
+    const c = window.sccr.map().getCenter();
     const seg = window.sccr.state.segments.get(id);
     return seg.coords.some(([lat, lon]) => Math.abs(lat - c.lat) < 0.01 && Math.abs(lon - c.lng) < 0.01);
-  }, { id: segment, c: centre });
-  expect(near).toBe(true);
+  }, segment), { timeout: 5_000 }).toBe(true);
   await shot(page, 'alert-returned-1920x1080.png');
   await item.locator('button[data-act="ack"]').click();
   await item.locator('input.note').fill('seen, back to normal (browser test)');

@@ -44,6 +44,8 @@ const TEXT = {
     'alert.air_quality_mean': '{metric} mean over {averaging} is {mean} {unit}, above {limit} {unit}',
     'alert.segment_group': 'More than {over_devices} devices of {segment} within {window}: {rule}',
     'alert.rate_limit_overflow': 'Rule {rule}: more than {per_minute} alerts a minute, further ones folded here',
+    // Stored before message codes existed: the server's own text.
+    'alert.legacy': '{message}',
   },
   it: {
     title: 'Centrale di controllo Smart City', tab_live: 'In diretta', tab_planner: 'Pianificazione', logout: 'Esci',
@@ -79,6 +81,7 @@ const TEXT = {
     'alert.air_quality_mean': '{metric}: media su {averaging} di {mean} {unit}, oltre {limit} {unit}',
     'alert.segment_group': 'Più di {over_devices} dispositivi di {segment} in {window}: {rule}',
     'alert.rate_limit_overflow': 'Regola {rule}: più di {per_minute} allarmi al minuto, i successivi raccolti qui',
+    'alert.legacy': '{message}',
   },
 };
 
@@ -191,6 +194,7 @@ export function alertText(alert, segmentName = (id) => id) {
     shown.unit = unitOf(metric) || String(p.unit ?? '');
   }
   if (typeof p.segment === 'string') shown.segment = segmentName(p.segment);
+  shown.message = alert.message ?? '';
   return t(key, shown).replace(/\s+/g, ' ').replace(' ,', ',').trim();
 }
 
