@@ -171,7 +171,8 @@ function row(a) {
   if (a.suppressed) li.dataset.suppressed = 'true';
   slot(li, 'icon', a.severity === 'critical' ? '!' : a.severity === 'warning' ? '▲' : 'i');
   slot(li, 'msg', alertText(a, (id) => state.segments.get(id)?.props.name || id));
-  let stateText = t(`state_${a.state}`);
+  // The wall has room for ISA-18.2's short names (Unack, Acked, RTN unack).
+  let stateText = t(document.body.dataset.mode === 'wall' ? `state_short_${a.state}` : `state_${a.state}`);
   if (a.shelved) stateText = t('state_shelved', { until: hhmm(a.shelved.until), by: a.shelved.by, reason: a.shelved.reason });
   else if (a.suppressed) stateText = t('state_suppressed');
   const st = slot(li, 'state', stateText);

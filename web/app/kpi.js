@@ -57,8 +57,8 @@ function setText(id, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 
-/** How many worst segments fit: ten with trend lines on a 4K wall, five otherwise. */
-const worstRows = () => (window.innerWidth >= 2560 ? 10 : 5);
+/** How many worst segments fit: ten with trend lines on a 4K canvas, three on a 1080p wall (the alerts come first), five at a desk. */
+const worstRows = () => (window.innerWidth >= 2560 ? 10 : document.body.dataset.mode === 'wall' ? 3 : 5);
 
 export function renderKpis() {
   const now = Date.now();

@@ -288,7 +288,7 @@ export function drawAlertMarkers(alerts) {
     const glyph = a.severity === 'critical' ? '!' : a.severity === 'warning' ? '▲' : 'i';
     let m = alertMarkers.get(a.id);
     if (!m) {
-      m = L.marker(pos, { keyboard: false, riseOnHover: true, icon: L.divIcon({ className: cls, html: `<span>${glyph}</span>`, iconSize: null }) });
+      m = L.marker(pos, { keyboard: false, riseOnHover: true, icon: L.divIcon({ className: cls, html: `<span class="shape"><b>${glyph}</b></span>`, iconSize: null }) });
       m.on('click', (/** @type {any} */ e) => { L.DomEvent.stopPropagation(e); onAlertMarkerClick(a.id); });
       m.addTo(map);
       alertMarkers.set(a.id, m);
