@@ -407,7 +407,9 @@ impl Kpi {
         let now = Instant::now();
         let applied = hub.readings_applied();
         let secs = now.duration_since(self.last.0).as_secs_f64();
-        let rate = if secs > 0.0 { applied.saturating_sub(self.last.1) as f64 / secs } else { 0.0 };
+        // The first frame of a session comes at once: no interval to count over yet, so no
+        // rate (null) rather than a misleading 0.
+        let rate = (secs >= 0.5).then(|| applied.saturating_sub(self.last.1) as f64 / secs);
         self.last = (now, applied);
         let (online, offline) = hub.presence_counts(EventTime::now());
         let mut open = [0u64; 3];
@@ -456,7 +458,7 @@ impl Kpi {
         json!({"type": "kpi", "kpi": {
             "devices_online": online,
             "devices_offline": offline,
-            "readings_per_s": (rate * 10.0).round() / 10.0,
+            "readings_per_s": rate.map(|r| (r * 10.0).round() / 10.0),
             "alerts_open": {"critical": open[0], "warning": open[1], "info": open[2]},
             "city_speed_kmh": (length > 0.0).then(|| (weighted / length * 10.0).round() / 10.0),
             "worst_segments": worst,

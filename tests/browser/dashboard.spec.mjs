@@ -276,7 +276,7 @@ test('an alert that returns to normal stays until acknowledged; acknowledging it
   await expect(item).toHaveAttribute('data-state', 'returned', { timeout: 10_000 });
   await expect(item).toBeVisible();
   // A marker on the map; clicking the alert brings its place into view.
-  await expect(page.locator(`[data-alert-marker="${alert.id}"]`)).toBeVisible();
+  await expect(page.locator(`[data-alert-marker="${alert.id}"] .shape`)).toBeVisible();
   await item.locator('.msg').click();
   await expect(item).toHaveClass(/selected/);
   await expect(page.locator('.leaflet-highlight-pane path')).toHaveCount(1);
