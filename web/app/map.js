@@ -189,7 +189,7 @@ export function drawSegments(collection) {
 let allBounds = null;
 /** The whole network in view (entering wall mode). */
 export function fitAll() {
-  if (allBounds) map.fitBounds(allBounds, { padding: [30, 30] });
+  if (allBounds) map.fitBounds(allBounds, { padding: [30, 30], animate: false });
 }
 
 /** @param {import('./state.js').Segment} seg */
