@@ -152,9 +152,15 @@ export function countHidden() {
   const listEl = $('alert-list');
   const more = $('alerts-more');
   const bottom = listEl.getBoundingClientRect().bottom;
+  const wall = document.body.dataset.mode === 'wall';
   let hidden = 0;
-  for (const li of listEl.children) if (li.getBoundingClientRect().bottom > bottom + 1) hidden += 1;
-  more.hidden = hidden === 0 || document.body.dataset.mode !== 'wall';
+  for (const li of listEl.children) {
+    // On the wall a row cut by the panel's edge is left out whole and counted.
+    const cut = wall && li.getBoundingClientRect().bottom > bottom + 1;
+    li.classList.toggle('clipped', cut);
+    if (cut) hidden += 1;
+  }
+  more.hidden = hidden === 0 || !wall;
   more.textContent = t('more_alerts', { n: hidden });
 }
 
