@@ -51,6 +51,8 @@ function setMode(mode) {
   mapView.renderLegend();
   for (const seg of state.segments.values()) { seg.styled = false; dirty.segments.add(seg.id); }
   dirty.alerts = true;
+  renderKpis(); // the worst list's length depends on the mode
+  alerts.countHidden();
   setTimeout(() => {
     mapView.getMap()?.invalidateSize();
     if (state.mode === 'wall' && !state.selected) mapView.fitAll();
@@ -180,6 +182,8 @@ function tick() {
   }
   scheduleFrame();
   renderKpis();
+  // What fits of the alert list changes with the panels above it.
+  if (state.mode === 'wall') alerts.countHidden();
   renderConn();
   if (state.selected) renderFigures();
 }
