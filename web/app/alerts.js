@@ -6,7 +6,7 @@
 // recent-history list. Messages are rendered from the alert's code and parameters.
 import { apiJson, postJson } from './api.js';
 import { t, alertText, ago, hhmm, dateTime, duration } from './i18n.js';
-import { state, dirty, canAct } from './state.js';
+import { state, dirty, canAct, mayAct } from './state.js';
 import { $, fromTemplate, slot } from './util.js';
 
 const SEV_RANK = { critical: 0, warning: 1, info: 2 };
@@ -188,7 +188,7 @@ function row(a) {
   slot(li, 'by', a.acknowledged ? t('acked_by', { by: a.acknowledged.by }) : '');
   const actions = /** @type {HTMLElement} */ (li.querySelector('.actions'));
   const showActions = a.state !== 'cleared' && (document.body.dataset.mode !== 'wall' || state.selectedAlert === a.id);
-  if (showActions && ['none', 'admin', 'operator'].includes(state.me?.role ?? 'none')) {
+  if (showActions && mayAct()) {
     actions.hidden = false;
     if (ui.form?.id === a.id) actions.append(form(a, ui.form.act));
     else {

@@ -200,8 +200,7 @@ export function alertText(alert, segmentName = (id) => id) {
   return t(key, shown).replace(/\s+/g, ' ').replace(' ,', ',').trim();
 }
 
-/** Every element with data-i18n gets its text; data-i18n-title its tooltip. */
+/** Every element with data-i18n gets its text. */
 export function applyTexts(root = document) {
   root.querySelectorAll('[data-i18n]').forEach((el) => { el.textContent = t(/** @type {HTMLElement} */ (el).dataset.i18n || ''); });
-  root.querySelectorAll('[data-i18n-placeholder]').forEach((el) => { /** @type {HTMLInputElement} */ (el).placeholder = t(/** @type {HTMLElement} */ (el).dataset.i18nPlaceholder || ''); });
 }

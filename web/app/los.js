@@ -32,8 +32,6 @@ export function losOfRatio(ratio) {
 }
 /** Line width factor: E and F are drawn wider, so they stand out without colour. @param {string | null} g */
 export const widthFactor = (g) => (g === 'F' ? 1.9 : g === 'E' ? 1.45 : 1);
-/** Dash pattern: F is also drawn with a double-dash so it reads in greyscale. @param {string | null} g */
-export const dashOf = (g) => (g === 'F' ? '1 0' : null);
 
 /**
  * The "worst segments" rule shared with the server (docs/api.md): relative speed

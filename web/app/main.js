@@ -255,7 +255,12 @@ async function loadStatic() {
     apiJson('/api/v1/alerts?state=open&limit=1000'),
   ]);
   if (state.segments.size === 0) mapView.drawSegments(segs);
-  else for (const f of segs.features || []) { const p = f.properties || {}; if (p.window) onSegmentState({ segment: p.id, start: p.window.start, end: p.window.end, los: p.los, speed_kmh: p.speed_kmh, flow_vph: p.flow_vph, occupancy_pct: p.occupancy_pct }); }
+  else {
+    for (const f of segs.features || []) {
+      const w = mapView.windowOf(f.properties || {});
+      if (w) onSegmentState({ ...w, segment: f.properties.id });
+    }
+  }
   mapView.drawDevices(devs);
   for (const a of open.alerts || []) alerts.upsert(a, false);
   planner.fillSubjects();

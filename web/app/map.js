@@ -170,9 +170,7 @@ export function drawSegments(collection) {
     /** @type {import('./state.js').Segment} */
     const seg = { id, props: p, coords, line, hit, outline, speeds: new Map(), window: null, los: null, styled: false, mid: coords[Math.floor(coords.length / 2)] };
     hit.bindTooltip(() => tooltipText(seg), { className: 'seg-tip', sticky: true });
-    if (p.window && p.los !== undefined) {
-      seg.window = { los: p.los, speed_kmh: p.speed_kmh, flow_vph: p.flow_vph, occupancy_pct: p.occupancy_pct, detectors: p.detectors, start: p.window.start, end: p.window.end };
-    }
+    seg.window = windowOf(p);
     line.getElement()?.setAttribute('data-segment', id);
     hit.getElement()?.setAttribute('data-hit', id);
     for (const c of coords) bounds.extend(c);
@@ -190,6 +188,16 @@ let allBounds = null;
 /** The whole network in view (entering wall mode). */
 export function fitAll() {
   if (allBounds) map.fitBounds(allBounds, { padding: [30, 30], animate: false });
+}
+
+/**
+ * A segment's last closed window from its GeoJSON properties (GET /api/v1/segments).
+ * @param {Record<string, any>} p
+ * @returns {import('./state.js').SegmentWindow | null}
+ */
+export function windowOf(p) {
+  if (!p.window || p.los === undefined) return null;
+  return { los: p.los, speed_kmh: p.speed_kmh, flow_vph: p.flow_vph, occupancy_pct: p.occupancy_pct, detectors: p.detectors, start: p.window.start, end: p.window.end };
 }
 
 /** @param {import('./state.js').Segment} seg */

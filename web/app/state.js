@@ -39,7 +39,10 @@ export const state = {
 };
 
 export const role = () => state.me?.role ?? 'none';
-export const canAct = () => ['none', 'admin', 'operator'].includes(role()) && state.live === 'open';
+/** Whether the role may handle alerts at all (the buttons are shown). */
+export const mayAct = () => ['none', 'admin', 'operator'].includes(role());
+/** Whether it can now: the live connection is up (the buttons are enabled). */
+export const canAct = () => mayAct() && state.live === 'open';
 export const canExport = () => ['none', 'admin', 'planner'].includes(role());
 
 /** Work to do at the next animation frame, batched. */
