@@ -32,12 +32,10 @@ use axum::Router;
 pub use openapi::Op;
 use store::Store;
 use stream::LiveHub;
+use telemetry::metrics::Registry;
 
 pub use alerts::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
 pub use error::ApiError;
-
-/// Renders the Prometheus text exposition of the running process's counters.
-pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Reports each dependency or stage of this process that `/readyz` checks: its name, and
 /// why it is not ready now, if it is not (the broker unreachable, the writer stalled).
@@ -56,8 +54,9 @@ pub struct NotReady {
 pub struct AppState {
     pub store: Store,
     pub hub: Arc<LiveHub>,
-    /// Counters of the pipeline stages running in this process, if any.
-    pub metrics: Option<MetricsRenderer>,
+    /// The process's one metrics registry (`/metrics`): the pipeline stages running in
+    /// this process, if any, and this API's own figures ([`AppState::set_metrics`]).
+    pub metrics: Arc<Registry>,
     /// The alert engine running in this process, if any: operator actions are mirrored
     /// into it and rules changed through it. Without it alerts are still listed and moved
     /// in the store.
@@ -78,17 +77,24 @@ pub struct AppState {
 impl AppState {
     /// State with no pipeline metrics and no alert engine in this process.
     pub fn new(store: Store, hub: Arc<LiveHub>) -> Self {
+        let http = Arc::<http_metrics::HttpMetrics>::default();
         Self {
+            metrics: Arc::new(http_metrics::with_api_metrics(Registry::default(), &http, &hub)),
             store,
             hub,
-            metrics: None,
             alerts: None,
             auth: auth::Auth::default(),
             readiness: None,
-            http: Arc::default(),
+            http,
             wall: Arc::default(),
             max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
         }
+    }
+
+    /// Serve `registry` (the process's collectors) at `/metrics`, with this API's own
+    /// figures (requests, websockets, live values) added to it.
+    pub fn set_metrics(&mut self, registry: Registry) {
+        self.metrics = Arc::new(http_metrics::with_api_metrics(registry, &self.http, &self.hub));
     }
 }
 
@@ -125,7 +131,9 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
             .ok(200, object_with(&["status"]))
             .error(503, "The database or the broker is unreachable, or the batch writer is stalled (code `writer_stalled`)"),
-        Op::new("GET", "/metrics", &[], "health", "Prometheus metrics", get(routes::metrics)).ok_media("text/plain", string()),
+        Op::new("GET", "/metrics", &[], "health", "Metrics for Prometheus (OpenMetrics text)", get(routes::metrics))
+            .describe("One registry per process: `process_*` (CPU, memory, file descriptors, threads, start time), `sccr_build_info`, and the `sccr_*` figures of the stages this process runs (ingest, writer, rollups, stream, alerts, commands, webhooks and the outbox, live bus, HTTP and websockets). Refused messages and readings are counted once, in `sccr_dead_letters_total{reason}`. Names, units and help follow the OpenMetrics conventions; see docs/metrics.md for the list.")
+            .ok_media("application/openmetrics-text", string()),
         Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
         Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),
         Op::new("GET", "/api/v1/me", READERS, "access", "The caller's name and role", get(access::me)).ok(200, object_with(&["name", "role"])),

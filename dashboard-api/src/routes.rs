@@ -41,17 +41,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(body))
 }
 
-/// Prometheus text exposition: the pipeline's counters and the live hub's size.
+/// The process's metrics registry as OpenMetrics text.
 pub async fn metrics(
     State(state): State<AppState>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    let mut text = state.metrics.as_ref().map(|render| render()).unwrap_or_default();
-    text.push_str(&format!(
-        "# HELP sccr_live_values Current (device, metric) values held for live subscribers.\n# TYPE sccr_live_values gauge\nsccr_live_values {}\n",
-        state.hub.len()
-    ));
-    state.http.render(&mut text);
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    let mut text = String::with_capacity(16 * 1024);
+    // Writing to a String cannot fail.
+    let _ = telemetry::metrics::encode_text(&mut text, &state.metrics);
+    ([(axum::http::header::CONTENT_TYPE, telemetry::metrics::CONTENT_TYPE)], text)
 }
 
 pub async fn not_found() -> ApiError {

@@ -44,7 +44,12 @@ async fn state() -> AppState {
             .unwrap();
     }
     let mut state = AppState::new(store, LiveHub::new(64));
-    state.metrics = Some(std::sync::Arc::new(|| "sccr_test_total 7\n".to_string()));
+    // The pipeline's collectors, as the composition root registers them.
+    let pipeline = std::sync::Arc::new(store::WriterMetrics::default());
+    pipeline.batches.store(7, std::sync::atomic::Ordering::Relaxed);
+    let mut registry = telemetry::metrics::Registry::default();
+    registry.sub_registry_with_prefix("sccr").register_collector(Box::new(pipeline));
+    state.set_metrics(registry);
     state
 }
 
@@ -94,7 +99,9 @@ async fn devices_latest_and_health() {
         String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec())
             .unwrap();
     assert!(
-        text.contains("sccr_test_total 7\n") && text.contains("sccr_live_values 0\n"),
+        text.contains("\nsccr_writer_batches_total 7\n")
+            && text.contains("\nsccr_live_values 0\n")
+            && text.ends_with("# EOF\n"),
         "{text}"
     );
 }

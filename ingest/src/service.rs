@@ -15,9 +15,9 @@
 //! the writer queue so the writer flushes and commits what it holds, keeps polling the
 //! connection while the acker sends the last acknowledgements, then disconnects.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
@@ -25,6 +25,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use store::WriteItem;
 use telemetry::command::CommandAck;
+use telemetry::metrics::{self, Collector, CountsBy, Encoder};
 use telemetry::{DeviceId, EventTime, Reading, StatusEvent, TopicKind, Validator};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -49,7 +50,9 @@ pub struct AckToken {
 pub struct IngestMetrics {
     pub messages: AtomicU64,
     pub readings: AtomicU64,
-    pub dead_letters: AtomicU64,
+    /// Messages and readings refused, by reason: the process's one dead-letter counter,
+    /// shared with the writer (which refuses readings older than the raw retention).
+    pub dead_letters: Arc<CountsBy>,
     pub acks: AtomicU64,
     /// Acks not sent because the connection they belonged to is gone (the broker redelivers).
     pub stale_acks: AtomicU64,
@@ -61,16 +64,75 @@ pub struct IngestMetrics {
     pub statuses: AtomicU64,
     /// Devices' answers to commands handed to the command link.
     pub command_acks: AtomicU64,
-    pub dead_letters_by_reason: Mutex<BTreeMap<String, u64>>,
     /// Whether the broker connection is up now.
     pub connected: std::sync::atomic::AtomicBool,
 }
 
-impl IngestMetrics {
-    fn count_dead_letters(&self, reason: &str, n: u64) {
-        self.dead_letters.fetch_add(n, Ordering::Relaxed);
-        let mut map = self.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(reason.to_owned()).or_default() += n;
+impl Collector for IngestMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut e;
+        metrics::counter(
+            e,
+            "ingest_messages",
+            "MQTT messages taken by ingest.",
+            get(&self.messages),
+        )?;
+        metrics::counter(e, "ingest_readings", "Valid readings decoded.", get(&self.readings))?;
+        metrics::counter(
+            e,
+            "ingest_acks",
+            "MQTT acknowledgements sent after commit.",
+            get(&self.acks),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_stale_acks",
+            "Acks skipped because their connection was gone (the broker redelivers).",
+            get(&self.stale_acks),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_connections",
+            "Connections to the broker.",
+            get(&self.connections),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_connection_errors",
+            "Broker connection failures.",
+            get(&self.connection_errors),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_live_dropped",
+            "Readings not shown live because the stream queue was full (they are stored).",
+            get(&self.live_dropped),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_statuses",
+            "Device status messages handed to the stream.",
+            get(&self.statuses),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_command_acks",
+            "Devices' answers to commands handed to the command link.",
+            get(&self.command_acks),
+        )?;
+        self.dead_letters.encode(
+            e,
+            "dead_letters",
+            "Messages and readings refused, by reason (ingest's and the writer's).",
+            "reason",
+        )?;
+        metrics::flag(
+            e,
+            "mqtt_connected",
+            "1 while ingest's broker connection is up.",
+            self.connected.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -310,11 +372,11 @@ impl Driver {
         self.metrics.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.readings.fetch_add(processed.readings.len() as u64, Ordering::Relaxed);
         for d in &processed.dead_letters {
-            self.metrics.count_dead_letters(&d.reason, 1);
+            self.metrics.dead_letters.add(&d.reason, 1);
             tracing::debug!(topic = %d.topic, reason = %d.reason, detail = %d.detail, "dead letter");
         }
         for (reason, n) in &processed.folded {
-            self.metrics.count_dead_letters(reason, *n);
+            self.metrics.dead_letters.add(reason, *n);
         }
         let cost = processed.readings.len().clamp(1, self.config.max_pending_readings.max(1));
         let permit = tokio::select! {

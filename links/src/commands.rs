@@ -21,6 +21,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::Outgoing;
 use store::{CommandRecord, CommandStatus, Store};
 use telemetry::command::{Command, CommandAck, CommandResult};
+use telemetry::metrics::{self, Collector, Encoder};
 use telemetry::{DeviceId, EventTime, Topic};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -46,6 +47,28 @@ pub struct CommandLinkMetrics {
     pub stray_acks: AtomicU64,
     pub expired: AtomicU64,
     pub errors: AtomicU64,
+}
+
+impl Collector for CommandLinkMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let e = &mut e;
+        let counters = [
+            ("commands_published", "Commands handed to the broker client.", &self.published),
+            ("commands_sent", "Commands the broker took (PUBACK).", &self.sent),
+            ("commands_answered", "Commands a device answered.", &self.answered),
+            (
+                "commands_stray_acks",
+                "Device answers naming no open command of the device (late, unknown or replayed).",
+                &self.stray_acks,
+            ),
+            ("commands_expired", "Commands that expired unanswered.", &self.expired),
+            ("commands_errors", "Command link errors (store or broker).", &self.errors),
+        ];
+        for (name, help, value) in counters {
+            metrics::counter(e, name, help, value.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
 }
 
 /// Resolves once shutdown is requested (or its sender is gone).

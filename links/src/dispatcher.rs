@@ -16,6 +16,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use store::{AttemptOutcome, ClaimedDelivery, Store};
+use telemetry::metrics::{self, Collector, Encoder, Unit};
 use telemetry::EventTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -70,28 +71,70 @@ pub struct DispatcherMetrics {
     pub refused: AtomicU64,
     pub dead: AtomicU64,
     pub store_errors: AtomicU64,
+    /// The outbox's backlog when last sampled (every [`BACKLOG_EVERY`]).
+    backlog: std::sync::Mutex<store::OutboxBacklog>,
 }
 
+/// How often the dispatcher samples the outbox's backlog for `/metrics`.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
 impl DispatcherMetrics {
-    /// Appends the counters in the Prometheus text format (`sccr_webhook_*`).
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+    fn set_backlog(&self, b: store::OutboxBacklog) {
+        *self.backlog.lock().unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    pub fn backlog(&self) -> store::OutboxBacklog {
+        *self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Collector for DispatcherMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let e = &mut e;
         let counters = [
-            ("fanned_out", "Deliveries created from outbox events.", &self.fanned_out),
-            ("attempts", "Delivery attempts.", &self.attempts),
-            ("delivered", "Deliveries a receiver answered with a 2xx.", &self.delivered),
-            ("failed", "Failed attempts to be retried.", &self.failed),
-            ("refused", "Attempts refused by webhooks.allowed_destinations.", &self.refused),
-            ("dead", "Deliveries dead after their last attempt.", &self.dead),
-            ("store_errors", "Dispatcher passes that met a store error.", &self.store_errors),
+            ("webhook_fanned_out", "Deliveries created from outbox events.", &self.fanned_out),
+            ("webhook_attempts", "Delivery attempts.", &self.attempts),
+            ("webhook_delivered", "Deliveries a receiver answered with a 2xx.", &self.delivered),
+            ("webhook_failed", "Failed attempts to be retried.", &self.failed),
+            (
+                "webhook_refused",
+                "Attempts refused by webhooks.allowed_destinations.",
+                &self.refused,
+            ),
+            ("webhook_dead", "Deliveries dead after their last attempt.", &self.dead),
+            (
+                "webhook_store_errors",
+                "Dispatcher passes that met a store error.",
+                &self.store_errors,
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = write!(
-                out,
-                "# HELP sccr_webhook_{name}_total {help}\n# TYPE sccr_webhook_{name}_total counter\nsccr_webhook_{name}_total {}\n",
-                value.load(Ordering::Relaxed)
-            );
+            metrics::counter(e, name, help, value.load(Ordering::Relaxed))?;
         }
+        let b = self.backlog();
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics::gauge(
+            e,
+            "outbox_events_to_fan_out",
+            "Outbox events not yet turned into deliveries (sampled every 5 s).",
+            count(b.events_to_fan_out),
+        )?;
+        metrics::gauge(
+            e,
+            "webhook_deliveries_pending",
+            "Webhook deliveries waiting for a first or further attempt (sampled every 5 s).",
+            count(b.deliveries_pending),
+        )?;
+        let age = b.oldest_pending.map_or(0.0, |t| {
+            (EventTime::now().millis().saturating_sub(t.millis())).max(0) as f64 / 1e3
+        });
+        metrics::gauge_f64(
+            e,
+            "webhook_oldest_pending_age",
+            "Age of the oldest outbox event with a pending delivery (0 when none).",
+            Some(&Unit::Seconds),
+            age,
+        )
     }
 }
 
@@ -108,6 +151,7 @@ pub async fn run_dispatcher(
 ) {
     let mut rng = SmallRng::from_os_rng();
     let mut next_prune = tokio::time::Instant::now();
+    let mut next_backlog = next_prune;
     loop {
         if tokio::time::Instant::now() >= next_prune {
             next_prune += PRUNE_EVERY;
@@ -119,6 +163,13 @@ pub async fn run_dispatcher(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "pruned delivered outbox events"),
                 Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+            }
+        }
+        if tokio::time::Instant::now() >= next_backlog {
+            next_backlog += BACKLOG_EVERY;
+            match store.outbox_backlog().await {
+                Ok(b) => metrics.set_backlog(b),
+                Err(e) => tracing::warn!(error = %e, "cannot read the outbox backlog"),
             }
         }
         let stopping = *shutdown.borrow();
@@ -273,11 +324,10 @@ mod tests {
 
     #[test]
     fn metrics_render_every_counter() {
-        let m = DispatcherMetrics::default();
+        let m = Arc::new(DispatcherMetrics::default());
         m.refused.store(3, Ordering::Relaxed);
-        let mut out = String::new();
-        m.render(&mut out);
-        assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE sccr_webhook_")).count(), 7);
+        let out = telemetry::metrics::exposition(Box::new(m));
+        assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE sccr_webhook_")).count(), 9);
         assert!(out.contains("\nsccr_webhook_refused_total 3\n"), "{out}");
         assert!(out.contains("\nsccr_webhook_delivered_total 0\n"), "{out}");
     }

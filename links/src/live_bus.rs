@@ -33,6 +33,7 @@ use stream::{
     AlertKey, LiveAlert, LiveEvent, LiveHub, LiveValue, OperatorAction, Pending, SegmentState,
     StreamCommand, SubscriptionFilter, WindowResult,
 };
+use telemetry::metrics::{self, Collector, Encoder};
 use telemetry::{DeviceId, DeviceState, EventTime, StatusEvent};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -281,80 +282,41 @@ impl BusMetrics {
         self.decode_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(error = %e, "live bus: {what} skipped");
     }
+}
 
-    /// Prometheus text for these counters.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric(
-            "sccr_bus_connected",
-            "gauge",
+impl Collector for BusMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let e = &mut e;
+        metrics::flag(
+            e,
+            "bus_connected",
             "1 while the live bus's broker connection is up.",
-            u64::from(self.connected.load(Ordering::Relaxed)),
-        );
-        metric(
-            "sccr_bus_connections_total",
-            "counter",
-            "Live bus connections to the broker.",
-            get(&self.connections),
-        );
-        metric(
-            "sccr_bus_messages_out_total",
-            "counter",
-            "Live messages published.",
-            get(&self.messages_out),
-        );
-        metric(
-            "sccr_bus_messages_in_total",
-            "counter",
-            "Live messages applied.",
-            get(&self.messages_in),
-        );
-        metric(
-            "sccr_bus_values_out_total",
-            "counter",
-            "Values published on the live bus.",
-            get(&self.values_out),
-        );
-        metric(
-            "sccr_bus_values_in_total",
-            "counter",
-            "Values taken from the live bus.",
-            get(&self.values_in),
-        );
-        metric(
-            "sccr_bus_snapshots_out_total",
-            "counter",
-            "Snapshots of the live state published.",
-            get(&self.snapshots_out),
-        );
-        metric(
-            "sccr_bus_control_out_total",
-            "counter",
-            "Control messages published.",
-            get(&self.control_out),
-        );
-        metric(
-            "sccr_bus_control_in_total",
-            "counter",
-            "Control messages taken.",
-            get(&self.control_in),
-        );
-        metric(
-            "sccr_bus_decode_errors_total",
-            "counter",
-            "Bus messages skipped because they did not decode.",
-            get(&self.decode_errors),
-        );
-        metric(
-            "sccr_bus_publish_errors_total",
-            "counter",
-            "Bus messages that could not be handed to the client.",
-            get(&self.publish_errors),
-        );
+            self.connected.load(Ordering::Relaxed),
+        )?;
+        let counters = [
+            ("bus_connections", "Live bus connections to the broker.", &self.connections),
+            ("bus_messages_out", "Live messages published.", &self.messages_out),
+            ("bus_messages_in", "Live messages applied.", &self.messages_in),
+            ("bus_values_out", "Values published on the live bus.", &self.values_out),
+            ("bus_values_in", "Values taken from the live bus.", &self.values_in),
+            ("bus_snapshots_out", "Snapshots of the live state published.", &self.snapshots_out),
+            ("bus_control_out", "Control messages published.", &self.control_out),
+            ("bus_control_in", "Control messages taken.", &self.control_in),
+            (
+                "bus_decode_errors",
+                "Bus messages skipped because they did not decode.",
+                &self.decode_errors,
+            ),
+            (
+                "bus_publish_errors",
+                "Bus messages that could not be handed to the client.",
+                &self.publish_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metrics::counter(e, name, help, value.load(Ordering::Relaxed))?;
+        }
+        Ok(())
     }
 }
 

@@ -23,13 +23,9 @@
 //!   database restarts; other errors are logged and counted, and the sink goes on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::VecDeque;
-use std::sync::atomic::AtomicU32;
-use std::sync::Mutex;
 
 use store::{
     AlertChange, AlertFilter, AlertMove, AlertRecord, AlertState, NewAlert, RaiseOutcome,
@@ -43,84 +39,7 @@ use stream::{
 use telemetry::EventTime;
 use tokio::sync::mpsc;
 
-/// Counters of the alert sink, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct AlertSinkMetrics {
-    pub raised: AtomicU64,
-    /// Raises that found the key's alert already open in the store.
-    pub already_open: AtomicU64,
-    pub acknowledged: AtomicU64,
-    pub cleared: AtomicU64,
-    pub updated: AtomicU64,
-    /// Conditions that ended while their alert was unacknowledged (returned).
-    pub returned: AtomicU64,
-    /// Returned alerts raised again.
-    pub resumed: AtomicU64,
-    /// Shelves expired, suppressions set or lifted.
-    pub overlays: AtomicU64,
-    /// Moves the store refused because the alert had moved on (an operator was first).
-    pub refused: AtomicU64,
-    pub state_saves: AtomicU64,
-    /// Checkpoint parts written (head and book included) and their JSON bytes.
-    pub state_parts: AtomicU64,
-    pub state_bytes: AtomicU64,
-    /// Checkpoints that could not be saved (the next one is full).
-    pub state_save_errors: AtomicU64,
-    pub errors: AtomicU64,
-    /// Operator positions (`alerts.operator_positions`) for the flood figures; 0 reads as 1.
-    pub operator_positions: AtomicU32,
-    /// Times the raises per position over the last 10 minutes crossed above
-    /// [`FLOOD_PER_POSITION`].
-    pub floods: AtomicU64,
-    /// Processing times of the signalled raises of the last [`FLOOD_WINDOW_MS`].
-    flood_window: Mutex<VecDeque<i64>>,
-}
-
-/// The alarm-flood window (EEMUA 191): raises are counted over the last 10 minutes.
-pub const FLOOD_WINDOW_MS: i64 = 10 * 60_000;
-/// More raises than this per operator position in the window is a flood (EEMUA 191:
-/// one is acceptable, more than ten is a flood).
-pub const FLOOD_PER_POSITION: f64 = 10.0;
-/// Most raises the window holds (it counts no further).
-const FLOOD_WINDOW_CAP: usize = 100_000;
-
-impl AlertSinkMetrics {
-    fn positions(&self) -> f64 {
-        f64::from(self.operator_positions.load(Ordering::Relaxed).max(1))
-    }
-
-    /// A raise or re-raise that signals (neither suppressed nor shelved), at `at`.
-    pub fn record_raise(&self, at: telemetry::EventTime) {
-        let mut w = self.flood_window.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut w, at.millis());
-        let before = w.len() as f64 / self.positions();
-        if w.len() < FLOOD_WINDOW_CAP {
-            w.push_back(at.millis());
-        }
-        let after = w.len() as f64 / self.positions();
-        if before <= FLOOD_PER_POSITION && after > FLOOD_PER_POSITION {
-            self.floods.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                raises = w.len(),
-                per_position = after,
-                "alarm flood: more than 10 alerts per operator position in 10 minutes"
-            );
-        }
-    }
-
-    /// Signalled raises in the 10 minutes up to `now`, and that per operator position.
-    pub fn raised_last_10m(&self, now: telemetry::EventTime) -> (usize, f64) {
-        let mut w = self.flood_window.lock().unwrap_or_else(|e| e.into_inner());
-        prune(&mut w, now.millis());
-        (w.len(), w.len() as f64 / self.positions())
-    }
-}
-
-fn prune(w: &mut VecDeque<i64>, now_ms: i64) {
-    while w.front().is_some_and(|&t| t <= now_ms - FLOOD_WINDOW_MS) {
-        w.pop_front();
-    }
-}
+use crate::metrics::AlertSinkMetrics;
 
 /// The row to open for an alert the engine raised; `suppressed` is its designed
 /// suppression with the suppressing alert's store id.
@@ -736,25 +655,6 @@ mod tests {
             (last.action, last.by, last.note.as_deref()),
             (Some(AlertMove::Unshelve), None, Some("shelf expired"))
         );
-    }
-
-    #[test]
-    fn the_flood_figures_count_signalled_raises_per_position_over_ten_minutes() {
-        let m = AlertSinkMetrics::default();
-        m.operator_positions.store(2, Ordering::Relaxed);
-        for i in 0..20 {
-            m.record_raise(EventTime(i * 1_000));
-        }
-        assert_eq!(m.raised_last_10m(EventTime(20_000)), (20, 10.0));
-        assert_eq!(m.floods.load(Ordering::Relaxed), 0, "10 per position is not a flood");
-        m.record_raise(EventTime(21_000));
-        assert_eq!(m.floods.load(Ordering::Relaxed), 1, "11 per position is");
-        m.record_raise(EventTime(22_000));
-        assert_eq!(m.floods.load(Ordering::Relaxed), 1, "counted once per crossing");
-        // Ten minutes on, the window has emptied.
-        assert_eq!(m.raised_last_10m(EventTime(22_000 + FLOOD_WINDOW_MS)), (0, 0.0));
-        m.record_raise(EventTime(30 * 60_000));
-        assert_eq!(m.raised_last_10m(EventTime(30 * 60_000)), (1, 0.5));
     }
 
     #[tokio::test]

@@ -247,7 +247,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
     println!(
         "ingested {} messages ({} dead letters); stored {} readings in {} batches ({} duplicates ignored); {} windows emitted",
         load(&ingest.messages),
-        load(&ingest.dead_letters),
+        ingest.dead_letters.total(),
         load(&metrics.readings_inserted),
         load(&metrics.batches),
         load(&metrics.readings_duplicate),

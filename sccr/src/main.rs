@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod export;
 mod import;
+mod metrics;
 mod pipeline;
 mod progress;
 

@@ -43,8 +43,9 @@ use telemetry::ValidationConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::alert_sink::{load_engine_state, reconcile, state_key, AlertSink, AlertSinkMetrics};
+use crate::alert_sink::{load_engine_state, reconcile, state_key, AlertSink};
 use crate::config::{Config, Subscription, UnknownDevices};
+use crate::metrics::AlertSinkMetrics;
 
 pub struct Running {
     pub api_addr: std::net::SocketAddr,
@@ -277,8 +278,11 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(256);
-    let ingest_metrics = Arc::new(IngestMetrics::default());
-    let writer_metrics = Arc::new(WriterMetrics::default());
+    // One dead-letter counter: ingest refuses most, the writer those past the retention.
+    let dead_letters = Arc::new(telemetry::metrics::CountsBy::default());
+    let ingest_metrics =
+        Arc::new(IngestMetrics { dead_letters: dead_letters.clone(), ..IngestMetrics::default() });
+    let writer_metrics = Arc::new(WriterMetrics::with_dead_letters(dead_letters));
     let stream_metrics = Arc::new(StreamMetrics::default());
     let bus_metrics = Arc::new(links::BusMetrics::default());
     let command_metrics = Arc::new(links::CommandLinkMetrics::default());
@@ -292,7 +296,9 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         sweep_interval: std::time::Duration::from_secs(1),
     };
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-    let (control, render, readiness) = if role.ingests() {
+    let mut stages = crate::metrics::Stages::default();
+    stages.add(command_metrics.clone());
+    let (control, readiness) = if role.ingests() {
         let metrics = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone());
         let side =
             start_ingest(config, &store, &hub, rule_set, store_open, metrics, shutdown_rx.clone())
@@ -329,14 +335,10 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             ));
         }
         tasks.extend(side.tasks);
-        let (render, bus_metrics) = (side.render, bus.then_some(bus_metrics));
-        let render = Arc::new(move || {
-            let mut out = render();
-            if let Some(b) = &bus_metrics {
-                b.render(&mut out);
-            }
-            out
-        }) as dashboard_api::MetricsRenderer;
+        stages.extend(side.collectors);
+        if bus {
+            stages.add(bus_metrics);
+        }
         let broker = side.ingest_metrics.clone();
         let (writer, stall_after) = (writer_metrics.clone(), config.writer.stall_after);
         let readiness: dashboard_api::Readiness = Arc::new(move || {
@@ -349,7 +351,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             ]
         });
         let control = AlertControl { commands: side.commands, rules: rules.clone() };
-        (control, render, readiness)
+        (control, readiness)
     } else {
         let (commands_tx, commands_rx) = mpsc::channel(256);
         let (notices_tx, notices_rx) = mpsc::channel(16);
@@ -379,17 +381,12 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
             command_metrics,
             shutdown_rx.clone(),
         ));
-        let b = bus_metrics.clone();
-        let render = Arc::new(move || {
-            let mut out = String::with_capacity(2048);
-            b.render(&mut out);
-            out
-        }) as dashboard_api::MetricsRenderer;
+        stages.add(bus_metrics.clone());
         let b = bus_metrics.clone();
         let readiness: dashboard_api::Readiness = Arc::new(move || {
             vec![("broker", broker_check(b.connected.load(std::sync::atomic::Ordering::Relaxed)))]
         });
-        (AlertControl { commands: commands_tx, rules: rules.clone() }, render, readiness)
+        (AlertControl { commands: commands_tx, rules: rules.clone() }, readiness)
     };
 
     let listener = tokio::net::TcpListener::bind(&config.api.listen)
@@ -399,7 +396,9 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
-    state.metrics = Some(render);
+    let mut registry = crate::metrics::registry();
+    stages.register(&mut registry);
+    state.set_metrics(registry);
     state.readiness = Some(readiness);
     state.wall = Arc::new(
         config
@@ -502,7 +501,7 @@ struct IngestSide {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     commands: mpsc::Sender<StreamCommand>,
     command_acks: mpsc::Receiver<(telemetry::DeviceId, telemetry::command::CommandAck)>,
-    render: dashboard_api::MetricsRenderer,
+    collectors: crate::metrics::Stages,
     ingest_metrics: Arc<IngestMetrics>,
 }
 
@@ -642,8 +641,7 @@ async fn start_ingest(
         ..IngestConfig::default()
     };
     // Weak handles: the metrics must not keep the queues open at shutdown.
-    let queues = QueueProbes { writer: writer_tx.downgrade(), live: live_tx.downgrade() };
-    let max_pending = config.ingest.max_pending_readings.max(1);
+    let (writer_probe, live_probe) = (writer_tx.downgrade(), live_tx.downgrade());
     let ingest_queues = IngestQueues {
         writer: writer_tx,
         live: live_tx,
@@ -689,32 +687,22 @@ async fn start_ingest(
             shutdown_rx.clone(),
         ))
     });
-    let render = {
-        let (i, w, s, m, a, budget) = (
-            ingest_metrics.clone(),
-            writer_metrics.clone(),
-            stream_metrics.clone(),
-            merger_metrics.clone(),
-            alert_metrics.clone(),
-            ingest.budget.clone(),
-        );
-        let webhooks = config.webhooks.enabled.then_some(dispatcher_metrics);
-        Arc::new(move || {
-            let mut out = render_metrics(
-                &i,
-                &w,
-                &s,
-                &m,
-                &a,
-                &queues,
-                max_pending.saturating_sub(budget.available_permits()),
-            );
-            if let Some(d) = &webhooks {
-                d.render(&mut out);
-            }
-            out
-        }) as dashboard_api::MetricsRenderer
-    };
+    let mut collectors = crate::metrics::Stages::default();
+    collectors
+        .add(ingest_metrics.clone())
+        .add(writer_metrics.clone())
+        .add(stream_metrics.clone())
+        .add(merger_metrics.clone())
+        .add(alert_metrics.clone())
+        .add(crate::metrics::QueueProbes {
+            writer: writer_probe,
+            live: live_probe,
+            budget: ingest.budget.clone(),
+            max_pending: config.ingest.max_pending_readings.max(1),
+        });
+    if config.webhooks.enabled {
+        collectors.add(dispatcher_metrics);
+    }
     // Stop order: ingest, acker and writer first (the merger and maintenance stop after
     // the writer's last commit), then the stream and what it feeds.
     let tasks = [
@@ -733,7 +721,7 @@ async fn start_ingest(
         ("registry refresh", registry),
     ])
     .collect();
-    Ok(IngestSide { tasks, commands: command_tx, command_acks, render, ingest_metrics })
+    Ok(IngestSide { tasks, commands: command_tx, command_acks, collectors, ingest_metrics })
 }
 
 impl Running {
@@ -750,375 +738,4 @@ impl Running {
         self.store.close().await;
         tracing::info!("SCCR stopped cleanly");
     }
-}
-
-struct QueueProbes {
-    writer: mpsc::WeakSender<store::WriteItem<ingest::AckToken>>,
-    live: mpsc::WeakSender<Vec<telemetry::Reading>>,
-}
-
-fn depth<T>(weak: &mpsc::WeakSender<T>) -> usize {
-    weak.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())
-}
-
-/// Prometheus text exposition of the pipeline's counters and queue depths.
-fn render_metrics(
-    i: &IngestMetrics,
-    w: &WriterMetrics,
-    s: &StreamMetrics,
-    m: &MergerMetrics,
-    a: &AlertSinkMetrics,
-    q: &QueueProbes,
-    pending_readings: usize,
-) -> String {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-    };
-    metric(
-        "sccr_ingest_messages_total",
-        "counter",
-        "MQTT messages taken by ingest.",
-        i.messages.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_readings_total",
-        "counter",
-        "Valid readings decoded.",
-        i.readings.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_acks_total",
-        "counter",
-        "MQTT acknowledgements sent after commit.",
-        i.acks.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_stale_acks_total",
-        "counter",
-        "Acks skipped because their connection was gone.",
-        i.stale_acks.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_connections_total",
-        "counter",
-        "Connections to the broker.",
-        i.connections.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_connection_errors_total",
-        "counter",
-        "Broker connection failures.",
-        i.connection_errors.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_live_dropped_total",
-        "counter",
-        "Readings not shown live because the stream queue was full.",
-        i.live_dropped.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_pending_readings",
-        "gauge",
-        "Readings between the broker and the durable commit.",
-        pending_readings as f64,
-    );
-    metric(
-        "sccr_writer_queue_depth",
-        "gauge",
-        "Messages waiting for the batch writer.",
-        depth(&q.writer) as f64,
-    );
-    metric(
-        "sccr_stream_queue_depth",
-        "gauge",
-        "Reading batches waiting for the stream core.",
-        depth(&q.live) as f64,
-    );
-    metric(
-        "sccr_writer_batches_total",
-        "counter",
-        "Committed batches.",
-        w.batches.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_readings_inserted_total",
-        "counter",
-        "Readings inserted.",
-        w.readings_inserted.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_readings_duplicate_total",
-        "counter",
-        "Readings already stored (replays).",
-        w.readings_duplicate.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_dead_letters_total",
-        "counter",
-        "Dead letters stored.",
-        w.dead_letters.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_readings_older_than_retention_total",
-        "counter",
-        "Readings refused as older than the raw retention horizon (dead letters).",
-        w.readings_older_than_retention.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_errors_total",
-        "counter",
-        "Failed batch writes (retried).",
-        w.write_errors.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_oldest_pending_seconds",
-        "gauge",
-        "Age of the oldest batch not yet committed (0 when none is pending).",
-        w.oldest_pending_age().as_secs_f64(),
-    );
-    metric(
-        "sccr_writer_last_batch_readings",
-        "gauge",
-        "Readings in the last committed batch.",
-        w.last_batch_readings.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_writer_last_flush_seconds",
-        "gauge",
-        "Duration of the last batch write.",
-        w.last_flush_micros.load(Relaxed) as f64 / 1e6,
-    );
-    metric(
-        "sccr_rollup_merges_total",
-        "counter",
-        "Runs of the rollup merger.",
-        m.merges.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_rollup_batches_merged_total",
-        "counter",
-        "Committed batches folded into rollups.",
-        m.batches_merged.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_rollup_readings_merged_total",
-        "counter",
-        "Readings folded into rollups.",
-        m.readings_merged.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_rollup_rows_written_total",
-        "counter",
-        "Rollup rows upserted (all levels).",
-        m.rollup_rows.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_rollup_merge_errors_total",
-        "counter",
-        "Failed rollup merges (retried).",
-        m.errors.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_rollup_last_merge_seconds",
-        "gauge",
-        "Duration of the last rollup merge.",
-        m.last_merge_micros.load(Relaxed) as f64 / 1e6,
-    );
-    metric(
-        "sccr_stream_readings_total",
-        "counter",
-        "Readings applied to live state and windows.",
-        s.readings.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_windows_total",
-        "counter",
-        "Windows emitted (including corrections).",
-        s.windows_emitted.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_too_late_total",
-        "counter",
-        "Readings later than the allowed lateness.",
-        s.too_late.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_segment_windows_total",
-        "counter",
-        "Segment windows emitted (including corrections).",
-        s.segment_windows.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_los_changes_total",
-        "counter",
-        "Changes of a segment's current Level of Service.",
-        s.los_changes.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_statuses_total",
-        "counter",
-        "Device status messages evaluated.",
-        s.statuses.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_ingest_statuses_total",
-        "counter",
-        "Device status messages handed to the stream.",
-        i.statuses.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_raised_total",
-        "counter",
-        "Alerts the engine raised.",
-        s.alerts_raised.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_cleared_total",
-        "counter",
-        "Alerts the engine cleared (automatically or mirrored).",
-        s.alerts_cleared.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_suppressed_total",
-        "counter",
-        "Raises the rate limit folded into an overflow alert.",
-        s.alerts_suppressed.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_duplicate_raises_total",
-        "counter",
-        "Raises of a condition whose alert was open.",
-        s.alerts_duplicate.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_operator_actions_total",
-        "counter",
-        "Operator acknowledgements and clears mirrored into the engine.",
-        s.operator_actions.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_raised_total",
-        "counter",
-        "Alerts opened in the store.",
-        a.raised.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_already_open_total",
-        "counter",
-        "Raises that found their alert already open in the store.",
-        a.already_open.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_acknowledged_total",
-        "counter",
-        "Acknowledgements the engine stored.",
-        a.acknowledged.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_cleared_total",
-        "counter",
-        "Automatic clears stored.",
-        a.cleared.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_updated_total",
-        "counter",
-        "Group and overflow alerts whose members changed.",
-        a.updated.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_returned_total",
-        "counter",
-        "Conditions that ended while their alert was unacknowledged (returned).",
-        a.returned.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_stored_resumed_total",
-        "counter",
-        "Returned alerts raised again before an acknowledgement.",
-        a.resumed.load(Relaxed) as f64,
-    );
-    let (raised_10m, per_position) = a.raised_last_10m(telemetry::EventTime::now());
-    metric(
-        "sccr_alerts_raised_last_10m",
-        "gauge",
-        "Alerts raised (and raised again) in the last 10 minutes, suppressed and shelved ones excluded.",
-        raised_10m as f64,
-    );
-    metric(
-        "sccr_alerts_per_position_last_10m",
-        "gauge",
-        "Raises of the last 10 minutes per operator position (EEMUA 191: 1 is acceptable, over 10 is a flood).",
-        per_position,
-    );
-    metric(
-        "sccr_alert_floods_total",
-        "counter",
-        "Times the raises per operator position in 10 minutes crossed above 10.",
-        a.floods.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_store_refused_total",
-        "counter",
-        "Moves the store refused because an operator moved the alert first.",
-        a.refused.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_alerts_store_errors_total",
-        "counter",
-        "Alert changes that could not be stored.",
-        a.errors.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_state_saves_total",
-        "counter",
-        "Alert engine state checkpoints saved.",
-        a.state_saves.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_state_parts_total",
-        "counter",
-        "Alert engine checkpoint parts written (only changed ones after the first).",
-        a.state_parts.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_state_bytes_total",
-        "counter",
-        "Bytes of alert engine checkpoint parts written.",
-        a.state_bytes.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_stream_state_save_errors_total",
-        "counter",
-        "Alert engine checkpoints that could not be saved (the next one is full).",
-        a.state_save_errors.load(Relaxed) as f64,
-    );
-    metric(
-        "sccr_mqtt_connected",
-        "gauge",
-        "1 while ingest's broker connection is up.",
-        if i.connected.load(Relaxed) { 1.0 } else { 0.0 },
-    );
-    let _ = write!(out, "# HELP sccr_writer_commit_seconds Batch commit durations.\n# TYPE sccr_writer_commit_seconds histogram\n");
-    for (b, le) in w.commit.buckets.iter().zip(store::writer::COMMIT_BUCKETS) {
-        let _ =
-            writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
-    }
-    let commits = w.commit.count.load(Relaxed);
-    let _ = writeln!(out, "sccr_writer_commit_seconds_bucket{{le=\"+Inf\"}} {commits}");
-    let _ = writeln!(
-        out,
-        "sccr_writer_commit_seconds_sum {}",
-        w.commit.sum_micros.load(Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "sccr_writer_commit_seconds_count {commits}");
-    let _ = write!(out, "# HELP sccr_ingest_dead_letters_total Messages or readings refused, by reason.\n# TYPE sccr_ingest_dead_letters_total counter\n");
-    let reasons = i.dead_letters_by_reason.lock().unwrap_or_else(|e| e.into_inner());
-    for (reason, n) in reasons.iter() {
-        let _ = writeln!(out, "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} {n}");
-    }
-    out
 }

@@ -70,8 +70,8 @@ pub use history::{
 };
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
 pub use outbox::{
-    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxEvent,
-    OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
+    AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxBacklog,
+    OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
 pub use postgres::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedDevice};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use telemetry::metrics::{self, Collector, Encoder, Unit};
 use telemetry::EventTime;
 use tokio::sync::watch;
 
@@ -36,6 +37,45 @@ pub struct MergerMetrics {
     pub rollup_rows: AtomicU64,
     pub errors: AtomicU64,
     pub last_merge_micros: AtomicU64,
+}
+
+impl Collector for MergerMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut e;
+        metrics::counter(e, "rollup_merges", "Runs of the rollup merger.", get(&self.merges))?;
+        metrics::counter(
+            e,
+            "rollup_batches_merged",
+            "Committed batches folded into rollups.",
+            get(&self.batches_merged),
+        )?;
+        metrics::counter(
+            e,
+            "rollup_readings_merged",
+            "Readings folded into rollups.",
+            get(&self.readings_merged),
+        )?;
+        metrics::counter(
+            e,
+            "rollup_rows_written",
+            "Rollup rows upserted (all levels).",
+            get(&self.rollup_rows),
+        )?;
+        metrics::counter(
+            e,
+            "rollup_merge_errors",
+            "Failed rollup merges (retried).",
+            get(&self.errors),
+        )?;
+        metrics::gauge_f64(
+            e,
+            "rollup_last_merge",
+            "Duration of the last rollup merge.",
+            Some(&Unit::Seconds),
+            get(&self.last_merge_micros) as f64 / 1e6,
+        )
+    }
 }
 
 /// Merge until `shutdown` turns true, then merge what is left once more (best effort:

@@ -93,6 +93,15 @@ impl WebhookFormat {
 }
 
 /// A subscription to create.
+/// What waits in the outbox ([`Store::outbox_backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutboxBacklog {
+    pub events_to_fan_out: u64,
+    pub deliveries_pending: u64,
+    /// The time of the oldest event with a pending delivery.
+    pub oldest_pending: Option<EventTime>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewWebhook {
     pub url: String,
@@ -769,6 +778,40 @@ impl Store {
                     .collect()
             }
         }
+    }
+
+    /// What waits in the outbox: events not fanned out yet, deliveries pending, and the
+    /// time of the oldest event with a pending delivery.
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (events, deliveries, oldest): (i64, i64, Option<i64>) = match self {
+            Store::Postgres(s) => {
+                sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM outbox WHERE NOT fanned_out),
+                        (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),
+                        (SELECT (extract(epoch FROM min(o.time)) * 1000)::bigint
+                           FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
+                          WHERE d.state = 'pending')",
+                )
+                .fetch_one(s.pool())
+                .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM outbox WHERE fanned_out = 0),
+                        (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),
+                        (SELECT min(o.time_ms)
+                           FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
+                          WHERE d.state = 'pending')",
+                )
+                .fetch_one(s.pool())
+                .await?
+            }
+        };
+        Ok(OutboxBacklog {
+            events_to_fan_out: u64::try_from(events).unwrap_or(0),
+            deliveries_pending: u64::try_from(deliveries).unwrap_or(0),
+            oldest_pending: oldest.map(EventTime),
+        })
     }
 
     /// Delete events older than `before` that every subscription has received (events with

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use telemetry::metrics::{self, Collector, CountsBy, Encoder, Histogram, Unit};
 use telemetry::{DeviceId, Reading};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -68,24 +69,49 @@ pub struct WriteItem<T> {
 }
 
 /// Counters of the writer, read by `/metrics` and benchmarks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterMetrics {
     pub batches: AtomicU64,
     pub readings_inserted: AtomicU64,
     pub readings_duplicate: AtomicU64,
-    pub dead_letters: AtomicU64,
-    /// Readings refused as older than the raw retention horizon (also in `dead_letters`).
-    pub readings_older_than_retention: AtomicU64,
+    /// The process's one dead-letter counter, by reason (shared with ingest, see
+    /// `ingest::IngestMetrics::dead_letters`): the writer adds the readings it refuses as
+    /// older than the raw retention horizon (`older_than_retention`).
+    pub dead_letters: Arc<CountsBy>,
     pub write_errors: AtomicU64,
     pub last_batch_readings: AtomicU64,
     pub last_flush_micros: AtomicU64,
     /// Batch commit durations.
-    pub commit: CommitHistogram,
+    pub commit: Histogram,
     /// When the oldest uncommitted batch began (its first item was taken), if any.
     oldest_pending: Mutex<Option<Instant>>,
 }
 
+/// Upper bounds (seconds) of the commit latency buckets.
+pub const COMMIT_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        Self::with_dead_letters(Arc::default())
+    }
+}
+
 impl WriterMetrics {
+    /// Counters adding refused readings to `dead_letters`.
+    pub fn with_dead_letters(dead_letters: Arc<CountsBy>) -> Self {
+        Self {
+            batches: AtomicU64::new(0),
+            readings_inserted: AtomicU64::new(0),
+            readings_duplicate: AtomicU64::new(0),
+            dead_letters,
+            write_errors: AtomicU64::new(0),
+            last_batch_readings: AtomicU64::new(0),
+            last_flush_micros: AtomicU64::new(0),
+            commit: Histogram::new(&COMMIT_BUCKETS),
+            oldest_pending: Mutex::new(None),
+        }
+    }
+
     /// How long the oldest batch not yet committed has been pending; zero when none is.
     pub fn oldest_pending_age(&self) -> Duration {
         let since = *self.oldest_pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,27 +123,57 @@ impl WriterMetrics {
     }
 }
 
-/// Upper bounds (seconds) of the commit latency buckets.
-pub const COMMIT_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
-
-/// A lock-free latency histogram (cumulative buckets, Prometheus style).
-#[derive(Debug, Default)]
-pub struct CommitHistogram {
-    pub buckets: [AtomicU64; COMMIT_BUCKETS.len()],
-    pub count: AtomicU64,
-    pub sum_micros: AtomicU64,
-}
-
-impl CommitHistogram {
-    pub fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        for (b, le) in self.buckets.iter().zip(COMMIT_BUCKETS) {
-            if secs <= le {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+impl Collector for WriterMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let e = &mut e;
+        metrics::counter(e, "writer_batches", "Committed batches.", get(&self.batches))?;
+        metrics::counter(
+            e,
+            "writer_readings_inserted",
+            "Readings inserted.",
+            get(&self.readings_inserted),
+        )?;
+        metrics::counter(
+            e,
+            "writer_readings_duplicate",
+            "Readings already stored (replays).",
+            get(&self.readings_duplicate),
+        )?;
+        metrics::counter(
+            e,
+            "writer_errors",
+            "Failed batch writes (retried).",
+            get(&self.write_errors),
+        )?;
+        metrics::gauge_f64(
+            e,
+            "writer_oldest_pending",
+            "Age of the oldest batch not yet committed (0 when none is pending).",
+            Some(&Unit::Seconds),
+            self.oldest_pending_age().as_secs_f64(),
+        )?;
+        metrics::gauge_f64(
+            e,
+            "writer_last_batch_readings",
+            "Readings in the last committed batch.",
+            None,
+            get(&self.last_batch_readings) as f64,
+        )?;
+        metrics::gauge_f64(
+            e,
+            "writer_last_flush",
+            "Duration of the last batch write.",
+            Some(&Unit::Seconds),
+            get(&self.last_flush_micros) as f64 / 1e6,
+        )?;
+        metrics::histogram(
+            e,
+            "writer_commit",
+            "Batch commit durations.",
+            Some(&Unit::Seconds),
+            &self.commit.snapshot(),
+        )
     }
 }
 
@@ -245,10 +301,11 @@ async fn flush<T>(
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.readings_inserted.fetch_add(outcome.inserted, Ordering::Relaxed);
                 metrics.readings_duplicate.fetch_add(outcome.duplicates, Ordering::Relaxed);
-                metrics.dead_letters.fetch_add(outcome.dead_letters, Ordering::Relaxed);
-                metrics
-                    .readings_older_than_retention
-                    .fetch_add(outcome.older_than_retention, Ordering::Relaxed);
+                if outcome.older_than_retention > 0 {
+                    metrics
+                        .dead_letters
+                        .add(crate::OLDER_THAN_RETENTION, outcome.older_than_retention);
+                }
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
                 metrics
                     .last_flush_micros

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use telemetry::metrics::{self, Collector, Encoder};
 use telemetry::{EventTime, Reading, StatusEvent};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -52,6 +53,64 @@ pub struct StreamMetrics {
     /// Device and segment parts queued by checkpoints.
     pub checkpoint_parts: AtomicU64,
     pub registry_updates: AtomicU64,
+}
+
+impl Collector for StreamMetrics {
+    fn encode(&self, mut e: Encoder) -> std::fmt::Result {
+        let e = &mut e;
+        let counters: [(&str, &str, &AtomicU64); 14] = [
+            ("stream_readings", "Readings applied to live state and windows.", &self.readings),
+            ("stream_windows", "Windows emitted (including corrections).", &self.windows_emitted),
+            ("stream_too_late", "Readings later than the allowed lateness.", &self.too_late),
+            (
+                "stream_segment_windows",
+                "Segment windows emitted (including corrections).",
+                &self.segment_windows,
+            ),
+            (
+                "stream_los_changes",
+                "Changes of a segment's current Level of Service.",
+                &self.los_changes,
+            ),
+            ("stream_statuses", "Device status messages evaluated.", &self.statuses),
+            ("alerts_raised", "Alerts the engine raised.", &self.alerts_raised),
+            (
+                "alerts_cleared",
+                "Alerts the engine cleared (automatically or mirrored).",
+                &self.alerts_cleared,
+            ),
+            (
+                "alerts_suppressed",
+                "Raises the rate limit folded into an overflow alert.",
+                &self.alerts_suppressed,
+            ),
+            (
+                "alerts_duplicate_raises",
+                "Raises of a condition whose alert was open.",
+                &self.alerts_duplicate,
+            ),
+            (
+                "alerts_operator_actions",
+                "Operator acknowledgements and clears mirrored into the engine.",
+                &self.operator_actions,
+            ),
+            ("stream_checkpoints", "Alert engine checkpoints taken.", &self.checkpoints),
+            (
+                "stream_checkpoint_parts",
+                "Device and segment parts queued by checkpoints.",
+                &self.checkpoint_parts,
+            ),
+            (
+                "stream_registry_updates",
+                "Device registry updates applied to the stream.",
+                &self.registry_updates,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metrics::counter(e, name, help, value.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
 }
 
 /// Parts per checkpoint chunk.

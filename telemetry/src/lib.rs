@@ -11,6 +11,7 @@ pub mod command;
 pub mod duration_serde;
 pub mod ids;
 pub mod metric;
+pub mod metrics;
 pub mod segment;
 pub mod senml;
 pub mod status;

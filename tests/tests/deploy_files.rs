@@ -386,7 +386,7 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
                 .collect();
             let flowing = body.lines().any(|l| {
                 l.starts_with("sccr_writer_readings_inserted_total") && !l.ends_with(" 0")
-            }) && body.contains("sccr_ingest_dead_letters_total{");
+            }) && body.contains("sccr_dead_letters_total{");
             flowing.then_some(names)
         })
         .await;

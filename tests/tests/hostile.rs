@@ -54,7 +54,7 @@ async fn metrics(port: u16) -> BTreeMap<String, f64> {
 }
 
 fn dead_letter_counter(m: &BTreeMap<String, f64>, reason: &str) -> f64 {
-    m.get(&format!("sccr_ingest_dead_letters_total{{reason=\"{reason}\"}}")).copied().unwrap_or(0.0)
+    m.get(&format!("sccr_dead_letters_total{{reason=\"{reason}\"}}")).copied().unwrap_or(0.0)
 }
 
 /// Publish a good reading for `device` and wait until it is stored: the pipeline goes on.
@@ -177,7 +177,7 @@ async fn hostile_payloads_on_every_topic_are_dead_lettered_counted_and_the_pipel
         let moved = dead_letter_counter(&after, reason) - dead_letter_counter(&before, reason);
         assert_eq!(
             moved, n,
-            "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}} moved by {moved}, expected {n}"
+            "sccr_dead_letters_total{{reason=\"{reason}\"}} moved by {moved}, expected {n}"
         );
     }
 }
@@ -262,7 +262,7 @@ async fn one_bad_record_is_dead_lettered_and_the_rest_of_its_message_stored() {
     let after = metrics(e.sccr.api_port).await;
     for reason in ["wrong_type", "unknown_field"] {
         let moved = dead_letter_counter(&after, reason) - dead_letter_counter(&before, reason);
-        assert_eq!(moved, 1.0, "sccr_ingest_dead_letters_total{{reason=\"{reason}\"}}");
+        assert_eq!(moved, 1.0, "sccr_dead_letters_total{{reason=\"{reason}\"}}");
     }
 }
 
@@ -342,11 +342,8 @@ async fn a_flood_of_bad_messages_keeps_memory_bounded() {
     );
     assert!(after < before + 64 * 1024, "RSS grew from {before} KiB to {after} KiB over the flood");
     let m = metrics(e.sccr.api_port).await;
-    let counted: f64 = m
-        .iter()
-        .filter(|(k, _)| k.starts_with("sccr_ingest_dead_letters_total{"))
-        .map(|(_, v)| v)
-        .sum();
+    let counted: f64 =
+        m.iter().filter(|(k, _)| k.starts_with("sccr_dead_letters_total{")).map(|(_, v)| v).sum();
     assert_eq!(counted, (flood + 300) as f64, "dead-letter counters: {m:?}");
 }
 

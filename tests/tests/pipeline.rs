@@ -215,13 +215,21 @@ async fn malformed_payload_is_dead_lettered_and_the_pipeline_goes_on() {
     let (status, metrics) = sccr_tests::http_get(sccr.api_port, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     for line in [
-        "sccr_ingest_dead_letters_total{reason=\"bad_json\"} 1",
-        "sccr_ingest_dead_letters_total{reason=\"unknown_metric\"} 1",
-        "sccr_ingest_dead_letters_total{reason=\"out_of_range\"} 1",
-        "sccr_ingest_dead_letters_total{reason=\"unknown_format\"} 1",
+        "sccr_dead_letters_total{reason=\"bad_json\"} 1",
+        "sccr_dead_letters_total{reason=\"unknown_metric\"} 1",
+        "sccr_dead_letters_total{reason=\"out_of_range\"} 1",
+        "sccr_dead_letters_total{reason=\"unknown_format\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+    // Every metric family the process exposes is documented.
+    let doc = std::fs::read_to_string(sccr_tests::workspace_root().join("docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let families: Vec<&str> =
+        metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(families.len() > 60, "{families:?}");
+    let missing: Vec<&&str> = families.iter().filter(|f| !doc.contains(&format!("`{f}"))).collect();
+    assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

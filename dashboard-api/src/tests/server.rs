@@ -115,8 +115,7 @@ async fn connections_over_the_limit_are_refused_until_slow_ones_time_out() {
     assert_eq!(s.http.timeouts("headers"), 3);
     until("the slots to be given back", || open() == 0).await;
     assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
-    let mut text = String::new();
-    s.http.render(&mut text);
+    let text = telemetry::metrics::exposition(Box::new(s.http.clone()));
     assert!(text.contains("sccr_http_connections_refused_total 1\n"), "{text}");
     assert!(text.contains("sccr_http_timeouts_total{phase=\"headers\"} 3\n"), "{text}");
 }
