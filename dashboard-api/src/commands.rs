@@ -54,7 +54,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("POST", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "Send a command to a device (Idempotency-Key header: same key, same command)", post(send))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "required": ["name"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": crate::openapi::command_args(), "ttl": {"type": ["string", "null"], "pattern": "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h|1d)$", "description": "1s to 1d, default 60s"}}}))
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$", "description": "What to do (the edge agent knows set_interval, set_plan, reboot, ping)"}, "args": crate::openapi::command_args(), "ttl": {"type": ["string", "null"], "pattern": "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h|1d)$", "description": "How long the device may take to answer: 1s to 1d, default 60s"}}}))
             .example(json!({"name": "set_interval", "args": {"interval": "10s"}, "ttl": "60s"}))
             .ok(201, crate::schemas::command_one())
             .error(404, "The device is not registered")

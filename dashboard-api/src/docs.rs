@@ -266,10 +266,10 @@ fn base_url(headers: &HeaderMap) -> String {
 const STYLE: &str = "\
 :root{--fg:#1b1f24;--muted:#5a6472;--bg:#fff;--line:#d9dee5;--code:#f3f5f8;--accent:#0b5cad}\
 *{box-sizing:border-box}body{margin:0;font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}\
-nav{position:fixed;top:0;left:0;bottom:0;width:290px;overflow-y:auto;padding:1em 1em 2em;border-right:1px solid var(--line);background:#f8f9fb;font-size:13px}\
+nav{position:fixed;top:0;left:0;bottom:0;width:340px;overflow-y:auto;padding:1em 1em 2em;border-right:1px solid var(--line);background:#f8f9fb;font-size:13px}\
 nav a{color:var(--fg);text-decoration:none}nav a:hover{color:var(--accent)}nav ul{list-style:none;margin:0;padding:0 0 0 .8em}nav>ul{padding:0}\
-nav li{margin:.15em 0}nav .tag{font-weight:600;margin-top:.6em}nav .m{display:inline-block;width:3.6em;font:600 11px ui-monospace,monospace;color:var(--muted)}\
-main{margin-left:290px;padding:1.5em 3em 4em;max-width:1400px}\
+nav li{margin:.15em 0}nav li li a{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}nav .tag{font-weight:600;margin-top:.6em}nav .m{display:inline-block;width:3.6em;font:600 11px ui-monospace,monospace;color:var(--muted)}\
+main{margin-left:340px;padding:1.5em 3em 4em;max-width:1400px}\
 h1{margin:.2em 0}h2{margin-top:2.2em;padding-bottom:.2em;border-bottom:2px solid var(--line)}h3{margin:1.6em 0 .4em}h4{margin:1em 0 .3em;font-size:14px}\
 small{color:var(--muted);font-weight:400}a{color:var(--accent)}\
 code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--code);padding:.05em .3em;border-radius:3px}\
@@ -277,7 +277,7 @@ pre{background:var(--code);border:1px solid var(--line);border-radius:4px;paddin
 pre.curl{background:#1e2530;color:#e6e9ee;border-color:#1e2530}pre.curl code{color:inherit}\
 table{border-collapse:collapse;margin:.4em 0;width:100%}th,td{text-align:left;vertical-align:top;padding:.3em .6em;border-bottom:1px solid var(--line)}th{background:#f3f5f8;font-weight:600}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}table.fields td:first-child{white-space:nowrap}table.errors td.status{width:4em;font-weight:600}\
-table.matrix td,table.matrix th{text-align:center}\
+table.matrix td,table.matrix th{text-align:center}td.refused{color:#8a1c1c}\
 article.op{border:1px solid var(--line);border-radius:6px;padding:.2em 1.2em 1em;margin:1.2em 0;break-inside:avoid-page}\
 article.op h3{margin-top:.6em}.anchor{color:var(--muted);text-decoration:none;font-weight:400}.summary{font-weight:600;margin:.2em 0}.roles{margin:.2em 0}\
 .method{display:inline-block;min-width:4.2em;text-align:center;font:700 12px ui-monospace,monospace;color:#fff;border-radius:3px;padding:.2em .4em;vertical-align:middle}\
@@ -312,10 +312,10 @@ pub fn page(ops: &[Op], base: &str) -> String {
         for op in tagged {
             let _ = write!(
                 nav,
-                "<li><a href=\"#op-{}\"><span class=m>{}</span>{}</a></li>",
+                "<li><a href=\"#op-{}\" title=\"{m} {p}\"><span class=m>{m}</span>{p}</a></li>",
                 op.operation_id(),
-                op.method,
-                escape(op.path)
+                m = op.method,
+                p = escape(op.path)
             );
             body.push_str(&operation(op, components));
         }

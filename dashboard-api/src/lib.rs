@@ -114,13 +114,12 @@ pub fn operations() -> Vec<Op> {
     let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
     let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$", "description": "A note for the alert's history (optional)"}}});
     let alert_one = schemas::alert_one;
-    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
-    let segment_id_or_null =
-        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
-    let device_id_or_null =
-        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$", "description": "What it is: traffic_loop, traffic_light, parking, air_quality, …"});
+    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$", "description": "The road segment it measures (an existing one)"});
+    let device_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "The registered device it is reached through (an edge agent), if any"});
+    let new_device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "Device id: its MQTT user name and the {id} of its topics"});
     vec![
         Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, schemas::healthz()),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
@@ -135,7 +134,7 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, schemas::token_list()),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
+                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$", "description": "Who or what uses it, 1 to 128 characters: the operator's name in alert events and the audit log"}, "role": {"type": "string", "enum": ["admin", "operator", "planner", "device"], "description": "What it may do"}}}))
             .example(json!({"name": "wall-3", "role": "operator"}))
             .ok(201, schemas::token_created()),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
@@ -154,7 +153,7 @@ pub fn operations() -> Vec<Op> {
             .ok(200, schemas::device_list()),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
-                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
+                "properties": {"id": new_device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
             .example(json!({"id": "loop-viale-strozzi-2", "kind": "traffic_loop", "segment": "viale-strozzi"}))
             .ok(201, schemas::device_credentials())
             .error(409, "The device is already registered with credentials")

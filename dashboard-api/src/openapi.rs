@@ -227,7 +227,7 @@ const NO_NUL: &str = "^[^\\u0000]*$";
 /// A command's `args`: any JSON object without NUL in its keys and strings, at any depth
 /// (through the recursive `CommandArg` component).
 pub fn command_args() -> Value {
-    json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
+    json!({"type": "object", "propertyNames": {"pattern": NO_NUL}, "description": "The command's arguments: any JSON object (default {})",
         "additionalProperties": {"$ref": "#/components/schemas/CommandArg"}})
 }
 

@@ -668,10 +668,15 @@ pub fn components() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// A reference to `component`, described.
+fn described_ref(component: &str, description: &str) -> Value {
+    described(reference(component), description)
+}
+
 /// `{key: <component>}` (plus `extra` keys), with an example.
-fn wrap(key: &str, component: &str, ex: Value, extra: Value) -> Value {
+fn wrap(key: &str, component: &str, description: &str, ex: Value, extra: Value) -> Value {
     let mut props = Map::new();
-    props.insert(key.into(), reference(component));
+    props.insert(key.into(), described_ref(component, description));
     let mut order = vec![key.to_owned()];
     for (k, v) in extra.as_object().cloned().unwrap_or_default() {
         order.push(k.clone());
@@ -699,13 +704,19 @@ fn string_cursor(what: &str) -> Value {
 }
 
 pub fn device_one() -> Value {
-    wrap("device", "Device", json!({"device": device_example()}), json!({}))
+    wrap("device", "Device", "The device", json!({"device": device_example()}), json!({}))
 }
 
 pub fn device_with_latest() -> Value {
     let mut ex = device_example();
     ex["latest"] = json!([latest_example()]);
-    wrap("device", "DeviceDetail", json!({"device": ex}), json!({}))
+    wrap(
+        "device",
+        "DeviceDetail",
+        "The device with its latest values",
+        json!({"device": ex}),
+        json!({}),
+    )
 }
 
 pub fn device_list() -> Value {
@@ -721,7 +732,13 @@ pub fn device_list() -> Value {
 /// A device with its MQTT credentials (registration, new password).
 pub fn device_credentials() -> Value {
     let ex = json!({"device": device_example(), "mqtt": mqtt_credentials()["examples"][0]});
-    wrap("device", "Device", ex, json!({"mqtt": reference("MqttCredentials")}))
+    wrap(
+        "device",
+        "Device",
+        "The device",
+        ex,
+        json!({"mqtt": described_ref("MqttCredentials", "Its MQTT user name, password (shown once) and topics")}),
+    )
 }
 
 pub fn latest() -> Value {
@@ -750,13 +767,14 @@ pub fn alert_list() -> Value {
 }
 
 pub fn alert_one() -> Value {
-    wrap("alert", "Alert", json!({"alert": alert_example()}), json!({}))
+    wrap("alert", "Alert", "The alert as it is now", json!({"alert": alert_example()}), json!({}))
 }
 
 pub fn alert_with_events() -> Value {
     wrap(
         "alert",
         "Alert",
+        "The alert",
         json!({"alert": alert_example(), "events": [alert_event_example()]}),
         json!({"events": list(reference("AlertEvent"), "Its lifecycle moves, oldest first")}),
     )
@@ -858,7 +876,7 @@ pub fn token_list() -> Value {
 
 pub fn token_one() -> Value {
     let ex = token()["examples"][0].clone();
-    wrap("token", "Token", json!({"token": ex}), json!({}))
+    wrap("token", "Token", "The revoked token", json!({"token": ex}), json!({}))
 }
 
 /// A new token: shown once.

@@ -62,8 +62,8 @@ pub fn operations() -> Vec<Op> {
             "url": nullable(json!({"type": "string", "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]{0,200})?$", "description": "http(s)://host[:port]/path, within the allowed destinations"})),
             "types": nullable(json!({"type": "array", "items": {"type": "string", "pattern": "^[ -~]*[!-~][ -~]*$", "maxLength": 200}, "description": "Event types, or prefixes ending in *; empty: all"})),
             "secret": nullable(json!({"type": "string", "pattern": format!("^[ -~]{{{MIN_SECRET},{MAX_SECRET}}}$"), "description": "Signs every delivery (printable ASCII); write-only"})),
-            "enabled": nullable(json!({"type": "boolean"})),
-            "format": nullable(enumeration(&["cloudevents", "ngsi-ld"]))}});
+            "enabled": nullable(json!({"type": "boolean", "description": "Whether deliveries are made (default true)"})),
+            "format": nullable(json!({"type": "string", "enum": ["cloudevents", "ngsi-ld"], "description": "The payload shape (default webhooks.default_format)"}))}});
         if !given.is_empty() {
             schema["allOf"] = Value::Array(given);
         }

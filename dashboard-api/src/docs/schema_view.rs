@@ -158,10 +158,10 @@ fn object_parts(schema: &Value) -> Option<(Vec<(String, Value)>, Vec<String>)> {
         if let Some(p) = s.get("properties").and_then(Value::as_object) {
             found = true;
             for (k, v) in p {
-                match props.iter_mut().find(|(name, _)| name == k) {
-                    // allOf entries that only restate a type add nothing to show.
-                    Some(_) => {}
-                    None => props.push((k.clone(), v.clone())),
+                // The first statement of a field wins: allOf entries that restate it
+                // (`{"required": [k], "properties": {k: {"type": …}}}`) add nothing.
+                if !props.iter().any(|(name, _)| name == k) {
+                    props.push((k.clone(), v.clone()));
                 }
             }
         }
@@ -191,6 +191,15 @@ fn object_parts(schema: &Value) -> Option<(Vec<(String, Value)>, Vec<String>)> {
     Some((props, required))
 }
 
+/// A schema's description, or that of the first of its alternatives that has one.
+fn description(schema: &Value) -> &str {
+    schema
+        .get("description")
+        .and_then(Value::as_str)
+        .or_else(|| alternatives(schema).into_iter().find_map(|a| a.get("description")?.as_str()))
+        .unwrap_or_default()
+}
+
 /// The rows of a schema's fields (none when it is not an object, or a reference).
 pub fn rows(schema: &Value) -> Vec<Row> {
     let mut out = Vec::new();
@@ -206,11 +215,7 @@ fn collect(schema: &Value, prefix: &str, depth: usize, out: &mut Vec<Row>) {
             path: path.clone(),
             ty: type_label(&field),
             required: required.contains(&name),
-            description: field
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            description: description(&field).to_owned(),
             allowed: allowed(&field),
         });
         if depth + 1 >= MAX_DEPTH || component_name(&field).is_some() {

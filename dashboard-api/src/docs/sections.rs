@@ -122,7 +122,8 @@ pub fn lifecycle_html() -> String {
     for (i, state) in AlertState::ALL.iter().enumerate() {
         let _ = write!(html, "<tr><th><code>{}</code></th>", state.as_str());
         for c in &columns {
-            let _ = write!(html, "<td>{}</td>", code_html(&cell(c.cells[i], c.by_operator)));
+            let class = if c.cells[i].is_err() { " class=refused" } else { "" };
+            let _ = write!(html, "<td{class}>{}</td>", code_html(&cell(c.cells[i], c.by_operator)));
         }
         html.push_str("</tr>");
     }
