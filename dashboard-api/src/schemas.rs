@@ -309,8 +309,8 @@ fn segments() -> Value {
             "occupancy_pct": number_or_null("Live occupancy, %, or null"),
             "los": los_grade(),
             "detectors": json!({"type": ["integer", "null"], "minimum": 0, "description": "Linked detectors that reported in the newest window, or null without one"}),
-            "window": or_null(record_in(&["start", "end", "revision"], json!({
-                "start": ms("Window start"), "end": ms("Window end"), "revision": count("0, one more per correction")}))),
+            "window": described(or_null(record_in(&["start", "end", "revision"], json!({
+                "start": ms("Window start"), "end": ms("Window end"), "revision": count("0, one more per correction")}))), "The window the live figures come from, or null"),
         }),
     );
     let feature = record_in(
@@ -394,13 +394,13 @@ fn alert() -> Value {
                 "since": ms("When the condition began"),
                 "raised_at": ms("When it was raised (the first raise)"),
                 "returned_at": ms_or_null("When the condition ended"),
-                "acknowledged": or_null(who(false)),
-                "cleared": or_null(who(true)),
-                "shelved": or_null(record_in(&["by", "reason", "at", "until"], json!({
-                    "by": text("The operator"), "reason": text("Why"), "at": ms("When shelved"), "until": ms("When the shelf ends")}))),
-                "suppressed": or_null(record_in(&["reason", "by_alert"], json!({
+                "acknowledged": described(or_null(who(false)), "Who acknowledged it, when and why; null until acknowledged"),
+                "cleared": described(or_null(who(true)), "Who cleared it, when and why; null while open"),
+                "shelved": described(or_null(record_in(&["by", "reason", "at", "until"], json!({
+                    "by": text("The operator"), "reason": text("Why"), "at": ms("When shelved"), "until": ms("When the shelf ends")}))), "The shelf it is on, or null: a shelved alert signals nothing"),
+                "suppressed": described(or_null(record_in(&["reason", "by_alert"], json!({
                     "reason": enumeration(&["suppressed_by_rule", "device_offline"]),
-                    "by_alert": json!({"type": ["integer", "null"], "description": "The suppressing alert's id, where known"})}))),
+                    "by_alert": json!({"type": ["integer", "null"], "description": "The suppressing alert's id, where known"})}))), "Why it is suppressed by design, or null"),
                 "members": count("Subjects folded into it (1 for a single alert)"),
             }),
         ),
@@ -780,13 +780,36 @@ pub fn alert_with_events() -> Value {
     )
 }
 
+/// `schema` (an input schema of the rules) for what the server writes: durations as
+/// humantime formats them, which may use units and term counts the input pattern
+/// does not (`"237years 8months 24days 2h"`).
+fn as_written(mut schema: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if m.get("pattern").and_then(Value::as_str)
+                    == Some(stream::alert::schema::DURATION_PATTERN)
+                {
+                    m.insert("pattern".into(), json!(telemetry::duration_serde::WRITTEN_PATTERN));
+                }
+                m.remove("examples");
+                m.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut schema);
+    schema
+}
+
 /// The rules document in force (the `[alerts]` section as JSON) and the rules it makes.
 pub fn rules_answer() -> Value {
     example(
         object(
             &["rules", "effective_rules"],
             json!({
-                "rules": stream::alert::schema::rules_document_schema(),
+                "rules": as_written(stream::alert::schema::rules_document_schema()),
                 "effective_rules": count("Rules in force: the document's enabled rules plus the shipped air-quality rules it keeps"),
             }),
         ),
@@ -799,7 +822,7 @@ pub fn rules_answer() -> Value {
 
 pub fn rule_answer() -> Value {
     example(
-        object(&["rule"], json!({"rule": stream::alert::schema::rule_schema(false)})),
+        object(&["rule"], json!({"rule": as_written(stream::alert::schema::rule_schema(false))})),
         json!({"rule": {"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}}),
     )
 }
@@ -942,21 +965,15 @@ pub fn history_answer() -> Value {
 }
 
 pub fn map_devices() -> Value {
-    let row = json!({"type": "array", "minItems": 7, "maxItems": 7, "prefixItems": [
-        {"type": "string", "description": "id"},
-        {"type": ["string", "null"], "description": "kind"},
-        {"type": ["string", "null"], "description": "segment"},
-        {"type": ["number", "null"], "description": "lon (WGS84)"},
-        {"type": ["number", "null"], "description": "lat (WGS84)"},
-        {"type": ["boolean", "null"], "description": "online (null: not heard from since the server started)"},
-        {"type": ["integer", "null"], "description": "last_seen (Unix milliseconds)"},
-    ]});
+    // Positional types (prefixItems) would say more, but OpenAPI tools read them poorly.
+    let row = json!({"type": "array", "minItems": 7, "maxItems": 7,
+        "items": {"type": ["string", "number", "boolean", "null"]}});
     example(
         object(
             &["columns", "rows", "next_cursor"],
             json!({
                 "columns": {"const": crate::map::MAP_COLUMNS, "description": "The meaning of each row's entries"},
-                "rows": list(row, "One per in-service device, in id order"),
+                "rows": list(row, "One per in-service device, in id order, its entries as columns says: id (string), kind (string or null), segment (string or null), lon and lat (WGS84, null without a segment), online (boolean; null when not heard from since the server started), last_seen (Unix milliseconds, or null)"),
                 "next_cursor": string_cursor("the last device's id"),
             }),
         ),
