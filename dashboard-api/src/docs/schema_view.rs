@@ -150,7 +150,10 @@ pub fn allowed(schema: &Value) -> String {
 
 /// The object a schema describes, if it is one (directly, through `allOf`, or as the one
 /// non-null alternative of a nullable object).
-fn object_parts(schema: &Value) -> Option<(Vec<(String, Value)>, Vec<String>)> {
+/// An object's fields (name, schema) in the order to show them, and its required names.
+type ObjectParts = (Vec<(String, Value)>, Vec<String>);
+
+fn object_parts(schema: &Value) -> Option<ObjectParts> {
     let mut props: Vec<(String, Value)> = Vec::new();
     let mut required: Vec<String> = Vec::new();
     let mut found = false;
