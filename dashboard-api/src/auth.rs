@@ -45,7 +45,8 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const FAILURE_ADDRESSES_MAX: usize = 10_000;
 
 /// Paths under `/api/` that need no token.
-const PUBLIC_API: &[&str] = &["/api/v1/openapi.json", "/api/v1/docs"];
+const PUBLIC_API: &[&str] =
+    &["/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/mqtt-contract.md"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

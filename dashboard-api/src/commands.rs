@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{Principal, OPERATORS};
 use crate::error::ApiError;
-use crate::openapi::{object_with, string, Op};
+use crate::openapi::Op;
 use crate::AppState;
 
 /// Whether a NUL character is in any key or string of `v`.
@@ -54,18 +54,19 @@ pub fn operations() -> Vec<Op> {
         Op::new("POST", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "Send a command to a device (Idempotency-Key header: same key, same command)", post(send))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "required": ["name"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"}, "args": crate::openapi::command_args(), "ttl": {"type": ["string", "null"], "pattern": "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h|1d)$", "description": "1s to 1d, default 60s"}}}))
-            .ok(201, object_with(&["id", "device", "name", "status", "expires_at"]))
+                "properties": {"name": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$", "description": "What to do (the edge agent knows set_interval, set_plan, reboot, ping)"}, "args": crate::openapi::command_args(), "ttl": {"type": ["string", "null"], "pattern": "^([1-9][0-9]{0,3}s|[1-9][0-9]{0,2}m|([1-9]|1[0-9]|2[0-4])h|1d)$", "description": "How long the device may take to answer: 1s to 1d, default 60s"}}}))
+            .example(json!({"name": "set_interval", "args": {"interval": "10s"}, "ttl": "60s"}))
+            .ok(201, crate::schemas::command_one())
             .error(404, "The device is not registered")
             .error(409, "The Idempotency-Key was used for another command, or the device is decommissioned")
             .error(503, "No command link runs in this process"),
         Op::new("GET", "/api/v1/devices/{id}/commands", OPERATORS, "commands", "A device's commands, newest first", get(list))
             .path_param("id", device_id(), "Device id")
             .query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000}), "Commands (default 100)")
-            .ok(200, object_with(&["commands"])),
+            .ok(200, crate::schemas::command_list()),
         Op::new("GET", "/api/v1/commands/{id}", OPERATORS, "commands", "A command and its status", get(one))
-            .path_param("id", string(), "Command id (UUID)")
-            .ok(200, object_with(&["id", "status"])),
+            .path_param("id", json!({"type": "string", "examples": ["0b0c5c1e-8e0f-4c4e-9a57-3d1b3c2a9f10"]}), "Command id (UUID)")
+            .ok(200, crate::schemas::command_one()),
     ]
 }
 

@@ -5,6 +5,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+/// Every `code` an error body carries: the code, its HTTP statuses and what it means
+/// (the docs page's table; a test finds every code this crate writes in it).
+pub const CODES: [(&str, &str, &str); 22] = [
+    ("bad_parameter", "400, 422", "A query or path parameter is invalid (400), or valid but refused with another one (422); param names it"),
+    ("bad_field", "400, 422", "A body field is missing or invalid (400), or valid but refused on grounds the schema cannot state, such as an unknown segment (422); param names it"),
+    ("invalid_rules", "400, 422", "An alert rules document or rule is refused; errors lists every problem with its key path"),
+    ("bad_request", "400", "Input refused before any field could be read: a body that is not JSON, a path segment that does not parse"),
+    ("destination_refused", "400", "A webhook URL outside the allowed destinations"),
+    ("unauthorized", "401", "No token, or an unknown or revoked one"),
+    ("forbidden", "403", "The token's role may not use this operation"),
+    ("not_found", "404", "No such route or object"),
+    ("method_not_allowed", "405", "The path exists, the method does not"),
+    ("not_acceptable", "406", "Accept names no format the operation produces"),
+    ("conflict", "409", "A move the alert lifecycle forbids, a device that exists, a reused Idempotency-Key"),
+    ("payload_too_large", "413", "The body is over the limit"),
+    ("unsupported_media_type", "415", "The body is not application/json"),
+    ("range_not_satisfiable", "416", "A byte range outside the basemap archive"),
+    ("upgrade_required", "426", "A plain HTTP request to the websocket"),
+    ("too_many_requests", "429", "Too many failed authentications from this address; retry later"),
+    ("internal", "500", "A fault of the server; the server log has the details"),
+    ("unavailable", "503", "The database (or another dependency) is unreachable; retry shortly"),
+    ("timeout", "503", "No answer within api.request_timeout"),
+    ("too_many_connections", "503", "Over api.max_connections"),
+    ("broker_unreachable", "503", "/readyz: the MQTT broker is unreachable"),
+    ("writer_stalled", "503", "/readyz: the batch writer is stalled"),
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -171,4 +198,45 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         out.headers_mut().insert(name.clone(), value.clone());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every code a handler of this crate (or a readiness check of the server) writes is
+    /// in [`super::CODES`], so the docs page lists it.
+    #[test]
+    fn every_code_written_is_listed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut sources = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push(std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let mut found = 0;
+        for text in &sources {
+            for piece in text.split("code: \"").skip(1) {
+                let code: String = piece.chars().take_while(|c| *c != '"').collect();
+                if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !code.is_empty() {
+                    found += 1;
+                    assert!(
+                        super::CODES.iter().any(|(c, _, _)| *c == code),
+                        "{code} is not in CODES"
+                    );
+                }
+            }
+        }
+        assert!(found > 20, "only {found} codes found");
+        for code in
+            ["method_not_allowed", "payload_too_large", "unsupported_media_type", "bad_request"]
+        {
+            assert!(super::CODES.iter().any(|(c, _, _)| *c == code), "{code}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod credentials;
 pub mod dead_letters;
 pub mod devices;
+pub mod docs;
 pub mod error;
 pub mod export;
 pub mod formats;
@@ -20,6 +21,7 @@ pub mod map;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod schemas;
 pub mod server;
 pub mod web;
 pub mod webhooks;
@@ -101,8 +103,7 @@ impl AppState {
 /// Every operation of the API, with its roles and its documentation.
 pub fn operations() -> Vec<Op> {
     use openapi::{
-        device_id, enumeration, int64, list_of, metric_id, object_with, segment_id, string, text,
-        time,
+        device_id, enumeration, int64, list_of, metric_id, segment_id, string, text, time,
     };
     use serde_json::json;
     let limit = |max: usize| json!({"type": "integer", "minimum": 1, "maximum": max});
@@ -119,69 +120,73 @@ pub fn operations() -> Vec<Op> {
     let bbox = json!({"type": "string", "pattern": format!("^{lon},{lat},{lon},{lat}$")});
     let step = json!({"type": "string", "pattern": format!("^(auto|raw|{})$", &stream::alert::schema::DURATION_PATTERN[1..stream::alert::schema::DURATION_PATTERN.len() - 1])});
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
-    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}});
-    let alert_one = || object_with(&["alert"]);
-    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
-    let segment_id_or_null =
-        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
-    let device_id_or_null =
-        || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"});
+    let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$", "description": "A note for the alert's history (optional)"}}});
+    let alert_one = schemas::alert_one;
+    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$", "description": "What it is: traffic_loop, traffic_light, parking, air_quality, …"});
+    let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$", "description": "The road segment it measures (an existing one)"});
+    let device_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "The registered device it is reached through (an edge agent), if any"});
+    let new_device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "Device id: its MQTT user name and the {id} of its topics"});
     vec![
-        Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, object_with(&["status"])),
+        Op::new("GET", "/healthz", &[], "health", "Alive", get(routes::healthz)).ok(200, schemas::healthz()),
         Op::new("GET", "/readyz", &[], "health", "Ready: the database and the broker are reachable", get(routes::readyz))
-            .ok(200, object_with(&["status"]))
+            .ok(200, schemas::readyz())
             .error(503, "The database or the broker is unreachable, or the batch writer is stalled (code `writer_stalled`)"),
         Op::new("GET", "/metrics", &[], "health", "Metrics for Prometheus (OpenMetrics text)", get(routes::metrics))
             .describe("One registry per process: `process_*` (CPU, memory, file descriptors, threads, start time), `sccr_build_info`, and the `sccr_*` figures of the stages this process runs (ingest, writer, rollups, stream, alerts, commands, webhooks and the outbox, live bus, HTTP and websockets). Refused messages and readings are counted once, in `sccr_dead_letters_total{reason}`. Names, units and help follow the OpenMetrics conventions; see docs/metrics.md for the list.")
             .ok_media("application/openmetrics-text", string()),
-        Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document)),
-        Op::new("GET", "/api/v1/docs", &[], "docs", "The operations as a page", get(openapi::serve_page)).ok_media("text/html", string()),
-        Op::new("GET", "/api/v1/me", READERS, "access", "The caller's name and role", get(access::me)).ok(200, object_with(&["name", "role"])),
-        Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, object_with(&["tokens"])),
+        Op::new("GET", "/api/v1/openapi.json", &[], "docs", "This document", get(openapi::serve_document))
+            .ok(200, json!({"type": "object", "required": ["openapi", "info", "paths", "components"], "description": "The OpenAPI 3.1 document of this API"})),
+        Op::new("GET", "/api/v1/docs", &[], "docs", "This API as a page: operations, alert lifecycle, live websocket, MQTT contract", get(docs::serve_page)).ok_media("text/html", string()),
+        Op::new("GET", "/api/v1/docs/mqtt-contract.md", &[], "docs", "The MQTT contract with devices (docs/mqtt-contract.md)", get(docs::serve_contract)).ok_media("text/markdown", string()),
+        Op::new("GET", "/api/v1/me", READERS, "access", "The caller's name and role", get(access::me)).ok(200, schemas::me()),
+        Op::new("GET", "/api/v1/tokens", ADMINS, "access", "API tokens (never their secret)", get(access::list_tokens)).ok(200, schemas::token_list()),
         Op::new("POST", "/api/v1/tokens", ADMINS, "access", "Create a token; the answer shows it once", post(access::create_token))
             .body(json!({"type": "object", "required": ["name", "role"], "additionalProperties": false,
-                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$"}, "role": enumeration(&["admin", "operator", "planner", "device"])}}))
-            .ok(201, object_with(&["id", "name", "role", "token"])),
+                "properties": {"name": {"type": "string", "pattern": "^\\s*[^\\s\\u0000-\\u001f\\u007f-\\u009f]([^\\u0000-\\u001f\\u007f-\\u009f]{0,126}[^\\s\\u0000-\\u001f\\u007f-\\u009f])?\\s*$", "description": "Who or what uses it, 1 to 128 characters: the operator's name in alert events and the audit log"}, "role": {"type": "string", "enum": ["admin", "operator", "planner", "device"], "description": "What it may do"}}}))
+            .example(json!({"name": "wall-3", "role": "operator"}))
+            .ok(201, schemas::token_created()),
         Op::new("DELETE", "/api/v1/tokens/{id}", ADMINS, "access", "Revoke a token", delete(access::revoke_token))
             .path_param("id", int64(i64::MIN), "Token id")
-            .ok(200, object_with(&["token"])),
+            .ok(200, schemas::token_one()),
         Op::new("GET", "/api/v1/audit", ADMINS, "access", "The audit log, newest first", get(access::audit_log))
             .query("limit", limit(1_000), "Entries per page (default 100)")
             .query("cursor", int64(i64::MIN), "next_cursor of the previous page")
-            .ok(200, object_with(&["entries"])),
+            .ok(200, schemas::audit_page()),
         Op::new("GET", "/api/v1/devices", READERS, "devices", "Devices in id order, paged by cursor", get(devices::list))
             .query("kind", text(), "Only this kind")
             .query("segment", segment_id(), "Only devices on this road segment")
             .query("decommissioned", enumeration(&["true", "false"]), "Include decommissioned devices")
             .query("limit", limit(devices::MAX_PAGE), "Devices per page (default 100)")
             .query("cursor", device_id(), "next_cursor of the previous page")
-            .ok(200, object_with(&["devices"])),
+            .ok(200, schemas::device_list()),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
-                "properties": {"id": device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
-            .ok(201, object_with(&["device", "mqtt"]))
+                "properties": {"id": new_device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
+            .example(json!({"id": "loop-viale-strozzi-2", "kind": "traffic_loop", "segment": "viale-strozzi"}))
+            .ok(201, schemas::device_credentials())
             .error(409, "The device is already registered with credentials")
             .error(422, beyond),
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
             .path_param("id", device_id(), "Device id")
-            .ok(200, object_with(&["device"])),
+            .ok(200, schemas::device_with_latest()),
         Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind, road segment or gateway (null empties)", axum::routing::patch(devices::update))
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
                 "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
-            .ok(200, object_with(&["device"]))
+            .example(json!({"segment": "viale-strozzi", "gateway": null}))
+            .ok(200, schemas::device_one())
             .error(422, beyond),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
             .describe("DELETE does not erase the device: it is decommissioned. It stays in the registry (listed with decommissioned=true) with its readings, rollups and alerts; its MQTT password is removed, so it can no longer connect, and it leaves its gateway. Registering the id again brings it back with new credentials.")
             .path_param("id", device_id(), "Device id")
-            .ok(200, object_with(&["device"])),
+            .ok(200, schemas::device_one()),
         Op::new("POST", "/api/v1/devices/{id}/credentials", ADMINS, "devices", "New MQTT password for a device, shown once", post(devices::rotate))
             .path_param("id", device_id(), "Device id")
-            .ok(200, object_with(&["device", "mqtt"])),
+            .ok(200, schemas::device_credentials()),
         Op::new("GET", "/api/v1/latest", READERS, "telemetry", "Latest value per device and metric", get(routes::latest))
             .query("device", device_id(), "Only this device")
             .query("metric", metric_id(), "Only this metric")
-            .ok(200, object_with(&["values"])),
+            .ok(200, schemas::latest()),
         Op::new("GET", "/api/v1/history", READERS, "telemetry", "History of a device, a road segment or the city", get(routes::history))
             .required_query("metric", metric_id(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city)")
@@ -196,7 +201,7 @@ pub fn operations() -> Vec<Op> {
             .query("fill", enumeration(&["none", "null", "previous"]), "Gap filling")
             .query("limit", limit(routes::MAX_HISTORY_POINTS), "Most points returned")
             .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept); csv, arrow and parquet need planner or admin")
-            .ok(200, object_with(&["metric", "points", "covered_from", "covered_to"]))
+            .ok(200, schemas::history_answer())
             .also_media("text/csv")
             .also_media("application/vnd.apache.arrow.stream")
             .also_media("application/vnd.apache.parquet")
@@ -216,19 +221,19 @@ pub fn operations() -> Vec<Op> {
             .error(406, "Accept names no format this operation produces")
             .error(422, beyond),
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
-            .ok(200, object_with(&["type", "features"])),
+            .ok(200, schemas::segment_answer()),
         Op::new("GET", "/api/v1/catalogue", READERS, "wall", "What screens show of each metric, the Level of Service bounds and the live figures", get(map::catalogue))
             .describe("One catalogue for every screen, built from the server's own definitions: each metric's id, labels (it, en), display unit (`unit`, with proper symbols) and stored unit (`unit_ascii`), decimals, plausible range (`min`, `max`), `kind` (gauge, count, bool, code), whether a chart's axis starts at zero (`zero_based`) and the figure that sums up a bucket (`aggregate`: avg, sum, last); the Level of Service grades with the speed ratio each lies above (`above_ratio`, null for F); the live hub's figures (`speed_fresh_s`, `device_online_s`); the kinds of the registered devices; the languages of the labels.")
-            .ok(200, object_with(&["metrics", "los", "live", "device_kinds", "languages"])),
+            .ok(200, schemas::catalogue_answer()),
         Op::new("GET", "/api/v1/map/devices", READERS, "wall", "Every in-service device with its map position and presence, as compact rows in id order", get(map::devices))
             .describe("Rows follow `columns`: id, kind, segment, lon, lat, online, last_seen. A device sits on its road segment: the n devices of a segment, in id order, at the fractions (k+1)/(n+1) of the segment's length; devices without a segment have null lon and lat. `online` is null for a device the server has not heard from since it started, `last_seen` (Unix ms) null when it was not heard from. Decommissioned devices are left out. `next_cursor` (null on the last page) continues in id order, so devices added meanwhile before the cursor do not shift the pages.")
             .query("limit", json!({"type": "integer", "minimum": 1}), "Devices per page: default 5000, at most 20000 (422 beyond)")
             .query("cursor", device_id(), "next_cursor of the previous page")
-            .ok(200, object_with(&["columns", "rows", "next_cursor"]))
+            .ok(200, schemas::map_devices())
             .error(422, "limit is over 20000"),
         Op::new("GET", "/api/v1/wall", READERS, "wall", "The wall map's basemap ([wall] in the configuration)", get(map::wall))
             .describe("`basemap` is `{\"kind\":\"context\"}` (the built-in offline context layer, web/geo/florence-context.geojson), `{\"kind\":\"xyz\",\"url\",\"attribution\",\"max_zoom\"}` (a raster tile server's {z}/{x}/{y} template) or `{\"kind\":\"pmtiles\",\"url\":\"/basemap.pmtiles\",\"attribution\",\"max_zoom\"}` (a PMTiles archive this server serves by byte range, with no token).")
-            .ok(200, object_with(&["basemap"])),
+            .ok(200, schemas::wall()),
         Op::new("GET", "/api/v1/alerts", READERS, "alerts", "Alerts, newest first", get(alerts::list))
             .query("state", list_of("open|raised|acknowledged|returned|cleared|shelved|suppressed"), "Comma-separated: open (raised, acknowledged and returned, shelved and suppressed ones included), raised, acknowledged, returned, cleared; shelved and suppressed narrow to open alerts that are")
             .query("severity", list_of("info|warning|critical"), "Comma-separated: info, warning, critical")
@@ -237,19 +242,21 @@ pub fn operations() -> Vec<Op> {
             .query("rule", text(), "Alerts of a rule")
             .query("before", int64(i64::MIN), "next of the previous page")
             .query("limit", limit(1_000), "Alerts per page")
-            .ok(200, object_with(&["alerts"]))
+            .ok(200, schemas::alert_list())
             .error(422, beyond),
         Op::new("GET", "/api/v1/alerts/{id}", READERS, "alerts", "An alert with its lifecycle events", get(alerts::one))
             .path_param("id", alert_id(), "Alert id")
-            .ok(200, object_with(&["alert", "events"])),
+            .ok(200, schemas::alert_with_events()),
         Op::new("POST", "/api/v1/alerts/{id}/ack", OPERATORS, "alerts", "Acknowledge an alert (the caller is the operator)", post(alerts::acknowledge))
             .path_param("id", alert_id(), "Alert id")
             .body(note())
+            .example(json!({"note": "unit dispatched"}))
             .ok(200, alert_one())
             .error(409, "The alert's state does not allow it"),
         Op::new("POST", "/api/v1/alerts/{id}/clear", OPERATORS, "alerts", "Clear an alert", post(alerts::clear))
             .path_param("id", alert_id(), "Alert id")
             .body(note())
+            .example(json!({"note": "lane reopened"}))
             .ok(200, alert_one())
             .error(409, "The alert's state does not allow it"),
         Op::new("POST", "/api/v1/alerts/{id}/shelve", OPERATORS, "alerts", "Shelve an open alert for a while (ISA-18.2): it keeps its state and signals nothing until the shelf ends; the caller is the operator", post(alerts::shelve))
@@ -272,40 +279,41 @@ pub fn operations() -> Vec<Op> {
         Op::new("POST", "/api/v1/alerts/{id}/unshelve", OPERATORS, "alerts", "Take an alert off its shelf", post(alerts::unshelve))
             .path_param("id", alert_id(), "Alert id")
             .body(note())
+            .example(json!({"note": "maintenance done"}))
             .ok(200, alert_one())
             .error(409, "The alert is cleared or not shelved"),
         Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
-            .ok(200, object_with(&["rules"]))
+            .ok(200, schemas::rules_answer())
             .error(503, "No alert engine runs in this process"),
         Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(alerts::put_rules))
             .body(stream::alert::schema::rules_document_schema())
-            .ok(200, object_with(&["rules"]))
+            .ok(200, schemas::rules_answer())
             .error(422, "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration); every error is listed with its path")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
             .path_param("id", rule_id(), "Rule id")
-            .ok(200, object_with(&["rule"]))
+            .ok(200, schemas::rule_answer())
             .error(503, "No alert engine runs in this process"),
         Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
             .path_param("id", rule_id(), "Rule id")
             .body(stream::alert::schema::rule_schema(true))
-            .ok(200, object_with(&["rules"]))
+            .ok(200, schemas::rules_answer())
             .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules (the error says which)")
             .error(503, "No alert engine runs in this process"),
         Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
             .path_param("id", rule_id(), "Rule id")
-            .ok(200, object_with(&["rules"]))
+            .ok(200, schemas::rules_answer())
             .error(422, "Another rule names this one in its suppressed_by")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))
             .query("reason", text(), "Only this reason code")
             .query("limit", limit(dead_letters::MAX_PAGE), "Entries per page (default 100)")
             .query("cursor", int64(i64::MIN), "next_cursor of the previous page")
-            .ok(200, object_with(&["dead_letters"])),
+            .ok(200, schemas::dead_letter_page()),
         Op::new("GET", "/api/v1/dead-letters/reasons", ADMINS, "ingest", "Dead letters counted by reason", get(dead_letters::reasons))
             .query("since", time(), "Only those received since")
-            .ok(200, object_with(&["reasons"])),
-        Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (protocol in the crate docs of dashboard_api::live)", get(live::upgrade))
+            .ok(200, schemas::dead_letter_reasons()),
+        Op::new("GET", "/api/v1/live", READERS, "live", "The live websocket (its messages: the page's live section, schemas Live*)", get(live::upgrade))
             .query("access_token", text(), "The token, for browsers (which cannot set headers on a websocket)")
             .ok(101, json!({}))
             .error(426, "Not a websocket upgrade request"),

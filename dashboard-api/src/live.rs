@@ -51,6 +51,9 @@
 //!   - A message over [`MAX_CLIENT_MESSAGE`] (2 MiB) gets an error frame with code
 //!     `message_too_big` (counted likewise), then a close frame with code 1009 and a reason.
 //!
+//! Every message's JSON Schema and an example are in [`messages`], which the OpenAPI
+//! document and the docs page (`/api/v1/docs#live`) render.
+//!
 //! The session is generic over a `Sink`/`Stream` of text so it is tested without a socket.
 
 use std::collections::{BTreeSet, HashMap};
@@ -77,6 +80,10 @@ use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
 use crate::error::ApiError;
 use crate::http_metrics::HttpMetrics;
 use crate::AppState;
+
+pub mod messages;
+
+use messages::{BAD_MESSAGE, BAD_SUBSCRIPTION, BAD_UNSUBSCRIBE, IDLE_TIMEOUT, MESSAGE_TOO_BIG};
 
 /// Largest client message accepted (2 MiB): a subscription naming the most devices and
 /// segments allowed ([`MAX_SUBSCRIPTION_KEYS`] each, ids of the longest form) fits in it.
@@ -162,7 +169,7 @@ pub async fn upgrade(
     // library's default read buffer); client messages are small and frames are written whole.
     // A browser offers `sccr.live` and its token as `sccr.token.<token>`: the answer names
     // `sccr.live`, never the token.
-    ws.protocols(["sccr.live"])
+    ws.protocols([messages::PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .read_buffer_size(4 * 1024)
@@ -508,7 +515,7 @@ where
                 if text == TOO_BIG_MARK {
                     // The rest of the message is unread: nothing more can be read, so say
                     // why and close.
-                    let _ = sink.send(error_frame(http, "message_too_big", &too_big_reason())).await;
+                    let _ = sink.send(error_frame(http, MESSAGE_TOO_BIG, &too_big_reason())).await;
                     let _ = sink.send(TOO_BIG_MARK.to_owned()).await;
                     return;
                 }
@@ -525,7 +532,7 @@ where
                                 kpi = if wants_kpi { Some(Kpi::new(session).await) } else { None };
                                 snapshot
                             }
-                            Err(message) => error_frame(http, "bad_subscription", &message),
+                            Err(message) => error_frame(http, BAD_SUBSCRIPTION, &message),
                         }
                     }
                     Ok(ClientMessage::Unsubscribe { devices: None, segments: None }) => {
@@ -547,11 +554,11 @@ where
                                 }
                                 json!({"type": "unsubscribed", "devices": d, "segments": s}).to_string()
                             }
-                            Err(message) => error_frame(http, "bad_unsubscribe", &message),
+                            Err(message) => error_frame(http, BAD_UNSUBSCRIBE, &message),
                         }
                     }
                     Ok(ClientMessage::Ping) => json!({"type": "pong"}).to_string(),
-                    Err(message) => error_frame(http, "bad_message", &message),
+                    Err(message) => error_frame(http, BAD_MESSAGE, &message),
                 };
                 frames.push(reply);
             }
@@ -578,7 +585,7 @@ where
             }
             () = &mut idle => {
                 let message = format!("no message for {} s; closing", cfg.idle_timeout.as_secs());
-                let _ = sink.send(error_frame(http, "idle_timeout", &message)).await;
+                let _ = sink.send(error_frame(http, IDLE_TIMEOUT, &message)).await;
                 return;
             }
         }

@@ -4,7 +4,7 @@
 //! miss or invent a route, and the role-matrix test walks the same table.
 
 use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::MethodRouter;
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -40,6 +40,8 @@ pub struct Op {
     pub tag: &'static str,
     pub params: Vec<Param>,
     pub body: Option<Value>,
+    /// An example body (else the body schema's first `examples` entry is the example).
+    pub body_example: Option<Value>,
     /// The success status, its media type and schema.
     pub ok: (u16, &'static str, Value),
     /// Other statuses this operation answers, with what they mean.
@@ -75,6 +77,7 @@ impl Op {
             tag,
             params: Vec::new(),
             body: None,
+            body_example: None,
             ok: (200, "application/json", json!({"type": "object"})),
             errors,
             alt_media: Vec::new(),
@@ -115,6 +118,24 @@ impl Op {
     pub fn body(mut self, schema: Value) -> Self {
         self.body = Some(schema);
         self.error(400, "The body is invalid (the error names the field)")
+    }
+
+    /// An example of the body, shown on the docs page and in the document.
+    pub fn example(mut self, body: Value) -> Self {
+        self.body_example = Some(body);
+        self
+    }
+
+    /// The example body: the one given, else the body schema's first example.
+    pub fn example_body(&self) -> Option<&Value> {
+        self.body_example
+            .as_ref()
+            .or_else(|| self.body.as_ref().and_then(|b| b.get("examples")?.get(0)))
+    }
+
+    /// The anchor and operationId: `get_api_v1_devices__id_`.
+    pub fn operation_id(&self) -> String {
+        format!("{}{}", self.method.to_lowercase(), self.path.replace(['/', '{', '}', '-'], "_"))
     }
 
     pub fn ok(mut self, status: u16, schema: Value) -> Self {
@@ -168,6 +189,7 @@ pub fn object_with(keys: &[&str]) -> Value {
 /// is one (offsets cannot leave the range, every day exists).
 pub fn time() -> Value {
     json!({"type": "string", "description": "Unix milliseconds or RFC 3339 (e.g. 2026-11-23T10:00:00Z)",
+    "examples": ["2025-11-23T10:00:00Z"],
     "anyOf": [
         {"pattern": "^[0-9]{1,14}$"},
         {"pattern": "^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"},
@@ -179,16 +201,16 @@ pub fn text() -> Value {
 }
 /// A device id.
 pub fn device_id() -> Value {
-    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"})
+    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "examples": ["loop-viale-strozzi-0"]})
 }
 /// A road segment id.
 pub fn segment_id() -> Value {
-    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"})
+    json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$", "examples": ["viale-strozzi"]})
 }
 /// A metric of the catalogue.
 pub fn metric_id() -> Value {
     let names: Vec<&str> = telemetry::MetricId::ALL.iter().map(|m| m.as_str()).collect();
-    json!({"type": "string", "enum": names})
+    json!({"type": "string", "enum": names, "examples": [telemetry::MetricId::SpeedKmh.as_str()]})
 }
 /// A comma-separated list of values matching `item` (a regex without anchors).
 pub fn list_of(item: &str) -> Value {
@@ -205,7 +227,7 @@ const NO_NUL: &str = "^[^\\u0000]*$";
 /// A command's `args`: any JSON object without NUL in its keys and strings, at any depth
 /// (through the recursive `CommandArg` component).
 pub fn command_args() -> Value {
-    json!({"type": "object", "propertyNames": {"pattern": NO_NUL},
+    json!({"type": "object", "propertyNames": {"pattern": NO_NUL}, "description": "The command's arguments: any JSON object (default {})",
         "additionalProperties": {"$ref": "#/components/schemas/CommandArg"}})
 }
 
@@ -218,22 +240,21 @@ fn command_arg_schema() -> Value {
     ]})
 }
 
-fn error_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "errors": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}
-            }
-        }}
-    })
-}
+/// The tags, in the docs page's order, with what each covers.
+pub const TAGS: [(&str, &str); 12] = [
+    ("access", "Who is calling, API tokens and the audit log of privileged actions."),
+    ("devices", "The device registry: registration with MQTT credentials, the road segment and gateway of each device, decommissioning."),
+    ("telemetry", "Latest values, history at any resolution (JSON, CSV, Arrow IPC, Parquet) and bulk export."),
+    ("traffic", "Road segments with their live traffic state."),
+    ("wall", "What the wall dashboard reads: the metric catalogue, device positions, the basemap."),
+    ("alerts", "Alerts (ISA-18.2 lifecycle: acknowledge, clear, shelve) and the alert rules."),
+    ("commands", "Commands down to devices over MQTT, with their acknowledgements."),
+    ("webhooks", "Signed CloudEvents (or NGSI-LD entities) of alert moves, device statuses and command results, to HTTP receivers."),
+    ("ingest", "What ingest refused: dead letters with their reasons."),
+    ("live", "The live websocket."),
+    ("docs", "This documentation."),
+    ("health", "Probes and metrics."),
+];
 
 /// The OpenAPI 3.1 document of `ops`.
 pub fn document(ops: &[Op]) -> Value {
@@ -273,7 +294,7 @@ pub fn document(ops: &[Op]) -> Value {
         let mut operation = json!({
             "summary": op.summary,
             "tags": [op.tag],
-            "operationId": format!("{}{}", op.method.to_lowercase(), op.path.replace(['/', '{', '}', '-'], "_")),
+            "operationId": op.operation_id(),
             "parameters": parameters,
             "responses": responses,
             "x-sccr-roles": op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
@@ -285,24 +306,49 @@ pub fn document(ops: &[Op]) -> Value {
             operation["description"] = json!(description);
         }
         if let Some(body) = &op.body {
+            let mut media = json!({"schema": body});
+            if let Some(example) = &op.body_example {
+                media["example"] = example.clone();
+            }
             operation["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": body}}});
+                json!({"required": true, "content": {"application/json": media}});
         }
         let entry = paths.entry(op.path.to_owned()).or_insert_with(|| json!({}));
         entry[op.method.to_lowercase()] = operation;
     }
+    let mut schemas = Map::new();
+    schemas.insert("Error".into(), crate::schemas::error());
+    schemas.insert("CommandArg".into(), command_arg_schema());
+    for (name, schema) in crate::schemas::components() {
+        schemas.insert(name.into(), schema);
+    }
+    for (name, schema) in crate::live::messages::all_components() {
+        schemas.insert(name, schema);
+    }
+    let tags: Vec<Value> = TAGS
+        .iter()
+        .map(|(name, about)| {
+            let description = match *name {
+                "alerts" => format!("{about}\n\n{}", crate::docs::sections::lifecycle_markdown()),
+                "live" => format!("{about}\n\n{}", crate::docs::sections::live_markdown()),
+                _ => (*about).to_owned(),
+            };
+            json!({"name": name, "description": description})
+        })
+        .collect();
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "SCCR — Smart City Control Room API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Live state, history, alerts and the device registry of the control room. Every /api/ operation but this document needs `Authorization: Bearer <token>`; `x-sccr-roles` lists the roles each admits. The live websocket protocol is described on GET /api/v1/live.",
+            "description": crate::docs::sections::INFO,
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
+        "tags": tags,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": error_schema(), "CommandArg": command_arg_schema()},
+            "schemas": schemas,
         },
         "paths": paths,
     })
@@ -312,43 +358,4 @@ pub fn document(ops: &[Op]) -> Value {
 pub async fn serve_document() -> impl IntoResponse {
     let doc = document(&crate::operations());
     ([(header::CACHE_CONTROL, "no-cache")], Json(doc))
-}
-
-/// `GET /api/v1/docs`: the operations as a page, from the same table.
-pub async fn serve_page() -> Html<String> {
-    let ops = crate::operations();
-    let mut rows = String::new();
-    for op in &ops {
-        let params: Vec<String> = op
-            .params
-            .iter()
-            .map(|p| format!("{}{}", p.name, if p.required { "*" } else { "" }))
-            .collect();
-        let roles = if op.roles.is_empty() {
-            "public".to_owned()
-        } else {
-            op.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-        };
-        rows.push_str(&format!(
-            "<tr><td class=m>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            op.method,
-            escape(op.path),
-            escape(op.summary),
-            escape(&params.join(", ")),
-            roles
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>SCCR API</title><style>\
-         body{{font:15px system-ui,sans-serif;background:#10141a;color:#e6e9ee;margin:2em}}\
-         table{{border-collapse:collapse;width:100%}}td,th{{padding:.35em .6em;border-bottom:1px solid #2a3240;text-align:left;vertical-align:top}}\
-         .m{{font-weight:600;color:#7cc4ff}}code{{color:#ffd479}}a{{color:#7cc4ff}}</style></head><body>\
-         <h1>SCCR API</h1><p>The machine-readable document: <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1). \
-         Send <code>Authorization: Bearer &lt;token&gt;</code>; * marks required parameters.</p>\
-         <table><tr><th>method</th><th>path</th><th>what</th><th>parameters</th><th>roles</th></tr>\n{rows}</table></body></html>"
-    ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

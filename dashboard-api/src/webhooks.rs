@@ -31,7 +31,7 @@ use telemetry::EventTime;
 use crate::access::audit;
 use crate::auth::{Principal, ADMINS};
 use crate::error::ApiError;
-use crate::openapi::{enumeration, object_with, Op};
+use crate::openapi::{enumeration, Op};
 use crate::AppState;
 
 /// Settings of the process's webhooks: the format of subscriptions created without one,
@@ -62,8 +62,8 @@ pub fn operations() -> Vec<Op> {
             "url": nullable(json!({"type": "string", "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]{0,200})?$", "description": "http(s)://host[:port]/path, within the allowed destinations"})),
             "types": nullable(json!({"type": "array", "items": {"type": "string", "pattern": "^[ -~]*[!-~][ -~]*$", "maxLength": 200}, "description": "Event types, or prefixes ending in *; empty: all"})),
             "secret": nullable(json!({"type": "string", "pattern": format!("^[ -~]{{{MIN_SECRET},{MAX_SECRET}}}$"), "description": "Signs every delivery (printable ASCII); write-only"})),
-            "enabled": nullable(json!({"type": "boolean"})),
-            "format": nullable(enumeration(&["cloudevents", "ngsi-ld"]))}});
+            "enabled": nullable(json!({"type": "boolean", "description": "Whether deliveries are made (default true)"})),
+            "format": nullable(json!({"type": "string", "enum": ["cloudevents", "ngsi-ld"], "description": "The payload shape (default webhooks.default_format)"}))}});
         if !given.is_empty() {
             schema["allOf"] = Value::Array(given);
         }
@@ -79,7 +79,7 @@ pub fn operations() -> Vec<Op> {
             "Webhook subscriptions (never their secret)",
             get(list),
         )
-        .ok(200, object_with(&["webhooks"])),
+        .ok(200, crate::schemas::webhook_list()),
         Op::new(
             "POST",
             "/api/v1/webhooks",
@@ -89,10 +89,11 @@ pub fn operations() -> Vec<Op> {
             post(create),
         )
         .body(body(&["url", "secret"]))
-        .ok(201, object_with(&["id", "url", "types", "enabled", "format"])),
+        .example(json!({"url": "https://hooks.example.org/sccr", "types": ["it.firenze.sccr.alert.*"], "secret": "a-long-shared-secret-0123", "format": "cloudevents"}))
+        .ok(201, crate::schemas::webhook_one()),
         Op::new("GET", "/api/v1/webhooks/{id}", ADMINS, "webhooks", "A subscription", get(one))
             .path_param("id", id(), "Webhook id")
-            .ok(200, object_with(&["id", "url"])),
+            .ok(200, crate::schemas::webhook_one()),
         Op::new(
             "PATCH",
             "/api/v1/webhooks/{id}",
@@ -103,7 +104,8 @@ pub fn operations() -> Vec<Op> {
         )
         .path_param("id", id(), "Webhook id")
         .body(body(&[]))
-        .ok(200, object_with(&["id", "url"])),
+        .example(json!({"enabled": false}))
+        .ok(200, crate::schemas::webhook_one()),
         Op::new(
             "DELETE",
             "/api/v1/webhooks/{id}",
@@ -133,7 +135,7 @@ pub fn operations() -> Vec<Op> {
             json!({"type": "integer", "minimum": 1, "maximum": 1000}),
             "Deliveries (default 100)",
         )
-        .ok(200, object_with(&["deliveries"])),
+        .ok(200, crate::schemas::delivery_list()),
         Op::new(
             "POST",
             "/api/v1/webhooks/{id}/redeliver",
@@ -143,7 +145,7 @@ pub fn operations() -> Vec<Op> {
             post(redeliver_all),
         )
         .path_param("id", id(), "Webhook id")
-        .ok(200, object_with(&["redelivered"])),
+        .ok(200, crate::schemas::redelivered()),
         Op::new(
             "POST",
             "/api/v1/webhooks/{id}/deliveries/{event}/redeliver",
@@ -154,7 +156,7 @@ pub fn operations() -> Vec<Op> {
         )
         .path_param("id", id(), "Webhook id")
         .path_param("event", id(), "Event (outbox) id")
-        .ok(200, object_with(&["redelivered"]))
+        .ok(200, crate::schemas::redelivered())
         .error(409, "No dead delivery of that event"),
     ]
 }

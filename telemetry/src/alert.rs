@@ -8,6 +8,9 @@
 //! The stream's engine, the store and the API all move alerts through
 //! [`AlertState::apply`]: a move the table does not list is refused with a typed
 //! [`TransitionError`], so the engine and the store cannot disagree on what is legal.
+//!
+//! Over 600 lines: the contract's types, their names and meanings (which the API's docs
+//! page renders) and the message catalogue belong together.
 
 use std::fmt;
 
@@ -114,6 +117,26 @@ impl AlertMove {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
+    /// Whether an operator makes the move through the API (a refusal is then a 409);
+    /// otherwise the engine does.
+    pub fn by_operator(self) -> bool {
+        matches!(self, Self::Acknowledge | Self::Clear | Self::Shelve | Self::Unshelve)
+    }
+
+    /// What the move is, for people (the API's docs page).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Acknowledge => "an operator acknowledges the alert",
+            Self::Clear => "an operator clears the alert (or the engine, when its rule went away)",
+            Self::End => "the engine saw the condition end",
+            Self::Resume => "the engine saw the condition hold again before anyone acknowledged the returned alert",
+            Self::Shelve => "an operator shelves the open alert until a time: it signals nothing meanwhile",
+            Self::Unshelve => "an operator takes the alert off its shelf, or the shelf expired",
+            Self::Suppress => "the engine suppresses it by design while another alert is active",
+            Self::Unsuppress => "the suppressing alert is no longer active",
+        }
+    }
+
     /// Whether the move leaves the state as it is (shelving, suppression).
     pub fn is_overlay(self) -> bool {
         matches!(self, Self::Shelve | Self::Unshelve | Self::Suppress | Self::Unsuppress)
@@ -166,6 +189,16 @@ impl AlertState {
 
     pub fn is_open(self) -> bool {
         self != Self::Cleared
+    }
+
+    /// What the state means, for people (the API's docs page).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::Raised => "active, unacknowledged",
+            Self::Acknowledged => "active, acknowledged",
+            Self::Returned => "the condition ended while unacknowledged: returned to normal, open until acknowledged",
+            Self::Cleared => "closed; final",
+        }
     }
 
     /// The transition table (ISA-18.2): the state `mv` leads to from `self`, or why it is

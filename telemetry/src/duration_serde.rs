@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// What [`serialize`] writes (humantime's format: `"0s"`, `"90s"` as `"1m 30s"`, `"8h"`,
+/// `"1year 2months 3days 4h"`), as a JSON Schema pattern: documents that show a duration
+/// SCCR wrote (the alert rules in force) use it.
+pub const WRITTEN_PATTERN: &str = "^(0s|[0-9]+(years?|months?|days?|h|m|s|ms|us|ns)( [0-9]+(years?|months?|days?|h|m|s|ms|us|ns)){0,8})$";
+
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }

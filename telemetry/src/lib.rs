@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod codec;
 pub mod command;
+pub mod contract;
 pub mod duration_serde;
 pub mod ids;
 pub mod metric;

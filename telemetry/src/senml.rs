@@ -27,9 +27,9 @@ const RELATIVE_LIMIT_S: f64 = 268_435_456.0;
 /// The SenML version of RFC 8428 (§4.4), the default, and the highest we understand.
 const VERSION: u64 = 10;
 /// Labels of the regular fields (RFC 8428 §4.2); a record with none of them is base only.
-const REGULAR: [&str; 9] = ["n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"];
+pub(crate) const REGULAR: [&str; 9] = ["n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"];
 /// Labels of the base fields (RFC 8428 §4.1).
-const BASE: [&str; 6] = ["bn", "bt", "bu", "bv", "bs", "bver"];
+pub(crate) const BASE: [&str; 6] = ["bn", "bt", "bu", "bv", "bs", "bver"];
 
 /// Why a whole pack was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -15,6 +15,9 @@ pub enum TopicKind {
 }
 
 impl TopicKind {
+    pub const ALL: [TopicKind; 4] =
+        [TopicKind::Telemetry, TopicKind::Status, TopicKind::Commands, TopicKind::CommandAck];
+
     pub fn suffix(self) -> &'static str {
         match self {
             TopicKind::Telemetry => "telemetry",

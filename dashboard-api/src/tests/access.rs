@@ -457,7 +457,7 @@ async fn the_openapi_document_and_page_describe_every_operation() {
     let page =
         String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 22).await.unwrap().to_vec())
             .unwrap();
-    assert!(ops.iter().all(|o| page.contains(&format!("<code>{}</code>", o.path))));
+    assert!(ops.iter().all(|o| page.contains(&format!("<code class=path>{}</code>", o.path))));
 }
 
 #[tokio::test]
