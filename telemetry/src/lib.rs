@@ -8,12 +8,14 @@ pub mod aggregate;
 pub mod alert;
 pub mod codec;
 pub mod command;
+pub mod device_kind;
 pub mod duration_serde;
 pub mod ids;
 pub mod metric;
 pub mod segment;
 pub mod senml;
 pub mod status;
+pub mod suggest;
 pub mod time;
 pub mod topic;
 pub mod validate;
@@ -23,6 +25,7 @@ pub use codec::{
     decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format,
     ReadingError, RejectedReading, TimeField,
 };
+pub use device_kind::{DeviceKind, UnknownDeviceKind};
 pub use ids::{DeviceId, IdError, SegmentId, Seq};
 pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use segment::{RoadSegment, SegmentError};
