@@ -20,6 +20,7 @@ pub mod map;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod rules;
 pub mod server;
 pub mod web;
 pub mod webhooks;
@@ -33,8 +34,9 @@ pub use openapi::Op;
 use store::Store;
 use stream::LiveHub;
 
-pub use alerts::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
+pub use alerts::AlertControl;
 pub use error::ApiError;
+pub use rules::{rules_at_start, RulesAtStartError, RulesSource, StoredRules, RULES_STATE_KEY};
 
 /// Renders the Prometheus text exposition of the running process's counters.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -92,6 +94,11 @@ impl AppState {
     }
 }
 
+/// Where the alert rules in force come from (the description of the rules operations).
+const RULES_PRECEDENCE: &str = "The rules in force come from the config file's [alerts], from changes made through this API (saved in the store) and from the shipped air-quality defaults; rules_in_force lists each with its origin (file, api, default). Between the file and the API the latest change wins, rule by rule: a change made here stays in force across restarts until the file's own definition of that rule id changes, and then the file wins for that id (the API's version is logged, audited and listed under replaced_by_file). A rule with the id of a shipped default replaces it (replaces_default); enabled = false turns it off. A threshold is evaluated per device (one alert per device in scope) unless its on is \"segment\": then per road segment, on the segment's flow, mean speed or occupancy per window.";
+/// The 422 of the rules document.
+const RULES_BEYOND: &str = "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration, a device kind that does not exist), or a new or changed rule names a road segment or a device that does not exist; every error is listed with its path";
+
 /// Every operation of the API, with its roles and its documentation.
 pub fn operations() -> Vec<Op> {
     use openapi::{
@@ -115,7 +122,11 @@ pub fn operations() -> Vec<Op> {
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
     let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"}}});
     let alert_one = || object_with(&["alert"]);
-    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$"});
+    let kind = || {
+        json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$",
+            "examples": telemetry::DeviceKind::ALL.map(telemetry::DeviceKind::as_str),
+            "description": format!("The device's kind, one of {} (another is refused with 422); null or empty for none", telemetry::DeviceKind::names())})
+    };
     let segment_id_or_null =
         || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"});
     let device_id_or_null =
@@ -266,27 +277,37 @@ pub fn operations() -> Vec<Op> {
             .body(note())
             .ok(200, alert_one())
             .error(409, "The alert is cleared or not shelved"),
-        Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
-            .ok(200, object_with(&["rules"]))
+        Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force, each with its origin", get(rules::list))
+            .describe(RULES_PRECEDENCE)
+            .ok(200, object_with(&["rules", "effective_rules", "rules_in_force", "replaced_by_file"]))
             .error(503, "No alert engine runs in this process"),
-        Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(alerts::put_rules))
+        Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(rules::replace))
+            .describe(RULES_PRECEDENCE)
             .body(stream::alert::schema::rules_document_schema())
-            .ok(200, object_with(&["rules"]))
-            .error(422, "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration); every error is listed with its path")
+            .ok(200, object_with(&["rules", "rules_in_force"]))
+            .error(422, RULES_BEYOND)
             .error(503, "No alert engine runs in this process"),
-        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
+        Op::new("POST", "/api/v1/alert-rules", ADMINS, "alerts", "Create one alert rule (its id in the body); Location names it", post(rules::create))
+            .body(stream::alert::schema::rule_schema(false))
+            .ok(201, object_with(&["rules", "rules_in_force"]))
+            .error(409, "A rule with this id is in force (a shipped default included); PUT /api/v1/alert-rules/{id} replaces it")
+            .error(422, RULES_BEYOND)
+            .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule in force (a shipped default too), with its origin", get(rules::one))
             .path_param("id", rule_id(), "Rule id")
-            .ok(200, object_with(&["rule"]))
+            .ok(200, object_with(&["rule", "origin", "replaces_default"]))
             .error(503, "No alert engine runs in this process"),
-        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
+        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Create (201, Location names it) or replace (200) one alert rule", put(rules::put))
             .path_param("id", rule_id(), "Rule id")
             .body(stream::alert::schema::rule_schema(true))
-            .ok(200, object_with(&["rules"]))
-            .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules (the error says which)")
+            .ok(201, object_with(&["rules", "rules_in_force"]))
+            .also_ok(200, "The rule replaced one in force (a shipped default included)")
+            .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules, or names a road segment or a device that does not exist (the error says which)")
             .error(503, "No alert engine runs in this process"),
-        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
+        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(rules::delete))
             .path_param("id", rule_id(), "Rule id")
-            .ok(200, object_with(&["rules"]))
+            .ok(200, object_with(&["rules", "rules_in_force"]))
+            .error(409, "The rule is a shipped default: turn it off with enabled = false (PUT) or air_quality_defaults = false")
             .error(422, "Another rule names this one in its suppressed_by")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))

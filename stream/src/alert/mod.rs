@@ -50,7 +50,9 @@ pub use rule::{
     AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind,
     RuleScope, RuleSet, SegmentFigure, StormSettings, ThresholdOn, AIR_QUALITY_LIMITS,
 };
-pub use sources::{merge_file_change, FileMerge, ReplacedRule, RuleInForce, RuleOrigin};
+pub use sources::{
+    file_replaces_all, merge_file_change, FileMerge, ReplacedRule, RuleInForce, RuleOrigin,
+};
 pub use subjects::{KnownSubjects, UnknownSubjects};
 
 /// A rule's identifier: `[a-z0-9][a-z0-9._-]{0,63}`, unique within a rule set.

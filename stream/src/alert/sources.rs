@@ -194,6 +194,49 @@ pub fn merge_file_change(
     m
 }
 
+/// Every rule and setting where the API's document `api` differs from the file's section
+/// `file`, as replaced by the file: what falls back to the file when the API's document
+/// can no longer be used.
+pub fn file_replaces_all(
+    api: &AlertRulesConfig,
+    file: &AlertRulesConfig,
+    at: EventTime,
+) -> Vec<ReplacedRule> {
+    let mut ids: Vec<&str> = file.rules.iter().map(|r| r.id.as_str()).collect();
+    for r in &api.rules {
+        if !ids.contains(&r.id.as_str()) {
+            ids.push(&r.id);
+        }
+    }
+    let mut out: Vec<ReplacedRule> = ids
+        .into_iter()
+        .filter_map(|id| {
+            let (a, f) = (find(api, id), find(file, id));
+            (a != f).then(|| ReplacedRule {
+                id: id.to_owned(),
+                api: a.and_then(json),
+                file: f.and_then(json),
+                at,
+            })
+        })
+        .collect();
+    let mut setting = |id: &str, a: Option<serde_json::Value>, f: Option<serde_json::Value>| {
+        if a != f {
+            out.push(ReplacedRule { id: id.to_owned(), api: a, file: f, at });
+        }
+    };
+    setting("storm", json(&api.storm), json(&file.storm));
+    setting(
+        "air_quality_defaults",
+        json(&api.air_quality_defaults),
+        json(&file.air_quality_defaults),
+    );
+    setting("operator_positions", json(&api.operator_positions), json(&file.operator_positions));
+    let text = |d| Some(humantime::format_duration(d).to_string().into());
+    setting("max_shelve", text(api.max_shelve), text(file.max_shelve));
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -251,6 +294,20 @@ mod tests {
         assert_eq!(ids(&m.rules), ["a", "c"]);
         assert_eq!(m.rules.rules[1].severity, crate::alert::Severity::Critical);
         assert_eq!(m.replaced.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn falling_back_to_the_file_replaces_every_difference() {
+        let t = EventTime(1_000);
+        let file = doc(&(rule("a", "info") + &rule("b", "info")));
+        let api =
+            doc(&format!("max_shelve = \"2h\"\n{}{}", rule("a", "critical"), rule("c", "info")));
+        let replaced = file_replaces_all(&api, &file, t);
+        let ids: Vec<&str> = replaced.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "max_shelve"]);
+        assert_eq!(replaced[1].api, None, "the API had deleted b");
+        assert_eq!(replaced[2].file, None, "the file has no c");
+        assert_eq!(replaced[3].api, Some("2h".into()));
     }
 
     #[test]
