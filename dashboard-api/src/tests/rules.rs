@@ -8,7 +8,7 @@ use stream::{AlertRulesConfig, StreamCommand};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use super::{get, send, state_with_file, ADMIN};
+use super::{get, state_with_file, ADMIN};
 use crate::app;
 
 /// Accept every rule set the API sends to the engine.
