@@ -8,73 +8,34 @@
 //! stream's bounded command queue ([`AlertControl`]), so the engine neither stores the move
 //! twice nor re-raises what an operator cleared.
 //!
-//! Alert rules: `GET /api/v1/alert-rules` returns the document in force,
-//! `PUT /api/v1/alert-rules` replaces it (validated as a whole; every error with its key
-//! path). A replaced document is saved in the store (`stream_state`, key
-//! [`RULES_STATE_KEY`]) together with the config file's `[alerts]` section it replaced, and
-//! is used at the next start as long as the file's section is unchanged; once the file is
-//! edited, the file wins again ([`StoredRules::choose`]).
+//! The alert rules admin API is [`crate::rules`]'s.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{AlertChange, AlertFilter, AlertState, AlertSubject, Severity};
-use stream::{AlertKey, AlertRulesConfig, OperatorAction, StreamCommand};
+use stream::{AlertKey, OperatorAction, StreamCommand};
 use telemetry::EventTime;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::params::{self, Params};
 use crate::AppState;
 
-/// The `stream_state` key of the rules set through the admin API.
-pub const RULES_STATE_KEY: &str = "alert_rules";
 /// Most alerts one list request returns.
 pub const MAX_ALERTS: usize = 1_000;
-
-/// The alert rules in force and where they came from, as saved in the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredRules {
-    /// The document in force.
-    pub rules: AlertRulesConfig,
-    /// The config file's `[alerts]` section when `rules` replaced it.
-    pub file: AlertRulesConfig,
-}
-
-/// Which document [`StoredRules::choose`] picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RulesSource {
-    /// The config file's `[alerts]` section.
-    File,
-    /// Rules set through the admin API, the file unchanged since.
-    Api,
-}
-
-impl StoredRules {
-    /// The rules to run at start: those saved through the admin API while the file's
-    /// section is the one they replaced, else the file's.
-    pub fn choose(
-        stored: Option<StoredRules>,
-        file: &AlertRulesConfig,
-    ) -> (StoredRules, RulesSource) {
-        match stored {
-            Some(s) if &s.file == file && s.rules.validate().is_ok() => (s, RulesSource::Api),
-            _ => (StoredRules { rules: file.clone(), file: file.clone() }, RulesSource::File),
-        }
-    }
-}
 
 /// The handle of the running alert engine.
 #[derive(Clone)]
 pub struct AlertControl {
     pub commands: mpsc::Sender<StreamCommand>,
     /// The rules in force; the lock also serialises rule changes.
-    pub rules: Arc<Mutex<StoredRules>>,
+    pub rules: Arc<Mutex<crate::rules::StoredRules>>,
 }
 
 // ---- REST ----
@@ -442,191 +403,6 @@ pub async fn unshelve(
         .await
 }
 
-fn control(state: &AppState) -> Result<&AlertControl, ApiError> {
-    state
-        .alerts
-        .as_ref()
-        .ok_or_else(|| ApiError::unavailable("no alert engine runs in this process"))
-}
-
-/// `GET /api/v1/alert-rules`: the rules document in force.
-pub async fn rules(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    Params::parse(raw.as_deref())?.finish()?;
-    let stored = control(&state)?.rules.lock().await.clone();
-    let effective = stored.rules.effective_definitions().len();
-    Ok(Json(json!({ "rules": stored.rules, "effective_rules": effective })))
-}
-
-/// `PUT /api/v1/alert-rules`: replace the rules document (JSON of the `[alerts]` section).
-pub async fn put_rules(
-    State(state): State<AppState>,
-    who: Principal,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    // serde reads a struct from a JSON array too; the document is an object.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError {
-            code: "invalid_rules",
-            ..ApiError::bad_field("body", "the rules document must be a JSON object")
-        });
-    }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let doc: AlertRulesConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        ApiError {
-            errors: vec![(path.clone(), message.clone())],
-            code: "invalid_rules",
-            ..ApiError::bad_field(&path, message)
-        }
-    })?;
-    apply_rules(&state, &who, "alert_rules.replace", "alert-rules", |_| Ok(doc)).await
-}
-
-/// Validate, save and apply the rules document `change` makes of the current one.
-async fn apply_rules(
-    state: &AppState,
-    who: &Principal,
-    action: &str,
-    target: &str,
-    change: impl FnOnce(&AlertRulesConfig) -> Result<AlertRulesConfig, ApiError>,
-) -> Result<Json<Value>, ApiError> {
-    let control = control(state)?;
-    let mut current = control.rules.lock().await;
-    let doc = change(&current.rules)?;
-    let rules = doc.validate().map_err(|errors| {
-        let first = errors.0.first().map(|e| e.path.clone()).unwrap_or_default();
-        // 422 when the document matches the schema and only its values disagree.
-        let error = if errors.all_beyond_schema() {
-            ApiError::unprocessable(&first, errors.to_string())
-        } else {
-            ApiError::bad_field(&first, errors.to_string())
-        };
-        ApiError {
-            code: "invalid_rules",
-            errors: errors.0.iter().map(|e| (e.path.clone(), e.message.clone())).collect(),
-            ..error
-        }
-    })?;
-    let next = StoredRules { rules: doc, file: current.file.clone() };
-    let value =
-        serde_json::to_value(&next).map_err(|e| ApiError::bad_field("body", e.to_string()))?;
-    state.store.save_stream_state(RULES_STATE_KEY, &value).await?;
-    let (done, applied) = oneshot::channel();
-    if control.commands.send(StreamCommand::SetRules { rules, done }).await.is_err()
-        || applied.await.is_err()
-    {
-        return Err(ApiError::unavailable(
-            "the stream task is gone; the rules are saved and apply at the next start",
-        ));
-    }
-    *current = next;
-    let effective = current.rules.effective_definitions().len();
-    crate::access::audit(state, who, action, target, json!({ "effective_rules": effective })).await;
-    Ok(Json(json!({ "rules": current.rules, "effective_rules": effective })))
-}
-
-fn rule_id(raw: &str) -> Result<String, ApiError> {
-    stream::alert::RuleId::parse(raw).map(|id| id.as_str().to_owned()).map_err(|_| {
-        ApiError::bad_param(
-            "id",
-            "a rule id is 1 to 64 characters of [a-z0-9._-], starting with a letter or digit",
-        )
-    })
-}
-
-/// `GET /api/v1/alert-rules/{id}`: one rule of the document.
-pub async fn rule(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id = rule_id(&id)?;
-    let current = control(&state)?.rules.lock().await;
-    let rule = current
-        .rules
-        .rules
-        .iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("no rule {id}")))?;
-    Ok(Json(json!({ "rule": rule })))
-}
-
-/// `PUT /api/v1/alert-rules/{id}`: add or replace one rule (its `id` is the path's).
-pub async fn put_rule(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let id = rule_id(&id)?;
-    let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_field("body", format!("the body must be one rule as JSON: {e}"))
-    })?;
-    let Some(obj) = value.as_object_mut() else {
-        return Err(ApiError::bad_field("body", "the body must be one rule as a JSON object"));
-    };
-    match obj.get("id") {
-        None | Some(Value::Null | Value::String(_)) => {}
-        Some(_) => {
-            return Err(ApiError::bad_field("id", "id must be a string (the path's) or absent"))
-        }
-    }
-    match obj.get("id") {
-        Some(Value::String(given)) if *given != id => {
-            return Err(ApiError::unprocessable(
-                "id",
-                format!("the body's id {given:?} differs from the path's {id:?}"),
-            ))
-        }
-        _ => {
-            obj.insert("id".into(), Value::String(id.clone()));
-        }
-    }
-    let text = value.to_string();
-    let mut de = serde_json::Deserializer::from_str(&text);
-    let rule: stream::alert::RuleDefinition =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError {
-                code: "invalid_rules",
-                errors: vec![(path.clone(), e.inner().to_string())],
-                ..ApiError::bad_field(&path, e.inner().to_string())
-            }
-        })?;
-    apply_rules(&state, &who, "alert_rule.put", &format!("alert-rule/{id}"), move |doc| {
-        let mut doc = doc.clone();
-        match doc.rules.iter_mut().find(|r| r.id == id) {
-            Some(slot) => *slot = rule,
-            None => doc.rules.push(rule),
-        }
-        Ok(doc)
-    })
-    .await
-}
-
-/// `DELETE /api/v1/alert-rules/{id}`: remove one rule.
-pub async fn delete_rule(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id = rule_id(&id)?;
-    let target = format!("alert-rule/{id}");
-    apply_rules(&state, &who, "alert_rule.delete", &target, move |doc| {
-        let mut doc = doc.clone();
-        let before = doc.rules.len();
-        doc.rules.retain(|r| r.id != id);
-        if doc.rules.len() == before {
-            return Err(ApiError::not_found(format!("no rule {id}")));
-        }
-        Ok(doc)
-    })
-    .await
-}
-
 /// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the road segments, each with its
 /// live traffic state (that of its newest emitted window) in `properties`.
 pub async fn segments(
@@ -663,25 +439,4 @@ pub async fn segments(
         })
         .collect();
     Ok(Json(json!({ "type": "FeatureCollection", "features": features })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stored_rules_win_only_while_the_file_is_unchanged() {
-        let file = AlertRulesConfig::default();
-        let api = AlertRulesConfig { air_quality_defaults: false, ..AlertRulesConfig::default() };
-        let stored = StoredRules { rules: api.clone(), file: file.clone() };
-        assert_eq!(
-            StoredRules::choose(Some(stored.clone()), &file),
-            (stored.clone(), RulesSource::Api)
-        );
-        let mut edited = file.clone();
-        edited.storm.raises_per_minute = 5;
-        let (chosen, source) = StoredRules::choose(Some(stored), &edited);
-        assert_eq!((chosen.rules, source), (edited.clone(), RulesSource::File));
-        assert_eq!(StoredRules::choose(None, &edited).1, RulesSource::File);
-    }
 }

@@ -3,6 +3,11 @@
 //!
 //! Registration answers the device's MQTT username (its id) and a random password once;
 //! the store keeps only the broker's hash of it (see [`crate::credentials`]).
+//!
+//! A device's `kind` is one of [`DeviceKind::ALL`] (or none): registration and updates
+//! refuse another with 422 listing the kinds, as alert rule scopes do, so a kind-scoped
+//! rule and the devices it is meant for cannot disagree on a spelling. Devices stored with
+//! another kind before are listed as they are and can be given a known kind by `PATCH`.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -12,7 +17,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{DeviceDetail, DeviceFilter, DeviceUpdate};
-use telemetry::{DeviceId, EventTime, SegmentId};
+use telemetry::{DeviceId, DeviceKind, EventTime, SegmentId};
 
 use crate::access::{audit, json_body};
 use crate::auth::Principal;
@@ -111,20 +116,22 @@ struct Registration {
     gateway: Option<String>,
 }
 
-fn kind_field(kind: Option<String>) -> Result<Option<String>, ApiError> {
-    let kind = kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
-    match &kind {
-        Some(k)
-            if k.chars().count() > MAX_KIND
-                || !k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
-        {
-            Err(ApiError::bad_field(
-                "kind",
-                format!("kind must be up to {MAX_KIND} characters of [A-Za-z0-9_.-]"),
-            ))
-        }
-        _ => Ok(kind),
+/// A device kind: 400 if it breaks the document's pattern, 422 if it is not a known kind.
+fn kind_field(kind: Option<String>) -> Result<Option<DeviceKind>, ApiError> {
+    let Some(kind) = kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    if kind.chars().count() > MAX_KIND
+        || !kind.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(ApiError::bad_field(
+            "kind",
+            format!("kind must be up to {MAX_KIND} characters of [A-Za-z0-9_.-]"),
+        ));
     }
+    kind.parse()
+        .map(Some)
+        .map_err(|e: telemetry::UnknownDeviceKind| ApiError::unprocessable("kind", e.to_string()))
 }
 
 fn segment_field(segment: Option<String>) -> Result<Option<SegmentId>, ApiError> {
@@ -184,7 +191,7 @@ pub(crate) async fn register(
         .store
         .register_device(
             &id,
-            kind.as_deref(),
+            kind.map(DeviceKind::as_str),
             segment.as_ref(),
             gateway.as_ref(),
             &hash,
@@ -226,7 +233,7 @@ pub(crate) async fn update(
             _ => return Err(ApiError::bad_field(key, format!("{key} must be a string or null"))),
         };
         match key.as_str() {
-            "kind" => update.kind = Some(kind_field(text)?),
+            "kind" => update.kind = Some(kind_field(text)?.map(|k| k.as_str().to_owned())),
             "segment" => update.segment = Some(segment_field(text)?),
             "gateway" => update.gateway = Some(gateway_field(&state, &id, text).await?),
             _ => {

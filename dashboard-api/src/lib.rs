@@ -22,6 +22,7 @@ pub mod openapi;
 mod params;
 pub mod routes;
 pub mod schemas;
+pub mod rules;
 pub mod server;
 pub mod web;
 pub mod webhooks;
@@ -36,8 +37,9 @@ use store::Store;
 use stream::LiveHub;
 use telemetry::metrics::Registry;
 
-pub use alerts::{AlertControl, RulesSource, StoredRules, RULES_STATE_KEY};
+pub use alerts::AlertControl;
 pub use error::ApiError;
+pub use rules::{rules_at_start, RulesAtStartError, RulesSource, StoredRules, RULES_STATE_KEY};
 
 /// Reports each dependency or stage of this process that `/readyz` checks: its name, and
 /// why it is not ready now, if it is not (the broker unreachable, the writer stalled).
@@ -100,6 +102,11 @@ impl AppState {
     }
 }
 
+/// Where the alert rules in force come from (the description of the rules operations).
+const RULES_PRECEDENCE: &str = "The rules in force come from the config file's [alerts], from changes made through this API (saved in the store) and from the shipped air-quality defaults; rules_in_force lists each with its origin (file, api, default). Between the file and the API the latest change wins, rule by rule: a change made here stays in force across restarts until the file's own definition of that rule id changes, and then the file wins for that id (the API's version is logged, audited and listed under replaced_by_file). A rule with the id of a shipped default replaces it (replaces_default); enabled = false turns it off. A threshold is evaluated per device (one alert per device in scope) unless its on is \"segment\": then per road segment, on the segment's flow, mean speed or occupancy per window.";
+/// The 422 of the rules document.
+const RULES_BEYOND: &str = "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration, a device kind that does not exist), or a new or changed rule names a road segment or a device that does not exist; every error is listed with its path";
+
 /// Every operation of the API, with its roles and its documentation.
 pub fn operations() -> Vec<Op> {
     use openapi::{
@@ -122,7 +129,11 @@ pub fn operations() -> Vec<Op> {
     let beyond = "The parameters or the body match this document but contradict each other, or name an object that does not exist (the error says which)";
     let note = || json!({"type": "object", "additionalProperties": false, "properties": {"note": {"type": ["string", "null"], "maxLength": 2000, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$", "description": "A note for the alert's history (optional)"}}});
     let alert_one = schemas::alert_one;
-    let kind = || json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$", "description": "What it is: traffic_loop, traffic_light, parking, air_quality, …"});
+    let kind = || {
+        json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{0,64}$",
+            "examples": telemetry::DeviceKind::ALL.map(telemetry::DeviceKind::as_str),
+            "description": format!("The device's kind, one of {} (another is refused with 422); null or empty for none", telemetry::DeviceKind::names())})
+    };
     let segment_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9-]{0,63}$", "description": "The road segment it measures (an existing one)"});
     let device_id_or_null = || json!({"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "The registered device it is reached through (an edge agent), if any"});
     let new_device_id = || json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$", "description": "Device id: its MQTT user name and the {id} of its topics"});
@@ -282,27 +293,37 @@ pub fn operations() -> Vec<Op> {
             .example(json!({"note": "maintenance done"}))
             .ok(200, alert_one())
             .error(409, "The alert is cleared or not shelved"),
-        Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force", get(alerts::rules))
+        Op::new("GET", "/api/v1/alert-rules", READERS, "alerts", "The alert rules in force, each with its origin", get(rules::list))
+            .describe(RULES_PRECEDENCE)
             .ok(200, schemas::rules_answer())
             .error(503, "No alert engine runs in this process"),
-        Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(alerts::put_rules))
+        Op::new("PUT", "/api/v1/alert-rules", ADMINS, "alerts", "Replace the alert rules (the [alerts] section as JSON)", put(rules::replace))
+            .describe(RULES_PRECEDENCE)
             .body(stream::alert::schema::rules_document_schema())
             .ok(200, schemas::rules_answer())
-            .error(422, "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration); every error is listed with its path")
+            .error(422, RULES_BEYOND)
             .error(503, "No alert engine runs in this process"),
-        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule", get(alerts::rule))
+        Op::new("POST", "/api/v1/alert-rules", ADMINS, "alerts", "Create one alert rule (its id in the body); Location names it", post(rules::create))
+            .body(stream::alert::schema::rule_schema(false))
+            .ok(201, schemas::rules_answer())
+            .error(409, "A rule with this id is in force (a shipped default included); PUT /api/v1/alert-rules/{id} replaces it")
+            .error(422, RULES_BEYOND)
+            .error(503, "No alert engine runs in this process"),
+        Op::new("GET", "/api/v1/alert-rules/{id}", READERS, "alerts", "One alert rule in force (a shipped default too), with its origin", get(rules::one))
             .path_param("id", rule_id(), "Rule id")
             .ok(200, schemas::rule_answer())
             .error(503, "No alert engine runs in this process"),
-        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Add or replace one alert rule", put(alerts::put_rule))
+        Op::new("PUT", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Create (201, Location names it) or replace (200) one alert rule", put(rules::put))
             .path_param("id", rule_id(), "Rule id")
             .body(stream::alert::schema::rule_schema(true))
-            .ok(200, schemas::rules_answer())
-            .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules (the error says which)")
+            .ok(201, schemas::rules_answer())
+            .also_ok(200, "The rule replaced one in force (a shipped default included)")
+            .error(422, "The rule matches this document but contradicts itself, the path's id or the other rules, or names a road segment or a device that does not exist (the error says which)")
             .error(503, "No alert engine runs in this process"),
-        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(alerts::delete_rule))
+        Op::new("DELETE", "/api/v1/alert-rules/{id}", ADMINS, "alerts", "Remove one alert rule", delete(rules::delete))
             .path_param("id", rule_id(), "Rule id")
             .ok(200, schemas::rules_answer())
+            .error(409, "The rule is a shipped default: turn it off with enabled = false (PUT) or air_quality_defaults = false")
             .error(422, "Another rule names this one in its suppressed_by")
             .error(503, "No alert engine runs in this process"),
         Op::new("GET", "/api/v1/dead-letters", ADMINS, "ingest", "Messages ingest refused, newest first, with the reason", get(dead_letters::list))

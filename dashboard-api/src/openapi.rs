@@ -44,6 +44,9 @@ pub struct Op {
     pub body_example: Option<Value>,
     /// The success status, its media type and schema.
     pub ok: (u16, &'static str, Value),
+    /// Other success statuses with the same answer, with what they mean (e.g. 200 beside
+    /// a 201 of an operation that creates or replaces).
+    pub also_ok: Vec<(u16, &'static str)>,
     /// Other statuses this operation answers, with what they mean.
     pub errors: Vec<(u16, &'static str)>,
     /// Alternative media types of the success answer (format negotiation).
@@ -79,6 +82,7 @@ impl Op {
             body: None,
             body_example: None,
             ok: (200, "application/json", json!({"type": "object"})),
+            also_ok: Vec::new(),
             errors,
             alt_media: Vec::new(),
             route,
@@ -145,6 +149,12 @@ impl Op {
 
     pub fn ok_media(mut self, media: &'static str, schema: Value) -> Self {
         self.ok = (self.ok.0, media, schema);
+        self
+    }
+
+    /// Another success status with the same answer.
+    pub fn also_ok(mut self, status: u16, description: &'static str) -> Self {
+        self.also_ok.push((status, description));
         self
     }
 
@@ -266,11 +276,23 @@ pub fn document(ops: &[Op]) -> Value {
         for media in &op.alt_media {
             content.insert((*media).to_owned(), json!({"schema": {}}));
         }
-        let success = if op.ok.0 == 204 {
+        let mut success = if op.ok.0 == 204 {
             json!({"description": "Done; no content"})
         } else {
             json!({"description": "Success", "content": content})
         };
+        if op.ok.0 == 201 {
+            success["description"] = json!("Created");
+            success["headers"] = json!({"Location": {"description": "The created object's path, where the operation names one", "schema": {"type": "string"}}});
+        }
+        for (status, description) in &op.also_ok {
+            let mut also = success.clone();
+            also["description"] = json!(description);
+            if let Some(o) = also.as_object_mut() {
+                o.remove("headers");
+            }
+            responses.insert(status.to_string(), also);
+        }
         responses.insert(op.ok.0.to_string(), success);
         for (status, description) in &op.errors {
             responses.insert(

@@ -804,26 +804,43 @@ fn as_written(mut schema: Value) -> Value {
 }
 
 /// The rules document in force (the `[alerts]` section as JSON) and the rules it makes.
+/// A rule in force with where it comes from.
+fn rule_in_force() -> Value {
+    object(
+        &["origin", "replaces_default", "rule"],
+        json!({
+            "origin": {"type": "string", "enum": ["file", "api", "default"], "description": "Where the rule comes from: the config file's [alerts], the admin API, or the shipped air-quality defaults"},
+            "replaces_default": flag("It has the id of a shipped default, which it replaces"),
+            "rule": as_written(stream::alert::schema::rule_schema(false)),
+        }),
+    )
+}
+
 pub fn rules_answer() -> Value {
     example(
-        object(
-            &["rules", "effective_rules"],
-            json!({
-                "rules": as_written(stream::alert::schema::rules_document_schema()),
-                "effective_rules": count("Rules in force: the document's enabled rules plus the shipped air-quality rules it keeps"),
-            }),
-        ),
+        json!({"type": "object", "additionalProperties": false, "required": ["rules"], "properties": {
+            "rules": as_written(stream::alert::schema::rules_document_schema()),
+            "effective_rules": count("Rules in force: the document's enabled rules plus the shipped air-quality rules it keeps"),
+            "rules_in_force": list(rule_in_force(), "Every rule in force, in document order then the shipped defaults, with its origin"),
+            "replaced_by_file": list(json!({"type": "object", "description": "An admin API version an edit of the config file replaced: `id`, `api` (what the API had), `file` (what the file defines now), `at`"}), "The API's versions the config file's edits replaced, newest last"),
+        }}),
         json!({"rules": {"air_quality_defaults": true, "max_shelve": "8h", "operator_positions": 1,
                 "storm": {"raises_per_minute": 10, "group_over_devices": 3, "group_window": "1m"},
                 "rules": [{"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}]},
-            "effective_rules": 5}),
+            "effective_rules": 5,
+            "rules_in_force": [{"origin": "file", "replaces_default": false, "rule": {"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}}],
+            "replaced_by_file": []}),
     )
 }
 
 pub fn rule_answer() -> Value {
     example(
-        object(&["rule"], json!({"rule": as_written(stream::alert::schema::rule_schema(false))})),
-        json!({"rule": {"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}}),
+        object(&["rule", "origin", "replaces_default"], json!({
+            "rule": as_written(stream::alert::schema::rule_schema(false)),
+            "origin": {"type": "string", "enum": ["file", "api", "default"], "description": "Where the rule comes from"},
+            "replaces_default": flag("It has the id of a shipped default, which it replaces"),
+        })),
+        json!({"rule": {"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}, "origin": "file", "replaces_default": false}),
     )
 }
 

@@ -12,6 +12,7 @@ use crate::{app, live, AppState};
 mod access;
 mod live_protocol;
 mod map;
+mod rules;
 mod server;
 mod webhooks;
 
@@ -349,15 +350,23 @@ async fn a_client_that_falls_behind_gets_a_fresh_snapshot() {
 
 use stream::{AlertRulesConfig, OperatorAction, StreamCommand};
 
-use crate::alerts::StoredRules;
+use crate::rules::StoredRules;
 use crate::AlertControl;
 
-/// A state with an alert control whose command queue the test reads.
+/// A state with an alert control whose command queue the test reads, the config file's
+/// `[alerts]` being the default section.
 async fn state_with_engine() -> (AppState, mpsc::Receiver<StreamCommand>) {
+    state_with_file(&AlertRulesConfig::default()).await
+}
+
+/// A state with an alert control (the config file's `[alerts]` being `file`), the Florence
+/// road segments and the registered device `loop-1`.
+async fn state_with_file(file: &AlertRulesConfig) -> (AppState, mpsc::Receiver<StreamCommand>) {
     let mut s = state().await;
+    let segments = telemetry::segment::parse_geojson(telemetry::segment::FLORENCE_SEED).unwrap();
+    s.store.upsert_segments(&segments).await.unwrap();
     let (tx, rx) = mpsc::channel(8);
-    let rules =
-        StoredRules { rules: AlertRulesConfig::default(), file: AlertRulesConfig::default() };
+    let rules = StoredRules::of_file(file);
     s.alerts = Some(AlertControl {
         commands: tx,
         rules: std::sync::Arc::new(tokio::sync::Mutex::new(rules)),
@@ -708,7 +717,7 @@ async fn single_rules_are_added_replaced_and_removed() {
     let rule =
         r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
     let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(st, StatusCode::CREATED, "{body}");
     assert!(ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
     let (st, one) = get(&s, "/api/v1/alert-rules/no2-watch").await;
     assert_eq!((st, one["rule"]["severity"].as_str()), (StatusCode::OK, Some("warning")));

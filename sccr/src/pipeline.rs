@@ -11,8 +11,10 @@
 //! rule changes; `api` the API with its own hub fed by the live bus, whose alert engine
 //! handle sends to the bus (see `links::live_bus`).
 //!
-//! At start the alert engine gets its rules (the admin API's saved document while the
-//! file's `[alerts]` is unchanged, else the file's), the registry, and its saved state
+//! At start the alert engine gets its rules (the file's `[alerts]` with the changes saved
+//! through the admin API, the file winning for the rules an edit of it changed; see
+//! `dashboard_api::rules_at_start`, which refuses a file rule naming a road segment that
+//! does not exist — checked after the store is seeded), the registry, and its saved state
 //! (open alerts, timers); the restored alerts are then brought in line with the store,
 //! where operators may have moved them after the last save ([`crate::alert_sink::reconcile`]).
 //!
@@ -168,13 +170,14 @@ fn bus_config(config: &Config) -> links::BusConfig {
     }
 }
 
-/// The alert rules the saved document and this process's `[alerts]` give.
+/// The alert rules the saved document and this process's `[alerts]` give (after a
+/// replica changed them; the start is `dashboard_api::rules_at_start`).
 async fn current_rules(store: &Store, config: &Config) -> Result<(StoredRules, RulesSource)> {
     let saved = store
         .load_stream_state(RULES_STATE_KEY)
         .await?
         .and_then(|v| serde_json::from_value::<StoredRules>(v).ok());
-    Ok(StoredRules::choose(saved, &config.alerts))
+    Ok(StoredRules::choose(saved, &config.alerts, EventTime::now()))
 }
 
 /// Bring the hub's open alerts in line with the store (after the live bus was down, an
@@ -234,8 +237,8 @@ async fn run_ingest_notices(
         }
         let rules = match current_rules(&store, &config).await {
             Ok((stored, RulesSource::Api)) => stored.rules.validate().map_err(|e| anyhow!("{e}")),
-            Ok((_, RulesSource::File)) => {
-                tracing::warn!("alert rules changed through the API, but against another [alerts] section than this process's file; keeping the file's");
+            Ok((_, _)) => {
+                tracing::warn!("alert rules changed through the API, but against another [alerts] section than this process's file; keeping the rules in force");
                 continue;
             }
             Err(e) => Err(e),
@@ -268,11 +271,8 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let store_open = store.alerts(&AlertFilter { limit: 100_000, ..AlertFilter::open() }).await?;
     hub.seed_alerts(store_open.iter().cloned());
 
-    // The rules: the admin API's saved document while the file's `[alerts]` is unchanged.
-    let (rules_doc, source) = current_rules(&store, config).await?;
-    if source == RulesSource::Api {
-        tracing::info!("alert rules: those set through the admin API (the config file's [alerts] is unchanged since)");
-    }
+    // The rules: the file's `[alerts]` with the admin API's changes (see rules_at_start).
+    let (rules_doc, _) = dashboard_api::rules_at_start(&store, &config.alerts).await?;
     let rule_set = rules_doc.rules.validate().map_err(|e| anyhow!("alerts: {e}"))?;
     let rules = Arc::new(tokio::sync::Mutex::new(rules_doc));
 

@@ -10,11 +10,16 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    pub fn as_str(self) -> &'static str {
+    /// The registry's kind of such a device.
+    pub fn kind(self) -> telemetry::DeviceKind {
         match self {
-            DeviceKind::TrafficLoop => "traffic_loop",
-            DeviceKind::AirQuality => "air_quality",
+            DeviceKind::TrafficLoop => telemetry::DeviceKind::TrafficLoop,
+            DeviceKind::AirQuality => telemetry::DeviceKind::AirQuality,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Per reading: `Windows::add` (device windows) and `AlertEngine::on_reading`. Every
 //! device window emitted goes to `SegmentWindows::on_window`; every segment window emitted
-//! goes to `AlertEngine::on_segment_state` (LOS rules). `tick(now)` advances the three on
+//! goes to `AlertEngine::on_segment_state` (LOS rules, segment thresholds). `tick(now)` advances the three on
 //! the same processing clock. Everything emitted is appended to an [`Emitted`] for the
 //! caller to publish (windows, segment states) and persist (alert outputs).
 //!

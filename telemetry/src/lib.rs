@@ -9,6 +9,7 @@ pub mod alert;
 pub mod codec;
 pub mod command;
 pub mod contract;
+pub mod device_kind;
 pub mod duration_serde;
 pub mod ids;
 pub mod metric;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod segment;
 pub mod senml;
 pub mod status;
+pub mod suggest;
 pub mod time;
 pub mod topic;
 pub mod validate;
@@ -25,6 +27,7 @@ pub use codec::{
     decode, encode_compact, CompactMessage, CompactReading, DecodeError, Decoded, Format,
     ReadingError, RejectedReading, TimeField,
 };
+pub use device_kind::{DeviceKind, UnknownDeviceKind};
 pub use ids::{DeviceId, IdError, SegmentId, Seq};
 pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use segment::{RoadSegment, SegmentError};

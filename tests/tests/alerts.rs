@@ -3,7 +3,11 @@
 //! speeds, the segment's Level of Service turns E then F (seen over REST and the
 //! websocket), a LOS rule raises one alert, an operator acknowledges it over REST, speeds
 //! recover and the alert clears by itself; every move is an `alert_events` row. And an
-//! open alert with its condition survives a restart of `sccr`.
+//! open alert with its condition survives a restart of `sccr`; a threshold on a segment's
+//! mean speed raises one alert for the segment.
+//!
+//! Over 600 lines: the scenarios share this file's environment (a segment with two linked
+//! detectors) and its drivers, which would otherwise be copied.
 
 use std::time::Duration;
 
@@ -365,6 +369,96 @@ async fn an_open_alert_and_its_condition_survive_a_restart() {
     // fresh engine would have raised again and found the alert open in the store).
     assert!(metrics.contains("sccr_alerts_stored_raised_total 0\n"), "{metrics}");
     assert!(metrics.contains("sccr_alerts_stored_already_open_total 0\n"), "{metrics}");
+}
+
+/// The LOS rule of [`CONFIG`] and a threshold on the segment's mean speed.
+const SEGMENT_CONFIG: &str = r#"
+[stream]
+window = "2s"
+watermark_delay = "200ms"
+allowed_lateness = "2s"
+
+[alerts]
+air_quality_defaults = false
+
+[[alerts.rules]]
+id = "slow-segment"
+severity = "warning"
+scope = { segments = ["via-test-alerts"] }
+threshold = { metric = "speed_kmh", on = "segment", below = 15.0, clear = 20.0, for = "0s" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_threshold_raises_one_alert_for_the_segment_and_returns_with_it() {
+    let e = env("alerts-segment-threshold").await;
+    let sccr = Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, SEGMENT_CONFIG, &[])
+        .expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(e.broker.port, &e.pool).await;
+    let port = sccr.api_port;
+    let (_, rules) = http_get(port, "/api/v1/alert-rules").await.unwrap();
+    let rules: Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(rules["rules_in_force"][0]["origin"], "file", "{rules}");
+    assert_eq!(rules["rules_in_force"][0]["rule"]["threshold"]["on"], "segment");
+
+    // Both detectors at 10 km/h: the segment's mean is under 15, one alert for the segment
+    // (a threshold per device would raise two).
+    let mut seq = 0;
+    let open = drive_until(
+        e.broker.port,
+        &mut seq,
+        10.0,
+        "the segment alert",
+        Duration::from_secs(40),
+        || async {
+            let open = open_alerts(port).await;
+            (!open.is_empty()).then_some(open)
+        },
+    )
+    .await;
+    let alert = &open[0];
+    assert_eq!(
+        (alert["rule"].as_str(), alert["code"].as_str(), alert["subject"]["segment"].as_str()),
+        (Some("slow-segment"), Some("threshold_below"), Some(SEGMENT))
+    );
+    assert_eq!(alert["params"]["metric"], "speed_kmh");
+    let id = alert["id"].as_i64().unwrap();
+    // A window at 17.5, between clear (20) and trip (15): it holds; above clear it returns
+    // to normal.
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        17.5,
+        "a window at 17.5 km/h",
+        Duration::from_secs(30),
+        || async { segment_properties(port).await.filter(|p| p["speed_kmh"] == 17.5) },
+    )
+    .await;
+    assert_eq!(
+        get_json(port, &format!("/api/v1/alerts/{id}")).await.unwrap()["alert"]["state"],
+        "raised"
+    );
+    drive_until(
+        e.broker.port,
+        &mut seq,
+        45.0,
+        "the return to normal",
+        Duration::from_secs(30),
+        || async {
+            get_json(port, &format!("/api/v1/alerts/{id}"))
+                .await
+                .filter(|v| v["alert"]["state"] == "returned")
+        },
+    )
+    .await;
+    let by_device: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alerts WHERE subject_kind = 'device'")
+            .fetch_one(&e.pool)
+            .await
+            .unwrap();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM alerts").fetch_one(&e.pool).await.unwrap();
+    assert_eq!((total, by_device), (1, 0), "one alert, about the segment");
 }
 
 const OFFLINE_CONFIG: &str = r#"

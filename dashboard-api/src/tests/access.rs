@@ -308,9 +308,25 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     assert_eq!(get(&s, "/api/v1/devices?limit=0").await.1["error"]["param"], "limit");
     assert_eq!(get(&s, "/api/v1/devices?cursor=%20").await.1["error"]["param"], "cursor");
 
+    // Kinds are a known set: another one is refused naming them, and the closest.
     let (st, body) =
         send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":"air_quality_v2"}"#).await;
-    assert_eq!((st, body["device"]["kind"].as_str()), (StatusCode::OK, Some("air_quality_v2")));
+    assert_eq!(
+        (st, body["error"]["param"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("kind"))
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("traffic_loop, traffic_light, parking, air_quality, gateway"),
+        "{message}"
+    );
+    let (st, body) =
+        send(&s, "POST", "/api/v1/devices", r#"{"id":"aq-9","kind":"air_qualty"}"#).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("did you mean \"air_quality\"?"));
+    assert_eq!(get(&s, "/api/v1/devices/aq-9").await.0, StatusCode::NOT_FOUND, "not registered");
+    let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":"gateway"}"#).await;
+    assert_eq!((st, body["device"]["kind"].as_str()), (StatusCode::OK, Some("gateway")));
     let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"kind":null}"#).await;
     assert_eq!((st, body["device"]["kind"].clone()), (StatusCode::OK, Value::Null));
     assert_eq!(

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
 
 use super::rule::{
-    Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule, ThresholdRule,
+    Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule,
+    SegmentThresholdRule, ThresholdRule,
 };
 use crate::segment_state::SegmentState;
 
@@ -114,15 +115,27 @@ impl HoldTimer {
     }
 }
 
+/// Where `v` stands against a trip `level` crossed in `direction`, with `clear` for
+/// hysteresis.
+fn against(direction: Direction, level: f64, clear: f64, v: f64) -> Level {
+    match direction {
+        Direction::Above if v > level => Level::Trips,
+        Direction::Above if v <= clear => Level::Clears,
+        Direction::Below if v < level => Level::Trips,
+        Direction::Below if v >= clear => Level::Clears,
+        _ => Level::Neutral,
+    }
+}
+
 impl ThresholdRule {
     pub fn level(&self, v: f64) -> Level {
-        match self.direction {
-            Direction::Above if v > self.level => Level::Trips,
-            Direction::Above if v <= self.clear => Level::Clears,
-            Direction::Below if v < self.level => Level::Trips,
-            Direction::Below if v >= self.clear => Level::Clears,
-            _ => Level::Neutral,
-        }
+        against(self.direction, self.level, self.clear, v)
+    }
+}
+
+impl SegmentThresholdRule {
+    pub fn level(&self, v: f64) -> Level {
+        against(self.direction, self.level, self.clear, v)
     }
 }
 
@@ -283,10 +296,13 @@ impl MeanLimitState {
     }
 }
 
-/// A segment's LOS at or worse than a grade for `for`, evaluated per window: the run
-/// begins at the start of its first bad window and has held until the end of the latest.
-/// Windows without a LOS are skipped; a correction (higher revision) of a window already
-/// evaluated is stale, like any sample not newer than the last. The value is the speed.
+/// The condition of a rule evaluated on segment windows, per (rule, segment): a LOS rule
+/// (LOS at or worse than a grade) or a segment threshold (a figure of the segment past a
+/// level, with hysteresis). The run begins at the start of its first tripping window and
+/// has held until the end of the latest. Windows without the LOS or the figure are
+/// skipped; a correction (higher revision) of a window already evaluated is stale, like
+/// any sample not newer than the last. The value is the speed for LOS, the figure for a
+/// threshold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LosState {
     timer: HoldTimer,
@@ -299,6 +315,14 @@ impl LosState {
         };
         let level = if los >= rule.at_or_worse { Level::Trips } else { Level::Clears };
         self.timer.step(s.start, s.start, s.end, level, millis(rule.hold), speed)
+    }
+
+    /// A segment threshold on one window.
+    pub fn on_figure(&mut self, rule: &SegmentThresholdRule, s: &SegmentState) -> Step {
+        let Some(v) = rule.figure.of(s) else {
+            return Step::Quiet;
+        };
+        self.timer.step(s.start, s.start, s.end, rule.level(v), millis(rule.hold), v)
     }
 
     pub fn is_raised(&self) -> bool {

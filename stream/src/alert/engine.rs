@@ -141,7 +141,7 @@ impl DeviceCondition {
             RuleKind::Flatline(_) => Self::Flatline(FlatlineState::default()),
             RuleKind::RateOfChange(_) => Self::RateOfChange(RateOfChangeState::default()),
             RuleKind::AirQuality(_) => Self::AirQuality(Box::default()),
-            RuleKind::Offline(_) | RuleKind::Los(_) => return None,
+            RuleKind::Offline(_) | RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => return None,
         })
     }
 
@@ -263,7 +263,8 @@ pub struct SegmentConditionRecord {
     pub state: LosState,
 }
 
-/// The LOS evaluator states of one segment, one per LOS rule that evaluated it.
+/// The condition states of one segment, one per rule on segments (LOS, segment
+/// threshold) that evaluated it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentRecord {
     pub segment: SegmentId,
@@ -903,6 +904,28 @@ fn describe(rule: &Rule, subject: &Subject, value: f64) -> (MessageCode, Params,
             ]));
             (code, p, format!("{} {side} {} for {}: {value}", t.metric, t.level, d(t.hold)))
         }
+        RuleKind::SegmentThreshold(t) => {
+            let (side, code) = if t.direction == Direction::Above {
+                ("above", MessageCode::ThresholdAbove)
+            } else {
+                ("below", MessageCode::ThresholdBelow)
+            };
+            let p = params(&[
+                ("metric", t.figure.as_str().into()),
+                ("unit", t.figure.unit().into()),
+                ("limit", num(t.level)),
+                ("for_s", secs(t.hold)),
+                ("value", num((value * 10.0).round() / 10.0)),
+            ]);
+            let text = format!(
+                "{} {side} {} for {}: {:.1}",
+                t.figure,
+                t.level,
+                d(t.hold),
+                (value * 10.0).round() / 10.0
+            );
+            (code, p, text)
+        }
         RuleKind::Offline(_) => (
             MessageCode::DeviceOffline,
             params(&[("silence_s", num(value.round()))]),
@@ -979,7 +1002,7 @@ pub struct AlertEngine {
     /// Metric rules by `metric as usize`.
     by_metric: Vec<Vec<u16>>,
     offline_rules: Vec<u16>,
-    los_rules: Vec<u16>,
+    segment_rules: Vec<u16>,
     devices: HashMap<DeviceId, DeviceSlot>,
     segments: HashMap<(RuleId, SegmentId), LosState>,
     /// Segments whose LOS states changed since the last checkpoint.
@@ -999,7 +1022,7 @@ impl AlertEngine {
             rules: Vec::new(),
             by_metric: vec![Vec::new(); MetricId::ALL.len()],
             offline_rules: Vec::new(),
-            los_rules: Vec::new(),
+            segment_rules: Vec::new(),
             devices: HashMap::new(),
             segments: HashMap::new(),
             dirty_segments: HashSet::new(),
@@ -1044,12 +1067,12 @@ impl AlertEngine {
         self.full_checkpoint = true;
         self.by_metric = vec![Vec::new(); MetricId::ALL.len()];
         self.offline_rules.clear();
-        self.los_rules.clear();
+        self.segment_rules.clear();
         for (i, rule) in self.rules.iter().enumerate() {
             let i = i as u16;
             match &rule.kind {
                 RuleKind::Offline(_) => self.offline_rules.push(i),
-                RuleKind::Los(_) => self.los_rules.push(i),
+                RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => self.segment_rules.push(i),
                 kind => {
                     if let Some(m) = kind.metric() {
                         self.by_metric[m as usize].push(i);
@@ -1070,9 +1093,7 @@ impl AlertEngine {
         }
         let rules = &self.rules;
         self.segments.retain(|(r, s), _| {
-            rules.iter().any(|x| {
-                &x.id == r && matches!(x.kind, RuleKind::Los(_)) && x.scope.covers_segment(s)
-            })
+            rules.iter().any(|x| &x.id == r && x.kind.on_segments() && x.scope.covers_segment(s))
         });
         let start = out.len();
         self.book.forget_rules(&gone, now, out);
@@ -1272,7 +1293,7 @@ impl AlertEngine {
         self.suppress_pass(start, now, out);
     }
 
-    /// Evaluate the LOS rules on a segment window.
+    /// Evaluate the rules on segments (LOS, segment thresholds) on a segment window.
     pub fn on_segment_state(
         &mut self,
         state: &SegmentState,
@@ -1281,20 +1302,21 @@ impl AlertEngine {
     ) {
         let now = self.advance(now);
         let start = out.len();
-        for &i in &self.los_rules {
+        for &i in &self.segment_rules {
             let rule = &self.rules[usize::from(i)];
-            let RuleKind::Los(los) = &rule.kind else { continue };
-            if !rule.scope.covers_segment(&state.segment) {
+            if !rule.kind.on_segments() || !rule.scope.covers_segment(&state.segment) {
                 continue;
             }
             if !self.dirty_segments.contains(&state.segment) {
                 self.dirty_segments.insert(state.segment.clone());
             }
-            let step = self
-                .segments
-                .entry((rule.id.clone(), state.segment.clone()))
-                .or_default()
-                .on_state(los, state);
+            let condition =
+                self.segments.entry((rule.id.clone(), state.segment.clone())).or_default();
+            let step = match &rule.kind {
+                RuleKind::Los(los) => condition.on_state(los, state),
+                RuleKind::SegmentThreshold(t) => condition.on_figure(t, state),
+                _ => continue,
+            };
             if step == Step::Stale {
                 self.book.counters.stale_samples += 1;
             }
@@ -1827,10 +1849,7 @@ impl AlertEngine {
             }
         }
         for s in state.segments {
-            if index
-                .get(&s.rule)
-                .is_some_and(|&i| matches!(self.rules[usize::from(i)].kind, RuleKind::Los(_)))
-            {
+            if index.get(&s.rule).is_some_and(|&i| self.rules[usize::from(i)].kind.on_segments()) {
                 self.segments.insert((s.rule, s.segment), s.state);
             }
         }

@@ -12,6 +12,10 @@
 //!   (raised, acknowledged, returned, cleared; shelving and suppression as overlays), and
 //!   the [`AlertTransition`] record every change produces.
 //! - [`storm`]: the per-rule token bucket.
+//! - [`subjects`]: the segments and devices a rules document names, checked against the
+//!   registry.
+//! - [`sources`]: where each rule in force comes from (config file, admin API, shipped
+//!   defaults), which wins, and taking in an edited `[alerts]` section.
 //! - [`engine`]: [`AlertEngine`], the one entry point the service calls; owns the invariant
 //!   *at most one open alert per (rule, subject)* and the storm protection.
 //!
@@ -25,7 +29,9 @@ pub mod engine;
 pub mod lifecycle;
 pub mod rule;
 pub mod schema;
+pub mod sources;
 pub mod storm;
+pub mod subjects;
 
 use std::fmt;
 
@@ -42,8 +48,12 @@ pub use lifecycle::{
 };
 pub use rule::{
     AirQualityLimit, AlertRulesConfig, Rule, RuleDefinition, RuleError, RuleErrors, RuleKind,
-    RuleScope, RuleSet, StormSettings, AIR_QUALITY_LIMITS,
+    RuleScope, RuleSet, SegmentFigure, StormSettings, ThresholdOn, AIR_QUALITY_LIMITS,
 };
+pub use sources::{
+    file_replaces_all, merge_file_change, FileMerge, ReplacedRule, RuleInForce, RuleOrigin,
+};
+pub use subjects::{KnownSubjects, UnknownSubjects};
 
 /// A rule's identifier: `[a-z0-9][a-z0-9._-]{0,63}`, unique within a rule set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -18,6 +18,15 @@
 //!
 //! [`AlertRulesConfig::validate`] turns it into a [`RuleSet`] or reports *every* error with
 //! its key path (`rules[3].threshold.above`). Invariant: a [`Rule`] only exists validated.
+//! A scope `kind` must be a known [`DeviceKind`]; whether the segments and devices a scope
+//! names exist is the registry's to say ([`super::subjects`]).
+//!
+//! Subjects: a `threshold`, `flatline`, `rate_of_change`, `air_quality` or `offline` rule
+//! is evaluated **per device**: every device in scope has its own condition and raises its
+//! own alert (a scope of segments means the devices linked to them). A `los` rule, and a
+//! `threshold` with `on = "segment"` ([`ThresholdOn`]), are evaluated **per road
+//! segment** on its state per window (flow, mean speed, mean occupancy, LOS) and raise one
+//! alert per segment.
 //!
 //! Air-quality defaults ([`AIR_QUALITY_LIMITS`], added to every rule set unless
 //! `air_quality_defaults = false` or a rule reuses the id):
@@ -35,10 +44,11 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use telemetry::{DeviceId, MetricId, SegmentId};
+use telemetry::{DeviceId, DeviceKind, MetricId, SegmentId};
 
 use super::{RuleId, Severity};
 use crate::los::LevelOfService;
+use crate::segment_state::SegmentState;
 
 /// Counts as JSON Schema's `integer` reads them: `5` or `5.0` (the rules' schema says
 /// `integer`, which admits both).
@@ -155,10 +165,12 @@ impl Default for AlertRulesConfig {
 pub enum ScopeDefinition {
     #[default]
     All,
+    /// These registered devices.
     Devices(Vec<String>),
-    /// Devices of one kind (`traffic_loop`, `air_quality`, …, as registered).
+    /// Devices of one kind, one of [`DeviceKind::ALL`] (`traffic_loop`, `air_quality`, …).
     Kind(String),
-    /// Devices linked to these segments, or these segments for a LOS rule.
+    /// Devices linked to these segments, or these segments for a rule evaluated on
+    /// segments (`los`, `threshold` with `on = "segment"`).
     Segments(Vec<String>),
 }
 
@@ -200,10 +212,20 @@ pub struct RuleDefinition {
 }
 
 /// A value past a level for a duration, with a clear level for hysteresis.
+///
+/// Evaluated per device by default (`on = "device"`): each device in scope has its own
+/// condition on its own readings of `metric`, and raises its own alert (subject: the
+/// device); a rule scoped to segments watches the devices linked to them. With
+/// `on = "segment"` it is evaluated on each road segment's state per window (`metric` one
+/// of [`SegmentFigure`]: the segment's flow, mean speed or mean occupancy over its linked
+/// detectors), once per segment (subject: the segment).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdDefinition {
     pub metric: String,
+    /// What the threshold is evaluated on: each device's readings, or each segment's state.
+    #[serde(default, skip_serializing_if = "ThresholdOn::is_device")]
+    pub on: ThresholdOn,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub above: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +235,74 @@ pub struct ThresholdDefinition {
     pub clear: Option<f64>,
     #[serde(rename = "for", default, with = "crate::duration_serde")]
     pub hold: Duration,
+}
+
+/// What a threshold is evaluated on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdOn {
+    /// Each device's own readings: one condition and one alert per device.
+    #[default]
+    Device,
+    /// Each road segment's state per window: one condition and one alert per segment.
+    Segment,
+}
+
+impl ThresholdOn {
+    pub fn is_device(&self) -> bool {
+        *self == Self::Device
+    }
+}
+
+/// A figure of a road segment's state per window that a threshold can watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SegmentFigure {
+    /// Vehicles per hour past the segment (the sum over its detectors).
+    FlowVph,
+    /// Mean speed of the segment's detectors, km/h.
+    SpeedKmh,
+    /// Mean occupancy of the segment's detectors, %.
+    OccupancyPct,
+}
+
+impl SegmentFigure {
+    pub const ALL: [SegmentFigure; 3] = [Self::FlowVph, Self::SpeedKmh, Self::OccupancyPct];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FlowVph => "flow_vph",
+            Self::SpeedKmh => "speed_kmh",
+            Self::OccupancyPct => "occupancy_pct",
+        }
+    }
+
+    /// The unit, as the metric catalogue writes units.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::FlowVph => "veh/h",
+            Self::SpeedKmh => MetricId::SpeedKmh.spec().unit,
+            Self::OccupancyPct => MetricId::OccupancyPct.spec().unit,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The figure in a segment window, if the window has it.
+    pub fn of(self, s: &SegmentState) -> Option<f64> {
+        match self {
+            Self::FlowVph => s.flow_vph,
+            Self::SpeedKmh => s.speed_kmh,
+            Self::OccupancyPct => s.occupancy_pct,
+        }
+    }
+}
+
+impl fmt::Display for SegmentFigure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A device offline: its Last Will, or silence longer than `silence_factor` × its interval.
@@ -433,7 +523,7 @@ impl RuleErrors {
 pub enum RuleScope {
     All,
     Devices(BTreeSet<DeviceId>),
-    Kind(String),
+    Kind(DeviceKind),
     Segments(BTreeSet<SegmentId>),
 }
 
@@ -470,6 +560,16 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdRule {
     pub metric: MetricId,
+    pub direction: Direction,
+    pub level: f64,
+    pub clear: f64,
+    pub hold: Duration,
+}
+
+/// A threshold on a segment figure, evaluated per segment window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentThresholdRule {
+    pub figure: SegmentFigure,
     pub direction: Direction,
     pub level: f64,
     pub clear: f64,
@@ -515,7 +615,10 @@ pub struct MeanLimitRule {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
+    /// Per device (`threshold`, `on = "device"`).
     Threshold(ThresholdRule),
+    /// Per segment (`threshold`, `on = "segment"`).
+    SegmentThreshold(SegmentThresholdRule),
     Offline(OfflineRule),
     Flatline(FlatlineRule),
     RateOfChange(RateOfChangeRule),
@@ -531,13 +634,18 @@ impl RuleKind {
             Self::Flatline(r) => Some(r.metric),
             Self::RateOfChange(r) => Some(r.metric),
             Self::AirQuality(r) => Some(r.metric),
-            Self::Offline(_) | Self::Los(_) => None,
+            Self::Offline(_) | Self::Los(_) | Self::SegmentThreshold(_) => None,
         }
+    }
+
+    /// Whether the rule is evaluated on segment windows (its subjects are segments).
+    pub fn on_segments(&self) -> bool {
+        matches!(self, Self::Los(_) | Self::SegmentThreshold(_))
     }
 
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Threshold(_) => "threshold",
+            Self::Threshold(_) | Self::SegmentThreshold(_) => "threshold",
             Self::Offline(_) => "offline",
             Self::Flatline(_) => "flatline",
             Self::RateOfChange(_) => "rate_of_change",
@@ -714,10 +822,16 @@ fn validate_rule(
             None
         }
     };
-    if let (Some(RuleKind::Los(_)), Some(RuleScope::Devices(_) | RuleScope::Kind(_))) =
-        (&kind, &scope)
-    {
-        report.error(format!("{path}.scope"), "a los rule watches segments: use all or segments");
+    if let (Some(kind), Some(RuleScope::Devices(_) | RuleScope::Kind(_))) = (&kind, &scope) {
+        match kind {
+            RuleKind::Los(_) => report
+                .error(format!("{path}.scope"), "a los rule watches segments: use all or segments"),
+            RuleKind::SegmentThreshold(_) => report.error(
+                format!("{path}.scope"),
+                "a threshold on = \"segment\" watches segments: use all or segments",
+            ),
+            _ => {}
+        }
     }
     if report.0.len() != before {
         return None;
@@ -754,12 +868,13 @@ fn validate_scope(scope: &ScopeDefinition, path: &str, report: &mut Report) -> O
                     .collect(),
             )
         }
-        ScopeDefinition::Kind(k) => {
-            if k.is_empty() {
-                report.error(format!("{path}.kind"), "is empty");
+        ScopeDefinition::Kind(k) => match k.parse::<DeviceKind>() {
+            Ok(kind) => RuleScope::Kind(kind),
+            Err(e) => {
+                report.beyond(format!("{path}.kind"), e.to_string());
+                RuleScope::All
             }
-            RuleScope::Kind(k.clone())
-        }
+        },
         ScopeDefinition::Segments(ids) => {
             if ids.is_empty() {
                 report.error(format!("{path}.segments"), "lists no segment");
@@ -784,7 +899,23 @@ fn validate_scope(scope: &ScopeDefinition, path: &str, report: &mut Report) -> O
 fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Option<RuleKind> {
     if let Some(t) = &def.threshold {
         let p = format!("{path}.threshold");
-        let metric = report.metric(format!("{p}.metric"), &t.metric);
+        let watched = match t.on {
+            ThresholdOn::Device => report.metric(format!("{p}.metric"), &t.metric).map(Ok),
+            ThresholdOn::Segment => match SegmentFigure::parse(&t.metric) {
+                Some(f) => Some(Err(f)),
+                None => {
+                    let names = SegmentFigure::ALL.map(SegmentFigure::as_str).join(", ");
+                    report.error(
+                        format!("{p}.metric"),
+                        format!(
+                            "{:?} is not a segment figure; on = \"segment\" watches one of {names}",
+                            t.metric.chars().take(64).collect::<String>()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let (direction, level) = match (t.above, t.below) {
             (Some(a), None) => (Direction::Above, report.finite(format!("{p}.above"), a)?),
             (None, Some(b)) => (Direction::Below, report.finite(format!("{p}.below"), b)?),
@@ -820,13 +951,18 @@ fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Optio
                 c
             }
         };
-        return Some(RuleKind::Threshold(ThresholdRule {
-            metric: metric?,
-            direction,
-            level,
-            clear,
-            hold: t.hold,
-        }));
+        return Some(match watched? {
+            Ok(metric) => {
+                RuleKind::Threshold(ThresholdRule { metric, direction, level, clear, hold: t.hold })
+            }
+            Err(figure) => RuleKind::SegmentThreshold(SegmentThresholdRule {
+                figure,
+                direction,
+                level,
+                clear,
+                hold: t.hold,
+            }),
+        });
     }
     if let Some(o) = &def.offline {
         let p = format!("{path}.offline");

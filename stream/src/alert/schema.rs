@@ -8,14 +8,17 @@
 //! as `beyond_schema`: two rules with one id, a `clear` on the wrong side of its level, a
 //! zero duration where one must be positive, an averaging period under 24 s, storm
 //! grouping with a zero window, a `max_shelve` outside 1m to 30d, a `suppressed_by` naming
-//! no rule or the rule itself. Every example in the schema is a valid rule
+//! no rule or the rule itself, a scope `kind` that is not a known device kind (the kinds
+//! are in the schema's description and examples; refused like an unknown kind at device
+//! registration). The segments and devices a scope names are checked against the registry
+//! by the caller ([`super::subjects`]), also beyond the schema. Every example in the schema is a valid rule
 //! (`tests::schema_examples_are_valid_rules`); the OpenAPI test checks the examples of the
 //! API's tests against the schema.
 
 use serde_json::{json, Value};
-use telemetry::MetricId;
+use telemetry::{DeviceKind, MetricId};
 
-use super::rule::AIR_QUALITY_LIMITS;
+use super::rule::{SegmentFigure, AIR_QUALITY_LIMITS};
 use crate::los::LevelOfService;
 
 /// A humantime duration as the schema admits it: up to six terms such as `5m` or `1h 30m`.
@@ -33,6 +36,36 @@ fn duration() -> Value {
 fn metric() -> Value {
     let names: Vec<&str> = MetricId::ALL.iter().map(|m| m.as_str()).collect();
     json!({"type": "string", "enum": names})
+}
+
+/// The figures of a segment's state a threshold with `on = "segment"` can watch.
+fn segment_figure() -> Value {
+    json!({"type": "string", "enum": SegmentFigure::ALL.map(SegmentFigure::as_str)})
+}
+
+/// A threshold's metric: a metric of the catalogue, or a segment figure (`flow_vph` is
+/// one only a segment has).
+fn threshold_metric() -> Value {
+    let mut names: Vec<&str> = MetricId::ALL.iter().map(|m| m.as_str()).collect();
+    for f in SegmentFigure::ALL.map(SegmentFigure::as_str) {
+        if !names.contains(&f) {
+            names.push(f);
+        }
+    }
+    json!({"type": "string", "enum": names, "description": "A metric of the catalogue (on = \"device\"), or flow_vph, speed_kmh or occupancy_pct (on = \"segment\")"})
+}
+
+/// Present: a threshold evaluated on segments.
+fn segment_threshold() -> Value {
+    json!({"required": ["threshold"], "properties": {"threshold": {"type": "object", "required": ["on"], "properties": {"on": {"const": "segment"}}}}})
+}
+
+/// A scope that watches segments: all, or a list of segments.
+fn segments_scope() -> Value {
+    json!({"properties": {"scope": {"anyOf": [
+        {"const": "all"},
+        {"type": "object", "required": ["segments"]},
+    ]}}})
 }
 
 fn number() -> Value {
@@ -69,16 +102,25 @@ pub fn rule_schema(id_optional: bool) -> Value {
             "scope": {"oneOf": [
                 {"type": "string", "const": "all"},
                 table(&["devices"], json!({"devices": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": DEVICE_ID_PATTERN}}})),
-                table(&["kind"], json!({"kind": {"type": "string", "minLength": 1}})),
+                table(&["kind"], json!({"kind": {"type": "string", "minLength": 1, "examples": DeviceKind::ALL.map(DeviceKind::as_str), "description": format!("Devices of this kind, one of {} (another kind is refused with 422)", DeviceKind::names())}})),
                 table(&["segments"], json!({"segments": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": SEGMENT_ID_PATTERN}}})),
             ]},
             "enabled": {"type": "boolean"},
             "raises_per_minute": or_null(json!({"type": "integer", "minimum": 1, "maximum": u32::MAX})),
             "suppressed_by": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": RULE_ID_PATTERN}, "description": "Designed suppression: ids of other rules whose active alerts on the same subject (or on a device's segment) suppress this rule's alerts"},
             "threshold": or_null(json!({
-                "allOf": [table(&["metric"], json!({"metric": metric(), "above": or_null(number()), "below": or_null(number()), "clear": or_null(number()), "for": duration()}))],
+                "allOf": [
+                    table(&["metric"], json!({
+                        "metric": threshold_metric(),
+                        "on": {"type": "string", "enum": ["device", "segment"], "description": "device (the default): evaluated on each device's own readings, one condition and one alert per device in scope (a rule scoped to segments watches every device linked to them); segment: evaluated on each road segment's state per window (its flow_vph, mean speed_kmh or mean occupancy_pct over its linked detectors), one alert per segment"},
+                        "above": or_null(number()), "below": or_null(number()), "clear": or_null(number()), "for": duration(),
+                    })),
+                    {"if": {"required": ["on"], "properties": {"on": {"const": "segment"}}},
+                     "then": {"properties": {"metric": segment_figure()}},
+                     "else": {"properties": {"metric": metric()}}},
+                ],
                 "oneOf": [given("above", "number"), given("below", "number")],
-                "description": "Above (or below) a level for a duration; back at or below (above) clear, which defaults to the level, it clears",
+                "description": "Above (or below) a level for a duration; back at or below (above) clear, which defaults to the level, it clears. Evaluated per device unless on = \"segment\": a device threshold raises one alert per device, never one for a segment's aggregate",
             })),
             "offline": or_null(table(&[], json!({
                 "silence_factor": {"type": "number", "minimum": 1},
@@ -119,12 +161,11 @@ pub fn rule_schema(id_optional: bool) -> Value {
     // Exactly one kind table, given and not null.
     let one_kind: Vec<Value> = kinds.iter().map(|k| given(k, "object")).collect();
     schema["oneOf"] = json!(one_kind);
-    // A LOS rule watches segments.
-    schema["if"] = given("los", "object");
-    schema["then"] = json!({"properties": {"scope": {"anyOf": [
-        {"const": "all"},
-        {"type": "object", "required": ["segments"]},
-    ]}}});
+    // A LOS rule and a threshold on segments watch segments.
+    schema["allOf"] = json!([
+        {"if": given("los", "object"), "then": segments_scope()},
+        {"if": segment_threshold(), "then": segments_scope()},
+    ]);
     schema["examples"] = Value::Array(examples(id_optional));
     schema
 }
@@ -173,6 +214,7 @@ pub fn examples(id_optional: bool) -> Vec<Value> {
         json!({"id": "stuck-speed", "severity": "info", "scope": {"devices": ["loop-viale-strozzi-0"]}, "flatline": {"metric": "speed_kmh", "epsilon": 0.01, "readings": 30}}),
         json!({"id": "speed-jump", "severity": "info", "rate_of_change": {"metric": "speed_kmh", "max_per_minute": 40.0, "for": "1m"}}),
         json!({"id": "pm10-daily", "severity": "warning", "air_quality": {"metric": "pm10_ugm3"}}),
+        json!({"id": "slow-segment", "severity": "warning", "scope": {"segments": ["viale-strozzi"]}, "threshold": {"metric": "speed_kmh", "on": "segment", "below": 15.0, "clear": 20.0, "for": "5m"}}),
     ];
     if id_optional {
         for r in &mut rules {
@@ -198,10 +240,10 @@ mod tests {
             parsed.validate().unwrap();
         }
         let rules: Vec<Value> = rule_schema(false)["examples"].as_array().unwrap().clone();
-        assert_eq!(rules.len(), 7);
+        assert_eq!(rules.len(), 8);
         let doc: AlertRulesConfig =
             serde_json::from_value(json!({"air_quality_defaults": true, "rules": rules})).unwrap();
-        assert_eq!(doc.validate().unwrap().rules.len(), 7 + AIR_QUALITY_LIMITS.len());
+        assert_eq!(doc.validate().unwrap().rules.len(), 8 + AIR_QUALITY_LIMITS.len());
     }
 
     #[test]

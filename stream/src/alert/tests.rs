@@ -1044,3 +1044,5 @@ fn suppressed_by_must_name_other_existing_rules_and_the_alarm_settings_are_bound
     let target = shipped.rules.iter().find(|r| r.id.as_str() == "aq-o3-8h-target").unwrap();
     assert_eq!(target.suppressed_by, [RuleId::parse("aq-o3-information").unwrap()]);
 }
+
+mod segment_threshold;

@@ -1,0 +1,255 @@
+//! The alert rules admin API: subjects checked against the registry, create/replace
+//! statuses, origins and precedence.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use stream::{AlertRulesConfig, StreamCommand};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use super::{get, state_with_file, ADMIN};
+use crate::app;
+
+/// Accept every rule set the API sends to the engine.
+fn engine(mut commands: mpsc::Receiver<StreamCommand>) {
+    tokio::spawn(async move {
+        while let Some(command) = commands.recv().await {
+            if let StreamCommand::SetRules { done, .. } = command {
+                let _ = done.send(());
+            }
+        }
+    });
+}
+
+/// Status, `Location` header and body of an admin request.
+async fn call(
+    s: &crate::AppState,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, location, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn errors(body: &Value) -> Vec<(String, String)> {
+    body["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["path"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_paths() {
+    let (s, commands) = state_with_file(&AlertRulesConfig::default()).await;
+    engine(commands);
+    let doc = json!({"rules": [
+        {"id": "ok", "severity": "info", "scope": {"segments": ["viale-strozzi"]}, "los": {"at_or_worse": "E"}},
+        {"id": "dev-ok", "severity": "info", "scope": {"devices": ["loop-1"]}, "offline": {}},
+        {"id": "typo", "severity": "info", "scope": {"segments": ["viale-strozzi", "viale-strozi"]}, "los": {"at_or_worse": "E"}},
+        {"id": "nowhere", "severity": "info", "scope": {"devices": ["loop-9"]}, "offline": {}},
+    ]});
+    let (st, _, body) = call(&s, "PUT", "/api/v1/alert-rules", &doc.to_string()).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_rules");
+    assert_eq!(body["error"]["param"], "rules[2].scope.segments[1]");
+    assert_eq!(
+        errors(&body),
+        [
+            (
+                "rules[2].scope.segments[1]".to_owned(),
+                "no segment \"viale-strozi\" (did you mean \"viale-strozzi\"?)".to_owned()
+            ),
+            (
+                "rules[3].scope.devices[0]".to_owned(),
+                "no device \"loop-9\" (did you mean \"loop-1\"?)".to_owned()
+            ),
+        ]
+    );
+    let rules = get(&s, "/api/v1/alert-rules").await.1;
+    assert_eq!(rules["rules"]["rules"], json!([]), "nothing of a refused document applies");
+
+    // One rule: the same check, under the path of the document it would make.
+    let (st, _, body) = call(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/far",
+        r#"{"severity":"info","scope":{"segments":["seg-999"]},"threshold":{"metric":"speed_kmh","on":"segment","below":10}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        errors(&body),
+        [("rules[0].scope.segments[0]".to_owned(), "no segment \"seg-999\"".to_owned())]
+    );
+
+    // Kinds are a known set: a typo is refused (422) with the kinds and the closest one.
+    let (st, _, body) = call(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/aq",
+        r#"{"severity":"info","scope":{"kind":"air_qualty"},"threshold":{"metric":"no2_ugm3","above":200}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (path, message) = &errors(&body)[0];
+    assert_eq!(path, "rules[0].scope.kind");
+    assert!(
+        message.contains("did you mean \"air_quality\"?") && message.contains("traffic_light"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn rules_already_in_force_are_not_judged_again() {
+    // The file names a device that is not registered (yet): it is in force, and other
+    // changes go through.
+    let file: AlertRulesConfig = serde_json::from_value(json!({"rules": [
+        {"id": "watch-loop-9", "severity": "info", "scope": {"devices": ["loop-9"]}, "offline": {}},
+    ]}))
+    .unwrap();
+    let (s, commands) = state_with_file(&file).await;
+    engine(commands);
+    let (st, _, body) = call(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/slow",
+        r#"{"severity":"info","threshold":{"metric":"speed_kmh","below":5}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    // Changing that rule judges it.
+    let (st, _, body) = call(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/watch-loop-9",
+        r#"{"severity":"critical","scope":{"devices":["loop-9"]},"offline":{}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
+async fn creating_answers_201_with_location_and_replacing_200() {
+    let (s, commands) = state_with_file(&AlertRulesConfig::default()).await;
+    engine(commands);
+    let rule =
+        r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    let (st, location, body) = call(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
+    assert_eq!(
+        (st, location.as_deref()),
+        (StatusCode::CREATED, Some("/api/v1/alert-rules/no2-watch")),
+        "{body}"
+    );
+    let (st, location, _) = call(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
+    assert_eq!((st, location), (StatusCode::OK, None), "replaced");
+
+    // POST creates with the id in the body; an id in force is a conflict.
+    let with_id = r#"{"id":"pm10-watch","severity":"info","air_quality":{"metric":"pm10_ugm3"}}"#;
+    let (st, location, body) = call(&s, "POST", "/api/v1/alert-rules", with_id).await;
+    assert_eq!(
+        (st, location.as_deref()),
+        (StatusCode::CREATED, Some("/api/v1/alert-rules/pm10-watch")),
+        "{body}"
+    );
+    assert_eq!(body["rules_in_force"][1]["rule"]["id"], "pm10-watch");
+    let (st, _, body) = call(&s, "POST", "/api/v1/alert-rules", with_id).await;
+    assert_eq!((st, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    let (st, _, body) =
+        call(&s, "POST", "/api/v1/alert-rules", r#"{"severity":"info","offline":{}}"#).await;
+    assert_eq!((st, body["error"]["param"].as_str()), (StatusCode::BAD_REQUEST, Some("id")));
+
+    // A shipped default is in force: POST of its id conflicts, PUT replaces it (200).
+    let default =
+        r#"{"id":"aq-no2-hourly","severity":"critical","air_quality":{"metric":"no2_ugm3"}}"#;
+    assert_eq!(call(&s, "POST", "/api/v1/alert-rules", default).await.0, StatusCode::CONFLICT);
+    let (st, _, body) = call(&s, "DELETE", "/api/v1/alert-rules/aq-pm10-daily", "").await;
+    assert_eq!(st, StatusCode::CONFLICT, "a default is turned off, not deleted: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("enabled"), "{body}");
+    let (st, location, _) = call(&s, "PUT", "/api/v1/alert-rules/aq-no2-hourly", default).await;
+    assert_eq!((st, location), (StatusCode::OK, None));
+    let (st, one) = get(&s, "/api/v1/alert-rules/aq-no2-hourly").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (one["origin"].as_str(), one["replaces_default"].as_bool()),
+        (Some("api"), Some(true))
+    );
+    assert_eq!(one["rule"]["severity"], "critical");
+
+    // Every change is audited.
+    let (_, audit) = get(&s, "/api/v1/audit").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.iter().filter(|a| a.starts_with("alert_rule")).count(), 4, "{actions:?}");
+}
+
+#[tokio::test]
+async fn every_rule_in_force_is_listed_with_its_origin() {
+    let file: AlertRulesConfig = serde_json::from_value(json!({"rules": [
+        {"id": "jam", "severity": "critical", "los": {"at_or_worse": "F", "for": "1m"}},
+        {"id": "slow", "severity": "info", "threshold": {"metric": "speed_kmh", "below": 5}},
+    ]}))
+    .unwrap();
+    let (s, commands) = state_with_file(&file).await;
+    engine(commands);
+    let origins = |body: &Value| -> Vec<(String, String)> {
+        body["rules_in_force"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["rule"]["id"].as_str().unwrap().to_owned(),
+                    r["origin"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, body) = get(&s, "/api/v1/alert-rules").await;
+    let listed = origins(&body);
+    assert_eq!(listed.len(), 2 + 5);
+    assert_eq!(
+        listed[..3],
+        [
+            ("jam".into(), "file".into()),
+            ("slow".into(), "file".into()),
+            ("aq-no2-hourly".into(), "default".into())
+        ]
+    );
+    assert_eq!(body["effective_rules"], 7);
+    assert_eq!(body["replaced_by_file"], json!([]));
+    // The shipped defaults are readable one by one too.
+    let (st, one) = get(&s, "/api/v1/alert-rules/aq-o3-8h-target").await;
+    assert_eq!((st, one["origin"].as_str()), (StatusCode::OK, Some("default")));
+
+    // Changed through the API: that rule's origin is api, the other stays file's.
+    let (st, _, _) = call(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/slow",
+        r#"{"severity":"warning","threshold":{"metric":"speed_kmh","below":5}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let listed = origins(&get(&s, "/api/v1/alert-rules").await.1);
+    assert_eq!(listed[..2], [("jam".into(), "file".into()), ("slow".into(), "api".into())]);
+}
