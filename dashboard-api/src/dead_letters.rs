@@ -43,7 +43,8 @@ pub async fn reasons(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
-    let since = p.take("since").map(|v| params::time("since", &v)).transpose()?;
+    let now = telemetry::EventTime::now();
+    let since = p.take("since").map(|v| params::time("since", &v, now)).transpose()?;
     p.finish()?;
     let counts = state.store.dead_letter_reasons(since).await?;
     let reasons: Vec<Value> = counts

@@ -82,6 +82,12 @@ impl ApiError {
         }
     }
 
+    /// A query parameter names a device or road segment that does not exist (404), so a
+    /// typo is not mistaken for a subject without data.
+    pub fn unknown(param: &str, message: impl Into<String>) -> Self {
+        Self { param: Some(param.to_owned()), ..Self::not_found(message) }
+    }
+
     /// The resource is in a state that does not allow the request (an illegal transition).
     pub fn conflict(message: impl Into<String>) -> Self {
         Self {

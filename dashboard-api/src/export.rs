@@ -1,17 +1,21 @@
 //! `GET /api/v1/export/readings`: readings or rollups of a time range, streamed.
 //!
-//! Parameters: `from`, `to` (required; RFC 3339 or Unix ms), `metric` and `device`
-//! (optional, comma-separated lists), `resolution` (`raw`, the default, `1m`, `1h`, `1d`),
-//! `format` (`json`, `csv`, `arrow`, `parquet`) or `Accept`; the default is CSV. A range
-//! spans at most [`MAX_SPAN_DAYS`] days (422 beyond). Columns
+//! Parameters: `from`, `to` (required; any form of `EventTime::parse_spec`: Unix ms,
+//! RFC 3339, a UTC date, `now-7d`), `metric`, `device` and `segment` (optional,
+//! comma-separated lists; a segment stands for the devices linked to it now),
+//! `resolution` (`raw`, the default, `1m`, `1h`, `1d`), `format` (`json`, `csv`, `arrow`,
+//! `parquet`) or `Accept`; the default is CSV. A range spans at most [`MAX_SPAN_DAYS`]
+//! days (422 beyond); a device or segment that does not exist is a 404 naming it. Columns
 //! are `store::export_schema`'s; rows come ordered by (UTC day, metric, time, device). The
-//! body streams with bounded memory whatever the row count (see `formats`). Planner and
-//! admin only (its entry in `crate::operations`).
+//! body streams with bounded memory whatever the row count (see `formats`), named by its
+//! range ([`file_name`]). Planner and admin only (its entry in `crate::operations`).
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use store::history::DAY_MS;
 use store::{ExportFormat, ExportQuery, Resolution};
+use telemetry::EventTime;
 
 use crate::error::ApiError;
 use crate::params::{self, Params};
@@ -42,9 +46,10 @@ pub async fn readings(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
+    let now = telemetry::EventTime::now();
     let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Csv)?;
-    let from = params::time("from", &p.required("from")?)?;
-    let to = params::time("to", &p.required("to")?)?;
+    let from = params::time("from", &p.required("from")?, now)?;
+    let to = params::time("to", &p.required("to")?, now)?;
     let resolution = match p.take("resolution") {
         None => Resolution::Raw,
         Some(r) => Resolution::parse(&r).ok_or_else(|| {
@@ -53,6 +58,7 @@ pub async fn readings(
     };
     let metrics = list("metric", p.take("metric"), params::metric)?;
     let devices = list("device", p.take("device"), params::device)?;
+    let segments = list("segment", p.take("segment"), params::segment)?;
     p.finish()?;
     if from >= to {
         return Err(ApiError::bad_combination("from", "from must be before to"));
@@ -63,10 +69,37 @@ pub async fn readings(
             format!("an export spans at most {MAX_SPAN_DAYS} days; export longer ranges in parts"),
         ));
     }
-    let q = ExportQuery { metrics, devices, ..ExportQuery::new(from, to, resolution) };
+    if let Some(d) = state.store.unknown_devices(&devices).await?.first() {
+        return Err(ApiError::unknown("device", format!("device {d} does not exist")));
+    }
+    if let Some(s) = state.store.unknown_segments(&segments).await?.first() {
+        return Err(ApiError::unknown("segment", format!("road segment {s} does not exist")));
+    }
+    let q = ExportQuery { metrics, devices, segments, ..ExportQuery::new(from, to, resolution) };
     let rows = state.store.export(q)?;
-    let name = format!("readings-{}-{}-{}", resolution.as_str(), from.millis(), to.millis());
-    formats::stream_rows(rows, format, &name).await
+    formats::stream_rows(rows, format, &file_name(resolution, from, to)).await
+}
+
+/// The download's name without extension: `sccr-readings-2026-11-01_2026-11-08` for
+/// `[from, to)`, the resolution after `readings` when not raw (`sccr-readings-1h-…`), and a
+/// time of day (`2026-11-01T0830Z`, seconds when not whole minutes) on an end that is not
+/// at 00:00 UTC.
+pub fn file_name(resolution: Resolution, from: EventTime, to: EventTime) -> String {
+    let end = |t: EventTime| {
+        let (day, ms) = (t.millis().div_euclid(DAY_MS), t.millis().rem_euclid(DAY_MS));
+        let date = store::export::date_of_day(day);
+        let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1_000 % 60);
+        match ms {
+            0 => date,
+            _ if ms % 60_000 == 0 => format!("{date}T{h:02}{m:02}Z"),
+            _ => format!("{date}T{h:02}{m:02}{s:02}Z"),
+        }
+    };
+    let level = match resolution {
+        Resolution::Raw => String::new(),
+        r => format!("{}-", r.as_str()),
+    };
+    format!("sccr-readings-{level}{}_{}", end(from), end(to))
 }
 
 #[cfg(test)]

@@ -130,7 +130,13 @@ impl Write for ChannelWriter {
 }
 
 fn attachment(format: ExportFormat, filename: &str) -> Vec<(axum::http::HeaderName, HeaderValue)> {
-    let disposition = format!("attachment; filename=\"{filename}.{}\"", format.extension());
+    // An Arrow body is the IPC stream format, whose registered extension is `.arrows`
+    // (`.arrow` is the file format of `sccr export`).
+    let extension = match format {
+        ExportFormat::Arrow => "arrows",
+        other => other.extension(),
+    };
+    let disposition = format!("attachment; filename=\"{filename}.{extension}\"");
     let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static(format.content_type()))];
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.push((CONTENT_DISPOSITION, v));

@@ -194,15 +194,21 @@ pub fn enumeration(values: &[&str]) -> Value {
 pub fn object_with(keys: &[&str]) -> Value {
     json!({"type": "object", "required": keys})
 }
-/// Unix milliseconds or an RFC 3339 time the server accepts: from 1970 to 9999. The
-/// pattern admits the years 1971 to 9998 and days up to 28, so that every time it admits
-/// is one (offsets cannot leave the range, every day exists).
+/// A time in any form the server reads (`telemetry::EventTime::parse_spec`): Unix
+/// milliseconds, RFC 3339, a date (00:00 UTC), `now`, or `now` less or plus a whole number
+/// of s, m, h, d or w (`now-7d`, `-30m`). The absolute patterns admit the years 1971 to
+/// 9998 and days up to 28, so that every time they admit is one (offsets cannot leave the
+/// range, every day exists); a relative time that lands outside 1970..=9999 is a 422.
 pub fn time() -> Value {
-    json!({"type": "string", "description": "Unix milliseconds or RFC 3339 (e.g. 2026-11-23T10:00:00Z)",
-    "examples": ["2025-11-23T10:00:00Z"],
+    let year = "(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])";
+    let date = format!("{year}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])");
+    json!({"type": "string", "description": format!("A time: {}", telemetry::TIME_FORMS),
+    "examples": ["2025-11-23T10:00:00Z", "2025-11-23", "now-24h"],
     "anyOf": [
         {"pattern": "^[0-9]{1,14}$"},
-        {"pattern": "^(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"},
+        {"pattern": format!("^{date}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")},
+        {"pattern": format!("^{date}$")},
+        {"pattern": "^(now|now[+-][0-9]{1,9}[smhdw]|-[0-9]{1,9}[smhdw])$"},
     ]})
 }
 /// Text without control characters (query parameters never carry them).

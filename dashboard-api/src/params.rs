@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
+use telemetry::{DeviceId, EventTime, MetricId, SegmentId, TimeSpecError};
 
 use crate::error::ApiError;
 
@@ -66,10 +66,19 @@ pub fn metric(name: &str, v: &str) -> Result<MetricId, ApiError> {
     v.parse().map_err(|e: telemetry::UnknownMetric| ApiError::bad_param(name, e.to_string()))
 }
 
-/// Unix milliseconds or RFC 3339.
-pub fn time(name: &str, v: &str) -> Result<EventTime, ApiError> {
-    EventTime::parse_ms_or_rfc3339(v)
-        .map_err(|e| ApiError::bad_param(name, format!("{e}; use Unix milliseconds or RFC 3339")))
+/// A time parameter in any form of [`EventTime::parse_spec`] (Unix ms, RFC 3339, a UTC
+/// date, `now`, `now-7d`), relative times counted from `now`, which a handler reads once
+/// so that `from=now-1h&to=now` spans exactly an hour. 400 for what is not a time; 422
+/// for a relative time that lands outside 1970..=9999 (well formed, but not now). A space
+/// is read as `+`: a query string turns an unescaped `+` (`now+1h`, `…T09:00:00+01:00`)
+/// into one, and no time has a space otherwise.
+pub fn time(name: &str, v: &str, now: EventTime) -> Result<EventTime, ApiError> {
+    EventTime::parse_spec(&v.replace(' ', "+"), now).map_err(|e| match e {
+        TimeSpecError::RelativeOutOfRange(_) => {
+            ApiError::bad_combination(name, format!("{name}: {e}"))
+        }
+        _ => ApiError::bad_param(name, format!("{name}: {e}")),
+    })
 }
 
 /// A whole number, also written with a zero fraction (`5.0`): JSON Schema's `integer`.

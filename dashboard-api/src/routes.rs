@@ -63,8 +63,34 @@ pub async fn latest(
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
     let metric = p.take("metric").map(|v| params::metric("metric", &v)).transpose()?;
     p.finish()?;
+    if let Some(d) = &device {
+        known_subject(&state, &HistorySubject::Device(d.clone())).await?;
+    }
     let values = state.store.latest(device.as_ref(), metric).await?;
     Ok(Json(json!({ "values": values })))
+}
+
+/// 404 naming the device or road segment when the registry does not know it: a typo must
+/// not look like a subject without data. A known device without readings, or a
+/// decommissioned one, is known.
+async fn known_subject(state: &AppState, subject: &HistorySubject) -> Result<(), ApiError> {
+    match subject {
+        HistorySubject::Device(d) => {
+            if !state.store.unknown_devices(std::slice::from_ref(d)).await?.is_empty() {
+                return Err(ApiError::unknown("device", format!("device {d} does not exist")));
+            }
+        }
+        HistorySubject::Segment(s) => {
+            if !state.store.unknown_segments(std::slice::from_ref(s)).await?.is_empty() {
+                return Err(ApiError::unknown(
+                    "segment",
+                    format!("road segment {s} does not exist"),
+                ));
+            }
+        }
+        HistorySubject::Segments(_) | HistorySubject::City => {}
+    }
+    Ok(())
 }
 
 /// Which figure of a bucket the `v` of each point carries.
@@ -120,6 +146,7 @@ pub async fn history(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
+    let now = EventTime::now();
     let format = formats::negotiate(p.take("format"), &headers, ExportFormat::Json)?;
     formats::require_bulk_role(&who, format)?;
     let device = p.take("device").map(|v| params::device("device", &v)).transpose()?;
@@ -137,11 +164,10 @@ pub async fn history(
         (None, None, None) => HistorySubject::City,
     };
     let metric = params::metric("metric", &p.required("metric")?)?;
-    let to =
-        p.take("to").map(|v| params::time("to", &v)).transpose()?.unwrap_or_else(EventTime::now);
+    let to = p.take("to").map(|v| params::time("to", &v, now)).transpose()?.unwrap_or(now);
     let from = p
         .take("from")
-        .map(|v| params::time("from", &v))
+        .map(|v| params::time("from", &v, now))
         .transpose()?
         .unwrap_or(EventTime(to.millis().saturating_sub(DEFAULT_SPAN_MS).max(0)));
     let max_points = p
@@ -194,6 +220,7 @@ pub async fn history(
     if from >= to {
         return Err(ApiError::bad_combination("from", "from must be before to"));
     }
+    known_subject(&state, &subject).await?;
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
     let history = state.store.history(&q).await?;
     if format != ExportFormat::Json {

@@ -1,7 +1,8 @@
 //! `sccr import`: historical readings from files (the columns of `sccr export` at raw
 //! resolution: `time, device, metric, value[, seq]`) through the same validation, dedupe
-//! and rollups as live telemetry. Files are Parquet, CSV or Arrow IPC, or directories of
-//! them (an export's Hive-style tree). Readings already stored are skipped by the store's
+//! and rollups as live telemetry. Files are Parquet, CSV or Arrow IPC (file or stream
+//! format), or directories of them (an export's Hive-style tree, whose files leave
+//! `metric` to their `metric=<m>` folder). Readings already stored are skipped by the store's
 //! dedupe key, so importing a file again changes nothing; readings older than the raw
 //! retention horizon are refused by the store (`older_than_retention`), as from MQTT.
 //!
@@ -283,6 +284,16 @@ impl<'a> Importer<'a> {
     }
 }
 
+/// The metric of a file without a `metric` column: its `metric=<m>` folder (the Hive
+/// partition of an export), if it is in one.
+fn metric_of_path(file: &Path) -> Option<String> {
+    file.ancestors()
+        .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("metric=").map(str::to_owned))
+        .next()
+}
+
+const COLUMNS: &str = "time, device, metric (or a metric=<m> folder), value[, seq]";
+
 /// A column of a record batch by name, cast to `to`; `None` when absent.
 fn column(
     batch: &RecordBatch,
@@ -311,20 +322,24 @@ async fn import_batches(
     progress: &mut Progress,
 ) -> Result<()> {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let path_metric = metric_of_path(file);
     let mut offset = 0usize;
     for batch in batches {
         let batch = batch.with_context(|| format!("reading {}", file.display()))?;
         let need = |c: Option<_>, name: &str| {
-            c.with_context(|| {
-                format!(
-                    "{}: no {name:?} column (time, device, metric, value[, seq])",
-                    file.display()
-                )
-            })
+            c.with_context(|| format!("{}: no {name:?} column ({COLUMNS})", file.display()))
         };
         let time = need(column(&batch, "time", &ts)?, "time")?;
         let device = need(column(&batch, "device", &DataType::Utf8)?, "device")?;
-        let metric = need(column(&batch, "metric", &DataType::Utf8)?, "metric")?;
+        let metric =
+            match (column(&batch, "metric", &DataType::Utf8)?, &path_metric) {
+                (Some(m), _) => m,
+                (None, Some(m)) => std::sync::Arc::new(arrow_array::StringArray::from(vec![
+                m.as_str();
+                batch.num_rows()
+            ])),
+                (None, None) => need(None, "metric")?,
+            };
         let value = need(column(&batch, "value", &DataType::Float64)?, "value")?;
         let seq = column(&batch, "seq", &DataType::Int64)?;
         let time = time.as_primitive::<TimestampMillisecondType>();
@@ -362,13 +377,16 @@ async fn import_csv(
     let index = |name: &str| headers.iter().position(|h| h == name);
     let need = |name: &str| {
         index(name).with_context(|| {
-            format!(
-                "{}: no {name:?} column in the header (time, device, metric, value[, seq])",
-                file.display()
-            )
+            format!("{}: no {name:?} column in the header ({COLUMNS})", file.display())
         })
     };
-    let (t, d, m, v) = (need("time")?, need("device")?, need("metric")?, need("value")?);
+    let path_metric = metric_of_path(file);
+    let m = match (index("metric"), &path_metric) {
+        (Some(m), _) => Some(m),
+        (None, Some(_)) => None,
+        (None, None) => Some(need("metric")?),
+    };
+    let (t, d, v) = (need("time")?, need("device")?, need("value")?);
     let s = index("seq");
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
@@ -393,7 +411,7 @@ async fn import_csv(
                 EventTime::parse_ms_or_rfc3339(c).map(|t| t.millis()).map_err(|e| e.to_string())
             }),
             device: cell(d),
-            metric: cell(m),
+            metric: m.map_or(path_metric.as_deref(), cell),
             value: cell(v).map_or(Err("no value".into()), |c| {
                 c.parse::<f64>().map_err(|_| format!("{c:?} is not a number"))
             }),
@@ -435,12 +453,27 @@ pub async fn run(store: &Store, args: ImportArgs) -> Result<ImportSummary> {
                 import_batches(&mut importer, path, reader, &mut progress).await?;
             }
             Format::Arrow => {
-                let file =
+                let mut file =
                     File::open(path).with_context(|| format!("opening {}", path.display()))?;
-                let reader =
-                    arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-                        .with_context(|| format!("{}: not an Arrow IPC stream", path.display()))?;
-                import_batches(&mut importer, path, reader, &mut progress).await?;
+                // The IPC file format (what `sccr export` writes) opens with "ARROW1"; the
+                // stream format (API downloads) with a message.
+                let mut magic = [0u8; 6];
+                let is_file =
+                    std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"ARROW1";
+                std::io::Seek::rewind(&mut file)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if is_file {
+                    let reader = arrow_ipc::reader::FileReader::try_new(file, None)
+                        .with_context(|| format!("{}: not an Arrow IPC file", path.display()))?;
+                    import_batches(&mut importer, path, reader, &mut progress).await?;
+                } else {
+                    let reader = arrow_ipc::reader::StreamReader::try_new(
+                        std::io::BufReader::new(file),
+                        None,
+                    )
+                    .with_context(|| format!("{}: not an Arrow IPC stream", path.display()))?;
+                    import_batches(&mut importer, path, reader, &mut progress).await?;
+                }
             }
         }
     }

@@ -69,16 +69,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Write readings or rollups of a time range as Hive-style partitions
-    /// (`DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`).
+    /// Write readings or rollups of a time range into a folder of Hive-style partitions
+    /// (`DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`) with a manifest,
+    /// `_sccr_export.json` (docs/export.md).
     Export {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Start (inclusive): RFC 3339 or Unix milliseconds.
-        #[arg(long)]
+        /// Start (inclusive): Unix ms, RFC 3339, a UTC date (2026-11-01), now, now-7d or -7d.
+        #[arg(long, allow_hyphen_values = true)]
         from: String,
-        /// End (exclusive): RFC 3339 or Unix milliseconds.
-        #[arg(long)]
+        /// End (exclusive), in the forms of --from.
+        #[arg(long, allow_hyphen_values = true)]
         to: String,
         /// Only this metric (repeatable); all when absent.
         #[arg(long = "metric")]
@@ -86,15 +87,21 @@ enum Command {
         /// Only this device (repeatable); all when absent.
         #[arg(long = "device")]
         devices: Vec<String>,
+        /// Only the devices linked to this road segment (repeatable); all when absent.
+        #[arg(long = "segment")]
+        segments: Vec<String>,
         /// raw, 1m, 1h or 1d.
         #[arg(long, default_value = "raw")]
         resolution: String,
-        /// parquet, csv or arrow (IPC stream).
+        /// parquet, csv or arrow (IPC file).
         #[arg(long, default_value = "parquet")]
         format: String,
-        /// Output directory.
+        /// Output folder: missing or empty, or holding an earlier export with --replace.
         #[arg(long)]
         out: PathBuf,
+        /// Replace the export the folder holds (only the files its manifest lists).
+        #[arg(long)]
+        replace: bool,
     },
     /// Import historical readings (the columns of a raw `sccr export`: time, device,
     /// metric, value[, seq]) from Parquet, CSV or Arrow files, or directories of them,
@@ -256,9 +263,30 @@ async fn main() -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Export { config, from, to, metrics, devices, resolution, format, out } => {
-            let args = export::ExportArgs { from, to, metrics, devices, resolution, format, out };
-            export::query(&args)?;
+        Command::Export {
+            config,
+            from,
+            to,
+            metrics,
+            devices,
+            segments,
+            resolution,
+            format,
+            out,
+            replace,
+        } => {
+            let args = export::ExportArgs {
+                from,
+                to,
+                metrics,
+                devices,
+                segments,
+                resolution,
+                format,
+                out,
+                replace,
+            };
+            export::query(&args, telemetry::EventTime::now())?;
             let config = load(config.as_deref())?;
             let store = pipeline::open_store(&config).await?;
             let result = export::run(&store, args).await;

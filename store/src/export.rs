@@ -12,13 +12,16 @@
 //!   every [`ExportChunk`] holds rows of one (metric, day) only, so each Hive partition
 //!   `metric=…/date=…` is one contiguous run and [`export_to_dir`] keeps one file open.
 //! - **Complete files only**: [`export_to_dir`] writes each file under a hidden temporary
-//!   name and renames it into place once the encoder finished it.
+//!   name and renames it into place once the encoder finished it. Its layout (partition
+//!   keys in the path only, Arrow as the IPC file format) is in `dir`'s doc.
+//!
+//! Over 600 lines: the database readers and the encoders share one contract (the schema,
+//! the chunks, the text cells); the layout on disk is the `dir` module's.
 //!
 //! Raw readings on PostgreSQL are read one UTC day at a time (the `readings` partitions
 //! and TimescaleDB chunks are days), so the server sorts a day, not the whole range.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -30,7 +33,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures_util::TryStreamExt;
 use sqlx::Row;
-use telemetry::{DeviceId, EventTime, MetricId};
+use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 use tokio::sync::mpsc;
 
 use crate::history::{Resolution, DAY_MS};
@@ -101,6 +104,8 @@ pub struct ExportQuery {
     pub metrics: Vec<MetricId>,
     /// Only these devices; empty: all.
     pub devices: Vec<DeviceId>,
+    /// Only the devices linked to these road segments when the export runs; empty: all.
+    pub segments: Vec<SegmentId>,
     /// Most rows per record batch.
     pub batch_rows: usize,
 }
@@ -113,6 +118,7 @@ impl ExportQuery {
             resolution,
             metrics: Vec::new(),
             devices: Vec::new(),
+            segments: Vec::new(),
             batch_rows: DEFAULT_BATCH_ROWS,
         }
     }
@@ -135,6 +141,19 @@ impl ExportQuery {
     fn device_names(&self) -> Option<Vec<String>> {
         (!self.devices.is_empty())
             .then(|| self.devices.iter().map(|d| d.as_str().to_owned()).collect())
+    }
+
+    fn segment_names(&self) -> Option<Vec<String>> {
+        (!self.segments.is_empty())
+            .then(|| self.segments.iter().map(|s| s.as_str().to_owned()).collect())
+    }
+
+    /// The values bound to [`sqlite_filters`]' placeholders, in order.
+    fn sqlite_filter_values(&self) -> impl Iterator<Item = String> {
+        [self.metric_names(), self.device_names(), self.segment_names()]
+            .into_iter()
+            .flatten()
+            .flatten()
     }
 }
 
@@ -367,14 +386,14 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let sql = format!(
-                    "SELECT COALESCE({agg}, 0)::int8 FROM {table} WHERE bucket >= $1 AND bucket < $2
-                     AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))"
+                    "SELECT COALESCE({agg}, 0)::int8 FROM {table} WHERE bucket >= $1 AND bucket < $2 {PG_FILTERS}"
                 );
                 let n: i64 = sqlx::query_scalar(&sql)
                     .bind(from.to_offset_date_time())
                     .bind(q.to.to_offset_date_time())
                     .bind(q.metric_names())
                     .bind(q.device_names())
+                    .bind(q.segment_names())
                     .fetch_one(s.pool())
                     .await?;
                 Ok(n.max(0) as u64)
@@ -386,12 +405,7 @@ impl Store {
                 );
                 let mut query =
                     sqlx::query_scalar::<_, i64>(&sql).bind(from.millis()).bind(q.to.millis());
-                for name in q
-                    .metric_names()
-                    .into_iter()
-                    .flatten()
-                    .chain(q.device_names().into_iter().flatten())
-                {
+                for name in q.sqlite_filter_values() {
                     query = query.bind(name);
                 }
                 Ok(query.fetch_one(s.pool()).await?.max(0) as u64)
@@ -400,17 +414,20 @@ impl Store {
     }
 }
 
+/// The metric, device and segment filters of a PostgreSQL export query ($3, $4, $5).
+const PG_FILTERS: &str =
+    "AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))
+     AND ($5::text[] IS NULL OR device IN (SELECT id FROM devices WHERE segment_id = ANY($5)))";
+
 async fn produce_pg(
     pool: &sqlx::PgPool,
     q: &ExportQuery,
     tx: &mpsc::Sender<Result<ExportChunk, StoreError>>,
 ) -> Result<(), StoreError> {
-    const FILTERS: &str =
-        "AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))";
     let (sql, slices) = match q.resolution {
         Resolution::Raw => {
             let sql = format!(
-                "SELECT time, device, metric, value, seq FROM readings WHERE time >= $1 AND time < $2 {FILTERS}
+                "SELECT time, device, metric, value, seq FROM readings WHERE time >= $1 AND time < $2 {PG_FILTERS}
                  ORDER BY metric, time, device"
             );
             // One UTC day per query: the server sorts a partition, not the whole range.
@@ -426,14 +443,14 @@ async fn produce_pg(
         r => {
             let sql = format!(
                 "SELECT bucket AS time, device, metric, count::int8 AS count, sum, min, max, last_value AS value FROM {}
-                 WHERE bucket >= $1 AND bucket < $2 {FILTERS}
+                 WHERE bucket >= $1 AND bucket < $2 {PG_FILTERS}
                  ORDER BY date_trunc('day', bucket AT TIME ZONE 'UTC'), metric, bucket, device",
                 rollup_table(r)
             );
             (sql, vec![(q.from.millis(), q.to.millis())])
         }
     };
-    let (metrics, devices) = (q.metric_names(), q.device_names());
+    let (metrics, devices, segments) = (q.metric_names(), q.device_names(), q.segment_names());
     let mut b = ChunkBuilder::new(q.resolution, q.batch_rows);
     let raw = q.resolution == Resolution::Raw;
     for (lo, hi) in slices {
@@ -442,6 +459,7 @@ async fn produce_pg(
             .bind(EventTime(hi).to_offset_date_time())
             .bind(&metrics)
             .bind(&devices)
+            .bind(&segments)
             .fetch(pool);
         while let Some(row) = rows.try_next().await? {
             let time = EventTime::from_offset_date_time(row.try_get("time")?).millis();
@@ -488,6 +506,12 @@ fn sqlite_filters(q: &ExportQuery) -> String {
     if !q.devices.is_empty() {
         f.push_str(&format!(" AND device IN ({})", list(q.devices.len())));
     }
+    if !q.segments.is_empty() {
+        f.push_str(&format!(
+            " AND device IN (SELECT id FROM devices WHERE segment_id IN ({}))",
+            list(q.segments.len())
+        ));
+    }
     f
 }
 
@@ -509,8 +533,7 @@ async fn produce_sqlite(
         ),
     };
     let mut query = sqlx::query(&sql).bind(q.from.millis()).bind(q.to.millis());
-    for name in q.metric_names().into_iter().flatten().chain(q.device_names().into_iter().flatten())
-    {
+    for name in q.sqlite_filter_values() {
         query = query.bind(name);
     }
     let mut b = ChunkBuilder::new(q.resolution, q.batch_rows);
@@ -552,10 +575,22 @@ pub struct BatchEncoder<W: Write + Send> {
 enum Inner<W: Write + Send> {
     Text { w: W, format: ExportFormat, line: Vec<u8>, first: bool },
     Arrow(arrow_ipc::writer::StreamWriter<W>),
+    ArrowFile(arrow_ipc::writer::FileWriter<W>),
     Parquet(parquet::arrow::ArrowWriter<W>),
 }
 
 impl<W: Write + Send> BatchEncoder<W> {
+    /// An encoder of files on disk: as [`BatchEncoder::new`], but Arrow is written in the
+    /// IPC file format (the `.arrow` of `pandas.read_feather`, `pyarrow.dataset` and
+    /// `pyarrow.ipc.open_file`) rather than the stream format of HTTP bodies.
+    pub fn new_file(format: ExportFormat, schema: SchemaRef, w: W) -> Result<Self, StoreError> {
+        if format != ExportFormat::Arrow {
+            return Self::new(format, schema, w);
+        }
+        let writer = arrow_ipc::writer::FileWriter::try_new(w, &schema).map_err(encode_err)?;
+        Ok(Self { inner: Inner::ArrowFile(writer), rows: 0 })
+    }
+
     pub fn new(format: ExportFormat, schema: SchemaRef, mut w: W) -> Result<Self, StoreError> {
         let inner = match format {
             ExportFormat::Csv => {
@@ -602,6 +637,7 @@ impl<W: Write + Send> BatchEncoder<W> {
                 Ok(())
             }
             Inner::Arrow(a) => a.write(batch).map_err(encode_err),
+            Inner::ArrowFile(a) => a.write(batch).map_err(encode_err),
             Inner::Parquet(p) => p.write(batch).map_err(encode_err),
         }
     }
@@ -622,6 +658,12 @@ impl<W: Write + Send> BatchEncoder<W> {
                 Ok(w)
             }
             Inner::Arrow(mut a) => {
+                a.finish().map_err(encode_err)?;
+                let mut w = a.into_inner().map_err(encode_err)?;
+                w.flush().map_err(encode_err)?;
+                Ok(w)
+            }
+            Inner::ArrowFile(mut a) => {
                 a.finish().map_err(encode_err)?;
                 let mut w = a.into_inner().map_err(encode_err)?;
                 w.flush().map_err(encode_err)?;
@@ -766,140 +808,10 @@ fn json_rows(batch: &RecordBatch, out: &mut Vec<u8>, first: &mut bool) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Hive-style partitions on disk
-
-/// What [`export_to_dir`] wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DirExportSummary {
-    pub rows: u64,
-    pub files: u64,
-    pub bytes: u64,
-}
-
-/// Rows most in one file before the next `part-N` of the partition starts.
-pub const MAX_ROWS_PER_FILE: u64 = 10_000_000;
-
-struct OpenFile {
-    key: (MetricId, i64),
-    tmp: PathBuf,
-    path: PathBuf,
-    encoder: BatchEncoder<CountingWriter<std::io::BufWriter<std::fs::File>>>,
-}
-
-/// Counts the bytes that pass.
-pub struct CountingWriter<W> {
-    inner: W,
-    pub bytes: u64,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Encode(format!("{}: {e}", path.display()))
-}
-
-/// The first free `part-N` number of a partition directory (earlier exports are kept).
-fn next_part(dir: &Path, ext: &str) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("part-")?.strip_suffix(&format!(".{ext}"))?.parse::<u64>().ok()
-        })
-        .map(|n| n + 1)
-        .max()
-        .unwrap_or(0)
-}
-
-fn open_file(
-    dir: &Path,
-    key: (MetricId, i64),
-    format: ExportFormat,
-    schema: SchemaRef,
-) -> Result<OpenFile, StoreError> {
-    let part_dir =
-        dir.join(format!("metric={}", key.0.as_str())).join(format!("date={}", date_of_day(key.1)));
-    std::fs::create_dir_all(&part_dir).map_err(|e| io_err(&part_dir, e))?;
-    let n = next_part(&part_dir, format.extension());
-    let name = format!("part-{n}.{}", format.extension());
-    // Hidden while incomplete: Hive-style readers skip names starting with '.'.
-    let tmp = part_dir.join(format!(".{name}.tmp"));
-    let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let w = CountingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), bytes: 0 };
-    let encoder = BatchEncoder::new(format, schema, w)?;
-    Ok(OpenFile { key, tmp, path: part_dir.join(name), encoder })
-}
-
-fn close_file(f: OpenFile, summary: &mut DirExportSummary) -> Result<(), StoreError> {
-    let w = f.encoder.finish()?;
-    summary.bytes += w.bytes;
-    let file = w.inner.into_inner().map_err(|e| io_err(&f.tmp, e.error()))?;
-    file.sync_all().map_err(|e| io_err(&f.tmp, e))?;
-    std::fs::rename(&f.tmp, &f.path).map_err(|e| io_err(&f.path, e))?;
-    summary.files += 1;
-    Ok(())
-}
-
-/// Export `q` into `dir/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`, one file open at a
-/// time; `progress` is called after every batch with what is done so far (rows, bytes
-/// of closed files). Runs the encoding on a blocking thread.
-pub async fn export_to_dir(
-    store: &Store,
-    q: ExportQuery,
-    format: ExportFormat,
-    dir: &Path,
-    progress: impl FnMut(DirExportSummary) + Send + 'static,
-) -> Result<DirExportSummary, StoreError> {
-    let mut stream = store.export(q)?;
-    let dir = dir.to_path_buf();
-    let mut progress = progress;
-    let task = tokio::task::spawn_blocking(move || {
-        let schema = stream.schema();
-        let mut summary = DirExportSummary::default();
-        let mut open: Option<OpenFile> = None;
-        let result = (|| {
-            while let Some(chunk) = stream.blocking_next() {
-                let chunk = chunk?;
-                let key = (chunk.metric, chunk.day);
-                let full = open.as_ref().is_some_and(|f| f.encoder.rows() >= MAX_ROWS_PER_FILE);
-                if open.as_ref().is_some_and(|f| f.key != key) || full {
-                    if let Some(f) = open.take() {
-                        close_file(f, &mut summary)?;
-                    }
-                }
-                let f = match &mut open {
-                    Some(f) => f,
-                    None => open.insert(open_file(&dir, key, format, schema.clone())?),
-                };
-                f.encoder.write(&chunk.batch)?;
-                summary.rows += chunk.batch.num_rows() as u64;
-                progress(summary);
-            }
-            if let Some(f) = open.take() {
-                close_file(f, &mut summary)?;
-            }
-            progress(summary);
-            Ok(summary)
-        })();
-        if let Some(f) = open {
-            let _ = std::fs::remove_file(&f.tmp);
-        }
-        result
-    });
-    task.await.map_err(|e| StoreError::Encode(format!("export task failed: {e}")))?
-}
+mod dir;
+pub use dir::{
+    export_to_dir, partition_schema, DirExport, DirExportSummary, ExportedFile, MAX_ROWS_PER_FILE,
+};
 
 #[cfg(test)]
 mod tests {

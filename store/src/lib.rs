@@ -62,8 +62,8 @@ pub use alert::{
 pub use commands::{CommandRecord, CommandStatus, NewCommand};
 pub use dead_letter_log::DeadLetterEntry;
 pub use export::{
-    export_schema, export_to_dir, BatchEncoder, DirExportSummary, ExportChunk, ExportFormat,
-    ExportQuery, ExportStream,
+    export_schema, export_to_dir, partition_schema, BatchEncoder, DirExport, DirExportSummary,
+    ExportChunk, ExportFormat, ExportQuery, ExportStream, ExportedFile,
 };
 pub use history::{
     GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Horizons, Resolution, Step,

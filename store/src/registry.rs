@@ -469,4 +469,48 @@ impl Store {
         };
         pairs.into_iter().map(|(id, hash)| Ok((parse_device(id)?, hash))).collect()
     }
+
+    /// The ids of `ids` that name no device of the registry, in the order given (a
+    /// decommissioned device is known: its history stays): how a query tells a typo from
+    /// a device with no readings.
+    pub async fn unknown_devices(&self, ids: &[DeviceId]) -> Result<Vec<DeviceId>, StoreError> {
+        let names: Vec<&str> = ids.iter().map(DeviceId::as_str).collect();
+        let known = self.known_ids("devices", &names).await?;
+        Ok(ids.iter().filter(|id| !known.contains(id.as_str())).cloned().collect())
+    }
+
+    /// The ids of `ids` that name no road segment, in the order given.
+    pub async fn unknown_segments(&self, ids: &[SegmentId]) -> Result<Vec<SegmentId>, StoreError> {
+        let names: Vec<&str> = ids.iter().map(SegmentId::as_str).collect();
+        let known = self.known_ids("road_segments", &names).await?;
+        Ok(ids.iter().filter(|id| !known.contains(id.as_str())).cloned().collect())
+    }
+
+    /// Which of `ids` are in `table`'s `id` column.
+    async fn known_ids(
+        &self,
+        table: &'static str,
+        ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found: Vec<String> = match self {
+            Store::Postgres(s) => {
+                sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ANY($1)"))
+                    .bind(ids)
+                    .fetch_all(&s.pool)
+                    .await?
+            }
+            Store::Sqlite(s) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+                ))
+                .bind(serde_json::Value::from(ids.to_vec()).to_string())
+                .fetch_all(&s.pool)
+                .await?
+            }
+        };
+        Ok(found.into_iter().collect())
+    }
 }

@@ -32,7 +32,7 @@ pub use ids::{DeviceId, IdError, SegmentId, Seq};
 pub use metric::{MetricId, MetricSpec, UnknownMetric};
 pub use segment::{RoadSegment, SegmentError};
 pub use status::{decode_status, DeviceState, StatusError, StatusEvent, StatusMessage};
-pub use time::{EventTime, TimeError};
+pub use time::{EventTime, TimeError, TimeSpecError, TIME_FORMS};
 pub use topic::{Topic, TopicError, TopicKind};
 pub use validate::{ValidationConfig, ValidationError, Validator};
 

@@ -1,4 +1,6 @@
-//! Event time: Unix milliseconds, parsed from integers or RFC 3339 strings.
+//! Event time: Unix milliseconds, parsed from integers or RFC 3339 strings; and the one
+//! reader of times as people write them in queries and on command lines
+//! ([`EventTime::parse_spec`]: also dates and times relative to now).
 
 use std::fmt;
 
@@ -23,6 +25,63 @@ pub enum TimeError {
 /// 9999-12-31T23:59:59.999Z
 const MAX_MS: i64 = 253_402_300_799_999;
 
+/// The forms [`EventTime::parse_spec`] reads, for messages and documentation.
+pub const TIME_FORMS: &str = "Unix milliseconds (1793491200000), RFC 3339 (2026-11-01T08:00:00Z), \
+     a date (2026-11-01, meaning 00:00 UTC), now, or now minus or plus a whole number of \
+     s, m, h, d or w (now-24h, now-7d, now-30m, now+1h; -7d is now-7d)";
+
+/// A time in a query or on a command line that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeSpecError {
+    /// Not one of the accepted forms, or a calendar date that does not exist.
+    #[error("{0:?} is not a time; use {TIME_FORMS}")]
+    Unreadable(String),
+    /// A well-formed time outside years 1970..=9999.
+    #[error("{0:?} is outside years 1970..=9999")]
+    OutOfRange(String),
+    /// A well-formed relative time that lands outside years 1970..=9999 from now.
+    #[error("{0:?} is outside years 1970..=9999 counted from now")]
+    RelativeOutOfRange(String),
+}
+
+/// Milliseconds of one unit of a relative time.
+fn unit_ms(unit: u8) -> Option<i64> {
+    Some(match unit {
+        b's' => 1_000,
+        b'm' => 60_000,
+        b'h' => 3_600_000,
+        b'd' => 86_400_000,
+        b'w' => 7 * 86_400_000,
+        _ => return None,
+    })
+}
+
+/// `<1 to 9 digits><unit>` in milliseconds.
+fn span_ms(s: &str) -> Option<i64> {
+    let (digits, unit) = s.split_at(s.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()?.checked_mul(unit_ms(*unit.as_bytes().first()?)?)
+}
+
+/// `YYYY-MM-DD`: 00:00 UTC of that day.
+fn date_ms(s: &str) -> Option<Result<i64, ()>> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    let (y, m, d) = (s[..4].parse().ok()?, s[5..7].parse::<u8>().ok()?, s[8..].parse().ok()?);
+    let date = ::time::Month::try_from(m)
+        .ok()
+        .and_then(|m| ::time::Date::from_calendar_date(y, m, d).ok());
+    Some(date.map(|d| d.midnight().assume_utc().unix_timestamp() * 1_000).ok_or(()))
+}
+
 impl EventTime {
     pub fn from_millis(ms: i64) -> Result<Self, TimeError> {
         if (0..=MAX_MS).contains(&ms) {
@@ -46,6 +105,46 @@ impl EventTime {
         match s.parse::<i64>() {
             Ok(ms) => Self::from_millis(ms),
             Err(_) => Self::parse_rfc3339(s),
+        }
+    }
+
+    /// A time as people write it in queries and on command lines, the one reader of every
+    /// API time parameter and of `sccr export --from/--to`: Unix milliseconds, RFC 3339, a
+    /// date `YYYY-MM-DD` (00:00 UTC: dates are UTC days, as the rollups and export
+    /// partitions are), `now`, or a time relative to `now` as Grafana writes it: `now-24h`,
+    /// `now-7d`, `now+1h`, and `-30m` for `now-30m` (a whole number of 1 to 9 digits and one
+    /// unit of `s`, `m`, `h`, `d`, `w`; no months or years, whose length varies).
+    pub fn parse_spec(s: &str, now: EventTime) -> Result<Self, TimeSpecError> {
+        let short = || s.chars().take(40).collect::<String>();
+        let relative = match s.strip_prefix("now") {
+            Some("") => return Ok(now),
+            Some(rest) => Some(rest),
+            // `-7d`; a negative number of milliseconds is read below (and refused).
+            None if s.starts_with('-') && s.ends_with(|c: char| c.is_ascii_alphabetic()) => Some(s),
+            None => None,
+        };
+        if let Some(rest) = relative {
+            let (sign, span) = match rest.as_bytes().first() {
+                Some(b'-') => (-1, &rest[1..]),
+                Some(b'+') => (1, &rest[1..]),
+                _ => return Err(TimeSpecError::Unreadable(short())),
+            };
+            let ms = span_ms(span).ok_or_else(|| TimeSpecError::Unreadable(short()))?;
+            return now
+                .0
+                .checked_add(sign * ms)
+                .and_then(|t| Self::from_millis(t).ok())
+                .ok_or_else(|| TimeSpecError::RelativeOutOfRange(short()));
+        }
+        if let Some(date) = date_ms(s) {
+            return date.map_err(|_| TimeSpecError::Unreadable(short())).and_then(|ms| {
+                Self::from_millis(ms).map_err(|_| TimeSpecError::OutOfRange(short()))
+            });
+        }
+        match Self::parse_ms_or_rfc3339(s) {
+            Ok(t) => Ok(t),
+            Err(TimeError::OutOfRange(_)) => Err(TimeSpecError::OutOfRange(short())),
+            Err(_) => Err(TimeSpecError::Unreadable(short())),
         }
     }
 
@@ -116,6 +215,70 @@ mod tests {
         assert!(EventTime::from_millis(MAX_MS).is_ok());
         assert!(EventTime::from_millis(MAX_MS + 1).is_err());
         assert_eq!(EventTime(MAX_MS).to_rfc3339(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn time_specs_in_every_accepted_form() {
+        let now = EventTime(1_793_491_200_000 + 8 * 3_600_000); // 2026-11-01T08:00:00Z
+        let spec = |s: &str| EventTime::parse_spec(s, now);
+        assert_eq!(spec("1793491200000"), Ok(EventTime(1_793_491_200_000)));
+        assert_eq!(spec("2026-11-01T08:00:00Z"), Ok(now));
+        assert_eq!(spec("2026-11-01T09:00:00+01:00"), Ok(now));
+        assert_eq!(spec("2026-11-01"), Ok(EventTime(1_793_491_200_000)));
+        assert_eq!(spec("2024-02-29"), Ok(EventTime(1_709_164_800_000)));
+        assert_eq!(spec("now"), Ok(now));
+        assert_eq!(spec("now-24h"), Ok(EventTime(now.0 - 86_400_000)));
+        assert_eq!(spec("now-7d"), Ok(EventTime(now.0 - 7 * 86_400_000)));
+        assert_eq!(spec("-7d"), spec("now-7d"));
+        assert_eq!(spec("now-30m"), Ok(EventTime(now.0 - 1_800_000)));
+        assert_eq!(spec("now+1h"), Ok(EventTime(now.0 + 3_600_000)));
+        assert_eq!(spec("now-2w"), Ok(EventTime(now.0 - 14 * 86_400_000)));
+        assert_eq!(spec("now-90s"), Ok(EventTime(now.0 - 90_000)));
+    }
+
+    #[test]
+    fn bad_time_specs_name_the_accepted_forms() {
+        let now = EventTime(1_793_491_200_000);
+        for bad in [
+            "yesterday",
+            "",
+            " now",
+            "now ",
+            "now-",
+            "now-h",
+            "now-7",
+            "now-7y",
+            "now-1M",
+            "now*7d",
+            "now-7dd",
+            "now--7d",
+            "+7d",
+            "now-1.5h",
+            "now-1234567890s",
+            "2026-02-30",
+            "2026-13-01",
+            "2026-1-01",
+            "26-11-01",
+            "2026-11-01T25:00:00Z",
+            "1e9",
+        ] {
+            let e = EventTime::parse_spec(bad, now).expect_err(bad);
+            assert!(matches!(e, TimeSpecError::Unreadable(_)), "{bad:?}: {e:?}");
+            let text = e.to_string();
+            assert!(text.contains("RFC 3339") && text.contains("now-24h"), "{text}");
+        }
+        for far in ["now-999999999w", "now+999999999w", "-30000d"] {
+            let e = EventTime::parse_spec(far, now);
+            assert!(matches!(e, Err(TimeSpecError::RelativeOutOfRange(_))), "{far:?}: {e:?}");
+        }
+        for far in ["-62135596800001", "-7", "253402300800000"] {
+            let e = EventTime::parse_spec(far, now);
+            assert!(matches!(e, Err(TimeSpecError::OutOfRange(_))), "{far:?}: {e:?}");
+        }
+        assert!(matches!(
+            EventTime::parse_spec("99999-01-01T00:00:00Z", now),
+            Err(TimeSpecError::Unreadable(_))
+        ));
     }
 
     #[test]

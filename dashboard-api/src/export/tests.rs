@@ -135,10 +135,9 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(content_type(&h), "text/csv; charset=utf-8");
     let disposition = h.get("content-disposition").unwrap().to_str().unwrap();
-    assert!(
-        disposition.starts_with("attachment; filename=\"readings-raw-")
-            && disposition.ends_with(".csv\""),
-        "{disposition}"
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"sccr-readings-2025-11-23T1000Z_2025-11-23T1002Z.csv\""
     );
     let text = String::from_utf8(body.to_vec()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -150,6 +149,10 @@ async fn raw_export_in_every_format_holds_the_stored_rows() {
     let (st, h, body) = send(&s, &format!("{base}&format=arrow"), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(content_type(&h), "application/vnd.apache.arrow.stream");
+    assert!(
+        h.get("content-disposition").unwrap().to_str().unwrap().ends_with(".arrows\""),
+        "an IPC stream is named .arrows: {h:?}"
+    );
     let batches = arrow_batches(body);
     assert_eq!(f64s(&batches, "value"), (0..120).map(|i| i as f64).collect::<Vec<_>>());
     let times = batches[0]
@@ -389,4 +392,204 @@ async fn exports_and_table_formats_need_planner_or_admin() {
     let resp =
         app(s.clone()).oneshot(Request::get(&export).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+fn error_of(body: &Bytes) -> Value {
+    serde_json::from_slice::<Value>(body).unwrap()["error"].clone()
+}
+
+/// Links `loop-2` to `viale-strozzi`; `lungarno-corsini` has no devices.
+async fn with_segments(s: &AppState) {
+    let road = |id: &str| telemetry::RoadSegment {
+        id: telemetry::SegmentId::parse(id).unwrap(),
+        name: id.into(),
+        kind: "urban".into(),
+        coordinates: vec![[11.246, 43.781], [11.252, 43.780]],
+        length_m: 480.0,
+        lanes: 2,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 50.0,
+        capacity_vph: 1_800.0,
+    };
+    s.store.upsert_segments(&[road("viale-strozzi"), road("lungarno-corsini")]).await.unwrap();
+    s.store
+        .upsert_devices(&[store::DeviceRecord {
+            id: DeviceId::parse("loop-2").unwrap(),
+            kind: Some("traffic_loop".into()),
+            segment: Some(telemetry::SegmentId::parse("viale-strozzi").unwrap()),
+            registered_at: EventTime(T0),
+        }])
+        .await
+        .unwrap();
+}
+
+/// A typo is a 404 naming it; a known subject without data is a 200 with no points.
+#[tokio::test]
+async fn history_and_latest_tell_an_unknown_subject_from_one_without_data() {
+    let s = state_with(10).await;
+    with_segments(&s).await;
+    let span = format!("from={T0}&to={}", T0 + 60_000);
+    for (query, param, id) in [
+        (format!("/api/v1/history?device=loop-7&metric=speed_kmh&{span}"), "device", "loop-7"),
+        (
+            format!("/api/v1/history?segment=viale-strozi&metric=speed_kmh&{span}"),
+            "segment",
+            "viale-strozi",
+        ),
+        (
+            format!("/api/v1/history?device=loop-7&metric=speed_kmh&{span}&format=csv"),
+            "device",
+            "loop-7",
+        ),
+        ("/api/v1/latest?device=loop-7".to_owned(), "device", "loop-7"),
+    ] {
+        let (st, h, body) = send(&s, &query, None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{query}");
+        assert_eq!(content_type(&h), "application/json");
+        let e = error_of(&body);
+        assert_eq!((e["code"].as_str(), e["param"].as_str()), (Some("not_found"), Some(param)));
+        assert!(e["message"].as_str().unwrap().contains(id), "{e}");
+    }
+    // Bad parameters are named before the subject is looked up.
+    let (st, _, body) =
+        send(&s, "/api/v1/history?device=loop-7&metric=speed_kmh&from=yesterday", None).await;
+    assert_eq!((st, error_of(&body)["param"].as_str()), (StatusCode::BAD_REQUEST, Some("from")));
+
+    let points = |body: &Bytes| {
+        serde_json::from_slice::<Value>(body).unwrap()["points"].as_array().unwrap().len()
+    };
+    // Known, without data: loop-2 sends no speed, lungarno-corsini has no devices, loop-9
+    // is registered but never reported.
+    s.store
+        .upsert_devices(&[store::DeviceRecord {
+            id: DeviceId::parse("loop-9").unwrap(),
+            kind: None,
+            segment: None,
+            registered_at: EventTime(T0),
+        }])
+        .await
+        .unwrap();
+    for query in [
+        format!("/api/v1/history?device=loop-2&metric=speed_kmh&{span}"),
+        format!("/api/v1/history?segment=lungarno-corsini&metric=speed_kmh&{span}"),
+        format!("/api/v1/history?device=loop-9&metric=speed_kmh&{span}"),
+    ] {
+        let (st, _, body) = send(&s, &query, None).await;
+        assert_eq!((st, points(&body)), (StatusCode::OK, 0), "{query}");
+    }
+    let (st, _, body) = send(&s, "/api/v1/latest?device=loop-9", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["values"], serde_json::json!([]));
+    // A decommissioned device still answers its history.
+    let loop1 = DeviceId::parse("loop-1").unwrap();
+    s.store.decommission_device(&loop1, EventTime(T0 + 1)).await.unwrap().unwrap();
+    let (st, _, body) =
+        send(&s, &format!("/api/v1/history?device=loop-1&metric=speed_kmh&{span}"), None).await;
+    assert_eq!((st, points(&body)), (StatusCode::OK, 10));
+}
+
+/// Every time parameter reads plain dates (00:00 UTC) and times relative to now, with
+/// one clock per request; bad ones list the accepted forms.
+#[tokio::test]
+async fn time_parameters_take_dates_and_relative_times() {
+    let s = state_with(10).await;
+    let json = |b: &Bytes| serde_json::from_slice::<Value>(b).unwrap();
+    let history = "/api/v1/history?device=loop-1&metric=speed_kmh";
+    // 2025-11-23 00:00 UTC to 2025-11-24 00:00 UTC holds the readings of 10:00.
+    let (st, _, body) =
+        send(&s, &format!("{history}&from=2025-11-23&to=2025-11-24&step=1h&agg=count"), None).await;
+    assert_eq!(st, StatusCode::OK, "{}", json(&body));
+    let b = json(&body);
+    assert_eq!(
+        (b["from"].as_i64(), b["to"].as_i64()),
+        (Some(1_763_856_000_000), Some(1_763_942_400_000))
+    );
+    assert_eq!(b["points"][0]["count"], 10);
+    for (from, to, span) in [
+        ("now-24h", "now", 86_400_000),
+        ("-7d", "now", 7 * 86_400_000),
+        ("now-30m", "now-10m", 20 * 60_000),
+        ("now-2w", "now+1h", 14 * 86_400_000 + 3_600_000),
+        ("now-2w", "now%2B1h", 14 * 86_400_000 + 3_600_000),
+        ("2025-11-23T11:00:00+01:00", "2025-11-23T12:00:00%2B01:00", 3_600_000),
+    ] {
+        let (st, _, body) = send(&s, &format!("{history}&from={from}&to={to}"), None).await;
+        assert_eq!(st, StatusCode::OK, "{from} {to}");
+        let b = json(&body);
+        assert_eq!(b["to"].as_i64().unwrap() - b["from"].as_i64().unwrap(), span, "{from} {to}");
+        let now = EventTime::now().millis();
+        if to.starts_with("now") {
+            assert!((now - b["to"].as_i64().unwrap()).abs() < 4 * 3_600_000, "{b}");
+        }
+    }
+    for (query, param, status) in [
+        (format!("{history}&from=now-7y"), "from", StatusCode::BAD_REQUEST),
+        (format!("{history}&from=now-1M"), "from", StatusCode::BAD_REQUEST),
+        (format!("{history}&to=2025-02-30"), "to", StatusCode::BAD_REQUEST),
+        (format!("{history}&from=now-999999999w"), "from", StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "/api/v1/export/readings?from=last%20week&to=now".to_owned(),
+            "from",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/dead-letters/reasons?since=today".to_owned(), "since", StatusCode::BAD_REQUEST),
+    ] {
+        let (st, _, body) = send_as(&s, ADMIN, &query, None).await;
+        let e = error_of(&body);
+        assert_eq!((st, e["param"].as_str()), (status, Some(param)), "{query}: {e}");
+        let message = e["message"].as_str().unwrap();
+        if status == StatusCode::BAD_REQUEST {
+            assert!(message.contains("RFC 3339") && message.contains("now-7d"), "{message}");
+        }
+    }
+    let (st, _, _) = send_as(&s, ADMIN, "/api/v1/dead-letters/reasons?since=now-1h", None).await;
+    assert_eq!(st, StatusCode::OK);
+    // Exports take the same forms, and are named by their range.
+    for (query, name) in [
+        ("from=2025-11-23&to=2025-11-24", "sccr-readings-2025-11-23_2025-11-24.csv"),
+        (
+            "from=2025-11-23&to=2025-11-24&resolution=1h",
+            "sccr-readings-1h-2025-11-23_2025-11-24.csv",
+        ),
+        (
+            "from=2025-11-23T10:00:00Z&to=1763892001500",
+            "sccr-readings-2025-11-23T1000Z_2025-11-23T100001Z.csv",
+        ),
+    ] {
+        let (st, h, body) = send(&s, &format!("/api/v1/export/readings?{query}"), None).await;
+        assert_eq!(st, StatusCode::OK, "{query}");
+        let disposition = h.get("content-disposition").unwrap().to_str().unwrap();
+        assert_eq!(disposition, format!("attachment; filename=\"{name}\""));
+        assert!(String::from_utf8(body.to_vec()).unwrap().lines().count() > 1, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn exports_filter_by_road_segment_and_name_unknown_subjects() {
+    let s = state_with(10).await;
+    with_segments(&s).await;
+    let base = format!("/api/v1/export/readings?{}", range(10));
+    let (st, _, body) = send(&s, &format!("{base}&segment=viale-strozzi"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        String::from_utf8(body.to_vec()).unwrap(),
+        "time,device,metric,value,seq\n2025-11-23T10:00:00.000Z,loop-2,vehicle_count,3,\n"
+    );
+    let (_, _, body) = send(&s, &format!("{base}&segment=lungarno-corsini"), None).await;
+    assert_eq!(String::from_utf8(body.to_vec()).unwrap(), "time,device,metric,value,seq\n");
+    let (_, _, body) =
+        send(&s, &format!("{base}&segment=viale-strozzi,lungarno-corsini&metric=speed_kmh"), None)
+            .await;
+    assert_eq!(String::from_utf8(body.to_vec()).unwrap().lines().count(), 1);
+    for (query, param, id) in [
+        (format!("{base}&segment=viale-strozzi,ponte-vecchio"), "segment", "ponte-vecchio"),
+        (format!("{base}&device=loop-1,loop-77"), "device", "loop-77"),
+    ] {
+        let (st, _, body) = send(&s, &query, None).await;
+        let e = error_of(&body);
+        assert_eq!((st, e["param"].as_str()), (StatusCode::NOT_FOUND, Some(param)), "{query}");
+        assert!(e["message"].as_str().unwrap().contains(id), "{e}");
+    }
+    let (st, _, body) = send(&s, &format!("{base}&segment=Viale!"), None).await;
+    assert_eq!((st, error_of(&body)["param"].as_str()), (StatusCode::BAD_REQUEST, Some("segment")));
 }
