@@ -8,7 +8,7 @@ use dashboard_api::auth::{generate_token, Role};
 use store::Store;
 use telemetry::EventTime;
 
-use crate::{load, pipeline, TokenAction};
+use crate::{pipeline, TokenAction};
 
 pub async fn token(action: TokenAction) -> Result<()> {
     match action {
@@ -20,7 +20,7 @@ pub async fn token(action: TokenAction) -> Result<()> {
                 !name.trim().is_empty() && name.chars().count() <= 128,
                 "--name must have 1 to 128 characters"
             );
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
             let (token, digest) = generate_token().map_err(|e| anyhow::anyhow!(e.message))?;
             let record =
                 store.create_token(name.trim(), role.as_str(), &digest, EventTime::now()).await?;
@@ -32,7 +32,7 @@ pub async fn token(action: TokenAction) -> Result<()> {
             println!("{token}");
         }
         TokenAction::List { config } => {
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
             for t in store.tokens().await? {
                 let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
                 println!("{}\t{}\t{}\t{}", t.id, t.role, state, t.name);
@@ -40,7 +40,7 @@ pub async fn token(action: TokenAction) -> Result<()> {
             store.close().await;
         }
         TokenAction::Revoke { config, id } => {
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
             let revoked = store.revoke_token(id, EventTime::now()).await?;
             store.close().await;
             anyhow::ensure!(revoked.is_some(), "no token {id}");
