@@ -2,12 +2,14 @@
 //! a file and its environment in one run, in plain words; every command that uses the
 //! database or the broker refuses to run without a configuration file and says which one
 //! (and which overrides) it uses; `SCCR_` variables that are not overrides are refused
-//! with the right form; an error's cause is printed once.
+//! with the right form; an error's cause is printed once; token changes made on the
+//! command line are in the API's audit log.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use sccr_tests::{workspace_bin, TempDir};
+use sccr_tests::{free_port, http_get, wait_for, workspace_bin, Broker, Sccr, TempDir};
 
 /// `sccr ARGS` with only `vars` (and PATH) in its environment.
 fn sccr(args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -138,4 +140,72 @@ fn commands_that_use_the_database_or_the_broker_need_a_configuration_file() {
     let generated = sccr(&["generate-config"], &[]);
     let text = String::from_utf8_lossy(&generated.stdout);
     assert!(text.contains("sccr serve --config sccr.toml") && text.contains("SCCR_CONFIG"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_changes_on_the_command_line_are_in_the_audit_log() {
+    let dir = TempDir::new("cli-audit").unwrap();
+    let file = write(&dir.path.join("sccr.toml"), "");
+    let db = format!("sqlite:{}", dir.path.join("sccr.db").display());
+    let vars = [("SCCR_CONFIG", file.as_str()), ("SCCR_DATABASE__URL", &db), ("USER", "maria")];
+
+    let o = sccr(&["migrate"], &vars);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!("sccr: configuration {file}, overridden by SCCR_DATABASE__URL\n")
+    );
+    assert!(!stderr(&o).contains(&db), "a variable's value is never shown");
+    let o = sccr(&["token", "create", "--role", "operator", "--name", "night shift"], &vars);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id: i64 = stderr(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("token ")?.split_whitespace().next()?.parse().ok())
+        .expect("the token's id");
+    let o = sccr(&["token", "revoke", &id.to_string()], &vars);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The API, listening on a host name, lists both changes with who made them.
+    let broker = Broker::start().await.expect("mosquitto");
+    let port = free_port();
+    let listen = format!("localhost:{port}");
+    let server = Sccr::serve(broker.port, &db, &dir.path, &[("SCCR_API__LISTEN", &listen)])
+        .expect("sccr serve");
+    let audit = wait_for("the audit log from the API", Duration::from_secs(60), || async {
+        http_get(port, "/api/v1/audit?limit=10").await.ok().filter(|(s, _)| *s == 200)
+    })
+    .await
+    .1;
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let entries: Vec<(&str, &str, &str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default();
+            (s("action"), s("actor"), s("role"), s("target"))
+        })
+        .filter(|(action, ..)| action.starts_with("token."))
+        .collect();
+    let target = format!("token/{id}");
+    assert_eq!(
+        entries,
+        [
+            ("token.revoke", "cli:maria", "admin", target.as_str()),
+            ("token.create", "cli:maria", "admin", target.as_str()),
+        ],
+        "{audit}"
+    );
+    let create =
+        audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "token.create");
+    assert_eq!(
+        create.unwrap()["detail"],
+        serde_json::json!({"name": "night shift", "role": "operator"})
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("overridden by SCCR_API__BOOTSTRAP_ADMIN_TOKEN, SCCR_API__LISTEN"),
+        "{log}"
+    );
+    assert!(!log.contains(sccr_tests::TEST_ADMIN_TOKEN), "the admin token is never shown: {log}");
 }
