@@ -62,7 +62,7 @@ pub(super) fn without_context(message: &str) -> String {
 /// The names a serde message lists: `` expected one of `a`, `b` `` or `` expected `a` or
 /// `b` `` (after its first backticked name, the one that was wrong).
 pub(super) fn expected_names(message: &str) -> Vec<String> {
-    let Some((_, expected)) = message.split_once("expected") else { return Vec::new() };
+    let Some((_, expected)) = message.split_once("`, expected ") else { return Vec::new() };
     expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
@@ -165,14 +165,24 @@ fn quotes(message: &str) -> String {
     message.replace('`', "\"")
 }
 
-/// The closest of `names` to `wrong`, when one is close enough to be a misspelling.
+/// The closest of `names` to `wrong`, when one is close enough to be a misspelling, or
+/// is part of it (`mqtt_host` for `host`).
 fn closest<'a>(wrong: &str, names: &'a [String]) -> Option<&'a str> {
-    names
+    let similar = names
         .iter()
         .map(|n| (strsim::jaro_winkler(wrong, n), n))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, n)| n.as_str())
+        .map(|(_, n)| n.as_str());
+    let part = || {
+        names
+            .iter()
+            .filter(|n| n.len() >= 4 && wrong.len() >= 4)
+            .filter(|n| wrong.contains(n.as_str()) || n.contains(wrong))
+            .max_by_key(|n| n.len())
+            .map(String::as_str)
+    };
+    similar.or_else(part)
 }
 
 /// An unknown key `field` at `key`, whose table takes `names`.

@@ -349,6 +349,17 @@ fn environment_variables_are_named_in_their_problems() {
 }
 
 #[test]
+fn a_misspelt_key_is_named_whatever_its_name() {
+    let list = problems("[mqtt]\nexpected_host = \"broker\"\n", &[]);
+    assert!(
+        list[0].starts_with(
+            "mqtt.expected_host: is not a key of [mqtt] (did you mean host?); its keys are host, port,"
+        ),
+        "{list:?}"
+    );
+}
+
+#[test]
 fn files_named_by_the_configuration_must_be_readable() {
     let list = problems("[segments]\nseed = \"/nonexistent/city.geojson\"\n", &[]);
     assert_eq!(list.len(), 1, "{list:?}");
