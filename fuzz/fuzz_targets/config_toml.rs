@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../sccr/src/config.rs"]
+#[path = "../../sccr/src/config/mod.rs"]
 mod config;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,10 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use dashboard_api::auth::{generate_token, Role};
-use store::Store;
+use serde_json::json;
+use store::{AuditEntry, Store};
 use telemetry::EventTime;
 
-use crate::{load, pipeline, TokenAction};
+use crate::{pipeline, TokenAction};
 
 pub async fn token(action: TokenAction) -> Result<()> {
     match action {
@@ -16,23 +17,26 @@ pub async fn token(action: TokenAction) -> Result<()> {
             let role = Role::parse(&role).with_context(|| {
                 format!("--role {role:?}: use admin, operator, planner or device")
             })?;
+            let name = name.trim();
             anyhow::ensure!(
-                !name.trim().is_empty() && name.chars().count() <= 128,
+                !name.is_empty() && name.chars().count() <= 128,
                 "--name must have 1 to 128 characters"
             );
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
             let (token, digest) = generate_token().map_err(|e| anyhow::anyhow!(e.message))?;
-            let record =
-                store.create_token(name.trim(), role.as_str(), &digest, EventTime::now()).await?;
+            let record = store.create_token(name, role.as_str(), &digest, EventTime::now()).await?;
+            let detail = json!({"name": name, "role": role});
+            let audited = audit(&store, "token.create", record.id, detail).await;
             store.close().await;
             eprintln!(
                 "token {} ({}, {}) created; it is shown only now:",
                 record.id, record.name, record.role
             );
             println!("{token}");
+            audited?;
         }
         TokenAction::List { config } => {
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
             for t in store.tokens().await? {
                 let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
                 println!("{}\t{}\t{}\t{}", t.id, t.role, state, t.name);
@@ -40,14 +44,57 @@ pub async fn token(action: TokenAction) -> Result<()> {
             store.close().await;
         }
         TokenAction::Revoke { config, id } => {
-            let store = pipeline::open_store(&load(config.as_deref())?).await?;
-            let revoked = store.revoke_token(id, EventTime::now()).await?;
+            let store = pipeline::open_store(&config.load()?).await?;
+            let revoked = store.revoke_token(id, EventTime::now()).await;
+            let audited = match &revoked {
+                Ok(Some(record)) => {
+                    audit(&store, "token.revoke", id, json!({"name": record.name})).await
+                }
+                _ => Ok(()),
+            };
             store.close().await;
-            anyhow::ensure!(revoked.is_some(), "no token {id}");
+            anyhow::ensure!(revoked?.is_some(), "no token {id}");
             println!("token {id} revoked");
+            audited?;
         }
     }
     Ok(())
+}
+
+/// Record a token change made from the command line in the audit log, as the API records
+/// its own (same actions, targets and details): the actor is `cli:<login name>`, with
+/// the role `admin` (whoever can reach the database can do what an admin can).
+async fn audit(store: &Store, action: &str, id: i64, detail: serde_json::Value) -> Result<()> {
+    let actor = format!("cli:{}", login_name());
+    let target = format!("token/{id}");
+    let entry = AuditEntry {
+        at: EventTime::now(),
+        actor: &actor,
+        role: "admin",
+        action,
+        target: &target,
+        detail,
+    };
+    store.audit(&entry).await.with_context(|| {
+        format!("the {action} of token {id} was made but could not be written to the audit log")
+    })
+}
+
+/// The name of who runs the command: `$USER` (or `$LOGNAME`), else the process's user id.
+fn login_name() -> String {
+    let named = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()));
+    named.unwrap_or_else(|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::metadata("/proc/self") {
+                return format!("uid {}", meta.uid());
+            }
+        }
+        "unknown".to_owned()
+    })
 }
 
 /// `include`'s text (a file of service accounts or the base ACL), ending in a newline.

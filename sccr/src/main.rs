@@ -12,12 +12,13 @@ mod pipeline;
 mod progress;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DEFAULT_CONFIG};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 
 #[derive(Parser)]
 #[command(name = "sccr", version, about = "Smart City Control Room backend")]
@@ -56,8 +57,8 @@ enum Command {
     },
     /// Run against an external broker and database.
     Serve {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// all (one process), ingest (MQTT to database, stream, alerts, webhooks; HTTP
         /// probes and metrics only) or api (REST, websocket, dashboard); the roles share
         /// live state over the broker (sccr/v1/live, sccr/v1/control).
@@ -66,15 +67,15 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Write readings or rollups of a time range into a folder of Hive-style partitions
     /// (`DIR/metric=<m>/date=<YYYY-MM-DD>/part-<N>.<ext>`) with a manifest,
     /// `_sccr_export.json` (docs/export.md).
     Export {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Start (inclusive): Unix ms, RFC 3339, a UTC date (2026-11-01), now, now-7d or -7d.
         #[arg(long, allow_hyphen_values = true)]
         from: String,
@@ -107,18 +108,20 @@ enum Command {
     /// metric, value[, seq]) from Parquet, CSV or Arrow files, or directories of them,
     /// through validation, dedupe and rollups. Importing a file again changes nothing.
     Import {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// Files or directories (an export's partition tree) to import.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Validate a configuration file (with environment overrides) and exit.
+    /// Check a configuration file (with its environment overrides): every problem at once,
+    /// each naming its key, then exit.
     CheckConfig {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigFile,
     },
-    /// Print a commented default configuration file.
+    /// Print a commented configuration file of the defaults:
+    /// `sccr generate-config > sccr.toml`.
     GenerateConfig,
     /// Manage API tokens.
     Token {
@@ -127,8 +130,8 @@ enum Command {
     },
     /// Write the MQTT broker's password file (Mosquitto format) from the device registry.
     MqttPasswd {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// The password file to write (replaced atomically; send the broker SIGHUP after).
         #[arg(long)]
         out: PathBuf,
@@ -139,8 +142,8 @@ enum Command {
     /// Write the MQTT broker's ACL file (Mosquitto format): the base ACL, then what each
     /// gateway in the device registry may publish and read for the devices it serves.
     MqttAcl {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// The ACL file to write (replaced atomically; send the broker SIGHUP after).
         #[arg(long)]
         out: PathBuf,
@@ -154,8 +157,8 @@ enum Command {
 pub(crate) enum TokenAction {
     /// Create a token and print it (it is shown only once).
     Create {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         /// admin, operator, planner or device.
         #[arg(long)]
         role: String,
@@ -165,19 +168,68 @@ pub(crate) enum TokenAction {
     },
     /// List tokens (never their secret).
     List {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Revoke a token by id.
     Revoke {
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
         id: i64,
     },
 }
 
-pub(crate) fn load(path: Option<&std::path::Path>) -> Result<Config> {
-    Ok(Config::load(path, std::env::vars())?)
+/// The configuration file of every command that uses the database or the broker. There
+/// is no built-in fallback: a command run without one would use a database and broker
+/// nobody chose.
+#[derive(clap::Args)]
+pub(crate) struct ConfigFile {
+    /// The configuration file (write one with `sccr generate-config > sccr.toml`).
+    /// `SCCR_<SECTION>__<KEY>` environment variables (`__` between every level) override
+    /// its keys, e.g. `SCCR_DATABASE__URL`.
+    #[arg(long, value_name = "FILE", env = "SCCR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The configuration with its environment overrides, checked; says on stderr which
+    /// file and which overrides (by name) it is.
+    pub(crate) fn load(&self) -> Result<Config> {
+        let Some(path) = &self.config else {
+            anyhow::bail!(
+                "no configuration file: pass --config FILE or set SCCR_CONFIG=FILE (write one \
+                 with `sccr generate-config > sccr.toml`)"
+            )
+        };
+        // Variables whose name is not Unicode cannot be SCCR_ ones; a value that is not is
+        // read lossily, to be refused with its key rather than skipped.
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
+        let loaded = Config::load(path, env)?;
+        eprintln!("sccr: {loaded}");
+        Ok(loaded.config)
+    }
+}
+
+/// How an error is printed: a configuration's problems as they are (one line each, then
+/// their count); anything else as `error: ` and its causes, each once (a message that
+/// already holds its cause's text is not followed by it again).
+fn report(error: &anyhow::Error) -> String {
+    if let Some(problems @ ConfigError::Invalid { .. }) = error.downcast_ref::<ConfigError>() {
+        return problems.to_string();
+    }
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    format!("error: {out}")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -200,7 +252,7 @@ pub async fn shutdown_signal() {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -210,7 +262,17 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info,rumqttd=off,sqlx=warn".into()),
         )
         .init();
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Demo { port, mqtt_port, devices, interval, data_dir, admin_token, backfill } => {
             anyhow::ensure!(devices > 0, "--devices must be at least 1");
             anyhow::ensure!(!interval.is_zero(), "--interval must be positive");
@@ -231,7 +293,7 @@ async fn main() -> Result<()> {
         }
         Command::Token { action } => admin::token(action).await,
         Command::MqttPasswd { config, out, include } => {
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             let n = admin::write_mqtt_passwd(&store, &out, include.as_deref()).await?;
             store.close().await;
@@ -239,7 +301,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::MqttAcl { config, out, include } => {
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             let n = admin::write_mqtt_acl(&store, &out, include.as_deref()).await?;
             store.close().await;
@@ -247,7 +309,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Serve { config, role } => {
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             let running = pipeline::start(&config, store, role).await?;
             println!("sccr serving on http://{}", running.api_addr);
@@ -257,7 +319,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Migrate { config } => {
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             store.close().await;
             println!("migrations applied");
@@ -287,14 +349,14 @@ async fn main() -> Result<()> {
                 replace,
             };
             export::query(&args, telemetry::EventTime::now())?;
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             let result = export::run(&store, args).await;
             store.close().await;
             result
         }
         Command::Import { config, paths } => {
-            let config = load(config.as_deref())?;
+            let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
             let args = import::ImportArgs {
                 paths,
@@ -307,13 +369,41 @@ async fn main() -> Result<()> {
             result.map(|_| ())
         }
         Command::CheckConfig { config } => {
-            load(Some(&config))?;
-            println!("{}: ok", config.display());
+            config.load()?;
+            if let Some(path) = &config.config {
+                println!("{}: ok", path.display());
+            }
             Ok(())
         }
         Command::GenerateConfig => {
             print!("{DEFAULT_CONFIG}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(ConfigError::Read { path: "x.toml".into(), error: missing });
+        assert_eq!(report(&e), "error: cannot read the configuration file x.toml: no such file");
+        // A context that already quotes its cause, and one that does not.
+        let e = anyhow::anyhow!("disk full").context("writing out.csv: disk full");
+        assert_eq!(report(&e), "error: writing out.csv: disk full");
+        let e = anyhow::anyhow!("disk full").context("writing out.csv");
+        assert_eq!(report(&e), "error: writing out.csv: disk full");
+        // A configuration's problems are printed as they are, one line each.
+        let e = anyhow::Error::new(ConfigError::Invalid {
+            origin: "sccr.toml".into(),
+            problems: vec!["mqtt.port: must be a whole number from 1 to 65535, got 0".into()],
+        });
+        assert_eq!(
+            report(&e),
+            "  - mqtt.port: must be a whole number from 1 to 65535, got 0\n1 problem in sccr.toml"
+        );
     }
 }

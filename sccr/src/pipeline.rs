@@ -389,7 +389,8 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         (AlertControl { commands: commands_tx, rules: rules.clone() }, readiness)
     };
 
-    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+    let listen = config.api.listen_addrs().map_err(|e| anyhow!("api.listen: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen.as_slice())
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;

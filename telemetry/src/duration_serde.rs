@@ -17,13 +17,23 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_duration(*d))
 }
 
+/// What a duration is, in the words of every error about one (a wrong type included:
+/// `invalid type: integer `30`, expected a duration like "30s", "5m" or "2h"`).
+pub const EXPECTED: &str = r#"a duration like "30s", "5m" or "2h""#;
+
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a duration such as \"90s\" or \"5m\": {e}"
-        ))
-    })
+    struct Humantime;
+    impl serde::de::Visitor<'_> for Humantime {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+        }
+    }
+    d.deserialize_str(Humantime)
 }
 
 /// `Option<Duration>`: absent or a humantime string.
@@ -69,6 +79,8 @@ mod tests {
     #[test]
     fn a_bare_number_is_refused_with_an_example() {
         let err = serde_json::from_str::<Holder>(r#"{"every":"300"}"#).unwrap_err().to_string();
-        assert!(err.contains("\"90s\""), "{err}");
+        assert!(err.contains(r#"string "300", expected a duration like "30s""#), "{err}");
+        let err = serde_json::from_str::<Holder>(r#"{"every":300}"#).unwrap_err().to_string();
+        assert!(err.contains(r#"integer `300`, expected a duration like "30s""#), "{err}");
     }
 }

@@ -525,7 +525,7 @@ pub struct Sccr {
     child: Option<Child>,
     pub log: PathBuf,
     env: Vec<(String, String)>,
-    config: Option<PathBuf>,
+    config: PathBuf,
     role: Option<String>,
 }
 
@@ -574,14 +574,9 @@ impl Sccr {
         role: Option<&str>,
     ) -> Result<Self> {
         let api_port = free_port();
-        let config = match toml {
-            Some(text) => {
-                let path = log_dir.join(format!("sccr-{api_port}.toml"));
-                std::fs::write(&path, text)?;
-                Some(path)
-            }
-            None => None,
-        };
+        // sccr serve needs a configuration file; an empty one is all defaults.
+        let config = log_dir.join(format!("sccr-{api_port}.toml"));
+        std::fs::write(&config, toml.unwrap_or_default())?;
         let mut env = vec![
             ("SCCR_MQTT__PORT".to_string(), broker_port.to_string()),
             ("SCCR_DATABASE__URL".to_string(), db_url.to_string()),
@@ -612,9 +607,7 @@ impl Sccr {
         if let Some(role) = &self.role {
             command.arg("--role").arg(role);
         }
-        if let Some(config) = &self.config {
-            command.arg("--config").arg(config);
-        }
+        command.arg("--config").arg(&self.config);
         let child = command
             // Only this test's settings: nothing SCCR_… from the suite's own environment.
             .env_clear()

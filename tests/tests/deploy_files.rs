@@ -156,6 +156,18 @@ fn compose_file_runs_what_the_binaries_accept() {
             "{var} is not an SCCR_<SECTION>__<KEY> override"
         );
     }
+    // Compose's own variables (${NAME}) are not sccr's: an SCCR_ name exported in the
+    // operator's shell would make every sccr command there refuse it.
+    let text = read(&deploy("compose.yaml"));
+    let interpolated: Vec<&str> = text
+        .split("${")
+        .skip(1)
+        .map(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap())
+        .collect();
+    assert!(interpolated.contains(&"DB_PASSWORD"), "{interpolated:?}");
+    for name in interpolated {
+        assert!(!name.starts_with("SCCR_"), "compose.yaml interpolates {name}, an SCCR_ name");
+    }
     // Prometheus scrapes sccr's API port at /metrics.
     let prom = yaml(&deploy("prometheus/prometheus.yml"));
     let job = &prom["scrape_configs"][0];

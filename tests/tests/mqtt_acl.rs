@@ -45,8 +45,13 @@ fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
 /// `sccr COMMAND --out OUT --include INCLUDE` (mqtt-passwd, mqtt-acl) on `db_url`; its
 /// standard output.
 fn sccr_admin(command: &str, out: &Path, include: &Path, db_url: &str) -> String {
+    // An empty configuration file (all defaults), the database from the environment.
+    let config = out.with_extension("sccr.toml");
+    std::fs::write(&config, "").unwrap();
     let output = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
         .arg(command)
+        .arg("--config")
+        .arg(&config)
         .arg("--out")
         .arg(out)
         .arg("--include")

@@ -1,0 +1,262 @@
+//! The checks of values a configuration's types cannot express: ranges, addresses, files
+//! that must be readable, keys that go together. Each problem is `key: message`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{ApiSection, Config, ConfigError};
+
+/// Whole-number keys allowed a narrower range than their type's: `(key, least, most)`,
+/// `most` `None` for the type's own limit. The one statement of each range, for the
+/// checks below and for the words of a wrong-type error at the key.
+pub(super) const WHOLE_RANGES: &[(&str, u64, Option<u64>)] = &[
+    ("mqtt.port", 1, Some(65_535)),
+    ("mqtt.receive_maximum", 1, Some(65_535)),
+    ("database.max_connections", 1, None),
+    ("api.max_connections", 1, None),
+    ("ingest.max_payload_bytes", 64, None),
+    ("ingest.max_pending_readings", 1, None),
+    ("writer.max_batch_readings", 1, None),
+    ("writer.queue_messages", 1, None),
+    ("webhooks.max_attempts", 1, None),
+    ("webhooks.concurrency", 1, None),
+    ("wall.basemap_max_zoom", 1, Some(dashboard_api::basemap::MAX_ZOOM as u64)),
+    ("alerts.operator_positions", 1, Some(100)),
+    ("alerts.storm.raises_per_minute", 1, None),
+];
+
+/// `a whole number from 1 to 65535`, for a key of [`WHOLE_RANGES`].
+pub(super) fn range_words(key: &str) -> Option<String> {
+    WHOLE_RANGES.iter().find(|(k, ..)| *k == key).map(|(_, least, most)| match most {
+        Some(most) => format!("a whole number from {least} to {most}"),
+        None => format!("a whole number, at least {least}"),
+    })
+}
+
+/// The problem of `value` at `key` when it is outside the key's range.
+pub(super) fn whole(key: &str, value: u64) -> Option<String> {
+    let (_, least, most) = WHOLE_RANGES.iter().find(|(k, ..)| *k == key)?;
+    if value >= *least && most.is_none_or(|m| value <= m) {
+        return None;
+    }
+    Some(format!("{key}: must be {}, got {value}", range_words(key)?))
+}
+
+impl ApiSection {
+    /// The addresses `listen` names: an IP address and port (`0.0.0.0:8080`,
+    /// `[::]:8080`) or a host name and port (`localhost:8080`, resolved now), IPv4 ones
+    /// first. The API binds the first of them it can.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        const EXAMPLES: &str = "an address and port such as 127.0.0.1:8080, 0.0.0.0:8080 \
+                                (every IPv4 interface), [::]:8080 or localhost:8080";
+        let listen = self.listen.trim();
+        if let Ok(addr) = listen.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let Some((host, port)) = listen.rsplit_once(':') else {
+            return Err(format!("must be {EXAMPLES}, got {listen:?}"));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("must be {EXAMPLES}, got {listen:?}"));
+        }
+        let mut addrs: Vec<SocketAddr> = listen
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the host name {host:?} ({e}); use {EXAMPLES}"))?
+            .collect();
+        addrs.sort_by_key(SocketAddr::is_ipv6);
+        if addrs.is_empty() {
+            return Err(format!("the host name {host:?} resolves to no address; use {EXAMPLES}"));
+        }
+        Ok(addrs)
+    }
+}
+
+/// The problem of a file named at `key` that cannot be opened for reading.
+fn readable(key: &str, path: &Path) -> Option<String> {
+    let problem = match std::fs::metadata(path) {
+        Err(e) => e.to_string(),
+        Ok(meta) if !meta.is_file() => "it is not a file".to_owned(),
+        Ok(_) => std::fs::File::open(path).err()?.to_string(),
+    };
+    let relative = if path.is_relative() {
+        std::env::current_dir()
+            .map(|d| format!(", relative to the working directory {}", d.display()))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Some(format!("{key}: cannot read {}{relative}: {problem}", path.display()))
+}
+
+impl Config {
+    /// Every problem of the values, each `key: message`; `Ok` when there is none.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(problems))
+        }
+    }
+
+    /// Every problem of the values, each `key: message`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, msg: &str| {
+            if !ok {
+                errors.push(format!("{key}: {msg}"));
+            }
+        };
+        let m = &self.mqtt;
+        check(!m.host.is_empty(), "mqtt.host", "must not be empty");
+        check(!m.client_id.is_empty(), "mqtt.client_id", "must not be empty");
+        check(
+            !m.group.is_empty() && !m.group.contains(['/', '+', '#']),
+            "mqtt.group",
+            "must be non-empty, without '/', '+' or '#'",
+        );
+        check(
+            m.username.is_some() || m.password.is_none(),
+            "mqtt.username",
+            "is required with mqtt.password",
+        );
+        check(
+            m.password.is_some() || m.username.is_none(),
+            "mqtt.password",
+            "is required with mqtt.username (e.g. from SCCR_MQTT__PASSWORD)",
+        );
+        check(m.keep_alive >= Duration::from_secs(5), "mqtt.keep_alive", "must be at least 5s");
+        let d = &self.database;
+        check(
+            ["postgres://", "postgresql://", "sqlite:"].iter().any(|p| d.url.starts_with(p)),
+            "database.url",
+            "must start with postgres://, postgresql:// or sqlite: (e.g. \
+             postgres://sccr@db.example:5432/sccr or sqlite:/var/lib/sccr/sccr.db)",
+        );
+        check(
+            !d.rollup_merge_interval.is_zero(),
+            "database.rollup_merge_interval",
+            "must be positive",
+        );
+        check(
+            d.maintenance_interval >= Duration::from_secs(1),
+            "database.maintenance_interval",
+            "must be at least 1s",
+        );
+        let r = &self.retention;
+        let day = Duration::from_secs(86_400);
+        for (key, kept) in [
+            ("retention.raw", r.raw),
+            ("retention.rollup_1m", r.rollup_1m),
+            ("retention.rollup_1h", r.rollup_1h),
+            ("retention.rollup_1d", r.rollup_1d),
+        ] {
+            check(
+                kept.is_none_or(|d| d >= day),
+                key,
+                "must be at least 1d (partitions are days), or \"forever\"",
+            );
+        }
+        check(
+            r.raw.is_none_or(|raw| self.ingest.max_past_age <= raw),
+            "ingest.max_past_age",
+            "must not be longer than retention.raw: a reading older than the raw retention \
+             may have lost the raw row that dedupes it, so the store refuses it (dead letter \
+             older_than_retention) rather than count it twice; lengthen retention.raw to \
+             accept older readings (backfills with `sccr import` are bound by retention.raw \
+             too)",
+        );
+        check(
+            self.api
+                .bootstrap_admin_token
+                .as_ref()
+                .is_none_or(|t| t.len() >= 32 && t.chars().all(|c| c.is_ascii_graphic())),
+            "api.bootstrap_admin_token",
+            "must be at least 32 printable characters (e.g. from `openssl rand -hex 32`)",
+        );
+        check(
+            self.api.header_timeout >= Duration::from_millis(100),
+            "api.header_timeout",
+            "must be at least 100ms",
+        );
+        check(
+            self.api.request_timeout >= Duration::from_secs(1),
+            "api.request_timeout",
+            "must be at least 1s",
+        );
+        let w = &self.writer;
+        check(!w.max_batch_age.is_zero(), "writer.max_batch_age", "must be positive");
+        check(!w.stall_after.is_zero(), "writer.stall_after", "must be positive");
+        let s = &self.stream;
+        check(s.window >= Duration::from_secs(1), "stream.window", "must be at least 1s");
+        check(
+            s.state_save_interval >= Duration::from_secs(1),
+            "stream.state_save_interval",
+            "must be at least 1s",
+        );
+        check(
+            s.registry_refresh >= Duration::from_secs(1),
+            "stream.registry_refresh",
+            "must be at least 1s",
+        );
+        let w = &self.webhooks;
+        check(!w.source.trim().is_empty(), "webhooks.source", "must not be empty");
+        check(
+            w.poll_interval >= Duration::from_millis(10),
+            "webhooks.poll_interval",
+            "must be at least 10ms",
+        );
+        check(
+            w.request_timeout >= Duration::from_millis(100),
+            "webhooks.request_timeout",
+            "must be at least 100ms",
+        );
+        check(!w.backoff_base.is_zero(), "webhooks.backoff_base", "must be positive");
+        check(
+            w.backoff_cap >= w.backoff_base,
+            "webhooks.backoff_cap",
+            "must be at least webhooks.backoff_base",
+        );
+        check(
+            w.retention >= Duration::from_secs(3_600),
+            "webhooks.retention",
+            "must be at least 1h",
+        );
+        for (key, value) in [
+            ("mqtt.port", u64::from(self.mqtt.port)),
+            ("mqtt.receive_maximum", u64::from(self.mqtt.receive_maximum)),
+            ("database.max_connections", u64::from(self.database.max_connections)),
+            ("api.max_connections", self.api.max_connections as u64),
+            ("ingest.max_payload_bytes", self.ingest.max_payload_bytes as u64),
+            ("ingest.max_pending_readings", self.ingest.max_pending_readings as u64),
+            ("writer.max_batch_readings", self.writer.max_batch_readings as u64),
+            ("writer.queue_messages", self.writer.queue_messages as u64),
+            ("webhooks.max_attempts", u64::from(self.webhooks.max_attempts)),
+            ("webhooks.concurrency", self.webhooks.concurrency as u64),
+        ] {
+            errors.extend(whole(key, value));
+        }
+        if let Err(problem) = self.api.listen_addrs() {
+            errors.push(format!("api.listen: {problem}"));
+        }
+        if let Err(ConfigError::Invalid { problems, .. }) = w.destinations() {
+            errors.extend(problems);
+        }
+        // Files named by the configuration are opened now, so that `check-config` finds
+        // one that is missing or unreadable.
+        if let Some(seed) = &self.segments.seed {
+            errors.extend(readable("segments.seed", seed));
+        }
+        errors.extend(w.tls_files().problems().iter().map(ToString::to_string));
+        // So is a PMTiles basemap.
+        if let Err(list) = self.wall.settings() {
+            errors.extend(list);
+        }
+        if let Err(rule_errors) = self.alerts.validate() {
+            errors
+                .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
+        }
+        errors
+    }
+}
