@@ -136,7 +136,8 @@ enum Command {
         /// The ACL file to write (replaced atomically; send the broker SIGHUP after).
         #[arg(long)]
         out: PathBuf,
-        /// The base ACL (deploy/mosquitto/sccr.acl) to include first.
+        /// The base ACL (deploy/mosquitto/sccr.acl: the device patterns and the service
+        /// accounts) to include first; required, as an ACL without it refuses every device.
         #[arg(long)]
         include: Option<PathBuf>,
     },
