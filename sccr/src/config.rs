@@ -12,6 +12,7 @@ use telemetry::duration_serde::deserialize as duration;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttSection,
+    pub provisioning: ProvisioningSection,
     pub database: DatabaseSection,
     pub retention: RetentionSection,
     pub api: ApiSection,
@@ -40,6 +41,115 @@ pub struct MqttSection {
     #[serde(deserialize_with = "duration")]
     pub session_expiry: Duration,
     pub receive_maximum: u16,
+}
+
+/// `[provisioning]`: how device credentials and topic rights reach the broker
+/// (`links::provisioning`). A section of its own, not `[mqtt.provisioning]`, so that the
+/// environment can carry its secret (`SCCR_PROVISIONING__PASSWORD`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningSection {
+    pub mode: links::provisioning::ProvisioningMode,
+    /// An account with the dynamic security plugin's admin role (mode `dynsec`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+}
+
+impl Default for ProvisioningSection {
+    fn default() -> Self {
+        Self {
+            mode: links::provisioning::ProvisioningMode::PasswordFile,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProvisioningSection {
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let dynsec = self.mode == links::provisioning::ProvisioningMode::Dynsec;
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        if dynsec && !(given(&self.username) && given(&self.password)) {
+            out.push("provisioning.username and provisioning.password are required with provisioning.mode = \"dynsec\" (an account with the dynamic security plugin's admin role)".to_owned());
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.timeout) {
+            out.push("provisioning.timeout must be between 100ms and 60s".to_owned());
+        }
+        if self.reconcile_interval < Duration::from_secs(1) {
+            out.push("provisioning.reconcile_interval must be at least 1s".to_owned());
+        }
+        out
+    }
+
+    /// The dynsec link's settings (mode `dynsec`): the broker of `[mqtt]`, a client id of
+    /// its own.
+    pub fn dynsec(&self, mqtt: &MqttSection) -> Option<links::provisioning::DynsecConfig> {
+        (self.mode == links::provisioning::ProvisioningMode::Dynsec).then(|| {
+            links::provisioning::DynsecConfig {
+                host: mqtt.host.clone(),
+                port: mqtt.port,
+                client_id: format!("{}-provisioning", mqtt.client_id),
+                username: self.username.clone().unwrap_or_default(),
+                password: self.password.clone().unwrap_or_default(),
+                keep_alive: mqtt.keep_alive,
+                timeout: self.timeout,
+                reconcile_interval: self.reconcile_interval,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod provisioning_tests {
+    use super::*;
+
+    #[test]
+    fn dynsec_needs_its_account_and_each_error_names_its_key() {
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let c = Config::from_toml(
+            "[provisioning]\nmode = \"dynsec\"\nusername = \"sccr-prov\"\n",
+            env("SCCR_PROVISIONING__PASSWORD", "s3cret"),
+        )
+        .unwrap();
+        let d = c.provisioning.dynsec(&c.mqtt).unwrap();
+        assert_eq!(
+            (d.username.as_str(), d.password.as_str(), d.port),
+            ("sccr-prov", "s3cret", 1883)
+        );
+        assert_eq!(d.client_id, "sccr-ingest-1-provisioning");
+        assert!(
+            Config::default().provisioning.dynsec(&c.mqtt).is_none(),
+            "password_file by default"
+        );
+        let e = Config::from_toml(
+            "[provisioning]\nmode = \"dynsec\"\ntimeout = \"1ms\"\nreconcile_interval = \"10ms\"\n",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "provisioning.username and provisioning.password",
+            "provisioning.timeout",
+            "provisioning.reconcile_interval",
+        ] {
+            assert!(e.contains(key), "{key} in {e}");
+        }
+        let e = Config::from_toml("[provisioning]\nmode = \"acl\"\n", []).unwrap_err().to_string();
+        assert!(
+            e.contains("provisioning.mode")
+                && e.contains("dynsec")
+                && e.contains("password_file")
+                && e.contains("none"),
+            "{e}"
+        );
+    }
 }
 
 /// A retention period, or "forever".
@@ -586,6 +696,7 @@ impl Config {
             errors
                 .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
         }
+        errors.extend(self.provisioning.problems());
         if errors.is_empty() {
             Ok(())
         } else {
@@ -617,6 +728,23 @@ keep_alive = "30s"
 session_expiry = "7d"
 # Messages the broker may have in flight to ingest before our acknowledgements.
 receive_maximum = 1000
+
+[provisioning]
+# How device credentials and topic rights reach the broker:
+# "password_file": the registry keeps password hashes; `sccr mqtt-passwd` and
+#   `sccr mqtt-acl` write the broker's files, which apply when it is sent SIGHUP.
+# "dynsec": applied at once through Mosquitto's dynamic security plugin, by an account
+#   with the plugin's admin role (deploy/mosquitto/sccr-dynsec.conf); a device connects
+#   right after its registration answer.
+# "none": the broker's credentials are managed outside SCCR.
+mode = "password_file"
+# username = "sccr-provisioning"
+# password = "..."
+# How long the plugin's answer is awaited; past it the change is answered as pending.
+timeout = "5s"
+# How often the broker's clients and roles are brought in line with the registry (also at
+# start and whenever the broker comes back).
+reconcile_interval = "60s"
 
 [database]
 # postgres://user@host:port/db, or sqlite:path/to/file.db

@@ -396,10 +396,31 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
+    // Broker provisioning of device credentials: where the API runs.
+    let provisioning = match config.provisioning.dynsec(&config.mqtt) {
+        Some(dynsec) if role != Role::Ingest => {
+            let (p, t) = links::provisioning::start(dynsec, store.clone(), shutdown_rx.clone());
+            tasks.extend(t);
+            p
+        }
+        _ if config.provisioning.mode == links::provisioning::ProvisioningMode::None => {
+            links::provisioning::Provisioning::None
+        }
+        _ => links::provisioning::Provisioning::PasswordFile,
+    };
+    let render = {
+        let provisioning = provisioning.clone();
+        Arc::new(move || {
+            let mut out = render();
+            provisioning.render(&mut out);
+            out
+        }) as dashboard_api::MetricsRenderer
+    };
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
     state.metrics = Some(render);
+    state.provisioning = provisioning;
     state.readiness = Some(readiness);
     state.wall = Arc::new(
         config
