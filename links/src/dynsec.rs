@@ -332,6 +332,74 @@ pub fn plan(desired: &Desired, actual: &Actual, secrets: &HashMap<String, Secret
     p
 }
 
+/// The plugin's configuration file (`plugin_opt_config_file`) with the registry in it:
+/// `base` (the file as `mosquitto_ctrl dynsec init` or the broker wrote it: the admin,
+/// the service accounts, the default access) without the clients and roles SCCR manages,
+/// plus the registry's, each client with its registry hash, which the file stores in the
+/// same form (`password`, `salt`, `iterations`; the plugin reads it only at start). On a
+/// broker that starts with it, every device's current password works and no rotation is
+/// needed: the way from password files to the plugin, or back from a lost password.
+/// Returns the file and the devices left out because an unmanaged client has their id.
+pub fn config_file(
+    base: &Value,
+    credentials: &[(DeviceId, String)],
+    links: &[(DeviceId, DeviceId)],
+) -> Result<(Value, Vec<String>), String> {
+    let mut out = base.clone();
+    let Some(obj) = out.as_object_mut() else {
+        return Err("the plugin's file is not a JSON object".into());
+    };
+    let keep = |key: &str, managed: &dyn Fn(&Value) -> bool| -> Vec<Value> {
+        base[key]
+            .as_array()
+            .map(|a| a.iter().filter(|v| !managed(v)).cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut clients = keep("clients", &|c| c["textname"].as_str() == Some(MANAGED));
+    let mut roles =
+        keep("roles", &|r| r["rolename"].as_str().is_some_and(|n| n.starts_with(ROLE_PREFIX)));
+    let taken: BTreeSet<String> =
+        clients.iter().filter_map(|c| c["username"].as_str().map(str::to_owned)).collect();
+    let desired = Desired::from_registry(credentials, links);
+    let mut conflicts = Vec::new();
+    for (device, hash) in credentials {
+        let id = device.as_str();
+        if taken.contains(id) {
+            conflicts.push(id.to_owned());
+            continue;
+        }
+        let mut parts = hash.split('$');
+        let (Some(""), Some("7"), Some(iterations), Some(salt), Some(digest), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{id}: the registry's hash is not a $7$ (PBKDF2-SHA512) hash"));
+        };
+        let iterations: u32 = match iterations.parse() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("{id}: the registry's hash has no iteration count")),
+        };
+        // Base64 of the plugin's 12-byte salt and 64-byte hash: it skips other lengths.
+        if salt.len() != 16 || digest.len() != 88 {
+            return Err(format!(
+                "{id}: the registry's hash has not Mosquitto's salt and hash sizes"
+            ));
+        }
+        let Some(want) = desired.clients.get(id) else { continue };
+        clients.push(json!({"username": id, "textname": MANAGED, "textdescription": tag(&want.fp),
+            "password": digest, "salt": salt, "iterations": iterations, "roles": role_list(&want.roles)}));
+    }
+    for (name, acls) in &desired.roles {
+        let acls: Vec<Value> = acls
+            .iter()
+            .map(|a| json!({"acltype": a.acltype, "topic": a.topic, "priority": 0, "allow": a.allow}))
+            .collect();
+        roles.push(json!({"rolename": name, "textname": MANAGED, "acls": acls}));
+    }
+    obj.insert("clients".into(), Value::Array(clients));
+    obj.insert("roles".into(), Value::Array(roles));
+    Ok((out, conflicts))
+}
+
 /// One answer of the plugin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {

@@ -161,6 +161,37 @@ pub async fn write_mqtt_acl(store: &Store, out: &Path, include: Option<&Path>) -
     Ok(links.len())
 }
 
+/// Write the dynamic security plugin's file (atomically) from `include` (the plugin's
+/// file as `mosquitto_ctrl dynsec init` or a stopped broker left it; required: it holds
+/// the admin account) with the registry's clients and roles, password hashes included.
+/// For a broker that is stopped: the plugin reads the file only at start and rewrites it
+/// on every change. Returns the number of device clients and the devices left out because
+/// a client SCCR does not manage has their id.
+pub async fn write_mqtt_dynsec(
+    store: &Store,
+    out: &Path,
+    include: Option<&Path>,
+) -> Result<(usize, Vec<String>)> {
+    let Some(path) = include else {
+        anyhow::bail!(
+            "--include is required: the plugin's file (from `mosquitto_ctrl dynsec init`) \
+             holds the admin account SCCR provisions with, and the service accounts"
+        );
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --include {}", path.display()))?;
+    let base: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--include {} is not the plugin's JSON file", path.display()))?;
+    let credentials = store.device_credentials().await?;
+    let links = store.gateway_links().await?;
+    let (file, conflicts) = links::dynsec::config_file(&base, &credentials, &links)
+        .map_err(|e| anyhow::anyhow!("--include {}: {e}", path.display()))?;
+    let mut text = serde_json::to_string_pretty(&file)?;
+    text.push('\n');
+    write_atomically(out, &text)?;
+    Ok((credentials.len() - conflicts.len(), conflicts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,20 @@ enum Command {
         #[arg(long)]
         include: Option<PathBuf>,
     },
+    /// Write Mosquitto's dynamic security plugin file from the device registry: the
+    /// included file (from `mosquitto_ctrl dynsec init`) with a client per device, its
+    /// password hash and its role. For a stopped broker: moving from password files to
+    /// `[provisioning] mode = "dynsec"` without new passwords.
+    MqttDynsec {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The plugin's file to write (`plugin_opt_config_file`; replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The plugin's current file (the admin and service accounts); required.
+        #[arg(long)]
+        include: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +251,21 @@ async fn main() -> Result<()> {
             let n = admin::write_mqtt_acl(&store, &out, include.as_deref()).await?;
             store.close().await;
             println!("{}: {n} gateway grants", out.display());
+            Ok(())
+        }
+        Command::MqttDynsec { config, out, include } => {
+            let config = load(config.as_deref())?;
+            let store = pipeline::open_store(&config).await?;
+            let written = admin::write_mqtt_dynsec(&store, &out, include.as_deref()).await;
+            store.close().await;
+            let (n, conflicts) = written?;
+            if !conflicts.is_empty() {
+                eprintln!(
+                    "left out (a client SCCR does not manage has their id): {}",
+                    conflicts.join(", ")
+                );
+            }
+            println!("{}: {n} device clients", out.display());
             Ok(())
         }
         Command::Serve { config, role } => {

@@ -6,7 +6,8 @@
 //! password out at once; a decommissioned device is disconnected and refused; a gateway
 //! gets its devices' topics through their roles; a registration while the broker is down
 //! is answered as pending and applied when the broker returns, or, if the password was
-//! lost with the process, waits disabled for a rotation.
+//! lost with the process, waits disabled for a rotation; devices registered under password
+//! files move to the plugin with their passwords (`sccr mqtt-dynsec`).
 
 use std::path::Path;
 use std::process::Command;
@@ -39,6 +40,12 @@ fn plugin() -> String {
 /// loopback port, its files to the broker's directory), the plugin's file made by
 /// `mosquitto_ctrl dynsec init`, and the service accounts made by the shipped script.
 async fn dynsec_broker() -> Broker {
+    dynsec_broker_with(|_| Ok(())).await
+}
+
+/// Like [`dynsec_broker`], with `prepare` run on the plugin's file before the broker
+/// starts.
+async fn dynsec_broker_with(prepare: impl FnOnce(&Path) -> anyhow::Result<()>) -> Broker {
     let broker = Broker::start_config(|dir, port| {
         let json = dir.join("dynamic-security.json");
         let st = Command::new("mosquitto_ctrl")
@@ -48,6 +55,7 @@ async fn dynsec_broker() -> Broker {
             .stdout(std::process::Stdio::null())
             .status()?;
         anyhow::ensure!(st.success(), "mosquitto_ctrl dynsec init failed");
+        prepare(&json)?;
         let data = dir.join("data");
         std::fs::create_dir_all(&data)?;
         let text =
@@ -357,4 +365,61 @@ async fn a_device_whose_password_was_lost_waits_disabled_for_a_rotation() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_registered_with_password_files_move_to_the_plugin_with_their_passwords() {
+    let plain = Broker::start().await.expect("mosquitto");
+    let db = TestDb::create().await.expect("database");
+    let dir = TempDir::new("prov-move").expect("tempdir");
+    let before = Sccr::serve(plain.port, &db.url, &dir.path, &[]).expect("sccr");
+    before.wait_healthy().await;
+    let (cabinet, answer) = register(&before, r#"{"id":"cabinet-9","kind":"gateway"}"#).await;
+    assert_eq!(answer["provisioning"], "password_file");
+    let (device_password, _) = register(&before, r#"{"id":"loop-91","gateway":"cabinet-9"}"#).await;
+    drop(before);
+
+    // The plugin's file written from the registry, hashes and all, before the broker starts.
+    let db_url = db.url.clone();
+    let broker = dynsec_broker_with(move |json| {
+        let out = Command::new(sccr_tests::workspace_bin("sccr")?)
+            .arg("mqtt-dynsec")
+            .arg("--include")
+            .arg(json)
+            .arg("--out")
+            .arg(json)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("SCCR_DATABASE__URL", &db_url)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            out.status.success() && stdout.contains("2 device clients"),
+            "sccr mqtt-dynsec: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })
+    .await;
+    // The passwords the registrations answered work on the plugin, with the same rights.
+    let mut ingest = Client::connect(broker.port, INGEST.0, INGEST.1).await;
+    assert!(granted(ingest.subscribe("sccr/v1/devices/+/telemetry").await));
+    let mut device = Client::connect(broker.port, "loop-91", &device_password).await;
+    assert_eq!(publish(&mut device, "loop-91", reading()).await, PubAckReason::Success);
+    assert_eq!(publish(&mut device, "cabinet-9", reading()).await, PubAckReason::NotAuthorized);
+    let mut gateway = Client::connect(broker.port, "cabinet-9", &cabinet).await;
+    assert_eq!(publish(&mut gateway, "loop-91", reading()).await, PubAckReason::Success);
+
+    // Provisioning through the plugin finds the broker in line with the registry.
+    let sccr = serve(&broker, &db, &dir);
+    ready(&sccr).await;
+    sccr_tests::wait_for("a whole reconciliation", Duration::from_secs(30), || async {
+        (metric(&sccr, "sccr_provisioning_reconciliations_total").await? >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&sccr, "sccr_provisioning_devices_awaiting_rotation").await, Some(0));
+    assert_eq!(metric(&sccr, "sccr_provisioning_conflicts").await, Some(0));
+    assert_eq!(metric(&sccr, "sccr_provisioning_command_errors_total").await, Some(0));
+    // Nothing changed, so nobody was made to reconnect.
+    assert_eq!(publish(&mut gateway, "loop-91", reading()).await, PubAckReason::Success);
 }

@@ -281,3 +281,70 @@ fn a_fingerprint_names_a_hash_without_revealing_it() {
             && !format!("{:?}", secret("h", "hunter2")).contains("hunter2")
     );
 }
+
+#[test]
+fn the_plugins_file_takes_the_registry_with_its_hashes_and_keeps_the_rest() {
+    let salt = "c2FsdHNhbHRzYWx0"; // 12 bytes
+    let digest = format!("{}==", "A".repeat(86)); // 64 bytes
+    let hash = format!("$7$101${salt}${digest}");
+    let base = json!({
+        "defaultACLAccess": [{"acltype": "subscribe", "allow": false}],
+        "clients": [
+            {"username": "sccr-provisioning", "roles": [{"rolename": "admin"}]},
+            {"username": "sccr-api", "roles": [{"rolename": "sccr-api"}]},
+            {"username": "old-1", "textname": MANAGED, "roles": [{"rolename": "sccr-device-old-1"}]},
+        ],
+        "roles": [{"rolename": "admin"}, {"rolename": "sccr-device-old-1"}],
+    });
+    let (file, conflicts) = config_file(
+        &base,
+        &[(id("cab-1"), hash.clone()), (id("sccr-api"), hash.clone())],
+        &[(id("cab-1"), id("loop-1"))],
+    )
+    .unwrap();
+    assert_eq!(conflicts, ["sccr-api"]);
+    assert_eq!(file["defaultACLAccess"], base["defaultACLAccess"]);
+    let names = |key: &str, field: &str| -> Vec<String> {
+        file[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("clients", "username"), ["sccr-provisioning", "sccr-api", "cab-1"]);
+    assert_eq!(
+        names("roles", "rolename"),
+        ["admin", "sccr-device-cab-1", "sccr-device-loop-1", "sccr-device-sccr-api"]
+    );
+    let cab = &file["clients"][2];
+    assert_eq!(
+        (cab["salt"].as_str(), cab["password"].as_str()),
+        (Some(salt), Some(digest.as_str()))
+    );
+    assert_eq!(cab["iterations"], 101);
+    assert_eq!(cab["textdescription"], tag(&fingerprint(&hash)));
+    assert_eq!(
+        cab["roles"],
+        json!([{"rolename": "sccr-device-cab-1"}, {"rolename": "sccr-device-loop-1"}])
+    );
+    // What the plugin holds after loading this file is what the registry asks: no command
+    // but the removal of the conflicting device's role.
+    let mut actual = Actual::default();
+    for c in file["clients"].as_array().unwrap() {
+        let (name, client) = ActualClient::from_json(c).unwrap();
+        actual.clients.insert(name, client);
+    }
+    for r in file["roles"].as_array().unwrap() {
+        let (name, acls) = role_from_json(r).unwrap();
+        if name.starts_with(ROLE_PREFIX) {
+            actual.roles.insert(name, acls);
+        }
+    }
+    let desired =
+        Desired::from_registry(&[(id("cab-1"), hash.clone())], &[(id("cab-1"), id("loop-1"))]);
+    let p = plan(&desired, &actual, &HashMap::new());
+    assert_eq!(commands(&p), ["deleteRole sccr-device-sccr-api"]);
+    assert!(config_file(&json!([]), &[], &[]).is_err());
+    assert!(config_file(&base, &[(id("x"), "$6$1$a$b".into())], &[]).unwrap_err().contains("x:"));
+}
