@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::{json, Value};
@@ -107,6 +107,9 @@ async fn drive(
     mut eventloop: EventLoop,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The last problem logged, so that a broker that stays away (or refuses the account)
+    // is reported once, not every second.
+    let mut reported: Option<String> = None;
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
@@ -115,10 +118,20 @@ async fn drive(
                         tracing::warn!(error = %e, "provisioning: cannot subscribe to the plugin's answers");
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    link.metrics.connected.store(true, Ordering::Relaxed);
-                    link.ready.send_replace(true);
-                    link.reconcile_now.notify_one();
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) {
+                        reported = None;
+                        link.metrics.connected.store(true, Ordering::Relaxed);
+                        link.ready.send_replace(true);
+                        link.reconcile_now.notify_one();
+                    } else {
+                        tracing::error!(
+                            username = %link.config.username, codes = ?ack.return_codes,
+                            "provisioning: the broker refused this account the plugin's answers \
+                             ({}); [provisioning] username must have the dynamic security \
+                             plugin's admin role", dynsec::RESPONSE_TOPIC
+                        );
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some((request, answers)) = dynsec::parse_responses(&p.payload) {
@@ -139,8 +152,11 @@ async fn drive(
                     if *shutdown.borrow() {
                         break;
                     }
-                    if was {
-                        tracing::warn!(error = %e, "provisioning: broker connection lost; retrying");
+                    let problem = e.to_string();
+                    if was || reported.as_ref() != Some(&problem) {
+                        tracing::warn!(error = %problem, username = %link.config.username,
+                            "provisioning: no connection to the broker's dynamic security plugin; retrying");
+                        reported = Some(problem);
                     }
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
