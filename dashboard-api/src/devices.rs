@@ -2,7 +2,10 @@
 //! credentials, update, decommission, rotate credentials.
 //!
 //! Registration answers the device's MQTT username (its id) and a random password once;
-//! the store keeps only the broker's hash of it (see [`crate::credentials`]).
+//! the store keeps only the broker's hash of it (see [`crate::credentials`]). Every
+//! change of credentials or gateway is committed first, then handed to the broker's
+//! provisioning (`[provisioning]`, `links::provisioning`); the answer's `broker` object
+//! says whether it applied, is pending, or what to run (password files).
 //!
 //! A device's `kind` is one of [`DeviceKind::ALL`] (or none): registration and updates
 //! refuse another with 422 listing the kinds, as alert rule scopes do, so a kind-scoped
@@ -206,11 +209,18 @@ pub(crate) async fn register(
         json!({"kind": kind, "segment": segment, "gateway": gateway}),
     )
     .await;
+    let gateways: Vec<DeviceId> = gateway.iter().cloned().collect();
+    let broker = state
+        .provisioning
+        .credentials_issued(&id, &password, &hash, &gateways, !gateways.is_empty())
+        .await;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }),
-        ),
+        Json(json!({
+            "device": device_view(&state, &device),
+            "mqtt": mqtt_credentials(&id, &password),
+            "broker": broker,
+        })),
     ))
 }
 
@@ -247,11 +257,22 @@ pub(crate) async fn update(
             }
         }
     }
+    // The gateway it leaves, whose broker rights change too.
+    let before = match update.gateway {
+        Some(_) => state.store.device(&id).await?.and_then(|d| d.gateway),
+        None => None,
+    };
     let Some(device) = state.store.update_device(&id, &update).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
     };
     audit(&state, &who, "device.update", &format!("device/{id}"), Value::Object(fields)).await;
-    Ok(Json(json!({ "device": device_view(&state, &device) })))
+    let mut answer = json!({ "device": device_view(&state, &device) });
+    if update.gateway.is_some() {
+        let ids: Vec<DeviceId> =
+            [Some(id.clone()), before, device.gateway.clone()].into_iter().flatten().collect();
+        answer["broker"] = json!(state.provisioning.devices_changed(&ids, true).await);
+    }
+    Ok(Json(answer))
 }
 
 /// `DELETE /api/v1/devices/{id}`: decommission (history kept, credentials removed).
@@ -265,7 +286,11 @@ pub(crate) async fn decommission(
         return Err(ApiError::not_found(format!("device {id} does not exist")));
     };
     audit(&state, &who, "device.decommission", &format!("device/{id}"), json!({})).await;
-    Ok(Json(json!({ "device": device_view(&state, &device) })))
+    // Its client goes, and with it its rights on its gateway's account.
+    let ids: Vec<DeviceId> =
+        [Some(id.clone()), device.gateway.clone()].into_iter().flatten().collect();
+    let broker = state.provisioning.devices_changed(&ids, device.gateway.is_some()).await;
+    Ok(Json(json!({ "device": device_view(&state, &device), "broker": broker })))
 }
 
 /// `POST /api/v1/devices/{id}/credentials`: a new MQTT password, shown once.
@@ -281,7 +306,12 @@ pub(crate) async fn rotate(
         return Err(ApiError::not_found(format!("no active device {id}")));
     };
     audit(&state, &who, "device.credentials", &format!("device/{id}"), json!({})).await;
-    Ok(Json(
-        json!({ "device": device_view(&state, &device), "mqtt": mqtt_credentials(&id, &password) }),
-    ))
+    let gateways: Vec<DeviceId> = device.gateway.iter().cloned().collect();
+    let broker =
+        state.provisioning.credentials_issued(&id, &password, &hash, &gateways, false).await;
+    Ok(Json(json!({
+        "device": device_view(&state, &device),
+        "mqtt": mqtt_credentials(&id, &password),
+        "broker": broker,
+    })))
 }

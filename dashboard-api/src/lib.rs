@@ -76,6 +76,9 @@ pub struct AppState {
     pub wall: Arc<basemap::WallSettings>,
     /// The longest shelf (`alerts.max_shelve`) when no alert engine runs in this process.
     pub max_shelve: std::time::Duration,
+    /// How device credentials reach the broker (`[provisioning]`): registrations,
+    /// rotations, decommissions and gateway changes say what applied.
+    pub provisioning: links::provisioning::Provisioning,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
             http,
             wall: Arc::default(),
             max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
+            provisioning: links::provisioning::Provisioning::default(),
         }
     }
 
@@ -106,6 +110,8 @@ impl AppState {
 const RULES_PRECEDENCE: &str = "The rules in force come from the config file's [alerts], from changes made through this API (saved in the store) and from the shipped air-quality defaults; rules_in_force lists each with its origin (file, api, default). Between the file and the API the latest change wins, rule by rule: a change made here stays in force across restarts until the file's own definition of that rule id changes, and then the file wins for that id (the API's version is logged, audited and listed under replaced_by_file). A rule with the id of a shipped default replaces it (replaces_default); enabled = false turns it off. A threshold is evaluated per device (one alert per device in scope) unless its on is \"segment\": then per road segment, on the segment's flow, mean speed or occupancy per window.";
 /// The 422 of the rules document.
 const RULES_BEYOND: &str = "The rules match this document but contradict each other (two rules with one id, a clear on the wrong side of its level, a zero or too short duration, a device kind that does not exist), or a new or changed rule names a road segment or a device that does not exist; every error is listed with its path";
+/// What registration answers in `broker` (the OpenAPI description of the operation).
+const BROKER_OUTCOME: &str = "The answer's `mqtt` holds the device's username (its id), its password (shown only now) and its topics. Its `broker` says what the broker got, per `[provisioning] mode`: `dynsec` answers `{\"provisioning\":\"dynsec\",\"applied\":true}` once Mosquitto's dynamic security plugin confirmed the device's client and role (it can connect at once; its gateway's account got its topics too), or `\"applied\":false,\"pending\":true` with `error` (why) and `next` when the broker did not answer within `provisioning.timeout` or refused: the registration stands and SCCR applies it when the broker answers (on reconnection and every `provisioning.reconcile_interval`). `password_file` (the default) answers `{\"provisioning\":\"password_file\",\"applied\":false,\"next\":\"run sccr mqtt-passwd --out FILE and send the broker SIGHUP\"}` (with `sccr mqtt-acl` when a gateway is named); `none` means the broker's credentials are managed outside SCCR.";
 
 /// Every operation of the API, with its roles and its documentation.
 pub fn operations() -> Vec<Op> {
@@ -171,6 +177,7 @@ pub fn operations() -> Vec<Op> {
             .query("cursor", device_id(), "next_cursor of the previous page")
             .ok(200, schemas::device_list()),
         Op::new("POST", "/api/v1/devices", ADMINS, "devices", "Register a device; the answer holds its MQTT password, once", post(devices::register))
+            .describe(BROKER_OUTCOME)
             .body(json!({"type": "object", "required": ["id"], "additionalProperties": false,
                 "properties": {"id": new_device_id(), "kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
             .example(json!({"id": "loop-viale-strozzi-2", "kind": "traffic_loop", "segment": "viale-strozzi"}))
@@ -181,6 +188,7 @@ pub fn operations() -> Vec<Op> {
             .path_param("id", device_id(), "Device id")
             .ok(200, schemas::device_with_latest()),
         Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind, road segment or gateway (null empties)", axum::routing::patch(devices::update))
+            .describe("When `gateway` is given, the answer's `broker` says whether the gateways' broker rights changed at once (`dynsec`), are pending, or what to run (`password_file`: `sccr mqtt-acl`); see POST /api/v1/devices.")
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
                 "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
@@ -188,10 +196,11 @@ pub fn operations() -> Vec<Op> {
             .ok(200, schemas::device_one())
             .error(422, beyond),
         Op::new("DELETE", "/api/v1/devices/{id}", ADMINS, "devices", "Decommission a device (history kept, credentials removed)", delete(devices::decommission))
-            .describe("DELETE does not erase the device: it is decommissioned. It stays in the registry (listed with decommissioned=true) with its readings, rollups and alerts; its MQTT password is removed, so it can no longer connect, and it leaves its gateway. Registering the id again brings it back with new credentials.")
+            .describe("DELETE does not erase the device: it is decommissioned. It stays in the registry (listed with decommissioned=true) with its readings, rollups and alerts; its MQTT password is removed, so it can no longer connect, and it leaves its gateway. Registering the id again brings it back with new credentials. The answer's `broker` says what the broker got: with `dynsec` its client is deleted at once and a connection it holds is closed; with `password_file` it is refused after `sccr mqtt-passwd` and a reload (see POST /api/v1/devices).")
             .path_param("id", device_id(), "Device id")
-            .ok(200, schemas::device_one()),
+            .ok(200, schemas::device_decommissioned()),
         Op::new("POST", "/api/v1/devices/{id}/credentials", ADMINS, "devices", "New MQTT password for a device, shown once", post(devices::rotate))
+            .describe("The answer's `broker` says what the broker got (see POST /api/v1/devices): with `dynsec` the old password is refused at once and a connection made with it is closed; with `password_file` after `sccr mqtt-passwd` and a reload.")
             .path_param("id", device_id(), "Device id")
             .ok(200, schemas::device_credentials()),
         Op::new("GET", "/api/v1/latest", READERS, "telemetry", "Latest value per device and metric", get(routes::latest))

@@ -704,7 +704,39 @@ fn string_cursor(what: &str) -> Value {
 }
 
 pub fn device_one() -> Value {
-    wrap("device", "Device", "The device", json!({"device": device_example()}), json!({}))
+    let ex = json!({"device": device_example(), "broker": broker_example()});
+    let extra = json!({"broker": described(broker_outcome(), "Present when the change reached the broker's rights (a gateway given)")});
+    let mut schema = wrap("device", "Device", "The device", ex, extra);
+    schema["required"] = json!(["device"]);
+    schema
+}
+
+/// What the broker got of a change of credentials or rights (`[provisioning] mode`).
+fn broker_outcome() -> Value {
+    object(
+        &["provisioning", "applied"],
+        json!({
+            "provisioning": {"type": "string", "enum": ["dynsec", "password_file", "none"], "description": "How credentials reach the broker ([provisioning] mode)"},
+            "applied": flag("The broker has it now (dynsec confirmed it)"),
+            "pending": flag("dynsec did not confirm in time or refused: SCCR applies it when the broker answers"),
+            "error": text("Why it is pending"),
+            "next": text("What to run (password files), or what happens next"),
+        }),
+    )
+}
+
+fn broker_example() -> Value {
+    json!({"provisioning": "dynsec", "applied": true})
+}
+
+pub fn device_decommissioned() -> Value {
+    wrap(
+        "device",
+        "Device",
+        "The device, decommissioned",
+        json!({"device": device_example(), "broker": broker_example()}),
+        json!({"broker": broker_outcome()}),
+    )
 }
 
 pub fn device_with_latest() -> Value {
@@ -731,13 +763,13 @@ pub fn device_list() -> Value {
 
 /// A device with its MQTT credentials (registration, new password).
 pub fn device_credentials() -> Value {
-    let ex = json!({"device": device_example(), "mqtt": mqtt_credentials()["examples"][0]});
+    let ex = json!({"device": device_example(), "mqtt": mqtt_credentials()["examples"][0], "broker": broker_example()});
     wrap(
         "device",
         "Device",
         "The device",
         ex,
-        json!({"mqtt": described_ref("MqttCredentials", "Its MQTT user name, password (shown once) and topics")}),
+        json!({"mqtt": described_ref("MqttCredentials", "Its MQTT user name, password (shown once) and topics"), "broker": described(broker_outcome(), "What the broker got: applied at once (dynsec), pending, or what to run (password files)")}),
     )
 }
 

@@ -13,6 +13,9 @@
 //!   on the way from ingest to the stream.
 //! - [`live_bus`]: the live state between server roles (`--role ingest|api`) over MQTT:
 //!   live changes out of ingest replicas, operator actions and rule changes back.
+//! - [`provisioning`]: device credentials and topic rights on the broker: applied at once
+//!   through Mosquitto's dynamic security plugin ([`dynsec`]: the plan, pure), or left to
+//!   the password and ACL files `sccr mqtt-passwd` and `sccr mqtt-acl` write.
 //! - [`ngsi`]: FIWARE Smart Data Models entities in NGSI-LD JSON-LD (`TrafficFlowObserved`,
 //!   `AirQualityObserved`, `Alert`), for webhook payloads and exports.
 
@@ -22,9 +25,11 @@ pub mod commands;
 pub mod destination;
 pub mod device_status;
 pub mod dispatcher;
+pub mod dynsec;
 pub mod http;
 pub mod live_bus;
 pub mod ngsi;
+pub mod provisioning;
 pub mod signature;
 
 pub use commands::{run_commands, CommandLinkConfig, CommandLinkMetrics};

@@ -110,14 +110,39 @@ fn included(include: Option<&Path>) -> Result<String> {
     Ok(text)
 }
 
-/// Replace `out` with `text` atomically (the broker may read it at any time).
+/// Replace `out` with `text` atomically (the broker may read it at any time). The file is
+/// created with mode 0600 before anything is written to it (it holds password hashes),
+/// and keeps the owner and group of the file it replaces, so a broker that runs as its own
+/// user (Mosquitto drops to `mosquitto` before reading its files) can still read it;
+/// a replacement that cannot keep them is refused and the old file left in place.
 fn write_atomically(out: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let tmp = out.with_extension("tmp");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    let owner = std::fs::metadata(out).ok().map(|m| (m.uid(), m.gid()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).with_context(|| {
+                format!(
+                    "giving the new {} the owner of the old one (uid {uid}, gid {gid}), which the \
+                     broker may need to read it: run as that user or as root",
+                    out.display()
+                )
+            })?;
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        anyhow::Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))
 }
@@ -134,12 +159,34 @@ pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>
     Ok(credentials.len())
 }
 
+/// The base ACL `include` names: it must hold the `pattern` lines that give every device
+/// its own topics, or the written file would refuse every device (or, with only gateway
+/// blocks, everything but the gateways).
+fn base_acl(include: Option<&Path>) -> Result<String> {
+    let Some(path) = include else {
+        anyhow::bail!(
+            "--include is required: the ACL file Mosquitto reads must start with the base ACL \
+             (deploy/mosquitto/sccr.acl: the device patterns and the service accounts); \
+             without it the file would hold only gateway blocks and refuse every device"
+        );
+    };
+    let text = included(Some(path))?;
+    anyhow::ensure!(
+        text.lines().any(|l| l.trim_start().starts_with("pattern ")),
+        "--include {} holds no `pattern` line: the base ACL (deploy/mosquitto/sccr.acl) gives \
+         every device its own topics with `pattern write sccr/v1/devices/%u/telemetry` and \
+         the like; without them every device would be refused",
+        path.display()
+    );
+    Ok(text)
+}
+
 /// Write the broker's ACL file (atomically): `include` (the shipped `sccr.acl`: device
-/// patterns and service accounts), then one `user` block per gateway granting it the
-/// topics of the devices it serves, as a device has them for itself. Returns the number
-/// of (gateway, device) grants.
+/// patterns and service accounts; required), then one `user` block per gateway granting
+/// it the topics of the devices it serves, as a device has them for itself. Returns the
+/// number of (gateway, device) grants.
 pub async fn write_mqtt_acl(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
-    let mut text = included(include)?;
+    let mut text = base_acl(include)?;
     let links = store.gateway_links().await?;
     if !links.is_empty() {
         text.push_str(
@@ -159,4 +206,91 @@ pub async fn write_mqtt_acl(store: &Store, out: &Path, include: Option<&Path>) -
     }
     write_atomically(out, &text)?;
     Ok(links.len())
+}
+
+/// Write the dynamic security plugin's file (atomically) from `include` (the plugin's
+/// file as `mosquitto_ctrl dynsec init` or a stopped broker left it; required: it holds
+/// the admin account) with the registry's clients and roles, password hashes included.
+/// For a broker that is stopped: the plugin reads the file only at start and rewrites it
+/// on every change. Returns the number of device clients and the devices left out because
+/// a client SCCR does not manage has their id.
+pub async fn write_mqtt_dynsec(
+    store: &Store,
+    out: &Path,
+    include: Option<&Path>,
+) -> Result<(usize, Vec<String>)> {
+    let Some(path) = include else {
+        anyhow::bail!(
+            "--include is required: the plugin's file (from `mosquitto_ctrl dynsec init`) \
+             holds the admin account SCCR provisions with, and the service accounts"
+        );
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --include {}", path.display()))?;
+    let base: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--include {} is not the plugin's JSON file", path.display()))?;
+    let credentials = store.device_credentials().await?;
+    let links = store.gateway_links().await?;
+    let (file, conflicts) = links::dynsec::config_file(&base, &credentials, &links)
+        .map_err(|e| anyhow::anyhow!("--include {}: {e}", path.display()))?;
+    let mut text = serde_json::to_string_pretty(&file)?;
+    text.push('\n');
+    write_atomically(out, &text)?;
+    Ok((credentials.len() - conflicts.len(), conflicts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sccr-admin-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn files_are_written_readable_by_their_owner_only() {
+        let d = dir("mode");
+        let out = d.join("sccr.passwd");
+        write_atomically(&out, "loop-1:$7$101$x$y\n").unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        // A replaced file made wider by hand is narrowed again, its text replaced whole.
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomically(&out, "loop-2:$7$101$x$z\n").unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "loop-2:$7$101$x$z\n");
+        assert!(!out.with_extension("tmp").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_acl_without_the_base_device_patterns_is_refused() {
+        let d = dir("acl");
+        let e = base_acl(None).unwrap_err().to_string();
+        assert!(
+            e.contains("--include is required") && e.contains("deploy/mosquitto/sccr.acl"),
+            "{e}"
+        );
+        let gateways_only = d.join("gateways.acl");
+        std::fs::write(
+            &gateways_only,
+            "user cabinet-7\ntopic write sccr/v1/devices/loop-1/telemetry\n",
+        )
+        .unwrap();
+        let e = base_acl(Some(&gateways_only)).unwrap_err().to_string();
+        assert!(e.contains("no `pattern` line"), "{e}");
+        let empty = d.join("empty.acl");
+        std::fs::write(&empty, "").unwrap();
+        assert!(base_acl(Some(&empty)).is_err());
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/sccr.acl");
+        let text = base_acl(Some(&shipped)).unwrap();
+        assert!(
+            text.contains("pattern write sccr/v1/devices/%u/telemetry") && text.ends_with('\n')
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -66,6 +66,8 @@ pub fn demo_config(opts: &DemoOptions) -> Result<Config> {
     config.database.max_connections = 4;
     config.mqtt.port = opts.mqtt_port;
     config.mqtt.client_id = "sccr-demo-ingest".into();
+    // The embedded broker takes any client: no credentials to provision.
+    config.provisioning.mode = links::provisioning::ProvisioningMode::None;
     config.api.listen = format!("127.0.0.1:{}", opts.http_port);
     let day = Duration::from_secs(86_400);
     let keep = opts.backfill + day;

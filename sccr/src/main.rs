@@ -147,7 +147,22 @@ enum Command {
         /// The ACL file to write (replaced atomically; send the broker SIGHUP after).
         #[arg(long)]
         out: PathBuf,
-        /// The base ACL (deploy/mosquitto/sccr.acl) to include first.
+        /// The base ACL (deploy/mosquitto/sccr.acl: the device patterns and the service
+        /// accounts) to include first; required, as an ACL without it refuses every device.
+        #[arg(long)]
+        include: Option<PathBuf>,
+    },
+    /// Write Mosquitto's dynamic security plugin file from the device registry: the
+    /// included file (from `mosquitto_ctrl dynsec init`) with a client per device, its
+    /// password hash and its role. For a stopped broker: moving from password files to
+    /// `[provisioning] mode = "dynsec"` without new passwords.
+    MqttDynsec {
+        #[command(flatten)]
+        config: ConfigFile,
+        /// The plugin's file to write (`plugin_opt_config_file`; replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The plugin's current file (the admin and service accounts); required.
         #[arg(long)]
         include: Option<PathBuf>,
     },
@@ -306,6 +321,21 @@ async fn run(command: Command) -> Result<()> {
             let n = admin::write_mqtt_acl(&store, &out, include.as_deref()).await?;
             store.close().await;
             println!("{}: {n} gateway grants", out.display());
+            Ok(())
+        }
+        Command::MqttDynsec { config, out, include } => {
+            let config = config.load()?;
+            let store = pipeline::open_store(&config).await?;
+            let written = admin::write_mqtt_dynsec(&store, &out, include.as_deref()).await;
+            store.close().await;
+            let (n, conflicts) = written?;
+            if !conflicts.is_empty() {
+                eprintln!(
+                    "left out (a client SCCR does not manage has their id): {}",
+                    conflicts.join(", ")
+                );
+            }
+            println!("{}: {n} device clients", out.display());
             Ok(())
         }
         Command::Serve { config, role } => {

@@ -394,12 +394,28 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         .await
         .with_context(|| format!("binding api.listen {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
+    // Broker provisioning of device credentials: where the API runs.
+    let provisioning = match config.provisioning.dynsec(&config.mqtt) {
+        Some(dynsec) if role != Role::Ingest => {
+            let (p, t) = links::provisioning::start(dynsec, store.clone(), shutdown_rx.clone());
+            tasks.extend(t);
+            p
+        }
+        _ if config.provisioning.mode == links::provisioning::ProvisioningMode::None => {
+            links::provisioning::Provisioning::None
+        }
+        _ => links::provisioning::Provisioning::PasswordFile,
+    };
+    if let Some(m) = provisioning.metrics() {
+        stages.add(m);
+    }
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
     let mut registry = crate::metrics::registry();
     stages.register(&mut registry);
     state.set_metrics(registry);
+    state.provisioning = provisioning;
     state.readiness = Some(readiness);
     state.wall = Arc::new(
         config

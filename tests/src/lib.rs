@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+pub mod mqtt;
 use sqlx::{Connection, Executor};
 
 /// A port nobody listens on right now.

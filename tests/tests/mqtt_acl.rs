@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+use rumqttc::v5::{AsyncClient, MqttOptions};
+use sccr_tests::mqtt::{granted, Client, Seen};
 use sccr_tests::{workspace_root, Broker};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const ACCOUNTS: &[(&str, &str)] = &[
     ("loop-1", "pw-loop-1"),
@@ -40,6 +39,14 @@ fn write_passwd(path: &Path, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
         anyhow::ensure!(st.success(), "mosquitto_passwd failed");
     }
     Ok(())
+}
+
+/// An empty file owned by the broker's user, for `sccr mqtt-passwd` or `sccr mqtt-acl` to
+/// replace: they write mode 0600 and keep the owner of the file they replace, and
+/// Mosquitto started as root reads its files as `mosquitto`.
+fn broker_file(path: &Path) {
+    std::fs::write(path, "").unwrap();
+    let _ = Command::new("chown").arg("mosquitto:mosquitto").arg(path).status();
 }
 
 /// `sccr COMMAND --out OUT --include INCLUDE` (mqtt-passwd, mqtt-acl) on `db_url`; its
@@ -156,105 +163,6 @@ async fn secure_broker_tls(
     })
     .await
     .expect("mosquitto with sccr-secure.conf")
-}
-
-#[derive(Debug)]
-enum Seen {
-    Message(String, Vec<u8>),
-    SubAck(Vec<SubscribeReasonCode>),
-    PubAck(PubAckReason),
-    Refused(String),
-}
-
-struct Client {
-    client: AsyncClient,
-    rx: UnboundedReceiver<Seen>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Client {
-    async fn connect(port: u16, user: &str, pass: &str) -> Self {
-        let mut opts =
-            MqttOptions::new(format!("{user}-{}", sccr_tests::free_port()), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(30)).set_credentials(user, pass);
-        let (client, mut eventloop) = AsyncClient::new(opts, 100);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                let seen = match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => Seen::Message(
-                        String::from_utf8_lossy(&p.topic).into_owned(),
-                        p.payload.to_vec(),
-                    ),
-                    Ok(Event::Incoming(Packet::SubAck(s))) => Seen::SubAck(s.return_codes),
-                    Ok(Event::Incoming(Packet::PubAck(a))) => Seen::PubAck(a.reason),
-                    Ok(_) => continue,
-                    Err(ConnectionError::ConnectionRefused(code)) => {
-                        Seen::Refused(format!("{code:?}"))
-                    }
-                    Err(e) => Seen::Refused(e.to_string()),
-                };
-                let stop = matches!(seen, Seen::Refused(_));
-                if tx.send(seen).is_err() || stop {
-                    break;
-                }
-            }
-        });
-        Self { client, rx, task }
-    }
-
-    async fn next(&mut self) -> Seen {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
-            .await
-            .expect("an MQTT event in time")
-            .expect("event loop running")
-    }
-
-    async fn subscribe(&mut self, filter: &str) -> SubscribeReasonCode {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        loop {
-            if let Seen::SubAck(codes) = self.next().await {
-                return codes[0];
-            }
-        }
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str) -> PubAckReason {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .unwrap();
-        loop {
-            if let Seen::PubAck(reason) = self.next().await {
-                return reason;
-            }
-        }
-    }
-
-    /// Messages received until one with `payload` arrives (that one included).
-    async fn messages_until(&mut self, payload: &str) -> Vec<(String, String)> {
-        let mut got = Vec::new();
-        loop {
-            if let Seen::Message(t, p) = self.next().await {
-                let p = String::from_utf8_lossy(&p).into_owned();
-                let last = p == payload;
-                got.push((t, p));
-                if last {
-                    return got;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn granted(code: SubscribeReasonCode) -> bool {
-    matches!(code, SubscribeReasonCode::Success(_))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,6 +358,7 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let passwd = dir.path.join("sccr.passwd");
     let mqtt_passwd = || sccr_admin("mqtt-passwd", &passwd, &services, &db.url);
+    broker_file(&passwd);
     mqtt_passwd();
     let broker = secure_broker_with(Some(passwd.clone())).await;
 
@@ -594,6 +503,8 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     let base_acl = workspace_root().join("deploy/mosquitto/sccr.acl");
     let admin =
         |command: &str, out: &Path, include: &Path| sccr_admin(command, out, include, &db.url);
+    broker_file(&passwd);
+    broker_file(&acl);
     admin("mqtt-passwd", &passwd, &services);
     assert!(admin("mqtt-acl", &acl, &base_acl).contains("2 gateway grants"));
     let broker = secure_broker_tls(Some(passwd.clone()), Some(acl.clone()), None).await;

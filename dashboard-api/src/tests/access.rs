@@ -242,6 +242,12 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     let password = body["mqtt"]["password"].as_str().unwrap();
     assert_eq!(body["mqtt"]["username"], "loop-2");
     assert_eq!(password.len(), 32);
+    // Password files (the default): the answer says what to run before the device connects.
+    assert_eq!(
+        body["broker"],
+        serde_json::json!({"provisioning": "password_file", "applied": false,
+            "next": "run sccr mqtt-passwd --out FILE and send the broker SIGHUP"})
+    );
     let creds = s.store.device_credentials().await.unwrap();
     assert_eq!(creds.len(), 1);
     assert!(
@@ -338,6 +344,8 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
 
     let (st, body) = send(&s, "DELETE", "/api/v1/devices/aq-4", "").await;
     assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["broker"]["applied"], false);
+    assert!(body["broker"]["next"].as_str().unwrap().contains("sccr mqtt-passwd"));
     assert!(
         body["device"]["decommissioned_at"].is_number()
             && body["device"]["has_credentials"] == false
@@ -372,6 +380,7 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     let (st, body) = send(&s, "POST", "/api/v1/devices/aq-5/credentials", "").await;
     assert_eq!(st, StatusCode::OK);
     let rotated = body["mqtt"]["password"].as_str().unwrap();
+    assert_eq!(body["broker"]["provisioning"], "password_file");
     let hash = s
         .store
         .device_credentials()
@@ -391,6 +400,13 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     let next = audit["next_cursor"].as_str().unwrap();
     let (_, older) = get(&s, &format!("/api/v1/audit?limit=2&cursor={next}")).await;
     assert_eq!(older["entries"][0]["action"], "device.decommission");
+    // A gateway change is an ACL change: the answer names `sccr mqtt-acl`; other changes
+    // touch nothing on the broker and say nothing about it.
+    let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-5", r#"{"gateway":"loop-2"}"#).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(body["broker"]["next"].as_str().unwrap().contains("sccr mqtt-acl"), "{body}");
+    let (_, body) = send(&s, "PATCH", "/api/v1/devices/aq-5", r#"{"kind":"air_quality"}"#).await;
+    assert!(body.get("broker").is_none(), "{body}");
 }
 
 #[tokio::test]

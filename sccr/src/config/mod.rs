@@ -22,6 +22,7 @@ use telemetry::duration_serde::deserialize as duration;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub mqtt: MqttSection,
+    pub provisioning: ProvisioningSection,
     pub database: DatabaseSection,
     pub retention: RetentionSection,
     pub api: ApiSection,
@@ -50,6 +51,69 @@ pub struct MqttSection {
     #[serde(deserialize_with = "duration")]
     pub session_expiry: Duration,
     pub receive_maximum: u16,
+}
+
+/// `[provisioning]`: how device credentials and topic rights reach the broker
+/// (`links::provisioning`). A section of its own, not `[mqtt.provisioning]`, so that the
+/// environment can carry its secret (`SCCR_PROVISIONING__PASSWORD`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningSection {
+    pub mode: links::provisioning::ProvisioningMode,
+    /// An account with the dynamic security plugin's admin role (mode `dynsec`).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+}
+
+impl Default for ProvisioningSection {
+    fn default() -> Self {
+        Self {
+            mode: links::provisioning::ProvisioningMode::PasswordFile,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ProvisioningSection {
+    pub(super) fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let dynsec = self.mode == links::provisioning::ProvisioningMode::Dynsec;
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        if dynsec && !(given(&self.username) && given(&self.password)) {
+            out.push("provisioning.username, provisioning.password: both are required with provisioning.mode = \"dynsec\" (an account with the dynamic security plugin's admin role)".to_owned());
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.timeout) {
+            out.push("provisioning.timeout: must be between 100ms and 60s".to_owned());
+        }
+        if self.reconcile_interval < Duration::from_secs(1) {
+            out.push("provisioning.reconcile_interval: must be at least 1s".to_owned());
+        }
+        out
+    }
+
+    /// The dynsec link's settings (mode `dynsec`): the broker of `[mqtt]`, a client id of
+    /// its own.
+    pub fn dynsec(&self, mqtt: &MqttSection) -> Option<links::provisioning::DynsecConfig> {
+        (self.mode == links::provisioning::ProvisioningMode::Dynsec).then(|| {
+            links::provisioning::DynsecConfig {
+                host: mqtt.host.clone(),
+                port: mqtt.port,
+                client_id: format!("{}-provisioning", mqtt.client_id),
+                username: self.username.clone().unwrap_or_default(),
+                password: self.password.clone().unwrap_or_default(),
+                keep_alive: mqtt.keep_alive,
+                timeout: self.timeout,
+                reconcile_interval: self.reconcile_interval,
+            }
+        })
+    }
 }
 
 /// A retention period, or "forever".

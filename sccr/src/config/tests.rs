@@ -473,3 +473,49 @@ mod never_panics {
         }
     }
 }
+
+mod provisioning_tests {
+    use super::super::*;
+
+    #[test]
+    fn dynsec_needs_its_account_and_each_error_names_its_key() {
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let c = Config::from_toml(
+            "[provisioning]\nmode = \"dynsec\"\nusername = \"sccr-prov\"\n",
+            env("SCCR_PROVISIONING__PASSWORD", "s3cret"),
+        )
+        .unwrap();
+        let d = c.provisioning.dynsec(&c.mqtt).unwrap();
+        assert_eq!(
+            (d.username.as_str(), d.password.as_str(), d.port),
+            ("sccr-prov", "s3cret", 1883)
+        );
+        assert_eq!(d.client_id, "sccr-ingest-1-provisioning");
+        assert!(
+            Config::default().provisioning.dynsec(&c.mqtt).is_none(),
+            "password_file by default"
+        );
+        let e = Config::from_toml(
+            "[provisioning]\nmode = \"dynsec\"\ntimeout = \"1ms\"\nreconcile_interval = \"10ms\"\n",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "provisioning.username, provisioning.password",
+            "provisioning.timeout",
+            "provisioning.reconcile_interval",
+        ] {
+            assert!(e.contains(key), "{key} in {e}");
+        }
+        let e = Config::from_toml("[provisioning]\nmode = \"acl\"\n", []).unwrap_err().to_string();
+        assert!(
+            e.contains("provisioning.mode")
+                && e.contains("dynsec")
+                && e.contains("password_file")
+                && e.contains("none"),
+            "{e}"
+        );
+    }
+}
+

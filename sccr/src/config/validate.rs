@@ -257,6 +257,7 @@ impl Config {
             errors
                 .extend(rule_errors.0.iter().map(|e| format!("alerts.{}: {}", e.path, e.message)));
         }
+        errors.extend(self.provisioning.problems());
         errors
     }
 }
