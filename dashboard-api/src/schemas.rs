@@ -867,11 +867,14 @@ pub fn rules_answer() -> Value {
 
 pub fn rule_answer() -> Value {
     example(
-        object(&["rule", "origin", "replaces_default"], json!({
-            "rule": as_written(stream::alert::schema::rule_schema(false)),
-            "origin": {"type": "string", "enum": ["file", "api", "default"], "description": "Where the rule comes from"},
-            "replaces_default": flag("It has the id of a shipped default, which it replaces"),
-        })),
+        object(
+            &["rule", "origin", "replaces_default"],
+            json!({
+                "rule": as_written(stream::alert::schema::rule_schema(false)),
+                "origin": {"type": "string", "enum": ["file", "api", "default"], "description": "Where the rule comes from"},
+                "replaces_default": flag("It has the id of a shipped default, which it replaces"),
+            }),
+        ),
         json!({"rule": {"id": "congestion", "severity": "critical", "scope": "all", "enabled": true, "los": {"at_or_worse": "E", "for": "5m"}}, "origin": "file", "replaces_default": false}),
     )
 }

@@ -189,18 +189,52 @@ impl Collector for ProvisioningMetrics {
             self.connected.load(Ordering::Relaxed),
         )?;
         let counters = [
-            ("provisioning_requests", "Control messages sent to the dynamic security plugin.", &self.requests),
-            ("provisioning_request_failures", "Control messages not answered: broker unreachable or no answer in time.", &self.request_failures),
-            ("provisioning_commands", "Commands sent to the dynamic security plugin.", &self.commands),
-            ("provisioning_command_errors", "Commands the dynamic security plugin refused.", &self.command_errors),
-            ("provisioning_reconciliations", "Reconciliations of the broker's clients and roles with the registry.", &self.reconciliations),
-            ("provisioning_reconcile_failures", "Reconciliations that did not complete.", &self.reconcile_failures),
+            (
+                "provisioning_requests",
+                "Control messages sent to the dynamic security plugin.",
+                &self.requests,
+            ),
+            (
+                "provisioning_request_failures",
+                "Control messages not answered: broker unreachable or no answer in time.",
+                &self.request_failures,
+            ),
+            (
+                "provisioning_commands",
+                "Commands sent to the dynamic security plugin.",
+                &self.commands,
+            ),
+            (
+                "provisioning_command_errors",
+                "Commands the dynamic security plugin refused.",
+                &self.command_errors,
+            ),
+            (
+                "provisioning_reconciliations",
+                "Reconciliations of the broker's clients and roles with the registry.",
+                &self.reconciliations,
+            ),
+            (
+                "provisioning_reconcile_failures",
+                "Reconciliations that did not complete.",
+                &self.reconcile_failures,
+            ),
         ];
         for (name, help, value) in counters {
             metrics::counter(e, name, help, get(value))?;
         }
         metrics::gauge(e, "provisioning_devices_awaiting_rotation", "Devices whose broker client lacks their current password (disabled until their credentials are rotated).", gauge(&self.awaiting_rotation))?;
-        metrics::gauge(e, "provisioning_conflicts", "Devices whose id a broker client SCCR does not manage holds.", gauge(&self.conflicts))?;
-        metrics::gauge(e, "provisioning_held_passwords", "Passwords held in memory for changes the broker has not confirmed yet.", gauge(&self.held_passwords))
+        metrics::gauge(
+            e,
+            "provisioning_conflicts",
+            "Devices whose id a broker client SCCR does not manage holds.",
+            gauge(&self.conflicts),
+        )?;
+        metrics::gauge(
+            e,
+            "provisioning_held_passwords",
+            "Passwords held in memory for changes the broker has not confirmed yet.",
+            gauge(&self.held_passwords),
+        )
     }
 }

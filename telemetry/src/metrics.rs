@@ -344,11 +344,11 @@ mod tests {
         let sample = Sample { hist: Some(Histogram::new(&[0.01, 0.1])), ..Sample::default() };
         sample.reasons.add("bad_json", 2);
         sample.reasons.add("bad \"quoted\"", 1);
-        sample.hist.as_ref().map(|h| {
+        if let Some(h) = &sample.hist {
             h.observe(Duration::from_millis(5));
             h.observe(Duration::from_millis(50));
             h.observe(Duration::from_secs(1));
-        });
+        }
         let mut registry = Registry::default();
         registry.sub_registry_with_prefix("sccr").register_collector(Box::new(sample));
         let mut text = String::new();

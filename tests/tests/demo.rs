@@ -64,13 +64,18 @@ struct Demo {
 
 impl Demo {
     fn start(dir: &std::path::Path, log: &str, args: &[&str]) -> Self {
+        Self::start_in(dir, "data", log, args)
+    }
+
+    /// Start with the data directory `dir/data`.
+    fn start_in(dir: &std::path::Path, data: &str, log: &str, args: &[&str]) -> Self {
         let (http, mqtt) = (free_port(), free_port());
         let log = dir.join(log);
         let file = std::fs::File::create(&log).unwrap();
         let child = tokio::process::Command::new(workspace_bin("sccr").unwrap())
             .args(["demo", "--port", &http.to_string(), "--mqtt-port", &mqtt.to_string()])
             .arg("--data-dir")
-            .arg(dir.join("data"))
+            .arg(dir.join(data))
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -178,4 +183,89 @@ async fn demo_backfills_history_once_without_alerts() {
     assert!(line.starts_with("back-fill: nothing to add"), "{line}\n{}", demo.log_text());
     demo.stop().await;
     assert_eq!(history(pool).await, 3984);
+}
+
+/// The README's shell blocks, each with the line it starts on and whether it is run
+/// against the demo (a block preceded by `<!-- README test: demo -->`) or says why not
+/// (`<!-- README test: skip: <reason> -->`).
+fn readme_blocks(readme: &str) -> Vec<(usize, String, Result<(), String>)> {
+    let mut blocks = Vec::new();
+    let mut mark: Option<String> = None;
+    let mut lines = readme.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        if let Some(m) = line.trim().strip_prefix("<!-- README test:") {
+            mark = Some(m.trim_end_matches("-->").trim().to_owned());
+            continue;
+        }
+        if line.trim() != "```sh" {
+            if !line.trim().is_empty() {
+                mark = None;
+            }
+            continue;
+        }
+        let body: Vec<&str> =
+            lines.by_ref().map(|(_, l)| l).take_while(|l| l.trim() != "```").collect();
+        let how = match mark.take() {
+            Some(m) if m == "demo" => Ok(()),
+            Some(m) => Err(m),
+            None => Err(String::new()),
+        };
+        blocks.push((n + 1, body.join("\n"), how));
+    }
+    blocks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_shell_examples_run_as_written_against_the_demo() {
+    let readme = std::fs::read_to_string(sccr_tests::workspace_root().join("README.md")).unwrap();
+    let blocks = readme_blocks(&readme);
+    let unmarked: Vec<usize> = blocks
+        .iter()
+        .filter(|(_, _, how)| how.as_ref().is_err_and(String::is_empty))
+        .map(|b| b.0)
+        .collect();
+    assert!(
+        unmarked.is_empty(),
+        "README shell blocks on lines {unmarked:?} say neither `<!-- README test: demo -->` \
+         nor `<!-- README test: skip: <why> -->`"
+    );
+    let tested: Vec<&(usize, String, Result<(), String>)> =
+        blocks.iter().filter(|b| b.2.is_ok()).collect();
+    assert!(tested.len() >= 4, "{} blocks run against the demo", tested.len());
+
+    // The demo as the README starts it, in a directory of its own (`sccr-demo-data/`).
+    let dir = TempDir::new("readme").unwrap();
+    let args = ["--devices", "60", "--backfill", "2h"];
+    let demo = Demo::start_in(&dir.path, "sccr-demo-data", "demo.log", &args);
+    demo.line("back-fill done:", Duration::from_secs(90)).await;
+    let token = std::fs::read_to_string(dir.path.join("sccr-demo-data/admin-token")).unwrap();
+    // `sccr` as the README calls it: the binary under test first on the PATH.
+    let bin = workspace_bin("sccr").unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (line, block, _) in tested {
+        let script = block.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", demo.http));
+        // As written, but an HTTP error fails the block (curl alone would exit 0).
+        let prelude = "set -euo pipefail\ncurl() { command curl --silent --show-error --fail-with-body \"$@\"; }\n";
+        let out = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .current_dir(&dir.path)
+            .env("TOKEN", token.trim())
+            .env("AUTH", format!("Authorization: Bearer {}", token.trim()))
+            .env("PATH", path.clone())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README.md line {line}: the block failed\n{block}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    demo.stop().await;
 }

@@ -518,4 +518,3 @@ mod provisioning_tests {
         );
     }
 }
-
