@@ -36,16 +36,35 @@ const STAGED: &str = ".staged";
 /// The version of the folder layout and manifest.
 const LAYOUT_VERSION: u32 = 1;
 
+/// What `sccr export` exports, and where.
+#[derive(clap::Args)]
 pub struct ExportArgs {
+    /// Start (inclusive): Unix ms, RFC 3339, a UTC date (2026-11-01), now, now-7d or -7d.
+    #[arg(long, allow_hyphen_values = true)]
     pub from: String,
+    /// End (exclusive), in the forms of --from.
+    #[arg(long, allow_hyphen_values = true)]
     pub to: String,
+    /// Only this metric (repeatable); all when absent.
+    #[arg(long = "metric")]
     pub metrics: Vec<String>,
+    /// Only this device (repeatable); all when absent.
+    #[arg(long = "device")]
     pub devices: Vec<String>,
+    /// Only the devices linked to this road segment (repeatable); all when absent.
+    #[arg(long = "segment")]
     pub segments: Vec<String>,
+    /// raw, 1m, 1h or 1d.
+    #[arg(long, default_value = "raw")]
     pub resolution: String,
+    /// parquet, csv or arrow (IPC file).
+    #[arg(long, default_value = "parquet")]
     pub format: String,
+    /// Output folder: missing or empty, or holding an earlier export with --replace.
+    #[arg(long)]
     pub out: PathBuf,
-    /// Replace the export the folder holds.
+    /// Replace the export the folder holds (only the files its manifest lists).
+    #[arg(long)]
     pub replace: bool,
 }
 

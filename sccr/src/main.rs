@@ -76,33 +76,8 @@ enum Command {
     Export {
         #[command(flatten)]
         config: ConfigFile,
-        /// Start (inclusive): Unix ms, RFC 3339, a UTC date (2026-11-01), now, now-7d or -7d.
-        #[arg(long, allow_hyphen_values = true)]
-        from: String,
-        /// End (exclusive), in the forms of --from.
-        #[arg(long, allow_hyphen_values = true)]
-        to: String,
-        /// Only this metric (repeatable); all when absent.
-        #[arg(long = "metric")]
-        metrics: Vec<String>,
-        /// Only this device (repeatable); all when absent.
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// Only the devices linked to this road segment (repeatable); all when absent.
-        #[arg(long = "segment")]
-        segments: Vec<String>,
-        /// raw, 1m, 1h or 1d.
-        #[arg(long, default_value = "raw")]
-        resolution: String,
-        /// parquet, csv or arrow (IPC file).
-        #[arg(long, default_value = "parquet")]
-        format: String,
-        /// Output folder: missing or empty, or holding an earlier export with --replace.
-        #[arg(long)]
-        out: PathBuf,
-        /// Replace the export the folder holds (only the files its manifest lists).
-        #[arg(long)]
-        replace: bool,
+        #[command(flatten)]
+        args: export::ExportArgs,
     },
     /// Import historical readings (the columns of a raw `sccr export`: time, device,
     /// metric, value[, seq]) from Parquet, CSV or Arrow files, or directories of them,
@@ -355,29 +330,7 @@ async fn run(command: Command) -> Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Export {
-            config,
-            from,
-            to,
-            metrics,
-            devices,
-            segments,
-            resolution,
-            format,
-            out,
-            replace,
-        } => {
-            let args = export::ExportArgs {
-                from,
-                to,
-                metrics,
-                devices,
-                segments,
-                resolution,
-                format,
-                out,
-                replace,
-            };
+        Command::Export { config, args } => {
             export::query(&args, telemetry::EventTime::now())?;
             let config = config.load()?;
             let store = pipeline::open_store(&config).await?;

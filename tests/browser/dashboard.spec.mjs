@@ -549,6 +549,8 @@ test('load: 500 segments and 5,000 devices updating every second at 4K', async (
   await page.route('**/api/v1/segments', (r) => r.fulfill(json({ type: 'FeatureCollection', features })));
   await page.route('**/api/v1/map/devices**', (r) => r.fulfill(json({ columns: ['id', 'kind', 'segment', 'lon', 'lat', 'online', 'last_seen'], rows, next_cursor: null })));
   await page.route('**/api/v1/alerts?**', (r) => r.fulfill(json({ alerts: [], next: null })));
+  // The synthetic segments have no stored history (the server would answer 404 for them).
+  await page.route('**/api/v1/history?**', (r) => r.fulfill(json({ points: [], resolution: '1m', step_ms: 120000, covered_from: 0, covered_to: 0 })));
   let tick = 0;
   let timer = null;
   const values = () => rows.map((d, i) => ({ device: d[0], metric: 'speed_kmh', time: Date.now(), value: 5 + ((i * 7 + tick * 13) % 50) }));

@@ -480,9 +480,17 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
         "/api/v1/alert-rules/{id}",
         "/api/v1/alert-rules/no2-watch",
         json!({"severity": "warning", "threshold": {"metric": "no2_ugm3", "above": 150.0, "for": "10m"}}),
-        200
+        201
     );
     send!("DELETE", "/api/v1/alert-rules/{id}", "/api/v1/alert-rules/no2-watch", Value::Null, 200);
+    send!(
+        "POST",
+        "/api/v1/alert-rules",
+        "/api/v1/alert-rules",
+        json!({"id": "pm10-watch", "severity": "info", "air_quality": {"metric": "pm10_ugm3"}}),
+        201
+    );
+    send!("DELETE", "/api/v1/alert-rules/{id}", "/api/v1/alert-rules/pm10-watch", Value::Null, 200);
     send!("PUT", "/api/v1/alert-rules", "/api/v1/alert-rules", rules["rules"].clone(), 200);
     wait_for("the dead letter", Duration::from_secs(20), || async {
         let (_, text) = http_get(port, "/api/v1/dead-letters").await.ok()?;

@@ -382,8 +382,13 @@ async fn devices_registered_with_password_files_move_to_the_plugin_with_their_pa
     // The plugin's file written from the registry, hashes and all, before the broker starts.
     let db_url = db.url.clone();
     let broker = dynsec_broker_with(move |json| {
+        // An empty configuration file (all defaults), the database from the environment.
+        let config = json.with_extension("sccr.toml");
+        std::fs::write(&config, "")?;
         let out = Command::new(sccr_tests::workspace_bin("sccr")?)
             .arg("mqtt-dynsec")
+            .arg("--config")
+            .arg(&config)
             .arg("--include")
             .arg(json)
             .arg("--out")
