@@ -354,9 +354,10 @@ pub fn page(ops: &[Op], base: &str) -> String {
          <p>Every operation under <code>/api/</code> but these documents needs an API token: send <code>Authorization: Bearer &lt;token&gt;</code>. <code>sccr demo</code> prints an admin token; admins create tokens for people and screens with <a href=\"#op-post_api_v1_tokens\">POST /api/v1/tokens</a>. Each operation names the roles it admits:</p>{roles}\
          <p>The examples on this page read the server's address and your token from the shell:</p>\
          <pre class=curl><code>export SCCR='{base}'\nexport TOKEN='…'   # your API token\ncurl -sS \"$SCCR/api/v1/me\" -H \"Authorization: Bearer $TOKEN\"</code></pre>\
-         <p>Times are Unix milliseconds in answers and Unix milliseconds or RFC 3339 in parameters. Lists are paged with a cursor: pass the <code>next_cursor</code> (alerts: <code>next</code>) of a page to get the next one; it is null on the last page. The machine-readable document is <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1); metric ids, units, labels and alert message codes are served by <a href=\"/api/v1/catalogue\">GET /api/v1/catalogue</a> (see also <a href=\"#metrics\">the metric catalogue</a>); devices speak <a href=\"#mqtt\">the MQTT contract</a> (<a href=\"/api/v1/docs/mqtt-contract.md\">docs/mqtt-contract.md</a>).</p></section>",
+         <p>Times are Unix milliseconds in answers; parameters take {times}. Lists are paged with a cursor: pass the <code>next_cursor</code> (alerts: <code>next</code>) of a page to get the next one; it is null on the last page. The machine-readable document is <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1); metric ids, units, labels and alert message codes are served by <a href=\"/api/v1/catalogue\">GET /api/v1/catalogue</a> (see also <a href=\"#metrics\">the metric catalogue</a>); devices speak <a href=\"#mqtt\">the MQTT contract</a> (<a href=\"/api/v1/docs/mqtt-contract.md\">docs/mqtt-contract.md</a>).</p></section>",
         roles = roles_table(ops),
         base = escape(base),
+        times = escape(telemetry::TIME_FORMS),
     );
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>SCCR API</title><style>{STYLE}</style></head><body>{nav}<main>\
