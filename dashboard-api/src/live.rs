@@ -55,11 +55,13 @@
 //! document and the docs page (`/api/v1/docs#live`) render.
 //!
 //! The session is generic over a `Sink`/`Stream` of text so it is tested without a socket.
+//!
+//! Reading client messages into subscriptions is in `subscribe`, the KPI frame in `kpi`;
+//! the session loop and its frames are here.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -68,20 +70,25 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use store::Store;
-use stream::{
-    worst_first, LiveEvent, LiveHub, LiveValue, Pending, SegmentState, Severity, Standing,
-    SubscriptionFilter,
-};
-use telemetry::{DeviceId, EventTime, MetricId, RoadSegment, SegmentId};
+use stream::{LiveEvent, LiveHub, LiveValue, Pending, SubscriptionFilter};
+use telemetry::EventTime;
 
 use crate::error::ApiError;
 use crate::http_metrics::HttpMetrics;
 use crate::AppState;
 
+mod kpi;
 pub mod messages;
+mod subscribe;
+
+use kpi::Kpi;
+pub use kpi::WORST_SEGMENTS;
+pub use subscribe::parse_client_message;
+use subscribe::{
+    build_filter, device_key, parse_keys, read_message, segment_key, ClientMessage, Requested,
+};
 
 use messages::{BAD_MESSAGE, BAD_SUBSCRIPTION, BAD_UNSUBSCRIBE, IDLE_TIMEOUT, MESSAGE_TOO_BIG};
 
@@ -215,144 +222,9 @@ fn too_big_reason() -> String {
     format!("message over the {} MiB limit", MAX_CLIENT_MESSAGE / (1024 * 1024))
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
-    Subscribe {
-        #[serde(default)]
-        devices: Vec<String>,
-        #[serde(default)]
-        metrics: Vec<String>,
-        #[serde(default)]
-        segments: Option<Vec<String>>,
-        #[serde(default)]
-        bbox: Option<[f64; 4]>,
-        #[serde(default)]
-        alerts: bool,
-        #[serde(default = "yes")]
-        values: bool,
-        #[serde(default)]
-        kpi: bool,
-    },
-    Unsubscribe {
-        #[serde(default)]
-        devices: Option<Vec<String>>,
-        #[serde(default)]
-        segments: Option<Vec<String>>,
-    },
-    Ping,
-}
-
-/// Parse one client message; the error is what the `error` frame says.
-pub fn parse_client_message(text: &str) -> Result<(), String> {
-    read_message(text).map(|_| ())
-}
-
-fn read_message(text: &str) -> Result<ClientMessage, String> {
-    if text == BINARY {
-        return Err(String::from("binary frames are not accepted; send JSON text"));
-    }
-    serde_json::from_str::<ClientMessage>(text).map_err(|e| format!("cannot read message: {e}"))
-}
-
-fn yes() -> bool {
-    true
-}
-
 fn error_frame(http: &HttpMetrics, code: &'static str, message: &str) -> String {
     http.ws_error(code);
     json!({"type": "error", "code": code, "message": message}).to_string()
-}
-
-fn parse_keys<T>(
-    what: &str,
-    list: &[String],
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Vec<T>, String> {
-    if list.len() > MAX_SUBSCRIPTION_KEYS {
-        return Err(format!("at most {MAX_SUBSCRIPTION_KEYS} {what} per message"));
-    }
-    list.iter().map(|k| parse(k).map_err(|e| format!("{what}: {e}"))).collect()
-}
-
-fn device_key(s: &str) -> Result<DeviceId, String> {
-    DeviceId::parse(s).map_err(|e| e.to_string())
-}
-
-fn segment_key(s: &str) -> Result<SegmentId, String> {
-    SegmentId::parse(s).map_err(|e| e.to_string())
-}
-
-/// A subscribe message as it came, before the bounding box is resolved.
-struct Requested {
-    devices: Vec<String>,
-    metrics: Vec<String>,
-    segments: Option<Vec<String>>,
-    bbox: Option<[f64; 4]>,
-    alerts: bool,
-    values: bool,
-}
-
-async fn build_filter(session: &Session, r: Requested) -> Result<SubscriptionFilter, String> {
-    let mut devices: BTreeSet<DeviceId> =
-        parse_keys("devices", &r.devices, device_key)?.into_iter().collect();
-    let metrics: BTreeSet<MetricId> = parse_keys("metrics", &r.metrics, |m| {
-        m.parse().map_err(|e: telemetry::UnknownMetric| e.to_string())
-    })?
-    .into_iter()
-    .collect();
-    let mut segments: Option<BTreeSet<SegmentId>> = r
-        .segments
-        .map(|list| parse_keys("segments", &list, segment_key).map(|v| v.into_iter().collect()))
-        .transpose()?;
-    let mut values = r.values;
-    if let Some(bbox) = r.bbox {
-        let (in_box, linked) = resolve_bbox(session, bbox).await?;
-        match &mut segments {
-            Some(set) if set.is_empty() => {}
-            Some(set) => set.extend(in_box.iter().cloned()),
-            None => segments = Some(in_box.iter().cloned().collect()),
-        }
-        if segments.as_ref().is_some_and(|s| s.is_empty()) && in_box.is_empty() {
-            // Nothing in the box: an empty set would mean "all".
-            segments = None;
-        }
-        if linked.is_empty() && devices.is_empty() {
-            values = false;
-        }
-        devices.extend(linked);
-    }
-    Ok(SubscriptionFilter {
-        values,
-        devices,
-        metrics,
-        segments,
-        alerts: r.alerts,
-        ..SubscriptionFilter::default()
-    })
-}
-
-/// The segments with a point inside `bbox` and the devices linked to them.
-async fn resolve_bbox(
-    session: &Session,
-    bbox: [f64; 4],
-) -> Result<(Vec<SegmentId>, Vec<DeviceId>), String> {
-    if !crate::params::valid_bbox(bbox) {
-        return Err(
-            "bbox must be [min_lon, min_lat, max_lon, max_lat] in WGS84 degrees, min before max"
-                .into(),
-        );
-    }
-    let store = session.store.as_ref().ok_or("bounding boxes need the store")?;
-    let segments = store.segments().await.map_err(|e| format!("cannot read segments: {e}"))?;
-    let in_box = crate::params::segments_in_bbox(&segments, bbox);
-    let devices = store.devices().await.map_err(|e| format!("cannot read devices: {e}"))?;
-    let linked = devices
-        .into_iter()
-        .filter(|d| d.segment.as_ref().is_some_and(|s| in_box.contains(s)))
-        .map(|d| d.id)
-        .collect();
-    Ok((in_box, linked))
 }
 
 /// The snapshot frame of a subscription (`reason` is `resync` after the client lagged).
@@ -369,109 +241,6 @@ fn snapshot_frame(hub: &LiveHub, filter: &SubscriptionFilter, reason: Option<&st
         frame["alerts"] = json!(hub.open_alerts());
     }
     frame.to_string()
-}
-
-/// Entries in the KPI frame's `worst_segments` (a 1080p wall shows 5, a 4K wall 10).
-pub const WORST_SEGMENTS: usize = 10;
-
-/// What the KPI frame needs of a segment from the registry.
-struct KpiSegment {
-    name: String,
-    length_m: f64,
-    free_flow_kmh: f64,
-}
-
-/// The figures of the wall's KPI tiles.
-struct Kpi {
-    /// Every segment, read at subscribe.
-    segments: HashMap<SegmentId, KpiSegment>,
-    last: (Instant, u64),
-}
-
-impl Kpi {
-    async fn new(session: &Session) -> Self {
-        let segments = match &session.store {
-            Some(store) => store.segments().await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Self {
-            segments: segments
-                .into_iter()
-                .map(|s: RoadSegment| {
-                    let k = KpiSegment {
-                        name: s.name,
-                        length_m: s.length_m,
-                        free_flow_kmh: s.free_flow_kmh,
-                    };
-                    (s.id, k)
-                })
-                .collect(),
-            last: (Instant::now(), session.hub.readings_applied()),
-        }
-    }
-
-    fn frame(&mut self, hub: &LiveHub) -> String {
-        let now = Instant::now();
-        let applied = hub.readings_applied();
-        let secs = now.duration_since(self.last.0).as_secs_f64();
-        // The first frame of a session comes at once: no interval to count over yet, so no
-        // rate (null) rather than a misleading 0.
-        let rate = (secs >= 0.5).then(|| applied.saturating_sub(self.last.1) as f64 / secs);
-        self.last = (now, applied);
-        let (online, offline) = hub.presence_counts(EventTime::now());
-        let mut open = [0u64; 3];
-        for a in hub.open_alerts() {
-            open[match a.severity {
-                Severity::Critical => 0,
-                Severity::Warning => 1,
-                Severity::Info => 2,
-            }] += 1;
-        }
-        let states = hub.all_segment_states();
-        // City speed: the segments' mean speeds weighted by their length.
-        let (mut weighted, mut length) = (0.0, 0.0);
-        for s in &states {
-            if let Some(v) = s.speed_kmh {
-                let l = self.segments.get(&s.segment).map_or(1.0, |k| k.length_m.max(1.0));
-                weighted += v * l;
-                length += l;
-            }
-        }
-        // Worst segments by the one rule of `stream::los::worst_first`.
-        let mut worst: Vec<(Standing<'_>, &SegmentState, f64)> = states
-            .iter()
-            .filter_map(|s| {
-                let free_flow = self.segments.get(&s.segment)?.free_flow_kmh;
-                let ratio = stream::speed_ratio(s.speed_kmh?, free_flow)?;
-                let standing = Standing { segment: s.segment.as_str(), ratio, los: s.los? };
-                Some((standing, s, free_flow))
-            })
-            .collect();
-        worst.sort_by(|a, b| worst_first(&a.0, &b.0));
-        let worst: Vec<Value> = worst
-            .iter()
-            .take(WORST_SEGMENTS)
-            .map(|(standing, s, free_flow)| {
-                json!({
-                    "segment": s.segment,
-                    "name": self.segments.get(&s.segment).map(|k| k.name.as_str()),
-                    "los": standing.los.as_str(),
-                    "speed_kmh": s.speed_kmh,
-                    "free_flow_kmh": free_flow,
-                    "ratio": (standing.ratio * 1000.0).round() / 1000.0,
-                })
-            })
-            .collect();
-        json!({"type": "kpi", "kpi": {
-            "devices_online": online,
-            "devices_offline": offline,
-            "readings_per_s": rate.map(|r| (r * 10.0).round() / 10.0),
-            "alerts_open": {"critical": open[0], "warning": open[1], "info": open[2]},
-            "city_speed_kmh": (length > 0.0).then(|| (weighted / length * 10.0).round() / 10.0),
-            "worst_segments": worst,
-        }})
-        .to_string()
-    }
 }
 
 /// Run one live session until the client leaves, idles out, or the sink fails.

@@ -1,8 +1,11 @@
-//! A small MQTT 5 client for broker tests: what it sees (messages, acknowledgements, a
-//! refusal or a closed connection) arrives in order on a channel, and each wait has a
-//! deadline.
+//! MQTT 5 clients for tests: [`Client`], a user's connection for broker tests, whose
+//! sightings (messages, acknowledgements, a refusal or a closed connection) arrive in
+//! order on a channel, each wait with a deadline; [`MqttProbe`], a subscriber collecting
+//! what arrives; and [`publish_all`], publishing at QoS 1 until every PUBACK.
 
 use std::time::Duration;
+
+use anyhow::{Context, Result};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
@@ -118,4 +121,112 @@ impl Drop for Client {
 
 pub fn granted(code: SubscribeReasonCode) -> bool {
     matches!(code, SubscribeReasonCode::Success(_))
+}
+
+/// Publish with a real MQTT 5 client at QoS 1 and wait for every PUBACK.
+pub async fn publish_all(
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let total = messages.len();
+    let publisher = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+        }
+        Ok::<_, rumqttc::v5::ClientError>(client)
+    });
+    let mut acked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked < total {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .context("publishing timed out")?;
+        if let Event::Incoming(Packet::PubAck(_)) = event.context("publisher connection")? {
+            acked += 1;
+        }
+    }
+    let client = publisher.await??;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// An MQTT 5 client for tests: subscribes to `filters` and collects what arrives.
+pub struct MqttProbe {
+    pub client: rumqttc::v5::AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttProbe {
+    pub async fn connect(port: u16, client_id: &str, filters: &[&str]) -> Result<Self> {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).await?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if tx.send((topic, p.payload.to_vec(), p.retain)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self { client, rx, task })
+    }
+
+    /// The next message on `topic` whose payload satisfies `pred`, within `timeout`.
+    pub async fn expect(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.rx.recv()).await;
+            let Ok(Some((t, payload, _))) = next else {
+                panic!("no matching message on {topic} within {timeout:?}")
+            };
+            if t == topic {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) {
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for MqttProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -274,17 +274,7 @@ async fn agent_connects_over_tls_with_a_client_certificate() {
     .await
     .unwrap();
     let write_config = |name: &str, id: &str, client_cert: bool| {
-        let mut text = format!(
-            "[agent]\nid = \"{id}\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n",
-            pki.path("ca.pem").display()
-        );
-        if client_cert {
-            text.push_str(&format!(
-                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
-                pki.path("client.pem").display(),
-                pki.path("client.key").display()
-            ));
-        }
+        let mut text = format!("[agent]\nid = \"{id}\"\n{}", pki.agent_mqtt(tls_port, client_cert));
         text.push_str(&format!(
             "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-{id}\"\ndriver = \"air_quality\"\ninterval = \"1s\"\n",
             dir.path.join(format!("buffer-{id}")).display()

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 use sccr_tests::mqtt::{granted, Client, Seen};
-use sccr_tests::{workspace_root, Broker};
+use sccr_tests::{sccr_admin, shipped_conf, workspace_root, Broker};
 
 const ACCOUNTS: &[(&str, &str)] = &[
     ("loop-1", "pw-loop-1"),
@@ -49,30 +49,6 @@ fn broker_file(path: &Path) {
     let _ = Command::new("chown").arg("mosquitto:mosquitto").arg(path).status();
 }
 
-/// `sccr COMMAND --out OUT --include INCLUDE` (mqtt-passwd, mqtt-acl) on `db_url`; its
-/// standard output.
-fn sccr_admin(command: &str, out: &Path, include: &Path, db_url: &str) -> String {
-    // An empty configuration file (all defaults), the database from the environment.
-    let config = out.with_extension("sccr.toml");
-    std::fs::write(&config, "").unwrap();
-    let output = Command::new(sccr_tests::workspace_bin("sccr").unwrap())
-        .arg(command)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(out)
-        .arg("--include")
-        .arg(include)
-        // Only this test's settings: nothing SCCR_… from the suite's own environment.
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("SCCR_DATABASE__URL", db_url)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "sccr {command}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Like [`secure_broker`], with the password file at `passwd` when given.
 async fn secure_broker_with(passwd: Option<PathBuf>) -> Broker {
     secure_broker_tls(passwd, None, None).await
@@ -103,63 +79,22 @@ async fn secure_broker_tls(
                 p
             }
         };
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data)?;
-        let text =
-            std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-secure.conf"))?;
-        let mut replaced = 0;
-        let mut in_tls = false;
-        let conf: Vec<String> = text
-            .lines()
-            .map(|l| {
-                in_tls |= l.starts_with("# --- MQTT over TLS");
-                // In the TLS block, `#directive value` lines are the listener, commented out.
-                let l = match tls {
-                    Some(_)
-                        if in_tls
-                            && l.starts_with('#')
-                            && l.chars().nth(1).is_some_and(|c| c.is_ascii_lowercase()) =>
-                    {
-                        &l[1..]
-                    }
-                    _ => l,
-                };
-                let file = |name: &str| {
-                    tls.map(|(pki, _)| pki.path(name).display().to_string()).unwrap_or_default()
-                };
-                let (out, hit) = match l {
-                    "listener 1883" => (format!("listener {port} 127.0.0.1"), true),
-                    "listener 8883" => {
-                        (format!("listener {} 127.0.0.1", tls.map_or(0, |(_, p)| p)), true)
-                    }
-                    l if l.starts_with("cafile ") => (format!("cafile {}", file("ca.pem")), true),
-                    l if l.starts_with("certfile ") => {
-                        (format!("certfile {}", file("server.pem")), true)
-                    }
-                    l if l.starts_with("keyfile ") => {
-                        (format!("keyfile {}", file("server.key")), true)
-                    }
-                    l if l.starts_with("password_file ") => {
-                        (format!("password_file {}", passwd.display()), true)
-                    }
-                    l if l.starts_with("acl_file ") => {
-                        (format!("acl_file {}", acl.display()), true)
-                    }
-                    l if l.starts_with("persistence_location ") => {
-                        (format!("persistence_location {}/", data.display()), true)
-                    }
-                    l => (l.to_owned(), false),
-                };
-                replaced += usize::from(hit);
-                out
-            })
-            .collect();
+        let mut edits = vec![
+            ("password_file", format!("password_file {}", passwd.display())),
+            ("acl_file", format!("acl_file {}", acl.display())),
+        ];
+        if let Some((pki, tls_port)) = tls {
+            let file = |name: &str| pki.path(name).display().to_string();
+            edits.extend([
+                ("listener 8883", format!("listener {tls_port} 127.0.0.1")),
+                ("cafile", format!("cafile {}", file("ca.pem"))),
+                ("certfile", format!("certfile {}", file("server.pem"))),
+                ("keyfile", format!("keyfile {}", file("server.key"))),
+            ]);
+        }
+        let uncomment = tls.map(|_| "# --- MQTT over TLS");
         let expected = if tls.is_some() { 10 } else { 4 };
-        anyhow::ensure!(
-            replaced == expected,
-            "sccr-secure.conf changed shape: {replaced} of {expected} lines found"
-        );
-        Ok(conf.join("\n") + "\n")
+        shipped_conf("sccr-secure.conf", dir, port, uncomment, &edits, expected)
     })
     .await
     .expect("mosquitto with sccr-secure.conf")
@@ -357,7 +292,7 @@ async fn registry_issued_credentials_open_the_secured_broker_and_rotation_locks_
     let services = dir.path.join("services.passwd");
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let passwd = dir.path.join("sccr.passwd");
-    let mqtt_passwd = || sccr_admin("mqtt-passwd", &passwd, &services, &db.url);
+    let mqtt_passwd = || sccr_admin("mqtt-passwd", &passwd, &services, &db.url).unwrap();
     broker_file(&passwd);
     mqtt_passwd();
     let broker = secure_broker_with(Some(passwd.clone())).await;
@@ -424,14 +359,8 @@ async fn the_documented_tls_listener_admits_certificates_as_device_identities() 
     .await;
     let dir = sccr_tests::TempDir::new("acl-tls").expect("tempdir");
     let agent_config = |name: &str, client_cert: bool| {
-        let mut text = format!("[agent]\nid = \"aq-tls\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {tls_port}\n[mqtt.tls]\nca = \"{}\"\n", pki.path("ca.pem").display());
-        if client_cert {
-            text.push_str(&format!(
-                "client_cert = \"{}\"\nclient_key = \"{}\"\n",
-                pki.path("client.pem").display(),
-                pki.path("client.key").display()
-            ));
-        }
+        let mut text =
+            format!("[agent]\nid = \"aq-tls\"\n{}", pki.agent_mqtt(tls_port, client_cert));
         text.push_str(&format!(
             "[buffer]\ndir = \"{}\"\n[[devices]]\nid = \"aq-tls\"\ndriver = \"air_quality\"\ninterval = \"300ms\"\n",
             dir.path.join(format!("buffer-{name}")).display()
@@ -501,8 +430,9 @@ async fn a_gateway_publishes_for_the_devices_it_serves_and_no_others() {
     write_passwd(&services, &[("sccr-ingest", "pw-ingest")]).unwrap();
     let (passwd, acl) = (dir.path.join("sccr.passwd"), dir.path.join("sccr.acl"));
     let base_acl = workspace_root().join("deploy/mosquitto/sccr.acl");
-    let admin =
-        |command: &str, out: &Path, include: &Path| sccr_admin(command, out, include, &db.url);
+    let admin = |command: &str, out: &Path, include: &Path| {
+        sccr_admin(command, out, include, &db.url).unwrap()
+    };
     broker_file(&passwd);
     broker_file(&acl);
     admin("mqtt-passwd", &passwd, &services);

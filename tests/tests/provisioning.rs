@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use sccr_tests::mqtt::{granted, Client, Seen};
-use sccr_tests::{workspace_root, Broker, Sccr, TempDir, TestDb};
+use sccr_tests::{shipped_conf, workspace_root, Broker, Sccr, TempDir, TestDb};
 use serde_json::{json, Value};
 
 const ADMIN: (&str, &str) = ("sccr-provisioning", "pw-provisioning");
@@ -56,31 +56,11 @@ async fn dynsec_broker_with(prepare: impl FnOnce(&Path) -> anyhow::Result<()>) -
             .status()?;
         anyhow::ensure!(st.success(), "mosquitto_ctrl dynsec init failed");
         prepare(&json)?;
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data)?;
-        let text =
-            std::fs::read_to_string(workspace_root().join("deploy/mosquitto/sccr-dynsec.conf"))?;
-        let mut replaced = 0;
-        let conf: Vec<String> = text
-            .lines()
-            .map(|l| {
-                let (out, hit) = match l {
-                    "listener 1883" => (format!("listener {port} 127.0.0.1"), true),
-                    l if l.starts_with("plugin ") => (format!("plugin {}", plugin()), true),
-                    l if l.starts_with("plugin_opt_config_file ") => {
-                        (format!("plugin_opt_config_file {}", json.display()), true)
-                    }
-                    l if l.starts_with("persistence_location ") => {
-                        (format!("persistence_location {}/", data.display()), true)
-                    }
-                    l => (l.to_owned(), false),
-                };
-                replaced += usize::from(hit);
-                out
-            })
-            .collect();
-        anyhow::ensure!(replaced == 4, "sccr-dynsec.conf changed shape: {replaced} of 4 lines");
-        Ok(conf.join("\n") + "\n")
+        let edits = [
+            ("plugin", format!("plugin {}", plugin())),
+            ("plugin_opt_config_file", format!("plugin_opt_config_file {}", json.display())),
+        ];
+        shipped_conf("sccr-dynsec.conf", dir, port, None, &edits, 4)
     })
     .await
     .expect("mosquitto with sccr-dynsec.conf");
@@ -382,27 +362,8 @@ async fn devices_registered_with_password_files_move_to_the_plugin_with_their_pa
     // The plugin's file written from the registry, hashes and all, before the broker starts.
     let db_url = db.url.clone();
     let broker = dynsec_broker_with(move |json| {
-        // An empty configuration file (all defaults), the database from the environment.
-        let config = json.with_extension("sccr.toml");
-        std::fs::write(&config, "")?;
-        let out = Command::new(sccr_tests::workspace_bin("sccr")?)
-            .arg("mqtt-dynsec")
-            .arg("--config")
-            .arg(&config)
-            .arg("--include")
-            .arg(json)
-            .arg("--out")
-            .arg(json)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("SCCR_DATABASE__URL", &db_url)
-            .output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        anyhow::ensure!(
-            out.status.success() && stdout.contains("2 device clients"),
-            "sccr mqtt-dynsec: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = sccr_tests::sccr_admin("mqtt-dynsec", json, json, &db_url)?;
+        anyhow::ensure!(stdout.contains("2 device clients"), "sccr mqtt-dynsec: {stdout}");
         Ok(())
     })
     .await;

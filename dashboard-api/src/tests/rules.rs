@@ -1,5 +1,6 @@
-//! The alert rules admin API: subjects checked against the registry, create/replace
-//! statuses, origins and precedence.
+//! The alert rules admin API: documents read and replaced with every error named, single
+//! rules added, replaced and removed, subjects checked against the registry,
+//! create/replace statuses, origins and precedence.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -8,8 +9,9 @@ use stream::{AlertRulesConfig, StreamCommand};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use super::{get, state_with_file, ADMIN};
+use super::{get, send, state, state_with_engine, state_with_file, ADMIN};
 use crate::app;
+use crate::rules::StoredRules;
 
 /// Accept every rule set the API sends to the engine.
 fn engine(mut commands: mpsc::Receiver<StreamCommand>) {
@@ -252,4 +254,123 @@ async fn every_rule_in_force_is_listed_with_its_origin() {
     assert_eq!(st, StatusCode::OK);
     let listed = origins(&get(&s, "/api/v1/alert-rules").await.1);
     assert_eq!(listed[..2], [("jam".into(), "file".into()), ("slow".into(), "api".into())]);
+}
+
+#[tokio::test]
+async fn alert_rules_are_read_and_replaced_with_every_error_named() {
+    let (s, mut commands) = state_with_engine().await;
+    let (st, body) = get(&s, "/api/v1/alert-rules").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body["rules"]["air_quality_defaults"], true);
+    assert_eq!(body["effective_rules"], 5);
+
+    let bad =
+        r#"{"rules":[{"id":"Bad Id","severity":"info","threshold":{"metric":"warp","above":1}}]}"#;
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_rules");
+    let paths: Vec<&str> = body["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"rules[0].id") && paths.contains(&"rules[0].threshold.metric"),
+        "{paths:?}"
+    );
+    let (st, body) = send(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules",
+        r#"{"rules":[{"id":"x","severity":"info","threshold":{"metric":"speed_kmh","abov":1}}]}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["param"].as_str().unwrap().starts_with("rules[0].threshold"), "{body}");
+
+    let good = r#"{"air_quality_defaults":false,"rules":[{"id":"congestion","severity":"critical","scope":{"segments":["viale-strozzi"]},"los":{"at_or_worse":"E","for":"5m"}}]}"#;
+    let engine = tokio::spawn(async move {
+        match commands.recv().await {
+            Some(StreamCommand::SetRules { rules, done }) => {
+                let _ = done.send(());
+                rules.rules.iter().map(|r| r.id.to_string()).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules", good).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(engine.await.unwrap(), vec!["congestion"]);
+    assert_eq!(get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"][0]["id"], "congestion");
+    let saved: StoredRules = serde_json::from_value(
+        s.store.load_stream_state(crate::RULES_STATE_KEY).await.unwrap().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved.rules.rules.len(), 1);
+    assert_eq!(
+        saved.file,
+        AlertRulesConfig::default(),
+        "the file's section it replaced is kept with it"
+    );
+}
+
+#[tokio::test]
+async fn single_rules_are_added_replaced_and_removed() {
+    let (s, mut commands) = state_with_engine().await;
+    // The engine side: accept every rule set, report the ids it got.
+    let (ids_tx, mut ids) = mpsc::channel::<Vec<String>>(8);
+    tokio::spawn(async move {
+        while let Some(StreamCommand::SetRules { rules, done }) = commands.recv().await {
+            let _ = done.send(());
+            let _ = ids_tx.send(rules.rules.iter().map(|r| r.id.to_string()).collect()).await;
+        }
+    });
+    let rule =
+        r#"{"severity":"warning","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/no2-watch", rule).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    assert!(ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
+    let (st, one) = get(&s, "/api/v1/alert-rules/no2-watch").await;
+    assert_eq!((st, one["rule"]["severity"].as_str()), (StatusCode::OK, Some("warning")));
+    let critical = r#"{"id":"no2-watch","severity":"critical","threshold":{"metric":"no2_ugm3","above":150.0,"for":"10m"}}"#;
+    assert_eq!(send(&s, "PUT", "/api/v1/alert-rules/no2-watch", critical).await.0, StatusCode::OK);
+    ids.recv().await.unwrap();
+    assert_eq!(
+        get(&s, "/api/v1/alert-rules/no2-watch").await.1["rule"]["severity"],
+        "critical",
+        "replaced, not added twice"
+    );
+    assert_eq!(
+        get(&s, "/api/v1/alert-rules").await.1["rules"]["rules"].as_array().unwrap().len(),
+        1
+    );
+    let (st, body) = send(&s, "PUT", "/api/v1/alert-rules/other", critical).await;
+    assert_eq!(
+        (st, body["error"]["param"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("id")),
+        "ids of body and path differ"
+    );
+    let (st, body) = send(
+        &s,
+        "PUT",
+        "/api/v1/alert-rules/x",
+        r#"{"severity":"info","threshold":{"metric":"warp","above":1}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0, StatusCode::OK);
+    assert!(!ids.recv().await.unwrap().contains(&"no2-watch".to_owned()));
+    assert_eq!(get(&s, "/api/v1/alert-rules/no2-watch").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&s, "DELETE", "/api/v1/alert-rules/no2-watch", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&s, "/api/v1/alert-rules/bad%20id").await.1["error"]["param"], "id");
+}
+
+#[tokio::test]
+async fn rules_need_a_running_engine() {
+    let s = state().await;
+    assert_eq!(get(&s, "/api/v1/alert-rules").await.0, StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -1,0 +1,362 @@
+//! The evaluators of every (rule, subject) and the inputs that feed them: readings and
+//! device statuses per device, segment windows per segment, and the processing clock
+//! (offline by silence). Each edge a condition makes goes to the book
+//! ([`AlertBook::apply`](super::book::AlertBook::apply)).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
+
+use super::super::condition::{
+    Arrivals, FlatlineState, MeanLimitState, OfflineState, RateOfChangeState, Step, ThresholdState,
+};
+use super::super::rule::{Rule, RuleKind};
+use super::super::Subject;
+use super::{AlertEngine, AlertOutput, DeviceProfile, DeviceStatus};
+use crate::segment_state::SegmentState;
+
+/// The evaluator state of one (metric rule, device).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceCondition {
+    Threshold(ThresholdState),
+    Flatline(FlatlineState),
+    RateOfChange(RateOfChangeState),
+    AirQuality(Box<MeanLimitState>),
+}
+
+impl DeviceCondition {
+    pub(super) fn new(kind: &RuleKind) -> Option<Self> {
+        Some(match kind {
+            RuleKind::Threshold(_) => Self::Threshold(ThresholdState::default()),
+            RuleKind::Flatline(_) => Self::Flatline(FlatlineState::default()),
+            RuleKind::RateOfChange(_) => Self::RateOfChange(RateOfChangeState::default()),
+            RuleKind::AirQuality(_) => Self::AirQuality(Box::default()),
+            RuleKind::Offline(_) | RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => return None,
+        })
+    }
+
+    pub(super) fn fits(&self, kind: &RuleKind) -> bool {
+        matches!(
+            (self, kind),
+            (Self::Threshold(_), RuleKind::Threshold(_))
+                | (Self::Flatline(_), RuleKind::Flatline(_))
+                | (Self::RateOfChange(_), RuleKind::RateOfChange(_))
+                | (Self::AirQuality(_), RuleKind::AirQuality(_))
+        )
+    }
+
+    pub(super) fn on_sample(&mut self, kind: &RuleKind, t: EventTime, v: f64) -> Step {
+        match (self, kind) {
+            (Self::Threshold(s), RuleKind::Threshold(r)) => s.on_sample(r, t, v),
+            (Self::Flatline(s), RuleKind::Flatline(r)) => s.on_sample(r, t, v),
+            (Self::RateOfChange(s), RuleKind::RateOfChange(r)) => s.on_sample(r, t, v),
+            (Self::AirQuality(s), RuleKind::AirQuality(r)) => s.on_sample(r, t, v),
+            _ => Step::Quiet,
+        }
+    }
+
+    pub(super) fn is_raised(&self) -> bool {
+        match self {
+            Self::Threshold(s) => s.is_raised(),
+            Self::Flatline(s) => s.is_raised(),
+            Self::RateOfChange(s) => s.is_raised(),
+            Self::AirQuality(s) => s.is_raised(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct DeviceEvaluator {
+    pub(super) rule: u16,
+    pub(super) metric: MetricId,
+    pub(super) state: DeviceCondition,
+}
+
+#[derive(Debug)]
+pub(super) struct OfflineEvaluator {
+    pub(super) rule: u16,
+    pub(super) state: OfflineState,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct DeviceSlot {
+    /// Changed since the last checkpoint.
+    pub(super) dirty: bool,
+    pub(super) kind: Option<String>,
+    pub(super) segment: Option<SegmentId>,
+    pub(super) interval: Option<Duration>,
+    pub(super) arrivals: Arrivals,
+    /// Bit `metric as u32`: the device has sent this metric, its evaluators exist.
+    pub(super) metrics_seen: u32,
+    pub(super) evaluators: Vec<DeviceEvaluator>,
+    pub(super) offline: Vec<OfflineEvaluator>,
+}
+
+impl AlertEngine {
+    /// Evaluate one reading that arrived at `now`.
+    pub fn on_reading(&mut self, r: &Reading, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let now = self.advance(now);
+        let Some(slot) = self.devices.get_mut(&r.device) else {
+            self.upsert_device(
+                DeviceProfile { id: r.device.clone(), kind: None, segment: None, interval: None },
+                now,
+                out,
+            );
+            if self.devices.contains_key(&r.device) {
+                self.on_reading(r, now, out);
+            }
+            return;
+        };
+        self.book.counters.readings += 1;
+        self.edges.clear();
+        slot.dirty = true;
+        slot.arrivals.record(now);
+        for o in &mut slot.offline {
+            if o.state.raised {
+                o.state.raised = false;
+                self.edges.push((o.rule, Step::Clear { value: 0.0 }));
+            }
+        }
+        let bit = 1u32 << (r.metric as u32);
+        if slot.metrics_seen & bit == 0 {
+            slot.metrics_seen |= bit;
+            add_metric_evaluators(slot, &r.device, &self.rules, &self.by_metric[r.metric as usize]);
+        }
+        for e in &mut slot.evaluators {
+            if e.metric != r.metric {
+                continue;
+            }
+            match e.state.on_sample(&self.rules[usize::from(e.rule)].kind, r.time, r.value) {
+                Step::Quiet => {}
+                Step::Stale => self.book.counters.stale_samples += 1,
+                step => self.edges.push((e.rule, step)),
+            }
+        }
+        if self.edges.is_empty() {
+            return;
+        }
+        let segment = slot.segment.clone();
+        let start = out.len();
+        for &(rule, step) in &self.edges {
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(r.device.clone()),
+                segment.as_ref(),
+                step,
+                now,
+                out,
+            );
+        }
+        self.suppress_pass(start, now, out);
+    }
+
+    /// Evaluate a batch of readings that arrived together.
+    pub fn on_readings(
+        &mut self,
+        readings: &[Reading],
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
+        for r in readings {
+            self.on_reading(r, now, out);
+        }
+    }
+
+    /// A device's status: `Online` counts as an arrival (clears offline), `Offline` is its
+    /// Last Will and raises the offline rules that honour it at once.
+    pub fn on_status(
+        &mut self,
+        device: &DeviceId,
+        status: DeviceStatus,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
+        let now = self.advance(now);
+        if !self.devices.contains_key(device) {
+            self.upsert_device(
+                DeviceProfile { id: device.clone(), kind: None, segment: None, interval: None },
+                now,
+                out,
+            );
+        }
+        let Some(slot) = self.devices.get_mut(device) else { return };
+        slot.dirty = true;
+        let mut edges = Vec::new();
+        match status {
+            DeviceStatus::Online => {
+                slot.arrivals.record(now);
+                for o in &mut slot.offline {
+                    if std::mem::take(&mut o.state.raised) {
+                        edges.push((o.rule, Step::Clear { value: 0.0 }));
+                    }
+                }
+            }
+            DeviceStatus::Offline => {
+                slot.arrivals.last_will(now);
+                for o in &mut slot.offline {
+                    if let RuleKind::Offline(rule) = &self.rules[usize::from(o.rule)].kind {
+                        if let Some((since, value)) = rule
+                            .offline_at(&slot.arrivals, slot.interval, now)
+                            .filter(|_| !o.state.raised)
+                        {
+                            o.state.raised = true;
+                            edges.push((o.rule, Step::Raise { since, value }));
+                        }
+                    }
+                }
+            }
+        }
+        let segment = slot.segment.clone();
+        let start = out.len();
+        for (rule, step) in edges {
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(device.clone()),
+                segment.as_ref(),
+                step,
+                now,
+                out,
+            );
+        }
+        self.suppress_pass(start, now, out);
+    }
+
+    /// Evaluate the rules on segments (LOS, segment thresholds) on a segment window.
+    pub fn on_segment_state(
+        &mut self,
+        state: &SegmentState,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
+        let now = self.advance(now);
+        let start = out.len();
+        for &i in &self.segment_rules {
+            let rule = &self.rules[usize::from(i)];
+            if !rule.kind.on_segments() || !rule.scope.covers_segment(&state.segment) {
+                continue;
+            }
+            if !self.dirty_segments.contains(&state.segment) {
+                self.dirty_segments.insert(state.segment.clone());
+            }
+            let condition =
+                self.segments.entry((rule.id.clone(), state.segment.clone())).or_default();
+            let step = match &rule.kind {
+                RuleKind::Los(los) => condition.on_state(los, state),
+                RuleKind::SegmentThreshold(t) => condition.on_figure(t, state),
+                _ => continue,
+            };
+            if step == Step::Stale {
+                self.book.counters.stale_samples += 1;
+            }
+            self.book.apply(rule, Subject::Segment(state.segment.clone()), None, step, now, out);
+        }
+        self.suppress_pass(start, now, out);
+    }
+
+    /// Advance the processing clock: raise offline alerts of devices silent for too long.
+    pub fn tick(&mut self, now: EventTime, out: &mut Vec<AlertOutput>) {
+        let now = self.advance(now);
+        let start = out.len();
+        self.expire_shelves(now, out);
+        let mut raises = Vec::new();
+        for (id, slot) in &mut self.devices {
+            for o in &mut slot.offline {
+                if o.state.raised {
+                    continue;
+                }
+                if let RuleKind::Offline(rule) = &self.rules[usize::from(o.rule)].kind {
+                    if let Some((since, value)) =
+                        rule.offline_at(&slot.arrivals, slot.interval, now)
+                    {
+                        o.state.raised = true;
+                        slot.dirty = true;
+                        raises.push((id.clone(), slot.segment.clone(), o.rule, since, value));
+                    }
+                }
+            }
+        }
+        raises.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+        for (device, segment, rule, since, value) in raises {
+            self.book.apply(
+                &self.rules[usize::from(rule)],
+                Subject::Device(device),
+                segment.as_ref(),
+                Step::Raise { since, value },
+                now,
+                out,
+            );
+        }
+        // Every second: also catches suppressors an operator closed since.
+        self.resuppress(start, now, out);
+    }
+}
+
+/// The rules of a slot's evaluators, to tell whether a registry change touched its state.
+pub(super) fn evaluator_rules(slot: &DeviceSlot) -> Vec<u16> {
+    slot.evaluators.iter().map(|e| e.rule).chain(slot.offline.iter().map(|o| o.rule)).collect()
+}
+
+/// Create the evaluators of `metric_rules` that cover the device and do not exist yet.
+fn add_metric_evaluators(
+    slot: &mut DeviceSlot,
+    id: &DeviceId,
+    rules: &[Rule],
+    metric_rules: &[u16],
+) {
+    for &i in metric_rules {
+        let rule = &rules[usize::from(i)];
+        if !rule.scope.covers_device(id, slot.kind.as_deref(), slot.segment.as_ref())
+            || slot.evaluators.iter().any(|e| e.rule == i)
+        {
+            continue;
+        }
+        if let (Some(metric), Some(state)) = (rule.kind.metric(), DeviceCondition::new(&rule.kind))
+        {
+            slot.evaluators.push(DeviceEvaluator { rule: i, metric, state });
+        }
+    }
+}
+
+/// Bring a slot's evaluators in line with the rules and the device's scope: drop those of
+/// rules that no longer cover it (returning the raised ones, whose conditions must be
+/// cleared) and create the missing ones.
+pub(super) fn sync_slot(
+    slot: &mut DeviceSlot,
+    id: &DeviceId,
+    rules: &[Rule],
+    by_metric: &[Vec<u16>],
+    offline_rules: &[u16],
+) -> Vec<u16> {
+    let kind = slot.kind.clone();
+    let segment = slot.segment.clone();
+    let covers =
+        |i: u16| rules[usize::from(i)].scope.covers_device(id, kind.as_deref(), segment.as_ref());
+    let mut dropped = Vec::new();
+    slot.evaluators.retain(|e| {
+        let keep = covers(e.rule);
+        if !keep && e.state.is_raised() {
+            dropped.push(e.rule);
+        }
+        keep
+    });
+    slot.offline.retain(|o| {
+        let keep = covers(o.rule);
+        if !keep && o.state.raised {
+            dropped.push(o.rule);
+        }
+        keep
+    });
+    for &m in MetricId::ALL {
+        if slot.metrics_seen & (1 << (m as u32)) != 0 {
+            add_metric_evaluators(slot, id, rules, &by_metric[m as usize]);
+        }
+    }
+    for &i in offline_rules {
+        if covers(i) && !slot.offline.iter().any(|o| o.rule == i) {
+            slot.offline.push(OfflineEvaluator { rule: i, state: OfflineState::default() });
+        }
+    }
+    dropped
+}

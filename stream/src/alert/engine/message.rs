@@ -1,0 +1,136 @@
+//! The message of each alert the engine opens: a stable code, its parameters and the
+//! English text.
+
+use std::time::Duration;
+
+use telemetry::MetricId;
+
+use super::super::lifecycle::{MessageCode, Params};
+use super::super::rule::{Direction, Rule, RuleKind};
+use super::super::Subject;
+
+/// Flat message parameters.
+pub(super) fn params(pairs: &[(&str, serde_json::Value)]) -> Params {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// A number as a message parameter (non-finite values become null).
+fn num(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// The message of a single alert: its code, parameters and English text.
+pub(super) fn describe(
+    rule: &Rule,
+    subject: &Subject,
+    value: f64,
+) -> (MessageCode, Params, String) {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    let secs = |d: Duration| num(d.as_secs_f64());
+    let who = (String::from("subject"), serde_json::Value::from(subject.to_string()));
+    let metric = |m: MetricId| [("metric", m.as_str().into()), ("unit", m.spec().unit.into())];
+    let (code, mut p, text) = match &rule.kind {
+        RuleKind::Threshold(t) => {
+            let (side, code) = if t.direction == Direction::Above {
+                ("above", MessageCode::ThresholdAbove)
+            } else {
+                ("below", MessageCode::ThresholdBelow)
+            };
+            let mut p = params(&metric(t.metric));
+            p.extend(params(&[
+                ("limit", num(t.level)),
+                ("for_s", secs(t.hold)),
+                ("value", num(value)),
+            ]));
+            (code, p, format!("{} {side} {} for {}: {value}", t.metric, t.level, d(t.hold)))
+        }
+        RuleKind::SegmentThreshold(t) => {
+            let (side, code) = if t.direction == Direction::Above {
+                ("above", MessageCode::ThresholdAbove)
+            } else {
+                ("below", MessageCode::ThresholdBelow)
+            };
+            let p = params(&[
+                ("metric", t.figure.as_str().into()),
+                ("unit", t.figure.unit().into()),
+                ("limit", num(t.level)),
+                ("for_s", secs(t.hold)),
+                ("value", num((value * 10.0).round() / 10.0)),
+            ]);
+            let text = format!(
+                "{} {side} {} for {}: {:.1}",
+                t.figure,
+                t.level,
+                d(t.hold),
+                (value * 10.0).round() / 10.0
+            );
+            (code, p, text)
+        }
+        RuleKind::Offline(_) => (
+            MessageCode::DeviceOffline,
+            params(&[("silence_s", num(value.round()))]),
+            format!("offline, last data {value:.0} s ago"),
+        ),
+        RuleKind::Flatline(f) => {
+            let mut p = params(&metric(f.metric));
+            p.extend(params(&[
+                ("value", num(value)),
+                ("epsilon", num(f.epsilon)),
+                ("readings", f.readings.into()),
+                ("for_s", secs(f.hold)),
+            ]));
+            (
+                MessageCode::Flatline,
+                p,
+                format!(
+                    "{} stuck at {value} (± {}) for {} readings / {}",
+                    f.metric,
+                    f.epsilon,
+                    f.readings,
+                    d(f.hold)
+                ),
+            )
+        }
+        RuleKind::RateOfChange(r) => {
+            let mut p = params(&metric(r.metric));
+            p.extend(params(&[
+                ("rate_per_min", num((value * 100.0).round() / 100.0)),
+                ("limit_per_min", num(r.max_per_minute)),
+            ]));
+            (
+                MessageCode::RateOfChange,
+                p,
+                format!("{} changing {value:.2}/min, limit {}/min", r.metric, r.max_per_minute),
+            )
+        }
+        RuleKind::Los(l) => (
+            MessageCode::LosAtOrWorse,
+            params(&[
+                ("grade", l.at_or_worse.as_str().into()),
+                ("for_s", secs(l.hold)),
+                ("speed_kmh", num((value * 10.0).round() / 10.0)),
+            ]),
+            format!("LOS {} or worse for {} (speed {value:.1} km/h)", l.at_or_worse, d(l.hold)),
+        ),
+        RuleKind::AirQuality(a) => {
+            let mut p = params(&metric(a.metric));
+            p.extend(params(&[
+                ("averaging_s", secs(a.averaging)),
+                ("mean", num((value * 10.0).round() / 10.0)),
+                ("limit", num(a.limit)),
+            ]));
+            (
+                MessageCode::AirQualityMean,
+                p,
+                format!(
+                    "{} mean over {} is {value:.1}, above {}",
+                    a.metric,
+                    d(a.averaging),
+                    a.limit
+                ),
+            )
+        }
+    };
+    p.insert(who.0, who.1);
+    (code, p, format!("{subject}: {text}"))
+}
