@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use stream::{AlertRulesConfig, DeviceProfile, Emitted, Registry, StreamConfig, StreamCore};
+use stream::{
+    AlertRulesConfig, DeviceProfile, Emitted, LiveHub, Registry, StreamConfig, StreamCore,
+};
+
+use crate::measure::{heap_bytes, round2};
 use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
 
 const DEVICES: usize = 10_000;
@@ -64,7 +68,13 @@ fn id<T>(r: Result<T, telemetry::IdError>) -> T {
 }
 
 fn registry() -> Registry {
-    let segments = (0..SEGMENTS)
+    registry_of(DEVICES, SEGMENTS)
+}
+
+/// `devices` devices: three traffic loops per segment on `segments` segments, the rest
+/// air-quality stations.
+fn registry_of(devices: usize, segments: usize) -> Registry {
+    let segments: Vec<RoadSegment> = (0..segments)
         .map(|s| RoadSegment {
             id: id(SegmentId::parse(&format!("seg-{s}"))),
             name: format!("Segment {s}"),
@@ -77,9 +87,10 @@ fn registry() -> Registry {
             capacity_vph: 1_800.0,
         })
         .collect();
-    let devices = (0..DEVICES)
+    let traffic_devices = segments.len() * 3;
+    let devices = (0..devices)
         .map(|d| {
-            let traffic = d < SEGMENTS * 3;
+            let traffic = d < traffic_devices;
             DeviceProfile {
                 id: id(DeviceId::parse(&format!("dev-{d:05}"))),
                 kind: Some(if traffic { "traffic_loop" } else { "air_quality" }.into()),
@@ -93,10 +104,14 @@ fn registry() -> Registry {
 
 /// Every device's readings of one report (values filled per round).
 fn templates() -> Vec<Reading> {
+    templates_of(DEVICES, SEGMENTS)
+}
+
+fn templates_of(devices: usize, segments: usize) -> Vec<Reading> {
     let mut out = Vec::new();
-    for d in 0..DEVICES {
+    for d in 0..devices {
         let device = id(DeviceId::parse(&format!("dev-{d:05}")));
-        let metrics: &[MetricId] = if d < SEGMENTS * 3 { &TRAFFIC } else { &AIR };
+        let metrics: &[MetricId] = if d < segments * 3 { &TRAFFIC } else { &AIR };
         for &metric in metrics {
             out.push(Reading {
                 device: device.clone(),
@@ -178,7 +193,119 @@ pub fn measure(quick: bool) -> Result<Value> {
     }))
 }
 
+/// Heap bytes held once `devices` devices (three traffic loops per segment on a tenth as
+/// many segments, the rest air-quality stations) have reported every 5 s for 3 minutes of
+/// event time, fed as the stream task feeds them. Counted by the benchmark's allocator
+/// ([`crate::measure::heap_bytes`]) on this thread alone.
+struct Weighed {
+    /// The registry handed to the core (profiles, links, segments).
+    registry: isize,
+    /// Everything else the core holds at the end.
+    state: isize,
+}
+
+fn weigh_core(devices: usize, rules: stream::RuleSet) -> Weighed {
+    let segments = devices / 10;
+    let config = StreamConfig::default();
+    let registry = registry_of(devices, segments);
+    let mut readings = templates_of(devices, segments);
+    let base = EventTime::now().millis() / 60_000 * 60_000 - 3_600_000;
+    let mut out = Emitted::default();
+    let heap0 = heap_bytes();
+    let mut core = StreamCore::new(&config, rules);
+    core.set_registry(registry, EventTime(base), &mut out);
+    let heap_registry = heap_bytes();
+    for round in 0..36 {
+        let now = EventTime(base + round * 5_000);
+        for (k, r) in readings.iter_mut().enumerate() {
+            r.time = now;
+            r.value = ((k as i64 + round) % 7) as f64 + 20.0;
+        }
+        for batch in readings.chunks(1_000) {
+            core.on_readings(batch, now, &mut out);
+        }
+        core.tick(now, &mut out);
+        out.windows = Vec::new();
+        out.segments = Vec::new();
+        out.alerts = Vec::new();
+    }
+    let weighed = Weighed { registry: heap_registry - heap0, state: heap_bytes() - heap_registry };
+    drop(core);
+    weighed
+}
+
+/// The same feed into device windows alone, and into the live hub alone.
+fn weigh_windows_and_hub(devices: usize) -> (isize, isize) {
+    let segments = devices / 10;
+    let config = StreamConfig::default();
+    let mut readings = templates_of(devices, segments);
+    let base = EventTime::now().millis() / 60_000 * 60_000 - 3_600_000;
+    let heap0 = heap_bytes();
+    let mut windows = stream::Windows::new(&config);
+    let mut emitted = Vec::new();
+    for round in 0..36 {
+        let now = EventTime(base + round * 5_000);
+        for r in readings.iter_mut() {
+            r.time = now;
+        }
+        for r in &readings {
+            windows.add(r, &mut emitted);
+        }
+        windows.tick(now, &mut emitted);
+        emitted = Vec::new();
+    }
+    let windows_bytes = heap_bytes() - heap0;
+    drop(windows);
+    let heap0 = heap_bytes();
+    let hub = LiveHub::new(1_024);
+    for batch in readings.chunks(1_000) {
+        hub.apply(batch);
+    }
+    let hub_bytes = heap_bytes() - heap0;
+    drop(hub);
+    (windows_bytes, hub_bytes)
+}
+
+/// Bytes per device of each part of the stream core, and of the live hub.
+pub fn memory(devices: usize) -> Result<Value> {
+    let per_device = |bytes: isize| round2(bytes as f64 / devices as f64);
+    let shipped =
+        stream::AlertRulesConfig::default().validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shipped_rules = shipped.rules.len();
+    let none = stream::AlertRulesConfig { air_quality_defaults: false, ..Default::default() }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let many = rules()?.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bare = weigh_core(devices, none);
+    let with_shipped = weigh_core(devices, shipped);
+    let with_many = weigh_core(devices, many);
+    let (windows, hub) = weigh_windows_and_hub(devices);
+    let total = |w: &Weighed| w.registry + w.state;
+    Ok(json!({
+        "devices": devices,
+        "segments": devices / 10,
+        "stream_core_bytes_per_device": per_device(total(&with_shipped)),
+        "shipped_rules": shipped_rules,
+        "stream_core_with_50_rules_bytes_per_device": per_device(total(&with_many)),
+        "parts_bytes_per_device": {
+            "registry": per_device(with_shipped.registry),
+            "device_windows": per_device(windows),
+            "segment_windows": per_device(bare.state - windows),
+            "alert_engine_shipped_rules": per_device(with_shipped.state - bare.state),
+            "alert_engine_50_rules": per_device(with_many.state - bare.state),
+        },
+        "live_hub_bytes_per_device": per_device(hub),
+        "goal_stream_core_bytes_per_device": 1_536,
+    }))
+}
+
 /// Run on a thread of its own (one core), off the async runtime.
 pub async fn run(quick: bool) -> Result<Value> {
-    tokio::task::spawn_blocking(move || measure(quick)).await.context("stream benchmark thread")?
+    tokio::task::spawn_blocking(move || {
+        let mut report = measure(quick)?;
+        report["memory"] = memory(if quick { 10_000 } else { 100_000 })?;
+        Ok(report)
+    })
+    .await
+    .context("stream benchmark thread")?
 }

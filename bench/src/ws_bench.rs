@@ -6,23 +6,33 @@
 //! the server routing, not frames); a probe publisher sends one reading every 20 ms to the
 //! probe of the next segment, which reaches every client watching that segment. Latency is
 //! publish (before the MQTT publish call) to the frame parsed in the client, same clock.
-//! Reported: connection time, latency percentiles, server RSS (idle, with clients, under
-//! load), the server's CPU, frames received per second.
+//!
+//! The clients and the probe publisher run in their own process (`sccr-bench
+//! --ws-clients`), so that the figure is not bent by the benchmark's own load generator
+//! sharing their runtime, and the CPU of each side is read apart. Three rounds are
+//! measured on the same connections, to show the spread. Reported per round: latency
+//! percentiles, frames/s, CPU of the server, the client fleet and the broker; overall:
+//! connection time and the server's RSS (idle, with clients, under load).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use telemetry::EventTime;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{core, cpu_snapshot, cpu_split, round2, rss_mib, start_load};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::e2e::core;
+use crate::load::start_load;
+use crate::measure::{cpu_secs, cpu_snapshot, cpu_split, round2, rss_mib};
 
 /// Readings per second of background ingest.
 const BACKGROUND_READINGS: f64 = 20_000.0;
@@ -93,119 +103,252 @@ async fn client(
     Ok(())
 }
 
-pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
+/// What the client fleet is asked to do (the `--ws-clients` argument, as JSON).
+struct FleetSpec {
+    api_port: u16,
+    mqtt_port: u16,
+    clients: usize,
+    round_secs: u64,
+    rounds: usize,
+}
+
+impl FleetSpec {
+    fn to_json(&self) -> String {
+        json!({"api_port": self.api_port, "mqtt_port": self.mqtt_port, "clients": self.clients, "round_secs": self.round_secs, "rounds": self.rounds}).to_string()
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)?;
+        let n = |k: &str| v[k].as_u64().with_context(|| format!("--ws-clients: `{k}` missing"));
+        Ok(Self {
+            api_port: u16::try_from(n("api_port")?)?,
+            mqtt_port: u16::try_from(n("mqtt_port")?)?,
+            clients: usize::try_from(n("clients")?)?,
+            round_secs: n("round_secs")?,
+            rounds: usize::try_from(n("rounds")?)?,
+        })
+    }
+}
+
+/// Print one line of the fleet's protocol on stdout.
+fn say(v: &Value) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{v}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `sccr-bench --ws-clients SPEC`: connect the clients, say `subscribed`, wait for `go` on
+/// stdin, then measure the rounds, saying `round_start` and `round_end` (with the
+/// round's figures) for each.
+pub async fn clients_main(spec: &str) -> Result<()> {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, MqttOptions};
-    let clients = if quick { 500 } else { 10_000 };
-    let secs = if quick { 5 } else { 20 };
+    let spec = FleetSpec::parse(spec)?;
     let segments: Vec<String> =
         parse_geojson(FLORENCE_SEED)?.into_iter().map(|s| s.id.to_string()).collect();
-    let (broker, _db, procs) = core(1, dir).await?;
-    let server = &procs[0];
-    let pid = server.pid().unwrap_or(0);
-    let rss_idle = rss_mib(pid);
-
     let shared = Arc::new(Shared::default());
     let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for i in 0..clients {
+    let mut tasks = Vec::with_capacity(spec.clients);
+    for i in 0..spec.clients {
         let segment = segments[i % segments.len()].clone();
         tasks.push(tokio::spawn(client(
-            sccr_tests::live_url(server.api_port),
+            sccr_tests::live_url(spec.api_port),
             segment,
             shared.clone(),
             gate.clone(),
         )));
     }
     let deadline = Instant::now() + Duration::from_secs(180);
-    while (shared.subscribed.load(Ordering::Relaxed) as usize) < clients {
+    while (shared.subscribed.load(Ordering::Relaxed) as usize) < spec.clients {
         if Instant::now() > deadline
-            || tasks.iter().filter(|t| t.is_finished()).count() > clients / 100
+            || tasks.iter().filter(|t| t.is_finished()).count() > spec.clients / 100
         {
             bail!(
-                "only {} of {clients} websocket clients subscribed",
-                shared.subscribed.load(Ordering::Relaxed)
+                "only {} of {} websocket clients subscribed",
+                shared.subscribed.load(Ordering::Relaxed),
+                spec.clients
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let connect_secs = started.elapsed().as_secs_f64();
-    let rss_clients = rss_mib(pid);
+    say(&json!({"event": "subscribed", "connect_s": round2(started.elapsed().as_secs_f64())}))?;
+    let go = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await??;
+    if go.trim() != "go" {
+        bail!("expected `go` on stdin");
+    }
 
-    // Background ingest, then the probes.
-    let (stop, counters, load) = start_load(broker.port, 2_000, BACKGROUND_READINGS / 4.5, "ws")?;
-    let mut opts = MqttOptions::new("bench-ws-probe", "127.0.0.1", broker.port);
+    let mut opts = MqttOptions::new("bench-ws-probe", "127.0.0.1", spec.mqtt_port);
     opts.set_outgoing_inflight_upper_limit(100);
     let (mqtt, mut eventloop) = AsyncClient::new(opts, 100);
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    shared.measuring.store(true, Ordering::Relaxed);
-    let (r0, f0) =
-        (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
-    let cpu0 = cpu_snapshot(&[pid], broker.pid().unwrap_or(0));
-    let window_start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut probes = 0u64;
-    let mut rss_peak: f64 = rss_clients;
-    while window_start.elapsed() < Duration::from_secs(secs) {
-        tick.tick().await;
-        let segment = &segments[probes as usize % segments.len()];
-        let device = probe(segment);
-        let t = EventTime::now().millis();
-        let payload = json!({"seq": probes, "ts": t, "readings": [{"m": "speed_kmh", "v": (probes % 90) as f64}]}).to_string();
-        shared
-            .sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((device.clone(), t), Instant::now());
-        mqtt.publish(
-            format!("sccr/v1/devices/{device}/telemetry"),
-            QoS::AtLeastOnce,
-            false,
-            payload,
-        )
-        .await?;
-        probes += 1;
-        if probes.is_multiple_of(50) {
-            rss_peak = rss_peak.max(rss_mib(pid));
+    for round in 1..=spec.rounds {
+        shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        shared.measuring.store(true, Ordering::Relaxed);
+        let f0 = shared.frames.load(Ordering::Relaxed);
+        let first_probe = probes;
+        say(&json!({"event": "round_start", "round": round}))?;
+        let window_start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while window_start.elapsed() < Duration::from_secs(spec.round_secs) {
+            tick.tick().await;
+            let segment = &segments[probes as usize % segments.len()];
+            let device = probe(segment);
+            let t = EventTime::now().millis();
+            let payload = json!({"seq": probes, "ts": t, "readings": [{"m": "speed_kmh", "v": (probes % 90) as f64}]}).to_string();
+            shared
+                .sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((device.clone(), t), Instant::now());
+            mqtt.publish(
+                format!("sccr/v1/devices/{device}/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+            probes += 1;
         }
+        let window = window_start.elapsed().as_secs_f64();
+        let f1 = shared.frames.load(Ordering::Relaxed);
+        // Let the round's last probes arrive.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shared.measuring.store(false, Ordering::Relaxed);
+        let mut lat =
+            std::mem::take(&mut *shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()));
+        if lat.len() < 100 {
+            bail!("round {round}: only {} latency samples arrived", lat.len());
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| round2(lat[((lat.len() - 1) as f64 * p).round() as usize]);
+        let sent = probes - first_probe;
+        let expected = sent as f64 * (spec.clients as f64 / segments.len() as f64);
+        say(&json!({
+            "event": "round_end",
+            "round": round,
+            "window_s": round2(window),
+            "probe_publishes": sent,
+            "samples": lat.len(),
+            "delivered_ratio": round2(lat.len() as f64 / expected.max(1.0)),
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "max_ms": pct(1.0),
+            "frames_per_s": ((f1 - f0) as f64 / window).round(),
+        }))?;
     }
-    let window = window_start.elapsed().as_secs_f64();
-    let cpu1 = cpu_snapshot(&[pid], broker.pid().unwrap_or(0));
-    let (r1, f1) =
-        (counters.readings.load(Ordering::Relaxed), shared.frames.load(Ordering::Relaxed));
-    // Let the last probes arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    shared.measuring.store(false, Ordering::Relaxed);
-    let _ = stop.send(true);
-    let _ = load.await;
     poller.abort();
     for t in &tasks {
         t.abort();
     }
-    let mut lat =
-        std::mem::take(&mut *shared.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()));
-    if lat.len() < 100 {
-        bail!("only {} latency samples arrived", lat.len());
+    Ok(())
+}
+
+pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
+    let clients = if quick { 500 } else { 10_000 };
+    let (round_secs, rounds) = if quick { (2, 3) } else { (10, 3) };
+    let segments = parse_geojson(FLORENCE_SEED)?.len();
+    let (broker, _db, procs) = core(1, dir).await?;
+    let server = &procs[0];
+    let pid = server.pid().unwrap_or(0);
+    let broker_pid = broker.pid().unwrap_or(0);
+    let rss_idle = rss_mib(pid);
+    let spec = FleetSpec {
+        api_port: server.api_port,
+        mqtt_port: broker.port,
+        clients,
+        round_secs,
+        rounds,
+    };
+    let mut fleet = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--ws-clients", &spec.to_json()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let fleet_pid = fleet.id().unwrap_or(0);
+    let mut stdin = fleet.stdin.take().context("fleet stdin")?;
+    let mut lines = BufReader::new(fleet.stdout.take().context("fleet stdout")?).lines();
+    let (said_tx, mut said) = tokio::sync::mpsc::channel::<Value>(8);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(v) = serde_json::from_str(&line) else { continue };
+            if said_tx.send(v).await.is_err() {
+                return;
+            }
+        }
+    });
+    let subscribed = tokio::time::timeout(Duration::from_secs(240), said.recv())
+        .await
+        .context("the client fleet did not subscribe within 240 s")?
+        .context("the client fleet stopped")?;
+    let rss_clients = rss_mib(pid);
+
+    // Background ingest, then the rounds.
+    let (stop, counters, load) = start_load(broker.port, 2_000, BACKGROUND_READINGS / 4.5, "ws")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stdin.write_all(b"go\n").await?;
+    stdin.flush().await?;
+    let mut measured = Vec::new();
+    let mut rss_peak = rss_clients;
+    for _ in 0..rounds {
+        let start = said.recv().await.context("the client fleet stopped")?;
+        if start["event"] != "round_start" {
+            bail!("the client fleet said {start} instead of starting a round");
+        }
+        let (cpu0, fleet0, r0) = (
+            cpu_snapshot(&[pid], broker_pid),
+            cpu_secs(fleet_pid),
+            counters.readings.load(Ordering::Relaxed),
+        );
+        // The round ends after its window and a short drain; RSS is read along the way.
+        let deadline = Instant::now() + Duration::from_secs(round_secs + 60);
+        let end = loop {
+            if Instant::now() > deadline {
+                bail!("the client fleet did not finish a round in time");
+            }
+            match tokio::time::timeout(Duration::from_millis(500), said.recv()).await {
+                Ok(Some(v)) => break v,
+                Ok(None) => bail!("the client fleet stopped"),
+                Err(_) => rss_peak = rss_peak.max(rss_mib(pid)),
+            }
+        };
+        let (cpu1, fleet1, r1) = (
+            cpu_snapshot(&[pid], broker_pid),
+            cpu_secs(fleet_pid),
+            counters.readings.load(Ordering::Relaxed),
+        );
+        let secs = cpu1.at.duration_since(cpu0.at).as_secs_f64().max(1e-3);
+        let mut round = end;
+        if let Some(o) = round.as_object_mut() {
+            o.remove("event");
+            o.insert("cpu".into(), cpu_split(&cpu0, &cpu1));
+            o.insert("client_fleet_cores".into(), json!(round2((fleet1 - fleet0) / secs)));
+            o.insert("background_readings_per_s".into(), json!(((r1 - r0) as f64 / secs).round()));
+        }
+        measured.push(round);
     }
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| round2(lat[((lat.len() - 1) as f64 * p).round() as usize]);
-    let expected = probes as f64 * (clients as f64 / segments.len() as f64);
+    let _ = stop.send(true);
+    let _ = load.await;
+    let _ = fleet.wait().await;
+    let p99: Vec<f64> = measured.iter().filter_map(|r| r["p99_ms"].as_f64()).collect();
+    let worst = p99.iter().copied().fold(0.0, f64::max);
+    let best = p99.iter().copied().fold(f64::INFINITY, f64::min);
     Ok(json!({
         "clients": clients,
-        "segments": segments.len(),
-        "connect_s": round2(connect_secs),
-        "background_readings_per_s": ((r1 - r0) as f64 / window).round(),
-        "probe_publishes": probes,
-        "samples": lat.len(),
-        "delivered_ratio": round2(lat.len() as f64 / expected.max(1.0)),
-        "p50_ms": pct(0.50),
-        "p95_ms": pct(0.95),
-        "p99_ms": pct(0.99),
-        "max_ms": pct(1.0),
-        "frames_per_s": ((f1 - f0) as f64 / window).round(),
+        "segments": segments,
+        "connect_s": subscribed["connect_s"],
+        "background_readings_per_s": measured.first().map(|r| r["background_readings_per_s"].clone()),
+        "rounds": measured,
+        "p99_ms": { "worst": round2(worst), "best": round2(best) },
         "server_rss_mib": { "idle": round2(rss_idle), "with_clients": round2(rss_clients), "peak_under_load": round2(rss_peak) },
-        "cpu": cpu_split(&cpu0, &cpu1),
     }))
 }

@@ -1,0 +1,235 @@
+//! The ideal pipeline: the least any correct ingest must do, as a ceiling for SCCR in the
+//! same run. A minimal Rust bridge in its own process (`sccr-bench --ideal-bridge`): the
+//! same broker and payloads, one persistent QoS 1 subscription with manual acks and the
+//! same receive maximum as SCCR's ingest, the same decoder, binary `COPY` into a table
+//! with the readings' primary key, one transaction per batch, and the PUBACKs sent only
+//! after the commit. Nothing else: no dedupe of replays, no rollups, no live state, no
+//! dead letters, no registry.
+//!
+//! Batches close at [`BATCH_ROWS`] readings or [`BATCH_AGE`] after their first reading;
+//! while one commits, the next fills (one batch in flight, as SCCR's writer).
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use store::pgcopy::CopyEncoder;
+use telemetry::{EventTime, Topic, TopicKind};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::load::start_load;
+use crate::measure::{cpu_snapshot, cpu_split, round2};
+use sccr_tests::{Broker, TestDb};
+
+/// Readings per batch, as SCCR's writer.
+const BATCH_ROWS: usize = 5_000;
+/// The oldest a batch gets before it is committed.
+const BATCH_AGE: Duration = Duration::from_millis(50);
+/// Messages the broker may have in flight to the bridge (SCCR's ingest default).
+const RECEIVE_MAXIMUM: u16 = 1_000;
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS ideal_readings (
+    time timestamptz NOT NULL, device text NOT NULL, metric text NOT NULL,
+    value double precision NOT NULL, seq bigint, PRIMARY KEY (device, metric, time))";
+
+struct Batch {
+    copy: CopyEncoder,
+    rows: usize,
+    publishes: Vec<Publish>,
+    opened: Instant,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            copy: CopyEncoder::with_capacity(BATCH_ROWS * 64),
+            rows: 0,
+            publishes: Vec::new(),
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// `sccr-bench --ideal-bridge PORT DB_URL`: run the bridge until killed, printing the
+/// readings committed so far (`committed N`) after each commit, at most every 100 ms.
+pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect(db_url).await.context("connect")?;
+    sqlx::query(TABLE).execute(&mut conn).await?;
+    let mut opts = MqttOptions::new("bench-ideal-bridge", "127.0.0.1", port);
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(3_600))
+        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+        .set_max_packet_size(Some(1 << 20))
+        .set_manual_acks(true)
+        .set_outgoing_inflight_upper_limit(16);
+    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(RECEIVE_MAXIMUM) + 64);
+    client.subscribe(TopicKind::Telemetry.filter(), QoS::AtLeastOnce).await?;
+
+    // The event loop on its own task; publishes reach the batcher through a queue bounded
+    // by the receive maximum.
+    let (pub_tx, mut pub_rx) = mpsc::channel::<Publish>(usize::from(RECEIVE_MAXIMUM));
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if pub_tx.send(p).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+
+    // The committer: one batch in flight.
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(1);
+    let acker = client.clone();
+    let committer = tokio::spawn(async move {
+        let mut committed = 0u64;
+        let mut printed = Instant::now();
+        while let Some(batch) = batch_rx.recv().await {
+            let mut tx = conn.begin().await?;
+            if batch.rows > 0 {
+                let mut copy = tx
+                    .copy_in_raw(
+                        "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
+                    )
+                    .await?;
+                copy.send(batch.copy.finish()).await?;
+                copy.finish().await?;
+            }
+            tx.commit().await?;
+            for p in &batch.publishes {
+                acker.ack(p).await?;
+            }
+            committed += batch.rows as u64;
+            if printed.elapsed() >= Duration::from_millis(100) {
+                println!("committed {committed}");
+                std::io::stdout().flush()?;
+                printed = Instant::now();
+            }
+        }
+        anyhow::Ok(())
+    });
+
+    let mut batch = Batch::new();
+    let mut tick = tokio::time::interval(BATCH_AGE / 2);
+    loop {
+        tokio::select! {
+            p = pub_rx.recv() => {
+                let Some(p) = p else { break };
+                let now = EventTime::now();
+                let topic = std::str::from_utf8(&p.topic).ok().and_then(|t| Topic::parse(t).ok());
+                if let Some(topic) = topic {
+                    if let Ok(decoded) = telemetry::decode(&p.payload, &topic.device, now) {
+                        for r in &decoded.readings {
+                            batch.copy.row(5);
+                            batch.copy.timestamptz(r.time);
+                            batch.copy.text(r.device.as_str());
+                            batch.copy.text(r.metric.as_str());
+                            batch.copy.f64(r.value);
+                            match r.seq {
+                                Some(s) => batch.copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
+                                None => batch.copy.null(),
+                            }
+                        }
+                        batch.rows += decoded.readings.len();
+                    }
+                }
+                if batch.publishes.is_empty() {
+                    batch.opened = Instant::now();
+                }
+                batch.publishes.push(p);
+                if batch.rows >= BATCH_ROWS {
+                    batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await?;
+                }
+            }
+            _ = tick.tick() => {
+                if !batch.publishes.is_empty() && batch.opened.elapsed() >= BATCH_AGE {
+                    batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await?;
+                }
+            }
+        }
+    }
+    drop(batch_tx);
+    committer.await??;
+    Ok(())
+}
+
+/// Run the ideal pipeline under the same load as SCCR's end-to-end run and measure its
+/// committed readings/s and the CPU of each process.
+pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> {
+    let broker = Broker::start().await?;
+    let db = TestDb::create().await?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--ideal-bridge", &broker.port.to_string(), &db.url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the ideal bridge")?;
+    let pid = child.id().unwrap_or(0);
+    let committed = Arc::new(AtomicU64::new(0));
+    let stdout = child.stdout.take().context("bridge stdout")?;
+    let counter = committed.clone();
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(n) = line.strip_prefix("committed ").and_then(|n| n.parse().ok()) {
+                counter.store(n, Ordering::Relaxed);
+            }
+        }
+    });
+    // Ready once a probe reading has been committed.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while committed.load(Ordering::Relaxed) == 0 {
+        if Instant::now() > ready_by {
+            bail!("the ideal bridge did not commit a probe reading within 30 s");
+        }
+        let payload =
+            json!({"ts": EventTime::now().millis(), "readings": [{"m": "battery_v", "v": 12.0}]})
+                .to_string()
+                .into_bytes();
+        let _ = sccr_tests::publish_all(
+            broker.port,
+            "bench-ideal-probe",
+            vec![("sccr/v1/devices/probe/telemetry".into(), payload)],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (stop, _counters, task) = start_load(broker.port, devices, offered_msgs, "ideal")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let broker_pid = broker.pid().unwrap_or(0);
+    let (c0, cpu0) = (committed.load(Ordering::Relaxed), cpu_snapshot(&[pid], broker_pid));
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let (c1, cpu1) = (committed.load(Ordering::Relaxed), cpu_snapshot(&[pid], broker_pid));
+    let _ = stop.send(true);
+    let _ = task.await;
+    let _ = child.kill().await;
+    reader.abort();
+    let window = cpu1.at.duration_since(cpu0.at).as_secs_f64();
+    let mut cpu = cpu_split(&cpu0, &cpu1);
+    if let Some(o) = cpu.as_object_mut() {
+        if let Some(v) = o.remove("sccr_cores") {
+            o.insert("bridge_cores".into(), v);
+        }
+    }
+    let rate = (c1 - c0) as f64 / window;
+    let pg = cpu["postgres_cores"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "devices": devices,
+        "readings_per_s": rate.round(),
+        "window_s": round2(window),
+        "postgres_cpu_us_per_reading": round2(pg * 1e6 / rate.max(1.0)),
+        "cpu": cpu,
+    }))
+}

@@ -1,0 +1,45 @@
+//! The load: the fleet simulator publishing to a broker at a given rate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
+use telemetry::segment::{parse_geojson, FLORENCE_SEED};
+use tokio::sync::watch;
+
+pub(crate) fn fleet(n: usize) -> Result<Vec<simulator::SimDevice>> {
+    Ok(plan_fleet(&parse_geojson(FLORENCE_SEED)?, n))
+}
+
+/// Run the simulator with `devices` at `msgs_per_s` until `stop` flips.
+pub(crate) fn start_load(
+    port: u16,
+    devices: usize,
+    msgs_per_s: f64,
+    tag: &str,
+) -> Result<(
+    watch::Sender<bool>,
+    Arc<SimulationCounters>,
+    tokio::task::JoinHandle<simulator::SimulationReport>,
+)> {
+    let interval = Duration::from_secs_f64((devices as f64 / msgs_per_s.max(1.0)).max(0.001));
+    let config = SimulateConfig {
+        port,
+        client_prefix: format!("bench-{tag}"),
+        connections: 8,
+        interval,
+        messages_per_device: None,
+        ..SimulateConfig::default()
+    };
+    let counters = Arc::new(SimulationCounters::default());
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(run_simulation(
+        config,
+        fleet(devices)?,
+        counters.clone(),
+        rx,
+        Duration::from_secs(5),
+    ));
+    Ok((tx, counters, task))
+}

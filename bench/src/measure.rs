@@ -1,0 +1,100 @@
+//! What the benchmark reads off processes and servers: CPU time and RSS from /proc,
+//! CPU split by stage between two snapshots, figures from a `/metrics` page.
+
+use std::alloc::System;
+use std::time::Instant;
+
+use sccr_tests::http_get;
+use serde_json::{json, Value};
+
+/// CPU time of a process in seconds (utime + stime), from /proc.
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds of every process whose command name is `comm`.
+pub(crate) fn cpu_secs_of(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .map(cpu_secs)
+        .sum()
+}
+
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// CPU in cores used by each stage between two snapshots.
+#[derive(Clone)]
+pub(crate) struct CpuSnapshot {
+    pub(crate) at: Instant,
+    pub(crate) sccr: Vec<f64>,
+    pub(crate) broker: f64,
+    pub(crate) postgres: f64,
+    pub(crate) load: f64,
+}
+
+pub(crate) fn cpu_snapshot(sccr: &[u32], broker: u32) -> CpuSnapshot {
+    CpuSnapshot {
+        at: Instant::now(),
+        sccr: sccr.iter().map(|p| cpu_secs(*p)).collect(),
+        broker: cpu_secs(broker),
+        postgres: cpu_secs_of("postgres"),
+        load: cpu_secs(std::process::id()),
+    }
+}
+
+pub(crate) fn cpu_split(a: &CpuSnapshot, b: &CpuSnapshot) -> Value {
+    let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
+    let sccr: f64 = b.sccr.iter().zip(&a.sccr).map(|(x, y)| x - y).sum();
+    json!({
+        "sccr_cores": round2(sccr / secs),
+        "broker_cores": round2((b.broker - a.broker) / secs),
+        "postgres_cores": round2((b.postgres - a.postgres) / secs),
+        "load_generator_cores": round2((b.load - a.load) / secs),
+    })
+}
+
+pub(crate) fn round2(v: f64) -> f64 {
+    // Adding 0.0 turns a -0.0 into 0.0.
+    (v * 100.0).round() / 100.0 + 0.0
+}
+
+pub(crate) fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub(crate) async fn scrape(port: u16) -> String {
+    http_get(port, "/metrics").await.map(|(_, b)| b).unwrap_or_default()
+}
+
+/// The system allocator, counting the bytes held: lets a stage of the benchmark weigh the
+/// state it builds (the stream core's bytes per device).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
+
+/// Heap bytes held by the whole process now (requested sizes, without the allocator's
+/// own overhead). Differences taken on one thread while other threads are quiet weigh
+/// what that thread built.
+pub(crate) fn heap_bytes() -> isize {
+    isize::try_from(ALLOCATOR.allocated()).unwrap_or(isize::MAX)
+}

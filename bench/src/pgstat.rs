@@ -1,0 +1,144 @@
+//! The database's work per stored reading, by statement: `pg_stat_statements` (execution
+//! time, WAL bytes, buffers) and `pg_stat_wal` over a measured window, against the
+//! readings stored in it, beside the PostgreSQL CPU read from /proc.
+//!
+//! Needs `pg_stat_statements` in `shared_preload_libraries` (`scripts/bench.sh` starts its
+//! own PostgreSQL with it); without it the breakdown says why it is missing.
+
+use serde_json::{json, Value};
+use sqlx::{PgPool, Row};
+
+use crate::measure::round2;
+
+/// Statements listed one by one; the rest are summed.
+const TOP: usize = 8;
+
+/// A window being measured on one database.
+pub(crate) struct Window {
+    pool: PgPool,
+    wal_bytes: f64,
+    wal_records: f64,
+    wal_fpi: f64,
+}
+
+/// Start a window: reset this database's statement statistics and note the WAL so far.
+/// `Err` says why no breakdown can be made.
+pub(crate) async fn start(db_url: &str) -> Result<Window, String> {
+    let pool = PgPool::connect(db_url).await.map_err(|e| e.to_string())?;
+    let setup = async {
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await?;
+        sqlx::query(
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)",
+        )
+        .execute(&pool)
+        .await?;
+        wal(&pool).await
+    };
+    match setup.await {
+        Ok((wal_bytes, wal_records, wal_fpi)) => {
+            Ok(Window { pool, wal_bytes, wal_records, wal_fpi })
+        }
+        Err(e) => {
+            pool.close().await;
+            Err(e.to_string())
+        }
+    }
+}
+
+async fn wal(pool: &PgPool) -> Result<(f64, f64, f64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT wal_bytes::float8 AS b, wal_records::float8 AS r, wal_fpi::float8 AS f FROM pg_stat_wal",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.try_get("b")?, row.try_get("r")?, row.try_get("f")?))
+}
+
+/// A statement's text on one line, shortened.
+fn short(query: &str) -> String {
+    let one: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 90 {
+        format!("{}…", one.chars().take(89).collect::<String>())
+    } else {
+        one
+    }
+}
+
+impl Window {
+    /// Close the window: `readings` stored in it, `postgres_cpu_s` the CPU seconds of every
+    /// PostgreSQL process over it.
+    pub(crate) async fn finish(self, readings: f64, postgres_cpu_s: f64) -> Value {
+        let per = |v: f64| round2(v / readings.max(1.0));
+        let result = async {
+            let (b, r, f) = wal(&self.pool).await?;
+            let rows = sqlx::query(
+                "SELECT query, calls::float8 AS calls, total_exec_time AS ms, rows::float8 AS rows,
+                        wal_bytes::float8 AS wal, (shared_blks_hit + shared_blks_read)::float8 AS blocks,
+                        shared_blks_read::float8 AS read, temp_blks_written::float8 AS temp
+                 FROM pg_stat_statements
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%pg_stat_wal%'
+                 ORDER BY total_exec_time DESC",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok::<_, sqlx::Error>((
+                (b - self.wal_bytes, r - self.wal_records, f - self.wal_fpi),
+                rows,
+            ))
+        };
+        let out = match result.await {
+            Ok(((wal_bytes, wal_records, wal_fpi), rows)) => {
+                let mut statements = Vec::new();
+                let (mut exec_ms, mut other_ms, mut other_wal, mut other_calls) =
+                    (0.0, 0.0, 0.0, 0.0);
+                for (i, row) in rows.iter().enumerate() {
+                    let get = |c: &str| row.try_get::<f64, _>(c).unwrap_or(0.0);
+                    let (ms, wal, calls) = (get("ms"), get("wal"), get("calls"));
+                    exec_ms += ms;
+                    if i < TOP {
+                        statements.push(json!({
+                            "statement": short(row.try_get::<String, _>("query").as_deref().unwrap_or("?")),
+                            "calls": calls,
+                            "exec_us_per_reading": round2(ms * 1000.0 / readings.max(1.0)),
+                            "wal_bytes_per_reading": per(wal),
+                            "rows_per_call": round2(get("rows") / calls.max(1.0)),
+                            "blocks_per_reading": per(get("blocks")),
+                            "blocks_read_per_reading": per(get("read")),
+                            "temp_blocks_written": get("temp"),
+                        }));
+                    } else {
+                        other_ms += ms;
+                        other_wal += wal;
+                        other_calls += calls;
+                    }
+                }
+                if other_calls > 0.0 {
+                    statements.push(json!({
+                        "statement": format!("{} other statements", rows.len() - TOP),
+                        "calls": other_calls,
+                        "exec_us_per_reading": round2(other_ms * 1000.0 / readings.max(1.0)),
+                        "wal_bytes_per_reading": per(other_wal),
+                    }));
+                }
+                let cpu_us = postgres_cpu_s * 1e6 / readings.max(1.0);
+                let exec_us = exec_ms * 1000.0 / readings.max(1.0);
+                json!({
+                    "readings": readings,
+                    "postgres_cpu_us_per_reading": round2(cpu_us),
+                    "statement_exec_us_per_reading": round2(exec_us),
+                    // CPU no statement accounts for: commits, WAL writer, checkpointer,
+                    // autovacuum, connection handling.
+                    "cpu_outside_statements_us_per_reading": round2(cpu_us - exec_us),
+                    "wal_bytes_per_reading": per(wal_bytes),
+                    "wal_records_per_reading": per(wal_records),
+                    "wal_full_page_images_per_reading": per(wal_fpi),
+                    "statements": statements,
+                })
+            }
+            Err(e) => json!({ "unavailable": e.to_string() }),
+        };
+        self.pool.close().await;
+        out
+    }
+}
