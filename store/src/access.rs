@@ -10,7 +10,7 @@
 use sqlx::Row;
 use telemetry::EventTime;
 
-use crate::postgres::{et, ts};
+use crate::pg::{et, ts};
 use crate::{Store, StoreError};
 
 /// A stored API token (without the token).

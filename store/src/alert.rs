@@ -396,7 +396,7 @@ impl StateSave {
     /// Insert or replace `parts` (name, JSON text) under `key`.
     pub async fn put(&mut self, key: &str, parts: &[(String, String)]) -> Result<(), StoreError> {
         match self {
-            Self::Postgres(tx) => crate::postgres::put_state_parts(tx, key, parts).await,
+            Self::Postgres(tx) => crate::pg::put_state_parts(tx, key, parts).await,
             Self::Sqlite(tx) => crate::sqlite::put_state_parts(tx, key, parts).await,
         }
     }

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use telemetry::EventTime;
 
-use crate::postgres::{et, ts};
+use crate::pg::{et, ts};
 use crate::{Store, StoreError};
 
 /// Bytes of a payload shown in listings (the stored copy is already truncated).

@@ -32,6 +32,20 @@
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
 
+/// The one place a [`Store`] is taken apart by backend: `dispatch!(self, s => s.f(x).await)`
+/// runs the same expression on the [`PgStore`] or the [`SqliteStore`] inside. Domain
+/// modules write their logic once on [`Store`] and hand each backend only its SQL
+/// (`pg/<domain>.rs`, `sqlite/<domain>.rs`) through this macro; defined before the modules
+/// so that every one of them can use it.
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            $crate::Store::Postgres($s) => $e,
+            $crate::Store::Sqlite($s) => $e,
+        }
+    };
+}
+
 pub mod access;
 pub mod alert;
 pub mod commands;
@@ -42,8 +56,7 @@ pub mod export;
 pub mod history;
 pub mod maintenance;
 pub mod outbox;
-pub mod pgcopy;
-mod postgres;
+mod pg;
 pub mod registry;
 pub mod rollup;
 mod sqlite;
@@ -73,7 +86,8 @@ pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxBacklog,
     OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
-pub use postgres::PgStore;
+pub use pg::copy as pgcopy;
+pub use pg::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedDevice};
 pub use sqlite::SqliteStore;
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
@@ -369,15 +383,6 @@ pub struct MaintenanceReport {
 pub enum Store {
     Postgres(PgStore),
     Sqlite(SqliteStore),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Postgres($s) => $e,
-            Store::Sqlite($s) => $e,
-        }
-    };
 }
 
 impl Store {

@@ -10,7 +10,7 @@
 use sqlx::Row;
 use telemetry::{DeviceId, EventTime, SegmentId};
 
-use crate::postgres::{et, ts};
+use crate::pg::{et, ts};
 use crate::{parse_device, parse_segment, Store, StoreError};
 
 /// A device as the registry shows it.

@@ -28,16 +28,16 @@ use crate::{
 };
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "foundation", include_str!("../migrations/sqlite/0001_foundation.sql")),
-    (2, "time series", include_str!("../migrations/sqlite/0002_timeseries.sql")),
-    (3, "alerts", include_str!("../migrations/sqlite/0003_alerts.sql")),
-    (4, "segment rollups", include_str!("../migrations/sqlite/0004_segment_rollups.sql")),
-    (5, "access", include_str!("../migrations/sqlite/0005_access.sql")),
-    (6, "outbox and commands", include_str!("../migrations/sqlite/0006_outbox_commands.sql")),
-    (7, "gateways", include_str!("../migrations/sqlite/0007_gateways.sql")),
-    (8, "retention horizons", include_str!("../migrations/sqlite/0008_retention_horizons.sql")),
-    (9, "stream state parts", include_str!("../migrations/sqlite/0009_stream_state_parts.sql")),
-    (10, "alarm handling", include_str!("../migrations/sqlite/0010_alarm_handling.sql")),
+    (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
+    (2, "time series", include_str!("../../migrations/sqlite/0002_timeseries.sql")),
+    (3, "alerts", include_str!("../../migrations/sqlite/0003_alerts.sql")),
+    (4, "segment rollups", include_str!("../../migrations/sqlite/0004_segment_rollups.sql")),
+    (5, "access", include_str!("../../migrations/sqlite/0005_access.sql")),
+    (6, "outbox and commands", include_str!("../../migrations/sqlite/0006_outbox_commands.sql")),
+    (7, "gateways", include_str!("../../migrations/sqlite/0007_gateways.sql")),
+    (8, "retention horizons", include_str!("../../migrations/sqlite/0008_retention_horizons.sql")),
+    (9, "stream state parts", include_str!("../../migrations/sqlite/0009_stream_state_parts.sql")),
+    (10, "alarm handling", include_str!("../../migrations/sqlite/0010_alarm_handling.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,8 @@
 //! through `unnest` arrays with `ON CONFLICT DO NOTHING … RETURNING`, and the rows that
 //! were really inserted feed the rollup and latest-value upserts in the same statement.
 
+pub mod copy;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
@@ -12,10 +14,10 @@ use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
 use telemetry::{EventTime, MetricId, Partial, RoadSegment};
 use time::OffsetDateTime;
 
+use self::copy::CopyEncoder;
 use crate::history::{
     HistoryPoint, HistoryQuery, HistorySubject, Horizons, Piece, Resolution, SourceRow, DAY_MS,
 };
-use crate::pgcopy::CopyEncoder;
 
 use crate::alert::AlertColumns;
 use crate::{
@@ -37,64 +39,72 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (
         1,
         "foundation",
-        MigrationSql::Common(include_str!("../migrations/postgres/0001_foundation.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0001_foundation.sql")),
     ),
     (
         2,
         "rollup batches",
-        MigrationSql::Common(include_str!("../migrations/postgres/0002_rollup_log.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0002_rollup_log.sql")),
     ),
     (
         3,
         "time series",
         MigrationSql::PerMode {
-            native: include_str!("../migrations/postgres/native/0003_timeseries.sql"),
-            timescale: include_str!("../migrations/postgres/timescale/0003_timeseries.sql"),
+            native: include_str!("../../migrations/postgres/native/0003_timeseries.sql"),
+            timescale: include_str!("../../migrations/postgres/timescale/0003_timeseries.sql"),
         },
     ),
-    (4, "alerts", MigrationSql::Common(include_str!("../migrations/postgres/0004_alerts.sql"))),
+    (4, "alerts", MigrationSql::Common(include_str!("../../migrations/postgres/0004_alerts.sql"))),
     (
         5,
         "segment rollups",
-        MigrationSql::Common(include_str!("../migrations/postgres/0005_segment_rollups.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0005_segment_rollups.sql")),
     ),
-    (6, "access", MigrationSql::Common(include_str!("../migrations/postgres/0006_access.sql"))),
+    (6, "access", MigrationSql::Common(include_str!("../../migrations/postgres/0006_access.sql"))),
     (
         7,
         "outbox and commands",
-        MigrationSql::Common(include_str!("../migrations/postgres/0007_outbox_commands.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0007_outbox_commands.sql")),
     ),
-    (8, "gateways", MigrationSql::Common(include_str!("../migrations/postgres/0008_gateways.sql"))),
+    (
+        8,
+        "gateways",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0008_gateways.sql")),
+    ),
     (
         9,
         "merge fillfactor",
         MigrationSql::PerMode {
-            native: include_str!("../migrations/postgres/native/0009_merge_fillfactor.sql"),
-            timescale: include_str!("../migrations/postgres/timescale/0009_merge_fillfactor.sql"),
+            native: include_str!("../../migrations/postgres/native/0009_merge_fillfactor.sql"),
+            timescale: include_str!(
+                "../../migrations/postgres/timescale/0009_merge_fillfactor.sql"
+            ),
         },
     ),
     (
         10,
         "real-time rollups",
         MigrationSql::PerMode {
-            native: include_str!("../migrations/postgres/native/0010_realtime_rollups.sql"),
-            timescale: include_str!("../migrations/postgres/timescale/0010_realtime_rollups.sql"),
+            native: include_str!("../../migrations/postgres/native/0010_realtime_rollups.sql"),
+            timescale: include_str!(
+                "../../migrations/postgres/timescale/0010_realtime_rollups.sql"
+            ),
         },
     ),
     (
         11,
         "retention horizons",
-        MigrationSql::Common(include_str!("../migrations/postgres/0011_retention_horizons.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0011_retention_horizons.sql")),
     ),
     (
         12,
         "stream state parts",
-        MigrationSql::Common(include_str!("../migrations/postgres/0012_stream_state_parts.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0012_stream_state_parts.sql")),
     ),
     (
         13,
         "alarm handling",
-        MigrationSql::Common(include_str!("../migrations/postgres/0013_alarm_handling.sql")),
+        MigrationSql::Common(include_str!("../../migrations/postgres/0013_alarm_handling.sql")),
     ),
 ];
 
