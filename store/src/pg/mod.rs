@@ -2,6 +2,7 @@
 //! through `unnest` arrays with `ON CONFLICT DO NOTHING … RETURNING`, and the rows that
 //! were really inserted feed the rollup and latest-value upserts in the same statement.
 
+mod access;
 pub mod copy;
 
 use std::collections::HashSet;

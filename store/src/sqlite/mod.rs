@@ -3,6 +3,8 @@
 //! Times are stored as Unix milliseconds. The database runs in WAL mode with
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
+mod access;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 
