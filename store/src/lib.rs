@@ -64,7 +64,7 @@ pub mod writer;
 
 use std::time::Duration;
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
 
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use alert::{
@@ -412,23 +412,6 @@ impl Store {
     /// Write one batch in one transaction.
     pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         dispatch!(self, s => s.write_batch(batch).await)
-    }
-
-    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.upsert_segments(segments).await)
-    }
-
-    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        dispatch!(self, s => s.segments().await)
-    }
-
-    /// Register devices (or update their kind and segment).
-    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.upsert_devices(devices).await)
-    }
-
-    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        dispatch!(self, s => s.devices().await)
     }
 
     /// Latest values, optionally of one device and/or one metric.

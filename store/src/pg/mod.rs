@@ -4,6 +4,7 @@
 
 mod access;
 pub mod copy;
+mod registry;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -12,7 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
-use telemetry::{EventTime, MetricId, Partial, RoadSegment};
+use telemetry::{EventTime, MetricId, Partial};
 use time::OffsetDateTime;
 
 use self::copy::CopyEncoder;
@@ -22,9 +23,9 @@ use crate::history::{
 
 use crate::alert::AlertColumns;
 use crate::{
-    parse_device, parse_metric, parse_segment, refuse_too_old, Batch, BatchOutcome, DeadLetter,
-    DeviceRecord, LatestValue, MaintenanceReport, MergeOutcome, StorageMode, StoreError,
-    StoreOptions, TimescaleMode, WriteMethod,
+    parse_device, parse_metric, refuse_too_old, Batch, BatchOutcome, DeadLetter, LatestValue,
+    MaintenanceReport, MergeOutcome, StorageMode, StoreError, StoreOptions, TimescaleMode,
+    WriteMethod,
 };
 use crate::{
     AlertChange, AlertEventRecord, AlertFilter, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
@@ -886,95 +887,6 @@ impl PgStore {
                         last_value: row.try_get("last")?,
                         last_time: et(row.try_get("last_time")?),
                     },
-                })
-            })
-            .collect()
-    }
-
-    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for s in segments {
-            let coords = serde_json::to_value(&s.coordinates).unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, coordinates = excluded.coordinates,
-                   length_m = excluded.length_m, lanes = excluded.lanes, speed_limit_kmh = excluded.speed_limit_kmh,
-                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph",
-            )
-            .bind(s.id.as_str())
-            .bind(&s.name)
-            .bind(&s.kind)
-            .bind(sqlx::types::Json(coords))
-            .bind(s.length_m)
-            .bind(s.lanes as i32)
-            .bind(s.speed_limit_kmh)
-            .bind(s.free_flow_kmh)
-            .bind(s.capacity_vph)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph FROM road_segments ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let coords: sqlx::types::Json<Vec<[f64; 2]>> = row.try_get("coordinates")?;
-                Ok(RoadSegment {
-                    id: parse_segment(row.try_get("id")?)?,
-                    name: row.try_get("name")?,
-                    kind: row.try_get("kind")?,
-                    coordinates: coords.0,
-                    length_m: row.try_get("length_m")?,
-                    lanes: row.try_get::<i32, _>("lanes")? as u32,
-                    speed_limit_kmh: row.try_get("speed_limit_kmh")?,
-                    free_flow_kmh: row.try_get("free_flow_kmh")?,
-                    capacity_vph: row.try_get("capacity_vph")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for d in devices {
-            sqlx::query(
-                "INSERT INTO devices (id, kind, segment_id, registered_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id",
-            )
-            .bind(d.id.as_str())
-            .bind(d.kind.as_deref())
-            .bind(d.segment.as_ref().map(|s| s.as_str()))
-            .bind(ts(d.registered_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, kind, segment_id, registered_at FROM devices ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeviceRecord {
-                    id: parse_device(row.try_get("id")?)?,
-                    kind: row.try_get("kind")?,
-                    segment: row
-                        .try_get::<Option<String>, _>("segment_id")?
-                        .map(parse_segment)
-                        .transpose()?,
-                    registered_at: et(row.try_get("registered_at")?),
                 })
             })
             .collect()

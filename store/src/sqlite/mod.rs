@@ -4,6 +4,7 @@
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
 mod access;
+mod registry;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -13,7 +14,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
-use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment};
+use telemetry::{DeviceId, EventTime, MetricId, Partial};
 
 use crate::alert::AlertColumns;
 use crate::history::{
@@ -21,9 +22,8 @@ use crate::history::{
 };
 use crate::rollup::{partials, partials_by};
 use crate::{
-    parse_device, parse_metric, parse_segment, refuse_too_old, Batch, BatchOutcome, DeadLetter,
-    DeviceRecord, LatestValue, MaintenanceReport, MergeOutcome, Retention, StoreError,
-    StoreOptions,
+    parse_device, parse_metric, refuse_too_old, Batch, BatchOutcome, DeadLetter, LatestValue,
+    MaintenanceReport, MergeOutcome, Retention, StoreError, StoreOptions,
 };
 use crate::{
     AlertChange, AlertEventRecord, AlertFilter, AlertRecord, AlertSubject, NewAlert, RaiseOutcome,
@@ -197,97 +197,6 @@ impl SqliteStore {
             dead_letters: batch.dead_letters.len() as u64,
             older_than_retention,
         })
-    }
-
-    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for s in segments {
-            let coords = serde_json::to_string(&s.coordinates).unwrap_or_default();
-            sqlx::query(
-                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, coordinates = excluded.coordinates,
-                   length_m = excluded.length_m, lanes = excluded.lanes, speed_limit_kmh = excluded.speed_limit_kmh,
-                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph",
-            )
-            .bind(s.id.as_str())
-            .bind(&s.name)
-            .bind(&s.kind)
-            .bind(coords)
-            .bind(s.length_m)
-            .bind(i64::from(s.lanes))
-            .bind(s.speed_limit_kmh)
-            .bind(s.free_flow_kmh)
-            .bind(s.capacity_vph)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph FROM road_segments ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let text: String = row.try_get("coordinates")?;
-                let coordinates = serde_json::from_str(&text)
-                    .map_err(|_| StoreError::Corrupt { what: "coordinates", value: text })?;
-                Ok(RoadSegment {
-                    id: parse_segment(row.try_get("id")?)?,
-                    name: row.try_get("name")?,
-                    kind: row.try_get("kind")?,
-                    coordinates,
-                    length_m: row.try_get("length_m")?,
-                    lanes: row.try_get::<i64, _>("lanes")? as u32,
-                    speed_limit_kmh: row.try_get("speed_limit_kmh")?,
-                    free_flow_kmh: row.try_get("free_flow_kmh")?,
-                    capacity_vph: row.try_get("capacity_vph")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for d in devices {
-            sqlx::query(
-                "INSERT INTO devices (id, kind, segment_id, registered_at_ms) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id",
-            )
-            .bind(d.id.as_str())
-            .bind(d.kind.as_deref())
-            .bind(d.segment.as_ref().map(|s| s.as_str()))
-            .bind(d.registered_at.millis())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, kind, segment_id, registered_at_ms FROM devices ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeviceRecord {
-                    id: parse_device(row.try_get("id")?)?,
-                    kind: row.try_get("kind")?,
-                    segment: row
-                        .try_get::<Option<String>, _>("segment_id")?
-                        .map(parse_segment)
-                        .transpose()?,
-                    registered_at: EventTime(row.try_get("registered_at_ms")?),
-                })
-            })
-            .collect()
     }
 
     pub async fn latest(
