@@ -4,6 +4,7 @@
 
 mod access;
 pub mod copy;
+pub(crate) mod outbox;
 mod registry;
 
 use std::collections::HashSet;

@@ -4,6 +4,7 @@
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
 mod access;
+pub(crate) mod outbox;
 mod registry;
 
 use std::collections::HashMap;
