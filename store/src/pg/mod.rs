@@ -3,6 +3,7 @@
 //! were really inserted feed the rollup and latest-value upserts in the same statement.
 
 mod access;
+mod commands;
 pub mod copy;
 pub(crate) mod outbox;
 mod registry;

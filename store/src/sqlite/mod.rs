@@ -4,6 +4,7 @@
 //! `synchronous = FULL`, so a committed batch survives a crash of the process or the host.
 
 mod access;
+mod commands;
 pub(crate) mod outbox;
 mod registry;
 
