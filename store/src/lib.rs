@@ -514,11 +514,6 @@ impl Store {
         }
     }
 
-    /// Newest dead letters first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        dispatch!(self, s => s.dead_letters(limit).await)
-    }
-
     /// Open an alert with its `raised` event, unless one for the same (rule, subject) is
     /// open already: then nothing is written and the open alert's id comes back.
     pub async fn raise_alert(&self, alert: &NewAlert) -> Result<RaiseOutcome, StoreError> {

@@ -5,6 +5,7 @@
 mod access;
 mod commands;
 pub mod copy;
+mod dead_letter_log;
 pub(crate) mod outbox;
 mod registry;
 
@@ -915,31 +916,6 @@ impl PgStore {
                     metric: parse_metric(row.try_get("metric")?)?,
                     time: et(row.try_get("time")?),
                     value: row.try_get("value")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT received_at, topic, device, reason, detail, payload, payload_size FROM dead_letters ORDER BY id DESC LIMIT $1",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    received_at: et(row.try_get("received_at")?),
-                    topic: row.try_get("topic")?,
-                    device: row
-                        .try_get::<Option<String>, _>("device")?
-                        .map(parse_device)
-                        .transpose()?,
-                    reason: row.try_get("reason")?,
-                    detail: row.try_get("detail")?,
-                    payload: row.try_get("payload")?,
-                    payload_size: row.try_get::<i32, _>("payload_size")? as usize,
                 })
             })
             .collect()

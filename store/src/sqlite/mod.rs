@@ -5,6 +5,7 @@
 
 mod access;
 mod commands;
+mod dead_letter_log;
 pub(crate) mod outbox;
 mod registry;
 
@@ -24,7 +25,7 @@ use crate::history::{
 };
 use crate::rollup::{partials, partials_by};
 use crate::{
-    parse_device, parse_metric, refuse_too_old, Batch, BatchOutcome, DeadLetter, LatestValue,
+    parse_device, parse_metric, refuse_too_old, Batch, BatchOutcome, LatestValue,
     MaintenanceReport, MergeOutcome, Retention, StoreError, StoreOptions,
 };
 use crate::{
@@ -374,31 +375,6 @@ impl SqliteStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
-    }
-
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT received_at_ms, topic, device, reason, detail, payload, payload_size FROM dead_letters ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    received_at: EventTime(row.try_get("received_at_ms")?),
-                    topic: row.try_get("topic")?,
-                    device: row
-                        .try_get::<Option<String>, _>("device")?
-                        .map(parse_device)
-                        .transpose()?,
-                    reason: row.try_get("reason")?,
-                    detail: row.try_get("detail")?,
-                    payload: row.try_get("payload")?,
-                    payload_size: row.try_get::<i64, _>("payload_size")? as usize,
-                })
-            })
-            .collect()
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
