@@ -214,46 +214,6 @@ pub struct BatchOutcome {
 /// The dead-letter reason of a reading older than the raw retention horizon.
 pub const OLDER_THAN_RETENTION: &str = "older_than_retention";
 
-/// The batch without its readings older than the raw retention `horizon`, which become
-/// dead letters (`older_than_retention`); `None` when there are none. Retention may have
-/// dropped such a reading's raw row, the record that dedupes it, while its hourly and
-/// daily rollups remain: storing it again would count it twice.
-pub(crate) fn refuse_too_old(batch: &Batch, horizon: Option<EventTime>) -> Option<Batch> {
-    let horizon = horizon?;
-    if batch.readings.iter().all(|r| r.time >= horizon) {
-        return None;
-    }
-    let mut out = Batch {
-        readings: Vec::with_capacity(batch.readings.len()),
-        dead_letters: batch.dead_letters.clone(),
-        new_devices: batch.new_devices.clone(),
-    };
-    for r in &batch.readings {
-        if r.time >= horizon {
-            out.readings.push(r.clone());
-            continue;
-        }
-        let payload =
-            serde_json::json!({"m": r.metric.as_str(), "v": r.value, "t": r.time.millis()});
-        let mut letter = DeadLetter::new(
-            &telemetry::Topic::telemetry(&r.device),
-            Some(r.device.clone()),
-            OLDER_THAN_RETENTION,
-            format!(
-                "reading of {} at {} is older than the raw retention horizon {}: retention has \
-                 dropped that time's raw readings, so storing it again could count it twice",
-                r.metric.as_str(),
-                r.time,
-                horizon
-            ),
-            payload.to_string().as_bytes(),
-        );
-        letter.received_at = EventTime::now();
-        out.dead_letters.push(letter);
-    }
-    Some(out)
-}
-
 /// A device as registered.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeviceRecord {
@@ -410,109 +370,8 @@ impl Store {
         dispatch!(self, s => s.migrate().await)
     }
 
-    /// Write one batch in one transaction.
-    pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
-        dispatch!(self, s => s.write_batch(batch).await)
-    }
-
-    /// Latest values, optionally of one device and/or one metric.
-    pub async fn latest(
-        &self,
-        device: Option<&DeviceId>,
-        metric: Option<MetricId>,
-    ) -> Result<Vec<LatestValue>, StoreError> {
-        dispatch!(self, s => s.latest(device, metric).await)
-    }
-
-    /// History at the level and step the query plans (see [`history::plan`]). Stepped
-    /// queries read the ends of the range from finer levels ([`history::cover`]), so every
-    /// bucket, the partial first and last included, equals a recount of the readings of
-    /// the range in it.
-    pub async fn history(&self, q: &HistoryQuery) -> Result<History, StoreError> {
-        let plan = history::plan(q)?;
-        let Some(step) = plan.step_ms else {
-            let points = dispatch!(self, s => s.history_raw(q).await)?;
-            return Ok(History {
-                resolution: plan.source,
-                step_ms: None,
-                from: q.from,
-                to: q.to,
-                points,
-            });
-        };
-        let horizons = self.horizons().await?;
-        let cover = history::cover(q.from, q.to, plan.source, &horizons);
-        let mut rows = Vec::new();
-        for piece in &cover.pieces {
-            rows.extend(dispatch!(self, s => s.history_piece(q, *piece, step).await)?);
-        }
-        let mut points = history::fold(rows, step);
-        points.truncate(q.limit);
-        let points = history::fill_gaps(points, cover.from, cover.to, step, q.fill, q.limit);
-        Ok(History {
-            resolution: plan.source,
-            step_ms: Some(step),
-            from: cover.from,
-            to: cover.to,
-            points,
-        })
-    }
-
-    /// From when each stored level is whole: what retention has dropped so far.
-    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
-        dispatch!(self, s => s.horizons().await)
-    }
-
-    /// Fold the readings of up to `max_batches` committed batches into the rollup tables
-    /// and `latest`, in one transaction. Readings are counted in rollups once this has run
-    /// after their batch committed (SQLite merges inside the batch: a no-op there).
-    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
-        dispatch!(self, s => s.merge_rollups(max_batches).await)
-    }
-
-    /// Fold closed hours and days into the stored rollups (PostgreSQL without
-    /// TimescaleDB: [`PgStore::fold_closed_rollups`]); 0 elsewhere.
-    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
-        match self {
-            Store::Postgres(s) => s.fold_closed_rollups(now).await,
-            _ => Ok(0),
-        }
-    }
-
-    /// Merge until no committed batch is pending.
-    pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
-        let mut total = MergeOutcome::default();
-        loop {
-            let m = self.merge_rollups(200).await?;
-            total.batches += m.batches;
-            total.readings += m.readings;
-            total.rollup_rows += m.rollup_rows;
-            if m.batches == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Create partitions ahead and enforce retention, as of `now`.
-    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
-        dispatch!(self, s => s.maintain(now).await)
-    }
-
-    /// Run TimescaleDB's policy jobs now (see [`PgStore::run_timescale_jobs`]); 0 elsewhere.
-    pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
-        match self {
-            Store::Postgres(s) if s.storage_mode() == StorageMode::TimescaleDb => {
-                s.run_timescale_jobs().await
-            }
-            _ => Ok(0),
-        }
-    }
-
     pub fn storage_mode(&self) -> StorageMode {
-        match self {
-            Store::Postgres(s) => s.storage_mode(),
-            Store::Sqlite(_) => StorageMode::Embedded,
-        }
+        dispatch!(self, s => s.storage_mode())
     }
 
     /// Cheap liveness probe of the database.
