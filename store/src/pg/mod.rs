@@ -1,8 +1,8 @@
 //! The PostgreSQL backend: [`PgStore`] with its pool, the storage mode (native partitions
 //! or TimescaleDB, chosen once by the migrations) and the migrations. Each domain's SQL
 //! and row decoding is in the submodule named after the domain module it serves
-//! (`access`, `alert`, `commands`, `dead_letter_log`, `history`, `maintenance`, `outbox`,
-//! `registry`, `rollup`, `stream_state`, `writer`); the domain logic is on
+//! (`access`, `alert`, `commands`, `dead_letter_log`, `export`, `history`, `maintenance`,
+//! `outbox`, `registry`, `rollup`, `stream_state`, `writer`); the domain logic is on
 //! [`crate::Store`]. Times are `timestamptz`, and every session runs in UTC.
 
 mod access;
@@ -10,6 +10,7 @@ mod alert;
 mod commands;
 pub mod copy;
 mod dead_letter_log;
+mod export;
 mod history;
 mod maintenance;
 pub(crate) mod outbox;

@@ -10,6 +10,7 @@ mod access;
 mod alert;
 mod commands;
 mod dead_letter_log;
+mod export;
 mod history;
 mod maintenance;
 pub(crate) mod outbox;
