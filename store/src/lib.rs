@@ -31,6 +31,16 @@
 //!   each write their `alert_events` row (who, when, from, to, note) in the same transaction
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
+//!
+//! The code is split one way, by backend behind one dispatch point. [`Store`] is an enum of
+//! [`PgStore`] and [`SqliteStore`], taken apart only by the `dispatch!` macro below (and by
+//! [`Store::connect`] and [`Store::backend`]). Each domain module ([`writer`], [`rollup`],
+//! [`maintenance`], [`history`], [`registry`], [`access`], [`alert`] with the stream's saved
+//! state, [`commands`], [`outbox`], [`dead_letter_log`], [`export`]) holds its types, checks,
+//! shared row decoding and the `impl Store` methods, written once; `pg/<domain>.rs` and
+//! `sqlite/<domain>.rs` hold only that dialect's SQL and row decoding, and `pg/mod.rs`,
+//! `sqlite/mod.rs` the pool and the migrations. The store contract (`contract`, one file per
+//! domain) runs on every backend.
 
 /// The one place a [`Store`] is taken apart by backend: `dispatch!(self, s => s.f(x).await)`
 /// runs the same expression on the [`PgStore`] or the [`SqliteStore`] inside. Domain
