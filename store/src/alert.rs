@@ -1,8 +1,6 @@
 //! Alerts as the store keeps them: one row per alert in `alerts`, one row per lifecycle
-//! move in `alert_events`, and the stream's exported state: whole documents in
-//! `stream_state`, or in parts in `stream_state_parts` (one row per part, so a checkpoint
-//! rewrites only the parts that changed; [`StateSave`] writes a checkpoint's parts in one
-//! transaction, so a reader sees all of them or none).
+//! move in `alert_events`. The stream's exported state, saved next to the alerts it
+//! raised, is the `stream_state` module's ([`StateSave`]).
 //!
 //! The alert types (state, severity, kind, subject, the stored alert itself) are the
 //! contract's, `telemetry::alert`, shared with the stream and the API; the stream's engine
@@ -24,7 +22,9 @@ pub use telemetry::alert::{
 };
 use telemetry::EventTime;
 
-use crate::{parse_device, parse_segment, StoreError};
+use crate::{parse_device, parse_segment, Store, StoreError};
+
+pub use crate::stream_state::StateSave;
 
 fn corrupt(what: &'static str, value: String) -> StoreError {
     StoreError::Corrupt { what, value }
@@ -384,28 +384,117 @@ pub(crate) fn outbox_event(record: &AlertRecord, at: EventTime) -> crate::outbox
     }
 }
 
-/// A checkpoint of the stream's state being saved in parts under one key: the parts
-/// written through it become visible together at [`StateSave::commit`]; dropped before,
-/// none do. Opened by [`crate::Store::begin_state_save`].
-pub enum StateSave {
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
-}
-
-impl StateSave {
-    /// Insert or replace `parts` (name, JSON text) under `key`.
-    pub async fn put(&mut self, key: &str, parts: &[(String, String)]) -> Result<(), StoreError> {
-        match self {
-            Self::Postgres(tx) => crate::postgres::put_state_parts(tx, key, parts).await,
-            Self::Sqlite(tx) => crate::sqlite::put_state_parts(tx, key, parts).await,
-        }
+/// Alerts: see the module doc for the invariants. The SQL is each backend's
+/// (`pg/alert.rs`, `sqlite/alert.rs`).
+impl Store {
+    /// Open an alert with its `raised` event, unless one for the same (rule, subject) is
+    /// open already: then nothing is written and the open alert's id comes back.
+    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<RaiseOutcome, StoreError> {
+        dispatch!(self, s => s.raise_alert(alert).await)
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Self::Postgres(tx) => tx.commit().await?,
-            Self::Sqlite(tx) => tx.commit().await?,
+    /// An operator acknowledges a raised alert.
+    pub async fn acknowledge_alert(
+        &self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
+        if by.trim().is_empty() {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "an acknowledgement needs the operator's name".into(),
+            });
         }
-        Ok(())
+        dispatch!(self, s => s.move_alert(id, &AlertChange::Acknowledge, Some(by), note, at).await)
+    }
+
+    /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
+    /// stream because the condition ended.
+    pub async fn clear_alert(
+        &self,
+        id: i64,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
+        if by.is_some_and(|b| b.trim().is_empty()) {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "a manual clear needs the operator's name".into(),
+            });
+        }
+        dispatch!(self, s => s.move_alert(id, &AlertChange::Clear, by, note, at).await)
+    }
+
+    /// Apply `change` to an alert with its `alert_events` row, if the lifecycle's table
+    /// allows it (see [`AlertChange`]): `by` is the operator, `None` for the stream.
+    pub async fn change_alert(
+        &self,
+        id: i64,
+        change: &AlertChange,
+        by: Option<&str>,
+        note: Option<&str>,
+        at: EventTime,
+    ) -> Result<AlertRecord, StoreError> {
+        if by.is_some_and(|b| b.trim().is_empty()) {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "an operator's move needs the operator's name".into(),
+            });
+        }
+        if matches!(change, AlertChange::Shelve { .. }) && by.is_none() {
+            return Err(StoreError::InvalidQuery {
+                param: "by",
+                message: "shelving needs the operator's name".into(),
+            });
+        }
+        dispatch!(self, s => s.move_alert(id, change, by, note, at).await)
+    }
+
+    /// Open alerts whose shelf expired at `now` (at most 1,000).
+    pub async fn expired_shelves(&self, now: EventTime) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, s => s.expired_shelves(now).await)
+    }
+
+    /// Clear automatically the open alert of (rule, subject), if there is one: the stream
+    /// knows its conditions by key, not by alert id (after a restart, say).
+    pub async fn clear_open_alert(
+        &self,
+        rule: &str,
+        subject: &AlertSubject,
+        at: EventTime,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        // An operator may clear the alert between the look-up and the move: look again.
+        for _ in 0..3 {
+            let Some(id) = dispatch!(self, s => s.open_alert_id(rule, subject).await)? else {
+                return Ok(None);
+            };
+            match self.clear_alert(id, None, None, at).await {
+                Err(StoreError::AlertTransition { .. }) => continue,
+                other => return other.map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Set how many subjects a grouped alert holds.
+    pub async fn update_alert_members(&self, id: i64, members: u32) -> Result<(), StoreError> {
+        dispatch!(self, s => s.update_alert_members(id, members).await)
+    }
+
+    /// Alerts matching the filter, newest first (see [`AlertFilter`]).
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        dispatch!(self, s => s.alerts(filter).await)
+    }
+
+    pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
+        dispatch!(self, s => s.alert(id).await)
+    }
+
+    /// The lifecycle of one alert, oldest move first.
+    pub async fn alert_events(&self, id: i64) -> Result<Vec<AlertEventRecord>, StoreError> {
+        dispatch!(self, s => s.alert_events(id).await)
     }
 }

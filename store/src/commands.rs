@@ -14,11 +14,10 @@
 //! in one transaction, and a repeated state writes nothing.
 
 use serde::Serialize;
-use sqlx::{Connection, Row};
 use telemetry::{DeviceId, DeviceState, EventTime};
 
-use crate::outbox::{event_type, pg_append, sqlite_append, OutboxEvent};
-use crate::{parse_device, Store, StoreError};
+use crate::outbox::{event_type, OutboxEvent};
+use crate::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +46,7 @@ impl CommandStatus {
         !matches!(self, Self::Pending | Self::Sent)
     }
 
-    fn parse(s: String) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
         Ok(match s.as_str() {
             "pending" => Self::Pending,
             "sent" => Self::Sent,
@@ -103,7 +102,8 @@ pub struct CommandRecord {
 }
 
 impl CommandRecord {
-    fn outbox_event(&self) -> Option<OutboxEvent> {
+    /// The event of a final status, written in the transaction that sets it.
+    pub(crate) fn outbox_event(&self) -> Option<OutboxEvent> {
         Some(OutboxEvent {
             event_type: self.status.event_type()?.to_owned(),
             subject: format!("command/{}", self.id),
@@ -113,56 +113,18 @@ impl CommandRecord {
     }
 }
 
-const PG_COLUMNS: &str = "id, device, name, args::text AS args, idempotency_key, status, detail, created_by, created_at, sent_at, expires_at, finished_at";
-const SQLITE_COLUMNS: &str = "id, device, name, args, idempotency_key, status, detail, created_by, created_at_ms, sent_at_ms, expires_at_ms, finished_at_ms";
-
-fn args_of(text: String) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+/// The command's `args` as both backends return them (JSON text).
+pub(crate) fn args_of(
+    text: String,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
     serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
         what: "command args",
         value: text.chars().take(80).collect(),
     })
 }
 
-fn pg_command(row: &sqlx::postgres::PgRow) -> Result<CommandRecord, StoreError> {
-    let t = |name: &str| -> Result<Option<EventTime>, StoreError> {
-        Ok(row
-            .try_get::<Option<time::OffsetDateTime>, _>(name)?
-            .map(EventTime::from_offset_date_time))
-    };
-    Ok(CommandRecord {
-        id: row.try_get("id")?,
-        device: parse_device(row.try_get("device")?)?,
-        name: row.try_get("name")?,
-        args: args_of(row.try_get("args")?)?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        status: CommandStatus::parse(row.try_get("status")?)?,
-        detail: row.try_get("detail")?,
-        created_by: row.try_get("created_by")?,
-        created_at: EventTime::from_offset_date_time(row.try_get("created_at")?),
-        sent_at: t("sent_at")?,
-        expires_at: EventTime::from_offset_date_time(row.try_get("expires_at")?),
-        finished_at: t("finished_at")?,
-    })
-}
-
-fn sqlite_command(row: &sqlx::sqlite::SqliteRow) -> Result<CommandRecord, StoreError> {
-    Ok(CommandRecord {
-        id: row.try_get("id")?,
-        device: parse_device(row.try_get("device")?)?,
-        name: row.try_get("name")?,
-        args: args_of(row.try_get("args")?)?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        status: CommandStatus::parse(row.try_get("status")?)?,
-        detail: row.try_get("detail")?,
-        created_by: row.try_get("created_by")?,
-        created_at: EventTime(row.try_get("created_at_ms")?),
-        sent_at: row.try_get::<Option<i64>, _>("sent_at_ms")?.map(EventTime),
-        expires_at: EventTime(row.try_get("expires_at_ms")?),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at_ms")?.map(EventTime),
-    })
-}
-
-/// Commands and device status: see the module doc.
+/// Commands and device status: see the module doc. The SQL is each backend's
+/// (`pg/commands.rs`, `sqlite/commands.rs`).
 impl Store {
     /// Create a command, or return the device's command with the same idempotency key.
     /// The flag says whether it was created now (and so is to be published).
@@ -171,84 +133,16 @@ impl Store {
         c: &NewCommand,
     ) -> Result<(CommandRecord, bool), StoreError> {
         let args = serde_json::Value::Object(c.args.clone()).to_string();
-        match self {
-            Store::Postgres(s) => {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO commands (id, device, name, args, idempotency_key, status, created_by, created_at, expires_at)
-                     VALUES ($1, $2, $3, $4::jsonb, $5, 'pending', $6, $7, $8)
-                     ON CONFLICT (device, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                     RETURNING {PG_COLUMNS}"
-                ))
-                .bind(&c.id)
-                .bind(c.device.as_str())
-                .bind(&c.name)
-                .bind(&args)
-                .bind(&c.idempotency_key)
-                .bind(&c.created_by)
-                .bind(c.created_at.to_offset_date_time())
-                .bind(c.expires_at.to_offset_date_time())
-                .fetch_optional(s.pool())
-                .await?;
-                if let Some(row) = row {
-                    return Ok((pg_command(&row)?, true));
-                }
-                let row = sqlx::query(&format!(
-                    "SELECT {PG_COLUMNS} FROM commands WHERE device = $1 AND idempotency_key = $2"
-                ))
-                .bind(c.device.as_str())
-                .bind(&c.idempotency_key)
-                .fetch_one(s.pool())
-                .await?;
-                Ok((pg_command(&row)?, false))
-            }
-            Store::Sqlite(s) => {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO commands (id, device, name, args, idempotency_key, status, created_by, created_at_ms, expires_at_ms)
-                     VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)
-                     ON CONFLICT (device, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                     RETURNING {SQLITE_COLUMNS}"
-                ))
-                .bind(&c.id)
-                .bind(c.device.as_str())
-                .bind(&c.name)
-                .bind(&args)
-                .bind(&c.idempotency_key)
-                .bind(&c.created_by)
-                .bind(c.created_at.millis())
-                .bind(c.expires_at.millis())
-                .fetch_optional(s.pool())
-                .await?;
-                if let Some(row) = row {
-                    return Ok((sqlite_command(&row)?, true));
-                }
-                let row = sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM commands WHERE device = ? AND idempotency_key = ?"))
-                    .bind(c.device.as_str())
-                    .bind(&c.idempotency_key)
-                    .fetch_one(s.pool())
-                    .await?;
-                Ok((sqlite_command(&row)?, false))
-            }
+        if let Some(created) = dispatch!(self, s => s.insert_command(c, &args).await)? {
+            return Ok((created, true));
         }
+        let key = c.idempotency_key.as_deref();
+        let existing = dispatch!(self, s => s.command_by_key(&c.device, key).await)?;
+        Ok((existing, false))
     }
 
     pub async fn command(&self, id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let row = sqlx::query(&format!("SELECT {PG_COLUMNS} FROM commands WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(s.pool())
-                    .await?;
-                row.as_ref().map(pg_command).transpose()
-            }
-            Store::Sqlite(s) => {
-                let row =
-                    sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM commands WHERE id = ?"))
-                        .bind(id)
-                        .fetch_optional(s.pool())
-                        .await?;
-                row.as_ref().map(sqlite_command).transpose()
-            }
-        }
+        dispatch!(self, s => s.command(id).await)
     }
 
     /// A device's commands, newest first.
@@ -258,46 +152,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(&format!("SELECT {PG_COLUMNS} FROM commands WHERE device = $1 ORDER BY created_at DESC, id LIMIT $2"))
-                    .bind(device.as_str())
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(pg_command).collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM commands WHERE device = ? ORDER BY created_at_ms DESC, id LIMIT ?"))
-                    .bind(device.as_str())
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(sqlite_command).collect()
-            }
-        }
+        dispatch!(self, s => s.device_commands(device, limit).await)
     }
 
     /// Pending → sent (the broker took the publish). A command in any other state is
     /// left alone.
     pub async fn mark_command_sent(&self, id: &str, at: EventTime) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query("UPDATE commands SET status = 'sent', sent_at = $2 WHERE id = $1 AND status = 'pending'")
-                    .bind(id)
-                    .bind(at.to_offset_date_time())
-                    .execute(s.pool())
-                    .await?;
-            }
-            Store::Sqlite(s) => {
-                sqlx::query("UPDATE commands SET status = 'sent', sent_at_ms = ? WHERE id = ? AND status = 'pending'")
-                    .bind(at.millis())
-                    .bind(id)
-                    .execute(s.pool())
-                    .await?;
-            }
-        }
-        Ok(())
+        dispatch!(self, s => s.mark_command_sent(id, at).await)
     }
 
     /// Give a pending or sent command of `device` its final status, with its outbox
@@ -317,97 +178,14 @@ impl Store {
                 message: format!("{} is not a final command status", status.as_str()),
             });
         }
-        match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let row = sqlx::query(&format!(
-                    "UPDATE commands SET status = $3, detail = $4, finished_at = $5
-                     WHERE id = $1 AND device = $2 AND status IN ('pending', 'sent') RETURNING {PG_COLUMNS}"
-                ))
-                .bind(id)
-                .bind(device.as_str())
-                .bind(status.as_str())
-                .bind(detail)
-                .bind(at.to_offset_date_time())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(record) = row.as_ref().map(pg_command).transpose()? else {
-                    return Ok(None);
-                };
-                if let Some(event) = record.outbox_event() {
-                    pg_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                Ok(Some(record))
-            }
-            Store::Sqlite(s) => {
-                let mut conn = s.pool().acquire().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let row = sqlx::query(&format!(
-                    "UPDATE commands SET status = ?3, detail = ?4, finished_at_ms = ?5
-                     WHERE id = ?1 AND device = ?2 AND status IN ('pending', 'sent') RETURNING {SQLITE_COLUMNS}"
-                ))
-                .bind(id)
-                .bind(device.as_str())
-                .bind(status.as_str())
-                .bind(detail)
-                .bind(at.millis())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(record) = row.as_ref().map(sqlite_command).transpose()? else {
-                    return Ok(None);
-                };
-                if let Some(event) = record.outbox_event() {
-                    sqlite_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                Ok(Some(record))
-            }
-        }
+        dispatch!(self, s => s.finish_command(id, device, status, detail, at).await)
     }
 
     /// Expire every pending or sent command whose time to live ended before `now`, each
     /// with its outbox event, in one transaction.
     pub async fn expire_commands(&self, now: EventTime) -> Result<Vec<CommandRecord>, StoreError> {
         let detail = "no answer from the device before the command expired";
-        let records = match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let rows = sqlx::query(&format!(
-                    "UPDATE commands SET status = 'expired', detail = $2, finished_at = $1
-                     WHERE status IN ('pending', 'sent') AND expires_at < $1 RETURNING {PG_COLUMNS}"
-                ))
-                .bind(now.to_offset_date_time())
-                .bind(detail)
-                .fetch_all(&mut *tx)
-                .await?;
-                let records = rows.iter().map(pg_command).collect::<Result<Vec<_>, _>>()?;
-                for event in records.iter().filter_map(CommandRecord::outbox_event) {
-                    pg_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                records
-            }
-            Store::Sqlite(s) => {
-                let mut conn = s.pool().acquire().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let rows = sqlx::query(&format!(
-                    "UPDATE commands SET status = 'expired', detail = ?2, finished_at_ms = ?1
-                     WHERE status IN ('pending', 'sent') AND expires_at_ms < ?1 RETURNING {SQLITE_COLUMNS}"
-                ))
-                .bind(now.millis())
-                .bind(detail)
-                .fetch_all(&mut *tx)
-                .await?;
-                let records = rows.iter().map(sqlite_command).collect::<Result<Vec<_>, _>>()?;
-                for event in records.iter().filter_map(CommandRecord::outbox_event) {
-                    sqlite_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                records
-            }
-        };
-        Ok(records)
+        dispatch!(self, s => s.expire_commands(now, detail).await)
     }
 
     /// Record a device's state; writes it and its outbox event only when it differs from
@@ -432,49 +210,7 @@ impl Store {
             time: at,
             data: serde_json::json!({ "device": device.as_str(), "state": state_str, "since": at }),
         };
-        match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let changed = sqlx::query(
-                    "INSERT INTO device_status (device, state, since) VALUES ($1, $2, $3)
-                     ON CONFLICT (device) DO UPDATE SET state = excluded.state, since = excluded.since
-                     WHERE device_status.state <> excluded.state",
-                )
-                .bind(device.as_str())
-                .bind(state_str)
-                .bind(at.to_offset_date_time())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if changed {
-                    pg_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                Ok(changed)
-            }
-            Store::Sqlite(s) => {
-                let mut conn = s.pool().acquire().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let changed = sqlx::query(
-                    "INSERT INTO device_status (device, state, since_ms) VALUES (?, ?, ?)
-                     ON CONFLICT (device) DO UPDATE SET state = excluded.state, since_ms = excluded.since_ms
-                     WHERE device_status.state <> excluded.state",
-                )
-                .bind(device.as_str())
-                .bind(state_str)
-                .bind(at.millis())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if changed {
-                    sqlite_append(&mut tx, &event).await?;
-                }
-                tx.commit().await?;
-                Ok(changed)
-            }
-        }
+        dispatch!(self, s => s.record_device_status(device, state_str, at, &event).await)
     }
 }
 

@@ -31,6 +31,30 @@
 //!   each write their `alert_events` row (who, when, from, to, note) in the same transaction
 //!   as the change to `alerts`; an illegal move (acknowledging a cleared alert) writes
 //!   nothing and fails with [`StoreError::AlertTransition`]. See [`alert`].
+//!
+//! The code is split one way, by backend behind one dispatch point. [`Store`] is an enum of
+//! [`PgStore`] and [`SqliteStore`], taken apart only by the `dispatch!` macro below (and by
+//! [`Store::connect`] and [`Store::backend`]). Each domain module ([`writer`], [`rollup`],
+//! [`maintenance`], [`history`], [`registry`], [`access`], [`alert`] with the stream's saved
+//! state, [`commands`], [`outbox`], [`dead_letter_log`], [`export`]) holds its types, checks,
+//! shared row decoding and the `impl Store` methods, written once; `pg/<domain>.rs` and
+//! `sqlite/<domain>.rs` hold only that dialect's SQL and row decoding, and `pg/mod.rs`,
+//! `sqlite/mod.rs` the pool and the migrations. The store contract (`contract`, one file per
+//! domain) runs on every backend.
+
+/// The one place a [`Store`] is taken apart by backend: `dispatch!(self, s => s.f(x).await)`
+/// runs the same expression on the [`PgStore`] or the [`SqliteStore`] inside. Domain
+/// modules write their logic once on [`Store`] and hand each backend only its SQL
+/// (`pg/<domain>.rs`, `sqlite/<domain>.rs`) through this macro; defined before the modules
+/// so that every one of them can use it.
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            $crate::Store::Postgres($s) => $e,
+            $crate::Store::Sqlite($s) => $e,
+        }
+    };
+}
 
 pub mod access;
 pub mod alert;
@@ -42,16 +66,16 @@ pub mod export;
 pub mod history;
 pub mod maintenance;
 pub mod outbox;
-pub mod pgcopy;
-mod postgres;
+mod pg;
 pub mod registry;
 pub mod rollup;
 mod sqlite;
+mod stream_state;
 pub mod writer;
 
 use std::time::Duration;
 
-use telemetry::{DeviceId, EventTime, MetricId, Reading, RoadSegment, SegmentId};
+use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
 
 pub use access::{AuditEntry, AuditRecord, TokenRecord};
 pub use alert::{
@@ -73,7 +97,8 @@ pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxBacklog,
     OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
 };
-pub use postgres::PgStore;
+pub use pg::copy as pgcopy;
+pub use pg::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedDevice};
 pub use sqlite::SqliteStore;
 pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
@@ -198,46 +223,6 @@ pub struct BatchOutcome {
 
 /// The dead-letter reason of a reading older than the raw retention horizon.
 pub const OLDER_THAN_RETENTION: &str = "older_than_retention";
-
-/// The batch without its readings older than the raw retention `horizon`, which become
-/// dead letters (`older_than_retention`); `None` when there are none. Retention may have
-/// dropped such a reading's raw row, the record that dedupes it, while its hourly and
-/// daily rollups remain: storing it again would count it twice.
-pub(crate) fn refuse_too_old(batch: &Batch, horizon: Option<EventTime>) -> Option<Batch> {
-    let horizon = horizon?;
-    if batch.readings.iter().all(|r| r.time >= horizon) {
-        return None;
-    }
-    let mut out = Batch {
-        readings: Vec::with_capacity(batch.readings.len()),
-        dead_letters: batch.dead_letters.clone(),
-        new_devices: batch.new_devices.clone(),
-    };
-    for r in &batch.readings {
-        if r.time >= horizon {
-            out.readings.push(r.clone());
-            continue;
-        }
-        let payload =
-            serde_json::json!({"m": r.metric.as_str(), "v": r.value, "t": r.time.millis()});
-        let mut letter = DeadLetter::new(
-            &telemetry::Topic::telemetry(&r.device),
-            Some(r.device.clone()),
-            OLDER_THAN_RETENTION,
-            format!(
-                "reading of {} at {} is older than the raw retention horizon {}: retention has \
-                 dropped that time's raw readings, so storing it again could count it twice",
-                r.metric.as_str(),
-                r.time,
-                horizon
-            ),
-            payload.to_string().as_bytes(),
-        );
-        letter.received_at = EventTime::now();
-        out.dead_letters.push(letter);
-    }
-    Some(out)
-}
 
 /// A device as registered.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -371,15 +356,6 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Postgres($s) => $e,
-            Store::Sqlite($s) => $e,
-        }
-    };
-}
-
 impl Store {
     /// Connect by URL: `postgres://…` / `postgresql://…` or `sqlite:PATH` / `sqlite::memory:`.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
@@ -404,279 +380,8 @@ impl Store {
         dispatch!(self, s => s.migrate().await)
     }
 
-    /// Write one batch in one transaction.
-    pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
-        dispatch!(self, s => s.write_batch(batch).await)
-    }
-
-    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.upsert_segments(segments).await)
-    }
-
-    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        dispatch!(self, s => s.segments().await)
-    }
-
-    /// Register devices (or update their kind and segment).
-    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.upsert_devices(devices).await)
-    }
-
-    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        dispatch!(self, s => s.devices().await)
-    }
-
-    /// Latest values, optionally of one device and/or one metric.
-    pub async fn latest(
-        &self,
-        device: Option<&DeviceId>,
-        metric: Option<MetricId>,
-    ) -> Result<Vec<LatestValue>, StoreError> {
-        dispatch!(self, s => s.latest(device, metric).await)
-    }
-
-    /// History at the level and step the query plans (see [`history::plan`]). Stepped
-    /// queries read the ends of the range from finer levels ([`history::cover`]), so every
-    /// bucket, the partial first and last included, equals a recount of the readings of
-    /// the range in it.
-    pub async fn history(&self, q: &HistoryQuery) -> Result<History, StoreError> {
-        let plan = history::plan(q)?;
-        let Some(step) = plan.step_ms else {
-            let points = dispatch!(self, s => s.history_raw(q).await)?;
-            return Ok(History {
-                resolution: plan.source,
-                step_ms: None,
-                from: q.from,
-                to: q.to,
-                points,
-            });
-        };
-        let horizons = self.horizons().await?;
-        let cover = history::cover(q.from, q.to, plan.source, &horizons);
-        let mut rows = Vec::new();
-        for piece in &cover.pieces {
-            rows.extend(dispatch!(self, s => s.history_piece(q, *piece, step).await)?);
-        }
-        let mut points = history::fold(rows, step);
-        points.truncate(q.limit);
-        let points = history::fill_gaps(points, cover.from, cover.to, step, q.fill, q.limit);
-        Ok(History {
-            resolution: plan.source,
-            step_ms: Some(step),
-            from: cover.from,
-            to: cover.to,
-            points,
-        })
-    }
-
-    /// From when each stored level is whole: what retention has dropped so far.
-    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
-        dispatch!(self, s => s.horizons().await)
-    }
-
-    /// Fold the readings of up to `max_batches` committed batches into the rollup tables
-    /// and `latest`, in one transaction. Readings are counted in rollups once this has run
-    /// after their batch committed (SQLite merges inside the batch: a no-op there).
-    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
-        dispatch!(self, s => s.merge_rollups(max_batches).await)
-    }
-
-    /// Fold closed hours and days into the stored rollups (PostgreSQL without
-    /// TimescaleDB: [`PgStore::fold_closed_rollups`]); 0 elsewhere.
-    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
-        match self {
-            Store::Postgres(s) => s.fold_closed_rollups(now).await,
-            _ => Ok(0),
-        }
-    }
-
-    /// Merge until no committed batch is pending.
-    pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
-        let mut total = MergeOutcome::default();
-        loop {
-            let m = self.merge_rollups(200).await?;
-            total.batches += m.batches;
-            total.readings += m.readings;
-            total.rollup_rows += m.rollup_rows;
-            if m.batches == 0 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Create partitions ahead and enforce retention, as of `now`.
-    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
-        dispatch!(self, s => s.maintain(now).await)
-    }
-
-    /// Run TimescaleDB's policy jobs now (see [`PgStore::run_timescale_jobs`]); 0 elsewhere.
-    pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
-        match self {
-            Store::Postgres(s) if s.storage_mode() == StorageMode::TimescaleDb => {
-                s.run_timescale_jobs().await
-            }
-            _ => Ok(0),
-        }
-    }
-
     pub fn storage_mode(&self) -> StorageMode {
-        match self {
-            Store::Postgres(s) => s.storage_mode(),
-            Store::Sqlite(_) => StorageMode::Embedded,
-        }
-    }
-
-    /// Newest dead letters first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        dispatch!(self, s => s.dead_letters(limit).await)
-    }
-
-    /// Open an alert with its `raised` event, unless one for the same (rule, subject) is
-    /// open already: then nothing is written and the open alert's id comes back.
-    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<RaiseOutcome, StoreError> {
-        dispatch!(self, s => s.raise_alert(alert).await)
-    }
-
-    /// An operator acknowledges a raised alert.
-    pub async fn acknowledge_alert(
-        &self,
-        id: i64,
-        by: &str,
-        note: Option<&str>,
-        at: EventTime,
-    ) -> Result<AlertRecord, StoreError> {
-        if by.trim().is_empty() {
-            return Err(StoreError::InvalidQuery {
-                param: "by",
-                message: "an acknowledgement needs the operator's name".into(),
-            });
-        }
-        dispatch!(self, s => s.move_alert(id, &AlertChange::Acknowledge, Some(by), note, at).await)
-    }
-
-    /// Clear a raised or acknowledged alert: by an operator, or (`by` = `None`) by the
-    /// stream because the condition ended.
-    pub async fn clear_alert(
-        &self,
-        id: i64,
-        by: Option<&str>,
-        note: Option<&str>,
-        at: EventTime,
-    ) -> Result<AlertRecord, StoreError> {
-        if by.is_some_and(|b| b.trim().is_empty()) {
-            return Err(StoreError::InvalidQuery {
-                param: "by",
-                message: "a manual clear needs the operator's name".into(),
-            });
-        }
-        dispatch!(self, s => s.move_alert(id, &AlertChange::Clear, by, note, at).await)
-    }
-
-    /// Apply `change` to an alert with its `alert_events` row, if the lifecycle's table
-    /// allows it (see [`AlertChange`]): `by` is the operator, `None` for the stream.
-    pub async fn change_alert(
-        &self,
-        id: i64,
-        change: &AlertChange,
-        by: Option<&str>,
-        note: Option<&str>,
-        at: EventTime,
-    ) -> Result<AlertRecord, StoreError> {
-        if by.is_some_and(|b| b.trim().is_empty()) {
-            return Err(StoreError::InvalidQuery {
-                param: "by",
-                message: "an operator's move needs the operator's name".into(),
-            });
-        }
-        if matches!(change, AlertChange::Shelve { .. }) && by.is_none() {
-            return Err(StoreError::InvalidQuery {
-                param: "by",
-                message: "shelving needs the operator's name".into(),
-            });
-        }
-        dispatch!(self, s => s.move_alert(id, change, by, note, at).await)
-    }
-
-    /// Open alerts whose shelf expired at `now` (at most 1,000).
-    pub async fn expired_shelves(&self, now: EventTime) -> Result<Vec<i64>, StoreError> {
-        dispatch!(self, s => s.expired_shelves(now).await)
-    }
-
-    /// Clear automatically the open alert of (rule, subject), if there is one: the stream
-    /// knows its conditions by key, not by alert id (after a restart, say).
-    pub async fn clear_open_alert(
-        &self,
-        rule: &str,
-        subject: &AlertSubject,
-        at: EventTime,
-    ) -> Result<Option<AlertRecord>, StoreError> {
-        // An operator may clear the alert between the look-up and the move: look again.
-        for _ in 0..3 {
-            let Some(id) = dispatch!(self, s => s.open_alert_id(rule, subject).await)? else {
-                return Ok(None);
-            };
-            match self.clear_alert(id, None, None, at).await {
-                Err(StoreError::AlertTransition { .. }) => continue,
-                other => return other.map(Some),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Set how many subjects a grouped alert holds.
-    pub async fn update_alert_members(&self, id: i64, members: u32) -> Result<(), StoreError> {
-        dispatch!(self, s => s.update_alert_members(id, members).await)
-    }
-
-    /// Alerts matching the filter, newest first (see [`AlertFilter`]).
-    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
-        dispatch!(self, s => s.alerts(filter).await)
-    }
-
-    pub async fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError> {
-        dispatch!(self, s => s.alert(id).await)
-    }
-
-    /// The lifecycle of one alert, oldest move first.
-    pub async fn alert_events(&self, id: i64) -> Result<Vec<AlertEventRecord>, StoreError> {
-        dispatch!(self, s => s.alert_events(id).await)
-    }
-
-    /// Keep (replace) the stream's exported state under `key`.
-    pub async fn save_stream_state(
-        &self,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.save_stream_state(key, value).await)
-    }
-
-    pub async fn load_stream_state(
-        &self,
-        key: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        dispatch!(self, s => s.load_stream_state(key).await)
-    }
-
-    /// Begin saving a checkpoint in parts under `key` (see [`StateSave`]). `replace` first
-    /// deletes every part saved under `key`, and a whole document saved there by
-    /// [`Store::save_stream_state`].
-    pub async fn begin_state_save(
-        &self,
-        key: &str,
-        replace: bool,
-    ) -> Result<StateSave, StoreError> {
-        dispatch!(self, s => s.begin_state_save(key, replace).await)
-    }
-
-    /// Hand every part saved under `key` to `each` (name, JSON text), one row at a time;
-    /// returns how many there were.
-    pub async fn load_state_parts(
-        &self,
-        key: &str,
-        each: impl FnMut(String, String) -> Result<(), StoreError> + Send,
-    ) -> Result<usize, StoreError> {
-        dispatch!(self, s => s.load_state_parts(key, each).await)
+        dispatch!(self, s => s.storage_mode())
     }
 
     /// Cheap liveness probe of the database.

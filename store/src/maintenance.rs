@@ -1,8 +1,14 @@
 //! Background drivers of the store: the rollup merger (folds the readings of committed
-//! batches into the rollup tables and `latest`) and maintenance (partitions ahead, retention). Both are
-//! safe to run in several processes at once: the merger consumes each committed batch exactly
-//! once (its `rollup_pending` row is deleted in the transaction that merges it), and partition creation is
-//! serialised in the database.
+//! batches into the rollup tables and `latest`, see [`crate::rollup`]) and maintenance
+//! (partitions ahead, retention). Both are safe to run in several processes at once: the
+//! merger consumes each committed batch exactly once (its `rollup_pending` row is deleted
+//! in the transaction that merges it), and partition creation is serialised in the
+//! database.
+//!
+//! Retention ([`Store::maintain`]) moves each level's horizon ([`Store::horizons`]) in the
+//! transaction that drops its rows, so a writer never sees the rows gone and the horizon
+//! not yet moved; under TimescaleDB the policies drop the rows and the horizons are the
+//! cut-offs of their last runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +18,31 @@ use telemetry::metrics::{self, Collector, Encoder, Unit};
 use telemetry::EventTime;
 use tokio::sync::watch;
 
-use crate::Store;
+use crate::history::Horizons;
+use crate::{MaintenanceReport, StorageMode, Store, StoreError};
+
+/// Maintenance and retention: see the module doc. The SQL is each backend's
+/// (`pg/maintenance.rs`, `sqlite/maintenance.rs`).
+impl Store {
+    /// Create partitions ahead and enforce retention, as of `now`.
+    pub async fn maintain(&self, now: EventTime) -> Result<MaintenanceReport, StoreError> {
+        dispatch!(self, s => s.maintain(now).await)
+    }
+
+    /// From when each stored level is whole: what retention has dropped so far.
+    pub async fn horizons(&self) -> Result<Horizons, StoreError> {
+        dispatch!(self, s => s.horizons().await)
+    }
+
+    /// Run TimescaleDB's policy jobs now (see [`crate::PgStore::run_timescale_jobs`]); 0
+    /// elsewhere.
+    pub async fn run_timescale_jobs(&self) -> Result<usize, StoreError> {
+        if self.storage_mode() != StorageMode::TimescaleDb {
+            return Ok(0);
+        }
+        dispatch!(self, s => s.run_timescale_jobs().await)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MergerConfig {

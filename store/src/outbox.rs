@@ -19,7 +19,6 @@
 //!   redelivering it sends it again after them.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use telemetry::EventTime;
 
 use crate::{Store, StoreError};
@@ -83,7 +82,7 @@ impl WebhookFormat {
         }
     }
 
-    fn parse(s: String) -> Result<Self, StoreError> {
+    pub(crate) fn parse(s: String) -> Result<Self, StoreError> {
         match s.as_str() {
             "cloudevents" => Ok(Self::CloudEvents),
             "ngsi-ld" => Ok(Self::NgsiLd),
@@ -92,7 +91,6 @@ impl WebhookFormat {
     }
 }
 
-/// A subscription to create.
 /// What waits in the outbox ([`Store::outbox_backlog`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OutboxBacklog {
@@ -102,6 +100,7 @@ pub struct OutboxBacklog {
     pub oldest_pending: Option<EventTime>,
 }
 
+/// A subscription to create.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewWebhook {
     pub url: String,
@@ -213,116 +212,58 @@ pub enum AttemptOutcome {
     Failed { status: Option<u16>, error: String, retry_at: Option<EventTime> },
 }
 
-fn corrupt_json(what: &'static str, text: &str) -> StoreError {
+pub(crate) fn corrupt_json(what: &'static str, text: &str) -> StoreError {
     StoreError::Corrupt { what, value: text.chars().take(80).collect() }
 }
 
-fn status_of(v: Option<i64>) -> Option<u16> {
+/// An HTTP status as stored (a nullable integer).
+pub(crate) fn status_of(v: Option<i64>) -> Option<u16> {
     v.and_then(|s| u16::try_from(s).ok())
 }
 
-/// Append an event inside a PostgreSQL transaction.
-pub async fn pg_append(
-    tx: &mut sqlx::PgConnection,
-    event: &OutboxEvent,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("INSERT INTO outbox (type, subject, time, data) VALUES ($1, $2, $3, $4::jsonb) RETURNING id")
-        .bind(&event.event_type)
-        .bind(&event.subject)
-        .bind(event.time.to_offset_date_time())
-        .bind(event.data.to_string())
-        .fetch_one(&mut *tx)
-        .await?)
-}
-
-/// Append an event inside a SQLite transaction.
-pub async fn sqlite_append(
-    tx: &mut sqlx::SqliteConnection,
-    event: &OutboxEvent,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO outbox (type, subject, time_ms, data) VALUES (?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&event.event_type)
-    .bind(&event.subject)
-    .bind(event.time.millis())
-    .bind(event.data.to_string())
-    .fetch_one(&mut *tx)
-    .await?)
-}
-
-const PG_WEBHOOK: &str = "id, url, types, secret, enabled, format, created_at";
-const SQLITE_WEBHOOK: &str = "id, url, types, secret, enabled, format, created_at_ms";
-
-fn pg_webhook(row: &sqlx::postgres::PgRow) -> Result<WebhookRecord, StoreError> {
-    Ok(WebhookRecord {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        types: row.try_get("types")?,
-        secret: row.try_get("secret")?,
-        enabled: row.try_get("enabled")?,
-        format: WebhookFormat::parse(row.try_get("format")?)?,
-        created_at: EventTime::from_offset_date_time(row.try_get("created_at")?),
-    })
-}
-
-fn sqlite_webhook(row: &sqlx::sqlite::SqliteRow) -> Result<WebhookRecord, StoreError> {
-    let types: String = row.try_get("types")?;
-    Ok(WebhookRecord {
-        id: row.try_get("id")?,
-        url: row.try_get("url")?,
-        types: serde_json::from_str(&types).map_err(|_| corrupt_json("webhook types", &types))?,
-        secret: row.try_get("secret")?,
-        enabled: row.try_get("enabled")?,
-        format: WebhookFormat::parse(row.try_get("format")?)?,
-        created_at: EventTime(row.try_get("created_at_ms")?),
-    })
-}
-
-fn pg_event(row: &sqlx::postgres::PgRow) -> Result<OutboxRecord, StoreError> {
-    let data: String = row.try_get("data")?;
-    Ok(OutboxRecord {
-        id: row.try_get("event_id")?,
-        event_type: row.try_get("type")?,
-        subject: row.try_get("subject")?,
-        time: EventTime::from_offset_date_time(row.try_get("time")?),
-        data: serde_json::from_str(&data).map_err(|_| corrupt_json("outbox data", &data))?,
-    })
-}
-
-fn sqlite_event(row: &sqlx::sqlite::SqliteRow) -> Result<OutboxRecord, StoreError> {
-    let data: String = row.try_get("data")?;
-    Ok(OutboxRecord {
-        id: row.try_get("event_id")?,
-        event_type: row.try_get("type")?,
-        subject: row.try_get("subject")?,
-        time: EventTime(row.try_get("time_ms")?),
-        data: serde_json::from_str(&data).map_err(|_| corrupt_json("outbox data", &data))?,
-    })
-}
-
-fn delivery_state(s: String) -> Result<DeliveryState, StoreError> {
+pub(crate) fn delivery_state(s: String) -> Result<DeliveryState, StoreError> {
     DeliveryState::parse(&s).ok_or(StoreError::Corrupt { what: "delivery state", value: s })
 }
 
-/// The outbox and webhook subscriptions: see the module doc for the invariants.
+pub use crate::pg::outbox::append as pg_append;
+pub use crate::sqlite::outbox::append as sqlite_append;
+
+/// What an attempt writes to its delivery row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DeliveryUpdate {
+    pub state: DeliveryState,
+    pub status: Option<u16>,
+    /// At most 500 characters.
+    pub error: Option<String>,
+    pub next: EventTime,
+    pub delivered: Option<EventTime>,
+}
+
+impl DeliveryUpdate {
+    fn of(outcome: &AttemptOutcome, at: EventTime) -> Self {
+        let (state, status, error, next, delivered) = match outcome {
+            AttemptOutcome::Delivered { status } => {
+                (DeliveryState::Delivered, Some(*status), None, at, Some(at))
+            }
+            AttemptOutcome::Failed { status, error, retry_at: Some(t) } => {
+                (DeliveryState::Pending, *status, Some(error.as_str()), *t, None)
+            }
+            AttemptOutcome::Failed { status, error, retry_at: None } => {
+                (DeliveryState::Dead, *status, Some(error.as_str()), at, None)
+            }
+        };
+        let error = error.map(|e| e.chars().take(500).collect::<String>());
+        Self { state, status, error, next, delivered }
+    }
+}
+
+/// The outbox and webhook subscriptions: see the module doc for the invariants. The SQL is
+/// each backend's (`pg/outbox.rs`, `sqlite/outbox.rs`).
 impl Store {
     /// Append an event on its own (changes described by events append them in their own
     /// transactions; this is for events with no other change).
     pub async fn append_outbox(&self, event: &OutboxEvent) -> Result<i64, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let id = pg_append(&mut tx, event).await?;
-                tx.commit().await?;
-                Ok(id)
-            }
-            Store::Sqlite(s) => {
-                let mut conn = s.pool().acquire().await?;
-                let id = sqlite_append(&mut conn, event).await?;
-                Ok(id)
-            }
-        }
+        dispatch!(self, s => s.append_outbox(event).await)
     }
 
     /// Events with an id above `after`, oldest first.
@@ -332,74 +273,15 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query("SELECT id AS event_id, type, subject, time, data::text AS data FROM outbox WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(pg_event).collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query("SELECT id AS event_id, type, subject, time_ms, data FROM outbox WHERE id > ? ORDER BY id LIMIT ?")
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(sqlite_event).collect()
-            }
-        }
+        dispatch!(self, s => s.outbox_events(after, limit).await)
     }
 
     pub async fn create_webhook(&self, w: &NewWebhook) -> Result<WebhookRecord, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO webhooks (url, types, secret, enabled, format) VALUES ($1, $2, $3, $4, $5) RETURNING {PG_WEBHOOK}"
-                ))
-                .bind(&w.url)
-                .bind(&w.types)
-                .bind(&w.secret)
-                .bind(w.enabled)
-                .bind(w.format.as_str())
-                .fetch_one(s.pool())
-                .await?;
-                pg_webhook(&row)
-            }
-            Store::Sqlite(s) => {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO webhooks (url, types, secret, enabled, format, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING {SQLITE_WEBHOOK}"
-                ))
-                .bind(&w.url)
-                .bind(serde_json::Value::from(w.types.clone()).to_string())
-                .bind(&w.secret)
-                .bind(w.enabled)
-                .bind(w.format.as_str())
-                .bind(EventTime::now().millis())
-                .fetch_one(s.pool())
-                .await?;
-                sqlite_webhook(&row)
-            }
-        }
+        dispatch!(self, s => s.create_webhook(w).await)
     }
 
     pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(&format!("SELECT {PG_WEBHOOK} FROM webhooks ORDER BY id"))
-                    .fetch_all(s.pool())
-                    .await?;
-                rows.iter().map(pg_webhook).collect()
-            }
-            Store::Sqlite(s) => {
-                let rows =
-                    sqlx::query(&format!("SELECT {SQLITE_WEBHOOK} FROM webhooks ORDER BY id"))
-                        .fetch_all(s.pool())
-                        .await?;
-                rows.iter().map(sqlite_webhook).collect()
-            }
-        }
+        dispatch!(self, s => s.webhooks().await)
     }
 
     pub async fn webhook(&self, id: i64) -> Result<Option<WebhookRecord>, StoreError> {
@@ -430,45 +312,13 @@ impl Store {
         if let Some(format) = p.format {
             w.format = format;
         }
-        let done = match self {
-            Store::Postgres(s) => sqlx::query("UPDATE webhooks SET url = $2, types = $3, secret = $4, enabled = $5, format = $6 WHERE id = $1")
-                .bind(id)
-                .bind(&w.url)
-                .bind(&w.types)
-                .bind(&w.secret)
-                .bind(w.enabled)
-                .bind(w.format.as_str())
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            Store::Sqlite(s) => sqlx::query("UPDATE webhooks SET url = ?2, types = ?3, secret = ?4, enabled = ?5, format = ?6 WHERE id = ?1")
-                .bind(id)
-                .bind(&w.url)
-                .bind(serde_json::Value::from(w.types.clone()).to_string())
-                .bind(&w.secret)
-                .bind(w.enabled)
-                .bind(w.format.as_str())
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-        };
+        let done = dispatch!(self, s => s.update_webhook(&w).await)?;
         Ok((done > 0).then_some(w))
     }
 
     /// Delete a subscription and its deliveries; whether it existed.
     pub async fn delete_webhook(&self, id: i64) -> Result<bool, StoreError> {
-        let done = match self {
-            Store::Postgres(s) => sqlx::query("DELETE FROM webhooks WHERE id = $1")
-                .bind(id)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            Store::Sqlite(s) => sqlx::query("DELETE FROM webhooks WHERE id = ?")
-                .bind(id)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-        };
+        let done = dispatch!(self, s => s.delete_webhook(id).await)?;
         Ok(done > 0)
     }
 
@@ -478,83 +328,13 @@ impl Store {
         let hooks: Vec<WebhookRecord> =
             self.webhooks().await?.into_iter().filter(|w| w.enabled).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        match self {
-            Store::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let rows = sqlx::query("SELECT id, type, subject FROM outbox WHERE NOT fanned_out ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
-                    .bind(limit)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                if rows.is_empty() {
-                    return Ok(0);
-                }
-                let (mut hook_ids, mut event_ids, mut subjects, mut ids) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for row in &rows {
-                    let (id, ty, subject): (i64, String, String) =
-                        (row.try_get("id")?, row.try_get("type")?, row.try_get("subject")?);
-                    ids.push(id);
-                    for h in hooks.iter().filter(|h| h.wants(&ty)) {
-                        hook_ids.push(h.id);
-                        event_ids.push(id);
-                        subjects.push(subject.clone());
-                    }
-                }
-                // A subscription deleted meanwhile fails the foreign key: then nothing is
-                // marked and the next pass fans out again.
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (webhook_id, outbox_id, subject)
-                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING",
-                )
-                .bind(&hook_ids)
-                .bind(&event_ids)
-                .bind(&subjects)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE outbox SET fanned_out = true WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(ids.len())
-            }
-            Store::Sqlite(s) => {
-                use sqlx::Connection;
-                let mut conn = s.pool().acquire().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let rows = sqlx::query(
-                    "SELECT id, type, subject FROM outbox WHERE fanned_out = 0 ORDER BY id LIMIT ?",
-                )
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                let now = EventTime::now().millis();
-                for row in &rows {
-                    let (id, ty, subject): (i64, String, String) =
-                        (row.try_get("id")?, row.try_get("type")?, row.try_get("subject")?);
-                    for h in hooks.iter().filter(|h| h.wants(&ty)) {
-                        sqlx::query("INSERT INTO webhook_deliveries (webhook_id, outbox_id, subject, next_attempt_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-                            .bind(h.id)
-                            .bind(id)
-                            .bind(&subject)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    sqlx::query("UPDATE outbox SET fanned_out = 1 WHERE id = ?")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(rows.len())
-            }
-        }
+        dispatch!(self, s => s.fan_out_outbox(&hooks, limit).await)
     }
 
     /// Claim up to `limit` due deliveries for an attempt: each is the earliest pending
     /// delivery of its subject to its subscription, and is held for `lease` (its
     /// `next_attempt_at` moves to `now + lease`) so no other dispatcher takes it meanwhile.
+    /// Oldest event first.
     pub async fn claim_deliveries(
         &self,
         now: EventTime,
@@ -565,87 +345,9 @@ impl Store {
             now.millis().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(
-                    "WITH due AS (
-                         SELECT d.webhook_id, d.outbox_id FROM webhook_deliveries d
-                         JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
-                         WHERE d.state = 'pending' AND d.next_attempt_at <= $1
-                           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                                           WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
-                                             AND e.state = 'pending' AND e.outbox_id < d.outbox_id)
-                         ORDER BY d.outbox_id
-                         LIMIT $3
-                         FOR UPDATE OF d SKIP LOCKED)
-                     UPDATE webhook_deliveries d SET next_attempt_at = $2
-                     FROM due, webhooks w, outbox o
-                     WHERE d.webhook_id = due.webhook_id AND d.outbox_id = due.outbox_id AND w.id = d.webhook_id AND o.id = d.outbox_id
-                     RETURNING d.attempts, w.id, w.url, w.types, w.secret, w.enabled, w.format, w.created_at,
-                               o.id AS event_id, o.type, o.subject, o.time, o.data::text AS data",
-                )
-                .bind(now.to_offset_date_time())
-                .bind(until.to_offset_date_time())
-                .bind(limit)
-                .fetch_all(s.pool())
-                .await?;
-                let mut out = rows
-                    .iter()
-                    .map(|row| {
-                        Ok(ClaimedDelivery {
-                            webhook: pg_webhook(row)?,
-                            event: pg_event(row)?,
-                            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?)
-                                .unwrap_or(0),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                out.sort_by_key(|c| c.event.id);
-                Ok(out)
-            }
-            Store::Sqlite(s) => {
-                use sqlx::Connection;
-                let mut conn = s.pool().acquire().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let due = sqlx::query(
-                    "SELECT d.webhook_id, d.outbox_id FROM webhook_deliveries d
-                     JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
-                     WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1
-                       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                                       WHERE e.webhook_id = d.webhook_id AND e.subject = d.subject
-                                         AND e.state = 'pending' AND e.outbox_id < d.outbox_id)
-                     ORDER BY d.outbox_id LIMIT ?2",
-                )
-                .bind(now.millis())
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                let mut out = Vec::with_capacity(due.len());
-                for row in &due {
-                    let (hook, event): (i64, i64) =
-                        (row.try_get("webhook_id")?, row.try_get("outbox_id")?);
-                    let row = sqlx::query(
-                        "UPDATE webhook_deliveries SET next_attempt_at_ms = ?3 WHERE webhook_id = ?1 AND outbox_id = ?2
-                         RETURNING attempts,
-                           (SELECT json_object('id', id, 'url', url, 'types', types, 'secret', secret, 'enabled', enabled, 'format', format, 'created_at_ms', created_at_ms) FROM webhooks WHERE id = ?1) AS hook,
-                           (SELECT json_object('id', id, 'type', type, 'subject', subject, 'time_ms', time_ms, 'data', data) FROM outbox WHERE id = ?2) AS event",
-                    )
-                    .bind(hook)
-                    .bind(event)
-                    .bind(until.millis())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let (h, e): (String, String) = (row.try_get("hook")?, row.try_get("event")?);
-                    out.push(ClaimedDelivery {
-                        webhook: sqlite_hook_json(&h)?,
-                        event: sqlite_event_json(&e)?,
-                        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    });
-                }
-                tx.commit().await?;
-                Ok(out)
-            }
-        }
+        let mut out = dispatch!(self, s => s.claim_deliveries(now, until, limit).await)?;
+        out.sort_by_key(|c| c.event.id);
+        Ok(out)
     }
 
     /// Record the outcome of an attempt at a claimed delivery.
@@ -656,51 +358,8 @@ impl Store {
         outcome: &AttemptOutcome,
         at: EventTime,
     ) -> Result<(), StoreError> {
-        let (state, status, error, next, delivered) = match outcome {
-            AttemptOutcome::Delivered { status } => {
-                (DeliveryState::Delivered, Some(*status), None, at, Some(at))
-            }
-            AttemptOutcome::Failed { status, error, retry_at: Some(t) } => {
-                (DeliveryState::Pending, *status, Some(error.as_str()), *t, None)
-            }
-            AttemptOutcome::Failed { status, error, retry_at: None } => {
-                (DeliveryState::Dead, *status, Some(error.as_str()), at, None)
-            }
-        };
-        let error = error.map(|e| e.chars().take(500).collect::<String>());
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, last_status = $4, last_error = $5, next_attempt_at = $6, delivered_at = $7
-                     WHERE webhook_id = $1 AND outbox_id = $2",
-                )
-                .bind(webhook)
-                .bind(event)
-                .bind(state.as_str())
-                .bind(status.map(i32::from))
-                .bind(error)
-                .bind(next.to_offset_date_time())
-                .bind(delivered.map(EventTime::to_offset_date_time))
-                .execute(s.pool())
-                .await?;
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET state = ?3, attempts = attempts + 1, last_status = ?4, last_error = ?5, next_attempt_at_ms = ?6, delivered_at_ms = ?7
-                     WHERE webhook_id = ?1 AND outbox_id = ?2",
-                )
-                .bind(webhook)
-                .bind(event)
-                .bind(state.as_str())
-                .bind(status.map(i64::from))
-                .bind(error)
-                .bind(next.millis())
-                .bind(delivered.map(EventTime::millis))
-                .execute(s.pool())
-                .await?;
-            }
-        }
-        Ok(())
+        let update = DeliveryUpdate::of(outcome, at);
+        dispatch!(self, s => s.finish_delivery(webhook, event, &update).await)
     }
 
     /// Deliveries of one subscription, newest event first, optionally in one state.
@@ -711,102 +370,13 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let state = state.map(DeliveryState::as_str);
-        match self {
-            Store::Postgres(s) => {
-                let rows = sqlx::query(
-                    "SELECT d.webhook_id, d.outbox_id, o.type, d.subject, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at
-                     FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
-                     WHERE d.webhook_id = $1 AND ($2::text IS NULL OR d.state = $2) ORDER BY d.outbox_id DESC LIMIT $3",
-                )
-                .bind(webhook)
-                .bind(state)
-                .bind(limit)
-                .fetch_all(s.pool())
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(DeliveryRecord {
-                            webhook: r.try_get("webhook_id")?,
-                            event: r.try_get("outbox_id")?,
-                            event_type: r.try_get("type")?,
-                            subject: r.try_get("subject")?,
-                            state: delivery_state(r.try_get("state")?)?,
-                            attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
-                            next_attempt_at: EventTime::from_offset_date_time(
-                                r.try_get("next_attempt_at")?,
-                            ),
-                            last_status: status_of(
-                                r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
-                            ),
-                            last_error: r.try_get("last_error")?,
-                            delivered_at: r
-                                .try_get::<Option<time::OffsetDateTime>, _>("delivered_at")?
-                                .map(EventTime::from_offset_date_time),
-                        })
-                    })
-                    .collect()
-            }
-            Store::Sqlite(s) => {
-                let rows = sqlx::query(
-                    "SELECT d.webhook_id, d.outbox_id, o.type, d.subject, d.state, d.attempts, d.next_attempt_at_ms, d.last_status, d.last_error, d.delivered_at_ms
-                     FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
-                     WHERE d.webhook_id = ?1 AND (?2 IS NULL OR d.state = ?2) ORDER BY d.outbox_id DESC LIMIT ?3",
-                )
-                .bind(webhook)
-                .bind(state)
-                .bind(limit)
-                .fetch_all(s.pool())
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(DeliveryRecord {
-                            webhook: r.try_get("webhook_id")?,
-                            event: r.try_get("outbox_id")?,
-                            event_type: r.try_get("type")?,
-                            subject: r.try_get("subject")?,
-                            state: delivery_state(r.try_get("state")?)?,
-                            attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                            next_attempt_at: EventTime(r.try_get("next_attempt_at_ms")?),
-                            last_status: status_of(r.try_get("last_status")?),
-                            last_error: r.try_get("last_error")?,
-                            delivered_at: r
-                                .try_get::<Option<i64>, _>("delivered_at_ms")?
-                                .map(EventTime),
-                        })
-                    })
-                    .collect()
-            }
-        }
+        dispatch!(self, s => s.deliveries(webhook, state, limit).await)
     }
 
     /// What waits in the outbox: events not fanned out yet, deliveries pending, and the
     /// time of the oldest event with a pending delivery.
     pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let (events, deliveries, oldest): (i64, i64, Option<i64>) = match self {
-            Store::Postgres(s) => {
-                sqlx::query_as(
-                    "SELECT (SELECT count(*) FROM outbox WHERE NOT fanned_out),
-                        (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),
-                        (SELECT (extract(epoch FROM min(o.time)) * 1000)::bigint
-                           FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
-                          WHERE d.state = 'pending')",
-                )
-                .fetch_one(s.pool())
-                .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT (SELECT count(*) FROM outbox WHERE fanned_out = 0),
-                        (SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'),
-                        (SELECT min(o.time_ms)
-                           FROM webhook_deliveries d JOIN outbox o ON o.id = d.outbox_id
-                          WHERE d.state = 'pending')",
-                )
-                .fetch_one(s.pool())
-                .await?
-            }
-        };
+        let (events, deliveries, oldest) = dispatch!(self, s => s.outbox_backlog().await)?;
         Ok(OutboxBacklog {
             events_to_fan_out: u64::try_from(events).unwrap_or(0),
             deliveries_pending: u64::try_from(deliveries).unwrap_or(0),
@@ -818,24 +388,7 @@ impl Store {
     /// a pending or dead delivery are kept, so they can still be delivered or redelivered),
     /// with their deliveries. Returns how many events.
     pub async fn prune_outbox(&self, before: EventTime) -> Result<u64, StoreError> {
-        Ok(match self {
-            Store::Postgres(s) => sqlx::query(
-                "DELETE FROM outbox o WHERE o.fanned_out AND o.time < $1
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = o.id AND d.state <> 'delivered')",
-            )
-            .bind(before.to_offset_date_time())
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-            Store::Sqlite(s) => sqlx::query(
-                "DELETE FROM outbox WHERE fanned_out = 1 AND time_ms < ?
-                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = outbox.id AND d.state <> 'delivered')",
-            )
-            .bind(before.millis())
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-        })
+        dispatch!(self, s => s.prune_outbox(before).await)
     }
 
     /// Make dead deliveries of a subscription pending again, with a fresh attempt count:
@@ -846,73 +399,8 @@ impl Store {
         event: Option<i64>,
         now: EventTime,
     ) -> Result<u64, StoreError> {
-        Ok(match self {
-            Store::Postgres(s) => sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL
-                 WHERE webhook_id = $1 AND state = 'dead' AND ($2::bigint IS NULL OR outbox_id = $2)",
-            )
-            .bind(webhook)
-            .bind(event)
-            .bind(now.to_offset_date_time())
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-            Store::Sqlite(s) => sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = ?3, last_error = NULL
-                 WHERE webhook_id = ?1 AND state = 'dead' AND (?2 IS NULL OR outbox_id = ?2)",
-            )
-            .bind(webhook)
-            .bind(event)
-            .bind(now.millis())
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-        })
+        dispatch!(self, s => s.redeliver(webhook, event, now).await)
     }
-}
-
-fn sqlite_hook_json(text: &str) -> Result<WebhookRecord, StoreError> {
-    #[derive(Deserialize)]
-    struct H {
-        id: i64,
-        url: String,
-        types: String,
-        secret: String,
-        enabled: i64,
-        format: String,
-        created_at_ms: i64,
-    }
-    let h: H = serde_json::from_str(text).map_err(|_| corrupt_json("webhook", text))?;
-    Ok(WebhookRecord {
-        id: h.id,
-        url: h.url,
-        types: serde_json::from_str(&h.types)
-            .map_err(|_| corrupt_json("webhook types", &h.types))?,
-        secret: h.secret,
-        enabled: h.enabled != 0,
-        format: WebhookFormat::parse(h.format)?,
-        created_at: EventTime(h.created_at_ms),
-    })
-}
-
-fn sqlite_event_json(text: &str) -> Result<OutboxRecord, StoreError> {
-    #[derive(Deserialize)]
-    struct E {
-        id: i64,
-        #[serde(rename = "type")]
-        ty: String,
-        subject: String,
-        time_ms: i64,
-        data: String,
-    }
-    let e: E = serde_json::from_str(text).map_err(|_| corrupt_json("outbox event", text))?;
-    Ok(OutboxRecord {
-        id: e.id,
-        event_type: e.ty,
-        subject: e.subject,
-        time: EventTime(e.time_ms),
-        data: serde_json::from_str(&e.data).map_err(|_| corrupt_json("outbox data", &e.data))?,
-    })
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 //! from [`Store::device_credentials`]. Devices that telemetry auto-registered have no
 //! credentials until an admin registers them. Decommissioning keeps the device and its
 //! history but removes its credentials; registering it again brings it back.
+//!
+//! Road segments and the plain device list that the stream's registry reads (devices
+//! telemetry registered by itself, with their kind and segment) are kept here too.
 
-use sqlx::Row;
-use telemetry::{DeviceId, EventTime, SegmentId};
+use telemetry::{DeviceId, EventTime, RoadSegment, SegmentId};
 
-use crate::postgres::{et, ts};
-use crate::{parse_device, parse_segment, Store, StoreError};
+use crate::{parse_device, parse_segment, DeviceRecord, Store, StoreError};
 
 /// A device as the registry shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -59,43 +60,14 @@ pub struct PlacedDevice {
 /// Most distinct device kinds [`Store::device_kinds`] returns.
 pub const MAX_KINDS: usize = 1_000;
 
-const PG_COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
-const SQLITE_COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
-
-fn pg_device(row: &sqlx::postgres::PgRow) -> Result<DeviceDetail, StoreError> {
-    Ok(DeviceDetail {
-        id: parse_device(row.try_get("id")?)?,
-        kind: row.try_get("kind")?,
-        segment: row.try_get::<Option<String>, _>("segment_id")?.map(parse_segment).transpose()?,
-        registered_at: et(row.try_get("registered_at")?),
-        decommissioned_at: row
-            .try_get::<Option<time::OffsetDateTime>, _>("decommissioned_at")?
-            .map(et),
-        has_credentials: row.try_get("has_credentials")?,
-        gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
-    })
-}
-
-fn sqlite_device(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceDetail, StoreError> {
-    Ok(DeviceDetail {
-        id: parse_device(row.try_get("id")?)?,
-        kind: row.try_get("kind")?,
-        segment: row.try_get::<Option<String>, _>("segment_id")?.map(parse_segment).transpose()?,
-        registered_at: EventTime(row.try_get("registered_at_ms")?),
-        decommissioned_at: row.try_get::<Option<i64>, _>("decommissioned_at_ms")?.map(EventTime),
-        has_credentials: row.try_get("has_credentials")?,
-        gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
-    })
-}
-
 /// A foreign-key violation means the segment or the gateway does not exist (PostgreSQL
 /// names the constraint; SQLite does not, and the API checks the gateway first).
 fn unknown_reference(
-    e: sqlx::Error,
+    e: StoreError,
     segment: Option<&SegmentId>,
     gateway: Option<&DeviceId>,
 ) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
+    if let StoreError::Db(sqlx::Error::Database(db)) = &e {
         let code = db.code().unwrap_or_default();
         if code == "23503" || code == "787" {
             let on_gateway = db.constraint().map_or(segment.is_none(), |c| c.contains("gateway"));
@@ -107,10 +79,43 @@ fn unknown_reference(
             };
         }
     }
-    StoreError::Db(e)
+    e
 }
 
+/// A row of [`Store::placed_devices`] as the backends read it: id, kind, segment, the
+/// device's rank in its segment and the segment's count of in-service devices.
+pub(crate) type PlacedRow = (String, Option<String>, Option<String>, i64, i64);
+
+fn place((id, kind, segment, index, of): PlacedRow) -> Result<PlacedDevice, StoreError> {
+    let segment = segment.map(parse_segment).transpose()?;
+    let (index, of) = if segment.is_some() {
+        (u32::try_from(index).unwrap_or(u32::MAX), u32::try_from(of).unwrap_or(u32::MAX))
+    } else {
+        (0, 0)
+    };
+    Ok(PlacedDevice { id: parse_device(id)?, kind, segment, index, of })
+}
+
+/// Road segments and the device registry: see the module doc. The SQL is each backend's
+/// (`pg/registry.rs`, `sqlite/registry.rs`).
 impl Store {
+    pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.upsert_segments(segments).await)
+    }
+
+    pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
+        dispatch!(self, s => s.segments().await)
+    }
+
+    /// Register devices (or update their kind and segment).
+    pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.upsert_devices(devices).await)
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        dispatch!(self, s => s.devices().await)
+    }
+
     /// Register a device with its MQTT password hash. A device that exists without
     /// credentials (auto-registered by its telemetry) or decommissioned is taken over;
     /// an active device with credentials is a conflict.
@@ -123,68 +128,13 @@ impl Store {
         password_hash: &str,
         at: EventTime,
     ) -> Result<DeviceDetail, StoreError> {
-        let row = match self {
-            Store::Postgres(s) => sqlx::query(&format!(
-                "INSERT INTO devices (id, kind, segment_id, registered_at, mqtt_password_hash, gateway_id) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id, gateway_id = excluded.gateway_id,
-                     mqtt_password_hash = excluded.mqtt_password_hash, decommissioned_at = NULL,
-                     registered_at = CASE WHEN devices.decommissioned_at IS NULL THEN devices.registered_at ELSE excluded.registered_at END
-                 WHERE devices.mqtt_password_hash IS NULL OR devices.decommissioned_at IS NOT NULL
-                 RETURNING {PG_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(kind)
-            .bind(segment.map(SegmentId::as_str))
-            .bind(ts(at))
-            .bind(password_hash)
-            .bind(gateway.map(DeviceId::as_str))
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(|e| unknown_reference(e, segment, gateway))?
-            .map(|r| pg_device(&r))
-            .transpose()?,
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "INSERT INTO devices (id, kind, segment_id, registered_at_ms, mqtt_password_hash, gateway_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, segment_id = excluded.segment_id, gateway_id = excluded.gateway_id,
-                     mqtt_password_hash = excluded.mqtt_password_hash, decommissioned_at_ms = NULL,
-                     registered_at_ms = CASE WHEN devices.decommissioned_at_ms IS NULL THEN devices.registered_at_ms ELSE excluded.registered_at_ms END
-                 WHERE devices.mqtt_password_hash IS NULL OR devices.decommissioned_at_ms IS NOT NULL
-                 RETURNING {SQLITE_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(kind)
-            .bind(segment.map(SegmentId::as_str))
-            .bind(at.millis())
-            .bind(password_hash)
-            .bind(gateway.map(DeviceId::as_str))
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(|e| unknown_reference(e, segment, gateway))?
-            .map(|r| sqlite_device(&r))
-            .transpose()?,
-        };
+        let row = dispatch!(self, s => s.register_device(id, kind, segment, gateway, password_hash, at).await)
+            .map_err(|e| unknown_reference(e, segment, gateway))?;
         row.ok_or_else(|| StoreError::DeviceExists(id.as_str().to_owned()))
     }
 
     pub async fn device(&self, id: &DeviceId) -> Result<Option<DeviceDetail>, StoreError> {
-        match self {
-            Store::Postgres(s) => {
-                sqlx::query(&format!("SELECT {PG_COLUMNS} FROM devices WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_optional(&s.pool)
-                    .await?
-                    .map(|r| pg_device(&r))
-                    .transpose()
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(&format!("SELECT {SQLITE_COLUMNS} FROM devices WHERE id = ?"))
-                    .bind(id.as_str())
-                    .fetch_optional(&s.pool)
-                    .await?
-                    .map(|r| sqlite_device(&r))
-                    .transpose()
-            }
-        }
+        dispatch!(self, s => s.device(id).await)
     }
 
     /// A page of in-service (not decommissioned) devices in id order after `after`, each
@@ -197,135 +147,19 @@ impl Store {
     ) -> Result<Vec<PlacedDevice>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = after.map(DeviceId::as_str);
-        let place = |id: String,
-                     kind: Option<String>,
-                     segment: Option<String>,
-                     index: i64,
-                     of: i64|
-         -> Result<PlacedDevice, StoreError> {
-            let segment = segment.map(parse_segment).transpose()?;
-            let (index, of) = if segment.is_some() {
-                (u32::try_from(index).unwrap_or(u32::MAX), u32::try_from(of).unwrap_or(u32::MAX))
-            } else {
-                (0, 0)
-            };
-            Ok(PlacedDevice { id: parse_device(id)?, kind, segment, index, of })
-        };
-        match self {
-            Store::Postgres(s) => sqlx::query(
-                r#"SELECT id, kind, segment_id, k, n FROM (
-                     SELECT id, kind, segment_id,
-                            ROW_NUMBER() OVER (PARTITION BY segment_id ORDER BY id COLLATE "C") - 1 AS k,
-                            COUNT(*) OVER (PARTITION BY segment_id) AS n
-                     FROM devices WHERE decommissioned_at IS NULL) d
-                   WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"#,
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&s.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                place(
-                    r.try_get("id")?,
-                    r.try_get("kind")?,
-                    r.try_get("segment_id")?,
-                    r.try_get("k")?,
-                    r.try_get("n")?,
-                )
-            })
-            .collect(),
-            Store::Sqlite(s) => sqlx::query(
-                "SELECT id, kind, segment_id, k, n FROM (
-                   SELECT id, kind, segment_id,
-                          ROW_NUMBER() OVER (PARTITION BY segment_id ORDER BY id) - 1 AS k,
-                          COUNT(*) OVER (PARTITION BY segment_id) AS n
-                   FROM devices WHERE decommissioned_at_ms IS NULL)
-                 WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&s.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                place(
-                    r.try_get("id")?,
-                    r.try_get("kind")?,
-                    r.try_get("segment_id")?,
-                    r.try_get("k")?,
-                    r.try_get("n")?,
-                )
-            })
-            .collect(),
-        }
+        let rows = dispatch!(self, s => s.placed_devices(after, limit).await)?;
+        rows.into_iter().map(place).collect()
     }
 
     /// The kinds of the in-service devices, sorted, at most [`MAX_KINDS`].
     pub async fn device_kinds(&self) -> Result<Vec<String>, StoreError> {
-        let limit = MAX_KINDS as i64;
-        let rows: Vec<String> = match self {
-            Store::Postgres(s) => {
-                sqlx::query_scalar(
-                    r#"SELECT DISTINCT kind COLLATE "C" AS kind FROM devices
-                   WHERE kind IS NOT NULL AND decommissioned_at IS NULL ORDER BY 1 LIMIT $1"#,
-                )
-                .bind(limit)
-                .fetch_all(&s.pool)
-                .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT kind FROM devices
-                 WHERE kind IS NOT NULL AND decommissioned_at_ms IS NULL ORDER BY 1 LIMIT ?1",
-                )
-                .bind(limit)
-                .fetch_all(&s.pool)
-                .await?
-            }
-        };
-        Ok(rows)
+        dispatch!(self, s => s.device_kinds(MAX_KINDS as i64).await)
     }
 
     /// A page of devices in id order.
     pub async fn devices_page(&self, f: &DeviceFilter) -> Result<Vec<DeviceDetail>, StoreError> {
         let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
-        let after = f.after.as_ref().map(DeviceId::as_str);
-        let segment = f.segment.as_ref().map(SegmentId::as_str);
-        match self {
-            Store::Postgres(s) => sqlx::query(&format!(
-                "SELECT {PG_COLUMNS} FROM devices
-                 WHERE ($1::text IS NULL OR id > $1) AND ($2::text IS NULL OR kind = $2)
-                   AND ($3::text IS NULL OR segment_id = $3) AND ($4 OR decommissioned_at IS NULL)
-                 ORDER BY id LIMIT $5"
-            ))
-            .bind(after)
-            .bind(f.kind.as_deref())
-            .bind(segment)
-            .bind(f.include_decommissioned)
-            .bind(limit)
-            .fetch_all(&s.pool)
-            .await?
-            .iter()
-            .map(pg_device)
-            .collect(),
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "SELECT {SQLITE_COLUMNS} FROM devices
-                 WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR kind = ?2)
-                   AND (?3 IS NULL OR segment_id = ?3) AND (?4 OR decommissioned_at_ms IS NULL)
-                 ORDER BY id LIMIT ?5"
-            ))
-            .bind(after)
-            .bind(f.kind.as_deref())
-            .bind(segment)
-            .bind(f.include_decommissioned)
-            .bind(limit)
-            .fetch_all(&s.pool)
-            .await?
-            .iter()
-            .map(sqlite_device)
-            .collect(),
-        }
+        dispatch!(self, s => s.devices_page(f, limit).await)
     }
 
     /// Change a device's kind or segment; `None` when it does not exist.
@@ -334,47 +168,10 @@ impl Store {
         id: &DeviceId,
         u: &DeviceUpdate,
     ) -> Result<Option<DeviceDetail>, StoreError> {
-        let (set_kind, kind) = (u.kind.is_some(), u.kind.clone().flatten());
-        let (set_segment, segment) = (u.segment.is_some(), u.segment.clone().flatten());
-        let (set_gateway, gateway) = (u.gateway.is_some(), u.gateway.clone().flatten());
-        match self {
-            Store::Postgres(s) => sqlx::query(&format!(
-                "UPDATE devices SET kind = CASE WHEN $2 THEN $3 ELSE kind END,
-                     segment_id = CASE WHEN $4 THEN $5 ELSE segment_id END,
-                     gateway_id = CASE WHEN $6 THEN $7 ELSE gateway_id END
-                 WHERE id = $1 RETURNING {PG_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(set_kind)
-            .bind(kind)
-            .bind(set_segment)
-            .bind(segment.as_ref().map(SegmentId::as_str))
-            .bind(set_gateway)
-            .bind(gateway.as_ref().map(DeviceId::as_str))
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(|e| unknown_reference(e, segment.as_ref(), gateway.as_ref()))?
-            .map(|r| pg_device(&r))
-            .transpose(),
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "UPDATE devices SET kind = CASE WHEN ?2 THEN ?3 ELSE kind END,
-                     segment_id = CASE WHEN ?4 THEN ?5 ELSE segment_id END,
-                     gateway_id = CASE WHEN ?6 THEN ?7 ELSE gateway_id END
-                 WHERE id = ?1 RETURNING {SQLITE_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(set_kind)
-            .bind(kind)
-            .bind(set_segment)
-            .bind(segment.as_ref().map(SegmentId::as_str))
-            .bind(set_gateway)
-            .bind(gateway.as_ref().map(DeviceId::as_str))
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(|e| unknown_reference(e, segment.as_ref(), gateway.as_ref()))?
-            .map(|r| sqlite_device(&r))
-            .transpose(),
-        }
+        let segment = u.segment.as_ref().and_then(Option::as_ref);
+        let gateway = u.gateway.as_ref().and_then(Option::as_ref);
+        dispatch!(self, s => s.update_device(id, u).await)
+            .map_err(|e| unknown_reference(e, segment, gateway))
     }
 
     /// Decommission a device: it keeps its history, loses its credentials. `None` when it
@@ -384,28 +181,7 @@ impl Store {
         id: &DeviceId,
         at: EventTime,
     ) -> Result<Option<DeviceDetail>, StoreError> {
-        match self {
-            Store::Postgres(s) => sqlx::query(&format!(
-                "UPDATE devices SET decommissioned_at = coalesce(decommissioned_at, $2), mqtt_password_hash = NULL
-                 WHERE id = $1 RETURNING {PG_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(ts(at))
-            .fetch_optional(&s.pool)
-            .await?
-            .map(|r| pg_device(&r))
-            .transpose(),
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "UPDATE devices SET decommissioned_at_ms = coalesce(decommissioned_at_ms, ?2), mqtt_password_hash = NULL
-                 WHERE id = ?1 RETURNING {SQLITE_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(at.millis())
-            .fetch_optional(&s.pool)
-            .await?
-            .map(|r| sqlite_device(&r))
-            .transpose(),
-        }
+        dispatch!(self, s => s.decommission_device(id, at).await)
     }
 
     /// Replace an active device's MQTT password hash; `None` when there is no such active device.
@@ -414,59 +190,20 @@ impl Store {
         id: &DeviceId,
         password_hash: &str,
     ) -> Result<Option<DeviceDetail>, StoreError> {
-        match self {
-            Store::Postgres(s) => sqlx::query(&format!(
-                "UPDATE devices SET mqtt_password_hash = $2 WHERE id = $1 AND decommissioned_at IS NULL RETURNING {PG_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(password_hash)
-            .fetch_optional(&s.pool)
-            .await?
-            .map(|r| pg_device(&r))
-            .transpose(),
-            Store::Sqlite(s) => sqlx::query(&format!(
-                "UPDATE devices SET mqtt_password_hash = ?2 WHERE id = ?1 AND decommissioned_at_ms IS NULL RETURNING {SQLITE_COLUMNS}"
-            ))
-            .bind(id.as_str())
-            .bind(password_hash)
-            .fetch_optional(&s.pool)
-            .await?
-            .map(|r| sqlite_device(&r))
-            .transpose(),
-        }
+        dispatch!(self, s => s.set_device_password(id, password_hash).await)
     }
 
     /// (gateway, device) of every active device reached through an active gateway, for the
     /// broker's ACL.
     pub async fn gateway_links(&self) -> Result<Vec<(DeviceId, DeviceId)>, StoreError> {
-        let sql = match self {
-            Store::Postgres(_) => {
-                "SELECT d.gateway_id, d.id FROM devices d JOIN devices g ON g.id = d.gateway_id
-                 WHERE d.decommissioned_at IS NULL AND g.decommissioned_at IS NULL ORDER BY d.gateway_id, d.id"
-            }
-            Store::Sqlite(_) => {
-                "SELECT d.gateway_id, d.id FROM devices d JOIN devices g ON g.id = d.gateway_id
-                 WHERE d.decommissioned_at_ms IS NULL AND g.decommissioned_at_ms IS NULL ORDER BY d.gateway_id, d.id"
-            }
-        };
-        let pairs: Vec<(String, String)> = match self {
-            Store::Postgres(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
-            Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
-        };
+        let pairs = dispatch!(self, s => s.gateway_links().await)?;
         pairs.into_iter().map(|(g, d)| Ok((parse_device(g)?, parse_device(d)?))).collect()
     }
 
     /// (device, password hash) of every active device with credentials, for the broker's
     /// password file.
     pub async fn device_credentials(&self) -> Result<Vec<(DeviceId, String)>, StoreError> {
-        let sql = match self {
-            Store::Postgres(_) => "SELECT id, mqtt_password_hash FROM devices WHERE mqtt_password_hash IS NOT NULL AND decommissioned_at IS NULL ORDER BY id",
-            Store::Sqlite(_) => "SELECT id, mqtt_password_hash FROM devices WHERE mqtt_password_hash IS NOT NULL AND decommissioned_at_ms IS NULL ORDER BY id",
-        };
-        let pairs: Vec<(String, String)> = match self {
-            Store::Postgres(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
-            Store::Sqlite(s) => sqlx::query_as(sql).fetch_all(&s.pool).await?,
-        };
+        let pairs = dispatch!(self, s => s.device_credentials().await)?;
         pairs.into_iter().map(|(id, hash)| Ok((parse_device(id)?, hash))).collect()
     }
 
@@ -495,22 +232,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Default::default());
         }
-        let found: Vec<String> = match self {
-            Store::Postgres(s) => {
-                sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ANY($1)"))
-                    .bind(ids)
-                    .fetch_all(&s.pool)
-                    .await?
-            }
-            Store::Sqlite(s) => {
-                sqlx::query_scalar(&format!(
-                    "SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
-                ))
-                .bind(serde_json::Value::from(ids.to_vec()).to_string())
-                .fetch_all(&s.pool)
-                .await?
-            }
-        };
+        let found = dispatch!(self, s => s.known_ids(table, ids).await)?;
         Ok(found.into_iter().collect())
     }
 }

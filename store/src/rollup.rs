@@ -1,8 +1,14 @@
-//! Rollup partials per (device, metric, bucket), built from [`telemetry::Partial`]s.
+//! Rollups: partials per (device, metric, bucket), built from [`telemetry::Partial`]s, and
+//! the merge of committed batches into the rollup levels and `latest` (the invariants are
+//! the crate's: exact rollups, real-time hours and days). PostgreSQL merges committed
+//! batches in the rollup merger ([`crate::maintenance::run_rollup_merger`], `pg/rollup.rs`);
+//! SQLite merges each batch inside its own transaction (`sqlite/rollup.rs`).
 
 use std::collections::BTreeMap;
 
 use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
+
+use crate::{LatestValue, MergeOutcome, Store, StoreError};
 
 /// Key of a rollup row.
 pub type RollupKey = (DeviceId, MetricId, EventTime);
@@ -29,6 +35,45 @@ pub fn partials_by<'a, K: Ord>(
             .or_insert(p);
     }
     out
+}
+
+/// The rollup merger's side of [`Store`]: see the module doc.
+impl Store {
+    /// Fold the readings of up to `max_batches` committed batches into the rollup tables
+    /// and `latest`, in one transaction. Readings are counted in rollups once this has run
+    /// after their batch committed (SQLite merges inside the batch: a no-op there).
+    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.merge_rollups(max_batches).await)
+    }
+
+    /// Fold closed hours and days into the stored rollups (PostgreSQL without
+    /// TimescaleDB: [`crate::PgStore::fold_closed_rollups`]); 0 elsewhere.
+    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.fold_closed_rollups(now).await)
+    }
+
+    /// Merge until no committed batch is pending.
+    pub async fn merge_all_rollups(&self) -> Result<MergeOutcome, StoreError> {
+        let mut total = MergeOutcome::default();
+        loop {
+            let m = self.merge_rollups(200).await?;
+            total.batches += m.batches;
+            total.readings += m.readings;
+            total.rollup_rows += m.rollup_rows;
+            if m.batches == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Latest values, optionally of one device and/or one metric.
+    pub async fn latest(
+        &self,
+        device: Option<&DeviceId>,
+        metric: Option<MetricId>,
+    ) -> Result<Vec<LatestValue>, StoreError> {
+        dispatch!(self, s => s.latest(device, metric).await)
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,13 @@
 //! Shutdown: when the input channel closes, the writer flushes what it holds and returns.
 //! If the database stays down past `shutdown_grace`, the unflushed tickets are dropped
 //! without being committed, so the broker redelivers their messages to the next process.
+//!
+//! One batch is written by [`Store::write_batch`] in one transaction on either backend
+//! (`pg/writer.rs`, `sqlite/writer.rs`): new devices, the readings not stored yet (the
+//! dedupe key is (device, metric, time)) and the dead letters. A reading older than the raw
+//! retention horizon is refused first, as an `older_than_retention` dead letter
+//! (`refuse_too_old`): retention may have dropped the raw row that would dedupe it while
+//! its rollups remain.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,11 +33,65 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use telemetry::metrics::{self, Collector, CountsBy, Encoder, Histogram, Unit};
-use telemetry::{DeviceId, Reading};
+use telemetry::{DeviceId, EventTime, Reading};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::{Batch, DeadLetter, Store};
+use crate::{Batch, BatchOutcome, DeadLetter, Store, StoreError, OLDER_THAN_RETENTION};
+
+/// The write of one batch: see the crate doc for its invariants (dedupe, one transaction
+/// per batch). The SQL is each backend's (`pg/writer.rs`, `sqlite/writer.rs`).
+impl Store {
+    /// Write one batch in one transaction.
+    pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        dispatch!(self, s => s.write_batch(batch).await)
+    }
+
+    /// Whether batches may be written on several connections at once.
+    pub(crate) fn parallel_writes(&self) -> bool {
+        dispatch!(self, s => s.parallel_writes())
+    }
+}
+
+/// The batch without its readings older than the raw retention `horizon`, which become
+/// dead letters (`older_than_retention`); `None` when there are none. Retention may have
+/// dropped such a reading's raw row, the record that dedupes it, while its hourly and
+/// daily rollups remain: storing it again would count it twice.
+pub(crate) fn refuse_too_old(batch: &Batch, horizon: Option<EventTime>) -> Option<Batch> {
+    let horizon = horizon?;
+    if batch.readings.iter().all(|r| r.time >= horizon) {
+        return None;
+    }
+    let mut out = Batch {
+        readings: Vec::with_capacity(batch.readings.len()),
+        dead_letters: batch.dead_letters.clone(),
+        new_devices: batch.new_devices.clone(),
+    };
+    for r in &batch.readings {
+        if r.time >= horizon {
+            out.readings.push(r.clone());
+            continue;
+        }
+        let payload =
+            serde_json::json!({"m": r.metric.as_str(), "v": r.value, "t": r.time.millis()});
+        let mut letter = DeadLetter::new(
+            &telemetry::Topic::telemetry(&r.device),
+            Some(r.device.clone()),
+            OLDER_THAN_RETENTION,
+            format!(
+                "reading of {} at {} is older than the raw retention horizon {}: retention has \
+                 dropped that time's raw readings, so storing it again could count it twice",
+                r.metric.as_str(),
+                r.time,
+                horizon
+            ),
+            payload.to_string().as_bytes(),
+        );
+        letter.received_at = EventTime::now();
+        out.dead_letters.push(letter);
+    }
+    Some(out)
+}
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -187,8 +248,7 @@ pub async fn run_writer<T: Send + 'static>(
     metrics: Arc<WriterMetrics>,
 ) {
     // SQLite takes one writing transaction at a time: a second would only wait or retry.
-    let max_in_flight =
-        if matches!(store, Store::Postgres(_)) { config.max_in_flight.max(1) } else { 1 };
+    let max_in_flight = if store.parallel_writes() { config.max_in_flight.max(1) } else { 1 };
     let mut in_flight = FuturesOrdered::new();
     // When each batch in flight began, oldest first (the order `in_flight` completes in).
     let mut started: VecDeque<Instant> = VecDeque::new();
@@ -302,9 +362,7 @@ async fn flush<T>(
                 metrics.readings_inserted.fetch_add(outcome.inserted, Ordering::Relaxed);
                 metrics.readings_duplicate.fetch_add(outcome.duplicates, Ordering::Relaxed);
                 if outcome.older_than_retention > 0 {
-                    metrics
-                        .dead_letters
-                        .add(crate::OLDER_THAN_RETENTION, outcome.older_than_retention);
+                    metrics.dead_letters.add(OLDER_THAN_RETENTION, outcome.older_than_retention);
                 }
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
                 metrics
@@ -330,5 +388,143 @@ async fn flush<T>(
                 backoff = (backoff * 2).min(config.max_retry_backoff);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    async fn memory_store() -> Store {
+        let store =
+            Store::connect("sqlite::memory:", &StoreOptions::default()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// The writer hands tickets back in the order their items arrived, each batch's after its
+    /// commit, and flushes what it holds when its input closes.
+    #[tokio::test]
+    async fn writer_returns_tickets_in_order_after_commit() {
+        use std::sync::Arc;
+
+        use telemetry::{DeviceId, EventTime, MetricId, Reading};
+        use tokio::sync::mpsc;
+
+        use crate::{HistoryQuery, Step};
+
+        let store = memory_store().await;
+        let (tx, rx) = mpsc::channel(64);
+        let (committed_tx, mut committed) = mpsc::channel(64);
+        let config = WriterConfig { max_batch_readings: 3, ..WriterConfig::default() };
+        let metrics = Arc::new(WriterMetrics::default());
+        let writer =
+            tokio::spawn(run_writer(store.clone(), config, rx, committed_tx, metrics.clone()));
+        let device = DeviceId::parse("wt1").expect("id");
+        for i in 0..10u32 {
+            let time = EventTime(1_763_892_000_000 + i64::from(i) * 1_000);
+            let reading = Reading {
+                device: device.clone(),
+                metric: MetricId::SpeedKmh,
+                time,
+                value: f64::from(i),
+                seq: None,
+            };
+            tx.send(WriteItem {
+                readings: vec![reading],
+                dead_letters: Vec::new(),
+                new_devices: Vec::new(),
+                ticket: i,
+            })
+            .await
+            .expect("send");
+        }
+        drop(tx);
+        let mut tickets = Vec::new();
+        while let Some(batch) = committed.recv().await {
+            tickets.extend(batch);
+        }
+        writer.await.expect("writer");
+        assert_eq!(tickets, (0..10).collect::<Vec<_>>());
+        let q = HistoryQuery::device(
+            device,
+            MetricId::SpeedKmh,
+            EventTime(1_763_892_000_000),
+            EventTime(1_763_892_100_000),
+            Step::Raw,
+        );
+        assert_eq!(
+            store.history(&q).await.expect("history").points.len(),
+            10,
+            "every ticket's reading is stored"
+        );
+        assert_eq!(metrics.readings_inserted.load(std::sync::atomic::Ordering::Relaxed), 10);
+    }
+
+    /// While another session holds the database's write lock, the age of the writer's oldest
+    /// uncommitted batch grows; once the lock is released the batch commits and the age is
+    /// zero again.
+    #[tokio::test]
+    async fn writer_reports_the_age_of_a_batch_blocked_by_a_lock() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use sqlx::{Connection, Executor};
+        use telemetry::{DeviceId, EventTime, MetricId, Reading};
+        use tokio::sync::mpsc;
+
+        let path = std::env::temp_dir().join(format!("sccr-writer-age-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite:{}", path.display());
+        let options =
+            StoreOptions { acquire_timeout: Duration::from_secs(30), ..StoreOptions::default() };
+        let store = Store::connect(&url, &options).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let (tx, rx) = mpsc::channel(8);
+        let (committed_tx, mut committed) = mpsc::channel(8);
+        let metrics = Arc::new(WriterMetrics::default());
+        let writer = tokio::spawn(run_writer(
+            store.clone(),
+            WriterConfig::default(),
+            rx,
+            committed_tx,
+            metrics.clone(),
+        ));
+        let item = |i: u32| WriteItem {
+            readings: vec![Reading {
+                device: DeviceId::parse("age1").expect("id"),
+                metric: MetricId::SpeedKmh,
+                time: EventTime(1_763_892_000_000 + i64::from(i) * 1_000),
+                value: f64::from(i),
+                seq: None,
+            }],
+            dead_letters: Vec::new(),
+            new_devices: Vec::new(),
+            ticket: i,
+        };
+        async fn recv(c: &mut mpsc::Receiver<Vec<u32>>) -> Option<Vec<u32>> {
+            tokio::time::timeout(Duration::from_secs(30), c.recv()).await.expect("a commit in time")
+        }
+        tx.send(item(0)).await.expect("send");
+        assert_eq!(recv(&mut committed).await, Some(vec![0]));
+        assert_eq!(metrics.oldest_pending_age(), Duration::ZERO, "nothing pending after a commit");
+
+        let mut lock = sqlx::SqliteConnection::connect(&url).await.expect("second session");
+        lock.execute("BEGIN EXCLUSIVE").await.expect("take the write lock");
+        tx.send(item(1)).await.expect("send");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while metrics.oldest_pending_age() < Duration::from_millis(500) {
+            assert!(tokio::time::Instant::now() < deadline, "the pending age never grew");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(committed.try_recv().is_err(), "nothing commits under the lock");
+        lock.execute("COMMIT").await.expect("release the lock");
+        assert_eq!(recv(&mut committed).await, Some(vec![1]));
+        assert_eq!(metrics.oldest_pending_age(), Duration::ZERO);
+        drop(tx);
+        writer.await.expect("writer");
+        store.close().await;
+        let _ = std::fs::remove_file(&path);
     }
 }

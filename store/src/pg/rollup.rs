@@ -1,0 +1,291 @@
+//! Rollups on PostgreSQL (see [`crate::rollup`]): the rollup merger's statement, the fold
+//! of closed hours and days into the stored real-time rollups (native mode), and the
+//! latest values it maintains.
+//!
+//! "Last by time" in SQL: `(max(ARRAY[epoch seconds, value]))[2]`. Arrays compare
+//! element by element, so the maximum is the latest time and, on equal times, the larger
+//! value (the tie rule of `telemetry::Partial::merge`). Unlike `array_agg(… ORDER BY …)`
+//! it needs no sort, so grouping stays a hash aggregate. Epoch seconds with microseconds
+//! are exact in a float8 for any time this system stores.
+
+use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
+
+use sqlx::{Executor, Row};
+use telemetry::{EventTime, MetricId};
+use time::OffsetDateTime;
+
+use super::{et, ts, PgStore};
+use crate::history::Resolution;
+use crate::{parse_device, parse_metric, LatestValue, MergeOutcome, StorageMode, StoreError};
+
+/// The rollup merger's statement: take up to $1 committed batches off `rollup_pending`,
+/// fold their readings per level, merge them into each level's table, and move `latest`
+/// forward. The levels are appended by [`merge_statement`].
+const MERGE_HEAD: &str = r#"
+WITH b AS (
+    DELETE FROM rollup_pending WHERE batch IN (SELECT batch FROM rollup_pending ORDER BY batch LIMIT $1)
+    RETURNING batch, min_time, max_time
+), m AS (
+    SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
+           min(value) AS min, max(value) AS max,
+           (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
+    FROM readings
+    WHERE batch = ANY(ARRAY(SELECT batch FROM b))
+      AND time >= (SELECT min(min_time) FROM b) AND time <= (SELECT max(max_time) FROM b)
+    GROUP BY 1, 2, 3
+), lat AS (
+    INSERT INTO latest AS l (device, metric, time, value)
+    SELECT device, metric, max(last_time), (max(ARRAY[date_part('epoch', last_time), last_value]))[2] FROM m
+    GROUP BY device, metric
+    ON CONFLICT (device, metric) DO UPDATE SET time = excluded.time, value = excluded.value
+        WHERE excluded.time > l.time OR (excluded.time = l.time AND excluded.value > l.value)
+    RETURNING 1
+)"#;
+
+/// One level of the merge: `{name}` folds the finer level's CTE `{src}` into this level's
+/// buckets, `{key}` is the column rows are kept per (`device`, or `segment` for segment
+/// rollups).
+const MERGE_FOLD: &str = r#", {name} AS (
+    SELECT date_trunc('{unit}', bucket) AS bucket, {key}, metric, sum(count)::int8 AS count, sum(sum) AS sum,
+           min(min) AS min, max(max) AS max,
+           (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last_value, max(last_time) AS last_time
+    FROM {src} GROUP BY 1, 2, 3
+)"#;
+
+/// Adds partials (`excluded`) to a stored rollup row (`r`) with the same key.
+const ON_CONFLICT_MERGE: &str = "ON CONFLICT ({key}, metric, bucket) DO UPDATE SET
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        min = least(r.min, excluded.min),
+        max = greatest(r.max, excluded.max),
+        last_value = CASE WHEN excluded.last_time > r.last_time
+                            OR (excluded.last_time = r.last_time AND excluded.last_value > r.last_value)
+                          THEN excluded.last_value ELSE r.last_value END,
+        last_time = greatest(r.last_time, excluded.last_time)";
+
+/// Merges the partials of CTE `{src}` (those passing `{filter}`) into `{table}`, in key
+/// order (the index is walked once, left to right).
+const MERGE_WRITE: &str = r#", {name}_w AS (
+    INSERT INTO {table} AS r (bucket, {key}, metric, count, sum, min, max, last_value, last_time)
+    SELECT * FROM {src}{filter} ORDER BY {key}, metric, bucket
+    {conflict}
+    RETURNING 1
+)"#;
+
+/// The minute partials with the segment each device is linked to now ('' for none).
+const SEGMENT_SOURCE: &str = r#", sm AS (
+    SELECT m.bucket, coalesce(d.segment_id, '') AS segment, m.metric, m.count, m.sum, m.min, m.max, m.last_value, m.last_time
+    FROM m LEFT JOIN devices d ON d.id = m.device
+)"#;
+
+/// Native mode: the merge locks the marks of the real-time hourly and daily rollups
+/// (migration 10) for the length of its transaction.
+const MERGE_MARKS: &str = r#", mk AS (
+    SELECT hour_mark, day_mark FROM rollup_marks FOR SHARE
+)"#;
+
+/// The merge statement for the device levels this storage mode maintains itself, each
+/// with the table it writes and the filter on its partials, plus the segment levels
+/// (always maintained here).
+fn merge_statement(levels: &[(Resolution, &str, &str)]) -> String {
+    let mut sql = MERGE_HEAD.to_owned();
+    if levels.iter().any(|(_, _, filter)| filter.contains("mk")) {
+        sql.push_str(MERGE_MARKS);
+    }
+    let mut counts = Vec::new();
+    // `m` is already per minute: the minute level writes it as it is.
+    let mut level = |sql: &mut String,
+                     name: &str,
+                     unit: &str,
+                     key: &str,
+                     src: &str,
+                     table: &str,
+                     filter: &str| {
+        let folded = if unit == "minute" && src == "m" {
+            src
+        } else {
+            sql.push_str(
+                &MERGE_FOLD
+                    .replace("{name}", name)
+                    .replace("{unit}", unit)
+                    .replace("{key}", key)
+                    .replace("{src}", src),
+            );
+            name
+        };
+        sql.push_str(
+            &MERGE_WRITE
+                .replace("{conflict}", ON_CONFLICT_MERGE)
+                .replace("{name}", name)
+                .replace("{key}", key)
+                .replace("{src}", folded)
+                .replace("{filter}", filter)
+                .replace("{table}", table),
+        );
+        counts.push(format!("(SELECT count(*) FROM {name}_w)"));
+        folded.to_owned()
+    };
+    let mut src = "m".to_owned();
+    for &(l, table, filter) in levels {
+        let (name, unit) = match l {
+            Resolution::Minute => ("l1m", "minute"),
+            Resolution::Hour => ("l1h", "hour"),
+            Resolution::Day => ("l1d", "day"),
+            Resolution::Raw => continue,
+        };
+        src = level(&mut sql, name, unit, "device", &src, table, filter);
+    }
+    sql.push_str(SEGMENT_SOURCE);
+    let s1h = level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h", "");
+    level(&mut sql, "s1d", "day", "segment", &s1h, "segment_rollup_1d", "");
+    sql.push_str(&format!(
+        "\nSELECT (SELECT count(*) FROM b) AS batches, coalesce((SELECT sum(count) FROM m), 0)::int8 AS readings, \
+         ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
+        counts.join(" + ")
+    ));
+    sql
+}
+
+/// Native mode: folds the `{unit}`s before `$1` from `{src}` into `{table}`, from the
+/// level's mark (`$2`) on.
+const FOLD_CLOSED: &str = r#"
+INSERT INTO {table} AS r (bucket, device, metric, count, sum, min, max, last_value, last_time)
+SELECT date_trunc('{unit}', bucket, 'UTC'), device, metric, sum(count)::int8, sum(sum), min(min), max(max),
+       (max(ARRAY[date_part('epoch', last_time), last_value]))[2], max(last_time)
+FROM {src} WHERE bucket >= $2 AND bucket < $1
+GROUP BY 1, 2, 3 ORDER BY 2, 3, 1
+{conflict}"#;
+
+fn fold_statement(unit: &str, src: &str, table: &str) -> String {
+    FOLD_CLOSED
+        .replace("{conflict}", &ON_CONFLICT_MERGE.replace("{key}", "device"))
+        .replace("{unit}", unit)
+        .replace("{src}", src)
+        .replace("{table}", table)
+}
+
+impl PgStore {
+    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
+        // Built once per storage mode: under TimescaleDB the hourly and daily levels are
+        // continuous aggregates over rollup_1m.
+        static NATIVE: LazyLock<String> = LazyLock::new(|| {
+            merge_statement(&[
+                (Resolution::Minute, "rollup_1m", ""),
+                // Buckets from the marks on are aggregated from rollup_1m when read.
+                (
+                    Resolution::Hour,
+                    "rollup_1h_closed",
+                    " WHERE bucket < (SELECT hour_mark FROM mk)",
+                ),
+                (Resolution::Day, "rollup_1d_closed", " WHERE bucket < (SELECT day_mark FROM mk)"),
+            ])
+        });
+        static TIMESCALE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(&[(Resolution::Minute, "rollup_1m", "")]));
+        let statement: &str = match self.storage_mode() {
+            StorageMode::TimescaleDb => &TIMESCALE,
+            _ => &NATIVE,
+        };
+        let mut tx = self.pool.begin().await?;
+        // A merge lost in a crash is rolled back whole (its batches stay pending and are
+        // merged again), so it need not wait for its commit to reach the disk.
+        tx.execute("SET LOCAL synchronous_commit = off").await?;
+        // The merge's hash aggregates and sorts hold one row per (key, bucket) of up to
+        // `max_batches` batches: at 4 MB (the default) they spill to disk.
+        tx.execute("SET LOCAL work_mem = '32MB'").await?;
+        let row = sqlx::query(statement).bind(max_batches as i64).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(MergeOutcome {
+            batches: row.try_get::<i64, _>("batches")? as u64,
+            readings: row.try_get::<i64, _>("readings")? as u64,
+            rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64,
+        })
+    }
+
+    /// Native mode: folds the hours that ended before `now` into rollup_1h_closed, and
+    /// the days whose hours are all folded into rollup_1d_closed, moving the marks of the
+    /// real-time rollups (migration 10), a day of hours per transaction. Cheap when there
+    /// is nothing to fold (the hour mark is cached). Returns the rows written.
+    pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
+        const HOUR_MS: i64 = 3_600_000;
+        const DAY_MS: i64 = crate::history::DAY_MS;
+        static HOURS: LazyLock<String> =
+            LazyLock::new(|| fold_statement("hour", "rollup_1m", "rollup_1h_closed"));
+        static DAYS: LazyLock<String> =
+            LazyLock::new(|| fold_statement("day", "rollup_1h_closed", "rollup_1d_closed"));
+        if self.storage_mode() != StorageMode::Native {
+            return Ok(0);
+        }
+        let hour = now.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let mut rows = 0;
+        while hour > self.hour_mark.load(Ordering::Relaxed) {
+            let mut tx = self.pool.begin().await?;
+            // Waits for the merges in flight (they hold the row FOR SHARE).
+            let (hour_mark, day_mark): (OffsetDateTime, OffsetDateTime) =
+                sqlx::query_as("SELECT hour_mark, day_mark FROM rollup_marks FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let (hour_mark, day_mark) = (et(hour_mark).millis(), et(day_mark).millis());
+            let hours_to = hour.min(hour_mark + DAY_MS).max(hour_mark);
+            if hours_to > hour_mark {
+                let done = sqlx::query(&HOURS)
+                    .bind(ts(EventTime(hours_to)))
+                    .bind(ts(EventTime(hour_mark)))
+                    .execute(&mut *tx)
+                    .await?;
+                rows += done.rows_affected();
+                sqlx::query("UPDATE rollup_marks SET hour_mark = $1")
+                    .bind(ts(EventTime(hours_to)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // A day is folded once all its hours are.
+            let days_to = hours_to.div_euclid(DAY_MS) * DAY_MS;
+            if days_to > day_mark {
+                let done = sqlx::query(&DAYS)
+                    .bind(ts(EventTime(days_to)))
+                    .bind(ts(EventTime(day_mark)))
+                    .execute(&mut *tx)
+                    .await?;
+                rows += done.rows_affected();
+                sqlx::query("UPDATE rollup_marks SET day_mark = $1")
+                    .bind(ts(EventTime(days_to)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            self.hour_mark.store(hours_to, Ordering::Relaxed);
+            if hours_to > hour_mark {
+                tracing::info!(rows, hour_mark = %ts(EventTime(hours_to)), "folded closed hours and days into the stored rollups");
+            }
+        }
+        Ok(rows)
+    }
+
+    pub async fn latest(
+        &self,
+        device: Option<&telemetry::DeviceId>,
+        metric: Option<MetricId>,
+    ) -> Result<Vec<LatestValue>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device, metric, time, value FROM latest
+             WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
+             ORDER BY device, metric",
+        )
+        .bind(device.map(|d| d.as_str()))
+        .bind(metric.map(MetricId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(LatestValue {
+                    device: parse_device(row.try_get("device")?)?,
+                    metric: parse_metric(row.try_get("metric")?)?,
+                    time: et(row.try_get("time")?),
+                    value: row.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+}
