@@ -39,7 +39,7 @@ sccr_ensure_postgres() {
         SCCR_PG_RUN=(runuser -u postgres --)
     fi
     SCCR_PG_BIN="$bindir"
-    echo "starting a ${SCCR_PG_KEEP_DIR:+kept}${SCCR_PG_KEEP_DIR:-throwaway} PostgreSQL on 127.0.0.1:$port ($SCCR_PG_DIR)"
+    echo "starting a ${SCCR_PG_KEEP_DIR:+kept }PostgreSQL on 127.0.0.1:$port ($SCCR_PG_DIR)" >&2
     if [ ! -f "$SCCR_PG_DIR/data/PG_VERSION" ]; then
         "${SCCR_PG_RUN[@]}" "$bindir/initdb" -D "$SCCR_PG_DIR/data" -U postgres -A trust --no-sync >/dev/null
     fi

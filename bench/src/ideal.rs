@@ -85,7 +85,10 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                     }
                 }
                 Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => {
+                    eprintln!("ideal bridge: connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     });
@@ -149,20 +152,20 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                     batch.opened = Instant::now();
                 }
                 batch.publishes.push(p);
-                if batch.rows >= BATCH_ROWS {
-                    batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await?;
+                if batch.rows >= BATCH_ROWS && batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await.is_err() {
+                    break;
                 }
             }
             _ = tick.tick() => {
-                if !batch.publishes.is_empty() && batch.opened.elapsed() >= BATCH_AGE {
-                    batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await?;
+                if !batch.publishes.is_empty() && batch.opened.elapsed() >= BATCH_AGE
+                    && batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await.is_err() {
+                    break;
                 }
             }
         }
     }
     drop(batch_tx);
-    committer.await??;
-    Ok(())
+    committer.await?.inspect_err(|e| eprintln!("ideal bridge: {e:#}"))
 }
 
 /// Run the ideal pipeline under the same load as SCCR's end-to-end run and measure its

@@ -63,11 +63,8 @@ los = { at_or_worse = "F", for = "1m" }
 pub fn demo_config(opts: &DemoOptions) -> Result<Config> {
     let mut config = Config::default();
     config.database.url = format!("sqlite:{}", opts.data_dir.join("sccr.db").display());
-    // SQLite takes one writer at a time and a writer waiting for the lock holds its
-    // connection: the live writer, the back-fill, the rollup merger, the alert sink, the
-    // outbox and maintenance can all wait at once, and with fewer connections than that
-    // a history query waits behind them (seconds during the back-fill).
-    config.database.max_connections = 12;
+    // Readers; SQLite's writes queue for the store's one writer connection.
+    config.database.max_connections = 4;
     config.mqtt.port = opts.mqtt_port;
     config.mqtt.client_id = "sccr-demo-ingest".into();
     // The embedded broker takes any client: no credentials to provision.

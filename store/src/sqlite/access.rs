@@ -35,7 +35,7 @@ impl SqliteStore {
         .bind(role)
         .bind(digest)
         .bind(at.millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         token(&row)
     }
@@ -52,7 +52,7 @@ impl SqliteStore {
             .bind(role)
             .bind(digest)
             .bind(at.millis())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -70,7 +70,7 @@ impl SqliteStore {
         .bind(at.millis())
         .bind(name)
         .bind(digest)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -108,7 +108,7 @@ impl SqliteStore {
         ))
         .bind(id)
         .bind(at.millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(|r| token(&r))
         .transpose()
@@ -122,7 +122,7 @@ impl SqliteStore {
             .bind(e.action)
             .bind(e.target)
             .bind(e.detail.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

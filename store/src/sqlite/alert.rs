@@ -63,7 +63,7 @@ fn alert_record(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
 /// state a move checks is the state it changes.
 impl SqliteStore {
     pub async fn raise_alert(&self, a: &NewAlert) -> Result<RaiseOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
             "INSERT INTO alerts (rule, subject_kind, subject, kind, severity, state, message, value, since_ms, raised_at_ms, members, code, params, suppressed_reason, suppressed_by_alert)
@@ -120,7 +120,7 @@ impl SqliteStore {
         note: Option<&str>,
         at: EventTime,
     ) -> Result<AlertRecord, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<(String, Option<i64>)> =
             sqlx::query_as("SELECT state, shelved_until_ms FROM alerts WHERE id = ?")
@@ -194,7 +194,7 @@ impl SqliteStore {
         let done = sqlx::query("UPDATE alerts SET members = ? WHERE id = ?")
             .bind(i64::from(members))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::AlertNotFound(id));

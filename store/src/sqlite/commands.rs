@@ -50,7 +50,7 @@ impl SqliteStore {
         .bind(&c.created_by)
         .bind(c.created_at.millis())
         .bind(c.expires_at.millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.as_ref().map(command).transpose()
     }
@@ -103,7 +103,7 @@ impl SqliteStore {
         )
         .bind(at.millis())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -116,7 +116,7 @@ impl SqliteStore {
         detail: Option<&str>,
         at: EventTime,
     ) -> Result<Option<CommandRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
             "UPDATE commands SET status = ?3, detail = ?4, finished_at_ms = ?5
@@ -144,7 +144,7 @@ impl SqliteStore {
         now: EventTime,
         detail: &str,
     ) -> Result<Vec<CommandRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(&format!(
             "UPDATE commands SET status = 'expired', detail = ?2, finished_at_ms = ?1
@@ -170,7 +170,7 @@ impl SqliteStore {
         at: EventTime,
         event: &OutboxEvent,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let changed = sqlx::query(
             "INSERT INTO device_status (device, state, since_ms) VALUES (?, ?, ?)

@@ -27,7 +27,7 @@ impl SqliteStore {
             };
             // The horizon moves in the transaction that deletes, so a writer never sees
             // the rows gone and the horizon not yet moved.
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             for table in tables.into_iter().flatten() {
                 let done = sqlx::query(&format!("DELETE FROM {table} WHERE {column} < ?"))
                     .bind(cutoff)

@@ -44,7 +44,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Connections that read. In WAL mode readers never wait for the writer.
     pub(crate) pool: SqlitePool,
+    /// The one connection that writes. SQLite takes one writer at a time, and a writer
+    /// waiting for the lock holds its connection: in a shared pool, the writers queued at
+    /// once (the batch writer, a back-fill or import, the rollup folds, the alert sink, the
+    /// outbox, maintenance) would take every connection and leave a history query waiting
+    /// behind them. Here they queue for this connection and readers keep theirs.
+    pub(crate) writer: SqlitePool,
     retention: Retention,
 }
 
@@ -56,14 +63,26 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(options.acquire_timeout);
-        // An in-memory database exists per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { options.max_connections };
+        if url.contains(":memory:") {
+            // An in-memory database exists per connection: keep exactly one, for both.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            return Ok(Self { writer: pool.clone(), pool, retention: options.retention });
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(max)
+            .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        Ok(Self { pool, retention: options.retention })
+        Ok(Self { pool, writer, retention: options.retention })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -76,7 +95,7 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS sccr_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
         )
@@ -118,6 +137,7 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -105,7 +105,7 @@ fn event_json(text: &str) -> Result<OutboxRecord, StoreError> {
 
 impl SqliteStore {
     pub(crate) async fn append_outbox(&self, event: &OutboxEvent) -> Result<i64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         append(&mut conn, event).await
     }
 
@@ -132,7 +132,7 @@ impl SqliteStore {
         .bind(w.enabled)
         .bind(w.format.as_str())
         .bind(EventTime::now().millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         webhook(&row)
     }
@@ -153,7 +153,7 @@ impl SqliteStore {
             .bind(&w.secret)
             .bind(w.enabled)
             .bind(w.format.as_str())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected())
     }
@@ -161,7 +161,7 @@ impl SqliteStore {
     pub(crate) async fn delete_webhook(&self, id: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM webhooks WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected())
     }
@@ -172,7 +172,7 @@ impl SqliteStore {
         hooks: &[WebhookRecord],
         limit: i64,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, type, subject FROM outbox WHERE fanned_out = 0 ORDER BY id LIMIT ?",
@@ -209,7 +209,7 @@ impl SqliteStore {
         until: EventTime,
         limit: i64,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let due = sqlx::query(
             "SELECT d.webhook_id, d.outbox_id FROM webhook_deliveries d
@@ -266,7 +266,7 @@ impl SqliteStore {
         .bind(&u.error)
         .bind(u.next.millis())
         .bind(u.delivered.map(EventTime::millis))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -325,7 +325,7 @@ impl SqliteStore {
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.outbox_id = outbox.id AND d.state <> 'delivered')",
         )
         .bind(before.millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }
@@ -343,7 +343,7 @@ impl SqliteStore {
         .bind(webhook)
         .bind(event)
         .bind(now.millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected())
     }

@@ -24,7 +24,7 @@ fn device(row: &SqliteRow) -> Result<DeviceDetail, StoreError> {
 
 impl SqliteStore {
     pub async fn upsert_segments(&self, segments: &[RoadSegment]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for s in segments {
             let coords = serde_json::to_string(&s.coordinates).unwrap_or_default();
             sqlx::query(
@@ -77,7 +77,7 @@ impl SqliteStore {
     }
 
     pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for d in devices {
             sqlx::query(
                 "INSERT INTO devices (id, kind, segment_id, registered_at_ms) VALUES (?, ?, ?, ?)
@@ -139,7 +139,7 @@ impl SqliteStore {
         .bind(at.millis())
         .bind(password_hash)
         .bind(gateway.map(DeviceId::as_str))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(|r| device(&r))
         .transpose()
@@ -226,7 +226,7 @@ impl SqliteStore {
         .bind(u.segment.as_ref().and_then(|s| s.as_ref()).map(SegmentId::as_str))
         .bind(u.gateway.is_some())
         .bind(u.gateway.as_ref().and_then(|g| g.as_ref()).map(DeviceId::as_str))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(|r| device(&r))
         .transpose()
@@ -243,7 +243,7 @@ impl SqliteStore {
         ))
         .bind(id.as_str())
         .bind(at.millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(|r| device(&r))
         .transpose()
@@ -259,7 +259,7 @@ impl SqliteStore {
         ))
         .bind(id.as_str())
         .bind(password_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(|r| device(&r))
         .transpose()

@@ -19,7 +19,7 @@ impl SqliteStore {
         .bind(key)
         .bind(value.to_string())
         .bind(EventTime::now().millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -29,7 +29,7 @@ impl SqliteStore {
         key: &str,
         replace: bool,
     ) -> Result<StateSave, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         if replace {
             sqlx::query("DELETE FROM stream_state_parts WHERE key = ?")
                 .bind(key)

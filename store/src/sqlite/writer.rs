@@ -12,7 +12,7 @@ use crate::{Batch, BatchOutcome, StoreError};
 
 impl SqliteStore {
     pub async fn write_batch(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let refused = refuse_too_old(batch, raw_horizon(&mut tx).await?);
         let older_than_retention =
