@@ -6,11 +6,12 @@
 //! after the commit. Nothing else: no dedupe of replays, no rollups, no live state, no
 //! dead letters, no registry.
 //!
-//! Batches close at [`BATCH_ROWS`] readings or [`BATCH_AGE`] after their first reading;
-//! while one commits, the next fills (one batch in flight, as SCCR's writer).
+//! Group commit on [`COMMITTERS`] connections: a batch is handed to a committer as soon as
+//! one is idle, so what arrives while commits run goes into the next; a batch that reaches
+//! [`BATCH_ROWS`] waits for a committer.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,8 @@ use sccr_tests::{Broker, TestDb};
 
 /// Readings per batch, as SCCR's writer.
 const BATCH_ROWS: usize = 5_000;
-/// The oldest a batch gets before it is committed.
-const BATCH_AGE: Duration = Duration::from_millis(50);
+/// Commits in flight at once, each on its own connection.
+const COMMITTERS: usize = 2;
 /// Messages the broker may have in flight to the bridge (SCCR's ingest default).
 const RECEIVE_MAXIMUM: u16 = 1_000;
 
@@ -44,25 +45,20 @@ struct Batch {
     copy: CopyEncoder,
     rows: usize,
     publishes: Vec<Publish>,
-    opened: Instant,
 }
 
 impl Batch {
     fn new() -> Self {
-        Self {
-            copy: CopyEncoder::with_capacity(BATCH_ROWS * 64),
-            rows: 0,
-            publishes: Vec::new(),
-            opened: Instant::now(),
-        }
+        Self { copy: CopyEncoder::with_capacity(BATCH_ROWS * 64), rows: 0, publishes: Vec::new() }
     }
 }
 
 /// `sccr-bench --ideal-bridge PORT DB_URL`: run the bridge until killed, printing the
-/// readings committed so far (`committed N`) after each commit, at most every 100 ms.
+/// readings committed so far (`committed N`) every 100 ms.
 pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(db_url).await.context("connect")?;
     sqlx::query(TABLE).execute(&mut conn).await?;
+    conn.close().await?;
     let mut opts = MqttOptions::new("bench-ideal-bridge", "127.0.0.1", port);
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(3_600))
@@ -73,14 +69,15 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
     let (client, mut eventloop) = AsyncClient::new(opts, usize::from(RECEIVE_MAXIMUM) + 64);
     client.subscribe(TopicKind::Telemetry.filter(), QoS::AtLeastOnce).await?;
 
-    // The event loop on its own task; publishes reach the batcher through a queue bounded
-    // by the receive maximum.
-    let (pub_tx, mut pub_rx) = mpsc::channel::<Publish>(usize::from(RECEIVE_MAXIMUM));
+    // The event loop on its own task, never blocked: it also sends the PUBACKs the
+    // committer queues, so a full queue towards the batcher would stall both. The queue is
+    // bounded by the broker, which has at most the receive maximum unacknowledged.
+    let (pub_tx, mut pub_rx) = mpsc::unbounded_channel::<Publish>();
     tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if pub_tx.send(p).await.is_err() {
+                    if pub_tx.send(p).is_err() {
                         return;
                     }
                 }
@@ -93,39 +90,73 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
         }
     });
 
-    // The committer: one batch in flight.
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(1);
-    let acker = client.clone();
-    let committer = tokio::spawn(async move {
-        let mut committed = 0u64;
-        let mut printed = Instant::now();
-        while let Some(batch) = batch_rx.recv().await {
-            let mut tx = conn.begin().await?;
-            if batch.rows > 0 {
-                let mut copy = tx
-                    .copy_in_raw(
-                        "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
-                    )
-                    .await?;
-                copy.send(batch.copy.finish()).await?;
-                copy.finish().await?;
+    // The committers, one connection each: a batch closes as soon as one is idle (group
+    // commit: what arrives during a commit goes in the next), or at BATCH_ROWS.
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(COMMITTERS);
+    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let idle = Arc::new(AtomicUsize::new(COMMITTERS));
+    let committed = Arc::new(AtomicU64::new(0));
+    let mut committers = Vec::new();
+    for _ in 0..COMMITTERS {
+        let mut conn = sqlx::PgConnection::connect(db_url).await.context("connect")?;
+        let (acker, batch_rx, idle, committed) =
+            (client.clone(), batch_rx.clone(), idle.clone(), committed.clone());
+        committers.push(tokio::spawn(async move {
+            loop {
+                let Some(batch) = batch_rx.lock().await.recv().await else { break };
+                let mut tx = conn.begin().await?;
+                if batch.rows > 0 {
+                    let mut copy = tx
+                        .copy_in_raw(
+                            "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
+                        )
+                        .await?;
+                    copy.send(batch.copy.finish()).await?;
+                    copy.finish().await?;
+                }
+                tx.commit().await?;
+                for p in &batch.publishes {
+                    acker.ack(p).await?;
+                }
+                committed.fetch_add(batch.rows as u64, Ordering::Relaxed);
+                idle.fetch_add(1, Ordering::Release);
             }
-            tx.commit().await?;
-            for p in &batch.publishes {
-                acker.ack(p).await?;
-            }
-            committed += batch.rows as u64;
-            if printed.elapsed() >= Duration::from_millis(100) {
-                println!("committed {committed}");
-                std::io::stdout().flush()?;
-                printed = Instant::now();
+            anyhow::Ok(())
+        }));
+    }
+    // The count committed so far, for the benchmark, every 100 ms.
+    let reported = committed.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            println!("committed {}", reported.load(Ordering::Relaxed));
+            if std::io::stdout().flush().is_err() {
+                return;
             }
         }
-        anyhow::Ok(())
     });
+    // Hand the batch to an idle committer (or wait for one once the batch is full).
+    let hand_over = async |batch: &mut Batch, full: bool| -> bool {
+        let ready =
+            idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if !ready && !full {
+            return true;
+        }
+        if !ready {
+            // Full: wait for a committer; it counts itself idle again when done.
+            while idle
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        batch_tx.send(std::mem::replace(batch, Batch::new())).await.is_ok()
+    };
 
     let mut batch = Batch::new();
-    let mut tick = tokio::time::interval(BATCH_AGE / 2);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
     loop {
         tokio::select! {
             p = pub_rx.recv() => {
@@ -148,26 +179,25 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                         batch.rows += decoded.readings.len();
                     }
                 }
-                if batch.publishes.is_empty() {
-                    batch.opened = Instant::now();
-                }
                 batch.publishes.push(p);
-                if batch.rows >= BATCH_ROWS && batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await.is_err() {
+                let full = batch.rows >= BATCH_ROWS;
+                if !hand_over(&mut batch, full).await {
                     break;
                 }
             }
-            _ = tick.tick() => {
-                if !batch.publishes.is_empty() && batch.opened.elapsed() >= BATCH_AGE
-                    && batch_tx.send(std::mem::replace(&mut batch, Batch::new())).await.is_err() {
+            _ = tick.tick(), if !batch.publishes.is_empty() => {
+                if !hand_over(&mut batch, false).await {
                     break;
                 }
             }
         }
     }
     drop(batch_tx);
-    committer.await?.inspect_err(|e| eprintln!("ideal bridge: {e:#}"))
+    for c in committers {
+        c.await?.inspect_err(|e| eprintln!("ideal bridge: {e:#}"))?;
+    }
+    Ok(())
 }
-
 /// Run the ideal pipeline under the same load as SCCR's end-to-end run and measure its
 /// committed readings/s and the CPU of each process.
 pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> {
