@@ -126,10 +126,9 @@ impl Window {
                 json!({
                     "readings": readings,
                     "postgres_cpu_us_per_reading": round2(cpu_us),
+                    // Time in the server, waits for locks and I/O included: with statements
+                    // running on several connections at once it can exceed the CPU.
                     "statement_exec_us_per_reading": round2(exec_us),
-                    // CPU no statement accounts for: commits, WAL writer, checkpointer,
-                    // autovacuum, connection handling.
-                    "cpu_outside_statements_us_per_reading": round2(cpu_us - exec_us),
                     "wal_bytes_per_reading": per(wal_bytes),
                     "wal_records_per_reading": per(wal_records),
                     "wal_full_page_images_per_reading": per(wal_fpi),

@@ -248,7 +248,7 @@ fn database_breakdown(name: &str, d: &Value) -> String {
         return String::new();
     }
     let mut out = format!(
-        "\n### Database work per stored reading: {name}\n\n{} readings stored in the window; PostgreSQL CPU {} µs per reading, of which statements' execution time {} µs (the rest: commits, WAL writer, checkpoints, autovacuum); WAL {} bytes, {} records and {} full-page images per reading.\n\n| statement | calls | time µs/reading | WAL bytes/reading | rows/call | buffers/reading |\n|---|---|---|---|---|---|\n",
+        "\n### Database work per stored reading: {name}\n\n{} readings stored in the window; PostgreSQL CPU {} µs per reading (every server process); statements' execution time {} µs per reading (time in the server, waits included, on several connections at once); WAL {} bytes, {} records and {} full-page images per reading.\n\n| statement | calls | time µs/reading | WAL bytes/reading | rows/call | buffers/reading |\n|---|---|---|---|---|---|\n",
         f(&d["readings"]), f(&d["postgres_cpu_us_per_reading"]), f(&d["statement_exec_us_per_reading"]), f(&d["wal_bytes_per_reading"]), f(&d["wal_records_per_reading"]), f(&d["wal_full_page_images_per_reading"])
     );
     for st in d["statements"].as_array().into_iter().flatten() {

@@ -1,5 +1,10 @@
 //! The edge agent's crash-safe store-and-forward buffer.
 //!
+//! (About 600 lines, a sixth of them the on-disk format and the crash guarantees below:
+//! the buffer's logic stays in one file so that the format and the code that keeps it are
+//! read together; the segment files' I/O is in `buffer/disk.rs`, the tests in
+//! `buffer/tests/`.)
+//!
 //! A field device on a bad link must never lose a reading: every message is appended to an
 //! on-disk, append-only log *before* it is published, and is removed only after the broker's
 //! PUBACK for the packet that carried it ([`DiskBuffer::ack`]).
