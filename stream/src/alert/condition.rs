@@ -240,6 +240,7 @@ pub const MEAN_BUCKETS: usize = 24;
 /// Directive's minimum data capture for an aggregated value.
 pub const MEAN_MIN_BUCKETS: usize = 18;
 
+/// One sub-period as checkpoints write it (every position of the ring, empty ones as zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct MeanBucket {
     index: i64,
@@ -251,11 +252,87 @@ struct MeanBucket {
 /// (so the window slides in steps of 1/24 of the period, with fixed memory). Trips when the
 /// mean is above the limit and at least [`MEAN_MIN_BUCKETS`] sub-periods hold data; clears
 /// when it is back at or below the clear level. The value reported is the mean.
+///
+/// Sub-period `index` sits at position `index mod 24` of a ring. Only positions holding data
+/// within the 24 sub-periods that end at `head` (the newest one written) are stored, in
+/// position order, so a state costs 8 + 4 bytes per sub-period with data and nothing for
+/// the others; the mean adds them in position order, as a full ring would.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "MeanLimitRecord", into = "MeanLimitRecord")]
 pub struct MeanLimitState {
+    /// Bit `p`: position `p` holds data.
+    live: u32,
+    /// The newest sub-period written; every stored one lies in `(head − 24, head]`.
+    head: i64,
+    /// Sum and count of each position in `live`, lowest position first.
+    sums: Box<[f64]>,
+    counts: Box<[u32]>,
+    timer: HoldTimer,
+    last: Option<EventTime>,
+}
+
+/// [`MeanLimitState`] as checkpoints hold it: the whole ring of 24 sub-periods.
+#[derive(Serialize, Deserialize)]
+struct MeanLimitRecord {
     buckets: [MeanBucket; MEAN_BUCKETS],
     timer: HoldTimer,
     last: Option<EventTime>,
+}
+
+impl From<MeanLimitState> for MeanLimitRecord {
+    fn from(s: MeanLimitState) -> Self {
+        let mut buckets = [MeanBucket::default(); MEAN_BUCKETS];
+        for (rank, p) in positions(s.live).enumerate() {
+            let back = (s.head - p as i64).rem_euclid(MEAN_BUCKETS as i64);
+            buckets[p] =
+                MeanBucket { index: s.head - back, sum: s.sums[rank], count: s.counts[rank] };
+        }
+        Self { buckets, timer: s.timer, last: s.last }
+    }
+}
+
+impl From<MeanLimitRecord> for MeanLimitState {
+    fn from(r: MeanLimitRecord) -> Self {
+        // Only sub-periods within 24 of the newest one with data count (the mean skipped
+        // older ones and the next sample in their position would have replaced them).
+        let head = r.buckets.iter().filter(|b| b.count > 0).map(|b| b.index).max();
+        let mut s = Self { timer: r.timer, last: r.last, ..Self::default() };
+        let Some(head) = head else { return s };
+        s.head = head;
+        let (mut sums, mut counts) = (Vec::new(), Vec::new());
+        for (p, b) in r.buckets.iter().enumerate() {
+            let current = b.index > head.saturating_sub(MEAN_BUCKETS as i64)
+                && b.index.rem_euclid(MEAN_BUCKETS as i64) == p as i64;
+            if b.count > 0 && current {
+                s.live |= 1 << p;
+                sums.push(b.sum);
+                counts.push(b.count);
+            }
+        }
+        s.sums = sums.into_boxed_slice();
+        s.counts = counts.into_boxed_slice();
+        s
+    }
+}
+
+/// The positions set in `live`, lowest first.
+fn positions(live: u32) -> impl Iterator<Item = usize> {
+    (0..MEAN_BUCKETS).filter(move |p| live & (1 << p) != 0)
+}
+
+/// `slice` with `value` inserted at `at`, in an allocation of exactly the new length.
+fn inserted<T: Copy>(slice: &[T], at: usize, value: T) -> Box<[T]> {
+    let mut v = Vec::with_capacity(slice.len() + 1);
+    v.extend_from_slice(&slice[..at]);
+    v.push(value);
+    v.extend_from_slice(&slice[at..]);
+    v.into_boxed_slice()
+}
+
+/// `slice` without the elements whose flag in `keep` is false.
+fn kept<T: Copy>(slice: &[T], keep: impl Fn(usize) -> bool) -> Box<[T]> {
+    let v: Vec<T> = slice.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, x)| *x).collect();
+    v.into_boxed_slice()
 }
 
 impl MeanLimitState {
@@ -266,20 +343,22 @@ impl MeanLimitState {
         self.last = Some(t);
         let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
         let index = t.millis().div_euclid(width);
-        let slot = &mut self.buckets[index.rem_euclid(MEAN_BUCKETS as i64) as usize];
-        if slot.index != index || slot.count == 0 {
-            *slot = MeanBucket { index, sum: 0.0, count: 0 };
+        self.advance(index);
+        let p = index.rem_euclid(MEAN_BUCKETS as i64) as u32;
+        let rank = (self.live & ((1u32 << p) - 1)).count_ones() as usize;
+        if self.live & (1 << p) == 0 {
+            self.live |= 1 << p;
+            self.sums = inserted(&self.sums, rank, 0.0);
+            self.counts = inserted(&self.counts, rank, 0);
         }
-        slot.sum += v;
-        slot.count += 1;
-        let (mut sum, mut count, mut covered) = (0.0, 0u64, 0usize);
-        for b in &self.buckets {
-            if b.count > 0 && b.index > index - MEAN_BUCKETS as i64 {
-                sum += b.sum;
-                count += u64::from(b.count);
-                covered += 1;
-            }
+        self.sums[rank] += v;
+        self.counts[rank] += 1;
+        let (mut sum, mut count) = (0.0, 0u64);
+        for (s, c) in self.sums.iter().zip(self.counts.iter()) {
+            sum += s;
+            count += u64::from(*c);
         }
+        let covered = self.live.count_ones() as usize;
         let mean = sum / count as f64;
         let level = if mean > rule.limit && covered >= MEAN_MIN_BUCKETS {
             Level::Trips
@@ -289,6 +368,31 @@ impl MeanLimitState {
             Level::Neutral
         };
         self.timer.step(t, t, t, level, 0, mean)
+    }
+
+    /// Move the ring's head to sub-period `index` (not older than the head: samples come
+    /// in event-time order), dropping the sub-periods 24 or more before it.
+    fn advance(&mut self, index: i64) {
+        let ahead = index.saturating_sub(self.head);
+        if self.live == 0 || ahead < 0 || ahead >= MEAN_BUCKETS as i64 {
+            if self.live != 0 {
+                *self = Self { timer: self.timer.clone(), last: self.last, ..Self::default() };
+            }
+            self.head = index;
+            return;
+        }
+        let mut gone = 0u32;
+        for i in self.head + 1..=index {
+            gone |= 1 << i.rem_euclid(MEAN_BUCKETS as i64);
+        }
+        self.head = index;
+        if self.live & gone == 0 {
+            return;
+        }
+        let drop: Vec<bool> = positions(self.live).map(|p| gone & (1 << p) != 0).collect();
+        self.sums = kept(&self.sums, |i| !drop[i]);
+        self.counts = kept(&self.counts, |i| !drop[i]);
+        self.live &= !gone;
     }
 
     pub fn is_raised(&self) -> bool {
