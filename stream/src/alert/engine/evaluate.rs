@@ -314,6 +314,8 @@ fn add_metric_evaluators(
         }
         if let (Some(metric), Some(state)) = (rule.kind.metric(), DeviceCondition::new(&rule.kind))
         {
+            // One at a time: a device has a handful, doubling would waste up to half.
+            slot.evaluators.reserve_exact(1);
             slot.evaluators.push(DeviceEvaluator { rule: i, metric, state });
         }
     }
@@ -355,6 +357,7 @@ pub(super) fn sync_slot(
     }
     for &i in offline_rules {
         if covers(i) && !slot.offline.iter().any(|o| o.rule == i) {
+            slot.offline.reserve_exact(1);
             slot.offline.push(OfflineEvaluator { rule: i, state: OfflineState::default() });
         }
     }
