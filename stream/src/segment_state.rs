@@ -84,7 +84,8 @@ struct DetectorWindow {
 
 #[derive(Debug, Default)]
 struct SegmentWindow {
-    detectors: BTreeMap<DeviceId, DetectorWindow>,
+    /// Sorted by device, each once; grown one at a time (a segment has a few detectors).
+    detectors: Vec<(DeviceId, DetectorWindow)>,
     /// `None` until first emitted; then the revision last emitted.
     emitted: Option<u32>,
 }
@@ -192,7 +193,12 @@ impl SegmentWindows {
         }
         let windows = self.windows.entry(segment.clone()).or_default();
         let sw = windows.entry(w.start).or_default();
-        let det = sw.detectors.entry(w.device.clone()).or_default();
+        let at = sw.detectors.partition_point(|(d, _)| d < &w.device);
+        if sw.detectors.get(at).is_none_or(|(d, _)| d != &w.device) {
+            sw.detectors.reserve_exact(1);
+            sw.detectors.insert(at, (w.device.clone(), DetectorWindow::default()));
+        }
+        let det = &mut sw.detectors[at].1;
         let slot = match w.metric {
             MetricId::VehicleCount => &mut det.counts,
             MetricId::SpeedKmh => &mut det.speed,
@@ -264,8 +270,13 @@ impl SegmentWindows {
         else {
             return;
         };
-        let state =
-            derive_state(road, start, self.size, w.detectors.values(), w.emitted.unwrap_or(0));
+        let state = derive_state(
+            road,
+            start,
+            self.size,
+            w.detectors.iter().map(|(_, d)| d),
+            w.emitted.unwrap_or(0),
+        );
         let mut change = None;
         if let Some(los) = state.los {
             let current = self.current_los.get(segment).copied();
