@@ -18,8 +18,9 @@
 //!
 //! Memory: a device holds a few windows per metric (the open one and those within the
 //! allowed lateness), so they sit in one small vector per device, sorted by (start,
-//! metric), grown one window at a time and trimmed when windows are dropped: 64 bytes a
-//! window, with the aggregate kept whole (exact count, sum, min, max, last).
+//! metric), grown one window at a time and trimmed when windows are dropped: 56 bytes a
+//! window, with the aggregate kept whole (exact count, sum, min, max, last); a window's
+//! start is that of its last reading.
 
 use std::collections::HashMap;
 
@@ -40,7 +41,8 @@ pub struct WindowResult {
 
 #[derive(Debug)]
 struct Window {
-    start: EventTime,
+    /// Its start is not stored: every reading in it lies in `[start, start + size)`, so
+    /// the start is `aggregate.last_time` floored to the window size.
     aggregate: Partial,
     /// The revision last emitted; meaningful once `closed`.
     revision: u32,
@@ -50,6 +52,22 @@ struct Window {
 }
 
 impl Window {
+    fn start(&self, size: i64) -> EventTime {
+        self.aggregate.last_time.floor(size)
+    }
+
+    /// Is (this window's start, metric) before (`start`, `metric`)? `start` is a window
+    /// start, so this window starts before it exactly when its last reading does.
+    fn before(&self, start: EventTime, size: i64, metric: MetricId) -> bool {
+        let last = self.aggregate.last_time.millis();
+        last < start.millis() || (last < start.millis() + size && self.metric < metric)
+    }
+
+    fn is(&self, start: EventTime, size: i64, metric: MetricId) -> bool {
+        let last = self.aggregate.last_time.millis();
+        self.metric == metric && last >= start.millis() && last < start.millis() + size
+    }
+
     /// `None` while open; the revision last emitted once closed.
     fn emitted(&self) -> Option<u32> {
         self.closed.then_some(self.revision)
@@ -70,9 +88,15 @@ struct DeviceWindows {
 
 impl DeviceWindows {
     /// The window of (`start`, `metric`), opened with `p` if absent (then `None`).
-    fn merge(&mut self, start: EventTime, metric: MetricId, p: Partial) -> Option<&mut Window> {
-        let at = self.windows.partition_point(|w| (w.start, w.metric) < (start, metric));
-        if self.windows.get(at).is_some_and(|w| w.start == start && w.metric == metric) {
+    fn merge(
+        &mut self,
+        start: EventTime,
+        size: i64,
+        metric: MetricId,
+        p: Partial,
+    ) -> Option<&mut Window> {
+        let at = self.windows.partition_point(|w| w.before(start, size, metric));
+        if self.windows.get(at).is_some_and(|w| w.is(start, size, metric)) {
             let w = &mut self.windows[at];
             w.aggregate.merge(&p);
             return Some(w);
@@ -81,7 +105,7 @@ impl DeviceWindows {
             // One at a time: a device holds a handful, doubling would waste up to half.
             self.windows.reserve_exact(1);
         }
-        let window = Window { start, aggregate: p, revision: 0, metric, closed: false };
+        let window = Window { aggregate: p, revision: 0, metric, closed: false };
         self.windows.insert(at, window);
         None
     }
@@ -148,7 +172,7 @@ impl Windows {
             return admission;
         }
         let p = Partial::of(r.time, r.value);
-        if let Some(w) = dev.merge(start, r.metric, p) {
+        if let Some(w) = dev.merge(start, size, r.metric, p) {
             if let Some(rev) = w.emitted() {
                 // A correction of a window that was already emitted.
                 let rev = rev + 1;
@@ -182,7 +206,8 @@ impl Windows {
         for (device, dev) in &mut self.devices {
             for w in &dev.windows {
                 if !w.closed {
-                    out.push(result(device, w.metric, w.start, self.size, w.aggregate, 0));
+                    let start = w.start(self.size);
+                    out.push(result(device, w.metric, start, self.size, w.aggregate, 0));
                 }
             }
         }
@@ -217,16 +242,17 @@ fn close(
     out: &mut Vec<WindowResult>,
 ) {
     for w in dev.windows.iter_mut() {
-        if w.start.millis() + size > wm {
+        let start = w.start(size);
+        if start.millis() + size > wm {
             break; // ordered by start: the rest are still open
         }
         if !w.closed {
             w.emit(0);
-            out.push(result(device, w.metric, w.start, size, w.aggregate, 0));
+            out.push(result(device, w.metric, start, size, w.aggregate, 0));
         }
     }
     let held = dev.windows.len();
-    dev.windows.retain(|w| w.start.millis() + size + lateness > wm);
+    dev.windows.retain(|w| w.start(size).millis() + size + lateness > wm);
     if dev.windows.len() < held {
         dev.windows.shrink_to_fit();
     }

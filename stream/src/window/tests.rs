@@ -190,8 +190,8 @@ proptest! {
 }
 
 #[test]
-fn a_held_window_takes_64_bytes() {
-    assert_eq!(std::mem::size_of::<Window>(), 64);
+fn a_held_window_takes_56_bytes() {
+    assert_eq!(std::mem::size_of::<Window>(), 56);
 }
 
 #[test]
