@@ -65,16 +65,78 @@ pub enum Level {
 }
 
 /// "Held continuously for a duration" with hysteresis; the core of most evaluators.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// 24 bytes: the two optional times are stored bare with presence flags (an absent time
+/// is stored as 0, so equality is that of the options). Checkpoints hold it as
+/// [`HoldTimerRecord`], two options and the raised flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "HoldTimerRecord", into = "HoldTimerRecord")]
 pub struct HoldTimer {
+    last: EventTime,
+    since: EventTime,
+    /// `HAS_LAST`, `HAS_SINCE`, `RAISED`.
+    flags: u8,
+}
+
+impl Default for HoldTimer {
+    fn default() -> Self {
+        Self { last: EventTime(0), since: EventTime(0), flags: 0 }
+    }
+}
+
+const HAS_LAST: u8 = 1;
+const HAS_SINCE: u8 = 2;
+const RAISED: u8 = 4;
+
+/// [`HoldTimer`] as checkpoints hold it.
+#[derive(Serialize, Deserialize)]
+pub struct HoldTimerRecord {
     last: Option<EventTime>,
     since: Option<EventTime>,
     raised: bool,
 }
 
+impl From<HoldTimer> for HoldTimerRecord {
+    fn from(t: HoldTimer) -> Self {
+        Self { last: t.last(), since: t.since(), raised: t.is_raised() }
+    }
+}
+
+impl From<HoldTimerRecord> for HoldTimer {
+    fn from(r: HoldTimerRecord) -> Self {
+        let mut t = Self::default();
+        t.set_last(r.last);
+        t.set_since(r.since);
+        t.set_raised(r.raised);
+        t
+    }
+}
+
 impl HoldTimer {
     pub fn is_raised(&self) -> bool {
-        self.raised
+        self.flags & RAISED != 0
+    }
+
+    fn last(&self) -> Option<EventTime> {
+        (self.flags & HAS_LAST != 0).then_some(self.last)
+    }
+
+    fn since(&self) -> Option<EventTime> {
+        (self.flags & HAS_SINCE != 0).then_some(self.since)
+    }
+
+    fn set_last(&mut self, last: Option<EventTime>) {
+        self.last = last.unwrap_or(EventTime(0));
+        self.flags = if last.is_some() { self.flags | HAS_LAST } else { self.flags & !HAS_LAST };
+    }
+
+    fn set_since(&mut self, since: Option<EventTime>) {
+        self.since = since.unwrap_or(EventTime(0));
+        self.flags = if since.is_some() { self.flags | HAS_SINCE } else { self.flags & !HAS_SINCE };
+    }
+
+    fn set_raised(&mut self, raised: bool) {
+        self.flags = if raised { self.flags | RAISED } else { self.flags & !RAISED };
     }
 
     /// Evaluate a sample ordered by `order`, whose tripping run would begin at `begins` and
@@ -89,25 +151,26 @@ impl HoldTimer {
         hold_ms: i64,
         value: f64,
     ) -> Step {
-        if self.last.is_some_and(|l| order <= l) {
+        if self.last().is_some_and(|l| order <= l) {
             return Step::Stale;
         }
-        self.last = Some(order);
-        if self.raised {
+        self.set_last(Some(order));
+        if self.is_raised() {
             if level == Level::Clears {
-                self.raised = false;
-                self.since = None;
+                self.set_raised(false);
+                self.set_since(None);
                 return Step::Clear { value };
             }
             return Step::Quiet;
         }
         if level != Level::Trips {
-            self.since = None;
+            self.set_since(None);
             return Step::Quiet;
         }
-        let since = *self.since.get_or_insert(begins);
+        let since = self.since().unwrap_or(begins);
+        self.set_since(Some(since));
         if ends.millis().saturating_sub(since.millis()) >= hold_ms {
-            self.raised = true;
+            self.set_raised(true);
             Step::Raise { since, value }
         } else {
             Step::Quiet
@@ -267,8 +330,8 @@ pub struct MeanLimitState {
     /// Sum and count of each position in `live`, lowest position first.
     sums: Box<[f64]>,
     counts: Box<[u32]>,
+    /// Its last sample is the state's last evaluated sample (checkpoints write it twice).
     timer: HoldTimer,
-    last: Option<EventTime>,
 }
 
 /// [`MeanLimitState`] as checkpoints hold it: the whole ring of 24 sub-periods.
@@ -287,7 +350,7 @@ impl From<MeanLimitState> for MeanLimitRecord {
             buckets[p] =
                 MeanBucket { index: s.head - back, sum: s.sums[rank], count: s.counts[rank] };
         }
-        Self { buckets, timer: s.timer, last: s.last }
+        Self { buckets, last: s.timer.last(), timer: s.timer }
     }
 }
 
@@ -296,7 +359,10 @@ impl From<MeanLimitRecord> for MeanLimitState {
         // Only sub-periods within 24 of the newest one with data count (the mean skipped
         // older ones and the next sample in their position would have replaced them).
         let head = r.buckets.iter().filter(|b| b.count > 0).map(|b| b.index).max();
-        let mut s = Self { timer: r.timer, last: r.last, ..Self::default() };
+        // `last` and the timer's last sample are one time: both are set by every sample.
+        let mut timer = r.timer;
+        timer.set_last(r.last.max(timer.last()));
+        let mut s = Self { timer, ..Self::default() };
         let Some(head) = head else { return s };
         s.head = head;
         let (mut sums, mut counts) = (Vec::new(), Vec::new());
@@ -337,10 +403,9 @@ fn kept<T: Copy>(slice: &[T], keep: impl Fn(usize) -> bool) -> Box<[T]> {
 
 impl MeanLimitState {
     pub fn on_sample(&mut self, rule: &MeanLimitRule, t: EventTime, v: f64) -> Step {
-        if self.last.is_some_and(|l| t <= l) {
+        if self.timer.last().is_some_and(|l| t <= l) {
             return Step::Stale;
         }
-        self.last = Some(t);
         let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
         let index = t.millis().div_euclid(width);
         self.advance(index);
@@ -376,7 +441,7 @@ impl MeanLimitState {
         let ahead = index.saturating_sub(self.head);
         if self.live == 0 || ahead < 0 || ahead >= MEAN_BUCKETS as i64 {
             if self.live != 0 {
-                *self = Self { timer: self.timer.clone(), last: self.last, ..Self::default() };
+                *self = Self { timer: self.timer.clone(), ..Self::default() };
             }
             self.head = index;
             return;

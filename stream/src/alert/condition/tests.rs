@@ -396,12 +396,34 @@ proptest! {
             prop_assert_eq!(&restored, &compact);
         }
         // A checkpoint of the full ring (the layout written before) restores to the same.
-        let old = MeanLimitRecord { buckets: full.buckets, timer: full.timer.clone(), last: full.last };
+        let old =
+            MeanLimitRecord { buckets: full.buckets, timer: full.timer.clone(), last: full.last };
         let restored: MeanLimitState =
             serde_json::from_value(serde_json::to_value(old).unwrap()).unwrap();
         prop_assert_eq!(current(&restored), current(&compact));
+        prop_assert_eq!(full.last, compact.timer.last());
         prop_assert_eq!(restored.timer, compact.timer);
     }
+}
+
+#[test]
+fn a_hold_timer_takes_24_bytes_and_checkpoints_as_before() {
+    assert_eq!(std::mem::size_of::<HoldTimer>(), 24);
+    let rule = above(100.0, 90.0, 60);
+    let mut s = ThresholdState::default();
+    assert_eq!(
+        serde_json::to_value(&s).unwrap(),
+        serde_json::json!({"timer": {"last": null, "since": null, "raised": false}})
+    );
+    s.on_sample(&rule, t(0), 150.0);
+    s.on_sample(&rule, t(60), 150.0);
+    let saved = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        saved,
+        serde_json::json!({"timer": {"last": T0 + 60_000, "since": T0, "raised": true}})
+    );
+    let restored: ThresholdState = serde_json::from_value(saved).unwrap();
+    assert_eq!(restored, s);
 }
 
 #[test]
