@@ -35,7 +35,7 @@
 //! that arrive afterwards; contributions already held stay where they were counted.
 //! Removing a segment drops its pending windows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use telemetry::{DeviceId, EventTime, MetricId, Partial, RoadSegment, SegmentId};
 
@@ -84,7 +84,8 @@ struct DetectorWindow {
 
 #[derive(Debug, Default)]
 struct SegmentWindow {
-    detectors: BTreeMap<DeviceId, DetectorWindow>,
+    /// Sorted by device, each once; grown one at a time (a segment has a few detectors).
+    detectors: Vec<(DeviceId, DetectorWindow)>,
     /// `None` until first emitted; then the revision last emitted.
     emitted: Option<u32>,
 }
@@ -97,7 +98,8 @@ pub struct SegmentWindows {
     lateness: i64,
     segments: HashMap<SegmentId, RoadSegment>,
     links: HashMap<DeviceId, SegmentId>,
-    windows: HashMap<SegmentId, BTreeMap<EventTime, SegmentWindow>>,
+    /// Per segment, its windows sorted by start (a few at a time).
+    windows: HashMap<SegmentId, Vec<(EventTime, SegmentWindow)>>,
     current_los: HashMap<SegmentId, (EventTime, LevelOfService)>,
     /// The processing clock: the newest `now` given to `tick`.
     clock: Option<EventTime>,
@@ -165,7 +167,7 @@ impl SegmentWindows {
 
     /// Segment windows held (awaiting emission or late corrections).
     pub fn len(&self) -> usize {
-        self.windows.values().map(BTreeMap::len).sum()
+        self.windows.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,8 +193,18 @@ impl SegmentWindows {
             return;
         }
         let windows = self.windows.entry(segment.clone()).or_default();
-        let sw = windows.entry(w.start).or_default();
-        let det = sw.detectors.entry(w.device.clone()).or_default();
+        let at = windows.partition_point(|(start, _)| *start < w.start);
+        if windows.get(at).is_none_or(|(start, _)| *start != w.start) {
+            windows.reserve_exact(1);
+            windows.insert(at, (w.start, SegmentWindow::default()));
+        }
+        let sw = &mut windows[at].1;
+        let at = sw.detectors.partition_point(|(d, _)| d < &w.device);
+        if sw.detectors.get(at).is_none_or(|(d, _)| d != &w.device) {
+            sw.detectors.reserve_exact(1);
+            sw.detectors.insert(at, (w.device.clone(), DetectorWindow::default()));
+        }
+        let det = &mut sw.detectors[at].1;
         let slot = match w.metric {
             MetricId::VehicleCount => &mut det.counts,
             MetricId::SpeedKmh => &mut det.speed,
@@ -234,7 +246,11 @@ impl SegmentWindows {
         }
         let horizon = now.millis() - self.settle - self.lateness - self.size;
         for ws in self.windows.values_mut() {
-            ws.retain(|start, _| start.millis() > horizon);
+            let held = ws.len();
+            ws.retain(|(start, _)| start.millis() > horizon);
+            if ws.len() < held {
+                ws.shrink_to_fit();
+            }
         }
         self.windows.retain(|_, ws| !ws.is_empty());
     }
@@ -250,7 +266,7 @@ impl SegmentWindows {
             .collect();
         pending.sort();
         for (segment, start) in pending {
-            if let Some(w) = self.windows.get_mut(&segment).and_then(|ws| ws.get_mut(&start)) {
+            if let Some(w) = self.window_mut(&segment, start) {
                 w.emitted = Some(0);
             }
             self.emit(&segment, start, out);
@@ -258,14 +274,28 @@ impl SegmentWindows {
         self.windows.clear();
     }
 
+    fn window(&self, segment: &SegmentId, start: EventTime) -> Option<&SegmentWindow> {
+        let ws = self.windows.get(segment)?;
+        ws.binary_search_by_key(&start, |(s, _)| *s).ok().map(|i| &ws[i].1)
+    }
+
+    fn window_mut(&mut self, segment: &SegmentId, start: EventTime) -> Option<&mut SegmentWindow> {
+        let ws = self.windows.get_mut(segment)?;
+        ws.binary_search_by_key(&start, |(s, _)| *s).ok().map(|i| &mut ws[i].1)
+    }
+
     fn emit(&mut self, segment: &SegmentId, start: EventTime, out: &mut Vec<SegmentEvent>) {
-        let (Some(w), Some(road)) =
-            (self.windows.get(segment).and_then(|ws| ws.get(&start)), self.segments.get(segment))
+        let (Some(w), Some(road)) = (self.window(segment, start), self.segments.get(segment))
         else {
             return;
         };
-        let state =
-            derive_state(road, start, self.size, w.detectors.values(), w.emitted.unwrap_or(0));
+        let state = derive_state(
+            road,
+            start,
+            self.size,
+            w.detectors.iter().map(|(_, d)| d),
+            w.emitted.unwrap_or(0),
+        );
         let mut change = None;
         if let Some(los) = state.los {
             let current = self.current_los.get(segment).copied();

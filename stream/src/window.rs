@@ -15,9 +15,14 @@
 //! own watermark would still admit them (a device clock lagging the wall clock by more than
 //! delay + lateness, or a replayed backlog). Without the seal such a reading would open a
 //! fresh window and re-emit a revision 0 holding only itself.
+//!
+//! Memory: a device holds a few windows per metric (the open one and those within the
+//! allowed lateness), so they sit in one small vector per device, sorted by (start,
+//! metric), grown one window at a time and trimmed when windows are dropped: 56 bytes a
+//! window, with the aggregate kept whole (exact count, sum, min, max, last); a window's
+//! start is that of its last reading.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use telemetry::{DeviceId, EventTime, MetricId, Partial, Reading};
 
@@ -36,16 +41,74 @@ pub struct WindowResult {
 
 #[derive(Debug)]
 struct Window {
+    /// Its start is not stored: every reading in it lies in `[start, start + size)`, so
+    /// the start is `aggregate.last_time` floored to the window size.
     aggregate: Partial,
+    /// The revision last emitted; meaningful once `closed`.
+    revision: u32,
+    metric: MetricId,
+    /// Emitted (closed by the watermark or the wall clock).
+    closed: bool,
+}
+
+impl Window {
+    fn start(&self, size: i64) -> EventTime {
+        self.aggregate.last_time.floor(size)
+    }
+
+    /// Is (this window's start, metric) before (`start`, `metric`)? `start` is a window
+    /// start, so this window starts before it exactly when its last reading does.
+    fn before(&self, start: EventTime, size: i64, metric: MetricId) -> bool {
+        let last = self.aggregate.last_time.millis();
+        last < start.millis() || (last < start.millis() + size && self.metric < metric)
+    }
+
+    fn is(&self, start: EventTime, size: i64, metric: MetricId) -> bool {
+        let last = self.aggregate.last_time.millis();
+        self.metric == metric && last >= start.millis() && last < start.millis() + size
+    }
+
     /// `None` while open; the revision last emitted once closed.
-    emitted: Option<u32>,
+    fn emitted(&self) -> Option<u32> {
+        self.closed.then_some(self.revision)
+    }
+
+    fn emit(&mut self, revision: u32) {
+        self.closed = true;
+        self.revision = revision;
+    }
 }
 
 #[derive(Debug, Default)]
 struct DeviceWindows {
     max_event_time: Option<EventTime>,
-    /// Keyed by (window start, metric).
-    windows: BTreeMap<(EventTime, MetricId), Window>,
+    /// Sorted by (window start, metric), each pair once.
+    windows: Vec<Window>,
+}
+
+impl DeviceWindows {
+    /// The window of (`start`, `metric`), opened with `p` if absent (then `None`).
+    fn merge(
+        &mut self,
+        start: EventTime,
+        size: i64,
+        metric: MetricId,
+        p: Partial,
+    ) -> Option<&mut Window> {
+        let at = self.windows.partition_point(|w| w.before(start, size, metric));
+        if self.windows.get(at).is_some_and(|w| w.is(start, size, metric)) {
+            let w = &mut self.windows[at];
+            w.aggregate.merge(&p);
+            return Some(w);
+        }
+        if self.windows.len() == self.windows.capacity() {
+            // One at a time: a device holds a handful, doubling would waste up to half.
+            self.windows.reserve_exact(1);
+        }
+        let window = Window { aggregate: p, revision: 0, metric, closed: false };
+        self.windows.insert(at, window);
+        None
+    }
 }
 
 /// What happened to one reading.
@@ -109,19 +172,13 @@ impl Windows {
             return admission;
         }
         let p = Partial::of(r.time, r.value);
-        let w = match dev.windows.entry((start, r.metric)) {
-            Entry::Vacant(v) => v.insert(Window { aggregate: p, emitted: None }),
-            Entry::Occupied(o) => {
-                let w = o.into_mut();
-                w.aggregate.merge(&p);
-                w
+        if let Some(w) = dev.merge(start, size, r.metric, p) {
+            if let Some(rev) = w.emitted() {
+                // A correction of a window that was already emitted.
+                let rev = rev + 1;
+                w.emit(rev);
+                out.push(result(&r.device, r.metric, start, size, w.aggregate, rev));
             }
-        };
-        if let Some(rev) = w.emitted {
-            // A correction of a window that was already emitted.
-            let rev = rev + 1;
-            w.emitted = Some(rev);
-            out.push(result(&r.device, r.metric, start, size, w.aggregate, rev));
         }
         if dev.max_event_time.is_none_or(|m| r.time > m) {
             dev.max_event_time = Some(r.time);
@@ -147,9 +204,10 @@ impl Windows {
     /// Emit every open window (shutdown).
     pub fn flush(&mut self, out: &mut Vec<WindowResult>) {
         for (device, dev) in &mut self.devices {
-            for (&(start, metric), w) in &dev.windows {
-                if w.emitted.is_none() {
-                    out.push(result(device, metric, start, self.size, w.aggregate, 0));
+            for w in &dev.windows {
+                if !w.closed {
+                    let start = w.start(self.size);
+                    out.push(result(device, w.metric, start, self.size, w.aggregate, 0));
                 }
             }
         }
@@ -183,16 +241,21 @@ fn close(
     wm: i64,
     out: &mut Vec<WindowResult>,
 ) {
-    for (&(start, metric), w) in dev.windows.iter_mut() {
+    for w in dev.windows.iter_mut() {
+        let start = w.start(size);
         if start.millis() + size > wm {
             break; // ordered by start: the rest are still open
         }
-        if w.emitted.is_none() {
-            w.emitted = Some(0);
-            out.push(result(device, metric, start, size, w.aggregate, 0));
+        if !w.closed {
+            w.emit(0);
+            out.push(result(device, w.metric, start, size, w.aggregate, 0));
         }
     }
-    dev.windows.retain(|&(start, _), _| start.millis() + size + lateness > wm);
+    let held = dev.windows.len();
+    dev.windows.retain(|w| w.start(size).millis() + size + lateness > wm);
+    if dev.windows.len() < held {
+        dev.windows.shrink_to_fit();
+    }
 }
 
 #[cfg(test)]

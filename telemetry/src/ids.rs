@@ -1,6 +1,7 @@
 //! Identifier newtypes. A `DeviceId` or `SegmentId` exists only if it passed `parse`.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,17 +38,19 @@ fn check(kind: &'static str, s: &str, extra: &[u8]) -> Result<(), IdError> {
     Ok(())
 }
 
-/// An identifier newtype that exists only if it passed `parse`.
+/// An identifier newtype that exists only if it passed `parse`. The bytes live in one shared
+/// allocation (`Arc<str>`): a clone, as every map key and message holding the id makes, costs
+/// a reference count, not a copy of the string.
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $extra:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 check($kind, s, $extra)?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(Arc::from(s)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -113,6 +116,16 @@ mod tests {
             DeviceId::parse(&"a".repeat(65)),
             Err(IdError::TooLong { kind: "device", len: 65 })
         );
+    }
+
+    #[test]
+    fn clones_share_the_bytes() {
+        let id = DeviceId::parse("loop-viale-lavagnini-1").unwrap();
+        let copy = id.clone();
+        assert_eq!(copy, id);
+        assert!(std::ptr::eq(copy.as_str(), id.as_str()));
+        assert_eq!(format!("{id:?}"), "DeviceId(\"loop-viale-lavagnini-1\")");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"loop-viale-lavagnini-1\"");
     }
 
     #[test]

@@ -65,16 +65,78 @@ pub enum Level {
 }
 
 /// "Held continuously for a duration" with hysteresis; the core of most evaluators.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// 24 bytes: the two optional times are stored bare with presence flags (an absent time
+/// is stored as 0, so equality is that of the options). Checkpoints hold it as
+/// [`HoldTimerRecord`], two options and the raised flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "HoldTimerRecord", into = "HoldTimerRecord")]
 pub struct HoldTimer {
+    last: EventTime,
+    since: EventTime,
+    /// `HAS_LAST`, `HAS_SINCE`, `RAISED`.
+    flags: u8,
+}
+
+impl Default for HoldTimer {
+    fn default() -> Self {
+        Self { last: EventTime(0), since: EventTime(0), flags: 0 }
+    }
+}
+
+const HAS_LAST: u8 = 1;
+const HAS_SINCE: u8 = 2;
+const RAISED: u8 = 4;
+
+/// [`HoldTimer`] as checkpoints hold it.
+#[derive(Serialize, Deserialize)]
+pub struct HoldTimerRecord {
     last: Option<EventTime>,
     since: Option<EventTime>,
     raised: bool,
 }
 
+impl From<HoldTimer> for HoldTimerRecord {
+    fn from(t: HoldTimer) -> Self {
+        Self { last: t.last(), since: t.since(), raised: t.is_raised() }
+    }
+}
+
+impl From<HoldTimerRecord> for HoldTimer {
+    fn from(r: HoldTimerRecord) -> Self {
+        let mut t = Self::default();
+        t.set_last(r.last);
+        t.set_since(r.since);
+        t.set_raised(r.raised);
+        t
+    }
+}
+
 impl HoldTimer {
     pub fn is_raised(&self) -> bool {
-        self.raised
+        self.flags & RAISED != 0
+    }
+
+    fn last(&self) -> Option<EventTime> {
+        (self.flags & HAS_LAST != 0).then_some(self.last)
+    }
+
+    fn since(&self) -> Option<EventTime> {
+        (self.flags & HAS_SINCE != 0).then_some(self.since)
+    }
+
+    fn set_last(&mut self, last: Option<EventTime>) {
+        self.last = last.unwrap_or(EventTime(0));
+        self.flags = if last.is_some() { self.flags | HAS_LAST } else { self.flags & !HAS_LAST };
+    }
+
+    fn set_since(&mut self, since: Option<EventTime>) {
+        self.since = since.unwrap_or(EventTime(0));
+        self.flags = if since.is_some() { self.flags | HAS_SINCE } else { self.flags & !HAS_SINCE };
+    }
+
+    fn set_raised(&mut self, raised: bool) {
+        self.flags = if raised { self.flags | RAISED } else { self.flags & !RAISED };
     }
 
     /// Evaluate a sample ordered by `order`, whose tripping run would begin at `begins` and
@@ -89,25 +151,26 @@ impl HoldTimer {
         hold_ms: i64,
         value: f64,
     ) -> Step {
-        if self.last.is_some_and(|l| order <= l) {
+        if self.last().is_some_and(|l| order <= l) {
             return Step::Stale;
         }
-        self.last = Some(order);
-        if self.raised {
+        self.set_last(Some(order));
+        if self.is_raised() {
             if level == Level::Clears {
-                self.raised = false;
-                self.since = None;
+                self.set_raised(false);
+                self.set_since(None);
                 return Step::Clear { value };
             }
             return Step::Quiet;
         }
         if level != Level::Trips {
-            self.since = None;
+            self.set_since(None);
             return Step::Quiet;
         }
-        let since = *self.since.get_or_insert(begins);
+        let since = self.since().unwrap_or(begins);
+        self.set_since(Some(since));
         if ends.millis().saturating_sub(since.millis()) >= hold_ms {
-            self.raised = true;
+            self.set_raised(true);
             Step::Raise { since, value }
         } else {
             Step::Quiet
@@ -240,6 +303,7 @@ pub const MEAN_BUCKETS: usize = 24;
 /// Directive's minimum data capture for an aggregated value.
 pub const MEAN_MIN_BUCKETS: usize = 18;
 
+/// One sub-period as checkpoints write it (every position of the ring, empty ones as zero).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct MeanBucket {
     index: i64,
@@ -251,35 +315,115 @@ struct MeanBucket {
 /// (so the window slides in steps of 1/24 of the period, with fixed memory). Trips when the
 /// mean is above the limit and at least [`MEAN_MIN_BUCKETS`] sub-periods hold data; clears
 /// when it is back at or below the clear level. The value reported is the mean.
+///
+/// Sub-period `index` sits at position `index mod 24` of a ring. Only positions holding data
+/// within the 24 sub-periods that end at `head` (the newest one written) are stored, in
+/// position order, so a state costs 8 + 4 bytes per sub-period with data and nothing for
+/// the others; the mean adds them in position order, as a full ring would.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "MeanLimitRecord", into = "MeanLimitRecord")]
 pub struct MeanLimitState {
+    /// Bit `p`: position `p` holds data.
+    live: u32,
+    /// The newest sub-period written; every stored one lies in `(head − 24, head]`.
+    head: i64,
+    /// Sum and count of each position in `live`, lowest position first.
+    sums: Box<[f64]>,
+    counts: Box<[u32]>,
+    /// Its last sample is the state's last evaluated sample (checkpoints write it twice).
+    timer: HoldTimer,
+}
+
+/// [`MeanLimitState`] as checkpoints hold it: the whole ring of 24 sub-periods.
+#[derive(Serialize, Deserialize)]
+struct MeanLimitRecord {
     buckets: [MeanBucket; MEAN_BUCKETS],
     timer: HoldTimer,
     last: Option<EventTime>,
 }
 
-impl MeanLimitState {
-    pub fn on_sample(&mut self, rule: &MeanLimitRule, t: EventTime, v: f64) -> Step {
-        if self.last.is_some_and(|l| t <= l) {
-            return Step::Stale;
+impl From<MeanLimitState> for MeanLimitRecord {
+    fn from(s: MeanLimitState) -> Self {
+        let mut buckets = [MeanBucket::default(); MEAN_BUCKETS];
+        for (rank, p) in positions(s.live).enumerate() {
+            let back = (s.head - p as i64).rem_euclid(MEAN_BUCKETS as i64);
+            buckets[p] =
+                MeanBucket { index: s.head - back, sum: s.sums[rank], count: s.counts[rank] };
         }
-        self.last = Some(t);
-        let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
-        let index = t.millis().div_euclid(width);
-        let slot = &mut self.buckets[index.rem_euclid(MEAN_BUCKETS as i64) as usize];
-        if slot.index != index || slot.count == 0 {
-            *slot = MeanBucket { index, sum: 0.0, count: 0 };
-        }
-        slot.sum += v;
-        slot.count += 1;
-        let (mut sum, mut count, mut covered) = (0.0, 0u64, 0usize);
-        for b in &self.buckets {
-            if b.count > 0 && b.index > index - MEAN_BUCKETS as i64 {
-                sum += b.sum;
-                count += u64::from(b.count);
-                covered += 1;
+        Self { buckets, last: s.timer.last(), timer: s.timer }
+    }
+}
+
+impl From<MeanLimitRecord> for MeanLimitState {
+    fn from(r: MeanLimitRecord) -> Self {
+        // Only sub-periods within 24 of the newest one with data count (the mean skipped
+        // older ones and the next sample in their position would have replaced them).
+        let head = r.buckets.iter().filter(|b| b.count > 0).map(|b| b.index).max();
+        // `last` and the timer's last sample are one time: both are set by every sample.
+        let mut timer = r.timer;
+        timer.set_last(r.last.max(timer.last()));
+        let mut s = Self { timer, ..Self::default() };
+        let Some(head) = head else { return s };
+        s.head = head;
+        let (mut sums, mut counts) = (Vec::new(), Vec::new());
+        for (p, b) in r.buckets.iter().enumerate() {
+            let current = b.index > head.saturating_sub(MEAN_BUCKETS as i64)
+                && b.index.rem_euclid(MEAN_BUCKETS as i64) == p as i64;
+            if b.count > 0 && current {
+                s.live |= 1 << p;
+                sums.push(b.sum);
+                counts.push(b.count);
             }
         }
+        s.sums = sums.into_boxed_slice();
+        s.counts = counts.into_boxed_slice();
+        s
+    }
+}
+
+/// The positions set in `live`, lowest first.
+fn positions(live: u32) -> impl Iterator<Item = usize> {
+    (0..MEAN_BUCKETS).filter(move |p| live & (1 << p) != 0)
+}
+
+/// `slice` with `value` inserted at `at`, in an allocation of exactly the new length.
+fn inserted<T: Copy>(slice: &[T], at: usize, value: T) -> Box<[T]> {
+    let mut v = Vec::with_capacity(slice.len() + 1);
+    v.extend_from_slice(&slice[..at]);
+    v.push(value);
+    v.extend_from_slice(&slice[at..]);
+    v.into_boxed_slice()
+}
+
+/// `slice` without the elements whose flag in `keep` is false.
+fn kept<T: Copy>(slice: &[T], keep: impl Fn(usize) -> bool) -> Box<[T]> {
+    let v: Vec<T> = slice.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, x)| *x).collect();
+    v.into_boxed_slice()
+}
+
+impl MeanLimitState {
+    pub fn on_sample(&mut self, rule: &MeanLimitRule, t: EventTime, v: f64) -> Step {
+        if self.timer.last().is_some_and(|l| t <= l) {
+            return Step::Stale;
+        }
+        let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
+        let index = t.millis().div_euclid(width);
+        self.advance(index);
+        let p = index.rem_euclid(MEAN_BUCKETS as i64) as u32;
+        let rank = (self.live & ((1u32 << p) - 1)).count_ones() as usize;
+        if self.live & (1 << p) == 0 {
+            self.live |= 1 << p;
+            self.sums = inserted(&self.sums, rank, 0.0);
+            self.counts = inserted(&self.counts, rank, 0);
+        }
+        self.sums[rank] += v;
+        self.counts[rank] += 1;
+        let (mut sum, mut count) = (0.0, 0u64);
+        for (s, c) in self.sums.iter().zip(self.counts.iter()) {
+            sum += s;
+            count += u64::from(*c);
+        }
+        let covered = self.live.count_ones() as usize;
         let mean = sum / count as f64;
         let level = if mean > rule.limit && covered >= MEAN_MIN_BUCKETS {
             Level::Trips
@@ -289,6 +433,31 @@ impl MeanLimitState {
             Level::Neutral
         };
         self.timer.step(t, t, t, level, 0, mean)
+    }
+
+    /// Move the ring's head to sub-period `index` (not older than the head: samples come
+    /// in event-time order), dropping the sub-periods 24 or more before it.
+    fn advance(&mut self, index: i64) {
+        let ahead = index.saturating_sub(self.head);
+        if self.live == 0 || ahead < 0 || ahead >= MEAN_BUCKETS as i64 {
+            if self.live != 0 {
+                *self = Self { timer: self.timer.clone(), ..Self::default() };
+            }
+            self.head = index;
+            return;
+        }
+        let mut gone = 0u32;
+        for i in self.head + 1..=index {
+            gone |= 1 << i.rem_euclid(MEAN_BUCKETS as i64);
+        }
+        self.head = index;
+        if self.live & gone == 0 {
+            return;
+        }
+        let drop: Vec<bool> = positions(self.live).map(|p| gone & (1 << p) != 0).collect();
+        self.sums = kept(&self.sums, |i| !drop[i]);
+        self.counts = kept(&self.counts, |i| !drop[i]);
+        self.live &= !gone;
     }
 
     pub fn is_raised(&self) -> bool {

@@ -188,3 +188,35 @@ proptest! {
         prop_assert_eq!(got, brute(&refs));
     }
 }
+
+#[test]
+fn a_held_window_takes_56_bytes() {
+    assert_eq!(std::mem::size_of::<Window>(), 56);
+}
+
+#[test]
+fn windows_of_several_metrics_stay_apart_and_ordered() {
+    let mut w = Windows::new(&config(5, 60));
+    let mut out = Vec::new();
+    for (i, metric) in
+        [MetricId::SpeedKmh, MetricId::VehicleCount, MetricId::OccupancyPct].into_iter().enumerate()
+    {
+        for k in 0..3 {
+            let r = Reading { metric, ..reading("a", T0 + 1_000 * k, (i * 10) as f64 + k as f64) };
+            w.add(&r, &mut out);
+        }
+    }
+    assert_eq!(w.len(), 3);
+    w.add(&reading("a", T0 + 70_000, 1.0), &mut out);
+    let mut got: Vec<(MetricId, i64, f64)> =
+        out.iter().map(|r| (r.metric, r.aggregate.count, r.aggregate.sum)).collect();
+    got.sort_by_key(|g| g.0 as u8);
+    let mut want = vec![
+        (MetricId::SpeedKmh, 3, 3.0),
+        (MetricId::VehicleCount, 3, 33.0),
+        (MetricId::OccupancyPct, 3, 63.0),
+    ];
+    want.sort_by_key(|g| g.0 as u8);
+    assert_eq!(got, want);
+    assert!(out.windows(2).all(|p| p[0].metric < p[1].metric), "emitted in (start, metric) order");
+}

@@ -306,3 +306,140 @@ proptest! {
         }
     }
 }
+
+/// The running mean as a full ring of 24 sub-periods, each with its index: the layout
+/// `MeanLimitState` had before it kept only the sub-periods with data.
+#[derive(Default)]
+struct FullRing {
+    buckets: [MeanBucket; MEAN_BUCKETS],
+    timer: HoldTimer,
+    last: Option<EventTime>,
+}
+
+impl FullRing {
+    fn on_sample(&mut self, rule: &MeanLimitRule, t: EventTime, v: f64) -> Step {
+        if self.last.is_some_and(|l| t <= l) {
+            return Step::Stale;
+        }
+        self.last = Some(t);
+        let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
+        let index = t.millis().div_euclid(width);
+        let slot = &mut self.buckets[index.rem_euclid(MEAN_BUCKETS as i64) as usize];
+        if slot.index != index || slot.count == 0 {
+            *slot = MeanBucket { index, sum: 0.0, count: 0 };
+        }
+        slot.sum += v;
+        slot.count += 1;
+        let (mut sum, mut count, mut covered) = (0.0, 0u64, 0usize);
+        for b in &self.buckets {
+            if b.count > 0 && b.index > index - MEAN_BUCKETS as i64 {
+                sum += b.sum;
+                count += u64::from(b.count);
+                covered += 1;
+            }
+        }
+        let mean = sum / count as f64;
+        let level = if mean > rule.limit && covered >= MEAN_MIN_BUCKETS {
+            Level::Trips
+        } else if mean <= rule.clear {
+            Level::Clears
+        } else {
+            Level::Neutral
+        };
+        self.timer.step(t, t, t, level, 0, mean)
+    }
+
+    /// The sub-periods the mean counts at sub-period `index`, by position.
+    fn current(&self, index: i64) -> Vec<(usize, i64, u64, u32)> {
+        (0..MEAN_BUCKETS)
+            .map(|p| (p, self.buckets[p]))
+            .filter(|(_, b)| b.count > 0 && b.index > index - MEAN_BUCKETS as i64)
+            .map(|(p, b)| (p, b.index, b.sum.to_bits(), b.count))
+            .collect()
+    }
+}
+
+fn current(s: &MeanLimitState) -> Vec<(usize, i64, u64, u32)> {
+    let record = MeanLimitRecord::from(s.clone());
+    (0..MEAN_BUCKETS)
+        .map(|p| (p, record.buckets[p]))
+        .filter(|(_, b)| b.count > 0)
+        .map(|(p, b)| (p, b.index, b.sum.to_bits(), b.count))
+        .collect()
+}
+
+proptest! {
+    /// Same edges and means, bit for bit, as the full ring; a checkpoint of either layout
+    /// restores the same state.
+    #[test]
+    fn the_running_mean_keeps_only_current_sub_periods_and_stays_exact(
+        samples in proptest::collection::vec((0i64..400_000, -50.0f64..400.0), 1..300),
+        averaging_s in prop_oneof![Just(60u64), Just(3_600), Just(86_400)],
+    ) {
+        let rule = MeanLimitRule {
+            metric: telemetry::MetricId::No2Ugm3,
+            limit: 200.0,
+            clear: 150.0,
+            averaging: Duration::from_secs(averaging_s),
+        };
+        let width = (millis(rule.averaging) / MEAN_BUCKETS as i64).max(1);
+        let (mut full, mut compact) = (FullRing::default(), MeanLimitState::default());
+        let mut at = T0;
+        for (i, (gap, v)) in samples.into_iter().enumerate() {
+            // Mostly forward, sometimes a repeat (stale); gaps up to 400 s.
+            at += if i % 17 == 5 { 0 } else { gap * averaging_s as i64 / 3_600 };
+            let t = EventTime(at);
+            prop_assert_eq!(full.on_sample(&rule, t, v), compact.on_sample(&rule, t, v));
+            prop_assert_eq!(full.current(at.div_euclid(width)), current(&compact));
+            let saved = serde_json::to_value(&compact).unwrap();
+            let restored: MeanLimitState = serde_json::from_value(saved).unwrap();
+            prop_assert_eq!(&restored, &compact);
+        }
+        // A checkpoint of the full ring (the layout written before) restores to the same.
+        let old =
+            MeanLimitRecord { buckets: full.buckets, timer: full.timer.clone(), last: full.last };
+        let restored: MeanLimitState =
+            serde_json::from_value(serde_json::to_value(old).unwrap()).unwrap();
+        prop_assert_eq!(current(&restored), current(&compact));
+        prop_assert_eq!(full.last, compact.timer.last());
+        prop_assert_eq!(restored.timer, compact.timer);
+    }
+}
+
+#[test]
+fn a_hold_timer_takes_24_bytes_and_checkpoints_as_before() {
+    assert_eq!(std::mem::size_of::<HoldTimer>(), 24);
+    let rule = above(100.0, 90.0, 60);
+    let mut s = ThresholdState::default();
+    assert_eq!(
+        serde_json::to_value(&s).unwrap(),
+        serde_json::json!({"timer": {"last": null, "since": null, "raised": false}})
+    );
+    s.on_sample(&rule, t(0), 150.0);
+    s.on_sample(&rule, t(60), 150.0);
+    let saved = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        saved,
+        serde_json::json!({"timer": {"last": T0 + 60_000, "since": T0, "raised": true}})
+    );
+    let restored: ThresholdState = serde_json::from_value(saved).unwrap();
+    assert_eq!(restored, s);
+}
+
+#[test]
+fn a_running_mean_stores_only_its_sub_periods_with_data() {
+    let rule = MeanLimitRule {
+        metric: telemetry::MetricId::No2Ugm3,
+        limit: 200.0,
+        clear: 200.0,
+        averaging: Duration::from_secs(3_600),
+    };
+    let mut s = MeanLimitState::default();
+    for i in 0..40 {
+        s.on_sample(&rule, t(i * 5), 10.0);
+    }
+    // 200 s of readings span two sub-periods of 150 s.
+    assert_eq!((s.sums.len(), s.counts.len(), s.live.count_ones()), (2, 2, 2));
+    s.on_sample(&rule, t(200 + 3_600), 10.0);
+    assert_eq!(s.sums.len(), 1, "an hour later only the new sub-period counts");
+}

@@ -316,6 +316,8 @@ impl AlertEngine {
             }
             let dropped =
                 sync_slot(slot, &record.device, &self.rules, &self.by_metric, &self.offline_rules);
+            slot.evaluators.shrink_to_fit();
+            slot.offline.shrink_to_fit();
             for rule in dropped {
                 let id = self.rules[usize::from(rule)].id.clone();
                 self.book.clear_condition(

@@ -16,13 +16,15 @@ use super::super::Subject;
 use super::{AlertEngine, AlertOutput, DeviceProfile, DeviceStatus};
 use crate::segment_state::SegmentState;
 
-/// The evaluator state of one (metric rule, device).
+/// The evaluator state of one (metric rule, device). Thresholds, the most common, sit
+/// inline (32 bytes with the tag); the larger states are boxed so they do not set the size
+/// of every evaluator. Boxing does not change the serde form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceCondition {
     Threshold(ThresholdState),
-    Flatline(FlatlineState),
-    RateOfChange(RateOfChangeState),
+    Flatline(Box<FlatlineState>),
+    RateOfChange(Box<RateOfChangeState>),
     AirQuality(Box<MeanLimitState>),
 }
 
@@ -30,8 +32,8 @@ impl DeviceCondition {
     pub(super) fn new(kind: &RuleKind) -> Option<Self> {
         Some(match kind {
             RuleKind::Threshold(_) => Self::Threshold(ThresholdState::default()),
-            RuleKind::Flatline(_) => Self::Flatline(FlatlineState::default()),
-            RuleKind::RateOfChange(_) => Self::RateOfChange(RateOfChangeState::default()),
+            RuleKind::Flatline(_) => Self::Flatline(Box::default()),
+            RuleKind::RateOfChange(_) => Self::RateOfChange(Box::default()),
             RuleKind::AirQuality(_) => Self::AirQuality(Box::default()),
             RuleKind::Offline(_) | RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => return None,
         })
@@ -314,6 +316,8 @@ fn add_metric_evaluators(
         }
         if let (Some(metric), Some(state)) = (rule.kind.metric(), DeviceCondition::new(&rule.kind))
         {
+            // One at a time: a device has a handful, doubling would waste up to half.
+            slot.evaluators.reserve_exact(1);
             slot.evaluators.push(DeviceEvaluator { rule: i, metric, state });
         }
     }
@@ -355,6 +359,7 @@ pub(super) fn sync_slot(
     }
     for &i in offline_rules {
         if covers(i) && !slot.offline.iter().any(|o| o.rule == i) {
+            slot.offline.reserve_exact(1);
             slot.offline.push(OfflineEvaluator { rule: i, state: OfflineState::default() });
         }
     }

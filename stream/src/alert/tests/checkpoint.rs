@@ -201,3 +201,8 @@ fn throughput_of_on_reading_with_10k_devices_and_50_rules() {
     let secs = start.elapsed().as_secs_f64();
     println!("{count} readings, {} devices, {} rules: {:.2} s, {:.0} readings/s (includes first-seen setup)", 10_000, e.rules().len(), secs, count as f64 / secs);
 }
+
+#[test]
+fn a_device_condition_takes_32_bytes() {
+    assert_eq!(std::mem::size_of::<crate::alert::engine::DeviceCondition>(), 32);
+}
