@@ -130,6 +130,18 @@ pub fn python_venv(name: &str, packages: &[&str], probe: &str) -> Option<PathBuf
     if python.is_file() && ok(&python) {
         return Some(venv);
     }
+    // Tests run as processes of their own: the first to get here builds the venv while the
+    // others wait on the lock, then find it ready.
+    let lock = std::fs::create_dir_all(workspace_root().join("target")).and_then(|()| {
+        std::fs::File::create(workspace_root().join("target").join(format!("{name}.lock")))
+    });
+    let _guard = match &lock {
+        Ok(file) => file.lock().ok().map(|()| file),
+        Err(_) => None,
+    };
+    if python.is_file() && ok(&python) {
+        return Some(venv);
+    }
     let created =
         Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
     let installed = created
