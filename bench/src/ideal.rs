@@ -11,7 +11,7 @@
 //! [`BATCH_ROWS`] waits for a committer.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use sqlx::Connection;
 use store::pgcopy::CopyEncoder;
 use telemetry::{EventTime, Topic, TopicKind};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::load::start_load;
 use crate::measure::{cpu_snapshot, cpu_split, round2};
@@ -92,18 +92,19 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
 
     // The committers, one connection each: a batch closes as soon as one is idle (group
     // commit: what arrives during a commit goes in the next), or at BATCH_ROWS.
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(COMMITTERS);
+    // A committer's permit travels with the batch it takes and is returned once the
+    // batch is acknowledged: the free permits are the idle committers.
+    let (batch_tx, batch_rx) = mpsc::channel::<(Batch, OwnedSemaphorePermit)>(COMMITTERS);
     let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
-    let idle = Arc::new(AtomicUsize::new(COMMITTERS));
+    let idle = Arc::new(Semaphore::new(COMMITTERS));
     let committed = Arc::new(AtomicU64::new(0));
     let mut committers = Vec::new();
     for _ in 0..COMMITTERS {
         let mut conn = sqlx::PgConnection::connect(db_url).await.context("connect")?;
-        let (acker, batch_rx, idle, committed) =
-            (client.clone(), batch_rx.clone(), idle.clone(), committed.clone());
+        let (acker, batch_rx, committed) = (client.clone(), batch_rx.clone(), committed.clone());
         committers.push(tokio::spawn(async move {
             loop {
-                let Some(batch) = batch_rx.lock().await.recv().await else { break };
+                let Some((batch, _permit)) = batch_rx.lock().await.recv().await else { break };
                 let mut tx = conn.begin().await?;
                 if batch.rows > 0 {
                     let mut copy = tx
@@ -119,7 +120,6 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                     acker.ack(p).await?;
                 }
                 committed.fetch_add(batch.rows as u64, Ordering::Relaxed);
-                idle.fetch_add(1, Ordering::Release);
             }
             anyhow::Ok(())
         }));
@@ -138,21 +138,15 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
     });
     // Hand the batch to an idle committer (or wait for one once the batch is full).
     let hand_over = async |batch: &mut Batch, full: bool| -> bool {
-        let ready =
-            idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
-        if !ready && !full {
-            return true;
-        }
-        if !ready {
-            // Full: wait for a committer; it counts itself idle again when done.
-            while idle
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
-        }
-        batch_tx.send(std::mem::replace(batch, Batch::new())).await.is_ok()
+        let permit = match idle.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if !full => return true,
+            Err(_) => match idle.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+        };
+        batch_tx.send((std::mem::replace(batch, Batch::new()), permit)).await.is_ok()
     };
 
     let mut batch = Batch::new();
