@@ -42,19 +42,53 @@ pub(crate) async fn core(instances: usize, dir: &Path) -> Result<(Broker, TestDb
     Ok((broker, db, procs))
 }
 
+/// Where the folded minutes end (Unix ms).
+async fn folded_until(pool: &sqlx::PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (extract(epoch FROM at) * 1000)::int8 FROM minute_marks WHERE name = 'folded'",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Wait until the minute fold moves the folded mark past `after` (the rollup merger folds
+/// a minute 10 s after it ends).
+async fn next_fold(pool: &sqlx::PgPool, after: i64) -> Result<i64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let at = folded_until(pool).await?;
+        if at > after {
+            return Ok(at);
+        }
+        if Instant::now() > deadline {
+            bail!("no minute fold within 90 s (folded until {at})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SCCR end to end over a window of `secs`, or (`fold_aligned`) from just after one minute
+/// fold to just after the first fold at least `secs` later, so that the window holds the
+/// fold of about as many readings as it counts.
 pub(crate) async fn end_to_end(
     instances: usize,
     devices: usize,
     offered_msgs: f64,
     secs: u64,
+    fold_aligned: bool,
     dir: &Path,
 ) -> Result<Value> {
     let (broker, db, procs) = core(instances, dir).await?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
     let ports: Vec<u16> = procs.iter().map(|p| p.api_port).collect();
     let pids: Vec<u32> = procs.iter().filter_map(Sccr::pid).collect();
     let (stop, counters, task) = start_load(broker.port, devices, offered_msgs, "e2e")?;
     // Warm up, then measure a steady window.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut folded = folded_until(&pool).await?;
+    if fold_aligned {
+        folded = next_fold(&pool, folded).await?;
+    }
     let window = crate::pgstat::start(&db.url).await;
     let (n0, cpu0) = (inserted(&ports).await, cpu_snapshot(&pids, broker.pid().unwrap_or(0)));
     let mut depths: Vec<(f64, f64, f64)> = Vec::new();
@@ -68,7 +102,11 @@ pub(crate) async fn end_to_end(
             metric_value(&m, "sccr_stream_queue_depth"),
         ));
     }
+    if fold_aligned {
+        next_fold(&pool, folded).await?;
+    }
     let (n1, cpu1) = (inserted(&ports).await, cpu_snapshot(&pids, broker.pid().unwrap_or(0)));
+    pool.close().await;
     let rss: f64 = pids.iter().map(|p| rss_mib(*p)).sum();
     let database = match window {
         Ok(w) => w.finish(n1 - n0, cpu1.postgres - cpu0.postgres).await,
@@ -89,6 +127,7 @@ pub(crate) async fn end_to_end(
         "published_msgs": counters.published.load(Ordering::Relaxed),
         "readings_per_s": ((n1 - n0) / window).round(),
         "window_s": round2(window),
+        "fold_aligned": fold_aligned,
         "writer_queue_depth": { "max": max(|d| d.0), "mean": round2(mean(|d| d.0)) },
         "pending_readings": { "max": max(|d| d.1), "mean": round2(mean(|d| d.1)) },
         "stream_queue_depth": { "max": max(|d| d.2), "mean": round2(mean(|d| d.2)) },

@@ -1,9 +1,9 @@
 //! Store benchmark (issue: time-series store), in one run:
 //! - the limit: binary `COPY` of readings into a freshly migrated store's own `readings`
 //!   table (partitioned by day, with its key), nothing else;
-//! - our writer: `Store::write_batch` (binary COPY of readings tagged with their batch) with the
-//!   rollup merger running beside it as in `sccr serve`, until every rollup level holds
-//!   every reading; rows/s from the first write to the last merge;
+//! - our writer: `Store::write_batch` (binary COPY) with the rollup merger running beside
+//!   it as in `sccr serve`, until every rollup level holds every reading (the minutes
+//!   folded, the late batches merged); rows/s from the first write to the last fold;
 //! - history latency: a 30-day hourly query for one road segment and for the whole city,
 //!   answered from the hourly rollups (per segment for both), over a dataset of raw readings kept in its own
 //!   database between runs (`sccr_bench_history`: built once, by server-side
@@ -26,20 +26,17 @@ const METRICS: [MetricId; 4] =
     [MetricId::VehicleCount, MetricId::SpeedKmh, MetricId::OccupancyPct, MetricId::HeadwayS];
 
 /// `rows` readings of 10,000 devices × 4 metrics every 5 s, in time order, in 5,000-row
-/// batches: what ingest hands the writer under load. Live readings end now (and stay in
-/// today's partition); `late` ones are an hour old, before the hour the real-time rollups
-/// aggregate when read, so every merge also updates stored hourly and daily rows.
+/// batches: what ingest hands the writer under load. Live readings start now (after the
+/// sealed minutes: the minute fold counts them); `late` ones are an hour old, before the
+/// sealed minutes and the hour the real-time rollups aggregate when read, so the rollup
+/// merger counts them and every merge also updates stored hourly and daily rows.
 fn workload(rows: usize, late: bool) -> Vec<Vec<Reading>> {
     let devices: Vec<DeviceId> = (0..10_000)
         .map(|d| DeviceId::parse(&format!("sb-{d}")).unwrap_or_else(|_| unreachable!()))
         .collect();
     let now = EventTime::now().millis();
     let span = (rows / 40_000) as i64 * 5_000 + 1_000;
-    let base = if late {
-        now - 3_600_000 - span
-    } else {
-        (now - span).max(now.div_euclid(86_400_000) * 86_400_000)
-    };
+    let base = if late { now - 3_600_000 - span } else { now };
     let all: Vec<Reading> = (0..rows)
         .map(|i| {
             let (step, rest) = (i / 40_000, i % 40_000);
@@ -123,7 +120,7 @@ async fn writer(batches: &[Vec<Reading>]) -> Result<Value> {
     let written = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     merger.await?;
-    store.merge_all_rollups().await?;
+    store.catch_up_rollups().await?;
     let secs = started.elapsed().as_secs_f64();
     let rolled: i64 = match &store {
         Store::Postgres(pg) => {

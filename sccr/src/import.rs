@@ -275,7 +275,7 @@ impl<'a> Importer<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let out: BatchOutcome = self.store.write_batch(&batch).await.context("writing readings")?;
-        self.store.merge_all_rollups().await.context("merging rollups")?;
+        self.store.catch_up_rollups().await.context("merging rollups")?;
         self.summary.inserted += out.inserted;
         // Readings refused by the store are neither inserted nor duplicates.
         self.summary.duplicates += out.duplicates;

@@ -364,7 +364,7 @@ impl Store {
     }
 
     /// About how many rows `q` exports, cheaply (for progress): raw readings are counted
-    /// from the hourly rollups (whole hours, trailing commits by the merge interval),
+    /// from the hourly rollups (whole hours, without the minutes not folded yet),
     /// rollups are counted.
     pub async fn export_estimate(&self, q: &ExportQuery) -> Result<u64, StoreError> {
         q.check()?;

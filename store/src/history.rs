@@ -217,6 +217,10 @@ pub struct Horizons {
     pub minute: Option<EventTime>,
     pub hour: Option<EventTime>,
     pub day: Option<EventTime>,
+    /// Where the rollup levels end: they hold nothing from this instant on (minutes not
+    /// folded yet, PostgreSQL), which is read from raw readings. `None`: they hold every
+    /// reading.
+    pub rolled_up_until: Option<EventTime>,
 }
 
 impl Horizons {
@@ -338,7 +342,8 @@ impl Store {
                 points,
             });
         };
-        let horizons = self.horizons().await?;
+        let mut horizons = self.horizons().await?;
+        horizons.rolled_up_until = self.folded_until().await?;
         let cover = cover(q.from, q.to, plan.source, &horizons);
         let mut rows = Vec::new();
         for piece in &cover.pieces {

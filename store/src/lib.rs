@@ -4,13 +4,18 @@
 //! SQLite (the embedded store of `sccr demo`). The invariants kept here:
 //! - **Dedupe**: `readings` has the key (device, metric, time); a replayed reading inserts
 //!   nothing.
-//! - **Exact rollups**: on PostgreSQL every inserted reading carries the id of the batch
-//!   that inserted it, and the batch is registered in `rollup_pending` in the same
-//!   transaction; the rollup merger ([`maintenance`]) deletes committed batches from
-//!   `rollup_pending` and merges their readings into `rollup_1m/1h/1d` (count/sum/min/max
-//!   added, last-by-time kept) and `latest` in one transaction, so each reading is counted
-//!   once even with several mergers. A replayed reading is not inserted and carries no
-//!   batch. SQLite merges every level inside the batch's transaction.
+//! - **Exact rollups**: on PostgreSQL a closed minute is written once, from its readings.
+//!   Each batch reads the sealed mark of `minute_marks` `FOR SHARE` in its transaction:
+//!   readings from the mark on are live and stored untagged; readings before it are late,
+//!   carry the batch's id, and the batch is registered in `rollup_pending`. The rollup
+//!   merger ([`maintenance`]) seals minutes a grace after they end (the mark's UPDATE waits
+//!   for the batches in flight) and folds the untagged readings of the sealed range into
+//!   `rollup_1m`, the segment rollups and `latest` in the transaction that moves the folded
+//!   mark ([`PgStore::fold_minutes`]); it merges the committed batches of late readings as
+//!   before (count/sum/min/max added, last-by-time kept), each once even with several
+//!   mergers. History, exports and `latest` read the minutes from the folded mark on from
+//!   the raw readings. A replayed reading is not inserted and is counted by neither path.
+//!   SQLite merges every level inside the batch's transaction.
 //! - **Real-time hours and days** (PostgreSQL without TimescaleDB, as TimescaleDB's
 //!   real-time continuous aggregates): `rollup_1h` and `rollup_1d` are views, stored rows
 //!   before the marks in `rollup_marks` and an aggregate of `rollup_1m` from them on. A merge
@@ -18,8 +23,8 @@
 //!   [`PgStore::fold_closed_rollups`] moves ended hours and days into the stored rows and the
 //!   marks forward in one transaction. Merges hold the marks `FOR SHARE`, folds `FOR
 //!   UPDATE`, so a fold never misses a merge in flight and no partial is counted twice.
-//! - **One transaction per batch**: readings, the batch's `rollup_pending` row (SQLite:
-//!   its rollups and latest values), new devices and dead letters of a batch commit
+//! - **One transaction per batch**: readings, the batch's `rollup_pending` row if it has
+//!   late readings (SQLite: its rollups and latest values), new devices and dead letters of a batch commit
 //!   together or not at all; the writer hands back the batch's
 //!   tickets (MQTT acks) only after the commit.
 //! - **One open alert per key**: at most one alert per (rule, subject) is raised or

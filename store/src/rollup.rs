@@ -1,8 +1,10 @@
 //! Rollups: partials per (device, metric, bucket), built from [`telemetry::Partial`]s, and
-//! the merge of committed batches into the rollup levels and `latest` (the invariants are
-//! the crate's: exact rollups, real-time hours and days). PostgreSQL merges committed
-//! batches in the rollup merger ([`crate::maintenance::run_rollup_merger`], `pg/rollup.rs`);
-//! SQLite merges each batch inside its own transaction (`sqlite/rollup.rs`).
+//! their upkeep in the rollup levels and `latest` (the invariants are the crate's: exact
+//! rollups, real-time hours and days). On PostgreSQL the rollup merger
+//! ([`crate::maintenance::run_rollup_merger`], `pg/rollup.rs`) folds each closed minute
+//! once from its live readings, and merges the committed batches of late readings; history
+//! reads the minutes not folded yet from the raw readings. SQLite merges each batch inside
+//! its own transaction (`sqlite/rollup.rs`).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +52,33 @@ impl Store {
     /// TimescaleDB: [`crate::PgStore::fold_closed_rollups`]); 0 elsewhere.
     pub async fn fold_closed_rollups(&self, now: EventTime) -> Result<u64, StoreError> {
         dispatch!(self, s => s.fold_closed_rollups(now).await)
+    }
+
+    /// Seal the minutes before `until` and fold the sealed ones into the rollups and
+    /// `latest` (PostgreSQL: [`crate::PgStore::fold_minutes`]); nothing elsewhere.
+    pub async fn fold_minutes(&self, until: EventTime) -> Result<MergeOutcome, StoreError> {
+        dispatch!(self, s => s.fold_minutes(until).await)
+    }
+
+    /// Where the rollups end: they hold every reading before this instant, and history
+    /// reads raw readings from it on. `None` where they hold every reading (SQLite).
+    pub async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {
+        dispatch!(self, s => s.folded_until().await)
+    }
+
+    /// Bring the rollups and `latest` up to every reading stored so far: merge the
+    /// pending batches and seal and fold up to the newest reading (or now, if later).
+    /// Readings written later with earlier times take the late path. For imports,
+    /// benchmarks and tests; the rollup merger folds a minute once it has closed.
+    pub async fn catch_up_rollups(&self) -> Result<MergeOutcome, StoreError> {
+        let mut total = self.merge_all_rollups().await?;
+        let newest = dispatch!(self, s => s.newest_unfolded().await)?;
+        let until =
+            EventTime::now().max(newest.map_or(EventTime(i64::MIN), |t| EventTime(t.millis() + 1)));
+        let folded = self.fold_minutes(until).await?;
+        total.readings += folded.readings;
+        total.rollup_rows += folded.rollup_rows;
+        Ok(total)
     }
 
     /// Merge until no committed batch is pending.

@@ -4,12 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sqlx::{Connection, Executor};
 
-use crate::{free_port, wait_for, which, TempDir};
+use crate::{free_port, which, TempDir};
 
 /// The admin URL of the PostgreSQL server tests use: `SCCR_TEST_PG_URL` (set by
 /// `scripts/test.sh` when it started a throwaway cluster) or the local server.
@@ -205,15 +204,15 @@ pub async fn stored_keys(
     Ok(rows.into_iter().map(|(d, m, t, n)| ((d, m, t), n)).collect())
 }
 
-/// Wait until the rollup merger has folded the whole rollup log (readings committed by
-/// the writer are counted in rollup_1m/1h/1d and `latest` only after that).
+/// Bring the rollups up to every reading stored so far, as the rollup merger does once
+/// their minutes close: merge the pending batches, then seal and fold the open minutes
+/// (readings committed by the writer are counted in rollup_1m/1h/1d and `latest` only
+/// after that; history and the API read the rest raw meanwhile).
 pub async fn wait_rollups_merged(pool: &sqlx::PgPool) {
-    wait_for("the rollup log to be merged", Duration::from_secs(30), || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM rollup_pending").fetch_one(pool).await.ok()?;
-        (pending == 0).then_some(())
-    })
-    .await;
+    let pg = store::PgStore::from_pool(pool.clone(), &store::StoreOptions::default())
+        .await
+        .expect("store over the test pool");
+    store::Store::Postgres(pg).catch_up_rollups().await.expect("catch up the rollups");
 }
 
 /// Every rollup level must equal a recount from the raw rows, bucket by bucket: counts,

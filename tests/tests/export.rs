@@ -123,7 +123,7 @@ async fn seeded() -> (TestDb, Store, PathBuf, TempDir) {
             .await
             .expect("write");
     }
-    store.merge_all_rollups().await.expect("merge rollups");
+    store.catch_up_rollups().await.expect("merge rollups");
     let dir = TempDir::new("export").expect("temp dir");
     let config = dir.path.join("sccr.toml");
     std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", db.url)).expect("config");

@@ -58,7 +58,7 @@ async fn timescaledb_meets_the_store_contract() {
         "DROP MATERIALIZED VIEW IF EXISTS rollup_1d CASCADE; DROP MATERIALIZED VIEW IF EXISTS rollup_1h CASCADE;
          DROP TABLE IF EXISTS readings CASCADE; DROP TABLE IF EXISTS rollup_1m CASCADE;
          DROP TABLE IF EXISTS rollup_pending, latest, dead_letters, devices, road_segments, sccr_settings, sccr_migrations CASCADE;
-         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d, retention_horizons CASCADE;
+         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d, retention_horizons, minute_marks CASCADE;
          DROP SEQUENCE IF EXISTS readings_batch_seq;
          DROP FUNCTION IF EXISTS sccr_ensure_readings_partition(date)",
     )
@@ -105,7 +105,7 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
         )
     };
     assert_eq!(store.history(&raw(old.time.millis())).await.expect("raw").points.len(), 1);
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     // Two refreshes, two compressions, retention of raw, 1m and 1h (1d is kept forever).
     assert_eq!(store.run_timescale_jobs().await.expect("jobs"), 7);
     assert_eq!(
@@ -118,7 +118,7 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
     let late = reading(start + 61_000, 1_000.0);
     all.push(late.clone());
     store.write_batch(&Batch { readings: vec![late], ..Batch::default() }).await.expect("late");
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     store.run_timescale_jobs().await.expect("jobs");
     check_levels(store, &dev, start, now, &all).await;
     // Replaying the old reading finds no raw row to dedupe it against: refused, and its
@@ -140,9 +140,16 @@ async fn timescale_jobs_keep_aggregates_exact_and_enforce_retention(store: &Stor
         .await
         .expect("replay");
     assert_eq!((out.inserted, out.older_than_retention), (0, 1));
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     store.run_timescale_jobs().await.expect("jobs");
     assert_eq!(store.history(&day(old.time.millis())).await.expect("day").points, before);
+}
+
+/// Fold the hours and days closed at `t`, after the minutes before it (the rollup merger
+/// seals and folds minutes first: an hour is whole once its minutes are folded).
+async fn fold_through(store: &Store, t: EventTime) -> Result<u64, store::StoreError> {
+    store.fold_minutes(t).await?;
+    store.fold_closed_rollups(t).await
 }
 
 #[tokio::test]
@@ -187,7 +194,7 @@ async fn concurrent_writers_and_mergers_keep_rollups_exact() {
     let (ra, rb) = tokio::join!(write(a.clone(), ca), write(b.clone(), cb));
     ra.expect("writer a");
     rb.expect("writer b");
-    a.merge_all_rollups().await.expect("final merge");
+    a.catch_up_rollups().await.expect("final merge");
 
     for (level, width) in [
         (Resolution::Minute, 60_000i64),
@@ -383,7 +390,7 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
     )
     .await;
     write(&a, vec![r("rt-1", h0 - 10 * 60_000, 1.0)]).await;
-    a.merge_all_rollups().await.expect("merge");
+    a.catch_up_rollups().await.expect("merge");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
     assert_eq!(stored("rollup_1h_closed", h0).await, 0, "open hours are not stored");
     assert_eq!(
@@ -393,29 +400,29 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
     );
 
     // Nothing has ended yet: no fold.
-    assert_eq!(a.fold_closed_rollups(EventTime(h0 + HOUR - 1)).await.expect("fold"), 0);
+    assert_eq!(fold_through(&a, EventTime(h0 + HOUR - 1)).await.expect("fold"), 0);
     // Two hours end: both are stored, the answers stay the same.
-    assert!(a.fold_closed_rollups(EventTime(h0 + 2 * HOUR + 1)).await.expect("fold") >= 3);
+    assert!(fold_through(&a, EventTime(h0 + 2 * HOUR + 1)).await.expect("fold") >= 3);
     assert_eq!(marks().await.0, h0 + 2 * HOUR);
     assert_eq!(stored("rollup_1h_closed", h0).await, 3);
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
 
     // A late reading into a folded hour and a replay: merged straight into the stored row.
     write(&b, vec![r("rt-1", h0 + 2_000, 30.0), r("rt-1", h0 + 1_000, 10.0)]).await;
-    b.merge_all_rollups().await.expect("merge");
+    b.catch_up_rollups().await.expect("merge");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
 
     // Days: folded once all their hours are; a late reading into a folded day after that.
     let next_day = d0 + DAY;
     write(&a, vec![r("rt-3", next_day + 3 * HOUR, 4.0), r("rt-3", next_day + DAY + 60_000, 6.0)])
         .await;
-    a.merge_all_rollups().await.expect("merge");
-    a.fold_closed_rollups(EventTime(next_day + DAY + 2 * HOUR)).await.expect("fold");
+    a.catch_up_rollups().await.expect("merge");
+    fold_through(&a, EventTime(next_day + DAY + 2 * HOUR)).await.expect("fold");
     assert_eq!(marks().await, (next_day + DAY + 2 * HOUR, next_day + DAY));
     assert!(stored("rollup_1d_closed", d0).await >= 2, "the mark's day and the next are stored");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
     write(&a, vec![r("rt-3", next_day + 5 * HOUR, 8.0)]).await;
-    a.merge_all_rollups().await.expect("merge");
+    a.catch_up_rollups().await.expect("merge");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
 
     // Folds from a second store race a writer whose merges carry readings into the hours
@@ -439,17 +446,17 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
         let b = b.clone();
         tokio::spawn(async move {
             for k in 1..=6 {
-                b.fold_closed_rollups(EventTime(start + k * HOUR)).await.expect("fold");
+                fold_through(&b, EventTime(start + k * HOUR)).await.expect("fold");
                 tokio::task::yield_now().await;
             }
         })
     };
     writer.await.expect("writer");
     folder.await.expect("folder");
-    a.merge_all_rollups().await.expect("merge");
+    a.catch_up_rollups().await.expect("merge");
     assert_eq!(marks().await.0, start + 6 * HOUR, "the folder ran to its last hour");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
-    b.fold_closed_rollups(EventTime(start + 3 * DAY)).await.expect("fold everything");
+    fold_through(&b, EventTime(start + 3 * DAY)).await.expect("fold everything");
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
     assert_eq!(
         stored("rollup_1h_closed", start).await,
@@ -458,9 +465,115 @@ async fn realtime_rollups_fold_closed_hours_and_days_exactly() {
     );
 }
 
-/// The lock protocol of the real-time rollups: a fold waits for a merge in flight (which
-/// holds the marks FOR SHARE), and a merge waits for a fold in flight (FOR UPDATE). Each
-/// side is played by a raw transaction holding the other's lock.
+/// Live readings written by two stores while a third seals and folds minute after minute
+/// under them: the second writer lags, so part of what it writes turns late mid-run (and
+/// every reading arrives twice, in other chunkings). Every level and `latest` equal a
+/// recount of the distinct readings, and both the fold and the late path were used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_writes_racing_seals_and_folds_stay_exact() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    const MINUTE: i64 = 60_000;
+    let db = TestDb::create().await.expect("test database");
+    let a = Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect");
+    a.migrate().await.expect("migrate");
+    let b = Store::connect(&db.url, &native(WriteMethod::Unnest)).await.expect("connect");
+    let f = Store::connect(&db.url, &native(WriteMethod::Copy)).await.expect("connect");
+    let Store::Postgres(pg) = &a else { unreachable!("a postgres URL") };
+    let now = EventTime::now().millis();
+    // After the seal: live readings, as a device's current ones are.
+    let base = now - now.rem_euclid(MINUTE) + 5 * MINUTE;
+    let readings: Vec<Reading> = (0..9_000i64)
+        .map(|i| Reading {
+            device: DeviceId::parse(&format!("lv{}", i % 30)).expect("id"),
+            metric: MetricId::SpeedKmh,
+            time: EventTime(base + (i / 30) * 4_000 + i % 30),
+            value: (i % 41) as f64,
+            seq: None,
+        })
+        .collect();
+    // The second writer sends every reading again, and one more of its own after each.
+    let again: Vec<Reading> = readings
+        .iter()
+        .flat_map(|r| {
+            let own = Reading {
+                time: EventTime(r.time.millis() + 500),
+                value: r.value + 1.0,
+                ..r.clone()
+            };
+            [r.clone(), own]
+        })
+        .collect();
+    let written = Arc::new(AtomicI64::new(0));
+    let write =
+        |store: Store, readings: Vec<Reading>, chunk: usize, progress: Option<Arc<AtomicI64>>| {
+            tokio::spawn(async move {
+                for c in readings.chunks(chunk) {
+                    store
+                        .write_batch(&Batch { readings: c.to_vec(), ..Batch::default() })
+                        .await
+                        .expect("write");
+                    if let Some(p) = &progress {
+                        p.store(c.last().map_or(0, |r| r.time.millis()), Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+    let wa = write(a.clone(), readings.clone(), 300, Some(written.clone()));
+    let folder = {
+        let written = written.clone();
+        tokio::spawn(async move {
+            // The readings span 20 minutes: the last one is left to the final catch-up.
+            for k in 1..20 {
+                let until = base + k * MINUTE;
+                sccr_tests::wait_for(
+                    "the first writer to pass the minute",
+                    std::time::Duration::from_secs(60),
+                    || {
+                        let done = written.load(Ordering::Relaxed) >= until;
+                        async move { done.then_some(()) }
+                    },
+                )
+                .await;
+                f.fold_minutes(EventTime(until)).await.expect("fold");
+                f.merge_rollups(50).await.expect("merge");
+            }
+        })
+    };
+    // The second writer starts once the first minutes are sealed: it lags behind them.
+    sccr_tests::wait_for("the first seal", std::time::Duration::from_secs(60), || async {
+        let folded = a.folded_until().await.ok()??;
+        (folded.millis() >= base + MINUTE).then_some(())
+    })
+    .await;
+    let wb = write(b.clone(), again, 450, None);
+    wa.await.expect("writer a");
+    wb.await.expect("writer b");
+    folder.await.expect("folder");
+    let (late, live): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE batch IS NOT NULL), count(*) FILTER (WHERE batch IS NULL) FROM readings",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .expect("paths");
+    assert_eq!(late + live, 2 * readings.len() as i64, "every reading stored once");
+    assert!(late > 0 && live > 0, "live readings folded ({live}), late ones merged ({late})");
+    sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT ON (device, metric) device, metric, time, value FROM readings
+                               ORDER BY device, metric, time DESC, value DESC) r
+         FULL JOIN latest l USING (device, metric)
+         WHERE r.time IS DISTINCT FROM l.time OR r.value IS DISTINCT FROM l.value",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .expect("latest");
+    assert_eq!(stale, 0, "latest holds the newest reading of every key");
+}
+
+/// The lock protocols of the rollups: a fold waits for a merge in flight (which holds the
+/// marks FOR SHARE), a merge waits for a fold in flight (FOR UPDATE), and a minute seal
+/// waits for a batch in flight (which holds the sealed mark FOR SHARE). Each side is
+/// played by a raw transaction holding the other's lock.
 #[tokio::test]
 async fn folds_and_merges_wait_for_each_other() {
     use sqlx::Connection;
@@ -497,7 +610,7 @@ async fn folds_and_merges_wait_for_each_other() {
         .expect("share");
     let fold = tokio::spawn({
         let store = store.clone();
-        async move { store.fold_closed_rollups(EventTime(now + 2 * HOUR)).await }
+        async move { fold_through(&store, EventTime(now + 2 * HOUR)).await }
     });
     waiting_on_lock("%rollup_marks FOR UPDATE%").await;
     assert!(!fold.is_finished(), "the fold waits for the merge");
@@ -524,4 +637,25 @@ async fn folds_and_merges_wait_for_each_other() {
     sqlx::raw_sql("COMMIT").execute(&mut fold).await.expect("commit");
     assert_eq!(merge.await.expect("merge task").expect("merge").readings, 1);
     sccr_tests::assert_rollups_match_raw(pg.pool()).await;
+
+    // A batch in flight (it holds the sealed mark FOR SHARE): the seal waits for it, so no
+    // live reading before the new mark can commit after the fold has read its minutes.
+    let mut batch = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; SELECT at FROM minute_marks WHERE name = 'sealed' FOR SHARE")
+        .execute(&mut batch)
+        .await
+        .expect("share");
+    let seal = tokio::spawn({
+        let store = store.clone();
+        async move { store.fold_minutes(EventTime(now + 3 * HOUR)).await }
+    });
+    waiting_on_lock("%UPDATE minute_marks%").await;
+    assert!(!seal.is_finished(), "the seal waits for the batch");
+    sqlx::raw_sql("COMMIT").execute(&mut batch).await.expect("commit");
+    seal.await.expect("seal task").expect("seal");
+    assert_eq!(
+        store.folded_until().await.expect("folded"),
+        Some(EventTime(now + 3 * HOUR)),
+        "sealed and folded after the batch"
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use telemetry::{EventTime, MetricId, SegmentId};
+use telemetry::{EventTime, MetricId, Reading, SegmentId};
 
 use super::{batch, dev, reading, write, T0};
 use crate::history::{DAY_MS, HOUR_MS, MINUTE_MS};
@@ -83,7 +83,7 @@ pub async fn automatic_resolution_and_subjects_agree_with_a_recount(store: &Stor
     for chunk in all.chunks(250) {
         store.write_batch(&batch(chunk.to_vec())).await.expect("write");
     }
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
 
     let recount = |subject: &[&str], step: i64| -> Vec<(i64, i64, f64, f64, f64, f64)> {
         let mut buckets: std::collections::BTreeMap<i64, telemetry::Partial> =
@@ -253,7 +253,7 @@ pub async fn stepped_history_of_any_range_equals_a_recount(store: &Store) {
     for chunk in all.chunks(400) {
         store.write_batch(&batch(chunk.to_vec())).await.expect("write");
     }
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     store.fold_closed_rollups(EventTime(start + 2 * DAY_MS)).await.expect("fold");
 
     let subjects = [
@@ -331,4 +331,69 @@ pub async fn gaps_are_filled_on_request(store: &Store) {
     assert_eq!(lasts, vec!["NaN", "10", "10", "10", "13", "13"]);
     let h = store.history(&HistoryQuery { fill: GapFill::None, ..q }).await.expect("unfilled");
     assert_eq!(h.points.len(), 2);
+}
+
+/// The answers count every stored reading at once, before the rollups do: on PostgreSQL
+/// the minutes not folded yet are read raw, and late readings are counted once merged.
+/// Uses times after now (live readings, whatever the marks), then folds part of them,
+/// adds late and live readings, and checks again after each step.
+pub async fn answers_count_readings_not_yet_rolled_up(store: &Store) {
+    let m = MetricId::CycleS;
+    let now = EventTime::now().millis();
+    let base = now - now.rem_euclid(MINUTE_MS) + 10 * MINUTE_MS;
+    let mut all: Vec<Reading> = [0, 20_000, 70_000, 61 * MINUTE_MS + 5_000, 2 * HOUR_MS + 1]
+        .iter()
+        .enumerate()
+        .map(|(i, dt)| reading("u1", m, base + dt, 10.0 + i as f64))
+        .collect();
+    all.push(reading("u2", m, base + 30_000, 99.0));
+    store.write_batch(&batch(all.clone())).await.expect("write");
+    let check = |all: Vec<Reading>, when: &'static str| async move {
+        for step in [MINUTE_MS, 5 * MINUTE_MS, HOUR_MS, DAY_MS] {
+            for (from, to) in [(base - HOUR_MS, base + 3 * HOUR_MS), (base + 10_000, base + 75_000)]
+            {
+                let q = HistoryQuery {
+                    subject: HistorySubject::City,
+                    metric: m,
+                    from: EventTime(from),
+                    to: EventTime(to),
+                    step: Step::Fixed(Duration::from_millis(step as u64)),
+                    fill: GapFill::None,
+                    limit: 100_000,
+                };
+                let h = store.history(&q).await.expect("history");
+                let mut want: std::collections::BTreeMap<i64, telemetry::Partial> =
+                    std::collections::BTreeMap::new();
+                for r in all.iter().filter(|r| (from..to).contains(&r.time.millis())) {
+                    let p = telemetry::Partial::of(r.time, r.value);
+                    let b = r.time.millis().div_euclid(step) * step;
+                    want.entry(b).and_modify(|a| a.merge(&p)).or_insert(p);
+                }
+                let want: Vec<_> =
+                    want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.last_value)).collect();
+                let got: Vec<_> =
+                    h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.last)).collect();
+                assert_eq!(got, want, "{when}: step {step} ms over [{from}, {to})");
+            }
+        }
+        let latest = store.latest(Some(&dev("u1")), Some(m)).await.expect("latest");
+        let newest = all.iter().filter(|r| r.device.as_str() == "u1").max_by_key(|r| r.time);
+        assert_eq!(
+            latest.iter().map(|l| (l.time, l.value)).collect::<Vec<_>>(),
+            newest.map(|r| (r.time, r.value)).into_iter().collect::<Vec<_>>(),
+            "{when}: latest"
+        );
+    };
+    check(all.clone(), "nothing folded").await;
+    // The first two minutes sealed and folded; then a late reading into them (merged by
+    // the merger) and a live one after them.
+    store.fold_minutes(EventTime(base + 2 * MINUTE_MS)).await.expect("fold");
+    check(all.clone(), "two minutes folded").await;
+    let more = vec![reading("u1", m, base + 40_000, 7.0), reading("u1", m, base + 150_000, 8.0)];
+    store.write_batch(&batch(more.clone())).await.expect("write more");
+    all.extend(more);
+    store.merge_all_rollups().await.expect("merge");
+    check(all.clone(), "a late and a live reading").await;
+    store.catch_up_rollups().await.expect("catch up");
+    check(all, "all folded").await;
 }

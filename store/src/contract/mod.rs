@@ -27,6 +27,7 @@ pub use alerts::{
     alert_listing_filters_and_pages_by_cursor, automatic_clear_by_key_leaves_other_keys_open,
 };
 pub use history::{
+    answers_count_readings_not_yet_rolled_up,
     automatic_resolution_and_subjects_agree_with_a_recount, gaps_are_filled_on_request,
     history_filters_and_limits, stepped_history_of_any_range_equals_a_recount,
 };
@@ -60,7 +61,7 @@ fn batch(readings: Vec<Reading>) -> Batch {
 
 async fn write(store: &Store, readings: Vec<Reading>) -> BatchOutcome {
     let out = store.write_batch(&batch(readings)).await.expect("write batch");
-    store.merge_all_rollups().await.expect("merge rollups");
+    store.catch_up_rollups().await.expect("merge rollups");
     out
 }
 
@@ -99,6 +100,7 @@ pub async fn run_all(store: &Store) {
     automatic_resolution_and_subjects_agree_with_a_recount(store).await;
     gaps_are_filled_on_request(store).await;
     stepped_history_of_any_range_equals_a_recount(store).await;
+    answers_count_readings_not_yet_rolled_up(store).await;
     dead_letters_and_devices_are_kept(store).await;
     segments_round_trip(store).await;
     retention_drops_old_readings_and_rollups(store).await;

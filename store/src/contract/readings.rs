@@ -17,7 +17,7 @@ pub async fn replayed_batch_changes_no_row_and_no_rollup(store: &Store) {
     ]);
     let first = store.write_batch(&b).await.expect("write");
     assert_eq!((first.inserted, first.duplicates), (2, 1));
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     for r in Resolution::ROLLUPS {
         let before = level(store, "c1", MetricId::SpeedKmh, r).await;
         assert_eq!(before.len(), 1, "{r:?}");
@@ -50,7 +50,7 @@ pub async fn rollups_are_exact_across_batches_and_late_readings(store: &Store) {
         .await
         .expect("b2");
     store.write_batch(&batch(vec![reading("c2", vc, T0 + DAY_MS, 4.0)])).await.expect("b3");
-    store.merge_all_rollups().await.expect("merge");
+    store.catch_up_rollups().await.expect("merge");
     write(
         store,
         vec![

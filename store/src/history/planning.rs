@@ -40,13 +40,51 @@ fn ceil_to(t: i64, w: i64) -> i64 {
 /// needs, that end is widened to the enclosing bucket of the finest level that still
 /// holds it, and the cover's range says so.
 pub fn cover(from: EventTime, to: EventTime, source: Resolution, horizons: &Horizons) -> Cover {
+    // The rollups end where the folded minutes do: the rest of the range is read raw.
+    if let Some(end) = horizons.rolled_up_until.filter(|e| source != Resolution::Raw && to > *e) {
+        let raw = Piece { level: Resolution::Raw, from: from.max(end), to };
+        if from >= end {
+            return Cover { pieces: vec![raw], from, to };
+        }
+        let h = Horizons { rolled_up_until: None, ..*horizons };
+        let mut head = cover(from, end, source, &h);
+        if head.to > end {
+            // Retention widened the head to a whole bucket past the end: minutes end
+            // there (or the raw readings of the end's minute do).
+            head = cover(from, end, Resolution::Minute, &h);
+        }
+        head.pieces.push(raw);
+        head.to = to;
+        return head;
+    }
     let (a, b) = (from.millis(), to.millis());
     if let Some(c) = cover_at(a, b, source, horizons) {
         return c;
     }
-    // Not even the source level holds the range's start: whole source buckets, as stored.
+    // Not even the source level holds the range's start: its first bucket whole, as
+    // stored, and the rest as usual; failing that, whole source buckets.
     let w = source.bucket_ms().unwrap_or(1);
-    let (a, b) = (floor_to(a, w), ceil_to(b, w));
+    let first = floor_to(a, w) + w;
+    if first < b {
+        if let Some(rest) = cover_at(first, b, source, horizons) {
+            let mut pieces =
+                vec![Piece { level: source, from: EventTime(first - w), to: EventTime(first) }];
+            pieces.extend(rest.pieces);
+            return Cover { pieces, from: EventTime(first - w), to: rest.to };
+        }
+    }
+    // Else whole source buckets, as stored, up to the end's bucket, and the end from finer
+    // levels where they hold it.
+    let (start, inner_b) = (floor_to(a, w), floor_to(b, w));
+    if let (true, Some(finer)) = (inner_b > start, source.finer()) {
+        if let Some(tail) = cover_at(inner_b, b, finer, horizons) {
+            let mut pieces =
+                vec![Piece { level: source, from: EventTime(start), to: EventTime(inner_b) }];
+            pieces.extend(tail.pieces);
+            return Cover { pieces, from: EventTime(start), to: tail.to };
+        }
+    }
+    let (a, b) = (start, ceil_to(b, w));
     let piece = Piece { level: source, from: EventTime(a), to: EventTime(b) };
     Cover { pieces: vec![piece], from: EventTime(a), to: EventTime(b) }
 }
@@ -292,29 +330,47 @@ mod tests {
             raw_h in prop::option::of(0i64..12 * DAY_MS),
             minute_h in prop::option::of(0i64..12 * DAY_MS),
             hour_h in prop::option::of(0i64..12 * DAY_MS),
+            rolled in prop::option::of(0i64..16 * DAY_MS),
         ) {
             let h = Horizons {
                 raw: raw_h.map(EventTime),
                 minute: minute_h.map(|t| EventTime(t - t % MINUTE_MS)),
                 hour: hour_h.map(|t| EventTime(t - t % HOUR_MS)),
                 day: None,
+                // Retention keeps the raw readings of minutes not folded yet, and keeps every
+                // level at least a day past a day boundary (the folded minutes end less than
+                // two minutes before now): no horizon comes within two days of their end, so
+                // an end widened by retention stays before it.
+                rolled_up_until: rolled.map(|t| {
+                    let newest = [raw_h, minute_h, hour_h].into_iter().flatten().max().map_or(t, |h| t.max(h + 2 * DAY_MS));
+                    EventTime(ceil_to(newest, MINUTE_MS))
+                }),
             };
             let c = cover(EventTime(from), EventTime(from + len), source, &h);
             let w = source.bucket_ms().unwrap();
             prop_assert!(c.from.millis() <= from && from - c.from.millis() < w);
             prop_assert!(c.to.millis() >= from + len && c.to.millis() - (from + len) < w);
-            if h == Horizons::default() {
+            if (Horizons { rolled_up_until: None, ..h }) == Horizons::default() {
                 prop_assert_eq!((c.from.millis(), c.to.millis()), (from, from + len));
             }
             let mut at = c.from;
-            for p in &c.pieces {
+            for (i, p) in c.pieces.iter().enumerate() {
+                // Rollups are read only before their end, raw readings after it.
+                if let Some(end) = h.rolled_up_until {
+                    if p.level != Resolution::Raw {
+                        prop_assert!(p.to <= end);
+                    } else if p.to > end {
+                        prop_assert!(i == c.pieces.len() - 1);
+                    }
+                }
                 prop_assert_eq!(p.from, at);
                 prop_assert!(p.from < p.to);
                 prop_assert!(p.level <= source);
                 if let Some(pw) = p.level.bucket_ms() {
                     prop_assert_eq!((p.from.millis() % pw, p.to.millis() % pw), (0, 0));
                 }
-                prop_assert!(h.holds(p.level, p.from.millis()) || c.pieces.len() == 1);
+                // Only a first piece may be read as stored where its level does not hold it.
+                prop_assert!(h.holds(p.level, p.from.millis()) || i == 0);
                 at = p.to;
             }
             prop_assert_eq!(at, c.to);

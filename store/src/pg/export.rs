@@ -18,6 +18,37 @@ const FILTERS: &str =
     "AND ($3::text[] IS NULL OR metric = ANY($3)) AND ($4::text[] IS NULL OR device = ANY($4))
      AND ($5::text[] IS NULL OR device IN (SELECT id FROM devices WHERE segment_id = ANY($5)))";
 
+/// The rows of a rollup level in `[$1, $2)`: stored buckets before `$6`, and from there
+/// buckets aggregated from rollup_1m rows before `$7` (where the folded minutes end) and
+/// raw readings from `$7` to `$8` (the end of the last bucket).
+fn rollup_export_sql(level: Resolution) -> String {
+    let unit = match level {
+        Resolution::Hour => "hour",
+        Resolution::Day => "day",
+        _ => "minute",
+    };
+    format!(
+        "SELECT bucket AS time, device, metric, count, sum, min, max, value FROM (
+             SELECT bucket, device, metric, count::int8 AS count, sum, min, max, last_value AS value FROM {table}
+             WHERE bucket >= $1 AND bucket < least($2, $6) {FILTERS}
+             UNION ALL
+             SELECT date_trunc('{unit}', bucket, 'UTC'), device, metric, sum(count)::int8, sum(sum), min(min), max(max),
+                    (max(ARRAY[date_part('epoch', last_time), last_value]))[2]
+             FROM (
+                 SELECT bucket, device, metric, count, sum, min, max, last_value, last_time FROM rollup_1m
+                 WHERE bucket >= $6 AND bucket < $7 {FILTERS}
+                 UNION ALL
+                 SELECT date_trunc('minute', time), device, metric, count(*), sum(value), min(value), max(value),
+                        (max(ARRAY[date_part('epoch', time), value]))[2], max(time)
+                 FROM readings WHERE time >= $7 AND time < $8 {FILTERS}
+                 GROUP BY 1, 2, 3
+             ) tail GROUP BY 1, 2, 3
+         ) rows
+         ORDER BY date_trunc('day', bucket AT TIME ZONE 'UTC'), metric, bucket, device",
+        table = level.table()
+    )
+}
+
 impl PgStore {
     /// `agg` of the rows of `table` with buckets in `[from, q.to)` passing `q`'s filters.
     pub(crate) async fn export_estimate(
@@ -63,27 +94,31 @@ impl PgStore {
                 }
                 (sql, slices)
             }
-            r => {
-                let sql = format!(
-                    "SELECT bucket AS time, device, metric, count::int8 AS count, sum, min, max, last_value AS value FROM {}
-                     WHERE bucket >= $1 AND bucket < $2 {FILTERS}
-                     ORDER BY date_trunc('day', bucket AT TIME ZONE 'UTC'), metric, bucket, device",
-                    r.table()
-                );
-                (sql, vec![(q.from.millis(), q.to.millis())])
-            }
+            r => (rollup_export_sql(r), vec![(q.from.millis(), q.to.millis())]),
         };
+        // The rollups end where the folded minutes do: later buckets are aggregated from
+        // rollup_1m up to there and from the raw readings after it ($6, $7, $8).
+        let w = q.resolution.bucket_ms().unwrap_or(1);
+        let end = self.folded_until().await?.map_or(q.to.millis(), |t| t.millis());
+        let tail_from = (-(-q.from.millis()).div_euclid(w) * w).max(end.div_euclid(w) * w);
+        let tail_to = -(-q.to.millis()).div_euclid(w) * w;
         let (metrics, devices, segments) = (q.metric_names(), q.device_names(), q.segment_names());
         let mut b = ChunkBuilder::new(q.resolution, q.batch_rows);
         let raw = q.resolution == Resolution::Raw;
-        for (lo, hi) in slices {
-            let mut rows = sqlx::query(&sql)
-                .bind(EventTime(lo).to_offset_date_time())
-                .bind(EventTime(hi).to_offset_date_time())
+        for (from, to) in slices {
+            let mut query = sqlx::query(&sql)
+                .bind(EventTime(from).to_offset_date_time())
+                .bind(EventTime(to).to_offset_date_time())
                 .bind(&metrics)
                 .bind(&devices)
-                .bind(&segments)
-                .fetch(&self.pool);
+                .bind(&segments);
+            if !raw {
+                query = query
+                    .bind(EventTime(tail_from).to_offset_date_time())
+                    .bind(EventTime(end.max(tail_from)).to_offset_date_time())
+                    .bind(EventTime(tail_to).to_offset_date_time());
+            }
+            let mut rows = query.fetch(&self.pool);
             while let Some(row) = rows.try_next().await? {
                 let time = EventTime::from_offset_date_time(row.try_get("time")?).millis();
                 let r = if raw {

@@ -91,6 +91,10 @@ impl PgStore {
         if let Some(raw) = self.options.retention.raw {
             // A partition goes once its whole day is older than the retention.
             let cutoff_day = day_of(EventTime(now.millis() - raw.as_millis() as i64));
+            // Readings of minutes not folded yet stay: the rollups do not hold them yet
+            // (only after an outage of every merger longer than the raw retention).
+            let folded = self.folded_until().await?.map_or(cutoff_day, day_of);
+            let cutoff_day = cutoff_day.min(folded);
             let names: Vec<String> = sqlx::query_scalar(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                  WHERE i.inhparent = 'readings'::regclass ORDER BY 1",

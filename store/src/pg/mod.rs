@@ -108,6 +108,14 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         "alarm handling",
         MigrationSql::Common(include_str!("../../migrations/postgres/0013_alarm_handling.sql")),
     ),
+    (
+        14,
+        "minute folds",
+        MigrationSql::PerMode {
+            native: include_str!("../../migrations/postgres/native/0014_minute_folds.sql"),
+            timescale: include_str!("../../migrations/postgres/timescale/0014_minute_folds.sql"),
+        },
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
@@ -122,6 +130,9 @@ pub struct PgStore {
     partitions: Arc<Mutex<HashSet<i64>>>,
     /// The hour mark of the real-time rollups as last seen (native mode; 0 until then).
     hour_mark: Arc<AtomicI64>,
+    /// The minute marks (migration 14) as this process last saw them (0 until then).
+    sealed_mark: Arc<AtomicI64>,
+    folded_mark: Arc<AtomicI64>,
     options: StoreOptions,
 }
 
@@ -166,11 +177,19 @@ impl PgStore {
             })
             .connect_with(connect)
             .await?;
+        Self::from_pool(pool, options).await
+    }
+
+    /// A store over a pool opened elsewhere (its sessions should use UTC, as
+    /// [`PgStore::connect`]'s do), for tools and tests that hold one.
+    pub async fn from_pool(pool: PgPool, options: &StoreOptions) -> Result<Self, StoreError> {
         let store = Self {
             pool,
             mode: Arc::new(AtomicU8::new(0)),
             partitions: Arc::new(Mutex::new(HashSet::new())),
             hour_mark: Arc::new(AtomicI64::new(0)),
+            sealed_mark: Arc::new(AtomicI64::new(0)),
+            folded_mark: Arc::new(AtomicI64::new(0)),
             options: options.clone(),
         };
         store.load_mode().await?;

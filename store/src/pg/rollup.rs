@@ -1,6 +1,7 @@
-//! Rollups on PostgreSQL (see [`crate::rollup`]): the rollup merger's statement, the fold
-//! of closed hours and days into the stored real-time rollups (native mode), and the
-//! latest values it maintains.
+//! Rollups on PostgreSQL (see [`crate::rollup`]): the minute fold of sealed minutes from
+//! the live readings, the rollup merger's statement for late readings (both merge minute
+//! partials into every level with the same statement tail), the fold of closed hours and
+//! days into the stored real-time rollups (native mode), and the latest values.
 //!
 //! "Last by time" in SQL: `(max(ARRAY[epoch seconds, value]))[2]`. Arrays compare
 //! element by element, so the maximum is the latest time and, on equal times, the larger
@@ -19,10 +20,10 @@ use super::{et, ts, PgStore};
 use crate::history::Resolution;
 use crate::{parse_device, parse_metric, LatestValue, MergeOutcome, StorageMode, StoreError};
 
-/// The rollup merger's statement: take up to $1 committed batches off `rollup_pending`,
-/// fold their readings per level, merge them into each level's table, and move `latest`
-/// forward. The levels are appended by [`merge_statement`].
-const MERGE_HEAD: &str = r#"
+/// The rollup merger's source: take up to $1 committed batches off `rollup_pending` and
+/// fold their (late) readings per minute into `m`. The levels are appended by
+/// [`merge_statement`].
+const MERGE_SOURCE: &str = r#"
 WITH b AS (
     DELETE FROM rollup_pending WHERE batch IN (SELECT batch FROM rollup_pending ORDER BY batch LIMIT $1)
     RETURNING batch, min_time, max_time
@@ -34,7 +35,22 @@ WITH b AS (
     WHERE batch = ANY(ARRAY(SELECT batch FROM b))
       AND time >= (SELECT min(min_time) FROM b) AND time <= (SELECT max(max_time) FROM b)
     GROUP BY 1, 2, 3
-), lat AS (
+)"#;
+
+/// The minute fold's source: the live (untagged) readings of `[$1, $2)`, a sealed range,
+/// per minute into `m`.
+const FOLD_SOURCE: &str = r#"
+WITH m AS (
+    SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
+           min(value) AS min, max(value) AS max,
+           (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
+    FROM readings
+    WHERE time >= $1 AND time < $2 AND batch IS NULL
+    GROUP BY 1, 2, 3
+)"#;
+
+/// Moves `latest` forward from the minute partials `m`.
+const MERGE_LATEST: &str = r#", lat AS (
     INSERT INTO latest AS l (device, metric, time, value)
     SELECT device, metric, max(last_time), (max(ARRAY[date_part('epoch', last_time), last_value]))[2] FROM m
     GROUP BY device, metric
@@ -85,11 +101,13 @@ const MERGE_MARKS: &str = r#", mk AS (
     SELECT hour_mark, day_mark FROM rollup_marks FOR SHARE
 )"#;
 
-/// The merge statement for the device levels this storage mode maintains itself, each
-/// with the table it writes and the filter on its partials, plus the segment levels
-/// (always maintained here).
-fn merge_statement(levels: &[(Resolution, &str, &str)]) -> String {
-    let mut sql = MERGE_HEAD.to_owned();
+/// The statement that merges the minute partials of `source` (the merger's batches or the
+/// fold's range) into the device levels this storage mode maintains itself, each with the
+/// table it writes and the filter on its partials, the segment levels (always maintained
+/// here) and `latest`. `batches` counts the batches taken.
+fn merge_statement(source: &str, batches: &str, levels: &[(Resolution, &str, &str)]) -> String {
+    let mut sql = source.to_owned();
+    sql.push_str(MERGE_LATEST);
     if levels.iter().any(|(_, _, filter)| filter.contains("mk")) {
         sql.push_str(MERGE_MARKS);
     }
@@ -140,7 +158,7 @@ fn merge_statement(levels: &[(Resolution, &str, &str)]) -> String {
     let s1h = level(&mut sql, "s1h", "hour", "segment", "sm", "segment_rollup_1h", "");
     level(&mut sql, "s1d", "day", "segment", &s1h, "segment_rollup_1d", "");
     sql.push_str(&format!(
-        "\nSELECT (SELECT count(*) FROM b) AS batches, coalesce((SELECT sum(count) FROM m), 0)::int8 AS readings, \
+        "\nSELECT {batches}::int8 AS batches, coalesce((SELECT sum(count) FROM m), 0)::int8 AS readings, \
          ({})::int8 AS rollup_rows, (SELECT count(*) FROM lat) AS latest",
         counts.join(" + ")
     ));
@@ -165,42 +183,147 @@ fn fold_statement(unit: &str, src: &str, table: &str) -> String {
         .replace("{table}", table)
 }
 
+/// The most minutes one fold transaction covers (after an outage, a backlog is folded in
+/// bounded steps).
+const FOLD_CHUNK_MS: i64 = 15 * 60_000;
+
+fn outcome(row: &sqlx::postgres::PgRow) -> Result<MergeOutcome, StoreError> {
+    Ok(MergeOutcome {
+        batches: row.try_get::<i64, _>("batches")? as u64,
+        readings: row.try_get::<i64, _>("readings")? as u64,
+        rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64,
+    })
+}
+
 impl PgStore {
-    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
-        // Built once per storage mode: under TimescaleDB the hourly and daily levels are
-        // continuous aggregates over rollup_1m.
-        static NATIVE: LazyLock<String> = LazyLock::new(|| {
-            merge_statement(&[
-                (Resolution::Minute, "rollup_1m", ""),
-                // Buckets from the marks on are aggregated from rollup_1m when read.
-                (
-                    Resolution::Hour,
-                    "rollup_1h_closed",
-                    " WHERE bucket < (SELECT hour_mark FROM mk)",
-                ),
-                (Resolution::Day, "rollup_1d_closed", " WHERE bucket < (SELECT day_mark FROM mk)"),
-            ])
-        });
-        static TIMESCALE: LazyLock<String> =
-            LazyLock::new(|| merge_statement(&[(Resolution::Minute, "rollup_1m", "")]));
-        let statement: &str = match self.storage_mode() {
-            StorageMode::TimescaleDb => &TIMESCALE,
-            _ => &NATIVE,
-        };
+    /// The merge statement of this storage mode, for the merger's batches or (`fold`) the
+    /// minute fold's range. Built once: under TimescaleDB the hourly and daily levels are
+    /// continuous aggregates over rollup_1m.
+    fn merge_sql(&self, fold: bool) -> &'static str {
+        const NATIVE_LEVELS: [(Resolution, &str, &str); 3] = [
+            (Resolution::Minute, "rollup_1m", ""),
+            // Buckets from the marks on are aggregated from rollup_1m when read.
+            (Resolution::Hour, "rollup_1h_closed", " WHERE bucket < (SELECT hour_mark FROM mk)"),
+            (Resolution::Day, "rollup_1d_closed", " WHERE bucket < (SELECT day_mark FROM mk)"),
+        ];
+        const TIMESCALE_LEVELS: [(Resolution, &str, &str); 1] =
+            [(Resolution::Minute, "rollup_1m", "")];
+        const BATCHES: &str = "(SELECT count(*) FROM b)";
+        static MERGE_NATIVE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(MERGE_SOURCE, BATCHES, &NATIVE_LEVELS));
+        static MERGE_TIMESCALE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(MERGE_SOURCE, BATCHES, &TIMESCALE_LEVELS));
+        static FOLD_NATIVE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(FOLD_SOURCE, "0", &NATIVE_LEVELS));
+        static FOLD_TIMESCALE: LazyLock<String> =
+            LazyLock::new(|| merge_statement(FOLD_SOURCE, "0", &TIMESCALE_LEVELS));
+        match (self.storage_mode(), fold) {
+            (StorageMode::TimescaleDb, false) => &MERGE_TIMESCALE,
+            (StorageMode::TimescaleDb, true) => &FOLD_TIMESCALE,
+            (_, false) => &MERGE_NATIVE,
+            (_, true) => &FOLD_NATIVE,
+        }
+    }
+
+    /// Begins a merge or fold: lost in a crash, it is rolled back whole (its batches stay
+    /// pending, its range unfolded) and done again, so it need not wait for its commit to
+    /// reach the disk. Its hash aggregates and sorts hold one row per (key, bucket) of up
+    /// to `max_batches` batches or of a fold's minutes (every key of the fleet): at 4 MB
+    /// (the default) they spill to disk.
+    async fn begin_merge(
+        &self,
+        fold: bool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // A merge lost in a crash is rolled back whole (its batches stay pending and are
-        // merged again), so it need not wait for its commit to reach the disk.
         tx.execute("SET LOCAL synchronous_commit = off").await?;
-        // The merge's hash aggregates and sorts hold one row per (key, bucket) of up to
-        // `max_batches` batches: at 4 MB (the default) they spill to disk.
-        tx.execute("SET LOCAL work_mem = '32MB'").await?;
-        let row = sqlx::query(statement).bind(max_batches as i64).fetch_one(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(MergeOutcome {
-            batches: row.try_get::<i64, _>("batches")? as u64,
-            readings: row.try_get::<i64, _>("readings")? as u64,
-            rollup_rows: row.try_get::<i64, _>("rollup_rows")? as u64,
+        tx.execute(if fold {
+            "SET LOCAL work_mem = '128MB'"
+        } else {
+            "SET LOCAL work_mem = '32MB'"
         })
+        .await?;
+        Ok(tx)
+    }
+
+    pub async fn merge_rollups(&self, max_batches: usize) -> Result<MergeOutcome, StoreError> {
+        let mut tx = self.begin_merge(false).await?;
+        let row =
+            sqlx::query(self.merge_sql(false)).bind(max_batches as i64).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        outcome(&row)
+    }
+
+    /// Seals the minutes before `until` (their live readings can no longer be written:
+    /// see migration 14) and folds the sealed minutes not folded yet into the rollups and
+    /// `latest`, [`FOLD_CHUNK_MS`] per transaction. Cheap when nothing is to be sealed
+    /// or folded (the marks are cached). Returns what was folded.
+    pub async fn fold_minutes(&self, until: EventTime) -> Result<MergeOutcome, StoreError> {
+        let mut total = MergeOutcome::default();
+        if until.millis() > self.sealed_mark.load(Ordering::Relaxed) {
+            // Waits for the batches in flight, which hold the row FOR SHARE.
+            let sealed: OffsetDateTime = sqlx::query_scalar(
+                "UPDATE minute_marks SET at = greatest(at, $1) WHERE name = 'sealed' RETURNING at",
+            )
+            .bind(ts(until))
+            .fetch_one(&self.pool)
+            .await?;
+            self.sealed_mark.store(et(sealed).millis(), Ordering::Relaxed);
+        }
+        while self.folded_mark.load(Ordering::Relaxed) < self.sealed_mark.load(Ordering::Relaxed) {
+            let mut tx = self.begin_merge(true).await?;
+            // Taken FOR UPDATE: a concurrent fold waits, then starts where this one ended.
+            let folded: OffsetDateTime =
+                sqlx::query_scalar("SELECT at FROM minute_marks WHERE name = 'folded' FOR UPDATE")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let sealed: OffsetDateTime =
+                sqlx::query_scalar("SELECT at FROM minute_marks WHERE name = 'sealed'")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let (folded, sealed) = (et(folded).millis(), et(sealed).millis());
+            let to = sealed.min(folded + FOLD_CHUNK_MS);
+            if to > folded {
+                let row = sqlx::query(self.merge_sql(true))
+                    .bind(ts(EventTime(folded)))
+                    .bind(ts(EventTime(to)))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE minute_marks SET at = $1 WHERE name = 'folded'")
+                    .bind(ts(EventTime(to)))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let o = outcome(&row)?;
+                total.readings += o.readings;
+                total.rollup_rows += o.rollup_rows;
+            } else {
+                tx.commit().await?;
+            }
+            self.sealed_mark.fetch_max(sealed, Ordering::Relaxed);
+            self.folded_mark.store(to.max(folded), Ordering::Relaxed);
+        }
+        Ok(total)
+    }
+
+    /// The end of the folded minutes: the rollups hold every live reading before it;
+    /// readings from it on are read raw.
+    pub(crate) async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {
+        let at: OffsetDateTime =
+            sqlx::query_scalar("SELECT at FROM minute_marks WHERE name = 'folded'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some(et(at)))
+    }
+
+    /// The newest reading not folded yet, if any (from the folded mark on, where the
+    /// time index is selective).
+    pub(crate) async fn newest_unfolded(&self) -> Result<Option<EventTime>, StoreError> {
+        let at: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT max(time) FROM readings WHERE time >= (SELECT at FROM minute_marks WHERE name = 'folded')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at.map(et))
     }
 
     /// Native mode: folds the hours that ended before `now` into rollup_1h_closed, and
@@ -217,7 +340,12 @@ impl PgStore {
         if self.storage_mode() != StorageMode::Native {
             return Ok(0);
         }
-        let hour = now.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        let mut hour = now.millis().div_euclid(HOUR_MS) * HOUR_MS;
+        if hour > self.hour_mark.load(Ordering::Relaxed) {
+            // An hour is whole in rollup_1m once all its minutes are folded.
+            let folded = self.folded_until().await?.map_or(hour, |t| t.millis());
+            hour = hour.min(folded.div_euclid(HOUR_MS) * HOUR_MS);
+        }
         let mut rows = 0;
         while hour > self.hour_mark.load(Ordering::Relaxed) {
             let mut tx = self.pool.begin().await?;
@@ -269,9 +397,17 @@ impl PgStore {
         metric: Option<MetricId>,
     ) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
-            "SELECT device, metric, time, value FROM latest
-             WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
-             ORDER BY device, metric",
+            // `latest` holds the folded and merged readings; the newer ones are read raw.
+            // The latest time wins, and on equal times the larger value.
+            "SELECT DISTINCT ON (device, metric) device, metric, time, value FROM (
+                 SELECT device, metric, time, value FROM latest
+                 WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
+                 UNION ALL
+                 SELECT device, metric, time, value FROM readings
+                 WHERE time >= (SELECT at FROM minute_marks WHERE name = 'folded')
+                   AND ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
+             ) v
+             ORDER BY device, metric, time DESC, value DESC",
         )
         .bind(device.map(|d| d.as_str()))
         .bind(metric.map(MetricId::as_str))

@@ -1,26 +1,30 @@
 //! The batch write on PostgreSQL (see [`crate::writer`]): one transaction registers new
-//! devices, gives the batch an id in `rollup_pending` for the rollup merger, inserts the
-//! readings tagged with that id (binary `COPY`, or `unnest` arrays with `ON CONFLICT DO
-//! NOTHING` where a reading may be stored already) and the dead letters. The rollups are
-//! the merger's (`pg/rollup.rs`).
+//! devices, reads the sealed minute mark (`minute_marks`, migration 14) FOR SHARE, inserts
+//! the readings (binary `COPY`, or `unnest` arrays with `ON CONFLICT DO NOTHING` where a
+//! reading may be stored already) and the dead letters. Readings from the mark on are live
+//! and stored untagged: the minute fold counts them once their minute is sealed. Readings
+//! before it are late: the batch gets an id in `rollup_pending` and they carry it, so the
+//! rollup merger counts them. The rollups are the fold's and the merger's (`pg/rollup.rs`).
 
 use std::collections::HashSet;
 
 use sqlx::Row;
+use telemetry::{EventTime, Reading};
 use time::OffsetDateTime;
 
 use super::copy::CopyEncoder;
 use super::maintenance::day_of;
-use super::{ts, PgStore};
+use super::{et, ts, PgStore};
 use crate::writer::refuse_too_old;
 use crate::{Batch, BatchOutcome, DeadLetter, StorageMode, StoreError, WriteMethod};
 
-/// The fallback write: readings through `unnest` arrays, skipping stored ones; the rows
-/// really inserted carry the batch id ($6), so only they reach the rollups.
+/// The fallback write: readings through `unnest` arrays, skipping stored ones. The late
+/// rows (before the sealed mark, $7) really inserted carry the batch id ($6), so only
+/// they reach the merger; the live ones are untagged, for the minute fold.
 const INSERT_BATCH: &str = r#"
 WITH ins AS (
     INSERT INTO readings (time, device, metric, value, seq, batch)
-    SELECT time, device, metric, value, seq, $6
+    SELECT time, device, metric, value, seq, CASE WHEN time < $7 THEN $6::int8 END
     FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::float8[], $5::int8[]) AS t(time, device, metric, value, seq)
     ON CONFLICT (device, metric, time) DO NOTHING
     RETURNING 1
@@ -86,7 +90,9 @@ impl PgStore {
             batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
-        if let Some(id) = register_batch(&mut tx, batch).await? {
+        let sealed = read_seal(&mut tx).await?;
+        let id = register_batch(&mut tx, unique.iter().copied(), sealed).await?;
+        if !unique.is_empty() {
             let mut enc = CopyEncoder::with_capacity(unique.len() * 80);
             for r in &unique {
                 enc.row(6);
@@ -98,7 +104,10 @@ impl PgStore {
                     Some(s) => enc.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
                     None => enc.null(),
                 }
-                enc.i64(id);
+                match id.filter(|_| r.time < sealed) {
+                    Some(id) => enc.i64(id),
+                    None => enc.null(),
+                }
             }
             copy_in(&mut tx, "COPY readings (time, device, metric, value, seq, batch) FROM STDIN (FORMAT binary)", enc.finish()).await?;
         }
@@ -117,7 +126,9 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
         let mut outcome = BatchOutcome::default();
-        if let Some(id) = register_batch(&mut tx, batch).await? {
+        let sealed = read_seal(&mut tx).await?;
+        let id = register_batch(&mut tx, batch.readings.iter(), sealed).await?;
+        if !batch.readings.is_empty() {
             let n = batch.readings.len();
             let (mut times, mut devices, mut metrics, mut values, mut seqs) = (
                 Vec::with_capacity(n),
@@ -140,6 +151,7 @@ impl PgStore {
                 .bind(&values)
                 .bind(&seqs)
                 .bind(id)
+                .bind(ts(sealed))
                 .fetch_one(&mut *tx)
                 .await?;
             let inserted: i64 = row.try_get("inserted")?;
@@ -167,14 +179,28 @@ async fn register_devices(tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<
     Ok(())
 }
 
-/// Give a batch with readings its id and register it for the rollup merger.
-async fn register_batch(
+/// The sealed minute mark, locked FOR SHARE until the batch commits: the fold's move of
+/// the mark waits for this batch, and a batch that starts during the move reads the new
+/// mark (`FOR SHARE` re-reads the row once the move has committed).
+async fn read_seal(tx: &mut sqlx::PgConnection) -> Result<EventTime, StoreError> {
+    let at: OffsetDateTime =
+        sqlx::query_scalar("SELECT at FROM minute_marks WHERE name = 'sealed' FOR SHARE")
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(et(at))
+}
+
+/// Give a batch with late readings (before `sealed`) its id and register it, with the
+/// time range of those readings, for the rollup merger; `None` when all are live.
+async fn register_batch<'a>(
     tx: &mut sqlx::PgConnection,
-    batch: &Batch,
+    readings: impl Iterator<Item = &'a Reading>,
+    sealed: EventTime,
 ) -> Result<Option<i64>, StoreError> {
-    let (Some(min), Some(max)) =
-        (batch.readings.iter().map(|r| r.time).min(), batch.readings.iter().map(|r| r.time).max())
-    else {
+    let late = readings.map(|r| r.time).filter(|t| *t < sealed);
+    let Some((min, max)) = late.fold(None, |acc: Option<(EventTime, EventTime)>, t| {
+        Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+    }) else {
         return Ok(None);
     };
     Ok(Some(

@@ -23,6 +23,21 @@ impl SqliteStore {
         Ok(0)
     }
 
+    /// No minutes to seal or fold: the batch merged every level.
+    pub(crate) async fn fold_minutes(&self, _until: EventTime) -> Result<MergeOutcome, StoreError> {
+        Ok(MergeOutcome::default())
+    }
+
+    /// The rollups hold every reading: nothing is read raw in their place.
+    pub(crate) async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {
+        Ok(None)
+    }
+
+    /// Nothing is left unfolded.
+    pub(crate) async fn newest_unfolded(&self) -> Result<Option<EventTime>, StoreError> {
+        Ok(None)
+    }
+
     pub async fn latest(
         &self,
         device: Option<&DeviceId>,
