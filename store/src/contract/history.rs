@@ -278,26 +278,10 @@ pub async fn stepped_history_of_any_range_equals_a_recount(store: &Store) {
         };
         let h = store.history(&q).await.expect("history");
         assert_eq!((h.from, h.to), (q.from, q.to), "case {case}: the range counted");
-        let mut want: std::collections::BTreeMap<i64, telemetry::Partial> =
-            std::collections::BTreeMap::new();
-        for r in &all {
-            let t = r.time.millis();
-            if t >= from && t < to && members.contains(&r.device.as_str()) {
-                let p = telemetry::Partial::of(r.time, r.value);
-                want.entry(t.div_euclid(step) * step).and_modify(|a| a.merge(&p)).or_insert(p);
-            }
-        }
-        let want: Vec<_> = want
-            .into_iter()
-            .map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value))
-            .collect();
-        let got: Vec<_> = h
-            .points
-            .iter()
-            .map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last))
-            .collect();
+        let want = recount(all.iter().filter(|r| members.contains(&r.device.as_str())), &q, step);
         assert_eq!(
-            got, want,
+            points(&h),
+            want,
             "case {case}: {subject:?}, step {step} ms, [{from}, {to}) read as {:?}",
             h.resolution
         );
@@ -362,18 +346,8 @@ pub async fn answers_count_readings_not_yet_rolled_up(store: &Store) {
                     limit: 100_000,
                 };
                 let h = store.history(&q).await.expect("history");
-                let mut want: std::collections::BTreeMap<i64, telemetry::Partial> =
-                    std::collections::BTreeMap::new();
-                for r in all.iter().filter(|r| (from..to).contains(&r.time.millis())) {
-                    let p = telemetry::Partial::of(r.time, r.value);
-                    let b = r.time.millis().div_euclid(step) * step;
-                    want.entry(b).and_modify(|a| a.merge(&p)).or_insert(p);
-                }
-                let want: Vec<_> =
-                    want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.last_value)).collect();
-                let got: Vec<_> =
-                    h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.last)).collect();
-                assert_eq!(got, want, "{when}: step {step} ms over [{from}, {to})");
+                let want = recount(all.iter(), &q, step);
+                assert_eq!(points(&h), want, "{when}: step {step} ms over [{from}, {to})");
             }
         }
         let latest = store.latest(Some(&dev("u1")), Some(m)).await.expect("latest");
@@ -396,4 +370,29 @@ pub async fn answers_count_readings_not_yet_rolled_up(store: &Store) {
     check(all.clone(), "a late and a live reading").await;
     store.catch_up_rollups().await.expect("catch up");
     check(all, "all folded").await;
+}
+
+/// A point as compared: bucket start, count, sum, min, max, last.
+type Point = (i64, i64, f64, f64, f64, f64);
+
+/// The points of `h`.
+fn points(h: &crate::History) -> Vec<Point> {
+    h.points.iter().map(|p| (p.time.millis(), p.count, p.sum, p.min, p.max, p.last)).collect()
+}
+
+/// The buckets of `step` ms a recount of `readings` inside `q`'s range gives.
+fn recount<'a>(
+    readings: impl Iterator<Item = &'a Reading>,
+    q: &HistoryQuery,
+    step: i64,
+) -> Vec<Point> {
+    let mut want: std::collections::BTreeMap<i64, telemetry::Partial> =
+        std::collections::BTreeMap::new();
+    for r in readings.filter(|r| r.time >= q.from && r.time < q.to) {
+        let p = telemetry::Partial::of(r.time, r.value);
+        want.entry(r.time.millis().div_euclid(step) * step)
+            .and_modify(|a| a.merge(&p))
+            .or_insert(p);
+    }
+    want.into_iter().map(|(t, p)| (t, p.count, p.sum, p.min, p.max, p.last_value)).collect()
 }

@@ -111,9 +111,14 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
     (
         14,
         "minute folds",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0014_minute_folds.sql")),
+    ),
+    (
+        15,
+        "fold time index",
         MigrationSql::PerMode {
-            native: include_str!("../../migrations/postgres/native/0014_minute_folds.sql"),
-            timescale: include_str!("../../migrations/postgres/timescale/0014_minute_folds.sql"),
+            native: include_str!("../../migrations/postgres/native/0015_fold_time_index.sql"),
+            timescale: include_str!("../../migrations/postgres/timescale/0015_fold_time_index.sql"),
         },
     ),
 ];

@@ -10,7 +10,8 @@
 -- rollups and `latest`) hold every live reading before this instant. The fold aggregates
 -- the untagged readings of [folded, sealed) in one statement and moves `folded` in the
 -- same transaction (taking the row FOR UPDATE, so concurrent folds cannot both count a
--- range). Queries read rollups before `folded` and raw readings from it on.
+-- range). Queries read rollups before `folded` and raw readings from it on. The fold finds
+-- a minute's readings by time (migration 15).
 CREATE TABLE minute_marks (
     name text PRIMARY KEY CHECK (name IN ('sealed', 'folded')),
     at   timestamptz NOT NULL
@@ -23,5 +24,3 @@ INSERT INTO minute_marks (name, at) VALUES
 -- Only late readings carry a batch id now: the merger's index shrinks to them.
 DROP INDEX readings_batch;
 CREATE INDEX readings_late_batch ON readings (batch) WHERE batch IS NOT NULL;
-
--- The fold reads a minute of readings through the hypertable's own index on time.
