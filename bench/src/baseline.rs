@@ -1,15 +1,14 @@
 //! The naive baseline: `bench/baselines/python_bridge.py` fed the same way as SCCR.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sccr_tests::{workspace_root, Broker, TestDb};
 use serde_json::{json, Value};
-use telemetry::EventTime;
 
-use crate::load::start_load;
-use crate::measure::{cpu_snapshot, cpu_split, round2};
+use crate::load::{probe_until, start_load};
+use crate::measure::{bridge_cpu_split, cpu_snapshot, round2};
 
 pub(crate) fn python_with_deps() -> Option<PathBuf> {
     sccr_tests::python_venv(
@@ -48,23 +47,8 @@ pub(crate) async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {
             .unwrap_or(-1)
     };
     // Ready when its table exists and a probe message made it through.
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while count().await <= 0 {
-        if Instant::now() > ready_by {
-            bail!("the python bridge did not start");
-        }
-        let payload =
-            json!({"ts": EventTime::now().millis(), "readings": [{"m": "battery_v", "v": 12.0}]})
-                .to_string()
-                .into_bytes();
-        let _ = sccr_tests::publish_all(
-            broker.port,
-            "bench-probe",
-            vec![("sccr/v1/devices/probe/telemetry".into(), payload)],
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    probe_until(broker.port, "bench-probe", "the python bridge", || async { count().await > 0 })
+        .await?;
     let bridge_pid = bridge.id().unwrap_or(0);
     let (stop, _counters, task) = start_load(broker.port, 2_000, offered_msgs, "base")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -75,12 +59,7 @@ pub(crate) async fn baseline(offered_msgs: f64, secs: u64) -> Result<Value> {
     let _ = task.await;
     let _ = bridge.kill().await;
     let window = cpu1.at.duration_since(cpu0.at).as_secs_f64();
-    let mut cpu = cpu_split(&cpu0, &cpu1);
-    if let Some(o) = cpu.as_object_mut() {
-        if let Some(v) = o.remove("sccr_cores") {
-            o.insert("bridge_cores".into(), v);
-        }
-    }
+    let cpu = bridge_cpu_split(&cpu0, &cpu1);
     Ok(
         json!({ "readings_per_s": ((c1 - c0) as f64 / window).round(), "window_s": round2(window), "cpu": cpu }),
     )

@@ -13,9 +13,9 @@
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -26,8 +26,8 @@ use telemetry::{EventTime, Topic, TopicKind};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::load::start_load;
-use crate::measure::{cpu_snapshot, cpu_split, round2};
+use crate::load::{probe_until, start_load};
+use crate::measure::{bridge_cpu_split, cpu_snapshot, round2};
 use sccr_tests::{Broker, TestDb};
 
 /// Readings per batch, as SCCR's writer.
@@ -216,23 +216,12 @@ pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> 
         }
     });
     // Ready once a probe reading has been committed.
-    let ready_by = Instant::now() + Duration::from_secs(30);
-    while committed.load(Ordering::Relaxed) == 0 {
-        if Instant::now() > ready_by {
-            bail!("the ideal bridge did not commit a probe reading within 30 s");
-        }
-        let payload =
-            json!({"ts": EventTime::now().millis(), "readings": [{"m": "battery_v", "v": 12.0}]})
-                .to_string()
-                .into_bytes();
-        let _ = sccr_tests::publish_all(
-            broker.port,
-            "bench-ideal-probe",
-            vec![("sccr/v1/devices/probe/telemetry".into(), payload)],
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let probed = committed.clone();
+    probe_until(broker.port, "bench-ideal-probe", "the ideal bridge", || {
+        let n = probed.load(Ordering::Relaxed);
+        async move { n > 0 }
+    })
+    .await?;
     let (stop, _counters, task) = start_load(broker.port, devices, offered_msgs, "ideal")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let broker_pid = broker.pid().unwrap_or(0);
@@ -244,12 +233,7 @@ pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> 
     let _ = child.kill().await;
     reader.abort();
     let window = cpu1.at.duration_since(cpu0.at).as_secs_f64();
-    let mut cpu = cpu_split(&cpu0, &cpu1);
-    if let Some(o) = cpu.as_object_mut() {
-        if let Some(v) = o.remove("sccr_cores") {
-            o.insert("bridge_cores".into(), v);
-        }
-    }
+    let cpu = bridge_cpu_split(&cpu0, &cpu1);
     let rate = (c1 - c0) as f64 / window;
     let pg = cpu["postgres_cores"].as_f64().unwrap_or(0.0);
     Ok(json!({

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use simulator::{plan_fleet, run_simulation, SimulateConfig, SimulationCounters};
 use telemetry::segment::{parse_geojson, FLORENCE_SEED};
 use tokio::sync::watch;
@@ -42,4 +42,36 @@ pub(crate) fn start_load(
         Duration::from_secs(5),
     ));
     Ok((tx, counters, task))
+}
+
+/// Publish a probe reading every 200 ms until `ready` says a bridge under test has taken
+/// one in (its first commit), or fail after 30 s naming `what`.
+pub(crate) async fn probe_until<F, Fut>(
+    broker_port: u16,
+    client: &str,
+    what: &str,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} did not commit a probe reading within 30 s");
+        }
+        let payload = serde_json::json!({
+            "ts": telemetry::EventTime::now().millis(),
+            "readings": [{"m": "battery_v", "v": 12.0}],
+        });
+        let _ = sccr_tests::publish_all(
+            broker_port,
+            client,
+            vec![("sccr/v1/devices/probe/telemetry".into(), payload.to_string().into_bytes())],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
 }

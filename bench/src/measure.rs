@@ -60,6 +60,17 @@ pub(crate) fn cpu_snapshot(sccr: &[u32], broker: u32) -> CpuSnapshot {
     }
 }
 
+/// [`cpu_split`] for a bridge under test (its process in the `sccr` slot).
+pub(crate) fn bridge_cpu_split(a: &CpuSnapshot, b: &CpuSnapshot) -> Value {
+    let mut cpu = cpu_split(a, b);
+    if let Some(o) = cpu.as_object_mut() {
+        if let Some(v) = o.remove("sccr_cores") {
+            o.insert("bridge_cores".into(), v);
+        }
+    }
+    cpu
+}
+
 pub(crate) fn cpu_split(a: &CpuSnapshot, b: &CpuSnapshot) -> Value {
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
     let sccr: f64 = b.sccr.iter().zip(&a.sccr).map(|(x, y)| x - y).sum();
