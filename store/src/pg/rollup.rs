@@ -396,23 +396,30 @@ impl PgStore {
         device: Option<&telemetry::DeviceId>,
         metric: Option<MetricId>,
     ) -> Result<Vec<LatestValue>, StoreError> {
-        let rows = sqlx::query(
-            // `latest` holds the folded and merged readings; the newer ones are read raw.
-            // The latest time wins, and on equal times the larger value.
+        // Filters written only when given: a plan for "any device" would not use the
+        // key's index for one device.
+        let filter = match (device.is_some(), metric.is_some()) {
+            (true, true) => "device = $1 AND metric = $2",
+            (true, false) => "device = $1 AND $2::text IS NULL",
+            (false, true) => "$1::text IS NULL AND metric = $2",
+            (false, false) => "$1::text IS NULL AND $2::text IS NULL",
+        };
+        // `latest` holds the folded and merged readings; the newer ones are read raw. The
+        // latest time wins, and on equal times the larger value.
+        let sql = format!(
             "SELECT DISTINCT ON (device, metric) device, metric, time, value FROM (
-                 SELECT device, metric, time, value FROM latest
-                 WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
+                 SELECT device, metric, time, value FROM latest WHERE {filter}
                  UNION ALL
                  SELECT device, metric, time, value FROM readings
-                 WHERE time >= (SELECT at FROM minute_marks WHERE name = 'folded')
-                   AND ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR metric = $2)
+                 WHERE time >= (SELECT at FROM minute_marks WHERE name = 'folded') AND {filter}
              ) v
-             ORDER BY device, metric, time DESC, value DESC",
-        )
-        .bind(device.map(|d| d.as_str()))
-        .bind(metric.map(MetricId::as_str))
-        .fetch_all(&self.pool)
-        .await?;
+             ORDER BY device, metric, time DESC, value DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(device.map(|d| d.as_str()))
+            .bind(metric.map(MetricId::as_str))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(LatestValue {
