@@ -120,6 +120,19 @@ pub(crate) async fn end_to_end(
         depths.iter().map(f).sum::<f64>() / depths.len().max(1) as f64
     };
     let m = scrape(ports[0]).await;
+    // The server's log, for a look after the run.
+    let logs = sccr_tests::workspace_root().join("target/bench-results");
+    if std::fs::create_dir_all(&logs).is_ok() {
+        for p in &procs {
+            let _ = std::fs::copy(
+                &p.log,
+                logs.join(format!(
+                    "e2e-{devices}-{}",
+                    p.log.file_name().map_or_else(Default::default, |n| n.to_string_lossy())
+                )),
+            );
+        }
+    }
     Ok(json!({
         "instances": instances,
         "devices": devices,

@@ -127,6 +127,12 @@ fn ratios(limits: &Limits, ideal: &Value, e2e: &Value, baseline: Option<&Value>)
             (Some(e), Some(c)) if c > 0.0 => Some(round2(e / c)),
             _ => None,
         },
+        // The ideal pipeline streams too (small batches, a commit each): the database work
+        // any correct ingest needs per reading on this machine.
+        "postgres_cpu_per_reading_vs_ideal": match (e2e_cpu, ideal["postgres_cpu_us_per_reading"].as_f64()) {
+            (Some(e), Some(i)) if i > 0.0 => Some(round2(e / i)),
+            _ => None,
+        },
     })
 }
 

@@ -109,6 +109,12 @@ pub(crate) fn markdown(r: &Value) -> String {
             "| PostgreSQL CPU per stored reading, end to end | {} µs | `COPY` limit run {} µs per row | {} | ≤ 1.5 |\n",
             f(pg_e2e), f(&c["postgres_cpu_us_per_row"]), f(&r["ratios"]["postgres_cpu_per_reading_vs_copy"])
         ));
+        out.push_str(&format!(
+            "| the same against the ideal pipeline's | {} µs | ideal {} µs per reading | {} | |\n",
+            f(pg_e2e),
+            f(&i["postgres_cpu_us_per_reading"]),
+            f(&r["ratios"]["postgres_cpu_per_reading_vs_ideal"])
+        ));
     }
     let l = &r["latency"];
     out.push_str(&format!(

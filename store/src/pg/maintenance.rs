@@ -22,7 +22,7 @@ fn date_of_day(day: i64) -> Result<time::Date, StoreError> {
     )
 }
 
-fn partition_name(day: i64) -> Result<String, StoreError> {
+pub(super) fn partition_name(day: i64) -> Result<String, StoreError> {
     let d = date_of_day(day)?;
     Ok(format!("readings_p{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()))
 }
