@@ -52,7 +52,7 @@ async fn folded_until(pool: &sqlx::PgPool) -> Result<i64> {
 }
 
 /// Wait until the minute fold moves the folded mark past `after` (the rollup merger folds
-/// a minute 10 s after it ends).
+/// a 15 s step 10 s after it ends).
 async fn next_fold(pool: &sqlx::PgPool, after: i64) -> Result<i64> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -50,7 +50,7 @@ pub(crate) struct Plan {
     pub(crate) broker_secs: u64,
     pub(crate) copy_rows: usize,
     e2e_secs: u64,
-    /// End-to-end windows run from one minute fold to the next (about a minute), so the
+    /// End-to-end windows start and end just after a minute fold (every 15 s), so the
     /// database work they measure includes the fold of the readings they count.
     fold_aligned: bool,
     latency_samples: usize,

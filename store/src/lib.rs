@@ -4,11 +4,11 @@
 //! SQLite (the embedded store of `sccr demo`). The invariants kept here:
 //! - **Dedupe**: `readings` has the key (device, metric, time); a replayed reading inserts
 //!   nothing.
-//! - **Exact rollups**: on PostgreSQL a closed minute is written once, from its readings.
+//! - **Exact rollups**: on PostgreSQL closed time is written once, from its readings.
 //!   Each batch reads the sealed mark of `minute_marks` `FOR SHARE` in its transaction:
 //!   readings from the mark on are live and stored untagged; readings before it are late,
 //!   carry the batch's id, and the batch is registered in `rollup_pending`. The rollup
-//!   merger ([`maintenance`]) seals minutes a grace after they end (the mark's UPDATE waits
+//!   merger ([`maintenance`]) seals time in steps a grace after they end (the mark's UPDATE waits
 //!   for the batches in flight) and folds the untagged readings of the sealed range into
 //!   `rollup_1m`, the segment rollups and `latest` in the transaction that moves the folded
 //!   mark ([`PgStore::fold_minutes`]); it merges the committed batches of late readings as

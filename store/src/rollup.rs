@@ -1,8 +1,8 @@
 //! Rollups: partials per (device, metric, bucket), built from [`telemetry::Partial`]s, and
 //! their upkeep in the rollup levels and `latest` (the invariants are the crate's: exact
 //! rollups, real-time hours and days). On PostgreSQL the rollup merger
-//! ([`crate::maintenance::run_rollup_merger`], `pg/rollup.rs`) folds each closed minute
-//! once from its live readings, and merges the committed batches of late readings; history
+//! ([`crate::maintenance::run_rollup_merger`], `pg/rollup.rs`) folds closed time once
+//! from its live readings, in steps, and merges the committed batches of late readings; history
 //! reads the minutes not folded yet from the raw readings. SQLite merges each batch inside
 //! its own transaction (`sqlite/rollup.rs`).
 
@@ -69,7 +69,7 @@ impl Store {
     /// Bring the rollups and `latest` up to every reading stored so far: merge the
     /// pending batches and seal and fold up to the newest reading (or now, if later).
     /// Readings written later with earlier times take the late path. For imports,
-    /// benchmarks and tests; the rollup merger folds a minute once it has closed.
+    /// benchmarks and tests; the rollup merger folds a step once it has closed.
     pub async fn catch_up_rollups(&self) -> Result<MergeOutcome, StoreError> {
         let mut total = self.merge_all_rollups().await?;
         let newest = dispatch!(self, s => s.newest_unfolded().await)?;

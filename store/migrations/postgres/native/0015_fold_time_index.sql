@@ -5,6 +5,3 @@
 -- autovacuum's work-item list holds at a city's rates, and an unsummarized range is read
 -- by every query that uses the index.
 CREATE INDEX readings_time_brin ON readings USING brin (time) WITH (pages_per_range = 32);
-
--- A minute row is now inserted once (late readings update it rarely): pages may fill.
-ALTER TABLE rollup_1m SET (fillfactor = 100);
