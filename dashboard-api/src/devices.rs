@@ -225,9 +225,12 @@ pub(crate) async fn register(
     ))
 }
 
+/// `[lon, lat]` and the bearing of a device's position.
+type Position = ([f64; 2], Option<f64>);
+
 /// A device's `position`: `{"lon", "lat", "bearing_deg"?}` (WGS84 degrees; bearing
 /// clockwise from north, 0 to under 360), or null to clear it.
-fn position_field(v: &Value) -> Result<Option<([f64; 2], Option<f64>)>, ApiError> {
+fn position_field(v: &Value) -> Result<Option<Position>, ApiError> {
     const RULE: &str = "position must be null or {\"lon\": -180..180, \"lat\": -90..90, \"bearing_deg\": 0 to under 360 or null}";
     let Value::Object(o) = v else {
         return if v.is_null() { Ok(None) } else { Err(ApiError::bad_field("position", RULE)) };
