@@ -22,6 +22,7 @@
 //! keeps the harness working.
 
 mod baseline;
+mod cadastre_bench;
 mod checkpoint_bench;
 mod e2e;
 mod export_bench;
@@ -169,6 +170,9 @@ async fn run(quick: bool) -> Result<()> {
     eprintln!("== 8 export over HTTP");
     let export = export_bench::run(plan.quick).await?;
     eprintln!("{export}");
+    eprintln!("== 8b Road Cadastre");
+    let cadastre = cadastre_bench::run(plan.quick).await?;
+    eprintln!("{cadastre}");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 9 scaling");
@@ -195,6 +199,7 @@ async fn run(quick: bool) -> Result<()> {
         "stream": stream_core,
         "websocket": websocket,
         "export": export,
+        "cadastre": cadastre,
         "scaling": scaling,
         "ratios": ratios(&lim, &ideal, &e2e, Some(&base)),
         "duration_s": started.elapsed().as_secs(),
@@ -274,6 +279,9 @@ struct Args {
     /// Only the alert engine checkpoint benchmark, as JSON.
     #[arg(long)]
     checkpoint: bool,
+    /// Only the Road Cadastre benchmark (import of 25,000 segments, /api/v1/segments), as JSON.
+    #[arg(long)]
+    cadastre: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -326,6 +334,9 @@ fn main() -> Result<()> {
         }
         if args.export {
             return print_json(&export_bench::run(quick).await?);
+        }
+        if args.cadastre {
+            return print_json(&cadastre_bench::run(quick).await?);
         }
         if args.checkpoint {
             // The table goes to stderr, the JSON report to stdout.

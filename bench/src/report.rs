@@ -209,6 +209,23 @@ pub(crate) fn markdown(r: &Value) -> String {
             ));
         }
     }
+    let c = &r["cadastre"];
+    if c.is_object() {
+        out.push_str(&format!(
+            "| Road Cadastre import, {} segments ({} MiB, {}) | {} s; unchanged re-import with {} devices to link {} s | < {} s | | |\n",
+            f(&c["segments"]), f(&c["file_mib"]), c["crs"].as_str().unwrap_or("?"), f(&c["import_s"]), f(&c["devices"]), f(&c["reimport_unchanged_s"]), f(&c["goal_import_s"])
+        ));
+        for a in c["segments_api"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "| GET {} | p50 {} ms, p95 {} ms; {} features, {} KiB | | | |\n",
+                a["path"].as_str().unwrap_or("?"),
+                f(&a["p50_ms"]),
+                f(&a["p95_ms"]),
+                f(&a["features"]),
+                f(&a["kb"])
+            ));
+        }
+    }
     if let Some(rows) = r["scaling"].as_array() {
         for s in rows {
             out.push_str(&format!(

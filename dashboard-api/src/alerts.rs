@@ -403,22 +403,42 @@ pub async fn unshelve(
         .await
 }
 
-/// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the road segments, each with its
-/// live traffic state (that of its newest emitted window) in `properties`.
+/// `GET /api/v1/segments`: a GeoJSON FeatureCollection of the live road segments, each
+/// with its live traffic state (that of its newest emitted window) in `properties`;
+/// `bbox=` keeps those whose bounding box crosses an area (read through the store's
+/// bounding-box index), `zoom=` simplifies their geometry for that zoom level.
 pub async fn segments(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    Params::parse(raw.as_deref())?.finish()?;
-    let segments = state.store.segments().await?;
+    let mut p = Params::parse(raw.as_deref())?;
+    let bbox = p.take("bbox").map(|v| crate::params::bbox("bbox", &v)).transpose()?;
+    let zoom = p
+        .take("zoom")
+        .map(|v| {
+            crate::params::whole::<u8>(&v)
+                .filter(|z| *z <= 22)
+                .ok_or_else(|| ApiError::bad_param("zoom", "zoom must be a whole number 0..=22"))
+        })
+        .transpose()?;
+    p.finish()?;
+    let segments = match bbox {
+        Some(b) => state.store.segments_in(b).await?,
+        None => state.store.segments().await?,
+    };
+    let tolerance = zoom.map(telemetry::cadastre::geometry::zoom_tolerance);
     let features: Vec<Value> = segments
         .iter()
         .map(|s| {
             let live = state.hub.segment_state(&s.id);
+            let coordinates = match tolerance {
+                Some(t) => telemetry::cadastre::geometry::simplify(&s.coordinates, t),
+                None => s.coordinates.clone(),
+            };
             json!({
                 "type": "Feature",
                 "id": s.id,
-                "geometry": { "type": "LineString", "coordinates": s.coordinates },
+                "geometry": { "type": "LineString", "coordinates": coordinates },
                 "properties": {
                     "id": s.id,
                     "name": s.name,

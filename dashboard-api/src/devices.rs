@@ -42,6 +42,7 @@ fn device_view(state: &AppState, d: &DeviceDetail) -> Value {
         "decommissioned_at": d.decommissioned_at,
         "has_credentials": d.has_credentials,
         "gateway": d.gateway,
+        "position": d.position.map(|[lon, lat]| json!({"lon": lon, "lat": lat, "bearing_deg": d.bearing_deg})),
         "online": state.hub.device_online(&d.id, EventTime::now()),
     })
 }
@@ -224,7 +225,36 @@ pub(crate) async fn register(
     ))
 }
 
-/// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?, "gateway"?}`: a field given as
+/// `[lon, lat]` and the bearing of a device's position.
+type Position = ([f64; 2], Option<f64>);
+
+/// A device's `position`: `{"lon", "lat", "bearing_deg"?}` (WGS84 degrees; bearing
+/// clockwise from north, 0 to under 360), or null to clear it.
+fn position_field(v: &Value) -> Result<Option<Position>, ApiError> {
+    const RULE: &str = "position must be null or {\"lon\": -180..180, \"lat\": -90..90, \"bearing_deg\": 0 to under 360 or null}";
+    let Value::Object(o) = v else {
+        return if v.is_null() { Ok(None) } else { Err(ApiError::bad_field("position", RULE)) };
+    };
+    let num = |k: &str| o.get(k).and_then(Value::as_f64);
+    let known = o.keys().all(|k| ["lon", "lat", "bearing_deg"].contains(&k.as_str()));
+    let (Some(lon), Some(lat)) = (num("lon"), num("lat")) else {
+        return Err(ApiError::bad_field("position", RULE));
+    };
+    let bearing = match o.get("bearing_deg") {
+        None | Some(Value::Null) => None,
+        Some(b) => Some(
+            b.as_f64()
+                .filter(|b| (0.0..360.0).contains(b))
+                .ok_or_else(|| ApiError::bad_field("position", RULE))?,
+        ),
+    };
+    if !known || !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+        return Err(ApiError::bad_field("position", RULE));
+    }
+    Ok(Some(([lon, lat], bearing)))
+}
+
+/// `PATCH /api/v1/devices/{id}` `{"kind"?, "segment"?, "gateway"?, "position"?}`: a field given as
 /// `null` is emptied.
 pub(crate) async fn update(
     State(state): State<AppState>,
@@ -236,7 +266,12 @@ pub(crate) async fn update(
     let fields: serde_json::Map<String, Value> =
         json_body(&body, r#"{"kind": "...", "segment": "..." or null}"#)?;
     let mut update = DeviceUpdate::default();
+    let mut position = None;
     for (key, value) in &fields {
+        if key == "position" {
+            position = Some(position_field(value)?);
+            continue;
+        }
         let text = match value {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
@@ -250,7 +285,7 @@ pub(crate) async fn update(
                 return Err(ApiError::bad_field(
                     key,
                     format!(
-                        "unknown field {:?}; kind, segment and gateway can change",
+                        "unknown field {:?}; kind, segment, gateway and position can change",
                         key.chars().take(64).collect::<String>()
                     ),
                 ))
@@ -262,9 +297,15 @@ pub(crate) async fn update(
         Some(_) => state.store.device(&id).await?.and_then(|d| d.gateway),
         None => None,
     };
-    let Some(device) = state.store.update_device(&id, &update).await? else {
+    let Some(mut device) = state.store.update_device(&id, &update).await? else {
         return Err(ApiError::not_found(format!("device {id} does not exist")));
     };
+    if let Some(p) = position {
+        let (at, bearing) = p.map_or((None, None), |(at, b)| (Some(at), b));
+        state.store.set_device_position(&id, at, bearing).await?;
+        device.position = at;
+        device.bearing_deg = at.and(bearing);
+    }
     audit(&state, &who, "device.update", &format!("device/{id}"), Value::Object(fields)).await;
     let mut answer = json!({ "device": device_view(&state, &device) });
     if update.gateway.is_some() {

@@ -187,11 +187,15 @@ pub fn operations() -> Vec<Op> {
         Op::new("GET", "/api/v1/devices/{id}", READERS, "devices", "A device with its latest values", get(devices::one))
             .path_param("id", device_id(), "Device id")
             .ok(200, schemas::device_with_latest()),
-        Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind, road segment or gateway (null empties)", axum::routing::patch(devices::update))
+        Op::new("PATCH", "/api/v1/devices/{id}", ADMINS, "devices", "Change a device's kind, road segment, gateway or position (null empties)", axum::routing::patch(devices::update))
             .describe("When `gateway` is given, the answer's `broker` says whether the gateways' broker rights changed at once (`dynsec`), are pending, or what to run (`password_file`: `sccr mqtt-acl`); see POST /api/v1/devices.")
             .path_param("id", device_id(), "Device id")
             .body(json!({"type": "object", "additionalProperties": false,
-                "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null()}}))
+                "properties": {"kind": kind(), "segment": segment_id_or_null(), "gateway": device_id_or_null(),
+                    "position": {"type": ["object", "null"], "additionalProperties": false, "required": ["lon", "lat"],
+                        "description": "Where the device stands (WGS84) and the direction it faces (degrees clockwise from north); the next Road Cadastre import links it to the nearest segment by these",
+                        "properties": {"lon": {"type": "number", "minimum": -180, "maximum": 180}, "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                            "bearing_deg": {"type": ["number", "null"], "minimum": 0, "exclusiveMaximum": 360}}}}}))
             .example(json!({"segment": "viale-strozzi", "gateway": null}))
             .ok(200, schemas::device_one())
             .error(422, beyond),
@@ -212,7 +216,7 @@ pub fn operations() -> Vec<Op> {
             .required_query("metric", metric_id(), "Metric id, e.g. speed_kmh")
             .query("device", device_id(), "A device (or segment, or neither for the city). A device that does not exist is a 404; a known one without readings (decommissioned ones included) answers no points")
             .query("segment", segment_id(), "A road segment (404 when it does not exist)")
-            .query("bbox", bbox, "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
+            .query("bbox", bbox.clone(), "An area: min_lon,min_lat,max_lon,max_lat (the segments with a point inside)")
             .query("from", time(), "Start, inclusive (default: an hour before to). Dates are 00:00 UTC; relative times such as now-24h count from the request's arrival")
             .query("to", time(), "End, exclusive (default: now)")
             .query("step", step, "auto (default), raw, or a bucket width in whole minutes such as 15m. Buckets are aligned to the Unix epoch; a bucket cut by from or to counts only the readings inside [from, to), and covered_from/covered_to in the answer state the range counted")
@@ -246,6 +250,10 @@ pub fn operations() -> Vec<Op> {
             .error(406, "Accept names no format this operation produces")
             .error(422, beyond),
         Op::new("GET", "/api/v1/segments", READERS, "traffic", "Road segments as GeoJSON with their live state", get(alerts::segments))
+            .describe("The live (not retired) segments of the Road Cadastre, each with its traffic state. Without parameters, every segment with its full geometry. `bbox` keeps the segments whose bounding box crosses the area; `zoom` (a web-map zoom level) simplifies each geometry (Douglas-Peucker, tolerance half a pixel at that zoom; the ends are kept), for maps that draw the whole city.")
+            .query("bbox", bbox, "An area: min_lon,min_lat,max_lon,max_lat (the segments whose bounding box crosses it)")
+            .query("zoom", json!({"type": "integer", "minimum": 0, "maximum": 22}), "Web-map zoom level 0..=22: geometries simplified for it")
+            .error(422, "bbox has min after max")
             .ok(200, schemas::segment_answer()),
         Op::new("GET", "/api/v1/catalogue", READERS, "wall", "What screens show of each metric, the Level of Service bounds and the live figures", get(map::catalogue))
             .describe("One catalogue for every screen, built from the server's own definitions: each metric's id, labels (it, en), display unit (`unit`, with proper symbols) and stored unit (`unit_ascii`), decimals, plausible range (`min`, `max`), `kind` (gauge, count, bool, code), whether a chart's axis starts at zero (`zero_based`) and the figure that sums up a bucket (`aggregate`: avg, sum, last); the Level of Service grades with the speed ratio each lies above (`above_ratio`, null for F); the live hub's figures (`speed_fresh_s`, `device_online_s`); the kinds of the registered devices; the languages of the labels.")

@@ -124,7 +124,8 @@ const T0: i64 = 1_763_892_000_000;
 
 fn device_example() -> Value {
     json!({"id": DEVICE, "kind": "traffic_loop", "segment": SEGMENT, "registered_at": T0 - 86_400_000,
-        "decommissioned_at": null, "has_credentials": true, "gateway": null, "online": true})
+        "decommissioned_at": null, "has_credentials": true, "gateway": null,
+        "position": {"lon": 11.2471, "lat": 43.7808, "bearing_deg": 95.0}, "online": true})
 }
 
 fn latest_example() -> Value {

@@ -10,6 +10,7 @@ mod import;
 mod metrics;
 mod pipeline;
 mod progress;
+mod segments;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,6 +90,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// The Road Cadastre's road segments.
+    Segments {
+        #[command(subcommand)]
+        action: SegmentsAction,
+    },
     /// Check a configuration file (with its environment overrides): every problem at once,
     /// each naming its key, then exit.
     CheckConfig {
@@ -140,6 +146,19 @@ enum Command {
         /// The plugin's current file (the admin and service accounts); required.
         #[arg(long)]
         include: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SegmentsAction {
+    /// Import the city's Road Cadastre from a GeoJSON file (docs/cadastre.md): every
+    /// problem listed and nothing imported if there is one; changed segments get a new
+    /// version, missing ones are retired, devices with a position are linked.
+    Import {
+        #[command(flatten)]
+        config: ConfigFile,
+        #[command(flatten)]
+        args: segments::ImportArgs,
     },
 }
 
@@ -321,6 +340,12 @@ async fn run(command: Command) -> Result<()> {
             shutdown_signal().await;
             tracing::info!("shutdown requested; draining");
             running.shutdown().await;
+            Ok(())
+        }
+        Command::Segments { action: SegmentsAction::Import { config, args } } => {
+            let config = config.load()?;
+            let summary = segments::import(&config, &args).await?;
+            println!("{}", segments::describe(&summary));
             Ok(())
         }
         Command::Migrate { config } => {

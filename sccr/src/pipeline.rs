@@ -56,7 +56,25 @@ pub struct Running {
     api_stop: watch::Sender<bool>,
 }
 
+/// The store, migrated, seeded with the road segments of `segments.seed` (or the
+/// Florence seed) when it has none.
 pub async fn open_store(config: &Config) -> Result<Store> {
+    let store = connect_store(config).await?;
+    if store.segments().await?.is_empty() && store.retired_segments().await?.is_empty() {
+        let text = match &config.segments.seed {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading segments.seed {}", p.display()))?,
+            None => FLORENCE_SEED.to_owned(),
+        };
+        let segments = parse_geojson(&text).context("parsing segments.seed")?;
+        store.upsert_segments(&segments).await?;
+        tracing::info!(count = segments.len(), "seeded road segments");
+    }
+    Ok(store)
+}
+
+/// The store, migrated, as it is (no seed).
+pub async fn connect_store(config: &Config) -> Result<Store> {
     let db = &config.database;
     let r = &config.retention;
     let options = StoreOptions {
@@ -78,16 +96,6 @@ pub async fn open_store(config: &Config) -> Result<Store> {
         .await
         .context("connecting to the database (database.url)")?;
     store.migrate().await.context("applying migrations")?;
-    if store.segments().await?.is_empty() {
-        let text = match &config.segments.seed {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("reading segments.seed {}", p.display()))?,
-            None => FLORENCE_SEED.to_owned(),
-        };
-        let segments = parse_geojson(&text).context("parsing segments.seed")?;
-        store.upsert_segments(&segments).await?;
-        tracing::info!(count = segments.len(), "seeded road segments");
-    }
     Ok(store)
 }
 

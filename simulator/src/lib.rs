@@ -11,6 +11,7 @@
 pub mod day;
 pub mod fleet;
 pub mod profile;
+pub mod road_graph;
 pub mod simulate;
 
 pub use day::{City, Traffic, INCIDENT_DURATION_MS, INCIDENT_PERIOD_MS, INCIDENT_SEGMENT};

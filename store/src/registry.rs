@@ -26,6 +26,10 @@ pub struct DeviceDetail {
     pub has_credentials: bool,
     /// The gateway (itself a registered device) whose MQTT account publishes for this one.
     pub gateway: Option<DeviceId>,
+    /// Where it stands, `[lon, lat]` WGS84 (the cadastre import links it by this).
+    pub position: Option<[f64; 2]>,
+    /// The direction it faces, degrees clockwise from north (with a position only).
+    pub bearing_deg: Option<f64>,
 }
 
 /// Which devices to list: filters, then a page of `limit` devices with ids after `after`.

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod cadastre;
 pub mod codec;
 pub mod command;
 pub mod contract;

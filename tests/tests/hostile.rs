@@ -474,3 +474,114 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
     let (status, _) = http_get(port, "/api/v1/devices").await.unwrap();
     assert_eq!(status, 200);
 }
+
+/// Hostile Road Cadastre files for `sccr segments import`: each gets a clear error,
+/// imports nothing (the store keeps the segments it had), and the command's peak memory
+/// stays bounded (a 10^6-point line is counted, not held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cadastre_files_get_a_clear_error_import_nothing_and_bounded_memory() {
+    let db = TestDb::create().await.expect("database");
+    let dir = TempDir::new("hostile-cadastre").unwrap();
+    let config = dir.path.join("sccr.toml");
+    std::fs::write(&config, "").unwrap();
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let feature = |coords: &str| {
+        format!(
+            r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","properties":{{"id":"x"}},"geometry":{{"type":"LineString","coordinates":{coords}}}}}]}}"#
+        )
+    };
+    let mut million = String::with_capacity(20_000_000);
+    million.push('[');
+    for i in 0..1_000_000u32 {
+        if i > 0 {
+            million.push(',');
+        }
+        million.push_str(&format!("[{:.7},43.77]", 11.0 + f64::from(i) * 1e-7));
+    }
+    million.push(']');
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "huge coordinates",
+            feature("[[1e300,-1e300],[1.7e308,1.7e308]]").into_bytes(),
+            "is not a valid position after reprojection",
+        ),
+        (
+            "deeply nested JSON",
+            feature(&format!("{}{}", "[".repeat(200_000), "]".repeat(200_000))).into_bytes(),
+            "not a GeoJSON FeatureCollection",
+        ),
+        (
+            "a line of a million points",
+            feature(&million).into_bytes(),
+            "1000000 points, at most 100000",
+        ),
+        ("binary", vec![0xff, 0xfe, 0x00, 0x13], "UTF-8 text expected"),
+        ("not a collection", br#"{"type":"Feature"}"#.to_vec(), "not a GeoJSON FeatureCollection"),
+        (
+            "an empty collection",
+            br#"{"type":"FeatureCollection","features":[]}"#.to_vec(),
+            "holds no segment",
+        ),
+        (
+            "numbers as strings everywhere",
+            feature(r#"[["11.2","43.7"],["11.3","43.7"]]"#).into_bytes(),
+            "not a GeoJSON FeatureCollection",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = dir.path.join("hostile.geojson");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut child = sccr_tests::child_command(&sccr_tests::workspace_bin("sccr").unwrap())
+            .args(["segments", "import", "--config"])
+            .arg(&config)
+            .arg(&path)
+            .env("SCCR_DATABASE__URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The peak resident size (VmHWM) while it runs, sampled until it exits.
+        let pid = child.id();
+        let mut peak_kib = 0u64;
+        let status = loop {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(v) = s
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                {
+                    peak_kib = peak_kib.max(v.parse().unwrap_or(0));
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!status.success(), "{what}: accepted");
+        assert!(err.contains(expected), "{what}: {err}");
+        assert!(
+            err.contains("nothing imported") || err.contains("holds no segment"),
+            "{what}: {err}"
+        );
+        assert!(
+            peak_kib < 512 * 1024,
+            "{what}: peak RSS {peak_kib} KiB for a {} byte file",
+            bytes.len()
+        );
+        eprintln!(
+            "{what}: {} bytes, peak RSS {} MiB: {}",
+            bytes.len(),
+            peak_kib / 1024,
+            err.lines().last().unwrap_or("")
+        );
+    }
+    let segments: i64 = sqlx::query_scalar("SELECT count(*) FROM road_segments")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
+    assert!(segments <= 0, "nothing imported: {segments} segments");
+}

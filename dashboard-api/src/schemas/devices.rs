@@ -17,12 +17,15 @@ pub(super) fn device_fields() -> Map<String, Value> {
         "decommissioned_at": ms_or_null("When it was decommissioned"),
         "has_credentials": flag("Whether it has an MQTT password"),
         "gateway": text_or_null("The device it is reached through, or null"),
+        "position": json!({"type": ["object", "null"], "additionalProperties": false, "required": ["lon", "lat", "bearing_deg"],
+            "description": "Where it stands (WGS84) and the direction it faces (degrees clockwise from north, or null); null without a position. The Road Cadastre import links it to the nearest segment by these",
+            "properties": {"lon": {"type": "number"}, "lat": {"type": "number"}, "bearing_deg": {"type": ["number", "null"]}}}),
         "online": json!({"type": ["boolean", "null"], "description": "Whether it is online now; null when not heard from since the server started"}),
     });
     props.as_object().cloned().unwrap_or_default()
 }
 
-const DEVICE_ORDER: [&str; 8] = [
+const DEVICE_ORDER: [&str; 9] = [
     "id",
     "kind",
     "segment",
@@ -30,6 +33,7 @@ const DEVICE_ORDER: [&str; 8] = [
     "decommissioned_at",
     "has_credentials",
     "gateway",
+    "position",
     "online",
 ];
 

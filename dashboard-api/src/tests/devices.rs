@@ -114,6 +114,37 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     );
     assert_eq!(send(&s, "PATCH", "/api/v1/devices/nobody", "{}").await.0, StatusCode::NOT_FOUND);
 
+    // A position (and bearing) for the cadastre import's linking; null clears it.
+    let (st, body) = send(
+        &s,
+        "PATCH",
+        "/api/v1/devices/aq-3",
+        r#"{"position":{"lon":11.2471,"lat":43.7808,"bearing_deg":95}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["device"]["position"],
+        serde_json::json!({"lon": 11.2471, "lat": 43.7808, "bearing_deg": 95.0})
+    );
+    assert_eq!(get(&s, "/api/v1/devices/aq-3").await.1["device"]["position"]["lat"], 43.7808);
+    for bad in [
+        r#"{"position":{"lon":200,"lat":43}}"#,
+        r#"{"position":{"lon":11}}"#,
+        r#"{"position":{"lon":11,"lat":43,"bearing_deg":360}}"#,
+        r#"{"position":{"lon":11,"lat":43,"height":3}}"#,
+        r#"{"position":"11,43"}"#,
+    ] {
+        let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", bad).await;
+        assert_eq!(
+            (st, body["error"]["param"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("position")),
+            "{bad}: {body}"
+        );
+    }
+    let (st, body) = send(&s, "PATCH", "/api/v1/devices/aq-3", r#"{"position":null}"#).await;
+    assert_eq!((st, body["device"]["position"].clone()), (StatusCode::OK, Value::Null));
+
     let (st, body) = send(&s, "DELETE", "/api/v1/devices/aq-4", "").await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body["broker"]["applied"], false);

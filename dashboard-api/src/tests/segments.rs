@@ -50,6 +50,73 @@ async fn segments_are_geojson_with_their_live_state() {
 }
 
 #[tokio::test]
+async fn segments_filter_by_bbox_and_simplify_by_zoom() {
+    use serde_json::json;
+    let s = state().await;
+    let road = |id: &str, coordinates: Vec<[f64; 2]>| telemetry::RoadSegment {
+        id: telemetry::SegmentId::parse(id).unwrap(),
+        name: id.into(),
+        kind: "local".into(),
+        coordinates,
+        length_m: 1000.0,
+        lanes: 1,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 40.0,
+        capacity_vph: 600.0,
+    };
+    // A wiggly line of 201 points in the west, a straight one in the east.
+    let wiggly: Vec<[f64; 2]> = (0..=200)
+        .map(|i| [11.20 + f64::from(i) * 1e-4, 43.77 + if i % 2 == 0 { 0.0 } else { 2e-6 }])
+        .collect();
+    s.store
+        .upsert_segments(&[
+            road("west", wiggly.clone()),
+            road("east", vec![[11.30, 43.77], [11.31, 43.77]]),
+        ])
+        .await
+        .unwrap();
+    let ids = |body: &Value| -> Vec<String> {
+        body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (st, all) = get(&s, "/api/v1/segments").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(ids(&all), ["east", "west"], "no parameters: every segment, full geometry");
+    let west = &all["features"][1]["geometry"]["coordinates"];
+    assert_eq!(west.as_array().unwrap().len(), 201);
+    // A box crossing the west line between two of its points still finds it.
+    let (st, boxed) = get(&s, "/api/v1/segments?bbox=11.2005,43.76,11.2006,43.78").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(ids(&boxed), ["west"]);
+    // Zoom 12: the 2e-6 wiggle is far below a pixel, only the ends are left; zoom 22
+    // keeps it.
+    let (_, coarse) = get(&s, "/api/v1/segments?bbox=11.19,43.76,11.23,43.78&zoom=12").await;
+    let line = coarse["features"][0]["geometry"]["coordinates"].as_array().unwrap().clone();
+    assert_eq!(line.len(), 2);
+    assert_eq!(line[0], json!(wiggly[0]));
+    assert_eq!(line[1], json!(wiggly[200]));
+    let (_, fine) = get(&s, "/api/v1/segments?zoom=22").await;
+    let west = fine["features"].as_array().unwrap().iter().find(|f| f["id"] == "west").unwrap();
+    assert_eq!(west["geometry"]["coordinates"].as_array().unwrap().len(), 201);
+    // Bad parameters: the project's error body naming the parameter.
+    for (query, status) in [
+        ("zoom=23", StatusCode::BAD_REQUEST),
+        ("zoom=x", StatusCode::BAD_REQUEST),
+        ("bbox=1,2,3", StatusCode::BAD_REQUEST),
+        ("bbox=11.3,43.8,11.2,43.7", StatusCode::UNPROCESSABLE_ENTITY),
+        ("size=1", StatusCode::BAD_REQUEST),
+    ] {
+        let (st, body) = get(&s, &format!("/api/v1/segments?{query}")).await;
+        assert_eq!(st, status, "{query}: {body}");
+        assert!(body["error"].is_object() || body["error"].is_string(), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn segment_and_alert_frames_follow_the_subscription() {
     let s = state().await;
     let hub = s.hub.clone();

@@ -30,6 +30,8 @@ pub struct Config {
     pub writer: WriterSection,
     pub stream: StreamSection,
     pub segments: SegmentsSection,
+    /// `sccr segments import`: the property mapping and device linking.
+    pub cadastre: telemetry::cadastre::CadastreConfig,
     pub webhooks: WebhooksSection,
     pub wall: WallSection,
     /// The alert rules (the stream's rules document; see `stream::alert::rule`).

@@ -230,7 +230,7 @@ fn one_run_names_every_problem_in_plain_words() {
             // The sections in the order of their names, then the checks of values.
             "database.max_connections: must be a whole number, at least 1, got 1.5",
             "mqt: is not a section (did you mean [mqtt]?); the sections are mqtt, \
-             provisioning, database, retention, api, ingest, writer, stream, segments, webhooks, wall, alerts",
+             provisioning, database, retention, api, ingest, writer, stream, segments, cadastre, webhooks, wall, alerts",
             "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are host, port, \
              client_id, subscription, group, username, password, keep_alive, session_expiry, \
              receive_maximum",

@@ -200,6 +200,20 @@ impl Config {
             "stream.registry_refresh",
             "must be at least 1s",
         );
+        let c = &self.cadastre;
+        check(
+            c.link_max_distance_m.is_finite() && (1.0..=1_000.0).contains(&c.link_max_distance_m),
+            "cadastre.link_max_distance_m",
+            "must be 1..=1000 (metres)",
+        );
+        check((1..=16).contains(&c.default_lanes), "cadastre.default_lanes", "must be 1..=16");
+        check(
+            (5.0..=150.0).contains(&c.default_speed_limit_kmh),
+            "cadastre.default_speed_limit_kmh",
+            "must be 5..=150 (km/h)",
+        );
+        check(!c.id_property.is_empty(), "cadastre.id_property", "must not be empty");
+        check(c.default_class.len() <= 64, "cadastre.default_class", "must be at most 64 bytes");
         let w = &self.webhooks;
         check(!w.source.trim().is_empty(), "webhooks.source", "must not be empty");
         check(

@@ -6,9 +6,10 @@
 //! One file per domain: `readings` (dedupe, exact rollups, latest values, dead letters,
 //! retention), `history` (levels, subjects, steps and gaps against a recount), `alerts`
 //! (the lifecycle, alarm states, clears by key, listing), `registry` (segments, devices,
-//! gateways, tokens) and `stream_state`; [`run_all`] runs them all.
+//! gateways, tokens), `cadastre` (versioned imports, device links, area queries) and `stream_state`; [`run_all`] runs them all.
 
 mod alerts;
+mod cadastre;
 mod history;
 mod readings;
 mod registry;
@@ -26,6 +27,7 @@ pub use alerts::{
     alert_lifecycle_is_recorded_and_duplicate_raises_are_refused,
     alert_listing_filters_and_pages_by_cursor, automatic_clear_by_key_leaves_other_keys_open,
 };
+pub use cadastre::cadastre_import_is_versioned_and_links_devices;
 pub use history::{
     answers_count_readings_not_yet_rolled_up,
     automatic_resolution_and_subjects_agree_with_a_recount, gaps_are_filled_on_request,
@@ -113,4 +115,5 @@ pub async fn run_all(store: &Store) {
     gateways_link_devices_until_either_is_decommissioned(store).await;
     a_sole_token_revokes_the_others_of_its_name(store).await;
     devices_are_placed_in_id_order_on_their_segments(store).await;
+    cadastre_import_is_versioned_and_links_devices(store).await;
 }

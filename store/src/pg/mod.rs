@@ -7,6 +7,7 @@
 
 mod access;
 mod alert;
+mod cadastre;
 mod commands;
 pub mod copy;
 mod dead_letter_log;
@@ -120,6 +121,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
             native: include_str!("../../migrations/postgres/native/0015_fold_time_index.sql"),
             timescale: include_str!("../../migrations/postgres/timescale/0015_fold_time_index.sql"),
         },
+    ),
+    (
+        16,
+        "cadastre",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0016_cadastre.sql")),
     ),
 ];
 

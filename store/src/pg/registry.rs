@@ -8,7 +8,25 @@ use super::{et, ts, PgStore};
 use crate::registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedRow};
 use crate::{parse_device, parse_segment, DeviceRecord, StoreError};
 
-const COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
+const COLUMNS: &str = "id, kind, segment_id, registered_at, decommissioned_at, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id, lon, lat, bearing_deg";
+
+pub(super) const SEGMENT_COLUMNS: &str =
+    "id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph";
+
+pub(super) fn segment(row: &PgRow) -> Result<RoadSegment, StoreError> {
+    let coords: sqlx::types::Json<Vec<[f64; 2]>> = row.try_get("coordinates")?;
+    Ok(RoadSegment {
+        id: parse_segment(row.try_get("id")?)?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        coordinates: coords.0,
+        length_m: row.try_get("length_m")?,
+        lanes: row.try_get::<i32, _>("lanes")? as u32,
+        speed_limit_kmh: row.try_get("speed_limit_kmh")?,
+        free_flow_kmh: row.try_get("free_flow_kmh")?,
+        capacity_vph: row.try_get("capacity_vph")?,
+    })
+}
 
 fn device(row: &PgRow) -> Result<DeviceDetail, StoreError> {
     Ok(DeviceDetail {
@@ -21,6 +39,14 @@ fn device(row: &PgRow) -> Result<DeviceDetail, StoreError> {
             .map(et),
         has_credentials: row.try_get("has_credentials")?,
         gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
+        position: match (
+            row.try_get::<Option<f64>, _>("lon")?,
+            row.try_get::<Option<f64>, _>("lat")?,
+        ) {
+            (Some(lon), Some(lat)) => Some([lon, lat]),
+            _ => None,
+        },
+        bearing_deg: row.try_get("bearing_deg")?,
     })
 }
 
@@ -29,12 +55,15 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         for s in segments {
             let coords = serde_json::to_value(&s.coordinates).unwrap_or_default();
+            let [min_lon, min_lat, max_lon, max_lat] = crate::cadastre::bbox(&s.coordinates);
             sqlx::query(
-                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph,
+                                            min_lon, min_lat, max_lon, max_lat)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, coordinates = excluded.coordinates,
                    length_m = excluded.length_m, lanes = excluded.lanes, speed_limit_kmh = excluded.speed_limit_kmh,
-                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph",
+                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph,
+                   min_lon = excluded.min_lon, min_lat = excluded.min_lat, max_lon = excluded.max_lon, max_lat = excluded.max_lat",
             )
             .bind(s.id.as_str())
             .bind(&s.name)
@@ -45,6 +74,10 @@ impl PgStore {
             .bind(s.speed_limit_kmh)
             .bind(s.free_flow_kmh)
             .bind(s.capacity_vph)
+            .bind(min_lon)
+            .bind(min_lat)
+            .bind(max_lon)
+            .bind(max_lat)
             .execute(&mut *tx)
             .await?;
         }
@@ -52,28 +85,14 @@ impl PgStore {
         Ok(())
     }
 
+    /// The live (not retired) segments in id order.
     pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph FROM road_segments ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM road_segments WHERE retired_at IS NULL ORDER BY id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let coords: sqlx::types::Json<Vec<[f64; 2]>> = row.try_get("coordinates")?;
-                Ok(RoadSegment {
-                    id: parse_segment(row.try_get("id")?)?,
-                    name: row.try_get("name")?,
-                    kind: row.try_get("kind")?,
-                    coordinates: coords.0,
-                    length_m: row.try_get("length_m")?,
-                    lanes: row.try_get::<i32, _>("lanes")? as u32,
-                    speed_limit_kmh: row.try_get("speed_limit_kmh")?,
-                    free_flow_kmh: row.try_get("free_flow_kmh")?,
-                    capacity_vph: row.try_get("capacity_vph")?,
-                })
-            })
-            .collect()
+        rows.iter().map(segment).collect()
     }
 
     pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 
 mod access;
 mod alert;
+mod cadastre;
 mod commands;
 mod dead_letter_log;
 mod export;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "retention horizons", include_str!("../../migrations/sqlite/0008_retention_horizons.sql")),
     (9, "stream state parts", include_str!("../../migrations/sqlite/0009_stream_state_parts.sql")),
     (10, "alarm handling", include_str!("../../migrations/sqlite/0010_alarm_handling.sql")),
+    (11, "cadastre", include_str!("../../migrations/sqlite/0011_cadastre.sql")),
 ];
 
 #[derive(Debug, Clone)]

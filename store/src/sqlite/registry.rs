@@ -8,7 +8,27 @@ use super::SqliteStore;
 use crate::registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedRow};
 use crate::{parse_device, parse_segment, DeviceRecord, StoreError};
 
-const COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id";
+const COLUMNS: &str = "id, kind, segment_id, registered_at_ms, decommissioned_at_ms, mqtt_password_hash IS NOT NULL AS has_credentials, gateway_id, lon, lat, bearing_deg";
+
+pub(super) const SEGMENT_COLUMNS: &str =
+    "id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph";
+
+pub(super) fn segment(row: &SqliteRow) -> Result<RoadSegment, StoreError> {
+    let text: String = row.try_get("coordinates")?;
+    let coordinates = serde_json::from_str(&text)
+        .map_err(|_| StoreError::Corrupt { what: "coordinates", value: text })?;
+    Ok(RoadSegment {
+        id: parse_segment(row.try_get("id")?)?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        coordinates,
+        length_m: row.try_get("length_m")?,
+        lanes: row.try_get::<i64, _>("lanes")? as u32,
+        speed_limit_kmh: row.try_get("speed_limit_kmh")?,
+        free_flow_kmh: row.try_get("free_flow_kmh")?,
+        capacity_vph: row.try_get("capacity_vph")?,
+    })
+}
 
 fn device(row: &SqliteRow) -> Result<DeviceDetail, StoreError> {
     Ok(DeviceDetail {
@@ -19,6 +39,14 @@ fn device(row: &SqliteRow) -> Result<DeviceDetail, StoreError> {
         decommissioned_at: row.try_get::<Option<i64>, _>("decommissioned_at_ms")?.map(EventTime),
         has_credentials: row.try_get("has_credentials")?,
         gateway: row.try_get::<Option<String>, _>("gateway_id")?.map(parse_device).transpose()?,
+        position: match (
+            row.try_get::<Option<f64>, _>("lon")?,
+            row.try_get::<Option<f64>, _>("lat")?,
+        ) {
+            (Some(lon), Some(lat)) => Some([lon, lat]),
+            _ => None,
+        },
+        bearing_deg: row.try_get("bearing_deg")?,
     })
 }
 
@@ -27,12 +55,15 @@ impl SqliteStore {
         let mut tx = self.writer.begin().await?;
         for s in segments {
             let coords = serde_json::to_string(&s.coordinates).unwrap_or_default();
+            let [min_lon, min_lat, max_lon, max_lat] = crate::cadastre::bbox(&s.coordinates);
             sqlx::query(
-                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO road_segments (id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph,
+                                            min_lon, min_lat, max_lon, max_lat)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, coordinates = excluded.coordinates,
                    length_m = excluded.length_m, lanes = excluded.lanes, speed_limit_kmh = excluded.speed_limit_kmh,
-                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph",
+                   free_flow_kmh = excluded.free_flow_kmh, capacity_vph = excluded.capacity_vph,
+                   min_lon = excluded.min_lon, min_lat = excluded.min_lat, max_lon = excluded.max_lon, max_lat = excluded.max_lat",
             )
             .bind(s.id.as_str())
             .bind(&s.name)
@@ -43,6 +74,10 @@ impl SqliteStore {
             .bind(s.speed_limit_kmh)
             .bind(s.free_flow_kmh)
             .bind(s.capacity_vph)
+            .bind(min_lon)
+            .bind(min_lat)
+            .bind(max_lon)
+            .bind(max_lat)
             .execute(&mut *tx)
             .await?;
         }
@@ -50,30 +85,14 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The live (not retired) segments in id order.
     pub async fn segments(&self) -> Result<Vec<RoadSegment>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, coordinates, length_m, lanes, speed_limit_kmh, free_flow_kmh, capacity_vph FROM road_segments ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM road_segments WHERE retired_at_ms IS NULL ORDER BY id"
+        ))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let text: String = row.try_get("coordinates")?;
-                let coordinates = serde_json::from_str(&text)
-                    .map_err(|_| StoreError::Corrupt { what: "coordinates", value: text })?;
-                Ok(RoadSegment {
-                    id: parse_segment(row.try_get("id")?)?,
-                    name: row.try_get("name")?,
-                    kind: row.try_get("kind")?,
-                    coordinates,
-                    length_m: row.try_get("length_m")?,
-                    lanes: row.try_get::<i64, _>("lanes")? as u32,
-                    speed_limit_kmh: row.try_get("speed_limit_kmh")?,
-                    free_flow_kmh: row.try_get("free_flow_kmh")?,
-                    capacity_vph: row.try_get("capacity_vph")?,
-                })
-            })
-            .collect()
+        rows.iter().map(segment).collect()
     }
 
     pub async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), StoreError> {
