@@ -13,6 +13,7 @@ mod dead_letter_log;
 mod export;
 mod history;
 mod maintenance;
+mod operations;
 pub(crate) mod outbox;
 mod registry;
 mod rollup;
@@ -121,6 +122,7 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
             timescale: include_str!("../../migrations/postgres/timescale/0015_fold_time_index.sql"),
         },
     ),
+    (17, "operations", MigrationSql::Common(include_str!("../../migrations/postgres/0017_operations.sql"))),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
