@@ -146,6 +146,7 @@ pub fn operations() -> Vec<Op> {
             .body(body_schema(&["kind", "title", "severity", "agency", "planned"]))
             .example(json!({"kind": "roadworks", "title": "Gas main works on Lungarno Torrigiani", "severity": "moderate", "agency": "utilities", "segments": [], "point": [11.2571, 43.7664], "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-06T18:00:00Z"}, "external_ref": "PERM-2026-0412"}))
             .ok(201, one())
+            .also_ok(200, "The same Idempotency-Key and body were seen before from this token: the operation created then")
             .error(403, "A planner creating anything but a planned roadworks or event")
             .error(409, "The Idempotency-Key was used for another request")
             .error(422, "The planned window ends before it starts, a segment does not exist, the area crosses itself, or no segment, point or area is given (param names the field)"),
@@ -252,7 +253,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .trim()
         .to_owned();
     if k.is_empty() || k.len() > MAX_KEY {
-        return Err(ApiError::bad_param("Idempotency-Key", format!("must be 1 to {MAX_KEY} characters")));
+        return Err(ApiError::bad_param(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_KEY} characters"),
+        ));
     }
     Ok(Some(k))
 }
@@ -260,7 +264,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// The body as a JSON object, with 400 naming `body` otherwise.
 fn object(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
     if body.len() > MAX_BODY {
-        return Err(ApiError::bad_field("body", format!("the body is over {} KiB", MAX_BODY / 1024)));
+        return Err(ApiError::bad_field(
+            "body",
+            format!("the body is over {} KiB", MAX_BODY / 1024),
+        ));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -271,8 +278,18 @@ fn object(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiError> {
 
 /// Fields a PATCH or a creation may set.
 const EDITABLE: &[&str] = &[
-    "kind", "title", "description", "severity", "agency", "segments", "point", "area",
-    "closes_road", "planned", "linked_alerts", "external_ref",
+    "kind",
+    "title",
+    "description",
+    "severity",
+    "agency",
+    "segments",
+    "point",
+    "area",
+    "closes_road",
+    "planned",
+    "linked_alerts",
+    "external_ref",
 ];
 
 /// `op` with `fields` set, read as an operation again (400 naming the field it fails on).
@@ -285,7 +302,10 @@ fn merged(op: &Operation, fields: &serde_json::Map<String, Value>) -> Result<Ope
                 "notes" => " (add one with POST …/notes)",
                 _ => "",
             };
-            return Err(ApiError::bad_field(k, format!("{k} cannot be set here{hint}; fields: {}", EDITABLE.join(", "))));
+            return Err(ApiError::bad_field(
+                k,
+                format!("{k} cannot be set here{hint}; fields: {}", EDITABLE.join(", ")),
+            ));
         }
         v[k] = val.clone();
     }
@@ -336,7 +356,9 @@ async fn create(
         None | Some(Value::Null) => OperationStatus::Planned,
         Some(Value::String(s)) if s == "planned" => OperationStatus::Planned,
         Some(Value::String(s)) if s == "active" => OperationStatus::Active,
-        Some(_) => return Err(ApiError::bad_field("status", "a new operation is planned or active")),
+        Some(_) => {
+            return Err(ApiError::bad_field("status", "a new operation is planned or active"))
+        }
     };
     for required in ["kind", "title", "severity", "agency", "planned"] {
         if !fields.contains_key(required) {
@@ -362,10 +384,7 @@ async fn create(
         area: None,
         closes_road: false,
         planned: PlannedWindow { from: now, to: now },
-        actual: ActualWindow {
-            from: (status == OperationStatus::Active).then_some(now),
-            to: None,
-        },
+        actual: ActualWindow { from: (status == OperationStatus::Active).then_some(now), to: None },
         notes: Vec::new(),
         linked_alerts: Vec::new(),
         external_ref: None,
@@ -398,7 +417,10 @@ async fn create(
     }
 }
 
-async fn fetch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn fetch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     match state.store.operation(&id).await? {
         Some(op) => Ok(answer(StatusCode::OK, &op)),
         None => Err(ApiError::not_found(format!("operation {id} does not exist"))),
@@ -416,7 +438,10 @@ async fn patch(
         return Err(ApiError {
             status: StatusCode::PRECONDITION_REQUIRED,
             code: "precondition_required",
-            ..ApiError::bad_param("If-Match", "a change needs If-Match with the version read (its ETag)")
+            ..ApiError::bad_param(
+                "If-Match",
+                "a change needs If-Match with the version read (its ETag)",
+            )
         });
     };
     let fields = object(&body)?;
@@ -424,7 +449,11 @@ async fn patch(
         return Err(ApiError::not_found(format!("operation {id} does not exist")));
     };
     if current.version != version {
-        return Err(refused(StoreError::OperationVersion { id, expected: version, current: current.version }));
+        return Err(refused(StoreError::OperationVersion {
+            id,
+            expected: version,
+            current: current.version,
+        }));
     }
     if current.status.is_final() {
         return Err(refused(StoreError::OperationFinal { id, status: current.status.as_str() }));
@@ -465,7 +494,8 @@ async fn move_status(
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let parsed: StatusBody = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let message = format!("the body must be {{\"status\": …, \"at\": RFC 3339}}: {}", e.inner());
+        let message =
+            format!("the body must be {{\"status\": …, \"at\": RFC 3339}}: {}", e.inner());
         match path.as_str() {
             // A date-time the schema admits may still be outside years 1970..=9999.
             "at" => ApiError::unprocessable("at", message),
@@ -512,21 +542,30 @@ async fn add_note(
     Ok(answer(StatusCode::OK, &op))
 }
 
-async fn history(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if state.store.operation(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("operation {id} does not exist")));
     }
     Ok(Json(json!({ "changes": state.store.operation_changes(&id).await? })))
 }
 
-async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
     let mut p = Params::parse(raw.as_deref())?;
     let now = EventTime::now();
     let mut f = OperationFilter { limit: 100, ..Default::default() };
     if let Some(s) = p.take("status") {
         for word in s.split(',') {
             let st = OperationStatus::parse(word).ok_or_else(|| {
-                ApiError::bad_param("status", format!("{word:?} is not a status: {}", OperationStatus::names()))
+                ApiError::bad_param(
+                    "status",
+                    format!("{word:?} is not a status: {}", OperationStatus::names()),
+                )
             })?;
             if !f.statuses.contains(&st) {
                 f.statuses.push(st);
@@ -613,7 +652,8 @@ async fn impact(
             };
             let h = if to > from { Some(state.store.history(&q).await?) } else { None };
             let points = h.as_ref().map(|h| h.points.as_slice()).unwrap_or_default();
-            let (sum, count) = points.iter().fold((0.0, 0i64), |(s, c), p| (s + p.sum, c + p.count));
+            let (sum, count) =
+                points.iter().fold((0.0, 0i64), |(s, c), p| (s + p.sum, c + p.count));
             entry.insert(
                 name.into(),
                 json!({

@@ -242,7 +242,10 @@ pub fn operation_alert(op: &Operation) -> Value {
     if let Some(area) = &op.area {
         m.insert("location".into(), json!({ "type": "GeoProperty", "value": area }));
     } else if let Some(p) = op.point {
-        m.insert("location".into(), json!({ "type": "GeoProperty", "value": { "type": "Point", "coordinates": p } }));
+        m.insert(
+            "location".into(),
+            json!({ "type": "GeoProperty", "value": { "type": "Point", "coordinates": p } }),
+        );
     }
     entity("Alert", &op.id, m)
 }

@@ -217,8 +217,15 @@ fn check_text(field: &str, s: &str, max: usize, required: bool) -> Result<(), St
 
 fn check_position(field: &str, p: [f64; 2]) -> Result<(), StoreError> {
     let [lon, lat] = p;
-    if !lon.is_finite() || !lat.is_finite() || !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
-        return Err(invalid(field, format!("{field}: [{lon}, {lat}] is not a WGS84 [lon, lat] position")));
+    if !lon.is_finite()
+        || !lat.is_finite()
+        || !(-180.0..=180.0).contains(&lon)
+        || !(-90.0..=90.0).contains(&lat)
+    {
+        return Err(invalid(
+            field,
+            format!("{field}: [{lon}, {lat}] is not a WGS84 [lon, lat] position"),
+        ));
     }
     Ok(())
 }
@@ -244,7 +251,8 @@ fn segments_cross(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> bool {
 /// WGS84, whose edges do not cross, at most [`MAX_AREA_POSITIONS`] positions in all.
 pub fn polygon_rings(area: &serde_json::Value) -> Result<Vec<Vec<[f64; 2]>>, StoreError> {
     let bad = |m: String| invalid("area", m);
-    let obj = area.as_object().ok_or_else(|| bad("area must be a GeoJSON Polygon object".into()))?;
+    let obj =
+        area.as_object().ok_or_else(|| bad("area must be a GeoJSON Polygon object".into()))?;
     if obj.get("type").and_then(|t| t.as_str()) != Some("Polygon") {
         return Err(bad("area must be a GeoJSON object with \"type\": \"Polygon\"".into()));
     }
@@ -258,14 +266,19 @@ pub fn polygon_rings(area: &serde_json::Value) -> Result<Vec<Vec<[f64; 2]>>, Sto
     let mut out = Vec::with_capacity(rings.len());
     let mut total = 0usize;
     for (i, ring) in rings.iter().enumerate() {
-        let ring = ring.as_array().ok_or_else(|| bad(format!("area ring {i} must be an array of positions")))?;
+        let ring = ring
+            .as_array()
+            .ok_or_else(|| bad(format!("area ring {i} must be an array of positions")))?;
         total += ring.len();
         if total > MAX_AREA_POSITIONS {
             return Err(bad(format!("area holds more than {MAX_AREA_POSITIONS} positions")));
         }
         let mut positions = Vec::with_capacity(ring.len());
         for (j, p) in ring.iter().enumerate() {
-            let pair = p.as_array().filter(|a| a.len() == 2).and_then(|a| Some([a[0].as_f64()?, a[1].as_f64()?]));
+            let pair = p
+                .as_array()
+                .filter(|a| a.len() == 2)
+                .and_then(|a| Some([a[0].as_f64()?, a[1].as_f64()?]));
             let Some(pair) = pair else {
                 return Err(bad(format!("area ring {i} position {j} must be [lon, lat]")));
             };
@@ -276,12 +289,15 @@ pub fn polygon_rings(area: &serde_json::Value) -> Result<Vec<Vec<[f64; 2]>>, Sto
             return Err(bad(format!("area ring {i} must have at least 4 positions")));
         }
         if positions.first() != positions.last() {
-            return Err(bad(format!("area ring {i} is not closed (its last position must repeat its first)")));
+            return Err(bad(format!(
+                "area ring {i} is not closed (its last position must repeat its first)"
+            )));
         }
         let n = positions.len() - 1;
         for a in 0..n {
             for b in a + 1..n {
-                let (p1, p2, q1, q2) = (positions[a], positions[a + 1], positions[b], positions[b + 1]);
+                let (p1, p2, q1, q2) =
+                    (positions[a], positions[a + 1], positions[b], positions[b + 1]);
                 if segments_cross(p1, p2, q1, q2) {
                     return Err(bad(format!("area ring {i} crosses itself (edges {a} and {b})")));
                 }
@@ -319,9 +335,15 @@ impl Operation {
             check_text("description", d, MAX_DESCRIPTION, false)?;
         }
         let agency_ok = (1..=64).contains(&self.agency.len())
-            && self.agency.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && self
+                .agency
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !agency_ok {
-            return Err(invalid("agency", "agency must be 1 to 64 characters of a-z, 0-9, _ and -"));
+            return Err(invalid(
+                "agency",
+                "agency must be 1 to 64 characters of a-z, 0-9, _ and -",
+            ));
         }
         if self.segments.len() > MAX_SEGMENTS {
             return Err(invalid("segments", format!("at most {MAX_SEGMENTS} segments")));
@@ -347,7 +369,10 @@ impl Operation {
         }
         if let (Some(from), Some(to)) = (self.actual.from, self.actual.to) {
             if to < from {
-                return Err(invalid("actual.to", "the actual window must not end before it starts"));
+                return Err(invalid(
+                    "actual.to",
+                    "the actual window must not end before it starts",
+                ));
             }
         }
         if self.notes.len() > MAX_NOTES {
@@ -357,7 +382,10 @@ impl Operation {
             check_text("text", &n.text, MAX_NOTE, true)?;
         }
         if self.linked_alerts.len() > MAX_LINKED_ALERTS {
-            return Err(invalid("linked_alerts", format!("at most {MAX_LINKED_ALERTS} linked alerts")));
+            return Err(invalid(
+                "linked_alerts",
+                format!("at most {MAX_LINKED_ALERTS} linked alerts"),
+            ));
         }
         if self.linked_alerts.iter().any(|a| *a < 1) {
             return Err(invalid("linked_alerts", "alert ids are positive integers"));
@@ -378,7 +406,9 @@ impl Operation {
         positions.iter().fold(None, |b, p| {
             Some(match b {
                 None => [p[0], p[1], p[0], p[1]],
-                Some([a, b, c, d]) => [f64::min(a, p[0]), f64::min(b, p[1]), f64::max(c, p[0]), f64::max(d, p[1])],
+                Some([a, b, c, d]) => {
+                    [f64::min(a, p[0]), f64::min(b, p[1]), f64::max(c, p[0]), f64::max(d, p[1])]
+                }
             })
         })
     }
@@ -521,11 +551,15 @@ impl Store {
         if op.segments.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<SegmentId> = op.segments.iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
+        let ids: Vec<SegmentId> =
+            op.segments.iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
         let unknown = self.unknown_segments(&ids).await?;
         if !unknown.is_empty() {
             let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-            return Err(invalid("segments", format!("unknown road segment(s): {}", names.join(", "))));
+            return Err(invalid(
+                "segments",
+                format!("unknown road segment(s): {}", names.join(", ")),
+            ));
         }
         let all = self.segments().await?;
         Ok(all
@@ -539,7 +573,13 @@ impl Store {
         op.validate()?;
         let lines = self.segment_lines(op).await?;
         let (from_ms, to_ms) = op.window();
-        Ok(OperationRow { op, body: serde_json::to_string(op).unwrap_or_default(), from_ms, to_ms, bbox: op.bbox(&lines) })
+        Ok(OperationRow {
+            op,
+            body: serde_json::to_string(op).unwrap_or_default(),
+            from_ms,
+            to_ms,
+            bbox: op.bbox(&lines),
+        })
     }
 
     /// Store a new operation (version 1) with its trail entry and `created` event, or, for
@@ -562,10 +602,15 @@ impl Store {
         }
         let key = key.unwrap_or_default();
         match dispatch!(self, s => s.operation_by_key(&op.created_by, key).await)? {
-            Some((existing, digest)) if digest.as_deref() == Some(request_digest) => Ok(Created::Existing(existing)),
+            Some((existing, digest)) if digest.as_deref() == Some(request_digest) => {
+                Ok(Created::Existing(existing))
+            }
             Some((existing, _)) => Ok(Created::KeyReused(existing.id)),
             // Lost to a concurrent creation that was then rolled back: nothing stored.
-            None => Err(invalid("Idempotency-Key", "the key is in use by a request still in flight; retry")),
+            None => Err(invalid(
+                "Idempotency-Key",
+                "the key is in use by a request still in flight; retry",
+            )),
         }
     }
 
@@ -597,11 +642,17 @@ impl Store {
         let mut after = None;
         loop {
             let page = self
-                .operations(&OperationFilter { after: after.clone(), limit: MAX_PAGE, ..Default::default() })
+                .operations(&OperationFilter {
+                    after: after.clone(),
+                    limit: MAX_PAGE,
+                    ..Default::default()
+                })
                 .await?;
-            out.extend(page.operations.into_iter().filter(|o| {
-                o.status == OperationStatus::Active || o.window().0 < until.millis()
-            }));
+            out.extend(
+                page.operations.into_iter().filter(|o| {
+                    o.status == OperationStatus::Active || o.window().0 < until.millis()
+                }),
+            );
             match page.next_cursor {
                 Some(c) => after = Some(c),
                 None => return Ok(out),
@@ -638,11 +689,18 @@ impl Store {
             };
             if let Some(v) = expected {
                 if v != before.version {
-                    return Err(StoreError::OperationVersion { id: id.to_owned(), expected: v, current: before.version });
+                    return Err(StoreError::OperationVersion {
+                        id: id.to_owned(),
+                        expected: v,
+                        current: before.version,
+                    });
                 }
             }
             if before.status.is_final() {
-                return Err(StoreError::OperationFinal { id: id.to_owned(), status: before.status.as_str() });
+                return Err(StoreError::OperationFinal {
+                    id: id.to_owned(),
+                    status: before.status.as_str(),
+                });
             }
             let mut after = before.clone();
             change(&mut after)?;
@@ -663,7 +721,11 @@ impl Store {
             }
             if expected.is_some() {
                 let current = self.operation(id).await?.map_or(before.version, |o| o.version);
-                return Err(StoreError::OperationVersion { id: id.to_owned(), expected: before.version, current });
+                return Err(StoreError::OperationVersion {
+                    id: id.to_owned(),
+                    expected: before.version,
+                    current,
+                });
             }
         }
         Err(StoreError::OperationVersion { id: id.to_owned(), expected: 0, current: 0 })
@@ -715,7 +777,10 @@ impl Store {
         check_text("text", text, MAX_NOTE, true)?;
         self.change_operation(id, None, by, now, ChangeKind::NoteAdded, |op| {
             if op.notes.len() >= MAX_NOTES {
-                return Err(invalid("text", format!("the operation holds {MAX_NOTES} notes already")));
+                return Err(invalid(
+                    "text",
+                    format!("the operation holds {MAX_NOTES} notes already"),
+                ));
             }
             op.notes.push(OperationNote { at: now, by: by.to_owned(), text: text.to_owned() });
             Ok(())
@@ -769,7 +834,11 @@ mod tests {
         use OperationStatus::*;
         assert!(Planned.can_become(Active) && Active.can_become(Ended));
         assert!(Planned.can_become(Cancelled) && Active.can_become(Cancelled));
-        assert!(!Planned.can_become(Ended) && !Ended.can_become(Active) && !Cancelled.can_become(Active));
+        assert!(
+            !Planned.can_become(Ended)
+                && !Ended.can_become(Active)
+                && !Cancelled.can_become(Active)
+        );
         assert!(!Active.can_become(Planned));
     }
 
@@ -786,11 +855,17 @@ mod tests {
         op.point = Some([200.0, 1.0]);
         assert_eq!(field(&op), "point");
         let mut op = sample();
-        op.area = Some(serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}));
+        op.area = Some(
+            serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}),
+        );
         assert_eq!(field(&op), "area", "a bow tie crosses itself");
-        op.area = Some(serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}));
+        op.area = Some(
+            serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}),
+        );
         assert!(op.validate().is_ok());
-        op.area = Some(serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}));
+        op.area = Some(
+            serde_json::json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]}),
+        );
         assert_eq!(field(&op), "area", "open ring");
         let mut op = sample();
         op.agency = "Police!".into();

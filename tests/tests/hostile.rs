@@ -497,7 +497,9 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
     let admin = Some(sccr_tests::TEST_ADMIN_TOKEN);
     let window = r#""planned":{"from":"2026-11-01T08:00:00Z","to":"2026-11-01T18:00:00Z"}"#;
     let base = |extra: &str| {
-        format!(r#"{{"kind":"closure","title":"Lungarno closed","severity":"major","agency":"municipal_police",{window}{extra}}}"#)
+        format!(
+            r#"{{"kind":"closure","title":"Lungarno closed","severity":"major","agency":"municipal_police",{window}{extra}}}"#
+        )
     };
     let deep = format!("{{\"area\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
     // (body, status, the field the error names)
@@ -505,13 +507,32 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
         ("{".into(), 400, "body"),
         ("[]".into(), 400, "body"),
         (deep, 400, "body"),
-        (base(r#","point":[11.25,43.77],"kind":"meteor""#).replace(r#""kind":"closure","#, ""), 400, "kind"),
-        (base(r#","point":[11.25,43.77],"severity":"apocalyptic""#).replace(r#""severity":"major","#, ""), 400, "severity"),
+        (
+            base(r#","point":[11.25,43.77],"kind":"meteor""#).replace(r#""kind":"closure","#, ""),
+            400,
+            "kind",
+        ),
+        (
+            base(r#","point":[11.25,43.77],"severity":"apocalyptic""#)
+                .replace(r#""severity":"major","#, ""),
+            400,
+            "severity",
+        ),
         (base(r#","point":[181,43.77]"#), 400, "point"),
         (base(r#","point":["NaN",43.77]"#), 400, "point"),
         (base(r#","point":[11.25,43.77,12]"#), 400, "point"),
-        (base(r#","point":[11.25,43.77],"title":"\u0000""#).replace(r#""title":"Lungarno closed","#, ""), 400, "title"),
-        (base(r#","point":[11.25,43.77],"agency":"Police; DROP TABLE operations""#).replace(r#""agency":"municipal_police","#, ""), 400, "agency"),
+        (
+            base(r#","point":[11.25,43.77],"title":"\u0000""#)
+                .replace(r#""title":"Lungarno closed","#, ""),
+            400,
+            "title",
+        ),
+        (
+            base(r#","point":[11.25,43.77],"agency":"Police; DROP TABLE operations""#)
+                .replace(r#""agency":"municipal_police","#, ""),
+            400,
+            "agency",
+        ),
         (base(r#","point":[11.25,43.77],"status":"ended""#), 400, "status"),
         (base(r#","point":[11.25,43.77],"version":99"#), 400, "version"),
         (base(r#","point":[11.25,43.77],"notes":[]"#), 400, "notes"),
@@ -519,16 +540,36 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
         (base(r#","segments":["ghost-road"]"#), 422, "segments"),
         (base(r#","segments":["viale-strozzi","viale-strozzi"]"#), 400, "segments"),
         (base(""), 422, "segments"),
-        (base(r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.8],[11.3,43.7],[11.2,43.8],[11.2,43.7]]]}"#), 422, "area"),
-        (base(r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.7],[11.3,43.8],[11.2,43.8]]]}"#), 422, "area"),
-        (base(r#","area":{"type":"LineString","coordinates":[[11.2,43.7],[11.3,43.7]]}"#), 422, "area"),
         (
-            base(r#","point":[11.25,43.77]"#).replace(window, r#""planned":{"from":"2026-11-01T18:00:00Z","to":"2026-11-01T08:00:00Z"}"#),
+            base(
+                r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.8],[11.3,43.7],[11.2,43.8],[11.2,43.7]]]}"#,
+            ),
+            422,
+            "area",
+        ),
+        (
+            base(
+                r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.7],[11.3,43.8],[11.2,43.8]]]}"#,
+            ),
+            422,
+            "area",
+        ),
+        (
+            base(r#","area":{"type":"LineString","coordinates":[[11.2,43.7],[11.3,43.7]]}"#),
+            422,
+            "area",
+        ),
+        (
+            base(r#","point":[11.25,43.77]"#).replace(
+                window,
+                r#""planned":{"from":"2026-11-01T18:00:00Z","to":"2026-11-01T08:00:00Z"}"#,
+            ),
             422,
             "planned.to",
         ),
         (
-            base(r#","point":[11.25,43.77]"#).replace(window, r#""planned":{"from":"yesterday","to":"2026-11-01T08:00:00Z"}"#),
+            base(r#","point":[11.25,43.77]"#)
+                .replace(window, r#""planned":{"from":"yesterday","to":"2026-11-01T08:00:00Z"}"#),
             422,
             "planned.from",
         ),
@@ -546,15 +587,41 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
     assert_eq!(count(&e.pool, "SELECT count(*) FROM operations").await, 0, "nothing stored");
 
     // A good one, then two writers of version 1.
-    let (status, text) = http_request_with(port, "POST", "/api/v1/operations", admin, &[], &base(r#","segments":["viale-strozzi"]"#)).await.unwrap();
+    let (status, text) = http_request_with(
+        port,
+        "POST",
+        "/api/v1/operations",
+        admin,
+        &[],
+        &base(r#","segments":["viale-strozzi"]"#),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{text}");
     let op: serde_json::Value = serde_json::from_str(&text).unwrap();
     let path = format!("/api/v1/operations/{}", op["id"].as_str().unwrap());
-    let (status, _) = http_request_with(port, "PATCH", &path, admin, &[], r#"{"title":"no If-Match"}"#).await.unwrap();
+    let (status, _) =
+        http_request_with(port, "PATCH", &path, admin, &[], r#"{"title":"no If-Match"}"#)
+            .await
+            .unwrap();
     assert_eq!(status, 428);
     let (a, b) = tokio::join!(
-        http_request_with(port, "PATCH", &path, admin, &[("If-Match", "\"1\"")], r#"{"title":"first"}"#),
-        http_request_with(port, "PATCH", &path, admin, &[("If-Match", "\"1\"")], r#"{"title":"second"}"#),
+        http_request_with(
+            port,
+            "PATCH",
+            &path,
+            admin,
+            &[("If-Match", "\"1\"")],
+            r#"{"title":"first"}"#
+        ),
+        http_request_with(
+            port,
+            "PATCH",
+            &path,
+            admin,
+            &[("If-Match", "\"1\"")],
+            r#"{"title":"second"}"#
+        ),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut statuses = [a.0, b.0];
@@ -597,17 +664,19 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
         ("POST", format!("{path}/notes"), r#"{"text":"late"}"#),
         ("POST", format!("{path}/status"), r#"{"status":"cancelled"}"#),
     ] {
-        let (status, text) = http_request_with(port, method, &p, admin, &headers, body).await.unwrap();
+        let (status, text) =
+            http_request_with(port, method, &p, admin, &headers, body).await.unwrap();
         assert_eq!(status, 409, "{method} {p} on an ended operation: {text}");
     }
     let (_, text) = http_get(port, &path).await.unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), ended, "nothing changed");
     // Outbox: one event per change, in order.
-    let events: Vec<String> = sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
-        .bind(op["id"].as_str().unwrap())
-        .fetch_all(&e.pool)
-        .await
-        .unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
+            .bind(op["id"].as_str().unwrap())
+            .fetch_all(&e.pool)
+            .await
+            .unwrap();
     assert_eq!(events.len(), 12, "{events:?}");
     assert_eq!(events[0], "sccr.operation.created");
     assert_eq!(events[11], "sccr.operation.status_changed");

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use sccr_tests::{
-    http_get, http_request_with, http_send, python_venv, workspace_root, Broker, Sccr, TempDir, TestDb,
-    TEST_ADMIN_TOKEN,
+    http_get, http_request_with, http_send, python_venv, workspace_root, Broker, Sccr, TempDir,
+    TestDb, TEST_ADMIN_TOKEN,
 };
 
 /// Rules documents and single rules from the API's tests and the README, as the server

@@ -129,7 +129,8 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
     publish_all(broker.port, "pub-closure", messages).await.expect("publish");
 
     // On the closed segment: recorded, suppressed by the operation, nobody paged.
-    let closed = alert_of(port, DEVICE, "the suppressed alert", |a| !a["suppressed"].is_null()).await;
+    let closed =
+        alert_of(port, DEVICE, "the suppressed alert", |a| !a["suppressed"].is_null()).await;
     assert_eq!(closed["suppressed"]["reason"], "operation", "{closed}");
     // Elsewhere: raised as usual.
     let open = alert_of(port, OTHER_DEVICE, "the other alert", |_| true).await;
@@ -147,14 +148,22 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
         }
     };
     let closed_id = closed["id"].as_i64().unwrap();
-    assert_eq!(raised_events(format!("alert/{closed_id}")).await, 0, "a suppressed raise pages no one");
+    assert_eq!(
+        raised_events(format!("alert/{closed_id}")).await,
+        0,
+        "a suppressed raise pages no one"
+    );
     assert_eq!(raised_events(format!("alert/{}", open["id"])).await, 1);
 
     // Ending the operation lifts the suppression: the alert still holding is shown again.
-    let (status, text) =
-        http_send(port, "POST", &format!("/api/v1/operations/{id}/status"), r#"{"status":"ended"}"#)
-            .await
-            .unwrap();
+    let (status, text) = http_send(
+        port,
+        "POST",
+        &format!("/api/v1/operations/{id}/status"),
+        r#"{"status":"ended"}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 200, "{text}");
     let shown =
         alert_of(port, DEVICE, "the alert shown again", |a| a["suppressed"].is_null()).await;

@@ -5,8 +5,8 @@ use telemetry::EventTime;
 use super::T0;
 use crate::operations::{event_type, MAX_PAGE};
 use crate::{
-    ActualWindow, ChangeKind, Created, Operation, OperationFilter, OperationKind, OperationSeverity,
-    OperationStatus, PlannedWindow, Store, StoreError,
+    ActualWindow, ChangeKind, Created, Operation, OperationFilter, OperationKind,
+    OperationSeverity, OperationStatus, PlannedWindow, Store, StoreError,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -58,16 +58,33 @@ pub async fn operations_keep_versions_lifecycle_trail_and_events(store: &Store) 
     let created = store.create_operation(&a, Some("permit-1"), "d1").await.expect("create");
     assert_eq!(created, Created::New(a.clone()));
     // The same key and request: the same operation, nothing written again.
-    let again = store.create_operation(&op("op-c1b", OperationKind::Roadworks, a.segments.clone(), T0), Some("permit-1"), "d1").await.expect("again");
+    let again = store
+        .create_operation(
+            &op("op-c1b", OperationKind::Roadworks, a.segments.clone(), T0),
+            Some("permit-1"),
+            "d1",
+        )
+        .await
+        .expect("again");
     assert_eq!(again, Created::Existing(a.clone()));
-    let reused = store.create_operation(&op("op-c1c", OperationKind::Roadworks, a.segments.clone(), T0), Some("permit-1"), "d2").await.expect("reused");
+    let reused = store
+        .create_operation(
+            &op("op-c1c", OperationKind::Roadworks, a.segments.clone(), T0),
+            Some("permit-1"),
+            "d2",
+        )
+        .await
+        .expect("reused");
     assert_eq!(reused, Created::KeyReused("op-c1".into()));
     assert_eq!(store.operation("op-c1b").await.expect("get"), None);
     // Another creator may use the same key.
     let mut other = op("op-c1d", OperationKind::Event, vec![], T0);
     other.point = Some([11.25, 43.77]);
     other.created_by = "permits".into();
-    assert!(matches!(store.create_operation(&other, Some("permit-1"), "d1").await, Ok(Created::New(_))));
+    assert!(matches!(
+        store.create_operation(&other, Some("permit-1"), "d1").await,
+        Ok(Created::New(_))
+    ));
     // Unknown segments write nothing and name the field.
     let bad = op("op-c1e", OperationKind::Closure, vec!["no-such-segment".into()], T0);
     match store.create_operation(&bad, None, "d").await {
@@ -95,33 +112,74 @@ pub async fn operations_keep_versions_lifecycle_trail_and_events(store: &Store) 
         matches!(stale, Err(StoreError::OperationVersion { expected: 1, current: 2, .. })),
         "{stale:?}"
     );
-    assert_eq!(store.operation("op-c1").await.expect("get").expect("exists").title, "Lungarno works");
+    assert_eq!(
+        store.operation("op-c1").await.expect("get").expect("exists").title,
+        "Lungarno works"
+    );
 
     // Concurrent writers naming the same version: exactly one wins.
     let (x, y) = tokio::join!(
-        store.change_operation("op-c1", Some(2), "x", EventTime(T0 + 3), ChangeKind::Updated, |o| {
-            o.severity = OperationSeverity::Major;
-            Ok(())
-        }),
-        store.change_operation("op-c1", Some(2), "y", EventTime(T0 + 3), ChangeKind::Updated, |o| {
-            o.severity = OperationSeverity::Critical;
-            Ok(())
-        }),
+        store.change_operation(
+            "op-c1",
+            Some(2),
+            "x",
+            EventTime(T0 + 3),
+            ChangeKind::Updated,
+            |o| {
+                o.severity = OperationSeverity::Major;
+                Ok(())
+            }
+        ),
+        store.change_operation(
+            "op-c1",
+            Some(2),
+            "y",
+            EventTime(T0 + 3),
+            ChangeKind::Updated,
+            |o| {
+                o.severity = OperationSeverity::Critical;
+                Ok(())
+            }
+        ),
     );
     assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "{x:?} {y:?}");
     let winner = x.or(y).expect("one wins");
     assert_eq!(store.operation("op-c1").await.expect("get"), Some(winner.clone()));
 
     // Lifecycle.
-    let illegal = store.move_operation("op-c1", None, OperationStatus::Ended, None, "bob", EventTime(T0 + 4)).await;
-    assert!(matches!(illegal, Err(StoreError::OperationTransition { from: "planned", to: "ended", .. })), "{illegal:?}");
+    let illegal = store
+        .move_operation("op-c1", None, OperationStatus::Ended, None, "bob", EventTime(T0 + 4))
+        .await;
+    assert!(
+        matches!(
+            illegal,
+            Err(StoreError::OperationTransition { from: "planned", to: "ended", .. })
+        ),
+        "{illegal:?}"
+    );
     let active = store
-        .move_operation("op-c1", None, OperationStatus::Active, Some(EventTime(T0 + 5)), "bob", EventTime(T0 + 6))
+        .move_operation(
+            "op-c1",
+            None,
+            OperationStatus::Active,
+            Some(EventTime(T0 + 5)),
+            "bob",
+            EventTime(T0 + 6),
+        )
         .await
         .expect("activate");
-    assert_eq!((active.status, active.actual.from), (OperationStatus::Active, Some(EventTime(T0 + 5))));
-    let noted = store.add_operation_note("op-c1", "carla", "barriers up", EventTime(T0 + 7)).await.expect("note");
-    assert_eq!(noted.notes.last().map(|n| (n.by.as_str(), n.text.as_str())), Some(("carla", "barriers up")));
+    assert_eq!(
+        (active.status, active.actual.from),
+        (OperationStatus::Active, Some(EventTime(T0 + 5)))
+    );
+    let noted = store
+        .add_operation_note("op-c1", "carla", "barriers up", EventTime(T0 + 7))
+        .await
+        .expect("note");
+    assert_eq!(
+        noted.notes.last().map(|n| (n.by.as_str(), n.text.as_str())),
+        Some(("carla", "barriers up"))
+    );
     let ended = store
         .move_operation("op-c1", None, OperationStatus::Ended, None, "bob", EventTime(T0 + 8))
         .await
@@ -130,12 +188,28 @@ pub async fn operations_keep_versions_lifecycle_trail_and_events(store: &Store) 
     // Final: every change refused, nothing written.
     for r in [
         store.add_operation_note("op-c1", "carla", "late", EventTime(T0 + 9)).await,
-        store.move_operation("op-c1", None, OperationStatus::Cancelled, None, "bob", EventTime(T0 + 9)).await,
         store
-            .change_operation("op-c1", Some(ended.version), "bob", EventTime(T0 + 9), ChangeKind::Updated, |o| {
-                o.title = "x".into();
-                Ok(())
-            })
+            .move_operation(
+                "op-c1",
+                None,
+                OperationStatus::Cancelled,
+                None,
+                "bob",
+                EventTime(T0 + 9),
+            )
+            .await,
+        store
+            .change_operation(
+                "op-c1",
+                Some(ended.version),
+                "bob",
+                EventTime(T0 + 9),
+                ChangeKind::Updated,
+                |o| {
+                    o.title = "x".into();
+                    Ok(())
+                },
+            )
             .await,
     ] {
         assert!(matches!(r, Err(StoreError::OperationFinal { status: "ended", .. })), "{r:?}");
@@ -144,7 +218,8 @@ pub async fn operations_keep_versions_lifecycle_trail_and_events(store: &Store) 
 
     // The trail and the events: one per change, in order, with who and what.
     let trail = store.operation_changes("op-c1").await.expect("trail");
-    let actions: Vec<(i64, &str, &str)> = trail.iter().map(|c| (c.version, c.by.as_str(), c.action.as_str())).collect();
+    let actions: Vec<(i64, &str, &str)> =
+        trail.iter().map(|c| (c.version, c.by.as_str(), c.action.as_str())).collect();
     assert_eq!(
         actions,
         [
@@ -178,7 +253,12 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
     let mut made = Vec::new();
     for i in 0..7 {
         let kind = if i % 2 == 0 { OperationKind::Closure } else { OperationKind::Event };
-        let mut o = op(&format!("op-l{i}"), kind, vec![segs[i % segs.len()].id.to_string()], base + i as i64 * HOUR);
+        let mut o = op(
+            &format!("op-l{i}"),
+            kind,
+            vec![segs[i % segs.len()].id.to_string()],
+            base + i as i64 * HOUR,
+        );
         o.agency = if i < 3 { "transit".into() } else { "list-agency".into() };
         store.create_operation(&o, None, "d").await.expect("create");
         made.push(o);
@@ -193,7 +273,12 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let f = OperationFilter { agency: agency.clone(), after: after.clone(), limit: 2, ..Default::default() };
+        let f = OperationFilter {
+            agency: agency.clone(),
+            after: after.clone(),
+            limit: 2,
+            ..Default::default()
+        };
         let page = store.operations(&f).await.expect("page");
         assert!(page.operations.len() <= 2);
         seen.extend(ids(&page.operations));
@@ -204,7 +289,8 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
     }
     assert_eq!(seen, ["op-l3", "op-l4", "op-l5", "op-l6"]);
     // Default: not ended or cancelled.
-    let f = OperationFilter { agency: Some("transit".into()), limit: MAX_PAGE, ..Default::default() };
+    let f =
+        OperationFilter { agency: Some("transit".into()), limit: MAX_PAGE, ..Default::default() };
     assert_eq!(ids(&store.operations(&f).await.expect("list").operations), ["op-l1", "op-l2"]);
     let f = OperationFilter {
         agency: Some("transit".into()),
@@ -213,7 +299,12 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
         ..Default::default()
     };
     assert_eq!(ids(&store.operations(&f).await.expect("list").operations), ["op-l0"]);
-    let f = OperationFilter { agency: agency.clone(), kind: Some(OperationKind::Event), limit: 10, ..Default::default() };
+    let f = OperationFilter {
+        agency: agency.clone(),
+        kind: Some(OperationKind::Event),
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(ids(&store.operations(&f).await.expect("list").operations), ["op-l3", "op-l5"]);
     // Time: windows overlapping [from, to).
     let f = OperationFilter {
@@ -234,10 +325,20 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
         lon.fold(f64::MIN, f64::max),
         lat.fold(f64::MIN, f64::max),
     ];
-    let f = OperationFilter { agency: agency.clone(), bbox: Some(bbox), limit: 10, ..Default::default() };
+    let f = OperationFilter {
+        agency: agency.clone(),
+        bbox: Some(bbox),
+        limit: 10,
+        ..Default::default()
+    };
     let found = ids(&store.operations(&f).await.expect("list").operations);
     assert!(found.contains(&"op-l3".to_owned()), "{found:?}");
-    let f = OperationFilter { agency, bbox: Some([-10.0, -10.0, -9.0, -9.0]), limit: 10, ..Default::default() };
+    let f = OperationFilter {
+        agency,
+        bbox: Some([-10.0, -10.0, -9.0, -9.0]),
+        limit: 10,
+        ..Default::default()
+    };
     assert!(store.operations(&f).await.expect("list").operations.is_empty());
     // The segment index follows the open operations.
     let on = store.operations_on_segment(s3.id.as_str()).await.expect("on segment");

@@ -143,7 +143,7 @@ impl PgStore {
         row.map(|r| -> Result<_, StoreError> {
             Ok((Operation::from_body(r.try_get("body")?)?, r.try_get("request_digest")?))
         })
-            .transpose()
+        .transpose()
     }
 
     pub(crate) async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {

@@ -145,15 +145,14 @@ impl SqliteStore {
         row.map(|r| -> Result<_, StoreError> {
             Ok((Operation::from_body(r.try_get("body")?)?, r.try_get("request_digest")?))
         })
-            .transpose()
+        .transpose()
     }
 
     pub(crate) async fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let body: Option<String> =
-            sqlx::query_scalar("SELECT body FROM operations WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM operations WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         body.map(Operation::from_body).transpose()
     }
 

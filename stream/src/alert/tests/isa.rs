@@ -209,10 +209,12 @@ fn a_road_operation_suppresses_alerts_on_its_segments_until_it_is_lifted() {
     // A raise on the closed segment is recorded suppressed, naming the operation.
     e.on_reading(&reading("loop-1", MetricId::SpeedKmh, 1, 2.0), t(1), &mut out);
     e.on_reading(&reading("loop-2", MetricId::SpeedKmh, 1, 2.0), t(1), &mut out);
-    let closed = out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-1"))).unwrap();
+    let closed =
+        out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-1"))).unwrap();
     let s = closed.alert().suppressed.clone().expect("suppressed by the operation");
     assert_eq!((s.reason, s.by_operation.as_deref()), (SuppressionReason::Operation, Some("op-1")));
-    let open = out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-2"))).unwrap();
+    let open =
+        out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-2"))).unwrap();
     assert!(open.alert().suppressed.is_none(), "another segment pages as usual");
     let id = closed.alert().id;
     // Lifting the operation unsuppresses the alert still holding: it is shown again.
