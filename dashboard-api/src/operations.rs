@@ -140,7 +140,8 @@ pub fn operations() -> Vec<Op> {
             .query("to", time(), "…to")
             .query("cursor", id(), "next_cursor of the previous page")
             .query("limit", json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE}), "Operations per page (default 100)")
-            .ok(200, json!({"type": "object", "required": ["operations", "next_cursor"], "properties": {"operations": {"type": "array", "items": one()}, "next_cursor": {"type": ["string", "null"]}}}))
+            .ok(200, json!({"type": "object", "required": ["operations", "next_cursor"], "properties": {"operations": {"type": "array", "items": one()}, "next_cursor": {"type": ["string", "null"]}},
+                "examples": [{"operations": [example()], "next_cursor": null}]}))
             .error(422, "from is after to, or a bbox whose minimum exceeds its maximum"),
         Op::new("POST", "/api/v1/operations", creators, "operations", "Create an operation (Idempotency-Key header: same key and body, same operation, 200; other body, 409). Planners create planned roadworks and events only", post(create))
             .body(body_schema(&["kind", "title", "severity", "agency", "planned"]))
@@ -179,7 +180,8 @@ pub fn operations() -> Vec<Op> {
             .error(409, "The operation is ended or cancelled"),
         Op::new("GET", "/api/v1/operations/{id}/history", READERS, "operations", "The operation's audit trail: every change, who made it, when, and each field's before and after", get(history))
             .path_param("id", id(), "Operation id")
-            .ok(200, json!({"type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {"type": "object", "required": ["version", "at", "by", "action", "changes"], "properties": {"version": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "by": {"type": "string"}, "action": {"enum": ["created", "updated", "status_changed", "note_added"]}, "changes": {"type": "object"}}}}}})),
+            .ok(200, json!({"type": "object", "required": ["changes"], "properties": {"changes": {"type": "array", "items": {"type": "object", "required": ["version", "at", "by", "action", "changes"], "properties": {"version": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "by": {"type": "string"}, "action": {"enum": ["created", "updated", "status_changed", "note_added"]}, "changes": {"type": "object"}}}}},
+                "examples": [{"changes": [{"version": 2, "at": "2026-11-02T07:20:00Z", "by": "wall-3", "action": "status_changed", "changes": {"status": ["planned", "active"], "actual": [{"from": null, "to": null}, {"from": "2026-11-02T07:20:00Z", "to": null}]}}]}]})),
         Op::new("GET", "/api/v1/operations/{id}/impact", READERS, "operations", "A metric's history on the operation's segments before, during and after its window, and a week earlier as a baseline", get(impact))
             .path_param("id", id(), "Operation id")
             .query("metric", crate::openapi::metric_id(), "The metric (default speed_kmh)")
@@ -204,7 +206,12 @@ fn impact_schema() -> Value {
     json!({"type": "object", "required": ["operation", "metric", "segments"], "properties": {
         "operation": {"type": "string"}, "metric": {"type": "string"},
         "segments": {"type": "array", "items": {"type": "object", "required": ["segment", "before", "during", "after", "baseline"], "properties": {
-            "segment": {"type": "string"}, "before": period.clone(), "during": period.clone(), "after": period.clone(), "baseline": period}}}}})
+            "segment": {"type": "string"}, "before": period.clone(), "during": period.clone(), "after": period.clone(), "baseline": period}}}},
+        "examples": [{"operation": "op-0195b1c2d3e-4f5a6b7c", "metric": "speed_kmh", "segments": [{"segment": "lungarno-torrigiani",
+            "before": {"from": "2026-10-29T20:40:00Z", "to": "2026-11-02T07:20:00Z", "points": [{"time": "2026-10-30T00:00:00Z", "avg": 31.2, "count": 5760}], "avg": 31.2, "count": 5760},
+            "during": {"from": "2026-11-02T07:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [{"time": "2026-11-03T00:00:00Z", "avg": 18.4, "count": 5702}], "avg": 18.4, "count": 5702},
+            "after": {"from": "2026-11-05T17:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [], "avg": null, "count": 0},
+            "baseline": {"from": "2026-10-26T07:20:00Z", "to": "2026-10-29T17:20:00Z", "points": [{"time": "2026-10-27T00:00:00Z", "avg": 30.8, "count": 5698}], "avg": 30.8, "count": 5698}}]}]})
 }
 
 /// The answer of one operation: its JSON with `ETag`.

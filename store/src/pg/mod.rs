@@ -122,7 +122,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
             timescale: include_str!("../../migrations/postgres/timescale/0015_fold_time_index.sql"),
         },
     ),
-    (17, "operations", MigrationSql::Common(include_str!("../../migrations/postgres/0017_operations.sql"))),
+    (
+        17,
+        "operations",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0017_operations.sql")),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.
