@@ -99,7 +99,7 @@ fn registry_of(devices: usize, segments: usize) -> Registry {
             }
         })
         .collect();
-    Registry { segments, devices }
+    Registry { segments, devices, ..Registry::default() }
 }
 
 /// Every device's readings of one report (values filled per round).

@@ -5,7 +5,8 @@
 //!   (browsers cannot set headers on one) the subprotocol `sccr.token.<token>` offered
 //!   beside `sccr.live`, or `?access_token=<token>`.
 //! - **Roles** (docs/api.md): `admin` does everything; `operator` watches live state and
-//!   handles alerts and device commands; `planner` reads history and exports; `device`
+//!   handles alerts, device commands and road operations; `planner` reads history and exports
+//!   and plans roadworks and events; `device`
 //!   exists for MQTT credentials and may use no REST route.
 //! - [`authenticate`] runs for every request: paths under `/api/` other than the public
 //!   documents need a valid token (401 otherwise), and the caller becomes a [`Principal`]

@@ -228,8 +228,8 @@ fn operation(op: &Op, components: &Map<String, Value>) -> String {
 fn roles_table(ops: &[Op]) -> String {
     let about = [
         (Role::Admin, "Everything: devices, rules, tokens, webhooks, dead letters, the audit log, besides what the other roles do."),
-        (Role::Operator, "Control-room operators: read live state, history and alerts; acknowledge, clear and shelve alerts; send device commands."),
-        (Role::Planner, "Traffic planners: read live state and alerts; history in CSV, Arrow and Parquet; bulk exports."),
+        (Role::Operator, "Control-room operators: read live state, history and alerts; acknowledge, clear and shelve alerts; send device commands; create, change, move and annotate road operations."),
+        (Role::Planner, "Traffic planners: read live state and alerts; history in CSV, Arrow and Parquet; bulk exports; create and change planned roadworks and events, annotate operations (also the token of an external permit system)."),
         (Role::Device, "Field devices: MQTT only (credentials from device registration); no API operation."),
     ];
     let mut html = String::from(

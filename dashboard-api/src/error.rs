@@ -7,7 +7,7 @@ use axum::Json;
 
 /// Every `code` an error body carries: the code, its HTTP statuses and what it means
 /// (the docs page's table; a test finds every code this crate writes in it).
-pub const CODES: [(&str, &str, &str); 22] = [
+pub const CODES: [(&str, &str, &str); 24] = [
     ("bad_parameter", "400, 422", "A query or path parameter is invalid (400), or valid but refused with another one (422); param names it"),
     ("bad_field", "400, 422", "A body field is missing or invalid (400), or valid but refused on grounds the schema cannot state, such as an unknown segment (422); param names it"),
     ("invalid_rules", "400, 422", "An alert rules document or rule is refused; errors lists every problem with its key path"),
@@ -18,7 +18,9 @@ pub const CODES: [(&str, &str, &str); 22] = [
     ("not_found", "404", "No such route or object"),
     ("method_not_allowed", "405", "The path exists, the method does not"),
     ("not_acceptable", "406", "Accept names no format the operation produces"),
-    ("conflict", "409", "A move the alert lifecycle forbids, a device that exists, a reused Idempotency-Key"),
+    ("conflict", "409", "A move the alert or operation lifecycle forbids, a change to an ended or cancelled operation, a device that exists, a reused Idempotency-Key"),
+    ("precondition_failed", "412", "If-Match names a version of the operation that is no longer current: read it again"),
+    ("precondition_required", "428", "The change needs an If-Match header with the version read (its ETag)"),
     ("payload_too_large", "413", "The body is over the limit"),
     ("unsupported_media_type", "415", "The body is not application/json"),
     ("range_not_satisfiable", "416", "A byte range outside the basemap archive"),
@@ -131,6 +133,21 @@ impl From<store::StoreError> for ApiError {
             }
             store::StoreError::UnknownGateway(_) => {
                 return ApiError::unprocessable("gateway", e.to_string())
+            }
+            store::StoreError::OperationInvalid { ref field, .. } => {
+                return ApiError::bad_field(field, e.to_string())
+            }
+            store::StoreError::OperationNotFound(_) => return ApiError::not_found(e.to_string()),
+            store::StoreError::OperationFinal { .. }
+            | store::StoreError::OperationTransition { .. } => {
+                return ApiError::conflict(e.to_string())
+            }
+            store::StoreError::OperationVersion { .. } => {
+                return ApiError {
+                    status: StatusCode::PRECONDITION_FAILED,
+                    code: "precondition_failed",
+                    ..ApiError::conflict(e.to_string())
+                }
             }
             _ => {}
         }

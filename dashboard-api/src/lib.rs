@@ -19,6 +19,7 @@ pub mod http_metrics;
 pub mod live;
 pub mod map;
 pub mod openapi;
+pub mod operations;
 mod params;
 pub mod routes;
 pub mod rules;
@@ -363,6 +364,7 @@ pub fn operations() -> Vec<Op> {
             .error(426, "Not a websocket upgrade request"),
     ]
     .into_iter()
+    .chain(operations::operations())
     .chain(commands::operations())
     .chain(webhooks::operations())
     .collect()

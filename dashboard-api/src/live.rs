@@ -45,6 +45,11 @@
 //!     (`ratio` = speed / free-flow speed, rounded to 3 decimals) ascending, ties by the
 //!     worse `los`, then by segment id; segments without a speed or not in the registry
 //!     are left out.
+//!   - `{"type":"operations","operations":[…]}` after each snapshot (subscribe and resync):
+//!     the active road operations and the planned ones starting within 24 h (left out
+//!     while there are none and the client was never shown any); then
+//!     `{"type":"operation","operation":{…}}` for every change of any operation (created,
+//!     edited, moved, annotated), to every subscribed client (docs/operations.md).
 //!   - `{"type":"heartbeat","time":ms}` every 15 s.
 //!   - `{"type":"unsubscribed"}`, `{"type":"pong"}`, and `{"type":"error","code":…,"message":…}`
 //!     for a bad message (the connection stays open; counted in `sccr_ws_errors_total`).
@@ -243,6 +248,28 @@ fn snapshot_frame(hub: &LiveHub, filter: &SubscriptionFilter, reason: Option<&st
     frame.to_string()
 }
 
+/// How far ahead the operations frame lists planned operations.
+pub const OPERATIONS_AHEAD_MS: i64 = 24 * 3_600_000;
+
+/// The operations frame sent after each snapshot: the active operations and the planned
+/// ones starting within [`OPERATIONS_AHEAD_MS`] (none without a store). A client that
+/// was never shown any gets no empty list: it has nothing to clear.
+async fn operations_frame(session: &Session, sent: &mut bool) -> Option<String> {
+    let store = session.store.as_ref()?;
+    let until = EventTime(EventTime::now().millis().saturating_add(OPERATIONS_AHEAD_MS));
+    match store.current_operations(until).await {
+        Ok(ops) if ops.is_empty() && !*sent => None,
+        Ok(ops) => {
+            *sent = true;
+            Some(json!({"type": "operations", "operations": ops}).to_string())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "operations for a live snapshot could not be read");
+            None
+        }
+    }
+}
+
 /// Run one live session until the client leaves, idles out, or the sink fails.
 pub async fn run_session<S, R>(session: Session, mut sink: S, mut stream: R)
 where
@@ -266,6 +293,8 @@ where
     let sub = hub.subscribe(nothing.clone());
     let mut filter: Option<SubscriptionFilter> = None;
     let mut kpi: Option<Kpi> = None;
+    // Whether this client was shown operations (then an empty list is news too).
+    let mut operations_sent = false;
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat, cfg.heartbeat);
     let mut kpi_tick = tokio::time::interval(cfg.kpi_interval);
@@ -288,6 +317,7 @@ where
                     let _ = sink.send(TOO_BIG_MARK.to_owned()).await;
                     return;
                 }
+                let mut subscribed = false;
                 let reply = match read_message(&text) {
                     Ok(ClientMessage::Subscribe { devices, metrics, segments, bbox, alerts, values, kpi: wants_kpi }) => {
                         match build_filter(session, Requested { devices, metrics, segments, bbox, alerts, values }).await {
@@ -298,6 +328,7 @@ where
                                 sub.set_filter(f.clone());
                                 let snapshot = snapshot_frame(hub, &f, None);
                                 filter = Some(f);
+                                subscribed = true;
                                 kpi = if wants_kpi { Some(Kpi::new(session).await) } else { None };
                                 snapshot
                             }
@@ -330,6 +361,9 @@ where
                     Err(message) => error_frame(http, BAD_MESSAGE, &message),
                 };
                 frames.push(reply);
+                if subscribed {
+                    frames.extend(operations_frame(session, &mut operations_sent).await);
+                }
             }
             () = sub.ready() => {
                 let pending = sub.take();
@@ -338,6 +372,7 @@ where
                         tracing::debug!("live client fell behind; resynchronising");
                         http.ws_resyncs.fetch_add(1, Ordering::Relaxed);
                         frames.push(snapshot_frame(hub, f, Some("resync")));
+                        frames.extend(operations_frame(session, &mut operations_sent).await);
                     } else {
                         frames = pending_frames(pending);
                     }
@@ -384,6 +419,7 @@ fn pending_frames(pending: Pending) -> Vec<String> {
             LiveEvent::Alert(a) => json!({"type": "alert", "alert": a}).to_string(),
             // Screens see presence in `kpi` frames; their filters never ask for statuses.
             LiveEvent::Status(_) => continue,
+            LiveEvent::Operation(o) => json!({"type": "operation", "operation": o}).to_string(),
         });
     }
     frames

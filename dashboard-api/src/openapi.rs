@@ -257,13 +257,14 @@ fn command_arg_schema() -> Value {
 }
 
 /// The tags, in the docs page's order, with what each covers.
-pub const TAGS: [(&str, &str); 12] = [
+pub const TAGS: [(&str, &str); 13] = [
     ("access", "Who is calling, API tokens and the audit log of privileged actions."),
     ("devices", "The device registry: registration with MQTT credentials, the road segment and gateway of each device, decommissioning."),
     ("telemetry", "Latest values, history at any resolution (JSON, CSV, Arrow IPC, Parquet) and bulk export."),
     ("traffic", "Road segments with their live traffic state."),
     ("wall", "What the wall dashboard reads: the metric catalogue, device positions, the basemap."),
     ("alerts", "Alerts (ISA-18.2 lifecycle: acknowledge, clear, shelve) and the alert rules."),
+    ("operations", "Road operations: incidents, roadworks, closures and planned events on the Road Cadastre, with their lifecycle, timeline, audit trail and impact on traffic (docs/operations.md)."),
     ("commands", "Commands down to devices over MQTT, with their acknowledgements."),
     ("webhooks", "Signed CloudEvents (or NGSI-LD entities) of alert moves, device statuses and command results, to HTTP receivers."),
     ("ingest", "What ingest refused: dead letters with their reasons."),
@@ -347,6 +348,7 @@ pub fn document(ops: &[Op]) -> Value {
     let mut schemas = Map::new();
     schemas.insert("Error".into(), crate::schemas::error());
     schemas.insert("CommandArg".into(), command_arg_schema());
+    schemas.insert("Operation".into(), crate::operations::operation_schema());
     for (name, schema) in crate::schemas::components() {
         schemas.insert(name.into(), schema);
     }

@@ -20,6 +20,7 @@ mod devices;
 mod live_protocol;
 mod live_session;
 mod map;
+mod operations;
 mod readings;
 mod rules;
 mod segments;

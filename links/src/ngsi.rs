@@ -12,13 +12,25 @@
 //! - [`alert`]: a stored alert — `Alert` (`category` traffic/environment, `subCategory`,
 //!   `severity` informational/medium/critical, `alertSource`, `dateIssued`,
 //!   `validFrom`/`validTo`, `description`).
+//! - [`operation_alert`]: a road operation — `Alert` (`category` traffic, `subCategory`
+//!   roadClosed for closures and operations that close the road, roadWorks, carAccident for
+//!   incidents, trafficJam for events; `severity` informational/low/medium/high/critical
+//!   from minor…critical; `validFrom`/`validTo` its window, `alertSource` its first
+//!   segment, `location` its point or area). Operation events (`sccr.operation.*`) become
+//!   this entity in `ngsi-ld` subscriptions.
+//! - [`operation_road_segment`]: a segment under an operation — `RoadSegment` with
+//!   `status` closed (an active operation closing the road), limited (other active ones)
+//!   or open (planned, ended, cancelled), `statusDescription` the operation's title.
 //!
 //! Entity ids are URNs `urn:ngsi-ld:<Type>:sccr:<id>`. The export engineer calls these
 //! functions directly; the webhook dispatcher uses [`entity_of_event`] for subscriptions
 //! whose format is `ngsi-ld`.
 
 use serde_json::{json, Map, Value};
-use store::{AlertRecord, AlertSubject, OutboxRecord, Severity};
+use store::{
+    AlertRecord, AlertSubject, Operation, OperationKind, OperationSeverity, OperationStatus,
+    OutboxRecord, Severity,
+};
 use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 
 /// The JSON-LD contexts of every entity: the NGSI-LD core and the Smart Data Models'.
@@ -185,8 +197,82 @@ pub fn alert(a: &AlertRecord) -> Value {
     entity("Alert", &a.id.to_string(), m)
 }
 
-/// The NGSI-LD entity of an outbox event, where there is one (alert events).
+/// The model's `subCategory` of an operation.
+fn operation_sub_category(op: &Operation) -> &'static str {
+    match op.kind {
+        OperationKind::Closure => "roadClosed",
+        _ if op.closes_road => "roadClosed",
+        OperationKind::Roadworks => "roadWorks",
+        OperationKind::Incident => "carAccident",
+        OperationKind::Event => "trafficJam",
+    }
+}
+
+/// A road operation as an `Alert` entity (category traffic).
+pub fn operation_alert(op: &Operation) -> Value {
+    let mut m = Map::new();
+    m.insert("category".into(), property(json!("traffic")));
+    m.insert("subCategory".into(), property(json!(operation_sub_category(op))));
+    m.insert(
+        "severity".into(),
+        property(json!(match op.severity {
+            OperationSeverity::Minor => "low",
+            OperationSeverity::Moderate => "medium",
+            OperationSeverity::Major => "high",
+            OperationSeverity::Critical => "critical",
+        })),
+    );
+    if let Some(s) = op.segments.first().and_then(|s| SegmentId::parse(s).ok()) {
+        m.insert("alertSource".into(), relationship(road_segment_urn(&s)));
+    }
+    m.insert("dateIssued".into(), date_time(op.created_at));
+    m.insert("dateModified".into(), date_time(op.updated_at));
+    let (from, to) = op.window();
+    m.insert("validFrom".into(), date_time(EventTime(from)));
+    if to != i64::MAX {
+        m.insert("validTo".into(), date_time(EventTime(to)));
+    }
+    m.insert("name".into(), property(json!(op.title)));
+    let description = match &op.description {
+        Some(d) => format!("{} ({}, {}): {d}", op.title, op.kind.as_str(), op.status.as_str()),
+        None => format!("{} ({}, {})", op.title, op.kind.as_str(), op.status.as_str()),
+    };
+    m.insert("description".into(), property(json!(description)));
+    m.insert("dataProvider".into(), property(json!(op.agency)));
+    if let Some(area) = &op.area {
+        m.insert("location".into(), json!({ "type": "GeoProperty", "value": area }));
+    } else if let Some(p) = op.point {
+        m.insert(
+            "location".into(),
+            json!({ "type": "GeoProperty", "value": { "type": "Point", "coordinates": p } }),
+        );
+    }
+    entity("Alert", &op.id, m)
+}
+
+/// One of an operation's segments with the operation's effect on it as a `RoadSegment`
+/// entity (`status`, `statusDescription`).
+pub fn operation_road_segment(op: &Operation, segment: &SegmentId) -> Value {
+    let status = match op.status {
+        OperationStatus::Active if op.closes_road => "closed",
+        OperationStatus::Active => "limited",
+        _ => "open",
+    };
+    let mut m = Map::new();
+    m.insert("status".into(), property(json!(status)));
+    m.insert("statusDescription".into(), property(json!(format!("{} ({})", op.title, op.id))));
+    m.insert("dateModified".into(), date_time(op.updated_at));
+    let mut e = entity("RoadSegment", segment.as_str(), m);
+    e["id"] = json!(road_segment_urn(segment));
+    e
+}
+
+/// The NGSI-LD entity of an outbox event, where there is one (alert and operation events).
 pub fn entity_of_event(e: &OutboxRecord) -> Option<Value> {
+    if e.event_type.starts_with("sccr.operation.") {
+        let op: Operation = serde_json::from_value(e.data.clone()).ok()?;
+        return Some(operation_alert(&op));
+    }
     if !e.event_type.starts_with("it.firenze.sccr.alert.") {
         return None;
     }

@@ -178,7 +178,10 @@ impl AlertSink {
 
     /// The engine's suppression with the suppressing alert's store id.
     async fn store_suppression(&mut self, s: &Suppressed) -> Result<Suppression, StoreError> {
-        let by_alert = self.store_id_of(s.by_alert, &s.by_key).await?;
+        let by_alert = match (s.by_alert, &s.by_key) {
+            (Some(id), Some(key)) => self.store_id_of(id, key).await?,
+            _ => None,
+        };
         Ok(Suppression { reason: s.reason, by_alert })
     }
 

@@ -41,7 +41,7 @@
 //! [`PgStore`] and [`SqliteStore`], taken apart only by the `dispatch!` macro below (and by
 //! [`Store::connect`] and [`Store::backend`]). Each domain module ([`writer`], [`rollup`],
 //! [`maintenance`], [`history`], [`registry`], [`access`], [`alert`] with the stream's saved
-//! state, [`commands`], [`outbox`], [`dead_letter_log`], [`export`]) holds its types, checks,
+//! state, [`operations`], [`commands`], [`outbox`], [`dead_letter_log`], [`export`]) holds its types, checks,
 //! shared row decoding and the `impl Store` methods, written once; `pg/<domain>.rs` and
 //! `sqlite/<domain>.rs` hold only that dialect's SQL and row decoding, and `pg/mod.rs`,
 //! `sqlite/mod.rs` the pool and the migrations. The store contract (`contract`, one file per
@@ -71,6 +71,7 @@ pub mod dead_letter_log;
 pub mod export;
 pub mod history;
 pub mod maintenance;
+pub mod operations;
 pub mod outbox;
 mod pg;
 pub mod registry;
@@ -99,6 +100,10 @@ pub use history::{
     GapFill, History, HistoryPoint, HistoryQuery, HistorySubject, Horizons, Resolution, Step,
 };
 pub use maintenance::{run_maintenance, run_rollup_merger, MergerConfig, MergerMetrics};
+pub use operations::{
+    ActualWindow, ChangeKind, Created, Operation, OperationChange, OperationFilter, OperationKind,
+    OperationNote, OperationPage, OperationSeverity, OperationStatus, PlannedWindow,
+};
 pub use outbox::{
     AttemptOutcome, ClaimedDelivery, DeliveryRecord, DeliveryState, NewWebhook, OutboxBacklog,
     OutboxEvent, OutboxRecord, WebhookFormat, WebhookPatch, WebhookRecord,
@@ -137,6 +142,16 @@ pub enum StoreError {
     UnknownSegment(String),
     #[error("gateway {0:?} is not a registered device")]
     UnknownGateway(String),
+    #[error("{message}")]
+    OperationInvalid { field: String, message: String },
+    #[error("operation {0} does not exist")]
+    OperationNotFound(String),
+    #[error("operation {id} is at version {current}, not {expected}: it changed meanwhile; read it again")]
+    OperationVersion { id: String, expected: i64, current: i64 },
+    #[error("operation {id} is {status}, which is final: it cannot change")]
+    OperationFinal { id: String, status: &'static str },
+    #[error("operation {id} is {from} and cannot become {to}")]
+    OperationTransition { id: String, from: &'static str, to: &'static str },
 }
 
 impl StoreError {

@@ -185,6 +185,7 @@ impl Routes {
                 }
                 LiveEvent::Alert(_) => self.alerts.iter().for_each(|id| offer(id, e)),
                 LiveEvent::Status(_) => self.statuses.iter().for_each(|id| offer(id, e)),
+                LiveEvent::Operation(_) => self.clients.keys().for_each(|id| offer(id, e)),
             }
         }
         for q in wake {

@@ -60,6 +60,9 @@ pub enum LiveEvent {
     Alert(Box<LiveAlert>),
     /// A device said it went online or offline (only to subscribers with `statuses`).
     Status(StatusEvent),
+    /// A road operation changed (created, edited, moved, annotated): the operation as the
+    /// API shows it (`store::Operation`), for every subscriber.
+    Operation(Arc<serde_json::Value>),
 }
 
 /// What a subscriber wants: values and windows of `devices` × `metrics` (an empty set means
@@ -149,6 +152,7 @@ impl SubscriptionFilter {
             LiveEvent::Segment(s) => self.matches_segment(&s.segment),
             LiveEvent::Alert(_) => self.alerts,
             LiveEvent::Status(_) => self.statuses,
+            LiveEvent::Operation(_) => true,
         }
     }
 }
@@ -276,6 +280,12 @@ impl LiveHub {
         }
         self.dispatch(&[Arc::new(LiveEvent::Alert(Box::new(alert)))]);
         true
+    }
+
+    /// Broadcast a stored change of a road operation to every subscriber (the API does,
+    /// after the store took it).
+    pub fn publish_operation(&self, operation: serde_json::Value) {
+        self.dispatch(&[Arc::new(LiveEvent::Operation(Arc::new(operation)))]);
     }
 
     /// Open alerts, oldest id first.

@@ -18,6 +18,8 @@
 //!   device's *last* word, not proof it is alive now. A retained `offline` (a Last Will that
 //!   fired while we were away) does raise.
 
+use std::collections::BTreeMap;
+
 use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentId, StatusEvent};
 
 use crate::alert::{
@@ -49,6 +51,10 @@ impl Emitted {
 pub struct Registry {
     pub segments: Vec<RoadSegment>,
     pub devices: Vec<DeviceProfile>,
+    /// Segments of the road operations that explain alerts now (active closures and
+    /// roadworks), each with the operation's id: alerts on them and their devices are
+    /// suppressed by design.
+    pub operations: BTreeMap<SegmentId, String>,
 }
 
 /// An operator's move on an alert, already stored.
@@ -108,6 +114,7 @@ impl StreamCore {
         self.segments.set_segments(registry.segments);
         self.segments.set_links(links);
         self.engine.set_devices(registry.devices, now, &mut out.alerts);
+        self.engine.set_operations(registry.operations, now, &mut out.alerts);
     }
 
     /// Replace the alert rules (alerts of removed or changed rules are cleared).
@@ -285,7 +292,11 @@ mod tests {
             segment: Some(SegmentId::parse("s1").unwrap()),
             interval: None,
         };
-        Registry { segments: vec![segment()], devices: vec![dev("loop-a"), dev("loop-b")] }
+        Registry {
+            segments: vec![segment()],
+            devices: vec![dev("loop-a"), dev("loop-b")],
+            ..Registry::default()
+        }
     }
 
     fn speeds(t: i64, v: f64) -> Vec<Reading> {

@@ -414,6 +414,10 @@ pub enum SuppressionReason {
     SuppressedByRule,
     /// The device's offline alert is active.
     DeviceOffline,
+    /// The subject is a segment (or a device on a segment) of an active road operation
+    /// that closes the road or is roadworks: the operation explains it
+    /// (docs/operations.md).
+    Operation,
 }
 
 impl SuppressionReason {
@@ -421,11 +425,14 @@ impl SuppressionReason {
         match self {
             Self::SuppressedByRule => "suppressed_by_rule",
             Self::DeviceOffline => "device_offline",
+            Self::Operation => "operation",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::SuppressedByRule, Self::DeviceOffline].into_iter().find(|v| v.as_str() == s)
+        [Self::SuppressedByRule, Self::DeviceOffline, Self::Operation]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 

@@ -420,6 +420,17 @@ async fn malformed_query_parameters_and_bodies_on_every_route_get_a_4xx_json_err
         ("PUT", "/api/v1/alert-rules".into(), r#"{"rules":[{"id":"x'; DROP TABLE alerts;--","threshold":{"metric":"warp","above":1e999}}]}"#.into()),
         ("PUT", "/api/v1/alert-rules".into(), huge),
         ("DELETE", "/api/v1/devices".into(), String::new()),
+        // Road operations (more, with concurrent writers, in operations_* below).
+        get("/api/v1/operations?status=bogus"),
+        get("/api/v1/operations?bbox=1,2,3"),
+        get("/api/v1/operations?from=2026-11-02&to=2026-11-01"),
+        get("/api/v1/operations/op-nope"),
+        get("/api/v1/operations/op-nope/impact?metric=warp"),
+        ("POST", "/api/v1/operations".into(), "{".into()),
+        ("POST", "/api/v1/operations".into(), r#"{"kind":"meteor","title":"x","severity":"minor","agency":"a","point":[11,43],"planned":{"from":"2026-11-01T00:00:00Z","to":"2026-11-02T00:00:00Z"}}"#.into()),
+        ("PATCH", "/api/v1/operations/op-nope".into(), r#"{"title":"x"}"#.into()),
+        ("POST", "/api/v1/operations/op-nope/status".into(), r#"{"status":"active"}"#.into()),
+        ("POST", "/api/v1/operations/op-nope/notes".into(), r#"{"text":""}"#.into()),
     ];
     let known: [(&str, &str, &str); 0] = [];
     let client_errors = |m: &BTreeMap<String, f64>| -> f64 {
@@ -584,4 +595,200 @@ async fn hostile_cadastre_files_get_a_clear_error_import_nothing_and_bounded_mem
         .await
         .unwrap_or(-1);
     assert!(segments <= 0, "nothing imported: {segments} segments");
+}
+
+/// Road operations: every kind of bad payload gets a 4xx JSON error naming the field and
+/// stores nothing; two writers of one version: the second gets 412 and nothing is lost;
+/// concurrent notes all land; a final operation refuses every change (409).
+#[tokio::test]
+async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing() {
+    use sccr_tests::http_request_with;
+    let e = env("hostile-ops").await;
+    let port = e.sccr.api_port;
+    let admin = Some(sccr_tests::TEST_ADMIN_TOKEN);
+    let window = r#""planned":{"from":"2026-11-01T08:00:00Z","to":"2026-11-01T18:00:00Z"}"#;
+    let base = |extra: &str| {
+        format!(
+            r#"{{"kind":"closure","title":"Lungarno closed","severity":"major","agency":"municipal_police",{window}{extra}}}"#
+        )
+    };
+    let deep = format!("{{\"area\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    // (body, status, the field the error names)
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{".into(), 400, "body"),
+        ("[]".into(), 400, "body"),
+        (deep, 400, "body"),
+        (
+            base(r#","point":[11.25,43.77],"kind":"meteor""#).replace(r#""kind":"closure","#, ""),
+            400,
+            "kind",
+        ),
+        (
+            base(r#","point":[11.25,43.77],"severity":"apocalyptic""#)
+                .replace(r#""severity":"major","#, ""),
+            400,
+            "severity",
+        ),
+        (base(r#","point":[181,43.77]"#), 400, "point"),
+        (base(r#","point":["NaN",43.77]"#), 400, "point"),
+        (base(r#","point":[11.25,43.77,12]"#), 400, "point"),
+        (
+            base(r#","point":[11.25,43.77],"title":"\u0000""#)
+                .replace(r#""title":"Lungarno closed","#, ""),
+            400,
+            "title",
+        ),
+        (
+            base(r#","point":[11.25,43.77],"agency":"Police; DROP TABLE operations""#)
+                .replace(r#""agency":"municipal_police","#, ""),
+            400,
+            "agency",
+        ),
+        (base(r#","point":[11.25,43.77],"status":"ended""#), 400, "status"),
+        (base(r#","point":[11.25,43.77],"version":99"#), 400, "version"),
+        (base(r#","point":[11.25,43.77],"notes":[]"#), 400, "notes"),
+        (base(r#","segments":["x'; DROP TABLE road_segments;--"]"#), 400, "segments"),
+        (base(r#","segments":["ghost-road"]"#), 422, "segments"),
+        (base(r#","segments":["viale-strozzi","viale-strozzi"]"#), 400, "segments"),
+        (base(""), 422, "segments"),
+        (
+            base(
+                r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.8],[11.3,43.7],[11.2,43.8],[11.2,43.7]]]}"#,
+            ),
+            422,
+            "area",
+        ),
+        (
+            base(
+                r#","area":{"type":"Polygon","coordinates":[[[11.2,43.7],[11.3,43.7],[11.3,43.8],[11.2,43.8]]]}"#,
+            ),
+            422,
+            "area",
+        ),
+        (
+            base(r#","area":{"type":"LineString","coordinates":[[11.2,43.7],[11.3,43.7]]}"#),
+            422,
+            "area",
+        ),
+        (
+            base(r#","point":[11.25,43.77]"#).replace(
+                window,
+                r#""planned":{"from":"2026-11-01T18:00:00Z","to":"2026-11-01T08:00:00Z"}"#,
+            ),
+            422,
+            "planned.to",
+        ),
+        (
+            base(r#","point":[11.25,43.77]"#)
+                .replace(window, r#""planned":{"from":"yesterday","to":"2026-11-01T08:00:00Z"}"#),
+            422,
+            "planned.from",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (body, want, field) in &cases {
+        let (status, text) =
+            http_request_with(port, "POST", "/api/v1/operations", admin, &[], body).await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status != *want || json["error"]["param"] != *field {
+            failures.push(format!("{} → {status} {text}", &body[..body.len().min(120)]));
+        }
+    }
+    assert!(failures.is_empty(), "operations' bad input:\n{}", failures.join("\n"));
+    assert_eq!(count(&e.pool, "SELECT count(*) FROM operations").await, 0, "nothing stored");
+
+    // A good one, then two writers of version 1.
+    let (status, text) = http_request_with(
+        port,
+        "POST",
+        "/api/v1/operations",
+        admin,
+        &[],
+        &base(r#","segments":["viale-strozzi"]"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{text}");
+    let op: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let path = format!("/api/v1/operations/{}", op["id"].as_str().unwrap());
+    let (status, _) =
+        http_request_with(port, "PATCH", &path, admin, &[], r#"{"title":"no If-Match"}"#)
+            .await
+            .unwrap();
+    assert_eq!(status, 428);
+    let (a, b) = tokio::join!(
+        http_request_with(
+            port,
+            "PATCH",
+            &path,
+            admin,
+            &[("If-Match", "\"1\"")],
+            r#"{"title":"first"}"#
+        ),
+        http_request_with(
+            port,
+            "PATCH",
+            &path,
+            admin,
+            &[("If-Match", "\"1\"")],
+            r#"{"title":"second"}"#
+        ),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "{a:?} {b:?}");
+    let winner = if a.0 == 200 { "first" } else { "second" };
+    // Notes need no version: concurrent ones all land.
+    let notes = (0..8).map(|i| {
+        let body = format!(r#"{{"text":"note {i}"}}"#);
+        let path = format!("{path}/notes");
+        async move { http_request_with(port, "POST", &path, admin, &[], &body).await.unwrap().0 }
+    });
+    let answers = futures_util::future::join_all(notes).await;
+    assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+    let (_, text) = http_get(port, &path).await.unwrap();
+    let now: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(now["title"], winner);
+    assert_eq!(now["notes"].as_array().unwrap().len(), 8, "no note lost");
+    assert_eq!(now["version"], 10);
+    let (_, text) = http_get(port, &format!("{path}/history")).await.unwrap();
+    let trail: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(trail["changes"].as_array().unwrap().len(), 10, "one trail entry per change");
+    // Illegal moves, then final.
+    let status_of = |body: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let path = format!("{path}/status");
+        async move { http_request_with(port, "POST", &path, admin, headers, body).await.unwrap() }
+    };
+    assert_eq!(status_of(r#"{"status":"ended"}"#, &[]).await.0, 409, "planned cannot end");
+    assert_eq!(status_of(r#"{"status":"active"}"#, &[("If-Match", "\"1\"")]).await.0, 412);
+    assert_eq!(status_of(r#"{"status":"active","at":"2026-11-01T08:00:00Z"}"#, &[]).await.0, 200);
+    let (status, text) = status_of(r#"{"status":"ended","at":"2026-11-01T07:00:00Z"}"#, &[]).await;
+    assert_eq!(status, 422, "an end before the start: {text}");
+    assert_eq!(status_of(r#"{"status":"ended"}"#, &[]).await.0, 200);
+    let (_, text) = http_get(port, &path).await.unwrap();
+    let ended: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v = format!("\"{}\"", ended["version"]);
+    let headers = [("If-Match", v.as_str())];
+    for (method, p, body) in [
+        ("PATCH", path.clone(), r#"{"title":"late"}"#),
+        ("POST", format!("{path}/notes"), r#"{"text":"late"}"#),
+        ("POST", format!("{path}/status"), r#"{"status":"cancelled"}"#),
+    ] {
+        let (status, text) =
+            http_request_with(port, method, &p, admin, &headers, body).await.unwrap();
+        assert_eq!(status, 409, "{method} {p} on an ended operation: {text}");
+    }
+    let (_, text) = http_get(port, &path).await.unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), ended, "nothing changed");
+    // Outbox: one event per change, in order.
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
+            .bind(op["id"].as_str().unwrap())
+            .fetch_all(&e.pool)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), 12, "{events:?}");
+    assert_eq!(events[0], "sccr.operation.created");
+    assert_eq!(events[11], "sccr.operation.status_changed");
 }

@@ -1,13 +1,18 @@
 //! The FIWARE entities SCCR sends (webhooks in `ngsi-ld` format, exports) against the Smart
 //! Data Models programme's own property database, shipped in the `pysmartdatamodels`
-//! package (PyPI): every attribute of `TrafficFlowObserved`, `AirQualityObserved` and
-//! `Alert` must be a property of its model, of the model's NGSI-LD kind and JSON type
+//! package (PyPI): every attribute of `TrafficFlowObserved`, `AirQualityObserved`,
+//! `Alert` (alerts and road operations) and `RoadSegment` (a segment under an operation)
+//! must be a property of its model, of the model's NGSI-LD kind and JSON type
 //! (`tests/python/ngsi_check.py`).
 
-use links::ngsi::{air_quality_observed, alert, traffic_flow_observed, TrafficFlowWindow};
+use links::ngsi::{
+    air_quality_observed, alert, operation_alert, operation_road_segment, traffic_flow_observed,
+    TrafficFlowWindow,
+};
 use sccr_tests::{python_venv, workspace_root, TempDir};
 use store::{
-    Acknowledgement, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance, Severity,
+    Acknowledgement, ActualWindow, AlertKind, AlertRecord, AlertState, AlertSubject, Clearance,
+    Operation, OperationKind, OperationSeverity, OperationStatus, PlannedWindow, Severity,
 };
 use telemetry::{DeviceId, EventTime, MetricId, SegmentId};
 
@@ -45,6 +50,42 @@ fn stored_alert(
         suppressed: None,
         code: Default::default(),
         params: Default::default(),
+    }
+}
+
+fn operation(
+    kind: OperationKind,
+    closes_road: bool,
+    status: OperationStatus,
+    area: bool,
+) -> Operation {
+    Operation {
+        id: format!("op-0195b1c2d3e-{}", kind.as_str()),
+        version: 2,
+        kind,
+        title: "Works on viale Strozzi".into(),
+        description: Some("One lane closed".into()),
+        severity: OperationSeverity::Major,
+        status,
+        agency: "utilities".into(),
+        segments: vec!["viale-strozzi".into()],
+        point: Some([11.2490, 43.7805]),
+        area: area.then(|| {
+            serde_json::json!({"type": "Polygon", "coordinates": [[[11.24, 43.78], [11.26, 43.78], [11.26, 43.79], [11.24, 43.78]]]})
+        }),
+        closes_road,
+        planned: PlannedWindow { from: EventTime(1_764_064_800_000), to: EventTime(1_764_072_000_000) },
+        actual: ActualWindow {
+            from: (status != OperationStatus::Planned).then_some(EventTime(1_764_065_000_000)),
+            to: (status == OperationStatus::Ended).then_some(EventTime(1_764_070_000_000)),
+        },
+        notes: vec![],
+        linked_alerts: vec![42],
+        external_ref: Some("PERM-2026-0412".into()),
+        created_at: EventTime(1_764_060_000_000),
+        created_by: "permits".into(),
+        updated_at: EventTime(1_764_065_000_000),
+        updated_by: "wall-3".into(),
     }
 }
 
@@ -110,6 +151,34 @@ fn ngsi_entities_match_the_smart_data_models_database() {
     ] {
         entities.push(alert(&stored_alert(subject, rule, severity, state)));
     }
+    // Road operations: each kind as an Alert, and the segments under them.
+    for (kind, closes, status, area) in [
+        (OperationKind::Closure, true, OperationStatus::Active, false),
+        (OperationKind::Roadworks, false, OperationStatus::Active, true),
+        (OperationKind::Incident, false, OperationStatus::Planned, false),
+        (OperationKind::Event, true, OperationStatus::Ended, true),
+    ] {
+        let op = operation(kind, closes, status, area);
+        let e = operation_alert(&op);
+        assert_eq!(e["category"]["value"], "traffic");
+        entities.push(e);
+        let s = operation_road_segment(&op, &seg);
+        let want = match (status, closes) {
+            (OperationStatus::Active, true) => "closed",
+            (OperationStatus::Active, false) => "limited",
+            _ => "open",
+        };
+        assert_eq!(s["status"]["value"], want);
+        if status == OperationStatus::Active {
+            entities.push(s);
+        }
+    }
+    let subs: Vec<&str> = entities[5..]
+        .iter()
+        .filter(|e| e["type"] == "Alert")
+        .map(|e| e["subCategory"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(subs, ["roadClosed", "roadWorks", "carAccident", "roadClosed"]);
     let dir = TempDir::new("ngsi").unwrap();
     let file = dir.path.join("entities.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&entities).unwrap()).unwrap();
@@ -124,5 +193,5 @@ fn ngsi_entities_match_the_smart_data_models_database() {
         "entities differ from the Smart Data Models:\n{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("5 entities"), "{text}");
+    assert!(text.contains("11 entities"), "{text}");
 }

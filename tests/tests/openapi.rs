@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use sccr_tests::{
-    http_get, http_send, python_venv, workspace_root, Broker, Sccr, TempDir, TestDb,
-    TEST_ADMIN_TOKEN,
+    http_get, http_request_with, http_send, python_venv, workspace_root, Broker, Sccr, TempDir,
+    TestDb, TEST_ADMIN_TOKEN,
 };
 
 /// Rules documents and single rules from the API's tests and the README, as the server
@@ -176,7 +176,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     std::fs::write(
         &config,
         "[checks.positive_data_acceptance]\n\
-         expected-statuses = [\"2xx\", \"401\", \"403\", \"404\", \"409\", \"422\", \"429\", \"5xx\"]\n",
+         expected-statuses = [\"2xx\", \"401\", \"403\", \"404\", \"409\", \"412\", \"422\", \"428\", \"429\", \"5xx\"]\n",
     )
     .unwrap();
     let run = tokio::process::Command::new(venv.join("bin/schemathesis"))
@@ -535,6 +535,48 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
         200
     );
     get!("/api/v1/audit", "/api/v1/audit");
+    // Road operations (a PATCH needs If-Match: sent by hand).
+    let op = send!(
+        "POST",
+        "/api/v1/operations",
+        "/api/v1/operations",
+        json!({"kind": "roadworks", "title": "Works", "severity": "moderate", "agency": "utilities",
+               "segments": ["viale-strozzi"], "point": [11.2490, 43.7805],
+               "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-06T18:00:00Z"}}),
+        201
+    );
+    let op_path = format!("/api/v1/operations/{}", op["id"].as_str().unwrap());
+    get!("/api/v1/operations", "/api/v1/operations");
+    get!("/api/v1/operations/{id}", op_path);
+    let (status, text) = http_request_with(
+        port,
+        "PATCH",
+        &op_path,
+        Some(TEST_ADMIN_TOKEN),
+        &[("If-Match", "\"1\"")],
+        r#"{"severity":"major"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    answers.push(json!({"method": "PATCH", "path": "/api/v1/operations/{id}", "status": status, "body": body}));
+    send!(
+        "POST",
+        "/api/v1/operations/{id}/status",
+        format!("{op_path}/status"),
+        json!({"status": "active"}),
+        200
+    );
+    send!(
+        "POST",
+        "/api/v1/operations/{id}/notes",
+        format!("{op_path}/notes"),
+        json!({"text": "Barriers in place"}),
+        200
+    );
+    get!("/api/v1/operations/{id}/history", format!("{op_path}/history"));
+    get!("/api/v1/operations/{id}/impact", format!("{op_path}/impact"));
     // An error answer has the documented error body.
     send!("GET", "/api/v1/alerts/{id}", "/api/v1/alerts/999999", Value::Null, 404);
     send!("GET", "/api/v1/history", "/api/v1/history?metric=speed", Value::Null, 400);

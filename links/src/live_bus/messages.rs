@@ -88,6 +88,8 @@ impl LiveBatch {
                 LiveEvent::Window(w) => b.windows.push(w.clone()),
                 LiveEvent::Segment(s) => b.segments.push(s.clone()),
                 LiveEvent::Alert(a) => b.alerts.push((**a).clone()),
+                // Operation changes are published by the API process that made them.
+                LiveEvent::Operation(_) => {}
                 LiveEvent::Status(s) => {
                     b.statuses.push(BusStatus {
                         device: s.device.clone(),

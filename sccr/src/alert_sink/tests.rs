@@ -351,6 +351,7 @@ async fn a_restored_engine_follows_what_operators_did_in_the_store_meanwhile() {
             segment: Some(SegmentId::parse(seg).unwrap()),
             interval: None,
         }],
+        ..Registry::default()
     };
     // Two segments congested: two open engine alerts.
     let mut core = StreamCore::new(&config, AlertRulesConfig::validate(&rules).unwrap());

@@ -35,7 +35,16 @@ async fn load_registry(store: &Store) -> Result<Registry, StoreError> {
         .into_iter()
         .map(|d| DeviceProfile { id: d.id, kind: d.kind, segment: d.segment, interval: None })
         .collect();
-    Ok(Registry { segments, devices })
+    // Segments of the operations that explain alerts now (docs/operations.md).
+    let mut operations = std::collections::BTreeMap::new();
+    for op in store.suppressing_operations().await? {
+        for s in &op.segments {
+            if let Ok(id) = telemetry::SegmentId::parse(s) {
+                operations.entry(id).or_insert_with(|| op.id.clone());
+            }
+        }
+    }
+    Ok(Registry { segments, devices, operations })
 }
 
 /// Re-read the registry every `every` and hand changes to the stream.

@@ -6,11 +6,13 @@
 //! One file per domain: `readings` (dedupe, exact rollups, latest values, dead letters,
 //! retention), `history` (levels, subjects, steps and gaps against a recount), `alerts`
 //! (the lifecycle, alarm states, clears by key, listing), `registry` (segments, devices,
-//! gateways, tokens), `cadastre` (versioned imports, device links, area queries) and `stream_state`; [`run_all`] runs them all.
+//! gateways, tokens), `cadastre` (versioned imports, device links, area queries),
+//! `stream_state` and `operations`; [`run_all`] runs them all.
 
 mod alerts;
 mod cadastre;
 mod history;
+mod operations;
 mod readings;
 mod registry;
 mod stream_state;
@@ -32,6 +34,9 @@ pub use history::{
     answers_count_readings_not_yet_rolled_up,
     automatic_resolution_and_subjects_agree_with_a_recount, gaps_are_filled_on_request,
     history_filters_and_limits, stepped_history_of_any_range_equals_a_recount,
+};
+pub use operations::{
+    operation_lists_filter_and_page_by_cursor, operations_keep_versions_lifecycle_trail_and_events,
 };
 pub use readings::{
     dead_letters_and_devices_are_kept, latest_is_newest_by_event_time,
@@ -116,4 +121,6 @@ pub async fn run_all(store: &Store) {
     a_sole_token_revokes_the_others_of_its_name(store).await;
     devices_are_placed_in_id_order_on_their_segments(store).await;
     cadastre_import_is_versioned_and_links_devices(store).await;
+    operations_keep_versions_lifecycle_trail_and_events(store).await;
+    operation_lists_filter_and_page_by_cursor(store).await;
 }

@@ -14,6 +14,7 @@ mod dead_letter_log;
 mod export;
 mod history;
 mod maintenance;
+mod operations;
 pub(crate) mod outbox;
 mod registry;
 mod rollup;
@@ -126,6 +127,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         16,
         "cadastre",
         MigrationSql::Common(include_str!("../../migrations/postgres/0016_cadastre.sql")),
+    ),
+    (
+        17,
+        "operations",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0017_operations.sql")),
     ),
 ];
 

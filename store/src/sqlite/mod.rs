@@ -14,6 +14,7 @@ mod dead_letter_log;
 mod export;
 mod history;
 mod maintenance;
+mod operations;
 pub(crate) mod outbox;
 mod registry;
 mod rollup;
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "stream state parts", include_str!("../../migrations/sqlite/0009_stream_state_parts.sql")),
     (10, "alarm handling", include_str!("../../migrations/sqlite/0010_alarm_handling.sql")),
     (11, "cadastre", include_str!("../../migrations/sqlite/0011_cadastre.sql")),
+    (12, "operations", include_str!("../../migrations/sqlite/0012_operations.sql")),
 ];
 
 #[derive(Debug, Clone)]

@@ -166,6 +166,9 @@ pub struct AlertEngine {
     edges: Vec<(u16, Step)>,
     /// Rule index by id.
     rule_index: HashMap<RuleId, u16>,
+    /// Segments of the road operations that explain alerts now, with the operation's id
+    /// (set with the registry; not checkpointed: the registry is read again at start).
+    operations: std::collections::BTreeMap<SegmentId, String>,
 }
 
 impl AlertEngine {
@@ -183,6 +186,7 @@ impl AlertEngine {
             clock: None,
             edges: Vec::new(),
             rule_index: HashMap::new(),
+            operations: Default::default(),
         };
         let mut out = Vec::new();
         engine.set_rules(rules, EventTime(0), &mut out);

@@ -88,12 +88,25 @@ fn yes() -> bool {
 }
 
 /// A designed suppression as the engine knows it: the suppressing alert by engine id
-/// and key (the sink finds its store id).
+/// and key (the sink finds its store id), or the road operation that explains it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Suppressed {
     pub reason: SuppressionReason,
-    pub by_alert: AlertId,
-    pub by_key: AlertKey,
+    pub by_alert: Option<AlertId>,
+    pub by_key: Option<AlertKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_operation: Option<String>,
+}
+
+impl Suppressed {
+    /// What suppresses, for the event's note: `suppressed_by_rule by <key>`, `operation op-…`.
+    pub fn describe(&self) -> String {
+        match (&self.by_operation, &self.by_key) {
+            (Some(op), _) => format!("{} {op}", self.reason.as_str()),
+            (None, Some(key)) => format!("{} by {key}", self.reason.as_str()),
+            (None, None) => self.reason.as_str().to_owned(),
+        }
+    }
 }
 
 /// One lifecycle move, as stored in `alert_events`. `from` is `None` for the raise.

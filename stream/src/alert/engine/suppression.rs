@@ -1,8 +1,12 @@
 //! Designed suppression: an open alert is suppressed while an active alert of a rule in
 //! its rule's `suppressed_by` (on its subject or its device's segment), or its device's
-//! offline alert, is active; recomputed after every edge and every tick.
+//! offline alert, is active, or while a road operation explains it (an active closure or
+//! roadworks on its segment or its device's segment; the registry carries them);
+//! recomputed after every edge and every tick and when the operations change.
 
-use telemetry::EventTime;
+use std::collections::BTreeMap;
+
+use telemetry::{EventTime, SegmentId};
 
 use super::super::lifecycle::{
     Alert, AlertId, AlertMove, AlertState, AlertTransition, Suppressed, SuppressionReason,
@@ -17,6 +21,20 @@ impl AlertEngine {
     /// active offline alert.
     pub(super) fn suppressor_of(&self, a: &Alert) -> Option<Suppressed> {
         let rule = &self.rules[usize::from(*self.rule_index.get(&a.key.rule)?)];
+        // A road operation explains the alert: its segment, or its device's segment.
+        let on = match &a.key.subject {
+            Subject::Segment(s) => Some(s.clone()),
+            Subject::Device(d) => self.devices.get(d).and_then(|s| s.segment.clone()),
+            _ => None,
+        };
+        if let Some(op) = on.and_then(|s| self.operations.get(&s)) {
+            return Some(Suppressed {
+                reason: SuppressionReason::Operation,
+                by_alert: None,
+                by_key: None,
+                by_operation: Some(op.clone()),
+            });
+        }
         let active = |key: AlertKey| {
             self.book
                 .by_key
@@ -36,7 +54,8 @@ impl AlertEngine {
                 if let Some((by_alert, by_key)) = active(AlertKey { rule: other.clone(), subject })
                 {
                     let reason = SuppressionReason::SuppressedByRule;
-                    return Some(Suppressed { reason, by_alert, by_key });
+                    let (by_alert, by_key) = (Some(by_alert), Some(by_key));
+                    return Some(Suppressed { reason, by_alert, by_key, by_operation: None });
                 }
             }
         }
@@ -49,11 +68,29 @@ impl AlertEngine {
                 };
                 if let Some((by_alert, by_key)) = active(key) {
                     let reason = SuppressionReason::DeviceOffline;
-                    return Some(Suppressed { reason, by_alert, by_key });
+                    let (by_alert, by_key) = (Some(by_alert), Some(by_key));
+                    return Some(Suppressed { reason, by_alert, by_key, by_operation: None });
                 }
             }
         }
         None
+    }
+
+    /// Replace the segments of the road operations that explain alerts (each with the
+    /// operation's id) and bring every open alert's suppression in line with them.
+    pub fn set_operations(
+        &mut self,
+        operations: BTreeMap<SegmentId, String>,
+        now: EventTime,
+        out: &mut Vec<AlertOutput>,
+    ) {
+        if operations == self.operations {
+            return;
+        }
+        self.operations = operations;
+        let now = self.advance(now);
+        let start = out.len();
+        self.resuppress(start, now, out);
     }
 
     /// Bring every open alert's designed suppression in line with the alerts active now,
@@ -95,8 +132,8 @@ impl AlertEngine {
             });
             if let Some(raised) = opened_here {
                 raised.suppressed = want.clone();
-                if let Some(by) = &want {
-                    suppressed_after(&mut out[start..], id, by.by_alert);
+                if let Some(by) = want.as_ref().and_then(|w| w.by_alert) {
+                    suppressed_after(&mut out[start..], id, by);
                 }
                 continue;
             }
@@ -113,10 +150,12 @@ impl AlertEngine {
             }
             let Some(alert) = self.book.open.get(&id) else { continue };
             let (mv, note) = match &want {
-                Some(s) => (AlertMove::Suppress, format!("{} by {}", s.reason.as_str(), s.by_key)),
-                None => {
-                    (AlertMove::Unsuppress, "the suppressing alert is no longer active".to_owned())
-                }
+                Some(s) => (AlertMove::Suppress, s.describe()),
+                None => (
+                    AlertMove::Unsuppress,
+                    "what suppressed it (an alert, a road operation) is no longer active"
+                        .to_owned(),
+                ),
             };
             // Inserted before the re-raise, it moves the alert while still returned.
             let state = if resumed_at.is_some() { AlertState::Returned } else { alert.state };

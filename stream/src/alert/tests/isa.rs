@@ -118,7 +118,7 @@ fn suppressed_by_records_raises_suppressed_and_suppresses_open_alerts() {
     let warn = opened.iter().find(|a| a.key.rule.as_str() == "no2-warn").unwrap();
     let alarm = opened.iter().find(|a| a.key.rule.as_str() == "no2-alarm").unwrap();
     let s = warn.suppressed.as_ref().expect("opened suppressed");
-    assert_eq!((s.reason, s.by_alert), (SuppressionReason::SuppressedByRule, alarm.id));
+    assert_eq!((s.reason, s.by_alert), (SuppressionReason::SuppressedByRule, Some(alarm.id)));
     assert!(alarm.suppressed.is_none());
     let (warn_id, alarm_id) = (warn.id, alarm.id);
     // The alarm's condition ends: the warning is no longer suppressed.
@@ -163,7 +163,7 @@ fn a_devices_offline_alert_suppresses_its_other_alerts() {
     let suppressed = e.alert(warn).unwrap().suppressed.clone().expect("suppressed");
     assert_eq!(
         (suppressed.reason, suppressed.by_alert),
-        (SuppressionReason::DeviceOffline, offline)
+        (SuppressionReason::DeviceOffline, Some(offline))
     );
     assert!(e.alert(offline).unwrap().suppressed.is_none(), "offline is not suppressed by itself");
 }
@@ -190,4 +190,42 @@ fn suppressed_by_must_name_other_existing_rules_and_the_alarm_settings_are_bound
     let shipped = AlertRulesConfig::default().validate().unwrap();
     let target = shipped.rules.iter().find(|r| r.id.as_str() == "aq-o3-8h-target").unwrap();
     assert_eq!(target.suppressed_by, [RuleId::parse("aq-o3-information").unwrap()]);
+}
+
+#[test]
+fn a_road_operation_suppresses_alerts_on_its_segments_until_it_is_lifted() {
+    let mut e = AlertEngine::new(rules(SPEED_LOW));
+    let mut out = Vec::new();
+    let on = |id: &str, s: &str| DeviceProfile {
+        id: dev(id),
+        kind: None,
+        segment: Some(seg(s)),
+        interval: None,
+    };
+    e.set_devices([on("loop-1", "closed"), on("loop-2", "open")], t(0), &mut out);
+    let cover: BTreeMap<SegmentId, String> = [(seg("closed"), "op-1".to_owned())].into();
+    e.set_operations(cover, t(0), &mut out);
+    out.clear();
+    // A raise on the closed segment is recorded suppressed, naming the operation.
+    e.on_reading(&reading("loop-1", MetricId::SpeedKmh, 1, 2.0), t(1), &mut out);
+    e.on_reading(&reading("loop-2", MetricId::SpeedKmh, 1, 2.0), t(1), &mut out);
+    let closed =
+        out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-1"))).unwrap();
+    let s = closed.alert().suppressed.clone().expect("suppressed by the operation");
+    assert_eq!((s.reason, s.by_operation.as_deref()), (SuppressionReason::Operation, Some("op-1")));
+    let open =
+        out.iter().find(|o| o.alert().key.subject == Subject::Device(dev("loop-2"))).unwrap();
+    assert!(open.alert().suppressed.is_none(), "another segment pages as usual");
+    let id = closed.alert().id;
+    // Lifting the operation unsuppresses the alert still holding: it is shown again.
+    out.clear();
+    e.set_operations(BTreeMap::new(), t(2), &mut out);
+    let AlertOutput::Transition { alert, transition } = &out[0] else { panic!("{out:?}") };
+    assert_eq!((alert.id, transition.action), (id, Some(AlertMove::Unsuppress)));
+    assert!(e.alert(id).unwrap().suppressed.is_none());
+    assert_eq!(e.alert(id).unwrap().state, AlertState::Raised);
+    // The same cover again changes nothing.
+    out.clear();
+    e.set_operations(BTreeMap::new(), t(3), &mut out);
+    assert!(out.is_empty());
 }

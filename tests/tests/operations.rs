@@ -1,0 +1,187 @@
+//! Road operations end to end, through a real Mosquitto, a real PostgreSQL and the real
+//! `sccr serve` process: an active closure suppresses the alerts of the detectors on its
+//! segment by design (recorded suppressed, no outbox event: nobody is paged), the wall
+//! gets the operation's changes live, and ending the operation lifts the suppression so
+//! the alert still holding is shown again.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sccr_tests::{
+    compact, http_get, http_send, loop_on, publish_all, telemetry_topic, test_segment, wait_for,
+    wait_pipeline_ready, Broker, Sccr, TempDir, TestDb,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+use store::{DeviceRecord, Store, StoreOptions};
+use telemetry::EventTime;
+
+const SEGMENT: &str = "via-test-closure";
+const OTHER: &str = "via-test-open";
+const DEVICE: &str = "loop-closure-a";
+const OTHER_DEVICE: &str = "loop-open-a";
+
+/// A critical rule on low speed for both detectors; the registry (and the operations with
+/// it) re-read every second.
+const CONFIG: &str = r#"
+[stream]
+registry_refresh = "1s"
+
+[alerts]
+air_quality_defaults = false
+
+[[alerts.rules]]
+id = "stopped"
+severity = "critical"
+scope = { devices = ["loop-closure-a", "loop-open-a"] }
+threshold = { metric = "speed_kmh", below = 15.0 }
+"#;
+
+async fn get_json(port: u16, path: &str) -> Option<Value> {
+    let (status, body) = http_get(port, path).await.ok()?;
+    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+async fn metric_value(port: u16, name: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics").await.unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok()).unwrap_or(0.0)
+}
+
+/// The open alert of `device`, once there is one matching `pred`.
+async fn alert_of(port: u16, device: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, Duration::from_secs(30), || async {
+        let all = get_json(port, "/api/v1/alerts?state=raised").await?;
+        all["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["subject"]["device"] == device && pred(a))
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
+    let broker = Broker::start().await.expect("mosquitto");
+    let db = TestDb::create().await.expect("database");
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
+    store.migrate().await.expect("migrate");
+    store.upsert_segments(&[test_segment(SEGMENT), test_segment(OTHER)]).await.expect("segments");
+    let devices: Vec<DeviceRecord> = vec![loop_on(DEVICE, SEGMENT), loop_on(OTHER_DEVICE, OTHER)];
+    store.upsert_devices(&devices).await.expect("devices");
+    store.close().await;
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let dir = TempDir::new("operations-e2e").expect("tempdir");
+    let sccr = Sccr::serve_with_config(broker.port, &db.url, &dir.path, CONFIG, &[]).expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+    let port = sccr.api_port;
+
+    // A wall watching.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(sccr_tests::live_url(port)).await.expect("websocket");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        r#"{"type":"subscribe","values":false,"alerts":true}"#.into(),
+    ))
+    .await
+    .unwrap();
+
+    // The closure, active now.
+    let from = EventTime(EventTime::now().millis() - 60_000).to_rfc3339();
+    let to = EventTime(EventTime::now().millis() + 3_600_000).to_rfc3339();
+    let body = format!(
+        r#"{{"kind":"closure","title":"Burst water main","severity":"major","agency":"utilities","segments":["{SEGMENT}"],"status":"active","planned":{{"from":"{from}","to":"{to}"}}}}"#
+    );
+    let updates_before = metric_value(port, "sccr_stream_registry_updates_total").await;
+    let (status, text) = http_send(port, "POST", "/api/v1/operations", &body).await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    let op: Value = serde_json::from_str(&text).unwrap();
+    let id = op["id"].as_str().unwrap().to_owned();
+    assert_eq!((op["status"].as_str(), op["closes_road"].as_bool()), (Some("active"), Some(true)));
+
+    // The wall is told.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the operation frame in time")
+            .expect("socket open")
+            .expect("frame");
+        let v: Value = serde_json::from_str(msg.to_text().unwrap_or("")).unwrap_or_default();
+        if v["type"] == "operation" {
+            assert_eq!(v["operation"]["id"], id.as_str());
+            break;
+        }
+    }
+    // The stream has the operation once the registry was read again after it.
+    wait_for("the registry re-read", Duration::from_secs(30), || async {
+        (metric_value(port, "sccr_stream_registry_updates_total").await > updates_before)
+            .then_some(())
+    })
+    .await;
+
+    // Both detectors report a standstill.
+    let t0 = EventTime::now().millis();
+    let messages = [DEVICE, OTHER_DEVICE]
+        .iter()
+        .map(|d| (telemetry_topic(d), compact(1, t0, &[("speed_kmh", 3.0)])))
+        .collect();
+    publish_all(broker.port, "pub-closure", messages).await.expect("publish");
+
+    // On the closed segment: recorded, suppressed by the operation, nobody paged.
+    let closed =
+        alert_of(port, DEVICE, "the suppressed alert", |a| !a["suppressed"].is_null()).await;
+    assert_eq!(closed["suppressed"]["reason"], "operation", "{closed}");
+    // Elsewhere: raised as usual.
+    let open = alert_of(port, OTHER_DEVICE, "the other alert", |_| true).await;
+    assert!(open["suppressed"].is_null(), "{open}");
+    let raised_events = |subject: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox WHERE type = 'it.firenze.sccr.alert.raised' AND subject = $1",
+            )
+            .bind(subject)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let closed_id = closed["id"].as_i64().unwrap();
+    assert_eq!(
+        raised_events(format!("alert/{closed_id}")).await,
+        0,
+        "a suppressed raise pages no one"
+    );
+    assert_eq!(raised_events(format!("alert/{}", open["id"])).await, 1);
+
+    // Ending the operation lifts the suppression: the alert still holding is shown again.
+    let (status, text) = http_send(
+        port,
+        "POST",
+        &format!("/api/v1/operations/{id}/status"),
+        r#"{"status":"ended"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let shown =
+        alert_of(port, DEVICE, "the alert shown again", |a| a["suppressed"].is_null()).await;
+    assert_eq!(shown["id"], closed["id"]);
+    assert_eq!(shown["state"], "raised");
+    let actions: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT action FROM alert_events WHERE alert_id = $1 ORDER BY id")
+            .bind(closed_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(actions.contains(&Some("unsuppress".to_owned())), "{actions:?}");
+    // The operation's outbox events: created, then status_changed.
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(types, ["sccr.operation.created", "sccr.operation.status_changed"]);
+}
