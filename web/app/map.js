@@ -184,17 +184,27 @@ function wireSegmentPointer() {
   let pending = null;
   map.on('mousemove', (/** @type {any} */ e) => {
     pending = e;
+    lastPointer = e.containerPoint;
     if (pointerQueued) return;
     pointerQueued = true;
     requestAnimationFrame(() => {
       pointerQueued = false;
-      if (pending) hoverAt(pending);
+      if (pending && !moving) hoverAt(pending);
     });
   });
-  map.on('mouseout', () => { pending = null; hoverAt(null); });
-  map.on('zoomstart movestart', () => hoverAt(null));
+  map.on('mouseout', () => { pending = null; lastPointer = null; hoverAt(null); });
+  // While the map moves, nothing is hovered (a redraw per frame of a dragged city would be
+  // wasted): the hover comes back with the next pointer move after it settles.
+  map.on('zoomstart movestart', () => { moving = true; pending = null; hoverAt(null); });
+  map.on('moveend', () => {
+    moving = false;
+    if (lastPointer) hoverAt({ containerPoint: lastPointer, latlng: map.containerPointToLatLng(lastPointer) });
+  });
 }
 let pointerQueued = false;
+let moving = false;
+/** @type {any} where the pointer last was over the map (container point), or null */
+let lastPointer = null;
 /** @param {any} e a Leaflet mouse event, or null when the pointer left */
 function hoverAt(e) {
   const id = e ? segLayer.hit(e.containerPoint) : null;

@@ -137,10 +137,9 @@ export function segmentLayer(options) {
       return { scale, x0: tl.x / scale, y0: tl.y / scale };
     },
 
-    /** Line width at this zoom: the full width from zoom 15 on, thinner over a whole city. */
+    /** The base line width of the last drawing (see draw). */
     zoomWidth() {
-      const f = Math.max(0.3, Math.min(1, (this.zoom - 11.5) / 3.5));
-      return Math.max(1.2, options.style().width * f);
+      return this.base || options.style().width;
     },
 
     draw() {
@@ -155,7 +154,6 @@ export function segmentLayer(options) {
       const x1 = x0 + w / scale;
       const y1 = y0 + h / scale;
       const st = options.style();
-      const base = this.zoomWidth();
       /** @type {Map<string, Drawable[]>} */
       const byGrade = new Map();
       /** @type {Drawable[]} */
@@ -175,6 +173,11 @@ export function segmentLayer(options) {
         list.push(d);
         if (d.op) ops.push(d);
       }
+      // Lines thin out where the network is dense (a whole city in view): about a third of
+      // the mean spacing between the segments in view, never wider than the style's width.
+      const spacing = Math.sqrt((w * h) / Math.max(1, visible.length));
+      const base = Math.max(1, Math.min(st.width, spacing * 0.35));
+      this.base = base;
       /** @param {Drawable[]} list */
       const trace = (list) => {
         ctx.beginPath();
