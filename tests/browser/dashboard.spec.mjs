@@ -662,7 +662,7 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
   if (process.env.SCCR_PERF_OUT) fs.writeFileSync(process.env.SCCR_PERF_OUT, JSON.stringify(result, null, 2));
   await shot(page, 'load-25000-segments-3840x2160.png');
   // The map still answers the pointer at this scale: the segment under a click opens.
-  await page.evaluate(() => window.sccr.map().setView([43.7795, 11.2550], 17, { animate: false }));
+  await page.evaluate(() => { window.sccr.map().setView([43.7795, 11.2550], 17, { animate: false }); });
   await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(0);
   const target = await page.evaluate(() => {
     const m = window.sccr.map();
@@ -678,12 +678,14 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
   await page.mouse.click(target.pt.x, target.pt.y);
   await expect(page.locator('#detail')).toHaveAttribute('data-segment', target.id);
   expect(errors).toEqual([]);
-  // The goal is under 10 % busy (reported above); these ceilings only catch a regression
-  // by an order of magnitude, on any machine.
+  // The goal is under 10 % busy (reported above, not asserted: the figure depends on the
+  // machine and on what else runs on it). These ceilings only catch a regression by an
+  // order of magnitude: a main thread never idle while only live updates arrive, a task of
+  // seconds, a median frame ten times the display's.
+  expect(live.busy_fraction, 'live: main thread busy').toBeLessThan(0.95);
   for (const r of [live, interact]) {
-    expect(r.busy_fraction, `${r.phase}: main thread busy`).toBeLessThan(0.8);
     expect(r.longest_task_ms, `${r.phase}: longest task`).toBeLessThan(3000);
-    expect(r.frame_ms_p50, `${r.phase}: median frame interval`).toBeLessThan(500);
+    expect(r.frame_ms_p50, `${r.phase}: median frame interval`).toBeLessThan(250);
   }
   await page.close();
 });

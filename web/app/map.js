@@ -303,7 +303,7 @@ export async function loadSegments(fit = false) {
     const b = first ? WORLD : viewBox(0.5);
     props = await fetchBox(b, z);
   }
-  if ((fit || first) && state.segments.size) fitAll(true);
+  if ((fit || first) && state.segments.size) fitAll(false);
   return props;
 }
 

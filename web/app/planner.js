@@ -162,9 +162,21 @@ async function showImpact() {
       }
       return fig;
     }));
+    // What the two lines are: the metric (solid), a week earlier (dashed).
+    const legend = document.createElement('div');
+    legend.className = 'chart-legend impact-legend';
+    for (const [name, colour, dashed] of [[metricLabel(metric), 'var(--series-1)', false], [label('baseline'), 'var(--muted)', true]]) {
+      if (dashed && !imp.baseline) continue;
+      const item = fromTemplate('tpl-legend-item');
+      item.style.setProperty('--c', String(colour));
+      if (dashed) item.classList.add('dashed');
+      slot(item, 'label', String(name));
+      legend.append(item);
+    }
+    $('impact-figures').append(legend);
     lastImpact = {
       title: $('planner-title').textContent, sub,
-      figures: figs.map((f) => `${label(f.key)}: ${num(f.avg, decimals)} ${unitOf(metric)}`).join('   ·   '),
+      figures: `━ ${metricLabel(metric)}${imp.baseline ? `   ╌ ${label('baseline')}` : ''}      ${figs.map((f) => `${label(f.key)}: ${num(f.avg, decimals)} ${unitOf(metric)}`).join('   ·   ')}`,
     };
   } catch (e) {
     if (mine !== asked) return;
