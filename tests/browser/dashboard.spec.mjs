@@ -627,6 +627,7 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
       frame_ms_p50: r1(pct(frames, 0.5) ?? 0), frame_ms_p95: r1(pct(frames, 0.95) ?? 0), frame_ms_p99: r1(pct(frames, 0.99) ?? 0), frame_ms_max: r1(Math.max(0, ...frames)),
       frames_over_50ms: frames.filter((f) => f > 50).length,
       segment_draws: draws1.draws - draws0.draws, segment_draw_ms_mean: r1((draws1.totalMs - draws0.totalMs) / Math.max(1, draws1.draws - draws0.draws)),
+      segment_repaints: draws1.repaints - draws0.repaints, segment_repaint_ms_mean: r1((draws1.repaintMs - draws0.repaintMs) / Math.max(1, draws1.repaints - draws0.repaints)),
       js_heap_mb: r1(metric(after, 'JSHeapUsedSize') / 1048576),
     };
   }

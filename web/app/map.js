@@ -409,10 +409,13 @@ export function currentLos(seg, now) {
 export function styleSegment(seg, now) {
   const los = currentLos(seg, now);
   if (los === seg.los && seg.styled) return;
+  const before = seg.los;
+  const first = !seg.styled;
   seg.los = los;
   seg.styled = true;
   seg.draw.los = los;
-  segLayer.redraw();
+  if (first) segLayer.redraw();
+  else segLayer.restyle(seg.draw, before);
 }
 /** What the canvas draws for a segment (for tests and tours). @param {string} id */
 export function segmentStyle(id) {

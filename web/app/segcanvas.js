@@ -73,7 +73,12 @@ export function segmentLayer(options) {
       /** @type {string | null} */
       this.hover = null;
       this.queued = false;
-      this.stats = { draws: 0, lastMs: 0, totalMs: 0, drawn: 0 };
+      this.stats = { draws: 0, lastMs: 0, totalMs: 0, drawn: 0, repaints: 0, repaintMs: 0 };
+      /** @type {[Drawable, string | null][]} segments whose grade changed since the last painting */
+      this.changed = [];
+      this.paintQueued = false;
+      /** @type {any} the full drawing that settles widths after repaints */
+      this.settle = null;
     },
 
     onAdd() {
@@ -129,6 +134,68 @@ export function segmentLayer(options) {
       requestAnimationFrame(() => { this.queued = false; this.draw(); });
     },
 
+    /**
+     * A segment's grade changed: paint it over in its new colour at the next frame, without
+     * drawing the whole city again (a full drawing of 25,000 segments costs the rasteriser
+     * far more than the script). The line is painted at least as wide as it was, so no edge
+     * of the old colour stays; widths settle at the next full drawing, within 5 s or at
+     * the end of a move. A segment with an operation's stripes is left to the full drawing.
+     * @param {Drawable} d @param {string | null} before its grade before
+     */
+    restyle(d, before) {
+      if (!this._map || this.queued) return;
+      if (d.op) { this.redraw(); return; }
+      this.changed.push([d, before]);
+      if (!this.paintQueued) {
+        this.paintQueued = true;
+        requestAnimationFrame(() => { this.paintQueued = false; this.paintChanged(); });
+      }
+      if (!this.settle) this.settle = setTimeout(() => { this.settle = null; this.redraw(); }, 5000);
+    },
+
+    paintChanged() {
+      const list = this.changed;
+      this.changed = [];
+      if (this.queued || !this.ctx || !list.length) return;
+      const started = performance.now();
+      const ctx = this.ctx;
+      const { scale, x0, y0 } = this.frame();
+      const x1 = x0 + this.canvas.width / this.dpr / scale;
+      const y1 = y0 + this.canvas.height / this.dpr / scale;
+      const st = options.style();
+      const base = this.zoomWidth();
+      /** @type {Map<string, Drawable[]>} */
+      const groups = new Map();
+      for (const [d, before] of list) {
+        const b = d.box;
+        if (b[2] < x0 || b[0] > x1 || b[3] < y0 || b[1] > y1) continue;
+        const g = d.los ?? 'none';
+        const f = Math.max(g === 'none' ? 1 : st.widthFactor(g), before === null ? 1 : st.widthFactor(before));
+        const key = `${g}|${f}`;
+        let group = groups.get(key);
+        if (!group) groups.set(key, (group = []));
+        group.push(d);
+      }
+      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+      ctx.lineJoin = 'miter';
+      ctx.lineCap = 'butt';
+      for (const [key, group] of groups) {
+        const [g, f] = key.split('|');
+        ctx.beginPath();
+        for (const d of group) {
+          for (const a of d.u) {
+            ctx.moveTo((a[0] - x0) * scale, (a[1] - y0) * scale);
+            for (let i = 2; i < a.length; i += 2) ctx.lineTo((a[i] - x0) * scale, (a[i + 1] - y0) * scale);
+          }
+        }
+        ctx.strokeStyle = st.colour[g] || st.colour.none;
+        ctx.lineWidth = base * Number(f);
+        ctx.stroke();
+      }
+      this.stats.repaints += 1;
+      this.stats.repaintMs += performance.now() - started;
+    },
+
     /** Pixels per normalised unit at the drawn zoom, and the normalised point at the canvas's top left. */
     frame() {
       const map = this._map;
@@ -144,6 +211,8 @@ export function segmentLayer(options) {
 
     draw() {
       if (!this.ctx || !this._map) return;
+      this.changed = [];
+      if (this.settle) { clearTimeout(this.settle); this.settle = null; }
       const started = performance.now();
       const ctx = this.ctx;
       const { scale, x0, y0 } = this.frame();
