@@ -8,46 +8,15 @@
 //   SCCR_PERF_OUT    where the load test writes its figures (JSON)
 // Each test does what a person does: clicks the map itself, reads what the screen shows.
 import fs from 'node:fs';
-import path from 'node:path';
 import { test, expect } from '@playwright/test';
 import mqtt from 'mqtt';
+import { TOKEN, SIZES, auth, shot, getJson, open } from './helpers.mjs';
 
-const TOKEN = process.env.SCCR_TOKEN || '';
 const MQTT_PORT = Number(process.env.SCCR_MQTT_PORT || 11883);
 const CONTROL = process.env.SCCR_CONTROL_URL || '';
-const SHOTS = process.env.SCCR_SCREENSHOTS || path.resolve('../../target/screenshots');
 const LOS_F_COLOUR = '#d73027';
-const SIZES = [[1920, 1080], [3840, 2160]];
 
 test.describe.configure({ mode: 'serial' });
-
-const auth = () => (TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {});
-const shot = (page, name) => { fs.mkdirSync(SHOTS, { recursive: true }); return page.screenshot({ path: path.join(SHOTS, name) }); };
-
-async function getJson(request, url) {
-  const res = await request.get(url, { headers: auth() });
-  expect(res.ok(), `${url}: ${res.status()}`).toBeTruthy();
-  return res.json();
-}
-
-/** Open the dashboard, logged in when the server has authentication; collect errors. */
-async function open(page, { hash = '', query = '', lang = 'en', ready = true } = {}) {
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    // Without authentication on the server, /api/v1/me answers 404 by design.
-    if (!TOKEN && (m.location()?.url || '').endsWith('/api/v1/me')) return;
-    // The browser reports a refused websocket itself while the server is down.
-    if (/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(m.text())) return;
-    errors.push(`console: ${m.text()} (${m.location()?.url})`);
-  });
-  if (TOKEN) await page.addInitScript((t) => localStorage.setItem('sccr.token', t), TOKEN);
-  await page.addInitScript((l) => { localStorage.setItem('sccr.lang', l); localStorage.removeItem('sccr.mode'); }, lang);
-  await page.goto(`/${query}${hash}`);
-  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
-  return errors;
-}
 
 async function publish(topic, payload) {
   const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${MQTT_PORT}`, { protocolVersion: 5, clientId: `browser-test-${process.pid}-${Date.now()}` });
@@ -90,14 +59,24 @@ async function longSegmentWithDetector(page, request) {
 // ---------- 1. the map itself answers the pointer ----------
 test('clicking and hovering a road segment on the map opens its panel and tooltip', async ({ page, request }) => {
   const errors = await open(page);
-  await expect.poll(() => page.locator('path[data-segment]').count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
+  await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().segments), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
   const { segment } = await longSegmentWithDetector(page, request);
   const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), segment);
+  // The segments are drawn on one canvas: the map finds the one under the pointer.
   await page.mouse.move(pt.x, pt.y);
-  await expect(page.locator('.leaflet-tooltip.seg-tip')).toBeVisible({ timeout: 3_000 });
-  // The element under the pointer there is the segment's hit line, not the device canvas.
-  const under = await page.evaluate(({ x, y }) => document.elementFromPoint(x, y)?.getAttribute('data-hit') ?? document.elementFromPoint(x, y)?.tagName, pt);
-  expect(under).toBe(segment);
+  const tip = page.locator('.leaflet-tooltip.seg-tip');
+  await expect(tip).toBeVisible({ timeout: 3_000 });
+  await expect(tip).toHaveAttribute('data-segment', segment);
+  const name = await page.evaluate((id) => window.sccr.state.segments.get(id).props.name || id, segment);
+  await expect(tip).toContainText(name);
+  await expect(page.locator('#map')).toHaveClass(/on-segment/);
+  // Away from every line nothing answers: no tooltip.
+  const away = { x: pt.x, y: pt.y + 300 };
+  if ((await page.evaluate(({ x, y }) => window.sccr.segmentAt(x, y), away)) === null) {
+    await page.mouse.move(away.x, away.y);
+    await expect(tip).toBeHidden();
+    await page.mouse.move(pt.x, pt.y);
+  }
   await page.mouse.click(pt.x, pt.y);
   await expect(page.locator('#detail')).toBeVisible();
   await expect(page.locator('#detail')).toHaveAttribute('data-segment', segment);
@@ -190,10 +169,10 @@ test('Level-of-Service colours stay apart for deuteranopes and protanopes; E and
   // Second channel: a segment at F is drawn wider than one at A.
   const { segment, device } = await longSegmentWithDetector(page, request);
   await speed(device, 1);
-  await expect(page.locator(`path[data-segment="${segment}"]`)).toHaveAttribute('data-los', 'F', { timeout: 5_000 });
+  await expect.poll(() => page.evaluate((id) => window.sccr.losOf(id), segment), { timeout: 5_000 }).toBe('F');
   const widths = await page.evaluate((id) => {
-    const f = Number(document.querySelector(`path[data-segment="${id}"]`).getAttribute('stroke-width'));
-    const a = [...document.querySelectorAll('path[data-los="A"]')].map((p) => Number(p.getAttribute('stroke-width')));
+    const f = window.sccr.segmentStyle(id).width;
+    const a = [...window.sccr.state.segments.values()].filter((s) => s.los === 'A').map((s) => window.sccr.segmentStyle(s.id).width);
     return { f, a: a.length ? Math.max(...a) : null };
   }, segment);
   if (widths.a !== null) expect(widths.f).toBeGreaterThan(widths.a * 1.5);
@@ -440,14 +419,19 @@ test('the demo has history: the planner shows a week of city speed', async ({ pa
 test('a reading published to the broker recolours its segment within 2 s', async ({ page, request }) => {
   const errors = await open(page);
   const { segment, device } = await longSegmentWithDetector(page, request);
-  await expect.poll(() => page.locator(`path[data-segment="${segment}"]`).getAttribute('data-los'), { timeout: 15_000 }).not.toBe('');
+  await expect.poll(() => page.evaluate((id) => window.sccr.losOf(id), segment), { timeout: 15_000 }).not.toBe(null);
   await speed(device, 60);
   await speed(device, 1);
   const started = Date.now();
+  // The canvas itself shows LOS F's colour on the line, not only the model's grade.
   await page.waitForFunction(
     ([id, colour]) => {
-      const el = document.querySelector(`path[data-segment="${id}"]`);
-      return el && el.getAttribute('data-los') === 'F' && el.getAttribute('stroke') === colour;
+      const s = window.sccr.segmentStyle(id);
+      const pt = window.sccr.segmentPoint(id);
+      if (!s || s.los !== 'F' || s.colour !== colour || !pt) return false;
+      const [r, g, b, a] = window.sccr.segmentPixel(pt.x, pt.y);
+      const want = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
+      return a > 200 && Math.abs(r - want[0]) <= 6 && Math.abs(g - want[1]) <= 6 && Math.abs(b - want[2]) <= 6;
     },
     [segment, LOS_F_COLOUR],
     { timeout: 2_000, polling: 'raf' },
@@ -494,7 +478,7 @@ test('screenshots of each view at 1920×1080 and 3840×2160, in both languages',
   for (const [width, height] of SIZES) {
     const page = await browser.newPage({ viewport: { width, height } });
     const errors = await open(page);
-    await expect.poll(() => page.locator('path[data-los]:not([data-los=""])').count(), { timeout: 15_000 }).toBeGreaterThan(5);
+    await expect.poll(() => page.evaluate(() => [...window.sccr.state.segments.values()].filter((s) => s.los).length), { timeout: 15_000 }).toBeGreaterThan(5);
     await expect(page.locator('#kpi-city-speed')).not.toHaveText('–', { timeout: 10_000 });
     await shot(page, `live-${width}x${height}.png`);
     await page.locator('#worst-list li').first().click();
@@ -523,42 +507,66 @@ test('screenshots of each view at 1920×1080 and 3840×2160, in both languages',
   }
 });
 
-test('load: 500 segments and 5,000 devices updating every second at 4K', async ({ browser }) => {
+// ---------- 12. a city's whole road graph at 4K ----------
+// 25,000 segments (Florence's order of magnitude: a street grid over the city) and 5,000
+// detectors reporting every second, on a 3840×2160 wall. The segments are generated here
+// and answered as GET /api/v1/segments answers (by bbox= and zoom= when asked); the live
+// socket sends what the server sends under that load: every detector's speed each second,
+// 25 closed segment windows a second and the KPI frame. Measured over fixed intervals,
+// first with live updates only, then while a person pans and zooms: main-thread busy time
+// (Chromium's task time, and long tasks) and the intervals between animation frames.
+test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and zooming', async ({ browser }) => {
+  test.setTimeout(240_000);
   const page = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
-  const SEGMENTS = 500;
-  const DEVICES = 5000;
-  const segId = (i) => `syn-${i}`;
+  const SEGMENTS = 25_000;
+  const DEVICES = 5_000;
+  const COLS = 250;
+  const segId = (i) => `grid-${i}`;
   const features = [];
   for (let i = 0; i < SEGMENTS; i += 1) {
-    // A grid of short streets over the centre of Florence.
-    const row = Math.floor(i / 25);
-    const col = i % 25;
-    const lon = 11.225 + col * 0.0025;
-    const lat = 43.755 + row * 0.0018;
-    const horizontal = (row + col) % 2 === 0;
-    const coords = horizontal ? [[lon, lat], [lon + 0.0012, lat + 0.0002], [lon + 0.0022, lat]] : [[lon, lat], [lon + 0.0002, lat + 0.0008], [lon, lat + 0.0016]];
+    // A grid of 100 × 250 blocks from the Cascine to Rovezzano, Careggi to Gavinana.
+    const row = Math.floor(i / COLS);
+    const col = i % COLS;
+    const lon = 11.18 + col * 0.0006;
+    const lat = 43.73 + row * 0.001;
+    const coords = (row + col) % 2 === 0
+      ? [[lon, lat], [lon + 0.0003, lat + 0.00004], [lon + 0.0006, lat]]
+      : [[lon, lat], [lon + 0.00005, lat + 0.0005], [lon, lat + 0.001]];
     features.push({ type: 'Feature', id: segId(i), geometry: { type: 'LineString', coordinates: coords },
-      properties: { id: segId(i), name: `Via sintetica ${i}`, kind: 'urban', length_m: 200, lanes: 2, speed_limit_kmh: 50, free_flow_kmh: 50, capacity_vph: 1800 } });
+      properties: { id: segId(i), name: `Via della griglia ${i}`, kind: 'urban', length_m: 60, lanes: 1, speed_limit_kmh: 50, free_flow_kmh: 50, capacity_vph: 900 } });
   }
-  const rows = Array.from({ length: DEVICES }, (_, i) => {
-    const c = features[i % SEGMENTS].geometry.coordinates[1];
-    return [`syn-loop-${i}`, 'traffic_loop', segId(i % SEGMENTS), c[0], c[1], true, Date.now()];
-  });
+  const segAsks = [];
   const json = (body, status = 200) => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
   await page.route('**/api/v1/me', (r) => r.fulfill(json({ name: 'wall', role: 'operator' })));
-  await page.route('**/api/v1/segments', (r) => r.fulfill(json({ type: 'FeatureCollection', features })));
+  await page.route('**/api/v1/segments**', (r) => {
+    const url = new URL(r.request().url());
+    segAsks.push(url.search);
+    const bbox = url.searchParams.get('bbox')?.split(',').map(Number);
+    const zoom = Number(url.searchParams.get('zoom') || 22);
+    let list = features;
+    if (bbox) list = features.filter((f) => f.geometry.coordinates.some(([x, y]) => x >= bbox[0] && x <= bbox[2] && y >= bbox[1] && y <= bbox[3]));
+    // Simplified for the zoom: a short segment's bend is below a pixel at city zoom.
+    if (zoom < 15) list = list.map((f) => ({ ...f, geometry: { type: 'LineString', coordinates: [f.geometry.coordinates[0], f.geometry.coordinates.at(-1)] } }));
+    r.fulfill(json({ type: 'FeatureCollection', features: list }));
+  });
+  await page.route('**/api/v1/operations**', (r) => r.fulfill(json({ operations: [], next_cursor: null })));
+  const rows = Array.from({ length: DEVICES }, (_, i) => {
+    const s = (i * 5) % SEGMENTS;
+    const c = features[s].geometry.coordinates[1];
+    return [`grid-loop-${i}`, 'traffic_loop', segId(s), c[0], c[1], true, Date.now()];
+  });
   await page.route('**/api/v1/map/devices**', (r) => r.fulfill(json({ columns: ['id', 'kind', 'segment', 'lon', 'lat', 'online', 'last_seen'], rows, next_cursor: null })));
   await page.route('**/api/v1/alerts?**', (r) => r.fulfill(json({ alerts: [], next: null })));
-  // The synthetic segments have no stored history (the server would answer 404 for them).
   await page.route('**/api/v1/history?**', (r) => r.fulfill(json({ points: [], resolution: '1m', step_ms: 120000, covered_from: 0, covered_to: 0 })));
   let tick = 0;
   let timer = null;
   const values = () => rows.map((d, i) => ({ device: d[0], metric: 'speed_kmh', time: Date.now(), value: 5 + ((i * 7 + tick * 13) % 50) }));
+  const windows = (now) => features.map((f, i) => ({ segment: f.id, start: now - 60_000, end: now, flow_vph: 600, speed_kmh: 10 + (i % 40), occupancy_pct: 20, los: 'ABCDEF'[i % 6], detectors: 1, revision: 0 }));
   await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
     ws.onMessage((m) => {
       const msg = JSON.parse(String(m));
       if (msg.type !== 'subscribe') return;
-      ws.send(JSON.stringify({ type: 'snapshot', values: values(), segments: [], alerts: [] }));
+      ws.send(JSON.stringify({ type: 'snapshot', values: values(), segments: windows(Date.now()), alerts: [] }));
       clearInterval(timer);
       timer = setInterval(() => {
         tick += 1;
@@ -575,41 +583,110 @@ test('load: 500 segments and 5,000 devices updating every second at 4K', async (
   });
   const loadStart = Date.now();
   const errors = await open(page, { query: '?mode=wall' });
-  await expect.poll(() => page.locator('path[data-los]:not([data-los=""])').count(), { timeout: 20_000 }).toBe(SEGMENTS);
+  await expect.poll(() => page.evaluate(() => window.sccr.state.segments.size), { timeout: 60_000 }).toBe(SEGMENTS);
+  await expect.poll(() => page.evaluate(() => [...window.sccr.state.segments.values()].filter((s) => s.los).length), { timeout: 60_000 }).toBe(SEGMENTS);
   const firstColours = Date.now() - loadStart;
+  // The whole network is in view and drawn.
+  await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(SEGMENTS * 0.9);
+
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
   await page.evaluate(() => {
-    window.__longtasks = [];
-    new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longtasks.push(e.duration); }).observe({ type: 'longtask' });
+    const w = /** @type {any} */ (window);
+    w.__perf = { longtasks: [], frames: [], on: false };
+    new PerformanceObserver((list) => { for (const e of list.getEntries()) if (w.__perf.on) w.__perf.longtasks.push(e.duration); }).observe({ type: 'longtask' });
+    let last = 0;
+    const loop = (t) => { if (w.__perf.on && last) w.__perf.frames.push(t - last); last = t; requestAnimationFrame(loop); };
+    requestAnimationFrame(loop);
   });
   const metric = (m, name) => m.metrics.find((x) => x.name === name)?.value ?? 0;
-  const before = await cdp.send('Performance.getMetrics');
-  const wallStart = Date.now();
-  const framesStart = await page.evaluate(() => window.sccr.frames);
-  await page.waitForTimeout(30_000); // the measurement window itself, not synchronisation
-  const after = await cdp.send('Performance.getMetrics');
-  const wall = (Date.now() - wallStart) / 1000;
-  const framesEnd = await page.evaluate(() => window.sccr.frames);
-  const longtasks = await page.evaluate(() => window.__longtasks);
-  const busy = metric(after, 'TaskDuration') - metric(before, 'TaskDuration');
-  const script = metric(after, 'ScriptDuration') - metric(before, 'ScriptDuration');
-  const layout = (metric(after, 'LayoutDuration') - metric(before, 'LayoutDuration')) + (metric(after, 'RecalcStyleDuration') - metric(before, 'RecalcStyleDuration'));
+  const pct = (xs, p) => { if (!xs.length) return null; const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+  /** Measure `seconds` of what `act` does (a fixed interval: the measurement, not synchronisation). */
+  async function measure(name, seconds, act) {
+    await page.evaluate(() => { const w = /** @type {any} */ (window); w.__perf.longtasks = []; w.__perf.frames = []; w.__perf.on = true; });
+    const draws0 = await page.evaluate(() => window.sccr.segmentDraws());
+    const before = await cdp.send('Performance.getMetrics');
+    const t0 = Date.now();
+    await act(t0 + seconds * 1000);
+    const rest = t0 + seconds * 1000 - Date.now();
+    if (rest > 0) await page.waitForTimeout(rest);
+    const after = await cdp.send('Performance.getMetrics');
+    const wall = (Date.now() - t0) / 1000;
+    const { longtasks, frames } = await page.evaluate(() => { const w = /** @type {any} */ (window); w.__perf.on = false; return w.__perf; });
+    const draws1 = await page.evaluate(() => window.sccr.segmentDraws());
+    const busy = metric(after, 'TaskDuration') - metric(before, 'TaskDuration');
+    const script = metric(after, 'ScriptDuration') - metric(before, 'ScriptDuration');
+    const layout = (metric(after, 'LayoutDuration') - metric(before, 'LayoutDuration')) + (metric(after, 'RecalcStyleDuration') - metric(before, 'RecalcStyleDuration'));
+    const r1 = (v) => Number(v.toFixed(1));
+    return {
+      phase: name, seconds: r1(wall),
+      busy_fraction: Number((busy / wall).toFixed(4)), busy_ms_per_s: r1((busy / wall) * 1000),
+      script_ms_per_s: r1((script / wall) * 1000), layout_style_ms_per_s: r1((layout / wall) * 1000),
+      longtasks: longtasks.length, longtask_ms_per_s: r1(longtasks.reduce((a, b) => a + b, 0) / wall), longest_task_ms: Math.round(Math.max(0, ...longtasks)),
+      frames: frames.length, fps: r1(frames.length / wall),
+      frame_ms_p50: r1(pct(frames, 0.5) ?? 0), frame_ms_p95: r1(pct(frames, 0.95) ?? 0), frame_ms_p99: r1(pct(frames, 0.99) ?? 0), frame_ms_max: r1(Math.max(0, ...frames)),
+      frames_over_50ms: frames.filter((f) => f > 50).length,
+      segment_draws: draws1.draws - draws0.draws, segment_draw_ms_mean: r1((draws1.totalMs - draws0.totalMs) / Math.max(1, draws1.draws - draws0.draws)),
+      segment_repaints: draws1.repaints - draws0.repaints, segment_repaint_ms_mean: r1((draws1.repaintMs - draws0.repaintMs) / Math.max(1, draws1.repaints - draws0.repaints)),
+      js_heap_mb: r1(metric(after, 'JSHeapUsedSize') / 1048576),
+    };
+  }
+  const live = await measure('live', 20, async () => {});
+  // A person at the wall's desk: drags the map about and zooms in and out with the wheel.
+  const box = await page.locator('#map').boundingBox();
+  const cx = box.x + box.width / 2;
+  const cy = box.y + box.height / 2;
+  const interact = await measure('pan_zoom', 20, async (until) => {
+    let k = 0;
+    while (Date.now() < until - 1500) {
+      k += 1;
+      if (k % 3 === 0) {
+        await page.mouse.move(cx, cy);
+        await page.mouse.wheel(0, k % 6 === 0 ? 300 : -300);
+        await page.waitForTimeout(600); // let the zoom animation run, as a person would
+      } else {
+        const dx = (k % 2 ? 1 : -1) * 600;
+        await page.mouse.move(cx, cy);
+        await page.mouse.down();
+        for (let i = 1; i <= 15; i += 1) await page.mouse.move(cx + (dx * i) / 15, cy + (dx * i) / 30);
+        await page.mouse.up();
+        await page.waitForTimeout(200);
+      }
+    }
+  });
   const result = {
-    viewport: '3840x2160', segments: SEGMENTS, devices: DEVICES, seconds: Number(wall.toFixed(2)), frames: framesEnd - framesStart,
-    first_los_colours_ms: firstColours,
-    busy_fraction: Number((busy / wall).toFixed(4)), busy_ms_per_s: Number(((busy / wall) * 1000).toFixed(1)),
-    script_ms_per_s: Number(((script / wall) * 1000).toFixed(1)), layout_style_ms_per_s: Number(((layout / wall) * 1000).toFixed(1)),
-    js_heap_mb: Number((metric(after, 'JSHeapUsedSize') / 1048576).toFixed(1)),
-    longtasks: longtasks.length, longest_task_ms: Math.round(Math.max(0, ...longtasks)),
+    viewport: '3840x2160', segments: SEGMENTS, devices: DEVICES, updates: '5,000 speeds + 25 segment windows + KPI per second',
+    first_los_colours_ms: firstColours, segment_requests: segAsks.length, segment_requests_by_bbox: segAsks.filter((q) => q.includes('bbox=')).length,
+    goal_busy_fraction: 0.1, live, pan_zoom: interact,
   };
-  console.log(`main thread under load: ${JSON.stringify(result)}`);
+  console.log(`wall at 4K, 25,000 segments, 5,000 devices: ${JSON.stringify(result)}`);
   if (process.env.SCCR_PERF_OUT) fs.writeFileSync(process.env.SCCR_PERF_OUT, JSON.stringify(result, null, 2));
-  await shot(page, 'load-500-segments-3840x2160.png');
+  await shot(page, 'load-25000-segments-3840x2160.png');
+  // The map still answers the pointer at this scale: the segment under a click opens.
+  await page.evaluate(() => { window.sccr.map().setView([43.7795, 11.2550], 17, { animate: false }); });
+  await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(0);
+  const target = await page.evaluate(() => {
+    const m = window.sccr.map();
+    const c = m.getCenter();
+    let best = null;
+    let bestD = Infinity;
+    for (const s of window.sccr.state.segments.values()) {
+      const d = Math.hypot(s.mid[0] - c.lat, s.mid[1] - c.lng);
+      if (d < bestD) { bestD = d; best = s.id; }
+    }
+    return { id: best, pt: window.sccr.segmentPoint(best) };
+  });
+  await page.mouse.click(target.pt.x, target.pt.y);
+  await expect(page.locator('#detail')).toHaveAttribute('data-segment', target.id);
   expect(errors).toEqual([]);
-  // The goal is under 10 % (noted in the figures); the test guards against regressions
-  // gross enough to make the wall stutter, on any machine.
-  expect(result.busy_fraction).toBeLessThan(0.5);
-  expect(result.longest_task_ms).toBeLessThan(1000);
+  // The goal is under 10 % busy (reported above, not asserted: the figure depends on the
+  // machine and on what else runs on it). These ceilings only catch a regression by an
+  // order of magnitude: a main thread never idle while only live updates arrive, a task of
+  // seconds, a median frame ten times the display's.
+  expect(live.busy_fraction, 'live: main thread busy').toBeLessThan(0.95);
+  for (const r of [live, interact]) {
+    expect(r.longest_task_ms, `${r.phase}: longest task`).toBeLessThan(3000);
+    expect(r.frame_ms_p50, `${r.phase}: median frame interval`).toBeLessThan(250);
+  }
   await page.close();
 });

@@ -22,7 +22,7 @@ export default [
     },
   },
   {
-    files: ['tests/browser/*.mjs'],
+    files: ['tests/browser/*.mjs', 'tests/browser/unit/*.mjs'],
     languageOptions: { ecmaVersion: 2023, sourceType: 'module', globals: { ...node, ...browser } },
     rules: { 'no-unused-vars': ['error', { argsIgnorePattern: '^_' }] },
   },

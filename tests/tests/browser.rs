@@ -6,7 +6,11 @@
 //!
 //! Needs `chromium`, `node` and `npx`; without them the test says so and passes, except
 //! under `CI=true`, where it fails. Screenshots go to `target/screenshots/`, the load
-//! test's main-thread figures to `target/screenshots/browser-perf.json`.
+//! test's figures (25,000 segments and 5,000 devices at 4K: main-thread busy share and
+//! frame intervals, live and while panning and zooming) to `target/browser-perf.json`.
+//! The unit checks of the dashboard's data modules (`tests/browser/unit/`, Node's test
+//! runner) run first. The road-operation tests (`operations.spec.mjs`) skip, loudly,
+//! against a server whose `/api/v1/operations` answers 404.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -234,9 +238,22 @@ async fn wall_dashboard_in_chromium() {
         String::from_utf8_lossy(&types.stderr)
     );
 
+    let units = Command::new("node")
+        .args(["--test", "tests/browser/unit/"])
+        .current_dir(&root)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        units.status.success(),
+        "the dashboard's unit checks failed:\n{}{}",
+        String::from_utf8_lossy(&units.stdout),
+        String::from_utf8_lossy(&units.stderr)
+    );
+
     let shots = root.join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let perf = shots.join("browser-perf.json");
+    let perf = root.join("target/browser-perf.json");
     let _ = std::fs::remove_file(&perf);
     let run = Command::new("npx")
         .args(["--no-install", "playwright", "test"])
@@ -261,7 +278,7 @@ async fn wall_dashboard_in_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
     if let Ok(figures) = std::fs::read_to_string(&perf) {
-        println!("main thread under load (4K, 500 segments, 5,000 devices, 1 update/s): {figures}");
+        println!("the wall under load (4K, 25,000 segments, 5,000 devices, 1 update/s): {figures}");
     }
     let demo = demo.lock().await;
     assert!(
@@ -269,6 +286,17 @@ async fn wall_dashboard_in_chromium() {
         "the browser suite failed:\n{stdout}\n{stderr}\n--- sccr demo log ---\n{}",
         demo.log_text()
     );
-    // The suite ran every test (a skipped reconnect test would hide a harness fault).
-    assert!(stdout.contains("17 passed"), "expected 17 browser tests to pass:\n{stdout}");
+    // The suite ran every test (a skipped reconnect test would hide a harness fault); the
+    // three road-operation tests may skip only on a server without operations, and say so.
+    let ops_skipped =
+        format!("{stdout}{stderr}").contains("SKIPPED: the server has no /api/v1/operations");
+    if ops_skipped {
+        eprintln!("WARNING: the road-operation browser tests were SKIPPED: /api/v1/operations answers 404");
+        assert!(
+            stdout.contains("17 passed") && stdout.contains("3 skipped"),
+            "expected 17 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
+        );
+    } else {
+        assert!(stdout.contains("20 passed"), "expected 20 browser tests to pass:\n{stdout}");
+    }
 }

@@ -55,9 +55,11 @@ function timeTicks(spanS) {
 export const charts = {};
 
 /**
- * @typedef {{label: string, xs: number[], ys: (number | null)[]}} Series
+ * @typedef {{label: string, xs: number[], ys: (number | null)[], colour?: string, dash?: number[]}} Series
+ *   colour: a CSS variable's name (default: the series palette in order); dash: a dashed line
+ * @typedef {{from: number, to: number, label: string, fill: string}} Band a shaded time span with its name at the top
  * @param {HTMLElement} el container (the chart fills its width; height from the container or aspect)
- * @param {{name: string, metric: string, from: number, to: number, series: Series[], readout: HTMLElement | null, aspect?: number}} spec
+ * @param {{name: string, metric: string, from: number, to: number, series: Series[], readout: HTMLElement | null, aspect?: number, bands?: Band[]}} spec
  */
 export function drawChart(el, spec) {
   el.replaceChildren();
@@ -95,10 +97,13 @@ export function drawChart(el, spec) {
       { stroke: axisStroke, grid, ticks: grid, font, size: fs * (spanS > 6 * 3600 && spanS <= 3 * 86400 ? 3.4 : 2.2), space: fs * 6, values: timeTicks(spanS) },
       { stroke: axisStroke, grid, ticks: grid, font, size: fs * 4, space: fs * 2.5, values: (/** @type {any} */ _u, /** @type {number[]} */ v) => v.map((x) => num(x, niceDecimals(range))) },
     ],
-    series: [{}, ...spec.series.map((s, i) => ({ label: s.label, stroke: cssVar(SERIES_COLOURS[i % SERIES_COLOURS.length]), width: Math.max(1.5, fs * 0.14), spanGaps: false, points: { show: false } }))],
+    series: [{}, ...spec.series.map((s, i) => ({ label: s.label, stroke: cssVar(s.colour || SERIES_COLOURS[i % SERIES_COLOURS.length]), width: Math.max(1.5, fs * 0.14), dash: s.dash ? s.dash.map((d) => d * fs * 0.1) : undefined, spanGaps: false, points: { show: false } }))],
     legend: { show: false },
     cursor: { drag: { x: true, y: false }, points: { size: fs * 0.7 } },
     hooks: {
+      // Shaded spans under the lines, named at the top of the plot.
+      drawClear: [(/** @type {any} */ u) => drawBands(u, spec.bands || [], fs, false)],
+      draw: [(/** @type {any} */ u) => drawBands(u, spec.bands || [], fs, true)],
       setCursor: [(/** @type {any} */ u) => {
         if (!spec.readout) return;
         const i = u.cursor.idx;
@@ -120,6 +125,39 @@ export function drawChart(el, spec) {
   });
   ro.observe(el);
   return { destroy: () => { ro.disconnect(); chart.destroy(); if (charts[spec.name] === chart) delete charts[spec.name]; }, chart };
+}
+
+/**
+ * @param {any} u the uPlot chart @param {Band[]} bands @param {number} fs 1rem in pixels
+ * @param {boolean} labels the names (drawn over the lines) or the fills (under them)
+ */
+function drawBands(u, bands, fs, labels) {
+  if (!bands.length) return;
+  const ctx = u.ctx;
+  const { top, height, left, width } = u.bbox;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  const px = Math.round(fs * 0.9 * (window.devicePixelRatio || 1));
+  ctx.font = `700 ${px}px "DejaVu Sans", sans-serif`;
+  ctx.textBaseline = 'top';
+  ctx.textAlign = 'center';
+  for (const b of bands) {
+    const x0 = Math.max(left, u.valToPos(b.from / 1000, 'x', true));
+    const x1 = Math.min(left + width, u.valToPos(b.to / 1000, 'x', true));
+    if (x1 <= x0) continue;
+    if (labels) {
+      ctx.fillStyle = cssVar('--text');
+      ctx.fillText(b.label, (x0 + x1) / 2, top + px * 0.3, x1 - x0 - 4);
+    } else {
+      ctx.fillStyle = b.fill;
+      ctx.fillRect(x0, top, x1 - x0, height);
+      ctx.fillStyle = cssVar('--line');
+      ctx.fillRect(x0, top, Math.max(1, px * 0.08), height);
+    }
+  }
+  ctx.restore();
 }
 
 /** @param {[number, number]} range */

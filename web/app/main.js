@@ -12,12 +12,16 @@ import { renderKpis } from './kpi.js';
 import { charts } from './charts.js';
 import { openDetail, closeDetail, renderFigures } from './detail.js';
 import * as planner from './planner.js';
+import * as operations from './operations.js';
 import { connect, reconnect } from './live.js';
 import { state, dirty, canExport } from './state.js';
 import { $ } from './util.js';
 
 /** The debugging and test handle. */
-const probe = { state, ready: false, frames: 0, losOf: (/** @type {string} */ id) => state.segments.get(id)?.los ?? null, segmentPoint: mapView.segmentPoint, map: mapView.getMap, charts, wallFontPx: 0 };
+const probe = {
+  state, ready: false, frames: 0, losOf: (/** @type {string} */ id) => state.segments.get(id)?.los ?? null, segmentPoint: mapView.segmentPoint, map: mapView.getMap, charts, wallFontPx: 0,
+  segmentAt: mapView.segmentAtPage, segmentPixel: mapView.segmentPixel, segmentStyle: mapView.segmentStyle, segmentDraws: mapView.segmentDrawStats,
+};
 /** @type {any} */ (window).sccr = probe;
 
 // ---------- wall mode ----------
@@ -69,6 +73,7 @@ function applyLang() {
   mapView.updateLabels();
   renderConn();
   alerts.render();
+  operations.render();
   renderKpis();
   if (state.selected) openDetail(state.selected); // its chart's dates in the new language
   planner.fillMetrics();
@@ -120,6 +125,8 @@ function onFrame(msg) {
     case 'segment': onSegmentState(msg.segment); break;
     case 'alert': alerts.upsert(msg.alert, true); break;
     case 'kpi': state.kpi = msg.kpi; state.kpiAt = Date.now(); break;
+    case 'operations': operations.replaceAll(msg.operations || []); break;
+    case 'operation': operations.upsert(msg.operation); break;
     default: break;
   }
   scheduleFrame();
@@ -157,6 +164,8 @@ function onConnState() {
 
 // ---------- frame loop: map restyling and alert list batched per animation frame ----------
 let frameQueued = false;
+/** Whether the legend shows the operations' stripes (once the server is known to have them). @type {boolean | null} */
+let legendOps = null;
 function scheduleFrame() {
   if (frameQueued) return;
   frameQueued = true;
@@ -168,6 +177,12 @@ function scheduleFrame() {
     if (dirty.alerts) {
       alerts.render();
       mapView.drawAlertMarkers(alerts.onMap());
+    }
+    if (dirty.operations) {
+      dirty.operations = false;
+      if (legendOps !== state.operationsAvailable) { legendOps = state.operationsAvailable; mapView.renderLegend(); planner.fillSubjects(); }
+      operations.render();
+      mapView.drawOperations(operations.ordered(), operations.markedSegments(), operations.operationPosition, (op) => operations.opIcon(op.kind, op.severity));
     }
   });
 }
@@ -184,6 +199,8 @@ function tick() {
   renderKpis();
   // What fits of the alert list changes with the panels above it.
   if (state.mode === 'wall') alerts.countHidden();
+  // "since 12 min ago" moves on; a planned operation's start passes.
+  if (state.operations.size && Math.floor(now / 1000) % 15 === 0) operations.render();
   renderConn();
   if (state.selected) renderFigures();
 }
@@ -247,23 +264,31 @@ function applyRole() {
   document.body.dataset.role = state.me?.role ?? 'none';
 }
 
-/** Devices, segments and open alerts from the server (again after a reconnection). */
+/** An operation chosen in the panel or on the map: its segments, place or area in view. @param {import('./state.js').Operation} op */
+function selectOperation(op) {
+  mapView.focusMany(op.segments || [], operations.operationPosition(op), op.area);
+  scheduleFrame();
+}
+
+/** Devices, segments, open alerts and road operations from the server (again after a reconnection). */
 async function loadStatic() {
+  const first = state.segments.size === 0;
   const [segs, devs, open] = await Promise.all([
-    apiJson('/api/v1/segments'),
+    mapView.loadSegments(first),
     allRows('/api/v1/map/devices?limit=5000'),
     apiJson('/api/v1/alerts?state=open&limit=1000'),
+    operations.load(),
   ]);
-  if (state.segments.size === 0) mapView.drawSegments(segs);
-  else {
-    for (const f of segs.features || []) {
-      const w = mapView.windowOf(f.properties || {});
-      if (w) onSegmentState({ ...w, segment: f.properties.id });
+  if (!first) {
+    for (const p of segs) {
+      const w = mapView.windowOf(p);
+      if (w) onSegmentState({ ...w, segment: p.id });
     }
   }
   mapView.drawDevices(devs);
   for (const a of open.alerts || []) alerts.upsert(a, false);
   planner.fillSubjects();
+  dirty.operations = true; // their icons sit on segments that may have just arrived
   scheduleFrame();
 }
 
@@ -307,6 +332,8 @@ function wire() {
   });
   $('detail-close').addEventListener('click', () => { closeDetail(); mapView.clearFocus(); });
   planner.initPlanner();
+  operations.initOperations({ onSelect: selectOperation });
+  mapView.onOperationMarker((id) => operations.select(id));
   alerts.initAlerts({ onSelect: selectAlert, onCritical: signalCritical });
   $('logout').addEventListener('click', () => { localStorage.removeItem('sccr.token'); location.reload(); });
   $('login-form').addEventListener('submit', async (/** @type {Event} */ e) => {
@@ -336,7 +363,11 @@ async function main() {
   mapView.initMap({
     onSegment: (id) => { openDetail(id); mapView.focus(id); },
     onAlert: (id) => alerts.selectFromMap(id),
-    onBackground: () => { closeDetail(); mapView.clearFocus(); },
+    onBackground: () => {
+      closeDetail();
+      mapView.clearFocus();
+      if (state.selectedOp) { state.selectedOp = null; dirty.operations = true; scheduleFrame(); }
+    },
   });
   wire();
   const q = new URLSearchParams(location.search);

@@ -7,6 +7,7 @@ import { t, num, percent, lang } from './i18n.js';
 import { COLOUR, GRADES, losOfRatio, widthFactor, live } from './los.js';
 import { state, dirty } from './state.js';
 import { cssVar, rem } from './util.js';
+import { segmentLayer, toDrawable } from './segcanvas.js';
 
 /** @type {any} */
 let map;
@@ -24,6 +25,15 @@ let onSegmentClick = () => {};
 let onAlertMarkerClick = () => {};
 
 export const getMap = () => map;
+/** The segment under a point of the page, as a click there would find it (for tests). @param {number} x @param {number} y */
+export function segmentAtPage(x, y) {
+  const box = map.getContainer().getBoundingClientRect();
+  return segLayer.hit(L.point(x - box.left, y - box.top));
+}
+/** The colour the segment canvas shows at a point of the page: [r, g, b, a]. @param {number} x @param {number} y */
+export const segmentPixel = (x, y) => segLayer.pixel(x, y);
+/** The canvas's drawing figures: draws, last and total milliseconds, segments drawn. */
+export const segmentDrawStats = () => ({ ...segLayer.stats, segments: segLayer.items.size });
 
 /** @param {{onSegment: (id: string) => void, onAlert: (id: number) => void, onBackground: () => void}} handlers */
 export function initMap(handlers) {
@@ -32,16 +42,27 @@ export function initMap(handlers) {
   map = L.map('map', { zoomControl: true, attributionControl: true, zoomSnap: 0.25, preferCanvas: false });
   map.attributionControl.setPrefix('Leaflet');
   map.createPane('context').style.zIndex = '250';
+  // The road segments on one canvas (app/segcanvas.js): the pane ignores the pointer, which
+  // the map hit-tests itself.
+  map.createPane('segments').style.zIndex = '400';
   map.createPane('labels').style.zIndex = '380';
   map.createPane('highlight').style.zIndex = '390';
   // Device markers on a canvas above the lines: the pane ignores the pointer (style.css),
   // so a click or hover reaches the segment underneath.
   map.createPane('devices').style.zIndex = '450';
+  // Operations' icons above the devices, below the alert markers (the marker pane, 600).
+  map.createPane('operations').style.zIndex = '560';
   deviceRenderer = L.canvas({ padding: 0.2, pane: 'devices' });
+  segLayer = segmentLayer({ pane: 'segments', style: segStyle }).addTo(map);
   map.setView([43.7731, 11.256], 14);
-  map.on('click', handlers.onBackground);
+  wireSegmentPointer();
+  map.on('click', (/** @type {any} */ e) => {
+    const id = segLayer.hit(e.containerPoint);
+    if (id) onSegmentClick(id);
+    else handlers.onBackground();
+  });
   map.on('zoomend', () => { restyleAll(); updateLabels(); });
-  map.on('moveend', () => updateLabels());
+  map.on('moveend', () => { updateLabels(); onViewChanged(); });
 }
 
 /** Line width: grows with the type up to 10 px, so lines never hide the map in wall mode. */
@@ -150,44 +171,193 @@ export function updateLabels() {
   }
 }
 
-/** @param {any} collection GeoJSON of the road segments with their state */
-export function drawSegments(collection) {
-  for (const seg of state.segments.values()) { seg.line.remove(); seg.hit.remove(); seg.outline.remove(); }
-  state.segments.clear();
-  const bounds = L.latLngBounds([]);
-  const w = lineWeight();
-  for (const f of collection.features || []) {
-    const p = f.properties || {};
-    /** @type {[number, number][]} */
-    const coords = (f.geometry?.coordinates || []).map((/** @type {number[]} */ [lon, lat]) => [lat, lon]);
-    if (coords.length < 2) continue;
-    const id = String(p.id ?? f.id);
-    const outline = L.polyline(coords, { color: '#000', weight: w + 3, opacity: 0.7, interactive: false }).addTo(map);
-    const line = L.polyline(coords, { color: COLOUR.none, weight: w, opacity: 1, lineCap: 'round', interactive: false }).addTo(map);
-    // A wider transparent line above takes the pointer: easy to hit with a mouse or a finger.
-    const hit = L.polyline(coords, { color: '#fff', opacity: 0, weight: Math.max(14, w * 2.5), lineCap: 'butt', interactive: true }).addTo(map);
-    hit.on('click', (/** @type {any} */ e) => { L.DomEvent.stopPropagation(e); onSegmentClick(id); });
-    /** @type {import('./state.js').Segment} */
-    const seg = { id, props: p, coords, line, hit, outline, speeds: new Map(), window: null, los: null, styled: false, mid: coords[Math.floor(coords.length / 2)] };
-    hit.bindTooltip(() => tooltipText(seg), { className: 'seg-tip', sticky: true });
-    seg.window = windowOf(p);
-    line.getElement()?.setAttribute('data-segment', id);
-    hit.getElement()?.setAttribute('data-hit', id);
-    for (const c of coords) bounds.extend(c);
-    state.segments.set(id, seg);
-    dirty.segments.add(id);
+/** The road segments' canvas layer (app/segcanvas.js). @type {any} */
+let segLayer = null;
+/** @type {any} */
+let tooltip = null;
+
+/** The segments as the canvas draws them: the palette and widths of the moment. */
+const segStyle = () => ({ colour: COLOUR, width: lineWeight(), widthFactor, outline: '#000', hover: cssVar('--highlight') || '#fff' });
+
+/** Hover and click on the canvas: the nearest segment within reach of the pointer. */
+function wireSegmentPointer() {
+  let pending = null;
+  map.on('mousemove', (/** @type {any} */ e) => {
+    pending = e;
+    lastPointer = e.containerPoint;
+    if (pointerQueued) return;
+    pointerQueued = true;
+    requestAnimationFrame(() => {
+      pointerQueued = false;
+      if (pending && !moving) hoverAt(pending);
+    });
+  });
+  map.on('mouseout', () => { pending = null; lastPointer = null; hoverAt(null); });
+  // While the map moves, nothing is hovered (a redraw per frame of a dragged city would be
+  // wasted): the hover comes back with the next pointer move after it settles.
+  map.on('zoomstart movestart', () => { moving = true; pending = null; hoverAt(null); });
+  map.on('moveend', () => {
+    moving = false;
+    if (lastPointer) hoverAt({ containerPoint: lastPointer, latlng: map.containerPointToLatLng(lastPointer) });
+  });
+}
+let pointerQueued = false;
+let moving = false;
+/** @type {any} where the pointer last was over the map (container point), or null */
+let lastPointer = null;
+/** @param {any} e a Leaflet mouse event, or null when the pointer left */
+function hoverAt(e) {
+  const id = e ? segLayer.hit(e.containerPoint) : null;
+  const container = map.getContainer();
+  container.classList.toggle('on-segment', id !== null);
+  if (id !== segLayer.hover) {
+    segLayer.hover = id;
+    segLayer.redraw();
   }
-  if (bounds.isValid()) {
-    allBounds = bounds;
-    map.fitBounds(bounds, { padding: [30, 30] });
+  const seg = id ? state.segments.get(id) : null;
+  if (!seg) {
+    if (tooltip) { tooltip.remove(); tooltip = null; }
+    return;
   }
+  if (!tooltip) tooltip = L.tooltip({ className: 'seg-tip', direction: 'top', offset: [0, -rem() * 0.6], interactive: false });
+  tooltip.setLatLng(e.latlng).setContent(tooltipText(seg));
+  if (!map.hasLayer(tooltip)) tooltip.addTo(map);
+  tooltip.getElement()?.setAttribute('data-segment', id);
 }
 
-/** @type {any} */
-let allBounds = null;
-/** The whole network in view (entering wall mode). */
-export function fitAll() {
-  if (allBounds) map.fitBounds(allBounds, { padding: [30, 30], animate: false });
+/**
+ * A segment's parts as [lat, lon] lists, from a LineString or a MultiLineString.
+ * @param {any} geometry
+ * @returns {[number, number][][]}
+ */
+function partsOf(geometry) {
+  const lines = geometry?.type === 'MultiLineString' ? geometry.coordinates : geometry?.type === 'LineString' ? [geometry.coordinates] : [];
+  return (lines || []).map((/** @type {number[][]} */ l) => l.map(([lon, lat]) => /** @type {[number, number]} */ ([lat, lon]))).filter((/** @type {any[]} */ l) => l.length >= 2);
+}
+
+/**
+ * Segments from a GeoJSON answer of GET /api/v1/segments, added to (or replacing the
+ * geometry of) those known. A geometry simplified for a lower zoom never replaces a finer one.
+ * @param {any} collection
+ * @param {number} zoom the zoom the answer was simplified for (Infinity: full detail)
+ * @returns {Record<string, any>[]} the features' properties (their live state is applied by the caller)
+ */
+export function mergeSegments(collection, zoom) {
+  const props = [];
+  for (const f of collection.features || []) {
+    const p = f.properties || {};
+    const parts = partsOf(f.geometry);
+    if (!parts.length) continue;
+    const id = String(p.id ?? f.id);
+    props.push(p);
+    const known = state.segments.get(id);
+    if (known && known.zoom >= zoom) continue;
+    const coords = parts.reduce((a, b) => (b.length > a.length ? b : a));
+    const geo = toDrawable(parts);
+    if (known) {
+      Object.assign(known.draw, geo);
+      known.parts = parts;
+      known.coords = coords;
+      known.zoom = zoom;
+      known.mid = coords[Math.floor(coords.length / 2)];
+      known.props = { ...known.props, ...p };
+      continue;
+    }
+    /** @type {import('./state.js').Segment} */
+    const seg = { id, props: p, coords, parts, zoom, draw: { id, ...geo, los: null, op: null }, speeds: new Map(), window: windowOf(p), los: null, styled: false, mid: coords[Math.floor(coords.length / 2)] };
+    state.segments.set(id, seg);
+    segLayer.items.set(id, seg.draw);
+    dirty.segments.add(id);
+  }
+  segLayer.redraw();
+  return props;
+}
+
+// ---------- segments by viewport ----------
+// GET /api/v1/segments?bbox=&zoom= answers the segments in a box, simplified for the zoom.
+// A server without these parameters refuses them (400) or answers every segment: from then
+// on the full list is asked once and the map never asks again for a view.
+const segFetch = { mode: /** @type {'unknown' | 'bbox' | 'full'} */ ('unknown'), covered: /** @type {any} */ (null), zoom: -1, asked: 0 };
+const WORLD = [-180, -85, 180, 85];
+
+/** @param {number[]} b @param {any} f */
+function outside(b, f) {
+  const parts = partsOf(f.geometry);
+  const margin = 0.01;
+  return parts.every((l) => l.every(([lat, lon]) => lon < b[0] - margin || lon > b[2] + margin || lat < b[1] - margin || lat > b[3] + margin));
+}
+
+/**
+ * Load the segments: the whole network simplified for a city view first, then each view's
+ * detail as the map is zoomed in. Returns the properties of every feature received (their
+ * live state).
+ * @param {boolean} [fit] bring the whole network into view
+ */
+export async function loadSegments(fit = false) {
+  const first = segFetch.mode === 'unknown';
+  let props;
+  if (segFetch.mode === 'full') {
+    props = mergeSegments(await apiJson('/api/v1/segments'), Infinity);
+  } else {
+    const z = first ? 12 : Math.round(map.getZoom());
+    const b = first ? WORLD : viewBox(0.5);
+    props = await fetchBox(b, z);
+  }
+  if ((fit || first) && state.segments.size) fitAll(false);
+  return props;
+}
+
+/** The view's box, widened by a fraction on every side: [minLon, minLat, maxLon, maxLat]. @param {number} pad */
+function viewBox(pad) {
+  const b = map.getBounds().pad(pad);
+  return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => Math.round(v * 1e5) / 1e5);
+}
+
+/** @param {number[]} b @param {number} z */
+async function fetchBox(b, z) {
+  const mine = (segFetch.asked += 1);
+  let body;
+  try {
+    body = await apiJson(`/api/v1/segments?bbox=${b.join(',')}&zoom=${z}`);
+  } catch (e) {
+    if (/** @type {any} */ (e).status !== 400) throw e;
+    segFetch.mode = 'full';
+    return mergeSegments(await apiJson('/api/v1/segments'), Infinity);
+  }
+  // Parameters ignored: a feature wholly outside the box asked for.
+  const ignored = b !== WORLD && (body.features || []).some((/** @type {any} */ f) => outside(b, f));
+  if (ignored) {
+    segFetch.mode = 'full';
+    return mergeSegments(body, Infinity);
+  }
+  if (segFetch.mode === 'unknown') segFetch.mode = 'bbox';
+  if (mine === segFetch.asked) {
+    segFetch.covered = L.latLngBounds([b[1], b[0]], [b[3], b[2]]);
+    segFetch.zoom = z;
+  }
+  return mergeSegments(body, z >= 17 ? Infinity : z);
+}
+
+/** After a move: the view's detail when it is not covered yet (debounced by Leaflet's moveend). */
+function onViewChanged() {
+  if (segFetch.mode !== 'bbox') return;
+  const z = Math.round(map.getZoom());
+  if (segFetch.covered && segFetch.covered.contains(map.getBounds()) && (z <= segFetch.zoom || segFetch.zoom >= 17)) return;
+  fetchBox(viewBox(0.5), z).catch((e) => console.warn('segments', e));
+}
+
+/** The whole network in view (at start, entering wall mode). @param {boolean} [animate] */
+export function fitAll(animate = false) {
+  let box = null;
+  for (const d of segLayer.items.values()) {
+    if (!box) box = [...d.box];
+    else { box[0] = Math.min(box[0], d.box[0]); box[1] = Math.min(box[1], d.box[1]); box[2] = Math.max(box[2], d.box[2]); box[3] = Math.max(box[3], d.box[3]); }
+  }
+  if (!box) return;
+  const crs = map.options.crs;
+  const sw = crs.pointToLatLng(L.point(box[0] * 256, box[3] * 256), 0);
+  const ne = crs.pointToLatLng(L.point(box[2] * 256, box[1] * 256), 0);
+  map.fitBounds(L.latLngBounds(sw, ne), { padding: [30, 30], animate });
 }
 
 /**
@@ -239,15 +409,23 @@ export function currentLos(seg, now) {
 export function styleSegment(seg, now) {
   const los = currentLos(seg, now);
   if (los === seg.los && seg.styled) return;
+  const before = seg.los;
+  const first = !seg.styled;
   seg.los = los;
   seg.styled = true;
-  const w = lineWeight() * widthFactor(los);
-  seg.line.setStyle({ color: COLOUR[los ?? 'none'] || COLOUR.none, weight: w });
-  seg.outline.setStyle({ weight: w + 3 });
-  seg.line.getElement()?.setAttribute('data-los', los ?? '');
+  seg.draw.los = los;
+  if (first) segLayer.redraw();
+  else segLayer.restyle(seg.draw, before);
+}
+/** What the canvas draws for a segment (for tests and tours). @param {string} id */
+export function segmentStyle(id) {
+  const seg = state.segments.get(id);
+  if (!seg) return null;
+  const w = segLayer.zoomWidth();
+  return { los: seg.los, colour: COLOUR[seg.los ?? 'none'] || COLOUR.none, width: seg.draw.op?.closes ? w * 1.2 : w * widthFactor(seg.los), operation: seg.draw.op };
 }
 function restyleAll() {
-  for (const seg of state.segments.values()) { seg.styled = false; dirty.segments.add(seg.id); }
+  segLayer.redraw();
 }
 
 /** @param {Record<string, any>[]} rows devices with their positions (GET /api/v1/map/devices) */
@@ -310,19 +488,71 @@ export function drawAlertMarkers(alerts) {
   for (const [id, m] of alertMarkers) if (!keep.has(id)) { m.remove(); alertMarkers.delete(id); }
 }
 
+/** @type {Map<string, any>} */
+const opMarkers = new Map();
+/** @type {(id: string) => void} */
+let onOperationMarkerClick = () => {};
+
+/**
+ * Road operations on the map: an icon each (kind and severity, app/operations.js) and the
+ * active ones' segments in barrier stripes on the segment canvas.
+ * @param {import('./state.js').Operation[]} ops
+ * @param {Map<string, {closes: boolean}>} marks the segments to mark
+ * @param {(op: import('./state.js').Operation) => [number, number] | null} position
+ * @param {(op: import('./state.js').Operation) => HTMLElement} icon
+ */
+export function drawOperations(ops, marks, position, icon) {
+  for (const seg of state.segments.values()) {
+    const m = marks.get(seg.id) ?? null;
+    if (m?.closes !== seg.draw.op?.closes) seg.draw.op = m ? { closes: m.closes } : null;
+  }
+  segLayer.redraw();
+  const keep = new Set();
+  for (const op of ops) {
+    const pos = position(op);
+    if (!pos) continue;
+    keep.add(op.id);
+    const key = `${op.kind}|${op.severity}|${op.status}|${state.selectedOp === op.id}|${op.version}`;
+    let m = opMarkers.get(op.id);
+    if (m && m.sccrKey === key) { m.setLatLng(pos); continue; }
+    m?.remove();
+    const el = icon(op);
+    el.classList.add('opmark', op.status);
+    if (state.selectedOp === op.id) el.classList.add('selected');
+    el.dataset.opMarker = op.id;
+    el.title = op.title;
+    m = L.marker(pos, { pane: 'operations', keyboard: false, riseOnHover: true, icon: L.divIcon({ className: 'opmark-anchor', html: el, iconSize: null }) });
+    m.sccrKey = key;
+    m.on('click', (/** @type {any} */ e) => { L.DomEvent.stopPropagation(e); onOperationMarkerClick(op.id); });
+    m.addTo(map);
+    opMarkers.set(op.id, m);
+  }
+  for (const [id, m] of opMarkers) if (!keep.has(id)) { m.remove(); opMarkers.delete(id); }
+}
+/** @param {(id: string) => void} f */
+export function onOperationMarker(f) { onOperationMarkerClick = f; }
+
 /** Outline a segment (or a device's place) and bring it into view. @param {string | null} segment @param {[number, number] | null} [point] */
 export function focus(segment, point = null) {
+  focusMany(segment ? [segment] : [], point);
+}
+/**
+ * Outline segments and a place (an operation's) and bring them into view.
+ * @param {string[]} segments @param {[number, number] | null} [point] @param {any} [area] a GeoJSON polygon
+ */
+export function focusMany(segments, point = null, area = null) {
   highlight?.remove();
   highlight = null;
-  const seg = segment ? state.segments.get(segment) : null;
   const w = lineWeight();
-  if (seg) {
-    highlight = L.polyline(seg.coords, { pane: 'highlight', color: cssVar('--highlight'), weight: w * 3.2, opacity: 0.6, lineCap: 'round', interactive: false }).addTo(map);
-    map.flyToBounds(L.latLngBounds(seg.coords), { padding: [80, 80], maxZoom: 16, duration: 0.6 });
-  } else if (point) {
-    highlight = L.circleMarker(point, { pane: 'highlight', radius: w * 4, color: cssVar('--highlight'), weight: w, fill: false, interactive: false }).addTo(map);
-    map.flyTo(point, Math.max(map.getZoom(), 16), { duration: 0.6 });
-  }
+  const parts = segments.flatMap((id) => state.segments.get(id)?.parts ?? []);
+  const group = L.featureGroup();
+  if (parts.length) group.addLayer(L.polyline(parts, { pane: 'highlight', color: cssVar('--highlight'), weight: w * 3.2, opacity: 0.6, lineCap: 'round', interactive: false }));
+  if (area?.type === 'Polygon') group.addLayer(L.polygon(area.coordinates.map((/** @type {number[][]} */ ring) => ring.map(([lon, lat]) => [lat, lon])), { pane: 'highlight', color: cssVar('--highlight'), weight: w * 0.8, dashArray: `${w * 2} ${w * 1.5}`, fill: false, interactive: false }));
+  if (point && !parts.length) group.addLayer(L.circleMarker(point, { pane: 'highlight', radius: w * 4, color: cssVar('--highlight'), weight: w, fill: false, interactive: false }));
+  if (!group.getLayers().length) return;
+  highlight = group.addTo(map);
+  if (parts.length || area) map.flyToBounds(group.getBounds(), { padding: [80, 80], maxZoom: 16, duration: 0.6 });
+  else if (point) map.flyTo(point, Math.max(map.getZoom(), 16), { duration: 0.6 });
 }
 export function clearFocus() {
   highlight?.remove();
@@ -371,7 +601,8 @@ export function renderLegend() {
   }
   const devs = document.createElement('div');
   devs.className = 'devs';
-  for (const [cls, key] of [['dot on', 'legend_online'], ['dot off', 'legend_offline'], ['amark-sw', 'legend_alert']]) {
+  const ops = state.operationsAvailable ? [['opsw', 'legend_operation']] : [];
+  for (const [cls, key] of [['dot on', 'legend_online'], ['dot off', 'legend_offline'], ['amark-sw', 'legend_alert'], ...ops]) {
     const mark = document.createElement('span');
     mark.className = cls;
     if (cls === 'amark-sw') mark.textContent = '!';

@@ -1,11 +1,16 @@
 // @ts-check
 // The planner's screen: any metric of the city, a segment or a device over a range, as a
-// chart and as CSV or Parquet downloads.
-import { api, history } from './api.js';
-import { t, metricIds, metricLabel, unitOf, metricInfo } from './i18n.js';
+// chart and as CSV or Parquet downloads; and a road operation's segments before, during
+// and after it, against the same hours a week earlier, as a chart for a report (PNG).
+import { api, apiJson, history } from './api.js';
+import { t, num, percent, metricIds, metricLabel, unitOf, metricInfo, dateTime } from './i18n.js';
 import { drawChart, seriesOf, chartTitle } from './charts.js';
+import { impactOf, change, allOperations } from './opsdata.js';
 import { state } from './state.js';
-import { $ } from './util.js';
+import { $, cssVar, fromTemplate, slot } from './util.js';
+
+/** Operations the planner can compare (ended ones too), by id. @type {Map<string, import('./state.js').Operation>} */
+const comparable = new Map();
 
 /** @type {{destroy: () => void} | null} */
 let chart = null;
@@ -19,6 +24,7 @@ export function initPlanner() {
   $('planner-form').addEventListener('submit', (/** @type {Event} */ e) => { e.preventDefault(); show(); });
   $('dl-csv').addEventListener('click', () => download('csv'));
   $('dl-parquet').addEventListener('click', () => download('parquet'));
+  $('dl-png').addEventListener('click', downloadPng);
 }
 
 /** Metric names in the chosen language, from the server's catalogue. */
@@ -32,13 +38,25 @@ export function fillMetrics() {
 
 export function fillSubjects() {
   const kind = $('p-kind').value;
+  /** @type {HTMLOptionElement} */ ($('p-kind').querySelector('option[value="operation"]')).hidden = state.operationsAvailable !== true;
   $('p-subject-wrap').hidden = kind === 'city';
+  $('p-range-wrap').hidden = kind === 'operation';
+  document.querySelectorAll('.planner-form .custom').forEach((el) => { /** @type {HTMLElement} */ (el).hidden = kind === 'operation' || $('p-range').value !== 'custom'; });
+  $('downloads').classList.toggle('off', kind === 'operation');
+  $('dl-png').hidden = kind !== 'operation';
+  $('impact-figures').hidden = kind !== 'operation';
   const sel = $('p-subject');
   const current = sel.value;
   /** @type {[string, string][]} */
   let items = [];
   if (kind === 'segment') items = [...state.segments.values()].map((s) => /** @type {[string, string]} */ ([s.id, s.props.name ? `${s.props.name} (${s.id})` : s.id])).sort((a, b) => a[1].localeCompare(b[1]));
   if (kind === 'device') items = [...state.devices.keys()].sort().map((d) => [d, d]);
+  if (kind === 'operation') {
+    for (const op of state.operations.values()) comparable.set(op.id, op);
+    items = [...comparable.values()].sort((a, b) => String(b.planned?.from).localeCompare(String(a.planned?.from)))
+      .map((op) => [op.id, `${op.title} · ${t(`op_kind_${op.kind}`)} · ${t(`op_status_${op.status}`)}`]);
+    if (!fetchedComparable) loadComparable();
+  }
   sel.replaceChildren(...items.map(([v, l]) => new Option(l, v)));
   if (items.some(([v]) => v === current)) sel.value = current;
 }
@@ -63,8 +81,20 @@ function query() {
   return q;
 }
 
+let fetchedComparable = false;
+/** Ended operations as well as the live ones (the live list holds only those not over). */
+async function loadComparable() {
+  fetchedComparable = true;
+  try {
+    const [ended, live] = await Promise.all([allOperations(apiJson, 'status=ended&limit=200', 5), allOperations(apiJson, 'limit=200', 5)]);
+    for (const op of [...live, ...ended]) comparable.set(op.id, op);
+    if ($('p-kind').value === 'operation') fillSubjects();
+  } catch (_) { fetchedComparable = false; }
+}
+
 let asked = 0;
 export async function show() {
+  if ($('p-kind').value === 'operation') { showImpact(); return; }
   const mine = (asked += 1);
   const el = $('planner-chart');
   /** @type {Record<string, any>} */
@@ -80,6 +110,111 @@ export async function show() {
   } catch (e) {
     if (mine === asked) $('planner-info').textContent = t('error', { m: /** @type {Error} */ (e).message });
   }
+}
+
+/** The last comparison drawn, for its PNG. @type {{title: string, sub: string, figures: string} | null} */
+let lastImpact = null;
+
+/** An operation's segments before, during and after it (GET /api/v1/operations/{id}/impact). */
+async function showImpact() {
+  const mine = (asked += 1);
+  const el = $('planner-chart');
+  const id = $('p-subject').value;
+  const metric = $('p-metric').value || 'speed_kmh';
+  const op = comparable.get(id);
+  lastImpact = null;
+  if (!id || !op) { $('planner-info').textContent = t('impact_none'); return; }
+  const title = t('impact_title', { metric: metricLabel(metric), title: op.title });
+  $('planner-title').textContent = `${title} (${unitOf(metric) || '–'})`;
+  try {
+    const body = await apiJson(`/api/v1/operations/${encodeURIComponent(id)}/impact?metric=${encodeURIComponent(metric)}`);
+    if (mine !== asked) return;
+    const imp = impactOf(body);
+    if (!imp) throw new Error(t('planner_none'));
+    const label = (/** @type {string} */ k) => t(`impact_${k}`);
+    const fills = { before: 'rgba(108,182,255,0.10)', during: 'rgba(245,179,66,0.22)', after: 'rgba(126,231,135,0.10)' };
+    const main = { label: metricLabel(metric), xs: imp.periods.flatMap((p) => p.xs), ys: imp.periods.flatMap((p) => p.ys), colour: '--series-1' };
+    const series = [main];
+    if (imp.baseline && imp.baseline.xs.length) series.push({ label: label('baseline'), xs: imp.baseline.xs, ys: imp.baseline.ys, colour: '--muted', dash: [6, 4] });
+    chart?.destroy();
+    chart = drawChart(el, { name: 'planner', metric, from: imp.from, to: imp.to, series, readout: $('planner-readout'),
+      bands: imp.periods.map((p) => ({ from: p.from, to: p.to, label: label(p.key), fill: fills[/** @type {'before'} */ (p.key)] })) });
+    const during = imp.periods.find((p) => p.key === 'during');
+    const to = op.status === 'active' ? t('impact_ongoing') : dateTime(during?.to ?? imp.to);
+    const sub = t('impact_window', { kind: t(`op_kind_${op.kind}`), from: dateTime(during?.from ?? imp.from), to, n: (op.segments || []).length });
+    $('planner-info').textContent = sub;
+    const before = imp.periods.find((p) => p.key === 'before')?.avg ?? null;
+    const decimals = metricInfo(metric)?.decimals ?? 1;
+    const figs = [...imp.periods.map((p) => ({ key: p.key, avg: p.avg })), ...(imp.baseline ? [{ key: 'baseline', avg: imp.baseline.avg }] : [])];
+    $('impact-figures').replaceChildren(...figs.map((f) => {
+      const fig = fromTemplate('tpl-fig');
+      fig.classList.add(f.key);
+      fig.dataset.period = f.key;
+      slot(fig, 'label', label(f.key));
+      slot(fig, 'value', num(f.avg, decimals));
+      slot(fig, 'unit', unitOf(metric));
+      const c = f.key === 'before' ? null : change(f.avg, before);
+      if (c !== null) {
+        const chg = document.createElement('span');
+        chg.className = 'chg';
+        chg.textContent = t('impact_change', { pct: `${c > 0 ? '+' : c < 0 ? '−' : ''}${percent(Math.abs(c))}` });
+        fig.querySelector('.v')?.append(chg);
+      }
+      return fig;
+    }));
+    // What the two lines are: the metric (solid), a week earlier (dashed).
+    const legend = document.createElement('div');
+    legend.className = 'chart-legend impact-legend';
+    for (const [name, colour, dashed] of [[metricLabel(metric), 'var(--series-1)', false], [label('baseline'), 'var(--muted)', true]]) {
+      if (dashed && !imp.baseline) continue;
+      const item = fromTemplate('tpl-legend-item');
+      item.style.setProperty('--c', String(colour));
+      if (dashed) item.classList.add('dashed');
+      slot(item, 'label', String(name));
+      legend.append(item);
+    }
+    $('impact-figures').append(legend);
+    lastImpact = {
+      title: $('planner-title').textContent, sub,
+      figures: `━ ${metricLabel(metric)}${imp.baseline ? `   ╌ ${label('baseline')}` : ''}      ${figs.map((f) => `${label(f.key)}: ${num(f.avg, decimals)} ${unitOf(metric)}`).join('   ·   ')}`,
+    };
+  } catch (e) {
+    if (mine !== asked) return;
+    const status = /** @type {any} */ (e).status;
+    // The operation was listed, so a 404 is a server without comparisons.
+    $('planner-info').textContent = status === 404 ? t('impact_missing') : t('error', { m: /** @type {Error} */ (e).message });
+  }
+}
+
+/** The comparison as a PNG a planner puts in a report: title, window, chart, averages. */
+function downloadPng() {
+  const u = /** @type {any} */ (chart)?.chart;
+  if (!u || !lastImpact) return;
+  const src = u.ctx.canvas;
+  const fs = Math.round(16 * (window.devicePixelRatio || 1));
+  const pad = fs;
+  const head = fs * 3.6;
+  const foot = fs * 2.2;
+  const out = document.createElement('canvas');
+  out.width = src.width + pad * 2;
+  out.height = src.height + head + foot;
+  const ctx = /** @type {CanvasRenderingContext2D} */ (out.getContext('2d'));
+  ctx.fillStyle = cssVar('--bg') || '#000';
+  ctx.fillRect(0, 0, out.width, out.height);
+  ctx.fillStyle = cssVar('--text') || '#fff';
+  ctx.textBaseline = 'top';
+  ctx.font = `700 ${Math.round(fs * 1.25)}px "DejaVu Sans", sans-serif`;
+  ctx.fillText(lastImpact.title, pad, pad * 0.6);
+  ctx.font = `${fs}px "DejaVu Sans", sans-serif`;
+  ctx.fillText(lastImpact.sub, pad, pad * 0.6 + fs * 1.6);
+  ctx.drawImage(src, pad, head);
+  ctx.fillText(lastImpact.figures, pad, head + src.height + fs * 0.6);
+  const a = document.createElement('a');
+  a.href = out.toDataURL('image/png');
+  a.download = `sccr-impact-${$('p-subject').value}-${$('p-metric').value}.png`;
+  document.body.append(a);
+  a.click();
+  a.remove();
 }
 
 /** @param {string} format */

@@ -3,13 +3,21 @@
 
 /**
  * @typedef {{start: number, end: number, los: string | null, speed_kmh: number | null, flow_vph: number | null, occupancy_pct: number | null, detectors?: number, revision?: number}} SegmentWindow
- * @typedef {{id: string, props: Record<string, any>, coords: [number, number][], line: any, hit: any, outline: any,
- *   speeds: Map<string, {v: number, t: number}>, window: SegmentWindow | null, los: string | null, styled: boolean, mid: [number, number]}} Segment
+ * @typedef {{id: string, props: Record<string, any>, coords: [number, number][], parts: [number, number][][], zoom: number,
+ *   draw: import('./segcanvas.js').Drawable, speeds: Map<string, {v: number, t: number}>, window: SegmentWindow | null, los: string | null,
+ *   styled: boolean, mid: [number, number]}} Segment
+ *   coords: the longest part as [lat, lon] points; parts: every part; zoom: the zoom its geometry was simplified for
+ *   (Infinity: full detail); draw: its geometry and style on the map's canvas.
  * @typedef {{id: string, kind: string, segment: string | null, lat: number | null, lon: number | null, last: number, online: boolean | null, marker: any}} Device
  * @typedef {{id: number, rule: string, severity: string, state: string, active?: boolean, subject?: {device?: string, segment?: string},
  *   message?: string, code?: string, params?: Record<string, any>, raised_at: number, returned_at?: number | null, cleared?: {at: number, by: string | null, note?: string | null} | null,
  *   acknowledged?: {by: string, note?: string | null, at: number} | null, shelved?: {by: string, reason: string, at: number, until: number} | null,
  *   suppressed?: {reason: string, by_alert?: number | null} | null, fresh?: boolean}} Alert
+ * @typedef {{id: string, version: number, kind: string, title: string, description?: string | null, severity: string, status: string,
+ *   agency: string, segments: string[], point: [number, number] | null, area: any, closes_road: boolean,
+ *   planned: {from: string, to: string}, actual: {from: string | null, to: string | null}, notes?: {at: string, by: string, text: string}[],
+ *   linked_alerts?: number[], external_ref?: string | null, updated_at?: string}} Operation
+ *   A road operation (incident, roadworks, closure, event) as the API and the live socket send it.
  */
 
 export const state = {
@@ -35,6 +43,12 @@ export const state = {
   selected: null,
   /** @type {number | null} selected alert */
   selectedAlert: null,
+  /** @type {Map<string, Operation>} road operations not ended or cancelled, by id */
+  operations: new Map(),
+  /** Whether the server has road operations (null: not known yet). @type {boolean | null} */
+  operationsAvailable: null,
+  /** @type {string | null} selected operation */
+  selectedOp: null,
   mode: 'desk',
 };
 
@@ -46,4 +60,4 @@ export const canAct = () => mayAct() && state.live === 'open';
 export const canExport = () => ['none', 'admin', 'planner'].includes(role());
 
 /** Work to do at the next animation frame, batched. */
-export const dirty = { segments: /** @type {Set<string>} */ (new Set()), alerts: false, devices: false };
+export const dirty = { segments: /** @type {Set<string>} */ (new Set()), alerts: false, devices: false, operations: false };
