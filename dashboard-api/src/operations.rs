@@ -317,7 +317,20 @@ fn merged(op: &Operation, fields: &serde_json::Map<String, Value>) -> Result<Ope
                 format!("{k} cannot be set here{hint}; fields: {}", EDITABLE.join(", ")),
             ));
         }
-        v[k] = val.clone();
+        v[k] = match (k.as_str(), val) {
+            // JSON Schema counts 49.0 as an integer: so do alert ids here.
+            ("linked_alerts", Value::Array(ids)) => Value::Array(
+                ids.iter()
+                    .map(|id| match id.as_f64() {
+                        Some(f) if !id.is_i64() && f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                            json!(f as i64)
+                        }
+                        _ => id.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => val.clone(),
+        };
     }
     let op = serde_path_to_error::deserialize::<_, Operation>(v).map_err(|e| {
         let path = e.path().to_string();
