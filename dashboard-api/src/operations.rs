@@ -99,12 +99,12 @@ fn text_schema(max: usize) -> Value {
 }
 
 /// The schema of an operation's editable fields (`required` for creation).
-fn body_schema(required: &[&str]) -> Value {
+fn body_schema(required: &[&str], creation: bool) -> Value {
     let lon = json!({"type": "number", "minimum": -180, "maximum": 180});
     let lat = json!({"type": "number", "minimum": -90, "maximum": 90});
     let position = json!({"type": "array", "prefixItems": [lon, lat], "items": false, "minItems": 2, "maxItems": 2});
     let time = json!({"type": "string", "format": "date-time"});
-    json!({
+    let mut schema = json!({
         "type": "object", "additionalProperties": false, "required": required,
         "properties": {
             "kind": {"enum": ["incident", "roadworks", "closure", "event"]},
@@ -119,9 +119,12 @@ fn body_schema(required: &[&str]) -> Value {
             "planned": {"type": "object", "additionalProperties": false, "required": ["from", "to"], "properties": {"from": time.clone(), "to": time.clone()}, "description": "to must be after from (422)"},
             "linked_alerts": {"type": "array", "maxItems": store::operations::MAX_LINKED_ALERTS, "items": {"type": "integer", "minimum": 1, "maximum": i64::MAX}},
             "external_ref": {"anyOf": [text_schema(store::operations::MAX_EXTERNAL_REF), {"type": "null"}], "description": "e.g. the roadworks permit number"},
-            "status": {"enum": ["planned", "active"], "description": "Creation only: planned (default) or active (actual.from = now)"}
         }
-    })
+    });
+    if creation {
+        schema["properties"]["status"] = json!({"enum": ["planned", "active", null], "description": "planned (default) or active (actual.from = now)"});
+    }
+    schema
 }
 
 /// The operation routes.
@@ -144,7 +147,7 @@ pub fn operations() -> Vec<Op> {
                 "examples": [{"operations": [example()], "next_cursor": null}]}))
             .error(422, "from is after to, or a bbox whose minimum exceeds its maximum"),
         Op::new("POST", "/api/v1/operations", creators, "operations", "Create an operation (Idempotency-Key header: same key and body, same operation, 200; other body, 409). Planners create planned roadworks and events only", post(create))
-            .body(body_schema(&["kind", "title", "severity", "agency", "planned"]))
+            .body(body_schema(&["kind", "title", "severity", "agency", "planned"], true))
             .example(json!({"kind": "roadworks", "title": "Gas main works on Lungarno Torrigiani", "severity": "moderate", "agency": "utilities", "segments": [], "point": [11.2571, 43.7664], "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-06T18:00:00Z"}, "external_ref": "PERM-2026-0412"}))
             .ok(201, one())
             .also_ok(200, "The same Idempotency-Key and body were seen before from this token: the operation created then")
@@ -156,7 +159,7 @@ pub fn operations() -> Vec<Op> {
             .ok(200, one()),
         Op::new("PATCH", "/api/v1/operations/{id}", creators, "operations", "Change an operation's fields (If-Match: the version read). Planners change planned roadworks and events only", axum::routing::patch(patch))
             .path_param("id", id(), "Operation id")
-            .body(body_schema(&[]))
+            .body(body_schema(&[], false))
             .example(json!({"severity": "major", "closes_road": true}))
             .ok(200, one())
             .error(403, "A planner changing anything but a planned roadworks or event")
@@ -314,7 +317,20 @@ fn merged(op: &Operation, fields: &serde_json::Map<String, Value>) -> Result<Ope
                 format!("{k} cannot be set here{hint}; fields: {}", EDITABLE.join(", ")),
             ));
         }
-        v[k] = val.clone();
+        v[k] = match (k.as_str(), val) {
+            // JSON Schema counts 49.0 as an integer: so do alert ids here.
+            ("linked_alerts", Value::Array(ids)) => Value::Array(
+                ids.iter()
+                    .map(|id| match id.as_f64() {
+                        Some(f) if !id.is_i64() && f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                            json!(f as i64)
+                        }
+                        _ => id.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => val.clone(),
+        };
     }
     let op = serde_path_to_error::deserialize::<_, Operation>(v).map_err(|e| {
         let path = e.path().to_string();
@@ -585,6 +601,15 @@ async fn list(
         })?);
     }
     if let Some(a) = p.take("agency") {
+        let ok = (1..=64).contains(&a.len())
+            && a.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ApiError::bad_param(
+                "agency",
+                "agency is 1 to 64 characters of a-z, 0-9, _ and -",
+            ));
+        }
         f.agency = Some(a);
     }
     if let Some(b) = p.take("bbox") {
@@ -601,7 +626,16 @@ async fn list(
             return Err(ApiError::bad_combination("from", "from is after to"));
         }
     }
-    f.after = p.take("cursor");
+    if let Some(c) = p.take("cursor") {
+        let ok = c.strip_prefix("op-").is_some_and(|rest| {
+            (1..=60).contains(&rest.len())
+                && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+        if !ok {
+            return Err(ApiError::bad_param("cursor", "cursor must be the next_cursor of a page"));
+        }
+        f.after = Some(c);
+    }
     if let Some(l) = p.take("limit") {
         f.limit = crate::params::limit("limit", &l, MAX_PAGE)?;
     }

@@ -141,6 +141,7 @@ pub mod rfc3339 {
 
 /// The planned window: both ends required, `from` before `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlannedWindow {
     #[serde(with = "rfc3339")]
     pub from: EventTime,
@@ -332,7 +333,7 @@ impl Operation {
     pub fn validate(&self) -> Result<(), StoreError> {
         check_text("title", &self.title, MAX_TITLE, true)?;
         if let Some(d) = &self.description {
-            check_text("description", d, MAX_DESCRIPTION, false)?;
+            check_text("description", d, MAX_DESCRIPTION, true)?;
         }
         let agency_ok = (1..=64).contains(&self.agency.len())
             && self

@@ -541,7 +541,7 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
         "/api/v1/operations",
         "/api/v1/operations",
         json!({"kind": "roadworks", "title": "Works", "severity": "moderate", "agency": "utilities",
-               "segments": ["viale-strozzi"], "point": [11.2490, 43.7805],
+               "point": [11.2490, 43.7805],
                "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-06T18:00:00Z"}}),
         201
     );
