@@ -206,11 +206,17 @@ fn impact_schema() -> Value {
         "points": {"type": "array", "items": {"type": "object", "required": ["time", "avg", "count"], "properties": {"time": {"type": "string", "format": "date-time"}, "avg": {"type": ["number", "null"]}, "count": {"type": "integer"}}}},
         "avg": {"type": ["number", "null"], "description": "Over every reading of the period (null without readings)"},
         "count": {"type": "integer", "description": "Readings counted"}}});
-    json!({"type": "object", "required": ["operation", "metric", "segments"], "properties": {
+    json!({"type": "object", "required": ["operation", "metric", "before", "during", "after", "baseline", "segments"], "properties": {
         "operation": {"type": "string"}, "metric": {"type": "string"},
+        "before": period.clone(), "during": period.clone(), "after": period.clone(), "baseline": period.clone(),
         "segments": {"type": "array", "items": {"type": "object", "required": ["segment", "before", "during", "after", "baseline"], "properties": {
             "segment": {"type": "string"}, "before": period.clone(), "during": period.clone(), "after": period.clone(), "baseline": period}}}},
-        "examples": [{"operation": "op-0195b1c2d3e-4f5a6b7c", "metric": "speed_kmh", "segments": [{"segment": "lungarno-torrigiani",
+        "examples": [{"operation": "op-0195b1c2d3e-4f5a6b7c", "metric": "speed_kmh",
+            "before": {"from": "2026-10-29T20:40:00Z", "to": "2026-11-02T07:20:00Z", "points": [{"time": "2026-10-30T00:00:00Z", "avg": 31.2, "count": 5760}], "avg": 31.2, "count": 5760},
+            "during": {"from": "2026-11-02T07:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [{"time": "2026-11-03T00:00:00Z", "avg": 18.4, "count": 5702}], "avg": 18.4, "count": 5702},
+            "after": {"from": "2026-11-05T17:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [], "avg": null, "count": 0},
+            "baseline": {"from": "2026-10-26T07:20:00Z", "to": "2026-10-29T17:20:00Z", "points": [{"time": "2026-10-27T00:00:00Z", "avg": 30.8, "count": 5698}], "avg": 30.8, "count": 5698},
+            "segments": [{"segment": "lungarno-torrigiani",
             "before": {"from": "2026-10-29T20:40:00Z", "to": "2026-11-02T07:20:00Z", "points": [{"time": "2026-10-30T00:00:00Z", "avg": 31.2, "count": 5760}], "avg": 31.2, "count": 5760},
             "during": {"from": "2026-11-02T07:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [{"time": "2026-11-03T00:00:00Z", "avg": 18.4, "count": 5702}], "avg": 18.4, "count": 5702},
             "after": {"from": "2026-11-05T17:20:00Z", "to": "2026-11-05T17:20:00Z", "points": [], "avg": null, "count": 0},
@@ -676,37 +682,55 @@ async fn impact(
         return Err(ApiError::not_found(format!("operation {id} does not exist")));
     };
     let periods = impact_periods(&op, EventTime::now());
+    let ids: Vec<SegmentId> = op.segments.iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
+    // The operation's segments together (what the planner compares), then each alone.
+    let mut whole =
+        impact_of(&state, HistorySubject::Segments(ids.clone()), metric, &periods).await?;
     let mut segments = Vec::new();
-    for s in &op.segments {
-        let Ok(segment) = SegmentId::parse(s) else { continue };
-        let mut entry = serde_json::Map::new();
-        entry.insert("segment".into(), json!(s));
-        for (name, from, to) in periods {
-            let q = HistoryQuery {
-                subject: HistorySubject::Segment(segment.clone()),
-                metric,
-                from: EventTime(from),
-                to: EventTime(to.max(from)),
-                step: store::Step::Auto { max_points: 500 },
-                fill: store::GapFill::None,
-                limit: 100_000,
-            };
-            let h = if to > from { Some(state.store.history(&q).await?) } else { None };
-            let points = h.as_ref().map(|h| h.points.as_slice()).unwrap_or_default();
-            let (sum, count) =
-                points.iter().fold((0.0, 0i64), |(s, c), p| (s + p.sum, c + p.count));
-            entry.insert(
-                name.into(),
-                json!({
-                    "from": EventTime(from).to_rfc3339(),
-                    "to": EventTime(to.max(from)).to_rfc3339(),
-                    "points": points.iter().map(|p| json!({"time": p.time.to_rfc3339(), "avg": (p.count > 0).then(|| p.avg()), "count": p.count})).collect::<Vec<_>>(),
-                    "avg": (count > 0).then(|| sum / count as f64),
-                    "count": count,
-                }),
-            );
-        }
+    for segment in ids {
+        let mut entry =
+            impact_of(&state, HistorySubject::Segment(segment.clone()), metric, &periods).await?;
+        entry.insert("segment".into(), json!(segment.as_str()));
         segments.push(Value::Object(entry));
     }
-    Ok(Json(json!({"operation": op.id, "metric": metric.as_str(), "segments": segments})))
+    whole.insert("operation".into(), json!(op.id));
+    whole.insert("metric".into(), json!(metric.as_str()));
+    whole.insert("segments".into(), json!(segments));
+    Ok(Json(Value::Object(whole)))
+}
+
+/// The periods of an impact for one subject: each with its points and the average over
+/// every reading in it.
+async fn impact_of(
+    state: &AppState,
+    subject: HistorySubject,
+    metric: MetricId,
+    periods: &[(&'static str, i64, i64); 4],
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let mut entry = serde_json::Map::new();
+    for &(name, from, to) in periods {
+        let q = HistoryQuery {
+            subject: subject.clone(),
+            metric,
+            from: EventTime(from),
+            to: EventTime(to.max(from)),
+            step: store::Step::Auto { max_points: 500 },
+            fill: store::GapFill::None,
+            limit: 100_000,
+        };
+        let h = if to > from { Some(state.store.history(&q).await?) } else { None };
+        let points = h.as_ref().map(|h| h.points.as_slice()).unwrap_or_default();
+        let (sum, count) = points.iter().fold((0.0, 0i64), |(s, c), p| (s + p.sum, c + p.count));
+        entry.insert(
+            name.into(),
+            json!({
+                "from": EventTime(from).to_rfc3339(),
+                "to": EventTime(to.max(from)).to_rfc3339(),
+                "points": points.iter().map(|p| json!({"time": p.time.to_rfc3339(), "avg": (p.count > 0).then(|| p.avg()), "count": p.count})).collect::<Vec<_>>(),
+                "avg": (count > 0).then(|| sum / count as f64),
+                "count": count,
+            }),
+        );
+    }
+    Ok(entry)
 }
