@@ -370,7 +370,7 @@ pub fn operations() -> Vec<Op> {
     .collect()
 }
 
-/// The whole API, built from [`operations`].
+/// The whole API, built from [`operations()`].
 ///
 /// Every `/api/` route but the public documents needs a bearer token ([`auth`]); each
 /// route admits the roles its operation names.
