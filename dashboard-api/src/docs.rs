@@ -1,5 +1,5 @@
 //! `GET /api/v1/docs`: the API as one page people work from, rendered on the server from
-//! the operation table ([`crate::operations`]) and the OpenAPI document built from it, so
+//! the operation table ([`operations()`](crate::operations())) and the OpenAPI document built from it, so
 //! it cannot miss or invent a route. For each operation: what it does, its roles, its
 //! parameters, its body and its answer (field tables and examples), its error statuses
 //! and a curl command. Then the alert lifecycle, the live websocket and the MQTT contract,

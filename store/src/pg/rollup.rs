@@ -267,7 +267,7 @@ impl PgStore {
 
     /// Seals the minutes before `until` (their live readings can no longer be written:
     /// see migration 14) and folds the sealed minutes not folded yet into the rollups and
-    /// `latest`, [`FOLD_CHUNK_MS`] per transaction. Cheap when nothing is to be sealed
+    /// `latest`, at most 15 minutes per transaction. Cheap when nothing is to be sealed
     /// or folded (the marks are cached). Returns what was folded.
     pub async fn fold_minutes(&self, until: EventTime) -> Result<MergeOutcome, StoreError> {
         let mut total = MergeOutcome::default();
