@@ -16,7 +16,7 @@
 //!   roadClosed for closures and operations that close the road, roadWorks, carAccident for
 //!   incidents, trafficJam for events; `severity` informational/low/medium/high/critical
 //!   from minor…critical; `validFrom`/`validTo` its window, `alertSource` its first
-//!   segment, `location` its point or area). Operation events (`sccr.operation.*`) become
+//!   segment, `location` its point or area). Operation events (`it.firenze.sccr.operation.*`) become
 //!   this entity in `ngsi-ld` subscriptions.
 //! - [`operation_road_segment`]: a segment under an operation — `RoadSegment` with
 //!   `status` closed (an active operation closing the road), limited (other active ones)
@@ -269,7 +269,7 @@ pub fn operation_road_segment(op: &Operation, segment: &SegmentId) -> Value {
 
 /// The NGSI-LD entity of an outbox event, where there is one (alert and operation events).
 pub fn entity_of_event(e: &OutboxRecord) -> Option<Value> {
-    if e.event_type.starts_with("sccr.operation.") {
+    if e.event_type.starts_with("it.firenze.sccr.operation.") {
         let op: Operation = serde_json::from_value(e.data.clone()).ok()?;
         return Some(operation_alert(&op));
     }

@@ -14,7 +14,7 @@
 //!   overwrites the first one's change unseen.
 //! - **Audit trail and outbox with the change**: each change writes its
 //!   `operation_changes` row (who, when, the action, each changed field's before and
-//!   after) and its outbox event (`sccr.operation.*`, subject = the operation id) in the
+//!   after) and its outbox event (`it.firenze.sccr.operation.*`, subject `operation/<id>`) in the
 //!   transaction of the change.
 //! - **Idempotent creation**: a creation with an idempotency key that its creator used
 //!   before returns the operation created then ([`Created::Existing`]) when the request is
@@ -26,12 +26,12 @@ use telemetry::{EventTime, SegmentId};
 use crate::outbox::OutboxEvent;
 use crate::{Store, StoreError};
 
-/// CloudEvents types of operation changes (subject: the operation id).
+/// CloudEvents types of operation changes (subject: `operation/<id>`).
 pub mod event_type {
-    pub const CREATED: &str = "sccr.operation.created";
-    pub const UPDATED: &str = "sccr.operation.updated";
-    pub const STATUS_CHANGED: &str = "sccr.operation.status_changed";
-    pub const NOTE_ADDED: &str = "sccr.operation.note_added";
+    pub const CREATED: &str = "it.firenze.sccr.operation.created";
+    pub const UPDATED: &str = "it.firenze.sccr.operation.updated";
+    pub const STATUS_CHANGED: &str = "it.firenze.sccr.operation.status_changed";
+    pub const NOTE_ADDED: &str = "it.firenze.sccr.operation.note_added";
 }
 
 /// Bounds of what one operation may hold.
@@ -534,7 +534,7 @@ impl ChangeKind {
 fn event(op: &Operation, kind: &str) -> OutboxEvent {
     OutboxEvent {
         event_type: kind.to_owned(),
-        subject: op.id.clone(),
+        subject: format!("operation/{}", op.id),
         time: op.updated_at,
         data: serde_json::to_value(op).unwrap_or_default(),
     }

@@ -784,11 +784,11 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
     // Outbox: one event per change, in order.
     let events: Vec<String> =
         sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
-            .bind(op["id"].as_str().unwrap())
+            .bind(format!("operation/{}", op["id"].as_str().unwrap()))
             .fetch_all(&e.pool)
             .await
             .unwrap();
     assert_eq!(events.len(), 12, "{events:?}");
-    assert_eq!(events[0], "sccr.operation.created");
-    assert_eq!(events[11], "sccr.operation.status_changed");
+    assert_eq!(events[0], "it.firenze.sccr.operation.created");
+    assert_eq!(events[11], "it.firenze.sccr.operation.status_changed");
 }

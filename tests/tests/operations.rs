@@ -179,9 +179,12 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
     // The operation's outbox events: created, then status_changed.
     let types: Vec<String> =
         sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
-            .bind(&id)
+            .bind(format!("operation/{id}"))
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(types, ["sccr.operation.created", "sccr.operation.status_changed"]);
+    assert_eq!(
+        types,
+        ["it.firenze.sccr.operation.created", "it.firenze.sccr.operation.status_changed"]
+    );
 }

@@ -47,7 +47,7 @@ fn op(id: &str, kind: OperationKind, segments: Vec<String>, from: i64) -> Operat
 async fn events_of(store: &Store, id: &str) -> Vec<(String, i64)> {
     let all = store.outbox_events(0, 10_000).await.expect("outbox");
     all.into_iter()
-        .filter(|e| e.subject == id)
+        .filter(|e| e.subject == format!("operation/{id}"))
         .map(|e| (e.event_type, e.data["version"].as_i64().unwrap_or(0)))
         .collect()
 }
