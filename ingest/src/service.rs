@@ -64,6 +64,10 @@ pub struct IngestMetrics {
     pub statuses: AtomicU64,
     /// Devices' answers to commands handed to the command link.
     pub command_acks: AtomicU64,
+    /// QoS 0 messages dropped because the hand-off to the handler was full.
+    pub qos0_shed: AtomicU64,
+    /// QoS 1 messages the broker sent beyond our receive maximum (the event loop waited).
+    pub window_overruns: AtomicU64,
     /// Whether the broker connection is up now.
     pub connected: std::sync::atomic::AtomicBool,
 }
@@ -120,6 +124,18 @@ impl Collector for IngestMetrics {
             "ingest_command_acks",
             "Devices' answers to commands handed to the command link.",
             get(&self.command_acks),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_qos0_shed",
+            "QoS 0 messages dropped because ingest's hand-off queue was full.",
+            get(&self.qos0_shed),
+        )?;
+        metrics::counter(
+            e,
+            "ingest_window_overruns",
+            "QoS 1 messages the broker sent beyond ingest's receive maximum.",
+            get(&self.window_overruns),
         )?;
         self.dead_letters.encode(
             e,
@@ -196,47 +212,58 @@ pub fn run_ingest(
             .instrument(tracing::info_span!("acker")),
     );
     let budget = Arc::new(Semaphore::new(config.max_pending_readings.max(1)));
+    let handler = Handler {
+        budget: budget.clone(),
+        validator: Validator::new(config.validation.clone()),
+        config: config.clone(),
+        writer,
+        live,
+        statuses,
+        command_acks: command_acks.clone(),
+        known,
+        metrics: metrics.clone(),
+    };
+    let driver =
+        Driver { config, client, metrics, generation, command_acks: command_acks.is_some() };
     let ingest = tokio::spawn(
-        Driver {
-            budget: budget.clone(),
-            validator: Validator::new(config.validation.clone()),
-            config,
-            client,
-            writer: Some(writer),
-            live,
-            statuses,
-            command_acks,
-            known,
-            metrics,
-            generation,
-        }
-        .run(eventloop, shutdown, acks_done_rx)
-        .instrument(tracing::info_span!("ingest")),
+        driver
+            .run(eventloop, handler, shutdown, acks_done_rx)
+            .instrument(tracing::info_span!("ingest")),
     );
     IngestHandles { ingest, acker, budget }
 }
 
+/// Owns the MQTT event loop and polls it without pause, so keep-alive pings, their
+/// answers and the acker's PUBACKs flow however slow the writer is. Publishes go to the
+/// [`Handler`] through a queue stamped with their connection's generation. The broker sends
+/// at most `receive_maximum` unacknowledged QoS 1 messages, so the queue always has room
+/// for those; QoS 0 messages only take room beyond that and are shed (counted) when the
+/// handler is behind.
 struct Driver {
     config: IngestConfig,
     client: AsyncClient,
-    validator: Validator,
-    budget: Arc<Semaphore>,
-    writer: Option<mpsc::Sender<WriteItem<AckToken>>>,
-    live: mpsc::Sender<Vec<Reading>>,
-    statuses: mpsc::Sender<StatusEvent>,
-    command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
-    known: HashSet<DeviceId>,
     metrics: Arc<IngestMetrics>,
     generation: Arc<AtomicU64>,
+    command_acks: bool,
 }
+
+/// The room in the hand-off queue beyond the broker's in-flight window (for QoS 0).
+const QOS0_ROOM: usize = 256;
 
 impl Driver {
     async fn run(
-        mut self,
+        self,
         mut eventloop: rumqttc::v5::EventLoop,
+        handler: Handler,
         mut shutdown: watch::Receiver<bool>,
         mut acks_done: oneshot::Receiver<()>,
     ) {
+        let window = usize::from(self.config.receive_maximum);
+        let (publishes, queued) = mpsc::channel(window + QOS0_ROOM);
+        let mut handler = tokio::spawn(
+            handler.run(queued, shutdown.clone()).instrument(tracing::Span::current()),
+        );
+        let mut handler_done = false;
         let mut backoff = Duration::from_millis(100);
         let mut draining = false;
         loop {
@@ -245,8 +272,15 @@ impl Driver {
                     if changed.is_err() || *shutdown.borrow() {
                         tracing::info!("shutdown requested; draining");
                         draining = true;
-                        self.writer = None; // the writer flushes, commits, and hands back tickets
                     }
+                    continue;
+                }
+                // The handler stops on shutdown, or when it was stopped while waiting for
+                // room in the pipeline; either way its writer queue is dropped and the writer
+                // flushes, commits and hands back the last tickets.
+                _ = &mut handler, if !handler_done => {
+                    handler_done = true;
+                    draining = true;
                     continue;
                 }
                 _ = &mut acks_done, if draining => break,
@@ -263,7 +297,7 @@ impl Driver {
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
-                    let acks = self.command_acks.is_some().then_some(TopicKind::CommandAck);
+                    let acks = self.command_acks.then_some(TopicKind::CommandAck);
                     for kind in [TopicKind::Telemetry, TopicKind::Status].into_iter().chain(acks) {
                         let filter = match self.config.subscription {
                             SubscriptionMode::Exclusive => kind.filter(),
@@ -274,11 +308,21 @@ impl Driver {
                         }
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if !draining && !self.handle(publish, &mut shutdown).await {
-                        tracing::info!("shutdown requested while the pipeline was full; draining");
-                        draining = true;
-                        self.writer = None;
+                Ok(Event::Incoming(Packet::Publish(publish))) if !draining => {
+                    let generation = self.generation.load(Ordering::SeqCst);
+                    if publish.qos == QoS::AtMostOnce {
+                        if publishes.capacity() <= window
+                            || publishes.try_send((publish, generation)).is_err()
+                        {
+                            self.metrics.qos0_shed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else if let Err(mpsc::error::TrySendError::Full(item)) =
+                        publishes.try_send((publish, generation))
+                    {
+                        // Only a broker sending past our receive maximum gets here: wait
+                        // rather than drop a message it will not resend on this connection.
+                        self.metrics.window_overruns.fetch_add(1, Ordering::Relaxed);
+                        let _ = publishes.send(item).await;
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -313,11 +357,54 @@ impl Driver {
         .await;
         tracing::info!("stopped");
     }
+}
+
+/// Decodes and validates publishes and hands them to the writer and the stream, waiting
+/// for room in the reading budget and the writer queue: the backpressure that, through
+/// unacknowledged messages, reaches the broker.
+struct Handler {
+    config: IngestConfig,
+    validator: Validator,
+    budget: Arc<Semaphore>,
+    writer: mpsc::Sender<WriteItem<AckToken>>,
+    live: mpsc::Sender<Vec<Reading>>,
+    statuses: mpsc::Sender<StatusEvent>,
+    command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
+    known: HashSet<DeviceId>,
+    metrics: Arc<IngestMetrics>,
+}
+
+impl Handler {
+    /// Runs until shutdown; messages still queued are left unacknowledged for the next
+    /// session. Returning drops the writer queue.
+    async fn run(
+        mut self,
+        mut queued: mpsc::Receiver<(Publish, u64)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                next = queued.recv() => next,
+            };
+            let Some((publish, generation)) = next else { return };
+            if !self.handle(publish, generation, &mut shutdown).await {
+                tracing::info!("shutdown requested while the pipeline was full; draining");
+                return;
+            }
+        }
+    }
 
     /// Process one publish. Returns false if shutdown was requested while waiting for room
     /// in the pipeline (the message is then left unacknowledged for the next session).
-    async fn handle(&mut self, publish: Publish, shutdown: &mut watch::Receiver<bool>) -> bool {
-        let Some(writer) = self.writer.clone() else { return true };
+    async fn handle(
+        &mut self,
+        publish: Publish,
+        generation: u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let writer = self.writer.clone();
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let stop = async {
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -386,12 +473,7 @@ impl Driver {
             },
             () = &mut stop => return false,
         };
-        let token = AckToken {
-            pkid: publish.pkid,
-            qos: publish.qos,
-            generation: self.generation.load(Ordering::SeqCst),
-            _budget: permit,
-        };
+        let token = AckToken { pkid: publish.pkid, qos: publish.qos, generation, _budget: permit };
         let new_devices: Vec<DeviceId> = processed.new_device.into_iter().collect();
         for d in &new_devices {
             self.known.insert(d.clone());

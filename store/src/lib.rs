@@ -112,7 +112,7 @@ pub use pg::copy as pgcopy;
 pub use pg::PgStore;
 pub use registry::{DeviceDetail, DeviceFilter, DeviceUpdate, PlacedDevice};
 pub use sqlite::SqliteStore;
-pub use writer::{run_writer, WriteItem, WriterConfig, WriterMetrics};
+pub use writer::{run_writer, ArrivalLag, WriteItem, WriterConfig, WriterMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -19,6 +19,7 @@ use telemetry::EventTime;
 use tokio::sync::watch;
 
 use crate::history::Horizons;
+use crate::writer::ArrivalLag;
 use crate::{MaintenanceReport, StorageMode, Store, StoreError};
 
 /// Maintenance and retention: see the module doc. The SQL is each backend's
@@ -59,6 +60,20 @@ pub struct MergerConfig {
     /// is written once per step that holds its readings. Shorter steps spread the fold's
     /// work and shorten the raw tail queries read; longer ones write fewer rows.
     pub seal_step: Duration,
+    /// How late live readings reach the store (the writer's measure). The seal waits
+    /// for it when it exceeds `seal_grace`, up to `max_seal_grace`.
+    pub arrival_lag: Option<Arc<ArrivalLag>>,
+    pub max_seal_grace: Duration,
+}
+
+impl MergerConfig {
+    /// How long after its end a step is sealed now.
+    pub fn seal_grace_now(&self) -> Duration {
+        let lag = self.arrival_lag.as_ref().map_or(Duration::ZERO, |l| l.current());
+        // A quarter more than the worst recent lag, and a second for the batch in flight.
+        let wanted = lag + lag / 4 + Duration::from_secs(1);
+        wanted.clamp(self.seal_grace, self.max_seal_grace.max(self.seal_grace))
+    }
 }
 
 impl Default for MergerConfig {
@@ -68,6 +83,8 @@ impl Default for MergerConfig {
             max_batches: 200,
             seal_grace: Duration::from_secs(10),
             seal_step: Duration::from_secs(15),
+            arrival_lag: None,
+            max_seal_grace: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +97,8 @@ pub struct MergerMetrics {
     pub rollup_rows: AtomicU64,
     /// Live readings folded into rollups by the minute fold.
     pub readings_folded: AtomicU64,
+    /// How long after its end a step is sealed (ms), as last decided.
+    pub seal_grace_ms: AtomicU64,
     /// Where the folded minutes end (Unix ms; 0 until the first fold).
     pub folded_until_ms: AtomicI64,
     pub errors: AtomicU64,
@@ -119,6 +138,13 @@ impl Collector for MergerMetrics {
                 (EventTime::now().millis() - folded).max(0) as f64 / 1e3,
             )?;
         }
+        metrics::gauge_f64(
+            e,
+            "rollup_seal_grace",
+            "How long after it ends a step of live readings is sealed (follows the arrival lag).",
+            Some(&Unit::Seconds),
+            get(&self.seal_grace_ms) as f64 / 1e3,
+        )?;
         metrics::counter(
             e,
             "rollup_rows_written",
@@ -169,7 +195,9 @@ pub async fn run_rollup_merger(
             }
         };
         // A step that ended more than the grace ago is sealed and folded once.
-        let until = EventTime::now().millis() - config.seal_grace.as_millis() as i64;
+        let grace = config.seal_grace_now();
+        metrics.seal_grace_ms.store(grace.as_millis() as u64, Ordering::Relaxed);
+        let until = EventTime::now().millis() - grace.as_millis() as i64;
         let step = (config.seal_step.as_millis() as i64).clamp(1_000, 60_000);
         match store.fold_minutes(EventTime(until.div_euclid(step) * step)).await {
             Ok(m) => {

@@ -146,6 +146,62 @@ pub struct WriterMetrics {
     pub commit: Histogram,
     /// When the oldest uncommitted batch began (its first item was taken), if any.
     oldest_pending: Mutex<Option<Instant>>,
+    /// How late live readings reach the store; the rollup merger seals that far behind.
+    pub arrival_lag: Arc<ArrivalLag>,
+}
+
+/// How late live readings reach the store: a decaying maximum, over committed batches, of
+/// commit time minus event time. Readings older than `cap` are left out (a device's
+/// back-fill after an outage takes the late path whatever the seal waits). The rollup
+/// merger seals minutes this far behind now, so that a broker backlog or a slow writer
+/// does not turn live readings into late ones (exact either way; the late path is dearer).
+#[derive(Debug)]
+pub struct ArrivalLag {
+    cap: Duration,
+    /// The lag in milliseconds and when it was last raised.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl ArrivalLag {
+    /// The estimate halves every this long without a larger lag.
+    pub const HALF_LIFE: Duration = Duration::from_secs(60);
+
+    pub fn new(cap: Duration) -> Self {
+        Self { cap, state: Mutex::new((0.0, Instant::now())) }
+    }
+
+    /// Take the readings of a batch committed at `now`.
+    pub fn observe(&self, now: EventTime, readings: &[Reading]) {
+        let cap = self.cap.as_millis() as i64;
+        let lag = readings
+            .iter()
+            .map(|r| now.millis() - r.time.millis())
+            .filter(|lag| (0..=cap).contains(lag))
+            .max();
+        if let Some(lag) = lag {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let current = Self::decayed(*state);
+            if lag as f64 >= current {
+                *state = (lag as f64, Instant::now());
+            }
+        }
+    }
+
+    /// The current estimate.
+    pub fn current(&self) -> Duration {
+        let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Duration::from_millis(Self::decayed(state) as u64)
+    }
+
+    fn decayed((lag, since): (f64, Instant)) -> f64 {
+        lag * 0.5f64.powf(since.elapsed().as_secs_f64() / Self::HALF_LIFE.as_secs_f64())
+    }
+}
+
+impl Default for ArrivalLag {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
 }
 
 /// Upper bounds (seconds) of the commit latency buckets.
@@ -170,6 +226,7 @@ impl WriterMetrics {
             last_flush_micros: AtomicU64::new(0),
             commit: Histogram::new(&COMMIT_BUCKETS),
             oldest_pending: Mutex::new(None),
+            arrival_lag: Arc::default(),
         }
     }
 
@@ -213,6 +270,13 @@ impl Collector for WriterMetrics {
             "Age of the oldest batch not yet committed (0 when none is pending).",
             Some(&Unit::Seconds),
             self.oldest_pending_age().as_secs_f64(),
+        )?;
+        metrics::gauge_f64(
+            e,
+            "writer_arrival_lag",
+            "How late live readings reach the store (decaying maximum of commit minus event time).",
+            Some(&Unit::Seconds),
+            self.arrival_lag.current().as_secs_f64(),
         )?;
         metrics::gauge_f64(
             e,
@@ -365,6 +429,7 @@ async fn flush<T>(
                     metrics.dead_letters.add(OLDER_THAN_RETENTION, outcome.older_than_retention);
                 }
                 metrics.last_batch_readings.store(batch.readings.len() as u64, Ordering::Relaxed);
+                metrics.arrival_lag.observe(EventTime::now(), &batch.readings);
                 metrics
                     .last_flush_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -526,5 +591,50 @@ mod tests {
         writer.await.expect("writer");
         store.close().await;
         let _ = std::fs::remove_file(&path);
+    }
+
+    fn reading_at(ms: i64) -> Reading {
+        Reading {
+            device: DeviceId::parse("lag1").expect("id"),
+            metric: telemetry::MetricId::SpeedKmh,
+            time: EventTime(ms),
+            value: 1.0,
+            seq: None,
+        }
+    }
+
+    /// The lag follows the latest live readings of a batch, ignores back-fill past the cap
+    /// and clock-skewed future readings, and halves every half-life once it stops.
+    #[tokio::test(start_paused = true)]
+    async fn arrival_lag_tracks_live_readings_and_decays() {
+        let lag = ArrivalLag::new(Duration::from_secs(60));
+        assert_eq!(lag.current(), Duration::ZERO);
+        let now = EventTime(10_000_000);
+        let batch =
+            [now.millis() - 2_000, now.millis() - 8_000, now.millis() - 3_600_000].map(reading_at);
+        lag.observe(now, &batch);
+        assert_eq!(lag.current(), Duration::from_secs(8), "back-fill past the cap is left out");
+        lag.observe(now, &[reading_at(now.millis() + 5_000), reading_at(now.millis() - 1_000)]);
+        assert_eq!(lag.current(), Duration::from_secs(8), "a smaller lag keeps the maximum");
+        tokio::time::advance(ArrivalLag::HALF_LIFE).await;
+        let halved = lag.current().as_millis();
+        assert!((3_990..=4_000).contains(&halved), "halved after a half-life: {halved} ms");
+
+        let config = crate::MergerConfig { arrival_lag: Some(Arc::new(lag)), ..Default::default() };
+        assert_eq!(config.seal_grace_now(), Duration::from_secs(10), "the floor holds");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_seal_waits_for_the_arrival_lag_up_to_its_cap() {
+        let lag = Arc::new(ArrivalLag::new(Duration::from_secs(600)));
+        let config = crate::MergerConfig {
+            arrival_lag: Some(lag.clone()),
+            ..crate::MergerConfig::default()
+        };
+        let now = EventTime(50_000_000);
+        lag.observe(now, &[reading_at(now.millis() - 20_000)]);
+        assert_eq!(config.seal_grace_now(), Duration::from_secs(26), "20 s + a quarter + 1 s");
+        lag.observe(now, &[reading_at(now.millis() - 300_000)]);
+        assert_eq!(config.seal_grace_now(), config.max_seal_grace, "capped");
     }
 }

@@ -165,16 +165,30 @@ async fn metric(port: u16, name: &str) -> Option<f64> {
 /// Another session locks `readings` while the simulation publishes: the writer's batches
 /// wait on the lock, `/readyz` turns 503 naming the stalled writer and the pending-age
 /// gauge passes `writer.stall_after`; once the lock is released `/readyz` is 200 again and
-/// the store holds exactly what was published.
+/// the store holds exactly what was published. With a small reading budget ingest's
+/// handler waits for the writer the whole time; the broker link must stay alive
+/// regardless: ingest keeps pinging the broker (which may drop a client silent for 1.5
+/// keep-alives) through a lock that outlasts two keep-alives, on one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_readings_table_fails_readiness_until_released_and_loses_nothing() {
     const STALL_AFTER: f64 = 3.0;
     let db = TestDb::create().await.expect("database");
     let pool = PgPool::connect(&db.url).await.expect("pool");
-    let broker = Broker::start().await.expect("mosquitto");
     let dir = TempDir::new("fault-lock").unwrap();
-    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &[("SCCR_WRITER__STALL_AFTER", "3s")])
-        .expect("sccr");
+    // The broker logs every packet, to count ingest's pings; it runs as its own user.
+    let _ = std::process::Command::new("chmod").arg("0777").arg(&dir.path).status();
+    let broker_log = dir.path.join("broker.log");
+    let mut broker =
+        Broker::start_with(&format!("log_dest file {}\nlog_type all", broker_log.display()))
+            .await
+            .expect("mosquitto");
+    let unix_now = || std::time::UNIX_EPOCH.elapsed().expect("clock").as_secs();
+    let env = [
+        ("SCCR_WRITER__STALL_AFTER", "3s"),
+        ("SCCR_MQTT__KEEP_ALIVE", "5s"),
+        ("SCCR_INGEST__MAX_PENDING_READINGS", "100"),
+    ];
+    let sccr = Sccr::serve(broker.port, &db.url, &dir.path, &env).expect("sccr");
     sccr.wait_healthy().await;
     wait_pipeline_ready(broker.port, &pool).await;
     let port = sccr.api_port;
@@ -184,7 +198,7 @@ async fn a_locked_readings_table_fails_readiness_until_released_and_loses_nothin
     })
     .await;
 
-    let mut sim = Simulator::start(broker.port, &dir.path, "lock", DEVICES, INTERVAL, "20s")
+    let mut sim = Simulator::start(broker.port, &dir.path, "lock", DEVICES, INTERVAL, "25s")
         .expect("simulator");
     wait_stored(&pool, 300).await;
     let mut lock = pool.begin().await.expect("locking session");
@@ -208,6 +222,12 @@ async fn a_locked_readings_table_fails_readiness_until_released_and_loses_nothin
     );
     let age = metric(port, "sccr_writer_oldest_pending_seconds").await.expect("the gauge");
     assert!(age > STALL_AFTER, "the gauge passed the bound while /readyz said 503: {age}");
+    let stalled_from = unix_now() + 1;
+    wait_for("the lock to outlast twice the keep-alive", Duration::from_secs(40), || async {
+        metric(port, "sccr_writer_oldest_pending_seconds").await.filter(|age| *age > 14.0)
+    })
+    .await;
+    let stalled_to = unix_now();
     lock.commit().await.expect("release the lock");
     wait_for("/readyz 200 after the lock is released", Duration::from_secs(30), || async {
         readyz().await.filter(|(status, _)| *status == 200)
@@ -216,6 +236,24 @@ async fn a_locked_readings_table_fails_readiness_until_released_and_loses_nothin
     let age = metric(port, "sccr_writer_oldest_pending_seconds").await.expect("the gauge");
     assert!(age < STALL_AFTER, "the gauge fell back: {age}");
     assert_stored_exactly_published(&mut sim, &pool, &sccr).await;
+    let link = (
+        metric(port, "sccr_ingest_connections_total").await,
+        metric(port, "sccr_ingest_connection_errors_total").await,
+    );
+    assert_eq!(link, (Some(1.0), Some(0.0)), "one broker connection throughout the stall");
+    broker.stop().expect("stop mosquitto"); // it flushes its log
+    let log = std::fs::read_to_string(&broker_log).expect("the broker's log");
+    // Ingest's client id is the test's `sccr-test-<pid>`; its command link adds a suffix.
+    let pings = log
+        .lines()
+        .filter(|l| l.contains("Received PINGREQ from sccr-test-") && !l.ends_with("-commands"))
+        .filter_map(|l| l.split(':').next()?.parse::<u64>().ok())
+        .filter(|t| (stalled_from..=stalled_to).contains(t))
+        .count();
+    assert!(
+        pings >= 1,
+        "ingest did not ping the broker between {stalled_from} and {stalled_to} (Unix s) while the writer was stalled"
+    );
 }
 
 /// A websocket client that reconnects whenever its connection ends, subscribes to every

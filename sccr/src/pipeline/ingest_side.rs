@@ -184,7 +184,11 @@ pub(super) async fn start_ingest(
     let merger_metrics = Arc::new(MergerMetrics::default());
     let merger = tokio::spawn(run_rollup_merger(
         store.clone(),
-        MergerConfig { interval: config.database.rollup_merge_interval, ..MergerConfig::default() },
+        MergerConfig {
+            interval: config.database.rollup_merge_interval,
+            arrival_lag: Some(writer_metrics.arrival_lag.clone()),
+            ..MergerConfig::default()
+        },
         shutdown_rx.clone(),
         merger_metrics.clone(),
     ));
