@@ -80,6 +80,7 @@ fn check_config(toml: &str) {
         .env_clear()
         .env("SCCR_DATABASE__URL", "postgres://sccr:secret@timescaledb:5432/sccr")
         .env("SCCR_MQTT__PASSWORD", "secret")
+        .env("SCCR_PROVISIONING__PASSWORD", "secret")
         .output()
         .unwrap();
     assert!(
@@ -108,7 +109,15 @@ fn significant(text: &str) -> Vec<String> {
 fn compose_file_runs_what_the_binaries_accept() {
     let compose = yaml(&deploy("compose.yaml"));
     let services = &compose["services"];
-    for name in ["timescaledb", "mosquitto", "sccr", "prometheus", "grafana"] {
+    for name in [
+        "timescaledb",
+        "broker-init",
+        "mosquitto",
+        "broker-accounts",
+        "sccr",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(!services[name].is_badvalue(), "compose.yaml has no {name} service");
         assert!(services[name]["image"].as_str().is_some(), "{name} has no image");
     }
@@ -129,10 +138,39 @@ fn compose_file_runs_what_the_binaries_accept() {
             }
         }
     }
-    // Mosquitto runs the secured configuration.
-    assert!(strs(&services["mosquitto"]["volumes"])
+    // Mosquitto runs the dynamic security configuration, on the plugin's file broker-init
+    // writes once, with the service accounts of the shipped script; sccr starts once they
+    // exist and provisions devices through the plugin with the admin account.
+    let mosquitto = &services["mosquitto"];
+    assert!(strs(&mosquitto["volumes"])
         .iter()
-        .any(|v| v.starts_with("./mosquitto/sccr-secure.conf:")));
+        .any(|v| v.starts_with("./mosquitto/sccr-dynsec.conf:")));
+    assert!(strs(&mosquitto["command"]).concat().contains("sccr-dynsec.conf"));
+    let init = strs(&services["broker-init"]["command"]).concat();
+    assert!(
+        init.contains("mosquitto_ctrl dynsec init /mosquitto/data/dynamic-security.json")
+            && init.contains("sccr-provisioning"),
+        "{init}"
+    );
+    assert_eq!(strs(&services["broker-init"]["volumes"]), strs(&mosquitto["volumes"])[1..]);
+    assert_eq!(
+        mosquitto["depends_on"]["broker-init"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    let accounts = &services["broker-accounts"];
+    assert!(strs(&accounts["volumes"])
+        .iter()
+        .any(|v| v.starts_with("./mosquitto/sccr-dynsec-accounts.sh:")));
+    let script = read(&deploy("mosquitto/sccr-dynsec-accounts.sh"));
+    for var in accounts["environment"].as_hash().unwrap().keys() {
+        let var = var.as_str().unwrap();
+        assert!(script.contains(&format!("${{{var}:?")), "the accounts script reads no {var}");
+    }
+    assert_eq!(
+        services["sccr"]["depends_on"]["broker-accounts"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    assert!(!services["sccr"]["environment"]["SCCR_PROVISIONING__PASSWORD"].is_badvalue());
     // sccr: a subcommand and flags it accepts, a configuration that validates, its port.
     let sccr = &services["sccr"];
     let command = strs(&sccr["command"]);
