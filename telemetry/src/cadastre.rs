@@ -45,6 +45,10 @@ pub const MAX_REPORTED_ERRORS: usize = 1_000;
 /// Distance below which two MultiLineString parts count as joined, metres.
 const JOIN_TOLERANCE_M: f64 = 0.05;
 
+/// How far from an operation's point a segment may be to be derived from it, by default
+/// (metres; `cadastre.operation_point_distance_m`).
+pub const DEFAULT_OPERATION_POINT_DISTANCE_M: f64 = 30.0;
+
 /// `[cadastre]`: which feature property holds each attribute, the defaults of the
 /// optional ones, and how devices are linked to segments.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -74,6 +78,9 @@ pub struct CadastreConfig {
     pub default_one_way: bool,
     /// Devices with a position are linked to the nearest segment within this distance.
     pub link_max_distance_m: f64,
+    /// An operation given by a point (and no segments) explains alerts on the segment
+    /// nearest it within this distance (docs/operations.md).
+    pub operation_point_distance_m: f64,
 }
 
 impl Default for CadastreConfig {
@@ -92,6 +99,7 @@ impl Default for CadastreConfig {
             default_speed_limit_kmh: 50.0,
             default_one_way: false,
             link_max_distance_m: 30.0,
+            operation_point_distance_m: DEFAULT_OPERATION_POINT_DISTANCE_M,
         }
     }
 }

@@ -188,3 +188,140 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
         ["it.firenze.sccr.operation.created", "it.firenze.sccr.operation.status_changed"]
     );
 }
+
+/// A segment of the point-and-area test: an eastbound street `north_m` north of a
+/// reference latitude, 400 m long.
+fn street(id: &str, north_m: f64) -> telemetry::RoadSegment {
+    let (kx, ky) = telemetry::cadastre::geometry::metres_per_degree(43.78);
+    let lat = 43.78 + north_m / ky;
+    telemetry::RoadSegment {
+        coordinates: vec![[11.24, lat], [11.24 + 400.0 / kx, lat]],
+        length_m: 400.0,
+        ..test_segment(id)
+    }
+}
+
+/// A position `east_m` east and `north_m` north of the streets' origin.
+fn at(east_m: f64, north_m: f64) -> [f64; 2] {
+    let (kx, ky) = telemetry::cadastre::geometry::metres_per_degree(43.78);
+    [11.24 + east_m / kx, 43.78 + north_m / ky]
+}
+
+const POINT_CONFIG: &str = r#"
+[stream]
+registry_refresh = "1s"
+
+[alerts]
+air_quality_defaults = false
+
+[[alerts.rules]]
+id = "stopped"
+severity = "critical"
+scope = { devices = ["loop-point-a", "loop-area-a", "loop-away-a"] }
+threshold = { metric = "speed_kmh", below = 15.0 }
+"#;
+
+#[tokio::test]
+async fn point_and_area_operations_suppress_alerts_on_the_segments_they_touch() {
+    let broker = Broker::start().await.expect("mosquitto");
+    let db = TestDb::create().await.expect("database");
+    let store = Store::connect(&db.url, &StoreOptions::default()).await.expect("store");
+    store.migrate().await.expect("migrate");
+    // Three parallel streets 300 m apart.
+    let segments = [
+        street("via-test-point", 0.0),
+        street("via-test-area", 300.0),
+        street("via-test-away", 600.0),
+    ];
+    store.upsert_segments(&segments).await.expect("segments");
+    let devices: Vec<DeviceRecord> = vec![
+        loop_on("loop-point-a", "via-test-point"),
+        loop_on("loop-area-a", "via-test-area"),
+        loop_on("loop-away-a", "via-test-away"),
+    ];
+    store.upsert_devices(&devices).await.expect("devices");
+    store.close().await;
+    let pool = PgPool::connect(&db.url).await.expect("pool");
+    let dir = TempDir::new("operations-place").expect("tempdir");
+    let sccr =
+        Sccr::serve_with_config(broker.port, &db.url, &dir.path, POINT_CONFIG, &[]).expect("sccr");
+    sccr.wait_healthy().await;
+    wait_pipeline_ready(broker.port, &pool).await;
+    let port = sccr.api_port;
+
+    let from = EventTime(EventTime::now().millis() - 60_000).to_rfc3339();
+    let to = EventTime(EventTime::now().millis() + 3_600_000).to_rfc3339();
+    let updates_before = metric_value(port, "sccr_stream_registry_updates_total").await;
+    // A crash reported by position, 10 m off the first street: the road is closed there.
+    let [lon, lat] = at(200.0, 10.0);
+    let crash = format!(
+        r#"{{"kind":"incident","title":"Crash","severity":"major","agency":"municipal_police","point":[{lon},{lat}],"closes_road":true,"status":"active","planned":{{"from":"{from}","to":"{to}"}}}}"#
+    );
+    let (status, text) = http_send(port, "POST", "/api/v1/operations", &crash).await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    let crash: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(crash["segments"], serde_json::json!([]));
+    assert_eq!(crash["derived_segments"], serde_json::json!(["via-test-point"]), "{crash}");
+    // Roadworks given by an area around the middle street only.
+    let ring: Vec<[f64; 2]> = vec![
+        at(100.0, 250.0),
+        at(300.0, 250.0),
+        at(300.0, 350.0),
+        at(100.0, 350.0),
+        at(100.0, 250.0),
+    ];
+    let works = serde_json::json!({
+        "kind": "roadworks", "title": "Gas main", "severity": "moderate", "agency": "utilities",
+        "area": {"type": "Polygon", "coordinates": [ring]}, "status": "active",
+        "planned": {"from": from, "to": to}
+    });
+    let (status, text) =
+        http_send(port, "POST", "/api/v1/operations", &works.to_string()).await.unwrap();
+    assert_eq!(status, 201, "{text}");
+    let works: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(works["derived_segments"], serde_json::json!(["via-test-area"]), "{works}");
+    // Clients cannot set the derived segments.
+    let (status, text) = http_send(
+        port,
+        "PATCH",
+        &format!("/api/v1/operations/{}", works["id"].as_str().unwrap()),
+        r#"{"derived_segments":["via-test-away"]}"#,
+    )
+    .await
+    .unwrap();
+    assert!(status == 400 || status == 428, "{status} {text}");
+    wait_for("the registry re-read", Duration::from_secs(30), || async {
+        (metric_value(port, "sccr_stream_registry_updates_total").await > updates_before)
+            .then_some(())
+    })
+    .await;
+
+    let t0 = EventTime::now().millis();
+    let messages = ["loop-point-a", "loop-area-a", "loop-away-a"]
+        .iter()
+        .map(|d| (telemetry_topic(d), compact(1, t0, &[("speed_kmh", 3.0)])))
+        .collect();
+    publish_all(broker.port, "pub-place", messages).await.expect("publish");
+    for device in ["loop-point-a", "loop-area-a"] {
+        let a =
+            alert_of(port, device, "the suppressed alert", |a| !a["suppressed"].is_null()).await;
+        assert_eq!(a["suppressed"]["reason"], "operation", "{a}");
+    }
+    let away = alert_of(port, "loop-away-a", "the alert away from both", |_| true).await;
+    assert!(away["suppressed"].is_null(), "{away}");
+
+    // Ending the crash lifts its suppression only: the works still explain theirs.
+    let (status, text) = http_send(
+        port,
+        "POST",
+        &format!("/api/v1/operations/{}/status", crash["id"].as_str().unwrap()),
+        r#"{"status":"ended"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    alert_of(port, "loop-point-a", "the crash's alert shown again", |a| a["suppressed"].is_null())
+        .await;
+    let works_alert = alert_of(port, "loop-area-a", "the works' alert", |_| true).await;
+    assert_eq!(works_alert["suppressed"]["reason"], "operation", "{works_alert}");
+}
