@@ -662,6 +662,11 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
         (base(r#","point":[11.25,43.77],"status":"ended""#), 400, "status"),
         (base(r#","point":[11.25,43.77],"version":99"#), 400, "version"),
         (base(r#","point":[11.25,43.77],"notes":[]"#), 400, "notes"),
+        (
+            base(r#","point":[11.25,43.77],"derived_segments":["viale-strozzi"]"#),
+            400,
+            "derived_segments",
+        ),
         (base(r#","segments":["x'; DROP TABLE road_segments;--"]"#), 400, "segments"),
         (base(r#","segments":["ghost-road"]"#), 422, "segments"),
         (base(r#","segments":["viale-strozzi","viale-strozzi"]"#), 400, "segments"),
