@@ -206,6 +206,21 @@ async fn writes_at_scale(name: &str, store: &Store) {
         assert!(expected.len() >= 10, "{expected:?}");
         assert_eq!(q.derived_segments, expected);
     }
+    // An area reaching into more than 500 segments (3 km square) is refused, naming it.
+    let (kx, ky) = metres_per_degree(CENTRE[1]);
+    let (dx, dy) = (1_500.0 / kx, 1_500.0 / ky);
+    let [x, y] = CENTRE;
+    let ring =
+        [[x - dx, y - dy], [x + dx, y - dy], [x + dx, y + dy], [x - dx, y + dy], [x - dx, y - dy]];
+    let mut big = operation("op-scale-big".into(), vec![]);
+    big.area = Some(serde_json::json!({"type": "Polygon", "coordinates": [ring]}));
+    match store.place_operation(&mut big, 30.0).await {
+        Err(store::StoreError::OperationInvalid { field, message }) => {
+            assert_eq!(field, "area", "{message}");
+            assert!(message.contains("at most 500"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     eprintln!("[{name}] create on 3 segments: {}", summary(&mut create));
     eprintln!("[{name}] change (If-Match): {}", summary(&mut patch));
     eprintln!("[{name}] note: {}", summary(&mut note));
