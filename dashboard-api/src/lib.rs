@@ -80,6 +80,9 @@ pub struct AppState {
     /// How device credentials reach the broker (`[provisioning]`): registrations,
     /// rotations, decommissions and gateway changes say what applied.
     pub provisioning: links::provisioning::Provisioning,
+    /// How far from an operation's point a segment may be to be derived from it
+    /// (`cadastre.operation_point_distance_m`, docs/operations.md).
+    pub operation_point_distance_m: f64,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
             wall: Arc::default(),
             max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
             provisioning: links::provisioning::Provisioning::default(),
+            operation_point_distance_m: telemetry::cadastre::DEFAULT_OPERATION_POINT_DISTANCE_M,
         }
     }
 

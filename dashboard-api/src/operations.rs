@@ -51,7 +51,7 @@ pub fn operation_schema() -> Value {
     let time_or_null = json!({"type": ["string", "null"], "format": "date-time"});
     json!({
         "type": "object",
-        "required": ["id", "version", "kind", "title", "severity", "status", "agency", "segments", "point", "area", "closes_road", "planned", "actual", "notes", "linked_alerts", "external_ref", "created_at", "created_by", "updated_at", "updated_by"],
+        "required": ["id", "version", "kind", "title", "severity", "status", "agency", "segments", "derived_segments", "point", "area", "closes_road", "planned", "actual", "notes", "linked_alerts", "external_ref", "created_at", "created_by", "updated_at", "updated_by"],
         "properties": {
             "id": {"type": "string", "pattern": "^op-[a-z0-9-]{1,60}$", "description": "Server-assigned, stable, URL-safe"},
             "version": {"type": "integer", "minimum": 1, "description": "Increases on every change; the ETag is its quoted form"},
@@ -62,6 +62,7 @@ pub fn operation_schema() -> Value {
             "status": {"enum": ["planned", "active", "ended", "cancelled"]},
             "agency": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
             "segments": {"type": "array", "items": {"type": "string"}},
+            "derived_segments": {"type": "array", "items": {"type": "string"}, "description": "Set by the server when no segments are given: the segment nearest the point, or those reaching into the area; alerts on them are explained as on segments"},
             "point": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2, "description": "[lon, lat], WGS84"},
             "area": {"type": ["object", "null"], "description": "A GeoJSON Polygon"},
             "closes_road": {"type": "boolean"},
@@ -83,7 +84,7 @@ fn example() -> Value {
         "id": "op-0195b1c2d3e-4f5a6b7c", "version": 3, "kind": "roadworks",
         "title": "Gas main works on Lungarno Torrigiani", "description": "One lane closed",
         "severity": "moderate", "status": "active", "agency": "utilities",
-        "segments": ["lungarno-torrigiani"], "point": [11.2571, 43.7664], "area": null,
+        "segments": ["lungarno-torrigiani"], "derived_segments": [], "point": [11.2571, 43.7664], "area": null,
         "closes_road": false,
         "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-06T18:00:00Z"},
         "actual": {"from": "2026-11-02T07:20:00Z", "to": null},
@@ -409,6 +410,7 @@ async fn create(
         status,
         agency: String::new(),
         segments: Vec::new(),
+        derived_segments: Vec::new(),
         point: None,
         area: None,
         closes_road: false,
@@ -422,10 +424,16 @@ async fn create(
         updated_at: now,
         updated_by: who.name.clone(),
     };
-    let op = merged(&blank, &fields)?;
+    let mut op = merged(&blank, &fields)?;
     if who.role == Role::Planner && !planner_may(&op) {
         return Err(forbidden("planners create planned roadworks and events only"));
     }
+    op.validate().map_err(refused)?;
+    state
+        .store
+        .place_operation(&mut op, state.operation_point_distance_m)
+        .await
+        .map_err(refused)?;
     // The request's identity for the Idempotency-Key: its fields, canonical (sorted keys).
     let digest = crate::auth::hex(&Sha256::digest(
         serde_json::to_string(&Value::Object(fields.into_iter().collect())).unwrap_or_default(),
@@ -487,10 +495,16 @@ async fn patch(
     if current.status.is_final() {
         return Err(refused(StoreError::OperationFinal { id, status: current.status.as_str() }));
     }
-    let changed = merged(&current, &fields)?;
+    let mut changed = merged(&current, &fields)?;
     if who.role == Role::Planner && !(planner_may(&current) && planner_may(&changed)) {
         return Err(forbidden("planners change planned roadworks and events only"));
     }
+    changed.validate().map_err(refused)?;
+    state
+        .store
+        .place_operation(&mut changed, state.operation_point_distance_m)
+        .await
+        .map_err(refused)?;
     let now = EventTime::now();
     let op = state
         .store
@@ -682,7 +696,8 @@ async fn impact(
         return Err(ApiError::not_found(format!("operation {id} does not exist")));
     };
     let periods = impact_periods(&op, EventTime::now());
-    let ids: Vec<SegmentId> = op.segments.iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
+    let ids: Vec<SegmentId> =
+        op.affected_segments().iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
     // The operation's segments together (what the planner compares), then each alone.
     let mut whole =
         impact_of(&state, HistorySubject::Segments(ids.clone()), metric, &periods).await?;

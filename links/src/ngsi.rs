@@ -222,7 +222,7 @@ pub fn operation_alert(op: &Operation) -> Value {
             OperationSeverity::Critical => "critical",
         })),
     );
-    if let Some(s) = op.segments.first().and_then(|s| SegmentId::parse(s).ok()) {
+    if let Some(s) = op.affected_segments().first().and_then(|s| SegmentId::parse(s).ok()) {
         m.insert("alertSource".into(), relationship(road_segment_urn(&s)));
     }
     m.insert("dateIssued".into(), date_time(op.created_at));

@@ -23,6 +23,12 @@
 //!   the present, the back-fill the past, and the two never share a timestamp, so there is
 //!   no reason to keep the wall waiting.
 //!
+//! - **Road operations.** A start that finds no planned or active operation seeds three on
+//!   the seed network ([`demo_operations`]): gas-main roadworks planned on Lungarno
+//!   Torrigiani from two hours on, an active collision on Viale Strozzi with a police note,
+//!   and a home match at the Stadio Franchi later today; none closes a road or is active
+//!   roadworks, so none suppresses the demo's alerts.
+//!
 //! The admin token is kept in the data directory (`admin-token`, owner-only) and used
 //! again at the next start; it is the one live `bootstrap-admin` token (a token given with
 //! `--admin-token` replaces it, see `pipeline::ensure_bootstrap_admin`).
@@ -33,7 +39,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use simulator::{plan_fleet, run_simulation, City, SimulateConfig, SimulationCounters};
-use store::DeviceRecord;
+use store::{
+    ActualWindow, DeviceRecord, Operation, OperationFilter, OperationKind, OperationNote,
+    OperationSeverity, OperationStatus, PlannedWindow,
+};
 use telemetry::EventTime;
 
 use crate::config::Config;
@@ -144,6 +153,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         })
         .collect();
     store.upsert_devices(&records).await?;
+    let seeded = seed_operations(&store, EventTime::now()).await?;
     let sim_config = SimulateConfig {
         port: opts.mqtt_port,
         client_prefix: "sccr-demo-fleet".into(),
@@ -178,6 +188,9 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         url.replacen("http", "ws", 1),
     );
 
+    if !seeded.is_empty() {
+        println!("Road operations: {} seeded ({}).", seeded.len(), seeded.join("; "));
+    }
     match city.incident_segment() {
         Some(seg) => println!(
             "Incident: {} ({}) breaks down every {} min, on the quarter hour, for {:.1} min (LOS F; rule segment-breakdown raises and clears).",
@@ -257,6 +270,104 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         load(&stream.windows_emitted),
     );
     Ok(())
+}
+
+/// Who the demo's operations are created by.
+pub const DEMO_AUTHOR: &str = "demo";
+
+/// The operations a new demo starts with, relative to `now`: roadworks planned on a
+/// Lungarno from the next hour but one for five days, a collision that started 25 minutes
+/// ago (active, with a police note) and a football match at the stadium three to six hours
+/// from the next hour. All on segments of the Florence seed.
+pub fn demo_operations(now: EventTime) -> Vec<Operation> {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    let hour = now.millis() - now.millis().rem_euclid(HOUR) + HOUR;
+    let at = EventTime;
+    let op = |n: u32, kind, severity, agency: &str, title: &str, segments: &[&str]| Operation {
+        id: format!("op-{:011x}-demo{n:04}", now.millis().max(0)),
+        version: 1,
+        kind,
+        title: title.into(),
+        description: None,
+        severity,
+        status: OperationStatus::Planned,
+        agency: agency.into(),
+        segments: segments.iter().map(|s| (*s).to_owned()).collect(),
+        derived_segments: Vec::new(),
+        point: None,
+        area: None,
+        closes_road: false,
+        planned: PlannedWindow { from: now, to: now },
+        actual: ActualWindow::default(),
+        notes: Vec::new(),
+        linked_alerts: Vec::new(),
+        external_ref: None,
+        created_at: now,
+        created_by: DEMO_AUTHOR.into(),
+        updated_at: now,
+        updated_by: DEMO_AUTHOR.into(),
+    };
+    let mut works = op(
+        1,
+        OperationKind::Roadworks,
+        OperationSeverity::Moderate,
+        "utilities",
+        "Gas main renewal on Lungarno Torrigiani",
+        &["lungarno-torrigiani"],
+    );
+    works.description = Some("One lane closed, alternating one-way traffic with lights".into());
+    works.planned = PlannedWindow { from: at(hour + HOUR), to: at(hour + HOUR + 5 * 24 * HOUR) };
+    works.point = Some([11.2545, 43.7670]);
+    works.external_ref = Some("PERM-2026-0412".into());
+    let mut crash = op(
+        2,
+        OperationKind::Incident,
+        OperationSeverity::Major,
+        "municipal_police",
+        "Collision at Fortezza da Basso",
+        &["viale-strozzi"],
+    );
+    crash.status = OperationStatus::Active;
+    crash.planned = PlannedWindow { from: at(now.millis() - 25 * MIN), to: at(hour + HOUR) };
+    crash.actual.from = Some(at(now.millis() - 25 * MIN));
+    crash.point = Some([11.2470, 43.7795]);
+    crash.notes.push(OperationNote {
+        at: at(now.millis() - 18 * MIN),
+        by: "municipal_police".into(),
+        text: "Two cars, right lane blocked towards Piazza della Libertà; patrol on site, tow truck called".into(),
+    });
+    let mut matchday = op(
+        3,
+        OperationKind::Event,
+        OperationSeverity::Moderate,
+        "mobility",
+        "ACF Fiorentina home match, Stadio Artemio Franchi",
+        &["viale-matteotti", "viale-gramsci"],
+    );
+    matchday.description =
+        Some("Supporters' traffic towards Campo di Marte; extra buses on line 17".into());
+    matchday.planned = PlannedWindow { from: at(hour + 3 * HOUR), to: at(hour + 6 * HOUR) };
+    matchday.point = Some([11.2822, 43.7808]);
+    vec![works, crash, matchday]
+}
+
+/// Store [`demo_operations`] unless an operation is planned or active already (a restart
+/// keeps what the user left); their titles.
+async fn seed_operations(store: &store::Store, now: EventTime) -> Result<Vec<String>> {
+    let open = store.operations(&OperationFilter { limit: 1, ..Default::default() }).await?;
+    if !open.operations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut titles = Vec::new();
+    for op in demo_operations(now) {
+        store
+            .create_operation(&op, None, "")
+            .await
+            .with_context(|| format!("seeding {}", op.title))?;
+        titles.push(op.title);
+    }
+    Ok(titles)
 }
 
 /// File in the data directory holding the demo's admin token.
@@ -343,6 +454,40 @@ mod tests {
                     && l.hold == Duration::from_secs(60)
             ));
         }
+    }
+
+    /// A new demo gets its three operations on seed segments, all of them on the wall (in
+    /// force or starting within a day); a restart adds none.
+    #[tokio::test]
+    async fn a_new_demo_seeds_operations_the_wall_shows_once() {
+        let dir = std::env::temp_dir().join(format!("sccr-demo-ops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = Config::default();
+        config.database.url = format!("sqlite:{}", dir.join("sccr.db").display());
+        let store = pipeline::open_store(&config).await.unwrap();
+        let now = EventTime::now();
+        let started = std::time::Instant::now();
+        let titles = seed_operations(&store, now).await.unwrap();
+        eprintln!("seeded {} operations in {:?}", titles.len(), started.elapsed());
+        assert_eq!(titles.len(), 3);
+        let shown = store.current_operations(EventTime(now.millis() + 86_400_000)).await.unwrap();
+        let kinds: Vec<_> = shown.iter().map(|o| (o.kind, o.status)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (OperationKind::Roadworks, OperationStatus::Planned),
+                (OperationKind::Incident, OperationStatus::Active),
+                (OperationKind::Event, OperationStatus::Planned),
+            ]
+        );
+        assert_eq!(shown[0].segments, ["lungarno-torrigiani"]);
+        assert_eq!(shown[1].notes.len(), 1);
+        assert!(shown[2].planned.from.millis() > now.millis(), "later today");
+        // None explains alerts: the demo's breakdowns still page.
+        assert!(store.suppressing_operations().await.unwrap().is_empty());
+        assert!(seed_operations(&store, now).await.unwrap().is_empty(), "a restart adds none");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// What two `sccr demo` starts on one data directory do with their admin token.

@@ -3,6 +3,7 @@
 mod admin;
 mod alert_sink;
 mod backfill;
+mod cadastre_files;
 mod config;
 mod demo;
 mod export;
@@ -151,7 +152,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SegmentsAction {
-    /// Import the city's Road Cadastre from a GeoJSON file (docs/cadastre.md): every
+    /// Import the city's Road Cadastre from a GeoJSON, Shapefile or GeoPackage file (docs/cadastre.md): every
     /// problem listed and nothing imported if there is one; changed segments get a new
     /// version, missing ones are retired, devices with a position are linked.
     Import {

@@ -375,6 +375,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
+    state.operation_point_distance_m = config.cadastre.operation_point_distance_m;
     let mut registry = crate::metrics::registry();
     stages.register(&mut registry);
     state.set_metrics(registry);

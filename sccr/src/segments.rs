@@ -1,5 +1,6 @@
-//! `sccr segments import FILE`: the Road Cadastre import (docs/cadastre.md). The file is
-//! read and checked whole first (every problem listed, each naming its feature); only a
+//! `sccr segments import FILE`: the Road Cadastre import (docs/cadastre.md) of a GeoJSON,
+//! Shapefile or GeoPackage file ([`crate::cadastre_files`]). The file is read and checked
+//! whole first (every problem listed, each naming its feature); only a
 //! file without any is imported, in one transaction ([`store::cadastre`]).
 
 use std::io::Read;
@@ -11,19 +12,23 @@ use store::cadastre::ImportSummary;
 use telemetry::cadastre::{self, CadastreError, Crs};
 use telemetry::EventTime;
 
+use crate::cadastre_files::{read_geopackage, read_shapefile, Format, MAX_FILE_BYTES};
 use crate::config::Config;
-
-/// Largest cadastre file read, bytes (a city's road graph is tens of MiB).
-pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// The GeoJSON FeatureCollection of LineStrings and MultiLineStrings.
+    /// The road graph: a GeoJSON FeatureCollection (.geojson, .json), a Shapefile (.shp
+    /// with its .dbf and .prj) or a GeoPackage (.gpkg) of LineStrings and
+    /// MultiLineStrings.
     pub file: PathBuf,
-    /// The coordinates' reference system when the file names none (its `crs` member):
-    /// EPSG:4326, EPSG:3003, EPSG:6707 or EPSG:7791.
+    /// The coordinates' reference system when the file names none (a GeoJSON `crs`
+    /// member, a Shapefile's .prj, a GeoPackage's srs_id): EPSG:4326, EPSG:3003, EPSG:6707
+    /// or EPSG:7791.
     #[arg(long, value_name = "EPSG:n")]
     pub crs: Option<String>,
+    /// The GeoPackage's feature table to read (needed when it has more than one).
+    #[arg(long, value_name = "TABLE")]
+    pub layer: Option<String>,
     /// Check the file and say what the import would do, writing nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -57,19 +62,37 @@ fn write_report(path: Option<&Path>, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// Parse and check a cadastre file with the configuration's mapping.
-pub fn read(
+/// Parse and check a cadastre file, of the format its extension names, with the
+/// configuration's mapping.
+pub async fn read(
     path: &Path,
     crs: Option<&str>,
+    layer: Option<&str>,
     config: &Config,
 ) -> Result<cadastre::Cadastre, CadastreError> {
-    let crs = crs.map(Crs::parse).transpose()?;
-    let text = read_capped(path).map_err(|e| CadastreError::NotGeoJson(format!("{e:#}")))?;
-    cadastre::parse(&text, crs, &config.cadastre)
+    let given = crs.map(Crs::parse).transpose()?;
+    let format = Format::of(path)?;
+    if layer.is_some() && format != Format::GeoPackage {
+        return Err(CadastreError::Unreadable {
+            format: "file",
+            message: "--layer names a GeoPackage's feature table; this is not a .gpkg".into(),
+        });
+    }
+    let (features, file_crs) = match format {
+        Format::GeoJson => {
+            let text =
+                read_capped(path).map_err(|e| CadastreError::NotGeoJson(format!("{e:#}")))?;
+            return cadastre::parse(&text, given, &config.cadastre);
+        }
+        Format::Shapefile => read_shapefile(path)?,
+        Format::GeoPackage => read_geopackage(path, layer).await?,
+    };
+    let crs = cadastre::pick_crs(file_crs, given)?;
+    cadastre::parse_features(features, crs, &config.cadastre)
 }
 
 pub async fn import(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
-    let parsed = match read(&args.file, args.crs.as_deref(), config) {
+    let parsed = match read(&args.file, args.crs.as_deref(), args.layer.as_deref(), config).await {
         Ok(p) => p,
         Err(e) => {
             let errors = match &e {

@@ -133,6 +133,9 @@ pub(crate) struct Applied {
 /// A device's position as stored: id, lon, lat, bearing.
 pub(crate) type PositionRow = (String, f64, f64, Option<f64>);
 
+/// A segment's id and bounding box as stored: min lon, min lat, max lon, max lat.
+pub(crate) type BoxRow = (String, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
 impl Store {
     /// Import a cadastre (see the module doc): one transaction, rolled back when `dry_run`.
     pub async fn import_cadastre(

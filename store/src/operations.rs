@@ -181,6 +181,12 @@ pub struct Operation {
     pub status: OperationStatus,
     pub agency: String,
     pub segments: Vec<String>,
+    /// The segments an operation given by a point or an area (and no segments) touches,
+    /// resolved by the store when it is written ([`Store::place_operation`]): the segment
+    /// nearest the point, the segments reaching into the area. Empty when `segments` is
+    /// given. Not settable by clients.
+    #[serde(default)]
+    pub derived_segments: Vec<String>,
     pub point: Option<[f64; 2]>,
     /// A GeoJSON Polygon.
     pub area: Option<serde_json::Value>,
@@ -322,6 +328,16 @@ impl Operation {
         (from, to)
     }
 
+    /// The segments the operation affects: its own, else those derived from its point or
+    /// area. What suppression, the segment look-up, the impact and the wall use.
+    pub fn affected_segments(&self) -> &[String] {
+        if self.segments.is_empty() {
+            &self.derived_segments
+        } else {
+            &self.segments
+        }
+    }
+
     /// Whether the operation explains alerts on its segments and devices now: active, and
     /// closing the road or roadworks.
     pub fn suppresses_alerts(&self) -> bool {
@@ -362,6 +378,9 @@ impl Operation {
         if let Some(a) = &self.area {
             polygon_rings(a)?;
         }
+        if self.derived_segments.len() > MAX_SEGMENTS {
+            return Err(invalid("area", format!("at most {MAX_SEGMENTS} derived segments")));
+        }
         if self.segments.is_empty() && self.point.is_none() && self.area.is_none() {
             return Err(invalid("segments", "an operation needs segments, a point or an area"));
         }
@@ -397,9 +416,11 @@ impl Operation {
         Ok(())
     }
 
-    /// The bounding box of the point, the area and the given segment geometries.
-    pub(crate) fn bbox(&self, segment_lines: &[Vec<[f64; 2]>]) -> Option<[f64; 4]> {
-        let mut positions: Vec<[f64; 2]> = segment_lines.iter().flatten().copied().collect();
+    /// The bounding box of the point, the area and the given boxes (those of the
+    /// operation's segments).
+    pub(crate) fn bbox(&self, segment_boxes: &[[f64; 4]]) -> Option<[f64; 4]> {
+        let mut positions: Vec<[f64; 2]> =
+            segment_boxes.iter().flat_map(|b| [[b[0], b[1]], [b[2], b[3]]]).collect();
         positions.extend(self.point);
         if let Some(rings) = self.area.as_ref().and_then(|a| polygon_rings(a).ok()) {
             positions.extend(rings.into_iter().flatten());
@@ -546,41 +567,96 @@ const RETRIES: usize = 32;
 /// Operations: see the module doc. The SQL is each backend's (`pg/operations.rs`,
 /// `sqlite/operations.rs`).
 impl Store {
-    /// The geometries of the operation's segments; fails naming `segments` when one does
-    /// not exist.
-    async fn segment_lines(&self, op: &Operation) -> Result<Vec<Vec<[f64; 2]>>, StoreError> {
+    /// The bounding boxes of the operation's own segments, read for those segments only;
+    /// fails naming `segments` when one does not exist.
+    async fn segment_boxes(&self, op: &Operation) -> Result<Vec<[f64; 4]>, StoreError> {
         if op.segments.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<SegmentId> =
-            op.segments.iter().filter_map(|s| SegmentId::parse(s).ok()).collect();
-        let unknown = self.unknown_segments(&ids).await?;
+        let ids: Vec<&str> = op.segments.iter().map(String::as_str).collect();
+        let rows = dispatch!(self, s => s.segment_boxes(&ids).await)?;
+        let found: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let unknown: Vec<&str> = ids.iter().copied().filter(|id| !found.contains(id)).collect();
         if !unknown.is_empty() {
-            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
             return Err(invalid(
                 "segments",
-                format!("unknown road segment(s): {}", names.join(", ")),
+                format!("unknown road segment(s): {}", unknown.join(", ")),
             ));
         }
-        let all = self.segments().await?;
-        Ok(all
-            .into_iter()
-            .filter(|s| op.segments.iter().any(|id| id == s.id.as_str()))
-            .map(|s| s.coordinates)
-            .collect())
+        Ok(rows.into_iter().filter_map(|(_, a, b, c, d)| Some([a?, b?, c?, d?])).collect())
     }
 
     async fn row<'a>(&self, op: &'a Operation) -> Result<OperationRow<'a>, StoreError> {
         op.validate()?;
-        let lines = self.segment_lines(op).await?;
+        let boxes = self.segment_boxes(op).await?;
         let (from_ms, to_ms) = op.window();
         Ok(OperationRow {
             op,
             body: serde_json::to_string(op).unwrap_or_default(),
             from_ms,
             to_ms,
-            bbox: op.bbox(&lines),
+            bbox: op.bbox(&boxes),
         })
+    }
+
+    /// Resolve an operation given by a point or an area (and no segments) to the segments
+    /// it touches, into [`Operation::derived_segments`]: for a point, the live segment
+    /// nearest it within `max_distance_m` (the cadastre's device matching,
+    /// [`telemetry::cadastre::link`]; where two or more lie within 20 % of the nearest
+    /// distance, as at a junction, all of them); for an area, every live segment reaching
+    /// into the polygon. An operation with segments has none derived. Fails naming `area`
+    /// when the area touches more than [`MAX_SEGMENTS`] segments.
+    pub async fn place_operation(
+        &self,
+        op: &mut Operation,
+        max_distance_m: f64,
+    ) -> Result<(), StoreError> {
+        op.derived_segments.clear();
+        if !op.segments.is_empty() {
+            return Ok(());
+        }
+        let mut found: std::collections::BTreeSet<String> = Default::default();
+        if let Some(rings) = op.area.as_ref().map(polygon_rings).transpose()? {
+            if let Some(b) = op.bbox(&[]) {
+                for s in self.segments_in(b).await? {
+                    if telemetry::cadastre::geometry::line_meets_polygon(&s.coordinates, &rings) {
+                        found.insert(s.id.as_str().to_owned());
+                    }
+                }
+            }
+            if found.len() > MAX_SEGMENTS {
+                return Err(invalid(
+                    "area",
+                    format!(
+                        "the area reaches into {} road segments; at most {MAX_SEGMENTS}",
+                        found.len()
+                    ),
+                ));
+            }
+        } else if let Some([lon, lat]) = op.point {
+            use telemetry::cadastre::link::{link, DevicePosition, LinkOutcome, LinkTarget};
+            let (kx, ky) = telemetry::cadastre::geometry::metres_per_degree(lat);
+            let (dx, dy) = (max_distance_m / kx, max_distance_m / ky);
+            let near = self.segments_in([lon - dx, lat - dy, lon + dx, lat + dy]).await?;
+            let targets: Vec<LinkTarget<'_>> = near
+                .iter()
+                .map(|s| LinkTarget { id: &s.id, coordinates: &s.coordinates, one_way: false })
+                .collect();
+            let id = telemetry::DeviceId::parse("operation-point")
+                .map_err(|e| invalid("point", e.to_string()))?;
+            let place = DevicePosition { id, lon, lat, bearing_deg: None };
+            match link(&[place], &targets, max_distance_m).pop() {
+                Some(LinkOutcome::Linked { segment, .. }) => {
+                    found.insert(segment.as_str().to_owned());
+                }
+                Some(LinkOutcome::Ambiguous { candidates, .. }) => {
+                    found.extend(candidates.into_iter().map(|c| c.segment.as_str().to_owned()));
+                }
+                _ => {}
+            }
+        }
+        op.derived_segments = found.into_iter().collect();
+        Ok(())
     }
 
     /// Store a new operation (version 1) with its trail entry and `created` event, or, for
@@ -815,6 +891,7 @@ mod tests {
             status: OperationStatus::Planned,
             agency: "utilities".into(),
             segments: vec![],
+            derived_segments: vec![],
             point: Some([11.25, 43.77]),
             area: None,
             closes_road: false,

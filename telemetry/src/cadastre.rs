@@ -1,6 +1,8 @@
 //! The Road Cadastre import: a GeoJSON FeatureCollection of LineStrings and
 //! MultiLineStrings, in WGS84 or a projected system Italian municipalities publish
 //! ([`crs`]), read through a property mapping ([`CadastreConfig`]) into road segments.
+//! Other formats (Shapefile, GeoPackage: `sccr/src/cadastre_files.rs`) are read into
+//! [`SourceFeature`]s and go through the same checks ([`parse_features`]).
 //!
 //! Every problem is collected, each naming its feature (index and id), so that one run
 //! shows all of them; an importer imports nothing unless [`parse`] returned no error.
@@ -45,6 +47,10 @@ pub const MAX_REPORTED_ERRORS: usize = 1_000;
 /// Distance below which two MultiLineString parts count as joined, metres.
 const JOIN_TOLERANCE_M: f64 = 0.05;
 
+/// How far from an operation's point a segment may be to be derived from it, by default
+/// (metres; `cadastre.operation_point_distance_m`).
+pub const DEFAULT_OPERATION_POINT_DISTANCE_M: f64 = 30.0;
+
 /// `[cadastre]`: which feature property holds each attribute, the defaults of the
 /// optional ones, and how devices are linked to segments.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -74,6 +80,9 @@ pub struct CadastreConfig {
     pub default_one_way: bool,
     /// Devices with a position are linked to the nearest segment within this distance.
     pub link_max_distance_m: f64,
+    /// An operation given by a point (and no segments) explains alerts on the segment
+    /// nearest it within this distance (docs/operations.md).
+    pub operation_point_distance_m: f64,
 }
 
 impl Default for CadastreConfig {
@@ -92,6 +101,7 @@ impl Default for CadastreConfig {
             default_speed_limit_kmh: 50.0,
             default_one_way: false,
             link_max_distance_m: 30.0,
+            operation_point_distance_m: DEFAULT_OPERATION_POINT_DISTANCE_M,
         }
     }
 }
@@ -151,6 +161,10 @@ impl fmt::Display for FeatureError {
 pub enum CadastreError {
     #[error("the file is not a GeoJSON FeatureCollection: {0}")]
     NotGeoJson(String),
+    #[error("the file holds {0} features or more, at most {MAX_FEATURES}")]
+    TooManyFeatures(usize),
+    #[error("the {format} cannot be read: {message}")]
+    Unreadable { format: &'static str, message: String },
     #[error("{0}")]
     UnknownCrs(#[from] UnknownCrs),
     #[error("the file says its CRS is {file} but --crs says {given}")]
@@ -175,6 +189,65 @@ pub struct Cadastre {
     pub segments: Vec<CadastreSegment>,
 }
 
+/// The CRS to read in: the file's, else the caller's (`--crs`), else WGS84; the two must
+/// agree when both are given.
+pub fn pick_crs(file: Option<Crs>, given: Option<Crs>) -> Result<Crs, CadastreError> {
+    match (file, given) {
+        (Some(f), Some(g)) if f != g => Err(CadastreError::CrsConflict { file: f, given: g }),
+        (Some(f), _) => Ok(f),
+        (None, Some(g)) => Ok(g),
+        (None, None) => Ok(Crs::Wgs84),
+    }
+}
+
+/// A feature read from a file of another format than GeoJSON: its attributes as JSON
+/// values (what the property mapping reads) and its geometry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFeature {
+    pub properties: Map<String, Value>,
+    pub geometry: Option<SourceGeometry>,
+}
+
+/// A feature's geometry, in the file's CRS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceGeometry {
+    LineString(Vec<[f64; 2]>),
+    MultiLineString(Vec<Vec<[f64; 2]>>),
+    /// Any other kind, by name (refused, naming it).
+    Other(String),
+}
+
+/// Check features read from another format, in `crs`, as [`parse`] checks a GeoJSON
+/// file's: the same mapping, validation and reprojection, every problem named.
+pub fn parse_features(
+    features: Vec<SourceFeature>,
+    crs: Crs,
+    cfg: &CadastreConfig,
+) -> Result<Cadastre, CadastreError> {
+    let line = |points: Vec<[f64; 2]>| Line { total: points.len(), points };
+    let raw = features
+        .into_iter()
+        .map(|f| RawFeature {
+            id: None,
+            properties: Some(f.properties),
+            geometry: f.geometry.map(|g| match g {
+                SourceGeometry::LineString(p) => RawGeometry {
+                    kind: "LineString".into(),
+                    coordinates: Coordinates::Points(line(p)),
+                },
+                SourceGeometry::MultiLineString(parts) => RawGeometry {
+                    kind: "MultiLineString".into(),
+                    coordinates: Coordinates::Lines(parts.into_iter().map(line).collect()),
+                },
+                SourceGeometry::Other(kind) => {
+                    RawGeometry { kind, coordinates: Coordinates::default() }
+                }
+            }),
+        })
+        .collect();
+    check_features(raw, crs, cfg)
+}
+
 /// Read a cadastre file (see the module doc). `crs` is the CRS given by the caller
 /// (`--crs`), used when the file names none; the file's and the caller's must agree.
 pub fn parse(
@@ -191,20 +264,18 @@ pub fn parse(
         )));
     }
     let file_crs = fc.crs.as_ref().map(crs_member).transpose()?;
-    let crs = match (file_crs, crs) {
-        (Some(f), Some(g)) if f != g => {
-            return Err(CadastreError::CrsConflict { file: f, given: g })
-        }
-        (Some(f), _) => f,
-        (None, Some(g)) => g,
-        (None, None) => Crs::Wgs84,
-    };
-    let features = fc.features.0;
+    let crs = pick_crs(file_crs, crs)?;
+    check_features(fc.features.0, crs, cfg)
+}
+
+/// Check every feature, in `crs` (see the module doc).
+fn check_features(
+    features: Vec<RawFeature>,
+    crs: Crs,
+    cfg: &CadastreConfig,
+) -> Result<Cadastre, CadastreError> {
     if features.len() > MAX_FEATURES {
-        return Err(CadastreError::NotGeoJson(format!(
-            "{} features, at most {MAX_FEATURES}",
-            features.len()
-        )));
+        return Err(CadastreError::TooManyFeatures(features.len()));
     }
     let reproject = Reprojector::new(crs);
     let mut errors: Vec<FeatureError> = Vec::new();

@@ -2,7 +2,9 @@
 // contract in docs/api.md): an operation created through the API appears in the panel and
 // on the map (icon, its segments in barrier stripes), a click brings it into view, a
 // change arrives through the live socket, ending it takes it off, and the planner compares
-// its segments before, during and after it.
+// its segments before, during and after it: over the demo's back-filled readings, the
+// figures it shows are those of the impact answer it drew (whose equality with a recount of
+// the readings tests/tests/operations.rs checks).
 //
 // A server without road operations answers 404: then every test here is SKIPPED, with a
 // loud line in the output saying so (the panel then stays hidden; dashboard.spec.mjs
@@ -128,27 +130,66 @@ test('every kind has its icon; Italian texts; screenshots on the wall at 1920×1
   }
 });
 
-test('the planner compares an operation\'s segments before, during and after it, as a chart for a report', async ({ page, request }) => {
-  const [seg] = await segments(request);
+test('the planner compares an operation\'s segments before, during and after it: the figures shown are the impact answer, over real readings', async ({ page, request }) => {
+  // A segment with a traffic loop (speed readings), and an operation that ran from 5 to 4
+  // hours ago: before, during and after all lie in the demo's back-filled past.
+  const { devices } = await getJson(request, '/api/v1/devices?kind=traffic_loop&limit=100');
+  const seg = devices.find((d) => d.segment)?.segment;
+  expect(seg, 'a traffic loop on a segment').toBeTruthy();
+  const HOUR = 3_600_000;
   const now = Date.now();
+  const [from, to] = [now - 5 * HOUR, now - 4 * HOUR];
+  // The back-fill writes whole 5-minute steps from the newest back: once the segment has a
+  // reading older than the "before" period, every step of the three periods is stored.
+  await expect.poll(async () => {
+    const h = await getJson(request, `/api/v1/history?segment=${seg}&metric=speed_kmh&from=${iso(now - 26 * HOUR)}&to=${iso(from - HOUR - 600_000)}&resolution=raw`);
+    return (h.points || []).length;
+  }, { timeout: 60_000, message: 'the back-fill reaching the operation\'s window' }).toBeGreaterThan(0);
+
   const { body } = await send(request, 'POST', '/api/v1/operations', {
     kind: 'roadworks', title: 'Rifacimento asfalto (browser test)', severity: 'moderate', agency: 'mobility', segments: [seg], closes_road: false,
-    planned: { from: iso(now - 3 * 3_600_000), to: iso(now - 3_600_000) },
+    planned: { from: iso(from), to: iso(to) },
   }, 201);
   const op = opOf(body);
   created.push(op.id);
-  await send(request, 'POST', `/api/v1/operations/${op.id}/status`, { status: 'active', at: iso(now - 3 * 3_600_000) }, 200);
-  await send(request, 'POST', `/api/v1/operations/${op.id}/status`, { status: 'ended', at: iso(now - 3_600_000) }, 200);
+  await send(request, 'POST', `/api/v1/operations/${op.id}/status`, { status: 'active', at: iso(from) }, 200);
+  await send(request, 'POST', `/api/v1/operations/${op.id}/status`, { status: 'ended', at: iso(to) }, 200);
   const errors = await open(page, { hash: '#planner' });
   await page.locator('#p-kind').selectOption('operation');
   await expect(page.locator(`#p-subject option[value="${op.id}"]`)).toHaveCount(1, { timeout: 10_000 });
   await page.locator('#p-subject').selectOption(op.id);
   await page.locator('#p-metric').selectOption('speed_kmh');
+  // The answer the page draws.
+  const answered = page.waitForResponse((r) => r.url().includes(`/api/v1/operations/${op.id}/impact`) && r.status() === 200);
   await page.locator('#planner-form button[type="submit"]').click();
+  const shown = await (await answered).json();
   await expect(page.locator('#planner-chart canvas')).toBeVisible({ timeout: 10_000 });
   await expect(page.locator('#impact-figures .fig')).toHaveCount(4, { timeout: 10_000 });
-  await expect(page.locator('#impact-figures .fig[data-period="during"]')).toContainText(/km\/h/);
   await expect(page.locator('#planner-title')).toContainText('Rifacimento asfalto');
+  // The periods are the operation's: an hour each, around its window.
+  expect([shown.before.from, shown.during.from, shown.during.to, shown.after.to].map((t) => Date.parse(t)))
+    .toEqual([from - HOUR, from, to, to + HOUR]);
+  // The same question asked again gets the same answer (the past does not move).
+  const again = await getJson(request, `/api/v1/operations/${op.id}/impact?metric=speed_kmh`);
+  for (const k of ['before', 'during', 'after', 'baseline']) {
+    expect(again[k].count, k).toBe(shown[k].count);
+    expect(again[k].avg, k).toBe(shown[k].avg);
+  }
+  // Real readings in each period (one per 5 minutes from the back-fill), none a week earlier.
+  for (const k of ['before', 'during', 'after']) expect(shown[k].count, `${k} readings`).toBeGreaterThanOrEqual(12);
+  expect(shown.baseline.count).toBe(0);
+  // Each figure on the page is the answer's average at the figure's precision.
+  for (const k of ['before', 'during', 'after', 'baseline']) {
+    const text = (await page.locator(`#impact-figures .fig[data-period="${k}"] [data-slot="value"]`).textContent()).trim();
+    if (shown[k].avg === null) {
+      expect(text, k).toBe('–');
+      continue;
+    }
+    const decimals = (text.split('.')[1] || '').length;
+    expect(text, k).toBe(shown[k].avg.toLocaleString('en', { minimumFractionDigits: decimals, maximumFractionDigits: decimals }));
+    expect(text, k).toMatch(/^\d[\d,]*(\.\d+)?$/);
+  }
+  await expect(page.locator('#impact-figures .fig[data-period="during"]')).toContainText(/km\/h/);
   const download = page.waitForEvent('download');
   await page.locator('#dl-png').click();
   expect((await download).suggestedFilename()).toMatch(/\.png$/);

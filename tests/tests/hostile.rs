@@ -539,8 +539,23 @@ async fn hostile_cadastre_files_get_a_clear_error_import_nothing_and_bounded_mem
             "not a GeoJSON FeatureCollection",
         ),
     ];
-    for (what, bytes, expected) in cases {
-        let path = dir.path.join("hostile.geojson");
+    // Shapefiles and GeoPackages that are not what their name says.
+    let mut shp = vec![0u8, 0, 0x27, 0x0a];
+    shp.extend(std::iter::repeat_n(0xAB, 200));
+    let others: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("a .shp and .dbf of garbage", "hostile.shp", shp, "the Shapefile cannot be read"),
+        (
+            "a .gpkg that is not SQLite",
+            "hostile.gpkg",
+            b"GPKG? no".to_vec(),
+            "the GeoPackage cannot be read",
+        ),
+        ("an unknown file type", "hostile.kml", b"<kml/>".to_vec(), "unknown file type \"kml\""),
+    ];
+    std::fs::write(dir.path.join("hostile.dbf"), [0x03u8, 0xff, 0xff].repeat(50)).unwrap();
+    let all = cases.into_iter().map(|(w, b, e)| (w, "hostile.geojson", b, e)).chain(others);
+    for (what, name, bytes, expected) in all {
+        let path = dir.path.join(name);
         std::fs::write(&path, &bytes).unwrap();
         let mut child = sccr_tests::child_command(&sccr_tests::workspace_bin("sccr").unwrap())
             .args(["segments", "import", "--config"])
@@ -647,6 +662,11 @@ async fn operations_refuse_hostile_payloads_and_concurrent_writers_lose_nothing(
         (base(r#","point":[11.25,43.77],"status":"ended""#), 400, "status"),
         (base(r#","point":[11.25,43.77],"version":99"#), 400, "version"),
         (base(r#","point":[11.25,43.77],"notes":[]"#), 400, "notes"),
+        (
+            base(r#","point":[11.25,43.77],"derived_segments":["viale-strozzi"]"#),
+            400,
+            "derived_segments",
+        ),
         (base(r#","segments":["x'; DROP TABLE road_segments;--"]"#), 400, "segments"),
         (base(r#","segments":["ghost-road"]"#), 422, "segments"),
         (base(r#","segments":["viale-strozzi","viale-strozzi"]"#), 400, "segments"),

@@ -69,6 +69,7 @@ fn operation(
         status,
         agency: "utilities".into(),
         segments: vec!["viale-strozzi".into()],
+        derived_segments: vec![],
         point: Some([11.2490, 43.7805]),
         area: area.then(|| {
             serde_json::json!({"type": "Polygon", "coordinates": [[[11.24, 43.78], [11.26, 43.78], [11.26, 43.79], [11.24, 43.78]]]})

@@ -266,7 +266,7 @@ function applyRole() {
 
 /** An operation chosen in the panel or on the map: its segments, place or area in view. @param {import('./state.js').Operation} op */
 function selectOperation(op) {
-  mapView.focusMany(op.segments || [], operations.operationPosition(op), op.area);
+  mapView.focusMany(operations.affectedSegments(op), operations.operationPosition(op), op.area);
   scheduleFrame();
 }
 

@@ -102,13 +102,18 @@ export function ordered() {
   });
 }
 
+/** An operation's segments: its own, else those the server derived from its point or area. @param {import('./state.js').Operation} op @returns {string[]} */
+export function affectedSegments(op) {
+  return op.segments?.length ? op.segments : op.derived_segments || [];
+}
+
 /** The segments to mark on the map: every active operation's, closed when one closes the road. */
 export function markedSegments() {
   /** @type {Map<string, {closes: boolean}>} */
   const marks = new Map();
   for (const op of state.operations.values()) {
     if (op.status !== 'active') continue;
-    for (const s of op.segments || []) {
+    for (const s of affectedSegments(op)) {
       const m = marks.get(s);
       marks.set(s, { closes: Boolean(op.closes_road) || Boolean(m?.closes) });
     }
@@ -177,7 +182,7 @@ export function opIcon(kind, severity) {
 /** Where an operation sits on the map: its point, else its first known segment's middle, else its area's centre. @param {import('./state.js').Operation} op @returns {[number, number] | null} */
 export function operationPosition(op) {
   if (Array.isArray(op.point) && op.point.length === 2) return [op.point[1], op.point[0]];
-  for (const id of op.segments || []) {
+  for (const id of affectedSegments(op)) {
     const seg = state.segments.get(id);
     if (seg) return seg.mid;
   }

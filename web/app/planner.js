@@ -141,7 +141,7 @@ async function showImpact() {
       bands: imp.periods.map((p) => ({ from: p.from, to: p.to, label: label(p.key), fill: fills[/** @type {'before'} */ (p.key)] })) });
     const during = imp.periods.find((p) => p.key === 'during');
     const to = op.status === 'active' ? t('impact_ongoing') : dateTime(during?.to ?? imp.to);
-    const sub = t('impact_window', { kind: t(`op_kind_${op.kind}`), from: dateTime(during?.from ?? imp.from), to, n: (op.segments || []).length });
+    const sub = t('impact_window', { kind: t(`op_kind_${op.kind}`), from: dateTime(during?.from ?? imp.from), to, n: (op.segments?.length ? op.segments : op.derived_segments || []).length });
     $('planner-info').textContent = sub;
     const before = imp.periods.find((p) => p.key === 'before')?.avg ?? null;
     const decimals = metricInfo(metric)?.decimals ?? 1;

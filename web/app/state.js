@@ -14,7 +14,7 @@
  *   acknowledged?: {by: string, note?: string | null, at: number} | null, shelved?: {by: string, reason: string, at: number, until: number} | null,
  *   suppressed?: {reason: string, by_alert?: number | null} | null, fresh?: boolean}} Alert
  * @typedef {{id: string, version: number, kind: string, title: string, description?: string | null, severity: string, status: string,
- *   agency: string, segments: string[], point: [number, number] | null, area: any, closes_road: boolean,
+ *   agency: string, segments: string[], derived_segments?: string[], point: [number, number] | null, area: any, closes_road: boolean,
  *   planned: {from: string, to: string}, actual: {from: string | null, to: string | null}, notes?: {at: string, by: string, text: string}[],
  *   linked_alerts?: number[], external_ref?: string | null, updated_at?: string}} Operation
  *   A road operation (incident, roadworks, closure, event) as the API and the live socket send it.

@@ -274,3 +274,28 @@ fn alert_outbox_events_become_alert_entities() {
     let r = store::OutboxRecord { event_type: "it.firenze.sccr.device.online".into(), ..r };
     assert!(entity_of_event(&r).is_none());
 }
+
+/// An operation given by a point names the segment derived from it as its source; one
+/// with segments names its first.
+#[test]
+fn an_operation_on_a_point_has_its_derived_segment_as_source() {
+    let mut v = json!({
+        "id": "op-0195b1c2d3e-4f5a6b7c", "version": 1, "kind": "incident", "title": "Crash",
+        "description": null, "severity": "major", "status": "active", "agency": "municipal_police",
+        "segments": [], "derived_segments": ["viale-strozzi"], "point": [11.247, 43.7795],
+        "area": null, "closes_road": false,
+        "planned": {"from": "2026-11-02T07:00:00Z", "to": "2026-11-02T09:00:00Z"},
+        "actual": {"from": "2026-11-02T07:05:00Z", "to": null}, "notes": [], "linked_alerts": [],
+        "external_ref": null, "created_at": "2026-11-02T07:05:00Z", "created_by": "wall-3",
+        "updated_at": "2026-11-02T07:05:00Z", "updated_by": "wall-3"
+    });
+    let op: store::Operation = serde_json::from_value(v.clone()).unwrap();
+    let e = operation_alert(&op);
+    let strozzi = road_segment_urn(&SegmentId::parse("viale-strozzi").unwrap());
+    assert_eq!(e["alertSource"]["object"], strozzi.as_str(), "{e}");
+    assert_eq!(e["location"]["value"]["type"], "Point");
+    v["segments"] = json!(["viale-lavagnini"]);
+    let op: store::Operation = serde_json::from_value(v).unwrap();
+    let lavagnini = road_segment_urn(&SegmentId::parse("viale-lavagnini").unwrap());
+    assert_eq!(operation_alert(&op)["alertSource"]["object"], lavagnini.as_str());
+}

@@ -206,6 +206,12 @@ impl Config {
             "cadastre.link_max_distance_m",
             "must be 1..=1000 (metres)",
         );
+        check(
+            c.operation_point_distance_m.is_finite()
+                && (1.0..=1_000.0).contains(&c.operation_point_distance_m),
+            "cadastre.operation_point_distance_m",
+            "must be 1..=1000 (metres)",
+        );
         check((1..=16).contains(&c.default_lanes), "cadastre.default_lanes", "must be 1..=16");
         check(
             (5.0..=150.0).contains(&c.default_speed_limit_kmh),

@@ -38,7 +38,7 @@ async fn load_registry(store: &Store) -> Result<Registry, StoreError> {
     // Segments of the operations that explain alerts now (docs/operations.md).
     let mut operations = std::collections::BTreeMap::new();
     for op in store.suppressing_operations().await? {
-        for s in &op.segments {
+        for s in op.affected_segments() {
             if let Ok(id) = telemetry::SegmentId::parse(s) {
                 operations.entry(id).or_insert_with(|| op.id.clone());
             }

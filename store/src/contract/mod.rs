@@ -37,6 +37,7 @@ pub use history::{
 };
 pub use operations::{
     operation_lists_filter_and_page_by_cursor, operations_keep_versions_lifecycle_trail_and_events,
+    point_and_area_operations_derive_their_segments,
 };
 pub use readings::{
     dead_letters_and_devices_are_kept, latest_is_newest_by_event_time,
@@ -123,4 +124,5 @@ pub async fn run_all(store: &Store) {
     cadastre_import_is_versioned_and_links_devices(store).await;
     operations_keep_versions_lifecycle_trail_and_events(store).await;
     operation_lists_filter_and_page_by_cursor(store).await;
+    point_and_area_operations_derive_their_segments(store).await;
 }

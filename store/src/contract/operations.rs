@@ -28,6 +28,7 @@ fn op(id: &str, kind: OperationKind, segments: Vec<String>, from: i64) -> Operat
         status: OperationStatus::Planned,
         agency: "mobility".into(),
         segments,
+        derived_segments: vec![],
         point: None,
         area: None,
         closes_road: kind == OperationKind::Closure,
@@ -343,4 +344,72 @@ pub async fn operation_lists_filter_and_page_by_cursor(store: &Store) {
     // The segment index follows the open operations.
     let on = store.operations_on_segment(s3.id.as_str()).await.expect("on segment");
     assert!(on.contains(&"op-l3".to_owned()), "{on:?}");
+}
+
+/// Operations given by a point or an area are resolved to the segments they touch, which
+/// the segment look-up (and with it suppression) then uses.
+pub async fn point_and_area_operations_derive_their_segments(store: &Store) {
+    // Three parallel eastbound streets 200 m apart, far from the other tests' segments.
+    let (kx, ky) = telemetry::cadastre::geometry::metres_per_degree(50.0);
+    let (lon0, lat0) = (20.0, 50.0);
+    let street = |id: &str, north_m: f64| telemetry::RoadSegment {
+        id: telemetry::SegmentId::parse(id).expect("id"),
+        name: id.into(),
+        kind: "urban".into(),
+        coordinates: vec![[lon0, lat0 + north_m / ky], [lon0 + 500.0 / kx, lat0 + north_m / ky]],
+        length_m: 500.0,
+        lanes: 2,
+        speed_limit_kmh: 50.0,
+        free_flow_kmh: 50.0,
+        capacity_vph: 1_800.0,
+    };
+    store
+        .upsert_segments(&[
+            street("derive-a", 0.0),
+            street("derive-b", 200.0),
+            street("derive-c", 400.0),
+        ])
+        .await
+        .expect("segments");
+    let at = |east_m: f64, north_m: f64| [lon0 + east_m / kx, lat0 + north_m / ky];
+    let derived = |o: &Operation| o.derived_segments.clone();
+    let mut o = op("op-d1", OperationKind::Incident, vec![], T0 + 300 * HOUR);
+    // A point 12 m north of street a: that street.
+    o.point = Some(at(250.0, 12.0));
+    store.place_operation(&mut o, 30.0).await.expect("place");
+    assert_eq!(derived(&o), ["derive-a"]);
+    // Halfway between a and b (as at a junction): both, when the distance reaches them.
+    o.point = Some(at(250.0, 100.0));
+    store.place_operation(&mut o, 150.0).await.expect("place");
+    assert_eq!(derived(&o), ["derive-a", "derive-b"]);
+    // Beyond the distance: none, and the operation still stands on its point.
+    store.place_operation(&mut o, 30.0).await.expect("place");
+    assert!(derived(&o).is_empty());
+    // An area around b only; then one across b and c with no corner near a street.
+    let square = |w: f64, s: f64, e: f64, n: f64| {
+        let c = [at(w, s), at(e, s), at(e, n), at(w, n), at(w, s)];
+        serde_json::json!({"type": "Polygon", "coordinates": [c]})
+    };
+    o.point = None;
+    o.area = Some(square(100.0, 150.0, 200.0, 250.0));
+    store.place_operation(&mut o, 30.0).await.expect("place");
+    assert_eq!(derived(&o), ["derive-b"]);
+    o.area = Some(square(100.0, 150.0, 200.0, 450.0));
+    store.place_operation(&mut o, 30.0).await.expect("place");
+    assert_eq!(derived(&o), ["derive-b", "derive-c"]);
+    // Stored: the look-up by segment finds it on its derived segments.
+    store.create_operation(&o, None, "d").await.expect("create");
+    for (segment, on) in [("derive-a", false), ("derive-b", true), ("derive-c", true)] {
+        let ops = store.operations_on_segment(segment).await.expect("on segment");
+        assert_eq!(ops.contains(&"op-d1".to_owned()), on, "{segment}: {ops:?}");
+    }
+    let stored = store.operation("op-d1").await.expect("read").expect("stored");
+    assert_eq!(stored.affected_segments(), ["derive-b", "derive-c"]);
+    // Given segments win: nothing derived.
+    let mut with = op("op-d2", OperationKind::Incident, vec!["derive-a".into()], T0);
+    with.area = Some(square(100.0, 150.0, 200.0, 450.0));
+    with.derived_segments = vec!["derive-c".into()];
+    store.place_operation(&mut with, 30.0).await.expect("place");
+    assert!(with.derived_segments.is_empty());
+    assert_eq!(with.affected_segments(), ["derive-a"]);
 }

@@ -6,7 +6,7 @@ use telemetry::{DeviceId, EventTime, RoadSegment, SegmentId};
 
 use super::registry::{segment, SEGMENT_COLUMNS};
 use super::{et, ts, PgStore};
-use crate::cadastre::{bbox, plan, Applied, PositionRow, StoredSegment};
+use crate::cadastre::{bbox, plan, Applied, BoxRow, PositionRow, StoredSegment};
 use crate::StoreError;
 
 /// Rows per UNNEST statement.
@@ -172,6 +172,16 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(segment).collect()
+    }
+
+    /// The bounding boxes of the segments among `ids` that exist (retired ones too).
+    pub(crate) async fn segment_boxes(&self, ids: &[&str]) -> Result<Vec<BoxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, min_lon, min_lat, max_lon, max_lat FROM road_segments WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub(crate) async fn set_device_position(

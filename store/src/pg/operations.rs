@@ -21,7 +21,7 @@ async fn write_side_tables(
         "INSERT INTO operation_segments (operation_id, segment) SELECT $1, s FROM unnest($2::text[]) AS s",
     )
     .bind(&op.id)
-    .bind(&op.segments)
+    .bind(op.affected_segments())
     .execute(&mut *tx)
     .await?;
     sqlx::query(

@@ -6,7 +6,7 @@ use telemetry::{DeviceId, EventTime, RoadSegment, SegmentId};
 
 use super::registry::{segment, SEGMENT_COLUMNS};
 use super::SqliteStore;
-use crate::cadastre::{bbox, plan, Applied, PositionRow, StoredSegment};
+use crate::cadastre::{bbox, plan, Applied, BoxRow, PositionRow, StoredSegment};
 use crate::StoreError;
 
 impl SqliteStore {
@@ -125,6 +125,17 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(segment).collect()
+    }
+
+    /// The bounding boxes of the segments among `ids` that exist (retired ones too).
+    pub(crate) async fn segment_boxes(&self, ids: &[&str]) -> Result<Vec<BoxRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, min_lon, min_lat, max_lon, max_lat FROM road_segments
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::from(ids.to_vec()).to_string())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub(crate) async fn set_device_position(

@@ -17,7 +17,7 @@ async fn write_side_tables(
         .bind(&op.id)
         .execute(&mut *tx)
         .await?;
-    for segment in &op.segments {
+    for segment in op.affected_segments() {
         sqlx::query("INSERT INTO operation_segments (operation_id, segment) VALUES (?1, ?2)")
             .bind(&op.id)
             .bind(segment)

@@ -69,6 +69,50 @@ impl Crs {
         }
     }
 
+    /// The CRS a WKT definition describes (a Shapefile's `.prj`, a GeoPackage's
+    /// `gpkg_spatial_ref_sys.definition`): the EPSG code of its outermost `AUTHORITY` or
+    /// `ID` where it has one, else its name (`Monte_Mario_Italy_1`, `RDN2008 / UTM zone
+    /// 32N`, `GCS_WGS_1984`, …). Anything else is unknown, named by the WKT's name.
+    pub fn from_wkt(wkt: &str) -> Result<Crs, UnknownCrs> {
+        let t = wkt.trim().trim_start_matches('\u{feff}');
+        // The outermost object's name: KEYWORD["name", ...
+        let name = t
+            .split_once('[')
+            .and_then(|(_, rest)| rest.trim_start().strip_prefix('"'))
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_else(|| t.chars().take(80).collect());
+        // The outermost AUTHORITY["EPSG","3003"] / ID["EPSG",3003] closes the definition.
+        let upper = t.to_ascii_uppercase();
+        let tail = ["AUTHORITY[", "ID["]
+            .iter()
+            .filter_map(|k| upper.rfind(k).map(|i| (i, k.len())))
+            .max_by_key(|(i, _)| *i);
+        if let Some((i, k)) = tail {
+            let inner: String = upper[i + k..].chars().take_while(|c| *c != ']').collect();
+            let mut parts = inner.split(',').map(|p| p.trim().trim_matches('"'));
+            if let (Some("EPSG"), Some(code)) = (parts.next(), parts.next()) {
+                let closes = upper[i..].matches(']').count() == upper[i..].matches('[').count() + 1;
+                if closes {
+                    if let Ok(code) = code.parse::<u32>() {
+                        return Crs::from_epsg(code).map_err(|_| UnknownCrs(name));
+                    }
+                }
+            }
+        }
+        let key: String =
+            name.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
+        match key.as_str() {
+            "wgs84" | "wgs1984" | "gcswgs1984" | "gcswgs84" => Ok(Crs::Wgs84),
+            "montemarioitaly1" | "montemarioitalyzone1" | "montemarioromeitaly1" => {
+                Ok(Crs::MonteMarioItaly1)
+            }
+            "rdn2008utmzone32n" | "rdn2008utm32n" => Ok(Crs::Rdn2008Utm32(7791)),
+            "rdn2008utmzone32nne" => Ok(Crs::Rdn2008Utm32(6707)),
+            _ => Err(UnknownCrs(name)),
+        }
+    }
+
     pub fn epsg(self) -> u32 {
         match self {
             Crs::Wgs84 => 4326,
@@ -159,6 +203,24 @@ mod tests {
         let dx = (a[0] - b[0]) * k * a[1].to_radians().cos();
         let dy = (a[1] - b[1]) * 110_574.0;
         dx.hypot(dy)
+    }
+
+    /// `.prj` files as GIS tools write them: by outermost EPSG authority, else by name.
+    #[test]
+    fn wkt_definitions_name_their_crs() {
+        let esri_mm = r#"PROJCS["Monte_Mario_Italy_1",GEOGCS["GCS_Monte_Mario",DATUM["D_Monte_Mario",SPHEROID["International_1924",6378388.0,297.0]],PRIMEM["Greenwich",0.0],UNIT["Degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],PARAMETER["False_Easting",1500000.0],PARAMETER["False_Northing",0.0],PARAMETER["Central_Meridian",9.0],PARAMETER["Scale_Factor",0.9996],PARAMETER["Latitude_Of_Origin",0.0],UNIT["Meter",1.0]]"#;
+        assert_eq!(Crs::from_wkt(esri_mm), Ok(Crs::MonteMarioItaly1));
+        let ogc_utm = r#"PROJCS["RDN2008 / UTM zone 32N",GEOGCS["RDN2008",DATUM["Rete_Dinamica_Nazionale_2008",SPHEROID["GRS 1980",6378137,298.257222101,AUTHORITY["EPSG","7019"]],AUTHORITY["EPSG","1132"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],AUTHORITY["EPSG","6706"]],PROJECTION["Transverse_Mercator"],UNIT["metre",1,AUTHORITY["EPSG","9001"]],AUTHORITY["EPSG","7791"]]"#;
+        assert_eq!(Crs::from_wkt(ogc_utm), Ok(Crs::Rdn2008Utm32(7791)));
+        let wgs = r#"GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",6378137.0,298.257223563]],PRIMEM["Greenwich",0.0],UNIT["Degree",0.0174532925199433]]"#;
+        assert_eq!(Crs::from_wkt(wgs), Ok(Crs::Wgs84));
+        // An inner authority (the datum's) does not name the projected system.
+        let inner_only =
+            r#"PROJCS["Mystery grid",GEOGCS["WGS 84",AUTHORITY["EPSG","4326"]],UNIT["metre",1]]"#;
+        assert_eq!(Crs::from_wkt(inner_only), Err(UnknownCrs("Mystery grid".into())));
+        let wkt2 = r#"PROJCRS["ETRS89 / UTM zone 32N",BASEGEOGCRS["ETRS89"],ID["EPSG",25832]]"#;
+        assert_eq!(Crs::from_wkt(wkt2), Err(UnknownCrs("ETRS89 / UTM zone 32N".into())));
+        assert!(Crs::from_wkt("not a wkt").is_err());
     }
 
     #[test]

@@ -55,6 +55,57 @@ pub fn angle_between(a: f64, b: f64) -> f64 {
     d.min(360.0 - d)
 }
 
+/// Whether the steps `a-b` and `c-d` meet: they cross, or one touches the other (an end
+/// on the other step, collinear overlap).
+pub fn steps_meet(a: [f64; 2], b: [f64; 2], c: [f64; 2], d: [f64; 2]) -> bool {
+    let orient = |p: [f64; 2], q: [f64; 2], r: [f64; 2]| {
+        let v = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]);
+        (v > 0.0) as i8 - (v < 0.0) as i8
+    };
+    // Whether `q`, collinear with `p-r`, lies within its box.
+    let within = |p: [f64; 2], q: [f64; 2], r: [f64; 2]| {
+        q[0] >= p[0].min(r[0])
+            && q[0] <= p[0].max(r[0])
+            && q[1] >= p[1].min(r[1])
+            && q[1] <= p[1].max(r[1])
+    };
+    let (o1, o2, o3, o4) = (orient(a, b, c), orient(a, b, d), orient(c, d, a), orient(c, d, b));
+    (o1 != o2 && o3 != o4)
+        || (o1 == 0 && within(a, c, b))
+        || (o2 == 0 && within(a, d, b))
+        || (o3 == 0 && within(c, a, d))
+        || (o4 == 0 && within(c, b, d))
+}
+
+/// Whether `p` lies inside a polygon given by its rings (the outer one, then holes):
+/// the even-odd rule, so a point in a hole is outside.
+pub fn point_in_polygon(p: [f64; 2], rings: &[Vec<[f64; 2]>]) -> bool {
+    let mut inside = false;
+    for ring in rings {
+        for w in ring.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if (a[1] > p[1]) != (b[1] > p[1]) {
+                let x = a[0] + (p[1] - a[1]) / (b[1] - a[1]) * (b[0] - a[0]);
+                if p[0] < x {
+                    inside = !inside;
+                }
+            }
+        }
+    }
+    inside
+}
+
+/// Whether a line reaches into a polygon (rings as in [`point_in_polygon`]): one of its
+/// positions is inside, or one of its steps meets a ring.
+pub fn line_meets_polygon(line: &[[f64; 2]], rings: &[Vec<[f64; 2]>]) -> bool {
+    if line.iter().any(|p| point_in_polygon(*p, rings)) {
+        return true;
+    }
+    line.windows(2).any(|s| {
+        rings.iter().any(|ring| ring.windows(2).any(|e| steps_meet(s[0], s[1], e[0], e[1])))
+    })
+}
+
 /// Douglas-Peucker simplification with a tolerance in degrees (iterative: a line of any
 /// length needs no deep stack). The ends are always kept.
 pub fn simplify(coords: &[[f64; 2]], tolerance: f64) -> Vec<[f64; 2]> {
@@ -125,5 +176,24 @@ mod tests {
         assert_eq!(simplify(&bent, 0.01), vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]);
         assert_eq!(simplify(&bent, 0.00001).len(), 4);
         assert!(zoom_tolerance(18) < zoom_tolerance(12));
+    }
+
+    #[test]
+    fn lines_meeting_a_polygon_with_a_hole() {
+        let square = vec![[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0], [0.0, 0.0]];
+        let hole = vec![[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0], [1.0, 1.0]];
+        let rings = vec![square, hole];
+        assert!(point_in_polygon([0.5, 0.5], &rings));
+        assert!(!point_in_polygon([2.0, 2.0], &rings), "in the hole");
+        assert!(!point_in_polygon([5.0, 2.0], &rings));
+        // Inside; crossing through with no position inside; touching an edge; in the
+        // hole only; outside.
+        assert!(line_meets_polygon(&[[0.5, 0.5], [0.6, 0.6]], &rings));
+        assert!(line_meets_polygon(&[[-1.0, 0.5], [5.0, 0.5]], &rings));
+        assert!(line_meets_polygon(&[[4.0, -1.0], [4.0, 5.0]], &rings), "along an edge");
+        assert!(line_meets_polygon(&[[5.0, 2.0], [4.0, 2.0]], &rings), "an end on an edge");
+        assert!(!line_meets_polygon(&[[1.5, 2.0], [2.5, 2.0]], &rings));
+        assert!(!line_meets_polygon(&[[5.0, 5.0], [6.0, 6.0]], &rings));
+        assert!(!steps_meet([0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]), "collinear apart");
     }
 }
