@@ -12,10 +12,12 @@
 //! A checkpoint is incremental ([`crate::AlertEngine::checkpoint`]): `CheckpointBegin`
 //! (head, book), the changed parts in chunks of [`CHECKPOINT_CHUNK`], then `CheckpointEnd`;
 //! the sink saves them in one transaction. The driver queues them back to back, taking no
-//! input in between, so they are one consistent state; at most [`CHUNKS_IN_FLIGHT`] chunks
-//! are queued at once, so a checkpoint's memory does not grow with the fleet. The price:
-//! readings wait (or, past the queue, are only stored) while the sink writes the changed
-//! parts, which takes seconds when 100,000 devices all changed (`sccr-bench --checkpoint`).
+//! input into the core in between, so they are one consistent state; at most
+//! [`CHUNKS_IN_FLIGHT`] chunks are queued at once, so a checkpoint's memory does not grow
+//! with the fleet. Readings arriving while the sink writes the changed parts (seconds when
+//! 100,000 devices all changed, `sccr-bench --checkpoint`; tens of milliseconds for a few
+//! thousand) reach the live hub at once and wait, bounded, for the core: live values never
+//! stall behind the database, windows and alerts lag by the checkpoint's duration.
 //! When the sink could not save one, it sets `checkpoint_lost` and the next is full.
 //!
 //! Shutdown: when the readings queue closes, every pending window is flushed, a last
@@ -117,6 +119,9 @@ impl Collector for StreamMetrics {
 pub const CHECKPOINT_CHUNK: usize = 1_000;
 /// Checkpoint chunks queued to the sink and not yet stored, at most.
 pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// Readings held for the core while a checkpoint is queued, at most (beyond them the
+/// readings queue fills and ingest counts what the live view drops).
+pub const HELD_READINGS: usize = 200_000;
 
 /// Changed parts of a checkpoint; holds one of the [`CHUNKS_IN_FLIGHT`] permits until the
 /// sink drops it.
@@ -229,17 +234,40 @@ impl Driver {
         m.too_late.store(self.core.too_late(), Ordering::Relaxed);
     }
 
-    /// Queue a checkpoint: begin, the changed parts chunk by chunk, end. Nothing else is
-    /// taken meanwhile, so the parts are one consistent state.
-    async fn checkpoint(&mut self) {
-        let Self { core, alerts, metrics, checkpoint_lost, chunks, .. } = self;
+    /// Queue a checkpoint: begin, the changed parts chunk by chunk, end. The core takes
+    /// nothing meanwhile, so the parts are one consistent state. Readings that arrive while
+    /// the sink stores earlier chunks still go to the live hub at once (the wall does not
+    /// stall behind the database) and are held, up to [`HELD_READINGS`], for the core
+    /// once the checkpoint is queued.
+    async fn checkpoint(
+        &mut self,
+        readings: &mut mpsc::Receiver<Vec<Reading>>,
+        held: &mut Vec<Vec<Reading>>,
+    ) {
+        let Self { core, hub, alerts, metrics, checkpoint_lost, chunks } = self;
         let force_full = checkpoint_lost.swap(false, Ordering::AcqRel);
         let (begin, mut parts) = core.checkpoint(force_full);
         if alerts.send(AlertSinkItem::CheckpointBegin(Box::new(begin))).await.is_err() {
             return;
         }
+        let mut room = HELD_READINGS.saturating_sub(held.iter().map(Vec::len).sum());
+        let mut open = true;
         loop {
-            let Ok(permit) = chunks.clone().acquire_owned().await else { return };
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    permit = chunks.clone().acquire_owned() => break permit,
+                    batch = readings.recv(), if open && room > 0 => match batch {
+                        Some(batch) => {
+                            hub.apply(&batch);
+                            room = room.saturating_sub(batch.len());
+                            held.push(batch);
+                        }
+                        None => open = false,
+                    },
+                }
+            };
+            let Ok(permit) = permit else { return };
             let chunk: Vec<StatePart> = parts.by_ref().take(CHECKPOINT_CHUNK).collect();
             if chunk.is_empty() {
                 break;
@@ -317,6 +345,7 @@ pub async fn run_stream(
     checkpoint.tick().await; // the first tick is immediate; the state was just loaded
     let (mut statuses_open, mut commands_open) = (true, true);
     let mut out = Emitted::default();
+    let mut held = Vec::new();
     loop {
         tokio::select! {
             batch = readings.recv() => match batch {
@@ -340,13 +369,19 @@ pub async fn run_stream(
                 None => commands_open = false,
             },
             _ = tick.tick() => driver.core.tick(EventTime::now(), &mut out),
-            _ = checkpoint.tick() => driver.checkpoint().await,
+            _ = checkpoint.tick() => {
+                driver.checkpoint(&mut readings, &mut held).await;
+                for batch in held.drain(..) {
+                    driver.core.on_readings(&batch, EventTime::now(), &mut out);
+                    driver.metrics.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            }
         }
         driver.emit(&mut out).await;
     }
     driver.core.flush(EventTime::now(), &mut out);
     driver.emit(&mut out).await;
-    driver.checkpoint().await;
+    driver.checkpoint(&mut readings, &mut held).await;
     tracing::info!("stream drained; windows flushed; alert state checkpointed");
 }
 
@@ -372,6 +407,10 @@ mod tests {
     }
 
     fn start() -> Harness {
+        start_with(Duration::from_secs(3600))
+    }
+
+    fn start_with(checkpoint_interval: Duration) -> Harness {
         let (readings, r_rx) = mpsc::channel(8);
         let (statuses, s_rx) = mpsc::channel(8);
         let (commands, c_rx) = mpsc::channel(8);
@@ -382,10 +421,7 @@ mod tests {
             StreamQueues { readings: r_rx, statuses: s_rx, commands: c_rx, alerts: sink_tx };
         let task = tokio::spawn(run_stream(
             core,
-            StreamServiceConfig {
-                checkpoint_interval: Duration::from_secs(3600),
-                ..StreamServiceConfig::default()
-            },
+            StreamServiceConfig { checkpoint_interval, ..StreamServiceConfig::default() },
             hub.clone(),
             queues,
             Arc::new(StreamMetrics::default()),
@@ -445,6 +481,60 @@ mod tests {
         assert_eq!(open, [AlertState::Returned], "returned, unacknowledged: still open");
         let names: Vec<String> = chunk.parts.iter().map(StatePart::name).collect();
         assert_eq!(names, ["device/loop-a"]);
+        h.task.await.unwrap();
+    }
+
+    fn reading(device: &str, value: f64) -> Reading {
+        Reading {
+            device: DeviceId::parse(device).unwrap(),
+            metric: MetricId::SpeedKmh,
+            time: EventTime::now(),
+            value,
+            seq: None,
+        }
+    }
+
+    /// While the sink is still storing a checkpoint's earlier chunks, a new reading goes
+    /// live at once; the core takes it once the checkpoint is queued (it is in the next).
+    #[tokio::test]
+    async fn readings_go_live_while_a_checkpoint_waits_for_the_sink() {
+        let mut h = start_with(Duration::from_millis(100));
+        let fleet: Vec<Reading> =
+            (0..2 * CHECKPOINT_CHUNK + 500).map(|i| reading(&format!("d{i}"), 30.0)).collect();
+        h.readings.send(fleet).await.unwrap();
+        // Hold the chunks of a checkpoint of the whole fleet: the driver then waits for a
+        // permit to queue its third chunk.
+        let mut held = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while held.len() < CHUNKS_IN_FLIGHT {
+            let item = tokio::time::timeout_at(deadline, h.sink.recv()).await.unwrap().unwrap();
+            match item {
+                AlertSinkItem::CheckpointParts(chunk) if chunk.parts.len() == CHECKPOINT_CHUNK => {
+                    held.push(chunk)
+                }
+                AlertSinkItem::CheckpointEnd => held.clear(),
+                _ => {}
+            }
+        }
+        h.readings.send(vec![reading("probe", 55.0)]).await.unwrap();
+        let live = h.hub.len();
+        while h.hub.len() == live {
+            assert!(tokio::time::Instant::now() < deadline, "the reading did not go live");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(held);
+        // Once queued, the checkpoint ends and the core takes the held reading: a later
+        // checkpoint holds the probe's part.
+        loop {
+            let item = tokio::time::timeout_at(deadline, h.sink.recv()).await.unwrap().unwrap();
+            if let AlertSinkItem::CheckpointParts(chunk) = item {
+                if chunk.parts.iter().any(|p| p.name() == "device/probe") {
+                    break;
+                }
+            }
+        }
+        drop(h.readings);
+        while h.sink.recv().await.is_some() {}
         h.task.await.unwrap();
     }
 }
