@@ -425,11 +425,11 @@ test('a reading published to the broker recolours its segment on the map', async
   const started = Date.now();
   // The canvas itself shows LOS F's colour on the line, not only the model's grade.
   await page.waitForFunction(
-    ([id, colour]) => {
+    async ([id, colour]) => {
       const s = window.sccr.segmentStyle(id);
       const pt = window.sccr.segmentPoint(id);
       if (!s || s.los !== 'F' || s.colour !== colour || !pt) return false;
-      const [r, g, b, a] = window.sccr.segmentPixel(pt.x, pt.y);
+      const [r, g, b, a] = await window.sccr.segmentPixel(pt.x, pt.y);
       const want = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
       return a > 200 && Math.abs(r - want[0]) <= 6 && Math.abs(g - want[1]) <= 6 && Math.abs(b - want[2]) <= 6;
     },
