@@ -21,7 +21,7 @@ export async function getJson(request, url) {
 }
 
 /** Open the dashboard, logged in with `token` when the server has authentication; collect errors. */
-export async function open(page, { hash = '', query = '', lang = 'en', ready = true, token = TOKEN } = {}) {
+export async function open(page, { hash = '', query = '', lang = 'en', ready = true, token = TOKEN, readyTimeout = 20_000 } = {}) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
   page.on('console', (m) => {
@@ -36,6 +36,6 @@ export async function open(page, { hash = '', query = '', lang = 'en', ready = t
   if (token) await page.addInitScript((t) => localStorage.setItem('sccr.token', t), token);
   await page.addInitScript((l) => { localStorage.setItem('sccr.lang', l); localStorage.removeItem('sccr.mode'); }, lang);
   await page.goto(`/${query}${hash}`);
-  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
+  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: readyTimeout });
   return errors;
 }

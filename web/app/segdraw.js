@@ -37,7 +37,7 @@ export class Renderer {
     this.styles = new Uint8Array(0);
     this.devXY = new Float64Array(0);
     this.devLook = new Uint8Array(0);
-    /** @type {{canvas: any, ctx: any, frame: Frame | null, base: number}[]} */
+    /** @type {{canvas: any, ctx: any, frame: Frame | null, base: number, dots: boolean}[]} */
     this.targets = [];
     /** @type {Style | null} */
     this.style = null;
@@ -47,7 +47,7 @@ export class Renderer {
   handle(m) {
     switch (m.type) {
       case 'init':
-        this.targets = m.canvases.map((/** @type {any} */ canvas) => ({ canvas, ctx: canvas.getContext('2d'), frame: null, base: 1 }));
+        this.targets = m.canvases.map((/** @type {any} */ canvas) => ({ canvas, ctx: canvas.getContext('2d'), frame: null, base: 1, dots: false }));
         break;
       case 'geom':
         for (const [idx, u, box] of m.items) { this.u[idx] = u; this.box[idx] = box; }
@@ -101,7 +101,7 @@ export class Renderer {
   /**
    * A whole drawing. Lines thin out where the network in view is dense: about a third of
    * the mean spacing between the segments in view, never wider than the style's width.
-   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number}} t @param {Frame} f
+   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number, dots: boolean}} t @param {Frame} f
    * @returns {number} the segments drawn
    */
   draw(t, f) {
@@ -186,7 +186,11 @@ export class Renderer {
       ctx.lineWidth = base * st.widthFactor[g];
       ctx.stroke();
     }
-    this.drawDevices(t, null);
+    // Device dots only where they leave the lines readable: where the devices in view are
+    // denser than one per six dot radii (a whole city), the lines' colours alone show the traffic.
+    const devices = this.devicesIn(f);
+    t.dots = devices > 0 && Math.sqrt((f.w * f.h) / devices) >= st.devRadius * 6;
+    if (t.dots) this.drawDevices(t, null);
     return visible;
   }
 
@@ -194,7 +198,7 @@ export class Renderer {
    * Segments whose grade changed, painted over in their new colour at least as wide as
    * before (no edge of the old colour stays; widths settle at the next whole drawing), then
    * the device dots in the painted area drawn again on top.
-   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number}} t @param {Int32Array} list
+   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number, dots: boolean}} t @param {Int32Array} list
    */
   paint(t, list) {
     const st = /** @type {Style} */ (this.style);
@@ -234,13 +238,23 @@ export class Renderer {
       ctx.lineWidth = t.base * Math.max(st.widthFactor[g], st.widthFactor[wider]);
       ctx.stroke();
     }
-    this.drawDevices(t, area);
+    if (t.dots) this.drawDevices(t, area);
+  }
+
+  /** How many devices are in a frame. @param {Frame} f */
+  devicesIn(f) {
+    const xy = this.devXY;
+    const x1 = f.x0 + f.w / f.scale;
+    const y1 = f.y0 + f.h / f.scale;
+    let n = 0;
+    for (let i = 0; i < xy.length; i += 2) if (xy[i] >= f.x0 && xy[i] <= x1 && xy[i + 1] >= f.y0 && xy[i + 1] <= y1) n += 1;
+    return n;
   }
 
   /**
    * The device dots (online: dark dots ringed in white; offline: hollow magenta rings), all
    * or those within an area (normalised box), in one path per look.
-   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number}} t @param {number[] | null} area
+   * @param {{canvas: any, ctx: any, frame: Frame | null, base: number, dots: boolean}} t @param {number[] | null} area
    */
   drawDevices(t, area) {
     const st = /** @type {Style} */ (this.style);
