@@ -198,8 +198,6 @@ function tick() {
   }
   scheduleFrame();
   renderKpis();
-  // What fits of the alert list changes with the panels above it.
-  if (state.mode === 'wall') alerts.countHidden();
   // "since 12 min ago" moves on; a planned operation's start passes.
   if (state.operations.size && Math.floor(now / 1000) % 15 === 0) operations.render();
   renderConn();
