@@ -85,6 +85,36 @@ test('clicking and hovering a road segment on the map opens its panel and toolti
   expect(errors).toEqual([]);
 });
 
+// The segments and device dots are drawn in a worker on OffscreenCanvas; a browser (or an
+// older server) without it gets the same drawing in the page. Either way the canvas shows a
+// segment's grade colour under it and a click there opens the segment.
+test('the map draws in a worker, and in the page when the worker cannot start', async ({ browser, request }) => {
+  /** The segment's colour is on the canvas at its middle. */
+  const colourShown = (page, id) => page.evaluate(async (seg) => {
+    const s = window.sccr.segmentStyle(seg);
+    const pt = window.sccr.segmentPoint(seg);
+    if (!s?.los || !pt) return false;
+    const [r, g, b, a] = await window.sccr.segmentPixel(pt.x, pt.y);
+    const want = [1, 3, 5].map((i) => parseInt(s.colour.slice(i, i + 2), 16));
+    return a > 200 && Math.abs(r - want[0]) <= 6 && Math.abs(g - want[1]) <= 6 && Math.abs(b - want[2]) <= 6;
+  }, id);
+  for (const worker of [true, false]) {
+    const page = await browser.newPage();
+    if (!worker) await page.route('**/app/segworker.js', (r) => r.fulfill({ status: 404, contentType: 'text/plain', body: 'not here' }));
+    const errors = await open(page);
+    await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().mode), { timeout: 10_000 }).toBe(worker ? 'worker' : 'page');
+    await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(0);
+    const { segment } = await longSegmentWithDetector(page, request);
+    await expect.poll(() => colourShown(page, segment), { timeout: 10_000 }).toBe(true);
+    const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), segment);
+    await page.mouse.click(pt.x, pt.y);
+    await expect(page.locator('#detail')).toHaveAttribute('data-segment', segment);
+    // The refused worker script is the only complaint.
+    expect(errors.filter((e) => !(!worker && /segworker|404/.test(e)))).toEqual([]);
+    await page.close();
+  }
+});
+
 // ---------- 2. every device, without listing them in the browser ----------
 test('the map loads every device through the paged map call, never the device list', async ({ page }) => {
   const N = 12_000;
