@@ -705,7 +705,7 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
   const result = {
     viewport: '3840x2160', segments: SEGMENTS, devices: DEVICES, updates: '5,000 speeds + 25 segment windows + KPI per second',
     first_los_colours_ms: firstColours, segment_requests: segAsks.length, segment_requests_by_bbox: segAsks.filter((q) => q.includes('bbox=')).length,
-    goal_busy_fraction: 0.1, live, pan_zoom: interact,
+    goal_busy_fraction: 0.1, drawing_in: await page.evaluate(() => window.sccr.segmentDraws().mode), live, pan_zoom: interact,
   };
   console.log(`wall at 4K, 25,000 segments, 5,000 devices: ${JSON.stringify(result)}`);
   if (process.env.SCCR_PERF_OUT) fs.writeFileSync(process.env.SCCR_PERF_OUT, JSON.stringify(result, null, 2));
