@@ -43,9 +43,8 @@ export function initMap(handlers) {
   map = L.map('map', { zoomControl: true, attributionControl: true, zoomSnap: 0.25, preferCanvas: false });
   map.attributionControl.setPrefix('Leaflet');
   map.createPane('context').style.zIndex = '250';
-  // The road segments on one canvas (app/segcanvas.js): the pane ignores the pointer, which
-  // the map hit-tests itself.
-  // The device dots are drawn on the same canvas, above the lines.
+  // The road segments, and the device dots above them, on one canvas (app/segcanvas.js):
+  // the pane ignores the pointer, which the map hit-tests itself.
   map.createPane('segments').style.zIndex = '400';
   map.createPane('labels').style.zIndex = '380';
   map.createPane('highlight').style.zIndex = '390';
