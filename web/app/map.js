@@ -141,16 +141,25 @@ async function loadContext() {
   updateLabels();
 }
 
+/** What the names were last placed for: zoom, language, type size. */
+let labelsFor = '';
 /**
  * Landmark names in the chosen language; minor ones only when zoomed in, and a name that
- * would overlap one already placed (in rank order) is left out.
+ * would overlap one already placed (in rank order) is left out. Placed anew only when the
+ * zoom, the language or the type size changed (a pan moves them all alike), and measured
+ * all at once after they are written (one layout, not one per name).
  */
 export function updateLabels() {
   if (!labelLayer) return;
   const z = map.getZoom();
-  /** @type {DOMRect[]} */
-  const placed = [];
+  const pad = rem() * 0.2;
+  const key = `${z}|${lang()}|${pad}`;
+  if (key === labelsFor) return;
   const layers = /** @type {any[]} */ (labelLayer.getLayers()).sort((a, b) => (a.feature.properties.rank ?? 1) - (b.feature.properties.rank ?? 1));
+  /** @type {HTMLElement[]} */
+  const spans = [];
+  // Not placed for good while a marker has no element yet.
+  labelsFor = layers.every((m) => m.getElement()) ? key : '';
   for (const m of layers) {
     const p = m.feature.properties || {};
     const el = m.getElement();
@@ -160,14 +169,16 @@ export function updateLabels() {
     const span = document.createElement('span');
     span.textContent = (lang() === 'it' ? p.name_it : p.name_en) || p.name || '';
     el.append(span);
-    const box = span.getBoundingClientRect();
-    const pad = rem() * 0.2;
-    if (placed.some((b) => box.left - pad < b.right && box.right + pad > b.left && box.top - pad < b.bottom && box.bottom + pad > b.top)) {
-      span.remove();
-    } else {
-      placed.push(box);
-    }
+    spans.push(span);
   }
+  const boxes = spans.map((span) => span.getBoundingClientRect());
+  /** @type {DOMRect[]} */
+  const placed = [];
+  spans.forEach((span, i) => {
+    const box = boxes[i];
+    if (placed.some((b) => box.left - pad < b.right && box.right + pad > b.left && box.top - pad < b.bottom && box.bottom + pad > b.top)) span.remove();
+    else placed.push(box);
+  });
 }
 
 /** The road segments' canvas layer (app/segcanvas.js). @type {any} */
