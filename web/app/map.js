@@ -60,7 +60,8 @@ export function initMap(handlers) {
     if (id) onSegmentClick(id);
     else handlers.onBackground();
   });
-  map.on('zoomend', () => { restyleAll(); updateLabels(); });
+  // The segments are drawn anew at the moveend that follows (app/segcanvas.js).
+  map.on('zoomend', () => { updateLabels(); });
   map.on('moveend', () => { updateLabels(); onViewChanged(); });
 }
 
@@ -440,9 +441,6 @@ export function segmentStyle(id) {
   if (!seg) return null;
   const w = segLayer.zoomWidth();
   return { los: seg.los, colour: COLOUR[seg.los ?? 'none'] || COLOUR.none, width: seg.draw.op?.closes ? w * 1.2 : w * widthFactor(seg.los), operation: seg.draw.op };
-}
-function restyleAll() {
-  segLayer.redraw();
 }
 
 /**
