@@ -8,6 +8,8 @@
 //   SCCR_PERF_OUT    where the load test writes its figures (JSON)
 // Each test does what a person does: clicks the map itself, reads what the screen shows.
 import fs from 'node:fs';
+import http from 'node:http';
+import { WebSocketServer } from 'ws';
 import { test, expect } from '@playwright/test';
 import mqtt from 'mqtt';
 import { TOKEN, SIZES, auth, shot, getJson, open } from './helpers.mjs';
@@ -81,6 +83,36 @@ test('clicking and hovering a road segment on the map opens its panel and toolti
   await expect(page.locator('#detail')).toBeVisible();
   await expect(page.locator('#detail')).toHaveAttribute('data-segment', segment);
   expect(errors).toEqual([]);
+});
+
+// The segments and device dots are drawn in a worker on OffscreenCanvas; a browser (or an
+// older server) without it gets the same drawing in the page. Either way the canvas shows a
+// segment's grade colour under it and a click there opens the segment.
+test('the map draws in a worker, and in the page when the worker cannot start', async ({ browser, request }) => {
+  /** The segment's colour is on the canvas at its middle. */
+  const colourShown = (page, id) => page.evaluate(async (seg) => {
+    const s = window.sccr.segmentStyle(seg);
+    const pt = window.sccr.segmentPoint(seg);
+    if (!s?.los || !pt) return false;
+    const [r, g, b, a] = await window.sccr.segmentPixel(pt.x, pt.y);
+    const want = [1, 3, 5].map((i) => parseInt(s.colour.slice(i, i + 2), 16));
+    return a > 200 && Math.abs(r - want[0]) <= 6 && Math.abs(g - want[1]) <= 6 && Math.abs(b - want[2]) <= 6;
+  }, id);
+  for (const worker of [true, false]) {
+    const page = await browser.newPage();
+    if (!worker) await page.route('**/app/segworker.js', (r) => r.fulfill({ status: 404, contentType: 'text/plain', body: 'not here' }));
+    const errors = await open(page);
+    await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().mode), { timeout: 10_000 }).toBe(worker ? 'worker' : 'page');
+    await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(0);
+    const { segment } = await longSegmentWithDetector(page, request);
+    await expect.poll(() => colourShown(page, segment), { timeout: 10_000 }).toBe(true);
+    const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), segment);
+    await page.mouse.click(pt.x, pt.y);
+    await expect(page.locator('#detail')).toHaveAttribute('data-segment', segment);
+    // The refused worker script is the only complaint.
+    expect(errors.filter((e) => !(!worker && /segworker|404/.test(e)))).toEqual([]);
+    await page.close();
+  }
 });
 
 // ---------- 2. every device, without listing them in the browser ----------
@@ -425,11 +457,11 @@ test('a reading published to the broker recolours its segment on the map', async
   const started = Date.now();
   // The canvas itself shows LOS F's colour on the line, not only the model's grade.
   await page.waitForFunction(
-    ([id, colour]) => {
+    async ([id, colour]) => {
       const s = window.sccr.segmentStyle(id);
       const pt = window.sccr.segmentPoint(id);
       if (!s || s.los !== 'F' || s.colour !== colour || !pt) return false;
-      const [r, g, b, a] = window.sccr.segmentPixel(pt.x, pt.y);
+      const [r, g, b, a] = await window.sccr.segmentPixel(pt.x, pt.y);
       const want = [1, 3, 5].map((i) => parseInt(colour.slice(i, i + 2), 16));
       return a > 200 && Math.abs(r - want[0]) <= 6 && Math.abs(g - want[1]) <= 6 && Math.abs(b - want[2]) <= 6;
     },
@@ -510,62 +542,64 @@ test('screenshots of each view at 1920×1080 and 3840×2160, in both languages',
 });
 
 // ---------- 12. a city's whole road graph at 4K ----------
-// 25,000 segments (Florence's order of magnitude: a street grid over the city) and 5,000
-// detectors reporting every second, on a 3840×2160 wall. The segments are generated here
-// and answered as GET /api/v1/segments answers (by bbox= and zoom= when asked); the live
-// socket sends what the server sends under that load: every detector's speed each second,
-// 25 closed segment windows a second and the KPI frame. Measured over fixed intervals,
-// first with live updates only, then while a person pans and zooms: main-thread busy time
-// (Chromium's task time, and long tasks) and the intervals between animation frames.
-test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and zooming', async ({ browser }) => {
+// 25,000 segments (Florence's order of magnitude: a generated street grid over the city,
+// imported with `sccr segments import` into a server of their own, SCCR_CITY_URL; see
+// tests/tests/browser.rs) and 5,000 detectors reporting every second, on a 3840×2160 wall.
+// The wall asks that server for the segments by bbox= and zoom=; the devices' positions and
+// the live socket are the test's, sending what the server sends under that load: every
+// detector's speed each second, 25 closed segment windows a second and the KPI frame.
+// The page reaches the server through a small proxy here that answers /api/v1/live itself
+// on a real WebSocket: Playwright's routeWebSocket would deliver each frame through script
+// injected into the page, and its cost would be counted as the wall's.
+// Measured over fixed intervals, first with live updates only, then while a person pans and
+// zooms: main-thread busy time (Chromium's task time, and long tasks) and the intervals
+// between animation frames.
+const CITY = process.env.SCCR_CITY_URL || '';
+test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and zooming', async ({ browser, playwright }) => {
+  test.skip(!CITY, 'SKIPPED: no SCCR_CITY_URL (a server with the imported city; tests/tests/browser.rs starts one)');
   test.setTimeout(240_000);
-  const page = await browser.newPage({ viewport: { width: 3840, height: 2160 } });
-  const SEGMENTS = 25_000;
+  const SEGMENTS = Number(process.env.SCCR_CITY_SEGMENTS || 25_000);
   const DEVICES = 5_000;
-  const COLS = 250;
-  const segId = (i) => `grid-${i}`;
-  const features = [];
-  for (let i = 0; i < SEGMENTS; i += 1) {
-    // A grid of 100 × 250 blocks from the Cascine to Rovezzano, Careggi to Gavinana.
-    const row = Math.floor(i / COLS);
-    const col = i % COLS;
-    const lon = 11.18 + col * 0.0006;
-    const lat = 43.73 + row * 0.001;
-    const coords = (row + col) % 2 === 0
-      ? [[lon, lat], [lon + 0.0003, lat + 0.00004], [lon + 0.0006, lat]]
-      : [[lon, lat], [lon + 0.00005, lat + 0.0005], [lon, lat + 0.001]];
-    features.push({ type: 'Feature', id: segId(i), geometry: { type: 'LineString', coordinates: coords },
-      properties: { id: segId(i), name: `Via della griglia ${i}`, kind: 'urban', length_m: 60, lanes: 1, speed_limit_kmh: 50, free_flow_kmh: 50, capacity_vph: 900 } });
-  }
+  const cityToken = process.env.SCCR_CITY_TOKEN || '';
+  const api = await playwright.request.newContext({ baseURL: CITY });
+  const res = await api.get('/api/v1/segments', { headers: cityToken ? { Authorization: `Bearer ${cityToken}` } : {} });
+  expect(res.ok(), `the city's segments: ${res.status()}`).toBeTruthy();
+  const { features } = await res.json();
+  await api.dispose();
+  expect(features.length, 'the imported city').toBe(SEGMENTS);
+  const segId = (i) => String(features[i].properties.id ?? features[i].id);
+  const wss = new WebSocketServer({ noServer: true });
+  const proxy = http.createServer((req, res) => {
+    const up = http.request(new URL(req.url, CITY), { method: req.method, headers: { ...req.headers, host: new URL(CITY).host } }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    up.on('error', () => { res.writeHead(502); res.end(); });
+    req.pipe(up);
+  });
+  proxy.on('upgrade', (req, socket, head) => {
+    if (!req.url.startsWith('/api/v1/live')) { socket.destroy(); return; }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws));
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const proxyUrl = `http://127.0.0.1:${proxy.address().port}`;
+  const page = await browser.newPage({ viewport: { width: 3840, height: 2160 }, baseURL: proxyUrl });
   const segAsks = [];
   const json = (body, status = 200) => ({ status, contentType: 'application/json', body: JSON.stringify(body) });
-  await page.route('**/api/v1/me', (r) => r.fulfill(json({ name: 'wall', role: 'operator' })));
-  await page.route('**/api/v1/segments**', (r) => {
-    const url = new URL(r.request().url());
-    segAsks.push(url.search);
-    const bbox = url.searchParams.get('bbox')?.split(',').map(Number);
-    const zoom = Number(url.searchParams.get('zoom') || 22);
-    let list = features;
-    if (bbox) list = features.filter((f) => f.geometry.coordinates.some(([x, y]) => x >= bbox[0] && x <= bbox[2] && y >= bbox[1] && y <= bbox[3]));
-    // Simplified for the zoom: a short segment's bend is below a pixel at city zoom.
-    if (zoom < 15) list = list.map((f) => ({ ...f, geometry: { type: 'LineString', coordinates: [f.geometry.coordinates[0], f.geometry.coordinates.at(-1)] } }));
-    r.fulfill(json({ type: 'FeatureCollection', features: list }));
-  });
-  await page.route('**/api/v1/operations**', (r) => r.fulfill(json({ operations: [], next_cursor: null })));
+  page.on('request', (r) => { if (r.url().includes('/api/v1/segments')) segAsks.push(new URL(r.url()).search); });
   const rows = Array.from({ length: DEVICES }, (_, i) => {
     const s = (i * 5) % SEGMENTS;
-    const c = features[s].geometry.coordinates[1];
+    const line = features[s].geometry.coordinates;
+    const c = line[Math.floor(line.length / 2)];
     return [`grid-loop-${i}`, 'traffic_loop', segId(s), c[0], c[1], true, Date.now()];
   });
   await page.route('**/api/v1/map/devices**', (r) => r.fulfill(json({ columns: ['id', 'kind', 'segment', 'lon', 'lat', 'online', 'last_seen'], rows, next_cursor: null })));
-  await page.route('**/api/v1/alerts?**', (r) => r.fulfill(json({ alerts: [], next: null })));
-  await page.route('**/api/v1/history?**', (r) => r.fulfill(json({ points: [], resolution: '1m', step_ms: 120000, covered_from: 0, covered_to: 0 })));
   let tick = 0;
   let timer = null;
   const values = () => rows.map((d, i) => ({ device: d[0], metric: 'speed_kmh', time: Date.now(), value: 5 + ((i * 7 + tick * 13) % 50) }));
-  const windows = (now) => features.map((f, i) => ({ segment: f.id, start: now - 60_000, end: now, flow_vph: 600, speed_kmh: 10 + (i % 40), occupancy_pct: 20, los: 'ABCDEF'[i % 6], detectors: 1, revision: 0 }));
-  await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
-    ws.onMessage((m) => {
+  const windows = (now) => features.map((f, i) => ({ segment: segId(i), start: now - 60_000, end: now, flow_vph: 600, speed_kmh: 10 + (i % 40), occupancy_pct: 20, los: 'ABCDEF'[i % 6], detectors: 1, revision: 0 }));
+  wss.on('connection', (ws) => {
+    ws.on('message', (m) => {
       const msg = JSON.parse(String(m));
       if (msg.type !== 'subscribe') return;
       ws.send(JSON.stringify({ type: 'snapshot', values: values(), segments: windows(Date.now()), alerts: [] }));
@@ -581,15 +615,17 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
         ws.send(JSON.stringify({ type: 'kpi', kpi: { devices_online: DEVICES, devices_offline: 0, readings_per_s: DEVICES, alerts_open: { critical: 0, warning: 0, info: 0 }, city_speed_kmh: 30, worst_segments: [] } }));
       }, 1000);
     });
-    ws.onClose(() => clearInterval(timer));
+    ws.on('close', () => clearInterval(timer));
   });
   const loadStart = Date.now();
-  const errors = await open(page, { query: '?mode=wall' });
+  // A whole city to load first: a loaded machine takes longer than the usual 20 s.
+  const errors = await open(page, { query: '?mode=wall', token: cityToken, readyTimeout: 60_000 });
   await expect.poll(() => page.evaluate(() => window.sccr.state.segments.size), { timeout: 60_000 }).toBe(SEGMENTS);
   await expect.poll(() => page.evaluate(() => [...window.sccr.state.segments.values()].filter((s) => s.los).length), { timeout: 60_000 }).toBe(SEGMENTS);
   const firstColours = Date.now() - loadStart;
   // The whole network is in view and drawn.
   await expect.poll(() => page.evaluate(() => window.sccr.segmentDraws().drawn), { timeout: 10_000 }).toBeGreaterThan(SEGMENTS * 0.9);
+  await shot(page, 'load-25000-segments-city-3840x2160.png');
 
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Performance.enable');
@@ -633,12 +669,22 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
       js_heap_mb: r1(metric(after, 'JSHeapUsedSize') / 1048576),
     };
   }
-  const live = await measure('live', 20, async () => {});
+  // SCCR_TRACE_OUT=<file>: a Chromium trace of one phase (SCCR_TRACE_PHASE: live, the
+  // default, or pan_zoom) with the devtools timeline and the JavaScript sampling profiler,
+  // for tests/browser/tracesum.mjs to break the busy time down.
+  const traced = async (phase, run) => {
+    const on = process.env.SCCR_TRACE_OUT && (process.env.SCCR_TRACE_PHASE || 'live') === phase;
+    if (on) await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8.execute', 'disabled-by-default-v8.cpu_profiler', 'blink', 'cc', 'gpu', 'toplevel'] });
+    const r = await run();
+    if (on) fs.writeFileSync(process.env.SCCR_TRACE_OUT, await browser.stopTracing());
+    return r;
+  };
+  const live = await traced('live', () => measure('live', 20, async () => {}));
   // A person at the wall's desk: drags the map about and zooms in and out with the wheel.
   const box = await page.locator('#map').boundingBox();
   const cx = box.x + box.width / 2;
   const cy = box.y + box.height / 2;
-  const interact = await measure('pan_zoom', 20, async (until) => {
+  const interact = await traced('pan_zoom', () => measure('pan_zoom', 20, async (until) => {
     let k = 0;
     while (Date.now() < until - 1500) {
       k += 1;
@@ -655,14 +701,16 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
         await page.waitForTimeout(200);
       }
     }
-  });
+  }));
   const result = {
     viewport: '3840x2160', segments: SEGMENTS, devices: DEVICES, updates: '5,000 speeds + 25 segment windows + KPI per second',
     first_los_colours_ms: firstColours, segment_requests: segAsks.length, segment_requests_by_bbox: segAsks.filter((q) => q.includes('bbox=')).length,
-    goal_busy_fraction: 0.1, live, pan_zoom: interact,
+    goal_busy_fraction: 0.1, drawing_in: await page.evaluate(() => window.sccr.segmentDraws().mode), live, pan_zoom: interact,
   };
   console.log(`wall at 4K, 25,000 segments, 5,000 devices: ${JSON.stringify(result)}`);
   if (process.env.SCCR_PERF_OUT) fs.writeFileSync(process.env.SCCR_PERF_OUT, JSON.stringify(result, null, 2));
+  // As the wall shows it: no pointer over the map.
+  await page.mouse.move(box.x + box.width + 10, 10);
   await shot(page, 'load-25000-segments-3840x2160.png');
   // The map still answers the pointer at this scale: the segment under a click opens.
   await page.evaluate(() => { window.sccr.map().setView([43.7795, 11.2550], 17, { animate: false }); });
@@ -681,6 +729,11 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
   await page.mouse.click(target.pt.x, target.pt.y);
   await expect(page.locator('#detail')).toHaveAttribute('data-segment', target.id);
   expect(errors).toEqual([]);
+  await page.close();
+  clearInterval(timer);
+  wss.close();
+  proxy.closeAllConnections();
+  await new Promise((resolve) => proxy.close(resolve));
   // The goal is under 10 % busy (reported above, not asserted: the figure depends on the
   // machine and on what else runs on it). These ceilings only catch a regression by an
   // order of magnitude: a main thread never idle while only live updates arrive, a task of
@@ -690,5 +743,4 @@ test('load: 25,000 segments and 5,000 devices at 4K, live and while panning and 
     expect(r.longest_task_ms, `${r.phase}: longest task`).toBeLessThan(3000);
     expect(r.frame_ms_p50, `${r.phase}: median frame interval`).toBeLessThan(250);
   }
-  await page.close();
 });

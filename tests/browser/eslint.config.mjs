@@ -6,7 +6,7 @@ import js from '@eslint/js';
 const browser = Object.fromEntries(['window', 'document', 'location', 'localStorage', 'navigator', 'fetch', 'console', 'setTimeout', 'setInterval',
   'clearInterval', 'clearTimeout', 'requestAnimationFrame', 'getComputedStyle', 'URL', 'URLSearchParams', 'WebSocket', 'Intl', 'Option', 'Event',
   'MouseEvent', 'KeyboardEvent', 'ResizeObserver', 'AudioContext', 'HTMLElement', 'HTMLInputElement', 'HTMLSelectElement', 'HTMLButtonElement',
-  'HTMLTemplateElement', 'Element', 'NodeFilter', 'PerformanceObserver', 'performance', 'Blob'].map((g) => [g, 'readonly']));
+  'HTMLTemplateElement', 'Element', 'NodeFilter', 'PerformanceObserver', 'performance', 'Blob', 'Worker', 'OffscreenCanvas', 'self'].map((g) => [g, 'readonly']));
 const node = Object.fromEntries(['process', 'console', 'setTimeout', 'setInterval', 'clearInterval', 'URL', 'Buffer'].map((g) => [g, 'readonly']));
 
 export default [

@@ -20,22 +20,22 @@ export async function getJson(request, url) {
   return res.json();
 }
 
-/** Open the dashboard, logged in when the server has authentication; collect errors. */
-export async function open(page, { hash = '', query = '', lang = 'en', ready = true } = {}) {
+/** Open the dashboard, logged in with `token` when the server has authentication; collect errors. */
+export async function open(page, { hash = '', query = '', lang = 'en', ready = true, token = TOKEN, readyTimeout = 20_000 } = {}) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
     // Without authentication on the server, /api/v1/me answers 404 by design.
-    if (!TOKEN && (m.location()?.url || '').endsWith('/api/v1/me')) return;
+    if (!token && (m.location()?.url || '').endsWith('/api/v1/me')) return;
     if (SERVER_GAPS.some((re) => re.test(m.location()?.url || '')) && /status of (400|404)/.test(m.text())) return;
     // The browser reports a refused websocket itself while the server is down.
     if (/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(m.text())) return;
     errors.push(`console: ${m.text()} (${m.location()?.url})`);
   });
-  if (TOKEN) await page.addInitScript((t) => localStorage.setItem('sccr.token', t), TOKEN);
+  if (token) await page.addInitScript((t) => localStorage.setItem('sccr.token', t), token);
   await page.addInitScript((l) => { localStorage.setItem('sccr.lang', l); localStorage.removeItem('sccr.mode'); }, lang);
   await page.goto(`/${query}${hash}`);
-  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: 20_000 });
+  if (ready) await expect(page.locator('body')).toHaveAttribute('data-ready', 'true', { timeout: readyTimeout });
   return errors;
 }

@@ -8,6 +8,10 @@
 //! under `CI=true`, where it fails. Screenshots go to `target/screenshots/`, the load
 //! test's figures (25,000 segments and 5,000 devices at 4K: main-thread busy share and
 //! frame intervals, live and while panning and zooming) to `target/browser-perf.json`.
+//! The load test draws a city's road graph imported as an operator imports the Road
+//! Cadastre: 25,000 generated segments (`simulator::road_graph`, Monte Mario coordinates)
+//! through `sccr segments import` into a SQLite database of their own, served by a second
+//! `sccr serve` (`SCCR_CITY_URL`), so the wall asks the real `/api/v1/segments` by box and zoom.
 //! The unit checks of the dashboard's data modules (`tests/browser/unit/`, Node's test
 //! runner) run first. The road-operation tests (`operations.spec.mjs`) skip, loudly,
 //! against a server whose `/api/v1/operations` answers 404.
@@ -18,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use sccr_tests::{free_port, http_get, wait_for, which, workspace_bin, TempDir};
+use sccr_tests::{
+    free_port, http_get, wait_for, which, workspace_bin, Broker, Sccr, TempDir, TEST_ADMIN_TOKEN,
+};
+use telemetry::cadastre::Crs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -157,6 +164,44 @@ async fn install_browser_packages(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Segments of the city the load test draws: Florence's order of magnitude.
+const CITY_SEGMENTS: usize = 25_000;
+
+/// The city at scale: a generated road graph of [`CITY_SEGMENTS`] segments imported with
+/// `sccr segments import` into SQLite, served by `sccr serve` (its own broker).
+async fn city_server(dir: &Path) -> Result<(Broker, Sccr)> {
+    let file = dir.join("city.geojson");
+    let doc = simulator::road_graph::city(CITY_SEGMENTS, Crs::MonteMarioItaly1);
+    std::fs::write(&file, doc.to_string())?;
+    let db = format!("sqlite:{}", dir.join("city.db").display());
+    let config = dir.join("city-import.toml");
+    std::fs::write(&config, "")?;
+    let started = std::time::Instant::now();
+    let out = Command::new(sccr_bin()?)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["segments", "import", "--config"])
+        .arg(&config)
+        .arg(&file)
+        .env("SCCR_DATABASE__URL", &db)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .context("run sccr segments import")?;
+    if !out.status.success() {
+        bail!("sccr segments import of the city failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!(
+        "the city's {CITY_SEGMENTS} segments imported in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    let broker = Broker::start().await?;
+    let sccr = Sccr::serve(broker.port, &db, dir, &[])?;
+    sccr.wait_healthy().await;
+    Ok((broker, sccr))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_dashboard_in_chromium() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -211,6 +256,7 @@ async fn wall_dashboard_in_chromium() {
     );
     let demo = Arc::new(Mutex::new(demo));
     let control = control_server(demo.clone()).await.unwrap();
+    let (_city_broker, city) = city_server(&dir.path).await.unwrap();
 
     // The dashboard's modules pass the linter and the type check of their JSDoc first.
     let lint = Command::new(suite.join("node_modules/.bin/eslint"))
@@ -262,6 +308,9 @@ async fn wall_dashboard_in_chromium() {
         .env("SCCR_MQTT_PORT", mqtt_port.to_string())
         .env("SCCR_TOKEN", &token)
         .env("SCCR_CONTROL_URL", format!("http://127.0.0.1:{control}"))
+        .env("SCCR_CITY_URL", format!("http://127.0.0.1:{}", city.api_port))
+        .env("SCCR_CITY_TOKEN", TEST_ADMIN_TOKEN)
+        .env("SCCR_CITY_SEGMENTS", CITY_SEGMENTS.to_string())
         .env("SCCR_SCREENSHOTS", &shots)
         .env("SCCR_PERF_OUT", &perf)
         .env("SCCR_PW_OUTPUT", dir.path.join("playwright"))
@@ -293,10 +342,10 @@ async fn wall_dashboard_in_chromium() {
     if ops_skipped {
         eprintln!("WARNING: the road-operation browser tests were SKIPPED: /api/v1/operations answers 404");
         assert!(
-            stdout.contains("17 passed") && stdout.contains("3 skipped"),
-            "expected 17 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
+            stdout.contains("18 passed") && stdout.contains("3 skipped"),
+            "expected 18 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
         );
     } else {
-        assert!(stdout.contains("20 passed"), "expected 20 browser tests to pass:\n{stdout}");
+        assert!(stdout.contains("21 passed"), "expected 21 browser tests to pass:\n{stdout}");
     }
 }

@@ -23,6 +23,9 @@ export function initAlerts(h) {
   onSelect = h.onSelect;
   onCritical = h.onCritical;
   const list = $('alert-list');
+  // What fits changes with the panels above the list: counted when its size changes (after
+  // layout, so the measuring forces none), not polled.
+  new ResizeObserver(() => countHidden()).observe(list);
   list.addEventListener('click', onClick);
   list.addEventListener('keydown', (/** @type {KeyboardEvent} */ e) => {
     const target = /** @type {HTMLElement} */ (e.target);

@@ -5,7 +5,7 @@
 import { history } from './api.js';
 import { t, num, percent } from './i18n.js';
 import { COLOUR, worstFirst, live } from './los.js';
-import { currentLos, currentSpeed, ratioOf } from './map.js';
+import { currentLos, currentSpeed } from './map.js';
 import { counts } from './alerts.js';
 import { sparkline } from './charts.js';
 import { state } from './state.js';
@@ -26,7 +26,15 @@ function presence(now) {
   return { online, offline: known - online, known };
 }
 
-/** @param {number} now */
+/** How many worst segments the tiles can list (a 4K wall). */
+const WORST_MAX = 10;
+
+/**
+ * The figures computed here from the live values: what the server's KPI frame lacks.
+ * The worst segments are picked in one pass (a city has tens of thousands of segments;
+ * only ten are listed), in the order of worstFirst.
+ * @param {number} now
+ */
 function clientKpi(now) {
   const { online, offline, known } = presence(now);
   while (state.valueTimes.length && now - state.valueTimes[0][0] > 10_000) state.valueTimes.shift();
@@ -34,6 +42,7 @@ function clientKpi(now) {
   const span = state.valueTimes.length ? Math.max(1000, now - state.valueTimes[0][0]) : 10_000;
   let weighted = 0;
   let length = 0;
+  /** @type {any[]} the worst so far, in order */
   const ranked = [];
   for (const seg of state.segments.values()) {
     const v = currentSpeed(seg, now);
@@ -41,13 +50,22 @@ function clientKpi(now) {
     const l = Math.max(1, seg.props.length_m || 1);
     weighted += v * l;
     length += l;
-    ranked.push({ segment: seg.id, name: seg.props.name, los: currentLos(seg, now), speed_kmh: v, ratio: ratioOf(seg, now), free_flow_kmh: seg.props.free_flow_kmh });
+    const ff = seg.props.free_flow_kmh;
+    const ratio = ff > 0 ? v / ff : null;
+    // Ordered by ratio first: one with a higher ratio than the last of a full list cannot enter.
+    if (ranked.length === WORST_MAX && (ratio ?? Infinity) > (ranked[WORST_MAX - 1].ratio ?? Infinity)) continue;
+    const row = { segment: seg.id, name: seg.props.name, los: currentLos(seg, now), speed_kmh: v, ratio, free_flow_kmh: ff };
+    let at = ranked.length;
+    while (at > 0 && worstFirst(row, ranked[at - 1]) < 0) at -= 1;
+    if (at < WORST_MAX) {
+      ranked.splice(at, 0, row);
+      if (ranked.length > WORST_MAX) ranked.pop();
+    }
   }
-  ranked.sort(worstFirst);
   return {
     devices_online: known ? online : null, devices_offline: known ? offline : null,
     readings_per_s: state.valueTimes.length ? values / (span / 1000) : null,
-    city_speed_kmh: length ? weighted / length : null, worst_segments: ranked.slice(0, 10),
+    city_speed_kmh: length ? weighted / length : null, worst_segments: ranked,
   };
 }
 
@@ -62,13 +80,13 @@ const worstRows = () => (window.innerWidth >= 2560 ? 10 : document.body.dataset.
 
 export function renderKpis() {
   const now = Date.now();
-  const local = clientKpi(now);
   // The server's frame while it is fresh; what it cannot know yet (no closed window since
-  // a start) comes from the live values here.
+  // a start) comes from the live values here, computed only then.
   const server = state.kpi && now - state.kpiAt < 5000 ? state.kpi : null;
-  const k = server ? { ...server } : local;
-  if (server && server.city_speed_kmh === null) k.city_speed_kmh = local.city_speed_kmh;
-  if (server && !(server.worst_segments || []).length) k.worst_segments = local.worst_segments;
+  const local = !server || server.city_speed_kmh === null || !(server.worst_segments || []).length ? clientKpi(now) : null;
+  const k = server ? { ...server } : /** @type {any} */ (local);
+  if (server && local && server.city_speed_kmh === null) k.city_speed_kmh = local.city_speed_kmh;
+  if (server && local && !(server.worst_segments || []).length) k.worst_segments = local.worst_segments;
   const have = state.lastFrameAt > 0;
   setText('kpi-online', have ? num(k.devices_online) : '–');
   setText('kpi-offline', have ? num(k.devices_offline) : '–');
@@ -112,9 +130,21 @@ function worstRow(w) {
   return li;
 }
 
-/** Last hour of speed per listed segment, refreshed once a minute. @param {string[]} ids @param {number} now */
+/** @type {Map<string, number>} since when each segment has been in the list */
+const listedSince = new Map();
+/** Seconds a segment stays listed before its trend is asked for (a list that changes every second asks for nothing). */
+const TREND_AFTER_MS = 3000;
+/**
+ * Last hour of speed per listed segment, refreshed once a minute; asked for once a segment
+ * has stayed in the list a few seconds, so a list that churns under live speeds does not
+ * ask the server for a history every second.
+ * @param {string[]} ids @param {number} now
+ */
 function refreshTrends(ids, now) {
+  for (const id of listedSince.keys()) if (!ids.includes(id)) listedSince.delete(id);
+  for (const id of ids) if (!listedSince.has(id)) listedSince.set(id, now);
   for (const id of ids) {
+    if (now - (listedSince.get(id) ?? now) < TREND_AFTER_MS) continue;
     const known = trends.get(id);
     if (known && now - known.at < 60_000) continue;
     trends.set(id, { at: now, values: known?.values ?? [] });

@@ -189,16 +189,15 @@ function scheduleFrame() {
 function tick() {
   const now = Date.now();
   $('clock').textContent = clock(now);
-  // Live speeds age out: re-grade every segment once a second; devices go offline.
-  for (const id of state.segments.keys()) dirty.segments.add(id);
+  // Live speeds age out: re-grade once a second the segments that have any (the others
+  // change only with a new window, which marks them); devices go offline.
+  for (const seg of state.segments.values()) if (seg.speeds.size) dirty.segments.add(seg.id);
   for (const d of state.devices.values()) {
     const on = d.last > 0 && now - d.last < los.live.deviceOnlineMs;
     if (on !== d.online) { d.online = on; mapView.styleDevice(d); }
   }
   scheduleFrame();
   renderKpis();
-  // What fits of the alert list changes with the panels above it.
-  if (state.mode === 'wall') alerts.countHidden();
   // "since 12 min ago" moves on; a planned operation's start passes.
   if (state.operations.size && Math.floor(now / 1000) % 15 === 0) operations.render();
   renderConn();

@@ -1,18 +1,19 @@
 // @ts-check
 // The map: an offline context layer of Florence (or the configured basemap), the road
-// segments coloured by Level of Service (clickable and hoverable: device markers sit on a
-// canvas that takes no pointer events), device markers, alert markers, and highlighting.
+// segments coloured by Level of Service and the device dots on one canvas (app/segcanvas.js:
+// the map hit-tests the segments itself, so they answer hovers and clicks), alert markers,
+// operations' icons, and highlighting.
 import { apiJson } from './api.js';
 import { t, num, percent, lang } from './i18n.js';
 import { COLOUR, GRADES, losOfRatio, widthFactor, live } from './los.js';
 import { state, dirty } from './state.js';
 import { cssVar, rem } from './util.js';
-import { segmentLayer, toDrawable } from './segcanvas.js';
+import { segmentLayer, toDrawable, mercator } from './segcanvas.js';
 
 /** @type {any} */
 let map;
-/** @type {any} */
-let deviceRenderer;
+/** @type {any} the white edge under the segment under the pointer */
+let hoverLine = null;
 /** @type {any} */
 let labelLayer = null;
 /** @type {any} */
@@ -30,10 +31,10 @@ export function segmentAtPage(x, y) {
   const box = map.getContainer().getBoundingClientRect();
   return segLayer.hit(L.point(x - box.left, y - box.top));
 }
-/** The colour the segment canvas shows at a point of the page: [r, g, b, a]. @param {number} x @param {number} y */
+/** The colour the segment canvas shows at a point of the page: a promise of [r, g, b, a]. @param {number} x @param {number} y */
 export const segmentPixel = (x, y) => segLayer.pixel(x, y);
 /** The canvas's drawing figures: draws, last and total milliseconds, segments drawn. */
-export const segmentDrawStats = () => ({ ...segLayer.stats, segments: segLayer.items.size });
+export const segmentDrawStats = () => ({ ...segLayer.stats, segments: segLayer.items.size, mode: segLayer.mode });
 
 /** @param {{onSegment: (id: string) => void, onAlert: (id: number) => void, onBackground: () => void}} handlers */
 export function initMap(handlers) {
@@ -42,17 +43,15 @@ export function initMap(handlers) {
   map = L.map('map', { zoomControl: true, attributionControl: true, zoomSnap: 0.25, preferCanvas: false });
   map.attributionControl.setPrefix('Leaflet');
   map.createPane('context').style.zIndex = '250';
-  // The road segments on one canvas (app/segcanvas.js): the pane ignores the pointer, which
-  // the map hit-tests itself.
+  // The road segments, and the device dots above them, on one canvas (app/segcanvas.js):
+  // the pane ignores the pointer, which the map hit-tests itself.
   map.createPane('segments').style.zIndex = '400';
   map.createPane('labels').style.zIndex = '380';
   map.createPane('highlight').style.zIndex = '390';
-  // Device markers on a canvas above the lines: the pane ignores the pointer (style.css),
-  // so a click or hover reaches the segment underneath.
-  map.createPane('devices').style.zIndex = '450';
-  // Operations' icons above the devices, below the alert markers (the marker pane, 600).
+  // The white edge of the hovered segment, under its line.
+  map.createPane('hover').style.zIndex = '395';
+  // Operations' icons above the segments, below the alert markers (the marker pane, 600).
   map.createPane('operations').style.zIndex = '560';
-  deviceRenderer = L.canvas({ padding: 0.2, pane: 'devices' });
   segLayer = segmentLayer({ pane: 'segments', style: segStyle }).addTo(map);
   map.setView([43.7731, 11.256], 14);
   wireSegmentPointer();
@@ -61,7 +60,8 @@ export function initMap(handlers) {
     if (id) onSegmentClick(id);
     else handlers.onBackground();
   });
-  map.on('zoomend', () => { restyleAll(); updateLabels(); });
+  // The segments are drawn anew at the moveend that follows (app/segcanvas.js).
+  map.on('zoomend', () => { updateLabels(); });
   map.on('moveend', () => { updateLabels(); onViewChanged(); });
 }
 
@@ -142,16 +142,25 @@ async function loadContext() {
   updateLabels();
 }
 
+/** What the names were last placed for: zoom, language, type size. */
+let labelsFor = '';
 /**
  * Landmark names in the chosen language; minor ones only when zoomed in, and a name that
- * would overlap one already placed (in rank order) is left out.
+ * would overlap one already placed (in rank order) is left out. Placed anew only when the
+ * zoom, the language or the type size changed (a pan moves them all alike), and measured
+ * all at once after they are written (one layout, not one per name).
  */
 export function updateLabels() {
   if (!labelLayer) return;
   const z = map.getZoom();
-  /** @type {DOMRect[]} */
-  const placed = [];
+  const pad = rem() * 0.2;
+  const key = `${z}|${lang()}|${pad}`;
+  if (key === labelsFor) return;
   const layers = /** @type {any[]} */ (labelLayer.getLayers()).sort((a, b) => (a.feature.properties.rank ?? 1) - (b.feature.properties.rank ?? 1));
+  /** @type {HTMLElement[]} */
+  const spans = [];
+  // Not placed for good while a marker has no element yet.
+  labelsFor = layers.every((m) => m.getElement()) ? key : '';
   for (const m of layers) {
     const p = m.feature.properties || {};
     const el = m.getElement();
@@ -161,14 +170,16 @@ export function updateLabels() {
     const span = document.createElement('span');
     span.textContent = (lang() === 'it' ? p.name_it : p.name_en) || p.name || '';
     el.append(span);
-    const box = span.getBoundingClientRect();
-    const pad = rem() * 0.2;
-    if (placed.some((b) => box.left - pad < b.right && box.right + pad > b.left && box.top - pad < b.bottom && box.bottom + pad > b.top)) {
-      span.remove();
-    } else {
-      placed.push(box);
-    }
+    spans.push(span);
   }
+  const boxes = spans.map((span) => span.getBoundingClientRect());
+  /** @type {DOMRect[]} */
+  const placed = [];
+  spans.forEach((span, i) => {
+    const box = boxes[i];
+    if (placed.some((b) => box.left - pad < b.right && box.right + pad > b.left && box.top - pad < b.bottom && box.bottom + pad > b.top)) span.remove();
+    else placed.push(box);
+  });
 }
 
 /** The road segments' canvas layer (app/segcanvas.js). @type {any} */
@@ -177,7 +188,12 @@ let segLayer = null;
 let tooltip = null;
 
 /** The segments as the canvas draws them: the palette and widths of the moment. */
-const segStyle = () => ({ colour: COLOUR, width: lineWeight(), widthFactor, outline: '#000', hover: cssVar('--highlight') || '#fff' });
+const segStyle = () => ({
+  colour: COLOUR, width: lineWeight(), widthFactor, outline: '#000',
+  devOn: cssVar('--dev-on'), devRing: cssVar('--dev-ring'), devOff: cssVar('--dev-off'), devRadius: deviceRadius(),
+});
+/** Device dots grow with the type, between 3 and 7 px. */
+const deviceRadius = () => Math.min(7, Math.max(3, rem() * 0.28));
 
 /** Hover and click on the canvas: the nearest segment within reach of the pointer. */
 function wireSegmentPointer() {
@@ -210,11 +226,12 @@ function hoverAt(e) {
   const id = e ? segLayer.hit(e.containerPoint) : null;
   const container = map.getContainer();
   container.classList.toggle('on-segment', id !== null);
+  const seg = id ? state.segments.get(id) : null;
   if (id !== segLayer.hover) {
     segLayer.hover = id;
-    segLayer.redraw();
+    hoverLine?.remove();
+    hoverLine = seg ? L.polyline(seg.parts, { pane: 'hover', color: cssVar('--highlight') || '#fff', opacity: 0.9, weight: segLayer.zoomWidth() * widthFactor(seg.los) + 6, lineCap: 'butt', lineJoin: 'miter', interactive: false }).addTo(map) : null;
   }
-  const seg = id ? state.segments.get(id) : null;
   if (!seg) {
     if (tooltip) { tooltip.remove(); tooltip = null; }
     return;
@@ -256,6 +273,7 @@ export function mergeSegments(collection, zoom) {
     const geo = toDrawable(parts);
     if (known) {
       Object.assign(known.draw, geo);
+      segLayer.put(known.draw);
       known.parts = parts;
       known.coords = coords;
       known.zoom = zoom;
@@ -266,7 +284,7 @@ export function mergeSegments(collection, zoom) {
     /** @type {import('./state.js').Segment} */
     const seg = { id, props: p, coords, parts, zoom, draw: { id, ...geo, los: null, op: null }, speeds: new Map(), window: windowOf(p), los: null, styled: false, mid: coords[Math.floor(coords.length / 2)] };
     state.segments.set(id, seg);
-    segLayer.items.set(id, seg.draw);
+    segLayer.put(seg.draw);
     dirty.segments.add(id);
   }
   segLayer.redraw();
@@ -424,30 +442,34 @@ export function segmentStyle(id) {
   const w = segLayer.zoomWidth();
   return { los: seg.los, colour: COLOUR[seg.los ?? 'none'] || COLOUR.none, width: seg.draw.op?.closes ? w * 1.2 : w * widthFactor(seg.los), operation: seg.draw.op };
 }
-function restyleAll() {
-  segLayer.redraw();
-}
 
-/** @param {Record<string, any>[]} rows devices with their positions (GET /api/v1/map/devices) */
+/**
+ * The devices with a position, as dots on the segment canvas (they take no pointer: a
+ * click or hover reaches the segment underneath).
+ * @param {Record<string, any>[]} rows devices with their positions (GET /api/v1/map/devices)
+ */
 export function drawDevices(rows) {
   const last = new Map([...state.devices.values()].map((d) => [d.id, d.last]));
-  for (const d of state.devices.values()) d.marker?.remove();
   state.devices.clear();
-  const r = Math.min(7, Math.max(3, rem() * 0.28));
+  /** @type {number[]} */
+  const xy = [];
   for (const rec of rows) {
     /** @type {import('./state.js').Device} */
-    const dev = { id: rec.id, kind: rec.kind, segment: rec.segment ?? null, lat: rec.lat ?? null, lon: rec.lon ?? null, last: Math.max(rec.last_seen ?? 0, last.get(rec.id) ?? 0), online: null, marker: null };
+    const dev = { id: rec.id, kind: rec.kind, segment: rec.segment ?? null, lat: rec.lat ?? null, lon: rec.lon ?? null, last: Math.max(rec.last_seen ?? 0, last.get(rec.id) ?? 0), online: null, dot: null };
     if (dev.lat !== null && dev.lon !== null) {
-      dev.marker = L.circleMarker([dev.lat, dev.lon], { renderer: deviceRenderer, radius: r, weight: 2, color: cssVar('--dev-ring'), fillColor: cssVar('--dev-on'), fillOpacity: 1, interactive: false }).addTo(map);
+      dev.dot = xy.length / 2;
+      xy.push(...mercator(dev.lon, dev.lat));
     }
     state.devices.set(dev.id, dev);
   }
+  // Drawn online until the first tick knows better, as before any reading.
+  segLayer.setDevices(Float64Array.from(xy), new Uint8Array(xy.length / 2).fill(1));
   dirty.devices = true;
 }
 
 /** Online devices as dark dots ringed in white, offline ones as hollow magenta rings (a shape, not only a colour). */
 export function styleDevice(/** @type {import('./state.js').Device} */ d) {
-  d.marker?.setStyle(d.online ? { fillColor: cssVar('--dev-on'), fillOpacity: 1, color: cssVar('--dev-ring'), weight: 2 } : { fillOpacity: 0, color: cssVar('--dev-off'), weight: 3 });
+  if (d.dot !== null) segLayer.deviceLook(d.dot, d.online ? 1 : 0);
 }
 
 /** Where an alert sits on the map: its segment's middle or its device. @param {import('./state.js').Alert} a @returns {[number, number] | null} */

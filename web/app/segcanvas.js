@@ -5,14 +5,28 @@
 // the pointer is hit-tested here (nearest segment within a finger's reach), so the map
 // still answers clicks and hovers on a line.
 //
+// The drawing itself (app/segdraw.js) runs in a worker on OffscreenCanvases where the
+// browser has them, so rasterising a city at 4K never holds the page's main thread; this
+// layer keeps the geometry for hit-testing, tells the drawing what changed, and places the
+// canvas it shows. Two canvases: a whole drawing is made in the hidden one and shown when
+// done, at the place it was drawn for, so the map never shows a half-made or misplaced
+// drawing; a segment whose grade changes is painted over on the canvas shown.
+//
 // Layers, bottom to top: road operations' casing (black and white barrier stripes, a
 // channel no Level-of-Service colour uses), the dark outline, the LOS colour at its
-// width (E and F wider), and a white edge around the segment under the pointer.
+// width (E and F wider), the device dots. The white edge of the segment under the
+// pointer is a line of its own under the canvas (map.js).
 
 /**
- * @typedef {{id: string, u: Float64Array[], box: [number, number, number, number], los: string | null, op: {closes: boolean} | null}} Drawable
- *   u: each part's points as x0, y0, x1, y1, … in normalised Web Mercator; box: minX, minY, maxX, maxY.
+ * @typedef {{id: string, idx?: number, u: Float64Array[], box: [number, number, number, number], los: string | null, op: {closes: boolean} | null}} Drawable
+ *   u: each part's points as x0, y0, x1, y1, … in normalised Web Mercator; box: minX, minY, maxX, maxY;
+ *   idx: its number in the drawing (given by the layer).
+ * @typedef {{colour: Record<string, string>, width: number, widthFactor: (los: string | null) => number, outline: string, devOn: string, devRing: string, devOff: string, devRadius: number}} LayerStyle
+ * @typedef {{origin: any, center: any, zoom: number, pixelOrigin: any, span: any, frame: import('./segdraw.js').Frame}} View
+ *   where a drawing is placed (layer point of its top left, and the map's state it was made for).
  */
+
+import { Renderer, OP, CLOSES, GRADE_CODES } from './segdraw.js';
 
 const MAX_LAT = 85.0511287798;
 
@@ -58,10 +72,16 @@ function dist2(/** @type {number} */ px, /** @type {number} */ py, /** @type {nu
   return x * x + y * y;
 }
 
+/** A segment's style byte for the drawing (app/segdraw.js). @param {Drawable} d */
+function codeOf(d) {
+  if (d.op) return OP | (d.op.closes ? CLOSES : 0) | Math.max(0, GRADE_CODES.indexOf(d.los ?? 'none'));
+  return Math.max(0, GRADE_CODES.indexOf(d.los ?? 'none'));
+}
+
 /**
  * The layer. `style()` gives the colours and the base line width of the moment (they follow
  * the palette in style.css and the type size of wall mode).
- * @param {{pane: string, style: () => {colour: Record<string, string>, width: number, widthFactor: (los: string | null) => number, outline: string, hover: string}}} options
+ * @param {{pane: string, style: () => LayerStyle}} options
  */
 export function segmentLayer(options) {
   const Layer = L.Layer.extend({
@@ -70,6 +90,13 @@ export function segmentLayer(options) {
     initialize() {
       /** @type {Map<string, Drawable>} */
       this.items = new Map();
+      /** @type {Drawable[]} by idx */
+      this.list = [];
+      /** @type {Set<number>} segments whose geometry the drawing has not had yet */
+      this.geomQueue = new Set();
+      /** @type {{xy: Float64Array, look: Uint8Array} | null} */
+      this.devices = null;
+      this.devicesSent = true;
       /** @type {string | null} */
       this.hover = null;
       this.queued = false;
@@ -77,73 +104,234 @@ export function segmentLayer(options) {
       /** @type {[Drawable, string | null][]} segments whose grade changed since the last painting */
       this.changed = [];
       this.paintQueued = false;
-      /** @type {any} the full drawing that settles widths after repaints */
+      /** @type {any} the whole drawing that settles widths after repaints */
       this.settle = null;
+      this.seq = 0;
+      /** @type {{seq: number, target: number, view: View} | null} the whole drawing being made */
+      this.inFlight = null;
+      this.wanted = false;
+      /** @type {View | null} the view to draw for */
+      this.want = null;
+      /** @type {View | null} the view of the drawing shown */
+      this.view = null;
+      this.shown = -1;
+      this.base = 0;
+      /** @type {Map<number, (rgba: number[]) => void>} */
+      this.pixelAsks = new Map();
+      this.asks = 0;
+      /** @type {((m: any, transfer?: Transferable[]) => void) | null} */
+      this.send = null;
+      /** @type {Worker | null} */
+      this.worker = null;
+      /** 'worker' or 'page': where the drawing runs */
+      this.mode = '';
     },
 
     onAdd() {
-      this.canvas = L.DomUtil.create('canvas', 'sccr-segments leaflet-zoom-animated');
-      this.canvas.dataset.layer = 'segments';
-      this.getPane().appendChild(this.canvas);
-      this.ctx = this.canvas.getContext('2d');
+      this.start(typeof OffscreenCanvas !== 'undefined' && typeof Worker !== 'undefined');
       this.reset();
     },
-    onRemove() { L.DomUtil.remove(this.canvas); },
+    onRemove() {
+      this.worker?.terminate();
+      this.worker = null;
+      this.send = null;
+      for (const c of this.canvases) L.DomUtil.remove(c);
+    },
     getEvents() {
       return { viewreset: this.reset, zoom: this.onZoom, moveend: this.reset, zoomanim: this.animateZoom, resize: this.reset };
     },
 
-    // Zoom animation and pinch: scale the last drawing as Leaflet's own renderers do, and
+    /** Two canvases and their drawing: in a worker, or in the page (no OffscreenCanvas, or the worker failed). @param {boolean} inWorker */
+    start(inWorker) {
+      for (const c of this.canvases || []) L.DomUtil.remove(c);
+      this.canvases = [0, 1].map(() => {
+        const c = L.DomUtil.create('canvas', 'sccr-segments leaflet-zoom-animated');
+        c.dataset.layer = 'segments';
+        c.style.visibility = 'hidden';
+        this.getPane().appendChild(c);
+        return c;
+      });
+      this.shown = -1;
+      this.view = null;
+      this.inFlight = null;
+      this.geomQueue = new Set(this.list.map((d) => /** @type {number} */ (d.idx)));
+      this.devicesSent = false;
+      if (inWorker) {
+        try {
+          const worker = new Worker(new URL('./segworker.js', import.meta.url), { type: 'module' });
+          const off = this.canvases.map((c) => c.transferControlToOffscreen());
+          worker.onmessage = (e) => this.onRendered(e.data);
+          // A worker that cannot start (an old server without the file): draw in the page.
+          worker.onerror = (e) => {
+            console.warn('segment drawing worker', e.message || e);
+            worker.terminate();
+            if (this.worker === worker) { this.worker = null; this.start(false); this.reset(); }
+          };
+          worker.postMessage({ type: 'init', canvases: off }, off);
+          this.worker = worker;
+          this.send = (m, transfer) => worker.postMessage(m, transfer || []);
+          this.mode = 'worker';
+          return;
+        } catch (e) {
+          console.warn('segment drawing worker', e);
+          this.start(false);
+          return;
+        }
+      }
+      const renderer = new Renderer((m) => this.onRendered(m));
+      renderer.handle({ type: 'init', canvases: this.canvases });
+      this.send = (m) => { Promise.resolve().then(() => renderer.handle(m)); };
+      this.mode = 'page';
+    },
+
+    // Zoom animation and pinch: scale the drawing shown as Leaflet's own renderers do, and
     // draw anew once the map has settled.
     animateZoom(/** @type {any} */ ev) { this.transform(ev.center, ev.zoom); },
     onZoom() { this.transform(this._map.getCenter(), this._map.getZoom()); },
     transform(/** @type {any} */ center, /** @type {number} */ zoom) {
-      if (!this.origin) return;
+      const v = this.view;
+      if (!v || this.shown < 0) return;
       const map = this._map;
-      const scale = map.getZoomScale(zoom, this.zoom);
+      const scale = map.getZoomScale(zoom, v.zoom);
       const half = map.getSize().multiplyBy(0.5 + this.options.padding);
-      const offset = half.multiplyBy(-scale).add(map.project(this.center, zoom)).subtract(map._getNewPixelOrigin(center, zoom));
-      if (L.Browser.any3d) L.DomUtil.setTransform(this.canvas, offset, scale);
-      else L.DomUtil.setPosition(this.canvas, offset);
+      const offset = half.multiplyBy(-scale).add(map.project(v.center, zoom)).subtract(map._getNewPixelOrigin(center, zoom));
+      const c = this.canvases[this.shown];
+      if (L.Browser.any3d) L.DomUtil.setTransform(c, offset, scale);
+      else L.DomUtil.setPosition(c, offset);
     },
 
+    /** The map settled (or resized): a whole drawing for the view. */
     reset() {
       const map = this._map;
       if (!map) return;
       const p = this.options.padding;
       const size = map.getSize();
-      const min = map.containerPointToLayerPoint(size.multiplyBy(-p)).round();
+      const origin = map.containerPointToLayerPoint(size.multiplyBy(-p)).round();
       const span = size.multiplyBy(1 + p * 2).round();
-      this.center = map.getCenter();
-      this.zoom = map.getZoom();
-      this.origin = min;
-      L.DomUtil.setPosition(this.canvas, min);
+      const zoom = map.getZoom();
+      const scale = map.options.crs.scale(zoom);
+      const pixelOrigin = map.getPixelOrigin();
+      const tl = origin.add(pixelOrigin);
       const dpr = Math.min(2, window.devicePixelRatio || 1);
-      this.dpr = dpr;
-      this.canvas.width = Math.round(span.x * dpr);
-      this.canvas.height = Math.round(span.y * dpr);
-      this.canvas.style.width = `${span.x}px`;
-      this.canvas.style.height = `${span.y}px`;
-      this.draw();
+      this.want = { origin, center: map.getCenter(), zoom, pixelOrigin, span, frame: { scale, x0: tl.x / scale, y0: tl.y / scale, w: span.x, h: span.y, dpr } };
+      this.requestDraw();
     },
 
     /** Redraw at the next animation frame (styles changed); several requests make one drawing. */
     redraw() {
       if (this.queued || !this._map) return;
       this.queued = true;
-      requestAnimationFrame(() => { this.queued = false; this.draw(); });
+      requestAnimationFrame(() => { this.queued = false; this.requestDraw(); });
+    },
+
+    /** A segment is new or has finer geometry. @param {Drawable} d */
+    put(d) {
+      if (d.idx === undefined) {
+        d.idx = this.list.length;
+        this.list.push(d);
+        this.items.set(d.id, d);
+      }
+      this.geomQueue.add(d.idx);
+    },
+
+    /** The device dots: positions (normalised x, y each) and looks (1 online, 0 offline). @param {Float64Array} xy @param {Uint8Array} look */
+    setDevices(xy, look) {
+      this.devices = { xy, look };
+      this.devicesSent = false;
+      this.redraw();
+    },
+    /** A device's look changed (online 1, offline 0). @param {number} i @param {number} look */
+    deviceLook(i, look) {
+      if (!this.devices || this.devices.look[i] === look) return;
+      this.devices.look[i] = look;
+      this.devicesSent = false;
+      this.redraw();
+    },
+
+    /** Send the drawing what it has not had: geometry, devices. */
+    flush() {
+      if (!this.send) return;
+      if (this.geomQueue.size) {
+        const items = [...this.geomQueue].map((idx) => { const d = this.list[idx]; return [idx, d.u, d.box]; });
+        this.geomQueue.clear();
+        this.send({ type: 'geom', items });
+      }
+      if (!this.devicesSent && this.devices) {
+        this.devicesSent = true;
+        this.send({ type: 'devices', xy: this.devices.xy.slice(), look: this.devices.look.slice() });
+      }
+    },
+
+    /** The styles the drawing needs: colours and width factors by grade code. */
+    drawStyle() {
+      const st = options.style();
+      return {
+        colour: GRADE_CODES.map((g) => st.colour[g] || st.colour.none),
+        widthFactor: GRADE_CODES.map((g) => (g === 'none' ? 1 : st.widthFactor(g))),
+        width: st.width, outline: st.outline, devOn: st.devOn, devRing: st.devRing, devOff: st.devOff, devRadius: st.devRadius,
+      };
+    },
+
+    /** A whole drawing for the wanted view, in the canvas not shown (one at a time; the last request wins). */
+    requestDraw() {
+      if (!this.want || !this.send) return;
+      if (this.inFlight) { this.wanted = true; return; }
+      this.flush();
+      if (this.settle) { clearTimeout(this.settle); this.settle = null; }
+      this.changed = [];
+      const styles = new Uint8Array(this.list.length);
+      for (let i = 0; i < this.list.length; i += 1) styles[i] = codeOf(this.list[i]);
+      const target = this.shown === 0 ? 1 : 0;
+      this.seq += 1;
+      this.inFlight = { seq: this.seq, target, view: this.want };
+      this.send({ type: 'draw', seq: this.seq, target, frame: this.want.frame, styles, style: this.drawStyle() }, [styles.buffer]);
+    },
+
+    /** @param {any} m a message of the drawing */
+    onRendered(m) {
+      if (m.type === 'drawn') {
+        const f = this.inFlight;
+        if (!f || f.seq !== m.seq) return;
+        this.inFlight = null;
+        this.stats.draws += 1;
+        this.stats.lastMs = m.ms;
+        this.stats.totalMs += m.ms;
+        this.stats.drawn = m.drawn;
+        const map = this._map;
+        // Shown only where it still fits: same zoom and pixel origin, no zoom under way.
+        if (map && !map._animatingZoom && map.getZoom() === f.view.zoom && map.getPixelOrigin().equals(f.view.pixelOrigin)) {
+          const c = this.canvases[f.target];
+          L.DomUtil.setPosition(c, f.view.origin);
+          c.style.width = `${f.view.span.x}px`;
+          c.style.height = `${f.view.span.y}px`;
+          c.style.visibility = 'visible';
+          if (this.shown >= 0 && this.shown !== f.target) this.canvases[this.shown].style.visibility = 'hidden';
+          this.shown = f.target;
+          this.view = f.view;
+          this.base = m.base;
+        } else if (f.view !== this.want) {
+          this.wanted = true;
+        }
+        if (this.wanted) { this.wanted = false; this.requestDraw(); }
+      } else if (m.type === 'painted') {
+        this.stats.repaints += 1;
+        this.stats.repaintMs += m.ms;
+      } else if (m.type === 'pixel') {
+        this.pixelAsks.get(m.id)?.(m.rgba);
+        this.pixelAsks.delete(m.id);
+      }
     },
 
     /**
      * A segment's grade changed: paint it over in its new colour at the next frame, without
-     * drawing the whole city again (a full drawing of 25,000 segments costs the rasteriser
+     * drawing the whole city again (a whole drawing of 25,000 segments costs the rasteriser
      * far more than the script). The line is painted at least as wide as it was, so no edge
-     * of the old colour stays; widths settle at the next full drawing, within 5 s or at
-     * the end of a move. A segment with an operation's stripes is left to the full drawing.
+     * of the old colour stays; widths settle at the next whole drawing, within 5 s or at
+     * the end of a move. A segment with an operation's stripes is left to the whole drawing.
      * @param {Drawable} d @param {string | null} before its grade before
      */
     restyle(d, before) {
-      if (!this._map || this.queued) return;
+      if (!this._map) return;
       if (d.op) { this.redraw(); return; }
       this.changed.push([d, before]);
       if (!this.paintQueued) {
@@ -156,171 +344,22 @@ export function segmentLayer(options) {
     paintChanged() {
       const list = this.changed;
       this.changed = [];
-      if (this.queued || !this.ctx || !list.length) return;
-      const started = performance.now();
-      const ctx = this.ctx;
-      const { scale, x0, y0 } = this.frame();
-      const x1 = x0 + this.canvas.width / this.dpr / scale;
-      const y1 = y0 + this.canvas.height / this.dpr / scale;
-      const st = options.style();
-      const base = this.zoomWidth();
-      /** @type {Map<string, Drawable[]>} */
-      const groups = new Map();
-      for (const [d, before] of list) {
-        const b = d.box;
-        if (b[2] < x0 || b[0] > x1 || b[3] < y0 || b[1] > y1) continue;
-        const g = d.los ?? 'none';
-        const f = Math.max(g === 'none' ? 1 : st.widthFactor(g), before === null ? 1 : st.widthFactor(before));
-        const key = `${g}|${f}`;
-        let group = groups.get(key);
-        if (!group) groups.set(key, (group = []));
-        group.push(d);
-      }
-      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-      ctx.lineJoin = 'miter';
-      ctx.lineCap = 'butt';
-      for (const [key, group] of groups) {
-        const [g, f] = key.split('|');
-        ctx.beginPath();
-        for (const d of group) {
-          for (const a of d.u) {
-            ctx.moveTo((a[0] - x0) * scale, (a[1] - y0) * scale);
-            for (let i = 2; i < a.length; i += 2) ctx.lineTo((a[i] - x0) * scale, (a[i + 1] - y0) * scale);
-          }
-        }
-        ctx.strokeStyle = st.colour[g] || st.colour.none;
-        ctx.lineWidth = base * Number(f);
-        ctx.stroke();
-      }
-      this.stats.repaints += 1;
-      this.stats.repaintMs += performance.now() - started;
+      if (!list.length || !this.send) return;
+      this.flush();
+      const a = new Int32Array(list.length * 3);
+      list.forEach(([d, before], i) => {
+        a[3 * i] = /** @type {number} */ (d.idx);
+        a[3 * i + 1] = codeOf(d);
+        a[3 * i + 2] = Math.max(0, GRADE_CODES.indexOf(before ?? 'none'));
+      });
+      // The canvas shown and the one being drawn for (its styles were taken before).
+      const targets = [this.shown, this.inFlight?.target ?? -1].filter((t) => t >= 0);
+      this.send({ type: 'paint', list: a, targets }, [a.buffer]);
     },
 
-    /** Pixels per normalised unit at the drawn zoom, and the normalised point at the canvas's top left. */
-    frame() {
-      const map = this._map;
-      const scale = map.options.crs.scale(this.zoom);
-      const tl = this.origin.add(map.getPixelOrigin());
-      return { scale, x0: tl.x / scale, y0: tl.y / scale };
-    },
-
-    /** The base line width of the last drawing (see draw). */
+    /** The base line width of the drawing shown (lines thin out where the network is dense). */
     zoomWidth() {
       return this.base || options.style().width;
-    },
-
-    draw() {
-      if (!this.ctx || !this._map) return;
-      this.changed = [];
-      if (this.settle) { clearTimeout(this.settle); this.settle = null; }
-      const started = performance.now();
-      const ctx = this.ctx;
-      const { scale, x0, y0 } = this.frame();
-      const w = this.canvas.width / this.dpr;
-      const h = this.canvas.height / this.dpr;
-      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-      ctx.clearRect(0, 0, w, h);
-      const x1 = x0 + w / scale;
-      const y1 = y0 + h / scale;
-      const st = options.style();
-      /** @type {Map<string, Drawable[]>} */
-      const byGrade = new Map();
-      /** @type {Drawable[]} */
-      const ops = [];
-      /** @type {Drawable[]} */
-      const visible = [];
-      // A segment shorter than a third of a pixel is drawn as part of its neighbours' blur.
-      const tiny = 0.35 / scale;
-      for (const d of this.items.values()) {
-        const b = d.box;
-        if (b[2] < x0 || b[0] > x1 || b[3] < y0 || b[1] > y1) continue;
-        if (b[2] - b[0] < tiny && b[3] - b[1] < tiny && !d.op) continue;
-        visible.push(d);
-        const g = d.op?.closes ? 'closed' : d.los ?? 'none';
-        let list = byGrade.get(g);
-        if (!list) byGrade.set(g, (list = []));
-        list.push(d);
-        if (d.op) ops.push(d);
-      }
-      // Lines thin out where the network is dense (a whole city in view): about a third of
-      // the mean spacing between the segments in view, never wider than the style's width.
-      const spacing = Math.sqrt((w * h) / Math.max(1, visible.length));
-      const base = Math.max(1, Math.min(st.width, spacing * 0.35));
-      this.base = base;
-      /** @param {Drawable[]} list */
-      const trace = (list) => {
-        ctx.beginPath();
-        for (const d of list) {
-          for (const a of d.u) {
-            ctx.moveTo((a[0] - x0) * scale, (a[1] - y0) * scale);
-            for (let i = 2; i < a.length; i += 2) ctx.lineTo((a[i] - x0) * scale, (a[i + 1] - y0) * scale);
-          }
-        }
-      };
-      // Butt ends and mitred corners: round ones cost the software rasteriser several
-      // times as much at a city's scale, for a difference nobody sees at these widths.
-      ctx.lineJoin = 'miter';
-      // Operations: black and white barrier stripes around the line.
-      if (ops.length) {
-        const cw = base * 2.6 + 4;
-        trace(ops);
-        ctx.lineCap = 'butt';
-        ctx.setLineDash([]);
-        ctx.strokeStyle = '#ffffff';
-        ctx.lineWidth = cw;
-        ctx.stroke();
-        ctx.setLineDash([cw * 0.6, cw * 0.6]);
-        ctx.strokeStyle = '#000000';
-        ctx.stroke();
-        ctx.setLineDash([]);
-      }
-      // The dark outline under every line, so lines read on any basemap; not where the
-      // network is dense (lines thinned), where the lines themselves fill the view and the
-      // outline would double the drawing's cost.
-      if (base >= 2 && base >= st.width) {
-        trace(visible.filter((d) => !d.op));
-        ctx.lineCap = 'butt';
-        ctx.strokeStyle = st.outline;
-        ctx.globalAlpha = 0.7;
-        ctx.lineWidth = base + 3;
-        ctx.stroke();
-        ctx.globalAlpha = 1;
-      }
-      ctx.lineCap = 'butt';
-      for (const [g, list] of byGrade) {
-        trace(list);
-        if (g === 'closed') {
-          // A closed road carries no traffic: dark, with white ticks across.
-          ctx.strokeStyle = '#000000';
-          ctx.lineWidth = base * 1.2;
-          ctx.stroke();
-          ctx.setLineDash([2, base * 1.6]);
-          ctx.lineCap = 'butt';
-          ctx.strokeStyle = '#ffffff';
-          ctx.stroke();
-          ctx.setLineDash([]);
-          continue;
-        }
-        ctx.strokeStyle = st.colour[g] || st.colour.none;
-        ctx.lineWidth = base * (g === 'none' ? 1 : st.widthFactor(g));
-        ctx.stroke();
-      }
-      const hov = this.hover ? this.items.get(this.hover) : null;
-      if (hov) {
-        trace([hov]);
-        ctx.strokeStyle = st.hover;
-        ctx.globalAlpha = 0.9;
-        ctx.lineWidth = base * st.widthFactor(hov.los) + 6;
-        ctx.globalCompositeOperation = 'destination-over';
-        ctx.stroke();
-        ctx.globalCompositeOperation = 'source-over';
-        ctx.globalAlpha = 1;
-      }
-      const ms = performance.now() - started;
-      this.stats.draws += 1;
-      this.stats.lastMs = ms;
-      this.stats.totalMs += ms;
-      this.stats.drawn = visible.length;
     },
 
     /**
@@ -329,7 +368,7 @@ export function segmentLayer(options) {
      * @param {{x: number, y: number}} cp
      */
     hit(cp) {
-      if (!this._map || !this.origin) return null;
+      if (!this._map) return null;
       const map = this._map;
       const scale = map.options.crs.scale(map.getZoom());
       const wp = map.containerPointToLayerPoint(cp).add(map.getPixelOrigin());
@@ -352,12 +391,18 @@ export function segmentLayer(options) {
       return best;
     },
 
-    /** The colour drawn at a point of the page (for tests): [r, g, b, a]. @param {number} x @param {number} y */
+    /** The colour drawn at a point of the page (for tests): [r, g, b, a]. @param {number} x @param {number} y @returns {Promise<number[]>} */
     pixel(x, y) {
-      const r = this.canvas.getBoundingClientRect();
-      const px = Math.round((x - r.left) * (this.canvas.width / r.width));
-      const py = Math.round((y - r.top) * (this.canvas.height / r.height));
-      return [...this.ctx.getImageData(px, py, 1, 1).data];
+      const v = this.view;
+      if (!v || this.shown < 0 || !this.send) return Promise.resolve([0, 0, 0, 0]);
+      const r = this.canvases[this.shown].getBoundingClientRect();
+      const px = Math.round((x - r.left) * ((v.frame.w * v.frame.dpr) / r.width));
+      const py = Math.round((y - r.top) * ((v.frame.h * v.frame.dpr) / r.height));
+      const id = (this.asks += 1);
+      return new Promise((resolve) => {
+        this.pixelAsks.set(id, resolve);
+        /** @type {any} */ (this.send)({ type: 'pixel', id, target: this.shown, x: px, y: py });
+      });
     },
   });
   return new Layer();

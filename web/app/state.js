@@ -8,7 +8,8 @@
  *   styled: boolean, mid: [number, number]}} Segment
  *   coords: the longest part as [lat, lon] points; parts: every part; zoom: the zoom its geometry was simplified for
  *   (Infinity: full detail); draw: its geometry and style on the map's canvas.
- * @typedef {{id: string, kind: string, segment: string | null, lat: number | null, lon: number | null, last: number, online: boolean | null, marker: any}} Device
+ * @typedef {{id: string, kind: string, segment: string | null, lat: number | null, lon: number | null, last: number, online: boolean | null, dot: number | null}} Device
+ *   dot: its number among the dots of the segment canvas (null: no position).
  * @typedef {{id: number, rule: string, severity: string, state: string, active?: boolean, subject?: {device?: string, segment?: string},
  *   message?: string, code?: string, params?: Record<string, any>, raised_at: number, returned_at?: number | null, cleared?: {at: number, by: string | null, note?: string | null} | null,
  *   acknowledged?: {by: string, note?: string | null, at: number} | null, shelved?: {by: string, reason: string, at: number, until: number} | null,
