@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -173,4 +173,24 @@ fn kill_child(child: &mut Option<Child>) {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// `sccr segments import ARGS` into `db_url`, with `config` as the configuration file's text
+/// (written into `dir`).
+pub fn segments_import(dir: &Path, db_url: &str, config: &str, args: &[&str]) -> Output {
+    let path = dir.join("sccr.toml");
+    std::fs::write(&path, config).expect("write the configuration");
+    child_command(&workspace_bin("sccr").expect("the sccr binary"))
+        .args(["segments", "import", "--config"])
+        .arg(&path)
+        .args(args)
+        .env("SCCR_DATABASE__URL", db_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sccr segments import")
+}
+
+/// A child's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -7,27 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use sccr_tests::{child_command, workspace_bin, TempDir, TestDb};
+use sccr_tests::{segments_import, text, TempDir, TestDb};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use telemetry::cadastre::{Crs, Reprojector};
 
 /// `sccr segments import ARGS` on `db` with an empty configuration (all defaults).
 fn import(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
-    let config = dir.join("sccr.toml");
-    std::fs::write(&config, "").unwrap();
-    child_command(&workspace_bin("sccr").unwrap())
-        .args(["segments", "import", "--config"])
-        .arg(&config)
-        .args(args)
-        .env("SCCR_DATABASE__URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    segments_import(dir, &db.url, "", args)
 }
 
 /// A few roads around the Duomo, WGS84, going east; `lat` sets where.

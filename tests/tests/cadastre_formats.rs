@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use sccr_tests::{child_command, workspace_bin, TempDir, TestDb};
+use sccr_tests::{segments_import, text, TempDir, TestDb};
 use shapefile::dbase::{FieldValue, Record, TableWriterBuilder};
 use shapefile::{Point, Polyline};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -31,20 +31,7 @@ const ESRI_MONTE_MARIO: &str = r#"PROJCS["Monte_Mario_Italy_1",GEOGCS["GCS_Monte
 const ESRI_WGS84: &str = r#"GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",6378137.0,298.257223563]],PRIMEM["Greenwich",0.0],UNIT["Degree",0.0174532925199433]]"#;
 
 fn import(dir: &Path, db: &TestDb, args: &[&str]) -> Output {
-    let config = dir.join("sccr.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    child_command(&workspace_bin("sccr").unwrap())
-        .args(["segments", "import", "--config"])
-        .arg(&config)
-        .args(args)
-        .env("SCCR_DATABASE__URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    segments_import(dir, &db.url, CONFIG, args)
 }
 
 /// A road of the fixtures: id (None: missing), name, lanes and its parts in WGS84.
