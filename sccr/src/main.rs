@@ -3,6 +3,7 @@
 mod admin;
 mod alert_sink;
 mod backfill;
+mod baselines;
 mod config;
 mod demo;
 mod export;

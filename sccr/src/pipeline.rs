@@ -375,6 +375,8 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
+    state.baselines =
+        dashboard_api::baselines::BaselineSettings { clock: config.baselines.clock() };
     let mut registry = crate::metrics::registry();
     stages.register(&mut registry);
     state.set_metrics(registry);

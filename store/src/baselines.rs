@@ -33,6 +33,8 @@ pub const SETTLE: i64 = 5 * 60_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LearnSettings {
     pub weeks: u32,
+    /// Slots learned from fewer samples are not stored.
+    pub min_samples: u32,
     pub clock: SlotClock,
     pub floor: SpreadFloor,
     /// Local days not learned from.
@@ -43,8 +45,9 @@ impl LearnSettings {
     /// What the mark records: a change relearns every slot.
     pub fn fingerprint(&self) -> String {
         format!(
-            "v1 weeks={} offset={} floor={} holidays={:?}",
+            "v1 weeks={} min={} offset={} floor={} holidays={:?}",
             self.weeks,
+            self.min_samples,
             self.clock.offset_minutes(),
             self.floor.relative,
             self.holidays
@@ -238,7 +241,10 @@ impl Store {
             .collect();
         let rows = baseline::learn(&means, clock, &exclusions, settings.floor, &|d| {
             segment_of.get(d).cloned().flatten()
-        });
+        })
+        .into_iter()
+        .filter(|r| r.samples >= settings.min_samples)
+        .collect::<Vec<_>>();
         let relearned: Vec<u16> = slots.iter().map(|&s| s as u16).collect();
         report.deleted = self.put_baselines(&rows, &relearned, now).await?;
         self.set_baseline_mark(&BaselineMark { learned_to, settings: fingerprint }).await?;

@@ -193,6 +193,14 @@ pub(super) async fn start_ingest(
         config.database.maintenance_interval,
         shutdown_rx.clone(),
     ));
+    let baselines = config.baselines.enabled.then(|| {
+        tokio::spawn(crate::baselines::run_baseline_refresh(
+            store.clone(),
+            config.baselines.learn_settings(),
+            config.baselines.refresh_interval,
+            shutdown_rx.clone(),
+        ))
+    });
     let ingest_config = IngestConfig {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
@@ -299,6 +307,7 @@ pub(super) async fn start_ingest(
         ("maintenance", maintenance),
         ("registry refresh", registry),
     ])
+    .chain(baselines.map(|b| ("baseline refresh", b)))
     .collect();
     Ok(IngestSide { tasks, commands: command_tx, command_acks, collectors, ingest_metrics })
 }

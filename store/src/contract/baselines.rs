@@ -109,6 +109,7 @@ pub async fn baselines_learn_slots_without_holidays_and_closures(store: &Store) 
 
     let settings = LearnSettings {
         weeks: 3,
+        min_samples: 1,
         clock: SlotClock::default(),
         floor: SpreadFloor { relative: 0.0 },
         holidays: vec![parse_day("2025-12-08").expect("day")],
