@@ -480,19 +480,11 @@ impl Profile {
     }
 }
 
-/// The key of a profile: subject and metric.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProfileKey {
-    pub on: BaselineOn,
-    pub subject: String,
-    pub metric: String,
-}
-
-/// Profiles by subject and metric.
+/// Profiles by subject kind and metric, then subject (looked up without allocating).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Baselines {
     pub clock: SlotClock,
-    pub profiles: HashMap<ProfileKey, Profile>,
+    pub profiles: HashMap<(BaselineOn, String), HashMap<String, Profile>>,
 }
 
 impl Baselines {
@@ -503,8 +495,12 @@ impl Baselines {
     /// Put stored rows in (a later row of a slot replaces an earlier one).
     pub fn extend<'a>(&mut self, rows: impl IntoIterator<Item = &'a BaselineRow>) {
         for r in rows {
-            let key = ProfileKey { on: r.on, subject: r.subject.clone(), metric: r.metric.clone() };
-            self.profiles.entry(key).or_default().set(
+            let by = self.profiles.entry((r.on, r.metric.clone())).or_default();
+            let profile = match by.get_mut(&r.subject) {
+                Some(p) => p,
+                None => by.entry(r.subject.clone()).or_default(),
+            };
+            profile.set(
                 usize::from(r.slot),
                 SlotStat { centre: r.centre, spread: r.spread, samples: r.samples },
             );
@@ -512,17 +508,35 @@ impl Baselines {
     }
 
     pub fn get(&self, on: BaselineOn, subject: &str, metric: &str) -> Option<&Profile> {
-        // A borrowed key would need a second map type; subjects are short.
-        self.profiles.get(&ProfileKey {
-            on,
-            subject: subject.to_owned(),
-            metric: metric.to_owned(),
-        })
+        self.profiles
+            .iter()
+            .find(|((o, m), _)| *o == on && m == metric)
+            .and_then(|(_, by)| by.get(subject))
     }
 
-    /// Heap bytes of the profiles (their slots; the map's own overhead not counted).
+    /// The baseline of a subject's metric at `t`.
+    pub fn expected(
+        &self,
+        on: BaselineOn,
+        subject: &str,
+        metric: &str,
+        t: EventTime,
+    ) -> Option<Expected> {
+        self.get(on, subject, metric)?.at(self.clock, t)
+    }
+
+    /// Profiles held.
+    pub fn len(&self) -> usize {
+        self.profiles.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes of the profiles' slots (the maps' own overhead not counted).
     pub fn slot_bytes(&self) -> usize {
-        self.profiles.len() * Profile::HEAP_BYTES
+        self.len() * Profile::HEAP_BYTES
     }
 }
 

@@ -55,6 +55,8 @@ const TEXT = {
     'alert.air_quality_mean': '{metric} mean over {averaging} is {mean} {unit}, above {limit} {unit}',
     'alert.segment_group': 'More than {over_devices} devices of {segment} within {window}: {rule}',
     'alert.rate_limit_overflow': 'Rule {rule}: more than {per_minute} alerts a minute, further ones folded here',
+    'alert.anomaly_below': '{metric} {value} {unit}, below its usual {centre} {unit} by more than {k} × {spread} {unit} for {for}',
+    'alert.anomaly_above': '{metric} {value} {unit}, above its usual {centre} {unit} by more than {k} × {spread} {unit} for {for}',
     // Stored before message codes existed: the server's own text.
     'alert.legacy': '{message}',
   },
@@ -103,6 +105,8 @@ const TEXT = {
     'alert.air_quality_mean': '{metric}: media su {averaging} di {mean} {unit}, oltre {limit} {unit}',
     'alert.segment_group': 'Più di {over_devices} dispositivi di {segment} in {window}: {rule}',
     'alert.rate_limit_overflow': 'Regola {rule}: più di {per_minute} allarmi al minuto, i successivi raccolti qui',
+    'alert.anomaly_below': '{metric} {value} {unit}, sotto il consueto {centre} {unit} di oltre {k} × {spread} {unit} per {for}',
+    'alert.anomaly_above': '{metric} {value} {unit}, sopra il consueto {centre} {unit} di oltre {k} × {spread} {unit} per {for}',
     'alert.legacy': '{message}',
   },
 };

@@ -168,9 +168,11 @@ pub(super) async fn start_ingest(
         commands: command_rx,
         alerts: sink_tx,
     };
+    let (needs_tx, needs_rx) = watch::channel(stream::BaselineNeeds::new());
     let service = StreamServiceConfig {
         checkpoint_interval: config.stream.state_save_interval,
         checkpoint_lost,
+        baseline_needs: Some(needs_tx),
     };
     let stream =
         tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
@@ -198,6 +200,8 @@ pub(super) async fn start_ingest(
             store.clone(),
             config.baselines.learn_settings(),
             config.baselines.refresh_interval,
+            needs_rx,
+            command_tx.clone(),
             shutdown_rx.clone(),
         ))
     });
