@@ -27,6 +27,7 @@ mod checkpoint_bench;
 mod e2e;
 mod export_bench;
 mod ideal;
+mod intel_bench;
 mod limits;
 mod load;
 mod measure;
@@ -282,6 +283,10 @@ struct Args {
     /// Only the Road Cadastre benchmark (import of 25,000 segments, /api/v1/segments), as JSON.
     #[arg(long)]
     cadastre: bool,
+    /// Only the traffic intelligence benchmark (baselines' cost, anomaly accuracy on the
+    /// simulator), as JSON.
+    #[arg(long)]
+    intel: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -337,6 +342,9 @@ fn main() -> Result<()> {
         }
         if args.cadastre {
             return print_json(&cadastre_bench::run(quick).await?);
+        }
+        if args.intel {
+            return print_json(&intel_bench::run(quick).await?);
         }
         if args.checkpoint {
             // The table goes to stderr, the JSON report to stdout.
