@@ -179,13 +179,16 @@ fn learn(sim: &Sim, end: i64, weeks: i64, clock: SlotClock) -> Vec<BaselineRow> 
     })
 }
 
-/// Raises per rule: (rule, segment, processing time).
+/// Raises as (rule, segment, processing time), readings run, seconds taken.
+type Fortnight = (Vec<(String, String, i64)>, u64, f64);
+
+/// A fortnight through the stream core from `start`, with `incidents` injected.
 fn run_fortnight(
     sim: &Sim,
     baselines: &Arc<Baselines>,
     start: i64,
     incidents: &[Incident],
-) -> Result<(Vec<(String, String, i64)>, u64, f64)> {
+) -> Result<Fortnight> {
     let rules: Vec<Value> = SETTINGS
         .iter()
         .map(|(id, k, clear_k, hold)| {
@@ -284,7 +287,7 @@ pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
         sim.city.incident_segment().map(|s| s.id.to_string()).into_iter().collect();
     // Incidents: at random times of the fortnight on random segments, one at a time per
     // segment with at least an hour between them.
-    let mut rng = Rng(0x1D7E_1);
+    let mut rng = Rng(0x0001_D7E1);
     let wanted = if quick { 60 } else { 200 };
     let mut incidents: Vec<Incident> = Vec::new();
     while incidents.len() < wanted {
@@ -407,7 +410,7 @@ fn memory(quick: bool) -> Value {
 
 /// Learning from PostgreSQL: minute rollups of `detectors` detectors (speed and counts,
 /// two per segment) over `weeks` weeks, a full refresh and a one-slot refresh.
-async fn from_store(quick: bool) -> Result<Value> {
+pub async fn from_store(quick: bool) -> Result<Value> {
     let (detectors, weeks) = if quick { (100, 2) } else { (250, 4) };
     let db = TestDb::create().await?;
     let store = Store::connect(
@@ -438,7 +441,7 @@ async fn from_store(quick: bool) -> Result<Value> {
     )
     .bind(EventTime(from).to_offset_date_time())
     .bind(EventTime(end).to_offset_date_time())
-    .bind(detectors as i32)
+    .bind(detectors)
     .execute(pg.pool())
     .await?;
     let rollup_rows = detectors as i64 * 2 * (end - from) / MINUTE;

@@ -79,7 +79,7 @@ pub struct BaselineMark {
 }
 
 impl Store {
-    /// Per device, metric (of `metrics`) and 15-minute bucket starting in `[from, to)`
+    /// Per registered device, metric (of `metrics`) and 15-minute bucket starting in `[from, to)`
     /// (buckets aligned on UTC quarter hours, which are local ones for every offset
     /// [`SlotClock`] admits), the count and sum of its readings, with the device's segment.
     pub async fn baseline_slot_sums(

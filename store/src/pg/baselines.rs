@@ -31,11 +31,14 @@ impl PgStore {
         metrics: &[String],
     ) -> Result<Vec<DeviceSlotSum>, StoreError> {
         let rows = sqlx::query(
+            // From the registered devices and each metric, so that a narrow range (one slot
+            // of a refresh) is read through the primary key (device, metric, bucket).
             "SELECT r.device, d.segment_id, r.metric,
                     date_bin('15 minutes', r.bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b,
                     sum(r.count)::bigint AS count, sum(r.sum) AS sum
-             FROM rollup_1m r LEFT JOIN devices d ON d.id = r.device
-             WHERE r.bucket >= $1 AND r.bucket < $2 AND r.metric = ANY($3)
+             FROM devices d CROSS JOIN unnest($3::text[]) AS m(metric)
+             JOIN rollup_1m r ON r.device = d.id AND r.metric = m.metric
+             WHERE r.bucket >= $1 AND r.bucket < $2
              GROUP BY 1, 2, 3, 4",
         )
         .bind(ts(from))

@@ -33,7 +33,7 @@ impl SqliteStore {
                 "SELECT r.device, d.segment_id, r.metric,
                         (r.bucket_ms - ((r.bucket_ms % ?4) + ?4) % ?4) AS b,
                         sum(r.count) AS count, sum(r.sum) AS sum
-                 FROM rollup_1m r LEFT JOIN devices d ON d.id = r.device
+                 FROM devices d JOIN rollup_1m r ON r.device = d.id
                  WHERE r.metric = ?3 AND r.bucket_ms >= ?1 AND r.bucket_ms < ?2
                  GROUP BY 1, 2, 3, 4",
             )
