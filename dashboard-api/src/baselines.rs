@@ -50,14 +50,22 @@ pub async fn baselines(
             BaselineOn::Device => DEVICE_METRICS.iter().map(|m| m.as_str()).collect(),
             BaselineOn::Segment => SEGMENT_FIGURES.to_vec(),
         };
-        return Err(ApiError::bad_param(
-            "metric",
-            format!(
-                "no baseline of {metric:?} is learned for a {}; the learned ones are {}",
-                on.as_str(),
-                learned.join(", ")
-            ),
-        ));
+        let message = format!(
+            "no baseline of {metric:?} is learned for a {}; the learned ones are {}",
+            on.as_str(),
+            learned.join(", ")
+        );
+        // A metric learned for the other kind of subject matches the schema's enum: the
+        // parameters contradict each other (422); any other is a bad parameter (400).
+        let other = match on {
+            BaselineOn::Device => BaselineOn::Segment,
+            BaselineOn::Segment => BaselineOn::Device,
+        };
+        return Err(if learned_metric(other, &metric).is_some() {
+            ApiError::bad_combination("metric", message)
+        } else {
+            ApiError::bad_param("metric", message)
+        });
     };
     if from >= to {
         return Err(ApiError::bad_combination("from", "from must be before to"));

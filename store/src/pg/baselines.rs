@@ -8,6 +8,9 @@ use super::{et, ts, PgStore};
 use crate::baselines::{parse_metric, parse_on, BaselineMark};
 use crate::StoreError;
 
+/// Ranges up to this long are read through the primary key (see `baseline_slot_sums`).
+const NARROW_MS: i64 = 6 * 3_600_000;
+
 /// Rows per statement when storing.
 const CHUNK: usize = 10_000;
 
@@ -30,22 +33,31 @@ impl PgStore {
         to: EventTime,
         metrics: &[String],
     ) -> Result<Vec<DeviceSlotSum>, StoreError> {
-        let rows = sqlx::query(
-            // From the registered devices and each metric, so that a narrow range (one slot
-            // of a refresh) is read through the primary key (device, metric, bucket).
+        // A narrow range (one slot of a refresh) is read through the primary key (device,
+        // metric, bucket) from the registered devices and each metric; a wide one (a full
+        // learning) in one pass over the range. The same rows either way.
+        let sql = if to.millis() - from.millis() <= NARROW_MS {
             "SELECT r.device, d.segment_id, r.metric,
                     date_bin('15 minutes', r.bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b,
                     sum(r.count)::bigint AS count, sum(r.sum) AS sum
              FROM devices d CROSS JOIN unnest($3::text[]) AS m(metric)
              JOIN rollup_1m r ON r.device = d.id AND r.metric = m.metric
              WHERE r.bucket >= $1 AND r.bucket < $2
-             GROUP BY 1, 2, 3, 4",
-        )
-        .bind(ts(from))
-        .bind(ts(to))
-        .bind(metrics)
-        .fetch_all(&self.pool)
-        .await?;
+             GROUP BY 1, 2, 3, 4"
+        } else {
+            "SELECT r.device, d.segment_id, r.metric,
+                    date_bin('15 minutes', r.bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b,
+                    sum(r.count)::bigint AS count, sum(r.sum) AS sum
+             FROM rollup_1m r JOIN devices d ON d.id = r.device
+             WHERE r.bucket >= $1 AND r.bucket < $2 AND r.metric = ANY($3)
+             GROUP BY 1, 2, 3, 4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(ts(from))
+            .bind(ts(to))
+            .bind(metrics)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(DeviceSlotSum {
