@@ -27,6 +27,7 @@ mod checkpoint_bench;
 mod e2e;
 mod export_bench;
 mod ideal;
+mod intel_bench;
 mod limits;
 mod load;
 mod measure;
@@ -282,6 +283,17 @@ struct Args {
     /// Only the Road Cadastre benchmark (import of 25,000 segments, /api/v1/segments), as JSON.
     #[arg(long)]
     cadastre: bool,
+    /// Only the traffic intelligence benchmark (baselines' cost, anomaly accuracy on the
+    /// simulator), as JSON.
+    #[arg(long)]
+    intel: bool,
+    /// Only the anomaly accuracy of `--intel`, with this much day-to-day speed variation
+    /// added (a fraction, e.g. 0.25), as JSON.
+    #[arg(long, value_name = "FRACTION")]
+    intel_accuracy: Option<f64>,
+    /// Only the learning from PostgreSQL of `--intel`, as JSON.
+    #[arg(long)]
+    intel_store: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -337,6 +349,15 @@ fn main() -> Result<()> {
         }
         if args.cadastre {
             return print_json(&cadastre_bench::run(quick).await?);
+        }
+        if args.intel_store {
+            return print_json(&intel_bench::from_store(quick).await?);
+        }
+        if let Some(noise) = args.intel_accuracy {
+            return print_json(&intel_bench::accuracy(quick, noise)?);
+        }
+        if args.intel {
+            return print_json(&intel_bench::run(quick).await?);
         }
         if args.checkpoint {
             // The table goes to stderr, the JSON report to stdout.

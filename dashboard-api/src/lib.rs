@@ -6,6 +6,7 @@
 pub mod access;
 pub mod alerts;
 pub mod auth;
+pub mod baselines;
 pub mod basemap;
 pub mod commands;
 pub mod credentials;
@@ -83,6 +84,8 @@ pub struct AppState {
     /// How far from an operation's point a segment may be to be derived from it
     /// (`cadastre.operation_point_distance_m`, docs/operations.md).
     pub operation_point_distance_m: f64,
+    /// The learned baselines' local clock (`[baselines]`).
+    pub baselines: baselines::BaselineSettings,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ impl AppState {
             max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,
             provisioning: links::provisioning::Provisioning::default(),
             operation_point_distance_m: telemetry::cadastre::DEFAULT_OPERATION_POINT_DISTANCE_M,
+            baselines: baselines::BaselineSettings::default(),
         }
     }
 
@@ -237,6 +241,16 @@ pub fn operations() -> Vec<Op> {
             .also_media("application/vnd.apache.parquet")
             .error(404, "The device or road segment does not exist (the error's param names it)")
             .error(406, "Accept names no format this operation produces")
+            .error(422, beyond),
+        Op::new("GET", "/api/v1/baselines", READERS, "telemetry", "Learned time-of-week baseline of a device's metric or a road segment's figure", get(baselines::baselines))
+            .describe("The profile learned from the minute rollups of the last `[baselines] weeks` weeks (docs/baselines.md), expanded over [from, to) into one point per 15-minute bucket aligned as history's step=15m buckets: the slot's median (centre), robust spread (scaled MAD, floored) and samples. A slot not learned (too few samples) has null centre and spread.")
+            .required_query("metric", enumeration(&["vehicle_count", "speed_kmh", "occupancy_pct", "no2_ugm3", "pm10_ugm3", "flow_vph"]), "With device: vehicle_count, speed_kmh, occupancy_pct, no2_ugm3 or pm10_ugm3; with segment: flow_vph, speed_kmh or occupancy_pct")
+            .query("device", device_id(), "A device (or segment; one of them). 404 when it does not exist")
+            .query("segment", segment_id(), "A road segment (404 when it does not exist)")
+            .query("from", time(), "Start (default: a day before to); the bucket holding it is the first point")
+            .query("to", time(), "End, exclusive (default: now); at most 31 days after from")
+            .ok(200, schemas::baselines_answer())
+            .error(404, "The device or road segment does not exist (the error's param names it)")
             .error(422, beyond),
         Op::new("GET", "/api/v1/export/readings", PLANNERS, "telemetry", "Readings or rollups of a time range, streamed (CSV by default)", get(export::readings))
             .describe("Rows ordered by UTC day, metric, time and device, streamed with bounded memory. The answer is an attachment named by its range: sccr-readings-2026-11-01_2026-11-08.parquet for [from, to), with the resolution when not raw (sccr-readings-1h-…) and a time of day (2026-11-01T0830Z) on an end not at 00:00 UTC. A range spans at most 3,660 days.")

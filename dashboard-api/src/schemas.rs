@@ -23,11 +23,12 @@ use crate::openapi::enumeration;
 use admin::{audit_entry, command, dead_letter, delivery, token, webhook};
 use alerts::{alert, alert_event};
 pub use answers::{
-    alert_list, alert_one, alert_with_events, audit_page, catalogue_answer, command_list,
-    command_one, dead_letter_page, dead_letter_reasons, delivery_list, device_credentials,
-    device_decommissioned, device_list, device_one, device_with_latest, error, healthz,
-    history_answer, latest, map_devices, me, readyz, redelivered, rule_answer, rules_answer,
-    segment_answer, token_created, token_list, token_one, wall, webhook_list, webhook_one,
+    alert_list, alert_one, alert_with_events, audit_page, baselines_answer, catalogue_answer,
+    command_list, command_one, dead_letter_page, dead_letter_reasons, delivery_list,
+    device_credentials, device_decommissioned, device_list, device_one, device_with_latest, error,
+    healthz, history_answer, latest, map_devices, me, readyz, redelivered, rule_answer,
+    rules_answer, segment_answer, token_created, token_list, token_one, wall, webhook_list,
+    webhook_one,
 };
 use devices::{
     catalogue, device, device_detail, history, latest_value, mqtt_credentials, segments,

@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 mod access;
 mod alerts;
+mod baselines;
 mod devices;
 mod live_protocol;
 mod live_session;

@@ -399,7 +399,7 @@ pub fn run_api_bus(
                         let _ = done.send(());
                         ControlMessage::RulesChanged
                     }
-                    Some(StreamCommand::Registry(_)) => continue,
+                    Some(StreamCommand::Registry(_) | StreamCommand::Baselines(_)) => continue,
                     None => break,
                 },
                 () = stopped(&mut stop) => break,

@@ -3,6 +3,7 @@
 mod admin;
 mod alert_sink;
 mod backfill;
+mod baselines;
 mod cadastre_files;
 mod config;
 mod demo;

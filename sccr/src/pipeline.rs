@@ -376,6 +376,8 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
     state.operation_point_distance_m = config.cadastre.operation_point_distance_m;
+    state.baselines =
+        dashboard_api::baselines::BaselineSettings { clock: config.baselines.clock() };
     let mut registry = crate::metrics::registry();
     stages.register(&mut registry);
     state.set_metrics(registry);

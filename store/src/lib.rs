@@ -63,6 +63,7 @@ macro_rules! dispatch {
 
 pub mod access;
 pub mod alert;
+pub mod baselines;
 pub mod cadastre;
 pub mod commands;
 #[cfg(any(test, feature = "testing"))]

@@ -39,8 +39,8 @@ pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, Subscription
 pub use los::{speed_ratio, worst_first, LevelOfService, Standing};
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 pub use service::{
-    run_stream, AlertSinkItem, CheckpointChunk, StreamCommand, StreamMetrics, StreamQueues,
-    StreamServiceConfig,
+    run_stream, AlertSinkItem, BaselineNeeds, CheckpointChunk, StreamCommand, StreamMetrics,
+    StreamQueues, StreamServiceConfig,
 };
 pub use stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 pub use window::{Admission, WindowResult, Windows};

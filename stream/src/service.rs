@@ -174,7 +174,13 @@ pub enum StreamCommand {
     },
     /// Replace the alert rules; `done` is answered once the engine runs them.
     SetRules { rules: RuleSet, done: oneshot::Sender<()> },
+    /// The learned baselines the anomaly rules judge against (re-read after a refresh).
+    Baselines(Arc<telemetry::baseline::Baselines>),
 }
+
+/// The baselines the anomaly rules in force need: (subject kind, metric name).
+pub type BaselineNeeds =
+    std::collections::BTreeSet<(telemetry::baseline::BaselineOn, &'static str)>;
 
 /// The driver's own settings.
 #[derive(Debug, Clone)]
@@ -183,11 +189,17 @@ pub struct StreamServiceConfig {
     pub checkpoint_interval: Duration,
     /// Set by the sink when it could not save a checkpoint: the next one is full.
     pub checkpoint_lost: Arc<AtomicBool>,
+    /// Told the baselines the rules need, at start and after every rule change.
+    pub baseline_needs: Option<tokio::sync::watch::Sender<BaselineNeeds>>,
 }
 
 impl Default for StreamServiceConfig {
     fn default() -> Self {
-        Self { checkpoint_interval: Duration::from_secs(30), checkpoint_lost: Arc::default() }
+        Self {
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_lost: Arc::default(),
+            baseline_needs: None,
+        }
     }
 }
 
@@ -200,6 +212,7 @@ pub struct StreamQueues {
 }
 
 struct Driver {
+    baseline_needs: Option<tokio::sync::watch::Sender<BaselineNeeds>>,
     core: StreamCore,
     hub: Arc<LiveHub>,
     alerts: mpsc::Sender<AlertSinkItem>,
@@ -313,8 +326,12 @@ impl Driver {
             }
             StreamCommand::SetRules { rules, done } => {
                 self.core.set_rules(rules, now, out);
+                if let Some(needs) = &self.baseline_needs {
+                    needs.send_replace(self.core.baseline_needs());
+                }
                 let _ = done.send(());
             }
+            StreamCommand::Baselines(baselines) => self.core.set_baselines(baselines),
         }
     }
 }
@@ -336,7 +353,11 @@ pub async fn run_stream(
         metrics,
         checkpoint_lost: config.checkpoint_lost.clone(),
         chunks: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+        baseline_needs: config.baseline_needs.clone(),
     };
+    if let Some(needs) = &driver.baseline_needs {
+        needs.send_replace(driver.core.baseline_needs());
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut checkpoint =

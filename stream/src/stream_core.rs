@@ -118,6 +118,16 @@ impl StreamCore {
     }
 
     /// Replace the alert rules (alerts of removed or changed rules are cleared).
+    /// The learned baselines the anomaly rules judge against.
+    pub fn set_baselines(&mut self, baselines: std::sync::Arc<telemetry::baseline::Baselines>) {
+        self.engine.set_baselines(baselines);
+    }
+
+    /// The baselines the anomaly rules in force need.
+    pub fn baseline_needs(&self) -> crate::service::BaselineNeeds {
+        self.engine.baseline_needs()
+    }
+
     pub fn set_rules(&mut self, rules: RuleSet, now: EventTime, out: &mut Emitted) {
         self.engine.set_rules(rules, now, &mut out.alerts);
     }

@@ -457,6 +457,8 @@ pub enum MessageCode {
     AirQualityMean,
     SegmentGroup,
     RateLimitOverflow,
+    AnomalyBelow,
+    AnomalyAbove,
     /// Stored before message codes existed: show `message`.
     #[default]
     Legacy,
@@ -473,7 +475,7 @@ pub struct MessageSpec {
 }
 
 /// The message catalogue: every code with its parameters and English template.
-pub const MESSAGE_CODES: [MessageSpec; 10] = [
+pub const MESSAGE_CODES: [MessageSpec; 12] = [
     MessageSpec {
         code: MessageCode::ThresholdAbove,
         params: &["subject", "metric", "unit", "limit", "for_s", "value"],
@@ -520,6 +522,16 @@ pub const MESSAGE_CODES: [MessageSpec; 10] = [
         english: "{rule}: more than {per_minute} raises a minute; further raises are folded here",
     },
     MessageSpec {
+        code: MessageCode::AnomalyBelow,
+        params: &["subject", "metric", "unit", "value", "centre", "spread", "k", "for_s"],
+        english: "{subject}: {metric} {value} {unit}, below its usual {centre} {unit} by more than {k} × {spread} {unit} for {for_s} s",
+    },
+    MessageSpec {
+        code: MessageCode::AnomalyAbove,
+        params: &["subject", "metric", "unit", "value", "centre", "spread", "k", "for_s"],
+        english: "{subject}: {metric} {value} {unit}, above its usual {centre} {unit} by more than {k} × {spread} {unit} for {for_s} s",
+    },
+    MessageSpec {
         code: MessageCode::Legacy,
         params: &[],
         english: "(stored before message codes: show the alert's message)",
@@ -538,6 +550,8 @@ impl MessageCode {
             Self::AirQualityMean => "air_quality_mean",
             Self::SegmentGroup => "segment_group",
             Self::RateLimitOverflow => "rate_limit_overflow",
+            Self::AnomalyBelow => "anomaly_below",
+            Self::AnomalyAbove => "anomaly_above",
             Self::Legacy => "legacy",
         }
     }
@@ -547,7 +561,10 @@ impl MessageCode {
     }
 
     pub fn spec(self) -> &'static MessageSpec {
-        MESSAGE_CODES.iter().find(|m| m.code == self).unwrap_or(&MESSAGE_CODES[9])
+        MESSAGE_CODES
+            .iter()
+            .find(|m| m.code == self)
+            .unwrap_or(&MESSAGE_CODES[MESSAGE_CODES.len() - 1])
     }
 }
 

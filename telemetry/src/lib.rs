@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod baseline;
 pub mod cadastre;
 pub mod codec;
 pub mod command;

@@ -58,7 +58,7 @@ async fn timescaledb_meets_the_store_contract() {
         "DROP MATERIALIZED VIEW IF EXISTS rollup_1d CASCADE; DROP MATERIALIZED VIEW IF EXISTS rollup_1h CASCADE;
          DROP TABLE IF EXISTS readings CASCADE; DROP TABLE IF EXISTS rollup_1m CASCADE;
          DROP TABLE IF EXISTS rollup_pending, latest, dead_letters, devices, road_segments, sccr_settings, sccr_migrations CASCADE;
-         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d, retention_horizons, minute_marks CASCADE;
+         DROP TABLE IF EXISTS alert_events, alerts, stream_state, segment_rollup_1h, segment_rollup_1d, retention_horizons, minute_marks, baselines, baseline_state CASCADE;
          DROP SEQUENCE IF EXISTS readings_batch_seq;
          DROP FUNCTION IF EXISTS sccr_ensure_readings_partition(date)",
     )

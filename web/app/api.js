@@ -70,3 +70,5 @@ export async function allRows(path) {
 
 /** @param {Record<string, any>} params */
 export const history = (params) => apiJson(`/api/v1/history?${new URLSearchParams(params)}`);
+/** A learned baseline as 15-minute points (GET /api/v1/baselines). @param {Record<string, any>} params */
+export const baselines = (params) => apiJson(`/api/v1/baselines?${new URLSearchParams(params)}`);

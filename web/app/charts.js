@@ -58,8 +58,9 @@ export const charts = {};
  * @typedef {{label: string, xs: number[], ys: (number | null)[], colour?: string, dash?: number[]}} Series
  *   colour: a CSS variable's name (default: the series palette in order); dash: a dashed line
  * @typedef {{from: number, to: number, label: string, fill: string}} Band a shaded time span with its name at the top
+ * @typedef {{xs: number[], lo: (number | null)[], hi: (number | null)[], label: string}} Envelope the usual range (learned baseline) drawn as a band behind the lines
  * @param {HTMLElement} el container (the chart fills its width; height from the container or aspect)
- * @param {{name: string, metric: string, from: number, to: number, series: Series[], readout: HTMLElement | null, aspect?: number, bands?: Band[]}} spec
+ * @param {{name: string, metric: string, from: number, to: number, series: Series[], readout: HTMLElement | null, aspect?: number, bands?: Band[], envelope?: Envelope | null}} spec
  */
 export function drawChart(el, spec) {
   el.replaceChildren();
@@ -79,6 +80,10 @@ export function drawChart(el, spec) {
       if (v !== null && Number.isFinite(v)) { min = Math.min(min, v); max = Math.max(max, v); }
     });
     data.push(ys);
+  }
+  const env = spec.envelope && spec.envelope.xs.length ? spec.envelope : null;
+  for (const v of env ? [...env.lo, ...env.hi] : []) {
+    if (v !== null && Number.isFinite(v)) { min = Math.min(min, v); max = Math.max(max, v); }
   }
   const range = yRange(spec.metric, Number.isFinite(min) ? min : null, Number.isFinite(max) ? max : null);
   const decimals = metricInfo(spec.metric)?.decimals ?? 1;
@@ -102,22 +107,25 @@ export function drawChart(el, spec) {
     cursor: { drag: { x: true, y: false }, points: { size: fs * 0.7 } },
     hooks: {
       // Shaded spans under the lines, named at the top of the plot.
-      drawClear: [(/** @type {any} */ u) => drawBands(u, spec.bands || [], fs, false)],
+      drawClear: [(/** @type {any} */ u) => { drawBands(u, spec.bands || [], fs, false); if (env) drawEnvelope(u, env); }],
       draw: [(/** @type {any} */ u) => drawBands(u, spec.bands || [], fs, true)],
       setCursor: [(/** @type {any} */ u) => {
         if (!spec.readout) return;
         const i = u.cursor.idx;
         if (i === null || i === undefined) { spec.readout.textContent = ''; return; }
         const parts = [dateTime(u.data[0][i] * 1000)];
+        const usual = env ? envelopeAt(env, u.data[0][i] * 1000) : null;
         spec.series.forEach((s, k) => {
           const v = u.data[k + 1][i];
           if (v !== null && v !== undefined) parts.push(`${spec.series.length > 1 ? `${s.label}: ` : ''}${num(v, decimals)} ${unitOf(spec.metric)}`);
         });
+        if (usual) parts.push(`${env?.label}: ${num(usual[0], decimals)}–${num(usual[1], decimals)}`);
         spec.readout.textContent = parts.join(' · ');
       }],
     },
   };
   const chart = new uPlot(opts, data, el);
+  chart.envelope = env;
   charts[spec.name] = chart;
   const ro = new ResizeObserver(() => {
     const s = size();
@@ -157,6 +165,62 @@ function drawBands(u, bands, fs, labels) {
       ctx.fillRect(x0, top, Math.max(1, px * 0.08), height);
     }
   }
+  ctx.restore();
+}
+
+/** How many robust spreads the band spans on each side of the baseline's centre. */
+export const ENVELOPE_SPREADS = 2;
+
+/**
+ * A baselines answer (GET /api/v1/baselines) as the band centre ± ENVELOPE_SPREADS × spread.
+ * @param {any} b @param {string} label @returns {Envelope}
+ */
+export function envelopeOf(b, label) {
+  const xs = [];
+  const lo = [];
+  const hi = [];
+  for (const p of b.points || []) {
+    xs.push(p.t);
+    const ok = p.centre !== null && p.spread !== null;
+    lo.push(ok ? Math.max(0, p.centre - ENVELOPE_SPREADS * p.spread) : null);
+    hi.push(ok ? p.centre + ENVELOPE_SPREADS * p.spread : null);
+  }
+  return { xs, lo, hi, label };
+}
+
+/** The band's [lo, hi] at time ms (its 15-minute bucket), or null. @param {Envelope} env @param {number} ms */
+function envelopeAt(env, ms) {
+  let k = -1;
+  for (let i = 0; i < env.xs.length && env.xs[i] <= ms; i += 1) k = i;
+  if (k < 0 || ms - env.xs[k] >= 15 * 60_000) return null;
+  const [lo, hi] = [env.lo[k], env.hi[k]];
+  return lo === null || hi === null ? null : [lo, hi];
+}
+
+/** The band behind the lines: one filled run per stretch of learned slots. @param {any} u @param {Envelope} env */
+function drawEnvelope(u, env) {
+  const ctx = u.ctx;
+  const { top, height, left, width } = u.bbox;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  ctx.fillStyle = cssVar('--envelope') || 'rgba(160, 160, 160, 0.22)';
+  const x = (/** @type {number} */ t) => u.valToPos(t / 1000, 'x', true);
+  const y = (/** @type {number} */ v) => u.valToPos(v, 'y', true);
+  let run = [];
+  const flush = () => {
+    if (run.length > 1) {
+      ctx.beginPath();
+      run.forEach((i, n) => (n ? ctx.lineTo(x(env.xs[i]), y(/** @type {number} */ (env.hi[i]))) : ctx.moveTo(x(env.xs[i]), y(/** @type {number} */ (env.hi[i])))));
+      for (let n = run.length - 1; n >= 0; n -= 1) ctx.lineTo(x(env.xs[run[n]]), y(/** @type {number} */ (env.lo[run[n]])));
+      ctx.closePath();
+      ctx.fill();
+    }
+    run = [];
+  };
+  env.xs.forEach((_, i) => { if (env.lo[i] === null || env.hi[i] === null) flush(); else run.push(i); });
+  flush();
   ctx.restore();
 }
 

@@ -1,11 +1,11 @@
 // @ts-check
 // The segment panel: its grade, live figures and the last 24 hours of speed, one line per
 // detector (or the segment's mean, named as such, when it has many).
-import { history } from './api.js';
+import { baselines, history } from './api.js';
 import { t, num, percent, unitOf } from './i18n.js';
 import { COLOUR } from './los.js';
 import { currentSpeed, ratioOf } from './map.js';
-import { drawChart, seriesOf } from './charts.js';
+import { drawChart, envelopeOf, seriesOf } from './charts.js';
 import { state } from './state.js';
 import { $, fromTemplate, slot } from './util.js';
 
@@ -73,9 +73,12 @@ async function loadChart(id) {
       const h = await history({ segment: id, metric: 'speed_kmh', from, to: now, step: 'auto', max_points: points });
       series = [seriesOf(h, t('mean_of', { n: detectors.length || '?' }))];
     }
+    // The segment's usual speed at this time of the week, when learned (docs/baselines.md).
+    const usual = await baselines({ segment: id, metric: 'speed_kmh', from, to: now }).catch(() => null);
     if (state.selected !== id) return;
     chart?.destroy();
-    chart = drawChart(el, { name: 'detail', metric: 'speed_kmh', from, to: now, series, readout: $('detail-readout'), aspect: 0.45 });
+    const envelope = usual && usual.learned_slots > 0 ? envelopeOf(usual, t('usual_range')) : null;
+    chart = drawChart(el, { name: 'detail', metric: 'speed_kmh', from, to: now, series, readout: $('detail-readout'), aspect: 0.45, envelope });
     const legend = $('detail-legend');
     legend.replaceChildren(...series.map((s, i) => {
       const item = fromTemplate('tpl-legend-item');

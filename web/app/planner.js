@@ -2,9 +2,9 @@
 // The planner's screen: any metric of the city, a segment or a device over a range, as a
 // chart and as CSV or Parquet downloads; and a road operation's segments before, during
 // and after it, against the same hours a week earlier, as a chart for a report (PNG).
-import { api, apiJson, history } from './api.js';
+import { api, apiJson, baselines, history } from './api.js';
 import { t, num, percent, metricIds, metricLabel, unitOf, metricInfo, dateTime } from './i18n.js';
-import { drawChart, seriesOf, chartTitle } from './charts.js';
+import { drawChart, envelopeOf, seriesOf, chartTitle } from './charts.js';
 import { impactOf, change, allOperations } from './opsdata.js';
 import { state } from './state.js';
 import { $, cssVar, fromTemplate, slot } from './util.js';
@@ -92,6 +92,21 @@ async function loadComparable() {
   } catch (_) { fetchedComparable = false; }
 }
 
+/** The metrics whose usual range (learned baseline) the planner draws, by subject kind. */
+const USUAL = { device: ['speed_kmh', 'occupancy_pct', 'no2_ugm3', 'pm10_ugm3'], segment: ['speed_kmh', 'occupancy_pct'] };
+
+/**
+ * The learned baseline of the question's subject and metric over its range, or null (a city,
+ * an area, a metric not learned, a range over 31 days, or none learned).
+ * @param {Record<string, any>} q
+ */
+async function usualRange(q) {
+  const kind = $('p-kind').value;
+  const learned = /** @type {Record<string, string[]>} */ (USUAL)[kind];
+  if (!learned || !learned.includes(q.metric) || q.to - q.from > 31 * 86_400_000) return null;
+  return baselines({ [kind]: q[kind], metric: q.metric, from: q.from, to: q.to }).catch(() => null);
+}
+
 let asked = 0;
 export async function show() {
   if ($('p-kind').value === 'operation') { showImpact(); return; }
@@ -101,10 +116,11 @@ export async function show() {
   const q = { ...query(), max_points: Math.max(100, Math.min(5000, Math.round(el.clientWidth / 2))) };
   $('planner-title').textContent = chartTitle(q.metric);
   try {
-    const h = await history(q);
+    const [h, usual] = await Promise.all([history(q), usualRange(q)]);
     if (mine !== asked) return; // a newer question was asked meanwhile
     chart?.destroy();
-    chart = drawChart(el, { name: 'planner', metric: q.metric, from: q.from, to: q.to, series: [seriesOf(h, metricLabel(q.metric))], readout: $('planner-readout') });
+    const envelope = usual && usual.learned_slots > 0 ? envelopeOf(usual, t('usual_range')) : null;
+    chart = drawChart(el, { name: 'planner', metric: q.metric, from: q.from, to: q.to, series: [seriesOf(h, metricLabel(q.metric))], readout: $('planner-readout'), envelope });
     const step = h.step_ms ? `${h.step_ms / 60_000} min` : t('raw');
     $('planner-info').textContent = h.points.length ? t('planner_info', { n: h.points.length, res: h.resolution, step }) : t('planner_none');
   } catch (e) {

@@ -355,6 +355,48 @@ pub fn history_answer() -> Value {
     example(reference("History"), history()["examples"][0].clone())
 }
 
+pub fn baselines_answer() -> Value {
+    let point = object(
+        &["t", "centre", "spread", "samples"],
+        json!({
+            "t": ms("Start of the 15-minute bucket (Unix milliseconds)"),
+            "centre": number_or_null("The slot's median of its weekly means, in the metric's unit; null when the slot is not learned"),
+            "spread": number_or_null("The slot's robust spread (1.4826 × median absolute deviation, floored), same unit; null when not learned"),
+            "samples": count("Weeks the slot was learned from"),
+        }),
+    );
+    example(
+        object(
+            &[
+                "device",
+                "segment",
+                "metric",
+                "from",
+                "to",
+                "step_ms",
+                "utc_offset_minutes",
+                "learned_slots",
+                "points",
+            ],
+            json!({
+                "device": text_or_null("The device, or null for a segment"),
+                "segment": text_or_null("The road segment, or null for a device"),
+                "metric": text("The metric or segment figure"),
+                "from": ms("Start asked (Unix milliseconds)"),
+                "to": ms("End asked, exclusive (Unix milliseconds)"),
+                "step_ms": count("Bucket width: 900000 (15 minutes)"),
+                "utc_offset_minutes": whole("The local time the week's slots follow (minutes east of UTC)"),
+                "learned_slots": count("Slots of the week learned for this subject and metric (0 to 672)"),
+                "points": list(point, "One per 15-minute bucket overlapping [from, to)"),
+            }),
+        ),
+        json!({"device": null, "segment": SEGMENT, "metric": "speed_kmh", "from": T0, "to": T0 + 1_800_000,
+            "step_ms": 900_000, "utc_offset_minutes": 60, "learned_slots": 672,
+            "points": [{"t": T0, "centre": 41.5, "spread": 4.2, "samples": 4},
+                       {"t": T0 + 900_000, "centre": 38.0, "spread": 3.8, "samples": 4}]}),
+    )
+}
+
 pub fn map_devices() -> Value {
     // Positional types (prefixItems) would say more, but OpenAPI tools read them poorly.
     let row = json!({"type": "array", "minItems": 7, "maxItems": 7,

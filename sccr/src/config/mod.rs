@@ -29,6 +29,8 @@ pub struct Config {
     pub ingest: IngestSection,
     pub writer: WriterSection,
     pub stream: StreamSection,
+    /// Learned time-of-week baselines (`telemetry::baseline`).
+    pub baselines: BaselinesSection,
     pub segments: SegmentsSection,
     /// `sccr segments import`: the property mapping and device linking.
     pub cadastre: telemetry::cadastre::CadastreConfig,
@@ -255,6 +257,61 @@ pub struct StreamSection {
     /// How often segments and device→segment links are re-read from the store.
     #[serde(deserialize_with = "duration")]
     pub registry_refresh: Duration,
+}
+
+/// Learned baselines: what they are learned from and how often they are refreshed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselinesSection {
+    pub enabled: bool,
+    /// Weeks of minute rollups each slot is learned from (1..=52).
+    pub weeks: u32,
+    /// Slots learned from fewer samples are not stored (1..=52, at most `weeks`).
+    pub min_samples: u32,
+    /// The spread's relative floor, percent of the centre (0..=100).
+    pub spread_floor_pct: f64,
+    /// Local time east of UTC in minutes, a multiple of 15 (Florence: 60).
+    pub utc_offset_minutes: i32,
+    /// Local days not learned from, `YYYY-MM-DD`.
+    pub holidays: Vec<String>,
+    /// How often closed slots are learned (at least 1m).
+    #[serde(deserialize_with = "duration")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for BaselinesSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            weeks: 4,
+            min_samples: 2,
+            spread_floor_pct: 10.0,
+            utc_offset_minutes: 60,
+            holidays: Vec::new(),
+            refresh_interval: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl BaselinesSection {
+    /// The learning settings (the values validated).
+    pub fn learn_settings(&self) -> store::baselines::LearnSettings {
+        store::baselines::LearnSettings {
+            weeks: self.weeks,
+            min_samples: self.min_samples,
+            clock: self.clock(),
+            floor: telemetry::baseline::SpreadFloor { relative: self.spread_floor_pct / 100.0 },
+            holidays: self
+                .holidays
+                .iter()
+                .filter_map(|d| telemetry::baseline::parse_day(d))
+                .collect(),
+        }
+    }
+
+    pub fn clock(&self) -> telemetry::baseline::SlotClock {
+        telemetry::baseline::SlotClock::new(self.utc_offset_minutes).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

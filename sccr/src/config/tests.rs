@@ -230,7 +230,7 @@ fn one_run_names_every_problem_in_plain_words() {
             // The sections in the order of their names, then the checks of values.
             "database.max_connections: must be a whole number, at least 1, got 1.5",
             "mqt: is not a section (did you mean [mqtt]?); the sections are mqtt, \
-             provisioning, database, retention, api, ingest, writer, stream, segments, cadastre, webhooks, wall, alerts",
+             provisioning, database, retention, api, ingest, writer, stream, baselines, segments, cadastre, webhooks, wall, alerts",
             "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are host, port, \
              client_id, subscription, group, username, password, keep_alive, session_expiry, \
              receive_maximum",
@@ -516,5 +516,31 @@ mod provisioning_tests {
                 && e.contains("none"),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn baselines_section_is_read_and_its_errors_named() {
+    let c = Config::from_toml(
+        "[baselines]\nweeks = 6\nmin_samples = 3\nholidays = [\"2026-12-25\"]\nrefresh_interval = \"5m\"\n",
+        [],
+    )
+    .unwrap();
+    let s = c.baselines.learn_settings();
+    assert_eq!((s.weeks, s.min_samples), (6, 3));
+    assert_eq!(s.holidays, vec![telemetry::baseline::parse_day("2026-12-25").unwrap()]);
+    let list = problems(
+        "[baselines]\nweeks = 0\nmin_samples = 9\nspread_floor_pct = 120.0\nutc_offset_minutes = 7\nholidays = [\"25/12/2026\"]\nrefresh_interval = \"1s\"\n",
+        &[],
+    );
+    for key in [
+        "baselines.weeks",
+        "baselines.min_samples",
+        "baselines.spread_floor_pct",
+        "baselines.utc_offset_minutes",
+        "baselines.holidays[0]",
+        "baselines.refresh_interval",
+    ] {
+        assert!(list.iter().any(|m| m.starts_with(key)), "{key}: {list:?}");
     }
 }

@@ -200,6 +200,35 @@ impl Config {
             "stream.registry_refresh",
             "must be at least 1s",
         );
+        let b = &self.baselines;
+        check((1..=52).contains(&b.weeks), "baselines.weeks", "must be 1..=52");
+        check(
+            b.min_samples >= 1 && b.min_samples <= b.weeks,
+            "baselines.min_samples",
+            "must be at least 1 and at most baselines.weeks",
+        );
+        check(
+            b.spread_floor_pct.is_finite() && (0.0..=100.0).contains(&b.spread_floor_pct),
+            "baselines.spread_floor_pct",
+            "must be 0..=100 (percent of the centre)",
+        );
+        check(
+            telemetry::baseline::SlotClock::new(b.utc_offset_minutes).is_some(),
+            "baselines.utc_offset_minutes",
+            "must be a multiple of 15 from -840 to 840 (Florence: 60)",
+        );
+        for (i, day) in b.holidays.iter().enumerate() {
+            check(
+                telemetry::baseline::parse_day(day).is_some(),
+                &format!("baselines.holidays[{i}]"),
+                &format!("must be a date YYYY-MM-DD, got {day:?}"),
+            );
+        }
+        check(
+            b.refresh_interval >= Duration::from_secs(60),
+            "baselines.refresh_interval",
+            "must be at least 1m",
+        );
         let c = &self.cadastre;
         check(
             c.link_max_distance_m.is_finite() && (1.0..=1_000.0).contains(&c.link_max_distance_m),

@@ -168,9 +168,11 @@ pub(super) async fn start_ingest(
         commands: command_rx,
         alerts: sink_tx,
     };
+    let (needs_tx, needs_rx) = watch::channel(stream::BaselineNeeds::new());
     let service = StreamServiceConfig {
         checkpoint_interval: config.stream.state_save_interval,
         checkpoint_lost,
+        baseline_needs: Some(needs_tx),
     };
     let stream =
         tokio::spawn(run_stream(core, service, hub.clone(), queues, stream_metrics.clone()));
@@ -197,6 +199,16 @@ pub(super) async fn start_ingest(
         config.database.maintenance_interval,
         shutdown_rx.clone(),
     ));
+    let baselines = config.baselines.enabled.then(|| {
+        tokio::spawn(crate::baselines::run_baseline_refresh(
+            store.clone(),
+            config.baselines.learn_settings(),
+            config.baselines.refresh_interval,
+            needs_rx,
+            command_tx.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     let ingest_config = IngestConfig {
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
@@ -303,6 +315,7 @@ pub(super) async fn start_ingest(
         ("maintenance", maintenance),
         ("registry refresh", registry),
     ])
+    .chain(baselines.map(|b| ("baseline refresh", b)))
     .collect();
     Ok(IngestSide { tasks, commands: command_tx, command_acks, collectors, ingest_metrics })
 }

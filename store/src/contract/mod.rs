@@ -7,9 +7,10 @@
 //! retention), `history` (levels, subjects, steps and gaps against a recount), `alerts`
 //! (the lifecycle, alarm states, clears by key, listing), `registry` (segments, devices,
 //! gateways, tokens), `cadastre` (versioned imports, device links, area queries),
-//! `stream_state` and `operations`; [`run_all`] runs them all.
+//! `stream_state`, `operations` and `baselines`; [`run_all`] runs them all.
 
 mod alerts;
+mod baselines;
 mod cadastre;
 mod history;
 mod operations;
@@ -29,6 +30,7 @@ pub use alerts::{
     alert_lifecycle_is_recorded_and_duplicate_raises_are_refused,
     alert_listing_filters_and_pages_by_cursor, automatic_clear_by_key_leaves_other_keys_open,
 };
+pub use baselines::baselines_learn_slots_without_holidays_and_closures;
 pub use cadastre::cadastre_import_is_versioned_and_links_devices;
 pub use history::{
     answers_count_readings_not_yet_rolled_up,
@@ -125,4 +127,5 @@ pub async fn run_all(store: &Store) {
     operations_keep_versions_lifecycle_trail_and_events(store).await;
     operation_lists_filter_and_page_by_cursor(store).await;
     point_and_area_operations_derive_their_segments(store).await;
+    baselines_learn_slots_without_holidays_and_closures(store).await;
 }

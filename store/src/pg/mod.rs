@@ -7,6 +7,7 @@
 
 mod access;
 mod alert;
+mod baselines;
 mod cadastre;
 mod commands;
 pub mod copy;
@@ -132,6 +133,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         17,
         "operations",
         MigrationSql::Common(include_str!("../../migrations/postgres/0017_operations.sql")),
+    ),
+    (
+        19,
+        "baselines",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0019_baselines.sql")),
     ),
 ];
 

@@ -8,6 +8,7 @@
 
 mod access;
 mod alert;
+mod baselines;
 mod cadastre;
 mod commands;
 mod dead_letter_log;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "alarm handling", include_str!("../../migrations/sqlite/0010_alarm_handling.sql")),
     (11, "cadastre", include_str!("../../migrations/sqlite/0011_cadastre.sql")),
     (12, "operations", include_str!("../../migrations/sqlite/0012_operations.sql")),
+    (14, "baselines", include_str!("../../migrations/sqlite/0014_baselines.sql")),
 ];
 
 #[derive(Debug, Clone)]

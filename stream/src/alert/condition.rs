@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use telemetry::EventTime;
 
 use super::rule::{
-    Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule,
+    Deviation, Direction, FlatlineRule, LosRule, MeanLimitRule, OfflineRule, RateOfChangeRule,
     SegmentThresholdRule, ThresholdRule,
 };
 use crate::segment_state::SegmentState;
@@ -199,6 +199,45 @@ impl ThresholdRule {
 impl SegmentThresholdRule {
     pub fn level(&self, v: f64) -> Level {
         against(self.direction, self.level, self.clear, v)
+    }
+}
+
+impl Deviation {
+    /// Where `v` stands against the baseline `expected`; `None` when the slot has fewer
+    /// samples than the rule needs (the sample is skipped).
+    pub fn level(&self, expected: Option<telemetry::baseline::Expected>, v: f64) -> Option<Level> {
+        let e = expected.filter(|e| e.samples >= self.min_samples)?;
+        let (trip, clear) = match self.direction {
+            Direction::Below => (e.centre - self.k * e.spread, e.centre - self.clear_k * e.spread),
+            Direction::Above => (e.centre + self.k * e.spread, e.centre + self.clear_k * e.spread),
+        };
+        Some(against(self.direction, trip, clear, v))
+    }
+}
+
+/// A deviation from the baseline with `for` and hysteresis: a threshold whose levels move
+/// with the time of the week. A sample without a usable baseline is skipped (no step).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyState {
+    timer: HoldTimer,
+}
+
+impl AnomalyState {
+    pub fn on_sample(
+        &mut self,
+        rule: &Deviation,
+        expected: Option<telemetry::baseline::Expected>,
+        t: EventTime,
+        v: f64,
+    ) -> Step {
+        match rule.level(expected, v) {
+            Some(level) => self.timer.step(t, t, t, level, millis(rule.hold), v),
+            None => Step::Quiet,
+        }
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.timer.is_raised()
     }
 }
 
@@ -484,6 +523,25 @@ impl LosState {
         };
         let level = if los >= rule.at_or_worse { Level::Trips } else { Level::Clears };
         self.timer.step(s.start, s.start, s.end, level, millis(rule.hold), speed)
+    }
+
+    /// A segment anomaly on one window, against the segment's baseline at the window's
+    /// middle.
+    pub fn on_deviation(
+        &mut self,
+        rule: &super::rule::SegmentAnomalyRule,
+        expected: Option<telemetry::baseline::Expected>,
+        s: &SegmentState,
+    ) -> Step {
+        let Some(v) = rule.figure.of(s) else {
+            return Step::Quiet;
+        };
+        match rule.deviation.level(expected, v) {
+            Some(level) => {
+                self.timer.step(s.start, s.start, s.end, level, millis(rule.deviation.hold), v)
+            }
+            None => Step::Quiet,
+        }
     }
 
     /// A segment threshold on one window.

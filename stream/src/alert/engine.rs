@@ -163,12 +163,16 @@ pub struct AlertEngine {
     full_checkpoint: bool,
     book: AlertBook,
     clock: Option<EventTime>,
-    edges: Vec<(u16, Step)>,
+    /// Edges of the reading being evaluated, with the baseline of an anomaly's.
+    edges: Vec<(u16, Step, Option<telemetry::baseline::Expected>)>,
     /// Rule index by id.
     rule_index: HashMap<RuleId, u16>,
     /// Segments of the road operations that explain alerts now, with the operation's id
     /// (set with the registry; not checkpointed: the registry is read again at start).
     operations: std::collections::BTreeMap<SegmentId, String>,
+    /// The learned baselines the anomaly rules judge against (set by the baseline
+    /// refresher; not checkpointed: they are read from the store).
+    baselines: std::sync::Arc<telemetry::baseline::Baselines>,
 }
 
 impl AlertEngine {
@@ -187,6 +191,7 @@ impl AlertEngine {
             edges: Vec::new(),
             rule_index: HashMap::new(),
             operations: Default::default(),
+            baselines: Default::default(),
         };
         let mut out = Vec::new();
         engine.set_rules(rules, EventTime(0), &mut out);
@@ -195,6 +200,18 @@ impl AlertEngine {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Judge anomaly rules against these baselines from now on.
+    pub fn set_baselines(&mut self, baselines: std::sync::Arc<telemetry::baseline::Baselines>) {
+        self.baselines = baselines;
+    }
+
+    /// The baselines the anomaly rules in force need: (subject kind, metric name).
+    pub fn baseline_needs(
+        &self,
+    ) -> std::collections::BTreeSet<(telemetry::baseline::BaselineOn, &'static str)> {
+        self.rules.iter().filter_map(|r| r.kind.baseline()).collect()
     }
 
     /// Replace the rule set. Rules kept unchanged keep their evaluator state; alerts of
@@ -228,7 +245,7 @@ impl AlertEngine {
             let i = i as u16;
             match &rule.kind {
                 RuleKind::Offline(_) => self.offline_rules.push(i),
-                RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => self.segment_rules.push(i),
+                kind if kind.on_segments() => self.segment_rules.push(i),
                 kind => {
                     if let Some(m) = kind.metric() {
                         self.by_metric[m as usize].push(i);

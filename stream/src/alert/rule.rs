@@ -54,9 +54,10 @@ use telemetry::{DeviceId, DeviceKind, MetricId, SegmentId};
 
 pub use air_quality::{AirQualityLimit, AIR_QUALITY_LIMITS};
 pub use definition::{
-    AirQualityDefinition, AlertRulesConfig, FlatlineDefinition, LosDefinition, OfflineDefinition,
-    RateOfChangeDefinition, RuleDefinition, ScopeDefinition, SegmentFigure, StormSettings,
-    ThresholdDefinition, ThresholdOn, DEFAULT_MAX_SHELVE, MAX_SHELVE_RANGE,
+    AirQualityDefinition, AlertRulesConfig, AnomalyDefinition, AnomalyDirection,
+    FlatlineDefinition, LosDefinition, OfflineDefinition, RateOfChangeDefinition, RuleDefinition,
+    ScopeDefinition, SegmentFigure, StormSettings, ThresholdDefinition, ThresholdOn,
+    DEFAULT_MAX_SHELVE, MAX_SHELVE_RANGE,
 };
 pub use validate::{RuleError, RuleErrors};
 
@@ -120,6 +121,30 @@ pub struct SegmentThresholdRule {
     pub hold: Duration,
 }
 
+/// How far from the baseline, for how long (the shared part of the anomaly rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deviation {
+    pub direction: Direction,
+    pub k: f64,
+    pub clear_k: f64,
+    pub hold: Duration,
+    pub min_samples: u32,
+}
+
+/// A deviation of a device's readings of a learned metric from its baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyRule {
+    pub metric: MetricId,
+    pub deviation: Deviation,
+}
+
+/// A deviation of a segment figure from the segment's baseline, per window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentAnomalyRule {
+    pub figure: SegmentFigure,
+    pub deviation: Deviation,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfflineRule {
     pub silence_factor: f64,
@@ -168,6 +193,10 @@ pub enum RuleKind {
     RateOfChange(RateOfChangeRule),
     Los(LosRule),
     AirQuality(MeanLimitRule),
+    /// Per device (`anomaly`, `on = "device"`).
+    Anomaly(AnomalyRule),
+    /// Per segment (`anomaly`, `on = "segment"`).
+    SegmentAnomaly(SegmentAnomalyRule),
 }
 
 impl RuleKind {
@@ -178,13 +207,17 @@ impl RuleKind {
             Self::Flatline(r) => Some(r.metric),
             Self::RateOfChange(r) => Some(r.metric),
             Self::AirQuality(r) => Some(r.metric),
-            Self::Offline(_) | Self::Los(_) | Self::SegmentThreshold(_) => None,
+            Self::Anomaly(r) => Some(r.metric),
+            Self::Offline(_)
+            | Self::Los(_)
+            | Self::SegmentThreshold(_)
+            | Self::SegmentAnomaly(_) => None,
         }
     }
 
     /// Whether the rule is evaluated on segment windows (its subjects are segments).
     pub fn on_segments(&self) -> bool {
-        matches!(self, Self::Los(_) | Self::SegmentThreshold(_))
+        matches!(self, Self::Los(_) | Self::SegmentThreshold(_) | Self::SegmentAnomaly(_))
     }
 
     pub fn name(&self) -> &'static str {
@@ -195,6 +228,7 @@ impl RuleKind {
             Self::RateOfChange(_) => "rate_of_change",
             Self::Los(_) => "los",
             Self::AirQuality(_) => "air_quality",
+            Self::Anomaly(_) | Self::SegmentAnomaly(_) => "anomaly",
         }
     }
 }
@@ -212,11 +246,32 @@ pub struct Rule {
     pub kind: RuleKind,
 }
 
+impl RuleKind {
+    /// The baseline an anomaly rule judges against: (subject kind, metric name).
+    pub fn baseline(&self) -> Option<(telemetry::baseline::BaselineOn, &'static str)> {
+        use telemetry::baseline::BaselineOn;
+        match self {
+            Self::Anomaly(r) => Some((BaselineOn::Device, r.metric.as_str())),
+            Self::SegmentAnomaly(r) => Some((BaselineOn::Segment, r.figure.as_str())),
+            _ => None,
+        }
+    }
+}
+
 /// The enabled, validated rules and the storm settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     pub storm: StormSettings,
     pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The baselines the anomaly rules need: (subject kind, metric name).
+    pub fn baseline_needs(
+        &self,
+    ) -> std::collections::BTreeSet<(telemetry::baseline::BaselineOn, &'static str)> {
+        self.rules.iter().filter_map(|r| r.kind.baseline()).collect()
+    }
 }
 
 impl Default for RuleSet {

@@ -16,6 +16,7 @@
 //! API's tests against the schema.
 
 use serde_json::{json, Value};
+use telemetry::baseline::{DEVICE_METRICS, SEGMENT_FIGURES};
 use telemetry::{DeviceKind, MetricId};
 
 use super::rule::{SegmentFigure, AIR_QUALITY_LIMITS};
@@ -60,6 +61,22 @@ fn segment_threshold() -> Value {
     json!({"required": ["threshold"], "properties": {"threshold": {"type": "object", "required": ["on"], "properties": {"on": {"const": "segment"}}}}})
 }
 
+/// Present: an anomaly evaluated on segments.
+fn segment_anomaly() -> Value {
+    json!({"required": ["anomaly"], "properties": {"anomaly": {"type": "object", "required": ["on"], "properties": {"on": {"const": "segment"}}}}})
+}
+
+/// An anomaly's metric: a learned device metric or segment figure.
+fn anomaly_metric() -> Value {
+    let mut names: Vec<&str> = DEVICE_METRICS.iter().map(|m| m.as_str()).collect();
+    for f in SEGMENT_FIGURES {
+        if !names.contains(&f) {
+            names.push(f);
+        }
+    }
+    json!({"type": "string", "enum": names, "description": "A learned device metric (vehicle_count, speed_kmh, occupancy_pct, no2_ugm3, pm10_ugm3; on = \"device\") or segment figure (flow_vph, speed_kmh, occupancy_pct; on = \"segment\")"})
+}
+
 /// A scope that watches segments: all, or a list of segments.
 fn segments_scope() -> Value {
     json!({"properties": {"scope": {"anyOf": [
@@ -91,7 +108,8 @@ fn given(key: &str, kind: &str) -> Value {
 pub fn rule_schema(id_optional: bool) -> Value {
     let shipped: Vec<&str> = AIR_QUALITY_LIMITS.iter().map(|l| l.metric.as_str()).collect();
     let los: Vec<&str> = LevelOfService::ALL.iter().map(|l| l.as_str()).collect();
-    let kinds = ["threshold", "offline", "flatline", "rate_of_change", "los", "air_quality"];
+    let kinds =
+        ["threshold", "offline", "flatline", "rate_of_change", "los", "air_quality", "anomaly"];
     let id = json!({"type": "string", "pattern": RULE_ID_PATTERN});
     let mut schema = table(
         if id_optional { &["severity"] } else { &["id", "severity"] },
@@ -156,15 +174,33 @@ pub fn rule_schema(id_optional: bool) -> Value {
                 "anyOf": [given("limit", "number"), {"properties": {"metric": {"enum": shipped}}}],
                 "description": "A running mean over averaging above limit; metrics with a shipped limit (no2_ugm3, pm10_ugm3, pm25_ugm3, o3_ugm3) may leave limit and averaging out",
             })),
+            "anomaly": or_null(json!({
+                "allOf": [
+                    table(&["metric", "direction"], json!({
+                        "metric": anomaly_metric(),
+                        "on": {"type": "string", "enum": ["device", "segment"], "description": "device (the default): each device's readings against its own baseline; segment: each road segment's state per window against the segment's baseline"},
+                        "direction": {"type": "string", "enum": ["below", "above"]},
+                        "k": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "description": "Robust spreads past the usual centre that trip (default 3)"},
+                        "clear_k": or_null(json!({"type": "number", "minimum": 0, "description": "Spreads within which the value is back (default k / 2; at most k)"})),
+                        "for": duration(),
+                        "min_samples": {"type": "integer", "minimum": 1, "maximum": 52, "description": "Fewest weeks a slot must have been learned from to be judged against (default 2)"},
+                    })),
+                    {"if": {"required": ["on"], "properties": {"on": {"const": "segment"}}},
+                     "then": {"properties": {"metric": {"enum": SEGMENT_FIGURES}}},
+                     "else": {"properties": {"metric": {"enum": DEVICE_METRICS.map(MetricId::as_str)}}}},
+                ],
+                "description": "Past the learned time-of-week baseline (docs/baselines.md) by more than k robust spreads, below or above, for a duration; back within clear_k spreads clears. Samples whose slot is not learned from min_samples weeks are skipped",
+            })),
         }),
     );
     // Exactly one kind table, given and not null.
     let one_kind: Vec<Value> = kinds.iter().map(|k| given(k, "object")).collect();
     schema["oneOf"] = json!(one_kind);
-    // A LOS rule and a threshold on segments watch segments.
+    // A LOS rule, a threshold and an anomaly on segments watch segments.
     schema["allOf"] = json!([
         {"if": given("los", "object"), "then": segments_scope()},
         {"if": segment_threshold(), "then": segments_scope()},
+        {"if": segment_anomaly(), "then": segments_scope()},
     ]);
     schema["examples"] = Value::Array(examples(id_optional));
     schema
@@ -215,6 +251,7 @@ pub fn examples(id_optional: bool) -> Vec<Value> {
         json!({"id": "speed-jump", "severity": "info", "rate_of_change": {"metric": "speed_kmh", "max_per_minute": 40.0, "for": "1m"}}),
         json!({"id": "pm10-daily", "severity": "warning", "air_quality": {"metric": "pm10_ugm3"}}),
         json!({"id": "slow-segment", "severity": "warning", "scope": {"segments": ["viale-strozzi"]}, "threshold": {"metric": "speed_kmh", "on": "segment", "below": 15.0, "clear": 20.0, "for": "5m"}}),
+        json!({"id": "unusually-slow", "severity": "warning", "anomaly": {"metric": "speed_kmh", "on": "segment", "direction": "below", "k": 3.0, "for": "3m"}}),
     ];
     if id_optional {
         for r in &mut rules {
@@ -240,10 +277,10 @@ mod tests {
             parsed.validate().unwrap();
         }
         let rules: Vec<Value> = rule_schema(false)["examples"].as_array().unwrap().clone();
-        assert_eq!(rules.len(), 8);
+        assert_eq!(rules.len(), 9);
         let doc: AlertRulesConfig =
             serde_json::from_value(json!({"air_quality_defaults": true, "rules": rules})).unwrap();
-        assert_eq!(doc.validate().unwrap().rules.len(), 8 + AIR_QUALITY_LIMITS.len());
+        assert_eq!(doc.validate().unwrap().rules.len(), 9 + AIR_QUALITY_LIMITS.len());
     }
 
     #[test]

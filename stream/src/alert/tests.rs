@@ -71,6 +71,7 @@ fn transitions(out: &[AlertOutput]) -> Vec<(AlertId, Option<AlertState>, AlertSt
         .collect()
 }
 
+mod anomaly;
 mod checkpoint;
 mod isa;
 mod lifecycle;

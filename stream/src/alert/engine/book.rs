@@ -33,6 +33,9 @@ pub(super) struct AlertBook {
     pub(super) counters: AlertCounters,
     /// Open alerts, placements, groups, overflow or buckets changed since the last checkpoint.
     pub(super) dirty: bool,
+    /// The baseline of the anomaly edge being applied (for its message), set by the
+    /// evaluator around [`AlertBook::apply`].
+    pub(super) expected: Option<telemetry::baseline::Expected>,
 }
 
 impl AlertBook {

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use telemetry::{DeviceId, EventTime, MetricId, Reading, SegmentId};
 
 use super::super::condition::{
-    Arrivals, FlatlineState, MeanLimitState, OfflineState, RateOfChangeState, Step, ThresholdState,
+    AnomalyState, Arrivals, FlatlineState, MeanLimitState, OfflineState, RateOfChangeState, Step,
+    ThresholdState,
 };
 use super::super::rule::{Rule, RuleKind};
 use super::super::Subject;
@@ -26,6 +27,7 @@ pub enum DeviceCondition {
     Flatline(Box<FlatlineState>),
     RateOfChange(Box<RateOfChangeState>),
     AirQuality(Box<MeanLimitState>),
+    Anomaly(AnomalyState),
 }
 
 impl DeviceCondition {
@@ -35,7 +37,11 @@ impl DeviceCondition {
             RuleKind::Flatline(_) => Self::Flatline(Box::default()),
             RuleKind::RateOfChange(_) => Self::RateOfChange(Box::default()),
             RuleKind::AirQuality(_) => Self::AirQuality(Box::default()),
-            RuleKind::Offline(_) | RuleKind::Los(_) | RuleKind::SegmentThreshold(_) => return None,
+            RuleKind::Anomaly(_) => Self::Anomaly(AnomalyState::default()),
+            RuleKind::Offline(_)
+            | RuleKind::Los(_)
+            | RuleKind::SegmentThreshold(_)
+            | RuleKind::SegmentAnomaly(_) => return None,
         })
     }
 
@@ -46,6 +52,7 @@ impl DeviceCondition {
                 | (Self::Flatline(_), RuleKind::Flatline(_))
                 | (Self::RateOfChange(_), RuleKind::RateOfChange(_))
                 | (Self::AirQuality(_), RuleKind::AirQuality(_))
+                | (Self::Anomaly(_), RuleKind::Anomaly(_))
         )
     }
 
@@ -65,6 +72,7 @@ impl DeviceCondition {
             Self::Flatline(s) => s.is_raised(),
             Self::RateOfChange(s) => s.is_raised(),
             Self::AirQuality(s) => s.is_raised(),
+            Self::Anomaly(s) => s.is_raised(),
         }
     }
 }
@@ -118,7 +126,7 @@ impl AlertEngine {
         for o in &mut slot.offline {
             if o.state.raised {
                 o.state.raised = false;
-                self.edges.push((o.rule, Step::Clear { value: 0.0 }));
+                self.edges.push((o.rule, Step::Clear { value: 0.0 }, None));
             }
         }
         let bit = 1u32 << (r.metric as u32);
@@ -130,10 +138,24 @@ impl AlertEngine {
             if e.metric != r.metric {
                 continue;
             }
-            match e.state.on_sample(&self.rules[usize::from(e.rule)].kind, r.time, r.value) {
+            let kind = &self.rules[usize::from(e.rule)].kind;
+            let mut expected = None;
+            let step = match (&mut e.state, kind) {
+                (DeviceCondition::Anomaly(s), RuleKind::Anomaly(a)) => {
+                    expected = self.baselines.expected(
+                        telemetry::baseline::BaselineOn::Device,
+                        r.device.as_str(),
+                        a.metric.as_str(),
+                        r.time,
+                    );
+                    s.on_sample(&a.deviation, expected, r.time, r.value)
+                }
+                (state, kind) => state.on_sample(kind, r.time, r.value),
+            };
+            match step {
                 Step::Quiet => {}
                 Step::Stale => self.book.counters.stale_samples += 1,
-                step => self.edges.push((e.rule, step)),
+                step => self.edges.push((e.rule, step, expected)),
             }
         }
         if self.edges.is_empty() {
@@ -141,7 +163,8 @@ impl AlertEngine {
         }
         let segment = slot.segment.clone();
         let start = out.len();
-        for &(rule, step) in &self.edges {
+        for &(rule, step, expected) in &self.edges {
+            self.book.expected = expected;
             self.book.apply(
                 &self.rules[usize::from(rule)],
                 Subject::Device(r.device.clone()),
@@ -151,6 +174,7 @@ impl AlertEngine {
                 out,
             );
         }
+        self.book.expected = None;
         self.suppress_pass(start, now, out);
     }
 
@@ -247,12 +271,24 @@ impl AlertEngine {
             let step = match &rule.kind {
                 RuleKind::Los(los) => condition.on_state(los, state),
                 RuleKind::SegmentThreshold(t) => condition.on_figure(t, state),
+                RuleKind::SegmentAnomaly(a) => {
+                    let middle = EventTime(state.start.millis() / 2 + state.end.millis() / 2);
+                    let expected = self.baselines.expected(
+                        telemetry::baseline::BaselineOn::Segment,
+                        state.segment.as_str(),
+                        a.figure.as_str(),
+                        middle,
+                    );
+                    self.book.expected = expected;
+                    condition.on_deviation(a, expected, state)
+                }
                 _ => continue,
             };
             if step == Step::Stale {
                 self.book.counters.stale_samples += 1;
             }
             self.book.apply(rule, Subject::Segment(state.segment.clone()), None, step, now, out);
+            self.book.expected = None;
         }
         self.suppress_pass(start, now, out);
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use telemetry::MetricId;
 
 use super::super::lifecycle::{MessageCode, Params};
-use super::super::rule::{Direction, Rule, RuleKind};
+use super::super::rule::{Deviation, Direction, Rule, RuleKind};
 use super::super::Subject;
 
 /// Flat message parameters.
@@ -19,11 +19,47 @@ fn num(v: f64) -> serde_json::Value {
     serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
+/// An anomaly's message: the value, the usual centre and spread at the time it raised.
+fn anomaly(
+    d: &Deviation,
+    metric: &str,
+    unit: &str,
+    value: f64,
+    expected: Option<telemetry::baseline::Expected>,
+) -> (MessageCode, Params, String) {
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let (side, code) = if d.direction == Direction::Above {
+        ("above", MessageCode::AnomalyAbove)
+    } else {
+        ("below", MessageCode::AnomalyBelow)
+    };
+    let (centre, spread) = expected.map_or((f64::NAN, f64::NAN), |e| (e.centre, e.spread));
+    let p = params(&[
+        ("metric", metric.into()),
+        ("unit", unit.into()),
+        ("value", num(round(value))),
+        ("centre", num(round(centre))),
+        ("spread", num(round(spread))),
+        ("k", num(d.k)),
+        ("for_s", num(d.hold.as_secs_f64())),
+    ]);
+    let text = format!(
+        "{metric} {:.1} {unit}, {side} its usual {:.1} {unit} by more than {} × {:.1} {unit} for {}",
+        round(value),
+        round(centre),
+        d.k,
+        round(spread),
+        humantime::format_duration(d.hold)
+    );
+    (code, p, text)
+}
+
 /// The message of a single alert: its code, parameters and English text.
 pub(super) fn describe(
     rule: &Rule,
     subject: &Subject,
     value: f64,
+    expected: Option<telemetry::baseline::Expected>,
 ) -> (MessageCode, Params, String) {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let secs = |d: Duration| num(d.as_secs_f64());
@@ -65,6 +101,12 @@ pub(super) fn describe(
                 (value * 10.0).round() / 10.0
             );
             (code, p, text)
+        }
+        RuleKind::Anomaly(a) => {
+            anomaly(&a.deviation, a.metric.as_str(), a.metric.spec().unit, value, expected)
+        }
+        RuleKind::SegmentAnomaly(a) => {
+            anomaly(&a.deviation, a.figure.as_str(), a.figure.unit(), value, expected)
         }
         RuleKind::Offline(_) => (
             MessageCode::DeviceOffline,

@@ -96,6 +96,7 @@ impl AirQualityLimit {
                 averaging: Some(self.averaging),
                 clear: None,
             }),
+            anomaly: None,
         }
     }
 }

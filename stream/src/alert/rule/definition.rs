@@ -172,6 +172,8 @@ pub struct RuleDefinition {
     pub los: Option<LosDefinition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub air_quality: Option<AirQualityDefinition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyDefinition>,
 }
 
 /// A value past a level for a duration, with a clear level for hysteresis.
@@ -266,6 +268,47 @@ impl fmt::Display for SegmentFigure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A deviation from the learned baseline (docs/baselines.md): the value past the usual
+/// centre by more than `k` robust spreads, in `direction`, for `for`; back within `clear_k`
+/// spreads clears. Evaluated per device on its readings of `metric` (`on = "device"`, a
+/// learned device metric), or per segment on its state per window (`on = "segment"`, a
+/// segment figure). A sample whose slot has fewer than `min_samples` samples (or none) is
+/// skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyDefinition {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "ThresholdOn::is_device")]
+    pub on: ThresholdOn,
+    pub direction: AnomalyDirection,
+    /// Robust spreads past the centre that trip (default 3).
+    #[serde(default = "default_k")]
+    pub k: f64,
+    /// Spreads within which the value is back (default half of `k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_k: Option<f64>,
+    #[serde(rename = "for", default, with = "crate::duration_serde")]
+    pub hold: Duration,
+    /// Fewest samples a slot needs to be judged against (default 2).
+    #[serde(default = "default_min_samples", deserialize_with = "whole::u32")]
+    pub min_samples: u32,
+}
+
+fn default_k() -> f64 {
+    3.0
+}
+fn default_min_samples() -> u32 {
+    2
+}
+
+/// Which side of the baseline an anomaly is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyDirection {
+    Below,
+    Above,
 }
 
 /// A device offline: its Last Will, or silence longer than `silence_factor` × its interval.

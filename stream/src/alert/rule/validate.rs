@@ -162,6 +162,7 @@ fn validate_rule(
         ("rate_of_change", def.rate_of_change.is_some()),
         ("los", def.los.is_some()),
         ("air_quality", def.air_quality.is_some()),
+        ("anomaly", def.anomaly.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, here)| here.then_some(name))
@@ -170,7 +171,7 @@ fn validate_rule(
         [] => {
             report.error(
                 path,
-                "needs one of threshold, offline, flatline, rate_of_change, los, air_quality",
+                "needs one of threshold, offline, flatline, rate_of_change, los, air_quality, anomaly",
             );
             None
         }
@@ -187,6 +188,10 @@ fn validate_rule(
             RuleKind::SegmentThreshold(_) => report.error(
                 format!("{path}.scope"),
                 "a threshold on = \"segment\" watches segments: use all or segments",
+            ),
+            RuleKind::SegmentAnomaly(_) => report.error(
+                format!("{path}.scope"),
+                "an anomaly on = \"segment\" watches segments: use all or segments",
             ),
             _ => {}
         }
@@ -254,7 +259,73 @@ fn validate_scope(scope: &ScopeDefinition, path: &str, report: &mut Report) -> O
     (report.0.len() == before).then_some(out)
 }
 
+fn validate_anomaly(a: &AnomalyDefinition, p: &str, report: &mut Report) -> Option<RuleKind> {
+    use telemetry::baseline::{learned_metric, BaselineOn, DEVICE_METRICS};
+    let before = report.0.len();
+    let on = match a.on {
+        ThresholdOn::Device => BaselineOn::Device,
+        ThresholdOn::Segment => BaselineOn::Segment,
+    };
+    if learned_metric(on, &a.metric).is_none() {
+        let names: Vec<&str> = match on {
+            BaselineOn::Device => DEVICE_METRICS.iter().map(|m| m.as_str()).collect(),
+            BaselineOn::Segment => SegmentFigure::ALL.map(SegmentFigure::as_str).to_vec(),
+        };
+        report.error(
+            format!("{p}.metric"),
+            format!(
+                "{:?} has no learned baseline for a {}; one of {}",
+                a.metric.chars().take(64).collect::<String>(),
+                on.as_str(),
+                names.join(", ")
+            ),
+        );
+    }
+    if !(a.k.is_finite() && a.k > 0.0 && a.k <= 100.0) {
+        report.error(format!("{p}.k"), "must be a number of spreads above 0, at most 100");
+    }
+    let clear_k = a.clear_k.unwrap_or(a.k / 2.0);
+    if let Some(c) = a.clear_k {
+        if !(c.is_finite() && c >= 0.0) {
+            report.error(format!("{p}.clear_k"), "must be a number of spreads, at least 0");
+        } else if c > a.k {
+            report.beyond(
+                format!("{p}.clear_k"),
+                format!("{c} must be at most k ({}) to give hysteresis", a.k),
+            );
+        }
+    }
+    if a.min_samples == 0 || a.min_samples > 52 {
+        report.error(format!("{p}.min_samples"), "must be 1..=52 (weeks)");
+    }
+    if report.0.len() != before {
+        return None;
+    }
+    let deviation = Deviation {
+        direction: match a.direction {
+            AnomalyDirection::Below => Direction::Below,
+            AnomalyDirection::Above => Direction::Above,
+        },
+        k: a.k,
+        clear_k,
+        hold: a.hold,
+        min_samples: a.min_samples,
+    };
+    Some(match a.on {
+        ThresholdOn::Device => {
+            RuleKind::Anomaly(AnomalyRule { metric: a.metric.parse().ok()?, deviation })
+        }
+        ThresholdOn::Segment => RuleKind::SegmentAnomaly(SegmentAnomalyRule {
+            figure: SegmentFigure::parse(&a.metric)?,
+            deviation,
+        }),
+    })
+}
+
 fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Option<RuleKind> {
+    if let Some(a) = &def.anomaly {
+        return validate_anomaly(a, &format!("{path}.anomaly"), report);
+    }
     if let Some(t) = &def.threshold {
         let p = format!("{path}.threshold");
         let watched = match t.on {

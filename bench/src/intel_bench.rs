@@ -1,0 +1,498 @@
+//! Traffic intelligence (`--intel`): the anomaly rules' accuracy on the simulator, and what
+//! learned baselines cost.
+//!
+//! **Accuracy.** The simulated city (`simulator::City`, the Florence seed's segments, two
+//! devices a segment, detectors reporting every 60 s) is learned over four weeks into
+//! baselines with the product's own code (`telemetry::baseline`: slot sums as the store
+//! gives them, `slot_means`, `learn`), then a fortnight is run through the real
+//! `StreamCore` (device windows, segment windows, the alert engine) twice: once with
+//! incidents injected (the speed readings of every detector on a random segment at 40 %
+//! of what they would have been, for 10 minutes, at a random time), once without. An
+//! incident is detected by an anomaly raise on its segment from its start to 5 minutes
+//! after its end; the time to detect is the raise's processing time minus the incident's
+//! start. False alerts are raises on incident-free data, per segment and week. The
+//! simulator's own recurring incident segment (a 6.5-minute breakdown every 15 minutes,
+//! which a 15-minute baseline cannot hold as usual) is left out of both. Several rule
+//! settings run side by side on the same data.
+//!
+//! **Cost.** Memory of the profiles for 25,000 segments × 3 figures and 10,000 detectors
+//! × 3 metrics (every slot learned); the time to learn from PostgreSQL (`refresh_baselines`,
+//! full and one slot) over minute rollups of a fleet written with `generate_series`,
+//! with the figure per detector to extrapolate to 10,000.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use sccr_tests::TestDb;
+use serde_json::{json, Value};
+use simulator::{plan_fleet, City, DeviceKind, INCIDENT_SEGMENT};
+use store::baselines::LearnSettings;
+use store::{DeviceRecord, Store, StoreOptions, TimescaleMode};
+use stream::{
+    AlertOutput, AlertRulesConfig, AlertState, DeviceProfile, Emitted, Registry, StreamConfig,
+    StreamCore, Subject,
+};
+use telemetry::baseline::{
+    self, BaselineOn, BaselineRow, Baselines, DeviceSlotSum, Exclusions, SlotClock, SpreadFloor,
+    SLOTS_PER_WEEK, SLOT_MS, WEEK_MS,
+};
+use telemetry::segment::{parse_geojson, FLORENCE_SEED};
+use telemetry::{EventTime, MetricId, Reading};
+
+use crate::measure::heap_bytes;
+
+const MINUTE: i64 = 60_000;
+const INCIDENT_MS: i64 = 10 * MINUTE;
+/// A raise up to this long after an incident ends still counts as its detection.
+const GRACE_MS: i64 = 5 * MINUTE;
+
+/// The rule settings compared: (id, k, clear_k, for).
+const SETTINGS: [(&str, f64, f64, &str); 4] = [
+    ("k3-for1m", 3.0, 1.5, "1m"),
+    ("k3-for2m", 3.0, 1.5, "2m"),
+    ("k4-for1m", 4.0, 2.0, "1m"),
+    ("k2.5-for2m", 2.5, 1.25, "2m"),
+];
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Incident {
+    segment: String,
+    start: i64,
+}
+
+struct Sim {
+    city: City,
+    devices: Vec<simulator::SimDevice>,
+    /// Per device: its report offset within the minute.
+    offsets: Vec<i64>,
+    /// Extra variation of each segment's speed: ± this fraction per day, and half of it per
+    /// 10-minute block (0: the simulator as it is).
+    noise: f64,
+}
+
+/// A number in [-1, 1] from a key.
+fn signed(key: &[u64]) -> f64 {
+    let mut r = Rng(0x5EED);
+    for k in key {
+        r.0 ^= k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        r.next();
+    }
+    (r.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+impl Sim {
+    /// The factor on speed readings of device `i` at `t` (1 without noise).
+    fn speed_factor(&self, i: usize, t: i64) -> f64 {
+        if self.noise == 0.0 {
+            return 1.0;
+        }
+        let seg = self.devices[i]
+            .segment
+            .id
+            .as_str()
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let day = (t + 3_600_000).div_euclid(86_400_000) as u64;
+        let block = t.div_euclid(600_000) as u64;
+        1.0 + self.noise * signed(&[seg, day]) + 0.5 * self.noise * signed(&[seg, block, 1])
+    }
+
+    fn readings(&self, minute: i64, incidents: &[Incident], out: &mut Vec<Reading>) {
+        for (i, d) in self.devices.iter().enumerate() {
+            let t = minute + self.offsets[i];
+            let hit = d.kind == DeviceKind::TrafficLoop
+                && incidents.iter().any(|x| {
+                    x.segment == d.segment.id.as_str()
+                        && (x.start..x.start + INCIDENT_MS).contains(&t)
+                });
+            for (metric, value) in self.city.readings(i, EventTime(t), 60.0) {
+                let value = if hit && metric == MetricId::SpeedKmh {
+                    (value * 0.4 * 10.0).round() / 10.0
+                } else {
+                    value
+                };
+                out.push(Reading {
+                    device: d.id.clone(),
+                    metric,
+                    time: EventTime(t),
+                    value,
+                    seq: None,
+                });
+            }
+        }
+    }
+}
+
+/// Learn the city's baselines over `weeks` weeks before `end`, as the store would.
+fn learn(sim: &Sim, end: i64, weeks: i64, clock: SlotClock) -> Vec<BaselineRow> {
+    let mut sums: HashMap<(usize, MetricId, i64), (u64, f64)> = HashMap::new();
+    let mut minute = end - weeks * WEEK_MS;
+    while minute < end {
+        for i in 0..sim.devices.len() {
+            let t = minute + sim.offsets[i];
+            let bucket = t - t.rem_euclid(SLOT_MS);
+            let factor = sim.speed_factor(i, t);
+            for (metric, value) in sim.city.readings(i, EventTime(t), 60.0) {
+                let value = if metric == MetricId::SpeedKmh { value * factor } else { value };
+                let e = sums.entry((i, metric, bucket)).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += value;
+            }
+        }
+        minute += MINUTE;
+    }
+    let slot_sums: Vec<DeviceSlotSum> = sums
+        .into_iter()
+        .map(|((i, metric, bucket), (count, sum))| DeviceSlotSum {
+            device: sim.devices[i].id.to_string(),
+            segment: Some(sim.devices[i].segment.id.to_string()),
+            metric,
+            bucket: EventTime(bucket),
+            count,
+            sum,
+        })
+        .collect();
+    let means = baseline::slot_means(&slot_sums);
+    let segment_of: HashMap<String, String> =
+        sim.devices.iter().map(|d| (d.id.to_string(), d.segment.id.to_string())).collect();
+    baseline::learn(&means, clock, &Exclusions::default(), SpreadFloor { relative: 0.1 }, &|d| {
+        segment_of.get(d).cloned()
+    })
+}
+
+/// Raises as (rule, segment, processing time), readings run, seconds taken.
+type Fortnight = (Vec<(String, String, i64)>, u64, f64);
+
+/// A fortnight through the stream core from `start`, with `incidents` injected.
+fn run_fortnight(
+    sim: &Sim,
+    baselines: &Arc<Baselines>,
+    start: i64,
+    incidents: &[Incident],
+) -> Result<Fortnight> {
+    let rules: Vec<Value> = SETTINGS
+        .iter()
+        .map(|(id, k, clear_k, hold)| {
+            json!({"id": id, "severity": "warning", "raises_per_minute": 1000,
+                "anomaly": {"metric": "speed_kmh", "on": "segment", "direction": "below", "k": k, "clear_k": clear_k, "for": hold}})
+        })
+        .collect();
+    let config: AlertRulesConfig =
+        serde_json::from_value(json!({"air_quality_defaults": false, "rules": rules}))?;
+    let rules = config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut core = StreamCore::new(&StreamConfig::default(), rules);
+    let segments = parse_geojson(FLORENCE_SEED)?;
+    let registry = Registry {
+        segments,
+        devices: sim
+            .devices
+            .iter()
+            .map(|d| DeviceProfile {
+                id: d.id.clone(),
+                kind: Some(d.kind.kind().as_str().to_owned()),
+                segment: Some(d.segment.id.clone()),
+                interval: Some(std::time::Duration::from_secs(60)),
+            })
+            .collect(),
+        operations: BTreeMap::new(),
+    };
+    let mut out = Emitted::default();
+    core.set_registry(registry, EventTime(start), &mut out);
+    core.set_baselines(baselines.clone());
+    let mut raises = Vec::new();
+    let mut readings = 0u64;
+    let mut batch = Vec::new();
+    let started = Instant::now();
+    let mut minute = start;
+    while minute < start + 2 * WEEK_MS {
+        batch.clear();
+        sim.readings(minute, incidents, &mut batch);
+        readings += batch.len() as u64;
+        out = Emitted::default();
+        core.on_readings(&batch, EventTime(minute + MINUTE), &mut out);
+        core.tick(EventTime(minute + MINUTE + 6_000), &mut out);
+        for o in &out.alerts {
+            if let AlertOutput::Transition { alert, transition } = o {
+                if transition.to == AlertState::Raised {
+                    if let Subject::Segment(s) = &alert.key.subject {
+                        raises.push((
+                            alert.key.rule.to_string(),
+                            s.to_string(),
+                            transition.at.millis(),
+                        ));
+                    }
+                }
+            }
+        }
+        minute += MINUTE;
+    }
+    Ok((raises, readings, started.elapsed().as_secs_f64()))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    baseline::median(&mut v)
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+/// The accuracy of each rule setting on the simulator, with `noise` added (see [`Sim`]).
+pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
+    let segments = parse_geojson(FLORENCE_SEED)?;
+    let devices = plan_fleet(&segments, segments.len() * 2);
+    let city = City::new(&devices, 24);
+    let offsets = (0..devices.len()).map(|i| (i as i64 * 7_919) % 60_000).collect();
+    let sim = Sim { city, devices, offsets, noise };
+    let clock = SlotClock::default();
+    // The fortnight starts on Monday 2026-11-09 00:00 CET; four weeks before it are learned.
+    let start = EventTime::parse_rfc3339("2026-11-08T23:00:00Z")?.millis();
+    let weeks = if quick { 2 } else { 4 };
+    let t = Instant::now();
+    let rows = learn(&sim, start, weeks, clock);
+    let learn_s = t.elapsed().as_secs_f64();
+    let mut baselines = Baselines::new(clock);
+    baselines.extend(&rows);
+    let baselines = Arc::new(baselines);
+    // Segments with a detector, but the simulator's own recurring incident.
+    let mut watched: Vec<String> = sim
+        .devices
+        .iter()
+        .filter(|d| d.kind == DeviceKind::TrafficLoop && d.segment.id.as_str() != INCIDENT_SEGMENT)
+        .map(|d| d.segment.id.to_string())
+        .collect();
+    watched.sort();
+    watched.dedup();
+    let skipped: Vec<String> =
+        sim.city.incident_segment().map(|s| s.id.to_string()).into_iter().collect();
+    // Incidents: at random times of the fortnight on random segments, one at a time per
+    // segment with at least an hour between them.
+    let mut rng = Rng(0x0001_D7E1);
+    let wanted = if quick { 60 } else { 200 };
+    let mut incidents: Vec<Incident> = Vec::new();
+    while incidents.len() < wanted {
+        let segment = watched[rng.below(watched.len() as u64) as usize].clone();
+        let at = start + 6 * 3_600_000 + rng.below((2 * WEEK_MS - 7 * 3_600_000) as u64) as i64;
+        if incidents
+            .iter()
+            .any(|x| x.segment == segment && (x.start - at).abs() < 3_600_000 + INCIDENT_MS)
+        {
+            continue;
+        }
+        incidents.push(Incident { segment, start: at });
+    }
+    let (with, readings_a, secs_a) = run_fortnight(&sim, &baselines, start, &incidents)?;
+    let (clean, readings_b, secs_b) = run_fortnight(&sim, &baselines, start, &[])?;
+    let mut results = Vec::new();
+    for (id, k, clear_k, hold) in SETTINGS {
+        let mine = |r: &Vec<(String, String, i64)>| -> Vec<(String, i64)> {
+            r.iter()
+                .filter(|x| x.0 == id && !skipped.contains(&x.1))
+                .map(|x| (x.1.clone(), x.2))
+                .collect()
+        };
+        let raised = mine(&with);
+        let mut delays = Vec::new();
+        let mut matched = vec![false; raised.len()];
+        for x in &incidents {
+            let hit = raised.iter().enumerate().find(|(_, (s, at))| {
+                *s == x.segment && *at >= x.start && *at <= x.start + INCIDENT_MS + GRACE_MS
+            });
+            if let Some((i, (_, at))) = hit {
+                matched[i] = true;
+                delays.push((at - x.start) as f64 / 1_000.0);
+            }
+        }
+        let unmatched = matched.iter().filter(|m| !**m).count();
+        let false_clean = mine(&clean).len();
+        let segment_weeks = watched.len() as f64 * 2.0;
+        let mut sorted = delays.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p90 = sorted.get(((sorted.len() as f64 - 1.0) * 0.9).round() as usize).copied();
+        results.push(json!({
+            "rule": id, "k": k, "clear_k": clear_k, "for": hold,
+            "incidents": incidents.len(),
+            "detected": delays.len(),
+            "detection_rate": round(delays.len() as f64 / incidents.len() as f64, 3),
+            "median_time_to_detect_s": median(delays).map(|v| round(v, 1)),
+            "p90_time_to_detect_s": p90.map(|v| round(v, 1)),
+            "raises_not_matching_an_incident": unmatched,
+            "false_alerts_incident_free": false_clean,
+            "false_alerts_per_segment_week": round(false_clean as f64 / segment_weeks, 3),
+        }));
+    }
+    Ok(json!({
+        "extra_speed_noise": {"per_day": noise, "per_10_min": noise / 2.0},
+        "segments_watched": watched.len(),
+        "segments_left_out": skipped,
+        "devices": sim.devices.len(),
+        "learned_weeks": weeks,
+        "learned_rows": rows.len(),
+        "learn_s": round(learn_s, 1),
+        "fortnight_readings": readings_a,
+        "stream_core_readings_per_s": [round(readings_a as f64 / secs_a, 0), round(readings_b as f64 / secs_b, 0)],
+        "settings": results,
+    }))
+}
+
+/// Heap bytes of profiles for 25,000 segments × 3 figures and 10,000 detectors × 3 metrics.
+fn memory(quick: bool) -> Value {
+    let (segments, detectors) = if quick { (2_500, 1_000) } else { (25_000, 10_000) };
+    let before = heap_bytes();
+    let t = Instant::now();
+    let mut b = Baselines::new(SlotClock::default());
+    let mut rows = Vec::with_capacity(SLOTS_PER_WEEK);
+    for (on, n, metrics) in [
+        (BaselineOn::Segment, segments, baseline::SEGMENT_FIGURES.to_vec()),
+        (BaselineOn::Device, detectors, vec!["vehicle_count", "speed_kmh", "occupancy_pct"]),
+    ] {
+        for i in 0..n {
+            for metric in &metrics {
+                rows.clear();
+                rows.extend((0..SLOTS_PER_WEEK as u16).map(|slot| BaselineRow {
+                    on,
+                    subject: format!("s-{i}"),
+                    metric: (*metric).to_owned(),
+                    slot,
+                    centre: 40.0,
+                    spread: 4.0,
+                    samples: 4,
+                }));
+                b.extend(&rows);
+            }
+        }
+    }
+    let build_s = t.elapsed().as_secs_f64();
+    let bytes = heap_bytes() - before;
+    let profiles = b.len();
+    // Lookups as the engine makes them, one per reading.
+    let t = Instant::now();
+    let mut found = 0u64;
+    let n = 1_000_000u64;
+    for i in 0..n {
+        let subject = format!("s-{}", i % segments as u64);
+        if b.expected(BaselineOn::Segment, &subject, "speed_kmh", EventTime(i as i64 * 1_000))
+            .is_some()
+        {
+            found += 1;
+        }
+    }
+    let lookup_ns = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+    json!({
+        "segments": segments, "detectors": detectors, "profiles": profiles,
+        "heap_mb": round(bytes as f64 / 1_048_576.0, 1),
+        "slot_bytes_mb": round(b.slot_bytes() as f64 / 1_048_576.0, 1),
+        "build_s": round(build_s, 2),
+        "lookups": found,
+        "lookup_ns": round(lookup_ns, 0),
+    })
+}
+
+/// Learning from PostgreSQL: minute rollups of `detectors` detectors (speed and counts,
+/// two per segment) over `weeks` weeks, a full refresh and a one-slot refresh.
+pub async fn from_store(quick: bool) -> Result<Value> {
+    let (detectors, weeks) = if quick { (100, 2) } else { (250, 4) };
+    let db = TestDb::create().await?;
+    let store = Store::connect(
+        &db.url,
+        &StoreOptions { timescaledb: TimescaleMode::Off, ..StoreOptions::default() },
+    )
+    .await?;
+    store.migrate().await?;
+    let segments: Vec<telemetry::RoadSegment> =
+        (0..detectors / 2).map(|i| sccr_tests::test_segment(&format!("seg-{i}"))).collect();
+    store.upsert_segments(&segments).await?;
+    let records: Vec<DeviceRecord> = (0..detectors)
+        .map(|i| sccr_tests::loop_on(&format!("loop-{i}"), &format!("seg-{}", i / 2)))
+        .collect();
+    store.upsert_devices(&records).await?;
+    let now = EventTime::now().millis();
+    let end = now - now.rem_euclid(SLOT_MS);
+    let from = end - weeks * WEEK_MS;
+    let Store::Postgres(pg) = &store else { anyhow::bail!("a postgres store") };
+    let t = Instant::now();
+    sqlx::query(
+        "INSERT INTO rollup_1m (bucket, device, metric, count, sum, min, max, last_value, last_time)
+         SELECT b, 'loop-' || d, m, 1, v, v, v, v, b
+         FROM generate_series($1::timestamptz, $2::timestamptz - interval '1 minute', interval '1 minute') AS b,
+              generate_series(0, $3 - 1) AS d,
+              unnest(ARRAY['speed_kmh', 'vehicle_count']) AS m,
+              LATERAL (SELECT CASE WHEN m = 'speed_kmh' THEN 40 + (d % 7) ELSE 10 + (d % 3) END::float8 AS v) AS x",
+    )
+    .bind(EventTime(from).to_offset_date_time())
+    .bind(EventTime(end).to_offset_date_time())
+    .bind(detectors)
+    .execute(pg.pool())
+    .await?;
+    let rollup_rows = detectors as i64 * 2 * (end - from) / MINUTE;
+    let write_s = t.elapsed().as_secs_f64();
+    let settings = LearnSettings {
+        weeks: weeks as u32,
+        min_samples: 1,
+        clock: SlotClock::default(),
+        floor: SpreadFloor { relative: 0.1 },
+        holidays: vec![],
+    };
+    let t = Instant::now();
+    let full = store.refresh_baselines(&settings, EventTime(end + 6 * MINUTE)).await?;
+    let full_s = t.elapsed().as_secs_f64();
+    // One more slot closed: the incremental refresh.
+    let mark = store.baseline_mark().await?.ok_or_else(|| anyhow::anyhow!("no mark"))?;
+    store
+        .set_baseline_mark(&store::baselines::BaselineMark {
+            learned_to: EventTime(mark.learned_to.millis() - SLOT_MS),
+            settings: mark.settings,
+        })
+        .await?;
+    let t = Instant::now();
+    let one = store.refresh_baselines(&settings, EventTime(end + 6 * MINUTE)).await?;
+    let one_s = t.elapsed().as_secs_f64();
+    let per_detector_full = full_s / detectors as f64;
+    store.close().await;
+    Ok(json!({
+        "detectors": detectors, "segments": detectors / 2, "weeks": weeks,
+        "rollup_1m_rows": rollup_rows, "write_s": round(write_s, 1),
+        "full_refresh_s": round(full_s, 2), "full_slot_sums": full.sums, "full_rows": full.rows,
+        "one_slot_refresh_s": round(one_s, 3), "one_slot_rows": one.rows, "one_slot_full": one.full,
+        "full_refresh_s_extrapolated_to_10000_detectors": round(per_detector_full * 10_000.0, 0),
+        "one_slot_refresh_s_extrapolated_to_10000_detectors": round(one_s / detectors as f64 * 10_000.0, 1),
+    }))
+}
+
+pub async fn run(quick: bool) -> Result<Value> {
+    eprintln!("== intel: memory of 25,000 segments and 10,000 detectors");
+    let mem = memory(quick);
+    eprintln!("{mem}");
+    eprintln!("== intel: learning from PostgreSQL");
+    let store = from_store(quick).await?;
+    eprintln!("{store}");
+    eprintln!("== intel: anomaly accuracy on the simulator");
+    let acc = tokio::task::spawn_blocking(move || accuracy(quick, 0.0)).await??;
+    eprintln!("{acc}");
+    eprintln!(
+        "== intel: anomaly accuracy with day-to-day variation added (±8 % a day, ±4 % per 10 min)"
+    );
+    let noisy = tokio::task::spawn_blocking(move || accuracy(quick, 0.08)).await??;
+    eprintln!("{noisy}");
+    Ok(json!({"memory": mem, "store": store, "accuracy": acc, "accuracy_with_variation": noisy}))
+}

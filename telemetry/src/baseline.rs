@@ -1,0 +1,656 @@
+//! Learned baselines: the usual value of a detector's metric or a road segment's figure
+//! for each 15-minute slot of the week, with a robust centre and spread.
+//!
+//! - **Slots.** A week has [`SLOTS_PER_WEEK`] (672) slots of 15 minutes, Monday 00:00 local
+//!   time first. Local time is UTC plus a fixed offset ([`SlotClock`], `[baselines]
+//!   utc_offset`, a whole number of quarter hours; summer time is not followed).
+//! - **Samples.** One sample per subject, metric and occurrence of a slot: the mean of the
+//!   slot's readings that week (for a segment, its figure over the slot, defined as the
+//!   stream defines it per window: [`segment_figures`]). A slot learned over `weeks` weeks
+//!   has at most `weeks` samples. Days listed as holidays and slots overlapping an
+//!   operation that closed the segment are not samples ([`Exclusions`]).
+//! - **Centre and spread.** The centre is the median of the samples; the spread is the
+//!   median absolute deviation scaled by 1.4826 (the standard deviation for normal data),
+//!   never less than a floor: `max(absolute floor of the metric, relative floor × |centre|)`
+//!   ([`SpreadFloor`]), so a slot whose few samples agree does not make every reading an
+//!   outlier.
+//! - **Between slots.** [`Profile::at`] interpolates centre and spread linearly between the
+//!   midpoints of adjacent slots, so that a rush hour's ramp is followed within a slot.
+//!
+//! Pure: no I/O, no clock. The store gathers the slot means, the API expands profiles into
+//! time series, the stream's anomaly rules hold them in memory.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EventTime, MetricId};
+
+/// 15 minutes.
+pub const SLOT_MS: i64 = 15 * 60_000;
+/// Slots in a week.
+pub const SLOTS_PER_WEEK: usize = 672;
+const DAY_MS: i64 = 86_400_000;
+/// A week in ms.
+pub const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// What a baseline is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineOn {
+    /// A device's own readings of a metric of the catalogue.
+    Device,
+    /// A road segment's figure (`flow_vph`, `speed_kmh`, `occupancy_pct`).
+    Segment,
+}
+
+impl BaselineOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Segment => "segment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "device" => Some(Self::Device),
+            "segment" => Some(Self::Segment),
+            _ => None,
+        }
+    }
+}
+
+/// The metrics learned per device: traffic detectors' counts, speed and occupancy, air
+/// stations' NO2 and PM10.
+pub const DEVICE_METRICS: [MetricId; 5] = [
+    MetricId::VehicleCount,
+    MetricId::SpeedKmh,
+    MetricId::OccupancyPct,
+    MetricId::No2Ugm3,
+    MetricId::Pm10Ugm3,
+];
+
+/// The figures learned per segment (the segment state's figures).
+pub const SEGMENT_FIGURES: [&str; 3] = ["flow_vph", "speed_kmh", "occupancy_pct"];
+
+/// Whether `metric` is learned for subjects of `on`, as its canonical name.
+pub fn learned_metric(on: BaselineOn, metric: &str) -> Option<&'static str> {
+    match on {
+        BaselineOn::Device => DEVICE_METRICS.iter().map(|m| m.as_str()).find(|m| *m == metric),
+        BaselineOn::Segment => SEGMENT_FIGURES.iter().copied().find(|m| *m == metric),
+    }
+}
+
+/// The smallest spread a metric's baseline may have, in its unit.
+pub fn absolute_floor(metric: &str) -> f64 {
+    match metric {
+        "speed_kmh" => 2.0,
+        "occupancy_pct" => 1.0,
+        "flow_vph" => 30.0,
+        "vehicle_count" => 1.0,
+        "no2_ugm3" => 5.0,
+        "pm10_ugm3" => 3.0,
+        _ => 0.0,
+    }
+}
+
+/// Local time: UTC plus a fixed offset (a whole number of quarter hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotClock {
+    offset_ms: i64,
+}
+
+impl Default for SlotClock {
+    /// Florence, CET.
+    fn default() -> Self {
+        Self { offset_ms: 3_600_000 }
+    }
+}
+
+impl SlotClock {
+    /// `offset_minutes` east of UTC; `None` unless a multiple of 15 within ±14 h.
+    pub fn new(offset_minutes: i32) -> Option<Self> {
+        (offset_minutes % 15 == 0 && offset_minutes.abs() <= 14 * 60)
+            .then_some(Self { offset_ms: i64::from(offset_minutes) * 60_000 })
+    }
+
+    pub fn offset_minutes(self) -> i32 {
+        (self.offset_ms / 60_000) as i32
+    }
+
+    fn local(self, t: EventTime) -> i64 {
+        t.millis().saturating_add(self.offset_ms)
+    }
+
+    /// The slot of the week `t` falls in.
+    pub fn slot(self, t: EventTime) -> usize {
+        let local = self.local(t);
+        // 1970-01-01 was a Thursday: Monday is day 4 of that week.
+        let week_ms = (local + 3 * DAY_MS).rem_euclid(WEEK_MS);
+        (week_ms / SLOT_MS) as usize
+    }
+
+    /// The start of the slot `t` falls in.
+    pub fn slot_start(self, t: EventTime) -> EventTime {
+        EventTime(t.millis() - self.local(t).rem_euclid(SLOT_MS))
+    }
+
+    /// The local day number (days since 1970-01-01 local) of `t`.
+    pub fn local_day(self, t: EventTime) -> i64 {
+        self.local(t).div_euclid(DAY_MS)
+    }
+}
+
+/// A local date `YYYY-MM-DD` as a day number, as [`SlotClock::local_day`] counts.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let mut parts = s.splitn(3, '-');
+    let year: i32 = parts.next()?.parse().ok()?;
+    let month: u8 = parts.next()?.parse().ok()?;
+    let day: u8 = parts.next()?.parse().ok()?;
+    if s.len() != 10 {
+        return None;
+    }
+    let date =
+        ::time::Date::from_calendar_date(year, ::time::Month::try_from(month).ok()?, day).ok()?;
+    Some(i64::from(date.to_julian_day()) - 2_440_588)
+}
+
+/// The floor of the spread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpreadFloor {
+    /// A fraction of the centre's magnitude (0.1 = 10 %).
+    pub relative: f64,
+}
+
+impl SpreadFloor {
+    pub fn of(self, metric: &str, centre: f64) -> f64 {
+        absolute_floor(metric).max(self.relative * centre.abs())
+    }
+}
+
+/// The median of `v` (reordered); `None` when empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+}
+
+/// The scale that makes the median absolute deviation estimate a standard deviation.
+pub const MAD_SCALE: f64 = 1.4826;
+
+/// One learned slot.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlotStat {
+    pub centre: f64,
+    pub spread: f64,
+    pub samples: u32,
+}
+
+/// Centre and spread of samples (reordered); `None` when empty.
+pub fn robust(samples: &mut [f64], metric: &str, floor: SpreadFloor) -> Option<SlotStat> {
+    let centre = median(samples)?;
+    let mut deviations: Vec<f64> = samples.iter().map(|v| (v - centre).abs()).collect();
+    let mad = median(&mut deviations).unwrap_or(0.0);
+    Some(SlotStat {
+        centre,
+        spread: (MAD_SCALE * mad).max(floor.of(metric, centre)),
+        samples: u32::try_from(samples.len()).unwrap_or(u32::MAX),
+    })
+}
+
+/// One slot mean: the sample of a subject's metric for the slot starting at `bucket`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotMean {
+    pub on: BaselineOn,
+    pub subject: String,
+    pub metric: &'static str,
+    pub bucket: EventTime,
+    pub value: f64,
+}
+
+/// One device's readings of a metric in a slot, as the store sums them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSlotSum {
+    pub device: String,
+    /// The segment the device is linked to now.
+    pub segment: Option<String>,
+    pub metric: MetricId,
+    pub bucket: EventTime,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// The device samples and the segment samples of slot sums, with the segment figures
+/// defined as the stream's segment state defines them per window
+/// (`stream::segment_state`): flow, the mean over the detectors that counted of their
+/// vehicles per hour; speed, the mean of the detectors' mean speed weighted by their
+/// counts (the plain mean of the speed readings when no detector counted a vehicle);
+/// occupancy, the mean over detectors of their mean occupancy.
+pub fn slot_means(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
+    let mut out = Vec::with_capacity(sums.len());
+    for s in sums.iter().filter(|s| s.count > 0) {
+        if let Some(metric) = learned_metric(BaselineOn::Device, s.metric.as_str()) {
+            out.push(SlotMean {
+                on: BaselineOn::Device,
+                subject: s.device.clone(),
+                metric,
+                bucket: s.bucket,
+                value: s.sum / s.count as f64,
+            });
+        }
+    }
+    out.extend(segment_figures(sums));
+    out
+}
+
+#[derive(Default)]
+struct Detector {
+    counts: Option<f64>,
+    speed: Option<(f64, u64)>,
+    occupancy: Option<f64>,
+}
+
+/// The segment figures of slot sums (see [`slot_means`]).
+pub fn segment_figures(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
+    let mut by: HashMap<(&str, EventTime), HashMap<&str, Detector>> = HashMap::new();
+    for s in sums {
+        let Some(segment) = s.segment.as_deref().filter(|g| !g.is_empty()) else { continue };
+        let d = by.entry((segment, s.bucket)).or_default().entry(&s.device).or_default();
+        match s.metric {
+            MetricId::VehicleCount => d.counts = Some(s.sum),
+            MetricId::SpeedKmh if s.count > 0 => d.speed = Some((s.sum, s.count)),
+            MetricId::OccupancyPct if s.count > 0 => d.occupancy = Some(s.sum / s.count as f64),
+            _ => {}
+        }
+    }
+    let per_hour = 3_600_000.0 / SLOT_MS as f64;
+    let mut out = Vec::new();
+    for ((segment, bucket), detectors) in by {
+        let mut push = |metric: &'static str, value: Option<f64>| {
+            if let Some(value) = value.filter(|v| v.is_finite()) {
+                out.push(SlotMean {
+                    on: BaselineOn::Segment,
+                    subject: segment.to_owned(),
+                    metric,
+                    bucket,
+                    value,
+                });
+            }
+        };
+        let counted: Vec<f64> = detectors.values().filter_map(|d| d.counts).collect();
+        push(
+            "flow_vph",
+            (!counted.is_empty())
+                .then(|| counted.iter().sum::<f64>() * per_hour / counted.len() as f64),
+        );
+        let (mut weighted, mut weight, mut plain, mut n) = (0.0, 0.0, 0.0, 0u64);
+        for d in detectors.values() {
+            if let Some((sum, count)) = d.speed {
+                let mean = sum / count as f64;
+                let w = d.counts.unwrap_or(0.0);
+                weighted += mean * w;
+                weight += w;
+                plain += sum;
+                n += count;
+            }
+        }
+        push(
+            "speed_kmh",
+            if weight > 0.0 { Some(weighted / weight) } else { (n > 0).then(|| plain / n as f64) },
+        );
+        let occupancies: Vec<f64> = detectors.values().filter_map(|d| d.occupancy).collect();
+        push(
+            "occupancy_pct",
+            (!occupancies.is_empty())
+                .then(|| occupancies.iter().sum::<f64>() / occupancies.len() as f64),
+        );
+    }
+    out
+}
+
+/// What is not learned from: holidays (local days) and closures of segments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exclusions {
+    pub holidays: Vec<i64>,
+    /// (segment, from ms, to ms): an operation that closed the segment.
+    pub closures: Vec<(String, i64, i64)>,
+}
+
+impl Exclusions {
+    /// Whether the slot of `bucket` on `segment` (a device's segment, or the segment
+    /// itself) is excluded.
+    pub fn excludes(&self, clock: SlotClock, segment: Option<&str>, bucket: EventTime) -> bool {
+        if self.holidays.contains(&clock.local_day(bucket)) {
+            return true;
+        }
+        let (from, to) = (bucket.millis(), bucket.millis() + SLOT_MS);
+        segment
+            .is_some_and(|g| self.closures.iter().any(|(s, a, b)| s == g && *a < to && *b > from))
+    }
+}
+
+/// One learned slot of one subject's metric, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineRow {
+    pub on: BaselineOn,
+    pub subject: String,
+    pub metric: String,
+    pub slot: u16,
+    pub centre: f64,
+    pub spread: f64,
+    pub samples: u32,
+}
+
+/// Learn the slots of `means` (every sample of the slots being learned), each slot's
+/// samples reduced to [`robust`] centre and spread. `segment_of` gives a device's segment
+/// for the closures. Rows come out sorted by subject, metric and slot.
+pub fn learn(
+    means: &[SlotMean],
+    clock: SlotClock,
+    exclusions: &Exclusions,
+    floor: SpreadFloor,
+    segment_of: &dyn Fn(&str) -> Option<String>,
+) -> Vec<BaselineRow> {
+    let mut groups: HashMap<(BaselineOn, &str, &'static str, u16), Vec<f64>> = HashMap::new();
+    let mut segments: HashMap<&str, Option<String>> = HashMap::new();
+    for m in means {
+        let segment = match m.on {
+            BaselineOn::Segment => Some(m.subject.clone()),
+            BaselineOn::Device => {
+                segments.entry(&m.subject).or_insert_with(|| segment_of(&m.subject)).clone()
+            }
+        };
+        if exclusions.excludes(clock, segment.as_deref(), m.bucket) {
+            continue;
+        }
+        let slot = clock.slot(m.bucket) as u16;
+        groups.entry((m.on, &m.subject, m.metric, slot)).or_default().push(m.value);
+    }
+    let mut rows: Vec<BaselineRow> = groups
+        .into_iter()
+        .filter_map(|((on, subject, metric, slot), mut samples)| {
+            let stat = robust(&mut samples, metric, floor)?;
+            Some(BaselineRow {
+                on,
+                subject: subject.to_owned(),
+                metric: metric.to_owned(),
+                slot,
+                centre: stat.centre,
+                spread: stat.spread,
+                samples: stat.samples,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (a.on, &a.subject, &a.metric, a.slot).cmp(&(b.on, &b.subject, &b.metric, b.slot))
+    });
+    rows
+}
+
+/// The learning window's slot occurrences that hold slot `slot`: for each of the `weeks`
+/// weeks before `end`, the start of that slot (only occurrences ending at or before
+/// `end`).
+pub fn occurrences(clock: SlotClock, slot: usize, weeks: u32, end: EventTime) -> Vec<EventTime> {
+    let current = clock.slot_start(end);
+    let back = (clock.slot(current) + SLOTS_PER_WEEK - slot) % SLOTS_PER_WEEK;
+    let mut latest = current.millis() - back as i64 * SLOT_MS;
+    if latest + SLOT_MS > end.millis() {
+        latest -= WEEK_MS;
+    }
+    (0..i64::from(weeks)).map(|w| EventTime(latest - w * WEEK_MS)).collect()
+}
+
+/// A learned profile of one subject's metric held in memory: 9 bytes a slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    centre: Box<[f32]>,
+    spread: Box<[f32]>,
+    samples: Box<[u8]>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            centre: vec![0.0; SLOTS_PER_WEEK].into_boxed_slice(),
+            spread: vec![0.0; SLOTS_PER_WEEK].into_boxed_slice(),
+            samples: vec![0; SLOTS_PER_WEEK].into_boxed_slice(),
+        }
+    }
+}
+
+/// The baseline at an instant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    pub centre: f64,
+    pub spread: f64,
+    /// The fewest samples of the slots it was interpolated from.
+    pub samples: u32,
+}
+
+impl Profile {
+    /// Bytes a profile holds on the heap.
+    pub const HEAP_BYTES: usize = SLOTS_PER_WEEK * 9;
+
+    pub fn set(&mut self, slot: usize, stat: SlotStat) {
+        if slot < SLOTS_PER_WEEK {
+            self.centre[slot] = stat.centre as f32;
+            self.spread[slot] = stat.spread as f32;
+            self.samples[slot] = u8::try_from(stat.samples).unwrap_or(u8::MAX);
+        }
+    }
+
+    pub fn slot(&self, slot: usize) -> Option<SlotStat> {
+        let samples = *self.samples.get(slot)?;
+        (samples > 0).then(|| SlotStat {
+            centre: f64::from(self.centre[slot]),
+            spread: f64::from(self.spread[slot]),
+            samples: u32::from(samples),
+        })
+    }
+
+    /// The baseline at `t`: linear between the midpoints of the slot of `t` and its
+    /// neighbour; a slot without samples gives way to the other one.
+    pub fn at(&self, clock: SlotClock, t: EventTime) -> Option<Expected> {
+        let here = clock.slot(t);
+        let into = (t.millis() - clock.slot_start(t).millis()) as f64 / SLOT_MS as f64;
+        let (other, w_other) = if into >= 0.5 {
+            ((here + 1) % SLOTS_PER_WEEK, into - 0.5)
+        } else {
+            ((here + SLOTS_PER_WEEK - 1) % SLOTS_PER_WEEK, 0.5 - into)
+        };
+        let expected =
+            |s: SlotStat| Expected { centre: s.centre, spread: s.spread, samples: s.samples };
+        match (self.slot(here), self.slot(other)) {
+            (Some(a), Some(b)) => {
+                let w = w_other;
+                Some(Expected {
+                    centre: a.centre * (1.0 - w) + b.centre * w,
+                    spread: a.spread * (1.0 - w) + b.spread * w,
+                    samples: a.samples.min(b.samples),
+                })
+            }
+            (Some(a), None) => Some(expected(a)),
+            (None, Some(b)) if w_other > 0.0 => Some(expected(b)),
+            _ => None,
+        }
+    }
+}
+
+/// Profiles by subject kind and metric, then subject (looked up without allocating).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Baselines {
+    pub clock: SlotClock,
+    pub profiles: HashMap<(BaselineOn, String), HashMap<String, Profile>>,
+}
+
+impl Baselines {
+    pub fn new(clock: SlotClock) -> Self {
+        Self { clock, profiles: HashMap::new() }
+    }
+
+    /// Put stored rows in (a later row of a slot replaces an earlier one).
+    pub fn extend<'a>(&mut self, rows: impl IntoIterator<Item = &'a BaselineRow>) {
+        for r in rows {
+            let by = self.profiles.entry((r.on, r.metric.clone())).or_default();
+            let profile = match by.get_mut(&r.subject) {
+                Some(p) => p,
+                None => by.entry(r.subject.clone()).or_default(),
+            };
+            profile.set(
+                usize::from(r.slot),
+                SlotStat { centre: r.centre, spread: r.spread, samples: r.samples },
+            );
+        }
+    }
+
+    pub fn get(&self, on: BaselineOn, subject: &str, metric: &str) -> Option<&Profile> {
+        self.profiles
+            .iter()
+            .find(|((o, m), _)| *o == on && m == metric)
+            .and_then(|(_, by)| by.get(subject))
+    }
+
+    /// The baseline of a subject's metric at `t`.
+    pub fn expected(
+        &self,
+        on: BaselineOn,
+        subject: &str,
+        metric: &str,
+        t: EventTime,
+    ) -> Option<Expected> {
+        self.get(on, subject, metric)?.at(self.clock, t)
+    }
+
+    /// Profiles held.
+    pub fn len(&self) -> usize {
+        self.profiles.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes of the profiles' slots (the maps' own overhead not counted).
+    pub fn slot_bytes(&self) -> usize {
+        self.len() * Profile::HEAP_BYTES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> EventTime {
+        EventTime::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn slots_start_on_monday_local_midnight() {
+        let clock = SlotClock::default();
+        // Monday 2026-01-05 00:00 CET is 2026-01-04T23:00Z.
+        assert_eq!(clock.slot(at("2026-01-04T23:00:00Z")), 0);
+        assert_eq!(clock.slot(at("2026-01-04T22:59:59Z")), SLOTS_PER_WEEK - 1);
+        // Monday 08:30 local: 8 × 4 + 2.
+        assert_eq!(clock.slot(at("2026-01-05T07:30:00Z")), 34);
+        assert_eq!(clock.slot_start(at("2026-01-05T07:44:59Z")), at("2026-01-05T07:30:00Z"));
+        assert!(SlotClock::new(7).is_none());
+        assert_eq!(parse_day("1970-01-02"), Some(1));
+        assert_eq!(clock.local_day(at("2026-01-04T23:00:00Z")), parse_day("2026-01-05").unwrap());
+    }
+
+    #[test]
+    fn centre_is_the_median_and_spread_the_scaled_mad_with_a_floor() {
+        let floor = SpreadFloor { relative: 0.0 };
+        let s = robust(&mut [50.0, 52.0, 48.0, 51.0, 900.0], "temperature_c", floor).unwrap();
+        assert_eq!(s.centre, 51.0);
+        // Deviations 1, 1, 3, 0, 849: MAD 1.
+        assert!((s.spread - MAD_SCALE).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.samples, 5);
+        let same = robust(&mut [40.0, 40.0, 40.0], "speed_kmh", SpreadFloor { relative: 0.1 });
+        assert_eq!(same.unwrap().spread, 4.0);
+        assert!(robust(&mut [], "speed_kmh", floor).is_none());
+    }
+
+    #[test]
+    fn segment_figures_follow_the_stream_definitions() {
+        let b = EventTime(0);
+        let sum = |device: &str, metric, count, sum| DeviceSlotSum {
+            device: device.into(),
+            segment: Some("s".into()),
+            metric,
+            bucket: b,
+            count,
+            sum,
+        };
+        let sums = vec![
+            sum("a", MetricId::VehicleCount, 10, 100.0),
+            sum("a", MetricId::SpeedKmh, 10, 500.0),
+            sum("b", MetricId::VehicleCount, 10, 300.0),
+            sum("b", MetricId::SpeedKmh, 5, 100.0),
+            sum("a", MetricId::OccupancyPct, 2, 20.0),
+            sum("b", MetricId::OccupancyPct, 1, 30.0),
+        ];
+        let mut figures = segment_figures(&sums);
+        figures.sort_by(|x, y| x.metric.cmp(y.metric));
+        let values: Vec<(&str, f64)> = figures.iter().map(|m| (m.metric, m.value)).collect();
+        // Flow: mean of 100 and 300 vehicles per 15 min = 200 × 4 veh/h.
+        // Speed: (50 × 100 + 20 × 300) / 400 = 27.5. Occupancy: (10 + 30) / 2.
+        assert_eq!(values, vec![("flow_vph", 800.0), ("occupancy_pct", 20.0), ("speed_kmh", 27.5)]);
+    }
+
+    #[test]
+    fn learning_skips_holidays_and_closures_and_interpolates() {
+        let clock = SlotClock::default();
+        let monday = at("2026-01-05T07:30:00Z");
+        let mut means = Vec::new();
+        for week in 0..4 {
+            for (slot, v) in [(0, 40.0), (1, 60.0)] {
+                means.push(SlotMean {
+                    on: BaselineOn::Segment,
+                    subject: "s".into(),
+                    metric: "speed_kmh",
+                    bucket: EventTime(monday.millis() - week * WEEK_MS + slot * SLOT_MS),
+                    value: v + week as f64,
+                });
+            }
+        }
+        let exclusions = Exclusions {
+            holidays: vec![clock.local_day(EventTime(monday.millis() - WEEK_MS))],
+            closures: vec![(
+                "s".into(),
+                monday.millis() - 2 * WEEK_MS,
+                monday.millis() - 2 * WEEK_MS + 1,
+            )],
+        };
+        let rows = learn(&means, clock, &exclusions, SpreadFloor { relative: 0.0 }, &|_| None);
+        assert_eq!(rows.len(), 2);
+        // Weeks 0 and 3 are left for the first slot (40, 43); weeks 0, 2, 3 for the
+        // second (the closure touched only the first slot of week 2).
+        assert_eq!((rows[0].slot, rows[0].samples, rows[0].centre), (34, 2, 41.5));
+        assert_eq!((rows[1].slot, rows[1].samples, rows[1].centre), (35, 3, 62.0));
+        let mut b = Baselines::new(clock);
+        b.extend(&rows);
+        let p = b.get(BaselineOn::Segment, "s", "speed_kmh").unwrap();
+        // At the midpoint of slot 34 its own centre; halfway to slot 35's midpoint, between.
+        assert_eq!(p.at(clock, EventTime(monday.millis() + SLOT_MS / 2)).unwrap().centre, 41.5);
+        let mid = p.at(clock, EventTime(monday.millis() + SLOT_MS)).unwrap();
+        assert!((mid.centre - 51.75).abs() < 1e-4, "{mid:?}");
+        assert_eq!(mid.samples, 2);
+        assert!(p.at(clock, EventTime(monday.millis() + 5 * SLOT_MS)).is_none());
+    }
+
+    #[test]
+    fn occurrences_are_the_slots_closed_in_the_window() {
+        let clock = SlotClock::default();
+        let end = at("2026-01-05T07:50:00Z");
+        // Slot 34 (07:30Z) closed at 07:45Z: this week's counts.
+        let o = occurrences(clock, 34, 2, end);
+        assert_eq!(o, vec![at("2026-01-05T07:30:00Z"), at("2025-12-29T07:30:00Z")]);
+        // Slot 35 is still open: last week's is the latest.
+        assert_eq!(occurrences(clock, 35, 1, end), vec![at("2025-12-29T07:45:00Z")]);
+    }
+}
