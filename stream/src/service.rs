@@ -257,7 +257,7 @@ impl Driver {
         readings: &mut mpsc::Receiver<Vec<Reading>>,
         held: &mut Vec<Vec<Reading>>,
     ) {
-        let Self { core, hub, alerts, metrics, checkpoint_lost, chunks } = self;
+        let Self { core, hub, alerts, metrics, checkpoint_lost, chunks, .. } = self;
         let force_full = checkpoint_lost.swap(false, Ordering::AcqRel);
         let (begin, mut parts) = core.checkpoint(force_full);
         if alerts.send(AlertSinkItem::CheckpointBegin(Box::new(begin))).await.is_err() {

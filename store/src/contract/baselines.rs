@@ -66,6 +66,7 @@ pub async fn baselines_learn_slots_without_holidays_and_closures(store: &Store) 
         status: OperationStatus::Planned,
         agency: "mobility".into(),
         segments: vec![segment.to_string()],
+        derived_segments: Vec::new(),
         point: None,
         area: None,
         closes_road: true,
