@@ -43,13 +43,18 @@ async fn get_json(port: u16, path: &str) -> Option<Value> {
     (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
 }
 
-/// `sccr_stream_readings_total` from `/metrics`.
-async fn stream_readings(port: u16) -> f64 {
+/// A figure of `/metrics` (0 when absent).
+async fn metric(port: u16, name: &str) -> f64 {
     let (_, text) = http_get(port, "/metrics").await.expect("metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix("sccr_stream_readings_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `sccr_stream_readings_total` from `/metrics`.
+async fn stream_readings(port: u16) -> f64 {
+    metric(port, "sccr_stream_readings_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +96,13 @@ async fn an_incident_raises_an_anomaly_while_a_fixed_threshold_stays_quiet() {
         async move { log.contains("baselines loaded for the anomaly rules").then_some(()) }
     })
     .await;
+    // The refresher's figures: a full learning of the week's 672 slots, the rule's profile
+    // held by the stream.
+    assert!(metric(port, "sccr_baseline_refreshes_total").await >= 1.0);
+    assert_eq!(metric(port, "sccr_baseline_refresh_failures_total").await, 0.0);
+    assert!(metric(port, "sccr_baseline_slots_learned_total").await >= 672.0);
+    assert!(metric(port, "sccr_baseline_profiles_loaded").await >= 1.0);
+    assert!(metric(port, "sccr_baseline_loaded_bytes").await > 0.0);
     let usual = get_json(
         port,
         &format!(

@@ -199,6 +199,7 @@ pub(super) async fn start_ingest(
         config.database.maintenance_interval,
         shutdown_rx.clone(),
     ));
+    let baseline_metrics = Arc::new(crate::baselines::BaselineMetrics::default());
     let baselines = config.baselines.enabled.then(|| {
         tokio::spawn(crate::baselines::run_baseline_refresh(
             store.clone(),
@@ -206,6 +207,7 @@ pub(super) async fn start_ingest(
             config.baselines.refresh_interval,
             needs_rx,
             command_tx.clone(),
+            baseline_metrics.clone(),
             shutdown_rx.clone(),
         ))
     });
@@ -297,6 +299,9 @@ pub(super) async fn start_ingest(
         });
     if config.webhooks.enabled {
         collectors.add(dispatcher_metrics);
+    }
+    if config.baselines.enabled {
+        collectors.add(baseline_metrics);
     }
     // Stop order: ingest, acker and writer first (the merger and maintenance stop after
     // the writer's last commit), then the stream and what it feeds.
