@@ -35,8 +35,9 @@ pub const MAX_MAP_PAGE: usize = 20_000;
 /// The columns of each `GET /api/v1/map/devices` row, in order.
 pub const MAP_COLUMNS: [&str; 7] = ["id", "kind", "segment", "lon", "lat", "online", "last_seen"];
 
-/// The catalogue document, but the device kinds (which come from the registry).
-pub fn catalogue_document(device_kinds: &[String]) -> Value {
+/// The catalogue document, given the kinds of the registered devices (which come from the
+/// registry; `device_kinds` lists every kind devices and kind-scoped rules may name).
+pub fn catalogue_document(registered_kinds: &[String]) -> Value {
     let metrics: Vec<Value> = MetricId::ALL
         .iter()
         .map(|m| {
@@ -71,7 +72,8 @@ pub fn catalogue_document(device_kinds: &[String]) -> Value {
             "speed_fresh_s": stream::live::SPEED_FRESH_MS / 1_000,
             "device_online_s": stream::live::PRESENCE_WINDOW_MS / 1_000,
         },
-        "device_kinds": device_kinds,
+        "device_kinds": telemetry::DeviceKind::ALL.map(telemetry::DeviceKind::as_str),
+        "registered_device_kinds": registered_kinds,
         "languages": telemetry::metric::LANGUAGES,
     })
 }
@@ -290,7 +292,8 @@ mod tests {
         assert_eq!(no2["unit_ascii"], "ug/m3");
         assert_eq!(no2["label"]["en"], "NO₂");
         assert_eq!(doc["languages"], json!(["it", "en"]));
-        assert_eq!(doc["device_kinds"], json!(["loop"]));
+        assert_eq!(doc["registered_device_kinds"], json!(["loop"]));
+        assert_eq!(doc["device_kinds"].as_array().unwrap().len(), telemetry::DeviceKind::ALL.len());
         assert_eq!(doc["live"]["device_online_s"], 300);
         assert_eq!(doc["live"]["speed_fresh_s"], 90);
         let codes = doc["alert_codes"].as_array().unwrap();

@@ -117,8 +117,9 @@ impl Collector for StreamMetrics {
 
 /// Parts per checkpoint chunk.
 pub const CHECKPOINT_CHUNK: usize = 1_000;
-/// Checkpoint chunks queued to the sink and not yet stored, at most.
-pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// Checkpoint chunks queued to the sink and not yet stored, at most (about 13 MB of parts):
+/// a checkpoint of up to this many chunks never makes the core wait for the sink.
+pub const CHUNKS_IN_FLIGHT: usize = 8;
 /// Readings held for the core while a checkpoint is queued, at most (beyond them the
 /// readings queue fills and ingest counts what the live view drops).
 pub const HELD_READINGS: usize = 200_000;
@@ -520,11 +521,12 @@ mod tests {
     #[tokio::test]
     async fn readings_go_live_while_a_checkpoint_waits_for_the_sink() {
         let mut h = start_with(Duration::from_millis(100));
-        let fleet: Vec<Reading> =
-            (0..2 * CHECKPOINT_CHUNK + 500).map(|i| reading(&format!("d{i}"), 30.0)).collect();
+        let fleet: Vec<Reading> = (0..CHUNKS_IN_FLIGHT * CHECKPOINT_CHUNK + 500)
+            .map(|i| reading(&format!("d{i}"), 30.0))
+            .collect();
         h.readings.send(fleet).await.unwrap();
         // Hold the chunks of a checkpoint of the whole fleet: the driver then waits for a
-        // permit to queue its third chunk.
+        // permit to queue its last chunk.
         let mut held = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while held.len() < CHUNKS_IN_FLIGHT {

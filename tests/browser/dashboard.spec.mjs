@@ -201,7 +201,8 @@ test('Level-of-Service colours stay apart for deuteranopes and protanopes; E and
   // Second channel: a segment at F is drawn wider than one at A.
   const { segment, device } = await longSegmentWithDetector(page, request);
   await speed(device, 1);
-  await expect.poll(() => page.evaluate((id) => window.sccr.losOf(id), segment), { timeout: 5_000 }).toBe('F');
+  // A hang deadline; the reading-to-colour latency is measured by the recolour test.
+  await expect.poll(() => page.evaluate((id) => window.sccr.losOf(id), segment), { timeout: 10_000 }).toBe('F');
   const widths = await page.evaluate((id) => {
     const f = window.sccr.segmentStyle(id).width;
     const a = [...window.sccr.state.segments.values()].filter((s) => s.los === 'A').map((s) => window.sccr.segmentStyle(s.id).width);

@@ -251,7 +251,15 @@ pub(super) fn catalogue() -> Value {
     let spec = MetricId::SpeedKmh.spec();
     example(
         record_in(
-            &["metrics", "alert_codes", "los", "live", "device_kinds", "languages"],
+            &[
+                "metrics",
+                "alert_codes",
+                "los",
+                "live",
+                "device_kinds",
+                "registered_device_kinds",
+                "languages",
+            ],
             json!({
                 "metrics": list(metric_entry, "Every metric SCCR accepts"),
                 "alert_codes": list(code_entry, "Alert message codes"),
@@ -259,7 +267,8 @@ pub(super) fn catalogue() -> Value {
                 "live": record_in(&["speed_fresh_s", "device_online_s"], json!({
                     "speed_fresh_s": count("A segment speed older than this many seconds is stale"),
                     "device_online_s": count("A device heard from within this many seconds is online")})),
-                "device_kinds": list(json!({"type": "string"}), "Kinds of the registered devices"),
+                "device_kinds": list(json!({"type": "string"}), "Every kind a device may be registered with and a rule scoped to"),
+                "registered_device_kinds": list(json!({"type": "string"}), "Kinds of the registered devices (a kind outside device_kinds matches no kind-scoped rule)"),
                 "languages": list(json!({"type": "string"}), "Languages of the labels"),
             }),
         ),
@@ -270,6 +279,7 @@ pub(super) fn catalogue() -> Value {
             "alert_codes": [{"code": "device_offline", "params": ["subject", "silence_s"], "english": "{subject}: offline, last data {silence_s} s ago"}],
             "los": {"basis": "speed / free-flow speed", "levels": [{"los": "A", "above_ratio": 0.85}, {"los": "F", "above_ratio": null}]},
             "live": {"speed_fresh_s": 180, "device_online_s": 120},
-            "device_kinds": ["air_quality", "traffic_loop"], "languages": ["it", "en"]}),
+            "device_kinds": telemetry::DeviceKind::ALL.map(telemetry::DeviceKind::as_str),
+            "registered_device_kinds": ["air_quality", "traffic_loop"], "languages": ["it", "en"]}),
     )
 }

@@ -71,7 +71,9 @@ async fn the_catalogue_is_served_with_the_registry_kinds() {
         .unwrap();
     let (st, body) = get(&s, "/api/v1/catalogue").await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    assert_eq!(body["device_kinds"], json!(["air_quality", "traffic_loop"]));
+    assert_eq!(body["registered_device_kinds"], json!(["air_quality", "traffic_loop"]));
+    let known = telemetry::DeviceKind::ALL.map(telemetry::DeviceKind::as_str);
+    assert_eq!(body["device_kinds"], json!(known), "every kind a rule accepts, before any device");
     assert_eq!(body["metrics"].as_array().unwrap().len(), telemetry::MetricId::ALL.len());
     let speed = body["metrics"].as_array().unwrap().iter().find(|m| m["id"] == "speed_kmh");
     let speed = speed.unwrap();
