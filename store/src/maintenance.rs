@@ -66,6 +66,10 @@ pub struct MergerConfig {
     pub max_seal_grace: Duration,
 }
 
+/// The longest the seal waits for late-arriving live readings (the default
+/// `max_seal_grace`); the writer's arrival lag is measured up to it.
+pub const MAX_SEAL_GRACE: Duration = Duration::from_secs(60);
+
 impl MergerConfig {
     /// How long after its end a step is sealed now.
     pub fn seal_grace_now(&self) -> Duration {
@@ -84,7 +88,7 @@ impl Default for MergerConfig {
             seal_grace: Duration::from_secs(10),
             seal_step: Duration::from_secs(15),
             arrival_lag: None,
-            max_seal_grace: Duration::from_secs(60),
+            max_seal_grace: MAX_SEAL_GRACE,
         }
     }
 }

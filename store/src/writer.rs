@@ -199,8 +199,9 @@ impl ArrivalLag {
 }
 
 impl Default for ArrivalLag {
+    /// Lags past the seal's longest wait change nothing, so they are not measured.
     fn default() -> Self {
-        Self::new(Duration::from_secs(60))
+        Self::new(crate::maintenance::MAX_SEAL_GRACE)
     }
 }
 

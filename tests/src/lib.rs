@@ -33,7 +33,7 @@ pub use pg::{
     admin_url, assert_rollups_match_raw, stored_keys, wait_rollups_merged, TestDb, ThrowawayPg,
 };
 pub use sccr::{
-    http_get, http_request, http_request_with, http_send, live_url, sccr_admin, Sccr,
+    http_get, http_request, http_request_with, http_send, live_url, metric, sccr_admin, Sccr,
     TEST_ADMIN_TOKEN,
 };
 

@@ -175,6 +175,12 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     http_request(port, "GET", path, Some(TEST_ADMIN_TOKEN), "").await
 }
 
+/// A figure of a test server's `/metrics` (an unlabelled series), if it is there.
+pub async fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, text) = http_get(port, "/metrics").await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A minimal HTTP/1.1 request with a JSON body on loopback as the test admin: (status, body).
 pub async fn http_send(port: u16, method: &str, path: &str, json: &str) -> Result<(u16, String)> {
     http_request(port, method, path, Some(TEST_ADMIN_TOKEN), json).await

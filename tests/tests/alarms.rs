@@ -123,11 +123,6 @@ fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
-async fn metric_value(port: u16, name: &str) -> Option<f64> {
-    let (_, text) = http_get(port, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
-}
-
 async fn start(e: &Env) -> Sccr {
     let sccr =
         Sccr::serve_with_config(e.broker.port, &e.db.url, &e.dir.path, CONFIG, &[]).expect("sccr");
@@ -232,9 +227,9 @@ async fn a_critical_alert_ending_100ms_after_its_raise_stays_open_as_returned_un
 
     // Flood figures: one signalled raise in 10 minutes (the suppressed one is not), over
     // two positions.
-    assert_eq!(metric_value(port, "sccr_alerts_raised_last_10m").await, Some(1.0));
-    assert_eq!(metric_value(port, "sccr_alerts_per_position_last_10m").await, Some(0.5));
-    assert_eq!(metric_value(port, "sccr_alert_floods_total").await, Some(0.0));
+    assert_eq!(sccr_tests::metric(port, "sccr_alerts_raised_last_10m").await, Some(1.0));
+    assert_eq!(sccr_tests::metric(port, "sccr_alerts_per_position_last_10m").await, Some(0.5));
+    assert_eq!(sccr_tests::metric(port, "sccr_alert_floods_total").await, Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,5 +377,5 @@ async fn a_returned_shelved_alert_survives_a_restart_and_is_raised_again() {
         .unwrap();
     assert_eq!(total, 1);
     // Shelved: its re-raise is not counted as a flood raise.
-    assert_eq!(metric_value(port, "sccr_alerts_raised_last_10m").await, Some(0.0));
+    assert_eq!(sccr_tests::metric(port, "sccr_alerts_raised_last_10m").await, Some(0.0));
 }

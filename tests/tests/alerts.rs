@@ -513,11 +513,6 @@ async fn device_with_last_will(
     (client, task)
 }
 
-async fn metric_value(port: u16, name: &str) -> Option<f64> {
-    let (_, text) = http_get(port, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_it() {
     let e = env("alerts-offline").await;
@@ -532,7 +527,9 @@ async fn a_last_will_raises_an_offline_alert_and_the_device_coming_back_clears_i
     sccr_tests::wait_for(
         "the online status to reach the stream",
         Duration::from_secs(20),
-        || async { metric_value(port, "sccr_stream_statuses_total").await.filter(|n| *n >= 1.0) },
+        || async {
+            sccr_tests::metric(port, "sccr_stream_statuses_total").await.filter(|n| *n >= 1.0)
+        },
     )
     .await;
     let open = |port| async move {

@@ -44,17 +44,13 @@ async fn get_json(port: u16, path: &str) -> Option<Value> {
 }
 
 /// A figure of `/metrics` (0 when absent).
-async fn metric(port: u16, name: &str) -> f64 {
-    let (_, text) = http_get(port, "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+async fn figure(port: u16, name: &str) -> f64 {
+    sccr_tests::metric(port, name).await.unwrap_or(0.0)
 }
 
 /// `sccr_stream_readings_total` from `/metrics`.
 async fn stream_readings(port: u16) -> f64 {
-    metric(port, "sccr_stream_readings_total").await
+    figure(port, "sccr_stream_readings_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,11 +94,11 @@ async fn an_incident_raises_an_anomaly_while_a_fixed_threshold_stays_quiet() {
     .await;
     // The refresher's figures: a full learning of the week's 672 slots, the rule's profile
     // held by the stream.
-    assert!(metric(port, "sccr_baseline_refreshes_total").await >= 1.0);
-    assert_eq!(metric(port, "sccr_baseline_refresh_failures_total").await, 0.0);
-    assert!(metric(port, "sccr_baseline_slots_learned_total").await >= 672.0);
-    assert!(metric(port, "sccr_baseline_profiles_loaded").await >= 1.0);
-    assert!(metric(port, "sccr_baseline_loaded_bytes").await > 0.0);
+    assert!(figure(port, "sccr_baseline_refreshes_total").await >= 1.0);
+    assert_eq!(figure(port, "sccr_baseline_refresh_failures_total").await, 0.0);
+    assert!(figure(port, "sccr_baseline_slots_learned_total").await >= 672.0);
+    assert!(figure(port, "sccr_baseline_profiles_loaded").await >= 1.0);
+    assert!(figure(port, "sccr_baseline_loaded_bytes").await > 0.0);
     let usual = get_json(
         port,
         &format!(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sccr_tests::{
-    assert_rollups_match_raw, http_get, stored_keys, wait_for, wait_pipeline_ready, Broker, Sccr,
-    Simulator, TempDir, TestDb, ThrowawayPg,
+    assert_rollups_match_raw, http_get, metric, stored_keys, wait_for, wait_pipeline_ready, Broker,
+    Sccr, Simulator, TempDir, TestDb, ThrowawayPg,
 };
 use sqlx::PgPool;
 
@@ -155,11 +155,6 @@ async fn sccr_killed_and_restarted_loses_and_duplicates_nothing() {
     sccr.wait_healthy().await;
     wait_stored(&pool, at_kill + 500).await;
     assert_stored_exactly_published(&mut sim, &pool, &sccr).await;
-}
-
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let (_, text) = http_get(port, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Another session locks `readings` while the simulation publishes: the writer's batches

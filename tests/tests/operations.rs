@@ -43,8 +43,7 @@ async fn get_json(port: u16, path: &str) -> Option<Value> {
 }
 
 async fn metric_value(port: u16, name: &str) -> f64 {
-    let (_, text) = http_get(port, "/metrics").await.unwrap_or_default();
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok()).unwrap_or(0.0)
+    sccr_tests::metric(port, name).await.unwrap_or(0.0)
 }
 
 /// The open alert of `device`, once there is one matching `pred`.

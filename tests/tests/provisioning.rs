@@ -97,8 +97,7 @@ fn serve(broker: &Broker, db: &TestDb, dir: &TempDir) -> Sccr {
 
 /// A figure of `/metrics`.
 async fn metric(sccr: &Sccr, name: &str) -> Option<u64> {
-    let (_, text) = sccr_tests::http_get(sccr.api_port, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+    sccr_tests::metric(sccr.api_port, name).await.map(|v| v as u64)
 }
 
 async fn ready(sccr: &Sccr) {

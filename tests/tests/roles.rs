@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sccr_tests::{
-    compact, http_get, http_send, loop_on, publish_all, telemetry_topic, test_segment, wait_for,
-    wait_pipeline_ready, Broker, MqttProbe, Sccr, TempDir, TestDb,
+    compact, http_get, http_send, loop_on, metric, publish_all, telemetry_topic, test_segment,
+    wait_for, wait_pipeline_ready, Broker, MqttProbe, Sccr, TempDir, TestDb,
 };
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -130,11 +130,6 @@ async fn drive_until_frame(
 
 fn is_alert(f: &Value, state: &str) -> bool {
     f["type"] == "alert" && f["alert"]["rule"] == "congestion" && f["alert"]["state"] == state
-}
-
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let (_, text) = http_get(port, "/metrics").await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A broker and a database holding the test segment with its two loop detectors.
