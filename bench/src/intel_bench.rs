@@ -124,11 +124,12 @@ impl Sim {
                     x.segment == d.segment.id.as_str()
                         && (x.start..x.start + INCIDENT_MS).contains(&t)
                 });
+            let factor = self.speed_factor(i, t);
             for (metric, value) in self.city.readings(i, EventTime(t), 60.0) {
-                let value = if hit && metric == MetricId::SpeedKmh {
-                    (value * 0.4 * 10.0).round() / 10.0
-                } else {
-                    value
+                let value = match metric {
+                    MetricId::SpeedKmh if hit => (value * factor * 0.4 * 10.0).round() / 10.0,
+                    MetricId::SpeedKmh => value * factor,
+                    _ => value,
                 };
                 out.push(Reading {
                     device: d.id.clone(),
@@ -179,8 +180,15 @@ fn learn(sim: &Sim, end: i64, weeks: i64, clock: SlotClock) -> Vec<BaselineRow> 
     })
 }
 
-/// Raises as (rule, segment, processing time), readings run, seconds taken.
-type Fortnight = (Vec<(String, String, i64)>, u64, f64);
+/// What a fortnight through the stream core gave.
+struct Fortnight {
+    /// Raises as (rule, segment, processing time).
+    raises: Vec<(String, String, i64)>,
+    readings: u64,
+    seconds: f64,
+    /// The segment windows in emission order, each with the forecast made from it.
+    states: Vec<stream::SegmentState>,
+}
 
 /// A fortnight through the stream core from `start`, with `incidents` injected.
 fn run_fortnight(
@@ -219,6 +227,7 @@ fn run_fortnight(
     core.set_registry(registry, EventTime(start), &mut out);
     core.set_baselines(baselines.clone());
     let mut raises = Vec::new();
+    let mut states = Vec::new();
     let mut readings = 0u64;
     let mut batch = Vec::new();
     let started = Instant::now();
@@ -230,6 +239,7 @@ fn run_fortnight(
         out = Emitted::default();
         core.on_readings(&batch, EventTime(minute + MINUTE), &mut out);
         core.tick(EventTime(minute + MINUTE + 6_000), &mut out);
+        states.append(&mut out.segments);
         for o in &out.alerts {
             if let AlertOutput::Transition { alert, transition } = o {
                 if transition.to == AlertState::Raised {
@@ -245,7 +255,7 @@ fn run_fortnight(
         }
         minute += MINUTE;
     }
-    Ok((raises, readings, started.elapsed().as_secs_f64()))
+    Ok(Fortnight { raises, readings, seconds: started.elapsed().as_secs_f64(), states })
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -301,8 +311,10 @@ pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
         }
         incidents.push(Incident { segment, start: at });
     }
-    let (with, readings_a, secs_a) = run_fortnight(&sim, &baselines, start, &incidents)?;
-    let (clean, readings_b, secs_b) = run_fortnight(&sim, &baselines, start, &[])?;
+    let a = run_fortnight(&sim, &baselines, start, &incidents)?;
+    let b = run_fortnight(&sim, &baselines, start, &[])?;
+    let (with, readings_a, secs_a) = (&a.raises, a.readings, a.seconds);
+    let (clean, readings_b, secs_b) = (&b.raises, b.readings, b.seconds);
     let mut results = Vec::new();
     for (id, k, clear_k, hold) in SETTINGS {
         let mine = |r: &Vec<(String, String, i64)>| -> Vec<(String, i64)> {
@@ -311,7 +323,7 @@ pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
                 .map(|x| (x.1.clone(), x.2))
                 .collect()
         };
-        let raised = mine(&with);
+        let raised = mine(with);
         let mut delays = Vec::new();
         let mut matched = vec![false; raised.len()];
         for x in &incidents {
@@ -324,7 +336,7 @@ pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
             }
         }
         let unmatched = matched.iter().filter(|m| !**m).count();
-        let false_clean = mine(&clean).len();
+        let false_clean = mine(clean).len();
         let segment_weeks = watched.len() as f64 * 2.0;
         let mut sorted = delays.clone();
         sorted.sort_by(f64::total_cmp);
@@ -341,7 +353,30 @@ pub fn accuracy(quick: bool, noise: f64) -> Result<Value> {
             "false_alerts_per_segment_week": round(false_clean as f64 / segment_weeks, 3),
         }));
     }
+    // Forecasts: all windows, and those made during an injected incident (with incidents)
+    // or more than 10 % off the usual speed (incident-free).
+    let window = StreamConfig::default().window;
+    let during = |s: &stream::SegmentState| {
+        incidents.iter().any(|x| {
+            x.segment == s.segment.as_str()
+                && (x.start..x.start + INCIDENT_MS).contains(&s.end.millis())
+        })
+    };
+    let off_usual = |s: &stream::SegmentState| {
+        let mid = EventTime((s.start.millis() + s.end.millis()) / 2);
+        let usual = baselines.expected(BaselineOn::Segment, s.segment.as_str(), "speed_kmh", mid);
+        matches!((s.speed_kmh, usual), (Some(v), Some(u)) if u.centre > 1.0 && (v / u.centre - 1.0).abs() > 0.1)
+    };
+    let kept = |states: &[stream::SegmentState]| -> Vec<stream::SegmentState> {
+        states.iter().filter(|s| !skipped.contains(&s.segment.to_string())).cloned().collect()
+    };
+    let forecasts = json!({
+        "with_incidents": crate::forecast_bench::accuracy(&kept(&a.states), &baselines, &segments, window, &during),
+        "incident_free": crate::forecast_bench::accuracy(&kept(&b.states), &baselines, &segments, window, &off_usual),
+        "disturbed_windows": {"with_incidents": "made during an injected incident", "incident_free": "made from a window more than 10 % off its usual speed"},
+    });
     Ok(json!({
+        "forecasts": forecasts,
         "extra_speed_noise": {"per_day": noise, "per_10_min": noise / 2.0},
         "segments_watched": watched.len(),
         "segments_left_out": skipped,

@@ -26,6 +26,7 @@ mod cadastre_bench;
 mod checkpoint_bench;
 mod e2e;
 mod export_bench;
+mod forecast_bench;
 mod ideal;
 mod intel_bench;
 mod limits;

@@ -454,6 +454,7 @@ pub async fn segments(
                     "los": live.as_ref().and_then(|l| l.los),
                     "detectors": live.as_ref().map(|l| l.detectors),
                     "window": live.as_ref().map(|l| json!({"start": l.start, "end": l.end, "revision": l.revision})),
+                    "forecast": live.as_ref().and_then(|l| l.forecast.as_ref()),
                 }
             })
         })

@@ -56,16 +56,8 @@ pub(crate) async fn list(
     let mut p = Params::parse(raw.as_deref())?;
     let kind = p.take("kind");
     let segment = p.take("segment").map(|v| params::segment("segment", &v)).transpose()?;
-    let include_decommissioned = match p.take("decommissioned").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            return Err(ApiError::bad_param(
-                "decommissioned",
-                "decommissioned must be true or false",
-            ))
-        }
-    };
+    let include_decommissioned =
+        params::boolean("decommissioned", p.take("decommissioned").as_deref())?;
     let limit = p
         .take("limit")
         .map(|v| params::limit("limit", &v, MAX_PAGE))

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod docs;
 pub mod error;
 pub mod export;
+pub mod forecasts;
 pub mod formats;
 pub mod http_metrics;
 pub mod live;
@@ -274,6 +275,12 @@ pub fn operations() -> Vec<Op> {
             .query("zoom", json!({"type": "integer", "minimum": 0, "maximum": 22}), "Web-map zoom level 0..=22: geometries simplified for it")
             .error(422, "bbox has min after max")
             .ok(200, schemas::segment_answer()),
+        Op::new("GET", "/api/v1/forecasts", READERS, "traffic", "Each road segment's short-term forecast of speed and LOS", get(forecasts::forecasts))
+            .describe("Made from each segment's newest window (docs/forecasts.md): the usual speed at the target time (the segment's learned baseline), scaled by the segment's smoothed ratio to usual now, that difference fading towards usual with the horizon (`[forecasts]` smoothing and persistence). Horizons 15 and 30 minutes by default. A segment is degrading when some horizon's LOS is worse than now and D or worse. Segments without a learned baseline, or without a speed in their newest window, have no forecast and are left out. The same forecast rides the websocket's segment messages and the segments' GeoJSON.")
+            .query("segment", segment_id(), "One road segment (404 when it does not exist)")
+            .query("degrading", enumeration(&["true", "false"]), "Only the segments predicted to degrade")
+            .ok(200, schemas::forecasts_answer())
+            .error(404, "The road segment does not exist (the error's param names it)"),
         Op::new("GET", "/api/v1/catalogue", READERS, "wall", "What screens show of each metric, the Level of Service bounds and the live figures", get(map::catalogue))
             .describe("One catalogue for every screen, built from the server's own definitions: each metric's id, labels (it, en), display unit (`unit`, with proper symbols) and stored unit (`unit_ascii`), decimals, plausible range (`min`, `max`), `kind` (gauge, count, bool, code), whether a chart's axis starts at zero (`zero_based`) and the figure that sums up a bucket (`aggregate`: avg, sum, last); the Level of Service grades with the speed ratio each lies above (`above_ratio`, null for F); the live hub's figures (`speed_fresh_s`, `device_online_s`); the kinds of the registered devices; the languages of the labels.")
             .ok(200, schemas::catalogue_answer()),

@@ -29,8 +29,9 @@
 //!     conflated: one entry per (device, metric), the latest.
 //!   - `{"type":"window","window":{…}}` when a device window closes or is corrected.
 //!   - `{"type":"segment","segment":{"segment","start","end","flow_vph","speed_kmh",
-//!     "occupancy_pct","los","detectors","revision"}}` when a segment window is emitted or
-//!     corrected (`los` is `"A"`…`"F"` or null without speeds).
+//!     "occupancy_pct","los","detectors","revision","forecast"?}}` when a segment window is
+//!     emitted or corrected (`los` is `"A"`…`"F"` or null without speeds; `forecast`, the
+//!     forecast made from the window, when there is one: `stream::forecast`).
 //!   - `{"type":"alert","alert":{"id","rule","subject","kind","severity","state","message",
 //!     "value","since","raised_at","acknowledged","cleared","members","active",
 //!     "returned_at","shelved","suppressed","code","params"}}` when an alert moves (raised,

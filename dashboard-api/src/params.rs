@@ -54,6 +54,15 @@ impl Params {
     }
 }
 
+/// A `true`/`false` parameter; absent is false.
+pub fn boolean(name: &str, v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::bad_param(name, format!("{name} must be true or false"))),
+    }
+}
+
 pub fn device(name: &str, v: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(v).map_err(|e| ApiError::bad_param(name, e.to_string()))
 }

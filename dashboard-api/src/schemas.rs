@@ -26,12 +26,12 @@ pub use answers::{
     alert_list, alert_one, alert_with_events, audit_page, baselines_answer, catalogue_answer,
     command_list, command_one, dead_letter_page, dead_letter_reasons, delivery_list,
     device_credentials, device_decommissioned, device_list, device_one, device_with_latest, error,
-    healthz, history_answer, latest, map_devices, me, readyz, redelivered, rule_answer,
-    rules_answer, segment_answer, token_created, token_list, token_one, wall, webhook_list,
-    webhook_one,
+    forecasts_answer, healthz, history_answer, latest, map_devices, me, readyz, redelivered,
+    rule_answer, rules_answer, segment_answer, token_created, token_list, token_one, wall,
+    webhook_list, webhook_one,
 };
 use devices::{
-    catalogue, device, device_detail, history, latest_value, mqtt_credentials, segments,
+    catalogue, device, device_detail, forecast, history, latest_value, mqtt_credentials, segments,
 };
 
 /// A reference to the component `name`.
@@ -170,6 +170,7 @@ pub fn components() -> Vec<(&'static str, Value)> {
         ("LatestValue", latest_value()),
         ("History", history()),
         ("SegmentCollection", segments()),
+        ("SegmentForecast", forecast()),
         ("Alert", alert()),
         ("AlertEvent", alert_event()),
         ("Catalogue", catalogue()),

@@ -224,5 +224,6 @@ fn segment_state(
         los: Some(los),
         detectors: 2,
         revision: 0,
+        forecast: None,
     }
 }

@@ -13,6 +13,8 @@ pub struct StreamConfig {
     pub allowed_lateness: Duration,
     /// Events kept for slow live subscribers before they are told to resynchronise.
     pub live_buffer: usize,
+    /// Short-term forecasts of the segments' speed ([`crate::forecast`]).
+    pub forecast: crate::forecast::ForecastSettings,
 }
 
 impl Default for StreamConfig {
@@ -22,6 +24,7 @@ impl Default for StreamConfig {
             watermark_delay: Duration::from_secs(5),
             allowed_lateness: Duration::from_secs(60),
             live_buffer: 16_384,
+            forecast: crate::forecast::ForecastSettings::default(),
         }
     }
 }

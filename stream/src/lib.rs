@@ -12,7 +12,7 @@
 //! Data flow inside the stream task, all behind [`StreamCore`]: reading → `Windows::add` →
 //! `WindowResult`s → `SegmentWindows::on_window` → `SegmentEvent`s; reading →
 //! `AlertEngine::on_reading`; status → `AlertEngine::on_status`; `SegmentState` →
-//! `AlertEngine::on_segment_state`; each second `Windows::tick`, `SegmentWindows::tick`,
+//! `Forecaster::forecast` (its `forecast`) → `AlertEngine::on_segment_state`; each second `Windows::tick`, `SegmentWindows::tick`,
 //! `AlertEngine::tick` with the same `now`. [`service::run_stream`] publishes values,
 //! windows and segment states to the [`LiveHub`] and hands alert outputs and engine
 //! checkpoints, in order, to the alert sink that stores them.
@@ -21,6 +21,7 @@ pub mod alert;
 pub mod config;
 pub use telemetry::duration_serde;
 pub mod fanout;
+pub mod forecast;
 pub mod live;
 pub mod los;
 pub mod segment_state;
@@ -35,6 +36,7 @@ pub use alert::{
 };
 pub use config::StreamConfig;
 pub use fanout::{Pending, Subscription};
+pub use forecast::{ForecastSettings, Forecaster, HorizonForecast, SegmentForecast};
 pub use live::{Clearance, LiveAlert, LiveEvent, LiveHub, LiveValue, SubscriptionFilter};
 pub use los::{speed_ratio, worst_first, LevelOfService, Standing};
 pub use segment_state::{SegmentEvent, SegmentState, SegmentWindows};

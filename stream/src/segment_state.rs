@@ -57,6 +57,9 @@ pub struct SegmentState {
     pub detectors: u32,
     /// 0 on first emission, one more for each correction.
     pub revision: u32,
+    /// The forecast made from this window ([`crate::forecast`]), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::SegmentForecast>,
 }
 
 /// What [`SegmentWindows`] emits for the service to store and push.
@@ -376,6 +379,7 @@ fn derive_state<'a>(
         los: speed.and_then(|s| LevelOfService::from_speeds(s, road.free_flow_kmh)),
         detectors: reporting,
         revision,
+        forecast: None,
     }
 }
 

@@ -27,6 +27,7 @@ use crate::alert::{
     EngineCheckpoint, LifecycleError, RuleSet, StatePart,
 };
 use crate::config::StreamConfig;
+use crate::forecast::{Forecaster, FORECAST_METRIC};
 use crate::segment_state::{SegmentEvent, SegmentState, SegmentWindows};
 use crate::window::{WindowResult, Windows};
 
@@ -89,6 +90,7 @@ pub struct StreamCore {
     windows: Windows,
     segments: SegmentWindows,
     engine: AlertEngine,
+    forecaster: Forecaster,
     window_buf: Vec<WindowResult>,
     segment_buf: Vec<SegmentEvent>,
 }
@@ -99,6 +101,7 @@ impl StreamCore {
             windows: Windows::new(config),
             segments: SegmentWindows::new(config),
             engine: AlertEngine::new(rules),
+            forecaster: Forecaster::new(config.forecast.clone(), config.window),
             window_buf: Vec::new(),
             segment_buf: Vec::new(),
         }
@@ -111,23 +114,30 @@ impl StreamCore {
             .iter()
             .filter_map(|d| d.segment.clone().map(|s| (d.id.clone(), s)))
             .collect();
+        self.forecaster
+            .set_segments(registry.segments.iter().map(|s| (s.id.clone(), s.free_flow_kmh)));
         self.segments.set_segments(registry.segments);
         self.segments.set_links(links);
         self.engine.set_devices(registry.devices, now, &mut out.alerts);
         self.engine.set_operations(registry.operations, now, &mut out.alerts);
     }
 
-    /// Replace the alert rules (alerts of removed or changed rules are cleared).
-    /// The learned baselines the anomaly rules judge against.
+    /// The learned baselines the anomaly rules judge against and forecasts start from.
     pub fn set_baselines(&mut self, baselines: std::sync::Arc<telemetry::baseline::Baselines>) {
+        self.forecaster.set_baselines(baselines.clone());
         self.engine.set_baselines(baselines);
     }
 
-    /// The baselines the anomaly rules in force need.
+    /// The baselines the anomaly rules in force and the forecasts need.
     pub fn baseline_needs(&self) -> crate::service::BaselineNeeds {
-        self.engine.baseline_needs()
+        let mut needs = self.engine.baseline_needs();
+        if self.forecaster.enabled() {
+            needs.insert((telemetry::baseline::BaselineOn::Segment, FORECAST_METRIC));
+        }
+        needs
     }
 
+    /// Replace the alert rules (alerts of removed or changed rules are cleared).
     pub fn set_rules(&mut self, rules: RuleSet, now: EventTime, out: &mut Emitted) {
         self.engine.set_rules(rules, now, &mut out.alerts);
     }
@@ -184,7 +194,8 @@ impl StreamCore {
     fn route_segments(&mut self, now: EventTime, out: &mut Emitted) {
         for event in self.segment_buf.drain(..) {
             match event {
-                SegmentEvent::State(s) => {
+                SegmentEvent::State(mut s) => {
+                    s.forecast = self.forecaster.forecast(&s);
                     self.engine.on_segment_state(&s, now, &mut out.alerts);
                     out.segments.push(s);
                 }

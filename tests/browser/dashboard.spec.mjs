@@ -414,6 +414,26 @@ test('wall mode: no text smaller than the rule allows, "–" before data, 4K sho
   }
 });
 
+test('wall mode: a resize keeps the view an operator chose, and fits the city again only if it was in view', async ({ page }) => {
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  const errors = await open(page, { query: '?mode=wall' });
+  const view = () => page.evaluate(() => { const m = window.sccr.map(); const c = m.getCenter(); return { lat: c.lat, lng: c.lng, zoom: m.getZoom() }; });
+  const fitted = await view();
+  // The whole city in view: a resize fits it again to the new size.
+  await page.setViewportSize({ width: 1600, height: 900 });
+  await expect.poll(async () => (await view()).zoom).toBeLessThan(fitted.zoom);
+  // Zoomed in on a street by the operator: a resize (a toolbar, a second screen) keeps it.
+  await page.evaluate(() => { window.sccr.map().setView([43.7795, 11.2550], 17, { animate: false }); });
+  // Resolved after the page's own resize handler and the fit it defers (a timeout) have run.
+  const resized = page.evaluate(() => new Promise((r) => { window.addEventListener('resize', () => setTimeout(() => setTimeout(r, 0), 0), { once: true }); }));
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await resized;
+  const kept = await view();
+  expect(kept.zoom).toBe(17);
+  expect(Math.abs(kept.lat - 43.7795)).toBeLessThan(1e-4);
+  expect(errors).toEqual([]);
+});
+
 // ---------- 10. worst segments by relative speed, one rule ----------
 test('worst segments are ordered by speed relative to free flow, whatever order the server sends', async ({ page }) => {
   await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
@@ -431,6 +451,63 @@ test('worst segments are ordered by speed relative to free flow, whatever order 
   await open(page);
   await expect(page.locator('#worst-list li').first()).toHaveAttribute('data-segment', 'b-jam', { timeout: 5_000 });
   expect(await page.locator('#worst-list li').evaluateAll((els) => els.map((e) => e.dataset.segment))).toEqual(['b-jam', 'c-mid', 'a-slow-lane']);
+});
+
+// ---------- forecasts: a segment predicted to degrade is marked on the wall ----------
+test('a segment predicted to degrade is marked on the map; its panel and tooltip give the forecast', async ({ browser }) => {
+  const now = Date.now();
+  const win = (segment, speed, los, forecast) => ({ segment, start: now - 60_000, end: now, flow_vph: 900, speed_kmh: speed, occupancy_pct: 20, los, detectors: 2, revision: 0, ...(forecast ? { forecast } : {}) });
+  const horizons = (a, la, b, lb, usual) => [
+    { minutes: 15, at: now + 15 * 60_000, speed_kmh: a, usual_kmh: usual, los: la },
+    { minutes: 30, at: now + 30 * 60_000, speed_kmh: b, usual_kmh: usual, los: lb },
+  ];
+  for (const [width, height] of SIZES) {
+    const page = await browser.newPage({ viewport: { width, height } });
+    let socket = null;
+    await page.routeWebSocket(/\/api\/v1\/live/, (ws) => {
+      socket = ws;
+      ws.onMessage((m) => {
+        if (JSON.parse(String(m)).type === 'subscribe') ws.send(JSON.stringify({ type: 'snapshot', values: [], alerts: [], segments: [] }));
+      });
+    });
+    const errors = await open(page, { query: '?mode=wall' });
+    // Two segments whose middle is clear on the map (no operation or alert icon over it).
+    const [worse, steady] = await page.evaluate(() => {
+      const clear = [];
+      for (const id of window.sccr.state.segments.keys()) {
+        const p = window.sccr.segmentPoint(id);
+        const el = p && document.elementFromPoint(p.x, p.y);
+        if (el && !el.closest('.leaflet-marker-pane, .leaflet-operations-pane, .leaflet-control-container') && el.closest('#map') && window.sccr.segmentAt(p.x, p.y) === id) clear.push(id);
+        if (clear.length === 2) break;
+      }
+      return clear;
+    });
+    expect(steady, 'two segments clear of icons').toBeTruthy();
+    socket.send(JSON.stringify({ type: 'segment', segment: win(worse, 30, 'C', { ratio: 0.7, horizons: horizons(22, 'D', 17, 'E', 40), degrading: true }) }));
+    socket.send(JSON.stringify({ type: 'segment', segment: win(steady, 45, 'B', { ratio: 1.0, horizons: horizons(44, 'B', 46, 'B', 45), degrading: false }) }));
+    const mark = page.locator(`[data-forecast-mark="${worse}"]`);
+    await expect(mark).toBeVisible();
+    await expect(mark).toHaveText('↘E');
+    await expect(page.locator(`[data-forecast-mark="${steady}"]`)).toHaveCount(0);
+    // The mark sits beside its segment, and the segment itself still answers the pointer.
+    const pt = await page.evaluate((id) => window.sccr.segmentPoint(id), worse);
+    const box = await mark.boundingBox();
+    expect(Math.hypot(box.x - pt.x, box.y + box.height - pt.y)).toBeLessThan(width / 10);
+    await shot(page, `forecast-mark-${width}x${height}.png`);
+    await page.mouse.move(pt.x, pt.y);
+    await expect(page.locator('.seg-tip')).toContainText('+30′ E');
+    await page.mouse.click(pt.x, pt.y);
+    await expect(page.locator('#detail')).toHaveAttribute('data-segment', worse);
+    await expect(page.locator('#detail-figures')).toContainText('Forecast in 30 min');
+    await expect(page.locator('#detail-figures')).toContainText('17 km/h · E');
+    await page.mouse.move(0, height - 1);
+    await shot(page, `forecast-panel-${width}x${height}.png`);
+    // The forecast recovers: the mark goes.
+    socket.send(JSON.stringify({ type: 'segment', segment: { ...win(worse, 38, 'B', { ratio: 0.95, horizons: horizons(39, 'B', 40, 'B', 40), degrading: false }), start: now, end: now + 60_000 } }));
+    await expect(page.locator(`[data-forecast-mark="${worse}"]`)).toHaveCount(0);
+    expect(errors).toEqual([]);
+    await page.close();
+  }
 });
 
 // ---------- 11. a real day in the demo ----------

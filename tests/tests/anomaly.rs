@@ -2,7 +2,8 @@
 //! `sccr serve`: three weeks of a detector's history at about 50 km/h around this time of
 //! the week are stored; at start `sccr` learns the baselines and hands them to the alert
 //! engine; an incident (speed at 40 % of usual, 20 km/h) raises the anomaly rule's alert
-//! while an absolute threshold at 15 km/h stays quiet.
+//! while an absolute threshold at 15 km/h stays quiet, and the segment's forecast (made
+//! from the same learned baselines) expects it slow for a while, recovering towards usual.
 
 use std::time::Duration;
 
@@ -152,4 +153,48 @@ async fn an_incident_raises_an_anomaly_while_a_fixed_threshold_stays_quiet() {
         !all["alerts"].as_array().unwrap().iter().any(|a| a["rule"] == "slow"),
         "the fixed threshold raised: {all}"
     );
+
+    // The segment's forecast, made from a window of the incident: the usual speed ahead
+    // (the learned 48–52 km/h) scaled by the ratio now (0.4), the difference fading.
+    let path = format!("/api/v1/forecasts?segment={SEGMENT}");
+    let answer = wait_for("the segment's forecast", Duration::from_secs(30), || async {
+        let a = get_json(port, &path).await?;
+        (a["forecasts"].as_array()?.len() == 1).then_some(a)
+    })
+    .await;
+    let item = &answer["forecasts"][0];
+    assert_eq!(item["segment"], SEGMENT, "{answer}");
+    let f = &item["forecast"];
+    let ratio = f["ratio"].as_f64().unwrap();
+    assert!((0.35..0.6).contains(&ratio), "{answer}");
+    let horizons = f["horizons"].as_array().unwrap();
+    assert_eq!(
+        horizons.iter().map(|h| h["minutes"].as_u64().unwrap()).collect::<Vec<_>>(),
+        [15, 30]
+    );
+    let mut last = 0.0;
+    for h in horizons {
+        let usual = h["usual_kmh"].as_f64().unwrap();
+        let speed = h["speed_kmh"].as_f64().unwrap();
+        assert!((48.0..=52.0).contains(&usual), "{answer}");
+        assert!(speed > 20.0 && speed < usual * 0.6, "slow for a while: {answer}");
+        assert!(speed > last, "recovering towards usual: {answer}");
+        last = speed;
+    }
+    // The same forecast rides the segment's GeoJSON; an unknown segment is a 404.
+    let (status, body) = http_get(port, "/api/v1/segments").await.expect("segments");
+    assert_eq!(status, 200);
+    let segments: Value = serde_json::from_str(&body).unwrap();
+    let feature = segments["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == SEGMENT)
+        .expect("the segment")
+        .clone();
+    assert!(feature["properties"]["forecast"]["horizons"].is_array(), "{feature}");
+    let (status, body) = http_get(port, "/api/v1/forecasts?segment=nowhere").await.unwrap();
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http_get(port, "/api/v1/forecasts?degrading=maybe").await.unwrap();
+    assert_eq!(status, 400, "{body}");
 }

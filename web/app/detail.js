@@ -42,6 +42,8 @@ export function renderFigures() {
     [t('relative'), percent(ratioOf(seg, now)), '', false],
     [t('flow'), num(w?.flow_vph ?? null), 'veh/h', false],
     [t('occupancy'), num(w?.occupancy_pct ?? null, 1), '%', false],
+    // The forecast made from the newest window (docs/forecasts.md): speed and grade ahead.
+    ...(w?.forecast?.horizons ?? []).map((h) => [`${t('forecast')} ${t('in_min', { m: h.minutes })}`, num(h.speed_kmh), `km/h · ${h.los ?? '–'}`, false]),
   ].map(([label, value, unit, badge]) => {
     const f = fromTemplate('tpl-fig');
     slot(f, 'label', String(label));

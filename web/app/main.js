@@ -44,6 +44,7 @@ function wallFontPx() {
 }
 /** @param {string} mode */
 function setMode(mode) {
+  const changed = state.mode !== (mode === 'wall' ? 'wall' : 'desk');
   state.mode = mode === 'wall' ? 'wall' : 'desk';
   document.body.dataset.mode = state.mode;
   probe.wallFontPx = wallFontPx();
@@ -57,9 +58,12 @@ function setMode(mode) {
   dirty.alerts = true;
   renderKpis(); // the worst list's length depends on the mode
   alerts.countHidden();
+  // Entering wall mode shows the whole network; a resize keeps a view someone chose (a
+  // zoom, a pan, an alert in focus) and fits the network again only if it was in view.
+  const refit = changed || mapView.showsAll();
   setTimeout(() => {
     mapView.getMap()?.invalidateSize();
-    if (state.mode === 'wall' && !state.selected) mapView.fitAll();
+    if (state.mode === 'wall' && !state.selected && refit) mapView.fitAll();
   }, 0);
   scheduleFrame();
 }
@@ -105,6 +109,7 @@ function onSegmentState(s) {
   if (!seg) return;
   const w = seg.window;
   if (w && (s.start < w.start || (s.start === w.start && (s.revision ?? 0) < (w.revision ?? 0)))) return;
+  if (Boolean(seg.window?.forecast?.degrading) !== Boolean(s.forecast?.degrading) || (s.forecast?.degrading && seg.window?.forecast?.horizons?.at(-1)?.los !== s.forecast.horizons.at(-1)?.los)) dirty.forecasts = true;
   seg.window = s;
   dirty.segments.add(seg.id);
 }
@@ -177,6 +182,10 @@ function scheduleFrame() {
     if (dirty.alerts) {
       alerts.render();
       mapView.drawAlertMarkers(alerts.onMap());
+    }
+    if (dirty.forecasts) {
+      dirty.forecasts = false;
+      mapView.drawForecasts();
     }
     if (dirty.operations) {
       dirty.operations = false;

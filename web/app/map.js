@@ -52,6 +52,11 @@ export function initMap(handlers) {
   map.createPane('hover').style.zIndex = '395';
   // Operations' icons above the segments, below the alert markers (the marker pane, 600).
   map.createPane('operations').style.zIndex = '560';
+  // Forecast marks beside the segments predicted to degrade, above the operations' icons
+  // and below the alert markers: they take no pointer.
+  const fc = map.createPane('forecasts');
+  fc.style.zIndex = '570';
+  fc.style.pointerEvents = 'none';
   segLayer = segmentLayer({ pane: 'segments', style: segStyle }).addTo(map);
   map.setView([43.7731, 11.256], 14);
   wireSegmentPointer();
@@ -364,6 +369,15 @@ function onViewChanged() {
   fetchBox(viewBox(0.5), z).catch((e) => console.warn('segments', e));
 }
 
+/** The view fitAll last set: {lat, lng, zoom}, or null. @type {{lat: number, lng: number, zoom: number} | null} */
+let fittedView = null;
+/** Whether the map still shows the view fitAll set (nobody moved it since). */
+export function showsAll() {
+  if (!fittedView || !map) return false;
+  const c = map.getCenter();
+  return map.getZoom() === fittedView.zoom && Math.abs(c.lat - fittedView.lat) < 1e-7 && Math.abs(c.lng - fittedView.lng) < 1e-7;
+}
+
 /** The whole network in view (at start, entering wall mode). @param {boolean} [animate] */
 export function fitAll(animate = false) {
   let box = null;
@@ -375,7 +389,10 @@ export function fitAll(animate = false) {
   const crs = map.options.crs;
   const sw = crs.pointToLatLng(L.point(box[0] * 256, box[3] * 256), 0);
   const ne = crs.pointToLatLng(L.point(box[2] * 256, box[1] * 256), 0);
+  const remember = () => { const c = map.getCenter(); fittedView = { lat: c.lat, lng: c.lng, zoom: map.getZoom() }; };
+  if (animate) map.once('moveend', remember);
   map.fitBounds(L.latLngBounds(sw, ne), { padding: [30, 30], animate });
+  if (!animate) remember();
 }
 
 /**
@@ -385,7 +402,7 @@ export function fitAll(animate = false) {
  */
 export function windowOf(p) {
   if (!p.window || p.los === undefined) return null;
-  return { los: p.los, speed_kmh: p.speed_kmh, flow_vph: p.flow_vph, occupancy_pct: p.occupancy_pct, detectors: p.detectors, start: p.window.start, end: p.window.end };
+  return { los: p.los, speed_kmh: p.speed_kmh, flow_vph: p.flow_vph, occupancy_pct: p.occupancy_pct, detectors: p.detectors, start: p.window.start, end: p.window.end, revision: p.window.revision, forecast: p.forecast ?? null };
 }
 
 /** @param {import('./state.js').Segment} seg */
@@ -393,7 +410,48 @@ function tooltipText(seg) {
   const now = Date.now();
   const v = currentSpeed(seg, now);
   const r = ratioOf(seg, now);
-  return `${seg.props.name || seg.id} · LOS ${seg.los ?? '–'}${v !== null ? ` · ${num(v)} km/h · ${percent(r)} ${t('relative')}` : ''}`;
+  const f = seg.window?.forecast?.horizons ?? [];
+  const ahead = f.length ? ` · ${t('forecast_tip', { list: f.map((h) => `+${h.minutes}′ ${h.los ?? '–'}`).join(' ') })}` : '';
+  return `${seg.props.name || seg.id} · LOS ${seg.los ?? '–'}${v !== null ? ` · ${num(v)} km/h · ${percent(r)} ${t('relative')}` : ''}${ahead}`;
+}
+
+/** Most segments marked as degrading at once (the worst forecasts first). */
+const MAX_FORECAST_MARKS = 200;
+/** @type {Map<string, any>} */
+const forecastMarks = new Map();
+/**
+ * A mark beside each segment predicted to degrade (its forecast LOS, D or worse, is worse
+ * than now): an arrow and the grade expected, in the grade's colour (docs/forecasts.md).
+ */
+export function drawForecasts() {
+  const rank = (/** @type {string | null | undefined} */ g) => (g ? GRADES.indexOf(g) : -1);
+  /** @type {[import('./state.js').Segment, string][]} */
+  const marks = [];
+  for (const seg of state.segments.values()) {
+    const f = seg.window?.forecast;
+    if (!f?.degrading) continue;
+    const worst = f.horizons.reduce((/** @type {string | null} */ w, h) => (rank(h.los) > rank(w) ? h.los : w), null);
+    if (worst) marks.push([seg, worst]);
+  }
+  marks.sort((a, b) => rank(b[1]) - rank(a[1]) || a[0].id.localeCompare(b[0].id));
+  const keep = new Set();
+  for (const [seg, grade] of marks.slice(0, MAX_FORECAST_MARKS)) {
+    keep.add(seg.id);
+    const key = `${grade}`;
+    let m = forecastMarks.get(seg.id);
+    if (m && m.sccrKey === key) continue;
+    m?.remove();
+    const el = document.createElement('span');
+    el.className = 'fcmark';
+    el.dataset.forecastMark = seg.id;
+    el.style.setProperty('--c', COLOUR[grade] || COLOUR.none);
+    el.textContent = `↘${grade}`;
+    m = L.marker(seg.mid, { pane: 'forecasts', keyboard: false, interactive: false, icon: L.divIcon({ className: 'fcmark-anchor', html: el, iconSize: null }) });
+    m.sccrKey = key;
+    m.addTo(map);
+    forecastMarks.set(seg.id, m);
+  }
+  for (const [id, m] of forecastMarks) if (!keep.has(id)) { m.remove(); forecastMarks.delete(id); }
 }
 
 /** @param {import('./state.js').Segment} seg @param {number} now */
@@ -624,10 +682,11 @@ export function renderLegend() {
   const devs = document.createElement('div');
   devs.className = 'devs';
   const ops = state.operationsAvailable ? [['opsw', 'legend_operation']] : [];
-  for (const [cls, key] of [['dot on', 'legend_online'], ['dot off', 'legend_offline'], ['amark-sw', 'legend_alert'], ...ops]) {
+  for (const [cls, key] of [['dot on', 'legend_online'], ['dot off', 'legend_offline'], ['amark-sw', 'legend_alert'], ['fcmark', 'legend_degrading'], ...ops]) {
     const mark = document.createElement('span');
     mark.className = cls;
     if (cls === 'amark-sw') mark.textContent = '!';
+    if (cls === 'fcmark') { mark.textContent = '↘E'; mark.style.setProperty('--c', COLOUR.E); }
     const label = document.createElement('span');
     label.dataset.t = key;
     label.textContent = t(key);

@@ -2,7 +2,10 @@
 // The dashboard's shared state: what the server sent, kept in one place the modules read.
 
 /**
- * @typedef {{start: number, end: number, los: string | null, speed_kmh: number | null, flow_vph: number | null, occupancy_pct: number | null, detectors?: number, revision?: number}} SegmentWindow
+ * @typedef {{minutes: number, at: number, speed_kmh: number, usual_kmh: number, los: string | null}} HorizonForecast
+ * @typedef {{ratio: number, horizons: HorizonForecast[], degrading: boolean}} SegmentForecast
+ *   A segment's short-term forecast (docs/forecasts.md), made from the window it rides on.
+ * @typedef {{start: number, end: number, los: string | null, speed_kmh: number | null, flow_vph: number | null, occupancy_pct: number | null, detectors?: number, revision?: number, forecast?: SegmentForecast | null}} SegmentWindow
  * @typedef {{id: string, props: Record<string, any>, coords: [number, number][], parts: [number, number][][], zoom: number,
  *   draw: import('./segcanvas.js').Drawable, speeds: Map<string, {v: number, t: number}>, window: SegmentWindow | null, los: string | null,
  *   styled: boolean, mid: [number, number]}} Segment
@@ -61,4 +64,4 @@ export const canAct = () => mayAct() && state.live === 'open';
 export const canExport = () => ['none', 'admin', 'planner'].includes(role());
 
 /** Work to do at the next animation frame, batched. */
-export const dirty = { segments: /** @type {Set<string>} */ (new Set()), alerts: false, devices: false, operations: false };
+export const dirty = { segments: /** @type {Set<string>} */ (new Set()), alerts: false, devices: false, operations: false, forecasts: false };

@@ -161,6 +161,7 @@ pub fn components() -> Vec<(&'static str, Value)> {
             "los": {"type": ["string", "null"], "enum": grades, "description": "Level of Service A to F; null without speeds"},
             "detectors": count("Linked detectors that reported in the window"),
             "revision": count("0 on the first emission, one more per correction"),
+            "forecast": {"description": "The forecast made from this window (absent without one: no learned baseline yet, or forecasts off)", "allOf": [reference("SegmentForecast")]},
         }),
     );
     let worst = closed(

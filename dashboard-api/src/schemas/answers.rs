@@ -4,8 +4,9 @@
 use serde_json::{json, Map, Value};
 
 use super::admin::dead_letter;
-use super::devices::mqtt_credentials;
+use super::devices::{forecast, mqtt_credentials};
 use super::*;
+use crate::openapi::segment_id;
 
 /// A reference to `component`, described.
 fn described_ref(component: &str, description: &str) -> Value {
@@ -349,6 +350,26 @@ pub fn catalogue_answer() -> Value {
 
 pub fn segment_answer() -> Value {
     example(reference("SegmentCollection"), segments()["examples"][0].clone())
+}
+
+pub fn forecasts_answer() -> Value {
+    let item = record_in(
+        &["segment", "window", "speed_kmh", "los", "forecast"],
+        json!({
+            "segment": segment_id(),
+            "window": record_in(&["start", "end", "revision"], json!({
+                "start": ms("Start of the window the forecast was made from"), "end": ms("Its end"), "revision": count("0, one more per correction")})),
+            "speed_kmh": number_or_null("The window's mean speed, km/h"),
+            "los": los_grade(),
+            "forecast": reference("SegmentForecast"),
+        }),
+    );
+    let forecast = forecast()["examples"][0].clone();
+    example(
+        record_in(&["forecasts"], json!({"forecasts": list(item, "Segments in id order")})),
+        json!({"forecasts": [{"segment": SEGMENT, "window": {"start": T0, "end": T0 + 60_000, "revision": 0},
+            "speed_kmh": 28.1, "los": "C", "forecast": forecast}]}),
+    )
 }
 
 pub fn history_answer() -> Value {

@@ -166,6 +166,7 @@ pub(super) fn segments() -> Value {
             "los",
             "detectors",
             "window",
+            "forecast",
         ],
         json!({
             "id": described(segment_id(), "Segment id (Road Cadastre)"),
@@ -183,6 +184,7 @@ pub(super) fn segments() -> Value {
             "detectors": json!({"type": ["integer", "null"], "minimum": 0, "description": "Linked detectors that reported in the newest window, or null without one"}),
             "window": described(or_null(record_in(&["start", "end", "revision"], json!({
                 "start": ms("Window start"), "end": ms("Window end"), "revision": count("0, one more per correction")}))), "The window the live figures come from, or null"),
+            "forecast": described(or_null(reference("SegmentForecast")), "The forecast made from that window, or null (no learned baseline yet, or forecasts off)"),
         }),
     );
     let feature = record_in(
@@ -207,7 +209,35 @@ pub(super) fn segments() -> Value {
             "properties": {"id": SEGMENT, "name": "Viale Filippo Strozzi", "kind": "arterial", "length_m": 480.0,
                 "lanes": 2, "speed_limit_kmh": 50.0, "free_flow_kmh": 50.0, "capacity_vph": 1800.0,
                 "flow_vph": 1320.0, "speed_kmh": 38.4, "occupancy_pct": 12.5, "los": "B", "detectors": 2,
-                "window": {"start": T0, "end": T0 + 60_000, "revision": 0}}}]}),
+                "window": {"start": T0, "end": T0 + 60_000, "revision": 0}, "forecast": null}}]}),
+    )
+}
+
+/// A segment's short-term forecast (`stream::forecast`, docs/forecasts.md).
+pub(super) fn forecast() -> Value {
+    let horizon = record_in(
+        &["minutes", "at", "speed_kmh", "usual_kmh", "los"],
+        json!({
+            "minutes": count("Minutes after the window's end"),
+            "at": ms("The instant forecast"),
+            "speed_kmh": number("Forecast mean speed, km/h"),
+            "usual_kmh": number("The learned usual speed then (the historical average), km/h"),
+            "los": los_grade(),
+        }),
+    );
+    example(
+        record_in(
+            &["ratio", "horizons", "degrading"],
+            json!({
+                "ratio": number("The smoothed ratio of the observed speed to the usual one now"),
+                "horizons": list(horizon, "One per configured horizon ([forecasts] horizons_minutes; 15 and 30 by default)"),
+                "degrading": flag("Some horizon's LOS is worse than the window's and D or worse"),
+            }),
+        ),
+        json!({"ratio": 0.72, "horizons": [
+            {"minutes": 15, "at": T0 + 960_000, "speed_kmh": 29.9, "usual_kmh": 39.0, "los": "C"},
+            {"minutes": 30, "at": T0 + 1_860_000, "speed_kmh": 27.5, "usual_kmh": 33.1, "los": "D"}],
+            "degrading": true}),
     )
 }
 

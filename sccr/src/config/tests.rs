@@ -230,7 +230,7 @@ fn one_run_names_every_problem_in_plain_words() {
             // The sections in the order of their names, then the checks of values.
             "database.max_connections: must be a whole number, at least 1, got 1.5",
             "mqt: is not a section (did you mean [mqtt]?); the sections are mqtt, \
-             provisioning, database, retention, api, ingest, writer, stream, baselines, segments, cadastre, webhooks, wall, alerts",
+             provisioning, database, retention, api, ingest, writer, stream, baselines, forecasts, segments, cadastre, webhooks, wall, alerts",
             "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are host, port, \
              client_id, subscription, group, username, password, keep_alive, session_expiry, \
              receive_maximum",
@@ -541,6 +541,25 @@ fn baselines_section_is_read_and_its_errors_named() {
         "baselines.holidays[0]",
         "baselines.refresh_interval",
     ] {
+        assert!(list.iter().any(|m| m.starts_with(key)), "{key}: {list:?}");
+    }
+}
+
+#[test]
+fn forecasts_section_is_read_and_its_errors_named() {
+    let c = Config::from_toml(
+        "[forecasts]\nhorizons_minutes = [10, 20, 60]\nsmoothing = 0.3\npersistence = 0.9\n",
+        [],
+    )
+    .unwrap();
+    let s = c.forecasts.settings();
+    assert_eq!(s.horizons_minutes, vec![10, 20, 60]);
+    assert_eq!((s.smoothing, s.persistence, s.enabled), (0.3, 0.9, true));
+    let list = problems(
+        "[forecasts]\nhorizons_minutes = [30, 15, 0]\nsmoothing = 0.0\npersistence = 1.5\n",
+        &[],
+    );
+    for key in ["forecasts.horizons_minutes", "forecasts.smoothing", "forecasts.persistence"] {
         assert!(list.iter().any(|m| m.starts_with(key)), "{key}: {list:?}");
     }
 }

@@ -229,6 +229,25 @@ impl Config {
             "baselines.refresh_interval",
             "must be at least 1m",
         );
+        let f = &self.forecasts;
+        check(
+            !f.horizons_minutes.is_empty()
+                && f.horizons_minutes.len() <= 8
+                && f.horizons_minutes.iter().all(|m| (1..=120).contains(m))
+                && f.horizons_minutes.windows(2).all(|w| w[0] < w[1]),
+            "forecasts.horizons_minutes",
+            "must list 1 to 8 horizons in minutes, ascending, each 1..=120",
+        );
+        check(
+            f.smoothing.is_finite() && f.smoothing > 0.0 && f.smoothing <= 1.0,
+            "forecasts.smoothing",
+            "must be above 0 and at most 1",
+        );
+        check(
+            f.persistence.is_finite() && (0.0..=1.0).contains(&f.persistence),
+            "forecasts.persistence",
+            "must be 0..=1",
+        );
         let c = &self.cadastre;
         check(
             c.link_max_distance_m.is_finite() && (1.0..=1_000.0).contains(&c.link_max_distance_m),

@@ -103,6 +103,7 @@ pub(super) async fn start_ingest(
         window: config.stream.window,
         watermark_delay: config.stream.watermark_delay,
         allowed_lateness: config.stream.allowed_lateness,
+        forecast: config.forecasts.settings(),
         ..StreamConfig::default()
     };
     let mut core = StreamCore::new(&stream_config, rule_set);

@@ -59,6 +59,7 @@ fn jam(m: i64, los: LevelOfService) -> SegmentState {
         los: Some(los),
         detectors: 2,
         revision: 0,
+        forecast: None,
     }
 }
 

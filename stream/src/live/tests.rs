@@ -113,6 +113,7 @@ fn seg_state(seg: &str, start: i64, revision: u32, speed: f64) -> SegmentState {
         los: None,
         detectors: 1,
         revision,
+        forecast: None,
     }
 }
 

@@ -259,6 +259,7 @@ fn derive_brute(
         los: speed.and_then(|s| LevelOfService::from_speeds(s, road.free_flow_kmh)),
         detectors: dets.len() as u32,
         revision: 0,
+        forecast: None,
     }
 }
 

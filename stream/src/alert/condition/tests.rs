@@ -149,6 +149,7 @@ fn los_rule_measures_from_the_first_bad_window_start_to_the_latest_end() {
         los,
         detectors: 1,
         revision: 0,
+        forecast: None,
     };
     let mut s = LosState::default();
     assert_eq!(s.on_state(&rule, &state(0, Some(LevelOfService::E))), Step::Quiet);

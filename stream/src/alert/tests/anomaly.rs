@@ -36,6 +36,7 @@ fn window(segment: &str, m: i64, speed: f64) -> SegmentState {
         los: Some(LevelOfService::B),
         detectors: 2,
         revision: 0,
+        forecast: None,
     }
 }
 

@@ -15,6 +15,7 @@ fn window(segment: &str, m: i64, speed: f64, flow: f64) -> SegmentState {
         los: Some(LevelOfService::C),
         detectors: 2,
         revision: 0,
+        forecast: None,
     }
 }
 
