@@ -83,7 +83,10 @@ pub async fn load_baselines(
 }
 
 /// Refresh now and then every `every` until shutdown. A failed refresh is logged and
-/// retried at the next tick (the mark did not move, so nothing is lost).
+/// retried at the next tick (the mark did not move, so nothing is lost). `relearn` asks for
+/// every slot to be learned again at once: history written behind the mark (a back-fill,
+/// an import) is otherwise learned slot by slot over the following week.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_baseline_refresh(
     store: Store,
     settings: LearnSettings,
@@ -91,11 +94,28 @@ pub async fn run_baseline_refresh(
     mut needs: watch::Receiver<BaselineNeeds>,
     commands: mpsc::Sender<StreamCommand>,
     metrics: Arc<BaselineMetrics>,
+    relearn: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut loaded: Option<BaselineNeeds> = None;
     let mut next = tokio::time::Instant::now();
+    let mut relearn_now = false;
     loop {
+        if std::mem::take(&mut relearn_now) {
+            // A mark older than a week relearns every slot (`Store::refresh_baselines`).
+            match store.baseline_mark().await {
+                Ok(Some(mark)) => {
+                    let back = store::baselines::BaselineMark { learned_to: EventTime(0), ..mark };
+                    if let Err(e) = store.set_baseline_mark(&back).await {
+                        tracing::warn!(error = %e, "cannot reset the baselines' mark");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the baselines' mark"),
+            }
+            tracing::info!("learning every baseline slot again");
+            next = tokio::time::Instant::now();
+        }
         let mut learned = false;
         if tokio::time::Instant::now() >= next {
             next = tokio::time::Instant::now() + every;
@@ -135,7 +155,7 @@ pub async fn run_baseline_refresh(
                     tracing::info!(
                         profiles = b.len(),
                         bytes = b.slot_bytes(),
-                        "baselines loaded for the anomaly rules"
+                        "baselines loaded for the anomaly rules and forecasts"
                     );
                     if commands.send(StreamCommand::Baselines(Arc::new(b))).await.is_err() {
                         return;
@@ -149,6 +169,7 @@ pub async fn run_baseline_refresh(
         }
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
+            () = relearn.notified() => relearn_now = true,
             changed = needs.changed() => if changed.is_err() { return },
             _ = shutdown.wait_for(|stop| *stop) => return,
         }

@@ -89,6 +89,9 @@ pub fn demo_config(opts: &DemoOptions) -> Result<Config> {
         *h = (*h).max(keep);
     }
     config.alerts.rules.push(toml::from_str(BREAKDOWN_RULE).context("the breakdown rule")?);
+    // The back-fill writes one week by default: baselines learn from that one sample of
+    // each slot, so the charts' usual range and the forecasts show at once.
+    config.baselines.min_samples = 1;
     Ok(config)
 }
 
@@ -216,6 +219,7 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         let devices: Vec<_> = fleet.iter().map(|d| d.id.clone()).collect();
         let retention = config.retention.raw;
         let stop = stop_sim_rx.clone();
+        let relearn = running.relearn_baselines.clone();
         let span: Duration = gaps
             .iter()
             .map(|g| Duration::from_millis((g.to.millis() - g.from.millis()).max(0) as u64))
@@ -224,7 +228,10 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         Some(tokio::spawn(async move {
             let started = std::time::Instant::now();
             match crate::backfill::run(&store, &city, &devices, &gaps, retention, stop).await {
-                Ok(s) => println!(
+                Ok(s) => {
+                    // The history went in behind the baselines' mark: learn it all now.
+                    relearn.notify_one();
+                    println!(
                     "back-fill {}: {} readings in {:.1} s ({} new, {} already stored, {} refused)",
                     if s.interrupted { "interrupted" } else { "done" },
                     s.readings,
@@ -232,7 +239,8 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
                     s.inserted,
                     s.duplicates,
                     s.refused,
-                ),
+                    )
+                }
                 Err(e) => eprintln!("back-fill failed: {e:#}"),
             }
         }))

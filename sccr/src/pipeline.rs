@@ -50,6 +50,9 @@ pub struct Running {
     pub ingest_metrics: Arc<IngestMetrics>,
     pub writer_metrics: Arc<WriterMetrics>,
     pub stream_metrics: Arc<StreamMetrics>,
+    /// Tells the baseline refresher to learn every slot again now (after history was
+    /// written behind its mark, as the demo's back-fill does).
+    pub relearn_baselines: Arc<tokio::sync::Notify>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     api: JoinHandle<()>,
@@ -261,11 +264,20 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
     let mut stages = crate::metrics::Stages::default();
     stages.add(command_metrics.clone());
+    let relearn_baselines = Arc::new(tokio::sync::Notify::new());
     let (control, readiness) = if role.ingests() {
         let metrics = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone());
-        let side =
-            start_ingest(config, &store, &hub, rule_set, store_open, metrics, shutdown_rx.clone())
-                .await?;
+        let side = start_ingest(
+            config,
+            &store,
+            &hub,
+            rule_set,
+            store_open,
+            metrics,
+            relearn_baselines.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         let bus = role == Role::Ingest;
         // Commands are published where the API runs; answers are read where ingest runs.
         let outgoing = (!bus).then_some(outgoing_rx);
@@ -427,6 +439,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         ingest_metrics,
         writer_metrics,
         stream_metrics,
+        relearn_baselines,
         shutdown: shutdown_tx,
         tasks,
         api,

@@ -94,6 +94,7 @@ pub(super) async fn start_ingest(
     rule_set: stream::RuleSet,
     store_open: Vec<store::AlertRecord>,
     metrics: (Arc<IngestMetrics>, Arc<WriterMetrics>, Arc<StreamMetrics>),
+    relearn_baselines: Arc<tokio::sync::Notify>,
     shutdown_rx: watch::Receiver<bool>,
 ) -> Result<IngestSide> {
     let (ingest_metrics, writer_metrics, stream_metrics) = metrics;
@@ -209,6 +210,7 @@ pub(super) async fn start_ingest(
             needs_rx,
             command_tx.clone(),
             baseline_metrics.clone(),
+            relearn_baselines,
             shutdown_rx.clone(),
         ))
     });
