@@ -39,8 +39,10 @@ pub const MAX_GAP_WINDOWS: i64 = 5;
 pub const FORECAST_METRIC: &str = "speed_kmh";
 const FADE_STEP_MS: f64 = 15.0 * 60_000.0;
 
-/// How forecasts are made (`[forecasts]` in the configuration).
-#[derive(Debug, Clone, PartialEq)]
+/// How forecasts are made (`[forecasts]` in the configuration; its values are checked by
+/// `sccr check-config`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ForecastSettings {
     pub enabled: bool,
     /// Minutes ahead, ascending (each 1..=120).

@@ -32,7 +32,7 @@ pub struct Config {
     /// Learned time-of-week baselines (`telemetry::baseline`).
     pub baselines: BaselinesSection,
     /// Short-term forecasts of the segments' speed and LOS (`stream::forecast`).
-    pub forecasts: ForecastsSection,
+    pub forecasts: stream::ForecastSettings,
     pub segments: SegmentsSection,
     /// `sccr segments import`: the property mapping and device linking.
     pub cadastre: telemetry::cadastre::CadastreConfig,
@@ -313,43 +313,6 @@ impl BaselinesSection {
 
     pub fn clock(&self) -> telemetry::baseline::SlotClock {
         telemetry::baseline::SlotClock::new(self.utc_offset_minutes).unwrap_or_default()
-    }
-}
-
-/// Short-term forecasts of each segment's speed and LOS (`stream::forecast`, docs/forecasts.md).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ForecastsSection {
-    pub enabled: bool,
-    /// Minutes ahead, ascending, each 1..=120.
-    pub horizons_minutes: Vec<u32>,
-    /// The weight of the newest window in the smoothed ratio to the usual speed (0 < α ≤ 1).
-    pub smoothing: f64,
-    /// The share of today's difference from the usual speed left 15 minutes later (0..=1).
-    pub persistence: f64,
-}
-
-impl Default for ForecastsSection {
-    fn default() -> Self {
-        let d = stream::ForecastSettings::default();
-        Self {
-            enabled: d.enabled,
-            horizons_minutes: d.horizons_minutes,
-            smoothing: d.smoothing,
-            persistence: d.persistence,
-        }
-    }
-}
-
-impl ForecastsSection {
-    /// The stream's settings (the values validated).
-    pub fn settings(&self) -> stream::ForecastSettings {
-        stream::ForecastSettings {
-            enabled: self.enabled,
-            horizons_minutes: self.horizons_minutes.clone(),
-            smoothing: self.smoothing,
-            persistence: self.persistence,
-        }
     }
 }
 

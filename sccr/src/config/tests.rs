@@ -552,7 +552,7 @@ fn forecasts_section_is_read_and_its_errors_named() {
         [],
     )
     .unwrap();
-    let s = c.forecasts.settings();
+    let s = &c.forecasts;
     assert_eq!(s.horizons_minutes, vec![10, 20, 60]);
     assert_eq!((s.smoothing, s.persistence, s.enabled), (0.3, 0.9, true));
     let list = problems(

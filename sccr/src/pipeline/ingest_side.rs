@@ -104,7 +104,7 @@ pub(super) async fn start_ingest(
         window: config.stream.window,
         watermark_delay: config.stream.watermark_delay,
         allowed_lateness: config.stream.allowed_lateness,
-        forecast: config.forecasts.settings(),
+        forecast: config.forecasts.clone(),
         ..StreamConfig::default()
     };
     let mut core = StreamCore::new(&stream_config, rule_set);
