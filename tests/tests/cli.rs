@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sccr_tests::{free_port, http_get, wait_for, workspace_bin, Broker, Sccr, TempDir};
+use sccr_tests::{free_port, http_get, http_send, wait_for, workspace_bin, Broker, Sccr, TempDir};
 
 /// `sccr ARGS` with only `vars` (and PATH) in its environment.
 fn sccr(args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -231,4 +231,38 @@ async fn token_changes_on_the_command_line_are_in_the_audit_log() {
         "{log}"
     );
     assert!(!log.contains(sccr_tests::TEST_ADMIN_TOKEN), "the admin token is never shown: {log}");
+
+    // A registration's answer says what to run for the broker (password files, the
+    // default): run as written where the configuration is sccr.toml and the service
+    // accounts are in services.passwd, it writes both into the broker's file.
+    let (st, body) =
+        http_send(port, "POST", "/api/v1/devices", r#"{"id":"loop-7"}"#).await.unwrap();
+    assert_eq!(st, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let next = answer["broker"]["next"].as_str().unwrap();
+    let command = next.strip_prefix("run ").and_then(|c| c.split(", then").next()).unwrap();
+    write(&dir.path.join("services.passwd"), "sccr-ingest:$7$101$c2FsdA==$aGFzaA==\n");
+    let path = format!(
+        "{}:{}",
+        workspace_bin("sccr").unwrap().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("bash")
+        .args(["-euc", &command.replace("PASSWORD_FILE", "broker.passwd")])
+        .current_dir(&dir.path)
+        .env_clear()
+        .env("PATH", &path)
+        .env("SCCR_DATABASE__URL", &db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{command}: {}", stderr(&o));
+    let written = std::fs::read_to_string(dir.path.join("broker.passwd")).unwrap();
+    let users: Vec<&str> = written.lines().filter_map(|l| l.split(':').next()).collect();
+    assert_eq!(users, ["sccr-ingest", "loop-7"], "{written}");
+    // Without --include, that file (its service account no device) is not replaced.
+    let out = dir.path.join("broker.passwd");
+    let o = sccr(&["mqtt-passwd", "--out", out.to_str().unwrap()], &vars);
+    assert!(!o.status.success(), "mqtt-passwd dropped the service accounts");
+    assert!(stderr(&o).contains("(sccr-ingest): pass them with --include FILE"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "the file was left as it was");
 }
