@@ -443,7 +443,7 @@ fn settings(
 }
 
 /// For a key of `root` that takes one of a list of names and holds another type: "must
-/// be <the names>, got <its value>". The names are those the deserializer lists when the
+/// be (the names), got (its value)". The names are those the deserializer lists when the
 /// key holds a name none has.
 fn names_wanted(root: &toml::Value, key: &[Step]) -> Option<String> {
     let mut at = root;
