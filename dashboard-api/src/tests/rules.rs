@@ -86,7 +86,7 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     let rules = get(&s, "/api/v1/alert-rules").await.1;
     assert_eq!(rules["rules"]["rules"], json!([]), "nothing of a refused document applies");
 
-    // One rule: the same check, under the path of the document it would make.
+    // One rule: the same check, under the path in the body sent.
     let (st, _, body) = call(
         &s,
         "PUT",
@@ -97,8 +97,9 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         errors(&body),
-        [("rules[0].scope.segments[0]".to_owned(), "no segment \"seg-999\"".to_owned())]
+        [("scope.segments[0]".to_owned(), "no segment \"seg-999\"".to_owned())]
     );
+    assert_eq!(body["error"]["param"], "scope.segments[0]");
 
     // Kinds are a known set: a typo is refused (422) with the kinds and the closest one.
     let (st, _, body) = call(
@@ -110,7 +111,7 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (path, message) = &errors(&body)[0];
-    assert_eq!(path, "rules[0].scope.kind");
+    assert_eq!(path, "scope.kind");
     assert!(
         message.contains("did you mean \"air_quality\"?") && message.contains("traffic_light"),
         "{message}"
