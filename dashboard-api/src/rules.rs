@@ -318,10 +318,25 @@ fn invalid_rules(errors: &[RuleError]) -> ApiError {
     }
 }
 
-/// A serde error of a rules body, under its path.
+/// A serde error of a rules body, under its path, in words: names in quotes, without the
+/// line and column of a body the caller did not write as lines.
 fn unreadable(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
-    let message = e.inner().to_string();
+    let inner = e.inner();
+    let text = inner.to_string();
+    let suffix = format!(" at line {} column {}", inner.line(), inner.column());
+    let mut message = text.strip_suffix(&suffix).unwrap_or(&text).replace('`', "\"");
+    for (serde, words) in [
+        ("unknown variant ", " is none of the forms: "),
+        ("unknown field ", " is not a key here; the keys are "),
+    ] {
+        if let Some((name, expected)) =
+            message.strip_prefix(serde).and_then(|rest| rest.split_once(", expected "))
+        {
+            let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+            message = format!("{name}{words}{expected}");
+        }
+    }
     ApiError {
         errors: vec![(path.clone(), message.clone())],
         code: "invalid_rules",

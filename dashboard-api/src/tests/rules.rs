@@ -289,6 +289,32 @@ async fn alert_rules_are_read_and_replaced_with_every_error_named() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body["error"]["param"].as_str().unwrap().starts_with("rules[0].threshold"), "{body}");
+    // A scope of another form: the forms, in words.
+    let (st, body) = send(
+        &s,
+        "POST",
+        "/api/v1/alert-rules",
+        r#"{"id":"k","severity":"info","scope":{"kinds":["parking"]},"offline":{}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["param"], "scope", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "\"kinds\" is none of the forms: \"all\", \"devices\", \"kind\", \"segments\"",
+        "{body}"
+    );
+    // A key the rule kind does not have: its keys.
+    let (st, body) = send(
+        &s,
+        "POST",
+        "/api/v1/alert-rules",
+        r#"{"id":"k","severity":"info","offline":{"after":"5m"}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("\"after\" is not a key here; the keys are "), "{body}");
 
     let good = r#"{"air_quality_defaults":false,"rules":[{"id":"congestion","severity":"critical","scope":{"segments":["viale-strozzi"]},"los":{"at_or_worse":"E","for":"5m"}}]}"#;
     let engine = tokio::spawn(async move {
