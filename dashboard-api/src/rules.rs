@@ -15,7 +15,8 @@
 //! Every change is validated as a whole (400 for what the schema refuses, 422 beyond it,
 //! every error with its key path), and the road segments and devices that new or changed
 //! rules name are checked against the registry (422, e.g. `rules[2].scope.segments[0]: no
-//! segment "seg-999" (did you mean "seg-99"?)`); rules kept as they were are not judged
+//! segment "seg-999" (did you mean "seg-99"?)`; a request whose body is one rule names
+//! its errors under the body's paths, `scope.segments[0]`); rules kept as they were are not judged
 //! again, so a device decommissioned since does not block an unrelated change. The
 //! document is saved in the store (`stream_state`, key [`RULES_STATE_KEY`]) with the config
 //! file's section it was made from, applied to the running engine, and audited.
@@ -317,10 +318,25 @@ fn invalid_rules(errors: &[RuleError]) -> ApiError {
     }
 }
 
-/// A serde error of a rules body, under its path.
+/// A serde error of a rules body, under its path, in words: names in quotes, without the
+/// line and column of a body the caller did not write as lines.
 fn unreadable(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
-    let message = e.inner().to_string();
+    let inner = e.inner();
+    let text = inner.to_string();
+    let suffix = format!(" at line {} column {}", inner.line(), inner.column());
+    let mut message = text.strip_suffix(&suffix).unwrap_or(&text).replace('`', "\"");
+    for (serde, words) in [
+        ("unknown variant ", " is none of the forms: "),
+        ("unknown field ", " is not a key here; the keys are "),
+    ] {
+        if let Some((name, expected)) =
+            message.strip_prefix(serde).and_then(|rest| rest.split_once(", expected "))
+        {
+            let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+            message = format!("{name}{words}{expected}");
+        }
+    }
     ApiError {
         errors: vec![(path.clone(), message.clone())],
         code: "invalid_rules",
@@ -345,7 +361,7 @@ pub async fn replace(
     let doc: AlertRulesConfig =
         serde_path_to_error::deserialize(&mut de).map_err(|e| unreadable(&e))?;
     let (stored, _) =
-        apply_rules(&state, &who, "alert_rules.replace", "alert-rules", |_| Ok(doc)).await?;
+        apply_rules(&state, &who, "alert_rules.replace", "alert-rules", None, |_| Ok(doc)).await?;
     Ok(Json(stored.listing()))
 }
 
@@ -354,20 +370,43 @@ fn names_subjects(def: &RuleDefinition) -> bool {
     matches!(def.scope, ScopeDefinition::Segments(_) | ScopeDefinition::Devices(_))
 }
 
+/// For a request whose body is the one rule `one`: its errors under the body's own paths
+/// (`scope.kind`, not `rules[3].scope.kind` of the document it would make); others as
+/// they are.
+fn in_body(
+    mut errors: Vec<RuleError>,
+    doc: &AlertRulesConfig,
+    one: Option<&str>,
+) -> Vec<RuleError> {
+    let Some(index) = one.and_then(|id| doc.rules.iter().position(|r| r.id == id)) else {
+        return errors;
+    };
+    let prefix = format!("rules[{index}]");
+    for e in &mut errors {
+        match e.path.strip_prefix(&prefix) {
+            Some("") => e.path = "body".to_owned(),
+            Some(rest) if rest.starts_with('.') => e.path = rest[1..].to_owned(),
+            _ => {}
+        }
+    }
+    errors
+}
+
 /// Validate, check against the registry, save and apply the rules document `change` makes
-/// of the current one. Returns the rules in force now and whether `id` (if given) was in
-/// force before.
+/// of the current one (`one`: the id of the rule the request's body is, if it is one).
+/// Returns the rules in force before and now.
 async fn apply_rules(
     state: &AppState,
     who: &Principal,
     action: &str,
     target: &str,
+    one: Option<&str>,
     change: impl FnOnce(&StoredRules) -> Result<AlertRulesConfig, ApiError>,
 ) -> Result<(StoredRules, StoredRules), ApiError> {
     let control = control(state)?;
     let mut current = control.rules.lock().await;
     let doc = change(&current)?;
-    let rules = doc.validate().map_err(|errors| invalid_rules(&errors.0))?;
+    let rules = doc.validate().map_err(|errors| invalid_rules(&in_body(errors.0, &doc, one)))?;
     // The registry check, for the rules new or changed by this request.
     let new_or_changed = |d: &RuleDefinition| !current.rules.rules.contains(d);
     if doc.rules.iter().any(|d| new_or_changed(d) && names_subjects(d)) {
@@ -377,7 +416,7 @@ async fn apply_rules(
         };
         let unknown = doc.unknown_subjects(&known, new_or_changed);
         if !unknown.is_empty() {
-            return Err(invalid_rules(&unknown.all()));
+            return Err(invalid_rules(&in_body(unknown.all(), &doc, one)));
         }
     }
     let next =
@@ -486,7 +525,7 @@ pub async fn create(
     let rule = rule_body(&body, None)?;
     let id = rule.id.clone();
     let target = format!("alert-rule/{id}");
-    let (_, now) = apply_rules(&state, &who, "alert_rule.create", &target, |current| {
+    let (_, now) = apply_rules(&state, &who, "alert_rule.create", &target, Some(&id), |current| {
         if in_force(current, &id) {
             return Err(ApiError::conflict(format!(
                 "a rule {id} is in force; PUT /api/v1/alert-rules/{id} replaces it"
@@ -509,10 +548,11 @@ pub async fn put(
     let id = rule_id(&id)?;
     let rule = rule_body(&body, Some(&id))?;
     let target = format!("alert-rule/{id}");
-    let (before, now) = apply_rules(&state, &who, "alert_rule.put", &target, |current| {
-        Ok(with_rule(&current.rules, rule))
-    })
-    .await?;
+    let (before, now) =
+        apply_rules(&state, &who, "alert_rule.put", &target, Some(&id), |current| {
+            Ok(with_rule(&current.rules, rule))
+        })
+        .await?;
     if in_force(&before, &id) {
         Ok(Json(now.listing()).into_response())
     } else {
@@ -528,7 +568,7 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let id = rule_id(&id)?;
     let target = format!("alert-rule/{id}");
-    let (_, now) = apply_rules(&state, &who, "alert_rule.delete", &target, |current| {
+    let (_, now) = apply_rules(&state, &who, "alert_rule.delete", &target, None, |current| {
         let mut doc = current.rules.clone();
         let before = doc.rules.len();
         doc.rules.retain(|r| r.id != id);

@@ -3,13 +3,14 @@
 # (deploy/mosquitto/sccr-dynsec.conf), with the same rights deploy/mosquitto/sccr.acl
 # gives them. Run once the broker is up, after `mosquitto_ctrl dynsec init`:
 #
-#   SCCR_DYNSEC_ADMIN_PASSWORD=... SCCR_INGEST_PASSWORD=... SCCR_API_PASSWORD=... \
+#   BROKER_ADMIN_PASSWORD=... MQTT_PASSWORD=... MQTT_API_PASSWORD=... \
 #       deploy/mosquitto/sccr-dynsec-accounts.sh [mosquitto_ctrl connection options]
 #
 # e.g. `-h broker.local -p 1883`, or `--cafile ca.pem -h broker.local -p 8883` (keep the
-# passwords off untrusted networks). The admin account is SCCR_DYNSEC_ADMIN (default
-# sccr-provisioning, the one `dynsec init` created). Running it again changes nothing
-# that is already in place.
+# passwords off untrusted networks). The admin account is BROKER_ADMIN (default
+# sccr-provisioning, the one `dynsec init` created). The variables are those of
+# deploy/compose.yaml; none starts with SCCR_, which sccr reads as its configuration
+# overrides. Running it again changes nothing that is already in place.
 #
 # Roles:
 #   sccr-ingest  reads every device's telemetry, status and command acknowledgements
@@ -22,10 +23,10 @@
 # exactly what its role names.
 set -eu
 
-: "${SCCR_DYNSEC_ADMIN:=sccr-provisioning}"
-: "${SCCR_DYNSEC_ADMIN_PASSWORD:?set SCCR_DYNSEC_ADMIN_PASSWORD (the dynsec admin account)}"
-: "${SCCR_INGEST_PASSWORD:?set SCCR_INGEST_PASSWORD (the sccr-ingest account)}"
-: "${SCCR_API_PASSWORD:?set SCCR_API_PASSWORD (the sccr-api account)}"
+: "${BROKER_ADMIN:=sccr-provisioning}"
+: "${BROKER_ADMIN_PASSWORD:?set BROKER_ADMIN_PASSWORD (the dynsec admin account)}"
+: "${MQTT_PASSWORD:?set MQTT_PASSWORD (the sccr-ingest account)}"
+: "${MQTT_API_PASSWORD:?set MQTT_API_PASSWORD (the sccr-api account)}"
 
 CONNECT="$*"
 
@@ -33,7 +34,7 @@ CONNECT="$*"
 # finds its object already there ("already exists") has nothing to do.
 dynsec() {
     # shellcheck disable=SC2086 # the connection options are words
-    if out=$(mosquitto_ctrl $CONNECT -u "$SCCR_DYNSEC_ADMIN" -P "$SCCR_DYNSEC_ADMIN_PASSWORD" dynsec "$@" 2>&1); then
+    if out=$(mosquitto_ctrl $CONNECT -u "$BROKER_ADMIN" -P "$BROKER_ADMIN_PASSWORD" dynsec "$@" 2>&1); then
         return 0
     fi
     case "$out" in
@@ -75,7 +76,7 @@ read_topic sccr-api "sccr/v1/control"
 grant sccr-api publishClientSend "sccr/v1/control"
 
 for account in sccr-ingest sccr-api; do
-    if [ "$account" = sccr-ingest ]; then password=$SCCR_INGEST_PASSWORD; else password=$SCCR_API_PASSWORD; fi
+    if [ "$account" = sccr-ingest ]; then password=$MQTT_PASSWORD; else password=$MQTT_API_PASSWORD; fi
     dynsec createClient "$account" -p "$password"
     # An account that existed keeps its roles and gets this password.
     dynsec setClientPassword "$account" "$password"

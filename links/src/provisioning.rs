@@ -86,12 +86,16 @@ pub struct BrokerOutcome {
     pub next: Option<String>,
 }
 
-/// What to do after a change in `password_file` mode.
+/// The password file command as an operator runs it (deploy/README.md).
+const PASSWD: &str =
+    "sccr mqtt-passwd --config sccr.toml --include services.passwd --out PASSWORD_FILE";
+
+/// What to do after a change in `password_file` mode: commands that run as written.
 pub fn password_file_next(acl: bool) -> String {
     if acl {
-        "run sccr mqtt-passwd --out FILE and sccr mqtt-acl --include sccr.acl --out FILE, then send the broker SIGHUP".into()
+        format!("run {PASSWD} and sccr mqtt-acl --config sccr.toml --include sccr.acl --out ACL_FILE, then send the broker SIGHUP")
     } else {
-        "run sccr mqtt-passwd --out FILE and send the broker SIGHUP".into()
+        format!("run {PASSWD}, then send the broker SIGHUP")
     }
 }
 

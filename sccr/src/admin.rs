@@ -1,5 +1,6 @@
 //! Administrative commands: API tokens, the broker's password file and its ACL.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -147,9 +148,38 @@ fn write_atomically(out: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, out).with_context(|| format!("replacing {}", out.display()))
 }
 
+/// The accounts of the password file `text` that are none of `devices`: the service
+/// accounts (`sccr-ingest`, `sccr-api`) and any other the broker's operator added.
+fn foreign_accounts(text: &str, devices: &BTreeSet<String>) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':').map(|(user, _)| user))
+        .filter(|user| !devices.contains(*user))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Write `out` (atomically) with the service accounts of `include` and one line per
-/// active device with credentials. Returns the number of device lines.
+/// active device with credentials. Returns the number of device lines. Without
+/// `include`, a file to replace that holds accounts other than the registry's devices is
+/// refused: the new file would lock them out at the broker's next reload.
 pub async fn write_mqtt_passwd(store: &Store, out: &Path, include: Option<&Path>) -> Result<usize> {
+    if include.is_none() {
+        if let Ok(old) = std::fs::read_to_string(out) {
+            let devices: BTreeSet<String> =
+                store.devices().await?.into_iter().map(|d| d.id.to_string()).collect();
+            let foreign = foreign_accounts(&old, &devices);
+            anyhow::ensure!(
+                foreign.is_empty(),
+                "{} holds accounts that are no registered devices ({}): pass them with \
+                 --include FILE (the service accounts, e.g. services.passwd), or the new file \
+                 would lock them out at the broker's next reload; nothing was written",
+                out.display(),
+                foreign.join(", ")
+            );
+        }
+    }
     let mut text = included(include)?;
     let credentials = store.device_credentials().await?;
     for (device, hash) in &credentials {
@@ -265,6 +295,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "loop-2:$7$101$x$z\n");
         assert!(!out.with_extension("tmp").exists());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn accounts_that_are_no_devices_are_found() {
+        let devices: BTreeSet<String> = ["loop-1", "aq-2"].map(str::to_owned).into();
+        let text = "# services\nsccr-ingest:$7$101$a$b\n\nloop-1:$7$101$c$d\nsccr-api:$7$101$e$f\n";
+        assert_eq!(foreign_accounts(text, &devices), ["sccr-ingest", "sccr-api"]);
+        assert!(foreign_accounts("loop-1:$7$101$c$d\naq-2:$7$1$x$y\n", &devices).is_empty());
     }
 
     #[test]

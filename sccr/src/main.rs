@@ -24,7 +24,16 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
 
 #[derive(Parser)]
-#[command(name = "sccr", version, about = "Smart City Control Room backend")]
+#[command(
+    name = "sccr",
+    version,
+    about = "Smart City Control Room backend",
+    after_help = "Every command that uses the database or the broker (serve, migrate, token, export, \
+                  import, segments, mqtt-*) needs a configuration file, as --config FILE or \
+                  SCCR_CONFIG=FILE: write one with `sccr generate-config > sccr.toml`, check it \
+                  with `sccr check-config --config sccr.toml`. SCCR_<SECTION>__<KEY> variables \
+                  override its keys. `sccr demo` needs none."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

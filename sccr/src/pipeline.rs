@@ -244,8 +244,11 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (outgoing_tx, outgoing_rx) = mpsc::channel(256);
-    // One dead-letter counter: ingest refuses most, the writer those past the retention.
-    let dead_letters = Arc::new(telemetry::metrics::CountsBy::default());
+    // One dead-letter counter: ingest refuses most, the writer those past the retention;
+    // every reason is exposed from the start, at zero.
+    let dead_letters = Arc::new(telemetry::metrics::CountsBy::with_keys(
+        telemetry::contract::DEAD_LETTER_REASONS.iter().map(|r| r.code),
+    ));
     let ingest_metrics =
         Arc::new(IngestMetrics { dead_letters: dead_letters.clone(), ..IngestMetrics::default() });
     let writer_metrics = Arc::new(WriterMetrics::with_dead_letters(dead_letters));

@@ -118,6 +118,12 @@ pub struct HistogramSnapshot {
 pub struct CountsBy(Mutex<BTreeMap<String, u64>>);
 
 impl CountsBy {
+    /// Counts for `keys`, each at zero, so that every series is exposed from the start
+    /// (a rate over a series that appears only with its first event misses that event).
+    pub fn with_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(Mutex::new(keys.into_iter().map(|k| (k.to_owned(), 0)).collect()))
+    }
+
     pub fn add(&self, key: &str, n: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(key) {

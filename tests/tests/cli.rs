@@ -3,13 +3,14 @@
 //! database or the broker refuses to run without a configuration file and says which one
 //! (and which overrides) it uses; `SCCR_` variables that are not overrides are refused
 //! with the right form; an error's cause is printed once; token changes made on the
-//! command line are in the API's audit log.
+//! command line are in the API's audit log; the broker's files are never written empty
+//! of their base or readable by others.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sccr_tests::{free_port, http_get, wait_for, workspace_bin, Broker, Sccr, TempDir};
+use sccr_tests::{free_port, http_get, http_send, wait_for, workspace_bin, Broker, Sccr, TempDir};
 
 /// `sccr ARGS` with only `vars` (and PATH) in its environment.
 fn sccr(args: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -96,7 +97,7 @@ fn an_error_is_printed_with_each_cause_once() {
 #[test]
 fn commands_that_use_the_database_or_the_broker_need_a_configuration_file() {
     // Each command, and the subcommand whose --help documents its --config.
-    let commands: [(&[&str], &[&str]); 11] = [
+    let commands: [(&[&str], &[&str]); 13] = [
         (&["serve"], &["serve"]),
         (&["serve", "--role", "api"], &["serve"]),
         (&["migrate"], &["migrate"]),
@@ -119,6 +120,8 @@ fn commands_that_use_the_database_or_the_broker_need_a_configuration_file() {
         (&["import", "x.parquet"], &["import"]),
         (&["mqtt-passwd", "--out", "x"], &["mqtt-passwd"]),
         (&["mqtt-acl", "--out", "x"], &["mqtt-acl"]),
+        (&["mqtt-dynsec", "--out", "x"], &["mqtt-dynsec"]),
+        (&["segments", "import", "x.geojson"], &["segments", "import"]),
     ];
     for (args, command) in commands {
         let o = sccr(args, &[]);
@@ -136,6 +139,12 @@ fn commands_that_use_the_database_or_the_broker_need_a_configuration_file() {
             "sccr {command:?} --help:\n{text}"
         );
     }
+    // The first help a newcomer reads says so too.
+    let help = String::from_utf8_lossy(&sccr(&["--help"], &[]).stdout).into_owned();
+    assert!(
+        help.contains("--config FILE") && help.contains("SCCR_CONFIG=FILE"),
+        "sccr --help:\n{help}"
+    );
     // The generated file says how to use it.
     let generated = sccr(&["generate-config"], &[]);
     let text = String::from_utf8_lossy(&generated.stdout);
@@ -156,6 +165,20 @@ async fn token_changes_on_the_command_line_are_in_the_audit_log() {
         format!("sccr: configuration {file}, overridden by SCCR_DATABASE__URL\n")
     );
     assert!(!stderr(&o).contains(&db), "a variable's value is never shown");
+
+    // The broker's files: an ACL without its base is refused and nothing is written; the
+    // password file is readable by its owner only.
+    let acl = dir.path.join("sccr.acl");
+    let o = sccr(&["mqtt-acl", "--out", acl.to_str().unwrap()], &vars);
+    assert!(!o.status.success(), "mqtt-acl without --include exited 0");
+    assert!(stderr(&o).contains("--include is required"), "{}", stderr(&o));
+    assert!(!acl.exists(), "mqtt-acl without --include wrote {}", acl.display());
+    let passwd = dir.path.join("sccr.passwd");
+    let o = sccr(&["mqtt-passwd", "--out", passwd.to_str().unwrap()], &vars);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&passwd.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
     let o = sccr(&["token", "create", "--role", "operator", "--name", "night shift"], &vars);
     assert!(o.status.success(), "{}", stderr(&o));
     let id: i64 = stderr(&o)
@@ -208,4 +231,38 @@ async fn token_changes_on_the_command_line_are_in_the_audit_log() {
         "{log}"
     );
     assert!(!log.contains(sccr_tests::TEST_ADMIN_TOKEN), "the admin token is never shown: {log}");
+
+    // A registration's answer says what to run for the broker (password files, the
+    // default): run as written where the configuration is sccr.toml and the service
+    // accounts are in services.passwd, it writes both into the broker's file.
+    let (st, body) =
+        http_send(port, "POST", "/api/v1/devices", r#"{"id":"loop-7"}"#).await.unwrap();
+    assert_eq!(st, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let next = answer["broker"]["next"].as_str().unwrap();
+    let command = next.strip_prefix("run ").and_then(|c| c.split(", then").next()).unwrap();
+    write(&dir.path.join("services.passwd"), "sccr-ingest:$7$101$c2FsdA==$aGFzaA==\n");
+    let path = format!(
+        "{}:{}",
+        workspace_bin("sccr").unwrap().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("bash")
+        .args(["-euc", &command.replace("PASSWORD_FILE", "broker.passwd")])
+        .current_dir(&dir.path)
+        .env_clear()
+        .env("PATH", &path)
+        .env("SCCR_DATABASE__URL", &db)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{command}: {}", stderr(&o));
+    let written = std::fs::read_to_string(dir.path.join("broker.passwd")).unwrap();
+    let users: Vec<&str> = written.lines().filter_map(|l| l.split(':').next()).collect();
+    assert_eq!(users, ["sccr-ingest", "loop-7"], "{written}");
+    // Without --include, that file (its service account no device) is not replaced.
+    let out = dir.path.join("broker.passwd");
+    let o = sccr(&["mqtt-passwd", "--out", out.to_str().unwrap()], &vars);
+    assert!(!o.status.success(), "mqtt-passwd dropped the service accounts");
+    assert!(stderr(&o).contains("(sccr-ingest): pass them with --include FILE"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written, "the file was left as it was");
 }

@@ -246,16 +246,23 @@ async fn the_readme_shell_examples_run_as_written_against_the_demo() {
         bin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // One shell session, as a reader pasting the blocks in order has: what a block
+    // exports (the first sets TOKEN and AUTH) is there in the next ones, and nothing else.
+    let session = dir.path.join("readme-session.sh");
     for (line, block, _) in tested {
         let script = block.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", demo.http));
         // As written, but an HTTP error fails the block (curl alone would exit 0).
-        let prelude = "set -euo pipefail\ncurl() { command curl --silent --show-error --fail-with-body \"$@\"; }\n";
+        let prelude = format!(
+            "set -euo pipefail\nif [ -f '{s}' ]; then . '{s}'; fi\n\
+             curl() {{ command curl --silent --show-error --fail-with-body \"$@\"; }}\n",
+            s = session.display()
+        );
         let out = tokio::process::Command::new("bash")
             .arg("-c")
-            .arg(format!("{prelude}{script}"))
+            .arg(format!("{prelude}{script}\nexport -p > '{}'\n", session.display()))
             .current_dir(&dir.path)
-            .env("TOKEN", token.trim())
-            .env("AUTH", format!("Authorization: Bearer {}", token.trim()))
+            .env_remove("TOKEN")
+            .env_remove("AUTH")
             .env("PATH", path.clone())
             .output()
             .await
@@ -267,5 +274,10 @@ async fn the_readme_shell_examples_run_as_written_against_the_demo() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let carried = std::fs::read_to_string(&session).unwrap();
+    assert!(
+        carried.contains(&format!("Authorization: Bearer {}", token.trim())),
+        "the README's first block exports AUTH with the demo's token"
+    );
     demo.stop().await;
 }

@@ -223,6 +223,60 @@ fn compose_file_runs_what_the_binaries_accept() {
 }
 
 /// Kubernetes objects of every manifest, by kind and name.
+/// Every `SCCR_` name the deployment files use (a name of at least one more character).
+fn sccr_names(dir: &Path, out: &mut BTreeSet<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sccr_names(&path, out);
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for (i, _) in text.match_indices("SCCR_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name.len() > "SCCR_".len() {
+                out.insert((name, path.display().to_string()));
+            }
+        }
+    }
+}
+
+/// No deployment file names an `SCCR_` variable that sccr would refuse: an operator who
+/// exports the variables of one (the compose file's, the broker scripts') can still run
+/// every sccr command in that shell.
+#[test]
+fn the_deployment_files_use_no_sccr_name_that_is_not_a_setting() {
+    let mut names = BTreeSet::new();
+    sccr_names(&workspace_root().join("deploy"), &mut names);
+    assert!(names.iter().any(|(n, _)| n == "SCCR_DATABASE__URL"), "{names:?}");
+    for (name, file) in &names {
+        assert!(
+            name.contains("__") || name == "SCCR_CONFIG" || name == "SCCR_WEB_DIR",
+            "{file} uses {name}, which is no SCCR_<SECTION>__<KEY> override: sccr refuses it"
+        );
+    }
+    // What sccr itself accepts: each of the others, set, passes check-config.
+    let dir = TempDir::new("deploy-names").unwrap();
+    let empty = dir.path.join("sccr.toml");
+    std::fs::write(&empty, "").unwrap();
+    let mut check = Command::new(workspace_bin("sccr").unwrap());
+    check
+        .args(["check-config", "--config"])
+        .arg(&empty)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    let non_overrides: Vec<&String> =
+        names.iter().map(|(n, _)| n).filter(|n| !n.contains("__")).collect();
+    for name in &non_overrides {
+        check.env(name, "/dev/null");
+    }
+    let out = check.output().unwrap();
+    assert!(out.status.success(), "{non_overrides:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn k8s_objects() -> Vec<(PathBuf, Yaml)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(deploy("k8s")).unwrap() {

@@ -128,10 +128,7 @@ async fn rule_schemas_agree_with_the_server() {
     )
     .await;
     assert_eq!(st, 422, "{body}");
-    assert!(
-        body.contains(r#""path":"rules[0].threshold.clear""#) || body.contains("threshold.clear"),
-        "{body}"
-    );
+    assert!(body.contains(r#""path":"threshold.clear""#), "the body's own path: {body}");
     // Beyond the schema: a segment that does not exist, a device kind that does not.
     for (rule, path) in [
         (
@@ -142,7 +139,10 @@ async fn rule_schemas_agree_with_the_server() {
     ] {
         let (st, body) = put_rule("beyond".into(), rule.into()).await;
         assert_eq!(st, 422, "{rule} → {body}");
-        assert!(body.contains(path) && body.contains("did you mean"), "{body}");
+        assert!(
+            body.contains(&format!(r#""path":"{path}""#)) && body.contains("did you mean"),
+            "{body}"
+        );
     }
 }
 

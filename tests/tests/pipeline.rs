@@ -219,6 +219,9 @@ async fn malformed_payload_is_dead_lettered_and_the_pipeline_goes_on() {
         "sccr_dead_letters_total{reason=\"unknown_metric\"} 1",
         "sccr_dead_letters_total{reason=\"out_of_range\"} 1",
         "sccr_dead_letters_total{reason=\"unknown_format\"} 1",
+        // Reasons not seen yet are there from the start, at zero.
+        "sccr_dead_letters_total{reason=\"bad_topic\"} 0",
+        "sccr_dead_letters_total{reason=\"older_than_retention\"} 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }

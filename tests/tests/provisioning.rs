@@ -67,10 +67,10 @@ async fn dynsec_broker_with(prepare: impl FnOnce(&Path) -> anyhow::Result<()>) -
     let out = Command::new("sh")
         .arg(workspace_root().join("deploy/mosquitto/sccr-dynsec-accounts.sh"))
         .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .env("SCCR_DYNSEC_ADMIN", ADMIN.0)
-        .env("SCCR_DYNSEC_ADMIN_PASSWORD", ADMIN.1)
-        .env("SCCR_INGEST_PASSWORD", INGEST.1)
-        .env("SCCR_API_PASSWORD", API.1)
+        .env("BROKER_ADMIN", ADMIN.0)
+        .env("BROKER_ADMIN_PASSWORD", ADMIN.1)
+        .env("MQTT_PASSWORD", INGEST.1)
+        .env("MQTT_API_PASSWORD", API.1)
         .output()
         .unwrap();
     assert!(out.status.success(), "accounts script: {}", String::from_utf8_lossy(&out.stderr));

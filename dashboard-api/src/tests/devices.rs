@@ -18,7 +18,7 @@ async fn devices_are_registered_paged_updated_and_decommissioned() {
     assert_eq!(
         body["broker"],
         serde_json::json!({"provisioning": "password_file", "applied": false,
-            "next": "run sccr mqtt-passwd --out FILE and send the broker SIGHUP"})
+            "next": "run sccr mqtt-passwd --config sccr.toml --include services.passwd --out PASSWORD_FILE, then send the broker SIGHUP"})
     );
     let creds = s.store.device_credentials().await.unwrap();
     assert_eq!(creds.len(), 1);

@@ -86,7 +86,7 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     let rules = get(&s, "/api/v1/alert-rules").await.1;
     assert_eq!(rules["rules"]["rules"], json!([]), "nothing of a refused document applies");
 
-    // One rule: the same check, under the path of the document it would make.
+    // One rule: the same check, under the path in the body sent.
     let (st, _, body) = call(
         &s,
         "PUT",
@@ -97,8 +97,9 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(
         errors(&body),
-        [("rules[0].scope.segments[0]".to_owned(), "no segment \"seg-999\"".to_owned())]
+        [("scope.segments[0]".to_owned(), "no segment \"seg-999\"".to_owned())]
     );
+    assert_eq!(body["error"]["param"], "scope.segments[0]");
 
     // Kinds are a known set: a typo is refused (422) with the kinds and the closest one.
     let (st, _, body) = call(
@@ -110,7 +111,7 @@ async fn scopes_naming_missing_segments_devices_or_kinds_are_refused_with_their_
     .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (path, message) = &errors(&body)[0];
-    assert_eq!(path, "rules[0].scope.kind");
+    assert_eq!(path, "scope.kind");
     assert!(
         message.contains("did you mean \"air_quality\"?") && message.contains("traffic_light"),
         "{message}"
@@ -288,6 +289,32 @@ async fn alert_rules_are_read_and_replaced_with_every_error_named() {
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body["error"]["param"].as_str().unwrap().starts_with("rules[0].threshold"), "{body}");
+    // A scope of another form: the forms, in words.
+    let (st, body) = send(
+        &s,
+        "POST",
+        "/api/v1/alert-rules",
+        r#"{"id":"k","severity":"info","scope":{"kinds":["parking"]},"offline":{}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["param"], "scope", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "\"kinds\" is none of the forms: \"all\", \"devices\", \"kind\", \"segments\"",
+        "{body}"
+    );
+    // A key the rule kind does not have: its keys.
+    let (st, body) = send(
+        &s,
+        "POST",
+        "/api/v1/alert-rules",
+        r#"{"id":"k","severity":"info","offline":{"after":"5m"}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("\"after\" is not a key here; the keys are "), "{body}");
 
     let good = r#"{"air_quality_defaults":false,"rules":[{"id":"congestion","severity":"critical","scope":{"segments":["viale-strozzi"]},"los":{"at_or_worse":"E","for":"5m"}}]}"#;
     let engine = tokio::spawn(async move {

@@ -422,7 +422,13 @@ fn settings(
             }
         }
         let var = from.map(|i| overrides[i].var.clone());
-        let (key, words) = plain::problem(&dotted(&original), &message, var.as_deref());
+        let (key, mut words) = plain::problem(&dotted(&original), &message, var.as_deref());
+        if message.ends_with(", expected string only") {
+            // A key taking one of a list of names got another type: name them.
+            if let Some(got) = names_wanted(&root, &current) {
+                words = got;
+            }
+        }
         // A key whose value was refused is missing next; it is reported once.
         if !reported.contains(&key) {
             problems.push(annotate(format!("{key}: {words}"), overrides));
@@ -434,6 +440,28 @@ fn settings(
     }
     problems.push(format!("more than {MAX_KEY_ERRORS} keys could not be read; fix these first"));
     None
+}
+
+/// For a key of `root` that takes one of a list of names and holds another type: "must
+/// be (the names), got (its value)". The names are those the deserializer lists when the
+/// key holds a name none has.
+fn names_wanted(root: &toml::Value, key: &[Step]) -> Option<String> {
+    let mut at = root;
+    for step in key {
+        let Step::Key(k) = step else { return None };
+        at = at.as_table()?.get(k)?;
+    }
+    let got = at.to_string();
+    let mut probe = root.clone();
+    set(&mut probe, key, toml::Value::String("\u{1}".into())).ok()?;
+    let e = serde_path_to_error::deserialize::<_, Config>(probe).err()?;
+    let message = plain::without_context(&e.inner().to_string());
+    if steps(e.path()) != key || !message.starts_with("unknown variant `") {
+        return None;
+    }
+    let names: Vec<String> =
+        plain::expected_names(&message).iter().map(|n| format!("{n:?}")).collect();
+    Some(format!("must be {}, got {got}", plain::one_of(&names)))
 }
 
 /// `key (SCCR_VAR): message` when an environment variable set the key of a problem, or a

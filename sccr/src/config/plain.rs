@@ -111,7 +111,7 @@ pub(super) fn problem(key: &str, message: &str, var: Option<&str>) -> (String, S
 }
 
 /// `"a"`, `"a" or "b"`, `one of "a", "b" or "c"`.
-fn one_of(names: &[String]) -> String {
+pub(super) fn one_of(names: &[String]) -> String {
     match names {
         [] => "nothing (this key takes no value)".to_owned(),
         [one] => one.clone(),

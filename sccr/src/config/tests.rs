@@ -563,3 +563,18 @@ fn forecasts_section_is_read_and_its_errors_named() {
         assert!(list.iter().any(|m| m.starts_with(key)), "{key}: {list:?}");
     }
 }
+
+#[test]
+fn a_key_taking_names_given_another_type_lists_the_names() {
+    let text = "[mqtt]\nsubscription = 3\n[ingest]\nunknown_devices = true\n\
+                [provisioning]\nmode = [\"dynsec\"]\n";
+    assert_eq!(
+        problems(text, &[]),
+        [
+            "ingest.unknown_devices: must be \"auto_register\" or \"reject\", got true",
+            "mqtt.subscription: must be \"exclusive\" or \"shared\", got 3",
+            "provisioning.mode: must be one of \"dynsec\", \"password_file\" or \"none\", got \
+             [\"dynsec\"]",
+        ]
+    );
+}

@@ -1,8 +1,9 @@
 //! Device commands end to end through the real `sccr serve`, Mosquitto and the real edge
 //! agent: published once per idempotency key, acked by the agent, or expired when the
-//! agent is stopped; the results reach a webhook created over the API.
+//! agent is stopped; the results reach a webhook created over the API; `/metrics` counts
+//! both.
 
-use sccr_tests::http_request_with;
+use sccr_tests::{http_request_with, metric};
 
 use super::*;
 
@@ -170,6 +171,24 @@ async fn commands_reach_the_edge_agent_once_per_key_are_acked_or_expire_and_thei
             >= 4,
         "{deliveries}"
     );
+
+    // /metrics counts the commands' course and the webhook deliveries, and the backlog
+    // gauges (sampled every 5 s) come back to zero once everything is delivered.
+    let figure = |name: &'static str| async move { metric(api, name).await.unwrap_or(-1.0) };
+    assert!(figure("sccr_commands_published_total").await >= 3.0);
+    assert!(figure("sccr_commands_sent_total").await >= 3.0);
+    assert_eq!(figure("sccr_commands_answered_total").await, 2.0);
+    assert_eq!(figure("sccr_commands_expired_total").await, 1.0);
+    assert_eq!(figure("sccr_commands_stray_acks_total").await, 0.0);
+    assert!(figure("sccr_webhook_fanned_out_total").await >= 4.0);
+    assert!(figure("sccr_webhook_delivered_total").await >= 4.0);
+    wait_for("the outbox and delivery backlog at zero", Duration::from_secs(30), || async {
+        (figure("sccr_outbox_events_to_fan_out").await == 0.0
+            && figure("sccr_webhook_deliveries_pending").await == 0.0
+            && figure("sccr_webhook_oldest_pending_age_seconds").await == 0.0)
+            .then_some(())
+    })
+    .await;
 
     let _ = stop.send(());
     let _ = server.await;
