@@ -23,7 +23,8 @@ use telemetry::RoadSegment;
 
 const MINUTE: i64 = 60_000;
 
-/// (smoothing α, persistence φ) compared with the product's default.
+/// (smoothing α, prior persistence φ) compared with the product's default; each segment's
+/// own `β` replaces the prior after `MIN_PAIRS` windows.
 const GRID: [(f64, f64); 6] =
     [(1.0, 1.0), (0.5, 0.5), (0.5, 0.7), (0.2, 0.8), (0.2, 0.9), (0.05, 0.95)];
 

@@ -9,21 +9,29 @@
 //!    `r = α·q + (1 − α)·r_prev` (`smoothing` α; the previous window's `r` when it is at
 //!    most [`MAX_GAP_WINDOWS`] windows old, otherwise `r = q`). A correction of a window
 //!    (a higher revision) is smoothed from the same `r_prev` as the window it corrects.
-//! 2. **Forecast at horizon `h`.** `speed(h) = usual(end + h) · (1 + (r − 1)·φ^(h / 15 min))`,
-//!    `φ` being `persistence`: the share of today's difference from usual that is still
-//!    there 15 minutes later. `φ = 1` is persistence of the ratio, `φ = 0` the historical
-//!    average. The LOS is that of the forecast speed against the segment's free-flow speed
+//! 2. **Forecast at horizon `h`.** `speed(h) = usual(end + h) · (1 + β_h·(r − 1))`, `β_h`
+//!    being the share of today's difference from usual still there `h` later. Each
+//!    segment learns its own `β_h` from its windows: the least-squares slope of the raw
+//!    ratio's difference from usual at `t + h` on the smoothed one at `t`,
+//!    `β_h = Σ x·y / Σ x²` over pairs weighted by age (half-life [`LEARN_HALF_LIFE`]),
+//!    clamped to 0..=1. Until a segment has [`MIN_PAIRS`] pairs for a horizon, the
+//!    configured prior `φ^(h / 15 min)` stands in (`persistence` φ). `β = 1` is
+//!    persistence of the ratio, `β = 0` the historical average; a road whose slowdowns
+//!    pass quickly learns a small `β`, one whose days run above or below usual a large
+//!    one. The LOS is that of the forecast speed against the segment's free-flow speed
 //!    ([`LevelOfService::from_speeds`]).
 //! 3. **Degrading.** A segment is predicted to degrade when some horizon's LOS is worse
 //!    than the window's and is D or worse.
 //!
 //! No baseline for the segment (not learned yet, or the slot has no samples), or a window
-//! without a speed: no forecast. The smoothed ratio is not checkpointed: after a restart
-//! the first window starts it afresh. The defaults of α and φ come from the accuracy
+//! without a speed: no forecast. Neither the smoothed ratio nor the learned `β` is
+//! checkpointed: after a restart the first window starts the ratio afresh and the prior
+//! stands in until [`MIN_PAIRS`] windows have been seen again. Corrections of a window
+//! are forecast from but not learned from (each window is one pair). The defaults of α and φ come from the accuracy
 //! benchmark (`sccr-bench --intel`, docs/forecasts.md), which measures the model against
 //! persistence and the historical average.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +46,11 @@ pub const MAX_GAP_WINDOWS: i64 = 5;
 /// The metric the forecasts are made of (a segment figure of the baselines).
 pub const FORECAST_METRIC: &str = "speed_kmh";
 const FADE_STEP_MS: f64 = 15.0 * 60_000.0;
+/// Pairs a segment needs at a horizon before its own `β` replaces the prior (12 hours of
+/// one-minute windows).
+pub const MIN_PAIRS: u32 = 720;
+/// The age at which a pair's weight in the learned `β` has halved.
+pub const LEARN_HALF_LIFE: Duration = Duration::from_secs(3 * 86_400);
 
 /// How forecasts are made (`[forecasts]` in the configuration; its values are checked by
 /// `sccr check-config`).
@@ -60,12 +73,16 @@ impl Default for ForecastSettings {
 }
 
 impl ForecastSettings {
-    /// The forecast speed `minutes` ahead from a smoothed ratio `ratio` and the usual speed
-    /// then.
-    pub fn speed(&self, ratio: f64, usual_kmh: f64, minutes: u32) -> f64 {
-        let fade = self.persistence.powf(f64::from(minutes) * 60_000.0 / FADE_STEP_MS);
-        (usual_kmh * (1.0 + (ratio - 1.0) * fade)).max(0.0)
+    /// The prior share of today's difference from usual left `minutes` later: `φ^(minutes / 15)`.
+    pub fn prior(&self, minutes: u32) -> f64 {
+        self.persistence.powf(f64::from(minutes) * 60_000.0 / FADE_STEP_MS)
     }
+}
+
+/// The forecast speed from the smoothed ratio `ratio`, the usual speed then and the share
+/// `kept` of today's difference from usual expected to remain.
+pub fn forecast_speed(ratio: f64, usual_kmh: f64, kept: f64) -> f64 {
+    (usual_kmh * (1.0 + (ratio - 1.0) * kept)).max(0.0)
 }
 
 /// One horizon of a segment's forecast.
@@ -79,6 +96,10 @@ pub struct HorizonForecast {
     /// The learned usual speed at `at` (the historical average).
     pub usual_kmh: f64,
     pub los: Option<LevelOfService>,
+    /// The share of today's difference from usual expected to remain at `at` (`β`).
+    pub kept: f64,
+    /// Whether `kept` was learned from this segment's own windows (else the prior).
+    pub learned: bool,
 }
 
 /// A segment's forecast, made from one of its windows.
@@ -99,24 +120,48 @@ struct Smoothed {
     ratio: f64,
 }
 
+/// What a segment's past windows say of how long its differences from usual last.
+#[derive(Debug, Default)]
+struct Persistence {
+    /// The smoothed ratios' differences from usual (`r − 1`) of recent first emissions, by
+    /// window start, oldest first, as far back as the longest horizon.
+    recent: VecDeque<(i64, f32)>,
+    /// Per horizon: age-weighted Σ x·y, Σ x², and the pairs seen.
+    sums: Vec<(f64, f64, u32)>,
+}
+
+impl Persistence {
+    /// `β` of horizon `i`, when learned.
+    fn kept(&self, i: usize) -> Option<f64> {
+        let &(xy, xx, n) = self.sums.get(i)?;
+        (n >= MIN_PAIRS && xx > 1e-12).then(|| (xy / xx).clamp(0.0, 1.0))
+    }
+}
+
 /// Forecasts for the segment windows the stream emits. See the module documentation.
 #[derive(Debug)]
 pub struct Forecaster {
     settings: ForecastSettings,
     window_ms: i64,
+    /// Weight kept by a pair per window of age.
+    decay: f64,
     baselines: Arc<Baselines>,
     free_flow: HashMap<SegmentId, f64>,
     smoothed: HashMap<SegmentId, Smoothed>,
+    learned: HashMap<SegmentId, Persistence>,
 }
 
 impl Forecaster {
     pub fn new(settings: ForecastSettings, window: Duration) -> Self {
+        let window_ms = window.as_millis().max(1) as i64;
         Self {
             settings,
-            window_ms: window.as_millis().max(1) as i64,
+            window_ms,
+            decay: 0.5f64.powf(window_ms as f64 / LEARN_HALF_LIFE.as_millis() as f64),
             baselines: Arc::default(),
             free_flow: HashMap::new(),
             smoothed: HashMap::new(),
+            learned: HashMap::new(),
         }
     }
 
@@ -132,6 +177,7 @@ impl Forecaster {
     pub fn set_segments(&mut self, free_flow: impl IntoIterator<Item = (SegmentId, f64)>) {
         self.free_flow = free_flow.into_iter().collect();
         self.smoothed.retain(|s, _| self.free_flow.contains_key(s));
+        self.learned.retain(|s, _| self.free_flow.contains_key(s));
     }
 
     /// The forecast made from `state` (and remembered for the windows that follow).
@@ -141,8 +187,9 @@ impl Forecaster {
         }
         let speed = state.speed_kmh?;
         let subject = state.segment.as_str();
+        let baselines = self.baselines.clone();
         let expected = |t: EventTime| {
-            self.baselines
+            baselines
                 .expected(BaselineOn::Segment, subject, FORECAST_METRIC, t)
                 .filter(|e| e.centre.is_finite() && e.centre > 1.0)
         };
@@ -161,19 +208,34 @@ impl Forecaster {
         };
         let a = self.settings.smoothing;
         let ratio = before.map_or(q, |b| a * q + (1.0 - a) * b);
+        if state.revision == 0 {
+            self.learn(state, q - 1.0, ratio - 1.0);
+        }
+        let learned = self.learned.get(&state.segment);
         let horizons: Vec<HorizonForecast> = self
             .settings
             .horizons_minutes
             .iter()
-            .filter_map(|&minutes| {
+            .enumerate()
+            .filter_map(|(i, &minutes)| {
                 let at = EventTime(state.end.millis() + i64::from(minutes) * 60_000);
                 let usual = expected(at)?.centre;
-                let speed_kmh = self.settings.speed(ratio, usual, minutes);
+                let own = learned.and_then(|p| p.kept(i));
+                let kept = own.unwrap_or_else(|| self.settings.prior(minutes));
+                let speed_kmh = forecast_speed(ratio, usual, kept);
                 let los = self
                     .free_flow
                     .get(&state.segment)
                     .and_then(|ff| LevelOfService::from_speeds(speed_kmh, *ff));
-                Some(HorizonForecast { minutes, at, speed_kmh, usual_kmh: usual, los })
+                Some(HorizonForecast {
+                    minutes,
+                    at,
+                    speed_kmh,
+                    usual_kmh: usual,
+                    los,
+                    kept,
+                    learned: own.is_some(),
+                })
             })
             .collect();
         self.smoothed.insert(state.segment.clone(), Smoothed { start: state.start, before, ratio });
@@ -183,10 +245,43 @@ impl Forecaster {
         Some(SegmentForecast { ratio, horizons, degrading })
     }
 
-    /// Heap bytes of the per-segment state (the maps' entries).
+    /// Learn from a window's first emission: pair its raw difference from usual `y` with
+    /// the smoothed difference of the window `h` before it, for each horizon; keep its
+    /// smoothed difference `x` for the windows `h` after it.
+    fn learn(&mut self, state: &SegmentState, y: f64, x: f64) {
+        let horizons = &self.settings.horizons_minutes;
+        let longest = i64::from(horizons.iter().copied().max().unwrap_or(0)) * 60_000;
+        let p = self.learned.entry(state.segment.clone()).or_default();
+        p.sums.resize(horizons.len(), (0.0, 0.0, 0));
+        let start = state.start.millis();
+        for (i, &minutes) in horizons.iter().enumerate() {
+            let then = start - i64::from(minutes) * 60_000;
+            if let Ok(k) = p.recent.binary_search_by_key(&then, |e| e.0) {
+                let past = f64::from(p.recent[k].1);
+                let (xy, xx, n) = &mut p.sums[i];
+                *xy = *xy * self.decay + past * y;
+                *xx = *xx * self.decay + past * past;
+                *n = n.saturating_add(1);
+            }
+        }
+        if p.recent.back().is_none_or(|e| e.0 < start) {
+            p.recent.push_back((start, x as f32));
+        }
+        while p.recent.front().is_some_and(|e| e.0 < start - longest) {
+            p.recent.pop_front();
+        }
+    }
+
+    /// Heap bytes of the per-segment state (the maps' entries and the recent ratios).
     pub fn state_bytes(&self) -> usize {
         self.smoothed.capacity() * (std::mem::size_of::<(SegmentId, Smoothed)>() + 1)
             + self.free_flow.capacity() * (std::mem::size_of::<(SegmentId, f64)>() + 1)
+            + self.learned.capacity() * (std::mem::size_of::<(SegmentId, Persistence)>() + 1)
+            + self
+                .learned
+                .values()
+                .map(|p| p.recent.capacity() * 16 + p.sums.capacity() * 24)
+                .sum::<usize>()
     }
 }
 
@@ -296,6 +391,30 @@ mod tests {
         let fc = f.forecast(&state(7 * 60 + 45, Some(30.0), 0)).unwrap();
         assert_eq!(fc.horizons[1].los, Some(LevelOfService::D), "{fc:?}");
         assert!(fc.degrading);
+    }
+
+    #[test]
+    fn each_segment_learns_how_long_its_differences_last() {
+        let mut f = forecaster(1.0, 0.7);
+        // 15 windows 20 % above usual, 15 windows 20 % below, and again: a difference is
+        // reversed 15 minutes later and the same 30 minutes later.
+        let speed = |k: i64| if (k / 15) % 2 == 0 { 60.0 } else { 40.0 };
+        let mut last = None;
+        for k in 0..(i64::from(MIN_PAIRS) + 45) {
+            last = f.forecast(&state(k, Some(speed(k)), 0));
+        }
+        let fc = last.unwrap();
+        let (h15, h30) = (&fc.horizons[0], &fc.horizons[1]);
+        assert!(h15.learned && h30.learned, "{fc:?}");
+        assert_eq!(h15.kept, 0.0, "a reversing difference keeps nothing: {fc:?}");
+        // (Not exactly 1: the usual speed drops to 40 for two of these hours.)
+        assert!(h30.kept > 0.9, "the same difference half an hour later: {fc:?}");
+        // Before MIN_PAIRS windows the prior stands in.
+        let mut g = forecaster(1.0, 0.7);
+        let fc = g.forecast(&state(0, Some(40.0), 0)).unwrap();
+        assert!(!fc.horizons[0].learned);
+        assert!((fc.horizons[0].kept - 0.7).abs() < 1e-9);
+        assert!((fc.horizons[1].kept - 0.49).abs() < 1e-9);
     }
 
     #[test]

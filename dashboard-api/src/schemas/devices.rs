@@ -216,13 +216,15 @@ pub(super) fn segments() -> Value {
 /// A segment's short-term forecast (`stream::forecast`, docs/forecasts.md).
 pub(super) fn forecast() -> Value {
     let horizon = record_in(
-        &["minutes", "at", "speed_kmh", "usual_kmh", "los"],
+        &["minutes", "at", "speed_kmh", "usual_kmh", "los", "kept", "learned"],
         json!({
             "minutes": count("Minutes after the window's end"),
             "at": ms("The instant forecast"),
             "speed_kmh": number("Forecast mean speed, km/h"),
             "usual_kmh": number("The learned usual speed then (the historical average), km/h"),
             "los": los_grade(),
+            "kept": number("The share of today's difference from usual expected to remain then (0 to 1)"),
+            "learned": flag("Whether that share was learned from this segment's own windows (else the configured prior)"),
         }),
     );
     example(
@@ -235,8 +237,8 @@ pub(super) fn forecast() -> Value {
             }),
         ),
         json!({"ratio": 0.72, "horizons": [
-            {"minutes": 15, "at": T0 + 960_000, "speed_kmh": 29.9, "usual_kmh": 39.0, "los": "C"},
-            {"minutes": 30, "at": T0 + 1_860_000, "speed_kmh": 27.5, "usual_kmh": 33.1, "los": "D"}],
+            {"minutes": 15, "at": T0 + 960_000, "speed_kmh": 31.3, "usual_kmh": 39.0, "los": "C", "kept": 0.71, "learned": true},
+            {"minutes": 30, "at": T0 + 1_860_000, "speed_kmh": 28.1, "usual_kmh": 33.1, "los": "D", "kept": 0.54, "learned": true}],
             "degrading": true}),
     )
 }
