@@ -437,6 +437,8 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
         "/api/v1/history?metric=vehicle_count&bbox=11.2,43.7,11.3,43.8&agg=sum&fill=previous"
     );
     get!("/api/v1/baselines", format!("/api/v1/baselines?metric=speed_kmh&segment={SEGMENT}"));
+    get!("/api/v1/forecasts", format!("/api/v1/forecasts?segment={SEGMENT}"));
+    get!("/api/v1/forecasts", "/api/v1/forecasts?degrading=true");
     let segments = get!("/api/v1/segments", "/api/v1/segments");
     assert_eq!(segments["features"][0]["properties"]["los"], "F", "{segments}");
     get!("/api/v1/catalogue", "/api/v1/catalogue");
