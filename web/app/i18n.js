@@ -57,6 +57,10 @@ const TEXT = {
     'alert.rate_limit_overflow': 'Rule {rule}: more than {per_minute} alerts a minute, further ones folded here',
     'alert.anomaly_below': '{metric} {value} {unit}, below its usual {centre} {unit} by more than {k} × {spread} {unit} for {for}',
     'alert.anomaly_above': '{metric} {value} {unit}, above its usual {centre} {unit} by more than {k} × {spread} {unit} for {for}',
+    'alert.health_stuck': '{metric} stuck at {value} {unit} for {readings} readings, {for} (data quality)',
+    'alert.health_zero_busy': 'No vehicle counted for {for} where {usual} are usual every {window} (data quality)',
+    'alert.health_missing': '{missing_pct} % of the expected readings missing over {window} (data quality)',
+    'alert.health_implausible': 'Implausible readings ({reason}): {flow_vph} veh/h at {speed_kmh} km/h, occupancy {occupancy_pct} % (data quality)',
     // Stored before message codes existed: the server's own text.
     'alert.legacy': '{message}',
   },
@@ -107,6 +111,10 @@ const TEXT = {
     'alert.rate_limit_overflow': 'Regola {rule}: più di {per_minute} allarmi al minuto, i successivi raccolti qui',
     'alert.anomaly_below': '{metric} {value} {unit}, sotto il consueto {centre} {unit} di oltre {k} × {spread} {unit} per {for}',
     'alert.anomaly_above': '{metric} {value} {unit}, sopra il consueto {centre} {unit} di oltre {k} × {spread} {unit} per {for}',
+    'alert.health_stuck': '{metric} bloccato a {value} {unit} per {readings} letture, {for} (qualità dei dati)',
+    'alert.health_zero_busy': 'Nessun veicolo contato per {for} dove di solito ne passano {usual} ogni {window} (qualità dei dati)',
+    'alert.health_missing': 'Manca il {missing_pct} % delle letture attese in {window} (qualità dei dati)',
+    'alert.health_implausible': 'Letture non plausibili ({reason}): {flow_vph} veic/h a {speed_kmh} km/h, occupazione {occupancy_pct} % (qualità dei dati)',
     'alert.legacy': '{message}',
   },
 };
