@@ -94,7 +94,7 @@ fn zero_counts_in_busy_windows_raise_and_a_vehicle_clears() {
         [(BaselineOn::Device, "vehicle_count")]
     );
     let mut out = Vec::new();
-    let mut feed = |e: &mut AlertEngine, from: i64, to: i64, v: f64, out: &mut Vec<AlertOutput>| {
+    let feed = |e: &mut AlertEngine, from: i64, to: i64, v: f64, out: &mut Vec<AlertOutput>| {
         for s in (from..to).step_by(10) {
             e.on_reading(&reading("loop-1", MetricId::VehicleCount, s, v), t(s), out);
         }
