@@ -200,7 +200,7 @@ impl AlertSink {
             AlertSinkItem::CheckpointBegin(_)
             | AlertSinkItem::CheckpointParts(_)
             | AlertSinkItem::CheckpointEnd => self.checkpoint(item).await,
-            AlertSinkItem::Flags(edges) => return flags::store_flags(&self.store, edges).await,
+            AlertSinkItem::Flags(edges) => return flags::store_flags(&self.store, edges, &m).await,
             AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => {
                 let Some(mv) = transition.action else {
                     let suppressed = match &alert.suppressed {

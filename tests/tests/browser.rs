@@ -342,10 +342,10 @@ async fn wall_dashboard_in_chromium() {
     if ops_skipped {
         eprintln!("WARNING: the road-operation browser tests were SKIPPED: /api/v1/operations answers 404");
         assert!(
-            stdout.contains("18 passed") && stdout.contains("3 skipped"),
-            "expected 18 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
+            stdout.contains("19 passed") && stdout.contains("3 skipped"),
+            "expected 19 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
         );
     } else {
-        assert!(stdout.contains("21 passed"), "expected 21 browser tests to pass:\n{stdout}");
+        assert!(stdout.contains("22 passed"), "expected 22 browser tests to pass:\n{stdout}");
     }
 }

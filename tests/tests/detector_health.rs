@@ -266,6 +266,9 @@ async fn faulty_detectors_raise_their_health_flags_and_a_healthy_one_none() {
         assert_eq!(alert["state"], "returned", "{alert}");
     }
     live.abort();
+    for name in ["sccr_detector_flags_opened_total", "sccr_detector_flags_closed_total"] {
+        assert_eq!(sccr_tests::metric(port, name).await, Some(4.0), "{name}");
+    }
 
     // History without flagged data: exactly the stuck readings inside the flag are out.
     let to = EventTime::now().millis() + 60_000;

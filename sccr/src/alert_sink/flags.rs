@@ -3,17 +3,29 @@
 //! open), a close ends it. Both are idempotent, so a retry after a transient error or a
 //! replay after a restart records each interval once.
 
+use std::sync::atomic::Ordering;
+
 use store::{Store, StoreError};
 use stream::FlagEdge;
 
-pub(super) async fn store_flags(store: &Store, edges: &[FlagEdge]) -> Result<(), StoreError> {
+use crate::metrics::AlertSinkMetrics;
+
+pub(super) async fn store_flags(
+    store: &Store,
+    edges: &[FlagEdge],
+    m: &AlertSinkMetrics,
+) -> Result<(), StoreError> {
     for edge in edges {
         match edge {
             FlagEdge::Open { device, rule, flag, since } => {
-                store.open_flag(device, rule.as_str(), *flag, *since).await?;
+                if store.open_flag(device, rule.as_str(), *flag, *since).await? {
+                    m.flags_opened.fetch_add(1, Ordering::Relaxed);
+                }
             }
             FlagEdge::Close { device, rule, at, .. } => {
-                store.close_flag(device, rule.as_str(), *at).await?;
+                if store.close_flag(device, rule.as_str(), *at).await? {
+                    m.flags_closed.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
