@@ -677,7 +677,7 @@ pub fn health(quick: bool) -> Result<Value> {
     // Faults: per kind, on random detectors at random times (zero counts at weekday rush
     // hours, 07:00–09:00 local), two hours each, at most one per detector at a time.
     let per_kind = if quick { 10 } else { 25 };
-    let mut rng = Rng(0x4EA1_74);
+    let mut rng = Rng(0x004E_A174);
     let mut faults: Vec<Fault> = Vec::new();
     for flag in HealthFlag::ALL {
         let mut n = 0;

@@ -116,7 +116,7 @@ pub fn quality_score<'a>(
             edges.push((b, f.flag.weight(), false));
         }
     }
-    edges.sort_by(|x, y| x.0.cmp(&y.0));
+    edges.sort_by_key(|x| x.0);
     let mut active: Vec<f64> = Vec::new();
     let mut lost = 0.0;
     let mut at = from.millis();

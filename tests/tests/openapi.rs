@@ -437,6 +437,18 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
         "/api/v1/history?metric=vehicle_count&bbox=11.2,43.7,11.3,43.8&agg=sum&fill=previous"
     );
     get!("/api/v1/baselines", format!("/api/v1/baselines?metric=speed_kmh&segment={SEGMENT}"));
+    let unflagged = get!(
+        "/api/v1/history",
+        format!(
+            "/api/v1/history?metric=speed_kmh&device={}&step=1m&exclude_flagged=true",
+            DEVICES[0]
+        )
+    );
+    assert_eq!(unflagged["excluded"]["readings"], 0, "{unflagged}");
+    let quality =
+        get!("/api/v1/devices/{id}/quality", format!("/api/v1/devices/{}/quality", DEVICES[0]));
+    assert_eq!(quality["score"], 1.0, "{quality}");
+    get!("/api/v1/quality", "/api/v1/quality?kind=traffic_loop&window=1h");
     let segments = get!("/api/v1/segments", "/api/v1/segments");
     assert_eq!(segments["features"][0]["properties"]["los"], "F", "{segments}");
     get!("/api/v1/catalogue", "/api/v1/catalogue");

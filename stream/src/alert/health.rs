@@ -4,8 +4,10 @@
 //! ([`FlagEdge`]), which the store keeps so that flagged data can be left out of history.
 //!
 //! - **stuck**: per watched metric, a run of readings within `epsilon` of the run's first
-//!   value; zeros end a run and never start one (a quiet road counts zero for hours; the
-//!   `zero_busy` check judges zeros). Held once a run has `readings` readings spanning
+//!   value; values under the metric's quiet level (`telemetry::baseline::absolute_floor`:
+//!   speed 2 km/h, occupancy 1 %, a count of 1, NO2 5, PM10 3; zero for others) end a run
+//!   and never start one (a quiet road counts zero, and reads the same low occupancy, for
+//!   hours; the `zero_busy` check judges zeros). Held once a run has `readings` readings spanning
 //!   `for`; clears when no watched metric is stuck. The flag starts at the run's first
 //!   reading.
 //! - **zero_busy** and **implausible** judge fixed windows of event time (`window`,
@@ -14,7 +16,7 @@
 //!   zero_busy trips on a window without a vehicle whose usual count (the device's
 //!   `vehicle_count` baseline at the window's middle × the count readings in it) is at
 //!   least `busy_min_count`, and clears on a window with a vehicle; implausible trips on a
-//!   window [`Plausibility::judge`] refuses and clears on one it accepts. Flow is the
+//!   window [`telemetry::health::Plausibility::judge`] refuses and clears on one it accepts. Flow is the
 //!   counted vehicles over the time the count readings cover (readings × the report
 //!   interval; without an interval, the window). Both use `for` over windows, from the
 //!   start of the first tripping window to the end of the latest; the flag starts at the
@@ -212,7 +214,10 @@ impl StuckState {
         self.zeros.retain(|&(m, _)| m != r.metric);
         let stuck = |x: &Run| x.len >= readings && x.last.millis() - x.start.millis() >= hold_ms;
         let i = self.runs.iter().position(|x| x.metric == r.metric);
-        if r.value == 0.0 {
+        // Values near zero repeat on a quiet road: under the metric's quiet level they end
+        // a run and never start one.
+        let quiet = telemetry::baseline::absolute_floor(r.metric.as_str()).max(f64::MIN_POSITIVE);
+        if r.value.abs() < quiet {
             if let Some(i) = i {
                 self.runs.swap_remove(i);
             }
