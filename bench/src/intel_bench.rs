@@ -684,8 +684,8 @@ pub fn health(quick: bool) -> Result<Value> {
         while n < per_kind {
             let device = loops[rng.below(loops.len() as u64) as usize];
             let at = if flag == HealthFlag::ZeroBusy {
-                let day = rng.below(12) as i64;
-                let day = day + day / 5 * 2; // weekdays of the two weeks
+                let day = rng.below(10) as i64;
+                let day = day + day / 5 * 2; // the ten weekdays of the two weeks
                 start + 3_600_000 + day * 86_400_000 + 6 * 3_600_000 + rng.below(3_600_000) as i64
             } else {
                 start + 6 * 3_600_000 + rng.below((2 * WEEK_MS - 9 * 3_600_000) as u64) as i64

@@ -100,7 +100,7 @@ fn health() -> Value {
                 "clear_missing": or_null(json!({"type": "number", "minimum": 0, "maximum": 1, "description": "missing: share at or under which it clears (default 0.2; at most max_missing)"})),
                 "interval": or_null(duration()),
                 "capacity_vph": or_null(positive("implausible: most vehicles per hour and lane (default 2400)")),
-                "min_flow_vph": or_null(positive("implausible: flow per lane from which occupancy is judged (default 300)")),
+                "min_flow_vph": or_null(positive("implausible: flow per lane from which occupancy is judged (default 150)")),
                 "full_occupancy_pct": or_null(json!({"type": "number", "exclusiveMinimum": 0, "maximum": 100, "description": "implausible: occupancy counted as full (default 90)"})),
                 "free_flow_kmh": or_null(positive("implausible: a full detector at this speed or more is implausible (default 50)")),
                 "vehicle_length_m": or_null(positive("implausible: effective vehicle length, m (default 6)")),

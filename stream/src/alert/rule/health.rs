@@ -66,7 +66,7 @@ pub struct HealthDefinition {
     /// `implausible`: most vehicles per hour and lane (default 2400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_vph: Option<f64>,
-    /// `implausible`: flow per lane from which occupancy is judged (default 300).
+    /// `implausible`: flow per lane from which occupancy is judged (default 150).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_flow_vph: Option<f64>,
     /// `implausible`: occupancy counted as full (default 90).
