@@ -529,5 +529,238 @@ pub async fn run(quick: bool) -> Result<Value> {
     );
     let noisy = tokio::task::spawn_blocking(move || accuracy(quick, 0.08)).await??;
     eprintln!("{noisy}");
-    Ok(json!({"memory": mem, "store": store, "accuracy": acc, "accuracy_with_variation": noisy}))
+    eprintln!("== intel: detector health on the simulator (clean fortnight, injected faults)");
+    let health = tokio::task::spawn_blocking(move || health(quick)).await??;
+    eprintln!("{health}");
+    Ok(
+        json!({"memory": mem, "store": store, "accuracy": acc, "accuracy_with_variation": noisy, "health": health}),
+    )
+}
+
+/// The detector-health rules the bench runs, with their shipped defaults.
+const HEALTH_RULES: [(&str, &str); 4] = [
+    ("stuck", r#"{"check": "stuck"}"#),
+    ("zero-busy", r#"{"check": "zero_busy"}"#),
+    ("missing", r#"{"check": "missing"}"#),
+    ("implausible", r#"{"check": "implausible"}"#),
+];
+
+/// A fault injected into one detector's readings for two hours.
+#[derive(Debug, Clone)]
+struct Fault {
+    device: usize,
+    flag: telemetry::health::HealthFlag,
+    start: i64,
+}
+
+const FAULT_MS: i64 = 2 * 3_600_000;
+
+/// Flags opened as (flag, device, since, processing time) and flagged milliseconds per flag.
+type HealthRun =
+    (Vec<(telemetry::health::HealthFlag, String, i64, i64)>, BTreeMap<String, i64>, u64, f64);
+
+/// A fortnight of the simulator through the stream core with the health rules, `faults`
+/// injected: stuck (the speed frozen at its value when the fault starts), zero_busy (every
+/// count 0), missing (no reading at all), implausible (occupancy 0).
+fn run_health(
+    sim: &Sim,
+    baselines: &Arc<Baselines>,
+    start: i64,
+    faults: &[Fault],
+) -> Result<HealthRun> {
+    use telemetry::health::HealthFlag;
+    let rules: Vec<Value> = HEALTH_RULES
+        .iter()
+        .map(|(id, table)| -> Result<Value> {
+            Ok(json!({"id": id, "severity": "info", "raises_per_minute": 1000, "health": serde_json::from_str::<Value>(table)?}))
+        })
+        .collect::<Result<_>>()?;
+    let config: AlertRulesConfig =
+        serde_json::from_value(json!({"air_quality_defaults": false, "rules": rules}))?;
+    let rules = config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut core = StreamCore::new(&StreamConfig::default(), rules);
+    let registry = Registry {
+        segments: parse_geojson(FLORENCE_SEED)?,
+        devices: sim
+            .devices
+            .iter()
+            .map(|d| DeviceProfile {
+                id: d.id.clone(),
+                kind: Some(d.kind.kind().as_str().to_owned()),
+                segment: Some(d.segment.id.clone()),
+                interval: Some(std::time::Duration::from_secs(60)),
+            })
+            .collect(),
+        operations: BTreeMap::new(),
+    };
+    let mut out = Emitted::default();
+    core.set_registry(registry, EventTime(start), &mut out);
+    core.set_baselines(baselines.clone());
+    let mut opened = Vec::new();
+    let mut open_since: HashMap<(String, HealthFlag), i64> = HashMap::new();
+    let mut flagged: BTreeMap<String, i64> = BTreeMap::new();
+    let mut frozen: HashMap<usize, f64> = HashMap::new();
+    let mut readings = 0u64;
+    let mut batch = Vec::new();
+    let started = Instant::now();
+    let end = start + 2 * WEEK_MS;
+    let mut minute = start;
+    while minute < end {
+        batch.clear();
+        sim.readings(minute, &[], &mut batch);
+        let index: HashMap<&str, usize> = if faults.is_empty() {
+            HashMap::new()
+        } else {
+            sim.devices.iter().enumerate().map(|(i, d)| (d.id.as_str(), i)).collect()
+        };
+        if !faults.is_empty() {
+            batch.retain_mut(|r| {
+                let i = index[r.device.as_str()];
+                let Some(f) = faults.iter().find(|f| {
+                    f.device == i && (f.start..f.start + FAULT_MS).contains(&r.time.millis())
+                }) else {
+                    if r.metric == MetricId::SpeedKmh {
+                        frozen.remove(&i);
+                    }
+                    return true;
+                };
+                match (f.flag, r.metric) {
+                    (HealthFlag::Missing, _) => return false,
+                    (HealthFlag::Stuck, MetricId::SpeedKmh) => {
+                        r.value = *frozen.entry(i).or_insert(r.value)
+                    }
+                    (HealthFlag::ZeroBusy, MetricId::VehicleCount) => r.value = 0.0,
+                    (HealthFlag::Implausible, MetricId::OccupancyPct) => r.value = 0.0,
+                    _ => {}
+                }
+                true
+            });
+        }
+        readings += batch.len() as u64;
+        out = Emitted::default();
+        let now = minute + MINUTE;
+        core.on_readings(&batch, EventTime(now), &mut out);
+        for s in [6_000, 21_000, 36_000, 51_000] {
+            core.tick(EventTime(now + s), &mut out);
+        }
+        for edge in core.take_flags() {
+            match edge {
+                stream::FlagEdge::Open { device, flag, since, .. } => {
+                    opened.push((flag, device.to_string(), since.millis(), now));
+                    open_since.insert((device.to_string(), flag), since.millis());
+                }
+                stream::FlagEdge::Close { device, flag, at, .. } => {
+                    if let Some(since) = open_since.remove(&(device.to_string(), flag)) {
+                        *flagged.entry(flag.as_str().to_owned()).or_default() +=
+                            (at.millis() - since).max(0);
+                    }
+                }
+            }
+        }
+        minute += MINUTE;
+    }
+    for ((_, flag), since) in open_since {
+        *flagged.entry(flag.as_str().to_owned()).or_default() += (end - since).max(0);
+    }
+    Ok((opened, flagged, readings, started.elapsed().as_secs_f64()))
+}
+
+/// Detector health on the simulator: flags raised on the clean fortnight (false flags) and
+/// the detection of injected faults, with the shipped default settings.
+pub fn health(quick: bool) -> Result<Value> {
+    use telemetry::health::HealthFlag;
+    let segments = parse_geojson(FLORENCE_SEED)?;
+    let devices = plan_fleet(&segments, segments.len() * 2);
+    let city = City::new(&devices, 24);
+    let offsets = (0..devices.len()).map(|i| (i as i64 * 7_919) % 60_000).collect();
+    let sim = Sim { city, devices, offsets, noise: 0.0 };
+    let clock = SlotClock::default();
+    let start = EventTime::parse_rfc3339("2026-11-08T23:00:00Z")?.millis();
+    let rows = learn(&sim, start, if quick { 2 } else { 4 }, clock);
+    let mut baselines = Baselines::new(clock);
+    baselines.extend(&rows);
+    let baselines = Arc::new(baselines);
+    let loops: Vec<usize> = (0..sim.devices.len())
+        .filter(|&i| sim.devices[i].kind == DeviceKind::TrafficLoop)
+        .collect();
+    let stations = sim.devices.len() - loops.len();
+    let device_weeks = sim.devices.len() as f64 * 2.0;
+    let loop_weeks = loops.len() as f64 * 2.0;
+
+    let (clean, clean_ms, readings, secs) = run_health(&sim, &baselines, start, &[])?;
+    let mut false_flags = Vec::new();
+    for flag in HealthFlag::ALL {
+        let n = clean.iter().filter(|x| x.0 == flag).count();
+        let on = if matches!(flag, HealthFlag::Stuck | HealthFlag::Missing) {
+            device_weeks
+        } else {
+            loop_weeks
+        };
+        let subjects = if matches!(flag, HealthFlag::Stuck | HealthFlag::Missing) {
+            sim.devices.len()
+        } else {
+            loops.len()
+        };
+        let ms = clean_ms.get(flag.as_str()).copied().unwrap_or(0);
+        false_flags.push(json!({
+            "flag": flag.as_str(), "raised": n,
+            "per_device_week": round(n as f64 / on, 3),
+            "share_of_time_flagged": round(ms as f64 / (subjects as f64 * 2.0 * WEEK_MS as f64), 5),
+            "devices": clean.iter().filter(|x| x.0 == flag).map(|x| x.1.clone()).collect::<std::collections::BTreeSet<_>>().len(),
+        }));
+    }
+    // Faults: per kind, on random detectors at random times (zero counts at weekday rush
+    // hours, 07:00–09:00 local), two hours each, at most one per detector at a time.
+    let per_kind = if quick { 10 } else { 25 };
+    let mut rng = Rng(0x004E_A174);
+    let mut faults: Vec<Fault> = Vec::new();
+    for flag in HealthFlag::ALL {
+        let mut n = 0;
+        while n < per_kind {
+            let device = loops[rng.below(loops.len() as u64) as usize];
+            let at = if flag == HealthFlag::ZeroBusy {
+                let day = rng.below(10) as i64;
+                let day = day + day / 5 * 2; // the ten weekdays of the two weeks
+                start + 3_600_000 + day * 86_400_000 + 6 * 3_600_000 + rng.below(3_600_000) as i64
+            } else {
+                start + 6 * 3_600_000 + rng.below((2 * WEEK_MS - 9 * 3_600_000) as u64) as i64
+            };
+            if faults
+                .iter()
+                .any(|f| f.device == device && (f.start - at).abs() < FAULT_MS + 3_600_000)
+            {
+                continue;
+            }
+            faults.push(Fault { device, flag, start: at });
+            n += 1;
+        }
+    }
+    let (raised, _, _, _) = run_health(&sim, &baselines, start, &faults)?;
+    let mut detection = Vec::new();
+    for flag in HealthFlag::ALL {
+        let mut delays = Vec::new();
+        for f in faults.iter().filter(|f| f.flag == flag) {
+            let id = sim.devices[f.device].id.as_str();
+            if let Some(x) = raised.iter().find(|x| {
+                x.0 == flag
+                    && x.1 == id
+                    && x.3 >= f.start
+                    && x.3 <= f.start + FAULT_MS + 30 * MINUTE
+            }) {
+                delays.push((x.3 - f.start) as f64 / 60_000.0);
+            }
+        }
+        detection.push(json!({
+            "flag": flag.as_str(), "faults": per_kind, "detected": delays.len(),
+            "detection_rate": round(delays.len() as f64 / per_kind as f64, 3),
+            "median_time_to_flag_min": median(delays).map(|v| round(v, 1)),
+        }));
+    }
+    Ok(json!({
+        "devices": sim.devices.len(), "traffic_loops": loops.len(), "air_stations": stations,
+        "report_interval_s": 60, "fortnight_readings": readings,
+        "stream_core_readings_per_s": round(readings as f64 / secs, 0),
+        "clean_fortnight": false_flags,
+        "injected_faults_2h": detection,
+    }))
 }

@@ -295,6 +295,10 @@ struct Args {
     /// Only the learning from PostgreSQL of `--intel`, as JSON.
     #[arg(long)]
     intel_store: bool,
+    /// Only the detector-health figures of `--intel` (false flags on the simulator's clean
+    /// fortnight, injected faults), as JSON.
+    #[arg(long)]
+    intel_health: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -350,6 +354,9 @@ fn main() -> Result<()> {
         }
         if args.cadastre {
             return print_json(&cadastre_bench::run(quick).await?);
+        }
+        if args.intel_health {
+            return print_json(&intel_bench::health(quick)?);
         }
         if args.intel_store {
             return print_json(&intel_bench::from_store(quick).await?);

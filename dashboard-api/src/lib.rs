@@ -23,6 +23,7 @@ pub mod map;
 pub mod openapi;
 pub mod operations;
 mod params;
+pub mod quality;
 pub mod routes;
 pub mod rules;
 pub mod schemas;
@@ -236,6 +237,7 @@ pub fn operations() -> Vec<Op> {
             .query("fill", enumeration(&["none", "null", "previous"]), "Gap filling")
             .query("limit", limit(routes::MAX_HISTORY_POINTS), "Most points returned")
             .query("format", enumeration(&["json", "csv", "arrow", "parquet"]), "Answer format (wins over Accept); csv, arrow and parquet need planner or admin")
+            .query("exclude_flagged", enumeration(&["true", "false"]), "true: leave out the device's readings inside its detector-health flags (docs/detector-health.md); every bucket then equals a recount of the readings outside flags, and the answer says what was left out in `excluded`. A device's history only (422 otherwise, and where retention dropped the raw readings a flagged bucket needs)")
             .ok(200, schemas::history_answer())
             .also_media("text/csv")
             .also_media("application/vnd.apache.arrow.stream")
@@ -252,6 +254,23 @@ pub fn operations() -> Vec<Op> {
             .query("to", time(), "End, exclusive (default: now); at most 31 days after from")
             .ok(200, schemas::baselines_answer())
             .error(404, "The device or road segment does not exist (the error's param names it)")
+            .error(422, beyond),
+        Op::new("GET", "/api/v1/devices/{id}/quality", READERS, "telemetry", "A device's data-quality score and its detector-health flags", get(quality::device_quality))
+            .describe("The flags the health rules raised (docs/detector-health.md: stuck, zero_busy, missing, implausible) over the last `window`, and the score: the share of the window without a flag, each instant weighted by its heaviest flag (missing 0.5, the others 1); 1 without flags.")
+            .path_param("id", device_id(), "Device id")
+            .query("window", json!({"type": "string", "pattern": stream::alert::schema::DURATION_PATTERN}), "The window scored, ending now: 1m to 31d (default 24h)")
+            .ok(200, schemas::device_quality())
+            .error(404, "The device does not exist")
+            .error(422, beyond),
+        Op::new("GET", "/api/v1/quality", READERS, "telemetry", "Devices by data-quality score, worst first", get(quality::quality_list))
+            .describe("Every registered device matching the filters with its score over the last `window` (see GET /api/v1/devices/{id}/quality), its flags holding now and the time flagged; worst score first, then by id.")
+            .query("kind", text(), "Only this device kind (422 for one that does not exist)")
+            .query("segment", segment_id(), "Only devices on this road segment")
+            .query("flag", enumeration(&telemetry::health::HealthFlag::ALL.map(telemetry::health::HealthFlag::as_str)), "Only devices with this flag in the window")
+            .query("below", json!({"type": "number", "minimum": 0, "maximum": 1}), "Only devices scoring under this")
+            .query("window", json!({"type": "string", "pattern": stream::alert::schema::DURATION_PATTERN}), "The window scored, ending now: 1m to 31d (default 24h)")
+            .query("limit", limit(quality::MAX_LIST), "Most devices listed (default 500)")
+            .ok(200, schemas::quality_list())
             .error(422, beyond),
         Op::new("GET", "/api/v1/export/readings", PLANNERS, "telemetry", "Readings or rollups of a time range, streamed (CSV by default)", get(export::readings))
             .describe("Rows ordered by UTC day, metric, time and device, streamed with bounded memory. The answer is an attachment named by its range: sccr-readings-2026-11-01_2026-11-08.parquet for [from, to), with the resolution when not raw (sccr-readings-1h-…) and a time of day (2026-11-01T0830Z) on an end not at 00:00 UTC. A range spans at most 3,660 days.")

@@ -216,13 +216,28 @@ pub async fn history(
         .map(|v| params::limit("limit", &v, MAX_HISTORY_POINTS))
         .transpose()?
         .unwrap_or(DEFAULT_HISTORY_POINTS);
+    let exclude_flagged = match p.take("exclude_flagged").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "exclude_flagged",
+                "exclude_flagged must be true or false",
+            ))
+        }
+    };
     p.finish()?;
     if from >= to {
         return Err(ApiError::bad_combination("from", "from must be before to"));
     }
     known_subject(&state, &subject).await?;
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
-    let history = state.store.history(&q).await?;
+    let (history, excluded) = if exclude_flagged {
+        let (h, excluded) = state.store.history_unflagged(&q).await?;
+        (h, Some(excluded))
+    } else {
+        (state.store.history(&q).await?, None)
+    };
     if format != ExportFormat::Json {
         return formats::history_response(
             &history,
@@ -253,7 +268,7 @@ pub async fn history(
         HistorySubject::Segments(list) => Some(list.clone()),
         _ => None,
     };
-    Ok(Json(json!({
+    let mut answer = json!({
         "device": device,
         "segment": segment,
         "segments": segments,
@@ -268,6 +283,9 @@ pub async fn history(
         "covered_from": history.from,
         "covered_to": history.to,
         "points": points,
-    }))
-    .into_response())
+    });
+    if let Some(excluded) = excluded {
+        answer["excluded"] = json!(excluded);
+    }
+    Ok(Json(answer).into_response())
 }

@@ -15,6 +15,7 @@ mod admin;
 mod alerts;
 mod answers;
 mod devices;
+mod quality;
 
 use serde_json::{json, Value};
 use telemetry::MetricId;
@@ -33,6 +34,7 @@ pub use answers::{
 use devices::{
     catalogue, device, device_detail, forecast, history, latest_value, mqtt_credentials, segments,
 };
+pub use quality::{device_quality, quality_list};
 
 /// A reference to the component `name`.
 pub fn reference(name: &str) -> Value {

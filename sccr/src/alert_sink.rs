@@ -27,6 +27,7 @@
 //! engine's outputs is here.
 
 mod checkpoint;
+mod flags;
 mod restore;
 
 use std::collections::HashMap;
@@ -123,7 +124,7 @@ impl AlertSink {
     #[tracing::instrument(name = "alert_sink", skip_all)]
     pub async fn run(mut self, mut input: mpsc::Receiver<AlertSinkItem>) {
         while let Some(item) = input.recv().await {
-            if !matches!(item, AlertSinkItem::Output(_)) {
+            if !matches!(item, AlertSinkItem::Output(_) | AlertSinkItem::Flags(_)) {
                 self.checkpoint(&item).await;
                 if matches!(item, AlertSinkItem::CheckpointEnd) {
                     self.sweep_shelves(EventTime::now()).await;
@@ -199,6 +200,7 @@ impl AlertSink {
             AlertSinkItem::CheckpointBegin(_)
             | AlertSinkItem::CheckpointParts(_)
             | AlertSinkItem::CheckpointEnd => self.checkpoint(item).await,
+            AlertSinkItem::Flags(edges) => return flags::store_flags(&self.store, edges, &m).await,
             AlertSinkItem::Output(AlertOutput::Transition { alert, transition }) => {
                 let Some(mv) = transition.action else {
                     let suppressed = match &alert.suppressed {

@@ -38,6 +38,9 @@ pub struct AlertSinkMetrics {
     /// Checkpoints that could not be saved (the next one is full).
     pub state_save_errors: AtomicU64,
     pub errors: AtomicU64,
+    /// Detector-health flag intervals opened and closed in the store.
+    pub flags_opened: AtomicU64,
+    pub flags_closed: AtomicU64,
     /// Operator positions (`alerts.operator_positions`) for the flood figures; 0 reads as 1.
     pub operator_positions: AtomicU32,
     /// Times the raises per position over the last 10 minutes crossed above
@@ -98,6 +101,16 @@ impl Collector for AlertSinkMetrics {
         let e = &mut e;
         let counters = [
             ("alerts_stored_raised", "Alerts opened in the store.", &self.raised),
+            (
+                "detector_flags_opened",
+                "Detector-health flag intervals opened in the store.",
+                &self.flags_opened,
+            ),
+            (
+                "detector_flags_closed",
+                "Detector-health flag intervals closed in the store.",
+                &self.flags_closed,
+            ),
             (
                 "alerts_stored_already_open",
                 "Raises that found their alert already open in the store.",

@@ -69,6 +69,7 @@ pub mod commands;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod dead_letter_log;
+pub mod detector_health;
 pub mod export;
 pub mod history;
 pub mod maintenance;

@@ -32,7 +32,7 @@ pub mod window;
 pub use alert::{
     Alert, AlertEngine, AlertEngineState, AlertId, AlertKey, AlertOutput, AlertRulesConfig,
     AlertState, AlertTransition, BookRecord, DeviceProfile, DeviceStatus, EngineCheckpoint,
-    EngineHead, RuleSet, Severity, StatePart, Subject,
+    EngineHead, FlagEdge, RuleSet, Severity, StatePart, Subject,
 };
 pub use config::StreamConfig;
 pub use fanout::{Pending, Subscription};

@@ -156,6 +156,8 @@ pub enum AlertSinkItem {
     CheckpointBegin(Box<EngineCheckpoint>),
     CheckpointParts(CheckpointChunk),
     CheckpointEnd,
+    /// Detector-health flag intervals opened or closed, in order.
+    Flags(Vec<crate::alert::FlagEdge>),
 }
 
 /// Requests to the stream task.
@@ -239,6 +241,10 @@ impl Driver {
             if self.alerts.send(AlertSinkItem::Output(output)).await.is_err() {
                 tracing::error!("the alert sink is gone; alert changes are not stored");
             }
+        }
+        let flags = self.core.take_flags();
+        if !flags.is_empty() && self.alerts.send(AlertSinkItem::Flags(flags)).await.is_err() {
+            tracing::error!("the alert sink is gone; detector flags are not stored");
         }
         let c = self.core.engine().counters();
         m.alerts_raised.store(c.raised, Ordering::Relaxed);

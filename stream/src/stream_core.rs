@@ -116,6 +116,8 @@ impl StreamCore {
             .collect();
         self.forecaster
             .set_segments(registry.segments.iter().map(|s| (s.id.clone(), s.free_flow_kmh)));
+        self.engine
+            .set_lanes(registry.segments.iter().map(|s| (s.id.clone(), s.lanes.max(1))).collect());
         self.segments.set_segments(registry.segments);
         self.segments.set_links(links);
         self.engine.set_devices(registry.devices, now, &mut out.alerts);
@@ -230,6 +232,12 @@ impl StreamCore {
 
     pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
         self.engine.open_alerts()
+    }
+
+    /// The detector-health flag intervals opened or closed since the last call, in order
+    /// (for the store: `detector_flags`).
+    pub fn take_flags(&mut self) -> Vec<crate::alert::FlagEdge> {
+        self.engine.take_flags()
     }
 
     pub fn engine(&self) -> &AlertEngine {

@@ -459,6 +459,11 @@ pub enum MessageCode {
     RateLimitOverflow,
     AnomalyBelow,
     AnomalyAbove,
+    /// Detector health (`telemetry::health`): a data-quality flag.
+    HealthStuck,
+    HealthZeroBusy,
+    HealthMissing,
+    HealthImplausible,
     /// Stored before message codes existed: show `message`.
     #[default]
     Legacy,
@@ -475,7 +480,7 @@ pub struct MessageSpec {
 }
 
 /// The message catalogue: every code with its parameters and English template.
-pub const MESSAGE_CODES: [MessageSpec; 12] = [
+pub const MESSAGE_CODES: [MessageSpec; 16] = [
     MessageSpec {
         code: MessageCode::ThresholdAbove,
         params: &["subject", "metric", "unit", "limit", "for_s", "value"],
@@ -532,6 +537,26 @@ pub const MESSAGE_CODES: [MessageSpec; 12] = [
         english: "{subject}: {metric} {value} {unit}, above its usual {centre} {unit} by more than {k} × {spread} {unit} for {for_s} s",
     },
     MessageSpec {
+        code: MessageCode::HealthStuck,
+        params: &["subject", "metric", "unit", "value", "readings", "for_s"],
+        english: "{subject}: {metric} stuck at {value} {unit} for {readings} readings / {for_s} s (data-quality flag)",
+    },
+    MessageSpec {
+        code: MessageCode::HealthZeroBusy,
+        params: &["subject", "for_s", "usual", "window_s"],
+        english: "{subject}: no vehicle counted for {for_s} s where {usual} are usual per {window_s} s (data-quality flag)",
+    },
+    MessageSpec {
+        code: MessageCode::HealthMissing,
+        params: &["subject", "missing_pct", "window_s"],
+        english: "{subject}: {missing_pct} % of the expected readings missing over {window_s} s (data-quality flag)",
+    },
+    MessageSpec {
+        code: MessageCode::HealthImplausible,
+        params: &["subject", "reason", "flow_vph", "speed_kmh", "occupancy_pct"],
+        english: "{subject}: implausible readings ({reason}): {flow_vph} veh/h at {speed_kmh} km/h, occupancy {occupancy_pct} % (data-quality flag)",
+    },
+    MessageSpec {
         code: MessageCode::Legacy,
         params: &[],
         english: "(stored before message codes: show the alert's message)",
@@ -552,6 +577,10 @@ impl MessageCode {
             Self::RateLimitOverflow => "rate_limit_overflow",
             Self::AnomalyBelow => "anomaly_below",
             Self::AnomalyAbove => "anomaly_above",
+            Self::HealthStuck => "health_stuck",
+            Self::HealthZeroBusy => "health_zero_busy",
+            Self::HealthMissing => "health_missing",
+            Self::HealthImplausible => "health_implausible",
             Self::Legacy => "legacy",
         }
     }

@@ -13,6 +13,7 @@ pub mod command;
 pub mod contract;
 pub mod device_kind;
 pub mod duration_serde;
+pub mod health;
 pub mod ids;
 pub mod metric;
 pub mod metrics;

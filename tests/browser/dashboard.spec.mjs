@@ -525,6 +525,34 @@ test('the demo has history: the planner shows a week of city speed', async ({ pa
   expect(errors).toEqual([]);
 });
 
+test('the planner shows a detector\'s data quality and leaves flagged data out on request', async ({ page }) => {
+  const errors = await open(page, { hash: '#planner' });
+  await page.locator('#p-kind').selectOption('device');
+  await expect(page.locator('#p-unflagged-wrap')).toBeVisible();
+  const device = await page.locator('#p-subject').inputValue();
+  await page.locator('#p-metric').selectOption('speed_kmh');
+  await page.locator('#planner-form button[type="submit"]').click();
+  // The demo runs no health rule: a clean score from the server.
+  await expect(page.locator('#planner-quality')).toHaveText('Data quality 1.00', { timeout: 10_000 });
+  await expect(page.locator('#planner-quality')).not.toHaveClass(/poor/);
+  // A detector with a flag holding (the quality answer stubbed): the badge names it, and
+  // the history asked for leaves flagged readings out (the server's real answer).
+  await page.route('**/api/v1/devices/*/quality', (r) => r.fulfill({ status: 200, contentType: 'application/json',
+    body: JSON.stringify({ device, kind: 'traffic_loop', segment: null, from: 0, to: 1, score: 0.8125, active: ['stuck'], flags: [] }) }));
+  await page.locator('#p-unflagged').check();
+  const asked = page.waitForRequest((req) => req.url().includes('/api/v1/history') && req.url().includes('exclude_flagged=true'));
+  await page.locator('#planner-form button[type="submit"]').click();
+  await asked;
+  await expect(page.locator('#planner-quality')).toHaveText('Data quality 0.81 · stuck');
+  await expect(page.locator('#planner-quality')).toHaveClass(/poor/);
+  await expect(page.locator('#planner-info')).toContainText('0 flagged readings left out', { timeout: 10_000 });
+  await shot(page, 'planner-quality-1920x1080.png');
+  // The choice is a device's only.
+  await page.locator('#p-kind').selectOption('segment');
+  await expect(page.locator('#p-unflagged-wrap')).toBeHidden();
+  expect(errors).toEqual([]);
+});
+
 // ---------- existing behaviour ----------
 test('a reading published to the broker recolours its segment on the map', async ({ page, request }) => {
   const errors = await open(page);

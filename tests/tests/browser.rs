@@ -342,10 +342,10 @@ async fn wall_dashboard_in_chromium() {
     if ops_skipped {
         eprintln!("WARNING: the road-operation browser tests were SKIPPED: /api/v1/operations answers 404");
         assert!(
-            stdout.contains("20 passed") && stdout.contains("3 skipped"),
-            "expected 20 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
+            stdout.contains("21 passed") && stdout.contains("3 skipped"),
+            "expected 21 browser tests to pass and the 3 road-operation tests to skip:\n{stdout}"
         );
     } else {
-        assert!(stdout.contains("23 passed"), "expected 23 browser tests to pass:\n{stdout}");
+        assert!(stdout.contains("24 passed"), "expected 24 browser tests to pass:\n{stdout}");
     }
 }

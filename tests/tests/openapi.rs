@@ -439,6 +439,18 @@ async fn real_answers_live_frames_and_examples_match_the_documented_schemas() {
     get!("/api/v1/baselines", format!("/api/v1/baselines?metric=speed_kmh&segment={SEGMENT}"));
     get!("/api/v1/forecasts", format!("/api/v1/forecasts?segment={SEGMENT}"));
     get!("/api/v1/forecasts", "/api/v1/forecasts?degrading=true");
+    let unflagged = get!(
+        "/api/v1/history",
+        format!(
+            "/api/v1/history?metric=speed_kmh&device={}&step=1m&exclude_flagged=true",
+            DEVICES[0]
+        )
+    );
+    assert_eq!(unflagged["excluded"]["readings"], 0, "{unflagged}");
+    let quality =
+        get!("/api/v1/devices/{id}/quality", format!("/api/v1/devices/{}/quality", DEVICES[0]));
+    assert_eq!(quality["score"], 1.0, "{quality}");
+    get!("/api/v1/quality", "/api/v1/quality?kind=traffic_loop&window=1h");
     let segments = get!("/api/v1/segments", "/api/v1/segments");
     assert_eq!(segments["features"][0]["properties"]["los"], "F", "{segments}");
     get!("/api/v1/catalogue", "/api/v1/catalogue");

@@ -40,6 +40,7 @@ export function fillSubjects() {
   const kind = $('p-kind').value;
   /** @type {HTMLOptionElement} */ ($('p-kind').querySelector('option[value="operation"]')).hidden = state.operationsAvailable !== true;
   $('p-subject-wrap').hidden = kind === 'city';
+  $('p-unflagged-wrap').hidden = kind !== 'device';
   $('p-range-wrap').hidden = kind === 'operation';
   document.querySelectorAll('.planner-form .custom').forEach((el) => { /** @type {HTMLElement} */ (el).hidden = kind === 'operation' || $('p-range').value !== 'custom'; });
   $('downloads').classList.toggle('off', kind === 'operation');
@@ -68,6 +69,8 @@ function query() {
   // Counts add up over a bucket (vehicles per bucket); levels average.
   if (metricInfo(q.metric)?.aggregate === 'sum') q.agg = 'sum';
   if (kind !== 'city') q[kind] = $('p-subject').value;
+  // Readings inside a detector-health flag left out (a device's history only).
+  if (kind === 'device' && /** @type {HTMLInputElement} */ ($('p-unflagged')).checked) q.exclude_flagged = 'true';
   const r = $('p-range').value;
   const now = Date.now();
   if (r === 'custom') {
@@ -107,6 +110,24 @@ async function usualRange(q) {
   return baselines({ [kind]: q[kind], metric: q.metric, from: q.from, to: q.to }).catch(() => null);
 }
 
+/**
+ * A device's data-quality score and the flags holding now, as a badge (other subjects: hidden).
+ * @param {Record<string, any>} q
+ */
+async function showQuality(q) {
+  const badge = $('planner-quality');
+  if ($('p-kind').value !== 'device' || !q.device) { badge.hidden = true; return; }
+  try {
+    const r = await apiJson(`/api/v1/devices/${encodeURIComponent(q.device)}/quality`);
+    const score = num(r.score, 2);
+    const flags = r.active.map((/** @type {string} */ f) => t(`flag_${f}`)).join(', ');
+    badge.textContent = flags ? t('quality_flags', { score, flags }) : t('quality_badge', { score });
+    badge.classList.toggle('poor', r.score < 0.9 || r.active.length > 0);
+    badge.dataset.score = String(r.score);
+    badge.hidden = false;
+  } catch (_) { badge.hidden = true; }
+}
+
 let asked = 0;
 export async function show() {
   if ($('p-kind').value === 'operation') { showImpact(); return; }
@@ -116,13 +137,14 @@ export async function show() {
   const q = { ...query(), max_points: Math.max(100, Math.min(5000, Math.round(el.clientWidth / 2))) };
   $('planner-title').textContent = chartTitle(q.metric);
   try {
-    const [h, usual] = await Promise.all([history(q), usualRange(q)]);
+    const [h, usual] = await Promise.all([history(q), usualRange(q), showQuality(q)]);
     if (mine !== asked) return; // a newer question was asked meanwhile
     chart?.destroy();
     const envelope = usual && usual.learned_slots > 0 ? envelopeOf(usual, t('usual_range')) : null;
     chart = drawChart(el, { name: 'planner', metric: q.metric, from: q.from, to: q.to, series: [seriesOf(h, metricLabel(q.metric))], readout: $('planner-readout'), envelope });
     const step = h.step_ms ? `${h.step_ms / 60_000} min` : t('raw');
-    $('planner-info').textContent = h.points.length ? t('planner_info', { n: h.points.length, res: h.resolution, step }) : t('planner_none');
+    const excluded = h.excluded ? ` · ${t('planner_excluded', { n: h.excluded.readings })}` : '';
+    $('planner-info').textContent = (h.points.length ? t('planner_info', { n: h.points.length, res: h.resolution, step }) : t('planner_none')) + excluded;
   } catch (e) {
     if (mine === asked) $('planner-info').textContent = t('error', { m: /** @type {Error} */ (e).message });
   }

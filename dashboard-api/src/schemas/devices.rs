@@ -139,6 +139,10 @@ pub(super) fn history() -> Value {
                 "covered_from": ms("Start of the readings counted: from, unless retention dropped the detail it needs (then widened to a whole bucket)"),
                 "covered_to": ms("End of the readings counted, exclusive"),
                 "points": list(json!({"anyOf": [raw, bucket]}), "Raw readings {t, v} (step_ms null), or buckets with their figures, oldest first"),
+                "excluded": object(&["flags", "readings"], json!({
+                    "flags": count("Flag intervals of the device overlapping the range"),
+                    "readings": count("Readings left out because a flag covered them"),
+                })),
             }),
         ),
         json!({"device": DEVICE, "segment": null, "segments": null, "metric": "speed_kmh", "unit": "km/h",

@@ -66,7 +66,7 @@ impl AlertSink {
                     self.metrics.state_saves.fetch_add(1, Ordering::Relaxed);
                 })
             }
-            AlertSinkItem::Output(_) => Ok(()),
+            AlertSinkItem::Output(_) | AlertSinkItem::Flags(_) => Ok(()),
         };
         if let Err(e) = result {
             self.checkpoint_failed(&e);

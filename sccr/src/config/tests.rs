@@ -104,6 +104,25 @@ fn alert_rules_are_read_and_their_errors_named_under_alerts() {
 }
 
 #[test]
+fn health_rule_errors_name_their_key_under_alerts() {
+    let e = Config::from_toml(
+        "[[alerts.rules]]\nid = \"h\"\nseverity = \"info\"\nhealth = { check = \"missing\", max_missing = 2.0, readings = 3 }\n",
+        [],
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems: list, .. } = e else { panic!("{e}") };
+    assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].health.readings:")), "{list:?}");
+    assert!(list.iter().any(|m| m.starts_with("alerts.rules[0].health.max_missing:")), "{list:?}");
+    let e = Config::from_toml(
+        "[[alerts.rules]]\nid = \"h\"\nseverity = \"info\"\nhealth = { check = \"stuk\" }\n",
+        [],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("alerts.rules") && e.contains("stuck"), "{e}");
+}
+
+#[test]
 fn webhooks_section_is_read_and_its_errors_named() {
     let c = Config::from_toml(
         "[webhooks]\npayload = \"ngsi-ld\"\nmax_attempts = 3\nbackoff_base = \"50ms\"\n",

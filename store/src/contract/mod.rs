@@ -7,11 +7,13 @@
 //! retention), `history` (levels, subjects, steps and gaps against a recount), `alerts`
 //! (the lifecycle, alarm states, clears by key, listing), `registry` (segments, devices,
 //! gateways, tokens), `cadastre` (versioned imports, device links, area queries),
-//! `stream_state`, `operations` and `baselines`; [`run_all`] runs them all.
+//! `stream_state`, `operations`, `baselines` and `detector_health` (flag intervals, history
+//! without flagged readings); [`run_all`] runs them all.
 
 mod alerts;
 mod baselines;
 mod cadastre;
+mod detector_health;
 mod history;
 mod operations;
 mod readings;
@@ -32,6 +34,7 @@ pub use alerts::{
 };
 pub use baselines::baselines_learn_slots_without_holidays_and_closures;
 pub use cadastre::cadastre_import_is_versioned_and_links_devices;
+pub use detector_health::flagged_readings_are_left_out_of_history_exactly;
 pub use history::{
     answers_count_readings_not_yet_rolled_up,
     automatic_resolution_and_subjects_agree_with_a_recount, gaps_are_filled_on_request,
@@ -128,4 +131,5 @@ pub async fn run_all(store: &Store) {
     operation_lists_filter_and_page_by_cursor(store).await;
     point_and_area_operations_derive_their_segments(store).await;
     baselines_learn_slots_without_holidays_and_closures(store).await;
+    flagged_readings_are_left_out_of_history_exactly(store).await;
 }

@@ -12,6 +12,7 @@ mod cadastre;
 mod commands;
 pub mod copy;
 mod dead_letter_log;
+mod detector_health;
 mod export;
 mod history;
 mod maintenance;
@@ -138,6 +139,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         19,
         "baselines",
         MigrationSql::Common(include_str!("../../migrations/postgres/0019_baselines.sql")),
+    ),
+    (
+        20,
+        "detector flags",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0020_detector_flags.sql")),
     ),
 ];
 

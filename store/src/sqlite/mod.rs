@@ -12,6 +12,7 @@ mod baselines;
 mod cadastre;
 mod commands;
 mod dead_letter_log;
+mod detector_health;
 mod export;
 mod history;
 mod maintenance;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "cadastre", include_str!("../../migrations/sqlite/0011_cadastre.sql")),
     (12, "operations", include_str!("../../migrations/sqlite/0012_operations.sql")),
     (14, "baselines", include_str!("../../migrations/sqlite/0014_baselines.sql")),
+    (15, "detector flags", include_str!("../../migrations/sqlite/0015_detector_flags.sql")),
 ];
 
 #[derive(Debug, Clone)]

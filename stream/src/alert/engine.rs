@@ -62,6 +62,7 @@
 mod book;
 mod checkpoint;
 mod evaluate;
+mod health;
 mod message;
 mod operator;
 mod storm;
@@ -173,6 +174,13 @@ pub struct AlertEngine {
     /// The learned baselines the anomaly rules judge against (set by the baseline
     /// refresher; not checkpointed: they are read from the store).
     baselines: std::sync::Arc<telemetry::baseline::Baselines>,
+    /// Flag intervals opened or closed by the health rules, until taken
+    /// ([`AlertEngine::take_flags`]).
+    flags: Vec<super::health::FlagEdge>,
+    /// The notes of the health edges of the reading being evaluated, by rule.
+    health_notes: Vec<(u16, super::health::HealthNote)>,
+    /// Lanes of each segment (from the registry), for the implausible check.
+    lanes: HashMap<SegmentId, u32>,
 }
 
 impl AlertEngine {
@@ -192,6 +200,9 @@ impl AlertEngine {
             rule_index: HashMap::new(),
             operations: Default::default(),
             baselines: Default::default(),
+            flags: Vec::new(),
+            health_notes: Vec::new(),
+            lanes: HashMap::new(),
         };
         let mut out = Vec::new();
         engine.set_rules(rules, EventTime(0), &mut out);
@@ -233,6 +244,7 @@ impl AlertEngine {
             .filter(|(_, m)| m.is_none())
             .map(|(r, _)| r.id.clone())
             .collect();
+        self.close_gone_flags(&remap, now);
         self.rules = new_rules;
         self.rule_index =
             self.rules.iter().enumerate().map(|(i, r)| (r.id.clone(), i as u16)).collect();
@@ -258,6 +270,9 @@ impl AlertEngine {
                 remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some()
             });
             slot.offline.retain_mut(|e| {
+                remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some()
+            });
+            slot.health.retain_mut(|e| {
                 remap.get(usize::from(e.rule)).copied().flatten().map(|n| e.rule = n).is_some()
             });
             // Scope changes of kept rules cannot happen (a changed rule is a new rule), so
@@ -321,6 +336,7 @@ impl AlertEngine {
         }
         for rule in dropped {
             let id = self.rules[usize::from(rule)].id.clone();
+            self.close_flag(rule, &profile.id, now);
             self.book.clear_condition(
                 &id,
                 Subject::Device(profile.id.clone()),

@@ -11,6 +11,8 @@
 //! - [`lifecycle`]: the alert itself, moved by the contract's one transition table
 //!   (raised, acknowledged, returned, cleared; shelving and suppression as overlays), and
 //!   the [`AlertTransition`] record every change produces.
+//! - [`health`]: the detector-health evaluators (stuck, zero counts when busy, missing
+//!   data, implausible combinations) and the flag intervals they record.
 //! - [`storm`]: the per-rule token bucket.
 //! - [`subjects`]: the segments and devices a rules document names, checked against the
 //!   registry.
@@ -26,6 +28,7 @@
 
 pub mod condition;
 pub mod engine;
+pub mod health;
 pub mod lifecycle;
 pub mod rule;
 pub mod schema;
@@ -42,6 +45,7 @@ pub use engine::{
     AlertCounters, AlertEngine, AlertEngineState, AlertOutput, BookRecord, DeviceProfile,
     DeviceStatus, EngineCheckpoint, EngineHead, SegmentRecord, StatePart,
 };
+pub use health::FlagEdge;
 pub use lifecycle::{
     Acknowledgement, Alert, AlertId, AlertKind, AlertMove, AlertState, AlertTransition,
     LifecycleError, MessageCode, Params, Shelf, Suppressed, SuppressionReason, TransitionError,

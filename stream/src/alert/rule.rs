@@ -45,6 +45,7 @@
 
 mod air_quality;
 mod definition;
+mod health;
 mod validate;
 
 use std::collections::BTreeSet;
@@ -59,6 +60,7 @@ pub use definition::{
     ScopeDefinition, SegmentFigure, StormSettings, ThresholdDefinition, ThresholdOn,
     DEFAULT_MAX_SHELVE, MAX_SHELVE_RANGE,
 };
+pub use health::{HealthCheck, HealthDefinition, HealthRule, STUCK_METRICS};
 pub use validate::{RuleError, RuleErrors};
 
 use super::{RuleId, Severity};
@@ -197,6 +199,8 @@ pub enum RuleKind {
     Anomaly(AnomalyRule),
     /// Per segment (`anomaly`, `on = "segment"`).
     SegmentAnomaly(SegmentAnomalyRule),
+    /// Per device: a data-quality check (`health`, docs/detector-health.md).
+    Health(HealthRule),
 }
 
 impl RuleKind {
@@ -211,7 +215,8 @@ impl RuleKind {
             Self::Offline(_)
             | Self::Los(_)
             | Self::SegmentThreshold(_)
-            | Self::SegmentAnomaly(_) => None,
+            | Self::SegmentAnomaly(_)
+            | Self::Health(_) => None,
         }
     }
 
@@ -229,6 +234,7 @@ impl RuleKind {
             Self::Los(_) => "los",
             Self::AirQuality(_) => "air_quality",
             Self::Anomaly(_) | Self::SegmentAnomaly(_) => "anomaly",
+            Self::Health(_) => "health",
         }
     }
 }
@@ -253,6 +259,9 @@ impl RuleKind {
         match self {
             Self::Anomaly(r) => Some((BaselineOn::Device, r.metric.as_str())),
             Self::SegmentAnomaly(r) => Some((BaselineOn::Segment, r.figure.as_str())),
+            Self::Health(HealthRule { check: HealthCheck::ZeroBusy { .. }, .. }) => {
+                Some((BaselineOn::Device, MetricId::VehicleCount.as_str()))
+            }
             _ => None,
         }
     }

@@ -77,6 +77,44 @@ fn anomaly_metric() -> Value {
     json!({"type": "string", "enum": names, "description": "A learned device metric (vehicle_count, speed_kmh, occupancy_pct, no2_ugm3, pm10_ugm3; on = \"device\") or segment figure (flow_vph, speed_kmh, occupancy_pct; on = \"segment\")"})
 }
 
+/// A detector-health check (docs/detector-health.md): `check` and the fields of that check.
+fn health() -> Value {
+    let share = |d: &str| json!({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": d});
+    let positive = |d: &str| json!({"type": "number", "exclusiveMinimum": 0, "description": d});
+    let only = |check: &str, keys: &[&str]| {
+        let not: Vec<Value> = keys.iter().map(|k| json!({"required": [k]})).collect();
+        json!({"if": {"properties": {"check": {"const": check}}}, "then": {"not": {"anyOf": not}}})
+    };
+    json!({
+        "allOf": [
+            table(&["check"], json!({
+                "check": {"type": "string", "enum": telemetry::health::HealthFlag::ALL.map(telemetry::health::HealthFlag::as_str)},
+                "for": or_null(duration()),
+                "readings": or_null(json!({"type": "integer", "minimum": 2, "maximum": u32::MAX, "description": "stuck: fewest identical readings (default 10)"})),
+                "epsilon": or_null(json!({"type": "number", "minimum": 0, "description": "stuck: how close two readings count as one value (default 0)"})),
+                "metrics": or_null(json!({"type": "array", "minItems": 1, "items": metric(), "description": "stuck: the metrics watched (default vehicle_count, speed_kmh, occupancy_pct, no2_ugm3, pm10_ugm3)"})),
+                "window": or_null(duration()),
+                "busy_min_count": or_null(positive("zero_busy: vehicles the baseline must expect in a window for it to be busy (default 10)")),
+                "min_samples": or_null(json!({"type": "integer", "minimum": 1, "maximum": 52, "description": "zero_busy: fewest weeks the baseline's slot is learned from (default 2)"})),
+                "max_missing": or_null(share("missing: share of expected readings missing that trips (default 0.5)")),
+                "clear_missing": or_null(json!({"type": "number", "minimum": 0, "maximum": 1, "description": "missing: share at or under which it clears (default 0.2; at most max_missing)"})),
+                "interval": or_null(duration()),
+                "capacity_vph": or_null(positive("implausible: most vehicles per hour and lane (default 2400)")),
+                "min_flow_vph": or_null(positive("implausible: flow per lane from which occupancy is judged (default 150)")),
+                "full_occupancy_pct": or_null(json!({"type": "number", "exclusiveMinimum": 0, "maximum": 100, "description": "implausible: occupancy counted as full (default 90)"})),
+                "free_flow_kmh": or_null(positive("implausible: a full detector at this speed or more is implausible (default 50)")),
+                "vehicle_length_m": or_null(positive("implausible: effective vehicle length, m (default 6)")),
+                "tolerance": or_null(json!({"type": "number", "minimum": 1, "description": "implausible: factor occupancy may differ from flow × length / speed (default 3)"})),
+            })),
+            only("stuck", &["window", "busy_min_count", "min_samples", "max_missing", "clear_missing", "interval", "capacity_vph", "min_flow_vph", "full_occupancy_pct", "free_flow_kmh", "vehicle_length_m", "tolerance"]),
+            only("zero_busy", &["readings", "epsilon", "metrics", "max_missing", "clear_missing", "interval", "capacity_vph", "min_flow_vph", "full_occupancy_pct", "free_flow_kmh", "vehicle_length_m", "tolerance"]),
+            only("missing", &["readings", "epsilon", "metrics", "busy_min_count", "min_samples", "capacity_vph", "min_flow_vph", "full_occupancy_pct", "free_flow_kmh", "vehicle_length_m", "tolerance"]),
+            only("implausible", &["readings", "epsilon", "metrics", "busy_min_count", "min_samples", "max_missing", "clear_missing"]),
+        ],
+        "description": "A data-quality check of each device in scope (docs/detector-health.md): stuck (one non-zero value repeated for readings and for), zero_busy (no vehicle over windows the learned baseline calls busy, for), missing (the share of readings the report interval promises that did not arrive over window), implausible (flow, speed and occupancy against the fundamental diagram, per window, for). Each raises its own alert and records a flag interval",
+    })
+}
+
 /// A scope that watches segments: all, or a list of segments.
 fn segments_scope() -> Value {
     json!({"properties": {"scope": {"anyOf": [
@@ -108,8 +146,16 @@ fn given(key: &str, kind: &str) -> Value {
 pub fn rule_schema(id_optional: bool) -> Value {
     let shipped: Vec<&str> = AIR_QUALITY_LIMITS.iter().map(|l| l.metric.as_str()).collect();
     let los: Vec<&str> = LevelOfService::ALL.iter().map(|l| l.as_str()).collect();
-    let kinds =
-        ["threshold", "offline", "flatline", "rate_of_change", "los", "air_quality", "anomaly"];
+    let kinds = [
+        "threshold",
+        "offline",
+        "flatline",
+        "rate_of_change",
+        "los",
+        "air_quality",
+        "anomaly",
+        "health",
+    ];
     let id = json!({"type": "string", "pattern": RULE_ID_PATTERN});
     let mut schema = table(
         if id_optional { &["severity"] } else { &["id", "severity"] },
@@ -191,6 +237,7 @@ pub fn rule_schema(id_optional: bool) -> Value {
                 ],
                 "description": "Past the learned time-of-week baseline (docs/baselines.md) by more than k robust spreads, below or above, for a duration; back within clear_k spreads clears. Samples whose slot is not learned from min_samples weeks are skipped",
             })),
+            "health": or_null(health()),
         }),
     );
     // Exactly one kind table, given and not null.
@@ -252,6 +299,7 @@ pub fn examples(id_optional: bool) -> Vec<Value> {
         json!({"id": "pm10-daily", "severity": "warning", "air_quality": {"metric": "pm10_ugm3"}}),
         json!({"id": "slow-segment", "severity": "warning", "scope": {"segments": ["viale-strozzi"]}, "threshold": {"metric": "speed_kmh", "on": "segment", "below": 15.0, "clear": 20.0, "for": "5m"}}),
         json!({"id": "unusually-slow", "severity": "warning", "anomaly": {"metric": "speed_kmh", "on": "segment", "direction": "below", "k": 3.0, "for": "3m"}}),
+        json!({"id": "loop-implausible", "severity": "info", "scope": {"kind": "traffic_loop"}, "health": {"check": "implausible", "window": "5m", "for": "15m"}}),
     ];
     if id_optional {
         for r in &mut rules {
@@ -277,10 +325,10 @@ mod tests {
             parsed.validate().unwrap();
         }
         let rules: Vec<Value> = rule_schema(false)["examples"].as_array().unwrap().clone();
-        assert_eq!(rules.len(), 9);
+        assert_eq!(rules.len(), 10);
         let doc: AlertRulesConfig =
             serde_json::from_value(json!({"air_quality_defaults": true, "rules": rules})).unwrap();
-        assert_eq!(doc.validate().unwrap().rules.len(), 9 + AIR_QUALITY_LIMITS.len());
+        assert_eq!(doc.validate().unwrap().rules.len(), 10 + AIR_QUALITY_LIMITS.len());
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn transitions(out: &[AlertOutput]) -> Vec<(AlertId, Option<AlertState>, AlertSt
 
 mod anomaly;
 mod checkpoint;
+mod health;
 mod isa;
 mod lifecycle;
 mod properties;

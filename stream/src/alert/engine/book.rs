@@ -36,6 +36,8 @@ pub(super) struct AlertBook {
     /// The baseline of the anomaly edge being applied (for its message), set by the
     /// evaluator around [`AlertBook::apply`].
     pub(super) expected: Option<telemetry::baseline::Expected>,
+    /// The figures of the health edge being applied (for its message), likewise.
+    pub(super) health: Option<crate::alert::health::HealthNote>,
 }
 
 impl AlertBook {

@@ -49,6 +49,9 @@ pub struct DeviceRecord {
     pub arrivals: Arrivals,
     pub conditions: Vec<ConditionRecord>,
     pub offline: Vec<(RuleId, OfflineState)>,
+    /// Detector-health evaluators (absent in checkpoints written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<(RuleId, crate::alert::health::HealthState)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,6 +297,16 @@ impl AlertEngine {
             slot.arrivals.shift_by_downtime(downtime);
             slot.evaluators.clear();
             slot.offline.clear();
+            slot.health.clear();
+            for (rule, state) in record.health {
+                if let Some(&i) = index.get(&rule) {
+                    if let RuleKind::Health(h) = &self.rules[usize::from(i)].kind {
+                        if state.fits(h) {
+                            slot.health.push(super::evaluate::HealthEvaluator { rule: i, state });
+                        }
+                    }
+                }
+            }
             for c in record.conditions {
                 let Some(&rule) = index.get(&c.rule) else { continue };
                 let r = &self.rules[usize::from(rule)];
@@ -320,6 +333,7 @@ impl AlertEngine {
             slot.offline.shrink_to_fit();
             for rule in dropped {
                 let id = self.rules[usize::from(rule)].id.clone();
+                self.close_flag(rule, &record.device, now);
                 self.book.clear_condition(
                     &id,
                     Subject::Device(record.device.clone()),
@@ -405,5 +419,6 @@ fn device_record(rules: &[Rule], id: &DeviceId, slot: &DeviceSlot) -> DeviceReco
             })
             .collect(),
         offline: slot.offline.iter().map(|o| (rule_id(o.rule), o.state.clone())).collect(),
+        health: slot.health.iter().map(|h| (rule_id(h.rule), h.state.clone())).collect(),
     }
 }

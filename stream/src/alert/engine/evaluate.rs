@@ -12,6 +12,7 @@ use super::super::condition::{
     AnomalyState, Arrivals, FlatlineState, MeanLimitState, OfflineState, RateOfChangeState, Step,
     ThresholdState,
 };
+use super::super::health::{FlagEdge, HealthContext, HealthState, HealthStep};
 use super::super::rule::{Rule, RuleKind};
 use super::super::Subject;
 use super::{AlertEngine, AlertOutput, DeviceProfile, DeviceStatus};
@@ -41,7 +42,8 @@ impl DeviceCondition {
             RuleKind::Offline(_)
             | RuleKind::Los(_)
             | RuleKind::SegmentThreshold(_)
-            | RuleKind::SegmentAnomaly(_) => return None,
+            | RuleKind::SegmentAnomaly(_)
+            | RuleKind::Health(_) => return None,
         })
     }
 
@@ -90,6 +92,13 @@ pub(super) struct OfflineEvaluator {
     pub(super) state: OfflineState,
 }
 
+/// The state of one (health rule, device).
+#[derive(Debug)]
+pub(super) struct HealthEvaluator {
+    pub(super) rule: u16,
+    pub(super) state: HealthState,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct DeviceSlot {
     /// Changed since the last checkpoint.
@@ -102,6 +111,8 @@ pub(super) struct DeviceSlot {
     pub(super) metrics_seen: u32,
     pub(super) evaluators: Vec<DeviceEvaluator>,
     pub(super) offline: Vec<OfflineEvaluator>,
+    /// Detector-health evaluators (every health rule covering the device).
+    pub(super) health: Vec<HealthEvaluator>,
 }
 
 impl AlertEngine {
@@ -121,6 +132,7 @@ impl AlertEngine {
         };
         self.book.counters.readings += 1;
         self.edges.clear();
+        self.health_notes.clear();
         slot.dirty = true;
         slot.arrivals.record(now);
         for o in &mut slot.offline {
@@ -158,6 +170,31 @@ impl AlertEngine {
                 step => self.edges.push((e.rule, step, expected)),
             }
         }
+        if !slot.health.is_empty() {
+            let cx = HealthContext {
+                device: r.device.as_str(),
+                interval_ms: slot
+                    .interval
+                    .map(super::super::condition::millis)
+                    .or_else(|| slot.arrivals.learned_interval_ms()),
+                lanes: slot.segment.as_ref().and_then(|s| self.lanes.get(s)).copied().unwrap_or(1),
+                baselines: &self.baselines,
+            };
+            for h in &mut slot.health {
+                let rule = &self.rules[usize::from(h.rule)];
+                let RuleKind::Health(health) = &rule.kind else { continue };
+                if let Some(hs) = h.state.on_reading(health, r, now, &cx) {
+                    health_edge(
+                        (h.rule, rule, health.flag(), &r.device),
+                        hs,
+                        &mut self.book.counters.stale_samples,
+                        &mut self.flags,
+                        &mut self.health_notes,
+                        &mut self.edges,
+                    );
+                }
+            }
+        }
         if self.edges.is_empty() {
             return;
         }
@@ -165,6 +202,7 @@ impl AlertEngine {
         let start = out.len();
         for &(rule, step, expected) in &self.edges {
             self.book.expected = expected;
+            self.book.health = self.health_notes.iter().find(|n| n.0 == rule).map(|n| n.1);
             self.book.apply(
                 &self.rules[usize::from(rule)],
                 Subject::Device(r.device.clone()),
@@ -175,6 +213,7 @@ impl AlertEngine {
             );
         }
         self.book.expected = None;
+        self.book.health = None;
         self.suppress_pass(start, now, out);
     }
 
@@ -326,6 +365,7 @@ impl AlertEngine {
                 out,
             );
         }
+        self.tick_health(now, out);
         // Every second: also catches suppressors an operator closed since.
         self.resuppress(start, now, out);
     }
@@ -333,7 +373,12 @@ impl AlertEngine {
 
 /// The rules of a slot's evaluators, to tell whether a registry change touched its state.
 pub(super) fn evaluator_rules(slot: &DeviceSlot) -> Vec<u16> {
-    slot.evaluators.iter().map(|e| e.rule).chain(slot.offline.iter().map(|o| o.rule)).collect()
+    slot.evaluators
+        .iter()
+        .map(|e| e.rule)
+        .chain(slot.offline.iter().map(|o| o.rule))
+        .chain(slot.health.iter().map(|h| h.rule))
+        .collect()
 }
 
 /// Create the evaluators of `metric_rules` that cover the device and do not exist yet.
@@ -393,6 +438,22 @@ pub(super) fn sync_slot(
             add_metric_evaluators(slot, id, rules, &by_metric[m as usize]);
         }
     }
+    slot.health.retain(|h| {
+        let keep = covers(h.rule);
+        if !keep && h.state.is_raised() {
+            dropped.push(h.rule);
+        }
+        keep
+    });
+    for (i, rule) in rules.iter().enumerate() {
+        let i = i as u16;
+        if let RuleKind::Health(h) = &rule.kind {
+            if covers(i) && !slot.health.iter().any(|e| e.rule == i) {
+                slot.health.reserve_exact(1);
+                slot.health.push(HealthEvaluator { rule: i, state: HealthState::new(h) });
+            }
+        }
+    }
     for &i in offline_rules {
         if covers(i) && !slot.offline.iter().any(|o| o.rule == i) {
             slot.offline.reserve_exact(1);
@@ -400,4 +461,37 @@ pub(super) fn sync_slot(
         }
     }
     dropped
+}
+
+/// Record a health evaluation: a stale sample counted, a raise or clear queued as an edge
+/// (with its note for the message) and as a flag interval opening or closing.
+pub(super) fn health_edge(
+    (index, rule, flag, device): (u16, &Rule, telemetry::health::HealthFlag, &DeviceId),
+    hs: HealthStep,
+    stale: &mut u64,
+    flags: &mut Vec<FlagEdge>,
+    notes: &mut Vec<(u16, super::super::health::HealthNote)>,
+    edges: &mut Vec<(u16, Step, Option<telemetry::baseline::Expected>)>,
+) {
+    match hs.step {
+        Step::Quiet => return,
+        Step::Stale => {
+            *stale += 1;
+            return;
+        }
+        Step::Raise { since, .. } => flags.push(FlagEdge::Open {
+            device: device.clone(),
+            rule: rule.id.clone(),
+            flag,
+            since,
+        }),
+        Step::Clear { .. } => flags.push(FlagEdge::Close {
+            device: device.clone(),
+            rule: rule.id.clone(),
+            flag,
+            at: hs.at,
+        }),
+    }
+    notes.push((index, hs.note));
+    edges.push((index, hs.step, None));
 }

@@ -60,6 +60,7 @@ pub(super) fn describe(
     subject: &Subject,
     value: f64,
     expected: Option<telemetry::baseline::Expected>,
+    health: Option<crate::alert::health::HealthNote>,
 ) -> (MessageCode, Params, String) {
     let d = |d: Duration| humantime::format_duration(d).to_string();
     let secs = |d: Duration| num(d.as_secs_f64());
@@ -108,6 +109,7 @@ pub(super) fn describe(
         RuleKind::SegmentAnomaly(a) => {
             anomaly(&a.deviation, a.figure.as_str(), a.figure.unit(), value, expected)
         }
+        RuleKind::Health(h) => health_message(h, value, health.unwrap_or_default()),
         RuleKind::Offline(_) => (
             MessageCode::DeviceOffline,
             params(&[("silence_s", num(value.round()))]),
@@ -175,4 +177,71 @@ pub(super) fn describe(
     };
     p.insert(who.0, who.1);
     (code, p, format!("{subject}: {text}"))
+}
+
+/// A detector-health flag's message, from the figures of the edge that raised it.
+fn health_message(
+    h: &crate::alert::rule::HealthRule,
+    value: f64,
+    note: crate::alert::health::HealthNote,
+) -> (MessageCode, Params, String) {
+    use crate::alert::rule::HealthCheck;
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let for_s = num(h.hold.as_secs_f64());
+    let hold = humantime::format_duration(h.hold);
+    match &h.check {
+        HealthCheck::Stuck { .. } => {
+            let metric = note.metric.unwrap_or(MetricId::SpeedKmh);
+            let unit = metric.spec().unit;
+            let p = params(&[
+                ("metric", metric.as_str().into()),
+                ("unit", unit.into()),
+                ("value", num(value)),
+                ("readings", note.readings.into()),
+                ("for_s", for_s),
+            ]);
+            let text = format!(
+                "{metric} stuck at {value} {unit} for {} readings / {hold} (data-quality flag)",
+                note.readings
+            );
+            (MessageCode::HealthStuck, p, text)
+        }
+        HealthCheck::ZeroBusy { window, .. } => {
+            let usual = round(note.usual);
+            let p = params(&[
+                ("for_s", for_s),
+                ("usual", num(usual)),
+                ("window_s", num(window.as_secs_f64())),
+            ]);
+            let text = format!(
+                "no vehicle counted for {hold} where {usual} are usual per {} (data-quality flag)",
+                humantime::format_duration(*window)
+            );
+            (MessageCode::HealthZeroBusy, p, text)
+        }
+        HealthCheck::Missing { window, .. } => {
+            let pct = (note.missing * 1000.0).round() / 10.0;
+            let p = params(&[("missing_pct", num(pct)), ("window_s", num(window.as_secs_f64()))]);
+            let text = format!(
+                "{pct} % of the expected readings missing over {} (data-quality flag)",
+                humantime::format_duration(*window)
+            );
+            (MessageCode::HealthMissing, p, text)
+        }
+        HealthCheck::Implausible { .. } => {
+            let reason = note.reason.map_or("implausible", |r| r.as_str());
+            let (q, v, o) =
+                (round(note.flow_vph), round(note.speed_kmh), round(note.occupancy_pct));
+            let p = params(&[
+                ("reason", reason.into()),
+                ("flow_vph", num(q)),
+                ("speed_kmh", num(v)),
+                ("occupancy_pct", num(o)),
+            ]);
+            let text = format!(
+                "implausible readings ({reason}): {q} veh/h at {v} km/h, occupancy {o} % (data-quality flag)"
+            );
+            (MessageCode::HealthImplausible, p, text)
+        }
+    }
 }

@@ -141,7 +141,7 @@ impl AlertBook {
                     self.overflow(rule, subject, since, value, now, out);
                     return;
                 }
-                let text = describe(rule, &subject, value, self.expected);
+                let text = describe(rule, &subject, value, self.expected, self.health);
                 let alert =
                     self.new_alert(rule, subject, AlertKind::Single, since, value, text, now);
                 let id = self.open_alert(alert, out);

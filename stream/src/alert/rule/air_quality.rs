@@ -97,6 +97,7 @@ impl AirQualityLimit {
                 clear: None,
             }),
             anomaly: None,
+            health: None,
         }
     }
 }

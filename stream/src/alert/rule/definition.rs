@@ -174,6 +174,8 @@ pub struct RuleDefinition {
     pub air_quality: Option<AirQualityDefinition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<AnomalyDefinition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::HealthDefinition>,
 }
 
 /// A value past a level for a duration, with a clear level for hysteresis.

@@ -163,6 +163,7 @@ fn validate_rule(
         ("los", def.los.is_some()),
         ("air_quality", def.air_quality.is_some()),
         ("anomaly", def.anomaly.is_some()),
+        ("health", def.health.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, here)| here.then_some(name))
@@ -171,7 +172,7 @@ fn validate_rule(
         [] => {
             report.error(
                 path,
-                "needs one of threshold, offline, flatline, rate_of_change, los, air_quality, anomaly",
+                "needs one of threshold, offline, flatline, rate_of_change, los, air_quality, anomaly, health",
             );
             None
         }
@@ -323,6 +324,15 @@ fn validate_anomaly(a: &AnomalyDefinition, p: &str, report: &mut Report) -> Opti
 }
 
 fn validate_kind(def: &RuleDefinition, path: &str, report: &mut Report) -> Option<RuleKind> {
+    if let Some(h) = &def.health {
+        return super::health::validate(
+            h,
+            &format!("{path}.health"),
+            &mut |path, message, beyond| {
+                report.0.push(RuleError { path, message, beyond_schema: beyond })
+            },
+        );
+    }
     if let Some(a) = &def.anomaly {
         return validate_anomaly(a, &format!("{path}.anomaly"), report);
     }
