@@ -36,6 +36,10 @@ pub struct AgentSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
+    /// "5" (default) or "3.1.1", for a broker without MQTT 5 (NATS server, RabbitMQ before
+    /// 3.13). Over 3.1.1 the session lasts as long as the broker keeps it, and a refused
+    /// message cannot be told from an accepted one (a 3.1.1 PUBACK has no reason code).
+    pub protocol: mqtt_client::Protocol,
     pub host: String,
     pub port: u16,
     /// Defaults to the agent id.
@@ -52,6 +56,7 @@ pub struct MqttSection {
 impl Default for MqttSection {
     fn default() -> Self {
         Self {
+            protocol: mqtt_client::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: None,

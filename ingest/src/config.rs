@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use mqtt_client::Protocol;
 use telemetry::ValidationConfig;
 
 /// How ingest subscribes to telemetry.
@@ -28,6 +29,8 @@ pub enum UnknownDevicePolicy {
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
+    /// MQTT 5, or 3.1.1 for brokers without MQTT 5 (see `mqtt_client` for what degrades).
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
     /// MQTT client id; must be stable across restarts so the persistent session resumes.
@@ -54,6 +57,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
+            protocol: Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: "sccr-ingest-1".into(),

@@ -123,6 +123,7 @@ impl Role {
 /// The live bus's settings for this process (its own MQTT client id).
 fn bus_config(config: &Config) -> links::BusConfig {
     links::BusConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
         client_id: format!("{}-live", config.mqtt.client_id),
@@ -250,6 +251,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let bus_metrics = Arc::new(links::BusMetrics::default());
     let command_metrics = Arc::new(links::CommandLinkMetrics::default());
     let command_link = links::CommandLinkConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
         client_id: format!("{}-commands", config.mqtt.client_id),

@@ -43,6 +43,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
+    /// "5" or "3.1.1" (brokers without MQTT 5: NATS, RabbitMQ before 3.13).
+    pub protocol: ingest::Protocol,
     pub host: String,
     pub port: u16,
     pub client_id: String,
@@ -453,6 +455,7 @@ impl Default for WebhooksSection {
 impl Default for MqttSection {
     fn default() -> Self {
         Self {
+            protocol: ingest::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: "sccr-ingest-1".into(),

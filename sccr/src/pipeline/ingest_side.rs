@@ -212,6 +212,7 @@ pub(super) async fn start_ingest(
         ))
     });
     let ingest_config = IngestConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
         port: config.mqtt.port,
         client_id: config.mqtt.client_id.clone(),
