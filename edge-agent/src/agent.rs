@@ -403,7 +403,7 @@ impl Agent {
 
     fn on_command(&mut self, client: &AsyncClient, link: &mut Link, p: &Publish) {
         let topic = p.topic.as_str();
-        let Ok(parsed) = telemetry::Topic::parse(&topic) else { return };
+        let Ok(parsed) = telemetry::Topic::parse(topic) else { return };
         let ack = match (self.by_id.get(parsed.device.as_str()), Command::parse(&p.payload)) {
             (Some(&i), Ok(cmd)) => {
                 let (ack, effect) =

@@ -295,6 +295,17 @@ interval = "1m"
 "#;
 
     #[test]
+    fn mqtt_protocol_is_5_or_3_1_1() {
+        let with =
+            |p: &str| EXAMPLE.replace("port = 8883", &format!("port = 8883\nprotocol = {p}"));
+        assert_eq!(AgentFile::parse(EXAMPLE).unwrap().mqtt.protocol, mqtt_client::Protocol::V5);
+        let f = AgentFile::parse(&with("\"3.1.1\"")).unwrap();
+        assert_eq!(f.mqtt.protocol, mqtt_client::Protocol::V311);
+        let e = AgentFile::parse(&with("\"4\"")).unwrap_err();
+        assert!(e.contains("protocol") && e.contains(r#""5" or "3.1.1""#), "{e}");
+    }
+
+    #[test]
     fn example_builds() {
         let f = AgentFile::parse(EXAMPLE).unwrap();
         let devs = f.build(&parse_geojson(FLORENCE_SEED).unwrap()).unwrap();

@@ -26,15 +26,42 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 pub use rumqttc::{QoS, Transport};
 
 /// The MQTT protocol version spoken to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+/// Written `"5"` (or `5`) and `"3.1.1"` in configuration files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     /// MQTT 5.0 (Mosquitto 2, EMQX, HiveMQ, RabbitMQ 3.13+).
     #[default]
-    #[serde(rename = "5")]
     V5,
     /// MQTT 3.1.1 (NATS server, RabbitMQ before 3.13, and every MQTT 5 broker too).
-    #[serde(rename = "3.1.1")]
     V311,
+}
+
+impl<'de> serde::Deserialize<'de> for Protocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Protocol;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#""5" or "3.1.1""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Protocol, E> {
+                s.parse().map_err(|_| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Protocol, E> {
+                match n {
+                    5 => Ok(Protocol::V5),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(n), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Protocol, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(n), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Protocol {
