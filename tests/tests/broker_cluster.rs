@@ -5,14 +5,17 @@
 //! restarted. Everything the broker acknowledged must then be stored exactly once (the
 //! simulator's ledger equals the stored keys), and every rollup must equal a recount.
 //!
+//! An `edge-agent run` over MQTT 3.1.1 on the killed node replays its readings through the
+//! outage from its disk buffer; they too must all be stored, once.
+//!
 //! Skips, saying so, only where `nats-server` is not installed (`.ci/run` installs it).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sccr_tests::{
-    assert_rollups_match_raw, stored_keys, wait_for, wait_pipeline_ready_with, NatsCluster, Sccr,
-    Simulator, TempDir, TestDb,
+    assert_rollups_match_raw, recent_base_ms, stored_keys, wait_for, wait_pipeline_ready_with,
+    EdgeAgent, NatsCluster, Sccr, Simulator, TempDir, TestDb,
 };
 use sqlx::PgPool;
 
@@ -21,12 +24,50 @@ use sqlx::PgPool;
 const DEVICES: usize = 60;
 const INTERVAL: &str = "500ms";
 const DURATION: &str = "25s";
+/// The edge agent's replayed device: 200 readings, one every 100 ms.
+const AGENT_DEVICE: &str = "replay-cluster";
+const AGENT_READINGS: usize = 200;
 
+/// Readings of the simulated fleet stored so far.
 async fn stored_count(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device <> 'probe'")
+    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device NOT IN ('probe', $1)")
+        .bind(AGENT_DEVICE)
         .fetch_one(pool)
         .await
         .unwrap_or(-1)
+}
+
+async fn agent_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM readings WHERE device = $1")
+        .bind(AGENT_DEVICE)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(-1)
+}
+
+/// An edge agent over MQTT 3.1.1 on `port` replaying [`AGENT_READINGS`] speed readings.
+fn start_agent(dir: &std::path::Path, port: u16) -> EdgeAgent {
+    let base = recent_base_ms();
+    let mut csv = String::from("time,metric,value\n");
+    for i in 0..AGENT_READINGS {
+        csv.push_str(&format!("{},speed_kmh,{}\n", base + i as i64 * 100, 20 + i % 40));
+    }
+    let replay = dir.join("replay.csv");
+    std::fs::write(&replay, csv).expect("write replay");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nid = \"cabinet-cluster\"\n[mqtt]\nprotocol = \"3.1.1\"\nport = {port}\n\
+             max_backoff = \"500ms\"\n[buffer]\ndir = \"{}\"\nsegment_bytes = 4096\n\
+             [[devices]]\nid = \"{AGENT_DEVICE}\"\ndriver = \"replay\"\nfile = \"{}\"\n\
+             timestamps = \"original\"\ninterval = \"100ms\"\n",
+            dir.join("agent-buffer").display(),
+            replay.display()
+        ),
+    )
+    .expect("write agent config");
+    EdgeAgent::run(&config, dir, "cluster").expect("edge agent")
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -69,6 +110,7 @@ async fn nats_cluster_node_killed_mid_flood_loses_and_duplicates_nothing() {
         &["--protocol", "3.1.1"],
     )
     .expect("simulator");
+    let agent = start_agent(&dir.path, ports[0]);
     wait_for("the flood to be stored", Duration::from_secs(30), || async {
         (stored_count(&pool).await >= 600).then_some(())
     })
@@ -97,10 +139,25 @@ async fn nats_cluster_node_killed_mid_flood_loses_and_duplicates_nothing() {
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    wait_for("the agent's replay to be stored", Duration::from_secs(90), || async {
+        let s = agent.read_stats()?;
+        (s["replays_finished"] == 1
+            && s["buffer_records"] == 0
+            && agent_count(&pool).await >= AGENT_READINGS as i64)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(agent_count(&pool).await, AGENT_READINGS as i64, "agent log:\n{}", agent.log_text());
+    assert!(
+        agent.stat("connections").unwrap_or(0) >= 2,
+        "the agent did not reconnect after the kill:\n{}",
+        agent.log_text()
+    );
     let stored = stored_keys(&pool, "probe").await.expect("stored keys");
     let duplicated: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).take(10).collect();
     let lost: Vec<_> = published.iter().filter(|k| !stored.contains_key(*k)).collect();
-    let extra: Vec<_> = stored.keys().filter(|k| !published.contains(*k)).take(10).collect();
+    let extra: Vec<_> =
+        stored.keys().filter(|k| k.0 != AGENT_DEVICE && !published.contains(*k)).take(10).collect();
     assert!(duplicated.is_empty(), "readings stored twice: {duplicated:?}");
     assert!(
         lost.is_empty() && extra.is_empty(),
