@@ -83,6 +83,7 @@ fn mqtt_options(o: &AgentOptions) -> Result<Options, AgentError> {
     let client_id = m.client_id.clone().unwrap_or_else(|| o.agent_id.to_string());
     let mut opts = Options::new(m.protocol, client_id, m.host.clone(), m.port);
     opts.keep_alive = m.keep_alive;
+    opts.failover = m.failover.iter().filter_map(|b| mqtt_client::parse_broker(b).ok()).collect();
     opts.clean_start = false;
     opts.session_expiry = Some(Duration::from_secs(7 * 24 * 3600));
     // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
@@ -174,10 +175,18 @@ pub async fn run_agent(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
+    // Each connection attempt has an event loop of its own, so the agent itself moves to
+    // the next node of `mqtt.failover` after a failed one.
+    let mut attempt = 0usize;
     loop {
+        let mut options = mqtt_options(&agent.opts)?;
+        let nodes: Vec<(String, u16)> = std::iter::once((options.host.clone(), options.port))
+            .chain(std::mem::take(&mut options.failover))
+            .collect();
+        (options.host, options.port) = nodes[attempt % nodes.len()].clone();
+        attempt += 1;
         // Request channel: the publish window plus statuses, subscriptions and command acks.
-        let (client, eventloop) =
-            mqtt_client::new_client(&mqtt_options(&agent.opts)?, WINDOW * 4 + 256);
+        let (client, eventloop) = mqtt_client::new_client(&options, WINDOW * 4 + 256);
         agent.buffer.rewind();
         let outcome =
             agent.connection(&client, eventloop, &mut tick, &mut stats_tick, &mut shutdown).await?;

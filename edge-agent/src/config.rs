@@ -42,6 +42,8 @@ pub struct MqttSection {
     pub protocol: mqtt_client::Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of a broker cluster, "host:port", tried in turn when the connection fails.
+    pub failover: Vec<String>,
     /// Defaults to the agent id.
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -59,6 +61,7 @@ impl Default for MqttSection {
             protocol: mqtt_client::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: None,
             username: None,
             password: None,
@@ -177,6 +180,11 @@ impl AgentFile {
         }
         if self.mqtt.port == 0 {
             errors.push("mqtt.port must not be 0".into());
+        }
+        for (i, b) in self.mqtt.failover.iter().enumerate() {
+            if let Err(e) = mqtt_client::parse_broker(b) {
+                errors.push(format!("mqtt.failover[{i}] {e}"));
+            }
         }
         if self.mqtt.username.is_some() != self.mqtt.password.is_some() {
             errors.push("mqtt.username and mqtt.password go together".into());
@@ -303,6 +311,9 @@ interval = "1m"
         assert_eq!(f.mqtt.protocol, mqtt_client::Protocol::V311);
         let e = AgentFile::parse(&with("\"4\"")).unwrap_err();
         assert!(e.contains("protocol") && e.contains(r#""5" or "3.1.1""#), "{e}");
+        let f = AgentFile::parse(&with("\"3.1.1\"\nfailover = [\"b:1883\", \"c\"]")).unwrap();
+        let errors = f.build(&parse_geojson(FLORENCE_SEED).unwrap()).unwrap_err();
+        assert_eq!(errors, ["mqtt.failover[1] must be host:port, got \"c\""]);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct IngestConfig {
     pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     /// MQTT client id; must be stable across restarts so the persistent session resumes.
     pub client_id: String,
     pub subscription: SubscriptionMode,
@@ -60,6 +62,7 @@ impl Default for IngestConfig {
             protocol: Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: "sccr-ingest-1".into(),
             subscription: SubscriptionMode::Exclusive,
             group: "sccr-ingest".into(),

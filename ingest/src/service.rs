@@ -161,6 +161,7 @@ fn mqtt_options(config: &IngestConfig) -> Options {
     let mut opts =
         Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
     opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
     opts.clean_start = false;
     opts.session_expiry = Some(config.session_expiry);
     opts.receive_maximum = Some(config.receive_maximum);
@@ -290,7 +291,8 @@ impl Driver {
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    tracing::info!(session_present, protocol = %self.config.protocol, "connected to broker");
+                    let (host, port) = eventloop.broker();
+                    tracing::info!(session_present, protocol = %self.config.protocol, %host, port, "connected to broker");
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).

@@ -29,6 +29,8 @@ pub struct CommandLinkConfig {
     pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -142,6 +144,7 @@ async fn run_publisher(
     let mut opts =
         Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
     opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
     opts.clean_start = true;
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
         opts.credentials = Some((u.clone(), p.clone()));

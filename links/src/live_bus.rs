@@ -65,6 +65,8 @@ pub struct BusConfig {
     pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     /// Unique per process (a replica's MQTT client id plus `-live`).
     pub client_id: String,
     pub username: Option<String>,
@@ -137,6 +139,7 @@ fn client(config: &BusConfig) -> (AsyncClient, EventLoop) {
     let mut opts =
         Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
     opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
     opts.clean_start = true;
     opts.max_packet_size = Some(config.max_packet_bytes);
     if let (Some(u), Some(p)) = (&config.username, &config.password) {

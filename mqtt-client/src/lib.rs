@@ -17,6 +17,21 @@
 //!   implement shared subscriptions for 3.1.1 clients (EMQX, HiveMQ, Mosquitto) honour it,
 //!   others treat it as a plain (never matching) topic;
 //! - user properties and message expiry: not sent (SCCR uses neither).
+//!
+//! Either version can fail over between the nodes of a broker cluster
+//! ([`Options::failover`]).
+
+/// Parse `host:port` (a `failover` entry of a configuration file).
+pub fn parse_broker(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("must be host:port, got {s:?}"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host.to_owned(), p)),
+        _ => Err(format!("must be host:port with a port from 1 to 65535, got {s:?}")),
+    }
+}
 
 use std::time::Duration;
 
@@ -124,6 +139,9 @@ pub struct Options {
     pub credentials: Option<(String, String)>,
     pub last_will: Option<Will>,
     pub transport: Option<Transport>,
+    /// Other nodes of the broker's cluster: after a failed connection the next one is
+    /// tried, in turn with `host:port`. The session is the cluster's, so it resumes there.
+    pub failover: Vec<(String, u16)>,
 }
 
 impl Options {
@@ -143,6 +161,7 @@ impl Options {
             credentials: None,
             last_will: None,
             transport: None,
+            failover: Vec::new(),
         }
     }
 }
@@ -163,65 +182,75 @@ fn qos4(q: v5::mqttbytes::QoS) -> QoS {
     }
 }
 
+fn v5_options(o: &Options, (host, port): (String, u16)) -> v5::MqttOptions {
+    let mut m = v5::MqttOptions::new(o.client_id.clone(), host, port);
+    m.set_keep_alive(o.keep_alive)
+        .set_clean_start(o.clean_start)
+        .set_session_expiry_interval(
+            o.session_expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        )
+        .set_receive_maximum(o.receive_maximum)
+        .set_max_packet_size(o.max_packet_size)
+        .set_manual_acks(o.manual_acks)
+        .set_outgoing_inflight_upper_limit(o.outgoing_inflight);
+    if let Some((u, p)) = &o.credentials {
+        m.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(w) = &o.last_will {
+        m.set_last_will(p5::LastWill::new(
+            w.topic.clone(),
+            w.payload.clone(),
+            qos5(w.qos),
+            w.retain,
+            None,
+        ));
+    }
+    if let Some(t) = &o.transport {
+        m.set_transport(t.clone());
+    }
+    m
+}
+
+fn v4_options(o: &Options, (host, port): (String, u16)) -> rumqttc::MqttOptions {
+    let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), host, port);
+    m.set_keep_alive(o.keep_alive)
+        .set_clean_session(o.clean_start)
+        .set_manual_acks(o.manual_acks)
+        .set_inflight(o.outgoing_inflight.max(1));
+    // rumqttc's 3.1.1 client refuses incoming packets over 10 KiB unless told.
+    let incoming = o.max_packet_size.map_or(1024 * 1024, |n| n as usize);
+    m.set_max_packet_size(incoming, incoming.max(256 * 1024));
+    if let Some((u, p)) = &o.credentials {
+        m.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(w) = &o.last_will {
+        m.set_last_will(rumqttc::LastWill::new(
+            w.topic.clone(),
+            w.payload.clone(),
+            w.qos,
+            w.retain,
+        ));
+    }
+    if let Some(t) = &o.transport {
+        m.set_transport(t.clone());
+    }
+    m
+}
+
 /// A client and its event loop; `capacity` bounds the request channel between them.
 pub fn new_client(o: &Options, capacity: usize) -> (Client, EventLoop) {
-    match o.protocol {
+    let first = (o.host.clone(), o.port);
+    let (client, inner) = match o.protocol {
         Protocol::V5 => {
-            let mut m = v5::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
-            m.set_keep_alive(o.keep_alive)
-                .set_clean_start(o.clean_start)
-                .set_session_expiry_interval(
-                    o.session_expiry.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-                )
-                .set_receive_maximum(o.receive_maximum)
-                .set_max_packet_size(o.max_packet_size)
-                .set_manual_acks(o.manual_acks)
-                .set_outgoing_inflight_upper_limit(o.outgoing_inflight);
-            if let Some((u, p)) = &o.credentials {
-                m.set_credentials(u.clone(), p.clone());
-            }
-            if let Some(w) = &o.last_will {
-                m.set_last_will(p5::LastWill::new(
-                    w.topic.clone(),
-                    w.payload.clone(),
-                    qos5(w.qos),
-                    w.retain,
-                    None,
-                ));
-            }
-            if let Some(t) = &o.transport {
-                m.set_transport(t.clone());
-            }
-            let (c, e) = v5::AsyncClient::new(m, capacity);
-            (Client::V5(c), EventLoop::V5(Box::new(e)))
+            let (c, e) = v5::AsyncClient::new(v5_options(o, first), capacity);
+            (Client::V5(c), Inner::V5(Box::new(e)))
         }
         Protocol::V311 => {
-            let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
-            m.set_keep_alive(o.keep_alive)
-                .set_clean_session(o.clean_start)
-                .set_manual_acks(o.manual_acks)
-                .set_inflight(o.outgoing_inflight.max(1));
-            // rumqttc's 3.1.1 client refuses incoming packets over 10 KiB unless told.
-            let incoming = o.max_packet_size.map_or(1024 * 1024, |n| n as usize);
-            m.set_max_packet_size(incoming, incoming.max(256 * 1024));
-            if let Some((u, p)) = &o.credentials {
-                m.set_credentials(u.clone(), p.clone());
-            }
-            if let Some(w) = &o.last_will {
-                m.set_last_will(rumqttc::LastWill::new(
-                    w.topic.clone(),
-                    w.payload.clone(),
-                    w.qos,
-                    w.retain,
-                ));
-            }
-            if let Some(t) = &o.transport {
-                m.set_transport(t.clone());
-            }
-            let (c, e) = rumqttc::AsyncClient::new(m, capacity);
-            (Client::V311(c), EventLoop::V311(Box::new(e)))
+            let (c, e) = rumqttc::AsyncClient::new(v4_options(o, first), capacity);
+            (Client::V311(c), Inner::V311(Box::new(e)))
         }
-    }
+    };
+    (client, EventLoop { inner, options: o.clone(), current: 0 })
 }
 
 /// A request could not be queued (the channel is full or the event loop is gone).
@@ -369,17 +398,42 @@ pub enum Event {
 }
 
 /// The connection half: polling it drives the network, reconnecting after an error.
-pub enum EventLoop {
+pub struct EventLoop {
+    inner: Inner,
+    options: Options,
+    /// Which broker the next connection goes to: 0 is `host:port`, then `failover`.
+    current: usize,
+}
+
+enum Inner {
     V5(Box<v5::EventLoop>),
     V311(Box<rumqttc::EventLoop>),
 }
 
 impl EventLoop {
-    /// The next event; an error means the connection is gone (the next poll reconnects).
+    /// The next event; an error means the connection is gone: the next poll reconnects, to
+    /// the next broker of [`Options::failover`] when there are several.
     pub async fn poll(&mut self) -> Result<Event, ConnectionError> {
-        match self {
-            EventLoop::V5(e) => Ok(from_v5(e.poll().await?)),
-            EventLoop::V311(e) => Ok(from_v4(e.poll().await?)),
+        let event = match &mut self.inner {
+            Inner::V5(e) => e.poll().await.map(from_v5).map_err(ConnectionError::from),
+            Inner::V311(e) => e.poll().await.map(from_v4).map_err(ConnectionError::from),
+        };
+        if event.is_err() && !self.options.failover.is_empty() {
+            self.current = (self.current + 1) % (1 + self.options.failover.len());
+            let next = self.broker();
+            match &mut self.inner {
+                Inner::V5(e) => e.options = v5_options(&self.options, next),
+                Inner::V311(e) => e.mqtt_options = v4_options(&self.options, next),
+            }
+        }
+        event
+    }
+
+    /// The broker the current (or next) connection goes to.
+    pub fn broker(&self) -> (String, u16) {
+        match self.current {
+            0 => (self.options.host.clone(), self.options.port),
+            i => self.options.failover[i - 1].clone(),
         }
     }
 }
@@ -469,5 +523,34 @@ mod tests {
         assert_eq!("3.1.1".parse::<Protocol>(), Ok(Protocol::V311));
         assert!("4".parse::<Protocol>().unwrap_err().contains("\"5\" or \"3.1.1\""));
         assert_eq!(Protocol::V311.to_string(), "3.1.1");
+    }
+
+    #[test]
+    fn broker_addresses() {
+        assert_eq!(parse_broker("nats-2.city:1883"), Ok(("nats-2.city".into(), 1883)));
+        assert!(parse_broker("nats-2").unwrap_err().contains("host:port"));
+        assert!(parse_broker(":1883").is_err());
+        assert!(parse_broker("h:0").unwrap_err().contains("1 to 65535"));
+    }
+
+    /// A failed connection moves the next attempt to the next node, round the list.
+    #[tokio::test]
+    async fn failover_tries_each_node_in_turn() {
+        let dead = |_: ()| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let ports = [dead(()), dead(()), dead(())];
+        for protocol in [Protocol::V5, Protocol::V311] {
+            let mut o = Options::new(protocol, "f".into(), "127.0.0.1".into(), ports[0]);
+            o.failover = ports[1..].iter().map(|p| ("127.0.0.1".to_owned(), *p)).collect();
+            let (_client, mut eventloop) = new_client(&o, 4);
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                seen.push(eventloop.broker().1);
+                assert!(eventloop.poll().await.is_err());
+            }
+            assert_eq!(seen, [ports[0], ports[1], ports[2], ports[0]], "{protocol}");
+        }
     }
 }

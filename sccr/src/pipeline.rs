@@ -125,6 +125,7 @@ fn bus_config(config: &Config) -> links::BusConfig {
     links::BusConfig {
         protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
+        failover: config.mqtt.failover_brokers(),
         port: config.mqtt.port,
         client_id: format!("{}-live", config.mqtt.client_id),
         username: config.mqtt.username.clone(),
@@ -253,6 +254,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let command_link = links::CommandLinkConfig {
         protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
+        failover: config.mqtt.failover_brokers(),
         port: config.mqtt.port,
         client_id: format!("{}-commands", config.mqtt.client_id),
         username: config.mqtt.username.clone(),

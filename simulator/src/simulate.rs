@@ -21,7 +21,7 @@ pub struct SimulateConfig {
     pub host: String,
     pub port: u16,
     /// More brokers (nodes of a cluster): connection `i` goes to the `i % n`-th of
-    /// `host:port` followed by these.
+    /// `host:port` followed by these, and fails over to the others in turn.
     pub extra_brokers: Vec<(String, u16)>,
     /// Client id prefix; connection `i` uses `{prefix}-{i}`.
     pub client_prefix: String,
@@ -175,13 +175,16 @@ async fn run_connection(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let brokers = 1 + config.extra_brokers.len();
-    let (host, port) = match index % brokers {
-        0 => (config.host.clone(), config.port),
-        k => config.extra_brokers[k - 1].clone(),
-    };
+    // Connection `index` starts on broker `index % n` and fails over to the others in turn.
+    let mut brokers: Vec<(String, u16)> = std::iter::once((config.host.clone(), config.port))
+        .chain(config.extra_brokers.iter().cloned())
+        .collect();
+    let first = index % brokers.len();
+    brokers.rotate_left(first);
+    let (host, port) = brokers.remove(0);
     let mut opts =
         Options::new(config.protocol, format!("{}-{index}", config.client_prefix), host, port);
+    opts.failover = brokers;
     // A session that outlives the connection: rumqttc republishes unacknowledged messages
     // after a reconnection only when the broker still has the session (session present);
     // with a new session it drops them, and they are reported as unacknowledged.

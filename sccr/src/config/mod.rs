@@ -47,6 +47,8 @@ pub struct MqttSection {
     pub protocol: ingest::Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of a broker cluster, `host:port`, tried in turn when the connection fails.
+    pub failover: Vec<String>,
     pub client_id: String,
     pub subscription: Subscription,
     pub group: String,
@@ -57,6 +59,13 @@ pub struct MqttSection {
     #[serde(deserialize_with = "duration")]
     pub session_expiry: Duration,
     pub receive_maximum: u16,
+}
+
+impl MqttSection {
+    /// The `failover` nodes, parsed (`validate` names the bad ones).
+    pub fn failover_brokers(&self) -> Vec<(String, u16)> {
+        self.failover.iter().filter_map(|b| mqtt_client::parse_broker(b).ok()).collect()
+    }
 }
 
 /// `[provisioning]`: how device credentials and topic rights reach the broker
@@ -458,6 +467,7 @@ impl Default for MqttSection {
             protocol: ingest::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: "sccr-ingest-1".into(),
             subscription: Subscription::Exclusive,
             group: "sccr-ingest".into(),

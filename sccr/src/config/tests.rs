@@ -232,6 +232,16 @@ fn mqtt_protocol_is_5_or_3_1_1() {
         problems("[mqtt]\nprotocol = \"4\"\n", &[]),
         ["mqtt.protocol: must be \"5\" or \"3.1.1\", got \"4\""]
     );
+    let c =
+        Config::from_toml("[mqtt]\nfailover = [\"nats-2:1883\", \"nats-3:1883\"]\n", []).unwrap();
+    assert_eq!(
+        c.mqtt.failover_brokers(),
+        [("nats-2".to_owned(), 1883), ("nats-3".to_owned(), 1883)]
+    );
+    assert_eq!(
+        problems("[mqtt]\nfailover = [\"nats-2:1883\", \"nats-3\"]\n", &[]),
+        ["mqtt.failover[1]: must be host:port, got \"nats-3\""]
+    );
     assert_eq!(
         problems("[mqtt]\nprotocol = 3\n", &[]),
         ["mqtt.protocol: must be \"5\" or \"3.1.1\", got 3"]
@@ -254,7 +264,7 @@ fn one_run_names_every_problem_in_plain_words() {
             "mqt: is not a section (did you mean [mqtt]?); the sections are mqtt, \
              provisioning, database, retention, api, ingest, writer, stream, baselines, segments, cadastre, webhooks, wall, alerts",
             "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are protocol, \
-             host, port, client_id, subscription, group, username, password, keep_alive, session_expiry, \
+             host, port, failover, client_id, subscription, group, username, password, keep_alive, session_expiry, \
              receive_maximum",
             "mqtt.port: must be a whole number from 1 to 65535, got \"abc\"",
             "mqtt.subscription: must be \"exclusive\" or \"shared\", got \"all\"",
