@@ -385,7 +385,7 @@ fn a_misspelt_key_is_named_whatever_its_name() {
     let list = problems("[mqtt]\nexpected_host = \"broker\"\n", &[]);
     assert!(
         list[0].starts_with(
-            "mqtt.expected_host: is not a key of [mqtt] (did you mean host?); its keys are host, port,"
+            "mqtt.expected_host: is not a key of [mqtt] (did you mean host?); its keys are protocol, host, port,"
         ),
         "{list:?}"
     );
