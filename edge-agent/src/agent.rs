@@ -20,12 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mqtt_client::{
+    Client as AsyncClient, ConnectionError, Event, EventLoop, Message as Publish, Options, QoS,
+    Transport, Will,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
-use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use rumqttc::TlsConfiguration;
 use telemetry::command::{Command, CommandAck};
 use telemetry::{
     encode_compact, CompactMessage, CompactReading, DeviceId, EventTime, TimeField, Topic,
@@ -77,25 +78,25 @@ fn status_payload(state: &str, fw: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
+fn mqtt_options(o: &AgentOptions) -> Result<Options, AgentError> {
     let m = &o.mqtt;
     let client_id = m.client_id.clone().unwrap_or_else(|| o.agent_id.to_string());
-    let mut opts = MqttOptions::new(client_id, m.host.clone(), m.port);
-    opts.set_keep_alive(m.keep_alive)
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(7 * 24 * 3600))
-        // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
-        // slots); our window is far smaller, and a field device has little memory.
-        .set_outgoing_inflight_upper_limit(WINDOW as u16 + 16)
-        .set_last_will(LastWill::new(
-            Topic::status(&o.agent_id),
-            status_payload("offline", &o.firmware),
-            QoS::AtLeastOnce,
-            true,
-            None,
-        ));
+    let mut opts = Options::new(m.protocol, client_id, m.host.clone(), m.port);
+    opts.keep_alive = m.keep_alive;
+    opts.failover = m.failover.iter().filter_map(|b| mqtt_client::parse_broker(b).ok()).collect();
+    opts.clean_start = false;
+    opts.session_expiry = Some(Duration::from_secs(7 * 24 * 3600));
+    // rumqttc sizes its in-flight table by the broker's receive maximum (up to 65,535
+    // slots); our window is far smaller, and a field device has little memory.
+    opts.outgoing_inflight = WINDOW as u16 + 16;
+    opts.last_will = Some(Will {
+        topic: Topic::status(&o.agent_id),
+        payload: status_payload("offline", &o.firmware),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    });
     if let (Some(u), Some(p)) = (&m.username, &m.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.credentials = Some((u.clone(), p.clone()));
     }
     if let Some(tls) = &m.tls {
         let read = |p: &PathBuf| {
@@ -107,7 +108,7 @@ fn mqtt_options(o: &AgentOptions) -> Result<MqttOptions, AgentError> {
         };
         // rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        opts.transport = Some(Transport::tls_with_config(TlsConfiguration::Simple {
             ca: read(&tls.ca)?,
             alpn: None,
             client_auth,
@@ -174,9 +175,18 @@ pub async fn run_agent(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
+    // Each connection attempt has an event loop of its own, so the agent itself moves to
+    // the next node of `mqtt.failover` after a failed one.
+    let mut attempt = 0usize;
     loop {
+        let mut options = mqtt_options(&agent.opts)?;
+        let nodes: Vec<(String, u16)> = std::iter::once((options.host.clone(), options.port))
+            .chain(std::mem::take(&mut options.failover))
+            .collect();
+        (options.host, options.port) = nodes[attempt % nodes.len()].clone();
+        attempt += 1;
         // Request channel: the publish window plus statuses, subscriptions and command acks.
-        let (client, eventloop) = AsyncClient::new(mqtt_options(&agent.opts)?, WINDOW * 4 + 256);
+        let (client, eventloop) = mqtt_client::new_client(&options, WINDOW * 4 + 256);
         agent.buffer.rewind();
         let outcome =
             agent.connection(&client, eventloop, &mut tick, &mut stats_tick, &mut shutdown).await?;
@@ -250,7 +260,7 @@ impl Agent {
         &mut self,
         client: &AsyncClient,
         link: &mut Link,
-        events: &mut tokio::sync::mpsc::Receiver<Result<Event, rumqttc::v5::ConnectionError>>,
+        events: &mut tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
         tick: &mut tokio::time::Interval,
         stats_tick: &mut tokio::time::Interval,
         shutdown: &mut watch::Receiver<bool>,
@@ -260,36 +270,36 @@ impl Agent {
                 _ = shutdown.changed() => return Ok(Outcome::Shutdown),
                 _ = tick.tick() => self.measure()?,
                 _ = stats_tick.tick() => self.write_stats(),
-                event = events.recv() => match event.unwrap_or(Err(rumqttc::v5::ConnectionError::RequestsDone)) {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                event = events.recv() => match event.unwrap_or(Err(ConnectionError::Gone)) {
+                    Ok(Event::ConnAck { .. }) => {
                         link.connected = true;
                         self.stats.connected.store(true, Ordering::Relaxed);
                         self.stats.connections.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("connected to the broker");
                         self.announce(client, link);
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(Event::OutgoingPublish(pkid)) => {
                         if let Some(record) = link.requested.pop_front() {
                             link.by_pkid.insert(pkid, record);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Some(id)) = link.by_pkid.remove(&ack.pkid) {
+                    Ok(Event::PubAck { pkid, refused }) => {
+                        if let Some(Some(id)) = link.by_pkid.remove(&pkid) {
                             link.in_flight = link.in_flight.saturating_sub(1);
                             // Only a PUBACK that accepts the message releases its record. A
                             // refusal (quota exceeded, not authorized, …) keeps it on disk; it
                             // is sent again on the next connection, while the other records
                             // go on flowing (no head-of-line blocking).
-                            if matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                            if refused.is_none() {
                                 self.buffer.ack(id)?;
                                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(reason = ?ack.reason, %id, "broker refused a message; keeping it buffered");
+                                tracing::warn!(reason = ?refused, %id, "broker refused a message; keeping it buffered");
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_command(client, link, &p),
+                    Ok(Event::Publish(p)) => self.on_command(client, link, &p),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "broker connection lost; buffering");
@@ -401,8 +411,8 @@ impl Agent {
     }
 
     fn on_command(&mut self, client: &AsyncClient, link: &mut Link, p: &Publish) {
-        let topic = String::from_utf8_lossy(&p.topic);
-        let Ok(parsed) = telemetry::Topic::parse(&topic) else { return };
+        let topic = p.topic.as_str();
+        let Ok(parsed) = telemetry::Topic::parse(topic) else { return };
         let ack = match (self.by_id.get(parsed.device.as_str()), Command::parse(&p.payload)) {
             (Some(&i), Ok(cmd)) => {
                 let (ack, effect) =
@@ -444,7 +454,7 @@ impl Agent {
     async fn go_offline(
         &mut self,
         client: &AsyncClient,
-        events: &mut tokio::sync::mpsc::Receiver<Result<Event, rumqttc::v5::ConnectionError>>,
+        events: &mut tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
     ) {
         let fw = self.opts.firmware.clone();
         let mut ids = vec![self.opts.agent_id.clone()];
@@ -462,7 +472,7 @@ impl Agent {
         let _ = client.try_disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(3), async {
             while let Some(event) = events.recv().await {
-                if matches!(event, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {
+                if matches!(event, Ok(Event::OutgoingDisconnect) | Err(_)) {
                     break;
                 }
             }

@@ -36,8 +36,14 @@ pub struct AgentSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
+    /// "5" (default) or "3.1.1", for a broker without MQTT 5 (NATS server, RabbitMQ before
+    /// 3.13). Over 3.1.1 the session lasts as long as the broker keeps it, and a refused
+    /// message cannot be told from an accepted one (a 3.1.1 PUBACK has no reason code).
+    pub protocol: mqtt_client::Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of a broker cluster, "host:port", tried in turn when the connection fails.
+    pub failover: Vec<String>,
     /// Defaults to the agent id.
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -52,8 +58,10 @@ pub struct MqttSection {
 impl Default for MqttSection {
     fn default() -> Self {
         Self {
+            protocol: mqtt_client::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: None,
             username: None,
             password: None,
@@ -173,6 +181,11 @@ impl AgentFile {
         if self.mqtt.port == 0 {
             errors.push("mqtt.port must not be 0".into());
         }
+        for (i, b) in self.mqtt.failover.iter().enumerate() {
+            if let Err(e) = mqtt_client::parse_broker(b) {
+                errors.push(format!("mqtt.failover[{i}] {e}"));
+            }
+        }
         if self.mqtt.username.is_some() != self.mqtt.password.is_some() {
             errors.push("mqtt.username and mqtt.password go together".into());
         }
@@ -288,6 +301,20 @@ id = "aq-strozzi"
 driver = "air_quality"
 interval = "1m"
 "#;
+
+    #[test]
+    fn mqtt_protocol_is_5_or_3_1_1() {
+        let with =
+            |p: &str| EXAMPLE.replace("port = 8883", &format!("port = 8883\nprotocol = {p}"));
+        assert_eq!(AgentFile::parse(EXAMPLE).unwrap().mqtt.protocol, mqtt_client::Protocol::V5);
+        let f = AgentFile::parse(&with("\"3.1.1\"")).unwrap();
+        assert_eq!(f.mqtt.protocol, mqtt_client::Protocol::V311);
+        let e = AgentFile::parse(&with("\"4\"")).unwrap_err();
+        assert!(e.contains("protocol") && e.contains(r#""5" or "3.1.1""#), "{e}");
+        let f = AgentFile::parse(&with("\"3.1.1\"\nfailover = [\"b:1883\", \"c\"]")).unwrap();
+        let errors = f.build(&parse_geojson(FLORENCE_SEED).unwrap()).unwrap_err();
+        assert_eq!(errors, ["mqtt.failover[1] must be host:port, got \"c\""]);
+    }
 
     #[test]
     fn example_builds() {

@@ -41,7 +41,8 @@ enum Command {
         /// Number of simulated devices.
         #[arg(long, default_value_t = 100)]
         devices: usize,
-        /// Broker address, host:port.
+        /// Broker address, host:port; several, comma-separated (the nodes of a cluster),
+        /// spread the connections over them.
         #[arg(long, default_value = "127.0.0.1:1883")]
         broker: String,
         /// MQTT connections shared by the fleet (a gateway carries many devices).
@@ -62,6 +63,9 @@ enum Command {
         /// MQTT client id prefix.
         #[arg(long, default_value = "sccr-sim")]
         client_id: String,
+        /// MQTT protocol version: "5" or "3.1.1" (for brokers without MQTT 5).
+        #[arg(long, default_value = "5")]
+        protocol: mqtt_client::Protocol,
         /// Write one line per published message here: device, event time (ms) and the
         /// metrics of its readings, tab-separated (to compare with what was stored).
         #[arg(long)]
@@ -153,10 +157,17 @@ async fn async_main(cli: Cli) -> Result<()> {
             messages_per_device,
             segments,
             client_id,
+            protocol,
             ledger,
         } => {
-            let (host, port) = broker.rsplit_once(':').context("--broker must be host:port")?;
-            let port: u16 = port.parse().context("--broker port must be a number")?;
+            let mut brokers = Vec::new();
+            for b in broker.split(',') {
+                let (host, port) =
+                    b.rsplit_once(':').context("--broker must be host:port[,host:port…]")?;
+                let port: u16 = port.parse().context("--broker port must be a number")?;
+                brokers.push((host.to_owned(), port));
+            }
+            let (host, port) = brokers.remove(0);
             if devices == 0 {
                 bail!("--devices must be at least 1");
             }
@@ -174,8 +185,10 @@ async fn async_main(cli: Cli) -> Result<()> {
             }
             let fleet = plan_fleet(&segs, devices);
             let config = SimulateConfig {
-                host: host.to_owned(),
+                protocol,
+                host,
                 port,
+                extra_brokers: brokers,
                 client_prefix: client_id,
                 connections,
                 interval,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use mqtt_client::Protocol;
 use telemetry::ValidationConfig;
 
 /// How ingest subscribes to telemetry.
@@ -28,8 +29,12 @@ pub enum UnknownDevicePolicy {
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
+    /// MQTT 5, or 3.1.1 for brokers without MQTT 5 (see `mqtt_client` for what degrades).
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     /// MQTT client id; must be stable across restarts so the persistent session resumes.
     pub client_id: String,
     pub subscription: SubscriptionMode,
@@ -54,8 +59,10 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
+            protocol: Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: "sccr-ingest-1".into(),
             subscription: SubscriptionMode::Exclusive,
             group: "sccr-ingest".into(),

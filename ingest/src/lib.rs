@@ -1,6 +1,6 @@
 //! Ingest: the MQTT side of the pipeline.
 //!
-//! Subscribes to device telemetry over MQTT 5 with a persistent session (a plain
+//! Subscribes to device telemetry over MQTT 5 (or 3.1.1, [`Protocol`]) with a persistent session (a plain
 //! subscription, or a shared one to split the load across ingest processes); decodes and
 //! validates each message ([`process`], pure); sends its readings and dead letters to the
 //! store's batch writer through a bounded queue; and acknowledges the
@@ -17,6 +17,6 @@ pub mod config;
 pub mod process;
 pub mod service;
 
-pub use config::{IngestConfig, SubscriptionMode, UnknownDevicePolicy};
+pub use config::{IngestConfig, Protocol, SubscriptionMode, UnknownDevicePolicy};
 pub use process::{process_publish, process_status, Processed};
 pub use service::{run_ingest, AckToken, IngestHandles, IngestMetrics, IngestQueues};

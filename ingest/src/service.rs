@@ -20,9 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use mqtt_client::{Client, Event, EventLoop, Message, Options, QoS};
 use store::WriteItem;
 use telemetry::command::CommandAck;
 use telemetry::metrics::{self, Collector, CountsBy, Encoder};
@@ -159,21 +157,21 @@ pub struct IngestHandles {
     pub budget: Arc<Semaphore>,
 }
 
-fn mqtt_options(config: &IngestConfig) -> MqttOptions {
-    let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    opts.set_keep_alive(config.keep_alive)
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(
-            u32::try_from(config.session_expiry.as_secs()).unwrap_or(u32::MAX),
-        ))
-        .set_receive_maximum(Some(config.receive_maximum))
-        .set_max_packet_size(Some(config.max_packet_size))
-        .set_manual_acks(true)
-        // Ingest publishes nothing; rumqttc would otherwise preallocate an outgoing in-flight
-        // table sized by the broker's receive maximum (up to 65,535 slots).
-        .set_outgoing_inflight_upper_limit(16);
+fn mqtt_options(config: &IngestConfig) -> Options {
+    let mut opts =
+        Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
+    opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
+    opts.clean_start = false;
+    opts.session_expiry = Some(config.session_expiry);
+    opts.receive_maximum = Some(config.receive_maximum);
+    opts.max_packet_size = Some(config.max_packet_size);
+    opts.manual_acks = true;
+    // Ingest publishes nothing; rumqttc would otherwise preallocate an outgoing in-flight
+    // table sized by the broker's receive maximum (up to 65,535 slots).
+    opts.outgoing_inflight = 16;
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.credentials = Some((u.clone(), p.clone()));
     }
     opts
 }
@@ -204,7 +202,7 @@ pub fn run_ingest(
     // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
     // unused) carries acks: room for one per message the broker may have in flight to us.
     let (client, eventloop) =
-        AsyncClient::new(mqtt_options(&config), usize::from(config.receive_maximum) + 64);
+        mqtt_client::new_client(&mqtt_options(&config), usize::from(config.receive_maximum) + 64);
     let generation = Arc::new(AtomicU64::new(0));
     let (acks_done_tx, acks_done_rx) = oneshot::channel();
     let acker = tokio::spawn(
@@ -241,7 +239,7 @@ pub fn run_ingest(
 /// handler is behind.
 struct Driver {
     config: IngestConfig,
-    client: AsyncClient,
+    client: Client,
     metrics: Arc<IngestMetrics>,
     generation: Arc<AtomicU64>,
     command_acks: bool,
@@ -253,7 +251,7 @@ const QOS0_ROOM: usize = 256;
 impl Driver {
     async fn run(
         self,
-        mut eventloop: rumqttc::v5::EventLoop,
+        mut eventloop: EventLoop,
         handler: Handler,
         mut shutdown: watch::Receiver<bool>,
         mut acks_done: oneshot::Receiver<()>,
@@ -287,13 +285,14 @@ impl Driver {
                 event = eventloop.poll() => event,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Ok(Event::ConnAck { session_present }) => {
                     // Tokens of earlier connections must not ack: packet ids are per connection.
                     self.generation.fetch_add(1, Ordering::SeqCst);
                     self.metrics.connections.fetch_add(1, Ordering::Relaxed);
                     self.metrics.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(100);
-                    tracing::info!(session_present = ack.session_present, "connected to broker");
+                    let (host, port) = eventloop.broker();
+                    tracing::info!(session_present, protocol = %self.config.protocol, %host, port, "connected to broker");
                     // Subscribe on every connection, even when the session was resumed:
                     // re-subscribing is idempotent, and a broker may restore a session
                     // without its subscriptions (Mosquitto 2.0 does so for shared ones).
@@ -308,7 +307,7 @@ impl Driver {
                         }
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) if !draining => {
+                Ok(Event::Publish(publish)) if !draining => {
                     let generation = self.generation.load(Ordering::SeqCst);
                     if publish.qos == QoS::AtMostOnce {
                         if publishes.capacity() <= window
@@ -325,8 +324,8 @@ impl Driver {
                         let _ = publishes.send(item).await;
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    tracing::info!(codes = ?ack.return_codes, "subscribed");
+                Ok(Event::SubAck { granted }) => {
+                    tracing::info!(?granted, "subscribed");
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -349,7 +348,7 @@ impl Driver {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(Event::OutgoingDisconnect) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
@@ -379,7 +378,7 @@ impl Handler {
     /// session. Returning drops the writer queue.
     async fn run(
         mut self,
-        mut queued: mpsc::Receiver<(Publish, u64)>,
+        mut queued: mpsc::Receiver<(Message, u64)>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -400,12 +399,12 @@ impl Handler {
     /// in the pipeline (the message is then left unacknowledged for the next session).
     async fn handle(
         &mut self,
-        publish: Publish,
+        publish: Message,
         generation: u64,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let writer = self.writer.clone();
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let topic = publish.topic.clone();
         let stop = async {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
@@ -507,7 +506,7 @@ impl Handler {
 /// retried. That queue is bounded by the broker's in-flight window (receive maximum): only
 /// messages the broker has sent and we have not acknowledged can be in it.
 async fn run_acker(
-    client: AsyncClient,
+    client: Client,
     mut committed: mpsc::Receiver<Vec<AckToken>>,
     generation: Arc<AtomicU64>,
     metrics: Arc<IngestMetrics>,
@@ -545,9 +544,7 @@ async fn run_acker(
                 waiting.pop_front();
                 continue;
             }
-            let mut stub = Publish::new("", qos, Vec::new(), None);
-            stub.pkid = pkid;
-            match client.try_ack(&stub) {
+            match client.try_ack(pkid, qos) {
                 Ok(()) => {
                     metrics.acks.fetch_add(1, Ordering::Relaxed);
                     waiting.pop_front();

@@ -15,10 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use rumqttc::Outgoing;
+use mqtt_client::{Event, Options, Protocol, QoS};
 use store::{CommandRecord, CommandStatus, Store};
 use telemetry::command::{Command, CommandAck, CommandResult};
 use telemetry::metrics::{self, Collector, Encoder};
@@ -28,8 +25,12 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommandLinkConfig {
+    /// The protocol of `[mqtt]` (the broker ingest uses).
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -140,12 +141,15 @@ async fn run_publisher(
     metrics: Arc<CommandLinkMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    opts.set_keep_alive(config.keep_alive).set_clean_start(true);
+    let mut opts =
+        Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
+    opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
+    opts.clean_start = true;
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.credentials = Some((u.clone(), p.clone()));
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = mqtt_client::new_client(&opts, 64);
     // Commands whose publish was requested, in request order, until their packet id is known.
     let mut requested: VecDeque<String> = VecDeque::new();
     let mut in_flight: HashMap<u16, String> = HashMap::new();
@@ -170,13 +174,13 @@ async fn run_publisher(
                 None => open = false,
             },
             event = eventloop.poll() => match event {
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                Ok(Event::OutgoingPublish(pkid)) => {
                     if let Some(id) = requested.pop_front() {
                         in_flight.insert(pkid, id);
                     }
                 }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(id) = in_flight.remove(&ack.pkid) {
+                Ok(Event::PubAck { pkid, .. }) => {
+                    if let Some(id) = in_flight.remove(&pkid) {
                         match store.mark_command_sent(&id, EventTime::now()).await {
                             Ok(()) => metrics.sent.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {

@@ -29,9 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use mqtt_client::{Client as AsyncClient, Event, EventLoop, Options, Protocol, QoS};
 use stream::{LiveHub, StreamCommand, SubscriptionFilter};
 use telemetry::metrics::{self, Collector, Encoder};
 use tokio::sync::{mpsc, watch, Notify};
@@ -63,8 +61,12 @@ pub enum BusNotice {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusConfig {
+    /// The protocol of `[mqtt]`.
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of the broker's cluster, tried in turn when the connection fails.
+    pub failover: Vec<(String, u16)>,
     /// Unique per process (a replica's MQTT client id plus `-live`).
     pub client_id: String,
     pub username: Option<String>,
@@ -134,14 +136,16 @@ impl Collector for BusMetrics {
 }
 
 fn client(config: &BusConfig) -> (AsyncClient, EventLoop) {
-    let mut opts = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    opts.set_keep_alive(config.keep_alive)
-        .set_clean_start(true)
-        .set_max_packet_size(Some(config.max_packet_bytes));
+    let mut opts =
+        Options::new(config.protocol, config.client_id.clone(), config.host.clone(), config.port);
+    opts.keep_alive = config.keep_alive;
+    opts.failover = config.failover.clone();
+    opts.clean_start = true;
+    opts.max_packet_size = Some(config.max_packet_bytes);
     if let (Some(u), Some(p)) = (&config.username, &config.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.credentials = Some((u.clone(), p.clone()));
     }
-    AsyncClient::new(opts, 256)
+    mqtt_client::new_client(&opts, 256)
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -196,7 +200,7 @@ async fn drive(
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::ConnAck { .. }) => {
                     metrics.connected.store(true, Ordering::Relaxed);
                     metrics.connections.fetch_add(1, Ordering::Relaxed);
                     for topic in topics {
@@ -206,8 +210,8 @@ async fn drive(
                     }
                     connected.notify_one();
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let control = p.topic.as_ref() == CONTROL_TOPIC.as_bytes();
+                Ok(Event::Publish(p)) => {
+                    let control = p.topic == CONTROL_TOPIC;
                     // Bounded: a slow consumer holds the event loop, and the broker holds
                     // the rest (QoS 1), rather than this process growing.
                     if incoming.send((control, p.payload)).await.is_err() {

@@ -126,7 +126,9 @@ impl Role {
 /// The live bus's settings for this process (its own MQTT client id).
 fn bus_config(config: &Config) -> links::BusConfig {
     links::BusConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
+        failover: config.mqtt.failover_brokers(),
         port: config.mqtt.port,
         client_id: format!("{}-live", config.mqtt.client_id),
         username: config.mqtt.username.clone(),
@@ -256,7 +258,9 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let bus_metrics = Arc::new(links::BusMetrics::default());
     let command_metrics = Arc::new(links::CommandLinkMetrics::default());
     let command_link = links::CommandLinkConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
+        failover: config.mqtt.failover_brokers(),
         port: config.mqtt.port,
         client_id: format!("{}-commands", config.mqtt.client_id),
         username: config.mqtt.username.clone(),

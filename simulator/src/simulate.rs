@@ -1,4 +1,4 @@
-//! Fleet simulation: many devices published over a few MQTT 5 connections (as a gateway
+//! Fleet simulation: many devices published over a few MQTT 5 (or 3.1.1) connections (as a gateway
 //! would), QoS 1, each device on its own topic with its own message counter. A message
 //! counts as delivered only when the broker's PUBACK arrives (`publish()` returning only
 //! means it was queued). Devices are spread evenly in time over the reporting interval.
@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use mqtt_client::{Event, Options, Protocol, QoS};
 use telemetry::{encode_compact, CompactMessage, CompactReading, EventTime, TimeField, Topic};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -19,8 +17,12 @@ use crate::fleet::SimDevice;
 
 #[derive(Debug, Clone)]
 pub struct SimulateConfig {
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
+    /// More brokers (nodes of a cluster): connection `i` goes to the `i % n`-th of
+    /// `host:port` followed by these, and fails over to the others in turn.
+    pub extra_brokers: Vec<(String, u16)>,
     /// Client id prefix; connection `i` uses `{prefix}-{i}`.
     pub client_prefix: String,
     pub connections: usize,
@@ -34,8 +36,10 @@ pub struct SimulateConfig {
 impl Default for SimulateConfig {
     fn default() -> Self {
         Self {
+            protocol: Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            extra_brokers: Vec::new(),
             client_prefix: "sccr-sim".into(),
             connections: 4,
             interval: Duration::from_secs(5),
@@ -171,20 +175,25 @@ async fn run_connection(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let mut opts = MqttOptions::new(
-        format!("{}-{index}", config.client_prefix),
-        config.host.clone(),
-        config.port,
-    );
+    // Connection `index` starts on broker `index % n` and fails over to the others in turn.
+    let mut brokers: Vec<(String, u16)> = std::iter::once((config.host.clone(), config.port))
+        .chain(config.extra_brokers.iter().cloned())
+        .collect();
+    let first = index % brokers.len();
+    brokers.rotate_left(first);
+    let (host, port) = brokers.remove(0);
+    let mut opts =
+        Options::new(config.protocol, format!("{}-{index}", config.client_prefix), host, port);
+    opts.failover = brokers;
     // A session that outlives the connection: rumqttc republishes unacknowledged messages
     // after a reconnection only when the broker still has the session (session present);
     // with a new session it drops them, and they are reported as unacknowledged.
-    opts.set_keep_alive(Duration::from_secs(30))
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(600))
-        // Bounds the in-flight window and rumqttc's preallocated in-flight table.
-        .set_outgoing_inflight_upper_limit(1_000);
-    let (client, mut eventloop) = AsyncClient::new(opts, 1_000);
+    opts.keep_alive = Duration::from_secs(30);
+    opts.clean_start = false;
+    opts.session_expiry = Some(Duration::from_secs(600));
+    // Bounds the in-flight window and rumqttc's preallocated in-flight table.
+    opts.outgoing_inflight = 1_000;
+    let (client, mut eventloop) = mqtt_client::new_client(&opts, 1_000);
     let in_flight = Arc::new(AtomicU64::new(0));
     let poll_counters = counters.clone();
     let poll_in_flight = in_flight.clone();
@@ -195,11 +204,11 @@ async fn run_connection(
             tokio::select! {
                 _ = stop_poll.changed() => break,
                 event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    Ok(Event::PubAck { .. }) => {
                         poll_counters.acked.fetch_add(1, Ordering::Relaxed);
                         poll_in_flight.fetch_sub(1, Ordering::Relaxed);
                     }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+                    Ok(Event::ConnAck { .. }) => backoff = Duration::from_millis(100),
                     Ok(_) => {}
                     Err(e) => {
                         poll_counters.errors.fetch_add(1, Ordering::Relaxed);

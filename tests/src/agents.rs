@@ -17,8 +17,8 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// `devices` simulated devices reporting every `interval` for `duration`, over
-    /// `connections` MQTT connections to the broker on `port`.
+    /// `devices` simulated devices reporting every `interval` for `duration`, over two
+    /// MQTT connections to the broker on `port`.
     pub fn start(
         port: u16,
         dir: &Path,
@@ -26,6 +26,20 @@ impl Simulator {
         devices: usize,
         interval: &str,
         duration: &str,
+    ) -> Result<Self> {
+        Self::start_with(&[port], dir, tag, devices, interval, duration, &[])
+    }
+
+    /// [`Simulator::start`] with its connections spread over the brokers on `ports` (the
+    /// nodes of a cluster) and more `edge-agent simulate` arguments (e.g. `--protocol`).
+    pub fn start_with(
+        ports: &[u16],
+        dir: &Path,
+        tag: &str,
+        devices: usize,
+        interval: &str,
+        duration: &str,
+        extra: &[&str],
     ) -> Result<Self> {
         let ledger = dir.join(format!("sim-{tag}.ledger"));
         let log = dir.join(format!("sim-{tag}.log"));
@@ -36,18 +50,19 @@ impl Simulator {
                 "--devices",
                 &devices.to_string(),
                 "--connections",
-                "2",
+                &(2 * ports.len().max(1)).to_string(),
                 "--interval",
                 interval,
                 "--duration",
                 duration,
             ])
             .arg("--broker")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(","))
             .arg("--client-id")
             .arg(format!("sim-{tag}"))
             .arg("--ledger")
             .arg(&ledger)
+            .args(extra)
             .env("RUST_LOG", "info");
         let child = spawn_logged(&mut command, &log, "edge-agent simulate")?;
         Ok(Self { child: Some(child), ledger, log })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{publish_all, wait_for};
+use crate::{publish_all_with, wait_for};
 
 /// Compact telemetry payload with `readings` as (metric, value), all at `ts_ms`.
 pub fn compact(seq: u64, ts_ms: i64, readings: &[(&str, f64)]) -> Vec<u8> {
@@ -28,13 +28,23 @@ pub fn recent_base_ms() -> i64 {
 /// Publish probe readings until one is stored: proves ingest is connected and subscribed
 /// (its persistent session exists from then on).
 pub async fn wait_pipeline_ready(broker_port: u16, pool: &sqlx::PgPool) {
+    wait_pipeline_ready_with(mqtt_client::Protocol::V5, broker_port, pool).await;
+}
+
+/// [`wait_pipeline_ready`] with the probe publishing over the given MQTT protocol version.
+pub async fn wait_pipeline_ready_with(
+    protocol: mqtt_client::Protocol,
+    broker_port: u16,
+    pool: &sqlx::PgPool,
+) {
     let mut n = 0u64;
     wait_for("a probe reading to be stored", Duration::from_secs(30), || {
         n += 1;
         let seq = n;
         async move {
             let payload = compact(seq, recent_base_ms() + seq as i64, &[("battery_v", 12.0)]);
-            publish_all(
+            publish_all_with(
+                protocol,
                 broker_port,
                 &format!("probe-{seq}"),
                 vec![(telemetry_topic("probe"), payload)],

@@ -3,8 +3,8 @@
 //! conditions with a deadline (never sleeping as synchronisation).
 //!
 //! The parts: `pg` (databases, clusters, rollup checks), `broker` (Mosquitto and its
-//! shipped configurations, a test PKI), [`mqtt`] (MQTT test clients, publishing),
-//! `sccr` (the server process and its HTTP API), `agents` (the edge agent and the
+//! shipped configurations, a test PKI), `nats` (a NATS server cluster with MQTT),
+//! [`mqtt`] (MQTT test clients, publishing), `sccr` (the server process and its HTTP API), `agents` (the edge agent and the
 //! simulator), `fixtures` (payloads, segments, devices). Everything is re-exported here.
 
 use std::future::Future;
@@ -20,6 +20,7 @@ mod agents;
 mod broker;
 mod fixtures;
 pub mod mqtt;
+mod nats;
 mod pg;
 mod sccr;
 
@@ -27,8 +28,10 @@ pub use agents::{EdgeAgent, Simulator};
 pub use broker::{shipped_conf, Broker, TestPki};
 pub use fixtures::{
     compact, loop_on, recent_base_ms, telemetry_topic, test_segment, wait_pipeline_ready,
+    wait_pipeline_ready_with,
 };
-pub use mqtt::{publish_all, MqttProbe};
+pub use mqtt::{publish_all, publish_all_with, MqttProbe};
+pub use nats::{NatsCluster, NatsNode};
 pub use pg::{
     admin_url, assert_rollups_match_raw, stored_keys, wait_rollups_merged, TestDb, ThrowawayPg,
 };

@@ -129,18 +129,26 @@ pub async fn publish_all(
     client_id: &str,
     messages: Vec<(String, Vec<u8>)>,
 ) -> Result<()> {
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    publish_all_with(mqtt_client::Protocol::V5, port, client_id, messages).await
+}
+
+/// [`publish_all`] over the given MQTT protocol version.
+pub async fn publish_all_with(
+    protocol: mqtt_client::Protocol,
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<()> {
+    use mqtt_client::{Event, Options, QoS};
+    let mut opts = Options::new(protocol, client_id.to_owned(), "127.0.0.1".into(), port);
+    opts.clean_start = true;
+    let (client, mut eventloop) = mqtt_client::new_client(&opts, 100);
     let total = messages.len();
     let publisher = tokio::spawn(async move {
         for (topic, payload) in messages {
             client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
         }
-        Ok::<_, rumqttc::v5::ClientError>(client)
+        Ok::<_, mqtt_client::ClientError>(client)
     });
     let mut acked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -148,7 +156,7 @@ pub async fn publish_all(
         let event = tokio::time::timeout_at(deadline, eventloop.poll())
             .await
             .context("publishing timed out")?;
-        if let Event::Incoming(Packet::PubAck(_)) = event.context("publisher connection")? {
+        if let Event::PubAck { .. } = event.context("publisher connection")? {
             acked += 1;
         }
     }

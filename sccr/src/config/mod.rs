@@ -45,8 +45,12 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSection {
+    /// "5" or "3.1.1" (brokers without MQTT 5: NATS, RabbitMQ before 3.13).
+    pub protocol: ingest::Protocol,
     pub host: String,
     pub port: u16,
+    /// Other nodes of a broker cluster, `host:port`, tried in turn when the connection fails.
+    pub failover: Vec<String>,
     pub client_id: String,
     pub subscription: Subscription,
     pub group: String,
@@ -57,6 +61,13 @@ pub struct MqttSection {
     #[serde(deserialize_with = "duration")]
     pub session_expiry: Duration,
     pub receive_maximum: u16,
+}
+
+impl MqttSection {
+    /// The `failover` nodes, parsed (`validate` names the bad ones).
+    pub fn failover_brokers(&self) -> Vec<(String, u16)> {
+        self.failover.iter().filter_map(|b| mqtt_client::parse_broker(b).ok()).collect()
+    }
 }
 
 /// `[provisioning]`: how device credentials and topic rights reach the broker
@@ -455,8 +466,10 @@ impl Default for WebhooksSection {
 impl Default for MqttSection {
     fn default() -> Self {
         Self {
+            protocol: ingest::Protocol::V5,
             host: "127.0.0.1".into(),
             port: 1883,
+            failover: Vec::new(),
             client_id: "sccr-ingest-1".into(),
             subscription: Subscription::Exclusive,
             group: "sccr-ingest".into(),

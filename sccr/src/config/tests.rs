@@ -236,6 +236,38 @@ fn problems(text: &str, vars: &[(&str, &str)]) -> Vec<String> {
 }
 
 #[test]
+fn mqtt_protocol_is_5_or_3_1_1() {
+    for (text, want) in [
+        ("", ingest::Protocol::V5),
+        ("[mqtt]\nprotocol = \"5\"\n", ingest::Protocol::V5),
+        ("[mqtt]\nprotocol = 5\n", ingest::Protocol::V5),
+        ("[mqtt]\nprotocol = \"3.1.1\"\n", ingest::Protocol::V311),
+    ] {
+        assert_eq!(Config::from_toml(text, []).unwrap().mqtt.protocol, want, "{text:?}");
+    }
+    let c = Config::from_toml("", env(&[("SCCR_MQTT__PROTOCOL", "3.1.1")])).unwrap();
+    assert_eq!(c.mqtt.protocol, ingest::Protocol::V311);
+    assert_eq!(
+        problems("[mqtt]\nprotocol = \"4\"\n", &[]),
+        ["mqtt.protocol: must be \"5\" or \"3.1.1\", got \"4\""]
+    );
+    let c =
+        Config::from_toml("[mqtt]\nfailover = [\"nats-2:1883\", \"nats-3:1883\"]\n", []).unwrap();
+    assert_eq!(
+        c.mqtt.failover_brokers(),
+        [("nats-2".to_owned(), 1883), ("nats-3".to_owned(), 1883)]
+    );
+    assert_eq!(
+        problems("[mqtt]\nfailover = [\"nats-2:1883\", \"nats-3\"]\n", &[]),
+        ["mqtt.failover[1]: must be host:port, got \"nats-3\""]
+    );
+    assert_eq!(
+        problems("[mqtt]\nprotocol = 3\n", &[]),
+        ["mqtt.protocol: must be \"5\" or \"3.1.1\", got 3"]
+    );
+}
+
+#[test]
 fn one_run_names_every_problem_in_plain_words() {
     let text = "[mqtt]\nhots = \"broker\"\nport = \"abc\"\nsubscription = \"all\"\n\
                 [database]\nurl = \"mysql://db\"\nmax_connections = 1.5\n\
@@ -250,8 +282,8 @@ fn one_run_names_every_problem_in_plain_words() {
             "database.max_connections: must be a whole number, at least 1, got 1.5",
             "mqt: is not a section (did you mean [mqtt]?); the sections are mqtt, \
              provisioning, database, retention, api, ingest, writer, stream, baselines, forecasts, segments, cadastre, webhooks, wall, alerts",
-            "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are host, port, \
-             client_id, subscription, group, username, password, keep_alive, session_expiry, \
+            "mqtt.hots: is not a key of [mqtt] (did you mean host?); its keys are protocol, \
+             host, port, failover, client_id, subscription, group, username, password, keep_alive, session_expiry, \
              receive_maximum",
             "mqtt.port: must be a whole number from 1 to 65535, got \"abc\"",
             "mqtt.subscription: must be \"exclusive\" or \"shared\", got \"all\"",
@@ -372,7 +404,7 @@ fn a_misspelt_key_is_named_whatever_its_name() {
     let list = problems("[mqtt]\nexpected_host = \"broker\"\n", &[]);
     assert!(
         list[0].starts_with(
-            "mqtt.expected_host: is not a key of [mqtt] (did you mean host?); its keys are host, port,"
+            "mqtt.expected_host: is not a key of [mqtt] (did you mean host?); its keys are protocol, host, port,"
         ),
         "{list:?}"
     );

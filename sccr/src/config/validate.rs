@@ -110,6 +110,10 @@ impl Config {
         };
         let m = &self.mqtt;
         check(!m.host.is_empty(), "mqtt.host", "must not be empty");
+        for (i, b) in m.failover.iter().enumerate() {
+            let problem = mqtt_client::parse_broker(b).err().unwrap_or_default();
+            check(problem.is_empty(), &format!("mqtt.failover[{i}]"), &problem);
+        }
         check(!m.client_id.is_empty(), "mqtt.client_id", "must not be empty");
         check(
             !m.group.is_empty() && !m.group.contains(['/', '+', '#']),

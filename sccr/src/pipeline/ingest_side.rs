@@ -215,7 +215,9 @@ pub(super) async fn start_ingest(
         ))
     });
     let ingest_config = IngestConfig {
+        protocol: config.mqtt.protocol,
         host: config.mqtt.host.clone(),
+        failover: config.mqtt.failover_brokers(),
         port: config.mqtt.port,
         client_id: config.mqtt.client_id.clone(),
         subscription: match config.mqtt.subscription {
