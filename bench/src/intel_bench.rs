@@ -180,6 +180,38 @@ fn learn(sim: &Sim, end: i64, weeks: i64, clock: SlotClock) -> Vec<BaselineRow> 
     })
 }
 
+/// A stream core running `rules` over the simulated city's devices (reporting every 60 s)
+/// and the Florence seed segments, judging against `baselines`, from `start`.
+fn city_core(
+    sim: &Sim,
+    rules: Vec<Value>,
+    baselines: &Arc<Baselines>,
+    start: i64,
+) -> Result<StreamCore> {
+    let config: AlertRulesConfig =
+        serde_json::from_value(json!({"air_quality_defaults": false, "rules": rules}))?;
+    let rules = config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut core = StreamCore::new(&StreamConfig::default(), rules);
+    let registry = Registry {
+        segments: parse_geojson(FLORENCE_SEED)?,
+        devices: sim
+            .devices
+            .iter()
+            .map(|d| DeviceProfile {
+                id: d.id.clone(),
+                kind: Some(d.kind.kind().as_str().to_owned()),
+                segment: Some(d.segment.id.clone()),
+                interval: Some(std::time::Duration::from_secs(60)),
+            })
+            .collect(),
+        operations: BTreeMap::new(),
+    };
+    // What the registry's arrival emits (nothing for a fresh core) is not part of a run.
+    core.set_registry(registry, EventTime(start), &mut Emitted::default());
+    core.set_baselines(baselines.clone());
+    Ok(core)
+}
+
 /// What a fortnight through the stream core gave.
 struct Fortnight {
     /// Raises as (rule, segment, processing time).
@@ -204,28 +236,7 @@ fn run_fortnight(
                 "anomaly": {"metric": "speed_kmh", "on": "segment", "direction": "below", "k": k, "clear_k": clear_k, "for": hold}})
         })
         .collect();
-    let config: AlertRulesConfig =
-        serde_json::from_value(json!({"air_quality_defaults": false, "rules": rules}))?;
-    let rules = config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut core = StreamCore::new(&StreamConfig::default(), rules);
-    let segments = parse_geojson(FLORENCE_SEED)?;
-    let registry = Registry {
-        segments,
-        devices: sim
-            .devices
-            .iter()
-            .map(|d| DeviceProfile {
-                id: d.id.clone(),
-                kind: Some(d.kind.kind().as_str().to_owned()),
-                segment: Some(d.segment.id.clone()),
-                interval: Some(std::time::Duration::from_secs(60)),
-            })
-            .collect(),
-        operations: BTreeMap::new(),
-    };
-    let mut out = Emitted::default();
-    core.set_registry(registry, EventTime(start), &mut out);
-    core.set_baselines(baselines.clone());
+    let mut core = city_core(sim, rules, baselines, start)?;
     let mut raises = Vec::new();
     let mut states = Vec::new();
     let mut readings = 0u64;
@@ -236,7 +247,7 @@ fn run_fortnight(
         batch.clear();
         sim.readings(minute, incidents, &mut batch);
         readings += batch.len() as u64;
-        out = Emitted::default();
+        let mut out = Emitted::default();
         core.on_readings(&batch, EventTime(minute + MINUTE), &mut out);
         core.tick(EventTime(minute + MINUTE + 6_000), &mut out);
         states.append(&mut out.segments);
@@ -575,27 +586,7 @@ fn run_health(
             Ok(json!({"id": id, "severity": "info", "raises_per_minute": 1000, "health": serde_json::from_str::<Value>(table)?}))
         })
         .collect::<Result<_>>()?;
-    let config: AlertRulesConfig =
-        serde_json::from_value(json!({"air_quality_defaults": false, "rules": rules}))?;
-    let rules = config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut core = StreamCore::new(&StreamConfig::default(), rules);
-    let registry = Registry {
-        segments: parse_geojson(FLORENCE_SEED)?,
-        devices: sim
-            .devices
-            .iter()
-            .map(|d| DeviceProfile {
-                id: d.id.clone(),
-                kind: Some(d.kind.kind().as_str().to_owned()),
-                segment: Some(d.segment.id.clone()),
-                interval: Some(std::time::Duration::from_secs(60)),
-            })
-            .collect(),
-        operations: BTreeMap::new(),
-    };
-    let mut out = Emitted::default();
-    core.set_registry(registry, EventTime(start), &mut out);
-    core.set_baselines(baselines.clone());
+    let mut core = city_core(sim, rules, baselines, start)?;
     let mut opened = Vec::new();
     let mut open_since: HashMap<(String, HealthFlag), i64> = HashMap::new();
     let mut flagged: BTreeMap<String, i64> = BTreeMap::new();
@@ -637,7 +628,7 @@ fn run_health(
             });
         }
         readings += batch.len() as u64;
-        out = Emitted::default();
+        let mut out = Emitted::default();
         let now = minute + MINUTE;
         core.on_readings(&batch, EventTime(now), &mut out);
         for s in [6_000, 21_000, 36_000, 51_000] {
