@@ -45,10 +45,10 @@ impl LearnSettings {
     /// What the mark records: a change relearns every slot.
     pub fn fingerprint(&self) -> String {
         format!(
-            "v1 weeks={} min={} offset={} floor={} holidays={:?}",
+            "v2 weeks={} min={} clock={} floor={} holidays={:?}",
             self.weeks,
             self.min_samples,
-            self.clock.offset_minutes(),
+            self.clock.describe(),
             self.floor.relative,
             self.holidays
         )
