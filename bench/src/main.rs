@@ -294,6 +294,10 @@ struct Args {
     /// Only the learning from PostgreSQL of `--intel`, as JSON.
     #[arg(long)]
     intel_store: bool,
+    /// Detectors of `--intel-store` (default 250; above 1,000 the slot sums are written
+    /// instead of four weeks of minute rollups).
+    #[arg(long, value_name = "N")]
+    intel_detectors: Option<i64>,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -351,7 +355,7 @@ fn main() -> Result<()> {
             return print_json(&cadastre_bench::run(quick).await?);
         }
         if args.intel_store {
-            return print_json(&intel_bench::from_store(quick).await?);
+            return print_json(&intel_bench::from_store(quick, args.intel_detectors).await?);
         }
         if let Some(noise) = args.intel_accuracy {
             return print_json(&intel_bench::accuracy(quick, noise)?);

@@ -373,31 +373,91 @@ pub fn slot_means(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
     out
 }
 
-#[derive(Default)]
-struct Detector {
-    counts: Option<f64>,
-    speed: Option<(f64, u64)>,
-    occupancy: Option<f64>,
+/// One detector's readings of a slot, as the segment figures take them.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct DetectorSlot {
+    /// Vehicles counted (the sum of its counts), when it counted.
+    pub counts: Option<f64>,
+    /// Sum and count of its speed readings.
+    pub speed: Option<(f64, u64)>,
+    /// Its mean occupancy.
+    pub occupancy: Option<f64>,
+}
+
+impl DetectorSlot {
+    /// Take the count and sum of one metric's readings.
+    pub fn add(&mut self, metric: MetricId, count: u64, sum: f64) {
+        match metric {
+            MetricId::VehicleCount => self.counts = Some(sum),
+            MetricId::SpeedKmh if count > 0 => self.speed = Some((sum, count)),
+            MetricId::OccupancyPct if count > 0 => self.occupancy = Some(sum / count as f64),
+            _ => {}
+        }
+    }
+}
+
+/// A segment's figures over a slot, taken detector by detector (see [`slot_means`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SegmentSlot {
+    counted: f64,
+    counters: u32,
+    weighted: f64,
+    weight: f64,
+    plain: f64,
+    n: u64,
+    occupancy: f64,
+    occupied: u32,
+}
+
+impl SegmentSlot {
+    pub fn add(&mut self, d: &DetectorSlot) {
+        if let Some(c) = d.counts {
+            self.counted += c;
+            self.counters += 1;
+        }
+        if let Some((sum, count)) = d.speed {
+            let w = d.counts.unwrap_or(0.0);
+            self.weighted += sum / count as f64 * w;
+            self.weight += w;
+            self.plain += sum;
+            self.n += count;
+        }
+        if let Some(o) = d.occupancy {
+            self.occupancy += o;
+            self.occupied += 1;
+        }
+    }
+
+    /// The figures, in the order of [`SEGMENT_FIGURES`] (`None`: no value).
+    pub fn figures(&self) -> [Option<f64>; 3] {
+        let per_hour = 3_600_000.0 / SLOT_MS as f64;
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+        [
+            finite((self.counters > 0).then(|| self.counted * per_hour / f64::from(self.counters))),
+            finite(if self.weight > 0.0 {
+                Some(self.weighted / self.weight)
+            } else {
+                (self.n > 0).then(|| self.plain / self.n as f64)
+            }),
+            finite((self.occupied > 0).then(|| self.occupancy / f64::from(self.occupied))),
+        ]
+    }
 }
 
 /// The segment figures of slot sums (see [`slot_means`]).
 pub fn segment_figures(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
-    let mut by: HashMap<(&str, EventTime), HashMap<&str, Detector>> = HashMap::new();
+    let mut by: HashMap<(&str, EventTime), HashMap<&str, DetectorSlot>> = HashMap::new();
     for s in sums {
         let Some(segment) = s.segment.as_deref().filter(|g| !g.is_empty()) else { continue };
         let d = by.entry((segment, s.bucket)).or_default().entry(&s.device).or_default();
-        match s.metric {
-            MetricId::VehicleCount => d.counts = Some(s.sum),
-            MetricId::SpeedKmh if s.count > 0 => d.speed = Some((s.sum, s.count)),
-            MetricId::OccupancyPct if s.count > 0 => d.occupancy = Some(s.sum / s.count as f64),
-            _ => {}
-        }
+        d.add(s.metric, s.count, s.sum);
     }
-    let per_hour = 3_600_000.0 / SLOT_MS as f64;
     let mut out = Vec::new();
     for ((segment, bucket), detectors) in by {
-        let mut push = |metric: &'static str, value: Option<f64>| {
-            if let Some(value) = value.filter(|v| v.is_finite()) {
+        let mut acc = SegmentSlot::default();
+        detectors.values().for_each(|d| acc.add(d));
+        for (metric, value) in SEGMENT_FIGURES.iter().zip(acc.figures()) {
+            if let Some(value) = value {
                 out.push(SlotMean {
                     on: BaselineOn::Segment,
                     subject: segment.to_owned(),
@@ -406,36 +466,173 @@ pub fn segment_figures(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
                     value,
                 });
             }
-        };
-        let counted: Vec<f64> = detectors.values().filter_map(|d| d.counts).collect();
-        push(
-            "flow_vph",
-            (!counted.is_empty())
-                .then(|| counted.iter().sum::<f64>() * per_hour / counted.len() as f64),
-        );
-        let (mut weighted, mut weight, mut plain, mut n) = (0.0, 0.0, 0.0, 0u64);
-        for d in detectors.values() {
-            if let Some((sum, count)) = d.speed {
-                let mean = sum / count as f64;
-                let w = d.counts.unwrap_or(0.0);
-                weighted += mean * w;
-                weight += w;
-                plain += sum;
-                n += count;
-            }
         }
-        push(
-            "speed_kmh",
-            if weight > 0.0 { Some(weighted / weight) } else { (n > 0).then(|| plain / n as f64) },
-        );
-        let occupancies: Vec<f64> = detectors.values().filter_map(|d| d.occupancy).collect();
-        push(
-            "occupancy_pct",
-            (!occupancies.is_empty())
-                .then(|| occupancies.iter().sum::<f64>() / occupancies.len() as f64),
-        );
     }
     out
+}
+
+/// One device's count and sum of one metric in a bucket, by index: the device's index in
+/// the fleet being learned, the metric's in [`DEVICE_METRICS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexedSum {
+    pub device: u32,
+    pub metric: u8,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// The sums of one 15-minute bucket, a device's entries next to each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSums {
+    pub bucket: EventTime,
+    pub sums: Vec<IndexedSum>,
+}
+
+/// Learns a whole fleet slot by slot from sums by index, without a string or a sample
+/// per sum: the same samples, centres and spreads as [`slot_means`] and [`learn`] give.
+pub struct FleetLearner {
+    clock: SlotClock,
+    floor: SpreadFloor,
+    holidays: Vec<i64>,
+    /// (segment index, from ms, to ms).
+    closures: Vec<(u32, i64, i64)>,
+    segment_of: Vec<Option<u32>>,
+    device_samples: Vec<Vec<f64>>,
+    segment_samples: Vec<Vec<f64>>,
+    touched_devices: Vec<u32>,
+    touched_segments: Vec<u32>,
+    bucket_segments: Vec<SegmentSlot>,
+    bucket_touched: Vec<u32>,
+    closed: Vec<bool>,
+}
+
+impl FleetLearner {
+    /// `segment_of`: each device's segment index (into `segments`).
+    pub fn new(
+        clock: SlotClock,
+        floor: SpreadFloor,
+        exclusions: &Exclusions,
+        segment_of: Vec<Option<u32>>,
+        segments: &[String],
+    ) -> Self {
+        let index: HashMap<&str, u32> =
+            segments.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+        let closures = exclusions
+            .closures
+            .iter()
+            .filter_map(|(s, a, b)| Some((*index.get(s.as_str())?, *a, *b)))
+            .collect();
+        let devices = segment_of.len();
+        Self {
+            clock,
+            floor,
+            holidays: exclusions.holidays.clone(),
+            closures,
+            segment_of,
+            device_samples: vec![Vec::new(); devices * DEVICE_METRICS.len()],
+            segment_samples: vec![Vec::new(); segments.len() * SEGMENT_FIGURES.len()],
+            touched_devices: Vec::new(),
+            touched_segments: Vec::new(),
+            bucket_segments: vec![SegmentSlot::default(); segments.len()],
+            bucket_touched: Vec::new(),
+            closed: vec![false; segments.len()],
+        }
+    }
+
+    /// Take one occurrence's sums as samples of its slot.
+    pub fn add(&mut self, b: &BucketSums) {
+        if self.holidays.contains(&self.clock.local_day(b.bucket)) {
+            return;
+        }
+        let (from, to) = (b.bucket.millis(), b.bucket.millis() + SLOT_MS);
+        let closed: Vec<u32> = self
+            .closures
+            .iter()
+            .filter(|(_, a, z)| *a < to && *z > from)
+            .map(|(s, _, _)| *s)
+            .collect();
+        for &s in &closed {
+            self.closed[s as usize] = true;
+        }
+        let mut i = 0;
+        while i < b.sums.len() {
+            let device = b.sums[i].device;
+            let mut j = i;
+            while j < b.sums.len() && b.sums[j].device == device {
+                j += 1;
+            }
+            let segment = self.segment_of.get(device as usize).copied().flatten();
+            if segment.is_some_and(|s| self.closed[s as usize]) {
+                i = j;
+                continue;
+            }
+            let mut d = DetectorSlot::default();
+            for s in &b.sums[i..j] {
+                let Some(metric) = DEVICE_METRICS.get(usize::from(s.metric)) else { continue };
+                if s.count > 0 {
+                    let k = device as usize * DEVICE_METRICS.len() + usize::from(s.metric);
+                    if let Some(v) = self.device_samples.get_mut(k) {
+                        if v.is_empty() {
+                            self.touched_devices.push(k as u32);
+                        }
+                        v.push(s.sum / s.count as f64);
+                    }
+                }
+                d.add(*metric, s.count, s.sum);
+            }
+            if let Some(s) = segment {
+                if let Some(acc) = self.bucket_segments.get_mut(s as usize) {
+                    if *acc == SegmentSlot::default() {
+                        self.bucket_touched.push(s);
+                    }
+                    acc.add(&d);
+                }
+            }
+            i = j;
+        }
+        for s in std::mem::take(&mut self.bucket_touched) {
+            let acc = std::mem::take(&mut self.bucket_segments[s as usize]);
+            for (f, value) in acc.figures().into_iter().enumerate() {
+                if let Some(value) = value {
+                    let v = &mut self.segment_samples[s as usize * SEGMENT_FIGURES.len() + f];
+                    if v.is_empty() {
+                        self.touched_segments.push((s as usize * SEGMENT_FIGURES.len() + f) as u32);
+                    }
+                    v.push(value);
+                }
+            }
+        }
+        for s in closed {
+            self.closed[s as usize] = false;
+        }
+    }
+
+    /// The slot learned from the occurrences added since the last call: `emit` gets
+    /// (kind, device or segment index, metric, centre and spread) for each subject with
+    /// samples; the samples are cleared.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(BaselineOn, u32, &'static str, SlotStat)) {
+        let floor = self.floor;
+        for k in std::mem::take(&mut self.touched_devices) {
+            let (device, m) =
+                (k as usize / DEVICE_METRICS.len(), k as usize % DEVICE_METRICS.len());
+            let metric = DEVICE_METRICS[m].as_str();
+            let v = &mut self.device_samples[k as usize];
+            if let Some(stat) = robust(v, metric, floor) {
+                emit(BaselineOn::Device, device as u32, metric, stat);
+            }
+            v.clear();
+        }
+        for k in std::mem::take(&mut self.touched_segments) {
+            let (segment, f) =
+                (k as usize / SEGMENT_FIGURES.len(), k as usize % SEGMENT_FIGURES.len());
+            let metric = SEGMENT_FIGURES[f];
+            let v = &mut self.segment_samples[k as usize];
+            if let Some(stat) = robust(v, metric, floor) {
+                emit(BaselineOn::Segment, segment as u32, metric, stat);
+            }
+            v.clear();
+        }
+    }
 }
 
 /// What is not learned from: holidays (local days) and closures of segments.
@@ -869,5 +1066,111 @@ mod tests {
         p.set(sunday_2am + 3, stat(40.0));
         let e = p.at(rome, at("2026-10-25T00:56:15Z")).unwrap();
         assert_eq!(e.centre, 40.0 * 0.75 + 10.0 * 0.25);
+    }
+
+    #[test]
+    fn the_fleet_learner_learns_what_learn_learns() {
+        let clock = SlotClock::zone("Europe/Rome").unwrap();
+        let devices = ["a", "b", "c", "d"];
+        let segment_of = |d: &str| match d {
+            "a" | "b" => Some("s1".to_owned()),
+            "c" => Some("s2".to_owned()),
+            _ => None,
+        };
+        let start = at("2026-11-02T07:00:00Z").millis();
+        let mut sums = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for week in 0..5 {
+            for q in 0..3 {
+                let bucket = EventTime(start + week * WEEK_MS + q * SLOT_MS);
+                for d in devices {
+                    for metric in [
+                        MetricId::VehicleCount,
+                        MetricId::SpeedKmh,
+                        MetricId::OccupancyPct,
+                        MetricId::No2Ugm3,
+                    ] {
+                        let count = (next() * 16.0) as u64;
+                        sums.push(DeviceSlotSum {
+                            device: d.into(),
+                            segment: segment_of(d),
+                            metric,
+                            bucket,
+                            count,
+                            sum: count as f64 * 50.0 * next(),
+                        });
+                    }
+                }
+            }
+        }
+        let exclusions = Exclusions {
+            holidays: vec![clock.local_day(EventTime(start + WEEK_MS))],
+            closures: vec![(
+                "s1".into(),
+                start + 2 * WEEK_MS + SLOT_MS,
+                start + 2 * WEEK_MS + SLOT_MS + 1,
+            )],
+        };
+        let floor = SpreadFloor { relative: 0.05 };
+        let expected = learn(&slot_means(&sums), clock, &exclusions, floor, &segment_of);
+        let segments = vec!["s1".to_owned(), "s2".to_owned()];
+        let index = |d: &str| devices.iter().position(|x| *x == d).unwrap() as u32;
+        let fleet_segments =
+            devices.iter().map(|d| segment_of(d).map(|s| (s == "s2") as u32)).collect();
+        let mut learner = FleetLearner::new(clock, floor, &exclusions, fleet_segments, &segments);
+        let mut got = Vec::new();
+        for q in 0..3 {
+            for week in 0..5 {
+                let bucket = EventTime(start + week * WEEK_MS + q * SLOT_MS);
+                let mut b = BucketSums { bucket, sums: Vec::new() };
+                for s in sums.iter().filter(|s| s.bucket == bucket) {
+                    let metric = DEVICE_METRICS.iter().position(|m| *m == s.metric).unwrap() as u8;
+                    b.sums.push(IndexedSum {
+                        device: index(&s.device),
+                        metric,
+                        count: s.count,
+                        sum: s.sum,
+                    });
+                }
+                learner.add(&b);
+            }
+            let slot = clock.slot(EventTime(start + q * SLOT_MS)) as u16;
+            learner.finish(&mut |on, i, metric, stat| {
+                let subject = match on {
+                    BaselineOn::Device => devices[i as usize].to_owned(),
+                    BaselineOn::Segment => segments[i as usize].clone(),
+                };
+                got.push(BaselineRow {
+                    on,
+                    subject,
+                    metric: metric.to_owned(),
+                    slot,
+                    centre: stat.centre,
+                    spread: stat.spread,
+                    samples: stat.samples,
+                });
+            });
+        }
+        got.sort_by(|a, b| {
+            (a.on, &a.subject, &a.metric, a.slot).cmp(&(b.on, &b.subject, &b.metric, b.slot))
+        });
+        assert_eq!(got.len(), expected.len());
+        assert!(got.len() > 40, "{}", got.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(
+                (g.on, &g.subject, &g.metric, g.slot, g.samples),
+                (e.on, &e.subject, &e.metric, e.slot, e.samples)
+            );
+            assert!(
+                (g.centre - e.centre).abs() < 1e-9 && (g.spread - e.spread).abs() < 1e-9,
+                "{g:?} {e:?}"
+            );
+        }
     }
 }

@@ -139,6 +139,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         "baselines",
         MigrationSql::Common(include_str!("../../migrations/postgres/0019_baselines.sql")),
     ),
+    (
+        21,
+        "baseline sums",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0021_baseline_sums.sql")),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.

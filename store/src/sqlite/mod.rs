@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "cadastre", include_str!("../../migrations/sqlite/0011_cadastre.sql")),
     (12, "operations", include_str!("../../migrations/sqlite/0012_operations.sql")),
     (14, "baselines", include_str!("../../migrations/sqlite/0014_baselines.sql")),
+    (16, "baseline sums", include_str!("../../migrations/sqlite/0016_baseline_sums.sql")),
 ];
 
 #[derive(Debug, Clone)]
