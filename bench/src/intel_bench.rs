@@ -16,9 +16,9 @@
 //! settings run side by side on the same data.
 //!
 //! **Cost.** Memory of the profiles for 25,000 segments × 3 figures and 10,000 detectors
-//! × 3 metrics (every slot learned); the time to learn from PostgreSQL (`refresh_baselines`,
-//! full and one slot) over minute rollups of a fleet written with `generate_series`,
-//! with the figure per detector to extrapolate to 10,000.
+//! × 3 metrics (every slot learned); the time to learn from PostgreSQL (`refresh_baselines`:
+//! the first learning from minute rollups written with `generate_series`, a full relearn
+//! from the stored slot sums, one slot), for `--intel-detectors` detectors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -469,7 +469,7 @@ pub async fn from_store(quick: bool, detectors: Option<i64>) -> Result<Value> {
     };
     let mut out = serde_json::Map::new();
     let t = Instant::now();
-    let first = if detectors <= 1_000 {
+    if detectors <= 1_000 {
         rollups(from - WEEK_MS / 7, end).execute(pg.pool()).await?;
         let rollup_rows = detectors * 3 * (end - from + WEEK_MS / 7) / MINUTE;
         out.insert("rollup_1m_rows".into(), json!(rollup_rows));
@@ -483,7 +483,6 @@ pub async fn from_store(quick: bool, detectors: Option<i64>) -> Result<Value> {
             "first_learning_s_per_detector".into(),
             json!(round(first_s / detectors as f64, 4)),
         );
-        Some(first)
     } else {
         // The sums the first learning would have stored, a day of buckets at a time.
         let sums_from = end - weeks * WEEK_MS - WEEK_MS / 7;
@@ -518,9 +517,7 @@ pub async fn from_store(quick: bool, detectors: Option<i64>) -> Result<Value> {
         for o in baseline::occurrences(clock, slot, weeks as u32, EventTime(end)) {
             rollups(o.millis(), o.millis() + SLOT_MS).execute(pg.pool()).await?;
         }
-        None
-    };
-    let _ = first;
+    }
     // A change of settings: everything relearned, from the stored sums.
     let relearn = LearnSettings { floor: SpreadFloor { relative: 0.11 }, ..settings.clone() };
     let t = Instant::now();
