@@ -299,6 +299,10 @@ struct Args {
     /// fortnight, injected faults), as JSON.
     #[arg(long)]
     intel_health: bool,
+    /// Detectors of `--intel-store` (default 250; above 1,000 the slot sums are written
+    /// instead of four weeks of minute rollups).
+    #[arg(long, value_name = "N")]
+    intel_detectors: Option<i64>,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -359,7 +363,7 @@ fn main() -> Result<()> {
             return print_json(&intel_bench::health(quick)?);
         }
         if args.intel_store {
-            return print_json(&intel_bench::from_store(quick).await?);
+            return print_json(&intel_bench::from_store(quick, args.intel_detectors).await?);
         }
         if let Some(noise) = args.intel_accuracy {
             return print_json(&intel_bench::accuracy(quick, noise)?);

@@ -111,7 +111,8 @@ pub async fn baselines(
         "from": from.millis(),
         "to": to.millis(),
         "step_ms": SLOT_MS,
-        "utc_offset_minutes": clock.offset_minutes(),
+        "utc_offset_minutes": clock.offset_minutes_at(from),
+        "timezone": clock.zone_name(),
         "learned_slots": rows.len(),
         "points": points,
     })))

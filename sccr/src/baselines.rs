@@ -133,6 +133,7 @@ pub async fn run_baseline_refresh(
                         full = r.full,
                         slots = r.slots,
                         sums = r.sums,
+                        summed = r.summed,
                         rows = r.rows,
                         deleted = r.deleted,
                         ms = started.elapsed().as_millis() as u64,

@@ -2,8 +2,8 @@
 //! for each 15-minute slot of the week, with a robust centre and spread.
 //!
 //! - **Slots.** A week has [`SLOTS_PER_WEEK`] (672) slots of 15 minutes, Monday 00:00 local
-//!   time first. Local time is UTC plus a fixed offset ([`SlotClock`], `[baselines]
-//!   utc_offset`, a whole number of quarter hours; summer time is not followed).
+//!   time first. Local time is a time zone's wall clock (`[baselines] timezone`, summer
+//!   time followed) or UTC plus a fixed offset (`utc_offset_minutes`): [`SlotClock`].
 //! - **Samples.** One sample per subject, metric and occurrence of a slot: the mean of the
 //!   slot's readings that week (for a segment, its figure over the slot, defined as the
 //!   stream defines it per window: [`segment_figures`]). A slot learned over `weeks` weeks
@@ -95,16 +95,94 @@ pub fn absolute_floor(metric: &str) -> f64 {
     }
 }
 
-/// Local time: UTC plus a fixed offset (a whole number of quarter hours).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotClock {
-    offset_ms: i64,
+/// A time zone's offsets, looked up without the tz database on the hot path.
+#[derive(Debug)]
+struct Zone {
+    name: String,
+    /// The offset before the first transition, in ms.
+    first: i64,
+    /// (instant in UTC ms, offset in ms from then on), ascending, to [`Zone::TABLE_END`].
+    transitions: Vec<(i64, i64)>,
+    tz: jiff::tz::TimeZone,
 }
 
+impl Zone {
+    /// 1900-01-01T00:00Z: offsets before are looked up in the tz database.
+    const TABLE_START: i64 = -2_208_988_800_000;
+    /// 2200-01-01T00:00Z: offsets after are looked up in the tz database.
+    const TABLE_END: i64 = 7_258_118_400_000;
+
+    fn load(name: &str) -> Option<Self> {
+        let tz = jiff::tz::TimeZone::get(name).ok()?;
+        let start = jiff::Timestamp::from_millisecond(Self::TABLE_START).ok()?;
+        let first = i64::from(tz.to_offset(start).seconds()) * 1000;
+        let transitions: Vec<(i64, i64)> = tz
+            .following(start)
+            .map(|t| (t.timestamp().as_millisecond(), i64::from(t.offset().seconds()) * 1000))
+            .take_while(|(at, _)| *at < Self::TABLE_END)
+            .collect();
+        Some(Self { name: name.to_owned(), first, transitions, tz })
+    }
+
+    fn offset_ms(&self, t: i64) -> i64 {
+        if !(Self::TABLE_START..Self::TABLE_END).contains(&t) {
+            return jiff::Timestamp::from_millisecond(t)
+                .map_or(self.first, |ts| i64::from(self.tz.to_offset(ts).seconds()) * 1000);
+        }
+        match self.transitions.partition_point(|(at, _)| *at <= t) {
+            0 => self.first,
+            i => self.transitions[i - 1].1,
+        }
+    }
+}
+
+/// The zones loaded, each once (a process names a handful at most).
+fn zone(name: &str) -> Option<&'static Zone> {
+    static ZONES: std::sync::Mutex<Vec<&'static Zone>> = std::sync::Mutex::new(Vec::new());
+    let mut zones = ZONES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(z) = zones.iter().find(|z| z.name == name) {
+        return Some(z);
+    }
+    let z: &'static Zone = Box::leak(Box::new(Zone::load(name)?));
+    zones.push(z);
+    Some(z)
+}
+
+/// Local time: UTC plus a fixed offset (a whole number of quarter hours), or the offset of
+/// a time zone (an IANA name, from the tz database bundled in the binary) at each instant,
+/// so that slots follow the local wall clock through summer time.
+///
+/// Where the clocks go back (the autumn's doubled hour), both occurrences of each local
+/// quarter hour fall in the same slot: that day the slot has two samples. Where they go
+/// forward (spring), the skipped quarter hours have no occurrence that day.
+#[derive(Clone, Copy)]
+pub struct SlotClock {
+    offset_ms: i64,
+    zone: Option<&'static Zone>,
+}
+
+impl std::fmt::Debug for SlotClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl PartialEq for SlotClock {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.zone, other.zone) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (None, None) => self.offset_ms == other.offset_ms,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SlotClock {}
+
 impl Default for SlotClock {
-    /// Florence, CET.
+    /// Florence, CET (a fixed offset).
     fn default() -> Self {
-        Self { offset_ms: 3_600_000 }
+        Self { offset_ms: 3_600_000, zone: None }
     }
 }
 
@@ -112,20 +190,68 @@ impl SlotClock {
     /// `offset_minutes` east of UTC; `None` unless a multiple of 15 within ±14 h.
     pub fn new(offset_minutes: i32) -> Option<Self> {
         (offset_minutes % 15 == 0 && offset_minutes.abs() <= 14 * 60)
-            .then_some(Self { offset_ms: i64::from(offset_minutes) * 60_000 })
+            .then_some(Self { offset_ms: i64::from(offset_minutes) * 60_000, zone: None })
     }
 
-    pub fn offset_minutes(self) -> i32 {
-        (self.offset_ms / 60_000) as i32
+    /// The time zone `name` (IANA, e.g. `Europe/Rome`); `None` when the bundled tz database
+    /// has no such zone, or its offsets since 1970 are not whole quarter hours (the slots'
+    /// boundaries are UTC quarter hours).
+    pub fn zone(name: &str) -> Option<Self> {
+        let z = zone(name)?;
+        let quarter = |o: i64| o % SLOT_MS == 0;
+        let since_1970 = z.transitions.iter().filter(|(at, _)| *at >= 0).map(|(_, o)| *o);
+        (quarter(z.offset_ms(0)) && since_1970.clone().all(quarter))
+            .then_some(Self { offset_ms: z.offset_ms(0), zone: Some(z) })
     }
 
-    fn local(self, t: EventTime) -> i64 {
-        t.millis().saturating_add(self.offset_ms)
+    /// The zone's name, for a clock that follows one.
+    pub fn zone_name(self) -> Option<&'static str> {
+        self.zone.map(|z| z.name.as_str())
+    }
+
+    /// `Europe/Rome`, or `UTC+60` for a fixed offset (what the settings fingerprint
+    /// records).
+    pub fn describe(self) -> String {
+        match self.zone {
+            Some(z) => z.name.clone(),
+            None => format!("UTC{:+}", self.offset_ms / 60_000),
+        }
+    }
+
+    /// Minutes east of UTC at `t`.
+    pub fn offset_minutes_at(self, t: EventTime) -> i32 {
+        (self.offset_at(t.millis()) / 60_000) as i32
+    }
+
+    fn offset_at(self, t: i64) -> i64 {
+        match self.zone {
+            Some(z) => z.offset_ms(t),
+            None => self.offset_ms,
+        }
+    }
+
+    /// Local wall-clock time of `t`, in ms since 1970-01-01T00:00 local.
+    pub fn local_ms(self, t: EventTime) -> i64 {
+        t.millis().saturating_add(self.offset_at(t.millis()))
+    }
+
+    /// The instants whose local time is `local` (ms since 1970-01-01T00:00 local),
+    /// earliest first: one, two where the clocks went back, none where they went forward.
+    pub fn instants(self, local: i64) -> Vec<EventTime> {
+        let mut offsets = vec![self.offset_at(local - DAY_MS), self.offset_at(local + DAY_MS)];
+        offsets.sort_unstable_by(|a, b| b.cmp(a));
+        offsets.dedup();
+        offsets
+            .into_iter()
+            .map(|o| local - o)
+            .filter(|&t| self.offset_at(t) == local - t)
+            .map(EventTime)
+            .collect()
     }
 
     /// The slot of the week `t` falls in.
     pub fn slot(self, t: EventTime) -> usize {
-        let local = self.local(t);
+        let local = self.local_ms(t);
         // 1970-01-01 was a Thursday: Monday is day 4 of that week.
         let week_ms = (local + 3 * DAY_MS).rem_euclid(WEEK_MS);
         (week_ms / SLOT_MS) as usize
@@ -133,12 +259,12 @@ impl SlotClock {
 
     /// The start of the slot `t` falls in.
     pub fn slot_start(self, t: EventTime) -> EventTime {
-        EventTime(t.millis() - self.local(t).rem_euclid(SLOT_MS))
+        EventTime(t.millis() - self.local_ms(t).rem_euclid(SLOT_MS))
     }
 
     /// The local day number (days since 1970-01-01 local) of `t`.
     pub fn local_day(self, t: EventTime) -> i64 {
-        self.local(t).div_euclid(DAY_MS)
+        self.local_ms(t).div_euclid(DAY_MS)
     }
 }
 
@@ -247,31 +373,91 @@ pub fn slot_means(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
     out
 }
 
-#[derive(Default)]
-struct Detector {
-    counts: Option<f64>,
-    speed: Option<(f64, u64)>,
-    occupancy: Option<f64>,
+/// One detector's readings of a slot, as the segment figures take them.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct DetectorSlot {
+    /// Vehicles counted (the sum of its counts), when it counted.
+    pub counts: Option<f64>,
+    /// Sum and count of its speed readings.
+    pub speed: Option<(f64, u64)>,
+    /// Its mean occupancy.
+    pub occupancy: Option<f64>,
+}
+
+impl DetectorSlot {
+    /// Take the count and sum of one metric's readings.
+    pub fn add(&mut self, metric: MetricId, count: u64, sum: f64) {
+        match metric {
+            MetricId::VehicleCount => self.counts = Some(sum),
+            MetricId::SpeedKmh if count > 0 => self.speed = Some((sum, count)),
+            MetricId::OccupancyPct if count > 0 => self.occupancy = Some(sum / count as f64),
+            _ => {}
+        }
+    }
+}
+
+/// A segment's figures over a slot, taken detector by detector (see [`slot_means`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SegmentSlot {
+    counted: f64,
+    counters: u32,
+    weighted: f64,
+    weight: f64,
+    plain: f64,
+    n: u64,
+    occupancy: f64,
+    occupied: u32,
+}
+
+impl SegmentSlot {
+    pub fn add(&mut self, d: &DetectorSlot) {
+        if let Some(c) = d.counts {
+            self.counted += c;
+            self.counters += 1;
+        }
+        if let Some((sum, count)) = d.speed {
+            let w = d.counts.unwrap_or(0.0);
+            self.weighted += sum / count as f64 * w;
+            self.weight += w;
+            self.plain += sum;
+            self.n += count;
+        }
+        if let Some(o) = d.occupancy {
+            self.occupancy += o;
+            self.occupied += 1;
+        }
+    }
+
+    /// The figures, in the order of [`SEGMENT_FIGURES`] (`None`: no value).
+    pub fn figures(&self) -> [Option<f64>; 3] {
+        let per_hour = 3_600_000.0 / SLOT_MS as f64;
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+        [
+            finite((self.counters > 0).then(|| self.counted * per_hour / f64::from(self.counters))),
+            finite(if self.weight > 0.0 {
+                Some(self.weighted / self.weight)
+            } else {
+                (self.n > 0).then(|| self.plain / self.n as f64)
+            }),
+            finite((self.occupied > 0).then(|| self.occupancy / f64::from(self.occupied))),
+        ]
+    }
 }
 
 /// The segment figures of slot sums (see [`slot_means`]).
 pub fn segment_figures(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
-    let mut by: HashMap<(&str, EventTime), HashMap<&str, Detector>> = HashMap::new();
+    let mut by: HashMap<(&str, EventTime), HashMap<&str, DetectorSlot>> = HashMap::new();
     for s in sums {
         let Some(segment) = s.segment.as_deref().filter(|g| !g.is_empty()) else { continue };
         let d = by.entry((segment, s.bucket)).or_default().entry(&s.device).or_default();
-        match s.metric {
-            MetricId::VehicleCount => d.counts = Some(s.sum),
-            MetricId::SpeedKmh if s.count > 0 => d.speed = Some((s.sum, s.count)),
-            MetricId::OccupancyPct if s.count > 0 => d.occupancy = Some(s.sum / s.count as f64),
-            _ => {}
-        }
+        d.add(s.metric, s.count, s.sum);
     }
-    let per_hour = 3_600_000.0 / SLOT_MS as f64;
     let mut out = Vec::new();
     for ((segment, bucket), detectors) in by {
-        let mut push = |metric: &'static str, value: Option<f64>| {
-            if let Some(value) = value.filter(|v| v.is_finite()) {
+        let mut acc = SegmentSlot::default();
+        detectors.values().for_each(|d| acc.add(d));
+        for (metric, value) in SEGMENT_FIGURES.iter().zip(acc.figures()) {
+            if let Some(value) = value {
                 out.push(SlotMean {
                     on: BaselineOn::Segment,
                     subject: segment.to_owned(),
@@ -280,36 +466,173 @@ pub fn segment_figures(sums: &[DeviceSlotSum]) -> Vec<SlotMean> {
                     value,
                 });
             }
-        };
-        let counted: Vec<f64> = detectors.values().filter_map(|d| d.counts).collect();
-        push(
-            "flow_vph",
-            (!counted.is_empty())
-                .then(|| counted.iter().sum::<f64>() * per_hour / counted.len() as f64),
-        );
-        let (mut weighted, mut weight, mut plain, mut n) = (0.0, 0.0, 0.0, 0u64);
-        for d in detectors.values() {
-            if let Some((sum, count)) = d.speed {
-                let mean = sum / count as f64;
-                let w = d.counts.unwrap_or(0.0);
-                weighted += mean * w;
-                weight += w;
-                plain += sum;
-                n += count;
-            }
         }
-        push(
-            "speed_kmh",
-            if weight > 0.0 { Some(weighted / weight) } else { (n > 0).then(|| plain / n as f64) },
-        );
-        let occupancies: Vec<f64> = detectors.values().filter_map(|d| d.occupancy).collect();
-        push(
-            "occupancy_pct",
-            (!occupancies.is_empty())
-                .then(|| occupancies.iter().sum::<f64>() / occupancies.len() as f64),
-        );
     }
     out
+}
+
+/// One device's count and sum of one metric in a bucket, by index: the device's index in
+/// the fleet being learned, the metric's in [`DEVICE_METRICS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexedSum {
+    pub device: u32,
+    pub metric: u8,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// The sums of one 15-minute bucket, a device's entries next to each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSums {
+    pub bucket: EventTime,
+    pub sums: Vec<IndexedSum>,
+}
+
+/// Learns a whole fleet slot by slot from sums by index, without a string or a sample
+/// per sum: the same samples, centres and spreads as [`slot_means`] and [`learn`] give.
+pub struct FleetLearner {
+    clock: SlotClock,
+    floor: SpreadFloor,
+    holidays: Vec<i64>,
+    /// (segment index, from ms, to ms).
+    closures: Vec<(u32, i64, i64)>,
+    segment_of: Vec<Option<u32>>,
+    device_samples: Vec<Vec<f64>>,
+    segment_samples: Vec<Vec<f64>>,
+    touched_devices: Vec<u32>,
+    touched_segments: Vec<u32>,
+    bucket_segments: Vec<SegmentSlot>,
+    bucket_touched: Vec<u32>,
+    closed: Vec<bool>,
+}
+
+impl FleetLearner {
+    /// `segment_of`: each device's segment index (into `segments`).
+    pub fn new(
+        clock: SlotClock,
+        floor: SpreadFloor,
+        exclusions: &Exclusions,
+        segment_of: Vec<Option<u32>>,
+        segments: &[String],
+    ) -> Self {
+        let index: HashMap<&str, u32> =
+            segments.iter().enumerate().map(|(i, s)| (s.as_str(), i as u32)).collect();
+        let closures = exclusions
+            .closures
+            .iter()
+            .filter_map(|(s, a, b)| Some((*index.get(s.as_str())?, *a, *b)))
+            .collect();
+        let devices = segment_of.len();
+        Self {
+            clock,
+            floor,
+            holidays: exclusions.holidays.clone(),
+            closures,
+            segment_of,
+            device_samples: vec![Vec::new(); devices * DEVICE_METRICS.len()],
+            segment_samples: vec![Vec::new(); segments.len() * SEGMENT_FIGURES.len()],
+            touched_devices: Vec::new(),
+            touched_segments: Vec::new(),
+            bucket_segments: vec![SegmentSlot::default(); segments.len()],
+            bucket_touched: Vec::new(),
+            closed: vec![false; segments.len()],
+        }
+    }
+
+    /// Take one occurrence's sums as samples of its slot.
+    pub fn add(&mut self, b: &BucketSums) {
+        if self.holidays.contains(&self.clock.local_day(b.bucket)) {
+            return;
+        }
+        let (from, to) = (b.bucket.millis(), b.bucket.millis() + SLOT_MS);
+        let closed: Vec<u32> = self
+            .closures
+            .iter()
+            .filter(|(_, a, z)| *a < to && *z > from)
+            .map(|(s, _, _)| *s)
+            .collect();
+        for &s in &closed {
+            self.closed[s as usize] = true;
+        }
+        let mut i = 0;
+        while i < b.sums.len() {
+            let device = b.sums[i].device;
+            let mut j = i;
+            while j < b.sums.len() && b.sums[j].device == device {
+                j += 1;
+            }
+            let segment = self.segment_of.get(device as usize).copied().flatten();
+            if segment.is_some_and(|s| self.closed[s as usize]) {
+                i = j;
+                continue;
+            }
+            let mut d = DetectorSlot::default();
+            for s in &b.sums[i..j] {
+                let Some(metric) = DEVICE_METRICS.get(usize::from(s.metric)) else { continue };
+                if s.count > 0 {
+                    let k = device as usize * DEVICE_METRICS.len() + usize::from(s.metric);
+                    if let Some(v) = self.device_samples.get_mut(k) {
+                        if v.is_empty() {
+                            self.touched_devices.push(k as u32);
+                        }
+                        v.push(s.sum / s.count as f64);
+                    }
+                }
+                d.add(*metric, s.count, s.sum);
+            }
+            if let Some(s) = segment {
+                if let Some(acc) = self.bucket_segments.get_mut(s as usize) {
+                    if *acc == SegmentSlot::default() {
+                        self.bucket_touched.push(s);
+                    }
+                    acc.add(&d);
+                }
+            }
+            i = j;
+        }
+        for s in std::mem::take(&mut self.bucket_touched) {
+            let acc = std::mem::take(&mut self.bucket_segments[s as usize]);
+            for (f, value) in acc.figures().into_iter().enumerate() {
+                if let Some(value) = value {
+                    let v = &mut self.segment_samples[s as usize * SEGMENT_FIGURES.len() + f];
+                    if v.is_empty() {
+                        self.touched_segments.push((s as usize * SEGMENT_FIGURES.len() + f) as u32);
+                    }
+                    v.push(value);
+                }
+            }
+        }
+        for s in closed {
+            self.closed[s as usize] = false;
+        }
+    }
+
+    /// The slot learned from the occurrences added since the last call: `emit` gets
+    /// (kind, device or segment index, metric, centre and spread) for each subject with
+    /// samples; the samples are cleared.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(BaselineOn, u32, &'static str, SlotStat)) {
+        let floor = self.floor;
+        for k in std::mem::take(&mut self.touched_devices) {
+            let (device, m) =
+                (k as usize / DEVICE_METRICS.len(), k as usize % DEVICE_METRICS.len());
+            let metric = DEVICE_METRICS[m].as_str();
+            let v = &mut self.device_samples[k as usize];
+            if let Some(stat) = robust(v, metric, floor) {
+                emit(BaselineOn::Device, device as u32, metric, stat);
+            }
+            v.clear();
+        }
+        for k in std::mem::take(&mut self.touched_segments) {
+            let (segment, f) =
+                (k as usize / SEGMENT_FIGURES.len(), k as usize % SEGMENT_FIGURES.len());
+            let metric = SEGMENT_FIGURES[f];
+            let v = &mut self.segment_samples[k as usize];
+            if let Some(stat) = robust(v, metric, floor) {
+                emit(BaselineOn::Segment, segment as u32, metric, stat);
+            }
+            v.clear();
+        }
+    }
 }
 
 /// What is not learned from: holidays (local days) and closures of segments.
@@ -392,16 +715,33 @@ pub fn learn(
 }
 
 /// The learning window's slot occurrences that hold slot `slot`: for each of the `weeks`
-/// weeks before `end`, the start of that slot (only occurrences ending at or before
-/// `end`).
+/// local weeks before `end`, the start of that slot that week (the latest week being the
+/// last whose occurrence ended at or before `end`), latest first. Local weeks: where the
+/// clocks went back a slot occurs twice that week (both are taken), where they went
+/// forward not at all (the week counts, without a sample).
 pub fn occurrences(clock: SlotClock, slot: usize, weeks: u32, end: EventTime) -> Vec<EventTime> {
-    let current = clock.slot_start(end);
-    let back = (clock.slot(current) + SLOTS_PER_WEEK - slot) % SLOTS_PER_WEEK;
-    let mut latest = current.millis() - back as i64 * SLOT_MS;
-    if latest + SLOT_MS > end.millis() {
-        latest -= WEEK_MS;
+    let local_end = clock.local_ms(end);
+    let week_start = local_end - (local_end + 3 * DAY_MS).rem_euclid(WEEK_MS);
+    // This local week's occurrence, or next week's when it is later than this week's end.
+    let mut local = week_start + slot as i64 * SLOT_MS;
+    let ended = |local: i64| {
+        let at = clock.instants(local);
+        match at.last() {
+            Some(t) => t.millis() + SLOT_MS <= end.millis(),
+            None => local + SLOT_MS <= local_end,
+        }
+    };
+    while !ended(local) {
+        local -= WEEK_MS;
     }
-    (0..i64::from(weeks)).map(|w| EventTime(latest - w * WEEK_MS)).collect()
+    let mut out = Vec::with_capacity(weeks as usize);
+    for _ in 0..weeks {
+        let mut at = clock.instants(local);
+        at.reverse();
+        out.extend(at);
+        local -= WEEK_MS;
+    }
+    out
 }
 
 /// A learned profile of one subject's metric held in memory: 9 bytes a slot.
@@ -457,10 +797,12 @@ impl Profile {
     pub fn at(&self, clock: SlotClock, t: EventTime) -> Option<Expected> {
         let here = clock.slot(t);
         let into = (t.millis() - clock.slot_start(t).millis()) as f64 / SLOT_MS as f64;
+        // The neighbour in time (across a change of the clocks, the slot that follows or
+        // precedes on the wall clock that day).
         let (other, w_other) = if into >= 0.5 {
-            ((here + 1) % SLOTS_PER_WEEK, into - 0.5)
+            (clock.slot(EventTime(t.millis() + SLOT_MS)), into - 0.5)
         } else {
-            ((here + SLOTS_PER_WEEK - 1) % SLOTS_PER_WEEK, 0.5 - into)
+            (clock.slot(EventTime(t.millis() - SLOT_MS)), 0.5 - into)
         };
         let expected =
             |s: SlotStat| Expected { centre: s.centre, spread: s.spread, samples: s.samples };
@@ -652,5 +994,183 @@ mod tests {
         assert_eq!(o, vec![at("2026-01-05T07:30:00Z"), at("2025-12-29T07:30:00Z")]);
         // Slot 35 is still open: last week's is the latest.
         assert_eq!(occurrences(clock, 35, 1, end), vec![at("2025-12-29T07:45:00Z")]);
+    }
+
+    #[test]
+    fn a_time_zone_keeps_the_rush_hour_in_its_slot_through_summer_time() {
+        let rome = SlotClock::zone("Europe/Rome").expect("zone");
+        assert_eq!(rome.zone_name(), Some("Europe/Rome"));
+        // Monday 08:30 local in winter (CET) and in summer (CEST): one slot.
+        assert_eq!(rome.slot(at("2026-01-05T07:30:00Z")), 34);
+        assert_eq!(rome.slot(at("2026-06-01T06:30:00Z")), 34);
+        assert_eq!(rome.offset_minutes_at(at("2026-06-01T06:30:00Z")), 120);
+        // A fixed offset does not follow summer time.
+        assert_eq!(SlotClock::default().slot(at("2026-06-01T06:30:00Z")), 30);
+        assert!(SlotClock::zone("Mars/Olympus_Mons").is_none());
+        assert!(SlotClock::zone("Asia/Kathmandu").is_some(), "+05:45 is whole quarter hours");
+        assert_ne!(rome, SlotClock::default());
+        assert_eq!(rome, SlotClock::zone("Europe/Rome").unwrap());
+        assert_eq!(rome.describe(), "Europe/Rome");
+        assert_eq!(SlotClock::default().describe(), "UTC+60");
+    }
+
+    #[test]
+    fn the_doubled_hour_goes_to_one_slot_and_the_skipped_hour_has_no_occurrence() {
+        let rome = SlotClock::zone("Europe/Rome").unwrap();
+        // Sunday 2026-10-25: 02:00 CEST (00:00Z), then again 02:00 CET (01:00Z).
+        let sunday_2am = 6 * 96 + 8;
+        assert_eq!(rome.slot(at("2026-10-25T00:00:00Z")), sunday_2am);
+        assert_eq!(rome.slot(at("2026-10-25T01:00:00Z")), sunday_2am);
+        assert_eq!(rome.slot(at("2026-10-25T00:45:00Z")), sunday_2am + 3);
+        let local = rome.local_ms(at("2026-10-25T00:00:00Z"));
+        assert_eq!(
+            rome.instants(local),
+            vec![at("2026-10-25T00:00:00Z"), at("2026-10-25T01:00:00Z")]
+        );
+        assert_eq!(rome.local_day(at("2026-10-25T01:30:00Z")), parse_day("2026-10-25").unwrap());
+        // Sunday 2026-03-29: 02:00 local never happens (01:00Z is 03:00 CEST).
+        assert_eq!(rome.slot(at("2026-03-29T00:45:00Z")), sunday_2am - 1);
+        assert_eq!(rome.slot(at("2026-03-29T01:00:00Z")), sunday_2am + 4);
+        let skipped = rome.local_ms(at("2026-03-29T00:45:00Z")) + SLOT_MS;
+        assert!(rome.instants(skipped).is_empty());
+        // The learning window: local weeks, latest first.
+        let after_autumn = at("2026-10-26T12:00:00Z");
+        assert_eq!(
+            occurrences(rome, sunday_2am, 2, after_autumn),
+            vec![
+                at("2026-10-25T01:00:00Z"),
+                at("2026-10-25T00:00:00Z"),
+                at("2026-10-18T00:00:00Z")
+            ]
+        );
+        let after_spring = at("2026-03-30T12:00:00Z");
+        assert_eq!(
+            occurrences(rome, sunday_2am, 2, after_spring),
+            vec![at("2026-03-22T01:00:00Z")],
+            "the week of the skipped hour counts, without a sample"
+        );
+        // Monday 08:30 across the spring change: 07:30Z in winter, 06:30Z in summer.
+        assert_eq!(
+            occurrences(rome, 34, 2, at("2026-04-06T12:00:00Z")),
+            vec![at("2026-04-06T06:30:00Z"), at("2026-03-30T06:30:00Z")]
+        );
+        assert_eq!(
+            occurrences(rome, 34, 2, at("2026-04-01T12:00:00Z")),
+            vec![at("2026-03-30T06:30:00Z"), at("2026-03-23T07:30:00Z")]
+        );
+        // In the doubled hour the neighbour in time is the slot that follows on the wall
+        // clock: 02:56 CEST interpolates towards 02:00 CET's slot.
+        let mut p = Profile::default();
+        let stat = |c| SlotStat { centre: c, spread: 1.0, samples: 2 };
+        p.set(sunday_2am, stat(10.0));
+        p.set(sunday_2am + 3, stat(40.0));
+        let e = p.at(rome, at("2026-10-25T00:56:15Z")).unwrap();
+        assert_eq!(e.centre, 40.0 * 0.75 + 10.0 * 0.25);
+    }
+
+    #[test]
+    fn the_fleet_learner_learns_what_learn_learns() {
+        let clock = SlotClock::zone("Europe/Rome").unwrap();
+        let devices = ["a", "b", "c", "d"];
+        let segment_of = |d: &str| match d {
+            "a" | "b" => Some("s1".to_owned()),
+            "c" => Some("s2".to_owned()),
+            _ => None,
+        };
+        let start = at("2026-11-02T07:00:00Z").millis();
+        let mut sums = Vec::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        for week in 0..5 {
+            for q in 0..3 {
+                let bucket = EventTime(start + week * WEEK_MS + q * SLOT_MS);
+                for d in devices {
+                    for metric in [
+                        MetricId::VehicleCount,
+                        MetricId::SpeedKmh,
+                        MetricId::OccupancyPct,
+                        MetricId::No2Ugm3,
+                    ] {
+                        let count = (next() * 16.0) as u64;
+                        sums.push(DeviceSlotSum {
+                            device: d.into(),
+                            segment: segment_of(d),
+                            metric,
+                            bucket,
+                            count,
+                            sum: count as f64 * 50.0 * next(),
+                        });
+                    }
+                }
+            }
+        }
+        let exclusions = Exclusions {
+            holidays: vec![clock.local_day(EventTime(start + WEEK_MS))],
+            closures: vec![(
+                "s1".into(),
+                start + 2 * WEEK_MS + SLOT_MS,
+                start + 2 * WEEK_MS + SLOT_MS + 1,
+            )],
+        };
+        let floor = SpreadFloor { relative: 0.05 };
+        let expected = learn(&slot_means(&sums), clock, &exclusions, floor, &segment_of);
+        let segments = vec!["s1".to_owned(), "s2".to_owned()];
+        let index = |d: &str| devices.iter().position(|x| *x == d).unwrap() as u32;
+        let fleet_segments =
+            devices.iter().map(|d| segment_of(d).map(|s| (s == "s2") as u32)).collect();
+        let mut learner = FleetLearner::new(clock, floor, &exclusions, fleet_segments, &segments);
+        let mut got = Vec::new();
+        for q in 0..3 {
+            for week in 0..5 {
+                let bucket = EventTime(start + week * WEEK_MS + q * SLOT_MS);
+                let mut b = BucketSums { bucket, sums: Vec::new() };
+                for s in sums.iter().filter(|s| s.bucket == bucket) {
+                    let metric = DEVICE_METRICS.iter().position(|m| *m == s.metric).unwrap() as u8;
+                    b.sums.push(IndexedSum {
+                        device: index(&s.device),
+                        metric,
+                        count: s.count,
+                        sum: s.sum,
+                    });
+                }
+                learner.add(&b);
+            }
+            let slot = clock.slot(EventTime(start + q * SLOT_MS)) as u16;
+            learner.finish(&mut |on, i, metric, stat| {
+                let subject = match on {
+                    BaselineOn::Device => devices[i as usize].to_owned(),
+                    BaselineOn::Segment => segments[i as usize].clone(),
+                };
+                got.push(BaselineRow {
+                    on,
+                    subject,
+                    metric: metric.to_owned(),
+                    slot,
+                    centre: stat.centre,
+                    spread: stat.spread,
+                    samples: stat.samples,
+                });
+            });
+        }
+        got.sort_by(|a, b| {
+            (a.on, &a.subject, &a.metric, a.slot).cmp(&(b.on, &b.subject, &b.metric, b.slot))
+        });
+        assert_eq!(got.len(), expected.len());
+        assert!(got.len() > 40, "{}", got.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(
+                (g.on, &g.subject, &g.metric, g.slot, g.samples),
+                (e.on, &e.subject, &e.metric, e.slot, e.samples)
+            );
+            assert!(
+                (g.centre - e.centre).abs() < 1e-9 && (g.spread - e.spread).abs() < 1e-9,
+                "{g:?} {e:?}"
+            );
+        }
     }
 }

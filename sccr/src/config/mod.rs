@@ -283,8 +283,14 @@ pub struct BaselinesSection {
     pub min_samples: u32,
     /// The spread's relative floor, percent of the centre (0..=100).
     pub spread_floor_pct: f64,
-    /// Local time east of UTC in minutes, a multiple of 15 (Florence: 60).
-    pub utc_offset_minutes: i32,
+    /// Local time: an IANA time zone (summer time followed). Neither this nor
+    /// `utc_offset_minutes`: Europe/Rome (Florence).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Local time as a fixed offset east of UTC in minutes, a multiple of 15 (instead of
+    /// `timezone`).
+    #[serde(default)]
+    pub utc_offset_minutes: Option<i32>,
     /// Local days not learned from, `YYYY-MM-DD`.
     pub holidays: Vec<String>,
     /// How often closed slots are learned (at least 1m).
@@ -299,7 +305,8 @@ impl Default for BaselinesSection {
             weeks: 4,
             min_samples: 2,
             spread_floor_pct: 10.0,
-            utc_offset_minutes: 60,
+            timezone: None,
+            utc_offset_minutes: None,
             holidays: Vec::new(),
             refresh_interval: Duration::from_secs(15 * 60),
         }
@@ -322,10 +329,22 @@ impl BaselinesSection {
         }
     }
 
+    /// The local time of the slots (the values validated).
     pub fn clock(&self) -> telemetry::baseline::SlotClock {
-        telemetry::baseline::SlotClock::new(self.utc_offset_minutes).unwrap_or_default()
+        use telemetry::baseline::SlotClock;
+        match (&self.timezone, self.utc_offset_minutes) {
+            (Some(zone), _) => SlotClock::zone(zone),
+            (None, Some(offset)) => SlotClock::new(offset),
+            (None, None) => SlotClock::zone(DEFAULT_TIMEZONE),
+        }
+        .unwrap_or_default()
     }
 }
+
+/// The slots' time zone when `[baselines]` names none.
+pub const DEFAULT_TIMEZONE: &str = "Europe/Rome";
+
+impl BaselinesSection {}
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -579,6 +579,18 @@ fn baselines_section_is_read_and_its_errors_named() {
     .unwrap();
     let s = c.baselines.learn_settings();
     assert_eq!((s.weeks, s.min_samples), (6, 3));
+    assert_eq!(s.clock.zone_name(), Some("Europe/Rome"), "the default local time");
+    let c = Config::from_toml("[baselines]\nutc_offset_minutes = 0\n", []).unwrap();
+    assert_eq!(c.baselines.clock(), telemetry::baseline::SlotClock::new(0).unwrap());
+    let c = Config::from_toml("[baselines]\ntimezone = \"Europe/London\"\n", []).unwrap();
+    assert_eq!(c.baselines.clock().zone_name(), Some("Europe/London"));
+    let list = problems("[baselines]\ntimezone = \"Europe/Florence\"\n", &[]);
+    assert!(
+        list.iter().any(|m| m.starts_with("baselines.timezone") && m.contains("Europe/Florence")),
+        "{list:?}"
+    );
+    let list = problems("[baselines]\ntimezone = \"Europe/Rome\"\nutc_offset_minutes = 60\n", &[]);
+    assert!(list.iter().any(|m| m.starts_with("baselines.utc_offset_minutes")), "{list:?}");
     assert_eq!(s.holidays, vec![telemetry::baseline::parse_day("2026-12-25").unwrap()]);
     let list = problems(
         "[baselines]\nweeks = 0\nmin_samples = 9\nspread_floor_pct = 120.0\nutc_offset_minutes = 7\nholidays = [\"25/12/2026\"]\nrefresh_interval = \"1s\"\n",

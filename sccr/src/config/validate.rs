@@ -216,11 +216,27 @@ impl Config {
             "baselines.spread_floor_pct",
             "must be 0..=100 (percent of the centre)",
         );
-        check(
-            telemetry::baseline::SlotClock::new(b.utc_offset_minutes).is_some(),
-            "baselines.utc_offset_minutes",
-            "must be a multiple of 15 from -840 to 840 (Florence: 60)",
-        );
+        if let Some(zone) = &b.timezone {
+            check(
+                telemetry::baseline::SlotClock::zone(zone).is_some(),
+                "baselines.timezone",
+                &format!(
+                    "must be an IANA time zone with offsets in whole quarter hours (Florence: \"Europe/Rome\"), got {zone:?}"
+                ),
+            );
+            check(
+                b.utc_offset_minutes.is_none(),
+                "baselines.utc_offset_minutes",
+                "must not be given with baselines.timezone (one local time)",
+            );
+        }
+        if let Some(offset) = b.utc_offset_minutes {
+            check(
+                telemetry::baseline::SlotClock::new(offset).is_some(),
+                "baselines.utc_offset_minutes",
+                "must be a multiple of 15 from -840 to 840",
+            );
+        }
         for (i, day) in b.holidays.iter().enumerate() {
             check(
                 telemetry::baseline::parse_day(day).is_some(),

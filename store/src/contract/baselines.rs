@@ -142,9 +142,72 @@ pub async fn baselines_learn_slots_without_holidays_and_closures(store: &Store) 
     assert_eq!(flow[0].centre, 600.0);
     assert_eq!(flow.len(), 2);
 
+    // The sums of every occurrence learned from are stored, summed from the rollups.
+    assert_eq!(report.summed, report.sums);
+    let stored = store
+        .baseline_summed_buckets(EventTime(monday), EventTime(monday + 2 * SLOT_MS))
+        .await
+        .expect("summed");
+    assert_eq!(stored, vec![EventTime(monday), EventTime(monday + SLOT_MS)]);
+
     // Nothing closed since: nothing learned.
     let again = store.refresh_baselines(&settings, now).await.expect("refresh");
     assert_eq!((again.full, again.slots, again.rows), (false, 0, 0));
+
+    // A late reading for week 2's slot X, already summed: 15 × 32 + 192 over 16 = 42.
+    write(
+        store,
+        vec![reading(
+            "bl-1",
+            MetricId::SpeedKmh,
+            monday + 2 * WEEK_MS + 7 * MINUTE + 30_000,
+            192.0,
+        )],
+    )
+    .await;
+    // Other settings: a full relearn, from the stored sums (the late reading not yet in).
+    let other = LearnSettings { floor: SpreadFloor { relative: 0.001 }, ..settings.clone() };
+    let report = store.refresh_baselines(&other, now).await.expect("refresh");
+    assert!(report.full, "{report:?}");
+    assert_eq!(report.summed, 0, "every bucket was stored: {report:?}");
+    let centre = |rows: &[telemetry::baseline::BaselineRow]| {
+        rows.iter().find(|r| r.slot == slot).map(|r| r.centre)
+    };
+    assert_eq!(centre(&profile(BaselineOn::Device, "bl-1", "speed_kmh").await), Some(31.0));
+    // The slot learned incrementally: its occurrences summed again, the late reading in.
+    let mark = store.baseline_mark().await.expect("mark").expect("a mark");
+    store
+        .set_baseline_mark(&crate::baselines::BaselineMark {
+            learned_to: EventTime(monday + 2 * WEEK_MS),
+            settings: mark.settings,
+        })
+        .await
+        .expect("mark");
+    let report = store.refresh_baselines(&other, now).await.expect("refresh");
+    assert!(!report.full && report.summed == report.sums, "{report:?}");
+    assert_eq!(centre(&profile(BaselineOn::Device, "bl-1", "speed_kmh").await), Some(36.0));
+    // And it stays in a full relearn from the stored sums.
+    let report = store.refresh_baselines(&settings, now).await.expect("refresh");
+    assert!(report.full && report.summed == 0, "{report:?}");
+    assert_eq!(centre(&profile(BaselineOn::Device, "bl-1", "speed_kmh").await), Some(36.0));
+    // Sums older than the learning window and a week are dropped at the next refresh.
+    let old = EventTime(monday - 10 * WEEK_MS);
+    store
+        .put_baseline_slot_sums(
+            &[telemetry::baseline::DeviceSlotSum {
+                device: "bl-1".into(),
+                segment: None,
+                metric: MetricId::SpeedKmh,
+                bucket: old,
+                count: 1,
+                sum: 1.0,
+            }],
+            now,
+        )
+        .await
+        .expect("old sums");
+    let before = |t: EventTime| store.baseline_summed_buckets(EventTime(0), t);
+    assert_eq!(before(EventTime(old.millis() + SLOT_MS)).await.expect("summed"), vec![old]);
     // Week 3's slot X comes in; 30 minutes later slots X and X + 1 are relearned from
     // weeks 1 to 3 (week 0 left the window, week 1 is a holiday).
     let week3 = monday + 3 * WEEK_MS;
@@ -166,12 +229,16 @@ pub async fn baselines_learn_slots_without_holidays_and_closures(store: &Store) 
     assert!(!report.full, "{report:?}");
     assert_eq!(report.slots, 2);
     let d1 = profile(BaselineOn::Device, "bl-1", "speed_kmh").await;
-    // Slot X: weeks 2 (32) and 3 (40). Slot X + 1: week 2 was closed, week 3 has no
-    // reading: no sample left, the slot is gone.
+    // Slot X: weeks 2 (42 with the late reading) and 3 (40). Slot X + 1: week 2 was
+    // closed, week 3 has no reading: no sample left, the slot is gone.
     assert_eq!(
         d1.iter().map(|r| (r.slot, r.centre, r.samples)).collect::<Vec<_>>(),
-        vec![(slot, 36.0, 2)]
+        vec![(slot, 41.0, 2)]
     );
+    // Slot X + 1 cleared for the counts and speeds of bl-1 and bl-2 and the segment's
+    // flow and speed.
+    assert_eq!(report.deleted, 6, "{report:?}");
+    assert!(before(EventTime(old.millis() + SLOT_MS)).await.expect("summed").is_empty(), "pruned");
     let all = store.baselines_of_metric(BaselineOn::Segment, "flow_vph").await.expect("all");
     assert!(all.iter().any(|r| r.subject == seg));
 }

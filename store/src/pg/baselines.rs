@@ -5,25 +5,31 @@ use telemetry::baseline::{BaselineOn, BaselineRow, DeviceSlotSum};
 use telemetry::EventTime;
 
 use super::{et, ts, PgStore};
-use crate::baselines::{parse_metric, parse_on, BaselineMark};
+use crate::baselines::{parse_metric, parse_on, BaselineMark, Pack};
 use crate::StoreError;
 
 /// Ranges up to this long are read through the primary key (see `baseline_slot_sums`).
 const NARROW_MS: i64 = 6 * 3_600_000;
 
-/// Rows per statement when storing.
-const CHUNK: usize = 10_000;
+/// Rows per statement when storing (1.6 kB each).
+const CHUNK: usize = 2_000;
 
-fn row(r: &sqlx::postgres::PgRow) -> Result<BaselineRow, StoreError> {
-    Ok(BaselineRow {
+fn pack(r: &sqlx::postgres::PgRow) -> Result<Pack, StoreError> {
+    Ok(Pack {
         on: parse_on(r.try_get("subject_kind")?)?,
         subject: r.try_get("subject")?,
         metric: r.try_get("metric")?,
-        slot: u16::try_from(r.try_get::<i16, _>("slot")?).unwrap_or(0),
-        centre: r.try_get("centre")?,
-        spread: r.try_get("spread")?,
-        samples: u32::try_from(r.try_get::<i32, _>("samples")?).unwrap_or(0),
+        day: u8::try_from(r.try_get::<i16, _>("day")?).unwrap_or(u8::MAX),
+        slots: r.try_get("slots")?,
     })
+}
+
+fn rows(packs: &[sqlx::postgres::PgRow]) -> Result<Vec<BaselineRow>, StoreError> {
+    let mut out = Vec::new();
+    for r in packs {
+        out.extend(pack(r)?.rows()?);
+    }
+    Ok(out)
 }
 
 impl PgStore {
@@ -72,52 +78,127 @@ impl PgStore {
             .collect()
     }
 
-    pub(crate) async fn put_baselines(
+    pub(crate) async fn baseline_fleet(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, segment_id FROM devices").fetch_all(&self.pool).await?)
+    }
+
+    pub(crate) async fn baseline_summed(
         &self,
-        rows: &[BaselineRow],
-        relearned: &[u16],
+        from: EventTime,
+        to: EventTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(time::OffsetDateTime,)> = sqlx::query_as(
+            "SELECT bucket FROM baseline_sums WHERE bucket >= $1 AND bucket < $2 ORDER BY bucket",
+        )
+        .bind(ts(from))
+        .bind(ts(to))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(b,)| et(b).millis()).collect())
+    }
+
+    pub(crate) async fn baseline_sums(
+        &self,
+        buckets: &[i64],
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let buckets: Vec<time::OffsetDateTime> =
+            buckets.iter().map(|&b| ts(EventTime(b))).collect();
+        let rows: Vec<(time::OffsetDateTime, Vec<u8>)> =
+            sqlx::query_as("SELECT bucket, sums FROM baseline_sums WHERE bucket = ANY($1)")
+                .bind(buckets)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(b, s)| (et(b).millis(), s)).collect())
+    }
+
+    pub(crate) async fn put_baseline_sums(
+        &self,
+        blobs: &[(i64, Vec<u8>)],
+        at: EventTime,
+    ) -> Result<(), StoreError> {
+        let buckets: Vec<time::OffsetDateTime> =
+            blobs.iter().map(|(b, _)| ts(EventTime(*b))).collect();
+        let sums: Vec<&[u8]> = blobs.iter().map(|(_, s)| s.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO baseline_sums (bucket, summed_at, sums)
+             SELECT b, $3, s FROM unnest($1::timestamptz[], $2::bytea[]) AS u(b, s)
+             ON CONFLICT (bucket) DO UPDATE SET summed_at = excluded.summed_at, sums = excluded.sums",
+        )
+        .bind(buckets)
+        .bind(sums)
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn prune_baseline_sums(&self, before: EventTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM baseline_sums WHERE bucket < $1")
+            .bind(ts(before))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    pub(crate) async fn baseline_packs(&self, days: &[u8]) -> Result<Vec<Pack>, StoreError> {
+        let days: Vec<i16> = days.iter().map(|&d| i16::from(d)).collect();
+        sqlx::query(
+            "SELECT subject_kind, subject, metric, day, slots FROM baselines WHERE day = ANY($1)",
+        )
+        .bind(days)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(pack)
+        .collect()
+    }
+
+    /// Replace every stored row of `days` with `packs` (one transaction, one writer at a
+    /// time).
+    pub(crate) async fn replace_baseline_packs(
+        &self,
+        packs: &[Pack],
+        days: &[u8],
         learned_at: EventTime,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(CHUNK) {
-            let kinds: Vec<&str> = chunk.iter().map(|r| r.on.as_str()).collect();
-            let subjects: Vec<&str> = chunk.iter().map(|r| r.subject.as_str()).collect();
-            let metrics: Vec<&str> = chunk.iter().map(|r| r.metric.as_str()).collect();
-            let slots: Vec<i16> = chunk.iter().map(|r| r.slot as i16).collect();
-            let centres: Vec<f64> = chunk.iter().map(|r| r.centre).collect();
-            let spreads: Vec<f64> = chunk.iter().map(|r| r.spread).collect();
-            let samples: Vec<i32> =
-                chunk.iter().map(|r| i32::try_from(r.samples).unwrap_or(i32::MAX)).collect();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sccr.baselines'))")
+            .execute(&mut *tx)
+            .await?;
+        let all_days: Vec<i16> = days.iter().map(|&d| i16::from(d)).collect();
+        if all_days.len() == 7 {
+            sqlx::query("DELETE FROM baselines").execute(&mut *tx).await?;
+        } else {
+            sqlx::query("DELETE FROM baselines WHERE day = ANY($1)")
+                .bind(all_days)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in packs.chunks(CHUNK) {
+            let kinds: Vec<&str> = chunk.iter().map(|p| p.on.as_str()).collect();
+            let subjects: Vec<&str> = chunk.iter().map(|p| p.subject.as_str()).collect();
+            let metrics: Vec<&str> = chunk.iter().map(|p| p.metric.as_str()).collect();
+            let days: Vec<i16> = chunk.iter().map(|p| i16::from(p.day)).collect();
+            let slots: Vec<&[u8]> = chunk.iter().map(|p| p.slots.as_slice()).collect();
             sqlx::query(
-                "INSERT INTO baselines (subject_kind, subject, metric, slot, centre, spread, samples, learned_at)
-                 SELECT k, s, m, slot, c, sp, n, $8
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::float8[], $6::float8[], $7::int[])
-                      AS e(k, s, m, slot, c, sp, n)
-                 ON CONFLICT (subject_kind, subject, metric, slot) DO UPDATE
-                 SET centre = excluded.centre, spread = excluded.spread, samples = excluded.samples,
-                     learned_at = excluded.learned_at",
+                "INSERT INTO baselines (subject_kind, subject, metric, day, slots, learned_at)
+                 SELECT k, s, m, d, sl, $6
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::bytea[])
+                      AS e(k, s, m, d, sl)
+                 ON CONFLICT (subject_kind, subject, metric, day) DO UPDATE
+                 SET slots = excluded.slots, learned_at = excluded.learned_at",
             )
             .bind(kinds)
             .bind(subjects)
             .bind(metrics)
+            .bind(days)
             .bind(slots)
-            .bind(centres)
-            .bind(spreads)
-            .bind(samples)
             .bind(ts(learned_at))
             .execute(&mut *tx)
             .await?;
         }
-        let slots: Vec<i16> = relearned.iter().map(|&s| s as i16).collect();
-        let deleted =
-            sqlx::query("DELETE FROM baselines WHERE slot = ANY($1) AND learned_at <> $2")
-                .bind(slots)
-                .bind(ts(learned_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
         tx.commit().await?;
-        Ok(deleted)
+        Ok(())
     }
 
     pub(crate) async fn baseline_profile(
@@ -126,18 +207,16 @@ impl PgStore {
         subject: &str,
         metric: &str,
     ) -> Result<Vec<BaselineRow>, StoreError> {
-        sqlx::query(
-            "SELECT subject_kind, subject, metric, slot, centre, spread, samples FROM baselines
-             WHERE subject_kind = $1 AND subject = $2 AND metric = $3 ORDER BY slot",
+        let packs = sqlx::query(
+            "SELECT subject_kind, subject, metric, day, slots FROM baselines
+             WHERE subject_kind = $1 AND subject = $2 AND metric = $3 ORDER BY day",
         )
         .bind(on.as_str())
         .bind(subject)
         .bind(metric)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row)
-        .collect()
+        .await?;
+        rows(&packs)
     }
 
     pub(crate) async fn baselines_of_metric(
@@ -145,17 +224,15 @@ impl PgStore {
         on: BaselineOn,
         metric: &str,
     ) -> Result<Vec<BaselineRow>, StoreError> {
-        sqlx::query(
-            "SELECT subject_kind, subject, metric, slot, centre, spread, samples FROM baselines
-             WHERE subject_kind = $1 AND metric = $2 ORDER BY subject, slot",
+        let packs = sqlx::query(
+            "SELECT subject_kind, subject, metric, day, slots FROM baselines
+             WHERE subject_kind = $1 AND metric = $2 ORDER BY subject, day",
         )
         .bind(on.as_str())
         .bind(metric)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row)
-        .collect()
+        .await?;
+        rows(&packs)
     }
 
     pub(crate) async fn baseline_mark(&self) -> Result<Option<BaselineMark>, StoreError> {

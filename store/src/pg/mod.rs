@@ -145,6 +145,11 @@ const MIGRATIONS: &[(i64, &str, MigrationSql)] = &[
         "detector flags",
         MigrationSql::Common(include_str!("../../migrations/postgres/0020_detector_flags.sql")),
     ),
+    (
+        21,
+        "baseline sums",
+        MigrationSql::Common(include_str!("../../migrations/postgres/0021_baseline_sums.sql")),
+    ),
 ];
 
 /// Arbitrary constant: the advisory lock that serialises migrations across processes.

@@ -5,19 +5,25 @@ use telemetry::baseline::{BaselineOn, BaselineRow, DeviceSlotSum, SLOT_MS};
 use telemetry::EventTime;
 
 use super::SqliteStore;
-use crate::baselines::{parse_metric, parse_on, BaselineMark};
+use crate::baselines::{parse_metric, parse_on, BaselineMark, Pack};
 use crate::StoreError;
 
-fn row(r: &sqlx::sqlite::SqliteRow) -> Result<BaselineRow, StoreError> {
-    Ok(BaselineRow {
+fn pack(r: &sqlx::sqlite::SqliteRow) -> Result<Pack, StoreError> {
+    Ok(Pack {
         on: parse_on(r.try_get("subject_kind")?)?,
         subject: r.try_get("subject")?,
         metric: r.try_get("metric")?,
-        slot: u16::try_from(r.try_get::<i64, _>("slot")?).unwrap_or(0),
-        centre: r.try_get("centre")?,
-        spread: r.try_get("spread")?,
-        samples: u32::try_from(r.try_get::<i64, _>("samples")?).unwrap_or(0),
+        day: u8::try_from(r.try_get::<i64, _>("day")?).unwrap_or(u8::MAX),
+        slots: r.try_get("slots")?,
     })
+}
+
+fn rows(packs: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<BaselineRow>, StoreError> {
+    let mut out = Vec::new();
+    for r in packs {
+        out.extend(pack(r)?.rows()?);
+    }
+    Ok(out)
 }
 
 impl SqliteStore {
@@ -57,43 +63,120 @@ impl SqliteStore {
         Ok(out)
     }
 
-    pub(crate) async fn put_baselines(
+    pub(crate) async fn baseline_fleet(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, segment_id FROM devices").fetch_all(&self.pool).await?)
+    }
+
+    pub(crate) async fn baseline_summed(
         &self,
-        rows: &[BaselineRow],
-        relearned: &[u16],
-        learned_at: EventTime,
-    ) -> Result<u64, StoreError> {
+        from: EventTime,
+        to: EventTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT bucket_ms FROM baseline_sums WHERE bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms",
+        )
+        .bind(from.millis())
+        .bind(to.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(b,)| b).collect())
+    }
+
+    pub(crate) async fn baseline_sums(
+        &self,
+        buckets: &[i64],
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for &b in buckets {
+            let row: Option<(i64, Vec<u8>)> =
+                sqlx::query_as("SELECT bucket_ms, sums FROM baseline_sums WHERE bucket_ms = ?")
+                    .bind(b)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            out.extend(row);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn put_baseline_sums(
+        &self,
+        blobs: &[(i64, Vec<u8>)],
+        at: EventTime,
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        for r in rows {
+        for (bucket, sums) in blobs {
             sqlx::query(
-                "INSERT INTO baselines (subject_kind, subject, metric, slot, centre, spread, samples, learned_at_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (subject_kind, subject, metric, slot) DO UPDATE
-                 SET centre = excluded.centre, spread = excluded.spread, samples = excluded.samples,
-                     learned_at_ms = excluded.learned_at_ms",
+                "INSERT INTO baseline_sums (bucket_ms, summed_at_ms, sums) VALUES (?, ?, ?)
+                 ON CONFLICT (bucket_ms) DO UPDATE
+                 SET summed_at_ms = excluded.summed_at_ms, sums = excluded.sums",
             )
-            .bind(r.on.as_str())
-            .bind(&r.subject)
-            .bind(&r.metric)
-            .bind(i64::from(r.slot))
-            .bind(r.centre)
-            .bind(r.spread)
-            .bind(i64::from(r.samples))
+            .bind(bucket)
+            .bind(at.millis())
+            .bind(sums.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn prune_baseline_sums(&self, before: EventTime) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM baseline_sums WHERE bucket_ms < ?")
+            .bind(before.millis())
+            .execute(&self.writer)
+            .await?
+            .rows_affected())
+    }
+
+    pub(crate) async fn baseline_packs(&self, days: &[u8]) -> Result<Vec<Pack>, StoreError> {
+        let mut out = Vec::new();
+        for &day in days {
+            for r in sqlx::query(
+                "SELECT subject_kind, subject, metric, day, slots FROM baselines WHERE day = ?",
+            )
+            .bind(i64::from(day))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            {
+                out.push(pack(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replace every stored row of `days` with `packs` (one transaction).
+    pub(crate) async fn replace_baseline_packs(
+        &self,
+        packs: &[Pack],
+        days: &[u8],
+        learned_at: EventTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for &day in days {
+            sqlx::query("DELETE FROM baselines WHERE day = ?")
+                .bind(i64::from(day))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for p in packs {
+            sqlx::query(
+                "INSERT INTO baselines (subject_kind, subject, metric, day, slots, learned_at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (subject_kind, subject, metric, day) DO UPDATE
+                 SET slots = excluded.slots, learned_at_ms = excluded.learned_at_ms",
+            )
+            .bind(p.on.as_str())
+            .bind(&p.subject)
+            .bind(&p.metric)
+            .bind(i64::from(p.day))
+            .bind(p.slots.as_slice())
             .bind(learned_at.millis())
             .execute(&mut *tx)
             .await?;
         }
-        let mut deleted = 0;
-        for slot in relearned {
-            deleted += sqlx::query("DELETE FROM baselines WHERE slot = ? AND learned_at_ms <> ?")
-                .bind(i64::from(*slot))
-                .bind(learned_at.millis())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
         tx.commit().await?;
-        Ok(deleted)
+        Ok(())
     }
 
     pub(crate) async fn baseline_profile(
@@ -102,18 +185,16 @@ impl SqliteStore {
         subject: &str,
         metric: &str,
     ) -> Result<Vec<BaselineRow>, StoreError> {
-        sqlx::query(
-            "SELECT subject_kind, subject, metric, slot, centre, spread, samples FROM baselines
-             WHERE subject_kind = ? AND subject = ? AND metric = ? ORDER BY slot",
+        let packs = sqlx::query(
+            "SELECT subject_kind, subject, metric, day, slots FROM baselines
+             WHERE subject_kind = ? AND subject = ? AND metric = ? ORDER BY day",
         )
         .bind(on.as_str())
         .bind(subject)
         .bind(metric)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row)
-        .collect()
+        .await?;
+        rows(&packs)
     }
 
     pub(crate) async fn baselines_of_metric(
@@ -121,17 +202,15 @@ impl SqliteStore {
         on: BaselineOn,
         metric: &str,
     ) -> Result<Vec<BaselineRow>, StoreError> {
-        sqlx::query(
-            "SELECT subject_kind, subject, metric, slot, centre, spread, samples FROM baselines
-             WHERE subject_kind = ? AND metric = ? ORDER BY subject, slot",
+        let packs = sqlx::query(
+            "SELECT subject_kind, subject, metric, day, slots FROM baselines
+             WHERE subject_kind = ? AND metric = ? ORDER BY subject, day",
         )
         .bind(on.as_str())
         .bind(metric)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(row)
-        .collect()
+        .await?;
+        rows(&packs)
     }
 
     pub(crate) async fn baseline_mark(&self) -> Result<Option<BaselineMark>, StoreError> {

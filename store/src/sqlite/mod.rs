@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "operations", include_str!("../../migrations/sqlite/0012_operations.sql")),
     (14, "baselines", include_str!("../../migrations/sqlite/0014_baselines.sql")),
     (15, "detector flags", include_str!("../../migrations/sqlite/0015_detector_flags.sql")),
+    (16, "baseline sums", include_str!("../../migrations/sqlite/0016_baseline_sums.sql")),
 ];
 
 #[derive(Debug, Clone)]
