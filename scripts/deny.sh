@@ -37,4 +37,7 @@ else
     echo "cargo deny: advisories NOT checked: advisory-db/ holds no RustSec snapshot" \
         "(scripts/update-advisories.sh takes one where the network allows)" >&2
 fi
+# cargo-deny reads the whole graph, every platform's crates included, which a build never
+# downloads: fetch them first (from crates.io; with no network, what is cached is checked).
+cargo fetch --locked >/dev/null 2>&1 || echo "warning: cargo fetch failed; checking with the crates cached" >&2
 exec cargo deny --offline --locked check "${checks[@]}"
