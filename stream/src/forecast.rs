@@ -271,18 +271,6 @@ impl Forecaster {
             p.recent.pop_front();
         }
     }
-
-    /// Heap bytes of the per-segment state (the maps' entries and the recent ratios).
-    pub fn state_bytes(&self) -> usize {
-        self.smoothed.capacity() * (std::mem::size_of::<(SegmentId, Smoothed)>() + 1)
-            + self.free_flow.capacity() * (std::mem::size_of::<(SegmentId, f64)>() + 1)
-            + self.learned.capacity() * (std::mem::size_of::<(SegmentId, Persistence)>() + 1)
-            + self
-                .learned
-                .values()
-                .map(|p| p.recent.capacity() * 16 + p.sums.capacity() * 24)
-                .sum::<usize>()
-    }
 }
 
 #[cfg(test)]
