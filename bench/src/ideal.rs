@@ -37,7 +37,7 @@ const COMMITTERS: usize = 2;
 /// Messages the broker may have in flight to the bridge (SCCR's ingest default).
 const RECEIVE_MAXIMUM: u16 = 1_000;
 
-const TABLE: &str = "CREATE TABLE IF NOT EXISTS ideal_readings (
+pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS ideal_readings (
     time timestamptz NOT NULL, device text NOT NULL, metric text NOT NULL,
     value double precision NOT NULL, seq bigint, PRIMARY KEY (device, metric, time))";
 

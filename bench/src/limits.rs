@@ -1,5 +1,6 @@
 //! The machine's limits in this run: the broker's QoS 1 throughput to one subscriber, and
-//! `COPY` rows/s into a table of the readings' shape (with the PostgreSQL CPU it costs).
+//! `COPY` rows/s into a table of the readings' shape (with the PostgreSQL CPU it costs),
+//! both on 10 keys (the historical limit) and on the end-to-end fleet's keys.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub(crate) async fn broker_limit(plan: &Plan) -> Result<Value> {
     }))
 }
 
-pub(crate) async fn copy_limit(plan: &Plan) -> Result<Value> {
+pub(crate) async fn copy_limit(plan: &Plan, devices: usize) -> Result<Value> {
     use sqlx::Connection;
     let db = TestDb::create().await?;
     let mut conn = sqlx::PgConnection::connect(&db.url).await?;
@@ -120,10 +121,87 @@ pub(crate) async fn copy_limit(plan: &Plan) -> Result<Value> {
     if stored as usize != plan.copy_rows {
         bail!("COPY stored {stored} rows of {}", plan.copy_rows);
     }
+    drop(conn);
+    let same_keys = copy_fleet_keys(plan, devices).await?;
     Ok(json!({
         "rows": plan.copy_rows,
         "rows_per_s": (plan.copy_rows as f64 / secs).round(),
         "batch_rows": 5000,
         "postgres_cpu_us_per_row": round2(pg_cpu * 1e6 / plan.copy_rows as f64),
+        "fleet_keys": same_keys,
+    }))
+}
+
+/// Devices of the end-to-end run and the ideal pipeline.
+pub(crate) const FLEET_DEVICES: usize = 2_000;
+
+/// The `COPY` limit on the keys an ingest of `devices` simulated devices writes: the
+/// ideal pipeline's table (binary `COPY`, the readings' primary key), the simulator's
+/// readings of the same fleet in arrival order (time order, devices interleaved, each
+/// reporting every 5 s), 5,000-row batches, a commit each, one connection. A btree insert
+/// costs more on 2,000 devices' keys than on the 10 of [`copy_limit`]'s rows: the
+/// index's pages touched per batch grow with the keys.
+async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
+    use sqlx::Connection;
+    use store::pgcopy::CopyEncoder;
+    let db = TestDb::create().await?;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query(crate::ideal::TABLE).execute(&mut conn).await?;
+    let fleet = crate::load::fleet(devices)?;
+    let city = simulator::City::new(&fleet, 1);
+    let start = EventTime::now().millis() - 86_400_000;
+    let mut rows = Vec::with_capacity(plan.copy_rows);
+    'fill: for step in 0.. {
+        for (i, d) in fleet.iter().enumerate() {
+            // Devices spread their reports over the 5 s between two of theirs.
+            let t = EventTime(start + step * 5_000 + (i * 5_000 / devices) as i64);
+            for (metric, value) in city.readings(i, t, 5.0) {
+                if rows.len() == plan.copy_rows {
+                    break 'fill;
+                }
+                rows.push((t, d.id.clone(), metric, value, step));
+            }
+        }
+    }
+    let batches: Vec<Vec<u8>> = rows
+        .chunks(5_000)
+        .map(|chunk| {
+            let mut enc = CopyEncoder::with_capacity(chunk.len() * 64);
+            for (t, device, metric, value, seq) in chunk {
+                enc.row(5);
+                enc.timestamptz(*t);
+                enc.text(device.as_str());
+                enc.text(metric.as_str());
+                enc.f64(*value);
+                enc.i64(*seq);
+            }
+            enc.finish()
+        })
+        .collect();
+    let started = Instant::now();
+    let pg0 = cpu_secs_of("postgres");
+    for batch in batches {
+        let mut tx = conn.begin().await?;
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
+            )
+            .await?;
+        copy.send(batch).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let pg_cpu = cpu_secs_of("postgres") - pg0;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ideal_readings").fetch_one(&mut conn).await?;
+    if stored as usize != rows.len() {
+        bail!("COPY stored {stored} rows of {}", rows.len());
+    }
+    Ok(json!({
+        "devices": devices,
+        "rows": rows.len(),
+        "rows_per_s": (rows.len() as f64 / secs).round(),
+        "postgres_cpu_us_per_row": round2(pg_cpu * 1e6 / rows.len() as f64),
     }))
 }

@@ -97,12 +97,12 @@ pub(crate) struct Limits {
     readings_per_msg: f64,
 }
 
-async fn limits(plan: &Plan) -> Result<Limits> {
+async fn limits(plan: &Plan, devices: usize) -> Result<Limits> {
     eprintln!("== 1a broker limit ({} s)", plan.broker_secs);
     let broker = limits::broker_limit(plan).await?;
     eprintln!("{broker}");
     eprintln!("== 1b COPY limit ({} rows)", plan.copy_rows);
-    let copy = limits::copy_limit(plan).await?;
+    let copy = limits::copy_limit(plan, devices).await?;
     eprintln!("{copy}");
     let lower = broker["readings_per_s"]
         .as_f64()
@@ -130,6 +130,12 @@ fn ratios(limits: &Limits, ideal: &Value, e2e: &Value, baseline: Option<&Value>)
             (Some(e), Some(c)) if c > 0.0 => Some(round2(e / c)),
             _ => None,
         },
+        // The same two against a `COPY` of the end-to-end fleet's keys (`fleet_keys`).
+        "end_to_end_vs_copy_fleet_keys": ratio(limits.copy["fleet_keys"]["rows_per_s"].as_f64()),
+        "postgres_cpu_per_reading_vs_copy_fleet_keys": match (e2e_cpu, limits.copy["fleet_keys"]["postgres_cpu_us_per_row"].as_f64()) {
+            (Some(e), Some(c)) if c > 0.0 => Some(round2(e / c)),
+            _ => None,
+        },
         // The ideal pipeline streams too (small batches, a commit each): the database work
         // any correct ingest needs per reading on this machine.
         "postgres_cpu_per_reading_vs_ideal": match (e2e_cpu, ideal["postgres_cpu_us_per_reading"].as_f64()) {
@@ -145,13 +151,20 @@ async fn run(quick: bool) -> Result<()> {
     let started = Instant::now();
     eprintln!("== machine");
     let machine = report::machine().await;
-    let lim = limits(&plan).await?;
+    let lim = limits(&plan, limits::FLEET_DEVICES).await?;
     eprintln!("== 1c ideal pipeline ({} s at {:.0} msg/s offered)", plan.e2e_secs, lim.offered);
-    let ideal = ideal::run(2_000, lim.offered, plan.e2e_secs).await?;
+    let ideal = ideal::run(limits::FLEET_DEVICES, lim.offered, plan.e2e_secs).await?;
     eprintln!("{ideal}");
     eprintln!("== 2 SCCR end to end ({} s at {:.0} msg/s offered)", plan.e2e_secs, lim.offered);
-    let e2e = e2e::end_to_end(1, 2_000, lim.offered, plan.e2e_secs, plan.fold_aligned, &work.path)
-        .await?;
+    let e2e = e2e::end_to_end(
+        1,
+        limits::FLEET_DEVICES,
+        lim.offered,
+        plan.e2e_secs,
+        plan.fold_aligned,
+        &work.path,
+    )
+    .await?;
     eprintln!("{e2e}");
     let sustained = e2e["readings_per_s"].as_f64().unwrap_or(0.0) / lim.readings_per_msg;
     eprintln!("== 3 latency ({} samples)", plan.latency_samples);
@@ -233,7 +246,7 @@ async fn e2e_only(quick: bool, rounds: usize, devices: usize) -> Result<Value> {
     let mut runs = Vec::new();
     for round in 1..=rounds {
         eprintln!("== round {round}/{rounds}");
-        let lim = limits(&plan).await?;
+        let lim = limits(&plan, devices).await?;
         let ideal = ideal::run(devices, lim.offered, plan.e2e_secs).await?;
         eprintln!("   ideal {}", ideal["readings_per_s"]);
         let e2e =

@@ -29,6 +29,18 @@ pub(crate) fn cpu_secs_of(comm: &str) -> f64 {
         .sum()
 }
 
+/// Busy CPU seconds of the whole machine (every core, every process), from /proc/stat:
+/// what the processes a figure names do not account for is someone else's.
+pub(crate) fn machine_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: f64 =
+        f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    busy / 100.0
+}
+
 pub(crate) fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -48,6 +60,7 @@ pub(crate) struct CpuSnapshot {
     pub(crate) broker: f64,
     pub(crate) postgres: f64,
     pub(crate) load: f64,
+    pub(crate) machine: f64,
 }
 
 pub(crate) fn cpu_snapshot(sccr: &[u32], broker: u32) -> CpuSnapshot {
@@ -57,6 +70,7 @@ pub(crate) fn cpu_snapshot(sccr: &[u32], broker: u32) -> CpuSnapshot {
         broker: cpu_secs(broker),
         postgres: cpu_secs_of("postgres"),
         load: cpu_secs(std::process::id()),
+        machine: machine_busy_secs(),
     }
 }
 
@@ -79,6 +93,7 @@ pub(crate) fn cpu_split(a: &CpuSnapshot, b: &CpuSnapshot) -> Value {
         "broker_cores": round2((b.broker - a.broker) / secs),
         "postgres_cores": round2((b.postgres - a.postgres) / secs),
         "load_generator_cores": round2((b.load - a.load) / secs),
+        "machine_busy_cores": round2((b.machine - a.machine) / secs),
     })
 }
 

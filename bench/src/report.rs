@@ -83,9 +83,16 @@ pub(crate) fn markdown(r: &Value) -> String {
     let lim = r["lower_limit_readings_per_s"].as_f64().unwrap_or(0.0);
     out.push_str(&format!("| broker limit, QoS 1, 1 subscriber | {} msg/s = {} readings/s ({} shed by the broker's queue limit under overload) | | | |\n", f(&b["msgs_per_s"]), f(&b["readings_per_s"]), f(&b["shed_by_broker_queue_limit"])));
     out.push_str(&format!(
-        "| `COPY` limit, 5,000-row batches | {} rows/s | | | |\n",
-        f(&c["rows_per_s"])
+        "| `COPY` limit, 5,000-row batches, 10 devices' keys | {} rows/s; PostgreSQL {} µs CPU per row | | | |\n",
+        f(&c["rows_per_s"]), f(&c["postgres_cpu_us_per_row"])
     ));
+    let ck = &c["fleet_keys"];
+    if ck.is_object() {
+        out.push_str(&format!(
+            "| `COPY` limit on the end-to-end fleet's keys ({} devices; binary, the ideal pipeline's table, a commit per batch) | {} rows/s; PostgreSQL {} µs CPU per row | | | |\n",
+            f(&ck["devices"]), f(&ck["rows_per_s"]), f(&ck["postgres_cpu_us_per_row"])
+        ));
+    }
     let i = &r["ideal"];
     if i.is_object() {
         out.push_str(&format!(
@@ -97,6 +104,12 @@ pub(crate) fn markdown(r: &Value) -> String {
         "| SCCR end to end, committed, ack after durable | {} readings/s | lower limit {} | {} | ≥ 0.6 |\n",
         f(&e["readings_per_s"]), lim, f(&r["ratios"]["end_to_end_vs_limit"])
     ));
+    if ck.is_object() {
+        out.push_str(&format!(
+            "| the same against the `COPY` limit on the fleet's keys | {} readings/s | {} | {} | ≥ 0.6 |\n",
+            f(&e["readings_per_s"]), f(&ck["rows_per_s"]), f(&r["ratios"]["end_to_end_vs_copy_fleet_keys"])
+        ));
+    }
     if i.is_object() {
         out.push_str(&format!(
             "| SCCR end to end against the ideal pipeline | {} readings/s | ideal {} | {} | ≥ 0.8 |\n",
@@ -109,6 +122,12 @@ pub(crate) fn markdown(r: &Value) -> String {
             "| PostgreSQL CPU per stored reading, end to end | {} µs | `COPY` limit run {} µs per row | {} | ≤ 1.5 |\n",
             f(pg_e2e), f(&c["postgres_cpu_us_per_row"]), f(&r["ratios"]["postgres_cpu_per_reading_vs_copy"])
         ));
+        if ck.is_object() {
+            out.push_str(&format!(
+                "| the same against the `COPY` limit on the fleet's keys | {} µs | {} µs per row | {} | ≤ 1.5 |\n",
+                f(pg_e2e), f(&ck["postgres_cpu_us_per_row"]), f(&r["ratios"]["postgres_cpu_per_reading_vs_copy_fleet_keys"])
+            ));
+        }
         out.push_str(&format!(
             "| the same against the ideal pipeline's | {} µs | ideal {} µs per reading | {} | |\n",
             f(pg_e2e),
@@ -157,13 +176,16 @@ pub(crate) fn markdown(r: &Value) -> String {
             .iter()
             .map(|x| {
                 format!(
-                    "p50 {} / p95 {} / p99 {} ms, {} frames/s, server {} cores, clients {} cores",
+                    "p50 {} / p95 {} / p99 {} ms (max {}), {} frames/s, server {} cores, clients {} cores, other work on the machine {} cores, {} stream steps over 25 ms",
                     f(&x["p50_ms"]),
                     f(&x["p95_ms"]),
                     f(&x["p99_ms"]),
+                    f(&x["max_ms"]),
                     f(&x["frames_per_s"]),
                     f(&x["cpu"]["sccr_cores"]),
-                    f(&x["client_fleet_cores"])
+                    f(&x["client_fleet_cores"]),
+                    f(&x["other_cores"]),
+                    f(&x["stream_steps_over_25_ms"])
                 )
             })
             .collect();

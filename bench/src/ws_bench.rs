@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::e2e::core;
 use crate::load::start_load;
-use crate::measure::{cpu_secs, cpu_snapshot, cpu_split, round2, rss_mib};
+use crate::measure::{cpu_secs, cpu_snapshot, cpu_split, metric_value, round2, rss_mib, scrape};
 
 /// Readings per second of background ingest.
 const BACKGROUND_READINGS: f64 = 20_000.0;
@@ -252,6 +252,14 @@ pub async fn clients_main(spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// Steps of the server's stream loop that took over 25 ms so far (live values wait behind
+/// them), from its `/metrics`.
+async fn slow_steps(api_port: u16) -> f64 {
+    let text = scrape(api_port).await;
+    metric_value(&text, "sccr_stream_step_seconds_count")
+        - metric_value(&text, "sccr_stream_step_seconds_bucket{le=\"0.025\"}")
+}
+
 pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
     let clients = if quick { 500 } else { 10_000 };
     let (round_secs, rounds) = if quick { (2, 3) } else { (10, 3) };
@@ -304,6 +312,7 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
         if start["event"] != "round_start" {
             bail!("the client fleet said {start} instead of starting a round");
         }
+        let slow0 = slow_steps(server.api_port).await;
         let (cpu0, fleet0, r0) = (
             cpu_snapshot(&[pid], broker_pid),
             cpu_secs(fleet_pid),
@@ -326,12 +335,26 @@ pub async fn run(quick: bool, dir: &Path) -> Result<Value> {
             cpu_secs(fleet_pid),
             counters.readings.load(Ordering::Relaxed),
         );
+        let slow = slow_steps(server.api_port).await - slow0;
         let secs = cpu1.at.duration_since(cpu0.at).as_secs_f64().max(1e-3);
         let mut round = end;
         if let Some(o) = round.as_object_mut() {
             o.remove("event");
-            o.insert("cpu".into(), cpu_split(&cpu0, &cpu1));
-            o.insert("client_fleet_cores".into(), json!(round2((fleet1 - fleet0) / secs)));
+            let cpu = cpu_split(&cpu0, &cpu1);
+            let fleet_cores = (fleet1 - fleet0) / secs;
+            // What the machine did beyond the processes measured (another job's work
+            // bends a round's tail; it is shown, not hidden).
+            let ours: f64 =
+                ["sccr_cores", "broker_cores", "postgres_cores", "load_generator_cores"]
+                    .iter()
+                    .filter_map(|k| cpu[*k].as_f64())
+                    .sum::<f64>()
+                    + fleet_cores;
+            let other = cpu["machine_busy_cores"].as_f64().map(|m| round2((m - ours).max(0.0)));
+            o.insert("cpu".into(), cpu);
+            o.insert("client_fleet_cores".into(), json!(round2(fleet_cores)));
+            o.insert("other_cores".into(), json!(other));
+            o.insert("stream_steps_over_25_ms".into(), json!(slow));
             o.insert("background_readings_per_s".into(), json!(((r1 - r0) as f64 / secs).round()));
         }
         measured.push(round);

@@ -25,9 +25,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use telemetry::metrics::{self, Collector, Encoder};
+use telemetry::metrics::{self, Collector, Encoder, Histogram};
 use telemetry::{EventTime, Reading, StatusEvent};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -36,7 +36,7 @@ use crate::live::{LiveAlert, LiveHub};
 use crate::stream_core::{Emitted, OperatorAction, Registry, StreamCore};
 
 /// Counters of the stream task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamMetrics {
     pub readings: AtomicU64,
     pub windows_emitted: AtomicU64,
@@ -55,6 +55,35 @@ pub struct StreamMetrics {
     /// Device and segment parts queued by checkpoints.
     pub checkpoint_parts: AtomicU64,
     pub registry_updates: AtomicU64,
+    /// How long each step of the stream's loop took (a batch of readings, a status, a
+    /// command, a tick, a checkpoint, with what it emitted): live values wait behind a
+    /// long one.
+    pub steps: Histogram,
+}
+
+/// Bounds of [`StreamMetrics::steps`], in seconds.
+const STEP_BUCKETS: [f64; 7] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
+
+impl Default for StreamMetrics {
+    fn default() -> Self {
+        Self {
+            readings: AtomicU64::default(),
+            windows_emitted: AtomicU64::default(),
+            too_late: AtomicU64::default(),
+            segment_windows: AtomicU64::default(),
+            los_changes: AtomicU64::default(),
+            statuses: AtomicU64::default(),
+            alerts_raised: AtomicU64::default(),
+            alerts_cleared: AtomicU64::default(),
+            alerts_suppressed: AtomicU64::default(),
+            alerts_duplicate: AtomicU64::default(),
+            operator_actions: AtomicU64::default(),
+            checkpoints: AtomicU64::default(),
+            checkpoint_parts: AtomicU64::default(),
+            registry_updates: AtomicU64::default(),
+            steps: Histogram::new(&STEP_BUCKETS),
+        }
+    }
 }
 
 impl Collector for StreamMetrics {
@@ -111,7 +140,13 @@ impl Collector for StreamMetrics {
         for (name, help, value) in counters {
             metrics::counter(e, name, help, value.load(Ordering::Relaxed))?;
         }
-        Ok(())
+        metrics::histogram(
+            e,
+            "stream_step",
+            "Time of each step of the stream's loop (readings, status, command, tick or checkpoint, with what it emitted).",
+            Some(&metrics::Unit::Seconds),
+            &self.steps.snapshot(),
+        )
     }
 }
 
@@ -375,9 +410,11 @@ pub async fn run_stream(
     let mut out = Emitted::default();
     let mut held = Vec::new();
     loop {
+        let mut step_started = None;
         tokio::select! {
             batch = readings.recv() => match batch {
                 Some(batch) => {
+                    step_started = Some(Instant::now());
                     driver.hub.apply(&batch);
                     driver.core.on_readings(&batch, EventTime::now(), &mut out);
                     driver.metrics.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -386,6 +423,7 @@ pub async fn run_stream(
             },
             status = statuses.recv(), if statuses_open => match status {
                 Some(status) => {
+                    step_started = Some(Instant::now());
                     driver.metrics.statuses.fetch_add(1, Ordering::Relaxed);
                     driver.hub.set_status(&status);
                     driver.core.on_status(&status, &mut out);
@@ -393,11 +431,18 @@ pub async fn run_stream(
                 None => statuses_open = false,
             },
             command = commands.recv(), if commands_open => match command {
-                Some(command) => driver.command(command, &mut out),
+                Some(command) => {
+                    step_started = Some(Instant::now());
+                    driver.command(command, &mut out)
+                }
                 None => commands_open = false,
             },
-            _ = tick.tick() => driver.core.tick(EventTime::now(), &mut out),
+            _ = tick.tick() => {
+                step_started = Some(Instant::now());
+                driver.core.tick(EventTime::now(), &mut out)
+            }
             _ = checkpoint.tick() => {
+                step_started = Some(Instant::now());
                 driver.checkpoint(&mut readings, &mut held).await;
                 for batch in held.drain(..) {
                     driver.core.on_readings(&batch, EventTime::now(), &mut out);
@@ -406,6 +451,9 @@ pub async fn run_stream(
             }
         }
         driver.emit(&mut out).await;
+        if let Some(started) = step_started {
+            driver.metrics.steps.observe(started.elapsed());
+        }
     }
     driver.core.flush(EventTime::now(), &mut out);
     driver.emit(&mut out).await;
