@@ -145,16 +145,37 @@ fn ratios(limits: &Limits, ideal: &Value, e2e: &Value, baseline: Option<&Value>)
     })
 }
 
+/// Seconds each stage of a run took, in order (the full run is kept under 10 minutes).
+struct Laps {
+    last: Instant,
+    laps: serde_json::Map<String, Value>,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self { last: Instant::now(), laps: serde_json::Map::new() }
+    }
+
+    fn lap(&mut self, stage: &str) {
+        let now = Instant::now();
+        self.laps.insert(stage.into(), json!(round2(now.duration_since(self.last).as_secs_f64())));
+        self.last = now;
+    }
+}
+
 async fn run(quick: bool) -> Result<()> {
     let plan = Plan::new(quick);
     let work = TempDir::new("bench")?;
     let started = Instant::now();
+    let mut laps = Laps::new();
     eprintln!("== machine");
     let machine = report::machine().await;
     let lim = limits(&plan, limits::FLEET_DEVICES).await?;
+    laps.lap("limits");
     eprintln!("== 1c ideal pipeline ({} s at {:.0} msg/s offered)", plan.e2e_secs, lim.offered);
     let ideal = ideal::run(limits::FLEET_DEVICES, lim.offered, plan.e2e_secs).await?;
     eprintln!("{ideal}");
+    laps.lap("ideal");
     eprintln!("== 2 SCCR end to end ({} s at {:.0} msg/s offered)", plan.e2e_secs, lim.offered);
     let e2e = e2e::end_to_end(
         1,
@@ -166,28 +187,36 @@ async fn run(quick: bool) -> Result<()> {
     )
     .await?;
     eprintln!("{e2e}");
+    laps.lap("end_to_end");
     let sustained = e2e["readings_per_s"].as_f64().unwrap_or(0.0) / lim.readings_per_msg;
     eprintln!("== 3 latency ({} samples)", plan.latency_samples);
     let lat = e2e::latency(sustained, plan.latency_samples, &work.path).await?;
     eprintln!("{lat}");
+    laps.lap("latency");
     eprintln!("== 4 naive baseline ({} s)", plan.baseline_secs);
     let base = baseline::baseline(lim.offered, plan.baseline_secs).await?;
     eprintln!("{base}");
+    laps.lap("baseline");
     eprintln!("== 5 store");
     let store = store_bench::run(plan.quick).await?;
     eprintln!("{store}");
+    laps.lap("store");
     eprintln!("== 6 stream core");
     let stream_core = stream_bench::run(plan.quick).await?;
     eprintln!("{stream_core}");
+    laps.lap("stream");
     eprintln!("== 7 websocket fan-out");
     let websocket = ws_bench::run(plan.quick, &work.path).await?;
     eprintln!("{websocket}");
+    laps.lap("websocket");
     eprintln!("== 8 export over HTTP");
     let export = export_bench::run(plan.quick).await?;
     eprintln!("{export}");
+    laps.lap("export");
     eprintln!("== 8b Road Cadastre");
     let cadastre = cadastre_bench::run(plan.quick).await?;
     eprintln!("{cadastre}");
+    laps.lap("cadastre");
     let mut scaling = Vec::new();
     if !plan.quick {
         eprintln!("== 9 scaling");
@@ -197,6 +226,7 @@ async fn run(quick: bool) -> Result<()> {
             scaling.push(e2e::end_to_end(1, devices, lim.offered, 15, false, &work.path).await?);
             eprintln!("{}", scaling.last().unwrap_or(&Value::Null));
         }
+        laps.lap("scaling");
     }
     let date = EventTime::now().to_rfc3339();
     let report = json!({
@@ -218,6 +248,7 @@ async fn run(quick: bool) -> Result<()> {
         "scaling": scaling,
         "ratios": ratios(&lim, &ideal, &e2e, Some(&base)),
         "duration_s": started.elapsed().as_secs(),
+        "stage_seconds": laps.laps,
     });
     let md = report::markdown(&report);
     println!("{md}");

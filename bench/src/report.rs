@@ -269,6 +269,11 @@ pub(crate) fn markdown(r: &Value) -> String {
         "Broker limit run, CPU: {}. Ideal pipeline run, CPU: {}. Baseline run, CPU: {}.\n",
         b["cpu"], r["ideal"]["cpu"], r["baseline"]["cpu"]
     ));
+    out.push_str(&format!(
+        "The run took {} s; seconds by stage: {}.\n",
+        f(&r["duration_s"]),
+        r["stage_seconds"]
+    ));
     out.push_str(&database_breakdown("SCCR end to end, 2,000 devices", &e["database"]));
     for s in r["scaling"].as_array().into_iter().flatten() {
         if s["instances"] == 1 && (s["devices"] == 1_000 || s["devices"] == 100_000) {
