@@ -42,14 +42,38 @@ pub(crate) const TABLE: &str = "CREATE TABLE IF NOT EXISTS ideal_readings (
     value double precision NOT NULL, seq bigint, PRIMARY KEY (device, metric, time))";
 
 struct Batch {
-    copy: CopyEncoder,
-    rows: usize,
+    readings: Vec<telemetry::Reading>,
     publishes: Vec<Publish>,
 }
 
 impl Batch {
     fn new() -> Self {
-        Self { copy: CopyEncoder::with_capacity(BATCH_ROWS * 64), rows: 0, publishes: Vec::new() }
+        Self { readings: Vec::with_capacity(BATCH_ROWS), publishes: Vec::new() }
+    }
+
+    /// The batch's rows for `COPY`, in the primary key's order as SCCR's writer sends
+    /// them (consecutive rows on the same index pages).
+    fn encode(&mut self) -> Vec<u8> {
+        self.readings.sort_unstable_by(|a, b| {
+            (a.device.as_str(), a.metric.as_str(), a.time).cmp(&(
+                b.device.as_str(),
+                b.metric.as_str(),
+                b.time,
+            ))
+        });
+        let mut copy = CopyEncoder::with_capacity(self.readings.len() * 64);
+        for r in &self.readings {
+            copy.row(5);
+            copy.timestamptz(r.time);
+            copy.text(r.device.as_str());
+            copy.text(r.metric.as_str());
+            copy.f64(r.value);
+            match r.seq {
+                Some(s) => copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
+                None => copy.null(),
+            }
+        }
+        copy.finish()
     }
 }
 
@@ -104,22 +128,25 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
         let (acker, batch_rx, committed) = (client.clone(), batch_rx.clone(), committed.clone());
         committers.push(tokio::spawn(async move {
             loop {
-                let Some((batch, _permit)) = batch_rx.lock().await.recv().await else { break };
+                let Some((mut batch, _permit)) = batch_rx.lock().await.recv().await else {
+                    break;
+                };
+                let rows = batch.readings.len();
                 let mut tx = conn.begin().await?;
-                if batch.rows > 0 {
+                if rows > 0 {
                     let mut copy = tx
                         .copy_in_raw(
                             "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
                         )
                         .await?;
-                    copy.send(batch.copy.finish()).await?;
+                    copy.send(batch.encode()).await?;
                     copy.finish().await?;
                 }
                 tx.commit().await?;
                 for p in &batch.publishes {
                     acker.ack(p).await?;
                 }
-                committed.fetch_add(batch.rows as u64, Ordering::Relaxed);
+                committed.fetch_add(rows as u64, Ordering::Relaxed);
             }
             anyhow::Ok(())
         }));
@@ -159,22 +186,11 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                 let topic = std::str::from_utf8(&p.topic).ok().and_then(|t| Topic::parse(t).ok());
                 if let Some(topic) = topic {
                     if let Ok(decoded) = telemetry::decode(&p.payload, &topic.device, now) {
-                        for r in &decoded.readings {
-                            batch.copy.row(5);
-                            batch.copy.timestamptz(r.time);
-                            batch.copy.text(r.device.as_str());
-                            batch.copy.text(r.metric.as_str());
-                            batch.copy.f64(r.value);
-                            match r.seq {
-                                Some(s) => batch.copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
-                                None => batch.copy.null(),
-                            }
-                        }
-                        batch.rows += decoded.readings.len();
+                        batch.readings.extend(decoded.readings);
                     }
                 }
                 batch.publishes.push(p);
-                let full = batch.rows >= BATCH_ROWS;
+                let full = batch.readings.len() >= BATCH_ROWS;
                 if !hand_over(&mut batch, full).await {
                     break;
                 }

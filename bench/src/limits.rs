@@ -164,10 +164,14 @@ async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
         }
     }
     let batches: Vec<Vec<u8>> = rows
-        .chunks(5_000)
+        .chunks_mut(5_000)
         .map(|chunk| {
+            // In the primary key's order, as SCCR's writer and the ideal pipeline send them.
+            chunk.sort_unstable_by(|a, b| {
+                (a.1.as_str(), a.2.as_str(), a.0).cmp(&(b.1.as_str(), b.2.as_str(), b.0))
+            });
             let mut enc = CopyEncoder::with_capacity(chunk.len() * 64);
-            for (t, device, metric, value, seq) in chunk {
+            for (t, device, metric, value, seq) in chunk.iter() {
                 enc.row(5);
                 enc.timestamptz(*t);
                 enc.text(device.as_str());
