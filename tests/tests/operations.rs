@@ -153,6 +153,16 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
         "a suppressed raise pages no one"
     );
     assert_eq!(raised_events(format!("alert/{}", open["id"])).await, 1);
+    // Its raise names the operation that explains it.
+    let raise_note: Option<String> = sqlx::query_scalar(
+        "SELECT note FROM alert_events WHERE alert_id = $1 AND from_state IS NULL ORDER BY id LIMIT 1",
+    )
+    .bind(closed_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(raise_note, Some(format!("operation {id}")));
+
     // The operator links the alert it explains; an alert that does not exist is refused
     // naming the field, and nothing is written.
     let path = format!("/api/v1/operations/{id}");
