@@ -96,7 +96,10 @@ fn example() -> Value {
 }
 
 fn text_schema(max: usize) -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"})
+    // No control character but tab and line breaks, and at least one character that is
+    // neither a space nor a control character (`\S` alone would admit a lone DEL).
+    const CTRL: &str = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f";
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": format!("^[^{CTRL}]*[^\\s{CTRL}][^{CTRL}]*$")})
 }
 
 /// The schema of an operation's editable fields (`required` for creation).

@@ -89,6 +89,7 @@ async fn operations_refuse_hostile_headers_parameters_and_edits_and_change_nothi
         ("POST", format!("{path}/notes"), vec![], format!(r#"{{"text":"{}"}}"#, long(2_001)), 400, "text"),
         ("POST", format!("{path}/notes"), vec![], r#"{"text":""}"#.into(), 400, "text"),
         ("POST", format!("{path}/notes"), vec![], r#"{"text":"\u0007bell"}"#.into(), 400, "text"),
+        ("POST", format!("{path}/notes"), vec![], r#"{"text":"ok\u007f"}"#.into(), 400, "text"),
         ("POST", format!("{path}/notes"), vec![], r#"{"text":"ok","by":"mallory"}"#.into(), 400, "body"),
         // List parameters.
         ("GET", "/api/v1/operations?limit=0".into(), vec![], String::new(), 400, "limit"),
