@@ -96,7 +96,10 @@ fn example() -> Value {
 }
 
 fn text_schema(max: usize) -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*\\S[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"})
+    // No control character but tab and line breaks, and at least one character that is
+    // neither a space nor a control character (`\S` alone would admit a lone DEL).
+    const CTRL: &str = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f";
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": format!("^[^{CTRL}]*[^\\s{CTRL}][^{CTRL}]*$")})
 }
 
 /// The schema of an operation's editable fields (`required` for creation).
@@ -154,7 +157,7 @@ pub fn operations() -> Vec<Op> {
             .also_ok(200, "The same Idempotency-Key and body were seen before from this token: the operation created then")
             .error(403, "A planner creating anything but a planned roadworks or event")
             .error(409, "The Idempotency-Key was used for another request")
-            .error(422, "The planned window ends before it starts, a segment does not exist, the area crosses itself, or no segment, point or area is given (param names the field)"),
+            .error(422, "The planned window ends before it starts, a segment or a linked alert does not exist, the area crosses itself, or no segment, point or area is given (param names the field)"),
         Op::new("GET", "/api/v1/operations/{id}", READERS, "operations", "An operation (ETag: its version)", get(fetch))
             .path_param("id", id(), "Operation id")
             .ok(200, one()),
@@ -352,7 +355,13 @@ fn merged(op: &Operation, fields: &serde_json::Map<String, Value>) -> Result<Ope
         }
         ApiError::bad_field(&field, format!("{path}: {}", e.inner()))
     })?;
-    // What the schema states of segments (their pattern, no repeats): 400.
+    // What the schema states of segments (how many, their pattern, no repeats): 400.
+    if op.segments.len() > store::operations::MAX_SEGMENTS {
+        return Err(ApiError::bad_field(
+            "segments",
+            format!("at most {} segments", store::operations::MAX_SEGMENTS),
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for s in &op.segments {
         SegmentId::parse(s).map_err(|e| ApiError::bad_field("segments", format!("{s:?}: {e}")))?;
@@ -361,6 +370,28 @@ fn merged(op: &Operation, fields: &serde_json::Map<String, Value>) -> Result<Ope
         }
     }
     Ok(op)
+}
+
+/// Each alert `op` links that `before` did not must exist: 422 naming `linked_alerts`
+/// otherwise. (Alerts linked before stay linked, though retention may have removed them.)
+async fn linked_alerts_exist(
+    state: &AppState,
+    op: &Operation,
+    before: &[i64],
+) -> Result<(), ApiError> {
+    let mut unknown = Vec::new();
+    for id in op.linked_alerts.iter().filter(|id| !before.contains(id)) {
+        if state.store.alert(*id).await?.is_none() {
+            unknown.push(id.to_string());
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::unprocessable(
+        "linked_alerts",
+        format!("unknown alert(s): {}", unknown.join(", ")),
+    ))
 }
 
 /// Whether a planner may create or change `op` (planned roadworks and events only).
@@ -429,6 +460,7 @@ async fn create(
         return Err(forbidden("planners create planned roadworks and events only"));
     }
     op.validate().map_err(refused)?;
+    linked_alerts_exist(&state, &op, &[]).await?;
     state
         .store
         .place_operation(&mut op, state.operation_point_distance_m)
@@ -500,6 +532,7 @@ async fn patch(
         return Err(forbidden("planners change planned roadworks and events only"));
     }
     changed.validate().map_err(refused)?;
+    linked_alerts_exist(&state, &changed, &current.linked_alerts).await?;
     state
         .store
         .place_operation(&mut changed, state.operation_point_distance_m)

@@ -183,7 +183,7 @@ impl AlertSink {
             (Some(id), Some(key)) => self.store_id_of(id, key).await?,
             _ => None,
         };
-        Ok(Suppression { reason: s.reason, by_alert })
+        Ok(Suppression { reason: s.reason, by_alert, by_operation: s.by_operation.clone() })
     }
 
     async fn apply(&mut self, item: &AlertSinkItem) -> Result<(), StoreError> {

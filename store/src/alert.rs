@@ -338,7 +338,11 @@ impl AlertColumns {
                 .suppressed_reason
                 .map(|r| {
                     SuppressionReason::parse(&r)
-                        .map(|reason| Suppression { reason, by_alert: self.suppressed_by_alert })
+                        .map(|reason| Suppression {
+                            reason,
+                            by_alert: self.suppressed_by_alert,
+                            by_operation: None,
+                        })
                         .ok_or_else(|| corrupt("alert suppression", r))
                 })
                 .transpose()?,

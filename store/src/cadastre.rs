@@ -130,6 +130,19 @@ pub(crate) struct Applied {
     pub relinked: usize,
 }
 
+impl Plan<'_> {
+    /// What applying the plan did, with the number of devices it relinked.
+    pub(crate) fn applied(self, relinked: u64) -> Applied {
+        Applied {
+            added: self.added,
+            changed: self.changed,
+            unchanged: self.unchanged,
+            retired_ids: self.retire,
+            relinked: usize::try_from(relinked).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// A device's position as stored: id, lon, lat, bearing.
 pub(crate) type PositionRow = (String, f64, f64, Option<f64>);
 

@@ -486,6 +486,24 @@ pub struct OperationChange {
     pub changes: serde_json::Value,
 }
 
+/// One row of the trail (`version`, `at_ms`, `by_name`, `action`, `changes` as JSON
+/// text), as both backends read it.
+pub(crate) fn change_from_row<'r, R>(r: &'r R) -> Result<OperationChange, StoreError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(OperationChange {
+        version: r.try_get("version")?,
+        at: EventTime(r.try_get("at_ms")?),
+        by: r.try_get("by_name")?,
+        action: r.try_get("action")?,
+        changes: crate::access::json_column(r.try_get("changes")?)?,
+    })
+}
+
 /// A list's selection (see docs/operations.md).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OperationFilter {

@@ -60,6 +60,12 @@ impl Store {
         dispatch!(self, s => s.fold_minutes(until).await)
     }
 
+    /// [`Store::folded_until`] as this process last read or moved it, without a query
+    /// (`None` before its first fold, and on SQLite); for the merger's metrics.
+    pub fn folded_mark(&self) -> Option<EventTime> {
+        dispatch!(self, s => s.folded_mark())
+    }
+
     /// Where the rollups end: they hold every reading before this instant, and history
     /// reads raw readings from it on. `None` where they hold every reading (SQLite).
     pub async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {

@@ -441,6 +441,19 @@ impl SuppressionReason {
 pub struct Suppression {
     pub reason: SuppressionReason,
     pub by_alert: Option<i64>,
+    /// The road operation that explains the alert, when one does; written into the note
+    /// of the raise of an alert opened suppressed (not a column: stored records read
+    /// back `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_operation: Option<String>,
+}
+
+impl Suppression {
+    /// The note of the raise of an alert opened under this suppression, where it names
+    /// something (`operation op-…`, as the `suppress` event of an open alert says).
+    pub fn raise_note(&self) -> Option<String> {
+        self.by_operation.as_ref().map(|op| format!("{} {op}", self.reason.as_str()))
+    }
 }
 
 /// A message template: the wall renders `code` with `params` in its own language; the

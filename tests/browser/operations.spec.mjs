@@ -124,6 +124,22 @@ test('every kind has its icon; Italian texts; screenshots on the wall at 1920×1
     const rule = await page.evaluate(() => window.sccr.wallFontPx);
     const h = await page.locator('.opmark svg').first().evaluate((el) => el.getBoundingClientRect().height);
     expect(h).toBeGreaterThanOrEqual(rule);
+    // No row is cut by the panel's edge: each is shown whole or left out, and those left
+    // out beside one shown are counted on the heading line.
+    await expect.poll(() => page.evaluate(() => {
+      const list = document.getElementById('ops-list');
+      if (!list) return 'no list';
+      const bottom = list.getBoundingClientRect().bottom;
+      const rows = [...list.children];
+      const shown = rows.filter((li) => !li.classList.contains('clipped'));
+      const cut = shown.filter((li) => li.getBoundingClientRect().bottom > bottom + 1);
+      const more = document.getElementById('ops-more');
+      const hidden = rows.length - shown.length;
+      const counted = hidden === 0 || shown.length === 0 ? more?.hidden : !more?.hidden && more?.textContent === `altri ${hidden}`;
+      return cut.length === 0 && counted ? 'ok' : `cut ${cut.length}, hidden ${hidden}, more ${more?.hidden ? 'hidden' : more?.textContent}`;
+    }), { timeout: 5_000 }).toBe('ok');
+    // The segments are drawn (in the worker) with the operations' marks before the shot.
+    await expect.poll(() => page.evaluate((id) => window.sccr.segmentStyle(id)?.operation ? window.sccr.segmentDraws().drawn : 0, segs[3]), { timeout: 10_000 }).toBeGreaterThanOrEqual(20);
     await shot(page, `operations-wall-it-${width}x${height}.png`);
     expect(errors).toEqual([]);
     await page.close();

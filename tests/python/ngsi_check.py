@@ -6,12 +6,16 @@ the `pysmartdatamodels` package (PyPI, by the Smart Data Models programme) ships
 model-assets/smartdatamodels.json.gz: one record per (data model, property) with its JSON
 type and its NGSI-LD kind (Property, Relationship, GeoProperty). For every attribute of
 every entity: the property must exist in the entity type's model, its kind must match,
-and its value must have the model's JSON type. Exits 1 listing every mismatch.
+its value must have the model's JSON type and, where the model lists the values a text
+property takes (its `enum`, or "Enum: …" in its description), be one of them. Exits 1
+listing every mismatch.
 """
+import ast
 import gzip
 import importlib.util
 import json
 import os
+import re
 import sys
 
 spec = importlib.util.find_spec("pysmartdatamodels")
@@ -22,8 +26,28 @@ with gzip.open(os.path.join(package_dir, "model-assets", "smartdatamodels.json.g
     records = json.load(f)
 
 models = {}
+# The values a text property may take, where the model lists them: its `enum` (a list,
+# or a Python list literal), else the list after "Enum:" in its description ('a, b', ‘a, b’, [a, b]).
+enums = {}
 for r in records:
     models.setdefault(r["dataModel"], {})[r["property"]] = (r.get("type"), r.get("typeNGSI"))
+    if r.get("type") != "string":
+        continue
+    values = []
+    listed = r.get("enum")
+    if isinstance(listed, str):
+        try:
+            listed = ast.literal_eval(listed)
+        except (ValueError, SyntaxError):
+            listed = None
+    if isinstance(listed, list):
+        values = [str(v) for v in listed]
+    if not values:
+        m = re.search(r"Enum:[\s'‘\[]*([^'’\]]+)", r.get("description") or "")
+        if m:
+            values = [v.strip() for v in m.group(1).split(",") if v.strip()]
+    if values:
+        enums.setdefault((r["dataModel"], r["property"]), set()).update(values)
 
 JSON_TYPES = {
     "string": lambda v: isinstance(v, str) or (isinstance(v, dict) and v.get("@type") in ("DateTime", "Date")),
@@ -37,6 +61,7 @@ JSON_TYPES = {
 entities = json.load(open(sys.argv[1]))
 problems = []
 checked = 0
+enumerated = 0
 for e in entities:
     kind = e.get("type")
     model = models.get(kind)
@@ -71,8 +96,14 @@ for e in entities:
         check = JSON_TYPES.get(json_type)
         if check is not None and not check(value):
             problems.append(f"{where}: value {value!r} is not a {json_type}")
+            continue
+        allowed = enums.get((kind, name))
+        if allowed and isinstance(value, str) and value not in allowed:
+            problems.append(f"{where}: {value!r} is not one of the model's values ({', '.join(sorted(allowed))})")
+        if allowed:
+            enumerated += 1
 
 if problems:
     print("\n".join(problems))
     sys.exit(1)
-print(f"{len(entities)} entities, {checked} attributes match the Smart Data Models database")
+print(f"{len(entities)} entities, {checked} attributes match the Smart Data Models database ({enumerated} of them against the model's list of values)")

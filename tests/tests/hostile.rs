@@ -4,7 +4,8 @@
 //! `/metrics` that moved, the pipeline going on (a good message after the bad ones is
 //! stored), and the process's memory staying bounded under a flood.
 //!
-//! Websocket clients are in `hostile/websocket.rs`; MQTT and HTTP input is here.
+//! Websocket clients are in `hostile/websocket.rs`, road operations' headers, parameters
+//! and edits in `hostile/operations.rs`; MQTT and other HTTP input is here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use sccr_tests::{
 };
 use sqlx::PgPool;
 use tokio_tungstenite::tungstenite::Message;
+#[path = "hostile/operations.rs"]
+mod operations;
 #[path = "hostile/websocket.rs"]
 mod websocket;
 

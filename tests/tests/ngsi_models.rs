@@ -2,7 +2,9 @@
 //! Data Models programme's own property database, shipped in the `pysmartdatamodels`
 //! package (PyPI): every attribute of `TrafficFlowObserved`, `AirQualityObserved`,
 //! `Alert` (alerts and road operations) and `RoadSegment` (a segment under an operation)
-//! must be a property of its model, of the model's NGSI-LD kind and JSON type
+//! must be a property of its model, of the model's NGSI-LD kind and JSON type, and, where
+//! the model lists the values a text property takes (`subCategory` `roadClosed`,
+//! `roadWorks`, `carAccident`; `RoadSegment.status` `closed`, `limited`), one of them
 //! (`tests/python/ngsi_check.py`).
 
 use links::ngsi::{
@@ -195,4 +197,13 @@ fn ngsi_entities_match_the_smart_data_models_database() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("11 entities"), "{text}");
+    // Category, subCategory and severity of the 7 Alerts and the status of the 2
+    // RoadSegments were held to the model's lists of values.
+    let enumerated: usize = text
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(enumerated >= 7 * 3 + 2, "{text}");
 }

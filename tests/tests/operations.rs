@@ -11,7 +11,7 @@ use sccr_tests::{
     compact, http_get, http_send, loop_on, publish_all, telemetry_topic, test_segment, wait_for,
     wait_pipeline_ready, Broker, Sccr, TempDir, TestDb,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use store::{DeviceRecord, Store, StoreOptions};
 use telemetry::EventTime;
@@ -153,6 +153,58 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
         "a suppressed raise pages no one"
     );
     assert_eq!(raised_events(format!("alert/{}", open["id"])).await, 1);
+    // Its raise names the operation that explains it.
+    let raise_note: Option<String> = sqlx::query_scalar(
+        "SELECT note FROM alert_events WHERE alert_id = $1 AND from_state IS NULL ORDER BY id LIMIT 1",
+    )
+    .bind(closed_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(raise_note, Some(format!("operation {id}")));
+
+    // The operator links the alert it explains; an alert that does not exist is refused
+    // naming the field, and nothing is written.
+    let path = format!("/api/v1/operations/{id}");
+    let link = |ids: String| {
+        let path = path.clone();
+        async move {
+            sccr_tests::http_request_with(
+                port,
+                "PATCH",
+                &path,
+                Some(sccr_tests::TEST_ADMIN_TOKEN),
+                &[("If-Match", "\"1\"")],
+                &format!(r#"{{"linked_alerts":{ids}}}"#),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (status, text) = link(format!("[{closed_id},{}]", closed_id + 1_000_000)).await;
+    let refused: Value = serde_json::from_str(&text).unwrap_or_default();
+    assert_eq!((status, &refused["error"]["param"]), (422, &json!("linked_alerts")), "{text}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&(closed_id + 1_000_000).to_string()),
+        "{text}"
+    );
+    let (status, text) = link(format!("[{closed_id}]")).await;
+    assert_eq!(status, 200, "{text}");
+    let linked: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (linked["version"].as_i64(), &linked["linked_alerts"]),
+        (Some(2), &json!([closed_id]))
+    );
+    let (_, text) = http_get(port, &format!("{path}/history")).await.unwrap();
+    let trail: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        trail["changes"][1]["changes"]["linked_alerts"],
+        json!([[], [closed_id]]),
+        "{trail}"
+    );
 
     // Ending the operation lifts the suppression: the alert still holding is shown again.
     let (status, text) = http_send(
@@ -175,7 +227,7 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
             .await
             .unwrap();
     assert!(actions.contains(&Some("unsuppress".to_owned())), "{actions:?}");
-    // The operation's outbox events: created, then status_changed.
+    // The operation's outbox events: created, updated (the link), status_changed.
     let types: Vec<String> =
         sqlx::query_scalar("SELECT type FROM outbox WHERE subject = $1 ORDER BY id")
             .bind(format!("operation/{id}"))
@@ -184,7 +236,11 @@ async fn an_active_closure_suppresses_alerts_on_its_segment_until_it_ends() {
             .unwrap();
     assert_eq!(
         types,
-        ["it.firenze.sccr.operation.created", "it.firenze.sccr.operation.status_changed"]
+        [
+            "it.firenze.sccr.operation.created",
+            "it.firenze.sccr.operation.updated",
+            "it.firenze.sccr.operation.status_changed"
+        ]
     );
 }
 

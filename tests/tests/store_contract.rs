@@ -658,4 +658,6 @@ async fn folds_and_merges_wait_for_each_other() {
         Some(EventTime(now + 3 * HOUR)),
         "sealed and folded after the batch"
     );
+    // The process knows the mark it moved without asking the database.
+    assert_eq!(store.folded_mark(), Some(EventTime(now + 3 * HOUR)));
 }

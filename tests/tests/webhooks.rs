@@ -17,7 +17,8 @@
 //! created over the API.
 //!
 //! The outbox scenario is here, https and the allow-list in `webhooks/tls.rs`, the
-//! commands in `webhooks/commands.rs`.
+//! commands in `webhooks/commands.rs`, road operations' events (CloudEvents and NGSI-LD
+//! `Alert`s) in `webhooks/operations.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 #[path = "webhooks/commands.rs"]
 mod commands;
+#[path = "webhooks/operations.rs"]
+mod operations;
 #[path = "webhooks/tls.rs"]
 mod tls;
 

@@ -58,6 +58,7 @@ function setMode(mode) {
   dirty.alerts = true;
   renderKpis(); // the worst list's length depends on the mode
   alerts.countHidden();
+  operations.countHidden();
   // Entering wall mode shows the whole network; a resize keeps a view someone chose (a
   // zoom, a pan, an alert in focus) and fits the network again only if it was in view.
   const refit = changed || mapView.showsAll();

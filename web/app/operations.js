@@ -24,6 +24,9 @@ let onSelect = () => {};
 export function initOperations(h) {
   onSelect = h.onSelect;
   const list = $('ops-list');
+  // The alerts' list outranks this one on the wall: what fits changes with it, so the rows
+  // shown are counted again when the list's size changes (after layout), not polled.
+  new ResizeObserver(() => countHidden()).observe(list);
   list.addEventListener('click', (/** @type {MouseEvent} */ e) => {
     const li = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (e.target).closest('li[data-op]'));
     if (li?.dataset.op) select(li.dataset.op);
@@ -227,4 +230,26 @@ export function render() {
     slot(li, 'meta', metaText(op));
     return li;
   }));
+  countHidden();
+}
+
+/**
+ * On the wall the panel shows the rows that fit whole (a row cut by its edge is left out)
+ * and counts the rest on its heading line, as the alerts' list does. Where no row fits (a
+ * 1080p wall with alerts listed) the heading's count says it alone: "+N" would only repeat
+ * it, and in Italian would not fit beside the heading.
+ */
+export function countHidden() {
+  const list = $('ops-list');
+  const more = $('ops-more');
+  const wall = document.body.dataset.mode === 'wall';
+  const bottom = list.getBoundingClientRect().bottom;
+  let hidden = 0;
+  for (const li of list.children) {
+    const cut = wall && li.getBoundingClientRect().bottom > bottom + 1;
+    li.classList.toggle('clipped', cut);
+    if (cut) hidden += 1;
+  }
+  more.hidden = !wall || hidden === 0 || hidden === list.children.length;
+  more.textContent = t('more_alerts', { n: hidden });
 }

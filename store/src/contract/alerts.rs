@@ -283,7 +283,11 @@ pub async fn alarm_states_shelving_and_suppression_follow_the_table(store: &Stor
     assert_eq!((ended.state, ended.active), (Cleared, false));
     assert_eq!(ended.cleared.as_ref().map(|c| c.by.clone()), Some(None));
     // A raise recorded suppressed, then lifted.
-    let by = Suppression { reason: SuppressionReason::SuppressedByRule, by_alert: Some(b.id) };
+    let by = Suppression {
+        reason: SuppressionReason::SuppressedByRule,
+        by_alert: Some(b.id),
+        by_operation: None,
+    };
     let c = raise(
         store,
         &NewAlert {
@@ -330,6 +334,36 @@ pub async fn alarm_states_shelving_and_suppression_follow_the_table(store: &Stor
         .iter()
         .all(|r| r.id == c.id));
     store.clear_alert(c.id, Some("ops-anna"), None, t(3_802)).await.expect("clear");
+    // Raised under a road operation: the raise's note names it (the record keeps the reason).
+    let under = Suppression {
+        reason: SuppressionReason::Operation,
+        by_alert: None,
+        by_operation: Some("op-0195b1c2d3e-4f5a6b7c".into()),
+    };
+    let o = raise(
+        store,
+        &NewAlert {
+            suppressed: Some(under),
+            ..new_alert(
+                "contract.isa",
+                AlertSubject::Device(dev("isa-op")),
+                Severity::Warning,
+                T0 + 2,
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        o.suppressed,
+        Some(Suppression {
+            reason: SuppressionReason::Operation,
+            by_alert: None,
+            by_operation: None
+        })
+    );
+    let raised = store.alert_events(o.id).await.expect("events");
+    assert_eq!(raised[0].note.as_deref(), Some("operation op-0195b1c2d3e-4f5a6b7c"));
+    store.clear_alert(o.id, Some("ops-anna"), None, t(3_803)).await.expect("clear");
 }
 
 /// The stream clears by key when a condition ends: only that key's open alert moves, with

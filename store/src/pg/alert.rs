@@ -89,8 +89,9 @@ impl PgStore {
                 .await?;
             if let Some(row) = row {
                 let record = alert_record(&row)?;
-                sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at) VALUES ($1, NULL, 'raised', NULL, NULL, $2)")
+                sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at) VALUES ($1, NULL, 'raised', NULL, $2, $3)")
                     .bind(record.id)
+                    .bind(a.suppressed.as_ref().and_then(crate::Suppression::raise_note))
                     .bind(ts(a.raised_at))
                     .execute(&mut *tx)
                     .await?;

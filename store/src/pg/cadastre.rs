@@ -150,13 +150,7 @@ impl PgStore {
         } else {
             tx.commit().await?;
         }
-        Ok(Applied {
-            added: p.added,
-            changed: p.changed,
-            unchanged: p.unchanged,
-            retired_ids: p.retire,
-            relinked: usize::try_from(relinked).unwrap_or(usize::MAX),
-        })
+        Ok(p.applied(relinked))
     }
 
     pub(crate) async fn segments_in(&self, b: [f64; 4]) -> Result<Vec<RoadSegment>, StoreError> {

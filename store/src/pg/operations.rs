@@ -200,17 +200,7 @@ impl PgStore {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| -> Result<OperationChange, StoreError> {
-                Ok(OperationChange {
-                    version: r.try_get("version")?,
-                    at: telemetry::EventTime(r.try_get("at_ms")?),
-                    by: r.try_get("by_name")?,
-                    action: r.try_get("action")?,
-                    changes: crate::access::json_column(r.try_get("changes")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(crate::operations::change_from_row).collect()
     }
 
     pub(crate) async fn operations_on_segment(

@@ -325,6 +325,14 @@ impl PgStore {
         Ok(total)
     }
 
+    /// The end of the folded minutes as this process last read or moved it, without a
+    /// query (`None` before its first fold). Another process's folds show from this one's
+    /// next fold on.
+    pub(crate) fn folded_mark(&self) -> Option<EventTime> {
+        let at = self.folded_mark.load(Ordering::Relaxed);
+        (at > 0).then_some(EventTime(at))
+    }
+
     /// The end of the folded minutes: the rollups hold every live reading before it;
     /// readings from it on are read raw.
     pub(crate) async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {
@@ -362,8 +370,14 @@ impl PgStore {
         }
         let mut hour = now.millis().div_euclid(HOUR_MS) * HOUR_MS;
         if hour > self.hour_mark.load(Ordering::Relaxed) {
-            // An hour is whole in rollup_1m once all its minutes are folded.
-            let folded = self.folded_until().await?.map_or(hour, |t| t.millis());
+            // An hour is whole in rollup_1m once all its minutes are folded. The mark only
+            // moves on: one this process saw past the hour needs no query.
+            let known = self.folded_mark.load(Ordering::Relaxed);
+            let folded = if known >= hour {
+                known
+            } else {
+                self.folded_until().await?.map_or(hour, |t| t.millis())
+            };
             hour = hour.min(folded.div_euclid(HOUR_MS) * HOUR_MS);
         }
         let mut rows = 0;

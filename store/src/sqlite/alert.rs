@@ -97,8 +97,9 @@ impl SqliteStore {
             });
         };
         let record = alert_record(&row)?;
-        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at_ms) VALUES (?, NULL, 'raised', NULL, NULL, ?)")
+        sqlx::query("INSERT INTO alert_events (alert_id, from_state, to_state, by, note, at_ms) VALUES (?, NULL, 'raised', NULL, ?, ?)")
             .bind(record.id)
+            .bind(a.suppressed.as_ref().and_then(crate::Suppression::raise_note))
             .bind(a.raised_at.millis())
             .execute(&mut *tx)
             .await?;

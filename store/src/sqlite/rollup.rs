@@ -28,6 +28,11 @@ impl SqliteStore {
         Ok(MergeOutcome::default())
     }
 
+    /// The rollups hold every reading: no mark.
+    pub(crate) fn folded_mark(&self) -> Option<EventTime> {
+        None
+    }
+
     /// The rollups hold every reading: nothing is read raw in their place.
     pub(crate) async fn folded_until(&self) -> Result<Option<EventTime>, StoreError> {
         Ok(None)
