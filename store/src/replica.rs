@@ -42,9 +42,21 @@ fn label(target: &PgConnectOptions) -> String {
 /// Whether the host is a standby (`Some(true)`), a writable primary (`Some(false)`), or
 /// unreachable within [`PROBE_TIMEOUT`] (`None`).
 async fn in_recovery(conn: &mut PgConnection) -> Option<bool> {
+    host_state(conn).await.map(|(standby, _)| standby)
+}
+
+/// Whether commits on a primary wait for a synchronous standby's flush: a standby named
+/// in `synchronous_standby_names` and `synchronous_commit` `on` or `remote_apply`
+/// (`remote_write` returns before the standby's flush, `local` and `off` before any).
+const SYNCHRONOUS_SQL: &str = "SELECT pg_is_in_recovery(),
+    current_setting('synchronous_standby_names') <> ''
+    AND current_setting('synchronous_commit') IN ('on', 'remote_apply')";
+
+/// (in recovery, synchronous) of the host, or `None` when it does not answer in time.
+async fn host_state(conn: &mut PgConnection) -> Option<(bool, bool)> {
     tokio::time::timeout(
         PROBE_TIMEOUT,
-        sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&mut *conn),
+        sqlx::query_as::<_, (bool, bool)>(SYNCHRONOUS_SQL).fetch_one(&mut *conn),
     )
     .await
     .ok()?
@@ -91,6 +103,8 @@ pub struct Failover {
     failovers: AtomicU64,
     /// Probes that found the current primary gone or read-only.
     primary_lost: AtomicU64,
+    /// Whether the primary's commits wait for a synchronous standby (at its last probe).
+    synchronous: AtomicBool,
 }
 
 impl Failover {
@@ -105,6 +119,7 @@ impl Failover {
             current: AtomicUsize::new(first),
             failovers: AtomicU64::new(0),
             primary_lost: AtomicU64::new(0),
+            synchronous: AtomicBool::new(true),
         });
         tokio::spawn(watch(pool, targets, f.clone(), interval));
         f
@@ -136,10 +151,21 @@ async fn watch(pool: PgPool, targets: Vec<PgConnectOptions>, f: Arc<Failover>, i
             conn = open(&targets[cur]).await;
         }
         let state = match conn.as_mut() {
-            Some(c) => in_recovery(c).await,
+            Some(c) => host_state(c).await,
             None => None,
         };
-        if state == Some(false) {
+        if let Some((false, synchronous)) = state {
+            let was = f.synchronous.swap(synchronous, Ordering::Relaxed);
+            if was && !synchronous {
+                tracing::warn!(
+                    primary = %f.hosts[cur],
+                    "the database primary commits without a synchronous standby: readings \
+                     acknowledged now are lost if this host is lost before a standby has them \
+                     (set synchronous_standby_names and synchronous_commit = on)"
+                );
+            } else if !was && synchronous {
+                tracing::info!(primary = %f.hosts[cur], "the database primary commits synchronously again");
+            }
             continue;
         }
         conn = None;
@@ -177,6 +203,12 @@ impl Collector for Failover {
             "database_failovers",
             "Times the store moved to another primary host.",
             self.failovers.load(Ordering::Relaxed),
+        )?;
+        metrics::flag(
+            e,
+            "database_synchronous",
+            "Whether the primary's commits wait for a synchronous standby's flush (synchronous_standby_names set, synchronous_commit on or remote_apply): 0 means a failover may lose acknowledged readings.",
+            self.synchronous.load(Ordering::Relaxed),
         )?;
         metrics::counter(
             e,

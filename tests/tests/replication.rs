@@ -66,6 +66,7 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
     wait_pipeline_ready(broker.port, &primary).await;
     let primary_host = format!("sccr_database_primary{{host=\"127.0.0.1:{}\"}}", pair.primary.port);
     assert_eq!(labelled(sccr.api_port, &primary_host).await, Some(1.0), "writes go to the primary");
+    assert_eq!(metric(sccr.api_port, "sccr_database_synchronous").await, Some(1.0));
 
     let mut sim = Simulator::start(broker.port, &dir.path, "repl", DEVICES, INTERVAL, DURATION)
         .expect("simulator");
@@ -112,6 +113,12 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
     assert_eq!(labelled(sccr.api_port, &standby_host).await, Some(1.0), "writes moved");
     assert_eq!(metric(sccr.api_port, "sccr_database_failovers_total").await, Some(1.0));
     assert!(sccr.log_text().contains("database primary moved"), "the move is logged");
+    // The promoted standby has no standby of its own: said in /metrics and the log.
+    wait_for("the unprotected primary reported", Duration::from_secs(30), || async {
+        (metric(sccr.api_port, "sccr_database_synchronous").await == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(sccr.log_text().contains("without a synchronous standby"));
     assert!(
         sccr.pid().is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists()),
         "sccr exited during the failover"
