@@ -18,8 +18,8 @@
 //! 9. Synchronous replication (`--replication` only): commit latency and readings/s of
 //!    the store against a primary with a hot standby, async against `on` and
 //!    `remote_apply` (replication_bench).
-//! 10. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
-//!    100k devices.
+//! 10. Scaling (full run only): two ingest processes on a shared subscription, and 1k,
+//!     10k, 100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
