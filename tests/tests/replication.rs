@@ -82,6 +82,16 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
     })
     .await;
     pair.standby.promote().expect("pg_ctl promote");
+    let promoted = tokio::time::Instant::now();
+    wait_for("sccr to move to the promoted standby", Duration::from_secs(60), || async {
+        (metric(sccr.api_port, "sccr_database_failovers_total").await == Some(1.0)).then_some(())
+    })
+    .await;
+    // A figure for docs/replication.md, not a check (no timed assertions).
+    eprintln!(
+        "sccr moved to the promoted standby {:?} after pg_ctl promote returned",
+        promoted.elapsed()
+    );
 
     let new_primary = PgPool::connect(&standby_url).await.expect("new primary pool");
     let all_acked = sim.finish(Duration::from_secs(90)).await.expect("simulation ends");
@@ -108,6 +118,11 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
         tail(&sccr.log_text(), 40)
     );
     assert_rollups_match_raw(&new_primary).await;
+    eprintln!(
+        "{} acknowledged readings, all stored once; {:?} failed batch writes retried",
+        published.len(),
+        metric(sccr.api_port, "sccr_writer_errors_total").await
+    );
 
     let standby_host = format!("sccr_database_primary{{host=\"127.0.0.1:{}\"}}", pair.standby.port);
     assert_eq!(labelled(sccr.api_port, &standby_host).await, Some(1.0), "writes moved");
