@@ -107,6 +107,14 @@ impl PgNode {
     }
 }
 
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let st = Command::new("kill").arg(sig).arg(pid.to_string()).status()?;
+    if !st.success() {
+        bail!("kill {sig} {pid}");
+    }
+    Ok(())
+}
+
 /// The processes whose parent is `pid` (from /proc).
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -285,6 +293,24 @@ impl ReplicatedPg {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok((self.primary.url(name), standby))
+    }
+
+    /// SIGSTOP the standby's WAL receiver: it receives, flushes and confirms nothing more
+    /// (a standby falling behind, a slow network), and in a synchronous mode the primary's
+    /// commits wait. Returns its pid for [`ReplicatedPg::resume_receiver`].
+    pub async fn stop_receiver(&self) -> Result<u32> {
+        let mut c = sqlx::PgConnection::connect(&self.standby.url("postgres")).await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_wal_receiver")
+            .fetch_optional(&mut c)
+            .await?
+            .context("the standby has no WAL receiver")?;
+        signal(pid as u32, "-STOP")?;
+        Ok(pid as u32)
+    }
+
+    /// SIGCONT the WAL receiver stopped by [`ReplicatedPg::stop_receiver`].
+    pub fn resume_receiver(&self, pid: u32) -> Result<()> {
+        signal(pid, "-CONT")
     }
 
     /// Where the clusters live (their logs: `primary.log`, `standby.log`).

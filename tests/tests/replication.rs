@@ -3,7 +3,9 @@
 //! standby synchronous).
 //!
 //! - Failover: under a steady flood from the real `edge-agent simulate` through Mosquitto,
-//!   the primary is SIGKILLed (postmaster and every backend), the standby promoted with
+//!   the standby's WAL receiver is stopped until the primary holds commits the standby
+//!   never confirmed, the primary is SIGKILLed (postmaster and every backend), the
+//!   standby promoted with
 //!   `pg_ctl promote`, and sccr, given the standby in `database.failover_urls`, moves its
 //!   writes there. Every reading the broker acknowledged must then be in the new primary
 //!   exactly once, with every rollup level equal to a recount.
@@ -74,8 +76,16 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
         (stored_count(&primary).await >= 500).then_some(())
     })
     .await;
+    // The standby stops confirming: commits wait on the primary (locally committed,
+    // visible there, not acknowledged to sccr), batches pend, nothing is acknowledged.
+    let receiver = pair.stop_receiver().await.expect("SIGSTOP the WAL receiver");
+    wait_for("batches held by the synchronous commit", Duration::from_secs(30), || async {
+        metric(sccr.api_port, "sccr_writer_oldest_pending_seconds").await.filter(|s| *s > 1.0)
+    })
+    .await;
     pair.primary.kill().expect("SIGKILL the primary");
     primary.close().await;
+    pair.resume_receiver(receiver).expect("SIGCONT the WAL receiver");
     // The writer must see the outage (and keep its batch, unacknowledged) before the promotion.
     wait_for("the writer to report failed batches", Duration::from_secs(30), || async {
         sccr.log_text().contains("batch write failed").then_some(())
