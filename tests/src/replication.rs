@@ -313,6 +313,13 @@ impl ReplicatedPg {
         signal(pid, "-CONT")
     }
 
+    /// SIGKILL the WAL receiver stopped by [`ReplicatedPg::stop_receiver`]: what it had
+    /// not flushed (WAL still in its socket) is gone, and the standby restarts its
+    /// processes and recovers from its own disk, as after the primary's host vanished.
+    pub fn kill_receiver(&self, pid: u32) -> Result<()> {
+        signal(pid, "-KILL")
+    }
+
     /// Where the clusters live (their logs: `primary.log`, `standby.log`).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir.path

@@ -85,7 +85,7 @@ async fn primary_killed_mid_flood_and_standby_promoted_loses_and_duplicates_noth
     .await;
     pair.primary.kill().expect("SIGKILL the primary");
     primary.close().await;
-    pair.resume_receiver(receiver).expect("SIGCONT the WAL receiver");
+    pair.kill_receiver(receiver).expect("SIGKILL the WAL receiver");
     // The writer must see the outage (and keep its batch, unacknowledged) before the promotion.
     wait_for("the writer to report failed batches", Duration::from_secs(30), || async {
         sccr.log_text().contains("batch write failed").then_some(())
