@@ -141,6 +141,8 @@ impl Failover {
 /// at the next tick). Ends when the pool is closed.
 async fn watch(pool: PgPool, targets: Vec<PgConnectOptions>, f: Arc<Failover>, interval: Duration) {
     let mut conn: Option<PgConnection> = None;
+    // What the last search found, logged again only when it changes.
+    let mut last_search = String::new();
     loop {
         tokio::time::sleep(interval).await;
         if pool.is_closed() {
@@ -172,6 +174,7 @@ async fn watch(pool: PgPool, targets: Vec<PgConnectOptions>, f: Arc<Failover>, i
         f.primary_lost.fetch_add(1, Ordering::Relaxed);
         match find_primary(&targets, Some(cur)).await {
             Ok(next) if next != cur => {
+                last_search.clear();
                 pool.set_connect_options(targets[next].clone());
                 f.current.store(next, Ordering::Relaxed);
                 f.failovers.fetch_add(1, Ordering::Relaxed);
@@ -181,8 +184,14 @@ async fn watch(pool: PgPool, targets: Vec<PgConnectOptions>, f: Arc<Failover>, i
                     "database primary moved: new connections go to the writable host"
                 );
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "database primary lost; looking again"),
+            Ok(_) => last_search.clear(),
+            Err(e) => {
+                let found = e.to_string();
+                if found != last_search {
+                    tracing::warn!(error = %found, "database primary lost; looking again");
+                    last_search = found;
+                }
+            }
         }
     }
 }
