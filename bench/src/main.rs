@@ -15,8 +15,11 @@
 //!    (checkpoint_bench).
 //! 8. Export over HTTP: raw readings as CSV and Parquet from PostgreSQL, rows/s and the
 //!    server's peak RSS for 1M and 10M rows (export_bench).
-//! 9. Scaling (full run only): two ingest processes on a shared subscription, and 1k, 10k,
-//!    100k devices.
+//! 9. Synchronous replication (`--replication` only): commit latency and readings/s of
+//!    the store against a primary with a hot standby, async against `on` and
+//!    `remote_apply` (replication_bench).
+//! 10. Scaling (full run only): two ingest processes on a shared subscription, and 1k,
+//!     10k, 100k devices.
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
@@ -33,6 +36,7 @@ mod limits;
 mod load;
 mod measure;
 mod pgstat;
+mod replication_bench;
 mod report;
 mod store_bench;
 mod stream_bench;
@@ -347,6 +351,10 @@ struct Args {
     /// instead of four weeks of minute rollups).
     #[arg(long, value_name = "N")]
     intel_detectors: Option<i64>,
+    /// Only the cost of synchronous replication (async, on, remote_apply against a
+    /// primary with a hot standby), `--rounds` times, as JSON.
+    #[arg(long)]
+    replication: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -383,6 +391,9 @@ fn main() -> Result<()> {
         }
         if args.e2e {
             return print_json(&e2e_only(quick, args.rounds.max(1), args.devices).await?);
+        }
+        if args.replication {
+            return print_json(&replication_bench::run(quick, args.rounds.max(1)).await?);
         }
         if args.store_writer {
             return print_json(&store_bench::run_writer_only(quick, 3).await?);

@@ -76,8 +76,24 @@ pub async fn readings(
         return Err(ApiError::unknown("segment", format!("road segment {s} does not exist")));
     }
     let q = ExportQuery { metrics, devices, segments, ..ExportQuery::new(from, to, resolution) };
-    let rows = state.store.export(q)?;
-    formats::stream_rows(rows, format, &file_name(resolution, from, to)).await
+    // The replica when it is up and close enough; when its first query fails, the primary
+    // (once rows stream, a failure ends the download with an error, as on the primary).
+    let mut choice = state.reads.choose();
+    let mut rows = choice.store.export(q.clone())?;
+    let mut first = rows.next().await;
+    if let Some(Err(e)) = &first {
+        if choice.source == store::replica::ReadSource::Replica {
+            if let Some(primary) = state.reads.replica_failed(e) {
+                choice = primary;
+                rows = choice.store.export(q)?;
+                first = rows.next().await;
+            }
+        }
+    }
+    let mut response =
+        formats::stream_rows_from(first, rows, format, &file_name(resolution, from, to))?;
+    crate::routes::mark_read(&mut response, &choice);
+    Ok(response)
 }
 
 /// The download's name without extension: `sccr-readings-2026-11-01_2026-11-08` for

@@ -152,10 +152,23 @@ pub async fn stream_rows(
     format: ExportFormat,
     filename: &str,
 ) -> Result<Response, ApiError> {
-    let first = match rows.next().await {
+    let first = rows.next().await;
+    stream_rows_from(first, rows, format, filename)
+}
+
+/// [`stream_rows`] with the stream's first chunk already taken (`first`), so a caller can
+/// try another source when the first query fails.
+pub fn stream_rows_from(
+    first: Option<Result<store::ExportChunk, StoreError>>,
+    rows: ExportStream,
+    format: ExportFormat,
+    filename: &str,
+) -> Result<Response, ApiError> {
+    let first = match first {
         Some(Err(e)) => return Err(e.into()),
         other => other,
     };
+    let mut rows = rows;
     let schema = rows.schema();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(BODY_QUEUE);
     tokio::task::spawn_blocking(move || {

@@ -61,6 +61,9 @@ pub struct NotReady {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Where history and exports read: the primary (`store`), or a read replica while it
+    /// is up and within `database.max_read_lag` (docs/replication.md).
+    pub reads: store::replica::Reads,
     pub hub: Arc<LiveHub>,
     /// The process's one metrics registry (`/metrics`): the pipeline stages running in
     /// this process, if any, and this API's own figures ([`AppState::set_metrics`]).
@@ -96,6 +99,7 @@ impl AppState {
         let http = Arc::<http_metrics::HttpMetrics>::default();
         Self {
             metrics: Arc::new(http_metrics::with_api_metrics(Registry::default(), &http, &hub)),
+            reads: store::replica::Reads::primary_only(store.clone()),
             store,
             hub,
             alerts: None,

@@ -273,6 +273,18 @@ pub const TAGS: [(&str, &str); 13] = [
     ("health", "Probes and metrics."),
 ];
 
+/// The operations that may read from a read replica (`database.read_url`).
+pub const READ_REPLICA_PATHS: &[&str] = &["/api/v1/history", "/api/v1/export/readings"];
+
+/// The headers of an answer that may come from the read replica (docs/replication.md).
+fn read_replica_headers() -> Value {
+    json!({
+        "SCCR-Read-From": {"description": "With a read replica configured: where the answer was read, replica or primary.", "schema": {"type": "string", "enum": ["replica", "primary"]}},
+        "SCCR-Replica-Lag": {"description": "When read from the replica: how far it was behind the primary at its last probe, in seconds (at most database.max_read_lag).", "schema": {"type": "string", "examples": ["0.000"]}},
+        "SCCR-Read-Reason": {"description": "When a replica is configured but the answer was read from the primary: replica_down or replica_lagging (behind by more than database.max_read_lag).", "schema": {"type": "string", "enum": ["replica_down", "replica_lagging"]}},
+    })
+}
+
 /// The OpenAPI 3.1 document of `ops`.
 pub fn document(ops: &[Op]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
@@ -291,6 +303,9 @@ pub fn document(ops: &[Op]) -> Value {
         if op.ok.0 == 201 {
             success["description"] = json!("Created");
             success["headers"] = json!({"Location": {"description": "The created object's path, where the operation names one", "schema": {"type": "string"}}});
+        }
+        if READ_REPLICA_PATHS.contains(&op.path) {
+            success["headers"] = read_replica_headers();
         }
         for (status, description) in &op.also_ok {
             let mut also = success.clone();

@@ -5,7 +5,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use store::{ExportFormat, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step};
+use store::replica::ReadSource;
+use store::{
+    ExportFormat, GapFill, HistoryPoint, HistoryQuery, HistorySubject, Resolution, Step, Store,
+};
 use telemetry::EventTime;
 
 use crate::auth::Principal;
@@ -232,19 +235,37 @@ pub async fn history(
     }
     known_subject(&state, &subject).await?;
     let q = HistoryQuery { subject, metric, from, to, step, fill, limit };
-    let (history, excluded) = if exclude_flagged {
-        let (h, excluded) = state.store.history_unflagged(&q).await?;
-        (h, Some(excluded))
-    } else {
-        (state.store.history(&q).await?, None)
+    let read = |store: Store| {
+        let q = &q;
+        async move {
+            if exclude_flagged {
+                let (h, excluded) = store.history_unflagged(q).await?;
+                Ok::<_, store::StoreError>((h, Some(excluded)))
+            } else {
+                Ok((store.history(q).await?, None))
+            }
+        }
+    };
+    let mut choice = state.reads.choose();
+    let (history, excluded) = match read(choice.store.clone()).await {
+        Ok(answer) => answer,
+        Err(e) => match (choice.source, state.reads.replica_failed(&e)) {
+            (ReadSource::Replica, Some(primary)) => {
+                choice = primary;
+                read(choice.store.clone()).await?
+            }
+            _ => return Err(e.into()),
+        },
     };
     if format != ExportFormat::Json {
-        return formats::history_response(
+        let mut response = formats::history_response(
             &history,
             |p| agg.of(p),
             format,
             &format!("history-{}", q.metric.as_str()),
-        );
+        )?;
+        mark_read(&mut response, &choice);
+        return Ok(response);
     }
     let points: Vec<Value> = match history.step_ms {
         None => history.points.iter().map(|p| json!({"t": p.time, "v": p.last})).collect(),
@@ -287,5 +308,26 @@ pub async fn history(
     if let Some(excluded) = excluded {
         answer["excluded"] = json!(excluded);
     }
-    Ok(Json(answer).into_response())
+    let mut response = Json(answer).into_response();
+    mark_read(&mut response, &choice);
+    Ok(response)
+}
+
+/// Say where a read went, when a read replica is configured: `SCCR-Read-From: replica`
+/// with `SCCR-Replica-Lag` (seconds at its last probe), or `SCCR-Read-From: primary` with
+/// `SCCR-Read-Reason` (`replica_down`, `replica_lagging`).
+pub fn mark_read(response: &mut Response, choice: &store::replica::ReadChoice) {
+    if !choice.replicated {
+        return;
+    }
+    let h = response.headers_mut();
+    h.insert("sccr-read-from", axum::http::HeaderValue::from_static(choice.source.as_str()));
+    if let Some(lag) = choice.lag {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{:.3}", lag.as_secs_f64())) {
+            h.insert("sccr-replica-lag", v);
+        }
+    }
+    if let Some(reason) = choice.source.reason() {
+        h.insert("sccr-read-reason", axum::http::HeaderValue::from_static(reason));
+    }
 }

@@ -93,6 +93,8 @@ pub async fn connect_store(config: &Config) -> Result<Store> {
             rollup_1d: r.rollup_1d,
         },
         compress_after: r.compress_after,
+        failover_urls: db.failover_urls.clone(),
+        failover_probe_interval: db.failover_probe_interval,
         ..StoreOptions::default()
     };
     let store = Store::connect(&config.database.url, &options)
@@ -392,6 +394,25 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         stages.add(m);
     }
     let mut state = dashboard_api::AppState::new(store.clone(), hub.clone());
+    if let Some(failover) = store.failover() {
+        stages.add(failover);
+    }
+    if let Some(url) = &config.database.read_url {
+        let reads = store::replica::Reads::with_replica(
+            store.clone(),
+            url,
+            config.database.max_read_lag,
+            config.database.max_connections,
+        )
+        .context("database.read_url")?;
+        if let Some(m) = reads.metrics() {
+            stages.add(m);
+        }
+        if let Some(probe) = reads.spawn_probe(shutdown_rx.clone()) {
+            tasks.push(("read replica probe", probe));
+        }
+        state.reads = reads;
+    }
     let http_metrics = state.http.clone();
     state.max_shelve = config.alerts.max_shelve;
     state.operation_point_distance_m = config.cadastre.operation_point_distance_m;

@@ -77,6 +77,7 @@ pub mod operations;
 pub mod outbox;
 mod pg;
 pub mod registry;
+pub mod replica;
 pub mod rollup;
 mod sqlite;
 mod stream_state;
@@ -128,6 +129,8 @@ pub enum StoreError {
     Corrupt { what: &'static str, value: String },
     #[error("invalid query parameter `{param}`: {message}")]
     InvalidQuery { param: &'static str, message: String },
+    #[error("no writable primary among database.url and database.failover_urls: {0}")]
+    NoPrimary(String),
     #[error("TimescaleDB is required by `timescaledb = \"require\"` but the extension is not available: {0}")]
     TimescaleUnavailable(String),
     #[error("export failed: {0}")]
@@ -175,6 +178,9 @@ impl StoreError {
                         || code.starts_with("57")
                         || code == "40001"
                         || code == "40P01"
+                        // read_only_sql_transaction: a standby, before the failover
+                        // finds the promoted primary.
+                        || code == "25006"
                         || code == "5"
                         || code == "6"
                 }
@@ -283,6 +289,11 @@ pub struct StoreOptions {
     pub compress_after: Duration,
     /// Daily partitions of `readings` created ahead of time (native PostgreSQL).
     pub partitions_ahead_days: u32,
+    /// Other hosts that may become the primary (PostgreSQL): the store connects to the
+    /// writable one and follows it after a failover ([`replica`]).
+    pub failover_urls: Vec<String>,
+    /// How often the hosts are checked for the primary when `failover_urls` is set.
+    pub failover_probe_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -296,6 +307,8 @@ impl Default for StoreOptions {
             retention: Retention::default(),
             compress_after: Duration::from_secs(7 * 86_400),
             partitions_ahead_days: 3,
+            failover_urls: Vec::new(),
+            failover_probe_interval: Duration::from_millis(500),
         }
     }
 }
@@ -414,6 +427,11 @@ impl Store {
 
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
+    }
+
+    /// The hosts that may be the primary and where writes go, with `failover_urls`.
+    pub fn failover(&self) -> Option<std::sync::Arc<replica::Failover>> {
+        dispatch!(self, s => s.failover())
     }
 }
 

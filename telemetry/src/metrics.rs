@@ -90,6 +90,21 @@ pub fn counter_by<'v>(
     Ok(())
 }
 
+/// A gauge with one label, one series per value of it.
+pub fn gauge_by<'v>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'v str, i64)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, v) in series {
+        ConstGauge::new(v).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
 /// A histogram from its non-cumulative bucket counts (`upper bounds`, then the count above
 /// the last bound), sum and count.
 pub fn histogram(

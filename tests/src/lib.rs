@@ -2,7 +2,8 @@
 //! project's configuration, the `sccr` binary as a child process, and waiting on
 //! conditions with a deadline (never sleeping as synchronisation).
 //!
-//! The parts: `pg` (databases, clusters, rollup checks), `broker` (Mosquitto and its
+//! The parts: `pg` (databases, clusters, rollup checks), `replication` (a primary and
+//! its hot standby), `broker` (Mosquitto and its
 //! shipped configurations, a test PKI), `nats` (a NATS server cluster with MQTT),
 //! [`mqtt`] (MQTT test clients, publishing), `sccr` (the server process and its HTTP API), `agents` (the edge agent and the
 //! simulator), `fixtures` (payloads, segments, devices). Everything is re-exported here.
@@ -22,6 +23,7 @@ mod fixtures;
 pub mod mqtt;
 mod nats;
 mod pg;
+mod replication;
 mod sccr;
 
 pub use agents::{EdgeAgent, Simulator};
@@ -35,9 +37,10 @@ pub use nats::{NatsCluster, NatsNode};
 pub use pg::{
     admin_url, assert_rollups_match_raw, stored_keys, wait_rollups_merged, TestDb, ThrowawayPg,
 };
+pub use replication::{PgNode, ReplicatedPg, SyncMode};
 pub use sccr::{
-    http_get, http_request, http_request_with, http_send, live_url, metric, sccr_admin, Sccr,
-    TEST_ADMIN_TOKEN,
+    header_value, http_get, http_get_with_head, http_request, http_request_with, http_send,
+    live_url, metric, sccr_admin, Sccr, TEST_ADMIN_TOKEN,
 };
 
 /// A port nobody listens on right now.

@@ -166,7 +166,7 @@ impl Drop for ThrowawayPg {
     }
 }
 
-fn unsafe_is_root() -> bool {
+pub(crate) fn unsafe_is_root() -> bool {
     // No libc dependency: the effective uid from /proc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -178,7 +178,7 @@ fn unsafe_is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn pg_bindir() -> Option<PathBuf> {
+pub(crate) fn pg_bindir() -> Option<PathBuf> {
     if let Some(initdb) = which("initdb") {
         return initdb.parent().map(Path::to_path_buf);
     }

@@ -206,6 +206,32 @@ pub async fn http_request_with(
     headers: &[(&str, &str)],
     json: &str,
 ) -> Result<(u16, String)> {
+    let (status, _, body) = http_exchange(port, method, path, token, headers, json).await?;
+    Ok((status, body))
+}
+
+/// A GET as the test admin with the answer's head: (status, head, body). Header names in
+/// the head are as the server wrote them (lowercase with hyper).
+pub async fn http_get_with_head(port: u16, path: &str) -> Result<(u16, String, String)> {
+    http_exchange(port, "GET", path, Some(TEST_ADMIN_TOKEN), &[], "").await
+}
+
+/// A header of an answer's head, by name (case-insensitive).
+pub fn header_value<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    json: &str,
+) -> Result<(u16, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
@@ -220,8 +246,8 @@ pub async fn http_request_with(
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status: u16 = text.split_whitespace().nth(1).context("no status")?.parse()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 /// `sccr COMMAND --config <empty> --out OUT --include INCLUDE` (`mqtt-passwd`, `mqtt-acl`,

@@ -311,6 +311,25 @@ async fn the_openapi_document_and_page_describe_every_operation() {
     let counted: usize =
         doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(counted, ops.len(), "one document entry per operation, no more");
+    // The answers a read replica may give say so (docs/replication.md).
+    for path in crate::openapi::READ_REPLICA_PATHS {
+        let headers = &doc["paths"][path]["get"]["responses"]["200"]["headers"];
+        for h in ["SCCR-Read-From", "SCCR-Replica-Lag", "SCCR-Read-Reason"] {
+            assert!(headers[h]["description"].is_string(), "{path} {h}");
+        }
+    }
+    // Without a replica configured, answers carry none of them.
+    let resp = app(s.clone())
+        .oneshot(
+            Request::get("/api/v1/history?metric=speed_kmh")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("sccr-read-from").is_none());
     let resp =
         app(s).oneshot(Request::get("/api/v1/docs").body(Body::empty()).unwrap()).await.unwrap();
     let page =

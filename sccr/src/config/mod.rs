@@ -157,6 +157,17 @@ fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Err
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
     pub url: String,
+    /// Other hosts that may become the primary (`postgres://…`, the same database), tried
+    /// when the primary is lost: the store writes to whichever is writable.
+    pub failover_urls: Vec<String>,
+    /// How often the hosts are checked for the primary when `failover_urls` is set.
+    #[serde(deserialize_with = "duration")]
+    pub failover_probe_interval: Duration,
+    /// A hot standby that history and exports may read from (docs/replication.md).
+    pub read_url: Option<String>,
+    /// Reads go to the primary instead of `read_url` while the standby is further behind.
+    #[serde(deserialize_with = "duration")]
+    pub max_read_lag: Duration,
     pub max_connections: u32,
     pub timescaledb: store::TimescaleMode,
     pub write_method: store::WriteMethod,
@@ -505,6 +516,10 @@ impl Default for DatabaseSection {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/sccr".into(),
+            failover_urls: Vec::new(),
+            failover_probe_interval: store::StoreOptions::default().failover_probe_interval,
+            read_url: None,
+            max_read_lag: Duration::from_secs(5),
             max_connections: 8,
             timescaledb: store::TimescaleMode::Auto,
             write_method: store::WriteMethod::Copy,

@@ -641,3 +641,52 @@ fn a_key_taking_names_given_another_type_lists_the_names() {
         ]
     );
 }
+
+#[test]
+fn replication_keys_are_read_and_checked_by_name() {
+    let text = "[database]\nurl = \"postgres://sccr@db-1:5432/sccr\"\n\
+                failover_urls = [\"postgres://sccr@db-2:5432/sccr\"]\n\
+                read_url = \"postgres://sccr@db-2:5432/sccr\"\nmax_read_lag = \"2s\"\n\
+                failover_probe_interval = \"250ms\"\n";
+    let c = Config::from_toml(text, []).unwrap();
+    assert_eq!(c.database.failover_urls, ["postgres://sccr@db-2:5432/sccr"]);
+    assert_eq!(c.database.read_url.as_deref(), Some("postgres://sccr@db-2:5432/sccr"));
+    assert_eq!(c.database.max_read_lag, Duration::from_secs(2));
+    assert_eq!(c.database.failover_probe_interval, Duration::from_millis(250));
+    // From the environment, as the tests and containers set them.
+    let c = Config::from_toml(
+        "",
+        env(&[
+            ("SCCR_DATABASE__FAILOVER_URLS", "[\"postgres://b:5432/s\", \"postgres://c:5432/s\"]"),
+            ("SCCR_DATABASE__READ_URL", "postgres://b:5432/s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.database.failover_urls.len(), 2);
+    assert_eq!(c.database.read_url.as_deref(), Some("postgres://b:5432/s"));
+    assert_eq!(c.database.max_read_lag, Duration::from_secs(5), "the default bound");
+
+    assert_eq!(
+        problems(
+            "[database]\nurl = \"postgres://a/s\"\nfailover_urls = [\"mysql://b/s\", \"postgres://a/s\"]\n\
+             read_url = \"sqlite:r.db\"\nmax_read_lag = \"0s\"\nfailover_probe_interval = \"10ms\"\n",
+            &[]
+        ),
+        [
+            "database.failover_urls[0]: must start with postgres:// or postgresql://, got \"mysql://b/s\"",
+            "database.failover_urls[1]: repeats database.url or another failover URL",
+            "database.failover_probe_interval: must be at least 100ms",
+            "database.read_url: must start with postgres:// or postgresql:// (a hot standby), got \"sqlite:r.db\"",
+            "database.max_read_lag: must be positive",
+        ]
+    );
+    // Replication is PostgreSQL's; a password in a refused URL is not repeated.
+    let list =
+        problems("[database]\nurl = \"sqlite:x.db\"\nread_url = \"mysql://u:secret@h/s\"\n", &[]);
+    assert!(list.iter().any(|m| m.starts_with("database.url: must be postgres://")), "{list:?}");
+    assert!(list.iter().all(|m| !m.contains("secret")), "{list:?}");
+    assert_eq!(
+        problems("[database]\nread_url = 5\n", &[]),
+        ["database.read_url: must be text in quotes, got 5"]
+    );
+}

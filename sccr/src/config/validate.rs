@@ -138,6 +138,42 @@ impl Config {
             "must start with postgres://, postgresql:// or sqlite: (e.g. \
              postgres://sccr@db.example:5432/sccr or sqlite:/var/lib/sccr/sccr.db)",
         );
+        let is_pg = |u: &str| ["postgres://", "postgresql://"].iter().any(|p| u.starts_with(p));
+        let replicated = d.read_url.is_some() || !d.failover_urls.is_empty();
+        check(
+            !replicated || is_pg(&d.url),
+            "database.url",
+            "must be postgres:// or postgresql:// with database.read_url or database.failover_urls \
+             (replication is PostgreSQL's)",
+        );
+        for (i, u) in d.failover_urls.iter().enumerate() {
+            check(
+                is_pg(u),
+                &format!("database.failover_urls[{i}]"),
+                &format!("must start with postgres:// or postgresql://, got {:?}", preview(u)),
+            );
+            check(
+                *u != d.url && !d.failover_urls[..i].contains(u),
+                &format!("database.failover_urls[{i}]"),
+                "repeats database.url or another failover URL",
+            );
+        }
+        check(
+            d.failover_probe_interval >= Duration::from_millis(100),
+            "database.failover_probe_interval",
+            "must be at least 100ms",
+        );
+        if let Some(r) = &d.read_url {
+            check(
+                is_pg(r),
+                "database.read_url",
+                &format!(
+                    "must start with postgres:// or postgresql:// (a hot standby), got {:?}",
+                    preview(r)
+                ),
+            );
+        }
+        check(!d.max_read_lag.is_zero(), "database.max_read_lag", "must be positive");
         check(
             !d.rollup_merge_interval.is_zero(),
             "database.rollup_merge_interval",
@@ -347,5 +383,16 @@ impl Config {
         }
         errors.extend(self.provisioning.problems());
         errors
+    }
+}
+
+/// The start of a URL for a message (the scheme and host, not a password further on).
+fn preview(url: &str) -> String {
+    let cut = url.find('@').map_or(url.len().min(24), |_| url.find("://").map_or(0, |i| i + 3));
+    let head: String = url.chars().take(cut).collect();
+    if head.len() < url.len() {
+        format!("{head}…")
+    } else {
+        head
     }
 }

@@ -168,6 +168,9 @@ pub struct PgStore {
     sealed_mark: Arc<AtomicI64>,
     folded_mark: Arc<AtomicI64>,
     options: StoreOptions,
+    /// The hosts that may be the primary (`database.url` and `database.failover_urls`)
+    /// and which one the pool connects to; `None` with a single host.
+    failover: Option<Arc<crate::replica::Failover>>,
 }
 
 /// An event time as bound to a `timestamptz`.
@@ -184,8 +187,18 @@ const MODE_NATIVE: u8 = 1;
 const MODE_TIMESCALE: u8 = 2;
 
 impl PgStore {
+    /// Connect to `url`, or, with `options.failover_urls`, to whichever of `url` and
+    /// those hosts is the writable primary (`pg_is_in_recovery()` false), and follow the
+    /// primary when it moves (see [`crate::replica`]).
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)?.options([("TimeZone", "UTC")]);
+        let mut targets = Vec::new();
+        for u in std::iter::once(url).chain(options.failover_urls.iter().map(String::as_str)) {
+            targets.push(PgConnectOptions::from_str(u)?.options([("TimeZone", "UTC")]));
+        }
+        let primary_only = targets.len() > 1;
+        let first =
+            if primary_only { crate::replica::find_primary(&targets, None).await? } else { 0 };
+        let connect = targets[first].clone();
         let reset = options.reset_sessions;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
@@ -206,12 +219,65 @@ impl PgStore {
                     }
                     // Rollup buckets are UTC days and hours whatever the server's default.
                     conn.execute("SET TimeZone = 'UTC'").await?;
+                    if primary_only {
+                        // Never write through a standby (one not yet promoted, or an old
+                        // primary brought back as one): the pool refuses the connection.
+                        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        if standby {
+                            return Err(sqlx::Error::Protocol(
+                                "the server is a standby (in recovery), not the primary".into(),
+                            ));
+                        }
+                    }
                     Ok(())
                 })
             })
             .connect_with(connect)
             .await?;
-        Self::from_pool(pool, options).await
+        let mut store = Self::from_pool(pool, options).await?;
+        if primary_only {
+            store.failover = Some(crate::replica::Failover::start(
+                store.pool.clone(),
+                targets,
+                first,
+                options.failover_probe_interval,
+            ));
+        }
+        Ok(store)
+    }
+
+    /// A store reading through `url` (a hot standby of this store's database), with this
+    /// store's storage mode; its pool connects lazily, so a standby that is down at start
+    /// delays nothing (reads then go to the primary, see [`crate::replica::Reads`]).
+    pub fn read_replica(&self, url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)?.options([("TimeZone", "UTC")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(self.options.acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET TimeZone = 'UTC'").await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(connect);
+        Ok(Self {
+            pool,
+            mode: Arc::new(AtomicU8::new(self.mode.load(Ordering::Relaxed))),
+            partitions: Arc::default(),
+            hour_mark: Arc::default(),
+            sealed_mark: Arc::default(),
+            folded_mark: Arc::default(),
+            options: self.options.clone(),
+            failover: None,
+        })
+    }
+
+    /// The primary's hosts and failovers, when `failover_urls` gave more than one host.
+    pub fn failover(&self) -> Option<Arc<crate::replica::Failover>> {
+        self.failover.clone()
     }
 
     /// A store over a pool opened elsewhere (its sessions should use UTC, as
@@ -225,6 +291,7 @@ impl PgStore {
             sealed_mark: Arc::new(AtomicI64::new(0)),
             folded_mark: Arc::new(AtomicI64::new(0)),
             options: options.clone(),
+            failover: None,
         };
         store.load_mode().await?;
         Ok(store)

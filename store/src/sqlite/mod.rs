@@ -94,6 +94,11 @@ impl SqliteStore {
         Ok(Self { pool, writer, retention: options.retention })
     }
 
+    /// One file, no primary to follow (PostgreSQL's [`crate::PgStore::failover`]).
+    pub fn failover(&self) -> Option<std::sync::Arc<crate::replica::Failover>> {
+        None
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
