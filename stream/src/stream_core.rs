@@ -18,9 +18,11 @@
 //!   device's *last* word, not proof it is alive now. A retained `offline` (a Last Will that
 //!   fired while we were away) does raise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentId, StatusEvent};
+use telemetry::{
+    DeviceId, DeviceState, EventTime, MetricId, Reading, RoadSegment, SegmentId, StatusEvent,
+};
 
 use crate::alert::{
     Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus,
@@ -93,6 +95,14 @@ pub struct StreamCore {
     forecaster: Forecaster,
     window_buf: Vec<WindowResult>,
     segment_buf: Vec<SegmentEvent>,
+    /// Readings [`StreamCore::rebuild`] put in the windows from the store: a redelivery of
+    /// one (the broker resends what a dead owner committed but had not acknowledged) is
+    /// not windowed again. Dropped once the wall clock passes `restored_until`, when every
+    /// window they could reach is sealed.
+    restored: HashSet<(DeviceId, MetricId, i64)>,
+    restored_until: i64,
+    /// Window + watermark delay + allowed lateness, in ms: how far back windows are open.
+    open_span: i64,
 }
 
 impl StreamCore {
@@ -104,7 +114,32 @@ impl StreamCore {
             forecaster: Forecaster::new(config.forecast.clone(), config.window),
             window_buf: Vec::new(),
             segment_buf: Vec::new(),
+            restored: HashSet::new(),
+            restored_until: i64::MIN,
+            open_span: (config.window + config.watermark_delay + config.allowed_lateness)
+                .as_millis() as i64,
         }
+    }
+
+    /// How far back from now windows may still be open or correctable (window + watermark
+    /// delay + allowed lateness): the stored readings [`StreamCore::rebuild`] needs.
+    pub fn open_span(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.open_span as u64)
+    }
+
+    /// Rebuild the windows of a partition taken over from the readings the store holds
+    /// for its devices (those of the last [`StreamCore::open_span`], in time order),
+    /// before its broker backlog is taken. The readings go to the windows only: the alert
+    /// engine's state comes from its checkpoint. A later redelivery of any of them is not
+    /// windowed twice.
+    pub fn rebuild(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) {
+        for r in readings {
+            if self.restored.insert((r.device.clone(), r.metric, r.time.millis())) {
+                self.windows.add(r, &mut self.window_buf);
+                self.restored_until = self.restored_until.max(r.time.millis() + self.open_span);
+            }
+        }
+        self.route_windows(now, out);
     }
 
     /// Replace segments, device→segment links and device profiles.
@@ -148,7 +183,11 @@ impl StreamCore {
     /// counted in [`StreamCore::too_late`]; the store still has them.)
     pub fn on_readings(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) {
         for r in readings {
-            self.windows.add(r, &mut self.window_buf);
+            if self.restored.is_empty()
+                || !self.restored.contains(&(r.device.clone(), r.metric, r.time.millis()))
+            {
+                self.windows.add(r, &mut self.window_buf);
+            }
             self.engine.on_reading(r, now, &mut out.alerts);
         }
         self.route_windows(now, out);
@@ -167,6 +206,9 @@ impl StreamCore {
     /// Advance the processing clock: close quiet windows, emit due segment windows, raise
     /// offline alerts.
     pub fn tick(&mut self, now: EventTime, out: &mut Emitted) {
+        if !self.restored.is_empty() && now.millis() > self.restored_until {
+            self.restored = HashSet::new();
+        }
         self.windows.tick(now, &mut self.window_buf);
         self.route_windows(now, out);
         self.segments.tick(now, &mut self.segment_buf);
