@@ -101,6 +101,8 @@ pub struct StreamCore {
     /// window they could reach is sealed.
     restored: HashSet<(DeviceId, MetricId, i64)>,
     restored_until: i64,
+    /// Redeliveries of restored readings not windowed again.
+    redelivered: u64,
     /// Window + watermark delay + allowed lateness, in ms: how far back windows are open.
     open_span: i64,
 }
@@ -116,6 +118,7 @@ impl StreamCore {
             segment_buf: Vec::new(),
             restored: HashSet::new(),
             restored_until: i64::MIN,
+            redelivered: 0,
             open_span: (config.window + config.watermark_delay + config.allowed_lateness)
                 .as_millis() as i64,
         }
@@ -187,6 +190,8 @@ impl StreamCore {
                 || !self.restored.contains(&(r.device.clone(), r.metric, r.time.millis()))
             {
                 self.windows.add(r, &mut self.window_buf);
+            } else {
+                self.redelivered += 1;
             }
             self.engine.on_reading(r, now, &mut out.alerts);
         }
@@ -288,6 +293,11 @@ impl StreamCore {
 
     pub fn segment_windows(&self) -> &SegmentWindows {
         &self.segments
+    }
+
+    /// Redeliveries of readings [`StreamCore::rebuild`] had windowed, not windowed again.
+    pub fn redelivered(&self) -> u64 {
+        self.redelivered
     }
 
     /// Readings past the allowed lateness (not windowed; still stored).
@@ -406,6 +416,46 @@ mod tests {
             core.on_readings(&speeds(start + s * 1_000, speed), EventTime(start + s * 1_000), out);
         }
         core.tick(EventTime(start + 10_000 + 1_000), out);
+    }
+
+    /// A partition taken over: its windows rebuilt from stored readings equal those of a
+    /// core that saw every reading once, although the broker redelivers some stored ones.
+    #[test]
+    fn rebuilt_windows_do_not_count_redelivered_readings_twice() {
+        let mut whole = StreamCore::new(&config(), los_rules());
+        let mut taker = StreamCore::new(&config(), los_rules());
+        let (mut a, mut b) = (Emitted::default(), Emitted::default());
+        whole.set_registry(registry(), EventTime(T0), &mut a);
+        taker.set_registry(registry(), EventTime(T0), &mut b);
+        let batches: Vec<Vec<Reading>> =
+            (0..10).map(|s| speeds(T0 + s * 1_000, 20.0 + s as f64)).collect();
+        for (s, batch) in batches.iter().enumerate() {
+            whole.on_readings(batch, EventTime(T0 + s as i64 * 1_000), &mut a);
+        }
+        // The dead owner had stored the first six seconds; the last two of them were
+        // never acknowledged, so the broker redelivers them with the rest.
+        let stored: Vec<Reading> = batches[..6].concat();
+        taker.rebuild(&stored, EventTime(T0 + 6_000), &mut b);
+        for (s, batch) in batches.iter().enumerate().skip(4) {
+            taker.on_readings(batch, EventTime(T0 + s as i64 * 1_000), &mut b);
+        }
+        assert_eq!(taker.redelivered(), 8, "2 seconds of 2 devices' 2 metrics");
+        let end = EventTime(T0 + 30_000);
+        whole.tick(end, &mut a);
+        taker.tick(end, &mut b);
+        let finals = |out: &Emitted| {
+            let mut m = BTreeMap::new();
+            for w in &out.windows {
+                m.insert((w.device.clone(), w.metric, w.start), w.aggregate.clone());
+            }
+            m
+        };
+        assert_eq!(finals(&b), finals(&a));
+        assert_eq!(finals(&a).values().map(|p| p.count).sum::<i64>(), 40);
+        assert_eq!(b.segments.last(), a.segments.last());
+        // Once every window they reach is sealed, the rebuilt keys are forgotten.
+        taker.tick(EventTime(T0 + 60_000), &mut b);
+        assert!(taker.restored.is_empty());
     }
 
     #[test]

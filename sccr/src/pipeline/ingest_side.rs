@@ -186,6 +186,10 @@ pub(super) async fn start_pipeline(
             .unwrap_or(now);
         let readings = store.readings_since(&devices, from).await?;
         tracing::info!(%session, readings = readings.len(), "open windows rebuilt from the store");
+        shared
+            .stream_metrics
+            .rebuilt_readings
+            .fetch_add(readings.len() as u64, std::sync::atomic::Ordering::Relaxed);
         core.rebuild(&readings, now, &mut boot);
     }
     hub.publish_windows(std::mem::take(&mut boot.windows));
