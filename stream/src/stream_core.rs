@@ -446,7 +446,7 @@ mod tests {
         let finals = |out: &Emitted| {
             let mut m = BTreeMap::new();
             for w in &out.windows {
-                m.insert((w.device.clone(), w.metric, w.start), w.aggregate.clone());
+                m.insert((w.device.clone(), w.metric, w.start), w.aggregate);
             }
             m
         };

@@ -7,7 +7,8 @@
 //! `partitions = 3`, and (b) through three such replicas, one of which is SIGKILLed after
 //! the alerts were raised and while the second half is being published. The survivors
 //! take its partition over (its MQTT session's backlog, its alert engine checkpoint, its
-//! open windows rebuilt from the store). Windows (final value per device, metric and
+//! open windows rebuilt from the store); restarted, it gets a partition back from a
+//! survivor, which drains it first. Windows (final value per device, metric and
 //! window, also against a recount of the input), segment states (final per segment and
 //! window), alerts (the set of rule, subject and state), stored readings (each published
 //! reading once) and rollups (a recount) must be equal.
@@ -275,8 +276,8 @@ struct Outcome {
 }
 
 /// Run the input through `replicas` ingest replicas; with more than one, SIGKILL the owner
-/// of `via-aff-0`'s partition half way. `expect_segments`: run (a)'s segment states, which
-/// run (b) must reach.
+/// of `via-aff-0`'s partition half way and restart it. `expect`: run (a)'s outcome, whose
+/// segment states run (b) must reach.
 async fn run(replicas: usize, expect: Option<&Outcome>) -> Outcome {
     let (broker, db, pool) = env().await;
     let dir = TempDir::new("affinity").expect("tempdir");
@@ -361,6 +362,10 @@ async fn run(replicas: usize, expect: Option<&Outcome>) -> Outcome {
         })
         .await;
         eprintln!("partitions owned again {:?} after the kill", killed.elapsed());
+        // Restarted, it gets a partition back: a survivor drains one and hands it over.
+        procs[v].restart().expect("restart");
+        procs[v].wait_healthy().await;
+        wait_balanced(&procs.iter().collect::<Vec<_>>()).await;
     }
     second.await.expect("publisher");
 
@@ -405,6 +410,7 @@ async fn run(replicas: usize, expect: Option<&Outcome>) -> Outcome {
     assert_rollups_match_raw(&pool).await;
     if replicas > 1 {
         let (mut taken, mut foreign, mut rebuilt, mut redelivered) = (0.0, 0.0, 0.0, 0.0);
+        let mut released = 0.0;
         for (i, p) in procs.iter().enumerate() {
             if Some(i) != victim {
                 let m = |name: &'static str| metric(p.api_port, name);
@@ -412,6 +418,7 @@ async fn run(replicas: usize, expect: Option<&Outcome>) -> Outcome {
                 foreign += m("sccr_ingest_foreign_acked_total").await.unwrap_or(0.0);
                 rebuilt += m("sccr_stream_rebuilt_readings_total").await.unwrap_or(0.0);
                 redelivered += m("sccr_stream_redelivered_total").await.unwrap_or(0.0);
+                released += m("sccr_ingest_partition_releases_total").await.unwrap_or(0.0);
             }
         }
         eprintln!(
@@ -421,6 +428,7 @@ async fn run(replicas: usize, expect: Option<&Outcome>) -> Outcome {
         assert!(taken >= 3.0, "the survivors took their own and the victim's partition: {taken}");
         assert!(foreign > 0.0, "other partitions' messages were acknowledged unprocessed");
         assert!(rebuilt > 0.0, "the taker rebuilt the victim's open windows from the store");
+        assert!(released >= 1.0, "a survivor handed a partition to the restarted replica");
     }
     for p in &mut procs {
         if p.pid().is_some() {
