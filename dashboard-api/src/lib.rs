@@ -77,6 +77,8 @@ pub struct AppState {
     /// Dependencies and stages besides the store that `/readyz` checks, e.g. the broker
     /// and the batch writer.
     pub readiness: Option<Readiness>,
+    /// The device partitions this ingest replica owns, shown by `/readyz` (device affinity).
+    pub partitions: Option<Arc<dyn Fn() -> Vec<u16> + Send + Sync>>,
     /// Request counters and latency by route, websocket sessions.
     pub http: Arc<http_metrics::HttpMetrics>,
     /// The wall map's settings (`[wall]`): its basemap.
@@ -105,6 +107,7 @@ impl AppState {
             alerts: None,
             auth: auth::Auth::default(),
             readiness: None,
+            partitions: None,
             http,
             wall: Arc::default(),
             max_shelve: stream::alert::rule::DEFAULT_MAX_SHELVE,

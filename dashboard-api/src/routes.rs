@@ -41,6 +41,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     for (name, _) in deps {
         body[name] = json!(true);
     }
+    if let Some(partitions) = &state.partitions {
+        body["partitions"] = json!(partitions());
+    }
     Ok(Json(body))
 }
 

@@ -54,6 +54,9 @@ pub struct IngestConfig {
     pub max_pending_readings: usize,
     pub validation: ValidationConfig,
     pub unknown_devices: UnknownDevicePolicy,
+    /// Device affinity: the partition this session serves; messages of other partitions'
+    /// devices are acknowledged at once, unprocessed. `None`: every message is processed.
+    pub partition: Option<crate::PartitionFilter>,
 }
 
 impl Default for IngestConfig {
@@ -75,6 +78,7 @@ impl Default for IngestConfig {
             max_pending_readings: 50_000,
             validation: ValidationConfig::default(),
             unknown_devices: UnknownDevicePolicy::AutoRegister,
+            partition: None,
         }
     }
 }

@@ -14,9 +14,11 @@
 //! the broker's in-flight window (MQTT receive maximum) stops sending.
 
 pub mod config;
+pub mod partition;
 pub mod process;
 pub mod service;
 
 pub use config::{IngestConfig, Protocol, SubscriptionMode, UnknownDevicePolicy};
+pub use partition::{partition_of, PartitionFilter, PartitionMap};
 pub use process::{process_publish, process_status, Processed};
 pub use service::{run_ingest, AckToken, IngestHandles, IngestMetrics, IngestQueues};

@@ -66,6 +66,8 @@ pub struct IngestMetrics {
     pub qos0_shed: AtomicU64,
     /// QoS 1 messages the broker sent beyond our receive maximum (the event loop waited).
     pub window_overruns: AtomicU64,
+    /// Messages of other partitions' devices acknowledged unprocessed (device affinity).
+    pub foreign_acked: AtomicU64,
     /// Whether the broker connection is up now.
     pub connected: std::sync::atomic::AtomicBool,
 }
@@ -135,6 +137,12 @@ impl Collector for IngestMetrics {
             "QoS 1 messages the broker sent beyond ingest's receive maximum.",
             get(&self.window_overruns),
         )?;
+        metrics::counter(
+            e,
+            "ingest_foreign_acked",
+            "Messages of other partitions' devices acknowledged unprocessed (device affinity).",
+            get(&self.foreign_acked),
+        )?;
         self.dead_letters.encode(
             e,
             "dead_letters",
@@ -188,6 +196,9 @@ pub struct IngestQueues {
     pub command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
     /// Tickets of committed batches, from the writer.
     pub committed: mpsc::Receiver<Vec<AckToken>>,
+    /// The acker's queue (`committed`'s sender), for the tickets of messages of other
+    /// partitions, acknowledged unprocessed; needed with `IngestConfig::partition`.
+    pub direct_acks: Option<mpsc::Sender<Vec<AckToken>>>,
 }
 
 /// Start ingest.
@@ -198,7 +209,7 @@ pub fn run_ingest(
     metrics: Arc<IngestMetrics>,
     shutdown: watch::Receiver<bool>,
 ) -> IngestHandles {
-    let IngestQueues { writer, live, statuses, command_acks, committed } = queues;
+    let IngestQueues { writer, live, statuses, command_acks, committed, direct_acks } = queues;
     // The request channel (its capacity is this argument; rumqttc's v5 option of that name is
     // unused) carries acks: room for one per message the broker may have in flight to us.
     let (client, eventloop) =
@@ -218,6 +229,7 @@ pub fn run_ingest(
         live,
         statuses,
         command_acks: command_acks.clone(),
+        direct_acks,
         known,
         metrics: metrics.clone(),
     };
@@ -369,6 +381,7 @@ struct Handler {
     live: mpsc::Sender<Vec<Reading>>,
     statuses: mpsc::Sender<StatusEvent>,
     command_acks: Option<mpsc::Sender<(DeviceId, CommandAck)>>,
+    direct_acks: Option<mpsc::Sender<Vec<AckToken>>>,
     known: HashSet<DeviceId>,
     metrics: Arc<IngestMetrics>,
 }
@@ -409,6 +422,25 @@ impl Handler {
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         tokio::pin!(stop);
+        if let (Some(filter), Some(direct)) = (&self.config.partition, &self.direct_acks) {
+            if !filter.takes(&topic) {
+                // Another partition's device: its owner processes it from its own session.
+                let permit = tokio::select! {
+                    permit = self.budget.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => return true,
+                    },
+                    () = &mut stop => return false,
+                };
+                let token =
+                    AckToken { pkid: publish.pkid, qos: publish.qos, generation, _budget: permit };
+                self.metrics.foreign_acked.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    _ = direct.send(vec![token]) => return true,
+                    () = &mut stop => return false,
+                }
+            }
+        }
         let processed = if topic_kind(&topic) == Some(TopicKind::Status) {
             match process_status(&topic, &publish.payload, publish.retain, EventTime::now()) {
                 Ok(event) => {

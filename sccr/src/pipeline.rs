@@ -26,6 +26,7 @@
 //! The ingest side (ingest, writer, rollups, stream and alert engine, device statuses,
 //! webhooks) is started in `ingest_side`; the roles, the API side and shutdown are here.
 
+mod affinity;
 mod ingest_side;
 
 use std::collections::HashSet;
@@ -274,6 +275,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     let mut stages = crate::metrics::Stages::default();
     stages.add(command_metrics.clone());
     let relearn_baselines = Arc::new(tokio::sync::Notify::new());
+    let mut partitions = None;
     let (control, readiness) = if role.ingests() {
         let metrics = (ingest_metrics.clone(), writer_metrics.clone(), stream_metrics.clone());
         let side = start_ingest(
@@ -325,12 +327,17 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
         }
         let broker = side.ingest_metrics.clone();
         let (writer, stall_after) = (writer_metrics.clone(), config.writer.stall_after);
+        let affinity = side.affinity.clone();
+        partitions = affinity.clone().map(|a| {
+            Arc::new(move || a.owned().into_iter().collect::<Vec<u16>>())
+                as Arc<dyn Fn() -> Vec<u16> + Send + Sync>
+        });
         let readiness: dashboard_api::Readiness = Arc::new(move || {
+            // A replica owning no partition has no broker session to be connected on.
+            let idle = affinity.as_ref().is_some_and(|a| a.owned().is_empty());
+            let connected = broker.connected.load(std::sync::atomic::Ordering::Relaxed);
             vec![
-                (
-                    "broker",
-                    broker_check(broker.connected.load(std::sync::atomic::Ordering::Relaxed)),
-                ),
+                ("broker", broker_check(connected || idle)),
                 ("writer", writer_check(writer.oldest_pending_age(), stall_after)),
             ]
         });
@@ -423,6 +430,7 @@ pub async fn start(config: &Config, store: Store, role: Role) -> Result<Running>
     state.set_metrics(registry);
     state.provisioning = provisioning;
     state.readiness = Some(readiness);
+    state.partitions = partitions;
     state.wall = Arc::new(
         config
             .wall

@@ -62,6 +62,7 @@ macro_rules! dispatch {
 }
 
 pub mod access;
+pub mod affinity;
 pub mod alert;
 pub mod baselines;
 pub mod cadastre;

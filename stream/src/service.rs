@@ -59,6 +59,10 @@ pub struct StreamMetrics {
     /// command, a tick, a checkpoint, with what it emitted): live values wait behind a
     /// long one.
     pub steps: Histogram,
+    /// Stored readings a core rebuilt its windows from when taking a partition over.
+    pub rebuilt_readings: AtomicU64,
+    /// Redeliveries of rebuilt readings, not windowed twice.
+    pub redelivered: AtomicU64,
 }
 
 /// Bounds of [`StreamMetrics::steps`], in seconds.
@@ -82,6 +86,8 @@ impl Default for StreamMetrics {
             checkpoint_parts: AtomicU64::default(),
             registry_updates: AtomicU64::default(),
             steps: Histogram::new(&STEP_BUCKETS),
+            rebuilt_readings: AtomicU64::default(),
+            redelivered: AtomicU64::default(),
         }
     }
 }
@@ -89,7 +95,17 @@ impl Default for StreamMetrics {
 impl Collector for StreamMetrics {
     fn encode(&self, mut e: Encoder) -> std::fmt::Result {
         let e = &mut e;
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
+            (
+                "stream_rebuilt_readings",
+                "Stored readings windows were rebuilt from when a partition was taken over.",
+                &self.rebuilt_readings,
+            ),
+            (
+                "stream_redelivered",
+                "Redeliveries of readings the windows were rebuilt from (not windowed twice).",
+                &self.redelivered,
+            ),
             ("stream_readings", "Readings applied to live state and windows.", &self.readings),
             ("stream_windows", "Windows emitted (including corrections).", &self.windows_emitted),
             ("stream_too_late", "Readings later than the allowed lateness.", &self.too_late),
@@ -257,6 +273,8 @@ struct Driver {
     metrics: Arc<StreamMetrics>,
     checkpoint_lost: Arc<AtomicBool>,
     chunks: Arc<Semaphore>,
+    /// The core's counters as last added to the metrics.
+    seen: [u64; 6],
 }
 
 impl Driver {
@@ -281,12 +299,29 @@ impl Driver {
         if !flags.is_empty() && self.alerts.send(AlertSinkItem::Flags(flags)).await.is_err() {
             tracing::error!("the alert sink is gone; detector flags are not stored");
         }
+        // Several cores may share the metrics (one per device partition): each adds what
+        // its own counters grew by.
         let c = self.core.engine().counters();
-        m.alerts_raised.store(c.raised, Ordering::Relaxed);
-        m.alerts_cleared.store(c.cleared, Ordering::Relaxed);
-        m.alerts_suppressed.store(c.suppressed_raises, Ordering::Relaxed);
-        m.alerts_duplicate.store(c.duplicate_raises, Ordering::Relaxed);
-        m.too_late.store(self.core.too_late(), Ordering::Relaxed);
+        let now = [
+            c.raised,
+            c.cleared,
+            c.suppressed_raises,
+            c.duplicate_raises,
+            self.core.too_late(),
+            self.core.redelivered(),
+        ];
+        let targets = [
+            &m.alerts_raised,
+            &m.alerts_cleared,
+            &m.alerts_suppressed,
+            &m.alerts_duplicate,
+            &m.too_late,
+            &m.redelivered,
+        ];
+        for ((target, now), seen) in targets.into_iter().zip(now).zip(&mut self.seen) {
+            target.fetch_add(now.saturating_sub(*seen), Ordering::Relaxed);
+            *seen = now;
+        }
     }
 
     /// Queue a checkpoint: begin, the changed parts chunk by chunk, end. The core takes
@@ -395,6 +430,7 @@ pub async fn run_stream(
         metrics,
         checkpoint_lost: config.checkpoint_lost.clone(),
         chunks: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
+        seen: [0; 6],
         baseline_needs: config.baseline_needs.clone(),
     };
     if let Some(needs) = &driver.baseline_needs {

@@ -18,9 +18,11 @@
 //!   device's *last* word, not proof it is alive now. A retained `offline` (a Last Will that
 //!   fired while we were away) does raise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use telemetry::{DeviceId, DeviceState, EventTime, Reading, RoadSegment, SegmentId, StatusEvent};
+use telemetry::{
+    DeviceId, DeviceState, EventTime, MetricId, Reading, RoadSegment, SegmentId, StatusEvent,
+};
 
 use crate::alert::{
     Alert, AlertEngine, AlertEngineState, AlertKey, AlertOutput, DeviceProfile, DeviceStatus,
@@ -93,6 +95,16 @@ pub struct StreamCore {
     forecaster: Forecaster,
     window_buf: Vec<WindowResult>,
     segment_buf: Vec<SegmentEvent>,
+    /// Readings [`StreamCore::rebuild`] put in the windows from the store: a redelivery of
+    /// one (the broker resends what a dead owner committed but had not acknowledged) is
+    /// not windowed again. Dropped once the wall clock passes `restored_until`, when every
+    /// window they could reach is sealed.
+    restored: HashSet<(DeviceId, MetricId, i64)>,
+    restored_until: i64,
+    /// Redeliveries of restored readings not windowed again.
+    redelivered: u64,
+    /// Window + watermark delay + allowed lateness, in ms: how far back windows are open.
+    open_span: i64,
 }
 
 impl StreamCore {
@@ -104,7 +116,33 @@ impl StreamCore {
             forecaster: Forecaster::new(config.forecast.clone(), config.window),
             window_buf: Vec::new(),
             segment_buf: Vec::new(),
+            restored: HashSet::new(),
+            restored_until: i64::MIN,
+            redelivered: 0,
+            open_span: (config.window + config.watermark_delay + config.allowed_lateness)
+                .as_millis() as i64,
         }
+    }
+
+    /// How far back from now windows may still be open or correctable (window + watermark
+    /// delay + allowed lateness): the stored readings [`StreamCore::rebuild`] needs.
+    pub fn open_span(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.open_span as u64)
+    }
+
+    /// Rebuild the windows of a partition taken over from the readings the store holds
+    /// for its devices (those of the last [`StreamCore::open_span`], in time order),
+    /// before its broker backlog is taken. The readings go to the windows only: the alert
+    /// engine's state comes from its checkpoint. A later redelivery of any of them is not
+    /// windowed twice.
+    pub fn rebuild(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) {
+        for r in readings {
+            if self.restored.insert((r.device.clone(), r.metric, r.time.millis())) {
+                self.windows.add(r, &mut self.window_buf);
+                self.restored_until = self.restored_until.max(r.time.millis() + self.open_span);
+            }
+        }
+        self.route_windows(now, out);
     }
 
     /// Replace segments, device→segment links and device profiles.
@@ -148,7 +186,13 @@ impl StreamCore {
     /// counted in [`StreamCore::too_late`]; the store still has them.)
     pub fn on_readings(&mut self, readings: &[Reading], now: EventTime, out: &mut Emitted) {
         for r in readings {
-            self.windows.add(r, &mut self.window_buf);
+            if self.restored.is_empty()
+                || !self.restored.contains(&(r.device.clone(), r.metric, r.time.millis()))
+            {
+                self.windows.add(r, &mut self.window_buf);
+            } else {
+                self.redelivered += 1;
+            }
             self.engine.on_reading(r, now, &mut out.alerts);
         }
         self.route_windows(now, out);
@@ -167,6 +211,9 @@ impl StreamCore {
     /// Advance the processing clock: close quiet windows, emit due segment windows, raise
     /// offline alerts.
     pub fn tick(&mut self, now: EventTime, out: &mut Emitted) {
+        if !self.restored.is_empty() && now.millis() > self.restored_until {
+            self.restored = HashSet::new();
+        }
         self.windows.tick(now, &mut self.window_buf);
         self.route_windows(now, out);
         self.segments.tick(now, &mut self.segment_buf);
@@ -246,6 +293,11 @@ impl StreamCore {
 
     pub fn segment_windows(&self) -> &SegmentWindows {
         &self.segments
+    }
+
+    /// Redeliveries of readings [`StreamCore::rebuild`] had windowed, not windowed again.
+    pub fn redelivered(&self) -> u64 {
+        self.redelivered
     }
 
     /// Readings past the allowed lateness (not windowed; still stored).
@@ -364,6 +416,46 @@ mod tests {
             core.on_readings(&speeds(start + s * 1_000, speed), EventTime(start + s * 1_000), out);
         }
         core.tick(EventTime(start + 10_000 + 1_000), out);
+    }
+
+    /// A partition taken over: its windows rebuilt from stored readings equal those of a
+    /// core that saw every reading once, although the broker redelivers some stored ones.
+    #[test]
+    fn rebuilt_windows_do_not_count_redelivered_readings_twice() {
+        let mut whole = StreamCore::new(&config(), los_rules());
+        let mut taker = StreamCore::new(&config(), los_rules());
+        let (mut a, mut b) = (Emitted::default(), Emitted::default());
+        whole.set_registry(registry(), EventTime(T0), &mut a);
+        taker.set_registry(registry(), EventTime(T0), &mut b);
+        let batches: Vec<Vec<Reading>> =
+            (0..10).map(|s| speeds(T0 + s * 1_000, 20.0 + s as f64)).collect();
+        for (s, batch) in batches.iter().enumerate() {
+            whole.on_readings(batch, EventTime(T0 + s as i64 * 1_000), &mut a);
+        }
+        // The dead owner had stored the first six seconds; the last two of them were
+        // never acknowledged, so the broker redelivers them with the rest.
+        let stored: Vec<Reading> = batches[..6].concat();
+        taker.rebuild(&stored, EventTime(T0 + 6_000), &mut b);
+        for (s, batch) in batches.iter().enumerate().skip(4) {
+            taker.on_readings(batch, EventTime(T0 + s as i64 * 1_000), &mut b);
+        }
+        assert_eq!(taker.redelivered(), 8, "2 seconds of 2 devices' 2 metrics");
+        let end = EventTime(T0 + 30_000);
+        whole.tick(end, &mut a);
+        taker.tick(end, &mut b);
+        let finals = |out: &Emitted| {
+            let mut m = BTreeMap::new();
+            for w in &out.windows {
+                m.insert((w.device.clone(), w.metric, w.start), w.aggregate);
+            }
+            m
+        };
+        assert_eq!(finals(&b), finals(&a));
+        assert_eq!(finals(&a).values().map(|p| p.count).sum::<i64>(), 40);
+        assert_eq!(b.segments.last(), a.segments.last());
+        // Once every window they reach is sealed, the rebuilt keys are forgotten.
+        taker.tick(EventTime(T0 + 60_000), &mut b);
+        assert!(taker.restored.is_empty());
     }
 
     #[test]

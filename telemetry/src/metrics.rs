@@ -75,6 +75,21 @@ pub fn flag(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, on: bool) -> 
     gauge(e, name, help, i64::from(on))
 }
 
+/// A gauge with one label, one series per value of it.
+pub fn gauge_by<'v>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'v str, i64)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, n) in series {
+        ConstGauge::new(n).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
 /// A counter with one label, one series per value of it.
 pub fn counter_by<'v>(
     e: &mut DescriptorEncoder<'_>,
@@ -86,21 +101,6 @@ pub fn counter_by<'v>(
     let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, n) in series {
         ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
-    }
-    Ok(())
-}
-
-/// A gauge with one label, one series per value of it.
-pub fn gauge_by<'v>(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    label: &str,
-    series: impl IntoIterator<Item = (&'v str, i64)>,
-) -> fmt::Result {
-    let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (value, v) in series {
-        ConstGauge::new(v).encode(family.encode_family(&[(label, value)])?)?;
     }
     Ok(())
 }

@@ -179,6 +179,8 @@ impl MqttProbe {
         use rumqttc::v5::{AsyncClient, Event, MqttOptions};
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
+        // Live bus messages run to hundreds of kilobytes (rumqttc's default limit is 10 KiB).
+        opts.set_max_packet_size(Some(4 * 1024 * 1024));
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         for f in filters {
             client.subscribe(*f, QoS::AtLeastOnce).await?;
@@ -218,6 +220,11 @@ impl MqttProbe {
                 }
             }
         }
+    }
+
+    /// The next message already received (topic, payload), without waiting.
+    pub fn try_next(&mut self) -> Option<(String, Vec<u8>)> {
+        self.rx.try_recv().ok().map(|(t, p, _)| (t, p))
     }
 
     pub async fn publish(&self, topic: &str, payload: &str) -> Result<()> {

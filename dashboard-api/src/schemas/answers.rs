@@ -338,7 +338,9 @@ pub fn healthz() -> Value {
 pub fn readyz() -> Value {
     example(
         json!({"type": "object", "required": ["status", "store"],
-            "properties": {"status": {"const": "ready"}, "store": text("The store's backend (postgres, timescaledb, sqlite)")},
+            "properties": {"status": {"const": "ready"}, "store": text("The store's backend (postgres, timescaledb, sqlite)"),
+                "partitions": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                    "description": "The device partitions this ingest replica owns (with ingest.partitions > 1; docs/scale-out.md)"}},
             "additionalProperties": {"type": "boolean", "description": "Each further dependency checked (broker, writer, …): true"}}),
         json!({"status": "ready", "store": "postgres", "broker": true, "writer": true}),
     )

@@ -252,6 +252,9 @@ pub struct IngestSection {
     pub max_past_age: Duration,
     pub unknown_devices: UnknownDevices,
     pub max_pending_readings: usize,
+    /// Device affinity (docs/scale-out.md#device-affinity): devices map to this many
+    /// partitions, each owned by one ingest replica at a time. 1: no partitioning.
+    pub partitions: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -552,6 +555,7 @@ impl Default for IngestSection {
             max_past_age: Duration::from_secs(7 * 24 * 3600),
             unknown_devices: UnknownDevices::AutoRegister,
             max_pending_readings: 50_000,
+            partitions: 1,
         }
     }
 }

@@ -457,6 +457,7 @@ fn whole_number_ranges_are_checked_with_their_words() {
         ("SCCR_DATABASE__MAX_CONNECTIONS", "database.max_connections (SCCR_DATABASE__MAX_CONNECTIONS): must be a whole number, at least 1, got 0"),
         ("SCCR_API__MAX_CONNECTIONS", "api.max_connections (SCCR_API__MAX_CONNECTIONS): must be a whole number, at least 1, got 0"),
         ("SCCR_INGEST__MAX_PENDING_READINGS", "ingest.max_pending_readings (SCCR_INGEST__MAX_PENDING_READINGS): must be a whole number, at least 1, got 0"),
+        ("SCCR_INGEST__PARTITIONS", "ingest.partitions (SCCR_INGEST__PARTITIONS): must be a whole number from 1 to 1024, got 0"),
         ("SCCR_WRITER__MAX_BATCH_READINGS", "writer.max_batch_readings (SCCR_WRITER__MAX_BATCH_READINGS): must be a whole number, at least 1, got 0"),
         ("SCCR_WRITER__QUEUE_MESSAGES", "writer.queue_messages (SCCR_WRITER__QUEUE_MESSAGES): must be a whole number, at least 1, got 0"),
         ("SCCR_WEBHOOKS__MAX_ATTEMPTS", "webhooks.max_attempts (SCCR_WEBHOOKS__MAX_ATTEMPTS): must be a whole number, at least 1, got 0"),
@@ -689,4 +690,27 @@ fn replication_keys_are_read_and_checked_by_name() {
         problems("[database]\nread_url = 5\n", &[]),
         ["database.read_url: must be text in quotes, got 5"]
     );
+}
+
+/// Device affinity: `ingest.partitions` is read, and refused where it cannot work, naming
+/// the key.
+#[test]
+fn partitions_need_postgresql_and_exclusive_sessions() {
+    let pg = "[database]\nurl = \"postgres://sccr@db/sccr\"\n";
+    let config = Config::from_toml(&format!("{pg}[ingest]\npartitions = 3\n"), env(&[])).unwrap();
+    assert_eq!(config.ingest.partitions, 3);
+    assert_eq!(
+        problems("[database]\nurl = \"sqlite:/tmp/x.db\"\n[ingest]\npartitions = 2\n", &[]),
+        ["ingest.partitions: must be 1 with SQLite (a single process; partitions are owned through PostgreSQL advisory locks)"]
+    );
+    assert_eq!(
+        problems(&format!("{pg}[ingest]\npartitions = 2\n[mqtt]\nsubscription = \"shared\"\n"), &[]),
+        ["ingest.partitions: needs mqtt.subscription = \"exclusive\" (each partition is a persistent session with plain subscriptions)"]
+    );
+    assert_eq!(
+        problems(&format!("{pg}[ingest]\npartitions = 1025\n"), &[]),
+        ["ingest.partitions: must be a whole number from 1 to 1024, got 1025"]
+    );
+    let sqlite = Config::from_toml("[database]\nurl = \"sqlite:/tmp/x.db\"\n", env(&[])).unwrap();
+    assert_eq!(sqlite.ingest.partitions, 1, "the default, fine with SQLite");
 }

@@ -17,6 +17,7 @@ pub(super) const WHOLE_RANGES: &[(&str, u64, Option<u64>)] = &[
     ("api.max_connections", 1, None),
     ("ingest.max_payload_bytes", 64, None),
     ("ingest.max_pending_readings", 1, None),
+    ("ingest.partitions", 1, Some(1_024)),
     ("writer.max_batch_readings", 1, None),
     ("writer.queue_messages", 1, None),
     ("webhooks.max_attempts", 1, None),
@@ -174,6 +175,18 @@ impl Config {
             );
         }
         check(!d.max_read_lag.is_zero(), "database.max_read_lag", "must be positive");
+        check(
+            self.ingest.partitions <= 1 || !d.url.starts_with("sqlite:"),
+            "ingest.partitions",
+            "must be 1 with SQLite (a single process; partitions are owned through \
+             PostgreSQL advisory locks)",
+        );
+        check(
+            self.ingest.partitions <= 1 || m.subscription == super::Subscription::Exclusive,
+            "ingest.partitions",
+            "needs mqtt.subscription = \"exclusive\" (each partition is a persistent \
+             session with plain subscriptions)",
+        );
         check(
             !d.rollup_merge_interval.is_zero(),
             "database.rollup_merge_interval",
@@ -354,6 +367,7 @@ impl Config {
             ("api.max_connections", self.api.max_connections as u64),
             ("ingest.max_payload_bytes", self.ingest.max_payload_bytes as u64),
             ("ingest.max_pending_readings", self.ingest.max_pending_readings as u64),
+            ("ingest.partitions", u64::from(self.ingest.partitions)),
             ("writer.max_batch_readings", self.writer.max_batch_readings as u64),
             ("writer.queue_messages", self.writer.queue_messages as u64),
             ("webhooks.max_attempts", u64::from(self.webhooks.max_attempts)),
