@@ -12,20 +12,33 @@ pub(crate) fn fleet(n: usize) -> Result<Vec<simulator::SimDevice>> {
     Ok(plan_fleet(&parse_geojson(FLORENCE_SEED)?, n))
 }
 
-/// Run the simulator with `devices` at `msgs_per_s` until `stop` flips.
-pub(crate) fn start_load(
-    port: u16,
-    devices: usize,
-    msgs_per_s: f64,
-    tag: &str,
-) -> Result<(
+/// The simulator's task, its counters and the switch that stops it.
+pub(crate) type Load = (
     watch::Sender<bool>,
     Arc<SimulationCounters>,
     tokio::task::JoinHandle<simulator::SimulationReport>,
-)> {
+);
+
+/// Run the simulator with `devices` at `msgs_per_s` until `stop` flips.
+pub(crate) fn start_load(port: u16, devices: usize, msgs_per_s: f64, tag: &str) -> Result<Load> {
+    start_load_on(&[port], mqtt_client::Protocol::V5, devices, msgs_per_s, tag)
+}
+
+/// [`start_load`] through the nodes of a broker cluster (connection `i` to node `i % n`,
+/// failing over to the others) in `protocol`.
+pub(crate) fn start_load_on(
+    ports: &[u16],
+    protocol: mqtt_client::Protocol,
+    devices: usize,
+    msgs_per_s: f64,
+    tag: &str,
+) -> Result<Load> {
+    let Some((&port, others)) = ports.split_first() else { bail!("no broker to load") };
     let interval = Duration::from_secs_f64((devices as f64 / msgs_per_s.max(1.0)).max(0.001));
     let config = SimulateConfig {
+        protocol,
         port,
+        extra_brokers: others.iter().map(|p| ("127.0.0.1".to_string(), *p)).collect(),
         client_prefix: format!("bench-{tag}"),
         connections: 8,
         interval,

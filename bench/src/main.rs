@@ -20,6 +20,8 @@
 //!    `remote_apply` (replication_bench).
 //! 10. Scaling (full run only): two ingest processes on a shared subscription, and 1k,
 //!     10k, 100k devices.
+//! 11. Ingest replicas (`--replicas` only): 1, 2 and 3 ingest replicas with device affinity
+//!     against one Mosquitto and a 3-node NATS cluster, readings/s and CPU (replicas_bench).
 //!
 //! Targets are reported as ratios, never asserted. `--quick` runs every stage briefly so CI
 //! keeps the harness working.
@@ -36,6 +38,7 @@ mod limits;
 mod load;
 mod measure;
 mod pgstat;
+mod replicas_bench;
 mod replication_bench;
 mod report;
 mod store_bench;
@@ -355,6 +358,10 @@ struct Args {
     /// primary with a hot standby), `--rounds` times, as JSON.
     #[arg(long)]
     replication: bool,
+    /// Only 1, 2 and 3 ingest replicas (device affinity) against one Mosquitto and a
+    /// 3-node NATS cluster, `--devices` devices offered 50,000 messages/s, as JSON.
+    #[arg(long)]
+    replicas: bool,
     /// Print the markdown table of a saved JSON report.
     #[arg(long, value_name = "REPORT.json")]
     render: Option<std::path::PathBuf>,
@@ -391,6 +398,13 @@ fn main() -> Result<()> {
         }
         if args.e2e {
             return print_json(&e2e_only(quick, args.rounds.max(1), args.devices).await?);
+        }
+        if args.replicas {
+            let work = TempDir::new("bench-replicas")?;
+            let secs = if quick { 5 } else { 20 };
+            return print_json(
+                &replicas_bench::run(args.devices, 50_000.0, secs, &work.path).await?,
+            );
         }
         if args.replication {
             return print_json(&replication_bench::run(quick, args.rounds.max(1)).await?);
