@@ -524,3 +524,212 @@ async fn probes_answer_and_the_dashboard_queries_only_exported_metrics() {
         "the dashboard queries metrics sccr does not export: {missing:?}\nexported: {exported:?}"
     );
 }
+
+/// A compose service's key, also where it comes from an extension through `<<:` (YAML
+/// merge keys, which compose resolves and this parser leaves as they are).
+fn service_key<'a>(service: &'a Yaml, key: &str) -> &'a Yaml {
+    match &service[key] {
+        Yaml::BadValue => &service["<<"][key],
+        value => value,
+    }
+}
+
+/// `sccr check-config` on a configuration with a service's environment, compose's own
+/// `${NAMES}` replaced by placeholders: the overrides must be settings of the right type.
+fn check_config_with(toml: &str, env: &[(String, String)]) {
+    let dir = TempDir::new("deploy-config").unwrap();
+    let path = dir.path.join("sccr.toml");
+    std::fs::write(&path, toml).unwrap();
+    let placeholder = |v: &str| {
+        let mut out = String::new();
+        let mut rest = v;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let end = rest[i..].find('}').map_or(rest.len(), |j| i + j + 1);
+            out.push_str("secret");
+            rest = &rest[end..];
+        }
+        out + rest
+    };
+    let out = Command::new(workspace_bin("sccr").unwrap())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.clone(), placeholder(v))))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sccr check-config refused {env:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The scale-out compose file: a 3-node EMQX cluster, a primary with a synchronous standby,
+/// one ingest service per partition with client ids of their own, and an API reading from
+/// the standby; every sccr service's flags and environment are accepted.
+#[test]
+fn scale_out_compose_runs_replicas_a_standby_and_a_broker_cluster() {
+    let compose = yaml(&deploy("compose.scale-out.yaml"));
+    let services = compose["services"].as_hash().unwrap();
+    let config = read(&deploy("sccr-scale-out.toml"));
+    let partitions: usize = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("partitions = "))
+        .expect("[ingest] partitions in sccr-scale-out.toml")
+        .parse()
+        .unwrap();
+    let mut ingest_ids = BTreeSet::new();
+    let mut emqx_nodes = 0;
+    for (name, svc) in services {
+        let name = name.as_str().unwrap();
+        let image = service_key(svc, "image").as_str().unwrap_or_else(|| panic!("{name}: image"));
+        for v in strs(service_key(svc, "volumes")) {
+            let source = v.split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(deploy(source).exists(), "{name}: {source} does not exist");
+            }
+        }
+        if image.starts_with("emqx/emqx") {
+            emqx_nodes += 1;
+            let node = svc["environment"]["EMQX_NODE__NAME"].as_str().unwrap();
+            assert_eq!(node, format!("emqx@{name}"), "{name}: node name");
+        }
+        if image != "sccr:latest" {
+            continue;
+        }
+        let command = strs(service_key(svc, "command"));
+        assert_eq!(command[0], "serve");
+        assert_eq!(unknown_flags("sccr", &command), Vec::<String>::new(), "{name}");
+        let role = command.iter().position(|a| a == "--role").map(|i| command[i + 1].clone());
+        let env: Vec<(String, String)> = svc["environment"]
+            .as_hash()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap().to_owned()))
+            .collect();
+        for (k, _) in &env {
+            assert!(k == "RUST_LOG" || k.starts_with("SCCR_") && k.contains("__"), "{name}: {k}");
+        }
+        check_config_with(&config, &env);
+        let id = env.iter().find(|(k, _)| k == "SCCR_MQTT__CLIENT_ID").map(|(_, v)| v.clone());
+        let id = id.unwrap_or_else(|| panic!("{name}: a client id of its own"));
+        match role.as_deref() {
+            Some("ingest") => assert!(ingest_ids.insert(id), "{name}: client id repeated"),
+            Some("api") => assert!(
+                env.iter().any(|(k, v)| k == "SCCR_DATABASE__READ_URL" && v.contains("standby")),
+                "{name}: history and exports read from the standby"
+            ),
+            other => panic!("{name}: role {other:?}"),
+        }
+        assert!(
+            env.iter().any(|(k, v)| k == "SCCR_DATABASE__FAILOVER_URLS" && v.contains("standby")),
+            "{name}: writes fail over to the promoted standby"
+        );
+    }
+    assert_eq!(emqx_nodes, 3, "a 3-node broker cluster");
+    assert_eq!(ingest_ids.len(), partitions, "one ingest replica per partition");
+    // The primary waits for the standby the standby says it is.
+    let primary = strs(&services[&Yaml::from_str("postgres-primary")]["command"]).join(" ");
+    assert!(primary.contains("synchronous_commit=on"), "{primary}");
+    let sync_name = primary
+        .split("synchronous_standby_names=ANY 1 (")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("a synchronous standby name");
+    let standby = strs(&services[&Yaml::from_str("postgres-standby")]["command"]).join(" ");
+    assert!(standby.contains(&format!("application_name={sync_name}")), "{standby}");
+    assert!(standby.contains("pg_basebackup") && standby.contains("-R"), "{standby}");
+}
+
+/// deploy/k8s/scale-out: what its kustomization lists exists and parses; the ConfigMap is
+/// deploy/sccr-scale-out.toml; the ingest StatefulSet runs one replica per partition with
+/// its pod name as client id; the database is a CloudNativePG cluster with a synchronous
+/// standby whose Secret and Services the sccr pods use; every configuration validates.
+#[test]
+fn scale_out_kubernetes_manifests_are_consistent() {
+    let dir = deploy("k8s/scale-out");
+    let kustomization = yaml(&dir.join("kustomization.yaml"));
+    let mut objects = Vec::new();
+    for r in strs(&kustomization["resources"]) {
+        let path = dir.join(&r);
+        assert!(path.exists(), "kustomization lists {r}, which does not exist");
+        objects.extend(yaml_docs(&path));
+    }
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| {
+                o["kind"].as_str() == Some(kind) && o["metadata"]["name"].as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {name} in deploy/k8s/scale-out"))
+    };
+    let toml = find("ConfigMap", "sccr-config")["data"]["sccr.toml"].as_str().unwrap();
+    assert_eq!(
+        significant(toml),
+        significant(&read(&deploy("sccr-scale-out.toml"))),
+        "the ConfigMap's sccr.toml differs from deploy/sccr-scale-out.toml"
+    );
+    let partitions: i64 =
+        toml.lines().find_map(|l| l.trim().strip_prefix("partitions = ")).unwrap().parse().unwrap();
+    let db = find("Cluster", "sccr-db");
+    assert!(db["spec"]["instances"].as_i64().unwrap() >= 2, "a primary and a standby");
+    assert!(db["spec"]["minSyncReplicas"].as_i64().unwrap() >= 1, "a synchronous standby");
+    assert_eq!(db["spec"]["postgresql"]["parameters"]["synchronous_commit"].as_str(), Some("on"));
+    let emqx = find("StatefulSet", "emqx");
+    assert_eq!(emqx["spec"]["replicas"].as_i64(), Some(3));
+    let ingest = find("StatefulSet", "sccr-ingest");
+    assert_eq!(ingest["spec"]["replicas"].as_i64(), Some(partitions), "a replica per partition");
+    let headless = find("Service", ingest["spec"]["serviceName"].as_str().unwrap());
+    assert!(headless["spec"]["clusterIP"].as_str() == Some("None"));
+    let api = find("Deployment", "sccr-api");
+    for (workload, role) in [(ingest, "ingest"), (api, "api")] {
+        let c = &workload["spec"]["template"]["spec"]["containers"][0];
+        let args = strs(&c["args"]);
+        assert_eq!(args[0], "serve");
+        assert_eq!(
+            args.iter().position(|a| a == "--role").map(|i| args[i + 1].as_str()),
+            Some(role)
+        );
+        assert_eq!(unknown_flags("sccr", &args), Vec::<String>::new(), "sccr-{role}");
+        assert_eq!(
+            workload["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].as_str(),
+            Some("sccr-config")
+        );
+        let mut env = Vec::new();
+        for e in c["env"].as_vec().unwrap() {
+            let name = e["name"].as_str().unwrap().to_owned();
+            assert!(
+                name == "RUST_LOG"
+                    || name.starts_with("PG")
+                    || name.starts_with("SCCR_") && name.contains("__"),
+                "sccr-{role}: {name}"
+            );
+            let from = &e["valueFrom"];
+            if name == "SCCR_MQTT__CLIENT_ID" {
+                assert_eq!(from["fieldRef"]["fieldPath"].as_str(), Some("metadata.name"));
+            }
+            if name == "SCCR_DATABASE__URL" {
+                assert_eq!(from["secretKeyRef"]["name"].as_str(), Some("sccr-db-app"));
+            }
+            let value = match (e["value"].as_str(), from["secretKeyRef"]["key"].as_str()) {
+                (Some(v), _) => v.replace("$(PGUSER)", "sccr").replace("$(PGPASSWORD)", "secret"),
+                (None, Some(_)) if name == "SCCR_DATABASE__URL" => {
+                    "postgresql://sccr:secret@sccr-db-rw.default:5432/sccr".into()
+                }
+                _ => "secret".into(),
+            };
+            if name.starts_with("SCCR_") || name == "RUST_LOG" {
+                env.push((name, value));
+            }
+        }
+        if role == "api" {
+            assert!(
+                env.iter().any(|(k, v)| k == "SCCR_DATABASE__READ_URL" && v.contains("sccr-db-ro")),
+                "the api reads history from the standbys"
+            );
+        }
+        check_config_with(toml, &env);
+    }
+}
