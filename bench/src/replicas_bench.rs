@@ -34,13 +34,14 @@ impl Target {
     }
 }
 
-/// Partitions a replica owns, from its `/readyz` (none while it owns none).
+/// Partitions a replica owns, from its `/readyz` (none while it is not ready; a ready
+/// process without partitions, `partitions = 1`, runs the one pipeline).
 async fn owned(port: u16) -> usize {
     let Ok((200, body)) = http_get(port, "/readyz").await else { return 0 };
     serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["partitions"].as_array().map(Vec::len))
-        .unwrap_or(0)
+        .unwrap_or(1)
 }
 
 async fn one(
