@@ -93,23 +93,7 @@ impl ThrowawayPg {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<()> {
-        let bin = self.bindir.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&bin);
-            c
-        } else {
-            Command::new(&bin)
-        };
-        let out = cmd.args(args).output().with_context(|| format!("run {tool}"))?;
-        if !out.status.success() {
-            bail!(
-                "{tool} {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        run_tool(&self.bindir, self.as_postgres, tool, args)
     }
 
     /// The admin URL (database `postgres`).
@@ -234,4 +218,31 @@ pub async fn assert_rollups_match_raw(pool: &sqlx::PgPool) {
         let mismatches: i64 = sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or(-1);
         assert_eq!(mismatches, 0, "{table} differs from a recount of readings");
     }
+}
+
+/// Run a PostgreSQL server tool from `bindir`, as the `postgres` user when `as_postgres`
+/// (the servers refuse to run as root); its output names what failed.
+pub(crate) fn run_tool(
+    bindir: &std::path::Path,
+    as_postgres: bool,
+    tool: &str,
+    args: &[&str],
+) -> Result<()> {
+    let bin = bindir.join(tool);
+    let mut cmd = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let out = cmd.args(args).output().with_context(|| format!("run {tool}"))?;
+    if !out.status.success() {
+        bail!(
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use sqlx::{Connection, Executor};
 
-use crate::pg::{pg_bindir, unsafe_is_root};
+use crate::pg::{pg_bindir, run_tool, unsafe_is_root};
 use crate::{free_port, TempDir};
 
 /// How the primary waits for the standby at commit.
@@ -129,26 +129,6 @@ fn children_of(pid: u32) -> Vec<u32> {
             })
         })
         .collect()
-}
-
-fn run_tool(bindir: &std::path::Path, as_postgres: bool, tool: &str, args: &[&str]) -> Result<()> {
-    let bin = bindir.join(tool);
-    let mut cmd = if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&bin);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    let out = cmd.args(args).output().with_context(|| format!("run {tool}"))?;
-    if !out.status.success() {
-        bail!(
-            "{tool} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// A primary and its hot standby (streaming replication from `pg_basebackup -R`),
