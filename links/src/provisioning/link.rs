@@ -333,13 +333,20 @@ impl DynsecLink {
     }
 
     /// Forget the passwords `plan` applied, and those the registry superseded.
-    fn release(&self, used: &[String], desired: Option<&Desired>) {
+    /// Forget the passwords `used`; with a registry read (`desired`) and the passwords held
+    /// before it, also those it no longer wants. A password held after the read (a
+    /// registration racing a reconciliation) is kept for its own apply: the read could
+    /// not see its device.
+    fn release(&self, used: &[String], read: Option<(&Desired, &HashMap<String, Secret>)>) {
         if let Ok(mut s) = self.secrets.lock() {
             for d in used {
                 s.remove(d);
             }
-            if let Some(desired) = desired {
-                s.retain(|d, secret| desired.clients.get(d).is_some_and(|c| c.fp == secret.fp));
+            if let Some((desired, held_before)) = read {
+                s.retain(|d, secret| {
+                    let seen = held_before.get(d).is_some_and(|b| b.fp == secret.fp);
+                    !seen || desired.clients.get(d).is_some_and(|c| c.fp == secret.fp)
+                });
             }
             self.metrics.held_passwords.store(s.len() as u64, Ordering::Relaxed);
         }
@@ -439,10 +446,11 @@ impl DynsecLink {
         self.metrics.reconciliations.fetch_add(1, Ordering::Relaxed);
         // The broker first, then the registry: the registry read is the fresher.
         let actual = self.list_all().await?;
+        let held_before = self.secrets();
         let desired = self.desired().await?;
         let plan = dynsec::plan(&desired, &actual, &self.secrets());
         let refused = self.send(&plan).await?;
-        self.release(&plan.secrets_used, Some(&desired));
+        self.release(&plan.secrets_used, Some((&desired, &held_before)));
         self.metrics
             .awaiting_rotation
             .store(plan.awaiting_rotation.len() as u64, Ordering::Relaxed);
