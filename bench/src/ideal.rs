@@ -51,30 +51,32 @@ impl Batch {
         Self { readings: Vec::with_capacity(BATCH_ROWS), publishes: Vec::new() }
     }
 
-    /// The batch's rows for `COPY`, in the primary key's order as SCCR's writer sends
-    /// them (consecutive rows on the same index pages).
     fn encode(&mut self) -> Vec<u8> {
-        self.readings.sort_unstable_by(|a, b| {
-            (a.device.as_str(), a.metric.as_str(), a.time).cmp(&(
-                b.device.as_str(),
-                b.metric.as_str(),
-                b.time,
-            ))
-        });
-        let mut copy = CopyEncoder::with_capacity(self.readings.len() * 64);
-        for r in &self.readings {
-            copy.row(5);
-            copy.timestamptz(r.time);
-            copy.text(r.device.as_str());
-            copy.text(r.metric.as_str());
-            copy.f64(r.value);
-            match r.seq {
-                Some(s) => copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
-                None => copy.null(),
-            }
-        }
-        copy.finish()
+        copy_rows(&mut self.readings)
     }
+}
+
+/// The `COPY` of the ideal pipeline (and of the benchmark's fleet-keys limit).
+pub(crate) const COPY: &str =
+    "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)";
+
+/// `readings` as binary `COPY` rows of [`TABLE`], in the primary key's order as SCCR's
+/// writer sends them (consecutive rows on the same index pages).
+pub(crate) fn copy_rows(readings: &mut [telemetry::Reading]) -> Vec<u8> {
+    readings.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
+    let mut copy = CopyEncoder::with_capacity(readings.len() * 64);
+    for r in readings.iter() {
+        copy.row(5);
+        copy.timestamptz(r.time);
+        copy.text(r.device.as_str());
+        copy.text(r.metric.as_str());
+        copy.f64(r.value);
+        match r.seq {
+            Some(s) => copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
+            None => copy.null(),
+        }
+    }
+    copy.finish()
 }
 
 /// `sccr-bench --ideal-bridge PORT DB_URL`: run the bridge until killed, printing the
@@ -134,11 +136,7 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
                 let rows = batch.readings.len();
                 let mut tx = conn.begin().await?;
                 if rows > 0 {
-                    let mut copy = tx
-                        .copy_in_raw(
-                            "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
-                        )
-                        .await?;
+                    let mut copy = tx.copy_in_raw(COPY).await?;
                     copy.send(batch.encode()).await?;
                     copy.finish().await?;
                 }

@@ -143,7 +143,6 @@ pub(crate) const FLEET_DEVICES: usize = 2_000;
 /// index's pages touched per batch grow with the keys.
 async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
     use sqlx::Connection;
-    use store::pgcopy::CopyEncoder;
     let db = TestDb::create().await?;
     let mut conn = sqlx::PgConnection::connect(&db.url).await?;
     sqlx::query(crate::ideal::TABLE).execute(&mut conn).await?;
@@ -159,38 +158,26 @@ async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
                 if rows.len() == plan.copy_rows {
                     break 'fill;
                 }
-                rows.push((t, d.id.clone(), metric, value, step));
+                rows.push(telemetry::Reading {
+                    device: d.id.clone(),
+                    metric,
+                    time: t,
+                    value,
+                    seq: Some(telemetry::Seq(step as u64)),
+                });
             }
         }
     }
     let batches: Vec<Vec<u8>> = rows
         .chunks_mut(5_000)
-        .map(|chunk| {
-            // In the primary key's order, as SCCR's writer and the ideal pipeline send them.
-            chunk.sort_unstable_by(|a, b| {
-                (a.1.as_str(), a.2.as_str(), a.0).cmp(&(b.1.as_str(), b.2.as_str(), b.0))
-            });
-            let mut enc = CopyEncoder::with_capacity(chunk.len() * 64);
-            for (t, device, metric, value, seq) in chunk.iter() {
-                enc.row(5);
-                enc.timestamptz(*t);
-                enc.text(device.as_str());
-                enc.text(metric.as_str());
-                enc.f64(*value);
-                enc.i64(*seq);
-            }
-            enc.finish()
-        })
+        // In the primary key's order, as SCCR's writer and the ideal pipeline send them.
+        .map(crate::ideal::copy_rows)
         .collect();
     let started = Instant::now();
     let pg0 = cpu_secs_of("postgres");
     for batch in batches {
         let mut tx = conn.begin().await?;
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY ideal_readings (time, device, metric, value, seq) FROM STDIN (FORMAT binary)",
-            )
-            .await?;
+        let mut copy = tx.copy_in_raw(crate::ideal::COPY).await?;
         copy.send(batch).await?;
         copy.finish().await?;
         tx.commit().await?;

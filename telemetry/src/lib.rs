@@ -49,3 +49,11 @@ pub struct Reading {
     /// The device's message counter of the message that carried this reading, if any.
     pub seq: Option<Seq>,
 }
+
+impl Reading {
+    /// The stored key, in the order of the store's primary key (device, metric, time): the
+    /// store keeps one reading per key, and writes a batch in this order.
+    pub fn key(&self) -> (&str, &str, EventTime) {
+        (self.device.as_str(), self.metric.as_str(), self.time)
+    }
+}

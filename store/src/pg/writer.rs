@@ -87,17 +87,11 @@ impl PgStore {
     async fn write_copy(&self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
         let mut seen = HashSet::with_capacity(batch.readings.len());
         let mut unique: Vec<&telemetry::Reading> =
-            batch.readings.iter().filter(|r| seen.insert((&r.device, r.metric, r.time))).collect();
+            batch.readings.iter().filter(|r| seen.insert(r.key())).collect();
         // In the primary key's order: consecutive rows land on the same index pages, which
         // costs PostgreSQL about an eighth less CPU per row than arrival order (measured on
         // 2,000 devices' keys).
-        unique.sort_unstable_by(|a, b| {
-            (a.device.as_str(), a.metric.as_str(), a.time).cmp(&(
-                b.device.as_str(),
-                b.metric.as_str(),
-                b.time,
-            ))
-        });
+        unique.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         let mut tx = self.pool.begin().await?;
         register_devices(&mut tx, batch).await?;
         let sealed = read_seal(&mut tx).await?;
