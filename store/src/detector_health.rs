@@ -47,6 +47,19 @@ pub struct FlagFilter {
     pub open_only: bool,
 }
 
+/// A stored flag interval from its columns (both backends' rows decode to these).
+pub(crate) fn flag_interval(
+    device: String,
+    rule: String,
+    flag: String,
+    from: EventTime,
+    to: Option<EventTime>,
+) -> Result<FlagInterval, StoreError> {
+    let flag = HealthFlag::parse(&flag)
+        .ok_or(StoreError::Corrupt { what: "detector flag", value: flag })?;
+    Ok(FlagInterval { device, rule, flag, from, to })
+}
+
 impl Store {
     /// Open `device`'s interval of `rule` from `since`; nothing if one is open.
     pub async fn open_flag(

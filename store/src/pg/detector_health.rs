@@ -5,7 +5,7 @@ use telemetry::health::{FlagInterval, HealthFlag};
 use telemetry::EventTime;
 
 use super::{et, ts, PgStore};
-use crate::detector_health::FlagFilter;
+use crate::detector_health::{flag_interval, FlagFilter};
 use crate::StoreError;
 
 impl PgStore {
@@ -64,15 +64,13 @@ impl PgStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let flag: String = r.try_get("flag")?;
-                Ok(FlagInterval {
-                    device: r.try_get("device_id")?,
-                    rule: r.try_get("rule_id")?,
-                    flag: HealthFlag::parse(&flag)
-                        .ok_or(StoreError::Corrupt { what: "detector flag", value: flag })?,
-                    from: et(r.try_get("from_time")?),
-                    to: r.try_get::<Option<_>, _>("to_time")?.map(et),
-                })
+                flag_interval(
+                    r.try_get("device_id")?,
+                    r.try_get("rule_id")?,
+                    r.try_get("flag")?,
+                    et(r.try_get("from_time")?),
+                    r.try_get::<Option<time::OffsetDateTime>, _>("to_time")?.map(et),
+                )
             })
             .collect()
     }

@@ -5,7 +5,7 @@ use telemetry::health::{FlagInterval, HealthFlag};
 use telemetry::EventTime;
 
 use super::SqliteStore;
-use crate::detector_health::FlagFilter;
+use crate::detector_health::{flag_interval, FlagFilter};
 use crate::StoreError;
 
 impl SqliteStore {
@@ -64,15 +64,13 @@ impl SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let flag: String = r.try_get("flag")?;
-                Ok(FlagInterval {
-                    device: r.try_get("device_id")?,
-                    rule: r.try_get("rule_id")?,
-                    flag: HealthFlag::parse(&flag)
-                        .ok_or(StoreError::Corrupt { what: "detector flag", value: flag })?,
-                    from: EventTime(r.try_get("from_ms")?),
-                    to: r.try_get::<Option<i64>, _>("to_ms")?.map(EventTime),
-                })
+                flag_interval(
+                    r.try_get("device_id")?,
+                    r.try_get("rule_id")?,
+                    r.try_get("flag")?,
+                    EventTime(r.try_get("from_ms")?),
+                    r.try_get::<Option<i64>, _>("to_ms")?.map(EventTime),
+                )
             })
             .collect()
     }
