@@ -28,6 +28,7 @@ pub(crate) async fn inserted(ports: &[u16]) -> f64 {
 pub(crate) async fn core(instances: usize, dir: &Path) -> Result<(Broker, TestDb, Vec<Sccr>)> {
     let broker = Broker::start().await?;
     let db = TestDb::create().await?;
+    crate::pgstat::settle(&db.url, "an end-to-end run").await?;
     let pool = sqlx::PgPool::connect(&db.url).await?;
     let shared: &[(&str, &str)] =
         if instances > 1 { &[("SCCR_MQTT__SUBSCRIPTION", "shared")] } else { &[] };
@@ -109,7 +110,7 @@ pub(crate) async fn end_to_end(
     pool.close().await;
     let rss: f64 = pids.iter().map(|p| rss_mib(*p)).sum();
     let database = match window {
-        Ok(w) => w.finish(n1 - n0, cpu1.postgres - cpu0.postgres).await,
+        Ok(w) => w.finish(n1 - n0, &cpu1.postgres.since(&cpu0.postgres)).await,
         Err(why) => json!({ "unavailable": why }),
     };
     let _ = stop.send(true);

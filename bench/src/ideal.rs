@@ -211,6 +211,7 @@ pub async fn bridge_main(port: u16, db_url: &str) -> Result<()> {
 pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> {
     let broker = Broker::start().await?;
     let db = TestDb::create().await?;
+    crate::pgstat::settle(&db.url, "the ideal pipeline").await?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--ideal-bridge", &broker.port.to_string(), &db.url])
         .stdout(std::process::Stdio::piped())
@@ -239,9 +240,14 @@ pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> 
     let (stop, _counters, task) = start_load(broker.port, devices, offered_msgs, "ideal")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let broker_pid = broker.pid().unwrap_or(0);
+    let window = crate::pgstat::start(&db.url).await;
     let (c0, cpu0) = (committed.load(Ordering::Relaxed), cpu_snapshot(&[pid], broker_pid));
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (c1, cpu1) = (committed.load(Ordering::Relaxed), cpu_snapshot(&[pid], broker_pid));
+    let database = match window {
+        Ok(w) => w.finish((c1 - c0) as f64, &cpu1.postgres.since(&cpu0.postgres)).await,
+        Err(why) => json!({ "unavailable": why }),
+    };
     let _ = stop.send(true);
     let _ = task.await;
     let _ = child.kill().await;
@@ -251,6 +257,7 @@ pub async fn run(devices: usize, offered_msgs: f64, secs: u64) -> Result<Value> 
     let rate = (c1 - c0) as f64 / window;
     let pg = cpu["postgres_cores"].as_f64().unwrap_or(0.0);
     Ok(json!({
+        "database": database,
         "devices": devices,
         "readings_per_s": rate.round(),
         "window_s": round2(window),

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use telemetry::EventTime;
 
 use crate::load::start_load;
-use crate::measure::{cpu_secs_of, cpu_snapshot, cpu_split, round2};
+use crate::measure::{cpu_snapshot, cpu_split, pg_cpu, round2};
+use crate::pgstat::us_per_row_by_kind;
 use crate::Plan;
 
 pub(crate) async fn broker_limit(plan: &Plan) -> Result<Value> {
@@ -77,6 +78,7 @@ pub(crate) async fn broker_limit(plan: &Plan) -> Result<Value> {
 pub(crate) async fn copy_limit(plan: &Plan, devices: usize) -> Result<Value> {
     use sqlx::Connection;
     let db = TestDb::create().await?;
+    crate::pgstat::settle(&db.url, "the COPY limit").await?;
     let mut conn = sqlx::PgConnection::connect(&db.url).await?;
     sqlx::query(
         "CREATE TABLE copy_limit (time timestamptz NOT NULL, device text NOT NULL, metric text NOT NULL, value double precision NOT NULL, seq bigint, PRIMARY KEY (device, metric, time))",
@@ -104,7 +106,7 @@ pub(crate) async fn copy_limit(plan: &Plan, devices: usize) -> Result<Value> {
         })
         .collect();
     let started = Instant::now();
-    let pg0 = cpu_secs_of("postgres");
+    let pg0 = pg_cpu();
     for csv in batches {
         let mut copy = conn
             .copy_in_raw(
@@ -115,7 +117,8 @@ pub(crate) async fn copy_limit(plan: &Plan, devices: usize) -> Result<Value> {
         copy.finish().await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let pg_cpu = cpu_secs_of("postgres") - pg0;
+    let pg = pg_cpu().since(&pg0);
+    let pg_secs: f64 = pg.values().sum();
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM copy_limit").fetch_one(&mut conn).await?;
     if stored as usize != plan.copy_rows {
@@ -127,7 +130,8 @@ pub(crate) async fn copy_limit(plan: &Plan, devices: usize) -> Result<Value> {
         "rows": plan.copy_rows,
         "rows_per_s": (plan.copy_rows as f64 / secs).round(),
         "batch_rows": 5000,
-        "postgres_cpu_us_per_row": round2(pg_cpu * 1e6 / plan.copy_rows as f64),
+        "postgres_cpu_us_per_row": round2(pg_secs * 1e6 / plan.copy_rows as f64),
+        "postgres_cpu_us_per_row_by_kind": us_per_row_by_kind(&pg, plan.copy_rows as f64),
         "fleet_keys": same_keys,
     }))
 }
@@ -144,6 +148,7 @@ pub(crate) const FLEET_DEVICES: usize = 2_000;
 async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
     use sqlx::Connection;
     let db = TestDb::create().await?;
+    crate::pgstat::settle(&db.url, "the COPY limit on the fleet's keys").await?;
     let mut conn = sqlx::PgConnection::connect(&db.url).await?;
     sqlx::query(crate::ideal::TABLE).execute(&mut conn).await?;
     let fleet = crate::load::fleet(devices)?;
@@ -174,7 +179,7 @@ async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
         .map(crate::ideal::copy_rows)
         .collect();
     let started = Instant::now();
-    let pg0 = cpu_secs_of("postgres");
+    let pg0 = pg_cpu();
     for batch in batches {
         let mut tx = conn.begin().await?;
         let mut copy = tx.copy_in_raw(crate::ideal::COPY).await?;
@@ -183,7 +188,8 @@ async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
         tx.commit().await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let pg_cpu = cpu_secs_of("postgres") - pg0;
+    let pg = pg_cpu().since(&pg0);
+    let pg_secs: f64 = pg.values().sum();
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ideal_readings").fetch_one(&mut conn).await?;
     if stored as usize != rows.len() {
@@ -193,6 +199,7 @@ async fn copy_fleet_keys(plan: &Plan, devices: usize) -> Result<Value> {
         "devices": devices,
         "rows": rows.len(),
         "rows_per_s": (rows.len() as f64 / secs).round(),
-        "postgres_cpu_us_per_row": round2(pg_cpu * 1e6 / rows.len() as f64),
+        "postgres_cpu_us_per_row": round2(pg_secs * 1e6 / rows.len() as f64),
+        "postgres_cpu_us_per_row_by_kind": us_per_row_by_kind(&pg, rows.len() as f64),
     }))
 }

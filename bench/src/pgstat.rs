@@ -5,6 +5,8 @@
 //! Needs `pg_stat_statements` in `shared_preload_libraries` (`scripts/bench.sh` starts its
 //! own PostgreSQL with it); without it the breakdown says why it is missing.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
@@ -65,9 +67,14 @@ fn short(query: &str) -> String {
 }
 
 impl Window {
-    /// Close the window: `readings` stored in it, `postgres_cpu_s` the CPU seconds of every
-    /// PostgreSQL process over it.
-    pub(crate) async fn finish(self, readings: f64, postgres_cpu_s: f64) -> Value {
+    /// Close the window: `readings` stored in it, `postgres_cpu` the CPU seconds of the
+    /// PostgreSQL processes over it by kind ([`crate::measure::pg_cpu`]).
+    pub(crate) async fn finish(
+        self,
+        readings: f64,
+        postgres_cpu: &BTreeMap<&'static str, f64>,
+    ) -> Value {
+        let postgres_cpu_s: f64 = postgres_cpu.values().sum();
         let per = |v: f64| round2(v / readings.max(1.0));
         let result = async {
             let (b, r, f) = wal(&self.pool).await?;
@@ -126,6 +133,7 @@ impl Window {
                 json!({
                     "readings": readings,
                     "postgres_cpu_us_per_reading": round2(cpu_us),
+                    "postgres_cpu_us_per_reading_by_kind": us_per_row_by_kind(postgres_cpu, readings),
                     // Time in the server, waits for locks and I/O included: with statements
                     // running on several connections at once it can exceed the CPU.
                     "statement_exec_us_per_reading": round2(exec_us),
@@ -140,4 +148,35 @@ impl Window {
         self.pool.close().await;
         out
     }
+}
+
+/// CPU seconds by kind of server process as microseconds per row.
+pub(crate) fn us_per_row_by_kind(cpu: &BTreeMap<&'static str, f64>, rows: f64) -> Value {
+    Value::Object(
+        cpu.iter().map(|(k, s)| (k.to_string(), json!(round2(s * 1e6 / rows.max(1.0))))).collect(),
+    )
+}
+
+/// Let the server settle before a stage whose database work is measured: a checkpoint
+/// writes out what earlier stages left dirty, and the autovacuum workers busy with
+/// earlier stages' tables finish (a minute at most), so that neither is counted as this
+/// stage's work. The benchmark's log shows how long it took.
+pub(crate) async fn settle(db_url: &str, stage: &str) -> Result<(), sqlx::Error> {
+    let started = std::time::Instant::now();
+    let pool = PgPool::connect(db_url).await?;
+    sqlx::query("CHECKPOINT").execute(&pool).await?;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    pool.close().await;
+    eprintln!("database settled in {:.1} s before {stage}", started.elapsed().as_secs_f64());
+    Ok(())
 }

@@ -143,7 +143,7 @@ async fn one(
     let readings_per_s = ((n1 - n0) / window).round();
     let per_reading = |c: f64| round2(c * 1e6 / readings_per_s.max(1.0));
     let sccr_total: f64 = sccr.iter().sum();
-    let postgres = cores(cpu0.postgres, cpu1.postgres);
+    let postgres = cores(cpu0.postgres.total(), cpu1.postgres.total());
     Ok(json!({
         "broker": target.name(),
         "replicas": replicas,

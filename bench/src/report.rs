@@ -89,15 +89,15 @@ pub(crate) fn markdown(r: &Value) -> String {
     let ck = &c["fleet_keys"];
     if ck.is_object() {
         out.push_str(&format!(
-            "| `COPY` limit on the end-to-end fleet's keys ({} devices; binary, the ideal pipeline's table, a commit per batch) | {} rows/s; PostgreSQL {} µs CPU per row | | | |\n",
-            f(&ck["devices"]), f(&ck["rows_per_s"]), f(&ck["postgres_cpu_us_per_row"])
+            "| `COPY` limit on the end-to-end fleet's keys ({} devices; binary, the ideal pipeline's table, a commit per batch) | {} rows/s; PostgreSQL {} µs CPU per row ({}) | | | |\n",
+            f(&ck["devices"]), f(&ck["rows_per_s"]), f(&ck["postgres_cpu_us_per_row"]), by_kind(&ck["postgres_cpu_us_per_row_by_kind"])
         ));
     }
     let i = &r["ideal"];
     if i.is_object() {
         out.push_str(&format!(
-            "| ideal pipeline: minimal Rust bridge, QoS 1, ack after commit, binary `COPY`, same key, nothing else | {} readings/s; PostgreSQL {} µs CPU per reading | | | |\n",
-            f(&i["readings_per_s"]), f(&i["postgres_cpu_us_per_reading"])
+            "| ideal pipeline: minimal Rust bridge, QoS 1, ack after commit, binary `COPY`, same key, nothing else | {} readings/s; PostgreSQL {} µs CPU per reading ({}) | | | |\n",
+            f(&i["readings_per_s"]), f(&i["postgres_cpu_us_per_reading"]), by_kind(&i["database"]["postgres_cpu_us_per_reading_by_kind"])
         ));
     }
     out.push_str(&format!(
@@ -275,6 +275,7 @@ pub(crate) fn markdown(r: &Value) -> String {
         r["stage_seconds"]
     ));
     out.push_str(&database_breakdown("SCCR end to end, 2,000 devices", &e["database"]));
+    out.push_str(&database_breakdown("the ideal pipeline, 2,000 devices", &r["ideal"]["database"]));
     for s in r["scaling"].as_array().into_iter().flatten() {
         if s["instances"] == 1 && (s["devices"] == 1_000 || s["devices"] == 100_000) {
             let name = format!("SCCR end to end, {} devices", f(&s["devices"]));
@@ -298,8 +299,8 @@ fn database_breakdown(name: &str, d: &Value) -> String {
         return String::new();
     }
     let mut out = format!(
-        "\n### Database work per stored reading: {name}\n\n{} readings stored in the window; PostgreSQL CPU {} µs per reading (every server process); statements' execution time {} µs per reading (time in the server, waits included, on several connections at once); WAL {} bytes, {} records and {} full-page images per reading.\n\n| statement | calls | time µs/reading | WAL bytes/reading | rows/call | buffers/reading |\n|---|---|---|---|---|---|\n",
-        f(&d["readings"]), f(&d["postgres_cpu_us_per_reading"]), f(&d["statement_exec_us_per_reading"]), f(&d["wal_bytes_per_reading"]), f(&d["wal_records_per_reading"]), f(&d["wal_full_page_images_per_reading"])
+        "\n### Database work per stored reading: {name}\n\n{} readings stored in the window; PostgreSQL CPU {} µs per reading (every server process: {}); statements' execution time {} µs per reading (time in the server, waits included, on several connections at once); WAL {} bytes, {} records and {} full-page images per reading.\n\n| statement | calls | time µs/reading | WAL bytes/reading | rows/call | buffers/reading |\n|---|---|---|---|---|---|\n",
+        f(&d["readings"]), f(&d["postgres_cpu_us_per_reading"]), by_kind(&d["postgres_cpu_us_per_reading_by_kind"]), f(&d["statement_exec_us_per_reading"]), f(&d["wal_bytes_per_reading"]), f(&d["wal_records_per_reading"]), f(&d["wal_full_page_images_per_reading"])
     );
     for st in d["statements"].as_array().into_iter().flatten() {
         out.push_str(&format!(
@@ -313,4 +314,12 @@ fn database_breakdown(name: &str, d: &Value) -> String {
         ));
     }
     out
+}
+
+/// CPU by kind of PostgreSQL process (`measure::pg_cpu`), largest first: "backends 5.1, …".
+pub(crate) fn by_kind(v: &Value) -> String {
+    let mut kinds: Vec<(&String, f64)> =
+        v.as_object().into_iter().flatten().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    kinds.iter().map(|(k, v)| format!("{} {v}", k.replace('_', " "))).collect::<Vec<_>>().join(", ")
 }

@@ -8,6 +8,11 @@
 //! value (the tie rule of `telemetry::Partial::merge`). Unlike `array_agg(… ORDER BY …)`
 //! it needs no sort, so grouping stays a hash aggregate. Epoch seconds with microseconds
 //! are exact in a float8 for any time this system stores.
+//!
+//! Minutes are `date_bin('1 minute', time, 1970-01-01Z)`: UTC minutes, as
+//! `date_trunc('minute', time)` in a UTC session, for every time this system stores (none
+//! is before 1970), with integer arithmetic instead of a calendar conversion in the
+//! session's time zone: 28 % less time grouping 2 million readings by minute and key.
 
 use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
@@ -29,7 +34,7 @@ WITH b AS (
     DELETE FROM rollup_pending WHERE batch IN (SELECT batch FROM rollup_pending ORDER BY batch LIMIT $1)
     RETURNING batch, min_time, max_time
 ), m AS (
-    SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
+    SELECT date_bin('1 minute', time, TIMESTAMPTZ '1970-01-01Z') AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
            min(value) AS min, max(value) AS max,
            (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
     FROM readings
@@ -42,7 +47,7 @@ WITH b AS (
 /// per minute into `m`.
 const FOLD_SOURCE: &str = r#"
 WITH m AS (
-    SELECT date_trunc('minute', time) AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
+    SELECT date_bin('1 minute', time, TIMESTAMPTZ '1970-01-01Z') AS bucket, device, metric, count(*)::int8 AS count, sum(value) AS sum,
            min(value) AS min, max(value) AS max,
            (max(ARRAY[date_part('epoch', time), value]))[2] AS last_value, max(time) AS last_time
     FROM readings
@@ -247,13 +252,30 @@ impl PgStore {
         fold: bool,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        tx.execute("SET LOCAL synchronous_commit = off").await?;
+        // No JIT: it compiles the long statement again at every execution (0.9 s of CPU
+        // per fold once the estimated cost passes `jit_above_cost`, for a statement that
+        // runs every few seconds).
+        tx.execute("SET LOCAL synchronous_commit = off; SET LOCAL jit = off").await?;
         tx.execute(if fold {
             "SET LOCAL work_mem = '128MB'"
         } else {
             "SET LOCAL work_mem = '32MB'"
         })
         .await?;
+        if fold {
+            // The fold reads the live partition, whose statistics always lag behind the
+            // minutes it folds: the planner expects a handful of rows where there are
+            // millions, and picks a sequential scan of the whole day's partition and a
+            // sort to group them (seen: 6.3 s, 180 MB of temporary files, for a 15 s step
+            // of 2.5 million readings). Pinned instead: the time index and a hash
+            // aggregate, whatever the statistics say, and no parallel workers (background
+            // work: the least CPU, leaving the cores to the writers).
+            tx.execute(
+                "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
+                 SET LOCAL max_parallel_workers_per_gather = 0",
+            )
+            .await?;
+        }
         Ok(tx)
     }
 
