@@ -92,6 +92,37 @@ pub fn query(args: &ExportArgs, now: EventTime) -> Result<(ExportQuery, ExportFo
     Ok((q, format))
 }
 
+/// The store an export reads, as the HTTP exports choose it: the read replica
+/// (`[database] read_url`) when it is up and at most `max_read_lag` behind, else the
+/// primary. Says which on stderr.
+pub async fn read_store(config: &crate::config::Config, primary: &Store) -> Result<Store> {
+    let Some(url) = &config.database.read_url else { return Ok(primary.clone()) };
+    let reads = store::replica::Reads::with_replica(
+        primary.clone(),
+        url,
+        config.database.max_read_lag,
+        config.database.max_connections,
+    )
+    .context("database.read_url")?;
+    reads.probe().await;
+    let choice = reads.choose();
+    use store::replica::ReadSource;
+    match (choice.source, choice.lag) {
+        (ReadSource::Replica, Some(lag)) => {
+            eprintln!("reading from the read replica ({:.1} s behind)", lag.as_secs_f64());
+        }
+        (ReadSource::PrimaryReplicaDown, _) => {
+            eprintln!("reading from the primary: the read replica does not answer");
+        }
+        (ReadSource::PrimaryReplicaLagging, _) => eprintln!(
+            "reading from the primary: the read replica is more than {} s behind",
+            config.database.max_read_lag.as_secs_f64()
+        ),
+        _ => {}
+    }
+    Ok(choice.store)
+}
+
 /// Refuse devices and road segments the store does not know: a typo would export nothing.
 async fn check_subjects(store: &Store, q: &ExportQuery) -> Result<()> {
     if let Some(d) = store.unknown_devices(&q.devices).await?.first() {

@@ -370,7 +370,10 @@ async fn run(command: Command) -> Result<()> {
             export::query(&args, telemetry::EventTime::now())?;
             let config = config.load()?;
             let store = pipeline::open_store(&config).await?;
-            let result = export::run(&store, args).await;
+            let read = export::read_store(&config, &store).await?;
+            let result = export::run(&read, args).await;
+            // The primary's pool when no replica is read: closing it twice is harmless.
+            read.close().await;
             store.close().await;
             result
         }

@@ -350,6 +350,41 @@ struct Replica {
     metrics: Arc<ReplicaMetrics>,
 }
 
+impl Replica {
+    /// One lag probe, recorded in the metrics: whether the replica is up.
+    async fn probe(&self) -> bool {
+        let Store::Postgres(pg) = &self.store else { return false };
+        let probe = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            sqlx::query_as::<_, (f64, i64)>(LAG_SQL).fetch_one(pg.pool()),
+        )
+        .await;
+        let m = &self.metrics;
+        let up = match probe {
+            Ok(Ok((secs, bytes))) => {
+                let ms = if secs.is_finite() { (secs.max(0.0) * 1000.0) as i64 } else { i64::MAX };
+                m.lag_ms.store(ms, Ordering::Relaxed);
+                m.lag_bytes.store(bytes, Ordering::Relaxed);
+                true
+            }
+            Ok(Err(e)) => {
+                m.probe_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "read replica probe failed");
+                false
+            }
+            Err(_) => {
+                m.probe_errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        };
+        if !up {
+            m.lag_ms.store(-1, Ordering::Relaxed);
+        }
+        m.up.store(up, Ordering::Relaxed);
+        up
+    }
+}
+
 /// Where planners' reads go: the primary, or a read replica while it is up and close
 /// enough behind.
 #[derive(Debug, Clone)]
@@ -451,6 +486,15 @@ impl Reads {
         })
     }
 
+    /// Measure the replica's lag once (within 2 s) and record it: whether
+    /// it is up. `false` without a replica.
+    pub async fn probe(&self) -> bool {
+        match &self.replica {
+            Some(r) => r.probe().await,
+            None => false,
+        }
+    }
+
     /// Measure the replica's lag every [`PROBE_INTERVAL`] until `shutdown` turns true
     /// (nothing to do without a replica).
     pub fn spawn_probe(
@@ -458,42 +502,10 @@ impl Reads {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let r = self.replica.clone()?;
-        let Store::Postgres(pg) = &r.store else { return None };
-        let pool = pg.pool().clone();
         Some(tokio::spawn(async move {
             let mut was_up = None;
             loop {
-                let probe = tokio::time::timeout(
-                    PROBE_TIMEOUT,
-                    sqlx::query_as::<_, (f64, i64)>(LAG_SQL).fetch_one(&pool),
-                )
-                .await;
-                let m = &r.metrics;
-                let up = match probe {
-                    Ok(Ok((secs, bytes))) => {
-                        let ms = if secs.is_finite() {
-                            (secs.max(0.0) * 1000.0) as i64
-                        } else {
-                            i64::MAX
-                        };
-                        m.lag_ms.store(ms, Ordering::Relaxed);
-                        m.lag_bytes.store(bytes, Ordering::Relaxed);
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        m.probe_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "read replica probe failed");
-                        false
-                    }
-                    Err(_) => {
-                        m.probe_errors.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
-                };
-                if !up {
-                    m.lag_ms.store(-1, Ordering::Relaxed);
-                }
-                m.up.store(up, Ordering::Relaxed);
+                let up = r.probe().await;
                 if was_up != Some(up) {
                     if up {
                         tracing::info!("read replica up: history and exports may read from it");

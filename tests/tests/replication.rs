@@ -281,6 +281,39 @@ async fn history_from_the_standby_equals_the_primary_and_lag_or_outage_reads_the
     assert_eq!(status, 200);
     assert_eq!(header_value(&head, "sccr-read-from"), Some("replica"), "exports too");
     assert!(header_value(&head, "sccr-replica-lag").is_some());
+    // `sccr export` chooses as the server does, and says so.
+    let config = dir.path.join("export.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{primary_url}\"\nread_url = \"{standby_url}\"\nmax_read_lag = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let cli_export = |name: &str| {
+        let out = dir.path.join(name);
+        let o = std::process::Command::new(sccr_tests::workspace_bin("sccr").expect("sccr"))
+            .args(["export", "--config"])
+            .arg(&config)
+            .args(["--from", &from.to_string(), "--to", &to.to_string(), "--format", "csv"])
+            .args(["--metric", "speed_kmh", "--out"])
+            .arg(&out)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run sccr export");
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "sccr export: {stderr}");
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("_sccr_export.json")).expect("manifest"),
+        )
+        .expect("manifest JSON");
+        (stderr, manifest["rows"].as_u64())
+    };
+    let (said, rows) = cli_export("from-replica");
+    assert!(said.contains("reading from the read replica"), "{said}");
+    assert_eq!(rows, Some(270), "every reading of the range, from the replica");
 
     // Writes went to the primary only, exactly. (Checked before the standby stops: a
     // primary whose only synchronous standby is down holds every commit.)
@@ -298,6 +331,9 @@ async fn history_from_the_standby_equals_the_primary_and_lag_or_outage_reads_the
     let (status, read_from, reason, body) = history(sccr.api_port, &queries[1]).await;
     assert_eq!(status, 200);
     assert_eq!((read_from.as_str(), reason.as_deref()), ("primary", Some("replica_down")));
+    let (said, rows) = cli_export("from-primary");
+    assert!(said.contains("reading from the primary: the read replica does not answer"), "{said}");
+    assert_eq!(rows, Some(270), "the same rows from the primary");
     assert_eq!(body, from_replica[1]);
     let counted = |target: &str| format!("sccr_replica_reads_total{{target=\"{target}\"}}");
     assert!(labelled(sccr.api_port, &counted("replica")).await.unwrap_or(0.0) >= 5.0);
