@@ -67,14 +67,7 @@ pub(crate) fn copy_rows(readings: &mut [telemetry::Reading]) -> Vec<u8> {
     let mut copy = CopyEncoder::with_capacity(readings.len() * 64);
     for r in readings.iter() {
         copy.row(5);
-        copy.timestamptz(r.time);
-        copy.text(r.device.as_str());
-        copy.text(r.metric.as_str());
-        copy.f64(r.value);
-        match r.seq {
-            Some(s) => copy.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
-            None => copy.null(),
-        }
+        copy.reading(r);
     }
     copy.finish()
 }

@@ -75,11 +75,7 @@ async fn copy_limit(batches: &[Vec<Reading>]) -> Result<f64> {
         let mut enc = CopyEncoder::with_capacity(b.len() * 72);
         for r in b {
             enc.row(5);
-            enc.timestamptz(r.time);
-            enc.text(r.device.as_str());
-            enc.text(r.metric.as_str());
-            enc.f64(r.value);
-            enc.i64(r.seq.map_or(0, |s| s.0 as i64));
+            enc.reading(r);
         }
         let mut tx = conn.begin().await?;
         let mut copy = tx

@@ -3,7 +3,7 @@
 //! length-prefixed big-endian fields, then a trailer. Binary COPY skips text parsing on
 //! the server, which is where most of a text COPY's CPU goes.
 
-use telemetry::EventTime;
+use telemetry::{EventTime, Reading};
 
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -47,6 +47,20 @@ impl CopyEncoder {
 
     pub fn timestamptz(&mut self, t: EventTime) {
         self.i64(t.millis().saturating_mul(1_000).saturating_sub(PG_EPOCH_OFFSET_MICROS));
+    }
+
+    /// A reading's five columns, in `readings`' order: time, device, metric, value, seq
+    /// (NULL when the device sent none). The row's field count is the caller's: the writer
+    /// adds the batch column.
+    pub fn reading(&mut self, r: &Reading) {
+        self.timestamptz(r.time);
+        self.text(r.device.as_str());
+        self.text(r.metric.as_str());
+        self.f64(r.value);
+        match r.seq {
+            Some(s) => self.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
+            None => self.null(),
+        }
     }
 
     pub fn finish(mut self) -> Vec<u8> {

@@ -100,14 +100,7 @@ impl PgStore {
             let mut enc = CopyEncoder::with_capacity(unique.len() * 80);
             for r in &unique {
                 enc.row(6);
-                enc.timestamptz(r.time);
-                enc.text(r.device.as_str());
-                enc.text(r.metric.as_str());
-                enc.f64(r.value);
-                match r.seq {
-                    Some(s) => enc.i64(i64::try_from(s.0).unwrap_or(i64::MAX)),
-                    None => enc.null(),
-                }
+                enc.reading(r);
                 match id.filter(|_| r.time < sealed) {
                     Some(id) => enc.i64(id),
                     None => enc.null(),
