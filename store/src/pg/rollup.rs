@@ -200,6 +200,23 @@ JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
 WHERE h.inhparent = 'readings'::regclass AND am.amname = 'brin' AND p.relname >= $1";
 
+/// The settings of a merge's transaction (one round trip). No JIT: it compiles the long
+/// statement again at every execution (0.9 s of CPU per fold once the estimated cost
+/// passes `jit_above_cost`, for a statement that runs every few seconds).
+const MERGE_SETTINGS: &str =
+    "SET LOCAL synchronous_commit = off; SET LOCAL jit = off; SET LOCAL work_mem = '32MB'";
+
+/// The settings of a fold's transaction: a merge's, more memory, and a pinned plan. The
+/// fold reads the live partition, whose statistics always lag behind the minutes it
+/// folds: the planner expects a handful of rows where there are millions, and picks a
+/// sequential scan of the whole day's partition and a sort to group them (seen: 6.3 s,
+/// 180 MB of temporary files, for a 15 s step of 2.5 million readings). Pinned instead:
+/// the time index and a hash aggregate, whatever the statistics say, and no parallel
+/// workers (background work: the least CPU, leaving the cores to the writers).
+const FOLD_SETTINGS: &str = "SET LOCAL synchronous_commit = off; SET LOCAL jit = off; \
+    SET LOCAL work_mem = '128MB'; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
+    SET LOCAL max_parallel_workers_per_gather = 0";
+
 /// The most minutes one fold transaction covers (after an outage, a backlog is folded in
 /// bounded steps).
 const FOLD_CHUNK_MS: i64 = 15 * 60_000;
@@ -252,30 +269,7 @@ impl PgStore {
         fold: bool,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // No JIT: it compiles the long statement again at every execution (0.9 s of CPU
-        // per fold once the estimated cost passes `jit_above_cost`, for a statement that
-        // runs every few seconds).
-        tx.execute("SET LOCAL synchronous_commit = off; SET LOCAL jit = off").await?;
-        tx.execute(if fold {
-            "SET LOCAL work_mem = '128MB'"
-        } else {
-            "SET LOCAL work_mem = '32MB'"
-        })
-        .await?;
-        if fold {
-            // The fold reads the live partition, whose statistics always lag behind the
-            // minutes it folds: the planner expects a handful of rows where there are
-            // millions, and picks a sequential scan of the whole day's partition and a
-            // sort to group them (seen: 6.3 s, 180 MB of temporary files, for a 15 s step
-            // of 2.5 million readings). Pinned instead: the time index and a hash
-            // aggregate, whatever the statistics say, and no parallel workers (background
-            // work: the least CPU, leaving the cores to the writers).
-            tx.execute(
-                "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; \
-                 SET LOCAL max_parallel_workers_per_gather = 0",
-            )
-            .await?;
-        }
+        tx.execute(if fold { FOLD_SETTINGS } else { MERGE_SETTINGS }).await?;
         Ok(tx)
     }
 
